@@ -1,0 +1,188 @@
+//! The durable-storage boundary of vmsdb's transaction layer.
+//!
+//! `txn` reaches durable storage only through the [`Storage`] trait defined here. The trait is
+//! deliberately byte-oriented: the transaction layer encodes epoch batches and checkpoint rows
+//! itself (rmp-serde), and a backend only has to keep bytes safe and ordered.
+//!
+//! Two kinds of data live in a store:
+//! - **The epoch log.** One record per epoch: the epoch's sequenced input batch, appended in
+//!   increasing epoch order with no gaps, one durable write per epoch (group commit). Replaying
+//!   the log from a checkpoint deterministically rebuilds the state.
+//! - **Checkpoints.** Incremental: checkpoint `c` holds only the rows that changed since the
+//!   previous checkpoint (a `None` value is a deletion). The state as of the latest *complete*
+//!   checkpoint is the merge of all complete checkpoints, newest version of each row winning.
+//!   A checkpoint may be written in many chunks and becomes visible only when
+//!   [`Storage::complete_checkpoint`] returns; rows of an incomplete checkpoint are never read.
+//!
+//! Every logged record carries a CRC-32C checksum (see [`record`]); a torn or corrupt record is
+//! reported as [`StorageError::Corrupt`] naming the epoch, never returned as data.
+
+pub mod conformance;
+pub mod faulty;
+pub mod fjall_storage;
+pub mod limits;
+pub mod memory;
+pub mod record;
+pub mod redb_storage;
+mod row;
+
+use std::fmt;
+
+pub use faulty::{FaultOp, FaultyStorage};
+pub use fjall_storage::FjallStorage;
+pub use memory::MemoryStorage;
+pub use redb_storage::RedbStorage;
+
+/// One checkpoint row as written: key and new value, `None` for a deletion.
+pub type CheckpointRow = (Vec<u8>, Option<Vec<u8>>);
+
+/// One live row as read back from a checkpoint: key and value.
+pub type LiveRow = (Vec<u8>, Vec<u8>);
+
+/// A durable store for the epoch log and checkpoints.
+///
+/// Calls are blocking; the transaction layer calls them from a dedicated durability thread, never
+/// from an actor. Implementations must be safe to share between threads.
+// The visitor parameters spell out `dyn FnMut` so callers see exactly what to pass.
+#[allow(clippy::type_complexity)]
+pub trait Storage: Send + Sync + 'static {
+    /// A short name for reports and errors, e.g. `"memory"`, `"redb"`, `"fdb"`.
+    fn name(&self) -> &'static str;
+
+    /// Appends the input batch of `epoch` to the log and makes it durable before returning.
+    ///
+    /// `epoch` must be exactly one more than the last appended epoch (or any value when the log
+    /// is empty, e.g. after truncation to a checkpoint); otherwise [`StorageError::OutOfOrder`].
+    /// Appending an epoch that is already logged with identical bytes is a no-op (idempotent
+    /// retry); with different bytes it is [`StorageError::OutOfOrder`]. A batch longer than
+    /// [`limits::EPOCH_BATCH_BYTES_MAX`] is [`StorageError::TooLarge`] and nothing is written.
+    fn append_epoch(&self, epoch: u64, batch: &[u8]) -> Result<(), StorageError>;
+
+    /// Calls `visit` for every logged epoch `>= from`, in increasing order. Stops at and returns
+    /// the first error of `visit`. A corrupt record is reported as [`StorageError::Corrupt`]
+    /// after the intact records before it were visited.
+    fn read_epochs(
+        &self,
+        from: u64,
+        visit: &mut dyn FnMut(u64, &[u8]) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError>;
+
+    /// The highest logged epoch, or `None` when the log is empty.
+    fn last_epoch(&self) -> Result<Option<u64>, StorageError>;
+
+    /// Writes one chunk of the rows of checkpoint `checkpoint_epoch` (the state after that
+    /// epoch committed). `None` deletes the row. May be called any number of times before
+    /// [`Storage::complete_checkpoint`]; each call is durable when it returns. Starting a new
+    /// checkpoint discards the rows of any earlier incomplete one.
+    ///
+    /// Within one checkpoint a later write of a key replaces an earlier one, so re-writing a
+    /// chunk after a failed call is safe. `checkpoint_epoch` must be newer than the latest
+    /// complete checkpoint, otherwise [`StorageError::CheckpointOutOfOrder`]. A key longer than
+    /// [`limits::CHECKPOINT_KEY_BYTES_MAX`] or a value longer than
+    /// [`limits::CHECKPOINT_VALUE_BYTES_MAX`] is [`StorageError::TooLarge`] and nothing of the
+    /// chunk is written.
+    fn write_checkpoint_rows(
+        &self,
+        checkpoint_epoch: u64,
+        rows: &[(Vec<u8>, Option<Vec<u8>>)],
+    ) -> Result<(), StorageError>;
+
+    /// Atomically marks checkpoint `checkpoint_epoch` complete. Afterwards
+    /// [`Storage::read_latest_checkpoint`] returns it.
+    ///
+    /// Completing a checkpoint no rows were written for is valid (nothing changed); rows of an
+    /// incomplete checkpoint with another epoch are discarded. Completing the latest complete
+    /// checkpoint again is a no-op (idempotent retry); an older one is
+    /// [`StorageError::CheckpointOutOfOrder`].
+    fn complete_checkpoint(&self, checkpoint_epoch: u64) -> Result<(), StorageError>;
+
+    /// Visits every live row of the merged state as of the latest complete checkpoint (deleted
+    /// rows are not visited), in key order, and returns that checkpoint's epoch, or `None` (and
+    /// visits nothing) when no checkpoint was ever completed.
+    fn read_latest_checkpoint(
+        &self,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
+    ) -> Result<Option<u64>, StorageError>;
+
+    /// Removes log records of epochs `< epoch`. Only called for `epoch <=` the latest complete
+    /// checkpoint's epoch + 1; a larger `epoch` is refused with
+    /// [`StorageError::TruncateBeyondCheckpoint`] and removes nothing. Idempotent.
+    fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError>;
+}
+
+/// Everything that can go wrong in a store, each naming what was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The underlying engine or file system failed (disk full, I/O error, engine error).
+    #[error("{backend} storage I/O failed during {operation}: {detail}")]
+    Io {
+        backend: &'static str,
+        operation: &'static str,
+        detail: String,
+    },
+    /// A logged record failed its checksum or is cut short.
+    #[error("{backend} log record of epoch {epoch} is corrupt: {detail}")]
+    Corrupt {
+        backend: &'static str,
+        epoch: u64,
+        detail: String,
+    },
+    /// An append did not follow the last logged epoch.
+    #[error("{backend}: epoch {epoch} appended out of order (last logged epoch: {last:?})")]
+    OutOfOrder {
+        backend: &'static str,
+        epoch: u64,
+        last: Option<u64>,
+    },
+    /// A value or batch is larger than the backend can store.
+    #[error("{backend}: {what} of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        backend: &'static str,
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    },
+    /// A checkpoint write or completion named a checkpoint that is not newer than the latest
+    /// complete one.
+    #[error(
+        "{backend}: checkpoint {checkpoint_epoch} is not newer than the latest complete \
+         checkpoint {latest_complete:?}"
+    )]
+    CheckpointOutOfOrder {
+        backend: &'static str,
+        checkpoint_epoch: u64,
+        latest_complete: Option<u64>,
+    },
+    /// A truncation would remove log records that no complete checkpoint covers.
+    #[error(
+        "{backend}: truncating the log below epoch {epoch} would drop epochs not covered by the \
+         latest complete checkpoint {latest_complete:?}"
+    )]
+    TruncateBeyondCheckpoint {
+        backend: &'static str,
+        epoch: u64,
+        latest_complete: Option<u64>,
+    },
+    /// Stored data other than a log record (checkpoint rows, metadata, the engine's own files)
+    /// is damaged or unreadable.
+    #[error("{backend} store is corrupt at {location}: {detail}")]
+    CorruptStore {
+        backend: &'static str,
+        location: String,
+        detail: String,
+    },
+    /// An error raised by a caller's visitor, passed through unchanged.
+    #[error("{0}")]
+    Visitor(String),
+}
+
+impl StorageError {
+    /// Shorthand for an [`StorageError::Io`] built from any displayable error.
+    pub fn io(backend: &'static str, operation: &'static str, err: impl fmt::Display) -> Self {
+        StorageError::Io {
+            backend,
+            operation,
+            detail: err.to_string(),
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Checks that the conformance suite fails on stores that break the contract, so a backend
+//! passing it means something.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use txn_storage::conformance::{self, Open};
+use txn_storage::{MemoryStorage, Storage, StorageError};
+
+/// The ways a broken store can deviate from the contract.
+#[derive(Clone, Copy, Debug)]
+enum Bug {
+    ReadIgnoresFrom,
+    TruncateDoesNothing,
+    CompleteDoesNothing,
+    SwallowsVisitorErrors,
+    ForgetsOnReopen,
+}
+
+/// A MemoryStorage with one deliberate bug.
+struct Broken {
+    inner: MemoryStorage,
+    bug: Bug,
+}
+
+impl Storage for Broken {
+    fn name(&self) -> &'static str {
+        "broken"
+    }
+
+    fn append_epoch(&self, epoch: u64, batch: &[u8]) -> Result<(), StorageError> {
+        self.inner.append_epoch(epoch, batch)
+    }
+
+    fn read_epochs(
+        &self,
+        from: u64,
+        visit: &mut dyn FnMut(u64, &[u8]) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        match self.bug {
+            Bug::ReadIgnoresFrom => self.inner.read_epochs(0, visit),
+            Bug::SwallowsVisitorErrors => self.inner.read_epochs(from, &mut |epoch, batch| {
+                let _ = visit(epoch, batch);
+                Ok(())
+            }),
+            _ => self.inner.read_epochs(from, visit),
+        }
+    }
+
+    fn last_epoch(&self) -> Result<Option<u64>, StorageError> {
+        self.inner.last_epoch()
+    }
+
+    fn write_checkpoint_rows(
+        &self,
+        checkpoint_epoch: u64,
+        rows: &[(Vec<u8>, Option<Vec<u8>>)],
+    ) -> Result<(), StorageError> {
+        self.inner.write_checkpoint_rows(checkpoint_epoch, rows)
+    }
+
+    fn complete_checkpoint(&self, checkpoint_epoch: u64) -> Result<(), StorageError> {
+        match self.bug {
+            Bug::CompleteDoesNothing => Ok(()),
+            _ => self.inner.complete_checkpoint(checkpoint_epoch),
+        }
+    }
+
+    fn read_latest_checkpoint(
+        &self,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
+    ) -> Result<Option<u64>, StorageError> {
+        self.inner.read_latest_checkpoint(visit)
+    }
+
+    fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError> {
+        match self.bug {
+            Bug::TruncateDoesNothing => Ok(()),
+            _ => self.inner.truncate_log_below(epoch),
+        }
+    }
+}
+
+#[test]
+fn suite_fails_every_broken_store() {
+    // Goal: each deliberate contract violation makes the conformance suite panic.
+    for bug in [
+        Bug::ReadIgnoresFrom,
+        Bug::TruncateDoesNothing,
+        Bug::CompleteDoesNothing,
+        Bug::SwallowsVisitorErrors,
+        Bug::ForgetsOnReopen,
+    ] {
+        let mut last = MemoryStorage::new();
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            conformance::run_all(&mut |open| {
+                let inner = match (open, bug) {
+                    (Open::Reopen, Bug::ForgetsOnReopen) => MemoryStorage::new(),
+                    (Open::Reopen, _) => last.clone(),
+                    (Open::Fresh, _) => {
+                        last = MemoryStorage::new();
+                        last.clone()
+                    }
+                };
+                Broken { inner, bug }
+            })
+        }));
+        assert!(
+            outcome.is_err(),
+            "the conformance suite passed a store with bug {bug:?}"
+        );
+    }
+}
