@@ -1,0 +1,274 @@
+//! Defining an application: services, their partitions, tables and handlers.
+//!
+//! An [`App`] names the event and output types shared by all its services. An [`AppBuilder`]
+//! declares services and tables and returns typed handles ([`ServiceRef`], [`Table`]) that
+//! handlers use; [`AppBuilder::build`] validates the whole definition at once.
+
+use crate::context::TxnCtx;
+use crate::error::{HandlerResult, TxnError};
+use crate::ids::GlobalPartition;
+use crate::table::{AnyTable, TableState};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// The types of one application: the events that flow between its services and what a
+/// transaction returns to its client.
+pub trait App: Send + Sync + 'static {
+    /// Every inbound and internal event of the application (usually an enum).
+    type Event: Clone + Serialize + DeserializeOwned + Send + Sync + Debug + 'static;
+    /// What a committed transaction returns to its client (set with [`TxnCtx::set_output`]).
+    type Output: Send + Debug + 'static;
+}
+
+/// A primary key: hashable, ordered, serializable.
+pub trait Key:
+    Hash + Eq + Ord + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+}
+impl<T> Key for T where
+    T: Hash + Eq + Ord + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+}
+
+/// A row value: cloneable and serializable.
+pub trait Row: Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static {}
+impl<T> Row for T where T: Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static {}
+
+/// A handler: runs one event of a transaction in one partition.
+pub type Handler<A> =
+    Arc<dyn Fn(&mut TxnCtx<'_, A>, &<A as App>::Event) -> HandlerResult + Send + Sync>;
+
+/// A registered service: copyable handle used to route events and requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceRef {
+    pub(crate) idx: u32,
+    pub(crate) n_partitions: u32,
+    pub(crate) first_gp: GlobalPartition,
+}
+
+impl ServiceRef {
+    /// Number of partitions of the service.
+    pub fn n_partitions(self) -> u32 {
+        self.n_partitions
+    }
+
+    /// The service's index in its application.
+    pub fn index(self) -> u32 {
+        self.idx
+    }
+
+    /// The partition that owns `key` (stable across processes and runs).
+    pub fn partition_of<K: Hash + ?Sized>(self, key: &K) -> u32 {
+        crate::route::partition_of(key, self.n_partitions)
+    }
+
+    pub(crate) fn gp(self, partition: u32) -> GlobalPartition {
+        debug_assert!(partition < self.n_partitions);
+        self.first_gp + partition
+    }
+}
+
+/// A typed handle to a table of a service.
+pub struct Table<K, V> {
+    pub(crate) service: u32,
+    pub(crate) idx: u32,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> Clone for Table<K, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<K, V> Copy for Table<K, V> {}
+
+impl<K, V> Debug for Table<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Table(service {}, #{})", self.service, self.idx)
+    }
+}
+
+pub(crate) type TableFactory = Arc<dyn Fn() -> Box<dyn AnyTable> + Send + Sync>;
+
+pub(crate) struct TableDef {
+    pub name: String,
+    pub make: TableFactory,
+}
+
+pub(crate) struct ServiceDef<A: App> {
+    pub name: String,
+    pub service: ServiceRef,
+    pub tables: Vec<TableDef>,
+    pub handler: Option<Handler<A>>,
+}
+
+/// A validated application definition, shared by every partition.
+pub struct AppDef<A: App> {
+    pub(crate) services: Vec<ServiceDef<A>>,
+    pub(crate) n_global: u32,
+    /// For each global partition: (service index, partition within the service).
+    pub(crate) gp_index: Vec<(u32, u32)>,
+}
+
+impl<A: App> AppDef<A> {
+    /// Number of partitions across all services.
+    pub fn n_partitions_total(&self) -> u32 {
+        self.n_global
+    }
+
+    /// Looks a service up by name.
+    pub fn service(&self, name: &str) -> Result<ServiceRef, TxnError> {
+        self.services
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.service)
+            .ok_or_else(|| TxnError::UnknownService(name.to_string()))
+    }
+
+    /// The name of a service.
+    pub fn service_name(&self, service: ServiceRef) -> &str {
+        &self.services[service.idx as usize].name
+    }
+
+    pub(crate) fn locate(&self, gp: GlobalPartition) -> (u32, u32) {
+        self.gp_index[gp as usize]
+    }
+}
+
+/// Declares the services of an application.
+pub struct AppBuilder<A: App> {
+    services: Vec<ServiceDef<A>>,
+    next_gp: u32,
+    problems: Vec<String>,
+}
+
+impl<A: App> Default for AppBuilder<A> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<A: App> AppBuilder<A> {
+    /// An empty application.
+    pub fn new() -> Self {
+        AppBuilder {
+            services: Vec::new(),
+            next_gp: 0,
+            problems: Vec::new(),
+        }
+    }
+
+    /// Declares a service with `n_partitions` partitions.
+    pub fn service(&mut self, name: &str, n_partitions: u32) -> ServiceRef {
+        if n_partitions == 0 {
+            self.problems
+                .push(format!("service {name:?} must have at least one partition"));
+        }
+        if self.services.iter().any(|s| s.name == name) {
+            self.problems
+                .push(format!("service {name:?} is declared twice"));
+        }
+        let service = ServiceRef {
+            idx: self.services.len() as u32,
+            n_partitions: n_partitions.max(1),
+            first_gp: self.next_gp,
+        };
+        self.next_gp += service.n_partitions;
+        self.services.push(ServiceDef {
+            name: name.to_string(),
+            service,
+            tables: Vec::new(),
+            handler: None,
+        });
+        service
+    }
+
+    /// Declares a hash table (point access only) of `service`.
+    pub fn table<K: Key, V: Row>(&mut self, service: ServiceRef, name: &str) -> Table<K, V> {
+        self.add_table::<K, V>(service, name, false)
+    }
+
+    /// Declares an ordered table of `service`: point access plus key-range scans.
+    pub fn ordered_table<K: Key, V: Row>(
+        &mut self,
+        service: ServiceRef,
+        name: &str,
+    ) -> Table<K, V> {
+        self.add_table::<K, V>(service, name, true)
+    }
+
+    fn add_table<K: Key, V: Row>(
+        &mut self,
+        service: ServiceRef,
+        name: &str,
+        ordered: bool,
+    ) -> Table<K, V> {
+        let def = &mut self.services[service.idx as usize];
+        if def.tables.iter().any(|t| t.name == name) {
+            self.problems
+                .push(format!("table {}.{name} is declared twice", def.name));
+        }
+        let idx = def.tables.len() as u32;
+        let table_name = name.to_string();
+        let service_name = def.name.clone();
+        def.tables.push(TableDef {
+            name: table_name.clone(),
+            make: Arc::new(move || {
+                Box::new(TableState::<K, V>::new(
+                    service_name.clone(),
+                    table_name.clone(),
+                    ordered,
+                ))
+            }),
+        });
+        Table {
+            service: service.idx,
+            idx,
+            _types: PhantomData,
+        }
+    }
+
+    /// Sets the handler that runs every event delivered to `service`.
+    pub fn handler(
+        &mut self,
+        service: ServiceRef,
+        handler: impl Fn(&mut TxnCtx<'_, A>, &A::Event) -> HandlerResult + Send + Sync + 'static,
+    ) {
+        let def = &mut self.services[service.idx as usize];
+        if def.handler.is_some() {
+            self.problems
+                .push(format!("service {:?} has two handlers", def.name));
+        }
+        def.handler = Some(Arc::new(handler));
+    }
+
+    /// Validates the definition, reporting every problem at once.
+    pub fn build(mut self) -> Result<Arc<AppDef<A>>, TxnError> {
+        if self.services.is_empty() {
+            self.problems.push("the application has no services".into());
+        }
+        for s in &self.services {
+            if s.handler.is_none() {
+                self.problems
+                    .push(format!("service {:?} has no handler", s.name));
+            }
+        }
+        if !self.problems.is_empty() {
+            return Err(TxnError::InvalidApp(self.problems));
+        }
+        let gp_index = self
+            .services
+            .iter()
+            .flat_map(|s| (0..s.service.n_partitions).map(move |p| (s.service.idx, p)))
+            .collect();
+        Ok(Arc::new(AppDef {
+            services: self.services,
+            n_global: self.next_gp,
+            gp_index,
+        }))
+    }
+}

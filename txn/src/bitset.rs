@@ -1,0 +1,84 @@
+//! A dense bit set over the sequence numbers of one epoch (abort sets, conflict sets).
+
+/// A fixed-size set of `Seq` values `0..len`.
+#[derive(Clone, Default, Debug, PartialEq, Eq)]
+pub struct SeqSet {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl SeqSet {
+    /// An empty set able to hold `0..len`.
+    pub fn with_len(len: usize) -> Self {
+        SeqSet {
+            words: vec![0; len.div_ceil(64)],
+            len,
+        }
+    }
+
+    /// Adds `seq`; returns whether it was newly added.
+    pub fn insert(&mut self, seq: u32) -> bool {
+        let (w, b) = (seq as usize / 64, seq % 64);
+        debug_assert!(
+            (seq as usize) < self.len,
+            "seq {seq} out of range {}",
+            self.len
+        );
+        let was = self.words[w] & (1 << b) != 0;
+        self.words[w] |= 1 << b;
+        !was
+    }
+
+    /// Whether `seq` is in the set.
+    pub fn contains(&self, seq: u32) -> bool {
+        let w = seq as usize / 64;
+        w < self.words.len() && self.words[w] & (1 << (seq % 64)) != 0
+    }
+
+    /// Adds every member of `other` (same length).
+    pub fn union_with(&mut self, other: &SeqSet) {
+        debug_assert_eq!(self.len, other.len);
+        for (a, b) in self.words.iter_mut().zip(&other.words) {
+            *a |= *b;
+        }
+    }
+
+    /// Members in increasing order.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.words.iter().enumerate().flat_map(|(i, &w)| {
+            let mut bits = w;
+            std::iter::from_fn(move || {
+                if bits == 0 {
+                    return None;
+                }
+                let b = bits.trailing_zeros();
+                bits &= bits - 1;
+                Some(i as u32 * 64 + b)
+            })
+        })
+    }
+
+    /// The capacity `len` given at construction.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_contains_union_iterate() {
+        let mut a = SeqSet::with_len(130);
+        assert!(a.insert(0));
+        assert!(!a.insert(0));
+        a.insert(64);
+        a.insert(129);
+        let mut b = SeqSet::with_len(130);
+        b.insert(5);
+        a.union_with(&b);
+        assert_eq!(a.iter().collect::<Vec<_>>(), vec![0, 5, 64, 129]);
+        assert!(!a.contains(6) && a.contains(129));
+    }
+}

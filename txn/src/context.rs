@@ -1,0 +1,209 @@
+//! The transaction context a handler receives: table access, events, abort, time and randomness.
+
+use crate::app::{App, AppDef, Key, Row, ServiceRef, Table};
+use crate::error::{Abort, AbortReason};
+use crate::ids::{GlobalPartition, Seq, Tid};
+use crate::partition::{Emitted, PartitionState};
+use crate::table::TableState;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::hash::Hash;
+use std::ops::{Bound, RangeBounds};
+
+/// What one step of a transaction may do, inside the partition it runs in.
+///
+/// Reads see the state as committed at the end of the previous epoch plus the transaction's own
+/// writes; writes are buffered and become visible to others only if the whole transaction
+/// commits. Time and randomness come from here, never from the system, so replay is exact.
+pub struct TxnCtx<'a, A: App> {
+    pub(crate) part: &'a mut PartitionState<A>,
+    pub(crate) app: &'a AppDef<A>,
+    pub(crate) seq: Seq,
+    pub(crate) tid: Tid,
+    pub(crate) timestamp_ms: u64,
+    pub(crate) emits: &'a mut Vec<Emitted<A::Event>>,
+    pub(crate) output: Option<A::Output>,
+    pub(crate) rng: Option<ChaCha8Rng>,
+}
+
+impl<'a, A: App> TxnCtx<'a, A> {
+    /// The transaction id (shared by every step of the transaction).
+    pub fn tid(&self) -> Tid {
+        self.tid
+    }
+
+    /// The epoch's logged timestamp in milliseconds since the Unix epoch: the same for every
+    /// step and on every replay.
+    pub fn now_ms(&self) -> u64 {
+        self.timestamp_ms
+    }
+
+    /// A random generator seeded by the TID: deterministic on replay.
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        let tid = self.tid;
+        let service = self.part.service_idx;
+        self.rng
+            .get_or_insert_with(|| ChaCha8Rng::seed_from_u64(tid.0 ^ (u64::from(service) << 56)))
+    }
+
+    /// The service this step runs in.
+    pub fn service(&self) -> ServiceRef {
+        self.app.services[self.part.service_idx as usize].service
+    }
+
+    /// The partition this step runs in.
+    pub fn partition(&self) -> u32 {
+        self.part.partition
+    }
+
+    /// An abort with a business reason, to `return Err(ctx.abort("..."))`.
+    pub fn abort(&self, message: impl Into<String>) -> Abort {
+        Abort(AbortReason::User {
+            service: self.service_name().to_string(),
+            message: message.into(),
+        })
+    }
+
+    /// Sets what the client receives if the transaction commits (the last call wins).
+    pub fn set_output(&mut self, output: A::Output) {
+        self.output = Some(output);
+    }
+
+    /// Reads a row.
+    pub fn get<K: Key, V: Row>(&mut self, table: Table<K, V>, key: &K) -> Result<Option<V>, Abort> {
+        let seq = self.seq;
+        Ok(self.table(table, key)?.get(seq, key))
+    }
+
+    /// Writes (inserts or replaces) a row.
+    pub fn put<K: Key, V: Row>(
+        &mut self,
+        table: Table<K, V>,
+        key: K,
+        value: V,
+    ) -> Result<(), Abort> {
+        let seq = self.seq;
+        self.table(table, &key)?.write(seq, key, Some(value));
+        Ok(())
+    }
+
+    /// Deletes a row (a no-op if it does not exist).
+    pub fn delete<K: Key, V: Row>(&mut self, table: Table<K, V>, key: &K) -> Result<(), Abort> {
+        let seq = self.seq;
+        self.table(table, key)?.write(seq, key.clone(), None);
+        Ok(())
+    }
+
+    /// Scans the rows of this partition whose keys fall in `range`, in key order. The table must
+    /// be declared with `ordered_table`.
+    pub fn scan<K: Key, V: Row>(
+        &mut self,
+        table: Table<K, V>,
+        range: impl RangeBounds<K>,
+    ) -> Result<Vec<(K, V)>, Abort> {
+        let seq = self.seq;
+        let state = self.table_unchecked(table)?;
+        if !state.is_ordered() {
+            return Err(Abort(AbortReason::NotOrdered {
+                service: state.service.clone(),
+                table: state.name.clone(),
+            }));
+        }
+        let bounds = (
+            clone_bound(range.start_bound()),
+            clone_bound(range.end_bound()),
+        );
+        Ok(state.scan(seq, bounds))
+    }
+
+    /// Emits `event` to the partition of `service` that owns `key`. The event runs in the same
+    /// transaction and the same epoch; if this step aborts, its emits are discarded.
+    pub fn emit<K: Hash + ?Sized>(&mut self, service: ServiceRef, key: &K, event: A::Event) {
+        let partition = service.partition_of(key);
+        self.emit_to_partition(service, partition, event);
+    }
+
+    /// Emits `event` to partition `partition` of `service`.
+    ///
+    /// # Panics
+    /// If `partition` is out of range (a programming error in the handler, contained by the
+    /// runtime as a handler panic that aborts the transaction).
+    pub fn emit_to_partition(&mut self, service: ServiceRef, partition: u32, event: A::Event) {
+        assert!(
+            partition < service.n_partitions,
+            "emit to partition {partition} of a service with {} partitions",
+            service.n_partitions
+        );
+        let target: GlobalPartition = service.gp(partition);
+        self.emits.push(Emitted {
+            seq: self.seq,
+            target,
+            event,
+        });
+    }
+
+    fn service_name(&self) -> &str {
+        &self.app.services[self.part.service_idx as usize].name
+    }
+
+    fn table_unchecked<K: Key, V: Row>(
+        &mut self,
+        table: Table<K, V>,
+    ) -> Result<&mut TableState<K, V>, Abort> {
+        let service_idx = self.part.service_idx;
+        if table.service != service_idx {
+            let owner = self
+                .app
+                .services
+                .get(table.service as usize)
+                .map_or_else(|| format!("#{}", table.service), |s| s.name.clone());
+            return Err(Abort(AbortReason::ForeignTable {
+                service: self.service_name().to_string(),
+                table: format!("#{}", table.idx),
+                owner,
+            }));
+        }
+        let service_name = self.app.services[service_idx as usize].name.clone();
+        self.part
+            .tables
+            .get_mut(table.idx as usize)
+            .and_then(|t| t.as_any_mut().downcast_mut::<TableState<K, V>>())
+            .ok_or_else(|| {
+                Abort(AbortReason::ForeignTable {
+                    service: service_name.clone(),
+                    table: format!("#{} with other key/row types", table.idx),
+                    owner: service_name,
+                })
+            })
+    }
+
+    fn table<K: Key, V: Row>(
+        &mut self,
+        table: Table<K, V>,
+        key: &K,
+    ) -> Result<&mut TableState<K, V>, Abort> {
+        let n = self.app.services[self.part.service_idx as usize]
+            .service
+            .n_partitions;
+        let running = self.part.partition;
+        let owner = crate::route::partition_of(key, n);
+        let state = self.table_unchecked(table)?;
+        if owner != running {
+            return Err(Abort(AbortReason::WrongPartition {
+                service: state.service.clone(),
+                table: state.name.clone(),
+                running,
+                owner,
+            }));
+        }
+        Ok(state)
+    }
+}
+
+fn clone_bound<K: Clone>(b: Bound<&K>) -> Bound<K> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.clone()),
+        Bound::Excluded(k) => Bound::Excluded(k.clone()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}

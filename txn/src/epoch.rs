@@ -1,0 +1,326 @@
+//! The epoch driver: execute → decide → commit (→ fallback) for one sequenced epoch.
+//!
+//! The driver sends exactly one batch message per touched partition per phase and waits for
+//! all replies before the next phase (the phase barrier). Execution happens in waves: wave 0
+//! runs every request's inbound event in its target partition; the events those steps emit
+//! are grouped per target partition, sorted by `Seq` (so the order never depends on which
+//! actor replied first) and run as the next wave, until no transaction emits any more.
+//!
+//! **Serial order.** Transactions that survive the first pass commit as if run one by one in
+//! TID order. With the serial fallback on, transactions that lost a conflict are re-run right
+//! after the commit, one at a time in TID order, each seeing the previous one's writes; so the
+//! equivalent serial order of an epoch is: first-pass survivors by TID, then fallback
+//! transactions by TID (Aria's deterministic reordering). [`SerialPos`] names that position.
+
+use crate::app::{App, AppDef};
+use crate::bitset::SeqSet;
+use crate::error::{AbortReason, TxnError};
+use crate::ids::{GlobalPartition, Seq};
+use crate::limits::CHAIN_WAVES_MAX;
+use crate::partition::{EpochEnv, Job, SharedPartition, Step, StepEvent, WaveOut};
+use crate::query::{QueryFn, QueryPart, QueryResult};
+use std::future::Future;
+use std::sync::Arc;
+
+/// Where a committed transaction stands in the equivalent serial order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SerialPos {
+    /// The epoch it committed in.
+    pub epoch: u64,
+    /// 0 for the parallel first pass, 1 for the serial fallback.
+    pub pass: u8,
+    /// Its position in the epoch's batch.
+    pub seq: Seq,
+}
+
+/// How a transaction of an epoch ended.
+#[derive(Debug)]
+pub(crate) enum TxnResult<O> {
+    Committed {
+        pass: u8,
+        output: Option<O>,
+    },
+    /// Aborted by a handler, in the given pass, on reads that were not stale.
+    Aborted {
+        pass: u8,
+        reason: AbortReason,
+    },
+    /// Lost a conflict and must run again first in the next epoch.
+    Retry,
+}
+
+/// A query sequenced into an epoch.
+pub(crate) struct QueryJob {
+    pub targets: Vec<GlobalPartition>,
+    pub f: QueryFn,
+}
+
+/// Counts of one epoch, for metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EpochStats {
+    pub n_txns: usize,
+    pub n_committed: usize,
+    pub n_user_aborted: usize,
+    pub n_conflicts: usize,
+    pub n_fallback: usize,
+    pub n_waves: usize,
+}
+
+pub(crate) struct EpochOutcome<A: App> {
+    pub results: Vec<TxnResult<A::Output>>,
+    pub query_results: Vec<QueryResult>,
+    pub stats: EpochStats,
+}
+
+/// Delivers a phase job to a partition (through the actor runtime, or directly in tests).
+pub(crate) trait Dispatch<A: App>: Send + Sync + 'static {
+    fn dispatch(
+        &self,
+        gp: GlobalPartition,
+        job: Job<A>,
+    ) -> impl Future<Output = Result<(), TxnError>> + Send;
+}
+
+/// Whether conflict losers are re-run serially at the end of the epoch or retried next epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fallback {
+    /// Re-run them one by one right after the commit (needs all partitions in this process).
+    Serial,
+    /// Retry them first in the next epoch with new, lowest TIDs.
+    NextEpoch,
+}
+
+async fn recv<T>(
+    rx: tokio::sync::oneshot::Receiver<T>,
+    gp: GlobalPartition,
+) -> Result<T, TxnError> {
+    rx.await.map_err(|_| {
+        TxnError::Actor(format!(
+            "partition {gp} dropped its phase reply (its actor stopped)"
+        ))
+    })
+}
+
+/// Runs one epoch to completion (not including durability, which the caller awaits).
+pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
+    app: &Arc<AppDef<A>>,
+    parts: &[SharedPartition<A>],
+    dispatch: &D,
+    env: Arc<EpochEnv<A>>,
+    queries: Vec<QueryJob>,
+    fallback: Fallback,
+) -> Result<EpochOutcome<A>, TxnError> {
+    let n_txns = env.requests.len();
+    let n_global = app.n_global as usize;
+    let mut stats = EpochStats {
+        n_txns,
+        ..EpochStats::default()
+    };
+    let mut user_aborted = SeqSet::with_len(n_txns);
+    let mut reasons: Vec<Option<AbortReason>> = (0..n_txns).map(|_| None).collect();
+    let mut outputs: Vec<Option<A::Output>> = (0..n_txns).map(|_| None).collect();
+    let mut touched = vec![false; n_global];
+
+    let mut steps: Vec<Vec<Step<A::Event>>> = (0..n_global).map(|_| Vec::new()).collect();
+    for (seq, req) in env.requests.iter().enumerate() {
+        steps[req.target as usize].push(Step {
+            seq: seq as Seq,
+            event: StepEvent::Inbound,
+        });
+    }
+    let mut wave_queries: Vec<Vec<(usize, QueryFn)>> = (0..n_global).map(|_| Vec::new()).collect();
+    let mut query_parts: Vec<Vec<Option<QueryPart>>> = Vec::with_capacity(queries.len());
+    let mut query_errors: Vec<Option<TxnError>> = Vec::with_capacity(queries.len());
+    for (idx, q) in queries.iter().enumerate() {
+        for gp in &q.targets {
+            wave_queries[*gp as usize].push((idx, q.f.clone()));
+        }
+        query_parts.push(Vec::with_capacity(q.targets.len()));
+        query_errors.push(None);
+    }
+
+    let mut wave = 0;
+    loop {
+        let mut pending = Vec::new();
+        for gp in 0..n_global {
+            let has_steps = !steps[gp].is_empty();
+            let has_queries = !wave_queries[gp].is_empty();
+            if !has_steps && !has_queries {
+                continue;
+            }
+            if wave == CHAIN_WAVES_MAX {
+                for step in &steps[gp] {
+                    if user_aborted.insert(step.seq) {
+                        reasons[step.seq as usize] = Some(AbortReason::ChainTooLong {
+                            max_waves: CHAIN_WAVES_MAX,
+                        });
+                    }
+                }
+                steps[gp].clear();
+                continue;
+            }
+            touched[gp] |= has_steps;
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            dispatch
+                .dispatch(
+                    gp as GlobalPartition,
+                    Job::Wave {
+                        env: env.clone(),
+                        steps: std::mem::take(&mut steps[gp]),
+                        queries: std::mem::take(&mut wave_queries[gp]),
+                        reply,
+                    },
+                )
+                .await?;
+            pending.push((gp as GlobalPartition, rx));
+        }
+        if pending.is_empty() {
+            break;
+        }
+        stats.n_waves += 1;
+        let mut outs: Vec<(GlobalPartition, WaveOut<A>)> = Vec::with_capacity(pending.len());
+        for (gp, rx) in pending {
+            outs.push((gp, recv(rx, gp).await?));
+        }
+        for (gp, out) in &mut outs {
+            for (seq, reason) in out.aborts.drain(..) {
+                if user_aborted.insert(seq) {
+                    reasons[seq as usize] = Some(reason);
+                }
+            }
+            for (seq, output) in out.outputs.drain(..) {
+                outputs[seq as usize] = Some(output);
+            }
+            for (idx, result) in out.query_results.drain(..) {
+                match result {
+                    Ok(part) => query_parts[idx].push(Some(part)),
+                    Err(message) => {
+                        let (service_idx, partition) = app.locate(*gp);
+                        query_errors[idx] = Some(TxnError::QueryPanicked {
+                            service: app.services[service_idx as usize].name.clone(),
+                            partition,
+                            message,
+                        })
+                    }
+                }
+            }
+        }
+        // Route emits only after every abort of this wave is known: an aborted transaction's
+        // chain stops everywhere.
+        for (_, out) in outs {
+            for e in out.emits {
+                if !user_aborted.contains(e.seq) {
+                    steps[e.target as usize].push(Step {
+                        seq: e.seq,
+                        event: StepEvent::Emitted(e.event),
+                    });
+                }
+            }
+        }
+        for s in &mut steps {
+            s.sort_by_key(|step| step.seq);
+        }
+        wave += 1;
+    }
+
+    // Decide: one message per touched partition, merge the conflict sets.
+    let user_aborted_arc = Arc::new(user_aborted);
+    let mut pending = Vec::new();
+    for gp in (0..n_global).filter(|gp| touched[*gp]) {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        dispatch
+            .dispatch(
+                gp as GlobalPartition,
+                Job::Decide {
+                    user_aborted: user_aborted_arc.clone(),
+                    reply,
+                },
+            )
+            .await?;
+        pending.push((gp as GlobalPartition, rx));
+    }
+    let mut aborted = (*user_aborted_arc).clone();
+    let mut conflicts = SeqSet::with_len(n_txns);
+    for (gp, rx) in pending {
+        conflicts.union_with(&recv(rx, gp).await?);
+    }
+    aborted.union_with(&conflicts);
+    // A conflict loser is retried even if a handler aborted it: an abort decided on stale reads
+    // (a lower TID wrote what it read) might not happen in the serial order.
+    let conflict_losers: Vec<Seq> = conflicts.iter().collect();
+
+    // Commit: apply surviving writes everywhere.
+    let aborted = Arc::new(aborted);
+    let mut pending = Vec::new();
+    for gp in (0..n_global).filter(|gp| touched[*gp]) {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        dispatch
+            .dispatch(
+                gp as GlobalPartition,
+                Job::Commit {
+                    aborted: aborted.clone(),
+                    reply,
+                },
+            )
+            .await?;
+        pending.push((gp as GlobalPartition, rx));
+    }
+    for (gp, rx) in pending {
+        recv(rx, gp).await?;
+    }
+
+    let mut results: Vec<TxnResult<A::Output>> = Vec::with_capacity(n_txns);
+    for seq in 0..n_txns {
+        let s = seq as Seq;
+        if conflicts.contains(s) {
+            results.push(TxnResult::Retry);
+        } else if let Some(reason) = reasons[seq].take() {
+            stats.n_user_aborted += 1;
+            results.push(TxnResult::Aborted { pass: 0, reason });
+        } else {
+            debug_assert!(!aborted.contains(s));
+            stats.n_committed += 1;
+            results.push(TxnResult::Committed {
+                pass: 0,
+                output: outputs[seq].take(),
+            });
+        }
+    }
+    stats.n_conflicts = conflict_losers.len();
+
+    if fallback == Fallback::Serial && !conflict_losers.is_empty() {
+        // Every partition is idle at the barrier: run the losers one at a time, in TID order,
+        // each seeing all writes committed before it.
+        let mut scratch = WaveOut::default();
+        for seq in conflict_losers {
+            stats.n_fallback += 1;
+            let request = &env.requests[seq as usize];
+            results[seq as usize] =
+                match crate::serial::run_chain(app, parts, env.clock(), seq, request, &mut scratch)
+                {
+                    Ok(output) => {
+                        stats.n_committed += 1;
+                        TxnResult::Committed { pass: 1, output }
+                    }
+                    Err(reason) => {
+                        stats.n_user_aborted += 1;
+                        TxnResult::Aborted { pass: 1, reason }
+                    }
+                };
+        }
+    }
+
+    let query_results = query_parts
+        .into_iter()
+        .zip(query_errors)
+        .map(|(parts, err)| match err {
+            Some(e) => Err(e),
+            None => Ok(parts.into_iter().flatten().collect()),
+        })
+        .collect();
+    Ok(EpochOutcome {
+        results,
+        query_results,
+        stats,
+    })
+}

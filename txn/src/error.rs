@@ -1,0 +1,118 @@
+//! Errors and abort reasons: every one names what was wrong.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why a transaction was aborted. The client receives it with the outcome.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum AbortReason {
+    /// A handler decided to abort (a business rule).
+    #[error("aborted by {service}: {message}")]
+    User { service: String, message: String },
+    /// A declared constraint would be violated by the transaction's writes.
+    #[error("constraint violated in {service}.{table}: {message}")]
+    Constraint {
+        service: String,
+        table: String,
+        message: String,
+    },
+    /// A handler touched a key that lives in another partition; it must emit an event instead.
+    #[error(
+        "{service} partition {running} accessed {table} key of partition {owner}: \
+         emit an event to the owning partition instead"
+    )]
+    WrongPartition {
+        service: String,
+        table: String,
+        running: u32,
+        owner: u32,
+    },
+    /// A handler used a table of another service.
+    #[error("a handler of {service} used table {table} of service {owner}")]
+    ForeignTable {
+        service: String,
+        table: String,
+        owner: String,
+    },
+    /// A handler scanned a table that was not declared ordered.
+    #[error(
+        "{service}.{table} is not an ordered table; declare it with `ordered_table` to scan it"
+    )]
+    NotOrdered { service: String, table: String },
+    /// A handler panicked; the panic was contained and the transaction discarded.
+    #[error("handler of {service} panicked: {message}")]
+    HandlerPanicked { service: String, message: String },
+    /// The event chain did not finish within the step limit.
+    #[error("event chain exceeded {max_waves} steps (a cycle of events?)")]
+    ChainTooLong { max_waves: usize },
+    /// The transaction lost conflict resolution too many times in a row.
+    #[error("gave up after {retries} conflict retries")]
+    RetriesExhausted { retries: u32 },
+}
+
+/// Returned by a handler (or a context call) to abort the whole transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Abort(pub AbortReason);
+
+impl fmt::Display for Abort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Abort {}
+
+impl From<AbortReason> for Abort {
+    fn from(r: AbortReason) -> Self {
+        Abort(r)
+    }
+}
+
+/// What a handler returns.
+pub type HandlerResult = Result<(), Abort>;
+
+/// Errors of the runtime's client API (not transaction outcomes: an aborted transaction is an
+/// `Ok` outcome with an abort reason).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TxnError {
+    /// The runtime was shut down or never started.
+    #[error("the runtime is stopped")]
+    Stopped,
+    /// Durable storage failed; the runtime stopped accepting writes. Nothing that was not
+    /// persisted was acknowledged.
+    #[error("storage failed, the runtime stopped accepting writes: {0}")]
+    Storage(String),
+    /// No service of that name is registered.
+    #[error("unknown service {0:?}")]
+    UnknownService(String),
+    /// The request is larger than the limit.
+    #[error("request of {size} bytes exceeds the limit of {limit} bytes")]
+    RequestTooLarge { size: usize, limit: usize },
+    /// A query's closure panicked.
+    #[error("query panicked on {service} partition {partition}: {message}")]
+    QueryPanicked {
+        service: String,
+        partition: u32,
+        message: String,
+    },
+    /// The application definition is invalid (reported at start-up, all problems at once).
+    #[error("invalid application:\n  - {}", .0.join("\n  - "))]
+    InvalidApp(Vec<String>),
+    /// Recovery found the stored state unusable.
+    #[error("recovery failed: {0}")]
+    Recovery(String),
+    /// The actor runtime failed to deliver a phase message.
+    #[error("actor runtime: {0}")]
+    Actor(String),
+}
+
+/// Turns a caught panic payload into a message.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}

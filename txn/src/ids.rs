@@ -1,0 +1,49 @@
+//! Identifiers of the transaction layer: epochs, transaction ids and global partition indexes.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The position of a transaction within its epoch's sequenced batch.
+pub type Seq = u32;
+
+/// A transaction id: the epoch it was sequenced in and its position in that epoch's batch.
+///
+/// TIDs are totally ordered; a lower TID has priority in conflict resolution. A transaction
+/// that is retried after a conflict gets a new TID at the front of the next epoch, so it keeps
+/// its priority over every newer request.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Tid(pub u64);
+
+impl Tid {
+    /// The TID of position `seq` in `epoch`.
+    pub fn new(epoch: u64, seq: Seq) -> Self {
+        debug_assert!(epoch < (1 << 32));
+        Tid((epoch << 32) | u64::from(seq))
+    }
+
+    /// The epoch the transaction was sequenced in.
+    pub fn epoch(self) -> u64 {
+        self.0 >> 32
+    }
+
+    /// The position within the epoch.
+    pub fn seq(self) -> Seq {
+        (self.0 & 0xffff_ffff) as Seq
+    }
+}
+
+impl fmt::Debug for Tid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "T{}.{}", self.epoch(), self.seq())
+    }
+}
+
+impl fmt::Display for Tid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Index of a partition across all services of an application: partitions of service 0
+/// first, then service 1, and so on. Used to address partitions in per-epoch batches.
+pub type GlobalPartition = u32;

@@ -1,0 +1,32 @@
+//! vmsdb's transaction layer: deterministic, epoch-based ACID transactions across the
+//! partitions of event-driven services.
+//!
+//! Define an application with [`AppBuilder`] (services, tables, one handler per service), start
+//! a [`Runtime`], and submit requests through a [`Client`]. Every request and the chain of events
+//! it triggers in other services is one transaction: serializable, atomic, durable, and answered
+//! only after its epoch is in the log. See `ARCHITECTURE.md` for the protocol.
+
+pub mod app;
+mod bitset;
+pub mod context;
+pub mod epoch;
+pub mod error;
+pub mod ids;
+pub mod limits;
+mod partition;
+pub mod query;
+pub mod route;
+pub mod runtime;
+pub mod serial;
+mod table;
+mod transport;
+
+pub use app::{App, AppBuilder, AppDef, Key, Row, ServiceRef, Table};
+pub use context::TxnCtx;
+pub use epoch::{EpochStats, Fallback, SerialPos};
+pub use error::{Abort, AbortReason, HandlerResult, TxnError};
+pub use ids::Tid;
+pub use query::ReadView;
+pub use runtime::{Client, Outcome, Runtime, RuntimeConfig};
+pub use serial::SerialExecutor;
+pub use txn_storage as storage;

@@ -1,0 +1,355 @@
+//! One partition of one service: its tables and the work of each epoch phase on them.
+//!
+//! A partition runs the phases it is sent, one batch message per phase per epoch:
+//! - **wave**: run a batch of transaction steps (and snapshot queries) against the committed
+//!   state, buffering writes; return the events they emitted, the aborts and outputs;
+//! - **decide**: report the transactions that lose a conflict in this partition;
+//! - **commit**: apply the writes of the transactions that every partition let commit.
+
+use crate::app::{App, AppDef};
+use crate::bitset::SeqSet;
+use crate::context::TxnCtx;
+use crate::error::{AbortReason, panic_message};
+use crate::ids::{GlobalPartition, Seq, Tid};
+use crate::query::{QueryFn, QueryPart, ReadView};
+use crate::table::AnyTable;
+use serde::{Deserialize, Serialize};
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+/// An inbound request as sequenced into an epoch and written to the epoch log.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Request<E> {
+    /// The global partition the first step runs in.
+    pub target: GlobalPartition,
+    /// The inbound event.
+    pub event: E,
+}
+
+/// Everything every partition needs to know about the epoch being executed.
+pub(crate) struct EpochEnv<A: App> {
+    pub epoch: u64,
+    pub timestamp_ms: u64,
+    pub requests: Vec<Request<A::Event>>,
+}
+
+/// The epoch and its logged timestamp, which is all a step needs to know of its epoch.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
+    pub epoch: u64,
+    pub timestamp_ms: u64,
+}
+
+impl<A: App> EpochEnv<A> {
+    pub fn clock(&self) -> Clock {
+        Clock {
+            epoch: self.epoch,
+            timestamp_ms: self.timestamp_ms,
+        }
+    }
+}
+
+/// One step to run: the inbound event of transaction `seq`, or an event emitted by it.
+pub(crate) struct Step<E> {
+    pub seq: Seq,
+    pub event: StepEvent<E>,
+}
+
+pub(crate) enum StepEvent<E> {
+    /// The request's own event, read from the shared epoch batch (no copy).
+    Inbound,
+    Emitted(E),
+}
+
+/// An event emitted by a step, to run in `target` in the next wave.
+pub(crate) struct Emitted<E> {
+    pub seq: Seq,
+    pub target: GlobalPartition,
+    pub event: E,
+}
+
+/// The result of one wave in one partition.
+pub(crate) struct WaveOut<A: App> {
+    pub emits: Vec<Emitted<A::Event>>,
+    pub aborts: Vec<(Seq, AbortReason)>,
+    pub outputs: Vec<(Seq, A::Output)>,
+    pub query_results: Vec<(usize, Result<QueryPart, String>)>,
+}
+
+impl<A: App> Default for WaveOut<A> {
+    fn default() -> Self {
+        WaveOut {
+            emits: Vec::new(),
+            aborts: Vec::new(),
+            outputs: Vec::new(),
+            query_results: Vec::new(),
+        }
+    }
+}
+
+/// The tables of one partition.
+pub(crate) struct PartitionState<A: App> {
+    pub gp: GlobalPartition,
+    pub service_idx: u32,
+    pub partition: u32,
+    pub tables: Vec<Box<dyn AnyTable>>,
+    _app: PhantomData<fn() -> A>,
+}
+
+/// A partition shared between its actor (which runs the phases) and the epoch driver (which
+/// runs the serial fallback while every actor is idle at the phase barrier).
+pub(crate) type SharedPartition<A> = Arc<parking_lot::Mutex<PartitionState<A>>>;
+
+impl<A: App> PartitionState<A> {
+    pub fn new(app: &AppDef<A>, gp: GlobalPartition) -> Self {
+        let (service_idx, partition) = app.locate(gp);
+        let tables = app.services[service_idx as usize]
+            .tables
+            .iter()
+            .map(|t| (t.make)())
+            .collect();
+        PartitionState {
+            gp,
+            service_idx,
+            partition,
+            tables,
+            _app: PhantomData,
+        }
+    }
+
+    /// Builds every partition of `app`.
+    pub fn all(app: &AppDef<A>) -> Vec<SharedPartition<A>> {
+        (0..app.n_global)
+            .map(|gp| Arc::new(parking_lot::Mutex::new(PartitionState::new(app, gp))))
+            .collect()
+    }
+
+    /// Runs one step of transaction `seq`, appending its emits, abort or output to `out`.
+    pub fn execute_step(
+        &mut self,
+        app: &AppDef<A>,
+        clock: Clock,
+        seq: Seq,
+        event: &A::Event,
+        out: &mut WaveOut<A>,
+    ) {
+        let def = &app.services[self.service_idx as usize];
+        let handler = def
+            .handler
+            .as_ref()
+            .expect("build() rejects services without handler");
+        let emits_before = out.emits.len();
+        let mut ctx = TxnCtx {
+            part: self,
+            app,
+            seq,
+            tid: Tid::new(clock.epoch, seq),
+            timestamp_ms: clock.timestamp_ms,
+            emits: &mut out.emits,
+            output: None,
+            rng: None,
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| handler(&mut ctx, event)));
+        let output = ctx.output.take();
+        let reason = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(abort)) => Some(abort.0),
+            Err(payload) => {
+                let message = panic_message(payload.as_ref());
+                tracing::warn!(service = %def.name, partition = self.partition, %message, "handler panicked; transaction aborted");
+                Some(AbortReason::HandlerPanicked {
+                    service: def.name.clone(),
+                    message,
+                })
+            }
+        };
+        match reason {
+            None => {
+                if let Some(o) = output {
+                    out.outputs.push((seq, o));
+                }
+            }
+            Some(reason) => {
+                out.emits.truncate(emits_before);
+                out.aborts.push((seq, reason));
+            }
+        }
+    }
+
+    /// Runs a wave: the queries first (they read the committed state only), then the steps in
+    /// the order given (sorted by `seq` by the driver).
+    pub fn run_wave(
+        &mut self,
+        app: &AppDef<A>,
+        env: &EpochEnv<A>,
+        steps: Vec<Step<A::Event>>,
+        queries: &[(usize, QueryFn)],
+    ) -> WaveOut<A> {
+        let mut out = WaveOut::default();
+        for (idx, query) in queries {
+            let view = ReadView::new(self, app);
+            let result = catch_unwind(AssertUnwindSafe(|| query(&view)))
+                .map_err(|p| panic_message(p.as_ref()));
+            out.query_results.push((*idx, result));
+        }
+        for step in steps {
+            match &step.event {
+                StepEvent::Inbound => {
+                    let event = &env.requests[step.seq as usize].event;
+                    self.execute_step(app, env.clock(), step.seq, event, &mut out);
+                }
+                StepEvent::Emitted(event) => {
+                    self.execute_step(app, env.clock(), step.seq, event, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    /// The decide phase: transactions losing a conflict in this partition.
+    pub fn decide(&self, user_aborted: &SeqSet) -> SeqSet {
+        let mut conflicts = SeqSet::with_len(user_aborted.len());
+        for t in &self.tables {
+            if t.has_access() {
+                t.decide(user_aborted, &mut conflicts);
+            }
+        }
+        conflicts
+    }
+
+    /// The commit phase: apply surviving writes.
+    pub fn commit(&mut self, aborted: &SeqSet) {
+        for t in &mut self.tables {
+            if t.has_access() {
+                t.commit(aborted);
+            }
+        }
+    }
+
+    /// Applies or discards the buffered writes of the one transaction that ran alone.
+    pub fn commit_all(&mut self, keep: bool) {
+        for t in &mut self.tables {
+            if t.has_access() {
+                t.commit_all(keep);
+            }
+        }
+    }
+
+    /// Order-independent hash of every committed row of the partition.
+    pub fn state_hash(&self) -> u64 {
+        tables_hash(&self.tables)
+    }
+}
+
+/// The work one partition is sent for one phase of one epoch.
+pub(crate) enum Job<A: App> {
+    Wave {
+        env: Arc<EpochEnv<A>>,
+        steps: Vec<Step<A::Event>>,
+        queries: Vec<(usize, QueryFn)>,
+        reply: tokio::sync::oneshot::Sender<WaveOut<A>>,
+    },
+    Decide {
+        user_aborted: Arc<SeqSet>,
+        reply: tokio::sync::oneshot::Sender<SeqSet>,
+    },
+    Commit {
+        aborted: Arc<SeqSet>,
+        reply: tokio::sync::oneshot::Sender<()>,
+    },
+    /// Encode the rows changed since the last checkpoint (between epochs).
+    Checkpoint {
+        reply: tokio::sync::oneshot::Sender<Vec<CheckpointRow>>,
+    },
+}
+
+/// One encoded checkpoint row: `(row key, Some(value) | None for deleted)`.
+pub(crate) type CheckpointRow = (Vec<u8>, Option<Vec<u8>>);
+
+/// Bytes before the encoded key in a checkpoint row key: global partition (u32 BE) and table
+/// index (u16 BE), so one store holds every partition's rows and they sort by partition.
+const ROW_KEY_PREFIX_LEN: usize = 6;
+
+impl<A: App> PartitionState<A> {
+    /// Moves the rows changed since the last checkpoint out as encoded checkpoint rows.
+    pub fn drain_checkpoint_rows(&mut self) -> Vec<CheckpointRow> {
+        let mut out = Vec::new();
+        for (idx, t) in self.tables.iter_mut().enumerate() {
+            let start = out.len();
+            t.drain_dirty(&mut out);
+            for (key, _) in &mut out[start..] {
+                let mut full = Vec::with_capacity(ROW_KEY_PREFIX_LEN + key.len());
+                full.extend_from_slice(&self.gp.to_be_bytes());
+                full.extend_from_slice(&(idx as u16).to_be_bytes());
+                full.extend_from_slice(key);
+                *key = full;
+            }
+        }
+        out
+    }
+}
+
+/// Loads one checkpoint row into the partition it belongs to.
+pub(crate) fn load_checkpoint_row<A: App>(
+    parts: &[SharedPartition<A>],
+    key: &[u8],
+    value: &[u8],
+) -> Result<(), String> {
+    if key.len() < ROW_KEY_PREFIX_LEN {
+        return Err(format!(
+            "checkpoint row key of {} bytes is too short",
+            key.len()
+        ));
+    }
+    let gp = u32::from_be_bytes(key[0..4].try_into().expect("4 bytes"));
+    let table = u16::from_be_bytes(key[4..6].try_into().expect("2 bytes")) as usize;
+    let part = parts.get(gp as usize).ok_or_else(|| {
+        format!(
+            "checkpoint row of partition {gp}, but the application has {}",
+            parts.len()
+        )
+    })?;
+    let mut part = part.lock();
+    let n_tables = part.tables.len();
+    let t = part.tables.get_mut(table).ok_or_else(|| {
+        format!("checkpoint row of table #{table} in partition {gp}, which has {n_tables} tables")
+    })?;
+    t.load_row(&key[ROW_KEY_PREFIX_LEN..], value)
+}
+
+/// Runs one job against a partition (what a partition actor does with each message).
+pub(crate) fn run_job<A: App>(app: &AppDef<A>, part: &SharedPartition<A>, job: Job<A>) {
+    let mut state = part.lock();
+    match job {
+        Job::Wave {
+            env,
+            steps,
+            queries,
+            reply,
+        } => {
+            let out = state.run_wave(app, &env, steps, &queries);
+            let _ = reply.send(out);
+        }
+        Job::Decide {
+            user_aborted,
+            reply,
+        } => {
+            let _ = reply.send(state.decide(&user_aborted));
+        }
+        Job::Commit { aborted, reply } => {
+            state.commit(&aborted);
+            let _ = reply.send(());
+        }
+        Job::Checkpoint { reply } => {
+            let _ = reply.send(state.drain_checkpoint_rows());
+        }
+    }
+}
+
+/// Order-independent hash of the committed rows of a partition's tables.
+pub(crate) fn tables_hash(tables: &[Box<dyn AnyTable>]) -> u64 {
+    tables.iter().enumerate().fold(0u64, |acc, (i, t)| {
+        acc.wrapping_add(t.state_hash().rotate_left(i as u32))
+    })
+}

@@ -1,0 +1,111 @@
+//! Read-only snapshot queries.
+//!
+//! A query is sequenced like a transaction and runs in wave 0 of an epoch, in every partition it
+//! targets, against the state committed at the end of the previous epoch. Every partition holds
+//! exactly that state during the whole execute phase (writes are buffered until commit), so a
+//! query sees one consistent snapshot of all services, never a half-applied transaction, and
+//! neither blocks nor aborts any writer.
+
+use crate::app::{App, AppDef, Key, Row, ServiceRef, Table};
+use crate::partition::PartitionState;
+use crate::table::{Rows, TableState};
+use std::any::Any;
+use std::ops::RangeBounds;
+use std::sync::Arc;
+
+/// What a query's closure returned in one partition, type-erased.
+pub(crate) type QueryPart = Box<dyn Any + Send>;
+
+/// The type-erased per-partition closure of a query.
+pub(crate) type QueryFn = Arc<dyn Fn(&ReadView<'_>) -> QueryPart + Send + Sync>;
+
+/// The parts of one query from all its partitions, or why it failed.
+pub(crate) type QueryResult = Result<Vec<QueryPart>, crate::error::TxnError>;
+
+/// Read access to the committed rows of one partition at the query's snapshot.
+pub struct ReadView<'a> {
+    tables: &'a [Box<dyn crate::table::AnyTable>],
+    service_idx: u32,
+    partition: u32,
+    service_name: &'a str,
+}
+
+impl<'a> ReadView<'a> {
+    pub(crate) fn new<A: App>(part: &'a PartitionState<A>, app: &'a AppDef<A>) -> Self {
+        ReadView {
+            tables: &part.tables,
+            service_idx: part.service_idx,
+            partition: part.partition,
+            service_name: &app.services[part.service_idx as usize].name,
+        }
+    }
+
+    /// The service index of this partition (compare with [`ServiceRef::index`]).
+    pub fn service_index(&self) -> u32 {
+        self.service_idx
+    }
+
+    /// Whether this partition belongs to `service`.
+    pub fn is(&self, service: ServiceRef) -> bool {
+        service.idx == self.service_idx
+    }
+
+    /// The partition number within its service.
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// The service's name.
+    pub fn service_name(&self) -> &str {
+        self.service_name
+    }
+
+    fn table<K: Key, V: Row>(&self, table: Table<K, V>) -> Option<&'a TableState<K, V>> {
+        if table.service != self.service_idx {
+            return None;
+        }
+        self.tables
+            .get(table.idx as usize)
+            .and_then(|t| t.as_any().downcast_ref::<TableState<K, V>>())
+    }
+
+    /// Order-independent hash of every committed row of this partition.
+    pub fn state_hash(&self) -> u64 {
+        crate::partition::tables_hash(self.tables)
+    }
+
+    /// A committed row, or `None` if absent or the table is not in this partition's service.
+    pub fn get<K: Key, V: Row>(&self, table: Table<K, V>, key: &K) -> Option<&'a V> {
+        self.table(table)?.rows.get(key)
+    }
+
+    /// Every committed row of `table` in this partition (empty for other services' tables), in
+    /// key order for ordered tables.
+    pub fn iter<K: Key, V: Row>(
+        &self,
+        table: Table<K, V>,
+    ) -> Box<dyn Iterator<Item = (&'a K, &'a V)> + 'a> {
+        match self.table(table) {
+            Some(t) => t.rows.iter(),
+            None => Box::new(std::iter::empty()),
+        }
+    }
+
+    /// The committed rows of an ordered table whose keys fall in `range` (empty for hash tables
+    /// and other services' tables).
+    pub fn range<K: Key, V: Row, R: RangeBounds<K>>(
+        &self,
+        table: Table<K, V>,
+        range: R,
+    ) -> Box<dyn Iterator<Item = (&'a K, &'a V)> + 'a> {
+        match self.table(table).map(|t| &t.rows) {
+            Some(Rows::Ordered(m)) => Box::new(m.range(range)),
+            _ => Box::new(std::iter::empty()),
+        }
+    }
+
+    /// Number of committed rows of `table` in this partition.
+    pub fn len<K: Key, V: Row>(&self, table: Table<K, V>) -> usize {
+        self.table(table).map_or(0, |t| t.rows.len())
+    }
+}

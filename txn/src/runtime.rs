@@ -1,0 +1,742 @@
+//! The embedded runtime: sequencer, epoch driver, durability thread and reply stage.
+//!
+//! ```text
+//!  clients ──submit──▶ [sequencer task] ──Arc<EpochEnv>──▶ [durability thread] ─ append_epoch ─▶ Storage
+//!                          │   run_epoch (waves, decide, commit, fallback)         │ durable epoch (watch)
+//!                          ▼                                                      ▼
+//!                     [partition actors]                    [reply stage] waits for "durable ≥ e", then replies
+//! ```
+//!
+//! The sequencer closes an epoch when `epoch_duration` has passed since its first request or
+//! `epoch_txns_max` requests are in, hands the batch to the durability thread (one durable write
+//! per epoch) and executes it while the write is in flight. Replies of epoch `e` are released
+//! only once epoch `e` is durable; if storage fails, they get [`TxnError::Storage`] instead and
+//! the runtime stops accepting requests.
+
+use crate::app::{App, AppDef, ServiceRef};
+use crate::epoch::Dispatch;
+use crate::epoch::{EpochStats, Fallback, QueryJob, SerialPos, TxnResult, run_epoch};
+use crate::error::{AbortReason, TxnError};
+use crate::ids::{GlobalPartition, Tid};
+use crate::limits;
+use crate::partition::{
+    CheckpointRow, EpochEnv, Job, PartitionState, Request, SharedPartition, load_checkpoint_row,
+};
+use crate::query::{QueryFn, QueryResult, ReadView};
+use crate::storage::{MemoryStorage, Storage};
+use crate::transport::PartitionActors;
+use serde::{Deserialize, Serialize};
+use std::any::Any;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How a runtime runs.
+#[derive(Clone)]
+pub struct RuntimeConfig {
+    /// How long an epoch collects requests after its first one (at most
+    /// [`limits::EPOCH_DURATION_US_MAX`]).
+    pub epoch_duration: Duration,
+    /// Most transactions in one epoch.
+    pub epoch_txns_max: usize,
+    /// What happens to conflict losers.
+    pub fallback: Fallback,
+    /// Where the epoch log and checkpoints go.
+    pub storage: Arc<dyn Storage>,
+    /// Epochs between incremental checkpoints (0: never checkpoint; recovery replays the log).
+    pub checkpoint_every_epochs: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            epoch_duration: Duration::from_micros(limits::EPOCH_DURATION_US_DEFAULT),
+            epoch_txns_max: limits::EPOCH_TXNS_MAX_DEFAULT,
+            fallback: Fallback::Serial,
+            storage: Arc::new(MemoryStorage::new()),
+            checkpoint_every_epochs: limits::CHECKPOINT_EVERY_EPOCHS_DEFAULT,
+        }
+    }
+}
+
+/// The committed or aborted result of one transaction.
+#[derive(Debug)]
+pub struct Outcome<O> {
+    /// The TID it last ran under.
+    pub tid: Tid,
+    /// The output set by its handlers, or why it aborted.
+    pub result: Result<Option<O>, AbortReason>,
+    /// Where it stands in the equivalent serial order: committed transactions, and transactions
+    /// a handler aborted (on a consistent snapshot, so a serial replay at this position aborts
+    /// too). `None` only when it gave up after too many conflict retries.
+    pub serial_pos: Option<SerialPos>,
+    /// How many times it lost a conflict and was retried in a later epoch.
+    pub retries: u32,
+}
+
+impl<O> Outcome<O> {
+    /// Whether the transaction committed.
+    pub fn committed(&self) -> bool {
+        self.result.is_ok()
+    }
+}
+
+type TxnReply<A> = oneshot::Sender<Result<Outcome<<A as App>::Output>, TxnError>>;
+type QueryReply = oneshot::Sender<QueryResult>;
+
+enum Submission<A: App> {
+    Txn {
+        request: Request<A::Event>,
+        reply: TxnReply<A>,
+        retries: u32,
+    },
+    Query {
+        targets: Vec<GlobalPartition>,
+        f: QueryFn,
+        reply: QueryReply,
+    },
+    /// Finish what is queued and stop; later submissions get `TxnError::Stopped`.
+    Stop,
+}
+
+/// Counters of a running runtime.
+#[derive(Default)]
+pub struct RuntimeStats {
+    pub epochs: AtomicU64,
+    pub committed: AtomicU64,
+    pub user_aborted: AtomicU64,
+    pub conflicts: AtomicU64,
+    pub fallback: AtomicU64,
+}
+
+impl RuntimeStats {
+    fn add(&self, s: &EpochStats) {
+        self.epochs.fetch_add(1, Ordering::Relaxed);
+        self.committed
+            .fetch_add(s.n_committed as u64, Ordering::Relaxed);
+        self.user_aborted
+            .fetch_add(s.n_user_aborted as u64, Ordering::Relaxed);
+        self.conflicts
+            .fetch_add(s.n_conflicts as u64, Ordering::Relaxed);
+        self.fallback
+            .fetch_add(s.n_fallback as u64, Ordering::Relaxed);
+    }
+}
+
+/// What the durability thread is asked to persist, in order.
+enum LogItem<A: App> {
+    Epoch(Arc<EpochEnv<A>>),
+    /// The rows changed since the previous checkpoint, as of the end of `epoch`.
+    Checkpoint {
+        epoch: u64,
+        rows: Vec<CheckpointRow>,
+    },
+}
+
+/// What recovery did at start-up.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveryReport {
+    /// Epoch of the checkpoint loaded, if any.
+    pub checkpoint_epoch: Option<u64>,
+    /// Rows loaded from it.
+    pub rows_loaded: usize,
+    /// Logged epochs replayed after it.
+    pub epochs_replayed: u64,
+    /// Wall time of the whole recovery.
+    pub duration: Duration,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Durable {
+    epoch: u64,
+    failed: Option<String>,
+}
+
+/// The on-log form of an epoch: everything replay needs.
+#[derive(Serialize)]
+struct EpochRecordRef<'a, E> {
+    epoch: u64,
+    timestamp_ms: u64,
+    requests: &'a [Request<E>],
+}
+
+#[derive(Deserialize)]
+struct EpochRecord<E> {
+    epoch: u64,
+    timestamp_ms: u64,
+    requests: Vec<Request<E>>,
+}
+
+/// A client handle: cheap to clone, usable from any task.
+pub struct Client<A: App> {
+    tx: mpsc::Sender<Submission<A>>,
+    app: Arc<AppDef<A>>,
+}
+
+impl<A: App> Clone for Client<A> {
+    fn clone(&self) -> Self {
+        Client {
+            tx: self.tx.clone(),
+            app: self.app.clone(),
+        }
+    }
+}
+
+impl<A: App> Client<A> {
+    /// Submits `event` to the partition of `service` owning `key` and waits for the durable
+    /// outcome.
+    pub async fn submit<K: Hash + ?Sized>(
+        &self,
+        service: ServiceRef,
+        key: &K,
+        event: A::Event,
+    ) -> Result<Outcome<A::Output>, TxnError> {
+        self.submit_to(service, service.partition_of(key), event)
+            .await
+    }
+
+    /// Submits `event` to partition `partition` of `service`.
+    pub async fn submit_to(
+        &self,
+        service: ServiceRef,
+        partition: u32,
+        event: A::Event,
+    ) -> Result<Outcome<A::Output>, TxnError> {
+        self.submit_request(Request {
+            target: service.gp(partition.min(service.n_partitions - 1)),
+            event,
+        })
+        .await
+    }
+
+    async fn submit_request(
+        &self,
+        request: Request<A::Event>,
+    ) -> Result<Outcome<A::Output>, TxnError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Submission::Txn {
+                request,
+                reply,
+                retries: 0,
+            })
+            .await
+            .map_err(|_| TxnError::Stopped)?;
+        rx.await.map_err(|_| TxnError::Stopped)?
+    }
+
+    /// Runs `f` on every partition of `services` at one consistent snapshot and returns the
+    /// results in service, then partition order.
+    pub async fn query<R: Send + 'static>(
+        &self,
+        services: &[ServiceRef],
+        f: impl Fn(&ReadView<'_>) -> R + Send + Sync + 'static,
+    ) -> Result<Vec<R>, TxnError> {
+        let targets = services
+            .iter()
+            .flat_map(|s| (0..s.n_partitions).map(move |p| s.gp(p)))
+            .collect();
+        let f: QueryFn = Arc::new(move |view| Box::new(f(view)) as Box<dyn Any + Send>);
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Submission::Query { targets, f, reply })
+            .await
+            .map_err(|_| TxnError::Stopped)?;
+        let parts = rx.await.map_err(|_| TxnError::Stopped)??;
+        Ok(parts
+            .into_iter()
+            .map(|b| *b.downcast::<R>().expect("query result type"))
+            .collect())
+    }
+
+    /// An order-independent hash of every committed row of every service, at one snapshot.
+    pub async fn state_hash(&self) -> Result<u64, TxnError> {
+        let services: Vec<ServiceRef> = self.app.services.iter().map(|s| s.service).collect();
+        let hashes = self.query(&services, |view| view.state_hash()).await?;
+        Ok(crate::serial::combine_hashes(hashes.into_iter()))
+    }
+
+    /// The application definition.
+    pub fn app(&self) -> &Arc<AppDef<A>> {
+        &self.app
+    }
+}
+
+/// A running embedded vmsdb instance.
+pub struct Runtime<A: App> {
+    client: Client<A>,
+    stats: Arc<RuntimeStats>,
+    sequencer: tokio::task::JoinHandle<()>,
+    replier: tokio::task::JoinHandle<()>,
+    durability: Option<std::thread::JoinHandle<()>>,
+    actors: PartitionActors<A>,
+    recovery: RecoveryReport,
+}
+
+impl<A: App> Runtime<A> {
+    /// Starts a runtime for `app`: replays whatever the storage holds, then accepts requests.
+    /// Must be called inside a multi-threaded tokio runtime.
+    pub async fn start(app: Arc<AppDef<A>>, config: RuntimeConfig) -> Result<Self, TxnError> {
+        if config.epoch_duration > Duration::from_micros(limits::EPOCH_DURATION_US_MAX) {
+            return Err(TxnError::InvalidApp(vec![format!(
+                "epoch_duration {:?} exceeds the maximum of {} µs",
+                config.epoch_duration,
+                limits::EPOCH_DURATION_US_MAX
+            )]));
+        }
+        if config.epoch_txns_max == 0 || config.epoch_txns_max > limits::EPOCH_TXNS_MAX {
+            return Err(TxnError::InvalidApp(vec![format!(
+                "epoch_txns_max {} must be in 1..={}",
+                config.epoch_txns_max,
+                limits::EPOCH_TXNS_MAX
+            )]));
+        }
+        let parts = PartitionState::all(&app);
+        let actors = PartitionActors::start(app.clone(), parts.clone())?;
+        let recovery = recover(&app, &parts, &actors, &config).await?;
+        let last_epoch = recovery.checkpoint_epoch.unwrap_or(0) + recovery.epochs_replayed;
+        tracing::info!(
+            checkpoint_epoch = ?recovery.checkpoint_epoch,
+            rows_loaded = recovery.rows_loaded,
+            epochs_replayed = recovery.epochs_replayed,
+            seconds = recovery.duration.as_secs_f64(),
+            "recovered"
+        );
+
+        let (tx, rx) = mpsc::channel(limits::SUBMIT_QUEUE_MAX);
+        let (log_tx, log_rx) = mpsc::channel::<LogItem<A>>(limits::EPOCHS_IN_FLIGHT_MAX);
+        let (durable_tx, durable_rx) = watch::channel(Durable {
+            epoch: last_epoch,
+            failed: None,
+        });
+        let (reply_tx, reply_rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(RuntimeStats::default());
+
+        let storage = config.storage.clone();
+        let durability = std::thread::Builder::new()
+            .name("vmsdb-durability".into())
+            .spawn(move || durability_loop(storage, log_rx, durable_tx))
+            .map_err(|e| TxnError::Storage(format!("cannot start the durability thread: {e}")))?;
+        let sequencer = tokio::spawn(sequencer_loop(Sequencer {
+            app: app.clone(),
+            parts,
+            actors: actors.clone(),
+            config,
+            rx,
+            log_tx,
+            reply_tx,
+            durable: durable_rx.clone(),
+            stats: stats.clone(),
+            epoch: last_epoch,
+        }));
+        let replier = tokio::spawn(reply_loop::<A>(reply_rx, durable_rx));
+        Ok(Runtime {
+            client: Client { tx, app },
+            stats,
+            sequencer,
+            replier,
+            durability: Some(durability),
+            actors,
+            recovery,
+        })
+    }
+
+    /// What recovery did when this runtime started.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// A new client handle.
+    pub fn client(&self) -> Client<A> {
+        self.client.clone()
+    }
+
+    /// The runtime's counters.
+    pub fn stats(&self) -> &RuntimeStats {
+        &self.stats
+    }
+
+    /// Stops accepting requests, finishes every sequenced epoch, waits for the log to be durable
+    /// and stops the partition actors.
+    pub async fn shutdown(mut self) {
+        let _ = self.client.tx.send(Submission::Stop).await;
+        let _ = self.sequencer.await;
+        let _ = self.replier.await;
+        if let Some(d) = self.durability.take() {
+            let _ = tokio::task::spawn_blocking(move || d.join()).await;
+        }
+        self.actors.stop().await;
+    }
+}
+
+struct Sequencer<A: App> {
+    app: Arc<AppDef<A>>,
+    parts: Vec<SharedPartition<A>>,
+    actors: PartitionActors<A>,
+    config: RuntimeConfig,
+    rx: mpsc::Receiver<Submission<A>>,
+    log_tx: mpsc::Sender<LogItem<A>>,
+    reply_tx: mpsc::UnboundedSender<ReplyBatch<A>>,
+    durable: watch::Receiver<Durable>,
+    stats: Arc<RuntimeStats>,
+    epoch: u64,
+}
+
+struct PendingTxn<A: App> {
+    reply: TxnReply<A>,
+    retries: u32,
+}
+
+struct ReplyBatch<A: App> {
+    epoch: u64,
+    txns: Vec<(TxnReply<A>, Outcome<A::Output>)>,
+    queries: Vec<(QueryReply, QueryResult)>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
+    let mut retry_queue: Vec<(Request<A::Event>, PendingTxn<A>)> = Vec::new();
+    let mut closed = false;
+    let mut last_ts = 0u64;
+    loop {
+        let mut requests: Vec<Request<A::Event>> = Vec::new();
+        let mut pending: Vec<PendingTxn<A>> = Vec::new();
+        let mut queries: Vec<(QueryJob, QueryReply)> = Vec::new();
+        for (req, p) in retry_queue.drain(..) {
+            requests.push(req);
+            pending.push(p);
+        }
+        let mut take = |sub: Submission<A>,
+                        requests: &mut Vec<_>,
+                        pending: &mut Vec<_>,
+                        closed: &mut bool| match sub {
+            Submission::Txn {
+                request,
+                reply,
+                retries,
+            } => {
+                requests.push(request);
+                pending.push(PendingTxn { reply, retries });
+            }
+            Submission::Query { targets, f, reply } => {
+                queries.push((QueryJob { targets, f }, reply));
+            }
+            Submission::Stop => *closed = true,
+        };
+        if requests.is_empty() {
+            if closed {
+                break;
+            }
+            match s.rx.recv().await {
+                Some(sub) => take(sub, &mut requests, &mut pending, &mut closed),
+                None => break,
+            }
+        }
+        let deadline = tokio::time::Instant::now() + s.config.epoch_duration;
+        while !closed && requests.len() < s.config.epoch_txns_max {
+            match s.rx.try_recv() {
+                Ok(sub) => take(sub, &mut requests, &mut pending, &mut closed),
+                Err(mpsc::error::TryRecvError::Disconnected) => closed = true,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, s.rx.recv()).await {
+                        Ok(Some(sub)) => take(sub, &mut requests, &mut pending, &mut closed),
+                        Ok(None) => closed = true,
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+
+        let failure = s.durable.borrow().failed.clone();
+        if let Some(failure) = failure {
+            fail_all(
+                pending,
+                queries.into_iter().map(|(_, r)| r).collect(),
+                &failure,
+            );
+            continue;
+        }
+        if requests.is_empty() && queries.is_empty() {
+            continue;
+        }
+
+        s.epoch += 1;
+        last_ts = last_ts.max(now_ms());
+        let env = Arc::new(EpochEnv {
+            epoch: s.epoch,
+            timestamp_ms: last_ts,
+            requests,
+        });
+        let (jobs, query_replies): (Vec<QueryJob>, Vec<QueryReply>) = queries.into_iter().unzip();
+        if s.log_tx.send(LogItem::Epoch(env.clone())).await.is_err() {
+            fail_all(pending, query_replies, "the durability thread stopped");
+            continue;
+        }
+        let outcome = match run_epoch(
+            &s.app,
+            &s.parts,
+            &s.actors,
+            env.clone(),
+            jobs,
+            s.config.fallback,
+        )
+        .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(epoch = s.epoch, error = %e, "epoch failed");
+                fail_all(pending, query_replies, &e.to_string());
+                continue;
+            }
+        };
+        s.stats.add(&outcome.stats);
+        let mut txns = Vec::with_capacity(pending.len());
+        for (seq, (result, p)) in outcome.results.into_iter().zip(pending).enumerate() {
+            let tid = Tid::new(s.epoch, seq as u32);
+            let pos = |pass| SerialPos {
+                epoch: s.epoch,
+                pass,
+                seq: seq as u32,
+            };
+            let (result, serial_pos) = match result {
+                TxnResult::Committed { pass, output } => (Ok(output), Some(pos(pass))),
+                TxnResult::Aborted { pass, reason } => (Err(reason), Some(pos(pass))),
+                TxnResult::Retry if p.retries < limits::CONFLICT_RETRIES_MAX => {
+                    let req = &env.requests[seq];
+                    retry_queue.push((
+                        Request {
+                            target: req.target,
+                            event: req.event.clone(),
+                        },
+                        PendingTxn {
+                            reply: p.reply,
+                            retries: p.retries + 1,
+                        },
+                    ));
+                    continue;
+                }
+                TxnResult::Retry => (
+                    Err(AbortReason::RetriesExhausted { retries: p.retries }),
+                    None,
+                ),
+            };
+            txns.push((
+                p.reply,
+                Outcome {
+                    tid,
+                    result,
+                    serial_pos,
+                    retries: p.retries,
+                },
+            ));
+        }
+        let queries = query_replies
+            .into_iter()
+            .zip(outcome.query_results)
+            .collect();
+        let _ = s.reply_tx.send(ReplyBatch {
+            epoch: s.epoch,
+            txns,
+            queries,
+        });
+        let every = s.config.checkpoint_every_epochs;
+        if every > 0
+            && s.epoch.is_multiple_of(every)
+            && let Err(e) = checkpoint(&s).await
+        {
+            tracing::error!(epoch = s.epoch, error = %e, "checkpoint failed");
+        }
+    }
+}
+
+/// Collects the rows changed since the last checkpoint from every partition (one message each,
+/// encoded in parallel by the partition actors) and queues them behind the epoch's log record.
+async fn checkpoint<A: App>(s: &Sequencer<A>) -> Result<(), TxnError> {
+    let mut pending = Vec::with_capacity(s.parts.len());
+    for gp in 0..s.app.n_global {
+        let (reply, rx) = oneshot::channel();
+        s.actors.dispatch(gp, Job::Checkpoint { reply }).await?;
+        pending.push(rx);
+    }
+    let mut rows = Vec::new();
+    for rx in pending {
+        rows.extend(
+            rx.await
+                .map_err(|_| TxnError::Actor("a partition dropped its checkpoint reply".into()))?,
+        );
+    }
+    s.log_tx
+        .send(LogItem::Checkpoint {
+            epoch: s.epoch,
+            rows,
+        })
+        .await
+        .map_err(|_| TxnError::Storage("the durability thread stopped".into()))
+}
+
+fn fail_all<A: App>(pending: Vec<PendingTxn<A>>, queries: Vec<QueryReply>, why: &str) {
+    for p in pending {
+        let _ = p.reply.send(Err(TxnError::Storage(why.to_string())));
+    }
+    for reply in queries {
+        let _ = reply.send(Err(TxnError::Storage(why.to_string())));
+    }
+}
+
+async fn reply_loop<A: App>(
+    mut rx: mpsc::UnboundedReceiver<ReplyBatch<A>>,
+    mut durable: watch::Receiver<Durable>,
+) {
+    while let Some(batch) = rx.recv().await {
+        let state = durable
+            .wait_for(|d| d.epoch >= batch.epoch || d.failed.is_some())
+            .await
+            .map(|d| d.clone())
+            .unwrap_or(Durable {
+                epoch: 0,
+                failed: Some("the durability thread stopped".into()),
+            });
+        if state.epoch >= batch.epoch {
+            for (reply, outcome) in batch.txns {
+                let _ = reply.send(Ok(outcome));
+            }
+            for (reply, result) in batch.queries {
+                let _ = reply.send(result);
+            }
+        } else {
+            let why = state.failed.unwrap_or_default();
+            for (reply, _) in batch.txns {
+                let _ = reply.send(Err(TxnError::Storage(why.clone())));
+            }
+            for (reply, _) in batch.queries {
+                let _ = reply.send(Err(TxnError::Storage(why.clone())));
+            }
+        }
+    }
+}
+
+fn durability_loop<A: App>(
+    storage: Arc<dyn Storage>,
+    mut rx: mpsc::Receiver<LogItem<A>>,
+    durable: watch::Sender<Durable>,
+) {
+    let mut buf = Vec::new();
+    while let Some(item) = rx.blocking_recv() {
+        if durable.borrow().failed.is_some() {
+            continue;
+        }
+        let result = match item {
+            LogItem::Epoch(env) => {
+                buf.clear();
+                let record = EpochRecordRef {
+                    epoch: env.epoch,
+                    timestamp_ms: env.timestamp_ms,
+                    requests: &env.requests,
+                };
+                rmp_serde::encode::write(&mut buf, &record)
+                    .map_err(|e| format!("epoch {} does not encode: {e}", env.epoch))
+                    .and_then(|()| {
+                        storage
+                            .append_epoch(env.epoch, &buf)
+                            .map_err(|e| e.to_string())
+                    })
+                    .map(|()| durable.send_modify(|d| d.epoch = env.epoch))
+            }
+            LogItem::Checkpoint { epoch, rows } => write_checkpoint(storage.as_ref(), epoch, &rows),
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "durable write failed; refusing further writes");
+            durable.send_modify(|d| d.failed = Some(e));
+        }
+    }
+}
+
+/// Writes an incremental checkpoint in bounded chunks, completes it, then drops the log records
+/// it covers.
+fn write_checkpoint(
+    storage: &dyn Storage,
+    epoch: u64,
+    rows: &[CheckpointRow],
+) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    for chunk in rows.chunks(limits::CHECKPOINT_CHUNK_ROWS_MAX) {
+        storage
+            .write_checkpoint_rows(epoch, chunk)
+            .map_err(|e| e.to_string())?;
+    }
+    storage
+        .complete_checkpoint(epoch)
+        .map_err(|e| e.to_string())?;
+    storage
+        .truncate_log_below(epoch + 1)
+        .map_err(|e| e.to_string())?;
+    tracing::debug!(
+        epoch,
+        rows = rows.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "checkpoint written"
+    );
+    Ok(())
+}
+
+/// Rebuilds the state from storage: the latest complete checkpoint, then a deterministic replay
+/// of every logged epoch after it.
+async fn recover<A: App>(
+    app: &Arc<AppDef<A>>,
+    parts: &[SharedPartition<A>],
+    actors: &PartitionActors<A>,
+    config: &RuntimeConfig,
+) -> Result<RecoveryReport, TxnError> {
+    let started = std::time::Instant::now();
+    let mut rows_loaded = 0usize;
+    let checkpoint_epoch = config
+        .storage
+        .read_latest_checkpoint(&mut |key, value| {
+            rows_loaded += 1;
+            load_checkpoint_row(parts, key, value).map_err(crate::storage::StorageError::Visitor)
+        })
+        .map_err(|e| TxnError::Recovery(format!("loading the checkpoint: {e}")))?;
+    let from = checkpoint_epoch.map_or(0, |c| c + 1);
+    let mut records = Vec::new();
+    config
+        .storage
+        .read_epochs(from, &mut |epoch, bytes| {
+            let record: EpochRecord<A::Event> = rmp_serde::from_slice(bytes).map_err(|e| {
+                crate::storage::StorageError::Visitor(format!("epoch {epoch} does not decode: {e}"))
+            })?;
+            records.push(record);
+            Ok(())
+        })
+        .map_err(|e| TxnError::Recovery(format!("reading the epoch log from epoch {from}: {e}")))?;
+    let mut expected = from.max(1);
+    let mut epochs_replayed = 0;
+    for record in records {
+        if record.epoch != expected && !(checkpoint_epoch.is_none() && epochs_replayed == 0) {
+            return Err(TxnError::Recovery(format!(
+                "the epoch log has a gap: expected epoch {expected}, found {}",
+                record.epoch
+            )));
+        }
+        expected = record.epoch + 1;
+        let env = Arc::new(EpochEnv {
+            epoch: record.epoch,
+            timestamp_ms: record.timestamp_ms,
+            requests: record.requests,
+        });
+        run_epoch(app, parts, actors, env, Vec::new(), config.fallback).await?;
+        epochs_replayed += 1;
+    }
+    Ok(RecoveryReport {
+        checkpoint_epoch,
+        rows_loaded,
+        epochs_replayed,
+        duration: started.elapsed(),
+    })
+}

@@ -1,0 +1,310 @@
+//! One table of one partition: committed rows plus the current epoch's buffered accesses.
+//!
+//! During an epoch every transaction reads the rows as committed at the end of the previous
+//! epoch (`rows` is never touched until commit) and buffers its writes in `access`, keyed by
+//! row. Each access entry remembers which transactions (by `Seq`) read and wrote the row, so the
+//! deterministic conflict check of the decide phase is one pass over the touched rows:
+//! **the lowest non-user-aborted writer of a row reserves it; every other writer and every later
+//! reader of that row conflicts** (Aria's write-after-write and read-after-write rules).
+//! Key-range scans are remembered as ranges and conflict with any lower reserved write inside
+//! them, so phantoms are caught too.
+
+use crate::bitset::SeqSet;
+use crate::ids::Seq;
+use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use smallvec::SmallVec;
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::ops::{Bound, RangeBounds};
+
+/// Committed rows: hashed for point access, or ordered when the table is scanned.
+pub(crate) enum Rows<K, V> {
+    Hash(FxHashMap<K, V>),
+    Ordered(BTreeMap<K, V>),
+}
+
+impl<K: Ord + Hash + Eq, V> Rows<K, V> {
+    pub fn get(&self, k: &K) -> Option<&V> {
+        match self {
+            Rows::Hash(m) => m.get(k),
+            Rows::Ordered(m) => m.get(k),
+        }
+    }
+    fn insert(&mut self, k: K, v: V) {
+        match self {
+            Rows::Hash(m) => {
+                m.insert(k, v);
+            }
+            Rows::Ordered(m) => {
+                m.insert(k, v);
+            }
+        }
+    }
+    fn remove(&mut self, k: &K) {
+        match self {
+            Rows::Hash(m) => {
+                m.remove(k);
+            }
+            Rows::Ordered(m) => {
+                m.remove(k);
+            }
+        }
+    }
+    pub fn len(&self) -> usize {
+        match self {
+            Rows::Hash(m) => m.len(),
+            Rows::Ordered(m) => m.len(),
+        }
+    }
+    /// Every row, in arbitrary order for hash tables and key order for ordered ones.
+    pub fn iter(&self) -> Box<dyn Iterator<Item = (&K, &V)> + '_> {
+        match self {
+            Rows::Hash(m) => Box::new(m.iter()),
+            Rows::Ordered(m) => Box::new(m.iter()),
+        }
+    }
+}
+
+/// Who touched one row during the current epoch, and the buffered writes.
+struct Access<V> {
+    /// `(seq, value)`: `None` deletes. At most one entry per seq (a rewrite replaces it).
+    writers: SmallVec<[(Seq, Option<V>); 1]>,
+    /// Transactions that read the committed row (not their own write).
+    readers: SmallVec<[Seq; 2]>,
+}
+
+/// A table of one partition, typed.
+pub(crate) struct TableState<K, V> {
+    pub service: String,
+    pub name: String,
+    pub rows: Rows<K, V>,
+    access: FxHashMap<K, Access<V>>,
+    scans: Vec<(Seq, Bound<K>, Bound<K>)>,
+    /// Rows changed since the last checkpoint.
+    dirty: FxHashSet<K>,
+}
+
+impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
+    pub fn new(service: String, name: String, ordered: bool) -> Self {
+        TableState {
+            service,
+            name,
+            rows: if ordered {
+                Rows::Ordered(BTreeMap::new())
+            } else {
+                Rows::Hash(FxHashMap::default())
+            },
+            access: FxHashMap::default(),
+            scans: Vec::new(),
+            dirty: FxHashSet::default(),
+        }
+    }
+
+    pub fn is_ordered(&self) -> bool {
+        matches!(self.rows, Rows::Ordered(_))
+    }
+
+    /// Reads `key` for transaction `seq`: its own buffered write if it has one, else the
+    /// committed row (recording the read for conflict detection).
+    pub fn get(&mut self, seq: Seq, key: &K) -> Option<V> {
+        if let Some(acc) = self.access.get_mut(key) {
+            if let Some((_, v)) = acc.writers.iter().find(|(s, _)| *s == seq) {
+                return v.clone();
+            }
+            if acc.readers.last() != Some(&seq) {
+                acc.readers.push(seq);
+            }
+        } else {
+            let mut readers = SmallVec::new();
+            readers.push(seq);
+            self.access.insert(
+                key.clone(),
+                Access {
+                    writers: SmallVec::new(),
+                    readers,
+                },
+            );
+        }
+        self.rows.get(key).cloned()
+    }
+
+    /// Buffers a write (`Some`) or delete (`None`) of `key` by transaction `seq`.
+    pub fn write(&mut self, seq: Seq, key: K, value: Option<V>) {
+        let acc = self.access.entry(key).or_insert_with(|| Access {
+            writers: SmallVec::new(),
+            readers: SmallVec::new(),
+        });
+        if let Some(slot) = acc.writers.iter_mut().find(|(s, _)| *s == seq) {
+            slot.1 = value;
+        } else {
+            acc.writers.push((seq, value));
+        }
+    }
+
+    /// Scans a key range for transaction `seq`, merging its own buffered writes, and records
+    /// the range for phantom detection. The table must be ordered.
+    pub fn scan(&mut self, seq: Seq, range: (Bound<K>, Bound<K>)) -> Vec<(K, V)> {
+        let Rows::Ordered(rows) = &self.rows else {
+            unreachable!("scan on a hash table is rejected by the context");
+        };
+        let mut merged: BTreeMap<K, V> = rows
+            .range::<K, _>((range.0.as_ref(), range.1.as_ref()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, acc) in &self.access {
+            if !range.contains(k) {
+                continue;
+            }
+            if let Some((_, v)) = acc.writers.iter().find(|(s, _)| *s == seq) {
+                match v {
+                    Some(v) => merged.insert(k.clone(), v.clone()),
+                    None => merged.remove(k),
+                };
+            }
+        }
+        self.scans.push((seq, range.0, range.1));
+        merged.into_iter().collect()
+    }
+}
+
+/// The type-erased face of a table that partitions drive through the epoch phases.
+pub(crate) trait AnyTable: Send {
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// Adds to `conflicts` every transaction that loses a conflict on this table.
+    fn decide(&self, user_aborted: &SeqSet, conflicts: &mut SeqSet);
+    /// Applies the surviving writes and clears the epoch's accesses.
+    fn commit(&mut self, aborted: &SeqSet);
+    /// Applies (`keep`) or discards every buffered write: used when one transaction runs alone.
+    fn commit_all(&mut self, keep: bool);
+    /// Whether any access is buffered.
+    fn has_access(&self) -> bool;
+    /// Order-independent hash of the committed rows.
+    fn state_hash(&self) -> u64;
+    /// Moves rows changed since the last checkpoint into `out` as encoded `(key, value)`.
+    fn drain_dirty(&mut self, out: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>);
+    /// Loads one encoded committed row (recovery).
+    fn load_row(&mut self, key: &[u8], value: &[u8]) -> Result<(), String>;
+}
+
+fn encode<T: Serialize>(t: &T) -> Vec<u8> {
+    rmp_serde::to_vec(t).expect("rows and keys of a table serialize")
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+impl<K: crate::app::Key, V: crate::app::Row> AnyTable for TableState<K, V> {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+    fn decide(&self, user_aborted: &SeqSet, conflicts: &mut SeqSet) {
+        for (key, acc) in &self.access {
+            let reserved = acc
+                .writers
+                .iter()
+                .map(|(s, _)| *s)
+                .filter(|s| !user_aborted.contains(*s))
+                .min();
+            let Some(w) = reserved else { continue };
+            for (s, _) in &acc.writers {
+                if *s > w {
+                    conflicts.insert(*s);
+                }
+            }
+            for r in &acc.readers {
+                if *r > w {
+                    conflicts.insert(*r);
+                }
+            }
+            for (s, lo, hi) in &self.scans {
+                if *s > w && (lo.as_ref(), hi.as_ref()).contains(key) {
+                    conflicts.insert(*s);
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self, aborted: &SeqSet) {
+        for (key, acc) in self.access.drain() {
+            let mut survivors = acc
+                .writers
+                .into_iter()
+                .filter(|(s, _)| !aborted.contains(*s));
+            if let Some((_, value)) = survivors.next() {
+                assert!(
+                    survivors.next().is_none(),
+                    "two committed writers of {}.{} {key:?}: conflict check is broken",
+                    self.service,
+                    self.name
+                );
+                match value {
+                    Some(v) => self.rows.insert(key.clone(), v),
+                    None => self.rows.remove(&key),
+                }
+                self.dirty.insert(key);
+            }
+        }
+        self.scans.clear();
+    }
+
+    fn commit_all(&mut self, keep: bool) {
+        for (key, acc) in self.access.drain() {
+            if !keep {
+                continue;
+            }
+            debug_assert!(acc.writers.len() <= 1, "commit_all with several writers");
+            if let Some((_, value)) = acc.writers.into_iter().next() {
+                match value {
+                    Some(v) => self.rows.insert(key.clone(), v),
+                    None => self.rows.remove(&key),
+                }
+                self.dirty.insert(key);
+            }
+        }
+        self.scans.clear();
+    }
+
+    fn has_access(&self) -> bool {
+        !self.access.is_empty() || !self.scans.is_empty()
+    }
+
+    fn state_hash(&self) -> u64 {
+        let mut total = 0u64;
+        let mut buf = Vec::new();
+        for (k, v) in self.rows.iter() {
+            buf.clear();
+            rmp_serde::encode::write(&mut buf, k).expect("key serializes");
+            rmp_serde::encode::write(&mut buf, v).expect("row serializes");
+            let mut h = FxHasher::default();
+            buf.hash(&mut h);
+            total = total.wrapping_add(h.finish());
+        }
+        let mut h = FxHasher::default();
+        self.name.hash(&mut h);
+        total.wrapping_add(h.finish())
+    }
+
+    fn drain_dirty(&mut self, out: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+        let mut keys: Vec<K> = self.dirty.drain().collect();
+        keys.sort();
+        for k in keys {
+            let v = self.rows.get(&k).map(encode);
+            out.push((encode(&k), v));
+        }
+    }
+
+    fn load_row(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
+        let k: K = decode(key).map_err(|e| format!("{}.{} key: {e}", self.service, self.name))?;
+        let v: V = decode(value).map_err(|e| format!("{}.{} row: {e}", self.service, self.name))?;
+        self.rows.insert(k, v);
+        Ok(())
+    }
+}

@@ -1,0 +1,184 @@
+//! A small test application: three services, each a partitioned key → i64 table, and
+//! transactions that are chains of operations hopping between services.
+#![allow(dead_code)]
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use txn::{App, AppBuilder, AppDef, ServiceRef, Table};
+
+pub struct ChainApp;
+
+impl App for ChainApp {
+    type Event = Ev;
+    type Output = Vec<i64>;
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum OpKind {
+    Read,
+    Add(i64),
+    /// Adds `delta` only if the current value is at least `min`; otherwise aborts.
+    AddIfAtLeast {
+        delta: i64,
+        min: i64,
+    },
+    Delete,
+    /// Sums this partition's rows with keys in `key..key + width`.
+    Scan {
+        width: u64,
+    },
+    /// Always aborts.
+    Abort,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Op {
+    pub svc: usize,
+    pub key: u64,
+    pub kind: OpKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Ev {
+    Chain {
+        ops: Vec<Op>,
+        idx: usize,
+        reads: Vec<i64>,
+    },
+}
+
+impl Ev {
+    pub fn chain(ops: Vec<Op>) -> Self {
+        Ev::Chain {
+            ops,
+            idx: 0,
+            reads: Vec::new(),
+        }
+    }
+}
+
+pub struct Fixture {
+    pub app: Arc<AppDef<ChainApp>>,
+    pub services: Vec<ServiceRef>,
+    pub tables: Vec<Table<u64, i64>>,
+}
+
+impl Fixture {
+    /// Where the first op of a chain runs.
+    pub fn first_target(&self, ev: &Ev) -> (ServiceRef, u64) {
+        let Ev::Chain { ops, .. } = ev;
+        (self.services[ops[0].svc], ops[0].key)
+    }
+}
+
+pub fn build(n_services: usize, n_partitions: u32) -> Fixture {
+    let mut b = AppBuilder::<ChainApp>::new();
+    let services: Vec<ServiceRef> = (0..n_services)
+        .map(|i| b.service(&format!("s{i}"), n_partitions))
+        .collect();
+    let tables: Vec<Table<u64, i64>> = services
+        .iter()
+        .map(|s| b.ordered_table::<u64, i64>(*s, "kv"))
+        .collect();
+    for (i, s) in services.iter().enumerate() {
+        let services = services.clone();
+        let table = tables[i];
+        b.handler(*s, move |ctx, ev| {
+            let Ev::Chain { ops, idx, reads } = ev;
+            let op = &ops[*idx];
+            let mut reads = reads.clone();
+            let cur = ctx.get(table, &op.key)?.unwrap_or(0);
+            match &op.kind {
+                OpKind::Read => reads.push(cur),
+                OpKind::Add(d) => {
+                    reads.push(cur);
+                    ctx.put(table, op.key, cur + d)?;
+                }
+                OpKind::AddIfAtLeast { delta, min } => {
+                    reads.push(cur);
+                    if cur < *min {
+                        return Err(ctx.abort(format!("key {} holds {cur} < {min}", op.key)));
+                    }
+                    ctx.put(table, op.key, cur + delta)?;
+                }
+                OpKind::Delete => {
+                    reads.push(cur);
+                    ctx.delete(table, &op.key)?;
+                }
+                OpKind::Scan { width } => {
+                    let sum: i64 = ctx
+                        .scan(table, op.key..op.key + width)?
+                        .iter()
+                        .map(|(_, v)| *v)
+                        .sum();
+                    reads.push(sum);
+                }
+                OpKind::Abort => return Err(ctx.abort(format!("op {idx} always aborts"))),
+            }
+            if idx + 1 < ops.len() {
+                let next = &ops[idx + 1];
+                ctx.emit(
+                    services[next.svc],
+                    &next.key,
+                    Ev::Chain {
+                        ops: ops.clone(),
+                        idx: idx + 1,
+                        reads,
+                    },
+                );
+            } else {
+                ctx.set_output(reads);
+            }
+            Ok(())
+        });
+    }
+    Fixture {
+        app: b.build().expect("valid test app"),
+        services,
+        tables,
+    }
+}
+
+/// The seed of a randomized test: `TXN_TEST_SEED` if set, else fresh; always printed.
+pub fn seed(test: &str) -> u64 {
+    let seed = std::env::var("TXN_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("{test}: seed {seed} (replay the workload with TXN_TEST_SEED={seed})");
+    seed
+}
+
+/// A random chain of 1..=max_ops operations over `n_keys` keys per service.
+pub fn random_chain(rng: &mut ChaCha8Rng, n_services: usize, n_keys: u64, max_ops: usize) -> Ev {
+    let n_ops = rng.random_range(1..=max_ops);
+    let ops = (0..n_ops)
+        .map(|_| {
+            let kind = match rng.random_range(0..100) {
+                0..30 => OpKind::Read,
+                30..70 => OpKind::Add(rng.random_range(-5..=10)),
+                70..85 => OpKind::AddIfAtLeast {
+                    delta: -rng.random_range(1..=5),
+                    min: rng.random_range(0..=8),
+                },
+                85..90 => OpKind::Delete,
+                90..98 => OpKind::Scan {
+                    width: rng.random_range(1..=6),
+                },
+                _ => OpKind::Abort,
+            };
+            Op {
+                svc: rng.random_range(0..n_services),
+                key: rng.random_range(0..n_keys),
+                kind,
+            }
+        })
+        .collect();
+    Ev::chain(ops)
+}
+
+pub fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
