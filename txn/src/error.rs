@@ -85,9 +85,15 @@ pub enum TxnError {
     /// No service of that name is registered.
     #[error("unknown service {0:?}")]
     UnknownService(String),
-    /// The request is larger than the limit.
-    #[error("request of {size} bytes exceeds the limit of {limit} bytes")]
-    RequestTooLarge { size: usize, limit: usize },
+    /// A request addressed a partition the service does not have.
+    #[error(
+        "service {service:?} has {n_partitions} partitions; partition {partition} does not exist"
+    )]
+    UnknownPartition {
+        service: String,
+        partition: u32,
+        n_partitions: u32,
+    },
     /// A query's closure panicked.
     #[error("query panicked on {service} partition {partition}: {message}")]
     QueryPanicked {

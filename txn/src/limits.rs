@@ -32,9 +32,6 @@ pub const CHECKPOINT_EVERY_EPOCHS_DEFAULT: u64 = 1_000;
 /// Checkpoint rows written to storage per call, so no single storage write grows without bound.
 pub const CHECKPOINT_CHUNK_ROWS_MAX: usize = 4_096;
 
-/// Largest encoded inbound event accepted from a client.
-pub const REQUEST_BYTES_MAX: usize = 1 << 20;
-
 /// A conflict-aborted transaction is retried at most this many times in a row before the
 /// client gets `AbortReason::RetriesExhausted`. With the serial fallback on, this is never
 /// reached, because the fallback commits or user-aborts every transaction it runs.

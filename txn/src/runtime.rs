@@ -204,8 +204,15 @@ impl<A: App> Client<A> {
         partition: u32,
         event: A::Event,
     ) -> Result<Outcome<A::Output>, TxnError> {
+        if partition >= service.n_partitions {
+            return Err(TxnError::UnknownPartition {
+                service: self.app.service_name(service).to_string(),
+                partition,
+                n_partitions: service.n_partitions,
+            });
+        }
         self.submit_request(Request {
-            target: service.gp(partition.min(service.n_partitions - 1)),
+            target: service.gp(partition),
             event,
         })
         .await

@@ -121,3 +121,23 @@ async fn wrong_partition_access_is_a_clear_abort() {
     );
     rt.shutdown().await;
 }
+
+// Goal: a request to a partition that does not exist is refused with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_partition_is_a_clear_error() {
+    let fx = build(1, 4);
+    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::default())
+        .await
+        .unwrap();
+    let ev = Ev::chain(vec![op(0, 1, OpKind::Read)]);
+    let err = rt
+        .client()
+        .submit_to(fx.services[0], 4, ev)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "service \"s0\" has 4 partitions; partition 4 does not exist"
+    );
+    rt.shutdown().await;
+}

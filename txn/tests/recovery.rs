@@ -31,7 +31,9 @@ async fn restart_from_checkpoint_and_log_rebuilds_identical_state() {
         checkpoint_every_epochs: 7,
         ..RuntimeConfig::default()
     };
-    let rt = Runtime::start(fx.app.clone(), config.clone()).await.unwrap();
+    let rt = Runtime::start(fx.app.clone(), config.clone())
+        .await
+        .unwrap();
     let committed = run_workload(&rt, &fx, seed, 300).await;
     let before = rt.client().state_hash().await.unwrap();
     rt.shutdown().await;
@@ -42,7 +44,10 @@ async fn restart_from_checkpoint_and_log_rebuilds_identical_state() {
     assert_eq!(after, before, "seed {seed}: recovered state differs");
     let ckpt = report.checkpoint_epoch.expect("a checkpoint was written");
     assert!(report.rows_loaded > 0, "{report:?}");
-    assert!(report.epochs_replayed < 7 + 2, "only the log after the checkpoint is replayed: {report:?}");
+    assert!(
+        report.epochs_replayed < 7 + 2,
+        "only the log after the checkpoint is replayed: {report:?}"
+    );
     let first_logged = {
         let mut first = None;
         storage
@@ -77,9 +82,21 @@ async fn storage_failure_stops_acks_and_loses_nothing_acknowledged() {
     };
     let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
     let client = rt.client();
-    let add = |k: u64| Ev::chain(vec![Op { svc: 0, key: k, kind: OpKind::Add(1) }]);
+    let add = |k: u64| {
+        Ev::chain(vec![Op {
+            svc: 0,
+            key: k,
+            kind: OpKind::Add(1),
+        }])
+    };
     for k in 0..10 {
-        assert!(client.submit(fx.services[0], &k, add(k)).await.unwrap().committed());
+        assert!(
+            client
+                .submit(fx.services[0], &k, add(k))
+                .await
+                .unwrap()
+                .committed()
+        );
     }
     let acked_hash = client.state_hash().await.unwrap();
 
