@@ -58,6 +58,21 @@ impl SeqSet {
         })
     }
 
+    /// The backing words (bit `i % 64` of word `i / 64` is member `i`).
+    pub fn words(&self) -> &[u64] {
+        &self.words
+    }
+
+    /// A set of capacity `len` from backing words in the layout of [`SeqSet::words`].
+    pub fn from_words(words: Vec<u64>, len: usize) -> Self {
+        assert_eq!(
+            words.len(),
+            len.div_ceil(64),
+            "word count does not match len {len}"
+        );
+        SeqSet { words, len }
+    }
+
     /// The capacity `len` given at construction.
     pub fn len(&self) -> usize {
         self.len

@@ -19,6 +19,7 @@ use crate::ids::{GlobalPartition, Seq};
 use crate::limits::CHAIN_WAVES_MAX;
 use crate::partition::{EpochEnv, Job, SharedPartition, Step, StepEvent, WaveOut};
 use crate::query::{QueryFn, QueryPart, QueryResult};
+use crate::sync::{AtomicSeqSet, Depositor, PhaseBarrier};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -90,13 +91,21 @@ pub enum Fallback {
     NextEpoch,
 }
 
-async fn recv<T>(
-    rx: tokio::sync::oneshot::Receiver<T>,
-    gp: GlobalPartition,
-) -> Result<T, TxnError> {
-    rx.await.map_err(|_| {
+/// Sends one job to each of `targets` and waits at the phase barrier for all replies, which come
+/// back in `targets` order whatever order the partitions finished in.
+pub(crate) async fn run_phase<A: App, D: Dispatch<A>, T: Send>(
+    dispatch: &D,
+    targets: &[GlobalPartition],
+    mut make: impl FnMut(GlobalPartition, Depositor<T>) -> Job<A>,
+) -> Result<Vec<T>, TxnError> {
+    let (barrier, depositors) = PhaseBarrier::new(targets.len());
+    for (gp, depositor) in targets.iter().zip(depositors) {
+        dispatch.dispatch(*gp, make(*gp, depositor)).await?;
+    }
+    barrier.wait().await.map_err(|a| {
         TxnError::Actor(format!(
-            "partition {gp} dropped its phase reply (its actor stopped)"
+            "partition {} dropped its phase reply (its actor stopped)",
+            targets[a.slot_idx]
         ))
     })
 }
@@ -141,7 +150,7 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
 
     let mut wave = 0;
     loop {
-        let mut pending = Vec::new();
+        let mut targets: Vec<GlobalPartition> = Vec::new();
         for gp in 0..n_global {
             let has_steps = !steps[gp].is_empty();
             let has_queries = !wave_queries[gp].is_empty();
@@ -160,28 +169,21 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
                 continue;
             }
             touched[gp] |= has_steps;
-            let (reply, rx) = tokio::sync::oneshot::channel();
-            dispatch
-                .dispatch(
-                    gp as GlobalPartition,
-                    Job::Wave {
-                        env: env.clone(),
-                        steps: std::mem::take(&mut steps[gp]),
-                        queries: std::mem::take(&mut wave_queries[gp]),
-                        reply,
-                    },
-                )
-                .await?;
-            pending.push((gp as GlobalPartition, rx));
+            targets.push(gp as GlobalPartition);
         }
-        if pending.is_empty() {
+        if targets.is_empty() {
             break;
         }
         stats.n_waves += 1;
-        let mut outs: Vec<(GlobalPartition, WaveOut<A>)> = Vec::with_capacity(pending.len());
-        for (gp, rx) in pending {
-            outs.push((gp, recv(rx, gp).await?));
-        }
+        let outs: Vec<WaveOut<A>> = run_phase(dispatch, &targets, |gp, reply| Job::Wave {
+            env: env.clone(),
+            steps: std::mem::take(&mut steps[gp as usize]),
+            queries: std::mem::take(&mut wave_queries[gp as usize]),
+            reply,
+        })
+        .await?;
+        let mut outs: Vec<(GlobalPartition, WaveOut<A>)> =
+            targets.iter().copied().zip(outs).collect();
         for (gp, out) in &mut outs {
             for (seq, reason) in out.aborts.drain(..) {
                 if user_aborted.insert(seq) {
@@ -223,27 +225,21 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
         wave += 1;
     }
 
-    // Decide: one message per touched partition, merge the conflict sets.
+    // Decide: one message per touched partition; each ORs its losers into the shared set.
+    let touched: Vec<GlobalPartition> = (0..n_global)
+        .filter(|gp| touched[*gp])
+        .map(|gp| gp as GlobalPartition)
+        .collect();
     let user_aborted_arc = Arc::new(user_aborted);
-    let mut pending = Vec::new();
-    for gp in (0..n_global).filter(|gp| touched[*gp]) {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        dispatch
-            .dispatch(
-                gp as GlobalPartition,
-                Job::Decide {
-                    user_aborted: user_aborted_arc.clone(),
-                    reply,
-                },
-            )
-            .await?;
-        pending.push((gp as GlobalPartition, rx));
-    }
+    let merged = Arc::new(AtomicSeqSet::with_capacity(n_txns));
+    run_phase(dispatch, &touched, |_, reply| Job::Decide {
+        user_aborted: user_aborted_arc.clone(),
+        conflicts: merged.clone(),
+        reply,
+    })
+    .await?;
+    let conflicts = SeqSet::from_words(merged.snapshot(), n_txns);
     let mut aborted = (*user_aborted_arc).clone();
-    let mut conflicts = SeqSet::with_len(n_txns);
-    for (gp, rx) in pending {
-        conflicts.union_with(&recv(rx, gp).await?);
-    }
     aborted.union_with(&conflicts);
     // A conflict loser is retried even if a handler aborted it: an abort decided on stale reads
     // (a lower TID wrote what it read) might not happen in the serial order.
@@ -251,23 +247,11 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
 
     // Commit: apply surviving writes everywhere.
     let aborted = Arc::new(aborted);
-    let mut pending = Vec::new();
-    for gp in (0..n_global).filter(|gp| touched[*gp]) {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        dispatch
-            .dispatch(
-                gp as GlobalPartition,
-                Job::Commit {
-                    aborted: aborted.clone(),
-                    reply,
-                },
-            )
-            .await?;
-        pending.push((gp as GlobalPartition, rx));
-    }
-    for (gp, rx) in pending {
-        recv(rx, gp).await?;
-    }
+    run_phase(dispatch, &touched, |_, reply| Job::Commit {
+        aborted: aborted.clone(),
+        reply,
+    })
+    .await?;
 
     let mut results: Vec<TxnResult<A::Output>> = Vec::with_capacity(n_txns);
     for seq in 0..n_txns {

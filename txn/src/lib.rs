@@ -18,6 +18,7 @@ pub mod query;
 pub mod route;
 pub mod runtime;
 pub mod serial;
+pub mod sync;
 mod table;
 mod transport;
 

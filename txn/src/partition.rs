@@ -12,6 +12,7 @@ use crate::context::TxnCtx;
 use crate::error::{AbortReason, panic_message};
 use crate::ids::{GlobalPartition, Seq, Tid};
 use crate::query::{QueryFn, QueryPart, ReadView};
+use crate::sync::{AtomicSeqSet, Depositor};
 use crate::table::AnyTable;
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
@@ -248,19 +249,21 @@ pub(crate) enum Job<A: App> {
         env: Arc<EpochEnv<A>>,
         steps: Vec<Step<A::Event>>,
         queries: Vec<(usize, QueryFn)>,
-        reply: tokio::sync::oneshot::Sender<WaveOut<A>>,
+        reply: Depositor<WaveOut<A>>,
     },
+    /// OR this partition's conflict losers into the shared set, then check in at the barrier.
     Decide {
         user_aborted: Arc<SeqSet>,
-        reply: tokio::sync::oneshot::Sender<SeqSet>,
+        conflicts: Arc<AtomicSeqSet>,
+        reply: Depositor<()>,
     },
     Commit {
         aborted: Arc<SeqSet>,
-        reply: tokio::sync::oneshot::Sender<()>,
+        reply: Depositor<()>,
     },
     /// Encode the rows changed since the last checkpoint (between epochs).
     Checkpoint {
-        reply: tokio::sync::oneshot::Sender<Vec<CheckpointRow>>,
+        reply: Depositor<Vec<CheckpointRow>>,
     },
 }
 
@@ -328,21 +331,22 @@ pub(crate) fn run_job<A: App>(app: &AppDef<A>, part: &SharedPartition<A>, job: J
             queries,
             reply,
         } => {
-            let out = state.run_wave(app, &env, steps, &queries);
-            let _ = reply.send(out);
+            reply.deposit(state.run_wave(app, &env, steps, &queries));
         }
         Job::Decide {
             user_aborted,
+            conflicts,
             reply,
         } => {
-            let _ = reply.send(state.decide(&user_aborted));
+            conflicts.union_from(state.decide(&user_aborted).words());
+            reply.deposit(());
         }
         Job::Commit { aborted, reply } => {
             state.commit(&aborted);
-            let _ = reply.send(());
+            reply.deposit(());
         }
         Job::Checkpoint { reply } => {
-            let _ = reply.send(state.drain_checkpoint_rows());
+            reply.deposit(state.drain_checkpoint_rows());
         }
     }
 }

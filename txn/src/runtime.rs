@@ -14,8 +14,7 @@
 //! the runtime stops accepting requests.
 
 use crate::app::{App, AppDef, ServiceRef};
-use crate::epoch::Dispatch;
-use crate::epoch::{EpochStats, Fallback, QueryJob, SerialPos, TxnResult, run_epoch};
+use crate::epoch::{EpochStats, Fallback, QueryJob, SerialPos, TxnResult, run_epoch, run_phase};
 use crate::error::{AbortReason, TxnError};
 use crate::ids::{GlobalPartition, Tid};
 use crate::limits;
@@ -24,6 +23,7 @@ use crate::partition::{
 };
 use crate::query::{QueryFn, QueryResult, ReadView};
 use crate::storage::{MemoryStorage, Storage};
+use crate::sync::DurableWatermark;
 use crate::transport::PartitionActors;
 use serde::{Deserialize, Serialize};
 use std::any::Any;
@@ -31,7 +31,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 /// How a runtime runs.
 #[derive(Clone)]
@@ -146,12 +146,6 @@ pub struct RecoveryReport {
     pub epochs_replayed: u64,
     /// Wall time of the whole recovery.
     pub duration: Duration,
-}
-
-#[derive(Clone, Debug, Default)]
-struct Durable {
-    epoch: u64,
-    failed: Option<String>,
 }
 
 /// The on-log form of an epoch: everything replay needs.
@@ -314,17 +308,17 @@ impl<A: App> Runtime<A> {
 
         let (tx, rx) = mpsc::channel(limits::SUBMIT_QUEUE_MAX);
         let (log_tx, log_rx) = mpsc::channel::<LogItem<A>>(limits::EPOCHS_IN_FLIGHT_MAX);
-        let (durable_tx, durable_rx) = watch::channel(Durable {
-            epoch: last_epoch,
-            failed: None,
-        });
+        let watermark = Arc::new(DurableWatermark::new(last_epoch));
         let (reply_tx, reply_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(RuntimeStats::default());
 
         let storage = config.storage.clone();
         let durability = std::thread::Builder::new()
             .name("vmsdb-durability".into())
-            .spawn(move || durability_loop(storage, log_rx, durable_tx))
+            .spawn({
+                let watermark = watermark.clone();
+                move || durability_loop(storage, log_rx, &watermark)
+            })
             .map_err(|e| TxnError::Storage(format!("cannot start the durability thread: {e}")))?;
         let sequencer = tokio::spawn(sequencer_loop(Sequencer {
             app: app.clone(),
@@ -334,11 +328,11 @@ impl<A: App> Runtime<A> {
             rx,
             log_tx,
             reply_tx,
-            durable: durable_rx.clone(),
+            durable: watermark.clone(),
             stats: stats.clone(),
             epoch: last_epoch,
         }));
-        let replier = tokio::spawn(reply_loop::<A>(reply_rx, durable_rx));
+        let replier = tokio::spawn(reply_loop::<A>(reply_rx, watermark));
         Ok(Runtime {
             client: Client { tx, app },
             stats,
@@ -386,7 +380,7 @@ struct Sequencer<A: App> {
     rx: mpsc::Receiver<Submission<A>>,
     log_tx: mpsc::Sender<LogItem<A>>,
     reply_tx: mpsc::UnboundedSender<ReplyBatch<A>>,
-    durable: watch::Receiver<Durable>,
+    durable: Arc<DurableWatermark>,
     stats: Arc<RuntimeStats>,
     epoch: u64,
 }
@@ -461,7 +455,7 @@ async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
             }
         }
 
-        let failure = s.durable.borrow().failed.clone();
+        let failure = s.durable.failure().map(|f| f.message().to_string());
         if let Some(failure) = failure {
             fail_all(
                 pending,
@@ -566,19 +560,9 @@ async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
 /// Collects the rows changed since the last checkpoint from every partition (one message each,
 /// encoded in parallel by the partition actors) and queues them behind the epoch's log record.
 async fn checkpoint<A: App>(s: &Sequencer<A>) -> Result<(), TxnError> {
-    let mut pending = Vec::with_capacity(s.parts.len());
-    for gp in 0..s.app.n_global {
-        let (reply, rx) = oneshot::channel();
-        s.actors.dispatch(gp, Job::Checkpoint { reply }).await?;
-        pending.push(rx);
-    }
-    let mut rows = Vec::new();
-    for rx in pending {
-        rows.extend(
-            rx.await
-                .map_err(|_| TxnError::Actor("a partition dropped its checkpoint reply".into()))?,
-        );
-    }
+    let all: Vec<GlobalPartition> = (0..s.app.n_global).collect();
+    let parts = run_phase(&s.actors, &all, |_, reply| Job::Checkpoint { reply }).await?;
+    let rows: Vec<CheckpointRow> = parts.into_iter().flatten().collect();
     s.log_tx
         .send(LogItem::Checkpoint {
             epoch: s.epoch,
@@ -597,33 +581,29 @@ fn fail_all<A: App>(pending: Vec<PendingTxn<A>>, queries: Vec<QueryReply>, why: 
     }
 }
 
+/// Releases each epoch's replies once the durable watermark reaches it (the reply hand-off).
 async fn reply_loop<A: App>(
     mut rx: mpsc::UnboundedReceiver<ReplyBatch<A>>,
-    mut durable: watch::Receiver<Durable>,
+    durable: Arc<DurableWatermark>,
 ) {
     while let Some(batch) = rx.recv().await {
-        let state = durable
-            .wait_for(|d| d.epoch >= batch.epoch || d.failed.is_some())
-            .await
-            .map(|d| d.clone())
-            .unwrap_or(Durable {
-                epoch: 0,
-                failed: Some("the durability thread stopped".into()),
-            });
-        if state.epoch >= batch.epoch {
-            for (reply, outcome) in batch.txns {
-                let _ = reply.send(Ok(outcome));
+        match durable.wait(batch.epoch).await {
+            Ok(()) => {
+                for (reply, outcome) in batch.txns {
+                    let _ = reply.send(Ok(outcome));
+                }
+                for (reply, result) in batch.queries {
+                    let _ = reply.send(result);
+                }
             }
-            for (reply, result) in batch.queries {
-                let _ = reply.send(result);
-            }
-        } else {
-            let why = state.failed.unwrap_or_default();
-            for (reply, _) in batch.txns {
-                let _ = reply.send(Err(TxnError::Storage(why.clone())));
-            }
-            for (reply, _) in batch.queries {
-                let _ = reply.send(Err(TxnError::Storage(why.clone())));
+            Err(failed) => {
+                let why = failed.message().to_string();
+                for (reply, _) in batch.txns {
+                    let _ = reply.send(Err(TxnError::Storage(why.clone())));
+                }
+                for (reply, _) in batch.queries {
+                    let _ = reply.send(Err(TxnError::Storage(why.clone())));
+                }
             }
         }
     }
@@ -632,11 +612,11 @@ async fn reply_loop<A: App>(
 fn durability_loop<A: App>(
     storage: Arc<dyn Storage>,
     mut rx: mpsc::Receiver<LogItem<A>>,
-    durable: watch::Sender<Durable>,
+    durable: &DurableWatermark,
 ) {
     let mut buf = Vec::new();
     while let Some(item) = rx.blocking_recv() {
-        if durable.borrow().failed.is_some() {
+        if durable.failure().is_some() {
             continue;
         }
         let result = match item {
@@ -654,13 +634,13 @@ fn durability_loop<A: App>(
                             .append_epoch(env.epoch, &buf)
                             .map_err(|e| e.to_string())
                     })
-                    .map(|()| durable.send_modify(|d| d.epoch = env.epoch))
+                    .map(|()| durable.advance(env.epoch))
             }
             LogItem::Checkpoint { epoch, rows } => write_checkpoint(storage.as_ref(), epoch, &rows),
         };
         if let Err(e) = result {
             tracing::error!(error = %e, "durable write failed; refusing further writes");
-            durable.send_modify(|d| d.failed = Some(e));
+            durable.fail(e);
         }
     }
 }

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-/// Collects exactly one result from each of `n` partitions for one phase of an epoch and hands
+/// Collects exactly one result from each of `n_slots` partitions for one phase of an epoch and hands
 /// them to the driver in slot order.
 ///
 /// [`PhaseBarrier::new`] returns the barrier (kept by the driver) and one [`Depositor`] per
@@ -38,7 +38,7 @@ use std::task::{Context, Poll, Waker};
 /// driver's check sees the final deposit, or the final depositor's critical section comes after
 /// the driver's and finds its waker / wakes its condvar: no lost wake-up. The mutex's
 /// release/acquire pairs give the happens-before edge. There is one lock round trip per
-/// partition per phase, never per operation, and it is uncontended except at the very end.
+/// partition per phase, never per operation, and each critical section is a few instructions.
 pub struct PhaseBarrier<T> {
     shared: Arc<Shared<T>>,
 }
@@ -50,7 +50,7 @@ pub struct PhaseBarrier<T> {
 pub struct Depositor<T> {
     /// `None` once deposited.
     shared: Option<Arc<Shared<T>>>,
-    slot: usize,
+    slot_idx: usize,
 }
 
 /// The future returned by [`PhaseBarrier::wait`].
@@ -63,12 +63,12 @@ pub struct BarrierWait<T> {
     shared: Option<Arc<Shared<T>>>,
 }
 
-/// A [`Depositor`] was dropped without depositing: the partition holding `slot` stopped before
-/// answering the phase.
+/// A [`Depositor`] was dropped without depositing: the partition holding slot `slot_idx` stopped
+/// before answering the phase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Abandoned {
     /// The abandoned slot (index into the depositors returned by [`PhaseBarrier::new`]).
-    pub slot: usize,
+    pub slot_idx: usize,
 }
 
 impl fmt::Display for Abandoned {
@@ -76,7 +76,7 @@ impl fmt::Display for Abandoned {
         write!(
             f,
             "phase barrier slot {} was dropped without a result (its partition stopped)",
-            self.slot
+            self.slot_idx
         )
     }
 }
@@ -94,7 +94,7 @@ struct State<T> {
     slots: Vec<Option<T>>,
     /// Slots neither deposited nor abandoned.
     missing: usize,
-    /// The lowest abandoned slot, if any.
+    /// The lowest abandoned slot index, if any.
     abandoned: Option<usize>,
     /// The async waiter, if it is parked.
     waker: Option<Waker>,
@@ -103,42 +103,46 @@ struct State<T> {
 impl<T> State<T> {
     /// The outcome if the barrier is complete or failed; `None` while still waiting.
     fn outcome(&mut self) -> Option<Result<Vec<T>, Abandoned>> {
-        if let Some(slot) = self.abandoned {
-            return Some(Err(Abandoned { slot }));
+        if let Some(slot_idx) = self.abandoned {
+            return Some(Err(Abandoned { slot_idx }));
         }
         if self.missing == 0 {
             // Every slot is `Some` here (no slot was abandoned and none is missing).
-            return Some(Ok(std::mem::take(&mut self.slots).into_iter().flatten().collect()));
+            return Some(Ok(std::mem::take(&mut self.slots)
+                .into_iter()
+                .flatten()
+                .collect()));
         }
         None
     }
 }
 
 impl<T> PhaseBarrier<T> {
-    /// A barrier for `n` slots, and the `n` depositors (`depositors[i].slot() == i`).
+    /// A barrier for `n_slots` slots, and its `n_slots` depositors
+    /// (`depositors[i].slot_idx() == i`).
     ///
-    /// With `n == 0` the barrier is complete at once and yields an empty `Vec`.
-    pub fn new(n: usize) -> (PhaseBarrier<T>, Vec<Depositor<T>>) {
+    /// With `n_slots == 0` the barrier is complete at once and yields an empty `Vec`.
+    pub fn new(n_slots: usize) -> (PhaseBarrier<T>, Vec<Depositor<T>>) {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                slots: (0..n).map(|_| None).collect(),
-                missing: n,
+                slots: (0..n_slots).map(|_| None).collect(),
+                missing: n_slots,
                 abandoned: None,
                 waker: None,
             }),
             done: Condvar::new(),
         });
-        let depositors = (0..n)
-            .map(|slot| Depositor {
+        let depositors = (0..n_slots)
+            .map(|slot_idx| Depositor {
                 shared: Some(shared.clone()),
-                slot,
+                slot_idx,
             })
             .collect();
         (PhaseBarrier { shared }, depositors)
     }
 
     /// The number of slots.
-    pub fn slot_count(&self) -> usize {
+    pub fn n_slots(&self) -> usize {
         lock(&self.shared.state).slots.len()
     }
 
@@ -193,14 +197,14 @@ impl<T> Future for BarrierWait<T> {
 
 impl<T> Depositor<T> {
     /// The slot this depositor fills.
-    pub fn slot(&self) -> usize {
-        self.slot
+    pub fn slot_idx(&self) -> usize {
+        self.slot_idx
     }
 
     /// Fills the slot with `value`, waking the driver if this was the last missing slot.
     pub fn deposit(mut self, value: T) {
         if let Some(shared) = self.shared.take() {
-            shared.resolve(self.slot, Some(value));
+            shared.resolve(self.slot_idx, Some(value));
         }
     }
 }
@@ -208,27 +212,29 @@ impl<T> Depositor<T> {
 impl<T> Drop for Depositor<T> {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.take() {
-            shared.resolve(self.slot, None);
+            shared.resolve(self.slot_idx, None);
         }
     }
 }
 
 impl<T> Shared<T> {
-    /// Deposits `value` into `slot`, or abandons the slot if `value` is `None`, and wakes the
-    /// waiter if that completed or failed the barrier.
-    fn resolve(&self, slot: usize, value: Option<T>) {
+    /// Deposits `value` into slot `slot_idx`, or abandons the slot if `value` is `None`, and
+    /// wakes the waiter if that completed or failed the barrier.
+    fn resolve(&self, slot_idx: usize, value: Option<T>) {
         let abandon = value.is_none();
         let waker = {
             let mut state = lock(&self.state);
+            // Each slot has exactly one depositor, which resolves it exactly once.
+            debug_assert!(state.missing > 0, "slot {slot_idx} resolved twice");
             state.missing -= 1;
             match value {
                 Some(value) => {
-                    if let Some(cell) = state.slots.get_mut(slot) {
+                    if let Some(cell) = state.slots.get_mut(slot_idx) {
                         *cell = Some(value);
                     }
                 }
                 None => {
-                    state.abandoned = Some(state.abandoned.map_or(slot, |s| s.min(slot)));
+                    state.abandoned = Some(state.abandoned.map_or(slot_idx, |s| s.min(slot_idx)));
                 }
             }
             if state.missing == 0 || abandon {
@@ -259,7 +265,9 @@ impl<T> fmt::Debug for PhaseBarrier<T> {
 
 impl<T> fmt::Debug for Depositor<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Depositor").field("slot", &self.slot).finish()
+        f.debug_struct("Depositor")
+            .field("slot_idx", &self.slot_idx)
+            .finish()
     }
 }
 
@@ -276,26 +284,29 @@ mod tests {
     use super::*;
     use crate::sync::test_util::{CountingWaker, block_on};
 
+    // Goal: results come back in slot order, whatever order the partitions deposit in.
     #[test]
     fn results_come_in_slot_order_whatever_the_arrival_order() {
         let (barrier, deps) = PhaseBarrier::new(4);
         let mut deps: Vec<_> = deps.into_iter().map(Some).collect();
         for slot in [2, 0, 3, 1] {
             let dep = deps[slot].take().unwrap();
-            assert_eq!(dep.slot(), slot);
+            assert_eq!(dep.slot_idx(), slot);
             dep.deposit(slot * 10);
         }
         assert_eq!(barrier.wait_blocking(), Ok(vec![0, 10, 20, 30]));
     }
 
+    // Goal: a phase with no partitions completes at once with no results.
     #[test]
     fn an_empty_barrier_is_complete_at_once() {
         let (barrier, deps) = PhaseBarrier::<u8>::new(0);
         assert!(deps.is_empty());
-        assert_eq!(barrier.slot_count(), 0);
+        assert_eq!(barrier.n_slots(), 0);
         assert_eq!(block_on(barrier.wait()), Ok(vec![]));
     }
 
+    // Goal: the async driver stays pending until the last deposit, which wakes it exactly once.
     #[test]
     fn async_wait_is_pending_until_the_last_deposit_and_is_woken_once() {
         let (barrier, deps) = PhaseBarrier::new(2);
@@ -303,7 +314,10 @@ mod tests {
         let (waker, wakes) = CountingWaker::new();
         let mut cx = Context::from_waker(&waker);
         assert!(fut.as_mut().poll(&mut cx).is_pending());
-        assert!(fut.as_mut().poll(&mut cx).is_pending(), "a re-poll stays pending");
+        assert!(
+            fut.as_mut().poll(&mut cx).is_pending(),
+            "a re-poll stays pending"
+        );
         let mut deps = deps.into_iter();
         deps.next().unwrap().deposit("a");
         assert_eq!(wakes.get(), 0, "no wake-up before the barrier is complete");
@@ -313,6 +327,7 @@ mod tests {
         assert_eq!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(vec!["a", "b"])));
     }
 
+    // Goal: a dropped depositor wakes the driver at once with an error naming its slot.
     #[test]
     fn a_dropped_depositor_fails_the_wait_at_once_naming_its_slot() {
         let (barrier, deps) = PhaseBarrier::<u32>::new(3);
@@ -323,26 +338,32 @@ mod tests {
         let mut deps = deps.into_iter();
         let first = deps.next().unwrap();
         drop(deps.next()); // slot 1's partition died
-        assert_eq!(wakes.get(), 1, "the driver is woken without waiting for slots 0 and 2");
+        assert_eq!(
+            wakes.get(),
+            1,
+            "the driver is woken without waiting for slots 0 and 2"
+        );
         let err = match fut.as_mut().poll(&mut cx) {
             Poll::Ready(Err(e)) => e,
             other => panic!("expected an abandoned slot, got {other:?}"),
         };
-        assert_eq!(err, Abandoned { slot: 1 });
+        assert_eq!(err, Abandoned { slot_idx: 1 });
         assert!(err.to_string().contains("slot 1"), "{err}");
         first.deposit(7); // a late deposit into a failed barrier is harmless
         drop(deps);
     }
 
+    // Goal: with several abandoned slots, the lowest one is named.
     #[test]
     fn the_lowest_abandoned_slot_is_reported() {
         let (barrier, deps) = PhaseBarrier::<u32>::new(3);
         let mut deps: Vec<_> = deps.into_iter().map(Some).collect();
         drop(deps[2].take());
         drop(deps[0].take());
-        assert_eq!(barrier.wait_blocking(), Err(Abandoned { slot: 0 }));
+        assert_eq!(barrier.wait_blocking(), Err(Abandoned { slot_idx: 0 }));
     }
 
+    // Goal: deposits racing from many threads always release a blocking driver with every result.
     #[test]
     fn deposits_from_many_threads_wake_a_blocking_driver() {
         for _ in 0..200 {
@@ -351,7 +372,7 @@ mod tests {
                 .into_iter()
                 .rev()
                 .map(|d| {
-                    let slot = d.slot();
+                    let slot = d.slot_idx();
                     std::thread::spawn(move || d.deposit(slot))
                 })
                 .collect();

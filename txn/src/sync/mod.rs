@@ -15,7 +15,8 @@
 //! exercise the production code, not a copy. Rules for code in this module:
 //!
 //! - import `Arc`, `Mutex`, `Condvar` and atomics only through `shim` (never `std::sync`
-//!   directly), so loom sees every synchronising operation;
+//!   directly), so loom sees every synchronising operation (the one exception is an immutable
+//!   `std::sync::Arc<str>` message, which synchronises nothing);
 //! - depend on nothing else in the crate (the module must compile on its own inside
 //!   `loom-tests`);
 //! - state the contract and the memory-ordering argument in the item docs, and add a loom
@@ -32,3 +33,22 @@ pub use watermark::{DurabilityFailed, DurableWait, DurableWatermark};
 
 #[cfg(all(test, not(loom)))]
 mod test_util;
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+
+    // Goal: every handle can cross threads and its futures can run in a spawned (`Send`) task.
+    #[test]
+    fn handles_and_futures_are_send() {
+        send_sync::<PhaseBarrier<Vec<u8>>>();
+        send_sync::<Depositor<Vec<u8>>>();
+        send::<BarrierWait<Vec<u8>>>();
+        send_sync::<AtomicSeqSet>();
+        send_sync::<DurableWatermark>();
+        send::<DurableWait<'static>>();
+    }
+}

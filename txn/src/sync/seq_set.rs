@@ -57,7 +57,7 @@ impl AtomicSeqSet {
     ///
     /// [`union_from`]: Self::union_from
     /// [`snapshot`]: Self::snapshot
-    pub fn word_count(&self) -> usize {
+    pub fn n_words(&self) -> usize {
         self.words.len()
     }
 
@@ -79,7 +79,7 @@ impl AtomicSeqSet {
     /// Bits at or beyond `capacity` are ignored.
     ///
     /// # Panics
-    /// If `words.len() != self.word_count()` (the sets belong to epochs of different sizes).
+    /// If `words.len() != self.n_words()` (the sets belong to epochs of different sizes).
     pub fn union_from(&self, words: &[u64]) {
         assert_eq!(
             words.len(),
@@ -175,13 +175,17 @@ impl fmt::Debug for AtomicSeqSet {
 mod tests {
     use super::*;
 
+    // Goal: inserts and merges land in the right words and read back in increasing order.
     #[test]
     fn insert_union_iterate_count() {
         let set = AtomicSeqSet::with_capacity(130);
-        assert_eq!((set.capacity(), set.word_count()), (130, 3));
+        assert_eq!((set.capacity(), set.n_words()), (130, 3));
         assert!(set.is_empty());
         assert!(set.insert(0));
-        assert!(!set.insert(0), "a second insert reports the member was there");
+        assert!(
+            !set.insert(0),
+            "a second insert reports the member was there"
+        );
         assert!(set.insert(129));
         set.union_from(&[1 << 5, 1, 0]);
         assert_eq!(set.iter().collect::<Vec<_>>(), vec![0, 5, 64, 129]);
@@ -190,6 +194,7 @@ mod tests {
         assert_eq!(set.snapshot(), vec![1 | 1 << 5, 1, 1 << 1]);
     }
 
+    // Goal: merged bits outside 0..capacity never become members.
     #[test]
     fn union_ignores_bits_beyond_capacity() {
         let set = AtomicSeqSet::with_capacity(66);
@@ -200,6 +205,7 @@ mod tests {
         assert_eq!(exact.count(), 64);
     }
 
+    // Goal: clear empties the set for reuse without changing its capacity.
     #[test]
     fn clear_empties_and_keeps_capacity() {
         let mut set = AtomicSeqSet::with_capacity(10);
@@ -212,18 +218,21 @@ mod tests {
         assert_eq!(words, vec![0]);
     }
 
+    // Goal: inserting a seq outside the epoch fails loudly, naming it.
     #[test]
     #[should_panic(expected = "seq 10 out of range 0..10")]
     fn insert_out_of_range_names_the_seq() {
         AtomicSeqSet::with_capacity(10).insert(10);
     }
 
+    // Goal: merging a set sized for another epoch fails loudly.
     #[test]
     #[should_panic(expected = "merging a set of 1 words into one of 2")]
     fn union_of_a_different_size_is_refused() {
         AtomicSeqSet::with_capacity(100).union_from(&[1]);
     }
 
+    // Goal: inserts from many threads into shared words keep every member.
     #[test]
     fn concurrent_merges_keep_every_bit() {
         let set = AtomicSeqSet::with_capacity(256);

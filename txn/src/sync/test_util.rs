@@ -70,7 +70,10 @@ pub(super) fn block_on<F: Future>(fut: F) -> F::Output {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !unpark.woken.swap(false, Ordering::SeqCst) {
             let now = Instant::now();
-            assert!(now < deadline, "future not woken within 10 s (lost wake-up)");
+            assert!(
+                now < deadline,
+                "future not woken within 10 s (lost wake-up)"
+            );
             thread::park_timeout(deadline - now);
         }
     }

@@ -5,10 +5,12 @@ use super::shim::{AtomicU64, Condvar, Mutex, Ordering, lock, wait};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+// The failure message is immutable once shared and its reference count takes part in no
+// protocol, so it is a plain `std` `Arc` rather than one from the shim.
 use std::sync::Arc as StdArc;
 use std::task::{Context, Poll, Waker};
 
-/// Set in [`DurableWatermark::state`] once the log failed; the low 63 bits hold the epoch.
+/// Set in `DurableWatermark::state` once the log failed; the low 63 bits hold the epoch.
 const FAILED: u64 = 1 << 63;
 
 /// The highest epoch a watermark can hold.
@@ -111,7 +113,10 @@ impl DurableWatermark {
     /// # Panics
     /// If `durable_epoch >= 2^63`.
     pub fn new(durable_epoch: u64) -> Self {
-        assert!(durable_epoch <= EPOCH_MAX, "epoch {durable_epoch} out of range");
+        assert!(
+            durable_epoch <= EPOCH_MAX,
+            "epoch {durable_epoch} out of range"
+        );
         DurableWatermark {
             state: AtomicU64::new(durable_epoch),
             waiters: Mutex::new(Waiters {
@@ -139,7 +144,12 @@ impl DurableWatermark {
             let mut waiters = lock(&self.waiters);
             let mut woken = Vec::new();
             if waiters.parked.iter().any(|p| p.epoch <= epoch) {
-                woken.extend(waiters.parked.extract_if(.., |p| p.epoch <= epoch).map(|p| p.waker));
+                woken.extend(
+                    waiters
+                        .parked
+                        .extract_if(.., |p| p.epoch <= epoch)
+                        .map(|p| p.waker),
+                );
             }
             woken
         };
@@ -335,6 +345,7 @@ mod tests {
     use crate::sync::test_util::{CountingWaker, block_on};
     use std::sync::Arc;
 
+    // Goal: the durable epoch only goes up, and only epochs at or below it are released.
     #[test]
     fn advance_is_monotonic_and_releases_only_durable_epochs() {
         let wm = DurableWatermark::new(3);
@@ -349,6 +360,7 @@ mod tests {
         assert_eq!(block_on(wm.wait(2)), Ok(()));
     }
 
+    // Goal: after a failure the epoch is frozen, later epochs get the first message, earlier ones still release.
     #[test]
     fn failure_is_terminal_but_durable_epochs_still_release() {
         let wm = DurableWatermark::new(0);
@@ -364,6 +376,7 @@ mod tests {
         assert_eq!(wm.failure(), Some(err));
     }
 
+    // Goal: an advance wakes exactly the async waiters whose epoch it made durable.
     #[test]
     fn async_waiters_are_woken_only_when_their_epoch_is_durable() {
         let wm = DurableWatermark::new(0);
@@ -373,7 +386,10 @@ mod tests {
         let mut second = Box::pin(wm.wait(2));
         assert!(first.as_mut().poll(&mut cx).is_pending());
         assert!(second.as_mut().poll(&mut cx).is_pending());
-        assert!(second.as_mut().poll(&mut cx).is_pending(), "a re-poll does not park twice");
+        assert!(
+            second.as_mut().poll(&mut cx).is_pending(),
+            "a re-poll does not park twice"
+        );
         assert_eq!(lock(&wm.waiters).parked.len(), 2);
         wm.advance(1);
         assert_eq!(wakes.get(), 1, "only the waiter for epoch 1 is woken");
@@ -385,18 +401,24 @@ mod tests {
         assert!(lock(&wm.waiters).parked.is_empty());
     }
 
+    // Goal: dropping a pending wait unparks its waker.
     #[test]
     fn a_dropped_wait_leaves_no_parked_waker() {
         let wm = DurableWatermark::new(0);
         let (waker, wakes) = CountingWaker::new();
         let mut fut = Box::pin(wm.wait(1));
-        assert!(fut.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
+        assert!(
+            fut.as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
         drop(fut);
         assert!(lock(&wm.waiters).parked.is_empty());
         wm.advance(1);
         assert_eq!(wakes.get(), 0);
     }
 
+    // Goal: a failure wakes a parked async waiter, which gets the message.
     #[test]
     fn failure_wakes_async_waiters() {
         let wm = DurableWatermark::new(0);
@@ -412,6 +434,7 @@ mod tests {
         }
     }
 
+    // Goal: blocking and async waiters on many threads are all released by a run of advances.
     #[test]
     fn threads_waiting_on_many_epochs_are_all_released() {
         let wm = Arc::new(DurableWatermark::new(0));
@@ -436,6 +459,7 @@ mod tests {
         }
     }
 
+    // Goal: an epoch that would collide with the failed flag is refused loudly.
     #[test]
     #[should_panic(expected = "out of range")]
     fn epochs_beyond_the_flag_bit_are_refused() {
