@@ -35,6 +35,9 @@ fn build_reports_every_problem_at_once() {
 // Goal: an application without services is refused.
 #[test]
 fn empty_application_is_refused() {
-    let err = AppBuilder::<ChainApp>::new().build().err().expect("refused");
+    let err = AppBuilder::<ChainApp>::new()
+        .build()
+        .err()
+        .expect("refused");
     assert!(err.to_string().contains("no services"), "{err}");
 }
