@@ -1,7 +1,8 @@
 //! Measures the embedded backends on vmsdb's access pattern and prints a Markdown table.
 //!
-//! Run: `cargo run --release -p txn-storage --example storage_measure -- [rows] [dir]`
-//! (defaults: 1,000,000 rows, the system temp directory). The data directory must be on the disk
+//! Run: `cargo run --release -p txn-storage --features fjall --example storage_measure --
+//! [rows] [dir]` (defaults: 1,000,000 rows, the system temp directory; without `--features
+//! fjall` only redb is measured; `STORAGE_MEASURE_BACKENDS=redb` picks backends). The data directory must be on the disk
 //! under test, not a tmpfs, or the fsync numbers mean nothing.
 //!
 //! Per backend, on a fresh directory: appends of 20 KB and 500 KB epoch batches (each one fsync),
@@ -13,7 +14,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use txn_storage::{CheckpointRow, FjallStorage, RedbStorage, Storage};
+#[cfg(feature = "fjall")]
+use txn_storage::FjallStorage;
+use txn_storage::{CheckpointRow, RedbStorage, Storage};
 
 const CHUNK_ROWS: usize = 10_000;
 const SMALL_BATCH_BYTES: usize = 20 * 1024;
@@ -24,8 +27,9 @@ const N_INCREMENTAL_ROWS: usize = 10_000;
 
 fn open_any(backend: &str, dir: &Path) -> Box<dyn Storage> {
     match backend {
-        "redb" => Box::new(RedbStorage::open(dir).expect("open redb")),
-        _ => Box::new(FjallStorage::open(dir).expect("open fjall")),
+        #[cfg(feature = "fjall")]
+        "fjall" => Box::new(FjallStorage::open(dir).expect("open fjall")),
+        _ => Box::new(RedbStorage::open(dir).expect("open redb")),
     }
 }
 
@@ -63,9 +67,14 @@ fn main() {
             "redb" => measure(&path, n_rows, |dir| {
                 RedbStorage::open(dir).expect("open redb")
             }),
-            _ => measure(&path, n_rows, |dir| {
+            #[cfg(feature = "fjall")]
+            "fjall" => measure(&path, n_rows, |dir| {
                 FjallStorage::open(dir).expect("open fjall")
             }),
+            _ => {
+                eprintln!("{backend}: not compiled in (add --features {backend})");
+                continue;
+            }
         };
         for (what, value) in results {
             lines.push((backend, what, value));

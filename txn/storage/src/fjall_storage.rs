@@ -28,7 +28,7 @@
 //! disk. A torn last journal batch (a crash during a write) is dropped on open — it was never
 //! acknowledged because its fsync had not returned. Any other damage fails
 //! [`FjallStorage::open`] or the read that meets it with [`StorageError::CorruptStore`]. On top,
-//! every value carries the checksums of [`crate::record`] and [`crate::row`].
+//! every value carries the checksums of [`crate::record`] and `row`.
 
 use std::path::{Path, PathBuf};
 

@@ -16,9 +16,22 @@
 //!
 //! Every logged record carries a CRC-32C checksum (see [`record`]); a torn or corrupt record is
 //! reported as [`StorageError::Corrupt`] naming the epoch, never returned as data.
+//!
+//! Backends, all passing the one suite in [`conformance`]:
+//! - [`EmbeddedStorage`] = [`RedbStorage`]: the default, one redb file in a data directory.
+//! - `FjallStorage` (cargo feature `fjall`): the measured alternative, kept for comparison.
+//! - `FdbStorage` (cargo feature `fdb`): FoundationDB 7.3, for durability across nodes.
+//! - [`MemoryStorage`]: in memory, for tests and simulation; [`FaultyStorage`] wraps any backend
+//!   and injects I/O errors.
+//!
+//! The size limits every backend enforces alike are in [`limits`]. Measurements and the choice of
+//! the default are in `docs/storage.md`.
 
 pub mod conformance;
 pub mod faulty;
+#[cfg(feature = "fdb")]
+pub mod fdb_storage;
+#[cfg(feature = "fjall")]
 pub mod fjall_storage;
 pub mod limits;
 pub mod memory;
@@ -29,9 +42,17 @@ mod row;
 use std::fmt;
 
 pub use faulty::{FaultOp, FaultyStorage};
+#[cfg(feature = "fdb")]
+pub use fdb_storage::FdbStorage;
+#[cfg(feature = "fjall")]
 pub use fjall_storage::FjallStorage;
 pub use memory::MemoryStorage;
 pub use redb_storage::RedbStorage;
+
+/// The embedded durable backend: redb, chosen over fjall from the measurements in
+/// `docs/storage.md` (faster checkpoints and recovery, one file, no background threads).
+/// Open it with `EmbeddedStorage::open(dir)`.
+pub type EmbeddedStorage = RedbStorage;
 
 /// One checkpoint row as written: key and new value, `None` for a deletion.
 pub type CheckpointRow = (Vec<u8>, Option<Vec<u8>>);

@@ -69,3 +69,41 @@ pub const REDB_PENDING_BLOB_BYTES_MAX: usize = 4 * 1024 * 1024;
 const _: () = assert!(
     REDB_PENDING_BLOB_BYTES_MAX >= CHECKPOINT_KEY_BYTES_MAX + CHECKPOINT_VALUE_BYTES_MAX + 64
 );
+
+/// Largest value the FoundationDB backend writes, in bytes: a log record is cut into chunks of
+/// this size. FoundationDB refuses values over 100,000 bytes; we stay 10% under.
+pub const FDB_VALUE_BYTES_MAX: usize = 90_000;
+
+/// Bytes of keys and values one FoundationDB write transaction aims to stay under. FoundationDB
+/// refuses transactions over 10 MB and recommends staying under 1 MB; larger writes are split
+/// into several transactions.
+pub const FDB_TRANSACTION_BYTES_TARGET: usize = 500_000;
+
+/// Keys one FoundationDB read or clean-up transaction handles before the next transaction takes
+/// over, so every transaction ends well inside FoundationDB's 5 s limit.
+pub const FDB_KEYS_PER_TRANSACTION_MAX: usize = 5_000;
+
+/// Bytes one FoundationDB read transaction fetches before the next transaction takes over.
+pub const FDB_READ_BYTES_PER_TRANSACTION_MAX: usize = 8_000_000;
+
+/// Log headers read per FoundationDB transaction by `read_epochs`.
+pub const FDB_EPOCHS_PER_READ_MAX: usize = 32;
+
+/// Time budget of one FoundationDB operation including its retries, in milliseconds; past it the
+/// call fails with [`crate::StorageError::Io`] instead of retrying forever (e.g. cluster down).
+pub const FDB_TRANSACTION_TIMEOUT_MS: i32 = 30_000;
+
+/// Retries of one FoundationDB transaction before the call fails with
+/// [`crate::StorageError::Io`].
+pub const FDB_TRANSACTION_RETRY_MAX: i32 = 50;
+
+const _: () = assert!(FDB_VALUE_BYTES_MAX < 100_000);
+const _: () = assert!(FDB_READ_BYTES_PER_TRANSACTION_MAX >= FDB_VALUE_BYTES_MAX);
+const _: () = assert!(FDB_TRANSACTION_BYTES_TARGET >= FDB_VALUE_BYTES_MAX * 2);
+const _: () = assert!(FDB_TRANSACTION_BYTES_TARGET < 1_000_000);
+// One checkpoint row (tuple-encoded key twice: the row and its index entry, plus the value)
+// always fits one transaction.
+const _: () = assert!(
+    2 * (2 * CHECKPOINT_KEY_BYTES_MAX + 64) + CHECKPOINT_VALUE_BYTES_MAX + 64
+        < FDB_TRANSACTION_BYTES_TARGET
+);

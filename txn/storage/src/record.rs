@@ -75,6 +75,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_detects_flip_cut_and_wrong_epoch() {
+        // Goal: a record decodes to its payload; a flipped byte, a cut or another epoch is Corrupt.
         let rec = encode(7, b"hello epoch");
         let (payload, used) = decode("test", 7, &rec).unwrap();
         assert_eq!(payload, b"hello epoch");

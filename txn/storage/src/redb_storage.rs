@@ -3,43 +3,55 @@
 //!
 //! # Layout
 //!
-//! One file, `<dir>/vmsdb.redb`, holding four tables:
+//! Files in the data directory: `vmsdb.redb` (the store), `vmsdb.redb.created` (written once the
+//! store exists, so a later missing or emptied file is reported rather than silently replaced by
+//! a new, empty store) and, only after a failed integrity check, `vmsdb.redb.integrity-failed`.
+//! The store holds four tables:
 //!
 //! ```text
-//! epoch_log                  u64 epoch -> record envelope (crc32c, len, batch)      see `record`
-//! checkpoint_state           row key   -> row envelope (crc32c, tag 1, value)       merged state as
-//!                                                                                   of the latest
-//!                                                                                   complete checkpoint
-//! checkpoint_pending_blobs   u64 seq   -> record envelope of a blob of rows         rows of the one
-//!                                         [key len, key, envelope len, envelope]*   incomplete
-//!                                                                                   checkpoint, in
-//!                                                                                   write order
-//! meta                       "latest_complete" -> u64 + crc32c
-//!                            "pending_epoch"   -> u64 + crc32c  (which checkpoint the blobs belong to)
+//! table                      key        value
+//! epoch_log                  u64 epoch  record envelope (crc32c, len, batch)         see `record`
+//! checkpoint_state           row key    row envelope (crc32c, tag 1, value): the merged state
+//!                                       as of the latest complete checkpoint
+//! checkpoint_pending_blobs   u64 seq    record envelope of a blob of rows
+//!                                       [key len, key, envelope len, envelope]*: the rows of the
+//!                                       one incomplete checkpoint, in write order
+//! meta                       "latest_complete"  u64 + crc32c
+//!                            "pending_epoch"    u64 + crc32c: whose rows the blobs hold
 //! ```
 //!
 //! A chunk of checkpoint rows is sorted by key and appended as one blob (split above
 //! [`limits::REDB_PENDING_BLOB_BYTES_MAX`]): appending at the end of a small table costs one
 //! fsync and a few pages, where inserting the rows one by one into a keyed table rewrote pages
-//! all over it in every chunk's transaction (measured 4x slower for 1,000,000 rows).
+//! all over it in every chunk's transaction (about 3x slower for 1,000,000 rows).
 //! Completing checkpoint `c` is one transaction that applies the blobs in write order to
 //! `checkpoint_state` (a later write of a key wins; a deletion removes the row), deletes the
 //! blobs and sets `latest_complete = c`; until it commits, readers see the previous state.
 //! Blobs are only trusted while `pending_epoch` names the checkpoint being written or completed;
-//! otherwise they are leftovers of an abandoned checkpoint and are dropped.
+//! otherwise they are leftovers of an abandoned checkpoint and are dropped. Every write, the
+//! order checks included, is one redb write transaction, so no extra lock is needed.
 //!
-//! # Corruption
+//! # Corruption: refuse, never return
 //!
-//! redb writes checksums with every commit but verifies them only when it repairs the file after
-//! an unclean shutdown; plain reads do not. So every log record carries the [`crate::record`]
-//! checksum and every checkpoint row and metadata value the [`crate::row`] checksum, checked on
-//! every read: a flipped byte in a value is reported as [`StorageError::Corrupt`] (log, naming
-//! the epoch) or [`StorageError::CorruptStore`] (rows, metadata), never returned. Damage redb
-//! itself notices (a bad header, a commit whose checksum fails with no older valid one) makes
-//! [`RedbStorage::open`] fail with [`StorageError::CorruptStore`] naming the file. A cut tail
-//! (a crash during a commit) is repaired by redb on open: it falls back to the last commit that
-//! was durable, which holds every acknowledged epoch. The log is also checked for gaps on read.
+//! - **At open** redb first repairs the file if the last shutdown was unclean: a commit whose
+//!   checksum fails (torn by a crash before its fsync returned, so never acknowledged) is
+//!   dropped and the previous commit is used. Then [`RedbStorage::open`] verifies the checksum of
+//!   every live page (`check_integrity`, ~0.1 s for 1,000,000 rows). Damage fails the open with
+//!   [`StorageError::Corrupt`] naming the epoch when our own checksums can find the damaged log
+//!   record, else [`StorageError::CorruptStore`] naming the row, the metadata or the file. A
+//!   file cut short is refused the same way ("truncated below stored layout"). Should redb ever
+//!   repair a cleanly closed file by rolling it back, the open fails and writes
+//!   `vmsdb.redb.integrity-failed`, refusing every later open until an operator deletes it.
+//!   redb panics on some structurally damaged files; the open turns that panic into
+//!   [`StorageError::CorruptStore`].
+//! - **On every read** the [`crate::record`] checksum of each log record (naming the epoch), the
+//!   `row` checksum of each checkpoint row and metadata value, and the log's lack of
+//!   gaps are checked, because redb does not verify its page checksums on plain reads: damage
+//!   that happens while the store is open is still reported, never returned.
+//!
+//! Nothing is truncated silently except the torn, unacknowledged last commit.
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
@@ -50,6 +62,10 @@ const BACKEND: &str = "redb";
 
 /// The file inside the data directory.
 pub const FILE_NAME: &str = "vmsdb.redb";
+
+/// Written next to the file once the store was created, so a later missing or emptied file is
+/// reported instead of silently replaced by a new, empty store.
+pub const CREATED_MARKER: &str = "vmsdb.redb.created";
 
 /// Written next to the file when an integrity check failed; its presence makes
 /// [`RedbStorage::open`] refuse until an operator removes it.
@@ -93,9 +109,31 @@ impl RedbStorage {
                 ),
             });
         }
+        let created = dir.join(CREATED_MARKER);
+        // Once a store was created here, a missing or emptied file is damage, not a new store:
+        // redb would silently initialise a fresh database in it.
+        let existing = created.exists();
+        if existing {
+            let missing = match std::fs::metadata(&path) {
+                Ok(meta) if meta.len() == 0 => Some("empty"),
+                Ok(_) => None,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Some("missing"),
+                Err(err) => return Err(StorageError::io(BACKEND, "open", err)),
+            };
+            if let Some(missing) = missing {
+                return Err(StorageError::CorruptStore {
+                    backend: BACKEND,
+                    location: format!("file {}", path.display()),
+                    detail: format!(
+                        "the database file is {missing} although {} says a store was created here",
+                        created.display()
+                    ),
+                });
+            }
+        }
         // redb panics on some structurally damaged files; a damaged file is bad input, so the
         // panic becomes an error naming the file. Nothing of the store escapes the closure.
-        let opened = std::panic::catch_unwind(|| open_and_verify(&path, &marker));
+        let opened = std::panic::catch_unwind(|| open_and_verify(&path, &marker, existing));
         let db = match opened {
             Ok(result) => result?,
             Err(panic) => {
@@ -119,6 +157,9 @@ impl RedbStorage {
             txn.open_table(META)?;
             Ok(())
         })?;
+        if !existing {
+            write_created_marker(dir, &created)?;
+        }
         Ok(store)
     }
 
@@ -157,20 +198,30 @@ impl RedbStorage {
 
 /// Opens the file (redb repairs it first after an unclean shutdown) and verifies the checksum of
 /// every live page, so damage is found here and not by a read that might return it.
-fn open_and_verify(path: &Path, marker: &Path) -> Result<Database, StorageError> {
+fn open_and_verify(path: &Path, marker: &Path, existing: bool) -> Result<Database, StorageError> {
     let started = std::time::Instant::now();
-    let mut db = Database::builder()
-        .set_repair_callback(|session| {
-            tracing::warn!(
-                progress = session.progress(),
-                "redb: repairing the store after an unclean shutdown"
-            );
-        })
-        .create(path)
-        .map_err(|err| engine_error(path, "open", err))?;
-    let intact = db
-        .check_integrity()
-        .map_err(|err| engine_error(path, "verify checksums", err))?;
+    let mut builder = Database::builder();
+    builder.set_repair_callback(|session| {
+        tracing::warn!(
+            progress = session.progress(),
+            "redb: repairing the store after an unclean shutdown"
+        );
+    });
+    // `open` refuses an empty or foreign file; `create` would initialise it.
+    let opened = if existing {
+        builder.open(path)
+    } else {
+        builder.create(path)
+    };
+    let mut db = opened.map_err(|err| engine_error(path, "open", err))?;
+    let intact = match db.check_integrity() {
+        Ok(intact) => intact,
+        Err(err) => {
+            let err = engine_error(path, "verify checksums", err);
+            // Name the damaged epoch or row when our own checksums can find it.
+            return Err(diagnose(&db).unwrap_or(err));
+        }
+    };
     if !intact {
         let detail = "a page checksum failed; redb repaired the file by rolling back to an \
                       older commit, so acknowledged writes may be missing";
@@ -184,6 +235,68 @@ fn open_and_verify(path: &Path, marker: &Path) -> Result<Database, StorageError>
     }
     tracing::debug!(elapsed = ?started.elapsed(), "redb: opened and verified");
     Ok(db)
+}
+
+/// Records durably that a store was created in `dir`.
+fn write_created_marker(dir: &Path, created: &Path) -> Result<(), StorageError> {
+    let io = |err| StorageError::io(BACKEND, "write creation marker", err);
+    let file = std::fs::File::create(created).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)
+}
+
+/// After a failed integrity check: reads the file with our own checksums to name the
+/// first damaged log record (by epoch), checkpoint row or metadata value. `None` when the damage
+/// is only in redb's own structures (or the file cannot even be read).
+fn diagnose(db: &Database) -> Option<StorageError> {
+    let found_by = |err: StorageError| -> StorageError {
+        match err {
+            StorageError::Corrupt {
+                backend,
+                epoch,
+                detail,
+            } => StorageError::Corrupt {
+                backend,
+                epoch,
+                detail: format!("{detail} (found by the integrity check at open)"),
+            },
+            other => other,
+        }
+    };
+    let scan = || -> Option<StorageError> {
+        let txn = db.begin_read().ok()?;
+        let log = txn.open_table(LOG).ok()?;
+        let mut previous = None;
+        for entry in log.iter().ok()? {
+            let (key, stored) = entry.ok()?;
+            let epoch = key.value();
+            if let Err(err) = row::check_contiguous(BACKEND, previous, epoch)
+                .and_then(|()| record::decode(BACKEND, epoch, stored.value()).map(drop))
+            {
+                return Some(found_by(err));
+            }
+            previous = Some(epoch);
+        }
+        let meta = txn.open_table(META).ok()?;
+        for name in [META_LATEST, META_PENDING] {
+            if let Err(TxnError::Storage(err)) = read_meta(&meta, name) {
+                return Some(err);
+            }
+        }
+        let state = txn.open_table(STATE).ok()?;
+        for entry in state.iter().ok()? {
+            let (key, stored) = entry.ok()?;
+            if let Err(err) = row::decode_row(BACKEND, key.value(), stored.value()) {
+                return Some(err);
+            }
+        }
+        None
+    };
+    std::panic::catch_unwind(AssertUnwindSafe(scan))
+        .ok()
+        .flatten()
 }
 
 /// An error inside a transaction body: ours, or the engine's.
@@ -215,6 +328,13 @@ fn engine_error(path: &Path, operation: &'static str, err: impl Into<redb::Error
             location: format!("file {} ({operation})", path.display()),
             detail,
         },
+        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            StorageError::CorruptStore {
+                backend: BACKEND,
+                location: format!("file {} ({operation})", path.display()),
+                detail: format!("file cut short: {io}"),
+            }
+        }
         other => StorageError::Io {
             backend: BACKEND,
             operation,

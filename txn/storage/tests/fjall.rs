@@ -1,5 +1,7 @@
 //! Runs the shared conformance suite against the fjall backend, reopening the same directory.
 
+#![cfg(feature = "fjall")]
+
 use txn_storage::FjallStorage;
 use txn_storage::conformance::{self, Open};
 
