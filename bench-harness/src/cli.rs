@@ -1,0 +1,325 @@
+//! The command line: one subcommand per workload, shared run options, and value parsers that
+//! reject bad values with a message naming the allowed range.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Drives a vmsdb workload closed-loop, measures it, checks its consistency and runs
+/// baselines on the same workload in the same invocation.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "bench-harness",
+    version,
+    about = "Benchmark vmsdb: drive a workload, measure it, check consistency, compare baselines",
+    long_about = "Benchmark vmsdb: drive a workload closed-loop (N clients, each submits one \
+request and waits for its durable outcome), measure committed/aborted throughput and latency \
+percentiles, check the workload's consistency criteria at the end (violations are counted per \
+criterion; anything but 0 is a bug), and run baselines on the same workload.\n\n\
+Results: a summary table on stdout and <out>/summary.json. The exit code is 0 when every \
+system's checks passed, 1 when a violation or an error was found, 2 on bad arguments.",
+    after_help = "Examples:\n  \
+bench-harness transfer --duration 10s --accounts 1000000 --compare serial\n  \
+bench-harness transfer --duration 10s --zipf 0.99 --compare serial\n  \
+bench-harness ycsb --duration 10s --keys 1000000 --zipf 0.99 --compare serial"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub workload: WorkloadCmd,
+}
+
+/// The workloads.
+#[derive(Subcommand, Debug, Clone)]
+pub enum WorkloadCmd {
+    /// Streaming-Ledger transfers: 4-row transfers (source account and asset entry must stay at
+    /// or above a minimum, else the transfer aborts), optional deposits and balance lookups.
+    /// Checks: totals change only by deposits, nothing negative, no lost or phantom rows.
+    Transfer(TransferCmd),
+    /// YCSB-T: each transaction reads and increments k keys of one table, touching several
+    /// partitions. Checks: sum of values = k × committed, nothing negative, no lost rows.
+    Ycsb(YcsbCmd),
+}
+
+impl WorkloadCmd {
+    /// The options every workload shares.
+    pub fn common(&self) -> &CommonArgs {
+        match self {
+            WorkloadCmd::Transfer(c) => &c.common,
+            WorkloadCmd::Ycsb(c) => &c.common,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TransferCmd {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct YcsbCmd {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub ycsb: YcsbArgs,
+}
+
+/// Options of every workload.
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// How long to drive each system (vmsdb and every baseline), e.g. 30s, 500ms, 2m, 1.5s.
+    /// A bare number is seconds.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Concurrent closed-loop clients for vmsdb. Each has one request in flight and submits
+    /// the next when its outcome arrives; hundreds are needed to fill epochs.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub clients: u32,
+
+    /// Zipf skew θ of key choice, in [0, 1). 0 is uniform; 0.99 is the classic hot-spot
+    /// setting (the hottest key gets ≈ 7 % of draws over a million keys).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_theta)]
+    pub zipf: f64,
+
+    /// Partitions per service (each partition is one actor; the ledger has two services).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub partitions: u32,
+
+    /// Epoch duration in microseconds: how long an epoch collects requests after its first
+    /// one. Longer epochs batch more and add latency.
+    #[arg(long, default_value_t = txn::limits::EPOCH_DURATION_US_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..=txn::limits::EPOCH_DURATION_US_MAX))]
+    pub epoch_us: u64,
+
+    /// Most transactions sequenced into one epoch (an epoch closes when it is full or its time
+    /// is up).
+    #[arg(long, default_value_t = txn::limits::EPOCH_TXNS_MAX_DEFAULT as u64,
+          value_parser = clap::value_parser!(u64).range(1..=txn::limits::EPOCH_TXNS_MAX as u64))]
+    pub epoch_txns_max: u64,
+
+    /// What happens to transactions that lose a conflict: re-run serially at the end of the
+    /// epoch, or retried first in the next epoch.
+    #[arg(long, value_enum, default_value_t = FallbackArg::Serial)]
+    pub fallback: FallbackArg,
+
+    /// Baselines to run after vmsdb on the same workload and data, comma-separated.
+    /// `serial`: one thread, in memory, no durability, each request run to completion.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub compare: Vec<Baseline>,
+
+    /// Where vmsdb keeps its epoch log and checkpoints. `memory` is not durable; `embedded` is
+    /// the embedded durable store (`txn::storage::EmbeddedStorage`, fsync per epoch) under
+    /// --data-dir.
+    #[arg(long, value_enum, default_value_t = StorageArg::Embedded)]
+    pub storage: StorageArg,
+
+    /// Data directory for a durable --storage; a fresh temporary directory (deleted at exit)
+    /// when not given. Must be empty or absent: the runtime would replay what it holds.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+
+    /// Epochs between incremental checkpoints of vmsdb's state; 0 never checkpoints (recovery
+    /// would replay the whole log). A checkpoint after a large load writes every loaded row.
+    #[arg(long, default_value_t = txn::limits::CHECKPOINT_EVERY_EPOCHS_DEFAULT)]
+    pub checkpoint_every: u64,
+
+    /// Output directory for summary.json; default bench-out/<workload>.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+
+    /// Worker threads of the tokio runtime that hosts vmsdb and the clients.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: u16,
+
+    /// Requests in flight while loading the initial data.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub load_clients: u32,
+
+    /// Seed of every random choice (data and requests), for repeatable runs.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+
+    /// No progress bar and no status lines on stderr (the summary is still printed).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Options of the transfer workload.
+#[derive(Args, Debug, Clone)]
+pub struct TransferArgs {
+    /// Accounts, and as many asset-ledger entries, opened by the loader.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(2..=1_000_000_000))]
+    pub accounts: u64,
+
+    /// Balance (and entry value) every account and entry starts with.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(i64).range(1..=1_000_000_000_000))]
+    pub initial_balance: i64,
+
+    /// Transfers move a uniform amount in 1..=max-amount.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=1_000_000_000))]
+    pub max_amount: i64,
+
+    /// A transfer must leave the source account and entry at or above this.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
+    pub min_balance: i64,
+
+    /// Percentage of requests that are deposits (1 account + 1 entry).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub deposit_pct: u8,
+
+    /// Percentage of requests that are balance lookups (read-only snapshot queries).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub lookup_pct: u8,
+}
+
+/// Options of the YCSB-T workload.
+#[derive(Args, Debug, Clone)]
+pub struct YcsbArgs {
+    /// Rows in the table.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub keys: u64,
+
+    /// Keys each transaction reads and increments (distinct; at most --keys).
+    #[arg(short = 'k', long = "keys-per-txn", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub keys_per_txn: u32,
+
+    /// Rows per insert request while loading.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub load_batch: u32,
+}
+
+/// Baseline systems.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Baseline {
+    /// Single-threaded in-memory executor, no durability (`txn::SerialExecutor`).
+    Serial,
+}
+
+impl Baseline {
+    pub fn name(self) -> &'static str {
+        match self {
+            Baseline::Serial => "serial",
+        }
+    }
+}
+
+/// Storage backends for vmsdb.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageArg {
+    /// In memory, not durable (the log is kept but lost at exit).
+    Memory,
+    /// The embedded durable store in --data-dir, one fsync'd append per epoch.
+    Embedded,
+}
+
+/// `txn::Fallback`, as a flag.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FallbackArg {
+    /// Re-run conflict losers one by one right after the epoch's commit.
+    Serial,
+    /// Retry conflict losers first in the next epoch.
+    NextEpoch,
+}
+
+/// Parses `30s`, `500ms`, `2m`, `1.5s`, `100us` or a bare number of seconds; must be > 0 and
+/// at most a day.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; use e.g. 30s, 500ms, 2m"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "us" | "µs" => value / 1e6,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?}; use us, ms, s, m or h"
+            ));
+        }
+    };
+    if !(seconds > 0.0 && seconds <= 86_400.0) {
+        return Err(format!("duration {s} must be more than 0 and at most 24h"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Parses a Zipf θ in [0, 1).
+pub fn parse_theta(s: &str) -> Result<f64, String> {
+    let theta: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number; θ must be in [0, 1), e.g. 0.99"))?;
+    if !(0.0..1.0).contains(&theta) {
+        return Err(format!(
+            "θ = {s} is outside [0, 1): the Zipf generator needs θ < 1 (use 0 for uniform, 0.99 for heavy skew)"
+        ));
+    }
+    Ok(theta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_reject_nonsense() {
+        // Goal: the documented duration forms parse; zero, negative and unknown units fail.
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        for bad in ["0s", "-1s", "10 parsecs", "s", "", "2d", "1e3"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn bad_flags_are_rejected_with_clear_errors() {
+        // Goal: out-of-range values fail at parse time, naming the problem.
+        let err = Cli::try_parse_from(["bench-harness", "ycsb", "--zipf", "1.0"]).unwrap_err();
+        assert!(err.to_string().contains("outside [0, 1)"), "{err}");
+        let err = Cli::try_parse_from(["bench-harness", "transfer", "--clients", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--clients"), "{err}");
+        let err =
+            Cli::try_parse_from(["bench-harness", "transfer", "--compare", "oracle"]).unwrap_err();
+        assert!(
+            err.to_string().contains("serial"),
+            "possible values are listed: {err}"
+        );
+        let err =
+            Cli::try_parse_from(["bench-harness", "transfer", "--epoch-us", "20000"]).unwrap_err();
+        assert!(err.to_string().contains("--epoch-us"), "{err}");
+        assert!(Cli::try_parse_from(["bench-harness", "transfer", "--keys", "5"]).is_err());
+        let ok = Cli::try_parse_from([
+            "bench-harness",
+            "ycsb",
+            "--duration",
+            "1s",
+            "--zipf",
+            "0.99",
+            "-k",
+            "8",
+            "--compare",
+            "serial",
+        ])
+        .unwrap();
+        assert_eq!(ok.workload.common().compare, vec![Baseline::Serial]);
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        // Goal: clap's own checks of the command definition pass (every flag has help, etc.).
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

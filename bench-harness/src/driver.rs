@@ -1,0 +1,260 @@
+//! Closed-loop drivers: many clients against a vmsdb `Runtime`, one client against the serial
+//! baseline.
+//!
+//! **vmsdb.** A client is one slot with one request in flight: when its outcome arrives the
+//! slot records it and submits its next request. Slots are spread over a few driver tasks
+//! (about one per worker thread), each polling its slots' futures with `FuturesUnordered`:
+//! a thousand clients cost a thousand pending futures, not a thousand tasks, and each driver
+//! task records into its own `Recorder`, so the client side adds no shared hot spot next to
+//! the system under test.
+//!
+//! **serial.** One thread generates a request, runs it to completion and records it, until the
+//! time is up — the upper bound of single-threaded execution without any concurrency control.
+
+use crate::metrics::{Completion, Recorder};
+use crate::progress::Progress;
+use crate::workload::{Op, Workload};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use txn::{AbortReason, Client, SerialExecutor, TxnError};
+
+/// How a run is driven.
+#[derive(Clone, Copy, Debug)]
+pub struct DriveConfig {
+    pub duration: Duration,
+    pub clients: u32,
+    /// Tasks the client slots are spread over.
+    pub driver_tasks: usize,
+}
+
+/// What a driver measured, and over how long.
+pub struct Driven {
+    pub recorder: Recorder,
+    /// From the first submission until the last in-flight request completed.
+    pub elapsed: Duration,
+}
+
+/// One completed operation, handed back with its client's generator.
+struct Done<G> {
+    generator: G,
+    ty: usize,
+    effect: i64,
+    started: Instant,
+    finished: Instant,
+    result: Result<Result<(), AbortReason>, TxnError>,
+}
+
+async fn one_op<W: Workload>(
+    w: &W,
+    client: &Client<W::App>,
+    mut generator: W::Gen,
+) -> Done<W::Gen> {
+    let op = w.next_op(&mut generator);
+    let started = Instant::now();
+    let (ty, effect, result) = match op {
+        Op::Txn {
+            ty,
+            request,
+            effect,
+        } => {
+            let r = client
+                .submit_to(request.service, request.partition, request.event)
+                .await
+                .map(|outcome| outcome.result.map(|_| ()));
+            (ty, effect, r)
+        }
+        Op::Query { ty, query } => (ty, 0, w.run_query(client, query).await.map(Ok)),
+    };
+    Done {
+        generator,
+        ty,
+        effect,
+        started,
+        finished: Instant::now(),
+        result,
+    }
+}
+
+fn record<G>(rec: &mut Recorder, start: Instant, d: &Done<G>) {
+    let completion = match &d.result {
+        Ok(Ok(())) => Completion::Committed,
+        Ok(Err(reason)) => Completion::Aborted(reason),
+        Err(e) => Completion::Error(e),
+    };
+    rec.record(
+        d.ty,
+        d.finished - d.started,
+        d.finished - start,
+        d.effect,
+        completion,
+    );
+}
+
+/// Drives `w` against a running vmsdb through `client` for `cfg.duration`.
+pub async fn drive_runtime<W: Workload>(
+    w: Arc<W>,
+    client: Client<W::App>,
+    cfg: DriveConfig,
+    progress: &Progress,
+) -> Driven {
+    let n_types = w.op_types().len();
+    let live = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + cfg.duration;
+    let n_tasks = cfg.driver_tasks.clamp(1, cfg.clients as usize);
+    let mut tasks = Vec::with_capacity(n_tasks);
+    for task_idx in 0..n_tasks {
+        // Client ids task_idx, task_idx + n_tasks, ...: every client exactly once.
+        let clients: Vec<u64> = (task_idx as u64..u64::from(cfg.clients))
+            .step_by(n_tasks)
+            .collect();
+        let (w, client, live) = (w.clone(), client.clone(), live.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rec = Recorder::new(n_types, live);
+            let mut in_flight = FuturesUnordered::new();
+            for c in clients {
+                in_flight.push(one_op(&*w, &client, w.generator(c)));
+            }
+            while let Some(done) = in_flight.next().await {
+                record(&mut rec, start, &done);
+                if done.finished < deadline {
+                    in_flight.push(one_op(&*w, &client, done.generator));
+                }
+            }
+            rec.publish();
+            rec
+        }));
+    }
+    let ticker = progress.is_visible().then(|| {
+        let live = live.clone();
+        let bar = progress.clone_handle();
+        tokio::spawn(async move {
+            let mut last = (Instant::now(), 0u64);
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let now = Instant::now();
+                let committed = live.load(Ordering::Relaxed);
+                let rate = (committed - last.1) as f64 / (now - last.0).as_secs_f64();
+                last = (now, committed);
+                bar.set_position((now - start).as_millis() as u64);
+                bar.set_message(format!(
+                    "{} txn/s, {} committed",
+                    fmt_count(rate as u64),
+                    fmt_count(committed)
+                ));
+            }
+        })
+    });
+    let mut recorder = Recorder::new(n_types, live);
+    for t in tasks {
+        // A driver task only fails by panicking (a harness bug): pass the panic on.
+        recorder.merge(
+            t.await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
+        );
+    }
+    let elapsed = start.elapsed();
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    progress.finish();
+    Driven { recorder, elapsed }
+}
+
+/// Drives `w` against the serial executor on the calling thread for `duration`.
+pub fn drive_serial<W: Workload>(
+    w: &W,
+    exec: &mut SerialExecutor<W::App>,
+    duration: Duration,
+    progress: &Progress,
+) -> Driven {
+    let live = Arc::new(AtomicU64::new(0));
+    let mut rec = Recorder::new(w.op_types().len(), live.clone());
+    let mut generator = w.generator(0);
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut timestamp_ms = wall_ms();
+    let mut n: u64 = 0;
+    let mut last_tick = (start, 0u64);
+    loop {
+        let op = w.next_op(&mut generator);
+        let started = Instant::now();
+        let (ty, effect, result) = match op {
+            Op::Txn {
+                ty,
+                request,
+                effect,
+            } => {
+                let r = exec.run(
+                    request.service,
+                    request.partition,
+                    request.event,
+                    timestamp_ms,
+                );
+                (ty, effect, Ok(r.map(|_| ())))
+            }
+            Op::Query { ty, query } => {
+                w.run_query_serial(exec, query);
+                (ty, 0, Ok(Ok(())))
+            }
+        };
+        let done = Done {
+            generator: (),
+            ty,
+            effect,
+            started,
+            finished: Instant::now(),
+            result,
+        };
+        record(&mut rec, start, &done);
+        n += 1;
+        if n.is_multiple_of(4096) {
+            if done.finished >= deadline {
+                break;
+            }
+            // The context clock only needs epoch-like (millisecond) resolution.
+            timestamp_ms = wall_ms();
+            if progress.is_visible() && done.finished - last_tick.0 >= Duration::from_millis(250) {
+                rec.publish();
+                let committed = live.load(Ordering::Relaxed);
+                let rate =
+                    (committed - last_tick.1) as f64 / (done.finished - last_tick.0).as_secs_f64();
+                last_tick = (done.finished, committed);
+                progress.set_position((done.finished - start).as_millis() as u64);
+                progress.set_message(format!(
+                    "{} txn/s, {} committed",
+                    fmt_count(rate as u64),
+                    fmt_count(committed)
+                ));
+            }
+        }
+    }
+    rec.publish();
+    progress.finish();
+    Driven {
+        elapsed: start.elapsed(),
+        recorder: rec,
+    }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// 1234567 → "1,234,567".
+pub fn fmt_count(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

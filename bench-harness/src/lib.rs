@@ -1,0 +1,339 @@
+//! vmsdb's bench harness: drives a workload closed-loop on vmsdb and on baselines, measures
+//! throughput and latency, checks consistency, and reports.
+//!
+//! The flow of one invocation ([`run`]): build the workload → start vmsdb (tokio runtime with
+//! `--worker-threads` workers, the chosen storage) → load the initial data through ordinary
+//! concurrent requests → drive it for `--duration` → audit the final state at one snapshot →
+//! shut down → the same on every `--compare` baseline → summary table and `summary.json`.
+//!
+//! Adding a workload means implementing [`Workload`] and a subcommand in [`cli`].
+
+pub mod cli;
+pub mod driver;
+pub mod metrics;
+pub mod progress;
+pub mod report;
+pub mod workload;
+pub mod workloads;
+
+pub use workload::{Effects, Op, Workload};
+
+use cli::{Baseline, Cli, CommonArgs, FallbackArg, StorageArg, WorkloadCmd};
+use driver::{DriveConfig, drive_runtime, drive_serial, fmt_count};
+use progress::Ui;
+use report::{LoadSummary, RuntimeStatsSummary, Summary, SystemRun};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use txn::storage::{EmbeddedStorage, MemoryStorage, Storage};
+use txn::{Fallback, Runtime, RuntimeConfig, SerialExecutor, TxnError};
+
+/// Why a run could not produce results.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error("invalid arguments: {0}")]
+    InvalidArgs(String),
+    #[error("vmsdb failed: {0}")]
+    Txn(#[from] TxnError),
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("loading the initial data failed: {0}")]
+    Load(String),
+    #[error("cannot write results: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the command and returns the summary (also printed and written to `<out>/summary.json`).
+pub fn run(cli: Cli) -> Result<Summary, HarnessError> {
+    let common = cli.workload.common().clone();
+    match &cli.workload {
+        WorkloadCmd::Transfer(c) => run_workload(
+            workloads::transfer::TransferWorkload::new(&c.common, &c.transfer)?,
+            &common,
+        ),
+        WorkloadCmd::Ycsb(c) => run_workload(
+            workloads::ycsb::YcsbWorkload::new(&c.common, &c.ycsb)?,
+            &common,
+        ),
+    }
+}
+
+/// Runs one workload on vmsdb and every requested baseline.
+pub fn run_workload<W: Workload>(w: W, common: &CommonArgs) -> Result<Summary, HarnessError> {
+    let ui = Ui::new(common.quiet);
+    let w = Arc::new(w);
+    let out_dir = common
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("bench-out").join(w.name()));
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(common.worker_threads))
+        .enable_all()
+        .build()?;
+    let mut runs = vec![tokio.block_on(run_vmsdb(w.clone(), common, ui))?];
+    drop(tokio);
+    for baseline in dedup(&common.compare) {
+        match baseline {
+            Baseline::Serial => runs.push(run_serial(&*w, common, ui)?),
+        }
+    }
+    let summary = Summary::new(
+        w.name(),
+        w.parameters(),
+        run_parameters(common),
+        w.op_types(),
+        &runs,
+    );
+    print!("{}", summary.table());
+    std::fs::create_dir_all(&out_dir)?;
+    let path = out_dir.join("summary.json");
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&summary).expect("summary serializes"),
+    )?;
+    ui.status(format!("wrote {}", path.display()));
+    Ok(summary)
+}
+
+fn dedup(baselines: &[Baseline]) -> Vec<Baseline> {
+    let mut out: Vec<Baseline> = Vec::new();
+    for b in baselines {
+        if !out.contains(b) {
+            out.push(*b);
+        }
+    }
+    out
+}
+
+fn run_parameters(c: &CommonArgs) -> serde_json::Value {
+    serde_json::json!({
+        "duration_s": c.duration.as_secs_f64(),
+        "clients": c.clients,
+        "partitions": c.partitions,
+        "zipf_theta": c.zipf,
+        "epoch_us": c.epoch_us,
+        "epoch_txns_max": c.epoch_txns_max,
+        "checkpoint_every_epochs": c.checkpoint_every,
+        "fallback": format!("{:?}", c.fallback),
+        "storage": format!("{:?}", c.storage),
+        "worker_threads": c.worker_threads,
+        "seed": c.seed,
+    })
+}
+
+/// The storage for vmsdb, and the temporary directory that must outlive it (if any).
+fn open_storage(
+    common: &CommonArgs,
+) -> Result<(Arc<dyn Storage>, Option<tempfile::TempDir>), HarnessError> {
+    // `--storage` is the seam for the embedded durable default: once it is settled, the default
+    // flips from `memory` to it and nothing else here changes.
+    let dir = |name: &str| -> Result<(PathBuf, Option<tempfile::TempDir>), HarnessError> {
+        match &common.data_dir {
+            Some(d) => {
+                let non_empty = d
+                    .read_dir()
+                    .map(|mut it| it.next().is_some())
+                    .unwrap_or(false);
+                if non_empty {
+                    return Err(HarnessError::InvalidArgs(format!(
+                        "--data-dir {} is not empty: vmsdb would replay its log into the benchmark",
+                        d.display()
+                    )));
+                }
+                Ok((d.clone(), None))
+            }
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix(&format!("vmsdb-bench-{name}-"))
+                    .tempdir()?;
+                Ok((t.path().to_path_buf(), Some(t)))
+            }
+        }
+    };
+    Ok(match common.storage {
+        StorageArg::Memory => (Arc::new(MemoryStorage::new()), None),
+        StorageArg::Embedded => {
+            let (path, tmp) = dir("embedded")?;
+            let s =
+                EmbeddedStorage::open(&path).map_err(|e| HarnessError::Storage(e.to_string()))?;
+            (Arc::new(s), tmp)
+        }
+    })
+}
+
+fn stats_snapshot(rt: &txn::runtime::RuntimeStats) -> [u64; 5] {
+    [
+        rt.epochs.load(Ordering::Relaxed),
+        rt.committed.load(Ordering::Relaxed),
+        rt.user_aborted.load(Ordering::Relaxed),
+        rt.conflicts.load(Ordering::Relaxed),
+        rt.fallback.load(Ordering::Relaxed),
+    ]
+}
+
+fn effects_of(rec: &metrics::Recorder) -> Effects {
+    Effects {
+        committed: rec.types.iter().map(|t| t.committed).collect(),
+        effect: rec.types.iter().map(|t| t.effect).collect(),
+    }
+}
+
+async fn run_vmsdb<W: Workload>(
+    w: Arc<W>,
+    common: &CommonArgs,
+    ui: Ui,
+) -> Result<SystemRun, HarnessError> {
+    let (storage, _tmp) = open_storage(common)?;
+    let storage_name = storage.name().to_string();
+    // `..RuntimeConfig::default()` keeps this compiling while txn's config grows new fields;
+    // they take their defaults.
+    #[allow(clippy::needless_update)]
+    let config = RuntimeConfig {
+        epoch_duration: Duration::from_micros(common.epoch_us),
+        epoch_txns_max: common.epoch_txns_max as usize,
+        fallback: match common.fallback {
+            FallbackArg::Serial => Fallback::Serial,
+            FallbackArg::NextEpoch => Fallback::NextEpoch,
+        },
+        storage,
+        checkpoint_every_epochs: common.checkpoint_every,
+        ..RuntimeConfig::default()
+    };
+    let rt = Runtime::start(w.app().clone(), config).await?;
+    let client = rt.client();
+
+    // Load through ordinary concurrent requests.
+    let n_load = w.n_load();
+    ui.status(format!(
+        "vmsdb: loading {} ({} requests)",
+        w.load_description(),
+        fmt_count(n_load as u64)
+    ));
+    let bar = ui.load_bar("vmsdb", n_load as u64);
+    let loaded = Arc::new(AtomicU64::new(0));
+    let ticker = bar.is_visible().then(|| {
+        let (bar, loaded) = (bar.clone_handle(), loaded.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                bar.set_position(loaded.load(Ordering::Relaxed));
+            }
+        })
+    });
+    let load_w = w.clone();
+    let load_counter = loaded.clone();
+    let report =
+        services::load::submit_all(&client, n_load, common.load_clients as usize, move |i| {
+            load_counter.fetch_add(1, Ordering::Relaxed);
+            load_w.load_request(i)
+        })
+        .await?;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    bar.finish();
+    if report.n_aborted > 0 {
+        return Err(HarnessError::Load(format!(
+            "{} of {n_load} load requests aborted; first: {}",
+            report.n_aborted,
+            report
+                .first_abort
+                .map(|r| r.to_string())
+                .unwrap_or_default()
+        )));
+    }
+    let load = LoadSummary {
+        description: w.load_description(),
+        requests: n_load as u64,
+        seconds: report.elapsed.as_secs_f64(),
+        requests_per_s: n_load as f64 / report.elapsed.as_secs_f64().max(1e-9),
+    };
+    ui.status(format!(
+        "vmsdb: loaded in {:.2} s ({} req/s); driving {} clients for {:?}",
+        load.seconds,
+        fmt_count(load.requests_per_s as u64),
+        common.clients,
+        common.duration
+    ));
+
+    let before = stats_snapshot(rt.stats());
+    let progress = ui.run_bar("vmsdb", common.duration);
+    let driven = drive_runtime(
+        w.clone(),
+        client.clone(),
+        DriveConfig {
+            duration: common.duration,
+            clients: common.clients,
+            driver_tasks: usize::from(common.worker_threads) * 2,
+        },
+        &progress,
+    )
+    .await;
+    let after = stats_snapshot(rt.stats());
+    let d: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    // Transactions executed in parallel passes: first-pass commits and aborts, plus conflict
+    // losers; a loser re-run by the serial fallback is counted again in committed/aborted.
+    let executed = (d[1] + d[2] + d[3]).saturating_sub(d[4]);
+    let runtime_stats = RuntimeStatsSummary {
+        epochs: d[0],
+        committed: d[1],
+        user_aborted: d[2],
+        conflict_losers: d[3],
+        fallback_runs: d[4],
+        txns_per_epoch: executed as f64 / d[0].max(1) as f64,
+        conflict_rate: d[3] as f64 / executed.max(1) as f64,
+    };
+
+    ui.status("vmsdb: checking consistency");
+    let violations = w.audit(&client, &effects_of(&driven.recorder)).await?;
+    rt.shutdown().await;
+    Ok(SystemRun {
+        name: "vmsdb",
+        recorder: driven.recorder,
+        elapsed: driven.elapsed,
+        violations,
+        load,
+        runtime_stats: Some(runtime_stats),
+        storage: storage_name,
+    })
+}
+
+fn run_serial<W: Workload>(w: &W, common: &CommonArgs, ui: Ui) -> Result<SystemRun, HarnessError> {
+    let mut exec = SerialExecutor::new(w.app().clone());
+    let n_load = w.n_load();
+    ui.status(format!("serial: loading {}", w.load_description()));
+    let start = Instant::now();
+    for i in 0..n_load {
+        let r = w.load_request(i);
+        if let Err(reason) = exec.run(r.service, r.partition, r.event, 0) {
+            return Err(HarnessError::Load(format!(
+                "serial load request {i} aborted: {reason}"
+            )));
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let load = LoadSummary {
+        description: w.load_description(),
+        requests: n_load as u64,
+        seconds,
+        requests_per_s: n_load as f64 / seconds.max(1e-9),
+    };
+    ui.status(format!(
+        "serial: loaded in {seconds:.2} s; driving 1 client for {:?}",
+        common.duration
+    ));
+    let progress = ui.run_bar("serial", common.duration);
+    let driven = drive_serial(w, &mut exec, common.duration, &progress);
+    ui.status("serial: checking consistency");
+    let violations = w.audit_serial(&exec, &effects_of(&driven.recorder));
+    Ok(SystemRun {
+        name: Baseline::Serial.name(),
+        recorder: driven.recorder,
+        elapsed: driven.elapsed,
+        violations,
+        load,
+        runtime_stats: None,
+        storage: "none (in memory, not durable)".into(),
+    })
+}

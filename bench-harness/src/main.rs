@@ -1,0 +1,20 @@
+//! The `bench-harness` command: see `bench-harness --help` and the crate docs.
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = bench_harness::cli::Cli::parse();
+    match bench_harness::run(cli) {
+        Ok(summary) if summary.passed => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(e @ bench_harness::HarnessError::InvalidArgs(_)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

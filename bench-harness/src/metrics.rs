@@ -1,0 +1,267 @@
+//! Measurements of one system's run: per operation type committed/aborted counts, abort reasons,
+//! latency histograms, and per-second throughput.
+//!
+//! Each driver task owns one [`Recorder`] (no sharing on the hot path); the recorders are
+//! merged when the run ends. The live progress counter is the only shared state, updated in
+//! batches so clients do not fight over one cache line.
+
+use hdrhistogram::Histogram;
+use rustc_hash::FxHashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use txn::AbortReason;
+
+/// Highest latency the histograms track: anything slower is clamped to it.
+const LATENCY_NS_MAX: u64 = 60_000_000_000;
+
+/// Completions a recorder counts locally before publishing them to the live counter.
+const LIVE_FLUSH_EVERY: u64 = 256;
+
+/// How one operation ended.
+pub enum Completion<'a> {
+    Committed,
+    Aborted(&'a AbortReason),
+    /// The system failed the request (e.g. storage failure, stopped runtime).
+    Error(&'a txn::TxnError),
+}
+
+/// Counts of one operation type.
+pub struct TypeRecord {
+    /// Latency of committed operations, in nanoseconds.
+    pub latency_ns: Histogram<u64>,
+    pub committed: u64,
+    pub aborted: u64,
+    pub errors: u64,
+    /// Sum of `Op::Txn::effect` over committed operations.
+    pub effect: i128,
+    /// Aborts by reason category (see [`abort_category`]).
+    pub aborts: FxHashMap<String, u64>,
+    pub first_error: Option<String>,
+}
+
+impl TypeRecord {
+    fn new() -> Self {
+        TypeRecord {
+            latency_ns: Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3)
+                .expect("valid histogram bounds"),
+            committed: 0,
+            aborted: 0,
+            errors: 0,
+            effect: 0,
+            aborts: FxHashMap::default(),
+            first_error: None,
+        }
+    }
+
+    fn merge(&mut self, o: TypeRecord) {
+        self.latency_ns
+            .add(&o.latency_ns)
+            .expect("histograms with equal bounds merge");
+        self.committed += o.committed;
+        self.aborted += o.aborted;
+        self.errors += o.errors;
+        self.effect += o.effect;
+        for (k, v) in o.aborts {
+            *self.aborts.entry(k).or_default() += v;
+        }
+        if self.first_error.is_none() {
+            self.first_error = o.first_error;
+        }
+    }
+}
+
+/// Everything one driver (or all of them, merged) measured.
+pub struct Recorder {
+    pub types: Vec<TypeRecord>,
+    /// Committed and aborted operations completed in second `i` of the run.
+    pub committed_per_s: Vec<u64>,
+    pub aborted_per_s: Vec<u64>,
+    live: Arc<AtomicU64>,
+    unpublished: u64,
+}
+
+impl Recorder {
+    pub fn new(n_types: usize, live: Arc<AtomicU64>) -> Self {
+        Recorder {
+            types: (0..n_types).map(|_| TypeRecord::new()).collect(),
+            committed_per_s: Vec::new(),
+            aborted_per_s: Vec::new(),
+            live,
+            unpublished: 0,
+        }
+    }
+
+    /// Records one completed operation of type `ty` that took `latency` and completed `at`
+    /// after the start of the run.
+    #[inline]
+    pub fn record(
+        &mut self,
+        ty: usize,
+        latency: Duration,
+        at: Duration,
+        effect: i64,
+        completion: Completion<'_>,
+    ) {
+        let second = at.as_secs() as usize;
+        let t = &mut self.types[ty];
+        match completion {
+            Completion::Committed => {
+                t.committed += 1;
+                t.effect += i128::from(effect);
+                t.latency_ns
+                    .saturating_record((latency.as_nanos() as u64).clamp(1, LATENCY_NS_MAX));
+                bump(&mut self.committed_per_s, second);
+                self.unpublished += 1;
+                if self.unpublished == LIVE_FLUSH_EVERY {
+                    self.publish();
+                }
+            }
+            Completion::Aborted(reason) => {
+                t.aborted += 1;
+                let category = abort_category(reason);
+                match t.aborts.get_mut(category.as_ref()) {
+                    Some(n) => *n += 1,
+                    None => {
+                        t.aborts.insert(category.into_owned(), 1);
+                    }
+                }
+                bump(&mut self.aborted_per_s, second);
+            }
+            Completion::Error(e) => {
+                t.errors += 1;
+                t.first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+
+    /// Publishes locally counted commits to the live counter.
+    pub fn publish(&mut self) {
+        self.live.fetch_add(self.unpublished, Ordering::Relaxed);
+        self.unpublished = 0;
+    }
+
+    /// Adds another recorder's measurements to this one.
+    pub fn merge(&mut self, mut o: Recorder) {
+        o.publish();
+        for (t, ot) in self.types.iter_mut().zip(o.types) {
+            t.merge(ot);
+        }
+        add_series(&mut self.committed_per_s, &o.committed_per_s);
+        add_series(&mut self.aborted_per_s, &o.aborted_per_s);
+    }
+
+    pub fn committed(&self) -> u64 {
+        self.types.iter().map(|t| t.committed).sum()
+    }
+
+    pub fn aborted(&self) -> u64 {
+        self.types.iter().map(|t| t.aborted).sum()
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.types.iter().map(|t| t.errors).sum()
+    }
+
+    /// The latency histogram of all committed operations.
+    pub fn all_latency(&self) -> Histogram<u64> {
+        let mut h =
+            Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("valid histogram bounds");
+        for t in &self.types {
+            h.add(&t.latency_ns)
+                .expect("histograms with equal bounds merge");
+        }
+        h
+    }
+}
+
+fn bump(series: &mut Vec<u64>, second: usize) {
+    if series.len() <= second {
+        series.resize(second + 1, 0);
+    }
+    series[second] += 1;
+}
+
+fn add_series(into: &mut Vec<u64>, from: &[u64]) {
+    if into.len() < from.len() {
+        into.resize(from.len(), 0);
+    }
+    for (a, b) in into.iter_mut().zip(from) {
+        *a += b;
+    }
+}
+
+/// A stable, low-cardinality name for an abort reason: business aborts are grouped by service
+/// and the text before the first `:` of their message (workloads put the variable details
+/// after it); system aborts by kind.
+pub fn abort_category(reason: &AbortReason) -> std::borrow::Cow<'static, str> {
+    use std::borrow::Cow;
+    match reason {
+        AbortReason::User { service, message } => {
+            let head = message.split(':').next().unwrap_or(message);
+            Cow::Owned(format!("{service}: {head}"))
+        }
+        AbortReason::Constraint { service, table, .. } => {
+            Cow::Owned(format!("constraint {service}.{table}"))
+        }
+        AbortReason::WrongPartition { .. } => Cow::Borrowed("BUG wrong partition"),
+        AbortReason::ForeignTable { .. } => Cow::Borrowed("BUG foreign table"),
+        AbortReason::NotOrdered { .. } => Cow::Borrowed("BUG scan of a hash table"),
+        AbortReason::HandlerPanicked { .. } => Cow::Borrowed("BUG handler panicked"),
+        AbortReason::ChainTooLong { .. } => Cow::Borrowed("chain too long"),
+        AbortReason::RetriesExhausted { .. } => Cow::Borrowed("conflict retries exhausted"),
+        #[allow(unreachable_patterns)]
+        _ => Cow::Borrowed("other"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorders_merge_counts_series_and_histograms() {
+        // Goal: merging two recorders adds everything up, including per-second series.
+        let live = Arc::new(AtomicU64::new(0));
+        let mut a = Recorder::new(2, live.clone());
+        let mut b = Recorder::new(2, live.clone());
+        let reason = AbortReason::User {
+            service: "accounts".into(),
+            message: "insufficient balance: account 3 holds 1".into(),
+        };
+        a.record(
+            0,
+            Duration::from_millis(2),
+            Duration::from_millis(100),
+            5,
+            Completion::Committed,
+        );
+        b.record(
+            0,
+            Duration::from_millis(4),
+            Duration::from_millis(2500),
+            7,
+            Completion::Committed,
+        );
+        b.record(
+            1,
+            Duration::from_millis(1),
+            Duration::from_millis(2600),
+            0,
+            Completion::Aborted(&reason),
+        );
+        a.merge(b);
+        assert_eq!(a.committed(), 2);
+        assert_eq!(a.aborted(), 1);
+        assert_eq!(a.types[0].effect, 12);
+        assert_eq!(a.committed_per_s, vec![1, 0, 1]);
+        assert_eq!(a.aborted_per_s, vec![0, 0, 1]);
+        assert_eq!(a.types[1].aborts["accounts: insufficient balance"], 1);
+        assert_eq!(a.all_latency().len(), 2);
+        assert_eq!(
+            live.load(Ordering::Relaxed),
+            1,
+            "b's commit was published on merge"
+        );
+    }
+}

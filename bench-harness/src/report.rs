@@ -1,0 +1,326 @@
+//! Results: the per-system summary (also written as `summary.json`) and the terminal table.
+
+use crate::driver::fmt_count;
+use crate::metrics::Recorder;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// Everything one system measured, before summarising.
+pub struct SystemRun {
+    pub name: &'static str,
+    pub recorder: Recorder,
+    pub elapsed: Duration,
+    pub violations: services::Violations,
+    pub load: LoadSummary,
+    pub runtime_stats: Option<RuntimeStatsSummary>,
+    pub storage: String,
+}
+
+/// How the initial data was loaded.
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadSummary {
+    pub description: String,
+    pub requests: u64,
+    pub seconds: f64,
+    pub requests_per_s: f64,
+}
+
+/// The transaction layer's own counters over the measured run (the load excluded).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RuntimeStatsSummary {
+    pub epochs: u64,
+    pub committed: u64,
+    pub user_aborted: u64,
+    /// Transactions that lost a conflict in an epoch's parallel pass.
+    pub conflict_losers: u64,
+    /// Conflict losers re-run by the serial fallback.
+    pub fallback_runs: u64,
+    pub txns_per_epoch: f64,
+    /// Conflict losers / transactions executed.
+    pub conflict_rate: f64,
+}
+
+/// Latency and counts of one operation type.
+#[derive(Clone, Debug, Serialize)]
+pub struct TypeSummary {
+    pub committed: u64,
+    pub aborted: u64,
+    pub errors: u64,
+    pub throughput_tps: f64,
+    pub aborted_per_s: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub aborts_by_reason: BTreeMap<String, u64>,
+}
+
+/// One system's results, as written to `summary.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct SystemSummary {
+    pub committed: u64,
+    pub aborted: u64,
+    pub errors: u64,
+    pub elapsed_s: f64,
+    pub throughput_tps: f64,
+    pub aborted_per_s: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+    /// Violations per consistency criterion (0 expected everywhere).
+    pub violations: BTreeMap<String, u64>,
+    /// This system's throughput divided by each baseline's.
+    pub ratio_to: BTreeMap<String, f64>,
+    pub per_type: BTreeMap<String, TypeSummary>,
+    /// Committed operations completed in each second of the run (the last one is partial).
+    pub committed_per_second: Vec<u64>,
+    pub aborted_per_second: Vec<u64>,
+    pub load: LoadSummary,
+    pub storage: String,
+    pub runtime_stats: Option<RuntimeStatsSummary>,
+    pub first_error: Option<String>,
+}
+
+/// The run's report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub workload: String,
+    pub parameters: serde_json::Value,
+    pub run: serde_json::Value,
+    /// System names in the order they ran (vmsdb first).
+    pub order: Vec<String>,
+    pub systems: BTreeMap<String, SystemSummary>,
+    /// Every system had 0 violations and 0 errors.
+    pub passed: bool,
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+impl SystemSummary {
+    fn from_run(run: &SystemRun, op_types: &[&str]) -> Self {
+        let secs = run.elapsed.as_secs_f64().max(1e-9);
+        let rec = &run.recorder;
+        let all = rec.all_latency();
+        let mut per_type = BTreeMap::new();
+        let mut first_error = None;
+        for (name, t) in op_types.iter().zip(&rec.types) {
+            if t.committed + t.aborted + t.errors == 0 {
+                continue;
+            }
+            first_error = first_error.or_else(|| t.first_error.clone());
+            per_type.insert(
+                (*name).to_string(),
+                TypeSummary {
+                    committed: t.committed,
+                    aborted: t.aborted,
+                    errors: t.errors,
+                    throughput_tps: t.committed as f64 / secs,
+                    aborted_per_s: t.aborted as f64 / secs,
+                    p50_ms: ms(t.latency_ns.value_at_quantile(0.50)),
+                    p90_ms: ms(t.latency_ns.value_at_quantile(0.90)),
+                    p99_ms: ms(t.latency_ns.value_at_quantile(0.99)),
+                    max_ms: ms(t.latency_ns.max()),
+                    aborts_by_reason: t.aborts.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                },
+            );
+        }
+        SystemSummary {
+            committed: rec.committed(),
+            aborted: rec.aborted(),
+            errors: rec.errors(),
+            elapsed_s: secs,
+            throughput_tps: rec.committed() as f64 / secs,
+            aborted_per_s: rec.aborted() as f64 / secs,
+            p50_ms: ms(all.value_at_quantile(0.50)),
+            p90_ms: ms(all.value_at_quantile(0.90)),
+            p99_ms: ms(all.value_at_quantile(0.99)),
+            max_ms: ms(all.max()),
+            mean_ms: all.mean() / 1e6,
+            violations: run
+                .violations
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), *v))
+                .collect(),
+            ratio_to: BTreeMap::new(),
+            per_type,
+            committed_per_second: rec.committed_per_s.clone(),
+            aborted_per_second: rec.aborted_per_s.clone(),
+            load: run.load.clone(),
+            storage: run.storage.clone(),
+            runtime_stats: run.runtime_stats.clone(),
+            first_error,
+        }
+    }
+
+    fn n_violations(&self) -> u64 {
+        self.violations.values().sum()
+    }
+}
+
+impl Summary {
+    /// Summarises the runs; every run after the first is a baseline the others are compared to.
+    pub fn new(
+        workload: &str,
+        parameters: serde_json::Value,
+        run: serde_json::Value,
+        op_types: &[&str],
+        runs: &[SystemRun],
+    ) -> Self {
+        let mut systems: BTreeMap<String, SystemSummary> = runs
+            .iter()
+            .map(|r| (r.name.to_string(), SystemSummary::from_run(r, op_types)))
+            .collect();
+        let baselines: Vec<(String, f64)> = runs
+            .iter()
+            .skip(1)
+            .map(|r| (r.name.to_string(), systems[r.name].throughput_tps))
+            .collect();
+        for s in systems.values_mut() {
+            for (b, tps) in &baselines {
+                s.ratio_to.insert(
+                    b.clone(),
+                    if *tps > 0.0 {
+                        s.throughput_tps / tps
+                    } else {
+                        f64::NAN
+                    },
+                );
+            }
+        }
+        let passed = systems
+            .values()
+            .all(|s| s.n_violations() == 0 && s.errors == 0);
+        Summary {
+            workload: workload.to_string(),
+            parameters,
+            run,
+            order: runs.iter().map(|r| r.name.to_string()).collect(),
+            systems,
+            passed,
+        }
+    }
+
+    /// The terminal report.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let baselines: Vec<&String> = self.order.iter().skip(1).collect();
+        let _ = write!(
+            out,
+            "\n{:<8} {:>12} {:>10} {:>12} {:>8} {:>8} {:>8} {:>8} {:>10}",
+            "system",
+            "committed",
+            "aborted",
+            "txn/s",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "max ms",
+            "violations"
+        );
+        for b in &baselines {
+            let _ = write!(out, " {:>10}", format!("vs {b}"));
+        }
+        out.push('\n');
+        for name in &self.order {
+            let s = &self.systems[name];
+            let _ = write!(
+                out,
+                "{:<8} {:>12} {:>10} {:>12} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>10}",
+                name,
+                fmt_count(s.committed),
+                fmt_count(s.aborted),
+                fmt_count(s.throughput_tps as u64),
+                s.p50_ms,
+                s.p90_ms,
+                s.p99_ms,
+                s.max_ms,
+                s.n_violations()
+            );
+            for b in &baselines {
+                let _ = write!(out, " {:>9.2}x", s.ratio_to[*b]);
+            }
+            out.push('\n');
+        }
+        for name in &self.order {
+            let s = &self.systems[name];
+            let _ = writeln!(
+                out,
+                "\n[{name}] storage {}, load: {} in {:.2} s ({} req/s)",
+                s.storage,
+                s.load.description,
+                s.load.seconds,
+                fmt_count(s.load.requests_per_s as u64)
+            );
+            if s.per_type.len() > 1 {
+                for (ty, t) in &s.per_type {
+                    let _ = writeln!(
+                        out,
+                        "  {ty:<10} committed {:>10}  aborted {:>9}  {:>10} txn/s  p50 {:.2} ms  p99 {:.2} ms",
+                        fmt_count(t.committed),
+                        fmt_count(t.aborted),
+                        fmt_count(t.throughput_tps as u64),
+                        t.p50_ms,
+                        t.p99_ms
+                    );
+                }
+            }
+            for (ty, t) in &s.per_type {
+                for (reason, n) in &t.aborts_by_reason {
+                    let _ = writeln!(
+                        out,
+                        "  aborted {ty} ({reason}): {} ({:.0}/s)",
+                        fmt_count(*n),
+                        *n as f64 / s.elapsed_s
+                    );
+                }
+            }
+            if let Some(rs) = &s.runtime_stats {
+                let _ = writeln!(
+                    out,
+                    "  epochs {}  ({:.0} txns/epoch)  conflict losers {} ({:.2} %)  serial-fallback runs {}",
+                    fmt_count(rs.epochs),
+                    rs.txns_per_epoch,
+                    fmt_count(rs.conflict_losers),
+                    rs.conflict_rate * 100.0,
+                    fmt_count(rs.fallback_runs)
+                );
+            }
+            let checks: Vec<String> = s
+                .violations
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let _ = writeln!(out, "  consistency: {}", checks.join("  "));
+            if s.errors > 0 {
+                let _ = writeln!(
+                    out,
+                    "  ERRORS: {} (first: {})",
+                    s.errors,
+                    s.first_error.as_deref().unwrap_or("?")
+                );
+            }
+            let series: Vec<String> = s
+                .committed_per_second
+                .iter()
+                .map(|n| fmt_count(*n))
+                .collect();
+            let _ = writeln!(out, "  committed per second: {}", series.join(" "));
+        }
+        let _ = writeln!(
+            out,
+            "\n{}",
+            if self.passed {
+                "all consistency checks passed"
+            } else {
+                "CONSISTENCY VIOLATIONS OR ERRORS FOUND"
+            }
+        );
+        out
+    }
+}

@@ -1,0 +1,86 @@
+//! The `Workload` trait: what the harness needs from a workload to drive it on vmsdb and on
+//! every baseline, and to check it afterwards.
+//!
+//! A workload names its operation types, builds its application, lists its initial data as
+//! ordinary requests, generates operations from a per-client generator, runs its read-only
+//! queries, and audits a final state against what the committed operations say it must be.
+//! The harness owns everything else (clients, timing, histograms, reports), so a new workload
+//! (the marketplace) only implements this trait.
+
+use services::{Request, Violations};
+use std::future::Future;
+use std::sync::Arc;
+use txn::{App, AppDef, Client, SerialExecutor, TxnError};
+
+/// The event type of a workload's application.
+pub type EventOf<W> = <<W as Workload>::App as App>::Event;
+
+/// One operation a client performs.
+pub enum Op<W: Workload + ?Sized> {
+    /// A transaction. `effect` is a workload-defined number summed over committed transactions
+    /// of its type and handed to the audit (the amount of a deposit, the keys a YCSB-T
+    /// transaction increments).
+    Txn {
+        ty: usize,
+        request: Request<EventOf<W>>,
+        effect: i64,
+    },
+    /// A read-only query.
+    Query { ty: usize, query: W::Query },
+}
+
+/// Per operation type: how many committed, and the sum of their effects.
+#[derive(Clone, Debug, Default)]
+pub struct Effects {
+    pub committed: Vec<u64>,
+    pub effect: Vec<i128>,
+}
+
+/// A workload the harness can drive.
+pub trait Workload: Send + Sync + 'static {
+    type App: App;
+    /// A read-only query operation (`()` for workloads without queries).
+    type Query: Send + 'static;
+    /// A client's request generator (its RNG and distributions).
+    type Gen: Send + 'static;
+
+    /// The subcommand name.
+    fn name(&self) -> &'static str;
+    /// Names of the operation types, indexed by `Op::*::ty`.
+    fn op_types(&self) -> &'static [&'static str];
+    /// The parameters that define the run, for the report.
+    fn parameters(&self) -> serde_json::Value;
+    /// The application, to start vmsdb or a baseline with.
+    fn app(&self) -> &Arc<AppDef<Self::App>>;
+
+    /// What the initial data is, for status lines (e.g. "1000000 accounts").
+    fn load_description(&self) -> String;
+    /// Number of requests that load the initial data.
+    fn n_load(&self) -> usize;
+    /// Load request `i`, for `i < n_load()`; they commute, so they may run in any order.
+    fn load_request(&self, i: usize) -> Request<EventOf<Self>>;
+
+    /// A generator for client `client` (independent streams from the run's seed).
+    fn generator(&self, client: u64) -> Self::Gen;
+    /// The next operation of a client.
+    fn next_op(&self, generator: &mut Self::Gen) -> Op<Self>;
+
+    /// Runs a query on vmsdb.
+    fn run_query(
+        &self,
+        client: &Client<Self::App>,
+        query: Self::Query,
+    ) -> impl Future<Output = Result<(), TxnError>> + Send;
+    /// Runs a query on the serial executor.
+    fn run_query_serial(&self, exec: &SerialExecutor<Self::App>, query: Self::Query);
+
+    /// Checks vmsdb's final state, given the effects of the committed operations of the run
+    /// (the load is known to have committed completely).
+    fn audit(
+        &self,
+        client: &Client<Self::App>,
+        effects: &Effects,
+    ) -> impl Future<Output = Result<Violations, TxnError>> + Send;
+    /// Checks the serial executor's final state.
+    fn audit_serial(&self, exec: &SerialExecutor<Self::App>, effects: &Effects) -> Violations;
+}

@@ -1,0 +1,147 @@
+//! The YCSB-T workload: k-key read-modify-write transactions over `services::ycsb`.
+
+use crate::HarnessError;
+use crate::cli::{CommonArgs, YcsbArgs};
+use crate::workload::{Effects, EventOf, Op, Workload};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use services::ycsb::{self, Ycsb, YcsbApp, YcsbConfig};
+use services::zipf::KeyDist;
+use services::{Request, Violations};
+use std::sync::Arc;
+use txn::{AppDef, Client, SerialExecutor, TxnError};
+
+const RMW: usize = 0;
+
+/// The YCSB-T workload.
+pub struct YcsbWorkload {
+    ycsb: Ycsb,
+    args: YcsbArgs,
+    dist: KeyDist,
+    seed: u64,
+    /// Built once: the load is a few thousand batch requests.
+    load: Vec<Request<EventOf<Self>>>,
+}
+
+impl YcsbWorkload {
+    pub fn new(common: &CommonArgs, args: &YcsbArgs) -> Result<Self, HarnessError> {
+        if u64::from(args.keys_per_txn) > args.keys {
+            return Err(HarnessError::InvalidArgs(format!(
+                "--keys-per-txn {} exceeds --keys {}: a transaction's keys are distinct",
+                args.keys_per_txn, args.keys
+            )));
+        }
+        let ycsb = Ycsb::new(YcsbConfig {
+            n_keys: args.keys,
+            n_partitions: common.partitions,
+        })?;
+        let dist = KeyDist::zipf(args.keys, common.zipf)
+            .map_err(|e| HarnessError::InvalidArgs(e.to_string()))?;
+        let load = ycsb.load_requests(args.load_batch as usize);
+        Ok(YcsbWorkload {
+            ycsb,
+            args: args.clone(),
+            dist,
+            seed: common.seed,
+            load,
+        })
+    }
+}
+
+/// A client's generator.
+pub struct YcsbGen {
+    rng: SmallRng,
+    keys: Vec<u64>,
+}
+
+impl Workload for YcsbWorkload {
+    type App = YcsbApp;
+    type Query = ();
+    type Gen = YcsbGen;
+
+    fn name(&self) -> &'static str {
+        "ycsb"
+    }
+
+    fn op_types(&self) -> &'static [&'static str] {
+        &["rmw"]
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        serde_json::json!({
+            "keys": self.args.keys,
+            "keys_per_txn": self.args.keys_per_txn,
+            "zipf_theta": self.dist.theta(),
+            "partitions": self.ycsb.config.n_partitions,
+        })
+    }
+
+    fn app(&self) -> &Arc<AppDef<YcsbApp>> {
+        self.ycsb.app()
+    }
+
+    fn load_description(&self) -> String {
+        format!(
+            "{} keys in {} insert requests",
+            self.args.keys,
+            self.load.len()
+        )
+    }
+
+    fn n_load(&self) -> usize {
+        self.load.len()
+    }
+
+    fn load_request(&self, i: usize) -> Request<EventOf<Self>> {
+        self.load[i].clone()
+    }
+
+    fn generator(&self, client: u64) -> YcsbGen {
+        YcsbGen {
+            rng: SmallRng::seed_from_u64(super::client_seed(self.seed, client)),
+            keys: vec![0; self.args.keys_per_txn as usize],
+        }
+    }
+
+    fn next_op(&self, g: &mut YcsbGen) -> Op<Self> {
+        self.dist.sample_distinct(&mut g.rng, &mut g.keys);
+        Op::Txn {
+            ty: RMW,
+            request: self.ycsb.rmw(&g.keys),
+            effect: i64::from(self.args.keys_per_txn),
+        }
+    }
+
+    async fn run_query(&self, _client: &Client<YcsbApp>, _query: ()) -> Result<(), TxnError> {
+        Ok(())
+    }
+
+    fn run_query_serial(&self, _exec: &SerialExecutor<YcsbApp>, _query: ()) {}
+
+    async fn audit(
+        &self,
+        client: &Client<YcsbApp>,
+        effects: &Effects,
+    ) -> Result<Violations, TxnError> {
+        let audit = self.ycsb.audit(client).await?;
+        Ok(ycsb::check(&audit, self.args.keys, increments(effects)))
+    }
+
+    fn audit_serial(&self, exec: &SerialExecutor<YcsbApp>, effects: &Effects) -> Violations {
+        ycsb::check(
+            &self.ycsb.audit_serial(exec),
+            self.args.keys,
+            increments(effects),
+        )
+    }
+}
+
+fn increments(effects: &Effects) -> u64 {
+    effects
+        .effect
+        .get(RMW)
+        .copied()
+        .unwrap_or(0)
+        .try_into()
+        .unwrap_or(u64::MAX)
+}

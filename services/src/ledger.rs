@@ -1,0 +1,690 @@
+//! The Streaming-Ledger transfer app: accounts and an asset ledger, deposits, 4-row transfers
+//! with preconditions, balance lookups, and the invariant checkers.
+//!
+//! # Shape
+//!
+//! Two services, as two teams would own them:
+//!
+//! | service    | table          | key        | row                 |
+//! |------------|----------------|------------|---------------------|
+//! | `accounts` | `accounts`     | account id | balance (`i64`)     |
+//! | `assets`   | `asset_ledger` | entry id   | asset value (`i64`) |
+//!
+//! Both are partitioned by their key, so the four rows of a transfer usually live in four
+//! different partitions of two services. A transfer is one transaction, written as a chain of
+//! events that visits the owner of each row in turn:
+//!
+//! ```text
+//! accounts[src_account]  check balance − amount ≥ minimum, debit
+//!   → assets[src_entry]  check value − amount ≥ minimum, debit      (may abort: undoes step 1)
+//!   → accounts[dst_account]  credit
+//!   → assets[dst_entry]      credit, return both source values after the transfer
+//! ```
+//!
+//! The preconditions come first so that a transfer that cannot happen stops early; when the
+//! second check fails, the whole transaction aborts and the debit of the first step is discarded
+//! with it — no compensation code, which is the point of vmsdb.
+//!
+//! A deposit credits one account and one entry (a 2-step chain); a balance lookup is a
+//! read-only snapshot query that never blocks or aborts a transfer.
+//!
+//! # Invariants
+//!
+//! The totals of balances and of asset values change only by deposits, and nothing goes
+//! negative. [`LedgerAudit`] folds a snapshot into totals and counts, [`check`] compares them
+//! with what the committed deposits say they must be.
+
+use crate::{Request, Violations};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use txn::{
+    App, AppBuilder, AppDef, Client, ReadView, SerialExecutor, ServiceRef, Table, TxnCtx, TxnError,
+};
+
+/// The ledger application's types.
+pub struct LedgerApp;
+
+impl App for LedgerApp {
+    type Event = LedgerEvent;
+    type Output = LedgerOutput;
+}
+
+/// A transfer request: move `amount` from the source account and entry to the target account
+/// and entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub src_account: u64,
+    pub src_entry: u64,
+    pub dst_account: u64,
+    pub dst_entry: u64,
+    pub amount: i64,
+}
+
+/// Every event of the ledger: the two inbound requests and the internal steps of their chains.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LedgerEvent {
+    /// Inbound, to `accounts`: credit `amount` to an account and an entry, creating them if
+    /// they do not exist yet (the loader opens accounts this way).
+    Deposit {
+        account: u64,
+        entry: u64,
+        amount: i64,
+    },
+    /// Inbound, to `accounts` at the source account: the 4-row transfer.
+    Transfer(Transfer),
+    /// Step 2 of a deposit, in `assets`; carries the account's new balance for the output.
+    DepositEntry {
+        entry: u64,
+        amount: i64,
+        balance: i64,
+    },
+    /// Step 2 of a transfer, in `assets` at the source entry.
+    DebitSourceEntry {
+        transfer: Transfer,
+        src_balance: i64,
+    },
+    /// Step 3 of a transfer, in `accounts` at the target account.
+    CreditTargetAccount {
+        transfer: Transfer,
+        src_balance: i64,
+        src_value: i64,
+    },
+    /// Step 4 of a transfer, in `assets` at the target entry.
+    CreditTargetEntry {
+        transfer: Transfer,
+        src_balance: i64,
+        src_value: i64,
+    },
+}
+
+/// What a committed ledger transaction returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LedgerOutput {
+    /// The account's balance and the entry's value after the deposit.
+    Deposited { balance: i64, entry_value: i64 },
+    /// The source account's balance and source entry's value after the transfer.
+    Transferred { src_balance: i64, src_value: i64 },
+}
+
+/// Stable abort-reason prefixes (the text before the first `:`), so reports can group aborts.
+pub mod reasons {
+    pub const INSUFFICIENT_BALANCE: &str = "insufficient balance";
+    pub const INSUFFICIENT_ASSETS: &str = "insufficient asset value";
+    pub const UNKNOWN_ACCOUNT: &str = "unknown account";
+    pub const UNKNOWN_ENTRY: &str = "unknown entry";
+    pub const INVALID_AMOUNT: &str = "invalid amount";
+    pub const OVERFLOW: &str = "overflow";
+    pub const MISROUTED: &str = "misrouted event";
+}
+
+/// How the ledger is deployed and what its business rule says.
+#[derive(Clone, Copy, Debug)]
+pub struct LedgerConfig {
+    /// Partitions of each of the two services.
+    pub n_partitions: u32,
+    /// A transfer must leave the source account and the source entry at or above this.
+    pub min_balance: i64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            n_partitions: 4,
+            min_balance: 0,
+        }
+    }
+}
+
+/// The ledger application and the handles to talk to it.
+#[derive(Clone)]
+pub struct Ledger {
+    app: Arc<AppDef<LedgerApp>>,
+    /// The `accounts` service.
+    pub accounts_service: ServiceRef,
+    /// The `assets` service.
+    pub assets_service: ServiceRef,
+    /// account id → balance.
+    pub accounts: Table<u64, i64>,
+    /// entry id → asset value.
+    pub asset_ledger: Table<u64, i64>,
+    pub config: LedgerConfig,
+}
+
+impl Ledger {
+    /// Defines the two services, their tables and handlers.
+    pub fn new(config: LedgerConfig) -> Result<Self, TxnError> {
+        let mut b = AppBuilder::<LedgerApp>::new();
+        let accounts_service = b.service("accounts", config.n_partitions);
+        let assets_service = b.service("assets", config.n_partitions);
+        let accounts = b.table::<u64, i64>(accounts_service, "accounts");
+        let asset_ledger = b.table::<u64, i64>(assets_service, "asset_ledger");
+        let min = config.min_balance;
+        b.handler(accounts_service, move |ctx, ev| {
+            accounts_step(ctx, ev, accounts, assets_service, min)
+        });
+        b.handler(assets_service, move |ctx, ev| {
+            assets_step(ctx, ev, asset_ledger, accounts_service, min)
+        });
+        Ok(Ledger {
+            app: b.build()?,
+            accounts_service,
+            assets_service,
+            accounts,
+            asset_ledger,
+            config,
+        })
+    }
+
+    /// The application definition, to start a `Runtime` or a `SerialExecutor` with.
+    pub fn app(&self) -> &Arc<AppDef<LedgerApp>> {
+        &self.app
+    }
+
+    /// A deposit of `amount` into `account` and `entry`.
+    pub fn deposit(&self, account: u64, entry: u64, amount: i64) -> Request<LedgerEvent> {
+        Request::keyed(
+            self.accounts_service,
+            &account,
+            LedgerEvent::Deposit {
+                account,
+                entry,
+                amount,
+            },
+        )
+    }
+
+    /// A transfer; it starts in the partition owning the source account.
+    pub fn transfer(&self, transfer: Transfer) -> Request<LedgerEvent> {
+        Request::keyed(
+            self.accounts_service,
+            &transfer.src_account,
+            LedgerEvent::Transfer(transfer),
+        )
+    }
+
+    /// The deposit that opens account `i` and entry `i` with `initial_balance`: the data loader
+    /// submits these for `i in 0..n_accounts`.
+    pub fn initial_deposit(&self, i: u64, initial_balance: i64) -> Request<LedgerEvent> {
+        self.deposit(i, i, initial_balance)
+    }
+
+    /// Balance lookup: a read-only query at one consistent snapshot of both services.
+    pub async fn lookup(
+        &self,
+        client: &Client<LedgerApp>,
+        account: u64,
+        entry: u64,
+    ) -> Result<Balance, TxnError> {
+        let parts = client
+            .query(
+                &[self.accounts_service, self.assets_service],
+                self.lookup_fn(account, entry),
+            )
+            .await?;
+        Ok(parts.into_iter().fold(Balance::default(), Balance::merge))
+    }
+
+    /// Balance lookup on the serial executor.
+    pub fn lookup_serial(
+        &self,
+        exec: &SerialExecutor<LedgerApp>,
+        account: u64,
+        entry: u64,
+    ) -> Balance {
+        exec.query(
+            &[self.accounts_service, self.assets_service],
+            self.lookup_fn(account, entry),
+        )
+        .into_iter()
+        .fold(Balance::default(), Balance::merge)
+    }
+
+    /// The per-partition part of a lookup: only the partitions owning the two keys look.
+    fn lookup_fn(
+        &self,
+        account: u64,
+        entry: u64,
+    ) -> impl Fn(&ReadView<'_>) -> Balance + Send + Sync + 'static {
+        let (accounts_service, assets_service) = (self.accounts_service, self.assets_service);
+        let (accounts, asset_ledger) = (self.accounts, self.asset_ledger);
+        move |view| {
+            let mut b = Balance::default();
+            if view.is(accounts_service)
+                && view.partition() == accounts_service.partition_of(&account)
+            {
+                b.account = view.get(accounts, &account).copied();
+            }
+            if view.is(assets_service) && view.partition() == assets_service.partition_of(&entry) {
+                b.entry = view.get(asset_ledger, &entry).copied();
+            }
+            b
+        }
+    }
+
+    /// Audits the committed state at one snapshot.
+    pub async fn audit(&self, client: &Client<LedgerApp>) -> Result<LedgerAudit, TxnError> {
+        let parts = client
+            .query(
+                &[self.accounts_service, self.assets_service],
+                self.audit_fn(),
+            )
+            .await?;
+        Ok(parts
+            .into_iter()
+            .fold(LedgerAudit::default(), LedgerAudit::merge))
+    }
+
+    /// Audits the serial executor's state.
+    pub fn audit_serial(&self, exec: &SerialExecutor<LedgerApp>) -> LedgerAudit {
+        exec.query(
+            &[self.accounts_service, self.assets_service],
+            self.audit_fn(),
+        )
+        .into_iter()
+        .fold(LedgerAudit::default(), LedgerAudit::merge)
+    }
+
+    fn audit_fn(&self) -> impl Fn(&ReadView<'_>) -> LedgerAudit + Send + Sync + 'static {
+        let (accounts, asset_ledger) = (self.accounts, self.asset_ledger);
+        move |view| {
+            // `iter` yields nothing for the other service's table, so one closure serves both.
+            LedgerAudit::from_rows(
+                view.iter(accounts).map(|(k, v)| (*k, *v)),
+                view.iter(asset_ledger).map(|(k, v)| (*k, *v)),
+            )
+        }
+    }
+}
+
+/// The result of a balance lookup (`None`: no such account or entry).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Balance {
+    pub account: Option<i64>,
+    pub entry: Option<i64>,
+}
+
+impl Balance {
+    fn merge(self, other: Balance) -> Balance {
+        Balance {
+            account: self.account.or(other.account),
+            entry: self.entry.or(other.entry),
+        }
+    }
+}
+
+fn amount_is_valid<A: App>(ctx: &TxnCtx<'_, A>, amount: i64) -> Result<(), txn::Abort> {
+    if amount <= 0 {
+        return Err(ctx.abort(format!(
+            "{}: {amount} (must be positive)",
+            reasons::INVALID_AMOUNT
+        )));
+    }
+    Ok(())
+}
+
+fn credit<A: App>(
+    ctx: &TxnCtx<'_, A>,
+    what: &str,
+    id: u64,
+    value: i64,
+    amount: i64,
+) -> Result<i64, txn::Abort> {
+    value.checked_add(amount).ok_or_else(|| {
+        ctx.abort(format!(
+            "{}: {what} {id} holds {value}, cannot add {amount}",
+            reasons::OVERFLOW
+        ))
+    })
+}
+
+/// The `accounts` service: every step that touches an account row.
+fn accounts_step(
+    ctx: &mut TxnCtx<'_, LedgerApp>,
+    ev: &LedgerEvent,
+    accounts: Table<u64, i64>,
+    assets: ServiceRef,
+    min_balance: i64,
+) -> txn::HandlerResult {
+    match *ev {
+        LedgerEvent::Deposit {
+            account,
+            entry,
+            amount,
+        } => {
+            amount_is_valid(ctx, amount)?;
+            let balance = ctx.get(accounts, &account)?.unwrap_or(0);
+            let balance = credit(ctx, "account", account, balance, amount)?;
+            ctx.put(accounts, account, balance)?;
+            ctx.emit(
+                assets,
+                &entry,
+                LedgerEvent::DepositEntry {
+                    entry,
+                    amount,
+                    balance,
+                },
+            );
+            Ok(())
+        }
+        LedgerEvent::Transfer(t) => {
+            amount_is_valid(ctx, t.amount)?;
+            let Some(balance) = ctx.get(accounts, &t.src_account)? else {
+                return Err(ctx.abort(format!(
+                    "{}: source account {}",
+                    reasons::UNKNOWN_ACCOUNT,
+                    t.src_account
+                )));
+            };
+            // `balance - amount` cannot overflow: amount > 0 and balance ≥ i64::MIN is only
+            // reachable through a broken state, which checked_sub turns into an abort.
+            let after = balance.checked_sub(t.amount);
+            if after.is_none_or(|a| a < min_balance) {
+                return Err(ctx.abort(format!(
+                    "{}: account {} holds {balance}, a transfer of {} would leave less than {min_balance}",
+                    reasons::INSUFFICIENT_BALANCE,
+                    t.src_account,
+                    t.amount
+                )));
+            }
+            let src_balance = balance - t.amount;
+            ctx.put(accounts, t.src_account, src_balance)?;
+            ctx.emit(
+                assets,
+                &t.src_entry,
+                LedgerEvent::DebitSourceEntry {
+                    transfer: t,
+                    src_balance,
+                },
+            );
+            Ok(())
+        }
+        LedgerEvent::CreditTargetAccount {
+            transfer: t,
+            src_balance,
+            src_value,
+        } => {
+            let Some(balance) = ctx.get(accounts, &t.dst_account)? else {
+                return Err(ctx.abort(format!(
+                    "{}: target account {}",
+                    reasons::UNKNOWN_ACCOUNT,
+                    t.dst_account
+                )));
+            };
+            let balance = credit(ctx, "account", t.dst_account, balance, t.amount)?;
+            ctx.put(accounts, t.dst_account, balance)?;
+            ctx.emit(
+                assets,
+                &t.dst_entry,
+                LedgerEvent::CreditTargetEntry {
+                    transfer: t,
+                    src_balance,
+                    src_value,
+                },
+            );
+            Ok(())
+        }
+        LedgerEvent::DepositEntry { .. }
+        | LedgerEvent::DebitSourceEntry { .. }
+        | LedgerEvent::CreditTargetEntry { .. } => Err(ctx.abort(format!(
+            "{}: {ev:?} belongs to the assets service",
+            reasons::MISROUTED
+        ))),
+    }
+}
+
+/// The `assets` service: every step that touches an asset-ledger entry.
+fn assets_step(
+    ctx: &mut TxnCtx<'_, LedgerApp>,
+    ev: &LedgerEvent,
+    asset_ledger: Table<u64, i64>,
+    accounts: ServiceRef,
+    min_balance: i64,
+) -> txn::HandlerResult {
+    match *ev {
+        LedgerEvent::DepositEntry {
+            entry,
+            amount,
+            balance,
+        } => {
+            let value = ctx.get(asset_ledger, &entry)?.unwrap_or(0);
+            let value = credit(ctx, "entry", entry, value, amount)?;
+            ctx.put(asset_ledger, entry, value)?;
+            ctx.set_output(LedgerOutput::Deposited {
+                balance,
+                entry_value: value,
+            });
+            Ok(())
+        }
+        LedgerEvent::DebitSourceEntry {
+            transfer: t,
+            src_balance,
+        } => {
+            let Some(value) = ctx.get(asset_ledger, &t.src_entry)? else {
+                return Err(ctx.abort(format!(
+                    "{}: source entry {}",
+                    reasons::UNKNOWN_ENTRY,
+                    t.src_entry
+                )));
+            };
+            if value.checked_sub(t.amount).is_none_or(|a| a < min_balance) {
+                // Aborting here also discards the debit of the source account in step 1.
+                return Err(ctx.abort(format!(
+                    "{}: entry {} holds {value}, a transfer of {} would leave less than {min_balance}",
+                    reasons::INSUFFICIENT_ASSETS,
+                    t.src_entry,
+                    t.amount
+                )));
+            }
+            let src_value = value - t.amount;
+            ctx.put(asset_ledger, t.src_entry, src_value)?;
+            ctx.emit(
+                accounts,
+                &t.dst_account,
+                LedgerEvent::CreditTargetAccount {
+                    transfer: t,
+                    src_balance,
+                    src_value,
+                },
+            );
+            Ok(())
+        }
+        LedgerEvent::CreditTargetEntry {
+            transfer: t,
+            src_balance,
+            src_value,
+        } => {
+            let Some(value) = ctx.get(asset_ledger, &t.dst_entry)? else {
+                return Err(ctx.abort(format!(
+                    "{}: target entry {}",
+                    reasons::UNKNOWN_ENTRY,
+                    t.dst_entry
+                )));
+            };
+            let value = credit(ctx, "entry", t.dst_entry, value, t.amount)?;
+            ctx.put(asset_ledger, t.dst_entry, value)?;
+            ctx.set_output(LedgerOutput::Transferred {
+                src_balance,
+                src_value,
+            });
+            Ok(())
+        }
+        LedgerEvent::Deposit { .. }
+        | LedgerEvent::Transfer(_)
+        | LedgerEvent::CreditTargetAccount { .. } => Err(ctx.abort(format!(
+            "{}: {ev:?} belongs to the accounts service",
+            reasons::MISROUTED
+        ))),
+    }
+}
+
+/// Totals and counts of one snapshot of the ledger (or of one partition of it; partial audits
+/// [`merge`](LedgerAudit::merge)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LedgerAudit {
+    pub n_accounts: u64,
+    pub n_entries: u64,
+    /// Sums in `i128`, so no realistic state can overflow them and hide a violation.
+    pub total_balance: i128,
+    pub total_assets: i128,
+    pub n_negative_balances: u64,
+    pub n_negative_entries: u64,
+}
+
+impl LedgerAudit {
+    /// Folds account rows and entry rows.
+    pub fn from_rows(
+        accounts: impl Iterator<Item = (u64, i64)>,
+        entries: impl Iterator<Item = (u64, i64)>,
+    ) -> Self {
+        let mut a = LedgerAudit::default();
+        for (_, balance) in accounts {
+            a.n_accounts += 1;
+            a.total_balance += i128::from(balance);
+            a.n_negative_balances += u64::from(balance < 0);
+        }
+        for (_, value) in entries {
+            a.n_entries += 1;
+            a.total_assets += i128::from(value);
+            a.n_negative_entries += u64::from(value < 0);
+        }
+        a
+    }
+
+    /// Combines the audits of disjoint parts.
+    pub fn merge(self, o: LedgerAudit) -> LedgerAudit {
+        LedgerAudit {
+            n_accounts: self.n_accounts + o.n_accounts,
+            n_entries: self.n_entries + o.n_entries,
+            total_balance: self.total_balance + o.total_balance,
+            total_assets: self.total_assets + o.total_assets,
+            n_negative_balances: self.n_negative_balances + o.n_negative_balances,
+            n_negative_entries: self.n_negative_entries + o.n_negative_entries,
+        }
+    }
+}
+
+/// What the committed history says the ledger must hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LedgerExpected {
+    /// Accounts (and entries) opened by the loader; transfers and deposits never create rows.
+    pub n_accounts: u64,
+    /// The sum of every committed deposit (the load included): both totals must equal it.
+    pub total_deposited: i128,
+}
+
+/// Criterion names, as they appear in reports.
+pub mod criteria {
+    pub const BALANCES_CONSERVED: &str = "total_balance_changes_only_by_deposits";
+    pub const ASSETS_CONSERVED: &str = "total_assets_change_only_by_deposits";
+    pub const NEGATIVE_BALANCE: &str = "no_negative_balance";
+    pub const NEGATIVE_ASSET: &str = "no_negative_asset_value";
+    pub const ROW_COUNT: &str = "no_lost_or_phantom_rows";
+}
+
+/// Compares an audit with the expectation; returns violations per criterion (all present).
+/// A wrong total counts as one violation; every negative row counts as one; the row-count
+/// criterion counts missing plus extra rows over both tables.
+pub fn check(audit: &LedgerAudit, expected: &LedgerExpected) -> Violations {
+    let mut v = Violations::new();
+    v.insert(
+        criteria::BALANCES_CONSERVED,
+        u64::from(audit.total_balance != expected.total_deposited),
+    );
+    v.insert(
+        criteria::ASSETS_CONSERVED,
+        u64::from(audit.total_assets != expected.total_deposited),
+    );
+    v.insert(criteria::NEGATIVE_BALANCE, audit.n_negative_balances);
+    v.insert(criteria::NEGATIVE_ASSET, audit.n_negative_entries);
+    v.insert(
+        criteria::ROW_COUNT,
+        audit.n_accounts.abs_diff(expected.n_accounts)
+            + audit.n_entries.abs_diff(expected.n_accounts),
+    );
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn total(v: &Violations) -> u64 {
+        v.values().sum()
+    }
+
+    #[test]
+    fn checker_accepts_a_consistent_state() {
+        // Goal: a state whose totals match the deposits and has no negative row passes.
+        let audit =
+            LedgerAudit::from_rows([(0, 10), (1, 0)].into_iter(), [(0, 4), (1, 6)].into_iter());
+        let expected = LedgerExpected {
+            n_accounts: 2,
+            total_deposited: 10,
+        };
+        let v = check(&audit, &expected);
+        assert_eq!(total(&v), 0, "{v:?}");
+        assert_eq!(v.len(), 5, "every criterion is reported");
+    }
+
+    #[test]
+    fn checker_catches_money_created_or_lost() {
+        // Goal: a total that differs from the deposits is flagged, for balances and assets alone.
+        let expected = LedgerExpected {
+            n_accounts: 2,
+            total_deposited: 10,
+        };
+        let created =
+            LedgerAudit::from_rows([(0, 11), (1, 0)].into_iter(), [(0, 5), (1, 5)].into_iter());
+        let v = check(&created, &expected);
+        assert_eq!(v[criteria::BALANCES_CONSERVED], 1);
+        assert_eq!(v[criteria::ASSETS_CONSERVED], 0);
+        let lost =
+            LedgerAudit::from_rows([(0, 5), (1, 5)].into_iter(), [(0, 9), (1, 0)].into_iter());
+        let v = check(&lost, &expected);
+        assert_eq!(v[criteria::BALANCES_CONSERVED], 0);
+        assert_eq!(v[criteria::ASSETS_CONSERVED], 1);
+    }
+
+    #[test]
+    fn checker_counts_every_negative_row() {
+        // Goal: each negative balance and entry is one violation even when the totals match.
+        let audit = LedgerAudit::from_rows(
+            [(0, -1), (1, -2), (2, 13)].into_iter(),
+            [(0, 12), (1, -2), (2, 0)].into_iter(),
+        );
+        let expected = LedgerExpected {
+            n_accounts: 3,
+            total_deposited: 10,
+        };
+        let v = check(&audit, &expected);
+        assert_eq!(v[criteria::NEGATIVE_BALANCE], 2);
+        assert_eq!(v[criteria::NEGATIVE_ASSET], 1);
+        assert_eq!(
+            v[criteria::BALANCES_CONSERVED] + v[criteria::ASSETS_CONSERVED],
+            0
+        );
+    }
+
+    #[test]
+    fn checker_catches_lost_and_phantom_rows() {
+        // Goal: a missing account and an extra entry are both counted.
+        let audit =
+            LedgerAudit::from_rows([(0, 10)].into_iter(), [(0, 5), (1, 5), (7, 0)].into_iter());
+        let expected = LedgerExpected {
+            n_accounts: 2,
+            total_deposited: 10,
+        };
+        assert_eq!(check(&audit, &expected)[criteria::ROW_COUNT], 2);
+    }
+
+    #[test]
+    fn partial_audits_merge_to_the_whole() {
+        // Goal: auditing per partition and merging equals auditing everything at once.
+        let rows: Vec<(u64, i64)> = (0..100).map(|i| (i, i as i64 - 3)).collect();
+        let whole = LedgerAudit::from_rows(rows.iter().copied(), rows.iter().copied());
+        let merged = rows.chunks(7).fold(LedgerAudit::default(), |acc, c| {
+            acc.merge(LedgerAudit::from_rows(c.iter().copied(), c.iter().copied()))
+        });
+        assert_eq!(whole, merged);
+    }
+}

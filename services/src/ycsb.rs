@@ -1,0 +1,347 @@
+//! YCSB-T: multi-key read-modify-write transactions over one partitioned table, uniform or
+//! Zipfian key choice, and the invariant checker.
+//!
+//! One service `ycsb` with one table `usertable` (key → counter). A transaction reads `k` keys
+//! (default 4) and writes each back incremented by one. Its keys usually live in several
+//! partitions, so it is written as a chain: the request lists its keys grouped by partition, and
+//! each step handles the keys of the partition it runs in, then emits the rest of the work to
+//! the partition owning the next key. Grouping means a chain visits a partition once, which is
+//! what a user who knows the keys up front would write.
+//!
+//! **Invariant.** Every key is loaded with 0 and every committed transaction adds exactly `k`
+//! to the table, so the sum of all values equals the number of keys incremented by committed
+//! transactions (k × committed), no value is negative, and exactly `n_keys` rows exist.
+
+use crate::{Request, Violations};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use txn::{
+    App, AppBuilder, AppDef, Client, ReadView, SerialExecutor, ServiceRef, Table, TxnCtx, TxnError,
+};
+
+/// The YCSB-T application's types.
+pub struct YcsbApp;
+
+impl App for YcsbApp {
+    type Event = YcsbEvent;
+    /// Transactions return nothing: the client only needs to know that they committed.
+    type Output = ();
+}
+
+/// Every event of YCSB-T.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum YcsbEvent {
+    /// Inbound: insert `keys` (all owned by the target partition) with value 0.
+    Load { keys: Vec<u64> },
+    /// Inbound and internal: increment `keys[next..]`; `keys` is grouped by partition, so the
+    /// step handles the run of keys owned by its partition and emits the rest onwards.
+    Rmw { keys: Vec<u64>, next: u32 },
+}
+
+/// Stable abort-reason prefixes (the text before the first `:`).
+pub mod reasons {
+    pub const UNKNOWN_KEY: &str = "unknown key";
+    pub const MISROUTED: &str = "misrouted event";
+    pub const OVERFLOW: &str = "overflow";
+}
+
+/// How YCSB-T is deployed.
+#[derive(Clone, Copy, Debug)]
+pub struct YcsbConfig {
+    /// Rows in the table.
+    pub n_keys: u64,
+    /// Partitions of the `ycsb` service.
+    pub n_partitions: u32,
+}
+
+impl Default for YcsbConfig {
+    fn default() -> Self {
+        YcsbConfig {
+            n_keys: 1_000_000,
+            n_partitions: 8,
+        }
+    }
+}
+
+/// The YCSB-T application and the handles to talk to it.
+#[derive(Clone)]
+pub struct Ycsb {
+    app: Arc<AppDef<YcsbApp>>,
+    pub service: ServiceRef,
+    /// key → counter.
+    pub table: Table<u64, i64>,
+    pub config: YcsbConfig,
+}
+
+impl Ycsb {
+    /// Defines the service, its table and handler.
+    pub fn new(config: YcsbConfig) -> Result<Self, TxnError> {
+        let mut b = AppBuilder::<YcsbApp>::new();
+        let service = b.service("ycsb", config.n_partitions);
+        let table = b.table::<u64, i64>(service, "usertable");
+        b.handler(service, move |ctx, ev| step(ctx, ev, table));
+        Ok(Ycsb {
+            app: b.build()?,
+            service,
+            table,
+            config,
+        })
+    }
+
+    /// The application definition, to start a `Runtime` or a `SerialExecutor` with.
+    pub fn app(&self) -> &Arc<AppDef<YcsbApp>> {
+        &self.app
+    }
+
+    /// The load: every key `0..n_keys` inserted with 0, as batch inserts of at most
+    /// `rows_per_request` keys, each addressed to the partition owning its keys.
+    pub fn load_requests(&self, rows_per_request: usize) -> Vec<Request<YcsbEvent>> {
+        let rows_per_request = rows_per_request.max(1);
+        let n_partitions = self.service.n_partitions() as usize;
+        let mut pending: Vec<Vec<u64>> = vec![Vec::new(); n_partitions];
+        let mut out = Vec::new();
+        for key in 0..self.config.n_keys {
+            let p = self.service.partition_of(&key) as usize;
+            pending[p].push(key);
+            if pending[p].len() == rows_per_request {
+                out.push(self.load_request(p as u32, std::mem::take(&mut pending[p])));
+            }
+        }
+        for (p, keys) in pending.into_iter().enumerate() {
+            if !keys.is_empty() {
+                out.push(self.load_request(p as u32, keys));
+            }
+        }
+        out
+    }
+
+    fn load_request(&self, partition: u32, keys: Vec<u64>) -> Request<YcsbEvent> {
+        Request {
+            service: self.service,
+            partition,
+            event: YcsbEvent::Load { keys },
+        }
+    }
+
+    /// A read-modify-write of `keys` (each incremented once per occurrence). The keys are
+    /// reordered by partition so the chain visits each partition once.
+    pub fn rmw(&self, keys: &[u64]) -> Request<YcsbEvent> {
+        assert!(
+            !keys.is_empty(),
+            "a YCSB-T transaction needs at least one key"
+        );
+        let mut keyed: Vec<(u32, u64)> = keys
+            .iter()
+            .map(|k| (self.service.partition_of(k), *k))
+            .collect();
+        keyed.sort_unstable();
+        Request {
+            service: self.service,
+            partition: keyed[0].0,
+            event: YcsbEvent::Rmw {
+                keys: keyed.into_iter().map(|(_, k)| k).collect(),
+                next: 0,
+            },
+        }
+    }
+
+    /// Audits the committed state at one snapshot.
+    pub async fn audit(&self, client: &Client<YcsbApp>) -> Result<YcsbAudit, TxnError> {
+        let parts = client.query(&[self.service], self.audit_fn()).await?;
+        Ok(parts
+            .into_iter()
+            .fold(YcsbAudit::default(), YcsbAudit::merge))
+    }
+
+    /// Audits the serial executor's state.
+    pub fn audit_serial(&self, exec: &SerialExecutor<YcsbApp>) -> YcsbAudit {
+        exec.query(&[self.service], self.audit_fn())
+            .into_iter()
+            .fold(YcsbAudit::default(), YcsbAudit::merge)
+    }
+
+    fn audit_fn(&self) -> impl Fn(&ReadView<'_>) -> YcsbAudit + Send + Sync + 'static {
+        let (table, n_keys) = (self.table, self.config.n_keys);
+        move |view| YcsbAudit::from_rows(view.iter(table).map(|(k, v)| (*k, *v)), n_keys)
+    }
+
+    /// The value of one key at a consistent snapshot.
+    pub async fn read(&self, client: &Client<YcsbApp>, key: u64) -> Result<Option<i64>, TxnError> {
+        let (service, table) = (self.service, self.table);
+        let parts = client
+            .query(&[self.service], move |view| {
+                (view.partition() == service.partition_of(&key))
+                    .then(|| view.get(table, &key).copied())
+                    .flatten()
+            })
+            .await?;
+        Ok(parts.into_iter().flatten().next())
+    }
+}
+
+/// The one handler of the `ycsb` service.
+fn step(
+    ctx: &mut TxnCtx<'_, YcsbApp>,
+    ev: &YcsbEvent,
+    table: Table<u64, i64>,
+) -> txn::HandlerResult {
+    let service = ctx.service();
+    let here = ctx.partition();
+    match ev {
+        YcsbEvent::Load { keys } => {
+            for k in keys {
+                ctx.put(table, *k, 0)?;
+            }
+            Ok(())
+        }
+        YcsbEvent::Rmw { keys, next } => {
+            let first = *next as usize;
+            let mut i = first;
+            while i < keys.len() && service.partition_of(&keys[i]) == here {
+                let k = keys[i];
+                let Some(v) = ctx.get(table, &k)? else {
+                    return Err(ctx.abort(format!("{}: {k}", reasons::UNKNOWN_KEY)));
+                };
+                let Some(v) = v.checked_add(1) else {
+                    return Err(ctx.abort(format!("{}: key {k} holds {v}", reasons::OVERFLOW)));
+                };
+                ctx.put(table, k, v)?;
+                i += 1;
+            }
+            if i == first && first < keys.len() {
+                return Err(ctx.abort(format!(
+                    "{}: step for key {} ran in partition {here}",
+                    reasons::MISROUTED,
+                    keys[first]
+                )));
+            }
+            if i < keys.len() {
+                ctx.emit(
+                    service,
+                    &keys[i],
+                    YcsbEvent::Rmw {
+                        keys: keys.clone(),
+                        next: i as u32,
+                    },
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Totals and counts of one snapshot of the table (or part of it; parts merge).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct YcsbAudit {
+    pub n_rows: u64,
+    pub sum: i128,
+    pub n_negative: u64,
+    /// Rows whose key is outside `0..n_keys` (never loaded, so never legitimately present).
+    pub n_out_of_range: u64,
+}
+
+impl YcsbAudit {
+    /// Folds rows of a table that should hold keys `0..n_keys`.
+    pub fn from_rows(rows: impl Iterator<Item = (u64, i64)>, n_keys: u64) -> Self {
+        let mut a = YcsbAudit::default();
+        for (k, v) in rows {
+            a.n_rows += 1;
+            a.sum += i128::from(v);
+            a.n_negative += u64::from(v < 0);
+            a.n_out_of_range += u64::from(k >= n_keys);
+        }
+        a
+    }
+
+    /// Combines the audits of disjoint parts.
+    pub fn merge(self, o: YcsbAudit) -> YcsbAudit {
+        YcsbAudit {
+            n_rows: self.n_rows + o.n_rows,
+            sum: self.sum + o.sum,
+            n_negative: self.n_negative + o.n_negative,
+            n_out_of_range: self.n_out_of_range + o.n_out_of_range,
+        }
+    }
+}
+
+/// Criterion names, as they appear in reports.
+pub mod criteria {
+    pub const SUM_MATCHES_COMMITS: &str = "sum_equals_k_times_committed";
+    pub const NEGATIVE_VALUE: &str = "no_negative_value";
+    pub const ROW_COUNT: &str = "no_lost_or_phantom_rows";
+}
+
+/// Compares an audit with the table size and the number of key increments committed
+/// transactions made (k × committed). A wrong sum counts as one violation; every negative row,
+/// missing row or out-of-range row counts as one.
+pub fn check(audit: &YcsbAudit, n_keys: u64, committed_increments: u64) -> Violations {
+    let mut v = Violations::new();
+    v.insert(
+        criteria::SUM_MATCHES_COMMITS,
+        u64::from(audit.sum != i128::from(committed_increments)),
+    );
+    v.insert(criteria::NEGATIVE_VALUE, audit.n_negative);
+    v.insert(
+        criteria::ROW_COUNT,
+        audit.n_out_of_range + (audit.n_rows - audit.n_out_of_range).abs_diff(n_keys),
+    );
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checker_accepts_a_consistent_table() {
+        // Goal: a table whose sum is the committed increments, with all keys present, passes.
+        let audit = YcsbAudit::from_rows([(0, 3), (1, 1), (2, 0), (3, 4)].into_iter(), 4);
+        let v = check(&audit, 4, 8);
+        assert!(v.values().all(|n| *n == 0), "{v:?}");
+    }
+
+    #[test]
+    fn checker_catches_a_lost_or_extra_increment() {
+        // Goal: one increment too many or too few breaks the sum criterion.
+        let audit = YcsbAudit::from_rows([(0, 3), (1, 1), (2, 0), (3, 4)].into_iter(), 4);
+        assert_eq!(check(&audit, 4, 7)[criteria::SUM_MATCHES_COMMITS], 1);
+        assert_eq!(check(&audit, 4, 9)[criteria::SUM_MATCHES_COMMITS], 1);
+    }
+
+    #[test]
+    fn checker_catches_negative_missing_and_phantom_rows() {
+        // Goal: a negative value, a missing key and a key outside the table are each counted.
+        let audit = YcsbAudit::from_rows([(0, -1), (1, 1), (9, 0)].into_iter(), 4);
+        let v = check(&audit, 4, 0);
+        assert_eq!(v[criteria::NEGATIVE_VALUE], 1);
+        // Key 9 is a phantom and keys 2 and 3 are missing.
+        assert_eq!(v[criteria::ROW_COUNT], 3);
+        assert_eq!(v[criteria::SUM_MATCHES_COMMITS], 0);
+    }
+
+    #[test]
+    fn rmw_groups_keys_by_partition_and_starts_at_the_first() {
+        // Goal: the request's keys are ordered by partition so the chain visits each once.
+        let y = Ycsb::new(YcsbConfig {
+            n_keys: 1000,
+            n_partitions: 4,
+        })
+        .unwrap();
+        let keys: Vec<u64> = (0..16).collect();
+        let r = y.rmw(&keys);
+        let YcsbEvent::Rmw {
+            keys: ordered,
+            next,
+        } = &r.event
+        else {
+            panic!("not an rmw")
+        };
+        assert_eq!(*next, 0);
+        let parts: Vec<u32> = ordered.iter().map(|k| y.service.partition_of(k)).collect();
+        assert!(parts.windows(2).all(|w| w[0] <= w[1]), "{parts:?}");
+        assert_eq!(r.partition, parts[0]);
+        let mut sorted = ordered.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, keys);
+    }
+}
