@@ -163,12 +163,14 @@ impl<'a, A: App> TxnCtx<'a, A> {
                 owner,
             }));
         }
-        let service_name = self.app.services[service_idx as usize].name.clone();
+        // The name is only needed on the error path: no allocation per row access.
+        let app = self.app;
         self.part
             .tables
             .get_mut(table.idx as usize)
             .and_then(|t| t.as_any_mut().downcast_mut::<TableState<K, V>>())
             .ok_or_else(|| {
+                let service_name = app.services[service_idx as usize].name.clone();
                 Abort(AbortReason::ForeignTable {
                     service: service_name.clone(),
                     table: format!("#{} with other key/row types", table.idx),
