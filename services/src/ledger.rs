@@ -98,7 +98,7 @@ pub enum LedgerEvent {
 }
 
 /// What a committed ledger transaction returns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LedgerOutput {
     /// The account's balance and the entry's value after the deposit.
     Deposited { balance: i64, entry_value: i64 },

@@ -21,7 +21,9 @@ pub trait App: Send + Sync + 'static {
     /// Every inbound and internal event of the application (usually an enum).
     type Event: Clone + Serialize + DeserializeOwned + Send + Sync + Debug + 'static;
     /// What a committed transaction returns to its client (set with [`TxnCtx::set_output`]).
-    type Output: Send + Debug + 'static;
+    /// Serializable because idempotent requests keep their outcome in the dedup window, which
+    /// is checkpointed.
+    type Output: Clone + Serialize + DeserializeOwned + Send + Sync + Debug + 'static;
 }
 
 /// A primary key: hashable, ordered, serializable.

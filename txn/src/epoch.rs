@@ -24,7 +24,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 /// Where a committed transaction stands in the equivalent serial order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct SerialPos {
     /// The epoch it committed in.
     pub epoch: u64,

@@ -47,3 +47,13 @@ impl fmt::Display for Tid {
 /// Index of a partition across all services of an application: partitions of service 0
 /// first, then service 1, and so on. Used to address partitions in per-epoch batches.
 pub type GlobalPartition = u32;
+
+/// A client-chosen id that makes a request idempotent: a resubmission with the same id gets the
+/// original outcome and is never executed twice (within the dedup window, across restarts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    /// Identifies the client (or client incarnation).
+    pub client: u64,
+    /// The client's own sequence number for the request.
+    pub seq: u64,
+}

@@ -9,6 +9,7 @@
 pub mod app;
 mod bitset;
 pub mod context;
+mod dedup;
 pub mod epoch;
 pub mod error;
 pub mod ids;
@@ -26,8 +27,8 @@ pub use app::{App, AppBuilder, AppDef, Key, Row, ServiceRef, Table};
 pub use context::TxnCtx;
 pub use epoch::{EpochStats, Fallback, SerialPos};
 pub use error::{Abort, AbortReason, HandlerResult, TxnError};
-pub use ids::Tid;
+pub use ids::{RequestId, Tid};
 pub use query::ReadView;
-pub use runtime::{Client, Outcome, Runtime, RuntimeConfig};
+pub use runtime::{Client, Outcome, RecoverFrom, RecoveryReport, Runtime, RuntimeConfig};
 pub use serial::SerialExecutor;
 pub use txn_storage as storage;

@@ -29,6 +29,9 @@ pub const EPOCHS_IN_FLIGHT_MAX: usize = 8;
 /// Default number of epochs between two incremental checkpoints.
 pub const CHECKPOINT_EVERY_EPOCHS_DEFAULT: u64 = 1_000;
 
+/// Default number of idempotent requests whose outcome is remembered (oldest forgotten first).
+pub const DEDUP_WINDOW_MAX_DEFAULT: usize = 1_000_000;
+
 /// Checkpoint rows written to storage per call, so no single storage write grows without bound.
 pub const CHECKPOINT_CHUNK_ROWS_MAX: usize = 4_096;
 

@@ -10,7 +10,7 @@ use crate::app::{App, AppDef};
 use crate::bitset::SeqSet;
 use crate::context::TxnCtx;
 use crate::error::{AbortReason, panic_message};
-use crate::ids::{GlobalPartition, Seq, Tid};
+use crate::ids::{GlobalPartition, RequestId, Seq, Tid};
 use crate::query::{QueryFn, QueryPart, ReadView};
 use crate::sync::{AtomicSeqSet, Depositor};
 use crate::table::AnyTable;
@@ -26,6 +26,13 @@ pub struct Request<E> {
     pub target: GlobalPartition,
     /// The inbound event.
     pub event: E,
+    /// The client's idempotency key, if any.
+    #[serde(default)]
+    pub id: Option<RequestId>,
+    /// How many times this request already lost a conflict and was re-sequenced (logged, so
+    /// replay reaches the same retry-exhaustion decisions).
+    #[serde(default)]
+    pub retries: u32,
 }
 
 /// Everything every partition needs to know about the epoch being executed.

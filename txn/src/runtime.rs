@@ -14,9 +14,10 @@
 //! the runtime stops accepting requests.
 
 use crate::app::{App, AppDef, ServiceRef};
+use crate::dedup::{DEDUP_GP, Dedup};
 use crate::epoch::{EpochStats, Fallback, QueryJob, SerialPos, TxnResult, run_epoch, run_phase};
 use crate::error::{AbortReason, TxnError};
-use crate::ids::{GlobalPartition, Tid};
+use crate::ids::{GlobalPartition, RequestId, Tid};
 use crate::limits;
 use crate::partition::{
     CheckpointRow, EpochEnv, Job, PartitionState, Request, SharedPartition, load_checkpoint_row,
@@ -25,6 +26,7 @@ use crate::query::{QueryFn, QueryResult, ReadView};
 use crate::storage::{MemoryStorage, Storage};
 use crate::sync::DurableWatermark;
 use crate::transport::PartitionActors;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::any::Any;
 use std::hash::Hash;
@@ -47,6 +49,23 @@ pub struct RuntimeConfig {
     pub storage: Arc<dyn Storage>,
     /// Epochs between incremental checkpoints (0: never checkpoint; recovery replays the log).
     pub checkpoint_every_epochs: u64,
+    /// Whether a completed checkpoint truncates the log below it. Off keeps the whole log, so a
+    /// crash-free replay from epoch 1 can be compared with checkpoint-based recovery.
+    pub truncate_log_after_checkpoint: bool,
+    /// Where recovery starts.
+    pub recover_from: RecoverFrom,
+    /// How many idempotent requests' outcomes are remembered for exactly-once resubmission.
+    pub dedup_window_max: usize,
+}
+
+/// Where recovery starts at `Runtime::start`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecoverFrom {
+    /// The latest complete checkpoint, then the log after it (the normal case).
+    LatestCheckpoint,
+    /// Ignore checkpoints and replay the whole log from its first epoch (needs a log that was
+    /// never truncated; used to check recovery against a crash-free replay).
+    LogStart,
 }
 
 impl Default for RuntimeConfig {
@@ -57,12 +76,15 @@ impl Default for RuntimeConfig {
             fallback: Fallback::Serial,
             storage: Arc::new(MemoryStorage::new()),
             checkpoint_every_epochs: limits::CHECKPOINT_EVERY_EPOCHS_DEFAULT,
+            truncate_log_after_checkpoint: true,
+            recover_from: RecoverFrom::LatestCheckpoint,
+            dedup_window_max: limits::DEDUP_WINDOW_MAX_DEFAULT,
         }
     }
 }
 
 /// The committed or aborted result of one transaction.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Outcome<O> {
     /// The TID it last ran under.
     pub tid: Tid,
@@ -90,7 +112,6 @@ enum Submission<A: App> {
     Txn {
         request: Request<A::Event>,
         reply: TxnReply<A>,
-        retries: u32,
     },
     Query {
         targets: Vec<GlobalPartition>,
@@ -109,6 +130,10 @@ pub struct RuntimeStats {
     pub user_aborted: AtomicU64,
     pub conflicts: AtomicU64,
     pub fallback: AtomicU64,
+    /// Checkpoints handed to storage / completed; `started > completed` means one is being
+    /// written right now.
+    pub checkpoints_started: AtomicU64,
+    pub checkpoints_completed: AtomicU64,
 }
 
 impl RuntimeStats {
@@ -144,6 +169,8 @@ pub struct RecoveryReport {
     pub rows_loaded: usize,
     /// Logged epochs replayed after it.
     pub epochs_replayed: u64,
+    /// Outcomes of idempotent requests remembered after recovery (the dedup window).
+    pub dedup_window_entries: usize,
     /// Wall time of the whole recovery.
     pub duration: Duration,
 }
@@ -208,6 +235,27 @@ impl<A: App> Client<A> {
         self.submit_request(Request {
             target: service.gp(partition),
             event,
+            id: None,
+            retries: 0,
+        })
+        .await
+    }
+
+    /// Submits an idempotent request: if a request with the same `id` was already submitted
+    /// (and is still in the dedup window, which survives restarts), this returns that request's
+    /// original outcome and nothing is executed again.
+    pub async fn submit_with_id<K: Hash + ?Sized>(
+        &self,
+        id: RequestId,
+        service: ServiceRef,
+        key: &K,
+        event: A::Event,
+    ) -> Result<Outcome<A::Output>, TxnError> {
+        self.submit_request(Request {
+            target: service.gp(service.partition_of(key)),
+            event,
+            id: Some(id),
+            retries: 0,
         })
         .await
     }
@@ -218,11 +266,7 @@ impl<A: App> Client<A> {
     ) -> Result<Outcome<A::Output>, TxnError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Submission::Txn {
-                request,
-                reply,
-                retries: 0,
-            })
+            .send(Submission::Txn { request, reply })
             .await
             .map_err(|_| TxnError::Stopped)?;
         rx.await.map_err(|_| TxnError::Stopped)?
@@ -296,7 +340,7 @@ impl<A: App> Runtime<A> {
         }
         let parts = PartitionState::all(&app);
         let actors = PartitionActors::start(app.clone(), parts.clone())?;
-        let recovery = recover(&app, &parts, &actors, &config).await?;
+        let (recovery, dedup) = recover(&app, &parts, &actors, &config).await?;
         let last_epoch = recovery.checkpoint_epoch.unwrap_or(0) + recovery.epochs_replayed;
         tracing::info!(
             checkpoint_epoch = ?recovery.checkpoint_epoch,
@@ -317,7 +361,9 @@ impl<A: App> Runtime<A> {
             .name("vmsdb-durability".into())
             .spawn({
                 let watermark = watermark.clone();
-                move || durability_loop(storage, log_rx, &watermark)
+                let truncate_log = config.truncate_log_after_checkpoint;
+                let stats = stats.clone();
+                move || durability_loop(storage, log_rx, &watermark, truncate_log, &stats)
             })
             .map_err(|e| TxnError::Storage(format!("cannot start the durability thread: {e}")))?;
         let sequencer = tokio::spawn(sequencer_loop(Sequencer {
@@ -331,6 +377,7 @@ impl<A: App> Runtime<A> {
             durable: watermark.clone(),
             stats: stats.clone(),
             epoch: last_epoch,
+            dedup,
         }));
         let replier = tokio::spawn(reply_loop::<A>(reply_rx, watermark));
         Ok(Runtime {
@@ -383,11 +430,12 @@ struct Sequencer<A: App> {
     durable: Arc<DurableWatermark>,
     stats: Arc<RuntimeStats>,
     epoch: u64,
+    dedup: Dedup<A::Output>,
 }
 
 struct PendingTxn<A: App> {
     reply: TxnReply<A>,
-    retries: u32,
+    id: Option<RequestId>,
 }
 
 struct ReplyBatch<A: App> {
@@ -402,69 +450,146 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// How a sequenced request ended, decided identically live and on replay.
+enum Settled<O> {
+    Final(Outcome<O>),
+    Retry,
+}
+
+fn settle<O>(epoch: u64, seq: usize, result: TxnResult<O>, retries: u32) -> Settled<O> {
+    let pos = |pass| SerialPos {
+        epoch,
+        pass,
+        seq: seq as u32,
+    };
+    let (result, serial_pos) = match result {
+        TxnResult::Committed { pass, output } => (Ok(output), Some(pos(pass))),
+        TxnResult::Aborted { pass, reason } => (Err(reason), Some(pos(pass))),
+        TxnResult::Retry if retries < limits::CONFLICT_RETRIES_MAX => return Settled::Retry,
+        TxnResult::Retry => (Err(AbortReason::RetriesExhausted { retries }), None),
+    };
+    Settled::Final(Outcome {
+        tid: Tid::new(epoch, seq as u32),
+        result,
+        serial_pos,
+        retries,
+    })
+}
+
+/// Requests of the epoch being gathered.
+struct Gathered<A: App> {
+    requests: Vec<Request<A::Event>>,
+    pending: Vec<PendingTxn<A>>,
+    queries: Vec<(QueryJob, QueryReply)>,
+    /// Resubmissions answered from the dedup window.
+    answered: Vec<(TxnReply<A>, Outcome<A::Output>)>,
+    closed: bool,
+}
+
+impl<A: App> Gathered<A> {
+    fn take(
+        &mut self,
+        sub: Submission<A>,
+        dedup: &Dedup<A::Output>,
+        inflight: &mut FxHashMap<RequestId, Vec<TxnReply<A>>>,
+    ) {
+        match sub {
+            Submission::Txn { request, reply } => {
+                if let Some(id) = request.id {
+                    if let Some((_, outcome)) = dedup.lookup(&id) {
+                        self.answered.push((reply, outcome.clone()));
+                        return;
+                    }
+                    if let Some(waiters) = inflight.get_mut(&id) {
+                        waiters.push(reply);
+                        return;
+                    }
+                    inflight.insert(id, Vec::new());
+                }
+                self.pending.push(PendingTxn {
+                    reply,
+                    id: request.id,
+                });
+                self.requests.push(request);
+            }
+            Submission::Query { targets, f, reply } => {
+                self.queries.push((QueryJob { targets, f }, reply));
+            }
+            Submission::Stop => self.closed = true,
+        }
+    }
+}
+
 async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
     let mut retry_queue: Vec<(Request<A::Event>, PendingTxn<A>)> = Vec::new();
+    let mut inflight: FxHashMap<RequestId, Vec<TxnReply<A>>> = FxHashMap::default();
     let mut closed = false;
     let mut last_ts = 0u64;
     loop {
-        let mut requests: Vec<Request<A::Event>> = Vec::new();
-        let mut pending: Vec<PendingTxn<A>> = Vec::new();
-        let mut queries: Vec<(QueryJob, QueryReply)> = Vec::new();
-        for (req, p) in retry_queue.drain(..) {
-            requests.push(req);
-            pending.push(p);
-        }
-        let mut take = |sub: Submission<A>,
-                        requests: &mut Vec<_>,
-                        pending: &mut Vec<_>,
-                        closed: &mut bool| match sub {
-            Submission::Txn {
-                request,
-                reply,
-                retries,
-            } => {
-                requests.push(request);
-                pending.push(PendingTxn { reply, retries });
-            }
-            Submission::Query { targets, f, reply } => {
-                queries.push((QueryJob { targets, f }, reply));
-            }
-            Submission::Stop => *closed = true,
+        let mut g = Gathered {
+            requests: Vec::new(),
+            pending: Vec::new(),
+            queries: Vec::new(),
+            answered: Vec::new(),
+            closed,
         };
-        if requests.is_empty() {
-            if closed {
+        for (req, p) in retry_queue.drain(..) {
+            g.requests.push(req);
+            g.pending.push(p);
+        }
+        if g.requests.is_empty() {
+            if g.closed {
                 break;
             }
             match s.rx.recv().await {
-                Some(sub) => take(sub, &mut requests, &mut pending, &mut closed),
+                Some(sub) => g.take(sub, &s.dedup, &mut inflight),
                 None => break,
             }
         }
         let deadline = tokio::time::Instant::now() + s.config.epoch_duration;
-        while !closed && requests.len() < s.config.epoch_txns_max {
+        while !g.closed && g.requests.len() < s.config.epoch_txns_max {
             match s.rx.try_recv() {
-                Ok(sub) => take(sub, &mut requests, &mut pending, &mut closed),
-                Err(mpsc::error::TryRecvError::Disconnected) => closed = true,
+                Ok(sub) => g.take(sub, &s.dedup, &mut inflight),
+                Err(mpsc::error::TryRecvError::Disconnected) => g.closed = true,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     match tokio::time::timeout_at(deadline, s.rx.recv()).await {
-                        Ok(Some(sub)) => take(sub, &mut requests, &mut pending, &mut closed),
-                        Ok(None) => closed = true,
+                        Ok(Some(sub)) => g.take(sub, &s.dedup, &mut inflight),
+                        Ok(None) => g.closed = true,
                         Err(_) => break,
                     }
                 }
             }
         }
+        closed = g.closed;
+        let Gathered {
+            requests,
+            pending,
+            queries,
+            mut answered,
+            ..
+        } = g;
 
         let failure = s.durable.failure().map(|f| f.message().to_string());
         if let Some(failure) = failure {
+            let replies = answered.into_iter().map(|(r, _)| r);
             fail_all(
                 pending,
-                queries.into_iter().map(|(_, r)| r).collect(),
+                replies,
+                queries.into_iter().map(|(_, r)| r),
+                &mut inflight,
                 &failure,
             );
             continue;
         }
         if requests.is_empty() && queries.is_empty() {
+            if !answered.is_empty() {
+                // Duplicates only: answer once the last executed epoch is durable.
+                let _ = s.reply_tx.send(ReplyBatch {
+                    epoch: s.epoch,
+                    txns: answered,
+                    queries: Vec::new(),
+                });
+            }
             continue;
         }
 
@@ -477,7 +602,14 @@ async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
         });
         let (jobs, query_replies): (Vec<QueryJob>, Vec<QueryReply>) = queries.into_iter().unzip();
         if s.log_tx.send(LogItem::Epoch(env.clone())).await.is_err() {
-            fail_all(pending, query_replies, "the durability thread stopped");
+            let replies = answered.into_iter().map(|(r, _)| r);
+            fail_all(
+                pending,
+                replies,
+                query_replies,
+                &mut inflight,
+                "the durability thread stopped",
+            );
             continue;
         }
         let outcome = match run_epoch(
@@ -493,51 +625,43 @@ async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(epoch = s.epoch, error = %e, "epoch failed");
-                fail_all(pending, query_replies, &e.to_string());
+                let replies = answered.into_iter().map(|(r, _)| r);
+                fail_all(
+                    pending,
+                    replies,
+                    query_replies,
+                    &mut inflight,
+                    &e.to_string(),
+                );
                 continue;
             }
         };
         s.stats.add(&outcome.stats);
-        let mut txns = Vec::with_capacity(pending.len());
+        let mut txns = Vec::with_capacity(pending.len() + answered.len());
         for (seq, (result, p)) in outcome.results.into_iter().zip(pending).enumerate() {
-            let tid = Tid::new(s.epoch, seq as u32);
-            let pos = |pass| SerialPos {
-                epoch: s.epoch,
-                pass,
-                seq: seq as u32,
-            };
-            let (result, serial_pos) = match result {
-                TxnResult::Committed { pass, output } => (Ok(output), Some(pos(pass))),
-                TxnResult::Aborted { pass, reason } => (Err(reason), Some(pos(pass))),
-                TxnResult::Retry if p.retries < limits::CONFLICT_RETRIES_MAX => {
-                    let req = &env.requests[seq];
-                    retry_queue.push((
-                        Request {
-                            target: req.target,
-                            event: req.event.clone(),
-                        },
-                        PendingTxn {
-                            reply: p.reply,
-                            retries: p.retries + 1,
-                        },
-                    ));
-                    continue;
+            let req = &env.requests[seq];
+            match settle(s.epoch, seq, result, req.retries) {
+                Settled::Retry => retry_queue.push((
+                    Request {
+                        target: req.target,
+                        event: req.event.clone(),
+                        id: req.id,
+                        retries: req.retries + 1,
+                    },
+                    p,
+                )),
+                Settled::Final(outcome) => {
+                    if let Some(id) = req.id {
+                        s.dedup.record(id, s.epoch, outcome.clone());
+                        for waiter in inflight.remove(&id).unwrap_or_default() {
+                            txns.push((waiter, outcome.clone()));
+                        }
+                    }
+                    txns.push((p.reply, outcome));
                 }
-                TxnResult::Retry => (
-                    Err(AbortReason::RetriesExhausted { retries: p.retries }),
-                    None,
-                ),
-            };
-            txns.push((
-                p.reply,
-                Outcome {
-                    tid,
-                    result,
-                    serial_pos,
-                    retries: p.retries,
-                },
-            ));
+            }
         }
+        txns.append(&mut answered);
         let queries = query_replies
             .into_iter()
             .zip(outcome.query_results)
@@ -550,7 +674,7 @@ async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
         let every = s.config.checkpoint_every_epochs;
         if every > 0
             && s.epoch.is_multiple_of(every)
-            && let Err(e) = checkpoint(&s).await
+            && let Err(e) = checkpoint(&mut s).await
         {
             tracing::error!(epoch = s.epoch, error = %e, "checkpoint failed");
         }
@@ -559,10 +683,11 @@ async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
 
 /// Collects the rows changed since the last checkpoint from every partition (one message each,
 /// encoded in parallel by the partition actors) and queues them behind the epoch's log record.
-async fn checkpoint<A: App>(s: &Sequencer<A>) -> Result<(), TxnError> {
+async fn checkpoint<A: App>(s: &mut Sequencer<A>) -> Result<(), TxnError> {
     let all: Vec<GlobalPartition> = (0..s.app.n_global).collect();
     let parts = run_phase(&s.actors, &all, |_, reply| Job::Checkpoint { reply }).await?;
-    let rows: Vec<CheckpointRow> = parts.into_iter().flatten().collect();
+    let mut rows: Vec<CheckpointRow> = parts.into_iter().flatten().collect();
+    rows.extend(s.dedup.drain_checkpoint_rows());
     s.log_tx
         .send(LogItem::Checkpoint {
             epoch: s.epoch,
@@ -572,12 +697,25 @@ async fn checkpoint<A: App>(s: &Sequencer<A>) -> Result<(), TxnError> {
         .map_err(|_| TxnError::Storage("the durability thread stopped".into()))
 }
 
-fn fail_all<A: App>(pending: Vec<PendingTxn<A>>, queries: Vec<QueryReply>, why: &str) {
+fn fail_all<A: App>(
+    pending: Vec<PendingTxn<A>>,
+    answered: impl IntoIterator<Item = TxnReply<A>>,
+    queries: impl IntoIterator<Item = QueryReply>,
+    inflight: &mut FxHashMap<RequestId, Vec<TxnReply<A>>>,
+    why: &str,
+) {
+    let error = || TxnError::Storage(why.to_string());
     for p in pending {
-        let _ = p.reply.send(Err(TxnError::Storage(why.to_string())));
+        for waiter in p.id.and_then(|id| inflight.remove(&id)).unwrap_or_default() {
+            let _ = waiter.send(Err(error()));
+        }
+        let _ = p.reply.send(Err(error()));
+    }
+    for reply in answered {
+        let _ = reply.send(Err(error()));
     }
     for reply in queries {
-        let _ = reply.send(Err(TxnError::Storage(why.to_string())));
+        let _ = reply.send(Err(error()));
     }
 }
 
@@ -613,6 +751,8 @@ fn durability_loop<A: App>(
     storage: Arc<dyn Storage>,
     mut rx: mpsc::Receiver<LogItem<A>>,
     durable: &DurableWatermark,
+    truncate_log: bool,
+    stats: &RuntimeStats,
 ) {
     let mut buf = Vec::new();
     while let Some(item) = rx.blocking_recv() {
@@ -636,7 +776,14 @@ fn durability_loop<A: App>(
                     })
                     .map(|()| durable.advance(env.epoch))
             }
-            LogItem::Checkpoint { epoch, rows } => write_checkpoint(storage.as_ref(), epoch, &rows),
+            LogItem::Checkpoint { epoch, rows } => {
+                stats.checkpoints_started.fetch_add(1, Ordering::Relaxed);
+                let written = write_checkpoint(storage.as_ref(), epoch, &rows, truncate_log);
+                if written.is_ok() {
+                    stats.checkpoints_completed.fetch_add(1, Ordering::Relaxed);
+                }
+                written
+            }
         };
         if let Err(e) = result {
             tracing::error!(error = %e, "durable write failed; refusing further writes");
@@ -651,6 +798,7 @@ fn write_checkpoint(
     storage: &dyn Storage,
     epoch: u64,
     rows: &[CheckpointRow],
+    truncate_log: bool,
 ) -> Result<(), String> {
     let started = std::time::Instant::now();
     for chunk in rows.chunks(limits::CHECKPOINT_CHUNK_ROWS_MAX) {
@@ -661,9 +809,11 @@ fn write_checkpoint(
     storage
         .complete_checkpoint(epoch)
         .map_err(|e| e.to_string())?;
-    storage
-        .truncate_log_below(epoch + 1)
-        .map_err(|e| e.to_string())?;
+    if truncate_log {
+        storage
+            .truncate_log_below(epoch + 1)
+            .map_err(|e| e.to_string())?;
+    }
     tracing::debug!(
         epoch,
         rows = rows.len(),
@@ -680,16 +830,26 @@ async fn recover<A: App>(
     parts: &[SharedPartition<A>],
     actors: &PartitionActors<A>,
     config: &RuntimeConfig,
-) -> Result<RecoveryReport, TxnError> {
+) -> Result<(RecoveryReport, Dedup<A::Output>), TxnError> {
+    let mut dedup = Dedup::new(config.dedup_window_max);
     let started = std::time::Instant::now();
     let mut rows_loaded = 0usize;
-    let checkpoint_epoch = config
-        .storage
-        .read_latest_checkpoint(&mut |key, value| {
-            rows_loaded += 1;
-            load_checkpoint_row(parts, key, value).map_err(crate::storage::StorageError::Visitor)
-        })
-        .map_err(|e| TxnError::Recovery(format!("loading the checkpoint: {e}")))?;
+    let checkpoint_epoch = match config.recover_from {
+        RecoverFrom::LogStart => None,
+        RecoverFrom::LatestCheckpoint => config
+            .storage
+            .read_latest_checkpoint(&mut |key, value| {
+                rows_loaded += 1;
+                let loaded = if key.starts_with(&DEDUP_GP.to_be_bytes()) && key.len() >= 6 {
+                    dedup.load_row(&key[6..], value)
+                } else {
+                    load_checkpoint_row(parts, key, value)
+                };
+                loaded.map_err(crate::storage::StorageError::Visitor)
+            })
+            .map_err(|e| TxnError::Recovery(format!("loading the checkpoint: {e}")))?,
+    };
+    dedup.finish_load();
     let from = checkpoint_epoch.map_or(0, |c| c + 1);
     let mut records = Vec::new();
     config
@@ -717,13 +877,26 @@ async fn recover<A: App>(
             timestamp_ms: record.timestamp_ms,
             requests: record.requests,
         });
-        run_epoch(app, parts, actors, env, Vec::new(), config.fallback).await?;
+        let outcome =
+            run_epoch(app, parts, actors, env.clone(), Vec::new(), config.fallback).await?;
+        for (seq, result) in outcome.results.into_iter().enumerate() {
+            let req = &env.requests[seq];
+            if let Some(id) = req.id
+                && let Settled::Final(o) = settle(env.epoch, seq, result, req.retries)
+            {
+                dedup.record(id, env.epoch, o);
+            }
+        }
         epochs_replayed += 1;
     }
-    Ok(RecoveryReport {
-        checkpoint_epoch,
-        rows_loaded,
-        epochs_replayed,
-        duration: started.elapsed(),
-    })
+    Ok((
+        RecoveryReport {
+            checkpoint_epoch,
+            rows_loaded,
+            epochs_replayed,
+            dedup_window_entries: dedup.len(),
+            duration: started.elapsed(),
+        },
+        dedup,
+    ))
 }

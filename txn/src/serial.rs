@@ -134,6 +134,8 @@ impl<A: App> SerialExecutor<A> {
         let request = Request {
             target: service.gp(partition),
             event,
+            id: None,
+            retries: 0,
         };
         run_chain(
             &self.app,
