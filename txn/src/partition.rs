@@ -235,12 +235,28 @@ impl<A: App> PartitionState<A> {
         }
     }
 
-    /// Applies or discards the buffered writes of the one transaction that ran alone.
+    /// Switches every table into (or out of) solo mode for the serial fallback.
+    pub fn set_solo(&mut self, solo: bool) {
+        for t in &mut self.tables {
+            t.set_solo(solo);
+        }
+    }
+
+    /// Applies or discards the buffered writes of the one transaction that ran alone, and
+    /// leaves solo mode.
     pub fn commit_all(&mut self, keep: bool) {
         for t in &mut self.tables {
             if t.has_access() {
                 t.commit_all(keep);
             }
+            t.set_solo(false);
+        }
+    }
+
+    /// Whether changed rows are remembered for checkpoints.
+    pub fn set_track_dirty(&mut self, track: bool) {
+        for t in &mut self.tables {
+            t.set_track_dirty(track);
         }
     }
 

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use std::any::Any;
 use std::hash::Hash;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
@@ -316,6 +316,7 @@ pub struct Runtime<A: App> {
     sequencer: tokio::task::JoinHandle<()>,
     replier: tokio::task::JoinHandle<()>,
     durability: Option<std::thread::JoinHandle<()>>,
+    checkpointer: Option<std::thread::JoinHandle<()>>,
     actors: PartitionActors<A>,
     recovery: RecoveryReport,
 }
@@ -339,6 +340,11 @@ impl<A: App> Runtime<A> {
             )]));
         }
         let parts = PartitionState::all(&app);
+        if config.checkpoint_every_epochs == 0 {
+            for p in &parts {
+                p.lock().set_track_dirty(false);
+            }
+        }
         let actors = PartitionActors::start(app.clone(), parts.clone())?;
         let (recovery, dedup) = recover(&app, &parts, &actors, &config).await?;
         let last_epoch = recovery.checkpoint_epoch.unwrap_or(0) + recovery.epochs_replayed;
@@ -356,14 +362,34 @@ impl<A: App> Runtime<A> {
         let (reply_tx, reply_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(RuntimeStats::default());
 
+        let checkpoint_in_flight = Arc::new(AtomicBool::new(false));
+        let (ckpt_tx, ckpt_rx) = std::sync::mpsc::channel::<(u64, Vec<CheckpointRow>)>();
+        let checkpointer = std::thread::Builder::new()
+            .name("vmsdb-checkpoint".into())
+            .spawn({
+                let storage = config.storage.clone();
+                let watermark = watermark.clone();
+                let truncate_log = config.truncate_log_after_checkpoint;
+                let stats = stats.clone();
+                let in_flight = checkpoint_in_flight.clone();
+                move || {
+                    checkpoint_loop(
+                        storage.as_ref(),
+                        ckpt_rx,
+                        &watermark,
+                        truncate_log,
+                        &stats,
+                        &in_flight,
+                    )
+                }
+            })
+            .map_err(|e| TxnError::Storage(format!("cannot start the checkpoint thread: {e}")))?;
         let storage = config.storage.clone();
         let durability = std::thread::Builder::new()
             .name("vmsdb-durability".into())
             .spawn({
                 let watermark = watermark.clone();
-                let truncate_log = config.truncate_log_after_checkpoint;
-                let stats = stats.clone();
-                move || durability_loop(storage, log_rx, &watermark, truncate_log, &stats)
+                move || durability_loop(storage, log_rx, &watermark, ckpt_tx)
             })
             .map_err(|e| TxnError::Storage(format!("cannot start the durability thread: {e}")))?;
         let sequencer = tokio::spawn(sequencer_loop(Sequencer {
@@ -378,6 +404,7 @@ impl<A: App> Runtime<A> {
             stats: stats.clone(),
             epoch: last_epoch,
             dedup,
+            checkpoint_in_flight,
         }));
         let replier = tokio::spawn(reply_loop::<A>(reply_rx, watermark));
         Ok(Runtime {
@@ -386,6 +413,7 @@ impl<A: App> Runtime<A> {
             sequencer,
             replier,
             durability: Some(durability),
+            checkpointer: Some(checkpointer),
             actors,
             recovery,
         })
@@ -412,8 +440,13 @@ impl<A: App> Runtime<A> {
         let _ = self.client.tx.send(Submission::Stop).await;
         let _ = self.sequencer.await;
         let _ = self.replier.await;
-        if let Some(d) = self.durability.take() {
-            let _ = tokio::task::spawn_blocking(move || d.join()).await;
+        // The durability thread ends when the sequencer's log sender is gone, and drops the
+        // checkpoint sender, which ends the checkpoint thread after its last checkpoint.
+        for thread in [self.durability.take(), self.checkpointer.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         self.actors.stop().await;
     }
@@ -431,6 +464,9 @@ struct Sequencer<A: App> {
     stats: Arc<RuntimeStats>,
     epoch: u64,
     dedup: Dedup<A::Output>,
+    /// Set while a checkpoint is queued or being written; a checkpoint that falls due then is
+    /// skipped (its rows stay dirty and go into the next one), so writing never piles up.
+    checkpoint_in_flight: Arc<AtomicBool>,
 }
 
 struct PendingTxn<A: App> {
@@ -674,6 +710,7 @@ async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
         let every = s.config.checkpoint_every_epochs;
         if every > 0
             && s.epoch.is_multiple_of(every)
+            && !s.checkpoint_in_flight.load(Ordering::Acquire)
             && let Err(e) = checkpoint(&mut s).await
         {
             tracing::error!(epoch = s.epoch, error = %e, "checkpoint failed");
@@ -688,6 +725,7 @@ async fn checkpoint<A: App>(s: &mut Sequencer<A>) -> Result<(), TxnError> {
     let parts = run_phase(&s.actors, &all, |_, reply| Job::Checkpoint { reply }).await?;
     let mut rows: Vec<CheckpointRow> = parts.into_iter().flatten().collect();
     rows.extend(s.dedup.drain_checkpoint_rows());
+    s.checkpoint_in_flight.store(true, Ordering::Release);
     s.log_tx
         .send(LogItem::Checkpoint {
             epoch: s.epoch,
@@ -747,19 +785,21 @@ async fn reply_loop<A: App>(
     }
 }
 
+/// Appends each epoch's record (one durable write per epoch) and advances the watermark.
+/// Checkpoints are queued behind their epoch's record and handed to the checkpoint thread, so a
+/// large checkpoint never holds up the log.
 fn durability_loop<A: App>(
     storage: Arc<dyn Storage>,
     mut rx: mpsc::Receiver<LogItem<A>>,
     durable: &DurableWatermark,
-    truncate_log: bool,
-    stats: &RuntimeStats,
+    checkpoints: std::sync::mpsc::Sender<(u64, Vec<CheckpointRow>)>,
 ) {
     let mut buf = Vec::new();
     while let Some(item) = rx.blocking_recv() {
         if durable.failure().is_some() {
             continue;
         }
-        let result = match item {
+        match item {
             LogItem::Epoch(env) => {
                 buf.clear();
                 let record = EpochRecordRef {
@@ -767,28 +807,52 @@ fn durability_loop<A: App>(
                     timestamp_ms: env.timestamp_ms,
                     requests: &env.requests,
                 };
-                rmp_serde::encode::write(&mut buf, &record)
+                let result = rmp_serde::encode::write(&mut buf, &record)
                     .map_err(|e| format!("epoch {} does not encode: {e}", env.epoch))
                     .and_then(|()| {
                         storage
                             .append_epoch(env.epoch, &buf)
                             .map_err(|e| e.to_string())
-                    })
-                    .map(|()| durable.advance(env.epoch))
+                    });
+                match result {
+                    Ok(()) => durable.advance(env.epoch),
+                    Err(e) => {
+                        tracing::error!(epoch = env.epoch, error = %e, "epoch log append failed; refusing further writes");
+                        durable.fail(e);
+                    }
+                }
             }
             LogItem::Checkpoint { epoch, rows } => {
-                stats.checkpoints_started.fetch_add(1, Ordering::Relaxed);
-                let written = write_checkpoint(storage.as_ref(), epoch, &rows, truncate_log);
-                if written.is_ok() {
+                // The epoch's own record is already durable: it was queued before this item.
+                let _ = checkpoints.send((epoch, rows));
+            }
+        }
+    }
+}
+
+/// Writes checkpoints handed over by the durability thread, one at a time.
+fn checkpoint_loop(
+    storage: &dyn Storage,
+    rx: std::sync::mpsc::Receiver<(u64, Vec<CheckpointRow>)>,
+    durable: &DurableWatermark,
+    truncate_log: bool,
+    stats: &RuntimeStats,
+    in_flight: &AtomicBool,
+) {
+    while let Ok((epoch, rows)) = rx.recv() {
+        if durable.failure().is_none() {
+            stats.checkpoints_started.fetch_add(1, Ordering::Relaxed);
+            match write_checkpoint(storage, epoch, &rows, truncate_log) {
+                Ok(()) => {
                     stats.checkpoints_completed.fetch_add(1, Ordering::Relaxed);
                 }
-                written
+                Err(e) => {
+                    tracing::error!(epoch, error = %e, "checkpoint write failed; refusing further writes");
+                    durable.fail(format!("checkpoint of epoch {epoch}: {e}"));
+                }
             }
-        };
-        if let Err(e) = result {
-            tracing::error!(error = %e, "durable write failed; refusing further writes");
-            durable.fail(e);
         }
+        in_flight.store(false, Ordering::Release);
     }
 }
 

@@ -29,6 +29,7 @@ pub(crate) fn run_chain<A: App>(
     scratch.outputs.clear();
     {
         let mut part = parts[first as usize].lock();
+        part.set_solo(true);
         part.execute_step(app, clock, seq, &request.event, scratch);
     }
     let mut wave = 1;
@@ -53,10 +54,11 @@ pub(crate) fn run_chain<A: App>(
         // any emit of the next, in emit order (which is what sorting by seq gives there).
         let emits = std::mem::take(&mut scratch.emits);
         for e in emits {
+            let mut part = parts[e.target as usize].lock();
             if !touched.contains(&e.target) {
                 touched.push(e.target);
+                part.set_solo(true);
             }
-            let mut part = parts[e.target as usize].lock();
             part.execute_step(app, clock, seq, &e.event, scratch);
             if !scratch.aborts.is_empty() {
                 break;
@@ -87,6 +89,9 @@ impl<A: App> SerialExecutor<A> {
     /// An executor with empty tables.
     pub fn new(app: Arc<AppDef<A>>) -> Self {
         let parts = PartitionState::all(&app);
+        for p in &parts {
+            p.lock().set_track_dirty(false);
+        }
         SerialExecutor {
             app,
             parts,

@@ -82,9 +82,15 @@ pub(crate) struct TableState<K, V> {
     pub name: String,
     pub rows: Rows<K, V>,
     access: FxHashMap<K, Access<V>>,
+    /// The accesses of the one transaction running alone in the serial fallback. Kept apart
+    /// from `access` so settling it costs its own size, not the epoch-sized map's capacity.
+    solo_access: FxHashMap<K, Access<V>>,
+    /// Whether accesses go to `solo_access` (set while the serial fallback runs).
+    solo: bool,
     scans: Vec<(Seq, Bound<K>, Bound<K>)>,
-    /// Rows changed since the last checkpoint.
+    /// Rows changed since the last checkpoint (only tracked when checkpoints are taken).
     dirty: FxHashSet<K>,
+    track_dirty: bool,
 }
 
 impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
@@ -98,8 +104,25 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
                 Rows::Hash(FxHashMap::default())
             },
             access: FxHashMap::default(),
+            solo_access: FxHashMap::default(),
+            solo: false,
             scans: Vec::new(),
             dirty: FxHashSet::default(),
+            track_dirty: true,
+        }
+    }
+
+    fn accesses(&mut self) -> &mut FxHashMap<K, Access<V>> {
+        if self.solo {
+            &mut self.solo_access
+        } else {
+            &mut self.access
+        }
+    }
+
+    fn mark_dirty(dirty: &mut FxHashSet<K>, track: bool, key: K) {
+        if track {
+            dirty.insert(key);
         }
     }
 
@@ -110,7 +133,12 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
     /// Reads `key` for transaction `seq`: its own buffered write if it has one, else the
     /// committed row (recording the read for conflict detection).
     pub fn get(&mut self, seq: Seq, key: &K) -> Option<V> {
-        if let Some(acc) = self.access.get_mut(key) {
+        let accesses = if self.solo {
+            &mut self.solo_access
+        } else {
+            &mut self.access
+        };
+        if let Some(acc) = accesses.get_mut(key) {
             if let Some((_, v)) = acc.writers.iter().find(|(s, _)| *s == seq) {
                 return v.clone();
             }
@@ -120,7 +148,7 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
         } else {
             let mut readers = SmallVec::new();
             readers.push(seq);
-            self.access.insert(
+            accesses.insert(
                 key.clone(),
                 Access {
                     writers: SmallVec::new(),
@@ -133,7 +161,7 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
 
     /// Buffers a write (`Some`) or delete (`None`) of `key` by transaction `seq`.
     pub fn write(&mut self, seq: Seq, key: K, value: Option<V>) {
-        let acc = self.access.entry(key).or_insert_with(|| Access {
+        let acc = self.accesses().entry(key).or_insert_with(|| Access {
             writers: SmallVec::new(),
             readers: SmallVec::new(),
         });
@@ -150,11 +178,16 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
         let Rows::Ordered(rows) = &self.rows else {
             unreachable!("scan on a hash table is rejected by the context");
         };
+        let accesses = if self.solo {
+            &self.solo_access
+        } else {
+            &self.access
+        };
         let mut merged: BTreeMap<K, V> = rows
             .range::<K, _>((range.0.as_ref(), range.1.as_ref()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        for (k, acc) in &self.access {
+        for (k, acc) in accesses {
             if !range.contains(k) {
                 continue;
             }
@@ -182,6 +215,10 @@ pub(crate) trait AnyTable: Send {
     fn commit_all(&mut self, keep: bool);
     /// Whether any access is buffered.
     fn has_access(&self) -> bool;
+    /// Routes accesses to the solo map (serial fallback) or back to the epoch map.
+    fn set_solo(&mut self, solo: bool);
+    /// Whether changed rows are remembered for the next checkpoint.
+    fn set_track_dirty(&mut self, track: bool);
     /// Order-independent hash of the committed rows.
     fn state_hash(&self) -> u64;
     /// Moves rows changed since the last checkpoint into `out` as encoded `(key, value)`.
@@ -249,14 +286,15 @@ impl<K: crate::app::Key, V: crate::app::Row> AnyTable for TableState<K, V> {
                     Some(v) => self.rows.insert(key.clone(), v),
                     None => self.rows.remove(&key),
                 }
-                self.dirty.insert(key);
+                Self::mark_dirty(&mut self.dirty, self.track_dirty, key);
             }
         }
         self.scans.clear();
     }
 
     fn commit_all(&mut self, keep: bool) {
-        for (key, acc) in self.access.drain() {
+        debug_assert!(self.solo, "commit_all outside the serial fallback");
+        for (key, acc) in self.solo_access.drain() {
             if !keep {
                 continue;
             }
@@ -266,14 +304,25 @@ impl<K: crate::app::Key, V: crate::app::Row> AnyTable for TableState<K, V> {
                     Some(v) => self.rows.insert(key.clone(), v),
                     None => self.rows.remove(&key),
                 }
-                self.dirty.insert(key);
+                Self::mark_dirty(&mut self.dirty, self.track_dirty, key);
             }
         }
         self.scans.clear();
     }
 
     fn has_access(&self) -> bool {
-        !self.access.is_empty() || !self.scans.is_empty()
+        !self.access.is_empty() || !self.solo_access.is_empty() || !self.scans.is_empty()
+    }
+
+    fn set_solo(&mut self, solo: bool) {
+        self.solo = solo;
+    }
+
+    fn set_track_dirty(&mut self, track: bool) {
+        self.track_dirty = track;
+        if !track {
+            self.dirty = FxHashSet::default();
+        }
     }
 
     fn state_hash(&self) -> u64 {
