@@ -29,6 +29,8 @@ pub use epoch::{EpochStats, Fallback, SerialPos};
 pub use error::{Abort, AbortReason, HandlerResult, TxnError};
 pub use ids::{RequestId, Tid};
 pub use query::ReadView;
-pub use runtime::{Client, Outcome, RecoverFrom, RecoveryReport, Runtime, RuntimeConfig};
+pub use runtime::{
+    Client, Outcome, RecoverFrom, RecoveryReport, Runtime, RuntimeConfig, RuntimeStats,
+};
 pub use serial::SerialExecutor;
 pub use txn_storage as storage;

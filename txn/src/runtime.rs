@@ -134,6 +134,15 @@ pub struct RuntimeStats {
     /// written right now.
     pub checkpoints_started: AtomicU64,
     pub checkpoints_completed: AtomicU64,
+    /// Durable log writes, the epoch records they held, their encoded bytes, and the time
+    /// spent writing them (including the fsync).
+    pub log_appends: AtomicU64,
+    pub log_epochs: AtomicU64,
+    pub log_bytes: AtomicU64,
+    pub log_append_nanos: AtomicU64,
+    /// Rows and wall time of the last completed checkpoint.
+    pub last_checkpoint_rows: AtomicU64,
+    pub last_checkpoint_micros: AtomicU64,
 }
 
 impl RuntimeStats {
@@ -389,7 +398,8 @@ impl<A: App> Runtime<A> {
             .name("vmsdb-durability".into())
             .spawn({
                 let watermark = watermark.clone();
-                move || durability_loop(storage, log_rx, &watermark, ckpt_tx)
+                let stats = stats.clone();
+                move || durability_loop(storage, log_rx, &watermark, ckpt_tx, &stats)
             })
             .map_err(|e| TxnError::Storage(format!("cannot start the durability thread: {e}")))?;
         let sequencer = tokio::spawn(sequencer_loop(Sequencer {
@@ -785,48 +795,86 @@ async fn reply_loop<A: App>(
     }
 }
 
-/// Appends each epoch's record (one durable write per epoch) and advances the watermark.
-/// Checkpoints are queued behind their epoch's record and handed to the checkpoint thread, so a
-/// large checkpoint never holds up the log.
+/// Appends epoch records and advances the watermark: every record queued when the thread comes
+/// round is written in ONE durable write (group commit across epochs), so a slow fsync makes the
+/// writes bigger, not the queue longer. Checkpoints are queued behind their epoch's record and
+/// handed to the checkpoint thread, so a large checkpoint never holds up the log.
 fn durability_loop<A: App>(
     storage: Arc<dyn Storage>,
     mut rx: mpsc::Receiver<LogItem<A>>,
     durable: &DurableWatermark,
     checkpoints: std::sync::mpsc::Sender<(u64, Vec<CheckpointRow>)>,
+    stats: &RuntimeStats,
 ) {
-    let mut buf = Vec::new();
-    while let Some(item) = rx.blocking_recv() {
-        if durable.failure().is_some() {
-            continue;
-        }
-        match item {
+    let mut group: Vec<Arc<EpochEnv<A>>> = Vec::new();
+    let mut bufs: Vec<Vec<u8>> = Vec::new();
+    let mut next = rx.blocking_recv();
+    while let Some(item) = next.take() {
+        let checkpoint = match item {
             LogItem::Epoch(env) => {
-                buf.clear();
-                let record = EpochRecordRef {
-                    epoch: env.epoch,
-                    timestamp_ms: env.timestamp_ms,
-                    requests: &env.requests,
-                };
-                let result = rmp_serde::encode::write(&mut buf, &record)
-                    .map_err(|e| format!("epoch {} does not encode: {e}", env.epoch))
-                    .and_then(|()| {
-                        storage
-                            .append_epoch(env.epoch, &buf)
-                            .map_err(|e| e.to_string())
-                    });
-                match result {
-                    Ok(()) => durable.advance(env.epoch),
-                    Err(e) => {
-                        tracing::error!(epoch = env.epoch, error = %e, "epoch log append failed; refusing further writes");
-                        durable.fail(e);
+                group.push(env);
+                // Take every epoch already queued, up to the first checkpoint item.
+                loop {
+                    match rx.try_recv() {
+                        Ok(LogItem::Epoch(env)) => group.push(env),
+                        Ok(LogItem::Checkpoint { epoch, rows }) => break Some((epoch, rows)),
+                        Err(_) => break None,
                     }
                 }
             }
-            LogItem::Checkpoint { epoch, rows } => {
-                // The epoch's own record is already durable: it was queued before this item.
-                let _ = checkpoints.send((epoch, rows));
+            LogItem::Checkpoint { epoch, rows } => Some((epoch, rows)),
+        };
+        if !group.is_empty() && durable.failure().is_none() {
+            let started = std::time::Instant::now();
+            bufs.resize_with(group.len(), Vec::new);
+            let encoded: Result<(), String> =
+                group
+                    .iter()
+                    .zip(bufs.iter_mut())
+                    .try_for_each(|(env, buf)| {
+                        buf.clear();
+                        let record = EpochRecordRef {
+                            epoch: env.epoch,
+                            timestamp_ms: env.timestamp_ms,
+                            requests: &env.requests,
+                        };
+                        rmp_serde::encode::write(buf, &record)
+                            .map_err(|e| format!("epoch {} does not encode: {e}", env.epoch))
+                    });
+            let result = encoded.and_then(|()| {
+                let batch: Vec<(u64, &[u8])> = group
+                    .iter()
+                    .zip(&bufs)
+                    .map(|(env, buf)| (env.epoch, buf.as_slice()))
+                    .collect();
+                storage.append_epochs(&batch).map_err(|e| e.to_string())
+            });
+            let last = group.last().map_or(0, |env| env.epoch);
+            stats.log_appends.fetch_add(1, Ordering::Relaxed);
+            stats
+                .log_epochs
+                .fetch_add(group.len() as u64, Ordering::Relaxed);
+            let n_bytes: usize = bufs[..group.len()].iter().map(Vec::len).sum();
+            stats.log_bytes.fetch_add(n_bytes as u64, Ordering::Relaxed);
+            stats
+                .log_append_nanos
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            match result {
+                Ok(()) => durable.advance(last),
+                Err(e) => {
+                    tracing::error!(epoch = last, error = %e, "epoch log append failed; refusing further writes");
+                    durable.fail(e);
+                }
             }
         }
+        group.clear();
+        if let Some(c) = checkpoint {
+            // The epoch's own record is durable: it was queued, and so written, before this item.
+            if durable.failure().is_none() {
+                let _ = checkpoints.send(c);
+            }
+        }
+        next = rx.blocking_recv();
     }
 }
 
@@ -842,8 +890,16 @@ fn checkpoint_loop(
     while let Ok((epoch, rows)) = rx.recv() {
         if durable.failure().is_none() {
             stats.checkpoints_started.fetch_add(1, Ordering::Relaxed);
+            let started = std::time::Instant::now();
             match write_checkpoint(storage, epoch, &rows, truncate_log) {
                 Ok(()) => {
+                    let micros = started.elapsed().as_micros() as u64;
+                    stats
+                        .last_checkpoint_rows
+                        .store(rows.len() as u64, Ordering::Relaxed);
+                    stats
+                        .last_checkpoint_micros
+                        .store(micros, Ordering::Relaxed);
                     stats.checkpoints_completed.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {

@@ -124,3 +124,108 @@ async fn storage_failure_stops_acks_and_loses_nothing_acknowledged() {
     assert_eq!(rt.client().state_hash().await.unwrap(), acked_hash);
     rt.shutdown().await;
 }
+
+/// A store whose every durable write takes a while, like a slow disk.
+struct SlowStorage(MemoryStorage);
+
+impl Storage for SlowStorage {
+    fn name(&self) -> &'static str {
+        "slow-memory"
+    }
+    fn append_epoch(&self, epoch: u64, batch: &[u8]) -> Result<(), txn::storage::StorageError> {
+        self.append_epochs(&[(epoch, batch)])
+    }
+    fn append_epochs(&self, epochs: &[(u64, &[u8])]) -> Result<(), txn::storage::StorageError> {
+        std::thread::sleep(std::time::Duration::from_millis(15));
+        self.0.append_epochs(epochs)
+    }
+    fn read_epochs(
+        &self,
+        from: u64,
+        visit: &mut dyn FnMut(u64, &[u8]) -> Result<(), txn::storage::StorageError>,
+    ) -> Result<(), txn::storage::StorageError> {
+        self.0.read_epochs(from, visit)
+    }
+    fn last_epoch(&self) -> Result<Option<u64>, txn::storage::StorageError> {
+        self.0.last_epoch()
+    }
+    fn write_checkpoint_rows(
+        &self,
+        epoch: u64,
+        rows: &[(Vec<u8>, Option<Vec<u8>>)],
+    ) -> Result<(), txn::storage::StorageError> {
+        self.0.write_checkpoint_rows(epoch, rows)
+    }
+    fn complete_checkpoint(&self, epoch: u64) -> Result<(), txn::storage::StorageError> {
+        self.0.complete_checkpoint(epoch)
+    }
+    fn read_latest_checkpoint(
+        &self,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), txn::storage::StorageError>,
+    ) -> Result<Option<u64>, txn::storage::StorageError> {
+        self.0.read_latest_checkpoint(visit)
+    }
+    fn truncate_log_below(&self, epoch: u64) -> Result<(), txn::storage::StorageError> {
+        self.0.truncate_log_below(epoch)
+    }
+}
+
+// Goal: when the log is slower than execution, one durable write carries several epochs, and
+// everything acknowledged is still recovered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_log_group_commits_several_epochs_per_write() {
+    let fx = Arc::new(build(2, 2));
+    let memory = MemoryStorage::new();
+    let config = RuntimeConfig {
+        storage: Arc::new(SlowStorage(memory.clone())),
+        epoch_txns_max: 4,
+        checkpoint_every_epochs: 0,
+        ..RuntimeConfig::default()
+    };
+    let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
+    let mut tasks = Vec::new();
+    for k in 0..200u64 {
+        let c = rt.client();
+        let s0 = fx.services[0];
+        tasks.push(tokio::spawn(async move {
+            let ev = Ev::chain(vec![Op {
+                svc: 0,
+                key: k % 50,
+                kind: OpKind::Add(1),
+            }]);
+            c.submit(s0, &(k % 50), ev).await.unwrap().committed()
+        }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap());
+    }
+    let hash = rt.client().state_hash().await.unwrap();
+    let writes = rt
+        .stats()
+        .log_appends
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let epochs = rt
+        .stats()
+        .log_epochs
+        .load(std::sync::atomic::Ordering::Relaxed);
+    rt.shutdown().await;
+    assert!(
+        epochs >= 50,
+        "200 requests at 4 per epoch need at least 50 epochs, got {epochs}"
+    );
+    assert!(
+        writes * 2 <= epochs,
+        "a slow log must group epochs: {epochs} epochs in {writes} writes"
+    );
+    let rt = Runtime::start(
+        fx.app.clone(),
+        RuntimeConfig {
+            storage: Arc::new(memory),
+            ..RuntimeConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(rt.client().state_hash().await.unwrap(), hash);
+    rt.shutdown().await;
+}

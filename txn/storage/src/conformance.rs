@@ -44,6 +44,10 @@ pub fn checks<S: Storage>() -> Vec<Check<S>> {
         ),
         ("gap_or_reorder_is_refused", gap_or_reorder_is_refused::<S>),
         (
+            "append_epochs_is_group_commit",
+            append_epochs_is_group_commit::<S>,
+        ),
+        (
             "identical_reappend_is_a_noop",
             identical_reappend_is_a_noop::<S>,
         ),
@@ -753,4 +757,30 @@ fn reopen_keeps_everything<S: Storage>(open: &mut dyn FnMut(Open) -> S) {
         matches!(err, StorageError::CheckpointOutOfOrder { .. }),
         "got {err:?}"
     );
+}
+
+/// `append_epochs` appends consecutive epochs like repeated `append_epoch`, and refuses a gap.
+fn append_epochs_is_group_commit<S: Storage>(open: &mut dyn FnMut(Open) -> S) {
+    let store = open(Open::Fresh);
+    let (a, b, c) = (batch_for(1, 100), batch_for(2, 7), batch_for(3, 3000));
+    store
+        .append_epochs(&[(1, &a), (2, &b), (3, &c)])
+        .expect("three consecutive epochs in one write");
+    assert_eq!(store.last_epoch().unwrap(), Some(3));
+    assert_eq!(
+        collect_epochs(&store, 1),
+        vec![(1, a.clone()), (2, b.clone()), (3, c.clone())],
+        "{}: group-committed epochs read back",
+        store.name()
+    );
+    let (d, f) = (batch_for(4, 10), batch_for(6, 10));
+    store
+        .append_epochs(&[(4, &d), (6, &f)])
+        .expect_err("a gap inside a group commit accepted");
+    assert!(
+        collect_epochs(&store, 6).is_empty(),
+        "{}: epoch 6 after a gap must not be stored",
+        store.name()
+    );
+    store.append_epochs(&[]).expect("an empty group commit");
 }

@@ -79,6 +79,17 @@ pub trait Storage: Send + Sync + 'static {
     /// [`limits::EPOCH_BATCH_BYTES_MAX`] is [`StorageError::TooLarge`] and nothing is written.
     fn append_epoch(&self, epoch: u64, batch: &[u8]) -> Result<(), StorageError>;
 
+    /// Appends several consecutive epochs in ONE durable write (group commit across epochs, for
+    /// when the log falls behind execution). Each epoch follows the rules of
+    /// [`Storage::append_epoch`]; the batch is all-or-nothing in backends that override this
+    /// (the default appends one epoch at a time, each durable on its own).
+    fn append_epochs(&self, epochs: &[(u64, &[u8])]) -> Result<(), StorageError> {
+        for (epoch, batch) in epochs {
+            self.append_epoch(*epoch, batch)?;
+        }
+        Ok(())
+    }
+
     /// Calls `visit` for every logged epoch `>= from`, in increasing order. Stops at and returns
     /// the first error of `visit`. A corrupt record is reported as [`StorageError::Corrupt`]
     /// after the intact records before it were visited.

@@ -373,34 +373,42 @@ impl Storage for RedbStorage {
     }
 
     fn append_epoch(&self, epoch: u64, batch: &[u8]) -> Result<(), StorageError> {
-        limits::check_batch(BACKEND, batch)?;
+        self.append_epochs(&[(epoch, batch)])
+    }
+
+    fn append_epochs(&self, epochs: &[(u64, &[u8])]) -> Result<(), StorageError> {
+        for (_, batch) in epochs {
+            limits::check_batch(BACKEND, batch)?;
+        }
         self.write("append_epoch", |txn| {
             let mut log = txn.open_table(LOG)?;
-            let last = log.last()?.map(|(key, _)| key.value());
-            let out_of_order = StorageError::OutOfOrder {
-                backend: BACKEND,
-                epoch,
-                last,
-            };
-            match last {
-                None => {}
-                Some(last) if last.checked_add(1) == Some(epoch) => {}
-                Some(_) => {
-                    // A retry of an append that may already have succeeded.
-                    let Some(stored) = log.get(epoch)? else {
-                        return fail(out_of_order);
-                    };
-                    return match record::decode(BACKEND, epoch, stored.value()) {
-                        Ok((payload, _)) if payload == batch => Ok(false),
-                        Ok(_) => fail(out_of_order),
-                        Err(err) => fail(err),
-                    };
+            for (epoch, batch) in epochs {
+                let (epoch, batch) = (*epoch, *batch);
+                let last = log.last()?.map(|(key, _)| key.value());
+                let out_of_order = StorageError::OutOfOrder {
+                    backend: BACKEND,
+                    epoch,
+                    last,
+                };
+                match last {
+                    None => {}
+                    Some(last) if last.checked_add(1) == Some(epoch) => {}
+                    Some(_) => {
+                        // A retry of an append that may already have succeeded.
+                        let Some(stored) = log.get(epoch)? else {
+                            return fail(out_of_order);
+                        };
+                        match record::decode(BACKEND, epoch, stored.value()) {
+                            Ok((payload, _)) if payload == batch => continue,
+                            Ok(_) => return fail(out_of_order),
+                            Err(err) => return fail(err),
+                        }
+                    }
                 }
+                log.insert(epoch, record::encode(epoch, batch).as_slice())?;
             }
-            log.insert(epoch, record::encode(epoch, batch).as_slice())?;
-            Ok(true)
+            Ok(())
         })
-        .map(|_| ())
     }
 
     fn read_epochs(
