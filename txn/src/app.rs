@@ -4,12 +4,14 @@
 //! declares services and tables and returns typed handles ([`ServiceRef`], [`Table`]) that
 //! handlers use; [`AppBuilder::build`] validates the whole definition at once.
 
+use crate::constraint::{Check, Constraints, FkTarget, ForeignKey};
 use crate::context::TxnCtx;
 use crate::error::{HandlerResult, TxnError};
 use crate::ids::GlobalPartition;
 use crate::table::{AnyTable, TableState};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::any::Any;
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::marker::PhantomData;
@@ -96,9 +98,16 @@ impl<K, V> Debug for Table<K, V> {
 
 pub(crate) type TableFactory = Arc<dyn Fn() -> Box<dyn AnyTable> + Send + Sync>;
 
+/// Turns a table's collected constraints (a `Constraints<V>` behind `Any`) into its factory.
+type Finalize = Box<dyn FnOnce(Box<dyn Any + Send + Sync>) -> TableFactory + Send + Sync>;
+
 pub(crate) struct TableDef {
     pub name: String,
-    pub make: TableFactory,
+    /// Set by `build`; until then the table is being declared.
+    pub make: Option<TableFactory>,
+    /// `Constraints<V>` collected while declaring.
+    constraints: Option<Box<dyn Any + Send + Sync>>,
+    finalize: Option<Finalize>,
 }
 
 pub(crate) struct ServiceDef<A: App> {
@@ -217,20 +226,114 @@ impl<A: App> AppBuilder<A> {
         let idx = def.tables.len() as u32;
         let table_name = name.to_string();
         let service_name = def.name.clone();
-        def.tables.push(TableDef {
-            name: table_name.clone(),
-            make: Arc::new(move || {
+        let finalize: Finalize = Box::new(move |constraints| {
+            let constraints: Arc<Constraints<V>> = Arc::new(
+                *constraints
+                    .downcast::<Constraints<V>>()
+                    .expect("constraints of this table's row type"),
+            );
+            Arc::new(move || {
                 Box::new(TableState::<K, V>::new(
                     service_name.clone(),
                     table_name.clone(),
                     ordered,
-                ))
-            }),
+                    constraints.clone(),
+                )) as Box<dyn AnyTable>
+            })
+        });
+        def.tables.push(TableDef {
+            name: name.to_string(),
+            make: None,
+            constraints: Some(Box::new(Constraints::<V>::default())),
+            finalize: Some(finalize),
         });
         Table {
             service: service.idx,
             idx,
             _types: PhantomData,
+        }
+    }
+
+    fn constraints_of<K: Key, V: Row>(
+        &mut self,
+        table: Table<K, V>,
+    ) -> Option<&mut Constraints<V>> {
+        self.services
+            .get_mut(table.service as usize)?
+            .tables
+            .get_mut(table.idx as usize)?
+            .constraints
+            .as_mut()?
+            .downcast_mut::<Constraints<V>>()
+    }
+
+    fn table_name<K, V>(&self, table: Table<K, V>) -> Option<(String, String)> {
+        let s = self.services.get(table.service as usize)?;
+        let t = s.tables.get(table.idx as usize)?;
+        Some((s.name.clone(), t.name.clone()))
+    }
+
+    /// Declares a check on the rows of `table` (e.g. `quantity >= 0`): a handler writing a row
+    /// that fails it aborts its whole transaction with `AbortReason::Constraint` naming `name`.
+    pub fn check<K: Key, V: Row>(
+        &mut self,
+        table: Table<K, V>,
+        name: &str,
+        pred: impl Fn(&V) -> bool + Send + Sync + 'static,
+    ) {
+        let check = Check {
+            name: name.to_string(),
+            pred: Box::new(pred),
+        };
+        match self.constraints_of(table) {
+            Some(c) => c.checks.push(check),
+            None => self.problems.push(format!(
+                "check {name:?} names a table of another application"
+            )),
+        }
+    }
+
+    /// Declares that rows of `child` refer to rows of `parent` (in any service, also another
+    /// one): `parent_key` extracts the referenced key, or `None` for no reference. Writing a
+    /// child row whose parent does not exist aborts the whole transaction.
+    pub fn foreign_key<K: Key, V: Row, PK: Key, PV: Row>(
+        &mut self,
+        child: Table<K, V>,
+        name: &str,
+        parent: Table<PK, PV>,
+        parent_key: impl Fn(&V) -> Option<PK> + Send + Sync + 'static,
+    ) {
+        let (Some(_), Some((parent_service, parent_table))) =
+            (self.table_name(child), self.table_name(parent))
+        else {
+            self.problems.push(format!(
+                "foreign key {name:?} names a table of another application"
+            ));
+            return;
+        };
+        let parent_ref = self.services[parent.service as usize].service;
+        let target = Arc::new(FkTarget {
+            name: name.to_string(),
+            parent_service,
+            parent_table,
+            parent_table_idx: parent.idx,
+        });
+        let locate = Box::new(move |row: &V| {
+            parent_key(row).map(|pk| {
+                let gp = parent_ref.gp(parent_ref.partition_of(&pk));
+                let bytes = rmp_serde::to_vec(&pk).expect("keys serialize");
+                (bytes, gp)
+            })
+        });
+        let mut duplicate = false;
+        if let Some(c) = self.constraints_of(child) {
+            duplicate = c.foreign_keys.iter().any(|f| f.target.name == name);
+            c.foreign_keys.push(ForeignKey { target, locate });
+        }
+        if duplicate {
+            self.problems.push(format!(
+                "foreign key {name:?} is declared twice on one table"
+            ));
         }
     }
 
@@ -261,6 +364,13 @@ impl<A: App> AppBuilder<A> {
         }
         if !self.problems.is_empty() {
             return Err(TxnError::InvalidApp(self.problems));
+        }
+        for s in &mut self.services {
+            for t in &mut s.tables {
+                let finalize = t.finalize.take().expect("finalized once");
+                let constraints = t.constraints.take().expect("constraints present");
+                t.make = Some(finalize(constraints));
+            }
         }
         let gp_index = self
             .services

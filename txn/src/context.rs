@@ -1,14 +1,16 @@
 //! The transaction context a handler receives: table access, events, abort, time and randomness.
 
 use crate::app::{App, AppDef, Key, Row, ServiceRef, Table};
+use crate::constraint::Probe;
 use crate::error::{Abort, AbortReason};
 use crate::ids::{GlobalPartition, Seq, Tid};
-use crate::partition::{Emitted, PartitionState};
+use crate::partition::{Emitted, PartitionState, StepEvent};
 use crate::table::TableState;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::hash::Hash;
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
 
 /// What one step of a transaction may do, inside the partition it runs in.
 ///
@@ -75,7 +77,8 @@ impl<'a, A: App> TxnCtx<'a, A> {
         Ok(self.table(table, key)?.get(seq, key))
     }
 
-    /// Writes (inserts or replaces) a row.
+    /// Writes (inserts or replaces) a row. Its checks run now; its foreign keys are probed in
+    /// the parents' partitions as part of this transaction.
     pub fn put<K: Key, V: Row>(
         &mut self,
         table: Table<K, V>,
@@ -83,7 +86,31 @@ impl<'a, A: App> TxnCtx<'a, A> {
         value: V,
     ) -> Result<(), Abort> {
         let seq = self.seq;
-        self.table(table, &key)?.write(seq, key, Some(value));
+        let emits = &mut *self.emits;
+        let state = Self::table_in(self.part, self.app, table, &key)?;
+        if !state.constraints.is_empty() {
+            if let Some(check) = state.constraints.failed_check(&value) {
+                return Err(Abort(AbortReason::Constraint {
+                    service: state.service.clone(),
+                    table: state.name.clone(),
+                    message: format!("check {check:?} fails for key {key:?}"),
+                }));
+            }
+            for fk in &state.constraints.foreign_keys {
+                if let Some((parent_key, target)) = (fk.locate)(&value) {
+                    emits.push(Emitted {
+                        seq,
+                        target,
+                        event: StepEvent::Probe(Probe {
+                            target: fk.target.clone(),
+                            child: Arc::new((state.service.clone(), state.name.clone())),
+                            key: parent_key,
+                        }),
+                    });
+                }
+            }
+        }
+        state.write(seq, key, Some(value));
         Ok(())
     }
 
@@ -138,7 +165,7 @@ impl<'a, A: App> TxnCtx<'a, A> {
         self.emits.push(Emitted {
             seq: self.seq,
             target,
-            event,
+            event: StepEvent::Emitted(event),
         });
     }
 
@@ -184,12 +211,43 @@ impl<'a, A: App> TxnCtx<'a, A> {
         table: Table<K, V>,
         key: &K,
     ) -> Result<&mut TableState<K, V>, Abort> {
-        let n = self.app.services[self.part.service_idx as usize]
-            .service
-            .n_partitions;
-        let running = self.part.partition;
+        Self::table_in(self.part, self.app, table, key)
+    }
+
+    /// The typed table of the running partition that owns `key`, or why not.
+    fn table_in<'p, K: Key, V: Row>(
+        part: &'p mut PartitionState<A>,
+        app: &AppDef<A>,
+        table: Table<K, V>,
+        key: &K,
+    ) -> Result<&'p mut TableState<K, V>, Abort> {
+        let service_idx = part.service_idx;
+        let service_name = || app.services[service_idx as usize].name.clone();
+        if table.service != service_idx {
+            let owner = app
+                .services
+                .get(table.service as usize)
+                .map_or_else(|| format!("#{}", table.service), |s| s.name.clone());
+            return Err(Abort(AbortReason::ForeignTable {
+                service: service_name(),
+                table: format!("#{}", table.idx),
+                owner,
+            }));
+        }
+        let n = app.services[service_idx as usize].service.n_partitions;
+        let running = part.partition;
         let owner = crate::route::partition_of(key, n);
-        let state = self.table_unchecked(table)?;
+        let state = part
+            .tables
+            .get_mut(table.idx as usize)
+            .and_then(|t| t.as_any_mut().downcast_mut::<TableState<K, V>>())
+            .ok_or_else(|| {
+                Abort(AbortReason::ForeignTable {
+                    service: service_name(),
+                    table: format!("#{} with other key/row types", table.idx),
+                    owner: service_name(),
+                })
+            })?;
         if owner != running {
             return Err(Abort(AbortReason::WrongPartition {
                 service: state.service.clone(),

@@ -216,7 +216,7 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
                 if !user_aborted.contains(e.seq) {
                     steps[e.target as usize].push(Step {
                         seq: e.seq,
-                        event: StepEvent::Emitted(e.event),
+                        event: e.event,
                     });
                 }
             }

@@ -8,6 +8,7 @@
 
 pub mod app;
 mod bitset;
+mod constraint;
 pub mod context;
 mod dedup;
 pub mod epoch;

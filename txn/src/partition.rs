@@ -8,6 +8,7 @@
 
 use crate::app::{App, AppDef};
 use crate::bitset::SeqSet;
+use crate::constraint::Probe;
 use crate::context::TxnCtx;
 use crate::error::{AbortReason, panic_message};
 use crate::ids::{GlobalPartition, RequestId, Seq, Tid};
@@ -68,13 +69,16 @@ pub(crate) enum StepEvent<E> {
     /// The request's own event, read from the shared epoch batch (no copy).
     Inbound,
     Emitted(E),
+    /// A foreign-key probe sent by a write of this transaction.
+    Probe(Probe),
 }
 
-/// An event emitted by a step, to run in `target` in the next wave.
+/// An event (or probe) emitted by a step, to run in `target` in the next wave.
 pub(crate) struct Emitted<E> {
     pub seq: Seq,
     pub target: GlobalPartition,
-    pub event: E,
+    /// `Emitted` or `Probe`, never `Inbound`.
+    pub event: StepEvent<E>,
 }
 
 /// The result of one wave in one partition.
@@ -115,7 +119,7 @@ impl<A: App> PartitionState<A> {
         let tables = app.services[service_idx as usize]
             .tables
             .iter()
-            .map(|t| (t.make)())
+            .map(|t| (t.make.as_ref().expect("tables are built"))())
             .collect();
         PartitionState {
             gp,
@@ -185,6 +189,31 @@ impl<A: App> PartitionState<A> {
         }
     }
 
+    /// Runs a foreign-key probe of transaction `seq`: a missing parent aborts it.
+    pub fn execute_probe(&mut self, seq: Seq, probe: &Probe, out: &mut WaveOut<A>) {
+        let fk = &probe.target;
+        let missing = match self.tables.get_mut(fk.parent_table_idx as usize) {
+            Some(t) => t.probe(seq, &probe.key),
+            None => Err(format!("table #{} does not exist", fk.parent_table_idx)),
+        };
+        let message = match missing {
+            Ok(None) => return,
+            Ok(Some(key)) => format!(
+                "foreign key {:?}: no {}.{} row with key {key}",
+                fk.name, fk.parent_service, fk.parent_table
+            ),
+            Err(e) => format!("foreign key {:?}: probe failed: {e}", fk.name),
+        };
+        out.aborts.push((
+            seq,
+            AbortReason::Constraint {
+                service: probe.child.0.clone(),
+                table: probe.child.1.clone(),
+                message,
+            },
+        ));
+    }
+
     /// Runs a wave: the queries first (they read the committed state only), then the steps in
     /// the order given (sorted by `seq` by the driver).
     pub fn run_wave(
@@ -210,6 +239,7 @@ impl<A: App> PartitionState<A> {
                 StepEvent::Emitted(event) => {
                     self.execute_step(app, env.clock(), step.seq, event, &mut out);
                 }
+                StepEvent::Probe(probe) => self.execute_probe(step.seq, probe, &mut out),
             }
         }
         out

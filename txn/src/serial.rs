@@ -6,7 +6,7 @@ use crate::epoch::SerialPos;
 use crate::error::AbortReason;
 use crate::ids::{GlobalPartition, Seq};
 use crate::limits::CHAIN_WAVES_MAX;
-use crate::partition::{Clock, PartitionState, Request, SharedPartition, WaveOut};
+use crate::partition::{Clock, PartitionState, Request, SharedPartition, StepEvent, WaveOut};
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -59,7 +59,11 @@ pub(crate) fn run_chain<A: App>(
                 touched.push(e.target);
                 part.set_solo(true);
             }
-            part.execute_step(app, clock, seq, &e.event, scratch);
+            match &e.event {
+                StepEvent::Emitted(event) => part.execute_step(app, clock, seq, event, scratch),
+                StepEvent::Probe(probe) => part.execute_probe(seq, probe, scratch),
+                StepEvent::Inbound => unreachable!("emits are never inbound"),
+            }
             if !scratch.aborts.is_empty() {
                 break;
             }

@@ -10,6 +10,7 @@
 //! them, so phantoms are caught too.
 
 use crate::bitset::SeqSet;
+use crate::constraint::Constraints;
 use crate::ids::Seq;
 use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 use serde::Serialize;
@@ -19,6 +20,7 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
 
 /// Committed rows: hashed for point access, or ordered when the table is scanned.
 pub(crate) enum Rows<K, V> {
@@ -80,6 +82,7 @@ struct Access<V> {
 pub(crate) struct TableState<K, V> {
     pub service: String,
     pub name: String,
+    pub constraints: Arc<Constraints<V>>,
     pub rows: Rows<K, V>,
     access: FxHashMap<K, Access<V>>,
     /// The accesses of the one transaction running alone in the serial fallback. Kept apart
@@ -94,8 +97,14 @@ pub(crate) struct TableState<K, V> {
 }
 
 impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
-    pub fn new(service: String, name: String, ordered: bool) -> Self {
+    pub fn new(
+        service: String,
+        name: String,
+        ordered: bool,
+        constraints: Arc<Constraints<V>>,
+    ) -> Self {
         TableState {
+            constraints,
             service,
             name,
             rows: if ordered {
@@ -223,6 +232,9 @@ pub(crate) trait AnyTable: Send {
     fn state_hash(&self) -> u64;
     /// Moves rows changed since the last checkpoint into `out` as encoded `(key, value)`.
     fn drain_dirty(&mut self, out: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>);
+    /// A foreign-key probe by transaction `seq`: reads the row with encoded key `key` (recording
+    /// the read). `Ok(None)` if it exists, `Ok(Some(key as text))` if not.
+    fn probe(&mut self, seq: Seq, key: &[u8]) -> Result<Option<String>, String>;
     /// Loads one encoded committed row (recovery).
     fn load_row(&mut self, key: &[u8], value: &[u8]) -> Result<(), String>;
 }
@@ -348,6 +360,14 @@ impl<K: crate::app::Key, V: crate::app::Row> AnyTable for TableState<K, V> {
             let v = self.rows.get(&k).map(encode);
             out.push((encode(&k), v));
         }
+    }
+
+    fn probe(&mut self, seq: Seq, key: &[u8]) -> Result<Option<String>, String> {
+        let k: K = decode(key).map_err(|e| format!("{}.{} key: {e}", self.service, self.name))?;
+        Ok(match self.get(seq, &k) {
+            Some(_) => None,
+            None => Some(format!("{k:?}")),
+        })
     }
 
     fn load_row(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {

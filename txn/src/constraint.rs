@@ -1,0 +1,74 @@
+//! Declared constraints of a table: row checks and foreign keys (also across services).
+//!
+//! - A **check** (`AppBuilder::check`) is a predicate on a row, evaluated when a handler writes
+//!   the row; a failing check aborts the whole transaction with `AbortReason::Constraint`.
+//! - A **foreign key** (`AppBuilder::foreign_key`) says that a row of the child table refers to
+//!   a row of a parent table, possibly in another service. Writing a child row sends a *probe*
+//!   step, in the same transaction, to the partition owning the parent key; the probe reads the
+//!   parent row like any handler read (so a concurrent delete of the parent by a lower TID is a
+//!   read-after-write conflict and the transaction re-runs), and a missing parent aborts the
+//!   whole transaction. The probe sees the parent as committed before the epoch plus this
+//!   transaction's own writes that ran before the probe in chain order. Deleting a parent that
+//!   still has children is not checked (no reverse index yet).
+
+use crate::ids::GlobalPartition;
+use std::sync::Arc;
+
+/// A named predicate on rows of a table.
+pub(crate) struct Check<V> {
+    pub name: String,
+    pub pred: Box<dyn Fn(&V) -> bool + Send + Sync>,
+}
+
+/// Where a foreign key points: resolved when the application is built.
+pub(crate) struct FkTarget {
+    /// The constraint's name, for messages.
+    pub name: String,
+    pub parent_service: String,
+    pub parent_table: String,
+    pub parent_table_idx: u32,
+}
+
+/// A foreign key of a child table: extracts the parent key (encoded) and its global partition.
+pub(crate) struct ForeignKey<V> {
+    pub target: Arc<FkTarget>,
+    #[allow(clippy::type_complexity)]
+    pub locate: Box<dyn Fn(&V) -> Option<(Vec<u8>, GlobalPartition)> + Send + Sync>,
+}
+
+/// All constraints of one table.
+pub(crate) struct Constraints<V> {
+    pub checks: Vec<Check<V>>,
+    pub foreign_keys: Vec<ForeignKey<V>>,
+}
+
+impl<V> Default for Constraints<V> {
+    fn default() -> Self {
+        Constraints {
+            checks: Vec::new(),
+            foreign_keys: Vec::new(),
+        }
+    }
+}
+
+impl<V> Constraints<V> {
+    /// The name of the first check `row` fails.
+    pub fn failed_check(&self, row: &V) -> Option<&str> {
+        self.checks
+            .iter()
+            .find(|c| !(c.pred)(row))
+            .map(|c| c.name.as_str())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.checks.is_empty() && self.foreign_keys.is_empty()
+    }
+}
+
+/// A foreign-key probe: look up `key` in table `table_idx` of the target partition.
+pub(crate) struct Probe {
+    pub target: Arc<FkTarget>,
+    /// The child row's service and table, for the abort message.
+    pub child: Arc<(String, String)>,
+    pub key: Vec<u8>,
+}
