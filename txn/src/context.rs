@@ -4,7 +4,7 @@ use crate::app::{App, AppDef, Key, Row, ServiceRef, Table};
 use crate::constraint::Probe;
 use crate::error::{Abort, AbortReason};
 use crate::ids::{GlobalPartition, Seq, Tid};
-use crate::partition::{Emitted, PartitionState, StepEvent};
+use crate::partition::{Emitted, OutboxMsg, PartitionState, StepEvent};
 use crate::table::TableState;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -24,6 +24,7 @@ pub struct TxnCtx<'a, A: App> {
     pub(crate) tid: Tid,
     pub(crate) timestamp_ms: u64,
     pub(crate) emits: &'a mut Vec<Emitted<A::Event>>,
+    pub(crate) outbox: &'a mut Vec<OutboxMsg>,
     pub(crate) output: Option<A::Output>,
     pub(crate) rng: Option<ChaCha8Rng>,
 }
@@ -64,6 +65,18 @@ impl<'a, A: App> TxnCtx<'a, A> {
             service: self.service_name().to_string(),
             message: message.into(),
         })
+    }
+
+    /// Queues a message for an external system (transactional outbox): it is handed to the
+    /// runtime's `OutboxSink` only if the whole transaction commits, after its epoch is durable,
+    /// with the TID as idempotency key. Encoded with rmp-serde.
+    pub fn outbox<M: serde::Serialize>(&mut self, topic: &str, message: &M) {
+        let payload = rmp_serde::to_vec(message).expect("outbox messages serialize");
+        self.outbox.push(OutboxMsg {
+            seq: self.seq,
+            topic: topic.to_string(),
+            payload,
+        });
     }
 
     /// Sets what the client receives if the transaction commits (the last call wins).

@@ -17,7 +17,7 @@ use crate::bitset::SeqSet;
 use crate::error::{AbortReason, TxnError};
 use crate::ids::{GlobalPartition, Seq};
 use crate::limits::CHAIN_WAVES_MAX;
-use crate::partition::{EpochEnv, Job, SharedPartition, Step, StepEvent, WaveOut};
+use crate::partition::{EpochEnv, Job, OutboxMsg, SharedPartition, Step, StepEvent, WaveOut};
 use crate::query::{QueryFn, QueryPart, QueryResult};
 use crate::sync::{AtomicSeqSet, Depositor, PhaseBarrier};
 use std::future::Future;
@@ -71,6 +71,8 @@ pub struct EpochStats {
 
 pub(crate) struct EpochOutcome<A: App> {
     pub results: Vec<TxnResult<A::Output>>,
+    /// Outbox messages of committed transactions, in serial order.
+    pub outbox: Vec<OutboxMsg>,
     pub query_results: Vec<QueryResult>,
     pub stats: EpochStats,
 }
@@ -131,6 +133,7 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
     let mut reasons: Vec<Option<AbortReason>> = (0..n_txns).map(|_| None).collect();
     let mut outputs: Vec<Option<A::Output>> = (0..n_txns).map(|_| None).collect();
     let mut touched = vec![false; n_global];
+    let mut outbox: Vec<OutboxMsg> = Vec::new();
 
     let mut steps: Vec<Vec<Step<A::Event>>> = (0..n_global).map(|_| Vec::new()).collect();
     for (seq, req) in env.requests.iter().enumerate() {
@@ -186,6 +189,9 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
         .await?;
         let mut outs: Vec<(GlobalPartition, WaveOut<A>)> =
             targets.iter().copied().zip(outs).collect();
+        for (_, out) in &mut outs {
+            outbox.append(&mut out.outbox);
+        }
         for (gp, out) in &mut outs {
             for (seq, reason) in out.aborts.drain(..) {
                 if user_aborted.insert(seq) {
@@ -274,6 +280,11 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
     }
     stats.n_conflicts = conflict_losers.len();
 
+    // Keep the messages of committed transactions, in serial (seq) order; the sort is stable, so
+    // a transaction's own messages stay in the order its steps queued them.
+    outbox.retain(|m| !aborted.contains(m.seq));
+    outbox.sort_by_key(|m| m.seq);
+
     if fallback == Fallback::Serial && !conflict_losers.is_empty() {
         // Every partition is idle at the barrier: run the losers one at a time, in TID order,
         // each seeing all writes committed before it.
@@ -306,6 +317,7 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
         .collect();
     Ok(EpochOutcome {
         results,
+        outbox,
         query_results,
         stats,
     })

@@ -31,7 +31,7 @@ pub use error::{Abort, AbortReason, HandlerResult, TxnError};
 pub use ids::{RequestId, Tid};
 pub use query::ReadView;
 pub use runtime::{
-    Client, Outcome, RecoverFrom, RecoveryReport, Runtime, RuntimeConfig, RuntimeStats,
+    Client, OutboxSink, Outcome, RecoverFrom, RecoveryReport, Runtime, RuntimeConfig, RuntimeStats,
 };
 pub use serial::SerialExecutor;
 pub use txn_storage as storage;

@@ -81,9 +81,17 @@ pub(crate) struct Emitted<E> {
     pub event: StepEvent<E>,
 }
 
+/// A message for the outside world, queued by transaction `seq` with `TxnCtx::outbox`.
+pub(crate) struct OutboxMsg {
+    pub seq: Seq,
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
 /// The result of one wave in one partition.
 pub(crate) struct WaveOut<A: App> {
     pub emits: Vec<Emitted<A::Event>>,
+    pub outbox: Vec<OutboxMsg>,
     pub aborts: Vec<(Seq, AbortReason)>,
     pub outputs: Vec<(Seq, A::Output)>,
     pub query_results: Vec<(usize, Result<QueryPart, String>)>,
@@ -93,6 +101,7 @@ impl<A: App> Default for WaveOut<A> {
     fn default() -> Self {
         WaveOut {
             emits: Vec::new(),
+            outbox: Vec::new(),
             aborts: Vec::new(),
             outputs: Vec::new(),
             query_results: Vec::new(),
@@ -152,6 +161,7 @@ impl<A: App> PartitionState<A> {
             .as_ref()
             .expect("build() rejects services without handler");
         let emits_before = out.emits.len();
+        let outbox_before = out.outbox.len();
         let mut ctx = TxnCtx {
             part: self,
             app,
@@ -159,6 +169,7 @@ impl<A: App> PartitionState<A> {
             tid: Tid::new(clock.epoch, seq),
             timestamp_ms: clock.timestamp_ms,
             emits: &mut out.emits,
+            outbox: &mut out.outbox,
             output: None,
             rng: None,
         };
@@ -184,6 +195,7 @@ impl<A: App> PartitionState<A> {
             }
             Some(reason) => {
                 out.emits.truncate(emits_before);
+                out.outbox.truncate(outbox_before);
                 out.aborts.push((seq, reason));
             }
         }

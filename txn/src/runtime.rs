@@ -20,7 +20,8 @@ use crate::error::{AbortReason, TxnError};
 use crate::ids::{GlobalPartition, RequestId, Tid};
 use crate::limits;
 use crate::partition::{
-    CheckpointRow, EpochEnv, Job, PartitionState, Request, SharedPartition, load_checkpoint_row,
+    CheckpointRow, EpochEnv, Job, OutboxMsg, PartitionState, Request, SharedPartition,
+    load_checkpoint_row,
 };
 use crate::query::{QueryFn, QueryResult, ReadView};
 use crate::storage::{MemoryStorage, Storage};
@@ -34,6 +35,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
+
+/// Where transactional-outbox messages go (see `TxnCtx::outbox`).
+///
+/// `deliver` is called for every message of a committed transaction, after its epoch is
+/// durable, in serial order, from the runtime's reply stage: it must not block for long (hand
+/// the message to a queue). After a restart, messages of the epochs replayed from the log are
+/// delivered again with the same TIDs: delivery is at-least-once, and a sink that ignores
+/// `(tid, index)` pairs it has already seen gets each message exactly once.
+pub trait OutboxSink: Send + Sync + 'static {
+    /// Delivers message number `index` (within its transaction) of transaction `tid`.
+    fn deliver(&self, tid: Tid, index: u32, topic: &str, payload: &[u8]);
+}
 
 /// How a runtime runs.
 #[derive(Clone)]
@@ -56,6 +69,8 @@ pub struct RuntimeConfig {
     pub recover_from: RecoverFrom,
     /// How many idempotent requests' outcomes are remembered for exactly-once resubmission.
     pub dedup_window_max: usize,
+    /// Where outbox messages are delivered (`None`: they are dropped).
+    pub outbox: Option<Arc<dyn OutboxSink>>,
 }
 
 /// Where recovery starts at `Runtime::start`.
@@ -79,6 +94,7 @@ impl Default for RuntimeConfig {
             truncate_log_after_checkpoint: true,
             recover_from: RecoverFrom::LatestCheckpoint,
             dedup_window_max: limits::DEDUP_WINDOW_MAX_DEFAULT,
+            outbox: None,
         }
     }
 }
@@ -356,6 +372,7 @@ impl<A: App> Runtime<A> {
         }
         let actors = PartitionActors::start(app.clone(), parts.clone())?;
         let (recovery, dedup) = recover(&app, &parts, &actors, &config).await?;
+        let outbox_sink = config.outbox.clone();
         let last_epoch = recovery.checkpoint_epoch.unwrap_or(0) + recovery.epochs_replayed;
         tracing::info!(
             checkpoint_epoch = ?recovery.checkpoint_epoch,
@@ -416,7 +433,7 @@ impl<A: App> Runtime<A> {
             dedup,
             checkpoint_in_flight,
         }));
-        let replier = tokio::spawn(reply_loop::<A>(reply_rx, watermark));
+        let replier = tokio::spawn(reply_loop::<A>(reply_rx, watermark, outbox_sink));
         Ok(Runtime {
             client: Client { tx, app },
             stats,
@@ -486,6 +503,7 @@ struct PendingTxn<A: App> {
 
 struct ReplyBatch<A: App> {
     epoch: u64,
+    outbox: Vec<OutboxMsg>,
     txns: Vec<(TxnReply<A>, Outcome<A::Output>)>,
     queries: Vec<(QueryReply, QueryResult)>,
 }
@@ -632,6 +650,7 @@ async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
                 // Duplicates only: answer once the last executed epoch is durable.
                 let _ = s.reply_tx.send(ReplyBatch {
                     epoch: s.epoch,
+                    outbox: Vec::new(),
                     txns: answered,
                     queries: Vec::new(),
                 });
@@ -714,6 +733,7 @@ async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
             .collect();
         let _ = s.reply_tx.send(ReplyBatch {
             epoch: s.epoch,
+            outbox: outcome.outbox,
             txns,
             queries,
         });
@@ -767,14 +787,31 @@ fn fail_all<A: App>(
     }
 }
 
+/// Hands an epoch's outbox messages (of committed transactions, in serial order) to the sink.
+fn deliver_outbox(sink: &dyn OutboxSink, epoch: u64, messages: &[OutboxMsg]) {
+    let mut index = 0u32;
+    for (i, m) in messages.iter().enumerate() {
+        index = if i > 0 && messages[i - 1].seq == m.seq {
+            index + 1
+        } else {
+            0
+        };
+        sink.deliver(Tid::new(epoch, m.seq), index, &m.topic, &m.payload);
+    }
+}
+
 /// Releases each epoch's replies once the durable watermark reaches it (the reply hand-off).
 async fn reply_loop<A: App>(
     mut rx: mpsc::UnboundedReceiver<ReplyBatch<A>>,
     durable: Arc<DurableWatermark>,
+    outbox: Option<Arc<dyn OutboxSink>>,
 ) {
     while let Some(batch) = rx.recv().await {
         match durable.wait(batch.epoch).await {
             Ok(()) => {
+                if let Some(sink) = &outbox {
+                    deliver_outbox(sink.as_ref(), batch.epoch, &batch.outbox);
+                }
                 for (reply, outcome) in batch.txns {
                     let _ = reply.send(Ok(outcome));
                 }
@@ -999,6 +1036,11 @@ async fn recover<A: App>(
         });
         let outcome =
             run_epoch(app, parts, actors, env.clone(), Vec::new(), config.fallback).await?;
+        if let Some(sink) = &config.outbox {
+            // At-least-once: these epochs are durable, their messages may have been delivered
+            // before the restart; the TID lets the sink tell.
+            deliver_outbox(sink.as_ref(), env.epoch, &outcome.outbox);
+        }
         for (seq, result) in outcome.results.into_iter().enumerate() {
             let req = &env.requests[seq];
             if let Some(id) = req.id

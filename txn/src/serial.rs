@@ -27,6 +27,7 @@ pub(crate) fn run_chain<A: App>(
     scratch.emits.clear();
     scratch.aborts.clear();
     scratch.outputs.clear();
+    scratch.outbox.clear();
     {
         let mut part = parts[first as usize].lock();
         part.set_solo(true);
