@@ -4,7 +4,7 @@
 //! declares services and tables and returns typed handles ([`ServiceRef`], [`Table`]) that
 //! handlers use; [`AppBuilder::build`] validates the whole definition at once.
 
-use crate::constraint::{Check, Constraints, FkTarget, ForeignKey};
+use crate::constraint::{Check, Constraints, FkTarget, ForeignKey, Placement, TableOptions};
 use crate::context::TxnCtx;
 use crate::error::{HandlerResult, TxnError};
 use crate::ids::GlobalPartition;
@@ -155,6 +155,8 @@ pub struct AppBuilder<A: App> {
     services: Vec<ServiceDef<A>>,
     next_gp: u32,
     problems: Vec<String>,
+    /// Tables some foreign key refers to: their placement is fixed from then on.
+    fk_parents: Vec<(u32, u32)>,
 }
 
 impl<A: App> Default for AppBuilder<A> {
@@ -170,6 +172,7 @@ impl<A: App> AppBuilder<A> {
             services: Vec::new(),
             next_gp: 0,
             problems: Vec::new(),
+            fk_parents: Vec::new(),
         }
     }
 
@@ -226,25 +229,28 @@ impl<A: App> AppBuilder<A> {
         let idx = def.tables.len() as u32;
         let table_name = name.to_string();
         let service_name = def.name.clone();
-        let finalize: Finalize = Box::new(move |constraints| {
-            let constraints: Arc<Constraints<V>> = Arc::new(
-                *constraints
-                    .downcast::<Constraints<V>>()
-                    .expect("constraints of this table's row type"),
-            );
+        let finalize: Finalize = Box::new(move |options| {
+            let options = *options
+                .downcast::<TableOptions<K, V>>()
+                .expect("options of this table's key and row types");
+            let constraints = Arc::new(options.constraints);
+            let placement: Placement<K> = options
+                .placement
+                .unwrap_or_else(|| Arc::new(|k: &K, n| crate::route::partition_of(k, n)));
             Arc::new(move || {
                 Box::new(TableState::<K, V>::new(
                     service_name.clone(),
                     table_name.clone(),
                     ordered,
                     constraints.clone(),
+                    placement.clone(),
                 )) as Box<dyn AnyTable>
             })
         });
         def.tables.push(TableDef {
             name: name.to_string(),
             make: None,
-            constraints: Some(Box::new(Constraints::<V>::default())),
+            constraints: Some(Box::new(TableOptions::<K, V>::default())),
             finalize: Some(finalize),
         });
         Table {
@@ -254,17 +260,54 @@ impl<A: App> AppBuilder<A> {
         }
     }
 
-    fn constraints_of<K: Key, V: Row>(
+    fn options_of<K: Key, V: Row>(
         &mut self,
         table: Table<K, V>,
-    ) -> Option<&mut Constraints<V>> {
+    ) -> Option<&mut TableOptions<K, V>> {
         self.services
             .get_mut(table.service as usize)?
             .tables
             .get_mut(table.idx as usize)?
             .constraints
             .as_mut()?
-            .downcast_mut::<Constraints<V>>()
+            .downcast_mut::<TableOptions<K, V>>()
+    }
+
+    fn constraints_of<K: Key, V: Row>(
+        &mut self,
+        table: Table<K, V>,
+    ) -> Option<&mut Constraints<V>> {
+        self.options_of(table).map(|o| &mut o.constraints)
+    }
+
+    /// Places the rows of `table` by a value derived from the key instead of the whole key
+    /// (e.g. stock items keyed by `(seller_id, product_id)` placed by `seller_id`), so related
+    /// rows live in one partition. Route events with `ServiceRef::partition_of(&that value)`.
+    pub fn place_by<K: Key, V: Row, P: Hash>(
+        &mut self,
+        table: Table<K, V>,
+        place: impl Fn(&K) -> P + Send + Sync + 'static,
+    ) {
+        let name = self
+            .table_name(table)
+            .map(|(s, t)| format!("{s}.{t}"))
+            .unwrap_or_default();
+        if self.fk_parents.contains(&(table.service, table.idx)) {
+            self.problems.push(format!(
+                "table {name} is given a placement after a foreign key refers to it: declare place_by first"
+            ));
+        }
+        let placement: Placement<K> =
+            Arc::new(move |k: &K, n| crate::route::partition_of(&place(k), n));
+        match self.options_of(table) {
+            Some(o) if o.placement.is_none() => o.placement = Some(placement),
+            Some(_) => self
+                .problems
+                .push(format!("table {name} is given a placement twice")),
+            None => self
+                .problems
+                .push("place_by names a table of another application".to_string()),
+        }
     }
 
     fn table_name<K, V>(&self, table: Table<K, V>) -> Option<(String, String)> {
@@ -312,6 +355,11 @@ impl<A: App> AppBuilder<A> {
             return;
         };
         let parent_ref = self.services[parent.service as usize].service;
+        let parent_placement: Placement<PK> = self
+            .options_of(parent)
+            .and_then(|o| o.placement.clone())
+            .unwrap_or_else(|| Arc::new(|k: &PK, n| crate::route::partition_of(k, n)));
+        self.fk_parents.push((parent.service, parent.idx));
         let target = Arc::new(FkTarget {
             name: name.to_string(),
             parent_service,
@@ -320,7 +368,7 @@ impl<A: App> AppBuilder<A> {
         });
         let locate = Box::new(move |row: &V| {
             parent_key(row).map(|pk| {
-                let gp = parent_ref.gp(parent_ref.partition_of(&pk));
+                let gp = parent_ref.gp(parent_placement(&pk, parent_ref.n_partitions));
                 let bytes = rmp_serde::to_vec(&pk).expect("keys serialize");
                 (bytes, gp)
             })

@@ -72,3 +72,22 @@ pub(crate) struct Probe {
     pub child: Arc<(String, String)>,
     pub key: Vec<u8>,
 }
+
+/// Maps a key to its partition among `n` (the table's placement).
+pub(crate) type Placement<K> = Arc<dyn Fn(&K, u32) -> u32 + Send + Sync>;
+
+/// Everything declared about a table besides its name: constraints and placement.
+pub(crate) struct TableOptions<K, V> {
+    pub constraints: Constraints<V>,
+    /// `None`: rows are placed by their whole key.
+    pub placement: Option<Placement<K>>,
+}
+
+impl<K, V> Default for TableOptions<K, V> {
+    fn default() -> Self {
+        TableOptions {
+            constraints: Constraints::default(),
+            placement: None,
+        }
+    }
+}

@@ -249,7 +249,6 @@ impl<'a, A: App> TxnCtx<'a, A> {
         }
         let n = app.services[service_idx as usize].service.n_partitions;
         let running = part.partition;
-        let owner = crate::route::partition_of(key, n);
         let state = part
             .tables
             .get_mut(table.idx as usize)
@@ -261,6 +260,7 @@ impl<'a, A: App> TxnCtx<'a, A> {
                     owner: service_name(),
                 })
             })?;
+        let owner = (state.placement)(key, n);
         if owner != running {
             return Err(Abort(AbortReason::WrongPartition {
                 service: state.service.clone(),

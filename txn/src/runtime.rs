@@ -194,6 +194,11 @@ pub struct RecoveryReport {
     pub rows_loaded: usize,
     /// Logged epochs replayed after it.
     pub epochs_replayed: u64,
+    /// The last epoch recovered (checkpoint or replayed); the next epoch is one more.
+    pub last_epoch: u64,
+    /// The logged timestamp of the last replayed epoch (0 if none): epoch timestamps never go
+    /// backwards across a restart.
+    pub last_timestamp_ms: u64,
     /// Outcomes of idempotent requests remembered after recovery (the dedup window).
     pub dedup_window_entries: usize,
     /// Wall time of the whole recovery.
@@ -373,7 +378,7 @@ impl<A: App> Runtime<A> {
         let actors = PartitionActors::start(app.clone(), parts.clone())?;
         let (recovery, dedup) = recover(&app, &parts, &actors, &config).await?;
         let outbox_sink = config.outbox.clone();
-        let last_epoch = recovery.checkpoint_epoch.unwrap_or(0) + recovery.epochs_replayed;
+        let last_epoch = recovery.last_epoch;
         tracing::info!(
             checkpoint_epoch = ?recovery.checkpoint_epoch,
             rows_loaded = recovery.rows_loaded,
@@ -430,6 +435,7 @@ impl<A: App> Runtime<A> {
             durable: watermark.clone(),
             stats: stats.clone(),
             epoch: last_epoch,
+            last_timestamp_ms: recovery.last_timestamp_ms,
             dedup,
             checkpoint_in_flight,
         }));
@@ -490,6 +496,7 @@ struct Sequencer<A: App> {
     durable: Arc<DurableWatermark>,
     stats: Arc<RuntimeStats>,
     epoch: u64,
+    last_timestamp_ms: u64,
     dedup: Dedup<A::Output>,
     /// Set while a checkpoint is queued or being written; a checkpoint that falls due then is
     /// skipped (its rows stay dirty and go into the next one), so writing never piles up.
@@ -588,7 +595,7 @@ async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
     let mut retry_queue: Vec<(Request<A::Event>, PendingTxn<A>)> = Vec::new();
     let mut inflight: FxHashMap<RequestId, Vec<TxnReply<A>>> = FxHashMap::default();
     let mut closed = false;
-    let mut last_ts = 0u64;
+    let mut last_ts = s.last_timestamp_ms;
     loop {
         let mut g = Gathered {
             requests: Vec::new(),
@@ -689,7 +696,10 @@ async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
         {
             Ok(o) => o,
             Err(e) => {
-                tracing::error!(epoch = s.epoch, error = %e, "epoch failed");
+                // The epoch is (or will be) in the log and replay would apply it whole, while
+                // here it may be half done: stop accepting writes, as for a storage failure.
+                tracing::error!(epoch = s.epoch, error = %e, "epoch failed; refusing further writes");
+                s.durable.fail(format!("epoch {} failed: {e}", s.epoch));
                 let replies = answered.into_iter().map(|(r, _)| r);
                 fail_all(
                     pending,
@@ -992,7 +1002,32 @@ async fn recover<A: App>(
     let started = std::time::Instant::now();
     let mut rows_loaded = 0usize;
     let checkpoint_epoch = match config.recover_from {
-        RecoverFrom::LogStart => None,
+        RecoverFrom::LogStart => {
+            // Replaying from the start needs a log kept whole: if a checkpoint exists, the log
+            // must still begin at epoch 1 (checked below for a non-empty log; an empty log next
+            // to a checkpoint was certainly truncated). The visitor stops at the first row.
+            let checkpointed = match config.storage.read_latest_checkpoint(&mut |_, _| {
+                Err(crate::storage::StorageError::Visitor("probe".into()))
+            }) {
+                Ok(found) => found.is_some(),
+                Err(crate::storage::StorageError::Visitor(_)) => true,
+                Err(e) => return Err(TxnError::Recovery(format!("probing for a checkpoint: {e}"))),
+            };
+            let log_empty = config
+                .storage
+                .last_epoch()
+                .map_err(|e| TxnError::Recovery(format!("reading the log: {e}")))?
+                .is_none();
+            if checkpointed && log_empty {
+                return Err(TxnError::Recovery(
+                    "the epoch log does not start at epoch 1 and there is no checkpoint to start \
+                     from: it is empty next to a checkpoint (truncated); RecoverFrom::LogStart \
+                     needs a log kept whole"
+                        .into(),
+                ));
+            }
+            None
+        }
         RecoverFrom::LatestCheckpoint => config
             .storage
             .read_latest_checkpoint(&mut |key, value| {
@@ -1019,16 +1054,29 @@ async fn recover<A: App>(
             Ok(())
         })
         .map_err(|e| TxnError::Recovery(format!("reading the epoch log from epoch {from}: {e}")))?;
+    // Epochs are numbered from 1; after a checkpoint of epoch c the log must go on at c + 1.
     let mut expected = from.max(1);
     let mut epochs_replayed = 0;
+    let mut last_epoch = checkpoint_epoch.unwrap_or(0);
+    let mut last_timestamp_ms = 0;
     for record in records {
-        if record.epoch != expected && !(checkpoint_epoch.is_none() && epochs_replayed == 0) {
+        if record.epoch != expected {
+            let why = if epochs_replayed > 0 {
+                "the epoch log has a gap"
+            } else if checkpoint_epoch.is_none() {
+                "the epoch log does not start at epoch 1 and there is no checkpoint to start from \
+                 (was it truncated? RecoverFrom::LogStart needs a log kept whole)"
+            } else {
+                "the epoch log does not continue the checkpoint"
+            };
             return Err(TxnError::Recovery(format!(
-                "the epoch log has a gap: expected epoch {expected}, found {}",
+                "{why}: expected epoch {expected}, found {}",
                 record.epoch
             )));
         }
         expected = record.epoch + 1;
+        last_epoch = record.epoch;
+        last_timestamp_ms = record.timestamp_ms;
         let env = Arc::new(EpochEnv {
             epoch: record.epoch,
             timestamp_ms: record.timestamp_ms,
@@ -1056,6 +1104,8 @@ async fn recover<A: App>(
             checkpoint_epoch,
             rows_loaded,
             epochs_replayed,
+            last_epoch,
+            last_timestamp_ms,
             dedup_window_entries: dedup.len(),
             duration: started.elapsed(),
         },

@@ -10,7 +10,7 @@
 //! them, so phantoms are caught too.
 
 use crate::bitset::SeqSet;
-use crate::constraint::Constraints;
+use crate::constraint::{Constraints, Placement};
 use crate::ids::Seq;
 use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 use serde::Serialize;
@@ -83,6 +83,8 @@ pub(crate) struct TableState<K, V> {
     pub service: String,
     pub name: String,
     pub constraints: Arc<Constraints<V>>,
+    /// Which partition owns a key.
+    pub placement: Placement<K>,
     pub rows: Rows<K, V>,
     access: FxHashMap<K, Access<V>>,
     /// The accesses of the one transaction running alone in the serial fallback. Kept apart
@@ -102,9 +104,11 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
         name: String,
         ordered: bool,
         constraints: Arc<Constraints<V>>,
+        placement: Placement<K>,
     ) -> Self {
         TableState {
             constraints,
+            placement,
             service,
             name,
             rows: if ordered {

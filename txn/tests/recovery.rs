@@ -229,3 +229,60 @@ async fn slow_log_group_commits_several_epochs_per_write() {
     assert_eq!(rt.client().state_hash().await.unwrap(), hash);
     rt.shutdown().await;
 }
+
+// Goal: recovering from the log start when the log was truncated is refused with a clear error,
+// not silently started from a partial state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_start_recovery_of_a_truncated_log_is_refused() {
+    let fx = build(3, 2);
+    let storage = MemoryStorage::new();
+    let config = RuntimeConfig {
+        storage: Arc::new(storage.clone()),
+        checkpoint_every_epochs: 5,
+        ..RuntimeConfig::default()
+    };
+    let rt = Runtime::start(fx.app.clone(), config.clone())
+        .await
+        .unwrap();
+    run_workload(&rt, &fx, 7, 40).await;
+    rt.shutdown().await;
+    let err = match Runtime::start(
+        fx.app.clone(),
+        RuntimeConfig {
+            recover_from: txn::RecoverFrom::LogStart,
+            ..config.clone()
+        },
+    )
+    .await
+    {
+        Err(e) => e,
+        Ok(_) => panic!("a truncated log was replayed from its start"),
+    };
+    let msg = err.to_string();
+    assert!(
+        msg.contains("does not start at epoch 1") && msg.contains("no checkpoint"),
+        "{msg}"
+    );
+    // Normal recovery (checkpoint + tail) still works and continues the epoch numbering.
+    let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
+    let last = rt.recovery_report().last_epoch;
+    assert!(last >= 40, "{:?}", rt.recovery_report());
+    assert!(run_workload(&rt, &fx, 8, 5).await > 0);
+    rt.shutdown().await;
+    let rt = Runtime::start(
+        fx.app.clone(),
+        RuntimeConfig {
+            storage: Arc::new(storage),
+            checkpoint_every_epochs: 5,
+            ..RuntimeConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        rt.recovery_report().last_epoch >= last + 5,
+        "{:?}",
+        rt.recovery_report()
+    );
+    rt.shutdown().await;
+}
