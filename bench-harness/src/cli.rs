@@ -38,14 +38,21 @@ pub enum WorkloadCmd {
     /// YCSB-T: each transaction reads and increments k keys of one table, touching several
     /// partitions. Checks: sum of values = k × committed, nothing negative, no lost rows.
     Ycsb(YcsbCmd),
+    /// The durability tests (`crash-test`, `corruption-test`); not workloads, run by `main`.
+    #[command(flatten)]
+    Durability(crate::crash::DurabilityCmd),
 }
 
 impl WorkloadCmd {
     /// The options every workload shares.
+    ///
+    /// # Panics
+    /// For the durability tests, which are not workloads (`main` runs them via `crash::run`).
     pub fn common(&self) -> &CommonArgs {
         match self {
             WorkloadCmd::Transfer(c) => &c.common,
             WorkloadCmd::Ycsb(c) => &c.common,
+            WorkloadCmd::Durability(_) => panic!("the durability tests have no workload options"),
         }
     }
 }

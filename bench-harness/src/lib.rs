@@ -9,6 +9,7 @@
 //! Adding a workload means implementing [`Workload`] and a subcommand in [`cli`].
 
 pub mod cli;
+pub mod crash;
 pub mod driver;
 pub mod metrics;
 pub mod progress;
@@ -46,6 +47,11 @@ pub enum HarnessError {
 
 /// Runs the command and returns the summary (also printed and written to `<out>/summary.json`).
 pub fn run(cli: Cli) -> Result<Summary, HarnessError> {
+    if let WorkloadCmd::Durability(_) = &cli.workload {
+        return Err(HarnessError::InvalidArgs(
+            "crash-test and corruption-test run through `crash::run`, not `run`".into(),
+        ));
+    }
     let common = cli.workload.common().clone();
     match &cli.workload {
         WorkloadCmd::Transfer(c) => run_workload(
@@ -56,6 +62,7 @@ pub fn run(cli: Cli) -> Result<Summary, HarnessError> {
             workloads::ycsb::YcsbWorkload::new(&c.common, &c.ycsb)?,
             &common,
         ),
+        WorkloadCmd::Durability(_) => unreachable!("refused above"),
     }
 }
 

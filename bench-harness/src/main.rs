@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = bench_harness::cli::Cli::parse();
+    if let bench_harness::cli::WorkloadCmd::Durability(cmd) = &cli.workload {
+        return bench_harness::crash::run(cmd);
+    }
     match bench_harness::run(cli) {
         Ok(summary) if summary.passed => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),
