@@ -16,6 +16,7 @@ pub mod error;
 pub mod ids;
 pub mod limits;
 mod partition;
+mod precedence;
 pub mod query;
 pub mod route;
 pub mod runtime;

@@ -12,6 +12,7 @@ use crate::constraint::Probe;
 use crate::context::TxnCtx;
 use crate::error::{AbortReason, panic_message};
 use crate::ids::{GlobalPartition, RequestId, Seq, Tid};
+use crate::precedence::PrecedenceState;
 use crate::query::{QueryFn, QueryPart, ReadView};
 use crate::sync::{AtomicSeqSet, Depositor};
 use crate::table::AnyTable;
@@ -112,6 +113,8 @@ impl<A: App> Default for WaveOut<A> {
 /// The tables of one partition.
 pub(crate) struct PartitionState<A: App> {
     pub gp: GlobalPartition,
+    /// Precedence markers of the current epoch (see `precedence.rs`).
+    pub precedence: PrecedenceState,
     pub service_idx: u32,
     pub partition: u32,
     pub tables: Vec<Box<dyn AnyTable>>,
@@ -132,6 +135,7 @@ impl<A: App> PartitionState<A> {
             .collect();
         PartitionState {
             gp,
+            precedence: PrecedenceState::default(),
             service_idx,
             partition,
             tables,
@@ -160,6 +164,10 @@ impl<A: App> PartitionState<A> {
             .handler
             .as_ref()
             .expect("build() rejects services without handler");
+        if !def.precedence.is_empty() {
+            self.precedence
+                .record(&def.precedence, A::event_kind(event), seq);
+        }
         let emits_before = out.emits.len();
         let outbox_before = out.outbox.len();
         let mut ctx = TxnCtx {
@@ -260,6 +268,9 @@ impl<A: App> PartitionState<A> {
     /// The decide phase: transactions losing a conflict in this partition.
     pub fn decide(&self, user_aborted: &SeqSet) -> SeqSet {
         let mut conflicts = SeqSet::with_len(user_aborted.len());
+        if !self.precedence.is_empty() {
+            self.precedence.decide(user_aborted, &mut conflicts);
+        }
         for t in &self.tables {
             if t.has_access() {
                 t.decide(user_aborted, &mut conflicts);
@@ -270,6 +281,7 @@ impl<A: App> PartitionState<A> {
 
     /// The commit phase: apply surviving writes.
     pub fn commit(&mut self, aborted: &SeqSet) {
+        self.precedence.clear();
         for t in &mut self.tables {
             if t.has_access() {
                 t.commit(aborted);
@@ -287,6 +299,8 @@ impl<A: App> PartitionState<A> {
     /// Applies or discards the buffered writes of the one transaction that ran alone, and
     /// leaves solo mode.
     pub fn commit_all(&mut self, keep: bool) {
+        // A transaction running alone needs no precedence markers: it is already in TID order.
+        self.precedence.clear();
         for t in &mut self.tables {
             if t.has_access() {
                 t.commit_all(keep);

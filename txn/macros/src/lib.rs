@@ -1,0 +1,1 @@
+//! Macros for vmsdb services (placeholder while being written).
