@@ -218,6 +218,22 @@ impl<A: App> AppBuilder<A> {
         self.add_table::<K, V>(service, name, false)
     }
 
+    /// Declares a replicated table of `service`: every partition holds its own full copy and
+    /// may read and write any key of it (no owning partition). Keep the copies equal by
+    /// writing them in the same transaction, e.g. with [`TxnCtx::broadcast`] — the way a cart
+    /// service keeps replicas of product prices.
+    pub fn replicated_table<K: Key, V: Row>(
+        &mut self,
+        service: ServiceRef,
+        name: &str,
+    ) -> Table<K, V> {
+        let table = self.add_table::<K, V>(service, name, false);
+        if let Some(o) = self.options_of(table) {
+            o.replicated = true;
+        }
+        table
+    }
+
     /// Declares an ordered table of `service`: point access plus key-range scans.
     pub fn ordered_table<K: Key, V: Row>(
         &mut self,
@@ -246,17 +262,20 @@ impl<A: App> AppBuilder<A> {
                 .downcast::<TableOptions<K, V>>()
                 .expect("options of this table's key and row types");
             let constraints = Arc::new(options.constraints);
+            let replicated = options.replicated;
             let placement: Placement<K> = options
                 .placement
                 .unwrap_or_else(|| Arc::new(|k: &K, n| crate::route::partition_of(k, n)));
             Arc::new(move || {
-                Box::new(TableState::<K, V>::new(
+                let mut t = TableState::<K, V>::new(
                     service_name.clone(),
                     table_name.clone(),
                     ordered,
                     constraints.clone(),
                     placement.clone(),
-                )) as Box<dyn AnyTable>
+                );
+                t.replicated = replicated;
+                Box::new(t) as Box<dyn AnyTable>
             })
         });
         def.tables.push(TableDef {
@@ -366,6 +385,12 @@ impl<A: App> AppBuilder<A> {
             ));
             return;
         };
+        if self.options_of(parent).is_some_and(|o| o.replicated) {
+            self.problems.push(format!(
+                "foreign key {name:?} refers to a replicated table, which has no owning partition to probe"
+            ));
+            return;
+        }
         let parent_ref = self.services[parent.service as usize].service;
         let parent_placement: Placement<PK> = self
             .options_of(parent)

@@ -81,6 +81,8 @@ pub(crate) struct TableOptions<K, V> {
     pub constraints: Constraints<V>,
     /// `None`: rows are placed by their whole key.
     pub placement: Option<Placement<K>>,
+    /// Every partition holds its own full copy (no owning partition).
+    pub replicated: bool,
 }
 
 impl<K, V> Default for TableOptions<K, V> {
@@ -88,6 +90,7 @@ impl<K, V> Default for TableOptions<K, V> {
         TableOptions {
             constraints: Constraints::default(),
             placement: None,
+            replicated: false,
         }
     }
 }

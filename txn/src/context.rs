@@ -163,6 +163,14 @@ impl<'a, A: App> TxnCtx<'a, A> {
         self.emit_to_partition(service, partition, event);
     }
 
+    /// Emits `event` to every partition of `service` (e.g. to update a replicated table's
+    /// copies), all in this transaction.
+    pub fn broadcast(&mut self, service: ServiceRef, event: A::Event) {
+        for p in 0..service.n_partitions {
+            self.emit_to_partition(service, p, event.clone());
+        }
+    }
+
     /// Emits `event` to partition `partition` of `service`.
     ///
     /// # Panics
@@ -260,7 +268,11 @@ impl<'a, A: App> TxnCtx<'a, A> {
                     owner: service_name(),
                 })
             })?;
-        let owner = (state.placement)(key, n);
+        let owner = if state.replicated {
+            running
+        } else {
+            (state.placement)(key, n)
+        };
         if owner != running {
             return Err(Abort(AbortReason::WrongPartition {
                 service: state.service.clone(),

@@ -85,6 +85,8 @@ pub(crate) struct TableState<K, V> {
     pub constraints: Arc<Constraints<V>>,
     /// Which partition owns a key.
     pub placement: Placement<K>,
+    /// Every partition holds a full copy: no ownership check.
+    pub replicated: bool,
     pub rows: Rows<K, V>,
     access: FxHashMap<K, Access<V>>,
     /// The accesses of the one transaction running alone in the serial fallback. Kept apart
@@ -109,6 +111,7 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
         TableState {
             constraints,
             placement,
+            replicated: false,
             service,
             name,
             rows: if ordered {

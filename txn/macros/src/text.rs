@@ -30,23 +30,34 @@ pub fn tokens_text(tokens: TokenStream) -> String {
 }
 
 fn write_tokens(tokens: TokenStream, out: &mut String) {
-    let mut prev_joint = false;
-    let mut prev_tight = true; // nothing before the first token
+    // No space before the next token (after `.`, `::`, a prefix operator, an opening group).
+    let mut glue = true;
+    // The previous token was a punct joined to this one (`>=`, `&&`, `..`): same operator.
+    let mut continues: Option<bool> = None; // Some(whether the operator is a prefix one)
     for tt in tokens {
-        let tight = match &tt {
-            TokenTree::Punct(p) => matches!(p.as_char(), '.' | ':' | '!' | '&' | '*' | '-')
-                && !prev_word_binary(out),
-            TokenTree::Group(g) => g.delimiter() != Delimiter::Brace && ends_with_word(out),
-            _ => false,
-        };
-        let after_tight = out.ends_with('.') || out.ends_with("::") || out.ends_with('(');
-        if !out.is_empty() && !prev_joint && !prev_tight && !tight && !after_tight {
-            out.push(' ');
-        }
-        prev_tight = false;
-        prev_joint = false;
         match tt {
+            TokenTree::Punct(p) => {
+                let c = p.as_char();
+                let prefix = match continues {
+                    Some(prefix) => prefix,
+                    None => matches!(c, '-' | '&' | '*' | '!') && !ends_with_operand(out),
+                };
+                let space_before = continues.is_none() && !matches!(c, '.' | ',' | ';' | '?' | ':');
+                if !glue && space_before {
+                    out.push(' ');
+                }
+                out.push(c);
+                let joint = p.spacing() == Spacing::Joint;
+                let range = out.ends_with("..") || out.ends_with("..=");
+                let path = out.ends_with("::");
+                glue = joint || prefix || range || path || c == '.';
+                continues = joint.then_some(prefix);
+            }
             TokenTree::Group(g) => {
+                let call = g.delimiter() != Delimiter::Brace && ends_with_operand(out);
+                if !glue && !call {
+                    out.push(' ');
+                }
                 let (open, close) = match g.delimiter() {
                     Delimiter::Parenthesis => ("(", ")"),
                     Delimiter::Bracket => ("[", "]"),
@@ -56,29 +67,26 @@ fn write_tokens(tokens: TokenStream, out: &mut String) {
                 out.push_str(open);
                 write_tokens(g.stream(), out);
                 out.push_str(close);
+                glue = false;
+                continues = None;
             }
-            TokenTree::Punct(p) => {
-                out.push(p.as_char());
-                prev_joint = p.spacing() == Spacing::Joint;
-                // Prefix operators stick to what follows.
-                prev_tight = matches!(p.as_char(), '.' | '!')
-                    || (p.as_char() == ':' && out.ends_with("::"));
+            TokenTree::Ident(_) | TokenTree::Literal(_) => {
+                if !glue {
+                    out.push(' ');
+                }
+                out.push_str(&tt.to_string());
+                glue = false;
+                continues = None;
             }
-            TokenTree::Ident(i) => out.push_str(&i.to_string()),
-            TokenTree::Literal(l) => out.push_str(&l.to_string()),
         }
     }
 }
 
-fn ends_with_word(s: &str) -> bool {
+/// Whether `s` ends with something an operator after it applies to as a binary operator.
+fn ends_with_operand(s: &str) -> bool {
     s.chars()
         .last()
-        .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ')' || c == ']')
-}
-
-/// Whether a `-`, `&` or `*` after `s` is a binary operator (so it keeps its spaces).
-fn prev_word_binary(s: &str) -> bool {
-    ends_with_word(s) || s.ends_with('"')
+        .is_some_and(|c| c.is_alphanumeric() || matches!(c, '_' | ')' | ']' | '"' | '\''))
 }
 
 fn collapse_whitespace(s: &str) -> String {
@@ -93,11 +101,7 @@ pub fn check_name(expr_text: &str) -> String {
 
 /// A path as written, without spaces (`Ev :: Deposit` is `Ev::Deposit`).
 pub fn path_text(path: &syn::Path) -> String {
-    let segments: Vec<String> = path
-        .segments
-        .iter()
-        .map(|s| s.ident.to_string())
-        .collect();
+    let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
     let lead = if path.leading_colon.is_some() {
         "::"
     } else {

@@ -1,0 +1,42 @@
+//! `#[derive(EventKind)]`: the name of an event's variant, for metrics, logs, abort reasons and
+//! precedence rules.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::{Data, DeriveInput};
+
+pub fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
+    let Data::Enum(data) = &input.data else {
+        let span = match &input.data {
+            Data::Struct(s) => s.struct_token.span,
+            Data::Union(u) => u.union_token.span,
+            Data::Enum(_) => unreachable!(),
+        };
+        return Err(syn::Error::new(
+            span,
+            "#[derive(EventKind)] needs an enum: the kind of an event is the name of its variant",
+        ));
+    };
+    let ident = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let names: Vec<String> = data.variants.iter().map(|v| v.ident.to_string()).collect();
+    let variants = data.variants.iter().map(|v| &v.ident);
+    let body = if data.variants.is_empty() {
+        quote!(match *self {})
+    } else {
+        quote!(match self { #(Self::#variants { .. } => #names,)* })
+    };
+    Ok(quote! {
+        impl #impl_generics #ident #ty_generics #where_clause {
+            /// The name of every variant, in declaration order.
+            #[allow(dead_code)]
+            pub const KINDS: &'static [&'static str] = &[#(#names),*];
+
+            /// The name of this event's variant (`"Deposit"` for `Deposit { .. }`).
+            #[allow(dead_code)]
+            pub fn kind(&self) -> &'static str {
+                #body
+            }
+        }
+    })
+}
