@@ -4,7 +4,9 @@
 //! declares services and tables and returns typed handles ([`ServiceRef`], [`Table`]) that
 //! handlers use; [`AppBuilder::build`] validates the whole definition at once.
 
-use crate::constraint::{Check, Constraints, FkTarget, ForeignKey, Placement, TableOptions};
+use crate::constraint::{
+    Check, Constraints, FkTarget, ForeignKey, Placement, TableOptions, Unique, UniqueTarget,
+};
 use crate::context::TxnCtx;
 use crate::error::{HandlerResult, TxnError};
 use crate::ids::GlobalPartition;
@@ -216,6 +218,39 @@ impl<A: App> AppBuilder<A> {
     /// Declares a hash table (point access only) of `service`.
     pub fn table<K: Key, V: Row>(&mut self, service: ServiceRef, name: &str) -> Table<K, V> {
         self.add_table::<K, V>(service, name, false)
+    }
+
+    /// Declares that no two rows of `table` have the same value `value(row)` (rows where it is
+    /// `None` are not constrained) — across all partitions of the service. A write that would
+    /// duplicate a value held by another row aborts its whole transaction with
+    /// `AbortReason::Constraint` naming `name`. Kept in a hidden index table of the service.
+    pub fn unique<K: Key, V: Row, U: Key>(
+        &mut self,
+        table: Table<K, V>,
+        name: &str,
+        value: impl Fn(&V) -> Option<U> + Send + Sync + 'static,
+    ) {
+        let Some((_, table_name)) = self.table_name(table) else {
+            self.problems.push(format!(
+                "unique {name:?} names a table of another application"
+            ));
+            return;
+        };
+        let service = self.services[table.service as usize].service;
+        let index = self.add_table::<U, K>(service, &format!("{table_name}#unique:{name}"), false);
+        let target = Arc::new(UniqueTarget {
+            name: name.to_string(),
+            index_table_idx: index.idx,
+        });
+        let locate = Box::new(move |row: &V| {
+            value(row).map(|u| {
+                let gp = service.gp(service.partition_of(&u));
+                (rmp_serde::to_vec(&u).expect("keys serialize"), gp)
+            })
+        });
+        if let Some(c) = self.constraints_of(table) {
+            c.uniques.push(Unique { target, locate });
+        }
     }
 
     /// Declares a replicated table of `service`: every partition holds its own full copy and

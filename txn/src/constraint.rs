@@ -10,6 +10,11 @@
 //!   whole transaction. The probe sees the parent as committed before the epoch plus this
 //!   transaction's own writes that ran before the probe in chain order. Deleting a parent that
 //!   still has children is not checked (no reverse index yet).
+//! - A **unique** constraint (`AppBuilder::unique`) keeps a hidden index table in the same
+//!   service, placed by the unique value, mapping value → row key. Writing a row sends a claim
+//!   step (and a release step for a changed value) to the value's partition in the same
+//!   transaction: two transactions claiming one value conflict like any two writers, and a value
+//!   held by another row aborts the transaction. Uniqueness is global, across partitions.
 
 use crate::ids::GlobalPartition;
 use std::sync::Arc;
@@ -36,10 +41,25 @@ pub(crate) struct ForeignKey<V> {
     pub locate: Box<dyn Fn(&V) -> Option<(Vec<u8>, GlobalPartition)> + Send + Sync>,
 }
 
+/// Where a unique constraint keeps its index: a hidden table of the same service, placed by the
+/// unique value, mapping value → owning row key.
+pub(crate) struct UniqueTarget {
+    pub name: String,
+    pub index_table_idx: u32,
+}
+
+/// A unique constraint of a table: extracts the (encoded) unique value and the index partition.
+pub(crate) struct Unique<V> {
+    pub target: Arc<UniqueTarget>,
+    #[allow(clippy::type_complexity)]
+    pub locate: Box<dyn Fn(&V) -> Option<(Vec<u8>, GlobalPartition)> + Send + Sync>,
+}
+
 /// All constraints of one table.
 pub(crate) struct Constraints<V> {
     pub checks: Vec<Check<V>>,
     pub foreign_keys: Vec<ForeignKey<V>>,
+    pub uniques: Vec<Unique<V>>,
 }
 
 impl<V> Default for Constraints<V> {
@@ -47,6 +67,7 @@ impl<V> Default for Constraints<V> {
         Constraints {
             checks: Vec::new(),
             foreign_keys: Vec::new(),
+            uniques: Vec::new(),
         }
     }
 }
@@ -61,7 +82,7 @@ impl<V> Constraints<V> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.checks.is_empty() && self.foreign_keys.is_empty()
+        self.checks.is_empty() && self.foreign_keys.is_empty() && self.uniques.is_empty()
     }
 }
 
@@ -93,4 +114,13 @@ impl<K, V> Default for TableOptions<K, V> {
             replicated: false,
         }
     }
+}
+
+/// Claim (`claim: true`) or release a unique value for a row key, in the index's partition.
+pub(crate) struct IndexOp {
+    pub target: Arc<UniqueTarget>,
+    pub child: Arc<(String, String)>,
+    pub claim: bool,
+    pub value: Vec<u8>,
+    pub row_key: Vec<u8>,
 }

@@ -1,7 +1,7 @@
 //! The transaction context a handler receives: table access, events, abort, time and randomness.
 
 use crate::app::{App, AppDef, Key, Row, ServiceRef, Table};
-use crate::constraint::Probe;
+use crate::constraint::{IndexOp, Probe};
 use crate::error::{Abort, AbortReason};
 use crate::ids::{GlobalPartition, Seq, Tid};
 use crate::partition::{Emitted, OutboxMsg, PartitionState, StepEvent};
@@ -123,14 +123,59 @@ impl<'a, A: App> TxnCtx<'a, A> {
                 }
             }
         }
+        if !state.constraints.uniques.is_empty() {
+            let old = state.get(seq, &key);
+            Self::index_ops(state, emits, seq, &key, old.as_ref(), Some(&value));
+        }
         state.write(seq, key, Some(value));
         Ok(())
+    }
+
+    /// Emits the unique-index releases and claims for a row changing from `old` to `new`.
+    fn index_ops<K: Key, V: Row>(
+        state: &TableState<K, V>,
+        emits: &mut Vec<Emitted<A::Event>>,
+        seq: crate::ids::Seq,
+        key: &K,
+        old: Option<&V>,
+        new: Option<&V>,
+    ) {
+        let row_key = rmp_serde::to_vec(key).expect("keys serialize");
+        let child = Arc::new((state.service.clone(), state.name.clone()));
+        for u in &state.constraints.uniques {
+            let before = old.and_then(|o| (u.locate)(o));
+            let after = new.and_then(|n| (u.locate)(n));
+            if before.as_ref().map(|b| &b.0) == after.as_ref().map(|a| &a.0) {
+                continue;
+            }
+            for (claim, located) in [(false, before), (true, after)] {
+                if let Some((value, target)) = located {
+                    emits.push(Emitted {
+                        seq,
+                        target,
+                        event: StepEvent::Index(IndexOp {
+                            target: u.target.clone(),
+                            child: child.clone(),
+                            claim,
+                            value,
+                            row_key: row_key.clone(),
+                        }),
+                    });
+                }
+            }
+        }
     }
 
     /// Deletes a row (a no-op if it does not exist).
     pub fn delete<K: Key, V: Row>(&mut self, table: Table<K, V>, key: &K) -> Result<(), Abort> {
         let seq = self.seq;
-        self.table(table, key)?.write(seq, key.clone(), None);
+        let emits = &mut *self.emits;
+        let state = Self::table_in(self.part, self.app, table, key)?;
+        if !state.constraints.uniques.is_empty() {
+            let old = state.get(seq, key);
+            Self::index_ops(state, emits, seq, key, old.as_ref(), None);
+        }
+        state.write(seq, key.clone(), None);
         Ok(())
     }
 

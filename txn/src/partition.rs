@@ -8,7 +8,7 @@
 
 use crate::app::{App, AppDef};
 use crate::bitset::SeqSet;
-use crate::constraint::Probe;
+use crate::constraint::{IndexOp, Probe};
 use crate::context::TxnCtx;
 use crate::error::{AbortReason, panic_message};
 use crate::ids::{GlobalPartition, RequestId, Seq, Tid};
@@ -72,6 +72,8 @@ pub(crate) enum StepEvent<E> {
     Emitted(E),
     /// A foreign-key probe sent by a write of this transaction.
     Probe(Probe),
+    /// A unique-index claim or release sent by a write of this transaction.
+    Index(IndexOp),
 }
 
 /// An event (or probe) emitted by a step, to run in `target` in the next wave.
@@ -234,6 +236,45 @@ impl<A: App> PartitionState<A> {
         ));
     }
 
+    /// Runs a unique-index claim or release of transaction `seq`: a value held by another row
+    /// aborts it.
+    pub fn execute_index_op(&mut self, seq: Seq, op: &IndexOp, out: &mut WaveOut<A>) {
+        let Some(index) = self.tables.get_mut(op.target.index_table_idx as usize) else {
+            out.aborts.push((
+                seq,
+                AbortReason::Constraint {
+                    service: op.child.0.clone(),
+                    table: op.child.1.clone(),
+                    message: format!("unique {:?}: its index table is missing", op.target.name),
+                },
+            ));
+            return;
+        };
+        let message = if op.claim {
+            match index.claim(seq, &op.value, &op.row_key) {
+                Ok(None) => return,
+                Ok(Some(holder)) => format!(
+                    "unique {:?}: the value is already held by the row with key {holder}",
+                    op.target.name
+                ),
+                Err(e) => format!("unique {:?}: {e}", op.target.name),
+            }
+        } else {
+            match index.release(seq, &op.value, &op.row_key) {
+                Ok(()) => return,
+                Err(e) => format!("unique {:?}: {e}", op.target.name),
+            }
+        };
+        out.aborts.push((
+            seq,
+            AbortReason::Constraint {
+                service: op.child.0.clone(),
+                table: op.child.1.clone(),
+                message,
+            },
+        ));
+    }
+
     /// Runs a wave: the queries first (they read the committed state only), then the steps in
     /// the order given (sorted by `seq` by the driver).
     pub fn run_wave(
@@ -260,6 +301,7 @@ impl<A: App> PartitionState<A> {
                     self.execute_step(app, env.clock(), step.seq, event, &mut out);
                 }
                 StepEvent::Probe(probe) => self.execute_probe(step.seq, probe, &mut out),
+                StepEvent::Index(op) => self.execute_index_op(step.seq, op, &mut out),
             }
         }
         out

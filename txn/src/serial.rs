@@ -63,6 +63,7 @@ pub(crate) fn run_chain<A: App>(
             match &e.event {
                 StepEvent::Emitted(event) => part.execute_step(app, clock, seq, event, scratch),
                 StepEvent::Probe(probe) => part.execute_probe(seq, probe, scratch),
+                StepEvent::Index(op) => part.execute_index_op(seq, op, scratch),
                 StepEvent::Inbound => unreachable!("emits are never inbound"),
             }
             if !scratch.aborts.is_empty() {

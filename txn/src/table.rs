@@ -242,6 +242,11 @@ pub(crate) trait AnyTable: Send {
     /// A foreign-key probe by transaction `seq`: reads the row with encoded key `key` (recording
     /// the read). `Ok(None)` if it exists, `Ok(Some(key as text))` if not.
     fn probe(&mut self, seq: Seq, key: &[u8]) -> Result<Option<String>, String>;
+    /// For a unique index (keyed by the encoded unique value, holding the encoded row key):
+    /// claims `value` for `row_key`, or returns the other row key holding it, as text.
+    fn claim(&mut self, seq: Seq, value: &[u8], row_key: &[u8]) -> Result<Option<String>, String>;
+    /// Releases `value` if `row_key` holds it.
+    fn release(&mut self, seq: Seq, value: &[u8], row_key: &[u8]) -> Result<(), String>;
     /// Loads one encoded committed row (recovery).
     fn load_row(&mut self, key: &[u8], value: &[u8]) -> Result<(), String>;
 }
@@ -375,6 +380,33 @@ impl<K: crate::app::Key, V: crate::app::Row> AnyTable for TableState<K, V> {
             Some(_) => None,
             None => Some(format!("{k:?}")),
         })
+    }
+
+    fn claim(&mut self, seq: Seq, value: &[u8], row_key: &[u8]) -> Result<Option<String>, String> {
+        let u: K =
+            decode(value).map_err(|e| format!("{}.{} value: {e}", self.service, self.name))?;
+        match self.get(seq, &u) {
+            Some(holder) if encode(&holder) != row_key => Ok(Some(format!("{holder:?}"))),
+            Some(_) => Ok(None),
+            None => {
+                let holder: V = decode(row_key)
+                    .map_err(|e| format!("{}.{} row key: {e}", self.service, self.name))?;
+                self.write(seq, u, Some(holder));
+                Ok(None)
+            }
+        }
+    }
+
+    fn release(&mut self, seq: Seq, value: &[u8], row_key: &[u8]) -> Result<(), String> {
+        let u: K =
+            decode(value).map_err(|e| format!("{}.{} value: {e}", self.service, self.name))?;
+        if self
+            .get(seq, &u)
+            .is_some_and(|holder| encode(&holder) == row_key)
+        {
+            self.write(seq, u, None);
+        }
+        Ok(())
     }
 
     fn load_row(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {

@@ -56,12 +56,22 @@ impl Parse for HandlerArgs {
     }
 }
 
+/// A payload parameter of a handler.
+struct Param {
+    /// Its name, which is the field's for `{ .. }`.
+    name: Option<syn::Ident>,
+    /// Its type if it is not a reference: the handler receives a clone of the field.
+    by_value: Option<Type>,
+    /// Its type's span.
+    span: Span,
+}
+
 /// One `#[handler]` method, checked.
 struct HandlerDef {
     method: syn::Ident,
     args: HandlerArgs,
-    /// The payload parameters after `ctx`: name (for `{ .. }`) and whether taken by reference.
-    params: Vec<(Option<syn::Ident>, bool, Span)>,
+    /// The payload parameters after `ctx`.
+    params: Vec<Param>,
     /// The `A` of `ctx: &mut TxnCtx<'_, A>`, if it can be read off the signature.
     app: Option<Type>,
 }
@@ -88,22 +98,28 @@ pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
     }
 
     let mut imp = match syn::parse2::<Item>(item)? {
-        Item::Impl(imp) => imp,
+        Item::Impl(imp) if imp.trait_.is_none() => imp,
         other => {
-            return Err(syn::Error::new(
-                item_keyword_span(&other),
-                "#[service] goes on an `impl` block whose methods are marked #[handler], \
-                 e.g. `#[service] impl Accounts { #[handler(Ev::Deposit)] fn deposit(..) }`",
-            ));
+            let (span, message) = match &other {
+                Item::Impl(imp) => (
+                    imp.trait_
+                        .as_ref()
+                        .map_or(imp.impl_token.span, |t| t.1.span()),
+                    "#[service] goes on an inherent `impl` block (`impl MyService { .. }`), not \
+                     on a trait implementation",
+                ),
+                _ => (
+                    item_keyword_span(&other),
+                    "#[service] goes on an `impl` block whose methods are marked #[handler], \
+                     e.g. `#[service] impl Accounts { #[handler(Ev::Deposit)] fn deposit(..) }`",
+                ),
+            };
+            errors.add(syn::Error::new(span, message));
+            // Keep the item, so that only the misplaced attribute is reported.
+            let err = errors.finish().unwrap_err().into_compile_error();
+            return Ok(quote!(#err #other));
         }
     };
-    if let Some((_, path, _)) = &imp.trait_ {
-        return Err(syn::Error::new_spanned(
-            path,
-            "#[service] goes on an inherent `impl` block (`impl MyService { .. }`), not on a \
-             trait implementation",
-        ));
-    }
 
     let mut handlers: Vec<HandlerDef> = Vec::new();
     for item in &mut imp.items {
@@ -218,8 +234,13 @@ pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
 fn arm(h: &HandlerDef) -> TokenStream {
     let variant = &h.args.variant;
     let method = &h.method;
-    let bindings: Vec<syn::Ident> = (0..h.params.len())
-        .map(|i| format_ident!("__txn_arg{}", i))
+    // Each binding carries its parameter's span, so that a type mismatch between the variant's
+    // field and the parameter points at the parameter.
+    let bindings: Vec<syn::Ident> = h
+        .params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format_ident!("__txn_arg{}", i, span = p.span))
         .collect();
     let pattern = if h.params.is_empty() {
         quote_spanned!(variant.span()=> #variant { .. })
@@ -227,7 +248,7 @@ fn arm(h: &HandlerDef) -> TokenStream {
         let fields = h
             .params
             .iter()
-            .map(|(name, _, _)| name.as_ref().expect("named in handler_def"));
+            .map(|p| p.name.as_ref().expect("named in handler_def"));
         quote_spanned!(variant.span()=> #variant { #(#fields: #bindings,)* .. })
     } else {
         quote_spanned!(variant.span()=> #variant(#(#bindings),*))
@@ -236,12 +257,9 @@ fn arm(h: &HandlerDef) -> TokenStream {
         .params
         .iter()
         .zip(&bindings)
-        .map(|((_, by_ref, span), b)| {
-            if *by_ref {
-                quote_spanned!(*span=> #b)
-            } else {
-                quote_spanned!(*span=> ::core::clone::Clone::clone(#b))
-            }
+        .map(|(p, b)| match &p.by_value {
+            None => quote!(#b),
+            Some(ty) => quote_spanned!(p.span=> <#ty as ::core::clone::Clone>::clone(#b)),
         });
     quote! {
         #pattern => self.#method(ctx, #(#args),*),
@@ -323,7 +341,10 @@ fn handler_def(f: &ImplItemFn, attr_idx: usize) -> syn::Result<HandlerDef> {
     let mut params = Vec::new();
     for input in inputs {
         let FnArg::Typed(p) = input else { continue };
-        let by_ref = matches!(*p.ty, Type::Reference(_));
+        let by_value = match &*p.ty {
+            Type::Reference(_) => None,
+            ty => Some(ty.clone()),
+        };
         let name = match &*p.pat {
             Pat::Ident(i) if i.by_ref.is_none() && i.subpat.is_none() => Some(i.ident.clone()),
             _ => None,
@@ -335,7 +356,16 @@ fn handler_def(f: &ImplItemFn, attr_idx: usize) -> syn::Result<HandlerDef> {
                  of the variant it receives",
             ));
         }
-        params.push((name, by_ref, p.ty.span()));
+        // The type, or the type behind `&`: a mismatch points at `u32` in `amount: &u32`.
+        let span = match &*p.ty {
+            Type::Reference(r) => r.elem.span(),
+            ty => ty.span(),
+        };
+        params.push(Param {
+            name,
+            by_value,
+            span,
+        });
     }
     if let syn::ReturnType::Default = sig.output {
         errors.add(syn::Error::new(

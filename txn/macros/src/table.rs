@@ -79,9 +79,9 @@ pub fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
         };
         for attr in &field.attrs {
             if attr.path().is_ident("key") {
-                if let Err(e) = attr.meta.require_path_only() {
-                    errors.add(syn::Error::new(
-                        e.span(),
+                if attr.meta.require_path_only().is_err() {
+                    errors.add(syn::Error::new_spanned(
+                        &attr.meta,
                         "#[key] takes no arguments: mark each primary key field with a plain #[key]",
                     ));
                 }
