@@ -13,6 +13,7 @@ pub mod context;
 mod dedup;
 pub mod epoch;
 pub mod error;
+pub mod eventual;
 pub mod ids;
 pub mod limits;
 mod partition;
@@ -29,6 +30,7 @@ pub use app::{App, AppBuilder, AppDef, Key, Row, ServiceRef, Table};
 pub use context::TxnCtx;
 pub use epoch::{EpochStats, Fallback, SerialPos};
 pub use error::{Abort, AbortReason, HandlerResult, TxnError};
+pub use eventual::{EventualOutcome, EventualRuntime};
 pub use ids::{RequestId, Tid};
 pub use query::ReadView;
 pub use runtime::{

@@ -147,11 +147,6 @@ pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
             }
             Err(e) => errors.add(e),
         }
-        // Leave the attribute in place, marked, so that the `handler` macro accepts it.
-        let attr = &mut f.attrs[attr_idx];
-        let path = attr.path().clone();
-        let marker = format_ident!("{}", INSIDE_SERVICE);
-        *attr = syn::parse_quote_spanned!(attr.span()=> #[#path(#marker)]);
         if let Some(extra) = f
             .attrs
             .iter()
@@ -162,6 +157,12 @@ pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
                 extra,
                 "a method has one #[handler] attribute; an event variant runs one method",
             ));
+        }
+        // Leave the attributes in place, marked, so that the `handler` macro accepts them.
+        let marker = format_ident!("{}", INSIDE_SERVICE);
+        for attr in f.attrs.iter_mut().filter(|a| is_handler_attr(a)) {
+            let path = attr.path().clone();
+            *attr = syn::parse_quote_spanned!(attr.span()=> #[#path(#marker)]);
         }
     }
     if handlers.is_empty() && errors.is_empty() {
@@ -185,14 +186,30 @@ pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
             None
         }
     };
-    // On a mistake, keep the impl block so that only the mistake is reported.
+    let self_ty = &imp.self_ty;
+    let (impl_generics, _, where_clause) = imp.generics.split_for_impl();
+    // On a mistake, keep the impl block (and `register`, if its signature is known) so that
+    // only the mistake is reported, not every use of the service.
     if let Err(e) = errors.finish() {
         let e = e.to_compile_error();
-        return Ok(quote!(#e #imp));
+        let stub = app.map(|app| {
+            quote! {
+                impl #impl_generics #self_ty #where_clause {
+                    #[allow(dead_code, unused_variables)]
+                    pub fn register(
+                        self,
+                        builder: &mut ::txn::AppBuilder<#app>,
+                        service: ::txn::ServiceRef,
+                    ) {
+                        ::core::unreachable!()
+                    }
+                }
+            }
+        });
+        return Ok(quote!(#e #imp #stub));
     }
     let app = app.expect("checked above");
 
-    let self_ty = &imp.self_ty;
     let service_name = text::tokens_text(quote!(#self_ty));
     let handled: Vec<String> = handlers
         .iter()
@@ -203,7 +220,6 @@ pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
         handled.join(", ")
     );
     let arms = handlers.iter().map(arm);
-    let (impl_generics, _, where_clause) = imp.generics.split_for_impl();
     let register = quote! {
         impl #impl_generics #self_ty #where_clause {
             /// Installs this service's `#[handler]` methods as the handler of `service`: each

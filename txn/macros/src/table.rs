@@ -85,6 +85,10 @@ pub fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
                         "#[key] takes no arguments: mark each primary key field with a plain #[key]",
                     ));
                 }
+                if keys.last().is_some_and(|k: &KeyField| k.member == member) {
+                    errors.add(syn::Error::new_spanned(attr, "#[key] is given twice"));
+                    continue;
+                }
                 keys.push(KeyField {
                     member: member.clone(),
                     ty: field.ty.clone(),

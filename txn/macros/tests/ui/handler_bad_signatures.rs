@@ -44,4 +44,9 @@ impl Accounts {
     }
 }
 
-fn main() {}
+fn main() {
+    // `register` exists despite the mistakes above: they are the only errors reported.
+    let mut b = txn::AppBuilder::<Bank>::new();
+    let accounts = b.service("accounts", 1);
+    Accounts { opened: 0 }.register(&mut b, accounts);
+}

@@ -6,6 +6,7 @@ struct Bank;
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 enum Ev {
     Deposit { to: u64, amount: i64 },
+    Withdraw { from: u64, amount: i64 },
     Close(u64),
 }
 
@@ -21,6 +22,12 @@ impl Accounts {
     #[handler(Ev::Deposit { .. })]
     fn deposit(&self, _ctx: &mut TxnCtx<'_, Bank>, account: u64, amount: &u32) -> HandlerResult {
         let _ = (account, amount);
+        Ok(())
+    }
+
+    #[handler(Ev::Withdraw)]
+    fn withdraw_without_braces(&self, _ctx: &mut TxnCtx<'_, Bank>, amount: i64) -> HandlerResult {
+        let _ = amount;
         Ok(())
     }
 
