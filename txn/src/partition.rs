@@ -383,13 +383,15 @@ pub(crate) enum Job<A: App> {
         reply: Depositor<()>,
     },
     /// Encode the rows changed since the last checkpoint (between epochs).
-    Checkpoint {
-        reply: Depositor<Vec<CheckpointRow>>,
-    },
+    Checkpoint { reply: Depositor<Vec<DeferredRows>> },
 }
 
 /// One encoded checkpoint row: `(row key, Some(value) | None for deleted)`.
 pub(crate) type CheckpointRow = (Vec<u8>, Option<Vec<u8>>);
+
+/// Copies of changed rows taken at the epoch barrier, encoded into checkpoint rows when called
+/// (on the checkpoint thread).
+pub(crate) type DeferredRows = Box<dyn FnOnce(&mut Vec<CheckpointRow>) + Send>;
 
 /// Bytes before the encoded key in a checkpoint row key: global partition (u32 BE) and table
 /// index (u16 BE), so one store holds every partition's rows and they sort by partition.
@@ -397,20 +399,18 @@ const ROW_KEY_PREFIX_LEN: usize = 6;
 
 impl<A: App> PartitionState<A> {
     /// Moves the rows changed since the last checkpoint out as encoded checkpoint rows.
-    pub fn drain_checkpoint_rows(&mut self) -> Vec<CheckpointRow> {
-        let mut out = Vec::new();
-        for (idx, t) in self.tables.iter_mut().enumerate() {
-            let start = out.len();
-            t.drain_dirty(&mut out);
-            for (key, _) in &mut out[start..] {
-                let mut full = Vec::with_capacity(ROW_KEY_PREFIX_LEN + key.len());
-                full.extend_from_slice(&self.gp.to_be_bytes());
-                full.extend_from_slice(&(idx as u16).to_be_bytes());
-                full.extend_from_slice(key);
-                *key = full;
-            }
-        }
-        out
+    pub fn drain_checkpoint_rows(&mut self) -> Vec<DeferredRows> {
+        let gp = self.gp;
+        self.tables
+            .iter_mut()
+            .enumerate()
+            .map(|(idx, t)| {
+                let mut prefix = Vec::with_capacity(ROW_KEY_PREFIX_LEN);
+                prefix.extend_from_slice(&gp.to_be_bytes());
+                prefix.extend_from_slice(&(idx as u16).to_be_bytes());
+                t.take_dirty(prefix)
+            })
+            .collect()
     }
 }
 

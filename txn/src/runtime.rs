@@ -20,8 +20,8 @@ use crate::error::{AbortReason, TxnError};
 use crate::ids::{GlobalPartition, RequestId, Tid};
 use crate::limits;
 use crate::partition::{
-    CheckpointRow, EpochEnv, Job, OutboxMsg, PartitionState, Request, SharedPartition,
-    load_checkpoint_row,
+    CheckpointRow, DeferredRows, EpochEnv, Job, OutboxMsg, PartitionState, Request,
+    SharedPartition, load_checkpoint_row,
 };
 use crate::query::{QueryFn, QueryResult, ReadView};
 use crate::storage::{MemoryStorage, Storage};
@@ -175,13 +175,18 @@ impl RuntimeStats {
     }
 }
 
+/// Turns at writing the store, shared by the log appender and the checkpoint writer so that
+/// neither starves the other (many engines, redb among them, let one writer in at a time and
+/// do not queue fairly).
+type WriterTurn = parking_lot::Mutex<()>;
+
 /// What the durability thread is asked to persist, in order.
 enum LogItem<A: App> {
     Epoch(Arc<EpochEnv<A>>),
     /// The rows changed since the previous checkpoint, as of the end of `epoch`.
     Checkpoint {
         epoch: u64,
-        rows: Vec<CheckpointRow>,
+        rows: Vec<DeferredRows>,
     },
 }
 
@@ -394,7 +399,8 @@ impl<A: App> Runtime<A> {
         let stats = Arc::new(RuntimeStats::default());
 
         let checkpoint_in_flight = Arc::new(AtomicBool::new(false));
-        let (ckpt_tx, ckpt_rx) = std::sync::mpsc::channel::<(u64, Vec<CheckpointRow>)>();
+        let writer_turn: Arc<WriterTurn> = Arc::new(parking_lot::Mutex::new(()));
+        let (ckpt_tx, ckpt_rx) = std::sync::mpsc::channel::<(u64, Vec<DeferredRows>)>();
         let checkpointer = std::thread::Builder::new()
             .name("vmsdb-checkpoint".into())
             .spawn({
@@ -403,6 +409,7 @@ impl<A: App> Runtime<A> {
                 let truncate_log = config.truncate_log_after_checkpoint;
                 let stats = stats.clone();
                 let in_flight = checkpoint_in_flight.clone();
+                let writer_turn = writer_turn.clone();
                 move || {
                     checkpoint_loop(
                         storage.as_ref(),
@@ -411,6 +418,7 @@ impl<A: App> Runtime<A> {
                         truncate_log,
                         &stats,
                         &in_flight,
+                        &writer_turn,
                     )
                 }
             })
@@ -421,7 +429,8 @@ impl<A: App> Runtime<A> {
             .spawn({
                 let watermark = watermark.clone();
                 let stats = stats.clone();
-                move || durability_loop(storage, log_rx, &watermark, ckpt_tx, &stats)
+                let writer_turn = writer_turn.clone();
+                move || durability_loop(storage, log_rx, &watermark, ckpt_tx, &stats, &writer_turn)
             })
             .map_err(|e| TxnError::Storage(format!("cannot start the durability thread: {e}")))?;
         let sequencer = tokio::spawn(sequencer_loop(Sequencer {
@@ -763,8 +772,11 @@ async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
 async fn checkpoint<A: App>(s: &mut Sequencer<A>) -> Result<(), TxnError> {
     let all: Vec<GlobalPartition> = (0..s.app.n_global).collect();
     let parts = run_phase(&s.actors, &all, |_, reply| Job::Checkpoint { reply }).await?;
-    let mut rows: Vec<CheckpointRow> = parts.into_iter().flatten().collect();
-    rows.extend(s.dedup.drain_checkpoint_rows());
+    let mut rows: Vec<DeferredRows> = parts.into_iter().flatten().collect();
+    let dedup_rows = s.dedup.drain_checkpoint_rows();
+    rows.push(Box::new(move |out: &mut Vec<CheckpointRow>| {
+        out.extend(dedup_rows)
+    }));
     s.checkpoint_in_flight.store(true, Ordering::Release);
     s.log_tx
         .send(LogItem::Checkpoint {
@@ -850,8 +862,9 @@ fn durability_loop<A: App>(
     storage: Arc<dyn Storage>,
     mut rx: mpsc::Receiver<LogItem<A>>,
     durable: &DurableWatermark,
-    checkpoints: std::sync::mpsc::Sender<(u64, Vec<CheckpointRow>)>,
+    checkpoints: std::sync::mpsc::Sender<(u64, Vec<DeferredRows>)>,
     stats: &RuntimeStats,
+    writer_turn: &WriterTurn,
 ) {
     let mut group: Vec<Arc<EpochEnv<A>>> = Vec::new();
     let mut bufs: Vec<Vec<u8>> = Vec::new();
@@ -894,6 +907,7 @@ fn durability_loop<A: App>(
                     .zip(&bufs)
                     .map(|(env, buf)| (env.epoch, buf.as_slice()))
                     .collect();
+                let _turn = writer_turn.lock();
                 storage.append_epochs(&batch).map_err(|e| e.to_string())
             });
             let last = group.last().map_or(0, |env| env.epoch);
@@ -928,17 +942,22 @@ fn durability_loop<A: App>(
 /// Writes checkpoints handed over by the durability thread, one at a time.
 fn checkpoint_loop(
     storage: &dyn Storage,
-    rx: std::sync::mpsc::Receiver<(u64, Vec<CheckpointRow>)>,
+    rx: std::sync::mpsc::Receiver<(u64, Vec<DeferredRows>)>,
     durable: &DurableWatermark,
     truncate_log: bool,
     stats: &RuntimeStats,
     in_flight: &AtomicBool,
+    writer_turn: &WriterTurn,
 ) {
-    while let Ok((epoch, rows)) = rx.recv() {
+    while let Ok((epoch, deferred)) = rx.recv() {
         if durable.failure().is_none() {
+            let mut rows = Vec::new();
+            for d in deferred {
+                d(&mut rows);
+            }
             stats.checkpoints_started.fetch_add(1, Ordering::Relaxed);
             let started = std::time::Instant::now();
-            match write_checkpoint(storage, epoch, &rows, truncate_log) {
+            match write_checkpoint(storage, epoch, &rows, truncate_log, writer_turn) {
                 Ok(()) => {
                     let micros = started.elapsed().as_micros() as u64;
                     stats
@@ -966,20 +985,23 @@ fn write_checkpoint(
     epoch: u64,
     rows: &[CheckpointRow],
     truncate_log: bool,
+    writer_turn: &WriterTurn,
 ) -> Result<(), String> {
     let started = std::time::Instant::now();
+    // One chunk per turn, handed over fairly: a log append waiting for the store goes next, so
+    // a large checkpoint delays epochs by at most one chunk write.
+    let turn = |f: &mut dyn FnMut() -> Result<(), crate::storage::StorageError>| {
+        let guard = writer_turn.lock();
+        let result = f();
+        parking_lot::MutexGuard::unlock_fair(guard);
+        result.map_err(|e| e.to_string())
+    };
     for chunk in rows.chunks(limits::CHECKPOINT_CHUNK_ROWS_MAX) {
-        storage
-            .write_checkpoint_rows(epoch, chunk)
-            .map_err(|e| e.to_string())?;
+        turn(&mut || storage.write_checkpoint_rows(epoch, chunk))?;
     }
-    storage
-        .complete_checkpoint(epoch)
-        .map_err(|e| e.to_string())?;
+    turn(&mut || storage.complete_checkpoint(epoch))?;
     if truncate_log {
-        storage
-            .truncate_log_below(epoch + 1)
-            .map_err(|e| e.to_string())?;
+        turn(&mut || storage.truncate_log_below(epoch + 1))?;
     }
     tracing::debug!(
         epoch,

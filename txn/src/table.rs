@@ -12,6 +12,7 @@
 use crate::bitset::SeqSet;
 use crate::constraint::{Constraints, Placement};
 use crate::ids::Seq;
+use crate::partition::{CheckpointRow, DeferredRows};
 use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -238,7 +239,9 @@ pub(crate) trait AnyTable: Send {
     /// Order-independent hash of the committed rows.
     fn state_hash(&self) -> u64;
     /// Moves rows changed since the last checkpoint into `out` as encoded `(key, value)`.
-    fn drain_dirty(&mut self, out: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>);
+    /// Takes the rows changed since the last checkpoint as typed copies, returning the work of
+    /// encoding them (with `key_prefix` before each key) to be done later, off the epoch path.
+    fn take_dirty(&mut self, key_prefix: Vec<u8>) -> DeferredRows;
     /// A foreign-key probe by transaction `seq`: reads the row with encoded key `key` (recording
     /// the read). `Ok(None)` if it exists, `Ok(Some(key as text))` if not.
     fn probe(&mut self, seq: Seq, key: &[u8]) -> Result<Option<String>, String>;
@@ -365,13 +368,25 @@ impl<K: crate::app::Key, V: crate::app::Row> AnyTable for TableState<K, V> {
         total.wrapping_add(h.finish())
     }
 
-    fn drain_dirty(&mut self, out: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>) {
-        let mut keys: Vec<K> = self.dirty.drain().collect();
-        keys.sort();
-        for k in keys {
-            let v = self.rows.get(&k).map(encode);
-            out.push((encode(&k), v));
-        }
+    fn take_dirty(&mut self, key_prefix: Vec<u8>) -> DeferredRows {
+        let copies: Vec<(K, Option<V>)> = self
+            .dirty
+            .drain()
+            .map(|k| {
+                let v = self.rows.get(&k).cloned();
+                (k, v)
+            })
+            .collect();
+        Box::new(move |out: &mut Vec<CheckpointRow>| {
+            let mut copies = copies;
+            copies.sort_by(|a, b| a.0.cmp(&b.0));
+            out.reserve(copies.len());
+            for (k, v) in copies {
+                let mut key = key_prefix.clone();
+                rmp_serde::encode::write(&mut key, &k).expect("keys serialize");
+                out.push((key, v.as_ref().map(encode)));
+            }
+        })
     }
 
     fn probe(&mut self, seq: Seq, key: &[u8]) -> Result<Option<String>, String> {

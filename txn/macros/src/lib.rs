@@ -19,7 +19,7 @@ mod service;
 mod table;
 mod text;
 
-/// Declares the table a row struct lives in: its primary key, placement and checks.
+/// Declares the table a row struct lives in: its primary key, placement and constraints.
 ///
 /// Mark the primary key field(s) with `#[key]` (several make a tuple key, in field order). The
 /// derive adds two associated functions:
@@ -35,13 +35,16 @@ mod text;
 /// | `#[key]` | field | part of the primary key |
 /// | `#[table(name = "..")]` | struct | the table's name (default: the type's name in `snake_case`) |
 /// | `#[table(ordered)]` | struct | an ordered table (`AppBuilder::ordered_table`): key-range scans |
+/// | `#[table(replicated)]` | struct | a full copy in every partition (`AppBuilder::replicated_table`) |
 /// | `#[table(place_by = field)]`, `place_by(a, b)` | struct | place rows by these key fields instead of the whole key (`AppBuilder::place_by`) |
 /// | `#[check(<bool expression over self>)]` | struct | a row check named after its text (`self.` dropped) |
 /// | `#[check(<range>)]` | field | the field's value must lie in the range: `0..`, `1..=100` |
 /// | `#[check(.., name = "..")]` | either | the same, with another name |
+/// | `#[unique]`, `#[unique(name = "..")]` | field | no two rows hold the same value (`AppBuilder::unique`, named after the field); an `Option` field constrains only its `Some` values |
 ///
-/// A row failing a check aborts the transaction that writes it with
-/// `AbortReason::Constraint`, naming the check. The row type must also be a `txn::Row`
+/// A row failing a check or a unique constraint aborts the transaction that writes it with
+/// `AbortReason::Constraint`, naming the constraint. Foreign keys need the parent table's
+/// handle, so they stay `AppBuilder::foreign_key` calls. The row type must also be a `txn::Row`
 /// (`Clone + Debug + Serialize + Deserialize`), and its key types `txn::Key`s.
 ///
 /// # Example
@@ -89,7 +92,7 @@ mod text;
 /// b.check(stock_items, "reserved <= available", |r: &StockItem| r.reserved <= r.available);
 /// b.check(stock_items, "available in 0..", |r: &StockItem| r.available >= 0);
 /// ```
-#[proc_macro_derive(Table, attributes(table, key, check))]
+#[proc_macro_derive(Table, attributes(table, key, check, unique))]
 pub fn derive_table(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     table::derive(input)

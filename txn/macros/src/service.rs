@@ -72,8 +72,6 @@ struct HandlerDef {
     args: HandlerArgs,
     /// The payload parameters after `ctx`.
     params: Vec<Param>,
-    /// The `A` of `ctx: &mut TxnCtx<'_, A>`, if it can be read off the signature.
-    app: Option<Type>,
 }
 
 pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
@@ -122,11 +120,19 @@ pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
     };
 
     let mut handlers: Vec<HandlerDef> = Vec::new();
+    // The application type as read off any handler, even a faulty one (for the stub below).
+    let mut ctx_app = None;
     for item in &mut imp.items {
         let ImplItem::Fn(f) = item else { continue };
         let Some(attr_idx) = f.attrs.iter().position(is_handler_attr) else {
             continue;
         };
+        if ctx_app.is_none() {
+            ctx_app = f.sig.inputs.iter().find_map(|i| match i {
+                FnArg::Typed(t) => app_of_ctx(&t.ty),
+                FnArg::Receiver(_) => None,
+            });
+        }
         match handler_def(f, attr_idx) {
             Ok(h) => {
                 let name = text::path_text(&h.args.variant);
@@ -173,7 +179,7 @@ pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
         ));
     }
 
-    let app = match (&args.app, handlers.iter().find_map(|h| h.app.as_ref())) {
+    let app = match (&args.app, &ctx_app) {
         (Some(app), _) | (None, Some(app)) => Some(app.clone()),
         (None, None) => {
             if !handlers.is_empty() {
@@ -250,6 +256,12 @@ pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
 fn arm(h: &HandlerDef) -> TokenStream {
     let variant = &h.args.variant;
     let method = &h.method;
+    // The pattern's own tokens end where the path ends, so that an error about the pattern
+    // underlines the whole variant path in the attribute.
+    let end = variant
+        .segments
+        .last()
+        .map_or_else(|| variant.span(), |s| s.ident.span());
     // Each binding carries its parameter's span, so that a type mismatch between the variant's
     // field and the parameter points at the parameter.
     let bindings: Vec<syn::Ident> = h
@@ -259,15 +271,15 @@ fn arm(h: &HandlerDef) -> TokenStream {
         .map(|(i, p)| format_ident!("__txn_arg{}", i, span = p.span))
         .collect();
     let pattern = if h.params.is_empty() {
-        quote_spanned!(variant.span()=> #variant { .. })
+        quote_spanned!(end=> #variant { .. })
     } else if h.args.by_name {
         let fields = h
             .params
             .iter()
             .map(|p| p.name.as_ref().expect("named in handler_def"));
-        quote_spanned!(variant.span()=> #variant { #(#fields: #bindings,)* .. })
+        quote_spanned!(end=> #variant { #(#fields: #bindings,)* .. })
     } else {
-        quote_spanned!(variant.span()=> #variant(#(#bindings),*))
+        quote_spanned!(end=> #variant(#(#bindings),*))
     };
     let args = h
         .params
@@ -344,9 +356,8 @@ fn handler_def(f: &ImplItemFn, attr_idx: usize) -> syn::Result<HandlerDef> {
         Some(_) => {}
     }
     let mut inputs = sig.inputs.iter().skip(1);
-    let mut app = None;
     match inputs.next() {
-        Some(FnArg::Typed(ctx)) => app = app_of_ctx(&ctx.ty),
+        Some(FnArg::Typed(_)) => {}
         _ if sig.receiver().is_some() => errors.add(syn::Error::new(
             sig.paren_token.span.join(),
             format!("a #[handler] takes the transaction context after `&self`: {ctx_hint}"),
@@ -395,7 +406,6 @@ fn handler_def(f: &ImplItemFn, attr_idx: usize) -> syn::Result<HandlerDef> {
         method: sig.ident.clone(),
         args: args.expect("no errors"),
         params,
-        app,
     })
 }
 

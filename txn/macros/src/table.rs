@@ -21,7 +21,15 @@ struct CheckDef {
 struct TableArgs {
     name: Option<LitStr>,
     ordered: bool,
+    /// `replicated` (the span, for errors).
+    replicated: Option<Span>,
     place_by: Option<Vec<Member>>,
+}
+
+/// One `#[unique]` field: its name and the expression of its value over `row: &Self`.
+struct UniqueDef {
+    name: String,
+    value: TokenStream,
 }
 
 struct KeyField {
@@ -69,6 +77,7 @@ pub fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
 
     let mut keys = Vec::new();
     let mut checks = Vec::new();
+    let mut uniques = Vec::new();
     for (i, field) in fields.iter().enumerate() {
         let member = match &field.ident {
             Some(ident) => Member::Named(ident.clone()),
@@ -98,6 +107,11 @@ pub fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
                     Ok(c) => checks.push(c),
                     Err(e) => errors.add(e),
                 }
+            } else if attr.path().is_ident("unique") {
+                match unique(attr, &member, &field.ty) {
+                    Ok(u) => uniques.push((u, attr, member.clone())),
+                    Err(e) => errors.add(e),
+                }
             } else if attr.path().is_ident("table") {
                 errors.add(syn::Error::new_spanned(
                     attr,
@@ -107,6 +121,28 @@ pub fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
         }
     }
     checks.append(&mut struct_checks);
+    let uniques: Vec<UniqueDef> = uniques
+        .into_iter()
+        .filter_map(|(u, attr, member)| {
+            if keys.len() == 1 && keys[0].member == member {
+                errors.add(syn::Error::new_spanned(
+                    attr,
+                    "a table's key is unique already: #[unique] is for other fields",
+                ));
+                return None;
+            }
+            Some(u)
+        })
+        .collect();
+    if let Some(span) = args.replicated
+        && (args.ordered || args.place_by.is_some())
+    {
+        errors.add(syn::Error::new(
+            span,
+            "a replicated table is a hash table with a full copy in every partition: it \
+             cannot also be `ordered` or `place_by`",
+        ));
+    }
     if keys.is_empty() {
         errors.add(syn::Error::new(
             input.ident.span(),
@@ -149,9 +185,13 @@ pub fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
         .map_or_else(|| text::snake_case(&ident.to_string()), LitStr::value);
     let declare = if args.ordered {
         quote!(ordered_table)
+    } else if args.replicated.is_some() {
+        quote!(replicated_table)
     } else {
         quote!(table)
     };
+    let unique_names = uniques.iter().map(|u| &u.name);
+    let unique_values = uniques.iter().map(|u| &u.value);
     let place_call = place.map(|(ty, expr)| {
         quote! {
             builder.place_by(table, |key: &#key_ty| -> #ty { #expr });
@@ -171,10 +211,16 @@ pub fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
             }
         }
     });
-    let kind = if args.ordered { "ordered " } else { "" };
+    let kind = if args.ordered {
+        "ordered "
+    } else if args.replicated.is_some() {
+        "replicated "
+    } else {
+        ""
+    };
     let table_doc = format!(
         "Declares the {kind}table `{table_name}` of `service` with rows of this type, keyed by \
-         [`{ident}::key`], with its placement and checks."
+         [`{ident}::key`], with its placement and constraints."
     );
     let key_doc = format!("The primary key of this row in table `{table_name}`.");
 
@@ -188,6 +234,7 @@ pub fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
                 let table = builder.#declare::<#key_ty, Self>(service, #table_name);
                 #place_call
                 #(builder.check(table, #check_names, |row: &Self| row.#check_fns());)*
+                #(builder.unique(table, #unique_names, |row: &Self| #unique_values);)*
                 table
             }
 
@@ -206,7 +253,8 @@ fn parse_table_args(attr: &syn::Attribute, args: &mut TableArgs) -> syn::Result<
     if let Meta::Path(_) = attr.meta {
         return Err(syn::Error::new_spanned(
             attr,
-            "#[table] needs arguments: `name = \"..\"`, `ordered`, `place_by = <key field>`",
+            "#[table] needs arguments: `name = \"..\"`, `ordered`, `replicated`, \
+             `place_by = <key field>`",
         ));
     }
     attr.parse_nested_meta(|meta| {
@@ -220,6 +268,11 @@ fn parse_table_args(attr: &syn::Attribute, args: &mut TableArgs) -> syn::Result<
                 return Err(meta.error("`ordered` is given twice"));
             }
             args.ordered = true;
+        } else if meta.path.is_ident("replicated") {
+            if args.replicated.is_some() {
+                return Err(meta.error("`replicated` is given twice"));
+            }
+            args.replicated = Some(meta.path.span());
         } else if meta.path.is_ident("place_by") {
             if args.place_by.is_some() {
                 return Err(meta.error("`place_by` is given twice"));
@@ -236,8 +289,8 @@ fn parse_table_args(attr: &syn::Attribute, args: &mut TableArgs) -> syn::Result<
             args.place_by = Some(members);
         } else {
             return Err(meta.error(format!(
-                "unknown table argument `{}`: expected `name = \"..\"`, `ordered` or \
-                 `place_by = <key field>`",
+                "unknown table argument `{}`: expected `name = \"..\"`, `ordered`, \
+                 `replicated` or `place_by = <key field>`",
                 text::path_text(&meta.path)
             )));
         }
@@ -360,10 +413,7 @@ fn field_check(attr: &syn::Attribute, member: &Member) -> syn::Result<CheckDef> 
             ),
         ));
     };
-    let field = match member {
-        Member::Named(i) => i.to_string(),
-        Member::Unnamed(i) => format!(".{}", i.index),
-    };
+    let field = text::member_name(member);
     let name = match name {
         Some(n) => n.value(),
         None => format!("{field} in {}", args_text(attr)),
@@ -387,4 +437,31 @@ fn condition_hint(expr: &Expr, member: &Member) -> String {
     } else {
         format!("self.{field} ...")
     }
+}
+
+/// `#[unique]` or `#[unique(name = "..")]` on a field: no two rows hold the same value. A field
+/// of type `Option<..>` constrains only the rows where it is `Some`.
+fn unique(attr: &syn::Attribute, member: &Member, ty: &Type) -> syn::Result<UniqueDef> {
+    let mut name = None;
+    if let Meta::List(_) = attr.meta {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("name") {
+                name = Some(meta.value()?.parse::<LitStr>()?.value());
+                Ok(())
+            } else {
+                Err(meta.error("#[unique] takes only `name = \"..\"`"))
+            }
+        })?;
+    }
+    let optional = matches!(ty, Type::Path(p) if p.qself.is_none()
+        && p.path.segments.last().is_some_and(|s| s.ident == "Option"));
+    let value = if optional {
+        quote!(::core::clone::Clone::clone(&row.#member))
+    } else {
+        quote!(::core::option::Option::Some(::core::clone::Clone::clone(&row.#member)))
+    };
+    Ok(UniqueDef {
+        name: name.unwrap_or_else(|| text::member_name(member)),
+        value,
+    })
 }

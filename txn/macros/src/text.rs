@@ -99,6 +99,14 @@ pub fn check_name(expr_text: &str) -> String {
     expr_text.replace("self.", "")
 }
 
+/// A field's name as checks and unique constraints are named after it (`.1` for a tuple field).
+pub fn member_name(member: &syn::Member) -> String {
+    match member {
+        syn::Member::Named(i) => i.to_string(),
+        syn::Member::Unnamed(i) => format!(".{}", i.index),
+    }
+}
+
 /// A path as written, without spaces (`Ev :: Deposit` is `Ev::Deposit`).
 pub fn path_text(path: &syn::Path) -> String {
     let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();

@@ -23,7 +23,11 @@ impl App for Shop {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, EventKind)]
 enum Ev {
     /// Struct variant: its handler takes the fields by name.
-    AddStock { seller: u64, product: u64, qty: i64 },
+    AddStock {
+        seller: u64,
+        product: u64,
+        qty: i64,
+    },
     /// Newtype variant: its handler takes the payload by reference.
     Reserve(Reservation),
     /// Tuple variant with two fields: taken by value, in order.
@@ -31,7 +35,24 @@ enum Ev {
     /// Unit variant: its handler takes nothing.
     CountLines,
     /// No service handles it.
-    Unrouted { x: u64 },
+    Unrouted {
+        x: u64,
+    },
+    /// To `customers`: a customer with a unique email and an optional unique nickname.
+    AddCustomer {
+        id: u64,
+        email: String,
+        nickname: Option<String>,
+    },
+    /// To `customers`: broadcasts the price to every partition's replica.
+    SetPrice {
+        product: u64,
+        cents: i64,
+    },
+    CopyPrice {
+        product: u64,
+        cents: i64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -77,6 +98,61 @@ struct OrderLine {
 /// A tuple struct row with a one-field key.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Table)]
 struct Counter(#[key] u64, #[check(..=3)] u32);
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Table)]
+struct Customer {
+    #[key]
+    id: u64,
+    #[unique]
+    email: String,
+    #[unique(name = "nickname taken")]
+    nickname: Option<String>,
+}
+
+/// A full copy in every partition of the service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Table)]
+#[table(replicated, name = "prices")]
+struct Price {
+    #[key]
+    product: u64,
+    cents: i64,
+}
+
+struct Customers {
+    customers: txn::Table<u64, Customer>,
+    prices: txn::Table<u64, Price>,
+    me: ServiceRef,
+}
+
+#[service]
+impl Customers {
+    #[handler(Ev::AddCustomer { .. })]
+    fn add(
+        &self,
+        ctx: &mut TxnCtx<'_, Shop>,
+        id: u64,
+        email: String,
+        nickname: Option<String>,
+    ) -> HandlerResult {
+        let c = Customer {
+            id,
+            email,
+            nickname,
+        };
+        ctx.put(self.customers, c.key(), c)
+    }
+
+    #[handler(Ev::SetPrice { .. })]
+    fn set_price(&self, ctx: &mut TxnCtx<'_, Shop>, product: u64, cents: i64) -> HandlerResult {
+        ctx.broadcast(self.me, Ev::CopyPrice { product, cents });
+        Ok(())
+    }
+
+    #[handler(Ev::CopyPrice { .. })]
+    fn copy_price(&self, ctx: &mut TxnCtx<'_, Shop>, product: u64, cents: i64) -> HandlerResult {
+        ctx.put(self.prices, product, Price { product, cents })
+    }
+}
 
 struct Stock {
     items: txn::Table<(u64, u64), StockItem>,
@@ -156,6 +232,8 @@ struct Fx {
     app: Arc<AppDef<Shop>>,
     stock: ServiceRef,
     orders: ServiceRef,
+    customers: ServiceRef,
+    prices: txn::Table<u64, Price>,
     items: txn::Table<(u64, u64), StockItem>,
     lines: txn::Table<(u64, u32), OrderLine>,
 }
@@ -164,15 +242,25 @@ fn build() -> Fx {
     let mut b = AppBuilder::<Shop>::new();
     let stock = b.service("stock", 3);
     let orders = b.service("orders", 1);
+    let customers = b.service("customers", 3);
     let items = StockItem::table(&mut b, stock);
     let lines = OrderLine::table(&mut b, orders);
     let counters = Counter::table(&mut b, orders);
     Stock { items, orders }.register(&mut b, stock);
     Orders { lines, counters }.register(&mut b, orders);
+    let prices = Price::table(&mut b, customers);
+    Customers {
+        customers: Customer::table(&mut b, customers),
+        prices,
+        me: customers,
+    }
+    .register(&mut b, customers);
     Fx {
         app: b.build().expect("valid app"),
         stock,
         orders,
+        customers,
+        prices,
         items,
         lines,
     }
@@ -381,7 +469,16 @@ fn event_kinds() {
     assert_eq!(Ev::Unrouted { x: 0 }.kind(), "Unrouted");
     assert_eq!(
         Ev::KINDS,
-        ["AddStock", "Reserve", "AddLine", "CountLines", "Unrouted"]
+        [
+            "AddStock",
+            "Reserve",
+            "AddLine",
+            "CountLines",
+            "Unrouted",
+            "AddCustomer",
+            "SetPrice",
+            "CopyPrice"
+        ]
     );
 }
 
@@ -396,4 +493,53 @@ fn keys() {
     };
     assert_eq!(line.key(), (4, 2));
     assert_eq!(Counter(3, 1).key(), 3);
+}
+
+// Goal: `#[unique]` fields hold across partitions (an `Option` only when `Some`), named after
+// the field or the given name.
+#[test]
+fn unique_fields() {
+    let fx = build();
+    let mut exec = SerialExecutor::new(fx.app.clone());
+    let add = |id: u64, email: &str, nickname: Option<&str>| Ev::AddCustomer {
+        id,
+        email: email.to_string(),
+        nickname: nickname.map(str::to_string),
+    };
+    let mut run = |ev: Ev| {
+        let Ev::AddCustomer { id, .. } = ev else {
+            unreachable!()
+        };
+        exec.run_keyed(fx.customers, &id, ev, 0)
+    };
+    assert_eq!(run(add(1, "a@x", None)), Ok(None));
+    assert_eq!(
+        run(add(2, "b@x", None)),
+        Ok(None),
+        "None is not constrained"
+    );
+    assert_eq!(run(add(3, "c@x", Some("cat"))), Ok(None));
+    let msg = constraint(run(add(4, "a@x", None)));
+    assert!(msg.contains("unique \"email\""), "{msg}");
+    let msg = constraint(run(add(5, "e@x", Some("cat"))));
+    assert!(msg.contains("unique \"nickname taken\""), "{msg}");
+}
+
+// Goal: `#[table(replicated)]` declares a table every partition holds a copy of.
+#[test]
+fn replicated_table() {
+    let fx = build();
+    let mut exec = SerialExecutor::new(fx.app.clone());
+    let ev = Ev::SetPrice {
+        product: 70,
+        cents: 250,
+    };
+    assert_eq!(exec.run(fx.customers, 1, ev, 0), Ok(None));
+    let prices = fx.prices;
+    let copies = exec.query(&[fx.customers], move |v| v.get(prices, &70).cloned());
+    let expected = Some(Price {
+        product: 70,
+        cents: 250,
+    });
+    assert_eq!(copies, vec![expected; 3]);
 }

@@ -1,3 +1,5 @@
+//! `Table` derived for an enum, `EventKind` for a struct.
+
 use txn_macros::{EventKind, Table};
 
 #[derive(Table)]

@@ -1,3 +1,6 @@
+//! Handler signatures the dispatcher cannot call: `&mut self`, no return value, no context,
+//! no event variant. All are reported at once, and the uses of `register` are not.
+
 use txn::{App, HandlerResult, TxnCtx};
 use txn_macros::{handler, service};
 

@@ -1,3 +1,5 @@
+//! #[handler] on a method of an impl block that is not a #[service].
+
 use txn::{App, HandlerResult, TxnCtx};
 use txn_macros::handler;
 

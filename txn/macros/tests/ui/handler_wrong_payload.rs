@@ -1,3 +1,6 @@
+//! Parameters that do not fit the variant: a field name it does not have, a type other than
+//! the field's, a struct variant named without `{ .. }`, a tuple field of another type.
+
 use txn::{App, HandlerResult, TxnCtx};
 use txn_macros::{handler, service};
 

@@ -1,3 +1,5 @@
+//! #[service] with an unknown argument, two handlers for one variant, #[service] on a struct.
+
 use txn::{App, HandlerResult, TxnCtx};
 use txn_macros::{handler, service};
 

@@ -1,3 +1,6 @@
+//! A service whose application type cannot be read off its handlers, and a service with no
+//! handlers.
+
 use txn::{App, HandlerResult, TxnCtx};
 use txn_macros::{handler, service};
 

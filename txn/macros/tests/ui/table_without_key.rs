@@ -1,3 +1,5 @@
+//! A row struct without a #[key] field: the error names the struct and says how to fix it.
+
 use serde::{Deserialize, Serialize};
 use txn_macros::Table;
 
