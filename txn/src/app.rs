@@ -107,6 +107,33 @@ impl<K, V> Debug for Table<K, V> {
     }
 }
 
+/// A typed handle to a secondary index of a table: rows by the value `I` derived from them.
+pub struct Index<I, K, V> {
+    pub(crate) service: u32,
+    pub(crate) table: u32,
+    pub(crate) idx: u32,
+    #[allow(clippy::type_complexity)]
+    _types: PhantomData<fn() -> (I, K, V)>,
+}
+
+impl<I, K, V> Clone for Index<I, K, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<I, K, V> Copy for Index<I, K, V> {}
+
+impl<I, K, V> Index<I, K, V> {
+    /// The table this index is on.
+    pub fn table(self) -> Table<K, V> {
+        Table {
+            service: self.service,
+            idx: self.table,
+            _types: PhantomData,
+        }
+    }
+}
+
 pub(crate) type TableFactory = Arc<dyn Fn() -> Box<dyn AnyTable> + Send + Sync>;
 
 /// Turns a table's collected constraints (a `Constraints<V>` behind `Any`) into its factory.
@@ -253,6 +280,43 @@ impl<A: App> AppBuilder<A> {
         }
     }
 
+    /// Declares a secondary index on `table`: its rows by `value(row)` (rows where it is `None`
+    /// are not indexed), kept per partition at commit. Read it in queries with
+    /// `ReadView::lookup` and in handlers with `TxnCtx::lookup` (transactional: a concurrent
+    /// write that moves a row into or out of the looked-up value is a conflict).
+    pub fn index<K: Key, V: Row, I: Key>(
+        &mut self,
+        table: Table<K, V>,
+        name: &str,
+        value: impl Fn(&V) -> Option<I> + Send + Sync + 'static,
+    ) -> Index<I, K, V> {
+        let extract: crate::index::Extract<V, I> = Arc::new(value);
+        let make: crate::index::IndexFactory<K, V> = Arc::new(move || {
+            Box::new(crate::index::IndexState::<I, K, V> {
+                extract: extract.clone(),
+                map: Default::default(),
+            })
+        });
+        let idx = match self.options_of(table) {
+            Some(o) => {
+                o.indexes.push(make);
+                o.indexes.len() as u32 - 1
+            }
+            None => {
+                self.problems.push(format!(
+                    "index {name:?} names a table of another application"
+                ));
+                0
+            }
+        };
+        Index {
+            service: table.service,
+            table: table.idx,
+            idx,
+            _types: PhantomData,
+        }
+    }
+
     /// Declares a replicated table of `service`: every partition holds its own full copy and
     /// may read and write any key of it (no owning partition). Keep the copies equal by
     /// writing them in the same transaction, e.g. with [`TxnCtx::broadcast`] — the way a cart
@@ -298,6 +362,7 @@ impl<A: App> AppBuilder<A> {
                 .expect("options of this table's key and row types");
             let constraints = Arc::new(options.constraints);
             let replicated = options.replicated;
+            let indexes = options.indexes;
             let placement: Placement<K> = options
                 .placement
                 .unwrap_or_else(|| Arc::new(|k: &K, n| crate::route::partition_of(k, n)));
@@ -310,6 +375,7 @@ impl<A: App> AppBuilder<A> {
                     placement.clone(),
                 );
                 t.replicated = replicated;
+                t.indexes = indexes.iter().map(|make| make()).collect();
                 Box::new(t) as Box<dyn AnyTable>
             })
         });

@@ -104,6 +104,8 @@ pub(crate) struct TableOptions<K, V> {
     pub placement: Option<Placement<K>>,
     /// Every partition holds its own full copy (no owning partition).
     pub replicated: bool,
+    /// Secondary indexes, in declaration order.
+    pub indexes: Vec<crate::index::IndexFactory<K, V>>,
 }
 
 impl<K, V> Default for TableOptions<K, V> {
@@ -112,6 +114,7 @@ impl<K, V> Default for TableOptions<K, V> {
             constraints: Constraints::default(),
             placement: None,
             replicated: false,
+            indexes: Vec::new(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The transaction context a handler receives: table access, events, abort, time and randomness.
 
-use crate::app::{App, AppDef, Key, Row, ServiceRef, Table};
+use crate::app::{App, AppDef, Index, Key, Row, ServiceRef, Table};
 use crate::constraint::{IndexOp, Probe};
 use crate::error::{Abort, AbortReason};
 use crate::ids::{GlobalPartition, Seq, Tid};
@@ -199,6 +199,19 @@ impl<'a, A: App> TxnCtx<'a, A> {
             clone_bound(range.end_bound()),
         );
         Ok(state.scan(seq, bounds))
+    }
+
+    /// The rows of this partition whose index value is `value` (this transaction's own writes
+    /// included), in key order. Transactional: a lower-TID write that moves a row into or out of
+    /// `value` makes this transaction run again.
+    pub fn lookup<I: Key, K: Key, V: Row>(
+        &mut self,
+        index: Index<I, K, V>,
+        value: &I,
+    ) -> Result<Vec<(K, V)>, Abort> {
+        let seq = self.seq;
+        let state = self.table_unchecked(index.table())?;
+        Ok(state.lookup(seq, index.idx as usize, value))
     }
 
     /// Emits `event` to the partition of `service` that owns `key`. The event runs in the same

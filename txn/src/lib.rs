@@ -15,6 +15,7 @@ pub mod epoch;
 pub mod error;
 pub mod eventual;
 pub mod ids;
+mod index;
 pub mod limits;
 mod partition;
 mod precedence;
@@ -26,7 +27,7 @@ pub mod sync;
 mod table;
 mod transport;
 
-pub use app::{App, AppBuilder, AppDef, Key, Row, ServiceRef, Table};
+pub use app::{App, AppBuilder, AppDef, Index, Key, Row, ServiceRef, Table};
 pub use context::TxnCtx;
 pub use epoch::{EpochStats, Fallback, SerialPos};
 pub use error::{Abort, AbortReason, HandlerResult, TxnError};

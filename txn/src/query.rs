@@ -6,7 +6,7 @@
 //! query sees one consistent snapshot of all services, never a half-applied transaction, and
 //! neither blocks nor aborts any writer.
 
-use crate::app::{App, AppDef, Key, Row, ServiceRef, Table};
+use crate::app::{App, AppDef, Index, Key, Row, ServiceRef, Table};
 use crate::partition::PartitionState;
 use crate::table::{Rows, TableState};
 use std::any::Any;
@@ -102,6 +102,30 @@ impl<'a> ReadView<'a> {
             Some(Rows::Ordered(m)) => Box::new(m.range(range)),
             _ => Box::new(std::iter::empty()),
         }
+    }
+
+    /// The committed rows of this partition with index value `value`, in key order (empty for
+    /// other services' tables).
+    pub fn lookup<I: Key, K: Key, V: Row>(
+        &self,
+        index: Index<I, K, V>,
+        value: &I,
+    ) -> Vec<(&'a K, &'a V)> {
+        let Some(t) = self.table(index.table()) else {
+            return Vec::new();
+        };
+        let Some(ix) = t.indexes.get(index.idx as usize).and_then(|ix| {
+            ix.as_any()
+                .downcast_ref::<crate::index::IndexState<I, K, V>>()
+        }) else {
+            return Vec::new();
+        };
+        ix.map
+            .get(value)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| t.rows.get(k).map(|v| (k, v)))
+            .collect()
     }
 
     /// Number of committed rows of `table` in this partition.

@@ -12,6 +12,7 @@
 use crate::bitset::SeqSet;
 use crate::constraint::{Constraints, Placement};
 use crate::ids::Seq;
+use crate::index::{IndexOps, IndexState};
 use crate::partition::{CheckpointRow, DeferredRows};
 use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 use serde::Serialize;
@@ -36,24 +37,16 @@ impl<K: Ord + Hash + Eq, V> Rows<K, V> {
             Rows::Ordered(m) => m.get(k),
         }
     }
-    fn insert(&mut self, k: K, v: V) {
+    fn insert(&mut self, k: K, v: V) -> Option<V> {
         match self {
-            Rows::Hash(m) => {
-                m.insert(k, v);
-            }
-            Rows::Ordered(m) => {
-                m.insert(k, v);
-            }
+            Rows::Hash(m) => m.insert(k, v),
+            Rows::Ordered(m) => m.insert(k, v),
         }
     }
-    fn remove(&mut self, k: &K) {
+    fn remove(&mut self, k: &K) -> Option<V> {
         match self {
-            Rows::Hash(m) => {
-                m.remove(k);
-            }
-            Rows::Ordered(m) => {
-                m.remove(k);
-            }
+            Rows::Hash(m) => m.remove(k),
+            Rows::Ordered(m) => m.remove(k),
         }
     }
     pub fn len(&self) -> usize {
@@ -96,6 +89,10 @@ pub(crate) struct TableState<K, V> {
     /// Whether accesses go to `solo_access` (set while the serial fallback runs).
     solo: bool,
     scans: Vec<(Seq, Bound<K>, Bound<K>)>,
+    /// Secondary indexes of this partition's rows.
+    pub indexes: Vec<Box<dyn IndexOps<K, V>>>,
+    /// Index lookups of the current epoch: `(seq, index, looked-up value)`.
+    index_reads: Vec<(Seq, usize, Box<dyn Any + Send + Sync>)>,
     /// Rows changed since the last checkpoint (only tracked when checkpoints are taken).
     dirty: FxHashSet<K>,
     track_dirty: bool,
@@ -113,6 +110,8 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
             constraints,
             placement,
             replicated: false,
+            indexes: Vec::new(),
+            index_reads: Vec::new(),
             service,
             name,
             rows: if ordered {
@@ -127,6 +126,68 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
             dirty: FxHashSet::default(),
             track_dirty: true,
         }
+    }
+
+    /// Applies one committed change to the rows and every index.
+    fn apply(&mut self, key: K, value: Option<V>) {
+        if self.indexes.is_empty() {
+            match value {
+                Some(v) => {
+                    self.rows.insert(key.clone(), v);
+                }
+                None => {
+                    self.rows.remove(&key);
+                }
+            }
+        } else {
+            let old = match &value {
+                Some(v) => self.rows.insert(key.clone(), v.clone()),
+                None => self.rows.remove(&key),
+            };
+            for ix in &mut self.indexes {
+                ix.update(&key, old.as_ref(), value.as_ref());
+            }
+        }
+        Self::mark_dirty(&mut self.dirty, self.track_dirty, key);
+    }
+
+    /// Looks up the rows with index value `value` for transaction `seq` (its own writes
+    /// included) and records the lookup for conflict detection.
+    pub fn lookup<I: crate::app::Key>(&mut self, seq: Seq, index: usize, value: &I) -> Vec<(K, V)> {
+        let Some(ix) = self
+            .indexes
+            .get(index)
+            .and_then(|ix| ix.as_any().downcast_ref::<IndexState<I, K, V>>())
+        else {
+            return Vec::new();
+        };
+        let extract = ix.extract.clone();
+        let mut found: BTreeMap<K, V> = ix
+            .map
+            .get(value)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.rows.get(k).map(|v| (k.clone(), v.clone())))
+            .collect();
+        let accesses = if self.solo {
+            &self.solo_access
+        } else {
+            &self.access
+        };
+        for (k, acc) in accesses {
+            if let Some((_, v)) = acc.writers.iter().find(|(s, _)| *s == seq) {
+                match v {
+                    Some(v) if extract(v).as_ref() == Some(value) => {
+                        found.insert(k.clone(), v.clone());
+                    }
+                    _ => {
+                        found.remove(k);
+                    }
+                }
+            }
+        }
+        self.index_reads.push((seq, index, Box::new(value.clone())));
+        found.into_iter().collect()
     }
 
     fn accesses(&mut self) -> &mut FxHashMap<K, Access<V>> {
@@ -293,11 +354,26 @@ impl<K: crate::app::Key, V: crate::app::Row> AnyTable for TableState<K, V> {
                     conflicts.insert(*s);
                 }
             }
+            if !self.index_reads.is_empty() {
+                let old = self.rows.get(key);
+                let new = acc
+                    .writers
+                    .iter()
+                    .find(|(s, _)| *s == w)
+                    .and_then(|(_, v)| v.as_ref());
+                for (s, ix, value) in &self.index_reads {
+                    if *s > w && self.indexes[*ix].touches(old, new, value.as_ref()) {
+                        conflicts.insert(*s);
+                    }
+                }
+            }
         }
     }
 
     fn commit(&mut self, aborted: &SeqSet) {
-        for (key, acc) in self.access.drain() {
+        // Taken out and put back so `apply` can borrow the table; the map keeps its capacity.
+        let mut access = std::mem::take(&mut self.access);
+        for (key, acc) in access.drain() {
             let mut survivors = acc
                 .writers
                 .into_iter()
@@ -309,36 +385,36 @@ impl<K: crate::app::Key, V: crate::app::Row> AnyTable for TableState<K, V> {
                     self.service,
                     self.name
                 );
-                match value {
-                    Some(v) => self.rows.insert(key.clone(), v),
-                    None => self.rows.remove(&key),
-                }
-                Self::mark_dirty(&mut self.dirty, self.track_dirty, key);
+                self.apply(key, value);
             }
         }
+        self.access = access;
         self.scans.clear();
+        self.index_reads.clear();
     }
 
     fn commit_all(&mut self, keep: bool) {
         debug_assert!(self.solo, "commit_all outside the serial fallback");
-        for (key, acc) in self.solo_access.drain() {
+        let mut solo_access = std::mem::take(&mut self.solo_access);
+        for (key, acc) in solo_access.drain() {
             if !keep {
                 continue;
             }
             debug_assert!(acc.writers.len() <= 1, "commit_all with several writers");
             if let Some((_, value)) = acc.writers.into_iter().next() {
-                match value {
-                    Some(v) => self.rows.insert(key.clone(), v),
-                    None => self.rows.remove(&key),
-                }
-                Self::mark_dirty(&mut self.dirty, self.track_dirty, key);
+                self.apply(key, value);
             }
         }
+        self.solo_access = solo_access;
         self.scans.clear();
+        self.index_reads.clear();
     }
 
     fn has_access(&self) -> bool {
-        !self.access.is_empty() || !self.solo_access.is_empty() || !self.scans.is_empty()
+        !self.access.is_empty()
+            || !self.solo_access.is_empty()
+            || !self.scans.is_empty()
+            || !self.index_reads.is_empty()
     }
 
     fn set_solo(&mut self, solo: bool) {
@@ -427,7 +503,10 @@ impl<K: crate::app::Key, V: crate::app::Row> AnyTable for TableState<K, V> {
     fn load_row(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
         let k: K = decode(key).map_err(|e| format!("{}.{} key: {e}", self.service, self.name))?;
         let v: V = decode(value).map_err(|e| format!("{}.{} row: {e}", self.service, self.name))?;
-        self.rows.insert(k, v);
+        let old = self.rows.insert(k.clone(), v.clone());
+        for ix in &mut self.indexes {
+            ix.update(&k, old.as_ref(), Some(&v));
+        }
         Ok(())
     }
 }
