@@ -39,3 +39,6 @@ pub use runtime::{
 };
 pub use serial::SerialExecutor;
 pub use txn_storage as storage;
+/// The derive and attribute macros: `#[derive(Table)]`, `#[derive(EventKind)]`, `#[service]`,
+/// `#[handler]` (see the `txn-macros` crate).
+pub use txn_macros::*;
