@@ -38,7 +38,7 @@ pub use runtime::{
     Client, OutboxSink, Outcome, RecoverFrom, RecoveryReport, Runtime, RuntimeConfig, RuntimeStats,
 };
 pub use serial::SerialExecutor;
-pub use txn_storage as storage;
 /// The derive and attribute macros: `#[derive(Table)]`, `#[derive(EventKind)]`, `#[service]`,
 /// `#[handler]` (see the `txn-macros` crate).
 pub use txn_macros::*;
+pub use txn_storage as storage;
