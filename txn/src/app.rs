@@ -185,6 +185,23 @@ impl<A: App> AppDef<A> {
         &self.services[service.idx as usize].name
     }
 
+    /// The global partition of `partition` of `service`, or an error naming the service if it
+    /// has no such partition.
+    pub(crate) fn check_partition(
+        &self,
+        service: ServiceRef,
+        partition: u32,
+    ) -> Result<GlobalPartition, TxnError> {
+        if partition >= service.n_partitions {
+            return Err(TxnError::UnknownPartition {
+                service: self.service_name(service).to_string(),
+                partition,
+                n_partitions: service.n_partitions,
+            });
+        }
+        Ok(service.gp(partition))
+    }
+
     pub(crate) fn locate(&self, gp: GlobalPartition) -> (u32, u32) {
         self.gp_index[gp as usize]
     }

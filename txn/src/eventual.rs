@@ -96,13 +96,7 @@ impl<A: App> EventualRuntime<A> {
         partition: u32,
         event: A::Event,
     ) -> Result<EventualOutcome<A::Output>, TxnError> {
-        if partition >= service.n_partitions {
-            return Err(TxnError::UnknownPartition {
-                service: self.app.service_name(service).to_string(),
-                partition,
-                n_partitions: service.n_partitions,
-            });
-        }
+        self.app.check_partition(service, partition)?;
         let (reply, rx) = oneshot::channel();
         let chain = Arc::new(Chain {
             outstanding: AtomicUsize::new(1),

@@ -260,13 +260,7 @@ impl<A: App> Client<A> {
         partition: u32,
         event: A::Event,
     ) -> Result<Outcome<A::Output>, TxnError> {
-        if partition >= service.n_partitions {
-            return Err(TxnError::UnknownPartition {
-                service: self.app.service_name(service).to_string(),
-                partition,
-                n_partitions: service.n_partitions,
-            });
-        }
+        self.app.check_partition(service, partition)?;
         self.submit_request(Request {
             target: service.gp(partition),
             event,

@@ -5,9 +5,7 @@ mod common;
 
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use txn::{
-    AbortReason, App, AppBuilder, AppDef, Runtime, RuntimeConfig, SerialExecutor, ServiceRef, Table,
-};
+use txn::{AbortReason, App, AppBuilder, AppDef, Runtime, RuntimeConfig, ServiceRef, Table};
 
 struct Shop;
 
@@ -310,23 +308,24 @@ async fn foreign_keys_under_concurrency_match_serial_replay() {
     }
     let hash = rt.client().state_hash().await.unwrap();
     rt.shutdown().await;
-    history.sort_by_key(|h| h.0);
-    let mut reference = SerialExecutor::new(fx.app.clone());
-    let mut n_refused = 0;
-    for (pos, svc, key, ev, result) in &history {
-        let expected = reference.run_at(*pos, *svc, svc.partition_of(key), ev.clone(), 0);
-        assert_eq!(result, &expected, "seed {seed}: {ev:?} at {pos:?}");
-        n_refused += usize::from(result.is_err());
-    }
-    assert_eq!(hash, reference.state_hash(), "seed {seed}");
+    let n_history = history.len();
+    let recorded = history
+        .into_iter()
+        .map(|(pos, svc, key, event, result)| common::Recorded::<Shop> {
+            pos,
+            service: svc,
+            partition: svc.partition_of(&key),
+            event,
+            result,
+        })
+        .collect();
+    let n_refused =
+        n_history - common::assert_matches_serial_replay(fx.app.clone(), recorded, hash, seed);
     assert!(
         n_refused > 0,
         "some orders must have referred to customers not yet created"
     );
-    eprintln!(
-        "fk-concurrency: {} transactions, {n_refused} refused by the foreign key",
-        history.len()
-    );
+    eprintln!("fk-concurrency: {n_history} transactions, {n_refused} refused by the foreign key");
 }
 
 // Goal: start-up validation rejects a foreign key declared twice.

@@ -6,9 +6,7 @@ mod common;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use txn::storage::MemoryStorage;
-use txn::{
-    App, AppBuilder, AppDef, Index, Runtime, RuntimeConfig, SerialExecutor, ServiceRef, Table,
-};
+use txn::{App, AppBuilder, AppDef, Index, Runtime, RuntimeConfig, ServiceRef, Table};
 
 struct Orders;
 
@@ -180,11 +178,17 @@ async fn transactional_lookups_match_serial_replay() {
     }
     let hash = rt.client().state_hash().await.unwrap();
     rt.shutdown().await;
-    history.sort_by_key(|h| h.0);
-    let mut reference = SerialExecutor::new(fx.app.clone());
-    for (pos, customer, ev, result) in &history {
-        let expected = reference.run_at(*pos, fx.svc, fx.svc.partition_of(customer), ev.clone(), 0);
-        assert_eq!(result, &expected, "seed {seed}: {ev:?} at {pos:?}");
-    }
-    assert_eq!(hash, reference.state_hash(), "seed {seed}");
+    let recorded = history
+        .into_iter()
+        .map(
+            |(pos, customer, event, result)| common::Recorded::<Orders> {
+                pos,
+                service: fx.svc,
+                partition: fx.svc.partition_of(&customer),
+                event,
+                result,
+            },
+        )
+        .collect();
+    common::assert_matches_serial_replay(fx.app.clone(), recorded, hash, seed);
 }

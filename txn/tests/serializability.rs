@@ -7,13 +7,7 @@ mod common;
 
 use common::*;
 use std::sync::Arc;
-use txn::{Fallback, Runtime, RuntimeConfig, SerialExecutor};
-
-struct Record {
-    pos: txn::SerialPos,
-    ev: Ev,
-    result: Result<Option<Vec<i64>>, txn::AbortReason>,
-}
+use txn::{Fallback, Runtime, RuntimeConfig};
 
 async fn run_and_check(fallback: Fallback, test: &str) {
     let seed = seed(test);
@@ -40,11 +34,13 @@ async fn run_and_check(fallback: Fallback, test: &str) {
                 let ev = random_chain(&mut rng, 3, 24, 5);
                 let (svc, key) = fx.first_target(&ev);
                 let outcome = client.submit(svc, &key, ev.clone()).await.unwrap();
-                records.push(Record {
+                records.push(Recorded::<ChainApp> {
                     pos: outcome
                         .serial_pos
                         .expect("no transaction exhausts its retries"),
-                    ev,
+                    service: svc,
+                    partition: svc.partition_of(&key),
+                    event: ev,
                     result: outcome.result,
                 });
             }
@@ -62,38 +58,13 @@ async fn run_and_check(fallback: Fallback, test: &str) {
     let epochs = stats.epochs.load(std::sync::atomic::Ordering::Relaxed);
     rt.shutdown().await;
 
-    history.sort_by_key(|r| r.pos);
-    let mut positions: Vec<_> = history.iter().map(|r| r.pos).collect();
-    positions.dedup();
-    assert_eq!(
-        positions.len(),
-        history.len(),
-        "two transactions share a serial position"
-    );
-
-    let mut reference = SerialExecutor::new(fx.app.clone());
-    let mut n_committed = 0;
-    for (i, r) in history.iter().enumerate() {
-        let (svc, key) = fx.first_target(&r.ev);
-        let expected = reference.run_at(r.pos, svc, svc.partition_of(&key), r.ev.clone(), 0);
-        assert_eq!(
-            r.result, expected,
-            "seed {seed}: transaction #{i} at {:?} ({:?}) diverges from the serial replay",
-            r.pos, r.ev
-        );
-        n_committed += usize::from(r.result.is_ok());
-    }
-    assert_eq!(
-        final_hash,
-        reference.state_hash(),
-        "seed {seed}: final state differs from the serial replay"
-    );
+    let n_history = history.len();
+    let n_committed = assert_matches_serial_replay(fx.app.clone(), history, final_hash, seed);
     eprintln!(
-        "{test}: {} transactions ({n_committed} committed) in {epochs} epochs, {conflicts} conflict losers, history serializable",
-        history.len()
+        "{test}: {n_history} transactions ({n_committed} committed) in {epochs} epochs, {conflicts} conflict losers, history serializable"
     );
     assert!(
-        n_committed > history.len() / 4,
+        n_committed > n_history / 4,
         "the workload should mostly commit"
     );
 }

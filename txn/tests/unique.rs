@@ -6,9 +6,7 @@ mod common;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use txn::{
-    AbortReason, App, AppBuilder, AppDef, Runtime, RuntimeConfig, SerialExecutor, ServiceRef, Table,
-};
+use txn::{AbortReason, App, AppBuilder, AppDef, Runtime, RuntimeConfig, ServiceRef, Table};
 
 struct Accounts;
 
@@ -175,14 +173,17 @@ async fn concurrent_claims_match_serial_replay() {
         "seed {seed}: duplicates {holders:?}"
     );
 
-    history.sort_by_key(|h| h.0);
-    let mut reference = SerialExecutor::new(app);
-    let mut refused = 0;
-    for (pos, id, ev, result) in &history {
-        let expected = reference.run_at(*pos, svc, svc.partition_of(id), ev.clone(), 0);
-        assert_eq!(result, &expected, "seed {seed}: {ev:?} at {pos:?}");
-        refused += usize::from(result.is_err());
-    }
-    assert_eq!(hash, reference.state_hash(), "seed {seed}");
+    let n_history = history.len();
+    let recorded = history
+        .into_iter()
+        .map(|(pos, id, event, result)| common::Recorded::<Accounts> {
+            pos,
+            service: svc,
+            partition: svc.partition_of(&id),
+            event,
+            result,
+        })
+        .collect();
+    let refused = n_history - common::assert_matches_serial_replay(app, recorded, hash, seed);
     assert!(refused > 0, "the race must have refused some duplicates");
 }
