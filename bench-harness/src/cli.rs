@@ -38,6 +38,10 @@ pub enum WorkloadCmd {
     /// YCSB-T: each transaction reads and increments k keys of one table, touching several
     /// partitions. Checks: sum of values = k × committed, nothing negative, no lost rows.
     Ycsb(YcsbCmd),
+    /// Online Marketplace: checkout, seller dashboard, price update, update product and update
+    /// delivery over eight services, each business transaction one transaction. Checks the seven
+    /// criteria of WORKLOADS.md (atomic checkouts, stock, replicas, dashboard, totals, money).
+    Marketplace(MarketplaceCmd),
     /// The durability tests (`crash-test`, `corruption-test`); not workloads, run by `main`.
     #[command(flatten)]
     Durability(crate::crash::DurabilityCmd),
@@ -52,6 +56,7 @@ impl WorkloadCmd {
         match self {
             WorkloadCmd::Transfer(c) => &c.common,
             WorkloadCmd::Ycsb(c) => &c.common,
+            WorkloadCmd::Marketplace(c) => &c.common,
             WorkloadCmd::Durability(_) => panic!("the durability tests have no workload options"),
         }
     }
@@ -71,6 +76,14 @@ pub struct YcsbCmd {
     pub common: CommonArgs,
     #[command(flatten)]
     pub ycsb: YcsbArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MarketplaceCmd {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub marketplace: crate::workloads::marketplace::MarketplaceArgs,
 }
 
 /// Options of every workload.

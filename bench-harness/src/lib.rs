@@ -62,6 +62,10 @@ pub fn run(cli: Cli) -> Result<Summary, HarnessError> {
             workloads::ycsb::YcsbWorkload::new(&c.common, &c.ycsb)?,
             &common,
         ),
+        WorkloadCmd::Marketplace(c) => run_workload(
+            workloads::marketplace::MarketplaceWorkload::new(&c.common, &c.marketplace)?,
+            &common,
+        ),
         WorkloadCmd::Durability(_) => unreachable!("refused above"),
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod ledger;
 pub mod load;
+pub mod marketplace;
 pub mod ycsb;
 pub mod zipf;
 

@@ -1,5 +1,6 @@
 //! The workloads the harness drives, each an adapter from a `services` app to [`crate::Workload`].
 
+pub mod marketplace;
 pub mod transfer;
 pub mod ycsb;
 

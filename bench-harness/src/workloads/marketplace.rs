@@ -1,0 +1,364 @@
+//! The Online Marketplace workload: checkouts, seller dashboards, price updates, product updates
+//! and update deliveries over `services::marketplace`, measured per transaction type, with the
+//! seven consistency criteria checked at the end.
+//!
+//! Every client draws from the mix with its own generator (customers uniform, products and
+//! sellers uniform or Zipfian with `--zipf`). A checkout carries the items the customer puts in
+//! the cart: the cart fill is the first step of the checkout transaction, so cart adds are not
+//! measured as operations of their own. The dashboard is a snapshot query; each one is checked
+//! for agreement between its entry list and its aggregates as it is read, and disagreements are
+//! added to criterion 5 at the end.
+
+use crate::HarnessError;
+use crate::cli::CommonArgs;
+use crate::workload::{Effects, EventOf, Op, Workload};
+use clap::{Args, ValueEnum};
+use services::marketplace::data::MarketOp;
+use services::marketplace::{
+    self as market, MarketApp, MarketConfig, Marketplace, Mix, OpGen, Scale, SellerId,
+};
+use services::{Request, Violations};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use txn::{AppDef, Client, SerialExecutor, TxnError};
+
+const CHECKOUT: usize = 0;
+const DASHBOARD: usize = 1;
+const PRICE_UPDATE: usize = 2;
+const UPDATE_PRODUCT: usize = 3;
+const UPDATE_DELIVERY: usize = 4;
+
+/// Options of the marketplace workload (flatten into the subcommand next to `CommonArgs`).
+#[derive(Args, Debug, Clone)]
+pub struct MarketplaceArgs {
+    /// Data size: `small` is 1,000 customers, 1,000 products and 100 sellers; `default` is the
+    /// benchmark's 100,000 customers, 100,000 products and 10,000 sellers. Every product starts
+    /// with 10,000 units of stock.
+    #[arg(long, value_enum, default_value_t = ScaleArg::Small)]
+    pub scale: ScaleArg,
+
+    /// Transaction mix. `default`: checkout 30 %, dashboard 5 %, price update 3 %, update
+    /// product 2 %, update delivery 60 %. `checkout-heavy`: checkout 70 %, dashboard 10 %,
+    /// price update 10 %, update product 10 %.
+    #[arg(long, value_enum, default_value_t = MixArg::Default)]
+    pub mix: MixArg,
+
+    /// Percentage of payments the simulated provider declines (a declined payment is a
+    /// committed order with status PaymentFailed and its stock released).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub payment_failure_pct: u8,
+}
+
+/// `services::marketplace::Scale`, as a flag.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScaleArg {
+    Small,
+    Default,
+}
+
+/// The two mixes of the benchmark, as a flag.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MixArg {
+    Default,
+    CheckoutHeavy,
+}
+
+impl MixArg {
+    pub fn mix(self) -> Mix {
+        match self {
+            MixArg::Default => Mix::DEFAULT,
+            MixArg::CheckoutHeavy => Mix::CHECKOUT_HEAVY,
+        }
+    }
+}
+
+/// The marketplace workload.
+pub struct MarketplaceWorkload {
+    market: Marketplace,
+    args: MarketplaceArgs,
+    mix: Mix,
+    zipf: f64,
+    seed: u64,
+    /// Built once: one request per seller plus the customer batches.
+    load: Vec<Request<EventOf<Self>>>,
+    /// Dashboards read during the run whose entries and aggregates disagreed, per system (the
+    /// same workload object drives vmsdb and then the serial baseline).
+    torn_dashboards_vmsdb: AtomicU64,
+    torn_dashboards_serial: AtomicU64,
+}
+
+impl MarketplaceWorkload {
+    pub fn new(common: &CommonArgs, args: &MarketplaceArgs) -> Result<Self, HarnessError> {
+        let scale = match args.scale {
+            ScaleArg::Small => Scale::Small,
+            ScaleArg::Default => Scale::Default,
+        };
+        let config = MarketConfig {
+            payment_failure_pct: args.payment_failure_pct,
+            seed: common.seed,
+            ..MarketConfig::at_scale(scale, common.partitions)
+        };
+        let market = Marketplace::new(config)?;
+        // Fail on a bad θ now rather than in every client.
+        market
+            .op_gen(0, args.mix.mix(), common.zipf)
+            .map_err(|e| HarnessError::InvalidArgs(e.to_string()))?;
+        let load = market.load_requests();
+        Ok(MarketplaceWorkload {
+            market,
+            args: args.clone(),
+            mix: args.mix.mix(),
+            zipf: common.zipf,
+            seed: common.seed,
+            load,
+            torn_dashboards_vmsdb: AtomicU64::new(0),
+            torn_dashboards_serial: AtomicU64::new(0),
+        })
+    }
+
+    /// The services-level handle (for tests and tools).
+    pub fn marketplace(&self) -> &Marketplace {
+        &self.market
+    }
+
+    fn expected(&self, effects: &Effects, torn: &AtomicU64) -> market::Expected {
+        let checkouts = effects.committed.get(CHECKOUT).copied().unwrap_or(0);
+        self.market
+            .expected(Some(checkouts), torn.load(Ordering::Relaxed))
+    }
+}
+
+/// A client's generator.
+pub struct MarketGen {
+    ops: OpGen,
+}
+
+impl Workload for MarketplaceWorkload {
+    type App = MarketApp;
+    type Query = SellerId;
+    type Gen = MarketGen;
+
+    fn name(&self) -> &'static str {
+        "marketplace"
+    }
+
+    fn op_types(&self) -> &'static [&'static str] {
+        &[
+            "checkout",
+            "dashboard",
+            "price_update",
+            "update_product",
+            "update_delivery",
+        ]
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        let c = &self.market.config;
+        serde_json::json!({
+            "scale": format!("{:?}", self.args.scale).to_lowercase(),
+            "customers": c.n_customers,
+            "sellers": c.n_sellers,
+            "products": c.n_products(),
+            "initial_stock": c.initial_stock,
+            "mix_pct": {
+                "checkout": self.mix.checkout,
+                "dashboard": self.mix.dashboard,
+                "price_update": self.mix.price_update,
+                "update_product": self.mix.update_product,
+                "update_delivery": self.mix.update_delivery,
+            },
+            "payment_failure_pct": c.payment_failure_pct,
+            "zipf_theta": self.zipf,
+            "partitions_per_service": c.n_partitions,
+            "services": ["product", "stock", "cart", "order", "payment", "shipment", "seller", "customer"],
+        })
+    }
+
+    fn app(&self) -> &Arc<AppDef<MarketApp>> {
+        self.market.app()
+    }
+
+    fn load_description(&self) -> String {
+        let c = &self.market.config;
+        format!(
+            "{} customers, {} sellers with {} products ({} units of stock each)",
+            c.n_customers,
+            c.n_sellers,
+            c.n_products(),
+            c.initial_stock
+        )
+    }
+
+    fn n_load(&self) -> usize {
+        self.load.len()
+    }
+
+    fn load_request(&self, i: usize) -> Request<EventOf<Self>> {
+        self.load[i].clone()
+    }
+
+    fn generator(&self, client: u64) -> MarketGen {
+        MarketGen {
+            ops: self
+                .market
+                .op_gen(super::client_seed(self.seed, client), self.mix, self.zipf)
+                .expect("θ was validated in new"),
+        }
+    }
+
+    fn next_op(&self, g: &mut MarketGen) -> Op<Self> {
+        let op = g.ops.next_op();
+        let ty = match &op {
+            MarketOp::Checkout { .. } => CHECKOUT,
+            MarketOp::Dashboard { seller_id } => {
+                return Op::Query {
+                    ty: DASHBOARD,
+                    query: *seller_id,
+                };
+            }
+            MarketOp::PriceUpdate { .. } => PRICE_UPDATE,
+            MarketOp::UpdateProduct { .. } => UPDATE_PRODUCT,
+            MarketOp::UpdateDelivery { .. } => UPDATE_DELIVERY,
+        };
+        Op::Txn {
+            ty,
+            request: self
+                .market
+                .request(op)
+                .expect("only the dashboard is a query"),
+            effect: 0,
+        }
+    }
+
+    async fn run_query(
+        &self,
+        client: &Client<MarketApp>,
+        seller_id: SellerId,
+    ) -> Result<(), TxnError> {
+        let d = self.market.dashboard(client, seller_id).await?;
+        if !d.agrees() {
+            self.torn_dashboards_vmsdb.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn run_query_serial(&self, exec: &SerialExecutor<MarketApp>, seller_id: SellerId) {
+        if !self.market.dashboard_serial(exec, seller_id).agrees() {
+            self.torn_dashboards_serial.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    async fn audit(
+        &self,
+        client: &Client<MarketApp>,
+        effects: &Effects,
+    ) -> Result<Violations, TxnError> {
+        let snapshot = self.market.snapshot(client).await?;
+        Ok(market::check(
+            &snapshot,
+            &self.expected(effects, &self.torn_dashboards_vmsdb),
+        ))
+    }
+
+    fn audit_serial(&self, exec: &SerialExecutor<MarketApp>, effects: &Effects) -> Violations {
+        market::check(
+            &self.market.snapshot_serial(exec),
+            &self.expected(effects, &self.torn_dashboards_serial),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        marketplace: MarketplaceArgs,
+    }
+
+    fn args(extra: &[&str]) -> Args {
+        let base = [
+            "marketplace",
+            "--quiet",
+            "--storage",
+            "memory",
+            "--seed",
+            "3",
+        ];
+        Args::try_parse_from(base.iter().chain(extra)).unwrap()
+    }
+
+    #[test]
+    fn every_operation_type_is_generated_and_routed() {
+        // Goal: the default mix yields all five operation types, each transaction addressed to
+        // a partition of the service its first step belongs to.
+        let a = args(&[]);
+        let w = MarketplaceWorkload::new(&a.common, &a.marketplace).unwrap();
+        let mut g = w.generator(0);
+        let mut seen = [0u32; 5];
+        for _ in 0..2_000 {
+            match w.next_op(&mut g) {
+                Op::Txn { ty, request, .. } => {
+                    seen[ty] += 1;
+                    assert!(request.partition < request.service.n_partitions());
+                    let s = w.marketplace().services;
+                    let want = match ty {
+                        CHECKOUT => s.cart,
+                        PRICE_UPDATE | UPDATE_PRODUCT => s.product,
+                        UPDATE_DELIVERY => s.shipment,
+                        _ => panic!("type {ty} is not a transaction"),
+                    };
+                    assert_eq!(request.service, want);
+                }
+                Op::Query { ty, query } => {
+                    seen[ty] += 1;
+                    assert_eq!(ty, DASHBOARD);
+                    assert!(query < w.marketplace().config.n_sellers);
+                }
+            }
+        }
+        assert!(seen.iter().all(|n| *n > 0), "{seen:?}");
+        assert_eq!(w.op_types().len(), 5);
+    }
+
+    #[test]
+    fn a_short_run_on_vmsdb_and_serial_passes_every_check() {
+        // Goal: the harness drives the workload end to end on vmsdb and the serial baseline,
+        // and both pass every consistency criterion.
+        let out = tempfile::tempdir().unwrap();
+        let out_dir = out.path().to_str().unwrap();
+        let a = args(&[
+            "--duration",
+            "300ms",
+            "--clients",
+            "32",
+            "--compare",
+            "serial",
+            "--mix",
+            "checkout-heavy",
+            "--out",
+            out_dir,
+        ]);
+        let w = MarketplaceWorkload::new(&a.common, &a.marketplace).unwrap();
+        let summary = crate::run_workload(w, &a.common).unwrap();
+        assert!(summary.passed);
+        let json = std::fs::read_to_string(out.path().join("summary.json")).unwrap();
+        assert!(json.contains(market::check::criteria::CHECKOUT_ATOMIC));
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        // Goal: an out-of-range failure percentage is refused by the parser.
+        let base = ["marketplace", "--payment-failure-pct", "101"];
+        assert!(Args::try_parse_from(base).is_err());
+        assert_eq!(
+            args(&["--mix", "checkout-heavy"]).marketplace.mix,
+            MixArg::CheckoutHeavy
+        );
+    }
+}

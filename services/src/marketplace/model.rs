@@ -1,0 +1,761 @@
+//! The marketplace's data model: ids, table keys (with the placement each key implies), rows,
+//! events and outputs.
+//!
+//! # Placement
+//!
+//! By default `txn` places a row by hashing its whole key. Rows that a step must touch together
+//! are placed by part of their key instead (`AppBuilder::place_by`); each such key names its
+//! placement value with a `placement()` method, which is both what the table is placed by and
+//! what events to those rows are routed by (`ServiceRef::partition_of(&key.placement())`), so
+//! the two cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+
+pub type CustomerId = u32;
+pub type SellerId = u32;
+/// Product ids are global (`0..n_products`); a product belongs to exactly one seller.
+pub type ProductId = u32;
+/// An order id is the TID of the checkout that created it: unique, and the same on every
+/// replay, so no per-customer counter row has to be read and written by every checkout.
+pub type OrderId = u64;
+/// Money in cents.
+pub type Money = i64;
+/// A product version (starts at 0; an "update product" makes a new one).
+pub type Version = u32;
+
+/// `(seller_id, product_id)`: products, stock items, and the cart's product replicas.
+/// **Placed by seller**, so the ten products of a seller, their stock and the seller's update
+/// sequence share a partition, and a checkout reserves all items of one seller in one step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ProductKey {
+    pub seller_id: SellerId,
+    pub product_id: ProductId,
+}
+
+impl ProductKey {
+    pub fn placement(&self) -> SellerId {
+        self.seller_id
+    }
+}
+
+/// `(customer_id, order_id)`: orders and shipments, placed by the whole key, so one customer's
+/// orders spread over the partitions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct OrderKey {
+    pub customer_id: CustomerId,
+    pub order_id: OrderId,
+}
+
+/// A row belonging to one order (item, history entry, payment line, package). **Placed by its
+/// order**, so all of an order's rows in a service share a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct OrderPartKey {
+    pub customer_id: CustomerId,
+    pub order_id: OrderId,
+    /// Item index, history sequence, payment sequential or package id, from 1.
+    pub idx: u16,
+}
+
+impl OrderPartKey {
+    pub fn new(order: OrderKey, idx: u16) -> Self {
+        OrderPartKey {
+            customer_id: order.customer_id,
+            order_id: order.order_id,
+            idx,
+        }
+    }
+    pub fn order(&self) -> OrderKey {
+        OrderKey {
+            customer_id: self.customer_id,
+            order_id: self.order_id,
+        }
+    }
+    pub fn placement(&self) -> OrderKey {
+        self.order()
+    }
+    /// The first and last possible key of `order`, for range reads.
+    pub fn range_of(order: OrderKey) -> std::ops::RangeInclusive<OrderPartKey> {
+        OrderPartKey::new(order, 0)..=OrderPartKey::new(order, u16::MAX)
+    }
+}
+
+/// An open (not yet delivered) package in the shipment service's delivery queue. **Placed by
+/// seller** and ordered by creation time, so "the oldest open shipment of a seller" is the
+/// first key of the seller's range in one partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct OpenDeliveryKey {
+    pub seller_id: SellerId,
+    pub created_ms: u64,
+    pub customer_id: CustomerId,
+    pub order_id: OrderId,
+}
+
+impl OpenDeliveryKey {
+    /// The key of `order`'s package from `seller_id`, queued at `created_ms`.
+    pub fn new(seller_id: SellerId, created_ms: u64, order: OrderKey) -> Self {
+        OpenDeliveryKey {
+            seller_id,
+            created_ms,
+            customer_id: order.customer_id,
+            order_id: order.order_id,
+        }
+    }
+
+    /// The first possible key of `seller_id` at `created_ms`, for range reads.
+    pub fn first_at(seller_id: SellerId, created_ms: u64) -> Self {
+        OpenDeliveryKey {
+            seller_id,
+            created_ms,
+            customer_id: 0,
+            order_id: 0,
+        }
+    }
+
+    pub fn order(&self) -> OrderKey {
+        OrderKey {
+            customer_id: self.customer_id,
+            order_id: self.order_id,
+        }
+    }
+
+    pub fn placement(&self) -> SellerId {
+        self.seller_id
+    }
+}
+
+/// How many shards a seller's dashboard aggregates are split into. Every approved checkout
+/// updates the aggregate of each of its sellers; one row per seller would make every two
+/// checkouts of a seller in one epoch conflict, so the aggregate is split by order.
+pub const SELLER_VIEW_SHARDS: u8 = 8;
+
+/// The aggregate shard an order's seller entry counts in.
+pub fn seller_shard(customer_id: CustomerId, order_id: OrderId) -> u8 {
+    let x = (u64::from(customer_id) << 32 ^ order_id).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    ((x >> 32) % u64::from(SELLER_VIEW_SHARDS)) as u8
+}
+
+/// One shard of a seller's dashboard aggregates, placed by the whole key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SellerViewKey {
+    pub seller_id: SellerId,
+    pub shard: u8,
+}
+
+impl SellerViewKey {
+    /// The shard `order`'s entry of `seller_id` counts in.
+    pub fn of(seller_id: SellerId, order: OrderKey) -> Self {
+        SellerViewKey {
+            seller_id,
+            shard: seller_shard(order.customer_id, order.order_id),
+        }
+    }
+}
+
+/// A seller's entry for one order (the seller service's order_entries view). Ordered so that
+/// a seller's in-progress entries (`delivered == false`) form one key range. **Placed by the
+/// aggregate shard it counts in**, so an entry and its aggregate are updated in one step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EntryKey {
+    pub seller_id: SellerId,
+    pub delivered: bool,
+    pub customer_id: CustomerId,
+    pub order_id: OrderId,
+}
+
+impl EntryKey {
+    /// The in-progress entry of `seller_id` for `order`. Delivering it keeps the key but sets
+    /// `delivered` (same placement).
+    pub fn open(seller_id: SellerId, order: OrderKey) -> Self {
+        EntryKey {
+            seller_id,
+            delivered: false,
+            customer_id: order.customer_id,
+            order_id: order.order_id,
+        }
+    }
+
+    /// The first or last possible key of a seller's entries, for range reads.
+    pub fn bound(seller_id: SellerId, delivered: bool, last: bool) -> Self {
+        EntryKey {
+            seller_id,
+            delivered,
+            customer_id: if last { CustomerId::MAX } else { 0 },
+            order_id: if last { OrderId::MAX } else { 0 },
+        }
+    }
+
+    pub fn order(&self) -> OrderKey {
+        OrderKey {
+            customer_id: self.customer_id,
+            order_id: self.order_id,
+        }
+    }
+
+    pub fn placement(&self) -> SellerViewKey {
+        SellerViewKey::of(self.seller_id, self.order())
+    }
+}
+
+/// `(seller_id, product_id, customer_id)`: which carts hold a product. **Placed by customer**,
+/// so the index entry lives next to the cart it points to; ordered by product, so a price
+/// update finds a product's carts in each cart partition with one range read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CartIndexKey {
+    pub seller_id: SellerId,
+    pub product_id: ProductId,
+    pub customer_id: CustomerId,
+}
+
+impl CartIndexKey {
+    pub fn placement(&self) -> CustomerId {
+        self.customer_id
+    }
+}
+
+/// A product (product service).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Product {
+    pub name: String,
+    pub sku: String,
+    pub category: String,
+    pub description: String,
+    pub price: Money,
+    pub freight_value: Money,
+    pub status: ProductStatus,
+    pub version: Version,
+    /// The seller-wide sequence number of the last committed update of this product (price or
+    /// version); 0 if never updated. Replicas copy it, which is what the causal-replication
+    /// check compares.
+    pub update_seq: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProductStatus {
+    Approved,
+}
+
+/// A stock item (stock service).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockItem {
+    pub qty_available: i64,
+    pub qty_reserved: i64,
+    pub order_count: u64,
+    /// Units sold (year to date).
+    pub ytd: i64,
+    pub version: Version,
+}
+
+/// A product replica held by a cart partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replica {
+    pub price: Money,
+    pub freight_value: Money,
+    pub version: Version,
+    pub update_seq: u64,
+}
+
+/// One item of a cart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CartItem {
+    pub seller_id: SellerId,
+    pub product_id: ProductId,
+    pub unit_price: Money,
+    pub freight_value: Money,
+    pub quantity: u32,
+    /// Discount on this item (a voucher), in cents.
+    pub voucher: Money,
+    pub version: Version,
+}
+
+/// A customer's cart (cart service; the benchmark's cart_items rows, held together because a
+/// checkout reads and clears them all at once).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cart {
+    /// Sorted by (seller, product), one item per product.
+    pub items: Vec<CartItem>,
+}
+
+/// What a client asks to put in a cart: the cart prices it from its replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CartAddItem {
+    pub seller_id: SellerId,
+    pub product_id: ProductId,
+    pub quantity: u32,
+    /// Whether the customer has a voucher for this item (worth 10 % of its price).
+    pub voucher: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum OrderStatus {
+    Invoiced,
+    PaymentProcessed,
+    PaymentFailed,
+    ReadyForShipment,
+    InTransit,
+    Delivered,
+}
+
+/// The money of an order, or of one seller's part of it. `total_amount = total_items +
+/// total_freight`; `total_invoice = total_amount − total_incentive`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub count_items: u32,
+    pub total_items: Money,
+    pub total_freight: Money,
+    pub total_amount: Money,
+    pub total_incentive: Money,
+    pub total_invoice: Money,
+}
+
+impl Totals {
+    /// Adds one order item.
+    pub fn add(&mut self, item: &OrderItem) {
+        self.count_items += 1;
+        self.total_items += item.total_items;
+        self.total_freight += item.freight_value * i64::from(item.quantity);
+        self.total_amount += item.total_amount;
+        self.total_incentive += item.voucher;
+        self.total_invoice += item.total_amount - item.voucher;
+    }
+}
+
+/// An order (order service).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub status: OrderStatus,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    pub totals: Totals,
+    /// History entries written so far (keys 1..=history_len).
+    pub history_len: u16,
+}
+
+/// An order item (order service).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderItem {
+    pub seller_id: SellerId,
+    pub product_id: ProductId,
+    pub unit_price: Money,
+    pub freight_value: Money,
+    pub quantity: u32,
+    /// unit_price × quantity.
+    pub total_items: Money,
+    /// total_items + freight_value × quantity.
+    pub total_amount: Money,
+    pub voucher: Money,
+    /// The product version the item was reserved at.
+    pub version: Version,
+}
+
+impl OrderItem {
+    pub fn from_cart(c: &CartItem) -> Self {
+        let q = i64::from(c.quantity);
+        OrderItem {
+            seller_id: c.seller_id,
+            product_id: c.product_id,
+            unit_price: c.unit_price,
+            freight_value: c.freight_value,
+            quantity: c.quantity,
+            total_items: c.unit_price * q,
+            total_amount: c.unit_price * q + c.freight_value * q,
+            voucher: c.voucher,
+            version: c.version,
+        }
+    }
+}
+
+/// An order status change (order service's order_history).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderHistory {
+    pub created_ms: u64,
+    pub status: OrderStatus,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PaymentType {
+    CreditCard,
+    DebitCard,
+    Boleto,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PaymentStatus {
+    Approved,
+    Failed,
+}
+
+/// One payment line of an order (payment service's order_payments).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    pub payment_type: PaymentType,
+    pub installments: u8,
+    pub value: Money,
+    pub status: PaymentStatus,
+    pub created_ms: u64,
+}
+
+/// The card of a card payment line (payment service's order_payment_cards).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentCard {
+    pub card_last4: u16,
+    pub installments: u8,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShipmentStatus {
+    Approved,
+    DeliveryInProgress,
+    Concluded,
+}
+
+/// The shipment of an approved order (shipment service).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shipment {
+    pub package_count: u16,
+    pub delivered_count: u16,
+    pub total_freight: Money,
+    pub status: ShipmentStatus,
+    pub created_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PackageStatus {
+    Shipped,
+    Delivered,
+}
+
+/// One package of a shipment: everything one seller ships for the order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Package {
+    pub seller_id: SellerId,
+    pub n_items: u16,
+    pub quantity: u32,
+    pub freight_value: Money,
+    pub shipping_ms: u64,
+    pub delivery_ms: Option<u64>,
+    pub status: PackageStatus,
+}
+
+/// A seller (seller service).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seller {
+    pub name: String,
+    pub city: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeliveryStatus {
+    Shipped,
+    Delivered,
+}
+
+/// A seller's entry for one order: its part of the order (seller service's order_entries).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderEntry {
+    pub package_id: u16,
+    pub totals: Totals,
+    pub order_status: OrderStatus,
+    pub delivery_status: DeliveryStatus,
+}
+
+/// The aggregates a seller's dashboard shows over its in-progress entries (one shard of them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SellerView {
+    pub count_orders: i64,
+    pub count_items: i64,
+    pub total_items: Money,
+    pub total_freight: Money,
+    pub total_amount: Money,
+    pub total_incentive: Money,
+    pub total_invoice: Money,
+}
+
+impl SellerView {
+    /// Adds (`sign = 1`) or removes (`sign = -1`) one entry.
+    pub fn apply(&mut self, t: &Totals, sign: i64) {
+        self.count_orders += sign;
+        self.count_items += sign * i64::from(t.count_items);
+        self.total_items += sign * t.total_items;
+        self.total_freight += sign * t.total_freight;
+        self.total_amount += sign * t.total_amount;
+        self.total_incentive += sign * t.total_incentive;
+        self.total_invoice += sign * t.total_invoice;
+    }
+
+    /// Sums two shards.
+    pub fn merge(mut self, o: &SellerView) -> SellerView {
+        self.count_orders += o.count_orders;
+        self.count_items += o.count_items;
+        self.total_items += o.total_items;
+        self.total_freight += o.total_freight;
+        self.total_amount += o.total_amount;
+        self.total_incentive += o.total_incentive;
+        self.total_invoice += o.total_invoice;
+        self
+    }
+}
+
+/// A customer (customer service).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    pub name: String,
+    pub card_last4: u16,
+    pub success_payment_count: u64,
+    pub failed_payment_count: u64,
+    pub delivery_count: u64,
+}
+
+/// A product as the loader creates it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewProduct {
+    pub product_id: ProductId,
+    pub product: Product,
+}
+
+/// One item of a checkout, as stock reserves and settles it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockLine {
+    pub seller_id: SellerId,
+    pub product_id: ProductId,
+    pub quantity: u32,
+    pub version: Version,
+}
+
+/// A checkout as the cart priced it: everything the later steps need, carried in the events
+/// because a step cannot wait for replies from other partitions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutDraft {
+    pub order: OrderKey,
+    /// Sorted by (seller, product).
+    pub items: Vec<OrderItem>,
+    pub totals: Totals,
+    pub created_ms: u64,
+}
+
+impl CheckoutDraft {
+    /// The items of each seller, in seller order: `(seller, first item index, end index)`.
+    pub fn seller_groups(&self) -> Vec<(SellerId, usize, usize)> {
+        let mut groups: Vec<(SellerId, usize, usize)> = Vec::new();
+        for (i, item) in self.items.iter().enumerate() {
+            match groups.last_mut() {
+                Some(g) if g.0 == item.seller_id => g.2 = i + 1,
+                _ => groups.push((item.seller_id, i, i + 1)),
+            }
+        }
+        groups
+    }
+}
+
+/// Every event of the marketplace: inbound requests first, then the internal steps of their
+/// chains, grouped by business transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MarketEvent {
+    // ---- Load (inbound).
+    /// To customer: create these customers (all owned by the target partition).
+    LoadCustomers { customer_ids: Vec<CustomerId> },
+    /// To `product[seller]`: create the seller with its products, their stock and replicas.
+    LoadSeller {
+        seller_id: SellerId,
+        products: Vec<NewProduct>,
+        initial_stock: i64,
+    },
+    /// To `stock[seller]` (from LoadSeller).
+    LoadStock {
+        seller_id: SellerId,
+        products: Vec<(ProductId, Version)>,
+        initial_stock: i64,
+    },
+    /// To `seller[seller]` (from LoadSeller).
+    LoadSellerRow { seller_id: SellerId },
+
+    // ---- Cart.
+    /// Inbound, to `cart[customer]`: put items in the cart (priced from the replica).
+    CartAdd {
+        customer_id: CustomerId,
+        items: Vec<CartAddItem>,
+    },
+    /// Inbound, to `cart[customer]`: add `add` to the cart (the cart-fill step), then check the
+    /// whole cart out.
+    Checkout {
+        customer_id: CustomerId,
+        add: Vec<CartAddItem>,
+    },
+
+    // ---- Checkout chain (internal). Events that fan out carry every item bound for one
+    // partition, so a step runs once per partition rather than once per seller or package.
+    /// cart → `stock[p]`: reserve these items (of sellers in partition p).
+    Reserve { lines: Vec<StockLine> },
+    /// cart → `payment[order]`: charge the order, then fan out to every service.
+    Pay(Box<CheckoutDraft>),
+    /// payment → `stock[p]`: confirm (approved) or release these reservations.
+    Settle {
+        lines: Vec<StockLine>,
+        approved: bool,
+    },
+    /// payment → `order[order]`: create the order with its items and history.
+    CreateOrder {
+        draft: Box<CheckoutDraft>,
+        approved: bool,
+    },
+    /// payment → `seller[p]`: record these sellers' entries and count them in the dashboards.
+    RecordEntries {
+        entries: Vec<(EntryKey, OrderEntry)>,
+    },
+    /// payment → `shipment[order]`: create the shipment and its packages.
+    CreateShipment {
+        order: OrderKey,
+        packages: Vec<Package>,
+        created_ms: u64,
+    },
+    /// payment → `shipment[p]`: queue these packages (of sellers in partition p) for delivery.
+    QueueDeliveries {
+        packages: Vec<(OpenDeliveryKey, u16)>,
+    },
+    /// payment → `customer[customer]`: count the payment.
+    CountPayment {
+        customer_id: CustomerId,
+        approved: bool,
+    },
+
+    // ---- Price update and update product.
+    /// Inbound, to `product[seller]`: change a price by `pct` percent (±1..10).
+    PriceUpdate {
+        seller_id: SellerId,
+        product_id: ProductId,
+        pct: i8,
+    },
+    /// product → every cart partition: the new price of a version.
+    ReplicatePrice {
+        seller_id: SellerId,
+        product_id: ProductId,
+        replica: Replica,
+    },
+    /// Inbound, to `product[seller]`: replace a product by a new version.
+    UpdateProduct {
+        seller_id: SellerId,
+        product_id: ProductId,
+    },
+    /// product → every cart partition: upsert replicas (a load or a new version); a new
+    /// version also drops cart items holding an older one.
+    ReplicateProducts {
+        seller_id: SellerId,
+        replicas: Vec<(ProductId, Replica)>,
+    },
+    /// product → `stock[seller]`: adopt a product's new version.
+    AdoptVersion {
+        seller_id: SellerId,
+        product_id: ProductId,
+        version: Version,
+    },
+
+    // ---- Update delivery.
+    /// Inbound, to `shipment[first seller]`: deliver the oldest open package of each seller.
+    UpdateDelivery { sellers: Vec<SellerId> },
+    /// shipment → `shipment[p]`: take the oldest open package of each of these sellers.
+    TakeOldest { sellers: Vec<SellerId> },
+    /// shipment → `shipment[p]`: mark these packages (of orders in partition p) delivered.
+    DeliverPackages { packages: Vec<(OrderKey, u16)> },
+    /// shipment → `order[p]`: a package of each order arrived (`true`: it was the last one).
+    OrdersDelivered { orders: Vec<(OrderKey, bool)> },
+    /// shipment → `seller[p]`: these in-progress entries are delivered.
+    EntriesDelivered { entries: Vec<EntryKey> },
+    /// shipment → `customer[p]`: one more package delivered to each of these customers.
+    CountDeliveries { customers: Vec<CustomerId> },
+}
+
+/// What a committed marketplace transaction returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MarketOutput {
+    /// Load requests and internal steps.
+    Done,
+    /// A cart add: items now in the cart.
+    CartItems(u32),
+    /// A checkout: the order and whether its payment was approved.
+    CheckedOut {
+        order: OrderKey,
+        approved: bool,
+        total_invoice: Money,
+    },
+    /// A price update: the new price.
+    Priced { price: Money, version: Version },
+    /// An update product: the new version.
+    NewVersion(Version),
+    /// An update delivery: sellers asked for (some may have had nothing to deliver).
+    DeliveryRequested { sellers: u32 },
+}
+
+/// Stable abort-reason prefixes (the text before the first `:`), so reports can group aborts.
+pub mod reasons {
+    pub const STOCK_SHORTAGE: &str = "stock shortage";
+    pub const VERSION_MISMATCH: &str = "version mismatch";
+    pub const EMPTY_CART: &str = "empty cart";
+    pub const UNKNOWN_PRODUCT: &str = "unknown product";
+    pub const UNKNOWN_CUSTOMER: &str = "unknown customer";
+    pub const INVALID_REQUEST: &str = "invalid request";
+    pub const BROKEN_STATE: &str = "broken state";
+    pub const MISROUTED: &str = "misrouted event";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_handled_together_share_a_placement() {
+        // Goal: the rows one step touches together have equal placements, so they share a
+        // partition whatever the number of partitions.
+        for i in 0..200u32 {
+            let (c, o, s) = (i * 7 + 1, u64::from(i) * 1_000_003 + 5, i % 17);
+            let order = OrderKey {
+                customer_id: c,
+                order_id: o,
+            };
+            assert_eq!(OrderPartKey::new(order, 3).placement(), order);
+            let e = EntryKey::open(s, order);
+            let delivered = EntryKey {
+                delivered: true,
+                ..e
+            };
+            assert_eq!(e.placement(), delivered.placement());
+            assert_eq!(e.placement(), SellerViewKey::of(s, order));
+            assert_eq!(OpenDeliveryKey::new(s, 9, order).placement(), s);
+            let pk = ProductKey {
+                seller_id: s,
+                product_id: i,
+            };
+            assert_eq!(pk.placement(), s);
+        }
+    }
+
+    #[test]
+    fn seller_groups_split_items_by_seller() {
+        // Goal: a draft's items sorted by seller split into one contiguous group per seller.
+        let item = |s, p| OrderItem {
+            seller_id: s,
+            product_id: p,
+            unit_price: 1,
+            freight_value: 1,
+            quantity: 1,
+            total_items: 1,
+            total_amount: 2,
+            voucher: 0,
+            version: 0,
+        };
+        let d = CheckoutDraft {
+            order: OrderKey {
+                customer_id: 1,
+                order_id: 1,
+            },
+            items: vec![
+                item(1, 10),
+                item(1, 11),
+                item(4, 40),
+                item(7, 70),
+                item(7, 71),
+            ],
+            totals: Totals::default(),
+            created_ms: 0,
+        };
+        assert_eq!(d.seller_groups(), vec![(1, 0, 2), (4, 2, 3), (7, 3, 5)]);
+    }
+}
