@@ -17,9 +17,10 @@ request and waits for its durable outcome), measure committed/aborted throughput
 percentiles, check the workload's consistency criteria at the end (violations are counted per \
 criterion; anything but 0 is a bug), and run baselines on the same workload.\n\n\
 Results: a summary table on stdout and <out>/summary.json. The exit code is 0 when every \
-system's checks passed, 1 when a violation or an error was found, 2 on bad arguments.",
+system's checks passed (the eventual baseline's anomalies are reported but expected, so they \
+do not count), 1 when a violation or an error was found, 2 on bad arguments.",
     after_help = "Examples:\n  \
-bench-harness transfer --duration 10s --accounts 1000000 --compare serial\n  \
+bench-harness transfer --duration 10s --accounts 1000000 --compare eventual,serial\n  \
 bench-harness transfer --duration 10s --zipf 0.99 --compare serial\n  \
 bench-harness ycsb --duration 10s --keys 1000000 --zipf 0.99 --compare serial"
 )]
@@ -125,8 +126,12 @@ pub struct CommonArgs {
     #[arg(long, value_enum, default_value_t = FallbackArg::Serial)]
     pub fallback: FallbackArg,
 
-    /// Baselines to run after vmsdb on the same workload and data, comma-separated.
-    /// `serial`: one thread, in memory, no durability, each request run to completion.
+    /// Baselines to run after vmsdb on the same workload and data, comma-separated, e.g.
+    /// `--compare eventual,serial`. `serial`: one thread, in memory, no durability, each request
+    /// run to completion. `eventual`: the same services wired by asynchronous events without the
+    /// transaction layer (each step commits on its own, queries are not snapshots), driven by
+    /// the same clients; its consistency violations are reported as anomalies and do not fail
+    /// the run.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub compare: Vec<Baseline>,
 
@@ -216,13 +221,22 @@ pub struct YcsbArgs {
 pub enum Baseline {
     /// Single-threaded in-memory executor, no durability (`txn::SerialExecutor`).
     Serial,
+    /// The same services wired by async events without the transaction layer
+    /// (`txn::EventualRuntime`); its anomalies are reported, not failed on.
+    Eventual,
 }
 
 impl Baseline {
     pub fn name(self) -> &'static str {
         match self {
             Baseline::Serial => "serial",
+            Baseline::Eventual => "eventual",
         }
+    }
+
+    /// Whether consistency violations are expected of this baseline (reported, not failed on).
+    pub fn anomalies_expected(self) -> bool {
+        matches!(self, Baseline::Eventual)
     }
 }
 
@@ -334,6 +348,13 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(ok.workload.common().compare, vec![Baseline::Serial]);
+        let both =
+            Cli::try_parse_from(["bench-harness", "transfer", "--compare", "eventual,serial"])
+                .unwrap();
+        assert_eq!(
+            both.workload.common().compare,
+            vec![Baseline::Eventual, Baseline::Serial]
+        );
     }
 
     #[test]

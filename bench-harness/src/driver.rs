@@ -8,18 +8,65 @@
 //! task records into its own `Recorder`, so the client side adds no shared hot spot next to
 //! the system under test.
 //!
+//! **eventual.** The same closed loop against the eventual baseline (`txn::EventualRuntime`):
+//! same clients, same generators, its queries read the partitions in place.
+//!
 //! **serial.** One thread generates a request, runs it to completion and records it, until the
 //! time is up — the upper bound of single-threaded execution without any concurrency control.
 
 use crate::metrics::{Completion, Recorder};
 use crate::progress::Progress;
-use crate::workload::{Op, Workload};
+use crate::workload::{EventOf, Op, Workload};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use services::Request;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use txn::{AbortReason, Client, SerialExecutor, TxnError};
+use txn::{AbortReason, Client, EventualRuntime, SerialExecutor, TxnError};
+
+/// A system the async closed loop can drive: vmsdb's `Client`, the eventual baseline.
+pub trait AsyncTarget<W: Workload>: Clone + Send + Sync + 'static {
+    /// Submits a transaction and waits for its outcome.
+    fn submit(
+        &self,
+        request: Request<EventOf<W>>,
+    ) -> impl Future<Output = Result<Result<(), AbortReason>, TxnError>> + Send;
+    /// Runs a read-only query.
+    fn query(&self, w: &W, query: W::Query) -> impl Future<Output = Result<(), TxnError>> + Send;
+}
+
+impl<W: Workload> AsyncTarget<W> for Client<W::App> {
+    async fn submit(
+        &self,
+        request: Request<EventOf<W>>,
+    ) -> Result<Result<(), AbortReason>, TxnError> {
+        self.submit_to(request.service, request.partition, request.event)
+            .await
+            .map(|outcome| outcome.result.map(|_| ()))
+    }
+
+    async fn query(&self, w: &W, query: W::Query) -> Result<(), TxnError> {
+        w.run_query(self, query).await
+    }
+}
+
+impl<W: Workload> AsyncTarget<W> for Arc<EventualRuntime<W::App>> {
+    async fn submit(
+        &self,
+        request: Request<EventOf<W>>,
+    ) -> Result<Result<(), AbortReason>, TxnError> {
+        self.submit_to(request.service, request.partition, request.event)
+            .await
+            .map(|outcome| outcome.map(|_| ()))
+    }
+
+    async fn query(&self, w: &W, query: W::Query) -> Result<(), TxnError> {
+        w.run_query_local(&**self, query);
+        Ok(())
+    }
+}
 
 /// How a run is driven.
 #[derive(Clone, Copy, Debug)]
@@ -47,9 +94,9 @@ struct Done<G> {
     result: Result<Result<(), AbortReason>, TxnError>,
 }
 
-async fn one_op<W: Workload>(
+async fn one_op<W: Workload, T: AsyncTarget<W>>(
     w: &W,
-    client: &Client<W::App>,
+    client: &T,
     mut generator: W::Gen,
 ) -> Done<W::Gen> {
     let op = w.next_op(&mut generator);
@@ -59,14 +106,8 @@ async fn one_op<W: Workload>(
             ty,
             request,
             effect,
-        } => {
-            let r = client
-                .submit_to(request.service, request.partition, request.event)
-                .await
-                .map(|outcome| outcome.result.map(|_| ()));
-            (ty, effect, r)
-        }
-        Op::Query { ty, query } => (ty, 0, w.run_query(client, query).await.map(Ok)),
+        } => (ty, effect, client.submit(request).await),
+        Op::Query { ty, query } => (ty, 0, client.query(w, query).await.map(Ok)),
     };
     Done {
         generator,
@@ -93,10 +134,11 @@ fn record<G>(rec: &mut Recorder, start: Instant, d: &Done<G>) {
     );
 }
 
-/// Drives `w` against a running vmsdb through `client` for `cfg.duration`.
-pub async fn drive_runtime<W: Workload>(
+/// Drives `w` against a running vmsdb (a `Client`) or the eventual baseline for
+/// `cfg.duration`.
+pub async fn drive_runtime<W: Workload, T: AsyncTarget<W>>(
     w: Arc<W>,
-    client: Client<W::App>,
+    client: T,
     cfg: DriveConfig,
     progress: &Progress,
 ) -> Driven {
@@ -197,7 +239,7 @@ pub fn drive_serial<W: Workload>(
                 (ty, effect, Ok(r.map(|_| ())))
             }
             Op::Query { ty, query } => {
-                w.run_query_serial(exec, query);
+                w.run_query_local(&*exec, query);
                 (ty, 0, Ok(Ok(())))
             }
         };

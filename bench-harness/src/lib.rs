@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use txn::storage::{EmbeddedStorage, MemoryStorage, Storage};
-use txn::{Fallback, Runtime, RuntimeConfig, SerialExecutor, TxnError};
+use txn::{EventualRuntime, Fallback, Runtime, RuntimeConfig, SerialExecutor, TxnError};
 
 /// Why a run could not produce results.
 #[derive(Debug, thiserror::Error)]
@@ -83,12 +83,13 @@ pub fn run_workload<W: Workload>(w: W, common: &CommonArgs) -> Result<Summary, H
         .enable_all()
         .build()?;
     let mut runs = vec![tokio.block_on(run_vmsdb(w.clone(), common, ui))?];
-    drop(tokio);
     for baseline in dedup(&common.compare) {
         match baseline {
             Baseline::Serial => runs.push(run_serial(&*w, common, ui)?),
+            Baseline::Eventual => runs.push(tokio.block_on(run_eventual(w.clone(), common, ui))?),
         }
     }
+    drop(tokio);
     let summary = Summary::new(
         w.name(),
         w.parameters(),
@@ -307,6 +308,104 @@ async fn run_vmsdb<W: Workload>(
         load,
         runtime_stats: Some(runtime_stats),
         storage: storage_name,
+        anomalies_expected: false,
+    })
+}
+
+/// The eventual baseline: the same app without the transaction layer, loaded and driven like
+/// vmsdb (same clients and generators, concurrent tasks on the same tokio runtime), audited once
+/// every chain has completed. Its violations are its anomalies.
+async fn run_eventual<W: Workload>(
+    w: Arc<W>,
+    common: &CommonArgs,
+    ui: Ui,
+) -> Result<SystemRun, HarnessError> {
+    use futures::StreamExt;
+    let name = Baseline::Eventual.name();
+    let rt = Arc::new(EventualRuntime::start(w.app().clone()));
+    let n_load = w.n_load();
+    ui.status(format!("{name}: loading {}", w.load_description()));
+    let bar = ui.load_bar(name, n_load as u64);
+    let start = Instant::now();
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut next = 0usize;
+    let mut done = 0u64;
+    let submit = |i: usize| {
+        let (rt, r) = (rt.clone(), w.load_request(i));
+        async move {
+            (
+                i,
+                rt.submit_to(r.service, r.partition, r.event)
+                    .await
+                    .map(|o| o.map(|_| ())),
+            )
+        }
+    };
+    while next < n_load.min(common.load_clients as usize) {
+        in_flight.push(submit(next));
+        next += 1;
+    }
+    while let Some((i, result)) = in_flight.next().await {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => {
+                return Err(HarnessError::Load(format!(
+                    "{name} load request {i} aborted: {reason}"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        done += 1;
+        if done.is_multiple_of(4096) {
+            bar.set_position(done);
+        }
+        if next < n_load {
+            in_flight.push(submit(next));
+            next += 1;
+        }
+    }
+    bar.finish();
+    let seconds = start.elapsed().as_secs_f64();
+    let load = LoadSummary {
+        description: w.load_description(),
+        requests: n_load as u64,
+        seconds,
+        requests_per_s: n_load as f64 / seconds.max(1e-9),
+    };
+    ui.status(format!(
+        "{name}: loaded in {seconds:.2} s ({} req/s); driving {} clients for {:?}",
+        fmt_count(load.requests_per_s as u64),
+        common.clients,
+        common.duration
+    ));
+    let progress = ui.run_bar(name, common.duration);
+    let driven = drive_runtime(
+        w.clone(),
+        rt.clone(),
+        DriveConfig {
+            duration: common.duration,
+            clients: common.clients,
+            driver_tasks: usize::from(common.worker_threads) * 2,
+        },
+        &progress,
+    )
+    .await;
+    // Every client waited for its chain to complete, so no step is queued any more: the audit
+    // reads a quiescent state.
+    ui.status(format!("{name}: checking consistency (anomalies expected)"));
+    let violations = w.audit_local(&*rt, &effects_of(&driven.recorder));
+    if let Ok(rt) = Arc::try_unwrap(rt) {
+        rt.stop();
+    }
+    Ok(SystemRun {
+        name,
+        recorder: driven.recorder,
+        elapsed: driven.elapsed,
+        violations,
+        load,
+        runtime_stats: None,
+        storage: "none (in memory, no transaction layer, not durable)".into(),
+        anomalies_expected: Baseline::Eventual.anomalies_expected(),
     })
 }
 
@@ -337,7 +436,7 @@ fn run_serial<W: Workload>(w: &W, common: &CommonArgs, ui: Ui) -> Result<SystemR
     let progress = ui.run_bar("serial", common.duration);
     let driven = drive_serial(w, &mut exec, common.duration, &progress);
     ui.status("serial: checking consistency");
-    let violations = w.audit_serial(&exec, &effects_of(&driven.recorder));
+    let violations = w.audit_local(&exec, &effects_of(&driven.recorder));
     Ok(SystemRun {
         name: Baseline::Serial.name(),
         recorder: driven.recorder,
@@ -346,5 +445,6 @@ fn run_serial<W: Workload>(w: &W, common: &CommonArgs, ui: Ui) -> Result<SystemR
         load,
         runtime_stats: None,
         storage: "none (in memory, not durable)".into(),
+        anomalies_expected: Baseline::Serial.anomalies_expected(),
     })
 }

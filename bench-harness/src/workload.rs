@@ -10,7 +10,54 @@
 use services::{Request, Violations};
 use std::future::Future;
 use std::sync::Arc;
-use txn::{App, AppDef, Client, SerialExecutor, TxnError};
+use txn::{App, AppDef, Client, EventualRuntime, ReadView, SerialExecutor, ServiceRef, TxnError};
+
+/// The systems a run can drive (vmsdb and the baselines).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum System {
+    Vmsdb = 0,
+    Serial = 1,
+    Eventual = 2,
+}
+
+impl System {
+    pub const COUNT: usize = 3;
+}
+
+/// A system whose state the harness reads in place, partition after partition (the serial
+/// executor; the eventual baseline, whose reads are NOT one snapshot while it runs).
+pub trait LocalReader<A: App> {
+    /// Which system this is (workloads keep per-system counters of what their queries saw).
+    const SYSTEM: System;
+    /// Runs `f` on every partition of `services` and collects the results.
+    fn query<R: Send + 'static>(
+        &self,
+        services: &[ServiceRef],
+        f: impl Fn(&ReadView<'_>) -> R,
+    ) -> Vec<R>;
+}
+
+impl<A: App> LocalReader<A> for SerialExecutor<A> {
+    const SYSTEM: System = System::Serial;
+    fn query<R: Send + 'static>(
+        &self,
+        services: &[ServiceRef],
+        f: impl Fn(&ReadView<'_>) -> R,
+    ) -> Vec<R> {
+        SerialExecutor::query(self, services, f)
+    }
+}
+
+impl<A: App> LocalReader<A> for EventualRuntime<A> {
+    const SYSTEM: System = System::Eventual;
+    fn query<R: Send + 'static>(
+        &self,
+        services: &[ServiceRef],
+        f: impl Fn(&ReadView<'_>) -> R,
+    ) -> Vec<R> {
+        EventualRuntime::query(self, services, f)
+    }
+}
 
 /// The event type of a workload's application.
 pub type EventOf<W> = <<W as Workload>::App as App>::Event;
@@ -71,8 +118,8 @@ pub trait Workload: Send + Sync + 'static {
         client: &Client<Self::App>,
         query: Self::Query,
     ) -> impl Future<Output = Result<(), TxnError>> + Send;
-    /// Runs a query on the serial executor.
-    fn run_query_serial(&self, exec: &SerialExecutor<Self::App>, query: Self::Query);
+    /// Runs a query on a system read in place (the serial executor, the eventual baseline).
+    fn run_query_local<L: LocalReader<Self::App>>(&self, reader: &L, query: Self::Query);
 
     /// Checks vmsdb's final state, given the effects of the committed operations of the run
     /// (the load is known to have committed completely).
@@ -81,6 +128,7 @@ pub trait Workload: Send + Sync + 'static {
         client: &Client<Self::App>,
         effects: &Effects,
     ) -> impl Future<Output = Result<Violations, TxnError>> + Send;
-    /// Checks the serial executor's final state.
-    fn audit_serial(&self, exec: &SerialExecutor<Self::App>, effects: &Effects) -> Violations;
+    /// Checks the final state of a system read in place (the serial executor, the eventual
+    /// baseline once it is quiescent).
+    fn audit_local<L: LocalReader<Self::App>>(&self, reader: &L, effects: &Effects) -> Violations;
 }

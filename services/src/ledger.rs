@@ -239,8 +239,9 @@ impl Ledger {
         .fold(Balance::default(), Balance::merge)
     }
 
-    /// The per-partition part of a lookup: only the partitions owning the two keys look.
-    fn lookup_fn(
+    /// The per-partition part of a lookup: only the partitions owning the two keys look. For
+    /// any `query` over both services (merge the parts with [`Balance::merge`]).
+    pub fn lookup_fn(
         &self,
         account: u64,
         entry: u64,
@@ -284,7 +285,9 @@ impl Ledger {
         .fold(LedgerAudit::default(), LedgerAudit::merge)
     }
 
-    fn audit_fn(&self) -> impl Fn(&ReadView<'_>) -> LedgerAudit + Send + Sync + 'static {
+    /// The per-partition part of an audit, for any `query` over both services (merge the parts
+    /// with [`LedgerAudit::merge`]); lets other executors of the same app be checked.
+    pub fn audit_fn(&self) -> impl Fn(&ReadView<'_>) -> LedgerAudit + Send + Sync + 'static {
         let (accounts, asset_ledger) = (self.accounts, self.asset_ledger);
         move |view| {
             // `iter` yields nothing for the other service's table, so one closure serves both.
@@ -304,7 +307,8 @@ pub struct Balance {
 }
 
 impl Balance {
-    fn merge(self, other: Balance) -> Balance {
+    /// Combines two partitions' parts of a lookup.
+    pub fn merge(self, other: Balance) -> Balance {
         Balance {
             account: self.account.or(other.account),
             entry: self.entry.or(other.entry),

@@ -160,7 +160,9 @@ impl Ycsb {
             .fold(YcsbAudit::default(), YcsbAudit::merge)
     }
 
-    fn audit_fn(&self) -> impl Fn(&ReadView<'_>) -> YcsbAudit + Send + Sync + 'static {
+    /// The per-partition part of an audit, for any `query` over the service (merge the parts
+    /// with [`YcsbAudit::merge`]); lets other executors of the same app be checked.
+    pub fn audit_fn(&self) -> impl Fn(&ReadView<'_>) -> YcsbAudit + Send + Sync + 'static {
         let (table, n_keys) = (self.table, self.config.n_keys);
         move |view| YcsbAudit::from_rows(view.iter(table).map(|(k, v)| (*k, *v)), n_keys)
     }

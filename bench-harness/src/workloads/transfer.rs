@@ -3,14 +3,16 @@
 
 use crate::HarnessError;
 use crate::cli::{CommonArgs, TransferArgs};
-use crate::workload::{Effects, EventOf, Op, Workload};
+use crate::workload::{Effects, EventOf, LocalReader, Op, Workload};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use services::ledger::{self, Ledger, LedgerApp, LedgerConfig, LedgerExpected, Transfer};
+use services::ledger::{
+    self, Balance, Ledger, LedgerApp, LedgerAudit, LedgerConfig, LedgerExpected, Transfer,
+};
 use services::zipf::KeyDist;
 use services::{Request, Violations};
 use std::sync::Arc;
-use txn::{AppDef, Client, SerialExecutor, TxnError};
+use txn::{AppDef, Client, TxnError};
 
 const TRANSFER: usize = 0;
 const DEPOSIT: usize = 1;
@@ -165,8 +167,14 @@ impl Workload for TransferWorkload {
         Ok(())
     }
 
-    fn run_query_serial(&self, exec: &SerialExecutor<LedgerApp>, (account, entry): (u64, u64)) {
-        let b = self.ledger.lookup_serial(exec, account, entry);
+    fn run_query_local<L: LocalReader<LedgerApp>>(&self, reader: &L, (account, entry): (u64, u64)) {
+        let b = reader
+            .query(
+                &[self.ledger.accounts_service, self.ledger.assets_service],
+                self.ledger.lookup_fn(account, entry),
+            )
+            .into_iter()
+            .fold(Balance::default(), Balance::merge);
         debug_assert!(
             b.account.is_some() && b.entry.is_some(),
             "lookup missed {account}/{entry}"
@@ -182,8 +190,15 @@ impl Workload for TransferWorkload {
         Ok(ledger::check(&audit, &self.expected(effects)))
     }
 
-    fn audit_serial(&self, exec: &SerialExecutor<LedgerApp>, effects: &Effects) -> Violations {
-        ledger::check(&self.ledger.audit_serial(exec), &self.expected(effects))
+    fn audit_local<L: LocalReader<LedgerApp>>(&self, reader: &L, effects: &Effects) -> Violations {
+        let audit = reader
+            .query(
+                &[self.ledger.accounts_service, self.ledger.assets_service],
+                self.ledger.audit_fn(),
+            )
+            .into_iter()
+            .fold(LedgerAudit::default(), LedgerAudit::merge);
+        ledger::check(&audit, &self.expected(effects))
     }
 }
 

@@ -2,14 +2,14 @@
 
 use crate::HarnessError;
 use crate::cli::{CommonArgs, YcsbArgs};
-use crate::workload::{Effects, EventOf, Op, Workload};
+use crate::workload::{Effects, EventOf, LocalReader, Op, Workload};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use services::ycsb::{self, Ycsb, YcsbApp, YcsbConfig};
+use services::ycsb::{self, Ycsb, YcsbApp, YcsbAudit, YcsbConfig};
 use services::zipf::KeyDist;
 use services::{Request, Violations};
 use std::sync::Arc;
-use txn::{AppDef, Client, SerialExecutor, TxnError};
+use txn::{AppDef, Client, TxnError};
 
 const RMW: usize = 0;
 
@@ -116,7 +116,7 @@ impl Workload for YcsbWorkload {
         Ok(())
     }
 
-    fn run_query_serial(&self, _exec: &SerialExecutor<YcsbApp>, _query: ()) {}
+    fn run_query_local<L: LocalReader<YcsbApp>>(&self, _reader: &L, _query: ()) {}
 
     async fn audit(
         &self,
@@ -127,12 +127,12 @@ impl Workload for YcsbWorkload {
         Ok(ycsb::check(&audit, self.args.keys, increments(effects)))
     }
 
-    fn audit_serial(&self, exec: &SerialExecutor<YcsbApp>, effects: &Effects) -> Violations {
-        ycsb::check(
-            &self.ycsb.audit_serial(exec),
-            self.args.keys,
-            increments(effects),
-        )
+    fn audit_local<L: LocalReader<YcsbApp>>(&self, reader: &L, effects: &Effects) -> Violations {
+        let audit = reader
+            .query(&[self.ycsb.service], self.ycsb.audit_fn())
+            .into_iter()
+            .fold(YcsbAudit::default(), YcsbAudit::merge);
+        ycsb::check(&audit, self.args.keys, increments(effects))
     }
 }
 
