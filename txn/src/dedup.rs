@@ -121,6 +121,7 @@ mod tests {
             result: Ok(Some(v)),
             serial_pos: None,
             retries: 0,
+            timestamp_ms: 0,
         }
     }
 

@@ -112,6 +112,10 @@ pub struct Outcome<O> {
     pub serial_pos: Option<SerialPos>,
     /// How many times it lost a conflict and was retried in a later epoch.
     pub retries: u32,
+    /// The logged timestamp of the epoch it ran in (what `TxnCtx::now_ms` returned), so a
+    /// replay can reproduce time-dependent rows.
+    #[serde(default)]
+    pub timestamp_ms: u64,
 }
 
 impl<O> Outcome<O> {
@@ -312,6 +316,47 @@ impl<A: App> Client<A> {
             .iter()
             .flat_map(|s| (0..s.n_partitions).map(move |p| s.gp(p)))
             .collect();
+        self.query_targets(targets, f).await
+    }
+
+    /// Like [`Client::query`], but only on the listed `(service, partition)` pairs (e.g. the
+    /// partitions owning the keys a lookup needs), still at one consistent snapshot. Results
+    /// come in the order of `partitions`; an unknown partition is an error.
+    pub async fn query_at<R: Send + 'static>(
+        &self,
+        partitions: &[(ServiceRef, u32)],
+        f: impl Fn(&ReadView<'_>) -> R + Send + Sync + 'static,
+    ) -> Result<Vec<R>, TxnError> {
+        let mut targets = Vec::with_capacity(partitions.len());
+        for (service, p) in partitions {
+            targets.push(self.app.check_partition(*service, *p)?);
+        }
+        let mut order: Vec<usize> = (0..targets.len()).collect();
+        order.sort_by_key(|i| targets[*i]);
+        let mut sorted: Vec<GlobalPartition> = order.iter().map(|i| targets[*i]).collect();
+        sorted.dedup();
+        let parts = self.query_targets(sorted.clone(), f).await?;
+        // Parts come back in partition order; hand them out in the caller's order.
+        let mut parts: Vec<Option<R>> = parts.into_iter().map(Some).collect();
+        let mut out: Vec<Option<R>> = (0..targets.len()).map(|_| None).collect();
+        for i in order {
+            let at = sorted.binary_search(&targets[i]).expect("target listed");
+            out[i] = parts[at].take();
+        }
+        out.into_iter()
+            .map(|r| {
+                r.ok_or_else(|| {
+                    TxnError::Actor("a partition was listed twice in query_at".to_string())
+                })
+            })
+            .collect()
+    }
+
+    async fn query_targets<R: Send + 'static>(
+        &self,
+        targets: Vec<GlobalPartition>,
+        f: impl Fn(&ReadView<'_>) -> R + Send + Sync + 'static,
+    ) -> Result<Vec<R>, TxnError> {
         let f: QueryFn = Arc::new(move |view| Box::new(f(view)) as Box<dyn Any + Send>);
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -530,7 +575,13 @@ enum Settled<O> {
     Retry,
 }
 
-fn settle<O>(epoch: u64, seq: usize, result: TxnResult<O>, retries: u32) -> Settled<O> {
+fn settle<O>(
+    epoch: u64,
+    timestamp_ms: u64,
+    seq: usize,
+    result: TxnResult<O>,
+    retries: u32,
+) -> Settled<O> {
     let pos = |pass| SerialPos {
         epoch,
         pass,
@@ -547,6 +598,7 @@ fn settle<O>(epoch: u64, seq: usize, result: TxnResult<O>, retries: u32) -> Sett
         result,
         serial_pos,
         retries,
+        timestamp_ms,
     })
 }
 
@@ -718,7 +770,7 @@ async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
         let mut txns = Vec::with_capacity(pending.len() + answered.len());
         for (seq, (result, p)) in outcome.results.into_iter().zip(pending).enumerate() {
             let req = &env.requests[seq];
-            match settle(s.epoch, seq, result, req.retries) {
+            match settle(s.epoch, env.timestamp_ms, seq, result, req.retries) {
                 Settled::Retry => retry_queue.push((
                     Request {
                         target: req.target,
@@ -1108,7 +1160,8 @@ async fn recover<A: App>(
         for (seq, result) in outcome.results.into_iter().enumerate() {
             let req = &env.requests[seq];
             if let Some(id) = req.id
-                && let Settled::Final(o) = settle(env.epoch, seq, result, req.retries)
+                && let Settled::Final(o) =
+                    settle(env.epoch, env.timestamp_ms, seq, result, req.retries)
             {
                 dedup.record(id, env.epoch, o);
             }

@@ -92,3 +92,42 @@ async fn query_never_sees_half_applied_transfers() {
         "the writers must actually have moved money during the queries"
     );
 }
+
+// Goal: a query can target chosen partitions, answers in the caller's order, refuses unknown
+// partitions, and outcomes carry their epoch's logged timestamp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_at_targets_partitions_in_callers_order() {
+    let fx = build(2, 4);
+    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::default())
+        .await
+        .unwrap();
+    let c = rt.client();
+    let s0 = fx.services[0];
+    let mut last_ts = 0;
+    for key in 0..16u64 {
+        let ev = Ev::chain(vec![Op {
+            svc: 0,
+            key,
+            kind: OpKind::Add(key as i64),
+        }]);
+        let out = c.submit(s0, &key, ev).await.unwrap();
+        assert!(
+            out.timestamp_ms >= last_ts && out.timestamp_ms > 0,
+            "{out:?}"
+        );
+        last_ts = out.timestamp_ms;
+    }
+    let t0 = fx.tables[0];
+    let per_partition = c.query(&[s0], move |v| v.len(t0)).await.unwrap();
+    let picked = c
+        .query_at(&[(s0, 3), (s0, 1)], move |v| (v.partition(), v.len(t0)))
+        .await
+        .unwrap();
+    assert_eq!(picked, vec![(3, per_partition[3]), (1, per_partition[1])]);
+    let err = c.query_at(&[(s0, 4)], |_| ()).await.unwrap_err();
+    assert!(
+        err.to_string().contains("partition 4 does not exist"),
+        "{err}"
+    );
+    rt.shutdown().await;
+}

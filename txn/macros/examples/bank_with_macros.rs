@@ -1,7 +1,7 @@
 //! `txn/examples/bank.rs` written with the macros: the account row declares its table and its
 //! no-overdraft check, and the handlers are methods of a `#[service]`.
 //!
-//! Run with `cargo run -p txn-macros --example bank`.
+//! Run with `cargo run -p txn-macros --example bank_with_macros`.
 
 use serde::{Deserialize, Serialize};
 use txn::{App, AppBuilder, HandlerResult, Runtime, RuntimeConfig, ServiceRef, TxnCtx};
