@@ -76,6 +76,9 @@ pub struct Tables {
     pub customers: Table<CustomerId, Customer>,
 }
 
+/// The shape of every service's step function.
+pub(super) type Step = fn(&mut Ctx<'_>, &MarketEvent, &Wiring) -> HandlerResult;
+
 /// What every handler needs: where things are, and the business parameters.
 #[derive(Clone, Copy, Debug)]
 pub struct Wiring {

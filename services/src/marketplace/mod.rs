@@ -200,30 +200,20 @@ impl Marketplace {
             tables,
             payment_failure_pct: config.payment_failure_pct,
         };
-        b.handler(services.product, move |ctx, ev| {
-            handlers::product_step(ctx, ev, &w)
-        });
-        b.handler(services.stock, move |ctx, ev| {
-            handlers::stock_step(ctx, ev, &w)
-        });
-        b.handler(services.cart, move |ctx, ev| {
-            handlers::cart_step(ctx, ev, &w)
-        });
-        b.handler(services.order, move |ctx, ev| {
-            handlers::order_step(ctx, ev, &w)
-        });
-        b.handler(services.payment, move |ctx, ev| {
-            handlers::payment_step(ctx, ev, &w)
-        });
-        b.handler(services.shipment, move |ctx, ev| {
-            handlers::shipment_step(ctx, ev, &w)
-        });
-        b.handler(services.seller, move |ctx, ev| {
-            handlers::seller_step(ctx, ev, &w)
-        });
-        b.handler(services.customer, move |ctx, ev| {
-            handlers::customer_step(ctx, ev, &w)
-        });
+        // Every service's handler is its step function with the shared wiring.
+        let steps: [(txn::ServiceRef, handlers::Step); 8] = [
+            (services.product, handlers::product_step),
+            (services.stock, handlers::stock_step),
+            (services.cart, handlers::cart_step),
+            (services.order, handlers::order_step),
+            (services.payment, handlers::payment_step),
+            (services.shipment, handlers::shipment_step),
+            (services.seller, handlers::seller_step),
+            (services.customer, handlers::customer_step),
+        ];
+        for (service, step) in steps {
+            b.handler(service, move |ctx, ev| step(ctx, ev, &w));
+        }
         Ok(Marketplace {
             app: b.build()?,
             services,
