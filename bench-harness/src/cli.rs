@@ -100,6 +100,14 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub clients: u32,
 
+    /// Open loop instead of closed loop: submit this many operations per second at fixed
+    /// intervals, whether or not earlier ones have completed (latency is measured from each
+    /// operation's scheduled time, so a system that falls behind shows it). At most --clients
+    /// operations are in flight; an operation that finds no free slot is counted as `late`.
+    /// The serial baseline always runs closed loop (one thread, it cannot take arrivals).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub rate: Option<u64>,
+
     /// Zipf skew θ of key choice, in [0, 1). 0 is uniform; 0.99 is the classic hot-spot
     /// setting (the hottest key gets ≈ 7 % of draws over a million keys).
     #[arg(long, default_value_t = 0.0, value_parser = parse_theta)]
@@ -131,9 +139,16 @@ pub struct CommonArgs {
     /// run to completion. `eventual`: the same services wired by asynchronous events without the
     /// transaction layer (each step commits on its own, queries are not snapshots), driven by
     /// the same clients; its consistency violations are reported as anomalies and do not fail
-    /// the run.
+    /// the run. `postgres`: the same transactions on a private PostgreSQL instance the harness
+    /// starts in a temporary directory (SERIALIZABLE, retried on serialization failures,
+    /// synchronous commit on); needs the PostgreSQL server binaries (`initdb`, `pg_ctl`), e.g.
+    /// `apt-get install -y postgresql`.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub compare: Vec<Baseline>,
+
+    /// Connections the postgres baseline opens; clients queue for a free connection.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub pg_connections: u32,
 
     /// Where vmsdb keeps its epoch log and checkpoints. `memory` is not durable; `embedded` is
     /// the embedded durable store (`txn::storage::EmbeddedStorage`, fsync per epoch) under
@@ -224,6 +239,9 @@ pub enum Baseline {
     /// The same services wired by async events without the transaction layer
     /// (`txn::EventualRuntime`); its anomalies are reported, not failed on.
     Eventual,
+    /// The same transactions on a private PostgreSQL instance at SERIALIZABLE isolation, with
+    /// retries on serialization failure and synchronous commit on.
+    Postgres,
 }
 
 impl Baseline {
@@ -231,6 +249,7 @@ impl Baseline {
         match self {
             Baseline::Serial => "serial",
             Baseline::Eventual => "eventual",
+            Baseline::Postgres => "postgres",
         }
     }
 

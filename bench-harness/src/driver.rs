@@ -8,6 +8,15 @@
 //! task records into its own `Recorder`, so the client side adds no shared hot spot next to
 //! the system under test.
 //!
+//! **Open loop (`--rate`).** Each driver task schedules its share of the arrivals at fixed
+//! intervals from the run's start and submits every arrival that is due, whether or not
+//! earlier ones completed. The client generators form the slot pool: an arrival takes a free
+//! one, and an arrival that finds none (all `--clients` operations in flight) is counted as
+//! `late` and skipped. Latency runs from an operation's *scheduled* time, so a system that
+//! falls behind shows it in its percentiles instead of hiding it (no coordinated omission).
+//! The tokio timer has millisecond resolution: arrivals due within the same millisecond are
+//! submitted together, which can add up to about 1 ms to a measured latency.
+//!
 //! **eventual.** The same closed loop against the eventual baseline (`txn::EventualRuntime`):
 //! same clients, same generators, its queries read the partitions in place.
 //!
@@ -75,6 +84,8 @@ pub struct DriveConfig {
     pub clients: u32,
     /// Tasks the client slots are spread over.
     pub driver_tasks: usize,
+    /// Open loop: operations per second in total; `None` is closed loop.
+    pub rate: Option<u64>,
 }
 
 /// What a driver measured, and over how long.
@@ -82,6 +93,8 @@ pub struct Driven {
     pub recorder: Recorder,
     /// From the first submission until the last in-flight request completed.
     pub elapsed: Duration,
+    /// Open loop: arrivals skipped because every client slot was busy.
+    pub late: u64,
 }
 
 /// One completed operation, handed back with its client's generator.
@@ -94,13 +107,16 @@ struct Done<G> {
     result: Result<Result<(), AbortReason>, TxnError>,
 }
 
+/// Runs the client's next operation; its latency counts from `scheduled` when given (open
+/// loop), else from now.
 async fn one_op<W: Workload, T: AsyncTarget<W>>(
     w: &W,
     client: &T,
     mut generator: W::Gen,
+    scheduled: Option<Instant>,
 ) -> Done<W::Gen> {
     let op = w.next_op(&mut generator);
-    let started = Instant::now();
+    let started = scheduled.unwrap_or_else(Instant::now);
     let (ty, effect, result) = match op {
         Op::Txn {
             ty,
@@ -156,18 +172,23 @@ pub async fn drive_runtime<W: Workload, T: AsyncTarget<W>>(
         let (w, client, live) = (w.clone(), client.clone(), live.clone());
         tasks.push(tokio::spawn(async move {
             let mut rec = Recorder::new(n_types, live);
-            let mut in_flight = FuturesUnordered::new();
-            for c in clients {
-                in_flight.push(one_op(&*w, &client, w.generator(c)));
-            }
-            while let Some(done) = in_flight.next().await {
-                record(&mut rec, start, &done);
-                if done.finished < deadline {
-                    in_flight.push(one_op(&*w, &client, done.generator));
+            let late = match cfg.rate {
+                None => closed_loop(&*w, &client, &clients, start, deadline, &mut rec).await,
+                Some(rate) => {
+                    // This task's share of the arrivals, staggered against the other tasks.
+                    let interval = Duration::from_secs_f64(n_tasks as f64 / rate as f64);
+                    let first = start + interval.mul_f64(task_idx as f64 / n_tasks as f64);
+                    let slots = clients.iter().map(|&c| w.generator(c)).collect();
+                    let arrivals = Arrivals {
+                        first,
+                        interval,
+                        deadline,
+                    };
+                    open_loop(&*w, &client, slots, arrivals, start, &mut rec).await
                 }
-            }
+            };
             rec.publish();
-            rec
+            (rec, late)
         }));
     }
     let ticker = progress.is_visible().then(|| {
@@ -191,19 +212,92 @@ pub async fn drive_runtime<W: Workload, T: AsyncTarget<W>>(
         })
     });
     let mut recorder = Recorder::new(n_types, live);
+    let mut late = 0;
     for t in tasks {
         // A driver task only fails by panicking (a harness bug): pass the panic on.
-        recorder.merge(
-            t.await
-                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
-        );
+        let (rec, task_late) = t
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        recorder.merge(rec);
+        late += task_late;
     }
     let elapsed = start.elapsed();
     if let Some(t) = ticker {
         t.abort();
     }
     progress.finish();
-    Driven { recorder, elapsed }
+    Driven {
+        recorder,
+        elapsed,
+        late,
+    }
+}
+
+/// Closed loop: every client has one operation in flight and submits its next one when the
+/// outcome arrives, until the deadline. Never late.
+async fn closed_loop<W: Workload, T: AsyncTarget<W>>(
+    w: &W,
+    client: &T,
+    clients: &[u64],
+    start: Instant,
+    deadline: Instant,
+    rec: &mut Recorder,
+) -> u64 {
+    let mut in_flight = FuturesUnordered::new();
+    for &c in clients {
+        in_flight.push(one_op(w, client, w.generator(c), None));
+    }
+    while let Some(done) = in_flight.next().await {
+        record(rec, start, &done);
+        if done.finished < deadline {
+            in_flight.push(one_op(w, client, done.generator, None));
+        }
+    }
+    0
+}
+
+/// The arrival schedule of one driver task in open loop.
+struct Arrivals {
+    first: Instant,
+    interval: Duration,
+    deadline: Instant,
+}
+
+/// Open loop: submits an operation at every scheduled arrival before the deadline on a free
+/// slot (generator), counts arrivals without a free slot as late, and waits for the in-flight
+/// ones at the end. Returns the late count.
+async fn open_loop<W: Workload, T: AsyncTarget<W>>(
+    w: &W,
+    client: &T,
+    mut free: Vec<W::Gen>,
+    arrivals: Arrivals,
+    start: Instant,
+    rec: &mut Recorder,
+) -> u64 {
+    let mut in_flight = FuturesUnordered::new();
+    let mut next_at = arrivals.first;
+    let mut late = 0u64;
+    loop {
+        if next_at >= arrivals.deadline && in_flight.is_empty() {
+            return late;
+        }
+        tokio::select! {
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                record(rec, start, &done);
+                free.push(done.generator);
+            }
+            () = tokio::time::sleep_until(next_at.into()), if next_at < arrivals.deadline => {
+                let now = Instant::now();
+                while next_at <= now && next_at < arrivals.deadline {
+                    match free.pop() {
+                        Some(g) => in_flight.push(one_op(w, client, g, Some(next_at))),
+                        None => late += 1,
+                    }
+                    next_at += arrivals.interval;
+                }
+            }
+        }
+    }
 }
 
 /// Drives `w` against the serial executor on the calling thread for `duration`.
@@ -279,6 +373,7 @@ pub fn drive_serial<W: Workload>(
     Driven {
         elapsed: start.elapsed(),
         recorder: rec,
+        late: 0,
     }
 }
 

@@ -87,6 +87,11 @@ pub fn run_workload<W: Workload>(w: W, common: &CommonArgs) -> Result<Summary, H
         match baseline {
             Baseline::Serial => runs.push(run_serial(&*w, common, ui)?),
             Baseline::Eventual => runs.push(tokio.block_on(run_eventual(w.clone(), common, ui))?),
+            Baseline::Postgres => {
+                return Err(HarnessError::InvalidArgs(
+                    "the postgres baseline is not wired in yet".into(),
+                ));
+            }
         }
     }
     drop(tokio);
@@ -118,10 +123,49 @@ fn dedup(baselines: &[Baseline]) -> Vec<Baseline> {
     out
 }
 
+/// How the async systems are driven (closed loop with `--clients`, or open loop at `--rate`).
+pub fn drive_config(common: &CommonArgs) -> DriveConfig {
+    DriveConfig {
+        duration: common.duration,
+        clients: common.clients,
+        driver_tasks: usize::from(common.worker_threads) * 2,
+        rate: common.rate,
+    }
+}
+
+/// The status line's description of the drive.
+fn driving(common: &CommonArgs) -> String {
+    match common.rate {
+        None => format!(
+            "driving {} closed-loop clients for {:?}",
+            common.clients, common.duration
+        ),
+        Some(rate) => format!(
+            "open loop at {} ops/s (at most {} in flight) for {:?}",
+            fmt_count(rate),
+            common.clients,
+            common.duration
+        ),
+    }
+}
+
+/// Says how many open-loop arrivals found every slot busy (the system fell behind the rate).
+fn warn_late(ui: Ui, name: &str, driven: &driver::Driven) {
+    if driven.late > 0 {
+        ui.status(format!(
+            "{name}: {} arrivals were skipped: all --clients slots were in flight (the system \
+             could not keep up with --rate)",
+            fmt_count(driven.late)
+        ));
+    }
+}
+
 fn run_parameters(c: &CommonArgs) -> serde_json::Value {
     serde_json::json!({
         "duration_s": c.duration.as_secs_f64(),
         "clients": c.clients,
+        "rate_ops_per_s": c.rate,
+        "loop": if c.rate.is_some() { "open" } else { "closed" },
         "partitions": c.partitions,
         "zipf_theta": c.zipf,
         "epoch_us": c.epoch_us,
@@ -262,11 +306,10 @@ async fn run_vmsdb<W: Workload>(
         requests_per_s: n_load as f64 / report.elapsed.as_secs_f64().max(1e-9),
     };
     ui.status(format!(
-        "vmsdb: loaded in {:.2} s ({} req/s); driving {} clients for {:?}",
+        "vmsdb: loaded in {:.2} s ({} req/s); {}",
         load.seconds,
         fmt_count(load.requests_per_s as u64),
-        common.clients,
-        common.duration
+        driving(common)
     ));
 
     let before = stats_snapshot(rt.stats());
@@ -274,14 +317,11 @@ async fn run_vmsdb<W: Workload>(
     let driven = drive_runtime(
         w.clone(),
         client.clone(),
-        DriveConfig {
-            duration: common.duration,
-            clients: common.clients,
-            driver_tasks: usize::from(common.worker_threads) * 2,
-        },
+        drive_config(common),
         &progress,
     )
     .await;
+    warn_late(ui, "vmsdb", &driven);
     let after = stats_snapshot(rt.stats());
     let d: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
     // Transactions executed in parallel passes: first-pass commits and aborts, plus conflict
@@ -373,23 +413,19 @@ async fn run_eventual<W: Workload>(
         requests_per_s: n_load as f64 / seconds.max(1e-9),
     };
     ui.status(format!(
-        "{name}: loaded in {seconds:.2} s ({} req/s); driving {} clients for {:?}",
+        "{name}: loaded in {seconds:.2} s ({} req/s); {}",
         fmt_count(load.requests_per_s as u64),
-        common.clients,
-        common.duration
+        driving(common)
     ));
     let progress = ui.run_bar(name, common.duration);
     let driven = drive_runtime(
         w.clone(),
         rt.clone(),
-        DriveConfig {
-            duration: common.duration,
-            clients: common.clients,
-            driver_tasks: usize::from(common.worker_threads) * 2,
-        },
+        drive_config(common),
         &progress,
     )
     .await;
+    warn_late(ui, name, &driven);
     // Every client waited for its chain to complete, so no step is queued any more: the audit
     // reads a quiescent state.
     ui.status(format!("{name}: checking consistency (anomalies expected)"));

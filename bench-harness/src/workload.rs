@@ -18,10 +18,11 @@ pub enum System {
     Vmsdb = 0,
     Serial = 1,
     Eventual = 2,
+    Postgres = 3,
 }
 
 impl System {
-    pub const COUNT: usize = 3;
+    pub const COUNT: usize = 4;
 }
 
 /// A system whose state the harness reads in place, partition after partition (the serial

@@ -40,8 +40,10 @@ pub struct MarketplaceArgs {
 
     /// Transaction mix. `default`: checkout 30 %, dashboard 5 %, price update 3 %, update
     /// product 2 %, update delivery 60 %. `checkout-heavy`: checkout 70 %, dashboard 10 %,
-    /// price update 10 %, update product 10 %.
-    #[arg(long, value_enum, default_value_t = MixArg::Default)]
+    /// price update 10 %, update product 10 %. Or your own percentages, adding up to 100, e.g.
+    /// `checkout=50,delivery=50` (names: checkout, dashboard, price, product, delivery; the
+    /// ones left out are 0).
+    #[arg(long, default_value = "default", value_parser = parse_mix)]
     pub mix: MixArg,
 
     /// Percentage of payments the simulated provider declines (a declined payment is a
@@ -57,11 +59,12 @@ pub enum ScaleArg {
     Default,
 }
 
-/// The two mixes of the benchmark, as a flag.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+/// The transaction mix, as a flag: one of the benchmark's two, or custom percentages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MixArg {
     Default,
     CheckoutHeavy,
+    Custom(Mix),
 }
 
 impl MixArg {
@@ -69,8 +72,55 @@ impl MixArg {
         match self {
             MixArg::Default => Mix::DEFAULT,
             MixArg::CheckoutHeavy => Mix::CHECKOUT_HEAVY,
+            MixArg::Custom(m) => m,
         }
     }
+}
+
+/// Parses `default`, `checkout-heavy` or `name=pct,...` (see `--mix`).
+pub fn parse_mix(s: &str) -> Result<MixArg, String> {
+    match s.trim() {
+        "default" => return Ok(MixArg::Default),
+        "checkout-heavy" => return Ok(MixArg::CheckoutHeavy),
+        _ => {}
+    }
+    let mut mix = Mix {
+        checkout: 0,
+        dashboard: 0,
+        price_update: 0,
+        update_product: 0,
+        update_delivery: 0,
+    };
+    for part in s.split(',') {
+        let (name, pct) = part.split_once('=').ok_or_else(|| {
+            format!(
+                "{part:?} is not name=percent; use `default`, `checkout-heavy` or e.g. \
+                 checkout=50,delivery=50"
+            )
+        })?;
+        let pct: u8 = pct
+            .trim()
+            .parse()
+            .ok()
+            .filter(|p| *p <= 100)
+            .ok_or_else(|| format!("{pct:?} in {part:?} is not a percentage 0..=100"))?;
+        let slot = match name.trim() {
+            "checkout" => &mut mix.checkout,
+            "dashboard" => &mut mix.dashboard,
+            "price" | "price_update" => &mut mix.price_update,
+            "product" | "update_product" => &mut mix.update_product,
+            "delivery" | "update_delivery" => &mut mix.update_delivery,
+            other => {
+                return Err(format!(
+                    "unknown transaction {other:?} in --mix; use checkout, dashboard, price, \
+                     product, delivery"
+                ));
+            }
+        };
+        *slot = pct;
+    }
+    mix.validate()?;
+    Ok(MixArg::Custom(mix))
 }
 
 /// The marketplace workload.
@@ -367,5 +417,28 @@ mod tests {
             args(&["--mix", "checkout-heavy"]).marketplace.mix,
             MixArg::CheckoutHeavy
         );
+    }
+
+    #[test]
+    fn custom_mixes_parse_and_bad_ones_are_refused() {
+        // Goal: custom percentages become that mix; sums other than 100, unknown names and
+        // malformed parts are refused with a message naming the problem.
+        let m = args(&["--mix", "checkout=50,delivery=40,dashboard=10"])
+            .marketplace
+            .mix
+            .mix();
+        assert_eq!(
+            (m.checkout, m.update_delivery, m.dashboard, m.price_update),
+            (50, 40, 10, 0)
+        );
+        for (bad, says) in [
+            ("checkout=50,delivery=40", "90"),
+            ("checkout=50,refund=50", "refund"),
+            ("checkout", "name=percent"),
+            ("checkout=150", "percentage"),
+        ] {
+            let err = parse_mix(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 }
