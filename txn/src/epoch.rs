@@ -11,6 +11,12 @@
 //! after the commit, one at a time in TID order, each seeing the previous one's writes; so the
 //! equivalent serial order of an epoch is: first-pass survivors by TID, then fallback
 //! transactions by TID (Aria's deterministic reordering). [`SerialPos`] names that position.
+//!
+//! **Serial hints.** The sequencer may send transactions it predicts would lose a conflict
+//! straight to the serial pass (`EpochEnv::serial`): they skip the parallel pass, so they
+//! cannot lose there, and they run among the conflict losers in TID order. The serial order
+//! above is unchanged (a hinted transaction is placed exactly like a loser), only the wasted
+//! first execution is saved.
 
 use crate::app::{App, AppDef};
 use crate::bitset::SeqSet;
@@ -66,6 +72,8 @@ pub struct EpochStats {
     pub n_user_aborted: usize,
     pub n_conflicts: usize,
     pub n_fallback: usize,
+    /// Transactions sent straight to the serial pass by a serial hint.
+    pub n_serial_hinted: usize,
     pub n_waves: usize,
 }
 
@@ -87,7 +95,7 @@ pub(crate) trait Dispatch<A: App>: Send + Sync + 'static {
 }
 
 /// Whether conflict losers are re-run serially at the end of the epoch or retried next epoch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Fallback {
     /// Re-run them one by one right after the commit (needs all partitions in this process).
     Serial,
@@ -121,9 +129,16 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
     dispatch: &D,
     env: Arc<EpochEnv<A>>,
     queries: Vec<QueryJob>,
-    fallback: Fallback,
 ) -> Result<EpochOutcome<A>, TxnError> {
     let n_txns = env.requests.len();
+    let fallback = env.fallback;
+    let mut hinted = SeqSet::with_len(n_txns);
+    let mut n_hinted = 0;
+    if fallback == Fallback::Serial {
+        for &seq in &env.serial {
+            n_hinted += usize::from(hinted.insert(seq));
+        }
+    }
     let n_global = app.n_global as usize;
     let mut stats = EpochStats {
         n_txns,
@@ -137,6 +152,9 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
 
     let mut steps: Vec<Vec<Step<A::Event>>> = (0..n_global).map(|_| Vec::new()).collect();
     for (seq, req) in env.requests.iter().enumerate() {
+        if hinted.contains(seq as Seq) {
+            continue;
+        }
         steps[req.target as usize].push(Step {
             seq: seq as Seq,
             event: StepEvent::Inbound,
@@ -251,7 +269,7 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
     aborted.union_with(&conflicts);
     // A conflict loser is retried even if a handler aborted it: an abort decided on stale reads
     // (a lower TID wrote what it read) might not happen in the serial order.
-    let conflict_losers: Vec<Seq> = conflicts.iter().collect();
+    let n_conflict_losers = conflicts.iter().count();
 
     // Commit: apply surviving writes everywhere.
     let aborted = Arc::new(aborted);
@@ -264,7 +282,8 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
     let mut results: Vec<TxnResult<A::Output>> = Vec::with_capacity(n_txns);
     for seq in 0..n_txns {
         let s = seq as Seq;
-        if conflicts.contains(s) {
+        if conflicts.contains(s) || hinted.contains(s) {
+            // Decided below by the serial pass (or retried next epoch).
             results.push(TxnResult::Retry);
         } else if let Some(reason) = reasons[seq].take() {
             stats.n_user_aborted += 1;
@@ -278,18 +297,22 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
             });
         }
     }
-    stats.n_conflicts = conflict_losers.len();
+    stats.n_conflicts = n_conflict_losers;
 
     // Keep the messages of committed transactions, in serial (seq) order; the sort is stable, so
     // a transaction's own messages stay in the order its steps queued them.
     outbox.retain(|m| !aborted.contains(m.seq));
     outbox.sort_by_key(|m| m.seq);
 
-    if fallback == Fallback::Serial && !conflict_losers.is_empty() {
-        // Every partition is idle at the barrier: run the losers one at a time, in TID order,
-        // each seeing all writes committed before it.
+    stats.n_serial_hinted = n_hinted;
+    if fallback == Fallback::Serial && n_conflict_losers + n_hinted > 0 {
+        // Every partition is idle at the barrier: run the losers and the hinted transactions
+        // one at a time, in TID order, each seeing all writes committed before it. Their outbox
+        // messages follow the first pass's, in the same order.
+        let mut serial = conflicts;
+        serial.union_with(&hinted);
         let mut scratch = WaveOut::default();
-        for seq in conflict_losers {
+        for seq in serial.iter() {
             stats.n_fallback += 1;
             let request = &env.requests[seq as usize];
             results[seq as usize] =
@@ -297,6 +320,7 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
                 {
                     Ok(output) => {
                         stats.n_committed += 1;
+                        outbox.append(&mut scratch.outbox);
                         TxnResult::Committed { pass: 1, output }
                     }
                     Err(reason) => {

@@ -19,6 +19,7 @@ mod index;
 pub mod limits;
 mod partition;
 mod precedence;
+pub mod predict;
 pub mod query;
 pub mod route;
 pub mod runtime;
@@ -33,6 +34,7 @@ pub use epoch::{EpochStats, Fallback, SerialPos};
 pub use error::{Abort, AbortReason, HandlerResult, TxnError};
 pub use eventual::{EventualOutcome, EventualRuntime};
 pub use ids::{RequestId, Tid};
+pub use predict::SerialHints;
 pub use query::ReadView;
 pub use runtime::{
     Client, OutboxSink, Outcome, RecoverFrom, RecoveryReport, Runtime, RuntimeConfig, RuntimeStats,

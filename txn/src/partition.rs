@@ -42,6 +42,12 @@ pub(crate) struct EpochEnv<A: App> {
     pub epoch: u64,
     pub timestamp_ms: u64,
     pub requests: Vec<Request<A::Event>>,
+    /// Positions (ascending) of the requests that skip the parallel pass and run in the serial
+    /// pass right away: the sequencer predicted they would lose a conflict. Logged with the
+    /// epoch, so replay takes the same path. Only honoured with `Fallback::Serial`.
+    pub serial: Vec<Seq>,
+    /// What this epoch does with conflict losers; logged, so replay does the same.
+    pub fallback: crate::epoch::Fallback,
 }
 
 /// The epoch and its logged timestamp, which is all a step needs to know of its epoch.

@@ -17,12 +17,13 @@ use crate::app::{App, AppDef, ServiceRef};
 use crate::dedup::{DEDUP_GP, Dedup};
 use crate::epoch::{EpochStats, Fallback, QueryJob, SerialPos, TxnResult, run_epoch, run_phase};
 use crate::error::{AbortReason, TxnError};
-use crate::ids::{GlobalPartition, RequestId, Tid};
+use crate::ids::{GlobalPartition, RequestId, Seq, Tid};
 use crate::limits;
 use crate::partition::{
     CheckpointRow, DeferredRows, EpochEnv, Job, OutboxMsg, PartitionState, Request,
     SharedPartition, load_checkpoint_row,
 };
+use crate::predict::{Predictor, SerialHints};
 use crate::query::{QueryFn, QueryResult, ReadView};
 use crate::storage::{MemoryStorage, Storage};
 use crate::sync::DurableWatermark;
@@ -71,6 +72,9 @@ pub struct RuntimeConfig {
     pub dedup_window_max: usize,
     /// Where outbox messages are delivered (`None`: they are dropped).
     pub outbox: Option<Arc<dyn OutboxSink>>,
+    /// Which transactions skip the parallel pass because they would likely lose a conflict
+    /// (see [`SerialHints`]); only with `Fallback::Serial`.
+    pub serial_hints: SerialHints,
 }
 
 /// Where recovery starts at `Runtime::start`.
@@ -95,6 +99,7 @@ impl Default for RuntimeConfig {
             recover_from: RecoverFrom::LatestCheckpoint,
             dedup_window_max: limits::DEDUP_WINDOW_MAX_DEFAULT,
             outbox: None,
+            serial_hints: SerialHints::DEFAULT,
         }
     }
 }
@@ -150,6 +155,8 @@ pub struct RuntimeStats {
     pub user_aborted: AtomicU64,
     pub conflicts: AtomicU64,
     pub fallback: AtomicU64,
+    /// Transactions a serial hint sent straight to the serial pass (counted in `fallback` too).
+    pub serial_hinted: AtomicU64,
     /// Checkpoints handed to storage / completed; `started > completed` means one is being
     /// written right now.
     pub checkpoints_started: AtomicU64,
@@ -176,6 +183,8 @@ impl RuntimeStats {
             .fetch_add(s.n_conflicts as u64, Ordering::Relaxed);
         self.fallback
             .fetch_add(s.n_fallback as u64, Ordering::Relaxed);
+        self.serial_hinted
+            .fetch_add(s.n_serial_hinted as u64, Ordering::Relaxed);
     }
 }
 
@@ -216,10 +225,12 @@ pub struct RecoveryReport {
 
 /// The on-log form of an epoch: everything replay needs.
 #[derive(Serialize)]
-struct EpochRecordRef<'a, E> {
-    epoch: u64,
-    timestamp_ms: u64,
-    requests: &'a [Request<E>],
+pub(crate) struct EpochRecordRef<'a, E> {
+    pub(crate) epoch: u64,
+    pub(crate) timestamp_ms: u64,
+    pub(crate) requests: &'a [Request<E>],
+    pub(crate) fallback: Fallback,
+    pub(crate) serial: &'a [Seq],
 }
 
 #[derive(Deserialize)]
@@ -227,6 +238,8 @@ struct EpochRecord<E> {
     epoch: u64,
     timestamp_ms: u64,
     requests: Vec<Request<E>>,
+    fallback: Fallback,
+    serial: Vec<Seq>,
 }
 
 /// A client handle: cheap to clone, usable from any task.
@@ -406,6 +419,9 @@ impl<A: App> Runtime<A> {
                 limits::EPOCH_DURATION_US_MAX
             )]));
         }
+        if let Some(why) = config.serial_hints.invalid() {
+            return Err(TxnError::InvalidApp(vec![why]));
+        }
         if config.epoch_txns_max == 0 || config.epoch_txns_max > limits::EPOCH_TXNS_MAX {
             return Err(TxnError::InvalidApp(vec![format!(
                 "epoch_txns_max {} must be in 1..={}",
@@ -422,6 +438,7 @@ impl<A: App> Runtime<A> {
         let actors = PartitionActors::start(app.clone(), parts.clone())?;
         let (recovery, dedup) = recover(&app, &parts, &actors, &config).await?;
         let outbox_sink = config.outbox.clone();
+        let serial_hints = config.serial_hints;
         let last_epoch = recovery.last_epoch;
         tracing::info!(
             checkpoint_epoch = ?recovery.checkpoint_epoch,
@@ -486,6 +503,7 @@ impl<A: App> Runtime<A> {
             last_timestamp_ms: recovery.last_timestamp_ms,
             dedup,
             checkpoint_in_flight,
+            predictor: Predictor::new(serial_hints),
         }));
         let replier = tokio::spawn(reply_loop::<A>(reply_rx, watermark, outbox_sink));
         Ok(Runtime {
@@ -549,6 +567,8 @@ struct Sequencer<A: App> {
     /// Set while a checkpoint is queued or being written; a checkpoint that falls due then is
     /// skipped (its rows stay dirty and go into the next one), so writing never piles up.
     checkpoint_in_flight: Arc<AtomicBool>,
+    /// Decides the serial hints of each epoch from the conflicts of the previous ones.
+    predictor: Predictor,
 }
 
 struct PendingTxn<A: App> {
@@ -722,10 +742,17 @@ async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
 
         s.epoch += 1;
         last_ts = last_ts.max(now_ms());
+        let serial = if s.config.fallback == Fallback::Serial {
+            s.predictor.hints::<A>(&requests)
+        } else {
+            Vec::new()
+        };
         let env = Arc::new(EpochEnv {
             epoch: s.epoch,
             timestamp_ms: last_ts,
             requests,
+            serial,
+            fallback: s.config.fallback,
         });
         let (jobs, query_replies): (Vec<QueryJob>, Vec<QueryReply>) = queries.into_iter().unzip();
         if s.log_tx.send(LogItem::Epoch(env.clone())).await.is_err() {
@@ -739,16 +766,7 @@ async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
             );
             continue;
         }
-        let outcome = match run_epoch(
-            &s.app,
-            &s.parts,
-            &s.actors,
-            env.clone(),
-            jobs,
-            s.config.fallback,
-        )
-        .await
-        {
+        let outcome = match run_epoch(&s.app, &s.parts, &s.actors, env.clone(), jobs).await {
             Ok(o) => o,
             Err(e) => {
                 // The epoch is (or will be) in the log and replay would apply it whole, while
@@ -767,6 +785,8 @@ async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
             }
         };
         s.stats.add(&outcome.stats);
+        s.predictor
+            .observe::<A>(&env.requests, &env.serial, &outcome.results);
         let mut txns = Vec::with_capacity(pending.len() + answered.len());
         for (seq, (result, p)) in outcome.results.into_iter().zip(pending).enumerate() {
             let req = &env.requests[seq];
@@ -943,6 +963,8 @@ fn durability_loop<A: App>(
                             epoch: env.epoch,
                             timestamp_ms: env.timestamp_ms,
                             requests: &env.requests,
+                            fallback: env.fallback,
+                            serial: &env.serial,
                         };
                         rmp_serde::encode::write(buf, &record)
                             .map_err(|e| format!("epoch {} does not encode: {e}", env.epoch))
@@ -1145,13 +1167,16 @@ async fn recover<A: App>(
         expected = record.epoch + 1;
         last_epoch = record.epoch;
         last_timestamp_ms = record.timestamp_ms;
+        // The record says how the epoch ran (its fallback, its serial hints): replay does the
+        // same whatever this runtime's configuration is.
         let env = Arc::new(EpochEnv {
             epoch: record.epoch,
             timestamp_ms: record.timestamp_ms,
             requests: record.requests,
+            serial: record.serial,
+            fallback: record.fallback,
         });
-        let outcome =
-            run_epoch(app, parts, actors, env.clone(), Vec::new(), config.fallback).await?;
+        let outcome = run_epoch(app, parts, actors, env.clone(), Vec::new()).await?;
         if let Some(sink) = &config.outbox {
             // At-least-once: these epochs are durable, their messages may have been delivered
             // before the restart; the TID lets the sink tell.

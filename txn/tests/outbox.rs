@@ -161,3 +161,57 @@ async fn outbox_delivers_committed_messages_exactly_once_across_restart() {
         "an idempotent consumer sees each message once"
     );
 }
+
+// Goal: transactions that lose a conflict and commit in the serial fallback deliver their
+// messages too. 64 concurrent orders of the same key land in one epoch; all but the first lose
+// the write-write conflict and are re-run serially, and every committed one must deliver both
+// of its messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_delivers_messages_of_transactions_committed_by_the_fallback() {
+    let (app, orders) = app();
+    let sink = Arc::new(RecordingSink::default());
+    let config = RuntimeConfig {
+        storage: Arc::new(MemoryStorage::new()),
+        epoch_duration: std::time::Duration::from_millis(10),
+        outbox: Some(sink.clone()),
+        ..RuntimeConfig::default()
+    };
+    let rt = Runtime::start(app, config).await.unwrap();
+    let c = rt.client();
+    let tasks: Vec<_> = (0..64u64)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let ev = Ev::Order {
+                    key: 7,
+                    fail_in_second: i % 5 == 0,
+                };
+                c.submit(orders, &7u64, ev).await.unwrap()
+            })
+        })
+        .collect();
+    let mut outs = Vec::new();
+    for t in tasks {
+        outs.push(t.await.unwrap());
+    }
+    let conflicts = rt
+        .stats()
+        .conflicts
+        .load(std::sync::atomic::Ordering::Relaxed);
+    rt.shutdown().await;
+    assert!(
+        conflicts > 0,
+        "the orders must conflict for this test to mean anything"
+    );
+    let delivered = sink.distinct();
+    for out in &outs {
+        let n = delivered.iter().filter(|d| d.0 == out.tid).count();
+        assert_eq!(
+            n,
+            if out.committed() { 2 } else { 0 },
+            "transaction {:?} (committed: {})",
+            out.tid,
+            out.committed()
+        );
+    }
+}

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use txn::storage::{FaultyStorage, MemoryStorage, Storage};
 use txn::{Runtime, RuntimeConfig, TxnError};
 
@@ -66,6 +67,63 @@ async fn restart_from_checkpoint_and_log_rebuilds_identical_state() {
     assert!(run_workload(&rt, &fx, seed ^ 1, 20).await > 0);
     rt.shutdown().await;
     eprintln!("checkpoint-restart: {committed} committed, {report:?}");
+}
+
+// Goal: replay follows what the log says about each epoch (its fallback and its serial hints),
+// not the restarted runtime's configuration: a log written with the serial fallback and every
+// other transaction hinted, replayed by a runtime configured for next-epoch retries and no
+// hints, rebuilds the identical state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_follows_the_logged_fallback_and_hints() {
+    let seed = seed("replay-logged-mode");
+    let fx = build(3, 4);
+    let storage = MemoryStorage::new();
+    let config = RuntimeConfig {
+        storage: Arc::new(storage.clone()),
+        checkpoint_every_epochs: 0,
+        serial_hints: txn::SerialHints::Sample { every: 2 },
+        ..RuntimeConfig::default()
+    };
+    let rt = Runtime::start(fx.app.clone(), config.clone())
+        .await
+        .unwrap();
+    // Concurrent clients, so that epochs hold several transactions that conflict.
+    let fx = Arc::new(fx);
+    let tasks: Vec<_> = (0..8u64)
+        .map(|c| {
+            let (client, fx) = (rt.client(), fx.clone());
+            tokio::spawn(async move {
+                let mut rng = rng(seed.wrapping_add(c));
+                for _ in 0..40 {
+                    let ev = random_chain(&mut rng, 3, 12, 4);
+                    let (svc, key) = fx.first_target(&ev);
+                    client.submit(svc, &key, ev).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let before = rt.client().state_hash().await.unwrap();
+    let hinted = rt.stats().serial_hinted.load(Ordering::Relaxed);
+    let conflicts = rt.stats().conflicts.load(Ordering::Relaxed);
+    rt.shutdown().await;
+    assert!(hinted > 0, "some transactions were hinted");
+    assert!(conflicts > 0, "some transactions lost a conflict");
+
+    let other = RuntimeConfig {
+        fallback: txn::Fallback::NextEpoch,
+        serial_hints: txn::SerialHints::Off,
+        ..config
+    };
+    let rt = Runtime::start(fx.app.clone(), other).await.unwrap();
+    let after = rt.client().state_hash().await.unwrap();
+    rt.shutdown().await;
+    assert_eq!(
+        after, before,
+        "seed {seed}: replay diverged from the logged run"
+    );
 }
 
 // Goal: when the log cannot be written, nothing more is acknowledged, and everything that was

@@ -7,15 +7,16 @@ mod common;
 
 use common::*;
 use std::sync::Arc;
-use txn::{Fallback, Runtime, RuntimeConfig};
+use txn::{Fallback, Runtime, RuntimeConfig, SerialHints};
 
-async fn run_and_check(fallback: Fallback, test: &str) {
+async fn run_and_check(fallback: Fallback, serial_hints: SerialHints, test: &str) {
     let seed = seed(test);
     let fx = Arc::new(build(3, 4));
     let rt = Runtime::start(
         fx.app.clone(),
         RuntimeConfig {
             fallback,
+            serial_hints,
             ..RuntimeConfig::default()
         },
     )
@@ -56,13 +57,19 @@ async fn run_and_check(fallback: Fallback, test: &str) {
     let stats = rt.stats();
     let conflicts = stats.conflicts.load(std::sync::atomic::Ordering::Relaxed);
     let epochs = stats.epochs.load(std::sync::atomic::Ordering::Relaxed);
+    let hinted = stats
+        .serial_hinted
+        .load(std::sync::atomic::Ordering::Relaxed);
     rt.shutdown().await;
 
     let n_history = history.len();
     let n_committed = assert_matches_serial_replay(fx.app.clone(), history, final_hash, seed);
     eprintln!(
-        "{test}: {n_history} transactions ({n_committed} committed) in {epochs} epochs, {conflicts} conflict losers, history serializable"
+        "{test}: {n_history} transactions ({n_committed} committed) in {epochs} epochs, {conflicts} conflict losers, {hinted} sent straight to the serial pass, history serializable"
     );
+    if let SerialHints::Sample { .. } = serial_hints {
+        assert!(hinted > 0, "the sampled hints must have been used");
+    }
     assert!(
         n_committed > n_history / 4,
         "the workload should mostly commit"
@@ -71,10 +78,18 @@ async fn run_and_check(fallback: Fallback, test: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_history_is_serializable_with_serial_fallback() {
-    run_and_check(Fallback::Serial, "serial-fallback").await;
+    run_and_check(Fallback::Serial, SerialHints::DEFAULT, "serial-fallback").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_history_is_serializable_with_next_epoch_retries() {
-    run_and_check(Fallback::NextEpoch, "next-epoch").await;
+    run_and_check(Fallback::NextEpoch, SerialHints::DEFAULT, "next-epoch").await;
+}
+
+// Goal: transactions sent straight to the serial pass (every third one, whatever the
+// contention) take their reported place in the serial order: the replay still matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_history_is_serializable_with_serial_hints() {
+    let hints = SerialHints::Sample { every: 3 };
+    run_and_check(Fallback::Serial, hints, "serial-hints").await;
 }

@@ -1,0 +1,228 @@
+//! Serial hints: predicting which transactions would lose a conflict, so that they skip the
+//! parallel pass and run in the serial pass right away.
+//!
+//! Under heavy contention most of an epoch's parallel pass is wasted: a transaction that loses
+//! a conflict is executed once in parallel, thrown away, and executed again serially. The
+//! [`Predictor`] keeps, per kind of request (its target service and [`App::event_kind`]), a
+//! decaying count of how many ran in the parallel pass and how many of those lost. A kind whose
+//! loss rate is at or above the threshold is sent straight to the serial pass, except for every
+//! `PROBE_EVERY`-th request of that kind in an epoch, which still runs in parallel so the rate
+//! keeps being measured and the kind is let back in when contention drops.
+//!
+//! The hints are a scheduling choice, not a correctness one: a hinted transaction takes the
+//! same place in the serial order as a conflict loser, and the hints are logged with the
+//! epoch, so replay follows them (see `epoch.rs`).
+
+use crate::app::App;
+use crate::epoch::TxnResult;
+use crate::ids::Seq;
+use crate::partition::Request;
+use rustc_hash::FxHashMap;
+
+/// Which transactions the sequencer sends straight to the serial pass.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SerialHints {
+    /// Never: every transaction runs in the parallel pass first.
+    Off,
+    /// Requests of a kind whose recent conflict-loss rate in the parallel pass is at least
+    /// `threshold` (in (0, 1]). Only with `Fallback::Serial`.
+    Adaptive { threshold: f64 },
+    /// Every `every`-th request of each epoch, whatever its kind (for tests and experiments:
+    /// it exercises the hinted path independently of contention).
+    Sample { every: u32 },
+}
+
+impl SerialHints {
+    /// The default: kinds that lose at least 60 % of the time go straight to the serial pass.
+    /// Break-even is near 50 % on two cores (a loser costs a parallel execution plus a serial
+    /// one); the margin keeps kinds with middling contention in the parallel pass.
+    pub const DEFAULT: SerialHints = SerialHints::Adaptive { threshold: 0.6 };
+
+    /// Why the setting is invalid, if it is.
+    pub(crate) fn invalid(&self) -> Option<String> {
+        match *self {
+            SerialHints::Adaptive { threshold } if !(threshold > 0.0 && threshold <= 1.0) => Some(
+                format!("serial_hints threshold {threshold} is outside (0, 1]"),
+            ),
+            SerialHints::Sample { every: 0 } => Some("serial_hints every must be ≥ 1".into()),
+            _ => None,
+        }
+    }
+}
+
+/// Every this many requests of a hinted kind in an epoch, one still runs in parallel.
+const PROBE_EVERY: u32 = 8;
+/// Parallel executions of a kind needed before its rate is trusted.
+const MIN_SAMPLES: f64 = 16.0;
+/// Weight of the past at each epoch (the counts halve every epoch without new samples).
+const DECAY: f64 = 0.5;
+
+#[derive(Default)]
+struct KindStat {
+    tried: f64,
+    lost: f64,
+    /// This epoch's counts, folded in by [`Predictor::observe`].
+    epoch_tried: u32,
+    epoch_lost: u32,
+    /// Requests of this kind seen by [`Predictor::hints`] in the current epoch.
+    seen: u32,
+}
+
+/// The per-kind loss statistics and the policy.
+pub(crate) struct Predictor {
+    policy: SerialHints,
+    kinds: FxHashMap<(u32, &'static str), KindStat>,
+}
+
+impl Predictor {
+    pub fn new(policy: SerialHints) -> Self {
+        Predictor {
+            policy,
+            kinds: FxHashMap::default(),
+        }
+    }
+
+    fn kind<A: App>(request: &Request<A::Event>) -> (u32, &'static str) {
+        (request.target, A::event_kind(&request.event))
+    }
+
+    /// The positions of `requests` to send straight to the serial pass, ascending.
+    pub fn hints<A: App>(&mut self, requests: &[Request<A::Event>]) -> Vec<Seq> {
+        match self.policy {
+            SerialHints::Off => Vec::new(),
+            SerialHints::Sample { every } => (0..requests.len() as Seq)
+                .filter(|seq| seq % every == every - 1)
+                .collect(),
+            SerialHints::Adaptive { threshold } => {
+                for stat in self.kinds.values_mut() {
+                    stat.seen = 0;
+                }
+                let mut out = Vec::new();
+                for (seq, r) in requests.iter().enumerate() {
+                    let stat = self.kinds.entry(Self::kind::<A>(r)).or_default();
+                    stat.seen += 1;
+                    let hot = stat.tried >= MIN_SAMPLES && stat.lost >= threshold * stat.tried;
+                    if hot && !stat.seen.is_multiple_of(PROBE_EVERY) {
+                        out.push(seq as Seq);
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// Learns from an epoch's results: which requests ran in the parallel pass (those not in
+    /// `hinted`) and which of them lost a conflict (re-run in the serial pass, or retried).
+    pub fn observe<A: App>(
+        &mut self,
+        requests: &[Request<A::Event>],
+        hinted: &[Seq],
+        results: &[TxnResult<A::Output>],
+    ) {
+        if !matches!(self.policy, SerialHints::Adaptive { .. }) {
+            return;
+        }
+        let mut hinted = hinted.iter().copied().peekable();
+        for (seq, (r, result)) in requests.iter().zip(results).enumerate() {
+            if hinted.next_if_eq(&(seq as Seq)).is_some() {
+                continue;
+            }
+            let lost = match result {
+                TxnResult::Committed { pass, .. } | TxnResult::Aborted { pass, .. } => *pass > 0,
+                TxnResult::Retry => true,
+            };
+            let stat = self.kinds.entry(Self::kind::<A>(r)).or_default();
+            stat.epoch_tried += 1;
+            stat.epoch_lost += u32::from(lost);
+        }
+        for stat in self.kinds.values_mut() {
+            stat.tried = stat.tried * DECAY + f64::from(stat.epoch_tried);
+            stat.lost = stat.lost * DECAY + f64::from(stat.epoch_lost);
+            stat.epoch_tried = 0;
+            stat.epoch_lost = 0;
+        }
+        // Forget kinds not seen for a long time (their counts have decayed to nothing).
+        self.kinds.retain(|_, s| s.tried >= 1e-3);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::epoch::TxnResult;
+
+    struct T;
+    impl App for T {
+        type Event = u8;
+        type Output = ();
+        fn event_kind(e: &u8) -> &'static str {
+            if *e == 0 { "cold" } else { "hot" }
+        }
+    }
+
+    fn req(e: u8) -> Request<u8> {
+        Request {
+            target: 0,
+            event: e,
+            id: None,
+            retries: 0,
+        }
+    }
+
+    fn lost(l: bool) -> TxnResult<()> {
+        if l {
+            TxnResult::Committed {
+                pass: 1,
+                output: None,
+            }
+        } else {
+            TxnResult::Committed {
+                pass: 0,
+                output: None,
+            }
+        }
+    }
+
+    #[test]
+    fn a_kind_that_keeps_losing_is_hinted_and_let_back_when_it_stops() {
+        // Goal: after a few epochs in which every "hot" request loses and every "cold" one
+        // wins, "hot" requests are hinted (but for the probes) and "cold" ones never are; once
+        // the probes stop losing, the hints go away.
+        let mut p = Predictor::new(SerialHints::DEFAULT);
+        let requests: Vec<_> = (0..64).map(|i| req(u8::from(i % 2 == 1))).collect();
+        let results = |hot_loses: bool| -> Vec<TxnResult<()>> {
+            (0..64).map(|i| lost(hot_loses && i % 2 == 1)).collect()
+        };
+        assert!(p.hints::<T>(&requests).is_empty(), "nothing learned yet");
+        p.observe::<T>(&requests, &[], &results(true));
+        let hinted = p.hints::<T>(&requests);
+        assert!(hinted.iter().all(|s| s % 2 == 1), "only hot requests");
+        assert_eq!(
+            hinted.len(),
+            32 - 32 / PROBE_EVERY as usize,
+            "all hot but the probes"
+        );
+        for _ in 0..12 {
+            let hinted = p.hints::<T>(&requests);
+            p.observe::<T>(&requests, &hinted, &results(false));
+        }
+        assert!(p.hints::<T>(&requests).is_empty(), "hot stopped losing");
+    }
+
+    #[test]
+    fn sample_and_off_policies() {
+        // Goal: `Sample` hints exactly every n-th position; `Off` hints nothing; invalid
+        // settings are named.
+        let requests: Vec<_> = (0..10).map(|_| req(1)).collect();
+        let mut s = Predictor::new(SerialHints::Sample { every: 3 });
+        assert_eq!(s.hints::<T>(&requests), vec![2, 5, 8]);
+        assert!(
+            Predictor::new(SerialHints::Off)
+                .hints::<T>(&requests)
+                .is_empty()
+        );
+        assert!(SerialHints::Adaptive { threshold: 1.5 }.invalid().is_some());
+        assert!(SerialHints::Sample { every: 0 }.invalid().is_some());
+        assert!(SerialHints::DEFAULT.invalid().is_none());
+    }
+}
