@@ -11,9 +11,11 @@
 pub mod cli;
 pub mod crash;
 pub mod driver;
+pub mod html;
 pub mod metrics;
 pub mod progress;
 pub mod report;
+pub mod svg;
 pub mod workload;
 pub mod workloads;
 
@@ -109,6 +111,9 @@ pub fn run_workload<W: Workload>(w: W, common: &CommonArgs) -> Result<Summary, H
         &path,
         serde_json::to_string_pretty(&summary).expect("summary serializes"),
     )?;
+    ui.status(format!("wrote {}", path.display()));
+    let path = out_dir.join("report.html");
+    std::fs::write(&path, html::render(&summary, &runs))?;
     ui.status(format!("wrote {}", path.display()));
     Ok(summary)
 }

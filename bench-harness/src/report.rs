@@ -100,6 +100,10 @@ pub struct Summary {
     /// System names in the order they ran (vmsdb first).
     pub order: Vec<String>,
     pub systems: BTreeMap<String, SystemSummary>,
+    /// The workload's operation type names, by index (`Recorder::types[i]` is `op_types[i]`);
+    /// for the HTML report's per-type plots, not written to `summary.json`.
+    #[serde(skip)]
+    pub op_types: Vec<String>,
     /// Every system had 0 violations and 0 errors (systems with `anomalies_expected` excluded:
     /// their anomalies are reported, not failed on).
     pub passed: bool,
@@ -166,7 +170,7 @@ impl SystemSummary {
         }
     }
 
-    fn n_violations(&self) -> u64 {
+    pub fn n_violations(&self) -> u64 {
         self.violations.values().sum()
     }
 }
@@ -211,6 +215,7 @@ impl Summary {
             run,
             order: runs.iter().map(|r| r.name.to_string()).collect(),
             systems,
+            op_types: op_types.iter().map(|t| (*t).to_string()).collect(),
             passed,
         }
     }

@@ -1,6 +1,6 @@
 //! End-to-end runs of the harness on small data: every workload on vmsdb and the serial
-//! baseline commits work, passes its consistency checks and writes summary.json; the binary
-//! rejects bad flags with exit code 2.
+//! baseline commits work, passes its consistency checks and writes summary.json and
+//! report.html; the binary rejects bad flags with exit code 2.
 
 use bench_harness::cli::Cli;
 use clap::Parser;
@@ -17,6 +17,13 @@ fn run(args: &[&str]) -> (bench_harness::report::Summary, serde_json::Value) {
         &std::fs::read(out.path().join("summary.json")).expect("summary.json written"),
     )
     .unwrap();
+    let html =
+        std::fs::read_to_string(out.path().join("report.html")).expect("report.html written");
+    assert!(html.contains("<svg"), "report.html has no plot");
+    assert!(
+        html.contains(&format!("vmsdb bench report: {}", summary.workload)),
+        "report.html lacks its title"
+    );
     (summary, json)
 }
 

@@ -1,0 +1,901 @@
+//! The HTML report (`<out>/report.html`): one self-contained file, viewable offline — inline
+//! CSS and inline SVG only, no scripts, no external resources.
+//!
+//! The numbers are the [`Summary`]'s (the ones in `summary.json` and the terminal table); what
+//! the summary does not keep — the latency histograms for the CDFs — comes from the
+//! [`SystemRun`]s. Every string that comes from data is escaped.
+
+use crate::driver::fmt_count;
+use crate::report::{Summary, SystemRun, SystemSummary};
+use crate::svg::{
+    Axis, Chart, Scale, Series, escape, log_ticks, nice_axis_from_zero, nice_step, nice_ticks,
+    palette, system_colors, ticks_with_step,
+};
+use hdrhistogram::Histogram;
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const CSS: &str = "\
+body{font-family:Helvetica,Arial,sans-serif;color:#222;max-width:1200px;margin:24px auto;padding:0 16px}
+h1{font-size:22px;margin:0 0 4px}
+h2{font-size:18px;margin:32px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+h3{font-size:15px;margin:18px 0 6px}
+table{border-collapse:collapse;margin:6px 0 10px;font-size:13px}
+th,td{border:1px solid #d8d8d8;padding:4px 6px;text-align:left;vertical-align:top}
+th{background:#f3f4f6;font-weight:600;white-space:nowrap}
+td.sys,th.sys{white-space:nowrap}
+td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.ok{color:#1e7e34;font-weight:bold}
+.bad{color:#c0392b;font-weight:bold}
+.warn{color:#b9770e;font-weight:bold}
+.muted{color:#999}
+.sw{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:6px;vertical-align:-1px}
+.banner{padding:8px 12px;border-radius:4px;margin:14px 0;font-weight:bold}
+.banner.ok{background:#e6f4ea}
+.banner.bad{background:#fdecea}
+.params{display:flex;gap:40px;flex-wrap:wrap}
+.meta{color:#555;font-size:13px}
+.caption{font-size:12px;color:#555;max-width:880px;margin:2px 0 16px}
+.err{background:#fdecea;padding:6px 10px;font-family:monospace;font-size:12px;white-space:pre-wrap}
+svg{max-width:100%;height:auto;display:block}
+";
+
+/// The report for `summary`, generated now.
+pub fn render(summary: &Summary, runs: &[SystemRun]) -> String {
+    render_at(summary, runs, SystemTime::now())
+}
+
+/// The report for `summary`, stamped with `at`.
+pub fn render_at(summary: &Summary, runs: &[SystemRun], at: SystemTime) -> String {
+    let colors = system_colors(&summary.order);
+    let systems: Vec<(&str, &SystemSummary, &str)> = summary
+        .order
+        .iter()
+        .zip(&colors)
+        .map(|(n, c)| (n.as_str(), &summary.systems[n], c.as_str()))
+        .collect();
+    let workload = escape(&summary.workload);
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <title>vmsdb bench: {workload}</title>\n<style>\n{CSS}</style>\n</head>\n<body>\n"
+    );
+    let _ = writeln!(h, "<h1>vmsdb bench report: {workload}</h1>");
+    let _ = writeln!(
+        h,
+        "<div class=\"meta\">generated {} &middot; systems: {}</div>",
+        utc_datetime(at),
+        systems
+            .iter()
+            .map(|(n, _, c)| format!("{}{}", swatch(c), escape(n)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    h.push_str(&banner(summary));
+
+    h.push_str("<div class=\"params\">\n");
+    let _ = writeln!(
+        h,
+        "<div><h3>Workload parameters</h3>\n{}</div>",
+        json_table(&summary.parameters)
+    );
+    let _ = writeln!(
+        h,
+        "<div><h3>Run parameters</h3>\n{}</div>",
+        json_table(&summary.run)
+    );
+    h.push_str("</div>\n");
+
+    h.push_str("<h2>Summary</h2>\n");
+    h.push_str(&summary_table(summary, &systems));
+
+    h.push_str("<h2>Throughput over time</h2>\n");
+    h.push_str(&throughput_chart(&systems).render());
+    h.push_str(
+        "\n<p class=\"caption\">Committed transactions completed in each second of the \
+         measured run, plotted at the middle of the second. The last second is partial.</p>\n",
+    );
+
+    h.push_str("<h2>Latency distribution</h2>\n");
+    let hists: Vec<(String, String, Histogram<u64>)> = systems
+        .iter()
+        .map(|(n, _, c)| {
+            let hist = runs
+                .iter()
+                .find(|r| r.name == *n)
+                .map(|r| r.recorder.all_latency());
+            (n.to_string(), c.to_string(), hist)
+        })
+        .filter_map(|(n, c, hist)| hist.map(|hist| (n, c, hist)))
+        .collect();
+    h.push_str(&cdf_chart("Latency CDF of committed transactions", &hists, false).render());
+    h.push_str(
+        "\n<p class=\"caption\">Fraction of committed transactions completed within a given \
+         latency (log scale, from the lowest to the highest latency recorded).</p>\n",
+    );
+    if let Some(first) = runs.first() {
+        let per_type: Vec<(String, String, Histogram<u64>)> = first
+            .recorder
+            .types
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.committed > 0)
+            .map(|(i, t)| {
+                let name = summary
+                    .op_types
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| format!("type {i}"));
+                (name, palette(i).to_string(), t.latency_ns.clone())
+            })
+            .collect();
+        if per_type.len() > 1 {
+            h.push_str(
+                &cdf_chart(
+                    &format!("{} latency CDF per transaction type", first.name),
+                    &per_type,
+                    true,
+                )
+                .render(),
+            );
+            h.push('\n');
+        }
+    }
+
+    h.push_str("<h2>Per transaction type</h2>\n");
+    for (name, s, color) in &systems {
+        let _ = writeln!(h, "<h3>{}{}</h3>", swatch(color), escape(name));
+        h.push_str(&type_table(s, &summary.op_types));
+    }
+
+    h.push_str("<h2>Runtime and load</h2>\n");
+    for (name, s, color) in &systems {
+        if let Some(rs) = &s.runtime_stats {
+            let _ = writeln!(
+                h,
+                "<h3>{}{} transaction layer (measured run)</h3>",
+                swatch(color),
+                escape(name)
+            );
+            h.push_str("<table>\n");
+            let rows = [
+                ("epochs", fmt_count(rs.epochs)),
+                (
+                    "transactions per epoch",
+                    format!("{:.1}", rs.txns_per_epoch),
+                ),
+                ("committed", fmt_count(rs.committed)),
+                ("aborted by the application", fmt_count(rs.user_aborted)),
+                ("conflict losers", fmt_count(rs.conflict_losers)),
+                (
+                    "conflict rate",
+                    format!("{:.2} %", rs.conflict_rate * 100.0),
+                ),
+                ("serial-fallback runs", fmt_count(rs.fallback_runs)),
+            ];
+            for (k, v) in rows {
+                let _ = writeln!(h, "<tr><th>{k}</th><td class=\"n\">{v}</td></tr>");
+            }
+            h.push_str("</table>\n");
+        }
+    }
+    h.push_str(
+        "<h3>Initial load and storage</h3>\n<table>\n<tr><th>system</th><th>data</th>\
+                <th>requests</th><th>seconds</th><th>requests/s</th><th>storage</th></tr>\n",
+    );
+    for (name, s, color) in &systems {
+        let _ = writeln!(
+            h,
+            "<tr><td>{}{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{:.2}</td>\
+             <td class=\"n\">{}</td><td>{}</td></tr>",
+            swatch(color),
+            escape(name),
+            escape(&s.load.description),
+            fmt_count(s.load.requests),
+            s.load.seconds,
+            fmt_count(s.load.requests_per_s as u64),
+            escape(&s.storage)
+        );
+    }
+    h.push_str("</table>\n");
+    for (name, s, _) in &systems {
+        if s.errors > 0 {
+            let _ = writeln!(
+                h,
+                "<h3 class=\"bad\">{}: {} errors</h3>\n<div class=\"err\">first: {}</div>",
+                escape(name),
+                fmt_count(s.errors),
+                escape(s.first_error.as_deref().unwrap_or("?"))
+            );
+        }
+    }
+    h.push_str(
+        "<p class=\"caption\">Generated by vmsdb's bench-harness; the numbers are those of \
+         summary.json in the same directory.</p>\n</body>\n</html>\n",
+    );
+    h
+}
+
+fn swatch(color: &str) -> String {
+    format!(
+        "<span class=\"sw\" style=\"background:{}\"></span>",
+        escape(color)
+    )
+}
+
+fn banner(summary: &Summary) -> String {
+    let (class, text) = if summary.passed {
+        if summary.systems.values().any(|s| s.anomalies_expected) {
+            (
+                "ok",
+                "All consistency checks passed (the baseline anomalies below are expected).",
+            )
+        } else {
+            ("ok", "All consistency checks passed.")
+        }
+    } else {
+        ("bad", "CONSISTENCY VIOLATIONS OR ERRORS FOUND")
+    };
+    format!("<div class=\"banner {class}\">{text}</div>\n")
+}
+
+/// A JSON object as a two-column table (other values as one escaped cell).
+fn json_table(v: &serde_json::Value) -> String {
+    let cell = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => escape(s),
+        serde_json::Value::Null => "<span class=\"muted\">none</span>".to_string(),
+        other => escape(&other.to_string()),
+    };
+    let mut out = String::from("<table>\n");
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let _ = writeln!(out, "<tr><th>{}</th><td>{}</td></tr>", escape(k), cell(v));
+            }
+        }
+        other => {
+            let _ = writeln!(out, "<tr><td>{}</td></tr>", cell(other));
+        }
+    }
+    out.push_str("</table>\n");
+    out
+}
+
+/// Milliseconds with three significant digits below 1 ms (sub-microsecond latencies stay
+/// visible), fewer decimals above.
+fn fmt_ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else if v >= 1.0 {
+        format!("{v:.2}")
+    } else if v > 0.0 {
+        let decimals = (2.0 - v.log10().floor()).clamp(3.0, 9.0) as usize;
+        format!("{v:.decimals$}")
+    } else {
+        "0".to_string()
+    }
+}
+
+fn summary_table(summary: &Summary, systems: &[(&str, &SystemSummary, &str)]) -> String {
+    let criteria: BTreeSet<&String> = systems
+        .iter()
+        .flat_map(|(_, s, _)| s.violations.keys())
+        .collect();
+    let baselines: Vec<&String> = summary.order.iter().skip(1).collect();
+    let mut out = String::from(
+        "<table>\n<tr><th>system</th><th>status</th><th>committed</th><th>aborted</th>\
+         <th>errors</th><th>txn/s</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th>\
+         <th>max ms</th><th>violations</th>",
+    );
+    for b in &baselines {
+        let _ = write!(out, "<th>vs {}</th>", escape(b));
+    }
+    out.push_str("</tr>\n");
+    for (name, s, color) in systems {
+        let n_violations = s.n_violations();
+        let status = if s.errors > 0 {
+            "<span class=\"bad\">ERRORS</span>"
+        } else if n_violations == 0 {
+            "<span class=\"ok\">OK</span>"
+        } else if s.anomalies_expected {
+            "<span class=\"warn\">anomalies (expected)</span>"
+        } else {
+            "<span class=\"bad\">VIOLATED</span>"
+        };
+        let _ = write!(
+            out,
+            "<tr><td class=\"sys\">{}<b>{}</b></td><td class=\"sys\">{status}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\"><b>{}</b></td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td>",
+            swatch(color),
+            escape(name),
+            fmt_count(s.committed),
+            fmt_count(s.aborted),
+            fmt_count(s.errors),
+            fmt_count(s.throughput_tps as u64),
+            fmt_ms(s.p50_ms),
+            fmt_ms(s.p90_ms),
+            fmt_ms(s.p99_ms),
+            fmt_ms(s.max_ms),
+            fmt_count(n_violations),
+        );
+        for b in &baselines {
+            let cell = match s.ratio_to.get(*b) {
+                Some(r) if r.is_finite() => {
+                    if *b == name {
+                        format!("<span class=\"muted\">{r:.2}&times;</span>")
+                    } else {
+                        format!("{r:.2}&times;")
+                    }
+                }
+                _ => "<span class=\"muted\">n/a</span>".to_string(),
+            };
+            let _ = write!(out, "<td class=\"n\">{cell}</td>");
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table>\n");
+    if !baselines.is_empty() {
+        out.push_str(
+            "<p class=\"caption\">vs <i>b</i>: the system's throughput divided by baseline \
+             <i>b</i>'s.</p>\n",
+        );
+    }
+    // Consistency: one row per criterion, one column per system (criteria names are long).
+    out.push_str(
+        "<h3>Consistency checks (violations per criterion)</h3>\n<table>\n<tr><th>criterion</th>",
+    );
+    for (name, _, color) in systems {
+        let _ = write!(
+            out,
+            "<th class=\"sys\">{}{}</th>",
+            swatch(color),
+            escape(name)
+        );
+    }
+    out.push_str("</tr>\n");
+    for c in &criteria {
+        let _ = write!(out, "<tr><td>{}</td>", escape(c));
+        for (_, s, _) in systems {
+            let cell = match s.violations.get(*c) {
+                None => "<span class=\"muted\">not checked</span>".to_string(),
+                Some(0) => "0 <span class=\"ok\">OK</span>".to_string(),
+                Some(n) if s.anomalies_expected => format!(
+                    "{} <span class=\"warn\">anomalies (expected)</span>",
+                    fmt_count(*n)
+                ),
+                Some(n) => format!("{} <span class=\"bad\">VIOLATED</span>", fmt_count(*n)),
+            };
+            let _ = write!(out, "<td>{cell}</td>");
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table>\n");
+    out
+}
+
+/// The per-type table, types in the workload's order.
+fn type_table(s: &SystemSummary, op_types: &[String]) -> String {
+    if s.per_type.is_empty() {
+        return "<p class=\"muted\">no operation completed</p>\n".to_string();
+    }
+    let mut out = String::from(
+        "<table>\n<tr><th>type</th><th>committed</th><th>committed/s</th><th>aborted</th>\
+         <th>aborted/s</th><th>aborted by reason (per s)</th><th>errors</th><th>p50 ms</th>\
+         <th>p90 ms</th><th>p99 ms</th><th>max ms</th></tr>\n",
+    );
+    let in_order = op_types
+        .iter()
+        .filter(|t| s.per_type.contains_key(*t))
+        .chain(s.per_type.keys().filter(|t| !op_types.contains(t)));
+    for ty in in_order {
+        let t = &s.per_type[ty];
+        let reasons = if t.aborts_by_reason.is_empty() {
+            "<span class=\"muted\">none</span>".to_string()
+        } else {
+            t.aborts_by_reason
+                .iter()
+                .map(|(r, n)| {
+                    format!(
+                        "{}: {} ({:.0}/s)",
+                        escape(r),
+                        fmt_count(*n),
+                        *n as f64 / s.elapsed_s
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("<br>")
+        };
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td>{reasons}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            escape(ty),
+            fmt_count(t.committed),
+            fmt_count(t.throughput_tps as u64),
+            fmt_count(t.aborted),
+            fmt_count(t.aborted_per_s as u64),
+            fmt_count(t.errors),
+            fmt_ms(t.p50_ms),
+            fmt_ms(t.p90_ms),
+            fmt_ms(t.p99_ms),
+            fmt_ms(t.max_ms),
+        );
+    }
+    out.push_str("</table>\n");
+    out
+}
+
+/// Committed transactions per second, one line per system.
+fn throughput_chart(systems: &[(&str, &SystemSummary, &str)]) -> Chart {
+    // Second i holds the commits completed in [i, i + 1) — the last one only up to the end of
+    // the run, so each point sits at the middle of the time its second actually covered.
+    let lines: Vec<Vec<(f64, f64)>> = systems
+        .iter()
+        .map(|(_, s, _)| {
+            s.committed_per_second
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    let (from, to) = (i as f64, (i + 1) as f64);
+                    let to = if s.elapsed_s > from {
+                        to.min(s.elapsed_s)
+                    } else {
+                        to
+                    };
+                    ((from + to) / 2.0, *n as f64)
+                })
+                .collect()
+        })
+        .collect();
+    let seconds = systems
+        .iter()
+        .map(|(_, s, _)| s.elapsed_s)
+        .chain(lines.iter().flatten().map(|p| p.0))
+        .fold(0.0, f64::max);
+    let seconds = if seconds > 0.0 { seconds } else { 1.0 };
+    let top = lines.iter().flatten().map(|p| p.1).fold(0.0, f64::max);
+    let (y_hi, y_ticks) = nice_axis_from_zero(top, 6);
+    let mut x_step = nice_step(seconds, 10);
+    if seconds >= 2.0 {
+        x_step = x_step.max(1.0);
+    }
+    let mut chart = Chart::new(
+        "Committed transactions per second",
+        Axis::new(
+            Scale::Linear {
+                lo: 0.0,
+                hi: seconds,
+            },
+            ticks_with_step(0.0, seconds, x_step),
+            "time since the start of the measured run (s)",
+        ),
+        Axis::new(
+            Scale::Linear { lo: 0.0, hi: y_hi },
+            y_ticks,
+            "committed txn/s",
+        ),
+    );
+    for ((name, _, color), points) in systems.iter().zip(lines) {
+        chart.series.push(Series {
+            name: name.to_string(),
+            color: color.to_string(),
+            markers: points.len() <= 60,
+            dash: None,
+            points,
+        });
+    }
+    chart
+}
+
+/// Latency CDFs (x: ms, log scale over the recorded range; y: fraction), one line per
+/// histogram. Empty histograms get a legend entry and no line. `dashed`: each line gets its
+/// own dash pattern, for lines that may coincide (per-type CDFs often do).
+fn cdf_chart(title: &str, hists: &[(String, String, Histogram<u64>)], dashed: bool) -> Chart {
+    let recorded = || hists.iter().filter(|(_, _, h)| !h.is_empty());
+    let mut lo = recorded()
+        .map(|(_, _, h)| h.min_nz() as f64 / 1e6)
+        .fold(f64::INFINITY, f64::min);
+    let mut hi = recorded()
+        .map(|(_, _, h)| h.max() as f64 / 1e6)
+        .fold(0.0, f64::max);
+    if !lo.is_finite() || lo <= 0.0 {
+        (lo, hi) = (0.1, 1.0);
+    }
+    if hi <= lo {
+        (lo, hi) = (lo / 1.5, hi * 1.5);
+    }
+    let mut y = Axis::new(
+        Scale::Linear { lo: 0.0, hi: 1.0 },
+        nice_ticks(0.0, 1.0, 10),
+        "committed transactions at or below (%)",
+    );
+    y.labels = y
+        .ticks
+        .iter()
+        .map(|t| format!("{:.0}%", t * 100.0))
+        .collect();
+    let mut chart = Chart::new(
+        title,
+        Axis::new(
+            Scale::Log { lo, hi },
+            log_ticks(lo, hi),
+            "latency (ms, log scale)",
+        ),
+        y,
+    );
+    for (i, (name, color, h)) in hists.iter().enumerate() {
+        let points = if h.is_empty() {
+            Vec::new()
+        } else {
+            thin_to_pixels(&chart, cdf_points(h))
+        };
+        chart.series.push(Series {
+            name: name.clone(),
+            color: color.clone(),
+            points,
+            markers: false,
+            dash: if dashed {
+                [None, Some("8 4"), Some("2 3"), Some("10 3 2 3")][i % 4]
+            } else {
+                None
+            },
+        });
+    }
+    chart
+}
+
+/// The CDF of `h` in (ms, fraction) points: from (lowest recorded, 0) to (highest, 1), one
+/// point per recorded bucket.
+fn cdf_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    let mut points = vec![(h.min_nz() as f64 / 1e6, 0.0)];
+    points.extend(
+        h.iter_recorded()
+            .map(|v| (v.value_iterated_to() as f64 / 1e6, v.quantile())),
+    );
+    points
+}
+
+/// Keeps, of a monotone line, only the last point of each half-pixel column (and the first
+/// point): the line looks the same with far fewer points.
+fn thin_to_pixels(chart: &Chart, points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    let mut out: Vec<((f64, f64), i64)> = Vec::with_capacity(points.len().min(2048));
+    for p in points {
+        let col = (chart.to_px(p.0, p.1).0 * 2.0).round() as i64;
+        let n = out.len();
+        match out.last_mut() {
+            Some(last) if n > 1 && last.1 == col => last.0 = p,
+            _ => out.push((p, col)),
+        }
+    }
+    out.into_iter().map(|(p, _)| p).collect()
+}
+
+/// `t` as `YYYY-MM-DD HH:MM:SS UTC` (days-to-civil conversion, proleptic Gregorian).
+fn utc_datetime(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{Completion, Recorder};
+    use crate::report::LoadSummary;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+    use std::time::Duration;
+    use txn::AbortReason;
+
+    /// A run of `name` with `per_second[i]` commits of type `i % n_types` in second `i`, with
+    /// latencies spread over 0.1–20 ms, and one abort.
+    fn synthetic_run(
+        name: &'static str,
+        n_types: usize,
+        per_second: &[u64],
+        violations: &[(&'static str, u64)],
+        anomalies_expected: bool,
+    ) -> SystemRun {
+        let mut rec = Recorder::new(n_types, Arc::new(AtomicU64::new(0)));
+        let mut k = 0u64;
+        for (s, n) in per_second.iter().enumerate() {
+            for j in 0..*n {
+                k += 1;
+                let latency = Duration::from_micros(100 + (k * 7919) % 20_000);
+                let at = Duration::from_millis(s as u64 * 1000 + j % 1000);
+                rec.record(k as usize % n_types, latency, at, 1, Completion::Committed);
+            }
+        }
+        let reason = AbortReason::User {
+            service: "acc<ounts>".into(),
+            message: "too \"poor\" & sad: account 7".into(),
+        };
+        rec.record(
+            0,
+            Duration::from_millis(1),
+            Duration::from_millis(10),
+            0,
+            Completion::Aborted(&reason),
+        );
+        SystemRun {
+            name,
+            recorder: rec,
+            elapsed: Duration::from_secs_f64(per_second.len() as f64 - 0.5),
+            violations: violations.iter().copied().collect(),
+            load: LoadSummary {
+                description: "10 <accounts>".into(),
+                requests: 10,
+                seconds: 0.5,
+                requests_per_s: 20.0,
+            },
+            runtime_stats: (name == "vmsdb").then(|| crate::report::RuntimeStatsSummary {
+                epochs: 12,
+                committed: 100,
+                txns_per_epoch: 8.5,
+                ..Default::default()
+            }),
+            storage: "memory".into(),
+            anomalies_expected,
+        }
+    }
+
+    fn synthetic(n_types: usize) -> (Summary, Vec<SystemRun>) {
+        let runs = vec![
+            synthetic_run(
+                "vmsdb",
+                n_types,
+                &[300, 420, 410, 50],
+                &[("sum<&>", 0)],
+                false,
+            ),
+            synthetic_run("eventual", n_types, &[500, 520, 40], &[("sum<&>", 3)], true),
+            synthetic_run(
+                "odd\"<sys>&",
+                n_types,
+                &[80, 90, 85, 88, 10],
+                &[("sum<&>", 0)],
+                false,
+            ),
+        ];
+        let types = ["tr<ansfer>", "dep&osit"];
+        let summary = Summary::new(
+            "x<y & \"z\"",
+            serde_json::json!({ "note": "<b>bold</b> & \"q\"", "accounts": 10 }),
+            serde_json::json!({ "duration_s": 3.0, "fallback": "Serial" }),
+            &types[..n_types],
+            &runs,
+        );
+        (summary, runs)
+    }
+
+    fn svgs(html: &str) -> Vec<&str> {
+        html.match_indices("<svg")
+            .map(|(i, _)| {
+                let end = html[i..].find("</svg>").expect("closed svg") + i;
+                &html[i..end]
+            })
+            .collect()
+    }
+
+    /// (data-series name, points) of each polyline in `svg`.
+    fn polylines(svg: &str) -> Vec<(String, Vec<(f64, f64)>)> {
+        svg.match_indices("<polyline")
+            .map(|(i, _)| {
+                let el = &svg[i..i + svg[i..].find("/>").unwrap()];
+                let attr = |a: &str| {
+                    let start = el.find(&format!("{a}=\"")).unwrap() + a.len() + 2;
+                    el[start..start + el[start..].find('"').unwrap()].to_string()
+                };
+                let points = attr("points")
+                    .split(' ')
+                    .map(|p| {
+                        let (x, y) = p.split_once(',').unwrap();
+                        (x.parse().unwrap(), y.parse().unwrap())
+                    })
+                    .collect();
+                (attr("data-series"), points)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn report_has_a_throughput_and_a_cdf_plot_with_one_line_per_system() {
+        // Goal: two plots; the throughput plot has one polyline per system with one point per
+        // second of its series, inside the plot area.
+        let (summary, runs) = synthetic(1);
+        let html = render(&summary, &runs);
+        let svgs = svgs(&html);
+        assert_eq!(svgs.len(), 2, "one type: throughput and CDF only");
+        let lines = polylines(svgs[0]);
+        assert_eq!(lines.len(), summary.order.len());
+        for name in &summary.order {
+            let (_, points) = lines
+                .iter()
+                .find(|(n, _)| *n == escape(name))
+                .unwrap_or_else(|| panic!("no line for {name}"));
+            assert_eq!(
+                points.len(),
+                summary.systems[name].committed_per_second.len(),
+                "{name}"
+            );
+        }
+        let chart = throughput_chart(
+            &summary
+                .order
+                .iter()
+                .map(|n| (n.as_str(), &summary.systems[n], "#000"))
+                .collect::<Vec<_>>(),
+        );
+        let (l, t, r, b) = chart.plot_area();
+        for (name, points) in &lines {
+            for (x, y) in points {
+                assert!(
+                    *x >= l && *x <= r && *y >= t && *y <= b,
+                    "{name}: ({x}, {y}) outside"
+                );
+            }
+        }
+        // The highest point (vmsdb's 420 or eventual's 520) is the tallest one drawn.
+        let top_y = lines
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|p| p.1))
+            .fold(f64::INFINITY, f64::min);
+        assert!((top_y - chart.to_px(0.0, 520.0).1).abs() < 0.06, "{top_y}");
+    }
+
+    #[test]
+    fn latency_cdf_is_monotone_and_spans_zero_to_one() {
+        // Goal: each CDF line goes right and up only, from fraction 0 to fraction 1; per-type
+        // CDFs appear for vmsdb when it ran several types.
+        let (summary, runs) = synthetic(2);
+        let html = render(&summary, &runs);
+        let svgs = svgs(&html);
+        assert_eq!(svgs.len(), 3, "two types: plus vmsdb's per-type CDF");
+        for svg in &svgs[1..] {
+            let lines = polylines(svg);
+            assert!(lines.len() >= 2);
+            let first_top = lines[0].1.last().unwrap().1;
+            for (name, points) in &lines {
+                assert!(points.len() > 10, "{name}: {} points", points.len());
+                for w in points.windows(2) {
+                    assert!(w[1].0 >= w[0].0, "{name}: x goes back at {w:?}");
+                    assert!(w[1].1 <= w[0].1, "{name}: fraction drops at {w:?}");
+                }
+                // All lines end at fraction 1 (the same height) and start at 0 (lower).
+                assert_eq!(points.last().unwrap().1, first_top, "{name}");
+                assert!(points[0].1 > first_top + 100.0, "{name}");
+            }
+        }
+        assert_eq!(polylines(svgs[2]).len(), 2, "one line per vmsdb type");
+    }
+
+    #[test]
+    fn cdf_points_follow_the_histogram() {
+        // Goal: the CDF starts at the lowest value with 0 and reaches 1 at the highest.
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+        for v in [1_000_000u64, 2_000_000, 2_000_000, 8_000_000] {
+            h.record(v).unwrap();
+        }
+        let p = cdf_points(&h);
+        assert_eq!(p.len(), 4);
+        assert!((p[0].0 - 1.0).abs() < 0.01 && p[0].1 == 0.0);
+        assert!((p[1].1 - 0.25).abs() < 1e-9 && (p[2].1 - 0.75).abs() < 1e-9);
+        assert!((p[3].0 - 8.0).abs() < 0.01 && p[3].1 == 1.0);
+    }
+
+    #[test]
+    fn data_strings_are_escaped_and_nothing_is_fetched() {
+        // Goal: strings from the data never reach the page as markup, and the page loads no
+        // external resource (the only URL is the SVG namespace).
+        let (summary, runs) = synthetic(2);
+        let html = render(&summary, &runs);
+        for raw in [
+            "x<y",
+            "<b>bold",
+            "acc<ounts>",
+            "\"poor\"",
+            "sum<&>",
+            "odd\"<sys>",
+            "tr<ansfer>",
+            "dep&osit",
+            "<accounts>",
+        ] {
+            assert!(!html.contains(raw), "unescaped {raw:?}");
+        }
+        for escaped in [
+            "x&lt;y &amp; &quot;z&quot;",
+            "&lt;b&gt;bold&lt;/b&gt; &amp; &quot;q&quot;",
+            "acc&lt;ounts&gt;: too &quot;poor&quot; &amp; sad",
+            "sum&lt;&amp;&gt;",
+            "odd&quot;&lt;sys&gt;&amp;",
+            "tr&lt;ansfer&gt;",
+            "dep&amp;osit",
+        ] {
+            assert!(html.contains(escaped), "missing {escaped:?}");
+        }
+        let types = &html[html.find("<h2>Per transaction type</h2>").unwrap()..];
+        assert!(
+            types.find("tr&lt;ansfer&gt;").unwrap() < types.find("dep&amp;osit").unwrap(),
+            "types in the workload's order"
+        );
+        let namespace = "http://www.w3.org/2000/svg\"";
+        for (i, _) in html.match_indices("http") {
+            assert!(html[i..].starts_with(namespace), "URL at {i}");
+        }
+        assert!(html.contains(namespace));
+        for banned in ["<script", "<link", "src=", "@import", "url("] {
+            assert!(!html.contains(banned), "{banned}");
+        }
+    }
+
+    #[test]
+    fn summary_table_marks_criteria() {
+        // Goal: each criterion cell says OK, VIOLATED or anomalies (expected); ratios to each
+        // baseline appear.
+        let runs = vec![
+            synthetic_run("vmsdb", 1, &[10, 10], &[("sum", 0), ("orders", 2)], false),
+            synthetic_run("eventual", 1, &[5, 5], &[("sum", 4), ("orders", 0)], true),
+        ];
+        let summary = Summary::new(
+            "w",
+            serde_json::json!({}),
+            serde_json::json!({}),
+            &["t"],
+            &runs,
+        );
+        let html = render(&summary, &runs);
+        assert!(html.contains("2 <span class=\"bad\">VIOLATED</span>"));
+        assert!(html.contains("4 <span class=\"warn\">anomalies (expected)</span>"));
+        assert!(html.contains("0 <span class=\"ok\">OK</span>"));
+        assert!(html.contains("CONSISTENCY VIOLATIONS OR ERRORS FOUND"));
+        assert!(html.contains("<th>vs eventual</th>"));
+        assert!(
+            html.contains("2.00&times;"),
+            "vmsdb does twice eventual's work"
+        );
+    }
+
+    #[test]
+    fn latencies_keep_three_significant_digits() {
+        assert_eq!(fmt_ms(0.000821), "0.000821");
+        assert_eq!(fmt_ms(0.407807), "0.408");
+        assert_eq!(fmt_ms(5.976), "5.98");
+        assert_eq!(fmt_ms(33.98), "34.0");
+        assert_eq!(fmt_ms(250.4), "250");
+        assert_eq!(fmt_ms(0.0), "0");
+    }
+
+    #[test]
+    fn utc_datetime_converts_known_instants() {
+        assert_eq!(utc_datetime(UNIX_EPOCH), "1970-01-01 00:00:00 UTC");
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(utc_datetime(t), "2023-11-14 22:13:20 UTC");
+        let t = UNIX_EPOCH + Duration::from_secs(951_782_400); // leap day
+        assert_eq!(utc_datetime(t), "2000-02-29 00:00:00 UTC");
+    }
+}
