@@ -186,6 +186,36 @@ impl<'a, A: App> TxnCtx<'a, A> {
         table: Table<K, V>,
         range: impl RangeBounds<K>,
     ) -> Result<Vec<(K, V)>, Abort> {
+        self.scan_inner(table, range, None)
+    }
+
+    /// Like [`TxnCtx::scan`], but returns at most the first `limit` rows. Cheaper on long
+    /// ranges, and it conflicts less: only writes at or before the last row returned can make
+    /// the result stale (a queue's head can be taken while others append to its tail).
+    pub fn scan_limit<K: Key, V: Row>(
+        &mut self,
+        table: Table<K, V>,
+        range: impl RangeBounds<K>,
+        limit: usize,
+    ) -> Result<Vec<(K, V)>, Abort> {
+        self.scan_inner(table, range, Some(limit))
+    }
+
+    /// The first row of `range` in key order, if any (`scan_limit` with a limit of 1).
+    pub fn scan_first<K: Key, V: Row>(
+        &mut self,
+        table: Table<K, V>,
+        range: impl RangeBounds<K>,
+    ) -> Result<Option<(K, V)>, Abort> {
+        Ok(self.scan_inner(table, range, Some(1))?.pop())
+    }
+
+    fn scan_inner<K: Key, V: Row>(
+        &mut self,
+        table: Table<K, V>,
+        range: impl RangeBounds<K>,
+        limit: Option<usize>,
+    ) -> Result<Vec<(K, V)>, Abort> {
         let seq = self.seq;
         let state = self.table_unchecked(table)?;
         if !state.is_ordered() {
@@ -198,7 +228,7 @@ impl<'a, A: App> TxnCtx<'a, A> {
             clone_bound(range.start_bound()),
             clone_bound(range.end_bound()),
         );
-        Ok(state.scan(seq, bounds))
+        Ok(state.scan(seq, bounds, limit))
     }
 
     /// The rows of this partition whose index value is `value` (this transaction's own writes

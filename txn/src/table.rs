@@ -251,8 +251,15 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
     }
 
     /// Scans a key range for transaction `seq`, merging its own buffered writes, and records
-    /// the range for phantom detection. The table must be ordered.
-    pub fn scan(&mut self, seq: Seq, range: (Bound<K>, Bound<K>)) -> Vec<(K, V)> {
+    /// for phantom detection the part of the range the result depends on. The table must be
+    /// ordered. With `limit`, stops after that many rows: the recorded range then ends at the
+    /// last row returned, so only writes up to it can make the scan stale.
+    pub fn scan(
+        &mut self,
+        seq: Seq,
+        range: (Bound<K>, Bound<K>),
+        limit: Option<usize>,
+    ) -> Vec<(K, V)> {
         let Rows::Ordered(rows) = &self.rows else {
             unreachable!("scan on a hash table is rejected by the context");
         };
@@ -261,23 +268,50 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
         } else {
             &self.access
         };
-        let mut merged: BTreeMap<K, V> = rows
-            .range::<K, _>((range.0.as_ref(), range.1.as_ref()))
-            .map(|(k, v)| (k.clone(), v.clone()))
+        // This transaction's own writes in the range, which override the committed rows.
+        let own: BTreeMap<&K, &Option<V>> = accesses
+            .iter()
+            .filter(|(k, _)| range.contains(*k))
+            .filter_map(|(k, acc)| {
+                acc.writers
+                    .iter()
+                    .find(|(s, _)| *s == seq)
+                    .map(|(_, v)| (k, v))
+            })
             .collect();
-        for (k, acc) in accesses {
-            if !range.contains(k) {
-                continue;
-            }
-            if let Some((_, v)) = acc.writers.iter().find(|(s, _)| *s == seq) {
-                match v {
-                    Some(v) => merged.insert(k.clone(), v.clone()),
-                    None => merged.remove(k),
-                };
+        let limit = limit.unwrap_or(usize::MAX);
+        let mut out: Vec<(K, V)> = Vec::new();
+        let mut committed = rows
+            .range::<K, _>((range.0.as_ref(), range.1.as_ref()))
+            .peekable();
+        let mut own_iter = own.into_iter().peekable();
+        while out.len() < limit {
+            // Merge the two key-ordered streams; an own write wins over a committed row.
+            let take_own = match (committed.peek(), own_iter.peek()) {
+                (None, None) => break,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((ck, _)), Some((ok, _))) => *ok <= *ck,
+            };
+            if take_own {
+                let (k, v) = own_iter.next().expect("peeked");
+                if committed.peek().is_some_and(|(ck, _)| *ck == k) {
+                    committed.next();
+                }
+                if let Some(v) = v {
+                    out.push((k.clone(), v.clone()));
+                }
+            } else {
+                let (k, v) = committed.next().expect("peeked");
+                out.push((k.clone(), v.clone()));
             }
         }
-        self.scans.push((seq, range.0, range.1));
-        merged.into_iter().collect()
+        let hi = match out.last() {
+            Some((k, _)) if out.len() == limit => Bound::Included(k.clone()),
+            _ => range.1,
+        };
+        self.scans.push((seq, range.0, hi));
+        out
     }
 }
 
@@ -303,6 +337,8 @@ pub(crate) trait AnyTable: Send {
     /// Takes the rows changed since the last checkpoint as typed copies, returning the work of
     /// encoding them (with `key_prefix` before each key) to be done later, off the epoch path.
     fn take_dirty(&mut self, key_prefix: Vec<u8>) -> DeferredRows;
+    /// Whether any row changed since the last `take_dirty` (only tracked when enabled).
+    fn has_dirty(&self) -> bool;
     /// A foreign-key probe by transaction `seq`: reads the row with encoded key `key` (recording
     /// the read). `Ok(None)` if it exists, `Ok(Some(key as text))` if not.
     fn probe(&mut self, seq: Seq, key: &[u8]) -> Result<Option<String>, String>;
@@ -442,6 +478,10 @@ impl<K: crate::app::Key, V: crate::app::Row> AnyTable for TableState<K, V> {
         let mut h = FxHasher::default();
         self.name.hash(&mut h);
         total.wrapping_add(h.finish())
+    }
+
+    fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
     }
 
     fn take_dirty(&mut self, key_prefix: Vec<u8>) -> DeferredRows {

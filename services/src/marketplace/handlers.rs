@@ -1004,8 +1004,8 @@ fn take_oldest(ctx: &mut Ctx<'_>, w: &Wiring, sellers: &[SellerId]) -> HandlerRe
     let now = ctx.now_ms();
     for seller_id in sellers {
         let at = |ms| OpenDeliveryKey::first_at(*seller_id, ms);
-        let open = ctx.scan(t.open_deliveries, at(0)..at(now))?;
-        let Some((key, package_id)) = open.into_iter().next() else {
+        // Only the head of the queue: checkouts appending behind it do not conflict.
+        let Some((key, package_id)) = ctx.scan_first(t.open_deliveries, at(0)..at(now))? else {
             continue;
         };
         ctx.delete(t.open_deliveries, &key)?;
