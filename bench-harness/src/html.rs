@@ -173,7 +173,14 @@ pub fn render_at(summary: &Summary, runs: &[SystemRun], at: SystemTime) -> Strin
                     "conflict rate",
                     format!("{:.2} %", rs.conflict_rate * 100.0),
                 ),
-                ("serial-fallback runs", fmt_count(rs.fallback_runs)),
+                (
+                    "sent straight to the serial pass (serial hints)",
+                    fmt_count(rs.serial_hinted),
+                ),
+                (
+                    "serial-pass runs (losers + hinted)",
+                    fmt_count(rs.fallback_runs),
+                ),
             ];
             for (k, v) in rows {
                 let _ = writeln!(h, "<tr><th>{k}</th><td class=\"n\">{v}</td></tr>");

@@ -223,13 +223,14 @@ fn open_storage(
     })
 }
 
-fn stats_snapshot(rt: &txn::runtime::RuntimeStats) -> [u64; 5] {
+fn stats_snapshot(rt: &txn::runtime::RuntimeStats) -> [u64; 6] {
     [
         rt.epochs.load(Ordering::Relaxed),
         rt.committed.load(Ordering::Relaxed),
         rt.user_aborted.load(Ordering::Relaxed),
         rt.conflicts.load(Ordering::Relaxed),
         rt.fallback.load(Ordering::Relaxed),
+        rt.serial_hinted.load(Ordering::Relaxed),
     ]
 }
 
@@ -329,16 +330,18 @@ async fn run_vmsdb<W: Workload>(
     warn_late(ui, "vmsdb", &driven);
     let after = stats_snapshot(rt.stats());
     let d: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
-    // Transactions executed in parallel passes: first-pass commits and aborts, plus conflict
-    // losers; a loser re-run by the serial fallback is counted again in committed/aborted.
-    let executed = (d[1] + d[2] + d[3]).saturating_sub(d[4]);
+    // Every sequenced transaction ends committed or aborted once (the serial pass settles
+    // losers and hinted ones); all but the hinted ones ran in the parallel pass first.
+    let sequenced = d[1] + d[2];
+    let executed = sequenced.saturating_sub(d[5]);
     let runtime_stats = RuntimeStatsSummary {
         epochs: d[0],
         committed: d[1],
         user_aborted: d[2],
         conflict_losers: d[3],
         fallback_runs: d[4],
-        txns_per_epoch: executed as f64 / d[0].max(1) as f64,
+        serial_hinted: d[5],
+        txns_per_epoch: sequenced as f64 / d[0].max(1) as f64,
         conflict_rate: d[3] as f64 / executed.max(1) as f64,
     };
 

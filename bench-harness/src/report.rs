@@ -38,10 +38,14 @@ pub struct RuntimeStatsSummary {
     pub user_aborted: u64,
     /// Transactions that lost a conflict in an epoch's parallel pass.
     pub conflict_losers: u64,
-    /// Conflict losers re-run by the serial fallback.
+    /// Transactions run in the serial pass: conflict losers plus hinted ones.
     pub fallback_runs: u64,
+    /// Transactions the serial hints sent straight to the serial pass (skipping the parallel
+    /// pass, where they were predicted to lose a conflict).
+    pub serial_hinted: u64,
+    /// Transactions sequenced per epoch.
     pub txns_per_epoch: f64,
-    /// Conflict losers / transactions executed.
+    /// Conflict losers / transactions executed in the parallel pass.
     pub conflict_rate: f64,
 }
 
@@ -297,11 +301,12 @@ impl Summary {
             if let Some(rs) = &s.runtime_stats {
                 let _ = writeln!(
                     out,
-                    "  epochs {}  ({:.0} txns/epoch)  conflict losers {} ({:.2} %)  serial-fallback runs {}",
+                    "  epochs {}  ({:.0} txns/epoch)  conflict losers {} ({:.2} % of the parallel pass)  serial hints {}  serial-pass runs {}",
                     fmt_count(rs.epochs),
                     rs.txns_per_epoch,
                     fmt_count(rs.conflict_losers),
                     rs.conflict_rate * 100.0,
+                    fmt_count(rs.serial_hinted),
                     fmt_count(rs.fallback_runs)
                 );
             }
