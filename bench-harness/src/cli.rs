@@ -134,6 +134,12 @@ pub struct CommonArgs {
     #[arg(long, value_enum, default_value_t = FallbackArg::Serial)]
     pub fallback: FallbackArg,
 
+    /// Serial hints: send requests of a kind whose recent conflict-loss rate in the parallel
+    /// pass is at least this straight to the serial pass (they skip the parallel execution
+    /// they would most likely waste). 0 turns the hints off. Only with `--fallback serial`.
+    #[arg(long, default_value_t = 0.6, value_parser = parse_hint_threshold)]
+    pub serial_hint_threshold: f64,
+
     /// Baselines to run after vmsdb on the same workload and data, comma-separated, e.g.
     /// `--compare eventual,serial`. `serial`: one thread, in memory, no durability, each request
     /// run to completion. `eventual`: the same services wired by asynchronous events without the
@@ -304,6 +310,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("duration {s} must be more than 0 and at most 24h"));
     }
     Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Parses a serial-hint threshold in [0, 1] (0: off).
+pub fn parse_hint_threshold(s: &str) -> Result<f64, String> {
+    let t: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number; use e.g. 0.6, or 0 to turn hints off"))?;
+    if !(0.0..=1.0).contains(&t) {
+        return Err(format!("threshold {s} is outside [0, 1]"));
+    }
+    Ok(t)
 }
 
 /// Parses a Zipf θ in [0, 1).

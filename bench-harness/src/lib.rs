@@ -177,6 +177,7 @@ fn run_parameters(c: &CommonArgs) -> serde_json::Value {
         "epoch_txns_max": c.epoch_txns_max,
         "checkpoint_every_epochs": c.checkpoint_every,
         "fallback": format!("{:?}", c.fallback),
+        "serial_hint_threshold": c.serial_hint_threshold,
         "storage": format!("{:?}", c.storage),
         "worker_threads": c.worker_threads,
         "seed": c.seed,
@@ -260,6 +261,13 @@ async fn run_vmsdb<W: Workload>(
         },
         storage,
         checkpoint_every_epochs: common.checkpoint_every,
+        serial_hints: if common.serial_hint_threshold > 0.0 {
+            txn::SerialHints::Adaptive {
+                threshold: common.serial_hint_threshold,
+            }
+        } else {
+            txn::SerialHints::Off
+        },
         ..RuntimeConfig::default()
     };
     let rt = Runtime::start(w.app().clone(), config).await?;
