@@ -83,11 +83,13 @@ pub(crate) struct TableState<K, V> {
     pub replicated: bool,
     pub rows: Rows<K, V>,
     access: FxHashMap<K, Access<V>>,
-    /// The accesses of the one transaction running alone in the serial fallback. Kept apart
-    /// from `access` so settling it costs its own size, not the epoch-sized map's capacity.
+    /// Unused while solo writes go straight to the rows (kept empty; see `undo`).
     solo_access: FxHashMap<K, Access<V>>,
-    /// Whether accesses go to `solo_access` (set while the serial fallback runs).
+    /// Whether one transaction runs alone (the serial pass): it reads and writes the rows in
+    /// place, no access is recorded, and `undo` remembers what to restore if it aborts.
     solo: bool,
+    /// The old values of the rows the solo transaction changed, in change order.
+    undo: Vec<(K, Option<V>)>,
     scans: Vec<(Seq, Bound<K>, Bound<K>)>,
     /// Secondary indexes of this partition's rows.
     pub indexes: Vec<Box<dyn IndexOps<K, V>>>,
@@ -122,22 +124,19 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
             access: FxHashMap::default(),
             solo_access: FxHashMap::default(),
             solo: false,
+            undo: Vec::new(),
             scans: Vec::new(),
             dirty: FxHashSet::default(),
             track_dirty: true,
         }
     }
 
-    /// Applies one committed change to the rows and every index.
-    fn apply(&mut self, key: K, value: Option<V>) {
-        if self.indexes.is_empty() {
+    /// Applies one committed change to the rows and every index; returns the old row.
+    fn apply(&mut self, key: K, value: Option<V>) -> Option<V> {
+        let old = if self.indexes.is_empty() {
             match value {
-                Some(v) => {
-                    self.rows.insert(key.clone(), v);
-                }
-                None => {
-                    self.rows.remove(&key);
-                }
+                Some(v) => self.rows.insert(key.clone(), v),
+                None => self.rows.remove(&key),
             }
         } else {
             let old = match &value {
@@ -147,8 +146,10 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
             for ix in &mut self.indexes {
                 ix.update(&key, old.as_ref(), value.as_ref());
             }
-        }
+            old
+        };
         Self::mark_dirty(&mut self.dirty, self.track_dirty, key);
+        old
     }
 
     /// Looks up the rows with index value `value` for transaction `seq` (its own writes
@@ -211,11 +212,11 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
     /// Reads `key` for transaction `seq`: its own buffered write if it has one, else the
     /// committed row (recording the read for conflict detection).
     pub fn get(&mut self, seq: Seq, key: &K) -> Option<V> {
-        let accesses = if self.solo {
-            &mut self.solo_access
-        } else {
-            &mut self.access
-        };
+        if self.solo {
+            // The rows hold the solo transaction's own writes already.
+            return self.rows.get(key).cloned();
+        }
+        let accesses = &mut self.access;
         if let Some(acc) = accesses.get_mut(key) {
             if let Some((_, v)) = acc.writers.iter().find(|(s, _)| *s == seq) {
                 return v.clone();
@@ -239,6 +240,11 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
 
     /// Buffers a write (`Some`) or delete (`None`) of `key` by transaction `seq`.
     pub fn write(&mut self, seq: Seq, key: K, value: Option<V>) {
+        if self.solo {
+            let old = self.apply(key.clone(), value);
+            self.undo.push((key, old));
+            return;
+        }
         let acc = self.accesses().entry(key).or_insert_with(|| Access {
             writers: SmallVec::new(),
             readers: SmallVec::new(),
@@ -431,6 +437,15 @@ impl<K: crate::app::Key, V: crate::app::Row> AnyTable for TableState<K, V> {
 
     fn commit_all(&mut self, keep: bool) {
         debug_assert!(self.solo, "commit_all outside the serial fallback");
+        let mut undo = std::mem::take(&mut self.undo);
+        if !keep {
+            // Newest first, so a row changed twice ends at its value before the transaction.
+            for (key, old) in undo.drain(..).rev() {
+                self.apply(key, old);
+            }
+        }
+        undo.clear();
+        self.undo = undo;
         let mut solo_access = std::mem::take(&mut self.solo_access);
         for (key, acc) in solo_access.drain() {
             if !keep {
@@ -449,6 +464,7 @@ impl<K: crate::app::Key, V: crate::app::Row> AnyTable for TableState<K, V> {
     fn has_access(&self) -> bool {
         !self.access.is_empty()
             || !self.solo_access.is_empty()
+            || !self.undo.is_empty()
             || !self.scans.is_empty()
             || !self.index_reads.is_empty()
     }
