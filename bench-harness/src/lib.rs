@@ -13,6 +13,7 @@ pub mod crash;
 pub mod driver;
 pub mod html;
 pub mod metrics;
+pub mod postgres;
 pub mod progress;
 pub mod report;
 pub mod svg;
@@ -73,7 +74,10 @@ pub fn run(cli: Cli) -> Result<Summary, HarnessError> {
 }
 
 /// Runs one workload on vmsdb and every requested baseline.
-pub fn run_workload<W: Workload>(w: W, common: &CommonArgs) -> Result<Summary, HarnessError> {
+pub fn run_workload<W: postgres::PgWorkload>(
+    w: W,
+    common: &CommonArgs,
+) -> Result<Summary, HarnessError> {
     let ui = Ui::new(common.quiet);
     let w = Arc::new(w);
     let out_dir = common
@@ -90,9 +94,7 @@ pub fn run_workload<W: Workload>(w: W, common: &CommonArgs) -> Result<Summary, H
             Baseline::Serial => runs.push(run_serial(&*w, common, ui)?),
             Baseline::Eventual => runs.push(tokio.block_on(run_eventual(w.clone(), common, ui))?),
             Baseline::Postgres => {
-                return Err(HarnessError::InvalidArgs(
-                    "the postgres baseline is not wired in yet".into(),
-                ));
+                runs.push(tokio.block_on(postgres::run(w.clone(), common, ui))?);
             }
         }
     }

@@ -170,7 +170,14 @@ impl MarketplaceWorkload {
         &self.market
     }
 
-    fn expected(&self, effects: &Effects, system: System) -> market::Expected {
+    /// Dashboards read on `system` whose entries and aggregates disagreed (a baseline that
+    /// runs its own dashboard queries counts them here, so `expected` reports them).
+    pub(crate) fn torn_dashboards(&self, system: System) -> &AtomicU64 {
+        &self.torn_dashboards[system as usize]
+    }
+
+    /// What the checks expect after a run on `system` with these effects.
+    pub(crate) fn expected(&self, effects: &Effects, system: System) -> market::Expected {
         let checkouts = effects.committed.get(CHECKOUT).copied().unwrap_or(0);
         let torn = self.torn_dashboards[system as usize].load(Ordering::Relaxed);
         self.market.expected(Some(checkouts), torn)

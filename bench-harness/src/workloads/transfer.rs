@@ -203,7 +203,18 @@ impl Workload for TransferWorkload {
 }
 
 impl TransferWorkload {
-    fn expected(&self, effects: &Effects) -> LedgerExpected {
+    /// The services-level handle (for baselines that run the same transactions elsewhere).
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// The workload's options.
+    pub fn args(&self) -> &TransferArgs {
+        &self.args
+    }
+
+    /// What the audit expects after a run with these effects.
+    pub(crate) fn expected(&self, effects: &Effects) -> LedgerExpected {
         LedgerExpected {
             n_accounts: self.args.accounts,
             total_deposited: i128::from(self.args.initial_balance) * i128::from(self.args.accounts)

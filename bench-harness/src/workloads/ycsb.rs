@@ -48,6 +48,18 @@ impl YcsbWorkload {
     }
 }
 
+impl YcsbWorkload {
+    /// The services-level handle (for baselines that run the same transactions elsewhere).
+    pub fn ycsb(&self) -> &Ycsb {
+        &self.ycsb
+    }
+
+    /// The workload's options.
+    pub fn args(&self) -> &YcsbArgs {
+        &self.args
+    }
+}
+
 /// A client's generator.
 pub struct YcsbGen {
     rng: SmallRng,
@@ -136,7 +148,8 @@ impl Workload for YcsbWorkload {
     }
 }
 
-fn increments(effects: &Effects) -> u64 {
+/// Key increments made by the committed transactions of a run (k × committed).
+pub(crate) fn increments(effects: &Effects) -> u64 {
     effects
         .effect
         .get(RMW)
