@@ -418,6 +418,21 @@ impl<A: App> PartitionState<A> {
             })
             .collect()
     }
+
+    /// Like [`PartitionState::drain_checkpoint_rows`], but only for the tables that have
+    /// changed rows, appended to `out` (the eventual baseline's durable mode takes them after
+    /// every burst of steps, which touches one table or two).
+    pub fn drain_changed_rows(&mut self, out: &mut Vec<DeferredRows>) {
+        let gp = self.gp;
+        for (idx, t) in self.tables.iter_mut().enumerate() {
+            if t.has_dirty() {
+                let mut prefix = Vec::with_capacity(ROW_KEY_PREFIX_LEN);
+                prefix.extend_from_slice(&gp.to_be_bytes());
+                prefix.extend_from_slice(&(idx as u16).to_be_bytes());
+                out.push(t.take_dirty(prefix));
+            }
+        }
+    }
 }
 
 /// Loads one checkpoint row into the partition it belongs to.
