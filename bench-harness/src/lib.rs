@@ -315,12 +315,11 @@ async fn run_vmsdb<W: Workload>(
                 .unwrap_or_default()
         )));
     }
-    let load = LoadSummary {
-        description: w.load_description(),
-        requests: n_load as u64,
-        seconds: report.elapsed.as_secs_f64(),
-        requests_per_s: n_load as f64 / report.elapsed.as_secs_f64().max(1e-9),
-    };
+    let load = LoadSummary::new(
+        w.load_description(),
+        n_load as u64,
+        report.elapsed.as_secs_f64(),
+    );
     ui.status(format!(
         "vmsdb: loaded in {:.2} s ({} req/s); {}",
         load.seconds,
@@ -454,12 +453,7 @@ async fn run_eventual<W: Workload>(
     }
     bar.finish();
     let seconds = start.elapsed().as_secs_f64();
-    let load = LoadSummary {
-        description: w.load_description(),
-        requests: n_load as u64,
-        seconds,
-        requests_per_s: n_load as f64 / seconds.max(1e-9),
-    };
+    let load = LoadSummary::new(w.load_description(), n_load as u64, seconds);
     ui.status(format!(
         "{name}: loaded in {seconds:.2} s ({} req/s); {}",
         fmt_count(load.requests_per_s as u64),
@@ -520,12 +514,7 @@ fn run_serial<W: Workload>(w: &W, common: &CommonArgs, ui: Ui) -> Result<SystemR
         }
     }
     let seconds = start.elapsed().as_secs_f64();
-    let load = LoadSummary {
-        description: w.load_description(),
-        requests: n_load as u64,
-        seconds,
-        requests_per_s: n_load as f64 / seconds.max(1e-9),
-    };
+    let load = LoadSummary::new(w.load_description(), n_load as u64, seconds);
     ui.status(format!(
         "serial: loaded in {seconds:.2} s; driving 1 client for {:?}",
         common.duration

@@ -30,6 +30,18 @@ pub struct LoadSummary {
     pub requests_per_s: f64,
 }
 
+impl LoadSummary {
+    /// `requests` load requests described by `description`, done in `seconds`.
+    pub fn new(description: String, requests: u64, seconds: f64) -> Self {
+        LoadSummary {
+            description,
+            requests,
+            seconds,
+            requests_per_s: requests as f64 / seconds.max(1e-9),
+        }
+    }
+}
+
 /// The transaction layer's own counters over the measured run (the load excluded).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RuntimeStatsSummary {

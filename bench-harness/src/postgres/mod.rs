@@ -509,12 +509,7 @@ pub async fn run<W: PgWorkload>(
     }
     let seconds = start.elapsed().as_secs_f64();
     let n_load = w.n_load();
-    let load = LoadSummary {
-        description: w.load_description(),
-        requests: n_load as u64,
-        seconds,
-        requests_per_s: n_load as f64 / seconds.max(1e-9),
-    };
+    let load = LoadSummary::new(w.load_description(), n_load as u64, seconds);
     ui.status(format!(
         "{name}: loaded {} rows in {seconds:.2} s (inserts {:.2} s, then keys, indexes, \
          VACUUM ANALYZE, CHECKPOINT); opening {n_conns} connections",
