@@ -7,6 +7,9 @@
 //! only after its epoch is in the log. See `ARCHITECTURE.md` for the protocol.
 
 pub mod app;
+// Not a stable API; for bench-harness/benches (criterion micro-benchmarks of the hot paths).
+#[doc(hidden)]
+pub mod bench_api;
 mod bitset;
 mod constraint;
 pub mod context;

@@ -1,0 +1,157 @@
+//! Internals opened up for the criterion micro-benchmarks in `bench-harness/benches/`.
+//!
+//! **Not a stable API; for bench-harness/benches only.** Everything here is a thin, inlined
+//! delegation to the production code (`TableState` in `table.rs`, the epoch record of the
+//! durability thread in `runtime.rs`), so the benchmarks time the real hot paths rather than
+//! copies of them. Nothing in `txn` itself uses this module.
+
+use crate::app::{Key, Row, ServiceRef};
+use crate::constraint::Constraints;
+use crate::ids::Seq;
+use crate::runtime::EpochRecordRef;
+use crate::table::{AnyTable, TableState};
+use serde::Serialize;
+use std::sync::Arc;
+
+pub use crate::partition::Request;
+
+/// The dense set of an epoch's sequence numbers (`bitset::SeqSet`: abort and conflict sets),
+/// wrapped so that this module adds nothing to the type's own public surface.
+#[derive(Clone, Debug)]
+pub struct SeqSet(crate::bitset::SeqSet);
+
+impl SeqSet {
+    /// An empty set able to hold `0..len`.
+    #[inline]
+    pub fn with_len(len: usize) -> Self {
+        SeqSet(crate::bitset::SeqSet::with_len(len))
+    }
+
+    /// Adds `seq`; returns whether it was newly added.
+    #[inline]
+    pub fn insert(&mut self, seq: Seq) -> bool {
+        self.0.insert(seq)
+    }
+
+    /// Whether `seq` is in the set.
+    #[inline]
+    pub fn contains(&self, seq: Seq) -> bool {
+        self.0.contains(seq)
+    }
+
+    /// Adds every member of `other` (same capacity).
+    #[inline]
+    pub fn union_with(&mut self, other: &SeqSet) {
+        self.0.union_with(&other.0)
+    }
+
+    /// Number of members.
+    pub fn count(&self) -> usize {
+        self.0.iter().count()
+    }
+
+    /// The capacity given at construction.
+    pub fn capacity(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// One table of one partition (`TableState`), with no constraints or indexes, placed entirely
+/// in partition 0 (placement is not consulted by the decide and commit phases).
+pub struct BenchTable<K, V>(TableState<K, V>);
+
+impl<K: Key, V: Row> BenchTable<K, V> {
+    /// An empty hash table (`ordered: false`, as `AppBuilder::table` makes) or ordered table.
+    /// Dirty-row tracking is on, as in a runtime that takes checkpoints (the default).
+    pub fn new(ordered: bool) -> Self {
+        BenchTable(TableState::new(
+            "bench".into(),
+            "rows".into(),
+            ordered,
+            Arc::new(Constraints::default()),
+            Arc::new(|_: &K, _: u32| 0),
+        ))
+    }
+
+    /// `TableState::get`: a read by transaction `seq` (recorded for conflict detection).
+    #[inline]
+    pub fn get(&mut self, seq: Seq, key: &K) -> Option<V> {
+        self.0.get(seq, key)
+    }
+
+    /// `TableState::write`: a buffered write (`Some`) or delete (`None`) by transaction `seq`.
+    #[inline]
+    pub fn write(&mut self, seq: Seq, key: K, value: Option<V>) {
+        self.0.write(seq, key, value)
+    }
+
+    /// `AnyTable::decide`: ORs into `conflicts` every transaction losing a conflict.
+    #[inline]
+    pub fn decide(&self, user_aborted: &SeqSet, conflicts: &mut SeqSet) {
+        AnyTable::decide(&self.0, &user_aborted.0, &mut conflicts.0)
+    }
+
+    /// `AnyTable::commit`: applies the writes of transactions not in `aborted`, clears the
+    /// epoch's accesses.
+    #[inline]
+    pub fn commit(&mut self, aborted: &SeqSet) {
+        AnyTable::commit(&mut self.0, &aborted.0)
+    }
+
+    /// `AnyTable::has_access`.
+    pub fn has_access(&self) -> bool {
+        AnyTable::has_access(&self.0)
+    }
+
+    /// `AnyTable::set_track_dirty` (off: as a runtime with `checkpoint_every_epochs == 0`).
+    pub fn set_track_dirty(&mut self, track: bool) {
+        AnyTable::set_track_dirty(&mut self.0, track)
+    }
+
+    /// `AnyTable::take_dirty`, with the deferred encoding dropped unrun: empties the set of rows
+    /// changed since the last checkpoint, keeping its capacity, as a checkpoint does.
+    pub fn clear_dirty(&mut self) {
+        drop(AnyTable::take_dirty(&mut self.0, Vec::new()));
+    }
+
+    /// Number of committed rows.
+    pub fn len(&self) -> usize {
+        self.0.rows.len()
+    }
+
+    /// Whether the table has no committed rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A request as the sequencer logs it: to `partition` of `service` (what `Client::submit_to`
+/// builds), with no idempotency key.
+pub fn request<E>(service: ServiceRef, partition: u32, event: E) -> Request<E> {
+    Request {
+        target: service.gp(partition),
+        event,
+        id: None,
+        retries: 0,
+    }
+}
+
+/// Encodes an epoch's log record exactly as the durability thread does (rmp-serde of the
+/// runtime's `EpochRecordRef`), appending to `buf`, for an epoch run with the default
+/// `Fallback::Serial` and no serial hints. The storage backend then wraps it in the
+/// checksummed envelope (`txn::storage::record::encode`).
+pub fn encode_epoch_record<E: Serialize>(
+    epoch: u64,
+    timestamp_ms: u64,
+    requests: &[Request<E>],
+    buf: &mut Vec<u8>,
+) -> Result<(), rmp_serde::encode::Error> {
+    let record = EpochRecordRef {
+        epoch,
+        timestamp_ms,
+        requests,
+        fallback: crate::epoch::Fallback::Serial,
+        serial: &[],
+    };
+    rmp_serde::encode::write(buf, &record)
+}
