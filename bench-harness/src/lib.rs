@@ -329,13 +329,7 @@ async fn run_vmsdb<W: Workload>(
 
     let before = stats_snapshot(rt.stats());
     let progress = ui.run_bar("vmsdb", common.duration);
-    let driven = drive_runtime(
-        w.clone(),
-        client.clone(),
-        drive_config(common),
-        &progress,
-    )
-    .await;
+    let driven = drive_runtime(w.clone(), client.clone(), drive_config(common), &progress).await;
     warn_late(ui, "vmsdb", &driven);
     let after = stats_snapshot(rt.stats());
     let d: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
@@ -460,13 +454,7 @@ async fn run_eventual<W: Workload>(
         driving(common)
     ));
     let progress = ui.run_bar(name, common.duration);
-    let driven = drive_runtime(
-        w.clone(),
-        rt.clone(),
-        drive_config(common),
-        &progress,
-    )
-    .await;
+    let driven = drive_runtime(w.clone(), rt.clone(), drive_config(common), &progress).await;
     warn_late(ui, name, &driven);
     // Every client waited for its chain to complete, so no step is queued any more: the audit
     // reads a quiescent state.

@@ -110,7 +110,10 @@ async fn insert_then_first(insert: u64) -> (Vec<u64>, bool) {
 async fn scan_first_conflicts_only_with_writes_up_to_the_head() {
     let (seen, rerun) = insert_then_first(15).await;
     assert_eq!(seen, vec![10]);
-    assert!(!rerun, "an insert behind the head must not make scan_first stale");
+    assert!(
+        !rerun,
+        "an insert behind the head must not make scan_first stale"
+    );
 
     let (seen, rerun) = insert_then_first(5).await;
     assert_eq!(seen, vec![5], "the serial order puts the insert first");
