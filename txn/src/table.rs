@@ -70,6 +70,38 @@ struct Access<V> {
     writers: SmallVec<[(Seq, Option<V>); 1]>,
     /// Transactions that read the committed row (not their own write).
     readers: SmallVec<[Seq; 2]>,
+    /// Whether `writers` is in ascending seq order (see `own_write`).
+    writers_ascending: bool,
+}
+
+impl<V> Access<V> {
+    fn new() -> Self {
+        Access {
+            writers: SmallVec::new(),
+            readers: SmallVec::new(),
+            writers_ascending: true,
+        }
+    }
+
+    /// Transaction `seq`'s buffered write of this row, if it has one. Steps of a wave run in
+    /// seq order, so a row's writers are usually appended in ascending seq; then a `seq` above
+    /// the last writer's — the common case — has no write here, known without scanning. A hot
+    /// row with thousands of writers in one epoch would otherwise cost time quadratic in them.
+    fn own_write(&mut self, seq: Seq) -> Option<&mut (Seq, Option<V>)> {
+        match self.writers.last() {
+            None => None,
+            Some((last, _)) if *last < seq && self.writers_ascending => None,
+            Some(_) => self.writers.iter_mut().rev().find(|(s, _)| *s == seq),
+        }
+    }
+
+    /// Adds `seq`'s first write of this row.
+    fn push_writer(&mut self, seq: Seq, value: Option<V>) {
+        if self.writers.last().is_some_and(|(last, _)| *last > seq) {
+            self.writers_ascending = false;
+        }
+        self.writers.push((seq, value));
+    }
 }
 
 /// A table of one partition, typed.
@@ -218,22 +250,16 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
         }
         let accesses = &mut self.access;
         if let Some(acc) = accesses.get_mut(key) {
-            if let Some((_, v)) = acc.writers.iter().find(|(s, _)| *s == seq) {
+            if let Some((_, v)) = acc.own_write(seq) {
                 return v.clone();
             }
             if acc.readers.last() != Some(&seq) {
                 acc.readers.push(seq);
             }
         } else {
-            let mut readers = SmallVec::new();
-            readers.push(seq);
-            accesses.insert(
-                key.clone(),
-                Access {
-                    writers: SmallVec::new(),
-                    readers,
-                },
-            );
+            let mut acc = Access::new();
+            acc.readers.push(seq);
+            accesses.insert(key.clone(), acc);
         }
         self.rows.get(key).cloned()
     }
@@ -245,14 +271,11 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
             self.undo.push((key, old));
             return;
         }
-        let acc = self.accesses().entry(key).or_insert_with(|| Access {
-            writers: SmallVec::new(),
-            readers: SmallVec::new(),
-        });
-        if let Some(slot) = acc.writers.iter_mut().find(|(s, _)| *s == seq) {
+        let acc = self.accesses().entry(key).or_insert_with(Access::new);
+        if let Some(slot) = acc.own_write(seq) {
             slot.1 = value;
         } else {
-            acc.writers.push((seq, value));
+            acc.push_writer(seq, value);
         }
     }
 
