@@ -79,6 +79,10 @@ pub fn run_workload<W: postgres::PgWorkload>(
     common: &CommonArgs,
 ) -> Result<Summary, HarnessError> {
     let ui = Ui::new(common.quiet);
+    // Fail before spending a run on vmsdb if a requested baseline cannot run here.
+    if common.compare.contains(&Baseline::Postgres) {
+        postgres::instance::find_binaries()?;
+    }
     let w = Arc::new(w);
     let out_dir = common
         .out
