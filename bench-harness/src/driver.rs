@@ -226,6 +226,7 @@ pub async fn drive_runtime<W: Workload, T: AsyncTarget<W>>(
         t.abort();
     }
     progress.finish();
+    recorder.late = late;
     Driven {
         recorder,
         elapsed,

@@ -77,6 +77,8 @@ pub struct Recorder {
     /// Committed and aborted operations completed in second `i` of the run.
     pub committed_per_s: Vec<u64>,
     pub aborted_per_s: Vec<u64>,
+    /// Open loop: arrivals skipped because every client slot was busy.
+    pub late: u64,
     live: Arc<AtomicU64>,
     unpublished: u64,
 }
@@ -87,6 +89,7 @@ impl Recorder {
             types: (0..n_types).map(|_| TypeRecord::new()).collect(),
             committed_per_s: Vec::new(),
             aborted_per_s: Vec::new(),
+            late: 0,
             live,
             unpublished: 0,
         }
@@ -149,6 +152,7 @@ impl Recorder {
         }
         add_series(&mut self.committed_per_s, &o.committed_per_s);
         add_series(&mut self.aborted_per_s, &o.aborted_per_s);
+        self.late += o.late;
     }
 
     pub fn committed(&self) -> u64 {

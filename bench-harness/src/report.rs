@@ -95,6 +95,9 @@ pub struct SystemSummary {
     pub violations: BTreeMap<String, u64>,
     /// Violations here are the baseline's expected anomalies, not failures (eventual).
     pub anomalies_expected: bool,
+    /// Open loop (`--rate`): arrivals skipped because all `--clients` slots were in flight
+    /// (the system fell behind the rate); always 0 in closed loop.
+    pub late_arrivals: u64,
     /// This system's throughput divided by each baseline's.
     pub ratio_to: BTreeMap<String, f64>,
     pub per_type: BTreeMap<String, TypeSummary>,
@@ -175,6 +178,7 @@ impl SystemSummary {
                 .map(|(k, v)| ((*k).to_string(), *v))
                 .collect(),
             anomalies_expected: run.anomalies_expected,
+            late_arrivals: rec.late,
             ratio_to: BTreeMap::new(),
             per_type,
             committed_per_second: rec.committed_per_s.clone(),

@@ -40,6 +40,37 @@ fn open_loop_commits_at_the_requested_rate() {
         "open loop at 2000/s for 2 s completed {done} operations: {}",
         s.table()
     );
+    assert_eq!(vmsdb.late_arrivals, 0, "64 slots are plenty at 2000/s");
+}
+
+#[test]
+fn arrivals_beyond_the_slots_are_counted_late() {
+    // Goal: with one slot and a rate no system can serve one at a time (each operation waits
+    // for an epoch), most arrivals find the slot busy and are reported, not silently dropped.
+    let s = run(&[
+        "transfer",
+        "--duration",
+        "1s",
+        "--accounts",
+        "1000",
+        "--storage",
+        "memory",
+        "--clients",
+        "1",
+        "--worker-threads",
+        "1",
+        "--rate",
+        "100000",
+    ]);
+    let vmsdb = &s.systems["vmsdb"];
+    assert!(s.passed, "{}", s.table());
+    assert!(
+        vmsdb.late_arrivals > 10_000,
+        "late {} with {} completed",
+        vmsdb.late_arrivals,
+        vmsdb.committed + vmsdb.aborted
+    );
+    assert!(vmsdb.committed + vmsdb.aborted + vmsdb.late_arrivals >= 90_000);
 }
 
 #[test]
