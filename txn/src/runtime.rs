@@ -465,7 +465,13 @@ impl<A: App> Runtime<A> {
                 let truncate_log = config.truncate_log_after_checkpoint;
                 let stats = stats.clone();
                 let in_flight = checkpoint_in_flight.clone();
-                let writer_turn = writer_turn.clone();
+                // A store whose checkpoints have their own writer needs no turns: appends
+                // never wait for a checkpoint there.
+                let writer_turn = if storage.checkpoints_have_own_writer() {
+                    Arc::new(parking_lot::Mutex::new(()))
+                } else {
+                    writer_turn.clone()
+                };
                 move || {
                     checkpoint_loop(
                         storage.as_ref(),

@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use txn::storage::redb_storage::FILE_NAME;
+use txn::storage::redb_storage::{CHECKPOINT_FILE_NAME, FILE_NAME};
 use txn::storage::{EmbeddedStorage, Storage, record};
 use txn::{RecoverFrom, Runtime};
 
@@ -43,6 +43,8 @@ struct Scenario {
     expect: Expect,
     /// The text the error must name (e.g. `epoch 42`), checked when `expect` asks for it.
     must_name: Option<String>,
+    /// The store file it damages (the log file or the checkpoint file).
+    file: &'static str,
     damage: Damage,
 }
 
@@ -283,6 +285,7 @@ fn build_scenarios(facts: &Facts, seed: u64) -> Vec<Scenario> {
             ),
             expect: Expect::Refused,
             must_name: Some(format!("epoch {epoch}")),
+            file: FILE_NAME,
             damage: Box::new(move |file| {
                 let offset = record::HEADER_LEN + (stored.len() - record::HEADER_LEN) / 2;
                 let n = flip_every_occurrence(file, &stored, offset);
@@ -299,6 +302,7 @@ fn build_scenarios(facts: &Facts, seed: u64) -> Vec<Scenario> {
             ),
             expect: Expect::Refused,
             must_name: None,
+            file: CHECKPOINT_FILE_NAME,
             damage: Box::new(move |file| {
                 let n = flip_every_occurrence(file, &value, value.len() / 2);
                 Ok(format!("copies of the value found and flipped: {n}"))
@@ -310,6 +314,7 @@ fn build_scenarios(facts: &Facts, seed: u64) -> Vec<Scenario> {
         name,
         expect,
         must_name: None,
+        file: FILE_NAME,
         damage: Box::new(move |file| {
             std::fs::OpenOptions::new()
                 .write(true)
@@ -325,12 +330,18 @@ fn build_scenarios(facts: &Facts, seed: u64) -> Vec<Scenario> {
     ));
     out.push(cut("cut the file in half".into(), len / 2, Expect::Refused));
     out.push(cut("empty the file".into(), 0, Expect::Refused));
-    out.push(Scenario {
-        name: "delete the file".into(),
-        expect: Expect::Refused,
-        must_name: None,
-        damage: Box::new(|file| std::fs::remove_file(file).map(|()| "deleted".into())),
-    });
+    for (name, file) in [
+        ("delete the log file", FILE_NAME),
+        ("delete the checkpoint file", CHECKPOINT_FILE_NAME),
+    ] {
+        out.push(Scenario {
+            name: name.into(),
+            expect: Expect::Refused,
+            must_name: None,
+            file,
+            damage: Box::new(|file| std::fs::remove_file(file).map(|()| "deleted".into())),
+        });
+    }
     let mut rng = SmallRng::seed_from_u64(mix(seed ^ 0x666c_6970));
     for n_flips in [1usize, 1, 1, 1, 64] {
         let offsets: Vec<u64> = (0..n_flips)
@@ -344,6 +355,7 @@ fn build_scenarios(facts: &Facts, seed: u64) -> Vec<Scenario> {
             },
             expect: Expect::RefusedOrIdentical,
             must_name: None,
+            file: FILE_NAME,
             damage: Box::new(move |file| {
                 let mut bytes = std::fs::read(file)?;
                 for &o in &offsets {
@@ -386,7 +398,7 @@ pub async fn scenarios(dir: &RunDir, seed: u64) -> Result<bool, String> {
     for (i, scenario) in build_scenarios(&facts, seed).into_iter().enumerate() {
         let copy: PathBuf = scratch.path().join(format!("case-{i}"));
         copy_dir(&store, &copy).map_err(|e| format!("cannot copy the store: {e}"))?;
-        let what = (scenario.damage)(&copy.join(FILE_NAME))
+        let what = (scenario.damage)(&copy.join(scenario.file))
             .map_err(|e| format!("cannot damage the copy ({}): {e}", scenario.name))?;
         let result = attempt(&workload, &params, &copy).await;
         let (ok, said) = match (&result, scenario.expect) {

@@ -281,12 +281,20 @@ pub async fn verify(dir: &RunDir, params: &RunParams) -> Result<Verification, St
     });
     let _ = std::fs::remove_dir_all(&replay_dir);
 
-    let store_bytes = std::fs::metadata(dir.store().join(txn::storage::redb_storage::FILE_NAME))
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let store_bytes: u64 = [
+        txn::storage::redb_storage::FILE_NAME,
+        txn::storage::redb_storage::CHECKPOINT_FILE_NAME,
+    ]
+    .iter()
+    .map(|f| {
+        std::fs::metadata(dir.store().join(f))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    })
+    .sum();
     notes.push(format!(
         "state: {} keys in each service, {} durable-but-unacknowledged complete transactions \
-         (allowed), store file {:.1} MiB",
+         (allowed), store files {:.1} MiB",
         fmt_count(snap.c.len() as u64),
         fmt_count(unacked_complete as u64),
         store_bytes as f64 / (1024.0 * 1024.0)

@@ -140,6 +140,14 @@ pub trait Storage: Send + Sync + 'static {
     /// checkpoint's epoch + 1; a larger `epoch` is refused with
     /// [`StorageError::TruncateBeyondCheckpoint`] and removes nothing. Idempotent.
     fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError>;
+
+    /// Whether checkpoint writes (`write_checkpoint_rows`, `complete_checkpoint`) go through a
+    /// writer of their own that never holds up `append_epochs`. When `false` (the default: one
+    /// writer for everything, as in most embedded engines) the runtime makes the log appender
+    /// and the checkpoint writer take turns fairly.
+    fn checkpoints_have_own_writer(&self) -> bool {
+        false
+    }
 }
 
 /// Everything that can go wrong in a store, each naming what was wrong.

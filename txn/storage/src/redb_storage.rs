@@ -1,12 +1,14 @@
-//! The [`Storage`] backend on redb: one copy-on-write B-tree file, every write one
+//! The [`Storage`] backend on redb: two copy-on-write B-tree files, every write one
 //! `Durability::Immediate` transaction (fsync before the commit returns).
 //!
 //! # Layout
 //!
-//! Files in the data directory: `vmsdb.redb` (the store), `vmsdb.redb.created` (written once the
-//! store exists, so a later missing or emptied file is reported rather than silently replaced by
-//! a new, empty store) and, only after a failed integrity check, `vmsdb.redb.integrity-failed`.
-//! The store holds four tables:
+//! Files in the data directory: `vmsdb.redb` (the epoch log), `vmsdb-checkpoints.redb` (the
+//! other three tables), a `.created` marker next to each (written once the file exists, so a
+//! later missing or emptied file is reported rather than silently replaced by a new, empty
+//! one) and, only after a failed integrity check, `vmsdb.redb.integrity-failed`. redb lets one
+//! writer in per file, so the long transaction that completes a checkpoint never holds up a
+//! log append. The tables:
 //!
 //! ```text
 //! table                      key        value
@@ -60,12 +62,19 @@ use crate::{CheckpointRow, Storage, StorageError, limits, record, row};
 
 const BACKEND: &str = "redb";
 
-/// The file inside the data directory.
+/// The file inside the data directory that holds the epoch log.
 pub const FILE_NAME: &str = "vmsdb.redb";
 
-/// Written next to the file once the store was created, so a later missing or emptied file is
-/// reported instead of silently replaced by a new, empty store.
+/// The file that holds the checkpoints (state, pending blobs, metadata). A separate redb file
+/// has its own writer, so completing a large checkpoint never holds up log appends.
+pub const CHECKPOINT_FILE_NAME: &str = "vmsdb-checkpoints.redb";
+
+/// Written next to the log file once the store was created, so a later missing or emptied file
+/// is reported instead of silently replaced by a new, empty store.
 pub const CREATED_MARKER: &str = "vmsdb.redb.created";
+
+/// The same for the checkpoint file.
+pub const CHECKPOINT_CREATED_MARKER: &str = "vmsdb-checkpoints.redb.created";
 
 /// Written next to the file when an integrity check failed; its presence makes
 /// [`RedbStorage::open`] refuse until an operator removes it.
@@ -79,10 +88,21 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const META_LATEST: &str = "latest_complete";
 const META_PENDING: &str = "pending_epoch";
 
-/// A [`Storage`] in one redb file inside a data directory.
+/// A [`Storage`] in two redb files inside a data directory: the log and the checkpoints.
 pub struct RedbStorage {
+    /// The epoch log.
     db: Database,
     path: PathBuf,
+    /// The checkpoints.
+    ckpt: Database,
+    ckpt_path: PathBuf,
+}
+
+/// Which of the two files a transaction is on.
+#[derive(Clone, Copy)]
+enum File {
+    Log,
+    Checkpoints,
 }
 
 impl RedbStorage {
@@ -93,15 +113,14 @@ impl RedbStorage {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir)
             .map_err(|err| StorageError::io(BACKEND, "create data directory", err))?;
-        let path = dir.join(FILE_NAME);
         let marker = dir.join(INTEGRITY_FAILED_MARKER);
         if marker.exists() {
             let note = std::fs::read_to_string(&marker).unwrap_or_default();
             return Err(StorageError::CorruptStore {
                 backend: BACKEND,
-                location: format!("file {}", path.display()),
+                location: format!("directory {}", dir.display()),
                 detail: format!(
-                    "an earlier integrity check failed and redb rolled the file back, so \
+                    "an earlier integrity check failed and redb rolled a file back, so \
                      acknowledged writes may be missing; refusing to open until an operator \
                      deletes {} ({})",
                     marker.display(),
@@ -109,77 +128,86 @@ impl RedbStorage {
                 ),
             });
         }
-        let created = dir.join(CREATED_MARKER);
-        // Once a store was created here, a missing or emptied file is damage, not a new store:
-        // redb would silently initialise a fresh database in it.
-        let existing = created.exists();
-        if existing {
-            let missing = match std::fs::metadata(&path) {
-                Ok(meta) if meta.len() == 0 => Some("empty"),
-                Ok(_) => None,
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Some("missing"),
-                Err(err) => return Err(StorageError::io(BACKEND, "open", err)),
-            };
-            if let Some(missing) = missing {
-                return Err(StorageError::CorruptStore {
-                    backend: BACKEND,
-                    location: format!("file {}", path.display()),
-                    detail: format!(
-                        "the database file is {missing} although {} says a store was created here",
-                        created.display()
-                    ),
-                });
-            }
+        let log_existed = dir.join(CREATED_MARKER).exists();
+        if log_existed && !dir.join(CHECKPOINT_CREATED_MARKER).exists() {
+            return Err(StorageError::CorruptStore {
+                backend: BACKEND,
+                location: format!("directory {}", dir.display()),
+                detail: format!(
+                    "{} exists but {} does not: the checkpoint file is missing, or the store \
+                     was written by a version that kept checkpoints in the log file",
+                    CREATED_MARKER, CHECKPOINT_CREATED_MARKER
+                ),
+            });
         }
-        // redb panics on some structurally damaged files; a damaged file is bad input, so the
-        // panic becomes an error naming the file. Nothing of the store escapes the closure.
-        let opened = std::panic::catch_unwind(|| open_and_verify(&path, &marker, existing));
-        let db = match opened {
-            Ok(result) => result?,
-            Err(panic) => {
-                let detail = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "redb panicked".into());
-                return Err(StorageError::CorruptStore {
-                    backend: BACKEND,
-                    location: format!("file {}", path.display()),
-                    detail: format!("redb panicked while opening and verifying the file: {detail}"),
-                });
-            }
+        let (db, path) = open_file(dir, FILE_NAME, CREATED_MARKER, &marker)?;
+        let (ckpt, ckpt_path) = open_file(
+            dir,
+            CHECKPOINT_FILE_NAME,
+            CHECKPOINT_CREATED_MARKER,
+            &marker,
+        )?;
+        let store = Self {
+            db,
+            path,
+            ckpt,
+            ckpt_path,
         };
-        let store = Self { db, path };
-        store.write("create tables", |txn| {
+        store.write(File::Log, "create tables", |txn| {
             txn.open_table(LOG)?;
+            Ok(())
+        })?;
+        store.write(File::Checkpoints, "create tables", |txn| {
             txn.open_table(STATE)?;
             txn.open_table(PENDING)?;
             txn.open_table(META)?;
             Ok(())
         })?;
-        if !existing {
-            write_created_marker(dir, &created)?;
+        for created in [CREATED_MARKER, CHECKPOINT_CREATED_MARKER] {
+            let created = dir.join(created);
+            if !created.exists() {
+                write_created_marker(dir, &created)?;
+            }
         }
         Ok(store)
     }
 
-    /// The path of the database file.
+    /// The path of the log file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    fn err(&self, operation: &'static str) -> impl Fn(redb::Error) -> StorageError + '_ {
-        move |err| engine_error(&self.path, operation, err)
+    /// The path of the checkpoint file.
+    pub fn checkpoint_path(&self) -> &Path {
+        &self.ckpt_path
     }
 
-    /// Runs `body` in one durable write transaction and commits it unless `body` fails.
+    fn file(&self, file: File) -> (&Database, &Path) {
+        match file {
+            File::Log => (&self.db, &self.path),
+            File::Checkpoints => (&self.ckpt, &self.ckpt_path),
+        }
+    }
+
+    fn err(
+        &self,
+        file: File,
+        operation: &'static str,
+    ) -> impl Fn(redb::Error) -> StorageError + '_ {
+        let path = self.file(file).1;
+        move |err| engine_error(path, operation, err)
+    }
+
+    /// Runs `body` in one durable write transaction on `file` and commits it unless `body`
+    /// fails.
     fn write<T>(
         &self,
+        file: File,
         operation: &'static str,
         body: impl FnOnce(&redb::WriteTransaction) -> Result<T, TxnError>,
     ) -> Result<T, StorageError> {
-        let err = self.err(operation);
-        let mut txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        let err = self.err(file, operation);
+        let mut txn = self.file(file).0.begin_write().map_err(|e| err(e.into()))?;
         txn.set_durability(Durability::Immediate)
             .map_err(|e| err(e.into()))?;
         match body(&txn) {
@@ -192,6 +220,57 @@ impl RedbStorage {
                 Err(e)
             }
             Err(TxnError::Engine(e)) => Err(err(e)),
+        }
+    }
+}
+
+/// Opens (or creates) one of the store's files: refuses a missing or emptied file once its
+/// creation marker exists, and turns redb's panics on damaged files into errors.
+fn open_file(
+    dir: &Path,
+    name: &str,
+    created_marker: &str,
+    marker: &Path,
+) -> Result<(Database, PathBuf), StorageError> {
+    let path = dir.join(name);
+    let created = dir.join(created_marker);
+    // Once a store was created here, a missing or emptied file is damage, not a new store:
+    // redb would silently initialise a fresh database in it.
+    let existing = created.exists();
+    if existing {
+        let missing = match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() == 0 => Some("empty"),
+            Ok(_) => None,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Some("missing"),
+            Err(err) => return Err(StorageError::io(BACKEND, "open", err)),
+        };
+        if let Some(missing) = missing {
+            return Err(StorageError::CorruptStore {
+                backend: BACKEND,
+                location: format!("file {}", path.display()),
+                detail: format!(
+                    "the database file is {missing} although {} says a store was created here",
+                    created.display()
+                ),
+            });
+        }
+    }
+    // redb panics on some structurally damaged files; a damaged file is bad input, so the
+    // panic becomes an error naming the file. Nothing of the store escapes the closure.
+    let opened = std::panic::catch_unwind(|| open_and_verify(&path, marker, existing));
+    match opened {
+        Ok(result) => Ok((result?, path)),
+        Err(panic) => {
+            let detail = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "redb panicked".into());
+            Err(StorageError::CorruptStore {
+                backend: BACKEND,
+                location: format!("file {}", path.display()),
+                detail: format!("redb panicked while opening and verifying the file: {detail}"),
+            })
         }
     }
 }
@@ -265,31 +344,35 @@ fn diagnose(db: &Database) -> Option<StorageError> {
             other => other,
         }
     };
+    // Each file holds some of the tables; a table the file does not have is skipped.
     let scan = || -> Option<StorageError> {
         let txn = db.begin_read().ok()?;
-        let log = txn.open_table(LOG).ok()?;
-        let mut previous = None;
-        for entry in log.iter().ok()? {
-            let (key, stored) = entry.ok()?;
-            let epoch = key.value();
-            if let Err(err) = row::check_contiguous(BACKEND, previous, epoch)
-                .and_then(|()| record::decode(BACKEND, epoch, stored.value()).map(drop))
-            {
-                return Some(found_by(err));
-            }
-            previous = Some(epoch);
-        }
-        let meta = txn.open_table(META).ok()?;
-        for name in [META_LATEST, META_PENDING] {
-            if let Err(TxnError::Storage(err)) = read_meta(&meta, name) {
-                return Some(err);
+        if let Ok(log) = txn.open_table(LOG) {
+            let mut previous = None;
+            for entry in log.iter().ok()? {
+                let (key, stored) = entry.ok()?;
+                let epoch = key.value();
+                if let Err(err) = row::check_contiguous(BACKEND, previous, epoch)
+                    .and_then(|()| record::decode(BACKEND, epoch, stored.value()).map(drop))
+                {
+                    return Some(found_by(err));
+                }
+                previous = Some(epoch);
             }
         }
-        let state = txn.open_table(STATE).ok()?;
-        for entry in state.iter().ok()? {
-            let (key, stored) = entry.ok()?;
-            if let Err(err) = row::decode_row(BACKEND, key.value(), stored.value()) {
-                return Some(err);
+        if let Ok(meta) = txn.open_table(META) {
+            for name in [META_LATEST, META_PENDING] {
+                if let Err(TxnError::Storage(err)) = read_meta(&meta, name) {
+                    return Some(err);
+                }
+            }
+        }
+        if let Ok(state) = txn.open_table(STATE) {
+            for entry in state.iter().ok()? {
+                let (key, stored) = entry.ok()?;
+                if let Err(err) = row::decode_row(BACKEND, key.value(), stored.value()) {
+                    return Some(err);
+                }
             }
         }
         None
@@ -380,7 +463,7 @@ impl Storage for RedbStorage {
         for (_, batch) in epochs {
             limits::check_batch(BACKEND, batch)?;
         }
-        self.write("append_epoch", |txn| {
+        self.write(File::Log, "append_epoch", |txn| {
             let mut log = txn.open_table(LOG)?;
             for (epoch, batch) in epochs {
                 let (epoch, batch) = (*epoch, *batch);
@@ -416,7 +499,7 @@ impl Storage for RedbStorage {
         from: u64,
         visit: &mut dyn FnMut(u64, &[u8]) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
-        let err = self.err("read_epochs");
+        let err = self.err(File::Log, "read_epochs");
         let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
         let log = txn.open_table(LOG).map_err(|e| err(e.into()))?;
         let mut previous = None;
@@ -432,7 +515,7 @@ impl Storage for RedbStorage {
     }
 
     fn last_epoch(&self) -> Result<Option<u64>, StorageError> {
-        let err = self.err("last_epoch");
+        let err = self.err(File::Log, "last_epoch");
         let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
         let log = txn.open_table(LOG).map_err(|e| err(e.into()))?;
         let last = log.last().map_err(|e| err(e.into()))?;
@@ -445,7 +528,7 @@ impl Storage for RedbStorage {
         rows: &[CheckpointRow],
     ) -> Result<(), StorageError> {
         limits::check_rows(BACKEND, rows)?;
-        self.write("write_checkpoint_rows", |txn| {
+        self.write(File::Checkpoints, "write_checkpoint_rows", |txn| {
             let pending_epoch = {
                 let meta = txn.open_table(META)?;
                 check_newer(checkpoint_epoch, read_meta(&meta, META_LATEST)?)?;
@@ -488,7 +571,7 @@ impl Storage for RedbStorage {
     }
 
     fn complete_checkpoint(&self, checkpoint_epoch: u64) -> Result<(), StorageError> {
-        self.write("complete_checkpoint", |txn| {
+        self.write(File::Checkpoints, "complete_checkpoint", |txn| {
             let (latest, pending_epoch) = {
                 let meta = txn.open_table(META)?;
                 (
@@ -542,8 +625,8 @@ impl Storage for RedbStorage {
         &self,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
     ) -> Result<Option<u64>, StorageError> {
-        let err = self.err("read_latest_checkpoint");
-        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let err = self.err(File::Checkpoints, "read_latest_checkpoint");
+        let txn = self.ckpt.begin_read().map_err(|e| err(e.into()))?;
         let meta = txn.open_table(META).map_err(|e| err(e.into()))?;
         let latest = match read_meta(&meta, META_LATEST) {
             Ok(latest) => latest,
@@ -571,9 +654,25 @@ impl Storage for RedbStorage {
         Ok(latest)
     }
 
+    fn checkpoints_have_own_writer(&self) -> bool {
+        // The checkpoints live in their own file, with its own redb writer.
+        true
+    }
+
     fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError> {
-        self.write("truncate_log_below", |txn| {
-            let latest = read_meta(&txn.open_table(META)?, META_LATEST)?;
+        // The checkpoint that covers the truncated epochs is read first, from its own file;
+        // checkpoints only ever advance, so it still covers them when the log write commits.
+        let latest = {
+            let err = self.err(File::Checkpoints, "truncate_log_below");
+            let txn = self.ckpt.begin_read().map_err(|e| err(e.into()))?;
+            let meta = txn.open_table(META).map_err(|e| err(e.into()))?;
+            match read_meta(&meta, META_LATEST) {
+                Ok(latest) => latest,
+                Err(TxnError::Storage(e)) => return Err(e),
+                Err(TxnError::Engine(e)) => return Err(err(e)),
+            }
+        };
+        self.write(File::Log, "truncate_log_below", |txn| {
             let covered = latest.map_or(0, |latest| latest.saturating_add(1));
             if epoch > covered {
                 return fail(StorageError::TruncateBeyondCheckpoint {

@@ -1,10 +1,14 @@
-//! Damages the redb file on disk — flipped bytes, a cut tail, a missing file — and checks that
-//! opening or reading reports what was wrong and never returns wrong data.
+//! Damages the redb files on disk (the log file and the checkpoint file) — flipped bytes, a cut
+//! tail, a missing file — and checks that opening or reading reports what was wrong and never
+//! returns wrong data.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
-use txn_storage::redb_storage::{CREATED_MARKER, FILE_NAME, INTEGRITY_FAILED_MARKER};
+use txn_storage::redb_storage::{
+    CHECKPOINT_CREATED_MARKER, CHECKPOINT_FILE_NAME, CREATED_MARKER, FILE_NAME,
+    INTEGRITY_FAILED_MARKER,
+};
 use txn_storage::{LiveRow, RedbStorage, Storage, StorageError};
 
 const N_EPOCHS: u64 = 20;
@@ -91,7 +95,7 @@ fn flipped_byte_in_a_checkpoint_row_names_its_key() {
     // Goal: a flipped byte inside a checkpoint row's value is reported naming that row's key.
     let dir = tempfile::tempdir().unwrap();
     populate(dir.path());
-    let file = dir.path().join(FILE_NAME);
+    let file = dir.path().join(CHECKPOINT_FILE_NAME);
     let mut bytes = std::fs::read(&file).unwrap();
     let at = find(&bytes, b"ROWVALUE-key0123-") + 20;
     bytes[at] ^= 0x01;
@@ -127,39 +131,47 @@ fn random_byte_flips_never_return_wrong_data() {
     );
     let dir = tempfile::tempdir().unwrap();
     let original = populate(dir.path());
-    let file = dir.path().join(FILE_NAME);
-    let pristine = std::fs::read(&file).unwrap();
-    // Most of the file is preallocated zeroes; flip bytes that hold something.
-    let live: Vec<usize> = (0..pristine.len())
-        .filter(|&idx| pristine[idx] != 0)
-        .collect();
-    let mut state = seed;
-    let mut n_detected = 0;
-    for flip_idx in 0..n_flips {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        let at = live[(state >> 16) as usize % live.len()];
-        let bit = 1u8 << ((state >> 8) % 8);
-        let mut bytes = pristine.clone();
-        bytes[at] ^= bit;
-        std::fs::write(&file, &bytes).unwrap();
-        let _ = std::fs::remove_file(dir.path().join(INTEGRITY_FAILED_MARKER));
-        let outcome = catch_unwind(AssertUnwindSafe(|| open_and_read(dir.path())));
-        match outcome {
-            Err(_) => panic!("flip {flip_idx} (byte {at}, bit {bit:#04x}) made a read panic"),
-            Ok(Err(_)) => n_detected += 1,
-            Ok(Ok(read)) => assert!(
-                read == original,
-                "flip {flip_idx} (byte {at}, bit {bit:#04x}) returned different data"
-            ),
+    for name in [FILE_NAME, CHECKPOINT_FILE_NAME] {
+        let file = dir.path().join(name);
+        let pristine = std::fs::read(&file).unwrap();
+        // Most of the file is preallocated zeroes; flip bytes that hold something.
+        let live: Vec<usize> = (0..pristine.len())
+            .filter(|&idx| pristine[idx] != 0)
+            .collect();
+        let mut state = seed;
+        let mut n_detected = 0;
+        for flip_idx in 0..n_flips {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let at = live[(state >> 16) as usize % live.len()];
+            let bit = 1u8 << ((state >> 8) % 8);
+            let mut bytes = pristine.clone();
+            bytes[at] ^= bit;
+            std::fs::write(&file, &bytes).unwrap();
+            let _ = std::fs::remove_file(dir.path().join(INTEGRITY_FAILED_MARKER));
+            let outcome = catch_unwind(AssertUnwindSafe(|| open_and_read(dir.path())));
+            match outcome {
+                Err(_) => {
+                    panic!("{name}: flip {flip_idx} (byte {at}, bit {bit:#04x}) made a read panic")
+                }
+                Ok(Err(_)) => n_detected += 1,
+                Ok(Ok(read)) => assert!(
+                    read == original,
+                    "{name}: flip {flip_idx} (byte {at}, bit {bit:#04x}) returned different data"
+                ),
+            }
         }
+        std::fs::write(&file, &pristine).unwrap();
+        eprintln!(
+            "{name}: {n_detected} of {n_flips} flips detected, the rest hit bytes no read \
+             depends on"
+        );
+        assert!(
+            n_detected > 0,
+            "{name}: no flip was detected: the test did not damage live data"
+        );
     }
-    eprintln!("{n_detected} of {n_flips} flips detected, the rest hit bytes no read depends on");
-    assert!(
-        n_detected > 0,
-        "no flip was detected: the test did not damage live data"
-    );
 }
 
 #[test]
@@ -168,55 +180,63 @@ fn cut_tail_is_refused_or_harmless() {
     // when only unused space was cut, reads back the original contents.
     let dir = tempfile::tempdir().unwrap();
     let original = populate(dir.path());
-    let file = dir.path().join(FILE_NAME);
-    let pristine = std::fs::read(&file).unwrap();
     let mut n_refused = 0;
-    for keep in [
-        pristine.len() - 1,
-        pristine.len() - 4096,
-        pristine.len() / 2,
-        4096,
-        100,
-        0,
-    ] {
-        std::fs::write(&file, &pristine[..keep]).unwrap();
-        match open_and_read(dir.path()) {
-            Err(err) => {
-                n_refused += 1;
-                assert!(
-                    matches!(err, StorageError::CorruptStore { .. }),
-                    "cut to {keep} bytes reported as {err:?}"
-                );
-                eprintln!("cut to {keep} bytes: {err}");
+    for name in [FILE_NAME, CHECKPOINT_FILE_NAME] {
+        let file = dir.path().join(name);
+        let pristine = std::fs::read(&file).unwrap();
+        for keep in [
+            pristine.len() - 1,
+            pristine.len() - 4096,
+            pristine.len() / 2,
+            4096,
+            100,
+            0,
+        ] {
+            std::fs::write(&file, &pristine[..keep]).unwrap();
+            match open_and_read(dir.path()) {
+                Err(err) => {
+                    n_refused += 1;
+                    assert!(
+                        matches!(err, StorageError::CorruptStore { .. }),
+                        "cut to {keep} bytes reported as {err:?}"
+                    );
+                    eprintln!("{name} cut to {keep} bytes: {err}");
+                }
+                Ok(read) => assert!(
+                    read == original,
+                    "cut to {keep} bytes returned different data"
+                ),
             }
-            Ok(read) => assert!(
-                read == original,
-                "cut to {keep} bytes returned different data"
-            ),
         }
+        std::fs::write(&file, &pristine).unwrap();
     }
     assert!(n_refused > 0, "no cut was refused");
 }
 
 #[test]
 fn emptied_or_missing_file_is_not_a_new_store() {
-    // Goal: once a store exists, an emptied or deleted file is reported, not silently replaced
-    // by a new empty store.
-    let dir = tempfile::tempdir().unwrap();
-    populate(dir.path());
-    assert!(dir.path().join(CREATED_MARKER).exists());
-    let file = dir.path().join(FILE_NAME);
-    std::fs::write(&file, b"").unwrap();
-    let err = open_and_read(dir.path()).expect_err("an emptied file opened as a new store");
-    assert!(
-        matches!(err, StorageError::CorruptStore { .. }),
-        "got {err:?}"
-    );
-    std::fs::remove_file(&file).unwrap();
-    let err = open_and_read(dir.path()).expect_err("a missing file opened as a new store");
-    assert!(
-        matches!(err, StorageError::CorruptStore { .. }),
-        "got {err:?}"
-    );
-    eprintln!("reported: {err}");
+    // Goal: once a store exists, an emptied or deleted file — the log or the checkpoint file —
+    // is reported, not silently replaced by a new empty one.
+    for (name, created) in [
+        (FILE_NAME, CREATED_MARKER),
+        (CHECKPOINT_FILE_NAME, CHECKPOINT_CREATED_MARKER),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        populate(dir.path());
+        assert!(dir.path().join(created).exists());
+        let file = dir.path().join(name);
+        std::fs::write(&file, b"").unwrap();
+        let err = open_and_read(dir.path()).expect_err("an emptied file opened as a new store");
+        assert!(
+            matches!(err, StorageError::CorruptStore { .. }),
+            "{name}: got {err:?}"
+        );
+        std::fs::remove_file(&file).unwrap();
+        let err = open_and_read(dir.path()).expect_err("a missing file opened as a new store");
+        assert!(
+            matches!(err, StorageError::CorruptStore { .. }),
+            "{name}: got {err:?}"
+        );
+        eprintln!("{name}: reported: {err}");
+    }
 }
