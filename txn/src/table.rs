@@ -114,9 +114,9 @@ pub(crate) struct TableState<K, V> {
     /// Every partition holds a full copy: no ownership check.
     pub replicated: bool,
     pub rows: Rows<K, V>,
+    /// The epoch's accesses. Empty while a transaction runs alone (the parallel pass's were
+    /// settled by the commit before the serial pass starts).
     access: FxHashMap<K, Access<V>>,
-    /// Unused while solo writes go straight to the rows (kept empty; see `undo`).
-    solo_access: FxHashMap<K, Access<V>>,
     /// Whether one transaction runs alone (the serial pass): it reads and writes the rows in
     /// place, no access is recorded, and `undo` remembers what to restore if it aborts.
     solo: bool,
@@ -154,7 +154,6 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
                 Rows::Hash(FxHashMap::default())
             },
             access: FxHashMap::default(),
-            solo_access: FxHashMap::default(),
             solo: false,
             undo: Vec::new(),
             scans: Vec::new(),
@@ -202,12 +201,8 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
             .flatten()
             .filter_map(|k| self.rows.get(k).map(|v| (k.clone(), v.clone())))
             .collect();
-        let accesses = if self.solo {
-            &self.solo_access
-        } else {
-            &self.access
-        };
-        for (k, acc) in accesses {
+        // Own buffered writes (the parallel pass; a solo transaction's are in the rows).
+        for (k, acc) in &self.access {
             if let Some((_, v)) = acc.writers.iter().find(|(s, _)| *s == seq) {
                 match v {
                     Some(v) if extract(v).as_ref() == Some(value) => {
@@ -221,14 +216,6 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
         }
         self.index_reads.push((seq, index, Box::new(value.clone())));
         found.into_iter().collect()
-    }
-
-    fn accesses(&mut self) -> &mut FxHashMap<K, Access<V>> {
-        if self.solo {
-            &mut self.solo_access
-        } else {
-            &mut self.access
-        }
     }
 
     fn mark_dirty(dirty: &mut FxHashSet<K>, track: bool, key: K) {
@@ -271,7 +258,7 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
             self.undo.push((key, old));
             return;
         }
-        let acc = self.accesses().entry(key).or_insert_with(Access::new);
+        let acc = self.access.entry(key).or_insert_with(Access::new);
         if let Some(slot) = acc.own_write(seq) {
             slot.1 = value;
         } else {
@@ -292,12 +279,9 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
         let Rows::Ordered(rows) = &self.rows else {
             unreachable!("scan on a hash table is rejected by the context");
         };
-        let accesses = if self.solo {
-            &self.solo_access
-        } else {
-            &self.access
-        };
-        // This transaction's own writes in the range, which override the committed rows.
+        let accesses = &self.access;
+        // This transaction's own buffered writes in the range, which override the committed
+        // rows (none when it runs alone: they are in the rows already).
         let own: BTreeMap<&K, &Option<V>> = accesses
             .iter()
             .filter(|(k, _)| range.contains(*k))
@@ -469,30 +453,22 @@ impl<K: crate::app::Key, V: crate::app::Row> AnyTable for TableState<K, V> {
         }
         undo.clear();
         self.undo = undo;
-        let mut solo_access = std::mem::take(&mut self.solo_access);
-        for (key, acc) in solo_access.drain() {
-            if !keep {
-                continue;
-            }
-            debug_assert!(acc.writers.len() <= 1, "commit_all with several writers");
-            if let Some((_, value)) = acc.writers.into_iter().next() {
-                self.apply(key, value);
-            }
-        }
-        self.solo_access = solo_access;
         self.scans.clear();
         self.index_reads.clear();
     }
 
     fn has_access(&self) -> bool {
         !self.access.is_empty()
-            || !self.solo_access.is_empty()
             || !self.undo.is_empty()
             || !self.scans.is_empty()
             || !self.index_reads.is_empty()
     }
 
     fn set_solo(&mut self, solo: bool) {
+        debug_assert!(
+            !solo || self.access.is_empty(),
+            "a transaction runs alone while the epoch's accesses are unsettled"
+        );
         self.solo = solo;
     }
 
