@@ -93,8 +93,6 @@ pub struct Driven {
     pub recorder: Recorder,
     /// From the first submission until the last in-flight request completed.
     pub elapsed: Duration,
-    /// Open loop: arrivals skipped because every client slot was busy.
-    pub late: u64,
 }
 
 /// One completed operation, handed back with its client's generator.
@@ -172,7 +170,7 @@ pub async fn drive_runtime<W: Workload, T: AsyncTarget<W>>(
         let (w, client, live) = (w.clone(), client.clone(), live.clone());
         tasks.push(tokio::spawn(async move {
             let mut rec = Recorder::new(n_types, live);
-            let late = match cfg.rate {
+            match cfg.rate {
                 None => closed_loop(&*w, &client, &clients, start, deadline, &mut rec).await,
                 Some(rate) => {
                     // This task's share of the arrivals, staggered against the other tasks.
@@ -186,9 +184,9 @@ pub async fn drive_runtime<W: Workload, T: AsyncTarget<W>>(
                     };
                     open_loop(&*w, &client, slots, arrivals, start, &mut rec).await
                 }
-            };
+            }
             rec.publish();
-            (rec, late)
+            rec
         }));
     }
     let ticker = progress.is_visible().then(|| {
@@ -212,30 +210,23 @@ pub async fn drive_runtime<W: Workload, T: AsyncTarget<W>>(
         })
     });
     let mut recorder = Recorder::new(n_types, live);
-    let mut late = 0;
     for t in tasks {
         // A driver task only fails by panicking (a harness bug): pass the panic on.
-        let (rec, task_late) = t
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-        recorder.merge(rec);
-        late += task_late;
+        recorder.merge(
+            t.await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
+        );
     }
     let elapsed = start.elapsed();
     if let Some(t) = ticker {
         t.abort();
     }
     progress.finish();
-    recorder.late = late;
-    Driven {
-        recorder,
-        elapsed,
-        late,
-    }
+    Driven { recorder, elapsed }
 }
 
 /// Closed loop: every client has one operation in flight and submits its next one when the
-/// outcome arrives, until the deadline. Never late.
+/// outcome arrives, until the deadline.
 async fn closed_loop<W: Workload, T: AsyncTarget<W>>(
     w: &W,
     client: &T,
@@ -243,7 +234,7 @@ async fn closed_loop<W: Workload, T: AsyncTarget<W>>(
     start: Instant,
     deadline: Instant,
     rec: &mut Recorder,
-) -> u64 {
+) {
     let mut in_flight = FuturesUnordered::new();
     for &c in clients {
         in_flight.push(one_op(w, client, w.generator(c), None));
@@ -254,7 +245,6 @@ async fn closed_loop<W: Workload, T: AsyncTarget<W>>(
             in_flight.push(one_op(w, client, done.generator, None));
         }
     }
-    0
 }
 
 /// The arrival schedule of one driver task in open loop.
@@ -265,8 +255,8 @@ struct Arrivals {
 }
 
 /// Open loop: submits an operation at every scheduled arrival before the deadline on a free
-/// slot (generator), counts arrivals without a free slot as late, and waits for the in-flight
-/// ones at the end. Returns the late count.
+/// slot (generator), counts arrivals without a free slot in `rec.late`, and waits for the
+/// in-flight ones at the end.
 async fn open_loop<W: Workload, T: AsyncTarget<W>>(
     w: &W,
     client: &T,
@@ -274,13 +264,12 @@ async fn open_loop<W: Workload, T: AsyncTarget<W>>(
     arrivals: Arrivals,
     start: Instant,
     rec: &mut Recorder,
-) -> u64 {
+) {
     let mut in_flight = FuturesUnordered::new();
     let mut next_at = arrivals.first;
-    let mut late = 0u64;
     loop {
         if next_at >= arrivals.deadline && in_flight.is_empty() {
-            return late;
+            return;
         }
         tokio::select! {
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
@@ -292,7 +281,7 @@ async fn open_loop<W: Workload, T: AsyncTarget<W>>(
                 while next_at <= now && next_at < arrivals.deadline {
                     match free.pop() {
                         Some(g) => in_flight.push(one_op(w, client, g, Some(next_at))),
-                        None => late += 1,
+                        None => rec.late += 1,
                     }
                     next_at += arrivals.interval;
                 }
@@ -374,7 +363,6 @@ pub fn drive_serial<W: Workload>(
     Driven {
         elapsed: start.elapsed(),
         recorder: rec,
-        late: 0,
     }
 }
 

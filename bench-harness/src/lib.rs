@@ -162,11 +162,11 @@ fn driving(common: &CommonArgs) -> String {
 
 /// Says how many open-loop arrivals found every slot busy (the system fell behind the rate).
 fn warn_late(ui: Ui, name: &str, driven: &driver::Driven) {
-    if driven.late > 0 {
+    if driven.recorder.late > 0 {
         ui.status(format!(
             "{name}: {} arrivals were skipped: all --clients slots were in flight (the system \
              could not keep up with --rate)",
-            fmt_count(driven.late)
+            fmt_count(driven.recorder.late)
         ));
     }
 }
