@@ -51,8 +51,7 @@ use crate::partition::{
 use crate::query::ReadView;
 use crate::storage::Storage;
 use parking_lot::Mutex;
-use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
-use serde::ser::{Serialize, Serializer};
+use serde_bytes::{ByteBuf, Bytes};
 use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -633,7 +632,7 @@ async fn release_loop<A: App>(
 
 /// Appends one record row, `[key, value | nil]` with key and value as msgpack `bin`, to `buf`.
 fn encode_row(buf: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
-    rmp_serde::encode::write(buf, &(BytesRef(key), value.map(BytesRef)))
+    rmp_serde::encode::write(buf, &(Bytes::new(key), value.map(Bytes::new)))
         .expect("writing to a Vec cannot fail");
 }
 
@@ -709,7 +708,7 @@ impl EventualLogRecord {
             batch,
             rows: rows
                 .into_iter()
-                .map(|(k, v)| (k.0, v.map(|v| v.0)))
+                .map(|(k, v)| (k.into_vec(), v.map(ByteBuf::into_vec)))
                 .collect(),
         })
     }
@@ -717,47 +716,7 @@ impl EventualLogRecord {
     /// Splits a row key into global partition, table index (within its service) and the
     /// rmp-encoded key; `None` if it is too short.
     pub fn split_key(key: &[u8]) -> Option<(u32, u16, &[u8])> {
-        let gp = u32::from_be_bytes(key.get(0..4)?.try_into().ok()?);
-        let table = u16::from_be_bytes(key.get(4..6)?.try_into().ok()?);
-        Some((gp, table, &key[6..]))
-    }
-}
-
-/// Bytes serialized as msgpack `bin` (a plain `Vec<u8>` would be an array of integers).
-struct BytesRef<'a>(&'a [u8]);
-
-impl Serialize for BytesRef<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(self.0)
-    }
-}
-
-/// Owned bytes deserialized from `bin` (or, leniently, from an array of integers).
-struct ByteBuf(Vec<u8>);
-
-impl<'de> Deserialize<'de> for ByteBuf {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ByteBuf;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
-                Ok(ByteBuf(v.to_vec()))
-            }
-            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
-                Ok(ByteBuf(v))
-            }
-            fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<ByteBuf, S::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-                while let Some(b) = seq.next_element::<u8>()? {
-                    out.push(b);
-                }
-                Ok(ByteBuf(out))
-            }
-        }
-        d.deserialize_byte_buf(V)
+        crate::partition::split_row_key(key)
     }
 }
 

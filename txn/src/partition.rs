@@ -403,6 +403,22 @@ pub(crate) type DeferredRows = Box<dyn FnOnce(&mut Vec<CheckpointRow>) + Send>;
 /// index (u16 BE), so one store holds every partition's rows and they sort by partition.
 const ROW_KEY_PREFIX_LEN: usize = 6;
 
+/// The row key prefix of table `table` in global partition `gp`.
+fn row_key_prefix(gp: GlobalPartition, table: usize) -> Vec<u8> {
+    let mut prefix = Vec::with_capacity(ROW_KEY_PREFIX_LEN);
+    prefix.extend_from_slice(&gp.to_be_bytes());
+    prefix.extend_from_slice(&(table as u16).to_be_bytes());
+    prefix
+}
+
+/// Splits a checkpoint row key into global partition, table index and encoded key; `None` if
+/// it is too short to hold the prefix.
+pub(crate) fn split_row_key(key: &[u8]) -> Option<(GlobalPartition, u16, &[u8])> {
+    let gp = u32::from_be_bytes(key.get(0..4)?.try_into().ok()?);
+    let table = u16::from_be_bytes(key.get(4..6)?.try_into().ok()?);
+    Some((gp, table, &key[ROW_KEY_PREFIX_LEN..]))
+}
+
 impl<A: App> PartitionState<A> {
     /// Moves the rows changed since the last checkpoint out as encoded checkpoint rows.
     pub fn drain_checkpoint_rows(&mut self) -> Vec<DeferredRows> {
@@ -410,12 +426,7 @@ impl<A: App> PartitionState<A> {
         self.tables
             .iter_mut()
             .enumerate()
-            .map(|(idx, t)| {
-                let mut prefix = Vec::with_capacity(ROW_KEY_PREFIX_LEN);
-                prefix.extend_from_slice(&gp.to_be_bytes());
-                prefix.extend_from_slice(&(idx as u16).to_be_bytes());
-                t.take_dirty(prefix)
-            })
+            .map(|(idx, t)| t.take_dirty(row_key_prefix(gp, idx)))
             .collect()
     }
 
@@ -426,10 +437,7 @@ impl<A: App> PartitionState<A> {
         let gp = self.gp;
         for (idx, t) in self.tables.iter_mut().enumerate() {
             if t.has_dirty() {
-                let mut prefix = Vec::with_capacity(ROW_KEY_PREFIX_LEN);
-                prefix.extend_from_slice(&gp.to_be_bytes());
-                prefix.extend_from_slice(&(idx as u16).to_be_bytes());
-                out.push(t.take_dirty(prefix));
+                out.push(t.take_dirty(row_key_prefix(gp, idx)));
             }
         }
     }
@@ -441,14 +449,13 @@ pub(crate) fn load_checkpoint_row<A: App>(
     key: &[u8],
     value: &[u8],
 ) -> Result<(), String> {
-    if key.len() < ROW_KEY_PREFIX_LEN {
+    let Some((gp, table, row_key)) = split_row_key(key) else {
         return Err(format!(
             "checkpoint row key of {} bytes is too short",
             key.len()
         ));
-    }
-    let gp = u32::from_be_bytes(key[0..4].try_into().expect("4 bytes"));
-    let table = u16::from_be_bytes(key[4..6].try_into().expect("2 bytes")) as usize;
+    };
+    let table = table as usize;
     let part = parts.get(gp as usize).ok_or_else(|| {
         format!(
             "checkpoint row of partition {gp}, but the application has {}",
@@ -460,7 +467,7 @@ pub(crate) fn load_checkpoint_row<A: App>(
     let t = part.tables.get_mut(table).ok_or_else(|| {
         format!("checkpoint row of table #{table} in partition {gp}, which has {n_tables} tables")
     })?;
-    t.load_row(&key[ROW_KEY_PREFIX_LEN..], value)
+    t.load_row(row_key, value)
 }
 
 /// Runs one job against a partition (what a partition actor does with each message).
