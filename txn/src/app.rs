@@ -163,6 +163,8 @@ pub struct AppDef<A: App> {
     pub(crate) n_global: u32,
     /// For each global partition: (service index, partition within the service).
     pub(crate) gp_index: Vec<(u32, u32)>,
+    /// What one transaction may use before it is aborted.
+    pub(crate) txn_limits: crate::limits::TxnLimits,
 }
 
 impl<A: App> AppDef<A> {
@@ -214,6 +216,7 @@ pub struct AppBuilder<A: App> {
     problems: Vec<String>,
     /// Tables some foreign key refers to: their placement is fixed from then on.
     fk_parents: Vec<(u32, u32)>,
+    txn_limits: crate::limits::TxnLimits,
 }
 
 impl<A: App> Default for AppBuilder<A> {
@@ -230,6 +233,7 @@ impl<A: App> AppBuilder<A> {
             next_gp: 0,
             problems: Vec::new(),
             fk_parents: Vec::new(),
+            txn_limits: crate::limits::TxnLimits::default(),
         }
     }
 
@@ -564,6 +568,16 @@ impl<A: App> AppBuilder<A> {
         def.handler = Some(Arc::new(handler));
     }
 
+    /// Sets the per-transaction limits (default: `TxnLimits::default()`). They are part of the
+    /// application because they decide outcomes, so replay applies the same ones.
+    pub fn txn_limits(&mut self, limits: crate::limits::TxnLimits) {
+        if limits.steps_max == 0 {
+            self.problems
+                .push("txn_limits.steps_max is 0: no transaction could run".into());
+        }
+        self.txn_limits = limits;
+    }
+
     /// Validates the definition, reporting every problem at once.
     pub fn build(mut self) -> Result<Arc<AppDef<A>>, TxnError> {
         if self.services.is_empty() {
@@ -596,6 +610,7 @@ impl<A: App> AppBuilder<A> {
             services: self.services,
             n_global: self.next_gp,
             gp_index,
+            txn_limits: self.txn_limits,
         }))
     }
 }

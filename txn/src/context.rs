@@ -2,12 +2,14 @@
 
 use crate::app::{App, AppDef, Index, Key, Row, ServiceRef, Table};
 use crate::constraint::{IndexOp, Probe};
-use crate::error::{Abort, AbortReason};
+use crate::error::{Abort, AbortReason, LimitKind};
 use crate::ids::{GlobalPartition, Seq, Tid};
+use crate::limits::TxnLimits;
 use crate::partition::{Emitted, OutboxMsg, PartitionState, StepEvent};
 use crate::table::TableState;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
 use std::hash::Hash;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
@@ -17,6 +19,14 @@ use std::sync::Arc;
 /// Reads see the state as committed at the end of the previous epoch plus the transaction's own
 /// writes; writes are buffered and become visible to others only if the whole transaction
 /// commits. Time and randomness come from here, never from the system, so replay is exact.
+///
+/// **Errors poison the transaction.** Every error a method returns (a violated constraint, a
+/// key of another partition, a table of another service, a scan of a hash table, an exceeded
+/// [`TxnLimits`] limit) also marks the transaction as aborted with that reason: if the handler
+/// drops the error and returns `Ok`, the transaction still aborts, so no handler can commit
+/// part of what it meant to write. Once poisoned, every further call fails the same way (and
+/// `emit`, `outbox` and `set_output` do nothing), so a careless loop ends quickly. A handler
+/// that returns its own `Err` aborts with the reason it returned.
 pub struct TxnCtx<'a, A: App> {
     pub(crate) part: &'a mut PartitionState<A>,
     pub(crate) app: &'a AppDef<A>,
@@ -27,6 +37,141 @@ pub struct TxnCtx<'a, A: App> {
     pub(crate) outbox: &'a mut Vec<OutboxMsg>,
     pub(crate) output: Option<A::Output>,
     pub(crate) rng: Option<ChaCha8Rng>,
+    /// This step's position in its transaction's wave, in canonical step order.
+    pub(crate) pos: u32,
+    /// The transaction's use of its limits, and the error that poisoned it.
+    pub(crate) meter: Meter,
+}
+
+/// What a transaction has used of its [`TxnLimits`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub steps: u64,
+    pub emitted_events: u64,
+    pub bytes_written: u64,
+    pub work: u64,
+}
+
+impl Usage {
+    /// Adds `other` field by field.
+    pub fn add(&mut self, other: &Usage) {
+        self.steps = self.steps.saturating_add(other.steps);
+        self.emitted_events = self.emitted_events.saturating_add(other.emitted_events);
+        self.bytes_written = self.bytes_written.saturating_add(other.bytes_written);
+        self.work = self.work.saturating_add(other.work);
+    }
+
+    /// What was used since `before` (a snapshot of the same counters).
+    pub fn since(&self, before: &Usage) -> Usage {
+        Usage {
+            steps: self.steps - before.steps,
+            emitted_events: self.emitted_events - before.emitted_events,
+            bytes_written: self.bytes_written - before.bytes_written,
+            work: self.work - before.work,
+        }
+    }
+
+    /// The first limit (in `LimitKind` order) this usage is past, as an abort reason.
+    pub fn exceeded(&self, limits: &TxnLimits) -> Option<AbortReason> {
+        let mut usage = *self;
+        [
+            LimitKind::Steps,
+            LimitKind::EmittedEvents,
+            LimitKind::BytesWritten,
+            LimitKind::Work,
+        ]
+        .into_iter()
+        .find(|limit| *usage.counter(*limit) > limits.max(*limit))
+        .map(|limit| AbortReason::LimitExceeded {
+            limit,
+            max: limits.max(limit),
+        })
+    }
+
+    fn counter(&mut self, limit: LimitKind) -> &mut u64 {
+        match limit {
+            LimitKind::Steps => &mut self.steps,
+            LimitKind::EmittedEvents => &mut self.emitted_events,
+            LimitKind::BytesWritten => &mut self.bytes_written,
+            LimitKind::Work => &mut self.work,
+        }
+    }
+}
+
+/// A step's running account of its transaction's limits, and whether an error poisoned it.
+pub(crate) struct Meter {
+    /// The transaction's usage so far, this step included.
+    pub usage: Usage,
+    pub limits: TxnLimits,
+    /// The first error handed to the handler: the step aborts with it even if it returns `Ok`.
+    pub poisoned: Option<AbortReason>,
+}
+
+impl Meter {
+    pub fn new(usage: Usage, limits: TxnLimits) -> Self {
+        Meter {
+            usage,
+            limits,
+            poisoned: None,
+        }
+    }
+
+    /// Records `reason` as the transaction's fate (the first one stays) and returns it as the
+    /// error to hand the handler.
+    fn poison(&mut self, reason: AbortReason) -> Abort {
+        self.poisoned.get_or_insert_with(|| reason.clone());
+        Abort(reason)
+    }
+
+    /// Fails with the poisoning error, if any: a doomed transaction does no more work.
+    fn live(&self) -> Result<(), Abort> {
+        match &self.poisoned {
+            Some(reason) => Err(Abort(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts `amount` against `limit`; past it, poisons the transaction.
+    fn charge(&mut self, limit: LimitKind, amount: u64) -> Result<(), Abort> {
+        self.live()?;
+        let max = self.limits.max(limit);
+        let used = self.usage.counter(limit);
+        *used = used.saturating_add(amount);
+        if *used > max {
+            return Err(self.poison(AbortReason::LimitExceeded { limit, max }));
+        }
+        Ok(())
+    }
+
+    /// Work units left before the work limit.
+    fn work_left(&self) -> u64 {
+        self.limits.work_max.saturating_sub(self.usage.work)
+    }
+}
+
+/// An `io::Write` that only counts the bytes written to it: measures an rmp-serde encoding
+/// without allocating.
+struct CountingWriter(u64);
+
+impl std::io::Write for CountingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The size of `value` encoded with rmp-serde (as the log and checkpoints encode it), computed
+/// by one serialization pass into a [`CountingWriter`]: no allocation.
+fn encoded_len<T: Serialize + ?Sized>(value: &T) -> u64 {
+    let mut writer = CountingWriter(0);
+    // A value that fails to serialize part-way still counts what it wrote; it could not be
+    // persisted anyway and fails where it is encoded for real.
+    let _ = rmp_serde::encode::write(&mut writer, value);
+    writer.0
 }
 
 impl<'a, A: App> TxnCtx<'a, A> {
@@ -70,8 +215,18 @@ impl<'a, A: App> TxnCtx<'a, A> {
     /// Queues a message for an external system (transactional outbox): it is handed to the
     /// runtime's `OutboxSink` only if the whole transaction commits, after its epoch is durable,
     /// with the TID as idempotency key. Encoded with rmp-serde.
+    ///
+    /// Its size counts against the transaction's bytes-written limit; past it (or once the
+    /// transaction is poisoned) the message is dropped and the transaction aborts.
     pub fn outbox<M: serde::Serialize>(&mut self, topic: &str, message: &M) {
+        if self.meter.live().is_err() {
+            return;
+        }
         let payload = rmp_serde::to_vec(message).expect("outbox messages serialize");
+        let size = (payload.len() + topic.len()) as u64;
+        if self.meter.charge(LimitKind::BytesWritten, size).is_err() {
+            return;
+        }
         self.outbox.push(OutboxMsg {
             seq: self.seq,
             topic: topic.to_string(),
@@ -79,14 +234,25 @@ impl<'a, A: App> TxnCtx<'a, A> {
         });
     }
 
-    /// Sets what the client receives if the transaction commits (the last call wins).
+    /// Sets what the client receives if the transaction commits.
+    ///
+    /// **One rule for every executor:** when several steps set an output, the client receives
+    /// the one set by the step that comes last in the transaction's *canonical step order*:
+    /// by wave (the inbound step is wave 0, the events it emits wave 1, and so on), then, within
+    /// a wave, in the order the steps were emitted (the steps emitted by an earlier step of the
+    /// previous wave first, each step's events in the order it emitted them). Within one step
+    /// the last call wins. The parallel pass, the serial fallback, `SerialExecutor` and replay
+    /// all follow this rule, so the output never depends on which path ran the transaction.
     pub fn set_output(&mut self, output: A::Output) {
-        self.output = Some(output);
+        if self.meter.poisoned.is_none() {
+            self.output = Some(output);
+        }
     }
 
     /// Reads a row.
     pub fn get<K: Key, V: Row>(&mut self, table: Table<K, V>, key: &K) -> Result<Option<V>, Abort> {
         let seq = self.seq;
+        self.meter.charge(LimitKind::Work, 1)?;
         Ok(self.table(table, key)?.get(seq, key))
     }
 
@@ -99,11 +265,17 @@ impl<'a, A: App> TxnCtx<'a, A> {
         value: V,
     ) -> Result<(), Abort> {
         let seq = self.seq;
+        let pos = self.pos;
+        self.meter.charge(LimitKind::Work, 1)?;
+        let size = encoded_len(&key) + encoded_len(&value);
+        self.meter.charge(LimitKind::BytesWritten, size)?;
         let emits = &mut *self.emits;
-        let state = Self::table_in(self.part, self.app, table, &key)?;
+        let meter = &mut self.meter;
+        let state =
+            Self::table_in(self.part, self.app, table, &key).map_err(|r| meter.poison(r))?;
         if !state.constraints.is_empty() {
             if let Some(check) = state.constraints.failed_check(&value) {
-                return Err(Abort(AbortReason::Constraint {
+                return Err(meter.poison(AbortReason::Constraint {
                     service: state.service.clone(),
                     table: state.name.clone(),
                     message: format!("check {check:?} fails for key {key:?}"),
@@ -113,6 +285,7 @@ impl<'a, A: App> TxnCtx<'a, A> {
                 if let Some((parent_key, target)) = (fk.locate)(&value) {
                     emits.push(Emitted {
                         seq,
+                        parent: pos,
                         target,
                         event: StepEvent::Probe(Probe {
                             target: fk.target.clone(),
@@ -125,7 +298,7 @@ impl<'a, A: App> TxnCtx<'a, A> {
         }
         if !state.constraints.uniques.is_empty() {
             let old = state.get(seq, &key);
-            Self::index_ops(state, emits, seq, &key, old.as_ref(), Some(&value));
+            Self::index_ops(state, emits, (seq, pos), &key, old.as_ref(), Some(&value));
         }
         state.write(seq, key, Some(value));
         Ok(())
@@ -135,7 +308,7 @@ impl<'a, A: App> TxnCtx<'a, A> {
     fn index_ops<K: Key, V: Row>(
         state: &TableState<K, V>,
         emits: &mut Vec<Emitted<A::Event>>,
-        seq: crate::ids::Seq,
+        (seq, parent): (Seq, u32),
         key: &K,
         old: Option<&V>,
         new: Option<&V>,
@@ -152,6 +325,7 @@ impl<'a, A: App> TxnCtx<'a, A> {
                 if let Some((value, target)) = located {
                     emits.push(Emitted {
                         seq,
+                        parent,
                         target,
                         event: StepEvent::Index(IndexOp {
                             target: u.target.clone(),
@@ -169,11 +343,16 @@ impl<'a, A: App> TxnCtx<'a, A> {
     /// Deletes a row (a no-op if it does not exist).
     pub fn delete<K: Key, V: Row>(&mut self, table: Table<K, V>, key: &K) -> Result<(), Abort> {
         let seq = self.seq;
+        let pos = self.pos;
+        self.meter.charge(LimitKind::Work, 1)?;
+        self.meter
+            .charge(LimitKind::BytesWritten, encoded_len(key))?;
         let emits = &mut *self.emits;
-        let state = Self::table_in(self.part, self.app, table, key)?;
+        let meter = &mut self.meter;
+        let state = Self::table_in(self.part, self.app, table, key).map_err(|r| meter.poison(r))?;
         if !state.constraints.uniques.is_empty() {
             let old = state.get(seq, key);
-            Self::index_ops(state, emits, seq, key, old.as_ref(), None);
+            Self::index_ops(state, emits, (seq, pos), key, old.as_ref(), None);
         }
         state.write(seq, key.clone(), None);
         Ok(())
@@ -217,9 +396,18 @@ impl<'a, A: App> TxnCtx<'a, A> {
         limit: Option<usize>,
     ) -> Result<Vec<(K, V)>, Abort> {
         let seq = self.seq;
-        let state = self.table_unchecked(table)?;
+        self.meter.charge(LimitKind::Work, 1)?;
+        // One row past the work left is enough to know the limit is exceeded: a scan over a
+        // huge range never copies more rows than the transaction may still visit.
+        let work_left = usize::try_from(self.meter.work_left()).unwrap_or(usize::MAX);
+        let capped = limit.map_or(work_left.saturating_add(1), |l| {
+            l.min(work_left.saturating_add(1))
+        });
+        let meter = &mut self.meter;
+        let state =
+            Self::table_unchecked_in(self.part, self.app, table).map_err(|r| meter.poison(r))?;
         if !state.is_ordered() {
-            return Err(Abort(AbortReason::NotOrdered {
+            return Err(meter.poison(AbortReason::NotOrdered {
                 service: state.service.clone(),
                 table: state.name.clone(),
             }));
@@ -228,7 +416,9 @@ impl<'a, A: App> TxnCtx<'a, A> {
             clone_bound(range.start_bound()),
             clone_bound(range.end_bound()),
         );
-        Ok(state.scan(seq, bounds, limit))
+        let rows = state.scan(seq, bounds, Some(capped));
+        meter.charge(LimitKind::Work, rows.len() as u64)?;
+        Ok(rows)
     }
 
     /// The rows of this partition whose index value is `value` (this transaction's own writes
@@ -240,12 +430,22 @@ impl<'a, A: App> TxnCtx<'a, A> {
         value: &I,
     ) -> Result<Vec<(K, V)>, Abort> {
         let seq = self.seq;
-        let state = self.table_unchecked(index.table())?;
-        Ok(state.lookup(seq, index.idx as usize, value))
+        self.meter.charge(LimitKind::Work, 1)?;
+        let meter = &mut self.meter;
+        let state = Self::table_unchecked_in(self.part, self.app, index.table())
+            .map_err(|r| meter.poison(r))?;
+        let rows = state.lookup(seq, index.idx as usize, value);
+        meter.charge(LimitKind::Work, rows.len() as u64)?;
+        Ok(rows)
     }
 
     /// Emits `event` to the partition of `service` that owns `key`. The event runs in the same
     /// transaction and the same epoch; if this step aborts, its emits are discarded.
+    ///
+    /// Each event counts against the transaction's emitted-events, bytes-written and work
+    /// limits; an event past one of them (or emitted once the transaction is poisoned) is
+    /// dropped and the transaction aborts with `AbortReason::LimitExceeded`, whatever the
+    /// handler returns.
     pub fn emit<K: Hash + ?Sized>(&mut self, service: ServiceRef, key: &K, event: A::Event) {
         let partition = service.partition_of(key);
         self.emit_to_partition(service, partition, event);
@@ -271,8 +471,20 @@ impl<'a, A: App> TxnCtx<'a, A> {
             service.n_partitions
         );
         let target: GlobalPartition = service.gp(partition);
+        let charged = self
+            .meter
+            .charge(LimitKind::Work, 1)
+            .and_then(|()| self.meter.charge(LimitKind::EmittedEvents, 1))
+            .and_then(|()| {
+                self.meter
+                    .charge(LimitKind::BytesWritten, encoded_len(&event))
+            });
+        if charged.is_err() {
+            return;
+        }
         self.emits.push(Emitted {
             seq: self.seq,
+            parent: self.pos,
             target,
             event: StepEvent::Emitted(event),
         });
@@ -282,36 +494,33 @@ impl<'a, A: App> TxnCtx<'a, A> {
         &self.app.services[self.part.service_idx as usize].name
     }
 
-    fn table_unchecked<K: Key, V: Row>(
-        &mut self,
+    /// The typed table of the running partition, whatever key it is used with, or why not.
+    fn table_unchecked_in<'p, K: Key, V: Row>(
+        part: &'p mut PartitionState<A>,
+        app: &AppDef<A>,
         table: Table<K, V>,
-    ) -> Result<&mut TableState<K, V>, Abort> {
-        let service_idx = self.part.service_idx;
+    ) -> Result<&'p mut TableState<K, V>, AbortReason> {
+        let service_idx = part.service_idx;
+        // The names are only needed on the error path: no allocation per row access.
+        let service_name = || app.services[service_idx as usize].name.clone();
         if table.service != service_idx {
-            let owner = self
-                .app
+            let owner = app
                 .services
                 .get(table.service as usize)
                 .map_or_else(|| format!("#{}", table.service), |s| s.name.clone());
-            return Err(Abort(AbortReason::ForeignTable {
-                service: self.service_name().to_string(),
+            return Err(AbortReason::ForeignTable {
+                service: service_name(),
                 table: format!("#{}", table.idx),
                 owner,
-            }));
+            });
         }
-        // The name is only needed on the error path: no allocation per row access.
-        let app = self.app;
-        self.part
-            .tables
+        part.tables
             .get_mut(table.idx as usize)
             .and_then(|t| t.as_any_mut().downcast_mut::<TableState<K, V>>())
-            .ok_or_else(|| {
-                let service_name = app.services[service_idx as usize].name.clone();
-                Abort(AbortReason::ForeignTable {
-                    service: service_name.clone(),
-                    table: format!("#{} with other key/row types", table.idx),
-                    owner: service_name,
-                })
+            .ok_or_else(|| AbortReason::ForeignTable {
+                service: service_name(),
+                table: format!("#{} with other key/row types", table.idx),
+                owner: service_name(),
             })
     }
 
@@ -320,7 +529,8 @@ impl<'a, A: App> TxnCtx<'a, A> {
         table: Table<K, V>,
         key: &K,
     ) -> Result<&mut TableState<K, V>, Abort> {
-        Self::table_in(self.part, self.app, table, key)
+        let meter = &mut self.meter;
+        Self::table_in(self.part, self.app, table, key).map_err(|r| meter.poison(r))
     }
 
     /// The typed table of the running partition that owns `key`, or why not.
@@ -329,45 +539,22 @@ impl<'a, A: App> TxnCtx<'a, A> {
         app: &AppDef<A>,
         table: Table<K, V>,
         key: &K,
-    ) -> Result<&'p mut TableState<K, V>, Abort> {
-        let service_idx = part.service_idx;
-        let service_name = || app.services[service_idx as usize].name.clone();
-        if table.service != service_idx {
-            let owner = app
-                .services
-                .get(table.service as usize)
-                .map_or_else(|| format!("#{}", table.service), |s| s.name.clone());
-            return Err(Abort(AbortReason::ForeignTable {
-                service: service_name(),
-                table: format!("#{}", table.idx),
-                owner,
-            }));
-        }
-        let n = app.services[service_idx as usize].service.n_partitions;
+    ) -> Result<&'p mut TableState<K, V>, AbortReason> {
+        let n = app.services[part.service_idx as usize].service.n_partitions;
         let running = part.partition;
-        let state = part
-            .tables
-            .get_mut(table.idx as usize)
-            .and_then(|t| t.as_any_mut().downcast_mut::<TableState<K, V>>())
-            .ok_or_else(|| {
-                Abort(AbortReason::ForeignTable {
-                    service: service_name(),
-                    table: format!("#{} with other key/row types", table.idx),
-                    owner: service_name(),
-                })
-            })?;
+        let state = Self::table_unchecked_in(part, app, table)?;
         let owner = if state.replicated {
             running
         } else {
             (state.placement)(key, n)
         };
         if owner != running {
-            return Err(Abort(AbortReason::WrongPartition {
+            return Err(AbortReason::WrongPartition {
                 service: state.service.clone(),
                 table: state.name.clone(),
                 running,
                 owner,
-            }));
+            });
         }
         Ok(state)
     }

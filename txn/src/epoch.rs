@@ -12,6 +12,18 @@
 //! equivalent serial order of an epoch is: first-pass survivors by TID, then fallback
 //! transactions by TID (Aria's deterministic reordering). [`SerialPos`] names that position.
 //!
+//! **Canonical step order.** The steps of one transaction are ordered by wave, then within a
+//! wave by the order they were emitted (by the position of the emitting step, then emit
+//! order). Every executor runs a transaction's steps in one partition in this order and applies
+//! one rule for the output (the last step in this order that set one) and for the abort reason
+//! (the first step in this order that aborted), so the parallel pass, the serial fallback,
+//! `SerialExecutor` and replay agree on a transaction's outcome.
+//!
+//! **Limits.** Each transaction's use of its `TxnLimits` is summed here between waves (what its
+//! steps used in every partition, and how many steps its emits add); inside a wave, each
+//! partition's steps of the transaction check the limits against the use at the wave's start
+//! plus their own, so a runaway handler is stopped where it runs.
+//!
 //! **Serial hints.** The sequencer may send transactions it predicts would lose a conflict
 //! straight to the serial pass (`EpochEnv::serial`): they skip the parallel pass, so they
 //! cannot lose there, and they run among the conflict losers in TID order. The serial order
@@ -20,10 +32,13 @@
 
 use crate::app::{App, AppDef};
 use crate::bitset::SeqSet;
+use crate::context::Usage;
 use crate::error::{AbortReason, TxnError};
 use crate::ids::{GlobalPartition, Seq};
-use crate::limits::CHAIN_WAVES_MAX;
-use crate::partition::{EpochEnv, Job, OutboxMsg, SharedPartition, Step, StepEvent, WaveOut};
+use crate::limits::{CHAIN_WAVES_MAX, TxnLimits};
+use crate::partition::{
+    Emitted, EpochEnv, Job, OutboxMsg, SharedPartition, Step, StepEvent, WaveOut,
+};
 use crate::query::{QueryFn, QueryPart, QueryResult};
 use crate::sync::{AtomicSeqSet, Depositor, PhaseBarrier};
 use std::future::Future;
@@ -144,9 +159,7 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
         n_txns,
         ..EpochStats::default()
     };
-    let mut user_aborted = SeqSet::with_len(n_txns);
-    let mut reasons: Vec<Option<AbortReason>> = (0..n_txns).map(|_| None).collect();
-    let mut outputs: Vec<Option<A::Output>> = (0..n_txns).map(|_| None).collect();
+    let mut chains: Chains<A> = Chains::new(n_txns, app.txn_limits);
     let mut touched = vec![false; n_global];
     let mut outbox: Vec<OutboxMsg> = Vec::new();
 
@@ -155,8 +168,11 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
         if hinted.contains(seq as Seq) {
             continue;
         }
+        chains.usage[seq].steps = 1;
         steps[req.target as usize].push(Step {
             seq: seq as Seq,
+            pos: 0,
+            used: chains.usage[seq],
             event: StepEvent::Inbound,
         });
     }
@@ -182,11 +198,10 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
             }
             if wave == CHAIN_WAVES_MAX {
                 for step in &steps[gp] {
-                    if user_aborted.insert(step.seq) {
-                        reasons[step.seq as usize] = Some(AbortReason::ChainTooLong {
-                            max_waves: CHAIN_WAVES_MAX,
-                        });
-                    }
+                    let reason = AbortReason::ChainTooLong {
+                        max_waves: CHAIN_WAVES_MAX,
+                    };
+                    chains.abort(step.seq, (wave, step.pos), reason);
                 }
                 steps[gp].clear();
                 continue;
@@ -207,18 +222,8 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
         .await?;
         let mut outs: Vec<(GlobalPartition, WaveOut<A>)> =
             targets.iter().copied().zip(outs).collect();
-        for (_, out) in &mut outs {
-            outbox.append(&mut out.outbox);
-        }
         for (gp, out) in &mut outs {
-            for (seq, reason) in out.aborts.drain(..) {
-                if user_aborted.insert(seq) {
-                    reasons[seq as usize] = Some(reason);
-                }
-            }
-            for (seq, output) in out.outputs.drain(..) {
-                outputs[seq as usize] = Some(output);
-            }
+            outbox.append(&mut out.outbox);
             for (idx, result) in out.query_results.drain(..) {
                 match result {
                     Ok(part) => query_parts[idx].push(Some(part)),
@@ -235,21 +240,15 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
         }
         // Route emits only after every abort of this wave is known: an aborted transaction's
         // chain stops everywhere.
-        for (_, out) in outs {
-            for e in out.emits {
-                if !user_aborted.contains(e.seq) {
-                    steps[e.target as usize].push(Step {
-                        seq: e.seq,
-                        event: e.event,
-                    });
-                }
-            }
-        }
-        for s in &mut steps {
-            s.sort_by_key(|step| step.seq);
-        }
+        chains.end_wave(wave, outs.into_iter().map(|(_, out)| out), &mut steps);
         wave += 1;
     }
+    let Chains {
+        aborted: user_aborted,
+        mut reasons,
+        mut outputs,
+        ..
+    } = chains;
 
     // Decide: one message per touched partition; each ORs its losers into the shared set.
     let touched: Vec<GlobalPartition> = (0..n_global)
@@ -285,7 +284,7 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
         if conflicts.contains(s) || hinted.contains(s) {
             // Decided below by the serial pass (or retried next epoch).
             results.push(TxnResult::Retry);
-        } else if let Some(reason) = reasons[seq].take() {
+        } else if let Some((_, reason)) = reasons[seq].take() {
             stats.n_user_aborted += 1;
             results.push(TxnResult::Aborted { pass: 0, reason });
         } else {
@@ -293,7 +292,7 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
             stats.n_committed += 1;
             results.push(TxnResult::Committed {
                 pass: 0,
-                output: outputs[seq].take(),
+                output: outputs[seq].take().map(|(_, output)| output),
             });
         }
     }
@@ -345,4 +344,110 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
         query_results,
         stats,
     })
+}
+
+/// Where a step stands in its transaction's canonical order: (wave, position in the wave).
+type StepAt = (usize, u32);
+
+/// The first pass's account of every transaction of the epoch: aborts, outputs and use of the
+/// limits, following the canonical step order (see the module documentation).
+struct Chains<A: App> {
+    limits: TxnLimits,
+    usage: Vec<Usage>,
+    aborted: SeqSet,
+    /// The abort reason of the first step (in canonical order) that aborted.
+    reasons: Vec<Option<(StepAt, AbortReason)>>,
+    /// The output of the last step (in canonical order) that set one.
+    outputs: Vec<Option<(StepAt, A::Output)>>,
+    /// The wave's emits, gathered to be put in canonical order (kept to reuse its memory).
+    emits: Vec<Emitted<A::Event>>,
+}
+
+impl<A: App> Chains<A> {
+    fn new(n_txns: usize, limits: TxnLimits) -> Self {
+        Chains {
+            limits,
+            usage: vec![Usage::default(); n_txns],
+            aborted: SeqSet::with_len(n_txns),
+            reasons: (0..n_txns).map(|_| None).collect(),
+            outputs: (0..n_txns).map(|_| None).collect(),
+            emits: Vec::new(),
+        }
+    }
+
+    fn abort(&mut self, seq: Seq, at: StepAt, reason: AbortReason) {
+        self.aborted.insert(seq);
+        let slot = &mut self.reasons[seq as usize];
+        if slot.as_ref().is_none_or(|(first, _)| at < *first) {
+            *slot = Some((at, reason));
+        }
+    }
+
+    /// Takes in the wave's results (`outs`, in partition order), decides which transactions it
+    /// aborted (their steps' aborts, then the limits: a limit exceeded by the sum of a wave
+    /// counts as exceeded after the wave's last step), and routes the surviving emits into
+    /// `steps` in canonical order.
+    fn end_wave(
+        &mut self,
+        wave: usize,
+        outs: impl Iterator<Item = WaveOut<A>>,
+        steps: &mut [Vec<Step<A::Event>>],
+    ) {
+        let mut charged: Vec<Seq> = Vec::new();
+        for mut out in outs {
+            for (seq, pos, reason) in out.aborts.drain(..) {
+                self.abort(seq, (wave, pos), reason);
+            }
+            for (seq, pos, output) in out.outputs.drain(..) {
+                let slot = &mut self.outputs[seq as usize];
+                if slot.as_ref().is_none_or(|(last, _)| (wave, pos) > *last) {
+                    *slot = Some(((wave, pos), output));
+                }
+            }
+            for (seq, used) in out.usage.drain(..) {
+                self.usage[seq as usize].add(&used);
+                charged.push(seq);
+            }
+            self.emits.append(&mut out.emits);
+        }
+        for e in &self.emits {
+            self.usage[e.seq as usize].steps += 1;
+        }
+        for seq in charged {
+            if self.aborted.contains(seq) {
+                continue;
+            }
+            if let Some(reason) = self.usage[seq as usize].exceeded(&self.limits) {
+                self.abort(seq, (wave, u32::MAX), reason);
+            }
+        }
+        self.route(steps);
+    }
+
+    /// Moves the gathered emits of transactions still alive into the next wave's `steps`:
+    /// sorted by transaction, then emitting step (a stable sort keeps each step's emit order),
+    /// which numbers each transaction's next steps and leaves every partition's list sorted by
+    /// `(seq, pos)`.
+    fn route(&mut self, steps: &mut [Vec<Step<A::Event>>]) {
+        self.emits.sort_by_key(|e| (e.seq, e.parent));
+        let mut numbering: Option<(Seq, u32)> = None;
+        for e in self.emits.drain(..) {
+            if self.aborted.contains(e.seq) {
+                continue;
+            }
+            let pos = match &mut numbering {
+                Some((seq, next)) if *seq == e.seq => {
+                    *next += 1;
+                    *next
+                }
+                slot => slot.insert((e.seq, 0)).1,
+            };
+            steps[e.target as usize].push(Step {
+                seq: e.seq,
+                pos,
+                used: self.usage[e.seq as usize],
+                event: e.event,
+            });
+        }
+    }
 }

@@ -45,9 +45,37 @@ pub enum AbortReason {
     /// The event chain did not finish within the step limit.
     #[error("event chain exceeded {max_waves} steps (a cycle of events?)")]
     ChainTooLong { max_waves: usize },
+    /// The transaction went past one of its per-transaction limits (`TxnLimits`), e.g. a
+    /// handler that emits without bound; only this transaction is aborted.
+    #[error("transaction exceeded its limit of {max} {limit}")]
+    LimitExceeded { limit: LimitKind, max: u64 },
     /// The transaction lost conflict resolution too many times in a row.
     #[error("gave up after {retries} conflict retries")]
     RetriesExhausted { retries: u32 },
+}
+
+/// Which per-transaction limit (`txn::limits::TxnLimits`) a transaction went past.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LimitKind {
+    /// Steps run in total (`TxnLimits::steps_max`).
+    Steps,
+    /// Events emitted in total (`TxnLimits::emitted_events_max`).
+    EmittedEvents,
+    /// Bytes of rows, events and outbox messages written (`TxnLimits::bytes_written_max`).
+    BytesWritten,
+    /// Deterministic handler work units (`TxnLimits::work_max`).
+    Work,
+}
+
+impl fmt::Display for LimitKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LimitKind::Steps => "steps",
+            LimitKind::EmittedEvents => "emitted events",
+            LimitKind::BytesWritten => "bytes written",
+            LimitKind::Work => "work units",
+        })
+    }
 }
 
 /// Returned by a handler (or a context call) to abort the whole transaction.

@@ -42,6 +42,7 @@
 //! whose batch is not durable yet.
 
 use crate::app::{App, AppDef, ServiceRef};
+use crate::context::Usage;
 use crate::error::{AbortReason, TxnError};
 use crate::ids::{GlobalPartition, Tid};
 use crate::partition::{
@@ -466,21 +467,24 @@ fn run_step<A: App>(
         let mut state = part.lock();
         state.set_solo(true);
         match &step.event {
-            StepEvent::Emitted(event) => state.execute_step(app, clock, seq, event, out),
-            StepEvent::Probe(probe) => state.execute_probe(seq, probe, out),
-            StepEvent::Index(op) => state.execute_index_op(seq, op, out),
+            // Each step is its own transaction here: it gets the whole of the limits.
+            StepEvent::Emitted(event) => {
+                state.execute_step(app, clock, (seq, 0), event, &mut Usage::default(), out)
+            }
+            StepEvent::Probe(probe) => state.execute_probe((seq, 0), probe, out),
+            StepEvent::Index(op) => state.execute_index_op((seq, 0), op, out),
             StepEvent::Inbound => unreachable!("eventual steps carry their event"),
         }
         // Each step commits on its own: an abort discards this step only.
         state.commit_all(out.aborts.is_empty());
     }
     let result = match out.aborts.pop() {
-        Some((_, reason)) => {
+        Some((_, _, reason)) => {
             out.emits.truncate(emits_before);
             Err(reason)
         }
         None => Ok((
-            out.outputs.pop().map(|(_, o)| o),
+            out.outputs.pop().map(|(_, _, o)| o),
             out.emits.len() - emits_before,
         )),
     };

@@ -9,7 +9,7 @@
 use crate::app::{App, AppDef};
 use crate::bitset::SeqSet;
 use crate::constraint::{IndexOp, Probe};
-use crate::context::TxnCtx;
+use crate::context::{Meter, TxnCtx, Usage};
 use crate::error::{AbortReason, panic_message};
 use crate::ids::{GlobalPartition, RequestId, Seq, Tid};
 use crate::precedence::PrecedenceState;
@@ -69,6 +69,11 @@ impl<A: App> EpochEnv<A> {
 /// One step to run: the inbound event of transaction `seq`, or an event emitted by it.
 pub(crate) struct Step<E> {
     pub seq: Seq,
+    /// Its position among its transaction's steps of this wave, in canonical step order (see
+    /// `TxnCtx::set_output`): a partition runs its steps sorted by `(seq, pos)`.
+    pub pos: u32,
+    /// What the transaction had used of its limits when this wave began.
+    pub used: Usage,
     pub event: StepEvent<E>,
 }
 
@@ -85,6 +90,9 @@ pub(crate) enum StepEvent<E> {
 /// An event (or probe) emitted by a step, to run in `target` in the next wave.
 pub(crate) struct Emitted<E> {
     pub seq: Seq,
+    /// The `pos` of the step that emitted it: the next wave's canonical order is by parent,
+    /// then by emit order.
+    pub parent: u32,
     pub target: GlobalPartition,
     /// `Emitted` or `Probe`, never `Inbound`.
     pub event: StepEvent<E>,
@@ -101,8 +109,12 @@ pub(crate) struct OutboxMsg {
 pub(crate) struct WaveOut<A: App> {
     pub emits: Vec<Emitted<A::Event>>,
     pub outbox: Vec<OutboxMsg>,
-    pub aborts: Vec<(Seq, AbortReason)>,
-    pub outputs: Vec<(Seq, A::Output)>,
+    /// `(seq, pos, reason)`: the step at `pos` of transaction `seq` aborted it.
+    pub aborts: Vec<(Seq, u32, AbortReason)>,
+    /// `(seq, pos, output)`: the step at `pos` set the transaction's output.
+    pub outputs: Vec<(Seq, u32, A::Output)>,
+    /// What each transaction's steps in this partition used of its limits during the wave.
+    pub usage: Vec<(Seq, Usage)>,
     pub query_results: Vec<(usize, Result<QueryPart, String>)>,
 }
 
@@ -113,6 +125,7 @@ impl<A: App> Default for WaveOut<A> {
             outbox: Vec::new(),
             aborts: Vec::new(),
             outputs: Vec::new(),
+            usage: Vec::new(),
             query_results: Vec::new(),
         }
     }
@@ -158,13 +171,17 @@ impl<A: App> PartitionState<A> {
             .collect()
     }
 
-    /// Runs one step of transaction `seq`, appending its emits, abort or output to `out`.
+    /// Runs the step at `pos` of transaction `seq`, appending its emits, abort or output to
+    /// `out`. `usage` is the transaction's use of its limits so far and is updated; an error
+    /// the context handed the handler aborts the step even if the handler returned `Ok`.
+    #[allow(clippy::too_many_arguments)]
     pub fn execute_step(
         &mut self,
         app: &AppDef<A>,
         clock: Clock,
-        seq: Seq,
+        (seq, pos): (Seq, u32),
         event: &A::Event,
+        usage: &mut Usage,
         out: &mut WaveOut<A>,
     ) {
         let def = &app.services[self.service_idx as usize];
@@ -178,6 +195,7 @@ impl<A: App> PartitionState<A> {
         }
         let emits_before = out.emits.len();
         let outbox_before = out.outbox.len();
+        let partition = self.partition;
         let mut ctx = TxnCtx {
             part: self,
             app,
@@ -188,15 +206,21 @@ impl<A: App> PartitionState<A> {
             outbox: &mut out.outbox,
             output: None,
             rng: None,
+            pos,
+            meter: Meter::new(*usage, app.txn_limits),
         };
+        let started = std::time::Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| handler(&mut ctx, event)));
+        warn_if_slow(&def.name, partition, started);
         let output = ctx.output.take();
+        *usage = ctx.meter.usage;
+        let poisoned = ctx.meter.poisoned.take();
         let reason = match result {
-            Ok(Ok(())) => None,
+            Ok(Ok(())) => poisoned,
             Ok(Err(abort)) => Some(abort.0),
             Err(payload) => {
                 let message = panic_message(payload.as_ref());
-                tracing::warn!(service = %def.name, partition = self.partition, %message, "handler panicked; transaction aborted");
+                tracing::warn!(service = %def.name, partition, %message, "handler panicked; transaction aborted");
                 Some(AbortReason::HandlerPanicked {
                     service: def.name.clone(),
                     message,
@@ -206,19 +230,19 @@ impl<A: App> PartitionState<A> {
         match reason {
             None => {
                 if let Some(o) = output {
-                    out.outputs.push((seq, o));
+                    out.outputs.push((seq, pos, o));
                 }
             }
             Some(reason) => {
                 out.emits.truncate(emits_before);
                 out.outbox.truncate(outbox_before);
-                out.aborts.push((seq, reason));
+                out.aborts.push((seq, pos, reason));
             }
         }
     }
 
     /// Runs a foreign-key probe of transaction `seq`: a missing parent aborts it.
-    pub fn execute_probe(&mut self, seq: Seq, probe: &Probe, out: &mut WaveOut<A>) {
+    pub fn execute_probe(&mut self, (seq, pos): (Seq, u32), probe: &Probe, out: &mut WaveOut<A>) {
         let fk = &probe.target;
         let missing = match self.tables.get_mut(fk.parent_table_idx as usize) {
             Some(t) => t.probe(seq, &probe.key),
@@ -234,6 +258,7 @@ impl<A: App> PartitionState<A> {
         };
         out.aborts.push((
             seq,
+            pos,
             AbortReason::Constraint {
                 service: probe.child.0.clone(),
                 table: probe.child.1.clone(),
@@ -244,10 +269,11 @@ impl<A: App> PartitionState<A> {
 
     /// Runs a unique-index claim or release of transaction `seq`: a value held by another row
     /// aborts it.
-    pub fn execute_index_op(&mut self, seq: Seq, op: &IndexOp, out: &mut WaveOut<A>) {
+    pub fn execute_index_op(&mut self, (seq, pos): (Seq, u32), op: &IndexOp, out: &mut WaveOut<A>) {
         let Some(index) = self.tables.get_mut(op.target.index_table_idx as usize) else {
             out.aborts.push((
                 seq,
+                pos,
                 AbortReason::Constraint {
                     service: op.child.0.clone(),
                     table: op.child.1.clone(),
@@ -273,6 +299,7 @@ impl<A: App> PartitionState<A> {
         };
         out.aborts.push((
             seq,
+            pos,
             AbortReason::Constraint {
                 service: op.child.0.clone(),
                 table: op.child.1.clone(),
@@ -282,7 +309,9 @@ impl<A: App> PartitionState<A> {
     }
 
     /// Runs a wave: the queries first (they read the committed state only), then the steps in
-    /// the order given (sorted by `seq` by the driver).
+    /// the order given (sorted by `(seq, pos)` by the driver). The steps of one transaction
+    /// here share one running account of its limits, starting from its use before the wave;
+    /// what they used is reported in `out.usage`.
     pub fn run_wave(
         &mut self,
         app: &AppDef<A>,
@@ -297,18 +326,33 @@ impl<A: App> PartitionState<A> {
                 .map_err(|p| panic_message(p.as_ref()));
             out.query_results.push((*idx, result));
         }
+        // (seq, its use before the wave, its use so far) of the transaction being run.
+        let mut running: Option<(Seq, Usage, Usage)> = None;
         for step in steps {
+            let (_, _, usage) = match &mut running {
+                Some(r) if r.0 == step.seq => r,
+                slot => {
+                    if let Some((seq, before, now)) = slot.take() {
+                        out.usage.push((seq, now.since(&before)));
+                    }
+                    slot.insert((step.seq, step.used, step.used))
+                }
+            };
+            let at = (step.seq, step.pos);
             match &step.event {
                 StepEvent::Inbound => {
                     let event = &env.requests[step.seq as usize].event;
-                    self.execute_step(app, env.clock(), step.seq, event, &mut out);
+                    self.execute_step(app, env.clock(), at, event, usage, &mut out);
                 }
                 StepEvent::Emitted(event) => {
-                    self.execute_step(app, env.clock(), step.seq, event, &mut out);
+                    self.execute_step(app, env.clock(), at, event, usage, &mut out);
                 }
-                StepEvent::Probe(probe) => self.execute_probe(step.seq, probe, &mut out),
-                StepEvent::Index(op) => self.execute_index_op(step.seq, op, &mut out),
+                StepEvent::Probe(probe) => self.execute_probe(at, probe, &mut out),
+                StepEvent::Index(op) => self.execute_index_op(at, op, &mut out),
             }
+        }
+        if let Some((seq, before, now)) = running {
+            out.usage.push((seq, now.since(&before)));
         }
         out
     }
@@ -497,6 +541,19 @@ pub(crate) fn run_job<A: App>(app: &AppDef<A>, part: &SharedPartition<A>, job: J
         Job::Checkpoint { reply } => {
             reply.deposit(state.drain_checkpoint_rows());
         }
+    }
+}
+
+/// Reports a handler step that took longer than `SLOW_STEP_WARN_US`; never changes an outcome.
+fn warn_if_slow(service: &str, partition: u32, started: std::time::Instant) {
+    let elapsed = started.elapsed();
+    if elapsed.as_micros() > u128::from(crate::limits::SLOW_STEP_WARN_US) {
+        tracing::warn!(
+            service,
+            partition,
+            elapsed_us = elapsed.as_micros() as u64,
+            "slow handler step (only reported: wall-clock time never aborts a transaction)"
+        );
     }
 }
 

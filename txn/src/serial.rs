@@ -2,16 +2,25 @@
 //! replay histories against, and the `serial` baseline of the bench harness.
 
 use crate::app::{App, AppDef, ServiceRef};
+use crate::context::Usage;
 use crate::epoch::SerialPos;
 use crate::error::AbortReason;
 use crate::ids::{GlobalPartition, Seq};
 use crate::limits::CHAIN_WAVES_MAX;
-use crate::partition::{Clock, PartitionState, Request, SharedPartition, StepEvent, WaveOut};
+use crate::partition::{
+    Clock, Emitted, PartitionState, Request, SharedPartition, StepEvent, WaveOut,
+};
 use std::hash::Hash;
 use std::sync::Arc;
 
 /// Runs transaction `seq` of `env` alone, wave by wave, directly on the partitions (which must
 /// be idle and hold no other buffered access), and commits or discards it.
+///
+/// It follows the parallel pass's rules exactly (see `epoch.rs`): steps run in canonical order
+/// (each wave's steps in the order they were emitted), the first step to abort decides the
+/// reason, the last step to set an output decides the output, and the limits are checked the
+/// same way: inside a wave per partition, against the use at the wave's start, and summed
+/// between waves.
 pub(crate) fn run_chain<A: App>(
     app: &AppDef<A>,
     parts: &[SharedPartition<A>],
@@ -20,64 +29,121 @@ pub(crate) fn run_chain<A: App>(
     request: &Request<A::Event>,
     scratch: &mut WaveOut<A>,
 ) -> Result<Option<A::Output>, AbortReason> {
-    let first = request.target;
-    let mut touched: Vec<GlobalPartition> = vec![first];
-    let mut output = None;
-    let mut abort = None;
+    let mut chain = Chain {
+        app,
+        parts,
+        clock,
+        seq,
+        inbound: &request.event,
+        touched: Vec::new(),
+        in_wave: Vec::new(),
+    };
     scratch.emits.clear();
     scratch.aborts.clear();
     scratch.outputs.clear();
     scratch.outbox.clear();
-    {
-        let mut part = parts[first as usize].lock();
-        part.set_solo(true);
-        part.execute_step(app, clock, seq, &request.event, scratch);
-    }
-    let mut wave = 1;
-    loop {
-        if let Some((_, reason)) = scratch.aborts.pop() {
-            abort = Some(reason);
-            break;
+    let mut usage = Usage {
+        steps: 1,
+        ..Usage::default()
+    };
+    let mut wave_steps = vec![Emitted {
+        seq,
+        parent: 0,
+        target: request.target,
+        event: StepEvent::Inbound,
+    }];
+    let mut output = None;
+    let mut wave = 0;
+    let result = loop {
+        if let Err(reason) = chain.run_wave(&mut wave_steps, &mut usage, scratch) {
+            break Err(reason);
         }
-        if let Some((_, o)) = scratch.outputs.pop() {
+        // Outputs were set in canonical order: the wave's last one is its latest.
+        if let Some((_, _, o)) = scratch.outputs.pop() {
             output = Some(o);
         }
+        scratch.outputs.clear();
+        usage.steps += scratch.emits.len() as u64;
+        if let Some(reason) = usage.exceeded(&app.txn_limits) {
+            break Err(reason);
+        }
         if scratch.emits.is_empty() {
-            break;
-        }
-        if wave == CHAIN_WAVES_MAX {
-            abort = Some(AbortReason::ChainTooLong {
-                max_waves: CHAIN_WAVES_MAX,
-            });
-            break;
-        }
-        // The same wave structure as the parallel pass: every emit of this wave runs before
-        // any emit of the next, in emit order (which is what sorting by seq gives there).
-        let emits = std::mem::take(&mut scratch.emits);
-        for e in emits {
-            let mut part = parts[e.target as usize].lock();
-            if !touched.contains(&e.target) {
-                touched.push(e.target);
-                part.set_solo(true);
-            }
-            match &e.event {
-                StepEvent::Emitted(event) => part.execute_step(app, clock, seq, event, scratch),
-                StepEvent::Probe(probe) => part.execute_probe(seq, probe, scratch),
-                StepEvent::Index(op) => part.execute_index_op(seq, op, scratch),
-                StepEvent::Inbound => unreachable!("emits are never inbound"),
-            }
-            if !scratch.aborts.is_empty() {
-                break;
-            }
+            break Ok(());
         }
         wave += 1;
+        if wave == CHAIN_WAVES_MAX {
+            break Err(AbortReason::ChainTooLong {
+                max_waves: CHAIN_WAVES_MAX,
+            });
+        }
+        // The steps run in the order they were emitted, which is the canonical order.
+        std::mem::swap(&mut wave_steps, &mut scratch.emits);
+    };
+    for gp in chain.touched {
+        parts[gp as usize].lock().commit_all(result.is_ok());
     }
-    for gp in touched {
-        parts[gp as usize].lock().commit_all(abort.is_none());
-    }
-    match abort {
-        Some(reason) => Err(reason),
-        None => Ok(output),
+    result.map(|()| output)
+}
+
+/// One transaction running alone (see [`run_chain`]).
+struct Chain<'c, A: App> {
+    app: &'c AppDef<A>,
+    parts: &'c [SharedPartition<A>],
+    clock: Clock,
+    seq: Seq,
+    inbound: &'c A::Event,
+    /// Partitions put in solo mode, to commit or discard at the end.
+    touched: Vec<GlobalPartition>,
+    /// This wave's running use of the limits in each partition it ran in.
+    in_wave: Vec<(GlobalPartition, Usage)>,
+}
+
+impl<A: App> Chain<'_, A> {
+    /// Runs the wave's steps (drained from `wave_steps`) in order; their emits collect in
+    /// `scratch.emits` and `usage` gains what they used. Stops at the first abort.
+    fn run_wave(
+        &mut self,
+        wave_steps: &mut Vec<Emitted<A::Event>>,
+        usage: &mut Usage,
+        scratch: &mut WaveOut<A>,
+    ) -> Result<(), AbortReason> {
+        let before = *usage;
+        self.in_wave.clear();
+        for (pos, step) in wave_steps.drain(..).enumerate() {
+            let at = (self.seq, pos as u32);
+            let mut part = self.parts[step.target as usize].lock();
+            if !self.touched.contains(&step.target) {
+                self.touched.push(step.target);
+                part.set_solo(true);
+            }
+            let slot = match self.in_wave.iter().position(|(gp, _)| *gp == step.target) {
+                Some(i) => i,
+                None => {
+                    self.in_wave.push((step.target, before));
+                    self.in_wave.len() - 1
+                }
+            };
+            let running = &mut self.in_wave[slot].1;
+            let (app, clock) = (self.app, self.clock);
+            match &step.event {
+                StepEvent::Inbound => {
+                    part.execute_step(app, clock, at, self.inbound, running, scratch)
+                }
+                StepEvent::Emitted(event) => {
+                    part.execute_step(app, clock, at, event, running, scratch)
+                }
+                StepEvent::Probe(probe) => part.execute_probe(at, probe, scratch),
+                StepEvent::Index(op) => part.execute_index_op(at, op, scratch),
+            }
+            if let Some((_, _, reason)) = scratch.aborts.pop() {
+                // Dropping the drain discards the wave's remaining steps.
+                return Err(reason);
+            }
+        }
+        for (_, running) in &self.in_wave {
+            usage.add(&running.since(&before));
+        }
+        Ok(())
     }
 }
 
