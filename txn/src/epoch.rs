@@ -361,6 +361,8 @@ struct Chains<A: App> {
     outputs: Vec<Option<(StepAt, A::Output)>>,
     /// The wave's emits, gathered to be put in canonical order (kept to reuse its memory).
     emits: Vec<Emitted<A::Event>>,
+    /// The transactions whose steps reported use in the wave (kept to reuse its memory).
+    charged: Vec<Seq>,
 }
 
 impl<A: App> Chains<A> {
@@ -372,6 +374,7 @@ impl<A: App> Chains<A> {
             reasons: (0..n_txns).map(|_| None).collect(),
             outputs: (0..n_txns).map(|_| None).collect(),
             emits: Vec::new(),
+            charged: Vec::new(),
         }
     }
 
@@ -393,7 +396,6 @@ impl<A: App> Chains<A> {
         outs: impl Iterator<Item = WaveOut<A>>,
         steps: &mut [Vec<Step<A::Event>>],
     ) {
-        let mut charged: Vec<Seq> = Vec::new();
         for mut out in outs {
             for (seq, pos, reason) in out.aborts.drain(..) {
                 self.abort(seq, (wave, pos), reason);
@@ -406,14 +408,15 @@ impl<A: App> Chains<A> {
             }
             for (seq, used) in out.usage.drain(..) {
                 self.usage[seq as usize].add(&used);
-                charged.push(seq);
+                self.charged.push(seq);
             }
             self.emits.append(&mut out.emits);
         }
         for e in &self.emits {
             self.usage[e.seq as usize].steps += 1;
         }
-        for seq in charged {
+        let mut charged = std::mem::take(&mut self.charged);
+        for seq in charged.drain(..) {
             if self.aborted.contains(seq) {
                 continue;
             }
@@ -421,6 +424,7 @@ impl<A: App> Chains<A> {
                 self.abort(seq, (wave, u32::MAX), reason);
             }
         }
+        self.charged = charged;
         self.route(steps);
     }
 

@@ -174,7 +174,6 @@ impl<A: App> PartitionState<A> {
     /// Runs the step at `pos` of transaction `seq`, appending its emits, abort or output to
     /// `out`. `usage` is the transaction's use of its limits so far and is updated; an error
     /// the context handed the handler aborts the step even if the handler returned `Ok`.
-    #[allow(clippy::too_many_arguments)]
     pub fn execute_step(
         &mut self,
         app: &AppDef<A>,
