@@ -45,13 +45,13 @@ pub enum AbortReason {
     /// The event chain did not finish within the step limit.
     #[error("event chain exceeded {max_waves} steps (a cycle of events?)")]
     ChainTooLong { max_waves: usize },
+    /// The transaction lost conflict resolution too many times in a row.
+    #[error("gave up after {retries} conflict retries")]
+    RetriesExhausted { retries: u32 },
     /// The transaction went past one of its per-transaction limits (`TxnLimits`), e.g. a
     /// handler that emits without bound; only this transaction is aborted.
     #[error("transaction exceeded its limit of {max} {limit}")]
     LimitExceeded { limit: LimitKind, max: u64 },
-    /// The transaction lost conflict resolution too many times in a row.
-    #[error("gave up after {retries} conflict retries")]
-    RetriesExhausted { retries: u32 },
 }
 
 /// Which per-transaction limit (`txn::limits::TxnLimits`) a transaction went past.
