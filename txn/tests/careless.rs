@@ -4,7 +4,7 @@
 //! `BTreeMap` model, sharing no execution code with the runtime, applies in the reported
 //! serial order exactly the writes each transaction meant: every committed transaction must be
 //! applied whole (with the reads the model predicts), every other not at all, and the runtime
-//! must keep serving throughout.
+//! must keep serving throughout. Replaying the log after a restart rebuilds the same state.
 //!
 //! `TXN_TEST_SEED=<n>` replays a workload; `VMSDB_SLOW_TESTS=1` runs many more rounds.
 
@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::task::JoinSet;
+use txn::storage::MemoryStorage;
 use txn::{
     AbortReason, App, AppBuilder, AppDef, Fallback, LimitKind, Outcome, Runtime, RuntimeConfig,
     ServiceRef, Table, TxnLimits,
@@ -312,9 +313,14 @@ async fn careless_handlers_never_half_commit_or_stop_the_runtime() {
     };
     let config = RuntimeConfig {
         fallback,
+        storage: Arc::new(MemoryStorage::new()),
+        // Never checkpoint: the restart below replays every epoch.
+        checkpoint_every_epochs: 0,
         ..RuntimeConfig::default()
     };
-    let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
+    let rt = Runtime::start(fx.app.clone(), config.clone())
+        .await
+        .unwrap();
     let mut history = Vec::new();
     for _ in 0..n_rounds {
         let chains = (0..per_round)
@@ -367,5 +373,13 @@ async fn careless_handlers_never_half_commit_or_stop_the_runtime() {
     let (_, outcome) = submit_round(&rt, fx.svc, alive).await.remove(0);
     assert!(outcome.committed(), "seed {seed}: {:?}", outcome.result);
     eprintln!("careless_handlers: {n_committed} committed, {n_aborted} aborted ({fallback:?})");
+    let before = rt.client().state_hash().await.unwrap();
+    rt.shutdown().await;
+    let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
+    let after = rt.client().state_hash().await.unwrap();
+    assert_eq!(
+        after, before,
+        "seed {seed}: replaying the log rebuilt another state"
+    );
     rt.shutdown().await;
 }
