@@ -44,9 +44,9 @@ pub const CONFLICT_RETRIES_MAX: u32 = 1_000;
 /// foreign-key probes and unique-index claims. `CHAIN_WAVES_MAX` bounds how long a chain may
 /// be; this bounds how wide it may grow, so a handler that emits two events per step (which
 /// doubles the steps every wave) is aborted after about ten waves instead of exhausting memory.
-/// A thousand steps is far beyond any business transaction of the services (a checkout touches
-/// a few dozen partitions). Counted by the epoch driver between waves, so it never depends on
-/// which partition finished first.
+/// A thousand steps is far beyond the services' transactions, whose widest wave is a broadcast
+/// to one service's partitions. Counted by the epoch driver between waves, so it never depends
+/// on which partition finished first.
 pub const TXN_STEPS_MAX_DEFAULT: u64 = 1_024;
 
 /// Default most events (`TxnCtx::emit`, `broadcast`, `emit_to_partition`) one transaction may
@@ -67,8 +67,10 @@ pub const TXN_BYTES_WRITTEN_MAX_DEFAULT: u64 = 16 << 20;
 /// its handlers: a `get`, `put`, `delete` or `emit`, a `scan` or `lookup` call, and each row
 /// a scan or lookup returns. Work, not wall-clock time, is what aborts a transaction: a time
 /// limit would make the outcome depend on the machine's speed and load, and replay would then
-/// decide differently from the original run. A million units is about a second of handler
-/// work; slow handlers are reported by `SLOW_STEP_WARN_US` instead.
+/// decide differently from the original run. A unit is one map lookup or row copy, so a
+/// million is far more than a business transaction does, yet bounds a runaway loop of reads
+/// or a scan of a huge range (which never copies more rows than the units left); slow
+/// handlers are reported by `SLOW_STEP_WARN_US` instead.
 pub const TXN_WORK_MAX_DEFAULT: u64 = 1_000_000;
 
 /// A handler step that takes longer than this (wall-clock) is reported with a `tracing`
