@@ -61,7 +61,9 @@ pub struct RuntimeConfig {
     pub fallback: Fallback,
     /// Where the epoch log and checkpoints go.
     pub storage: Arc<dyn Storage>,
-    /// Epochs between incremental checkpoints (0: never checkpoint; recovery replays the log).
+    /// Epochs between incremental checkpoints, counted from the last *completed* one, so
+    /// recovery replays about this many epochs at most however often the process restarts
+    /// (0: never checkpoint; recovery replays the log).
     pub checkpoint_every_epochs: u64,
     /// Whether a completed checkpoint truncates the log below it. Off keeps the whole log, so a
     /// crash-free replay from epoch 1 can be compared with checkpoint-based recovery.
@@ -429,6 +431,8 @@ impl<A: App> Runtime<A> {
                 limits::EPOCH_TXNS_MAX
             )]));
         }
+        // Before anything reads the store: refuse one written by another application or format.
+        crate::fingerprint::check_store(&app, config.storage.as_ref())?;
         let parts = PartitionState::all(&app);
         if config.checkpoint_every_epochs == 0 {
             for p in &parts {
@@ -454,7 +458,10 @@ impl<A: App> Runtime<A> {
         let (reply_tx, reply_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(RuntimeStats::default());
 
-        let checkpoint_in_flight = Arc::new(AtomicBool::new(false));
+        let checkpoint_in_flight = Arc::new(CheckpointSchedule {
+            in_flight: AtomicBool::new(false),
+            last_completed: AtomicU64::new(recovery.checkpoint_epoch.unwrap_or(0)),
+        });
         let writer_turn: Arc<WriterTurn> = Arc::new(parking_lot::Mutex::new(()));
         let (ckpt_tx, ckpt_rx) = std::sync::mpsc::channel::<(u64, Vec<DeferredRows>)>();
         let checkpointer = std::thread::Builder::new()
@@ -570,11 +577,35 @@ struct Sequencer<A: App> {
     epoch: u64,
     last_timestamp_ms: u64,
     dedup: Dedup<A::Output>,
-    /// Set while a checkpoint is queued or being written; a checkpoint that falls due then is
-    /// skipped (its rows stay dirty and go into the next one), so writing never piles up.
-    checkpoint_in_flight: Arc<AtomicBool>,
+    /// Whether a checkpoint is in flight and the epoch of the last completed one.
+    checkpoint_in_flight: Arc<CheckpointSchedule>,
     /// Decides the serial hints of each epoch from the conflicts of the previous ones.
     predictor: Predictor,
+}
+
+/// When the next checkpoint falls due: `checkpoint_every_epochs` after the last *completed*
+/// one, so however often the process restarts or is killed mid-checkpoint, recovery replays at
+/// most about that many epochs (a checkpoint that did not complete is due again at once).
+struct CheckpointSchedule {
+    /// Set while a checkpoint is queued or being written; a checkpoint that falls due then is
+    /// skipped (its rows stay dirty and go into the next one), so writing never piles up.
+    in_flight: AtomicBool,
+    /// The epoch of the latest complete checkpoint (0: none), stored before `in_flight` is
+    /// cleared.
+    last_completed: AtomicU64,
+}
+
+impl CheckpointSchedule {
+    /// Whether a checkpoint falls due at `epoch`.
+    fn due(&self, epoch: u64, every: u64) -> bool {
+        every > 0
+            && !self.in_flight.load(Ordering::Acquire)
+            && epoch
+                >= self
+                    .last_completed
+                    .load(Ordering::Acquire)
+                    .saturating_add(every)
+    }
 }
 
 struct PendingTxn<A: App> {
@@ -828,10 +859,8 @@ async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
             txns,
             queries,
         });
-        let every = s.config.checkpoint_every_epochs;
-        if every > 0
-            && s.epoch.is_multiple_of(every)
-            && !s.checkpoint_in_flight.load(Ordering::Acquire)
+        if s.checkpoint_in_flight
+            .due(s.epoch, s.config.checkpoint_every_epochs)
             && let Err(e) = checkpoint(&mut s).await
         {
             tracing::error!(epoch = s.epoch, error = %e, "checkpoint failed");
@@ -849,7 +878,9 @@ async fn checkpoint<A: App>(s: &mut Sequencer<A>) -> Result<(), TxnError> {
     rows.push(Box::new(move |out: &mut Vec<CheckpointRow>| {
         out.extend(dedup_rows)
     }));
-    s.checkpoint_in_flight.store(true, Ordering::Release);
+    s.checkpoint_in_flight
+        .in_flight
+        .store(true, Ordering::Release);
     s.log_tx
         .send(LogItem::Checkpoint {
             epoch: s.epoch,
@@ -1020,7 +1051,7 @@ fn checkpoint_loop(
     durable: &DurableWatermark,
     truncate_log: bool,
     stats: &RuntimeStats,
-    in_flight: &AtomicBool,
+    schedule: &CheckpointSchedule,
     writer_turn: &WriterTurn,
 ) {
     while let Ok((epoch, deferred)) = rx.recv() {
@@ -1041,6 +1072,7 @@ fn checkpoint_loop(
                         .last_checkpoint_micros
                         .store(micros, Ordering::Relaxed);
                     stats.checkpoints_completed.fetch_add(1, Ordering::Relaxed);
+                    schedule.last_completed.store(epoch, Ordering::Release);
                 }
                 Err(e) => {
                     tracing::error!(epoch, error = %e, "checkpoint write failed; refusing further writes");
@@ -1048,7 +1080,7 @@ fn checkpoint_loop(
                 }
             }
         }
-        in_flight.store(false, Ordering::Release);
+        schedule.in_flight.store(false, Ordering::Release);
     }
 }
 
@@ -1101,14 +1133,12 @@ async fn recover<A: App>(
         RecoverFrom::LogStart => {
             // Replaying from the start needs a log kept whole: if a checkpoint exists, the log
             // must still begin at epoch 1 (checked below for a non-empty log; an empty log next
-            // to a checkpoint was certainly truncated). The visitor stops at the first row.
-            let checkpointed = match config.storage.read_latest_checkpoint(&mut |_, _| {
-                Err(crate::storage::StorageError::Visitor("probe".into()))
-            }) {
-                Ok(found) => found.is_some(),
-                Err(crate::storage::StorageError::Visitor(_)) => true,
-                Err(e) => return Err(TxnError::Recovery(format!("probing for a checkpoint: {e}"))),
-            };
+            // to a checkpoint was certainly truncated).
+            let checkpointed = config
+                .storage
+                .latest_checkpoint_epoch()
+                .map_err(|e| TxnError::Recovery(format!("reading the latest checkpoint: {e}")))?
+                .is_some();
             let log_empty = config
                 .storage
                 .last_epoch()
