@@ -1118,29 +1118,27 @@ fn write_checkpoint(
     Ok(())
 }
 
-/// Rebuilds the state from storage: the latest complete checkpoint, then a deterministic replay
-/// of every logged epoch after it.
-async fn recover<A: App>(
-    app: &Arc<AppDef<A>>,
+/// Loads the latest complete checkpoint into the partitions and the dedup window (nothing with
+/// `RecoverFrom::LogStart`, after checking the log was kept whole). Blocking; returns the
+/// checkpoint's epoch, the rows loaded and the loaded dedup window.
+#[allow(clippy::type_complexity)]
+fn load_checkpoint<A: App>(
+    storage: &dyn Storage,
     parts: &[SharedPartition<A>],
-    actors: &PartitionActors<A>,
-    config: &RuntimeConfig,
-) -> Result<(RecoveryReport, Dedup<A::Output>), TxnError> {
-    let mut dedup = Dedup::new(config.dedup_window_max);
-    let started = std::time::Instant::now();
+    recover_from: RecoverFrom,
+    mut dedup: Dedup<A::Output>,
+) -> Result<(Option<u64>, usize, Dedup<A::Output>), TxnError> {
     let mut rows_loaded = 0usize;
-    let checkpoint_epoch = match config.recover_from {
+    let checkpoint_epoch = match recover_from {
         RecoverFrom::LogStart => {
             // Replaying from the start needs a log kept whole: if a checkpoint exists, the log
-            // must still begin at epoch 1 (checked below for a non-empty log; an empty log next
-            // to a checkpoint was certainly truncated).
-            let checkpointed = config
-                .storage
+            // must still begin at epoch 1 (checked by the replay for a non-empty log; an empty
+            // log next to a checkpoint was certainly truncated).
+            let checkpointed = storage
                 .latest_checkpoint_epoch()
                 .map_err(|e| TxnError::Recovery(format!("reading the latest checkpoint: {e}")))?
                 .is_some();
-            let log_empty = config
-                .storage
+            let log_empty = storage
                 .last_epoch()
                 .map_err(|e| TxnError::Recovery(format!("reading the log: {e}")))?
                 .is_none();
@@ -1154,8 +1152,7 @@ async fn recover<A: App>(
             }
             None
         }
-        RecoverFrom::LatestCheckpoint => config
-            .storage
+        RecoverFrom::LatestCheckpoint => storage
             .read_latest_checkpoint(&mut |key, value| {
                 rows_loaded += 1;
                 let loaded = if key.starts_with(&DEDUP_GP.to_be_bytes()) && key.len() >= 6 {
@@ -1168,24 +1165,65 @@ async fn recover<A: App>(
             .map_err(|e| TxnError::Recovery(format!("loading the checkpoint: {e}")))?,
     };
     dedup.finish_load();
-    let from = checkpoint_epoch.map_or(0, |c| c + 1);
-    let mut records = Vec::new();
-    config
-        .storage
-        .read_epochs(from, &mut |epoch, bytes| {
+    Ok((checkpoint_epoch, rows_loaded, dedup))
+}
+
+/// Reads and decodes the log from epoch `from` on the blocking pool, handing records over a
+/// bounded channel: replay holds at most `limits::RECOVERY_EPOCHS_READ_AHEAD_MAX` decoded epochs,
+/// not the whole log tail. A read or decode error arrives as the last item; dropping the
+/// receiver stops the reader.
+fn stream_log<A: App>(
+    storage: Arc<dyn Storage>,
+    from: u64,
+) -> mpsc::Receiver<Result<EpochRecord<A::Event>, TxnError>> {
+    let (tx, rx) = mpsc::channel(limits::RECOVERY_EPOCHS_READ_AHEAD_MAX);
+    tokio::task::spawn_blocking(move || {
+        let result = storage.read_epochs(from, &mut |epoch, bytes| {
             let record: EpochRecord<A::Event> = rmp_serde::from_slice(bytes).map_err(|e| {
                 crate::storage::StorageError::Visitor(format!("epoch {epoch} does not decode: {e}"))
             })?;
-            records.push(record);
-            Ok(())
+            tx.blocking_send(Ok(record)).map_err(|_| {
+                crate::storage::StorageError::Visitor("recovery stopped reading".into())
+            })
+        });
+        if let Err(e) = result {
+            let why = format!("reading the epoch log from epoch {from}: {e}");
+            let _ = tx.blocking_send(Err(TxnError::Recovery(why)));
+        }
+    });
+    rx
+}
+
+/// Rebuilds the state from storage: the latest complete checkpoint, then a deterministic replay
+/// of every logged epoch after it.
+async fn recover<A: App>(
+    app: &Arc<AppDef<A>>,
+    parts: &[SharedPartition<A>],
+    actors: &PartitionActors<A>,
+    config: &RuntimeConfig,
+) -> Result<(RecoveryReport, Dedup<A::Output>), TxnError> {
+    let started = std::time::Instant::now();
+    // Storage reads block: they run on the blocking pool, never on an async worker.
+    let (checkpoint_epoch, rows_loaded, dedup) = {
+        let storage = config.storage.clone();
+        let (parts, recover_from) = (parts.to_vec(), config.recover_from);
+        let dedup = Dedup::new(config.dedup_window_max);
+        tokio::task::spawn_blocking(move || {
+            load_checkpoint(storage.as_ref(), &parts, recover_from, dedup)
         })
-        .map_err(|e| TxnError::Recovery(format!("reading the epoch log from epoch {from}: {e}")))?;
+        .await
+        .map_err(|e| TxnError::Recovery(format!("the checkpoint loader stopped: {e}")))??
+    };
+    let mut dedup = dedup;
+    let from = checkpoint_epoch.map_or(0, |c| c + 1);
+    let mut records = stream_log::<A>(config.storage.clone(), from);
     // Epochs are numbered from 1; after a checkpoint of epoch c the log must go on at c + 1.
     let mut expected = from.max(1);
     let mut epochs_replayed = 0;
     let mut last_epoch = checkpoint_epoch.unwrap_or(0);
     let mut last_timestamp_ms = 0;
-    for record in records {
+    while let Some(record) = records.recv().await {
+        let record = record?;
         if record.epoch != expected {
             let why = if epochs_replayed > 0 {
                 "the epoch log has a gap"
