@@ -100,6 +100,29 @@ impl Fingerprint {
         out
     }
 
+    /// This fingerprint with every Rust type name (event, output, keys, rows, placement) taken
+    /// from `app` where the two have the same service and table; the rest unchanged.
+    fn with_type_names_of(&self, app: &Fingerprint) -> Fingerprint {
+        let mut renamed = self.clone();
+        renamed.event_type.clone_from(&app.event_type);
+        renamed.output_type.clone_from(&app.output_type);
+        for service in &mut renamed.services {
+            let Some(now) = app.services.iter().find(|s| s.name == service.name) else {
+                continue;
+            };
+            for table in &mut service.tables {
+                if let Some(new) = now.tables.iter().find(|t| t.name == table.name) {
+                    table.key_type.clone_from(&new.key_type);
+                    table.row_type.clone_from(&new.row_type);
+                    if table.placed_by.is_some() && new.placed_by.is_some() {
+                        table.placed_by.clone_from(&new.placed_by);
+                    }
+                }
+            }
+        }
+        renamed
+    }
+
     /// Every difference between the fingerprint in the store (`self`) and the application's,
     /// in words; empty when they match.
     pub fn differences(&self, app: &Fingerprint) -> Vec<String> {
@@ -210,6 +233,35 @@ fn list_differences(what: &str, scope: &str, stored: &[&str], now: &[&str], out:
     }
 }
 
+/// Accepts that the store was written by `app` with other Rust type *names* only — a type
+/// renamed or moved to another module, or a compiler that prints `std::any::type_name`
+/// differently — and records `app`'s fingerprint in the store. Returns the differences it
+/// accepted (empty when there were none). Anything else that differs (partition counts,
+/// services, tables, kinds, replication) is refused with [`TxnError::StoreMismatch`] and
+/// nothing is written.
+///
+/// Call it only once you know the renamed types encode and hash exactly as before (same
+/// fields, same serde representation, same `Hash`): the store cannot check that.
+pub fn accept_renamed_types<A: App>(
+    app: &AppDef<A>,
+    storage: &dyn Storage,
+) -> Result<Vec<String>, TxnError> {
+    let ours = Fingerprint::of(app);
+    let stored = read_stored(storage)?
+        .ok_or_else(|| TxnError::StoreFormat("the store has no store info record".into()))?;
+    let remaining = stored.with_type_names_of(&ours).differences(&ours);
+    if !remaining.is_empty() {
+        return Err(TxnError::StoreMismatch(remaining));
+    }
+    let accepted = stored.differences(&ours);
+    if !accepted.is_empty() {
+        storage
+            .write_store_info(&ours.encode())
+            .map_err(|e| TxnError::Storage(format!("writing the store info record: {e}")))?;
+    }
+    Ok(accepted)
+}
+
 /// What to do about a refused store, repeated in every refusal.
 pub(crate) const INSTRUCTIONS: &str = "vmsdb cannot migrate a store yet: start the application \
      exactly as it was declared when the store was written, or start the changed application \
@@ -220,12 +272,25 @@ pub(crate) const INSTRUCTIONS: &str = "vmsdb cannot migrate a store yet: start t
 /// it when the store is new. Refuses another application, another format version, and a
 /// non-empty store written before fingerprints existed.
 pub(crate) fn check_store<A: App>(app: &AppDef<A>, storage: &dyn Storage) -> Result<(), TxnError> {
-    let io = |what: &str, e: crate::storage::StorageError| {
-        TxnError::Storage(format!("{what} the store info record: {e}"))
-    };
     let ours = Fingerprint::of(app);
-    let Some(record) = storage.read_store_info().map_err(|e| io("reading", e))? else {
+    let Some(stored) = read_stored(storage)? else {
         return adopt_empty_store(storage, &ours);
+    };
+    let differences = stored.differences(&ours);
+    if differences.is_empty() {
+        Ok(())
+    } else {
+        Err(TxnError::StoreMismatch(differences))
+    }
+}
+
+/// The fingerprint in the store, `None` when it has no record; refuses another format version.
+fn read_stored(storage: &dyn Storage) -> Result<Option<Fingerprint>, TxnError> {
+    let read = storage.read_store_info();
+    let Some(record) =
+        read.map_err(|e| TxnError::Storage(format!("reading the store info record: {e}")))?
+    else {
+        return Ok(None);
     };
     let Some((version, body)) = record.split_first_chunk::<4>() else {
         return Err(TxnError::StoreFormat(format!(
@@ -251,12 +316,7 @@ pub(crate) fn check_store<A: App>(app: &AppDef<A>, storage: &dyn Storage) -> Res
             storage.name()
         ))
     })?;
-    let differences = stored.differences(&ours);
-    if differences.is_empty() {
-        Ok(())
-    } else {
-        Err(TxnError::StoreMismatch(differences))
-    }
+    Ok(Some(stored))
 }
 
 /// A store without a record: new and empty gets the application's fingerprint; one holding data

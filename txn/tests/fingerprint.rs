@@ -4,9 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use txn::fingerprint::STORE_FORMAT_VERSION;
+use txn::fingerprint::{STORE_FORMAT_VERSION, accept_renamed_types};
 use txn::storage::{FaultOp, FaultyStorage, MemoryStorage, Storage};
-use txn::{App, AppBuilder, AppDef, Runtime, RuntimeConfig, ServiceRef, TxnError};
+use txn::{App, AppBuilder, AppDef, Runtime, RuntimeConfig, ServiceRef, Table, TxnError};
 
 struct Shop;
 
@@ -203,4 +203,62 @@ const GOLDEN_STOCK: [u32; 12] = [7, 3, 3, 0, 6, 7, 1, 4, 4, 3, 4, 6];
 
 fn actor_runtime_partition(key: u64, n: u32) -> u32 {
     actor_runtime::partition_of(&key, n)
+}
+
+/// A key type that encodes and hashes exactly like `u64`: a rename as far as the store goes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+struct Sku(u64);
+
+/// `shop(n_partitions, &["items"])` with `Sku` keys.
+fn sku_shop(n_partitions: u32) -> (Arc<AppDef<Shop>>, ServiceRef, Table<Sku, i64>) {
+    let mut b = AppBuilder::<Shop>::new();
+    let stock = b.service("stock", n_partitions);
+    let items = b.table::<Sku, i64>(stock, "items");
+    b.handler(stock, move |ctx, Put(key)| ctx.put(items, Sku(*key), 1));
+    (b.build().expect("valid test app"), stock, items)
+}
+
+// Goal: another key type name is refused by name; `accept_renamed_types` records the new names
+// only when nothing but type names differ, after which the renamed application recovers the
+// store's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn type_renames_are_refused_then_accepted_explicitly() {
+    let storage = MemoryStorage::new();
+    write_store(&storage, 4, &["items"]).await;
+    let (app, stock, items) = sku_shop(4);
+    let err = Runtime::start(app.clone(), config(storage.clone()))
+        .await
+        .err()
+        .expect("a store written with u64 keys was opened with Sku keys");
+    let renamed = "table `stock.items`: key type `u64` in the store, `fingerprint::Sku` in the \
+                   application";
+    assert!(err.to_string().contains(renamed), "{err}");
+
+    let (wider, _, _) = sku_shop(8);
+    let refused = accept_renamed_types(&wider, &storage)
+        .expect_err("a partition count change was accepted as a rename");
+    assert!(
+        refused.to_string().contains("4 partitions in the store"),
+        "{refused}"
+    );
+
+    let accepted = accept_renamed_types(&app, &storage).unwrap();
+    assert_eq!(accepted, vec![renamed.to_string()]);
+    let rt = Runtime::start(app, config(storage.clone())).await.unwrap();
+    let rows = rt
+        .client()
+        .query(&[stock], move |view| {
+            (0..10)
+                .filter(|k| view.get(items, &Sku(*k)).is_some())
+                .count()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.iter().sum::<usize>(),
+        10,
+        "the rows written with u64 keys"
+    );
+    rt.shutdown().await;
 }
