@@ -268,15 +268,14 @@ pub(crate) const INSTRUCTIONS: &str = "vmsdb cannot migrate a store yet: start t
      on a new, empty store and load its data again (see \"The store fingerprint\" in \
      docs/storage.md)";
 
-/// Compares the store's fingerprint with `app`'s before anything else reads the store; writes
-/// it when the store is new. Refuses another application, another format version, and a
-/// non-empty store written before fingerprints existed.
-pub(crate) fn check_store<A: App>(app: &AppDef<A>, storage: &dyn Storage) -> Result<(), TxnError> {
-    let ours = Fingerprint::of(app);
+/// Compares the store's fingerprint with the application's (`ours`) before anything else reads
+/// the store; writes it when the store is new. Refuses another application, another format
+/// version, and a non-empty store written before fingerprints existed.
+pub(crate) fn check_store(ours: &Fingerprint, storage: &dyn Storage) -> Result<(), TxnError> {
     let Some(stored) = read_stored(storage)? else {
-        return adopt_empty_store(storage, &ours);
+        return adopt_empty_store(storage, ours);
     };
-    let differences = stored.differences(&ours);
+    let differences = stored.differences(ours);
     if differences.is_empty() {
         Ok(())
     } else {

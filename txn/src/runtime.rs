@@ -432,7 +432,14 @@ impl<A: App> Runtime<A> {
             )]));
         }
         // Before anything reads the store: refuse one written by another application or format.
-        crate::fingerprint::check_store(&app, config.storage.as_ref())?;
+        // Storage calls block, so they run on the blocking pool.
+        let fingerprint = crate::fingerprint::Fingerprint::of(&app);
+        let storage = config.storage.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::fingerprint::check_store(&fingerprint, storage.as_ref())
+        })
+        .await
+        .map_err(|e| TxnError::Storage(format!("the store check stopped: {e}")))??;
         let parts = PartitionState::all(&app);
         if config.checkpoint_every_epochs == 0 {
             for p in &parts {
