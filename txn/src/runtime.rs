@@ -465,7 +465,7 @@ impl<A: App> Runtime<A> {
         let (reply_tx, reply_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(RuntimeStats::default());
 
-        let checkpoint_in_flight = Arc::new(CheckpointSchedule {
+        let checkpoint_schedule = Arc::new(CheckpointSchedule {
             in_flight: AtomicBool::new(false),
             last_completed: AtomicU64::new(recovery.checkpoint_epoch.unwrap_or(0)),
         });
@@ -478,7 +478,7 @@ impl<A: App> Runtime<A> {
                 let watermark = watermark.clone();
                 let truncate_log = config.truncate_log_after_checkpoint;
                 let stats = stats.clone();
-                let in_flight = checkpoint_in_flight.clone();
+                let schedule = checkpoint_schedule.clone();
                 // A store whose checkpoints have their own writer needs no turns: appends
                 // never wait for a checkpoint there.
                 let writer_turn = if storage.checkpoints_have_own_writer() {
@@ -493,7 +493,7 @@ impl<A: App> Runtime<A> {
                         &watermark,
                         truncate_log,
                         &stats,
-                        &in_flight,
+                        &schedule,
                         &writer_turn,
                     )
                 }
@@ -522,7 +522,7 @@ impl<A: App> Runtime<A> {
             epoch: last_epoch,
             last_timestamp_ms: recovery.last_timestamp_ms,
             dedup,
-            checkpoint_in_flight,
+            checkpoint_schedule,
             predictor: Predictor::new(serial_hints),
         }));
         let replier = tokio::spawn(reply_loop::<A>(reply_rx, watermark, outbox_sink));
@@ -585,7 +585,7 @@ struct Sequencer<A: App> {
     last_timestamp_ms: u64,
     dedup: Dedup<A::Output>,
     /// Whether a checkpoint is in flight and the epoch of the last completed one.
-    checkpoint_in_flight: Arc<CheckpointSchedule>,
+    checkpoint_schedule: Arc<CheckpointSchedule>,
     /// Decides the serial hints of each epoch from the conflicts of the previous ones.
     predictor: Predictor,
 }
@@ -866,7 +866,7 @@ async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
             txns,
             queries,
         });
-        if s.checkpoint_in_flight
+        if s.checkpoint_schedule
             .due(s.epoch, s.config.checkpoint_every_epochs)
             && let Err(e) = checkpoint(&mut s).await
         {
@@ -885,7 +885,7 @@ async fn checkpoint<A: App>(s: &mut Sequencer<A>) -> Result<(), TxnError> {
     rows.push(Box::new(move |out: &mut Vec<CheckpointRow>| {
         out.extend(dedup_rows)
     }));
-    s.checkpoint_in_flight
+    s.checkpoint_schedule
         .in_flight
         .store(true, Ordering::Release);
     s.log_tx
