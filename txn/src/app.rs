@@ -141,6 +141,8 @@ type Finalize = Box<dyn FnOnce(Box<dyn Any + Send + Sync>) -> TableFactory + Sen
 
 pub(crate) struct TableDef {
     pub name: String,
+    /// What the stored layout depends on (see `fingerprint`).
+    pub shape: crate::fingerprint::TableShape,
     /// Set by `build`; until then the table is being declared.
     pub make: Option<TableFactory>,
     /// `Constraints<V>` collected while declaring.
@@ -351,6 +353,9 @@ impl<A: App> AppBuilder<A> {
         if let Some(o) = self.options_of(table) {
             o.replicated = true;
         }
+        self.services[service.idx as usize].tables[table.idx as usize]
+            .shape
+            .replicated = true;
         table
     }
 
@@ -402,6 +407,7 @@ impl<A: App> AppBuilder<A> {
         });
         def.tables.push(TableDef {
             name: name.to_string(),
+            shape: crate::fingerprint::TableShape::new::<K, V>(name, ordered),
             make: None,
             constraints: Some(Box::new(TableOptions::<K, V>::default())),
             finalize: Some(finalize),
@@ -452,6 +458,13 @@ impl<A: App> AppBuilder<A> {
         }
         let placement: Placement<K> =
             Arc::new(move |k: &K, n| crate::route::partition_of(&place(k), n));
+        if let Some(def) = self
+            .services
+            .get_mut(table.service as usize)
+            .and_then(|s| s.tables.get_mut(table.idx as usize))
+        {
+            def.shape.placed_by = Some(std::any::type_name::<P>().to_string());
+        }
         match self.options_of(table) {
             Some(o) if o.placement.is_none() => o.placement = Some(placement),
             Some(_) => self

@@ -138,6 +138,18 @@ pub enum TxnError {
     /// The actor runtime failed to deliver a phase message.
     #[error("actor runtime: {0}")]
     Actor(String),
+    /// The store was written by an application of another shape (services, partition counts,
+    /// tables, types); each entry names one difference. Refused before recovery reads anything.
+    #[error(
+        "the store was written by a different application:\n  - {}\n{}",
+        .0.join("\n  - "),
+        crate::fingerprint::INSTRUCTIONS
+    )]
+    StoreMismatch(Vec<String>),
+    /// The store has another on-disk format version than this build, or predates the format
+    /// version record; the message names both versions.
+    #[error("unsupported store format: {0}")]
+    StoreFormat(String),
 }
 
 /// Turns a caught panic payload into a message.

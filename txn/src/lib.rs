@@ -17,6 +17,7 @@ mod dedup;
 pub mod epoch;
 pub mod error;
 pub mod eventual;
+pub mod fingerprint;
 pub mod ids;
 mod index;
 pub mod limits;

@@ -119,6 +119,11 @@ impl Default for TxnLimits {
     }
 }
 
+/// Decoded log records recovery reads ahead of replay, so recovery holds this many epochs in
+/// memory instead of the whole log tail.
+pub const RECOVERY_EPOCHS_READ_AHEAD_MAX: usize = 64;
+
+const _: () = assert!(RECOVERY_EPOCHS_READ_AHEAD_MAX >= 1);
 const _: () = assert!(EPOCH_DURATION_US_DEFAULT <= EPOCH_DURATION_US_MAX);
 const _: () = assert!(EPOCH_TXNS_MAX_DEFAULT <= EPOCH_TXNS_MAX);
 const _: () = assert!(EPOCH_TXNS_MAX <= u32::MAX as usize);

@@ -1,18 +1,17 @@
-//! Stable key-to-partition routing.
+//! Stable key-to-partition routing: the one function every key is routed by.
+//!
+//! A key's partition is persisted (checkpoint row keys start with the global partition), so the
+//! function must never change silently: it is `actor_runtime::partition_of`, a seedless hash
+//! that feeds every integer as a little-endian `u64` and byte strings as little-endian words, so
+//! the answer is the same on every platform, in every process and with every dependency version.
+//! The golden values in `txn/tests/fingerprint.rs` pin it; changing it is an on-disk format
+//! change (`fingerprint::STORE_FORMAT_VERSION`).
 
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 
-/// The partition of `key` among `n_partitions`: a hash with a fixed seed, so the same key maps
-/// to the same partition in every process and every run (recovery and multi-node rely on it).
+/// The partition of `key` among `n_partitions` (`ServiceRef::partition_of`, table placement,
+/// foreign keys and unique indexes all route through here).
 pub fn partition_of<K: Hash + ?Sized>(key: &K, n_partitions: u32) -> u32 {
     debug_assert!(n_partitions > 0);
-    if n_partitions == 1 {
-        return 0;
-    }
-    let mut h = rustc_hash::FxHasher::default();
-    key.hash(&mut h);
-    // FxHash's low bits are weak for small integers; fold the high half in before reducing.
-    let x = h.finish();
-    let mixed = (x ^ (x >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    ((mixed >> 32) % u64::from(n_partitions)) as u32
+    actor_runtime::partition_of(key, n_partitions)
 }

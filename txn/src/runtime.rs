@@ -61,7 +61,9 @@ pub struct RuntimeConfig {
     pub fallback: Fallback,
     /// Where the epoch log and checkpoints go.
     pub storage: Arc<dyn Storage>,
-    /// Epochs between incremental checkpoints (0: never checkpoint; recovery replays the log).
+    /// Epochs between incremental checkpoints, counted from the last *completed* one, so
+    /// recovery replays about this many epochs at most however often the process restarts
+    /// (0: never checkpoint; recovery replays the log).
     pub checkpoint_every_epochs: u64,
     /// Whether a completed checkpoint truncates the log below it. Off keeps the whole log, so a
     /// crash-free replay from epoch 1 can be compared with checkpoint-based recovery.
@@ -429,6 +431,15 @@ impl<A: App> Runtime<A> {
                 limits::EPOCH_TXNS_MAX
             )]));
         }
+        // Before anything reads the store: refuse one written by another application or format.
+        // Storage calls block, so they run on the blocking pool.
+        let fingerprint = crate::fingerprint::Fingerprint::of(&app);
+        let storage = config.storage.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::fingerprint::check_store(&fingerprint, storage.as_ref())
+        })
+        .await
+        .map_err(|e| TxnError::Storage(format!("the store check stopped: {e}")))??;
         let parts = PartitionState::all(&app);
         if config.checkpoint_every_epochs == 0 {
             for p in &parts {
@@ -454,7 +465,10 @@ impl<A: App> Runtime<A> {
         let (reply_tx, reply_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(RuntimeStats::default());
 
-        let checkpoint_in_flight = Arc::new(AtomicBool::new(false));
+        let checkpoint_schedule = Arc::new(CheckpointSchedule {
+            in_flight: AtomicBool::new(false),
+            last_completed: AtomicU64::new(recovery.checkpoint_epoch.unwrap_or(0)),
+        });
         let writer_turn: Arc<WriterTurn> = Arc::new(parking_lot::Mutex::new(()));
         let (ckpt_tx, ckpt_rx) = std::sync::mpsc::channel::<(u64, Vec<DeferredRows>)>();
         let checkpointer = std::thread::Builder::new()
@@ -464,7 +478,7 @@ impl<A: App> Runtime<A> {
                 let watermark = watermark.clone();
                 let truncate_log = config.truncate_log_after_checkpoint;
                 let stats = stats.clone();
-                let in_flight = checkpoint_in_flight.clone();
+                let schedule = checkpoint_schedule.clone();
                 // A store whose checkpoints have their own writer needs no turns: appends
                 // never wait for a checkpoint there.
                 let writer_turn = if storage.checkpoints_have_own_writer() {
@@ -479,7 +493,7 @@ impl<A: App> Runtime<A> {
                         &watermark,
                         truncate_log,
                         &stats,
-                        &in_flight,
+                        &schedule,
                         &writer_turn,
                     )
                 }
@@ -508,7 +522,7 @@ impl<A: App> Runtime<A> {
             epoch: last_epoch,
             last_timestamp_ms: recovery.last_timestamp_ms,
             dedup,
-            checkpoint_in_flight,
+            checkpoint_schedule,
             predictor: Predictor::new(serial_hints),
         }));
         let replier = tokio::spawn(reply_loop::<A>(reply_rx, watermark, outbox_sink));
@@ -570,11 +584,35 @@ struct Sequencer<A: App> {
     epoch: u64,
     last_timestamp_ms: u64,
     dedup: Dedup<A::Output>,
-    /// Set while a checkpoint is queued or being written; a checkpoint that falls due then is
-    /// skipped (its rows stay dirty and go into the next one), so writing never piles up.
-    checkpoint_in_flight: Arc<AtomicBool>,
+    /// Whether a checkpoint is in flight and the epoch of the last completed one.
+    checkpoint_schedule: Arc<CheckpointSchedule>,
     /// Decides the serial hints of each epoch from the conflicts of the previous ones.
     predictor: Predictor,
+}
+
+/// When the next checkpoint falls due: `checkpoint_every_epochs` after the last *completed*
+/// one, so however often the process restarts or is killed mid-checkpoint, recovery replays at
+/// most about that many epochs (a checkpoint that did not complete is due again at once).
+struct CheckpointSchedule {
+    /// Set while a checkpoint is queued or being written; a checkpoint that falls due then is
+    /// skipped (its rows stay dirty and go into the next one), so writing never piles up.
+    in_flight: AtomicBool,
+    /// The epoch of the latest complete checkpoint (0: none), stored before `in_flight` is
+    /// cleared.
+    last_completed: AtomicU64,
+}
+
+impl CheckpointSchedule {
+    /// Whether a checkpoint falls due at `epoch`.
+    fn due(&self, epoch: u64, every: u64) -> bool {
+        every > 0
+            && !self.in_flight.load(Ordering::Acquire)
+            && epoch
+                >= self
+                    .last_completed
+                    .load(Ordering::Acquire)
+                    .saturating_add(every)
+    }
 }
 
 struct PendingTxn<A: App> {
@@ -828,10 +866,8 @@ async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
             txns,
             queries,
         });
-        let every = s.config.checkpoint_every_epochs;
-        if every > 0
-            && s.epoch.is_multiple_of(every)
-            && !s.checkpoint_in_flight.load(Ordering::Acquire)
+        if s.checkpoint_schedule
+            .due(s.epoch, s.config.checkpoint_every_epochs)
             && let Err(e) = checkpoint(&mut s).await
         {
             tracing::error!(epoch = s.epoch, error = %e, "checkpoint failed");
@@ -849,7 +885,9 @@ async fn checkpoint<A: App>(s: &mut Sequencer<A>) -> Result<(), TxnError> {
     rows.push(Box::new(move |out: &mut Vec<CheckpointRow>| {
         out.extend(dedup_rows)
     }));
-    s.checkpoint_in_flight.store(true, Ordering::Release);
+    s.checkpoint_schedule
+        .in_flight
+        .store(true, Ordering::Release);
     s.log_tx
         .send(LogItem::Checkpoint {
             epoch: s.epoch,
@@ -1020,7 +1058,7 @@ fn checkpoint_loop(
     durable: &DurableWatermark,
     truncate_log: bool,
     stats: &RuntimeStats,
-    in_flight: &AtomicBool,
+    schedule: &CheckpointSchedule,
     writer_turn: &WriterTurn,
 ) {
     while let Ok((epoch, deferred)) = rx.recv() {
@@ -1041,6 +1079,7 @@ fn checkpoint_loop(
                         .last_checkpoint_micros
                         .store(micros, Ordering::Relaxed);
                     stats.checkpoints_completed.fetch_add(1, Ordering::Relaxed);
+                    schedule.last_completed.store(epoch, Ordering::Release);
                 }
                 Err(e) => {
                     tracing::error!(epoch, error = %e, "checkpoint write failed; refusing further writes");
@@ -1048,7 +1087,7 @@ fn checkpoint_loop(
                 }
             }
         }
-        in_flight.store(false, Ordering::Release);
+        schedule.in_flight.store(false, Ordering::Release);
     }
 }
 
@@ -1086,31 +1125,27 @@ fn write_checkpoint(
     Ok(())
 }
 
-/// Rebuilds the state from storage: the latest complete checkpoint, then a deterministic replay
-/// of every logged epoch after it.
-async fn recover<A: App>(
-    app: &Arc<AppDef<A>>,
+/// Loads the latest complete checkpoint into the partitions and the dedup window (nothing with
+/// `RecoverFrom::LogStart`, after checking the log was kept whole). Blocking; returns the
+/// checkpoint's epoch, the rows loaded and the loaded dedup window.
+#[allow(clippy::type_complexity)]
+fn load_checkpoint<A: App>(
+    storage: &dyn Storage,
     parts: &[SharedPartition<A>],
-    actors: &PartitionActors<A>,
-    config: &RuntimeConfig,
-) -> Result<(RecoveryReport, Dedup<A::Output>), TxnError> {
-    let mut dedup = Dedup::new(config.dedup_window_max);
-    let started = std::time::Instant::now();
+    recover_from: RecoverFrom,
+    mut dedup: Dedup<A::Output>,
+) -> Result<(Option<u64>, usize, Dedup<A::Output>), TxnError> {
     let mut rows_loaded = 0usize;
-    let checkpoint_epoch = match config.recover_from {
+    let checkpoint_epoch = match recover_from {
         RecoverFrom::LogStart => {
             // Replaying from the start needs a log kept whole: if a checkpoint exists, the log
-            // must still begin at epoch 1 (checked below for a non-empty log; an empty log next
-            // to a checkpoint was certainly truncated). The visitor stops at the first row.
-            let checkpointed = match config.storage.read_latest_checkpoint(&mut |_, _| {
-                Err(crate::storage::StorageError::Visitor("probe".into()))
-            }) {
-                Ok(found) => found.is_some(),
-                Err(crate::storage::StorageError::Visitor(_)) => true,
-                Err(e) => return Err(TxnError::Recovery(format!("probing for a checkpoint: {e}"))),
-            };
-            let log_empty = config
-                .storage
+            // must still begin at epoch 1 (checked by the replay for a non-empty log; an empty
+            // log next to a checkpoint was certainly truncated).
+            let checkpointed = storage
+                .latest_checkpoint_epoch()
+                .map_err(|e| TxnError::Recovery(format!("reading the latest checkpoint: {e}")))?
+                .is_some();
+            let log_empty = storage
                 .last_epoch()
                 .map_err(|e| TxnError::Recovery(format!("reading the log: {e}")))?
                 .is_none();
@@ -1124,8 +1159,7 @@ async fn recover<A: App>(
             }
             None
         }
-        RecoverFrom::LatestCheckpoint => config
-            .storage
+        RecoverFrom::LatestCheckpoint => storage
             .read_latest_checkpoint(&mut |key, value| {
                 rows_loaded += 1;
                 let loaded = if key.starts_with(&DEDUP_GP.to_be_bytes()) && key.len() >= 6 {
@@ -1138,24 +1172,65 @@ async fn recover<A: App>(
             .map_err(|e| TxnError::Recovery(format!("loading the checkpoint: {e}")))?,
     };
     dedup.finish_load();
-    let from = checkpoint_epoch.map_or(0, |c| c + 1);
-    let mut records = Vec::new();
-    config
-        .storage
-        .read_epochs(from, &mut |epoch, bytes| {
+    Ok((checkpoint_epoch, rows_loaded, dedup))
+}
+
+/// Reads and decodes the log from epoch `from` on the blocking pool, handing records over a
+/// bounded channel: replay holds at most `limits::RECOVERY_EPOCHS_READ_AHEAD_MAX` decoded epochs,
+/// not the whole log tail. A read or decode error arrives as the last item; dropping the
+/// receiver stops the reader.
+fn stream_log<A: App>(
+    storage: Arc<dyn Storage>,
+    from: u64,
+) -> mpsc::Receiver<Result<EpochRecord<A::Event>, TxnError>> {
+    let (tx, rx) = mpsc::channel(limits::RECOVERY_EPOCHS_READ_AHEAD_MAX);
+    tokio::task::spawn_blocking(move || {
+        let result = storage.read_epochs(from, &mut |epoch, bytes| {
             let record: EpochRecord<A::Event> = rmp_serde::from_slice(bytes).map_err(|e| {
                 crate::storage::StorageError::Visitor(format!("epoch {epoch} does not decode: {e}"))
             })?;
-            records.push(record);
-            Ok(())
+            tx.blocking_send(Ok(record)).map_err(|_| {
+                crate::storage::StorageError::Visitor("recovery stopped reading".into())
+            })
+        });
+        if let Err(e) = result {
+            let why = format!("reading the epoch log from epoch {from}: {e}");
+            let _ = tx.blocking_send(Err(TxnError::Recovery(why)));
+        }
+    });
+    rx
+}
+
+/// Rebuilds the state from storage: the latest complete checkpoint, then a deterministic replay
+/// of every logged epoch after it.
+async fn recover<A: App>(
+    app: &Arc<AppDef<A>>,
+    parts: &[SharedPartition<A>],
+    actors: &PartitionActors<A>,
+    config: &RuntimeConfig,
+) -> Result<(RecoveryReport, Dedup<A::Output>), TxnError> {
+    let started = std::time::Instant::now();
+    // Storage reads block: they run on the blocking pool, never on an async worker.
+    let (checkpoint_epoch, rows_loaded, dedup) = {
+        let storage = config.storage.clone();
+        let (parts, recover_from) = (parts.to_vec(), config.recover_from);
+        let dedup = Dedup::new(config.dedup_window_max);
+        tokio::task::spawn_blocking(move || {
+            load_checkpoint(storage.as_ref(), &parts, recover_from, dedup)
         })
-        .map_err(|e| TxnError::Recovery(format!("reading the epoch log from epoch {from}: {e}")))?;
+        .await
+        .map_err(|e| TxnError::Recovery(format!("the checkpoint loader stopped: {e}")))??
+    };
+    let mut dedup = dedup;
+    let from = checkpoint_epoch.map_or(0, |c| c + 1);
+    let mut records = stream_log::<A>(config.storage.clone(), from);
     // Epochs are numbered from 1; after a checkpoint of epoch c the log must go on at c + 1.
     let mut expected = from.max(1);
     let mut epochs_replayed = 0;
     let mut last_epoch = checkpoint_epoch.unwrap_or(0);
     let mut last_timestamp_ms = 0;
-    for record in records {
+    while let Some(record) = records.recv().await {
+        let record = record?;
         if record.epoch != expected {
             let why = if epochs_replayed > 0 {
                 "the epoch log has a gap"

@@ -96,6 +96,12 @@ fn check(fallback: Fallback, name: &str) {
         storage
             .read_epochs(0, &mut |e, bytes| copy.append_epoch(e, bytes))
             .unwrap();
+        // With its store info record: a log without one is refused as a pre-format-2 store.
+        let info = storage
+            .read_store_info()
+            .unwrap()
+            .expect("a store info record");
+        copy.write_store_info(&info).unwrap();
         let replayed = replay_with_workers(fx.clone(), copy, workers, fallback);
         assert_eq!(
             replayed, original,

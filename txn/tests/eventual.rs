@@ -192,6 +192,15 @@ impl Storage for ObservedStorage {
     fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError> {
         self.inner.truncate_log_below(epoch)
     }
+    fn latest_checkpoint_epoch(&self) -> Result<Option<u64>, StorageError> {
+        self.inner.latest_checkpoint_epoch()
+    }
+    fn read_store_info(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.read_store_info()
+    }
+    fn write_store_info(&self, info: &[u8]) -> Result<(), StorageError> {
+        self.inner.write_store_info(info)
+    }
 }
 
 /// The final value of `key` in every service, read from a runtime.

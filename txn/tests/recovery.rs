@@ -226,6 +226,15 @@ impl Storage for SlowStorage {
     fn truncate_log_below(&self, epoch: u64) -> Result<(), txn::storage::StorageError> {
         self.0.truncate_log_below(epoch)
     }
+    fn latest_checkpoint_epoch(&self) -> Result<Option<u64>, txn::storage::StorageError> {
+        self.0.latest_checkpoint_epoch()
+    }
+    fn read_store_info(&self) -> Result<Option<Vec<u8>>, txn::storage::StorageError> {
+        self.0.read_store_info()
+    }
+    fn write_store_info(&self, info: &[u8]) -> Result<(), txn::storage::StorageError> {
+        self.0.write_store_info(info)
+    }
 }
 
 // Goal: when the log is slower than execution, one durable write carries several epochs, and

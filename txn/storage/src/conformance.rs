@@ -86,6 +86,11 @@ pub fn checks<S: Storage>() -> Vec<Check<S>> {
         ),
         ("many_rows_in_many_chunks", many_rows_in_many_chunks::<S>),
         ("reopen_keeps_everything", reopen_keeps_everything::<S>),
+        (
+            "latest_checkpoint_epoch_follows_completion",
+            latest_checkpoint_epoch_follows_completion::<S>,
+        ),
+        ("store_info_round_trips", store_info_round_trips::<S>),
     ]
 }
 
@@ -783,4 +788,91 @@ fn append_epochs_is_group_commit<S: Storage>(open: &mut dyn FnMut(Open) -> S) {
         store.name()
     );
     store.append_epochs(&[]).expect("an empty group commit");
+}
+
+fn latest_checkpoint_epoch_follows_completion<S: Storage>(open: &mut dyn FnMut(Open) -> S) {
+    // Goal: `latest_checkpoint_epoch` is the epoch `read_latest_checkpoint` returns: `None`
+    // until a completion, unmoved by an incomplete checkpoint, kept across a reopen.
+    let store = open(Open::Fresh);
+    let latest = |store: &S| {
+        store
+            .latest_checkpoint_epoch()
+            .unwrap_or_else(|err| panic!("{}: latest_checkpoint_epoch: {err}", store.name()))
+    };
+    assert_eq!(latest(&store), None, "latest checkpoint of an empty store");
+    write_rows(&store, 4, &[put("a", "1")]);
+    assert_eq!(
+        latest(&store),
+        None,
+        "an incomplete checkpoint is not the latest"
+    );
+    complete(&store, 4);
+    assert_eq!(latest(&store), Some(4), "after completing checkpoint 4");
+    complete(&store, 9);
+    write_rows(&store, 12, &[put("b", "2")]);
+    assert_eq!(
+        latest(&store),
+        Some(9),
+        "an incomplete checkpoint 12 after 9"
+    );
+    assert_eq!(latest(&store), collect_checkpoint(&store).0);
+    drop(store);
+    let store = open(Open::Reopen);
+    assert_eq!(latest(&store), Some(9), "latest checkpoint after reopen");
+}
+
+fn store_info_round_trips<S: Storage>(open: &mut dyn FnMut(Open) -> S) {
+    // Goal: the store info record is absent in a new store, reads back exactly what was last
+    // written (binary, empty, the largest allowed), survives a reopen, refuses an oversized
+    // record without writing, and leaves the log and the checkpoints alone.
+    let store = open(Open::Fresh);
+    let read = |store: &S| {
+        store
+            .read_store_info()
+            .unwrap_or_else(|err| panic!("{}: read_store_info: {err}", store.name()))
+    };
+    let write = |store: &S, info: &[u8]| {
+        store
+            .write_store_info(info)
+            .unwrap_or_else(|err| panic!("{}: write_store_info: {err}", store.name()))
+    };
+    assert_eq!(read(&store), None, "store info of a new store");
+    write(&store, b"");
+    assert_eq!(read(&store), Some(Vec::new()), "an empty store info record");
+    let largest = batch_for(77, limits::STORE_INFO_BYTES_MAX);
+    write(&store, &largest);
+    assert!(read(&store) == Some(largest.clone()), "the largest record");
+    let info = b"format 2\0\xff app".to_vec();
+    write(&store, &info);
+    assert_eq!(read(&store), Some(info.clone()), "a replaced record");
+    assert_eq!(
+        store.last_epoch().unwrap(),
+        None,
+        "store info wrote a log record"
+    );
+    assert_eq!(
+        collect_checkpoint(&store),
+        (None, Vec::new()),
+        "store info wrote a checkpoint"
+    );
+    let oversized = vec![7u8; limits::STORE_INFO_BYTES_MAX + 1];
+    let err = store
+        .write_store_info(&oversized)
+        .expect_err("an oversized store info record was accepted");
+    assert!(
+        matches!(err, StorageError::TooLarge { .. }),
+        "oversized store info: {err:?}"
+    );
+    assert_eq!(
+        read(&store),
+        Some(info.clone()),
+        "a refused write changed the record"
+    );
+    append_range(&store, 1..=3, 100);
+    write_rows(&store, 2, &[put("k", "v")]);
+    complete(&store, 2);
+    drop(store);
+    let store = open(Open::Reopen);
+    assert_eq!(read(&store), Some(info), "store info after reopen");
+    assert_eq!(store.last_epoch().unwrap(), Some(3), "the log after reopen");
 }

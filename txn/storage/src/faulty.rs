@@ -29,10 +29,16 @@ pub enum FaultOp {
     ReadCheckpoint,
     /// [`Storage::last_epoch`].
     LastEpoch,
+    /// [`Storage::latest_checkpoint_epoch`].
+    LatestCheckpointEpoch,
+    /// [`Storage::read_store_info`].
+    ReadStoreInfo,
+    /// [`Storage::write_store_info`].
+    WriteStoreInfo,
 }
 
 impl FaultOp {
-    const ALL: [FaultOp; 7] = [
+    const ALL: [FaultOp; 10] = [
         FaultOp::Append,
         FaultOp::CheckpointRows,
         FaultOp::CompleteCheckpoint,
@@ -40,6 +46,9 @@ impl FaultOp {
         FaultOp::ReadEpochs,
         FaultOp::ReadCheckpoint,
         FaultOp::LastEpoch,
+        FaultOp::LatestCheckpointEpoch,
+        FaultOp::ReadStoreInfo,
+        FaultOp::WriteStoreInfo,
     ];
 
     fn idx(self) -> usize {
@@ -55,6 +64,9 @@ impl FaultOp {
             FaultOp::ReadEpochs => "read_epochs",
             FaultOp::ReadCheckpoint => "read_latest_checkpoint",
             FaultOp::LastEpoch => "last_epoch",
+            FaultOp::LatestCheckpointEpoch => "latest_checkpoint_epoch",
+            FaultOp::ReadStoreInfo => "read_store_info",
+            FaultOp::WriteStoreInfo => "write_store_info",
         }
     }
 }
@@ -263,5 +275,19 @@ impl<S: Storage> Storage for FaultyStorage<S> {
 
     fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError> {
         self.write(FaultOp::Truncate, |s| s.truncate_log_below(epoch))
+    }
+
+    fn latest_checkpoint_epoch(&self) -> Result<Option<u64>, StorageError> {
+        self.read(FaultOp::LatestCheckpointEpoch, |s| {
+            s.latest_checkpoint_epoch()
+        })
+    }
+
+    fn read_store_info(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        self.read(FaultOp::ReadStoreInfo, |s| s.read_store_info())
+    }
+
+    fn write_store_info(&self, info: &[u8]) -> Result<(), StorageError> {
+        self.write(FaultOp::WriteStoreInfo, |s| s.write_store_info(info))
     }
 }

@@ -17,6 +17,7 @@
 //!       ├─ ("meta", "pending_epoch")  -> u64 + crc32c │ checkpoint writers serialise on them
 //!       ├─ ("meta", "pending_attempt")-> u64 + crc32c │ (one writer per store by design)
 //!       ├─ ("meta", "next_attempt")   -> u64 + crc32c ┘
+//!       ├─ ("meta", "store_info")     -> crc32c + the store info record (what wrote the store)
 //!       ├─ ("row", key, attempt)      -> row envelope (crc32c, tag put|delete, value)
 //!       │                                one version of a checkpoint row per checkpoint attempt
 //!       ├─ ("written", attempt, key)  -> tag            which keys an attempt wrote (clean-up)
@@ -88,6 +89,8 @@ const META_LATEST_ATTEMPT: &str = "latest_attempt";
 const META_PENDING_EPOCH: &str = "pending_epoch";
 const META_PENDING_ATTEMPT: &str = "pending_attempt";
 const META_NEXT_ATTEMPT: &str = "next_attempt";
+/// The store info record (see [`Storage::write_store_info`]), in its own key.
+const META_STORE_INFO: &str = "store_info";
 
 /// A [`Storage`] in one subspace of a FoundationDB cluster.
 pub struct FdbStorage {
@@ -257,6 +260,15 @@ fn clone_error(err: &StorageError) -> StorageError {
         } => StorageError::CorruptStore {
             backend,
             location: location.clone(),
+            detail: detail.clone(),
+        },
+        StorageError::Vanished {
+            backend,
+            path,
+            detail,
+        } => StorageError::Vanished {
+            backend,
+            path: path.clone(),
             detail: detail.clone(),
         },
         StorageError::Visitor(detail) => StorageError::Visitor(detail.clone()),
@@ -856,6 +868,45 @@ impl Storage for FdbStorage {
         }
         emit(current.take())?;
         Ok(Some(latest_epoch))
+    }
+
+    fn latest_checkpoint_epoch(&self) -> Result<Option<u64>, StorageError> {
+        let layout = self.layout();
+        self.run("latest_checkpoint_epoch", |trx, _| {
+            let layout = &layout;
+            async move { read_meta(&trx, &layout.meta, META_LATEST_EPOCH).await }
+        })
+    }
+
+    fn read_store_info(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        let layout = self.layout();
+        self.run("read_store_info", |trx, _| {
+            let layout = &layout;
+            async move {
+                match trx.get(&layout.meta.pack(&META_STORE_INFO), false).await? {
+                    Some(stored) => {
+                        match row::decode_meta_bytes(BACKEND, META_STORE_INFO, &stored) {
+                            Ok(info) => Ok(Some(info.to_vec())),
+                            Err(err) => abort(err),
+                        }
+                    }
+                    None => Ok(None),
+                }
+            }
+        })
+    }
+
+    fn write_store_info(&self, info: &[u8]) -> Result<(), StorageError> {
+        limits::check_store_info(BACKEND, info)?;
+        let layout = self.layout();
+        let stored = row::encode_meta_bytes(META_STORE_INFO, info);
+        self.run("write_store_info", |trx, _| {
+            let (layout, stored) = (&layout, &stored);
+            async move {
+                trx.set(&layout.meta.pack(&META_STORE_INFO), stored);
+                Ok(())
+            }
+        })
     }
 
     fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError> {

@@ -13,6 +13,7 @@
 //!                                                                          incomplete checkpoint
 //! meta                "latest_complete" -> u64 + crc32c
 //!                     "pending_epoch"   -> u64 + crc32c  (which checkpoint `checkpoint_pending` holds)
+//!                     "store_info"      -> crc32c + the store info record
 //! ```
 //!
 //! Row keys get a one-byte prefix because fjall refuses empty keys; it keeps the key order.
@@ -35,6 +36,7 @@ use std::path::{Path, PathBuf};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 use parking_lot::Mutex;
 
+use crate::identity::PathIdentity;
 use crate::{CheckpointRow, Storage, StorageError, limits, record, row};
 
 const BACKEND: &str = "fjall";
@@ -43,6 +45,8 @@ const ROW_KEY_PREFIX: u8 = 0x01;
 
 const META_LATEST: &str = "latest_complete";
 const META_PENDING: &str = "pending_epoch";
+/// The store info record (see [`Storage::write_store_info`]).
+const META_STORE_INFO: &str = "store_info";
 
 /// A [`Storage`] in one fjall database directory.
 pub struct FjallStorage {
@@ -54,6 +58,9 @@ pub struct FjallStorage {
     /// Serialises writers so the checks before a write see the state the write applies to.
     write_lock: Mutex<()>,
     dir: PathBuf,
+    /// What the data directory was at open: checked after every write, so a directory deleted
+    /// or replaced under the running process fails the next write instead of acknowledging it.
+    identity: PathIdentity,
 }
 
 impl FjallStorage {
@@ -74,6 +81,7 @@ impl FjallStorage {
         let meta = db
             .keyspace("meta", KeyspaceCreateOptions::default)
             .map_err(err)?;
+        let identity = PathIdentity::capture(BACKEND, &dir)?;
         Ok(Self {
             db,
             log,
@@ -82,6 +90,7 @@ impl FjallStorage {
             meta,
             write_lock: Mutex::new(()),
             dir,
+            identity,
         })
     }
 
@@ -126,6 +135,16 @@ impl FjallStorage {
 
     fn durable_batch(&self) -> fjall::OwnedWriteBatch {
         self.db.batch().durability(Some(PersistMode::SyncAll))
+    }
+
+    /// Commits a durable batch, then checks that the data directory is still the one opened.
+    fn commit(
+        &self,
+        write: fjall::OwnedWriteBatch,
+        err: &impl Fn(fjall::Error) -> StorageError,
+    ) -> Result<(), StorageError> {
+        write.commit().map_err(err)?;
+        self.identity.check()
     }
 }
 
@@ -218,7 +237,7 @@ impl Storage for FjallStorage {
         }
         let mut write = self.durable_batch();
         write.insert(&self.log, epoch_key(epoch), record::encode(epoch, batch));
-        write.commit().map_err(&err)
+        self.commit(write, &err)
     }
 
     fn read_epochs(
@@ -279,7 +298,7 @@ impl Storage for FjallStorage {
                 row::encode_row(key, value.as_deref()),
             );
         }
-        write.commit().map_err(&err)
+        self.commit(write, &err)
     }
 
     fn complete_checkpoint(&self, checkpoint_epoch: u64) -> Result<(), StorageError> {
@@ -308,7 +327,7 @@ impl Storage for FjallStorage {
             row::encode_meta(META_LATEST, checkpoint_epoch).to_vec(),
         );
         write.remove(&self.meta, META_PENDING);
-        write.commit().map_err(&err)?;
+        self.commit(write, &err)?;
         // Leftover pending rows are harmless (no `pending_epoch` names them), so a failure here
         // does not undo the completion; the next checkpoint clears them again.
         if let Err(e) = self.pending.clear() {
@@ -350,6 +369,35 @@ impl Storage for FjallStorage {
         Ok(latest)
     }
 
+    fn latest_checkpoint_epoch(&self) -> Result<Option<u64>, StorageError> {
+        self.read_meta(&self.db.snapshot(), META_LATEST, "latest_checkpoint_epoch")
+    }
+
+    fn read_store_info(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        let stored = self
+            .meta
+            .get(META_STORE_INFO)
+            .map_err(self.err("read_store_info"))?;
+        match stored {
+            Some(stored) => row::decode_meta_bytes(BACKEND, META_STORE_INFO, &stored)
+                .map(|info| Some(info.to_vec())),
+            None => Ok(None),
+        }
+    }
+
+    fn write_store_info(&self, info: &[u8]) -> Result<(), StorageError> {
+        limits::check_store_info(BACKEND, info)?;
+        let err = self.err("write_store_info");
+        let _writer = self.write_lock.lock();
+        let mut write = self.durable_batch();
+        write.insert(
+            &self.meta,
+            META_STORE_INFO,
+            row::encode_meta_bytes(META_STORE_INFO, info),
+        );
+        self.commit(write, &err)
+    }
+
     fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError> {
         let operation = "truncate_log_below";
         let err = self.err(operation);
@@ -369,6 +417,6 @@ impl Storage for FjallStorage {
             let key = entry.key().map_err(&err)?;
             write.remove(&self.log, key);
         }
-        write.commit().map_err(&err)
+        self.commit(write, &err)
     }
 }

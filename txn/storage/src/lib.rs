@@ -33,6 +33,7 @@ pub mod faulty;
 pub mod fdb_storage;
 #[cfg(feature = "fjall")]
 pub mod fjall_storage;
+mod identity;
 pub mod limits;
 pub mod memory;
 pub mod record;
@@ -141,6 +142,21 @@ pub trait Storage: Send + Sync + 'static {
     /// [`StorageError::TruncateBeyondCheckpoint`] and removes nothing. Idempotent.
     fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError>;
 
+    /// The epoch of the latest complete checkpoint, or `None` when no checkpoint was ever
+    /// completed — the epoch [`Storage::read_latest_checkpoint`] would return, without reading
+    /// a single row.
+    fn latest_checkpoint_epoch(&self) -> Result<Option<u64>, StorageError>;
+
+    /// The store's info record: a small opaque value the transaction layer writes when it first
+    /// uses a store (what application and on-disk format wrote it) and checks at every start.
+    /// `None` when it was never written. A damaged record is [`StorageError::CorruptStore`].
+    fn read_store_info(&self) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Replaces the store's info record and makes it durable before returning. A record longer
+    /// than [`limits::STORE_INFO_BYTES_MAX`] is [`StorageError::TooLarge`] and nothing is
+    /// written. Independent of the log and the checkpoints: writing it never changes them.
+    fn write_store_info(&self, info: &[u8]) -> Result<(), StorageError>;
+
     /// Whether checkpoint writes (`write_checkpoint_rows`, `complete_checkpoint`) go through a
     /// writer of their own that never holds up `append_epochs`. When `false` (the default: one
     /// writer for everything, as in most embedded engines) the runtime makes the log appender
@@ -209,6 +225,15 @@ pub enum StorageError {
     CorruptStore {
         backend: &'static str,
         location: String,
+        detail: String,
+    },
+    /// The store's files or directory are no longer the ones opened: deleted, moved or replaced
+    /// under the running process. Whatever was written since went to files nobody will find, so
+    /// nothing may be acknowledged.
+    #[error("{backend} store vanished: {path} {detail}")]
+    Vanished {
+        backend: &'static str,
+        path: String,
         detail: String,
     },
     /// An error raised by a caller's visitor, passed through unchanged.

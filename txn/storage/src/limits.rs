@@ -17,6 +17,12 @@ pub const CHECKPOINT_KEY_BYTES_MAX: usize = 4 * 1024;
 /// minus the row envelope.
 pub const CHECKPOINT_VALUE_BYTES_MAX: usize = 90 * 1024;
 
+/// Largest store info record ([`crate::Storage::write_store_info`]), in bytes. The record
+/// describes an application's services and tables: a few KB; it is one value in every backend,
+/// so it is bounded like a checkpoint row value.
+pub const STORE_INFO_BYTES_MAX: usize = 64 * 1024;
+
+const _: () = assert!(STORE_INFO_BYTES_MAX <= CHECKPOINT_VALUE_BYTES_MAX);
 const _: () = assert!(EPOCH_BATCH_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(CHECKPOINT_KEY_BYTES_MAX * 2 + 64 <= 10_000);
 const _: () = assert!(CHECKPOINT_VALUE_BYTES_MAX + 64 <= 100_000);
@@ -29,6 +35,22 @@ pub(crate) fn check_batch(backend: &'static str, batch: &[u8]) -> Result<(), cra
             what: "epoch batch",
             size: batch.len(),
             limit: EPOCH_BATCH_BYTES_MAX,
+        });
+    }
+    Ok(())
+}
+
+/// Checks the store info record against [`STORE_INFO_BYTES_MAX`].
+pub(crate) fn check_store_info(
+    backend: &'static str,
+    info: &[u8],
+) -> Result<(), crate::StorageError> {
+    if info.len() > STORE_INFO_BYTES_MAX {
+        return Err(crate::StorageError::TooLarge {
+            backend,
+            what: "store info record",
+            size: info.len(),
+            limit: STORE_INFO_BYTES_MAX,
         });
     }
     Ok(())

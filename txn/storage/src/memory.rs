@@ -34,6 +34,8 @@ struct State {
     latest_complete: Option<u64>,
     /// The incomplete checkpoint being written, if any: its epoch and its rows so far.
     pending: Option<PendingCheckpoint>,
+    /// The store info record, once written.
+    store_info: Option<Vec<u8>>,
 }
 
 impl State {
@@ -192,6 +194,20 @@ impl Storage for MemoryStorage {
             visit(key, value)?;
         }
         Ok(latest)
+    }
+
+    fn latest_checkpoint_epoch(&self) -> Result<Option<u64>, StorageError> {
+        Ok(self.state.lock().latest_complete)
+    }
+
+    fn read_store_info(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.state.lock().store_info.clone())
+    }
+
+    fn write_store_info(&self, info: &[u8]) -> Result<(), StorageError> {
+        limits::check_store_info(BACKEND, info)?;
+        self.state.lock().store_info = Some(info.to_vec());
+        Ok(())
     }
 
     fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError> {

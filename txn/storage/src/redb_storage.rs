@@ -20,7 +20,12 @@
 //!                                       one incomplete checkpoint, in write order
 //! meta                       "latest_complete"  u64 + crc32c
 //!                            "pending_epoch"    u64 + crc32c: whose rows the blobs hold
+//!                            "store_info"       crc32c + the store info record
 //! ```
+//!
+//! The (device, inode) of both files is remembered at open and checked after every committed
+//! write: a data directory deleted or replaced under the running process fails the next write
+//! with [`StorageError::Vanished`] (see `identity`).
 //!
 //! A chunk of checkpoint rows is sorted by key and appended as one blob (split above
 //! [`limits::REDB_PENDING_BLOB_BYTES_MAX`]): appending at the end of a small table costs one
@@ -58,6 +63,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::identity::PathIdentity;
 use crate::{CheckpointRow, Storage, StorageError, limits, record, row};
 
 const BACKEND: &str = "redb";
@@ -87,6 +93,8 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 const META_LATEST: &str = "latest_complete";
 const META_PENDING: &str = "pending_epoch";
+/// The store info record (see [`Storage::write_store_info`]).
+const META_STORE_INFO: &str = "store_info";
 
 /// A [`Storage`] in two redb files inside a data directory: the log and the checkpoints.
 pub struct RedbStorage {
@@ -96,6 +104,9 @@ pub struct RedbStorage {
     /// The checkpoints.
     ckpt: Database,
     ckpt_path: PathBuf,
+    /// What the two paths named at open: checked after every write, so a store deleted or
+    /// replaced under the running process fails its next write instead of acknowledging it.
+    identity: [PathIdentity; 2],
 }
 
 /// Which of the two files a transaction is on.
@@ -147,11 +158,16 @@ impl RedbStorage {
             CHECKPOINT_CREATED_MARKER,
             &marker,
         )?;
+        let identity = [
+            PathIdentity::capture(BACKEND, &path)?,
+            PathIdentity::capture(BACKEND, &ckpt_path)?,
+        ];
         let store = Self {
             db,
             path,
             ckpt,
             ckpt_path,
+            identity,
         };
         store.write(File::Log, "create tables", |txn| {
             txn.open_table(LOG)?;
@@ -189,6 +205,22 @@ impl RedbStorage {
         }
     }
 
+    /// Reads one value of the checkpoint file's `meta` table in a read transaction.
+    fn read_checkpoint_meta<T>(
+        &self,
+        operation: &'static str,
+        read: impl FnOnce(&redb::ReadOnlyTable<&'static str, &'static [u8]>) -> Result<T, TxnError>,
+    ) -> Result<T, StorageError> {
+        let err = self.err(File::Checkpoints, operation);
+        let txn = self.ckpt.begin_read().map_err(|e| err(e.into()))?;
+        let meta = txn.open_table(META).map_err(|e| err(e.into()))?;
+        match read(&meta) {
+            Ok(value) => Ok(value),
+            Err(TxnError::Storage(e)) => Err(e),
+            Err(TxnError::Engine(e)) => Err(err(e)),
+        }
+    }
+
     fn err(
         &self,
         file: File,
@@ -213,6 +245,9 @@ impl RedbStorage {
         match body(&txn) {
             Ok(value) => {
                 txn.commit().map_err(|e| err(e.into()))?;
+                // After the commit: a deletion before it (or during it) is caught, so no write
+                // that went to a deleted or replaced file is reported durable.
+                self.identity[file as usize].check()?;
                 Ok(value)
             }
             Err(TxnError::Storage(e)) => {
@@ -366,6 +401,9 @@ fn diagnose(db: &Database) -> Option<StorageError> {
                     return Some(err);
                 }
             }
+            if let Err(TxnError::Storage(err)) = read_store_info(&meta) {
+                return Some(err);
+            }
         }
         if let Ok(state) = txn.open_table(STATE) {
             for entry in state.iter().ok()? {
@@ -433,6 +471,18 @@ fn read_meta(
     match table.get(name)? {
         Some(stored) => match row::decode_meta(BACKEND, name, stored.value()) {
             Ok(value) => Ok(Some(value)),
+            Err(err) => fail(err),
+        },
+        None => Ok(None),
+    }
+}
+
+fn read_store_info(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Option<Vec<u8>>, TxnError> {
+    match table.get(META_STORE_INFO)? {
+        Some(stored) => match row::decode_meta_bytes(BACKEND, META_STORE_INFO, stored.value()) {
+            Ok(info) => Ok(Some(info.to_vec())),
             Err(err) => fail(err),
         },
         None => Ok(None),
@@ -659,19 +709,31 @@ impl Storage for RedbStorage {
         true
     }
 
+    fn latest_checkpoint_epoch(&self) -> Result<Option<u64>, StorageError> {
+        self.read_checkpoint_meta("latest_checkpoint_epoch", |meta| {
+            read_meta(meta, META_LATEST)
+        })
+    }
+
+    fn read_store_info(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        self.read_checkpoint_meta("read_store_info", read_store_info)
+    }
+
+    fn write_store_info(&self, info: &[u8]) -> Result<(), StorageError> {
+        limits::check_store_info(BACKEND, info)?;
+        self.write(File::Checkpoints, "write_store_info", |txn| {
+            let mut meta = txn.open_table(META)?;
+            let stored = row::encode_meta_bytes(META_STORE_INFO, info);
+            meta.insert(META_STORE_INFO, stored.as_slice())?;
+            Ok(())
+        })
+    }
+
     fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError> {
         // The checkpoint that covers the truncated epochs is read first, from its own file;
         // checkpoints only ever advance, so it still covers them when the log write commits.
-        let latest = {
-            let err = self.err(File::Checkpoints, "truncate_log_below");
-            let txn = self.ckpt.begin_read().map_err(|e| err(e.into()))?;
-            let meta = txn.open_table(META).map_err(|e| err(e.into()))?;
-            match read_meta(&meta, META_LATEST) {
-                Ok(latest) => latest,
-                Err(TxnError::Storage(e)) => return Err(e),
-                Err(TxnError::Engine(e)) => return Err(err(e)),
-            }
-        };
+        let latest =
+            self.read_checkpoint_meta("truncate_log_below", |meta| read_meta(meta, META_LATEST))?;
         self.write(File::Log, "truncate_log_below", |txn| {
             let covered = latest.map_or(0, |latest| latest.saturating_add(1));
             if epoch > covered {

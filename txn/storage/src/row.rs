@@ -107,6 +107,40 @@ pub(crate) fn decode_meta(
     Ok(value)
 }
 
+/// Encodes the variable-length metadata value `name` (the store info record):
+/// `[crc32c: u32 LE][value]`, the checksum covering the name and the value.
+pub(crate) fn encode_meta_bytes(name: &str, value: &[u8]) -> Vec<u8> {
+    let crc = crc32c::crc32c_append(crc32c::crc32c(name.as_bytes()), value);
+    let mut out = Vec::with_capacity(4 + value.len());
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+/// Checks and decodes the stored variable-length metadata value `name`.
+pub(crate) fn decode_meta_bytes<'a>(
+    backend: &'static str,
+    name: &str,
+    stored: &'a [u8],
+) -> Result<&'a [u8], StorageError> {
+    let corrupt = |detail: String| StorageError::CorruptStore {
+        backend,
+        location: format!("metadata {name:?}"),
+        detail,
+    };
+    let Some((crc, value)) = stored.split_first_chunk::<4>() else {
+        return Err(corrupt(format!(
+            "{} bytes, shorter than its checksum",
+            stored.len()
+        )));
+    };
+    let actual = crc32c::crc32c_append(crc32c::crc32c(name.as_bytes()), value);
+    if u32::from_le_bytes(*crc) != actual {
+        return Err(corrupt("checksum mismatch".into()));
+    }
+    Ok(value)
+}
+
 /// Appends one row to a blob of pending rows: `[key len: u32 LE][key][envelope len: u32
 /// LE][row envelope]`. Lengths are bounded by the row size limits.
 pub(crate) fn push_blob_row(blob: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {

@@ -14,6 +14,8 @@ enum Bug {
     CompleteDoesNothing,
     SwallowsVisitorErrors,
     ForgetsOnReopen,
+    LatestCheckpointLags,
+    StoreInfoNotKept,
 }
 
 /// A MemoryStorage with one deliberate bug.
@@ -78,6 +80,26 @@ impl Storage for Broken {
             _ => self.inner.truncate_log_below(epoch),
         }
     }
+
+    fn latest_checkpoint_epoch(&self) -> Result<Option<u64>, StorageError> {
+        match self.bug {
+            // Reports the first completion forever, like a cache never refreshed.
+            Bug::LatestCheckpointLags => Ok(self.inner.latest_checkpoint_epoch()?.map(|_| 4)),
+            _ => self.inner.latest_checkpoint_epoch(),
+        }
+    }
+
+    fn read_store_info(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.read_store_info()
+    }
+
+    fn write_store_info(&self, info: &[u8]) -> Result<(), StorageError> {
+        match self.bug {
+            // Keeps only the first record ever written.
+            Bug::StoreInfoNotKept if self.inner.read_store_info()?.is_some() => Ok(()),
+            _ => self.inner.write_store_info(info),
+        }
+    }
 }
 
 #[test]
@@ -89,6 +111,8 @@ fn suite_fails_every_broken_store() {
         Bug::CompleteDoesNothing,
         Bug::SwallowsVisitorErrors,
         Bug::ForgetsOnReopen,
+        Bug::LatestCheckpointLags,
+        Bug::StoreInfoNotKept,
     ] {
         let mut last = MemoryStorage::new();
         let outcome = catch_unwind(AssertUnwindSafe(|| {

@@ -2,8 +2,8 @@
 
 #![cfg(feature = "fjall")]
 
-use txn_storage::FjallStorage;
 use txn_storage::conformance::{self, Open};
+use txn_storage::{FjallStorage, Storage, StorageError};
 
 #[test]
 fn fjall_storage_passes_conformance() {
@@ -15,4 +15,19 @@ fn fjall_storage_passes_conformance() {
         }
         FjallStorage::open(dir.path()).unwrap()
     });
+}
+
+#[test]
+fn fjall_append_fails_once_the_data_directory_is_deleted() {
+    // Goal: a data directory deleted under an open store fails the next append with
+    // `Vanished` instead of acknowledging it.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = FjallStorage::open(&data).unwrap();
+    store.append_epoch(1, b"one").unwrap();
+    std::fs::remove_dir_all(&data).unwrap();
+    let err = store
+        .append_epoch(2, b"two")
+        .expect_err("an append into a deleted store was acknowledged");
+    assert!(matches!(err, StorageError::Vanished { .. }), "{err:?}");
 }
