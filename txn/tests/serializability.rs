@@ -11,7 +11,6 @@ mod common;
 use common::model::{Rows, assert_matches_model};
 use common::*;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use txn::{Client, Fallback, Runtime, RuntimeConfig, SerialHints};
 
 /// Clients, and requests each: enough for every run to have conflict losers on 24 keys.
@@ -26,6 +25,8 @@ struct Run {
     final_hash: u64,
     final_rows: Rows,
     epochs: u64,
+    committed: u64,
+    user_aborted: u64,
     conflicts: u64,
     fallback: u64,
     hinted: u64,
@@ -41,6 +42,13 @@ async fn run_and_check(fallback: Fallback, serial_hints: SerialHints, test: &str
     let n_fallback_pass = run.history.iter().filter(|r| r.pos.pass == 1).count();
     let replayed = assert_matches_serial_replay(fx.app.clone(), run.history, run.final_hash, seed);
     assert_eq!(replayed, n_committed);
+    // The runtime's own counters tell the same story as the outcomes.
+    assert_eq!(run.committed, n_committed as u64, "seed {seed}: committed");
+    assert_eq!(
+        run.user_aborted,
+        (n_history - n_committed) as u64,
+        "seed {seed}: aborted"
+    );
     eprintln!(
         "{test}: {n_history} transactions ({n_committed} committed) in {} epochs, {} conflict \
          losers, {} fallback runs ({n_fallback_pass} outcomes from the serial pass), {} sent \
@@ -99,16 +107,18 @@ async fn run_history(
     let client = rt.client();
     let final_hash = client.state_hash().await.unwrap();
     let final_rows = read_all_rows(&client, fx).await;
-    let stats = rt.stats();
+    let stats = rt.stats().snapshot();
     let run = Run {
         history,
         n_retried,
         final_hash,
         final_rows,
-        epochs: stats.epochs.load(Ordering::Relaxed),
-        conflicts: stats.conflicts.load(Ordering::Relaxed),
-        fallback: stats.fallback.load(Ordering::Relaxed),
-        hinted: stats.serial_hinted.load(Ordering::Relaxed),
+        epochs: stats.epochs,
+        committed: stats.committed,
+        user_aborted: stats.user_aborted,
+        conflicts: stats.conflicts,
+        fallback: stats.fallback,
+        hinted: stats.serial_hinted,
     };
     rt.shutdown().await;
     run
