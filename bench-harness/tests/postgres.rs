@@ -6,6 +6,7 @@
 
 use bench_harness::cli::Cli;
 use clap::Parser;
+use std::io::Write as _;
 
 /// Whether this is a CI run: `CI` set to anything but empty, `0` or `false` (CI services set
 /// `CI=true`).
@@ -25,7 +26,10 @@ fn postgres_available(test: &str) -> bool {
              does): {e}"
         ),
         Err(e) => {
-            eprintln!(
+            // Straight to the stderr handle, which the test harness does not capture (it
+            // captures `eprintln!`), so the skip shows in a normal `cargo test` run.
+            let _ = writeln!(
+                std::io::stderr(),
                 "\n*** SKIPPED (not run, not passed): postgres baseline test {test} — PostgreSQL \
                  server binaries not found; install with apt-get install -y postgresql ({e}); \
                  with CI=true this fails ***\n"
