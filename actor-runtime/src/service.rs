@@ -500,7 +500,7 @@ mod tests {
         assert_eq!(service.call(0, RecorderMsg::Get).await.unwrap(), vec![1]);
 
         // Act as a sender stuck between reading the slot and enqueueing: hold a permit and the
-        // read lock until the idle check is (very likely) waiting for the write lock.
+        // read lock until the idle check is waiting for the write lock.
         let slot = service.shared.slot(0);
         let permit = Arc::clone(&slot.permits).try_acquire_owned().unwrap();
         {
@@ -508,8 +508,17 @@ mod tests {
             let SlotState::Active(actor) = &*slot_state else {
                 panic!("the actor is active");
             };
-            // Blocking this worker on purpose: the actor runs on the other one.
-            std::thread::sleep(Duration::from_millis(150));
+            // Blocking this worker on purpose: the actor runs on the other one. parking_lot's
+            // lock is fair: once a writer waits (the idle check), a new reader is refused, so a
+            // failing `try_read` while we hold a read guard says the writer is there.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while slot.state.try_read().is_some() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the idle check never waited for the slot's write lock"
+                );
+                std::thread::yield_now();
+            }
             let envelope = Envelope::User {
                 payload: Payload::One(RecorderMsg::Record(2)),
                 permit,

@@ -181,6 +181,17 @@ async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// With the clock paused (`start_paused`, one thread): returns once every task is idle, as
+/// the paused clock only moves on when nothing else can run. Not a timed wait.
+async fn settle() {
+    assert!(
+        tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread,
+        "settle needs the paused clock of a current-thread test runtime"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
 /// Sends `Block` and waits until the handler is inside it; returns the gate that releases it.
 async fn block(service: &ServiceHandle<Ledger>, partition: u32) -> Arc<Semaphore> {
     let gate = Arc::new(Semaphore::new(0));
@@ -256,8 +267,10 @@ async fn passivation_then_reactivation_keeps_state() {
 }
 
 // Goal: messages sent while an actor is passivating are delivered, in order, to the next
-// incarnation, which loads the state only after the passivation has persisted it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// incarnation, which loads the state only after the passivation has persisted it. The clock is
+// paused (one thread), so `settle` returns only once every task, the actors' included, has
+// nothing left to do: a successor activated early would have been by then.
+#[tokio::test(start_paused = true)]
 async fn message_sent_during_passivation_is_not_lost() {
     let (_system, service, store) = ledger(4, 16, Some(Duration::from_millis(30)));
     let id = service.actor_id(1);
@@ -278,11 +291,15 @@ async fn message_sent_during_passivation_is_not_lost() {
         tokio::spawn(async move { service.call(1, Msg::Get).await })
     };
 
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    settle().await;
     assert_eq!(
         store.n_activations(id),
         1,
         "the successor must not load state before the passivation finished"
+    );
+    assert!(
+        !reply.is_finished(),
+        "nothing may answer for the partition while its passivation is unfinished"
     );
     store.passivation_gate.add_permits(1);
 
@@ -383,13 +400,12 @@ async fn full_mailbox_applies_backpressure() {
         "other partitions have their own mailbox"
     );
 
-    let waiting_send = {
-        let service = service.clone();
-        tokio::spawn(async move { service.send(0, Msg::Append(4)).await })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Polled once now, while all four places are taken, `send` must not complete.
+    let mut waiting_send = std::pin::pin!(service.send(0, Msg::Append(4)));
+    let first_poll =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(waiting_send.as_mut().poll(cx))).await;
     assert!(
-        !waiting_send.is_finished(),
+        first_poll.is_pending(),
         "send waits while the mailbox is full"
     );
 
@@ -397,7 +413,6 @@ async fn full_mailbox_applies_backpressure() {
     tokio::time::timeout(DEADLINE, waiting_send)
         .await
         .expect("send completes once the actor drains")
-        .unwrap()
         .unwrap();
     assert_eq!(get(&service, 0).await, vec![1, 2, 3, 4]);
 }
@@ -527,7 +542,7 @@ async fn passivation_churn_loses_and_reorders_nothing() {
     let (_system, service, store) = ledger(n_partitions, 8, Some(Duration::from_millis(1)));
     let mut senders = tokio::task::JoinSet::new();
     for sender in 0..n_senders {
-        let service = service.clone();
+        let (service, store) = (service.clone(), Arc::clone(&store));
         senders.spawn(async move {
             for i in 0..n_messages_per_sender {
                 let value = sender * 1_000_000 + i;
@@ -536,8 +551,13 @@ async fn passivation_churn_loses_and_reorders_nothing() {
                     .await
                     .unwrap();
                 if i % 20 == 0 {
-                    // Long enough for idle partitions to start passivating.
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    // Let idle partitions passivate while messages keep flowing: wait until one
+                    // more passivation than this sender saw last has happened.
+                    let seen = store.n_passivations.load(Ordering::SeqCst);
+                    wait_until("another partition passivates", || {
+                        store.n_passivations.load(Ordering::SeqCst) > seen
+                    })
+                    .await;
                 }
             }
         });
@@ -562,8 +582,9 @@ async fn passivation_churn_loses_and_reorders_nothing() {
         }
     }
     assert_eq!(n_received, (n_senders * n_messages_per_sender) as usize);
+    // Every sender waited for a new passivation 30 times, one after another.
     assert!(
-        store.n_passivations.load(Ordering::SeqCst) >= 10,
+        store.n_passivations.load(Ordering::SeqCst) >= 30,
         "the test only means something if partitions passivated while messages flowed: {}",
         store.n_passivations.load(Ordering::SeqCst)
     );

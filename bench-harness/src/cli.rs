@@ -41,7 +41,7 @@ pub enum WorkloadCmd {
     Ycsb(YcsbCmd),
     /// Online Marketplace: checkout, seller dashboard, price update, update product and update
     /// delivery over eight services, each business transaction one transaction. Checks the seven
-    /// criteria of WORKLOADS.md (atomic checkouts, stock, replicas, dashboard, totals, money).
+    /// criteria of docs/workloads.md (atomic checkouts, stock, replicas, dashboard, totals, money).
     Marketplace(MarketplaceCmd),
     /// The durability tests (`crash-test`, `corruption-test`); not workloads, run by `main`.
     #[command(flatten)]

@@ -230,17 +230,6 @@ fn open_storage(
     })
 }
 
-fn stats_snapshot(rt: &txn::runtime::RuntimeStats) -> [u64; 6] {
-    [
-        rt.epochs.load(Ordering::Relaxed),
-        rt.committed.load(Ordering::Relaxed),
-        rt.user_aborted.load(Ordering::Relaxed),
-        rt.conflicts.load(Ordering::Relaxed),
-        rt.fallback.load(Ordering::Relaxed),
-        rt.serial_hinted.load(Ordering::Relaxed),
-    ]
-}
-
 fn effects_of(rec: &metrics::Recorder) -> Effects {
     Effects {
         committed: rec.types.iter().map(|t| t.committed).collect(),
@@ -331,25 +320,24 @@ async fn run_vmsdb<W: Workload>(
         driving(common)
     ));
 
-    let before = stats_snapshot(rt.stats());
+    let before = rt.stats().snapshot();
     let progress = ui.run_bar("vmsdb", common.duration);
     let driven = drive_runtime(w.clone(), client.clone(), drive_config(common), &progress).await;
     warn_late(ui, "vmsdb", &driven);
-    let after = stats_snapshot(rt.stats());
-    let d: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    let d = rt.stats().snapshot().since(&before);
     // Every sequenced transaction ends committed or aborted once (the serial pass settles
     // losers and hinted ones); all but the hinted ones ran in the parallel pass first.
-    let sequenced = d[1] + d[2];
-    let executed = sequenced.saturating_sub(d[5]);
+    let sequenced = d.committed + d.user_aborted;
+    let executed = sequenced.saturating_sub(d.serial_hinted);
     let runtime_stats = RuntimeStatsSummary {
-        epochs: d[0],
-        committed: d[1],
-        user_aborted: d[2],
-        conflict_losers: d[3],
-        fallback_runs: d[4],
-        serial_hinted: d[5],
-        txns_per_epoch: sequenced as f64 / d[0].max(1) as f64,
-        conflict_rate: d[3] as f64 / executed.max(1) as f64,
+        epochs: d.epochs,
+        committed: d.committed,
+        user_aborted: d.user_aborted,
+        conflict_losers: d.conflicts,
+        fallback_runs: d.fallback,
+        serial_hinted: d.serial_hinted,
+        txns_per_epoch: sequenced as f64 / d.epochs.max(1) as f64,
+        conflict_rate: d.conflicts as f64 / executed.max(1) as f64,
     };
 
     ui.status("vmsdb: checking consistency");

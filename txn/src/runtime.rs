@@ -190,6 +190,75 @@ impl RuntimeStats {
     }
 }
 
+/// Every [`RuntimeStats`] counter at one moment, by name ([`RuntimeStats::snapshot`]). Each
+/// counter is read on its own, so counters bumped together may be caught between two bumps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub epochs: u64,
+    pub committed: u64,
+    pub user_aborted: u64,
+    /// Conflict losers of the parallel pass.
+    pub conflicts: u64,
+    /// Runs in the serial pass (conflict losers and hinted transactions).
+    pub fallback: u64,
+    pub serial_hinted: u64,
+    pub checkpoints_started: u64,
+    pub checkpoints_completed: u64,
+    pub log_appends: u64,
+    pub log_epochs: u64,
+    pub log_bytes: u64,
+    pub log_append_nanos: u64,
+    /// Levels, not counts: the last completed checkpoint's rows and wall time.
+    pub last_checkpoint_rows: u64,
+    pub last_checkpoint_micros: u64,
+}
+
+impl StatsSnapshot {
+    /// What the counters grew by since `earlier` (an older snapshot of the same runtime); the
+    /// last-checkpoint levels are this snapshot's.
+    pub fn since(&self, earlier: &StatsSnapshot) -> StatsSnapshot {
+        StatsSnapshot {
+            epochs: self.epochs - earlier.epochs,
+            committed: self.committed - earlier.committed,
+            user_aborted: self.user_aborted - earlier.user_aborted,
+            conflicts: self.conflicts - earlier.conflicts,
+            fallback: self.fallback - earlier.fallback,
+            serial_hinted: self.serial_hinted - earlier.serial_hinted,
+            checkpoints_started: self.checkpoints_started - earlier.checkpoints_started,
+            checkpoints_completed: self.checkpoints_completed - earlier.checkpoints_completed,
+            log_appends: self.log_appends - earlier.log_appends,
+            log_epochs: self.log_epochs - earlier.log_epochs,
+            log_bytes: self.log_bytes - earlier.log_bytes,
+            log_append_nanos: self.log_append_nanos - earlier.log_append_nanos,
+            last_checkpoint_rows: self.last_checkpoint_rows,
+            last_checkpoint_micros: self.last_checkpoint_micros,
+        }
+    }
+}
+
+impl RuntimeStats {
+    /// Every counter now, by name.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        StatsSnapshot {
+            epochs: read(&self.epochs),
+            committed: read(&self.committed),
+            user_aborted: read(&self.user_aborted),
+            conflicts: read(&self.conflicts),
+            fallback: read(&self.fallback),
+            serial_hinted: read(&self.serial_hinted),
+            checkpoints_started: read(&self.checkpoints_started),
+            checkpoints_completed: read(&self.checkpoints_completed),
+            log_appends: read(&self.log_appends),
+            log_epochs: read(&self.log_epochs),
+            log_bytes: read(&self.log_bytes),
+            log_append_nanos: read(&self.log_append_nanos),
+            last_checkpoint_rows: read(&self.last_checkpoint_rows),
+            last_checkpoint_micros: read(&self.last_checkpoint_micros),
+        }
+    }
+}
+
 /// Turns at writing the store, shared by the log appender and the checkpoint writer so that
 /// neither starves the other (many engines, redb among them, let one writer in at a time and
 /// do not queue fairly).

@@ -153,7 +153,9 @@ impl Storage for ObservedStorage {
         self.append_epochs(&[(epoch, batch)])
     }
     fn append_epochs(&self, epochs: &[(u64, &[u8])]) -> Result<(), StorageError> {
-        // The write is "in flight" for `delay`: anything released meanwhile is released early.
+        // A model of fsync latency, not a wait for anything: the write is "in flight" for
+        // `delay`, so anything released meanwhile is released early, and the checks (made when
+        // a reply arrives) hold whatever the timing.
         std::thread::sleep(self.delay);
         self.inner.append_epochs(epochs)?;
         self.appends.fetch_add(1, Ordering::SeqCst);

@@ -183,48 +183,73 @@ async fn storage_failure_stops_acks_and_loses_nothing_acknowledged() {
     rt.shutdown().await;
 }
 
-/// A store whose every durable write takes a while, like a slow disk.
-struct SlowStorage(MemoryStorage);
+/// A store whose log writes wait while its gate is closed, like a disk that stalls, and which
+/// remembers the most epochs one write carried.
+struct GatedStorage {
+    inner: MemoryStorage,
+    closed: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+    epochs_per_write_max: std::sync::atomic::AtomicUsize,
+}
 
-impl Storage for SlowStorage {
+impl GatedStorage {
+    fn new(inner: MemoryStorage) -> Self {
+        Self {
+            inner,
+            closed: std::sync::Mutex::new(false),
+            opened: std::sync::Condvar::new(),
+            epochs_per_write_max: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn set_closed(&self, closed: bool) {
+        *self.closed.lock().unwrap() = closed;
+        self.opened.notify_all();
+    }
+}
+
+impl Storage for GatedStorage {
     fn name(&self) -> &'static str {
-        "slow-memory"
+        "gated-memory"
     }
     fn append_epoch(&self, epoch: u64, batch: &[u8]) -> Result<(), txn::storage::StorageError> {
         self.append_epochs(&[(epoch, batch)])
     }
     fn append_epochs(&self, epochs: &[(u64, &[u8])]) -> Result<(), txn::storage::StorageError> {
-        std::thread::sleep(std::time::Duration::from_millis(15));
-        self.0.append_epochs(epochs)
+        let closed = self.closed.lock().unwrap();
+        drop(self.opened.wait_while(closed, |closed| *closed).unwrap());
+        self.epochs_per_write_max
+            .fetch_max(epochs.len(), Ordering::SeqCst);
+        self.inner.append_epochs(epochs)
     }
     fn read_epochs(
         &self,
         from: u64,
         visit: &mut dyn FnMut(u64, &[u8]) -> Result<(), txn::storage::StorageError>,
     ) -> Result<(), txn::storage::StorageError> {
-        self.0.read_epochs(from, visit)
+        self.inner.read_epochs(from, visit)
     }
     fn last_epoch(&self) -> Result<Option<u64>, txn::storage::StorageError> {
-        self.0.last_epoch()
+        self.inner.last_epoch()
     }
     fn write_checkpoint_rows(
         &self,
         epoch: u64,
         rows: &[(Vec<u8>, Option<Vec<u8>>)],
     ) -> Result<(), txn::storage::StorageError> {
-        self.0.write_checkpoint_rows(epoch, rows)
+        self.inner.write_checkpoint_rows(epoch, rows)
     }
     fn complete_checkpoint(&self, epoch: u64) -> Result<(), txn::storage::StorageError> {
-        self.0.complete_checkpoint(epoch)
+        self.inner.complete_checkpoint(epoch)
     }
     fn read_latest_checkpoint(
         &self,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), txn::storage::StorageError>,
     ) -> Result<Option<u64>, txn::storage::StorageError> {
-        self.0.read_latest_checkpoint(visit)
+        self.inner.read_latest_checkpoint(visit)
     }
     fn truncate_log_below(&self, epoch: u64) -> Result<(), txn::storage::StorageError> {
-        self.0.truncate_log_below(epoch)
+        self.inner.truncate_log_below(epoch)
     }
     fn latest_checkpoint_epoch(&self) -> Result<Option<u64>, txn::storage::StorageError> {
         self.0.latest_checkpoint_epoch()
@@ -238,18 +263,21 @@ impl Storage for SlowStorage {
 }
 
 // Goal: when the log is slower than execution, one durable write carries several epochs, and
-// everything acknowledged is still recovered.
+// everything acknowledged is still recovered. The log stalls (its gate closed) until the
+// sequencer has executed several epochs ahead of it; the next write must take them together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_log_group_commits_several_epochs_per_write() {
     let fx = Arc::new(build(2, 2));
     let memory = MemoryStorage::new();
+    let storage = Arc::new(GatedStorage::new(memory.clone()));
     let config = RuntimeConfig {
-        storage: Arc::new(SlowStorage(memory.clone())),
+        storage: storage.clone(),
         epoch_txns_max: 4,
         checkpoint_every_epochs: 0,
         ..RuntimeConfig::default()
     };
     let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
+    storage.set_closed(true);
     let mut tasks = Vec::new();
     for k in 0..200u64 {
         let c = rt.client();
@@ -263,6 +291,17 @@ async fn slow_log_group_commits_several_epochs_per_write() {
             c.submit(s0, &(k % 50), ev).await.unwrap().committed()
         }));
     }
+    // Execution runs ahead of the stalled log (up to the in-flight bound): wait, bounded,
+    // until three epochs have executed, then let the log go.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while rt.stats().epochs.load(Ordering::SeqCst) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "execution did not run ahead of a stalled log"
+        );
+        tokio::task::yield_now().await;
+    }
+    storage.set_closed(false);
     for t in tasks {
         assert!(t.await.unwrap());
     }
@@ -280,9 +319,11 @@ async fn slow_log_group_commits_several_epochs_per_write() {
         epochs >= 50,
         "200 requests at 4 per epoch need at least 50 epochs, got {epochs}"
     );
+    let grouped = storage.epochs_per_write_max.load(Ordering::SeqCst);
     assert!(
-        writes * 2 <= epochs,
-        "a slow log must group epochs: {epochs} epochs in {writes} writes"
+        grouped >= 2 && writes < epochs,
+        "a stalled log must group epochs: at most {grouped} epochs per write ({epochs} epochs \
+         in {writes} writes)"
     );
     let rt = Runtime::start(
         fx.app.clone(),

@@ -1,79 +1,170 @@
 //! Randomized serializability: concurrent clients run random multi-service chains (reads,
 //! writes, scans, deletes, conditional and unconditional aborts) over a small, contended key
-//! space; the recorded history is replayed one transaction at a time in the reported serial
-//! order, and every read, every abort and the final state must match.
+//! space. The recorded history, in the reported serial order, is checked twice: against a plain
+//! `BTreeMap` model that shares no execution code with the runtime (every read, output and abort,
+//! and the final rows read back with a snapshot query), and by a replay on `SerialExecutor`
+//! (every outcome and the final state hash). Each run also asserts that the contention it is
+//! meant to exercise happened: conflict losers, and fallback runs or retries.
 
 mod common;
 
+use common::model::{Rows, assert_matches_model};
 use common::*;
 use std::sync::Arc;
-use txn::{Fallback, Runtime, RuntimeConfig, SerialHints};
+use txn::{Client, Fallback, Runtime, RuntimeConfig, SerialHints};
+
+/// Clients, and requests each: enough for every run to have conflict losers on 24 keys.
+const N_CLIENTS: u64 = 8;
+const N_REQUESTS_PER_CLIENT: usize = 150;
+
+/// What one run produced: the history, how many requests were retried in a later epoch, and
+/// the runtime's counters.
+struct Run {
+    history: Vec<Recorded<ChainApp>>,
+    n_retried: usize,
+    final_hash: u64,
+    final_rows: Rows,
+    epochs: u64,
+    committed: u64,
+    user_aborted: u64,
+    conflicts: u64,
+    fallback: u64,
+    hinted: u64,
+}
 
 async fn run_and_check(fallback: Fallback, serial_hints: SerialHints, test: &str) {
     let seed = seed(test);
     let fx = Arc::new(build(3, 4));
-    let rt = Runtime::start(
-        fx.app.clone(),
-        RuntimeConfig {
-            fallback,
-            serial_hints,
-            ..RuntimeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    let n_clients = 8;
-    let n_per_client = 150;
-    let mut tasks = Vec::new();
-    for c in 0..n_clients {
-        let client = rt.client();
-        let fx = fx.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut rng = rng(seed.wrapping_add(c));
-            let mut records = Vec::new();
-            for _ in 0..n_per_client {
-                let ev = random_chain(&mut rng, 3, 24, 5);
-                let (svc, key) = fx.first_target(&ev);
-                let outcome = client.submit(svc, &key, ev.clone()).await.unwrap();
-                records.push(Recorded::<ChainApp> {
-                    pos: outcome
-                        .serial_pos
-                        .expect("no transaction exhausts its retries"),
-                    service: svc,
-                    partition: svc.partition_of(&key),
-                    event: ev,
-                    result: outcome.result,
-                });
-            }
-            records
-        }));
-    }
-    let mut history = Vec::new();
-    for t in tasks {
-        history.extend(t.await.unwrap());
-    }
-    let client = rt.client();
-    let final_hash = client.state_hash().await.unwrap();
-    let stats = rt.stats();
-    let conflicts = stats.conflicts.load(std::sync::atomic::Ordering::Relaxed);
-    let epochs = stats.epochs.load(std::sync::atomic::Ordering::Relaxed);
-    let hinted = stats
-        .serial_hinted
-        .load(std::sync::atomic::Ordering::Relaxed);
-    rt.shutdown().await;
-
-    let n_history = history.len();
-    let n_committed = assert_matches_serial_replay(fx.app.clone(), history, final_hash, seed);
-    eprintln!(
-        "{test}: {n_history} transactions ({n_committed} committed) in {epochs} epochs, {conflicts} conflict losers, {hinted} sent straight to the serial pass, history serializable"
+    let mut run = run_history(&fx, fallback, serial_hints, seed).await;
+    let n_history = run.history.len();
+    let n_committed =
+        assert_matches_model(fx.services.clone(), &mut run.history, &run.final_rows, seed);
+    let n_fallback_pass = run.history.iter().filter(|r| r.pos.pass == 1).count();
+    let replayed = assert_matches_serial_replay(fx.app.clone(), run.history, run.final_hash, seed);
+    assert_eq!(replayed, n_committed);
+    // The runtime's own counters tell the same story as the outcomes.
+    assert_eq!(run.committed, n_committed as u64, "seed {seed}: committed");
+    assert_eq!(
+        run.user_aborted,
+        (n_history - n_committed) as u64,
+        "seed {seed}: aborted"
     );
+    eprintln!(
+        "{test}: {n_history} transactions ({n_committed} committed) in {} epochs, {} conflict \
+         losers, {} fallback runs ({n_fallback_pass} outcomes from the serial pass), {} sent \
+         straight to the serial pass, {} retried in a later epoch; matches the BTreeMap model \
+         and the serial replay",
+        run.epochs, run.conflicts, run.fallback, run.hinted, run.n_retried
+    );
+    assert!(
+        run.conflicts > 0,
+        "seed {seed}: no conflict loser, so nothing was tested"
+    );
+    match fallback {
+        Fallback::Serial => {
+            assert!(run.fallback > 0, "seed {seed}: the serial pass never ran");
+            assert!(
+                n_fallback_pass > 0,
+                "seed {seed}: no outcome reports the serial pass"
+            );
+        }
+        Fallback::NextEpoch => {
+            assert!(run.n_retried > 0, "seed {seed}: no request was retried");
+        }
+    }
     if let SerialHints::Sample { .. } = serial_hints {
-        assert!(hinted > 0, "the sampled hints must have been used");
+        assert!(run.hinted > 0, "the sampled hints must have been used");
     }
     assert!(
         n_committed > n_history / 4,
         "the workload should mostly commit"
     );
+}
+
+async fn run_history(
+    fx: &Arc<Fixture>,
+    fallback: Fallback,
+    serial_hints: SerialHints,
+    seed: u64,
+) -> Run {
+    let config = RuntimeConfig {
+        fallback,
+        serial_hints,
+        ..RuntimeConfig::default()
+    };
+    let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
+    let mut tasks = Vec::new();
+    for c in 0..N_CLIENTS {
+        let (client, fx) = (rt.client(), fx.clone());
+        tasks.push(tokio::spawn(run_client(client, fx, seed.wrapping_add(c))));
+    }
+    let (mut history, mut n_retried) = (Vec::new(), 0);
+    for t in tasks {
+        let (records, retried) = t.await.unwrap();
+        history.extend(records);
+        n_retried += retried;
+    }
+    let client = rt.client();
+    let final_hash = client.state_hash().await.unwrap();
+    let final_rows = read_all_rows(&client, fx).await;
+    let stats = rt.stats().snapshot();
+    let run = Run {
+        history,
+        n_retried,
+        final_hash,
+        final_rows,
+        epochs: stats.epochs,
+        committed: stats.committed,
+        user_aborted: stats.user_aborted,
+        conflicts: stats.conflicts,
+        fallback: stats.fallback,
+        hinted: stats.serial_hinted,
+    };
+    rt.shutdown().await;
+    run
+}
+
+/// One client's requests, one at a time; returns them and how many were retried.
+async fn run_client(
+    client: Client<ChainApp>,
+    fx: Arc<Fixture>,
+    seed: u64,
+) -> (Vec<Recorded<ChainApp>>, usize) {
+    let mut rng = rng(seed);
+    let mut records = Vec::new();
+    let mut n_retried = 0;
+    for _ in 0..N_REQUESTS_PER_CLIENT {
+        let ev = random_chain(&mut rng, 3, 24, 5);
+        let (svc, key) = fx.first_target(&ev);
+        let outcome = client.submit(svc, &key, ev.clone()).await.unwrap();
+        n_retried += usize::from(outcome.retries > 0);
+        records.push(Recorded::<ChainApp> {
+            pos: outcome
+                .serial_pos
+                .expect("no transaction exhausts its retries"),
+            service: svc,
+            partition: svc.partition_of(&key),
+            event: ev,
+            result: outcome.result,
+        });
+    }
+    (records, n_retried)
+}
+
+/// Every committed row of every service, read back with one snapshot query.
+async fn read_all_rows(client: &Client<ChainApp>, fx: &Fixture) -> Rows {
+    let tables = fx.tables.clone();
+    let parts = client
+        .query(&fx.services, move |view| {
+            let mut rows = Vec::new();
+            for (svc, table) in tables.iter().enumerate() {
+                rows.extend(view.iter(*table).map(|(k, v)| ((svc, *k), *v)));
+            }
+            rows
+        })
+        .await
+        .unwrap();
+    parts.into_iter().flatten().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -87,7 +178,7 @@ async fn random_history_is_serializable_with_next_epoch_retries() {
 }
 
 // Goal: transactions sent straight to the serial pass (every third one, whatever the
-// contention) take their reported place in the serial order: the replay still matches.
+// contention) take their reported place in the serial order: the model and the replay match.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_history_is_serializable_with_serial_hints() {
     let hints = SerialHints::Sample { every: 3 };

@@ -252,13 +252,13 @@ async fn life(args: &CrashChildArgs) -> Result<(), String> {
     let born = Instant::now();
     while born.elapsed() < LIFE_MAX {
         tokio::time::sleep(STATUS_EVERY).await;
-        let stats = rt.stats();
+        let stats = rt.stats().snapshot();
         println!(
             "status acked={} ckpt_started={} ckpt_done={} epochs={}",
             shared.acked.load(Ordering::SeqCst),
             counters.started.load(Ordering::SeqCst),
             counters.completed.load(Ordering::SeqCst),
-            stats.epochs.load(Ordering::Relaxed)
+            stats.epochs
         );
     }
     Err(format!(

@@ -1,4 +1,4 @@
-//! The marketplace's consistency criteria (WORKLOADS.md §1), checked over one snapshot of all
+//! The marketplace's consistency criteria (`docs/workloads.md`), checked over one snapshot of all
 //! eight services.
 //!
 //! [`MarketSnapshot`] is a plain copy of every row, taken with one `query` so that it is one
@@ -14,7 +14,7 @@ use crate::Violations;
 use std::collections::{BTreeMap, BTreeSet};
 use txn::ReadView;
 
-/// Criterion names, as they appear in reports (numbered as in WORKLOADS.md).
+/// Criterion names, as they appear in reports (numbered as in `docs/workloads.md`).
 pub mod criteria {
     /// Criterion 1: every order has its items, a payment, and (if approved) a shipment with
     /// packages and matching seller entries — or none of them exist.

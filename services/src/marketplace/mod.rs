@@ -1,4 +1,4 @@
-//! The Online Marketplace (WORKLOADS.md §1): eight services, every business transaction as
+//! The Online Marketplace (`docs/workloads.md`): eight services, every business transaction as
 //! one vmsdb transaction, the seller dashboard as a snapshot query, the data generator at the
 //! benchmark's scales, and checkers for the seven consistency criteria.
 //!

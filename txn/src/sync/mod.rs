@@ -1,7 +1,7 @@
 //! Concurrency primitives of the epoch runtime, small enough to be model-checked.
 //!
-//! | primitive | protocol step (DESIGN.md, "The epoch protocol") | replaces |
-//! |-----------|--------------------------------------------------|----------|
+//! | primitive | protocol step (`ARCHITECTURE.md`, `docs/loom.md`) | replaces |
+//! |-----------|---------------------------------------------------|----------|
 //! | [`PhaseBarrier`] | the barrier after every phase (execute waves, decide, commit): the driver waits for one result per partition and takes them in slot order | one `oneshot` per partition per phase |
 //! | [`AtomicSeqSet`] | decide: partitions OR their conflict sets into one abort set | collecting and merging one `SeqSet` per partition |
 //! | [`DurableWatermark`] | log → reply: replies of epoch `e` leave only once `e` is durable | `watch::channel(Durable)` |

@@ -186,6 +186,21 @@ fn main() {
             Ok(line) => lines.push(line),
             Err(err) => panic!("round {round}: the child never opened the store: {err}"),
         }
+        if round + 1 == n_rounds && max_checkpoint.is_none() {
+            // However slow the machine, one kill must land after a completed checkpoint.
+            loop {
+                let line = lines_rx
+                    .recv_timeout(Duration::from_secs(60))
+                    .unwrap_or_else(|err| panic!("round {round}: no checkpoint completed: {err}"));
+                let is_checkpoint = line.starts_with("checkpoint ");
+                lines.push(line);
+                if is_checkpoint {
+                    break;
+                }
+            }
+        }
+        // The crash point, drawn from the seed: not a wait for anything, since the child may be
+        // anywhere (mid-append, mid-checkpoint) when the kill lands, which is the point.
         std::thread::sleep(kill_after);
         child.kill().expect("SIGKILL the child");
         let status = child.wait().expect("wait for the child");

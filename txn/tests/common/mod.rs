@@ -2,6 +2,8 @@
 //! transactions that are chains of operations hopping between services.
 #![allow(dead_code)]
 
+pub mod model;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
