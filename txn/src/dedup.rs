@@ -12,9 +12,11 @@
 //!
 //! Each entry keeps the digest of its request (target partition and encoded event, CRC-32C): a
 //! resubmission with the same id and another digest is refused instead of answered. Entries
-//! keep their outcome encoded (the checkpoint row's value), so remembering one costs one small
-//! encoding and its bytes are known exactly. An entry forgotten before any checkpoint saw it
-//! writes nothing at all, so a checkpoint holds only what the window still remembers.
+//! keep their outcome encoded, so remembering one costs one small encoding and its bytes are
+//! known exactly. A checkpoint holds only what the window still remembers: a chosen id is one
+//! row (and one forgotten before any checkpoint saw it writes nothing); generated ids, one per
+//! request, are written as one row per epoch (cut into chunks), only for the epochs still in
+//! the window, and deleted a group at a time once their epoch has left it.
 
 use crate::ids::{GlobalPartition, RequestId};
 use crate::partition::CheckpointRow;
@@ -27,6 +29,13 @@ use std::collections::VecDeque;
 
 /// The global-partition number that checkpoint rows of the dedup window are stored under.
 pub(crate) const DEDUP_GP: u32 = u32::MAX;
+
+/// The "table" of checkpoint rows holding one chosen id each: `[DEDUP_GP][0][rmp id]`.
+const CHOSEN_ROWS: u16 = 0;
+
+/// The "table" of checkpoint rows holding the generated ids of one epoch, in chunks:
+/// `[DEDUP_GP][1][epoch u64 BE][chunk u32 BE]`.
+const GENERATED_ROWS: u16 = 1;
 
 /// Memory one entry costs besides its encoded outcome (map slot, FIFO slot), counted against
 /// the byte bound so that tiny outcomes cannot make the window unbounded in memory.
@@ -54,6 +63,22 @@ pub(crate) fn request_digest<E: Serialize>(
         }
         Ok((digest, size))
     })
+}
+
+/// A dedup checkpoint key's prefix: the reserved partition and the row kind.
+fn row_key(kind: u16, rest_bytes: usize) -> Vec<u8> {
+    let mut key = Vec::with_capacity(6 + rest_bytes);
+    key.extend_from_slice(&DEDUP_GP.to_be_bytes());
+    key.extend_from_slice(&kind.to_be_bytes());
+    key
+}
+
+/// The key of chunk `chunk` of the generated ids settled in `epoch`.
+fn group_key(epoch: u64, chunk: u32) -> Vec<u8> {
+    let mut key = row_key(GENERATED_ROWS, 12);
+    key.extend_from_slice(&epoch.to_be_bytes());
+    key.extend_from_slice(&chunk.to_be_bytes());
+    key
 }
 
 /// What the window says about a submitted id.
@@ -121,14 +146,33 @@ struct Part {
     bytes: usize,
 }
 
+/// One generated id in a checkpoint row of its epoch: the id and its encoded entry.
+#[derive(Serialize)]
+struct GroupItemRef<'a> {
+    id: RequestId,
+    #[serde(with = "serde_bytes")]
+    entry: &'a [u8],
+}
+
+#[derive(Deserialize)]
+struct GroupItem {
+    id: RequestId,
+    #[serde(with = "serde_bytes")]
+    entry: Vec<u8>,
+}
+
 pub(crate) struct Dedup<O> {
     done: FxHashMap<RequestId, Entry>,
     chosen: Part,
     generated: Part,
     bounds: WindowBounds,
     n_inserted: u64,
-    /// Changes since the last checkpoint: `true` inserted, `false` evicted.
+    /// Changes of chosen ids since the last checkpoint: `true` inserted, `false` evicted.
     changes: FxHashMap<RequestId, bool>,
+    /// Epochs whose generated ids a checkpoint holds, with their number of chunk rows.
+    generated_written: VecDeque<(u64, u32)>,
+    /// The last epoch whose generated ids were written to a checkpoint.
+    generated_written_through: u64,
     _outcome: std::marker::PhantomData<fn() -> O>,
 }
 
@@ -144,6 +188,8 @@ impl<O: Clone + Serialize + DeserializeOwned> Dedup<O> {
             },
             n_inserted: 0,
             changes: FxHashMap::default(),
+            generated_written: VecDeque::new(),
+            generated_written_through: 0,
             _outcome: std::marker::PhantomData,
         }
     }
@@ -182,7 +228,9 @@ impl<O: Clone + Serialize + DeserializeOwned> Dedup<O> {
             in_checkpoint,
         };
         self.insert(id, epoch, entry);
-        self.changes.insert(id, true);
+        if !id.is_generated() {
+            self.changes.insert(id, true);
+        }
         self.evict(epoch);
     }
 
@@ -233,7 +281,9 @@ impl<O: Clone + Serialize + DeserializeOwned> Dedup<O> {
         if done.get(&old).is_some_and(|e| e.n == n_old) {
             let entry = done.remove(&old).expect("present");
             part.bytes -= entry.cost_bytes();
-            if entry.in_checkpoint {
+            if old.is_generated() {
+                // Its epoch's row is deleted when the whole epoch has left the window.
+            } else if entry.in_checkpoint {
                 changes.insert(old, false);
             } else {
                 // No checkpoint ever held it: forgetting it writes nothing.
@@ -250,14 +300,18 @@ impl<O: Clone + Serialize + DeserializeOwned> Dedup<O> {
 
     /// The window's changes since the last call, as checkpoint rows.
     pub fn drain_checkpoint_rows(&mut self) -> Vec<CheckpointRow> {
+        let mut rows = self.drain_chosen_rows();
+        self.drain_generated_rows(&mut rows);
+        rows
+    }
+
+    fn drain_chosen_rows(&mut self) -> Vec<CheckpointRow> {
         let mut changes: Vec<(RequestId, bool)> = self.changes.drain().collect();
         changes.sort();
         changes
             .into_iter()
             .map(|(id, present)| {
-                let mut key = Vec::with_capacity(6 + 20);
-                key.extend_from_slice(&DEDUP_GP.to_be_bytes());
-                key.extend_from_slice(&0u16.to_be_bytes());
+                let mut key = row_key(CHOSEN_ROWS, 20);
                 key.extend_from_slice(&rmp_serde::to_vec(&id).expect("request ids encode"));
                 let value = if present {
                     self.done.get_mut(&id).map(|e| {
@@ -272,17 +326,107 @@ impl<O: Clone + Serialize + DeserializeOwned> Dedup<O> {
             .collect()
     }
 
-    /// Loads one checkpoint row (the key without its 6-byte prefix).
+    /// Deletes the rows of epochs no generated id is remembered from any more, and writes the
+    /// rows of the epochs settled since the last checkpoint (their remembered ids).
+    fn drain_generated_rows(&mut self, rows: &mut Vec<CheckpointRow>) {
+        let oldest_live = self
+            .generated
+            .order
+            .front()
+            .map_or(u64::MAX, |(_, e, _)| *e);
+        while let Some(&(epoch, n_chunks)) = self.generated_written.front() {
+            if epoch >= oldest_live {
+                break;
+            }
+            self.generated_written.pop_front();
+            rows.extend((0..n_chunks).map(|chunk| (group_key(epoch, chunk), None)));
+        }
+        let order = &self.generated.order;
+        let from = order.partition_point(|(_, e, _)| *e <= self.generated_written_through);
+        let mut i = from;
+        while i < order.len() {
+            let epoch = order[i].1;
+            let (mut chunk, mut value, mut bytes) = (0u32, Vec::new(), 0usize);
+            let mut items: Vec<GroupItemRef<'_>> = Vec::new();
+            while i < order.len() && order[i].1 == epoch {
+                let (n, _, id) = order[i];
+                i += 1;
+                let Some(entry) = self.done.get(&id).filter(|e| e.n == n) else {
+                    continue;
+                };
+                items.push(GroupItemRef {
+                    id,
+                    entry: &entry.value,
+                });
+                // The entry plus at most 24 bytes of id and framing.
+                bytes += entry.value.len() + 24;
+                if bytes >= crate::limits::DEDUP_GROUP_CHUNK_BYTES_MAX {
+                    value.clear();
+                    rmp_serde::encode::write(&mut value, &items).expect("entries encode");
+                    rows.push((group_key(epoch, chunk), Some(std::mem::take(&mut value))));
+                    chunk += 1;
+                    items.clear();
+                    bytes = 0;
+                }
+            }
+            if !items.is_empty() {
+                rmp_serde::encode::write(&mut value, &items).expect("entries encode");
+                rows.push((group_key(epoch, chunk), Some(value)));
+                chunk += 1;
+            }
+            if chunk > 0 {
+                self.generated_written.push_back((epoch, chunk));
+            }
+            self.generated_written_through = epoch;
+        }
+    }
+
+    /// Loads one checkpoint row (the key without the 4-byte partition prefix).
     pub fn load_row(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
-        let id: RequestId =
-            rmp_serde::from_slice(key).map_err(|e| format!("dedup window key: {e}"))?;
-        let stored: Stored<O> = rmp_serde::from_slice(value)
+        let (table, rest) = key
+            .split_at_checked(2)
+            .ok_or("dedup window key too short")?;
+        match u16::from_be_bytes([table[0], table[1]]) {
+            CHOSEN_ROWS => {
+                let id: RequestId =
+                    rmp_serde::from_slice(rest).map_err(|e| format!("dedup window key: {e}"))?;
+                self.load_entry(id, value.to_vec())
+            }
+            GENERATED_ROWS => self.load_group(rest, value),
+            other => Err(format!("dedup window row of unknown kind {other}")),
+        }
+    }
+
+    fn load_group(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
+        let (epoch, chunk) = match key {
+            [e @ .., c0, c1, c2, c3] if e.len() == 8 => (
+                u64::from_be_bytes(e.try_into().expect("8 bytes")),
+                u32::from_be_bytes([*c0, *c1, *c2, *c3]),
+            ),
+            _ => return Err("dedup window group key is not [epoch u64][chunk u32]".into()),
+        };
+        let items: Vec<GroupItem> = rmp_serde::from_slice(value)
+            .map_err(|e| format!("dedup window ids of epoch {epoch}: {e}"))?;
+        for item in items {
+            self.load_entry(item.id, item.entry)?;
+        }
+        // Rows arrive in key order: epoch, then chunk.
+        match self.generated_written.back_mut() {
+            Some((e, n)) if *e == epoch => *n = (*n).max(chunk + 1),
+            _ => self.generated_written.push_back((epoch, chunk + 1)),
+        }
+        self.generated_written_through = self.generated_written_through.max(epoch);
+        Ok(())
+    }
+
+    fn load_entry(&mut self, id: RequestId, value: Vec<u8>) -> Result<(), String> {
+        let stored: Stored<O> = rmp_serde::from_slice(&value)
             .map_err(|e| format!("dedup window entry of {id:?}: {e}"))?;
         self.n_inserted = self.n_inserted.max(stored.n + 1);
         let entry = Entry {
             n: stored.n,
             digest: stored.digest,
-            value: value.to_vec(),
+            value,
             in_checkpoint: true,
         };
         self.insert(id, stored.epoch, entry);
@@ -351,7 +495,7 @@ mod tests {
         );
         let mut reloaded = Dedup::<u32>::new(bounds(3));
         for (k, v) in rows.iter().filter_map(|(k, v)| v.as_ref().map(|v| (k, v))) {
-            reloaded.load_row(&k[6..], v).unwrap();
+            reloaded.load_row(&k[4..], v).unwrap();
         }
         reloaded.finish_load();
         reloaded.record(id(5), 0, 2, &outcome(5));
@@ -360,6 +504,32 @@ mod tests {
             "the oldest is evicted first after reload"
         );
         assert!(settled(&reloaded, 3).is_some() && settled(&reloaded, 5).is_some());
+    }
+
+    #[test]
+    fn generated_ids_are_kept_for_their_epochs_and_written_one_row_per_epoch() {
+        let generated = |seq| RequestId {
+            client: RequestId::GENERATED_CLIENT_BIT | 9,
+            seq,
+        };
+        let mut d = Dedup::<u32>::new(bounds(1));
+        for seq in 0..30u64 {
+            d.record(generated(seq), 0, 1 + seq / 10, &outcome(seq as u32));
+        }
+        let rows = d.drain_checkpoint_rows();
+        assert_eq!(rows.len(), 3, "one row for each of epochs 1, 2 and 3");
+        let mut reloaded = Dedup::<u32>::new(bounds(1));
+        for (k, v) in &rows {
+            reloaded.load_row(&k[4..], v.as_ref().unwrap()).unwrap();
+        }
+        reloaded.finish_load();
+        assert_eq!(reloaded.len(), 30, "entries_max bounds chosen ids only");
+        // Epoch 14 pushes epochs 1..=3 out of the 10-epoch window: their rows are deleted.
+        reloaded.record(generated(99), 0, 14, &outcome(99));
+        assert!(matches!(reloaded.check(&generated(0), 0), Check::New));
+        let rows = reloaded.drain_checkpoint_rows();
+        assert_eq!(rows.iter().filter(|(_, v)| v.is_none()).count(), 3);
+        assert_eq!(rows.iter().filter(|(_, v)| v.is_some()).count(), 1);
     }
 
     #[test]

@@ -38,9 +38,14 @@ pub const DEDUP_WINDOW_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
 
 /// Default number of epochs the outcome of a request with a generated id is remembered after
 /// the epoch it settled in, so a caller whose submission failed with an unknown outcome can
-/// resubmit it by id. Sized like the checkpoint interval: a checkpoint carries at most the
-/// generated ids of this many epochs.
-pub const GENERATED_ID_WINDOW_EPOCHS_DEFAULT: u64 = 1_000;
+/// resubmit it by id. An epoch lasts at least `EPOCH_DURATION_US_DEFAULT` unless it fills up, so
+/// this is at least a quarter second of traffic; a checkpoint carries the generated ids of at
+/// most this many epochs, one row per epoch and 64 KiB.
+pub const GENERATED_ID_WINDOW_EPOCHS_DEFAULT: u64 = 256;
+
+/// Largest value of one checkpoint row holding generated ids of one epoch, in bytes: an epoch's
+/// ids are cut into chunks of this size.
+pub const DEDUP_GROUP_CHUNK_BYTES_MAX: usize = 64 * 1024;
 
 /// Default largest encoded size of one submitted event, in bytes; a larger one is refused
 /// before it reaches the log, so one oversized request cannot stall everyone's epoch.
@@ -66,3 +71,7 @@ const _: () = assert!(
     "an epoch of many maximal requests must still fit in one log record"
 );
 const _: () = assert!(GENERATED_ID_WINDOW_EPOCHS_DEFAULT <= CHECKPOINT_EVERY_EPOCHS_DEFAULT);
+const _: () = assert!(
+    DEDUP_GROUP_CHUNK_BYTES_MAX + 4 * 1024 <= txn_storage::limits::CHECKPOINT_VALUE_BYTES_MAX,
+    "a chunk may overshoot by one small entry and must still fit in a checkpoint row"
+);

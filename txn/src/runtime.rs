@@ -1225,7 +1225,7 @@ async fn recover<A: App>(
             .read_latest_checkpoint(&mut |key, value| {
                 rows_loaded += 1;
                 let loaded = if key.starts_with(&DEDUP_GP.to_be_bytes()) && key.len() >= 6 {
-                    dedup.load_row(&key[6..], value)
+                    dedup.load_row(&key[4..], value)
                 } else {
                     load_checkpoint_row(parts, key, value)
                 };
