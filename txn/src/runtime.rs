@@ -329,6 +329,8 @@ impl<A: App> Client<A> {
 
     /// A fresh generated request id (unique to this runtime), for callers that want to know
     /// the id before submitting with `submit_with_id`, e.g. to retry after their own timeout.
+    /// Like every generated id it is remembered `RuntimeConfig::generated_id_window_epochs`
+    /// epochs after it settled; for a longer horizon choose your own `RequestId`s.
     pub fn new_request_id(&self) -> RequestId {
         self.ids.next()
     }
