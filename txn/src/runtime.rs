@@ -152,6 +152,9 @@ enum Submission<A: App> {
         request: Request<A::Event>,
         /// The request's digest (see `dedup::request_digest`), computed by the client.
         digest: u32,
+        /// Whether the id was generated for this submission just now: no one else can know
+        /// it, so it needs no dedup lookup.
+        fresh: bool,
         reply: TxnReply<A>,
     },
     Query {
@@ -309,7 +312,8 @@ impl<A: App> Client<A> {
         event: A::Event,
     ) -> Result<Outcome<A::Output>, TxnError> {
         let target = self.app.check_partition(service, partition)?;
-        self.submit_request(self.ids.next(), target, event).await
+        self.submit_request(self.ids.next(), true, target, event)
+            .await
     }
 
     /// Submits an idempotent request: if a request with the same `id` was already submitted
@@ -324,7 +328,7 @@ impl<A: App> Client<A> {
         event: A::Event,
     ) -> Result<Outcome<A::Output>, TxnError> {
         let target = service.gp(service.partition_of(key));
-        self.submit_request(id, target, event).await
+        self.submit_request(id, false, target, event).await
     }
 
     /// A fresh generated request id (unique to this runtime), for callers that want to know
@@ -338,6 +342,7 @@ impl<A: App> Client<A> {
     async fn submit_request(
         &self,
         id: RequestId,
+        fresh: bool,
         target: GlobalPartition,
         event: A::Event,
     ) -> Result<Outcome<A::Output>, TxnError> {
@@ -353,6 +358,7 @@ impl<A: App> Client<A> {
             .send(Submission::Txn {
                 request,
                 digest,
+                fresh,
                 reply,
             })
             .await
@@ -665,6 +671,8 @@ struct PendingTxn<A: App> {
     id: Option<RequestId>,
     /// The request's digest, remembered with its id in the dedup window.
     digest: u32,
+    /// See `Submission::Txn::fresh`.
+    fresh: bool,
 }
 
 /// Requests with an id being sequenced: their digest and who else waits for their outcome.
@@ -732,9 +740,12 @@ impl<A: App> Gathered<A> {
             Submission::Txn {
                 request,
                 digest,
+                fresh,
                 reply,
             } => {
-                if let Some(id) = request.id {
+                if let Some(id) = request.id
+                    && !fresh
+                {
                     let reused = || Err(TxnError::RequestIdReused { id });
                     match dedup.check(&id, digest) {
                         Check::Settled(outcome) => return self.answered.push((reply, outcome)),
@@ -753,6 +764,7 @@ impl<A: App> Gathered<A> {
                     reply,
                     id: request.id,
                     digest,
+                    fresh,
                 });
                 self.requests.push(request);
             }
@@ -900,10 +912,12 @@ async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
                 )),
                 Settled::Final(outcome) => {
                     if let Some(id) = req.id {
-                        s.dedup.record(id, p.digest, s.epoch, &outcome);
-                        let (_, waiters) = inflight.remove(&id).unwrap_or_default();
-                        for waiter in waiters {
-                            txns.push((waiter, outcome.clone()));
+                        s.dedup.record(id, p.digest, s.epoch, &outcome, !p.fresh);
+                        if !p.fresh {
+                            let (_, waiters) = inflight.remove(&id).unwrap_or_default();
+                            for waiter in waiters {
+                                txns.push((waiter, outcome.clone()));
+                            }
                         }
                     }
                     txns.push((p.reply, outcome));
@@ -1299,7 +1313,7 @@ async fn recover<A: App>(
                         env.epoch
                     ))
                 })?;
-                dedup.record(id, digest, env.epoch, &o);
+                dedup.record(id, digest, env.epoch, &o, true);
             }
         }
         epochs_replayed += 1;
