@@ -47,6 +47,11 @@ pub struct LedgerApp;
 impl App for LedgerApp {
     type Event = LedgerEvent;
     type Output = LedgerOutput;
+
+    /// The steps of deposits and transfers: clients submit only `Deposit` and `Transfer`.
+    fn is_internal(event: &LedgerEvent) -> bool {
+        event.is_internal()
+    }
 }
 
 /// A transfer request: move `amount` from the source account and entry to the target account
@@ -61,7 +66,7 @@ pub struct Transfer {
 }
 
 /// Every event of the ledger: the two inbound requests and the internal steps of their chains.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::EventKind)]
 pub enum LedgerEvent {
     /// Inbound, to `accounts`: credit `amount` to an account and an entry, creating them if
     /// they do not exist yet (the loader opens accounts this way).
@@ -73,23 +78,27 @@ pub enum LedgerEvent {
     /// Inbound, to `accounts` at the source account: the 4-row transfer.
     Transfer(Transfer),
     /// Step 2 of a deposit, in `assets`; carries the account's new balance for the output.
+    #[internal]
     DepositEntry {
         entry: u64,
         amount: i64,
         balance: i64,
     },
     /// Step 2 of a transfer, in `assets` at the source entry.
+    #[internal]
     DebitSourceEntry {
         transfer: Transfer,
         src_balance: i64,
     },
     /// Step 3 of a transfer, in `accounts` at the target account.
+    #[internal]
     CreditTargetAccount {
         transfer: Transfer,
         src_balance: i64,
         src_value: i64,
     },
     /// Step 4 of a transfer, in `assets` at the target entry.
+    #[internal]
     CreditTargetEntry {
         transfer: Transfer,
         src_balance: i64,

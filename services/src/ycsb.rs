@@ -26,6 +26,12 @@ impl App for YcsbApp {
     type Event = YcsbEvent;
     /// Transactions return nothing: the client only needs to know that they committed.
     type Output = ();
+
+    /// An `Rmw` past its first run of keys (`next > 0`) is a step of a transaction already
+    /// under way: clients start every read-modify-write at its first key.
+    fn is_internal(event: &YcsbEvent) -> bool {
+        matches!(event, YcsbEvent::Rmw { next, .. } if *next > 0)
+    }
 }
 
 /// Every event of YCSB-T.

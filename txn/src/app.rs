@@ -33,6 +33,15 @@ pub trait App: Send + Sync + 'static {
         ""
     }
 
+    /// Whether `event` is internal: a step only handlers may emit (e.g. the credit half of a
+    /// transfer). `Client` refuses to submit an internal event with `TxnError::InternalEvent`
+    /// before it reaches the log. `#[derive(EventKind)]` generates `event.is_internal()` from
+    /// `#[internal]` on variants; the default declares every event inbound.
+    fn is_internal(event: &Self::Event) -> bool {
+        let _ = event;
+        false
+    }
+
     /// What a committed transaction returns to its client (set with [`TxnCtx::set_output`]).
     /// Serializable because idempotent requests keep their outcome in the dedup window, which
     /// is checkpointed.

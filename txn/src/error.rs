@@ -1,5 +1,6 @@
 //! Errors and abort reasons: every one names what was wrong.
 
+use crate::ids::RequestId;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -150,6 +151,41 @@ pub enum TxnError {
     /// version record; the message names both versions.
     #[error("unsupported store format: {0}")]
     StoreFormat(String),
+    /// A request id was submitted again with a different request (another target partition or
+    /// event): the first request's outcome stands, the second was not run.
+    #[error(
+        "request id {id} was already used for a different request (another target or event); \
+         the second request was not run: give it a new id"
+    )]
+    RequestIdReused { id: RequestId },
+    /// The request may or may not have been executed (the runtime stopped or storage failed
+    /// after it was accepted). Resubmitting it with `Client::submit_with_id(id, ..)` and the same
+    /// target and event returns its outcome and never runs it twice.
+    #[error(
+        "the outcome of request {id} is unknown ({cause}); resubmit it with submit_with_id and \
+         this id to learn it without running it twice"
+    )]
+    OutcomeUnknown { id: RequestId, cause: Box<TxnError> },
+    /// The event encodes to more bytes than `RuntimeConfig::request_bytes_max`; it was refused
+    /// before it reached the log.
+    #[error(
+        "a request to {service} encodes to {size_bytes} bytes, over the limit of {limit_bytes} \
+         bytes (RuntimeConfig::request_bytes_max)"
+    )]
+    RequestTooLarge {
+        service: String,
+        size_bytes: usize,
+        limit_bytes: usize,
+    },
+    /// The event is declared internal (`App::is_internal`): only handlers may emit it.
+    #[error(
+        "event {kind:?} sent to {service} is internal: only handlers may emit it, clients \
+         cannot submit it"
+    )]
+    InternalEvent { service: String, kind: String },
+    /// The event could not be encoded for the log; it was refused before it reached it.
+    #[error("a request to {service} does not encode: {message}")]
+    UnencodableEvent { service: String, message: String },
 }
 
 /// Turns a caught panic payload into a message.

@@ -57,3 +57,50 @@ pub struct RequestId {
     /// The client's own sequence number for the request.
     pub seq: u64,
 }
+
+impl RequestId {
+    /// The top bit of `client` marks ids that a [`crate::Client`] generated for a request
+    /// submitted without one. Such ids are remembered for a bounded number of epochs (see
+    /// `RuntimeConfig::generated_id_window_epochs`); choose `client` values below this bit for
+    /// ids of your own.
+    pub const GENERATED_CLIENT_BIT: u64 = 1 << 63;
+
+    /// Whether a client generated this id (its `client` has [`Self::GENERATED_CLIENT_BIT`]).
+    pub fn is_generated(&self) -> bool {
+        self.client & Self::GENERATED_CLIENT_BIT != 0
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}/{}", self.client, self.seq)
+    }
+}
+
+/// Hands out request ids for submissions that came without one: a random client number (with
+/// [`RequestId::GENERATED_CLIENT_BIT`] set) drawn once per runtime, and a counter, so ids never
+/// repeat within a runtime and collide across restarts only with negligible probability.
+pub(crate) struct IdGenerator {
+    client: u64,
+    next_seq: std::sync::atomic::AtomicU64,
+}
+
+impl IdGenerator {
+    pub(crate) fn new() -> Self {
+        IdGenerator {
+            client: rand::random::<u64>() | RequestId::GENERATED_CLIENT_BIT,
+            next_seq: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// A fresh id.
+    pub(crate) fn next(&self) -> RequestId {
+        let seq = self
+            .next_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        RequestId {
+            client: self.client,
+            seq,
+        }
+    }
+}

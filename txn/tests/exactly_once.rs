@@ -24,11 +24,7 @@ fn add(key: u64, d: i64) -> Ev {
 }
 
 fn read(key: u64) -> Ev {
-    Ev::chain(vec![Op {
-        svc: 0,
-        key,
-        kind: OpKind::Read,
-    }])
+    op0(key, OpKind::Read)
 }
 
 fn id(seq: u64) -> RequestId {
@@ -49,9 +45,9 @@ async fn resubmission_returns_original_outcome_without_executing() {
         .await
         .unwrap();
     assert_eq!(first.result, Ok(Some(vec![0, 0])));
-    // Same id, even with a different event: the original outcome, nothing executed.
+    // Same id, same request: the original outcome, nothing executed.
     let again = c
-        .submit_with_id(id(1), s0, &5u64, add(5, 99))
+        .submit_with_id(id(1), s0, &5u64, add(5, 10))
         .await
         .unwrap();
     assert_eq!(again, first);
@@ -119,7 +115,11 @@ async fn dedup_window_survives_restart() {
         } else {
             add(seq, 1)
         };
-        originals.push(c.submit_with_id(id(seq), s0, &seq, ev).await.unwrap());
+        let outcome = c
+            .submit_with_id(id(seq), s0, &seq, ev.clone())
+            .await
+            .unwrap();
+        originals.push((ev, outcome));
     }
     let hash = c.state_hash().await.unwrap();
     rt.shutdown().await;
@@ -129,10 +129,10 @@ async fn dedup_window_survives_restart() {
     assert!(report.checkpoint_epoch.is_some(), "{report:?}");
     assert_eq!(report.dedup_window_entries, 12, "{report:?}");
     let c = rt.client();
-    for (seq, original) in originals.iter().enumerate() {
+    for (seq, (ev, original)) in originals.iter().enumerate() {
         let seq = seq as u64;
         let again = c
-            .submit_with_id(id(seq), s0, &seq, add(seq, 1000))
+            .submit_with_id(id(seq), s0, &seq, ev.clone())
             .await
             .unwrap();
         assert_eq!(&again, original, "request {seq} after restart");

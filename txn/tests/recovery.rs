@@ -159,14 +159,18 @@ async fn storage_failure_stops_acks_and_loses_nothing_acknowledged() {
     let acked_hash = client.state_hash().await.unwrap();
 
     faulty.fail_all_appends();
+    // The request may or may not be in the log: its outcome is unknown, with the storage error
+    // as the cause.
     match client.submit(fx.services[0], &1u64, add(1)).await {
-        Err(TxnError::Storage(msg)) => assert!(!msg.is_empty()),
+        Err(TxnError::OutcomeUnknown { cause, .. }) => {
+            assert!(matches!(*cause, TxnError::Storage(ref msg) if !msg.is_empty()))
+        }
         other => panic!("expected a storage error, got {other:?}"),
     }
     // The runtime refuses further writes rather than acknowledging them.
     assert!(matches!(
         client.submit(fx.services[0], &2u64, add(2)).await,
-        Err(TxnError::Storage(_))
+        Err(TxnError::OutcomeUnknown { cause, .. }) if matches!(*cause, TxnError::Storage(_))
     ));
     rt.shutdown().await;
 
@@ -252,13 +256,13 @@ impl Storage for GatedStorage {
         self.inner.truncate_log_below(epoch)
     }
     fn latest_checkpoint_epoch(&self) -> Result<Option<u64>, txn::storage::StorageError> {
-        self.0.latest_checkpoint_epoch()
+        self.inner.latest_checkpoint_epoch()
     }
     fn read_store_info(&self) -> Result<Option<Vec<u8>>, txn::storage::StorageError> {
-        self.0.read_store_info()
+        self.inner.read_store_info()
     }
     fn write_store_info(&self, info: &[u8]) -> Result<(), txn::storage::StorageError> {
-        self.0.write_store_info(info)
+        self.inner.write_store_info(info)
     }
 }
 

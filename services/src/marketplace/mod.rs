@@ -76,6 +76,11 @@ pub struct MarketApp;
 impl App for MarketApp {
     type Event = MarketEvent;
     type Output = MarketOutput;
+
+    /// The steps of the business transactions' chains: clients submit only the inbound events.
+    fn is_internal(event: &MarketEvent) -> bool {
+        event.is_internal()
+    }
 }
 
 /// The data sizes and business parameters of a marketplace.

@@ -548,7 +548,7 @@ impl CheckoutDraft {
 
 /// Every event of the marketplace: inbound requests first, then the internal steps of their
 /// chains, grouped by business transaction.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::EventKind)]
 pub enum MarketEvent {
     // ---- Load (inbound).
     /// To customer: create these customers (all owned by the target partition).
@@ -560,12 +560,14 @@ pub enum MarketEvent {
         initial_stock: i64,
     },
     /// To `stock[seller]` (from LoadSeller).
+    #[internal]
     LoadStock {
         seller_id: SellerId,
         products: Vec<(ProductId, Version)>,
         initial_stock: i64,
     },
     /// To `seller[seller]` (from LoadSeller).
+    #[internal]
     LoadSellerRow { seller_id: SellerId },
 
     // ---- Cart.
@@ -584,34 +586,42 @@ pub enum MarketEvent {
     // ---- Checkout chain (internal). Events that fan out carry every item bound for one
     // partition, so a step runs once per partition rather than once per seller or package.
     /// cart → `stock[p]`: reserve these items (of sellers in partition p).
+    #[internal]
     Reserve { lines: Vec<StockLine> },
     /// cart → `payment[order]`: charge the order, then fan out to every service.
+    #[internal]
     Pay(Box<CheckoutDraft>),
     /// payment → `stock[p]`: confirm (approved) or release these reservations.
+    #[internal]
     Settle {
         lines: Vec<StockLine>,
         approved: bool,
     },
     /// payment → `order[order]`: create the order with its items and history.
+    #[internal]
     CreateOrder {
         draft: Box<CheckoutDraft>,
         approved: bool,
     },
     /// payment → `seller[p]`: record these sellers' entries and count them in the dashboards.
+    #[internal]
     RecordEntries {
         entries: Vec<(EntryKey, OrderEntry)>,
     },
     /// payment → `shipment[order]`: create the shipment and its packages.
+    #[internal]
     CreateShipment {
         order: OrderKey,
         packages: Vec<Package>,
         created_ms: u64,
     },
     /// payment → `shipment[p]`: queue these packages (of sellers in partition p) for delivery.
+    #[internal]
     QueueDeliveries {
         packages: Vec<(OpenDeliveryKey, u16)>,
     },
     /// payment → `customer[customer]`: count the payment.
+    #[internal]
     CountPayment {
         customer_id: CustomerId,
         approved: bool,
@@ -625,6 +635,7 @@ pub enum MarketEvent {
         pct: i8,
     },
     /// product → every cart partition: the new price of a version.
+    #[internal]
     ReplicatePrice {
         seller_id: SellerId,
         product_id: ProductId,
@@ -637,11 +648,13 @@ pub enum MarketEvent {
     },
     /// product → every cart partition: upsert replicas (a load or a new version); a new
     /// version also drops cart items holding an older one.
+    #[internal]
     ReplicateProducts {
         seller_id: SellerId,
         replicas: Vec<(ProductId, Replica)>,
     },
     /// product → `stock[seller]`: adopt a product's new version.
+    #[internal]
     AdoptVersion {
         seller_id: SellerId,
         product_id: ProductId,
@@ -652,14 +665,19 @@ pub enum MarketEvent {
     /// Inbound, to `shipment[first seller]`: deliver the oldest open package of each seller.
     UpdateDelivery { sellers: Vec<SellerId> },
     /// shipment → `shipment[p]`: take the oldest open package of each of these sellers.
+    #[internal]
     TakeOldest { sellers: Vec<SellerId> },
     /// shipment → `shipment[p]`: mark these packages (of orders in partition p) delivered.
+    #[internal]
     DeliverPackages { packages: Vec<(OrderKey, u16)> },
     /// shipment → `order[p]`: a package of each order arrived (`true`: it was the last one).
+    #[internal]
     OrdersDelivered { orders: Vec<(OrderKey, bool)> },
     /// shipment → `seller[p]`: these in-progress entries are delivered.
+    #[internal]
     EntriesDelivered { entries: Vec<EntryKey> },
     /// shipment → `customer[p]`: one more package delivered to each of these customers.
+    #[internal]
     CountDeliveries { customers: Vec<CustomerId> },
 }
 

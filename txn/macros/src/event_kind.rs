@@ -1,5 +1,5 @@
 //! `#[derive(EventKind)]`: the name of an event's variant, for metrics, logs, abort reasons and
-//! precedence rules.
+//! precedence rules, and whether it is internal (`#[internal]`: only handlers may emit it).
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -20,11 +20,18 @@ pub fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let names: Vec<String> = data.variants.iter().map(|v| v.ident.to_string()).collect();
-    let variants = data.variants.iter().map(|v| &v.ident);
-    let body = if data.variants.is_empty() {
-        quote!(match *self {})
+    let variants: Vec<&syn::Ident> = data.variants.iter().map(|v| &v.ident).collect();
+    let mut internal = Vec::with_capacity(variants.len());
+    for v in &data.variants {
+        internal.push(is_internal(v)?);
+    }
+    let (body, internal_body) = if data.variants.is_empty() {
+        (quote!(match *self {}), quote!(match *self {}))
     } else {
-        quote!(match self { #(Self::#variants { .. } => #names,)* })
+        (
+            quote!(match self { #(Self::#variants { .. } => #names,)* }),
+            quote!(match self { #(Self::#variants { .. } => #internal,)* }),
+        )
     };
     Ok(quote! {
         impl #impl_generics #ident #ty_generics #where_clause {
@@ -37,6 +44,25 @@ pub fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
             pub fn kind(&self) -> &'static str {
                 #body
             }
+
+            /// Whether this event's variant is marked `#[internal]`: only handlers may emit
+            /// it (return this from `App::is_internal`).
+            #[allow(dead_code)]
+            pub fn is_internal(&self) -> bool {
+                #internal_body
+            }
         }
     })
+}
+
+/// Whether a variant carries `#[internal]` (a bare attribute: arguments are a mistake).
+fn is_internal(variant: &syn::Variant) -> syn::Result<bool> {
+    let mut internal = false;
+    for attr in &variant.attrs {
+        if attr.path().is_ident("internal") {
+            attr.meta.require_path_only()?;
+            internal = true;
+        }
+    }
+    Ok(internal)
 }

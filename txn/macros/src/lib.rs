@@ -122,7 +122,24 @@ pub fn derive_table(input: TokenStream) -> TokenStream {
 /// assert_eq!(Ev::Audit.kind(), "Audit");
 /// assert_eq!(Ev::KINDS, ["Deposit", "Transfer", "Audit"]);
 /// ```
-#[proc_macro_derive(EventKind)]
+///
+/// Mark the steps only handlers may emit with `#[internal]`; `event.is_internal()` then says
+/// so, for `App::is_internal` (clients are refused such events):
+///
+/// ```
+/// use txn_macros::EventKind;
+///
+/// #[derive(Clone, Debug, EventKind)]
+/// enum Ev {
+///     Transfer { from: u64, to: u64, amount: i64 },
+///     #[internal]
+///     Credit { to: u64, amount: i64 },
+/// }
+///
+/// assert!(!Ev::Transfer { from: 1, to: 2, amount: 5 }.is_internal());
+/// assert!(Ev::Credit { to: 2, amount: 5 }.is_internal());
+/// ```
+#[proc_macro_derive(EventKind, attributes(internal))]
 pub fn derive_event_kind(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     event_kind::derive(input)

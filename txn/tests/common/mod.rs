@@ -231,3 +231,8 @@ where
     );
     committed
 }
+
+/// One operation on `key` of service 0 as a whole transaction.
+pub fn op0(key: u64, kind: OpKind) -> Ev {
+    Ev::chain(vec![Op { svc: 0, key, kind }])
+}
