@@ -8,18 +8,10 @@ use common::*;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use txn::storage::{FaultOp, FaultyStorage, MemoryStorage};
-use txn::{App, AppBuilder, EventKind, RequestId, Runtime, RuntimeConfig, TxnError};
+use txn::{App, AppBuilder, EventKind, Runtime, RuntimeConfig, TxnError};
 
 fn add(key: u64, d: i64) -> Ev {
     op0(key, OpKind::Add(d))
-}
-
-fn read(key: u64) -> Ev {
-    op0(key, OpKind::Read)
-}
-
-fn id(seq: u64) -> RequestId {
-    RequestId { client: 42, seq }
 }
 
 // Goal: a request id reused for another event or another target is refused with a typed
@@ -38,25 +30,27 @@ async fn reused_id_with_another_request_is_refused() {
     let c = rt.client();
     let s0 = fx.services[0];
     let first = c
-        .submit_with_id(id(1), s0, &5u64, add(5, 10))
+        .submit_with_id(request_id(1), s0, &5u64, add(5, 10))
         .await
         .unwrap();
-    let other_event = c.submit_with_id(id(1), s0, &5u64, add(5, 99)).await;
+    let other_event = c.submit_with_id(request_id(1), s0, &5u64, add(5, 99)).await;
     assert!(
-        matches!(other_event, Err(TxnError::RequestIdReused { id: reused }) if reused == id(1)),
+        matches!(other_event, Err(TxnError::RequestIdReused { id: reused }) if reused == request_id(1)),
         "{other_event:?}"
     );
     // Same event, another target partition.
     let other_target = (0..64u64)
         .find(|k| s0.partition_of(k) != s0.partition_of(&5u64))
         .unwrap();
-    let moved = c.submit_with_id(id(1), s0, &other_target, add(5, 10)).await;
+    let moved = c
+        .submit_with_id(request_id(1), s0, &other_target, add(5, 10))
+        .await;
     assert!(
         matches!(moved, Err(TxnError::RequestIdReused { .. })),
         "{moved:?}"
     );
     let same = c
-        .submit_with_id(id(1), s0, &5u64, add(5, 10))
+        .submit_with_id(request_id(1), s0, &5u64, add(5, 10))
         .await
         .unwrap();
     assert_eq!(same, first, "the same request gets the original outcome");
@@ -64,12 +58,12 @@ async fn reused_id_with_another_request_is_refused() {
 
     let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
     let c = rt.client();
-    let after_restart = c.submit_with_id(id(1), s0, &5u64, add(5, 99)).await;
+    let after_restart = c.submit_with_id(request_id(1), s0, &5u64, add(5, 99)).await;
     assert!(
         matches!(after_restart, Err(TxnError::RequestIdReused { .. })),
         "the digest is checkpointed with the id: {after_restart:?}"
     );
-    let value = c.submit(s0, &5u64, read(5)).await.unwrap();
+    let value = c.submit(s0, &5u64, read0(5)).await.unwrap();
     assert_eq!(
         value.result,
         Ok(Some(vec![10])),
@@ -120,7 +114,7 @@ async fn unknown_outcome_hands_back_an_id_that_retries_safely() {
         Ok(Some(vec![0])),
         "the logged run's outcome"
     );
-    let value = c.submit(s0, &5u64, read(5)).await.unwrap();
+    let value = c.submit(s0, &5u64, read0(5)).await.unwrap();
     assert_eq!(value.result, Ok(Some(vec![10])), "applied exactly once");
     rt.shutdown().await;
 }
@@ -145,7 +139,7 @@ async fn dedup_window_is_bounded_in_bytes_and_checkpoints_stay_small() {
     let c = rt.client();
     let s0 = fx.services[0];
     for seq in 0..300u64 {
-        c.submit_with_id(id(seq), s0, &(seq % 8), add(seq % 8, 1))
+        c.submit_with_id(request_id(seq), s0, &(seq % 8), add(seq % 8, 1))
             .await
             .unwrap();
         c.submit(s0, &(seq % 8), add(seq % 8, 1)).await.unwrap();
@@ -168,12 +162,14 @@ async fn dedup_window_is_bounded_in_bytes_and_checkpoints_stay_small() {
     );
     let c = rt.client();
     // The newest id is still remembered: no second run.
-    c.submit_with_id(id(299), s0, &3u64, add(3, 1))
+    c.submit_with_id(request_id(299), s0, &3u64, add(3, 1))
         .await
         .unwrap();
     assert_eq!(c.state_hash().await.unwrap(), hash, "id 299 was remembered");
     // The oldest was forgotten: it runs again.
-    c.submit_with_id(id(0), s0, &0u64, add(0, 1)).await.unwrap();
+    c.submit_with_id(request_id(0), s0, &0u64, add(0, 1))
+        .await
+        .unwrap();
     assert_ne!(c.state_hash().await.unwrap(), hash, "id 0 was forgotten");
     rt.shutdown().await;
 }
@@ -252,13 +248,13 @@ async fn oversized_request_is_refused_before_the_log() {
         }) => assert!(size_bytes > limit && limit_bytes == limit, "{size_bytes}"),
         other => panic!("expected RequestTooLarge, got {other:?}"),
     }
-    let with_id = c.submit_with_id(id(1), s0, &7u64, huge).await;
+    let with_id = c.submit_with_id(request_id(1), s0, &7u64, huge).await;
     assert!(
         matches!(with_id, Err(TxnError::RequestTooLarge { .. })),
         "{with_id:?}"
     );
     assert!(neighbour.await.unwrap().unwrap().committed());
-    let none = c.submit(s0, &1_000_000u64, read(1_000_000)).await.unwrap();
+    let none = c.submit(s0, &1_000_000u64, read0(1_000_000)).await.unwrap();
     assert_eq!(none.result, Ok(Some(vec![0])), "nothing of it ran");
     rt.shutdown().await;
 }
@@ -335,7 +331,7 @@ async fn internal_events_cannot_be_submitted() {
         }
         other => panic!("expected InternalEvent, got {other:?}"),
     }
-    let with_id = c.submit_with_id(id(1), bank, &2u64, credit).await;
+    let with_id = c.submit_with_id(request_id(1), bank, &2u64, credit).await;
     assert!(
         matches!(with_id, Err(TxnError::InternalEvent { .. })),
         "{with_id:?}"

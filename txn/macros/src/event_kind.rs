@@ -60,7 +60,12 @@ fn is_internal(variant: &syn::Variant) -> syn::Result<bool> {
     let mut internal = false;
     for attr in &variant.attrs {
         if attr.path().is_ident("internal") {
-            attr.meta.require_path_only()?;
+            if !matches!(attr.meta, syn::Meta::Path(_)) {
+                return Err(syn::Error::new_spanned(
+                    &attr.meta,
+                    "#[internal] takes no arguments: it marks a variant only handlers may emit",
+                ));
+            }
             internal = true;
         }
     }

@@ -236,3 +236,13 @@ where
 pub fn op0(key: u64, kind: OpKind) -> Ev {
     Ev::chain(vec![Op { svc: 0, key, kind }])
 }
+
+/// A read of `key` in service 0 as a whole transaction.
+pub fn read0(key: u64) -> Ev {
+    op0(key, OpKind::Read)
+}
+
+/// Request id `seq` of the tests' one client.
+pub fn request_id(seq: u64) -> txn::RequestId {
+    txn::RequestId { client: 42, seq }
+}
