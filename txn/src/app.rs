@@ -125,6 +125,16 @@ impl<I, K, V> Clone for Index<I, K, V> {
 }
 impl<I, K, V> Copy for Index<I, K, V> {}
 
+impl<I, K, V> Debug for Index<I, K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Index(service {}, table #{}, #{})",
+            self.service, self.table, self.idx
+        )
+    }
+}
+
 impl<I, K, V> Index<I, K, V> {
     /// The table this index is on.
     pub fn table(self) -> Table<K, V> {
@@ -355,7 +365,19 @@ impl<A: App> AppBuilder<A> {
         name: &str,
         value: impl Fn(&V) -> Option<I> + Send + Sync + 'static,
     ) -> Index<I, K, V> {
-        let extract: crate::index::Extract<V, I> = Arc::new(value);
+        self.index_many(table, name, value)
+    }
+
+    /// Like [`AppBuilder::index`], but a row is indexed under every value `values(row)` yields
+    /// (e.g. a cart under each product it holds); a lookup of any of them finds it once.
+    pub fn index_many<K: Key, V: Row, I: Key, It: IntoIterator<Item = I>>(
+        &mut self,
+        table: Table<K, V>,
+        name: &str,
+        values: impl Fn(&V) -> It + Send + Sync + 'static,
+    ) -> Index<I, K, V> {
+        let extract: crate::index::Extract<V, I> =
+            Arc::new(move |row: &V, out: &mut crate::index::Values<I>| out.extend(values(row)));
         let make: crate::index::IndexFactory<K, V> = Arc::new(move || {
             Box::new(crate::index::IndexState::<I, K, V> {
                 extract: extract.clone(),

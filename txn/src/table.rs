@@ -193,7 +193,6 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
         else {
             return Vec::new();
         };
-        let extract = ix.extract.clone();
         let mut found: BTreeMap<K, V> = ix
             .map
             .get(value)
@@ -205,7 +204,7 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
         for (k, acc) in &self.access {
             if let Some((_, v)) = acc.writers.iter().find(|(s, _)| *s == seq) {
                 match v {
-                    Some(v) if extract(v).as_ref() == Some(value) => {
+                    Some(v) if ix.values(Some(v)).binary_search(value).is_ok() => {
                         found.insert(k.clone(), v.clone());
                     }
                     _ => {
