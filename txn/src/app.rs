@@ -4,8 +4,10 @@
 //! declares services and tables and returns typed handles ([`ServiceRef`], [`Table`]) that
 //! handlers use; [`AppBuilder::build`] validates the whole definition at once.
 
+pub use crate::constraint::OnDelete;
 use crate::constraint::{
-    Check, Constraints, FkTarget, ForeignKey, Placement, TableOptions, Unique, UniqueTarget,
+    Check, ChildLink, Constraints, FkTarget, ForeignKey, Placement, TableOptions, Unique,
+    UniqueTarget,
 };
 use crate::context::TxnCtx;
 use crate::error::{HandlerResult, TxnError};
@@ -132,6 +134,16 @@ impl<I, K, V> Clone for Index<I, K, V> {
 }
 impl<I, K, V> Copy for Index<I, K, V> {}
 
+impl<I, K, V> Debug for Index<I, K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Index(service {}, table #{}, #{})",
+            self.service, self.table, self.idx
+        )
+    }
+}
+
 impl<I, K, V> Index<I, K, V> {
     /// The table this index is on.
     pub fn table(self) -> Table<K, V> {
@@ -220,6 +232,41 @@ impl<A: App> AppDef<A> {
     }
 }
 
+/// A foreign key just declared with [`AppBuilder::foreign_key`]: say here what deleting a
+/// parent row that still has children does (by default, [`OnDelete::Restrict`]).
+pub struct ForeignKeyDecl<'b, A: App, PK, PV> {
+    builder: &'b mut AppBuilder<A>,
+    parent: Table<PK, PV>,
+    /// Its position among the parent table's `referenced_by`; `None` if it was refused.
+    position: Option<usize>,
+}
+
+impl<'b, A: App, PK: Key, PV: Row> ForeignKeyDecl<'b, A, PK, PV> {
+    fn unlinked(builder: &'b mut AppBuilder<A>, parent: Table<PK, PV>) -> Self {
+        ForeignKeyDecl {
+            builder,
+            parent,
+            position: None,
+        }
+    }
+
+    /// What deleting a parent row that still has children does: `Restrict` (the default)
+    /// aborts the deleting transaction, `Cascade` deletes the children (recursively) with it.
+    pub fn on_delete(self, on_delete: OnDelete) {
+        let Some(position) = self.position else {
+            return;
+        };
+        let link = self
+            .builder
+            .constraints_of(self.parent)
+            .and_then(|c| c.referenced_by.get_mut(position))
+            .and_then(Arc::get_mut);
+        if let Some(link) = link {
+            link.on_delete = on_delete;
+        }
+    }
+}
+
 /// Declares the services of an application.
 pub struct AppBuilder<A: App> {
     services: Vec<ServiceDef<A>>,
@@ -289,12 +336,13 @@ impl<A: App> AppBuilder<A> {
         name: &str,
         value: impl Fn(&V) -> Option<U> + Send + Sync + 'static,
     ) {
-        let Some((_, table_name)) = self.table_name(table) else {
+        let Some((service_name, table_name)) = self.table_name(table) else {
             self.problems.push(format!(
                 "unique {name:?} names a table of another application"
             ));
             return;
         };
+        let constrained = Arc::new((service_name, table_name.clone()));
         let service = self.services[table.service as usize].service;
         let index = self.add_table::<U, K>(service, &format!("{table_name}#unique:{name}"), false);
         let target = Arc::new(UniqueTarget {
@@ -308,7 +356,11 @@ impl<A: App> AppBuilder<A> {
             })
         });
         if let Some(c) = self.constraints_of(table) {
-            c.uniques.push(Unique { target, locate });
+            c.uniques.push(Unique {
+                target,
+                table: constrained,
+                locate,
+            });
         }
     }
 
@@ -322,7 +374,19 @@ impl<A: App> AppBuilder<A> {
         name: &str,
         value: impl Fn(&V) -> Option<I> + Send + Sync + 'static,
     ) -> Index<I, K, V> {
-        let extract: crate::index::Extract<V, I> = Arc::new(value);
+        self.index_many(table, name, value)
+    }
+
+    /// Like [`AppBuilder::index`], but a row is indexed under every value `values(row)` yields
+    /// (e.g. a cart under each product it holds); a lookup of any of them finds it once.
+    pub fn index_many<K: Key, V: Row, I: Key, It: IntoIterator<Item = I>>(
+        &mut self,
+        table: Table<K, V>,
+        name: &str,
+        values: impl Fn(&V) -> It + Send + Sync + 'static,
+    ) -> Index<I, K, V> {
+        let extract: crate::index::Extract<V, I> =
+            Arc::new(move |row: &V, out: &mut crate::index::Values<I>| out.extend(values(row)));
         let make: crate::index::IndexFactory<K, V> = Arc::new(move || {
             Box::new(crate::index::IndexState::<I, K, V> {
                 extract: extract.clone(),
@@ -513,27 +577,30 @@ impl<A: App> AppBuilder<A> {
 
     /// Declares that rows of `child` refer to rows of `parent` (in any service, also another
     /// one): `parent_key` extracts the referenced key, or `None` for no reference. Writing a
-    /// child row whose parent does not exist aborts the whole transaction.
+    /// child row whose parent does not exist aborts the whole transaction. Deleting a parent
+    /// row that still has children aborts the deleting transaction unless the returned
+    /// declaration says otherwise: `.on_delete(OnDelete::Cascade)` deletes the children with
+    /// it. The runtime keeps a hidden index of the children by parent key for this.
     pub fn foreign_key<K: Key, V: Row, PK: Key, PV: Row>(
         &mut self,
         child: Table<K, V>,
         name: &str,
         parent: Table<PK, PV>,
         parent_key: impl Fn(&V) -> Option<PK> + Send + Sync + 'static,
-    ) {
-        let (Some(_), Some((parent_service, parent_table))) =
+    ) -> ForeignKeyDecl<'_, A, PK, PV> {
+        let (Some((child_service, child_table)), Some((parent_service, parent_table))) =
             (self.table_name(child), self.table_name(parent))
         else {
             self.problems.push(format!(
                 "foreign key {name:?} names a table of another application"
             ));
-            return;
+            return ForeignKeyDecl::unlinked(self, parent);
         };
         if self.options_of(parent).is_some_and(|o| o.replicated) {
             self.problems.push(format!(
                 "foreign key {name:?} refers to a replicated table, which has no owning partition to probe"
             ));
-            return;
+            return ForeignKeyDecl::unlinked(self, parent);
         }
         let parent_ref = self.services[parent.service as usize].service;
         let parent_placement: Placement<PK> = self
@@ -547,6 +614,11 @@ impl<A: App> AppBuilder<A> {
             parent_table,
             parent_table_idx: parent.idx,
         });
+        let parent_key = Arc::new(parent_key);
+        let encoded_parent_key = parent_key.clone();
+        let children = self.index(child, name, move |row: &V| {
+            encoded_parent_key(row).map(|pk| rmp_serde::to_vec(&pk).expect("keys serialize"))
+        });
         let locate = Box::new(move |row: &V| {
             parent_key(row).map(|pk| {
                 let gp = parent_ref.gp(parent_placement(&pk, parent_ref.n_partitions));
@@ -557,12 +629,32 @@ impl<A: App> AppBuilder<A> {
         let mut duplicate = false;
         if let Some(c) = self.constraints_of(child) {
             duplicate = c.foreign_keys.iter().any(|f| f.target.name == name);
-            c.foreign_keys.push(ForeignKey { target, locate });
+            c.foreign_keys.push(ForeignKey {
+                target: target.clone(),
+                locate,
+            });
         }
         if duplicate {
             self.problems.push(format!(
                 "foreign key {name:?} is declared twice on one table"
             ));
+        }
+        let link = Arc::new(ChildLink {
+            target,
+            child: Arc::new((child_service, child_table)),
+            child_service: self.services[child.service as usize].service,
+            child_table_idx: child.idx,
+            child_index_idx: children.idx,
+            on_delete: OnDelete::default(),
+        });
+        let position = self.constraints_of(parent).map(|c| {
+            c.referenced_by.push(link);
+            c.referenced_by.len() - 1
+        });
+        ForeignKeyDecl {
+            builder: self,
+            parent,
+            position,
         }
     }
 

@@ -8,8 +8,14 @@
 //!   parent row like any handler read (so a concurrent delete of the parent by a lower TID is a
 //!   read-after-write conflict and the transaction re-runs), and a missing parent aborts the
 //!   whole transaction. The probe sees the parent as committed before the epoch plus this
-//!   transaction's own writes that ran before the probe in chain order. Deleting a parent that
-//!   still has children is not checked (no reverse index yet).
+//!   transaction's own writes that ran before the probe in chain order.
+//!   What a parent delete does is declared with [`OnDelete`]: the runtime keeps, per foreign
+//!   key, a hidden secondary index child-fk-value → child keys in the child table (placed
+//!   where the children live). Deleting a parent row sends a [`ParentDeleted`] step, in the
+//!   same transaction, to every partition of the child service; it looks the children up
+//!   through that index (a recorded lookup, so a lower-TID child insert in the same epoch
+//!   conflicts with it) and then aborts the transaction (`Restrict`) or deletes them
+//!   (`Cascade`, recursively through their own children, within the `TxnLimits`).
 //! - A **unique** constraint (`AppBuilder::unique`) keeps a hidden index table in the same
 //!   service, placed by the unique value, mapping value → row key. Writing a row sends a claim
 //!   step (and a release step for a changed value) to the value's partition in the same
@@ -34,6 +40,42 @@ pub(crate) struct FkTarget {
     pub parent_table_idx: u32,
 }
 
+/// What deleting a parent row that still has children does (SQL's `ON DELETE`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum OnDelete {
+    /// The delete is refused: the deleting transaction aborts with `AbortReason::Constraint`
+    /// naming the foreign key and a child row.
+    #[default]
+    Restrict,
+    /// The children are deleted in the same transaction (and theirs, recursively).
+    Cascade,
+}
+
+/// A foreign key seen from its parent table: where the children live and what a delete does.
+pub(crate) struct ChildLink {
+    pub target: Arc<FkTarget>,
+    /// The child table's service and name, for messages.
+    pub child: Arc<(String, String)>,
+    pub child_service: crate::app::ServiceRef,
+    pub child_table_idx: u32,
+    /// The hidden index of the child table: encoded parent key → child keys.
+    pub child_index_idx: u32,
+    pub on_delete: OnDelete,
+}
+
+/// A parent row was deleted: look its children up in one child partition and act on them.
+pub(crate) struct ParentDeleted {
+    pub link: Arc<ChildLink>,
+    /// The deleted parent's key, encoded (the value of the child table's hidden index).
+    pub parent_key: Vec<u8>,
+}
+
+/// A step a table's write sends to another partition to keep its constraints.
+pub(crate) enum ConstraintStep {
+    Index(IndexOp),
+    ParentDeleted(ParentDeleted),
+}
+
 /// A foreign key of a child table: extracts the parent key (encoded) and its global partition.
 pub(crate) struct ForeignKey<V> {
     pub target: Arc<FkTarget>,
@@ -51,6 +93,8 @@ pub(crate) struct UniqueTarget {
 /// A unique constraint of a table: extracts the (encoded) unique value and the index partition.
 pub(crate) struct Unique<V> {
     pub target: Arc<UniqueTarget>,
+    /// The constrained table's service and name, for messages.
+    pub table: Arc<(String, String)>,
     #[allow(clippy::type_complexity)]
     pub locate: Box<dyn Fn(&V) -> Option<(Vec<u8>, GlobalPartition)> + Send + Sync>,
 }
@@ -60,6 +104,8 @@ pub(crate) struct Constraints<V> {
     pub checks: Vec<Check<V>>,
     pub foreign_keys: Vec<ForeignKey<V>>,
     pub uniques: Vec<Unique<V>>,
+    /// The foreign keys that refer to this table (it is their parent).
+    pub referenced_by: Vec<Arc<ChildLink>>,
 }
 
 impl<V> Default for Constraints<V> {
@@ -68,6 +114,7 @@ impl<V> Default for Constraints<V> {
             checks: Vec::new(),
             foreign_keys: Vec::new(),
             uniques: Vec::new(),
+            referenced_by: Vec::new(),
         }
     }
 }
@@ -83,6 +130,63 @@ impl<V> Constraints<V> {
 
     pub fn is_empty(&self) -> bool {
         self.checks.is_empty() && self.foreign_keys.is_empty() && self.uniques.is_empty()
+    }
+
+    /// Pushes to `out` the steps that keep the unique constraints and the foreign keys that
+    /// refer to this table when the row `key` changes from `old` to `new`.
+    pub fn steps_for_change<K: crate::app::Key>(
+        &self,
+        key: &K,
+        old: Option<&V>,
+        new: Option<&V>,
+        out: &mut impl FnMut(GlobalPartition, ConstraintStep),
+    ) {
+        if !self.uniques.is_empty() {
+            self.unique_steps(key, old, new, out);
+        }
+        if old.is_none() || new.is_some() || self.referenced_by.is_empty() {
+            return;
+        }
+        let parent_key = rmp_serde::to_vec(key).expect("keys serialize");
+        for link in &self.referenced_by {
+            for p in 0..link.child_service.n_partitions() {
+                let step = ConstraintStep::ParentDeleted(ParentDeleted {
+                    link: link.clone(),
+                    parent_key: parent_key.clone(),
+                });
+                out(link.child_service.gp(p), step);
+            }
+        }
+    }
+
+    /// The unique-index releases and claims for a row changing from `old` to `new`.
+    fn unique_steps<K: crate::app::Key>(
+        &self,
+        key: &K,
+        old: Option<&V>,
+        new: Option<&V>,
+        out: &mut impl FnMut(GlobalPartition, ConstraintStep),
+    ) {
+        let row_key = rmp_serde::to_vec(key).expect("keys serialize");
+        for u in &self.uniques {
+            let before = old.and_then(|o| (u.locate)(o));
+            let after = new.and_then(|n| (u.locate)(n));
+            if before.as_ref().map(|b| &b.0) == after.as_ref().map(|a| &a.0) {
+                continue;
+            }
+            for (claim, located) in [(false, before), (true, after)] {
+                if let Some((value, target)) = located {
+                    let op = IndexOp {
+                        target: u.target.clone(),
+                        child: u.table.clone(),
+                        claim,
+                        value,
+                        row_key: row_key.clone(),
+                    };
+                    out(target, ConstraintStep::Index(op));
+                }
+            }
+        }
     }
 }
 

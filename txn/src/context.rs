@@ -1,7 +1,7 @@
 //! The transaction context a handler receives: table access, events, abort, time and randomness.
 
 use crate::app::{App, AppDef, Index, Key, Row, ServiceRef, Table};
-use crate::constraint::{IndexOp, Probe};
+use crate::constraint::Probe;
 use crate::error::{Abort, AbortReason, LimitKind};
 use crate::ids::{GlobalPartition, Seq, Tid};
 use crate::limits::TxnLimits;
@@ -304,7 +304,8 @@ impl<'a, A: App> TxnCtx<'a, A> {
         Ok(())
     }
 
-    /// Emits the unique-index releases and claims for a row changing from `old` to `new`.
+    /// Emits the steps that keep the table's constraints (unique indexes, foreign keys that
+    /// refer to it) for a row changing from `old` to `new`.
     fn index_ops<K: Key, V: Row>(
         state: &TableState<K, V>,
         emits: &mut Vec<Emitted<A::Event>>,
@@ -313,34 +314,21 @@ impl<'a, A: App> TxnCtx<'a, A> {
         old: Option<&V>,
         new: Option<&V>,
     ) {
-        let row_key = rmp_serde::to_vec(key).expect("keys serialize");
-        let child = Arc::new((state.service.clone(), state.name.clone()));
-        for u in &state.constraints.uniques {
-            let before = old.and_then(|o| (u.locate)(o));
-            let after = new.and_then(|n| (u.locate)(n));
-            if before.as_ref().map(|b| &b.0) == after.as_ref().map(|a| &a.0) {
-                continue;
-            }
-            for (claim, located) in [(false, before), (true, after)] {
-                if let Some((value, target)) = located {
-                    emits.push(Emitted {
-                        seq,
-                        parent,
-                        target,
-                        event: StepEvent::Index(IndexOp {
-                            target: u.target.clone(),
-                            child: child.clone(),
-                            claim,
-                            value,
-                            row_key: row_key.clone(),
-                        }),
-                    });
-                }
-            }
-        }
+        state
+            .constraints
+            .steps_for_change(key, old, new, &mut |target, step| {
+                emits.push(Emitted {
+                    seq,
+                    parent,
+                    target,
+                    event: StepEvent::from(step),
+                });
+            });
     }
 
-    /// Deletes a row (a no-op if it does not exist).
+    /// Deletes a row (a no-op if it does not exist). If foreign keys refer to its table, the
+    /// delete is checked in the children's partitions as part of this transaction: children
+    /// abort it (`OnDelete::Restrict`) or are deleted with it (`OnDelete::Cascade`).
     pub fn delete<K: Key, V: Row>(&mut self, table: Table<K, V>, key: &K) -> Result<(), Abort> {
         let seq = self.seq;
         let pos = self.pos;
@@ -350,7 +338,7 @@ impl<'a, A: App> TxnCtx<'a, A> {
         let emits = &mut *self.emits;
         let meter = &mut self.meter;
         let state = Self::table_in(self.part, self.app, table, key).map_err(|r| meter.poison(r))?;
-        if !state.constraints.uniques.is_empty() {
+        if !state.constraints.uniques.is_empty() || !state.constraints.referenced_by.is_empty() {
             let old = state.get(seq, key);
             Self::index_ops(state, emits, (seq, pos), key, old.as_ref(), None);
         }

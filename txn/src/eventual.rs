@@ -473,6 +473,9 @@ fn run_step<A: App>(
             }
             StepEvent::Probe(probe) => state.execute_probe((seq, 0), probe, out),
             StepEvent::Index(op) => state.execute_index_op((seq, 0), op, out),
+            StepEvent::ParentDeleted(deleted) => {
+                state.execute_parent_deleted(app, (seq, 0), deleted, &mut Usage::default(), out)
+            }
             StepEvent::Inbound => unreachable!("eventual steps carry their event"),
         }
         // Each step commits on its own: an abort discards this step only.

@@ -4,7 +4,11 @@
 //! same snapshot as the rows. A handler's `TxnCtx::lookup` is transactional: it records the
 //! looked-up value, and in the decide phase any lower-TID write that moves a row into or out of
 //! that value conflicts with it — no phantoms.
+//!
+//! A row may be indexed under several values (`AppBuilder::index_many`, e.g. a cart under each
+//! product it holds), or none.
 
+use smallvec::SmallVec;
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -18,8 +22,11 @@ pub(crate) trait IndexOps<K, V>: Send + Sync {
     fn as_any(&self) -> &dyn Any;
 }
 
-/// Derives a row's index value (`None`: not indexed).
-pub(crate) type Extract<V, I> = Arc<dyn Fn(&V) -> Option<I> + Send + Sync>;
+/// Derives a row's index values into the buffer (none: not indexed).
+pub(crate) type Extract<V, I> = Arc<dyn Fn(&V, &mut Values<I>) + Send + Sync>;
+
+/// A row's index values, sorted and without duplicates; inline for the common one or two.
+pub(crate) type Values<I> = SmallVec<[I; 2]>;
 
 /// Makes a fresh, empty index for one partition.
 pub(crate) type IndexFactory<K, V> = Arc<dyn Fn() -> Box<dyn IndexOps<K, V>> + Send + Sync>;
@@ -30,24 +37,42 @@ pub(crate) struct IndexState<I, K, V> {
     pub map: BTreeMap<I, BTreeSet<K>>,
 }
 
+impl<I: Ord, K, V> IndexState<I, K, V> {
+    /// The index values of `row` (none for no row), sorted and deduplicated.
+    pub fn values(&self, row: Option<&V>) -> Values<I> {
+        let mut values = Values::new();
+        if let Some(row) = row {
+            (self.extract)(row, &mut values);
+            if values.len() > 1 {
+                values.sort_unstable();
+                values.dedup();
+            }
+        }
+        values
+    }
+}
+
 impl<I: Ord + Clone + Send + Sync + 'static, K: Ord + Clone + Send + Sync + 'static, V: 'static>
     IndexOps<K, V> for IndexState<I, K, V>
 {
     fn update(&mut self, key: &K, old: Option<&V>, new: Option<&V>) {
-        let before = old.and_then(|v| (self.extract)(v));
-        let after = new.and_then(|v| (self.extract)(v));
+        let before = self.values(old);
+        let after = self.values(new);
         if before == after {
             return;
         }
-        if let Some(b) = before
-            && let Some(keys) = self.map.get_mut(&b)
-        {
-            keys.remove(key);
-            if keys.is_empty() {
-                self.map.remove(&b);
+        for b in before.iter().filter(|b| after.binary_search(b).is_err()) {
+            if let Some(keys) = self.map.get_mut(b) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.map.remove(b);
+                }
             }
         }
-        if let Some(a) = after {
+        for a in after
+            .into_iter()
+            .filter(|a| before.binary_search(a).is_err())
+        {
             self.map.entry(a).or_default().insert(key.clone());
         }
     }
@@ -56,9 +81,9 @@ impl<I: Ord + Clone + Send + Sync + 'static, K: Ord + Clone + Send + Sync + 'sta
         let Some(value) = value.downcast_ref::<I>() else {
             return false;
         };
-        let before = old.and_then(|v| (self.extract)(v));
-        let after = new.and_then(|v| (self.extract)(v));
-        before != after && (before.as_ref() == Some(value) || after.as_ref() == Some(value))
+        let before = self.values(old);
+        let after = self.values(new);
+        before.binary_search(value).is_ok() != after.binary_search(value).is_ok()
     }
 
     fn as_any(&self) -> &dyn Any {

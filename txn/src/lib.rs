@@ -32,7 +32,9 @@ pub mod sync;
 mod table;
 mod transport;
 
-pub use app::{App, AppBuilder, AppDef, Index, Key, Row, ServiceRef, Table};
+pub use app::{
+    App, AppBuilder, AppDef, ForeignKeyDecl, Index, Key, OnDelete, Row, ServiceRef, Table,
+};
 pub use context::TxnCtx;
 pub use epoch::{EpochStats, Fallback, SerialPos};
 pub use error::{Abort, AbortReason, HandlerResult, LimitKind, TxnError};

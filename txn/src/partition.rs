@@ -8,7 +8,7 @@
 
 use crate::app::{App, AppDef};
 use crate::bitset::SeqSet;
-use crate::constraint::{IndexOp, Probe};
+use crate::constraint::{ConstraintStep, IndexOp, OnDelete, ParentDeleted, Probe};
 use crate::context::{Meter, TxnCtx, Usage};
 use crate::error::{AbortReason, panic_message};
 use crate::ids::{GlobalPartition, RequestId, Seq, Tid};
@@ -85,6 +85,17 @@ pub(crate) enum StepEvent<E> {
     Probe(Probe),
     /// A unique-index claim or release sent by a write of this transaction.
     Index(IndexOp),
+    /// A parent row deleted by this transaction: restrict or cascade in a child partition.
+    ParentDeleted(ParentDeleted),
+}
+
+impl<E> From<ConstraintStep> for StepEvent<E> {
+    fn from(step: ConstraintStep) -> Self {
+        match step {
+            ConstraintStep::Index(op) => StepEvent::Index(op),
+            ConstraintStep::ParentDeleted(deleted) => StepEvent::ParentDeleted(deleted),
+        }
+    }
 }
 
 /// An event (or probe) emitted by a step, to run in `target` in the next wave.
@@ -307,6 +318,62 @@ impl<A: App> PartitionState<A> {
         ));
     }
 
+    /// Runs a parent delete of transaction `seq` in this child partition: children abort the
+    /// transaction (`Restrict`) or are deleted (`Cascade`, their own constraint steps emitted
+    /// for the next wave). The lookup and each deleted child cost a work unit.
+    pub fn execute_parent_deleted(
+        &mut self,
+        app: &AppDef<A>,
+        (seq, pos): (Seq, u32),
+        deleted: &ParentDeleted,
+        usage: &mut Usage,
+        out: &mut WaveOut<A>,
+    ) {
+        let link = &deleted.link;
+        let cascade = link.on_delete == OnDelete::Cascade;
+        let emits_before = out.emits.len();
+        let emits = &mut out.emits;
+        let found = self.tables.get_mut(link.child_table_idx as usize).map(|t| {
+            let mut emit = |target, step: ConstraintStep| {
+                emits.push(Emitted {
+                    seq,
+                    parent: pos,
+                    target,
+                    event: StepEvent::from(step),
+                })
+            };
+            t.parent_deleted(seq, deleted, &mut emit)
+        });
+        let fk = &link.target;
+        let message = match found {
+            None => Some(format!(
+                "foreign key {:?}: child table #{} is missing",
+                fk.name, link.child_table_idx
+            )),
+            Some((_, Some(child_key))) if !cascade => Some(format!(
+                "foreign key {:?}: cannot delete the {}.{} row, the {}.{} row with key {child_key} \
+                 still refers to it (on delete restrict)",
+                fk.name, fk.parent_service, fk.parent_table, link.child.0, link.child.1
+            )),
+            Some((n_children, _)) => {
+                usage.work = usage.work.saturating_add(1 + n_children as u64);
+                None
+            }
+        };
+        let reason = match message {
+            Some(message) => Some(AbortReason::Constraint {
+                service: link.child.0.clone(),
+                table: link.child.1.clone(),
+                message,
+            }),
+            None => usage.exceeded(&app.txn_limits),
+        };
+        if let Some(reason) = reason {
+            out.emits.truncate(emits_before);
+            out.aborts.push((seq, pos, reason));
+        }
+    }
+
     /// Runs a wave: the queries first (they read the committed state only), then the steps in
     /// the order given (sorted by `(seq, pos)` by the driver). The steps of one transaction
     /// here share one running account of its limits, starting from its use before the wave;
@@ -348,6 +415,9 @@ impl<A: App> PartitionState<A> {
                 }
                 StepEvent::Probe(probe) => self.execute_probe(at, probe, &mut out),
                 StepEvent::Index(op) => self.execute_index_op(at, op, &mut out),
+                StepEvent::ParentDeleted(deleted) => {
+                    self.execute_parent_deleted(app, at, deleted, usage, &mut out)
+                }
             }
         }
         if let Some((seq, before, now)) = running {

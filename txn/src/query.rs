@@ -128,6 +128,26 @@ impl<'a> ReadView<'a> {
             .collect()
     }
 
+    /// Every entry of `index` in this partition as `(value, row key)`, in value then key order
+    /// (empty for other services' tables): what a lookup of each value would find.
+    pub fn index_entries<I: Key, K: Key, V: Row>(
+        &self,
+        index: Index<I, K, V>,
+    ) -> Vec<(&'a I, &'a K)> {
+        let Some(ix) = self.table(index.table()).and_then(|t| {
+            t.indexes.get(index.idx as usize).and_then(|ix| {
+                ix.as_any()
+                    .downcast_ref::<crate::index::IndexState<I, K, V>>()
+            })
+        }) else {
+            return Vec::new();
+        };
+        ix.map
+            .iter()
+            .flat_map(|(value, keys)| keys.iter().map(move |k| (value, k)))
+            .collect()
+    }
+
     /// Number of committed rows of `table` in this partition.
     pub fn len<K: Key, V: Row>(&self, table: Table<K, V>) -> usize {
         self.table(table).map_or(0, |t| t.rows.len())

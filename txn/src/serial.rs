@@ -134,6 +134,9 @@ impl<A: App> Chain<'_, A> {
                 }
                 StepEvent::Probe(probe) => part.execute_probe(at, probe, scratch),
                 StepEvent::Index(op) => part.execute_index_op(at, op, scratch),
+                StepEvent::ParentDeleted(deleted) => {
+                    part.execute_parent_deleted(app, at, deleted, running, scratch)
+                }
             }
             if let Some((_, _, reason)) = scratch.aborts.pop() {
                 // Dropping the drain discards the wave's remaining steps.

@@ -10,8 +10,8 @@
 //! them, so phantoms are caught too.
 
 use crate::bitset::SeqSet;
-use crate::constraint::{Constraints, Placement};
-use crate::ids::Seq;
+use crate::constraint::{ConstraintStep, Constraints, OnDelete, ParentDeleted, Placement};
+use crate::ids::{GlobalPartition, Seq};
 use crate::index::{IndexOps, IndexState};
 use crate::partition::{CheckpointRow, DeferredRows};
 use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
@@ -193,7 +193,6 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
         else {
             return Vec::new();
         };
-        let extract = ix.extract.clone();
         let mut found: BTreeMap<K, V> = ix
             .map
             .get(value)
@@ -205,7 +204,7 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
         for (k, acc) in &self.access {
             if let Some((_, v)) = acc.writers.iter().find(|(s, _)| *s == seq) {
                 match v {
-                    Some(v) if extract(v).as_ref() == Some(value) => {
+                    Some(v) if ix.values(Some(v)).binary_search(value).is_ok() => {
                         found.insert(k.clone(), v.clone());
                     }
                     _ => {
@@ -328,6 +327,9 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
     }
 }
 
+/// Where a table hands the steps that keep its constraints, with their target partitions.
+pub(crate) type StepSink<'a> = dyn FnMut(GlobalPartition, ConstraintStep) + 'a;
+
 /// The type-erased face of a table that partitions drive through the epoch phases.
 pub(crate) trait AnyTable: Send {
     fn as_any(&self) -> &dyn Any;
@@ -360,6 +362,17 @@ pub(crate) trait AnyTable: Send {
     fn claim(&mut self, seq: Seq, value: &[u8], row_key: &[u8]) -> Result<Option<String>, String>;
     /// Releases `value` if `row_key` holds it.
     fn release(&mut self, seq: Seq, value: &[u8], row_key: &[u8]) -> Result<(), String>;
+    /// A parent of rows of this table was deleted: finds, for transaction `seq`, the rows whose
+    /// hidden foreign-key index holds the deleted parent's key (a recorded lookup, so a
+    /// lower-TID write moving a row into or out of it conflicts). On `OnDelete::Cascade`,
+    /// deletes them, handing `out` the steps that keep their own constraints. Returns how many
+    /// rows it found and the first one's key as text.
+    fn parent_deleted(
+        &mut self,
+        seq: Seq,
+        deleted: &ParentDeleted,
+        out: &mut StepSink<'_>,
+    ) -> (usize, Option<String>);
     /// Loads one encoded committed row (recovery).
     fn load_row(&mut self, key: &[u8], value: &[u8]) -> Result<(), String>;
 }
@@ -553,6 +566,29 @@ impl<K: crate::app::Key, V: crate::app::Row> AnyTable for TableState<K, V> {
             self.write(seq, u, None);
         }
         Ok(())
+    }
+
+    fn parent_deleted(
+        &mut self,
+        seq: Seq,
+        deleted: &ParentDeleted,
+        out: &mut StepSink<'_>,
+    ) -> (usize, Option<String>) {
+        let index = deleted.link.child_index_idx as usize;
+        let cascade = deleted.link.on_delete == OnDelete::Cascade;
+        let children = self.lookup::<Vec<u8>>(seq, index, &deleted.parent_key);
+        let found = (
+            children.len(),
+            children.first().map(|(k, _)| format!("{k:?}")),
+        );
+        if cascade {
+            let constraints = self.constraints.clone();
+            for (key, row) in children {
+                constraints.steps_for_change(&key, Some(&row), None, &mut |gp, step| out(gp, step));
+                self.write(seq, key, None);
+            }
+        }
+        found
     }
 
     fn load_row(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {

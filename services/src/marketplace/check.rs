@@ -96,8 +96,12 @@ impl MarketSnapshot {
         copy(&mut s.seller_update_seq, rows(view, t.seller_update_seq));
         copy(&mut s.stock_items, rows(view, t.stock_items));
         copy(&mut s.carts, rows(view, t.carts));
-        s.cart_index
-            .extend(view.iter(t.cart_index).map(|(k, _)| *k));
+        let entries = view.index_entries(t.carts_by_product).into_iter();
+        s.cart_index.extend(entries.map(|(p, c)| CartIndexKey {
+            seller_id: p.seller_id,
+            product_id: p.product_id,
+            customer_id: *c,
+        }));
         let p = view.partition();
         copy(
             &mut s.replicas,

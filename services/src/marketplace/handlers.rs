@@ -8,7 +8,7 @@
 
 use super::model::*;
 use rand::Rng;
-use txn::{Abort, HandlerResult, ServiceRef, Table, TxnCtx};
+use txn::{Abort, HandlerResult, Index, ServiceRef, Table, TxnCtx};
 
 use super::MarketApp;
 
@@ -54,7 +54,8 @@ pub struct Tables {
     pub stock_items: Table<ProductKey, StockItem>,
     // cart
     pub carts: Table<CustomerId, Cart>,
-    pub cart_index: Table<CartIndexKey, ()>,
+    /// The carts holding each product: a runtime index of `carts`, kept at commit.
+    pub carts_by_product: Index<ProductKey, CustomerId, Cart>,
     /// Replicated: every cart partition holds a full copy.
     pub product_replicas: Table<ProductKey, Replica>,
     // order
@@ -409,7 +410,7 @@ pub(super) fn cart_step(ctx: &mut Ctx<'_>, ev: &MarketEvent, w: &Wiring) -> Hand
     match ev {
         MarketEvent::CartAdd { customer_id, items } => {
             let mut cart = ctx.get(t.carts, customer_id)?.unwrap_or_default();
-            add_to_cart(ctx, w, *customer_id, &mut cart, items, true)?;
+            add_to_cart(ctx, w, &mut cart, items)?;
             ctx.set_output(MarketOutput::CartItems(cart.items.len() as u32));
             ctx.put(t.carts, *customer_id, cart)
         }
@@ -425,8 +426,7 @@ pub(super) fn cart_step(ctx: &mut Ctx<'_>, ev: &MarketEvent, w: &Wiring) -> Hand
             };
             ctx.put(t.product_replicas, key, *replica)?;
             // Every cart of this partition holding the product at this version gets the price.
-            for (idx, ()) in ctx.scan(t.cart_index, product_carts(*seller_id, *product_id))? {
-                let mut cart = held_cart(ctx, t, idx)?;
+            for (customer_id, mut cart) in ctx.lookup(t.carts_by_product, &key)? {
                 for item in &mut cart.items {
                     if item.seller_id == *seller_id
                         && item.product_id == *product_id
@@ -436,7 +436,7 @@ pub(super) fn cart_step(ctx: &mut Ctx<'_>, ev: &MarketEvent, w: &Wiring) -> Hand
                         item.freight_value = replica.freight_value;
                     }
                 }
-                ctx.put(t.carts, idx.customer_id, cart)?;
+                ctx.put(t.carts, customer_id, cart)?;
             }
             Ok(())
         }
@@ -451,8 +451,7 @@ pub(super) fn cart_step(ctx: &mut Ctx<'_>, ev: &MarketEvent, w: &Wiring) -> Hand
                 };
                 ctx.put(t.product_replicas, key, *replica)?;
                 // Items of an older version can no longer be bought: drop them from carts.
-                for (idx, ()) in ctx.scan(t.cart_index, product_carts(*seller_id, *product_id))? {
-                    let mut cart = held_cart(ctx, t, idx)?;
+                for (customer_id, mut cart) in ctx.lookup(t.carts_by_product, &key)? {
                     let before = cart.items.len();
                     cart.items.retain(|i| {
                         !(i.seller_id == *seller_id
@@ -460,11 +459,10 @@ pub(super) fn cart_step(ctx: &mut Ctx<'_>, ev: &MarketEvent, w: &Wiring) -> Hand
                             && i.version != replica.version)
                     });
                     if cart.items.len() != before {
-                        ctx.delete(t.cart_index, &idx)?;
                         if cart.items.is_empty() {
-                            ctx.delete(t.carts, &idx.customer_id)?;
+                            ctx.delete(t.carts, &customer_id)?;
                         } else {
-                            ctx.put(t.carts, idx.customer_id, cart)?;
+                            ctx.put(t.carts, customer_id, cart)?;
                         }
                     }
                 }
@@ -475,41 +473,13 @@ pub(super) fn cart_step(ctx: &mut Ctx<'_>, ev: &MarketEvent, w: &Wiring) -> Hand
     }
 }
 
-fn product_carts(
-    seller_id: SellerId,
-    product_id: ProductId,
-) -> std::ops::RangeInclusive<CartIndexKey> {
-    let at = |customer_id| CartIndexKey {
-        seller_id,
-        product_id,
-        customer_id,
-    };
-    at(0)..=at(CustomerId::MAX)
-}
-
-fn held_cart(ctx: &mut Ctx<'_>, t: &Tables, idx: CartIndexKey) -> Result<Cart, Abort> {
-    match ctx.get(t.carts, &idx.customer_id)? {
-        Some(cart) => Ok(cart),
-        None => Err(broken(
-            ctx,
-            format!(
-                "the cart index lists customer {} for product {}, but the cart is empty",
-                idx.customer_id, idx.product_id
-            ),
-        )),
-    }
-}
-
 /// The cart-add step: prices each item from this partition's replica and puts it in `cart`
-/// (replacing the same product). `index` records the cart in the product's index, for items
-/// that stay in the cart after this step.
+/// (replacing the same product). The product index of carts follows when the cart is written.
 fn add_to_cart(
     ctx: &mut Ctx<'_>,
     w: &Wiring,
-    customer_id: CustomerId,
     cart: &mut Cart,
     items: &[CartAddItem],
-    index: bool,
 ) -> HandlerResult {
     let t = &w.tables;
     if items.len() > CART_ITEMS_MAX {
@@ -562,14 +532,6 @@ fn add_to_cart(
             Ok(pos) => cart.items[pos] = item,
             Err(pos) => cart.items.insert(pos, item),
         }
-        if index {
-            let idx = CartIndexKey {
-                seller_id: add.seller_id,
-                product_id: add.product_id,
-                customer_id,
-            };
-            ctx.put(t.cart_index, idx, ())?;
-        }
     }
     Ok(())
 }
@@ -599,24 +561,15 @@ fn checkout(
     let t = &w.tables;
     let existing = ctx.get(t.carts, &customer_id)?;
     let mut cart = existing.clone().unwrap_or_default();
-    // The items added here leave the cart in this same step: no index entries for them.
-    add_to_cart(ctx, w, customer_id, &mut cart, add, false)?;
+    add_to_cart(ctx, w, &mut cart, add)?;
     if cart.items.is_empty() {
         return Err(ctx.abort(format!(
             "{}: customer {customer_id} has nothing to check out",
             reasons::EMPTY_CART
         )));
     }
-    if let Some(old) = existing {
+    if existing.is_some() {
         ctx.delete(t.carts, &customer_id)?;
-        for i in &old.items {
-            let idx = CartIndexKey {
-                seller_id: i.seller_id,
-                product_id: i.product_id,
-                customer_id,
-            };
-            ctx.delete(t.cart_index, &idx)?;
-        }
     }
     let order = OrderKey {
         customer_id,

@@ -8,7 +8,7 @@
 //! |----------|----------------------------------------------------------|--------------------|
 //! | product  | products (seller, product); seller_update_seq (seller)   | seller             |
 //! | stock    | stock_items (seller, product)                            | seller             |
-//! | cart     | carts (customer); cart_index (seller, product, customer) | customer           |
+//! | cart     | carts (customer), indexed by each product they hold      | customer           |
 //! |          | product_replicas (seller, product): replicated table     | every partition    |
 //! | order    | orders, order_items, order_history (customer, order, …)  | (customer, order)  |
 //! | payment  | order_payments, order_payment_cards (customer, order, …) | (customer, order)  |
@@ -169,12 +169,13 @@ impl Marketplace {
             seller: b.service("seller", n),
             customer: b.service("customer", n),
         };
+        let carts = b.table(services.cart, "carts");
         let tables = Tables {
             products: b.table(services.product, "products"),
             seller_update_seq: b.table(services.product, "seller_update_seq"),
             stock_items: b.table(services.stock, "stock_items"),
-            carts: b.table(services.cart, "carts"),
-            cart_index: b.ordered_table(services.cart, "cart_index"),
+            carts,
+            carts_by_product: b.index_many(carts, "carts_by_product", Cart::products),
             product_replicas: b.replicated_table(services.cart, "product_replicas"),
             orders: b.table(services.order, "orders"),
             order_items: b.table(services.order, "order_items"),
@@ -192,7 +193,6 @@ impl Marketplace {
         // Rows a step touches together share a placement (see `model`).
         b.place_by(tables.products, ProductKey::placement);
         b.place_by(tables.stock_items, ProductKey::placement);
-        b.place_by(tables.cart_index, CartIndexKey::placement);
         b.place_by(tables.order_items, OrderPartKey::placement);
         b.place_by(tables.order_history, OrderPartKey::placement);
         b.place_by(tables.order_payments, OrderPartKey::placement);

@@ -196,9 +196,8 @@ impl EntryKey {
     }
 }
 
-/// `(seller_id, product_id, customer_id)`: which carts hold a product. **Placed by customer**,
-/// so the index entry lives next to the cart it points to; ordered by product, so a price
-/// update finds a product's carts in each cart partition with one range read.
+/// `(seller_id, product_id, customer_id)`: one entry of the cart service's product index of
+/// carts (`Tables::carts_by_product`), as the consistency checker sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CartIndexKey {
     pub seller_id: SellerId,
@@ -273,6 +272,19 @@ pub struct CartItem {
 pub struct Cart {
     /// Sorted by (seller, product), one item per product.
     pub items: Vec<CartItem>,
+}
+
+impl Cart {
+    /// The products the cart holds: its values in the cart service's product index.
+    pub fn products(&self) -> Vec<ProductKey> {
+        self.items
+            .iter()
+            .map(|i| ProductKey {
+                seller_id: i.seller_id,
+                product_id: i.product_id,
+            })
+            .collect()
+    }
 }
 
 /// What a client asks to put in a cart: the cart prices it from its replica.
