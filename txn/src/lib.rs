@@ -35,7 +35,7 @@ mod transport;
 pub use app::{App, AppBuilder, AppDef, Index, Key, Row, ServiceRef, Table};
 pub use context::TxnCtx;
 pub use epoch::{EpochStats, Fallback, SerialPos};
-pub use error::{Abort, AbortReason, HandlerResult, LimitKind, TxnError};
+pub use error::{Abort, AbortReason, BusinessError, HandlerResult, LimitKind, TxnError};
 pub use eventual::{EventualOutcome, EventualRuntime};
 pub use ids::{RequestId, Tid};
 pub use limits::TxnLimits;

@@ -289,8 +289,13 @@ fn arm(h: &HandlerDef) -> TokenStream {
             None => quote!(#b),
             Some(ty) => quote_spanned!(p.span=> <#ty as ::core::clone::Clone>::clone(#b)),
         });
+    // A handler may return `Result<(), E>` for its service's own error type: the error becomes
+    // an `Abort` through `Into` (a `txn::BusinessError` keeps its kind).
     quote! {
-        #pattern => self.#method(ctx, #(#args),*),
+        #pattern => ::core::result::Result::map_err(
+            self.#method(ctx, #(#args),*),
+            ::core::convert::Into::<::txn::Abort>::into,
+        ),
     }
 }
 
