@@ -72,6 +72,8 @@ struct HandlerDef {
     args: HandlerArgs,
     /// The payload parameters after `ctx`.
     params: Vec<Param>,
+    /// The return type's span: an error type that is not `Into<txn::Abort>` is reported there.
+    output: Span,
 }
 
 pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
@@ -291,11 +293,9 @@ fn arm(h: &HandlerDef) -> TokenStream {
         });
     // A handler may return `Result<(), E>` for its service's own error type: the error becomes
     // an `Abort` through `Into` (a `txn::BusinessError` keeps its kind).
+    let into_abort = quote_spanned!(h.output=> ::core::convert::Into::<::txn::Abort>::into);
     quote! {
-        #pattern => ::core::result::Result::map_err(
-            self.#method(ctx, #(#args),*),
-            ::core::convert::Into::<::txn::Abort>::into,
-        ),
+        #pattern => ::core::result::Result::map_err(self.#method(ctx, #(#args),*), #into_abort),
     }
 }
 
@@ -411,6 +411,7 @@ fn handler_def(f: &ImplItemFn, attr_idx: usize) -> syn::Result<HandlerDef> {
         method: sig.ident.clone(),
         args: args.expect("no errors"),
         params,
+        output: sig.output.span(),
     })
 }
 
