@@ -283,34 +283,32 @@ pub enum FallbackArg {
     NextEpoch,
 }
 
-/// Parses `30s`, `500ms`, `2m`, `1.5s`, `100us` or a bare number of seconds; must be > 0 and
-/// at most a day.
+/// Parses a `humantime` duration (`30s`, `500ms`, `2m`, `1m 30s`, `100us`) or a bare number
+/// of seconds (`1.5`); must be > 0 and at most a day.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration; use e.g. 30s, 500ms, 2m"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1e3,
-        "us" | "µs" => value / 1e6,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit {other:?}; use us, ms, s, m or h"
-            ));
-        }
+    // humantime requires a unit; bare seconds stay accepted for existing scripts.
+    let bare_seconds = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let duration = if bare_seconds {
+        let seconds: f64 = s
+            .parse()
+            .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+        Duration::from_secs_f64(seconds)
+    } else {
+        humantime::parse_duration(s)
+            .map_err(|e| format!("{s:?} is not a duration ({e}); use e.g. 30s, 500ms, 2m"))?
     };
-    if !(seconds > 0.0 && seconds <= 86_400.0) {
-        return Err(format!("duration {s} must be more than 0 and at most 24h"));
+    if duration.is_zero() || duration > DURATION_MAX {
+        return Err(format!(
+            "duration {s} must be more than 0 and at most {}",
+            humantime::format_duration(DURATION_MAX)
+        ));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    Ok(duration)
 }
+
+/// The longest run `--duration` accepts.
+const DURATION_MAX: Duration = Duration::from_secs(24 * 3600);
 
 /// Parses a serial-hint threshold in [0, 1] (0: off).
 pub fn parse_hint_threshold(s: &str) -> Result<f64, String> {
@@ -349,6 +347,8 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("100us").unwrap(), Duration::from_micros(100));
         for bad in ["0s", "-1s", "10 parsecs", "s", "", "2d", "1e3"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }

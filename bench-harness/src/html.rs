@@ -407,12 +407,12 @@ fn type_table(s: &SystemSummary, op_types: &[String]) -> String {
         } else {
             t.aborts_by_reason
                 .iter()
-                .map(|(r, n)| {
+                .map(|a| {
                     format!(
                         "{}: {} ({:.0}/s)",
-                        escape(r),
-                        fmt_count(*n),
-                        *n as f64 / s.elapsed_s
+                        escape(&a.category.to_string()),
+                        fmt_count(a.count),
+                        a.count as f64 / s.elapsed_s
                     )
                 })
                 .collect::<Vec<_>>()
@@ -640,6 +640,7 @@ mod tests {
         }
         let reason = AbortReason::User {
             service: "acc<ounts>".into(),
+            kind: "too \"poor\" & sad".into(),
             message: "too \"poor\" & sad: account 7".into(),
         };
         rec.record(

@@ -148,14 +148,15 @@ pub fn drive_config(common: &CommonArgs) -> DriveConfig {
 fn driving(common: &CommonArgs) -> String {
     match common.rate {
         None => format!(
-            "driving {} closed-loop clients for {:?}",
-            common.clients, common.duration
+            "driving {} closed-loop clients for {}",
+            common.clients,
+            humantime::format_duration(common.duration)
         ),
         Some(rate) => format!(
-            "open loop at {} ops/s (at most {} in flight) for {:?}",
+            "open loop at {} ops/s (at most {} in flight) for {}",
             fmt_count(rate),
             common.clients,
-            common.duration
+            humantime::format_duration(common.duration)
         ),
     }
 }
@@ -496,8 +497,8 @@ fn run_serial<W: Workload>(w: &W, common: &CommonArgs, ui: Ui) -> Result<SystemR
     let seconds = start.elapsed().as_secs_f64();
     let load = LoadSummary::new(w.load_description(), n_load as u64, seconds);
     ui.status(format!(
-        "serial: loaded in {seconds:.2} s; driving 1 client for {:?}",
-        common.duration
+        "serial: loaded in {seconds:.2} s; driving 1 client for {}",
+        humantime::format_duration(common.duration)
     ));
     let progress = ui.run_bar("serial", common.duration);
     let driven = drive_serial(w, &mut exec, common.duration, &progress);

@@ -6,7 +6,7 @@
 //! batches so clients do not fight over one cache line.
 
 use hdrhistogram::Histogram;
-use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -35,8 +35,9 @@ pub struct TypeRecord {
     pub errors: u64,
     /// Sum of `Op::Txn::effect` over committed operations.
     pub effect: i128,
-    /// Aborts by reason category (see [`abort_category`]).
-    pub aborts: FxHashMap<String, u64>,
+    /// Aborts by category (see [`abort_category`]), in order of first occurrence: a short list
+    /// (a workload has a handful of abort kinds) that is scanned without allocating.
+    pub aborts: Vec<(AbortCategory, u64)>,
     pub first_error: Option<String>,
 }
 
@@ -49,7 +50,7 @@ impl TypeRecord {
             aborted: 0,
             errors: 0,
             effect: 0,
-            aborts: FxHashMap::default(),
+            aborts: Vec::new(),
             first_error: None,
         }
     }
@@ -62,8 +63,11 @@ impl TypeRecord {
         self.aborted += o.aborted;
         self.errors += o.errors;
         self.effect += o.effect;
-        for (k, v) in o.aborts {
-            *self.aborts.entry(k).or_default() += v;
+        for (category, n) in o.aborts {
+            match self.aborts.iter_mut().find(|(c, _)| *c == category) {
+                Some((_, count)) => *count += n,
+                None => self.aborts.push((category, n)),
+            }
         }
         if self.first_error.is_none() {
             self.first_error = o.first_error;
@@ -122,12 +126,9 @@ impl Recorder {
             }
             Completion::Aborted(reason) => {
                 t.aborted += 1;
-                let category = abort_category(reason);
-                match t.aborts.get_mut(category.as_ref()) {
-                    Some(n) => *n += 1,
-                    None => {
-                        t.aborts.insert(category.into_owned(), 1);
-                    }
+                match t.aborts.iter_mut().find(|(c, _)| c.is_of(reason)) {
+                    Some((_, n)) => *n += 1,
+                    None => t.aborts.push((abort_category(reason), 1)),
                 }
                 bump(&mut self.aborted_per_s, second);
             }
@@ -195,27 +196,46 @@ fn add_series(into: &mut Vec<u64>, from: &[u64]) {
     }
 }
 
-/// A stable, low-cardinality name for an abort reason: business aborts are grouped by service
-/// and the text before the first `:` of their message (workloads put the variable details
-/// after it); system aborts by kind.
-pub fn abort_category(reason: &AbortReason) -> std::borrow::Cow<'static, str> {
-    use std::borrow::Cow;
-    match reason {
-        AbortReason::User { service, message } => {
-            let head = message.split(':').next().unwrap_or(message);
-            Cow::Owned(format!("{service}: {head}"))
+/// The group an abort is counted in: the service that aborted (none for system aborts that
+/// name no service) and the reason's stable kind (`AbortReason::category`: the business kind
+/// of a handler's abort, `"constraint"`, `"limit_steps"`, ...). Messages are never parsed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AbortCategory {
+    pub service: Option<String>,
+    pub kind: String,
+}
+
+impl AbortCategory {
+    /// Whether `reason` falls in this category (compares without allocating).
+    pub fn is_of(&self, reason: &AbortReason) -> bool {
+        self.kind == reason.category() && self.service.as_deref() == reason.service()
+    }
+
+    /// Whether aborts of this category point at a bug in a handler or the runtime rather than
+    /// at a business rule or a load limit.
+    pub fn is_bug(&self) -> bool {
+        matches!(
+            self.kind.as_str(),
+            "wrong_partition" | "foreign_table" | "not_ordered" | "handler_panicked"
+        )
+    }
+}
+
+impl std::fmt::Display for AbortCategory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let bug = if self.is_bug() { "BUG " } else { "" };
+        match &self.service {
+            Some(service) => write!(f, "{bug}{service}: {}", self.kind),
+            None => write!(f, "{bug}{}", self.kind),
         }
-        AbortReason::Constraint { service, table, .. } => {
-            Cow::Owned(format!("constraint {service}.{table}"))
-        }
-        AbortReason::WrongPartition { .. } => Cow::Borrowed("BUG wrong partition"),
-        AbortReason::ForeignTable { .. } => Cow::Borrowed("BUG foreign table"),
-        AbortReason::NotOrdered { .. } => Cow::Borrowed("BUG scan of a hash table"),
-        AbortReason::HandlerPanicked { .. } => Cow::Borrowed("BUG handler panicked"),
-        AbortReason::ChainTooLong { .. } => Cow::Borrowed("chain too long"),
-        AbortReason::RetriesExhausted { .. } => Cow::Borrowed("conflict retries exhausted"),
-        #[allow(unreachable_patterns)]
-        _ => Cow::Borrowed("other"),
+    }
+}
+
+/// The category `reason` is counted in.
+pub fn abort_category(reason: &AbortReason) -> AbortCategory {
+    AbortCategory {
+        service: reason.service().map(str::to_string),
+        kind: reason.category().to_string(),
     }
 }
 
@@ -231,6 +251,7 @@ mod tests {
         let mut b = Recorder::new(2, live.clone());
         let reason = AbortReason::User {
             service: "accounts".into(),
+            kind: "insufficient_balance".into(),
             message: "insufficient balance: account 3 holds 1".into(),
         };
         a.record(
@@ -260,12 +281,75 @@ mod tests {
         assert_eq!(a.types[0].effect, 12);
         assert_eq!(a.committed_per_s, vec![1, 0, 1]);
         assert_eq!(a.aborted_per_s, vec![0, 0, 1]);
-        assert_eq!(a.types[1].aborts["accounts: insufficient balance"], 1);
+        assert_eq!(
+            a.types[1].aborts,
+            vec![(
+                AbortCategory {
+                    service: Some("accounts".into()),
+                    kind: "insufficient_balance".into()
+                },
+                1
+            )]
+        );
         assert_eq!(a.all_latency().len(), 2);
         assert_eq!(
             live.load(Ordering::Relaxed),
             1,
             "b's commit was published on merge"
+        );
+    }
+
+    #[test]
+    fn aborts_group_by_service_and_kind_not_by_message_text() {
+        // Goal: business aborts of one kind share a category whatever their messages say
+        // (colons included), the same kind in two services stays apart, and a per-transaction
+        // limit has its own category per limit.
+        let mut rec = Recorder::new(1, Arc::new(AtomicU64::new(0)));
+        let user = |service: &str, kind: &str, message: &str| AbortReason::User {
+            service: service.into(),
+            kind: kind.into(),
+            message: message.into(),
+        };
+        let reasons = [
+            user("stock", "stock_shortage", "product 1: 3 available"),
+            user("stock", "stock_shortage", "product 2 has none"),
+            user("cart", "stock_shortage", "stock shortage: product 2"),
+            user("stock", "version_mismatch", "stock shortage: product 2"),
+            AbortReason::LimitExceeded {
+                limit: txn::LimitKind::Steps,
+                max: 10,
+            },
+            AbortReason::LimitExceeded {
+                limit: txn::LimitKind::Work,
+                max: 10,
+            },
+        ];
+        for reason in &reasons {
+            rec.record(
+                0,
+                Duration::ZERO,
+                Duration::ZERO,
+                0,
+                Completion::Aborted(reason),
+            );
+        }
+        let category = |service: Option<&str>, kind: &str| AbortCategory {
+            service: service.map(str::to_string),
+            kind: kind.into(),
+        };
+        assert_eq!(
+            rec.types[0].aborts,
+            vec![
+                (category(Some("stock"), "stock_shortage"), 2),
+                (category(Some("cart"), "stock_shortage"), 1),
+                (category(Some("stock"), "version_mismatch"), 1),
+                (category(None, "limit_steps"), 1),
+                (category(None, "limit_work"), 1),
+            ]
+        );
+        assert_eq!(
+            category(Some("stock"), "stock_shortage").to_string(),
+            "stock: stock_shortage"
         );
     }
 }

@@ -46,7 +46,10 @@ impl Ui {
 
     /// A bar for a timed run: position in milliseconds, message with the live throughput.
     pub fn run_bar(&self, system: &str, duration: Duration) -> Progress {
-        let template = format!("{{prefix:>6}} [{{bar:30}}] {{elapsed:>3}}/{duration:.0?} {{msg}}");
+        let template = format!(
+            "{{prefix:>6}} [{{bar:30}}] {{elapsed:>3}}/{} {{msg}}",
+            humantime::format_duration(duration)
+        );
         self.bar(system, duration.as_millis() as u64, &template)
     }
 

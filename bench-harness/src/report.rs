@@ -1,7 +1,7 @@
 //! Results: the per-system summary (also written as `summary.json`) and the terminal table.
 
 use crate::driver::fmt_count;
-use crate::metrics::Recorder;
+use crate::metrics::{AbortCategory, Recorder};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -73,7 +73,29 @@ pub struct TypeSummary {
     pub p90_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
-    pub aborts_by_reason: BTreeMap<String, u64>,
+    /// Aborts grouped by the aborting service and the reason's kind, sorted by both.
+    pub aborts_by_reason: Vec<AbortCount>,
+}
+
+/// How many aborts one category counted.
+#[derive(Clone, Debug, Serialize)]
+pub struct AbortCount {
+    #[serde(flatten)]
+    pub category: AbortCategory,
+    pub count: u64,
+}
+
+/// The abort counts of `aborts`, sorted by category.
+fn abort_counts(aborts: &[(AbortCategory, u64)]) -> Vec<AbortCount> {
+    let mut counts: Vec<AbortCount> = aborts
+        .iter()
+        .map(|(category, count)| AbortCount {
+            category: category.clone(),
+            count: *count,
+        })
+        .collect();
+    counts.sort_by(|a, b| a.category.cmp(&b.category));
+    counts
 }
 
 /// One system's results, as written to `summary.json`.
@@ -156,7 +178,7 @@ impl SystemSummary {
                     p90_ms: ms(t.latency_ns.value_at_quantile(0.90)),
                     p99_ms: ms(t.latency_ns.value_at_quantile(0.99)),
                     max_ms: ms(t.latency_ns.max()),
-                    aborts_by_reason: t.aborts.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                    aborts_by_reason: abort_counts(&t.aborts),
                 },
             );
         }
@@ -305,12 +327,12 @@ impl Summary {
                 }
             }
             for (ty, t) in &s.per_type {
-                for (reason, n) in &t.aborts_by_reason {
+                for AbortCount { category, count } in &t.aborts_by_reason {
                     let _ = writeln!(
                         out,
-                        "  aborted {ty} ({reason}): {} ({:.0}/s)",
-                        fmt_count(*n),
-                        *n as f64 / s.elapsed_s
+                        "  aborted {ty} ({category}): {} ({:.0}/s)",
+                        fmt_count(*count),
+                        *count as f64 / s.elapsed_s
                     );
                 }
             }

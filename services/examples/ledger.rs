@@ -480,14 +480,11 @@ impl Tally {
     }
 }
 
-/// Groups abort reasons for the report (the text before the first `:` of a business abort, the
-/// check of a constraint) and says whether the ledger can give that reason at all.
+/// Groups abort reasons for the report (the service and kind of a business abort, the check of
+/// a constraint) and says whether the ledger can give that reason at all.
 fn abort_kind(reason: &AbortReason) -> (String, bool) {
     match reason {
-        AbortReason::User { service, message } => {
-            let kind = message.split(':').next().unwrap_or(message);
-            (format!("{service}: {kind}"), true)
-        }
+        AbortReason::User { service, kind, .. } => (format!("{service}: {kind}"), true),
         AbortReason::Constraint {
             service,
             table,
@@ -990,7 +987,9 @@ mod tests {
         };
         let outcome = ledger.transfer(&client, t).await.unwrap();
         match &outcome.result {
-            Err(AbortReason::User { service, message }) => {
+            Err(AbortReason::User {
+                service, message, ..
+            }) => {
                 assert_eq!(service, "accounts");
                 assert!(message.starts_with("unknown account: 9"), "{message}");
             }

@@ -204,10 +204,19 @@ impl<'a, A: App> TxnCtx<'a, A> {
         self.part.partition
     }
 
-    /// An abort with a business reason, to `return Err(ctx.abort("..."))`.
+    /// An abort with a business reason, to `return Err(ctx.abort("..."))`; its kind is
+    /// [`AbortReason::USER_KIND_DEFAULT`]. Prefer [`TxnCtx::abort_with`] or a
+    /// [`BusinessError`](crate::BusinessError), whose kinds reports group by.
     pub fn abort(&self, message: impl Into<String>) -> Abort {
+        self.abort_with(AbortReason::USER_KIND_DEFAULT, message)
+    }
+
+    /// An abort with a business reason of a stable `kind` (`"out_of_stock"`), to
+    /// `return Err(ctx.abort_with("out_of_stock", ".."))`.
+    pub fn abort_with(&self, kind: &'static str, message: impl Into<String>) -> Abort {
         Abort(AbortReason::User {
             service: self.service_name().to_string(),
+            kind: kind.to_string(),
             message: message.into(),
         })
     }

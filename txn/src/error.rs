@@ -7,9 +7,16 @@ use std::fmt;
 /// Why a transaction was aborted. The client receives it with the outcome.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum AbortReason {
-    /// A handler decided to abort (a business rule).
-    #[error("aborted by {service}: {message}")]
-    User { service: String, message: String },
+    /// A handler decided to abort (a business rule). `kind` is a stable identifier of the
+    /// rule (`"insufficient_funds"`), from `BusinessError::kind` or `TxnCtx::abort_with`;
+    /// `TxnCtx::abort` uses [`AbortReason::USER_KIND_DEFAULT`]. Reports group aborts by
+    /// `service` and `kind`, so `message` is free to carry details.
+    #[error("aborted by {service} ({kind}): {message}")]
+    User {
+        service: String,
+        kind: String,
+        message: String,
+    },
     /// A declared constraint would be violated by the transaction's writes.
     #[error("constraint violated in {service}.{table}: {message}")]
     Constraint {
@@ -55,6 +62,91 @@ pub enum AbortReason {
     LimitExceeded { limit: LimitKind, max: u64 },
 }
 
+impl AbortReason {
+    /// The `kind` of a business abort raised with `TxnCtx::abort(message)`, which names none.
+    pub const USER_KIND_DEFAULT: &'static str = "abort";
+
+    /// A stable name of this reason's category, for grouping aborts in reports: the business
+    /// `kind` for `User`, the limit for `LimitExceeded` (`"limit_steps"`), else the variant.
+    pub fn category(&self) -> &str {
+        match self {
+            AbortReason::User { kind, .. } => kind,
+            AbortReason::Constraint { .. } => "constraint",
+            AbortReason::WrongPartition { .. } => "wrong_partition",
+            AbortReason::ForeignTable { .. } => "foreign_table",
+            AbortReason::NotOrdered { .. } => "not_ordered",
+            AbortReason::HandlerPanicked { .. } => "handler_panicked",
+            AbortReason::ChainTooLong { .. } => "chain_too_long",
+            AbortReason::RetriesExhausted { .. } => "retries_exhausted",
+            AbortReason::LimitExceeded { limit, .. } => limit.category(),
+        }
+    }
+
+    /// The service the reason names, if it names one.
+    pub fn service(&self) -> Option<&str> {
+        match self {
+            AbortReason::User { service, .. }
+            | AbortReason::Constraint { service, .. }
+            | AbortReason::WrongPartition { service, .. }
+            | AbortReason::ForeignTable { service, .. }
+            | AbortReason::NotOrdered { service, .. }
+            | AbortReason::HandlerPanicked { service, .. } => Some(service),
+            AbortReason::ChainTooLong { .. }
+            | AbortReason::RetriesExhausted { .. }
+            | AbortReason::LimitExceeded { .. } => None,
+        }
+    }
+
+    /// Names `service` as the aborting service of a business abort that was converted from
+    /// a [`BusinessError`] (which does not know its service); other reasons stay as they are.
+    pub(crate) fn in_service(mut self, running: &str) -> Self {
+        if let AbortReason::User { service, .. } = &mut self
+            && service.is_empty()
+        {
+            running.clone_into(service);
+        }
+        self
+    }
+}
+
+/// A service's own error type, whose values abort the transaction with a stable `kind`: a
+/// handler returning `HandlerResult` (or `Result<(), E>` under `#[service]`) can use `?` on it.
+///
+/// ```
+/// #[derive(Debug, thiserror::Error)]
+/// enum BankError {
+///     #[error("balance {balance} is below {amount}")]
+///     InsufficientFunds { balance: u64, amount: u64 },
+/// }
+///
+/// impl txn::BusinessError for BankError {
+///     fn kind(&self) -> &'static str {
+///         match self {
+///             BankError::InsufficientFunds { .. } => "insufficient_funds",
+///         }
+///     }
+/// }
+///
+/// let abort = txn::Abort::from(BankError::InsufficientFunds { balance: 1, amount: 5 });
+/// assert_eq!(abort.0.category(), "insufficient_funds");
+/// ```
+pub trait BusinessError: std::error::Error {
+    /// A stable identifier of this error's rule, `snake_case` by convention: reports group
+    /// aborts by it, so it must not carry per-request details (those go in the message).
+    fn kind(&self) -> &'static str;
+}
+
+/// The runtime names the service when the handler returns (`AbortReason::in_service`).
+impl<E: BusinessError> From<E> for Abort {
+    fn from(error: E) -> Self {
+        Abort(AbortReason::User {
+            service: String::new(),
+            kind: error.kind().to_string(),
+            message: error.to_string(),
+        })
+    }
+}
+
 /// Which per-transaction limit (`txn::limits::TxnLimits`) a transaction went past.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum LimitKind {
@@ -66,6 +158,18 @@ pub enum LimitKind {
     BytesWritten,
     /// Deterministic handler work units (`TxnLimits::work_max`).
     Work,
+}
+
+impl LimitKind {
+    /// The report category of an abort past this limit.
+    pub fn category(self) -> &'static str {
+        match self {
+            LimitKind::Steps => "limit_steps",
+            LimitKind::EmittedEvents => "limit_emitted_events",
+            LimitKind::BytesWritten => "limit_bytes_written",
+            LimitKind::Work => "limit_work",
+        }
+    }
 }
 
 impl fmt::Display for LimitKind {

@@ -643,18 +643,10 @@ fn encode_row(buf: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
         .expect("writing to a Vec cannot fail");
 }
 
-/// Writes a msgpack array header for `n` elements.
+/// Writes a msgpack array header for `n` elements (the smallest form, as rmp-serde writes it).
 fn write_array_len(buf: &mut Vec<u8>, n: usize) {
-    if n < 16 {
-        buf.push(0x90 | n as u8);
-    } else if let Ok(n) = u16::try_from(n) {
-        buf.push(0xdc);
-        buf.extend_from_slice(&n.to_be_bytes());
-    } else {
-        let n = u32::try_from(n).expect("a record holds fewer than 2^32 rows");
-        buf.push(0xdd);
-        buf.extend_from_slice(&n.to_be_bytes());
-    }
+    let n = u32::try_from(n).expect("a record holds fewer than 2^32 rows");
+    rmp::encode::write_array_len(buf, n).expect("writing to a Vec cannot fail");
 }
 
 /// Frames the rows of `group` into one or more consecutive batch records of at most about
@@ -730,6 +722,25 @@ impl EventualLogRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn array_headers_keep_their_bytes() {
+        // Goal: the record framing's array headers are byte for byte the msgpack forms the log
+        // has always held (fixarray, array16, array32 at their boundaries), whoever writes them.
+        let cases: [(usize, &[u8]); 6] = [
+            (0, &[0x90]),
+            (15, &[0x9f]),
+            (16, &[0xdc, 0x00, 0x10]),
+            (65_535, &[0xdc, 0xff, 0xff]),
+            (65_536, &[0xdd, 0x00, 0x01, 0x00, 0x00]),
+            (u32::MAX as usize, &[0xdd, 0xff, 0xff, 0xff, 0xff]),
+        ];
+        for (n, bytes) in cases {
+            let mut buf = vec![0xaa];
+            write_array_len(&mut buf, n);
+            assert_eq!(buf[1..], *bytes, "header of {n} elements");
+        }
+    }
 
     struct Unit;
     impl App for Unit {

@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 ///   with `rustc_hash::FxHasher`, whose output changed between rustc-hash versions.
 /// - 2: the store info record, and keys routed by `actor_runtime::partition_of` (a fixed,
 ///   platform-independent hash pinned by golden-value tests).
-pub const STORE_FORMAT_VERSION: u32 = 2;
+/// - 3: `AbortReason::User` carries the business `kind` (outcomes in the dedup window).
+pub const STORE_FORMAT_VERSION: u32 = 3;
 
 /// What the persisted layout depends on, for one table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

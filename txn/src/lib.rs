@@ -37,7 +37,7 @@ pub use app::{
 };
 pub use context::TxnCtx;
 pub use epoch::{EpochStats, Fallback, SerialPos};
-pub use error::{Abort, AbortReason, HandlerResult, LimitKind, TxnError};
+pub use error::{Abort, AbortReason, BusinessError, HandlerResult, LimitKind, TxnError};
 pub use eventual::{EventualOutcome, EventualRuntime};
 pub use ids::{RequestId, Tid};
 pub use limits::TxnLimits;

@@ -227,7 +227,7 @@ impl<A: App> PartitionState<A> {
         let poisoned = ctx.meter.poisoned.take();
         let reason = match result {
             Ok(Ok(())) => poisoned,
-            Ok(Err(abort)) => Some(abort.0),
+            Ok(Err(abort)) => Some(abort.0.in_service(&def.name)),
             Err(payload) => {
                 let message = panic_message(payload.as_ref());
                 tracing::warn!(service = %def.name, partition, %message, "handler panicked; transaction aborted");

@@ -34,7 +34,9 @@ async fn abort_in_third_service_leaves_no_trace_in_first_two() {
     ]);
     let outcome = client.submit(fx.services[0], &1u64, chain).await.unwrap();
     match &outcome.result {
-        Err(AbortReason::User { service, message }) => {
+        Err(AbortReason::User {
+            service, message, ..
+        }) => {
             assert_eq!(service, "s2", "the reason names the service that aborted");
             assert!(message.contains("always aborts"), "{message}");
         }

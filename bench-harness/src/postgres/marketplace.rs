@@ -18,8 +18,8 @@
 //! one table are written (stock lines sorted by seller and product, as the cart keeps them).
 
 use super::{
-    Col, PgConn, PgFailure, PgWorkload, TxnResult, abort, conv, insert_columns, now_ms, pipeline,
-    read_rows,
+    Col, PgConn, PgFailure, PgWorkload, TxnResult, abort_with, conv, insert_columns, now_ms,
+    pipeline, read_rows,
 };
 use crate::workload::{Effects, System, Workload};
 use crate::workloads::marketplace::MarketplaceWorkload;
@@ -35,7 +35,7 @@ use services::marketplace::{
     OrderEntry, OrderHistory, OrderItem, OrderKey, OrderPartKey, OrderStatus, Package,
     PackageStatus, Payment, PaymentCard, PaymentStatus, PaymentType, Product, ProductKey,
     ProductStatus, Replica, Seller, SellerId, SellerView, SellerViewKey, Shipment, ShipmentStatus,
-    StockItem, Totals, reasons,
+    StockItem, Totals, kinds, reasons,
 };
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -879,8 +879,9 @@ async fn fill_cart(
     add: &[CartAddItem],
 ) -> Result<Result<(Vec<CartItem>, bool), TxnResult>, PgFailure> {
     if add.len() > CART_ITEMS_MAX {
-        return Ok(Err(abort(
+        return Ok(Err(abort_with(
             &r.cart,
+            kinds::INVALID_REQUEST,
             format!(
                 "{}: {} items in one request, at most {CART_ITEMS_MAX}",
                 reasons::INVALID_REQUEST,
@@ -919,8 +920,9 @@ async fn fill_cart(
     let had_cart = !cart.is_empty();
     for (a, replica) in add.iter().zip(results) {
         if a.quantity == 0 || a.quantity > ITEM_QUANTITY_MAX {
-            return Ok(Err(abort(
+            return Ok(Err(abort_with(
                 &r.cart,
+                kinds::INVALID_REQUEST,
                 format!(
                     "{}: quantity {} of product {} (1 to {ITEM_QUANTITY_MAX})",
                     reasons::INVALID_REQUEST,
@@ -930,8 +932,9 @@ async fn fill_cart(
             )?));
         }
         let Some(row) = replica.first() else {
-            return Ok(Err(abort(
+            return Ok(Err(abort_with(
                 &r.cart,
+                kinds::UNKNOWN_PRODUCT,
                 format!(
                     "{}: product {} of seller {}",
                     reasons::UNKNOWN_PRODUCT,
@@ -1018,8 +1021,9 @@ async fn checkout(
         Err(aborted) => return Ok(aborted),
     };
     if cart.is_empty() {
-        return abort(
+        return abort_with(
             &r.cart,
+            kinds::EMPTY_CART,
             format!(
                 "{}: customer {customer_id} has nothing to check out",
                 reasons::EMPTY_CART
@@ -1260,8 +1264,9 @@ async fn checkout(
         }
     }
     if done[customer_at] == 0 {
-        return abort(
+        return abort_with(
             &r.customer,
+            kinds::UNKNOWN_CUSTOMER,
             format!("{}: {customer_id}", reasons::UNKNOWN_CUSTOMER),
         );
     }
@@ -1276,8 +1281,9 @@ async fn stock_abort(
 ) -> Result<TxnResult, PgFailure> {
     let [seller, product, version, qty, _, _] = *line;
     let Some(row) = c.query_opt(&s.stock_get, &[&seller, &product]).await? else {
-        return abort(
+        return abort_with(
             &r.stock,
+            kinds::UNKNOWN_PRODUCT,
             format!(
                 "{}: no stock item for product {product} of seller {seller}",
                 reasons::UNKNOWN_PRODUCT
@@ -1287,8 +1293,9 @@ async fn stock_abort(
     let (available, reserved, at): (i64, i64, i64) =
         (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
     if at != version {
-        return abort(
+        return abort_with(
             &r.stock,
+            kinds::VERSION_MISMATCH,
             format!(
                 "{}: product {product} of seller {seller} is at version {at}, the cart holds \
                  {version}",
@@ -1297,8 +1304,9 @@ async fn stock_abort(
         );
     }
     if reserved + qty > available {
-        return abort(
+        return abort_with(
             &r.stock,
+            kinds::STOCK_SHORTAGE,
             format!(
                 "{}: product {product} of seller {seller} has {available} available, \
                  {reserved} reserved, {qty} wanted",
@@ -1332,8 +1340,9 @@ async fn product_and_seq(
         rows.next().unwrap_or_default(),
     );
     let Some(product) = product.into_iter().next() else {
-        return Ok(Err(abort(
+        return Ok(Err(abort_with(
             &r.product,
+            kinds::UNKNOWN_PRODUCT,
             format!(
                 "{}: product {} of seller {}",
                 reasons::UNKNOWN_PRODUCT,
@@ -1360,8 +1369,9 @@ async fn price_update(
     pct: i8,
 ) -> Result<TxnResult, PgFailure> {
     if pct == 0 || pct.unsigned_abs() > 10 {
-        return abort(
+        return abort_with(
             &r.product,
+            kinds::INVALID_REQUEST,
             format!(
                 "{}: a price changes by 1 to 10 %, not {pct} %",
                 reasons::INVALID_REQUEST
@@ -1433,8 +1443,9 @@ async fn update_product(
     ])
     .await?;
     if done[1] == 0 {
-        return abort(
+        return abort_with(
             &r.stock,
+            kinds::BROKEN_STATE,
             format!(
                 "{}: product {product_id} of seller {seller_id} has no stock item",
                 reasons::BROKEN_STATE
@@ -1467,8 +1478,9 @@ async fn update_delivery(
     sellers: &[SellerId],
 ) -> Result<TxnResult, PgFailure> {
     if sellers.is_empty() || sellers.len() > DELIVERY_SELLERS_MAX {
-        return abort(
+        return abort_with(
             &r.shipment,
+            kinds::INVALID_REQUEST,
             format!(
                 "{}: an update delivery names 1 to {DELIVERY_SELLERS_MAX} sellers, not {}",
                 reasons::INVALID_REQUEST,
@@ -1478,8 +1490,9 @@ async fn update_delivery(
     }
     for (i, seller_id) in sellers.iter().enumerate() {
         if sellers[..i].contains(seller_id) {
-            return abort(
+            return abort_with(
                 &r.shipment,
+                kinds::INVALID_REQUEST,
                 format!(
                     "{}: seller {seller_id} named twice",
                     reasons::INVALID_REQUEST
@@ -1583,8 +1596,9 @@ async fn update_delivery(
         let t = &taken[j];
         let order = (t.customer, t.order);
         let Some(package) = packages[k].first() else {
-            return abort(
+            return abort_with(
                 &r.shipment,
+                kinds::BROKEN_STATE,
                 format!(
                     "{}: package {} of order {order:?} is not out for delivery",
                     reasons::BROKEN_STATE,
@@ -1594,8 +1608,9 @@ async fn update_delivery(
         };
         let package_seller: i64 = package.try_get(0)?;
         if package_seller != t.seller {
-            return abort(
+            return abort_with(
                 &r.shipment,
+                kinds::BROKEN_STATE,
                 format!(
                     "{}: package {} of order {order:?} is seller {package_seller}'s, queued \
                      for seller {}",
@@ -1606,8 +1621,9 @@ async fn update_delivery(
             );
         }
         let Some(shipment) = shipments[k].first() else {
-            return abort(
+            return abort_with(
                 &r.shipment,
+                kinds::BROKEN_STATE,
                 format!("{}: order {order:?} has no shipment", reasons::BROKEN_STATE),
             );
         };
@@ -1616,8 +1632,9 @@ async fn update_delivery(
     let mut order_rows = Vec::with_capacity(orders.len());
     for (o, rows) in orders.iter().zip(order_found) {
         let Some(row) = rows.first() else {
-            return abort(
+            return abort_with(
                 &r.order,
+                kinds::BROKEN_STATE,
                 format!(
                     "{}: delivery for unknown order {o:?}",
                     reasons::BROKEN_STATE
@@ -1628,8 +1645,9 @@ async fn update_delivery(
     }
     for (t, rows) in taken.iter().zip(entries) {
         if rows.is_empty() {
-            return abort(
+            return abort_with(
                 &r.seller,
+                kinds::BROKEN_STATE,
                 format!(
                     "{}: seller {} has no open entry for order {:?}",
                     reasons::BROKEN_STATE,
@@ -1641,8 +1659,9 @@ async fn update_delivery(
     }
     for (cust, rows) in customers.iter().zip(customer_found) {
         if rows.is_empty() {
-            return abort(
+            return abort_with(
                 &r.customer,
+                kinds::UNKNOWN_CUSTOMER,
                 format!("{}: {}", reasons::UNKNOWN_CUSTOMER, cust[0]),
             );
         }

@@ -165,10 +165,17 @@ pub trait PgWorkload: Workload<Query: Sync> {
     ) -> impl Future<Output = Result<Violations, PgFailure>> + Send;
 }
 
-/// A business abort, as a vmsdb handler of `service` would report it.
+/// A business abort, as a vmsdb handler of `service` would report it with `ctx.abort`.
 pub fn abort(service: &str, message: String) -> Result<TxnResult, PgFailure> {
+    abort_with(service, AbortReason::USER_KIND_DEFAULT, message)
+}
+
+/// A business abort of `kind`, as a vmsdb handler of `service` would report it with
+/// `ctx.abort_with`.
+pub fn abort_with(service: &str, kind: &str, message: String) -> Result<TxnResult, PgFailure> {
     Ok(Err(AbortReason::User {
         service: service.to_string(),
+        kind: kind.to_string(),
         message,
     }))
 }

@@ -96,15 +96,21 @@ pub const ITEM_QUANTITY_MAX: u32 = 1_000;
 pub const DELIVERY_SELLERS_MAX: usize = 10;
 
 fn misrouted(ctx: &Ctx<'_>, ev: &MarketEvent) -> Abort {
-    ctx.abort(format!(
-        "{}: {ev:?} sent to partition {}",
-        reasons::MISROUTED,
-        ctx.partition()
-    ))
+    ctx.abort_with(
+        kinds::MISROUTED,
+        format!(
+            "{}: {ev:?} sent to partition {}",
+            reasons::MISROUTED,
+            ctx.partition()
+        ),
+    )
 }
 
 fn broken(ctx: &Ctx<'_>, what: String) -> Abort {
-    ctx.abort(format!("{}: {what}", reasons::BROKEN_STATE))
+    ctx.abort_with(
+        kinds::BROKEN_STATE,
+        format!("{}: {what}", reasons::BROKEN_STATE),
+    )
 }
 
 /// Emits one event per partition of `service`, carrying the items bound for it: a step per
@@ -181,10 +187,13 @@ pub(super) fn product_step(ctx: &mut Ctx<'_>, ev: &MarketEvent, w: &Wiring) -> H
             pct,
         } => {
             if *pct == 0 || pct.unsigned_abs() > 10 {
-                return Err(ctx.abort(format!(
-                    "{}: a price changes by 1 to 10 %, not {pct} %",
-                    reasons::INVALID_REQUEST
-                )));
+                return Err(ctx.abort_with(
+                    kinds::INVALID_REQUEST,
+                    format!(
+                        "{}: a price changes by 1 to 10 %, not {pct} %",
+                        reasons::INVALID_REQUEST
+                    ),
+                ));
             }
             let key = ProductKey {
                 seller_id: *seller_id,
@@ -260,12 +269,15 @@ fn get_product(
     key: ProductKey,
 ) -> Result<Product, Abort> {
     ctx.get(products, &key)?.ok_or_else(|| {
-        ctx.abort(format!(
-            "{}: product {} of seller {}",
-            reasons::UNKNOWN_PRODUCT,
-            key.product_id,
-            key.seller_id
-        ))
+        ctx.abort_with(
+            kinds::UNKNOWN_PRODUCT,
+            format!(
+                "{}: product {} of seller {}",
+                reasons::UNKNOWN_PRODUCT,
+                key.product_id,
+                key.seller_id
+            ),
+        )
     })
 }
 
@@ -320,26 +332,32 @@ pub(super) fn stock_step(ctx: &mut Ctx<'_>, ev: &MarketEvent, w: &Wiring) -> Han
                     product_id: line.product_id,
                 };
                 let Some(mut item) = ctx.get(t.stock_items, &key)? else {
-                    return Err(ctx.abort(format!(
-                        "{}: no stock item for product {} of seller {}",
-                        reasons::UNKNOWN_PRODUCT,
-                        line.product_id,
-                        line.seller_id
-                    )));
+                    return Err(ctx.abort_with(
+                        kinds::UNKNOWN_PRODUCT,
+                        format!(
+                            "{}: no stock item for product {} of seller {}",
+                            reasons::UNKNOWN_PRODUCT,
+                            line.product_id,
+                            line.seller_id
+                        ),
+                    ));
                 };
                 if item.version != line.version {
-                    return Err(ctx.abort(format!(
-                        "{}: product {} of seller {} is at version {}, the cart holds {}",
-                        reasons::VERSION_MISMATCH,
-                        line.product_id,
-                        line.seller_id,
-                        item.version,
-                        line.version
-                    )));
+                    return Err(ctx.abort_with(
+                        kinds::VERSION_MISMATCH,
+                        format!(
+                            "{}: product {} of seller {} is at version {}, the cart holds {}",
+                            reasons::VERSION_MISMATCH,
+                            line.product_id,
+                            line.seller_id,
+                            item.version,
+                            line.version
+                        ),
+                    ));
                 }
                 let qty = i64::from(line.quantity);
                 if item.qty_reserved + qty > item.qty_available {
-                    return Err(ctx.abort(format!(
+                    return Err(ctx.abort_with(kinds::STOCK_SHORTAGE, format!(
                         "{}: product {} of seller {} has {} available, {} reserved, {qty} wanted",
                         reasons::STOCK_SHORTAGE,
                         line.product_id,
@@ -483,32 +501,41 @@ fn add_to_cart(
 ) -> HandlerResult {
     let t = &w.tables;
     if items.len() > CART_ITEMS_MAX {
-        return Err(ctx.abort(format!(
-            "{}: {} items in one request, at most {CART_ITEMS_MAX}",
-            reasons::INVALID_REQUEST,
-            items.len()
-        )));
+        return Err(ctx.abort_with(
+            kinds::INVALID_REQUEST,
+            format!(
+                "{}: {} items in one request, at most {CART_ITEMS_MAX}",
+                reasons::INVALID_REQUEST,
+                items.len()
+            ),
+        ));
     }
     for add in items {
         if add.quantity == 0 || add.quantity > ITEM_QUANTITY_MAX {
-            return Err(ctx.abort(format!(
-                "{}: quantity {} of product {} (1 to {ITEM_QUANTITY_MAX})",
-                reasons::INVALID_REQUEST,
-                add.quantity,
-                add.product_id
-            )));
+            return Err(ctx.abort_with(
+                kinds::INVALID_REQUEST,
+                format!(
+                    "{}: quantity {} of product {} (1 to {ITEM_QUANTITY_MAX})",
+                    reasons::INVALID_REQUEST,
+                    add.quantity,
+                    add.product_id
+                ),
+            ));
         }
         let key = ProductKey {
             seller_id: add.seller_id,
             product_id: add.product_id,
         };
         let Some(replica) = ctx.get(t.product_replicas, &key)? else {
-            return Err(ctx.abort(format!(
-                "{}: product {} of seller {}",
-                reasons::UNKNOWN_PRODUCT,
-                add.product_id,
-                add.seller_id
-            )));
+            return Err(ctx.abort_with(
+                kinds::UNKNOWN_PRODUCT,
+                format!(
+                    "{}: product {} of seller {}",
+                    reasons::UNKNOWN_PRODUCT,
+                    add.product_id,
+                    add.seller_id
+                ),
+            ));
         };
         let voucher = if add.voucher {
             replica.price * i64::from(add.quantity) / 10
@@ -563,10 +590,13 @@ fn checkout(
     let mut cart = existing.clone().unwrap_or_default();
     add_to_cart(ctx, w, &mut cart, add)?;
     if cart.items.is_empty() {
-        return Err(ctx.abort(format!(
-            "{}: customer {customer_id} has nothing to check out",
-            reasons::EMPTY_CART
-        )));
+        return Err(ctx.abort_with(
+            kinds::EMPTY_CART,
+            format!(
+                "{}: customer {customer_id} has nothing to check out",
+                reasons::EMPTY_CART
+            ),
+        ));
     }
     if existing.is_some() {
         ctx.delete(t.carts, &customer_id)?;
@@ -856,18 +886,24 @@ pub(super) fn shipment_step(ctx: &mut Ctx<'_>, ev: &MarketEvent, w: &Wiring) -> 
         }
         MarketEvent::UpdateDelivery { sellers } => {
             if sellers.is_empty() || sellers.len() > DELIVERY_SELLERS_MAX {
-                return Err(ctx.abort(format!(
-                    "{}: an update delivery names 1 to {DELIVERY_SELLERS_MAX} sellers, not {}",
-                    reasons::INVALID_REQUEST,
-                    sellers.len()
-                )));
+                return Err(ctx.abort_with(
+                    kinds::INVALID_REQUEST,
+                    format!(
+                        "{}: an update delivery names 1 to {DELIVERY_SELLERS_MAX} sellers, not {}",
+                        reasons::INVALID_REQUEST,
+                        sellers.len()
+                    ),
+                ));
             }
             for (i, seller_id) in sellers.iter().enumerate() {
                 if sellers[..i].contains(seller_id) {
-                    return Err(ctx.abort(format!(
-                        "{}: seller {seller_id} named twice",
-                        reasons::INVALID_REQUEST
-                    )));
+                    return Err(ctx.abort_with(
+                        kinds::INVALID_REQUEST,
+                        format!(
+                            "{}: seller {seller_id} named twice",
+                            reasons::INVALID_REQUEST
+                        ),
+                    ));
                 }
             }
             // Sellers of this partition are served here; the others one wave later, one step
@@ -1081,6 +1117,10 @@ pub(super) fn customer_step(ctx: &mut Ctx<'_>, ev: &MarketEvent, w: &Wiring) -> 
 }
 
 fn get_customer(ctx: &mut Ctx<'_>, t: &Tables, id: CustomerId) -> Result<Customer, Abort> {
-    ctx.get(t.customers, &id)?
-        .ok_or_else(|| ctx.abort(format!("{}: {id}", reasons::UNKNOWN_CUSTOMER)))
+    ctx.get(t.customers, &id)?.ok_or_else(|| {
+        ctx.abort_with(
+            kinds::UNKNOWN_CUSTOMER,
+            format!("{}: {id}", reasons::UNKNOWN_CUSTOMER),
+        )
+    })
 }

@@ -726,6 +726,19 @@ pub mod reasons {
     pub const MISROUTED: &str = "misrouted event";
 }
 
+/// The stable `AbortReason::User` kind of each business abort, one per entry of [`reasons`]:
+/// reports group aborts by it, and the PostgreSQL baseline reports the same kinds.
+pub mod kinds {
+    pub const STOCK_SHORTAGE: &str = "stock_shortage";
+    pub const VERSION_MISMATCH: &str = "version_mismatch";
+    pub const EMPTY_CART: &str = "empty_cart";
+    pub const UNKNOWN_PRODUCT: &str = "unknown_product";
+    pub const UNKNOWN_CUSTOMER: &str = "unknown_customer";
+    pub const INVALID_REQUEST: &str = "invalid_request";
+    pub const BROKEN_STATE: &str = "broken_state";
+    pub const MISROUTED: &str = "misrouted_event";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -238,7 +238,8 @@ pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// Marks a method of a [`macro@service`] `impl` block as the handler of one event variant.
 ///
 /// The method takes `&self`, then the transaction context, then the variant's payload, and
-/// returns `txn::HandlerResult`:
+/// returns `txn::HandlerResult`, or `Result<(), E>` for any `E: Into<txn::Abort>` (such as the
+/// service's own `txn::BusinessError` type, so that `?` works on it):
 ///
 /// | attribute | variant | parameters after `ctx` |
 /// |-----------|---------|------------------------|

@@ -72,6 +72,8 @@ struct HandlerDef {
     args: HandlerArgs,
     /// The payload parameters after `ctx`.
     params: Vec<Param>,
+    /// The return type's span: an error type that is not `Into<txn::Abort>` is reported there.
+    output: Span,
 }
 
 pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
@@ -289,8 +291,11 @@ fn arm(h: &HandlerDef) -> TokenStream {
             None => quote!(#b),
             Some(ty) => quote_spanned!(p.span=> <#ty as ::core::clone::Clone>::clone(#b)),
         });
+    // A handler may return `Result<(), E>` for its service's own error type: the error becomes
+    // an `Abort` through `Into` (a `txn::BusinessError` keeps its kind).
+    let into_abort = quote_spanned!(h.output=> ::core::convert::Into::<::txn::Abort>::into);
     quote! {
-        #pattern => self.#method(ctx, #(#args),*),
+        #pattern => ::core::result::Result::map_err(self.#method(ctx, #(#args),*), #into_abort),
     }
 }
 
@@ -406,6 +411,7 @@ fn handler_def(f: &ImplItemFn, attr_idx: usize) -> syn::Result<HandlerDef> {
         method: sig.ident.clone(),
         args: args.expect("no errors"),
         params,
+        output: sig.output.span(),
     })
 }
 

@@ -338,7 +338,9 @@ fn unhandled_variant_aborts_with_a_clear_reason() {
     let mut exec = SerialExecutor::new(fx.app.clone());
     let out = exec.run_keyed(fx.stock, &1u64, Ev::Unrouted { x: 1 }, 0);
     match out {
-        Err(AbortReason::User { service, message }) => {
+        Err(AbortReason::User {
+            service, message, ..
+        }) => {
             assert_eq!(service, "stock");
             assert_eq!(
                 message,

@@ -44,6 +44,7 @@ impl ChainModel {
             let cur = rows.get(&row).copied().unwrap_or(0);
             let abort = |message: String| AbortReason::User {
                 service: format!("s{}", op.svc),
+                kind: AbortReason::USER_KIND_DEFAULT.to_string(),
                 message,
             };
             match &op.kind {
