@@ -83,7 +83,7 @@ async fn index_follows_writes_and_survives_restart() {
     let config = RuntimeConfig {
         storage: Arc::new(storage),
         checkpoint_every_epochs: 4,
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     };
     let rt = Runtime::start(fx.app.clone(), config.clone())
         .await
@@ -147,7 +147,7 @@ async fn index_follows_writes_and_survives_restart() {
 async fn transactional_lookups_match_serial_replay() {
     let seed = common::seed("index");
     let fx = Arc::new(build());
-    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::default())
+    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::in_memory())
         .await
         .unwrap();
     let mut tasks = Vec::new();

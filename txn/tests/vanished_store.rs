@@ -24,7 +24,7 @@ async fn deleted_data_directory_stops_acknowledgements() {
     let data = dir.path().join("data");
     let config = RuntimeConfig {
         storage: Arc::new(EmbeddedStorage::open(&data).unwrap()),
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     };
     let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
     let counters = fx.services[0];
