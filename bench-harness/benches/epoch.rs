@@ -41,7 +41,7 @@ fn epoch(c: &mut Criterion) {
             epoch_duration: Duration::from_micros(txn::limits::EPOCH_DURATION_US_MAX),
             epoch_txns_max: N_TXNS,
             storage: Arc::new(MemoryStorage::new()),
-            ..RuntimeConfig::default()
+            ..RuntimeConfig::in_memory()
         };
         let runtime = Runtime::start(ledger.app().clone(), config)
             .await

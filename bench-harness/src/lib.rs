@@ -245,7 +245,7 @@ async fn run_vmsdb<W: Workload>(
 ) -> Result<SystemRun, HarnessError> {
     let (storage, _tmp) = open_storage(common)?;
     let storage_name = storage.name().to_string();
-    // `..RuntimeConfig::default()` keeps this compiling while txn's config grows new fields;
+    // `..RuntimeConfig::in_memory()` keeps this compiling while txn's config grows new fields;
     // they take their defaults.
     #[allow(clippy::needless_update)]
     let config = RuntimeConfig {
@@ -264,7 +264,7 @@ async fn run_vmsdb<W: Workload>(
         } else {
             txn::SerialHints::Off
         },
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     };
     let rt = Runtime::start(w.app().clone(), config).await?;
     let client = rt.client();

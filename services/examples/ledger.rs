@@ -288,7 +288,7 @@ fn runtime_config(dir: &Path) -> Result<RuntimeConfig, Box<dyn Error>> {
         storage: Arc::new(storage),
         epoch_duration: Duration::from_millis(1),
         checkpoint_every_epochs: 500,
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     })
 }
 
@@ -968,7 +968,9 @@ mod tests {
         // Goal: on the in-memory store, a deposit commits with its output, a transfer to an
         // unknown account aborts whole, and a resubmitted id returns the original outcome.
         let (app, ledger) = define_ledger().unwrap();
-        let rt = Runtime::start(app, RuntimeConfig::default()).await.unwrap();
+        let rt = Runtime::start(app, RuntimeConfig::in_memory())
+            .await
+            .unwrap();
         let client = rt.client();
         let id = RequestId { client: 7, seq: 1 };
         let first = ledger.deposit(&client, id, 1, 1, 50).await.unwrap();

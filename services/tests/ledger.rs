@@ -12,7 +12,7 @@ use txn::{AbortReason, Client, Runtime, RuntimeConfig, SerialExecutor};
 
 async fn started(config: LedgerConfig) -> (Ledger, Runtime<ledger::LedgerApp>) {
     let ledger = Ledger::new(config).unwrap();
-    let rt = Runtime::start(ledger.app().clone(), RuntimeConfig::default())
+    let rt = Runtime::start(ledger.app().clone(), RuntimeConfig::in_memory())
         .await
         .unwrap();
     (ledger, rt)

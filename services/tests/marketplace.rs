@@ -30,7 +30,7 @@ fn tiny(payment_failure_pct: u8, initial_stock: i64) -> MarketConfig {
 
 async fn started(config: MarketConfig) -> (Marketplace, Runtime<MarketApp>) {
     let m = Marketplace::new(config).unwrap();
-    let rt = Runtime::start(m.app().clone(), RuntimeConfig::default())
+    let rt = Runtime::start(m.app().clone(), RuntimeConfig::in_memory())
         .await
         .unwrap();
     let load = m.load_requests();

@@ -22,7 +22,7 @@ async fn zipfian_rmw_keeps_the_sum_invariant_and_is_serializable() {
         n_partitions: 4,
     };
     let y = Ycsb::new(config).unwrap();
-    let rt = Runtime::start(y.app().clone(), RuntimeConfig::default())
+    let rt = Runtime::start(y.app().clone(), RuntimeConfig::in_memory())
         .await
         .unwrap();
     let client = rt.client();

@@ -78,7 +78,7 @@ fn config(dir: &std::path::Path, checkpoint_every: u64) -> RuntimeConfig {
     RuntimeConfig {
         storage: Arc::new(EmbeddedStorage::open(dir).expect("open the embedded store")),
         checkpoint_every_epochs: checkpoint_every,
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     }
 }
 

@@ -50,19 +50,7 @@ pub trait App: Send + Sync + 'static {
     type Output: Clone + Serialize + DeserializeOwned + Send + Sync + Debug + 'static;
 }
 
-/// A primary key: hashable, ordered, serializable.
-pub trait Key:
-    Hash + Eq + Ord + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static
-{
-}
-impl<T> Key for T where
-    T: Hash + Eq + Ord + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static
-{
-}
-
-/// A row value: cloneable and serializable.
-pub trait Row: Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static {}
-impl<T> Row for T where T: Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static {}
+pub use crate::row::{Key, Row};
 
 /// A handler: runs one event of a transaction in one partition.
 pub type Handler<A> =
@@ -163,7 +151,7 @@ type Finalize = Box<dyn FnOnce(Box<dyn Any + Send + Sync>) -> TableFactory + Sen
 pub(crate) struct TableDef {
     pub name: String,
     /// What the stored layout depends on (see `fingerprint`).
-    pub shape: crate::fingerprint::TableShape,
+    pub shape: crate::table_shape::TableShape,
     /// Set by `build`; until then the table is being declared.
     pub make: Option<TableFactory>,
     /// `Constraints<V>` collected while declaring.
@@ -480,7 +468,7 @@ impl<A: App> AppBuilder<A> {
         });
         def.tables.push(TableDef {
             name: name.to_string(),
-            shape: crate::fingerprint::TableShape::new::<K, V>(name, ordered),
+            shape: crate::table_shape::TableShape::new::<K, V>(name, ordered),
             make: None,
             constraints: Some(Box::new(TableOptions::<K, V>::default())),
             finalize: Some(finalize),

@@ -13,7 +13,7 @@ use crate::table::{AnyTable, TableState};
 use serde::Serialize;
 use std::sync::Arc;
 
-pub use crate::partition::Request;
+pub use crate::envelope::Request;
 
 /// The dense set of an epoch's sequence numbers (`bitset::SeqSet`: abort and conflict sets),
 /// wrapped so that this module adds nothing to the type's own public surface.
@@ -150,7 +150,7 @@ pub fn encode_epoch_record<E: Serialize>(
         epoch,
         timestamp_ms,
         requests,
-        fallback: crate::epoch::Fallback::Serial,
+        fallback: crate::envelope::Fallback::Serial,
         serial: &[],
     };
     rmp_serde::encode::write(buf, &record)

@@ -23,8 +23,8 @@
 //! the window, and deleted a group at a time once their epoch has left it.
 
 use crate::ids::{GlobalPartition, RequestId};
-use crate::partition::CheckpointRow;
-use crate::runtime::Outcome;
+use crate::outcome::Outcome;
+use crate::row_key::CheckpointRow;
 use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

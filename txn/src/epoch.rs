@@ -33,29 +33,17 @@
 use crate::app::{App, AppDef};
 use crate::bitset::SeqSet;
 use crate::context::Usage;
+use crate::envelope::EpochEnv;
+pub use crate::envelope::Fallback;
 use crate::error::{AbortReason, TxnError};
 use crate::ids::{GlobalPartition, Seq};
 use crate::limits::{CHAIN_WAVES_MAX, TxnLimits};
-use crate::partition::{
-    Emitted, EpochEnv, Job, OutboxMsg, SharedPartition, Step, StepEvent, WaveOut,
-};
+pub use crate::outcome::SerialPos;
+use crate::partition::{Emitted, Job, OutboxMsg, SharedPartition, Step, StepEvent, WaveOut};
 use crate::query::{QueryFn, QueryPart, QueryResult};
 use crate::sync::{AtomicSeqSet, Depositor, PhaseBarrier};
 use std::future::Future;
 use std::sync::Arc;
-
-/// Where a committed transaction stands in the equivalent serial order.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-pub struct SerialPos {
-    /// The epoch it committed in.
-    pub epoch: u64,
-    /// 0 for the parallel first pass, 1 for the serial fallback.
-    pub pass: u8,
-    /// Its position in the epoch's batch.
-    pub seq: Seq,
-}
 
 /// How a transaction of an epoch ended.
 #[derive(Debug)]
@@ -109,15 +97,6 @@ pub(crate) trait Dispatch<A: App>: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), TxnError>> + Send;
 }
 
-/// Whether conflict losers are re-run serially at the end of the epoch or retried next epoch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Fallback {
-    /// Re-run them one by one right after the commit (needs all partitions in this process).
-    Serial,
-    /// Retry them first in the next epoch with new, lowest TIDs.
-    NextEpoch,
-}
-
 /// Sends one job to each of `targets` and waits at the phase barrier for all replies, which come
 /// back in `targets` order whatever order the partitions finished in.
 pub(crate) async fn run_phase<A: App, D: Dispatch<A>, T: Send>(
@@ -142,7 +121,7 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
     app: &Arc<AppDef<A>>,
     parts: &[SharedPartition<A>],
     dispatch: &D,
-    env: Arc<EpochEnv<A>>,
+    env: Arc<EpochEnv<A::Event>>,
     queries: Vec<QueryJob>,
 ) -> Result<EpochOutcome<A>, TxnError> {
     let n_txns = env.requests.len();

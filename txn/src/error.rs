@@ -248,7 +248,7 @@ pub enum TxnError {
     #[error(
         "the store was written by a different application:\n  - {}\n{}",
         .0.join("\n  - "),
-        crate::fingerprint::INSTRUCTIONS
+        STORE_REFUSED_INSTRUCTIONS
     )]
     StoreMismatch(Vec<String>),
     /// The store has another on-disk format version than this build, or predates the format
@@ -302,3 +302,9 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         "non-string panic payload".to_string()
     }
 }
+
+/// What to do about a refused store, repeated in every refusal.
+pub(crate) const STORE_REFUSED_INSTRUCTIONS: &str = "vmsdb cannot migrate a store yet: start the application \
+     exactly as it was declared when the store was written, or start the changed application \
+     on a new, empty store and load its data again (see \"The store fingerprint\" in \
+     docs/storage.md)";

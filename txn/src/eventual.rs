@@ -42,14 +42,13 @@
 //! whose batch is not durable yet.
 
 use crate::app::{App, AppDef, ServiceRef};
+use crate::clock::Clock;
 use crate::context::Usage;
 use crate::error::{AbortReason, TxnError};
 use crate::ids::{GlobalPartition, Tid};
-use crate::partition::{
-    CheckpointRow, Clock, DeferredRows, Emitted, PartitionState, SharedPartition, StepEvent,
-    WaveOut,
-};
+use crate::partition::{Emitted, PartitionState, SharedPartition, StepEvent, WaveOut};
 use crate::query::ReadView;
+use crate::row_key::{CheckpointRow, DeferredRows};
 use crate::storage::Storage;
 use parking_lot::Mutex;
 use serde_bytes::{ByteBuf, Bytes};
@@ -715,7 +714,7 @@ impl EventualLogRecord {
     /// Splits a row key into global partition, table index (within its service) and the
     /// rmp-encoded key; `None` if it is too short.
     pub fn split_key(key: &[u8]) -> Option<(u32, u16, &[u8])> {
-        crate::partition::split_row_key(key)
+        crate::row_key::split_row_key(key)
     }
 }
 

@@ -16,6 +16,7 @@
 use crate::app::{App, AppDef};
 use crate::error::TxnError;
 use crate::storage::Storage;
+pub use crate::table_shape::TableShape;
 use serde::{Deserialize, Serialize};
 
 /// The on-disk format this build reads and writes. History:
@@ -25,36 +26,6 @@ use serde::{Deserialize, Serialize};
 ///   platform-independent hash pinned by golden-value tests).
 /// - 3: `AbortReason::User` carries the business `kind` (outcomes in the dedup window).
 pub const STORE_FORMAT_VERSION: u32 = 3;
-
-/// What the persisted layout depends on, for one table.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TableShape {
-    /// The table's name within its service (hidden unique indexes are `table#unique:name`).
-    pub name: String,
-    /// `"hash"` or `"ordered"`.
-    pub kind: String,
-    /// Every partition keeps a full copy.
-    pub replicated: bool,
-    /// The Rust type the rows are placed by (`place_by`), `None` for the whole key.
-    pub placed_by: Option<String>,
-    /// The Rust type name of the key (`std::any::type_name`).
-    pub key_type: String,
-    /// The Rust type name of the row.
-    pub row_type: String,
-}
-
-impl TableShape {
-    pub(crate) fn new<K, V>(name: &str, ordered: bool) -> Self {
-        TableShape {
-            name: name.to_string(),
-            kind: if ordered { "ordered" } else { "hash" }.to_string(),
-            replicated: false,
-            placed_by: None,
-            key_type: std::any::type_name::<K>().to_string(),
-            row_type: std::any::type_name::<V>().to_string(),
-        }
-    }
-}
 
 /// What the persisted layout depends on, for one service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,12 +233,6 @@ pub fn accept_renamed_types<A: App>(
     }
     Ok(accepted)
 }
-
-/// What to do about a refused store, repeated in every refusal.
-pub(crate) const INSTRUCTIONS: &str = "vmsdb cannot migrate a store yet: start the application \
-     exactly as it was declared when the store was written, or start the changed application \
-     on a new, empty store and load its data again (see \"The store fingerprint\" in \
-     docs/storage.md)";
 
 /// Compares the store's fingerprint with the application's (`ours`) before anything else reads
 /// the store; writes it when the store is new. Refuses another application, another format

@@ -11,9 +11,11 @@ pub mod app;
 #[doc(hidden)]
 pub mod bench_api;
 mod bitset;
+mod clock;
 mod constraint;
 pub mod context;
 mod dedup;
+mod envelope;
 pub mod epoch;
 pub mod error;
 pub mod eventual;
@@ -21,15 +23,19 @@ pub mod fingerprint;
 pub mod ids;
 mod index;
 pub mod limits;
+mod outcome;
 mod partition;
 mod precedence;
 pub mod predict;
 pub mod query;
 pub mod route;
+mod row;
+mod row_key;
 pub mod runtime;
 pub mod serial;
 pub mod sync;
 mod table;
+mod table_shape;
 mod transport;
 
 pub use app::{

@@ -8,63 +8,20 @@
 
 use crate::app::{App, AppDef};
 use crate::bitset::SeqSet;
+use crate::clock::Clock;
 use crate::constraint::{ConstraintStep, IndexOp, OnDelete, ParentDeleted, Probe};
 use crate::context::{Meter, TxnCtx, Usage};
+use crate::envelope::EpochEnv;
 use crate::error::{AbortReason, panic_message};
-use crate::ids::{GlobalPartition, RequestId, Seq, Tid};
+use crate::ids::{GlobalPartition, Seq, Tid};
 use crate::precedence::PrecedenceState;
 use crate::query::{QueryFn, QueryPart, ReadView};
+use crate::row_key::{DeferredRows, row_key_prefix, split_row_key};
 use crate::sync::{AtomicSeqSet, Depositor};
 use crate::table::AnyTable;
-use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-
-/// An inbound request as sequenced into an epoch and written to the epoch log.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Request<E> {
-    /// The global partition the first step runs in.
-    pub target: GlobalPartition,
-    /// The inbound event.
-    pub event: E,
-    /// The client's idempotency key, if any.
-    #[serde(default)]
-    pub id: Option<RequestId>,
-    /// How many times this request already lost a conflict and was re-sequenced (logged, so
-    /// replay reaches the same retry-exhaustion decisions).
-    #[serde(default)]
-    pub retries: u32,
-}
-
-/// Everything every partition needs to know about the epoch being executed.
-pub(crate) struct EpochEnv<A: App> {
-    pub epoch: u64,
-    pub timestamp_ms: u64,
-    pub requests: Vec<Request<A::Event>>,
-    /// Positions (ascending) of the requests that skip the parallel pass and run in the serial
-    /// pass right away: the sequencer predicted they would lose a conflict. Logged with the
-    /// epoch, so replay takes the same path. Only honoured with `Fallback::Serial`.
-    pub serial: Vec<Seq>,
-    /// What this epoch does with conflict losers; logged, so replay does the same.
-    pub fallback: crate::epoch::Fallback,
-}
-
-/// The epoch and its logged timestamp, which is all a step needs to know of its epoch.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Clock {
-    pub epoch: u64,
-    pub timestamp_ms: u64,
-}
-
-impl<A: App> EpochEnv<A> {
-    pub fn clock(&self) -> Clock {
-        Clock {
-            epoch: self.epoch,
-            timestamp_ms: self.timestamp_ms,
-        }
-    }
-}
 
 /// One step to run: the inbound event of transaction `seq`, or an event emitted by it.
 pub(crate) struct Step<E> {
@@ -381,7 +338,7 @@ impl<A: App> PartitionState<A> {
     pub fn run_wave(
         &mut self,
         app: &AppDef<A>,
-        env: &EpochEnv<A>,
+        env: &EpochEnv<A::Event>,
         steps: Vec<Step<A::Event>>,
         queries: &[(usize, QueryFn)],
     ) -> WaveOut<A> {
@@ -486,7 +443,7 @@ impl<A: App> PartitionState<A> {
 /// The work one partition is sent for one phase of one epoch.
 pub(crate) enum Job<A: App> {
     Wave {
-        env: Arc<EpochEnv<A>>,
+        env: Arc<EpochEnv<A::Event>>,
         steps: Vec<Step<A::Event>>,
         queries: Vec<(usize, QueryFn)>,
         reply: Depositor<WaveOut<A>>,
@@ -503,33 +460,6 @@ pub(crate) enum Job<A: App> {
     },
     /// Encode the rows changed since the last checkpoint (between epochs).
     Checkpoint { reply: Depositor<Vec<DeferredRows>> },
-}
-
-/// One encoded checkpoint row: `(row key, Some(value) | None for deleted)`.
-pub(crate) type CheckpointRow = (Vec<u8>, Option<Vec<u8>>);
-
-/// Copies of changed rows taken at the epoch barrier, encoded into checkpoint rows when called
-/// (on the checkpoint thread).
-pub(crate) type DeferredRows = Box<dyn FnOnce(&mut Vec<CheckpointRow>) + Send>;
-
-/// Bytes before the encoded key in a checkpoint row key: global partition (u32 BE) and table
-/// index (u16 BE), so one store holds every partition's rows and they sort by partition.
-const ROW_KEY_PREFIX_LEN: usize = 6;
-
-/// The row key prefix of table `table` in global partition `gp`.
-fn row_key_prefix(gp: GlobalPartition, table: usize) -> Vec<u8> {
-    let mut prefix = Vec::with_capacity(ROW_KEY_PREFIX_LEN);
-    prefix.extend_from_slice(&gp.to_be_bytes());
-    prefix.extend_from_slice(&(table as u16).to_be_bytes());
-    prefix
-}
-
-/// Splits a checkpoint row key into global partition, table index and encoded key; `None` if
-/// it is too short to hold the prefix.
-pub(crate) fn split_row_key(key: &[u8]) -> Option<(GlobalPartition, u16, &[u8])> {
-    let gp = u32::from_be_bytes(key.get(0..4)?.try_into().ok()?);
-    let table = u16::from_be_bytes(key.get(4..6)?.try_into().ok()?);
-    Some((gp, table, &key[ROW_KEY_PREFIX_LEN..]))
 }
 
 impl<A: App> PartitionState<A> {

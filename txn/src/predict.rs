@@ -14,9 +14,9 @@
 //! epoch, so replay follows them (see `epoch.rs`).
 
 use crate::app::App;
+use crate::envelope::Request;
 use crate::epoch::TxnResult;
 use crate::ids::Seq;
-use crate::partition::Request;
 use rustc_hash::FxHashMap;
 
 /// Which transactions the sequencer sends straight to the serial pass.

@@ -2,14 +2,14 @@
 //! replay histories against, and the `serial` baseline of the bench harness.
 
 use crate::app::{App, AppDef, ServiceRef};
+use crate::clock::Clock;
 use crate::context::Usage;
-use crate::epoch::SerialPos;
+use crate::envelope::Request;
 use crate::error::AbortReason;
 use crate::ids::{GlobalPartition, Seq};
 use crate::limits::CHAIN_WAVES_MAX;
-use crate::partition::{
-    Clock, Emitted, PartitionState, Request, SharedPartition, StepEvent, WaveOut,
-};
+use crate::outcome::SerialPos;
+use crate::partition::{Emitted, PartitionState, SharedPartition, StepEvent, WaveOut};
 use std::hash::Hash;
 use std::sync::Arc;
 

@@ -13,7 +13,7 @@ use crate::bitset::SeqSet;
 use crate::constraint::{ConstraintStep, Constraints, OnDelete, ParentDeleted, Placement};
 use crate::ids::{GlobalPartition, Seq};
 use crate::index::{IndexOps, IndexState};
-use crate::partition::{CheckpointRow, DeferredRows};
+use crate::row_key::{CheckpointRow, DeferredRows};
 use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -132,7 +132,7 @@ pub(crate) struct TableState<K, V> {
     track_dirty: bool,
 }
 
-impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
+impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
     pub fn new(
         service: String,
         name: String,
@@ -185,7 +185,7 @@ impl<K: crate::app::Key, V: crate::app::Row> TableState<K, V> {
 
     /// Looks up the rows with index value `value` for transaction `seq` (its own writes
     /// included) and records the lookup for conflict detection.
-    pub fn lookup<I: crate::app::Key>(&mut self, seq: Seq, index: usize, value: &I) -> Vec<(K, V)> {
+    pub fn lookup<I: crate::row::Key>(&mut self, seq: Seq, index: usize, value: &I) -> Vec<(K, V)> {
         let Some(ix) = self
             .indexes
             .get(index)
@@ -385,7 +385,7 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
 }
 
-impl<K: crate::app::Key, V: crate::app::Row> AnyTable for TableState<K, V> {
+impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
     fn as_any(&self) -> &dyn Any {
         self
     }

@@ -14,7 +14,7 @@ fn op(svc: usize, key: u64, kind: OpKind) -> Op {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_in_third_service_leaves_no_trace_in_first_two() {
     let fx = build(3, 4);
-    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::default())
+    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::in_memory())
         .await
         .unwrap();
     let client = rt.client();
@@ -68,7 +68,7 @@ async fn abort_in_third_service_leaves_no_trace_in_first_two() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_precondition_late_in_chain_discards_earlier_steps() {
     let fx = build(3, 4);
-    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::default())
+    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::in_memory())
         .await
         .unwrap();
     let client = rt.client();
@@ -96,7 +96,7 @@ async fn failed_precondition_late_in_chain_discards_earlier_steps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_partition_access_is_a_clear_abort() {
     let fx = build(2, 4);
-    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::default())
+    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::in_memory())
         .await
         .unwrap();
     let client = rt.client();
@@ -128,7 +128,7 @@ async fn wrong_partition_access_is_a_clear_abort() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_partition_is_a_clear_error() {
     let fx = build(1, 4);
-    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::default())
+    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::in_memory())
         .await
         .unwrap();
     let ev = Ev::chain(vec![op(0, 1, OpKind::Read)]);

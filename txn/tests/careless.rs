@@ -316,7 +316,7 @@ async fn careless_handlers_never_half_commit_or_stop_the_runtime() {
         storage: Arc::new(MemoryStorage::new()),
         // Never checkpoint: the restart below replays every epoch.
         checkpoint_every_epochs: 0,
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     };
     let rt = Runtime::start(fx.app.clone(), config.clone())
         .await

@@ -149,7 +149,7 @@ async fn recovery_stays_bounded_across_many_short_runs() {
         let config = RuntimeConfig {
             storage: storage.clone(),
             checkpoint_every_epochs: EVERY,
-            ..RuntimeConfig::default()
+            ..RuntimeConfig::in_memory()
         };
         let rt = Runtime::start(app.clone(), config).await.unwrap();
         let report = rt.recovery_report().clone();

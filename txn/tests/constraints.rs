@@ -142,7 +142,7 @@ fn constraint_message(r: &Result<Option<()>, AbortReason>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_violation_aborts_with_its_name() {
     let fx = build();
-    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::default())
+    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::in_memory())
         .await
         .unwrap();
     let c = rt.client();
@@ -175,7 +175,7 @@ async fn check_violation_aborts_with_its_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_service_foreign_key_violation_aborts_whole_transaction() {
     let fx = build();
-    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::default())
+    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::in_memory())
         .await
         .unwrap();
     let c = rt.client();
@@ -223,7 +223,7 @@ async fn cross_service_foreign_key_violation_aborts_whole_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_key_within_a_service() {
     let fx = build();
-    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::default())
+    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::in_memory())
         .await
         .unwrap();
     let c = rt.client();
@@ -269,7 +269,7 @@ async fn foreign_key_within_a_service() {
 async fn foreign_keys_under_concurrency_match_serial_replay() {
     let seed = common::seed("fk-concurrency");
     let fx = Arc::new(build());
-    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::default())
+    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::in_memory())
         .await
         .unwrap();
     let mut tasks = Vec::new();

@@ -20,7 +20,7 @@ async fn original_run(
         RuntimeConfig {
             storage: Arc::new(storage),
             fallback,
-            ..RuntimeConfig::default()
+            ..RuntimeConfig::in_memory()
         },
     )
     .await
@@ -63,7 +63,7 @@ fn replay_with_workers(
             RuntimeConfig {
                 storage: Arc::new(storage),
                 fallback,
-                ..RuntimeConfig::default()
+                ..RuntimeConfig::in_memory()
             },
         )
         .await

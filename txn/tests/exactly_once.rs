@@ -27,7 +27,7 @@ fn add(key: u64, d: i64) -> Ev {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resubmission_returns_original_outcome_without_executing() {
     let fx = build(2, 4);
-    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::default())
+    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::in_memory())
         .await
         .unwrap();
     let c = rt.client();
@@ -52,7 +52,7 @@ async fn resubmission_returns_original_outcome_without_executing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_duplicates_execute_once() {
     let fx = Arc::new(build(2, 4));
-    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::default())
+    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::in_memory())
         .await
         .unwrap();
     let mut tasks = Vec::new();
@@ -87,7 +87,7 @@ async fn dedup_window_survives_restart() {
     let config = RuntimeConfig {
         storage: Arc::new(storage.clone()),
         checkpoint_every_epochs: 3,
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     };
     let rt = Runtime::start(fx.app.clone(), config.clone())
         .await
@@ -145,7 +145,7 @@ async fn window_is_bounded() {
     let fx = build(2, 4);
     let config = RuntimeConfig {
         dedup_window_max: 2,
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     };
     let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
     let c = rt.client();

@@ -206,7 +206,7 @@ fn limit_of(result: &Result<Option<i64>, AbortReason>) -> Option<(LimitKind, u64
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_write_error_aborts_the_whole_transaction() {
     let fx = build(None);
-    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::default())
+    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::in_memory())
         .await
         .unwrap();
     let good = key_in(fx.svc, 1, 0);
@@ -260,7 +260,7 @@ async fn a_dropped_write_error_aborts_the_whole_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fan_out_of_two_per_step_is_stopped_by_the_steps_limit() {
     let fx = build(None);
-    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::default())
+    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::in_memory())
         .await
         .unwrap();
     for round in 0..3u64 {
@@ -306,7 +306,7 @@ async fn events_bytes_and_work_limits_abort_only_their_transaction() {
         work_max: 1_000,
     };
     let fx = build(Some(limits));
-    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::default())
+    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::in_memory())
         .await
         .unwrap();
     let seeded: Vec<u64> = (0..1_200).map(|n| key_in(fx.svc, 0, n)).collect();
@@ -404,7 +404,7 @@ async fn the_output_follows_one_rule_on_every_path() {
         epoch_txns_max: 2,
         epoch_duration: Duration::from_millis(10),
         serial_hints: SerialHints::Off,
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     };
     let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
     let mut serial = SerialExecutor::new(fx.app.clone());

@@ -22,7 +22,7 @@ async fn reused_id_with_another_request_is_refused() {
     let config = RuntimeConfig {
         storage: Arc::new(MemoryStorage::new()),
         checkpoint_every_epochs: 1,
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     };
     let rt = Runtime::start(fx.app.clone(), config.clone())
         .await
@@ -83,7 +83,7 @@ async fn unknown_outcome_hands_back_an_id_that_retries_safely() {
     let config = RuntimeConfig {
         storage: Arc::new(faulty.clone()),
         checkpoint_every_epochs: 0,
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     };
     let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
     let c = rt.client();
@@ -102,7 +102,7 @@ async fn unknown_outcome_hands_back_an_id_that_retries_safely() {
         RuntimeConfig {
             storage: Arc::new(memory),
             checkpoint_every_epochs: 0,
-            ..RuntimeConfig::default()
+            ..RuntimeConfig::in_memory()
         },
     )
     .await
@@ -131,7 +131,7 @@ async fn dedup_window_is_bounded_in_bytes_and_checkpoints_stay_small() {
         checkpoint_every_epochs: 1,
         dedup_window_bytes_max: bytes_max,
         generated_id_window_epochs: 4,
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     };
     let rt = Runtime::start(fx.app.clone(), config.clone())
         .await
@@ -183,7 +183,7 @@ struct Count(usize, u32);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_at_answers_each_listing_of_a_partition() {
     let fx = build(1, 4);
-    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::default())
+    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::in_memory())
         .await
         .unwrap();
     let c = rt.client();
@@ -214,14 +214,14 @@ async fn query_at_answers_each_listing_of_a_partition() {
 // its size and the limit; requests around it are unaffected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_request_is_refused_before_the_log() {
-    assert_eq!(RuntimeConfig::default().request_bytes_max, 1024 * 1024);
+    assert_eq!(RuntimeConfig::in_memory().request_bytes_max, 1024 * 1024);
     let fx = build(1, 4);
     let limit = 1_000;
     let rt = Runtime::start(
         fx.app.clone(),
         RuntimeConfig {
             request_bytes_max: limit,
-            ..RuntimeConfig::default()
+            ..RuntimeConfig::in_memory()
         },
     )
     .await
@@ -318,7 +318,9 @@ async fn internal_events_cannot_be_submitted() {
         Ok(())
     });
     let app = b.build().unwrap();
-    let rt = Runtime::start(app, RuntimeConfig::default()).await.unwrap();
+    let rt = Runtime::start(app, RuntimeConfig::in_memory())
+        .await
+        .unwrap();
     let c = rt.client();
     let credit = BankEv::Credit {
         to: 2,

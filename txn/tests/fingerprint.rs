@@ -35,7 +35,7 @@ fn shop(n_partitions: u32, tables: &[&str]) -> (Arc<AppDef<Shop>>, ServiceRef) {
 fn config(storage: impl Storage) -> RuntimeConfig {
     RuntimeConfig {
         storage: Arc::new(storage),
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     }
 }
 

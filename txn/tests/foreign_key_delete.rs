@@ -225,7 +225,7 @@ fn constraint_message(result: Result<(), AbortReason>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restrict_refuses_a_parent_delete_and_discards_the_whole_transaction() {
     let (app, fx) = build(TxnLimits::default());
-    let rt = start(app, RuntimeConfig::default()).await;
+    let rt = start(app, RuntimeConfig::in_memory()).await;
     let setup = vec![
         put(T::Customers, 1, None),
         put(T::Orders, 10, Some(1)),
@@ -269,7 +269,7 @@ async fn restrict_refuses_a_parent_delete_and_discards_the_whole_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_parent_without_children_succeeds() {
     let (app, fx) = build(TxnLimits::default());
-    let rt = start(app, RuntimeConfig::default()).await;
+    let rt = start(app, RuntimeConfig::in_memory()).await;
     let setup = vec![
         put(T::Customers, 1, None),
         put(T::Customers, 2, None),
@@ -311,7 +311,7 @@ async fn deleting_a_parent_without_children_succeeds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cascade_deletes_children_and_grandchildren() {
     let (app, fx) = build(TxnLimits::default());
-    let rt = start(app, RuntimeConfig::default()).await;
+    let rt = start(app, RuntimeConfig::in_memory()).await;
     let setup = vec![
         put(T::Accounts, 1, None),
         put(T::Accounts, 2, None),
@@ -349,7 +349,7 @@ async fn cascade_past_the_limits_deletes_nothing() {
         ..TxnLimits::default()
     };
     let (app, fx) = build(limits);
-    let rt = start(app, RuntimeConfig::default()).await;
+    let rt = start(app, RuntimeConfig::in_memory()).await;
     run(&rt, &fx, vec![put(T::Accounts, 1, None)])
         .await
         .unwrap();
@@ -388,7 +388,7 @@ async fn parent_delete_racing_a_child_insert_leaves_no_orphan() {
     let config = RuntimeConfig {
         epoch_txns_max: 2,
         epoch_duration: Duration::from_millis(10),
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     };
     let rt = start(app, config).await;
     let c = rt.client();

@@ -120,7 +120,7 @@ async fn index_follows_writes_and_survives_restart() {
     let config = RuntimeConfig {
         storage: Arc::new(storage),
         checkpoint_every_epochs: 4,
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     };
     let rt = Runtime::start(fx.app.clone(), config.clone())
         .await
@@ -182,7 +182,7 @@ async fn index_follows_writes_and_survives_restart() {
 /// and checks the history against the serial replay.
 async fn race_and_replay(seed: u64, request: fn(&mut rand_chacha::ChaCha8Rng) -> (u64, Ev)) {
     let fx = Arc::new(build());
-    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::default())
+    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::in_memory())
         .await
         .unwrap();
     let mut tasks = Vec::new();
@@ -260,7 +260,7 @@ async fn baskets_with(rt: &Runtime<Orders>, fx: &Fx, product: u64) -> Vec<Key> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_is_indexed_under_each_of_its_values() {
     let fx = build();
-    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::default())
+    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::in_memory())
         .await
         .unwrap();
     let c = rt.client();

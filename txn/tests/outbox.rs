@@ -99,7 +99,7 @@ async fn outbox_delivers_committed_messages_exactly_once_across_restart() {
         storage: Arc::new(storage.clone()),
         checkpoint_every_epochs: 0,
         outbox: Some(sink.clone()),
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     };
     let rt = Runtime::start(app.clone(), config.clone()).await.unwrap();
     let c = rt.client();
@@ -174,7 +174,7 @@ async fn outbox_delivers_messages_of_transactions_committed_by_the_fallback() {
         storage: Arc::new(MemoryStorage::new()),
         epoch_duration: std::time::Duration::from_millis(10),
         outbox: Some(sink.clone()),
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     };
     let rt = Runtime::start(app, config).await.unwrap();
     let c = rt.client();

@@ -60,7 +60,9 @@ async fn rows_placed_by_a_key_field_live_together() {
         ctx.put(sales, *sale, (*seller, *product))
     });
     let app = b.build().unwrap();
-    let rt = Runtime::start(app, RuntimeConfig::default()).await.unwrap();
+    let rt = Runtime::start(app, RuntimeConfig::in_memory())
+        .await
+        .unwrap();
     let c = rt.client();
     for seller in 0..6u64 {
         let ev = Ev::AddSellerProducts {

@@ -53,7 +53,9 @@ fn app(with_rule: bool) -> (Arc<AppDef<Cart>>, ServiceRef) {
 /// one epoch were serialized against TID order.
 async fn inversions(with_rule: bool, seed: u64) -> usize {
     let (app, cart) = app(with_rule);
-    let rt = Runtime::start(app, RuntimeConfig::default()).await.unwrap();
+    let rt = Runtime::start(app, RuntimeConfig::in_memory())
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for c in 0..8u64 {
         let client = rt.client();

@@ -30,7 +30,7 @@ async fn restart_from_checkpoint_and_log_rebuilds_identical_state() {
     let config = RuntimeConfig {
         storage: Arc::new(storage.clone()),
         checkpoint_every_epochs: 7,
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     };
     let rt = Runtime::start(fx.app.clone(), config.clone())
         .await
@@ -82,7 +82,7 @@ async fn replay_follows_the_logged_fallback_and_hints() {
         storage: Arc::new(storage.clone()),
         checkpoint_every_epochs: 0,
         serial_hints: txn::SerialHints::Sample { every: 2 },
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     };
     let rt = Runtime::start(fx.app.clone(), config.clone())
         .await
@@ -136,7 +136,7 @@ async fn storage_failure_stops_acks_and_loses_nothing_acknowledged() {
     let config = RuntimeConfig {
         storage: faulty.clone(),
         checkpoint_every_epochs: 0,
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     };
     let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
     let client = rt.client();
@@ -178,7 +178,7 @@ async fn storage_failure_stops_acks_and_loses_nothing_acknowledged() {
         fx.app.clone(),
         RuntimeConfig {
             storage: Arc::new(memory),
-            ..RuntimeConfig::default()
+            ..RuntimeConfig::in_memory()
         },
     )
     .await
@@ -278,7 +278,7 @@ async fn slow_log_group_commits_several_epochs_per_write() {
         storage: storage.clone(),
         epoch_txns_max: 4,
         checkpoint_every_epochs: 0,
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     };
     let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
     storage.set_closed(true);
@@ -333,7 +333,7 @@ async fn slow_log_group_commits_several_epochs_per_write() {
         fx.app.clone(),
         RuntimeConfig {
             storage: Arc::new(memory),
-            ..RuntimeConfig::default()
+            ..RuntimeConfig::in_memory()
         },
     )
     .await
@@ -351,7 +351,7 @@ async fn log_start_recovery_of_a_truncated_log_is_refused() {
     let config = RuntimeConfig {
         storage: Arc::new(storage.clone()),
         checkpoint_every_epochs: 5,
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     };
     let rt = Runtime::start(fx.app.clone(), config.clone())
         .await
@@ -386,7 +386,7 @@ async fn log_start_recovery_of_a_truncated_log_is_refused() {
         RuntimeConfig {
             storage: Arc::new(storage),
             checkpoint_every_epochs: 5,
-            ..RuntimeConfig::default()
+            ..RuntimeConfig::in_memory()
         },
     )
     .await

@@ -64,7 +64,9 @@ async fn replicas_stay_exactly_consistent() {
         ctx.put(replicas, *product, (*price, *version))
     });
     let app = b.build().unwrap();
-    let rt = Runtime::start(app, RuntimeConfig::default()).await.unwrap();
+    let rt = Runtime::start(app, RuntimeConfig::in_memory())
+        .await
+        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for c in 0..6u64 {

@@ -60,7 +60,7 @@ async fn start() -> (Runtime<Queue>, ServiceRef) {
         storage: Arc::new(MemoryStorage::new()),
         epoch_duration: Duration::from_millis(10),
         serial_hints: SerialHints::Off,
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     };
     (Runtime::start(app, config).await.unwrap(), q)
 }

@@ -90,7 +90,7 @@ async fn run_history(
     let config = RuntimeConfig {
         fallback,
         serial_hints,
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     };
     let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
     let mut tasks = Vec::new();

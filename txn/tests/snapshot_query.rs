@@ -13,7 +13,7 @@ use txn::{Runtime, RuntimeConfig};
 async fn query_never_sees_half_applied_transfers() {
     let seed = seed("snapshot-query");
     let fx = Arc::new(build(3, 4));
-    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::default())
+    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::in_memory())
         .await
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -98,7 +98,7 @@ async fn query_never_sees_half_applied_transfers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_at_targets_partitions_in_callers_order() {
     let fx = build(2, 4);
-    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::default())
+    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::in_memory())
         .await
         .unwrap();
     let c = rt.client();

@@ -56,7 +56,9 @@ fn upsert(id: u64, email: &str) -> Ev {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unique_value_is_held_by_one_row_and_released_on_change_and_delete() {
     let (app, svc, _) = build();
-    let rt = Runtime::start(app, RuntimeConfig::default()).await.unwrap();
+    let rt = Runtime::start(app, RuntimeConfig::in_memory())
+        .await
+        .unwrap();
     let c = rt.client();
     // Two ids in different partitions.
     let (a, b) = (0..100u64)
@@ -126,7 +128,7 @@ async fn unique_value_is_held_by_one_row_and_released_on_change_and_delete() {
 async fn concurrent_claims_match_serial_replay() {
     let seed = common::seed("unique");
     let (app, svc, customers) = build();
-    let rt = Runtime::start(app.clone(), RuntimeConfig::default())
+    let rt = Runtime::start(app.clone(), RuntimeConfig::in_memory())
         .await
         .unwrap();
     let mut tasks = Vec::new();

@@ -65,7 +65,7 @@ pub fn runtime_config(
         // The whole log stays, so the final check can replay it from epoch 1.
         truncate_log_after_checkpoint: false,
         recover_from,
-        ..RuntimeConfig::default()
+        ..RuntimeConfig::in_memory()
     }
 }
 

@@ -75,7 +75,7 @@ async fn main() -> Result<(), txn::TxnError> {
     let bank = b.service("bank", 4);
     let accounts = Account::table(&mut b, bank);
     Accounts { accounts, bank }.register(&mut b, bank);
-    let rt = Runtime::start(b.build()?, RuntimeConfig::default()).await?;
+    let rt = Runtime::start(b.build()?, RuntimeConfig::in_memory()).await?;
     let client = rt.client();
     let requests = [
         Ev::Withdraw {

@@ -430,7 +430,7 @@ fn place_by_puts_a_sellers_rows_together() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_on_the_runtime() {
     let fx = build();
-    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::default())
+    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::in_memory())
         .await
         .unwrap();
     let c = rt.client();

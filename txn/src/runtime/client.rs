@@ -1,0 +1,255 @@
+//! [`Client`]: the handle that admits requests (refusing internal, oversized and unencodable
+//! events), submits them to the sequencer and waits for their durable outcome; and snapshot
+//! queries.
+
+use crate::app::{App, AppDef, ServiceRef};
+use crate::dedup::request_digest;
+use crate::envelope::Request;
+use crate::error::TxnError;
+use crate::ids::{GlobalPartition, IdGenerator, RequestId};
+use crate::outcome::Outcome;
+use crate::query::{QueryFn, QueryResult, ReadView};
+use std::any::Any;
+use std::hash::Hash;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+pub(super) type TxnReply<A> = oneshot::Sender<Result<Outcome<<A as App>::Output>, TxnError>>;
+pub(super) type QueryReply = oneshot::Sender<QueryResult>;
+
+pub(super) enum Submission<A: App> {
+    Txn {
+        request: Request<A::Event>,
+        /// The request's digest (see `dedup::request_digest`), computed by the client.
+        digest: u32,
+        /// Whether the id was generated for this submission just now: no one else can know
+        /// it, so it needs no dedup lookup.
+        fresh: bool,
+        reply: TxnReply<A>,
+    },
+    Query {
+        targets: Vec<GlobalPartition>,
+        f: QueryFn,
+        reply: QueryReply,
+    },
+    /// Finish what is queued and stop; later submissions get `TxnError::Stopped`.
+    Stop,
+}
+
+/// A client handle: cheap to clone, usable from any task.
+///
+/// Every request carries a request id: the caller's (`submit_with_id`) or one generated for it
+/// (`submit`, `submit_to`). Checks before anything reaches the log: an event declared internal
+/// (`App::is_internal`) is refused with `TxnError::InternalEvent`, one larger than
+/// `RuntimeConfig::request_bytes_max` with `TxnError::RequestTooLarge`. When the outcome is
+/// unknown (the runtime stopped or storage failed after the request was accepted) the error is
+/// `TxnError::OutcomeUnknown { id, .. }`: resubmitting the same request with
+/// `submit_with_id(id, ..)` returns its outcome and never runs it twice, while the id is in the
+/// dedup window (generated ids: `RuntimeConfig::generated_id_window_epochs` epochs after they
+/// settled; chosen ids: the newest `dedup_window_max`, within `dedup_window_bytes_max`). To bound
+/// the wait yourself, take an id with [`Client::new_request_id`] first and submit with it.
+pub struct Client<A: App> {
+    pub(super) tx: mpsc::Sender<Submission<A>>,
+    pub(super) app: Arc<AppDef<A>>,
+    pub(super) ids: Arc<IdGenerator>,
+    pub(super) request_bytes_max: usize,
+}
+
+impl<A: App> Clone for Client<A> {
+    fn clone(&self) -> Self {
+        Client {
+            tx: self.tx.clone(),
+            app: self.app.clone(),
+            ids: self.ids.clone(),
+            request_bytes_max: self.request_bytes_max,
+        }
+    }
+}
+
+impl<A: App> Client<A> {
+    /// Submits `event` to the partition of `service` owning `key` and waits for the durable
+    /// outcome. The request gets a generated id, handed back in `TxnError::OutcomeUnknown`.
+    pub async fn submit<K: Hash + ?Sized>(
+        &self,
+        service: ServiceRef,
+        key: &K,
+        event: A::Event,
+    ) -> Result<Outcome<A::Output>, TxnError> {
+        self.submit_to(service, service.partition_of(key), event)
+            .await
+    }
+
+    /// Submits `event` to partition `partition` of `service`.
+    pub async fn submit_to(
+        &self,
+        service: ServiceRef,
+        partition: u32,
+        event: A::Event,
+    ) -> Result<Outcome<A::Output>, TxnError> {
+        let target = self.app.check_partition(service, partition)?;
+        self.submit_request(self.ids.next(), true, target, event)
+            .await
+    }
+
+    /// Submits an idempotent request: if a request with the same `id` was already submitted
+    /// (and is still in the dedup window, which survives restarts), this returns that request's
+    /// original outcome and nothing is executed again. Reusing an id for a different request
+    /// (another target partition or event) is refused with `TxnError::RequestIdReused`.
+    pub async fn submit_with_id<K: Hash + ?Sized>(
+        &self,
+        id: RequestId,
+        service: ServiceRef,
+        key: &K,
+        event: A::Event,
+    ) -> Result<Outcome<A::Output>, TxnError> {
+        let target = service.gp(service.partition_of(key));
+        self.submit_request(id, false, target, event).await
+    }
+
+    /// A fresh generated request id (unique to this runtime), for callers that want to know
+    /// the id before submitting with `submit_with_id`, e.g. to retry after their own timeout.
+    /// Like every generated id it is remembered `RuntimeConfig::generated_id_window_epochs`
+    /// epochs after it settled; for a longer horizon choose your own `RequestId`s.
+    pub fn new_request_id(&self) -> RequestId {
+        self.ids.next()
+    }
+
+    async fn submit_request(
+        &self,
+        id: RequestId,
+        fresh: bool,
+        target: GlobalPartition,
+        event: A::Event,
+    ) -> Result<Outcome<A::Output>, TxnError> {
+        let digest = self.admit(target, &event)?;
+        let request = Request {
+            target,
+            event,
+            id: Some(id),
+            retries: 0,
+        };
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Submission::Txn {
+                request,
+                digest,
+                fresh,
+                reply,
+            })
+            .await
+            .map_err(|_| TxnError::Stopped)?;
+        // From here the request may be in the log: any failure leaves its outcome unknown.
+        let unknown = |cause| TxnError::OutcomeUnknown {
+            id,
+            cause: Box::new(cause),
+        };
+        match rx.await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(e @ TxnError::RequestIdReused { .. })) => Err(e),
+            Ok(Err(cause)) => Err(unknown(cause)),
+            Err(_) => Err(unknown(TxnError::Stopped)),
+        }
+    }
+
+    /// Refuses internal and oversized events before they reach the sequencer; returns the
+    /// request's digest.
+    fn admit(&self, target: GlobalPartition, event: &A::Event) -> Result<u32, TxnError> {
+        let service = || {
+            let (service, _) = self.app.locate(target);
+            self.app.services[service as usize].name.clone()
+        };
+        if A::is_internal(event) {
+            return Err(TxnError::InternalEvent {
+                service: service(),
+                kind: A::event_kind(event).to_string(),
+            });
+        }
+        let (digest, size_bytes) =
+            request_digest(target, event).map_err(|e| TxnError::UnencodableEvent {
+                service: service(),
+                message: e.to_string(),
+            })?;
+        if size_bytes > self.request_bytes_max {
+            return Err(TxnError::RequestTooLarge {
+                service: service(),
+                size_bytes,
+                limit_bytes: self.request_bytes_max,
+            });
+        }
+        Ok(digest)
+    }
+
+    /// Runs `f` on every partition of `services` at one consistent snapshot and returns the
+    /// results in service, then partition order.
+    pub async fn query<R: Send + 'static>(
+        &self,
+        services: &[ServiceRef],
+        f: impl Fn(&ReadView<'_>) -> R + Send + Sync + 'static,
+    ) -> Result<Vec<R>, TxnError> {
+        let targets = services
+            .iter()
+            .flat_map(|s| (0..s.n_partitions).map(move |p| s.gp(p)))
+            .collect();
+        self.query_targets(targets, f).await
+    }
+
+    /// Like [`Client::query`], but only on the listed `(service, partition)` pairs (e.g. the
+    /// partitions owning the keys a lookup needs), still at one consistent snapshot. Results
+    /// come in the order of `partitions`; an unknown partition is an error. A partition listed
+    /// more than once runs `f` once per listing (at the same snapshot), so each listing gets
+    /// its own result.
+    pub async fn query_at<R: Send + 'static>(
+        &self,
+        partitions: &[(ServiceRef, u32)],
+        f: impl Fn(&ReadView<'_>) -> R + Send + Sync + 'static,
+    ) -> Result<Vec<R>, TxnError> {
+        let mut targets = Vec::with_capacity(partitions.len());
+        for (service, p) in partitions {
+            targets.push(self.app.check_partition(*service, *p)?);
+        }
+        // The epoch answers in partition order, one result per listing (duplicates included).
+        let mut order: Vec<usize> = (0..targets.len()).collect();
+        order.sort_by_key(|i| targets[*i]);
+        let sorted: Vec<GlobalPartition> = order.iter().map(|i| targets[*i]).collect();
+        let parts = self.query_targets(sorted, f).await?;
+        let mut out: Vec<Option<R>> = (0..targets.len()).map(|_| None).collect();
+        for (i, part) in order.into_iter().zip(parts) {
+            out[i] = Some(part);
+        }
+        out.into_iter()
+            .map(|r| {
+                r.ok_or_else(|| TxnError::Actor("a query_at listing got no result".to_string()))
+            })
+            .collect()
+    }
+
+    async fn query_targets<R: Send + 'static>(
+        &self,
+        targets: Vec<GlobalPartition>,
+        f: impl Fn(&ReadView<'_>) -> R + Send + Sync + 'static,
+    ) -> Result<Vec<R>, TxnError> {
+        let f: QueryFn = Arc::new(move |view| Box::new(f(view)) as Box<dyn Any + Send>);
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Submission::Query { targets, f, reply })
+            .await
+            .map_err(|_| TxnError::Stopped)?;
+        let parts = rx.await.map_err(|_| TxnError::Stopped)??;
+        Ok(parts
+            .into_iter()
+            .map(|b| *b.downcast::<R>().expect("query result type"))
+            .collect())
+    }
+
+    /// An order-independent hash of every committed row of every service, at one snapshot.
+    pub async fn state_hash(&self) -> Result<u64, TxnError> {
+        let services: Vec<ServiceRef> = self.app.services.iter().map(|s| s.service).collect();
+        let hashes = self.query(&services, |view| view.state_hash()).await?;
+        Ok(crate::serial::combine_hashes(hashes.into_iter()))
+    }
+
+    /// The application definition.
+    pub fn app(&self) -> &Arc<AppDef<A>> {
+        &self.app
+    }
+}

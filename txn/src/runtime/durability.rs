@@ -1,0 +1,280 @@
+//! Durability: the thread that appends epoch records to the log (group commit), the thread
+//! that writes checkpoints one at a time, the schedule that says when a checkpoint falls due,
+//! and the on-log form of an epoch.
+
+use crate::app::App;
+use crate::envelope::{EpochEnv, Fallback, Request};
+use crate::ids::Seq;
+use crate::limits;
+use crate::row_key::{CheckpointRow, DeferredRows};
+use crate::runtime::stats::RuntimeStats;
+use crate::storage::Storage;
+use crate::sync::DurableWatermark;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tokio::sync::mpsc;
+
+/// Turns at writing the store, shared by the log appender and the checkpoint writer so that
+/// neither starves the other (many engines, redb among them, let one writer in at a time and
+/// do not queue fairly).
+pub(super) type WriterTurn = parking_lot::Mutex<()>;
+
+/// What the durability thread is asked to persist, in order.
+pub(super) enum LogItem<A: App> {
+    Epoch(Arc<EpochEnv<A::Event>>),
+    /// The rows changed since the previous checkpoint, as of the end of `epoch`.
+    Checkpoint {
+        epoch: u64,
+        rows: Vec<DeferredRows>,
+    },
+}
+
+/// The on-log form of an epoch: everything replay needs.
+#[derive(Serialize)]
+pub(crate) struct EpochRecordRef<'a, E> {
+    pub(crate) epoch: u64,
+    pub(crate) timestamp_ms: u64,
+    pub(crate) requests: &'a [Request<E>],
+    pub(crate) fallback: Fallback,
+    pub(crate) serial: &'a [Seq],
+}
+
+/// The decoded form of [`EpochRecordRef`], read back by recovery.
+#[derive(Deserialize)]
+pub(super) struct EpochRecord<E> {
+    pub(super) epoch: u64,
+    pub(super) timestamp_ms: u64,
+    pub(super) requests: Vec<Request<E>>,
+    pub(super) fallback: Fallback,
+    pub(super) serial: Vec<Seq>,
+}
+
+/// When the next checkpoint falls due: `checkpoint_every_epochs` after the last *completed*
+/// one, so however often the process restarts or is killed mid-checkpoint, recovery replays at
+/// most about that many epochs (a checkpoint that did not complete is due again at once).
+pub(super) struct CheckpointSchedule {
+    /// Set while a checkpoint is queued or being written; a checkpoint that falls due then is
+    /// skipped (its rows stay dirty and go into the next one), so writing never piles up.
+    pub(super) in_flight: AtomicBool,
+    /// The epoch of the latest complete checkpoint (0: none), stored before `in_flight` is
+    /// cleared.
+    pub(super) last_completed: AtomicU64,
+}
+
+impl CheckpointSchedule {
+    /// Whether a checkpoint falls due at `epoch`.
+    pub(super) fn due(&self, epoch: u64, every: u64) -> bool {
+        every > 0
+            && !self.in_flight.load(Ordering::Acquire)
+            && epoch
+                >= self
+                    .last_completed
+                    .load(Ordering::Acquire)
+                    .saturating_add(every)
+    }
+}
+
+/// Appends epoch records and advances the watermark: every record queued when the thread comes
+/// round is written in ONE durable write (group commit across epochs), so a slow fsync makes the
+/// writes bigger, not the queue longer. Checkpoints are queued behind their epoch's record and
+/// handed to the checkpoint thread, so a large checkpoint never holds up the log.
+pub(super) fn durability_loop<A: App>(
+    storage: Arc<dyn Storage>,
+    mut rx: mpsc::Receiver<LogItem<A>>,
+    durable: &DurableWatermark,
+    checkpoints: std::sync::mpsc::Sender<(u64, Vec<DeferredRows>)>,
+    stats: &RuntimeStats,
+    writer_turn: &WriterTurn,
+) {
+    let mut group: Vec<Arc<EpochEnv<A::Event>>> = Vec::new();
+    let mut bufs: Vec<Vec<u8>> = Vec::new();
+    let mut next = rx.blocking_recv();
+    while let Some(item) = next.take() {
+        let checkpoint = gather_group(item, &mut rx, &mut group);
+        if !group.is_empty() && durable.failure().is_none() {
+            let writer = LogWriter {
+                storage: storage.as_ref(),
+                stats,
+                writer_turn,
+            };
+            match writer.append(&group, &mut bufs) {
+                Ok(last) => durable.advance(last),
+                Err(e) => {
+                    let last = group.last().map_or(0, |env| env.epoch);
+                    tracing::error!(epoch = last, error = %e, "epoch log append failed; refusing further writes");
+                    durable.fail(e);
+                }
+            }
+        }
+        group.clear();
+        if let Some(c) = checkpoint {
+            // The epoch's own record is durable: it was queued, and so written, before this item.
+            if durable.failure().is_none() {
+                let _ = checkpoints.send(c);
+            }
+        }
+        next = rx.blocking_recv();
+    }
+}
+
+/// Puts `item` and every epoch already queued behind it into `group`, up to the first
+/// checkpoint item, which it returns.
+fn gather_group<A: App>(
+    item: LogItem<A>,
+    rx: &mut mpsc::Receiver<LogItem<A>>,
+    group: &mut Vec<Arc<EpochEnv<A::Event>>>,
+) -> Option<(u64, Vec<DeferredRows>)> {
+    match item {
+        LogItem::Epoch(env) => {
+            group.push(env);
+            loop {
+                match rx.try_recv() {
+                    Ok(LogItem::Epoch(env)) => group.push(env),
+                    Ok(LogItem::Checkpoint { epoch, rows }) => break Some((epoch, rows)),
+                    Err(_) => break None,
+                }
+            }
+        }
+        LogItem::Checkpoint { epoch, rows } => Some((epoch, rows)),
+    }
+}
+
+/// Writes groups of epoch records to the log and counts what it wrote.
+struct LogWriter<'a> {
+    storage: &'a dyn Storage,
+    stats: &'a RuntimeStats,
+    writer_turn: &'a WriterTurn,
+}
+
+impl LogWriter<'_> {
+    /// Encodes `group` into `bufs` (reused across groups) and appends it in one durable write;
+    /// returns the last epoch written.
+    fn append<E: Serialize>(
+        &self,
+        group: &[Arc<EpochEnv<E>>],
+        bufs: &mut Vec<Vec<u8>>,
+    ) -> Result<u64, String> {
+        // The sequencer numbers epochs one by one and the channel keeps their order.
+        debug_assert!(group.windows(2).all(|w| w[1].epoch == w[0].epoch + 1));
+        let started = std::time::Instant::now();
+        bufs.resize_with(group.len(), Vec::new);
+        let encoded = group
+            .iter()
+            .zip(bufs.iter_mut())
+            .try_for_each(|(env, buf)| encode_epoch(env, buf));
+        let result = encoded.and_then(|()| {
+            let batch: Vec<(u64, &[u8])> = group
+                .iter()
+                .zip(bufs.iter())
+                .map(|(env, buf)| (env.epoch, buf.as_slice()))
+                .collect();
+            let _turn = self.writer_turn.lock();
+            self.storage
+                .append_epochs(&batch)
+                .map_err(|e| e.to_string())
+        });
+        let stats = self.stats;
+        stats.log_appends.fetch_add(1, Ordering::Relaxed);
+        stats
+            .log_epochs
+            .fetch_add(group.len() as u64, Ordering::Relaxed);
+        let n_bytes: usize = bufs[..group.len()].iter().map(Vec::len).sum();
+        stats.log_bytes.fetch_add(n_bytes as u64, Ordering::Relaxed);
+        stats
+            .log_append_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        result.map(|()| group.last().map_or(0, |env| env.epoch))
+    }
+}
+
+/// Encodes one epoch's log record into `buf` (cleared first).
+fn encode_epoch<E: Serialize>(env: &EpochEnv<E>, buf: &mut Vec<u8>) -> Result<(), String> {
+    buf.clear();
+    let record = EpochRecordRef {
+        epoch: env.epoch,
+        timestamp_ms: env.timestamp_ms,
+        requests: &env.requests,
+        fallback: env.fallback,
+        serial: &env.serial,
+    };
+    rmp_serde::encode::write(buf, &record)
+        .map_err(|e| format!("epoch {} does not encode: {e}", env.epoch))
+}
+
+/// Writes checkpoints handed over by the durability thread, one at a time.
+pub(super) fn checkpoint_loop(
+    storage: &dyn Storage,
+    rx: std::sync::mpsc::Receiver<(u64, Vec<DeferredRows>)>,
+    durable: &DurableWatermark,
+    truncate_log: bool,
+    stats: &RuntimeStats,
+    schedule: &CheckpointSchedule,
+    writer_turn: &WriterTurn,
+) {
+    while let Ok((epoch, deferred)) = rx.recv() {
+        // The sequencer queues a checkpoint only when none is in flight and sets the flag
+        // first: this is the one checkpoint in flight.
+        debug_assert!(schedule.in_flight.load(Ordering::Acquire));
+        if durable.failure().is_none() {
+            let mut rows = Vec::new();
+            for d in deferred {
+                d(&mut rows);
+            }
+            stats.checkpoints_started.fetch_add(1, Ordering::Relaxed);
+            let started = std::time::Instant::now();
+            match write_checkpoint(storage, epoch, &rows, truncate_log, writer_turn) {
+                Ok(()) => {
+                    let micros = started.elapsed().as_micros() as u64;
+                    stats
+                        .last_checkpoint_rows
+                        .store(rows.len() as u64, Ordering::Relaxed);
+                    stats
+                        .last_checkpoint_micros
+                        .store(micros, Ordering::Relaxed);
+                    stats.checkpoints_completed.fetch_add(1, Ordering::Relaxed);
+                    schedule.last_completed.store(epoch, Ordering::Release);
+                }
+                Err(e) => {
+                    tracing::error!(epoch, error = %e, "checkpoint write failed; refusing further writes");
+                    durable.fail(format!("checkpoint of epoch {epoch}: {e}"));
+                }
+            }
+        }
+        schedule.in_flight.store(false, Ordering::Release);
+    }
+}
+
+/// Writes an incremental checkpoint in bounded chunks, completes it, then drops the log records
+/// it covers.
+fn write_checkpoint(
+    storage: &dyn Storage,
+    epoch: u64,
+    rows: &[CheckpointRow],
+    truncate_log: bool,
+    writer_turn: &WriterTurn,
+) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    // One chunk per turn, handed over fairly: a log append waiting for the store goes next, so
+    // a large checkpoint delays epochs by at most one chunk write.
+    let turn = |f: &mut dyn FnMut() -> Result<(), crate::storage::StorageError>| {
+        let guard = writer_turn.lock();
+        let result = f();
+        parking_lot::MutexGuard::unlock_fair(guard);
+        result.map_err(|e| e.to_string())
+    };
+    for chunk in rows.chunks(limits::CHECKPOINT_CHUNK_ROWS_MAX) {
+        turn(&mut || storage.write_checkpoint_rows(epoch, chunk))?;
+    }
+    turn(&mut || storage.complete_checkpoint(epoch))?;
+    if truncate_log {
+        turn(&mut || storage.truncate_log_below(epoch + 1))?;
+    }
+    tracing::debug!(
+        epoch,
+        rows = rows.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "checkpoint written"
+    );
+    Ok(())
+}

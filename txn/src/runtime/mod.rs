@@ -1,0 +1,271 @@
+//! The embedded runtime: sequencer, epoch driver, durability thread and reply stage.
+//!
+//! ```text
+//!  clients ──submit──▶ [sequencer task] ──Arc<EpochEnv>──▶ [durability thread] ─ append_epoch ─▶ Storage
+//!                          │   run_epoch (waves, decide, commit, fallback)         │ durable epoch (watch)
+//!                          ▼                                                      ▼
+//!                     [partition actors]                    [reply stage] waits for "durable ≥ e", then replies
+//! ```
+//!
+//! The sequencer closes an epoch when `epoch_duration` has passed since its first request or
+//! `epoch_txns_max` requests are in, hands the batch to the durability thread (one durable write
+//! per epoch) and executes it while the write is in flight. Replies of epoch `e` are released
+//! only once epoch `e` is durable; if storage fails, they get [`TxnError::Storage`] instead and
+//! the runtime stops accepting requests.
+
+mod client;
+mod config;
+mod durability;
+mod recovery;
+mod reply;
+mod sequencer;
+mod stats;
+
+pub use crate::outcome::Outcome;
+pub use client::Client;
+pub use config::{RecoverFrom, RuntimeConfig};
+pub(crate) use durability::EpochRecordRef;
+pub use recovery::RecoveryReport;
+pub use reply::OutboxSink;
+pub use stats::{RuntimeStats, StatsSnapshot};
+
+use crate::app::{App, AppDef};
+use crate::error::TxnError;
+use crate::ids::IdGenerator;
+use crate::limits;
+use crate::partition::PartitionState;
+use crate::predict::Predictor;
+use crate::row_key::DeferredRows;
+use crate::sync::DurableWatermark;
+use crate::transport::PartitionActors;
+use client::Submission;
+use durability::{CheckpointSchedule, LogItem, WriterTurn, checkpoint_loop, durability_loop};
+use recovery::recover;
+use reply::reply_loop;
+use rustc_hash::FxHashMap;
+use sequencer::{Sequencer, sequencer_loop};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// A running embedded vmsdb instance.
+pub struct Runtime<A: App> {
+    client: Client<A>,
+    stats: Arc<RuntimeStats>,
+    sequencer: tokio::task::JoinHandle<()>,
+    replier: tokio::task::JoinHandle<()>,
+    durability: Option<std::thread::JoinHandle<()>>,
+    checkpointer: Option<std::thread::JoinHandle<()>>,
+    actors: PartitionActors<A>,
+    recovery: RecoveryReport,
+}
+
+impl<A: App> Runtime<A> {
+    /// Opens (or creates) the embedded store in `dir` and starts `app` on it with the default
+    /// settings: what a restart finds is everything acknowledged before it. Must be called
+    /// inside a multi-threaded tokio runtime.
+    pub async fn open(app: Arc<AppDef<A>>, dir: impl AsRef<Path>) -> Result<Self, TxnError> {
+        let dir = dir.as_ref();
+        let config = RuntimeConfig::durable(dir).map_err(|e| {
+            TxnError::Storage(format!("opening the store in {}: {e}", dir.display()))
+        })?;
+        Self::start(app, config).await
+    }
+
+    /// Starts a runtime for `app`: replays whatever the storage holds, then accepts requests.
+    /// Must be called inside a multi-threaded tokio runtime.
+    pub async fn start(app: Arc<AppDef<A>>, config: RuntimeConfig) -> Result<Self, TxnError> {
+        validate(&config)?;
+        // Before anything reads the store: refuse one written by another application or format.
+        // Storage calls block, so they run on the blocking pool.
+        let fingerprint = crate::fingerprint::Fingerprint::of(&app);
+        let storage = config.storage.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::fingerprint::check_store(&fingerprint, storage.as_ref())
+        })
+        .await
+        .map_err(|e| TxnError::Storage(format!("the store check stopped: {e}")))??;
+        let parts = PartitionState::all(&app);
+        if config.checkpoint_every_epochs == 0 {
+            for p in &parts {
+                p.lock().set_track_dirty(false);
+            }
+        }
+        let actors = PartitionActors::start(app.clone(), parts.clone())?;
+        let (recovery, dedup) = recover(&app, &parts, &actors, &config).await?;
+        tracing::info!(
+            checkpoint_epoch = ?recovery.checkpoint_epoch,
+            rows_loaded = recovery.rows_loaded,
+            epochs_replayed = recovery.epochs_replayed,
+            seconds = recovery.duration.as_secs_f64(),
+            "recovered"
+        );
+        let stats = Arc::new(RuntimeStats::default());
+        let watermark = Arc::new(DurableWatermark::new(recovery.last_epoch));
+        let checkpoint_schedule = Arc::new(CheckpointSchedule {
+            in_flight: AtomicBool::new(false),
+            last_completed: AtomicU64::new(recovery.checkpoint_epoch.unwrap_or(0)),
+        });
+        let (log_tx, log_rx) = mpsc::channel::<LogItem<A>>(limits::EPOCHS_IN_FLIGHT_MAX);
+        let threads =
+            DurabilityThreads::spawn(&config, log_rx, &watermark, &stats, &checkpoint_schedule)?;
+        let (tx, rx) = mpsc::channel(limits::SUBMIT_QUEUE_MAX);
+        let (reply_tx, reply_rx) = mpsc::unbounded_channel();
+        let client = Client {
+            tx,
+            app: app.clone(),
+            ids: Arc::new(IdGenerator::new()),
+            request_bytes_max: config.request_bytes_max,
+        };
+        let replier = tokio::spawn(reply_loop::<A>(
+            reply_rx,
+            watermark.clone(),
+            config.outbox.clone(),
+        ));
+        let sequencer = tokio::spawn(sequencer_loop(Sequencer {
+            predictor: Predictor::new(config.serial_hints),
+            app,
+            parts,
+            actors: actors.clone(),
+            config,
+            rx,
+            log_tx,
+            reply_tx,
+            durable: watermark,
+            stats: stats.clone(),
+            epoch: recovery.last_epoch,
+            last_timestamp_ms: recovery.last_timestamp_ms,
+            dedup,
+            checkpoint_schedule,
+            retry_queue: Vec::new(),
+            inflight: FxHashMap::default(),
+        }));
+        Ok(Runtime {
+            client,
+            stats,
+            sequencer,
+            replier,
+            durability: Some(threads.durability),
+            checkpointer: Some(threads.checkpointer),
+            actors,
+            recovery,
+        })
+    }
+
+    /// What recovery did when this runtime started.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// A new client handle.
+    pub fn client(&self) -> Client<A> {
+        self.client.clone()
+    }
+
+    /// The runtime's counters.
+    pub fn stats(&self) -> &RuntimeStats {
+        &self.stats
+    }
+
+    /// Stops accepting requests, finishes every sequenced epoch, waits for the log to be durable
+    /// and stops the partition actors.
+    pub async fn shutdown(mut self) {
+        let _ = self.client.tx.send(Submission::Stop).await;
+        let _ = self.sequencer.await;
+        let _ = self.replier.await;
+        // The durability thread ends when the sequencer's log sender is gone, and drops the
+        // checkpoint sender, which ends the checkpoint thread after its last checkpoint.
+        for thread in [self.durability.take(), self.checkpointer.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        self.actors.stop().await;
+    }
+}
+
+/// Refuses a configuration the pipeline cannot run with.
+fn validate(config: &RuntimeConfig) -> Result<(), TxnError> {
+    if config.epoch_duration > Duration::from_micros(limits::EPOCH_DURATION_US_MAX) {
+        return Err(TxnError::InvalidApp(vec![format!(
+            "epoch_duration {:?} exceeds the maximum of {} µs",
+            config.epoch_duration,
+            limits::EPOCH_DURATION_US_MAX
+        )]));
+    }
+    if let Some(why) = config.serial_hints.invalid() {
+        return Err(TxnError::InvalidApp(vec![why]));
+    }
+    if config.epoch_txns_max == 0 || config.epoch_txns_max > limits::EPOCH_TXNS_MAX {
+        return Err(TxnError::InvalidApp(vec![format!(
+            "epoch_txns_max {} must be in 1..={}",
+            config.epoch_txns_max,
+            limits::EPOCH_TXNS_MAX
+        )]));
+    }
+    Ok(())
+}
+
+/// The two storage threads: the log appender and the checkpoint writer.
+struct DurabilityThreads {
+    durability: std::thread::JoinHandle<()>,
+    checkpointer: std::thread::JoinHandle<()>,
+}
+
+impl DurabilityThreads {
+    /// Starts the checkpoint thread, then the durability thread that feeds it.
+    fn spawn<A: App>(
+        config: &RuntimeConfig,
+        log_rx: mpsc::Receiver<LogItem<A>>,
+        watermark: &Arc<DurableWatermark>,
+        stats: &Arc<RuntimeStats>,
+        schedule: &Arc<CheckpointSchedule>,
+    ) -> Result<Self, TxnError> {
+        let writer_turn: Arc<WriterTurn> = Arc::new(parking_lot::Mutex::new(()));
+        let (ckpt_tx, ckpt_rx) = std::sync::mpsc::channel::<(u64, Vec<DeferredRows>)>();
+        let checkpointer = std::thread::Builder::new()
+            .name("vmsdb-checkpoint".into())
+            .spawn({
+                let storage = config.storage.clone();
+                let watermark = watermark.clone();
+                let truncate_log = config.truncate_log_after_checkpoint;
+                let stats = stats.clone();
+                let schedule = schedule.clone();
+                // A store whose checkpoints have their own writer needs no turns: appends
+                // never wait for a checkpoint there.
+                let writer_turn = if storage.checkpoints_have_own_writer() {
+                    Arc::new(parking_lot::Mutex::new(()))
+                } else {
+                    writer_turn.clone()
+                };
+                move || {
+                    checkpoint_loop(
+                        storage.as_ref(),
+                        ckpt_rx,
+                        &watermark,
+                        truncate_log,
+                        &stats,
+                        &schedule,
+                        &writer_turn,
+                    )
+                }
+            })
+            .map_err(|e| TxnError::Storage(format!("cannot start the checkpoint thread: {e}")))?;
+        let storage = config.storage.clone();
+        let durability = std::thread::Builder::new()
+            .name("vmsdb-durability".into())
+            .spawn({
+                let watermark = watermark.clone();
+                let stats = stats.clone();
+                move || durability_loop(storage, log_rx, &watermark, ckpt_tx, &stats, &writer_turn)
+            })
+            .map_err(|e| TxnError::Storage(format!("cannot start the durability thread: {e}")))?;
+        Ok(DurabilityThreads {
+            durability,
+            checkpointer,
+        })
+    }
+}

@@ -1,0 +1,250 @@
+//! Recovery at start-up: load the latest complete checkpoint (partition rows and the dedup
+//! window), then replay every logged epoch after it deterministically.
+
+use crate::app::{App, AppDef};
+use crate::dedup::{DEDUP_GP, Dedup, WindowBounds, request_digest};
+use crate::envelope::EpochEnv;
+use crate::epoch::run_epoch;
+use crate::error::TxnError;
+use crate::limits;
+use crate::partition::{SharedPartition, load_checkpoint_row};
+use crate::runtime::config::{RecoverFrom, RuntimeConfig};
+use crate::runtime::durability::EpochRecord;
+use crate::runtime::reply::deliver_outbox;
+use crate::runtime::sequencer::{Settled, settle};
+use crate::storage::Storage;
+use crate::transport::PartitionActors;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What recovery did at start-up.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveryReport {
+    /// Epoch of the checkpoint loaded, if any.
+    pub checkpoint_epoch: Option<u64>,
+    /// Rows loaded from it.
+    pub rows_loaded: usize,
+    /// Logged epochs replayed after it.
+    pub epochs_replayed: u64,
+    /// The last epoch recovered (checkpoint or replayed); the next epoch is one more.
+    pub last_epoch: u64,
+    /// The logged timestamp of the last replayed epoch (0 if none): epoch timestamps never go
+    /// backwards across a restart.
+    pub last_timestamp_ms: u64,
+    /// Outcomes of idempotent requests remembered after recovery (the dedup window).
+    pub dedup_window_entries: usize,
+    /// Wall time of the whole recovery.
+    pub duration: Duration,
+}
+
+/// Loads the latest complete checkpoint into the partitions and the dedup window (nothing with
+/// `RecoverFrom::LogStart`, after checking the log was kept whole). Blocking; returns the
+/// checkpoint's epoch, the rows loaded and the loaded dedup window.
+#[allow(clippy::type_complexity)]
+fn load_checkpoint<A: App>(
+    storage: &dyn Storage,
+    parts: &[SharedPartition<A>],
+    recover_from: RecoverFrom,
+    mut dedup: Dedup<A::Output>,
+) -> Result<(Option<u64>, usize, Dedup<A::Output>), TxnError> {
+    let mut rows_loaded = 0usize;
+    let checkpoint_epoch = match recover_from {
+        RecoverFrom::LogStart => {
+            // Replaying from the start needs a log kept whole: if a checkpoint exists, the log
+            // must still begin at epoch 1 (checked by the replay for a non-empty log; an empty
+            // log next to a checkpoint was certainly truncated).
+            let checkpointed = storage
+                .latest_checkpoint_epoch()
+                .map_err(|e| TxnError::Recovery(format!("reading the latest checkpoint: {e}")))?
+                .is_some();
+            let log_empty = storage
+                .last_epoch()
+                .map_err(|e| TxnError::Recovery(format!("reading the log: {e}")))?
+                .is_none();
+            if checkpointed && log_empty {
+                return Err(TxnError::Recovery(
+                    "the epoch log does not start at epoch 1 and there is no checkpoint to start \
+                     from: it is empty next to a checkpoint (truncated); RecoverFrom::LogStart \
+                     needs a log kept whole"
+                        .into(),
+                ));
+            }
+            None
+        }
+        RecoverFrom::LatestCheckpoint => storage
+            .read_latest_checkpoint(&mut |key, value| {
+                rows_loaded += 1;
+                let loaded = if key.starts_with(&DEDUP_GP.to_be_bytes()) && key.len() >= 6 {
+                    dedup.load_row(&key[4..], value)
+                } else {
+                    load_checkpoint_row(parts, key, value)
+                };
+                loaded.map_err(crate::storage::StorageError::Visitor)
+            })
+            .map_err(|e| TxnError::Recovery(format!("loading the checkpoint: {e}")))?,
+    };
+    dedup.finish_load();
+    Ok((checkpoint_epoch, rows_loaded, dedup))
+}
+
+/// Reads and decodes the log from epoch `from` on the blocking pool, handing records over a
+/// bounded channel: replay holds at most `limits::RECOVERY_EPOCHS_READ_AHEAD_MAX` decoded epochs,
+/// not the whole log tail. A read or decode error arrives as the last item; dropping the
+/// receiver stops the reader.
+fn stream_log<A: App>(
+    storage: Arc<dyn Storage>,
+    from: u64,
+) -> mpsc::Receiver<Result<EpochRecord<A::Event>, TxnError>> {
+    let (tx, rx) = mpsc::channel(limits::RECOVERY_EPOCHS_READ_AHEAD_MAX);
+    tokio::task::spawn_blocking(move || {
+        let result = storage.read_epochs(from, &mut |epoch, bytes| {
+            let record: EpochRecord<A::Event> = rmp_serde::from_slice(bytes).map_err(|e| {
+                crate::storage::StorageError::Visitor(format!("epoch {epoch} does not decode: {e}"))
+            })?;
+            tx.blocking_send(Ok(record)).map_err(|_| {
+                crate::storage::StorageError::Visitor("recovery stopped reading".into())
+            })
+        });
+        if let Err(e) = result {
+            let why = format!("reading the epoch log from epoch {from}: {e}");
+            let _ = tx.blocking_send(Err(TxnError::Recovery(why)));
+        }
+    });
+    rx
+}
+
+/// Rebuilds the state from storage: the latest complete checkpoint, then a deterministic replay
+/// of every logged epoch after it.
+pub(super) async fn recover<A: App>(
+    app: &Arc<AppDef<A>>,
+    parts: &[SharedPartition<A>],
+    actors: &PartitionActors<A>,
+    config: &RuntimeConfig,
+) -> Result<(RecoveryReport, Dedup<A::Output>), TxnError> {
+    let started = std::time::Instant::now();
+    let (checkpoint_epoch, rows_loaded, mut dedup) = load_checkpoint_async(parts, config).await?;
+    let from = checkpoint_epoch.map_or(0, |c| c + 1);
+    let mut records = stream_log::<A>(config.storage.clone(), from);
+    let mut position = LogPosition {
+        // Epochs are numbered from 1; after a checkpoint of epoch c the log must go on at c + 1.
+        expected: from.max(1),
+        checkpoint_epoch,
+        epochs_replayed: 0,
+    };
+    let mut last_epoch = checkpoint_epoch.unwrap_or(0);
+    let mut last_timestamp_ms = 0;
+    while let Some(record) = records.recv().await {
+        let record = record?;
+        position.check_next(record.epoch)?;
+        last_epoch = record.epoch;
+        last_timestamp_ms = record.timestamp_ms;
+        replay_epoch(app, parts, actors, config, record, &mut dedup).await?;
+        position.epochs_replayed += 1;
+    }
+    Ok((
+        RecoveryReport {
+            checkpoint_epoch,
+            rows_loaded,
+            epochs_replayed: position.epochs_replayed,
+            last_epoch,
+            last_timestamp_ms,
+            dedup_window_entries: dedup.len(),
+            duration: started.elapsed(),
+        },
+        dedup,
+    ))
+}
+
+/// Runs [`load_checkpoint`] on the blocking pool: storage reads block, and must never run on an
+/// async worker.
+async fn load_checkpoint_async<A: App>(
+    parts: &[SharedPartition<A>],
+    config: &RuntimeConfig,
+) -> Result<(Option<u64>, usize, Dedup<A::Output>), TxnError> {
+    let storage = config.storage.clone();
+    let (parts, recover_from) = (parts.to_vec(), config.recover_from);
+    let dedup = Dedup::new(WindowBounds {
+        entries_max: config.dedup_window_max,
+        bytes_max: config.dedup_window_bytes_max,
+        generated_epochs: config.generated_id_window_epochs,
+    });
+    tokio::task::spawn_blocking(move || {
+        load_checkpoint(storage.as_ref(), &parts, recover_from, dedup)
+    })
+    .await
+    .map_err(|e| TxnError::Recovery(format!("the checkpoint loader stopped: {e}")))?
+}
+
+/// Where replay stands in the log: the epoch it needs next, so a gap or a log that does not
+/// continue the checkpoint is refused instead of replayed.
+struct LogPosition {
+    expected: u64,
+    checkpoint_epoch: Option<u64>,
+    epochs_replayed: u64,
+}
+
+impl LogPosition {
+    /// Accepts `epoch` if it is the one expected next.
+    fn check_next(&mut self, epoch: u64) -> Result<(), TxnError> {
+        if epoch != self.expected {
+            let why = if self.epochs_replayed > 0 {
+                "the epoch log has a gap"
+            } else if self.checkpoint_epoch.is_none() {
+                "the epoch log does not start at epoch 1 and there is no checkpoint to start from \
+                 (was it truncated? RecoverFrom::LogStart needs a log kept whole)"
+            } else {
+                "the epoch log does not continue the checkpoint"
+            };
+            return Err(TxnError::Recovery(format!(
+                "{why}: expected epoch {}, found {epoch}",
+                self.expected
+            )));
+        }
+        self.expected = epoch + 1;
+        Ok(())
+    }
+}
+
+/// Replays one logged epoch: runs it as the record says, delivers its outbox again and puts
+/// the final outcomes of requests with ids back into the dedup window.
+async fn replay_epoch<A: App>(
+    app: &Arc<AppDef<A>>,
+    parts: &[SharedPartition<A>],
+    actors: &PartitionActors<A>,
+    config: &RuntimeConfig,
+    record: EpochRecord<A::Event>,
+    dedup: &mut Dedup<A::Output>,
+) -> Result<(), TxnError> {
+    // The record says how the epoch ran (its fallback, its serial hints): replay does the
+    // same whatever this runtime's configuration is.
+    let env = Arc::new(EpochEnv {
+        epoch: record.epoch,
+        timestamp_ms: record.timestamp_ms,
+        requests: record.requests,
+        serial: record.serial,
+        fallback: record.fallback,
+    });
+    let outcome = run_epoch(app, parts, actors, env.clone(), Vec::new()).await?;
+    if let Some(sink) = &config.outbox {
+        // At-least-once: these epochs are durable, their messages may have been delivered
+        // before the restart; the TID lets the sink tell.
+        deliver_outbox(sink.as_ref(), env.epoch, &outcome.outbox);
+    }
+    for (seq, result) in outcome.results.into_iter().enumerate() {
+        let req = &env.requests[seq];
+        if let Some(id) = req.id
+            && let Settled::Final(o) = settle(env.epoch, env.timestamp_ms, seq, result, req.retries)
+        {
+            // The digest the live runtime computed from the same target and event.
+            let (digest, _) = request_digest(req.target, &req.event).map_err(|e| {
+                TxnError::Recovery(format!(
+                    "epoch {}: a logged event does not re-encode: {e}",
+                    env.epoch
+                ))
+            })?;
+            dedup.record(id, digest, env.epoch, &o, true);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! The reply stage: releases each epoch's replies once the durable watermark reaches the epoch,
+//! and hands the epoch's outbox messages to the [`OutboxSink`] first.
+
+use crate::app::App;
+use crate::error::TxnError;
+use crate::ids::Tid;
+use crate::outcome::Outcome;
+use crate::partition::OutboxMsg;
+use crate::query::QueryResult;
+use crate::runtime::client::{QueryReply, TxnReply};
+use crate::sync::DurableWatermark;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Where transactional-outbox messages go (see `TxnCtx::outbox`).
+///
+/// `deliver` is called for every message of a committed transaction, after its epoch is
+/// durable, in serial order, from the runtime's reply stage: it must not block for long (hand
+/// the message to a queue). After a restart, messages of the epochs replayed from the log are
+/// delivered again with the same TIDs: delivery is at-least-once, and a sink that ignores
+/// `(tid, index)` pairs it has already seen gets each message exactly once.
+pub trait OutboxSink: Send + Sync + 'static {
+    /// Delivers message number `index` (within its transaction) of transaction `tid`.
+    fn deliver(&self, tid: Tid, index: u32, topic: &str, payload: &[u8]);
+}
+
+pub(super) struct ReplyBatch<A: App> {
+    pub(super) epoch: u64,
+    pub(super) outbox: Vec<OutboxMsg>,
+    pub(super) txns: Vec<(TxnReply<A>, Outcome<A::Output>)>,
+    pub(super) queries: Vec<(QueryReply, QueryResult)>,
+}
+
+/// Hands an epoch's outbox messages (of committed transactions, in serial order) to the sink.
+pub(super) fn deliver_outbox(sink: &dyn OutboxSink, epoch: u64, messages: &[OutboxMsg]) {
+    let mut index = 0u32;
+    for (i, m) in messages.iter().enumerate() {
+        index = if i > 0 && messages[i - 1].seq == m.seq {
+            index + 1
+        } else {
+            0
+        };
+        sink.deliver(Tid::new(epoch, m.seq), index, &m.topic, &m.payload);
+    }
+}
+
+/// Releases each epoch's replies once the durable watermark reaches it (the reply hand-off).
+pub(super) async fn reply_loop<A: App>(
+    mut rx: mpsc::UnboundedReceiver<ReplyBatch<A>>,
+    durable: Arc<DurableWatermark>,
+    outbox: Option<Arc<dyn OutboxSink>>,
+) {
+    while let Some(batch) = rx.recv().await {
+        match durable.wait(batch.epoch).await {
+            Ok(()) => {
+                // The reply hand-off's one promise: nothing of epoch e leaves before e is durable.
+                debug_assert!(durable.durable_epoch() >= batch.epoch);
+                if let Some(sink) = &outbox {
+                    deliver_outbox(sink.as_ref(), batch.epoch, &batch.outbox);
+                }
+                for (reply, outcome) in batch.txns {
+                    let _ = reply.send(Ok(outcome));
+                }
+                for (reply, result) in batch.queries {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(failed) => {
+                let why = failed.message().to_string();
+                for (reply, _) in batch.txns {
+                    let _ = reply.send(Err(TxnError::Storage(why.clone())));
+                }
+                for (reply, _) in batch.queries {
+                    let _ = reply.send(Err(TxnError::Storage(why.clone())));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! The sequencer: gathers submissions into epochs, numbers them, hands each to the durability
+//! thread and executes it while the write is in flight, settles the outcomes (retries, dedup
+//! window) and queues the replies and the checkpoints that fall due.
+
+use crate::app::{App, AppDef};
+use crate::clock::now_ms;
+use crate::dedup::{Check, Dedup};
+use crate::envelope::{EpochEnv, Fallback, Request};
+use crate::epoch::{EpochOutcome, QueryJob, TxnResult, run_epoch, run_phase};
+use crate::error::{AbortReason, TxnError};
+use crate::ids::{GlobalPartition, RequestId, Tid};
+use crate::limits;
+use crate::outcome::{Outcome, SerialPos};
+use crate::partition::{Job, SharedPartition};
+use crate::predict::Predictor;
+use crate::row_key::{CheckpointRow, DeferredRows};
+use crate::runtime::client::{QueryReply, Submission, TxnReply};
+use crate::runtime::config::RuntimeConfig;
+use crate::runtime::durability::{CheckpointSchedule, LogItem};
+use crate::runtime::reply::ReplyBatch;
+use crate::runtime::stats::RuntimeStats;
+use crate::sync::DurableWatermark;
+use crate::transport::PartitionActors;
+use rustc_hash::FxHashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::sync::mpsc;
+
+/// The sequencer task's state.
+pub(super) struct Sequencer<A: App> {
+    pub(super) app: Arc<AppDef<A>>,
+    pub(super) parts: Vec<SharedPartition<A>>,
+    pub(super) actors: PartitionActors<A>,
+    pub(super) config: RuntimeConfig,
+    pub(super) rx: mpsc::Receiver<Submission<A>>,
+    pub(super) log_tx: mpsc::Sender<LogItem<A>>,
+    pub(super) reply_tx: mpsc::UnboundedSender<ReplyBatch<A>>,
+    pub(super) durable: Arc<DurableWatermark>,
+    pub(super) stats: Arc<RuntimeStats>,
+    /// The last epoch sequenced (recovered or run).
+    pub(super) epoch: u64,
+    /// The timestamp of the last epoch: epoch timestamps never go backwards.
+    pub(super) last_timestamp_ms: u64,
+    pub(super) dedup: Dedup<A::Output>,
+    /// Whether a checkpoint is in flight and the epoch of the last completed one.
+    pub(super) checkpoint_schedule: Arc<CheckpointSchedule>,
+    /// Decides the serial hints of each epoch from the conflicts of the previous ones.
+    pub(super) predictor: Predictor,
+    /// Conflict losers to run first in the next epoch.
+    pub(super) retry_queue: Vec<(Request<A::Event>, PendingTxn<A>)>,
+    /// Requests with client-chosen ids between sequencing and their final outcome.
+    pub(super) inflight: InFlight<A>,
+}
+
+/// A sequenced request's reply channel and what the dedup window needs of it.
+pub(super) struct PendingTxn<A: App> {
+    reply: TxnReply<A>,
+    id: Option<RequestId>,
+    /// The request's digest, remembered with its id in the dedup window.
+    digest: u32,
+    /// See `Submission::Txn::fresh`.
+    fresh: bool,
+}
+
+/// Requests with an id being sequenced: their digest and who else waits for their outcome.
+pub(super) type InFlight<A> = FxHashMap<RequestId, (u32, Vec<TxnReply<A>>)>;
+
+/// How a sequenced request ended, decided identically live and on replay.
+pub(super) enum Settled<O> {
+    Final(Outcome<O>),
+    Retry,
+}
+
+/// Turns an epoch's result for request `seq` into its final outcome, or a retry in the next
+/// epoch while it has retries left.
+pub(super) fn settle<O>(
+    epoch: u64,
+    timestamp_ms: u64,
+    seq: usize,
+    result: TxnResult<O>,
+    retries: u32,
+) -> Settled<O> {
+    let pos = |pass| SerialPos {
+        epoch,
+        pass,
+        seq: seq as u32,
+    };
+    let (result, serial_pos) = match result {
+        TxnResult::Committed { pass, output } => (Ok(output), Some(pos(pass))),
+        TxnResult::Aborted { pass, reason } => (Err(reason), Some(pos(pass))),
+        TxnResult::Retry if retries < limits::CONFLICT_RETRIES_MAX => return Settled::Retry,
+        TxnResult::Retry => (Err(AbortReason::RetriesExhausted { retries }), None),
+    };
+    Settled::Final(Outcome {
+        tid: Tid::new(epoch, seq as u32),
+        result,
+        serial_pos,
+        retries,
+        timestamp_ms,
+    })
+}
+
+/// Requests of the epoch being gathered.
+struct Gathered<A: App> {
+    requests: Vec<Request<A::Event>>,
+    pending: Vec<PendingTxn<A>>,
+    queries: Vec<(QueryJob, QueryReply)>,
+    /// Resubmissions answered from the dedup window.
+    answered: Vec<(TxnReply<A>, Outcome<A::Output>)>,
+    closed: bool,
+}
+
+impl<A: App> Gathered<A> {
+    fn take(&mut self, sub: Submission<A>, dedup: &Dedup<A::Output>, inflight: &mut InFlight<A>) {
+        match sub {
+            Submission::Txn {
+                request,
+                digest,
+                fresh,
+                reply,
+            } => {
+                if let Some(id) = request.id
+                    && !fresh
+                {
+                    let reused = || Err(TxnError::RequestIdReused { id });
+                    match dedup.check(&id, digest) {
+                        Check::Settled(outcome) => return self.answered.push((reply, outcome)),
+                        Check::Reused => return drop(reply.send(reused())),
+                        Check::New => {}
+                    }
+                    if let Some((first_digest, waiters)) = inflight.get_mut(&id) {
+                        if *first_digest != digest {
+                            return drop(reply.send(reused()));
+                        }
+                        return waiters.push(reply);
+                    }
+                    inflight.insert(id, (digest, Vec::new()));
+                }
+                self.pending.push(PendingTxn {
+                    reply,
+                    id: request.id,
+                    digest,
+                    fresh,
+                });
+                self.requests.push(request);
+            }
+            Submission::Query { targets, f, reply } => {
+                self.queries.push((QueryJob { targets, f }, reply));
+            }
+            Submission::Stop => self.closed = true,
+        }
+    }
+}
+
+/// Gathers and runs epochs until the runtime stops (a `Stop` submission or every client gone)
+/// and nothing is left to retry.
+pub(super) async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
+    let mut closed = false;
+    while let Some(gathered) = s.gather(closed).await {
+        closed = gathered.closed;
+        s.run_gathered(gathered).await;
+    }
+}
+
+impl<A: App> Sequencer<A> {
+    /// The next epoch's requests: the retries first, then submissions until `epoch_duration`
+    /// has passed since the first one or `epoch_txns_max` are in. `None` when stopped.
+    async fn gather(&mut self, closed: bool) -> Option<Gathered<A>> {
+        let mut g = Gathered {
+            requests: Vec::new(),
+            pending: Vec::new(),
+            queries: Vec::new(),
+            answered: Vec::new(),
+            closed,
+        };
+        for (req, p) in self.retry_queue.drain(..) {
+            g.requests.push(req);
+            g.pending.push(p);
+        }
+        if g.requests.is_empty() {
+            if g.closed {
+                return None;
+            }
+            let sub = self.rx.recv().await?;
+            g.take(sub, &self.dedup, &mut self.inflight);
+        }
+        let deadline = tokio::time::Instant::now() + self.config.epoch_duration;
+        while !g.closed && g.requests.len() < self.config.epoch_txns_max {
+            match self.rx.try_recv() {
+                Ok(sub) => g.take(sub, &self.dedup, &mut self.inflight),
+                Err(mpsc::error::TryRecvError::Disconnected) => g.closed = true,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                        Ok(Some(sub)) => g.take(sub, &self.dedup, &mut self.inflight),
+                        Ok(None) => g.closed = true,
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+        Some(g)
+    }
+
+    /// Sequences, logs and runs what was gathered, then queues its replies (and a checkpoint
+    /// if one falls due).
+    async fn run_gathered(&mut self, g: Gathered<A>) {
+        let Gathered {
+            requests,
+            pending,
+            queries,
+            answered,
+            ..
+        } = g;
+        let answered_replies =
+            |answered: Vec<(TxnReply<A>, _)>| answered.into_iter().map(|(r, _)| r);
+        let failure = self.durable.failure().map(|f| f.message().to_string());
+        if let Some(failure) = failure {
+            let queries = queries.into_iter().map(|(_, r)| r);
+            let replies = answered_replies(answered);
+            return fail_all(pending, replies, queries, &mut self.inflight, &failure);
+        }
+        if requests.is_empty() && queries.is_empty() {
+            if !answered.is_empty() {
+                // Duplicates only: answer once the last executed epoch is durable.
+                let _ = self.reply_tx.send(ReplyBatch {
+                    epoch: self.epoch,
+                    outbox: Vec::new(),
+                    txns: answered,
+                    queries: Vec::new(),
+                });
+            }
+            return;
+        }
+        let env = self.next_epoch(requests);
+        let (jobs, query_replies): (Vec<QueryJob>, Vec<QueryReply>) = queries.into_iter().unzip();
+        if self.log_tx.send(LogItem::Epoch(env.clone())).await.is_err() {
+            let why = "the durability thread stopped";
+            let replies = answered_replies(answered);
+            return fail_all(pending, replies, query_replies, &mut self.inflight, why);
+        }
+        let outcome = match run_epoch(&self.app, &self.parts, &self.actors, env.clone(), jobs).await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                // The epoch is (or will be) in the log and replay would apply it whole, while
+                // here it may be half done: stop accepting writes, as for a storage failure.
+                tracing::error!(epoch = self.epoch, error = %e, "epoch failed; refusing further writes");
+                self.durable
+                    .fail(format!("epoch {} failed: {e}", self.epoch));
+                let replies = answered_replies(answered);
+                let why = e.to_string();
+                return fail_all(pending, replies, query_replies, &mut self.inflight, &why);
+            }
+        };
+        self.reply_after_epoch(&env, outcome, pending, answered, query_replies);
+        if self
+            .checkpoint_schedule
+            .due(self.epoch, self.config.checkpoint_every_epochs)
+            && let Err(e) = checkpoint(self).await
+        {
+            tracing::error!(epoch = self.epoch, error = %e, "checkpoint failed");
+        }
+    }
+
+    /// Numbers the next epoch and stamps it with a timestamp that never goes backwards.
+    fn next_epoch(&mut self, requests: Vec<Request<A::Event>>) -> Arc<EpochEnv<A::Event>> {
+        let previous = (self.epoch, self.last_timestamp_ms);
+        self.epoch += 1;
+        self.last_timestamp_ms = self.last_timestamp_ms.max(now_ms());
+        // Replay relies on both: epochs strictly increase, and so do (weakly) their clocks.
+        debug_assert!(self.epoch > previous.0 && self.last_timestamp_ms >= previous.1);
+        let serial = if self.config.fallback == Fallback::Serial {
+            self.predictor.hints::<A>(&requests)
+        } else {
+            Vec::new()
+        };
+        Arc::new(EpochEnv {
+            epoch: self.epoch,
+            timestamp_ms: self.last_timestamp_ms,
+            requests,
+            serial,
+            fallback: self.config.fallback,
+        })
+    }
+
+    /// Settles every request of the epoch just run (queueing its losers for retry) and hands
+    /// the replies to the reply stage, which releases them once the epoch is durable.
+    fn reply_after_epoch(
+        &mut self,
+        env: &EpochEnv<A::Event>,
+        outcome: EpochOutcome<A>,
+        pending: Vec<PendingTxn<A>>,
+        mut answered: Vec<(TxnReply<A>, Outcome<A::Output>)>,
+        query_replies: Vec<QueryReply>,
+    ) {
+        self.stats.add(&outcome.stats);
+        self.predictor
+            .observe::<A>(&env.requests, &env.serial, &outcome.results);
+        let mut txns = Vec::with_capacity(pending.len() + answered.len());
+        for (seq, (result, p)) in outcome.results.into_iter().zip(pending).enumerate() {
+            self.settle_one(env, seq, result, p, &mut txns);
+        }
+        txns.append(&mut answered);
+        let queries = query_replies
+            .into_iter()
+            .zip(outcome.query_results)
+            .collect();
+        let _ = self.reply_tx.send(ReplyBatch {
+            epoch: env.epoch,
+            outbox: outcome.outbox,
+            txns,
+            queries,
+        });
+    }
+
+    /// Settles request `seq` of `env`: a retry goes back in the queue; a final outcome goes into
+    /// the dedup window and to the request's reply and every duplicate waiting on it.
+    fn settle_one(
+        &mut self,
+        env: &EpochEnv<A::Event>,
+        seq: usize,
+        result: TxnResult<A::Output>,
+        p: PendingTxn<A>,
+        txns: &mut Vec<(TxnReply<A>, Outcome<A::Output>)>,
+    ) {
+        let req = &env.requests[seq];
+        match settle(env.epoch, env.timestamp_ms, seq, result, req.retries) {
+            Settled::Retry => self.retry_queue.push((
+                Request {
+                    target: req.target,
+                    event: req.event.clone(),
+                    id: req.id,
+                    retries: req.retries + 1,
+                },
+                p,
+            )),
+            Settled::Final(outcome) => {
+                if let Some(id) = req.id {
+                    self.dedup
+                        .record(id, p.digest, env.epoch, &outcome, !p.fresh);
+                    if !p.fresh {
+                        let (_, waiters) = self.inflight.remove(&id).unwrap_or_default();
+                        for waiter in waiters {
+                            txns.push((waiter, outcome.clone()));
+                        }
+                    }
+                }
+                txns.push((p.reply, outcome));
+            }
+        }
+    }
+}
+
+/// Collects the rows changed since the last checkpoint from every partition (one message each,
+/// encoded in parallel by the partition actors) and queues them behind the epoch's log record.
+async fn checkpoint<A: App>(s: &mut Sequencer<A>) -> Result<(), TxnError> {
+    let all: Vec<GlobalPartition> = (0..s.app.n_global).collect();
+    let parts = run_phase(&s.actors, &all, |_, reply| Job::Checkpoint { reply }).await?;
+    let mut rows: Vec<DeferredRows> = parts.into_iter().flatten().collect();
+    let dedup_rows = s.dedup.drain_checkpoint_rows();
+    rows.push(Box::new(move |out: &mut Vec<CheckpointRow>| {
+        out.extend(dedup_rows)
+    }));
+    // One checkpoint in flight at a time: the schedule only falls due when none is.
+    let was_in_flight = s.checkpoint_schedule.in_flight.swap(true, Ordering::AcqRel);
+    debug_assert!(
+        !was_in_flight,
+        "a second checkpoint was queued while one is in flight"
+    );
+    s.log_tx
+        .send(LogItem::Checkpoint {
+            epoch: s.epoch,
+            rows,
+        })
+        .await
+        .map_err(|_| TxnError::Storage("the durability thread stopped".into()))
+}
+
+/// Answers every waiter of a batch that will not run with the storage error `why`.
+fn fail_all<A: App>(
+    pending: Vec<PendingTxn<A>>,
+    answered: impl IntoIterator<Item = TxnReply<A>>,
+    queries: impl IntoIterator<Item = QueryReply>,
+    inflight: &mut InFlight<A>,
+    why: &str,
+) {
+    let error = || TxnError::Storage(why.to_string());
+    for p in pending {
+        let (_, waiters) = p.id.and_then(|id| inflight.remove(&id)).unwrap_or_default();
+        for waiter in waiters {
+            let _ = waiter.send(Err(error()));
+        }
+        let _ = p.reply.send(Err(error()));
+    }
+    for reply in answered {
+        let _ = reply.send(Err(error()));
+    }
+    for reply in queries {
+        let _ = reply.send(Err(error()));
+    }
+}

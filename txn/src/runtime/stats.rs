@@ -1,0 +1,114 @@
+//! The runtime's counters ([`RuntimeStats`]) and their by-name snapshots ([`StatsSnapshot`]).
+
+use crate::epoch::EpochStats;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of a running runtime.
+#[derive(Default)]
+pub struct RuntimeStats {
+    pub epochs: AtomicU64,
+    pub committed: AtomicU64,
+    pub user_aborted: AtomicU64,
+    pub conflicts: AtomicU64,
+    pub fallback: AtomicU64,
+    /// Transactions a serial hint sent straight to the serial pass (counted in `fallback` too).
+    pub serial_hinted: AtomicU64,
+    /// Checkpoints handed to storage / completed; `started > completed` means one is being
+    /// written right now.
+    pub checkpoints_started: AtomicU64,
+    pub checkpoints_completed: AtomicU64,
+    /// Durable log writes, the epoch records they held, their encoded bytes, and the time
+    /// spent writing them (including the fsync).
+    pub log_appends: AtomicU64,
+    pub log_epochs: AtomicU64,
+    pub log_bytes: AtomicU64,
+    pub log_append_nanos: AtomicU64,
+    /// Rows and wall time of the last completed checkpoint.
+    pub last_checkpoint_rows: AtomicU64,
+    pub last_checkpoint_micros: AtomicU64,
+}
+
+impl RuntimeStats {
+    pub(super) fn add(&self, s: &EpochStats) {
+        self.epochs.fetch_add(1, Ordering::Relaxed);
+        self.committed
+            .fetch_add(s.n_committed as u64, Ordering::Relaxed);
+        self.user_aborted
+            .fetch_add(s.n_user_aborted as u64, Ordering::Relaxed);
+        self.conflicts
+            .fetch_add(s.n_conflicts as u64, Ordering::Relaxed);
+        self.fallback
+            .fetch_add(s.n_fallback as u64, Ordering::Relaxed);
+        self.serial_hinted
+            .fetch_add(s.n_serial_hinted as u64, Ordering::Relaxed);
+    }
+}
+
+/// Every [`RuntimeStats`] counter at one moment, by name ([`RuntimeStats::snapshot`]). Each
+/// counter is read on its own, so counters bumped together may be caught between two bumps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub epochs: u64,
+    pub committed: u64,
+    pub user_aborted: u64,
+    /// Conflict losers of the parallel pass.
+    pub conflicts: u64,
+    /// Runs in the serial pass (conflict losers and hinted transactions).
+    pub fallback: u64,
+    pub serial_hinted: u64,
+    pub checkpoints_started: u64,
+    pub checkpoints_completed: u64,
+    pub log_appends: u64,
+    pub log_epochs: u64,
+    pub log_bytes: u64,
+    pub log_append_nanos: u64,
+    /// Levels, not counts: the last completed checkpoint's rows and wall time.
+    pub last_checkpoint_rows: u64,
+    pub last_checkpoint_micros: u64,
+}
+
+impl StatsSnapshot {
+    /// What the counters grew by since `earlier` (an older snapshot of the same runtime); the
+    /// last-checkpoint levels are this snapshot's.
+    pub fn since(&self, earlier: &StatsSnapshot) -> StatsSnapshot {
+        StatsSnapshot {
+            epochs: self.epochs - earlier.epochs,
+            committed: self.committed - earlier.committed,
+            user_aborted: self.user_aborted - earlier.user_aborted,
+            conflicts: self.conflicts - earlier.conflicts,
+            fallback: self.fallback - earlier.fallback,
+            serial_hinted: self.serial_hinted - earlier.serial_hinted,
+            checkpoints_started: self.checkpoints_started - earlier.checkpoints_started,
+            checkpoints_completed: self.checkpoints_completed - earlier.checkpoints_completed,
+            log_appends: self.log_appends - earlier.log_appends,
+            log_epochs: self.log_epochs - earlier.log_epochs,
+            log_bytes: self.log_bytes - earlier.log_bytes,
+            log_append_nanos: self.log_append_nanos - earlier.log_append_nanos,
+            last_checkpoint_rows: self.last_checkpoint_rows,
+            last_checkpoint_micros: self.last_checkpoint_micros,
+        }
+    }
+}
+
+impl RuntimeStats {
+    /// Every counter now, by name.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        StatsSnapshot {
+            epochs: read(&self.epochs),
+            committed: read(&self.committed),
+            user_aborted: read(&self.user_aborted),
+            conflicts: read(&self.conflicts),
+            fallback: read(&self.fallback),
+            serial_hinted: read(&self.serial_hinted),
+            checkpoints_started: read(&self.checkpoints_started),
+            checkpoints_completed: read(&self.checkpoints_completed),
+            log_appends: read(&self.log_appends),
+            log_epochs: read(&self.log_epochs),
+            log_bytes: read(&self.log_bytes),
+            log_append_nanos: read(&self.log_append_nanos),
+            last_checkpoint_rows: read(&self.last_checkpoint_rows),
+            last_checkpoint_micros: read(&self.last_checkpoint_micros),
+        }
+    }
+}
