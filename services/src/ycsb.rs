@@ -16,7 +16,8 @@ use crate::{Request, Violations};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use txn::{
-    App, AppBuilder, AppDef, Client, ReadView, SerialExecutor, ServiceRef, Table, TxnCtx, TxnError,
+    App, AppBuilder, AppDef, Client, HandlerResult, ReadView, SerialExecutor, ServiceRef, Table,
+    TxnCtx, TxnError, handler, service,
 };
 
 /// The YCSB-T application's types.
@@ -35,7 +36,7 @@ impl App for YcsbApp {
 }
 
 /// Every event of YCSB-T.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::EventKind)]
 pub enum YcsbEvent {
     /// Inbound: insert `keys` (all owned by the target partition) with value 0.
     Load { keys: Vec<u64> },
@@ -69,13 +70,22 @@ impl Default for YcsbConfig {
     }
 }
 
+/// A row of `usertable`: a key and its counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Table)]
+#[table(name = "usertable")]
+pub struct UserRow {
+    #[key]
+    pub key: u64,
+    pub value: i64,
+}
+
 /// The YCSB-T application and the handles to talk to it.
 #[derive(Clone)]
 pub struct Ycsb {
     app: Arc<AppDef<YcsbApp>>,
     pub service: ServiceRef,
-    /// key → counter.
-    pub table: Table<u64, i64>,
+    /// key → row holding its counter.
+    pub table: Table<u64, UserRow>,
     pub config: YcsbConfig,
 }
 
@@ -84,8 +94,8 @@ impl Ycsb {
     pub fn new(config: YcsbConfig) -> Result<Self, TxnError> {
         let mut b = AppBuilder::<YcsbApp>::new();
         let service = b.service("ycsb", config.n_partitions);
-        let table = b.table::<u64, i64>(service, "usertable");
-        b.handler(service, move |ctx, ev| step(ctx, ev, table));
+        let table = UserRow::table(&mut b, service);
+        UserTable { table }.register(&mut b, service);
         Ok(Ycsb {
             app: b.build()?,
             service,
@@ -170,7 +180,7 @@ impl Ycsb {
     /// with [`YcsbAudit::merge`]); lets other executors of the same app be checked.
     pub fn audit_fn(&self) -> impl Fn(&ReadView<'_>) -> YcsbAudit + Send + Sync + 'static {
         let (table, n_keys) = (self.table, self.config.n_keys);
-        move |view| YcsbAudit::from_rows(view.iter(table).map(|(k, v)| (*k, *v)), n_keys)
+        move |view| YcsbAudit::from_rows(view.iter(table).map(|(k, row)| (*k, row.value)), n_keys)
     }
 
     /// The value of one key at a consistent snapshot.
@@ -179,7 +189,7 @@ impl Ycsb {
         let parts = client
             .query(&[self.service], move |view| {
                 (view.partition() == service.partition_of(&key))
-                    .then(|| view.get(table, &key).copied())
+                    .then(|| view.get(table, &key).map(|row| row.value))
                     .flatten()
             })
             .await?;
@@ -187,54 +197,61 @@ impl Ycsb {
     }
 }
 
-/// The one handler of the `ycsb` service.
-fn step(
-    ctx: &mut TxnCtx<'_, YcsbApp>,
-    ev: &YcsbEvent,
-    table: Table<u64, i64>,
-) -> txn::HandlerResult {
-    let service = ctx.service();
-    let here = ctx.partition();
-    match ev {
-        YcsbEvent::Load { keys } => {
-            for k in keys {
-                ctx.put(table, *k, 0)?;
-            }
-            Ok(())
+/// The `ycsb` service: its one table.
+struct UserTable {
+    table: Table<u64, UserRow>,
+}
+
+#[service]
+impl UserTable {
+    /// Inserts the keys of a load request with value 0.
+    #[handler(YcsbEvent::Load { .. })]
+    fn load(&self, ctx: &mut TxnCtx<'_, YcsbApp>, keys: &[u64]) -> HandlerResult {
+        for &key in keys {
+            ctx.put(self.table, key, UserRow { key, value: 0 })?;
         }
-        YcsbEvent::Rmw { keys, next } => {
-            let first = *next as usize;
-            let mut i = first;
-            while i < keys.len() && service.partition_of(&keys[i]) == here {
-                let k = keys[i];
-                let Some(v) = ctx.get(table, &k)? else {
-                    return Err(ctx.abort(format!("{}: {k}", reasons::UNKNOWN_KEY)));
-                };
-                let Some(v) = v.checked_add(1) else {
-                    return Err(ctx.abort(format!("{}: key {k} holds {v}", reasons::OVERFLOW)));
-                };
-                ctx.put(table, k, v)?;
-                i += 1;
-            }
-            if i == first && first < keys.len() {
+        Ok(())
+    }
+
+    /// Increments the run of keys from `next` that this partition owns, then emits the rest
+    /// of the transaction to the owner of the first key past the run.
+    #[handler(YcsbEvent::Rmw { .. })]
+    fn rmw(&self, ctx: &mut TxnCtx<'_, YcsbApp>, keys: &[u64], next: u32) -> HandlerResult {
+        let service = ctx.service();
+        let here = ctx.partition();
+        let first = next as usize;
+        let mut i = first;
+        while i < keys.len() && service.partition_of(&keys[i]) == here {
+            let k = keys[i];
+            let Some(mut row) = ctx.get(self.table, &k)? else {
+                return Err(ctx.abort(format!("{}: {k}", reasons::UNKNOWN_KEY)));
+            };
+            let Some(v) = row.value.checked_add(1) else {
                 return Err(ctx.abort(format!(
-                    "{}: step for key {} ran in partition {here}",
-                    reasons::MISROUTED,
-                    keys[first]
+                    "{}: key {k} holds {}",
+                    reasons::OVERFLOW,
+                    row.value
                 )));
-            }
-            if i < keys.len() {
-                ctx.emit(
-                    service,
-                    &keys[i],
-                    YcsbEvent::Rmw {
-                        keys: keys.clone(),
-                        next: i as u32,
-                    },
-                );
-            }
-            Ok(())
+            };
+            row.value = v;
+            ctx.put(self.table, k, row)?;
+            i += 1;
         }
+        if i == first && first < keys.len() {
+            return Err(ctx.abort(format!(
+                "{}: step for key {} ran in partition {here}",
+                reasons::MISROUTED,
+                keys[first]
+            )));
+        }
+        if i < keys.len() {
+            let rest = YcsbEvent::Rmw {
+                keys: keys.to_vec(),
+                next: i as u32,
+            };
+            ctx.emit(service, &keys[i], rest);
+        }
+        Ok(())
     }
 }
 
