@@ -12,6 +12,7 @@ use crate::constraint::{
 use crate::context::TxnCtx;
 use crate::error::{HandlerResult, TxnError};
 use crate::ids::GlobalPartition;
+pub use crate::ids::ServiceRef;
 use crate::precedence::Rule;
 use crate::table::{AnyTable, TableState};
 use serde::Serialize;
@@ -55,36 +56,6 @@ pub use crate::row::{Key, Row};
 /// A handler: runs one event of a transaction in one partition.
 pub type Handler<A> =
     Arc<dyn Fn(&mut TxnCtx<'_, A>, &<A as App>::Event) -> HandlerResult + Send + Sync>;
-
-/// A registered service: copyable handle used to route events and requests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ServiceRef {
-    pub(crate) idx: u32,
-    pub(crate) n_partitions: u32,
-    pub(crate) first_gp: GlobalPartition,
-}
-
-impl ServiceRef {
-    /// Number of partitions of the service.
-    pub fn n_partitions(self) -> u32 {
-        self.n_partitions
-    }
-
-    /// The service's index in its application.
-    pub fn index(self) -> u32 {
-        self.idx
-    }
-
-    /// The partition that owns `key` (stable across processes and runs).
-    pub fn partition_of<K: Hash + ?Sized>(self, key: &K) -> u32 {
-        crate::route::partition_of(key, self.n_partitions)
-    }
-
-    pub(crate) fn gp(self, partition: u32) -> GlobalPartition {
-        debug_assert!(partition < self.n_partitions);
-        self.first_gp + partition
-    }
-}
 
 /// A typed handle to a table of a service.
 pub struct Table<K, V> {

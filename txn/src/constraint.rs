@@ -56,7 +56,7 @@ pub(crate) struct ChildLink {
     pub target: Arc<FkTarget>,
     /// The child table's service and name, for messages.
     pub child: Arc<(String, String)>,
-    pub child_service: crate::app::ServiceRef,
+    pub child_service: crate::ids::ServiceRef,
     pub child_table_idx: u32,
     /// The hidden index of the child table: encoded parent key → child keys.
     pub child_index_idx: u32,
@@ -134,7 +134,7 @@ impl<V> Constraints<V> {
 
     /// Pushes to `out` the steps that keep the unique constraints and the foreign keys that
     /// refer to this table when the row `key` changes from `old` to `new`.
-    pub fn steps_for_change<K: crate::app::Key>(
+    pub fn steps_for_change<K: crate::row::Key>(
         &self,
         key: &K,
         old: Option<&V>,
@@ -160,7 +160,7 @@ impl<V> Constraints<V> {
     }
 
     /// The unique-index releases and claims for a row changing from `old` to `new`.
-    fn unique_steps<K: crate::app::Key>(
+    fn unique_steps<K: crate::row::Key>(
         &self,
         key: &K,
         old: Option<&V>,

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::hash::Hash;
 
 /// The position of a transaction within its epoch's sequenced batch.
 pub type Seq = u32;
@@ -102,5 +103,35 @@ impl IdGenerator {
             client: self.client,
             seq,
         }
+    }
+}
+
+/// A registered service: copyable handle used to route events and requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceRef {
+    pub(crate) idx: u32,
+    pub(crate) n_partitions: u32,
+    pub(crate) first_gp: GlobalPartition,
+}
+
+impl ServiceRef {
+    /// Number of partitions of the service.
+    pub fn n_partitions(self) -> u32 {
+        self.n_partitions
+    }
+
+    /// The service's index in its application.
+    pub fn index(self) -> u32 {
+        self.idx
+    }
+
+    /// The partition that owns `key` (stable across processes and runs).
+    pub fn partition_of<K: Hash + ?Sized>(self, key: &K) -> u32 {
+        crate::route::partition_of(key, self.n_partitions)
+    }
+
+    pub(crate) fn gp(self, partition: u32) -> GlobalPartition {
+        debug_assert!(partition < self.n_partitions);
+        self.first_gp + partition
     }
 }

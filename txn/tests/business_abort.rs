@@ -151,7 +151,9 @@ fn abort_with_names_its_kind_and_abort_uses_the_default() {
 async fn the_runtime_reports_the_business_kind_to_the_client() {
     // Goal: through the epoch pipeline, the client's outcome carries the kind as data.
     let (app, bank) = build();
-    let rt = Runtime::start(app, RuntimeConfig::in_memory()).await.unwrap();
+    let rt = Runtime::start(app, RuntimeConfig::in_memory())
+        .await
+        .unwrap();
     let client = rt.client();
     let withdraw = Ev::Withdraw {
         account: 2,
