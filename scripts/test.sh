@@ -2,4 +2,18 @@
 # Runs every test of the workspace. Slow suites are bounded by default; see README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The PostgreSQL baseline tests (bench-harness/tests/postgres.rs) need the server binaries,
+# from Debian's `postgresql` package. Install them when missing and we may; otherwise those
+# tests say SKIPPED (outside CI) or fail (with CI=true).
+if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "installing postgresql (the PostgreSQL baseline tests need its server binaries)"
+    apt-get update -qq </dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql </dev/null >/dev/null
+  else
+    echo "note: PostgreSQL server binaries not found; run 'apt-get install -y postgresql' as root" >&2
+  fi
+fi
+
 cargo test --workspace
