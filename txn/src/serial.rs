@@ -7,9 +7,11 @@ use crate::context::Usage;
 use crate::envelope::Request;
 use crate::error::AbortReason;
 use crate::ids::{GlobalPartition, Seq};
-use crate::limits::CHAIN_WAVES_MAX;
+use crate::limits::{CHAIN_WAVES_MAX, SLOW_STEP_WARN_US};
 use crate::outcome::SerialPos;
-use crate::partition::{Emitted, PartitionState, SharedPartition, StepEvent, WaveOut};
+use crate::partition::{
+    Emitted, PartitionState, SharedPartition, StepEvent, WaveOut, warn_if_slow,
+};
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -54,6 +56,8 @@ pub(crate) fn run_chain<A: App>(
     }];
     let mut output = None;
     let mut wave = 0;
+    // Timed per transaction, not per step (see `partition::warn_if_slow`).
+    let started = std::time::Instant::now();
     let result = loop {
         if let Err(reason) = chain.run_wave(&mut wave_steps, &mut usage, scratch) {
             break Err(reason);
@@ -81,6 +85,11 @@ pub(crate) fn run_chain<A: App>(
     };
     for gp in chain.touched {
         parts[gp as usize].lock().commit_all(result.is_ok());
+    }
+    if started.elapsed().as_micros() > u128::from(SLOW_STEP_WARN_US) {
+        let part = parts[request.target as usize].lock();
+        let service = &app.services[part.service_idx as usize].name;
+        warn_if_slow(service, part.partition, usage.steps as usize, started);
     }
     result.map(|()| output)
 }
