@@ -15,42 +15,27 @@ use crate::ids::GlobalPartition;
 pub use crate::ids::ServiceRef;
 use crate::precedence::Rule;
 use crate::table::{AnyTable, TableState};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use std::any::Any;
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-/// The types of one application: the events that flow between its services and what a
-/// transaction returns to its client.
-pub trait App: Send + Sync + 'static {
-    /// Every inbound and internal event of the application (usually an enum).
-    type Event: Clone + Serialize + DeserializeOwned + Send + Sync + Debug + 'static;
-    /// The kind of an event, for precedence rules ([`AppBuilder::precedence`]); usually the
-    /// enum variant's name (`#[derive(EventKind)]` writes it). The default gives every event
-    /// the same empty kind, which no rule can name.
-    fn event_kind(event: &Self::Event) -> &'static str {
-        let _ = event;
-        ""
-    }
+pub use crate::contract::App;
+use crate::contract::{EventOf, Service, Svc};
 
-    /// Whether `event` is internal: a step only handlers may emit (e.g. the credit half of a
-    /// transfer). `Client` refuses to submit an internal event with `TxnError::InternalEvent`
-    /// before it reaches the log. `#[derive(EventKind)]` generates `event.is_internal()` from
-    /// `#[internal]` on variants; the default declares every event inbound.
-    fn is_internal(event: &Self::Event) -> bool {
-        let _ = event;
-        false
+impl<S: Service> Svc<S> {
+    /// Declares that in this service an event of type `Before` always precedes, in TID
+    /// order, a later event of type `After` in the same partition (see
+    /// [`AppBuilder::precedence`]): `stock.precedence::<Reserve, Confirm>(&mut builder)`.
+    /// Both must be events of this service, so a rule naming any other type does not compile.
+    pub fn precedence<Before: EventOf<S>, After: EventOf<S>>(
+        self,
+        builder: &mut AppBuilder<S::App>,
+    ) {
+        builder.precedence(self.raw(), Before::KIND, After::KIND);
     }
-
-    /// What a committed transaction returns to its client (set with [`TxnCtx::set_output`]).
-    /// Serializable because idempotent requests keep their outcome in the dedup window, which
-    /// is checkpointed.
-    type Output: Clone + Serialize + DeserializeOwned + Send + Sync + Debug + 'static;
 }
-
 pub use crate::row::{Key, Row};
 
 /// A handler: runs one event of a transaction in one partition.
@@ -278,6 +263,12 @@ impl<A: App> AppBuilder<A> {
             precedence: Vec::new(),
         });
         service
+    }
+
+    /// Declares service `S` (a `#[service]` type) with `n_partitions` partitions; install its
+    /// handlers with the generated `register`. The typed handle only takes `S`'s events.
+    pub fn add_service<S: Service<App = A>>(&mut self, name: &str, n_partitions: u32) -> Svc<S> {
+        Svc::new(self.service(name, n_partitions))
     }
 
     /// Declares a hash table (point access only) of `service`.

@@ -13,7 +13,7 @@ use crate::table::{AnyTable, TableState};
 use serde::Serialize;
 use std::sync::Arc;
 
-pub use crate::envelope::Request;
+pub use crate::envelope::Sequenced;
 
 /// The dense set of an epoch's sequence numbers (`bitset::SeqSet`: abort and conflict sets),
 /// wrapped so that this module adds nothing to the type's own public surface.
@@ -127,8 +127,8 @@ impl<K: Key, V: Row> BenchTable<K, V> {
 
 /// A request as the sequencer logs it: to `partition` of `service` (what `Client::submit_to`
 /// builds), with no idempotency key.
-pub fn request<E>(service: ServiceRef, partition: u32, event: E) -> Request<E> {
-    Request {
+pub fn request<E>(service: ServiceRef, partition: u32, event: E) -> Sequenced<E> {
+    Sequenced {
         target: service.gp(partition),
         event,
         id: None,
@@ -143,7 +143,7 @@ pub fn request<E>(service: ServiceRef, partition: u32, event: E) -> Request<E> {
 pub fn encode_epoch_record<E: Serialize>(
     epoch: u64,
     timestamp_ms: u64,
-    requests: &[Request<E>],
+    requests: &[Sequenced<E>],
     buf: &mut Vec<u8>,
 ) -> Result<(), rmp_serde::encode::Error> {
     let record = EpochRecordRef {

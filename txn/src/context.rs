@@ -2,6 +2,7 @@
 
 use crate::app::{App, AppDef, Index, Key, Row, ServiceRef, Table};
 use crate::constraint::Probe;
+use crate::contract::{EventOf, KeyOf, Service, Svc, wrap};
 use crate::error::{Abort, AbortReason, LimitKind};
 use crate::ids::{GlobalPartition, Seq, Tid};
 use crate::limits::TxnLimits;
@@ -436,32 +437,66 @@ impl<'a, A: App> TxnCtx<'a, A> {
         Ok(rows)
     }
 
-    /// Emits `event` to the partition of `service` that owns `key`. The event runs in the same
-    /// transaction and the same epoch; if this step aborts, its emits are discarded.
+    /// Emits `event` to the partition of `to` that owns the event's key. The event runs in
+    /// the same transaction and the same epoch; if this step aborts, its emits are discarded.
     ///
     /// Each event counts against the transaction's emitted-events, bytes-written and work
     /// limits; an event past one of them (or emitted once the transaction is poisoned) is
     /// dropped and the transaction aborts with `AbortReason::LimitExceeded`, whatever the
     /// handler returns.
-    pub fn emit<K: Hash + ?Sized>(&mut self, service: ServiceRef, key: &K, event: A::Event) {
-        let partition = service.partition_of(key);
-        self.emit_to_partition(service, partition, event);
+    pub fn emit<S, E>(&mut self, to: Svc<S>, event: E)
+    where
+        S: Service<App = A>,
+        E: EventOf<S> + KeyOf<S::Key>,
+    {
+        let partition = to.partition_of(event.key());
+        self.emit_to_partition_raw(to.raw(), partition, wrap::<S, E>(event));
     }
 
-    /// Emits `event` to every partition of `service` (e.g. to update a replicated table's
-    /// copies), all in this transaction.
-    pub fn broadcast(&mut self, service: ServiceRef, event: A::Event) {
-        for p in 0..service.n_partitions {
-            self.emit_to_partition(service, p, event.clone());
-        }
-    }
-
-    /// Emits `event` to partition `partition` of `service`.
+    /// Emits `event` to partition `partition` of `to` (e.g. one event per partition carrying
+    /// the items bound for it).
     ///
     /// # Panics
     /// If `partition` is out of range (a programming error in the handler, contained by the
     /// runtime as a handler panic that aborts the transaction).
-    pub fn emit_to_partition(&mut self, service: ServiceRef, partition: u32, event: A::Event) {
+    pub fn emit_to_partition<S, E>(&mut self, to: Svc<S>, partition: u32, event: E)
+    where
+        S: Service<App = A>,
+        E: EventOf<S>,
+    {
+        self.emit_to_partition_raw(to.raw(), partition, wrap::<S, E>(event));
+    }
+
+    /// Emits `event` to every partition of `to` (e.g. to update a replicated table's copies),
+    /// all in this transaction.
+    pub fn broadcast<S, E>(&mut self, to: Svc<S>, event: E)
+    where
+        S: Service<App = A>,
+        E: EventOf<S>,
+    {
+        self.broadcast_raw(to.raw(), wrap::<S, E>(event));
+    }
+
+    /// Untyped [`emit`](Self::emit), for applications whose `App` is written by hand: emits
+    /// `event` to the partition of `service` that owns `key`; nothing checks that `service`
+    /// handles `event`.
+    pub fn emit_raw<K: Hash + ?Sized>(&mut self, service: ServiceRef, key: &K, event: A::Event) {
+        let partition = service.partition_of(key);
+        self.emit_to_partition_raw(service, partition, event);
+    }
+
+    /// Untyped [`broadcast`](Self::broadcast).
+    pub fn broadcast_raw(&mut self, service: ServiceRef, event: A::Event) {
+        for p in 0..service.n_partitions {
+            self.emit_to_partition_raw(service, p, event.clone());
+        }
+    }
+
+    /// Untyped [`emit_to_partition`](Self::emit_to_partition).
+    ///
+    /// # Panics
+    /// If `partition` is out of range.
+    pub fn emit_to_partition_raw(&mut self, service: ServiceRef, partition: u32, event: A::Event) {
         assert!(
             partition < service.n_partitions,
             "emit to partition {partition} of a service with {} partitions",

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// An inbound request as sequenced into an epoch and written to the epoch log.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Request<E> {
+pub struct Sequenced<E> {
     /// The global partition the first step runs in.
     pub target: GlobalPartition,
     /// The inbound event.
@@ -26,7 +26,7 @@ pub struct Request<E> {
 pub(crate) struct EpochEnv<E> {
     pub epoch: u64,
     pub timestamp_ms: u64,
-    pub requests: Vec<Request<E>>,
+    pub requests: Vec<Sequenced<E>>,
     /// Positions (ascending) of the requests that skip the parallel pass and run in the serial
     /// pass right away: the sequencer predicted they would lose a conflict. Logged with the
     /// epoch, so replay takes the same path. Only honoured with `Fallback::Serial`.

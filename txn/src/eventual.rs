@@ -42,6 +42,7 @@
 //! whose batch is not durable yet.
 
 use crate::app::{App, AppDef, ServiceRef};
+use crate::contract::{EventOf, KeyOf, Request, Service, Svc};
 use crate::clock::Clock;
 use crate::context::Usage;
 use crate::error::{AbortReason, TxnError};
@@ -270,20 +271,42 @@ impl<A: App> EventualRuntime<A> {
         })
     }
 
-    /// Submits `event` to the partition of `service` owning `key`; resolves when every step of
+    /// Submits `event` to the partition of `to` owning its key; resolves when every step of
     /// its chain has run (and, in the durable mode, is durable).
-    pub async fn submit<K: Hash + ?Sized>(
+    pub async fn submit<S, E>(
+        &self,
+        to: Svc<S>,
+        event: E,
+    ) -> Result<EventualOutcome<A::Output>, TxnError>
+    where
+        S: Service<App = A>,
+        E: EventOf<S> + KeyOf<S::Key>,
+    {
+        self.submit_request(to.request(event)).await
+    }
+
+    /// Submits an already routed request.
+    pub async fn submit_request(
+        &self,
+        request: Request<A>,
+    ) -> Result<EventualOutcome<A::Output>, TxnError> {
+        let (service, partition, event) = request.into_parts();
+        self.submit_to_raw(service, partition, event).await
+    }
+
+    /// Untyped submit of `event` to the partition of `service` owning `key`.
+    pub async fn submit_raw<K: Hash + ?Sized>(
         &self,
         service: ServiceRef,
         key: &K,
         event: A::Event,
     ) -> Result<EventualOutcome<A::Output>, TxnError> {
-        self.submit_to(service, service.partition_of(key), event)
+        self.submit_to_raw(service, service.partition_of(key), event)
             .await
     }
 
-    /// Submits `event` to partition `partition` of `service`.
-    pub async fn submit_to(
+    /// Untyped submit of `event` to partition `partition` of `service`.
+    pub async fn submit_to_raw(
         &self,
         service: ServiceRef,
         partition: u32,

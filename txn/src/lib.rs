@@ -13,6 +13,7 @@ pub mod bench_api;
 mod bitset;
 mod clock;
 mod constraint;
+pub mod contract;
 pub mod context;
 mod dedup;
 mod envelope;
@@ -42,6 +43,7 @@ pub use app::{
     App, AppBuilder, AppDef, ForeignKeyDecl, Index, Key, OnDelete, Row, ServiceRef, Table,
 };
 pub use context::TxnCtx;
+pub use contract::{Envelope, EventOf, KeyOf, Request, Service, Svc};
 pub use epoch::{EpochStats, Fallback, SerialPos};
 pub use error::{Abort, AbortReason, BusinessError, HandlerResult, LimitKind, TxnError};
 pub use eventual::{EventualOutcome, EventualRuntime};
@@ -57,3 +59,9 @@ pub use serial::SerialExecutor;
 /// `#[handler]` (see the `txn-macros` crate).
 pub use txn_macros::*;
 pub use txn_storage as storage;
+
+/// What the macros' generated code names; not an API.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+}

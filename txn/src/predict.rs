@@ -14,7 +14,7 @@
 //! epoch, so replay follows them (see `epoch.rs`).
 
 use crate::app::App;
-use crate::envelope::Request;
+use crate::envelope::Sequenced;
 use crate::epoch::TxnResult;
 use crate::ids::Seq;
 use rustc_hash::FxHashMap;
@@ -82,12 +82,12 @@ impl Predictor {
         }
     }
 
-    fn kind<A: App>(request: &Request<A::Event>) -> (u32, &'static str) {
+    fn kind<A: App>(request: &Sequenced<A::Event>) -> (u32, &'static str) {
         (request.target, A::event_kind(&request.event))
     }
 
     /// The positions of `requests` to send straight to the serial pass, ascending.
-    pub fn hints<A: App>(&mut self, requests: &[Request<A::Event>]) -> Vec<Seq> {
+    pub fn hints<A: App>(&mut self, requests: &[Sequenced<A::Event>]) -> Vec<Seq> {
         match self.policy {
             SerialHints::Off => Vec::new(),
             SerialHints::Sample { every } => (0..requests.len() as Seq)
@@ -115,7 +115,7 @@ impl Predictor {
     /// `hinted`) and which of them lost a conflict (re-run in the serial pass, or retried).
     pub fn observe<A: App>(
         &mut self,
-        requests: &[Request<A::Event>],
+        requests: &[Sequenced<A::Event>],
         hinted: &[Seq],
         results: &[TxnResult<A::Output>],
     ) {
@@ -160,8 +160,8 @@ mod tests {
         }
     }
 
-    fn req(e: u8) -> Request<u8> {
-        Request {
+    fn req(e: u8) -> Sequenced<u8> {
+        Sequenced {
             target: 0,
             event: e,
             id: None,

@@ -2,9 +2,10 @@
 //! replay histories against, and the `serial` baseline of the bench harness.
 
 use crate::app::{App, AppDef, ServiceRef};
+use crate::contract::{EventOf, KeyOf, Request, Service, Svc};
 use crate::clock::Clock;
 use crate::context::Usage;
-use crate::envelope::Request;
+use crate::envelope::Sequenced;
 use crate::error::AbortReason;
 use crate::ids::{GlobalPartition, Seq};
 use crate::limits::{CHAIN_WAVES_MAX, SLOW_STEP_WARN_US};
@@ -28,7 +29,7 @@ pub(crate) fn run_chain<A: App>(
     parts: &[SharedPartition<A>],
     clock: Clock,
     seq: Seq,
-    request: &Request<A::Event>,
+    request: &Sequenced<A::Event>,
     scratch: &mut WaveOut<A>,
 ) -> Result<Option<A::Output>, AbortReason> {
     let mut chain = Chain {
@@ -184,8 +185,33 @@ impl<A: App> SerialExecutor<A> {
         }
     }
 
-    /// Runs one request now, with `timestamp_ms` as its context time, and returns its outcome.
-    pub fn run(
+    /// Runs `event` now in the partition of `to` owning its key, with `timestamp_ms` as its
+    /// context time, and returns its outcome (like `Client::submit`).
+    pub fn run<S, E>(
+        &mut self,
+        to: Svc<S>,
+        event: E,
+        timestamp_ms: u64,
+    ) -> Result<Option<A::Output>, AbortReason>
+    where
+        S: Service<App = A>,
+        E: EventOf<S> + KeyOf<S::Key>,
+    {
+        self.run_request(to.request(event), timestamp_ms)
+    }
+
+    /// Runs an already routed request now (like `Client::submit_request`).
+    pub fn run_request(
+        &mut self,
+        request: Request<A>,
+        timestamp_ms: u64,
+    ) -> Result<Option<A::Output>, AbortReason> {
+        let (service, partition, event) = request.into_parts();
+        self.run_raw(service, partition, event, timestamp_ms)
+    }
+
+    /// Untyped run of one request in partition `partition` of `service`.
+    pub fn run_raw(
         &mut self,
         service: ServiceRef,
         partition: u32,
@@ -220,7 +246,7 @@ impl<A: App> SerialExecutor<A> {
             epoch: pos.epoch,
             timestamp_ms,
         };
-        let request = Request {
+        let request = Sequenced {
             target: service.gp(partition),
             event,
             id: None,
@@ -236,8 +262,8 @@ impl<A: App> SerialExecutor<A> {
         )
     }
 
-    /// Runs a request addressed by key, like `Client::submit`.
-    pub fn run_keyed<K: Hash + ?Sized>(
+    /// Untyped run of a request addressed by key, like `Client::submit_raw`.
+    pub fn run_keyed_raw<K: Hash + ?Sized>(
         &mut self,
         service: ServiceRef,
         key: &K,
@@ -245,7 +271,7 @@ impl<A: App> SerialExecutor<A> {
         timestamp_ms: u64,
     ) -> Result<Option<A::Output>, AbortReason> {
         let partition = service.partition_of(key);
-        self.run(service, partition, event, timestamp_ms)
+        self.run_raw(service, partition, event, timestamp_ms)
     }
 
     /// Order-independent hash of all committed rows (comparable with `Runtime::state_hash`).

@@ -13,6 +13,7 @@
 use proc_macro::TokenStream;
 use syn::{DeriveInput, parse_macro_input};
 
+mod contract;
 mod errors;
 mod event_kind;
 mod service;
@@ -262,4 +263,44 @@ pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     service::handler(attr.into(), item.into()).into()
+}
+
+/// Routes an event by its `#[key]` field: implements `txn::KeyOf<FieldType>`, so
+/// `ctx.emit(service, event)` and `client.submit(service, event)` send the event to the
+/// partition owning that key. The field's type must be the receiving service's key type
+/// (`#[service(key = ..)]`), or the send does not compile.
+///
+/// ```ignore
+/// #[derive(Clone, Debug, Serialize, Deserialize, txn::Event)]
+/// pub struct Deposit {
+///     #[key]
+///     pub account: u64,
+///     pub amount: i64,
+/// }
+/// ```
+///
+/// An event sent only to explicit partitions (`emit_to_partition`, `broadcast`) needs no key
+/// and no derive; a key computed from the event is an `impl txn::KeyOf<K>` by hand.
+#[proc_macro_derive(Event, attributes(key))]
+pub fn derive_event(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    contract::derive_event(input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Declares an application: a unit struct, its services (each a `#[service]` type) and the
+/// output type of its transactions. Generates `impl txn::App` and the envelope enum the epoch
+/// log stores (`<App>Event`, one variant per service; rename it with `event = Name`), so no
+/// user writes the application-wide event type by hand.
+///
+/// ```ignore
+/// #[txn::app(services(Accounts, Assets), output = LedgerOutput)]
+/// pub struct LedgerApp;
+/// ```
+#[proc_macro_attribute]
+pub fn app(attr: TokenStream, item: TokenStream) -> TokenStream {
+    contract::app(attr.into(), item.into())
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
 }

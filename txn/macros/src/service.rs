@@ -1,5 +1,7 @@
-//! `#[service]` and `#[handler]`: a service's handlers as methods of one `impl` block, wired into
-//! a single `AppBuilder::handler` dispatcher by a generated `register` method.
+//! `#[service]` and `#[handler]`: a service's handlers as methods of one `impl` block, each
+//! taking one event type. The macro generates the service's contract (its event enum, the
+//! `txn::Service` and `txn::EventOf` impls) and a `register` method wiring the handlers into one
+//! `AppBuilder::handler` dispatcher.
 
 use crate::errors::Errors;
 use crate::text;
@@ -7,7 +9,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
-use syn::{FnArg, GenericArgument, ImplItem, ImplItemFn, Item, Pat, PathArguments, Token, Type};
+use syn::{FnArg, GenericArgument, ImplItem, ImplItemFn, Item, PathArguments, Type};
 
 /// The argument the service macro leaves on each `#[handler]` it consumed: the `handler`
 /// attribute then knows it sits inside a service and expands to nothing. Keeping the attribute
@@ -18,84 +20,92 @@ const INSIDE_SERVICE: &str = "__txn_inside_service";
 #[derive(Default)]
 struct ServiceArgs {
     app: Option<Type>,
+    /// The routing key type (`key = u64`): every event sent by key carries one.
+    key: Option<Type>,
+    /// Visibility of the generated event enum (`vis = pub(crate)`; default `pub`).
+    vis: Option<syn::Visibility>,
 }
 
-/// `#[handler(Ev::Variant)]` or `#[handler(Ev::Variant { .. })]`.
+/// `#[handler]` or `#[handler(internal)]`.
+#[derive(Default)]
 struct HandlerArgs {
-    variant: syn::Path,
-    /// `{ .. }`: a struct variant whose fields bind to the parameters by name.
-    by_name: bool,
+    /// Only handlers may emit this event; clients are refused it.
+    internal: bool,
 }
 
 impl Parse for HandlerArgs {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        let variant: syn::Path = input.parse()?;
-        let mut by_name = false;
-        if input.peek(syn::token::Brace) {
-            let content;
-            let brace = syn::braced!(content in input);
-            content.parse::<Token![..]>().map_err(|_| {
-                syn::Error::new(
-                    brace.span.join(),
-                    "write `{ .. }`: the handler's parameters name the fields it takes",
-                )
-            })?;
-            if !content.is_empty() {
-                return Err(content
-                    .error("write `{ .. }`: the handler's parameters name the fields it takes"));
-            }
-            by_name = true;
+        let mut args = HandlerArgs::default();
+        if input.is_empty() {
+            return Ok(args);
         }
-        if !input.is_empty() {
-            return Err(input.error(
-                "expected the event variant this handler runs for, e.g. #[handler(Ev::Deposit)] \
-                 or #[handler(Ev::Withdraw { .. })]",
+        let word: syn::Ident = input.parse()?;
+        if word != "internal" || !input.is_empty() {
+            return Err(syn::Error::new(
+                word.span(),
+                "a handler's event type is its event parameter's type; the only argument of                  #[handler] is `internal` (only handlers may emit the event)",
             ));
         }
-        Ok(HandlerArgs { variant, by_name })
+        args.internal = true;
+        Ok(args)
     }
-}
-
-/// A payload parameter of a handler.
-struct Param {
-    /// Its name, which is the field's for `{ .. }`.
-    name: Option<syn::Ident>,
-    /// Its type if it is not a reference: the handler receives a clone of the field.
-    by_value: Option<Type>,
-    /// Its type's span.
-    span: Span,
 }
 
 /// One `#[handler]` method, checked.
 struct HandlerDef {
     method: syn::Ident,
     args: HandlerArgs,
-    /// The payload parameters after `ctx`.
-    params: Vec<Param>,
+    /// The event parameter's type, behind its `&` if it has one.
+    event: syn::TypePath,
+    /// Whether the handler takes the event by value (it receives a clone).
+    by_value: bool,
     /// The return type's span: an error type that is not `Into<txn::Abort>` is reported there.
     output: Span,
 }
 
-pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
-    let mut errors = Errors::default();
+impl HandlerDef {
+    /// The event type's name: its variant in the service's event enum and its kind.
+    fn variant(&self) -> &syn::Ident {
+        &self.event.path.segments.last().expect("checked").ident
+    }
+}
+
+fn parse_service_args(attr: TokenStream, errors: &mut Errors) -> ServiceArgs {
     let mut args = ServiceArgs::default();
     let parser = syn::meta::parser(|meta| {
-        if meta.path.is_ident("app") {
-            if args.app.is_some() {
-                return Err(meta.error("`app` is given twice"));
+        let once = |given: bool| {
+            if given {
+                Err(meta.error(format!("`{}` is given twice", text::path_text(&meta.path))))
+            } else {
+                Ok(())
             }
+        };
+        if meta.path.is_ident("app") {
+            once(args.app.is_some())?;
             args.app = Some(meta.value()?.parse()?);
-            Ok(())
+        } else if meta.path.is_ident("key") {
+            once(args.key.is_some())?;
+            args.key = Some(meta.value()?.parse()?);
+        } else if meta.path.is_ident("vis") {
+            once(args.vis.is_some())?;
+            args.vis = Some(meta.value()?.parse()?);
         } else {
-            Err(meta.error(format!(
-                "unknown service argument `{}`: the only one is `app = <your App type>`",
+            return Err(meta.error(format!(
+                "unknown service argument `{}`: they are `key = <routing key type>`,                  `app = <App type>` and `vis = <visibility of the generated event enum>`",
                 text::path_text(&meta.path)
-            )))
+            )));
         }
+        Ok(())
     });
     if let Err(e) = syn::parse::Parser::parse2(parser, attr) {
         errors.add(e);
     }
+    args
+}
+
+pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    let mut errors = Errors::default();
+    let args = parse_service_args(attr, &mut errors);
 
     let mut imp = match syn::parse2::<Item>(item)? {
         Item::Impl(imp) if imp.trait_.is_none() => imp,
@@ -137,15 +147,12 @@ pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
         }
         match handler_def(f, attr_idx) {
             Ok(h) => {
-                let name = text::path_text(&h.args.variant);
-                if let Some(first) = handlers
-                    .iter()
-                    .find(|o| text::path_text(&o.args.variant) == name)
-                {
+                let name = h.variant().to_string();
+                if let Some(first) = handlers.iter().find(|o| *o.variant() == name) {
                     errors.add(syn::Error::new_spanned(
-                        &h.args.variant,
+                        &h.event,
                         format!(
-                            "{name} already has a handler, `{}`: an event variant runs one handler",
+                            "{name} already has a handler, `{}`: an event type runs one handler                              per service (and event type names are unique within a service)",
                             first.method
                         ),
                     ));
@@ -163,7 +170,7 @@ pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
         {
             errors.add(syn::Error::new_spanned(
                 extra,
-                "a method has one #[handler] attribute; an event variant runs one method",
+                "a method has one #[handler] attribute; an event type runs one method",
             ));
         }
         // Leave the attributes in place, marked, so that the `handler` macro accepts them.
@@ -177,7 +184,8 @@ pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
         errors.add(syn::Error::new(
             imp.impl_token.span,
             "this #[service] has no handlers: mark the methods that handle events with \
-             #[handler(Ev::Variant)]",
+             #[handler], e.g. `#[handler] fn deposit(&self, ctx: &mut TxnCtx<'_, MyApp>, ev: \
+             &Deposit) -> HandlerResult`",
         ));
     }
 
@@ -194,20 +202,32 @@ pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
             None
         }
     };
+    if args.key.is_none() && !handlers.is_empty() {
+        errors.add(syn::Error::new(
+            Span::call_site(),
+            "say the type of key that routes events to this service's partitions: \
+             #[service(key = u64)]",
+        ));
+    }
+    if !imp.generics.params.is_empty() {
+        errors.add(syn::Error::new_spanned(
+            &imp.generics,
+            "a #[service] cannot be generic: its events go into the application's log",
+        ));
+    }
     let self_ty = &imp.self_ty;
-    let (impl_generics, _, where_clause) = imp.generics.split_for_impl();
     // On a mistake, keep the impl block (and `register`, if its signature is known) so that
     // only the mistake is reported, not every use of the service.
     if let Err(e) = errors.finish() {
         let e = e.to_compile_error();
         let stub = app.map(|app| {
             quote! {
-                impl #impl_generics #self_ty #where_clause {
+                impl #self_ty {
                     #[allow(dead_code, unused_variables)]
                     pub fn register(
                         self,
                         builder: &mut ::txn::AppBuilder<#app>,
-                        service: ::txn::ServiceRef,
+                        service: ::txn::Svc<Self>,
                     ) {
                         ::core::unreachable!()
                     }
@@ -217,85 +237,110 @@ pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
         return Ok(quote!(#e #imp #stub));
     }
     let app = app.expect("checked above");
+    let key = args.key.expect("checked above");
+    let vis = args.vis.unwrap_or_else(|| syn::parse_quote!(pub));
+    let contract = contract(self_ty, &app, &key, &vis, &handlers)?;
+    Ok(quote! {
+        #imp
+        #contract
+    })
+}
 
-    let service_name = text::tokens_text(quote!(#self_ty));
-    let handled: Vec<String> = handlers
-        .iter()
-        .map(|h| text::path_text(&h.args.variant))
-        .collect();
-    let unhandled = format!(
-        "{service_name} has no handler for {{:?}} (it handles {})",
-        handled.join(", ")
+/// The service's event enum, its `txn::Service` and `txn::EventOf` impls, and `register`.
+fn contract(
+    self_ty: &Type,
+    app: &Type,
+    key: &Type,
+    vis: &syn::Visibility,
+    handlers: &[HandlerDef],
+) -> syn::Result<TokenStream> {
+    let Type::Path(self_path) = self_ty else {
+        return Err(syn::Error::new_spanned(
+            self_ty,
+            "#[service] goes on `impl MyService { .. }` for a named type",
+        ));
+    };
+    let self_ident = &self_path.path.segments.last().expect("a path").ident;
+    let service_name = self_ident.to_string();
+    let enum_ident = format_ident!("{}Event", self_ident);
+    let enum_doc = format!(
+        "Every event service [`{service_name}`] handles: one variant per `#[handler]` method \
+         (generated by `#[service]`)."
     );
-    let arms = handlers.iter().map(arm);
-    let register = quote! {
-        impl #impl_generics #self_ty #where_clause {
+    let variants: Vec<&syn::Ident> = handlers.iter().map(HandlerDef::variant).collect();
+    let names: Vec<String> = variants.iter().map(|v| v.to_string()).collect();
+    let events: Vec<&syn::TypePath> = handlers.iter().map(|h| &h.event).collect();
+    let internal: Vec<bool> = handlers.iter().map(|h| h.args.internal).collect();
+    let arms = handlers.iter().map(|h| arm(&enum_ident, h));
+    let misrouted = format!("{service_name} received an event of another service: {{:?}}");
+    Ok(quote! {
+        #[doc = #enum_doc]
+        #[derive(::core::clone::Clone, ::core::fmt::Debug, ::txn::__private::serde::Serialize, ::txn::__private::serde::Deserialize)]
+        #[serde(crate = "::txn::__private::serde")]
+        #vis enum #enum_ident {
+            #(#variants(#events),)*
+        }
+
+        impl ::txn::Service for #self_ty {
+            type App = #app;
+            type Key = #key;
+            type Event = #enum_ident;
+            const NAME: &'static str = #service_name;
+
+            fn event_kind(event: &#enum_ident) -> &'static str {
+                match event { #(#enum_ident::#variants(_) => #names,)* }
+            }
+
+            fn is_internal(event: &#enum_ident) -> bool {
+                match event { #(#enum_ident::#variants(_) => #internal,)* }
+            }
+        }
+
+        #(
+            impl ::txn::EventOf<#self_ty> for #events {
+                const KIND: &'static str = #names;
+                fn into_service_event(self) -> #enum_ident {
+                    #enum_ident::#variants(self)
+                }
+            }
+        )*
+
+        impl #self_ty {
             /// Installs this service's `#[handler]` methods as the handler of `service`: each
-            /// event runs the method of its variant; an event of any other variant aborts the
-            /// transaction, naming the event.
-            pub fn register(
-                self,
-                builder: &mut ::txn::AppBuilder<#app>,
-                service: ::txn::ServiceRef,
-            ) {
-                builder.handler(service, move |ctx, event| match event {
-                    #(#arms)*
-                    #[allow(unreachable_patterns)]
-                    other => ::core::result::Result::Err(
-                        ctx.abort(::std::format!(#unhandled, other)),
-                    ),
+            /// event runs the method of its type.
+            pub fn register(self, builder: &mut ::txn::AppBuilder<#app>, service: ::txn::Svc<Self>) {
+                builder.handler(service.raw(), move |ctx, event| {
+                    match <<#app as ::txn::App>::Event as ::txn::Envelope<Self>>::unwrap(event) {
+                        #(#arms)*
+                        // Only the untyped `*_raw` calls can deliver another service's event.
+                        ::core::option::Option::None => ::core::result::Result::Err(
+                            ctx.abort(::std::format!(#misrouted, event)),
+                        ),
+                    }
                 });
             }
         }
-    };
-    Ok(quote! {
-        #imp
-        #register
     })
 }
 
 /// The match arm that runs handler `h`.
-fn arm(h: &HandlerDef) -> TokenStream {
-    let variant = &h.args.variant;
+fn arm(enum_ident: &syn::Ident, h: &HandlerDef) -> TokenStream {
+    let variant = h.variant();
     let method = &h.method;
-    // The pattern's own tokens end where the path ends, so that an error about the pattern
-    // underlines the whole variant path in the attribute.
-    let end = variant
-        .segments
-        .last()
-        .map_or_else(|| variant.span(), |s| s.ident.span());
-    // Each binding carries its parameter's span, so that a type mismatch between the variant's
-    // field and the parameter points at the parameter.
-    let bindings: Vec<syn::Ident> = h
-        .params
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format_ident!("__txn_arg{}", i, span = p.span))
-        .collect();
-    let pattern = if h.params.is_empty() {
-        quote_spanned!(end=> #variant { .. })
-    } else if h.args.by_name {
-        let fields = h
-            .params
-            .iter()
-            .map(|p| p.name.as_ref().expect("named in handler_def"));
-        quote_spanned!(end=> #variant { #(#fields: #bindings,)* .. })
+    let event = &h.event;
+    // The event binding carries the parameter's span, so that an error about it points there.
+    let binding = format_ident!("__txn_event", span = event.span());
+    let arg = if h.by_value {
+        quote_spanned!(event.span()=> <#event as ::core::clone::Clone>::clone(#binding))
     } else {
-        quote_spanned!(end=> #variant(#(#bindings),*))
+        quote!(#binding)
     };
-    let args = h
-        .params
-        .iter()
-        .zip(&bindings)
-        .map(|(p, b)| match &p.by_value {
-            None => quote!(#b),
-            Some(ty) => quote_spanned!(p.span=> <#ty as ::core::clone::Clone>::clone(#b)),
-        });
     // A handler may return `Result<(), E>` for its service's own error type: the error becomes
     // an `Abort` through `Into` (a `txn::BusinessError` keeps its kind).
     let into_abort = quote_spanned!(h.output=> ::core::convert::Into::<::txn::Abort>::into);
     quote! {
-        #pattern => ::core::result::Result::map_err(self.#method(ctx, #(#args),*), #into_abort),
+        ::core::option::Option::Some(#enum_ident::#variant(#binding)) =>
+            ::core::result::Result::map_err(self.#method(ctx, #arg), #into_abort),
     }
 }
 
@@ -312,14 +357,11 @@ fn handler_def(f: &ImplItemFn, attr_idx: usize) -> syn::Result<HandlerDef> {
     let sig = &f.sig;
     let mut errors = Errors::default();
     let args = match &attr.meta {
+        syn::Meta::Path(_) => Ok(HandlerArgs::default()),
         syn::Meta::List(list) => list.parse_args::<HandlerArgs>(),
-        _ => Err(syn::Error::new_spanned(
-            attr,
-            format!(
-                "name the event variant `{}` runs for: #[handler(Ev::Variant)] for a tuple \
-                 variant, #[handler(Ev::Variant {{ .. }})] for a struct variant",
-                sig.ident
-            ),
+        syn::Meta::NameValue(nv) => Err(syn::Error::new_spanned(
+            nv,
+            "write #[handler], or #[handler(internal)] for an event only handlers may emit",
         )),
     };
     let args = match args {
@@ -343,12 +385,13 @@ fn handler_def(f: &ImplItemFn, attr_idx: usize) -> syn::Result<HandlerDef> {
         ));
     }
     let ctx_hint = "`ctx: &mut TxnCtx<'_, MyApp>`";
+    let event_hint = "its event: `ev: &Deposit` (or `ev: Deposit` for a clone)";
     match sig.receiver() {
         None => errors.add(syn::Error::new_spanned(
             &sig.ident,
             format!(
                 "a #[handler] is a method: its parameters are `&self`, then {ctx_hint}, then \
-                 the event's payload"
+                 {event_hint}"
             ),
         )),
         Some(r) if r.colon_token.is_some() || r.reference.is_none() || r.mutability.is_some() => {
@@ -369,36 +412,24 @@ fn handler_def(f: &ImplItemFn, attr_idx: usize) -> syn::Result<HandlerDef> {
         )),
         _ => {}
     }
-    let by_name = args.as_ref().is_some_and(|a| a.by_name);
-    let mut params = Vec::new();
-    for input in inputs {
-        let FnArg::Typed(p) = input else { continue };
-        let by_value = match &*p.ty {
-            Type::Reference(_) => None,
-            ty => Some(ty.clone()),
-        };
-        let name = match &*p.pat {
-            Pat::Ident(i) if i.by_ref.is_none() && i.subpat.is_none() => Some(i.ident.clone()),
-            _ => None,
-        };
-        if by_name && name.is_none() {
-            errors.add(syn::Error::new_spanned(
-                &p.pat,
-                "with #[handler(Ev::Variant { .. })] each parameter is named after the field \
-                 of the variant it receives",
-            ));
+    let event = match (inputs.next(), inputs.next()) {
+        (Some(FnArg::Typed(p)), None) => event_type(&p.ty),
+        (Some(_), Some(extra)) => Err(syn::Error::new_spanned(
+            extra,
+            format!("a #[handler] takes one event after the context: {event_hint}"),
+        )),
+        _ => Err(syn::Error::new(
+            sig.paren_token.span.close(),
+            format!("a #[handler] takes, after the context, {event_hint}"),
+        )),
+    };
+    let event = match event {
+        Ok(e) => Some(e),
+        Err(e) => {
+            errors.add(e);
+            None
         }
-        // The type, or the type behind `&`: a mismatch points at `u32` in `amount: &u32`.
-        let span = match &*p.ty {
-            Type::Reference(r) => r.elem.span(),
-            ty => ty.span(),
-        };
-        params.push(Param {
-            name,
-            by_value,
-            span,
-        });
-    }
+    };
     if let syn::ReturnType::Default = sig.output {
         errors.add(syn::Error::new(
             sig.paren_token.span.close(),
@@ -407,12 +438,38 @@ fn handler_def(f: &ImplItemFn, attr_idx: usize) -> syn::Result<HandlerDef> {
         ));
     }
     errors.finish()?;
+    let (event, by_value) = event.expect("no errors");
     Ok(HandlerDef {
         method: sig.ident.clone(),
         args: args.expect("no errors"),
-        params,
+        event,
+        by_value,
         output: sig.output.span(),
     })
+}
+
+/// The event type of a handler's event parameter (`&Deposit` or `Deposit`), and whether it is
+/// taken by value.
+fn event_type(ty: &Type) -> syn::Result<(syn::TypePath, bool)> {
+    let (inner, by_value) = match ty {
+        Type::Reference(r) if r.mutability.is_none() => (&*r.elem, false),
+        Type::Reference(r) => {
+            return Err(syn::Error::new_spanned(
+                r,
+                "a handler reads its event: take `&Deposit` (or `Deposit` for a clone)",
+            ));
+        }
+        ty => (ty, true),
+    };
+    match inner {
+        Type::Path(p) if p.qself.is_none() && !p.path.segments.is_empty() => {
+            Ok((p.clone(), by_value))
+        }
+        other => Err(syn::Error::new_spanned(
+            other,
+            "a handler's event is a named type (a struct or enum of your own), e.g. `ev: &Deposit`",
+        )),
+    }
 }
 
 /// The `A` of `&mut TxnCtx<'_, A>` (any path ending in `TxnCtx`).

@@ -3,8 +3,9 @@
 //! queries.
 
 use crate::app::{App, AppDef, ServiceRef};
+use crate::contract::{EventOf, KeyOf, Request, Service, Svc};
 use crate::dedup::request_digest;
-use crate::envelope::Request;
+use crate::envelope::Sequenced;
 use crate::error::TxnError;
 use crate::ids::{GlobalPartition, IdGenerator, RequestId};
 use crate::outcome::Outcome;
@@ -19,7 +20,7 @@ pub(super) type QueryReply = oneshot::Sender<QueryResult>;
 
 pub(super) enum Submission<A: App> {
     Txn {
-        request: Request<A::Event>,
+        request: Sequenced<A::Event>,
         /// The request's digest (see `dedup::request_digest`), computed by the client.
         digest: u32,
         /// Whether the id was generated for this submission just now: no one else can know
@@ -67,43 +68,87 @@ impl<A: App> Clone for Client<A> {
 }
 
 impl<A: App> Client<A> {
-    /// Submits `event` to the partition of `service` owning `key` and waits for the durable
-    /// outcome. The request gets a generated id, handed back in `TxnError::OutcomeUnknown`.
-    pub async fn submit<K: Hash + ?Sized>(
-        &self,
-        service: ServiceRef,
-        key: &K,
-        event: A::Event,
-    ) -> Result<Outcome<A::Output>, TxnError> {
-        self.submit_to(service, service.partition_of(key), event)
-            .await
-    }
-
-    /// Submits `event` to partition `partition` of `service`.
-    pub async fn submit_to(
-        &self,
-        service: ServiceRef,
-        partition: u32,
-        event: A::Event,
-    ) -> Result<Outcome<A::Output>, TxnError> {
-        let target = self.app.check_partition(service, partition)?;
-        self.submit_request(self.ids.next(), true, target, event)
-            .await
+    /// Submits `event` to the partition of `to` owning the event's key and waits for the
+    /// durable outcome. The request gets a generated id, handed back in
+    /// `TxnError::OutcomeUnknown`.
+    pub async fn submit<S, E>(&self, to: Svc<S>, event: E) -> Result<Outcome<A::Output>, TxnError>
+    where
+        S: Service<App = A>,
+        E: EventOf<S> + KeyOf<S::Key>,
+    {
+        self.submit_request(to.request(event)).await
     }
 
     /// Submits an idempotent request: if a request with the same `id` was already submitted
     /// (and is still in the dedup window, which survives restarts), this returns that request's
     /// original outcome and nothing is executed again. Reusing an id for a different request
     /// (another target partition or event) is refused with `TxnError::RequestIdReused`.
-    pub async fn submit_with_id<K: Hash + ?Sized>(
+    pub async fn submit_with_id<S, E>(
+        &self,
+        id: RequestId,
+        to: Svc<S>,
+        event: E,
+    ) -> Result<Outcome<A::Output>, TxnError>
+    where
+        S: Service<App = A>,
+        E: EventOf<S> + KeyOf<S::Key>,
+    {
+        self.submit_request_with_id(id, to.request(event)).await
+    }
+
+    /// Submits an already routed request (`Svc::request`) with a generated id.
+    pub async fn submit_request(&self, request: Request<A>) -> Result<Outcome<A::Output>, TxnError> {
+        let (service, partition, event) = request.into_parts();
+        let target = self.app.check_partition(service, partition)?;
+        self.submit_sequenced(self.ids.next(), true, target, event)
+            .await
+    }
+
+    /// Submits an already routed request under the caller's `id` (see
+    /// [`submit_with_id`](Self::submit_with_id)).
+    pub async fn submit_request_with_id(
+        &self,
+        id: RequestId,
+        request: Request<A>,
+    ) -> Result<Outcome<A::Output>, TxnError> {
+        let (service, partition, event) = request.into_parts();
+        let target = self.app.check_partition(service, partition)?;
+        self.submit_sequenced(id, false, target, event).await
+    }
+
+    /// Untyped [`submit`](Self::submit), for applications whose `App` is written by hand:
+    /// nothing checks that `service` handles `event`.
+    pub async fn submit_raw<K: Hash + ?Sized>(
+        &self,
+        service: ServiceRef,
+        key: &K,
+        event: A::Event,
+    ) -> Result<Outcome<A::Output>, TxnError> {
+        self.submit_request(Request::raw(service, service.partition_of(key), event))
+            .await
+    }
+
+    /// Untyped submit to partition `partition` of `service`.
+    pub async fn submit_to_raw(
+        &self,
+        service: ServiceRef,
+        partition: u32,
+        event: A::Event,
+    ) -> Result<Outcome<A::Output>, TxnError> {
+        self.submit_request(Request::raw(service, partition, event))
+            .await
+    }
+
+    /// Untyped [`submit_with_id`](Self::submit_with_id).
+    pub async fn submit_with_id_raw<K: Hash + ?Sized>(
         &self,
         id: RequestId,
         service: ServiceRef,
         key: &K,
         event: A::Event,
     ) -> Result<Outcome<A::Output>, TxnError> {
-        let target = service.gp(service.partition_of(key));
-        self.submit_request(id, false, target, event).await
+        let request = Request::raw(service, service.partition_of(key), event);
+        self.submit_request_with_id(id, request).await
     }
 
     /// A fresh generated request id (unique to this runtime), for callers that want to know
@@ -114,7 +159,7 @@ impl<A: App> Client<A> {
         self.ids.next()
     }
 
-    async fn submit_request(
+    async fn submit_sequenced(
         &self,
         id: RequestId,
         fresh: bool,
@@ -122,7 +167,7 @@ impl<A: App> Client<A> {
         event: A::Event,
     ) -> Result<Outcome<A::Output>, TxnError> {
         let digest = self.admit(target, &event)?;
-        let request = Request {
+        let request = Sequenced {
             target,
             event,
             id: Some(id),

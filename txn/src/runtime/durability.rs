@@ -3,7 +3,7 @@
 //! and the on-log form of an epoch.
 
 use crate::app::App;
-use crate::envelope::{EpochEnv, Fallback, Request};
+use crate::envelope::{EpochEnv, Fallback, Sequenced};
 use crate::ids::Seq;
 use crate::limits;
 use crate::row_key::{CheckpointRow, DeferredRows};
@@ -35,7 +35,7 @@ pub(super) enum LogItem<A: App> {
 pub(crate) struct EpochRecordRef<'a, E> {
     pub(crate) epoch: u64,
     pub(crate) timestamp_ms: u64,
-    pub(crate) requests: &'a [Request<E>],
+    pub(crate) requests: &'a [Sequenced<E>],
     pub(crate) fallback: Fallback,
     pub(crate) serial: &'a [Seq],
 }
@@ -45,7 +45,7 @@ pub(crate) struct EpochRecordRef<'a, E> {
 pub(super) struct EpochRecord<E> {
     pub(super) epoch: u64,
     pub(super) timestamp_ms: u64,
-    pub(super) requests: Vec<Request<E>>,
+    pub(super) requests: Vec<Sequenced<E>>,
     pub(super) fallback: Fallback,
     pub(super) serial: Vec<Seq>,
 }

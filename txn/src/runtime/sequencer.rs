@@ -5,7 +5,7 @@
 use crate::app::{App, AppDef};
 use crate::clock::now_ms;
 use crate::dedup::{Check, Dedup};
-use crate::envelope::{EpochEnv, Fallback, Request};
+use crate::envelope::{EpochEnv, Fallback, Sequenced};
 use crate::epoch::{EpochOutcome, QueryJob, TxnResult, run_epoch, run_phase};
 use crate::error::{AbortReason, TxnError};
 use crate::ids::{GlobalPartition, RequestId, Tid};
@@ -47,7 +47,7 @@ pub(super) struct Sequencer<A: App> {
     /// Decides the serial hints of each epoch from the conflicts of the previous ones.
     pub(super) predictor: Predictor,
     /// Conflict losers to run first in the next epoch.
-    pub(super) retry_queue: Vec<(Request<A::Event>, PendingTxn<A>)>,
+    pub(super) retry_queue: Vec<(Sequenced<A::Event>, PendingTxn<A>)>,
     /// Requests with client-chosen ids between sequencing and their final outcome.
     pub(super) inflight: InFlight<A>,
 }
@@ -102,7 +102,7 @@ pub(super) fn settle<O>(
 
 /// Requests of the epoch being gathered.
 struct Gathered<A: App> {
-    requests: Vec<Request<A::Event>>,
+    requests: Vec<Sequenced<A::Event>>,
     pending: Vec<PendingTxn<A>>,
     queries: Vec<(QueryJob, QueryReply)>,
     /// Resubmissions answered from the dedup window.
@@ -263,7 +263,7 @@ impl<A: App> Sequencer<A> {
     }
 
     /// Numbers the next epoch and stamps it with a timestamp that never goes backwards.
-    fn next_epoch(&mut self, requests: Vec<Request<A::Event>>) -> Arc<EpochEnv<A::Event>> {
+    fn next_epoch(&mut self, requests: Vec<Sequenced<A::Event>>) -> Arc<EpochEnv<A::Event>> {
         let previous = (self.epoch, self.last_timestamp_ms);
         self.epoch += 1;
         self.last_timestamp_ms = self.last_timestamp_ms.max(now_ms());
@@ -326,7 +326,7 @@ impl<A: App> Sequencer<A> {
         let req = &env.requests[seq];
         match settle(env.epoch, env.timestamp_ms, seq, result, req.retries) {
             Settled::Retry => self.retry_queue.push((
-                Request {
+                Sequenced {
                     target: req.target,
                     event: req.event.clone(),
                     id: req.id,
