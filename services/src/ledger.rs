@@ -29,9 +29,12 @@
 //! read-only snapshot query that never blocks or aborts a transfer.
 //!
 //! Written as users write their services: the rows declare their tables
-//! (`#[derive(Table)]`), the events name their kinds and mark the internal steps
-//! (`#[derive(EventKind)]`), and each service is a struct whose `#[handler]` methods run one
-//! event variant each (`#[service]`). `docs/tutorial-ledger.md` walks through this file.
+//! (`#[derive(Table)]`), each event is a type of its own whose `#[key]` field routes it
+//! (`#[derive(txn::Event)]`, or an `impl KeyOf` for a key inside the event), each service is a
+//! struct whose `#[handler]` methods take one event type each (`#[service(key = u64)]`, with
+//! `#[handler(internal)]` on the steps clients may not submit), business aborts are a
+//! [`LedgerError`], and `#[txn::app]` names the application's services.
+//! `docs/tutorial-ledger.md` walks through this file.
 //!
 //! # Invariants
 //!
@@ -39,31 +42,33 @@
 //! negative. [`LedgerAudit`] folds a snapshot into totals and counts, [`check`] compares them
 //! with what the committed deposits say they must be.
 
-use crate::{Request, Violations};
+use crate::Violations;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use txn::{
-    App, AppBuilder, AppDef, Client, HandlerResult, ReadView, SerialExecutor, ServiceRef, Table,
-    TxnCtx, TxnError, handler, service,
+    AppDef, AppBuilder, BusinessError, Client, HandlerResult, KeyOf, ReadView, Request,
+    SerialExecutor, Svc, Table, TxnCtx, TxnError, handler, service,
 };
 
-/// The ledger application's types.
+/// The ledger application: two services; a committed transaction returns a [`LedgerOutput`].
+#[txn::app(services(Accounts, Assets), output = LedgerOutput)]
 pub struct LedgerApp;
 
-impl App for LedgerApp {
-    type Event = LedgerEvent;
-    type Output = LedgerOutput;
-
-    /// The steps of deposits and transfers: clients submit only `Deposit` and `Transfer`.
-    fn is_internal(event: &LedgerEvent) -> bool {
-        event.is_internal()
-    }
+/// Inbound, to `accounts`: credit `amount` to an account and an entry, creating them if they do
+/// not exist yet (the loader opens accounts this way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Event)]
+pub struct Deposit {
+    #[key]
+    pub account: u64,
+    pub entry: u64,
+    pub amount: i64,
 }
 
-/// A transfer request: move `amount` from the source account and entry to the target account
-/// and entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Inbound, to `accounts` at the source account: move `amount` from the source account and
+/// entry to the target account and entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Event)]
 pub struct Transfer {
+    #[key]
     pub src_account: u64,
     pub src_entry: u64,
     pub dst_account: u64,
@@ -71,45 +76,55 @@ pub struct Transfer {
     pub amount: i64,
 }
 
-/// Every event of the ledger: the two inbound requests and the internal steps of their chains.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::EventKind)]
-pub enum LedgerEvent {
-    /// Inbound, to `accounts`: credit `amount` to an account and an entry, creating them if
-    /// they do not exist yet (the loader opens accounts this way).
-    Deposit {
-        account: u64,
-        entry: u64,
-        amount: i64,
-    },
-    /// Inbound, to `accounts` at the source account: the 4-row transfer.
-    Transfer(Transfer),
-    /// Step 2 of a deposit, in `assets`; carries the account's new balance for the output.
-    #[internal]
-    DepositEntry {
-        entry: u64,
-        amount: i64,
-        balance: i64,
-    },
-    /// Step 2 of a transfer, in `assets` at the source entry.
-    #[internal]
-    DebitSourceEntry {
-        transfer: Transfer,
-        src_balance: i64,
-    },
-    /// Step 3 of a transfer, in `accounts` at the target account.
-    #[internal]
-    CreditTargetAccount {
-        transfer: Transfer,
-        src_balance: i64,
-        src_value: i64,
-    },
-    /// Step 4 of a transfer, in `assets` at the target entry.
-    #[internal]
-    CreditTargetEntry {
-        transfer: Transfer,
-        src_balance: i64,
-        src_value: i64,
-    },
+/// Step 2 of a deposit, in `assets`; carries the account's new balance for the output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Event)]
+pub struct DepositEntry {
+    #[key]
+    pub entry: u64,
+    pub amount: i64,
+    pub balance: i64,
+}
+
+/// Step 2 of a transfer, in `assets` at the source entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebitSourceEntry {
+    pub transfer: Transfer,
+    pub src_balance: i64,
+}
+
+/// Step 3 of a transfer, in `accounts` at the target account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditTargetAccount {
+    pub transfer: Transfer,
+    pub src_balance: i64,
+    pub src_value: i64,
+}
+
+/// Step 4 of a transfer, in `assets` at the target entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditTargetEntry {
+    pub transfer: Transfer,
+    pub src_balance: i64,
+    pub src_value: i64,
+}
+
+// The later steps of a transfer are routed by a field of the transfer they carry.
+impl KeyOf<u64> for DebitSourceEntry {
+    fn key(&self) -> &u64 {
+        &self.transfer.src_entry
+    }
+}
+
+impl KeyOf<u64> for CreditTargetAccount {
+    fn key(&self) -> &u64 {
+        &self.transfer.dst_account
+    }
+}
+
+impl KeyOf<u64> for CreditTargetEntry {
+    fn key(&self) -> &u64 {
+        &self.transfer.dst_entry
+    }
 }
 
 /// What a committed ledger transaction returns.
@@ -121,13 +136,59 @@ pub enum LedgerOutput {
     Transferred { src_balance: i64, src_value: i64 },
 }
 
-/// Stable abort-reason prefixes (the text before the first `:`), so reports can group aborts.
-pub mod reasons {
-    pub const INSUFFICIENT_BALANCE: &str = "insufficient balance";
-    pub const INSUFFICIENT_ASSETS: &str = "insufficient asset value";
-    pub const UNKNOWN_ACCOUNT: &str = "unknown account";
-    pub const UNKNOWN_ENTRY: &str = "unknown entry";
-    pub const INVALID_AMOUNT: &str = "invalid amount";
+/// Why the ledger refuses a deposit or transfer: the business aborts, each with a stable
+/// [`kind`](BusinessError::kind) that reports group by.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    #[error("account {account} holds {balance}, a transfer of {amount} would leave less than {min}")]
+    InsufficientBalance {
+        account: u64,
+        balance: i64,
+        amount: i64,
+        min: i64,
+    },
+    #[error("entry {entry} holds {value}, a transfer of {amount} would leave less than {min}")]
+    InsufficientAssets {
+        entry: u64,
+        value: i64,
+        amount: i64,
+        min: i64,
+    },
+    #[error("no {role} account {account}")]
+    UnknownAccount { role: &'static str, account: u64 },
+    #[error("no {role} entry {entry}")]
+    UnknownEntry { role: &'static str, entry: u64 },
+    #[error("amount {amount} must be positive")]
+    InvalidAmount { amount: i64 },
+    #[error("{what} {id} holds {value}, cannot add {amount}")]
+    Overflow {
+        what: &'static str,
+        id: u64,
+        value: i64,
+        amount: i64,
+    },
+}
+
+impl BusinessError for LedgerError {
+    fn kind(&self) -> &'static str {
+        match self {
+            LedgerError::InsufficientBalance { .. } => kinds::INSUFFICIENT_BALANCE,
+            LedgerError::InsufficientAssets { .. } => kinds::INSUFFICIENT_ASSETS,
+            LedgerError::UnknownAccount { .. } => kinds::UNKNOWN_ACCOUNT,
+            LedgerError::UnknownEntry { .. } => kinds::UNKNOWN_ENTRY,
+            LedgerError::InvalidAmount { .. } => kinds::INVALID_AMOUNT,
+            LedgerError::Overflow { .. } => kinds::OVERFLOW,
+        }
+    }
+}
+
+/// The kinds of [`LedgerError`], as `AbortReason::User::kind` carries them.
+pub mod kinds {
+    pub const INSUFFICIENT_BALANCE: &str = "insufficient_balance";
+    pub const INSUFFICIENT_ASSETS: &str = "insufficient_asset_value";
+    pub const UNKNOWN_ACCOUNT: &str = "unknown_account";
+    pub const UNKNOWN_ENTRY: &str = "unknown_entry";
+    pub const INVALID_AMOUNT: &str = "invalid_amount";
     pub const OVERFLOW: &str = "overflow";
 }
 
@@ -172,9 +233,9 @@ pub struct AssetEntry {
 pub struct Ledger {
     app: Arc<AppDef<LedgerApp>>,
     /// The `accounts` service.
-    pub accounts_service: ServiceRef,
+    pub accounts_service: Svc<Accounts>,
     /// The `assets` service.
-    pub assets_service: ServiceRef,
+    pub assets_service: Svc<Assets>,
     /// account id → account row.
     pub accounts: Table<u64, Account>,
     /// entry id → asset-ledger entry.
@@ -186,10 +247,10 @@ impl Ledger {
     /// Defines the two services, their tables and handlers.
     pub fn new(config: LedgerConfig) -> Result<Self, TxnError> {
         let mut b = AppBuilder::<LedgerApp>::new();
-        let accounts_service = b.service("accounts", config.n_partitions);
-        let assets_service = b.service("assets", config.n_partitions);
-        let accounts = Account::table(&mut b, accounts_service);
-        let asset_ledger = AssetEntry::table(&mut b, assets_service);
+        let accounts_service = b.add_service::<Accounts>("accounts", config.n_partitions);
+        let assets_service = b.add_service::<Assets>("assets", config.n_partitions);
+        let accounts = Account::table(&mut b, *accounts_service);
+        let asset_ledger = AssetEntry::table(&mut b, *assets_service);
         let min_balance = config.min_balance;
         Accounts {
             accounts,
@@ -218,30 +279,22 @@ impl Ledger {
     }
 
     /// A deposit of `amount` into `account` and `entry`.
-    pub fn deposit(&self, account: u64, entry: u64, amount: i64) -> Request<LedgerEvent> {
-        Request::keyed(
-            self.accounts_service,
-            &account,
-            LedgerEvent::Deposit {
-                account,
-                entry,
-                amount,
-            },
-        )
+    pub fn deposit(&self, account: u64, entry: u64, amount: i64) -> Request<LedgerApp> {
+        self.accounts_service.request(Deposit {
+            account,
+            entry,
+            amount,
+        })
     }
 
     /// A transfer; it starts in the partition owning the source account.
-    pub fn transfer(&self, transfer: Transfer) -> Request<LedgerEvent> {
-        Request::keyed(
-            self.accounts_service,
-            &transfer.src_account,
-            LedgerEvent::Transfer(transfer),
-        )
+    pub fn transfer(&self, transfer: Transfer) -> Request<LedgerApp> {
+        self.accounts_service.request(transfer)
     }
 
     /// The deposit that opens account `i` and entry `i` with `initial_balance`: the data loader
     /// submits these for `i in 0..n_accounts`.
-    pub fn initial_deposit(&self, i: u64, initial_balance: i64) -> Request<LedgerEvent> {
+    pub fn initial_deposit(&self, i: u64, initial_balance: i64) -> Request<LedgerApp> {
         self.deposit(i, i, initial_balance)
     }
 
@@ -254,7 +307,7 @@ impl Ledger {
     ) -> Result<Balance, TxnError> {
         let parts = client
             .query(
-                &[self.accounts_service, self.assets_service],
+                &[*self.accounts_service, *self.assets_service],
                 self.lookup_fn(account, entry),
             )
             .await?;
@@ -269,7 +322,7 @@ impl Ledger {
         entry: u64,
     ) -> Balance {
         exec.query(
-            &[self.accounts_service, self.assets_service],
+            &[*self.accounts_service, *self.assets_service],
             self.lookup_fn(account, entry),
         )
         .into_iter()
@@ -283,7 +336,7 @@ impl Ledger {
         account: u64,
         entry: u64,
     ) -> impl Fn(&ReadView<'_>) -> Balance + Send + Sync + 'static {
-        let (accounts_service, assets_service) = (self.accounts_service, self.assets_service);
+        let (accounts_service, assets_service) = (*self.accounts_service, *self.assets_service);
         let (accounts, asset_ledger) = (self.accounts, self.asset_ledger);
         move |view| {
             let mut b = Balance::default();
@@ -303,7 +356,7 @@ impl Ledger {
     pub async fn audit(&self, client: &Client<LedgerApp>) -> Result<LedgerAudit, TxnError> {
         let parts = client
             .query(
-                &[self.accounts_service, self.assets_service],
+                &[*self.accounts_service, *self.assets_service],
                 self.audit_fn(),
             )
             .await?;
@@ -315,7 +368,7 @@ impl Ledger {
     /// Audits the serial executor's state.
     pub fn audit_serial(&self, exec: &SerialExecutor<LedgerApp>) -> LedgerAudit {
         exec.query(
-            &[self.accounts_service, self.assets_service],
+            &[*self.accounts_service, *self.assets_service],
             self.audit_fn(),
         )
         .into_iter()
@@ -353,223 +406,184 @@ impl Balance {
     }
 }
 
-fn amount_is_valid<A: App>(ctx: &TxnCtx<'_, A>, amount: i64) -> Result<(), txn::Abort> {
+fn amount_is_valid(amount: i64) -> Result<(), LedgerError> {
     if amount <= 0 {
-        return Err(ctx.abort(format!(
-            "{}: {amount} (must be positive)",
-            reasons::INVALID_AMOUNT
-        )));
+        return Err(LedgerError::InvalidAmount { amount });
     }
     Ok(())
 }
 
-fn credit<A: App>(
-    ctx: &TxnCtx<'_, A>,
-    what: &str,
-    id: u64,
-    value: i64,
-    amount: i64,
-) -> Result<i64, txn::Abort> {
-    value.checked_add(amount).ok_or_else(|| {
-        ctx.abort(format!(
-            "{}: {what} {id} holds {value}, cannot add {amount}",
-            reasons::OVERFLOW
-        ))
+fn credit(what: &'static str, id: u64, value: i64, amount: i64) -> Result<i64, LedgerError> {
+    value.checked_add(amount).ok_or(LedgerError::Overflow {
+        what,
+        id,
+        value,
+        amount,
     })
 }
 
+/// Whether `value - amount` stays at or above `min` (`amount > 0`; an underflow, reachable only
+/// through a broken state, counts as going below).
+fn leaves_at_least(value: i64, amount: i64, min: i64) -> bool {
+    value.checked_sub(amount).is_some_and(|after| after >= min)
+}
+
 /// The `accounts` service: every step that touches an account row.
-struct Accounts {
+pub struct Accounts {
     accounts: Table<u64, Account>,
     /// The `assets` service, which the deposit and transfer steps continue in.
-    assets: ServiceRef,
+    assets: Svc<Assets>,
     min_balance: i64,
 }
 
-#[service]
+#[service(key = u64)]
 impl Accounts {
     /// Deposit step 1: credit the account (opening it), then the entry in `assets`.
-    #[handler(LedgerEvent::Deposit { .. })]
-    fn deposit(
-        &self,
-        ctx: &mut TxnCtx<'_, LedgerApp>,
-        account: u64,
-        entry: u64,
-        amount: i64,
-    ) -> HandlerResult {
-        amount_is_valid(ctx, amount)?;
-        let balance = ctx.get(self.accounts, &account)?.map_or(0, |a| a.balance);
-        let balance = credit(ctx, "account", account, balance, amount)?;
+    #[handler]
+    fn deposit(&self, ctx: &mut TxnCtx<'_, LedgerApp>, ev: &Deposit) -> HandlerResult {
+        amount_is_valid(ev.amount)?;
+        let balance = ctx.get(self.accounts, &ev.account)?.map_or(0, |a| a.balance);
+        let balance = credit("account", ev.account, balance, ev.amount)?;
         let row = Account {
-            id: account,
+            id: ev.account,
             balance,
         };
         ctx.put(self.accounts, row.key(), row)?;
-        let next = LedgerEvent::DepositEntry {
-            entry,
-            amount,
+        let next = DepositEntry {
+            entry: ev.entry,
+            amount: ev.amount,
             balance,
         };
-        ctx.emit(self.assets, &entry, next);
+        ctx.emit(self.assets, next);
         Ok(())
     }
 
     /// Transfer step 1: the precondition on the source account, then its debit.
-    #[handler(LedgerEvent::Transfer)]
+    #[handler]
     fn debit_source_account(&self, ctx: &mut TxnCtx<'_, LedgerApp>, t: &Transfer) -> HandlerResult {
-        amount_is_valid(ctx, t.amount)?;
+        amount_is_valid(t.amount)?;
         let Some(mut account) = ctx.get(self.accounts, &t.src_account)? else {
-            return Err(ctx.abort(format!(
-                "{}: source account {}",
-                reasons::UNKNOWN_ACCOUNT,
-                t.src_account
-            )));
+            let role = "source";
+            return Err(LedgerError::UnknownAccount { role, account: t.src_account }.into());
         };
-        let balance = account.balance;
-        // `balance - amount` cannot overflow: amount > 0 and balance ≥ i64::MIN is only
-        // reachable through a broken state, which checked_sub turns into an abort.
-        let after = balance.checked_sub(t.amount);
-        if after.is_none_or(|a| a < self.min_balance) {
-            return Err(ctx.abort(format!(
-                "{}: account {} holds {balance}, a transfer of {} would leave less than {}",
-                reasons::INSUFFICIENT_BALANCE,
-                t.src_account,
-                t.amount,
-                self.min_balance
-            )));
+        if !leaves_at_least(account.balance, t.amount, self.min_balance) {
+            return Err(LedgerError::InsufficientBalance {
+                account: t.src_account,
+                balance: account.balance,
+                amount: t.amount,
+                min: self.min_balance,
+            }.into());
         }
-        account.balance = balance - t.amount;
+        account.balance -= t.amount;
         ctx.put(self.accounts, account.key(), account)?;
-        let next = LedgerEvent::DebitSourceEntry {
+        let next = DebitSourceEntry {
             transfer: *t,
             src_balance: account.balance,
         };
-        ctx.emit(self.assets, &t.src_entry, next);
+        ctx.emit(self.assets, next);
         Ok(())
     }
 
     /// Transfer step 3: the target account must exist; credit it.
-    #[handler(LedgerEvent::CreditTargetAccount { .. })]
+    #[handler(internal)]
     fn credit_target_account(
         &self,
         ctx: &mut TxnCtx<'_, LedgerApp>,
-        transfer: Transfer,
-        src_balance: i64,
-        src_value: i64,
+        ev: &CreditTargetAccount,
     ) -> HandlerResult {
-        let t = transfer;
+        let t = ev.transfer;
         let Some(mut account) = ctx.get(self.accounts, &t.dst_account)? else {
-            return Err(ctx.abort(format!(
-                "{}: target account {}",
-                reasons::UNKNOWN_ACCOUNT,
-                t.dst_account
-            )));
+            let role = "target";
+            return Err(LedgerError::UnknownAccount { role, account: t.dst_account }.into());
         };
-        account.balance = credit(ctx, "account", t.dst_account, account.balance, t.amount)?;
+        account.balance = credit("account", t.dst_account, account.balance, t.amount)?;
         ctx.put(self.accounts, account.key(), account)?;
-        let next = LedgerEvent::CreditTargetEntry {
+        let next = CreditTargetEntry {
             transfer: t,
-            src_balance,
-            src_value,
+            src_balance: ev.src_balance,
+            src_value: ev.src_value,
         };
-        ctx.emit(self.assets, &t.dst_entry, next);
+        ctx.emit(self.assets, next);
         Ok(())
     }
 }
 
 /// The `assets` service: every step that touches an asset-ledger entry.
-struct Assets {
+pub struct Assets {
     asset_ledger: Table<u64, AssetEntry>,
     /// The `accounts` service, which the transfer continues in after the source entry.
-    accounts: ServiceRef,
+    accounts: Svc<Accounts>,
     min_balance: i64,
 }
 
-#[service]
+#[service(key = u64)]
 impl Assets {
     /// Deposit step 2: credit the entry (opening it); the output for the client.
-    #[handler(LedgerEvent::DepositEntry { .. })]
-    fn deposit_entry(
-        &self,
-        ctx: &mut TxnCtx<'_, LedgerApp>,
-        entry: u64,
-        amount: i64,
-        balance: i64,
-    ) -> HandlerResult {
-        let value = ctx.get(self.asset_ledger, &entry)?.map_or(0, |e| e.value);
-        let value = credit(ctx, "entry", entry, value, amount)?;
-        let row = AssetEntry { id: entry, value };
+    #[handler(internal)]
+    fn deposit_entry(&self, ctx: &mut TxnCtx<'_, LedgerApp>, ev: &DepositEntry) -> HandlerResult {
+        let value = ctx.get(self.asset_ledger, &ev.entry)?.map_or(0, |e| e.value);
+        let value = credit("entry", ev.entry, value, ev.amount)?;
+        let row = AssetEntry {
+            id: ev.entry,
+            value,
+        };
         ctx.put(self.asset_ledger, row.key(), row)?;
         ctx.set_output(LedgerOutput::Deposited {
-            balance,
+            balance: ev.balance,
             entry_value: value,
         });
         Ok(())
     }
 
     /// Transfer step 2: the precondition on the source entry, then its debit.
-    #[handler(LedgerEvent::DebitSourceEntry { .. })]
+    #[handler(internal)]
     fn debit_source_entry(
         &self,
         ctx: &mut TxnCtx<'_, LedgerApp>,
-        transfer: Transfer,
-        src_balance: i64,
+        ev: &DebitSourceEntry,
     ) -> HandlerResult {
-        let t = transfer;
+        let t = ev.transfer;
         let Some(mut entry) = ctx.get(self.asset_ledger, &t.src_entry)? else {
-            return Err(ctx.abort(format!(
-                "{}: source entry {}",
-                reasons::UNKNOWN_ENTRY,
-                t.src_entry
-            )));
+            let role = "source";
+            return Err(LedgerError::UnknownEntry { role, entry: t.src_entry }.into());
         };
-        let value = entry.value;
-        if value
-            .checked_sub(t.amount)
-            .is_none_or(|a| a < self.min_balance)
-        {
+        if !leaves_at_least(entry.value, t.amount, self.min_balance) {
             // Aborting here also discards the debit of the source account in step 1.
-            return Err(ctx.abort(format!(
-                "{}: entry {} holds {value}, a transfer of {} would leave less than {}",
-                reasons::INSUFFICIENT_ASSETS,
-                t.src_entry,
-                t.amount,
-                self.min_balance
-            )));
+            return Err(LedgerError::InsufficientAssets {
+                entry: t.src_entry,
+                value: entry.value,
+                amount: t.amount,
+                min: self.min_balance,
+            }.into());
         }
-        entry.value = value - t.amount;
+        entry.value -= t.amount;
         ctx.put(self.asset_ledger, entry.key(), entry)?;
-        let next = LedgerEvent::CreditTargetAccount {
+        let next = CreditTargetAccount {
             transfer: t,
-            src_balance,
+            src_balance: ev.src_balance,
             src_value: entry.value,
         };
-        ctx.emit(self.accounts, &t.dst_account, next);
+        ctx.emit(self.accounts, next);
         Ok(())
     }
 
     /// Transfer step 4: the target entry must exist; credit it; the output for the client.
-    #[handler(LedgerEvent::CreditTargetEntry { .. })]
+    #[handler(internal)]
     fn credit_target_entry(
         &self,
         ctx: &mut TxnCtx<'_, LedgerApp>,
-        transfer: Transfer,
-        src_balance: i64,
-        src_value: i64,
+        ev: &CreditTargetEntry,
     ) -> HandlerResult {
-        let t = transfer;
+        let t = ev.transfer;
         let Some(mut entry) = ctx.get(self.asset_ledger, &t.dst_entry)? else {
-            return Err(ctx.abort(format!(
-                "{}: target entry {}",
-                reasons::UNKNOWN_ENTRY,
-                t.dst_entry
-            )));
+            let role = "target";
+            return Err(LedgerError::UnknownEntry { role, entry: t.dst_entry }.into());
         };
-        entry.value = credit(ctx, "entry", t.dst_entry, entry.value, t.amount)?;
+        entry.value = credit("entry", t.dst_entry, entry.value, t.amount)?;
         ctx.put(self.asset_ledger, entry.key(), entry)?;
         ctx.set_output(LedgerOutput::Transferred {
-            src_balance,
-            src_value,
+            src_balance: ev.src_balance,
+            src_value: ev.src_value,
         });
         Ok(())
     }

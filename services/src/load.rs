@@ -5,11 +5,10 @@
 //! like everything else. Throughput comes from concurrency — enough requests in flight to fill
 //! every epoch — not from a side door.
 
-use crate::Request;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use txn::{AbortReason, App, Client, TxnError};
+use txn::{AbortReason, App, Client, Request, TxnError};
 
 /// What a load did.
 #[derive(Clone, Debug)]
@@ -28,7 +27,7 @@ pub async fn submit_all<A: App>(
     client: &Client<A>,
     n: usize,
     concurrency: usize,
-    make: impl Fn(usize) -> Request<A::Event> + Send + Sync + 'static,
+    make: impl Fn(usize) -> Request<A> + Send + Sync + 'static,
 ) -> Result<LoadReport, TxnError> {
     let start = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
@@ -43,8 +42,7 @@ pub async fn submit_all<A: App>(
                 if i >= n {
                     break;
                 }
-                let r = make(i);
-                let outcome = client.submit_to(r.service, r.partition, r.event).await?;
+                let outcome = client.submit_request(make(i)).await?;
                 match outcome.result {
                     Ok(_) => report.0 += 1,
                     Err(reason) => {

@@ -12,44 +12,79 @@
 //! to the table, so the sum of all values equals the number of keys incremented by committed
 //! transactions (k × committed), no value is negative, and exactly `n_keys` rows exist.
 
-use crate::{Request, Violations};
+use crate::Violations;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use txn::{
-    App, AppBuilder, AppDef, Client, HandlerResult, ReadView, SerialExecutor, ServiceRef, Table,
-    TxnCtx, TxnError, handler, service,
+    AppBuilder, AppDef, BusinessError, Client, HandlerResult, KeyOf, ReadView, Request,
+    SerialExecutor, Svc, Table, TxnCtx, TxnError, handler, service,
 };
 
-/// The YCSB-T application's types.
+/// The YCSB-T application: one service; transactions return nothing (the client only needs to
+/// know that they committed).
+#[txn::app(services(UserTable), output = ())]
 pub struct YcsbApp;
 
-impl App for YcsbApp {
-    type Event = YcsbEvent;
-    /// Transactions return nothing: the client only needs to know that they committed.
-    type Output = ();
+/// Inbound, to one partition: insert `keys` (all owned by that partition) with value 0.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Load {
+    pub keys: Vec<u64>,
+}
 
-    /// An `Rmw` past its first run of keys (`next > 0`) is a step of a transaction already
-    /// under way: clients start every read-modify-write at its first key.
-    fn is_internal(event: &YcsbEvent) -> bool {
-        matches!(event, YcsbEvent::Rmw { next, .. } if *next > 0)
+/// Inbound: increment each of `keys` once per occurrence. [`Ycsb::rmw`] groups the keys by
+/// partition, so the chain visits each partition once; it starts at the owner of the first key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rmw {
+    pub keys: Vec<u64>,
+}
+
+/// A step of a read-modify-write under way: increment `keys[next..]`, starting with the run
+/// of keys this partition owns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RmwStep {
+    pub keys: Vec<u64>,
+    pub next: u32,
+}
+
+/// An empty key list routes to key 0's partition, where the handler refuses it.
+impl KeyOf<u64> for Rmw {
+    fn key(&self) -> &u64 {
+        self.keys.first().unwrap_or(&0)
     }
 }
 
-/// Every event of YCSB-T.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::EventKind)]
-pub enum YcsbEvent {
-    /// Inbound: insert `keys` (all owned by the target partition) with value 0.
-    Load { keys: Vec<u64> },
-    /// Inbound and internal: increment `keys[next..]`; `keys` is grouped by partition, so the
-    /// step handles the run of keys owned by its partition and emits the rest onwards.
-    Rmw { keys: Vec<u64>, next: u32 },
+impl KeyOf<u64> for RmwStep {
+    fn key(&self) -> &u64 {
+        self.keys.get(self.next as usize).unwrap_or(&0)
+    }
 }
 
-/// Stable abort-reason prefixes (the text before the first `:`).
-pub mod reasons {
-    pub const UNKNOWN_KEY: &str = "unknown key";
-    pub const MISROUTED: &str = "misrouted event";
+/// Why a YCSB-T transaction aborts.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum YcsbError {
+    #[error("key {key} was never loaded")]
+    UnknownKey { key: u64 },
+    #[error("key {key} holds {value}, which cannot be incremented")]
+    Overflow { key: u64, value: i64 },
+    #[error("a read-modify-write needs at least one key")]
+    NoKeys,
+}
+
+impl BusinessError for YcsbError {
+    fn kind(&self) -> &'static str {
+        match self {
+            YcsbError::UnknownKey { .. } => kinds::UNKNOWN_KEY,
+            YcsbError::Overflow { .. } => kinds::OVERFLOW,
+            YcsbError::NoKeys => kinds::NO_KEYS,
+        }
+    }
+}
+
+/// The kinds of [`YcsbError`], as `AbortReason::User::kind` carries them.
+pub mod kinds {
+    pub const UNKNOWN_KEY: &str = "unknown_key";
     pub const OVERFLOW: &str = "overflow";
+    pub const NO_KEYS: &str = "no_keys";
 }
 
 /// How YCSB-T is deployed.
@@ -83,7 +118,7 @@ pub struct UserRow {
 #[derive(Clone)]
 pub struct Ycsb {
     app: Arc<AppDef<YcsbApp>>,
-    pub service: ServiceRef,
+    pub service: Svc<UserTable>,
     /// key → row holding its counter.
     pub table: Table<u64, UserRow>,
     pub config: YcsbConfig,
@@ -93,9 +128,9 @@ impl Ycsb {
     /// Defines the service, its table and handler.
     pub fn new(config: YcsbConfig) -> Result<Self, TxnError> {
         let mut b = AppBuilder::<YcsbApp>::new();
-        let service = b.service("ycsb", config.n_partitions);
-        let table = UserRow::table(&mut b, service);
-        UserTable { table }.register(&mut b, service);
+        let service = b.add_service::<UserTable>("ycsb", config.n_partitions);
+        let table = UserRow::table(&mut b, *service);
+        UserTable { table, me: service }.register(&mut b, service);
         Ok(Ycsb {
             app: b.build()?,
             service,
@@ -111,7 +146,7 @@ impl Ycsb {
 
     /// The load: every key `0..n_keys` inserted with 0, as batch inserts of at most
     /// `rows_per_request` keys, each addressed to the partition owning its keys.
-    pub fn load_requests(&self, rows_per_request: usize) -> Vec<Request<YcsbEvent>> {
+    pub fn load_requests(&self, rows_per_request: usize) -> Vec<Request<YcsbApp>> {
         let rows_per_request = rows_per_request.max(1);
         let n_partitions = self.service.n_partitions() as usize;
         let mut pending: Vec<Vec<u64>> = vec![Vec::new(); n_partitions];
@@ -131,17 +166,13 @@ impl Ycsb {
         out
     }
 
-    fn load_request(&self, partition: u32, keys: Vec<u64>) -> Request<YcsbEvent> {
-        Request {
-            service: self.service,
-            partition,
-            event: YcsbEvent::Load { keys },
-        }
+    fn load_request(&self, partition: u32, keys: Vec<u64>) -> Request<YcsbApp> {
+        self.service.request_to_partition(partition, Load { keys })
     }
 
     /// A read-modify-write of `keys` (each incremented once per occurrence). The keys are
     /// reordered by partition so the chain visits each partition once.
-    pub fn rmw(&self, keys: &[u64]) -> Request<YcsbEvent> {
+    pub fn rmw(&self, keys: &[u64]) -> Request<YcsbApp> {
         assert!(
             !keys.is_empty(),
             "a YCSB-T transaction needs at least one key"
@@ -151,19 +182,14 @@ impl Ycsb {
             .map(|k| (self.service.partition_of(k), *k))
             .collect();
         keyed.sort_unstable();
-        Request {
-            service: self.service,
-            partition: keyed[0].0,
-            event: YcsbEvent::Rmw {
-                keys: keyed.into_iter().map(|(_, k)| k).collect(),
-                next: 0,
-            },
-        }
+        self.service.request(Rmw {
+            keys: keyed.into_iter().map(|(_, k)| k).collect(),
+        })
     }
 
     /// Audits the committed state at one snapshot.
     pub async fn audit(&self, client: &Client<YcsbApp>) -> Result<YcsbAudit, TxnError> {
-        let parts = client.query(&[self.service], self.audit_fn()).await?;
+        let parts = client.query(&[*self.service], self.audit_fn()).await?;
         Ok(parts
             .into_iter()
             .fold(YcsbAudit::default(), YcsbAudit::merge))
@@ -171,7 +197,7 @@ impl Ycsb {
 
     /// Audits the serial executor's state.
     pub fn audit_serial(&self, exec: &SerialExecutor<YcsbApp>) -> YcsbAudit {
-        exec.query(&[self.service], self.audit_fn())
+        exec.query(&[*self.service], self.audit_fn())
             .into_iter()
             .fold(YcsbAudit::default(), YcsbAudit::merge)
     }
@@ -185,9 +211,9 @@ impl Ycsb {
 
     /// The value of one key at a consistent snapshot.
     pub async fn read(&self, client: &Client<YcsbApp>, key: u64) -> Result<Option<i64>, TxnError> {
-        let (service, table) = (self.service, self.table);
+        let (service, table) = (*self.service, self.table);
         let parts = client
-            .query(&[self.service], move |view| {
+            .query(&[service], move |view| {
                 (view.partition() == service.partition_of(&key))
                     .then(|| view.get(table, &key).map(|row| row.value))
                     .flatten()
@@ -198,58 +224,70 @@ impl Ycsb {
 }
 
 /// The `ycsb` service: its one table.
-struct UserTable {
+pub struct UserTable {
     table: Table<u64, UserRow>,
+    /// The service itself: a read-modify-write continues in another of its partitions.
+    me: Svc<UserTable>,
 }
 
-#[service]
+#[service(key = u64)]
 impl UserTable {
     /// Inserts the keys of a load request with value 0.
-    #[handler(YcsbEvent::Load { .. })]
-    fn load(&self, ctx: &mut TxnCtx<'_, YcsbApp>, keys: &[u64]) -> HandlerResult {
-        for &key in keys {
+    #[handler]
+    fn load(&self, ctx: &mut TxnCtx<'_, YcsbApp>, ev: &Load) -> HandlerResult {
+        for &key in &ev.keys {
             ctx.put(self.table, key, UserRow { key, value: 0 })?;
         }
         Ok(())
     }
 
-    /// Increments the run of keys from `next` that this partition owns, then emits the rest
-    /// of the transaction to the owner of the first key past the run.
-    #[handler(YcsbEvent::Rmw { .. })]
-    fn rmw(&self, ctx: &mut TxnCtx<'_, YcsbApp>, keys: &[u64], next: u32) -> HandlerResult {
-        let service = ctx.service();
+    /// The first step of a read-modify-write.
+    #[handler]
+    fn rmw(&self, ctx: &mut TxnCtx<'_, YcsbApp>, ev: &Rmw) -> HandlerResult {
+        if ev.keys.is_empty() {
+            return Err(YcsbError::NoKeys.into());
+        }
+        self.increment_run(ctx, &ev.keys, 0)
+    }
+
+    /// A later step of a read-modify-write.
+    #[handler(internal)]
+    fn rmw_step(&self, ctx: &mut TxnCtx<'_, YcsbApp>, ev: &RmwStep) -> HandlerResult {
+        self.increment_run(ctx, &ev.keys, ev.next as usize)
+    }
+}
+
+impl UserTable {
+    /// Increments the run of keys from `first` that this partition owns (at least `keys[first]`,
+    /// which the step was routed by), then emits the rest of the transaction to the owner of
+    /// the first key past the run.
+    fn increment_run(
+        &self,
+        ctx: &mut TxnCtx<'_, YcsbApp>,
+        keys: &[u64],
+        first: usize,
+    ) -> HandlerResult {
         let here = ctx.partition();
-        let first = next as usize;
         let mut i = first;
-        while i < keys.len() && service.partition_of(&keys[i]) == here {
-            let k = keys[i];
-            let Some(mut row) = ctx.get(self.table, &k)? else {
-                return Err(ctx.abort(format!("{}: {k}", reasons::UNKNOWN_KEY)));
+        while i < keys.len() && (i == first || self.me.partition_of(&keys[i]) == here) {
+            let key = keys[i];
+            let Some(mut row) = ctx.get(self.table, &key)? else {
+                return Err(YcsbError::UnknownKey { key }.into());
             };
-            let Some(v) = row.value.checked_add(1) else {
-                return Err(ctx.abort(format!(
-                    "{}: key {k} holds {}",
-                    reasons::OVERFLOW,
-                    row.value
-                )));
+            let Some(value) = row.value.checked_add(1) else {
+                let value = row.value;
+                return Err(YcsbError::Overflow { key, value }.into());
             };
-            row.value = v;
-            ctx.put(self.table, k, row)?;
+            row.value = value;
+            ctx.put(self.table, key, row)?;
             i += 1;
         }
-        if i == first && first < keys.len() {
-            return Err(ctx.abort(format!(
-                "{}: step for key {} ran in partition {here}",
-                reasons::MISROUTED,
-                keys[first]
-            )));
-        }
         if i < keys.len() {
-            let rest = YcsbEvent::Rmw {
+            let rest = RmwStep {
                 keys: keys.to_vec(),
                 next: i as u32,
             };
-            ctx.emit(service, &keys[i], rest);
+            ctx.emit(self.me, rest);
         }
         Ok(())
     }

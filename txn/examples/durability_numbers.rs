@@ -55,7 +55,7 @@ fn app() -> (Arc<AppDef<Bank>>, ServiceRef) {
                     return Err(ctx.abort("insufficient balance"));
                 }
                 ctx.put(accounts, *from, balance - amount)?;
-                ctx.emit(
+                ctx.emit_raw(
                     bank,
                     to,
                     Ev::Deposit {
@@ -128,7 +128,7 @@ async fn main() {
                 balance: 1_000,
             };
             loads.push(tokio::spawn(async move {
-                c.submit_to(bank, p as u32, ev).await
+                c.submit_to_raw(bank, p as u32, ev).await
             }));
         }
     }
@@ -146,7 +146,7 @@ async fn main() {
     // Checkpoints fall due every 50 epochs; keep epochs coming with small transfers.
     while rt.stats().checkpoints_completed.load(Ordering::Relaxed) < next {
         let _ = client
-            .submit(
+            .submit_raw(
                 bank,
                 &1u64,
                 Ev::Withdraw {
@@ -187,7 +187,12 @@ async fn main() {
                     to,
                     amount: 1,
                 };
-                if client.submit(bank, &from, ev).await.unwrap().committed() {
+                if client
+                    .submit_raw(bank, &from, ev)
+                    .await
+                    .unwrap()
+                    .committed()
+                {
                     n += 1;
                 }
             }

@@ -42,9 +42,9 @@
 //! whose batch is not durable yet.
 
 use crate::app::{App, AppDef, ServiceRef};
-use crate::contract::{EventOf, KeyOf, Request, Service, Svc};
 use crate::clock::Clock;
 use crate::context::Usage;
+use crate::contract::{EventOf, KeyOf, Request, Service, Svc};
 use crate::error::{AbortReason, TxnError};
 use crate::ids::{GlobalPartition, Tid};
 use crate::partition::{Emitted, PartitionState, SharedPartition, StepEvent, WaveOut};

@@ -2,9 +2,9 @@
 //! replay histories against, and the `serial` baseline of the bench harness.
 
 use crate::app::{App, AppDef, ServiceRef};
-use crate::contract::{EventOf, KeyOf, Request, Service, Svc};
 use crate::clock::Clock;
 use crate::context::Usage;
+use crate::contract::{EventOf, KeyOf, Request, Service, Svc};
 use crate::envelope::Sequenced;
 use crate::error::AbortReason;
 use crate::ids::{GlobalPartition, Seq};

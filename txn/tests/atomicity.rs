@@ -21,7 +21,7 @@ async fn abort_in_third_service_leaves_no_trace_in_first_two() {
     let seed_ops = Ev::chain(vec![op(0, 1, OpKind::Add(100)), op(1, 2, OpKind::Add(200))]);
     assert!(
         client
-            .submit(fx.services[0], &1u64, seed_ops)
+            .submit_raw(fx.services[0], &1u64, seed_ops)
             .await
             .unwrap()
             .committed()
@@ -32,7 +32,10 @@ async fn abort_in_third_service_leaves_no_trace_in_first_two() {
         op(1, 2, OpKind::Add(7)),
         op(2, 3, OpKind::Abort),
     ]);
-    let outcome = client.submit(fx.services[0], &1u64, chain).await.unwrap();
+    let outcome = client
+        .submit_raw(fx.services[0], &1u64, chain)
+        .await
+        .unwrap();
     match &outcome.result {
         Err(AbortReason::User {
             service, message, ..
@@ -45,7 +48,10 @@ async fn abort_in_third_service_leaves_no_trace_in_first_two() {
 
     // A later transaction and a snapshot query both see the values from before the chain.
     let read = Ev::chain(vec![op(0, 1, OpKind::Read), op(1, 2, OpKind::Read)]);
-    let outcome = client.submit(fx.services[0], &1u64, read).await.unwrap();
+    let outcome = client
+        .submit_raw(fx.services[0], &1u64, read)
+        .await
+        .unwrap();
     assert_eq!(outcome.result, Ok(Some(vec![100, 200])));
     let (t0, t1) = (fx.tables[0], fx.tables[1]);
     let (s0, s1) = (fx.services[0], fx.services[1]);
@@ -77,7 +83,10 @@ async fn failed_precondition_late_in_chain_discards_earlier_steps() {
         op(1, 11, OpKind::Delete),
         op(2, 12, OpKind::AddIfAtLeast { delta: -1, min: 1 }),
     ]);
-    let outcome = client.submit(fx.services[0], &10u64, chain).await.unwrap();
+    let outcome = client
+        .submit_raw(fx.services[0], &10u64, chain)
+        .await
+        .unwrap();
     assert!(
         matches!(&outcome.result, Err(AbortReason::User { service, .. }) if service == "s2"),
         "{:?}",
@@ -104,7 +113,10 @@ async fn wrong_partition_access_is_a_clear_abort() {
     let owner = fx.services[0].partition_of(&1u64);
     let other = (owner + 1) % 4;
     let ev = Ev::chain(vec![op(0, 1, OpKind::Add(1))]);
-    let outcome = client.submit_to(fx.services[0], other, ev).await.unwrap();
+    let outcome = client
+        .submit_to_raw(fx.services[0], other, ev)
+        .await
+        .unwrap();
     match outcome.result {
         Err(AbortReason::WrongPartition {
             running, owner: o, ..
@@ -116,7 +128,7 @@ async fn wrong_partition_access_is_a_clear_abort() {
     let ok = Ev::chain(vec![op(0, 1, OpKind::Add(1))]);
     assert!(
         client
-            .submit(fx.services[0], &1u64, ok)
+            .submit_raw(fx.services[0], &1u64, ok)
             .await
             .unwrap()
             .committed()
@@ -134,7 +146,7 @@ async fn unknown_partition_is_a_clear_error() {
     let ev = Ev::chain(vec![op(0, 1, OpKind::Read)]);
     let err = rt
         .client()
-        .submit_to(fx.services[0], 4, ev)
+        .submit_to_raw(fx.services[0], 4, ev)
         .await
         .unwrap_err();
     assert_eq!(

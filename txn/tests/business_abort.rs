@@ -113,12 +113,12 @@ fn question_mark_on_a_business_error_aborts_with_its_kind() {
         account: 7,
         amount: 3,
     };
-    assert_eq!(exec.run_keyed(bank, &7u64, deposit, 0), Ok(Some(3)));
+    assert_eq!(exec.run_keyed_raw(bank, &7u64, deposit, 0), Ok(Some(3)));
     let withdraw = Ev::Withdraw {
         account: 7,
         amount: 5,
     };
-    let aborted = exec.run_keyed(bank, &7u64, withdraw, 0);
+    let aborted = exec.run_keyed_raw(bank, &7u64, withdraw, 0);
     assert_eq!(
         aborted,
         Err(user("insufficient_funds", "account 7 holds 3, 5 wanted"))
@@ -128,7 +128,7 @@ fn question_mark_on_a_business_error_aborts_with_its_kind() {
         account: 7,
         amount: 3,
     };
-    assert_eq!(exec.run_keyed(bank, &7u64, withdraw, 0), Ok(Some(0)));
+    assert_eq!(exec.run_keyed_raw(bank, &7u64, withdraw, 0), Ok(Some(0)));
 }
 
 #[test]
@@ -138,11 +138,11 @@ fn abort_with_names_its_kind_and_abort_uses_the_default() {
     let (app, bank) = build();
     let mut exec = SerialExecutor::new(app);
     assert_eq!(
-        exec.run_keyed(bank, &1u64, Ev::Freeze { account: 1 }, 0),
+        exec.run_keyed_raw(bank, &1u64, Ev::Freeze { account: 1 }, 0),
         Err(user("frozen", "account 1: frozen"))
     );
     assert_eq!(
-        exec.run_keyed(bank, &1u64, Ev::Close { account: 1 }, 0),
+        exec.run_keyed_raw(bank, &1u64, Ev::Close { account: 1 }, 0),
         Err(user(AbortReason::USER_KIND_DEFAULT, "account 1: closed"))
     );
 }
@@ -159,7 +159,7 @@ async fn the_runtime_reports_the_business_kind_to_the_client() {
         account: 2,
         amount: 1,
     };
-    let outcome = client.submit(bank, &2u64, withdraw).await.unwrap();
+    let outcome = client.submit_raw(bank, &2u64, withdraw).await.unwrap();
     assert_eq!(
         outcome.result,
         Err(user("insufficient_funds", "account 2 holds 0, 1 wanted"))

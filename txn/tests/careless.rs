@@ -99,8 +99,8 @@ fn build() -> Fx {
         let here = ctx.partition();
         let Ev::Chain { ops, idx, reads } = ev else {
             if *ev == Ev::Spread {
-                ctx.emit_to_partition(svc, (here + 1) % N_PARTITIONS, Ev::Spread);
-                ctx.emit_to_partition(svc, (here + 3) % N_PARTITIONS, Ev::Spread);
+                ctx.emit_to_partition_raw(svc, (here + 1) % N_PARTITIONS, Ev::Spread);
+                ctx.emit_to_partition_raw(svc, (here + 3) % N_PARTITIONS, Ev::Spread);
             }
             return Ok(());
         };
@@ -120,12 +120,12 @@ fn build() -> Fx {
             }
             Kind::Panic => panic!("{PANIC_MESSAGE}"),
             Kind::SpreadForever => {
-                ctx.emit_to_partition(svc, (here + 1) % N_PARTITIONS, Ev::Spread);
-                ctx.emit_to_partition(svc, (here + 2) % N_PARTITIONS, Ev::Spread);
+                ctx.emit_to_partition_raw(svc, (here + 1) % N_PARTITIONS, Ev::Spread);
+                ctx.emit_to_partition_raw(svc, (here + 2) % N_PARTITIONS, Ev::Spread);
             }
             Kind::EmitLoop(n) => {
                 for _ in 0..*n {
-                    ctx.emit_to_partition(svc, here, Ev::Sink);
+                    ctx.emit_to_partition_raw(svc, here, Ev::Sink);
                 }
             }
             Kind::Oversized(len) => {
@@ -140,7 +140,7 @@ fn build() -> Fx {
         }
         // Whatever happened above, a careless handler carries on.
         match ops.get(idx + 1) {
-            Some(next) => ctx.emit(
+            Some(next) => ctx.emit_raw(
                 svc,
                 &next.key,
                 Ev::Chain {
@@ -256,7 +256,7 @@ async fn submit_round(
                 idx: 0,
                 reads: Vec::new(),
             };
-            let outcome = client.submit(svc, &first, ev).await;
+            let outcome = client.submit_raw(svc, &first, ev).await;
             (ops, outcome.expect("the runtime answers every request"))
         });
     }

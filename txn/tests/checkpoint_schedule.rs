@@ -168,7 +168,11 @@ async fn recovery_stays_bounded_across_many_short_runs() {
         assert_eq!(recovered as u64, acknowledged, "run {run}: recovered state");
         for _ in 0..RUN_EPOCHS {
             // One request at a time: one epoch each.
-            let outcome = rt.client().submit(counters, &0u64, bump()).await.unwrap();
+            let outcome = rt
+                .client()
+                .submit_raw(counters, &0u64, bump())
+                .await
+                .unwrap();
             assert!(outcome.committed());
             acknowledged += 1;
         }

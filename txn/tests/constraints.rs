@@ -92,7 +92,7 @@ fn build() -> Fx {
                     customer: *order_customer,
                     qty: 1,
                 };
-                ctx.emit(orders_svc, order, ev);
+                ctx.emit_raw(orders_svc, order, ev);
             }
             other => return Err(ctx.abort(format!("customers cannot handle {other:?}"))),
         }
@@ -146,7 +146,7 @@ async fn check_violation_aborts_with_its_name() {
         .await
         .unwrap();
     let c = rt.client();
-    c.submit(fx.customers_svc, &1u64, Ev::AddCustomer { id: 1 })
+    c.submit_raw(fx.customers_svc, &1u64, Ev::AddCustomer { id: 1 })
         .await
         .unwrap();
     let ev = Ev::PlaceOrder {
@@ -154,7 +154,7 @@ async fn check_violation_aborts_with_its_name() {
         customer: 1,
         qty: -1,
     };
-    let out = c.submit(fx.orders_svc, &10u64, ev).await.unwrap();
+    let out = c.submit_raw(fx.orders_svc, &10u64, ev).await.unwrap();
     let msg = constraint_message(&out.result);
     assert!(
         msg.contains("orders.orders") && msg.contains("\"qty >= 0\""),
@@ -185,7 +185,7 @@ async fn cross_service_foreign_key_violation_aborts_whole_transaction() {
         order: 50,
         order_customer: 999,
     };
-    let out = c.submit(fx.customers_svc, &5u64, ev).await.unwrap();
+    let out = c.submit_raw(fx.customers_svc, &5u64, ev).await.unwrap();
     let msg = constraint_message(&out.result);
     assert!(
         msg.contains("orders.customer -> customers")
@@ -211,7 +211,7 @@ async fn cross_service_foreign_key_violation_aborts_whole_transaction() {
         order_customer: 6,
     };
     assert!(
-        c.submit(fx.customers_svc, &6u64, ev)
+        c.submit_raw(fx.customers_svc, &6u64, ev)
             .await
             .unwrap()
             .committed()
@@ -228,11 +228,11 @@ async fn foreign_key_within_a_service() {
         .unwrap();
     let c = rt.client();
     let out = c
-        .submit(fx.orders_svc, &1u64, Ev::AddItem { item: 1, order: 77 })
+        .submit_raw(fx.orders_svc, &1u64, Ev::AddItem { item: 1, order: 77 })
         .await
         .unwrap();
     assert!(constraint_message(&out.result).contains("order_items.order -> orders"));
-    c.submit(fx.customers_svc, &2u64, Ev::AddCustomer { id: 2 })
+    c.submit_raw(fx.customers_svc, &2u64, Ev::AddCustomer { id: 2 })
         .await
         .unwrap();
     let ev = Ev::PlaceOrder {
@@ -241,13 +241,13 @@ async fn foreign_key_within_a_service() {
         qty: 3,
     };
     assert!(
-        c.submit(fx.orders_svc, &77u64, ev)
+        c.submit_raw(fx.orders_svc, &77u64, ev)
             .await
             .unwrap()
             .committed()
     );
     let out = c
-        .submit(fx.orders_svc, &1u64, Ev::AddItem { item: 1, order: 77 })
+        .submit_raw(fx.orders_svc, &1u64, Ev::AddItem { item: 1, order: 77 })
         .await
         .unwrap();
     assert!(out.committed(), "{:?}", out.result);
@@ -296,7 +296,7 @@ async fn foreign_keys_under_concurrency_match_serial_replay() {
                         },
                     )
                 };
-                let o = c.submit(svc, &key, ev.clone()).await.unwrap();
+                let o = c.submit_raw(svc, &key, ev.clone()).await.unwrap();
                 out.push((o.serial_pos.unwrap(), svc, key, ev, o.result));
             }
             out

@@ -34,7 +34,7 @@ async fn original_run(
             for _ in 0..120 {
                 let ev = random_chain(&mut rng, 3, 20, 5);
                 let (svc, key) = fx.first_target(&ev);
-                client.submit(svc, &key, ev).await.unwrap();
+                client.submit_raw(svc, &key, ev).await.unwrap();
             }
         }));
     }

@@ -21,11 +21,11 @@ async fn eventual_runs_whole_chains() {
         op(1, 2, OpKind::Add(7)),
         op(2, 3, OpKind::Read),
     ]);
-    let out = rt.submit(fx.services[0], &1u64, chain).await.unwrap();
+    let out = rt.submit_raw(fx.services[0], &1u64, chain).await.unwrap();
     assert_eq!(out, Ok(Some(vec![0, 0, 0])));
     let read = Ev::chain(vec![op(0, 1, OpKind::Read), op(1, 2, OpKind::Read)]);
     assert_eq!(
-        rt.submit(fx.services[0], &1u64, read).await.unwrap(),
+        rt.submit_raw(fx.services[0], &1u64, read).await.unwrap(),
         Ok(Some(vec![5, 7]))
     );
     rt.stop();
@@ -42,7 +42,7 @@ async fn eventual_abort_leaves_earlier_steps_applied() {
         op(1, 2, OpKind::Add(7)),
         op(2, 3, OpKind::Abort),
     ]);
-    let out = rt.submit(fx.services[0], &1u64, chain).await.unwrap();
+    let out = rt.submit_raw(fx.services[0], &1u64, chain).await.unwrap();
     assert!(
         matches!(out, Err(AbortReason::User { ref service, .. }) if service == "s2"),
         "{out:?}"
@@ -249,7 +249,7 @@ async fn durable_reply_and_events_wait_for_the_append() {
                 op(1, i, OpKind::Add(1)),
                 op(2, i, OpKind::Add(1)),
             ]);
-            let out = rt.submit(s0, &i, chain).await.unwrap();
+            let out = rt.submit_raw(s0, &i, chain).await.unwrap();
             assert_eq!(out, Ok(Some(vec![0, 0, 0])), "chain {i}");
             // Checked the moment the reply is in: every write of the chain is durable already.
             let logged: Vec<Logged> = (0..3)
@@ -298,7 +298,7 @@ async fn durable_group_commit_shares_appends() {
             .collect();
         let (rt, s0, k0) = (rt.clone(), fx.services[0], ops[0].key);
         tasks.push(tokio::spawn(async move {
-            let out = rt.submit(s0, &k0, Ev::chain(ops)).await.unwrap();
+            let out = rt.submit_raw(s0, &k0, Ev::chain(ops)).await.unwrap();
             assert!(out.is_ok(), "chain {i}: {out:?}");
         }));
     }
@@ -342,7 +342,7 @@ async fn run_transfers(rt: Arc<EventualRuntime<ChainApp>>, fx: &Fixture, seed: u
             let (rt, s0) = (rt.clone(), fx.services[0]);
             tokio::spawn(async move {
                 let chain = Ev::chain(vec![op(0, k, OpKind::Add(100))]);
-                assert!(rt.submit(s0, &k, chain).await.unwrap().is_ok());
+                assert!(rt.submit_raw(s0, &k, chain).await.unwrap().is_ok());
             })
         })
         .collect();
@@ -360,7 +360,7 @@ async fn run_transfers(rt: Arc<EventualRuntime<ChainApp>>, fx: &Fixture, seed: u
         let (rt, s0) = (rt.clone(), fx.services[0]);
         tasks.push(tokio::spawn(async move {
             let chain = Ev::chain(vec![op(0, a, OpKind::Add(-x)), op(1, b, OpKind::Add(x))]);
-            let out = rt.submit(s0, &a, chain).await.unwrap();
+            let out = rt.submit_raw(s0, &a, chain).await.unwrap();
             assert!(out.is_ok(), "{out:?}");
         }));
     }
@@ -414,7 +414,7 @@ async fn durable_append_failure_releases_nothing() {
     storage.fail_all_appends();
     let rt = EventualRuntime::start_durable(fx.app.clone(), Arc::new(storage.clone())).unwrap();
     let chain = Ev::chain(vec![op(0, 7, OpKind::Add(5)), op(1, 8, OpKind::Add(5))]);
-    let out = rt.submit(fx.services[0], &7u64, chain).await;
+    let out = rt.submit_raw(fx.services[0], &7u64, chain).await;
     assert!(matches!(out, Err(TxnError::Storage(_))), "{out:?}");
     let (t1, s1) = (fx.tables[1], fx.services[1]);
     let seen: Vec<i64> = rt
@@ -424,7 +424,7 @@ async fn durable_append_failure_releases_nothing() {
         .collect();
     assert!(seen.is_empty(), "the emitted step never ran: {seen:?}");
     let read = Ev::chain(vec![op(0, 7, OpKind::Read)]);
-    let out = rt.submit(fx.services[0], &7u64, read).await;
+    let out = rt.submit_raw(fx.services[0], &7u64, read).await;
     assert!(matches!(out, Err(TxnError::Storage(_))), "{out:?}");
     assert!(storage.inner().last_epoch().unwrap().is_none());
     rt.shutdown().await;

@@ -33,17 +33,17 @@ async fn resubmission_returns_original_outcome_without_executing() {
     let c = rt.client();
     let s0 = fx.services[0];
     let first = c
-        .submit_with_id(request_id(1), s0, &5u64, add(5, 10))
+        .submit_with_id_raw(request_id(1), s0, &5u64, add(5, 10))
         .await
         .unwrap();
     assert_eq!(first.result, Ok(Some(vec![0, 0])));
     // Same id, same request: the original outcome, nothing executed.
     let again = c
-        .submit_with_id(request_id(1), s0, &5u64, add(5, 10))
+        .submit_with_id_raw(request_id(1), s0, &5u64, add(5, 10))
         .await
         .unwrap();
     assert_eq!(again, first);
-    let now = c.submit(s0, &5u64, read0(5)).await.unwrap();
+    let now = c.submit_raw(s0, &5u64, read0(5)).await.unwrap();
     assert_eq!(now.result, Ok(Some(vec![10])), "the add ran exactly once");
     rt.shutdown().await;
 }
@@ -60,7 +60,7 @@ async fn concurrent_duplicates_execute_once() {
         let c = rt.client();
         let s0 = fx.services[0];
         tasks.push(tokio::spawn(async move {
-            c.submit_with_id(request_id(7), s0, &3u64, add(3, 1))
+            c.submit_with_id_raw(request_id(7), s0, &3u64, add(3, 1))
                 .await
                 .unwrap()
         }));
@@ -72,7 +72,7 @@ async fn concurrent_duplicates_execute_once() {
     assert!(outcomes.iter().all(|o| *o == outcomes[0]), "{outcomes:?}");
     let now = rt
         .client()
-        .submit(fx.services[0], &3u64, read0(3))
+        .submit_raw(fx.services[0], &3u64, read0(3))
         .await
         .unwrap();
     assert_eq!(now.result, Ok(Some(vec![1])));
@@ -110,7 +110,7 @@ async fn dedup_window_survives_restart() {
             add(seq, 1)
         };
         let outcome = c
-            .submit_with_id(request_id(seq), s0, &seq, ev.clone())
+            .submit_with_id_raw(request_id(seq), s0, &seq, ev.clone())
             .await
             .unwrap();
         originals.push((ev, outcome));
@@ -126,7 +126,7 @@ async fn dedup_window_survives_restart() {
     for (seq, (ev, original)) in originals.iter().enumerate() {
         let seq = seq as u64;
         let again = c
-            .submit_with_id(request_id(seq), s0, &seq, ev.clone())
+            .submit_with_id_raw(request_id(seq), s0, &seq, ev.clone())
             .await
             .unwrap();
         assert_eq!(&again, original, "request {seq} after restart");
@@ -151,24 +151,24 @@ async fn window_is_bounded() {
     let c = rt.client();
     let s0 = fx.services[0];
     for seq in 0..3u64 {
-        c.submit_with_id(request_id(seq), s0, &9u64, add(9, 1))
+        c.submit_with_id_raw(request_id(seq), s0, &9u64, add(9, 1))
             .await
             .unwrap();
     }
     // id 2 is remembered: no second execution.
-    c.submit_with_id(request_id(2), s0, &9u64, add(9, 1))
+    c.submit_with_id_raw(request_id(2), s0, &9u64, add(9, 1))
         .await
         .unwrap();
     assert_eq!(
-        c.submit(s0, &9u64, read0(9)).await.unwrap().result,
+        c.submit_raw(s0, &9u64, read0(9)).await.unwrap().result,
         Ok(Some(vec![3]))
     );
     // id 0 was forgotten: it runs again.
-    c.submit_with_id(request_id(0), s0, &9u64, add(9, 1))
+    c.submit_with_id_raw(request_id(0), s0, &9u64, add(9, 1))
         .await
         .unwrap();
     assert_eq!(
-        c.submit(s0, &9u64, read0(9)).await.unwrap().result,
+        c.submit_raw(s0, &9u64, read0(9)).await.unwrap().result,
         Ok(Some(vec![4]))
     );
     rt.shutdown().await;

@@ -102,18 +102,18 @@ fn build(limits: Option<TxnLimits>) -> Fx {
                 ctx.set_output(*value);
             }
             Ev::Spread => {
-                ctx.emit_to_partition(svc, (here + 1) % N_PARTITIONS, Ev::Spread);
-                ctx.emit_to_partition(svc, (here + 2) % N_PARTITIONS, Ev::Spread);
+                ctx.emit_to_partition_raw(svc, (here + 1) % N_PARTITIONS, Ev::Spread);
+                ctx.emit_to_partition_raw(svc, (here + 2) % N_PARTITIONS, Ev::Spread);
             }
             Ev::EmitLoop { count } => {
                 for _ in 0..*count {
-                    ctx.emit_to_partition(svc, 0, Ev::Noop);
+                    ctx.emit_to_partition_raw(svc, 0, Ev::Noop);
                 }
             }
             Ev::PutBig { key, len } => {
                 let _ = ctx.put(blob, *key, "x".repeat(*len));
             }
-            Ev::EmitBig { len } => ctx.emit_to_partition(svc, 0, Ev::Payload("y".repeat(*len))),
+            Ev::EmitBig { len } => ctx.emit_to_partition_raw(svc, 0, Ev::Payload("y".repeat(*len))),
             Ev::ReadMany { key, times } => {
                 for _ in 0..*times {
                     let _ = ctx.get(kv, key);
@@ -132,8 +132,8 @@ fn build(limits: Option<TxnLimits>) -> Fx {
                 let seen = ctx.get(kv, key)?.unwrap_or(0);
                 ctx.put(kv, *key, seen + 1)?;
                 let tail = *tail;
-                ctx.emit_to_partition(svc, N_PARTITIONS - 1, Ev::Leaf { tag: 1, tail });
-                ctx.emit_to_partition(
+                ctx.emit_to_partition_raw(svc, N_PARTITIONS - 1, Ev::Leaf { tag: 1, tail });
+                ctx.emit_to_partition_raw(
                     svc,
                     0,
                     Ev::Leaf {
@@ -145,7 +145,7 @@ fn build(limits: Option<TxnLimits>) -> Fx {
             Ev::Leaf { tag, tail } => {
                 ctx.set_output(*tag);
                 if *tail {
-                    ctx.emit_to_partition(svc, 0, Ev::Noop);
+                    ctx.emit_to_partition_raw(svc, 0, Ev::Noop);
                 }
             }
             Ev::Payload(_) | Ev::Noop => {}
@@ -187,7 +187,7 @@ async fn submit_all(rt: &Runtime<FsApp>, fx: &Fx, events: Vec<(u64, Ev)>) -> Vec
     for (i, (key, ev)) in events.into_iter().enumerate() {
         let client = rt.client();
         let svc = fx.svc;
-        set.spawn(async move { (i, client.submit(svc, &key, ev).await.unwrap()) });
+        set.spawn(async move { (i, client.submit_raw(svc, &key, ev).await.unwrap()) });
     }
     let mut outcomes: Vec<(usize, Outcome<i64>)> = set.join_all().await;
     outcomes.sort_by_key(|(i, _)| *i);
@@ -222,7 +222,7 @@ async fn a_dropped_write_error_aborts_the_whole_transaction() {
     };
     let client = rt.client();
     let outcome = client
-        .submit(fx.svc, &good, violating.clone())
+        .submit_raw(fx.svc, &good, violating.clone())
         .await
         .unwrap();
     assert!(
@@ -230,7 +230,10 @@ async fn a_dropped_write_error_aborts_the_whole_transaction() {
         "{:?}",
         outcome.result
     );
-    let outcome = client.submit(fx.svc, &good, foreign.clone()).await.unwrap();
+    let outcome = client
+        .submit_raw(fx.svc, &good, foreign.clone())
+        .await
+        .unwrap();
     assert!(
         matches!(outcome.result, Err(AbortReason::WrongPartition { .. })),
         "{:?}",
@@ -239,12 +242,12 @@ async fn a_dropped_write_error_aborts_the_whole_transaction() {
     assert_eq!(read(&rt, &fx, good).await, None, "the good write was kept");
 
     let mut serial = SerialExecutor::new(fx.app.clone());
-    let result = serial.run_keyed(fx.svc, &good, violating, 0);
+    let result = serial.run_keyed_raw(fx.svc, &good, violating, 0);
     assert!(
         matches!(result, Err(AbortReason::Constraint { .. })),
         "{result:?}"
     );
-    let result = serial.run_keyed(fx.svc, &good, foreign, 0);
+    let result = serial.run_keyed_raw(fx.svc, &good, foreign, 0);
     assert!(
         matches!(result, Err(AbortReason::WrongPartition { .. })),
         "{result:?}"
@@ -290,7 +293,7 @@ async fn a_fan_out_of_two_per_step_is_stopped_by_the_steps_limit() {
         }
     }
     let client = rt.client();
-    let alive = client.submit(fx.svc, &9u64, Ev::Write { key: 9, value: 9 });
+    let alive = client.submit_raw(fx.svc, &9u64, Ev::Write { key: 9, value: 9 });
     assert!(alive.await.unwrap().committed());
     rt.shutdown().await;
 }
@@ -323,7 +326,7 @@ async fn events_bytes_and_work_limits_abort_only_their_transaction() {
         .collect();
     let mut serial = SerialExecutor::new(fx.app.clone());
     for (key, seed) in &seeds {
-        assert!(serial.run_keyed(fx.svc, key, seed.clone(), 0).is_ok());
+        assert!(serial.run_keyed_raw(fx.svc, key, seed.clone(), 0).is_ok());
     }
     for o in submit_all(&rt, &fx, seeds).await {
         assert!(o.committed(), "{:?}", o.result);
@@ -379,7 +382,7 @@ async fn events_bytes_and_work_limits_abort_only_their_transaction() {
             "{ev:?}: {:?}",
             o.result
         );
-        let result = serial.run_keyed(fx.svc, &key, ev.clone(), 0);
+        let result = serial.run_keyed_raw(fx.svc, &key, ev.clone(), 0);
         assert_eq!(
             limit_of(&result),
             Some((limit, max)),
@@ -425,7 +428,7 @@ async fn the_output_follows_one_rule_on_every_path() {
                 o.serial_pos
             );
         }
-        assert_eq!(serial.run_keyed(fx.svc, &key, fork, 0), Ok(Some(2)));
+        assert_eq!(serial.run_keyed_raw(fx.svc, &key, fork, 0), Ok(Some(2)));
     }
     rt.shutdown().await;
 }

@@ -30,10 +30,12 @@ async fn reused_id_with_another_request_is_refused() {
     let c = rt.client();
     let s0 = fx.services[0];
     let first = c
-        .submit_with_id(request_id(1), s0, &5u64, add(5, 10))
+        .submit_with_id_raw(request_id(1), s0, &5u64, add(5, 10))
         .await
         .unwrap();
-    let other_event = c.submit_with_id(request_id(1), s0, &5u64, add(5, 99)).await;
+    let other_event = c
+        .submit_with_id_raw(request_id(1), s0, &5u64, add(5, 99))
+        .await;
     assert!(
         matches!(other_event, Err(TxnError::RequestIdReused { id: reused }) if reused == request_id(1)),
         "{other_event:?}"
@@ -43,14 +45,14 @@ async fn reused_id_with_another_request_is_refused() {
         .find(|k| s0.partition_of(k) != s0.partition_of(&5u64))
         .unwrap();
     let moved = c
-        .submit_with_id(request_id(1), s0, &other_target, add(5, 10))
+        .submit_with_id_raw(request_id(1), s0, &other_target, add(5, 10))
         .await;
     assert!(
         matches!(moved, Err(TxnError::RequestIdReused { .. })),
         "{moved:?}"
     );
     let same = c
-        .submit_with_id(request_id(1), s0, &5u64, add(5, 10))
+        .submit_with_id_raw(request_id(1), s0, &5u64, add(5, 10))
         .await
         .unwrap();
     assert_eq!(same, first, "the same request gets the original outcome");
@@ -58,12 +60,14 @@ async fn reused_id_with_another_request_is_refused() {
 
     let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
     let c = rt.client();
-    let after_restart = c.submit_with_id(request_id(1), s0, &5u64, add(5, 99)).await;
+    let after_restart = c
+        .submit_with_id_raw(request_id(1), s0, &5u64, add(5, 99))
+        .await;
     assert!(
         matches!(after_restart, Err(TxnError::RequestIdReused { .. })),
         "the digest is checkpointed with the id: {after_restart:?}"
     );
-    let value = c.submit(s0, &5u64, read0(5)).await.unwrap();
+    let value = c.submit_raw(s0, &5u64, read0(5)).await.unwrap();
     assert_eq!(
         value.result,
         Ok(Some(vec![10])),
@@ -89,7 +93,7 @@ async fn unknown_outcome_hands_back_an_id_that_retries_safely() {
     let c = rt.client();
     let s0 = fx.services[0];
     faulty.fail_next_after_write(FaultOp::Append, 1);
-    let err = c.submit(s0, &5u64, add(5, 10)).await.unwrap_err();
+    let err = c.submit_raw(s0, &5u64, add(5, 10)).await.unwrap_err();
     let TxnError::OutcomeUnknown { id, cause } = err else {
         panic!("expected an unknown outcome, got {err:?}");
     };
@@ -108,13 +112,16 @@ async fn unknown_outcome_hands_back_an_id_that_retries_safely() {
     .await
     .unwrap();
     let c = rt.client();
-    let retried = c.submit_with_id(id, s0, &5u64, add(5, 10)).await.unwrap();
+    let retried = c
+        .submit_with_id_raw(id, s0, &5u64, add(5, 10))
+        .await
+        .unwrap();
     assert_eq!(
         retried.result,
         Ok(Some(vec![0])),
         "the logged run's outcome"
     );
-    let value = c.submit(s0, &5u64, read0(5)).await.unwrap();
+    let value = c.submit_raw(s0, &5u64, read0(5)).await.unwrap();
     assert_eq!(value.result, Ok(Some(vec![10])), "applied exactly once");
     rt.shutdown().await;
 }
@@ -139,10 +146,10 @@ async fn dedup_window_is_bounded_in_bytes_and_checkpoints_stay_small() {
     let c = rt.client();
     let s0 = fx.services[0];
     for seq in 0..300u64 {
-        c.submit_with_id(request_id(seq), s0, &(seq % 8), add(seq % 8, 1))
+        c.submit_with_id_raw(request_id(seq), s0, &(seq % 8), add(seq % 8, 1))
             .await
             .unwrap();
-        c.submit(s0, &(seq % 8), add(seq % 8, 1)).await.unwrap();
+        c.submit_raw(s0, &(seq % 8), add(seq % 8, 1)).await.unwrap();
     }
     let hash = c.state_hash().await.unwrap();
     rt.shutdown().await;
@@ -162,12 +169,12 @@ async fn dedup_window_is_bounded_in_bytes_and_checkpoints_stay_small() {
     );
     let c = rt.client();
     // The newest id is still remembered: no second run.
-    c.submit_with_id(request_id(299), s0, &3u64, add(3, 1))
+    c.submit_with_id_raw(request_id(299), s0, &3u64, add(3, 1))
         .await
         .unwrap();
     assert_eq!(c.state_hash().await.unwrap(), hash, "id 299 was remembered");
     // The oldest was forgotten: it runs again.
-    c.submit_with_id(request_id(0), s0, &0u64, add(0, 1))
+    c.submit_with_id_raw(request_id(0), s0, &0u64, add(0, 1))
         .await
         .unwrap();
     assert_ne!(c.state_hash().await.unwrap(), hash, "id 0 was forgotten");
@@ -189,7 +196,7 @@ async fn query_at_answers_each_listing_of_a_partition() {
     let c = rt.client();
     let s0 = fx.services[0];
     for key in 0..16u64 {
-        c.submit(s0, &key, add(key, 1)).await.unwrap();
+        c.submit_raw(s0, &key, add(key, 1)).await.unwrap();
     }
     let table = fx.tables[0];
     let listing = [(s0, 1), (s0, 0), (s0, 1), (s0, 1)];
@@ -238,8 +245,8 @@ async fn oversized_request_is_refused_before_the_log() {
             .collect(),
     );
     let small = c.clone();
-    let neighbour = tokio::spawn(async move { small.submit(s0, &1u64, add(1, 5)).await });
-    let refused = c.submit(s0, &7u64, huge.clone()).await;
+    let neighbour = tokio::spawn(async move { small.submit_raw(s0, &1u64, add(1, 5)).await });
+    let refused = c.submit_raw(s0, &7u64, huge.clone()).await;
     match refused {
         Err(TxnError::RequestTooLarge {
             size_bytes,
@@ -248,13 +255,16 @@ async fn oversized_request_is_refused_before_the_log() {
         }) => assert!(size_bytes > limit && limit_bytes == limit, "{size_bytes}"),
         other => panic!("expected RequestTooLarge, got {other:?}"),
     }
-    let with_id = c.submit_with_id(request_id(1), s0, &7u64, huge).await;
+    let with_id = c.submit_with_id_raw(request_id(1), s0, &7u64, huge).await;
     assert!(
         matches!(with_id, Err(TxnError::RequestTooLarge { .. })),
         "{with_id:?}"
     );
     assert!(neighbour.await.unwrap().unwrap().committed());
-    let none = c.submit(s0, &1_000_000u64, read0(1_000_000)).await.unwrap();
+    let none = c
+        .submit_raw(s0, &1_000_000u64, read0(1_000_000))
+        .await
+        .unwrap();
     assert_eq!(none.result, Ok(Some(vec![0])), "nothing of it ran");
     rt.shutdown().await;
 }
@@ -300,7 +310,7 @@ async fn internal_events_cannot_be_submitted() {
             BankEv::Transfer { from, to, amount } => {
                 let balance = ctx.get(accounts, from)?.unwrap_or(0);
                 ctx.put(accounts, *from, balance - amount)?;
-                ctx.emit(
+                ctx.emit_raw(
                     bank,
                     to,
                     BankEv::Credit {
@@ -326,14 +336,16 @@ async fn internal_events_cannot_be_submitted() {
         to: 2,
         amount: 1000,
     };
-    let refused = c.submit(bank, &2u64, credit.clone()).await;
+    let refused = c.submit_raw(bank, &2u64, credit.clone()).await;
     match &refused {
         Err(TxnError::InternalEvent { service, kind }) => {
             assert_eq!((service.as_str(), kind.as_str()), ("bank", "Credit"));
         }
         other => panic!("expected InternalEvent, got {other:?}"),
     }
-    let with_id = c.submit_with_id(request_id(1), bank, &2u64, credit).await;
+    let with_id = c
+        .submit_with_id_raw(request_id(1), bank, &2u64, credit)
+        .await;
     assert!(
         matches!(with_id, Err(TxnError::InternalEvent { .. })),
         "{with_id:?}"
@@ -343,7 +355,7 @@ async fn internal_events_cannot_be_submitted() {
         to: 2,
         amount: 5,
     };
-    let done = c.submit(bank, &1u64, transfer).await.unwrap();
+    let done = c.submit_raw(bank, &1u64, transfer).await.unwrap();
     assert_eq!(
         done.result,
         Ok(Some(5)),

@@ -44,7 +44,7 @@ async fn write_store(storage: &MemoryStorage, n_partitions: u32, tables: &[&str]
     let (app, stock) = shop(n_partitions, tables);
     let rt = Runtime::start(app, config(storage.clone())).await.unwrap();
     for key in 0..10u64 {
-        let outcome = rt.client().submit(stock, &key, Put(key)).await.unwrap();
+        let outcome = rt.client().submit_raw(stock, &key, Put(key)).await.unwrap();
         assert!(outcome.committed());
     }
     rt.shutdown().await;

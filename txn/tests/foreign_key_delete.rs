@@ -131,7 +131,7 @@ fn build(limits: TxnLimits) -> (Arc<AppDef<Blog>>, Fx) {
             }
             if let Some(next) = ops.get(1) {
                 let (service, partition) = fx.target(next);
-                ctx.emit_to_partition(service, partition, Ev(ops[1..].to_vec()));
+                ctx.emit_to_partition_raw(service, partition, Ev(ops[1..].to_vec()));
             }
             Ok(())
         });
@@ -146,7 +146,7 @@ async fn start(app: Arc<AppDef<Blog>>, config: RuntimeConfig) -> Runtime<Blog> {
 /// Runs `ops` as one transaction; whether it committed, or why not.
 async fn run(rt: &Runtime<Blog>, fx: &Fx, ops: Vec<Op>) -> Result<(), AbortReason> {
     let (service, partition) = fx.target(&ops[0]);
-    let out = rt.client().submit_to(service, partition, Ev(ops)).await;
+    let out = rt.client().submit_to_raw(service, partition, Ev(ops)).await;
     out.expect("submitted").result.map(|_| ())
 }
 
@@ -411,12 +411,12 @@ async fn parent_delete_racing_a_child_insert_leaves_no_orphan() {
         let insert_at = fx.target(&insert.0[0]);
         let remove_at = fx.target(&remove.0[0]);
         let (ins, del) = if round % 2 == 0 {
-            let ins = c.submit_to(insert_at.0, insert_at.1, insert);
-            let del = c.submit_to(remove_at.0, remove_at.1, remove);
+            let ins = c.submit_to_raw(insert_at.0, insert_at.1, insert);
+            let del = c.submit_to_raw(remove_at.0, remove_at.1, remove);
             tokio::join!(ins, del)
         } else {
-            let del = c.submit_to(remove_at.0, remove_at.1, remove);
-            let ins = c.submit_to(insert_at.0, insert_at.1, insert);
+            let del = c.submit_to_raw(remove_at.0, remove_at.1, remove);
+            let ins = c.submit_to_raw(insert_at.0, insert_at.1, insert);
             let (del, ins) = tokio::join!(del, ins);
             (ins, del)
         };

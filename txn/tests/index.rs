@@ -129,7 +129,7 @@ async fn index_follows_writes_and_survives_restart() {
     for order in 0..10u64 {
         let customer = order % 3;
         assert!(
-            c.submit(fx.svc, &customer, Ev::Put { order, customer })
+            c.submit_raw(fx.svc, &customer, Ev::Put { order, customer })
                 .await
                 .unwrap()
                 .committed()
@@ -138,7 +138,7 @@ async fn index_follows_writes_and_survives_restart() {
     assert_eq!(count_by_query(&rt, &fx, 0).await, 4);
     assert_eq!(count_by_query(&rt, &fx, 1).await, 3);
     assert!(
-        c.submit(
+        c.submit_raw(
             fx.svc,
             &0u64,
             Ev::Delete {
@@ -152,7 +152,7 @@ async fn index_follows_writes_and_survives_restart() {
     );
     assert_eq!(count_by_query(&rt, &fx, 0).await, 3);
     let out = c
-        .submit(fx.svc, &1u64, Ev::Count { customer: 1 })
+        .submit_raw(fx.svc, &1u64, Ev::Count { customer: 1 })
         .await
         .unwrap();
     assert_eq!(out.result, Ok(Some(3)));
@@ -194,7 +194,7 @@ async fn race_and_replay(seed: u64, request: fn(&mut rand_chacha::ChaCha8Rng) ->
             let mut out = Vec::new();
             for _ in 0..120 {
                 let (key, ev) = request(&mut rng);
-                let o = c.submit(svc, &key, ev.clone()).await.unwrap();
+                let o = c.submit_raw(svc, &key, ev.clone()).await.unwrap();
                 out.push((o.serial_pos.unwrap(), key, ev, o.result));
             }
             out
@@ -270,7 +270,7 @@ async fn a_row_is_indexed_under_each_of_its_values() {
         products,
     };
     for (basket, products) in [(1, vec![10, 11, 11]), (2, vec![11])] {
-        let out = c.submit(fx.svc, &7u64, put(7, basket, products)).await;
+        let out = c.submit_raw(fx.svc, &7u64, put(7, basket, products)).await;
         assert!(out.unwrap().committed());
     }
     assert_eq!(baskets_with(&rt, &fx, 10).await, vec![(7, 1)]);
@@ -290,13 +290,13 @@ async fn a_row_is_indexed_under_each_of_its_values() {
 
     // Basket 1 moves from {10, 11} to {11, 12}; basket 2 is deleted.
     assert!(
-        c.submit(fx.svc, &7u64, put(7, 1, vec![12, 11]))
+        c.submit_raw(fx.svc, &7u64, put(7, 1, vec![12, 11]))
             .await
             .unwrap()
             .committed()
     );
     assert!(
-        c.submit(fx.svc, &7u64, put(7, 2, vec![]))
+        c.submit_raw(fx.svc, &7u64, put(7, 2, vec![]))
             .await
             .unwrap()
             .committed()
@@ -305,7 +305,7 @@ async fn a_row_is_indexed_under_each_of_its_values() {
     assert_eq!(baskets_with(&rt, &fx, 11).await, vec![(7, 1)]);
     assert_eq!(baskets_with(&rt, &fx, 12).await, vec![(7, 1)]);
     let out = c
-        .submit(
+        .submit_raw(
             fx.svc,
             &7u64,
             Ev::CountProduct {

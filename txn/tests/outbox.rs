@@ -65,7 +65,7 @@ fn app() -> (Arc<txn::AppDef<Notify>>, txn::ServiceRef) {
         };
         ctx.put(rows, *key, *key)?;
         ctx.outbox("order-placed", key);
-        ctx.emit(
+        ctx.emit_raw(
             confirmations,
             key,
             Ev::Confirm {
@@ -107,7 +107,7 @@ async fn outbox_delivers_committed_messages_exactly_once_across_restart() {
     for key in 0..20u64 {
         let fail = key % 4 == 0;
         let out = c
-            .submit(
+            .submit_raw(
                 orders,
                 &key,
                 Ev::Order {
@@ -186,7 +186,7 @@ async fn outbox_delivers_messages_of_transactions_committed_by_the_fallback() {
                     key: 7,
                     fail_in_second: i % 5 == 0,
                 };
-                c.submit(orders, &7u64, ev).await.unwrap()
+                c.submit_raw(orders, &7u64, ev).await.unwrap()
             })
         })
         .collect();

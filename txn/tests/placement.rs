@@ -69,7 +69,7 @@ async fn rows_placed_by_a_key_field_live_together() {
             seller,
             products: (0..8).collect(),
         };
-        let out = c.submit(stock_svc, &seller, ev).await.unwrap();
+        let out = c.submit_raw(stock_svc, &seller, ev).await.unwrap();
         assert!(out.committed(), "seller {seller}: {:?}", out.result);
     }
     // Routing by the whole key instead of the seller reaches the wrong partition for most keys.
@@ -80,7 +80,7 @@ async fn rows_placed_by_a_key_field_live_together() {
         seller: s,
         products: vec![100],
     };
-    let out = c.submit(stock_svc, &(s, 100u64), ev).await.unwrap();
+    let out = c.submit_raw(stock_svc, &(s, 100u64), ev).await.unwrap();
     assert!(
         matches!(out.result, Err(AbortReason::WrongPartition { .. })),
         "{:?}",
@@ -88,7 +88,7 @@ async fn rows_placed_by_a_key_field_live_together() {
     );
 
     let ok = c
-        .submit(
+        .submit_raw(
             sales_svc,
             &1u64,
             Ev::Sale {
@@ -101,7 +101,7 @@ async fn rows_placed_by_a_key_field_live_together() {
         .unwrap();
     assert!(ok.committed(), "{:?}", ok.result);
     let bad = c
-        .submit(
+        .submit_raw(
             sales_svc,
             &2u64,
             Ev::Sale {

@@ -74,7 +74,7 @@ async fn inversions(with_rule: bool, seed: u64) -> usize {
                         key: 1_000 + c * 1_000 + i,
                     }
                 };
-                let out = client.submit_to(cart, 0, ev).await.unwrap();
+                let out = client.submit_to_raw(cart, 0, ev).await.unwrap();
                 seen.push((is_price, out.tid, out.serial_pos.expect("committed")));
             }
             seen

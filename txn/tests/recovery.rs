@@ -16,7 +16,7 @@ async fn run_workload(rt: &Runtime<ChainApp>, fx: &Fixture, seed: u64, n: usize)
     for _ in 0..n {
         let ev = random_chain(&mut rng, 3, 40, 4);
         let (svc, key) = fx.first_target(&ev);
-        committed += usize::from(client.submit(svc, &key, ev).await.unwrap().committed());
+        committed += usize::from(client.submit_raw(svc, &key, ev).await.unwrap().committed());
     }
     committed
 }
@@ -97,7 +97,7 @@ async fn replay_follows_the_logged_fallback_and_hints() {
                 for _ in 0..40 {
                     let ev = random_chain(&mut rng, 3, 12, 4);
                     let (svc, key) = fx.first_target(&ev);
-                    client.submit(svc, &key, ev).await.unwrap();
+                    client.submit_raw(svc, &key, ev).await.unwrap();
                 }
             })
         })
@@ -150,7 +150,7 @@ async fn storage_failure_stops_acks_and_loses_nothing_acknowledged() {
     for k in 0..10 {
         assert!(
             client
-                .submit(fx.services[0], &k, add(k))
+                .submit_raw(fx.services[0], &k, add(k))
                 .await
                 .unwrap()
                 .committed()
@@ -161,7 +161,7 @@ async fn storage_failure_stops_acks_and_loses_nothing_acknowledged() {
     faulty.fail_all_appends();
     // The request may or may not be in the log: its outcome is unknown, with the storage error
     // as the cause.
-    match client.submit(fx.services[0], &1u64, add(1)).await {
+    match client.submit_raw(fx.services[0], &1u64, add(1)).await {
         Err(TxnError::OutcomeUnknown { cause, .. }) => {
             assert!(matches!(*cause, TxnError::Storage(ref msg) if !msg.is_empty()))
         }
@@ -169,7 +169,7 @@ async fn storage_failure_stops_acks_and_loses_nothing_acknowledged() {
     }
     // The runtime refuses further writes rather than acknowledging them.
     assert!(matches!(
-        client.submit(fx.services[0], &2u64, add(2)).await,
+        client.submit_raw(fx.services[0], &2u64, add(2)).await,
         Err(TxnError::OutcomeUnknown { cause, .. }) if matches!(*cause, TxnError::Storage(_))
     ));
     rt.shutdown().await;
@@ -292,7 +292,7 @@ async fn slow_log_group_commits_several_epochs_per_write() {
                 key: k % 50,
                 kind: OpKind::Add(1),
             }]);
-            c.submit(s0, &(k % 50), ev).await.unwrap().committed()
+            c.submit_raw(s0, &(k % 50), ev).await.unwrap().committed()
         }));
     }
     // Execution runs ahead of the stalled log (up to the in-flight bound): wait, bounded,

@@ -49,7 +49,7 @@ async fn replicas_stay_exactly_consistent() {
             price: *price,
             version,
         };
-        ctx.broadcast(cart_svc, ev);
+        ctx.broadcast_raw(cart_svc, ev);
         Ok(())
     });
     b.handler(cart_svc, move |ctx, ev| {
@@ -84,7 +84,7 @@ async fn replicas_stay_exactly_consistent() {
                 };
                 n += u32::from(
                     client
-                        .submit(product_svc, &product, ev)
+                        .submit_raw(product_svc, &product, ev)
                         .await
                         .unwrap()
                         .committed(),

@@ -72,14 +72,19 @@ async fn limited_scan_merges_own_writes_in_key_order() {
     let (rt, q) = start().await;
     let c = rt.client();
     for k in [10u64, 20, 30, 40] {
-        assert!(c.submit(q, &0u64, Ev::Insert(k)).await.unwrap().committed());
+        assert!(
+            c.submit_raw(q, &0u64, Ev::Insert(k))
+                .await
+                .unwrap()
+                .committed()
+        );
     }
     let ev = Ev::WriteThenScan {
         insert: 15,
         delete: 20,
         limit: 3,
     };
-    let out = c.submit(q, &0u64, ev).await.unwrap();
+    let out = c.submit_raw(q, &0u64, ev).await.unwrap();
     assert_eq!(out.result.unwrap(), Some(vec![10, 15, 30]));
     rt.shutdown().await;
 }
@@ -90,11 +95,16 @@ async fn insert_then_first(insert: u64) -> (Vec<u64>, bool) {
     let (rt, q) = start().await;
     let c = rt.client();
     for k in [10u64, 20] {
-        assert!(c.submit(q, &0u64, Ev::Insert(k)).await.unwrap().committed());
+        assert!(
+            c.submit_raw(q, &0u64, Ev::Insert(k))
+                .await
+                .unwrap()
+                .committed()
+        );
     }
     let (ins, first) = tokio::join!(
-        c.submit(q, &0u64, Ev::Insert(insert)),
-        c.submit(q, &0u64, Ev::First)
+        c.submit_raw(q, &0u64, Ev::Insert(insert)),
+        c.submit_raw(q, &0u64, Ev::First)
     );
     let (ins, first) = (ins.unwrap(), first.unwrap());
     rt.shutdown().await;

@@ -136,7 +136,7 @@ async fn run_client(
     for _ in 0..N_REQUESTS_PER_CLIENT {
         let ev = random_chain(&mut rng, 3, 24, 5);
         let (svc, key) = fx.first_target(&ev);
-        let outcome = client.submit(svc, &key, ev.clone()).await.unwrap();
+        let outcome = client.submit_raw(svc, &key, ev.clone()).await.unwrap();
         n_retried += usize::from(outcome.retries > 0);
         records.push(Recorded::<ChainApp> {
             pos: outcome

@@ -50,7 +50,7 @@ async fn query_never_sees_half_applied_transfers() {
                     });
                 }
                 let outcome = client
-                    .submit(fx.services[0], &a, Ev::chain(ops))
+                    .submit_raw(fx.services[0], &a, Ev::chain(ops))
                     .await
                     .unwrap();
                 committed += u32::from(outcome.committed());
@@ -110,7 +110,7 @@ async fn query_at_targets_partitions_in_callers_order() {
             key,
             kind: OpKind::Add(key as i64),
         }]);
-        let out = c.submit(s0, &key, ev).await.unwrap();
+        let out = c.submit_raw(s0, &key, ev).await.unwrap();
         assert!(
             out.timestamp_ms >= last_ts && out.timestamp_ms > 0,
             "{out:?}"

@@ -66,12 +66,15 @@ async fn unique_value_is_held_by_one_row_and_released_on_change_and_delete() {
         .find(|(a, b)| svc.partition_of(a) != svc.partition_of(b))
         .unwrap();
     assert!(
-        c.submit(svc, &a, upsert(a, "x@example.com"))
+        c.submit_raw(svc, &a, upsert(a, "x@example.com"))
             .await
             .unwrap()
             .committed()
     );
-    let out = c.submit(svc, &b, upsert(b, "x@example.com")).await.unwrap();
+    let out = c
+        .submit_raw(svc, &b, upsert(b, "x@example.com"))
+        .await
+        .unwrap();
     match &out.result {
         Err(AbortReason::Constraint { message, .. }) => {
             assert!(
@@ -83,33 +86,33 @@ async fn unique_value_is_held_by_one_row_and_released_on_change_and_delete() {
     }
     // Rewriting the same value for the same row is fine.
     assert!(
-        c.submit(svc, &a, upsert(a, "x@example.com"))
+        c.submit_raw(svc, &a, upsert(a, "x@example.com"))
             .await
             .unwrap()
             .committed()
     );
     // a changes its email: x is free for b.
     assert!(
-        c.submit(svc, &a, upsert(a, "y@example.com"))
+        c.submit_raw(svc, &a, upsert(a, "y@example.com"))
             .await
             .unwrap()
             .committed()
     );
     assert!(
-        c.submit(svc, &b, upsert(b, "x@example.com"))
+        c.submit_raw(svc, &b, upsert(b, "x@example.com"))
             .await
             .unwrap()
             .committed()
     );
     // a is deleted: y is free.
     assert!(
-        c.submit(svc, &a, Ev::Delete { id: a })
+        c.submit_raw(svc, &a, Ev::Delete { id: a })
             .await
             .unwrap()
             .committed()
     );
     assert!(
-        c.submit(svc, &b, upsert(b, "y@example.com"))
+        c.submit_raw(svc, &b, upsert(b, "y@example.com"))
             .await
             .unwrap()
             .committed()
@@ -117,7 +120,7 @@ async fn unique_value_is_held_by_one_row_and_released_on_change_and_delete() {
     // None values never collide.
     for id in [a, b] {
         let ev = Ev::Upsert { id, email: None };
-        assert!(c.submit(svc, &id, ev).await.unwrap().committed());
+        assert!(c.submit_raw(svc, &id, ev).await.unwrap().committed());
     }
     rt.shutdown().await;
 }
@@ -145,7 +148,7 @@ async fn concurrent_claims_match_serial_replay() {
                 } else {
                     upsert(id, &format!("e{}", rng.random_range(0..8)))
                 };
-                let o = c.submit(svc, &id, ev.clone()).await.unwrap();
+                let o = c.submit_raw(svc, &id, ev.clone()).await.unwrap();
                 out.push((o.serial_pos.unwrap(), id, ev, o.result));
             }
             out

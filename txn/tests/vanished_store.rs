@@ -32,7 +32,7 @@ async fn deleted_data_directory_stops_acknowledgements() {
     for key in 0..5u64 {
         assert!(
             client
-                .submit(counters, &key, bump(key))
+                .submit_raw(counters, &key, bump(key))
                 .await
                 .unwrap()
                 .committed()
@@ -43,7 +43,7 @@ async fn deleted_data_directory_stops_acknowledgements() {
     for key in 0..5u64 {
         // A request accepted before the failure was noticed has an unknown outcome; its cause
         // is still the storage error.
-        let result = client.submit(counters, &key, bump(key)).await;
+        let result = client.submit_raw(counters, &key, bump(key)).await;
         let result = match result {
             Err(TxnError::OutcomeUnknown { cause, .. }) => Err(*cause),
             other => other,

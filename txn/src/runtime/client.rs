@@ -97,7 +97,10 @@ impl<A: App> Client<A> {
     }
 
     /// Submits an already routed request (`Svc::request`) with a generated id.
-    pub async fn submit_request(&self, request: Request<A>) -> Result<Outcome<A::Output>, TxnError> {
+    pub async fn submit_request(
+        &self,
+        request: Request<A>,
+    ) -> Result<Outcome<A::Output>, TxnError> {
         let (service, partition, event) = request.into_parts();
         let target = self.app.check_partition(service, partition)?;
         self.submit_sequenced(self.ids.next(), true, target, event)

@@ -121,7 +121,7 @@ pub fn build(n_services: usize, n_partitions: u32) -> Fixture {
             }
             if idx + 1 < ops.len() {
                 let next = &ops[idx + 1];
-                ctx.emit(
+                ctx.emit_raw(
                     services[next.svc],
                     &next.key,
                     Ev::Chain {
