@@ -84,9 +84,7 @@ fn epoch(c: &mut Criterion) {
                 n_iterations += 1;
                 tokio.block_on(async {
                     let outcomes = futures::future::join_all(
-                        requests
-                            .into_iter()
-                            .map(|r| client.submit_to(r.service, r.partition, r.event)),
+                        requests.into_iter().map(|r| client.submit_request(r)),
                     )
                     .await;
                     for outcome in outcomes {

@@ -25,10 +25,10 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use services::ledger::{Ledger, LedgerConfig, LedgerEvent, Transfer};
+use services::ledger::{Ledger, LedgerAppEvent, LedgerConfig, Transfer};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-use txn::bench_api::{Request, encode_epoch_record, request};
+use txn::bench_api::{Sequenced, encode_epoch_record, request};
 use txn::storage::{EmbeddedStorage, MemoryStorage, Storage, record};
 
 const EPOCH_SIZES: [usize; 2] = [1_000, 10_000];
@@ -38,7 +38,7 @@ const TIMESTAMP_MS: u64 = 1_760_000_000_000;
 const TRUNCATE_EVERY: u64 = 256;
 
 /// The sequenced requests of an epoch of `n` transfers, as the sequencer logs them.
-fn transfer_epoch(ledger: &Ledger, n: usize, seed: u64) -> Vec<Request<LedgerEvent>> {
+fn transfer_epoch(ledger: &Ledger, n: usize, seed: u64) -> Vec<Sequenced<LedgerAppEvent>> {
     let mut rng = StdRng::seed_from_u64(seed);
     (0..n)
         .map(|_| {
@@ -49,12 +49,15 @@ fn transfer_epoch(ledger: &Ledger, n: usize, seed: u64) -> Vec<Request<LedgerEve
                 dst_entry: rng.random_range(0..N_ACCOUNTS),
                 amount: rng.random_range(1..100),
             });
-            request(r.service, r.partition, r.event)
+            {
+                let (service, partition, event) = r.into_parts();
+                request(service, partition, event)
+            }
         })
         .collect()
 }
 
-fn encoded(epoch: u64, requests: &[Request<LedgerEvent>]) -> Vec<u8> {
+fn encoded(epoch: u64, requests: &[Sequenced<LedgerAppEvent>]) -> Vec<u8> {
     let mut buf = Vec::new();
     encode_epoch_record(epoch, TIMESTAMP_MS, requests, &mut buf).expect("the record encodes");
     buf
@@ -89,7 +92,7 @@ fn append_loop(
 
 fn log_append(c: &mut Criterion) {
     let ledger = Ledger::new(LedgerConfig::default()).expect("the ledger app builds");
-    let epochs: Vec<(usize, Vec<Request<LedgerEvent>>, Vec<u8>)> = EPOCH_SIZES
+    let epochs: Vec<(usize, Vec<Sequenced<LedgerAppEvent>>, Vec<u8>)> = EPOCH_SIZES
         .iter()
         .map(|&n| {
             let requests = transfer_epoch(&ledger, n, n as u64);

@@ -25,10 +25,9 @@
 
 use crate::metrics::{Completion, Recorder};
 use crate::progress::Progress;
-use crate::workload::{EventOf, Op, Workload};
+use crate::workload::{Op, RequestOf, Workload};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use services::Request;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,18 +39,15 @@ pub trait AsyncTarget<W: Workload>: Clone + Send + Sync + 'static {
     /// Submits a transaction and waits for its outcome.
     fn submit(
         &self,
-        request: Request<EventOf<W>>,
+        request: RequestOf<W>,
     ) -> impl Future<Output = Result<Result<(), AbortReason>, TxnError>> + Send;
     /// Runs a read-only query.
     fn query(&self, w: &W, query: W::Query) -> impl Future<Output = Result<(), TxnError>> + Send;
 }
 
 impl<W: Workload> AsyncTarget<W> for Client<W::App> {
-    async fn submit(
-        &self,
-        request: Request<EventOf<W>>,
-    ) -> Result<Result<(), AbortReason>, TxnError> {
-        self.submit_to(request.service, request.partition, request.event)
+    async fn submit(&self, request: RequestOf<W>) -> Result<Result<(), AbortReason>, TxnError> {
+        self.submit_request(request)
             .await
             .map(|outcome| outcome.result.map(|_| ()))
     }
@@ -62,11 +58,8 @@ impl<W: Workload> AsyncTarget<W> for Client<W::App> {
 }
 
 impl<W: Workload> AsyncTarget<W> for Arc<EventualRuntime<W::App>> {
-    async fn submit(
-        &self,
-        request: Request<EventOf<W>>,
-    ) -> Result<Result<(), AbortReason>, TxnError> {
-        self.submit_to(request.service, request.partition, request.event)
+    async fn submit(&self, request: RequestOf<W>) -> Result<Result<(), AbortReason>, TxnError> {
+        self.submit_request(request)
             .await
             .map(|outcome| outcome.map(|_| ()))
     }
@@ -314,12 +307,7 @@ pub fn drive_serial<W: Workload>(
                 request,
                 effect,
             } => {
-                let r = exec.run(
-                    request.service,
-                    request.partition,
-                    request.event,
-                    timestamp_ms,
-                );
+                let r = exec.run_request(request, timestamp_ms);
                 (ty, effect, Ok(r.map(|_| ())))
             }
             Op::Query { ty, query } => {

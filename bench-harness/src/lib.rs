@@ -406,14 +406,7 @@ async fn run_eventual<W: Workload>(
     let mut done = 0u64;
     let submit = |i: usize| {
         let (rt, r) = (rt.clone(), w.load_request(i));
-        async move {
-            (
-                i,
-                rt.submit_to(r.service, r.partition, r.event)
-                    .await
-                    .map(|o| o.map(|_| ())),
-            )
-        }
+        async move { (i, rt.submit_request(r).await.map(|o| o.map(|_| ()))) }
     };
     while next < n_load.min(common.load_clients as usize) {
         in_flight.push(submit(next));
@@ -488,7 +481,7 @@ fn run_serial<W: Workload>(w: &W, common: &CommonArgs, ui: Ui) -> Result<SystemR
     let start = Instant::now();
     for i in 0..n_load {
         let r = w.load_request(i);
-        if let Err(reason) = exec.run(r.service, r.partition, r.event, 0) {
+        if let Err(reason) = exec.run_request(r, 0) {
             return Err(HarnessError::Load(format!(
                 "serial load request {i} aborted: {reason}"
             )));

@@ -7,10 +7,12 @@
 //! The harness owns everything else (clients, timing, histograms, reports), so a new workload
 //! (the marketplace) only implements this trait.
 
-use services::{Request, Violations};
+use services::Violations;
 use std::future::Future;
 use std::sync::Arc;
-use txn::{App, AppDef, Client, EventualRuntime, ReadView, SerialExecutor, ServiceRef, TxnError};
+use txn::{
+    App, AppDef, Client, EventualRuntime, ReadView, Request, SerialExecutor, ServiceRef, TxnError,
+};
 
 /// The systems a run can drive (vmsdb and the baselines).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,8 +62,8 @@ impl<A: App> LocalReader<A> for EventualRuntime<A> {
     }
 }
 
-/// The event type of a workload's application.
-pub type EventOf<W> = <<W as Workload>::App as App>::Event;
+/// A routed request of a workload's application.
+pub type RequestOf<W> = Request<<W as Workload>::App>;
 
 /// One operation a client performs.
 pub enum Op<W: Workload + ?Sized> {
@@ -70,7 +72,7 @@ pub enum Op<W: Workload + ?Sized> {
     /// transaction increments).
     Txn {
         ty: usize,
-        request: Request<EventOf<W>>,
+        request: RequestOf<W>,
         effect: i64,
     },
     /// A read-only query.
@@ -106,7 +108,7 @@ pub trait Workload: Send + Sync + 'static {
     /// Number of requests that load the initial data.
     fn n_load(&self) -> usize;
     /// Load request `i`, for `i < n_load()`; they commute, so they may run in any order.
-    fn load_request(&self, i: usize) -> Request<EventOf<Self>>;
+    fn load_request(&self, i: usize) -> RequestOf<Self>;
 
     /// A generator for client `client` (independent streams from the run's seed).
     fn generator(&self, client: u64) -> Self::Gen;

@@ -46,7 +46,7 @@ use crate::Violations;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use txn::{
-    AppDef, AppBuilder, BusinessError, Client, HandlerResult, KeyOf, ReadView, Request,
+    AppBuilder, AppDef, BusinessError, Client, HandlerResult, KeyOf, ReadView, Request,
     SerialExecutor, Svc, Table, TxnCtx, TxnError, handler, service,
 };
 
@@ -140,7 +140,9 @@ pub enum LedgerOutput {
 /// [`kind`](BusinessError::kind) that reports group by.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {
-    #[error("account {account} holds {balance}, a transfer of {amount} would leave less than {min}")]
+    #[error(
+        "account {account} holds {balance}, a transfer of {amount} would leave less than {min}"
+    )]
     InsufficientBalance {
         account: u64,
         balance: i64,
@@ -442,7 +444,9 @@ impl Accounts {
     #[handler]
     fn deposit(&self, ctx: &mut TxnCtx<'_, LedgerApp>, ev: &Deposit) -> HandlerResult {
         amount_is_valid(ev.amount)?;
-        let balance = ctx.get(self.accounts, &ev.account)?.map_or(0, |a| a.balance);
+        let balance = ctx
+            .get(self.accounts, &ev.account)?
+            .map_or(0, |a| a.balance);
         let balance = credit("account", ev.account, balance, ev.amount)?;
         let row = Account {
             id: ev.account,
@@ -464,7 +468,11 @@ impl Accounts {
         amount_is_valid(t.amount)?;
         let Some(mut account) = ctx.get(self.accounts, &t.src_account)? else {
             let role = "source";
-            return Err(LedgerError::UnknownAccount { role, account: t.src_account }.into());
+            return Err(LedgerError::UnknownAccount {
+                role,
+                account: t.src_account,
+            }
+            .into());
         };
         if !leaves_at_least(account.balance, t.amount, self.min_balance) {
             return Err(LedgerError::InsufficientBalance {
@@ -472,7 +480,8 @@ impl Accounts {
                 balance: account.balance,
                 amount: t.amount,
                 min: self.min_balance,
-            }.into());
+            }
+            .into());
         }
         account.balance -= t.amount;
         ctx.put(self.accounts, account.key(), account)?;
@@ -494,7 +503,11 @@ impl Accounts {
         let t = ev.transfer;
         let Some(mut account) = ctx.get(self.accounts, &t.dst_account)? else {
             let role = "target";
-            return Err(LedgerError::UnknownAccount { role, account: t.dst_account }.into());
+            return Err(LedgerError::UnknownAccount {
+                role,
+                account: t.dst_account,
+            }
+            .into());
         };
         account.balance = credit("account", t.dst_account, account.balance, t.amount)?;
         ctx.put(self.accounts, account.key(), account)?;
@@ -521,7 +534,9 @@ impl Assets {
     /// Deposit step 2: credit the entry (opening it); the output for the client.
     #[handler(internal)]
     fn deposit_entry(&self, ctx: &mut TxnCtx<'_, LedgerApp>, ev: &DepositEntry) -> HandlerResult {
-        let value = ctx.get(self.asset_ledger, &ev.entry)?.map_or(0, |e| e.value);
+        let value = ctx
+            .get(self.asset_ledger, &ev.entry)?
+            .map_or(0, |e| e.value);
         let value = credit("entry", ev.entry, value, ev.amount)?;
         let row = AssetEntry {
             id: ev.entry,
@@ -545,7 +560,11 @@ impl Assets {
         let t = ev.transfer;
         let Some(mut entry) = ctx.get(self.asset_ledger, &t.src_entry)? else {
             let role = "source";
-            return Err(LedgerError::UnknownEntry { role, entry: t.src_entry }.into());
+            return Err(LedgerError::UnknownEntry {
+                role,
+                entry: t.src_entry,
+            }
+            .into());
         };
         if !leaves_at_least(entry.value, t.amount, self.min_balance) {
             // Aborting here also discards the debit of the source account in step 1.
@@ -554,7 +573,8 @@ impl Assets {
                 value: entry.value,
                 amount: t.amount,
                 min: self.min_balance,
-            }.into());
+            }
+            .into());
         }
         entry.value -= t.amount;
         ctx.put(self.asset_ledger, entry.key(), entry)?;
@@ -577,7 +597,11 @@ impl Assets {
         let t = ev.transfer;
         let Some(mut entry) = ctx.get(self.asset_ledger, &t.dst_entry)? else {
             let role = "target";
-            return Err(LedgerError::UnknownEntry { role, entry: t.dst_entry }.into());
+            return Err(LedgerError::UnknownEntry {
+                role,
+                entry: t.dst_entry,
+            }
+            .into());
         };
         entry.value = credit("entry", t.dst_entry, entry.value, t.amount)?;
         ctx.put(self.asset_ledger, entry.key(), entry)?;

@@ -149,13 +149,13 @@ impl CrashWorkload {
                     pad: pad_of(*k, pad_bytes),
                 },
             )?;
-            ctx.emit(b, k, event.clone());
+            ctx.emit_raw(b, k, event.clone());
             Ok(())
         });
         builder.handler(b, move |ctx, event| {
             let CrashEvent::Insert { k, v } = event;
             ctx.put(b_rows, *k, *v)?;
-            ctx.emit(c, k, event.clone());
+            ctx.emit_raw(c, k, event.clone());
             Ok(())
         });
         let keys = bucket_keys.clone();
@@ -202,7 +202,7 @@ impl CrashWorkload {
         v: i64,
     ) -> Result<txn::Outcome<CrashOutput>, TxnError> {
         client
-            .submit_with_id(id_of(k), self.a, &k, CrashEvent::Insert { k, v })
+            .submit_with_id_raw(id_of(k), self.a, &k, CrashEvent::Insert { k, v })
             .await
     }
 

@@ -37,9 +37,9 @@ use crate::cli::{Baseline, CommonArgs};
 use crate::driver::{AsyncTarget, drive_runtime, fmt_count};
 use crate::progress::Ui;
 use crate::report::{LoadSummary, SystemRun};
-use crate::workload::{Effects, EventOf, Workload};
+use crate::workload::{Effects, RequestOf, Workload};
 use futures::future::BoxFuture;
-use services::{Request, Violations};
+use services::Violations;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -143,7 +143,7 @@ pub trait PgWorkload: Workload<Query: Sync> {
         &self,
         run: &Self::PgRun,
         conn: &PgConn<Self::Stmts>,
-        event: &EventOf<Self>,
+        event: &<Self::App as txn::App>::Event,
     ) -> impl Future<Output = Result<TxnResult, PgFailure>> + Send;
 
     /// The body of one attempt of a read-only query, inside `BEGIN ISOLATION LEVEL
@@ -168,6 +168,14 @@ pub trait PgWorkload: Workload<Query: Sync> {
 /// A business abort, as a vmsdb handler of `service` would report it with `ctx.abort`.
 pub fn abort(service: &str, message: String) -> Result<TxnResult, PgFailure> {
     abort_with(service, AbortReason::USER_KIND_DEFAULT, message)
+}
+
+/// The business abort a vmsdb handler of `service` returning `error` reports.
+pub fn business_abort<E: txn::BusinessError>(
+    service: &str,
+    error: E,
+) -> Result<TxnResult, PgFailure> {
+    abort_with(service, error.kind(), error.to_string())
 }
 
 /// A business abort of `kind`, as a vmsdb handler of `service` would report it with
@@ -360,7 +368,7 @@ impl<W: PgWorkload> Clone for PgTarget<W> {
 
 /// What one operation runs.
 enum Work<'a, W: PgWorkload> {
-    Txn(&'a EventOf<W>),
+    Txn(&'a <W::App as txn::App>::Event),
     Query(&'a W::Query),
 }
 
@@ -444,8 +452,8 @@ fn harness_error(f: &PgFailure) -> TxnError {
 }
 
 impl<W: PgWorkload> AsyncTarget<W> for PgTarget<W> {
-    async fn submit(&self, request: Request<EventOf<W>>) -> Result<TxnResult, TxnError> {
-        self.run_op(Work::Txn(&request.event)).await
+    async fn submit(&self, request: RequestOf<W>) -> Result<TxnResult, TxnError> {
+        self.run_op(Work::Txn(request.event())).await
     }
 
     async fn query(&self, _w: &W, query: W::Query) -> Result<(), TxnError> {

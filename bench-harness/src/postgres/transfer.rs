@@ -9,15 +9,19 @@
 //! read-only serializable transaction.
 
 use super::{
-    Col, PgConn, PgFailure, PgWorkload, TxnResult, abort, insert_columns, pipeline, read_rows,
+    Col, PgConn, PgFailure, PgWorkload, TxnResult, business_abort, insert_columns, pipeline,
+    read_rows,
 };
 use crate::workload::{Effects, Workload};
 use crate::workloads::transfer::TransferWorkload;
 use futures::FutureExt;
 use rustc_hash::FxHashMap;
 use services::Violations;
-use services::ledger::{self, LedgerAudit, LedgerEvent, Transfer, reasons};
+use services::ledger::{
+    self, AccountsEvent, Deposit, LedgerAppEvent, LedgerAudit, LedgerError, Transfer,
+};
 use tokio_postgres::{Client, Statement};
+use txn::Envelope;
 
 /// Names and the business rule, fixed for a run.
 pub struct TransferRun {
@@ -82,8 +86,8 @@ impl PgWorkload for TransferWorkload {
     fn pg_run(&self) -> TransferRun {
         let l = self.ledger();
         TransferRun {
-            accounts: l.app().service_name(l.accounts_service).to_string(),
-            assets: l.app().service_name(l.assets_service).to_string(),
+            accounts: l.app().service_name(*l.accounts_service).to_string(),
+            assets: l.app().service_name(*l.assets_service).to_string(),
             min_balance: l.config.min_balance,
         }
     }
@@ -93,18 +97,19 @@ impl PgWorkload for TransferWorkload {
         let mut accounts: FxHashMap<u64, i64> = FxHashMap::default();
         let mut entries: FxHashMap<u64, i64> = FxHashMap::default();
         for i in 0..self.n_load() {
-            match self.load_request(i).event {
-                LedgerEvent::Deposit {
+            let request = self.load_request(i);
+            match accounts_event(request.event()) {
+                Some(AccountsEvent::Deposit(Deposit {
                     account,
                     entry,
                     amount,
-                } => {
-                    *accounts.entry(account).or_default() += amount;
-                    *entries.entry(entry).or_default() += amount;
+                })) => {
+                    *accounts.entry(*account).or_default() += amount;
+                    *entries.entry(*entry).or_default() += amount;
                 }
-                other => {
+                _ => {
                     return Err(PgFailure::Harness(format!(
-                        "load request {i} is not a deposit: {other:?}"
+                        "load request {i} is not a deposit: {request:?}"
                     )));
                 }
             }
@@ -162,15 +167,15 @@ impl PgWorkload for TransferWorkload {
         &self,
         r: &TransferRun,
         conn: &PgConn<TransferStmts>,
-        event: &LedgerEvent,
+        event: &LedgerAppEvent,
     ) -> Result<TxnResult, PgFailure> {
         let (c, s) = (&conn.client, &conn.stmts);
-        match *event {
-            LedgerEvent::Deposit {
+        match accounts_event(event) {
+            Some(&AccountsEvent::Deposit(Deposit {
                 account,
                 entry,
                 amount,
-            } => {
+            })) => {
                 if amount <= 0 {
                     return invalid_amount(r, amount);
                 }
@@ -182,9 +187,9 @@ impl PgWorkload for TransferWorkload {
                 .await?;
                 Ok(Ok(()))
             }
-            LedgerEvent::Transfer(t) => transfer(r, c, s, &t).await,
-            ref other => Err(PgFailure::Harness(format!(
-                "{other:?} is an internal step of the vmsdb chain, not a request"
+            Some(AccountsEvent::Transfer(t)) => transfer(r, c, s, t).await,
+            _ => Err(PgFailure::Harness(format!(
+                "{event:?} is an internal step of the vmsdb chain, not a request"
             ))),
         }
     }
@@ -227,11 +232,13 @@ impl PgWorkload for TransferWorkload {
     }
 }
 
+/// The `accounts` event an envelope holds (every ledger request goes to `accounts`).
+fn accounts_event(event: &LedgerAppEvent) -> Option<&AccountsEvent> {
+    Envelope::<ledger::Accounts>::unwrap(event)
+}
+
 fn invalid_amount(r: &TransferRun, amount: i64) -> Result<TxnResult, PgFailure> {
-    abort(
-        &r.accounts,
-        format!("{}: {amount} (must be positive)", reasons::INVALID_AMOUNT),
-    )
+    business_abort(&r.accounts, LedgerError::InvalidAmount { amount })
 }
 
 /// The four steps of the vmsdb chain, in its order, with its checks.
@@ -252,69 +259,61 @@ async fn transfer(
         .await?
         .is_none()
     {
-        return match c.query_opt(&s.get_account, &[&src_account]).await? {
-            None => abort(
-                &r.accounts,
-                format!(
-                    "{}: source account {}",
-                    reasons::UNKNOWN_ACCOUNT,
-                    t.src_account
-                ),
-            ),
-            Some(row) => abort(
-                &r.accounts,
-                format!(
-                    "{}: account {} holds {}, a transfer of {amount} would leave less than {min}",
-                    reasons::INSUFFICIENT_BALANCE,
-                    t.src_account,
-                    row.get::<_, i64>(0)
-                ),
-            ),
+        let error = match c.query_opt(&s.get_account, &[&src_account]).await? {
+            None => LedgerError::UnknownAccount {
+                role: "source",
+                account: t.src_account,
+            },
+            Some(row) => LedgerError::InsufficientBalance {
+                account: t.src_account,
+                balance: row.get::<_, i64>(0),
+                amount,
+                min,
+            },
         };
+        return business_abort(&r.accounts, error);
     }
     // assets[src]: value − amount ≥ minimum, debit (an abort here undoes the first debit).
     if c.query_opt(&s.debit_entry, &[&src_entry, &amount, &min])
         .await?
         .is_none()
     {
-        return match c.query_opt(&s.get_entry, &[&src_entry]).await? {
-            None => abort(
-                &r.assets,
-                format!("{}: source entry {}", reasons::UNKNOWN_ENTRY, t.src_entry),
-            ),
-            Some(row) => abort(
-                &r.assets,
-                format!(
-                    "{}: entry {} holds {}, a transfer of {amount} would leave less than {min}",
-                    reasons::INSUFFICIENT_ASSETS,
-                    t.src_entry,
-                    row.get::<_, i64>(0)
-                ),
-            ),
+        let error = match c.query_opt(&s.get_entry, &[&src_entry]).await? {
+            None => LedgerError::UnknownEntry {
+                role: "source",
+                entry: t.src_entry,
+            },
+            Some(row) => LedgerError::InsufficientAssets {
+                entry: t.src_entry,
+                value: row.get::<_, i64>(0),
+                amount,
+                min,
+            },
         };
+        return business_abort(&r.assets, error);
     }
     // accounts[dst] and assets[dst]: credit.
     if c.query_opt(&s.credit_account, &[&dst_account, &amount])
         .await?
         .is_none()
     {
-        return abort(
-            &r.accounts,
-            format!(
-                "{}: target account {}",
-                reasons::UNKNOWN_ACCOUNT,
-                t.dst_account
-            ),
-        );
+        let account = t.dst_account;
+        let error = LedgerError::UnknownAccount {
+            role: "target",
+            account,
+        };
+        return business_abort(&r.accounts, error);
     }
     if c.query_opt(&s.credit_entry, &[&dst_entry, &amount])
         .await?
         .is_none()
     {
-        return abort(
-            &r.assets,
-            format!("{}: target entry {}", reasons::UNKNOWN_ENTRY, t.dst_entry),
-        );
+        let entry = t.dst_entry;
+        let error = LedgerError::UnknownEntry {
+            role: "target",
+            entry,
+        };
+        return business_abort(&r.assets, error);
     }
     Ok(Ok(()))
 }

@@ -6,12 +6,15 @@
 //! chain. A key that does not exist aborts the transaction as the vmsdb handler does.
 
 use super::transfer::{insert_pairs, read_pairs};
-use super::{PgConn, PgFailure, PgWorkload, TxnResult, abort};
+use super::{PgConn, PgFailure, PgWorkload, TxnResult, business_abort};
 use crate::workload::{Effects, Workload};
 use crate::workloads::ycsb::{YcsbWorkload, increments};
 use services::Violations;
-use services::ycsb::{self, YcsbAudit, YcsbEvent, reasons};
+use services::ycsb::{
+    self, Load, Rmw, UserTable, UserTableEvent, YcsbAppEvent, YcsbAudit, YcsbError,
+};
 use tokio_postgres::{Client, Statement};
+use txn::Envelope;
 
 /// Names, fixed for a run.
 pub struct YcsbRun {
@@ -42,7 +45,7 @@ impl PgWorkload for YcsbWorkload {
     fn pg_run(&self) -> YcsbRun {
         let y = self.ycsb();
         YcsbRun {
-            service: y.app().service_name(y.service).to_string(),
+            service: y.app().service_name(*y.service).to_string(),
         }
     }
 
@@ -50,11 +53,14 @@ impl PgWorkload for YcsbWorkload {
         // The rows vmsdb's load requests insert: every key with 0.
         let mut rows = Vec::with_capacity(self.args().keys as usize);
         for i in 0..self.n_load() {
-            match self.load_request(i).event {
-                YcsbEvent::Load { keys } => rows.extend(keys.into_iter().map(|k| (key(k), 0))),
-                other => {
+            let request = self.load_request(i);
+            match Envelope::<UserTable>::unwrap(request.event()) {
+                Some(UserTableEvent::Load(Load { keys })) => {
+                    rows.extend(keys.iter().map(|k| (key(*k), 0)));
+                }
+                _ => {
                     return Err(PgFailure::Harness(format!(
-                        "load request {i} is not an insert: {other:?}"
+                        "load request {i} is not an insert: {request:?}"
                     )));
                 }
             }
@@ -92,15 +98,15 @@ impl PgWorkload for YcsbWorkload {
         &self,
         r: &YcsbRun,
         conn: &PgConn<YcsbStmts>,
-        event: &YcsbEvent,
+        event: &YcsbAppEvent,
     ) -> Result<TxnResult, PgFailure> {
         let (c, s) = (&conn.client, &conn.stmts);
-        match event {
-            YcsbEvent::Rmw { keys, next } => {
-                let keys: Vec<i64> = keys[(*next as usize).min(keys.len())..]
-                    .iter()
-                    .map(|k| key(*k))
-                    .collect();
+        match Envelope::<UserTable>::unwrap(event) {
+            Some(UserTableEvent::Rmw(Rmw { keys })) => {
+                if keys.is_empty() {
+                    return business_abort(&r.service, YcsbError::NoKeys);
+                }
+                let keys: Vec<i64> = keys.iter().map(|k| key(*k)).collect();
                 let mut distinct = keys.clone();
                 distinct.sort_unstable();
                 distinct.dedup();
@@ -123,15 +129,19 @@ impl PgWorkload for YcsbWorkload {
                             distinct.len()
                         ))
                     })?;
-                    return abort(&r.service, format!("{}: {missing}", reasons::UNKNOWN_KEY));
+                    let key = *missing as u64;
+                    return business_abort(&r.service, YcsbError::UnknownKey { key });
                 }
                 Ok(Ok(()))
             }
-            YcsbEvent::Load { keys } => {
+            Some(UserTableEvent::Load(Load { keys })) => {
                 let keys: Vec<i64> = keys.iter().map(|k| key(*k)).collect();
                 c.execute(&s.insert, &[&keys]).await?;
                 Ok(Ok(()))
             }
+            _ => Err(PgFailure::Harness(format!(
+                "{event:?} is an internal step of the vmsdb chain, not a request"
+            ))),
         }
     }
 

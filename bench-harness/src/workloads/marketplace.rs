@@ -131,7 +131,7 @@ pub struct MarketplaceWorkload {
     zipf: f64,
     seed: u64,
     /// Built once: one request per seller plus the customer batches.
-    load: Vec<Request<EventOf<Self>>>,
+    load: Vec<RequestOf<Self>>,
     /// Dashboards read during the run whose entries and aggregates disagreed, per system
     /// (indexed by `System`; the same workload object drives vmsdb and then the baselines).
     torn_dashboards: [AtomicU64; System::COUNT],
@@ -249,7 +249,7 @@ impl Workload for MarketplaceWorkload {
         self.load.len()
     }
 
-    fn load_request(&self, i: usize) -> Request<EventOf<Self>> {
+    fn load_request(&self, i: usize) -> RequestOf<Self> {
         self.load[i].clone()
     }
 

@@ -3,14 +3,14 @@
 
 use crate::HarnessError;
 use crate::cli::{CommonArgs, TransferArgs};
-use crate::workload::{Effects, EventOf, LocalReader, Op, Workload};
+use crate::workload::{Effects, LocalReader, Op, RequestOf, Workload};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use services::Violations;
 use services::ledger::{
     self, Balance, Ledger, LedgerApp, LedgerAudit, LedgerConfig, LedgerExpected, Transfer,
 };
 use services::zipf::KeyDist;
-use services::{Request, Violations};
 use std::sync::Arc;
 use txn::{AppDef, Client, TxnError};
 
@@ -109,7 +109,7 @@ impl Workload for TransferWorkload {
         self.args.accounts as usize
     }
 
-    fn load_request(&self, i: usize) -> Request<EventOf<Self>> {
+    fn load_request(&self, i: usize) -> RequestOf<Self> {
         self.ledger
             .initial_deposit(i as u64, self.args.initial_balance)
     }
@@ -170,7 +170,7 @@ impl Workload for TransferWorkload {
     fn run_query_local<L: LocalReader<LedgerApp>>(&self, reader: &L, (account, entry): (u64, u64)) {
         let b = reader
             .query(
-                &[self.ledger.accounts_service, self.ledger.assets_service],
+                &[*self.ledger.accounts_service, *self.ledger.assets_service],
                 self.ledger.lookup_fn(account, entry),
             )
             .into_iter()
@@ -193,7 +193,7 @@ impl Workload for TransferWorkload {
     fn audit_local<L: LocalReader<LedgerApp>>(&self, reader: &L, effects: &Effects) -> Violations {
         let audit = reader
             .query(
-                &[self.ledger.accounts_service, self.ledger.assets_service],
+                &[*self.ledger.accounts_service, *self.ledger.assets_service],
                 self.ledger.audit_fn(),
             )
             .into_iter()

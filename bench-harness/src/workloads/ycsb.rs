@@ -2,12 +2,12 @@
 
 use crate::HarnessError;
 use crate::cli::{CommonArgs, YcsbArgs};
-use crate::workload::{Effects, EventOf, LocalReader, Op, Workload};
+use crate::workload::{Effects, LocalReader, Op, RequestOf, Workload};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
+use services::Violations;
 use services::ycsb::{self, Ycsb, YcsbApp, YcsbAudit, YcsbConfig};
 use services::zipf::KeyDist;
-use services::{Request, Violations};
 use std::sync::Arc;
 use txn::{AppDef, Client, TxnError};
 
@@ -20,7 +20,7 @@ pub struct YcsbWorkload {
     dist: KeyDist,
     seed: u64,
     /// Built once: the load is a few thousand batch requests.
-    load: Vec<Request<EventOf<Self>>>,
+    load: Vec<RequestOf<Self>>,
 }
 
 impl YcsbWorkload {
@@ -104,7 +104,7 @@ impl Workload for YcsbWorkload {
         self.load.len()
     }
 
-    fn load_request(&self, i: usize) -> Request<EventOf<Self>> {
+    fn load_request(&self, i: usize) -> RequestOf<Self> {
         self.load[i].clone()
     }
 
@@ -141,7 +141,7 @@ impl Workload for YcsbWorkload {
 
     fn audit_local<L: LocalReader<YcsbApp>>(&self, reader: &L, effects: &Effects) -> Violations {
         let audit = reader
-            .query(&[self.ycsb.service], self.ycsb.audit_fn())
+            .query(&[*self.ycsb.service], self.ycsb.audit_fn())
             .into_iter()
             .fold(YcsbAudit::default(), YcsbAudit::merge);
         ycsb::check(&audit, self.args.keys, increments(effects))
