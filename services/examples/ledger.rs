@@ -13,15 +13,16 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use services::Request;
 use services::ledger::{
-    self, Ledger, LedgerApp, LedgerConfig, LedgerEvent, LedgerExpected, LedgerOutput, Transfer,
+    self, Deposit, Ledger, LedgerApp, LedgerConfig, LedgerExpected, LedgerOutput, Transfer,
 };
 use std::error::Error;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
-use txn::{AbortReason, Client, Outcome, RequestId, Runtime, RuntimeConfig, SerialPos, TxnError};
+use txn::{
+    AbortReason, Client, Outcome, Request, RequestId, Runtime, RuntimeConfig, SerialPos, TxnError,
+};
 
 /// Accounts (and entries) the example opens.
 const N_ACCOUNTS: u64 = 100;
@@ -38,7 +39,7 @@ const TRANSFERS_PER_CLIENT: u64 = 200;
 /// what came back.
 struct Record {
     pos: SerialPos,
-    request: Request<LedgerEvent>,
+    request: Request<LedgerApp>,
     result: Result<Option<LedgerOutput>, AbortReason>,
 }
 
@@ -52,11 +53,7 @@ fn runtime_config(dir: &Path) -> Result<RuntimeConfig, Box<dyn Error>> {
 }
 
 /// Keeps a transaction that ran in the history, for the serial replay.
-fn record(
-    history: &mut Vec<Record>,
-    request: Request<LedgerEvent>,
-    outcome: &Outcome<LedgerOutput>,
-) {
+fn record(history: &mut Vec<Record>, request: Request<LedgerApp>, outcome: &Outcome<LedgerOutput>) {
     if let Some(pos) = outcome.serial_pos {
         let result = outcome.result.clone();
         history.push(Record {
@@ -70,13 +67,10 @@ fn record(
 /// Submits a request built by `Ledger` and keeps it in the history.
 async fn submit(
     client: &Client<LedgerApp>,
-    request: Request<LedgerEvent>,
+    request: Request<LedgerApp>,
     history: &mut Vec<Record>,
 ) -> Result<Outcome<LedgerOutput>, TxnError> {
-    let (service, partition) = (request.service, request.partition);
-    let outcome = client
-        .submit_to(service, partition, request.event.clone())
-        .await?;
+    let outcome = client.submit_request(request.clone()).await?;
     record(history, request, &outcome);
     Ok(outcome)
 }
@@ -85,7 +79,7 @@ async fn submit(
 /// history of all of them.
 async fn run_clients(
     client: &Client<LedgerApp>,
-    lists: Vec<Vec<Request<LedgerEvent>>>,
+    lists: Vec<Vec<Request<LedgerApp>>>,
 ) -> Result<Vec<Record>, TxnError> {
     let mut tasks = Vec::new();
     for requests in lists {
@@ -106,7 +100,7 @@ async fn run_clients(
 }
 
 /// The deposits that open every account and entry, spread over `N_CLIENTS` clients.
-fn opening_deposits(ledger: &Ledger) -> Vec<Vec<Request<LedgerEvent>>> {
+fn opening_deposits(ledger: &Ledger) -> Vec<Vec<Request<LedgerApp>>> {
     (0..N_CLIENTS)
         .map(|c| {
             (c..N_ACCOUNTS)
@@ -118,7 +112,7 @@ fn opening_deposits(ledger: &Ledger) -> Vec<Vec<Request<LedgerEvent>>> {
 }
 
 /// Random transfers between opened accounts, `TRANSFERS_PER_CLIENT` for each of `N_CLIENTS`.
-fn random_transfers(ledger: &Ledger, seed: u64) -> Vec<Vec<Request<LedgerEvent>>> {
+fn random_transfers(ledger: &Ledger, seed: u64) -> Vec<Vec<Request<LedgerApp>>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut transfer = move || Transfer {
         src_account: rng.random_range(0..N_ACCOUNTS),
@@ -143,13 +137,15 @@ async fn deposit_twice(
     history: &mut Vec<Record>,
 ) -> Result<bool, TxnError> {
     let id = RequestId { client: 1, seq: 0 };
-    let deposit = ledger.deposit(0, 0, EXTRA_DEPOSIT);
-    let (service, event) = (deposit.service, deposit.event.clone());
-    let first = client
-        .submit_with_id(id, service, &0u64, event.clone())
-        .await?;
-    record(history, deposit, &first);
-    let again = client.submit_with_id(id, service, &0u64, event).await?;
+    let deposit = Deposit {
+        account: 0,
+        entry: 0,
+        amount: EXTRA_DEPOSIT,
+    };
+    let accounts = ledger.accounts_service;
+    let first = client.submit_with_id(id, accounts, deposit).await?;
+    record(history, accounts.request(deposit), &first);
+    let again = client.submit_with_id(id, accounts, deposit).await?;
     println!(
         "deposit {id:?}: {:?}, resubmitted: {:?}",
         first.result, again.result
@@ -195,9 +191,7 @@ fn replays_serially(ledger: &Ledger, history: &mut [Record], state_hash: u64) ->
     let mut serial = txn::SerialExecutor::new(ledger.app().clone());
     let mut n_differ = 0;
     for r in history.iter() {
-        let (service, partition) = (r.request.service, r.request.partition);
-        let event = r.request.event.clone();
-        let got = serial.run_at(r.pos, service, partition, event, 0);
+        let got = serial.run_request_at(r.pos, r.request.clone(), 0);
         n_differ += u64::from(got != r.result);
     }
     let same_state = serial.state_hash() == state_hash;

@@ -392,17 +392,14 @@ mod tests {
         .unwrap();
         let keys: Vec<u64> = (0..16).collect();
         let r = y.rmw(&keys);
-        let YcsbEvent::Rmw {
-            keys: ordered,
-            next,
-        } = &r.event
+        let Some(UserTableEvent::Rmw(Rmw { keys: ordered })) =
+            txn::Envelope::<UserTable>::unwrap(r.event())
         else {
-            panic!("not an rmw")
+            panic!("not an rmw: {r:?}")
         };
-        assert_eq!(*next, 0);
         let parts: Vec<u32> = ordered.iter().map(|k| y.service.partition_of(k)).collect();
         assert!(parts.windows(2).all(|w| w[0] <= w[1]), "{parts:?}");
-        assert_eq!(r.partition, parts[0]);
+        assert_eq!(r.partition(), parts[0]);
         let mut sorted = ordered.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, keys);

@@ -5,10 +5,11 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use services::ledger::{
-    self, Balance, Ledger, LedgerConfig, LedgerExpected, LedgerOutput, Transfer,
+    self, AccountsEvent, Balance, Deposit, Ledger, LedgerApp, LedgerConfig, LedgerExpected,
+    LedgerOutput, Transfer,
 };
 use services::load::submit_all;
-use txn::{AbortReason, Client, Runtime, RuntimeConfig, SerialExecutor};
+use txn::{AbortReason, Client, Envelope, Request, Runtime, RuntimeConfig, SerialExecutor};
 
 async fn started(config: LedgerConfig) -> (Ledger, Runtime<ledger::LedgerApp>) {
     let ledger = Ledger::new(config).unwrap();
@@ -20,20 +21,22 @@ async fn started(config: LedgerConfig) -> (Ledger, Runtime<ledger::LedgerApp>) {
 
 async fn submit(
     client: &Client<ledger::LedgerApp>,
-    r: services::Request<ledger::LedgerEvent>,
+    r: Request<LedgerApp>,
 ) -> Result<Option<LedgerOutput>, AbortReason> {
-    client
-        .submit_to(r.service, r.partition, r.event)
-        .await
-        .unwrap()
-        .result
+    client.submit_request(r).await.unwrap().result
 }
 
-fn user_message(reason: &AbortReason) -> &str {
+/// The kind of a business abort (a `LedgerError`'s).
+fn user_kind(reason: &AbortReason) -> &str {
     match reason {
-        AbortReason::User { message, .. } => message,
+        AbortReason::User { kind, .. } => kind,
         other => panic!("expected a business abort, got {other:?}"),
     }
+}
+
+/// The `accounts` event of a request (every ledger request starts there).
+fn accounts_event(r: &Request<LedgerApp>) -> &AccountsEvent {
+    Envelope::<ledger::Accounts>::unwrap(r.event()).expect("a request to accounts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,7 +78,7 @@ async fn failed_precondition_in_any_step_leaves_all_four_rows_untouched() {
     };
     let reason = submit(&client, ledger.transfer(t)).await.unwrap_err();
     assert!(
-        user_message(&reason).starts_with(ledger::reasons::INSUFFICIENT_ASSETS),
+        user_kind(&reason) == ledger::kinds::INSUFFICIENT_ASSETS,
         "{reason}"
     );
 
@@ -89,7 +92,7 @@ async fn failed_precondition_in_any_step_leaves_all_four_rows_untouched() {
     };
     let reason = submit(&client, ledger.transfer(t)).await.unwrap_err();
     assert!(
-        user_message(&reason).starts_with(ledger::reasons::INSUFFICIENT_BALANCE),
+        user_kind(&reason) == ledger::kinds::INSUFFICIENT_BALANCE,
         "{reason}"
     );
 
@@ -103,7 +106,7 @@ async fn failed_precondition_in_any_step_leaves_all_four_rows_untouched() {
     };
     let reason = submit(&client, ledger.transfer(t)).await.unwrap_err();
     assert!(
-        user_message(&reason).starts_with(ledger::reasons::UNKNOWN_ACCOUNT),
+        user_kind(&reason) == ledger::kinds::UNKNOWN_ACCOUNT,
         "{reason}"
     );
 
@@ -190,10 +193,7 @@ async fn concurrent_transfers_conserve_totals_and_match_the_serial_executor() {
                         amount: rng.random_range(1..40),
                     })
                 };
-                let outcome = client
-                    .submit_to(r.service, r.partition, r.event.clone())
-                    .await
-                    .unwrap();
+                let outcome = client.submit_request(r.clone()).await.unwrap();
                 history.push((outcome.serial_pos.unwrap(), r, outcome.result));
             }
             history
@@ -210,8 +210,8 @@ async fn concurrent_transfers_conserve_totals_and_match_the_serial_executor() {
     let deposited: i128 = history
         .iter()
         .filter(|(_, _, result)| result.is_ok())
-        .filter_map(|(_, r, _)| match r.event {
-            ledger::LedgerEvent::Deposit { amount, .. } => Some(i128::from(amount)),
+        .filter_map(|(_, r, _)| match accounts_event(r) {
+            AccountsEvent::Deposit(Deposit { amount, .. }) => Some(i128::from(*amount)),
             _ => None,
         })
         .sum();
@@ -226,7 +226,9 @@ async fn concurrent_transfers_conserve_totals_and_match_the_serial_executor() {
     );
     let n_committed_transfers = history
         .iter()
-        .filter(|(_, r, res)| res.is_ok() && matches!(r.event, ledger::LedgerEvent::Transfer(_)))
+        .filter(|(_, r, res)| {
+            res.is_ok() && matches!(accounts_event(r), AccountsEvent::Transfer(_))
+        })
         .count();
     assert!(
         n_committed_transfers > 100,
@@ -238,11 +240,11 @@ async fn concurrent_transfers_conserve_totals_and_match_the_serial_executor() {
     let mut serial = SerialExecutor::new(ledger.app().clone());
     for i in 0..n_accounts {
         let r = ledger.initial_deposit(i, 50);
-        serial.run(r.service, r.partition, r.event, 0).unwrap();
+        serial.run_request(r, 0).unwrap();
     }
     for (pos, r, result) in history {
-        let got = serial.run(r.service, r.partition, r.event.clone(), 0);
-        assert_eq!(got, result, "seed {seed}: {pos:?} {:?}", r.event);
+        let got = serial.run_request(r.clone(), 0);
+        assert_eq!(got, result, "seed {seed}: {pos:?} {:?}", r.event());
     }
     assert_eq!(
         serial.state_hash(),
@@ -259,7 +261,7 @@ fn serial_executor_runs_the_ledger_and_lookups() {
     let mut exec = SerialExecutor::new(ledger.app().clone());
     for i in 0..4 {
         let r = ledger.initial_deposit(i, 10);
-        exec.run(r.service, r.partition, r.event, 0).unwrap();
+        exec.run_request(r, 0).unwrap();
     }
     let r = ledger.transfer(Transfer {
         src_account: 0,
@@ -268,7 +270,7 @@ fn serial_executor_runs_the_ledger_and_lookups() {
         dst_entry: 3,
         amount: 11,
     });
-    assert!(exec.run(r.service, r.partition, r.event, 0).is_err());
+    assert!(exec.run_request(r, 0).is_err());
     let r = ledger.transfer(Transfer {
         src_account: 0,
         src_entry: 1,
@@ -277,7 +279,7 @@ fn serial_executor_runs_the_ledger_and_lookups() {
         amount: 10,
     });
     assert_eq!(
-        exec.run(r.service, r.partition, r.event, 0),
+        exec.run_request(r, 0),
         Ok(Some(LedgerOutput::Transferred {
             src_balance: 0,
             src_value: 0

@@ -47,10 +47,7 @@ async fn zipfian_rmw_keeps_the_sum_invariant_and_is_serializable() {
                 let mut keys = vec![0; k];
                 dist.sample_distinct(&mut rng, &mut keys);
                 let r = y.rmw(&keys);
-                let outcome = client
-                    .submit_to(r.service, r.partition, r.event.clone())
-                    .await
-                    .unwrap();
+                let outcome = client.submit_request(r.clone()).await.unwrap();
                 assert!(outcome.result.is_ok(), "seed {seed}: {:?}", outcome.result);
                 history.push((outcome.serial_pos.unwrap(), r));
             }
@@ -79,10 +76,10 @@ async fn zipfian_rmw_keeps_the_sum_invariant_and_is_serializable() {
     history.sort_by_key(|(pos, _)| *pos);
     let mut serial = SerialExecutor::new(y.app().clone());
     for r in load_for_replay {
-        serial.run(r.service, r.partition, r.event, 0).unwrap();
+        serial.run_request(r, 0).unwrap();
     }
     for (_, r) in history {
-        serial.run(r.service, r.partition, r.event, 0).unwrap();
+        serial.run_request(r, 0).unwrap();
     }
     assert_eq!(
         serial.state_hash(),

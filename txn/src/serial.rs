@@ -210,6 +210,18 @@ impl<A: App> SerialExecutor<A> {
         self.run_raw(service, partition, event, timestamp_ms)
     }
 
+    /// Runs an already routed request with the TID it had at `pos` in a recorded history (see
+    /// [`run_at`](Self::run_at)).
+    pub fn run_request_at(
+        &mut self,
+        pos: SerialPos,
+        request: Request<A>,
+        timestamp_ms: u64,
+    ) -> Result<Option<A::Output>, AbortReason> {
+        let (service, partition, event) = request.into_parts();
+        self.run_at(pos, service, partition, event, timestamp_ms)
+    }
+
     /// Untyped run of one request in partition `partition` of `service`.
     pub fn run_raw(
         &mut self,
