@@ -97,130 +97,18 @@ pub struct MarketStmts {
     dashboard_views: Statement,
 }
 
-// ---- Status codes (stored as bigint).
-
-fn order_status(s: OrderStatus) -> i64 {
-    match s {
-        OrderStatus::Invoiced => 0,
-        OrderStatus::PaymentProcessed => 1,
-        OrderStatus::PaymentFailed => 2,
-        OrderStatus::ReadyForShipment => 3,
-        OrderStatus::InTransit => 4,
-        OrderStatus::Delivered => 5,
-    }
-}
-
-fn order_status_of(c: i64) -> Result<OrderStatus, PgFailure> {
-    Ok(match c {
-        0 => OrderStatus::Invoiced,
-        1 => OrderStatus::PaymentProcessed,
-        2 => OrderStatus::PaymentFailed,
-        3 => OrderStatus::ReadyForShipment,
-        4 => OrderStatus::InTransit,
-        5 => OrderStatus::Delivered,
-        _ => return Err(bad_code("order status", c)),
-    })
-}
-
-fn payment_type(t: PaymentType) -> i64 {
-    match t {
-        PaymentType::CreditCard => 0,
-        PaymentType::DebitCard => 1,
-        PaymentType::Boleto => 2,
-    }
-}
-
-fn payment_type_of(c: i64) -> Result<PaymentType, PgFailure> {
-    Ok(match c {
-        0 => PaymentType::CreditCard,
-        1 => PaymentType::DebitCard,
-        2 => PaymentType::Boleto,
-        _ => return Err(bad_code("payment type", c)),
-    })
-}
-
-fn payment_status(s: PaymentStatus) -> i64 {
-    match s {
-        PaymentStatus::Approved => 0,
-        PaymentStatus::Failed => 1,
-    }
-}
-
-fn payment_status_of(c: i64) -> Result<PaymentStatus, PgFailure> {
-    Ok(match c {
-        0 => PaymentStatus::Approved,
-        1 => PaymentStatus::Failed,
-        _ => return Err(bad_code("payment status", c)),
-    })
-}
-
-fn shipment_status(s: ShipmentStatus) -> i64 {
-    match s {
-        ShipmentStatus::Approved => 0,
-        ShipmentStatus::DeliveryInProgress => 1,
-        ShipmentStatus::Concluded => 2,
-    }
-}
-
-fn shipment_status_of(c: i64) -> Result<ShipmentStatus, PgFailure> {
-    Ok(match c {
-        0 => ShipmentStatus::Approved,
-        1 => ShipmentStatus::DeliveryInProgress,
-        2 => ShipmentStatus::Concluded,
-        _ => return Err(bad_code("shipment status", c)),
-    })
-}
-
-fn package_status(s: PackageStatus) -> i64 {
-    match s {
-        PackageStatus::Shipped => 0,
-        PackageStatus::Delivered => 1,
-    }
-}
-
-fn package_status_of(c: i64) -> Result<PackageStatus, PgFailure> {
-    Ok(match c {
-        0 => PackageStatus::Shipped,
-        1 => PackageStatus::Delivered,
-        _ => return Err(bad_code("package status", c)),
-    })
-}
-
-fn delivery_status(s: DeliveryStatus) -> i64 {
-    match s {
-        DeliveryStatus::Shipped => 0,
-        DeliveryStatus::Delivered => 1,
-    }
-}
-
-fn delivery_status_of(c: i64) -> Result<DeliveryStatus, PgFailure> {
-    Ok(match c {
-        0 => DeliveryStatus::Shipped,
-        1 => DeliveryStatus::Delivered,
-        _ => return Err(bad_code("delivery status", c)),
-    })
-}
-
-fn product_status(s: ProductStatus) -> i64 {
-    match s {
-        ProductStatus::Approved => 0,
-    }
-}
-
-fn product_status_of(c: i64) -> Result<ProductStatus, PgFailure> {
-    match c {
-        0 => Ok(ProductStatus::Approved),
-        _ => Err(bad_code("product status", c)),
-    }
-}
-
-fn bad_code(what: &str, c: i64) -> PgFailure {
-    PgFailure::Harness(format!("unknown {what} code {c}"))
-}
-
 /// `[$1, …, $n]` as statement parameters.
 fn params<const N: usize>(v: &[i64; N]) -> [P<'_>; N] {
     std::array::from_fn(|i| &v[i] as P<'_>)
+}
+
+/// `[$1, …, $n]` as statement parameters, followed by `tail` (`T` = `N` + `M`).
+fn params_and<'a, const N: usize, const M: usize, const T: usize>(
+    v: &'a [i64; N],
+    tail: [P<'a>; M],
+) -> [P<'a>; T] {
+    const { assert!(T == N + M, "T must be N + M") };
+    std::array::from_fn(|i| if i < N { &v[i] as P<'a> } else { tail[i - N] })
 }
 
 fn cols_params(cols: &[Vec<i64>]) -> impl Iterator<Item = P<'_>> {
@@ -274,11 +162,23 @@ impl PgWorkload for MarketplaceWorkload {
     type PgRun = MarketRun;
     type Stmts = MarketStmts;
 
+    // The status enums are PostgreSQL enum types; their labels are the variants' names in
+    // snake case, which the `postgres-types` derives on the model's enums check when a
+    // statement binds or reads them.
     const TABLES: &'static str = "
+        CREATE TYPE product_status AS ENUM ('approved');
+        CREATE TYPE order_status AS ENUM ('invoiced', 'payment_processed', 'payment_failed',
+            'ready_for_shipment', 'in_transit', 'delivered');
+        CREATE TYPE payment_type AS ENUM ('credit_card', 'debit_card', 'boleto');
+        CREATE TYPE payment_status AS ENUM ('approved', 'failed');
+        CREATE TYPE shipment_status AS ENUM ('approved', 'delivery_in_progress', 'concluded');
+        CREATE TYPE package_status AS ENUM ('shipped', 'delivered');
+        CREATE TYPE delivery_status AS ENUM ('shipped', 'delivered');
         CREATE TABLE products (seller_id bigint NOT NULL, product_id bigint NOT NULL,
             name text NOT NULL, sku text NOT NULL, category text NOT NULL,
             description text NOT NULL, price bigint NOT NULL, freight_value bigint NOT NULL,
-            status bigint NOT NULL, version bigint NOT NULL, update_seq bigint NOT NULL);
+            status product_status NOT NULL, version bigint NOT NULL,
+            update_seq bigint NOT NULL);
         CREATE TABLE seller_update_seq (seller_id bigint NOT NULL, seq bigint NOT NULL);
         CREATE TABLE stock_items (seller_id bigint NOT NULL, product_id bigint NOT NULL,
             qty_available bigint NOT NULL, qty_reserved bigint NOT NULL,
@@ -291,7 +191,8 @@ impl PgWorkload for MarketplaceWorkload {
             freight_value bigint NOT NULL, quantity bigint NOT NULL, voucher bigint NOT NULL,
             version bigint NOT NULL);
         CREATE TABLE orders (customer_id bigint NOT NULL, order_id bigint NOT NULL,
-            status bigint NOT NULL, created_ms bigint NOT NULL, updated_ms bigint NOT NULL,
+            status order_status NOT NULL, created_ms bigint NOT NULL,
+            updated_ms bigint NOT NULL,
             count_items bigint NOT NULL, total_items bigint NOT NULL,
             total_freight bigint NOT NULL, total_amount bigint NOT NULL,
             total_incentive bigint NOT NULL, total_invoice bigint NOT NULL,
@@ -302,20 +203,22 @@ impl PgWorkload for MarketplaceWorkload {
             total_items bigint NOT NULL, total_amount bigint NOT NULL, voucher bigint NOT NULL,
             version bigint NOT NULL);
         CREATE TABLE order_history (customer_id bigint NOT NULL, order_id bigint NOT NULL,
-            idx bigint NOT NULL, created_ms bigint NOT NULL, status bigint NOT NULL);
+            idx bigint NOT NULL, created_ms bigint NOT NULL, status order_status NOT NULL);
         CREATE TABLE order_payments (customer_id bigint NOT NULL, order_id bigint NOT NULL,
-            idx bigint NOT NULL, payment_type bigint NOT NULL, installments bigint NOT NULL,
-            value bigint NOT NULL, status bigint NOT NULL, created_ms bigint NOT NULL);
+            idx bigint NOT NULL, payment_type payment_type NOT NULL,
+            installments bigint NOT NULL, value bigint NOT NULL, status payment_status NOT NULL,
+            created_ms bigint NOT NULL);
         CREATE TABLE order_payment_cards (customer_id bigint NOT NULL,
             order_id bigint NOT NULL, idx bigint NOT NULL, card_last4 bigint NOT NULL,
             installments bigint NOT NULL);
         CREATE TABLE shipments (customer_id bigint NOT NULL, order_id bigint NOT NULL,
             package_count bigint NOT NULL, delivered_count bigint NOT NULL,
-            total_freight bigint NOT NULL, status bigint NOT NULL, created_ms bigint NOT NULL);
+            total_freight bigint NOT NULL, status shipment_status NOT NULL,
+            created_ms bigint NOT NULL);
         CREATE TABLE packages (customer_id bigint NOT NULL, order_id bigint NOT NULL,
             idx bigint NOT NULL, seller_id bigint NOT NULL, n_items bigint NOT NULL,
             quantity bigint NOT NULL, freight_value bigint NOT NULL,
-            shipping_ms bigint NOT NULL, delivery_ms bigint, status bigint NOT NULL);
+            shipping_ms bigint NOT NULL, delivery_ms bigint, status package_status NOT NULL);
         CREATE TABLE open_deliveries (seller_id bigint NOT NULL, created_ms bigint NOT NULL,
             customer_id bigint NOT NULL, order_id bigint NOT NULL, package_id bigint NOT NULL);
         CREATE TABLE sellers (seller_id bigint NOT NULL, name text NOT NULL,
@@ -325,7 +228,7 @@ impl PgWorkload for MarketplaceWorkload {
             count_items bigint NOT NULL, total_items bigint NOT NULL,
             total_freight bigint NOT NULL, total_amount bigint NOT NULL,
             total_incentive bigint NOT NULL, total_invoice bigint NOT NULL,
-            order_status bigint NOT NULL, delivery_status bigint NOT NULL);
+            order_status order_status NOT NULL, delivery_status delivery_status NOT NULL);
         CREATE TABLE seller_views (seller_id bigint NOT NULL, shard bigint NOT NULL,
             count_orders bigint NOT NULL, count_items bigint NOT NULL,
             total_items bigint NOT NULL, total_freight bigint NOT NULL,
@@ -378,7 +281,8 @@ impl PgWorkload for MarketplaceWorkload {
         // The rows vmsdb's load requests create, handler by handler (LoadCustomers, then per
         // seller LoadSeller → products, update sequence, LoadStock, LoadSellerRow, replicas).
         let (mut cust_ids, mut cust_names, mut cust_cards) = (Vec::new(), Vec::new(), Vec::new());
-        let mut prod_int: Vec<Vec<i64>> = vec![Vec::new(); 7];
+        let mut prod_int: Vec<Vec<i64>> = vec![Vec::new(); 6];
+        let mut prod_status: Vec<ProductStatus> = Vec::new();
         let mut prod_text: Vec<Vec<String>> = vec![Vec::new(); 4];
         let mut stock: Vec<Vec<i64>> = vec![Vec::new(); 7];
         let (mut seller_ids, mut seller_names, mut seller_cities) =
@@ -404,13 +308,13 @@ impl PgWorkload for MarketplaceWorkload {
                             i64::from(np.product_id),
                             p.price,
                             p.freight_value,
-                            product_status(p.status),
                             i64::from(p.version),
                             conv(p.update_seq as i64, "update_seq")?,
                         ];
                         for (c, v) in prod_int.iter_mut().zip(vals) {
                             c.push(v);
                         }
+                        prod_status.push(p.status);
                         for (c, v) in
                             prod_text
                                 .iter_mut()
@@ -460,19 +364,20 @@ impl PgWorkload for MarketplaceWorkload {
         .await?;
         n += insert_columns(
             client,
-            "INSERT INTO products (seller_id, product_id, price, freight_value, status, version, \
-             update_seq, name, sku, category, description) SELECT * FROM unnest($1::bigint[], \
-             $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], \
-             $7::bigint[], $8::text[], $9::text[], $10::text[], $11::text[])",
+            "INSERT INTO products (seller_id, product_id, price, freight_value, version, \
+             update_seq, status, name, sku, category, description) SELECT * FROM \
+             unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], \
+             $6::bigint[], $7::product_status[], $8::text[], $9::text[], $10::text[], \
+             $11::text[])",
             &prod_int
                 .iter()
                 .map(|c| Col::Int(c))
+                .chain([Col::ProductStatus(&prod_status)])
                 .chain(prod_text.iter().map(|c| Col::Text(c)))
                 .collect::<Vec<_>>(),
         )
         .await?;
         // The cart's replicas: price, freight, version, update sequence of each product.
-        let replica_cols = [0usize, 1, 2, 3, 5, 6];
         n += insert_columns(
             client,
             &format!(
@@ -480,10 +385,7 @@ impl PgWorkload for MarketplaceWorkload {
                  version, update_seq) SELECT * FROM unnest({})",
                 unnest(6, 1)
             ),
-            &replica_cols
-                .iter()
-                .map(|&i| Col::Int(&prod_int[i]))
-                .collect::<Vec<_>>(),
+            &prod_int.iter().map(|c| Col::Int(c)).collect::<Vec<_>>(),
         )
         .await?;
         n += insert_columns(
@@ -594,17 +496,19 @@ impl PgWorkload for MarketplaceWorkload {
                 unnest(10, 3)
             ))
             .await?,
-            history_insert: p(format!(
+            history_insert: p(
                 "INSERT INTO order_history (customer_id, order_id, idx, created_ms, status) \
-                 SELECT $1::bigint, $2::bigint, i, $3::bigint, st FROM unnest({}) AS t(i, st)",
-                unnest(2, 4)
-            ))
+                 SELECT $1::bigint, $2::bigint, i, $3::bigint, st \
+                 FROM unnest($4::bigint[], $5::order_status[]) AS t(i, st)"
+                    .into(),
+            )
             .await?,
             entries_insert: p(format!(
                 "INSERT INTO order_entries (seller_id, delivered, customer_id, order_id, \
                  package_id, {TOTALS_COLS}, order_status, delivery_status) \
                  SELECT s, false, $1::bigint, $2::bigint, pk, ci, ti, tf, ta, tinc, tinv, \
-                 $3::bigint, $4::bigint FROM unnest({}) AS t(s, pk, ci, ti, tf, ta, tinc, tinv)",
+                 $3::order_status, $4::delivery_status \
+                 FROM unnest({}) AS t(s, pk, ci, ti, tf, ta, tinc, tinv)",
                 unnest(8, 5)
             ))
             .await?,
@@ -624,7 +528,8 @@ impl PgWorkload for MarketplaceWorkload {
             packages_insert: p(format!(
                 "INSERT INTO packages (customer_id, order_id, idx, seller_id, n_items, \
                  quantity, freight_value, shipping_ms, delivery_ms, status) \
-                 SELECT $1::bigint, $2::bigint, i, s, n, q, f, $3::bigint, NULL, $4::bigint \
+                 SELECT $1::bigint, $2::bigint, i, s, n, q, f, $3::bigint, NULL, \
+                 $4::package_status \
                  FROM unnest({}) AS t(i, s, n, q, f)",
                 unnest(5, 5)
             ))
@@ -689,23 +594,21 @@ impl PgWorkload for MarketplaceWorkload {
                  RETURNING customer_id, order_id, package_id"
                 .into())
             .await?,
-            package_deliver: p(format!(
-                "UPDATE packages SET status = {delivered}, delivery_ms = $4 \
-                 WHERE customer_id = $1 AND order_id = $2 AND idx = $3 AND status = {shipped} \
-                 RETURNING seller_id",
-                delivered = package_status(PackageStatus::Delivered),
-                shipped = package_status(PackageStatus::Shipped),
-            ))
+            // $5: delivered, $6: shipped.
+            package_deliver: p("UPDATE packages SET status = $5, delivery_ms = $4 \
+                 WHERE customer_id = $1 AND order_id = $2 AND idx = $3 AND status = $6 \
+                 RETURNING seller_id"
+                .into())
             .await?,
-            shipment_deliver: p(format!(
+            // $3: concluded, $4: delivery in progress.
+            shipment_deliver: p(
                 "UPDATE shipments SET delivered_count = delivered_count + 1, \
                  status = CASE WHEN delivered_count + 1 = package_count \
-                          THEN {concluded} ELSE {in_progress} END \
+                          THEN $3::shipment_status ELSE $4::shipment_status END \
                  WHERE customer_id = $1 AND order_id = $2 \
-                 RETURNING delivered_count = package_count",
-                concluded = shipment_status(ShipmentStatus::Concluded),
-                in_progress = shipment_status(ShipmentStatus::DeliveryInProgress),
-            ))
+                 RETURNING delivered_count = package_count"
+                    .into(),
+            )
             .await?,
             // The seller's open entry becomes delivered and leaves its dashboard aggregate.
             entry_deliver: p(format!(
@@ -850,8 +753,8 @@ fn entry_of(row: &Row, from: usize) -> Result<OrderEntry, PgFailure> {
     Ok(OrderEntry {
         package_id: conv(row.try_get(from)?, "package id")?,
         totals: totals_of(row, from + 1)?,
-        order_status: order_status_of(row.try_get(from + 7)?)?,
-        delivery_status: delivery_status_of(row.try_get(from + 8)?)?,
+        order_status: row.try_get(from + 7)?,
+        delivery_status: row.try_get(from + 8)?,
     })
 }
 
@@ -1084,15 +987,16 @@ async fn checkout(
             ]
         })
         .collect();
-    let payment = [
-        cid,
-        oid,
-        1,
-        payment_type(ptype),
-        i64::from(installments),
-        draft.totals.total_invoice,
-        payment_status(pstatus),
-        now,
+    let (payment_idx, installments_count) = (1i64, i64::from(installments));
+    let payment_p: [P<'_>; 8] = [
+        &cid,
+        &oid,
+        &payment_idx,
+        &ptype,
+        &installments_count,
+        &draft.totals.total_invoice,
+        &pstatus,
+        &now,
     ];
     let card = [cid, oid, 1, i64::from(card_last4), i64::from(installments)];
     let mut history = vec![OrderStatus::Invoiced];
@@ -1103,19 +1007,20 @@ async fn checkout(
     }
     let status = *history.last().expect("history is not empty");
     let t = totals_vals(&draft.totals);
-    let order_row = [
-        cid,
-        oid,
-        order_status(status),
-        now,
-        now,
-        t[0],
-        t[1],
-        t[2],
-        t[3],
-        t[4],
-        t[5],
-        history.len() as i64,
+    let history_len = history.len() as i64;
+    let order_p: [P<'_>; 12] = [
+        &cid,
+        &oid,
+        &status,
+        &now,
+        &now,
+        &t[0],
+        &t[1],
+        &t[2],
+        &t[3],
+        &t[4],
+        &t[5],
+        &history_len,
     ];
     let item_cols = columns(draft.items.iter().enumerate().map(|(i, it)| {
         [
@@ -1131,12 +1036,7 @@ async fn checkout(
             i64::from(it.version),
         ]
     }));
-    let history_cols = columns(
-        history
-            .iter()
-            .enumerate()
-            .map(|(i, st)| [i as i64 + 1, order_status(*st)]),
-    );
+    let history_idx: Vec<i64> = (1..=history_len).collect();
     let history_head = [cid, oid, now];
     let pay_counts = [cid, i64::from(approved), i64::from(!approved)];
 
@@ -1175,22 +1075,22 @@ async fn checkout(
     let view_cols = columns(view_rows.into_iter());
     let package_cols = columns(package_rows.into_iter());
     let open_cols = columns(open_rows.into_iter());
-    let entry_head = [
-        cid,
-        oid,
-        order_status(OrderStatus::ReadyForShipment),
-        delivery_status(DeliveryStatus::Shipped),
+    let entry_head: [P<'_>; 4] = params_and(
+        &key,
+        [&OrderStatus::ReadyForShipment, &DeliveryStatus::Shipped],
+    );
+    let (package_count, delivered_count) = (groups.len() as i64, 0i64);
+    let shipment_p: [P<'_>; 7] = [
+        &cid,
+        &oid,
+        &package_count,
+        &delivered_count,
+        &shipment_freight,
+        &ShipmentStatus::Approved,
+        &now,
     ];
-    let shipment = [
-        cid,
-        oid,
-        groups.len() as i64,
-        0,
-        shipment_freight,
-        shipment_status(ShipmentStatus::Approved),
-        now,
-    ];
-    let package_head = [cid, oid, now, package_status(PackageStatus::Shipped)];
+    let package_ints = [cid, oid, now];
+    let package_head: [P<'_>; 4] = params_and(&package_ints, [&PackageStatus::Shipped]);
     let open_head = [now, cid, oid];
 
     // Parameter lists, alive while the pipeline runs.
@@ -1203,14 +1103,14 @@ async fn checkout(
         .collect();
     let history_p: Vec<P<'_>> = params(&history_head)
         .into_iter()
-        .chain(cols_params(&history_cols))
+        .chain([&history_idx as P<'_>, &history])
         .collect();
-    let entries_p: Vec<P<'_>> = params(&entry_head)
+    let entries_p: Vec<P<'_>> = entry_head
         .into_iter()
         .chain(cols_params(&entry_cols))
         .collect();
     let views_p: Vec<P<'_>> = cols_params(&view_cols).collect();
-    let packages_p: Vec<P<'_>> = params(&package_head)
+    let packages_p: Vec<P<'_>> = package_head
         .into_iter()
         .chain(cols_params(&package_cols))
         .collect();
@@ -1218,14 +1118,7 @@ async fn checkout(
         .into_iter()
         .chain(cols_params(&open_cols))
         .collect();
-    let (cart_p, payment_p, card_p, order_p, shipment_p, pay_p) = (
-        params(&cart_key),
-        params(&payment),
-        params(&card),
-        params(&order_row),
-        params(&shipment),
-        params(&pay_counts),
-    );
+    let (cart_p, card_p, pay_p) = (params(&cart_key), params(&card), params(&pay_counts));
 
     // Everything in one round trip: the stock lines first (in seller, product order), then the
     // writes of the other services; results are checked in the vmsdb chain's order.
@@ -1545,10 +1438,6 @@ async fn update_delivery(
         .iter()
         .map(|&j| [taken[j].customer, taken[j].order])
         .collect();
-    let delivered_codes = [
-        order_status(OrderStatus::Delivered),
-        delivery_status(DeliveryStatus::Delivered),
-    ];
     let entry_params: Vec<[i64; 4]> = taken
         .iter()
         .map(|t| {
@@ -1560,20 +1449,25 @@ async fn update_delivery(
             [t.seller, t.customer, t.order, i64::from(shard)]
         })
         .collect();
-    let dp: Vec<[P<'_>; 4]> = deliver_params.iter().map(params).collect();
-    let sp: Vec<[P<'_>; 2]> = ship_params.iter().map(params).collect();
-    let ep: Vec<[P<'_>; 6]> = entry_params
+    let dp: Vec<[P<'_>; 6]> = deliver_params
+        .iter()
+        .map(|a| params_and(a, [&PackageStatus::Delivered, &PackageStatus::Shipped]))
+        .collect();
+    let sp: Vec<[P<'_>; 4]> = ship_params
         .iter()
         .map(|a| {
-            [
-                &a[0] as P<'_>,
-                &a[1],
-                &a[2],
-                &a[3],
-                &delivered_codes[0],
-                &delivered_codes[1],
-            ]
+            params_and(
+                a,
+                [
+                    &ShipmentStatus::Concluded,
+                    &ShipmentStatus::DeliveryInProgress,
+                ],
+            )
         })
+        .collect();
+    let ep: Vec<[P<'_>; 6]> = entry_params
+        .iter()
+        .map(|a| params_and(a, [&OrderStatus::Delivered, &DeliveryStatus::Delivered]))
         .collect();
     let cp: Vec<[P<'_>; 1]> = customers.iter().map(params).collect();
     let op: Vec<[P<'_>; 2]> = orders.iter().map(params).collect();
@@ -1641,7 +1535,7 @@ async fn update_delivery(
                 ),
             );
         };
-        order_rows.push((order_status_of(row.try_get(0)?)?, row.try_get::<_, i64>(1)?));
+        order_rows.push((row.try_get::<_, OrderStatus>(0)?, row.try_get::<_, i64>(1)?));
     }
     for (t, rows) in taken.iter().zip(entries) {
         if rows.is_empty() {
@@ -1668,8 +1562,9 @@ async fn update_delivery(
     }
 
     // Each order's status follows its packages, one step per delivered package, in order.
-    let mut order_sets: Vec<[i64; 5]> = Vec::with_capacity(orders.len());
-    let mut history: Vec<[i64; 5]> = Vec::new();
+    // Rows of (customer, order, status, history length or index, now).
+    let mut order_sets: Vec<(i64, i64, OrderStatus, i64, i64)> = Vec::with_capacity(orders.len());
+    let mut history: Vec<(i64, i64, i64, i64, OrderStatus)> = Vec::new();
     for (o, (mut status, mut len)) in orders.iter().zip(order_rows) {
         for (k, &j) in by_order.iter().enumerate() {
             if [taken[j].customer, taken[j].order] != *o {
@@ -1683,13 +1578,19 @@ async fn update_delivery(
             if status != want {
                 status = want;
                 len += 1;
-                history.push([o[0], o[1], len, now, order_status(want)]);
+                history.push((o[0], o[1], len, now, want));
             }
         }
-        order_sets.push([o[0], o[1], order_status(status), len, now]);
+        order_sets.push((o[0], o[1], status, len, now));
     }
-    let osp: Vec<[P<'_>; 5]> = order_sets.iter().map(params).collect();
-    let hp: Vec<[P<'_>; 5]> = history.iter().map(params).collect();
+    let osp: Vec<[P<'_>; 5]> = order_sets
+        .iter()
+        .map(|(c, o, st, len, at)| [c as P<'_>, o, st, len, at])
+        .collect();
+    let hp: Vec<[P<'_>; 5]> = history
+        .iter()
+        .map(|(c, o, idx, at, st)| [c as P<'_>, o, idx, at, st])
+        .collect();
     let mut stmts: Vec<BoxFuture<'_, Result<u64, tokio_postgres::Error>>> = Vec::new();
     stmts.extend(osp.iter().map(|p| c.execute(&s.order_set, p).boxed()));
     stmts.extend(hp.iter().map(|p| c.execute(&s.history_put, p).boxed()));
@@ -1734,7 +1635,7 @@ async fn read_snapshot(c: &Client) -> Result<MarketSnapshot, PgFailure> {
                 description: row.try_get(5)?,
                 price: row.try_get(6)?,
                 freight_value: row.try_get(7)?,
-                status: product_status_of(row.try_get(8)?)?,
+                status: row.try_get(8)?,
                 version: conv(row.try_get(9)?, "version")?,
                 update_seq: conv(row.try_get(10)?, "update_seq")?,
             };
@@ -1819,7 +1720,7 @@ async fn read_snapshot(c: &Client) -> Result<MarketSnapshot, PgFailure> {
         ),
         |row| {
             let o = Order {
-                status: order_status_of(row.try_get(2)?)?,
+                status: row.try_get(2)?,
                 created_ms: conv(row.try_get(3)?, "created_ms")?,
                 updated_ms: conv(row.try_get(4)?, "updated_ms")?,
                 totals: totals_of(row, 5)?,
@@ -1857,7 +1758,7 @@ async fn read_snapshot(c: &Client) -> Result<MarketSnapshot, PgFailure> {
         |row| {
             let h = OrderHistory {
                 created_ms: conv(row.try_get(3)?, "created_ms")?,
-                status: order_status_of(row.try_get(4)?)?,
+                status: row.try_get(4)?,
             };
             s.order_history.insert(part_key(row)?, h);
             Ok(())
@@ -1870,10 +1771,10 @@ async fn read_snapshot(c: &Client) -> Result<MarketSnapshot, PgFailure> {
          created_ms FROM order_payments",
         |row| {
             let p = Payment {
-                payment_type: payment_type_of(row.try_get(3)?)?,
+                payment_type: row.try_get(3)?,
                 installments: conv(row.try_get(4)?, "installments")?,
                 value: row.try_get(5)?,
-                status: payment_status_of(row.try_get(6)?)?,
+                status: row.try_get(6)?,
                 created_ms: conv(row.try_get(7)?, "created_ms")?,
             };
             s.payments.insert(part_key(row)?, p);
@@ -1903,7 +1804,7 @@ async fn read_snapshot(c: &Client) -> Result<MarketSnapshot, PgFailure> {
                 package_count: conv(row.try_get(2)?, "package_count")?,
                 delivered_count: conv(row.try_get(3)?, "delivered_count")?,
                 total_freight: row.try_get(4)?,
-                status: shipment_status_of(row.try_get(5)?)?,
+                status: row.try_get(5)?,
                 created_ms: conv(row.try_get(6)?, "created_ms")?,
             };
             s.shipments.insert(order_key(row)?, sh);
@@ -1924,7 +1825,7 @@ async fn read_snapshot(c: &Client) -> Result<MarketSnapshot, PgFailure> {
                 freight_value: row.try_get(6)?,
                 shipping_ms: conv(row.try_get(7)?, "shipping_ms")?,
                 delivery_ms: delivery_ms.map(|v| conv(v, "delivery_ms")).transpose()?,
-                status: package_status_of(row.try_get(9)?)?,
+                status: row.try_get(9)?,
             };
             s.packages.insert(part_key(row)?, p);
             Ok(())

@@ -218,6 +218,8 @@ pub async fn pipeline<'a, T: Send + 'a>(
 pub enum Col<'a> {
     Int(&'a [i64]),
     Text(&'a [String]),
+    /// The marketplace products' status, a PostgreSQL enum.
+    ProductStatus(&'a [services::marketplace::ProductStatus]),
 }
 
 impl Col<'_> {
@@ -225,6 +227,7 @@ impl Col<'_> {
         match self {
             Col::Int(v) => v.len(),
             Col::Text(v) => v.len(),
+            Col::ProductStatus(v) => v.len(),
         }
     }
 }
@@ -253,6 +256,7 @@ pub async fn insert_columns(
             .map(|c| match c {
                 Col::Int(v) => Col::Int(&v[start..end]),
                 Col::Text(v) => Col::Text(&v[start..end]),
+                Col::ProductStatus(v) => Col::ProductStatus(&v[start..end]),
             })
             .collect();
         let params: Vec<&(dyn ToSql + Sync)> = chunk
@@ -260,6 +264,7 @@ pub async fn insert_columns(
             .map(|c| match c {
                 Col::Int(v) => v as &(dyn ToSql + Sync),
                 Col::Text(v) => v as &(dyn ToSql + Sync),
+                Col::ProductStatus(v) => v as &(dyn ToSql + Sync),
             })
             .collect();
         inserted += client.execute(&stmt, &params).await?;

@@ -229,6 +229,11 @@ pub struct Product {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "postgres",
+    derive(postgres_types::ToSql, postgres_types::FromSql),
+    postgres(name = "product_status", rename_all = "snake_case")
+)]
 pub enum ProductStatus {
     Approved,
 }
@@ -298,6 +303,11 @@ pub struct CartAddItem {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "postgres",
+    derive(postgres_types::ToSql, postgres_types::FromSql),
+    postgres(name = "order_status", rename_all = "snake_case")
+)]
 pub enum OrderStatus {
     Invoiced,
     PaymentProcessed,
@@ -384,6 +394,11 @@ pub struct OrderHistory {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "postgres",
+    derive(postgres_types::ToSql, postgres_types::FromSql),
+    postgres(name = "payment_type", rename_all = "snake_case")
+)]
 pub enum PaymentType {
     CreditCard,
     DebitCard,
@@ -391,6 +406,11 @@ pub enum PaymentType {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "postgres",
+    derive(postgres_types::ToSql, postgres_types::FromSql),
+    postgres(name = "payment_status", rename_all = "snake_case")
+)]
 pub enum PaymentStatus {
     Approved,
     Failed,
@@ -414,6 +434,11 @@ pub struct PaymentCard {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "postgres",
+    derive(postgres_types::ToSql, postgres_types::FromSql),
+    postgres(name = "shipment_status", rename_all = "snake_case")
+)]
 pub enum ShipmentStatus {
     Approved,
     DeliveryInProgress,
@@ -431,6 +456,11 @@ pub struct Shipment {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "postgres",
+    derive(postgres_types::ToSql, postgres_types::FromSql),
+    postgres(name = "package_status", rename_all = "snake_case")
+)]
 pub enum PackageStatus {
     Shipped,
     Delivered,
@@ -456,6 +486,11 @@ pub struct Seller {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "postgres",
+    derive(postgres_types::ToSql, postgres_types::FromSql),
+    postgres(name = "delivery_status", rename_all = "snake_case")
+)]
 pub enum DeliveryStatus {
     Shipped,
     Delivered,
