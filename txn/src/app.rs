@@ -22,7 +22,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 pub use crate::contract::App;
-use crate::contract::{EventOf, Service, Svc};
+use crate::contract::{EventInfo, EventOf, IngressError, Request, Service, Svc};
 
 impl<S: Service> Svc<S> {
     /// Declares that in this service an event of type `Before` always precedes, in TID
@@ -115,9 +115,30 @@ pub(crate) struct TableDef {
     finalize: Option<Finalize>,
 }
 
+/// Builds a service's request from an event kind and its JSON payload (`Service::request_from_json`).
+type IngressFn<A> = fn(ServiceRef, &str, &[u8], Option<u32>) -> Result<Request<A>, IngressError>;
+
+fn ingress_of<S: Service>(
+    raw: ServiceRef,
+    kind: &str,
+    payload: &[u8],
+    partition: Option<u32>,
+) -> Result<Request<S::App>, IngressError> {
+    S::request_from_json(Svc::new(raw), kind, payload, partition)
+}
+
+/// What a typed service (`AppBuilder::add_service`) adds to its definition: its event types
+/// and how to decode them.
+pub(crate) struct Typed<A: App> {
+    events: &'static [EventInfo],
+    ingress: IngressFn<A>,
+}
+
 pub(crate) struct ServiceDef<A: App> {
     pub name: String,
     pub service: ServiceRef,
+    /// Set for services declared with `add_service`.
+    pub typed: Option<Typed<A>>,
     pub tables: Vec<TableDef>,
     pub handler: Option<Handler<A>>,
     /// Declared event precedence rules of the service.
@@ -147,6 +168,45 @@ impl<A: App> AppDef<A> {
             .find(|s| s.name == name)
             .map(|s| s.service)
             .ok_or_else(|| TxnError::UnknownService(name.to_string()))
+    }
+
+    /// The names of the services, in declaration order.
+    pub fn service_names(&self) -> impl Iterator<Item = &str> {
+        self.services.iter().map(|s| s.name.as_str())
+    }
+
+    /// The event types a service declared with `AppBuilder::add_service` takes (empty for
+    /// services whose handler is a closure).
+    pub fn events(&self, service: ServiceRef) -> &'static [EventInfo] {
+        self.services[service.idx as usize]
+            .typed
+            .as_ref()
+            .map_or(&[], |t| t.events)
+    }
+
+    /// Builds the request for an event given by service name, kind and JSON payload (what a
+    /// server receives), routed by the event's key, or to `partition` for an event without
+    /// one. Clients still refuse internal events when it is submitted.
+    pub fn request_from_json(
+        &self,
+        service: &str,
+        kind: &str,
+        payload: &[u8],
+        partition: Option<u32>,
+    ) -> Result<Request<A>, IngressError> {
+        let def = self
+            .services
+            .iter()
+            .find(|s| s.name == service)
+            .ok_or_else(|| IngressError::UnknownService(service.to_string()))?;
+        let Some(typed) = &def.typed else {
+            return Err(IngressError::UnknownEvent {
+                service: service.to_string(),
+                kind: kind.to_string(),
+                known: "nothing decodable: its handler is a closure".to_string(),
+            });
+        };
+        (typed.ingress)(def.service, kind, payload, partition).map_err(|e| e.named(service))
     }
 
     /// The name of a service.
@@ -259,6 +319,7 @@ impl<A: App> AppBuilder<A> {
             name: name.to_string(),
             service,
             tables: Vec::new(),
+            typed: None,
             handler: None,
             precedence: Vec::new(),
         });
@@ -268,7 +329,12 @@ impl<A: App> AppBuilder<A> {
     /// Declares service `S` (a `#[service]` type) with `n_partitions` partitions; install its
     /// handlers with the generated `register`. The typed handle only takes `S`'s events.
     pub fn add_service<S: Service<App = A>>(&mut self, name: &str, n_partitions: u32) -> Svc<S> {
-        Svc::new(self.service(name, n_partitions))
+        let raw = self.service(name, n_partitions);
+        self.services[raw.idx as usize].typed = Some(Typed {
+            events: S::EVENTS,
+            ingress: ingress_of::<S>,
+        });
+        Svc::new(raw)
     }
 
     /// Declares a hash table (point access only) of `service`.

@@ -43,7 +43,7 @@ pub use app::{
     App, AppBuilder, AppDef, ForeignKeyDecl, Index, Key, OnDelete, Row, ServiceRef, Table,
 };
 pub use context::TxnCtx;
-pub use contract::{Envelope, EventOf, KeyOf, Request, Service, Svc};
+pub use contract::{Envelope, EventInfo, EventOf, IngressError, KeyOf, Request, Service, Svc};
 pub use epoch::{EpochStats, Fallback, SerialPos};
 pub use error::{Abort, AbortReason, BusinessError, HandlerResult, LimitKind, TxnError};
 pub use eventual::{EventualOutcome, EventualRuntime};
@@ -63,5 +63,7 @@ pub use txn_storage as storage;
 /// What the macros' generated code names; not an API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::contract::ingress;
     pub use serde;
+    pub use serde_json;
 }

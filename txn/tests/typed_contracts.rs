@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 use txn::{
-    AbortReason, App, AppBuilder, Envelope, HandlerResult, Runtime, RuntimeConfig, SerialExecutor,
-    Service, Svc, Table, TxnCtx, TxnError, handler, service,
+    AbortReason, App, AppBuilder, Envelope, EventInfo, HandlerResult, IngressError, Runtime,
+    RuntimeConfig, SerialExecutor, Service, Svc, Table, TxnCtx, TxnError, handler, service,
 };
 
 /// Inbound to `counters`: add `by` to counter `id`, then tell `log` about it.
@@ -30,6 +30,10 @@ struct Audit {
     #[key]
     id: u64,
 }
+
+/// Inbound to one partition of `log`: carries no key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Compact;
 
 #[txn::app(services(Counters, Log), output = i64)]
 struct Demo;
@@ -61,6 +65,11 @@ impl Log {
     fn noted(&self, ctx: &mut TxnCtx<'_, Demo>, ev: &Noted) -> HandlerResult {
         let n = ctx.get(self.notes, &ev.id)?.unwrap_or(0) + 1;
         ctx.put(self.notes, ev.id, n)
+    }
+
+    #[handler]
+    fn compact(&self, _ctx: &mut TxnCtx<'_, Demo>, _ev: &Compact) -> HandlerResult {
+        Ok(())
     }
 
     #[handler]
@@ -212,4 +221,76 @@ fn typed_precedence_rules_name_the_event_types() {
     let err = b.build().err().expect("a precedence cycle is refused");
     let text = err.to_string();
     assert!(text.contains("Noted") && text.contains("Audit"), "{text}");
+}
+
+#[test]
+fn requests_decode_from_a_name_and_json_and_route_like_typed_ones() {
+    // Goal: what a server receives (service name, event kind, JSON) becomes the same routed
+    // request as the typed call, and every bad part of it is refused with an error naming it.
+    let f = fixture();
+    let app = &f.app;
+    let decoded = app
+        .request_from_json("counters", "Add", br#"{"id":42,"by":3}"#, None)
+        .unwrap();
+    let typed = f.counters.request(Add { id: 42, by: 3 });
+    assert_eq!(format!("{decoded:?}"), format!("{typed:?}"));
+    assert_eq!(decoded.partition(), f.counters.partition_of(&42u64));
+    // A key beats a partition given by the caller.
+    let keyed = app.request_from_json("counters", "Add", br#"{"id":42,"by":3}"#, Some(0));
+    assert_eq!(keyed.unwrap().partition(), typed.partition());
+    // An event without a key goes where the caller says, and needs to be told.
+    let compact = app
+        .request_from_json("log", "Compact", b"null", Some(2))
+        .unwrap();
+    assert_eq!(compact.partition(), 2);
+    assert_eq!(
+        app.request_from_json("log", "Compact", b"null", None)
+            .unwrap_err(),
+        IngressError::NeedsPartition {
+            service: "log".into(),
+            kind: "Compact".into()
+        }
+    );
+    assert!(matches!(
+        app.request_from_json("log", "Compact", b"null", Some(3)),
+        Err(IngressError::UnknownPartition {
+            partition: 3,
+            n_partitions: 3,
+            ..
+        })
+    ));
+    assert_eq!(
+        app.request_from_json("nope", "Add", b"{}", None)
+            .unwrap_err(),
+        IngressError::UnknownService("nope".into())
+    );
+    let unknown = app
+        .request_from_json("counters", "Audit", b"{}", None)
+        .unwrap_err();
+    assert!(
+        matches!(&unknown, IngressError::UnknownEvent { service, known, .. }
+            if service == "counters" && known == "Add"),
+        "{unknown:?}"
+    );
+    let bad = app
+        .request_from_json("counters", "Add", br#"{"id":"x"}"#, None)
+        .unwrap_err();
+    assert!(matches!(bad, IngressError::BadPayload { .. }), "{bad:?}");
+    assert_eq!(
+        app.events(*f.log),
+        [
+            EventInfo {
+                kind: "Noted",
+                internal: true
+            },
+            EventInfo {
+                kind: "Compact",
+                internal: false
+            },
+            EventInfo {
+                kind: "Audit",
+                internal: false
+            },
+        ]
+    );
 }

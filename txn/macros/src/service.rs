@@ -294,6 +294,33 @@ fn contract(
             fn is_internal(event: &#enum_ident) -> bool {
                 match event { #(#enum_ident::#variants(_) => #internal,)* }
             }
+
+            const EVENTS: &'static [::txn::EventInfo] = &[
+                #(::txn::EventInfo { kind: #names, internal: #internal },)*
+            ];
+
+            fn request_from_json(
+                service: ::txn::Svc<Self>,
+                kind: &str,
+                payload: &[u8],
+                partition: ::core::option::Option<u32>,
+            ) -> ::core::result::Result<::txn::Request<#app>, ::txn::IngressError> {
+                #[allow(unused_imports)]
+                use ::txn::__private::ingress::{NoKey as _, ViaKey as _};
+                match kind {
+                    #(
+                        #names => {
+                            let event: #events = ::txn::__private::serde_json::from_slice(payload)
+                                .map_err(|e| ::txn::__private::ingress::bad_payload::<Self>(kind, e))?;
+                            let key_partition = (&::txn::__private::ingress::KeyProbe::<#events, #key>::new(&event))
+                                .probe_key()
+                                .map(|key| service.raw().partition_of(key));
+                            ::txn::__private::ingress::route::<Self, #events>(service, event, key_partition, partition)
+                        }
+                    )*
+                    _ => ::core::result::Result::Err(::txn::__private::ingress::unknown_event::<Self>(kind)),
+                }
+            }
         }
 
         #(
