@@ -12,13 +12,15 @@ use services::marketplace::data::MarketOp;
 use services::marketplace::{
     AdoptVersion, CartAddItem, CartsEvent, CheckoutDraft, CountDeliveries, CountPayment,
     CreateOrder, CreateShipment, CustomersEvent, DeliverPackages, EntriesDelivered, LoadSellerRow,
-    LoadStock, MarketApp, MarketAppEvent, MarketConfig, MarketOutput, MarketSnapshot, Marketplace,
-    Mix, OrderKey, OrderStatus, OrdersDelivered, PackageStatus, Pay, PaymentStatus, ProductKey,
-    ProductsEvent, QueueDeliveries, RecordEntries, Replica, ReplicatePrice, ReplicateProducts,
-    Reserve, Scale, Settle, ShipmentsEvent, TakeOldest, Totals, check, kinds,
+    LoadStock, MarketApp, MarketAppEvent, MarketConfig, MarketError, MarketOutput, MarketSnapshot,
+    Marketplace, Mix, OrderKey, OrderStatus, OrdersDelivered, PackageStatus, Pay, PaymentStatus,
+    ProductKey, ProductsEvent, QueueDeliveries, RecordEntries, Replica, ReplicatePrice,
+    ReplicateProducts, Reserve, Scale, Settle, ShipmentsEvent, TakeOldest, Totals, check, kinds,
 };
 use std::time::{Duration, Instant};
-use txn::{AbortReason, Client, Request, Runtime, RuntimeConfig, SerialExecutor, TxnError};
+use txn::{
+    AbortReason, BusinessError, Client, Request, Runtime, RuntimeConfig, SerialExecutor, TxnError,
+};
 
 fn tiny(payment_failure_pct: u8, initial_stock: i64) -> MarketConfig {
     MarketConfig {
@@ -168,6 +170,7 @@ async fn a_stock_shortage_or_a_failing_last_step_aborts_the_whole_checkout_with_
         .await
         .unwrap_err();
     assert_eq!(business_kind(&err), kinds::STOCK_SHORTAGE, "{err}");
+    assert_eq!(err.service(), Some("stock"), "{err}");
     assert_eq!(client.state_hash().await.unwrap(), hash);
 
     // Customer 999 does not exist: only the customer step, in the last wave, notices.
@@ -178,6 +181,7 @@ async fn a_stock_shortage_or_a_failing_last_step_aborts_the_whole_checkout_with_
     .await
     .unwrap_err();
     assert_eq!(business_kind(&err), kinds::UNKNOWN_CUSTOMER, "{err}");
+    assert_eq!(err.service(), Some("customer"), "{err}");
     assert_eq!(client.state_hash().await.unwrap(), hash);
 
     // Unknown products and empty checkouts are refused up front.
@@ -565,6 +569,87 @@ fn requests_go_to_the_partition_owning_their_key() {
         .run_request(m.update_delivery(vec![]), 0)
         .unwrap_err();
     assert_eq!(business_kind(&err), kinds::INVALID_REQUEST, "{err}");
+}
+
+#[test]
+fn every_business_error_has_a_kind_of_the_list_and_says_it_first() {
+    // Goal: each marketplace business error aborts with one of the stable kinds reports group
+    // by, and its message starts with that kind's words, so a message read alone names the
+    // rule it broke.
+    let order = OrderKey {
+        customer_id: 1,
+        order_id: 2,
+    };
+    let (seller_id, product_id) = (3, 31);
+    let errors = [
+        MarketError::StockShortage {
+            seller_id,
+            product_id,
+            available: 1,
+            reserved: 1,
+            wanted: 1,
+        },
+        MarketError::VersionMismatch {
+            seller_id,
+            product_id,
+            stock_version: 1,
+            cart_version: 0,
+        },
+        MarketError::EmptyCart { customer_id: 1 },
+        MarketError::UnknownProduct {
+            seller_id,
+            product_id,
+        },
+        MarketError::NoStockItem {
+            seller_id,
+            product_id,
+        },
+        MarketError::UnknownCustomer { customer_id: 1 },
+        MarketError::PriceChange { pct: 0 },
+        MarketError::TooManyItems { n_items: 65 },
+        MarketError::ItemQuantity {
+            product_id,
+            quantity: 0,
+        },
+        MarketError::DeliverySellers { n_sellers: 0 },
+        MarketError::SellerNamedTwice { seller_id },
+        MarketError::SettledUnreserved {
+            seller_id,
+            product_id,
+            quantity: 1,
+        },
+        MarketError::StockItemMissing {
+            seller_id,
+            product_id,
+        },
+        MarketError::OrderExists { order },
+        MarketError::DeliveryOfUnknownOrder { order },
+        MarketError::PackageNotShipped {
+            order,
+            package_id: 1,
+        },
+        MarketError::ShipmentMissing { order },
+        MarketError::OpenEntryMissing { seller_id, order },
+    ];
+    let all_kinds = [
+        kinds::STOCK_SHORTAGE,
+        kinds::VERSION_MISMATCH,
+        kinds::EMPTY_CART,
+        kinds::UNKNOWN_PRODUCT,
+        kinds::UNKNOWN_CUSTOMER,
+        kinds::INVALID_REQUEST,
+        kinds::BROKEN_STATE,
+    ];
+    let mut used = std::collections::BTreeSet::new();
+    for e in errors {
+        let kind = e.kind();
+        assert!(all_kinds.contains(&kind), "{e:?}");
+        used.insert(kind);
+        let abort = txn::Abort::from(e.clone());
+        assert_eq!(abort.0.category(), kind);
+        assert_eq!(business_kind(&abort.0), kind, "{e:?}");
+    }
+    assert_eq!(used.len(), all_kinds.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
