@@ -245,6 +245,28 @@ impl MarketConfig {
     pub fn n_products(&self) -> u32 {
         self.n_sellers * self.products_per_seller
     }
+
+    /// What makes this configuration unusable (empty if nothing).
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.n_customers == 0 || self.n_sellers == 0 || self.products_per_seller == 0 {
+            problems.push(format!(
+                "a marketplace needs customers, sellers and products: {self:?}"
+            ));
+        }
+        if self.payment_failure_pct > 100 {
+            problems.push(format!(
+                "payment_failure_pct {} is above 100",
+                self.payment_failure_pct
+            ));
+        }
+        if u64::from(self.n_sellers) * u64::from(self.products_per_seller)
+            > u64::from(ProductId::MAX)
+        {
+            problems.push("too many products for 32-bit product ids".into());
+        }
+        problems
+    }
 }
 
 impl Default for MarketConfig {
@@ -265,23 +287,7 @@ pub struct Marketplace {
 impl Marketplace {
     /// Defines the eight services, their tables and handlers.
     pub fn new(config: MarketConfig) -> Result<Self, TxnError> {
-        let mut problems = Vec::new();
-        if config.n_customers == 0 || config.n_sellers == 0 || config.products_per_seller == 0 {
-            problems.push(format!(
-                "a marketplace needs customers, sellers and products: {config:?}"
-            ));
-        }
-        if config.payment_failure_pct > 100 {
-            problems.push(format!(
-                "payment_failure_pct {} is above 100",
-                config.payment_failure_pct
-            ));
-        }
-        if u64::from(config.n_sellers) * u64::from(config.products_per_seller)
-            > u64::from(ProductId::MAX)
-        {
-            problems.push("too many products for 32-bit product ids".into());
-        }
+        let problems = config.problems();
         if !problems.is_empty() {
             return Err(TxnError::InvalidApp(problems));
         }
