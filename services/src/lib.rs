@@ -9,7 +9,7 @@
 
 pub mod ledger;
 pub mod load;
-// TEMP pub mod marketplace;
+pub mod marketplace;
 pub mod ycsb;
 pub mod zipf;
 

@@ -1,20 +1,26 @@
 //! The Online Marketplace on a real runtime: a checkout leaves every related row, a stock
 //! shortage or a failure in the last step leaves no trace, a declined payment is recorded,
 //! price and product updates reach carts, deliveries flow to orders, sellers and customers,
+//! clients cannot submit the steps of a chain, requests go to the partition owning their key,
 //! and a concurrent mix at small scale ends with no violation of any criterion.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use services::Request;
 use services::load::submit_all;
 use services::marketplace::check::criteria;
 use services::marketplace::data::MarketOp;
 use services::marketplace::{
-    CartAddItem, MarketApp, MarketConfig, MarketEvent, MarketOutput, MarketSnapshot, Marketplace,
-    Mix, OrderKey, OrderStatus, PackageStatus, PaymentStatus, ProductKey, Scale, check, reasons,
+    AdoptVersion, CartAddItem, CartsEvent, CheckoutDraft, CountDeliveries, CountPayment,
+    CreateOrder, CreateShipment, CustomersEvent, DeliverPackages, EntriesDelivered, LoadSellerRow,
+    LoadStock, MarketApp, MarketAppEvent, MarketConfig, MarketError, MarketOutput, MarketSnapshot,
+    Marketplace, Mix, OrderKey, OrderStatus, OrdersDelivered, PackageStatus, Pay, PaymentStatus,
+    ProductKey, ProductsEvent, QueueDeliveries, RecordEntries, Replica, ReplicatePrice,
+    ReplicateProducts, Reserve, Scale, Settle, ShipmentsEvent, TakeOldest, Totals, check, kinds,
 };
 use std::time::{Duration, Instant};
-use txn::{AbortReason, Client, Runtime, RuntimeConfig, SerialExecutor};
+use txn::{
+    AbortReason, BusinessError, Client, Request, Runtime, RuntimeConfig, SerialExecutor, TxnError,
+};
 
 fn tiny(payment_failure_pct: u8, initial_stock: i64) -> MarketConfig {
     MarketConfig {
@@ -44,13 +50,9 @@ async fn started(config: MarketConfig) -> (Marketplace, Runtime<MarketApp>) {
 
 async fn submit(
     client: &Client<MarketApp>,
-    r: Request<MarketEvent>,
+    r: Request<MarketApp>,
 ) -> Result<Option<MarketOutput>, AbortReason> {
-    client
-        .submit_to(r.service, r.partition, r.event)
-        .await
-        .unwrap()
-        .result
+    client.submit_request(r).await.unwrap().result
 }
 
 fn item(seller_id: u32, product_id: u32, quantity: u32) -> CartAddItem {
@@ -62,9 +64,14 @@ fn item(seller_id: u32, product_id: u32, quantity: u32) -> CartAddItem {
     }
 }
 
-fn user_message(reason: &AbortReason) -> &str {
+/// The kind of a business abort, after checking that its message starts with the kind's words
+/// (`stock_shortage` → "stock shortage: ...").
+fn business_kind(reason: &AbortReason) -> &str {
     match reason {
-        AbortReason::User { message, .. } => message,
+        AbortReason::User { kind, message, .. } => {
+            assert!(message.starts_with(&kind.replace('_', " ")), "{reason}");
+            kind
+        }
         other => panic!("expected a business abort, got {other:?}"),
     }
 }
@@ -162,10 +169,8 @@ async fn a_stock_shortage_or_a_failing_last_step_aborts_the_whole_checkout_with_
     let err = submit(&client, m.checkout(2, vec![item(0, 1, 3), item(2, 20, 6)]))
         .await
         .unwrap_err();
-    assert!(
-        user_message(&err).starts_with(reasons::STOCK_SHORTAGE),
-        "{err}"
-    );
+    assert_eq!(business_kind(&err), kinds::STOCK_SHORTAGE, "{err}");
+    assert_eq!(err.service(), Some("stock"), "{err}");
     assert_eq!(client.state_hash().await.unwrap(), hash);
 
     // Customer 999 does not exist: only the customer step, in the last wave, notices.
@@ -175,19 +180,17 @@ async fn a_stock_shortage_or_a_failing_last_step_aborts_the_whole_checkout_with_
     )
     .await
     .unwrap_err();
-    assert!(
-        user_message(&err).starts_with(reasons::UNKNOWN_CUSTOMER),
-        "{err}"
-    );
+    assert_eq!(business_kind(&err), kinds::UNKNOWN_CUSTOMER, "{err}");
+    assert_eq!(err.service(), Some("customer"), "{err}");
     assert_eq!(client.state_hash().await.unwrap(), hash);
 
     // Unknown products and empty checkouts are refused up front.
     let err = submit(&client, m.checkout(2, vec![item(0, 55, 1)]))
         .await
         .unwrap_err();
-    assert!(user_message(&err).starts_with(reasons::UNKNOWN_PRODUCT));
+    assert_eq!(business_kind(&err), kinds::UNKNOWN_PRODUCT, "{err}");
     let err = submit(&client, m.checkout(2, vec![])).await.unwrap_err();
-    assert!(user_message(&err).starts_with(reasons::EMPTY_CART));
+    assert_eq!(business_kind(&err), kinds::EMPTY_CART, "{err}");
     assert_eq!(client.state_hash().await.unwrap(), hash);
 
     // With enough stock the same checkout goes through.
@@ -354,9 +357,299 @@ async fn deliveries_reach_orders_sellers_and_customers_oldest_first() {
     let err = submit(&client, m.update_delivery(vec![1, 1]))
         .await
         .unwrap_err();
-    assert!(user_message(&err).starts_with(reasons::INVALID_REQUEST));
+    assert_eq!(business_kind(&err), kinds::INVALID_REQUEST, "{err}");
     rt.shutdown().await;
     assert_consistent(&m, &s, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_cannot_submit_the_steps_of_a_chain() {
+    // Goal: every step that only a handler may emit (the load's follow-ups, the checkout's,
+    // update's and delivery's chains) is refused by the client before it reaches the log,
+    // naming its kind, and nothing changes.
+    let (m, rt) = started(tiny(0, 100)).await;
+    let client = rt.client();
+    let hash = client.state_hash().await.unwrap();
+    let s = m.services;
+    let order = OrderKey {
+        customer_id: 1,
+        order_id: 1,
+    };
+    let draft = Box::new(CheckoutDraft {
+        order,
+        items: vec![],
+        totals: Totals::default(),
+        created_ms: 0,
+    });
+    let replica = Replica {
+        price: 1,
+        freight_value: 1,
+        version: 0,
+        update_seq: 0,
+    };
+    let steps: Vec<(&str, Request<MarketApp>)> = vec![
+        (
+            "LoadStock",
+            s.stock.request(LoadStock {
+                seller_id: 1,
+                products: vec![],
+                initial_stock: 1,
+            }),
+        ),
+        (
+            "Reserve",
+            s.stock.request_to_partition(0, Reserve { lines: vec![] }),
+        ),
+        (
+            "Settle",
+            s.stock.request_to_partition(
+                0,
+                Settle {
+                    lines: vec![],
+                    approved: true,
+                },
+            ),
+        ),
+        (
+            "AdoptVersion",
+            s.stock.request(AdoptVersion {
+                seller_id: 1,
+                product_id: 10,
+                version: 1,
+            }),
+        ),
+        (
+            "ReplicatePrice",
+            s.cart.request_to_partition(
+                0,
+                ReplicatePrice {
+                    seller_id: 1,
+                    product_id: 10,
+                    replica,
+                },
+            ),
+        ),
+        (
+            "ReplicateProducts",
+            s.cart.request_to_partition(
+                0,
+                ReplicateProducts {
+                    seller_id: 1,
+                    replicas: vec![],
+                },
+            ),
+        ),
+        (
+            "CreateOrder",
+            s.order.request(CreateOrder {
+                draft: draft.clone(),
+                approved: true,
+            }),
+        ),
+        (
+            "OrdersDelivered",
+            s.order
+                .request_to_partition(0, OrdersDelivered { orders: vec![] }),
+        ),
+        ("Pay", s.payment.request(Pay { draft })),
+        (
+            "CreateShipment",
+            s.shipment.request_to_partition(
+                0,
+                CreateShipment {
+                    order,
+                    packages: vec![],
+                    created_ms: 0,
+                },
+            ),
+        ),
+        (
+            "QueueDeliveries",
+            s.shipment
+                .request_to_partition(0, QueueDeliveries { packages: vec![] }),
+        ),
+        (
+            "TakeOldest",
+            s.shipment
+                .request_to_partition(0, TakeOldest { sellers: vec![1] }),
+        ),
+        (
+            "DeliverPackages",
+            s.shipment
+                .request_to_partition(0, DeliverPackages { packages: vec![] }),
+        ),
+        (
+            "LoadSellerRow",
+            s.seller.request(LoadSellerRow { seller_id: 1 }),
+        ),
+        (
+            "RecordEntries",
+            s.seller
+                .request_to_partition(0, RecordEntries { entries: vec![] }),
+        ),
+        (
+            "EntriesDelivered",
+            s.seller
+                .request_to_partition(0, EntriesDelivered { entries: vec![] }),
+        ),
+        (
+            "CountPayment",
+            s.customer.request(CountPayment {
+                customer_id: 1,
+                approved: true,
+            }),
+        ),
+        (
+            "CountDeliveries",
+            s.customer
+                .request_to_partition(0, CountDeliveries { customers: vec![1] }),
+        ),
+    ];
+    for (name, step) in steps {
+        match client.submit_request(step).await {
+            Err(TxnError::InternalEvent { kind, .. }) => assert_eq!(kind, name),
+            other => panic!("{name} was not refused as internal: {other:?}"),
+        }
+    }
+    assert_eq!(client.state_hash().await.unwrap(), hash);
+    rt.shutdown().await;
+}
+
+#[test]
+fn requests_go_to_the_partition_owning_their_key() {
+    // Goal: every inbound request is routed by its own key: a customer batch to the partition
+    // owning all of its customers, a seller's load and updates to the seller's product
+    // partition, cart requests to the customer's cart partition, an update delivery to the
+    // shipment partition of its first seller; one naming no seller is refused, not a panic.
+    let m = Marketplace::new(tiny(0, 100)).unwrap();
+    let s = m.services;
+    let mut n_batches = 0;
+    for r in m.load_requests() {
+        match r.event() {
+            MarketAppEvent::Customers(CustomersEvent::LoadCustomers(batch)) => {
+                n_batches += 1;
+                for id in &batch.customer_ids {
+                    assert_eq!(s.customer.partition_of(id), r.partition(), "customer {id}");
+                }
+            }
+            MarketAppEvent::Products(ProductsEvent::LoadSeller(load)) => {
+                assert_eq!(s.product.partition_of(&load.seller_id), r.partition());
+            }
+            other => panic!("unexpected load request {other:?}"),
+        }
+    }
+    assert_eq!(n_batches, s.customer.n_partitions());
+    assert_eq!(
+        m.checkout(7, vec![]).partition(),
+        s.cart.partition_of(&7u32)
+    );
+    assert_eq!(
+        m.cart_add(8, vec![]).partition(),
+        s.cart.partition_of(&8u32)
+    );
+    assert_eq!(
+        m.price_update(3, 31, 1).partition(),
+        s.product.partition_of(&3u32)
+    );
+    assert_eq!(
+        m.update_product(2, 20,).partition(),
+        s.product.partition_of(&2u32)
+    );
+    for sellers in [vec![2, 0, 1], vec![1, 3], vec![3]] {
+        let r = m.update_delivery(sellers.clone());
+        assert_eq!(r.service(), *s.shipment);
+        assert_eq!(
+            r.partition(),
+            s.shipment.partition_of(&sellers[0]),
+            "{sellers:?}"
+        );
+    }
+    let mut serial = SerialExecutor::new(m.app().clone());
+    let err = serial
+        .run_request(m.update_delivery(vec![]), 0)
+        .unwrap_err();
+    assert_eq!(business_kind(&err), kinds::INVALID_REQUEST, "{err}");
+}
+
+#[test]
+fn every_business_error_has_a_kind_of_the_list_and_says_it_first() {
+    // Goal: each marketplace business error aborts with one of the stable kinds reports group
+    // by, and its message starts with that kind's words, so a message read alone names the
+    // rule it broke.
+    let order = OrderKey {
+        customer_id: 1,
+        order_id: 2,
+    };
+    let (seller_id, product_id) = (3, 31);
+    let errors = [
+        MarketError::StockShortage {
+            seller_id,
+            product_id,
+            available: 1,
+            reserved: 1,
+            wanted: 1,
+        },
+        MarketError::VersionMismatch {
+            seller_id,
+            product_id,
+            stock_version: 1,
+            cart_version: 0,
+        },
+        MarketError::EmptyCart { customer_id: 1 },
+        MarketError::UnknownProduct {
+            seller_id,
+            product_id,
+        },
+        MarketError::NoStockItem {
+            seller_id,
+            product_id,
+        },
+        MarketError::UnknownCustomer { customer_id: 1 },
+        MarketError::PriceChange { pct: 0 },
+        MarketError::TooManyItems { n_items: 65 },
+        MarketError::ItemQuantity {
+            product_id,
+            quantity: 0,
+        },
+        MarketError::DeliverySellers { n_sellers: 0 },
+        MarketError::SellerNamedTwice { seller_id },
+        MarketError::SettledUnreserved {
+            seller_id,
+            product_id,
+            quantity: 1,
+        },
+        MarketError::StockItemMissing {
+            seller_id,
+            product_id,
+        },
+        MarketError::OrderExists { order },
+        MarketError::DeliveryOfUnknownOrder { order },
+        MarketError::PackageNotShipped {
+            order,
+            package_id: 1,
+        },
+        MarketError::ShipmentMissing { order },
+        MarketError::OpenEntryMissing { seller_id, order },
+    ];
+    let all_kinds = [
+        kinds::STOCK_SHORTAGE,
+        kinds::VERSION_MISMATCH,
+        kinds::EMPTY_CART,
+        kinds::UNKNOWN_PRODUCT,
+        kinds::UNKNOWN_CUSTOMER,
+        kinds::INVALID_REQUEST,
+        kinds::BROKEN_STATE,
+    ];
+    let mut used = std::collections::BTreeSet::new();
+    for e in errors {
+        let kind = e.kind();
+        assert!(all_kinds.contains(&kind), "{e:?}");
+        used.insert(kind);
+        let abort = txn::Abort::from(e.clone());
+        assert_eq!(abort.0.category(), kind);
+        assert_eq!(business_kind(&abort.0), kind, "{e:?}");
+    }
+    assert_eq!(used.len(), all_kinds.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,10 +686,7 @@ async fn a_concurrent_mix_at_small_scale_ends_with_no_violation_and_replays_seri
                     continue;
                 }
                 let r = m.request(op).unwrap();
-                let outcome = client
-                    .submit_to(r.service, r.partition, r.event.clone())
-                    .await
-                    .unwrap();
+                let outcome = client.submit_request(r.clone()).await.unwrap();
                 history.push((outcome.serial_pos.unwrap(), r, outcome.result));
             }
             (history, torn)
@@ -411,19 +701,27 @@ async fn a_concurrent_mix_at_small_scale_ends_with_no_violation_and_replays_seri
     let s = m.snapshot(&client).await.unwrap();
     rt.shutdown().await;
 
-    let is_checkout = |e: &MarketEvent| matches!(e, MarketEvent::Checkout { .. });
-    let committed = |kind: fn(&MarketEvent) -> bool| {
+    let is_checkout =
+        |e: &MarketAppEvent| matches!(e, MarketAppEvent::Carts(CartsEvent::Checkout(_)));
+    let committed = |kind: fn(&MarketAppEvent) -> bool| {
         history
             .iter()
-            .filter(|(_, r, res)| res.is_ok() && kind(&r.event))
+            .filter(|(_, r, res)| res.is_ok() && kind(r.event()))
             .count() as u64
     };
     let checkouts = committed(is_checkout);
-    let deliveries = committed(|e| matches!(e, MarketEvent::UpdateDelivery { .. }));
+    let deliveries = committed(|e| {
+        matches!(
+            e,
+            MarketAppEvent::Shipments(ShipmentsEvent::UpdateDelivery(_))
+        )
+    });
     let updates = committed(|e| {
         matches!(
             e,
-            MarketEvent::PriceUpdate { .. } | MarketEvent::UpdateProduct { .. }
+            MarketAppEvent::Products(
+                ProductsEvent::PriceUpdate(_) | ProductsEvent::UpdateProduct(_)
+            )
         )
     });
     eprintln!(
@@ -449,11 +747,12 @@ async fn a_concurrent_mix_at_small_scale_ends_with_no_violation_and_replays_seri
     history.sort_by_key(|(pos, _, _)| *pos);
     let mut serial = SerialExecutor::new(m.app().clone());
     for r in m.load_requests() {
-        serial.run(r.service, r.partition, r.event, 0).unwrap();
+        serial.run_request(r, 0).unwrap();
     }
     for (pos, r, result) in history {
-        let got = serial.run_at(pos, r.service, r.partition, r.event.clone(), pos.epoch);
-        assert_eq!(got, result, "seed {seed}: {pos:?} {:?}", r.event);
+        let (service, partition, event) = r.clone().into_parts();
+        let got = serial.run_at(pos, service, partition, event, pos.epoch);
+        assert_eq!(got, result, "seed {seed}: {pos:?} {:?}", r.event());
     }
     let serial_state = m.snapshot_serial(&serial);
     let v = check(&serial_state, &m.expected(Some(checkouts), 0));

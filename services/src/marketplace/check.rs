@@ -8,7 +8,7 @@
 //! baseline without transactions included) by the same rules. They assume a quiesced system:
 //! no transaction in flight when the snapshot was taken.
 
-use super::handlers::Tables;
+use super::Tables;
 use super::model::*;
 use crate::Violations;
 use std::collections::{BTreeMap, BTreeSet};

@@ -4,6 +4,12 @@
 //!
 //! # Services and where their rows live
 //!
+//! Each service is one file: its struct (table handles and the services it emits to), its event
+//! types and its `#[service]` impl, one `#[handler]` per event type; the steps only handlers
+//! may emit are `#[handler(internal)]`. Events are routed by the service's key (a `#[key]`
+//! field, or a `KeyOf` impl when it is computed); steps carrying the items of one partition are
+//! sent to that partition with `emit_to_partition`, and replica updates with `broadcast`.
+//!
 //! | service  | tables (key → row)                                       | placed by          |
 //! |----------|----------------------------------------------------------|--------------------|
 //! | product  | products (seller, product); seller_update_seq (seller)   | seller             |
@@ -16,6 +22,13 @@
 //! |          | open_deliveries (seller, created, customer, order)       | seller             |
 //! | seller   | sellers (seller); order_entries, seller_views            | (seller, shard)    |
 //! | customer | customers (customer)                                     | customer           |
+//!
+//! The service types and the keys their events are routed by: [`Products`], [`Stock`],
+//! [`Shipments`] (its inbound request names sellers) and [`Sellers`] by seller; [`Carts`] and
+//! [`Customers`] by customer; [`Orders`] and [`Payments`] by order.
+//!
+//! Business rules abort with a [`MarketError`], whose kind ([`kinds`]) reports group by; the
+//! runtime then discards the whole transaction in every service, so no handler compensates.
 //!
 //! An order id is the TID of its checkout (see [`model::OrderId`]); placements are explained
 //! in [`model`].
@@ -51,35 +64,150 @@
 //!   partition) instead of scanning for the first ten sellers with open packages, which would
 //!   read, and conflict on, the whole delivery queue.
 //! - A package is deliverable once the epoch clock has passed the millisecond of its checkout,
-//!   so a delivery never reads what concurrent checkouts queue (see `handlers::take_oldest`).
+//!   so a delivery never reads what concurrent checkouts queue (see `Shipments` in
+//!   `shipment.rs`).
 
+mod cart;
 pub mod check;
+mod customer;
 pub mod data;
-pub mod handlers;
+mod error;
 pub mod model;
+mod order;
+mod payment;
+mod product;
+mod seller;
+mod shipment;
+mod stock;
 
+pub use cart::*;
 pub use check::{Dashboard, Expected, MarketSnapshot, check};
+pub use customer::*;
 pub use data::{Mix, OpGen, Scale};
-pub use handlers::{Services, Tables};
+pub use error::{MarketError, kinds};
 pub use model::*;
+pub use order::*;
+pub use payment::*;
+pub use product::*;
+pub use seller::*;
+pub use shipment::*;
+pub use stock::*;
 
-use crate::Request;
 use crate::zipf::KeyDistError;
 use data::MarketOp;
-use handlers::Wiring;
 use std::sync::Arc;
-use txn::{App, AppBuilder, AppDef, Client, ReadView, SerialExecutor, TxnError};
+use txn::{
+    AppBuilder, AppDef, Client, EventOf, Index, ReadView, Request, SerialExecutor, Service,
+    ServiceRef, Svc, Table, TxnCtx, TxnError,
+};
 
-/// The marketplace application's types.
+/// The marketplace application: its eight services, and what a transaction returns. The
+/// generated envelope of every event is `MarketAppEvent`, one variant per service.
+#[txn::app(
+    services(Products, Stock, Carts, Orders, Payments, Shipments, Sellers, Customers),
+    output = MarketOutput
+)]
 pub struct MarketApp;
 
-impl App for MarketApp {
-    type Event = MarketEvent;
-    type Output = MarketOutput;
+/// The services of the marketplace.
+#[derive(Clone, Copy, Debug)]
+pub struct Services {
+    pub product: Svc<Products>,
+    pub stock: Svc<Stock>,
+    pub cart: Svc<Carts>,
+    pub order: Svc<Orders>,
+    pub payment: Svc<Payments>,
+    pub shipment: Svc<Shipments>,
+    pub seller: Svc<Sellers>,
+    pub customer: Svc<Customers>,
+}
 
-    /// The steps of the business transactions' chains: clients submit only the inbound events.
-    fn is_internal(event: &MarketEvent) -> bool {
-        event.is_internal()
+impl Services {
+    /// Declares the eight services, `n_partitions` partitions each.
+    fn declare(b: &mut AppBuilder<MarketApp>, n_partitions: u32) -> Self {
+        let n = n_partitions;
+        Services {
+            product: b.add_service("product", n),
+            stock: b.add_service("stock", n),
+            cart: b.add_service("cart", n),
+            order: b.add_service("order", n),
+            payment: b.add_service("payment", n),
+            shipment: b.add_service("shipment", n),
+            seller: b.add_service("seller", n),
+            customer: b.add_service("customer", n),
+        }
+    }
+
+    /// All eight, in declaration order.
+    pub fn all(&self) -> [ServiceRef; 8] {
+        [
+            *self.product,
+            *self.stock,
+            *self.cart,
+            *self.order,
+            *self.payment,
+            *self.shipment,
+            *self.seller,
+            *self.customer,
+        ]
+    }
+}
+
+/// Every table of the marketplace, by service (for queries; each service's handlers use their
+/// own handles).
+#[derive(Clone, Copy, Debug)]
+pub struct Tables {
+    // product
+    pub products: Table<ProductKey, Product>,
+    /// seller → sequence number of the seller's last product update (price or version).
+    pub seller_update_seq: Table<SellerId, u64>,
+    // stock
+    pub stock_items: Table<ProductKey, StockItem>,
+    // cart
+    pub carts: Table<CustomerId, Cart>,
+    /// The carts holding each product: a runtime index of `carts`, kept at commit.
+    pub carts_by_product: Index<ProductKey, CustomerId, Cart>,
+    /// Replicated: every cart partition holds a full copy.
+    pub product_replicas: Table<ProductKey, Replica>,
+    // order
+    pub orders: Table<OrderKey, Order>,
+    pub order_items: Table<OrderPartKey, OrderItem>,
+    pub order_history: Table<OrderPartKey, OrderHistory>,
+    // payment
+    pub order_payments: Table<OrderPartKey, Payment>,
+    pub order_payment_cards: Table<OrderPartKey, PaymentCard>,
+    // shipment
+    pub shipments: Table<OrderKey, Shipment>,
+    pub packages: Table<OrderPartKey, Package>,
+    pub open_deliveries: Table<OpenDeliveryKey, u16>,
+    // seller
+    pub sellers: Table<SellerId, Seller>,
+    pub order_entries: Table<EntryKey, OrderEntry>,
+    pub seller_views: Table<SellerViewKey, SellerView>,
+    // customer
+    pub customers: Table<CustomerId, Customer>,
+}
+
+/// Emits one event per partition of service `to`, carrying the items bound for it: a step per
+/// partition rather than per item. `items` pairs each item with its partition.
+fn emit_grouped<S, E, T>(
+    ctx: &mut TxnCtx<'_, MarketApp>,
+    to: Svc<S>,
+    mut items: Vec<(u32, T)>,
+    make: impl Fn(Vec<T>) -> E,
+) where
+    S: Service<App = MarketApp>,
+    E: EventOf<S>,
+{
+    // Stable, so items keep their order within a partition.
+    items.sort_by_key(|(p, _)| *p);
+    let mut items = items.into_iter().peekable();
+    while let Some((p, first)) = items.next() {
+        let mut group = vec![first];
+        while let Some((_, item)) = items.next_if(|(q, _)| *q == p) {
+            group.push(item);
+        }
+        ctx.emit_to_partition(to, p, make(group));
     }
 }
 
@@ -117,6 +245,28 @@ impl MarketConfig {
     pub fn n_products(&self) -> u32 {
         self.n_sellers * self.products_per_seller
     }
+
+    /// What makes this configuration unusable (empty if nothing).
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.n_customers == 0 || self.n_sellers == 0 || self.products_per_seller == 0 {
+            problems.push(format!(
+                "a marketplace needs customers, sellers and products: {self:?}"
+            ));
+        }
+        if self.payment_failure_pct > 100 {
+            problems.push(format!(
+                "payment_failure_pct {} is above 100",
+                self.payment_failure_pct
+            ));
+        }
+        if u64::from(self.n_sellers) * u64::from(self.products_per_seller)
+            > u64::from(ProductId::MAX)
+        {
+            problems.push("too many products for 32-bit product ids".into());
+        }
+        problems
+    }
 }
 
 impl Default for MarketConfig {
@@ -137,88 +287,48 @@ pub struct Marketplace {
 impl Marketplace {
     /// Defines the eight services, their tables and handlers.
     pub fn new(config: MarketConfig) -> Result<Self, TxnError> {
-        let mut problems = Vec::new();
-        if config.n_customers == 0 || config.n_sellers == 0 || config.products_per_seller == 0 {
-            problems.push(format!(
-                "a marketplace needs customers, sellers and products: {config:?}"
-            ));
-        }
-        if config.payment_failure_pct > 100 {
-            problems.push(format!(
-                "payment_failure_pct {} is above 100",
-                config.payment_failure_pct
-            ));
-        }
-        if u64::from(config.n_sellers) * u64::from(config.products_per_seller)
-            > u64::from(ProductId::MAX)
-        {
-            problems.push("too many products for 32-bit product ids".into());
-        }
+        let problems = config.problems();
         if !problems.is_empty() {
             return Err(TxnError::InvalidApp(problems));
         }
-        let n = config.n_partitions;
         let mut b = AppBuilder::<MarketApp>::new();
-        let services = Services {
-            product: b.service("product", n),
-            stock: b.service("stock", n),
-            cart: b.service("cart", n),
-            order: b.service("order", n),
-            payment: b.service("payment", n),
-            shipment: b.service("shipment", n),
-            seller: b.service("seller", n),
-            customer: b.service("customer", n),
-        };
-        let carts = b.table(services.cart, "carts");
+        let services = Services::declare(&mut b, config.n_partitions);
+        let products = Products::declare(&mut b, &services);
+        let stock = Stock::declare(&mut b, &services);
+        let carts = Carts::declare(&mut b, &services);
+        let orders = Orders::declare(&mut b, &services);
+        let payments = Payments::declare(&mut b, &services, config.payment_failure_pct);
+        let shipments = Shipments::declare(&mut b, &services);
+        let sellers = Sellers::declare(&mut b, &services);
+        let customers = Customers::declare(&mut b, &services);
         let tables = Tables {
-            products: b.table(services.product, "products"),
-            seller_update_seq: b.table(services.product, "seller_update_seq"),
-            stock_items: b.table(services.stock, "stock_items"),
-            carts,
-            carts_by_product: b.index_many(carts, "carts_by_product", Cart::products),
-            product_replicas: b.replicated_table(services.cart, "product_replicas"),
-            orders: b.table(services.order, "orders"),
-            order_items: b.table(services.order, "order_items"),
-            order_history: b.table(services.order, "order_history"),
-            order_payments: b.table(services.payment, "order_payments"),
-            order_payment_cards: b.table(services.payment, "order_payment_cards"),
-            shipments: b.table(services.shipment, "shipments"),
-            packages: b.table(services.shipment, "packages"),
-            open_deliveries: b.ordered_table(services.shipment, "open_deliveries"),
-            sellers: b.table(services.seller, "sellers"),
-            order_entries: b.ordered_table(services.seller, "order_entries"),
-            seller_views: b.table(services.seller, "seller_views"),
-            customers: b.table(services.customer, "customers"),
+            products: products.products,
+            seller_update_seq: products.seller_update_seq,
+            stock_items: stock.stock_items,
+            carts: carts.carts,
+            carts_by_product: carts.carts_by_product,
+            product_replicas: carts.product_replicas,
+            orders: orders.orders,
+            order_items: orders.order_items,
+            order_history: orders.order_history,
+            order_payments: payments.order_payments,
+            order_payment_cards: payments.order_payment_cards,
+            shipments: shipments.shipments,
+            packages: shipments.packages,
+            open_deliveries: shipments.open_deliveries,
+            sellers: sellers.sellers,
+            order_entries: sellers.order_entries,
+            seller_views: sellers.seller_views,
+            customers: customers.customers,
         };
-        // Rows a step touches together share a placement (see `model`).
-        b.place_by(tables.products, ProductKey::placement);
-        b.place_by(tables.stock_items, ProductKey::placement);
-        b.place_by(tables.order_items, OrderPartKey::placement);
-        b.place_by(tables.order_history, OrderPartKey::placement);
-        b.place_by(tables.order_payments, OrderPartKey::placement);
-        b.place_by(tables.order_payment_cards, OrderPartKey::placement);
-        b.place_by(tables.packages, OrderPartKey::placement);
-        b.place_by(tables.open_deliveries, OpenDeliveryKey::placement);
-        b.place_by(tables.order_entries, EntryKey::placement);
-        let w = Wiring {
-            services,
-            tables,
-            payment_failure_pct: config.payment_failure_pct,
-        };
-        // Every service's handler is its step function with the shared wiring.
-        let steps: [(txn::ServiceRef, handlers::Step); 8] = [
-            (services.product, handlers::product_step),
-            (services.stock, handlers::stock_step),
-            (services.cart, handlers::cart_step),
-            (services.order, handlers::order_step),
-            (services.payment, handlers::payment_step),
-            (services.shipment, handlers::shipment_step),
-            (services.seller, handlers::seller_step),
-            (services.customer, handlers::customer_step),
-        ];
-        for (service, step) in steps {
-            b.handler(service, move |ctx, ev| step(ctx, ev, &w));
-        }
+        products.register(&mut b, services.product);
+        stock.register(&mut b, services.stock);
+        carts.register(&mut b, services.cart);
+        orders.register(&mut b, services.order);
+        payments.register(&mut b, services.payment);
+        shipments.register(&mut b, services.shipment);
+        sellers.register(&mut b, services.seller);
+        customers.register(&mut b, services.customer);
         Ok(Marketplace {
             app: b.build()?,
             services,
@@ -240,25 +350,22 @@ impl Marketplace {
     /// The initial data as ordinary requests, which commute: customers in batches of up to
     /// [`data::LOAD_CUSTOMERS_PER_REQUEST`] per partition, then one request per seller (its
     /// products, their stock, the seller row and every cart partition's replicas).
-    pub fn load_requests(&self) -> Vec<Request<MarketEvent>> {
+    pub fn load_requests(&self) -> Vec<Request<MarketApp>> {
         let customer = self.services.customer;
         let mut pending: Vec<Vec<CustomerId>> = vec![Vec::new(); customer.n_partitions() as usize];
         let mut out = Vec::new();
-        let batch = |p: usize, ids: Vec<CustomerId>| Request {
-            service: customer,
-            partition: p as u32,
-            event: MarketEvent::LoadCustomers { customer_ids: ids },
-        };
+        // A batch is routed by its first customer, whose partition owns the whole batch.
+        let batch = |ids: Vec<CustomerId>| customer.request(LoadCustomers { customer_ids: ids });
         for id in 0..self.config.n_customers {
             let p = customer.partition_of(&id) as usize;
             pending[p].push(id);
             if pending[p].len() == data::LOAD_CUSTOMERS_PER_REQUEST {
-                out.push(batch(p, std::mem::take(&mut pending[p])));
+                out.push(batch(std::mem::take(&mut pending[p])));
             }
         }
-        for (p, ids) in pending.into_iter().enumerate() {
+        for ids in pending {
             if !ids.is_empty() {
-                out.push(batch(p, ids));
+                out.push(batch(ids));
             }
         }
         let per = self.config.products_per_seller;
@@ -269,39 +376,23 @@ impl Marketplace {
                     product: data::generate_product(self.config.seed, product_id),
                 })
                 .collect();
-            out.push(Request::keyed(
-                self.services.product,
-                &seller_id,
-                MarketEvent::LoadSeller {
-                    seller_id,
-                    products,
-                    initial_stock: self.config.initial_stock,
-                },
-            ));
+            out.push(self.services.product.request(LoadSeller {
+                seller_id,
+                products,
+                initial_stock: self.config.initial_stock,
+            }));
         }
         out
     }
 
     /// Puts items in a customer's cart (priced from the cart's replica at that moment).
-    pub fn cart_add(
-        &self,
-        customer_id: CustomerId,
-        items: Vec<CartAddItem>,
-    ) -> Request<MarketEvent> {
-        Request::keyed(
-            self.services.cart,
-            &customer_id,
-            MarketEvent::CartAdd { customer_id, items },
-        )
+    pub fn cart_add(&self, customer_id: CustomerId, items: Vec<CartAddItem>) -> Request<MarketApp> {
+        self.services.cart.request(CartAdd { customer_id, items })
     }
 
     /// Adds `add` to the customer's cart and checks the whole cart out.
-    pub fn checkout(&self, customer_id: CustomerId, add: Vec<CartAddItem>) -> Request<MarketEvent> {
-        Request::keyed(
-            self.services.cart,
-            &customer_id,
-            MarketEvent::Checkout { customer_id, add },
-        )
+    pub fn checkout(&self, customer_id: CustomerId, add: Vec<CartAddItem>) -> Request<MarketApp> {
+        self.services.cart.request(Checkout { customer_id, add })
     }
 
     /// Changes a product's price by `pct` percent (±1 to ±10).
@@ -310,46 +401,30 @@ impl Marketplace {
         seller_id: SellerId,
         product_id: ProductId,
         pct: i8,
-    ) -> Request<MarketEvent> {
-        Request::keyed(
-            self.services.product,
-            &seller_id,
-            MarketEvent::PriceUpdate {
-                seller_id,
-                product_id,
-                pct,
-            },
-        )
+    ) -> Request<MarketApp> {
+        self.services.product.request(PriceUpdate {
+            seller_id,
+            product_id,
+            pct,
+        })
     }
 
     /// Replaces a product by a new version.
-    pub fn update_product(
-        &self,
-        seller_id: SellerId,
-        product_id: ProductId,
-    ) -> Request<MarketEvent> {
-        Request::keyed(
-            self.services.product,
-            &seller_id,
-            MarketEvent::UpdateProduct {
-                seller_id,
-                product_id,
-            },
-        )
+    pub fn update_product(&self, seller_id: SellerId, product_id: ProductId) -> Request<MarketApp> {
+        self.services.product.request(UpdateProduct {
+            seller_id,
+            product_id,
+        })
     }
 
-    /// Delivers the oldest open package of each of `sellers` (1 to 10, distinct).
-    pub fn update_delivery(&self, sellers: Vec<SellerId>) -> Request<MarketEvent> {
-        let first = sellers.first().copied().unwrap_or(0);
-        Request::keyed(
-            self.services.shipment,
-            &first,
-            MarketEvent::UpdateDelivery { sellers },
-        )
+    /// Delivers the oldest open package of each of `sellers` (1 to 10, distinct), starting in
+    /// the shipment partition of the first.
+    pub fn update_delivery(&self, sellers: Vec<SellerId>) -> Request<MarketApp> {
+        self.services.shipment.request(UpdateDelivery { sellers })
     }
 
     /// The request of a generated operation (`None` for the dashboard, which is a query).
-    pub fn request(&self, op: MarketOp) -> Option<Request<MarketEvent>> {
+    pub fn request(&self, op: MarketOp) -> Option<Request<MarketApp>> {
         Some(match op {
             MarketOp::Checkout { customer_id, items } => self.checkout(customer_id, items),
             MarketOp::PriceUpdate {
@@ -377,7 +452,7 @@ impl Marketplace {
             self.config.products_per_seller,
             zipf_theta,
         )?
-        .with_local_deliveries(self.services.shipment))
+        .with_local_deliveries(*self.services.shipment))
     }
 
     /// The seller dashboard: in-progress entries and aggregates at one snapshot.
@@ -387,7 +462,7 @@ impl Marketplace {
         seller_id: SellerId,
     ) -> Result<Dashboard, TxnError> {
         let parts = client
-            .query(&[self.services.seller], self.dashboard_fn(seller_id))
+            .query(&[*self.services.seller], self.dashboard_fn(seller_id))
             .await?;
         Ok(Dashboard::from_parts(seller_id, parts))
     }
@@ -398,7 +473,7 @@ impl Marketplace {
         exec: &SerialExecutor<MarketApp>,
         seller_id: SellerId,
     ) -> Dashboard {
-        let parts = exec.query(&[self.services.seller], self.dashboard_fn(seller_id));
+        let parts = exec.query(&[*self.services.seller], self.dashboard_fn(seller_id));
         Dashboard::from_parts(seller_id, parts)
     }
 

@@ -1,5 +1,6 @@
 //! The marketplace's data model: ids, table keys (with the placement each key implies), rows,
-//! events and outputs.
+//! the parts several services' events share, and outputs. Each service's own events live in its
+//! file.
 //!
 //! # Placement
 //!
@@ -593,141 +594,6 @@ impl CheckoutDraft {
     }
 }
 
-/// Every event of the marketplace: inbound requests first, then the internal steps of their
-/// chains, grouped by business transaction.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::EventKind)]
-pub enum MarketEvent {
-    // ---- Load (inbound).
-    /// To customer: create these customers (all owned by the target partition).
-    LoadCustomers { customer_ids: Vec<CustomerId> },
-    /// To `product[seller]`: create the seller with its products, their stock and replicas.
-    LoadSeller {
-        seller_id: SellerId,
-        products: Vec<NewProduct>,
-        initial_stock: i64,
-    },
-    /// To `stock[seller]` (from LoadSeller).
-    #[internal]
-    LoadStock {
-        seller_id: SellerId,
-        products: Vec<(ProductId, Version)>,
-        initial_stock: i64,
-    },
-    /// To `seller[seller]` (from LoadSeller).
-    #[internal]
-    LoadSellerRow { seller_id: SellerId },
-
-    // ---- Cart.
-    /// Inbound, to `cart[customer]`: put items in the cart (priced from the replica).
-    CartAdd {
-        customer_id: CustomerId,
-        items: Vec<CartAddItem>,
-    },
-    /// Inbound, to `cart[customer]`: add `add` to the cart (the cart-fill step), then check the
-    /// whole cart out.
-    Checkout {
-        customer_id: CustomerId,
-        add: Vec<CartAddItem>,
-    },
-
-    // ---- Checkout chain (internal). Events that fan out carry every item bound for one
-    // partition, so a step runs once per partition rather than once per seller or package.
-    /// cart → `stock[p]`: reserve these items (of sellers in partition p).
-    #[internal]
-    Reserve { lines: Vec<StockLine> },
-    /// cart → `payment[order]`: charge the order, then fan out to every service.
-    #[internal]
-    Pay(Box<CheckoutDraft>),
-    /// payment → `stock[p]`: confirm (approved) or release these reservations.
-    #[internal]
-    Settle {
-        lines: Vec<StockLine>,
-        approved: bool,
-    },
-    /// payment → `order[order]`: create the order with its items and history.
-    #[internal]
-    CreateOrder {
-        draft: Box<CheckoutDraft>,
-        approved: bool,
-    },
-    /// payment → `seller[p]`: record these sellers' entries and count them in the dashboards.
-    #[internal]
-    RecordEntries {
-        entries: Vec<(EntryKey, OrderEntry)>,
-    },
-    /// payment → `shipment[order]`: create the shipment and its packages.
-    #[internal]
-    CreateShipment {
-        order: OrderKey,
-        packages: Vec<Package>,
-        created_ms: u64,
-    },
-    /// payment → `shipment[p]`: queue these packages (of sellers in partition p) for delivery.
-    #[internal]
-    QueueDeliveries {
-        packages: Vec<(OpenDeliveryKey, u16)>,
-    },
-    /// payment → `customer[customer]`: count the payment.
-    #[internal]
-    CountPayment {
-        customer_id: CustomerId,
-        approved: bool,
-    },
-
-    // ---- Price update and update product.
-    /// Inbound, to `product[seller]`: change a price by `pct` percent (±1..10).
-    PriceUpdate {
-        seller_id: SellerId,
-        product_id: ProductId,
-        pct: i8,
-    },
-    /// product → every cart partition: the new price of a version.
-    #[internal]
-    ReplicatePrice {
-        seller_id: SellerId,
-        product_id: ProductId,
-        replica: Replica,
-    },
-    /// Inbound, to `product[seller]`: replace a product by a new version.
-    UpdateProduct {
-        seller_id: SellerId,
-        product_id: ProductId,
-    },
-    /// product → every cart partition: upsert replicas (a load or a new version); a new
-    /// version also drops cart items holding an older one.
-    #[internal]
-    ReplicateProducts {
-        seller_id: SellerId,
-        replicas: Vec<(ProductId, Replica)>,
-    },
-    /// product → `stock[seller]`: adopt a product's new version.
-    #[internal]
-    AdoptVersion {
-        seller_id: SellerId,
-        product_id: ProductId,
-        version: Version,
-    },
-
-    // ---- Update delivery.
-    /// Inbound, to `shipment[first seller]`: deliver the oldest open package of each seller.
-    UpdateDelivery { sellers: Vec<SellerId> },
-    /// shipment → `shipment[p]`: take the oldest open package of each of these sellers.
-    #[internal]
-    TakeOldest { sellers: Vec<SellerId> },
-    /// shipment → `shipment[p]`: mark these packages (of orders in partition p) delivered.
-    #[internal]
-    DeliverPackages { packages: Vec<(OrderKey, u16)> },
-    /// shipment → `order[p]`: a package of each order arrived (`true`: it was the last one).
-    #[internal]
-    OrdersDelivered { orders: Vec<(OrderKey, bool)> },
-    /// shipment → `seller[p]`: these in-progress entries are delivered.
-    #[internal]
-    EntriesDelivered { entries: Vec<EntryKey> },
-    /// shipment → `customer[p]`: one more package delivered to each of these customers.
-    #[internal]
-    CountDeliveries { customers: Vec<CustomerId> },
-}
-
 /// What a committed marketplace transaction returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MarketOutput {
@@ -747,31 +613,6 @@ pub enum MarketOutput {
     NewVersion(Version),
     /// An update delivery: sellers asked for (some may have had nothing to deliver).
     DeliveryRequested { sellers: u32 },
-}
-
-/// Stable abort-reason prefixes (the text before the first `:`), so reports can group aborts.
-pub mod reasons {
-    pub const STOCK_SHORTAGE: &str = "stock shortage";
-    pub const VERSION_MISMATCH: &str = "version mismatch";
-    pub const EMPTY_CART: &str = "empty cart";
-    pub const UNKNOWN_PRODUCT: &str = "unknown product";
-    pub const UNKNOWN_CUSTOMER: &str = "unknown customer";
-    pub const INVALID_REQUEST: &str = "invalid request";
-    pub const BROKEN_STATE: &str = "broken state";
-    pub const MISROUTED: &str = "misrouted event";
-}
-
-/// The stable `AbortReason::User` kind of each business abort, one per entry of [`reasons`]:
-/// reports group aborts by it, and the PostgreSQL baseline reports the same kinds.
-pub mod kinds {
-    pub const STOCK_SHORTAGE: &str = "stock_shortage";
-    pub const VERSION_MISMATCH: &str = "version_mismatch";
-    pub const EMPTY_CART: &str = "empty_cart";
-    pub const UNKNOWN_PRODUCT: &str = "unknown_product";
-    pub const UNKNOWN_CUSTOMER: &str = "unknown_customer";
-    pub const INVALID_REQUEST: &str = "invalid_request";
-    pub const BROKEN_STATE: &str = "broken_state";
-    pub const MISROUTED: &str = "misrouted_event";
 }
 
 #[cfg(test)]

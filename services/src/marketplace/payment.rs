@@ -1,0 +1,197 @@
+//! The payment service: charges a checkout through a simulated provider whose decision comes
+//! from the transaction's seeded generator, records the payment, and fans the checkout out to
+//! every other service.
+
+use super::model::*;
+use super::stock::stock_lines;
+use super::{
+    CountPayment, CreateOrder, CreateShipment, Customers, MarketApp, Orders, QueueDeliveries,
+    RecordEntries, Sellers, Services, Settle, Shipments, Stock, emit_grouped,
+};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use txn::{AppBuilder, HandlerResult, Svc, Table, TxnCtx, handler, service};
+
+/// cart → `payment[order]`: charge the order, then fan out to every service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pay {
+    /// Boxed: the draft is the largest event of the marketplace, and every event is moved
+    /// around in the application's envelope.
+    pub draft: Box<CheckoutDraft>,
+}
+
+impl txn::KeyOf<OrderKey> for Pay {
+    fn key(&self) -> &OrderKey {
+        &self.draft.order
+    }
+}
+
+/// The payment service: its tables, the provider's failure rate, and the services a payment
+/// fans out to.
+pub struct Payments {
+    pub(super) order_payments: Table<OrderPartKey, Payment>,
+    pub(super) order_payment_cards: Table<OrderPartKey, PaymentCard>,
+    /// Percentage of payments the (simulated) provider declines.
+    payment_failure_pct: u8,
+    stock: Svc<Stock>,
+    orders: Svc<Orders>,
+    sellers: Svc<Sellers>,
+    shipments: Svc<Shipments>,
+    customers: Svc<Customers>,
+}
+
+impl Payments {
+    /// Declares the service's tables; an order's payment rows share its partition.
+    pub(super) fn declare(
+        b: &mut AppBuilder<MarketApp>,
+        s: &Services,
+        payment_failure_pct: u8,
+    ) -> Self {
+        let order_payments = b.table(*s.payment, "order_payments");
+        let order_payment_cards = b.table(*s.payment, "order_payment_cards");
+        b.place_by(order_payments, OrderPartKey::placement);
+        b.place_by(order_payment_cards, OrderPartKey::placement);
+        Payments {
+            order_payments,
+            order_payment_cards,
+            payment_failure_pct,
+            stock: s.stock,
+            orders: s.order,
+            sellers: s.seller,
+            shipments: s.shipment,
+            customers: s.customer,
+        }
+    }
+}
+
+#[service(key = OrderKey)]
+impl Payments {
+    #[handler(internal)]
+    fn pay(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &Pay) -> HandlerResult {
+        let draft = &ev.draft;
+        let approved = self.charge(ctx, draft)?;
+        let lines = stock_lines(self.stock, &draft.items);
+        emit_grouped(ctx, self.stock, lines, |lines| Settle { lines, approved });
+        self.fan_out(ctx, draft, approved);
+        ctx.set_output(MarketOutput::CheckedOut {
+            order: draft.order,
+            approved,
+            total_invoice: draft.totals.total_invoice,
+        });
+        ctx.emit(
+            self.orders,
+            CreateOrder {
+                draft: draft.clone(),
+                approved,
+            },
+        );
+        Ok(())
+    }
+
+    /// Asks the provider and records the payment line (and its card); whether it was
+    /// approved.
+    fn charge(
+        &self,
+        ctx: &mut TxnCtx<'_, MarketApp>,
+        draft: &CheckoutDraft,
+    ) -> Result<bool, txn::Abort> {
+        // The provider's decision comes from the TID-seeded generator: the same on every
+        // replay.
+        let rng = ctx.rng();
+        let approved = rng.random_range(0..100u8) >= self.payment_failure_pct;
+        let (payment_type, installments) = match rng.random_range(0..100u8) {
+            0..60 => (PaymentType::CreditCard, rng.random_range(1..=10u8)),
+            60..80 => (PaymentType::DebitCard, 1),
+            _ => (PaymentType::Boleto, 1),
+        };
+        let card_last4 = rng.random_range(0..10_000u16);
+        let status = if approved {
+            PaymentStatus::Approved
+        } else {
+            PaymentStatus::Failed
+        };
+        let line = OrderPartKey::new(draft.order, 1);
+        let payment = Payment {
+            payment_type,
+            installments,
+            value: draft.totals.total_invoice,
+            status,
+            created_ms: ctx.now_ms(),
+        };
+        ctx.put(self.order_payments, line, payment)?;
+        if payment_type != PaymentType::Boleto {
+            let card = PaymentCard {
+                card_last4,
+                installments,
+            };
+            ctx.put(self.order_payment_cards, line, card)?;
+        }
+        Ok(approved)
+    }
+
+    /// On approval: each seller's entry, the shipment with one package per seller, and the
+    /// packages queued for delivery; either way the customer counts the payment.
+    fn fan_out(&self, ctx: &mut TxnCtx<'_, MarketApp>, draft: &CheckoutDraft, approved: bool) {
+        let order = draft.order;
+        let groups = draft.seller_groups();
+        let mut packages = Vec::with_capacity(groups.len());
+        let mut entries = Vec::with_capacity(groups.len());
+        let mut queued = Vec::with_capacity(groups.len());
+        for (package_idx, (seller_id, from, to)) in groups.into_iter().enumerate() {
+            if !approved {
+                break;
+            }
+            let items = &draft.items[from..to];
+            let package_id = package_idx as u16 + 1;
+            let mut seller_totals = Totals::default();
+            for i in items {
+                seller_totals.add(i);
+            }
+            let entry_key = EntryKey::open(seller_id, order);
+            let entry = OrderEntry {
+                package_id,
+                totals: seller_totals,
+                order_status: OrderStatus::ReadyForShipment,
+                delivery_status: DeliveryStatus::Shipped,
+            };
+            let seller_partition = self.sellers.partition_of(&entry_key.placement());
+            entries.push((seller_partition, (entry_key, entry)));
+            let open = OpenDeliveryKey::new(seller_id, draft.created_ms, order);
+            let queue_partition = self.shipments.partition_of(&open.placement());
+            queued.push((queue_partition, (open, package_id)));
+            packages.push(Package {
+                seller_id,
+                n_items: items.len() as u16,
+                quantity: items.iter().map(|i| i.quantity).sum(),
+                freight_value: seller_totals.total_freight,
+                shipping_ms: draft.created_ms,
+                delivery_ms: None,
+                status: PackageStatus::Shipped,
+            });
+        }
+        emit_grouped(ctx, self.sellers, entries, |entries| RecordEntries {
+            entries,
+        });
+        emit_grouped(ctx, self.shipments, queued, |packages| QueueDeliveries {
+            packages,
+        });
+        if approved {
+            // Shipments route by seller (their inbound requests name sellers); a shipment
+            // row lives in the partition of its order.
+            let partition = self.shipments.partition_of(&order);
+            let shipment = CreateShipment {
+                order,
+                packages,
+                created_ms: draft.created_ms,
+            };
+            ctx.emit_to_partition(self.shipments, partition, shipment);
+        }
+        ctx.emit(
+            self.customers,
+            CountPayment {
+                customer_id: order.customer_id,
+                approved,
+            },
+        );
+    }
+}

@@ -1,0 +1,204 @@
+//! The product service: the sellers' catalogues. It loads a seller's products, changes prices
+//! and makes new versions, and hands every change on to stock and to each cart partition's
+//! product replicas in the same transaction.
+
+use super::model::*;
+use super::{
+    AdoptVersion, Carts, LoadSellerRow, LoadStock, MarketApp, MarketError, ReplicatePrice,
+    ReplicateProducts, Sellers, Services, Stock,
+};
+use serde::{Deserialize, Serialize};
+use txn::{Abort, AppBuilder, HandlerResult, Svc, Table, TxnCtx, handler, service};
+
+/// Load, to `product[seller]`: create the seller with its products, their stock and every cart
+/// partition's replicas.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Event)]
+pub struct LoadSeller {
+    #[key]
+    pub seller_id: SellerId,
+    pub products: Vec<NewProduct>,
+    pub initial_stock: i64,
+}
+
+/// Inbound, to `product[seller]`: change a price by `pct` percent (±1 to ±10).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Event)]
+pub struct PriceUpdate {
+    #[key]
+    pub seller_id: SellerId,
+    pub product_id: ProductId,
+    pub pct: i8,
+}
+
+/// Inbound, to `product[seller]`: replace a product by a new version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Event)]
+pub struct UpdateProduct {
+    #[key]
+    pub seller_id: SellerId,
+    pub product_id: ProductId,
+}
+
+/// The product service: its tables, and the services its changes go to.
+pub struct Products {
+    pub(super) products: Table<ProductKey, Product>,
+    /// seller → sequence number of the seller's last product update (price or version).
+    pub(super) seller_update_seq: Table<SellerId, u64>,
+    stock: Svc<Stock>,
+    sellers: Svc<Sellers>,
+    carts: Svc<Carts>,
+}
+
+impl Products {
+    /// Declares the service's tables; a seller's products share its partition.
+    pub(super) fn declare(b: &mut AppBuilder<MarketApp>, s: &Services) -> Self {
+        let products = b.table(*s.product, "products");
+        let seller_update_seq = b.table(*s.product, "seller_update_seq");
+        b.place_by(products, ProductKey::placement);
+        Products {
+            products,
+            seller_update_seq,
+            stock: s.stock,
+            sellers: s.seller,
+            carts: s.cart,
+        }
+    }
+}
+
+#[service(key = SellerId)]
+impl Products {
+    #[handler]
+    fn load_seller(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &LoadSeller) -> HandlerResult {
+        let s = ev.seller_id;
+        let mut replicas = Vec::with_capacity(ev.products.len());
+        let mut stock = Vec::with_capacity(ev.products.len());
+        for np in &ev.products {
+            let key = ProductKey {
+                seller_id: s,
+                product_id: np.product_id,
+            };
+            ctx.put(self.products, key, np.product.clone())?;
+            replicas.push((np.product_id, replica_of(&np.product)));
+            stock.push((np.product_id, np.product.version));
+        }
+        ctx.put(self.seller_update_seq, s, 0)?;
+        ctx.emit(
+            self.stock,
+            LoadStock {
+                seller_id: s,
+                products: stock,
+                initial_stock: ev.initial_stock,
+            },
+        );
+        ctx.emit(self.sellers, LoadSellerRow { seller_id: s });
+        ctx.broadcast(
+            self.carts,
+            ReplicateProducts {
+                seller_id: s,
+                replicas,
+            },
+        );
+        ctx.set_output(MarketOutput::Done);
+        Ok(())
+    }
+
+    #[handler]
+    fn price_update(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &PriceUpdate) -> HandlerResult {
+        let pct = ev.pct;
+        if pct == 0 || pct.unsigned_abs() > 10 {
+            return Err(MarketError::PriceChange { pct }.into());
+        }
+        let key = ProductKey {
+            seller_id: ev.seller_id,
+            product_id: ev.product_id,
+        };
+        let mut product = self.product(ctx, key)?;
+        let delta = product.price * i64::from(pct) / 100;
+        // Cheap products still change by at least a cent, and no price drops below one.
+        let delta = if delta == 0 {
+            i64::from(pct.signum())
+        } else {
+            delta
+        };
+        product.price = (product.price + delta).max(1);
+        product.update_seq = self.next_update_seq(ctx, ev.seller_id)?;
+        let replica = replica_of(&product);
+        ctx.set_output(MarketOutput::Priced {
+            price: product.price,
+            version: product.version,
+        });
+        ctx.put(self.products, key, product)?;
+        ctx.broadcast(
+            self.carts,
+            ReplicatePrice {
+                seller_id: ev.seller_id,
+                product_id: ev.product_id,
+                replica,
+            },
+        );
+        Ok(())
+    }
+
+    #[handler]
+    fn update_product(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &UpdateProduct) -> HandlerResult {
+        let key = ProductKey {
+            seller_id: ev.seller_id,
+            product_id: ev.product_id,
+        };
+        let mut product = self.product(ctx, key)?;
+        product.version += 1;
+        product.description = format!("{} (version {})", product.name, product.version);
+        product.update_seq = self.next_update_seq(ctx, ev.seller_id)?;
+        let replica = replica_of(&product);
+        let version = product.version;
+        ctx.put(self.products, key, product)?;
+        ctx.emit(
+            self.stock,
+            AdoptVersion {
+                seller_id: ev.seller_id,
+                product_id: ev.product_id,
+                version,
+            },
+        );
+        ctx.broadcast(
+            self.carts,
+            ReplicateProducts {
+                seller_id: ev.seller_id,
+                replicas: vec![(ev.product_id, replica)],
+            },
+        );
+        ctx.set_output(MarketOutput::NewVersion(version));
+        Ok(())
+    }
+
+    /// The product at `key`, or an unknown-product abort.
+    fn product(&self, ctx: &mut TxnCtx<'_, MarketApp>, key: ProductKey) -> Result<Product, Abort> {
+        ctx.get(self.products, &key)?.ok_or_else(|| {
+            MarketError::UnknownProduct {
+                seller_id: key.seller_id,
+                product_id: key.product_id,
+            }
+            .into()
+        })
+    }
+
+    /// Takes the next number of the seller's update sequence (which orders the seller's
+    /// product updates for the causal-replication check).
+    fn next_update_seq(
+        &self,
+        ctx: &mut TxnCtx<'_, MarketApp>,
+        seller_id: SellerId,
+    ) -> Result<u64, Abort> {
+        let seq = ctx.get(self.seller_update_seq, &seller_id)?.unwrap_or(0) + 1;
+        ctx.put(self.seller_update_seq, seller_id, seq)?;
+        Ok(seq)
+    }
+}
+
+/// What a cart partition's replica keeps of a product.
+fn replica_of(p: &Product) -> Replica {
+    Replica {
+        price: p.price,
+        freight_value: p.freight_value,
+        version: p.version,
+        update_seq: p.update_seq,
+    }
+}

@@ -1,0 +1,117 @@
+//! The seller service: sellers, each seller's entry per order, and the dashboard aggregates
+//! over the entries still in progress, kept in the same step as the entries they count.
+
+use super::model::*;
+use super::{MarketApp, MarketError, Services};
+use serde::{Deserialize, Serialize};
+use txn::{AppBuilder, HandlerResult, Table, TxnCtx, handler, service};
+
+/// product → `seller[seller]` (from [`LoadSeller`](super::LoadSeller)): create the seller row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Event)]
+pub struct LoadSellerRow {
+    #[key]
+    pub seller_id: SellerId,
+}
+
+/// payment → `seller[p]`: record these sellers' entries and count them in the dashboards.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordEntries {
+    pub entries: Vec<(EntryKey, OrderEntry)>,
+}
+
+/// shipment → `seller[p]`: these in-progress entries are delivered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntriesDelivered {
+    pub entries: Vec<EntryKey>,
+}
+
+/// The seller service: its tables.
+pub struct Sellers {
+    pub(super) sellers: Table<SellerId, Seller>,
+    pub(super) order_entries: Table<EntryKey, OrderEntry>,
+    pub(super) seller_views: Table<SellerViewKey, SellerView>,
+}
+
+impl Sellers {
+    /// Declares the service's tables; an entry shares the partition of the aggregate shard it
+    /// counts in.
+    pub(super) fn declare(b: &mut AppBuilder<MarketApp>, s: &Services) -> Self {
+        let sellers = b.table(*s.seller, "sellers");
+        let order_entries = b.ordered_table(*s.seller, "order_entries");
+        let seller_views = b.table(*s.seller, "seller_views");
+        b.place_by(order_entries, EntryKey::placement);
+        Sellers {
+            sellers,
+            order_entries,
+            seller_views,
+        }
+    }
+}
+
+#[service(key = SellerId)]
+impl Sellers {
+    #[handler(internal)]
+    fn load_seller_row(
+        &self,
+        ctx: &mut TxnCtx<'_, MarketApp>,
+        ev: &LoadSellerRow,
+    ) -> HandlerResult {
+        let seller_id = ev.seller_id;
+        let seller = Seller {
+            name: format!("seller-{seller_id}"),
+            city: format!("city-{}", seller_id % 100),
+        };
+        ctx.put(self.sellers, seller_id, seller)
+    }
+
+    #[handler(internal)]
+    fn record_entries(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &RecordEntries) -> HandlerResult {
+        for (key, entry) in &ev.entries {
+            ctx.put(self.order_entries, *key, *entry)?;
+            self.update_view(ctx, key, &entry.totals, 1)?;
+        }
+        Ok(())
+    }
+
+    #[handler(internal)]
+    fn entries_delivered(
+        &self,
+        ctx: &mut TxnCtx<'_, MarketApp>,
+        ev: &EntriesDelivered,
+    ) -> HandlerResult {
+        for open in &ev.entries {
+            let Some(mut entry) = ctx.get(self.order_entries, open)? else {
+                return Err(MarketError::OpenEntryMissing {
+                    seller_id: open.seller_id,
+                    order: open.order(),
+                }
+                .into());
+            };
+            ctx.delete(self.order_entries, open)?;
+            entry.delivery_status = DeliveryStatus::Delivered;
+            entry.order_status = OrderStatus::Delivered;
+            let delivered = EntryKey {
+                delivered: true,
+                ..*open
+            };
+            ctx.put(self.order_entries, delivered, entry)?;
+            self.update_view(ctx, open, &entry.totals, -1)?;
+        }
+        Ok(())
+    }
+
+    /// Adds (`sign = 1`) or removes (`sign = -1`) an entry from its seller's dashboard
+    /// aggregate.
+    fn update_view(
+        &self,
+        ctx: &mut TxnCtx<'_, MarketApp>,
+        entry: &EntryKey,
+        totals: &Totals,
+        sign: i64,
+    ) -> HandlerResult {
+        let key = entry.placement();
+        let mut view = ctx.get(self.seller_views, &key)?.unwrap_or_default();
+        view.apply(totals, sign);
+        ctx.put(self.seller_views, key, view)
+    }
+}

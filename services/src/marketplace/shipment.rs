@@ -1,0 +1,257 @@
+//! The shipment service: shipments and their packages (placed by order), and each seller's
+//! queue of open packages (placed by seller). An update delivery takes the oldest open package
+//! of each seller it names and passes the delivery on to orders, sellers and customers.
+
+use super::model::*;
+use super::{
+    CountDeliveries, Customers, EntriesDelivered, MarketApp, MarketError, Orders, OrdersDelivered,
+    Sellers, Services, emit_grouped,
+};
+use serde::{Deserialize, Serialize};
+use txn::{AppBuilder, HandlerResult, Svc, Table, TxnCtx, handler, service};
+
+/// Most sellers one update delivery may name.
+pub const DELIVERY_SELLERS_MAX: usize = 10;
+
+/// Inbound, to `shipment[first seller]`: deliver the oldest open package of each seller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateDelivery {
+    pub sellers: Vec<SellerId>,
+}
+
+/// Routed by its first seller (the generator draws all of them from that seller's partition);
+/// a request naming none goes to seller 0's partition, which refuses it.
+impl txn::KeyOf<SellerId> for UpdateDelivery {
+    fn key(&self) -> &SellerId {
+        self.sellers.first().unwrap_or(&0)
+    }
+}
+
+/// payment → `shipment[order]` (sent to the partition of the order, as the service routes its
+/// keyed events by seller): create the shipment and its packages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateShipment {
+    pub order: OrderKey,
+    pub packages: Vec<Package>,
+    pub created_ms: u64,
+}
+
+/// payment → `shipment[p]`: queue these packages (of sellers in partition p) for delivery.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueDeliveries {
+    pub packages: Vec<(OpenDeliveryKey, u16)>,
+}
+
+/// shipment → `shipment[p]`: take the oldest open package of each of these sellers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TakeOldest {
+    pub sellers: Vec<SellerId>,
+}
+
+/// shipment → `shipment[p]`: mark these packages (of orders in partition p) delivered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliverPackages {
+    pub packages: Vec<(OrderKey, u16)>,
+}
+
+/// The shipment service: its tables, itself (a delivery hands steps to its other
+/// partitions), and the services a delivery goes on to.
+pub struct Shipments {
+    pub(super) shipments: Table<OrderKey, Shipment>,
+    pub(super) packages: Table<OrderPartKey, Package>,
+    pub(super) open_deliveries: Table<OpenDeliveryKey, u16>,
+    service: Svc<Shipments>,
+    orders: Svc<Orders>,
+    sellers: Svc<Sellers>,
+    customers: Svc<Customers>,
+}
+
+impl Shipments {
+    /// Declares the service's tables: an order's packages share its partition, and the
+    /// delivery queue is ordered and placed by seller.
+    pub(super) fn declare(b: &mut AppBuilder<MarketApp>, s: &Services) -> Self {
+        let shipments = b.table(*s.shipment, "shipments");
+        let packages = b.table(*s.shipment, "packages");
+        let open_deliveries = b.ordered_table(*s.shipment, "open_deliveries");
+        b.place_by(packages, OrderPartKey::placement);
+        b.place_by(open_deliveries, OpenDeliveryKey::placement);
+        Shipments {
+            shipments,
+            packages,
+            open_deliveries,
+            service: s.shipment,
+            orders: s.order,
+            sellers: s.seller,
+            customers: s.customer,
+        }
+    }
+}
+
+/// The service's events route by seller: its one inbound request names sellers, and the
+/// delivery queue is placed by seller. Steps for an order's shipment are sent to the order's
+/// partition with `emit_to_partition`.
+#[service(key = SellerId)]
+impl Shipments {
+    #[handler(internal)]
+    fn create_shipment(
+        &self,
+        ctx: &mut TxnCtx<'_, MarketApp>,
+        ev: &CreateShipment,
+    ) -> HandlerResult {
+        let shipment = Shipment {
+            package_count: ev.packages.len() as u16,
+            delivered_count: 0,
+            total_freight: ev.packages.iter().map(|p| p.freight_value).sum(),
+            status: ShipmentStatus::Approved,
+            created_ms: ev.created_ms,
+        };
+        ctx.put(self.shipments, ev.order, shipment)?;
+        for (i, p) in ev.packages.iter().enumerate() {
+            ctx.put(self.packages, OrderPartKey::new(ev.order, i as u16 + 1), *p)?;
+        }
+        Ok(())
+    }
+
+    #[handler(internal)]
+    fn queue_deliveries(
+        &self,
+        ctx: &mut TxnCtx<'_, MarketApp>,
+        ev: &QueueDeliveries,
+    ) -> HandlerResult {
+        for (key, package_id) in &ev.packages {
+            ctx.put(self.open_deliveries, *key, *package_id)?;
+        }
+        Ok(())
+    }
+
+    #[handler]
+    fn update_delivery(
+        &self,
+        ctx: &mut TxnCtx<'_, MarketApp>,
+        ev: &UpdateDelivery,
+    ) -> HandlerResult {
+        let sellers = &ev.sellers;
+        if sellers.is_empty() || sellers.len() > DELIVERY_SELLERS_MAX {
+            return Err(MarketError::DeliverySellers {
+                n_sellers: sellers.len(),
+            }
+            .into());
+        }
+        for (i, seller_id) in sellers.iter().enumerate() {
+            if sellers[..i].contains(seller_id) {
+                return Err(MarketError::SellerNamedTwice {
+                    seller_id: *seller_id,
+                }
+                .into());
+            }
+        }
+        // Sellers of this partition are served here; the others one wave later, one step per
+        // partition.
+        let here = ctx.partition();
+        let mut local = Vec::new();
+        let mut remote = Vec::new();
+        for seller_id in sellers {
+            let p = self.service.partition_of(seller_id);
+            if p == here {
+                local.push(*seller_id);
+            } else {
+                remote.push((p, *seller_id));
+            }
+        }
+        self.take_oldest_of(ctx, &local)?;
+        emit_grouped(ctx, self.service, remote, |sellers| TakeOldest { sellers });
+        ctx.set_output(MarketOutput::DeliveryRequested {
+            sellers: sellers.len() as u32,
+        });
+        Ok(())
+    }
+
+    #[handler(internal)]
+    fn take_oldest(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &TakeOldest) -> HandlerResult {
+        self.take_oldest_of(ctx, &ev.sellers)
+    }
+
+    #[handler(internal)]
+    fn deliver_packages(
+        &self,
+        ctx: &mut TxnCtx<'_, MarketApp>,
+        ev: &DeliverPackages,
+    ) -> HandlerResult {
+        let now = ctx.now_ms();
+        let n = ev.packages.len();
+        let (mut orders, mut entries, mut customers) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for (order, package_id) in &ev.packages {
+            let (order, package_id) = (*order, *package_id);
+            let key = OrderPartKey::new(order, package_id);
+            let package = ctx.get(self.packages, &key)?;
+            let Some(mut package) = package.filter(|p| p.status == PackageStatus::Shipped) else {
+                return Err(MarketError::PackageNotShipped { order, package_id }.into());
+            };
+            let Some(mut shipment) = ctx.get(self.shipments, &order)? else {
+                return Err(MarketError::ShipmentMissing { order }.into());
+            };
+            package.status = PackageStatus::Delivered;
+            package.delivery_ms = Some(now);
+            shipment.delivered_count += 1;
+            let concluded = shipment.delivered_count == shipment.package_count;
+            shipment.status = if concluded {
+                ShipmentStatus::Concluded
+            } else {
+                ShipmentStatus::DeliveryInProgress
+            };
+            let entry = EntryKey::open(package.seller_id, order);
+            ctx.put(self.packages, key, package)?;
+            ctx.put(self.shipments, order, shipment)?;
+            orders.push((self.orders.partition_of(&order), (order, concluded)));
+            entries.push((self.sellers.partition_of(&entry.placement()), entry));
+            let c = order.customer_id;
+            customers.push((self.customers.partition_of(&c), c));
+        }
+        emit_grouped(ctx, self.orders, orders, |orders| OrdersDelivered {
+            orders,
+        });
+        emit_grouped(ctx, self.sellers, entries, |entries| EntriesDelivered {
+            entries,
+        });
+        emit_grouped(ctx, self.customers, customers, |customers| {
+            CountDeliveries { customers }
+        });
+        Ok(())
+    }
+
+    /// Takes the oldest open package of each of `sellers` (all of this partition) off the
+    /// delivery queue, if there is one, and sends the packages on to their shipments.
+    fn take_oldest_of(
+        &self,
+        ctx: &mut TxnCtx<'_, MarketApp>,
+        sellers: &[SellerId],
+    ) -> HandlerResult {
+        let mut taken = Vec::with_capacity(sellers.len());
+        // A package becomes deliverable once the clock has moved past the millisecond it was
+        // queued in. Packages queued by this epoch's checkouts carry this epoch's timestamp,
+        // so the range read below never covers them: a delivery never conflicts with a
+        // concurrent checkout of the same seller, only with another delivery taking the same
+        // package. The rule is deterministic (it depends only on the logged epoch time), so
+        // replay agrees.
+        let now = ctx.now_ms();
+        for seller_id in sellers {
+            let at = |ms| OpenDeliveryKey::first_at(*seller_id, ms);
+            // Only the head of the queue: checkouts appending behind it do not conflict.
+            let Some((key, package_id)) = ctx.scan_first(self.open_deliveries, at(0)..at(now))?
+            else {
+                continue;
+            };
+            ctx.delete(self.open_deliveries, &key)?;
+            let order = key.order();
+            taken.push((self.service.partition_of(&order), (order, package_id)));
+        }
+        emit_grouped(ctx, self.service, taken, |packages| DeliverPackages {
+            packages,
+        });
+        Ok(())
+    }
+}
