@@ -28,21 +28,34 @@ use futures::future::BoxFuture;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use services::Violations;
-use services::marketplace::handlers::{CART_ITEMS_MAX, DELIVERY_SELLERS_MAX, ITEM_QUANTITY_MAX};
 use services::marketplace::{
-    self as market, Cart, CartAddItem, CartIndexKey, CartItem, CheckoutDraft, Customer, CustomerId,
-    Dashboard, DeliveryStatus, EntryKey, MarketEvent, MarketSnapshot, OpenDeliveryKey, Order,
-    OrderEntry, OrderHistory, OrderItem, OrderKey, OrderPartKey, OrderStatus, Package,
-    PackageStatus, Payment, PaymentCard, PaymentStatus, PaymentType, Product, ProductKey,
-    ProductStatus, Replica, Seller, SellerId, SellerView, SellerViewKey, Shipment, ShipmentStatus,
-    StockItem, Totals, kinds, reasons,
+    self as market, Cart, CartAdd, CartAddItem, CartIndexKey, CartItem, CartsEvent, Checkout,
+    CheckoutDraft, Customer, CustomerId, CustomersEvent, Dashboard, DeliveryStatus, EntryKey,
+    LoadCustomers, LoadSeller, MarketAppEvent, MarketSnapshot, OpenDeliveryKey, Order, OrderEntry,
+    OrderHistory, OrderItem, OrderKey, OrderPartKey, OrderStatus, Package, PackageStatus, Payment,
+    PaymentCard, PaymentStatus, PaymentType, PriceUpdate, Product, ProductKey, ProductStatus,
+    ProductsEvent, Replica, Seller, SellerId, SellerView, SellerViewKey, Shipment, ShipmentStatus,
+    ShipmentsEvent, StockItem, Totals, UpdateDelivery, UpdateProduct, kinds,
 };
+use services::marketplace::{CART_ITEMS_MAX, DELIVERY_SELLERS_MAX, ITEM_QUANTITY_MAX};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
 type P<'a> = &'a (dyn ToSql + Sync);
+
+/// The words the marketplace's `MarketError` messages start with, per kind: the baseline's
+/// aborts read like the services' own.
+mod reasons {
+    pub const STOCK_SHORTAGE: &str = "stock shortage";
+    pub const VERSION_MISMATCH: &str = "version mismatch";
+    pub const EMPTY_CART: &str = "empty cart";
+    pub const UNKNOWN_PRODUCT: &str = "unknown product";
+    pub const UNKNOWN_CUSTOMER: &str = "unknown customer";
+    pub const INVALID_REQUEST: &str = "invalid request";
+    pub const BROKEN_STATE: &str = "broken state";
+}
 
 /// The service names abort reasons carry, and the run's counters.
 pub struct MarketRun {
@@ -267,13 +280,13 @@ impl PgWorkload for MarketplaceWorkload {
             next_order: AtomicU64::new(1),
             seed: m.config.seed,
             payment_failure_pct: m.config.payment_failure_pct,
-            product: name(m.services.product),
-            stock: name(m.services.stock),
-            cart: name(m.services.cart),
-            order: name(m.services.order),
-            shipment: name(m.services.shipment),
-            seller: name(m.services.seller),
-            customer: name(m.services.customer),
+            product: name(*m.services.product),
+            stock: name(*m.services.stock),
+            cart: name(*m.services.cart),
+            order: name(*m.services.order),
+            shipment: name(*m.services.shipment),
+            seller: name(*m.services.seller),
+            customer: name(*m.services.customer),
         }
     }
 
@@ -288,19 +301,22 @@ impl PgWorkload for MarketplaceWorkload {
         let (mut seller_ids, mut seller_names, mut seller_cities) =
             (Vec::new(), Vec::new(), Vec::new());
         for i in 0..self.n_load() {
-            match self.load_request(i).event {
-                MarketEvent::LoadCustomers { customer_ids } => {
+            let (_, _, event) = self.load_request(i).into_parts();
+            match event {
+                MarketAppEvent::Customers(CustomersEvent::LoadCustomers(LoadCustomers {
+                    customer_ids,
+                })) => {
                     for id in customer_ids {
                         cust_ids.push(i64::from(id));
                         cust_names.push(format!("customer-{id}"));
                         cust_cards.push(i64::from(id % 10_000));
                     }
                 }
-                MarketEvent::LoadSeller {
+                MarketAppEvent::Products(ProductsEvent::LoadSeller(LoadSeller {
                     seller_id,
                     products,
                     initial_stock,
-                } => {
+                })) => {
                     for np in products {
                         let p = &np.product;
                         let vals = [
@@ -664,26 +680,28 @@ impl PgWorkload for MarketplaceWorkload {
         &self,
         r: &MarketRun,
         conn: &PgConn<MarketStmts>,
-        event: &MarketEvent,
+        event: &MarketAppEvent,
     ) -> Result<TxnResult, PgFailure> {
         let (c, s) = (&conn.client, &conn.stmts);
         match event {
-            MarketEvent::Checkout { customer_id, add } => {
+            MarketAppEvent::Carts(CartsEvent::Checkout(Checkout { customer_id, add })) => {
                 checkout(r, c, s, *customer_id, add).await
             }
-            MarketEvent::CartAdd { customer_id, items } => {
+            MarketAppEvent::Carts(CartsEvent::CartAdd(CartAdd { customer_id, items })) => {
                 cart_add(r, c, s, *customer_id, items).await
             }
-            MarketEvent::PriceUpdate {
+            MarketAppEvent::Products(ProductsEvent::PriceUpdate(PriceUpdate {
                 seller_id,
                 product_id,
                 pct,
-            } => price_update(r, c, s, *seller_id, *product_id, *pct).await,
-            MarketEvent::UpdateProduct {
+            })) => price_update(r, c, s, *seller_id, *product_id, *pct).await,
+            MarketAppEvent::Products(ProductsEvent::UpdateProduct(UpdateProduct {
                 seller_id,
                 product_id,
-            } => update_product(r, c, s, *seller_id, *product_id).await,
-            MarketEvent::UpdateDelivery { sellers } => update_delivery(r, c, s, sellers).await,
+            })) => update_product(r, c, s, *seller_id, *product_id).await,
+            MarketAppEvent::Shipments(ShipmentsEvent::UpdateDelivery(UpdateDelivery {
+                sellers,
+            })) => update_delivery(r, c, s, sellers).await,
             other => Err(PgFailure::Harness(format!(
                 "{other:?} is a load or an internal step of a vmsdb chain, not a request the \
                  postgres baseline runs"

@@ -11,14 +11,14 @@
 
 use crate::HarnessError;
 use crate::cli::CommonArgs;
-use crate::workload::{Effects, EventOf, LocalReader, Op, System, Workload};
+use crate::workload::{Effects, LocalReader, Op, RequestOf, System, Workload};
 use clap::{Args, ValueEnum};
+use services::Violations;
 use services::marketplace::data::MarketOp;
 use services::marketplace::{
     self as market, Dashboard, MarketApp, MarketConfig, MarketSnapshot, Marketplace, Mix, OpGen,
     Scale, SellerId,
 };
-use services::{Request, Violations};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use txn::{AppDef, Client, TxnError};
@@ -300,7 +300,7 @@ impl Workload for MarketplaceWorkload {
 
     fn run_query_local<L: LocalReader<MarketApp>>(&self, reader: &L, seller_id: SellerId) {
         let parts = reader.query(
-            &[self.market.services.seller],
+            &[*self.market.services.seller],
             self.market.dashboard_fn(seller_id),
         );
         if !Dashboard::from_parts(seller_id, parts).agrees() {
@@ -366,15 +366,15 @@ mod tests {
             match w.next_op(&mut g) {
                 Op::Txn { ty, request, .. } => {
                     seen[ty] += 1;
-                    assert!(request.partition < request.service.n_partitions());
+                    assert!(request.partition() < request.service().n_partitions());
                     let s = w.marketplace().services;
                     let want = match ty {
-                        CHECKOUT => s.cart,
-                        PRICE_UPDATE | UPDATE_PRODUCT => s.product,
-                        UPDATE_DELIVERY => s.shipment,
+                        CHECKOUT => s.cart.raw(),
+                        PRICE_UPDATE | UPDATE_PRODUCT => s.product.raw(),
+                        UPDATE_DELIVERY => s.shipment.raw(),
                         _ => panic!("type {ty} is not a transaction"),
                     };
-                    assert_eq!(request.service, want);
+                    assert_eq!(request.service(), want);
                 }
                 Op::Query { ty, query } => {
                     seen[ty] += 1;
