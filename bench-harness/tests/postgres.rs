@@ -145,10 +145,10 @@ fn transfer_business_aborts_on_postgres_have_the_vmsdb_reasons() {
             .collect()
     };
     let (pg, vmsdb) = (categories("postgres"), categories("vmsdb"));
-    // The ledger's handlers abort with `ctx.abort`, whose kind is the default one.
+    // The ledger's handlers abort with a `LedgerError`, whose kind names the rule.
     let business = AbortCategory {
         service: Some("accounts".into()),
-        kind: txn::AbortReason::USER_KIND_DEFAULT.into(),
+        kind: services::ledger::kinds::INSUFFICIENT_BALANCE.into(),
     };
     assert!(pg.contains(&business), "postgres aborts: {pg:?}");
     for category in &pg {
