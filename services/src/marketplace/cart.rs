@@ -61,11 +61,11 @@ impl Carts {
     /// Declares the service's tables: carts by customer, indexed by the products they hold,
     /// and the replicated product table.
     pub(super) fn declare(b: &mut AppBuilder<MarketApp>, s: &Services) -> Self {
-        let carts = b.table(*s.cart, "carts");
+        let carts = Cart::table(b, *s.cart);
         Carts {
             carts,
             carts_by_product: b.index_many(carts, "carts_by_product", Cart::products),
-            product_replicas: b.replicated_table(*s.cart, "product_replicas"),
+            product_replicas: Replica::table(b, *s.cart),
             stock: s.stock,
             payments: s.payment,
         }

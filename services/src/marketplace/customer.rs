@@ -43,7 +43,7 @@ impl Customers {
     /// Declares the service's table.
     pub(super) fn declare(b: &mut AppBuilder<MarketApp>, s: &Services) -> Self {
         Customers {
-            customers: b.table(*s.customer, "customers"),
+            customers: Customer::table(b, *s.customer),
         }
     }
 }

@@ -213,7 +213,8 @@ impl CartIndexKey {
 }
 
 /// A product (product service).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Table)]
+#[table(name = "products", key = ProductKey, placement = ProductKey::placement)]
 pub struct Product {
     pub name: String,
     pub sku: String,
@@ -240,7 +241,8 @@ pub enum ProductStatus {
 }
 
 /// A stock item (stock service).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Table)]
+#[table(name = "stock_items", key = ProductKey, placement = ProductKey::placement)]
 pub struct StockItem {
     pub qty_available: i64,
     pub qty_reserved: i64,
@@ -251,7 +253,8 @@ pub struct StockItem {
 }
 
 /// A product replica held by a cart partition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Table)]
+#[table(name = "product_replicas", replicated, key = ProductKey)]
 pub struct Replica {
     pub price: Money,
     pub freight_value: Money,
@@ -274,7 +277,8 @@ pub struct CartItem {
 
 /// A customer's cart (cart service; the benchmark's cart_items rows, held together because a
 /// checkout reads and clears them all at once).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, txn::Table)]
+#[table(name = "carts", key = CustomerId)]
 pub struct Cart {
     /// Sorted by (seller, product), one item per product.
     pub items: Vec<CartItem>,
@@ -343,7 +347,8 @@ impl Totals {
 }
 
 /// An order (order service).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Table)]
+#[table(name = "orders", key = OrderKey)]
 pub struct Order {
     pub status: OrderStatus,
     pub created_ms: u64,
@@ -354,7 +359,8 @@ pub struct Order {
 }
 
 /// An order item (order service).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Table)]
+#[table(name = "order_items", key = OrderPartKey, placement = OrderPartKey::placement)]
 pub struct OrderItem {
     pub seller_id: SellerId,
     pub product_id: ProductId,
@@ -388,7 +394,8 @@ impl OrderItem {
 }
 
 /// An order status change (order service's order_history).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Table)]
+#[table(name = "order_history", key = OrderPartKey, placement = OrderPartKey::placement)]
 pub struct OrderHistory {
     pub created_ms: u64,
     pub status: OrderStatus,
@@ -418,7 +425,8 @@ pub enum PaymentStatus {
 }
 
 /// One payment line of an order (payment service's order_payments).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Table)]
+#[table(name = "order_payments", key = OrderPartKey, placement = OrderPartKey::placement)]
 pub struct Payment {
     pub payment_type: PaymentType,
     pub installments: u8,
@@ -428,7 +436,8 @@ pub struct Payment {
 }
 
 /// The card of a card payment line (payment service's order_payment_cards).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Table)]
+#[table(name = "order_payment_cards", key = OrderPartKey, placement = OrderPartKey::placement)]
 pub struct PaymentCard {
     pub card_last4: u16,
     pub installments: u8,
@@ -447,7 +456,8 @@ pub enum ShipmentStatus {
 }
 
 /// The shipment of an approved order (shipment service).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Table)]
+#[table(name = "shipments", key = OrderKey)]
 pub struct Shipment {
     pub package_count: u16,
     pub delivered_count: u16,
@@ -468,7 +478,8 @@ pub enum PackageStatus {
 }
 
 /// One package of a shipment: everything one seller ships for the order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Table)]
+#[table(name = "packages", key = OrderPartKey, placement = OrderPartKey::placement)]
 pub struct Package {
     pub seller_id: SellerId,
     pub n_items: u16,
@@ -480,7 +491,8 @@ pub struct Package {
 }
 
 /// A seller (seller service).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Table)]
+#[table(name = "sellers", key = SellerId)]
 pub struct Seller {
     pub name: String,
     pub city: String,
@@ -498,7 +510,8 @@ pub enum DeliveryStatus {
 }
 
 /// A seller's entry for one order: its part of the order (seller service's order_entries).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Table)]
+#[table(name = "order_entries", ordered, key = EntryKey, placement = EntryKey::placement)]
 pub struct OrderEntry {
     pub package_id: u16,
     pub totals: Totals,
@@ -507,7 +520,8 @@ pub struct OrderEntry {
 }
 
 /// The aggregates a seller's dashboard shows over its in-progress entries (one shard of them).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, txn::Table)]
+#[table(name = "seller_views", key = SellerViewKey)]
 pub struct SellerView {
     pub count_orders: i64,
     pub count_items: i64,
@@ -544,7 +558,8 @@ impl SellerView {
 }
 
 /// A customer (customer service).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Table)]
+#[table(name = "customers", key = CustomerId)]
 pub struct Customer {
     pub name: String,
     pub card_last4: u16,

@@ -35,15 +35,10 @@ pub struct Orders {
 impl Orders {
     /// Declares the service's tables; an order's items and history share its partition.
     pub(super) fn declare(b: &mut AppBuilder<MarketApp>, s: &Services) -> Self {
-        let orders = b.table(*s.order, "orders");
-        let order_items = b.table(*s.order, "order_items");
-        let order_history = b.table(*s.order, "order_history");
-        b.place_by(order_items, OrderPartKey::placement);
-        b.place_by(order_history, OrderPartKey::placement);
         Orders {
-            orders,
-            order_items,
-            order_history,
+            orders: Order::table(b, *s.order),
+            order_items: OrderItem::table(b, *s.order),
+            order_history: OrderHistory::table(b, *s.order),
         }
     }
 }

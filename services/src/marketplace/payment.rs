@@ -47,13 +47,9 @@ impl Payments {
         s: &Services,
         payment_failure_pct: u8,
     ) -> Self {
-        let order_payments = b.table(*s.payment, "order_payments");
-        let order_payment_cards = b.table(*s.payment, "order_payment_cards");
-        b.place_by(order_payments, OrderPartKey::placement);
-        b.place_by(order_payment_cards, OrderPartKey::placement);
         Payments {
-            order_payments,
-            order_payment_cards,
+            order_payments: Payment::table(b, *s.payment),
+            order_payment_cards: PaymentCard::table(b, *s.payment),
             payment_failure_pct,
             stock: s.stock,
             orders: s.order,

@@ -50,12 +50,10 @@ pub struct Products {
 impl Products {
     /// Declares the service's tables; a seller's products share its partition.
     pub(super) fn declare(b: &mut AppBuilder<MarketApp>, s: &Services) -> Self {
-        let products = b.table(*s.product, "products");
-        let seller_update_seq = b.table(*s.product, "seller_update_seq");
-        b.place_by(products, ProductKey::placement);
         Products {
-            products,
-            seller_update_seq,
+            products: Product::table(b, *s.product),
+            // A plain counter per seller: no row type to derive a table from.
+            seller_update_seq: b.table(*s.product, "seller_update_seq"),
             stock: s.stock,
             sellers: s.seller,
             carts: s.cart,

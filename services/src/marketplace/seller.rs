@@ -36,14 +36,10 @@ impl Sellers {
     /// Declares the service's tables; an entry shares the partition of the aggregate shard it
     /// counts in.
     pub(super) fn declare(b: &mut AppBuilder<MarketApp>, s: &Services) -> Self {
-        let sellers = b.table(*s.seller, "sellers");
-        let order_entries = b.ordered_table(*s.seller, "order_entries");
-        let seller_views = b.table(*s.seller, "seller_views");
-        b.place_by(order_entries, EntryKey::placement);
         Sellers {
-            sellers,
-            order_entries,
-            seller_views,
+            sellers: Seller::table(b, *s.seller),
+            order_entries: OrderEntry::table(b, *s.seller),
+            seller_views: SellerView::table(b, *s.seller),
         }
     }
 }

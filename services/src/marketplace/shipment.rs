@@ -70,10 +70,10 @@ impl Shipments {
     /// Declares the service's tables: an order's packages share its partition, and the
     /// delivery queue is ordered and placed by seller.
     pub(super) fn declare(b: &mut AppBuilder<MarketApp>, s: &Services) -> Self {
-        let shipments = b.table(*s.shipment, "shipments");
-        let packages = b.table(*s.shipment, "packages");
+        let shipments = Shipment::table(b, *s.shipment);
+        let packages = Package::table(b, *s.shipment);
+        // The delivery queue holds a package id per key: no row type to derive a table from.
         let open_deliveries = b.ordered_table(*s.shipment, "open_deliveries");
-        b.place_by(packages, OrderPartKey::placement);
         b.place_by(open_deliveries, OpenDeliveryKey::placement);
         Shipments {
             shipments,

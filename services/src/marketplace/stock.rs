@@ -47,9 +47,9 @@ pub struct Stock {
 impl Stock {
     /// Declares the service's table; a seller's items share its partition.
     pub(super) fn declare(b: &mut AppBuilder<MarketApp>, s: &Services) -> Self {
-        let stock_items = b.table(*s.stock, "stock_items");
-        b.place_by(stock_items, ProductKey::placement);
-        Stock { stock_items }
+        Stock {
+            stock_items: StockItem::table(b, *s.stock),
+        }
     }
 }
 

@@ -24,6 +24,10 @@ struct TableArgs {
     /// `replicated` (the span, for errors).
     replicated: Option<Span>,
     place_by: Option<Vec<Member>>,
+    /// `key = Type`: the key is kept outside the row (a key struct), not in `#[key]` fields.
+    key: Option<Type>,
+    /// `placement = path`: places rows by `path(&key)` (with `key = Type`).
+    placement: Option<syn::ExprPath>,
 }
 
 /// One `#[unique]` field: its name and the expression of its value over `row: &Self`.
@@ -143,13 +147,35 @@ pub fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
              cannot also be `ordered` or `place_by`",
         ));
     }
-    if keys.is_empty() {
-        errors.add(syn::Error::new(
+    match (&args.key, keys.first()) {
+        (None, None) => errors.add(syn::Error::new(
             input.ident.span(),
             format!(
-                "{} has no primary key: mark its key field(s) with #[key]",
+                "{} has no primary key: mark its key field(s) with #[key], or name a key type \
+                 kept outside the row with #[table(key = MyKey)]",
                 input.ident
             ),
+        )),
+        (Some(ty), Some(_)) => errors.add(syn::Error::new_spanned(
+            ty,
+            "the key is either #[key] fields of the row or a `key = Type` kept outside it, \
+             not both",
+        )),
+        _ => {}
+    }
+    if let Some(path) = &args.placement
+        && args.key.is_none()
+    {
+        errors.add(syn::Error::new_spanned(
+            path,
+            "`placement = fn` places rows whose key is a `key = Type`; rows with #[key] fields \
+             are placed with `place_by = field`",
+        ));
+    }
+    if let (Some(ty), Some(_)) = (&args.key, &args.place_by) {
+        errors.add(syn::Error::new_spanned(
+            ty,
+            "`place_by` names #[key] fields; with `key = Type` use `placement = <fn(&Type)>`",
         ));
     }
 
@@ -170,13 +196,18 @@ pub fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let key_types: Vec<&Type> = keys.iter().map(|k| &k.ty).collect();
     let key_members: Vec<&Member> = keys.iter().map(|k| &k.member).collect();
-    let (key_ty, key_expr) = if keys.len() == 1 {
+    let (key_ty, key_expr) = if let Some(ty) = &args.key {
+        (quote!(#ty), None)
+    } else if keys.len() == 1 {
         let (ty, m) = (key_types[0], key_members[0]);
-        (quote!(#ty), quote!(::core::clone::Clone::clone(&self.#m)))
+        (
+            quote!(#ty),
+            Some(quote!(::core::clone::Clone::clone(&self.#m))),
+        )
     } else {
         (
             quote!((#(#key_types,)*)),
-            quote!((#(::core::clone::Clone::clone(&self.#key_members),)*)),
+            Some(quote!((#(::core::clone::Clone::clone(&self.#key_members),)*))),
         )
     };
     let table_name = args
@@ -192,11 +223,15 @@ pub fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
     };
     let unique_names = uniques.iter().map(|u| &u.name);
     let unique_values = uniques.iter().map(|u| &u.value);
-    let place_call = place.map(|(ty, expr)| {
-        quote! {
+    let place_call = match (place, &args.placement) {
+        (Some((ty, expr)), _) => Some(quote! {
             builder.place_by(table, |key: &#key_ty| -> #ty { #expr });
-        }
-    });
+        }),
+        (None, Some(path)) => Some(quote! {
+            builder.place_by(table, #path);
+        }),
+        (None, None) => None,
+    };
     let check_fns: Vec<_> = (0..checks.len())
         .map(|i| format_ident!("__txn_check_{}", i))
         .collect();
@@ -218,11 +253,24 @@ pub fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
     } else {
         ""
     };
+    let keyed_by = match &args.key {
+        Some(ty) => text::tokens_text(quote!(#ty)),
+        None => format!("[`{ident}::key`]"),
+    };
     let table_doc = format!(
         "Declares the {kind}table `{table_name}` of `service` with rows of this type, keyed by \
-         [`{ident}::key`], with its placement and constraints."
+         {keyed_by}, with its placement and constraints."
     );
     let key_doc = format!("The primary key of this row in table `{table_name}`.");
+    let key_fn = key_expr.map(|key_expr| {
+        quote! {
+            #[doc = #key_doc]
+            #[allow(dead_code)]
+            #vis fn key(&self) -> #key_ty {
+                #key_expr
+            }
+        }
+    });
 
     Ok(quote! {
         impl #impl_generics #ident #ty_generics #where_clause {
@@ -238,11 +286,7 @@ pub fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
                 table
             }
 
-            #[doc = #key_doc]
-            #[allow(dead_code)]
-            #vis fn key(&self) -> #key_ty {
-                #key_expr
-            }
+            #key_fn
 
             #(#check_bodies)*
         }
@@ -287,10 +331,21 @@ fn parse_table_args(attr: &syn::Attribute, args: &mut TableArgs) -> syn::Result<
                     .collect()
             };
             args.place_by = Some(members);
+        } else if meta.path.is_ident("key") {
+            if args.key.is_some() {
+                return Err(meta.error("`key` is given twice"));
+            }
+            args.key = Some(meta.value()?.parse()?);
+        } else if meta.path.is_ident("placement") {
+            if args.placement.is_some() {
+                return Err(meta.error("`placement` is given twice"));
+            }
+            args.placement = Some(meta.value()?.parse()?);
         } else {
             return Err(meta.error(format!(
                 "unknown table argument `{}`: expected `name = \"..\"`, `ordered`, \
-                 `replicated` or `place_by = <key field>`",
+                 `replicated`, `place_by = <key field>`, `key = <key type>` or \
+                 `placement = <fn(&key) -> placement value>`",
                 text::path_text(&meta.path)
             )));
         }
