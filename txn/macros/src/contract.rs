@@ -20,7 +20,10 @@ pub fn derive_event(input: DeriveInput) -> syn::Result<TokenStream> {
     for (i, field) in data.fields.iter().enumerate() {
         if let Some(attr) = field.attrs.iter().find(|a| a.path().is_ident("key")) {
             if !matches!(attr.meta, syn::Meta::Path(_)) {
-                return Err(syn::Error::new_spanned(attr, "write `#[key]`, without arguments"));
+                return Err(syn::Error::new_spanned(
+                    attr,
+                    "write `#[key]`, without arguments",
+                ));
             }
             let member = match &field.ident {
                 Some(ident) => syn::Member::Named(ident.clone()),
@@ -133,9 +136,7 @@ pub fn app(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     errors.finish()?;
     let app = &item.ident;
     let vis = &item.vis;
-    let envelope = args
-        .event
-        .unwrap_or_else(|| format_ident!("{}Event", app));
+    let envelope = args.event.unwrap_or_else(|| format_ident!("{}Event", app));
     let output = args.output.unwrap_or_else(|| syn::parse_quote!(()));
     let services = &args.services;
     let variants: Vec<&syn::Ident> = services

@@ -43,7 +43,8 @@ impl Parse for HandlerArgs {
         if word != "internal" || !input.is_empty() {
             return Err(syn::Error::new(
                 word.span(),
-                "a handler's event type is its event parameter's type; the only argument of                  #[handler] is `internal` (only handlers may emit the event)",
+                "a handler's event type is its event parameter's type; the only argument of \
+                 #[handler] is `internal` (only handlers may emit the event)",
             ));
         }
         args.internal = true;
@@ -91,7 +92,8 @@ fn parse_service_args(attr: TokenStream, errors: &mut Errors) -> ServiceArgs {
             args.vis = Some(meta.value()?.parse()?);
         } else {
             return Err(meta.error(format!(
-                "unknown service argument `{}`: they are `key = <routing key type>`,                  `app = <App type>` and `vis = <visibility of the generated event enum>`",
+                "unknown service argument `{}`: they are `key = <routing key type>`, \
+                 `app = <App type>` and `vis = <visibility of the generated event enum>`",
                 text::path_text(&meta.path)
             )));
         }
@@ -121,7 +123,7 @@ pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
                 _ => (
                     item_keyword_span(&other),
                     "#[service] goes on an `impl` block whose methods are marked #[handler], \
-                     e.g. `#[service] impl Accounts { #[handler(Ev::Deposit)] fn deposit(..) }`",
+                     e.g. `#[service(key = u64)] impl Accounts { #[handler] fn deposit(..) }`",
                 ),
             };
             errors.add(syn::Error::new(span, message));
@@ -152,7 +154,8 @@ pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
                     errors.add(syn::Error::new_spanned(
                         &h.event,
                         format!(
-                            "{name} already has a handler, `{}`: an event type runs one handler                              per service (and event type names are unique within a service)",
+                            "{name} already has a handler, `{}`: an event type runs one handler \
+                             per service (and event type names are unique within a service)",
                             first.method
                         ),
                     ));
