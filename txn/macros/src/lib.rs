@@ -186,7 +186,7 @@ pub fn derive_event_kind(input: TokenStream) -> TokenStream {
 /// |----------|----------|-------|
 /// | `key = K` | yes | the type that routes the service's events to its partitions (`txn::Service::Key`): every event sent by key (`ctx.emit`, `client.submit`, `exec.run`) carries a `K` ([`derive@Event`]) |
 /// | `app = A` | no | the application; by default read off the handlers' context parameter `ctx: &mut TxnCtx<'_, A>` (name it when the context is written another way, through a type alias, say) |
-/// | `vis = ..` | no | the visibility of the generated event enum (default `pub`; say `vis = pub(crate)` when the event types are crate-private) |
+/// | `vis = ..` | no | the visibility of the generated event enum, e.g. `vis = pub(crate)` (default `pub`, which is fine with event types private to the crate: outside it the enum can be named but not built) |
 ///
 /// # Generated items
 ///

@@ -314,6 +314,9 @@ fn contract(
         #[doc = #enum_doc]
         #[derive(::core::clone::Clone, ::core::fmt::Debug, ::txn::__private::serde::Serialize, ::txn::__private::serde::Deserialize)]
         #[serde(crate = "::txn::__private::serde")]
+        // Public by default while the event types may be private to the crate: outside it the
+        // enum can be named but not built, which is all it needs.
+        #[allow(private_interfaces)]
         #vis enum #enum_ident {
             #(#variants(#events),)*
         }

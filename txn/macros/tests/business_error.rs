@@ -1,5 +1,6 @@
 //! `#[service]` handlers that return the service's own error type: `?` works on it, and the
-//! transaction aborts with the error's kind.
+//! transaction aborts with the error's kind. The service keeps the default `pub` event enum over
+//! its private event type, which must not warn (clippy runs with `-D warnings`).
 
 use serde::{Deserialize, Serialize};
 use txn::{AbortReason, AppBuilder, BusinessError, SerialExecutor, TxnCtx};
@@ -40,7 +41,7 @@ struct Accounts {
     balances: txn::Table<u64, i64>,
 }
 
-#[service(key = u64, vis = pub(crate))]
+#[service(key = u64)]
 impl Accounts {
     #[handler]
     fn withdraw(&self, ctx: &mut TxnCtx<'_, Bank>, ev: &Withdraw) -> Result<(), BankError> {
