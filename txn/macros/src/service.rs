@@ -39,13 +39,19 @@ impl Parse for HandlerArgs {
         if input.is_empty() {
             return Ok(args);
         }
-        let word: syn::Ident = input.parse()?;
-        if word != "internal" || !input.is_empty() {
-            return Err(syn::Error::new(
-                word.span(),
-                "a handler's event type is its event parameter's type; the only argument of \
-                 #[handler] is `internal` (only handlers may emit the event)",
-            ));
+        let only_internal = "a handler's event type is its event parameter's type; the only \
+                             argument of #[handler] is `internal` (only handlers may emit the \
+                             event)";
+        let word: syn::Ident = input
+            .parse()
+            .map_err(|e| syn::Error::new(e.span(), only_internal))?;
+        if word != "internal" {
+            return Err(syn::Error::new(word.span(), only_internal));
+        }
+        // A trailing comma is fine; anything after it is not.
+        let _ = input.parse::<Option<syn::Token![,]>>()?;
+        if !input.is_empty() {
+            return Err(input.error("`internal` is the only argument of #[handler]"));
         }
         args.internal = true;
         Ok(args)

@@ -1,6 +1,6 @@
 //! Handler signatures the dispatcher cannot call: `&mut self`, no return value, no context,
-//! the old variant-naming argument, async, generic. All are reported at once, and the uses of
-//! `register` are not.
+//! the old variant-naming argument and other arguments, async, generic. All are reported at
+//! once, and the uses of `register` are not.
 
 mod common;
 
@@ -34,6 +34,18 @@ impl Accounts {
 
     #[handler(Deposit { .. })]
     fn old_style(&self, _ctx: &mut TxnCtx<'_, Bank>, ev: &Deposit) -> HandlerResult {
+        let _ = ev;
+        Ok(())
+    }
+
+    #[handler(internal, replicated)]
+    fn internal_and_more(&self, _ctx: &mut TxnCtx<'_, Bank>, ev: &Deposit) -> HandlerResult {
+        let _ = ev;
+        Ok(())
+    }
+
+    #[handler("deposit")]
+    fn literal(&self, _ctx: &mut TxnCtx<'_, Bank>, ev: &Deposit) -> HandlerResult {
         let _ = ev;
         Ok(())
     }
