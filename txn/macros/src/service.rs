@@ -117,88 +117,14 @@ pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
 
     let mut imp = match syn::parse2::<Item>(item)? {
         Item::Impl(imp) if imp.trait_.is_none() => imp,
-        other => {
-            let (span, message) = match &other {
-                Item::Impl(imp) => (
-                    imp.trait_
-                        .as_ref()
-                        .map_or(imp.impl_token.span, |t| t.1.span()),
-                    "#[service] goes on an inherent `impl` block (`impl MyService { .. }`), not \
-                     on a trait implementation",
-                ),
-                _ => (
-                    item_keyword_span(&other),
-                    "#[service] goes on an `impl` block whose methods are marked #[handler], \
-                     e.g. `#[service(key = u64)] impl Accounts { #[handler] fn deposit(..) }`",
-                ),
-            };
-            errors.add(syn::Error::new(span, message));
-            // Keep the item, so that only the misplaced attribute is reported.
-            let err = errors.finish().unwrap_err().into_compile_error();
-            return Ok(quote!(#err #other));
-        }
+        other => return Ok(misplaced(other, errors)),
     };
 
-    let mut handlers: Vec<HandlerDef> = Vec::new();
-    // The application type as read off any handler, even a faulty one (for the stub below).
-    let mut ctx_app = None;
-    // Whether the user wrote a method named `register` (then the stub has none).
-    let mut user_register = false;
-    for item in &mut imp.items {
-        let ImplItem::Fn(f) = item else { continue };
-        if f.sig.ident == "register" {
-            user_register = true;
-            errors.add(syn::Error::new_spanned(
-                &f.sig.ident,
-                "#[service] generates the method `register` (which installs the handlers): \
-                 give this method another name",
-            ));
-        }
-        let Some(attr_idx) = f.attrs.iter().position(is_handler_attr) else {
-            continue;
-        };
-        if ctx_app.is_none() {
-            ctx_app = f.sig.inputs.iter().find_map(|i| match i {
-                FnArg::Typed(t) => app_of_ctx(&t.ty),
-                FnArg::Receiver(_) => None,
-            });
-        }
-        match handler_def(f, attr_idx) {
-            Ok(h) => {
-                let name = h.variant().to_string();
-                if let Some(first) = handlers.iter().find(|o| *o.variant() == name) {
-                    errors.add(syn::Error::new_spanned(
-                        &h.event,
-                        format!(
-                            "{name} already has a handler, `{}`: an event type runs one handler \
-                             per service (and event type names are unique within a service)",
-                            first.method
-                        ),
-                    ));
-                } else {
-                    handlers.push(h);
-                }
-            }
-            Err(e) => errors.add(e),
-        }
-        if let Some(extra) = f
-            .attrs
-            .iter()
-            .skip(attr_idx + 1)
-            .find(|a| is_handler_attr(a))
-        {
-            errors.add(syn::Error::new_spanned(
-                extra,
-                "a method has one #[handler] attribute; an event type runs one method",
-            ));
-        }
-        // Leave the attributes in place, marked, so that the `handler` macro accepts them.
-        let marker = format_ident!("{}", INSIDE_SERVICE);
-        for attr in f.attrs.iter_mut().filter(|a| is_handler_attr(a)) {
-            let path = attr.path().clone();
-            *attr = syn::parse_quote_spanned!(attr.span()=> #[#path(#marker)]);
-        }
-    }
+    let Handlers {
+        handlers,
+        ctx_app,
+        user_register,
+    } = collect_handlers(&mut imp, &mut errors);
     if handlers.is_empty() && errors.is_empty() {
         errors.add(syn::Error::new(
             imp.impl_token.span,
@@ -262,6 +188,102 @@ pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
         #imp
         #contract
     })
+}
+
+/// `#[service]` on something other than an inherent impl block: the error, and the item kept so
+/// that only the misplaced attribute is reported.
+fn misplaced(other: Item, mut errors: Errors) -> TokenStream {
+    let (span, message) = match &other {
+        Item::Impl(imp) => (
+            imp.trait_
+                .as_ref()
+                .map_or(imp.impl_token.span, |t| t.1.span()),
+            "#[service] goes on an inherent `impl` block (`impl MyService { .. }`), not on a \
+             trait implementation",
+        ),
+        _ => (
+            item_keyword_span(&other),
+            "#[service] goes on an `impl` block whose methods are marked #[handler], e.g. \
+             `#[service(key = u64)] impl Accounts { #[handler] fn deposit(..) }`",
+        ),
+    };
+    errors.add(syn::Error::new(span, message));
+    let err = errors.finish().unwrap_err().into_compile_error();
+    quote!(#err #other)
+}
+
+/// The `#[handler]` methods of a service's impl block, checked, and what the rest of the
+/// expansion needs to know about the block's methods.
+#[derive(Default)]
+struct Handlers {
+    /// The handlers without mistakes.
+    handlers: Vec<HandlerDef>,
+    /// The application type as read off any handler, even a faulty one (for the stub).
+    ctx_app: Option<Type>,
+    /// Whether the user wrote a method named `register` (then the stub has none).
+    user_register: bool,
+}
+
+/// Checks every `#[handler]` method of `imp` (adding its mistakes to `errors`) and marks its
+/// attributes so that the `handler` macro accepts them.
+fn collect_handlers(imp: &mut syn::ItemImpl, errors: &mut Errors) -> Handlers {
+    let mut found = Handlers::default();
+    for item in &mut imp.items {
+        let ImplItem::Fn(f) = item else { continue };
+        if f.sig.ident == "register" {
+            found.user_register = true;
+            errors.add(syn::Error::new_spanned(
+                &f.sig.ident,
+                "#[service] generates the method `register` (which installs the handlers): \
+                 give this method another name",
+            ));
+        }
+        let Some(attr_idx) = f.attrs.iter().position(is_handler_attr) else {
+            continue;
+        };
+        if found.ctx_app.is_none() {
+            found.ctx_app = f.sig.inputs.iter().find_map(|i| match i {
+                FnArg::Typed(t) => app_of_ctx(&t.ty),
+                FnArg::Receiver(_) => None,
+            });
+        }
+        match handler_def(f, attr_idx) {
+            Ok(h) => {
+                let name = h.variant().to_string();
+                if let Some(first) = found.handlers.iter().find(|o| *o.variant() == name) {
+                    errors.add(syn::Error::new_spanned(
+                        &h.event,
+                        format!(
+                            "{name} already has a handler, `{}`: an event type runs one handler \
+                             per service (and event type names are unique within a service)",
+                            first.method
+                        ),
+                    ));
+                } else {
+                    found.handlers.push(h);
+                }
+            }
+            Err(e) => errors.add(e),
+        }
+        if let Some(extra) = f
+            .attrs
+            .iter()
+            .skip(attr_idx + 1)
+            .find(|a| is_handler_attr(a))
+        {
+            errors.add(syn::Error::new_spanned(
+                extra,
+                "a method has one #[handler] attribute; an event type runs one method",
+            ));
+        }
+        // Leave the attributes in place, marked, so that the `handler` macro accepts them.
+        let marker = format_ident!("{}", INSIDE_SERVICE);
+        for attr in f.attrs.iter_mut().filter(|a| is_handler_attr(a)) {
+            let path = attr.path().clone();
+            *attr = syn::parse_quote_spanned!(attr.span()=> #[#path(#marker)]);
+        }
+    }
+    found
 }
 
 /// What `register` the contract of a service gets.
