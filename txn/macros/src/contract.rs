@@ -4,7 +4,8 @@
 use crate::errors::Errors;
 use crate::text;
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
 use syn::{Data, DeriveInput, Fields, Type};
 
 /// `#[derive(Event)]`: `impl txn::KeyOf<FieldType>` returning the `#[key]` field.
@@ -34,13 +35,17 @@ pub fn derive_event(input: DeriveInput) -> syn::Result<TokenStream> {
     }
     let ((member, ty), rest) = match keys.split_first() {
         Some(split) => split,
+        None if matches!(data.fields, Fields::Unit) => {
+            return Err(syn::Error::new_spanned(
+                &input.ident,
+                "a unit struct has no field to route it by: send it to explicit partitions \
+                 (`emit_to_partition`, `broadcast`, `Svc::request_to_partition`), which need no \
+                 key and no #[derive(Event)], or implement `txn::KeyOf<K>` by hand",
+            ));
+        }
         None => {
-            let span = match &data.fields {
-                Fields::Unit => input.ident.span(),
-                _ => data.struct_token.span,
-            };
             return Err(syn::Error::new(
-                span,
+                data.struct_token.span,
                 "mark the field that routes this event with `#[key]` (its type must be the \
                  service's key type)",
             ));
@@ -55,7 +60,9 @@ pub fn derive_event(input: DeriveInput) -> syn::Result<TokenStream> {
     }
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
-    Ok(quote! {
+    // The impl carries the key field's type span: an error about a key of the wrong type
+    // shows the key the event does have there.
+    Ok(quote_spanned! {ty.span()=>
         impl #impl_generics ::txn::KeyOf<#ty> for #ident #ty_generics #where_clause {
             fn key(&self) -> &#ty {
                 &self.#member

@@ -39,12 +39,19 @@ impl Parse for HandlerArgs {
         if input.is_empty() {
             return Ok(args);
         }
-        let word: syn::Ident = input.parse()?;
-        if word != "internal" || !input.is_empty() {
-            return Err(syn::Error::new(
-                word.span(),
-                "a handler's event type is its event parameter's type; the only argument of                  #[handler] is `internal` (only handlers may emit the event)",
-            ));
+        let only_internal = "a handler's event type is its event parameter's type; the only \
+                             argument of #[handler] is `internal` (only handlers may emit the \
+                             event)";
+        let word: syn::Ident = input
+            .parse()
+            .map_err(|e| syn::Error::new(e.span(), only_internal))?;
+        if word != "internal" {
+            return Err(syn::Error::new(word.span(), only_internal));
+        }
+        // A trailing comma is fine; anything after it is not.
+        let _ = input.parse::<Option<syn::Token![,]>>()?;
+        if !input.is_empty() {
+            return Err(input.error("`internal` is the only argument of #[handler]"));
         }
         args.internal = true;
         Ok(args)
@@ -59,7 +66,7 @@ struct HandlerDef {
     event: syn::TypePath,
     /// Whether the handler takes the event by value (it receives a clone).
     by_value: bool,
-    /// The return type's span: an error type that is not `Into<txn::Abort>` is reported there.
+    /// The error type's span: an error type that is not `Into<txn::Abort>` is reported there.
     output: Span,
 }
 
@@ -91,7 +98,8 @@ fn parse_service_args(attr: TokenStream, errors: &mut Errors) -> ServiceArgs {
             args.vis = Some(meta.value()?.parse()?);
         } else {
             return Err(meta.error(format!(
-                "unknown service argument `{}`: they are `key = <routing key type>`,                  `app = <App type>` and `vis = <visibility of the generated event enum>`",
+                "unknown service argument `{}`: they are `key = <routing key type>`, \
+                 `app = <App type>` and `vis = <visibility of the generated event enum>`",
                 text::path_text(&meta.path)
             )));
         }
@@ -109,77 +117,14 @@ pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
 
     let mut imp = match syn::parse2::<Item>(item)? {
         Item::Impl(imp) if imp.trait_.is_none() => imp,
-        other => {
-            let (span, message) = match &other {
-                Item::Impl(imp) => (
-                    imp.trait_
-                        .as_ref()
-                        .map_or(imp.impl_token.span, |t| t.1.span()),
-                    "#[service] goes on an inherent `impl` block (`impl MyService { .. }`), not \
-                     on a trait implementation",
-                ),
-                _ => (
-                    item_keyword_span(&other),
-                    "#[service] goes on an `impl` block whose methods are marked #[handler], \
-                     e.g. `#[service] impl Accounts { #[handler(Ev::Deposit)] fn deposit(..) }`",
-                ),
-            };
-            errors.add(syn::Error::new(span, message));
-            // Keep the item, so that only the misplaced attribute is reported.
-            let err = errors.finish().unwrap_err().into_compile_error();
-            return Ok(quote!(#err #other));
-        }
+        other => return Ok(misplaced(other, errors)),
     };
 
-    let mut handlers: Vec<HandlerDef> = Vec::new();
-    // The application type as read off any handler, even a faulty one (for the stub below).
-    let mut ctx_app = None;
-    for item in &mut imp.items {
-        let ImplItem::Fn(f) = item else { continue };
-        let Some(attr_idx) = f.attrs.iter().position(is_handler_attr) else {
-            continue;
-        };
-        if ctx_app.is_none() {
-            ctx_app = f.sig.inputs.iter().find_map(|i| match i {
-                FnArg::Typed(t) => app_of_ctx(&t.ty),
-                FnArg::Receiver(_) => None,
-            });
-        }
-        match handler_def(f, attr_idx) {
-            Ok(h) => {
-                let name = h.variant().to_string();
-                if let Some(first) = handlers.iter().find(|o| *o.variant() == name) {
-                    errors.add(syn::Error::new_spanned(
-                        &h.event,
-                        format!(
-                            "{name} already has a handler, `{}`: an event type runs one handler                              per service (and event type names are unique within a service)",
-                            first.method
-                        ),
-                    ));
-                } else {
-                    handlers.push(h);
-                }
-            }
-            Err(e) => errors.add(e),
-        }
-        if let Some(extra) = f
-            .attrs
-            .iter()
-            .skip(attr_idx + 1)
-            .find(|a| is_handler_attr(a))
-        {
-            errors.add(syn::Error::new_spanned(
-                extra,
-                "a method has one #[handler] attribute; an event type runs one method",
-            ));
-        }
-        // Leave the attributes in place, marked, so that the `handler` macro accepts them.
-        let marker = format_ident!("{}", INSIDE_SERVICE);
-        for attr in f.attrs.iter_mut().filter(|a| is_handler_attr(a)) {
-            let path = attr.path().clone();
-            *attr = syn::parse_quote_spanned!(attr.span()=> #[#path(#marker)]);
-        }
-    }
+    let Handlers {
+        handlers,
+        ctx_app,
+        user_register,
+    } = collect_handlers(&mut imp, &mut errors);
     if handlers.is_empty() && errors.is_empty() {
         errors.add(syn::Error::new(
             imp.impl_token.span,
@@ -216,34 +161,140 @@ pub fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
         ));
     }
     let self_ty = &imp.self_ty;
-    // On a mistake, keep the impl block (and `register`, if its signature is known) so that
-    // only the mistake is reported, not every use of the service.
+    // On a mistake, keep the impl block and, if the application is known, the contract of
+    // the handlers that are right (with a stub `register`), so that only the mistake is
+    // reported, not every use of the service.
+    let vis = args.vis.unwrap_or_else(|| syn::parse_quote!(pub));
     if let Err(e) = errors.finish() {
         let e = e.to_compile_error();
-        let stub = app.map(|app| {
-            quote! {
-                impl #self_ty {
-                    #[allow(dead_code, unused_variables)]
-                    pub fn register(
-                        self,
-                        builder: &mut ::txn::AppBuilder<#app>,
-                        service: ::txn::Svc<Self>,
-                    ) {
-                        ::core::unreachable!()
-                    }
-                }
-            }
+        // A missing key is reported above; `()` stands in for it.
+        let key = args.key.unwrap_or_else(|| syn::parse_quote!(()));
+        let generic = !imp.generics.params.is_empty();
+        let stub = app.filter(|_| !generic).map(|app| {
+            let register = if user_register {
+                Register::Omit
+            } else {
+                Register::Stub
+            };
+            contract(self_ty, &app, &key, &vis, &handlers, register)
         });
+        let stub = stub.transpose().unwrap_or(None);
         return Ok(quote!(#e #imp #stub));
     }
     let app = app.expect("checked above");
     let key = args.key.expect("checked above");
-    let vis = args.vis.unwrap_or_else(|| syn::parse_quote!(pub));
-    let contract = contract(self_ty, &app, &key, &vis, &handlers)?;
+    let contract = contract(self_ty, &app, &key, &vis, &handlers, Register::Dispatch)?;
     Ok(quote! {
         #imp
         #contract
     })
+}
+
+/// `#[service]` on something other than an inherent impl block: the error, and the item kept so
+/// that only the misplaced attribute is reported.
+fn misplaced(other: Item, mut errors: Errors) -> TokenStream {
+    let (span, message) = match &other {
+        Item::Impl(imp) => (
+            imp.trait_
+                .as_ref()
+                .map_or(imp.impl_token.span, |t| t.1.span()),
+            "#[service] goes on an inherent `impl` block (`impl MyService { .. }`), not on a \
+             trait implementation",
+        ),
+        _ => (
+            item_keyword_span(&other),
+            "#[service] goes on an `impl` block whose methods are marked #[handler], e.g. \
+             `#[service(key = u64)] impl Accounts { #[handler] fn deposit(..) }`",
+        ),
+    };
+    errors.add(syn::Error::new(span, message));
+    let err = errors.finish().unwrap_err().into_compile_error();
+    quote!(#err #other)
+}
+
+/// The `#[handler]` methods of a service's impl block, checked, and what the rest of the
+/// expansion needs to know about the block's methods.
+#[derive(Default)]
+struct Handlers {
+    /// The handlers without mistakes.
+    handlers: Vec<HandlerDef>,
+    /// The application type as read off any handler, even a faulty one (for the stub).
+    ctx_app: Option<Type>,
+    /// Whether the user wrote a method named `register` (then the stub has none).
+    user_register: bool,
+}
+
+/// Checks every `#[handler]` method of `imp` (adding its mistakes to `errors`) and marks its
+/// attributes so that the `handler` macro accepts them.
+fn collect_handlers(imp: &mut syn::ItemImpl, errors: &mut Errors) -> Handlers {
+    let mut found = Handlers::default();
+    for item in &mut imp.items {
+        let ImplItem::Fn(f) = item else { continue };
+        if f.sig.ident == "register" {
+            found.user_register = true;
+            errors.add(syn::Error::new_spanned(
+                &f.sig.ident,
+                "#[service] generates the method `register` (which installs the handlers): \
+                 give this method another name",
+            ));
+        }
+        let Some(attr_idx) = f.attrs.iter().position(is_handler_attr) else {
+            continue;
+        };
+        if found.ctx_app.is_none() {
+            found.ctx_app = f.sig.inputs.iter().find_map(|i| match i {
+                FnArg::Typed(t) => app_of_ctx(&t.ty),
+                FnArg::Receiver(_) => None,
+            });
+        }
+        match handler_def(f, attr_idx) {
+            Ok(h) => {
+                let name = h.variant().to_string();
+                if let Some(first) = found.handlers.iter().find(|o| *o.variant() == name) {
+                    errors.add(syn::Error::new_spanned(
+                        &h.event,
+                        format!(
+                            "{name} already has a handler, `{}`: an event type runs one handler \
+                             per service (and event type names are unique within a service)",
+                            first.method
+                        ),
+                    ));
+                } else {
+                    found.handlers.push(h);
+                }
+            }
+            Err(e) => errors.add(e),
+        }
+        if let Some(extra) = f
+            .attrs
+            .iter()
+            .skip(attr_idx + 1)
+            .find(|a| is_handler_attr(a))
+        {
+            errors.add(syn::Error::new_spanned(
+                extra,
+                "a method has one #[handler] attribute; an event type runs one method",
+            ));
+        }
+        // Leave the attributes in place, marked, so that the `handler` macro accepts them.
+        let marker = format_ident!("{}", INSIDE_SERVICE);
+        for attr in f.attrs.iter_mut().filter(|a| is_handler_attr(a)) {
+            let path = attr.path().clone();
+            *attr = syn::parse_quote_spanned!(attr.span()=> #[#path(#marker)]);
+        }
+    }
+    found
+}
+
+/// What `register` the contract of a service gets.
+#[derive(Clone, Copy, PartialEq)]
+enum Register {
+    /// The real one: installs the handlers.
+    Dispatch,
+    /// A service with mistakes: the same signature, so that its uses compile.
+    Stub,
+    /// A service with mistakes that defines a method `register` itself.
+    Omit,
 }
 
 /// The service's event enum, its `txn::Service` and `txn::EventOf` impls, and `register`.
@@ -253,6 +304,7 @@ fn contract(
     key: &Type,
     vis: &syn::Visibility,
     handlers: &[HandlerDef],
+    register_kind: Register,
 ) -> syn::Result<TokenStream> {
     let Type::Path(self_path) = self_ty else {
         return Err(syn::Error::new_spanned(
@@ -271,12 +323,28 @@ fn contract(
     let names: Vec<String> = variants.iter().map(|v| v.to_string()).collect();
     let events: Vec<&syn::TypePath> = handlers.iter().map(|h| &h.event).collect();
     let internal: Vec<bool> = handlers.iter().map(|h| h.args.internal).collect();
-    let arms = handlers.iter().map(|h| arm(&enum_ident, h));
-    let misrouted = format!("{service_name} received an event of another service: {{:?}}");
+    // Each impl carries its handler's event type span: an error about sending an event to the
+    // wrong service shows the handler that does take it.
+    let event_of = handlers.iter().map(|h| {
+        let (event, variant) = (&h.event, h.variant());
+        let kind = variant.to_string();
+        quote_spanned! {event.span()=>
+            impl ::txn::EventOf<#self_ty> for #event {
+                const KIND: &'static str = #kind;
+                fn into_service_event(self) -> #enum_ident {
+                    #enum_ident::#variant(self)
+                }
+            }
+        }
+    });
+    let register = register(&enum_ident, &service_name, app, handlers, register_kind);
     Ok(quote! {
         #[doc = #enum_doc]
         #[derive(::core::clone::Clone, ::core::fmt::Debug, ::txn::__private::serde::Serialize, ::txn::__private::serde::Deserialize)]
         #[serde(crate = "::txn::__private::serde")]
+        // Public by default while the event types may be private to the crate: outside it the
+        // enum can be named but not built, which is all it needs.
+        #[allow(private_interfaces)]
         #vis enum #enum_ident {
             #(#variants(#events),)*
         }
@@ -288,11 +356,11 @@ fn contract(
             const NAME: &'static str = #service_name;
 
             fn event_kind(event: &#enum_ident) -> &'static str {
-                match event { #(#enum_ident::#variants(_) => #names,)* }
+                match *event { #(#enum_ident::#variants(_) => #names,)* }
             }
 
             fn is_internal(event: &#enum_ident) -> bool {
-                match event { #(#enum_ident::#variants(_) => #internal,)* }
+                match *event { #(#enum_ident::#variants(_) => #internal,)* }
             }
 
             const EVENTS: &'static [::txn::EventInfo] = &[
@@ -323,31 +391,54 @@ fn contract(
             }
         }
 
-        #(
-            impl ::txn::EventOf<#self_ty> for #events {
-                const KIND: &'static str = #names;
-                fn into_service_event(self) -> #enum_ident {
-                    #enum_ident::#variants(self)
-                }
-            }
-        )*
+        #(#event_of)*
 
         impl #self_ty {
-            /// Installs this service's `#[handler]` methods as the handler of `service`: each
-            /// event runs the method of its type.
-            pub fn register(self, builder: &mut ::txn::AppBuilder<#app>, service: ::txn::Svc<Self>) {
-                builder.handler(service.raw(), move |ctx, event| {
-                    match <<#app as ::txn::App>::Event as ::txn::Envelope<Self>>::unwrap(event) {
-                        #(#arms)*
-                        // Only the untyped `*_raw` calls can deliver another service's event.
-                        ::core::option::Option::None => ::core::result::Result::Err(
-                            ctx.abort(::std::format!(#misrouted, event)),
-                        ),
-                    }
-                });
-            }
+            #register
         }
     })
+}
+
+/// The `register` method: installs the handlers as one `AppBuilder::handler` dispatcher, or a
+/// stub with the same signature, or nothing.
+fn register(
+    enum_ident: &syn::Ident,
+    service_name: &str,
+    app: &Type,
+    handlers: &[HandlerDef],
+    kind: Register,
+) -> TokenStream {
+    let signature = quote! {
+        pub fn register(self, builder: &mut ::txn::AppBuilder<#app>, service: ::txn::Svc<Self>)
+    };
+    if kind == Register::Omit {
+        return TokenStream::new();
+    }
+    if kind == Register::Stub {
+        return quote! {
+            #[allow(dead_code, unused_variables)]
+            #signature {
+                ::core::unreachable!()
+            }
+        };
+    }
+    let arms = handlers.iter().map(|h| arm(enum_ident, h));
+    let misrouted = format!("{service_name} received an event of another service: {{:?}}");
+    quote! {
+        /// Installs this service's `#[handler]` methods as the handler of `service`: each
+        /// event runs the method of its type.
+        #signature {
+            builder.handler(service.raw(), move |ctx, event| {
+                match <<#app as ::txn::App>::Event as ::txn::Envelope<Self>>::unwrap(event) {
+                    #(#arms)*
+                    // Only the untyped `*_raw` calls can deliver another service's event.
+                    ::core::option::Option::None => ::core::result::Result::Err(
+                        ctx.abort(::std::format!(#misrouted, event)),
+                    ),
+                }
+            });
+        }
+    }
 }
 
 /// The match arm that runs handler `h`.
@@ -364,10 +455,14 @@ fn arm(enum_ident: &syn::Ident, h: &HandlerDef) -> TokenStream {
     };
     // A handler may return `Result<(), E>` for its service's own error type: the error becomes
     // an `Abort` through `Into` (a `txn::BusinessError` keeps its kind).
-    let into_abort = quote_spanned!(h.output=> ::core::convert::Into::<::txn::Abort>::into);
+    // The whole conversion carries the error type's span, so that an error type without it
+    // is reported there, once.
+    let call = quote!(self.#method(ctx, #arg));
+    let into_abort = quote_spanned! {h.output=>
+        ::core::result::Result::map_err(#call, ::core::convert::Into::<::txn::Abort>::into)
+    };
     quote! {
-        ::core::option::Option::Some(#enum_ident::#variant(#binding)) =>
-            ::core::result::Result::map_err(self.#method(ctx, #arg), #into_abort),
+        ::core::option::Option::Some(#enum_ident::#variant(#binding)) => #into_abort,
     }
 }
 
@@ -412,13 +507,13 @@ fn handler_def(f: &ImplItemFn, attr_idx: usize) -> syn::Result<HandlerDef> {
         ));
     }
     let ctx_hint = "`ctx: &mut TxnCtx<'_, MyApp>`";
-    let event_hint = "its event: `ev: &Deposit` (or `ev: Deposit` for a clone)";
+    let event_hint = "`ev: &Deposit` (or `ev: Deposit` for a clone)";
     match sig.receiver() {
         None => errors.add(syn::Error::new_spanned(
             &sig.ident,
             format!(
                 "a #[handler] is a method: its parameters are `&self`, then {ctx_hint}, then \
-                 {event_hint}"
+                 its event, {event_hint}"
             ),
         )),
         Some(r) if r.colon_token.is_some() || r.reference.is_none() || r.mutability.is_some() => {
@@ -431,27 +526,32 @@ fn handler_def(f: &ImplItemFn, attr_idx: usize) -> syn::Result<HandlerDef> {
         Some(_) => {}
     }
     let mut inputs = sig.inputs.iter().skip(1);
-    match inputs.next() {
-        Some(FnArg::Typed(_)) => {}
-        _ if sig.receiver().is_some() => errors.add(syn::Error::new(
+    let has_ctx = matches!(inputs.next(), Some(FnArg::Typed(_)));
+    if !has_ctx && sig.receiver().is_some() {
+        errors.add(syn::Error::new(
             sig.paren_token.span.join(),
-            format!("a #[handler] takes the transaction context after `&self`: {ctx_hint}"),
-        )),
-        _ => {}
+            format!(
+                "a #[handler] takes the transaction context after `&self`, then its event: \
+                 {ctx_hint}, {event_hint}"
+            ),
+        ));
     }
     let event = match (inputs.next(), inputs.next()) {
-        (Some(FnArg::Typed(p)), None) => event_type(&p.ty),
+        (Some(FnArg::Typed(p)), None) => event_type(&p.ty).map(Some),
         (Some(_), Some(extra)) => Err(syn::Error::new_spanned(
             extra,
-            format!("a #[handler] takes one event after the context: {event_hint}"),
+            "a #[handler] takes one event after the context: what else it needs travels in \
+             the event's fields",
         )),
+        // Without a context the message above says what the parameters are.
+        _ if !has_ctx => Ok(None),
         _ => Err(syn::Error::new(
             sig.paren_token.span.close(),
-            format!("a #[handler] takes, after the context, {event_hint}"),
+            format!("a #[handler] takes its event after the context: {event_hint}"),
         )),
     };
     let event = match event {
-        Ok(e) => Some(e),
+        Ok(e) => e,
         Err(e) => {
             errors.add(e);
             None
@@ -471,8 +571,28 @@ fn handler_def(f: &ImplItemFn, attr_idx: usize) -> syn::Result<HandlerDef> {
         args: args.expect("no errors"),
         event,
         by_value,
-        output: sig.output.span(),
+        output: error_type_span(&sig.output),
     })
+}
+
+/// Where the error type of a handler's return type is written: the `E` of `Result<(), E>`,
+/// or the whole return type (`HandlerResult`).
+fn error_type_span(output: &syn::ReturnType) -> Span {
+    let syn::ReturnType::Type(_, ty) = output else {
+        return output.span();
+    };
+    let error = match &**ty {
+        Type::Path(p) => p
+            .path
+            .segments
+            .last()
+            .and_then(|last| match &last.arguments {
+                PathArguments::AngleBracketed(args) => args.args.last(),
+                _ => None,
+            }),
+        _ => None,
+    };
+    error.map_or_else(|| ty.span(), |e| e.span())
 }
 
 /// The event type of a handler's event parameter (`&Deposit` or `Deposit`), and whether it is

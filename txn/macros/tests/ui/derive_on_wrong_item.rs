@@ -1,6 +1,6 @@
-//! `Table` derived for an enum, `EventKind` for a struct.
+//! `Table` derived for an enum, `EventKind` for a struct, `Event` for an enum.
 
-use txn_macros::{EventKind, Table};
+use txn_macros::{Event, EventKind, Table};
 
 #[derive(Table)]
 enum Account {
@@ -11,6 +11,12 @@ enum Account {
 #[derive(EventKind)]
 struct Deposit {
     amount: i64,
+}
+
+#[derive(Event)]
+enum Transfer {
+    Debit { from: u64 },
+    Credit { to: u64 },
 }
 
 fn main() {}

@@ -1,16 +1,16 @@
 //! #[handler] on a method of an impl block that is not a #[service].
 
-use txn::{App, HandlerResult, TxnCtx};
-use txn_macros::handler;
+use serde::{Deserialize, Serialize};
+use txn::{HandlerResult, TxnCtx, handler};
 
-struct Bank;
-
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 enum Ev {
     Deposit { to: u64, amount: i64 },
 }
 
-impl App for Bank {
+struct Bank;
+
+impl txn::App for Bank {
     type Event = Ev;
     type Output = ();
 }
@@ -18,8 +18,9 @@ impl App for Bank {
 struct Accounts;
 
 impl Accounts {
-    #[handler(Ev::Deposit { .. })]
-    fn deposit(&self, _ctx: &mut TxnCtx<'_, Bank>, _to: u64) -> HandlerResult {
+    #[handler]
+    fn deposit(&self, _ctx: &mut TxnCtx<'_, Bank>, ev: &Ev) -> HandlerResult {
+        let _ = ev;
         Ok(())
     }
 }

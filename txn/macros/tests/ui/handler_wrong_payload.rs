@@ -1,42 +1,33 @@
-//! Parameters that do not fit the variant: a field name it does not have, a type other than
-//! the field's, a struct variant named without `{ .. }`, a tuple field of another type.
+//! Handler types the contract cannot use: an event type that is not serializable, and an error
+//! type that is not an abort. Each error points at the type in the handler's signature.
 
-use txn::{App, HandlerResult, TxnCtx};
-use txn_macros::{handler, service};
+mod common;
 
+use common::Deposit;
+use txn::{HandlerResult, TxnCtx, app, handler, service};
+
+/// Not `Serialize`: it cannot go into the log.
+#[derive(Clone, Debug)]
+pub struct Audit {
+    pub account: u64,
+}
+
+#[app(services(Accounts))]
 struct Bank;
-
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-enum Ev {
-    Deposit { to: u64, amount: i64 },
-    Withdraw { from: u64, amount: i64 },
-    Close(u64),
-}
-
-impl App for Bank {
-    type Event = Ev;
-    type Output = ();
-}
 
 struct Accounts;
 
-#[service]
+#[service(key = u64)]
 impl Accounts {
-    #[handler(Ev::Deposit { .. })]
-    fn deposit(&self, _ctx: &mut TxnCtx<'_, Bank>, account: u64, amount: &u32) -> HandlerResult {
-        let _ = (account, amount);
+    #[handler]
+    fn audit(&self, _ctx: &mut TxnCtx<'_, Bank>, ev: &Audit) -> HandlerResult {
+        let _ = ev;
         Ok(())
     }
 
-    #[handler(Ev::Withdraw)]
-    fn withdraw_without_braces(&self, _ctx: &mut TxnCtx<'_, Bank>, amount: i64) -> HandlerResult {
-        let _ = amount;
-        Ok(())
-    }
-
-    #[handler(Ev::Close)]
-    fn close(&self, _ctx: &mut TxnCtx<'_, Bank>, account: String) -> HandlerResult {
-        let _ = account;
+    #[handler]
+    fn deposit(&self, _ctx: &mut TxnCtx<'_, Bank>, ev: &Deposit) -> Result<(), String> {
+        let _ = ev;
         Ok(())
     }
 }

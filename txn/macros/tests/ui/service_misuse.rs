@@ -1,36 +1,59 @@
-//! #[service] with an unknown argument, two handlers for one variant, #[service] on a struct.
+//! #[service] with a key given twice and with an unknown argument, two handlers for one event
+//! type, a method named like the generated `register`, #[service] on a struct and on a trait
+//! impl.
 
-use txn::{App, HandlerResult, TxnCtx};
-use txn_macros::{handler, service};
+mod common;
 
+use common::Deposit;
+use serde::{Deserialize, Serialize};
+use txn::{HandlerResult, TxnCtx, app, handler, service};
+
+#[app(services(Accounts, Audit))]
 struct Bank;
 
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-enum Ev {
-    Deposit { to: u64, amount: i64 },
-}
-
-impl App for Bank {
-    type Event = Ev;
-    type Output = ();
-}
-
-#[service(name = "accounts")]
+#[service(key = u64, key = u32)]
 impl Accounts {
-    #[handler(Ev::Deposit { .. })]
-    fn deposit(&self, _ctx: &mut TxnCtx<'_, Bank>, to: u64) -> HandlerResult {
-        let _ = to;
+    #[handler]
+    fn deposit(&self, _ctx: &mut TxnCtx<'_, Bank>, ev: &Deposit) -> HandlerResult {
+        let _ = ev;
         Ok(())
     }
 
-    #[handler(Ev::Deposit { .. })]
-    fn deposit_again(&self, _ctx: &mut TxnCtx<'_, Bank>, amount: i64) -> HandlerResult {
-        let _ = amount;
+    #[handler]
+    fn deposit_again(&self, _ctx: &mut TxnCtx<'_, Bank>, ev: Deposit) -> HandlerResult {
+        let _ = ev;
         Ok(())
     }
 }
 
-#[service]
+struct Audit;
+
+#[service(key = u64, name = "audit")]
+impl Audit {
+    #[handler]
+    fn audit(&self, _ctx: &mut TxnCtx<'_, Bank>, ev: &Withdraw) -> HandlerResult {
+        let _ = ev;
+        Ok(())
+    }
+
+    #[handler]
+    fn register(&self, _ctx: &mut TxnCtx<'_, Bank>, ev: &Deposit) -> HandlerResult {
+        let _ = ev;
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Withdraw;
+
+#[service(key = u64)]
 struct Accounts;
+
+#[service(key = u64)]
+impl Default for Bank {
+    fn default() -> Self {
+        Bank
+    }
+}
 
 fn main() {}

@@ -1,37 +1,31 @@
 //! A service whose application type cannot be read off its handlers, and a service with no
 //! handlers.
 
-use txn::{App, HandlerResult, TxnCtx};
-use txn_macros::{handler, service};
+mod common;
 
+use common::Deposit;
+use txn::{HandlerResult, TxnCtx, app, handler, service};
+
+// `Accounts` is not listed: without an application type it has no contract to list.
+#[app(services(Audit))]
 struct Bank;
-
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-enum Ev {
-    Deposit { to: u64, amount: i64 },
-}
-
-impl App for Bank {
-    type Event = Ev;
-    type Output = ();
-}
 
 type Ctx<'a> = TxnCtx<'a, Bank>;
 
 struct Accounts;
 
-#[service]
+#[service(key = u64)]
 impl Accounts {
-    #[handler(Ev::Deposit { .. })]
-    fn deposit(&self, _ctx: &mut Ctx<'_>, to: u64) -> HandlerResult {
-        let _ = to;
+    #[handler]
+    fn deposit(&self, _ctx: &mut Ctx<'_>, ev: &Deposit) -> HandlerResult {
+        let _ = ev;
         Ok(())
     }
 }
 
 struct Audit;
 
-#[service(app = Bank)]
+#[service(app = Bank, key = u64)]
 impl Audit {
     fn audit(&self) {}
 }
