@@ -337,6 +337,19 @@ fn contract(
             }
         }
     });
+    // Spanned at the event type, so that an event that is not `Deserialize` is reported there.
+    let decode_arms = events.iter().zip(&names).map(|(event, name)| {
+        quote_spanned! {event.span()=>
+            #name => {
+                let event: #event = ::txn::__private::serde_json::from_slice(payload)
+                    .map_err(|e| ::txn::__private::ingress::bad_payload::<Self>(kind, e))?;
+                let key_partition = (&::txn::__private::ingress::KeyProbe::<#event, #key>::new(&event))
+                    .probe_key()
+                    .map(|key| service.raw().partition_of(key));
+                ::txn::__private::ingress::route::<Self, #event>(service, event, key_partition, partition)
+            }
+        }
+    });
     let register = register(&enum_ident, &service_name, app, handlers, register_kind);
     Ok(quote! {
         #[doc = #enum_doc]
@@ -376,16 +389,7 @@ fn contract(
                 #[allow(unused_imports)]
                 use ::txn::__private::ingress::{NoKey as _, ViaKey as _};
                 match kind {
-                    #(
-                        #names => {
-                            let event: #events = ::txn::__private::serde_json::from_slice(payload)
-                                .map_err(|e| ::txn::__private::ingress::bad_payload::<Self>(kind, e))?;
-                            let key_partition = (&::txn::__private::ingress::KeyProbe::<#events, #key>::new(&event))
-                                .probe_key()
-                                .map(|key| service.raw().partition_of(key));
-                            ::txn::__private::ingress::route::<Self, #events>(service, event, key_partition, partition)
-                        }
-                    )*
+                    #(#decode_arms)*
                     _ => ::core::result::Result::Err(::txn::__private::ingress::unknown_event::<Self>(kind)),
                 }
             }
