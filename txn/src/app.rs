@@ -130,7 +130,9 @@ fn ingress_of<S: Service>(
 /// What a typed service (`AppBuilder::add_service`) adds to its definition: its event types
 /// and how to decode them.
 pub(crate) struct Typed<A: App> {
-    events: &'static [EventInfo],
+    /// The service type's name: its variant in the application's envelope.
+    pub type_name: &'static str,
+    pub events: &'static [EventInfo],
     ingress: IngressFn<A>,
 }
 
@@ -331,6 +333,7 @@ impl<A: App> AppBuilder<A> {
     pub fn add_service<S: Service<App = A>>(&mut self, name: &str, n_partitions: u32) -> Svc<S> {
         let raw = self.service(name, n_partitions);
         self.services[raw.idx as usize].typed = Some(Typed {
+            type_name: S::NAME,
             events: S::EVENTS,
             ingress: ingress_of::<S>,
         });

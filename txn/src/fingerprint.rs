@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 /// - 2: the store info record, and keys routed by `actor_runtime::partition_of` (a fixed,
 ///   platform-independent hash pinned by golden-value tests).
 /// - 3: `AbortReason::User` carries the business `kind` (outcomes in the dedup window).
-pub const STORE_FORMAT_VERSION: u32 = 3;
+/// - 4: typed service contracts: the log holds the generated envelope (service type name, then
+///   event type name), and the fingerprint records both per service.
+pub const STORE_FORMAT_VERSION: u32 = 4;
 
 /// What the persisted layout depends on, for one service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +36,14 @@ pub struct ServiceShape {
     pub n_partitions: u32,
     /// In declaration order: a table's position is part of every row key.
     pub tables: Vec<TableShape>,
+    /// For a typed service (`AppBuilder::add_service`): its type's name, which the log spells
+    /// as the envelope's variant.
+    #[serde(default)]
+    pub envelope_variant: Option<String>,
+    /// For a typed service: the event types it takes, by name, as the log spells them. A
+    /// stored event type the application no longer has would not decode.
+    #[serde(default)]
+    pub events: Vec<String>,
 }
 
 /// The shape of an application as far as its stored data depends on it.
@@ -60,6 +70,10 @@ impl Fingerprint {
                     name: s.name.clone(),
                     n_partitions: s.service.n_partitions,
                     tables: s.tables.iter().map(|t| t.shape.clone()).collect(),
+                    envelope_variant: s.typed.as_ref().map(|t| t.type_name.to_string()),
+                    events: s.typed.as_ref().map_or_else(Vec::new, |t| {
+                        t.events.iter().map(|e| e.kind.to_string()).collect()
+                    }),
                 })
                 .collect(),
         }
@@ -123,6 +137,23 @@ impl Fingerprint {
 
 /// Differences of one service present in both.
 fn service_differences(stored: &ServiceShape, now: &ServiceShape, out: &mut Vec<String>) {
+    if stored.envelope_variant != now.envelope_variant {
+        out.push(format!(
+            "service `{}`: its events are logged as `{}` in the store, as `{}` by the \
+             application (a renamed service type cannot read the log)",
+            stored.name,
+            stored.envelope_variant.as_deref().unwrap_or("(untyped)"),
+            now.envelope_variant.as_deref().unwrap_or("(untyped)"),
+        ));
+    }
+    // New event types are fine; a stored one the application lost would not decode.
+    for kind in stored.events.iter().filter(|k| !now.events.contains(k)) {
+        out.push(format!(
+            "service `{}`: event type `{kind}` is in the store's log format but not in the \
+             application (renamed or removed)",
+            stored.name
+        ));
+    }
     if stored.n_partitions != now.n_partitions {
         out.push(format!(
             "service `{}`: {} partitions in the store, {} in the application",

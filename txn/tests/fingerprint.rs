@@ -262,3 +262,99 @@ async fn type_renames_are_refused_then_accepted_explicitly() {
     );
     rt.shutdown().await;
 }
+
+/// Two versions of one typed application: the second renamed its event type `Put` to `Store`.
+mod typed {
+    use serde::{Deserialize, Serialize};
+    use txn::{HandlerResult, Svc, Table, TxnCtx, handler, service};
+
+    pub mod v1 {
+        use super::*;
+
+        #[derive(Clone, Debug, Serialize, Deserialize, txn::Event)]
+        pub struct Put {
+            #[key]
+            pub key: u64,
+        }
+
+        #[txn::app(services(Stock), output = ())]
+        pub struct Shop;
+
+        pub struct Stock {
+            pub items: Table<u64, i64>,
+        }
+
+        #[service(key = u64)]
+        impl Stock {
+            #[handler]
+            fn put(&self, ctx: &mut TxnCtx<'_, Shop>, ev: &Put) -> HandlerResult {
+                ctx.put(self.items, ev.key, 1)
+            }
+        }
+
+        pub fn app() -> (std::sync::Arc<txn::AppDef<Shop>>, Svc<Stock>) {
+            let mut b = txn::AppBuilder::<Shop>::new();
+            let stock = b.add_service::<Stock>("stock", 4);
+            let items = b.table(*stock, "items");
+            Stock { items }.register(&mut b, stock);
+            (b.build().unwrap(), stock)
+        }
+    }
+
+    pub mod v2 {
+        use super::*;
+
+        #[derive(Clone, Debug, Serialize, Deserialize, txn::Event)]
+        pub struct Store {
+            #[key]
+            pub key: u64,
+        }
+
+        #[txn::app(services(Stock), output = ())]
+        pub struct Shop;
+
+        pub struct Stock {
+            pub items: Table<u64, i64>,
+        }
+
+        #[service(key = u64)]
+        impl Stock {
+            #[handler]
+            fn store(&self, ctx: &mut TxnCtx<'_, Shop>, ev: &Store) -> HandlerResult {
+                ctx.put(self.items, ev.key, 1)
+            }
+        }
+
+        pub fn app() -> std::sync::Arc<txn::AppDef<Shop>> {
+            let mut b = txn::AppBuilder::<Shop>::new();
+            let stock = b.add_service::<Stock>("stock", 4);
+            let items = b.table(*stock, "items");
+            Stock { items }.register(&mut b, stock);
+            b.build().unwrap()
+        }
+    }
+}
+
+// Goal: the log spells typed events by their type names, so a store whose log holds `Put`
+// events is refused to an application that renamed `Put` — even through
+// `accept_renamed_types`, which only papers over Rust type names the data does not spell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_event_type_is_refused_even_as_a_rename() {
+    let storage = MemoryStorage::new();
+    let (app, stock) = typed::v1::app();
+    let rt = Runtime::start(app, config(storage.clone())).await.unwrap();
+    let put = typed::v1::Put { key: 7 };
+    assert!(rt.client().submit(stock, put).await.unwrap().committed());
+    rt.shutdown().await;
+
+    let renamed = typed::v2::app();
+    let err = Runtime::start(renamed.clone(), config(storage.clone()))
+        .await
+        .err()
+        .expect("a store of `Put` events was opened by an application without `Put`");
+    let lost = "service `stock`: event type `Put` is in the store's log format but not in the \
+                application";
+    assert!(err.to_string().contains(lost), "{err}");
+    let refused = accept_renamed_types(&renamed, &storage).expect_err("accepted as a rename");
+    assert!(refused.to_string().contains(lost), "{refused}");
+}
