@@ -42,12 +42,15 @@ pub enum Command {
     Serve(ServeArgs),
 }
 
-/// The options of `vmsdb serve`; unset ones come from the config file or the defaults.
-#[derive(Clone, Debug, Default, Args)]
+/// The options of `vmsdb serve`; unset ones come from the config file (the same options, by
+/// their snake_case names; durations as text like "10s") or the defaults.
+#[derive(Clone, Debug, Default, Args, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServeArgs {
     /// TOML file with any of the options below (keys in snake_case); flags and environment
     /// variables override it.
     #[arg(long, env = "VMSDB_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// The application to serve.
     #[arg(long, env = "VMSDB_APP", value_enum)]
@@ -69,6 +72,7 @@ pub struct ServeArgs {
     pub partitions: Option<u32>,
     /// How long an epoch collects requests, e.g. `1ms` [default: the runtime's, 1ms].
     #[arg(long, env = "VMSDB_EPOCH_DURATION", value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "duration_text")]
     pub epoch_duration: Option<Duration>,
     /// ycsb only: the keys the table should hold (`0..N`), for the `audit` query [default:
     /// 1000000].
@@ -85,12 +89,15 @@ pub struct ServeArgs {
     pub connections_max: Option<usize>,
     /// Time a client has to send a request's headers [default: 10s].
     #[arg(long, env = "VMSDB_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "duration_text")]
     pub header_read_timeout: Option<Duration>,
     /// Time a client has to send a request's body [default: 10s].
     #[arg(long, env = "VMSDB_BODY_READ_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "duration_text")]
     pub body_read_timeout: Option<Duration>,
     /// Time one request may take, durable outcome included; then 503 `timeout` [default: 30s].
     #[arg(long, env = "VMSDB_REQUEST_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "duration_text")]
     pub request_timeout: Option<Duration>,
     /// Fire-and-forget submissions (`?wait=false`) still pending; more get 503 [default: 10000].
     #[arg(long, env = "VMSDB_PENDING_SUBMISSIONS_MAX")]
@@ -101,29 +108,8 @@ pub struct ServeArgs {
     pub status_table_settled_max: Option<usize>,
     /// How long a graceful shutdown waits for in-flight requests [default: 30s].
     #[arg(long, env = "VMSDB_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "duration_text")]
     pub shutdown_grace: Option<Duration>,
-}
-
-/// The TOML config file: the same options as the flags, by their snake_case names.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    app: Option<AppChoice>,
-    data_dir: Option<PathBuf>,
-    listen: Option<SocketAddr>,
-    token_file: Option<PathBuf>,
-    partitions: Option<u32>,
-    epoch_duration: Option<String>,
-    ycsb_keys: Option<u64>,
-    body_bytes_max: Option<usize>,
-    concurrent_requests_max: Option<usize>,
-    connections_max: Option<usize>,
-    header_read_timeout: Option<String>,
-    body_read_timeout: Option<String>,
-    request_timeout: Option<String>,
-    pending_submissions_max: Option<usize>,
-    status_table_settled_max: Option<usize>,
-    shutdown_grace: Option<String>,
 }
 
 /// Why the settings could not be resolved.
@@ -136,8 +122,6 @@ pub enum ConfigError {
     },
     #[error("the config file {path} is not valid: {message}")]
     BadFile { path: PathBuf, message: String },
-    #[error("{key} in the config file is not a duration like \"10s\" or \"1ms\": {message}")]
-    BadDuration { key: &'static str, message: String },
     #[error("no application: give --app, VMSDB_APP or app in the config file (ledger or ycsb)")]
     NoApp,
     #[error("no data directory: give --data-dir, VMSDB_DATA_DIR or data_dir in the config file")]
@@ -229,79 +213,33 @@ impl Settings {
     pub fn resolve(args: ServeArgs, token_env: Option<String>) -> Result<Settings, ConfigError> {
         let file = match &args.config {
             Some(path) => read_file_config(path)?,
-            None => FileConfig::default(),
+            None => ServeArgs::default(),
         };
-        let app = args.app.or(file.app).ok_or(ConfigError::NoApp)?;
-        let data_dir = args
-            .data_dir
-            .or(file.data_dir)
-            .ok_or(ConfigError::NoDataDir)?;
+        let args = args.over(file);
+        let app = args.app.ok_or(ConfigError::NoApp)?;
+        let data_dir = args.data_dir.ok_or(ConfigError::NoDataDir)?;
         let mut settings = Settings::new(app, data_dir);
-        settings.listen = args.listen.or(file.listen).unwrap_or(settings.listen);
-        settings.token = resolve_token(token_env, args.token_file.or(file.token_file))?;
-        settings.partitions = args.partitions.or(file.partitions);
-        settings.epoch_duration =
-            pick_duration(args.epoch_duration, "epoch_duration", &file.epoch_duration)?;
-        settings.ycsb_keys = args
-            .ycsb_keys
-            .or(file.ycsb_keys)
-            .unwrap_or(settings.ycsb_keys);
+        settings.listen = args.listen.unwrap_or(settings.listen);
+        settings.token = resolve_token(token_env, args.token_file)?;
+        settings.partitions = args.partitions;
+        settings.epoch_duration = args.epoch_duration;
+        settings.ycsb_keys = args.ycsb_keys.unwrap_or(settings.ycsb_keys);
         let l = &mut settings.limits;
-        let pick = |flag: Option<usize>, file: Option<usize>, default: usize| {
-            flag.or(file).unwrap_or(default)
-        };
-        l.body_bytes_max = pick(args.body_bytes_max, file.body_bytes_max, l.body_bytes_max);
-        l.concurrent_requests_max = pick(
-            args.concurrent_requests_max,
-            file.concurrent_requests_max,
-            l.concurrent_requests_max,
-        );
-        l.connections_max = pick(
-            args.connections_max,
-            file.connections_max,
-            l.connections_max,
-        );
-        l.pending_submissions_max = pick(
-            args.pending_submissions_max,
-            file.pending_submissions_max,
-            l.pending_submissions_max,
-        );
-        l.status_table_settled_max = pick(
-            args.status_table_settled_max,
-            file.status_table_settled_max,
-            l.status_table_settled_max,
-        );
-        let timeouts = [
-            (
-                &mut l.header_read_timeout,
-                args.header_read_timeout,
-                "header_read_timeout",
-                &file.header_read_timeout,
-            ),
-            (
-                &mut l.body_read_timeout,
-                args.body_read_timeout,
-                "body_read_timeout",
-                &file.body_read_timeout,
-            ),
-            (
-                &mut l.request_timeout,
-                args.request_timeout,
-                "request_timeout",
-                &file.request_timeout,
-            ),
-            (
-                &mut l.shutdown_grace,
-                args.shutdown_grace,
-                "shutdown_grace",
-                &file.shutdown_grace,
-            ),
-        ];
-        for (slot, flag, key, from_file) in timeouts {
-            if let Some(d) = pick_duration(flag, key, from_file)? {
-                *slot = d;
-            }
-        }
+        l.body_bytes_max = args.body_bytes_max.unwrap_or(l.body_bytes_max);
+        l.concurrent_requests_max = args
+            .concurrent_requests_max
+            .unwrap_or(l.concurrent_requests_max);
+        l.connections_max = args.connections_max.unwrap_or(l.connections_max);
+        l.pending_submissions_max = args
+            .pending_submissions_max
+            .unwrap_or(l.pending_submissions_max);
+        l.status_table_settled_max = args
+            .status_table_settled_max
+            .unwrap_or(l.status_table_settled_max);
+        l.header_read_timeout = args.header_read_timeout.unwrap_or(l.header_read_timeout);
+        l.body_read_timeout = args.body_read_timeout.unwrap_or(l.body_read_timeout);
+        l.request_timeout = args.request_timeout.unwrap_or(l.request_timeout);
+        l.shutdown_grace = args.shutdown_grace.unwrap_or(l.shutdown_grace);
         settings.check()?;
         Ok(settings)
     }
@@ -328,7 +266,7 @@ impl Settings {
     }
 }
 
-fn read_file_config(path: &Path) -> Result<FileConfig, ConfigError> {
+fn read_file_config(path: &Path) -> Result<ServeArgs, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
         path: path.to_path_buf(),
         source,
@@ -339,24 +277,43 @@ fn read_file_config(path: &Path) -> Result<FileConfig, ConfigError> {
     })
 }
 
-/// The flag's duration, else the file's (parsed), else `None`.
-fn pick_duration(
-    flag: Option<Duration>,
-    key: &'static str,
-    from_file: &Option<String>,
-) -> Result<Option<Duration>, ConfigError> {
-    if flag.is_some() {
-        return Ok(flag);
+/// A duration in the config file, as text like "10s" or "1ms".
+fn duration_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map(Some).map_err(|e| {
+        serde::de::Error::custom(format!("{text:?} is not a duration like \"10s\": {e}"))
+    })
+}
+
+impl ServeArgs {
+    /// These options (flags and environment variables), with `file`'s filling the unset ones.
+    fn over(self, file: ServeArgs) -> ServeArgs {
+        ServeArgs {
+            config: self.config,
+            app: self.app.or(file.app),
+            data_dir: self.data_dir.or(file.data_dir),
+            listen: self.listen.or(file.listen),
+            token_file: self.token_file.or(file.token_file),
+            partitions: self.partitions.or(file.partitions),
+            epoch_duration: self.epoch_duration.or(file.epoch_duration),
+            ycsb_keys: self.ycsb_keys.or(file.ycsb_keys),
+            body_bytes_max: self.body_bytes_max.or(file.body_bytes_max),
+            concurrent_requests_max: self
+                .concurrent_requests_max
+                .or(file.concurrent_requests_max),
+            connections_max: self.connections_max.or(file.connections_max),
+            header_read_timeout: self.header_read_timeout.or(file.header_read_timeout),
+            body_read_timeout: self.body_read_timeout.or(file.body_read_timeout),
+            request_timeout: self.request_timeout.or(file.request_timeout),
+            pending_submissions_max: self
+                .pending_submissions_max
+                .or(file.pending_submissions_max),
+            status_table_settled_max: self
+                .status_table_settled_max
+                .or(file.status_table_settled_max),
+            shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
+        }
     }
-    from_file
-        .as_deref()
-        .map(|text| {
-            humantime::parse_duration(text).map_err(|e| ConfigError::BadDuration {
-                key,
-                message: e.to_string(),
-            })
-        })
-        .transpose()
 }
 
 fn resolve_token(

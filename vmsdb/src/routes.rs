@@ -281,13 +281,28 @@ async fn require_token(State(state): Shared, request: Request, next: Next) -> Re
 
 /// The error for a body that could not be read: too large (413) or cut off / too slow.
 fn body_error(rejection: BytesRejection) -> ApiError {
+    if caused_by_body_timeout(&rejection) {
+        let message = "the request body did not arrive within body_read_timeout";
+        return ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", message);
+    }
     let status = rejection.status();
     let code = match status {
         StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
-        StatusCode::REQUEST_TIMEOUT => "timeout",
         _ => "bad_body",
     };
     ApiError::new(status, code, rejection.body_text())
+}
+
+/// Whether reading the body failed because the client was slower than `body_read_timeout`.
+fn caused_by_body_timeout(rejection: &BytesRejection) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(error) = cause {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 async fn unknown_route() -> ApiError {

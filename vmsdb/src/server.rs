@@ -215,16 +215,15 @@ async fn accept_loop(
 ) {
     let limits = state.limits.clone();
     let (router, _) = routes::router(state);
-    let router = router
-        .layer(DefaultBodyLimit::max(limits.body_bytes_max))
+    // Around the whole router, not per route (`Router::layer` wraps each route on its own), so
+    // the concurrency limit and the request timeout count every request.
+    let service = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(layer_error))
+        .load_shed()
+        .concurrency_limit(limits.concurrent_requests_max)
+        .timeout(limits.request_timeout)
         .layer(RequestBodyTimeoutLayer::new(limits.body_read_timeout))
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(layer_error))
-                .load_shed()
-                .concurrency_limit(limits.concurrent_requests_max)
-                .timeout(limits.request_timeout),
-        );
+        .service(router.layer(DefaultBodyLimit::max(limits.body_bytes_max)));
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(limits.connections_max));
     loop {
@@ -249,7 +248,7 @@ async fn accept_loop(
             .header_read_timeout(limits.header_read_timeout)
             .serve_connection(
                 TokioIo::new(stream),
-                TowerToHyperService::new(router.clone()),
+                TowerToHyperService::new(service.clone()),
             );
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

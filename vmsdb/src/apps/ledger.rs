@@ -1,6 +1,6 @@
 //! Serving the transfer ledger (`services::ledger`): queries `balance` and `audit`.
 
-use super::{AppOptions, QueryFuture, ServedApp, query_body, to_json, unknown_query};
+use super::{AppOptions, EmptyQuery, QueryFuture, ServedApp, query_body, to_json, unknown_query};
 use crate::api::{ApiError, QueryInfo};
 use serde::{Deserialize, Serialize};
 use services::ledger::{Ledger, LedgerApp, LedgerConfig};
@@ -24,10 +24,6 @@ struct BalanceAnswer {
     /// `null`: no such entry.
     entry: Option<i64>,
 }
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EmptyQuery {}
 
 /// Totals as JSON numbers (the ledger sums in `i128`; realistic totals fit in `i64`, others
 /// come as strings).

@@ -89,6 +89,11 @@ pub fn unknown_query(name: &str, known: &[QueryInfo]) -> ApiError {
     )
 }
 
+/// The body of a query without parameters: `{}` (or nothing).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmptyQuery {}
+
 /// Decodes a query's JSON body (an empty body is `{}`).
 pub fn query_body<T: DeserializeOwned>(query: &str, body: &[u8]) -> Result<T, ApiError> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {

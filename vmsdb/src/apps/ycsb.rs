@@ -1,7 +1,7 @@
 //! Serving YCSB-T (`services::ycsb`): queries `read` and `audit`.
 
 use super::ledger::wide_number;
-use super::{AppOptions, QueryFuture, ServedApp, query_body, to_json, unknown_query};
+use super::{AppOptions, EmptyQuery, QueryFuture, ServedApp, query_body, to_json, unknown_query};
 use crate::api::{ApiError, QueryInfo};
 use serde::{Deserialize, Serialize};
 use services::ycsb::{Ycsb, YcsbApp, YcsbConfig};
@@ -23,10 +23,6 @@ struct ReadAnswer {
     /// `null`: the key was never loaded.
     value: Option<i64>,
 }
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EmptyQuery {}
 
 #[derive(Serialize)]
 struct AuditAnswer {
