@@ -18,8 +18,20 @@ pub fn render(
     stats: Option<StatsSnapshot>,
     recovery: Option<&RecoveryReport>,
     server: ServerGauges,
+    aborts: &[((String, String), u64)],
 ) -> String {
     let mut out = String::with_capacity(4096);
+    if !aborts.is_empty() {
+        let name = "vmsdb_http_aborted_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Aborted outcomes the server answered, by service and kind (business kind or category).\n# TYPE {name} counter"
+        );
+        for ((service, kind), n) in aborts {
+            let (service, kind) = (label(service), label(kind));
+            let _ = writeln!(out, "{name}{{service=\"{service}\",kind=\"{kind}\"}} {n}");
+        }
+    }
     let mut put = |name: &str, kind: &str, help: &str, value: f64| {
         // Writing to a String cannot fail.
         let _ = writeln!(
@@ -141,4 +153,12 @@ pub fn render(
         s.last_checkpoint_micros as f64 / 1e6,
     );
     out
+}
+
+/// A label value escaped as the text format wants (backslash, quote, newline).
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -107,7 +107,8 @@ async fn submit_event(
         return submit_in_background(&state, event, id);
     }
     let outcome = engine.submit(event, id)?.await;
-    let outcome = outcome.inspect_err(|e| state.note_error(e))?;
+    state.note_outcome(&outcome);
+    let outcome = outcome?;
     Ok(Json(outcome).into_response())
 }
 
@@ -129,9 +130,7 @@ fn submit_in_background(
     let task_state = state.clone();
     tokio::spawn(async move {
         let result = outcome.await;
-        if let Err(e) = &result {
-            task_state.note_error(e);
-        }
+        task_state.note_outcome(&result);
         task_state.status.settle(id, result.map_err(|e| e.body));
         drop(permit);
     });
@@ -238,6 +237,7 @@ async fn get_metrics(State(state): Shared) -> Response {
         engine.and_then(|e| e.stats()),
         engine.map(|e| e.recovery()),
         gauges,
+        &state.aborts(),
     );
     (
         [(

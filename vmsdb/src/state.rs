@@ -1,10 +1,11 @@
 //! What every route shares: the engine once recovered, the server's phase (what `/ready`
 //! answers), the request status table, the fire-and-forget permits and the token.
 
-use crate::api::ApiError;
+use crate::api::{ApiError, OutcomeBody};
 use crate::config::ServerLimits;
 use crate::engine::Engine;
 use crate::status::StatusTable;
+use dashmap::DashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::Semaphore;
@@ -54,6 +55,8 @@ pub struct ServerState {
     pub limits: ServerLimits,
     /// The OpenAPI document, rendered once the router is built.
     pub openapi_json: OnceLock<String>,
+    /// Aborted outcomes the server answered, by (service, kind): `/metrics` shows them.
+    aborts: DashMap<(String, String), u64>,
 }
 
 impl ServerState {
@@ -66,6 +69,7 @@ impl ServerState {
             token,
             limits,
             openapi_json: OnceLock::new(),
+            aborts: DashMap::new(),
         }
     }
 
@@ -101,11 +105,39 @@ impl ServerState {
         self.engine.get()
     }
 
+    /// Notes what a submission got: an abort is counted by service and kind (allocating only
+    /// on this path, never for a commit), a failed store makes the server stop reporting ready.
+    pub fn note_outcome(&self, result: &Result<OutcomeBody, ApiError>) {
+        match result {
+            Ok(OutcomeBody {
+                abort: Some(abort), ..
+            }) => {
+                *self
+                    .aborts
+                    .entry((abort.service.clone(), abort.kind.clone()))
+                    .or_insert(0) += 1;
+            }
+            Ok(_) => {}
+            Err(error) => self.note_error(error),
+        }
+    }
+
     /// Notes an error a request got: a failed store makes the server stop reporting ready.
     pub fn note_error(&self, error: &ApiError) {
         if error.is_storage_failure() {
             self.set_phase(Phase::StorageFailed);
         }
+    }
+
+    /// The aborts counted so far, sorted by service and kind.
+    pub fn aborts(&self) -> Vec<((String, String), u64)> {
+        let mut aborts: Vec<_> = self
+            .aborts
+            .iter()
+            .map(|entry| (entry.key().clone(), *entry.value()))
+            .collect();
+        aborts.sort();
+        aborts
     }
 
     /// Fire-and-forget submissions still pending.

@@ -123,6 +123,56 @@ async fn a_resubmission_with_the_same_idempotency_key_runs_once() {
     server.stop().await;
 }
 
+/// Polls a fire-and-forget request's status until it is no longer pending (bounded: the
+/// outcome is durable within a few epochs).
+async fn settled(server: &TestServer, status_url: &str) -> Value {
+    let mut status = Value::Null;
+    for _ in 0..2000 {
+        status = server.get(status_url).await.body;
+        if status["state"] != "pending" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_table_forgets_the_oldest_settled_requests_first() {
+    let server =
+        TestServer::start(AppChoice::Ledger, |s| s.limits.status_table_settled_max = 2).await;
+    let path = "/v1/services/accounts/events/Deposit?wait=false";
+    for seq in 1..=3u64 {
+        let key = format!("4/{seq}");
+        let a = server
+            .post_with(path, deposit(seq, 1), &[("Idempotency-Key", &key)])
+            .await;
+        assert_eq!(a.status, 202);
+        // One at a time, so they settle in this order.
+        assert_eq!(
+            settled(&server, &format!("/v1/requests/{key}")).await["state"],
+            "committed"
+        );
+    }
+    assert_eq!(
+        server.get("/v1/requests/4/1").await.code(),
+        "unknown_request"
+    );
+    assert_eq!(server.get("/v1/requests/4/2").await.status, 200);
+    assert_eq!(server.get("/v1/requests/4/3").await.status, 200);
+    // A forgotten request's outcome is still in the runtime's dedup window: resubmitting it
+    // with its key answers the original outcome.
+    let again = server
+        .post_with(
+            "/v1/services/accounts/events/Deposit",
+            deposit(1, 1),
+            &[("Idempotency-Key", "4/1")],
+        )
+        .await;
+    assert_eq!(again.body["output"]["Deposited"]["balance"], 1);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fire_and_forget_answers_at_once_and_its_status_settles() {
     let server = TestServer::start(AppChoice::Ledger, |_| {}).await;
@@ -133,15 +183,7 @@ async fn fire_and_forget_answers_at_once_and_its_status_settles() {
     assert_eq!(a.status, 202, "{}", a.body);
     assert_eq!(a.body["request_id"], "8/1");
     assert_eq!(a.body["status_url"], "/v1/requests/8/1");
-    // Bounded polling: the outcome is durable within a few epochs.
-    let mut status = Value::Null;
-    for _ in 0..2000 {
-        status = server.get("/v1/requests/8/1").await.body;
-        if status["state"] != "pending" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    let status = settled(&server, "/v1/requests/8/1").await;
     assert_eq!(status["state"], "committed", "{status}");
     assert_eq!(status["outcome"]["output"]["Deposited"]["balance"], 3);
     // Without a key, the server generates the id it answers with.
@@ -216,7 +258,11 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
             );
             typed.insert(name.to_string());
         } else {
-            let (name, value) = line.split_once(' ').expect("a sample is `name value`");
+            let (series, value) = line.rsplit_once(' ').expect("a sample is `name value`");
+            let name = series.split_once('{').map_or(series, |(name, labels)| {
+                assert!(labels.ends_with('}'), "bad labels in {line:?}");
+                name
+            });
             assert!(
                 valid_name(name) && name.starts_with("vmsdb_"),
                 "bad metric name in {line:?}"
@@ -229,8 +275,8 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
                 .parse()
                 .unwrap_or_else(|_| panic!("bad value in {line:?}"));
             assert!(
-                samples.insert(name.to_string(), value).is_none(),
-                "{name} twice"
+                samples.insert(series.to_string(), value).is_none(),
+                "{series} twice"
             );
         }
     }
@@ -245,6 +291,7 @@ async fn metrics_are_prometheus_text_with_the_runtime_counters() {
             .post("/v1/services/accounts/events/Deposit", &deposit(account, 1))
             .await;
     }
+    server.post(TRANSFER, &transfer(100)).await;
     let (status, text) = server.get_text("/metrics", &[]).await;
     assert_eq!(status, 200);
     let samples = parse_prometheus(&text);
@@ -252,6 +299,8 @@ async fn metrics_are_prometheus_text_with_the_runtime_counters() {
     assert!(samples["vmsdb_epochs_total"] >= 1.0);
     assert!(samples["vmsdb_log_appends_total"] >= 1.0);
     assert_eq!(samples["vmsdb_ready"], 1.0);
+    let abort = r#"vmsdb_http_aborted_total{service="accounts",kind="insufficient_balance"}"#;
+    assert_eq!(samples.get(abort), Some(&1.0), "{text}");
     for name in [
         "vmsdb_aborted_user_total",
         "vmsdb_conflicts_total",

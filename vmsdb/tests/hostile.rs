@@ -275,3 +275,20 @@ async fn slow_clients_are_cut_off_by_the_header_and_body_timeouts() {
     assert_eq!(a.body["committed"], true);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_timeout_is_answered_503() {
+    let server = TestServer::start(AppChoice::Ledger, |s| {
+        s.limits.request_timeout = Duration::from_millis(200);
+        s.limits.body_read_timeout = Duration::from_secs(5);
+    })
+    .await;
+    let head = format!(
+        "POST {DEPOSIT} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 100\r\n\r\n{{"
+    );
+    let mut stream = send_raw(&server, &head).await;
+    let answer = read_until_closed(&mut stream, Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains(r#""code":"timeout""#), "{answer}");
+    server.stop().await;
+}
