@@ -26,6 +26,8 @@ pub struct ErrorBody {
 pub struct ApiError {
     pub status: StatusCode,
     pub body: ErrorBody,
+    /// The store failed (the server then stops reporting ready).
+    pub storage_failed: bool,
 }
 
 impl ApiError {
@@ -36,6 +38,7 @@ impl ApiError {
                 code,
                 message: message.into(),
             },
+            storage_failed: false,
         }
     }
 
@@ -51,12 +54,6 @@ impl ApiError {
             "not_ready",
             "the runtime is recovering or shutting down; retry later (GET /ready says when)",
         )
-    }
-
-    /// Whether this error means the store failed (the server then stops reporting ready).
-    pub fn is_storage_failure(&self) -> bool {
-        self.body.code == "storage_failed"
-            || (self.body.code == "outcome_unknown" && self.body.message.contains("storage"))
     }
 }
 
@@ -96,7 +93,15 @@ impl From<TxnError> for ApiError {
             TxnError::OutcomeUnknown { .. } => (unavailable, "outcome_unknown"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
-        ApiError::new(status, code, e.to_string())
+        let storage_failed = match &e {
+            TxnError::Storage(_) => true,
+            TxnError::OutcomeUnknown { cause, .. } => matches!(**cause, TxnError::Storage(_)),
+            _ => false,
+        };
+        ApiError {
+            storage_failed,
+            ..ApiError::new(status, code, e.to_string())
+        }
     }
 }
 

@@ -124,7 +124,7 @@ impl ServerState {
 
     /// Notes an error a request got: a failed store makes the server stop reporting ready.
     pub fn note_error(&self, error: &ApiError) {
-        if error.is_storage_failure() {
+        if error.storage_failed {
             self.set_phase(Phase::StorageFailed);
         }
     }

@@ -84,6 +84,15 @@ async fn bad_requests_get_json_errors_with_fitting_statuses() {
         );
         assert!(!a.body["message"].as_str().unwrap().is_empty());
     }
+    // None of it ran anything.
+    let audit = server.post("/v1/queries/audit", "{}").await;
+    assert_eq!(audit.body["n_accounts"], 0, "{}", audit.body);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_query_strings_keys_and_internal_events_are_refused_before_anything_runs() {
+    let server = TestServer::start(AppChoice::Ledger, |_| {}).await;
     // An internal event is refused even fire-and-forget, before any 202.
     let internal = server
         .post(
