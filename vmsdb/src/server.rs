@@ -90,19 +90,18 @@ impl Server {
         self.addr
     }
 
-    /// Waits until the runtime has opened (or failed to).
+    /// Waits until the runtime has opened (or failed to). The outcome is reported once: a
+    /// later call, or `shutdown`, finds it settled.
     pub async fn wait_started(&mut self) -> Result<(), ServeError> {
-        (&mut self.opening)
-            .await
-            .map_err(|e| ServeError::Task(e.to_string()))??;
-        // Resolved: a second call would poll a finished handle, so replace it.
-        self.opening = tokio::spawn(async { Ok(()) });
-        Ok(())
+        let settled = tokio::spawn(async { Ok(()) });
+        let opening = std::mem::replace(&mut self.opening, settled);
+        opening.await.map_err(|e| ServeError::Task(e.to_string()))?
     }
 
     /// Shuts down gracefully: stops accepting, waits (at most `shutdown_grace`) for every
     /// request in flight and every fire-and-forget submission to get its outcome, then shuts
-    /// the runtime down, which makes everything accepted durable.
+    /// the runtime down, which makes everything accepted durable. Fails if the runtime did not
+    /// start (unless `wait_started` reported it already).
     pub async fn shutdown(self) -> Result<(), ServeError> {
         self.state.set_phase(Phase::ShuttingDown);
         let _ = self.stop.send(true);

@@ -361,3 +361,55 @@ async fn the_openapi_document_lists_every_route_and_every_listed_route_is_served
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_settles_every_accepted_fire_and_forget_submission() {
+    let server = TestServer::start(AppChoice::Ledger, |_| {}).await;
+    let path = "/v1/services/accounts/events/Deposit?wait=false";
+    let n_accepted = 200;
+    for account in 0..n_accepted {
+        assert_eq!(server.post(path, &deposit(account, 1)).await.status, 202);
+    }
+    // Stopped right after the last 202: every accepted submission must still commit.
+    let server = server.restart(AppChoice::Ledger).await;
+    let audit = server.post("/v1/queries/audit", "{}").await;
+    assert_eq!(audit.body["n_accounts"], n_accepted, "{}", audit.body);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_that_cannot_start_leaves_the_server_unready_with_json_503s() {
+    let server = TestServer::start(AppChoice::Ledger, |s| s.partitions = Some(4)).await;
+    let a = server
+        .post("/v1/services/accounts/events/Deposit", &deposit(1, 1))
+        .await;
+    assert_eq!(a.body["committed"], true);
+    let dir = server.stop().await;
+    // The same store with another layout: the runtime refuses it.
+    let mut settings = vmsdb::Settings::new(AppChoice::Ledger, dir.path());
+    settings.listen = "127.0.0.1:0".parse().unwrap();
+    settings.partitions = Some(3);
+    let mut server = vmsdb::Server::start(settings).await.unwrap();
+    let refused = server.wait_started().await.unwrap_err().to_string();
+    assert!(refused.contains("different application"), "{refused}");
+    let url = format!("http://{}", server.local_addr());
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{url}{path}")).send();
+    assert_eq!(get("/health").await.unwrap().status(), 200);
+    let ready = get("/ready").await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(
+        ready.json::<Value>().await.unwrap()["status"],
+        "start_failed"
+    );
+    let submit = http
+        .post(format!("{url}/v1/services/accounts/events/Deposit"))
+        .body(deposit(1, 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(submit.status(), 503);
+    assert_eq!(submit.json::<Value>().await.unwrap()["code"], "not_ready");
+    // The failed start was reported once, by `wait_started`.
+    server.shutdown().await.expect("a clean shutdown");
+}

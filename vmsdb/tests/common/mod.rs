@@ -34,7 +34,19 @@ impl Answer {
 impl TestServer {
     /// Starts `app` with the default settings changed by `tweak`, and waits until it is ready.
     pub async fn start(app: AppChoice, tweak: impl FnOnce(&mut Settings)) -> TestServer {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(tempfile::tempdir().expect("temp dir"), app, tweak).await
+    }
+
+    /// Stops the server gracefully and starts it again on the same data directory.
+    pub async fn restart(self, app: AppChoice) -> TestServer {
+        Self::start_in(self.stop().await, app, |_| {}).await
+    }
+
+    async fn start_in(
+        dir: TempDir,
+        app: AppChoice,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> TestServer {
         let mut settings = Settings::new(app, dir.path());
         settings.listen = "127.0.0.1:0".parse().unwrap();
         settings.epoch_duration = Some(std::time::Duration::from_millis(1));
@@ -95,14 +107,11 @@ impl TestServer {
         (status, response.text().await.expect("body"))
     }
 
-    /// Shuts the server down gracefully.
-    pub async fn stop(mut self) {
-        self.server
-            .take()
-            .unwrap()
-            .shutdown()
-            .await
-            .expect("clean shutdown");
+    /// Shuts the server down gracefully; returns its data directory (deleted when dropped).
+    pub async fn stop(mut self) -> TempDir {
+        let server = self.server.take().unwrap();
+        server.shutdown().await.expect("clean shutdown");
+        self.dir
     }
 }
 
