@@ -25,6 +25,8 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error(
         "refusing to listen on {addr} without a token: anyone who can reach it could submit \
          transactions. Set VMSDB_TOKEN (or --token-file), or listen on a loopback address such \
