@@ -1,0 +1,342 @@
+//! The command line (clap) and the server's settings: each one from a flag, an environment
+//! variable, the TOML file or its default, in that order of precedence.
+
+use crate::apps::AppChoice;
+use crate::limits;
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const PRECEDENCE_HELP: &str = "\
+Every option of `serve` is read from its flag, else from its environment variable (shown with \
+each flag), else from the TOML file given with --config (keys are the flag names in snake_case: \
+data_dir = \"/var/lib/vmsdb\", listen = \"127.0.0.1:8080\", request_timeout = \"30s\"), else \
+from its default. The bearer token is read from the environment variable VMSDB_TOKEN or from \
+--token-file (never from a flag, so it does not show in the process list); with a token, every \
+route but /health and /ready needs `Authorization: Bearer <token>`. Without one, the server \
+refuses to listen on anything but a loopback address.";
+
+/// vmsdb: serve a transactional application over HTTP/JSON.
+#[derive(Debug, Parser)]
+#[command(name = "vmsdb", version, propagate_version = true)]
+#[command(
+    about = "vmsdb: serve a transactional application over HTTP/JSON",
+    long_about = "vmsdb runs an application of event-driven services with ACID transactions on \
+                  its durable embedded store, and serves it over HTTP/JSON: submit events and \
+                  get their durable outcomes, run named queries, read metrics and the OpenAPI \
+                  document. See docs/server.md for every route."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What the binary does.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve an application over HTTP/JSON until SIGTERM or SIGINT (then shut down gracefully:
+    /// stop accepting, answer every accepted request, make everything durable, exit 0).
+    #[command(after_long_help = PRECEDENCE_HELP)]
+    Serve(ServeArgs),
+}
+
+/// The options of `vmsdb serve`; unset ones come from the config file (the same options, by
+/// their snake_case names; durations as text like "10s") or the defaults.
+#[derive(Clone, Debug, Default, Args, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML file with any of the options below (keys in snake_case); flags and environment
+    /// variables override it.
+    #[arg(long, env = "VMSDB_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// The application to serve.
+    #[arg(long, env = "VMSDB_APP", value_enum)]
+    pub app: Option<AppChoice>,
+    /// Directory of the durable store (epoch log and checkpoints); created if missing. A restart
+    /// on the same directory finds everything acknowledged before it.
+    #[arg(long, env = "VMSDB_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address and port to listen on [default: 127.0.0.1:8080]. A non-loopback address needs a
+    /// token.
+    #[arg(long, env = "VMSDB_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// File holding the bearer token (surrounding whitespace ignored). Alternative: VMSDB_TOKEN.
+    #[arg(long, env = "VMSDB_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Partitions of each service [default: the application's own: ledger 4, ycsb 8]. Must stay
+    /// the same for a data directory: the store refuses another layout.
+    #[arg(long, env = "VMSDB_PARTITIONS")]
+    pub partitions: Option<u32>,
+    /// How long an epoch collects requests, e.g. `1ms` [default: the runtime's, 1ms].
+    #[arg(long, env = "VMSDB_EPOCH_DURATION", value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "duration_text")]
+    pub epoch_duration: Option<Duration>,
+    /// ycsb only: the keys the table should hold (`0..N`), for the `audit` query [default:
+    /// 1000000].
+    #[arg(long, env = "VMSDB_YCSB_KEYS")]
+    pub ycsb_keys: Option<u64>,
+    /// Largest request body in bytes; larger ones get 413 [default: 1048576].
+    #[arg(long, env = "VMSDB_BODY_BYTES_MAX")]
+    pub body_bytes_max: Option<usize>,
+    /// Requests handled at once; more get 503 `overloaded` [default: 1024].
+    #[arg(long, env = "VMSDB_CONCURRENT_REQUESTS_MAX")]
+    pub concurrent_requests_max: Option<usize>,
+    /// Open connections; further ones wait in the kernel's backlog [default: 4096].
+    #[arg(long, env = "VMSDB_CONNECTIONS_MAX")]
+    pub connections_max: Option<usize>,
+    /// Time a client has to send a request's headers [default: 10s].
+    #[arg(long, env = "VMSDB_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "duration_text")]
+    pub header_read_timeout: Option<Duration>,
+    /// Time a client has to send a request's body [default: 10s].
+    #[arg(long, env = "VMSDB_BODY_READ_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "duration_text")]
+    pub body_read_timeout: Option<Duration>,
+    /// Time one request may take, durable outcome included; then 503 `timeout` [default: 30s].
+    #[arg(long, env = "VMSDB_REQUEST_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "duration_text")]
+    pub request_timeout: Option<Duration>,
+    /// Fire-and-forget submissions (`?wait=false`) still pending; more get 503 [default: 10000].
+    #[arg(long, env = "VMSDB_PENDING_SUBMISSIONS_MAX")]
+    pub pending_submissions_max: Option<usize>,
+    /// Settled fire-and-forget outcomes kept for `GET /v1/requests/..`; the oldest are
+    /// forgotten first [default: 100000].
+    #[arg(long, env = "VMSDB_STATUS_TABLE_SETTLED_MAX")]
+    pub status_table_settled_max: Option<usize>,
+    /// How long a graceful shutdown waits for in-flight requests [default: 30s].
+    #[arg(long, env = "VMSDB_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "duration_text")]
+    pub shutdown_grace: Option<Duration>,
+}
+
+/// Why the settings could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading the config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the config file {path} is not valid: {message}")]
+    BadFile { path: PathBuf, message: String },
+    #[error("no application: give --app, VMSDB_APP or app in the config file (ledger or ycsb)")]
+    NoApp,
+    #[error("no data directory: give --data-dir, VMSDB_DATA_DIR or data_dir in the config file")]
+    NoDataDir,
+    #[error("reading the token file {path}: {source}")]
+    ReadTokenFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the token {from} is empty")]
+    EmptyToken { from: String },
+    #[error("both VMSDB_TOKEN and a token file are set: give the token one way")]
+    TwoTokens,
+    #[error("{name} must be at least {min}, got {value}")]
+    TooSmall {
+        name: &'static str,
+        min: u64,
+        value: u64,
+    },
+}
+
+/// The limits the HTTP layer enforces (see `limits.rs` for the defaults and why).
+#[derive(Clone, Debug)]
+pub struct ServerLimits {
+    pub body_bytes_max: usize,
+    pub concurrent_requests_max: usize,
+    pub connections_max: usize,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub pending_submissions_max: usize,
+    pub status_table_settled_max: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        let ms = Duration::from_millis;
+        ServerLimits {
+            body_bytes_max: limits::BODY_BYTES_MAX_DEFAULT,
+            concurrent_requests_max: limits::CONCURRENT_REQUESTS_MAX_DEFAULT,
+            connections_max: limits::CONNECTIONS_MAX_DEFAULT,
+            header_read_timeout: ms(limits::HEADER_READ_TIMEOUT_MS_DEFAULT),
+            body_read_timeout: ms(limits::BODY_READ_TIMEOUT_MS_DEFAULT),
+            request_timeout: ms(limits::REQUEST_TIMEOUT_MS_DEFAULT),
+            pending_submissions_max: limits::PENDING_SUBMISSIONS_MAX_DEFAULT,
+            status_table_settled_max: limits::STATUS_TABLE_SETTLED_MAX_DEFAULT,
+            shutdown_grace: ms(limits::SHUTDOWN_GRACE_MS_DEFAULT),
+        }
+    }
+}
+
+/// Everything `vmsdb serve` runs with, resolved.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub app: AppChoice,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// The bearer token every route but `/health` and `/ready` needs; `None`: no auth, and
+    /// only a loopback `listen` address is allowed.
+    pub token: Option<String>,
+    /// Partitions per service; `None`: the application's default.
+    pub partitions: Option<u32>,
+    /// `None`: the runtime's default.
+    pub epoch_duration: Option<Duration>,
+    pub ycsb_keys: u64,
+    pub limits: ServerLimits,
+}
+
+impl Settings {
+    /// Settings with the defaults, for `app` on `data_dir` (what tests start from).
+    pub fn new(app: AppChoice, data_dir: impl Into<PathBuf>) -> Self {
+        Settings {
+            app,
+            data_dir: data_dir.into(),
+            listen: limits::LISTEN_DEFAULT
+                .parse()
+                .expect("the default address parses"),
+            token: None,
+            partitions: None,
+            epoch_duration: None,
+            ycsb_keys: 1_000_000,
+            limits: ServerLimits::default(),
+        }
+    }
+
+    /// Resolves the settings: flags and environment variables (already in `args`, clap reads
+    /// both) over the config file over the defaults. `token_env` is `VMSDB_TOKEN`'s value.
+    pub fn resolve(args: ServeArgs, token_env: Option<String>) -> Result<Settings, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file_config(path)?,
+            None => ServeArgs::default(),
+        };
+        let args = args.over(file);
+        let app = args.app.ok_or(ConfigError::NoApp)?;
+        let data_dir = args.data_dir.ok_or(ConfigError::NoDataDir)?;
+        let mut settings = Settings::new(app, data_dir);
+        settings.listen = args.listen.unwrap_or(settings.listen);
+        settings.token = resolve_token(token_env, args.token_file)?;
+        settings.partitions = args.partitions;
+        settings.epoch_duration = args.epoch_duration;
+        settings.ycsb_keys = args.ycsb_keys.unwrap_or(settings.ycsb_keys);
+        let l = &mut settings.limits;
+        l.body_bytes_max = args.body_bytes_max.unwrap_or(l.body_bytes_max);
+        l.concurrent_requests_max = args
+            .concurrent_requests_max
+            .unwrap_or(l.concurrent_requests_max);
+        l.connections_max = args.connections_max.unwrap_or(l.connections_max);
+        l.pending_submissions_max = args
+            .pending_submissions_max
+            .unwrap_or(l.pending_submissions_max);
+        l.status_table_settled_max = args
+            .status_table_settled_max
+            .unwrap_or(l.status_table_settled_max);
+        l.header_read_timeout = args.header_read_timeout.unwrap_or(l.header_read_timeout);
+        l.body_read_timeout = args.body_read_timeout.unwrap_or(l.body_read_timeout);
+        l.request_timeout = args.request_timeout.unwrap_or(l.request_timeout);
+        l.shutdown_grace = args.shutdown_grace.unwrap_or(l.shutdown_grace);
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Refuses limits the server cannot work with.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let at_least = |name: &'static str, value: usize, min: usize| {
+            if value < min {
+                return Err(ConfigError::TooSmall {
+                    name,
+                    min: min as u64,
+                    value: value as u64,
+                });
+            }
+            Ok(())
+        };
+        at_least("body_bytes_max", l.body_bytes_max, limits::BODY_BYTES_MIN)?;
+        at_least("concurrent_requests_max", l.concurrent_requests_max, 1)?;
+        at_least("connections_max", l.connections_max, 1)?;
+        at_least("pending_submissions_max", l.pending_submissions_max, 1)?;
+        at_least("status_table_settled_max", l.status_table_settled_max, 1)?;
+        at_least("partitions", self.partitions.unwrap_or(1) as usize, 1)
+    }
+}
+
+fn read_file_config(path: &Path) -> Result<ServeArgs, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::BadFile {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// A duration in the config file, as text like "10s" or "1ms".
+fn duration_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map(Some).map_err(|e| {
+        serde::de::Error::custom(format!("{text:?} is not a duration like \"10s\": {e}"))
+    })
+}
+
+impl ServeArgs {
+    /// These options (flags and environment variables), with `file`'s filling the unset ones.
+    fn over(self, file: ServeArgs) -> ServeArgs {
+        ServeArgs {
+            config: self.config,
+            app: self.app.or(file.app),
+            data_dir: self.data_dir.or(file.data_dir),
+            listen: self.listen.or(file.listen),
+            token_file: self.token_file.or(file.token_file),
+            partitions: self.partitions.or(file.partitions),
+            epoch_duration: self.epoch_duration.or(file.epoch_duration),
+            ycsb_keys: self.ycsb_keys.or(file.ycsb_keys),
+            body_bytes_max: self.body_bytes_max.or(file.body_bytes_max),
+            concurrent_requests_max: self
+                .concurrent_requests_max
+                .or(file.concurrent_requests_max),
+            connections_max: self.connections_max.or(file.connections_max),
+            header_read_timeout: self.header_read_timeout.or(file.header_read_timeout),
+            body_read_timeout: self.body_read_timeout.or(file.body_read_timeout),
+            request_timeout: self.request_timeout.or(file.request_timeout),
+            pending_submissions_max: self
+                .pending_submissions_max
+                .or(file.pending_submissions_max),
+            status_table_settled_max: self
+                .status_table_settled_max
+                .or(file.status_table_settled_max),
+            shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
+        }
+    }
+}
+
+fn resolve_token(
+    token_env: Option<String>,
+    token_file: Option<PathBuf>,
+) -> Result<Option<String>, ConfigError> {
+    let token = match (token_env, token_file) {
+        (Some(_), Some(_)) => return Err(ConfigError::TwoTokens),
+        (Some(token), None) => (token, "in VMSDB_TOKEN".to_string()),
+        (None, Some(path)) => {
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| ConfigError::ReadTokenFile {
+                    path: path.clone(),
+                    source,
+                })?;
+            (text, format!("file {}", path.display()))
+        }
+        (None, None) => return Ok(None),
+    };
+    let (text, from) = token;
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(ConfigError::EmptyToken { from });
+    }
+    Ok(Some(trimmed.to_string()))
+}

@@ -1,0 +1,172 @@
+//! [`Engine`]: a running application behind one object-safe interface, so the HTTP layer is
+//! written once for every [`ServedApp`]. [`Served`] implements it on a durable `Runtime`.
+
+use crate::api::{ApiError, EventKindBody, OutcomeBody, QueryInfo, ServiceBody};
+use crate::apps::{AppOptions, QueryFuture, ServedApp};
+use crate::config::Settings;
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use std::sync::Arc;
+use txn::runtime::StatsSnapshot;
+use txn::{Client, RecoveryReport, RequestId, Runtime, RuntimeConfig, TxnError};
+
+/// An event to submit, as the API received it.
+#[derive(Clone, Copy, Debug)]
+pub struct EventRef<'a> {
+    pub service: &'a str,
+    pub kind: &'a str,
+    /// The event's JSON.
+    pub payload: &'a [u8],
+    /// The partition, for events that carry no routing key.
+    pub partition: Option<u32>,
+}
+
+/// A submission on its way to its durable outcome.
+pub type OutcomeFuture = BoxFuture<'static, Result<OutcomeBody, ApiError>>;
+
+/// A running application, whatever it is.
+pub trait Engine: Send + Sync {
+    /// The application's name (`ledger`, `ycsb`).
+    fn app_name(&self) -> &'static str;
+    /// A fresh generated request id, for submissions without an `Idempotency-Key`.
+    fn new_request_id(&self) -> RequestId;
+    /// Decodes and checks `event` (refusing bad JSON, unknown services and kinds, internal
+    /// events) and submits it under `id`; the future gives its durable outcome.
+    fn submit(&self, event: EventRef<'_>, id: RequestId) -> Result<OutcomeFuture, ApiError>;
+    /// The services, their partitions and event kinds.
+    fn services(&self) -> Vec<ServiceBody>;
+    /// The named queries.
+    fn queries(&self) -> &'static [QueryInfo];
+    /// Starts query `name` with its JSON body.
+    fn query(&self, name: &str, body: &[u8]) -> Result<QueryFuture, ApiError>;
+    /// The runtime's counters (`None` once it was shut down).
+    fn stats(&self) -> Option<StatsSnapshot>;
+    /// What recovery did at start-up.
+    fn recovery(&self) -> &RecoveryReport;
+    /// Stops the runtime: finishes what was accepted and makes it durable. Later submissions
+    /// get `stopped`.
+    fn shutdown(&self) -> BoxFuture<'static, ()>;
+}
+
+/// A [`ServedApp`] running on a durable runtime.
+pub struct Served<S: ServedApp> {
+    app: S,
+    client: Client<S::App>,
+    runtime: Mutex<Option<Runtime<S::App>>>,
+    recovery: RecoveryReport,
+}
+
+impl<S: ServedApp> Served<S> {
+    /// Builds the application and opens the runtime on `settings.data_dir`.
+    pub async fn open(
+        options: AppOptions,
+        settings: &Settings,
+    ) -> Result<Arc<dyn Engine>, TxnError> {
+        let app = S::build(options)?;
+        let dir = &settings.data_dir;
+        let mut config = RuntimeConfig::durable(dir).map_err(|e| {
+            TxnError::Storage(format!("opening the store in {}: {e}", dir.display()))
+        })?;
+        if let Some(epoch_duration) = settings.epoch_duration {
+            config.epoch_duration = epoch_duration;
+        }
+        let runtime = Runtime::start(app.app_def().clone(), config).await?;
+        Ok(Arc::new(Served {
+            client: runtime.client(),
+            recovery: runtime.recovery_report().clone(),
+            runtime: Mutex::new(Some(runtime)),
+            app,
+        }))
+    }
+
+    /// Refuses an internal event before it is submitted, so even a fire-and-forget submission
+    /// of one is answered with the refusal.
+    fn refuse_internal(&self, service: &str, kind: &str) -> Result<(), ApiError> {
+        let def = self.app.app_def();
+        let Ok(service_ref) = def.service(service) else {
+            return Ok(()); // `request_from_json` names the unknown service.
+        };
+        if def
+            .events(service_ref)
+            .iter()
+            .any(|e| e.kind == kind && e.internal)
+        {
+            return Err(ApiError::from(TxnError::InternalEvent {
+                service: service.to_string(),
+                kind: kind.to_string(),
+            }));
+        }
+        Ok(())
+    }
+}
+
+impl<S: ServedApp> Engine for Served<S> {
+    fn app_name(&self) -> &'static str {
+        S::NAME
+    }
+
+    fn new_request_id(&self) -> RequestId {
+        self.client.new_request_id()
+    }
+
+    fn submit(&self, event: EventRef<'_>, id: RequestId) -> Result<OutcomeFuture, ApiError> {
+        self.refuse_internal(event.service, event.kind)?;
+        let request = self.app.app_def().request_from_json(
+            event.service,
+            event.kind,
+            event.payload,
+            event.partition,
+        )?;
+        let client = self.client.clone();
+        Ok(Box::pin(async move {
+            let outcome = client.submit_request_with_id(id, request).await?;
+            OutcomeBody::new(id, &outcome)
+        }))
+    }
+
+    fn services(&self) -> Vec<ServiceBody> {
+        let def = self.app.app_def();
+        def.service_names()
+            .filter_map(|name| {
+                let service = def.service(name).ok()?;
+                Some(ServiceBody {
+                    name: name.to_string(),
+                    partitions: service.n_partitions(),
+                    events: def
+                        .events(service)
+                        .iter()
+                        .map(|e| EventKindBody {
+                            kind: e.kind,
+                            internal: e.internal,
+                        })
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+
+    fn queries(&self) -> &'static [QueryInfo] {
+        S::QUERIES
+    }
+
+    fn query(&self, name: &str, body: &[u8]) -> Result<QueryFuture, ApiError> {
+        self.app.query(&self.client, name, body)
+    }
+
+    fn stats(&self) -> Option<StatsSnapshot> {
+        self.runtime.lock().as_ref().map(|rt| rt.stats().snapshot())
+    }
+
+    fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    fn shutdown(&self) -> BoxFuture<'static, ()> {
+        let runtime = self.runtime.lock().take();
+        Box::pin(async move {
+            if let Some(runtime) = runtime {
+                runtime.shutdown().await;
+            }
+        })
+    }
+}

@@ -1,0 +1,18 @@
+//! vmsdb's server: an application of transactional services on the durable runtime, served
+//! over HTTP/JSON (`vmsdb serve`). The library is what the binary runs, so tests and tools can
+//! start a server in-process ([`Server::start`]).
+
+pub mod api;
+pub mod apps;
+pub mod config;
+pub mod engine;
+pub mod limits;
+pub mod metrics;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod status;
+
+pub use apps::{AppChoice, ServedApp};
+pub use config::{Cli, Command, ServeArgs, ServerLimits, Settings};
+pub use server::{ServeError, Server, run};

@@ -1,0 +1,59 @@
+//! Every tunable limit and default of the server, in one place.
+//!
+//! Units come last in each name. Each one can be changed by a flag, an environment variable or
+//! the TOML file (see `config.rs`); the const assertions at the bottom state how they relate.
+
+/// Default address the server listens on: loopback, so a server without a token is reachable
+/// only from this machine.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:8080";
+
+/// Default largest request body; a larger one is answered 413 before it is read to the end.
+pub const BODY_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
+
+/// Smallest body limit accepted: every event of the served applications fits in it.
+pub const BODY_BYTES_MIN: usize = 1024;
+
+/// Default number of requests handled at once; one more is answered 503 (`overloaded`) at once
+/// instead of queueing, so a flood cannot build an unbounded backlog.
+pub const CONCURRENT_REQUESTS_MAX_DEFAULT: usize = 1024;
+
+/// Default number of open connections; the server stops accepting new ones (they wait in the
+/// kernel's backlog) until one closes.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 4096;
+
+/// Default time a client has to send a request's headers, so clients that trickle bytes cannot
+/// hold connections forever, in milliseconds.
+pub const HEADER_READ_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+/// Default time a client has to send a request's body once its headers arrived, in
+/// milliseconds.
+pub const BODY_READ_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+/// Default time one request may take from its headers to its answer (body read and the
+/// durable outcome included); past it the answer is 503 `timeout`, in milliseconds.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+
+/// Default number of fire-and-forget submissions (`?wait=false`) whose outcome is still
+/// pending; one more is answered 503 (`overloaded`).
+pub const PENDING_SUBMISSIONS_MAX_DEFAULT: usize = 10_000;
+
+/// Default number of settled fire-and-forget outcomes the request status table keeps; the
+/// oldest settled ones are forgotten first.
+pub const STATUS_TABLE_SETTLED_MAX_DEFAULT: usize = 100_000;
+
+/// Default time a graceful shutdown waits for in-flight requests to be answered before it
+/// closes their connections, in milliseconds.
+pub const SHUTDOWN_GRACE_MS_DEFAULT: u64 = 30_000;
+
+const _: () = assert!(BODY_BYTES_MAX_DEFAULT >= BODY_BYTES_MIN);
+// A body the server admits must also be an event the runtime admits: the JSON form of an event
+// is never smaller than its rmp encoding, so the runtime's limit is the tighter one only for
+// bodies the server would refuse anyway.
+const _: () = assert!(BODY_BYTES_MAX_DEFAULT <= txn::limits::REQUEST_BYTES_MAX_DEFAULT);
+// Reading the body is part of a request, so its timeout must leave time to answer.
+const _: () = assert!(BODY_READ_TIMEOUT_MS_DEFAULT < REQUEST_TIMEOUT_MS_DEFAULT);
+// A graceful shutdown waits at least as long as one request may take.
+const _: () = assert!(SHUTDOWN_GRACE_MS_DEFAULT >= REQUEST_TIMEOUT_MS_DEFAULT);
+// Every pending submission has a status entry; keep room for settled ones beside them.
+const _: () = assert!(PENDING_SUBMISSIONS_MAX_DEFAULT <= STATUS_TABLE_SETTLED_MAX_DEFAULT);
+const _: () = assert!(CONCURRENT_REQUESTS_MAX_DEFAULT <= CONNECTIONS_MAX_DEFAULT);

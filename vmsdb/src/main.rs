@@ -1,0 +1,36 @@
+//! The `vmsdb` binary: parses the command line and runs the server until a signal stops it.
+
+use clap::Parser;
+use std::process::ExitCode;
+use vmsdb::{Cli, Command, Settings};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let Cli { command } = Cli::parse();
+    match command {
+        Command::Serve(args) => {
+            let settings = match Settings::resolve(args, std::env::var("VMSDB_TOKEN").ok()) {
+                Ok(settings) => settings,
+                Err(e) => {
+                    eprintln!("vmsdb serve: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match vmsdb::run(settings).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vmsdb serve: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! `GET /metrics`: the runtime's counters (`RuntimeStats::snapshot`), its recovery report and
+//! the server's own numbers in the Prometheus text format (version 0.0.4), named `vmsdb_*`.
+
+use std::fmt::Write;
+use txn::RecoveryReport;
+use txn::runtime::StatsSnapshot;
+
+/// The server's own numbers at one moment.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerGauges {
+    pub ready: bool,
+    pub status_table_entries: usize,
+    pub pending_submissions: usize,
+}
+
+/// One metric without labels: name, type, help, value.
+type Sample = (&'static str, &'static str, &'static str, f64);
+
+const COUNTER: &str = "counter";
+const GAUGE: &str = "gauge";
+
+/// Renders everything as Prometheus text. `aborts` are the aborted outcomes the server
+/// answered, by (service, kind).
+pub fn render(
+    stats: Option<StatsSnapshot>,
+    recovery: Option<&RecoveryReport>,
+    server: ServerGauges,
+    aborts: &[((String, String), u64)],
+) -> String {
+    let mut out = String::with_capacity(4096);
+    let samples = server_samples(server)
+        .into_iter()
+        .chain(recovery.into_iter().flat_map(recovery_samples))
+        .chain(stats.into_iter().flat_map(runtime_samples));
+    for (name, kind, help, value) in samples {
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    if !aborts.is_empty() {
+        let name = "vmsdb_http_aborted_total";
+        let help = "Aborted outcomes the server answered, by service and kind (business kind or category).";
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {COUNTER}");
+        for ((service, kind), n) in aborts {
+            let (service, kind) = (label(service), label(kind));
+            let _ = writeln!(out, "{name}{{service=\"{service}\",kind=\"{kind}\"}} {n}");
+        }
+    }
+    out
+}
+
+fn server_samples(s: ServerGauges) -> [Sample; 3] {
+    [
+        (
+            "vmsdb_ready",
+            GAUGE,
+            "1 when the runtime has recovered and accepts requests.",
+            f64::from(u8::from(s.ready)),
+        ),
+        (
+            "vmsdb_status_table_entries",
+            GAUGE,
+            "Fire-and-forget requests in the status table.",
+            s.status_table_entries as f64,
+        ),
+        (
+            "vmsdb_pending_submissions",
+            GAUGE,
+            "Fire-and-forget submissions still pending.",
+            s.pending_submissions as f64,
+        ),
+    ]
+}
+
+fn recovery_samples(r: &RecoveryReport) -> [Sample; 3] {
+    [
+        (
+            "vmsdb_recovery_rows_loaded",
+            GAUGE,
+            "Rows loaded from the checkpoint at start-up.",
+            r.rows_loaded as f64,
+        ),
+        (
+            "vmsdb_recovery_epochs_replayed",
+            GAUGE,
+            "Logged epochs replayed at start-up.",
+            r.epochs_replayed as f64,
+        ),
+        (
+            "vmsdb_recovery_seconds",
+            GAUGE,
+            "Wall time of recovery at start-up.",
+            r.duration.as_secs_f64(),
+        ),
+    ]
+}
+
+fn runtime_samples(s: StatsSnapshot) -> [Sample; 14] {
+    let n = |count: u64| count as f64;
+    [
+        ("vmsdb_epochs_total", COUNTER, "Epochs run.", n(s.epochs)),
+        (
+            "vmsdb_committed_total",
+            COUNTER,
+            "Transactions committed.",
+            n(s.committed),
+        ),
+        (
+            "vmsdb_aborted_user_total",
+            COUNTER,
+            "Transactions aborted by a handler.",
+            n(s.user_aborted),
+        ),
+        (
+            "vmsdb_conflicts_total",
+            COUNTER,
+            "Conflict losses in the parallel pass.",
+            n(s.conflicts),
+        ),
+        (
+            "vmsdb_fallback_total",
+            COUNTER,
+            "Transactions run in the serial pass.",
+            n(s.fallback),
+        ),
+        (
+            "vmsdb_serial_hinted_total",
+            COUNTER,
+            "Transactions a serial hint sent to the serial pass.",
+            n(s.serial_hinted),
+        ),
+        (
+            "vmsdb_checkpoints_started_total",
+            COUNTER,
+            "Checkpoints handed to storage.",
+            n(s.checkpoints_started),
+        ),
+        (
+            "vmsdb_checkpoints_completed_total",
+            COUNTER,
+            "Checkpoints completed.",
+            n(s.checkpoints_completed),
+        ),
+        (
+            "vmsdb_log_appends_total",
+            COUNTER,
+            "Durable log writes (one fsync each).",
+            n(s.log_appends),
+        ),
+        (
+            "vmsdb_log_epochs_total",
+            COUNTER,
+            "Epoch records written to the log.",
+            n(s.log_epochs),
+        ),
+        (
+            "vmsdb_log_bytes_total",
+            COUNTER,
+            "Encoded bytes written to the log.",
+            n(s.log_bytes),
+        ),
+        (
+            "vmsdb_log_append_seconds_total",
+            COUNTER,
+            "Time writing the log, fsync included.",
+            s.log_append_nanos as f64 / 1e9,
+        ),
+        (
+            "vmsdb_last_checkpoint_rows",
+            GAUGE,
+            "Rows of the last completed checkpoint.",
+            n(s.last_checkpoint_rows),
+        ),
+        (
+            "vmsdb_last_checkpoint_seconds",
+            GAUGE,
+            "Wall time of the last completed checkpoint.",
+            s.last_checkpoint_micros as f64 / 1e6,
+        ),
+    ]
+}
+
+/// A label value escaped as the text format wants (backslash, quote, newline).
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
