@@ -44,6 +44,7 @@ use crate::query::{QueryFn, QueryPart, QueryResult};
 use crate::sync::{AtomicSeqSet, Depositor, PhaseBarrier};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// How a transaction of an epoch ended.
 #[derive(Debug)]
@@ -78,6 +79,8 @@ pub struct EpochStats {
     /// Transactions sent straight to the serial pass by a serial hint.
     pub n_serial_hinted: usize,
     pub n_waves: usize,
+    /// Wall time of the phases: execute (all waves), decide, commit, serial pass.
+    pub phase_nanos: [u64; 4],
 }
 
 pub(crate) struct EpochOutcome<A: App> {
@@ -125,23 +128,185 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
     queries: Vec<QueryJob>,
 ) -> Result<EpochOutcome<A>, TxnError> {
     let n_txns = env.requests.len();
-    let fallback = env.fallback;
-    let mut hinted = SeqSet::with_len(n_txns);
-    let mut n_hinted = 0;
-    if fallback == Fallback::Serial {
-        for &seq in &env.serial {
-            n_hinted += usize::from(hinted.insert(seq));
-        }
-    }
-    let n_global = app.n_global as usize;
+    let hinted = hinted_set(&env);
     let mut stats = EpochStats {
         n_txns,
+        n_serial_hinted: hinted.iter().count(),
         ..EpochStats::default()
     };
-    let mut chains: Chains<A> = Chains::new(n_txns, app.txn_limits);
+    let started = Instant::now();
+    let executed = execute(app, dispatch, &env, &hinted, queries, &mut stats).await?;
+    let executed_at = Instant::now();
+    let Executed {
+        chains,
+        touched,
+        mut outbox,
+        query_results,
+    } = executed;
+    let Chains {
+        aborted: user_aborted,
+        mut reasons,
+        mut outputs,
+        ..
+    } = chains;
+
+    // Decide: one message per touched partition; each ORs its losers into the shared set.
+    let user_aborted = Arc::new(user_aborted);
+    let merged = Arc::new(AtomicSeqSet::with_capacity(n_txns));
+    run_phase(dispatch, &touched, |_, reply| Job::Decide {
+        user_aborted: user_aborted.clone(),
+        conflicts: merged.clone(),
+        reply,
+    })
+    .await?;
+    let conflicts = SeqSet::from_words(merged.snapshot(), n_txns);
+    let mut aborted = (*user_aborted).clone();
+    aborted.union_with(&conflicts);
+    let decided_at = Instant::now();
+
+    // Commit: apply surviving writes everywhere.
+    let aborted = Arc::new(aborted);
+    run_phase(dispatch, &touched, |_, reply| Job::Commit {
+        aborted: aborted.clone(),
+        reply,
+    })
+    .await?;
+    let committed_at = Instant::now();
+
+    let mut results = Vec::with_capacity(n_txns);
+    for seq in 0..n_txns as Seq {
+        let reason = reasons[seq as usize].take().map(|(_, reason)| reason);
+        let output = outputs[seq as usize].take().map(|(_, output)| output);
+        // A conflict loser is retried even if a handler aborted it: an abort decided on stale
+        // reads (a lower TID wrote what it read) might not happen in the serial order.
+        let retry = conflicts.contains(seq) || hinted.contains(seq);
+        debug_assert!(retry || reason.is_some() || !aborted.contains(seq));
+        results.push(first_pass_result(retry, reason, output, &mut stats));
+    }
+    stats.n_conflicts = conflicts.iter().count();
+
+    // Keep the messages of committed transactions, in serial (seq) order; the sort is stable, so
+    // a transaction's own messages stay in the order its steps queued them.
+    outbox.retain(|m| !aborted.contains(m.seq));
+    outbox.sort_by_key(|m| m.seq);
+
+    if env.fallback == Fallback::Serial {
+        let mut serial = conflicts;
+        serial.union_with(&hinted);
+        serial_pass(
+            app,
+            parts,
+            &env,
+            &serial,
+            &mut results,
+            &mut outbox,
+            &mut stats,
+        );
+    }
+    stats.phase_nanos = [
+        executed_at - started,
+        decided_at - executed_at,
+        committed_at - decided_at,
+        committed_at.elapsed(),
+    ]
+    .map(|d| d.as_nanos() as u64);
+    Ok(EpochOutcome {
+        results,
+        outbox,
+        query_results,
+        stats,
+    })
+}
+
+/// The transactions a serial hint sends straight to the serial pass (honoured only with
+/// `Fallback::Serial`).
+fn hinted_set<E>(env: &EpochEnv<E>) -> SeqSet {
+    let mut hinted = SeqSet::with_len(env.requests.len());
+    if env.fallback == Fallback::Serial {
+        for &seq in &env.serial {
+            hinted.insert(seq);
+        }
+    }
+    hinted
+}
+
+/// How a transaction that ran in the first pass ended there, counted in `stats`.
+fn first_pass_result<O>(
+    retry: bool,
+    reason: Option<AbortReason>,
+    output: Option<O>,
+    stats: &mut EpochStats,
+) -> TxnResult<O> {
+    match (retry, reason) {
+        // Decided by the serial pass (or retried next epoch).
+        (true, _) => TxnResult::Retry,
+        (false, Some(reason)) => {
+            stats.n_user_aborted += 1;
+            TxnResult::Aborted { pass: 0, reason }
+        }
+        (false, None) => {
+            stats.n_committed += 1;
+            TxnResult::Committed { pass: 0, output }
+        }
+    }
+}
+
+/// Every partition is idle at the barrier: runs the conflict losers and the hinted
+/// transactions (`serial`) one at a time, in TID order, each seeing all writes committed before
+/// it. Their outbox messages follow the first pass's, in the same order.
+fn serial_pass<A: App>(
+    app: &Arc<AppDef<A>>,
+    parts: &[SharedPartition<A>],
+    env: &EpochEnv<A::Event>,
+    serial: &SeqSet,
+    results: &mut [TxnResult<A::Output>],
+    outbox: &mut Vec<OutboxMsg>,
+    stats: &mut EpochStats,
+) {
+    let mut scratch = WaveOut::default();
+    for seq in serial.iter() {
+        debug_assert!(matches!(results[seq as usize], TxnResult::Retry));
+        stats.n_fallback += 1;
+        let request = &env.requests[seq as usize];
+        let clock = env.clock();
+        results[seq as usize] =
+            match crate::serial::run_chain(app, parts, clock, seq, request, &mut scratch) {
+                Ok(output) => {
+                    stats.n_committed += 1;
+                    outbox.append(&mut scratch.outbox);
+                    TxnResult::Committed { pass: 1, output }
+                }
+                Err(reason) => {
+                    stats.n_user_aborted += 1;
+                    TxnResult::Aborted { pass: 1, reason }
+                }
+            };
+    }
+}
+
+/// What the first pass's waves leave for decide and commit.
+struct Executed<A: App> {
+    chains: Chains<A>,
+    /// The partitions that ran a step, in order.
+    touched: Vec<GlobalPartition>,
+    outbox: Vec<OutboxMsg>,
+    query_results: Vec<QueryResult>,
+}
+
+/// Runs the first pass's waves: every non-hinted request's inbound step, then the steps their
+/// emits add, wave after wave, with the epoch's queries in wave 0.
+async fn execute<A: App, D: Dispatch<A>>(
+    app: &Arc<AppDef<A>>,
+    dispatch: &D,
+    env: &Arc<EpochEnv<A::Event>>,
+    hinted: &SeqSet,
+    queries: Vec<QueryJob>,
+    stats: &mut EpochStats,
+) -> Result<Executed<A>, TxnError> {
+    let n_global = app.n_global as usize;
+    let mut chains: Chains<A> = Chains::new(env.requests.len(), app.txn_limits);
     let mut touched = vec![false; n_global];
     let mut outbox: Vec<OutboxMsg> = Vec::new();
-
     let mut steps: Vec<Vec<Step<A::Event>>> = (0..n_global).map(|_| Vec::new()).collect();
     for (seq, req) in env.requests.iter().enumerate() {
         if hinted.contains(seq as Seq) {
@@ -155,39 +320,10 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
             event: StepEvent::Inbound,
         });
     }
-    let mut wave_queries: Vec<Vec<(usize, QueryFn)>> = (0..n_global).map(|_| Vec::new()).collect();
-    let mut query_parts: Vec<Vec<Option<QueryPart>>> = Vec::with_capacity(queries.len());
-    let mut query_errors: Vec<Option<TxnError>> = Vec::with_capacity(queries.len());
-    for (idx, q) in queries.iter().enumerate() {
-        for gp in &q.targets {
-            wave_queries[*gp as usize].push((idx, q.f.clone()));
-        }
-        query_parts.push(Vec::with_capacity(q.targets.len()));
-        query_errors.push(None);
-    }
-
+    let mut queries = EpochQueries::new(n_global, queries);
     let mut wave = 0;
     loop {
-        let mut targets: Vec<GlobalPartition> = Vec::new();
-        for gp in 0..n_global {
-            let has_steps = !steps[gp].is_empty();
-            let has_queries = !wave_queries[gp].is_empty();
-            if !has_steps && !has_queries {
-                continue;
-            }
-            if wave == CHAIN_WAVES_MAX {
-                for step in &steps[gp] {
-                    let reason = AbortReason::ChainTooLong {
-                        max_waves: CHAIN_WAVES_MAX,
-                    };
-                    chains.abort(step.seq, (wave, step.pos), reason);
-                }
-                steps[gp].clear();
-                continue;
-            }
-            touched[gp] |= has_steps;
-            targets.push(gp as GlobalPartition);
-        }
+        let targets = wave_targets(&mut steps, &queries, &mut chains, &mut touched, wave);
         if targets.is_empty() {
             break;
         }
@@ -195,7 +331,7 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
         let outs: Vec<WaveOut<A>> = run_phase(dispatch, &targets, |gp, reply| Job::Wave {
             env: env.clone(),
             steps: std::mem::take(&mut steps[gp as usize]),
-            queries: std::mem::take(&mut wave_queries[gp as usize]),
+            queries: std::mem::take(&mut queries.per_partition[gp as usize]),
             reply,
         })
         .await?;
@@ -203,126 +339,110 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
             targets.iter().copied().zip(outs).collect();
         for (gp, out) in &mut outs {
             outbox.append(&mut out.outbox);
-            for (idx, result) in out.query_results.drain(..) {
-                match result {
-                    Ok(part) => query_parts[idx].push(Some(part)),
-                    Err(message) => {
-                        let (service_idx, partition) = app.locate(*gp);
-                        query_errors[idx] = Some(TxnError::QueryPanicked {
-                            service: app.services[service_idx as usize].name.clone(),
-                            partition,
-                            message,
-                        })
-                    }
-                }
-            }
+            queries.collect(app, *gp, out);
         }
         // Route emits only after every abort of this wave is known: an aborted transaction's
         // chain stops everywhere.
         chains.end_wave(wave, outs.into_iter().map(|(_, out)| out), &mut steps);
         wave += 1;
     }
-    let Chains {
-        aborted: user_aborted,
-        mut reasons,
-        mut outputs,
-        ..
-    } = chains;
-
-    // Decide: one message per touched partition; each ORs its losers into the shared set.
-    let touched: Vec<GlobalPartition> = (0..n_global)
+    let touched = (0..n_global)
         .filter(|gp| touched[*gp])
         .map(|gp| gp as GlobalPartition)
         .collect();
-    let user_aborted_arc = Arc::new(user_aborted);
-    let merged = Arc::new(AtomicSeqSet::with_capacity(n_txns));
-    run_phase(dispatch, &touched, |_, reply| Job::Decide {
-        user_aborted: user_aborted_arc.clone(),
-        conflicts: merged.clone(),
-        reply,
-    })
-    .await?;
-    let conflicts = SeqSet::from_words(merged.snapshot(), n_txns);
-    let mut aborted = (*user_aborted_arc).clone();
-    aborted.union_with(&conflicts);
-    // A conflict loser is retried even if a handler aborted it: an abort decided on stale reads
-    // (a lower TID wrote what it read) might not happen in the serial order.
-    let n_conflict_losers = conflicts.iter().count();
-
-    // Commit: apply surviving writes everywhere.
-    let aborted = Arc::new(aborted);
-    run_phase(dispatch, &touched, |_, reply| Job::Commit {
-        aborted: aborted.clone(),
-        reply,
-    })
-    .await?;
-
-    let mut results: Vec<TxnResult<A::Output>> = Vec::with_capacity(n_txns);
-    for seq in 0..n_txns {
-        let s = seq as Seq;
-        if conflicts.contains(s) || hinted.contains(s) {
-            // Decided below by the serial pass (or retried next epoch).
-            results.push(TxnResult::Retry);
-        } else if let Some((_, reason)) = reasons[seq].take() {
-            stats.n_user_aborted += 1;
-            results.push(TxnResult::Aborted { pass: 0, reason });
-        } else {
-            debug_assert!(!aborted.contains(s));
-            stats.n_committed += 1;
-            results.push(TxnResult::Committed {
-                pass: 0,
-                output: outputs[seq].take().map(|(_, output)| output),
-            });
-        }
-    }
-    stats.n_conflicts = n_conflict_losers;
-
-    // Keep the messages of committed transactions, in serial (seq) order; the sort is stable, so
-    // a transaction's own messages stay in the order its steps queued them.
-    outbox.retain(|m| !aborted.contains(m.seq));
-    outbox.sort_by_key(|m| m.seq);
-
-    stats.n_serial_hinted = n_hinted;
-    if fallback == Fallback::Serial && n_conflict_losers + n_hinted > 0 {
-        // Every partition is idle at the barrier: run the losers and the hinted transactions
-        // one at a time, in TID order, each seeing all writes committed before it. Their outbox
-        // messages follow the first pass's, in the same order.
-        let mut serial = conflicts;
-        serial.union_with(&hinted);
-        let mut scratch = WaveOut::default();
-        for seq in serial.iter() {
-            stats.n_fallback += 1;
-            let request = &env.requests[seq as usize];
-            results[seq as usize] =
-                match crate::serial::run_chain(app, parts, env.clock(), seq, request, &mut scratch)
-                {
-                    Ok(output) => {
-                        stats.n_committed += 1;
-                        outbox.append(&mut scratch.outbox);
-                        TxnResult::Committed { pass: 1, output }
-                    }
-                    Err(reason) => {
-                        stats.n_user_aborted += 1;
-                        TxnResult::Aborted { pass: 1, reason }
-                    }
-                };
-        }
-    }
-
-    let query_results = query_parts
-        .into_iter()
-        .zip(query_errors)
-        .map(|(parts, err)| match err {
-            Some(e) => Err(e),
-            None => Ok(parts.into_iter().flatten().collect()),
-        })
-        .collect();
-    Ok(EpochOutcome {
-        results,
+    Ok(Executed {
+        chains,
+        touched,
         outbox,
-        query_results,
-        stats,
+        query_results: queries.results(),
     })
+}
+
+/// The partitions that run wave `wave`: those with steps or queries. At `CHAIN_WAVES_MAX` the
+/// steps left abort their transactions instead of running.
+fn wave_targets<A: App>(
+    steps: &mut [Vec<Step<A::Event>>],
+    queries: &EpochQueries,
+    chains: &mut Chains<A>,
+    touched: &mut [bool],
+    wave: usize,
+) -> Vec<GlobalPartition> {
+    let mut targets: Vec<GlobalPartition> = Vec::new();
+    for gp in 0..steps.len() {
+        let has_steps = !steps[gp].is_empty();
+        let has_queries = !queries.per_partition[gp].is_empty();
+        if !has_steps && !has_queries {
+            continue;
+        }
+        if wave == CHAIN_WAVES_MAX {
+            for step in &steps[gp] {
+                let reason = AbortReason::ChainTooLong {
+                    max_waves: CHAIN_WAVES_MAX,
+                };
+                chains.abort(step.seq, (wave, step.pos), reason);
+            }
+            steps[gp].clear();
+            continue;
+        }
+        touched[gp] |= has_steps;
+        targets.push(gp as GlobalPartition);
+    }
+    targets
+}
+
+/// The epoch's snapshot queries: what each partition runs in wave 0, and the parts collected.
+struct EpochQueries {
+    per_partition: Vec<Vec<(usize, QueryFn)>>,
+    parts: Vec<Vec<Option<QueryPart>>>,
+    errors: Vec<Option<TxnError>>,
+}
+
+impl EpochQueries {
+    fn new(n_global: usize, queries: Vec<QueryJob>) -> Self {
+        let mut per_partition: Vec<Vec<(usize, QueryFn)>> =
+            (0..n_global).map(|_| Vec::new()).collect();
+        let mut parts = Vec::with_capacity(queries.len());
+        for (idx, q) in queries.iter().enumerate() {
+            for gp in &q.targets {
+                per_partition[*gp as usize].push((idx, q.f.clone()));
+            }
+            parts.push(Vec::with_capacity(q.targets.len()));
+        }
+        let errors = (0..queries.len()).map(|_| None).collect();
+        EpochQueries {
+            per_partition,
+            parts,
+            errors,
+        }
+    }
+
+    /// Takes partition `gp`'s query results out of its wave output.
+    fn collect<A: App>(&mut self, app: &AppDef<A>, gp: GlobalPartition, out: &mut WaveOut<A>) {
+        for (idx, result) in out.query_results.drain(..) {
+            match result {
+                Ok(part) => self.parts[idx].push(Some(part)),
+                Err(message) => {
+                    let (service_idx, partition) = app.locate(gp);
+                    self.errors[idx] = Some(TxnError::QueryPanicked {
+                        service: app.services[service_idx as usize].name.clone(),
+                        partition,
+                        message,
+                    })
+                }
+            }
+        }
+    }
+
+    fn results(self) -> Vec<QueryResult> {
+        self.parts
+            .into_iter()
+            .zip(self.errors)
+            .map(|(parts, err)| match err {
+                Some(e) => Err(e),
+                None => Ok(parts.into_iter().flatten().collect()),
+            })
+            .collect()
+    }
 }
 
 /// Where a step stands in its transaction's canonical order: (wave, position in the wave).

@@ -26,6 +26,12 @@ pub struct RuntimeStats {
     /// Rows and wall time of the last completed checkpoint.
     pub last_checkpoint_rows: AtomicU64,
     pub last_checkpoint_micros: AtomicU64,
+    /// Wall time spent in each epoch phase, summed over epochs: execute (all waves), decide,
+    /// commit, serial pass.
+    pub execute_nanos: AtomicU64,
+    pub decide_nanos: AtomicU64,
+    pub commit_nanos: AtomicU64,
+    pub serial_pass_nanos: AtomicU64,
 }
 
 impl RuntimeStats {
@@ -41,6 +47,12 @@ impl RuntimeStats {
             .fetch_add(s.n_fallback as u64, Ordering::Relaxed);
         self.serial_hinted
             .fetch_add(s.n_serial_hinted as u64, Ordering::Relaxed);
+        let [execute, decide, commit, serial_pass] = s.phase_nanos;
+        self.execute_nanos.fetch_add(execute, Ordering::Relaxed);
+        self.decide_nanos.fetch_add(decide, Ordering::Relaxed);
+        self.commit_nanos.fetch_add(commit, Ordering::Relaxed);
+        self.serial_pass_nanos
+            .fetch_add(serial_pass, Ordering::Relaxed);
     }
 }
 
@@ -65,6 +77,11 @@ pub struct StatsSnapshot {
     /// Levels, not counts: the last completed checkpoint's rows and wall time.
     pub last_checkpoint_rows: u64,
     pub last_checkpoint_micros: u64,
+    /// Wall time in each epoch phase, summed over epochs.
+    pub execute_nanos: u64,
+    pub decide_nanos: u64,
+    pub commit_nanos: u64,
+    pub serial_pass_nanos: u64,
 }
 
 impl StatsSnapshot {
@@ -86,6 +103,10 @@ impl StatsSnapshot {
             log_append_nanos: self.log_append_nanos - earlier.log_append_nanos,
             last_checkpoint_rows: self.last_checkpoint_rows,
             last_checkpoint_micros: self.last_checkpoint_micros,
+            execute_nanos: self.execute_nanos - earlier.execute_nanos,
+            decide_nanos: self.decide_nanos - earlier.decide_nanos,
+            commit_nanos: self.commit_nanos - earlier.commit_nanos,
+            serial_pass_nanos: self.serial_pass_nanos - earlier.serial_pass_nanos,
         }
     }
 }
@@ -109,6 +130,10 @@ impl RuntimeStats {
             log_append_nanos: read(&self.log_append_nanos),
             last_checkpoint_rows: read(&self.last_checkpoint_rows),
             last_checkpoint_micros: read(&self.last_checkpoint_micros),
+            execute_nanos: read(&self.execute_nanos),
+            decide_nanos: read(&self.decide_nanos),
+            commit_nanos: read(&self.commit_nanos),
+            serial_pass_nanos: read(&self.serial_pass_nanos),
         }
     }
 }
