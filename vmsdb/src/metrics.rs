@@ -97,7 +97,7 @@ fn recovery_samples(r: &RecoveryReport) -> [Sample; 3] {
     ]
 }
 
-fn runtime_samples(s: StatsSnapshot) -> [Sample; 14] {
+fn runtime_samples(s: StatsSnapshot) -> [Sample; 18] {
     let n = |count: u64| count as f64;
     [
         ("vmsdb_epochs_total", COUNTER, "Epochs run.", n(s.epochs)),
@@ -178,6 +178,30 @@ fn runtime_samples(s: StatsSnapshot) -> [Sample; 14] {
             GAUGE,
             "Wall time of the last completed checkpoint.",
             s.last_checkpoint_micros as f64 / 1e6,
+        ),
+        (
+            "vmsdb_epoch_execute_seconds_total",
+            COUNTER,
+            "Time in the execute phase of epochs (all waves of the parallel pass).",
+            s.execute_nanos as f64 / 1e9,
+        ),
+        (
+            "vmsdb_epoch_decide_seconds_total",
+            COUNTER,
+            "Time in the decide phase of epochs (conflict detection).",
+            s.decide_nanos as f64 / 1e9,
+        ),
+        (
+            "vmsdb_epoch_commit_seconds_total",
+            COUNTER,
+            "Time in the commit phase of epochs.",
+            s.commit_nanos as f64 / 1e9,
+        ),
+        (
+            "vmsdb_epoch_serial_pass_seconds_total",
+            COUNTER,
+            "Time in the serial pass of epochs (conflict losers and hinted transactions).",
+            s.serial_pass_nanos as f64 / 1e9,
         ),
     ]
 }
