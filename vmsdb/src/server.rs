@@ -4,6 +4,7 @@
 //! flight, shut the runtime down so everything accepted is durable).
 
 use crate::api::ApiError;
+use crate::apps::{AppChoice, driver_routes};
 use crate::config::Settings;
 use crate::routes;
 use crate::state::{Phase, ServerState};
@@ -75,7 +76,7 @@ impl Server {
             settings.limits.clone(),
         ));
         let (stop, stopped) = watch::channel(false);
-        let accept_loop = tokio::spawn(accept_loop(listener, state.clone(), stopped));
+        let accept_loop = tokio::spawn(accept_loop(listener, state.clone(), settings.app, stopped));
         let opening = tokio::spawn(open_runtime(settings, state.clone()));
         tracing::info!(%addr, "listening");
         Ok(Server {
@@ -106,6 +107,8 @@ impl Server {
     /// start (unless `wait_started` reported it already).
     pub async fn shutdown(self) -> Result<(), ServeError> {
         self.state.set_phase(Phase::ShuttingDown);
+        // Event streams never end on their own: end them so their connections can close.
+        self.state.commits.close();
         let _ = self.stop.send(true);
         self.accept_loop
             .await
@@ -212,10 +215,16 @@ async fn layer_error(error: BoxError) -> axum::response::Response {
 async fn accept_loop(
     listener: TcpListener,
     state: Arc<ServerState>,
+    app: AppChoice,
     mut stopped: watch::Receiver<bool>,
 ) {
     let limits = state.limits.clone();
-    let (router, _) = routes::router(state);
+    let (router, _) = routes::router(state.clone());
+    // The benchmark driver's routes, beside the generic API (their paths do not overlap).
+    let router = match app {
+        AppChoice::Marketplace => router.merge(driver_routes(state)),
+        AppChoice::Ledger | AppChoice::Ycsb => router,
+    };
     // Around the whole router, not per route (`Router::layer` wraps each route on its own), so
     // the concurrency limit and the request timeout count every request.
     let service = ServiceBuilder::new()
