@@ -45,6 +45,11 @@ pub const STATUS_TABLE_SETTLED_MAX_DEFAULT: usize = 100_000;
 /// closes their connections, in milliseconds.
 pub const SHUTDOWN_GRACE_MS_DEFAULT: u64 = 30_000;
 
+/// The ports the Online Marketplace benchmark's driver addresses in its default configuration
+/// (cart, product, stock, order, payment, shipment, customer, seller, and 8091 for the
+/// transactions and commit tracking); `--driver-ports` listens on each, on 127.0.0.1.
+pub const DRIVER_PORTS: [u16; 9] = [8080, 8081, 8082, 8083, 8084, 8085, 8086, 8087, 8091];
+
 /// Committed-count events (`GET /status/committed` as `text/event-stream`) buffered per
 /// stream; a reader further behind skips the oldest (it still gets every later one).
 pub const COMMIT_EVENTS_BUFFERED_MAX: usize = 4096;
