@@ -277,7 +277,7 @@ async fn a_driver_session_runs_with_its_exact_payloads() {
     assert_eq!(events.next().await, 6);
     assert_eq!(product(&server, 1, 1).await["product"]["price"], 5000);
 
-    // A cart item at the new version checks out; one at the replaced version cannot.
+    // A cart item at the new version checks out.
     write_ok(
         &server,
         "PATCH",
@@ -289,6 +289,28 @@ async fn a_driver_session_runs_with_its_exact_payloads() {
     assert_eq!(events.next().await, 7);
     let dashboard = query(&server, "dashboard", json!({"seller_id": 1})).await;
     assert_eq!(dashboard["view"]["count_orders"], 2, "{dashboard}");
+    // An item at a replaced version is dropped from the order, the rest is sold.
+    write_ok(
+        &server,
+        "PATCH",
+        "/cart/9/add",
+        Some(cart_item(1, 1, 1, "0")),
+    )
+    .await;
+    write_ok(
+        &server,
+        "PATCH",
+        "/cart/9/add",
+        Some(cart_item(1, 2, 3, "0")),
+    )
+    .await;
+    write_ok(&server, "POST", "/cart", Some(checkout(9, "11-22"))).await;
+    assert_eq!(events.next().await, 8);
+    let dashboard = query(&server, "dashboard", json!({"seller_id": 1})).await;
+    assert_eq!(dashboard["view"]["count_orders"], 3, "{dashboard}");
+    assert_eq!(dashboard["view"]["count_items"], 2 + 1 + 1, "{dashboard}");
+    let stock = &product(&server, 1, 2).await["stock"];
+    assert_eq!(stock["qty_available"], 10000 - 1 - 3, "{stock}");
     write_ok(
         &server,
         "PATCH",
@@ -298,7 +320,7 @@ async fn a_driver_session_runs_with_its_exact_payloads() {
     .await;
     write_ok(&server, "PATCH", "/cart/8/seal", None).await;
     write_ok(&server, "POST", "/cart", Some(checkout(8, "11-21"))).await;
-    assert_eq!(events.next().await, 8);
+    assert_eq!(events.next().await, 9);
     let metrics = server.get_text("/metrics", &[]).await.1;
     assert!(
         metrics.contains(r#"vmsdb_http_aborted_total{service="cart",kind="empty_cart"} 2"#),
@@ -309,7 +331,7 @@ async fn a_driver_session_runs_with_its_exact_payloads() {
             count(&server, "submitted").await,
             count(&server, "committed").await
         ),
-        (8, 8)
+        (9, 9)
     );
 
     for service in [

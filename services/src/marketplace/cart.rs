@@ -44,7 +44,8 @@ pub struct AddCartItem {
 }
 
 /// Inbound, to `cart[customer]`: check out what the cart holds (the benchmark driver's
-/// checkout, after its cart adds). A customer never loaded is created.
+/// checkout, after its cart adds), consuming the cart; items no longer sold at their version
+/// are dropped (nothing left: the cart is just emptied). A customer never loaded is created.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Event)]
 pub struct CheckoutCart {
     #[key]
@@ -204,10 +205,29 @@ impl Carts {
     #[handler]
     fn checkout_cart(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &CheckoutCart) -> HandlerResult {
         let customer_id = ev.customer_id;
-        let Some(cart) = ctx.get(self.carts, &customer_id)? else {
+        let Some(mut cart) = ctx.get(self.carts, &customer_id)? else {
             return Err(MarketError::EmptyCart { customer_id }.into());
         };
         ctx.delete(self.carts, &customer_id)?;
+        // As the benchmark drops items it cannot sell, items of a product this partition's
+        // replica does not hold at their version are dropped rather than aborting the checkout
+        // (the replica changes version in the same transaction as the stock item).
+        let mut kept = Vec::with_capacity(cart.items.len());
+        for item in cart.items {
+            let key = ProductKey {
+                seller_id: item.seller_id,
+                product_id: item.product_id,
+            };
+            let replica = ctx.get(self.product_replicas, &key)?;
+            if replica.is_some_and(|r| r.version == item.version) {
+                kept.push(item);
+            }
+        }
+        cart.items = kept;
+        if cart.items.is_empty() {
+            ctx.set_output(MarketOutput::CartItems(0));
+            return Ok(());
+        }
         // Runs in wave 1, before the payment is counted in wave 2 of the same transaction.
         ctx.emit(self.customers, EnsureCustomer { customer_id });
         self.start_checkout(ctx, customer_id, &cart);
