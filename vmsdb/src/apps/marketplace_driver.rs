@@ -17,7 +17,7 @@
 
 use super::MarketServed;
 use super::marketplace::DashboardAnswer;
-use crate::api::{ApiError, OutcomeBody};
+use crate::api::{AbortBody, ApiError, OutcomeBody};
 use crate::commit_tracker::{self, CommitTracker};
 use crate::engine::Served;
 use crate::routes::{body_error, require_token};
@@ -363,12 +363,8 @@ async fn submit_and_wait(
     request: Request<MarketApp>,
 ) -> Result<Response, ApiError> {
     let id = client.new_request_id();
-    let outcome = client.submit_request_with_id(id, request).await;
-    let body = outcome
-        .map_err(ApiError::from)
-        .and_then(|o| OutcomeBody::new(id, &o));
-    state.note_outcome(&body);
-    match body?.abort {
+    let result = client.submit_request_with_id(id, request).await;
+    match note_settled(state, id, result)? {
         None => Ok(StatusCode::OK.into_response()),
         Some(abort) => {
             let message = format!(
@@ -410,15 +406,20 @@ async fn submit_tracked(
     Ok(StatusCode::OK.into_response())
 }
 
-/// Counts a tracked transaction's outcome in the metrics; the error if it got none.
+/// Counts an outcome in the metrics: `None` if it committed, why it aborted, or the error if it
+/// got no outcome.
 fn note_settled(
     state: &ServerState,
     id: txn::RequestId,
     result: Result<txn::Outcome<MarketOutput>, txn::TxnError>,
-) -> Result<(), ApiError> {
+) -> Result<Option<AbortBody>, ApiError> {
+    if matches!(&result, Ok(outcome) if outcome.result.is_ok()) {
+        // Committed: nothing to count, nothing to encode.
+        return Ok(None);
+    }
     let body = result
         .map_err(ApiError::from)
         .and_then(|o| OutcomeBody::new(id, &o));
     state.note_outcome(&body);
-    body.map(drop)
+    Ok(body?.abort)
 }
