@@ -66,7 +66,7 @@ pub struct ServeArgs {
     /// File holding the bearer token (surrounding whitespace ignored). Alternative: VMSDB_TOKEN.
     #[arg(long, env = "VMSDB_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
-    /// Partitions of each service [default: the application's own: ledger 4, ycsb 8]. Must stay
+    /// Partitions of each service [default: the application's own: ledger 4, ycsb 8, marketplace 4]. Must stay
     /// the same for a data directory: the store refuses another layout.
     #[arg(long, env = "VMSDB_PARTITIONS")]
     pub partitions: Option<u32>,
@@ -106,6 +106,11 @@ pub struct ServeArgs {
     /// forgotten first [default: 100000].
     #[arg(long, env = "VMSDB_STATUS_TABLE_SETTLED_MAX")]
     pub status_table_settled_max: Option<usize>,
+    /// marketplace only: also listen on 127.0.0.1 at every port the Online Marketplace
+    /// benchmark's driver addresses (8080-8087 and 8091), each serving every route, so the
+    /// driver's unmodified configuration works [default: false].
+    #[arg(long, env = "VMSDB_DRIVER_PORTS", num_args = 0..=1, default_missing_value = "true")]
+    pub driver_ports: Option<bool>,
     /// How long a graceful shutdown waits for in-flight requests [default: 30s].
     #[arg(long, env = "VMSDB_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
     #[serde(deserialize_with = "duration_text")]
@@ -122,7 +127,9 @@ pub enum ConfigError {
     },
     #[error("the config file {path} is not valid: {message}")]
     BadFile { path: PathBuf, message: String },
-    #[error("no application: give --app, VMSDB_APP or app in the config file (ledger or ycsb)")]
+    #[error(
+        "no application: give --app, VMSDB_APP or app in the config file (ledger, ycsb or marketplace)"
+    )]
     NoApp,
     #[error("no data directory: give --data-dir, VMSDB_DATA_DIR or data_dir in the config file")]
     NoDataDir,
@@ -135,6 +142,8 @@ pub enum ConfigError {
     EmptyToken { from: String },
     #[error("both VMSDB_TOKEN and a token file are set: give the token one way")]
     TwoTokens,
+    #[error("--driver-ports serves the marketplace benchmark's driver: it needs --app marketplace")]
+    DriverPortsNeedMarketplace,
     #[error("{name} must be at least {min}, got {value}")]
     TooSmall {
         name: &'static str,
@@ -188,6 +197,8 @@ pub struct Settings {
     /// `None`: the runtime's default.
     pub epoch_duration: Option<Duration>,
     pub ycsb_keys: u64,
+    /// Also listen on 127.0.0.1 at each of `limits::DRIVER_PORTS` (marketplace only).
+    pub driver_ports: bool,
     pub limits: ServerLimits,
 }
 
@@ -204,6 +215,7 @@ impl Settings {
             partitions: None,
             epoch_duration: None,
             ycsb_keys: 1_000_000,
+            driver_ports: false,
             limits: ServerLimits::default(),
         }
     }
@@ -224,6 +236,7 @@ impl Settings {
         settings.partitions = args.partitions;
         settings.epoch_duration = args.epoch_duration;
         settings.ycsb_keys = args.ycsb_keys.unwrap_or(settings.ycsb_keys);
+        settings.driver_ports = args.driver_ports.unwrap_or(false);
         let l = &mut settings.limits;
         l.body_bytes_max = args.body_bytes_max.unwrap_or(l.body_bytes_max);
         l.concurrent_requests_max = args
@@ -262,7 +275,22 @@ impl Settings {
         at_least("connections_max", l.connections_max, 1)?;
         at_least("pending_submissions_max", l.pending_submissions_max, 1)?;
         at_least("status_table_settled_max", l.status_table_settled_max, 1)?;
+        if self.driver_ports && self.app != AppChoice::Marketplace {
+            return Err(ConfigError::DriverPortsNeedMarketplace);
+        }
         at_least("partitions", self.partitions.unwrap_or(1) as usize, 1)
+    }
+
+    /// Every address to listen on: `listen`, and with `driver_ports` the driver's ports on
+    /// 127.0.0.1 (`listen` first, each address once).
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        let mut addrs = vec![self.listen];
+        if self.driver_ports {
+            let loopback = std::net::Ipv4Addr::LOCALHOST.into();
+            let driver = limits::DRIVER_PORTS.map(|port| SocketAddr::new(loopback, port));
+            addrs.extend(driver.into_iter().filter(|a| *a != self.listen));
+        }
+        addrs
     }
 }
 
@@ -312,6 +340,7 @@ impl ServeArgs {
                 .status_table_settled_max
                 .or(file.status_table_settled_max),
             shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
+            driver_ports: self.driver_ports.or(file.driver_ports),
         }
     }
 }

@@ -46,6 +46,8 @@ pub trait Engine: Send + Sync {
     /// Stops the runtime: finishes what was accepted and makes it durable. Later submissions
     /// get `stopped`.
     fn shutdown(&self) -> BoxFuture<'static, ()>;
+    /// The engine as `Any`, so routes of one application can reach its typed [`Served`].
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 /// A [`ServedApp`] running on a durable runtime.
@@ -77,6 +79,16 @@ impl<S: ServedApp> Served<S> {
             runtime: Mutex::new(Some(runtime)),
             app,
         }))
+    }
+
+    /// The served application.
+    pub fn app(&self) -> &S {
+        &self.app
+    }
+
+    /// The runtime's client.
+    pub fn client(&self) -> &Client<S::App> {
+        &self.client
     }
 
     /// Refuses an internal event before it is submitted, so even a fire-and-forget submission
@@ -159,6 +171,10 @@ impl<S: ServedApp> Engine for Served<S> {
 
     fn recovery(&self) -> &RecoveryReport {
         &self.recovery
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 
     fn shutdown(&self) -> BoxFuture<'static, ()> {

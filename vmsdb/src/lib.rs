@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod apps;
+pub mod commit_tracker;
 pub mod config;
 pub mod engine;
 pub mod limits;

@@ -45,6 +45,19 @@ pub const STATUS_TABLE_SETTLED_MAX_DEFAULT: usize = 100_000;
 /// closes their connections, in milliseconds.
 pub const SHUTDOWN_GRACE_MS_DEFAULT: u64 = 30_000;
 
+/// The ports the Online Marketplace benchmark's driver addresses in its default configuration
+/// (cart, product, stock, order, payment, shipment, customer, seller, and 8091 for the
+/// transactions and commit tracking); `--driver-ports` listens on each, on 127.0.0.1.
+pub const DRIVER_PORTS: [u16; 9] = [8080, 8081, 8082, 8083, 8084, 8085, 8086, 8087, 8091];
+
+/// Committed-count events (`GET /status/committed` as `text/event-stream`) buffered per
+/// stream; a reader further behind skips the oldest (it still gets every later one).
+pub const COMMIT_EVENTS_BUFFERED_MAX: usize = 4096;
+
+/// How often an idle event stream sends a `:` comment line so proxies and clients keep the
+/// connection open, in milliseconds.
+pub const SSE_KEEP_ALIVE_INTERVAL_MS: u64 = 15_000;
+
 const _: () = assert!(BODY_BYTES_MAX_DEFAULT >= BODY_BYTES_MIN);
 // A body the server admits must also be an event the runtime admits: the JSON form of an event
 // is never smaller than its rmp encoding, so the runtime's limit is the tighter one only for
@@ -57,3 +70,6 @@ const _: () = assert!(SHUTDOWN_GRACE_MS_DEFAULT >= REQUEST_TIMEOUT_MS_DEFAULT);
 // Every pending submission has a status entry; keep room for settled ones beside them.
 const _: () = assert!(PENDING_SUBMISSIONS_MAX_DEFAULT <= STATUS_TABLE_SETTLED_MAX_DEFAULT);
 const _: () = assert!(CONCURRENT_REQUESTS_MAX_DEFAULT <= CONNECTIONS_MAX_DEFAULT);
+// A keep-alive must come well within the time a client waits for the stream's next byte.
+const _: () = assert!(SSE_KEEP_ALIVE_INTERVAL_MS < REQUEST_TIMEOUT_MS_DEFAULT);
+const _: () = assert!(COMMIT_EVENTS_BUFFERED_MAX > 0);

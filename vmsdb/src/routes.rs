@@ -259,7 +259,7 @@ async fn openapi_json(State(state): Shared) -> Response {
 
 /// Refuses a request without the configured bearer token, before any handler runs. The token
 /// is compared in constant time.
-async fn require_token(State(state): Shared, request: Request, next: Next) -> Response {
+pub(crate) async fn require_token(State(state): Shared, request: Request, next: Next) -> Response {
     if let Some(token) = &state.token {
         let given = request
             .headers()
@@ -280,7 +280,7 @@ async fn require_token(State(state): Shared, request: Request, next: Next) -> Re
 }
 
 /// The error for a body that could not be read: too large (413) or cut off / too slow.
-fn body_error(rejection: BytesRejection) -> ApiError {
+pub(crate) fn body_error(rejection: BytesRejection) -> ApiError {
     if caused_by_body_timeout(&rejection) {
         let message = "the request body did not arrive within body_read_timeout";
         return ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", message);

@@ -4,6 +4,7 @@
 //! flight, shut the runtime down so everything accepted is durable).
 
 use crate::api::ApiError;
+use crate::apps::{AppChoice, driver_routes};
 use crate::config::Settings;
 use crate::routes;
 use crate::state::{Phase, ServerState};
@@ -60,14 +61,18 @@ impl Server {
         settings
             .check()
             .map_err(|e| ServeError::Task(e.to_string()))?;
-        let addr = settings.listen;
-        if settings.token.is_none() && !addr.ip().is_loopback() {
-            return Err(ServeError::Unprotected { addr });
+        let mut listeners = Vec::new();
+        for addr in settings.listen_addrs() {
+            if settings.token.is_none() && !addr.ip().is_loopback() {
+                return Err(ServeError::Unprotected { addr });
+            }
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            listeners.push(listener);
         }
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind { addr, source })?;
-        let addr = listener
+        let addr = settings.listen;
+        let addr = listeners[0]
             .local_addr()
             .map_err(|source| ServeError::Bind { addr, source })?;
         let state = Arc::new(ServerState::new(
@@ -75,7 +80,8 @@ impl Server {
             settings.limits.clone(),
         ));
         let (stop, stopped) = watch::channel(false);
-        let accept_loop = tokio::spawn(accept_loop(listener, state.clone(), stopped));
+        let accept_loop =
+            tokio::spawn(accept_loop(listeners, state.clone(), settings.app, stopped));
         let opening = tokio::spawn(open_runtime(settings, state.clone()));
         tracing::info!(%addr, "listening");
         Ok(Server {
@@ -106,6 +112,8 @@ impl Server {
     /// start (unless `wait_started` reported it already).
     pub async fn shutdown(self) -> Result<(), ServeError> {
         self.state.set_phase(Phase::ShuttingDown);
+        // Event streams never end on their own: end them so their connections can close.
+        self.state.commits.close();
         let _ = self.stop.send(true);
         self.accept_loop
             .await
@@ -210,12 +218,18 @@ async fn layer_error(error: BoxError) -> axum::response::Response {
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     state: Arc<ServerState>,
+    app: AppChoice,
     mut stopped: watch::Receiver<bool>,
 ) {
     let limits = state.limits.clone();
-    let (router, _) = routes::router(state);
+    let (router, _) = routes::router(state.clone());
+    // The benchmark driver's routes, beside the generic API (their paths do not overlap).
+    let router = match app {
+        AppChoice::Marketplace => router.merge(driver_routes(state)),
+        AppChoice::Ledger | AppChoice::Ycsb => router,
+    };
     // Around the whole router, not per route (`Router::layer` wraps each route on its own), so
     // the concurrency limit and the request timeout count every request.
     let service = ServiceBuilder::new()
@@ -233,7 +247,7 @@ async fn accept_loop(
             _ = stopped.changed() => break,
         };
         let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
+            (accepted, _, _) = futures::future::select_all(listeners.iter().map(|l| Box::pin(l.accept()))) => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     // Typically out of file descriptors: back off briefly instead of spinning.
@@ -257,7 +271,7 @@ async fn accept_loop(
             drop(permit);
         });
     }
-    drop(listener);
+    drop(listeners);
     if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
         .await
         .is_err()

@@ -2,6 +2,7 @@
 //! answers), the request status table, the fire-and-forget permits and the token.
 
 use crate::api::{ApiError, OutcomeBody};
+use crate::commit_tracker::CommitTracker;
 use crate::config::ServerLimits;
 use crate::engine::Engine;
 use crate::status::StatusTable;
@@ -57,6 +58,8 @@ pub struct ServerState {
     pub openapi_json: OnceLock<String>,
     /// Aborted outcomes the server answered, by (service, kind): `/metrics` shows them.
     aborts: DashMap<(String, String), u64>,
+    /// Tracked transactions (the marketplace driver's) and their commit events.
+    pub commits: CommitTracker,
 }
 
 impl ServerState {
@@ -70,6 +73,7 @@ impl ServerState {
             limits,
             openapi_json: OnceLock::new(),
             aborts: DashMap::new(),
+            commits: CommitTracker::default(),
         }
     }
 

@@ -123,3 +123,34 @@ fn the_binary_takes_flags_over_environment_over_file() {
     assert!(refused_body_limit(dir.path(), Some("22"), None).contains("got 22"));
     assert!(refused_body_limit(dir.path(), Some("22"), Some("33")).contains("got 33"));
 }
+
+#[test]
+fn driver_ports_listen_on_the_benchmarks_ports_for_the_marketplace_only() {
+    // Goal: `driver_ports` adds the benchmark driver's ports on 127.0.0.1 beside `listen`
+    // (once, when `listen` is one of them), and is refused for another application.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "app = \"marketplace\"\ndata_dir = \"/d\"\ndriver_ports = true\nlisten = \"127.0.0.1:8091\"",
+    );
+    let args = ServeArgs {
+        config: Some(config),
+        ..ServeArgs::default()
+    };
+    let s = Settings::resolve(args, None).unwrap();
+    let ports: Vec<u16> = s.listen_addrs().iter().map(|a| a.port()).collect();
+    assert_eq!(ports[0], 8091, "listen comes first");
+    let mut sorted = ports.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, limits::DRIVER_PORTS.to_vec(), "each port once");
+    assert!(s.listen_addrs().iter().all(|a| a.ip().is_loopback()));
+
+    let args = ServeArgs {
+        app: Some(AppChoice::Ledger),
+        data_dir: Some("/d".into()),
+        driver_ports: Some(true),
+        ..ServeArgs::default()
+    };
+    let error = Settings::resolve(args, None).unwrap_err().to_string();
+    assert!(error.contains("--app marketplace"), "{error}");
+}

@@ -4,7 +4,10 @@
 
 use super::model::*;
 use super::stock::stock_lines;
-use super::{MarketApp, MarketError, Pay, Payments, Reserve, Services, Stock, emit_grouped};
+use super::{
+    Customers, EnsureCustomer, MarketApp, MarketError, Pay, Payments, Reserve, Services, Stock,
+    emit_grouped,
+};
 use serde::{Deserialize, Serialize};
 use txn::{AppBuilder, HandlerResult, Index, Svc, Table, TxnCtx, handler, service};
 
@@ -30,6 +33,32 @@ pub struct Checkout {
     pub add: Vec<CartAddItem>,
 }
 
+/// Inbound, to `cart[customer]`: put one item in the cart as the client priced it (the
+/// benchmark driver's cart add carries the price, freight, voucher and version it saw),
+/// replacing the same product.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Event)]
+pub struct AddCartItem {
+    #[key]
+    pub customer_id: CustomerId,
+    pub item: CartItem,
+}
+
+/// Inbound, to `cart[customer]`: check out what the cart holds (the benchmark driver's
+/// checkout, after its cart adds), consuming the cart; items no longer sold at their version
+/// are dropped (nothing left: the cart is just emptied). A customer never loaded is created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Event)]
+pub struct CheckoutCart {
+    #[key]
+    pub customer_id: CustomerId,
+}
+
+/// Inbound, to `cart[customer]`: empty the customer's cart without checking it out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Event)]
+pub struct SealCart {
+    #[key]
+    pub customer_id: CustomerId,
+}
+
 /// product → every cart partition: the new price of a version.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicatePrice {
@@ -46,6 +75,20 @@ pub struct ReplicateProducts {
     pub replicas: Vec<(ProductId, Replica)>,
 }
 
+/// The rows of one table of a `cart` partition, by key (see [`WipeCarts`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CartRows {
+    Carts(Vec<CustomerId>),
+    Replicas(Vec<ProductKey>),
+}
+
+/// Reset, to one `cart` partition: delete these rows of it (the benchmark driver's
+/// `PATCH /cart/reset`, see [`Marketplace::reset_requests`](super::Marketplace::reset_requests)).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WipeCarts {
+    pub rows: CartRows,
+}
+
 /// The cart service: its tables, and the services a checkout goes on to.
 pub struct Carts {
     pub(super) carts: Table<CustomerId, Cart>,
@@ -55,6 +98,7 @@ pub struct Carts {
     pub(super) product_replicas: Table<ProductKey, Replica>,
     stock: Svc<Stock>,
     payments: Svc<Payments>,
+    customers: Svc<Customers>,
 }
 
 impl Carts {
@@ -68,12 +112,29 @@ impl Carts {
             product_replicas: Replica::table(b, *s.cart),
             stock: s.stock,
             payments: s.payment,
+            customers: s.customer,
         }
     }
 }
 
 #[service(key = CustomerId)]
 impl Carts {
+    #[handler]
+    fn wipe_carts(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &WipeCarts) -> HandlerResult {
+        match &ev.rows {
+            CartRows::Carts(keys) => {
+                for key in keys {
+                    ctx.delete(self.carts, key)?;
+                }
+            }
+            CartRows::Replicas(keys) => {
+                for key in keys {
+                    ctx.delete(self.product_replicas, key)?;
+                }
+            }
+        }
+        Ok(())
+    }
     #[handler]
     fn cart_add(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &CartAdd) -> HandlerResult {
         let mut cart = ctx.get(self.carts, &ev.customer_id)?.unwrap_or_default();
@@ -110,6 +171,86 @@ impl Carts {
         if existing.is_some() {
             ctx.delete(self.carts, &customer_id)?;
         }
+        self.start_checkout(ctx, customer_id, &cart);
+        Ok(())
+    }
+
+    #[handler]
+    fn add_cart_item(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &AddCartItem) -> HandlerResult {
+        let item = ev.item;
+        if item.quantity == 0 || item.quantity > ITEM_QUANTITY_MAX {
+            return Err(MarketError::ItemQuantity {
+                product_id: item.product_id,
+                quantity: item.quantity,
+            }
+            .into());
+        }
+        let mut cart = ctx.get(self.carts, &ev.customer_id)?.unwrap_or_default();
+        match cart
+            .items
+            .binary_search_by_key(&(item.seller_id, item.product_id), |i| {
+                (i.seller_id, i.product_id)
+            }) {
+            Ok(pos) => cart.items[pos] = item,
+            Err(pos) if cart.items.len() < CART_ITEMS_MAX => cart.items.insert(pos, item),
+            Err(_) => {
+                let n_items = cart.items.len() + 1;
+                return Err(MarketError::TooManyItems { n_items }.into());
+            }
+        }
+        ctx.set_output(MarketOutput::CartItems(cart.items.len() as u32));
+        ctx.put(self.carts, ev.customer_id, cart)
+    }
+
+    #[handler]
+    fn checkout_cart(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &CheckoutCart) -> HandlerResult {
+        let customer_id = ev.customer_id;
+        let Some(mut cart) = ctx.get(self.carts, &customer_id)? else {
+            return Err(MarketError::EmptyCart { customer_id }.into());
+        };
+        ctx.delete(self.carts, &customer_id)?;
+        // As the benchmark drops items it cannot sell, items of a product this partition's
+        // replica does not hold at their version are dropped rather than aborting the checkout
+        // (the replica changes version in the same transaction as the stock item).
+        let mut kept = Vec::with_capacity(cart.items.len());
+        for item in cart.items {
+            let key = ProductKey {
+                seller_id: item.seller_id,
+                product_id: item.product_id,
+            };
+            let replica = ctx.get(self.product_replicas, &key)?;
+            if replica.is_some_and(|r| r.version == item.version) {
+                kept.push(item);
+            }
+        }
+        cart.items = kept;
+        if cart.items.is_empty() {
+            ctx.set_output(MarketOutput::CartItems(0));
+            return Ok(());
+        }
+        // Runs in wave 1, before the payment is counted in wave 2 of the same transaction.
+        ctx.emit(self.customers, EnsureCustomer { customer_id });
+        self.start_checkout(ctx, customer_id, &cart);
+        Ok(())
+    }
+
+    #[handler]
+    fn seal_cart(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &SealCart) -> HandlerResult {
+        if ctx.get(self.carts, &ev.customer_id)?.is_some() {
+            ctx.delete(self.carts, &ev.customer_id)?;
+        }
+        ctx.set_output(MarketOutput::CartItems(0));
+        Ok(())
+    }
+
+    /// Prices the order of `cart` (which the caller has cleared) and starts the reservations
+    /// and the payment.
+    fn start_checkout(
+        &self,
+        ctx: &mut TxnCtx<'_, MarketApp>,
+        customer_id: CustomerId,
+        cart: &Cart,
+    ) {
         let order = OrderKey {
             customer_id,
             order_id: ctx.tid().0,
@@ -138,7 +279,6 @@ impl Carts {
                 draft: Box::new(draft),
             },
         );
-        Ok(())
     }
 
     #[handler(internal)]

@@ -28,10 +28,32 @@ pub struct CountPayment {
     pub approved: bool,
 }
 
+/// cart → `customer[customer]` (from [`CheckoutCart`](super::CheckoutCart)): create the
+/// customer if it was never loaded, before the checkout counts its payment (the benchmark's
+/// driver checks out customers it never ingested).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Event)]
+pub struct EnsureCustomer {
+    #[key]
+    pub customer_id: CustomerId,
+}
+
 /// shipment → `customer[p]`: one more package delivered to each of these customers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CountDeliveries {
     pub customers: Vec<CustomerId>,
+}
+
+/// The rows of one table of a `customer` partition, by key (see [`WipeCustomers`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CustomerRows {
+    Customers(Vec<CustomerId>),
+}
+
+/// Reset, to one `customer` partition: delete these rows of it (the benchmark driver's
+/// `PATCH /customer/reset`, see [`Marketplace::reset_requests`](super::Marketplace::reset_requests)).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WipeCustomers {
+    pub rows: CustomerRows,
 }
 
 /// The customer service: its one table.
@@ -51,16 +73,32 @@ impl Customers {
 #[service(key = CustomerId)]
 impl Customers {
     #[handler]
+    fn wipe_customers(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &WipeCustomers) -> HandlerResult {
+        match &ev.rows {
+            CustomerRows::Customers(keys) => {
+                for key in keys {
+                    ctx.delete(self.customers, key)?;
+                }
+            }
+        }
+        Ok(())
+    }
+    #[handler]
     fn load_customers(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &LoadCustomers) -> HandlerResult {
         for id in &ev.customer_ids {
-            let customer = Customer {
-                name: format!("customer-{id}"),
-                card_last4: (id % 10_000) as u16,
-                success_payment_count: 0,
-                failed_payment_count: 0,
-                delivery_count: 0,
-            };
-            ctx.put(self.customers, *id, customer)?;
+            ctx.put(self.customers, *id, new_customer(*id))?;
+        }
+        Ok(())
+    }
+
+    #[handler(internal)]
+    fn ensure_customer(
+        &self,
+        ctx: &mut TxnCtx<'_, MarketApp>,
+        ev: &EnsureCustomer,
+    ) -> HandlerResult {
+        if ctx.get(self.customers, &ev.customer_id)?.is_none() {
+            ctx.put(self.customers, ev.customer_id, new_customer(ev.customer_id))?;
         }
         Ok(())
     }
@@ -94,5 +132,16 @@ impl Customers {
     fn customer(&self, ctx: &mut TxnCtx<'_, MarketApp>, id: CustomerId) -> Result<Customer, Abort> {
         ctx.get(self.customers, &id)?
             .ok_or_else(|| MarketError::UnknownCustomer { customer_id: id }.into())
+    }
+}
+
+/// A customer as loading creates it: no payments or deliveries yet.
+fn new_customer(id: CustomerId) -> Customer {
+    Customer {
+        name: format!("customer-{id}"),
+        card_last4: (id % 10_000) as u16,
+        success_payment_count: 0,
+        failed_payment_count: 0,
+        delivery_count: 0,
     }
 }

@@ -52,6 +52,16 @@
 //! - **Seller dashboard** ([`Marketplace::dashboard`]): one snapshot query over the seller
 //!   service: the seller's in-progress entries and its aggregates, which must agree.
 //!
+//! # The benchmark driver's semantics
+//!
+//! For a server the benchmark's own driver talks to, each service also handles events that
+//! mean what the driver's calls mean: [`IngestProduct`] and [`IngestStock`] (one row each),
+//! [`AddCartItem`] (an item priced by the client), [`CheckoutCart`] (checks out what the cart
+//! holds and creates the customer if it was never loaded), [`SealCart`], [`SetPrice`] (an
+//! absolute price, applied only to the version it names) and [`ReplaceProduct`] (a new version
+//! given whole). Text versions become [`Version`]s with [`version_of_text`], float prices cents
+//! with [`cents_of`]; [`Marketplace::reset_requests`] empties one service.
+//!
 //! Where this differs from the benchmark, and why:
 //! - The cart fill is the first step of the checkout transaction (`Checkout::add`) rather than
 //!   separate requests, so it is not measured as its own operation; `CartAdd` exists for carts
@@ -76,6 +86,7 @@ pub mod model;
 mod order;
 mod payment;
 mod product;
+mod reset;
 mod seller;
 mod shipment;
 mod stock;
@@ -89,6 +100,7 @@ pub use model::*;
 pub use order::*;
 pub use payment::*;
 pub use product::*;
+pub use reset::{RESET_ROWS_PER_REQUEST, ResetError};
 pub use seller::*;
 pub use shipment::*;
 pub use stock::*;

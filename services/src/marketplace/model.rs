@@ -24,6 +24,28 @@ pub type Money = i64;
 /// A product version (starts at 0; an "update product" makes a new one).
 pub type Version = u32;
 
+/// The model's [`Version`] of a version given as text (the benchmark's driver names versions
+/// by strings such as `"0"` or a transaction id `"11-19"`): the 32-bit FNV-1a hash of its bytes.
+/// FNV-1a is fixed by its definition, so the mapping never changes between builds; two strings
+/// of one product colliding would only make a stale price update apply (1 chance in 2^32).
+pub fn version_of_text(text: &str) -> Version {
+    const FNV_OFFSET_BASIS: u32 = 0x811c_9dc5;
+    const FNV_PRIME: u32 = 0x0100_0193;
+    text.bytes().fold(FNV_OFFSET_BASIS, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(FNV_PRIME)
+    })
+}
+
+/// The cents of an amount given in currency units as a float (the benchmark's driver sends
+/// prices such as `47.13`), rounded to the nearest cent; `None` for a negative, infinite or
+/// unrepresentably large amount.
+pub fn cents_of(amount: f64) -> Option<Money> {
+    let cents = (amount * 100.0).round();
+    // 2^53: every integer up to it is exact in an f64, so the conversion below is too.
+    const EXACT_INTEGER_MAX: f64 = 9_007_199_254_740_992.0;
+    (cents.is_finite() && (0.0..=EXACT_INTEGER_MAX).contains(&cents)).then_some(cents as Money)
+}
+
 /// `(seller_id, product_id)`: products, stock items, and the cart's product replicas.
 /// **Placed by seller**, so the ten products of a seller, their stock and the seller's update
 /// sequence share a partition, and a checkout reserves all items of one seller in one step.
@@ -659,6 +681,21 @@ mod tests {
             };
             assert_eq!(pk.placement(), s);
         }
+    }
+
+    #[test]
+    fn text_versions_and_float_prices_map_to_the_model() {
+        // Goal: the text-version mapping is the published FNV-1a (stable across builds) and
+        // prices round to whole cents, refusing amounts that are not money.
+        assert_eq!(version_of_text(""), 0x811c_9dc5);
+        assert_eq!(version_of_text("a"), 0xe40c_292c);
+        assert_ne!(version_of_text("0"), version_of_text("11-19"));
+        assert_eq!(cents_of(47.13), Some(4713));
+        assert_eq!(cents_of(f64::from(49.9578_f32)), Some(4996));
+        assert_eq!(cents_of(0.0), Some(0));
+        assert_eq!(cents_of(-0.01), None);
+        assert_eq!(cents_of(f64::NAN), None);
+        assert_eq!(cents_of(f64::INFINITY), None);
     }
 
     #[test]

@@ -25,6 +25,21 @@ pub struct OrdersDelivered {
     pub orders: Vec<(OrderKey, bool)>,
 }
 
+/// The rows of one table of a `order` partition, by key (see [`WipeOrders`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderRows {
+    Orders(Vec<OrderKey>),
+    Items(Vec<OrderPartKey>),
+    History(Vec<OrderPartKey>),
+}
+
+/// Reset, to one `order` partition: delete these rows of it (the benchmark driver's
+/// `PATCH /order/reset`, see [`Marketplace::reset_requests`](super::Marketplace::reset_requests)).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WipeOrders {
+    pub rows: OrderRows,
+}
+
 /// The order service: its tables.
 pub struct Orders {
     pub(super) orders: Table<OrderKey, Order>,
@@ -45,6 +60,27 @@ impl Orders {
 
 #[service(key = OrderKey)]
 impl Orders {
+    #[handler]
+    fn wipe_orders(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &WipeOrders) -> HandlerResult {
+        match &ev.rows {
+            OrderRows::Orders(keys) => {
+                for key in keys {
+                    ctx.delete(self.orders, key)?;
+                }
+            }
+            OrderRows::Items(keys) => {
+                for key in keys {
+                    ctx.delete(self.order_items, key)?;
+                }
+            }
+            OrderRows::History(keys) => {
+                for key in keys {
+                    ctx.delete(self.order_history, key)?;
+                }
+            }
+        }
+        Ok(())
+    }
     #[handler(internal)]
     fn create_order(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &CreateOrder) -> HandlerResult {
         let draft = &ev.draft;

@@ -26,6 +26,20 @@ impl txn::KeyOf<OrderKey> for Pay {
     }
 }
 
+/// The rows of one table of a `payment` partition, by key (see [`WipePayments`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PaymentRows {
+    Payments(Vec<OrderPartKey>),
+    Cards(Vec<OrderPartKey>),
+}
+
+/// Reset, to one `payment` partition: delete these rows of it (the benchmark driver's
+/// `PATCH /payment/reset`, see [`Marketplace::reset_requests`](super::Marketplace::reset_requests)).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WipePayments {
+    pub rows: PaymentRows,
+}
+
 /// The payment service: its tables, the provider's failure rate, and the services a payment
 /// fans out to.
 pub struct Payments {
@@ -62,6 +76,22 @@ impl Payments {
 
 #[service(key = OrderKey)]
 impl Payments {
+    #[handler]
+    fn wipe_payments(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &WipePayments) -> HandlerResult {
+        match &ev.rows {
+            PaymentRows::Payments(keys) => {
+                for key in keys {
+                    ctx.delete(self.order_payments, key)?;
+                }
+            }
+            PaymentRows::Cards(keys) => {
+                for key in keys {
+                    ctx.delete(self.order_payment_cards, key)?;
+                }
+            }
+        }
+        Ok(())
+    }
     #[handler(internal)]
     fn pay(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &Pay) -> HandlerResult {
         let draft = &ev.draft;

@@ -37,6 +37,52 @@ pub struct UpdateProduct {
     pub product_id: ProductId,
 }
 
+/// Inbound, to `product[seller]`: create or overwrite one product as the benchmark's driver
+/// ingests it, row by row (its stock comes separately, as [`IngestStock`](super::IngestStock)).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Event)]
+pub struct IngestProduct {
+    #[key]
+    pub seller_id: SellerId,
+    pub product_id: ProductId,
+    pub product: Product,
+}
+
+/// Inbound, to `product[seller]`: set a product's price to `price`, only if the product is at
+/// `version` (the benchmark driver's price update: an absolute price guarded by the version
+/// the driver last saw; on another version the price is left as it is and the update commits).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Event)]
+pub struct SetPrice {
+    #[key]
+    pub seller_id: SellerId,
+    pub product_id: ProductId,
+    pub price: Money,
+    pub version: Version,
+}
+
+/// Inbound, to `product[seller]`: replace a product by the given row, whose version is new
+/// (the benchmark driver's product update); stock and the carts' replicas follow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Event)]
+pub struct ReplaceProduct {
+    #[key]
+    pub seller_id: SellerId,
+    pub product_id: ProductId,
+    pub product: Product,
+}
+
+/// The rows of one table of a `product` partition, by key (see [`WipeProducts`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProductRows {
+    Products(Vec<ProductKey>),
+    UpdateSeqs(Vec<SellerId>),
+}
+
+/// Reset, to one `product` partition: delete these rows of it (the benchmark driver's
+/// `PATCH /product/reset`, see [`Marketplace::reset_requests`](super::Marketplace::reset_requests)).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WipeProducts {
+    pub rows: ProductRows,
+}
+
 /// The product service: its tables, and the services its changes go to.
 pub struct Products {
     pub(super) products: Table<ProductKey, Product>,
@@ -63,6 +109,22 @@ impl Products {
 
 #[service(key = SellerId)]
 impl Products {
+    #[handler]
+    fn wipe_products(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &WipeProducts) -> HandlerResult {
+        match &ev.rows {
+            ProductRows::Products(keys) => {
+                for key in keys {
+                    ctx.delete(self.products, key)?;
+                }
+            }
+            ProductRows::UpdateSeqs(keys) => {
+                for key in keys {
+                    ctx.delete(self.seller_update_seq, key)?;
+                }
+            }
+        }
+        Ok(())
+    }
     #[handler]
     fn load_seller(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &LoadSeller) -> HandlerResult {
         let s = ev.seller_id;
@@ -117,22 +179,7 @@ impl Products {
             delta
         };
         product.price = (product.price + delta).max(1);
-        product.update_seq = self.next_update_seq(ctx, ev.seller_id)?;
-        let replica = replica_of(&product);
-        ctx.set_output(MarketOutput::Priced {
-            price: product.price,
-            version: product.version,
-        });
-        ctx.put(self.products, key, product)?;
-        ctx.broadcast(
-            self.carts,
-            ReplicatePrice {
-                seller_id: ev.seller_id,
-                product_id: ev.product_id,
-                replica,
-            },
-        );
-        Ok(())
+        self.publish_price(ctx, key, product)
     }
 
     #[handler]
@@ -144,23 +191,113 @@ impl Products {
         let mut product = self.product(ctx, key)?;
         product.version += 1;
         product.description = format!("{} (version {})", product.name, product.version);
-        product.update_seq = self.next_update_seq(ctx, ev.seller_id)?;
+        self.publish_version(ctx, key, product)
+    }
+
+    #[handler]
+    fn ingest_product(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &IngestProduct) -> HandlerResult {
+        let key = ProductKey {
+            seller_id: ev.seller_id,
+            product_id: ev.product_id,
+        };
+        let product = ev.product.clone();
+        let replica = replica_of(&product);
+        ctx.put(self.products, key, product)?;
+        ctx.broadcast(
+            self.carts,
+            ReplicateProducts {
+                seller_id: ev.seller_id,
+                replicas: vec![(ev.product_id, replica)],
+            },
+        );
+        ctx.set_output(MarketOutput::Done);
+        Ok(())
+    }
+
+    #[handler]
+    fn set_price(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &SetPrice) -> HandlerResult {
+        let key = ProductKey {
+            seller_id: ev.seller_id,
+            product_id: ev.product_id,
+        };
+        let mut product = self.product(ctx, key)?;
+        if product.version != ev.version {
+            // A price for a version that was replaced meanwhile no longer applies.
+            ctx.set_output(MarketOutput::Priced {
+                price: product.price,
+                version: product.version,
+            });
+            return Ok(());
+        }
+        product.price = ev.price;
+        self.publish_price(ctx, key, product)
+    }
+
+    #[handler]
+    fn replace_product(
+        &self,
+        ctx: &mut TxnCtx<'_, MarketApp>,
+        ev: &ReplaceProduct,
+    ) -> HandlerResult {
+        let key = ProductKey {
+            seller_id: ev.seller_id,
+            product_id: ev.product_id,
+        };
+        let product = ev.product.clone();
+        self.publish_version(ctx, key, product)
+    }
+
+    /// Writes `product`, whose price changed, at `key` (next in the seller's update sequence)
+    /// and hands the price on to every cart partition's replica.
+    fn publish_price(
+        &self,
+        ctx: &mut TxnCtx<'_, MarketApp>,
+        key: ProductKey,
+        mut product: Product,
+    ) -> HandlerResult {
+        product.update_seq = self.next_update_seq(ctx, key.seller_id)?;
+        let replica = replica_of(&product);
+        ctx.set_output(MarketOutput::Priced {
+            price: product.price,
+            version: product.version,
+        });
+        ctx.put(self.products, key, product)?;
+        ctx.broadcast(
+            self.carts,
+            ReplicatePrice {
+                seller_id: key.seller_id,
+                product_id: key.product_id,
+                replica,
+            },
+        );
+        Ok(())
+    }
+
+    /// Writes `product` as the new version at `key` (next in the seller's update sequence) and
+    /// hands it on to stock and to every cart partition's replica.
+    fn publish_version(
+        &self,
+        ctx: &mut TxnCtx<'_, MarketApp>,
+        key: ProductKey,
+        mut product: Product,
+    ) -> HandlerResult {
+        product.update_seq = self.next_update_seq(ctx, key.seller_id)?;
         let replica = replica_of(&product);
         let version = product.version;
         ctx.put(self.products, key, product)?;
         ctx.emit(
             self.stock,
             AdoptVersion {
-                seller_id: ev.seller_id,
-                product_id: ev.product_id,
+                seller_id: key.seller_id,
+                product_id: key.product_id,
                 version,
             },
         );
         ctx.broadcast(
             self.carts,
             ReplicateProducts {
-                seller_id: ev.seller_id,
-                replicas: vec![(ev.product_id, replica)],
+                seller_id: key.seller_id,
+                replicas: vec![(key.product_id, replica)],
             },
         );
         ctx.set_output(MarketOutput::NewVersion(version));

@@ -25,6 +25,21 @@ pub struct EntriesDelivered {
     pub entries: Vec<EntryKey>,
 }
 
+/// The rows of one table of a `seller` partition, by key (see [`WipeSellers`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SellerRows {
+    Sellers(Vec<SellerId>),
+    Entries(Vec<EntryKey>),
+    Views(Vec<SellerViewKey>),
+}
+
+/// Reset, to one `seller` partition: delete these rows of it (the benchmark driver's
+/// `PATCH /seller/reset`, see [`Marketplace::reset_requests`](super::Marketplace::reset_requests)).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WipeSellers {
+    pub rows: SellerRows,
+}
+
 /// The seller service: its tables.
 pub struct Sellers {
     pub(super) sellers: Table<SellerId, Seller>,
@@ -46,6 +61,27 @@ impl Sellers {
 
 #[service(key = SellerId)]
 impl Sellers {
+    #[handler]
+    fn wipe_sellers(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &WipeSellers) -> HandlerResult {
+        match &ev.rows {
+            SellerRows::Sellers(keys) => {
+                for key in keys {
+                    ctx.delete(self.sellers, key)?;
+                }
+            }
+            SellerRows::Entries(keys) => {
+                for key in keys {
+                    ctx.delete(self.order_entries, key)?;
+                }
+            }
+            SellerRows::Views(keys) => {
+                for key in keys {
+                    ctx.delete(self.seller_views, key)?;
+                }
+            }
+        }
+        Ok(())
+    }
     #[handler(internal)]
     fn load_seller_row(
         &self,

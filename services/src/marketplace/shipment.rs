@@ -54,6 +54,21 @@ pub struct DeliverPackages {
     pub packages: Vec<(OrderKey, u16)>,
 }
 
+/// The rows of one table of a `shipment` partition, by key (see [`WipeShipments`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShipmentRows {
+    Shipments(Vec<OrderKey>),
+    Packages(Vec<OrderPartKey>),
+    OpenDeliveries(Vec<OpenDeliveryKey>),
+}
+
+/// Reset, to one `shipment` partition: delete these rows of it (the benchmark driver's
+/// `PATCH /shipment/reset`, see [`Marketplace::reset_requests`](super::Marketplace::reset_requests)).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WipeShipments {
+    pub rows: ShipmentRows,
+}
+
 /// The shipment service: its tables, itself (a delivery hands steps to its other
 /// partitions), and the services a delivery goes on to.
 pub struct Shipments {
@@ -92,6 +107,27 @@ impl Shipments {
 /// partition with `emit_to_partition`.
 #[service(key = SellerId)]
 impl Shipments {
+    #[handler]
+    fn wipe_shipments(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &WipeShipments) -> HandlerResult {
+        match &ev.rows {
+            ShipmentRows::Shipments(keys) => {
+                for key in keys {
+                    ctx.delete(self.shipments, key)?;
+                }
+            }
+            ShipmentRows::Packages(keys) => {
+                for key in keys {
+                    ctx.delete(self.packages, key)?;
+                }
+            }
+            ShipmentRows::OpenDeliveries(keys) => {
+                for key in keys {
+                    ctx.delete(self.open_deliveries, key)?;
+                }
+            }
+        }
+        Ok(())
+    }
     #[handler(internal)]
     fn create_shipment(
         &self,

@@ -17,6 +17,16 @@ pub struct LoadStock {
     pub initial_stock: i64,
 }
 
+/// Inbound, to `stock[seller]`: create or overwrite one stock item as the benchmark's driver
+/// ingests it, row by row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Event)]
+pub struct IngestStock {
+    #[key]
+    pub seller_id: SellerId,
+    pub product_id: ProductId,
+    pub item: StockItem,
+}
+
 /// cart → `stock[p]`: reserve these items (of sellers in partition p).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reserve {
@@ -39,6 +49,19 @@ pub struct AdoptVersion {
     pub version: Version,
 }
 
+/// The rows of one table of a `stock` partition, by key (see [`WipeStock`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StockRows {
+    StockItems(Vec<ProductKey>),
+}
+
+/// Reset, to one `stock` partition: delete these rows of it (the benchmark driver's
+/// `PATCH /stock/reset`, see [`Marketplace::reset_requests`](super::Marketplace::reset_requests)).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WipeStock {
+    pub rows: StockRows,
+}
+
 /// The stock service: its one table.
 pub struct Stock {
     pub(super) stock_items: Table<ProductKey, StockItem>,
@@ -55,6 +78,17 @@ impl Stock {
 
 #[service(key = SellerId)]
 impl Stock {
+    #[handler]
+    fn wipe_stock(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &WipeStock) -> HandlerResult {
+        match &ev.rows {
+            StockRows::StockItems(keys) => {
+                for key in keys {
+                    ctx.delete(self.stock_items, key)?;
+                }
+            }
+        }
+        Ok(())
+    }
     #[handler(internal)]
     fn load_stock(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &LoadStock) -> HandlerResult {
         for (product_id, version) in &ev.products {
@@ -72,6 +106,15 @@ impl Stock {
             ctx.put(self.stock_items, key, item)?;
         }
         Ok(())
+    }
+
+    #[handler]
+    fn ingest_stock(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &IngestStock) -> HandlerResult {
+        let key = ProductKey {
+            seller_id: ev.seller_id,
+            product_id: ev.product_id,
+        };
+        ctx.put(self.stock_items, key, ev.item)
     }
 
     #[handler(internal)]

@@ -3,9 +3,13 @@
 //! implementation of the trait, a variant of [`AppChoice`] and an arm in [`AppChoice::open`].
 
 mod ledger;
+mod marketplace;
+mod marketplace_driver;
 mod ycsb;
 
 pub use ledger::LedgerServed;
+pub use marketplace::MarketServed;
+pub use marketplace_driver::driver_routes;
 pub use ycsb::YcsbServed;
 
 use crate::api::{ApiError, QueryInfo};
@@ -62,6 +66,8 @@ pub enum AppChoice {
     Ledger,
     /// YCSB-T: service `ycsb`, one table of counters.
     Ycsb,
+    /// The Online Marketplace: eight services, with the routes its benchmark driver sends.
+    Marketplace,
 }
 
 impl AppChoice {
@@ -75,6 +81,7 @@ impl AppChoice {
         match self {
             AppChoice::Ledger => Served::<LedgerServed>::open(options, settings).await,
             AppChoice::Ycsb => Served::<YcsbServed>::open(options, settings).await,
+            AppChoice::Marketplace => Served::<MarketServed>::open(options, settings).await,
         }
     }
 }
