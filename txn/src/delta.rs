@@ -1,0 +1,165 @@
+//! Merge-able integer deltas (`TxnCtx::add`, `TxnCtx::add_bounded`): how a handler names a
+//! row's counter field, and the decide-phase rule that lets deltas on one row commit together.
+//!
+//! Deltas on a row commute, so they do not conflict with each other. A bounded delta keeps its
+//! field at or above a minimum by escrow: in the decide phase it wins only if the bound holds
+//! even when every lower-TID decrement of the epoch on that row commits and no increment does.
+//! The same walk keeps the field inside `i64` whatever subset of the deltas commits.
+
+use crate::bitset::SeqSet;
+use crate::ids::Seq;
+use smallvec::SmallVec;
+
+/// An `i64` field of row type `V`, named for [`TxnCtx::add`](crate::TxnCtx::add).
+///
+/// It is a name (for error messages) and a plain function pointer to the field, so naming a
+/// field costs nothing at run time and cannot name a field of another row type. Build one with
+/// [`field!`](crate::field) (`txn::field!(Account, balance)`) or [`Field::new`]. The name is
+/// only used in messages; the accessor decides which field changes.
+pub struct Field<V> {
+    name: &'static str,
+    access: fn(&mut V) -> &mut i64,
+}
+
+impl<V> Clone for Field<V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<V> Copy for Field<V> {}
+
+impl<V> std::fmt::Debug for Field<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Field({})", self.name)
+    }
+}
+
+impl<V> Field<V> {
+    /// The field `name` of `V`, reached through `access` (e.g. `|row| &mut row.balance`).
+    pub const fn new(name: &'static str, access: fn(&mut V) -> &mut i64) -> Self {
+        Field { name, access }
+    }
+
+    /// The field's name, as given.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The field of `row`.
+    pub(crate) fn of<'r>(&self, row: &'r mut V) -> &'r mut i64 {
+        (self.access)(row)
+    }
+}
+
+/// A `Field` of a row type, by the type and the field's name: `txn::field!(Account, balance)`.
+#[macro_export]
+macro_rules! field {
+    ($row:ty, $field:ident) => {
+        $crate::Field::<$row>::new(::core::stringify!($field), |row: &mut $row| &mut row.$field)
+    };
+}
+
+/// One buffered delta of the parallel pass: transaction `seq` adds `delta` to `field`, which
+/// must stay at least `min` (`i64::MIN` when unbounded).
+pub(crate) struct DeltaOp<V> {
+    pub seq: Seq,
+    pub field: Field<V>,
+    pub delta: i64,
+    pub min: i64,
+}
+
+/// Why a delta could not be applied to a row it saw exactly (its own write, or alone).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum DeltaError {
+    /// The row does not exist.
+    MissingRow,
+    /// The field would leave `i64`.
+    Overflow { value: i64 },
+    /// The field would end below the delta's minimum.
+    BelowMin { value: i64 },
+}
+
+impl<V> DeltaOp<V> {
+    /// Applies this delta to `row` exactly (the transaction sees the row's true value).
+    pub fn apply_exact(&self, row: &mut V) -> Result<(), DeltaError> {
+        let value = self.field.of(row);
+        let new = value
+            .checked_add(self.delta)
+            .ok_or(DeltaError::Overflow { value: *value })?;
+        if new < self.min {
+            return Err(DeltaError::BelowMin { value: *value });
+        }
+        *value = new;
+        Ok(())
+    }
+}
+
+/// The positions of `deltas` in ascending seq order (insertion order among equal seqs, which
+/// is the transaction's own order).
+pub(crate) fn seq_order<V>(deltas: &[DeltaOp<V>], ascending: bool) -> SmallVec<[u32; 16]> {
+    let mut order: SmallVec<[u32; 16]> = (0..deltas.len() as u32).collect();
+    if !ascending {
+        order.sort_by_key(|i| deltas[*i as usize].seq);
+    }
+    order
+}
+
+/// The decide phase for the deltas on one row: adds to `conflicts` every delta's transaction
+/// that must not commit in parallel, and returns the lowest seq whose delta may commit (later
+/// readers of the row read after it, so they lose).
+///
+/// A delta above the row's reserved plain writer loses (it relies on the row the write
+/// replaces), even one of a transaction that aborted on its own. The others are walked in seq
+/// order keeping two bounds of each field: `low` adds only the decrements, `high` only the
+/// increments, of every transaction not aborted by its handler. Whatever subset of them
+/// commits, the field's true value after each delta lies between the bounds, so a delta
+/// commits only if `low` stays at or above its minimum and neither bound leaves `i64`. The
+/// outcome depends only on the row's accesses, never on the order rows are decided in.
+pub(crate) fn decide_deltas<V: Clone>(
+    committed: Option<&V>,
+    deltas: &[DeltaOp<V>],
+    ascending: bool,
+    reserved: Option<Seq>,
+    user_aborted: &SeqSet,
+    conflicts: &mut SeqSet,
+) -> Option<Seq> {
+    let Some(committed) = committed else {
+        // Deltas are recorded only on rows that existed at the epoch's start; keep it safe.
+        for d in deltas {
+            conflicts.insert(d.seq);
+        }
+        return None;
+    };
+    let (mut low, mut high) = (committed.clone(), committed.clone());
+    let mut first = None;
+    for i in seq_order(deltas, ascending) {
+        let d = &deltas[i as usize];
+        // A delta relies on the row existing, as a read does: above the reserved writer it
+        // loses even if its transaction aborted on its own (that abort may rest on the row).
+        if reserved.is_some_and(|w| d.seq > w) {
+            conflicts.insert(d.seq);
+            continue;
+        }
+        // Only the user aborts count here, never `conflicts`: it holds losers of rows decided
+        // before this one, in an order replay need not repeat, and decisions must not depend
+        // on it. A delta of a loser still counts against the bounds (conservative).
+        if user_aborted.contains(d.seq) {
+            continue;
+        }
+        first.get_or_insert(d.seq);
+        let bound = if d.delta < 0 { &mut low } else { &mut high };
+        let value = d.field.of(bound);
+        match value.checked_add(d.delta) {
+            Some(new) => *value = new,
+            None => {
+                conflicts.insert(d.seq);
+                continue;
+            }
+        }
+        if *d.field.of(&mut low) < d.min {
+            conflicts.insert(d.seq);
+        }
+    }
+    first
+}
