@@ -112,7 +112,7 @@ pub(crate) fn seq_order<V>(deltas: &[DeltaOp<V>], ascending: bool) -> SmallVec<[
 /// A delta above the row's reserved plain writer loses (it relies on the row the write
 /// replaces), even one of a transaction that aborted on its own. The others are walked in seq
 /// order keeping two bounds of each field: `low` adds only the decrements, `high` only the
-/// increments, of every transaction not aborted by its handler. Whatever subset of them
+/// increments, of every transaction below the writer, aborted or not. Whatever subset of them
 /// commits, the field's true value after each delta lies between the bounds, so a delta
 /// commits only if `low` stays at or above its minimum and neither bound leaves `i64`. The
 /// outcome depends only on the row's accesses, never on the order rows are decided in.
@@ -141,13 +141,14 @@ pub(crate) fn decide_deltas<V: Clone>(
             conflicts.insert(d.seq);
             continue;
         }
-        // Only the user aborts count here, never `conflicts`: it holds losers of rows decided
-        // before this one, in an order replay need not repeat, and decisions must not depend
-        // on it. A delta of a loser still counts against the bounds (conservative).
-        if user_aborted.contains(d.seq) {
-            continue;
+        // Every delta counts against the bounds, a loser's or an aborted transaction's too
+        // (conservative), and nothing is read from `conflicts`: it holds losers of rows
+        // decided before this one, in an order replay need not repeat. A transaction its
+        // handler aborted is checked too: its abort may come after a bound that would have
+        // failed first, so it must run again alone unless its bounds surely hold.
+        if !user_aborted.contains(d.seq) {
+            first.get_or_insert(d.seq);
         }
-        first.get_or_insert(d.seq);
         let bound = if d.delta < 0 { &mut low } else { &mut high };
         let value = d.field.of(bound);
         match value.checked_add(d.delta) {

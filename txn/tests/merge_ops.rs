@@ -6,11 +6,12 @@
 
 mod common;
 
-use common::{Recorded, assert_matches_serial_replay, rng, seed};
+use common::{Recorded, assert_matches_serial_replay, copy_of_log, rng, seed};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use txn::storage::MemoryStorage;
 use txn::{
     AbortReason, App, AppBuilder, AppDef, Client, Field, Runtime, RuntimeConfig, ServiceRef, Table,
 };
@@ -228,10 +229,12 @@ struct Run {
     committed: u64,
 }
 
-async fn run_history(fx: &Arc<Fixture>, mode: Mode, seed: u64) -> Run {
-    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::in_memory())
-        .await
-        .unwrap();
+async fn run_history(fx: &Arc<Fixture>, mode: Mode, seed: u64, storage: MemoryStorage) -> Run {
+    let config = RuntimeConfig {
+        storage: Arc::new(storage),
+        ..RuntimeConfig::in_memory()
+    };
+    let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
     let client = rt.client();
     let mut history = Vec::new();
     // Every row exists before the concurrent clients start.
@@ -280,6 +283,19 @@ async fn run_history(fx: &Arc<Fixture>, mode: Mode, seed: u64) -> Run {
         conflicts: stats.conflicts,
         committed: stats.committed,
     }
+}
+
+/// The state hash of a runtime recovered from a copy of `storage`'s log: recovery re-runs
+/// every epoch through the parallel pass, its decide phase and the serial pass.
+async fn restart_from_copy_of_log(fx: &Fixture, storage: &MemoryStorage) -> u64 {
+    let config = RuntimeConfig {
+        storage: Arc::new(copy_of_log(storage)),
+        ..RuntimeConfig::in_memory()
+    };
+    let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
+    let hash = rt.client().state_hash().await.unwrap();
+    rt.shutdown().await;
+    hash
 }
 
 async fn submit(
@@ -340,14 +356,15 @@ fn assert_matches_model(run: &mut Run, seed: u64) -> usize {
 }
 
 // Goal: deltas and bounded decrements interleaved with plain reads, writes and deletes are
-// serializable (every read and abort as the model says, final rows equal), replay gives the
-// same state hash, the bound holds, and deltas commit in parallel: the same workload written
+// serializable (every read and abort as the model says, final rows equal), replay on
+// `SerialExecutor` and recovery from the log give the same state hash, the bound holds, and deltas commit in parallel: the same workload written
 // as read-modify-writes loses more conflicts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_deltas_are_serializable_and_commit_in_parallel() {
     let seed = seed("merge-ops");
     let fx = Arc::new(build());
-    let mut merge = run_history(&fx, Mode::Merge, seed).await;
+    let storage = MemoryStorage::new();
+    let mut merge = run_history(&fx, Mode::Merge, seed, storage.clone()).await;
     let n_committed = assert_matches_model(&mut merge, seed);
     assert_eq!(
         merge.committed, n_committed as u64,
@@ -358,7 +375,13 @@ async fn random_deltas_are_serializable_and_commit_in_parallel() {
     let replayed = assert_matches_serial_replay(fx.app.clone(), history, merge.final_hash, seed);
     assert_eq!(replayed, n_committed);
 
-    let mut rmw = run_history(&fx, Mode::ReadModifyWrite, seed).await;
+    let restarted = restart_from_copy_of_log(&fx, &storage).await;
+    assert_eq!(
+        restarted, merge.final_hash,
+        "seed {seed}: recovery replaying the log diverged"
+    );
+
+    let mut rmw = run_history(&fx, Mode::ReadModifyWrite, seed, MemoryStorage::new()).await;
     let history = std::mem::take(&mut rmw.history);
     assert_matches_serial_replay(fx.app.clone(), history, rmw.final_hash, seed);
     eprintln!(
@@ -513,5 +536,42 @@ async fn a_delta_on_a_checked_table_runs_the_check() {
         "{refused:?}"
     );
     assert_eq!(submit(3).await.unwrap().result, Ok(Some(10)));
+    rt.shutdown().await;
+}
+
+// Goal: a transaction that aborts on its own (here on a missing row) after a bounded delta
+// that would have broken its bound reports the bound, as the serial order says: the decide
+// phase checks its delta too instead of trusting its abort.
+#[tokio::test]
+async fn an_abort_after_a_failing_bounded_delta_reports_the_bound() {
+    let fx = Arc::new(build());
+    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::in_memory())
+        .await
+        .unwrap();
+    let client = rt.client();
+    let create = vec![Op {
+        key: 0,
+        kind: OpKind::Write(0),
+    }];
+    submit(&client, &fx, Mode::Merge, create)
+        .await
+        .result
+        .unwrap();
+    let ops = vec![
+        Op {
+            key: 0,
+            kind: OpKind::Take(STOCK_START + 1),
+        },
+        Op {
+            key: 5,
+            kind: OpKind::Add(1),
+        },
+    ];
+    let result = submit(&client, &fx, Mode::Merge, ops).await.result;
+    assert!(
+        matches!(&result, Err(AbortReason::Constraint { message, .. })
+            if message.contains("stock = 40 + -41 would go below its minimum 0 for key 0")),
+        "{result:?}"
+    );
     rt.shutdown().await;
 }
