@@ -362,7 +362,13 @@ impl<'a, A: App> TxnCtx<'a, A> {
             min,
         };
         let state = self.table(table, key)?;
-        let result = if state.constraints.is_empty() && state.indexes.is_empty() {
+        let min = if state.constraints.field_mins.is_empty() {
+            min
+        } else {
+            state.constraints.min_of(&field, min)
+        };
+        let op = DeltaOp { min, ..op };
+        let result = if !state.constraints.needs_whole_row() && state.indexes.is_empty() {
             state.add(key, op)
         } else {
             // Constraints and indexes must see the whole new row: a plain read-modify-write.

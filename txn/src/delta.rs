@@ -12,12 +12,14 @@ use smallvec::SmallVec;
 
 /// An `i64` field of row type `V`, named for [`TxnCtx::add`](crate::TxnCtx::add).
 ///
-/// It is a name (for error messages) and a plain function pointer to the field, so naming a
-/// field costs nothing at run time and cannot name a field of another row type. Build one with
-/// [`field!`](crate::field) (`txn::field!(Account, balance)`) or [`Field::new`]. The name is
-/// only used in messages; the accessor decides which field changes.
+/// It is a name and two plain function pointers to the field (to read it and to change it), so
+/// naming a field costs nothing at run time and cannot name a field of another row type. Build
+/// one with [`field!`](crate::field) (`txn::field!(Account, balance)`) or [`Field::new`]. The
+/// name appears in messages and identifies the field for a bound declared with
+/// `AppBuilder::field_min`; the accessors decide which field changes.
 pub struct Field<V> {
     name: &'static str,
+    read: fn(&V) -> i64,
     access: fn(&mut V) -> &mut i64,
 }
 
@@ -36,9 +38,19 @@ impl<V> std::fmt::Debug for Field<V> {
 }
 
 impl<V> Field<V> {
-    /// The field `name` of `V`, reached through `access` (e.g. `|row| &mut row.balance`).
-    pub const fn new(name: &'static str, access: fn(&mut V) -> &mut i64) -> Self {
-        Field { name, access }
+    /// The field `name` of `V`, read by `read` (`|row| row.balance`) and changed through
+    /// `access` (`|row| &mut row.balance`).
+    pub const fn new(
+        name: &'static str,
+        read: fn(&V) -> i64,
+        access: fn(&mut V) -> &mut i64,
+    ) -> Self {
+        Field { name, read, access }
+    }
+
+    /// The field's value in `row`.
+    pub fn read(&self, row: &V) -> i64 {
+        (self.read)(row)
     }
 
     /// The field's name, as given.
@@ -56,7 +68,11 @@ impl<V> Field<V> {
 #[macro_export]
 macro_rules! field {
     ($row:ty, $field:ident) => {
-        $crate::Field::<$row>::new(::core::stringify!($field), |row: &mut $row| &mut row.$field)
+        $crate::Field::<$row>::new(
+            ::core::stringify!($field),
+            |row: &$row| row.$field,
+            |row: &mut $row| &mut row.$field,
+        )
     };
 }
 

@@ -11,6 +11,7 @@
 
 use crate::bitset::SeqSet;
 use crate::constraint::{ConstraintStep, Constraints, OnDelete, ParentDeleted, Placement};
+use crate::coordination::TableSummary;
 use crate::delta::{DeltaError, DeltaOp, decide_deltas, seq_order};
 use crate::ids::{GlobalPartition, Seq};
 use crate::index::{IndexOps, IndexState};
@@ -528,6 +529,8 @@ pub(crate) trait AnyTable: Send {
     ) -> (usize, Option<String>);
     /// Loads one encoded committed row (recovery).
     fn load_row(&mut self, key: &[u8], value: &[u8]) -> Result<(), String>;
+    /// What the coordination analysis reads of this table's declarations.
+    fn coordination(&self) -> TableSummary;
 }
 
 fn encode<T: Serialize>(t: &T) -> Vec<u8> {
@@ -749,6 +752,20 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
             }
         }
         found
+    }
+
+    fn coordination(&self) -> TableSummary {
+        let c = &self.constraints;
+        TableSummary {
+            checks: c.checks.iter().map(|check| check.name.clone()).collect(),
+            field_mins: c
+                .field_mins
+                .iter()
+                .map(|b| (b.field.name(), b.min))
+                .collect(),
+            delta_uses: c.delta_uses.clone(),
+            n_whole_row: c.foreign_keys.len() + c.uniques.len() + self.indexes.len(),
+        }
     }
 
     fn load_row(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {

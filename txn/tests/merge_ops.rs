@@ -575,3 +575,146 @@ async fn an_abort_after_a_failing_bounded_delta_reports_the_bound() {
     );
     rt.shutdown().await;
 }
+
+/// An application declaring its deltas: `rows` bounds `stock` and `hits` below by 0 and takes
+/// `hits` increments, `stock` deltas as `stock_usage` says and `plain` deltas of either sign;
+/// `audited` has an opaque check. The handler adds `delta` to `stock` of row 0, unbounded.
+fn declared_app(stock_usage: txn::DeltaUse) -> Result<Arc<AppDef<CheckedApp>>, txn::TxnError> {
+    let mut b = AppBuilder::<CheckedApp>::new();
+    let service = b.service("counters", 1);
+    let rows = b.table::<u64, Counter>(service, "rows");
+    let audited = b.table::<u64, Counter>(service, "audited");
+    b.field_min(rows, STOCK, 0);
+    b.field_min(rows, HITS, 0);
+    b.delta_field(rows, HITS, txn::DeltaUse::Increments);
+    b.delta_field(rows, STOCK, stock_usage);
+    b.delta_field(rows, txn::field!(Counter, plain), txn::DeltaUse::Any);
+    b.check(audited, "plain_is_even", |row: &Counter| row.plain % 2 == 0);
+    b.delta_field(audited, HITS, txn::DeltaUse::Any);
+    b.handler(service, move |ctx, delta| {
+        if *delta == 0 {
+            let row = Counter {
+                plain: 0,
+                hits: 0,
+                stock: STOCK_START,
+            };
+            return ctx.put(rows, 0, row);
+        }
+        if *delta == i64::MIN {
+            let row = Counter {
+                plain: 0,
+                hits: 0,
+                stock: -1,
+            };
+            return ctx.put(rows, 1, row);
+        }
+        ctx.add(rows, &0, STOCK, *delta)?;
+        let stock = ctx.get(rows, &0)?.expect("created first").stock;
+        ctx.set_output(stock);
+        Ok(())
+    });
+    b.build()
+}
+
+struct CheckedApp;
+
+impl App for CheckedApp {
+    type Event = i64;
+    type Output = i64;
+}
+
+// Goal: the coordination report classifies each declared delta use against each invariant
+// of its table: increments vs a lower bound confluent, bounded decrements escrow, anything vs
+// an opaque check coordinated, a field without invariant confluent.
+#[test]
+fn the_coordination_report_classifies_declared_deltas() {
+    use txn::{DeltaUse, Verdict};
+    let app = declared_app(DeltaUse::BoundedDecrements).expect("a safe declaration builds");
+    let report: Vec<(String, &str, DeltaUse, String, Verdict)> = app
+        .coordination_report()
+        .into_iter()
+        .map(|e| (e.table, e.field, e.operation, e.invariant, e.verdict))
+        .collect();
+    let row = |table: &str, field, operation, invariant: &str, verdict| {
+        (
+            table.to_string(),
+            field,
+            operation,
+            invariant.to_string(),
+            verdict,
+        )
+    };
+    let opaque = "check \"plain_is_even\"";
+    assert_eq!(
+        report,
+        vec![
+            row(
+                "rows",
+                "hits",
+                DeltaUse::Increments,
+                "hits >= 0",
+                Verdict::Confluent
+            ),
+            row(
+                "rows",
+                "stock",
+                DeltaUse::BoundedDecrements,
+                "stock >= 0",
+                Verdict::Escrow
+            ),
+            row("rows", "plain", DeltaUse::Any, "none", Verdict::Confluent),
+            row(
+                "audited",
+                "hits",
+                DeltaUse::Any,
+                opaque,
+                Verdict::Coordinated
+            ),
+        ]
+    );
+}
+
+// Goal: a delta use that could break a declared invariant without escrow is refused at build
+// time, naming the table, the field, the use and the invariant.
+#[test]
+fn unbounded_decrements_of_a_bounded_field_are_refused_at_build_time() {
+    let Err(txn::TxnError::InvalidApp(problems)) = declared_app(txn::DeltaUse::Any) else {
+        panic!("unbounded decrements of a field with a minimum must be refused");
+    };
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with(
+            "counters.rows: deltas of either sign on field stock could break the invariant \
+             stock >= 0"
+        ),
+        "{problems:?}"
+    );
+}
+
+// Goal: a declared minimum holds for every delta on its field (even `add`, which names no
+// bound) and for plain writes.
+#[tokio::test]
+async fn a_declared_minimum_bounds_every_delta_and_write() {
+    let app = declared_app(txn::DeltaUse::BoundedDecrements).unwrap();
+    let service = app.service("counters").unwrap();
+    let rt = Runtime::start(app, RuntimeConfig::in_memory())
+        .await
+        .unwrap();
+    let client = rt.client();
+    let submit = |delta: i64| client.submit_raw(service, &0u64, delta);
+    assert_eq!(submit(0).await.unwrap().result, Ok(None));
+    assert_eq!(submit(-STOCK_START).await.unwrap().result, Ok(Some(0)));
+    let refused = submit(-1).await.unwrap().result;
+    assert!(
+        matches!(&refused, Err(AbortReason::Constraint { message, .. })
+            if message == "stock = 0 + -1 would go below its minimum 0 for key 0"),
+        "{refused:?}"
+    );
+    let refused = submit(i64::MIN).await.unwrap().result;
+    assert!(
+        matches!(&refused, Err(AbortReason::Constraint { message, .. })
+            if message.contains("stock >= 0")),
+        "{refused:?}"
+    );
+    rt.shutdown().await;
+}
