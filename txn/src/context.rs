@@ -357,7 +357,7 @@ impl<'a, A: App> TxnCtx<'a, A> {
         self.meter.charge(LimitKind::BytesWritten, size)?;
         let op = DeltaOp {
             seq,
-            field,
+            access: field.accessor(),
             delta,
             min,
         };

@@ -105,7 +105,7 @@ impl<V> Access<V> {
     fn apply_own_deltas(&self, seq: Seq, value: &mut Option<V>) {
         if let Some(row) = value.as_mut().filter(|_| self.may_have_deltas(seq)) {
             for d in self.deltas.iter().filter(|d| d.seq == seq) {
-                let field = d.field.of(row);
+                let field = (d.access)(row);
                 *field = field.wrapping_add(d.delta);
             }
         }
@@ -467,13 +467,11 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             if aborted.contains(d.seq) {
                 continue;
             }
-            let field = d.field.of(&mut row);
+            let field = (d.access)(&mut row);
             *field = field.checked_add(d.delta).unwrap_or_else(|| {
                 panic!(
-                    "committed delta overflows {}.{} {key:?}.{}: decide is broken",
-                    self.service,
-                    self.name,
-                    d.field.name()
+                    "committed delta overflows {}.{} {key:?}: decide is broken",
+                    self.service, self.name
                 )
             });
         }
