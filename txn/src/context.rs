@@ -369,7 +369,7 @@ impl<'a, A: App> TxnCtx<'a, A> {
         };
         let op = DeltaOp { min, ..op };
         let result = if !state.constraints.needs_whole_row() && state.indexes.is_empty() {
-            state.add(key, op)
+            state.add(key, op, field.reader())
         } else {
             // Constraints and indexes must see the whole new row: a plain read-modify-write.
             match state.get(seq, key) {

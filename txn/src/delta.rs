@@ -58,6 +58,11 @@ impl<V> Field<V> {
         self.name
     }
 
+    /// The reader of the field.
+    pub(crate) fn reader(&self) -> fn(&V) -> i64 {
+        self.read
+    }
+
     /// The accessor of the field.
     pub(crate) fn accessor(&self) -> fn(&mut V) -> &mut i64 {
         self.access
@@ -101,14 +106,19 @@ impl<V> DeltaOp<V> {
     /// Applies this delta to `row` exactly (the transaction sees the row's true value).
     pub fn apply_exact(&self, row: &mut V) -> Result<(), DeltaError> {
         let value = (self.access)(row);
+        *value = self.checked(*value)?;
+        Ok(())
+    }
+
+    /// The field's new value if it was `value`, or why the delta cannot apply.
+    pub fn checked(&self, value: i64) -> Result<i64, DeltaError> {
         let new = value
             .checked_add(self.delta)
-            .ok_or(DeltaError::Overflow { value: *value })?;
+            .ok_or(DeltaError::Overflow { value })?;
         if new < self.min {
-            return Err(DeltaError::BelowMin { value: *value });
+            return Err(DeltaError::BelowMin { value });
         }
-        *value = new;
-        Ok(())
+        Ok(new)
     }
 }
 
@@ -150,12 +160,13 @@ pub(crate) fn decide_deltas<V: Clone>(
     };
     let (mut low, mut high) = (committed.clone(), committed.clone());
     let mut first = None;
-    for i in seq_order(deltas, ascending) {
-        let d = &deltas[i as usize];
+    let order = seq_order(deltas, ascending);
+    for group in order.chunk_by(|a, b| deltas[*a as usize].seq == deltas[*b as usize].seq) {
+        let seq = deltas[group[0] as usize].seq;
         // A delta relies on the row existing, as a read does: above the reserved writer it
         // loses even if its transaction aborted on its own (that abort may rest on the row).
-        if reserved.is_some_and(|w| d.seq > w) {
-            conflicts.insert(d.seq);
+        if reserved.is_some_and(|w| seq > w) {
+            conflicts.insert(seq);
             continue;
         }
         // Every delta counts against the bounds, a loser's or an aborted transaction's too
@@ -163,23 +174,46 @@ pub(crate) fn decide_deltas<V: Clone>(
         // decided before this one, in an order replay need not repeat. A transaction its
         // handler aborted is checked too: its abort may come after a bound that would have
         // failed first, so it must run again alone unless its bounds surely hold.
-        if !user_aborted.contains(d.seq) {
-            first.get_or_insert(d.seq);
+        if !user_aborted.contains(seq) {
+            first.get_or_insert(seq);
         }
-        let bound = if d.delta < 0 { &mut low } else { &mut high };
-        let value = (d.access)(bound);
-        match value.checked_add(d.delta) {
-            Some(new) => *value = new,
-            None => {
-                conflicts.insert(d.seq);
-                continue;
-            }
-        }
-        if *(d.access)(&mut low) < d.min {
-            conflicts.insert(d.seq);
+        if !walk_transaction(deltas, group, &mut low, &mut high) {
+            conflicts.insert(seq);
         }
     }
     first
+}
+
+/// Walks one transaction's deltas on a row (`group`, in its order) through the bounds: every
+/// delta moves `high` up or `low` down, and the transaction's own increments also count in
+/// `low` for its own later bounds (they commit with it), then are taken back out, since other
+/// transactions may not count on them. With no lower-TID delta on the row, `low` is then the
+/// transaction's exact view, so the lowest TID never loses by escrow when its view passes.
+/// Whether the transaction's bounds surely hold and no bound leaves `i64`.
+fn walk_transaction<V>(deltas: &[DeltaOp<V>], group: &[u32], low: &mut V, high: &mut V) -> bool {
+    let mut own_increments: SmallVec<[u32; 4]> = SmallVec::new();
+    let mut holds = true;
+    for &i in group {
+        let d = &deltas[i as usize];
+        let bound = if d.delta < 0 { &mut *low } else { &mut *high };
+        let value = (d.access)(bound);
+        let Some(new) = value.checked_add(d.delta) else {
+            holds = false;
+            continue;
+        };
+        *value = new;
+        if d.delta > 0 {
+            // Below `high`, which took the same increment without overflowing.
+            *(d.access)(low) += d.delta;
+            own_increments.push(i);
+        }
+        holds &= *(d.access)(low) >= d.min;
+    }
+    for i in own_increments {
+        let d = &deltas[i as usize];
+        *(d.access)(low) -= d.delta;
+    }
+    holds
 }
 
 #[cfg(test)]

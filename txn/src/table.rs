@@ -296,7 +296,12 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
     /// once (checked); otherwise it is buffered as a delta, which conflicts with no other
     /// delta. A row missing from the committed state is an error recorded as a read, so a
     /// lower-TID transaction creating it makes this one run again.
-    pub fn add(&mut self, key: &K, op: DeltaOp<V>) -> Result<(), DeltaError> {
+    ///
+    /// Otherwise the delta is first checked against the transaction's own view (the committed
+    /// row plus its own deltas, read through `read`): a delta that fails there aborts the
+    /// transaction now, recorded as a read of the row, so it runs again if a lower TID changed
+    /// the row, and its failure stands if none did. The lowest TID thus never loses by escrow.
+    pub fn add(&mut self, key: &K, op: DeltaOp<V>, read: fn(&V) -> i64) -> Result<(), DeltaError> {
         if self.solo {
             let mut row = self.rows.get(key).cloned().ok_or(DeltaError::MissingRow)?;
             op.apply_exact(&mut row)?;
@@ -312,11 +317,20 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         if let Some((_, own)) = acc.own_write(seq) {
             return op.apply_exact(own.as_mut().ok_or(DeltaError::MissingRow)?);
         }
-        if self.rows.get(key).is_none() {
+        let in_view = match self.rows.get(key) {
+            None => Err(DeltaError::MissingRow),
+            Some(row) if acc.may_have_deltas(seq) => {
+                let mut view = Some(row.clone());
+                acc.apply_own_deltas(seq, &mut view);
+                op.apply_exact(view.as_mut().expect("the row exists"))
+            }
+            Some(row) => op.checked(read(row)).map(drop),
+        };
+        if let Err(error) = in_view {
             if acc.readers.last() != Some(&seq) {
                 acc.readers.push(seq);
             }
-            return Err(DeltaError::MissingRow);
+            return Err(error);
         }
         self.has_deltas = true;
         acc.push_delta(op);
@@ -331,9 +345,14 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             return;
         }
         let acc = self.access.entry(key).or_insert_with(Access::new);
-        if acc.may_have_deltas(seq) {
-            // The write replaces the row, and with it this transaction's deltas on it.
+        if acc.may_have_deltas(seq) && acc.deltas.iter().any(|d| d.seq == seq) {
+            // The write replaces the row, and with it this transaction's deltas on it. Their
+            // bounds were checked on its own view only: it becomes a reader of the row, so a
+            // lower TID changing the row makes it run again.
             acc.deltas.retain(|d| d.seq != seq);
+            if !acc.readers.contains(&seq) {
+                acc.readers.push(seq);
+            }
         }
         if let Some(slot) = acc.own_write(seq) {
             slot.1 = value;
