@@ -70,6 +70,17 @@ impl<V> Field<V> {
 }
 
 /// A `Field` of a row type, by the type and the field's name: `txn::field!(Account, balance)`.
+///
+/// ```
+/// #[derive(Clone, Debug)]
+/// struct Account {
+///     balance: i64,
+/// }
+///
+/// const BALANCE: txn::Field<Account> = txn::field!(Account, balance);
+/// assert_eq!(BALANCE.name(), "balance");
+/// assert_eq!(BALANCE.read(&Account { balance: 7 }), 7);
+/// ```
 #[macro_export]
 macro_rules! field {
     ($row:ty, $field:ident) => {
