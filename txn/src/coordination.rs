@@ -39,6 +39,17 @@ pub enum Verdict {
     Unsafe,
 }
 
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Confluent => "confluent",
+            Verdict::Escrow => "escrow",
+            Verdict::Coordinated => "coordinated",
+            Verdict::Unsafe => "unsafe",
+        })
+    }
+}
+
 /// One row of `AppDef::coordination_report`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CoordinationEntry {
@@ -50,6 +61,23 @@ pub struct CoordinationEntry {
     pub invariant: String,
     pub verdict: Verdict,
     pub why: &'static str,
+}
+
+/// A Markdown table row: `| service.table.field | operation | invariant | verdict | why |`.
+impl fmt::Display for CoordinationEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "| {}.{}.{} | {} | {} | {} | {} |",
+            self.service,
+            self.table,
+            self.field,
+            self.operation,
+            self.invariant,
+            self.verdict,
+            self.why
+        )
+    }
 }
 
 /// What one table declares that the analysis reads, by name only.

@@ -655,8 +655,14 @@ impl App for CheckedApp {
 fn the_coordination_report_classifies_declared_deltas() {
     use txn::{DeltaUse, Verdict};
     let app = declared_app(DeltaUse::BoundedDecrements).expect("a safe declaration builds");
-    let report: Vec<(String, &str, DeltaUse, String, Verdict)> = app
-        .coordination_report()
+    let entries = app.coordination_report();
+    assert_eq!(
+        entries[1].to_string(),
+        "| counters.rows.stock | bounded decrements | stock >= 0 | escrow | a decrement commits \
+         in parallel only if the bound holds with every lower-TID decrement applied; the others \
+         run alone in the serial pass |"
+    );
+    let report: Vec<(String, &str, DeltaUse, String, Verdict)> = entries
         .into_iter()
         .map(|e| (e.table, e.field, e.operation, e.invariant, e.verdict))
         .collect();
