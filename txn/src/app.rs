@@ -734,6 +734,10 @@ impl<A: App> AppBuilder<A> {
                 t.make = Some(finalize(constraints));
             }
         }
+        let unsafe_deltas = crate::coordination::unsafe_pairs(&coordination_of(&self.services));
+        if !unsafe_deltas.is_empty() {
+            return Err(TxnError::InvalidApp(unsafe_deltas));
+        }
         let gp_index = self
             .services
             .iter()
@@ -746,4 +750,70 @@ impl<A: App> AppBuilder<A> {
             txn_limits: self.txn_limits,
         }))
     }
+}
+
+// Merge-able deltas: declarations and their analysis (`coordination.rs`).
+impl<A: App> AppBuilder<A> {
+    /// Declares the invariant `field >= min` on every row of `table`: a `put` of a row that
+    /// breaks it aborts (`AbortReason::Constraint`), and every delta on the field is bounded by
+    /// it (escrow), whatever minimum the handler passes. Unlike an opaque `check`, deltas on
+    /// a table with only such bounds stay merge-able.
+    pub fn field_min<K: Key, V: Row>(
+        &mut self,
+        table: Table<K, V>,
+        field: crate::delta::Field<V>,
+        min: i64,
+    ) {
+        match self.constraints_of(table) {
+            Some(c) => c.field_mins.push(crate::constraint::FieldMin {
+                field,
+                min,
+                name: format!("{} >= {min}", field.name()),
+            }),
+            None => self.problems.push(format!(
+                "field_min on {} names a table of another application",
+                field.name()
+            )),
+        }
+    }
+
+    /// Declares that handlers apply deltas to `field` of `table` as `usage` says, for
+    /// [`AppDef::coordination_report`] and for `build`, which refuses a use that could break
+    /// a declared invariant (unbounded decrements of a field with a minimum).
+    pub fn delta_field<K: Key, V: Row>(
+        &mut self,
+        table: Table<K, V>,
+        field: crate::delta::Field<V>,
+        usage: crate::coordination::DeltaUse,
+    ) {
+        match self.constraints_of(table) {
+            Some(c) => c.delta_uses.push((field.name(), usage)),
+            None => self.problems.push(format!(
+                "delta_field on {} names a table of another application",
+                field.name()
+            )),
+        }
+    }
+}
+
+impl<A: App> AppDef<A> {
+    /// For each declared delta field (`AppBuilder::delta_field`) and each invariant of its
+    /// table: whether the delta is confluent, safe by escrow, coordinated or unsafe, and why.
+    pub fn coordination_report(&self) -> Vec<crate::coordination::CoordinationEntry> {
+        coordination_of(&self.services)
+    }
+}
+
+/// The coordination report of built services (their tables have factories).
+fn coordination_of<A: App>(
+    services: &[ServiceDef<A>],
+) -> Vec<crate::coordination::CoordinationEntry> {
+    let mut out = Vec::new();
+    for s in services {
+        for t in &s.tables {
+            let make = t.make.as_ref().expect("built tables have factories");
+            crate::coordination::classify(&s.name, &t.name, &make().coordination(), &mut out);
+        }
+    }
+    out
 }

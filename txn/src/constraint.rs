@@ -99,9 +99,21 @@ pub(crate) struct Unique<V> {
     pub locate: Box<dyn Fn(&V) -> Option<(Vec<u8>, GlobalPartition)> + Send + Sync>,
 }
 
+/// A declared lower bound `field >= min` (`AppBuilder::field_min`): checked on writes like a
+/// check, and known to deltas, which keep it by escrow.
+pub(crate) struct FieldMin<V> {
+    pub field: crate::delta::Field<V>,
+    pub min: i64,
+    /// `"stock >= 0"`, for messages.
+    pub name: String,
+}
+
 /// All constraints of one table.
 pub(crate) struct Constraints<V> {
     pub checks: Vec<Check<V>>,
+    pub field_mins: Vec<FieldMin<V>>,
+    /// Declared delta uses by field name (`AppBuilder::delta_field`), for the analysis only.
+    pub delta_uses: Vec<(&'static str, crate::coordination::DeltaUse)>,
     pub foreign_keys: Vec<ForeignKey<V>>,
     pub uniques: Vec<Unique<V>>,
     /// The foreign keys that refer to this table (it is their parent).
@@ -112,6 +124,8 @@ impl<V> Default for Constraints<V> {
     fn default() -> Self {
         Constraints {
             checks: Vec::new(),
+            field_mins: Vec::new(),
+            delta_uses: Vec::new(),
             foreign_keys: Vec::new(),
             uniques: Vec::new(),
             referenced_by: Vec::new(),
@@ -122,6 +136,10 @@ impl<V> Default for Constraints<V> {
 impl<V> Constraints<V> {
     /// The name of the first check `row` fails.
     pub fn failed_check(&self, row: &V) -> Option<&str> {
+        let bound = self.field_mins.iter().find(|b| b.field.read(row) < b.min);
+        if let Some(bound) = bound {
+            return Some(bound.name.as_str());
+        }
         self.checks
             .iter()
             .find(|c| !(c.pred)(row))
@@ -129,7 +147,24 @@ impl<V> Constraints<V> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.checks.is_empty() && self.foreign_keys.is_empty() && self.uniques.is_empty()
+        self.checks.is_empty()
+            && self.field_mins.is_empty()
+            && self.foreign_keys.is_empty()
+            && self.uniques.is_empty()
+    }
+
+    /// Whether a constraint must see the whole new row (an opaque check, a unique value, a
+    /// foreign key), so a delta on the table runs as a read-modify-write.
+    pub fn needs_whole_row(&self) -> bool {
+        !(self.checks.is_empty() && self.foreign_keys.is_empty() && self.uniques.is_empty())
+    }
+
+    /// The tighter of `min` and the declared minimum of `field` (by name), if any.
+    pub fn min_of(&self, field: &crate::delta::Field<V>, min: i64) -> i64 {
+        self.field_mins
+            .iter()
+            .filter(|b| b.field.name() == field.name())
+            .fold(min, |min, b| min.max(b.min))
     }
 
     /// Pushes to `out` the steps that keep the unique constraints and the foreign keys that

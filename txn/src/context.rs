@@ -3,6 +3,7 @@
 use crate::app::{App, AppDef, Index, Key, Row, ServiceRef, Table};
 use crate::constraint::Probe;
 use crate::contract::{EventOf, KeyOf, Service, Svc, wrap};
+use crate::delta::{DeltaError, DeltaOp, Field};
 use crate::error::{Abort, AbortReason, LimitKind};
 use crate::ids::{GlobalPartition, Seq, Tid};
 use crate::limits::TxnLimits;
@@ -312,6 +313,97 @@ impl<'a, A: App> TxnCtx<'a, A> {
         }
         state.write(seq, key, Some(value));
         Ok(())
+    }
+
+    /// Adds `delta` to the `i64` field `field` of row `key` (`txn::field!(Account, balance)`).
+    ///
+    /// A merge-able operation: deltas on one row from different transactions of an epoch do
+    /// not conflict (they commute), so a hot counter does not push its transactions into the
+    /// serial pass. A later-TID plain read of the row still conflicts with it, and a plain
+    /// write of the row by a lower TID makes it run again. The transaction reads its own
+    /// deltas. The row must exist (`AbortReason::MissingRow` otherwise: a delta never creates
+    /// a row), and the field must stay inside `i64` (`AbortReason::Constraint`).
+    ///
+    /// On a table with declared constraints or secondary indexes the delta is a plain
+    /// read-modify-write (`get` then `put`), so every check, unique value, foreign key and
+    /// index sees the new row; it then conflicts like one.
+    pub fn add<K: Key, V: Row>(
+        &mut self,
+        table: Table<K, V>,
+        key: &K,
+        field: Field<V>,
+        delta: i64,
+    ) -> Result<(), Abort> {
+        self.add_bounded(table, key, field, delta, i64::MIN)
+    }
+
+    /// Like [`TxnCtx::add`], but the field must stay at least `min` (a stock level, a balance
+    /// that may not go below zero): a delta that would take it lower aborts the transaction
+    /// (`AbortReason::Constraint`). In the parallel pass the delta commits without
+    /// coordination only by escrow: if the field stays at least `min` even when every
+    /// lower-TID decrement of the epoch on that row commits and no increment does. Otherwise
+    /// it runs again alone in the serial pass, which applies or refuses it exactly.
+    pub fn add_bounded<K: Key, V: Row>(
+        &mut self,
+        table: Table<K, V>,
+        key: &K,
+        field: Field<V>,
+        delta: i64,
+        min: i64,
+    ) -> Result<(), Abort> {
+        let seq = self.seq;
+        self.meter.charge(LimitKind::Work, 1)?;
+        let size = encoded_len(key) + encoded_len(&delta);
+        self.meter.charge(LimitKind::BytesWritten, size)?;
+        let op = DeltaOp {
+            seq,
+            access: field.accessor(),
+            delta,
+            min,
+        };
+        let state = self.table(table, key)?;
+        let min = if state.constraints.field_mins.is_empty() {
+            min
+        } else {
+            state.constraints.min_of(&field, min)
+        };
+        let op = DeltaOp { min, ..op };
+        let result = if !state.constraints.needs_whole_row() && state.indexes.is_empty() {
+            state.add(key, op, field.reader())
+        } else {
+            // Constraints and indexes must see the whole new row: a plain read-modify-write.
+            match state.get(seq, key) {
+                None => Err(DeltaError::MissingRow),
+                Some(mut row) => match op.apply_exact(&mut row) {
+                    Ok(()) => return self.put(table, key.clone(), row),
+                    Err(e) => Err(e),
+                },
+            }
+        };
+        let Err(error) = result else { return Ok(()) };
+        let state = self.table(table, key)?;
+        let (service, table_name) = (state.service.clone(), state.name.clone());
+        let name = field.name();
+        let reason = match error {
+            DeltaError::MissingRow => AbortReason::MissingRow {
+                service,
+                table: table_name,
+                key: format!("{key:?}"),
+            },
+            DeltaError::Overflow { value } => AbortReason::Constraint {
+                service,
+                table: table_name,
+                message: format!("{name} = {value} + {delta} overflows i64 for key {key:?}"),
+            },
+            DeltaError::BelowMin { value } => AbortReason::Constraint {
+                service,
+                table: table_name,
+                message: format!(
+                    "{name} = {value} + {delta} would go below its minimum {min} for key {key:?}"
+                ),
+            },
+        };
+        Err(self.meter.poison(reason))
     }
 
     /// Emits the steps that keep the table's constraints (unique indexes, foreign keys that

@@ -60,6 +60,13 @@ pub enum AbortReason {
     /// handler that emits without bound; only this transaction is aborted.
     #[error("transaction exceeded its limit of {max} {limit}")]
     LimitExceeded { limit: LimitKind, max: u64 },
+    /// A delta (`TxnCtx::add`) named a row that does not exist: deltas never create rows.
+    #[error("delta on missing row {key} of {service}.{table}")]
+    MissingRow {
+        service: String,
+        table: String,
+        key: String,
+    },
 }
 
 impl AbortReason {
@@ -79,6 +86,7 @@ impl AbortReason {
             AbortReason::ChainTooLong { .. } => "chain_too_long",
             AbortReason::RetriesExhausted { .. } => "retries_exhausted",
             AbortReason::LimitExceeded { limit, .. } => limit.category(),
+            AbortReason::MissingRow { .. } => "missing_row",
         }
     }
 
@@ -90,7 +98,8 @@ impl AbortReason {
             | AbortReason::WrongPartition { service, .. }
             | AbortReason::ForeignTable { service, .. }
             | AbortReason::NotOrdered { service, .. }
-            | AbortReason::HandlerPanicked { service, .. } => Some(service),
+            | AbortReason::HandlerPanicked { service, .. }
+            | AbortReason::MissingRow { service, .. } => Some(service),
             AbortReason::ChainTooLong { .. }
             | AbortReason::RetriesExhausted { .. }
             | AbortReason::LimitExceeded { .. } => None,

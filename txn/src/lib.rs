@@ -15,7 +15,9 @@ mod clock;
 mod constraint;
 pub mod context;
 pub mod contract;
+pub mod coordination;
 mod dedup;
+mod delta;
 mod envelope;
 pub mod epoch;
 pub mod error;
@@ -44,6 +46,8 @@ pub use app::{
 };
 pub use context::TxnCtx;
 pub use contract::{Envelope, EventInfo, EventOf, IngressError, KeyOf, Request, Service, Svc};
+pub use coordination::{CoordinationEntry, DeltaUse, Verdict};
+pub use delta::Field;
 pub use epoch::{EpochStats, Fallback, SerialPos};
 pub use error::{Abort, AbortReason, BusinessError, HandlerResult, LimitKind, TxnError};
 pub use eventual::{EventualOutcome, EventualRuntime};

@@ -11,6 +11,8 @@
 
 use crate::bitset::SeqSet;
 use crate::constraint::{ConstraintStep, Constraints, OnDelete, ParentDeleted, Placement};
+use crate::coordination::TableSummary;
+use crate::delta::{DeltaError, DeltaOp, decide_deltas, seq_order};
 use crate::ids::{GlobalPartition, Seq};
 use crate::index::{IndexOps, IndexState};
 use crate::row_key::{CheckpointRow, DeferredRows};
@@ -72,6 +74,11 @@ struct Access<V> {
     readers: SmallVec<[Seq; 2]>,
     /// Whether `writers` is in ascending seq order (see `own_write`).
     writers_ascending: bool,
+    /// Merge-able deltas of transactions that have no buffered write of this row (a
+    /// transaction's delta on its own write changes the write instead).
+    deltas: SmallVec<[DeltaOp<V>; 1]>,
+    /// Whether `deltas` is in ascending seq order.
+    deltas_ascending: bool,
 }
 
 impl<V> Access<V> {
@@ -80,7 +87,36 @@ impl<V> Access<V> {
             writers: SmallVec::new(),
             readers: SmallVec::new(),
             writers_ascending: true,
+            deltas: SmallVec::new(),
+            deltas_ascending: true,
         }
+    }
+
+    /// Whether transaction `seq` may have deltas here (a cheap test, exact in the common case).
+    fn may_have_deltas(&self, seq: Seq) -> bool {
+        match self.deltas.last() {
+            None => false,
+            Some(last) => !(last.seq < seq && self.deltas_ascending),
+        }
+    }
+
+    /// Applies transaction `seq`'s deltas on this row, in its order, to its view `value`.
+    /// Wrapping: a view that overflows belongs to a transaction the decide phase rejects.
+    fn apply_own_deltas(&self, seq: Seq, value: &mut Option<V>) {
+        if let Some(row) = value.as_mut().filter(|_| self.may_have_deltas(seq)) {
+            for d in self.deltas.iter().filter(|d| d.seq == seq) {
+                let field = (d.access)(row);
+                *field = field.wrapping_add(d.delta);
+            }
+        }
+    }
+
+    /// Adds a delta of transaction `seq`, which has no buffered write of this row.
+    fn push_delta(&mut self, op: DeltaOp<V>) {
+        if self.deltas.last().is_some_and(|last| last.seq > op.seq) {
+            self.deltas_ascending = false;
+        }
+        self.deltas.push(op);
     }
 
     /// Transaction `seq`'s buffered write of this row, if it has one. Steps of a wave run in
@@ -123,6 +159,8 @@ pub(crate) struct TableState<K, V> {
     /// The old values of the rows the solo transaction changed, in change order.
     undo: Vec<(K, Option<V>)>,
     scans: Vec<(Seq, Bound<K>, Bound<K>)>,
+    /// Whether any access of the epoch holds a delta (so scans apply their own deltas).
+    has_deltas: bool,
     /// Secondary indexes of this partition's rows.
     pub indexes: Vec<Box<dyn IndexOps<K, V>>>,
     /// Index lookups of the current epoch: `(seq, index, looked-up value)`.
@@ -157,6 +195,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             solo: false,
             undo: Vec::new(),
             scans: Vec::new(),
+            has_deltas: false,
             dirty: FxHashSet::default(),
             track_dirty: true,
         }
@@ -242,12 +281,60 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             if acc.readers.last() != Some(&seq) {
                 acc.readers.push(seq);
             }
-        } else {
-            let mut acc = Access::new();
-            acc.readers.push(seq);
-            accesses.insert(key.clone(), acc);
+            let mut value = self.rows.get(key).cloned();
+            acc.apply_own_deltas(seq, &mut value);
+            return value;
         }
+        let mut acc = Access::new();
+        acc.readers.push(seq);
+        accesses.insert(key.clone(), acc);
         self.rows.get(key).cloned()
+    }
+
+    /// Adds `op.delta` to a field of row `key` for transaction `op.seq`. Alone, or on the
+    /// transaction's own buffered write, the row's value is known and the delta applies at
+    /// once (checked); otherwise it is buffered as a delta, which conflicts with no other
+    /// delta. A row missing from the committed state is an error recorded as a read, so a
+    /// lower-TID transaction creating it makes this one run again.
+    ///
+    /// Otherwise the delta is first checked against the transaction's own view (the committed
+    /// row plus its own deltas, read through `read`): a delta that fails there aborts the
+    /// transaction now, recorded as a read of the row, so it runs again if a lower TID changed
+    /// the row, and its failure stands if none did. The lowest TID thus never loses by escrow.
+    pub fn add(&mut self, key: &K, op: DeltaOp<V>, read: fn(&V) -> i64) -> Result<(), DeltaError> {
+        if self.solo {
+            let mut row = self.rows.get(key).cloned().ok_or(DeltaError::MissingRow)?;
+            op.apply_exact(&mut row)?;
+            let old = self.apply(key.clone(), Some(row));
+            self.undo.push((key.clone(), old));
+            return Ok(());
+        }
+        let seq = op.seq;
+        if !self.access.contains_key(key) {
+            self.access.insert(key.clone(), Access::new());
+        }
+        let acc = self.access.get_mut(key).expect("inserted above");
+        if let Some((_, own)) = acc.own_write(seq) {
+            return op.apply_exact(own.as_mut().ok_or(DeltaError::MissingRow)?);
+        }
+        let in_view = match self.rows.get(key) {
+            None => Err(DeltaError::MissingRow),
+            Some(row) if acc.may_have_deltas(seq) => {
+                let mut view = Some(row.clone());
+                acc.apply_own_deltas(seq, &mut view);
+                op.apply_exact(view.as_mut().expect("the row exists"))
+            }
+            Some(row) => op.checked(read(row)).map(drop),
+        };
+        if let Err(error) = in_view {
+            if acc.readers.last() != Some(&seq) {
+                acc.readers.push(seq);
+            }
+            return Err(error);
+        }
+        self.has_deltas = true;
+        acc.push_delta(op);
+        Ok(())
     }
 
     /// Buffers a write (`Some`) or delete (`None`) of `key` by transaction `seq`.
@@ -258,6 +345,15 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             return;
         }
         let acc = self.access.entry(key).or_insert_with(Access::new);
+        if acc.may_have_deltas(seq) && acc.deltas.iter().any(|d| d.seq == seq) {
+            // The write replaces the row, and with it this transaction's deltas on it. Their
+            // bounds were checked on its own view only: it becomes a reader of the row, so a
+            // lower TID changing the row makes it run again.
+            acc.deltas.retain(|d| d.seq != seq);
+            if !acc.readers.contains(&seq) {
+                acc.readers.push(seq);
+            }
+        }
         if let Some(slot) = acc.own_write(seq) {
             slot.1 = value;
         } else {
@@ -318,12 +414,87 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
                 out.push((k.clone(), v.clone()));
             }
         }
+        if self.has_deltas {
+            for (k, v) in &mut out {
+                if let Some(acc) = accesses.get(k) {
+                    let mut value = Some(v.clone());
+                    acc.apply_own_deltas(seq, &mut value);
+                    *v = value.expect("deltas keep the row");
+                }
+            }
+        }
         let hi = match out.last() {
             Some((k, _)) if out.len() == limit => Bound::Included(k.clone()),
             _ => range.1,
         };
         self.scans.push((seq, range.0, hi));
         out
+    }
+}
+
+impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
+    /// The decide phase for the deltas on row `key` (see `delta::decide_deltas`): later
+    /// readers and scans of the row read after the lowest delta that may commit, so they lose.
+    fn decide_row_deltas(
+        &self,
+        key: &K,
+        acc: &Access<V>,
+        reserved: Option<Seq>,
+        user_aborted: &SeqSet,
+        conflicts: &mut SeqSet,
+    ) {
+        let committed = self.rows.get(key);
+        let ascending = acc.deltas_ascending;
+        let first = decide_deltas(
+            committed,
+            &acc.deltas,
+            ascending,
+            reserved,
+            user_aborted,
+            conflicts,
+        );
+        let Some(d) = first else { return };
+        for r in &acc.readers {
+            if *r > d {
+                conflicts.insert(*r);
+            }
+        }
+        for (s, lo, hi) in &self.scans {
+            if *s > d && (lo.as_ref(), hi.as_ref()).contains(key) {
+                conflicts.insert(*s);
+            }
+        }
+    }
+
+    /// Applies the committed deltas on row `key`, in seq order, to its committed value.
+    fn commit_deltas(&mut self, key: K, deltas: &[DeltaOp<V>], ascending: bool, aborted: &SeqSet) {
+        let mut committed = deltas
+            .iter()
+            .filter(|d| !aborted.contains(d.seq))
+            .peekable();
+        if committed.peek().is_none() {
+            return;
+        }
+        let mut row = self.rows.get(&key).cloned().unwrap_or_else(|| {
+            panic!(
+                "committed delta on missing row {}.{} {key:?}: decide is broken",
+                self.service, self.name
+            )
+        });
+        for i in seq_order(deltas, ascending) {
+            let d = &deltas[i as usize];
+            if aborted.contains(d.seq) {
+                continue;
+            }
+            let field = (d.access)(&mut row);
+            *field = field.checked_add(d.delta).unwrap_or_else(|| {
+                panic!(
+                    "committed delta overflows {}.{} {key:?}: decide is broken",
+                    self.service, self.name
+                )
+            });
+        }
+        self.apply(key, Some(row));
     }
 }
 
@@ -375,6 +546,8 @@ pub(crate) trait AnyTable: Send {
     ) -> (usize, Option<String>);
     /// Loads one encoded committed row (recovery).
     fn load_row(&mut self, key: &[u8], value: &[u8]) -> Result<(), String>;
+    /// What the coordination analysis reads of this table's declarations.
+    fn coordination(&self) -> TableSummary;
 }
 
 fn encode<T: Serialize>(t: &T) -> Vec<u8> {
@@ -400,6 +573,9 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
                 .map(|(s, _)| *s)
                 .filter(|s| !user_aborted.contains(*s))
                 .min();
+            if !acc.deltas.is_empty() {
+                self.decide_row_deltas(key, acc, reserved, user_aborted, conflicts);
+            }
             let Some(w) = reserved else { continue };
             for (s, _) in &acc.writers {
                 if *s > w {
@@ -447,10 +623,14 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
                     self.service,
                     self.name
                 );
+                // Deltas below the writer are overwritten by it; those above it lost.
                 self.apply(key, value);
+            } else if !acc.deltas.is_empty() {
+                self.commit_deltas(key, &acc.deltas, acc.deltas_ascending, aborted);
             }
         }
         self.access = access;
+        self.has_deltas = false;
         self.scans.clear();
         self.index_reads.clear();
     }
@@ -589,6 +769,20 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
             }
         }
         found
+    }
+
+    fn coordination(&self) -> TableSummary {
+        let c = &self.constraints;
+        TableSummary {
+            checks: c.checks.iter().map(|check| check.name.clone()).collect(),
+            field_mins: c
+                .field_mins
+                .iter()
+                .map(|b| (b.field.name(), b.min))
+                .collect(),
+            delta_uses: c.delta_uses.clone(),
+            n_whole_row: c.foreign_keys.len() + c.uniques.len() + self.indexes.len(),
+        }
     }
 
     fn load_row(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {

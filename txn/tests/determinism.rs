@@ -92,16 +92,7 @@ fn check(fallback: Fallback, name: &str) {
     );
     for workers in [1, 2, 4] {
         // Each replay gets its own copy of the log: a replay must not append to it.
-        let copy = MemoryStorage::new();
-        storage
-            .read_epochs(0, &mut |e, bytes| copy.append_epoch(e, bytes))
-            .unwrap();
-        // With its store info record: a log without one is refused as a pre-format-2 store.
-        let info = storage
-            .read_store_info()
-            .unwrap()
-            .expect("a store info record");
-        copy.write_store_info(&info).unwrap();
+        let copy = copy_of_log(&storage);
         let replayed = replay_with_workers(fx.clone(), copy, workers, fallback);
         assert_eq!(
             replayed, original,

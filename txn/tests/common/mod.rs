@@ -246,3 +246,19 @@ pub fn read0(key: u64) -> Ev {
 pub fn request_id(seq: u64) -> txn::RequestId {
     txn::RequestId { client: 42, seq }
 }
+
+/// A copy of `storage`'s log and store info record, for a replay that must not append to the
+/// original (a log without the info record is refused as a pre-format-2 store).
+pub fn copy_of_log(storage: &txn::storage::MemoryStorage) -> txn::storage::MemoryStorage {
+    use txn::storage::Storage;
+    let copy = txn::storage::MemoryStorage::new();
+    storage
+        .read_epochs(0, &mut |e, bytes| copy.append_epoch(e, bytes))
+        .unwrap();
+    let info = storage
+        .read_store_info()
+        .unwrap()
+        .expect("a store info record");
+    copy.write_store_info(&info).unwrap();
+    copy
+}

@@ -1,0 +1,239 @@
+//! Merge-able integer deltas (`TxnCtx::add`, `TxnCtx::add_bounded`): how a handler names a
+//! row's counter field, and the decide-phase rule that lets deltas on one row commit together.
+//!
+//! Deltas on a row commute, so they do not conflict with each other. A bounded delta keeps its
+//! field at or above a minimum by escrow: in the decide phase it wins only if the bound holds
+//! even when every lower-TID decrement of the epoch on that row commits and no increment does.
+//! The same walk keeps the field inside `i64` whatever subset of the deltas commits.
+
+use crate::bitset::SeqSet;
+use crate::ids::Seq;
+use smallvec::SmallVec;
+
+/// An `i64` field of row type `V`, named for [`TxnCtx::add`](crate::TxnCtx::add).
+///
+/// It is a name and two plain function pointers to the field (to read it and to change it), so
+/// naming a field costs nothing at run time and cannot name a field of another row type. Build
+/// one with [`field!`](crate::field) (`txn::field!(Account, balance)`) or [`Field::new`]. The
+/// name appears in messages and identifies the field for a bound declared with
+/// `AppBuilder::field_min`; the accessors decide which field changes.
+pub struct Field<V> {
+    name: &'static str,
+    read: fn(&V) -> i64,
+    access: fn(&mut V) -> &mut i64,
+}
+
+impl<V> Clone for Field<V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<V> Copy for Field<V> {}
+
+impl<V> std::fmt::Debug for Field<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Field({})", self.name)
+    }
+}
+
+impl<V> Field<V> {
+    /// The field `name` of `V`, read by `read` (`|row| row.balance`) and changed through
+    /// `access` (`|row| &mut row.balance`).
+    pub const fn new(
+        name: &'static str,
+        read: fn(&V) -> i64,
+        access: fn(&mut V) -> &mut i64,
+    ) -> Self {
+        Field { name, read, access }
+    }
+
+    /// The field's value in `row`.
+    pub fn read(&self, row: &V) -> i64 {
+        (self.read)(row)
+    }
+
+    /// The field's name, as given.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The reader of the field.
+    pub(crate) fn reader(&self) -> fn(&V) -> i64 {
+        self.read
+    }
+
+    /// The accessor of the field.
+    pub(crate) fn accessor(&self) -> fn(&mut V) -> &mut i64 {
+        self.access
+    }
+}
+
+/// A `Field` of a row type, by the type and the field's name: `txn::field!(Account, balance)`.
+///
+/// ```
+/// #[derive(Clone, Debug)]
+/// struct Account {
+///     balance: i64,
+/// }
+///
+/// const BALANCE: txn::Field<Account> = txn::field!(Account, balance);
+/// assert_eq!(BALANCE.name(), "balance");
+/// assert_eq!(BALANCE.read(&Account { balance: 7 }), 7);
+/// ```
+#[macro_export]
+macro_rules! field {
+    ($row:ty, $field:ident) => {
+        $crate::Field::<$row>::new(
+            ::core::stringify!($field),
+            |row: &$row| row.$field,
+            |row: &mut $row| &mut row.$field,
+        )
+    };
+}
+
+/// One buffered delta of the parallel pass: transaction `seq` adds `delta` to the field
+/// `access` reaches, which must stay at least `min` (`i64::MIN` when unbounded). Only the
+/// accessor is kept, not the whole `Field`, so every row access stays small (32 bytes here).
+pub(crate) struct DeltaOp<V> {
+    pub seq: Seq,
+    pub access: fn(&mut V) -> &mut i64,
+    pub delta: i64,
+    pub min: i64,
+}
+
+/// Why a delta could not be applied to a row it saw exactly (its own write, or alone).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum DeltaError {
+    /// The row does not exist.
+    MissingRow,
+    /// The field would leave `i64`.
+    Overflow { value: i64 },
+    /// The field would end below the delta's minimum.
+    BelowMin { value: i64 },
+}
+
+impl<V> DeltaOp<V> {
+    /// Applies this delta to `row` exactly (the transaction sees the row's true value).
+    pub fn apply_exact(&self, row: &mut V) -> Result<(), DeltaError> {
+        let value = (self.access)(row);
+        *value = self.checked(*value)?;
+        Ok(())
+    }
+
+    /// The field's new value if it was `value`, or why the delta cannot apply.
+    pub fn checked(&self, value: i64) -> Result<i64, DeltaError> {
+        let new = value
+            .checked_add(self.delta)
+            .ok_or(DeltaError::Overflow { value })?;
+        if new < self.min {
+            return Err(DeltaError::BelowMin { value });
+        }
+        Ok(new)
+    }
+}
+
+/// The positions of `deltas` in ascending seq order (insertion order among equal seqs, which
+/// is the transaction's own order).
+pub(crate) fn seq_order<V>(deltas: &[DeltaOp<V>], ascending: bool) -> SmallVec<[u32; 16]> {
+    let mut order: SmallVec<[u32; 16]> = (0..deltas.len() as u32).collect();
+    if !ascending {
+        order.sort_by_key(|i| deltas[*i as usize].seq);
+    }
+    order
+}
+
+/// The decide phase for the deltas on one row: adds to `conflicts` every delta's transaction
+/// that must not commit in parallel, and returns the lowest seq whose delta may commit (later
+/// readers of the row read after it, so they lose).
+///
+/// A delta above the row's reserved plain writer loses (it relies on the row the write
+/// replaces), even one of a transaction that aborted on its own. The others are walked in seq
+/// order keeping two bounds of each field: `low` adds only the decrements, `high` only the
+/// increments, of every transaction below the writer, aborted or not. Whatever subset of them
+/// commits, the field's true value after each delta lies between the bounds, so a delta
+/// commits only if `low` stays at or above its minimum and neither bound leaves `i64`. The
+/// outcome depends only on the row's accesses, never on the order rows are decided in.
+pub(crate) fn decide_deltas<V: Clone>(
+    committed: Option<&V>,
+    deltas: &[DeltaOp<V>],
+    ascending: bool,
+    reserved: Option<Seq>,
+    user_aborted: &SeqSet,
+    conflicts: &mut SeqSet,
+) -> Option<Seq> {
+    let Some(committed) = committed else {
+        // Deltas are recorded only on rows that existed at the epoch's start; keep it safe.
+        for d in deltas {
+            conflicts.insert(d.seq);
+        }
+        return None;
+    };
+    let (mut low, mut high) = (committed.clone(), committed.clone());
+    let mut first = None;
+    let order = seq_order(deltas, ascending);
+    for group in order.chunk_by(|a, b| deltas[*a as usize].seq == deltas[*b as usize].seq) {
+        let seq = deltas[group[0] as usize].seq;
+        // A delta relies on the row existing, as a read does: above the reserved writer it
+        // loses even if its transaction aborted on its own (that abort may rest on the row).
+        if reserved.is_some_and(|w| seq > w) {
+            conflicts.insert(seq);
+            continue;
+        }
+        // Every delta counts against the bounds, a loser's or an aborted transaction's too
+        // (conservative), and nothing is read from `conflicts`: it holds losers of rows
+        // decided before this one, in an order replay need not repeat. A transaction its
+        // handler aborted is checked too: its abort may come after a bound that would have
+        // failed first, so it must run again alone unless its bounds surely hold.
+        if !user_aborted.contains(seq) {
+            first.get_or_insert(seq);
+        }
+        if !walk_transaction(deltas, group, &mut low, &mut high) {
+            conflicts.insert(seq);
+        }
+    }
+    first
+}
+
+/// Walks one transaction's deltas on a row (`group`, in its order) through the bounds: every
+/// delta moves `high` up or `low` down, and the transaction's own increments also count in
+/// `low` for its own later bounds (they commit with it), then are taken back out, since other
+/// transactions may not count on them. With no lower-TID delta on the row, `low` is then the
+/// transaction's exact view, so the lowest TID never loses by escrow when its view passes.
+/// Whether the transaction's bounds surely hold and no bound leaves `i64`.
+fn walk_transaction<V>(deltas: &[DeltaOp<V>], group: &[u32], low: &mut V, high: &mut V) -> bool {
+    let mut own_increments: SmallVec<[u32; 4]> = SmallVec::new();
+    let mut holds = true;
+    for &i in group {
+        let d = &deltas[i as usize];
+        let bound = if d.delta < 0 { &mut *low } else { &mut *high };
+        let value = (d.access)(bound);
+        let Some(new) = value.checked_add(d.delta) else {
+            holds = false;
+            continue;
+        };
+        *value = new;
+        if d.delta > 0 {
+            // Below `high`, which took the same increment without overflowing.
+            *(d.access)(low) += d.delta;
+            own_increments.push(i);
+        }
+        holds &= *(d.access)(low) >= d.min;
+    }
+    for i in own_increments {
+        let d = &deltas[i as usize];
+        *(d.access)(low) -= d.delta;
+    }
+    holds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeltaOp;
+
+    // Goal: a buffered delta stays small, since every touched row's access holds one inline.
+    #[test]
+    fn a_delta_op_is_32_bytes() {
+        assert_eq!(std::mem::size_of::<DeltaOp<(u64, String)>>(), 32);
+    }
+}
