@@ -76,7 +76,7 @@ struct Access<V> {
     writers_ascending: bool,
     /// Merge-able deltas of transactions that have no buffered write of this row (a
     /// transaction's delta on its own write changes the write instead).
-    deltas: SmallVec<[DeltaOp<V>; 1]>,
+    deltas: Vec<DeltaOp<V>>,
     /// Whether `deltas` is in ascending seq order.
     deltas_ascending: bool,
 }
@@ -87,7 +87,7 @@ impl<V> Access<V> {
             writers: SmallVec::new(),
             readers: SmallVec::new(),
             writers_ascending: true,
-            deltas: SmallVec::new(),
+            deltas: Vec::new(),
             deltas_ascending: true,
         }
     }
