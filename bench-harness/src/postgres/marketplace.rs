@@ -18,8 +18,8 @@
 //! one table are written (stock lines sorted by seller and product, as the cart keeps them).
 
 use super::{
-    Col, PgConn, PgFailure, PgWorkload, TxnResult, abort_with, conv, insert_columns, now_ms,
-    pipeline, read_rows,
+    Col, PgConn, PgFailure, PgWorkload, TxnResult, abort_with, business_abort, conv,
+    insert_columns, now_ms, pipeline, read_rows,
 };
 use crate::workload::{Effects, System, Workload};
 use crate::workloads::marketplace::MarketplaceWorkload;
@@ -37,7 +37,7 @@ use services::marketplace::{
     ProductsEvent, Replica, Seller, SellerId, SellerView, SellerViewKey, Shipment, ShipmentStatus,
     ShipmentsEvent, StockItem, Totals, UpdateDelivery, UpdateProduct, kinds,
 };
-use services::marketplace::{CART_ITEMS_MAX, DELIVERY_SELLERS_MAX, ITEM_QUANTITY_MAX};
+use services::marketplace::{CART_ITEMS_MAX, DELIVERY_SELLERS_MAX, ITEM_QUANTITY_MAX, MarketError};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_postgres::types::ToSql;
@@ -45,15 +45,14 @@ use tokio_postgres::{Client, Row, Statement};
 
 type P<'a> = &'a (dyn ToSql + Sync);
 
-/// The words the marketplace's `MarketError` messages start with, per kind: the baseline's
-/// aborts read like the services' own.
+/// The words the marketplace's `MarketError` messages start with, for the aborts the baseline
+/// words itself (where its SQL rows do not hold the model's types); the others are the
+/// services' own `MarketError`s.
 mod reasons {
     pub const STOCK_SHORTAGE: &str = "stock shortage";
     pub const VERSION_MISMATCH: &str = "version mismatch";
-    pub const EMPTY_CART: &str = "empty cart";
     pub const UNKNOWN_PRODUCT: &str = "unknown product";
     pub const UNKNOWN_CUSTOMER: &str = "unknown customer";
-    pub const INVALID_REQUEST: &str = "invalid request";
     pub const BROKEN_STATE: &str = "broken state";
 }
 
@@ -800,14 +799,9 @@ async fn fill_cart(
     add: &[CartAddItem],
 ) -> Result<Result<(Vec<CartItem>, bool), TxnResult>, PgFailure> {
     if add.len() > CART_ITEMS_MAX {
-        return Ok(Err(abort_with(
+        return Ok(Err(business_abort(
             &r.cart,
-            kinds::INVALID_REQUEST,
-            format!(
-                "{}: {} items in one request, at most {CART_ITEMS_MAX}",
-                reasons::INVALID_REQUEST,
-                add.len()
-            ),
+            MarketError::TooManyItems { n_items: add.len() },
         )?));
     }
     let cid = [i64::from(customer_id)];
@@ -841,27 +835,21 @@ async fn fill_cart(
     let had_cart = !cart.is_empty();
     for (a, replica) in add.iter().zip(results) {
         if a.quantity == 0 || a.quantity > ITEM_QUANTITY_MAX {
-            return Ok(Err(abort_with(
+            return Ok(Err(business_abort(
                 &r.cart,
-                kinds::INVALID_REQUEST,
-                format!(
-                    "{}: quantity {} of product {} (1 to {ITEM_QUANTITY_MAX})",
-                    reasons::INVALID_REQUEST,
-                    a.quantity,
-                    a.product_id
-                ),
+                MarketError::ItemQuantity {
+                    product_id: a.product_id,
+                    quantity: a.quantity,
+                },
             )?));
         }
         let Some(row) = replica.first() else {
-            return Ok(Err(abort_with(
+            return Ok(Err(business_abort(
                 &r.cart,
-                kinds::UNKNOWN_PRODUCT,
-                format!(
-                    "{}: product {} of seller {}",
-                    reasons::UNKNOWN_PRODUCT,
-                    a.product_id,
-                    a.seller_id
-                ),
+                MarketError::UnknownProduct {
+                    product_id: a.product_id,
+                    seller_id: a.seller_id,
+                },
             )?));
         };
         let price: i64 = row.try_get(0)?;
@@ -942,29 +930,14 @@ async fn checkout(
         Err(aborted) => return Ok(aborted),
     };
     if cart.is_empty() {
-        return abort_with(
-            &r.cart,
-            kinds::EMPTY_CART,
-            format!(
-                "{}: customer {customer_id} has nothing to check out",
-                reasons::EMPTY_CART
-            ),
-        );
+        return business_abort(&r.cart, MarketError::EmptyCart { customer_id });
     }
     let now = now_ms();
     let order = OrderKey {
         customer_id,
         order_id: r.next_order.fetch_add(1, Ordering::Relaxed),
     };
-    let mut totals = Totals::default();
-    let items: Vec<OrderItem> = cart
-        .iter()
-        .map(|ci| {
-            let item = OrderItem::from_cart(ci);
-            totals.add(&item);
-            item
-        })
-        .collect();
+    let (items, totals) = OrderItem::priced(&cart);
     let draft = CheckoutDraft {
         order,
         items,
@@ -1175,11 +1148,7 @@ async fn checkout(
         }
     }
     if done[customer_at] == 0 {
-        return abort_with(
-            &r.customer,
-            kinds::UNKNOWN_CUSTOMER,
-            format!("{}: {customer_id}", reasons::UNKNOWN_CUSTOMER),
-        );
+        return business_abort(&r.customer, MarketError::UnknownCustomer { customer_id });
     }
     Ok(Ok(()))
 }
@@ -1280,14 +1249,7 @@ async fn price_update(
     pct: i8,
 ) -> Result<TxnResult, PgFailure> {
     if pct == 0 || pct.unsigned_abs() > 10 {
-        return abort_with(
-            &r.product,
-            kinds::INVALID_REQUEST,
-            format!(
-                "{}: a price changes by 1 to 10 %, not {pct} %",
-                reasons::INVALID_REQUEST
-            ),
-        );
+        return business_abort(&r.product, MarketError::PriceChange { pct });
     }
     let key = [i64::from(seller_id), i64::from(product_id)];
     let (product, seq) = match product_and_seq(r, c, s, &key).await? {
@@ -1389,26 +1351,13 @@ async fn update_delivery(
     sellers: &[SellerId],
 ) -> Result<TxnResult, PgFailure> {
     if sellers.is_empty() || sellers.len() > DELIVERY_SELLERS_MAX {
-        return abort_with(
-            &r.shipment,
-            kinds::INVALID_REQUEST,
-            format!(
-                "{}: an update delivery names 1 to {DELIVERY_SELLERS_MAX} sellers, not {}",
-                reasons::INVALID_REQUEST,
-                sellers.len()
-            ),
-        );
+        let n_sellers = sellers.len();
+        return business_abort(&r.shipment, MarketError::DeliverySellers { n_sellers });
     }
     for (i, seller_id) in sellers.iter().enumerate() {
         if sellers[..i].contains(seller_id) {
-            return abort_with(
-                &r.shipment,
-                kinds::INVALID_REQUEST,
-                format!(
-                    "{}: seller {seller_id} named twice",
-                    reasons::INVALID_REQUEST
-                ),
-            );
+            let seller_id = *seller_id;
+            return business_abort(&r.shipment, MarketError::SellerNamedTwice { seller_id });
         }
     }
     let now = now_ms();

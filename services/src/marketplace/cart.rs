@@ -255,16 +255,7 @@ impl Carts {
             customer_id,
             order_id: ctx.tid().0,
         };
-        let mut totals = Totals::default();
-        let items: Vec<OrderItem> = cart
-            .items
-            .iter()
-            .map(|c| {
-                let item = OrderItem::from_cart(c);
-                totals.add(&item);
-                item
-            })
-            .collect();
+        let (items, totals) = OrderItem::priced(&cart.items);
         let draft = CheckoutDraft {
             order,
             items,

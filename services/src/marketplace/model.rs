@@ -399,6 +399,20 @@ pub struct OrderItem {
 }
 
 impl OrderItem {
+    /// The order lines of a cart's items and their totals, as a checkout prices them.
+    pub fn priced(cart: &[CartItem]) -> (Vec<OrderItem>, Totals) {
+        let mut totals = Totals::default();
+        let items = cart
+            .iter()
+            .map(|c| {
+                let item = OrderItem::from_cart(c);
+                totals.add(&item);
+                item
+            })
+            .collect();
+        (items, totals)
+    }
+
     pub fn from_cart(c: &CartItem) -> Self {
         let q = i64::from(c.quantity);
         OrderItem {
