@@ -29,7 +29,8 @@ pub(crate) struct EpochEnv<E> {
     pub requests: Vec<Sequenced<E>>,
     /// Positions (ascending) of the requests that skip the parallel pass and run in the serial
     /// pass right away: the sequencer predicted they would lose a conflict. Logged with the
-    /// epoch, so replay takes the same path. Only honoured with `Fallback::Serial`.
+    /// epoch, so replay takes the same path. Only honoured with `Fallback::Serial` and
+    /// `Fallback::Ordered`.
     pub serial: Vec<Seq>,
     /// What this epoch does with conflict losers; logged, so replay does the same.
     pub fallback: Fallback,
@@ -44,11 +45,18 @@ impl<E> EpochEnv<E> {
     }
 }
 
-/// Whether conflict losers are re-run serially at the end of the epoch or retried next epoch.
+/// Whether conflict losers are re-run at the end of the epoch (one at a time, or ordered per
+/// partition) or retried next epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Fallback {
     /// Re-run them one by one right after the commit (needs all partitions in this process).
     Serial,
     /// Retry them first in the next epoch with new, lowest TIDs.
     NextEpoch,
+    /// Re-run them right after the commit through the partition actors, each partition taking
+    /// them in TID order, so transactions whose first-pass partitions are disjoint run in
+    /// parallel (see `epoch/ordered.rs`). The result equals `Serial`'s TID order, except that a
+    /// transaction reaching a partition outside its first-pass footprint is re-run in a final
+    /// one-at-a-time tail pass (`SerialPos::pass` 2).
+    Ordered,
 }

@@ -29,6 +29,13 @@
 //! cannot lose there, and they run among the conflict losers in TID order. The serial order
 //! above is unchanged (a hinted transaction is placed exactly like a loser), only the wasted
 //! first execution is saved.
+//!
+//! **Ordered fallback.** With `Fallback::Ordered` the fallback transactions run through the
+//! partition actors instead, each partition taking them in TID order, in parallel where their
+//! first-pass partitions are disjoint (`ordered.rs`); a transaction leaving its first-pass
+//! partitions is re-run last, alone (`SerialPos::pass` 2).
+
+mod ordered;
 
 use crate::app::{App, AppDef};
 use crate::bitset::SeqSet;
@@ -142,6 +149,7 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
         touched,
         mut outbox,
         query_results,
+        footprint,
     } = executed;
     let Chains {
         aborted: user_aborted,
@@ -190,10 +198,10 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
     outbox.retain(|m| !aborted.contains(m.seq));
     outbox.sort_by_key(|m| m.seq);
 
-    if env.fallback == Fallback::Serial {
-        let mut serial = conflicts;
-        serial.union_with(&hinted);
-        serial_pass(
+    let mut serial = conflicts;
+    serial.union_with(&hinted);
+    match env.fallback {
+        Fallback::Serial => serial_pass(
             app,
             parts,
             &env,
@@ -201,7 +209,21 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
             &mut results,
             &mut outbox,
             &mut stats,
-        );
+        ),
+        Fallback::Ordered => {
+            ordered::ordered_pass(
+                app,
+                dispatch,
+                &env,
+                &footprint,
+                &serial,
+                &mut results,
+                &mut outbox,
+                &mut stats,
+            )
+            .await?
+        }
+        Fallback::NextEpoch => {}
     }
     stats.phase_nanos = [
         executed_at - started,
@@ -218,11 +240,11 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
     })
 }
 
-/// The transactions a serial hint sends straight to the serial pass (honoured only with
-/// `Fallback::Serial`).
+/// The transactions a serial hint sends straight to the serial pass (honoured with
+/// `Fallback::Serial` and `Fallback::Ordered`).
 fn hinted_set<E>(env: &EpochEnv<E>) -> SeqSet {
     let mut hinted = SeqSet::with_len(env.requests.len());
-    if env.fallback == Fallback::Serial {
+    if env.fallback != Fallback::NextEpoch {
         for &seq in &env.serial {
             hinted.insert(seq);
         }
@@ -291,6 +313,9 @@ struct Executed<A: App> {
     touched: Vec<GlobalPartition>,
     outbox: Vec<OutboxMsg>,
     query_results: Vec<QueryResult>,
+    /// With `Fallback::Ordered`: the `(seq, gp)` of every step run, sorted and deduplicated
+    /// (each transaction's predicted footprint for the ordered fallback); empty otherwise.
+    footprint: Vec<(Seq, GlobalPartition)>,
 }
 
 /// Runs the first pass's waves: every non-hinted request's inbound step, then the steps their
@@ -321,11 +346,15 @@ async fn execute<A: App, D: Dispatch<A>>(
         });
     }
     let mut queries = EpochQueries::new(n_global, queries);
+    let mut footprint: Vec<(Seq, GlobalPartition)> = Vec::new();
     let mut wave = 0;
     loop {
         let targets = wave_targets(&mut steps, &queries, &mut chains, &mut touched, wave);
         if targets.is_empty() {
             break;
+        }
+        if env.fallback == Fallback::Ordered {
+            record_footprint(&targets, &steps, &mut footprint);
         }
         stats.n_waves += 1;
         let outs: Vec<WaveOut<A>> = run_phase(dispatch, &targets, |gp, reply| Job::Wave {
@@ -350,12 +379,27 @@ async fn execute<A: App, D: Dispatch<A>>(
         .filter(|gp| touched[*gp])
         .map(|gp| gp as GlobalPartition)
         .collect();
+    footprint.sort_unstable();
+    footprint.dedup();
     Ok(Executed {
         chains,
         touched,
         outbox,
         query_results: queries.results(),
+        footprint,
     })
+}
+
+/// Appends the `(seq, gp)` of the wave's steps to `footprint` (one push per step, into one
+/// vector per epoch).
+fn record_footprint<E>(
+    targets: &[GlobalPartition],
+    steps: &[Vec<Step<E>>],
+    footprint: &mut Vec<(Seq, GlobalPartition)>,
+) {
+    for &gp in targets {
+        footprint.extend(steps[gp as usize].iter().map(|step| (step.seq, gp)));
+    }
 }
 
 /// The partitions that run wave `wave`: those with steps or queries. At `CHAIN_WAVES_MAX` the

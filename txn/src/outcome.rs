@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 pub struct SerialPos {
     /// The epoch it committed in.
     pub epoch: u64,
-    /// 0 for the parallel first pass, 1 for the serial fallback.
+    /// 0 for the parallel first pass, 1 for the fallback, 2 for the ordered fallback's tail
+    /// (transactions that left their first-pass partitions, re-run after all others).
     pub pass: u8,
     /// Its position in the epoch's batch.
     pub seq: Seq,

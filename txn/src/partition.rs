@@ -463,6 +463,16 @@ pub(crate) enum Job<A: App> {
     },
     /// Encode the rows changed since the last checkpoint (between epochs).
     Checkpoint { reply: Depositor<Vec<DeferredRows>> },
+    /// One round of the ordered fallback (`ordered.rs`): first commit (`Some(true)`) or discard
+    /// the transaction that held this partition and has finished, then, if `begin`, enter solo
+    /// mode for the transaction whose steps follow, and run them like a wave.
+    Fallback {
+        env: Arc<EpochEnv<A::Event>>,
+        finish: Option<bool>,
+        begin: bool,
+        steps: Vec<Step<A::Event>>,
+        reply: Depositor<WaveOut<A>>,
+    },
 }
 
 impl<A: App> PartitionState<A> {
@@ -542,6 +552,26 @@ pub(crate) fn run_job<A: App>(app: &AppDef<A>, part: &SharedPartition<A>, job: J
         }
         Job::Checkpoint { reply } => {
             reply.deposit(state.drain_checkpoint_rows());
+        }
+        Job::Fallback {
+            env,
+            finish,
+            begin,
+            steps,
+            reply,
+        } => {
+            if let Some(keep) = finish {
+                state.commit_all(keep);
+            }
+            if begin {
+                state.set_solo(true);
+            }
+            let out = if steps.is_empty() {
+                WaveOut::default()
+            } else {
+                state.run_wave(app, &env, steps, &[])
+            };
+            reply.deposit(out);
         }
     }
 }

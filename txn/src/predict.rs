@@ -25,7 +25,7 @@ pub enum SerialHints {
     /// Never: every transaction runs in the parallel pass first.
     Off,
     /// Requests of a kind whose recent conflict-loss rate in the parallel pass is at least
-    /// `threshold` (in (0, 1]). Only with `Fallback::Serial`.
+    /// `threshold` (in (0, 1]). Only with `Fallback::Serial` and `Fallback::Ordered`.
     Adaptive { threshold: f64 },
     /// Every `every`-th request of each epoch, whatever its kind (for tests and experiments:
     /// it exercises the hinted path independently of contention).

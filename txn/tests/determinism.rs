@@ -115,3 +115,10 @@ fn same_log_same_state_across_worker_counts_serial_fallback() {
 fn same_log_same_state_across_worker_counts_next_epoch() {
     check(Fallback::NextEpoch, "determinism-next-epoch");
 }
+
+// Goal: identical state hash from the same input batches whatever the worker count (ordered
+// fallback: its rounds run on the partition actors, in parallel).
+#[test]
+fn same_log_same_state_across_worker_counts_ordered_fallback() {
+    check(Fallback::Ordered, "determinism-ordered");
+}

@@ -48,7 +48,7 @@ pub struct RuntimeConfig {
     /// Where outbox messages are delivered (`None`: they are dropped).
     pub outbox: Option<Arc<dyn OutboxSink>>,
     /// Which transactions skip the parallel pass because they would likely lose a conflict
-    /// (see [`SerialHints`]); only with `Fallback::Serial`.
+    /// (see [`SerialHints`]); with `Fallback::Serial` and `Fallback::Ordered`.
     pub serial_hints: SerialHints,
 }
 

@@ -269,7 +269,7 @@ impl<A: App> Sequencer<A> {
         self.last_timestamp_ms = self.last_timestamp_ms.max(now_ms());
         // Replay relies on both: epochs strictly increase, and so do (weakly) their clocks.
         debug_assert!(self.epoch > previous.0 && self.last_timestamp_ms >= previous.1);
-        let serial = if self.config.fallback == Fallback::Serial {
+        let serial = if self.config.fallback != Fallback::NextEpoch {
             self.predictor.hints::<A>(&requests)
         } else {
             Vec::new()
