@@ -130,13 +130,15 @@ pub struct CommonArgs {
     pub epoch_txns_max: u64,
 
     /// What happens to transactions that lose a conflict: re-run serially at the end of the
-    /// epoch, or retried first in the next epoch.
+    /// epoch, re-run at the end of the epoch ordered per partition (in parallel where their
+    /// partitions are disjoint), or retried first in the next epoch.
     #[arg(long, value_enum, default_value_t = FallbackArg::Serial)]
     pub fallback: FallbackArg,
 
     /// Serial hints: send requests of a kind whose recent conflict-loss rate in the parallel
     /// pass is at least this straight to the serial pass (they skip the parallel execution
-    /// they would most likely waste). 0 turns the hints off. Only with `--fallback serial`.
+    /// they would most likely waste). 0 turns the hints off. Only with `--fallback serial` or
+    /// `--fallback ordered`.
     #[arg(long, default_value_t = 0.6, value_parser = parse_hint_threshold)]
     pub serial_hint_threshold: f64,
 
@@ -281,6 +283,9 @@ pub enum FallbackArg {
     Serial,
     /// Retry conflict losers first in the next epoch.
     NextEpoch,
+    /// Re-run conflict losers right after the commit, each partition taking them in TID order,
+    /// in parallel where their partitions are disjoint.
+    Ordered,
 }
 
 /// Parses a `humantime` duration (`30s`, `500ms`, `2m`, `1m 30s`, `100us`) or a bare number

@@ -254,6 +254,7 @@ async fn run_vmsdb<W: Workload>(
         fallback: match common.fallback {
             FallbackArg::Serial => Fallback::Serial,
             FallbackArg::NextEpoch => Fallback::NextEpoch,
+            FallbackArg::Ordered => Fallback::Ordered,
         },
         storage,
         checkpoint_every_epochs: common.checkpoint_every,

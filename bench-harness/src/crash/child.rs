@@ -59,6 +59,8 @@ pub fn runtime_config(
         checkpoint_every_epochs: checkpoint_every,
         fallback: if params.next_epoch_fallback {
             Fallback::NextEpoch
+        } else if params.ordered_fallback {
+            Fallback::Ordered
         } else {
             Fallback::Serial
         },

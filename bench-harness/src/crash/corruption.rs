@@ -101,6 +101,7 @@ async fn write_store(dir: &RunDir, seed: u64, n: u64) -> Result<(), String> {
         pad_bytes: 256,
         checkpoint_every: 20,
         next_epoch_fallback: false,
+        ordered_fallback: false,
     };
     dir.write_params(&params)
         .map_err(|e| format!("cannot write the run parameters: {e}"))?;

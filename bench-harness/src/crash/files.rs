@@ -35,6 +35,9 @@ pub struct RunParams {
     /// Conflict losers retried in the next epoch instead of re-run serially.
     #[serde(default)]
     pub next_epoch_fallback: bool,
+    /// Conflict losers re-run by the ordered fallback (`txn::Fallback::Ordered`).
+    #[serde(default)]
+    pub ordered_fallback: bool,
 }
 
 /// The paths inside a crash-test data directory.

@@ -255,6 +255,7 @@ fn run(args: &CrashTestArgs) -> Result<bool, Failure> {
         pad_bytes: args.pad_bytes,
         checkpoint_every: args.checkpoint_every,
         next_epoch_fallback: args.fallback == crate::cli::FallbackArg::NextEpoch,
+        ordered_fallback: args.fallback == crate::cli::FallbackArg::Ordered,
     };
     dir.write_params(&params)
         .map_err(|e| format!("cannot write the run parameters: {e}"))?;
@@ -273,6 +274,7 @@ fn run(args: &CrashTestArgs) -> Result<bool, Failure> {
         match args.fallback {
             crate::cli::FallbackArg::Serial => "serial",
             crate::cli::FallbackArg::NextEpoch => "next-epoch",
+            crate::cli::FallbackArg::Ordered => "ordered",
         }
     );
     println!("  data dir: {}", root.display());
