@@ -306,11 +306,8 @@ async fn careless_handlers_never_half_commit_or_stop_the_runtime() {
     let mut rng = common::rng(seed);
     quiet_intended_panics();
     let fx = build();
-    let fallback = if rng.random_bool(0.5) {
-        Fallback::Serial
-    } else {
-        Fallback::NextEpoch
-    };
+    let fallbacks = [Fallback::Serial, Fallback::NextEpoch, Fallback::Ordered];
+    let fallback = fallbacks[rng.random_range(0..fallbacks.len())];
     let config = RuntimeConfig {
         fallback,
         storage: Arc::new(MemoryStorage::new()),
