@@ -67,12 +67,13 @@ pub struct SubmitParams {
 /// Submits an event and (by default) waits for its durable outcome.
 #[utoipa::path(post, path = "/v1/services/{service}/events/{kind}", tag = "events",
     params(
-        ("service" = String, Path, description = "A service name from GET /v1/services"),
-        ("kind" = String, Path, description = "An event kind of that service"),
+        ("service" = String, Path, description = "A service name from GET /v1/services", example = "accounts"),
+        ("kind" = String, Path, description = "An event kind of that service", example = "Deposit"),
         SubmitParams,
         ("Idempotency-Key" = Option<String>, Header, description = "`<client>/<seq>` (decimal, client below 2^63): a resubmission with the same key gets the first outcome and never runs twice"),
     ),
-    request_body(content = Object, description = "The event's JSON", content_type = "application/json"),
+    request_body(content = Object, description = "The event's JSON", content_type = "application/json",
+        example = json!({"account": 1, "entry": 1, "amount": 100})),
     responses(
         (status = 200, description = "The durable outcome (committed or aborted)", body = OutcomeBody),
         (status = 202, description = "Accepted (`wait=false`)", body = AcceptedBody),
@@ -224,7 +225,7 @@ async fn list_services(State(state): Shared) -> Result<Json<ServicesBody>, ApiEr
 
 /// Runs a named query of the application at one consistent snapshot.
 #[utoipa::path(post, path = "/v1/queries/{name}", tag = "application",
-    params(("name" = String, Path, description = "A query name from GET /v1/services")),
+    params(("name" = String, Path, description = "A query name from GET /v1/services", example = "balance")),
     request_body(content = Object, description = "The query's parameters (see its example)", content_type = "application/json"),
     responses(
         (status = 200, description = "The query's answer", body = Object),
