@@ -53,7 +53,9 @@ done
 [ -n "$addr" ] || { cat "$work/server.log"; echo "vmsdb did not start" >&2; exit 1; }
 echo "vmsdb serve --app ledger at http://$addr; schemathesis for at most ${max_time}s"
 
+# From the temporary directory, so the files schemathesis keeps (.schemathesis/) go with it.
 status=0
+cd "$work"
 "$venv/bin/schemathesis" run "http://$addr/openapi.json" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
   --max-examples "$max_examples" --max-time "$max_time" --seed 1 \
