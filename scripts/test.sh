@@ -16,4 +16,18 @@ if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl 
   fi
 fi
 
+# The live console's browser test (vmsdb/tests/live_page.rs) needs Debian's `chromium`, and the
+# README walk-through's test needs `curl`: the same rule.
+for package in chromium curl; do
+  if ! command -v "$package" >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then
+      echo "installing $package (the server's browser and walk-through tests need it)"
+      apt-get update -qq </dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" </dev/null >/dev/null
+    else
+      echo "note: $package not found; run 'apt-get install -y $package' as root" >&2
+    fi
+  fi
+done
+
 cargo test --workspace

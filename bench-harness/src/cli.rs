@@ -154,6 +154,12 @@ pub struct CommonArgs {
     #[arg(long, value_enum, value_delimiter = ',')]
     pub compare: Vec<Baseline>,
 
+    /// Also drive the workload through `vmsdb serve`'s HTTP API (the server started
+    /// in-process on a free loopback port, in a temporary data directory; requests batched into
+    /// `POST /v1/batch`), reported as the system `vmsdb-http` next to the in-process vmsdb.
+    #[arg(long)]
+    pub over_http: bool,
+
     /// Connections the postgres baseline opens; clients queue for a free connection.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub pg_connections: u32,

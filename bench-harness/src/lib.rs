@@ -13,6 +13,7 @@ pub mod crash;
 pub mod driver;
 pub mod html;
 pub mod metrics;
+pub mod over_http;
 pub mod postgres;
 pub mod progress;
 pub mod report;
@@ -93,6 +94,9 @@ pub fn run_workload<W: postgres::PgWorkload>(
         .enable_all()
         .build()?;
     let mut runs = vec![tokio.block_on(run_vmsdb(w.clone(), common, ui))?];
+    if common.over_http {
+        runs.push(tokio.block_on(over_http::run(w.clone(), common, ui))?);
+    }
     for baseline in dedup(&common.compare) {
         match baseline {
             Baseline::Serial => runs.push(run_serial(&*w, common, ui)?),
@@ -162,7 +166,7 @@ fn driving(common: &CommonArgs) -> String {
 }
 
 /// Says how many open-loop arrivals found every slot busy (the system fell behind the rate).
-fn warn_late(ui: Ui, name: &str, driven: &driver::Driven) {
+pub(crate) fn warn_late(ui: Ui, name: &str, driven: &driver::Driven) {
     if driven.recorder.late > 0 {
         ui.status(format!(
             "{name}: {} arrivals were skipped: all --clients slots were in flight (the system \
@@ -231,7 +235,7 @@ fn open_storage(
     })
 }
 
-fn effects_of(rec: &metrics::Recorder) -> Effects {
+pub(crate) fn effects_of(rec: &metrics::Recorder) -> Effects {
     Effects {
         committed: rec.types.iter().map(|t| t.committed).collect(),
         effect: rec.types.iter().map(|t| t.effect).collect(),
@@ -326,21 +330,7 @@ async fn run_vmsdb<W: Workload>(
     let progress = ui.run_bar("vmsdb", common.duration);
     let driven = drive_runtime(w.clone(), client.clone(), drive_config(common), &progress).await;
     warn_late(ui, "vmsdb", &driven);
-    let d = rt.stats().snapshot().since(&before);
-    // Every sequenced transaction ends committed or aborted once (the serial pass settles
-    // losers and hinted ones); all but the hinted ones ran in the parallel pass first.
-    let sequenced = d.committed + d.user_aborted;
-    let executed = sequenced.saturating_sub(d.serial_hinted);
-    let runtime_stats = RuntimeStatsSummary {
-        epochs: d.epochs,
-        committed: d.committed,
-        user_aborted: d.user_aborted,
-        conflict_losers: d.conflicts,
-        fallback_runs: d.fallback,
-        serial_hinted: d.serial_hinted,
-        txns_per_epoch: sequenced as f64 / d.epochs.max(1) as f64,
-        conflict_rate: d.conflicts as f64 / executed.max(1) as f64,
-    };
+    let runtime_stats = runtime_stats_summary(rt.stats().snapshot().since(&before));
 
     ui.status("vmsdb: checking consistency");
     let violations = w.audit(&client, &effects_of(&driven.recorder)).await?;
@@ -355,6 +345,24 @@ async fn run_vmsdb<W: Workload>(
         storage: storage_name,
         anomalies_expected: false,
     })
+}
+
+/// The runtime's counters over a run, summarised.
+pub(crate) fn runtime_stats_summary(d: txn::runtime::StatsSnapshot) -> RuntimeStatsSummary {
+    // Every sequenced transaction ends committed or aborted once (the serial pass settles
+    // losers and hinted ones); all but the hinted ones ran in the parallel pass first.
+    let sequenced = d.committed + d.user_aborted;
+    let executed = sequenced.saturating_sub(d.serial_hinted);
+    RuntimeStatsSummary {
+        epochs: d.epochs,
+        committed: d.committed,
+        user_aborted: d.user_aborted,
+        conflict_losers: d.conflicts,
+        fallback_runs: d.fallback,
+        serial_hinted: d.serial_hinted,
+        txns_per_epoch: sequenced as f64 / d.epochs.max(1) as f64,
+        conflict_rate: d.conflicts as f64 / executed.max(1) as f64,
+    }
 }
 
 /// The eventual baseline: the same app without the transaction layer, loaded and driven like

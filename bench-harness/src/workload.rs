@@ -121,6 +121,13 @@ pub trait Workload: Send + Sync + 'static {
         client: &Client<Self::App>,
         query: Self::Query,
     ) -> impl Future<Output = Result<(), TxnError>> + Send;
+    /// The query as a named query of `vmsdb serve` (`POST /v1/queries/{name}` with this JSON
+    /// body), for `--over-http`; `None` (the default): the workload's queries have no HTTP
+    /// form, and the run over HTTP counts them as errors.
+    fn http_query(&self, query: &Self::Query) -> Option<(&'static str, serde_json::Value)> {
+        let _ = query;
+        None
+    }
     /// Runs a query on a system read in place (the serial executor, the eventual baseline).
     fn run_query_local<L: LocalReader<Self::App>>(&self, reader: &L, query: Self::Query);
 

@@ -48,6 +48,9 @@ pub trait Engine: Send + Sync {
     fn shutdown(&self) -> BoxFuture<'static, ()>;
     /// The engine as `Any`, so routes of one application can reach its typed [`Served`].
     fn as_any(&self) -> &dyn std::any::Any;
+    /// A clone of the runtime's typed `Client<S::App>`, boxed, for in-process tools that know
+    /// the application type (`Server::client`).
+    fn client_any(&self) -> Box<dyn std::any::Any + Send>;
 }
 
 /// A [`ServedApp`] running on a durable runtime.
@@ -175,6 +178,10 @@ impl<S: ServedApp> Engine for Served<S> {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+
+    fn client_any(&self) -> Box<dyn std::any::Any + Send> {
+        Box::new(self.client.clone())
     }
 
     fn shutdown(&self) -> BoxFuture<'static, ()> {

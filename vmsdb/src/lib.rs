@@ -4,14 +4,18 @@
 
 pub mod api;
 pub mod apps;
+pub mod batch;
 pub mod commit_tracker;
 pub mod config;
+pub mod console;
 pub mod engine;
 pub mod limits;
+pub mod live;
 pub mod metrics;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod stats;
 pub mod status;
 
 pub use apps::{AppChoice, ServedApp};

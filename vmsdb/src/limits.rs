@@ -58,6 +58,25 @@ pub const COMMIT_EVENTS_BUFFERED_MAX: usize = 4096;
 /// connection open, in milliseconds.
 pub const SSE_KEEP_ALIVE_INTERVAL_MS: u64 = 15_000;
 
+/// Latency percentiles (`GET /v1/stats`, `/metrics`, the console) cover the submissions that
+/// settled in the last one to two of these windows, in milliseconds.
+pub const LATENCY_WINDOW_MS: u64 = 10_000;
+
+/// The largest submit → outcome latency the histogram tells apart; longer ones count as this,
+/// in microseconds (a minute, twice the default request timeout).
+pub const TRACKED_LATENCY_MAX_US: u64 = 60_000_000;
+
+/// How often the server samples the runtime's counters for the throughput history, in
+/// milliseconds.
+pub const THROUGHPUT_SAMPLE_INTERVAL_MS: u64 = 1_000;
+
+/// Throughput samples kept for `GET /v1/stats` and the console's chart (one per sample
+/// interval: two minutes).
+pub const STATS_HISTORY_SECONDS_MAX: usize = 120;
+
+/// Most events in one `POST /v1/batch`; more is 400 `batch_too_large`.
+pub const BATCH_EVENTS_MAX: usize = 4096;
+
 const _: () = assert!(BODY_BYTES_MAX_DEFAULT >= BODY_BYTES_MIN);
 // A body the server admits must also be an event the runtime admits: the JSON form of an event
 // is never smaller than its rmp encoding, so the runtime's limit is the tighter one only for
@@ -73,3 +92,8 @@ const _: () = assert!(CONCURRENT_REQUESTS_MAX_DEFAULT <= CONNECTIONS_MAX_DEFAULT
 // A keep-alive must come well within the time a client waits for the stream's next byte.
 const _: () = assert!(SSE_KEEP_ALIVE_INTERVAL_MS < REQUEST_TIMEOUT_MS_DEFAULT);
 const _: () = assert!(COMMIT_EVENTS_BUFFERED_MAX > 0);
+// The histogram must tell apart every latency a request may have before it times out.
+const _: () = assert!(TRACKED_LATENCY_MAX_US >= REQUEST_TIMEOUT_MS_DEFAULT * 1_000);
+// A window must hold several samples' worth of outcomes.
+const _: () = assert!(LATENCY_WINDOW_MS >= THROUGHPUT_SAMPLE_INTERVAL_MS);
+const _: () = assert!(STATS_HISTORY_SECONDS_MAX > 0 && BATCH_EVENTS_MAX > 0);

@@ -1,6 +1,7 @@
 //! `GET /metrics`: the runtime's counters (`RuntimeStats::snapshot`), its recovery report and
 //! the server's own numbers in the Prometheus text format (version 0.0.4), named `vmsdb_*`.
 
+use crate::live::LatencyBody;
 use std::fmt::Write;
 use txn::RecoveryReport;
 use txn::runtime::StatsSnapshot;
@@ -11,6 +12,10 @@ pub struct ServerGauges {
     pub ready: bool,
     pub status_table_entries: usize,
     pub pending_submissions: usize,
+    /// Submissions handed to the runtime and not yet settled.
+    pub in_flight: u64,
+    /// Submit → outcome latency of the recent window.
+    pub latency: LatencyBody,
 }
 
 /// One metric without labels: name, type, help, value.
@@ -39,6 +44,7 @@ pub fn render(
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     }
+    render_latency(&mut out, &server.latency);
     if !aborts.is_empty() {
         let name = "vmsdb_http_aborted_total";
         let help = "Aborted outcomes the server answered, by service and kind (business kind or category).";
@@ -51,7 +57,7 @@ pub fn render(
     out
 }
 
-fn server_samples(s: ServerGauges) -> [Sample; 3] {
+fn server_samples(s: ServerGauges) -> [Sample; 4] {
     [
         (
             "vmsdb_ready",
@@ -70,6 +76,12 @@ fn server_samples(s: ServerGauges) -> [Sample; 3] {
             GAUGE,
             "Fire-and-forget submissions still pending.",
             s.pending_submissions as f64,
+        ),
+        (
+            "vmsdb_in_flight_submissions",
+            GAUGE,
+            "Submissions handed to the runtime and not yet settled (sequencer queue, epoch, log write).",
+            s.in_flight as f64,
         ),
     ]
 }
@@ -204,6 +216,31 @@ fn runtime_samples(s: StatsSnapshot) -> [Sample; 18] {
             s.serial_pass_nanos as f64 / 1e9,
         ),
     ]
+}
+
+/// The latency percentiles of the recent window, as gauges labelled by quantile (not a
+/// summary: the window slides, so there is no ever-growing sum and count to go with them).
+fn render_latency(out: &mut String, latency: &LatencyBody) {
+    let name = "vmsdb_submit_latency_seconds";
+    let help = "Submit to durable outcome latency of the outcomes of the last 10 to 20 s.";
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {GAUGE}");
+    let quantiles = [
+        ("0.5", latency.p50_us),
+        ("0.9", latency.p90_us),
+        ("0.99", latency.p99_us),
+        ("0.999", latency.p999_us),
+    ];
+    for (quantile, micros) in quantiles {
+        let seconds = micros as f64 / 1e6;
+        let _ = writeln!(out, "{name}{{quantile=\"{quantile}\"}} {seconds}");
+    }
+    let name = "vmsdb_submit_latency_window_outcomes";
+    let help = "Outcomes the latency quantiles are computed from.";
+    let count = latency.count;
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {GAUGE}\n{name} {count}"
+    );
 }
 
 /// A label value escaped as the text format wants (backslash, quote, newline).

@@ -6,15 +6,18 @@ use crate::api::{
     AcceptedBody, ApiError, ErrorBody, HealthBody, OutcomeBody, RequestStatusBody, ServicesBody,
     parse_idempotency_key, request_id_text,
 };
+use crate::batch::{BatchItemDoc, BatchResult, run_batch};
+use crate::console;
 use crate::engine::EventRef;
 use crate::metrics::{self, ServerGauges};
 use crate::state::{Phase, ServerState};
+use crate::stats::StatsBody;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::{Json, Router};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -64,12 +67,13 @@ pub struct SubmitParams {
 /// Submits an event and (by default) waits for its durable outcome.
 #[utoipa::path(post, path = "/v1/services/{service}/events/{kind}", tag = "events",
     params(
-        ("service" = String, Path, description = "A service name from GET /v1/services"),
-        ("kind" = String, Path, description = "An event kind of that service"),
+        ("service" = String, Path, description = "A service name from GET /v1/services", example = "accounts"),
+        ("kind" = String, Path, description = "An event kind of that service", example = "Deposit"),
         SubmitParams,
         ("Idempotency-Key" = Option<String>, Header, description = "`<client>/<seq>` (decimal, client below 2^63): a resubmission with the same key gets the first outcome and never runs twice"),
     ),
-    request_body(content = Object, description = "The event's JSON", content_type = "application/json"),
+    request_body(content = Object, description = "The event's JSON", content_type = "application/json",
+        example = json!({"account": 1, "entry": 1, "amount": 100})),
     responses(
         (status = 200, description = "The durable outcome (committed or aborted)", body = OutcomeBody),
         (status = 202, description = "Accepted (`wait=false`)", body = AcceptedBody),
@@ -106,7 +110,10 @@ async fn submit_event(
     if params.wait == Some(false) {
         return submit_in_background(&state, event, id);
     }
-    let outcome = engine.submit(event, id)?.await;
+    let outcome = engine.submit(event, id)?;
+    let submitted = state.live.submitted();
+    let outcome = outcome.await;
+    state.live.settled(submitted);
     state.note_outcome(&outcome);
     let outcome = outcome?;
     Ok(Json(outcome).into_response())
@@ -129,7 +136,9 @@ fn submit_in_background(
     state.status.pending(id);
     let task_state = state.clone();
     tokio::spawn(async move {
+        let submitted = task_state.live.submitted();
         let result = outcome.await;
+        task_state.live.settled(submitted);
         task_state.note_outcome(&result);
         task_state.status.settle(id, result.map_err(|e| e.body));
         drop(permit);
@@ -142,12 +151,48 @@ fn submit_in_background(
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
+/// Submits many events, each its own transaction, and answers every outcome in order.
+#[utoipa::path(post, path = "/v1/batch", tag = "events",
+    request_body(content = Vec<BatchItemDoc>, description = "The events; at most 4096", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Per event, in order: its durable outcome, or `{\"status\", \"error\"}` if it was refused or failed", body = Vec<BatchResult>),
+        (status = 400, description = "Not a batch (nothing was submitted), or too many events", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 503, description = "Not ready, overloaded or timed out", body = ErrorBody),
+    ))]
+async fn submit_batch(
+    State(state): Shared,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Vec<BatchResult>>, ApiError> {
+    let body = body.map_err(body_error)?;
+    Ok(Json(run_batch(&state, &body).await?))
+}
+
+/// Live statistics: throughput history, latency percentiles, aborts, epochs, queues, recovery
+/// (what the console at `/` shows).
+#[utoipa::path(get, path = "/v1/stats", tag = "operations",
+    responses((status = 200, body = StatsBody), (status = 401, body = ErrorBody)))]
+async fn get_stats(State(state): Shared) -> Json<StatsBody> {
+    Json(StatsBody::collect(&state))
+}
+
+/// The live console: an HTML page polling `/v1/stats` (it holds no data, so it needs no
+/// token; give the token as `?token=` or in its form).
+#[utoipa::path(get, path = "/", tag = "operations", security(()),
+    params(("token" = Option<String>, Query, description = "The bearer token the page sends with its polls")),
+    responses((status = 200, description = "The console page", body = String, content_type = "text/html")))]
+async fn console_page() -> Html<String> {
+    Html(console::page().into_string())
+}
+
 /// Where a fire-and-forget submission stands.
 #[utoipa::path(get, path = "/v1/requests/{client}/{seq}", tag = "events",
     params(("client" = u64, Path, description = "The request id's client number"),
            ("seq" = u64, Path, description = "The request id's sequence number")),
     responses(
         (status = 200, description = "Pending, committed, aborted or failed", body = RequestStatusBody),
+        (status = 400, description = "The client or sequence number is not a decimal u64", body = ErrorBody),
         (status = 404, description = "Not a fire-and-forget request the table still holds", body = ErrorBody),
     ))]
 async fn request_status(
@@ -180,7 +225,7 @@ async fn list_services(State(state): Shared) -> Result<Json<ServicesBody>, ApiEr
 
 /// Runs a named query of the application at one consistent snapshot.
 #[utoipa::path(post, path = "/v1/queries/{name}", tag = "application",
-    params(("name" = String, Path, description = "A query name from GET /v1/services")),
+    params(("name" = String, Path, description = "A query name from GET /v1/services", example = "balance")),
     request_body(content = Object, description = "The query's parameters (see its example)", content_type = "application/json"),
     responses(
         (status = 200, description = "The query's answer", body = Object),
@@ -232,6 +277,8 @@ async fn get_metrics(State(state): Shared) -> Response {
         ready: state.phase() == Phase::Ready,
         status_table_entries: state.status.len(),
         pending_submissions: state.pending_submissions(),
+        in_flight: state.live.in_flight(),
+        latency: state.live.latency(),
     };
     let text = metrics::render(
         engine.and_then(|e| e.stats()),
@@ -326,6 +373,8 @@ async fn wrong_method() -> ApiError {
 pub fn router(state: Arc<ServerState>) -> (Router, utoipa::openapi::OpenApi) {
     let protected = OpenApiRouter::new()
         .routes(routes!(submit_event))
+        .routes(routes!(submit_batch))
+        .routes(routes!(get_stats))
         .routes(routes!(request_status))
         .routes(routes!(list_services))
         .routes(routes!(run_query))
@@ -334,6 +383,7 @@ pub fn router(state: Arc<ServerState>) -> (Router, utoipa::openapi::OpenApi) {
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     let open = OpenApiRouter::new()
         .routes(routes!(health))
+        .routes(routes!(console_page))
         .routes(routes!(ready));
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(protected)

@@ -83,6 +83,7 @@ impl Server {
         let accept_loop =
             tokio::spawn(accept_loop(listeners, state.clone(), settings.app, stopped));
         let opening = tokio::spawn(open_runtime(settings, state.clone()));
+        tokio::spawn(sample_loop(state.clone(), stop.subscribe()));
         tracing::info!(%addr, "listening");
         Ok(Server {
             addr,
@@ -96,6 +97,23 @@ impl Server {
     /// The address the server listens on (the real port when `listen` asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// A clone of the running application's typed client, for in-process tools (the bench
+    /// harness audits a run over HTTP through it). `None` before the runtime opened, or if
+    /// `A` is not the served application's type.
+    pub fn client<A: txn::App>(&self) -> Option<txn::Client<A>> {
+        let engine = self.state.engine_if_started()?;
+        engine
+            .client_any()
+            .downcast::<txn::Client<A>>()
+            .ok()
+            .map(|c| *c)
+    }
+
+    /// The runtime's counters (`None` before it opened or after it stopped).
+    pub fn stats(&self) -> Option<txn::runtime::StatsSnapshot> {
+        self.state.engine_if_started()?.stats()
     }
 
     /// Waits until the runtime has opened (or failed to). The outcome is reported once: a
@@ -193,6 +211,22 @@ async fn open_runtime(settings: Settings, state: Arc<ServerState>) -> Result<(),
                 dir: settings.data_dir.display().to_string(),
                 source,
             })
+        }
+    }
+}
+
+/// Samples the runtime's counters once a second for the throughput history, until the server
+/// stops.
+async fn sample_loop(state: Arc<ServerState>, mut stopped: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(crate::live::sample_interval());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        if let Some(stats) = state.engine_if_started().and_then(|e| e.stats()) {
+            state.live.sample(stats);
         }
     }
 }

@@ -5,6 +5,7 @@ use crate::api::{ApiError, OutcomeBody};
 use crate::commit_tracker::CommitTracker;
 use crate::config::ServerLimits;
 use crate::engine::Engine;
+use crate::live::LiveStats;
 use crate::status::StatusTable;
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -60,6 +61,8 @@ pub struct ServerState {
     aborts: DashMap<(String, String), u64>,
     /// Tracked transactions (the marketplace driver's) and their commit events.
     pub commits: CommitTracker,
+    /// Latency, submissions in flight and throughput history (`GET /v1/stats`).
+    pub live: LiveStats,
 }
 
 impl ServerState {
@@ -74,6 +77,7 @@ impl ServerState {
             openapi_json: OnceLock::new(),
             aborts: DashMap::new(),
             commits: CommitTracker::default(),
+            live: LiveStats::default(),
         }
     }
 

@@ -306,6 +306,8 @@ async fn metrics_are_prometheus_text_with_the_runtime_counters() {
         "vmsdb_conflicts_total",
         "vmsdb_log_append_seconds_total",
         "vmsdb_recovery_seconds",
+        "vmsdb_in_flight_submissions",
+        "vmsdb_submit_latency_window_outcomes",
     ] {
         assert!(samples.contains_key(name), "{name} missing");
     }
@@ -332,6 +334,9 @@ async fn the_openapi_document_lists_every_route_and_every_listed_route_is_served
         "GET /ready",
         "GET /metrics",
         "GET /openapi.json",
+        "POST /v1/batch",
+        "GET /v1/stats",
+        "GET /",
     ]
     .map(String::from)
     .into();

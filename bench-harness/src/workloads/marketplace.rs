@@ -298,6 +298,10 @@ impl Workload for MarketplaceWorkload {
         Ok(())
     }
 
+    fn http_query(&self, seller_id: &SellerId) -> Option<(&'static str, serde_json::Value)> {
+        Some(("dashboard", serde_json::json!({ "seller_id": seller_id })))
+    }
+
     fn run_query_local<L: LocalReader<MarketApp>>(&self, reader: &L, seller_id: SellerId) {
         let parts = reader.query(
             &[*self.market.services.seller],

@@ -167,6 +167,16 @@ impl Workload for TransferWorkload {
         Ok(())
     }
 
+    fn http_query(
+        &self,
+        (account, entry): &(u64, u64),
+    ) -> Option<(&'static str, serde_json::Value)> {
+        Some((
+            "balance",
+            serde_json::json!({ "account": account, "entry": entry }),
+        ))
+    }
+
     fn run_query_local<L: LocalReader<LedgerApp>>(&self, reader: &L, (account, entry): (u64, u64)) {
         let b = reader
             .query(

@@ -1,0 +1,172 @@
+//! `GET /v1/stats`: everything the live console shows, as one JSON document — the runtime's
+//! counters and epoch phase times, the recent latency percentiles and throughput history, the
+//! aborts by service and kind, the queue depths the server sees, and the recovery report.
+
+use crate::live::{LatencyBody, RateSample};
+use crate::state::ServerState;
+use serde::Serialize;
+use txn::RecoveryReport;
+use txn::runtime::StatsSnapshot;
+use utoipa::ToSchema;
+
+/// The live statistics of the server.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct StatsBody {
+    /// The served application (`null` while recovering).
+    pub app: Option<&'static str>,
+    /// What `/ready` says: `ok`, `recovering`, `shutting_down`, `storage_failed`, ...
+    pub phase: &'static str,
+    pub uptime_s: f64,
+    /// The runtime's counters since it started (`null` before recovery finished or after it
+    /// stopped).
+    pub runtime: Option<RuntimeBody>,
+    /// Submit → durable outcome latency of the submissions the server answered recently.
+    pub latency: LatencyBody,
+    /// Throughput per second, oldest first (one sample a second, the last two minutes).
+    pub history: Vec<RateSample>,
+    /// Queue depths the server sees.
+    pub queues: QueuesBody,
+    /// Aborted outcomes the server answered, by service and kind (business kind or category).
+    pub aborts: Vec<AbortCount>,
+    /// Conflict losses by table: the runtime does not count them per table yet, so this is
+    /// always `null`; `runtime.conflicts` is the total.
+    #[schema(value_type = Option<Object>)]
+    pub conflicts_by_table: Option<()>,
+    /// What recovery did at start-up (`null` while recovering).
+    pub recovery: Option<RecoveryBody>,
+}
+
+/// The runtime's counters (`RuntimeStats`).
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
+pub struct RuntimeBody {
+    pub epochs: u64,
+    pub committed: u64,
+    /// Aborted by a handler (business aborts, constraints, limits).
+    pub user_aborted: u64,
+    /// Conflict losses of the parallel pass (each re-run by the fallback).
+    pub conflicts: u64,
+    /// Runs in the serial pass (conflict losers and hinted transactions).
+    pub fallback: u64,
+    pub serial_hinted: u64,
+    /// Transactions per epoch, on average since start.
+    pub mean_epoch_txns: f64,
+    /// Mean time per epoch in each phase, in microseconds.
+    pub phase_us_per_epoch: PhaseTimes,
+    pub log_appends: u64,
+    pub log_bytes: u64,
+    pub checkpoints_completed: u64,
+    pub last_checkpoint_rows: u64,
+}
+
+/// Time per epoch phase, in microseconds.
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
+pub struct PhaseTimes {
+    pub execute: f64,
+    pub decide: f64,
+    pub commit: f64,
+    pub serial_pass: f64,
+    /// The durable log write (fsync included), per log append rather than per epoch.
+    pub log_append: f64,
+}
+
+/// Requests waiting somewhere in the server.
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
+pub struct QueuesBody {
+    /// Submissions handed to the runtime and not yet settled (waiting to be sequenced, in an
+    /// epoch, or waiting for the log write).
+    pub in_flight: u64,
+    /// Fire-and-forget submissions still pending.
+    pub pending_submissions: u64,
+    /// Fire-and-forget requests in the status table.
+    pub status_table_entries: u64,
+}
+
+/// Aborts of one service and kind.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct AbortCount {
+    pub service: String,
+    pub kind: String,
+    pub count: u64,
+}
+
+/// The recovery report.
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
+pub struct RecoveryBody {
+    pub checkpoint_epoch: Option<u64>,
+    pub rows_loaded: u64,
+    pub epochs_replayed: u64,
+    pub last_epoch: u64,
+    pub dedup_window_entries: u64,
+    pub seconds: f64,
+}
+
+impl StatsBody {
+    /// The statistics now.
+    pub fn collect(state: &ServerState) -> StatsBody {
+        let engine = state.engine_if_started();
+        StatsBody {
+            app: engine.map(|e| e.app_name()),
+            phase: state.phase().name(),
+            uptime_s: state.live.uptime().as_secs_f64(),
+            runtime: engine.and_then(|e| e.stats()).map(RuntimeBody::new),
+            latency: state.live.latency(),
+            history: state.live.rates(),
+            queues: QueuesBody {
+                in_flight: state.live.in_flight(),
+                pending_submissions: state.pending_submissions() as u64,
+                status_table_entries: state.status.len() as u64,
+            },
+            aborts: state
+                .aborts()
+                .into_iter()
+                .map(|((service, kind), count)| AbortCount {
+                    service,
+                    kind,
+                    count,
+                })
+                .collect(),
+            conflicts_by_table: None,
+            recovery: engine.map(|e| RecoveryBody::new(e.recovery())),
+        }
+    }
+}
+
+impl RuntimeBody {
+    fn new(s: StatsSnapshot) -> RuntimeBody {
+        let epochs = s.epochs.max(1) as f64;
+        let per_epoch = |nanos: u64| nanos as f64 / 1e3 / epochs;
+        RuntimeBody {
+            epochs: s.epochs,
+            committed: s.committed,
+            user_aborted: s.user_aborted,
+            conflicts: s.conflicts,
+            fallback: s.fallback,
+            serial_hinted: s.serial_hinted,
+            mean_epoch_txns: (s.committed + s.user_aborted) as f64 / epochs,
+            phase_us_per_epoch: PhaseTimes {
+                execute: per_epoch(s.execute_nanos),
+                decide: per_epoch(s.decide_nanos),
+                commit: per_epoch(s.commit_nanos),
+                serial_pass: per_epoch(s.serial_pass_nanos),
+                log_append: s.log_append_nanos as f64 / 1e3 / s.log_appends.max(1) as f64,
+            },
+            log_appends: s.log_appends,
+            log_bytes: s.log_bytes,
+            checkpoints_completed: s.checkpoints_completed,
+            last_checkpoint_rows: s.last_checkpoint_rows,
+        }
+    }
+}
+
+impl RecoveryBody {
+    fn new(r: &RecoveryReport) -> RecoveryBody {
+        RecoveryBody {
+            checkpoint_epoch: r.checkpoint_epoch,
+            rows_loaded: r.rows_loaded as u64,
+            epochs_replayed: r.epochs_replayed,
+            last_epoch: r.last_epoch,
+            dedup_window_entries: r.dedup_window_entries as u64,
+            seconds: r.duration.as_secs_f64(),
+        }
+    }
+}
