@@ -43,6 +43,9 @@ pub enum WorkloadCmd {
     /// delivery over eight services, each business transaction one transaction. Checks the seven
     /// criteria of docs/workloads.md (atomic checkouts, stock, replicas, dashboard, totals, money).
     Marketplace(MarketplaceCmd),
+    /// Print a workload application's coordination report (Markdown): every declared delta
+    /// use with its invariant and verdict (confluent, escrow, coordinated). Runs nothing.
+    Explain(crate::explain::ExplainArgs),
     /// The durability tests (`crash-test`, `corruption-test`); not workloads, run by `main`.
     #[command(flatten)]
     Durability(crate::crash::DurabilityCmd),
@@ -52,13 +55,14 @@ impl WorkloadCmd {
     /// The options every workload shares.
     ///
     /// # Panics
-    /// For the durability tests, which are not workloads (`main` runs them via `crash::run`).
+    /// For the durability tests and `explain`, which are not workloads (`main` runs them).
     pub fn common(&self) -> &CommonArgs {
         match self {
             WorkloadCmd::Transfer(c) => &c.common,
             WorkloadCmd::Ycsb(c) => &c.common,
             WorkloadCmd::Marketplace(c) => &c.common,
             WorkloadCmd::Durability(_) => panic!("the durability tests have no workload options"),
+            WorkloadCmd::Explain(_) => panic!("explain has no workload options"),
         }
     }
 }

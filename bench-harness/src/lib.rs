@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod crash;
 pub mod driver;
+pub mod explain;
 pub mod html;
 pub mod metrics;
 pub mod over_http;
@@ -51,9 +52,9 @@ pub enum HarnessError {
 
 /// Runs the command and returns the summary (also printed and written to `<out>/summary.json`).
 pub fn run(cli: Cli) -> Result<Summary, HarnessError> {
-    if let WorkloadCmd::Durability(_) = &cli.workload {
+    if let WorkloadCmd::Durability(_) | WorkloadCmd::Explain(_) = &cli.workload {
         return Err(HarnessError::InvalidArgs(
-            "crash-test and corruption-test run through `crash::run`, not `run`".into(),
+            "crash-test, corruption-test and explain run through `main`, not `run`".into(),
         ));
     }
     let common = cli.workload.common().clone();
@@ -70,7 +71,7 @@ pub fn run(cli: Cli) -> Result<Summary, HarnessError> {
             workloads::marketplace::MarketplaceWorkload::new(&c.common, &c.marketplace)?,
             &common,
         ),
-        WorkloadCmd::Durability(_) => unreachable!("refused above"),
+        WorkloadCmd::Durability(_) | WorkloadCmd::Explain(_) => unreachable!("refused above"),
     }
 }
 

@@ -8,6 +8,18 @@ fn main() -> ExitCode {
     if let bench_harness::cli::WorkloadCmd::Durability(cmd) = &cli.workload {
         return bench_harness::crash::run(cmd);
     }
+    if let bench_harness::cli::WorkloadCmd::Explain(args) = &cli.workload {
+        return match bench_harness::explain::markdown(args.workload) {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     match bench_harness::run(cli) {
         Ok(summary) if summary.passed => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),

@@ -585,8 +585,7 @@ fn every_business_error_has_a_kind_of_the_list_and_says_it_first() {
         MarketError::StockShortage {
             seller_id,
             product_id,
-            available: 1,
-            reserved: 1,
+            free: 0,
             wanted: 1,
         },
         MarketError::VersionMismatch {

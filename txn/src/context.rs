@@ -351,6 +351,37 @@ impl<'a, A: App> TxnCtx<'a, A> {
         delta: i64,
         min: i64,
     ) -> Result<(), Abort> {
+        self.add_delta(table, key, field, delta, min, |_| None)
+    }
+
+    /// Like [`TxnCtx::add_bounded`], but a delta that would take the field below `min` aborts
+    /// with the application's own reason, `below_min(value)` (given the field's value the
+    /// delta was checked against), so a bounded delta keeps a business abort such as
+    /// "insufficient funds" and its kind. Overflow and a missing row abort as with `add`.
+    pub fn add_bounded_or<K: Key, V: Row, E: Into<Abort>>(
+        &mut self,
+        table: Table<K, V>,
+        key: &K,
+        field: Field<V>,
+        delta: i64,
+        min: i64,
+        below_min: impl FnOnce(i64) -> E,
+    ) -> Result<(), Abort> {
+        self.add_delta(table, key, field, delta, min, |value| {
+            Some(below_min(value).into())
+        })
+    }
+
+    /// Records or applies one delta; `below_min` may replace the bound's abort reason.
+    fn add_delta<K: Key, V: Row>(
+        &mut self,
+        table: Table<K, V>,
+        key: &K,
+        field: Field<V>,
+        delta: i64,
+        min: i64,
+        below_min: impl FnOnce(i64) -> Option<Abort>,
+    ) -> Result<(), Abort> {
         let seq = self.seq;
         self.meter.charge(LimitKind::Work, 1)?;
         let size = encoded_len(key) + encoded_len(&delta);
@@ -395,12 +426,16 @@ impl<'a, A: App> TxnCtx<'a, A> {
                 table: table_name,
                 message: format!("{name} = {value} + {delta} overflows i64 for key {key:?}"),
             },
-            DeltaError::BelowMin { value } => AbortReason::Constraint {
-                service,
-                table: table_name,
-                message: format!(
-                    "{name} = {value} + {delta} would go below its minimum {min} for key {key:?}"
-                ),
+            DeltaError::BelowMin { value } => match below_min(value) {
+                Some(Abort(own)) => own.in_service(&service),
+                None => AbortReason::Constraint {
+                    service,
+                    table: table_name,
+                    message: format!(
+                        "{name} = {value} + {delta} would go below its minimum {min} for key \
+                         {key:?}"
+                    ),
+                },
             },
         };
         Err(self.meter.poison(reason))

@@ -1188,9 +1188,10 @@ async fn stock_abort(
             &r.stock,
             kinds::STOCK_SHORTAGE,
             format!(
-                "{}: product {product} of seller {seller} has {available} available, \
-                 {reserved} reserved, {qty} wanted",
-                reasons::STOCK_SHORTAGE
+                "{}: product {product} of seller {seller} has {} units free beyond its \
+                 reservations, {qty} wanted",
+                reasons::STOCK_SHORTAGE,
+                available - reserved
             ),
         );
     }

@@ -94,7 +94,10 @@ impl MarketSnapshot {
         }
         copy(&mut s.products, rows(view, t.products));
         copy(&mut s.seller_update_seq, rows(view, t.seller_update_seq));
-        copy(&mut s.stock_items, rows(view, t.stock_items));
+        let items = view
+            .iter(t.stock_versions)
+            .filter_map(|(k, _)| t.stock_item(view, k).map(|item| (*k, item)));
+        copy(&mut s.stock_items, items);
         copy(&mut s.carts, rows(view, t.carts));
         let entries = view.index_entries(t.carts_by_product).into_iter();
         s.cart_index.extend(entries.map(|(p, c)| CartIndexKey {

@@ -14,16 +14,15 @@ use super::{CART_ITEMS_MAX, DELIVERY_SELLERS_MAX, ITEM_QUANTITY_MAX};
 /// words of its kind, so a message read alone still says which rule it broke.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MarketError {
-    /// A checkout wants more units than are available beyond the reservations.
+    /// A checkout wants more units than are available beyond the reservations (`free`).
     #[error(
-        "stock shortage: product {product_id} of seller {seller_id} has {available} available, \
-         {reserved} reserved, {wanted} wanted"
+        "stock shortage: product {product_id} of seller {seller_id} has {free} units free \
+         beyond its reservations, {wanted} wanted"
     )]
     StockShortage {
         seller_id: SellerId,
         product_id: ProductId,
-        available: i64,
-        reserved: i64,
+        free: i64,
         wanted: i64,
     },
     /// A cart holds a product at another version than the stock sells.

@@ -13,7 +13,7 @@
 //! | service  | tables (key → row)                                       | placed by          |
 //! |----------|----------------------------------------------------------|--------------------|
 //! | product  | products (seller, product); seller_update_seq (seller)   | seller             |
-//! | stock    | stock_items (seller, product)                            | seller             |
+//! | stock    | stock_levels, stock_versions (seller, product)           | seller             |
 //! | cart     | carts (customer), indexed by each product they hold      | customer           |
 //! |          | product_replicas (seller, product): replicated table     | every partition    |
 //! | order    | orders, order_items, order_history (customer, order, …)  | (customer, order)  |
@@ -174,7 +174,9 @@ pub struct Tables {
     /// seller → sequence number of the seller's last product update (price or version).
     pub seller_update_seq: Table<SellerId, u64>,
     // stock
-    pub stock_items: Table<ProductKey, StockItem>,
+    /// A stock item's counters (deltas only); with `stock_versions`, see [`Tables::stock_item`].
+    pub stock_levels: Table<ProductKey, StockLevel>,
+    pub stock_versions: Table<ProductKey, StockVersion>,
     // cart
     pub carts: Table<CustomerId, Cart>,
     /// The carts holding each product: a runtime index of `carts`, kept at commit.
@@ -198,6 +200,15 @@ pub struct Tables {
     pub seller_views: Table<SellerViewKey, SellerView>,
     // customer
     pub customers: Table<CustomerId, Customer>,
+}
+
+impl Tables {
+    /// The stock item of `key` as clients see it, from its two rows in a `stock` partition.
+    pub fn stock_item(&self, view: &ReadView<'_>, key: &ProductKey) -> Option<StockItem> {
+        let level = view.get(self.stock_levels, key)?;
+        let version = view.get(self.stock_versions, key)?;
+        Some(StockItem::of(level, version))
+    }
 }
 
 /// Emits one event per partition of service `to`, carrying the items bound for it: a step per
@@ -316,7 +327,8 @@ impl Marketplace {
         let tables = Tables {
             products: products.products,
             seller_update_seq: products.seller_update_seq,
-            stock_items: stock.stock_items,
+            stock_levels: stock.stock_levels,
+            stock_versions: stock.stock_versions,
             carts: carts.carts,
             carts_by_product: carts.carts_by_product,
             product_replicas: carts.product_replicas,

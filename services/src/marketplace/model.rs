@@ -262,15 +262,68 @@ pub enum ProductStatus {
     Approved,
 }
 
-/// A stock item (stock service).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Table)]
-#[table(name = "stock_items", key = ProductKey, placement = ProductKey::placement)]
+/// A stock item as clients see and ingest it: the stock service keeps it as two rows, its
+/// [`StockLevel`] (changed by deltas) and its [`StockVersion`] (read by reservations).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockItem {
     pub qty_available: i64,
     pub qty_reserved: i64,
     pub order_count: u64,
     /// Units sold (year to date).
     pub ytd: i64,
+    pub version: Version,
+}
+
+impl StockItem {
+    /// The item of a product whose stock rows are `level` and `version`.
+    pub fn of(level: &StockLevel, version: &StockVersion) -> StockItem {
+        StockItem {
+            qty_available: level.qty_free + level.qty_reserved,
+            qty_reserved: level.qty_reserved,
+            order_count: u64::try_from(level.order_count).unwrap_or(0),
+            ytd: level.ytd,
+            version: version.version,
+        }
+    }
+
+    /// The stock rows of this item.
+    pub fn split(&self) -> (StockLevel, StockVersion) {
+        let level = StockLevel {
+            qty_free: self.qty_available - self.qty_reserved,
+            qty_reserved: self.qty_reserved,
+            order_count: i64::try_from(self.order_count).unwrap_or(i64::MAX),
+            ytd: self.ytd,
+        };
+        (
+            level,
+            StockVersion {
+                version: self.version,
+            },
+        )
+    }
+}
+
+/// The counters of a stock item (stock service), changed only by merge-able deltas, so the
+/// checkouts of one product in an epoch do not conflict. The invariant "no more reserved than
+/// available" is one lower bound, `qty_free >= 0` (`AppBuilder::field_min`), which a
+/// reservation keeps by escrow (`TxnCtx::add_bounded_or`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Table)]
+#[table(name = "stock_levels", key = ProductKey, placement = ProductKey::placement)]
+pub struct StockLevel {
+    /// Units available beyond the reservations: `qty_available − qty_reserved`.
+    pub qty_free: i64,
+    pub qty_reserved: i64,
+    pub order_count: i64,
+    /// Units sold (year to date).
+    pub ytd: i64,
+}
+
+/// The product version a stock item sells (stock service): a row of its own, written only when
+/// the product gets a new version, so reading it to compare versions does not conflict with
+/// the deltas on the item's [`StockLevel`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Table)]
+#[table(name = "stock_versions", key = ProductKey, placement = ProductKey::placement)]
+pub struct StockVersion {
     pub version: Version,
 }
 

@@ -43,7 +43,8 @@ impl Marketplace {
                 .await?;
             }
             "stock" => {
-                wipe(client, s.stock, t.stock_items, &mut out, |k| WipeStock {
+                // Both rows of an item share its key: a wipe deletes the two together.
+                wipe(client, s.stock, t.stock_versions, &mut out, |k| WipeStock {
                     rows: StockRows::StockItems(k),
                 })
                 .await?;

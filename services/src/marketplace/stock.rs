@@ -1,11 +1,22 @@
 //! The stock service: units available and reserved per product. A checkout reserves every
 //! item of a partition's sellers in one step (or aborts the whole checkout), and the payment's
 //! outcome confirms or releases the reservations; a new product version is adopted here too.
+//!
+//! Reservations and settlements change a product's [`StockLevel`] only by merge-able deltas,
+//! so the checkouts of one product in an epoch commit together; a reservation keeps
+//! `qty_free >= 0` by escrow. The version a reservation compares lives in its own row
+//! ([`StockVersion`]), because a read of a row with deltas by a later transaction conflicts.
 
 use super::model::*;
 use super::{MarketApp, MarketError, Services};
 use serde::{Deserialize, Serialize};
-use txn::{AppBuilder, HandlerResult, Svc, Table, TxnCtx, handler, service};
+use txn::{AppBuilder, DeltaUse, Field, HandlerResult, Svc, Table, TxnCtx, handler, service};
+
+/// Units available beyond the reservations; never below 0.
+const QTY_FREE: Field<StockLevel> = txn::field!(StockLevel, qty_free);
+const QTY_RESERVED: Field<StockLevel> = txn::field!(StockLevel, qty_reserved);
+const ORDER_COUNT: Field<StockLevel> = txn::field!(StockLevel, order_count);
+const YTD: Field<StockLevel> = txn::field!(StockLevel, ytd);
 
 /// product → `stock[seller]` (from [`LoadSeller`](super::LoadSeller)): create the stock items
 /// of the seller's products.
@@ -62,17 +73,42 @@ pub struct WipeStock {
     pub rows: StockRows,
 }
 
-/// The stock service: its one table.
+/// The stock service: a product's counters and the version it sells, in two rows.
 pub struct Stock {
-    pub(super) stock_items: Table<ProductKey, StockItem>,
+    pub(super) stock_levels: Table<ProductKey, StockLevel>,
+    pub(super) stock_versions: Table<ProductKey, StockVersion>,
 }
 
 impl Stock {
-    /// Declares the service's table; a seller's items share its partition.
+    /// Declares the service's tables, the invariant `qty_free >= 0` and how each counter is
+    /// changed (see `AppDef::coordination_report`); a seller's items share its partition.
     pub(super) fn declare(b: &mut AppBuilder<MarketApp>, s: &Services) -> Self {
+        let stock_levels = StockLevel::table(b, *s.stock);
+        b.field_min(stock_levels, QTY_FREE, 0);
+        b.delta_field(stock_levels, QTY_FREE, DeltaUse::BoundedDecrements);
+        b.delta_field(stock_levels, QTY_FREE, DeltaUse::Increments);
+        // Reserved units are taken and given back in the same checkout, so the field is 0
+        // between transactions; bounding it would send every checkout but the first of a
+        // product per epoch to the serial pass (escrow cannot see that pairing).
+        b.delta_field(stock_levels, QTY_RESERVED, DeltaUse::Any);
+        b.delta_field(stock_levels, ORDER_COUNT, DeltaUse::Increments);
+        b.delta_field(stock_levels, YTD, DeltaUse::Increments);
         Stock {
-            stock_items: StockItem::table(b, *s.stock),
+            stock_levels,
+            stock_versions: StockVersion::table(b, *s.stock),
         }
+    }
+
+    /// Creates or overwrites both rows of a stock item.
+    fn put_item(
+        &self,
+        ctx: &mut TxnCtx<'_, MarketApp>,
+        key: ProductKey,
+        item: &StockItem,
+    ) -> HandlerResult {
+        let (level, version) = item.split();
+        ctx.put(self.stock_levels, key, level)?;
+        ctx.put(self.stock_versions, key, version)
     }
 }
 
@@ -83,7 +119,8 @@ impl Stock {
         match &ev.rows {
             StockRows::StockItems(keys) => {
                 for key in keys {
-                    ctx.delete(self.stock_items, key)?;
+                    ctx.delete(self.stock_levels, key)?;
+                    ctx.delete(self.stock_versions, key)?;
                 }
             }
         }
@@ -103,7 +140,7 @@ impl Stock {
                 ytd: 0,
                 version: *version,
             };
-            ctx.put(self.stock_items, key, item)?;
+            self.put_item(ctx, key, &item)?;
         }
         Ok(())
     }
@@ -114,49 +151,52 @@ impl Stock {
             seller_id: ev.seller_id,
             product_id: ev.product_id,
         };
-        ctx.put(self.stock_items, key, ev.item)
+        self.put_item(ctx, key, &ev.item)
     }
 
+    /// Reads each item's version (a plain read: it must see the committed version, and only
+    /// a new product version writes that row) and reserves by deltas.
     #[handler(internal)]
     fn reserve(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &Reserve) -> HandlerResult {
         for line in &ev.lines {
+            let (seller_id, product_id) = (line.seller_id, line.product_id);
             let key = ProductKey {
-                seller_id: line.seller_id,
-                product_id: line.product_id,
+                seller_id,
+                product_id,
             };
-            let Some(mut item) = ctx.get(self.stock_items, &key)? else {
+            let Some(stocked) = ctx.get(self.stock_versions, &key)? else {
                 return Err(MarketError::NoStockItem {
-                    seller_id: line.seller_id,
-                    product_id: line.product_id,
+                    seller_id,
+                    product_id,
                 }
                 .into());
             };
-            if item.version != line.version {
+            if stocked.version != line.version {
                 return Err(MarketError::VersionMismatch {
-                    seller_id: line.seller_id,
-                    product_id: line.product_id,
-                    stock_version: item.version,
+                    seller_id,
+                    product_id,
+                    stock_version: stocked.version,
                     cart_version: line.version,
                 }
                 .into());
             }
-            let qty = i64::from(line.quantity);
-            if item.qty_reserved + qty > item.qty_available {
-                return Err(MarketError::StockShortage {
-                    seller_id: line.seller_id,
-                    product_id: line.product_id,
-                    available: item.qty_available,
-                    reserved: item.qty_reserved,
-                    wanted: qty,
+            let wanted = i64::from(line.quantity);
+            ctx.add_bounded_or(self.stock_levels, &key, QTY_FREE, -wanted, 0, |free| {
+                MarketError::StockShortage {
+                    seller_id,
+                    product_id,
+                    free,
+                    wanted,
                 }
-                .into());
-            }
-            item.qty_reserved += qty;
-            ctx.put(self.stock_items, key, item)?;
+            })?;
+            ctx.add(self.stock_levels, &key, QTY_RESERVED, wanted)?;
         }
         Ok(())
     }
 
+    /// Confirming takes the reserved units for good; releasing makes them free again. Only
+    /// deltas: the reservation of the same transaction made these units reserved, so there is
+    /// nothing to read.
     #[handler(internal)]
     fn settle(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &Settle) -> HandlerResult {
         for line in &ev.lines {
@@ -165,22 +205,13 @@ impl Stock {
                 product_id: line.product_id,
             };
             let qty = i64::from(line.quantity);
-            let item = ctx.get(self.stock_items, &key)?;
-            let Some(mut item) = item.filter(|i| i.qty_reserved >= qty) else {
-                return Err(MarketError::SettledUnreserved {
-                    seller_id: line.seller_id,
-                    product_id: line.product_id,
-                    quantity: qty,
-                }
-                .into());
-            };
-            item.qty_reserved -= qty;
+            ctx.add(self.stock_levels, &key, QTY_RESERVED, -qty)?;
             if ev.approved {
-                item.qty_available -= qty;
-                item.order_count += 1;
-                item.ytd += qty;
+                ctx.add(self.stock_levels, &key, ORDER_COUNT, 1)?;
+                ctx.add(self.stock_levels, &key, YTD, qty)?;
+            } else {
+                ctx.add(self.stock_levels, &key, QTY_FREE, qty)?;
             }
-            ctx.put(self.stock_items, key, item)?;
         }
         Ok(())
     }
@@ -191,15 +222,17 @@ impl Stock {
             seller_id: ev.seller_id,
             product_id: ev.product_id,
         };
-        let Some(mut item) = ctx.get(self.stock_items, &key)? else {
+        if ctx.get(self.stock_versions, &key)?.is_none() {
             return Err(MarketError::StockItemMissing {
                 seller_id: ev.seller_id,
                 product_id: ev.product_id,
             }
             .into());
+        }
+        let version = StockVersion {
+            version: ev.version,
         };
-        item.version = ev.version;
-        ctx.put(self.stock_items, key, item)
+        ctx.put(self.stock_versions, key, version)
     }
 }
 

@@ -123,7 +123,7 @@ impl ServedApp for MarketServed {
                         .query(&[*s.product, *s.stock], move |view| {
                             (
                                 view.get(t.products, &key).cloned(),
-                                view.get(t.stock_items, &key).copied(),
+                                t.stock_item(view, &key),
                             )
                         })
                         .await?;
