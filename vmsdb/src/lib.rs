@@ -9,6 +9,7 @@ pub mod config;
 pub mod engine;
 pub mod limits;
 pub mod metrics;
+pub mod node;
 pub mod routes;
 pub mod server;
 pub mod state;
