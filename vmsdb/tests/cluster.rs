@@ -272,3 +272,43 @@ fn ledger_node_with_partitions(name: &str, seed: SocketAddr, partitions: u32) ->
         &["--app", "ledger", "--partitions", &partitions],
     )
 }
+
+#[test]
+fn node_settings_come_from_flags_over_the_config_file_over_defaults() {
+    use txn::cluster::ClusterError;
+    use vmsdb::node::{NodeArgs, NodeError};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("node.toml");
+    let file = "app = \"ledger\"\nname = \"from-file\"\ncookie = \"file-cookie\"\n\
+                seeds = [\"127.0.0.1:7001\"]\nheartbeat_interval = \"50ms\"\n\
+                failure_timeout = \"400ms\"\n";
+    std::fs::write(&path, file).expect("write the config file");
+    let args = NodeArgs {
+        config: Some(path.clone()),
+        name: Some("from-flag".into()),
+        ..NodeArgs::default()
+    };
+    let settings = args.resolve().expect("valid settings");
+    let cluster = &settings.cluster;
+    assert_eq!(cluster.node_name, "from-flag");
+    assert_eq!(cluster.cookie, "file-cookie");
+    assert_eq!(cluster.seeds, vec!["127.0.0.1:7001".parse().unwrap()]);
+    assert_eq!(cluster.heartbeat_interval, Duration::from_millis(50));
+    assert_eq!(cluster.failure_timeout, Duration::from_millis(400));
+    assert_eq!(cluster.listen, "127.0.0.1:7070".parse().unwrap());
+
+    let no_cookie = NodeArgs {
+        app: Some(vmsdb::AppChoice::Ledger),
+        ..NodeArgs::default()
+    };
+    assert!(matches!(no_cookie.resolve(), Err(NodeError::NoCookie)));
+    let too_impatient = NodeArgs {
+        config: Some(path),
+        failure_timeout: Some(Duration::from_millis(60)),
+        ..NodeArgs::default()
+    };
+    assert!(matches!(
+        too_impatient.resolve(),
+        Err(NodeError::Cluster(ClusterError::InvalidConfig(_)))
+    ));
+}

@@ -58,7 +58,7 @@ pub(crate) struct MemberState {
     /// The peer's member actor on each session.
     cells: HashMap<u64, ActorCell>,
     /// Hellos that arrived before their session's name or member actor was known.
-    pending: HashMap<String, PeerMessage>,
+    pending: BTreeMap<String, PeerMessage>,
     /// Greeted peers by name (ordered, so heartbeats and timeouts go out in one order).
     peers: BTreeMap<String, Peer>,
 }
@@ -162,23 +162,27 @@ impl MemberActor {
                 session,
                 peer_addr,
                 outgoing,
-            } => self.on_session_closed(state, session, peer_addr, outgoing),
+            } => match state.session_names.remove(&session) {
+                Some(name) => self.on_member_session_closed(state, session, name),
+                None => {
+                    state.cells.remove(&session);
+                    tracing::warn!(
+                        %peer_addr,
+                        "a cluster session closed before authenticating (wrong cookie?)"
+                    );
+                    self.publish(ClusterEvent::Unauthenticated {
+                        peer_addr,
+                        outgoing,
+                    });
+                }
+            },
         }
     }
 
-    fn on_session_closed(&self, state: &mut MemberState, session: u64, addr: String, out: bool) {
+    /// The authenticated session `session` to `name` closed: if it was the member's current
+    /// session, the member is gone (a newer session of a restarted node is left alone).
+    fn on_member_session_closed(&self, state: &mut MemberState, session: u64, name: String) {
         state.cells.remove(&session);
-        let Some(name) = state.session_names.remove(&session) else {
-            tracing::warn!(
-                peer_addr = %addr,
-                "a cluster session closed before authenticating (wrong cookie?)"
-            );
-            self.publish(ClusterEvent::Unauthenticated {
-                peer_addr: addr,
-                outgoing: out,
-            });
-            return;
-        };
         let Some(peer) = state.peers.get(&name).filter(|p| p.session == session) else {
             return;
         };
