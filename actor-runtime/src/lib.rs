@@ -50,6 +50,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "cluster")]
+pub mod cluster;
 mod directory;
 mod error;
 mod id;

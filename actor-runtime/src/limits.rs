@@ -45,3 +45,49 @@ const _: () = assert!(N_PARTITIONS_DEFAULT <= N_PARTITIONS_MAX);
 const _: () = assert!(IDLE_TIMEOUT_MIN_MS >= 1);
 const _: () = assert!(IDLE_TIMEOUT_DEFAULT_MS >= IDLE_TIMEOUT_MIN_MS);
 const _: () = assert!(N_NODES_MAX >= 1);
+
+/// Default time between two heartbeats a cluster node sends each member, in milliseconds.
+/// Membership traffic is one small message per member per interval.
+pub const CLUSTER_HEARTBEAT_INTERVAL_DEFAULT_MS: u64 = 200;
+
+/// Shortest heartbeat interval a cluster may configure, in milliseconds: below this the
+/// heartbeats of a few dozen nodes would keep the two cores busy.
+pub const CLUSTER_HEARTBEAT_INTERVAL_MIN_MS: u64 = 10;
+
+/// Default time a member may stay silent (no heartbeat) before it is declared dead, in
+/// milliseconds. Several heartbeat intervals, so one delayed heartbeat is not a death.
+pub const CLUSTER_FAILURE_TIMEOUT_DEFAULT_MS: u64 = 1_500;
+
+/// Smallest ratio of failure timeout to heartbeat interval a cluster accepts: a node must be
+/// allowed to miss at least one heartbeat before it is declared dead.
+pub const CLUSTER_FAILURE_TIMEOUT_HEARTBEATS_MIN: u32 = 2;
+
+/// Default time `Cluster::start` waits to be admitted by a seed (connected, cookie accepted,
+/// application identity matched), in milliseconds.
+pub const CLUSTER_JOIN_TIMEOUT_DEFAULT_MS: u64 = 10_000;
+
+/// Largest application identity a node may present at join, in bytes. The transaction layer's
+/// encoded fingerprint is a few KiB even for large applications.
+pub const CLUSTER_IDENTITY_BYTES_MAX: usize = 1 << 20;
+
+/// Longest node name, in bytes. Names appear in every membership log line and event.
+pub const CLUSTER_NODE_NAME_LEN_MAX_BYTES: usize = 255;
+
+/// Largest frame a node accepts from a peer, in bytes; a peer sending a larger one is
+/// disconnected before the frame is buffered. Membership messages carry at most one identity.
+pub const CLUSTER_FRAME_BYTES_MAX: u64 = 4 << 20;
+
+/// Membership events buffered for each subscriber; a subscriber that falls further behind
+/// loses the oldest ones (and is told how many it missed) instead of holding up the node.
+pub const CLUSTER_EVENTS_CAPACITY: usize = 1024;
+
+const _: () = assert!(CLUSTER_HEARTBEAT_INTERVAL_MIN_MS >= 1);
+const _: () = assert!(CLUSTER_HEARTBEAT_INTERVAL_DEFAULT_MS >= CLUSTER_HEARTBEAT_INTERVAL_MIN_MS);
+const _: () = assert!(CLUSTER_FAILURE_TIMEOUT_HEARTBEATS_MIN >= 2);
+const _: () = assert!(
+    CLUSTER_FAILURE_TIMEOUT_DEFAULT_MS
+        >= CLUSTER_FAILURE_TIMEOUT_HEARTBEATS_MIN as u64 * CLUSTER_HEARTBEAT_INTERVAL_DEFAULT_MS
+);
+const _: () = assert!(CLUSTER_JOIN_TIMEOUT_DEFAULT_MS >= CLUSTER_FAILURE_TIMEOUT_DEFAULT_MS);
+const _: () = assert!(CLUSTER_FRAME_BYTES_MAX as usize > CLUSTER_IDENTITY_BYTES_MAX);
+const _: () = assert!(CLUSTER_EVENTS_CAPACITY >= 1);

@@ -86,6 +86,19 @@ impl Fingerprint {
         out
     }
 
+    /// Decodes a record made by [`Fingerprint::encode`] (e.g. a cluster peer's identity),
+    /// refusing one of another format version.
+    pub fn decode(record: &[u8]) -> Result<Fingerprint, FingerprintDecodeError> {
+        let Some((version, body)) = record.split_first_chunk::<4>() else {
+            return Err(FingerprintDecodeError::TooShort { len: record.len() });
+        };
+        let version = u32::from_le_bytes(*version);
+        if version != STORE_FORMAT_VERSION {
+            return Err(FingerprintDecodeError::OtherVersion { version });
+        }
+        rmp_serde::from_slice(body).map_err(|e| FingerprintDecodeError::Body(e.to_string()))
+    }
+
     /// This fingerprint with every Rust type name (event, output, keys, rows, placement) taken
     /// from `app` where the two have the same service and table; the rest unchanged.
     fn with_type_names_of(&self, app: &Fingerprint) -> Fingerprint {
@@ -133,6 +146,17 @@ impl Fingerprint {
         }
         out
     }
+}
+
+/// Why an encoded fingerprint could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum FingerprintDecodeError {
+    #[error("{len} bytes are too short to hold a fingerprint's format version")]
+    TooShort { len: usize },
+    #[error("format version {version}, not this build's {STORE_FORMAT_VERSION}")]
+    OtherVersion { version: u32 },
+    #[error("the fingerprint does not decode: {0}")]
+    Body(String),
 }
 
 /// Differences of one service present in both.

@@ -12,6 +12,8 @@ pub mod app;
 pub mod bench_api;
 mod bitset;
 mod clock;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 mod constraint;
 pub mod context;
 pub mod contract;

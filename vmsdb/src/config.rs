@@ -40,6 +40,10 @@ pub enum Command {
     /// stop accepting, answer every accepted request, make everything durable, exit 0).
     #[command(after_long_help = PRECEDENCE_HELP)]
     Serve(ServeArgs),
+    /// Run a cluster node: join the seeds (shared cookie, same application), print membership
+    /// changes and partition placement, leave on SIGTERM or SIGINT. Membership only: a node
+    /// does not run transactions yet (see docs/cluster.md).
+    Node(crate::node::NodeArgs),
 }
 
 /// The options of `vmsdb serve`; unset ones come from the config file (the same options, by
@@ -295,6 +299,11 @@ impl Settings {
 }
 
 fn read_file_config(path: &Path) -> Result<ServeArgs, ConfigError> {
+    read_toml(path)
+}
+
+/// Reads a subcommand's options from the TOML file at `path`.
+pub(crate) fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
         path: path.to_path_buf(),
         source,
@@ -306,7 +315,9 @@ fn read_file_config(path: &Path) -> Result<ServeArgs, ConfigError> {
 }
 
 /// A duration in the config file, as text like "10s" or "1ms".
-fn duration_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn duration_text<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(&text).map(Some).map_err(|e| {
         serde::de::Error::custom(format!("{text:?} is not a duration like \"10s\": {e}"))

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod limits;
 pub mod live;
 pub mod metrics;
+pub mod node;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -32,5 +32,15 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Node(args) => {
+            let run = async { vmsdb::node::run_node(args.resolve()?).await };
+            match run.await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vmsdb node: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }

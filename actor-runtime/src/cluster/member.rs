@@ -1,0 +1,381 @@
+//! The member actor: one per node. It greets every peer's member actor with this node's name
+//! and application identity, admits or refuses it, sends heartbeats, and declares a member dead
+//! when it falls silent for the failure timeout or its session closes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::pg::GroupChangeMessage;
+use ractor::{
+    Actor, ActorCell, ActorId as RactorActorId, ActorProcessingErr, ActorRef, SupervisionEvent,
+};
+
+use super::placement::node_id_of;
+use super::wire::{MemberMsg, PeerMessage, SessionEvent};
+use super::{ClusterEvent, DownReason, IdentityCompare, Member, Shared};
+
+/// The process group every node's member actor joins; ractor_cluster mirrors it across
+/// sessions, which is how a node finds its peers' member actors.
+pub(crate) const MEMBERS_GROUP: &str = "vmsdb.cluster.members";
+
+/// What the member actor needs from the node's configuration.
+pub(crate) struct MemberSettings {
+    pub node_name: String,
+    pub listen: String,
+    pub identity: Vec<u8>,
+    pub failure_timeout: Duration,
+    pub compare: IdentityCompare,
+}
+
+pub(crate) struct MemberActor {
+    pub settings: Arc<MemberSettings>,
+    pub shared: Arc<Shared>,
+}
+
+/// Whether a greeted peer is a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    Up,
+    /// Declared dead by the failure detector while its session stayed open; a heartbeat brings
+    /// it back.
+    Silent,
+    Refused,
+}
+
+struct Peer {
+    session: u64,
+    status: Status,
+    last_heard: Instant,
+    listen: String,
+}
+
+/// The member actor's state: sessions, the peers' member actors, and each peer's status.
+#[derive(Default)]
+pub(crate) struct MemberState {
+    /// Authenticated sessions: session id → the peer's node name.
+    session_names: HashMap<u64, String>,
+    /// The peer's member actor on each session.
+    cells: HashMap<u64, ActorCell>,
+    /// Hellos that arrived before their session's name or member actor was known.
+    pending: BTreeMap<String, PeerMessage>,
+    /// Greeted peers by name (ordered, so heartbeats and timeouts go out in one order).
+    peers: BTreeMap<String, Peer>,
+}
+
+impl Actor for MemberActor {
+    type Msg = MemberMsg;
+    type State = MemberState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<MemberMsg>,
+        _: (),
+    ) -> Result<MemberState, ActorProcessingErr> {
+        ractor::pg::monitor(MEMBERS_GROUP.to_string(), myself.get_cell());
+        ractor::pg::join(MEMBERS_GROUP.to_string(), vec![myself.get_cell()]);
+        let mut state = MemberState::default();
+        // Peers whose member actors were mirrored before this actor monitored the group.
+        for cell in ractor::pg::get_members(&MEMBERS_GROUP.to_string()) {
+            self.on_cell_joined(&mut state, cell);
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<MemberMsg>,
+        message: MemberMsg,
+        state: &mut MemberState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            MemberMsg::Peer(peer) => self.on_peer_message(state, peer),
+            MemberMsg::Session(event) => self.on_session_event(state, event),
+            MemberMsg::Tick => self.on_tick(state),
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<MemberMsg>,
+        event: SupervisionEvent,
+        state: &mut MemberState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ProcessGroupChanged(GroupChangeMessage::Join(_, group, cells))
+                if group == MEMBERS_GROUP =>
+            {
+                for cell in cells {
+                    self.on_cell_joined(state, cell);
+                }
+            }
+            SupervisionEvent::ProcessGroupChanged(GroupChangeMessage::Leave(_, group, cells))
+                if group == MEMBERS_GROUP =>
+            {
+                for cell in cells {
+                    if let Some(session) = session_of(&cell) {
+                        state.cells.remove(&session);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The session a remote actor was mirrored over; `None` for a local actor.
+fn session_of(cell: &ActorCell) -> Option<u64> {
+    match cell.get_id() {
+        RactorActorId::Remote { node_id, .. } => Some(node_id),
+        RactorActorId::Local(_) => None,
+    }
+}
+
+impl MemberActor {
+    fn on_cell_joined(&self, state: &mut MemberState, cell: ActorCell) {
+        let Some(session) = session_of(&cell) else {
+            return;
+        };
+        if state.cells.contains_key(&session) {
+            return;
+        }
+        let hello = PeerMessage::Hello {
+            node: self.settings.node_name.clone(),
+            listen: self.settings.listen.clone(),
+            identity: self.settings.identity.clone(),
+        };
+        send(&cell, hello);
+        state.cells.insert(session, cell);
+        self.retry_pending(state);
+    }
+
+    fn on_session_event(&self, state: &mut MemberState, event: SessionEvent) {
+        match event {
+            SessionEvent::Authenticated { session, peer } => {
+                state.session_names.insert(session, peer);
+                self.retry_pending(state);
+            }
+            SessionEvent::Closed {
+                session,
+                peer_addr,
+                outgoing,
+            } => match state.session_names.remove(&session) {
+                Some(name) => self.on_member_session_closed(state, session, name),
+                None => {
+                    state.cells.remove(&session);
+                    tracing::warn!(
+                        %peer_addr,
+                        "a cluster session closed before authenticating (wrong cookie?)"
+                    );
+                    self.publish(ClusterEvent::Unauthenticated {
+                        peer_addr,
+                        outgoing,
+                    });
+                }
+            },
+        }
+    }
+
+    /// The authenticated session `session` to `name` closed: if it was the member's current
+    /// session, the member is gone (a newer session of a restarted node is left alone).
+    fn on_member_session_closed(&self, state: &mut MemberState, session: u64, name: String) {
+        state.cells.remove(&session);
+        let Some(peer) = state.peers.get(&name).filter(|p| p.session == session) else {
+            return;
+        };
+        let was_up = peer.status == Status::Up;
+        state.peers.remove(&name);
+        if was_up {
+            self.declare_down(&name, DownReason::Disconnected);
+        }
+    }
+
+    fn retry_pending(&self, state: &mut MemberState) {
+        let names: Vec<String> = state.pending.keys().cloned().collect();
+        for name in names {
+            if let Some(hello) = state.pending.remove(&name) {
+                self.on_peer_message(state, hello);
+            }
+        }
+    }
+
+    /// The newest authenticated session to `node` whose member actor is known.
+    fn session_to(state: &MemberState, node: &str) -> Option<u64> {
+        state
+            .session_names
+            .iter()
+            .filter(|(session, name)| *name == node && state.cells.contains_key(session))
+            .map(|(session, _)| *session)
+            .max()
+    }
+
+    fn on_peer_message(&self, state: &mut MemberState, message: PeerMessage) {
+        match message {
+            PeerMessage::Hello {
+                ref node,
+                ref listen,
+                ref identity,
+            } => {
+                let Some(session) = Self::session_to(state, node) else {
+                    state.pending.insert(node.clone(), message);
+                    return;
+                };
+                self.on_hello(state, session, node, listen, identity);
+            }
+            PeerMessage::Refuse { node, differences } => self.on_refused(state, node, differences),
+            PeerMessage::Heartbeat { node } => self.on_heartbeat(state, &node),
+        }
+    }
+
+    fn on_hello(&self, st: &mut MemberState, session: u64, node: &str, listen: &str, id: &[u8]) {
+        let differences = self.admission_differences(st, node, id);
+        if !differences.is_empty() {
+            let refuse = PeerMessage::Refuse {
+                node: self.settings.node_name.clone(),
+                differences: differences.clone(),
+            };
+            send(&st.cells[&session], refuse);
+            self.on_refused(st, node.to_string(), differences);
+            return;
+        }
+        let peer = Peer {
+            session,
+            status: Status::Up,
+            last_heard: Instant::now(),
+            listen: listen.to_string(),
+        };
+        st.peers.insert(node.to_string(), peer);
+        let member = Member {
+            name: node.to_string(),
+            listen: listen.to_string(),
+        };
+        self.shared.members.insert(node.to_string(), member.clone());
+        tracing::info!(node = %node, listen = %listen, "cluster node up");
+        self.publish(ClusterEvent::NodeUp { member });
+    }
+
+    /// Why `node` presenting `identity` cannot be a member; empty when it can.
+    fn admission_differences(
+        &self,
+        state: &MemberState,
+        node: &str,
+        identity: &[u8],
+    ) -> Vec<String> {
+        let mut differences = (self.settings.compare)(&self.settings.identity, identity);
+        let id = node_id_of(node);
+        let ours = &self.settings.node_name;
+        let colliding = std::iter::once(ours)
+            .chain(
+                state
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| p.status == Status::Up)
+                    .map(|(n, _)| n),
+            )
+            .find(|name| *name != node && node_id_of(name) == id);
+        if node == ours {
+            differences.push(format!("node name `{node}` is this node's own name"));
+        } else if let Some(other) = colliding {
+            differences.push(format!(
+                "node name `{node}` hashes to the same placement id as member `{other}`: rename one"
+            ));
+        }
+        differences
+    }
+
+    fn on_refused(&self, state: &mut MemberState, node: String, differences: Vec<String>) {
+        let was_up = state
+            .peers
+            .get(&node)
+            .is_some_and(|p| p.status == Status::Up);
+        let already_refused = state
+            .peers
+            .get(&node)
+            .is_some_and(|p| p.status == Status::Refused);
+        if let Some(session) = Self::session_to(state, &node) {
+            let peer = Peer {
+                session,
+                status: Status::Refused,
+                last_heard: Instant::now(),
+                listen: String::new(),
+            };
+            state.peers.insert(node.clone(), peer);
+        }
+        if was_up {
+            self.declare_down(&node, DownReason::Refused);
+        }
+        if already_refused {
+            return;
+        }
+        tracing::warn!(node = %node, ?differences, "cluster node refused: it runs another application");
+        self.publish(ClusterEvent::Refused { node, differences });
+    }
+
+    fn on_heartbeat(&self, state: &mut MemberState, node: &str) {
+        let Some(peer) = state.peers.get_mut(node) else {
+            return;
+        };
+        match peer.status {
+            Status::Up => peer.last_heard = Instant::now(),
+            Status::Silent => {
+                peer.status = Status::Up;
+                peer.last_heard = Instant::now();
+                let member = Member {
+                    name: node.to_string(),
+                    listen: peer.listen.clone(),
+                };
+                tracing::info!(node = %node, "cluster node heard again after being declared dead");
+                self.shared.members.insert(node.to_string(), member.clone());
+                self.publish(ClusterEvent::NodeUp { member });
+            }
+            Status::Refused => {}
+        }
+    }
+
+    fn on_tick(&self, state: &mut MemberState) {
+        let now = Instant::now();
+        let heartbeat = PeerMessage::Heartbeat {
+            node: self.settings.node_name.clone(),
+        };
+        let mut silent = Vec::new();
+        for (name, peer) in state
+            .peers
+            .iter_mut()
+            .filter(|(_, p)| p.status == Status::Up)
+        {
+            let quiet = now.saturating_duration_since(peer.last_heard);
+            if quiet > self.settings.failure_timeout {
+                peer.status = Status::Silent;
+                silent.push((name.clone(), quiet));
+            } else if let Some(cell) = state.cells.get(&peer.session) {
+                send(cell, heartbeat.clone());
+            }
+        }
+        for (name, silent_for) in silent {
+            self.declare_down(&name, DownReason::HeartbeatTimeout { silent_for });
+        }
+    }
+
+    fn declare_down(&self, node: &str, reason: DownReason) {
+        self.shared.members.remove(node);
+        tracing::warn!(node = %node, %reason, "cluster node down");
+        self.publish(ClusterEvent::NodeDown {
+            node: node.to_string(),
+            reason,
+        });
+    }
+
+    fn publish(&self, event: ClusterEvent) {
+        // No subscriber is not an error: events are for whoever listens.
+        let _ = self.shared.events.send(event);
+    }
+}
+
+/// Casts `message` to a peer's member actor; a peer that just went away is found by the
+/// failure detector or its session's close, so a failed send needs no handling here.
+fn send(cell: &ActorCell, message: PeerMessage) {
+    let _ = cell.send_message::<MemberMsg>(MemberMsg::Peer(message));
+}

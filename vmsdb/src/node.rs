@@ -1,0 +1,221 @@
+//! `vmsdb node`: a cluster node for an application. It joins the seeds (cookie, application
+//! check), prints every membership change and the resulting partition placement on stdout, and
+//! leaves the cluster on SIGTERM or SIGINT. It runs no transactions yet (`docs/cluster.md`).
+
+use crate::apps::{AppChoice, AppOptions, LedgerServed, MarketServed, ServedApp, YcsbServed};
+use crate::config::ConfigError;
+use clap::Args;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+use txn::cluster::{Cluster, ClusterConfig, ClusterError, ClusterEvent};
+use txn::fingerprint::Fingerprint;
+
+/// Default address a node accepts peers on.
+pub const NODE_LISTEN_DEFAULT: &str = "127.0.0.1:7070";
+
+/// The options of `vmsdb node`; unset ones come from the TOML file (same names in snake_case,
+/// durations as text like "200ms") or the defaults.
+#[derive(Clone, Debug, Default, Args, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeArgs {
+    /// TOML file with any of the options below (keys in snake_case); flags and environment
+    /// variables override it.
+    #[arg(long, env = "VMSDB_NODE_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// The application this node is built for; peers running another are refused.
+    #[arg(long, env = "VMSDB_APP", value_enum)]
+    pub app: Option<AppChoice>,
+    /// This node's name, unique in the cluster [default: the listen address].
+    #[arg(long, env = "VMSDB_NODE_NAME")]
+    pub name: Option<String>,
+    /// Address and port to accept peers on [default: 127.0.0.1:7070].
+    #[arg(long, env = "VMSDB_NODE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// A node to join (repeat for several; comma-separated in the environment). None: this is
+    /// the first node.
+    #[arg(
+        long = "seed",
+        env = "VMSDB_SEEDS",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    pub seeds: Vec<SocketAddr>,
+    /// The cluster's shared secret; a peer with another cookie is refused. Prefer the
+    /// environment variable, which does not show in the process list.
+    #[arg(long, env = "VMSDB_COOKIE", hide_env_values = true)]
+    pub cookie: Option<String>,
+    /// Partitions of each service [default: the application's own]; part of the application
+    /// check, so every node must use the same.
+    #[arg(long, env = "VMSDB_PARTITIONS")]
+    pub partitions: Option<u32>,
+    /// Time between heartbeats to each member [default: 200ms].
+    #[arg(long, env = "VMSDB_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "crate::config::duration_text")]
+    pub heartbeat_interval: Option<Duration>,
+    /// A member silent this long is declared dead [default: 1.5s].
+    #[arg(long, env = "VMSDB_FAILURE_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "crate::config::duration_text")]
+    pub failure_timeout: Option<Duration>,
+    /// How long to wait for a seed to admit this node [default: 10s].
+    #[arg(long, env = "VMSDB_JOIN_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "crate::config::duration_text")]
+    pub join_timeout: Option<Duration>,
+}
+
+/// Why `vmsdb node` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("no cookie: give --cookie, VMSDB_COOKIE or cookie in the config file")]
+    NoCookie,
+    #[error("building the application: {0}")]
+    App(#[from] txn::TxnError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("installing the signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// What `vmsdb node` runs with, resolved.
+#[derive(Clone, Debug)]
+pub struct NodeSettings {
+    pub app: AppChoice,
+    pub partitions: Option<u32>,
+    pub cluster: ClusterConfig,
+}
+
+impl NodeArgs {
+    /// Flags and environment variables (already in `self`) over the config file over defaults.
+    pub fn resolve(self) -> Result<NodeSettings, NodeError> {
+        let file = match &self.config {
+            Some(path) => crate::config::read_toml(path)?,
+            None => NodeArgs::default(),
+        };
+        let app = self.app.or(file.app).ok_or(ConfigError::NoApp)?;
+        let listen = self.listen.or(file.listen).unwrap_or_else(|| {
+            NODE_LISTEN_DEFAULT
+                .parse()
+                .expect("the default address parses")
+        });
+        let cookie = self.cookie.or(file.cookie).ok_or(NodeError::NoCookie)?;
+        let name = self
+            .name
+            .or(file.name)
+            .unwrap_or_else(|| listen.to_string());
+        let mut cluster = ClusterConfig::new(name, listen, cookie, Vec::new());
+        cluster.seeds = if self.seeds.is_empty() {
+            file.seeds
+        } else {
+            self.seeds
+        };
+        let timings = [
+            (
+                self.heartbeat_interval.or(file.heartbeat_interval),
+                &mut cluster.heartbeat_interval,
+            ),
+            (
+                self.failure_timeout.or(file.failure_timeout),
+                &mut cluster.failure_timeout,
+            ),
+            (
+                self.join_timeout.or(file.join_timeout),
+                &mut cluster.join_timeout,
+            ),
+        ];
+        for (given, field) in timings {
+            if let Some(value) = given {
+                *field = value;
+            }
+        }
+        cluster.validate()?;
+        Ok(NodeSettings {
+            app,
+            partitions: self.partitions.or(file.partitions),
+            cluster,
+        })
+    }
+}
+
+/// Runs the node until SIGTERM or SIGINT.
+pub async fn run_node(settings: NodeSettings) -> Result<(), NodeError> {
+    let options = AppOptions {
+        partitions: settings.partitions,
+        ycsb_keys: 0,
+    };
+    match settings.app {
+        AppChoice::Ledger => run_app::<LedgerServed>(options, settings.cluster).await,
+        AppChoice::Ycsb => run_app::<YcsbServed>(options, settings.cluster).await,
+        AppChoice::Marketplace => run_app::<MarketServed>(options, settings.cluster).await,
+    }
+}
+
+async fn run_app<S: ServedApp>(
+    options: AppOptions,
+    config: ClusterConfig,
+) -> Result<(), NodeError> {
+    let served = S::build(options)?;
+    let app = served.app_def();
+    let n_partitions = Fingerprint::of(app)
+        .services
+        .iter()
+        .map(|s| s.n_partitions)
+        .sum();
+    let mut terminate = signal(SignalKind::terminate()).map_err(NodeError::Signal)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(NodeError::Signal)?;
+    let listen = config.listen;
+    let cluster = txn::cluster::join(app, config).await?;
+    println!(
+        "node {} listening on {listen} for {}",
+        cluster.node_name(),
+        S::NAME
+    );
+    let mut events = cluster.subscribe();
+    print_membership(&cluster, n_partitions);
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            event = events.recv() => match event {
+                Ok(event) => {
+                    println!("{}", event_line(&event));
+                    print_membership(&cluster, n_partitions);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    print_membership(&cluster, n_partitions);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+        }
+    }
+    let name = cluster.node_name().to_string();
+    cluster.shutdown().await;
+    println!("node {name} stopped");
+    Ok(())
+}
+
+/// One line per event, for operators and for tests reading stdout.
+fn event_line(event: &ClusterEvent) -> String {
+    match event {
+        ClusterEvent::NodeUp { member } => format!("up {} {}", member.name, member.listen),
+        ClusterEvent::NodeDown { node, reason } => format!("down {node}: {reason}"),
+        ClusterEvent::Refused { node, differences } => {
+            format!("refused {node}: {}", differences.join("; "))
+        }
+        ClusterEvent::Unauthenticated { peer_addr, .. } => {
+            format!("unauthenticated session with {peer_addr} (wrong cookie?)")
+        }
+    }
+}
+
+/// The live members and the owner of each of the application's partitions (global partitions,
+/// services in declaration order).
+fn print_membership(cluster: &Cluster, n_partitions: u32) {
+    let members: Vec<String> = cluster.members().into_iter().map(|m| m.name).collect();
+    println!("members {}", members.join(","));
+    println!("placement {}", cluster.placement(n_partitions).join(","));
+}

@@ -1,0 +1,314 @@
+//! `vmsdb node` processes on 127.0.0.1: three nodes agree on membership and placement, a wrong
+//! cookie and another application are refused, a SIGKILLed node is declared dead and only its
+//! partitions move, a frozen node (SIGSTOP: its sessions stay open) is declared dead by the
+//! heartbeats, and a restarted node rejoins. Every wait polls the nodes' stdout with a deadline;
+//! every child is killed when its guard drops.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+const COOKIE: &str = "test-cookie";
+const HEARTBEAT: &str = "100ms";
+const FAILURE_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Longest wait for anything a node should print.
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A `vmsdb node` child process, killed on drop, with its stdout lines arriving on a channel.
+struct Node {
+    name: String,
+    child: Child,
+    lines: Receiver<String>,
+    /// The whole stderr, sent when the process closes it (exits).
+    stderr: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port on 127.0.0.1 nothing listens on right now.
+fn free_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address")
+}
+
+fn spawn_node(name: &str, listen: SocketAddr, seeds: &[SocketAddr], extra: &[&str]) -> Node {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vmsdb"));
+    command
+        .args(["node", "--name", name, "--listen", &listen.to_string()])
+        .args(["--heartbeat-interval", HEARTBEAT, "--failure-timeout", "1s"])
+        .args(["--join-timeout", "10s"])
+        .env("VMSDB_COOKIE", COOKIE)
+        .env("RUST_LOG", "warn")
+        .env_remove("VMSDB_APP")
+        .env_remove("VMSDB_SEEDS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for seed in seeds {
+        command.args(["--seed", &seed.to_string()]);
+    }
+    command.args(extra);
+    let mut child = command.spawn().expect("spawn vmsdb node");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr_pipe = child.stderr.take().expect("piped stderr");
+    let (stderr_sender, stderr) = channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr_pipe.read_to_string(&mut text);
+        let _ = stderr_sender.send(text);
+    });
+    let (sender, lines) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Node {
+        name: name.to_string(),
+        child,
+        lines,
+        stderr,
+        seen: Vec::new(),
+    }
+}
+
+fn ledger_node(name: &str, listen: SocketAddr, seeds: &[SocketAddr]) -> Node {
+    spawn_node(
+        name,
+        listen,
+        seeds,
+        &["--app", "ledger", "--partitions", "16"],
+    )
+}
+
+impl Node {
+    /// The next line (after those already read) that satisfies `wanted`, waiting at most `wait`.
+    fn wait_line(&mut self, wait: Duration, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if wanted(&line) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => panic!(
+                    "node {} did not print the expected line within {wait:?}; it printed:\n{}",
+                    self.name,
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    fn wait_listening(&mut self) {
+        let prefix = format!("node {} listening", self.name);
+        self.wait_line(WAIT, |l| l.starts_with(&prefix));
+    }
+
+    /// Waits until the node reports exactly `members`, and returns the placement it printed
+    /// with them.
+    fn wait_members(&mut self, members: &[&str]) -> Vec<String> {
+        let expected = format!("members {}", members.join(","));
+        self.wait_line(WAIT, |l| l == expected);
+        let placement = self.wait_line(WAIT, |l| l.starts_with("placement "));
+        placement["placement ".len()..]
+            .split(',')
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits for the process to exit (its stderr closes); returns its status and stderr.
+    fn wait_exit(&mut self) -> (ExitStatus, String) {
+        let stderr = self
+            .stderr
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("node {} did not exit within {WAIT:?}", self.name));
+        (self.child.wait().expect("wait for the node"), stderr)
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+}
+
+#[test]
+fn three_nodes_agree_and_a_killed_node_is_declared_dead_and_rejoins() {
+    let addrs = [free_addr(), free_addr(), free_addr()];
+    let mut n1 = ledger_node("n1", addrs[0], &[]);
+    n1.wait_listening();
+    let mut n2 = ledger_node("n2", addrs[1], &[addrs[0]]);
+    let mut n3 = ledger_node("n3", addrs[2], &[addrs[0]]);
+    let all = ["n1", "n2", "n3"];
+    let placement = n1.wait_members(&all);
+    assert_eq!(
+        n2.wait_members(&all),
+        placement,
+        "n2 places partitions like n1"
+    );
+    assert_eq!(
+        n3.wait_members(&all),
+        placement,
+        "n3 places partitions like n1"
+    );
+    assert_eq!(placement.len(), 32, "ledger: 2 services x 16 partitions");
+    assert!(all.iter().all(|n| placement.iter().any(|o| o == n)));
+
+    n3.child.kill().expect("SIGKILL n3");
+    let killed_at = Instant::now();
+    for survivor in [&mut n1, &mut n2] {
+        survivor.wait_line(WAIT, |l| l.starts_with("down n3"));
+    }
+    let detected_in = killed_at.elapsed();
+    assert!(
+        detected_in <= FAILURE_TIMEOUT + Duration::from_millis(500),
+        "n3 was declared dead {detected_in:?} after the kill"
+    );
+    let after = n1.wait_members(&["n1", "n2"]);
+    assert_eq!(n2.wait_members(&["n1", "n2"]), after);
+    for (partition, (was, is)) in placement.iter().zip(&after).enumerate() {
+        assert!(
+            was == is || was == "n3",
+            "partition {partition} moved from {was} to {is}, but only n3's may move"
+        );
+        assert_ne!(is, "n3");
+    }
+
+    drop(n3);
+    let mut n3 = ledger_node("n3", addrs[2], &[addrs[0]]);
+    assert_eq!(
+        n3.wait_members(&all),
+        placement,
+        "the rejoined n3 places as before"
+    );
+    assert_eq!(n1.wait_members(&all), placement);
+    assert_eq!(n2.wait_members(&all), placement);
+
+    // A frozen process keeps its TCP sessions open: only the heartbeats can tell it is gone.
+    n2.signal("-STOP");
+    let line = n1.wait_line(WAIT, |l| l.starts_with("down n2"));
+    assert!(line.contains("no heartbeat"), "{line}");
+    n3.wait_line(WAIT, |l| l.starts_with("down n2"));
+    n2.signal("-KILL");
+}
+
+#[test]
+fn a_wrong_cookie_and_another_application_are_refused() {
+    let seed = free_addr();
+    let mut n1 = ledger_node("n1", seed, &[]);
+    n1.wait_listening();
+
+    let mut intruder = spawn_node(
+        "intruder",
+        free_addr(),
+        &[seed],
+        &[
+            "--app",
+            "ledger",
+            "--partitions",
+            "16",
+            "--cookie",
+            "another-cookie",
+        ],
+    );
+    let (status, stderr) = intruder.wait_exit();
+    assert!(!status.success());
+    assert!(stderr.contains("cookies differ"), "{stderr}");
+    n1.wait_line(WAIT, |l| l.starts_with("unauthenticated"));
+
+    let mut ycsb = spawn_node("y1", free_addr(), &[seed], &["--app", "ycsb"]);
+    let (status, stderr) = ycsb.wait_exit();
+    assert!(!status.success());
+    assert!(stderr.contains("refused by node `n1`"), "{stderr}");
+    assert!(stderr.contains("service `accounts`"), "{stderr}");
+    let line = n1.wait_line(WAIT, |l| l.starts_with("refused y1"));
+    assert!(line.contains("service `ycsb`"), "{line}");
+
+    let mut resized = ledger_node_with_partitions("l8", seed, 8);
+    let (status, stderr) = resized.wait_exit();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("16 partitions on the peer, 8 on this node"),
+        "{stderr}"
+    );
+    let line = n1.wait_line(WAIT, |l| l.starts_with("refused l8"));
+    assert!(
+        line.contains("8 partitions on the peer, 16 on this node"),
+        "{line}"
+    );
+
+    n1.signal("-TERM");
+    let (status, _) = n1.wait_exit();
+    assert!(status.success(), "SIGTERM stops a node cleanly");
+    assert!(
+        n1.seen.iter().all(|l| !l.starts_with("up ")),
+        "{:?}",
+        n1.seen
+    );
+}
+
+fn ledger_node_with_partitions(name: &str, seed: SocketAddr, partitions: u32) -> Node {
+    let partitions = partitions.to_string();
+    spawn_node(
+        name,
+        free_addr(),
+        &[seed],
+        &["--app", "ledger", "--partitions", &partitions],
+    )
+}
+
+#[test]
+fn node_settings_come_from_flags_over_the_config_file_over_defaults() {
+    use txn::cluster::ClusterError;
+    use vmsdb::node::{NodeArgs, NodeError};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("node.toml");
+    let file = "app = \"ledger\"\nname = \"from-file\"\ncookie = \"file-cookie\"\n\
+                seeds = [\"127.0.0.1:7001\"]\nheartbeat_interval = \"50ms\"\n\
+                failure_timeout = \"400ms\"\n";
+    std::fs::write(&path, file).expect("write the config file");
+    let args = NodeArgs {
+        config: Some(path.clone()),
+        name: Some("from-flag".into()),
+        ..NodeArgs::default()
+    };
+    let settings = args.resolve().expect("valid settings");
+    let cluster = &settings.cluster;
+    assert_eq!(cluster.node_name, "from-flag");
+    assert_eq!(cluster.cookie, "file-cookie");
+    assert_eq!(cluster.seeds, vec!["127.0.0.1:7001".parse().unwrap()]);
+    assert_eq!(cluster.heartbeat_interval, Duration::from_millis(50));
+    assert_eq!(cluster.failure_timeout, Duration::from_millis(400));
+    assert_eq!(cluster.listen, "127.0.0.1:7070".parse().unwrap());
+
+    let no_cookie = NodeArgs {
+        app: Some(vmsdb::AppChoice::Ledger),
+        ..NodeArgs::default()
+    };
+    assert!(matches!(no_cookie.resolve(), Err(NodeError::NoCookie)));
+    let too_impatient = NodeArgs {
+        config: Some(path),
+        failure_timeout: Some(Duration::from_millis(60)),
+        ..NodeArgs::default()
+    };
+    assert!(matches!(
+        too_impatient.resolve(),
+        Err(NodeError::Cluster(ClusterError::InvalidConfig(_)))
+    ));
+}
