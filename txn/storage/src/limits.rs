@@ -22,7 +22,12 @@ pub const CHECKPOINT_VALUE_BYTES_MAX: usize = 90 * 1024;
 /// so it is bounded like a checkpoint row value.
 pub const STORE_INFO_BYTES_MAX: usize = 64 * 1024;
 
+/// Longest lease holder name ([`crate::Storage::acquire_lease`]), in bytes: a node name or
+/// address, kept in one small value in every backend.
+pub const LEASE_HOLDER_BYTES_MAX: usize = 256;
+
 const _: () = assert!(STORE_INFO_BYTES_MAX <= CHECKPOINT_VALUE_BYTES_MAX);
+const _: () = assert!(LEASE_HOLDER_BYTES_MAX + 64 <= STORE_INFO_BYTES_MAX);
 const _: () = assert!(EPOCH_BATCH_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(CHECKPOINT_KEY_BYTES_MAX * 2 + 64 <= 10_000);
 const _: () = assert!(CHECKPOINT_VALUE_BYTES_MAX + 64 <= 100_000);
