@@ -963,13 +963,8 @@ impl Storage for FdbStorage {
             async move {
                 check_fence(&trx, &layout.meta, held).await?;
                 let latest = read_meta(&trx, &layout.meta, META_LATEST_EPOCH).await?;
-                let covered = latest.map_or(0, |latest| latest.saturating_add(1));
-                if epoch > covered {
-                    return abort(StorageError::TruncateBeyondCheckpoint {
-                        backend: BACKEND,
-                        epoch,
-                        latest_complete: latest,
-                    });
+                if let Err(err) = row::check_truncation(BACKEND, epoch, latest) {
+                    return abort(err);
                 }
                 let (epochs_begin, _) = layout.epoch.range();
                 trx.clear_range(&epochs_begin, &layout.epoch.pack(&(epoch,)));

@@ -306,10 +306,7 @@ impl Storage for FjallStorage {
         for entry in snapshot.range(&self.engine.log, epoch_key(from)..) {
             let (key, stored) = entry.into_inner().map_err(&err)?;
             let epoch = key_epoch(&key)?;
-            row::check_contiguous(BACKEND, previous, epoch)?;
-            let (payload, _) = record::decode(BACKEND, epoch, &stored)?;
-            visit(epoch, payload)?;
-            previous = Some(epoch);
+            row::visit_record(BACKEND, &mut previous, epoch, &stored, visit)?;
         }
         Ok(())
     }
@@ -414,16 +411,7 @@ impl Storage for FjallStorage {
         for entry in snapshot.iter(&self.engine.state) {
             let (stored_key, stored) = entry.into_inner().map_err(&err)?;
             let key = row_key(&stored_key)?;
-            match row::decode_row(BACKEND, key, &stored)? {
-                Some(value) => visit(key, value)?,
-                None => {
-                    return Err(StorageError::CorruptStore {
-                        backend: BACKEND,
-                        location: format!("checkpoint row {}", row::display_key(key)),
-                        detail: "a deletion stored in the merged state".into(),
-                    });
-                }
-            }
+            row::visit_live_row(BACKEND, key, &stored, visit)?;
         }
         Ok(latest)
     }
@@ -469,14 +457,7 @@ impl Storage for FjallStorage {
         self.check_fence(operation)?;
         let snapshot = self.engine.db.snapshot();
         let latest = self.engine.read_meta(&snapshot, META_LATEST, operation)?;
-        let covered = latest.map_or(0, |latest| latest.saturating_add(1));
-        if epoch > covered {
-            return Err(StorageError::TruncateBeyondCheckpoint {
-                backend: BACKEND,
-                epoch,
-                latest_complete: latest,
-            });
-        }
+        row::check_truncation(BACKEND, epoch, latest)?;
         let mut write = self.engine.durable_batch();
         for entry in snapshot.range(&self.engine.log, ..epoch_key(epoch)) {
             let key = entry.key().map_err(&err)?;

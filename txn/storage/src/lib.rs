@@ -21,6 +21,8 @@
 //! - [`EmbeddedStorage`] = [`RedbStorage`]: the default, one redb file in a data directory.
 //! - `FjallStorage` (cargo feature `fjall`): the measured alternative, kept for comparison.
 //! - `FdbStorage` (cargo feature `fdb`): FoundationDB 7.3, for durability across nodes.
+//! - `PostgresStorage` (cargo feature `postgres`): a PostgreSQL schema, the shared store the
+//!   cluster work is tested with (FoundationDB cannot run everywhere).
 //! - [`MemoryStorage`]: in memory, for tests and simulation; [`FaultyStorage`] wraps any backend
 //!   and injects I/O errors.
 //!
@@ -43,6 +45,10 @@ mod lease;
 pub mod limits;
 pub mod memory;
 mod open_stores;
+#[cfg(feature = "postgres")]
+pub mod postgres_instance;
+#[cfg(feature = "postgres")]
+pub mod postgres_storage;
 pub mod record;
 pub mod redb_storage;
 mod row;
@@ -56,6 +62,8 @@ pub use fdb_storage::FdbStorage;
 #[cfg(feature = "fjall")]
 pub use fjall_storage::FjallStorage;
 pub use memory::MemoryStorage;
+#[cfg(feature = "postgres")]
+pub use postgres_storage::PostgresStorage;
 pub use redb_storage::RedbStorage;
 
 /// The embedded durable backend: redb, chosen over fjall from the measurements in

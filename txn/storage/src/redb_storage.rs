@@ -627,10 +627,7 @@ impl Storage for RedbStorage {
         for entry in log.range(from..).map_err(|e| err(e.into()))? {
             let (key, stored) = entry.map_err(|e| err(e.into()))?;
             let epoch = key.value();
-            row::check_contiguous(BACKEND, previous, epoch)?;
-            let (payload, _) = record::decode(BACKEND, epoch, stored.value())?;
-            visit(epoch, payload)?;
-            previous = Some(epoch);
+            row::visit_record(BACKEND, &mut previous, epoch, stored.value(), visit)?;
         }
         Ok(())
     }
@@ -770,16 +767,7 @@ impl Storage for RedbStorage {
         for entry in state.iter().map_err(|e| err(e.into()))? {
             let (key, stored) = entry.map_err(|e| err(e.into()))?;
             let key = key.value();
-            match row::decode_row(BACKEND, key, stored.value())? {
-                Some(value) => visit(key, value)?,
-                None => {
-                    return Err(StorageError::CorruptStore {
-                        backend: BACKEND,
-                        location: format!("checkpoint row {}", row::display_key(key)),
-                        detail: "a deletion stored in the merged state".into(),
-                    });
-                }
-            }
+            row::visit_live_row(BACKEND, key, stored.value(), visit)?;
         }
         Ok(latest)
     }
@@ -820,14 +808,7 @@ impl Storage for RedbStorage {
             .read_checkpoint_meta("truncate_log_below", |meta| read_meta(meta, META_LATEST))?;
         self.files.write(File::Log, "truncate_log_below", |txn| {
             check_log_fence(txn, &self.held)?;
-            let covered = latest.map_or(0, |latest| latest.saturating_add(1));
-            if epoch > covered {
-                return fail(StorageError::TruncateBeyondCheckpoint {
-                    backend: BACKEND,
-                    epoch,
-                    latest_complete: latest,
-                });
-            }
+            row::check_truncation(BACKEND, epoch, latest)?;
             txn.open_table(LOG)?.retain_in(..epoch, |_, _| false)?;
             Ok(())
         })
