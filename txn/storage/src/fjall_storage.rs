@@ -24,9 +24,9 @@
 //! All writes go through one lock, so the check-then-write of an append is atomic.
 //!
 //! The lease (see [`Storage::acquire_lease`]; expiry by the local clock) is the `"lease"` value
-//! of `meta`; a fenced handle's writes check its term under the same writer lock. Opening a
-//! directory this process already has open gives a new handle on the same database (see
-//! `open_stores`), with its own lease term.
+//! of `meta`; a fenced handle's writes check its term under the same writer lock.
+//! [`FjallStorage::open_another`] gives a second handle on a database this process has open
+//! (see `open_stores`), with its own lease term.
 //!
 //! # Corruption
 //!
@@ -45,6 +45,7 @@ use parking_lot::Mutex;
 
 use crate::identity::PathIdentity;
 use crate::lease::{self, HeldTerm, LeaseRecord};
+use crate::open_stores::Share;
 use crate::{CheckpointRow, Storage, StorageError, limits, record, row};
 
 const BACKEND: &str = "fjall";
@@ -56,8 +57,8 @@ const META_PENDING: &str = "pending_epoch";
 /// The store info record (see [`Storage::write_store_info`]).
 const META_STORE_INFO: &str = "store_info";
 
-/// A [`Storage`] in one fjall database directory. Opening a directory already open in this
-/// process gives another handle on the same database.
+/// A [`Storage`] in one fjall database directory. [`FjallStorage::open_another`] gives another
+/// handle on a database this process has open.
 pub struct FjallStorage {
     engine: Arc<Engine>,
     /// The lease term this handle took, if any.
@@ -85,8 +86,20 @@ impl FjallStorage {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir)
             .map_err(|err| StorageError::io(BACKEND, "create data directory", err))?;
+        Self::open_shared(dir, Share::OpenNew)
+    }
+
+    /// Another handle on the store in `dir` that this process has open already: the same
+    /// database, its own lease (see [`Storage::acquire_lease`]); for handing the store over from
+    /// one writer to the next. Fails if the store is not open here.
+    pub fn open_another(dir: impl AsRef<Path>) -> Result<Self, StorageError> {
+        Self::open_shared(dir.as_ref(), Share::JoinOpen)
+    }
+
+    fn open_shared(dir: &Path, share: Share) -> Result<Self, StorageError> {
         let still_valid = |engine: &Engine| engine.identity.check().is_ok();
-        let engine = crate::open_stores::shared(BACKEND, dir, still_valid, || Engine::open(dir))?;
+        let engine =
+            crate::open_stores::shared(BACKEND, dir, share, still_valid, || Engine::open(dir))?;
         Ok(Self {
             engine,
             held: HeldTerm::default(),

@@ -30,8 +30,8 @@
 //! the checkpoint file's. Taking the lease writes the log file first, then raises the
 //! checkpoint file's term (never lowers it); it returns only after both, so every write of the
 //! deposed holder that is not refused happened before the new holder's first write. Opening a
-//! directory this process already has open gives a new handle on the same files (see
-//! `open_stores`): each handle has its own lease term.
+//! directory this process already has open is refused; [`RedbStorage::open_another`] gives a
+//! second handle on the same files (see `open_stores`), with its own lease term.
 //!
 //! The (device, inode) of both files is remembered at open and checked after every committed
 //! write: a data directory deleted or replaced under the running process fails the next write
@@ -77,6 +77,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 
 use crate::identity::PathIdentity;
 use crate::lease::{self, HeldTerm, LeaseRecord};
+use crate::open_stores::Share;
 use crate::{CheckpointRow, Storage, StorageError, limits, record, row};
 
 const BACKEND: &str = "redb";
@@ -114,7 +115,7 @@ const META_STORE_INFO: &str = "store_info";
 const META_LEASE_TERM: &str = "lease_term";
 
 /// A [`Storage`] in two redb files inside a data directory: the log and the checkpoints.
-/// Opening a directory already open in this process gives another handle on the same files.
+/// [`RedbStorage::open_another`] gives another handle on a store this process has open.
 pub struct RedbStorage {
     files: Arc<Files>,
     /// The lease term this handle took, if any.
@@ -149,8 +150,20 @@ impl RedbStorage {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir)
             .map_err(|err| StorageError::io(BACKEND, "create data directory", err))?;
+        Self::open_shared(dir, Share::OpenNew)
+    }
+
+    /// Another handle on the store in `dir` that this process has open already: the same files,
+    /// its own lease (see [`Storage::acquire_lease`]); for handing the store over from one
+    /// writer to the next. Fails if the store is not open here.
+    pub fn open_another(dir: impl AsRef<Path>) -> Result<Self, StorageError> {
+        Self::open_shared(dir.as_ref(), Share::JoinOpen)
+    }
+
+    fn open_shared(dir: &Path, share: Share) -> Result<Self, StorageError> {
         let still_valid = |files: &Files| files.identity.iter().all(|id| id.check().is_ok());
-        let files = crate::open_stores::shared(BACKEND, dir, still_valid, || Files::open(dir))?;
+        let files =
+            crate::open_stores::shared(BACKEND, dir, share, still_valid, || Files::open(dir))?;
         Ok(Self {
             files,
             held: HeldTerm::default(),
