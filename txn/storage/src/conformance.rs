@@ -14,7 +14,7 @@
 //! let mut last = MemoryStorage::new();
 //! conformance::run_all(&mut |open| match open {
 //!     conformance::Open::Fresh => { last = MemoryStorage::new(); last.clone() }
-//!     conformance::Open::Reopen => last.clone(),
+//!     conformance::Open::Reopen | conformance::Open::Another => last.clone(),
 //! });
 //! ```
 
