@@ -484,7 +484,7 @@ pub async fn run<W: PgWorkload>(
     let name = Baseline::Postgres.name();
     let bins = instance::find_binaries()?;
     let n_conns = common.pg_connections;
-    let mut server = instance::PgInstance::start(&bins, n_conns + 10, ui)?;
+    let mut server = instance::PgInstance::start(&bins, n_conns + 10, move |line| ui.status(line))?;
     let (admin, admin_task) = server.connect_when_ready(Duration::from_secs(60)).await?;
     let settings = admin
         .query_one(

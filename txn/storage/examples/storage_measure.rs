@@ -1,9 +1,13 @@
 //! Measures the embedded backends on vmsdb's access pattern and prints a Markdown table.
 //!
-//! Run: `cargo run --release -p txn-storage --features fjall --example storage_measure --
-//! [rows] [dir]` (defaults: 1,000,000 rows, the system temp directory; without `--features
-//! fjall` only redb is measured; `STORAGE_MEASURE_BACKENDS=redb` picks backends). The data directory must be on the disk
-//! under test, not a tmpfs, or the fsync numbers mean nothing.
+//! Run: `cargo run --release -p txn-storage --features fjall,postgres --example storage_measure
+//! -- [rows] [dir]` (defaults: 1,000,000 rows, the system temp directory; a backend whose
+//! feature is not enabled is skipped; `STORAGE_MEASURE_BACKENDS=redb,postgres` picks backends,
+//! default `redb,fjall`). The data directory must be on the disk under test, not a tmpfs, or
+//! the fsync numbers mean nothing. `postgres` runs a private server (`postgres_instance`, with
+//! `fsync` and `synchronous_commit` on) whose data directory is in the system temp directory,
+//! reached over a unix socket; its bytes on disk and crash reopen are not measured (the
+//! server, not the client, owns the files).
 //!
 //! Per backend, on a fresh directory: appends of 20 KB and 500 KB epoch batches (each one fsync),
 //! reading 1000 logged epochs back, a first checkpoint of `rows` rows, an incremental checkpoint
@@ -16,6 +20,8 @@ use std::time::{Duration, Instant};
 
 #[cfg(feature = "fjall")]
 use txn_storage::FjallStorage;
+#[cfg(feature = "postgres")]
+use txn_storage::PostgresStorage;
 use txn_storage::{CheckpointRow, RedbStorage, Storage};
 
 const CHUNK_ROWS: usize = 10_000;
@@ -57,18 +63,20 @@ fn main() {
     println!("rows={n_rows} dir={}", base.display());
     let mut lines = Vec::new();
     let only = std::env::var("STORAGE_MEASURE_BACKENDS").unwrap_or_else(|_| "redb,fjall".into());
-    for backend in ["redb", "fjall"] {
+    for backend in ["redb", "fjall", "postgres"] {
         if !only.split(',').any(|b| b == backend) {
             continue;
         }
         let dir = tempfile::tempdir_in(&base).expect("temp dir");
         let path = dir.path().join(backend);
         let results = match backend {
-            "redb" => measure(&path, n_rows, |dir| {
+            "redb" => measure(&path, n_rows, true, |dir| {
                 RedbStorage::open(dir).expect("open redb")
             }),
+            #[cfg(feature = "postgres")]
+            "postgres" => measure_postgres(&path, n_rows),
             #[cfg(feature = "fjall")]
-            "fjall" => measure(&path, n_rows, |dir| {
+            "fjall" => measure(&path, n_rows, true, |dir| {
                 FjallStorage::open(dir).expect("open fjall")
             }),
             _ => {
@@ -80,8 +88,8 @@ fn main() {
             lines.push((backend, what, value));
         }
     }
-    println!("| measurement | redb | fjall |");
-    println!("|---|---|---|");
+    println!("| measurement | redb | fjall | postgres |");
+    println!("|---|---|---|---|");
     let mut whats: Vec<&String> = Vec::new();
     for line in &lines {
         if !whats.contains(&&line.1) {
@@ -95,7 +103,12 @@ fn main() {
                 .find(|l| l.0 == backend && &l.1 == what)
                 .map_or("-".to_string(), |l| l.2.clone())
         };
-        println!("| {what} | {} | {} |", value_of("redb"), value_of("fjall"));
+        println!(
+            "| {what} | {} | {} | {} |",
+            value_of("redb"),
+            value_of("fjall"),
+            value_of("postgres")
+        );
     }
 }
 
@@ -211,9 +224,29 @@ fn dir_bytes(path: &Path) -> u64 {
     total
 }
 
+/// Measures PostgreSQL on a private server started for the run and stopped after it.
+#[cfg(feature = "postgres")]
+fn measure_postgres(dir: &Path, n_rows: usize) -> Vec<(String, String)> {
+    use txn_storage::postgres_instance::{self, PgInstance};
+    let bins = postgres_instance::find_binaries().expect("PostgreSQL server binaries");
+    let mut server = PgInstance::start(&bins, 20, |line| eprintln!("{line}")).expect("start");
+    server
+        .wait_until_ready(Duration::from_secs(60))
+        .expect("server ready");
+    let config = server.config_string();
+    let results = measure(dir, n_rows, false, |_| {
+        PostgresStorage::open(&config).expect("open postgres")
+    });
+    server.stop();
+    results
+}
+
+/// Runs every measurement on the store `open` opens in `dir`; `files` says whether the store
+/// lives in `dir` (its bytes on disk and a reopen after a crashed writer are measured too).
 fn measure<S: Storage>(
     dir: &Path,
     n_rows: usize,
+    files: bool,
     open: impl Fn(&Path) -> S,
 ) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -278,6 +311,13 @@ fn measure<S: Storage>(
     store.truncate_log_below(31).expect("truncate");
     out.push(("truncate 1100 epochs".into(), ms(started.elapsed())));
     drop(store);
+    if !files {
+        let started = Instant::now();
+        let store = open(dir);
+        out.push(("reopen (clean shutdown)".into(), ms(started.elapsed())));
+        drop(store);
+        return out;
+    }
     out.push((
         "bytes on disk after".into(),
         format!("{:.0} MB", dir_bytes(dir) as f64 / 1e6),

@@ -4,7 +4,9 @@
 //! A backend's test calls [`run_all`] with a function that opens stores: [`Open::Fresh`] asks for
 //! a new, empty store; [`Open::Reopen`] asks to open again the store made by the last
 //! [`Open::Fresh`], after the suite dropped every handle to it — a durable backend reopens the
-//! same directory or subspace, [`crate::MemoryStorage`] hands out a clone of the same state.
+//! same directory or subspace, [`crate::MemoryStorage`] hands out a clone of the same state;
+//! [`Open::Another`] asks for a second handle on that store while the first stays open (the old
+//! and the new writer of a lease hand-over), opened the same way as a reopen.
 //! Each check panics with a message naming the broken contract, like any test assertion.
 //!
 //! ```
@@ -12,7 +14,7 @@
 //! let mut last = MemoryStorage::new();
 //! conformance::run_all(&mut |open| match open {
 //!     conformance::Open::Fresh => { last = MemoryStorage::new(); last.clone() }
-//!     conformance::Open::Reopen => last.clone(),
+//!     conformance::Open::Reopen | conformance::Open::Another => last.clone(),
 //! });
 //! ```
 
@@ -25,6 +27,9 @@ pub enum Open {
     Fresh,
     /// The store made by the last [`Open::Fresh`], opened again from its durable state.
     Reopen,
+    /// Another handle on the store made by the last [`Open::Fresh`], while the suite still holds
+    /// the earlier ones: it shares the store's data and lease but holds no lease of its own.
+    Another,
 }
 
 /// One conformance check: its name and the function running it.
@@ -91,6 +96,18 @@ pub fn checks<S: Storage>() -> Vec<Check<S>> {
             latest_checkpoint_epoch_follows_completion::<S>,
         ),
         ("store_info_round_trips", store_info_round_trips::<S>),
+        (
+            "lease_takeover_fences_the_deposed_handle",
+            lease_takeover_fences_the_deposed_handle::<S>,
+        ),
+        (
+            "lease_renewal_keeps_the_term_and_refuses_others",
+            lease_renewal_keeps_the_term_and_refuses_others::<S>,
+        ),
+        (
+            "lease_term_survives_reopen",
+            lease_term_survives_reopen::<S>,
+        ),
     ]
 }
 
@@ -875,4 +892,196 @@ fn store_info_round_trips<S: Storage>(open: &mut dyn FnMut(Open) -> S) {
     let store = open(Open::Reopen);
     assert_eq!(read(&store), Some(info), "store info after reopen");
     assert_eq!(store.last_epoch().unwrap(), Some(3), "the log after reopen");
+}
+
+/// A lease long enough never to expire during a check, in seconds.
+const LEASE_LONG_SECS: u64 = 600;
+
+fn acquire<S: Storage>(store: &S, holder: &str, ttl: std::time::Duration) -> u64 {
+    store
+        .acquire_lease(holder, ttl)
+        .unwrap_or_else(|err| panic!("{}: acquire_lease({holder:?}) failed: {err}", store.name()))
+}
+
+fn assert_fenced<T: std::fmt::Debug>(
+    result: Result<T, StorageError>,
+    what: &str,
+    ours: u64,
+    current: u64,
+) {
+    match result {
+        Err(StorageError::Fenced {
+            ours: got_ours,
+            current: got_current,
+            ..
+        }) if (got_ours, got_current) == (ours, current) => {}
+        other => panic!(
+            "{what} by the deposed handle (term {ours}, store at {current}) was not refused \
+             as Fenced: {other:?}"
+        ),
+    }
+}
+
+fn lease_takeover_fences_the_deposed_handle<S: Storage>(open: &mut dyn FnMut(Open) -> S) {
+    // Goal: once a second handle takes the expired lease (a new term), every write of the first
+    // handle is refused with Fenced and writes nothing, while the second writes on; the log
+    // holds the first's records from before the take-over and only the second's after it.
+    let old = open(Open::Fresh);
+    let zero = std::time::Duration::ZERO;
+    // A lease of zero length is expired at once, so the take-over below needs no waiting.
+    let old_term = acquire(&old, "old-sequencer", zero);
+    append_range(&old, 1..=2, 100);
+    write_rows(&old, 2, &[put("a", "old")]);
+    complete(&old, 2);
+    let new = open(Open::Another);
+    let long = std::time::Duration::from_secs(LEASE_LONG_SECS);
+    let new_term = acquire(&new, "new-sequencer", long);
+    assert!(
+        new_term > old_term,
+        "taking over an expired lease must bump the term: {old_term} -> {new_term}"
+    );
+    let deposed = batch_for(3, 100);
+    let mut mine = deposed.clone();
+    mine[0] ^= 0xFF;
+    assert_fenced(
+        old.append_epoch(3, &deposed),
+        "append_epoch",
+        old_term,
+        new_term,
+    );
+    assert_fenced(
+        old.append_epochs(&[(3, &deposed), (4, &deposed)]),
+        "append_epochs",
+        old_term,
+        new_term,
+    );
+    assert_fenced(
+        old.write_checkpoint_rows(3, &[put("a", "deposed")]),
+        "write_checkpoint_rows",
+        old_term,
+        new_term,
+    );
+    assert_fenced(
+        old.complete_checkpoint(3),
+        "complete_checkpoint",
+        old_term,
+        new_term,
+    );
+    assert_fenced(
+        old.truncate_log_below(3),
+        "truncate_log_below",
+        old_term,
+        new_term,
+    );
+    assert_eq!(
+        new.last_epoch().unwrap(),
+        Some(2),
+        "a fenced append was written"
+    );
+    new.append_epoch(3, &mine).expect("the new holder appends");
+    assert_fenced(
+        old.append_epoch(4, &deposed),
+        "append_epoch",
+        old_term,
+        new_term,
+    );
+    let log = collect_epochs(&new, 0);
+    assert_eq!(epochs_of(&log), vec![1, 2, 3]);
+    assert!(log[2].1 == mine, "epoch 3 is not the new holder's record");
+    write_rows(&new, 3, &[put("a", "new")]);
+    complete(&new, 3);
+    new.truncate_log_below(3).expect("the new holder truncates");
+    assert_eq!(collect_checkpoint(&new), (Some(3), live(&[("a", "new")])));
+    match old.acquire_lease("old-sequencer", long) {
+        Err(StorageError::LeaseHeld { holder, term, .. }) => {
+            assert_eq!((holder.as_str(), term), ("new-sequencer", new_term));
+        }
+        other => panic!("the deposed holder got the running lease back: {other:?}"),
+    }
+    assert_fenced(
+        old.append_epoch(4, &deposed),
+        "append_epoch",
+        old_term,
+        new_term,
+    );
+}
+
+fn lease_renewal_keeps_the_term_and_refuses_others<S: Storage>(open: &mut dyn FnMut(Open) -> S) {
+    // Goal: the holder renews its running lease under the same term and keeps writing; another
+    // holder is refused with LeaseHeld naming the holder and a remaining time within the lease;
+    // a handle that never took a lease writes unfenced; an oversized holder name is refused.
+    let store = open(Open::Fresh);
+    let long = std::time::Duration::from_secs(LEASE_LONG_SECS);
+    let term = acquire(&store, "node-a", long);
+    assert_eq!(
+        acquire(&store, "node-a", long),
+        term,
+        "a renewal changed the term"
+    );
+    let other = open(Open::Another);
+    match other.acquire_lease("node-b", long) {
+        Err(StorageError::LeaseHeld {
+            holder,
+            term: held_term,
+            remaining_ms,
+            ..
+        }) => {
+            assert_eq!((holder.as_str(), held_term), ("node-a", term));
+            assert!(
+                remaining_ms <= LEASE_LONG_SECS * 1000,
+                "remaining {remaining_ms} ms is longer than the lease"
+            );
+        }
+        result => panic!("a running lease was handed to another holder: {result:?}"),
+    }
+    append_range(&store, 1..=2, 100);
+    // The refused handle took no lease, so it is not fenced (one writer per store is the
+    // caller's business until it takes a lease).
+    append_range(&other, 3..=3, 100);
+    assert_eq!(acquire(&store, "node-a", long), term, "a second renewal");
+    append_range(&store, 4..=4, 100);
+    assert_eq!(store.last_epoch().unwrap(), Some(4));
+    let long_name = "n".repeat(limits::LEASE_HOLDER_BYTES_MAX + 1);
+    let err = other
+        .acquire_lease(&long_name, long)
+        .expect_err("an oversized holder name was accepted");
+    assert!(matches!(err, StorageError::TooLarge { .. }), "got {err:?}");
+}
+
+fn lease_term_survives_reopen<S: Storage>(open: &mut dyn FnMut(Open) -> S) {
+    // Goal: the term is kept by the store, not the handle: after a reopen the same holder
+    // renews under its term, and a new holder taking the expired lease gets a higher term
+    // than any before, so a handle from before the restart stays fenced.
+    let store = open(Open::Fresh);
+    let zero = std::time::Duration::ZERO;
+    let first = acquire(&store, "before-restart", zero);
+    append_range(&store, 1..=1, 100);
+    drop(store);
+    let store = open(Open::Reopen);
+    assert_eq!(
+        acquire(&store, "before-restart", zero),
+        first,
+        "the holder's renewal after a reopen changed the term"
+    );
+    drop(store);
+    let store = open(Open::Reopen);
+    let second = acquire(&store, "after-restart", zero);
+    assert!(
+        second > first,
+        "a take-over after reopen reused term {first}: got {second}"
+    );
+    append_range(&store, 2..=2, 100);
+    let stale = open(Open::Another);
+    assert_eq!(acquire(&stale, "before-restart", zero), second + 1);
+    assert_fenced(
+        store.append_epoch(3, b"x"),
+        "append_epoch",
+        second,
+        second + 1,
+    );
+    drop((store, stale));
+    let store = open(Open::Reopen);
+    let third = acquire(&store, "third", zero);
+    assert_eq!(third, second + 2, "terms after the second reopen");
+    assert_eq!(store.last_epoch().unwrap(), Some(2));
 }

@@ -7,6 +7,7 @@
 //! the second checks that retries are idempotent. Clones share the fault plan and the store.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -289,5 +290,9 @@ impl<S: Storage> Storage for FaultyStorage<S> {
 
     fn write_store_info(&self, info: &[u8]) -> Result<(), StorageError> {
         self.write(FaultOp::WriteStoreInfo, |s| s.write_store_info(info))
+    }
+
+    fn acquire_lease(&self, holder: &str, ttl: Duration) -> Result<u64, StorageError> {
+        self.inner.acquire_lease(holder, ttl)
     }
 }

@@ -18,6 +18,7 @@
 //!       ├─ ("meta", "pending_attempt")-> u64 + crc32c │ (one writer per store by design)
 //!       ├─ ("meta", "next_attempt")   -> u64 + crc32c ┘
 //!       ├─ ("meta", "store_info")     -> crc32c + the store info record (what wrote the store)
+//!       ├─ ("meta", "lease")          -> crc32c + term, expiry, holder: the store's lease
 //!       ├─ ("row", key, attempt)      -> row envelope (crc32c, tag put|delete, value)
 //!       │                                one version of a checkpoint row per checkpoint attempt
 //!       ├─ ("written", attempt, key)  -> tag            which keys an attempt wrote (clean-up)
@@ -65,6 +66,17 @@
 //! transaction that keeps failing ends after [`limits::FDB_TRANSACTION_RETRY_MAX`] retries or
 //! [`limits::FDB_TRANSACTION_TIMEOUT_MS`] with [`StorageError::Io`].
 //!
+//! # Lease and fencing
+//!
+//! The lease ([`Storage::acquire_lease`]) is one key, `("meta", "lease")`. Its clock is the
+//! cluster's **read version**, not any node's wall clock: FoundationDB advances versions by
+//! about 1,000,000 per second and never moves them back, so `read version / 1000` serves as
+//! milliseconds that every client agrees on. A lease taken at read version `v` for `ttl` ends
+//! at `v / 1000 + ttl_ms`. Every write transaction of a fenced handle (each part of an append,
+//! every checkpoint transaction, truncation) reads the lease key first, as a conflicting read:
+//! if a take-over commits in between, the write transaction conflicts, is retried, sees the
+//! new term and fails with [`StorageError::Fenced`] without writing.
+//!
 //! # Process setup
 //!
 //! The FoundationDB client network must be started once per process before
@@ -72,6 +84,7 @@
 //! `main`, not in this crate) and stopped before the process exits.
 
 use std::future::Future;
+use std::time::Duration;
 
 use foundationdb::options::{DatabaseOption, StreamingMode};
 use foundationdb::tuple::Subspace;
@@ -80,6 +93,7 @@ use foundationdb::{
 };
 use parking_lot::RwLock;
 
+use crate::lease::{self, HeldTerm, LeaseRecord};
 use crate::{CheckpointRow, Storage, StorageError, limits, record, row};
 
 const BACKEND: &str = "fdb";
@@ -99,6 +113,8 @@ pub struct FdbStorage {
     /// Held shared while a checkpoint is read, exclusively while one is completed and cleaned up:
     /// a read spans many transactions and must not see versions cleared under it.
     checkpoint_lock: RwLock<()>,
+    /// The lease term this handle took, if any.
+    held: HeldTerm,
 }
 
 /// The subspaces of one store, see the module doc.
@@ -138,6 +154,7 @@ impl FdbStorage {
             db,
             root: Subspace::all().subspace(&("vmsdb", store_name)),
             checkpoint_lock: RwLock::new(()),
+            held: HeldTerm::default(),
         })
     }
 
@@ -271,6 +288,27 @@ fn clone_error(err: &StorageError) -> StorageError {
             path: path.clone(),
             detail: detail.clone(),
         },
+        StorageError::Fenced {
+            backend,
+            ours,
+            current,
+        } => StorageError::Fenced {
+            backend,
+            ours: *ours,
+            current: *current,
+        },
+        StorageError::LeaseHeld {
+            backend,
+            holder,
+            term,
+            remaining_ms,
+        } => StorageError::LeaseHeld {
+            backend,
+            holder: holder.clone(),
+            term: *term,
+            remaining_ms: *remaining_ms,
+        },
+        StorageError::LeaseUnsupported { backend } => StorageError::LeaseUnsupported { backend },
         StorageError::Visitor(detail) => StorageError::Visitor(detail.clone()),
     }
 }
@@ -541,6 +579,7 @@ impl Storage for FdbStorage {
     fn append_epoch(&self, epoch: u64, batch: &[u8]) -> Result<(), StorageError> {
         limits::check_batch(BACKEND, batch)?;
         let layout = self.layout();
+        let held = self.held.get();
         let record_bytes = record::encode(epoch, batch);
         let chunks: Vec<&[u8]> = record_bytes.chunks(limits::FDB_VALUE_BYTES_MAX).collect();
         let header = encode_header(epoch, chunks.len(), record_bytes.len());
@@ -557,6 +596,7 @@ impl Storage for FdbStorage {
                 let (layout, chunks, header, header_key) = (&layout, &chunks, &header, &header_key);
                 let (stale_begin, chunks_end) = (&stale_chunks_begin, &chunks_end);
                 async move {
+                    check_fence(&trx, &layout.meta, held).await?;
                     let last = last_sealed(&trx, &layout.epoch).await?;
                     let next_in_order = match last {
                         None => true,
@@ -600,6 +640,7 @@ impl Storage for FdbStorage {
                         self.run("append_epoch", |trx, _| {
                             let layout = &layout;
                             async move {
+                                check_fence(&trx, &layout.meta, held).await?;
                                 for (idx, chunk) in group.iter().enumerate() {
                                     let idx = (group_idx * n_per_group + idx) as u64;
                                     trx.set(&layout.chunk.pack(&(epoch, idx)), chunk);
@@ -612,6 +653,7 @@ impl Storage for FdbStorage {
                         let (layout, header, header_key) = (&layout, &header, &header_key);
                         let (stale_begin, chunks_end) = (&stale_chunks_begin, &chunks_end);
                         async move {
+                            check_fence(&trx, &layout.meta, held).await?;
                             let last = last_sealed(&trx, &layout.epoch).await?;
                             if last == Some(epoch) {
                                 // An earlier try of this transaction committed, or another
@@ -718,6 +760,7 @@ impl Storage for FdbStorage {
     ) -> Result<(), StorageError> {
         limits::check_rows(BACKEND, rows)?;
         let layout = self.layout();
+        let held = self.held.get();
         // Groups of rows that each fit one transaction; at least one (possibly empty) group so
         // an empty chunk still starts the checkpoint.
         let mut groups: Vec<&[CheckpointRow]> = Vec::new();
@@ -735,6 +778,7 @@ impl Storage for FdbStorage {
             self.run("write_checkpoint_rows", |trx, _| {
                 let layout = &layout;
                 async move {
+                    check_fence(&trx, &layout.meta, held).await?;
                     let attempt = pending_attempt(&trx, layout, checkpoint_epoch).await?;
                     for (key, value) in group {
                         let stored = row::encode_row(key, value.as_deref());
@@ -751,10 +795,12 @@ impl Storage for FdbStorage {
 
     fn complete_checkpoint(&self, checkpoint_epoch: u64) -> Result<(), StorageError> {
         let layout = self.layout();
+        let held = self.held.get();
         let _exclusive = self.checkpoint_lock.write();
         self.run("complete_checkpoint", |trx, _| {
             let layout = &layout;
             async move {
+                check_fence(&trx, &layout.meta, held).await?;
                 let meta = &layout.meta;
                 if read_meta(&trx, meta, META_LATEST_EPOCH).await? == Some(checkpoint_epoch) {
                     // Already complete: a retry after an unknown commit result, or a repeat.
@@ -911,17 +957,14 @@ impl Storage for FdbStorage {
 
     fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError> {
         let layout = self.layout();
+        let held = self.held.get();
         self.run("truncate_log_below", |trx, _| {
             let layout = &layout;
             async move {
+                check_fence(&trx, &layout.meta, held).await?;
                 let latest = read_meta(&trx, &layout.meta, META_LATEST_EPOCH).await?;
-                let covered = latest.map_or(0, |latest| latest.saturating_add(1));
-                if epoch > covered {
-                    return abort(StorageError::TruncateBeyondCheckpoint {
-                        backend: BACKEND,
-                        epoch,
-                        latest_complete: latest,
-                    });
+                if let Err(err) = row::check_truncation(BACKEND, epoch, latest) {
+                    return abort(err);
                 }
                 let (epochs_begin, _) = layout.epoch.range();
                 trx.clear_range(&epochs_begin, &layout.epoch.pack(&(epoch,)));
@@ -930,6 +973,27 @@ impl Storage for FdbStorage {
                 Ok(())
             }
         })
+    }
+
+    fn acquire_lease(&self, holder: &str, ttl: Duration) -> Result<u64, StorageError> {
+        lease::check_holder(BACKEND, holder)?;
+        let layout = self.layout();
+        let term = self.run("acquire_lease", |trx, _| {
+            let layout = &layout;
+            async move {
+                // The cluster's clock: read versions advance about 1,000,000 per second.
+                let now_ms = u64::try_from(trx.get_read_version().await?).unwrap_or(0) / 1000;
+                let current = read_lease(&trx, &layout.meta).await?;
+                let granted = match lease::grant(BACKEND, current.as_ref(), holder, now_ms, ttl) {
+                    Ok(granted) => granted,
+                    Err(err) => return abort(err),
+                };
+                trx.set(&layout.meta.pack(&lease::META_LEASE), &granted.encode());
+                Ok(granted.term)
+            }
+        })?;
+        self.held.set(term);
+        Ok(term)
     }
 }
 
@@ -940,4 +1004,34 @@ fn unreachable_outcome(epoch: u64) -> Result<(), StorageError> {
         operation: "append_epoch",
         detail: format!("internal: epoch {epoch} was neither sealed nor refused"),
     })
+}
+
+/// Reads the lease inside `trx` (a conflicting read: a take-over committed meanwhile aborts
+/// `trx`, whose retry then sees it) and refuses the write of a handle whose lease was taken.
+async fn check_fence(
+    trx: &Transaction,
+    meta: &Subspace,
+    held: Option<u64>,
+) -> Result<(), FdbBindingError> {
+    let Some(ours) = held else {
+        return Ok(());
+    };
+    let current = read_lease(trx, meta).await?.map_or(0, |record| record.term);
+    match lease::check_fence(BACKEND, ours, current) {
+        Ok(()) => Ok(()),
+        Err(err) => abort(err),
+    }
+}
+
+async fn read_lease(
+    trx: &Transaction,
+    meta: &Subspace,
+) -> Result<Option<LeaseRecord>, FdbBindingError> {
+    match trx.get(&meta.pack(&lease::META_LEASE), false).await? {
+        Some(stored) => match LeaseRecord::decode(BACKEND, &stored) {
+            Ok(record) => Ok(Some(record)),
+            Err(err) => abort(err),
+        },
+        None => Ok(None),
+    }
 }

@@ -23,6 +23,11 @@
 //! only trusted while `pending_epoch` names the checkpoint being written or completed.
 //! All writes go through one lock, so the check-then-write of an append is atomic.
 //!
+//! The lease (see [`Storage::acquire_lease`]; expiry by the local clock) is the `"lease"` value
+//! of `meta`; a fenced handle's writes check its term under the same writer lock.
+//! [`FjallStorage::open_another`] gives a second handle on a database this process has open
+//! (see `open_stores`), with its own lease term.
+//!
 //! # Corruption
 //!
 //! fjall checksums journal batches and table blocks and verifies them when it reads them from
@@ -32,11 +37,15 @@
 //! every value carries the checksums of [`crate::record`] and `row`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 use parking_lot::Mutex;
 
 use crate::identity::PathIdentity;
+use crate::lease::{self, HeldTerm, LeaseRecord};
+use crate::open_stores::Share;
 use crate::{CheckpointRow, Storage, StorageError, limits, record, row};
 
 const BACKEND: &str = "fjall";
@@ -48,8 +57,16 @@ const META_PENDING: &str = "pending_epoch";
 /// The store info record (see [`Storage::write_store_info`]).
 const META_STORE_INFO: &str = "store_info";
 
-/// A [`Storage`] in one fjall database directory.
+/// A [`Storage`] in one fjall database directory. [`FjallStorage::open_another`] gives another
+/// handle on a database this process has open.
 pub struct FjallStorage {
+    engine: Arc<Engine>,
+    /// The lease term this handle took, if any.
+    held: HeldTerm,
+}
+
+/// The open database of a store, shared by its handles.
+struct Engine {
     db: Database,
     log: Keyspace,
     state: Keyspace,
@@ -66,7 +83,47 @@ pub struct FjallStorage {
 impl FjallStorage {
     /// Opens the store in `dir`, creating it if needed, and recovers its journal.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StorageError> {
-        let dir = dir.as_ref().to_path_buf();
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir)
+            .map_err(|err| StorageError::io(BACKEND, "create data directory", err))?;
+        Self::open_shared(dir, Share::OpenNew)
+    }
+
+    /// Another handle on the store in `dir` that this process has open already: the same
+    /// database, its own lease (see [`Storage::acquire_lease`]); for handing the store over from
+    /// one writer to the next. Fails if the store is not open here.
+    pub fn open_another(dir: impl AsRef<Path>) -> Result<Self, StorageError> {
+        Self::open_shared(dir.as_ref(), Share::JoinOpen)
+    }
+
+    fn open_shared(dir: &Path, share: Share) -> Result<Self, StorageError> {
+        let still_valid = |engine: &Engine| engine.identity.check().is_ok();
+        let engine =
+            crate::open_stores::shared(BACKEND, dir, share, still_valid, || Engine::open(dir))?;
+        Ok(Self {
+            engine,
+            held: HeldTerm::default(),
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.engine.dir
+    }
+
+    /// Refuses, under the writer lock, the write of a handle whose lease was taken over.
+    fn check_fence(&self, operation: &'static str) -> Result<(), StorageError> {
+        let Some(ours) = self.held.get() else {
+            return Ok(());
+        };
+        let current = self.engine.read_lease(operation)?;
+        lease::check_fence(BACKEND, ours, current.map_or(0, |record| record.term))
+    }
+}
+
+impl Engine {
+    fn open(dir: &Path) -> Result<Self, StorageError> {
+        let dir = dir.to_path_buf();
         let err = |e| engine_error(&dir, "open", e);
         let db = Database::builder(&dir).open().map_err(err)?;
         let log = db
@@ -94,9 +151,15 @@ impl FjallStorage {
         })
     }
 
-    /// The data directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    fn read_lease(&self, operation: &'static str) -> Result<Option<LeaseRecord>, StorageError> {
+        match self
+            .meta
+            .get(lease::META_LEASE)
+            .map_err(self.err(operation))?
+        {
+            Some(stored) => LeaseRecord::decode(BACKEND, &stored).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn err(&self, operation: &'static str) -> impl Fn(fjall::Error) -> StorageError + '_ {
@@ -211,8 +274,9 @@ impl Storage for FjallStorage {
 
     fn append_epoch(&self, epoch: u64, batch: &[u8]) -> Result<(), StorageError> {
         limits::check_batch(BACKEND, batch)?;
-        let err = self.err("append_epoch");
-        let _writer = self.write_lock.lock();
+        let err = self.engine.err("append_epoch");
+        let _writer = self.engine.write_lock.lock();
+        self.check_fence("append_epoch")?;
         let last = self.last_epoch()?;
         match last {
             None => {}
@@ -224,7 +288,7 @@ impl Storage for FjallStorage {
                     epoch,
                     last,
                 };
-                let Some(stored) = self.log.get(epoch_key(epoch)).map_err(&err)? else {
+                let Some(stored) = self.engine.log.get(epoch_key(epoch)).map_err(&err)? else {
                     return Err(out_of_order);
                 };
                 let (payload, _) = record::decode(BACKEND, epoch, &stored)?;
@@ -235,9 +299,13 @@ impl Storage for FjallStorage {
                 };
             }
         }
-        let mut write = self.durable_batch();
-        write.insert(&self.log, epoch_key(epoch), record::encode(epoch, batch));
-        self.commit(write, &err)
+        let mut write = self.engine.durable_batch();
+        write.insert(
+            &self.engine.log,
+            epoch_key(epoch),
+            record::encode(epoch, batch),
+        );
+        self.engine.commit(write, &err)
     }
 
     fn read_epochs(
@@ -245,24 +313,21 @@ impl Storage for FjallStorage {
         from: u64,
         visit: &mut dyn FnMut(u64, &[u8]) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
-        let err = self.err("read_epochs");
-        let snapshot = self.db.snapshot();
+        let err = self.engine.err("read_epochs");
+        let snapshot = self.engine.db.snapshot();
         let mut previous = None;
-        for entry in snapshot.range(&self.log, epoch_key(from)..) {
+        for entry in snapshot.range(&self.engine.log, epoch_key(from)..) {
             let (key, stored) = entry.into_inner().map_err(&err)?;
             let epoch = key_epoch(&key)?;
-            row::check_contiguous(BACKEND, previous, epoch)?;
-            let (payload, _) = record::decode(BACKEND, epoch, &stored)?;
-            visit(epoch, payload)?;
-            previous = Some(epoch);
+            row::visit_record(BACKEND, &mut previous, epoch, &stored, visit)?;
         }
         Ok(())
     }
 
     fn last_epoch(&self) -> Result<Option<u64>, StorageError> {
-        match self.log.last_key_value() {
+        match self.engine.log.last_key_value() {
             Some(entry) => {
-                let key = entry.key().map_err(self.err("last_epoch"))?;
+                let key = entry.key().map_err(self.engine.err("last_epoch"))?;
                 key_epoch(&key).map(Some)
             }
             None => Ok(None),
@@ -276,66 +341,70 @@ impl Storage for FjallStorage {
     ) -> Result<(), StorageError> {
         limits::check_rows(BACKEND, rows)?;
         let operation = "write_checkpoint_rows";
-        let err = self.err(operation);
-        let _writer = self.write_lock.lock();
-        self.check_newer(checkpoint_epoch, operation)?;
-        let pending_epoch = self.read_meta(&self.db.snapshot(), META_PENDING, operation)?;
-        let mut write = self.durable_batch();
+        let err = self.engine.err(operation);
+        let _writer = self.engine.write_lock.lock();
+        self.check_fence(operation)?;
+        self.engine.check_newer(checkpoint_epoch, operation)?;
+        let pending_epoch =
+            self.engine
+                .read_meta(&self.engine.db.snapshot(), META_PENDING, operation)?;
+        let mut write = self.engine.durable_batch();
         if pending_epoch != Some(checkpoint_epoch) {
             // Starting a new checkpoint: drop the rows of the abandoned one. The clear is
             // journaled before the batch below and made durable by its fsync.
-            self.pending.clear().map_err(&err)?;
+            self.engine.pending.clear().map_err(&err)?;
             write.insert(
-                &self.meta,
+                &self.engine.meta,
                 META_PENDING,
                 row::encode_meta(META_PENDING, checkpoint_epoch).to_vec(),
             );
         }
         for (key, value) in rows {
             write.insert(
-                &self.pending,
+                &self.engine.pending,
                 stored_row_key(key),
                 row::encode_row(key, value.as_deref()),
             );
         }
-        self.commit(write, &err)
+        self.engine.commit(write, &err)
     }
 
     fn complete_checkpoint(&self, checkpoint_epoch: u64) -> Result<(), StorageError> {
         let operation = "complete_checkpoint";
-        let err = self.err(operation);
-        let _writer = self.write_lock.lock();
-        let snapshot = self.db.snapshot();
-        if self.read_meta(&snapshot, META_LATEST, operation)? == Some(checkpoint_epoch) {
+        let err = self.engine.err(operation);
+        let _writer = self.engine.write_lock.lock();
+        self.check_fence(operation)?;
+        let snapshot = self.engine.db.snapshot();
+        if self.engine.read_meta(&snapshot, META_LATEST, operation)? == Some(checkpoint_epoch) {
             return Ok(());
         }
-        self.check_newer(checkpoint_epoch, operation)?;
-        let mut write = self.durable_batch();
-        if self.read_meta(&snapshot, META_PENDING, operation)? == Some(checkpoint_epoch) {
-            for entry in snapshot.iter(&self.pending) {
+        self.engine.check_newer(checkpoint_epoch, operation)?;
+        let mut write = self.engine.durable_batch();
+        if self.engine.read_meta(&snapshot, META_PENDING, operation)? == Some(checkpoint_epoch) {
+            for entry in snapshot.iter(&self.engine.pending) {
                 let (stored_key, stored) = entry.into_inner().map_err(&err)?;
                 match row::decode_row(BACKEND, row_key(&stored_key)?, &stored)? {
                     // The envelope of a live row is the same in both keyspaces.
-                    Some(_) => write.insert(&self.state, stored_key, stored),
-                    None => write.remove(&self.state, stored_key),
+                    Some(_) => write.insert(&self.engine.state, stored_key, stored),
+                    None => write.remove(&self.engine.state, stored_key),
                 }
             }
         }
         write.insert(
-            &self.meta,
+            &self.engine.meta,
             META_LATEST,
             row::encode_meta(META_LATEST, checkpoint_epoch).to_vec(),
         );
-        write.remove(&self.meta, META_PENDING);
-        self.commit(write, &err)?;
+        write.remove(&self.engine.meta, META_PENDING);
+        self.engine.commit(write, &err)?;
         // Leftover pending rows are harmless (no `pending_epoch` names them), so a failure here
         // does not undo the completion; the next checkpoint clears them again.
-        if let Err(e) = self.pending.clear() {
+        if let Err(e) = self.engine.pending.clear() {
             tracing::warn!(error = ?e, "fjall: clearing the rows of a completed checkpoint failed");
         }
         // Flush the memtables to tables so the journal holding the checkpoint can be dropped;
         // otherwise every reopen replays it row by row (seconds for 1,000,000 rows).
-        for keyspace in [&self.state, &self.meta, &self.log] {
+        for keyspace in [&self.engine.state, &self.engine.meta, &self.engine.log] {
             keyspace.rotate_memtable_and_wait().map_err(&err)?;
         }
         Ok(())
@@ -346,38 +415,34 @@ impl Storage for FjallStorage {
         visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
     ) -> Result<Option<u64>, StorageError> {
         let operation = "read_latest_checkpoint";
-        let err = self.err(operation);
-        let snapshot = self.db.snapshot();
-        let latest = self.read_meta(&snapshot, META_LATEST, operation)?;
+        let err = self.engine.err(operation);
+        let snapshot = self.engine.db.snapshot();
+        let latest = self.engine.read_meta(&snapshot, META_LATEST, operation)?;
         if latest.is_none() {
             return Ok(None);
         }
-        for entry in snapshot.iter(&self.state) {
+        for entry in snapshot.iter(&self.engine.state) {
             let (stored_key, stored) = entry.into_inner().map_err(&err)?;
             let key = row_key(&stored_key)?;
-            match row::decode_row(BACKEND, key, &stored)? {
-                Some(value) => visit(key, value)?,
-                None => {
-                    return Err(StorageError::CorruptStore {
-                        backend: BACKEND,
-                        location: format!("checkpoint row {}", row::display_key(key)),
-                        detail: "a deletion stored in the merged state".into(),
-                    });
-                }
-            }
+            row::visit_live_row(BACKEND, key, &stored, visit)?;
         }
         Ok(latest)
     }
 
     fn latest_checkpoint_epoch(&self) -> Result<Option<u64>, StorageError> {
-        self.read_meta(&self.db.snapshot(), META_LATEST, "latest_checkpoint_epoch")
+        self.engine.read_meta(
+            &self.engine.db.snapshot(),
+            META_LATEST,
+            "latest_checkpoint_epoch",
+        )
     }
 
     fn read_store_info(&self) -> Result<Option<Vec<u8>>, StorageError> {
         let stored = self
+            .engine
             .meta
             .get(META_STORE_INFO)
-            .map_err(self.err("read_store_info"))?;
+            .map_err(self.engine.err("read_store_info"))?;
         match stored {
             Some(stored) => row::decode_meta_bytes(BACKEND, META_STORE_INFO, &stored)
                 .map(|info| Some(info.to_vec())),
@@ -387,36 +452,44 @@ impl Storage for FjallStorage {
 
     fn write_store_info(&self, info: &[u8]) -> Result<(), StorageError> {
         limits::check_store_info(BACKEND, info)?;
-        let err = self.err("write_store_info");
-        let _writer = self.write_lock.lock();
-        let mut write = self.durable_batch();
+        let err = self.engine.err("write_store_info");
+        let _writer = self.engine.write_lock.lock();
+        let mut write = self.engine.durable_batch();
         write.insert(
-            &self.meta,
+            &self.engine.meta,
             META_STORE_INFO,
             row::encode_meta_bytes(META_STORE_INFO, info),
         );
-        self.commit(write, &err)
+        self.engine.commit(write, &err)
     }
 
     fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError> {
         let operation = "truncate_log_below";
-        let err = self.err(operation);
-        let _writer = self.write_lock.lock();
-        let snapshot = self.db.snapshot();
-        let latest = self.read_meta(&snapshot, META_LATEST, operation)?;
-        let covered = latest.map_or(0, |latest| latest.saturating_add(1));
-        if epoch > covered {
-            return Err(StorageError::TruncateBeyondCheckpoint {
-                backend: BACKEND,
-                epoch,
-                latest_complete: latest,
-            });
-        }
-        let mut write = self.durable_batch();
-        for entry in snapshot.range(&self.log, ..epoch_key(epoch)) {
+        let err = self.engine.err(operation);
+        let _writer = self.engine.write_lock.lock();
+        self.check_fence(operation)?;
+        let snapshot = self.engine.db.snapshot();
+        let latest = self.engine.read_meta(&snapshot, META_LATEST, operation)?;
+        row::check_truncation(BACKEND, epoch, latest)?;
+        let mut write = self.engine.durable_batch();
+        for entry in snapshot.range(&self.engine.log, ..epoch_key(epoch)) {
             let key = entry.key().map_err(&err)?;
-            write.remove(&self.log, key);
+            write.remove(&self.engine.log, key);
         }
-        self.commit(write, &err)
+        self.engine.commit(write, &err)
+    }
+
+    fn acquire_lease(&self, holder: &str, ttl: Duration) -> Result<u64, StorageError> {
+        lease::check_holder(BACKEND, holder)?;
+        let operation = "acquire_lease";
+        let err = self.engine.err(operation);
+        let _writer = self.engine.write_lock.lock();
+        let current = self.engine.read_lease(operation)?;
+        let granted = lease::grant_by_local_clock(BACKEND, current.as_ref(), holder, ttl)?;
+        let mut write = self.engine.durable_batch();
+        write.insert(&self.engine.meta, lease::META_LEASE, granted.encode());
+        self.engine.commit(write, &err)?;
+        self.held.set(granted.term);
+        Ok(granted.term)
     }
 }

@@ -21,8 +21,15 @@
 //! - [`EmbeddedStorage`] = [`RedbStorage`]: the default, one redb file in a data directory.
 //! - `FjallStorage` (cargo feature `fjall`): the measured alternative, kept for comparison.
 //! - `FdbStorage` (cargo feature `fdb`): FoundationDB 7.3, for durability across nodes.
+//! - `PostgresStorage` (cargo feature `postgres`): a PostgreSQL schema, the shared store the
+//!   cluster work is tested with (FoundationDB cannot run everywhere).
 //! - [`MemoryStorage`]: in memory, for tests and simulation; [`FaultyStorage`] wraps any backend
 //!   and injects I/O errors.
+//!
+//! Every backend also keeps a **lease** with a growing term ([`Storage::acquire_lease`]): a
+//! handle that took the lease has each of its writes checked, in the write's own store
+//! transaction, against the store's current term, so a deposed holder (an old sequencer) can
+//! never write between the new holder's writes ([`StorageError::Fenced`]).
 //!
 //! The size limits every backend enforces alike are in [`limits`]. Measurements and the choice of
 //! the default are in `docs/storage.md`.
@@ -34,13 +41,20 @@ pub mod fdb_storage;
 #[cfg(feature = "fjall")]
 pub mod fjall_storage;
 mod identity;
+mod lease;
 pub mod limits;
 pub mod memory;
+mod open_stores;
+#[cfg(feature = "postgres")]
+pub mod postgres_instance;
+#[cfg(feature = "postgres")]
+pub mod postgres_storage;
 pub mod record;
 pub mod redb_storage;
 mod row;
 
 use std::fmt;
+use std::time::Duration;
 
 pub use faulty::{FaultOp, FaultyStorage};
 #[cfg(feature = "fdb")]
@@ -48,6 +62,8 @@ pub use fdb_storage::FdbStorage;
 #[cfg(feature = "fjall")]
 pub use fjall_storage::FjallStorage;
 pub use memory::MemoryStorage;
+#[cfg(feature = "postgres")]
+pub use postgres_storage::PostgresStorage;
 pub use redb_storage::RedbStorage;
 
 /// The embedded durable backend: redb, chosen over fjall from the measurements in
@@ -164,6 +180,34 @@ pub trait Storage: Send + Sync + 'static {
     fn checkpoints_have_own_writer(&self) -> bool {
         false
     }
+
+    /// Takes or renews the store's lease for `holder`, for `ttl` by the store's clock, and
+    /// returns the lease's **term**. The lease is taken when it is free, expired, or already
+    /// held by `holder` (a renewal: the term is kept, the expiry moves to now + `ttl`); taking
+    /// it from someone else bumps the term, which only ever grows and survives reopening.
+    /// While another holder's lease runs the call fails with [`StorageError::LeaseHeld`] naming
+    /// that holder and how long its lease still runs. A `ttl` of zero grants a lease anyone may
+    /// take over at once. A holder name longer than [`limits::LEASE_HOLDER_BYTES_MAX`] is
+    /// [`StorageError::TooLarge`].
+    ///
+    /// From then on **this handle** is fenced: each of its writes (`append_epoch(s)`,
+    /// `write_checkpoint_rows`, `complete_checkpoint`, `truncate_log_below`) checks in the same
+    /// store transaction that the store's term is still the one granted, else it writes nothing
+    /// and fails with [`StorageError::Fenced`]. Other handles on the same store (another
+    /// process, or a second handle in this one) are not affected; a handle that never took a
+    /// lease is never fenced. Holder names must be unique per would-be writer: two handles
+    /// asking under one name share the lease.
+    ///
+    /// Which clock decides expiry is the backend's (documented on each): the database's for
+    /// PostgreSQL, the cluster's read version for FoundationDB, the local clock for the
+    /// embedded and in-memory stores. The default refuses with
+    /// [`StorageError::LeaseUnsupported`]; a wrapper around another store must forward it.
+    fn acquire_lease(&self, holder: &str, ttl: Duration) -> Result<u64, StorageError> {
+        let _ = (holder, ttl);
+        Err(StorageError::LeaseUnsupported {
+            backend: self.name(),
+        })
+    }
 }
 
 /// Everything that can go wrong in a store, each naming what was wrong.
@@ -236,6 +280,31 @@ pub enum StorageError {
         path: String,
         detail: String,
     },
+    /// This handle took the store's lease with term `ours`, and another holder has taken it
+    /// since (term `current`): the handle belongs to a deposed writer, and nothing was written.
+    #[error(
+        "{backend}: write refused, this handle's lease (term {ours}) was taken over by another \
+         holder (term {current}); nothing was written"
+    )]
+    Fenced {
+        backend: &'static str,
+        ours: u64,
+        current: u64,
+    },
+    /// [`Storage::acquire_lease`] while another holder's lease still runs.
+    #[error(
+        "{backend}: the store's lease is held by {holder:?} (term {term}) for another \
+         {remaining_ms} ms"
+    )]
+    LeaseHeld {
+        backend: &'static str,
+        holder: String,
+        term: u64,
+        remaining_ms: u64,
+    },
+    /// [`Storage::acquire_lease`] on a store (or a wrapper) that does not implement leases.
+    #[error("{backend} store does not implement leases, so it cannot fence a deposed writer")]
+    LeaseUnsupported { backend: &'static str },
     /// An error raised by a caller's visitor, passed through unchanged.
     #[error("{0}")]
     Visitor(String),

@@ -22,7 +22,12 @@ pub const CHECKPOINT_VALUE_BYTES_MAX: usize = 90 * 1024;
 /// so it is bounded like a checkpoint row value.
 pub const STORE_INFO_BYTES_MAX: usize = 64 * 1024;
 
+/// Longest lease holder name ([`crate::Storage::acquire_lease`]), in bytes: a node name or
+/// address, kept in one small value in every backend.
+pub const LEASE_HOLDER_BYTES_MAX: usize = 256;
+
 const _: () = assert!(STORE_INFO_BYTES_MAX <= CHECKPOINT_VALUE_BYTES_MAX);
+const _: () = assert!(LEASE_HOLDER_BYTES_MAX + 64 <= STORE_INFO_BYTES_MAX);
 const _: () = assert!(EPOCH_BATCH_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(CHECKPOINT_KEY_BYTES_MAX * 2 + 64 <= 10_000);
 const _: () = assert!(CHECKPOINT_VALUE_BYTES_MAX + 64 <= 100_000);
@@ -91,6 +96,14 @@ pub const REDB_PENDING_BLOB_BYTES_MAX: usize = 4 * 1024 * 1024;
 const _: () = assert!(
     REDB_PENDING_BLOB_BYTES_MAX >= CHECKPOINT_KEY_BYTES_MAX + CHECKPOINT_VALUE_BYTES_MAX + 64
 );
+
+/// Log records the PostgreSQL backend reads ahead of the caller's visitor in `read_epochs`
+/// (each up to one epoch batch).
+pub const POSTGRES_LOG_READ_AHEAD: usize = 16;
+
+/// Checkpoint rows the PostgreSQL backend reads ahead of the caller's visitor in
+/// `read_latest_checkpoint` (each at most a key and a value, see the limits above).
+pub const POSTGRES_CHECKPOINT_READ_AHEAD: usize = 4096;
 
 /// Largest value the FoundationDB backend writes, in bytes: a log record is cut into chunks of
 /// this size. FoundationDB refuses values over 100,000 bytes; we stay 10% under.

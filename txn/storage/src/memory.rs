@@ -2,23 +2,40 @@
 //! beyond the process.
 //!
 //! Clones share one state, so a test can drop the runtime that used a store and "restart" a new
-//! one on a clone of it, the way a durable backend is reopened from its directory. Log records
+//! one on a clone of it, the way a durable backend is reopened from its directory. A clone is a
+//! new handle: it shares everything but the lease, which each handle takes for itself (see
+//! [`Storage::acquire_lease`]; expiry follows the local clock). Log records
 //! are kept in their checksummed envelope (see [`crate::record`]) so
 //! [`MemoryStorage::corrupt_log_record`] can simulate a damaged record.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use crate::lease::{self, HeldTerm, LeaseRecord};
 use crate::{Storage, StorageError, limits, record};
 
 const BACKEND: &str = "memory";
 
-/// A [`Storage`] that keeps everything in memory; clones share the same state.
-#[derive(Clone, Default)]
+/// A [`Storage`] that keeps everything in memory; clones share the same state (but not the
+/// lease a handle took).
+#[derive(Default)]
 pub struct MemoryStorage {
     state: Arc<Mutex<State>>,
+    /// The lease term this handle took, if any.
+    held: HeldTerm,
+}
+
+impl Clone for MemoryStorage {
+    /// Another handle on the same state, without a lease.
+    fn clone(&self) -> Self {
+        Self {
+            state: Arc::clone(&self.state),
+            held: HeldTerm::default(),
+        }
+    }
 }
 
 /// The epoch of an incomplete checkpoint and its rows so far.
@@ -36,9 +53,22 @@ struct State {
     pending: Option<PendingCheckpoint>,
     /// The store info record, once written.
     store_info: Option<Vec<u8>>,
+    /// The lease, once taken.
+    lease: Option<LeaseRecord>,
 }
 
 impl State {
+    /// Refuses the write of a handle whose lease was taken over (see [`crate::lease`]).
+    fn check_fence(&self, held: &HeldTerm) -> Result<(), StorageError> {
+        match held.get() {
+            None => Ok(()),
+            Some(ours) => {
+                let current = self.lease.as_ref().map_or(0, |lease| lease.term);
+                lease::check_fence(BACKEND, ours, current)
+            }
+        }
+    }
+
     fn check_newer_checkpoint(&self, checkpoint_epoch: u64) -> Result<(), StorageError> {
         match self.latest_complete {
             Some(latest) if checkpoint_epoch <= latest => Err(StorageError::CheckpointOutOfOrder {
@@ -85,6 +115,7 @@ impl Storage for MemoryStorage {
     fn append_epoch(&self, epoch: u64, batch: &[u8]) -> Result<(), StorageError> {
         limits::check_batch(BACKEND, batch)?;
         let mut state = self.state.lock();
+        state.check_fence(&self.held)?;
         let last = state.log.last_key_value().map(|(&last, _)| last);
         let out_of_order = StorageError::OutOfOrder {
             backend: BACKEND,
@@ -148,6 +179,7 @@ impl Storage for MemoryStorage {
     ) -> Result<(), StorageError> {
         limits::check_rows(BACKEND, rows)?;
         let mut state = self.state.lock();
+        state.check_fence(&self.held)?;
         state.check_newer_checkpoint(checkpoint_epoch)?;
         let pending = match &mut state.pending {
             Some((pending_epoch, pending_rows)) if *pending_epoch == checkpoint_epoch => {
@@ -163,6 +195,7 @@ impl Storage for MemoryStorage {
 
     fn complete_checkpoint(&self, checkpoint_epoch: u64) -> Result<(), StorageError> {
         let mut state = self.state.lock();
+        state.check_fence(&self.held)?;
         if state.latest_complete == Some(checkpoint_epoch) {
             return Ok(());
         }
@@ -212,6 +245,7 @@ impl Storage for MemoryStorage {
 
     fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError> {
         let mut state = self.state.lock();
+        state.check_fence(&self.held)?;
         let covered = state
             .latest_complete
             .map_or(0, |latest| latest.saturating_add(1));
@@ -224,5 +258,15 @@ impl Storage for MemoryStorage {
         }
         state.log = state.log.split_off(&epoch);
         Ok(())
+    }
+
+    fn acquire_lease(&self, holder: &str, ttl: Duration) -> Result<u64, StorageError> {
+        lease::check_holder(BACKEND, holder)?;
+        let mut state = self.state.lock();
+        let granted = lease::grant_by_local_clock(BACKEND, state.lease.as_ref(), holder, ttl)?;
+        let term = granted.term;
+        state.lease = Some(granted);
+        self.held.set(term);
+        Ok(term)
     }
 }

@@ -23,6 +23,16 @@
 //!                            "store_info"       crc32c + the store info record
 //! ```
 //!
+//! The lease (see [`Storage::acquire_lease`]; expiry by the local clock) lives in the log
+//! file's `log_meta` table as `"lease"` (holder, term, expiry; checksummed), and its term again
+//! in the checkpoint file's `meta` as `"lease_term"`, so a fenced handle's appends and
+//! truncations check the term in the log file's write transaction and its checkpoint writes in
+//! the checkpoint file's. Taking the lease writes the log file first, then raises the
+//! checkpoint file's term (never lowers it); it returns only after both, so every write of the
+//! deposed holder that is not refused happened before the new holder's first write. Opening a
+//! directory this process already has open is refused; [`RedbStorage::open_another`] gives a
+//! second handle on the same files (see `open_stores`), with its own lease term.
+//!
 //! The (device, inode) of both files is remembered at open and checked after every committed
 //! write: a data directory deleted or replaced under the running process fails the next write
 //! with [`StorageError::Vanished`] (see `identity`).
@@ -60,10 +70,14 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::identity::PathIdentity;
+use crate::lease::{self, HeldTerm, LeaseRecord};
+use crate::open_stores::Share;
 use crate::{CheckpointRow, Storage, StorageError, limits, record, row};
 
 const BACKEND: &str = "redb";
@@ -90,14 +104,26 @@ const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("epoch_log");
 const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("checkpoint_state");
 const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoint_pending_blobs");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// The log file's metadata: the lease.
+const LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("log_meta");
 
 const META_LATEST: &str = "latest_complete";
 const META_PENDING: &str = "pending_epoch";
 /// The store info record (see [`Storage::write_store_info`]).
 const META_STORE_INFO: &str = "store_info";
+/// The checkpoint file's copy of the lease term, checked by fenced checkpoint writes.
+const META_LEASE_TERM: &str = "lease_term";
 
 /// A [`Storage`] in two redb files inside a data directory: the log and the checkpoints.
+/// [`RedbStorage::open_another`] gives another handle on a store this process has open.
 pub struct RedbStorage {
+    files: Arc<Files>,
+    /// The lease term this handle took, if any.
+    held: HeldTerm,
+}
+
+/// The two open files of a store, shared by its handles.
+struct Files {
     /// The epoch log.
     db: Database,
     path: PathBuf,
@@ -124,6 +150,39 @@ impl RedbStorage {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir)
             .map_err(|err| StorageError::io(BACKEND, "create data directory", err))?;
+        Self::open_shared(dir, Share::OpenNew)
+    }
+
+    /// Another handle on the store in `dir` that this process has open already: the same files,
+    /// its own lease (see [`Storage::acquire_lease`]); for handing the store over from one
+    /// writer to the next. Fails if the store is not open here.
+    pub fn open_another(dir: impl AsRef<Path>) -> Result<Self, StorageError> {
+        Self::open_shared(dir.as_ref(), Share::JoinOpen)
+    }
+
+    fn open_shared(dir: &Path, share: Share) -> Result<Self, StorageError> {
+        let still_valid = |files: &Files| files.identity.iter().all(|id| id.check().is_ok());
+        let files =
+            crate::open_stores::shared(BACKEND, dir, share, still_valid, || Files::open(dir))?;
+        Ok(Self {
+            files,
+            held: HeldTerm::default(),
+        })
+    }
+
+    /// The path of the log file.
+    pub fn path(&self) -> &Path {
+        &self.files.path
+    }
+
+    /// The path of the checkpoint file.
+    pub fn checkpoint_path(&self) -> &Path {
+        &self.files.ckpt_path
+    }
+}
+
+impl Files {
+    fn open(dir: &Path) -> Result<Self, StorageError> {
         let marker = dir.join(INTEGRITY_FAILED_MARKER);
         if marker.exists() {
             let note = std::fs::read_to_string(&marker).unwrap_or_default();
@@ -171,6 +230,7 @@ impl RedbStorage {
         };
         store.write(File::Log, "create tables", |txn| {
             txn.open_table(LOG)?;
+            txn.open_table(LOG_META)?;
             Ok(())
         })?;
         store.write(File::Checkpoints, "create tables", |txn| {
@@ -186,16 +246,6 @@ impl RedbStorage {
             }
         }
         Ok(store)
-    }
-
-    /// The path of the log file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The path of the checkpoint file.
-    pub fn checkpoint_path(&self) -> &Path {
-        &self.ckpt_path
     }
 
     fn file(&self, file: File) -> (&Database, &Path) {
@@ -489,6 +539,39 @@ fn read_store_info(
     }
 }
 
+fn read_lease(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Option<LeaseRecord>, TxnError> {
+    match table.get(lease::META_LEASE)? {
+        Some(stored) => match LeaseRecord::decode(BACKEND, stored.value()) {
+            Ok(record) => Ok(Some(record)),
+            Err(err) => fail(err),
+        },
+        None => Ok(None),
+    }
+}
+
+/// Refuses, inside the log file's write transaction `txn`, the write of a handle whose lease
+/// was taken over. An unleased handle reads nothing.
+fn check_log_fence(txn: &redb::WriteTransaction, held: &HeldTerm) -> Result<(), TxnError> {
+    let Some(ours) = held.get() else {
+        return Ok(());
+    };
+    let meta = txn.open_table(LOG_META)?;
+    let current = read_lease(&meta)?.map_or(0, |record| record.term);
+    lease::check_fence(BACKEND, ours, current).map_err(TxnError::Storage)
+}
+
+/// The same inside the checkpoint file's write transaction, against its copy of the term.
+fn check_checkpoint_fence(txn: &redb::WriteTransaction, held: &HeldTerm) -> Result<(), TxnError> {
+    let Some(ours) = held.get() else {
+        return Ok(());
+    };
+    let meta = txn.open_table(META)?;
+    let current = read_meta(&meta, META_LEASE_TERM)?.unwrap_or(0);
+    lease::check_fence(BACKEND, ours, current).map_err(TxnError::Storage)
+}
+
 fn check_newer(checkpoint_epoch: u64, latest_complete: Option<u64>) -> Result<(), TxnError> {
     match latest_complete {
         Some(latest) if checkpoint_epoch <= latest => fail(StorageError::CheckpointOutOfOrder {
@@ -513,7 +596,8 @@ impl Storage for RedbStorage {
         for (_, batch) in epochs {
             limits::check_batch(BACKEND, batch)?;
         }
-        self.write(File::Log, "append_epoch", |txn| {
+        self.files.write(File::Log, "append_epoch", |txn| {
+            check_log_fence(txn, &self.held)?;
             let mut log = txn.open_table(LOG)?;
             for (epoch, batch) in epochs {
                 let (epoch, batch) = (*epoch, *batch);
@@ -549,24 +633,21 @@ impl Storage for RedbStorage {
         from: u64,
         visit: &mut dyn FnMut(u64, &[u8]) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
-        let err = self.err(File::Log, "read_epochs");
-        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let err = self.files.err(File::Log, "read_epochs");
+        let txn = self.files.db.begin_read().map_err(|e| err(e.into()))?;
         let log = txn.open_table(LOG).map_err(|e| err(e.into()))?;
         let mut previous = None;
         for entry in log.range(from..).map_err(|e| err(e.into()))? {
             let (key, stored) = entry.map_err(|e| err(e.into()))?;
             let epoch = key.value();
-            row::check_contiguous(BACKEND, previous, epoch)?;
-            let (payload, _) = record::decode(BACKEND, epoch, stored.value())?;
-            visit(epoch, payload)?;
-            previous = Some(epoch);
+            row::visit_record(BACKEND, &mut previous, epoch, stored.value(), visit)?;
         }
         Ok(())
     }
 
     fn last_epoch(&self) -> Result<Option<u64>, StorageError> {
-        let err = self.err(File::Log, "last_epoch");
-        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let err = self.files.err(File::Log, "last_epoch");
+        let txn = self.files.db.begin_read().map_err(|e| err(e.into()))?;
         let log = txn.open_table(LOG).map_err(|e| err(e.into()))?;
         let last = log.last().map_err(|e| err(e.into()))?;
         Ok(last.map(|(key, _)| key.value()))
@@ -578,105 +659,114 @@ impl Storage for RedbStorage {
         rows: &[CheckpointRow],
     ) -> Result<(), StorageError> {
         limits::check_rows(BACKEND, rows)?;
-        self.write(File::Checkpoints, "write_checkpoint_rows", |txn| {
-            let pending_epoch = {
-                let meta = txn.open_table(META)?;
-                check_newer(checkpoint_epoch, read_meta(&meta, META_LATEST)?)?;
-                read_meta(&meta, META_PENDING)?
-            };
-            if pending_epoch != Some(checkpoint_epoch) {
-                // Starting a new checkpoint: drop the rows of the abandoned one.
-                txn.delete_table(PENDING)?;
-                let mut meta = txn.open_table(META)?;
-                meta.insert(
-                    META_PENDING,
-                    &row::encode_meta(META_PENDING, checkpoint_epoch)[..],
-                )?;
-            }
-            let mut pending = txn.open_table(PENDING)?;
-            let mut seq = match pending.last()? {
-                Some((last, _)) => last.value().saturating_add(1),
-                None => 0,
-            };
-            // Sorted so completion walks the state table in key order; stable so a later write
-            // of a key within the chunk still wins.
-            let mut sorted: Vec<&CheckpointRow> = rows.iter().collect();
-            sorted.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut blob = Vec::new();
-            for (idx, (key, value)) in sorted.iter().enumerate() {
-                row::push_blob_row(&mut blob, key, value.as_deref());
-                let full = blob.len()
-                    + limits::CHECKPOINT_KEY_BYTES_MAX
-                    + limits::CHECKPOINT_VALUE_BYTES_MAX
-                    + 64
-                    > limits::REDB_PENDING_BLOB_BYTES_MAX;
-                if full || idx + 1 == sorted.len() {
-                    pending.insert(seq, record::encode(seq, &blob).as_slice())?;
-                    seq = seq.saturating_add(1);
-                    blob.clear();
+        self.files
+            .write(File::Checkpoints, "write_checkpoint_rows", |txn| {
+                check_checkpoint_fence(txn, &self.held)?;
+                let pending_epoch = {
+                    let meta = txn.open_table(META)?;
+                    check_newer(checkpoint_epoch, read_meta(&meta, META_LATEST)?)?;
+                    read_meta(&meta, META_PENDING)?
+                };
+                if pending_epoch != Some(checkpoint_epoch) {
+                    // Starting a new checkpoint: drop the rows of the abandoned one.
+                    txn.delete_table(PENDING)?;
+                    let mut meta = txn.open_table(META)?;
+                    meta.insert(
+                        META_PENDING,
+                        &row::encode_meta(META_PENDING, checkpoint_epoch)[..],
+                    )?;
                 }
-            }
-            Ok(())
-        })
+                let mut pending = txn.open_table(PENDING)?;
+                let mut seq = match pending.last()? {
+                    Some((last, _)) => last.value().saturating_add(1),
+                    None => 0,
+                };
+                // Sorted so completion walks the state table in key order; stable so a later write
+                // of a key within the chunk still wins.
+                let mut sorted: Vec<&CheckpointRow> = rows.iter().collect();
+                sorted.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut blob = Vec::new();
+                for (idx, (key, value)) in sorted.iter().enumerate() {
+                    row::push_blob_row(&mut blob, key, value.as_deref());
+                    let full = blob.len()
+                        + limits::CHECKPOINT_KEY_BYTES_MAX
+                        + limits::CHECKPOINT_VALUE_BYTES_MAX
+                        + 64
+                        > limits::REDB_PENDING_BLOB_BYTES_MAX;
+                    if full || idx + 1 == sorted.len() {
+                        pending.insert(seq, record::encode(seq, &blob).as_slice())?;
+                        seq = seq.saturating_add(1);
+                        blob.clear();
+                    }
+                }
+                Ok(())
+            })
     }
 
     fn complete_checkpoint(&self, checkpoint_epoch: u64) -> Result<(), StorageError> {
-        self.write(File::Checkpoints, "complete_checkpoint", |txn| {
-            let (latest, pending_epoch) = {
-                let meta = txn.open_table(META)?;
-                (
-                    read_meta(&meta, META_LATEST)?,
-                    read_meta(&meta, META_PENDING)?,
-                )
-            };
-            if latest == Some(checkpoint_epoch) {
-                return Ok(());
-            }
-            check_newer(checkpoint_epoch, latest)?;
-            if pending_epoch == Some(checkpoint_epoch) {
-                let pending = txn.open_table(PENDING)?;
-                let mut state = txn.open_table(STATE)?;
-                for entry in pending.iter()? {
-                    let (seq, stored) = entry?;
-                    let seq = seq.value();
-                    let location = || format!("pending checkpoint blob {seq}");
-                    let blob = match record::decode(BACKEND, seq, stored.value()) {
-                        Ok((blob, _)) => blob,
-                        Err(err) => {
-                            return fail(StorageError::CorruptStore {
-                                backend: BACKEND,
-                                location: location(),
-                                detail: err.to_string(),
-                            });
-                        }
-                    };
-                    row::for_each_blob_row(BACKEND, &location, blob, |key, envelope, value| {
-                        // The envelope of a live row is the same in both tables.
-                        match value {
-                            Some(_) => state.insert(key, envelope).map(drop)?,
-                            None => state.remove(key).map(drop)?,
-                        }
-                        Ok::<(), TxnError>(())
-                    })?;
+        self.files
+            .write(File::Checkpoints, "complete_checkpoint", |txn| {
+                check_checkpoint_fence(txn, &self.held)?;
+                let (latest, pending_epoch) = {
+                    let meta = txn.open_table(META)?;
+                    (
+                        read_meta(&meta, META_LATEST)?,
+                        read_meta(&meta, META_PENDING)?,
+                    )
+                };
+                if latest == Some(checkpoint_epoch) {
+                    return Ok(());
                 }
-            }
-            txn.delete_table(PENDING)?;
-            let mut meta = txn.open_table(META)?;
-            meta.insert(
-                META_LATEST,
-                &row::encode_meta(META_LATEST, checkpoint_epoch)[..],
-            )?;
-            meta.remove(META_PENDING)?;
-            Ok(())
-        })
+                check_newer(checkpoint_epoch, latest)?;
+                if pending_epoch == Some(checkpoint_epoch) {
+                    let pending = txn.open_table(PENDING)?;
+                    let mut state = txn.open_table(STATE)?;
+                    for entry in pending.iter()? {
+                        let (seq, stored) = entry?;
+                        let seq = seq.value();
+                        let location = || format!("pending checkpoint blob {seq}");
+                        let blob = match record::decode(BACKEND, seq, stored.value()) {
+                            Ok((blob, _)) => blob,
+                            Err(err) => {
+                                return fail(StorageError::CorruptStore {
+                                    backend: BACKEND,
+                                    location: location(),
+                                    detail: err.to_string(),
+                                });
+                            }
+                        };
+                        row::for_each_blob_row(
+                            BACKEND,
+                            &location,
+                            blob,
+                            |key, envelope, value| {
+                                // The envelope of a live row is the same in both tables.
+                                match value {
+                                    Some(_) => state.insert(key, envelope).map(drop)?,
+                                    None => state.remove(key).map(drop)?,
+                                }
+                                Ok::<(), TxnError>(())
+                            },
+                        )?;
+                    }
+                }
+                txn.delete_table(PENDING)?;
+                let mut meta = txn.open_table(META)?;
+                meta.insert(
+                    META_LATEST,
+                    &row::encode_meta(META_LATEST, checkpoint_epoch)[..],
+                )?;
+                meta.remove(META_PENDING)?;
+                Ok(())
+            })
     }
 
     fn read_latest_checkpoint(
         &self,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
     ) -> Result<Option<u64>, StorageError> {
-        let err = self.err(File::Checkpoints, "read_latest_checkpoint");
-        let txn = self.ckpt.begin_read().map_err(|e| err(e.into()))?;
+        let err = self.files.err(File::Checkpoints, "read_latest_checkpoint");
+        let txn = self.files.ckpt.begin_read().map_err(|e| err(e.into()))?;
         let meta = txn.open_table(META).map_err(|e| err(e.into()))?;
         let latest = match read_meta(&meta, META_LATEST) {
             Ok(latest) => latest,
@@ -690,16 +780,7 @@ impl Storage for RedbStorage {
         for entry in state.iter().map_err(|e| err(e.into()))? {
             let (key, stored) = entry.map_err(|e| err(e.into()))?;
             let key = key.value();
-            match row::decode_row(BACKEND, key, stored.value())? {
-                Some(value) => visit(key, value)?,
-                None => {
-                    return Err(StorageError::CorruptStore {
-                        backend: BACKEND,
-                        location: format!("checkpoint row {}", row::display_key(key)),
-                        detail: "a deletion stored in the merged state".into(),
-                    });
-                }
-            }
+            row::visit_live_row(BACKEND, key, stored.value(), visit)?;
         }
         Ok(latest)
     }
@@ -710,41 +791,65 @@ impl Storage for RedbStorage {
     }
 
     fn latest_checkpoint_epoch(&self) -> Result<Option<u64>, StorageError> {
-        self.read_checkpoint_meta("latest_checkpoint_epoch", |meta| {
-            read_meta(meta, META_LATEST)
-        })
+        self.files
+            .read_checkpoint_meta("latest_checkpoint_epoch", |meta| {
+                read_meta(meta, META_LATEST)
+            })
     }
 
     fn read_store_info(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        self.read_checkpoint_meta("read_store_info", read_store_info)
+        self.files
+            .read_checkpoint_meta("read_store_info", read_store_info)
     }
 
     fn write_store_info(&self, info: &[u8]) -> Result<(), StorageError> {
         limits::check_store_info(BACKEND, info)?;
-        self.write(File::Checkpoints, "write_store_info", |txn| {
-            let mut meta = txn.open_table(META)?;
-            let stored = row::encode_meta_bytes(META_STORE_INFO, info);
-            meta.insert(META_STORE_INFO, stored.as_slice())?;
-            Ok(())
-        })
+        self.files
+            .write(File::Checkpoints, "write_store_info", |txn| {
+                let mut meta = txn.open_table(META)?;
+                let stored = row::encode_meta_bytes(META_STORE_INFO, info);
+                meta.insert(META_STORE_INFO, stored.as_slice())?;
+                Ok(())
+            })
     }
 
     fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError> {
         // The checkpoint that covers the truncated epochs is read first, from its own file;
         // checkpoints only ever advance, so it still covers them when the log write commits.
-        let latest =
-            self.read_checkpoint_meta("truncate_log_below", |meta| read_meta(meta, META_LATEST))?;
-        self.write(File::Log, "truncate_log_below", |txn| {
-            let covered = latest.map_or(0, |latest| latest.saturating_add(1));
-            if epoch > covered {
-                return fail(StorageError::TruncateBeyondCheckpoint {
-                    backend: BACKEND,
-                    epoch,
-                    latest_complete: latest,
-                });
-            }
+        let latest = self
+            .files
+            .read_checkpoint_meta("truncate_log_below", |meta| read_meta(meta, META_LATEST))?;
+        self.files.write(File::Log, "truncate_log_below", |txn| {
+            check_log_fence(txn, &self.held)?;
+            row::check_truncation(BACKEND, epoch, latest)?;
             txn.open_table(LOG)?.retain_in(..epoch, |_, _| false)?;
             Ok(())
         })
+    }
+
+    fn acquire_lease(&self, holder: &str, ttl: Duration) -> Result<u64, StorageError> {
+        lease::check_holder(BACKEND, holder)?;
+        let term = self.files.write(File::Log, "acquire_lease", |txn| {
+            let mut meta = txn.open_table(LOG_META)?;
+            let current = read_lease(&meta)?;
+            let granted = lease::grant_by_local_clock(BACKEND, current.as_ref(), holder, ttl)?;
+            meta.insert(lease::META_LEASE, granted.encode().as_slice())?;
+            Ok(granted.term)
+        })?;
+        // Raised, never lowered: a concurrent taker with a newer term may have got here first.
+        self.files
+            .write(File::Checkpoints, "acquire_lease", |txn| {
+                let mut meta = txn.open_table(META)?;
+                let copied = read_meta(&meta, META_LEASE_TERM)?.unwrap_or(0);
+                if copied < term {
+                    meta.insert(
+                        META_LEASE_TERM,
+                        &row::encode_meta(META_LEASE_TERM, term)[..],
+                    )?;
+                }
+                Ok(())
+            })?;
+        self.held.set(term);
+        Ok(term)
     }
 }

@@ -214,6 +214,61 @@ pub(crate) fn check_contiguous(
     }
 }
 
+/// Checks and decodes the log record of `epoch` read after `previous` (no gap), hands its
+/// batch to `visit` and moves `previous` on.
+// The visitor is spelled out as the trait's `read_epochs` takes it.
+#[allow(clippy::type_complexity)]
+pub(crate) fn visit_record(
+    backend: &'static str,
+    previous: &mut Option<u64>,
+    epoch: u64,
+    stored: &[u8],
+    visit: &mut dyn FnMut(u64, &[u8]) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    check_contiguous(backend, *previous, epoch)?;
+    let (payload, _) = crate::record::decode(backend, epoch, stored)?;
+    visit(epoch, payload)?;
+    *previous = Some(epoch);
+    Ok(())
+}
+
+/// Checks and decodes one row of the merged checkpoint state and hands it to `visit`; a
+/// deletion there is damage.
+#[allow(clippy::type_complexity)]
+pub(crate) fn visit_live_row(
+    backend: &'static str,
+    key: &[u8],
+    stored: &[u8],
+    visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    match decode_row(backend, key, stored)? {
+        Some(value) => visit(key, value),
+        None => Err(StorageError::CorruptStore {
+            backend,
+            location: format!("checkpoint row {}", display_key(key)),
+            detail: "a deletion stored in the merged state".into(),
+        }),
+    }
+}
+
+/// Refuses to truncate the log below `epoch` unless the latest complete checkpoint covers
+/// every epoch below it.
+pub(crate) fn check_truncation(
+    backend: &'static str,
+    epoch: u64,
+    latest_complete: Option<u64>,
+) -> Result<(), StorageError> {
+    let covered = latest_complete.map_or(0, |latest| latest.saturating_add(1));
+    if epoch > covered {
+        return Err(StorageError::TruncateBeyondCheckpoint {
+            backend,
+            epoch,
+            latest_complete,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 //! passing it means something.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
 
 use txn_storage::conformance::{self, Open};
 use txn_storage::{MemoryStorage, Storage, StorageError};
@@ -16,6 +17,8 @@ enum Bug {
     ForgetsOnReopen,
     LatestCheckpointLags,
     StoreInfoNotKept,
+    /// Takes the lease on a handle of its own, so its writes are never fenced.
+    IgnoresFence,
 }
 
 /// A MemoryStorage with one deliberate bug.
@@ -100,6 +103,13 @@ impl Storage for Broken {
             _ => self.inner.write_store_info(info),
         }
     }
+
+    fn acquire_lease(&self, holder: &str, ttl: Duration) -> Result<u64, StorageError> {
+        match self.bug {
+            Bug::IgnoresFence => self.inner.clone().acquire_lease(holder, ttl),
+            _ => self.inner.acquire_lease(holder, ttl),
+        }
+    }
 }
 
 #[test]
@@ -113,13 +123,14 @@ fn suite_fails_every_broken_store() {
         Bug::ForgetsOnReopen,
         Bug::LatestCheckpointLags,
         Bug::StoreInfoNotKept,
+        Bug::IgnoresFence,
     ] {
         let mut last = MemoryStorage::new();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             conformance::run_all(&mut |open| {
                 let inner = match (open, bug) {
                     (Open::Reopen, Bug::ForgetsOnReopen) => MemoryStorage::new(),
-                    (Open::Reopen, _) => last.clone(),
+                    (Open::Reopen | Open::Another, _) => last.clone(),
                     (Open::Fresh, _) => {
                         last = MemoryStorage::new();
                         last.clone()

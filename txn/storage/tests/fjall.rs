@@ -10,8 +10,10 @@ fn fjall_storage_passes_conformance() {
     // Goal: FjallStorage implements every documented contract, including reopen persistence.
     let mut dir = tempfile::tempdir().unwrap();
     conformance::run_all(&mut |open| {
-        if open == Open::Fresh {
-            dir = tempfile::tempdir().unwrap();
+        match open {
+            Open::Fresh => dir = tempfile::tempdir().unwrap(),
+            Open::Reopen => {}
+            Open::Another => return FjallStorage::open_another(dir.path()).unwrap(),
         }
         FjallStorage::open(dir.path()).unwrap()
     });

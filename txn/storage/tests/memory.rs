@@ -12,7 +12,7 @@ fn memory_storage_passes_conformance() {
             last = MemoryStorage::new();
             last.clone()
         }
-        Open::Reopen => last.clone(),
+        Open::Reopen | Open::Another => last.clone(),
     });
 }
 
@@ -25,7 +25,7 @@ fn faulty_storage_without_faults_passes_conformance() {
             last = MemoryStorage::new();
             FaultyStorage::new(last.clone())
         }
-        Open::Reopen => FaultyStorage::new(last.clone()),
+        Open::Reopen | Open::Another => FaultyStorage::new(last.clone()),
     });
 }
 

@@ -8,8 +8,10 @@ fn redb_storage_passes_conformance() {
     // Goal: RedbStorage implements every documented contract, including reopen persistence.
     let mut dir = tempfile::tempdir().unwrap();
     conformance::run_all(&mut |open| {
-        if open == Open::Fresh {
-            dir = tempfile::tempdir().unwrap();
+        match open {
+            Open::Fresh => dir = tempfile::tempdir().unwrap(),
+            Open::Reopen => {}
+            Open::Another => return RedbStorage::open_another(dir.path()).unwrap(),
         }
         RedbStorage::open(dir.path()).unwrap()
     });
@@ -61,4 +63,24 @@ fn redb_checkpoint_fails_once_its_file_is_replaced() {
         matches!(&err, StorageError::Vanished { detail, .. } if detail.contains("replaced")),
         "{err:?}"
     );
+}
+
+#[test]
+fn redb_refuses_a_second_open_but_gives_another_handle() {
+    // Goal: opening a store this process has open is still refused (two writers by mistake),
+    // `open_another` gives a handle on the same files, and once every handle is dropped the
+    // store opens again while `open_another` has nothing to join.
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStorage::open(dir.path()).unwrap();
+    let err = RedbStorage::open(dir.path())
+        .err()
+        .expect("a second open of an open store was accepted");
+    assert!(err.to_string().contains("already open"), "{err}");
+    let another = RedbStorage::open_another(dir.path()).unwrap();
+    store.append_epoch(1, b"one").unwrap();
+    assert_eq!(another.last_epoch().unwrap(), Some(1));
+    drop((store, another));
+    assert!(RedbStorage::open_another(dir.path()).is_err());
+    let reopened = RedbStorage::open(dir.path()).unwrap();
+    assert_eq!(reopened.last_epoch().unwrap(), Some(1));
 }

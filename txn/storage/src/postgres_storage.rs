@@ -1,0 +1,859 @@
+//! The [`Storage`] backend on PostgreSQL (cargo feature `postgres`): the log and the checkpoints
+//! of one store in the tables of one schema, every write one `READ COMMITTED` transaction
+//! (durable when its commit returns, with the server's `synchronous_commit = on`).
+//!
+//! # Tables
+//!
+//! Created on first use (`CREATE ... IF NOT EXISTS` under an advisory lock, so concurrent first
+//! opens do not collide), in the schema given to [`PostgresStorage::open_in_schema`]
+//! ([`DEFAULT_SCHEMA`] otherwise):
+//!
+//! ```text
+//! log      epoch bigint PK      record bytea   record envelope (crc32c, len, batch)  see `record`
+//! state    key bytea PK         envelope bytea row envelope: merged state as of the latest
+//!                                              complete checkpoint
+//! pending  key bytea PK, live   envelope bytea rows of the one incomplete checkpoint
+//! meta     name text PK         value bytea    "latest_complete", "pending_epoch" (u64 +
+//!                                              crc32c), "store_info" (crc32c + record)
+//! lease    id = 1               record bytea   holder, term, expiry (crc32c), NULL if never
+//! ```
+//!
+//! Epochs are `u64`; a `bigint` column stores `epoch ^ 2^63`, which keeps their order. Log
+//! records are stored out of line and uncompressed (`STORAGE EXTERNAL`): they are rarely
+//! compressible and compressing them would cost every append.
+//!
+//! # Concurrency and fencing
+//!
+//! Appends lock the log table against each other (`SHARE ROW EXCLUSIVE`, which readers ignore),
+//! so the order check and the insert are atomic; checkpoint writes do the same on `pending`,
+//! so a long completion never holds up an append. A handle that took the lease
+//! ([`Storage::acquire_lease`]; expiry by the **database's** clock, `clock_timestamp()`) first
+//! reads the lease row `FOR SHARE` in each write transaction and refuses the write if the term
+//! moved. Taking the lease reads the row `FOR UPDATE`: it waits for writes in flight, and writes
+//! after it wait for it and then see the new term. So a deposed handle's write either commits
+//! before the take-over or is refused with [`StorageError::Fenced`].
+//!
+//! # Threads
+//!
+//! The trait is synchronous; tokio-postgres is async. Each store owns a private tokio runtime
+//! with one worker thread and three connections (log, checkpoints, reads). A call spawns its
+//! work on that runtime and waits on a plain channel, so it never nests a runtime and cannot
+//! panic when called from a tokio worker thread (it only blocks that thread for the duration of
+//! the call, as any blocking I/O would; call it from a blocking thread, as the runtime does).
+//! Dropping the store shuts its runtime down without waiting, which is safe anywhere. Reads
+//! stream rows from the runtime through a bounded channel, so the caller's visitor runs on the
+//! caller's thread. A connection that breaks fails its calls with [`StorageError::Io`]; the
+//! store is then reopened by its owner (no reconnection inside).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex as AsyncMutex;
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, IsolationLevel, NoTls, Transaction};
+
+use crate::lease::{self, HeldTerm, LeaseRecord};
+use crate::{CheckpointRow, Storage, StorageError, limits, record, row};
+
+const BACKEND: &str = "postgres";
+
+/// The schema a store's tables go into unless [`PostgresStorage::open_in_schema`] names one.
+pub const DEFAULT_SCHEMA: &str = "vmsdb";
+
+const META_LATEST: &str = "latest_complete";
+const META_PENDING: &str = "pending_epoch";
+const META_STORE_INFO: &str = "store_info";
+
+/// The key of the advisory lock that serialises schema creation (any constant: it only has to
+/// be the same in every process creating a vmsdb schema).
+const SCHEMA_LOCK_KEY: i64 = 0x766d_7364_625f_7067;
+
+/// A [`Storage`] in one schema of a PostgreSQL database.
+pub struct PostgresStorage {
+    /// Taken out and shut down without waiting on drop, so dropping is safe in async code.
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    conns: Arc<Connections>,
+    /// The lease term this handle took, if any.
+    held: HeldTerm,
+}
+
+/// The store's connections and its statements, shared with the tasks on the runtime.
+struct Connections {
+    /// Appends, truncation and the lease.
+    log: AsyncMutex<Client>,
+    /// Checkpoint writes and the store info record.
+    checkpoints: AsyncMutex<Client>,
+    /// `read_epochs`, `read_latest_checkpoint` and the other reads.
+    reader: AsyncMutex<Client>,
+    sql: Sql,
+}
+
+/// The statements, with the schema filled in.
+struct Sql {
+    lease_share: String,
+    lease_for_update: String,
+    lease_write: String,
+    lock_log: String,
+    last_epoch: String,
+    log_get: String,
+    log_insert: String,
+    log_read: String,
+    log_truncate: String,
+    lock_checkpoints: String,
+    meta_get: String,
+    meta_put: String,
+    meta_delete: String,
+    pending_clear: String,
+    pending_upsert: String,
+    apply_deletions: String,
+    apply_puts: String,
+    state_read: String,
+}
+
+impl Sql {
+    fn new(schema: &str) -> Self {
+        let s = schema;
+        Self {
+            lease_share: format!("SELECT record FROM {s}.lease WHERE id = 1 FOR SHARE"),
+            lease_for_update: format!(
+                "SELECT record, (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
+                 FROM {s}.lease WHERE id = 1 FOR UPDATE"
+            ),
+            lease_write: format!("UPDATE {s}.lease SET record = $1 WHERE id = 1"),
+            lock_log: format!("LOCK TABLE {s}.log IN SHARE ROW EXCLUSIVE MODE"),
+            last_epoch: format!("SELECT max(epoch) FROM {s}.log"),
+            log_get: format!("SELECT record FROM {s}.log WHERE epoch = $1"),
+            log_insert: format!("INSERT INTO {s}.log (epoch, record) VALUES ($1, $2)"),
+            log_read: format!("SELECT epoch, record FROM {s}.log WHERE epoch >= $1 ORDER BY epoch"),
+            log_truncate: format!("DELETE FROM {s}.log WHERE epoch < $1"),
+            lock_checkpoints: format!("LOCK TABLE {s}.pending IN SHARE ROW EXCLUSIVE MODE"),
+            meta_get: format!("SELECT value FROM {s}.meta WHERE name = $1"),
+            meta_put: format!(
+                "INSERT INTO {s}.meta (name, value) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
+            ),
+            meta_delete: format!("DELETE FROM {s}.meta WHERE name = $1"),
+            pending_clear: format!("DELETE FROM {s}.pending"),
+            pending_upsert: format!(
+                "INSERT INTO {s}.pending (key, live, envelope) \
+                 SELECT * FROM unnest($1::bytea[], $2::bool[], $3::bytea[]) \
+                 ON CONFLICT (key) DO UPDATE SET live = EXCLUDED.live, envelope = EXCLUDED.envelope"
+            ),
+            apply_deletions: format!(
+                "DELETE FROM {s}.state AS s USING {s}.pending AS p WHERE s.key = p.key AND NOT p.live"
+            ),
+            apply_puts: format!(
+                "INSERT INTO {s}.state (key, envelope) \
+                 SELECT key, envelope FROM {s}.pending WHERE live ORDER BY key \
+                 ON CONFLICT (key) DO UPDATE SET envelope = EXCLUDED.envelope"
+            ),
+            state_read: format!("SELECT key, envelope FROM {s}.state ORDER BY key"),
+        }
+    }
+
+    /// Creates the schema and its tables if missing (see the module doc).
+    fn create(schema: &str) -> String {
+        let s = schema;
+        format!(
+            "BEGIN;
+             SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY});
+             CREATE SCHEMA IF NOT EXISTS {s};
+             CREATE TABLE IF NOT EXISTS {s}.log (epoch bigint PRIMARY KEY, record bytea NOT NULL);
+             ALTER TABLE {s}.log ALTER COLUMN record SET STORAGE EXTERNAL;
+             CREATE TABLE IF NOT EXISTS {s}.state (key bytea PRIMARY KEY, envelope bytea NOT NULL);
+             CREATE TABLE IF NOT EXISTS {s}.pending
+                 (key bytea PRIMARY KEY, live boolean NOT NULL, envelope bytea NOT NULL);
+             CREATE TABLE IF NOT EXISTS {s}.meta (name text PRIMARY KEY, value bytea NOT NULL);
+             CREATE TABLE IF NOT EXISTS {s}.lease
+                 (id smallint PRIMARY KEY CHECK (id = 1), record bytea);
+             INSERT INTO {s}.lease (id, record) VALUES (1, NULL) ON CONFLICT (id) DO NOTHING;
+             COMMIT;"
+        )
+    }
+}
+
+/// The `bigint` stored for `epoch`: order-preserving over the whole `u64` range.
+fn epoch_to_sql(epoch: u64) -> i64 {
+    (epoch ^ (1 << 63)) as i64
+}
+
+fn epoch_from_sql(stored: i64) -> u64 {
+    (stored as u64) ^ (1 << 63)
+}
+
+fn pg_error(operation: &'static str) -> impl Fn(tokio_postgres::Error) -> StorageError {
+    move |err| {
+        let detail = match err.as_db_error() {
+            Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+            None => err.to_string(),
+        };
+        StorageError::Io {
+            backend: BACKEND,
+            operation,
+            detail,
+        }
+    }
+}
+
+/// Refuses a schema name that would need quoting: it is spliced into every statement.
+fn check_schema(schema: &str) -> Result<(), StorageError> {
+    let mut chars = schema.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|first| first.is_ascii_lowercase() || first == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && schema.len() <= 63;
+    if valid {
+        Ok(())
+    } else {
+        Err(StorageError::Io {
+            backend: BACKEND,
+            operation: "open",
+            detail: format!(
+                "schema name {schema:?} must be 1 to 63 lowercase ASCII letters, digits or \
+                 underscores, not starting with a digit"
+            ),
+        })
+    }
+}
+
+impl PostgresStorage {
+    /// Connects with `config` (a `postgresql://` URL or a libpq-style `key=value` string) and
+    /// uses the schema [`DEFAULT_SCHEMA`], creating its tables if needed.
+    pub fn open(config: &str) -> Result<Self, StorageError> {
+        Self::open_in_schema(config, DEFAULT_SCHEMA)
+    }
+
+    /// Like [`PostgresStorage::open`], with the tables in `schema` (lowercase letters, digits,
+    /// underscores), so one database can hold several stores.
+    pub fn open_in_schema(config: &str, schema: &str) -> Result<Self, StorageError> {
+        check_schema(schema)?;
+        let config: tokio_postgres::Config = config.parse().map_err(pg_error("open"))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("vmsdb-postgres")
+            .enable_all()
+            .build()
+            .map_err(|err| StorageError::io(BACKEND, "start the client runtime", err))?;
+        let handle = runtime.handle().clone();
+        let schema = schema.to_string();
+        let conns = run_on(&handle, "open", async move {
+            let log = connect(&config).await?;
+            log.batch_execute(&Sql::create(&schema))
+                .await
+                .map_err(pg_error("create tables"))?;
+            Ok(Connections {
+                log: AsyncMutex::new(log),
+                checkpoints: AsyncMutex::new(connect(&config).await?),
+                reader: AsyncMutex::new(connect(&config).await?),
+                sql: Sql::new(&schema),
+            })
+        })?;
+        Ok(Self {
+            runtime: Some(runtime),
+            handle,
+            conns: Arc::new(conns),
+            held: HeldTerm::default(),
+        })
+    }
+
+    /// Runs `work` with the connections on the store's runtime and waits for it.
+    fn run<T, F, Fut>(&self, operation: &'static str, work: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Connections>) -> Fut,
+        Fut: Future<Output = Result<T, StorageError>> + Send + 'static,
+    {
+        run_on(&self.handle, operation, work(Arc::clone(&self.conns)))
+    }
+}
+
+impl Drop for PostgresStorage {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Spawns `work` on the runtime of `handle` and blocks the calling thread until it is done,
+/// without entering that runtime (see "Threads" in the module doc).
+fn run_on<T: Send + 'static>(
+    handle: &tokio::runtime::Handle,
+    operation: &'static str,
+    work: impl Future<Output = Result<T, StorageError>> + Send + 'static,
+) -> Result<T, StorageError> {
+    let (done, result) = std::sync::mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let _ = done.send(work.await);
+    });
+    result.recv().unwrap_or_else(|_| {
+        Err(StorageError::io(
+            BACKEND,
+            operation,
+            "the client runtime stopped before the call finished",
+        ))
+    })
+}
+
+async fn connect(config: &tokio_postgres::Config) -> Result<Client, StorageError> {
+    let (client, connection) = config.connect(NoTls).await.map_err(pg_error("connect"))?;
+    tokio::spawn(async move {
+        // A broken connection fails the client's calls, which report it.
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+async fn begin<'c>(
+    client: &'c mut Client,
+    operation: &'static str,
+) -> Result<Transaction<'c>, StorageError> {
+    client
+        .build_transaction()
+        .isolation_level(IsolationLevel::ReadCommitted)
+        .start()
+        .await
+        .map_err(pg_error(operation))
+}
+
+/// Begins a write transaction: refuses a fenced handle (see [`check_fence`]) and takes the
+/// table lock `lock` (a `LOCK TABLE` statement), if any, that orders it against other writers.
+async fn begin_write<'c>(
+    client: &'c mut Client,
+    sql: &Sql,
+    held: Option<u64>,
+    lock: Option<&str>,
+    operation: &'static str,
+) -> Result<Transaction<'c>, StorageError> {
+    let txn = begin(client, operation).await?;
+    check_fence(&txn, sql, held, operation).await?;
+    if let Some(lock) = lock {
+        txn.batch_execute(lock).await.map_err(pg_error(operation))?;
+    }
+    Ok(txn)
+}
+
+/// Refuses, inside the write transaction `txn`, the write of a handle whose lease was taken
+/// over. The `FOR SHARE` read holds off a take-over until `txn` ends.
+async fn check_fence(
+    txn: &Transaction<'_>,
+    sql: &Sql,
+    held: Option<u64>,
+    operation: &'static str,
+) -> Result<(), StorageError> {
+    let Some(ours) = held else {
+        return Ok(());
+    };
+    let found = txn
+        .query_typed_one(&sql.lease_share, &[])
+        .await
+        .map_err(pg_error(operation))?;
+    let current = match found.get::<_, Option<&[u8]>>(0) {
+        Some(stored) => LeaseRecord::decode(BACKEND, stored)?.term,
+        None => 0,
+    };
+    lease::check_fence(BACKEND, ours, current)
+}
+
+async fn read_meta(
+    txn: &Transaction<'_>,
+    sql: &Sql,
+    name: &'static str,
+    operation: &'static str,
+) -> Result<Option<u64>, StorageError> {
+    let found = txn
+        .query_typed_opt(&sql.meta_get, &[(&name, Type::TEXT)])
+        .await
+        .map_err(pg_error(operation))?;
+    match found {
+        Some(found) => row::decode_meta(BACKEND, name, found.get(0)).map(Some),
+        None => Ok(None),
+    }
+}
+
+async fn write_meta(
+    txn: &Transaction<'_>,
+    sql: &Sql,
+    name: &'static str,
+    value: &[u8],
+    operation: &'static str,
+) -> Result<(), StorageError> {
+    txn.execute_typed(&sql.meta_put, &[(&name, Type::TEXT), (&value, Type::BYTEA)])
+        .await
+        .map_err(pg_error(operation))?;
+    Ok(())
+}
+
+fn check_newer(checkpoint_epoch: u64, latest_complete: Option<u64>) -> Result<(), StorageError> {
+    match latest_complete {
+        Some(latest) if checkpoint_epoch <= latest => Err(StorageError::CheckpointOutOfOrder {
+            backend: BACKEND,
+            checkpoint_epoch,
+            latest_complete,
+        }),
+        _ => Ok(()),
+    }
+}
+
+async fn last_epoch_in(
+    client: &impl tokio_postgres::GenericClient,
+    sql: &Sql,
+    operation: &'static str,
+) -> Result<Option<u64>, StorageError> {
+    let found = client
+        .query_typed_one(&sql.last_epoch, &[])
+        .await
+        .map_err(pg_error(operation))?;
+    Ok(found.get::<_, Option<i64>>(0).map(epoch_from_sql))
+}
+
+/// The group commit: every epoch of `records` (epoch, batch, encoded record) in one
+/// transaction, each following the order rules of [`Storage::append_epoch`].
+async fn append_records(
+    conns: &Connections,
+    held: Option<u64>,
+    records: &[(u64, Vec<u8>, Vec<u8>)],
+) -> Result<(), StorageError> {
+    let operation = "append_epoch";
+    let sql = &conns.sql;
+    let mut client = conns.log.lock().await;
+    let txn = begin_write(&mut client, sql, held, Some(&sql.lock_log), operation).await?;
+    let mut last = last_epoch_in(&txn, sql, operation).await?;
+    for (epoch, batch, encoded) in records {
+        let epoch = *epoch;
+        let follows = last.is_none_or(|last| last.checked_add(1) == Some(epoch));
+        if !follows {
+            // A retry of an append that may already have succeeded: the same bytes are a
+            // no-op, anything else is out of order.
+            let stored = txn
+                .query_typed_opt(&sql.log_get, &[(&epoch_to_sql(epoch), Type::INT8)])
+                .await
+                .map_err(pg_error(operation))?;
+            let same = match &stored {
+                Some(stored) => record::decode(BACKEND, epoch, stored.get(0))?.0 == batch,
+                None => false,
+            };
+            if same {
+                continue;
+            }
+            return Err(StorageError::OutOfOrder {
+                backend: BACKEND,
+                epoch,
+                last,
+            });
+        }
+        txn.execute_typed(
+            &sql.log_insert,
+            &[
+                (&epoch_to_sql(epoch), Type::INT8),
+                (&encoded.as_slice(), Type::BYTEA),
+            ],
+        )
+        .await
+        .map_err(pg_error(operation))?;
+        last = Some(epoch);
+    }
+    txn.commit().await.map_err(pg_error(operation))
+}
+
+/// One chunk of checkpoint rows, deduplicated (the last write of a key wins), as the three
+/// arrays the upsert takes.
+fn pending_arrays(rows: &[CheckpointRow]) -> (Vec<Vec<u8>>, Vec<bool>, Vec<Vec<u8>>) {
+    let mut last_of_key: std::collections::BTreeMap<&[u8], &Option<Vec<u8>>> =
+        std::collections::BTreeMap::new();
+    for (key, value) in rows {
+        last_of_key.insert(key, value);
+    }
+    let mut keys = Vec::with_capacity(last_of_key.len());
+    let mut live = Vec::with_capacity(last_of_key.len());
+    let mut envelopes = Vec::with_capacity(last_of_key.len());
+    for (key, value) in last_of_key {
+        keys.push(key.to_vec());
+        live.push(value.is_some());
+        envelopes.push(row::encode_row(key, value.as_deref()));
+    }
+    (keys, live, envelopes)
+}
+
+async fn write_rows(
+    conns: &Connections,
+    held: Option<u64>,
+    checkpoint_epoch: u64,
+    arrays: (Vec<Vec<u8>>, Vec<bool>, Vec<Vec<u8>>),
+) -> Result<(), StorageError> {
+    let operation = "write_checkpoint_rows";
+    let sql = &conns.sql;
+    let mut client = conns.checkpoints.lock().await;
+    let txn = begin_write(
+        &mut client,
+        sql,
+        held,
+        Some(&sql.lock_checkpoints),
+        operation,
+    )
+    .await?;
+    check_newer(
+        checkpoint_epoch,
+        read_meta(&txn, sql, META_LATEST, operation).await?,
+    )?;
+    if read_meta(&txn, sql, META_PENDING, operation).await? != Some(checkpoint_epoch) {
+        // Starting a new checkpoint: drop the rows of the abandoned one.
+        txn.batch_execute(&sql.pending_clear)
+            .await
+            .map_err(pg_error(operation))?;
+        let pending = row::encode_meta(META_PENDING, checkpoint_epoch);
+        write_meta(&txn, sql, META_PENDING, &pending, operation).await?;
+    }
+    let (keys, live, envelopes) = arrays;
+    if !keys.is_empty() {
+        txn.execute_typed(
+            &sql.pending_upsert,
+            &[
+                (&keys, Type::BYTEA_ARRAY),
+                (&live, Type::BOOL_ARRAY),
+                (&envelopes, Type::BYTEA_ARRAY),
+            ],
+        )
+        .await
+        .map_err(pg_error(operation))?;
+    }
+    txn.commit().await.map_err(pg_error(operation))
+}
+
+async fn complete(
+    conns: &Connections,
+    held: Option<u64>,
+    checkpoint_epoch: u64,
+) -> Result<(), StorageError> {
+    let operation = "complete_checkpoint";
+    let sql = &conns.sql;
+    let mut client = conns.checkpoints.lock().await;
+    let txn = begin_write(
+        &mut client,
+        sql,
+        held,
+        Some(&sql.lock_checkpoints),
+        operation,
+    )
+    .await?;
+    let latest = read_meta(&txn, sql, META_LATEST, operation).await?;
+    if latest == Some(checkpoint_epoch) {
+        return Ok(());
+    }
+    check_newer(checkpoint_epoch, latest)?;
+    if read_meta(&txn, sql, META_PENDING, operation).await? == Some(checkpoint_epoch) {
+        for statement in [&sql.apply_deletions, &sql.apply_puts] {
+            txn.batch_execute(statement)
+                .await
+                .map_err(pg_error(operation))?;
+        }
+    }
+    txn.batch_execute(&sql.pending_clear)
+        .await
+        .map_err(pg_error(operation))?;
+    let latest = row::encode_meta(META_LATEST, checkpoint_epoch);
+    write_meta(&txn, sql, META_LATEST, &latest, operation).await?;
+    txn.execute_typed(&sql.meta_delete, &[(&META_PENDING, Type::TEXT)])
+        .await
+        .map_err(pg_error(operation))?;
+    txn.commit().await.map_err(pg_error(operation))
+}
+
+async fn truncate(conns: &Connections, held: Option<u64>, epoch: u64) -> Result<(), StorageError> {
+    let operation = "truncate_log_below";
+    let sql = &conns.sql;
+    let mut client = conns.log.lock().await;
+    let txn = begin_write(&mut client, sql, held, None, operation).await?;
+    let latest = read_meta(&txn, sql, META_LATEST, operation).await?;
+    row::check_truncation(BACKEND, epoch, latest)?;
+    txn.execute_typed(&sql.log_truncate, &[(&epoch_to_sql(epoch), Type::INT8)])
+        .await
+        .map_err(pg_error(operation))?;
+    txn.commit().await.map_err(pg_error(operation))
+}
+
+async fn take_lease(
+    conns: &Connections,
+    holder: String,
+    ttl: Duration,
+) -> Result<u64, StorageError> {
+    let operation = "acquire_lease";
+    let sql = &conns.sql;
+    let mut client = conns.log.lock().await;
+    let txn = begin(&mut client, operation).await?;
+    let found = txn
+        .query_typed_one(&sql.lease_for_update, &[])
+        .await
+        .map_err(pg_error(operation))?;
+    let current = match found.get::<_, Option<&[u8]>>(0) {
+        Some(stored) => Some(LeaseRecord::decode(BACKEND, stored)?),
+        None => None,
+    };
+    // The database's clock, so every node agrees on when a lease ends.
+    let now_ms = u64::try_from(found.get::<_, i64>(1)).unwrap_or(0);
+    let granted = lease::grant(BACKEND, current.as_ref(), &holder, now_ms, ttl)?;
+    let encoded = granted.encode();
+    txn.execute_typed(&sql.lease_write, &[(&encoded.as_slice(), Type::BYTEA)])
+        .await
+        .map_err(pg_error(operation))?;
+    txn.commit().await.map_err(pg_error(operation))?;
+    Ok(granted.term)
+}
+
+/// What a checkpoint read streams to the caller's thread: the checkpoint's epoch first, then
+/// its rows.
+enum CheckpointItem {
+    Latest(Option<u64>),
+    Row(Vec<u8>, Vec<u8>),
+}
+
+type Sender<T> = tokio::sync::mpsc::Sender<Result<T, StorageError>>;
+
+/// Streams the log from `from` to `out`; stops when the caller hangs up.
+async fn stream_log(
+    conns: &Connections,
+    from: u64,
+    out: &Sender<(u64, Vec<u8>)>,
+) -> Result<(), StorageError> {
+    use futures::StreamExt as _;
+    let operation = "read_epochs";
+    let client = conns.reader.lock().await;
+    let rows = client
+        .query_typed_raw(&conns.sql.log_read, [(epoch_to_sql(from), Type::INT8)])
+        .await
+        .map_err(pg_error(operation))?;
+    let mut rows = std::pin::pin!(rows);
+    while let Some(found) = rows.next().await {
+        let found = found.map_err(pg_error(operation))?;
+        let epoch = epoch_from_sql(found.get(0));
+        let stored: &[u8] = found.get(1);
+        if out.send(Ok((epoch, stored.to_vec()))).await.is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Streams the latest complete checkpoint to `out`, from one snapshot.
+async fn stream_checkpoint(
+    conns: &Connections,
+    out: &Sender<CheckpointItem>,
+) -> Result<(), StorageError> {
+    use futures::StreamExt as _;
+    let operation = "read_latest_checkpoint";
+    let sql = &conns.sql;
+    let mut client = conns.reader.lock().await;
+    let txn = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_error(operation))?;
+    let latest = read_meta(&txn, sql, META_LATEST, operation).await?;
+    if out.send(Ok(CheckpointItem::Latest(latest))).await.is_err() || latest.is_none() {
+        return Ok(());
+    }
+    let no_params: [(i64, Type); 0] = [];
+    let rows = txn
+        .query_typed_raw(&sql.state_read, no_params)
+        .await
+        .map_err(pg_error(operation))?;
+    let mut rows = std::pin::pin!(rows);
+    while let Some(found) = rows.next().await {
+        let found = found.map_err(pg_error(operation))?;
+        let key: &[u8] = found.get(0);
+        let envelope: &[u8] = found.get(1);
+        let item = CheckpointItem::Row(key.to_vec(), envelope.to_vec());
+        if out.send(Ok(item)).await.is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+impl PostgresStorage {
+    /// Starts `produce` on the runtime and hands what it streams to the caller's thread, up to
+    /// `read_ahead` items in flight. An error of `produce` arrives as the last item.
+    fn stream<T, F, Fut>(&self, read_ahead: usize, produce: F) -> Receiver<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Connections>, Sender<T>) -> Fut,
+        Fut: Future<Output = Result<(), StorageError>> + Send + 'static,
+    {
+        let (out, items) = tokio::sync::mpsc::channel(read_ahead);
+        let work = produce(Arc::clone(&self.conns), out.clone());
+        self.handle.spawn(async move {
+            if let Err(err) = work.await {
+                let _ = out.send(Err(err)).await;
+            }
+        });
+        Receiver(items)
+    }
+}
+
+/// The caller's end of a stream from the runtime.
+struct Receiver<T>(tokio::sync::mpsc::Receiver<Result<T, StorageError>>);
+
+impl<T> Receiver<T> {
+    /// The next item, blocking the calling thread (not a runtime: `futures`' executor is not
+    /// tokio's, so this is safe on any thread).
+    fn next(&mut self) -> Option<Result<T, StorageError>> {
+        futures::executor::block_on(self.0.recv())
+    }
+}
+
+impl Storage for PostgresStorage {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn append_epoch(&self, epoch: u64, batch: &[u8]) -> Result<(), StorageError> {
+        self.append_epochs(&[(epoch, batch)])
+    }
+
+    fn append_epochs(&self, epochs: &[(u64, &[u8])]) -> Result<(), StorageError> {
+        let mut records = Vec::with_capacity(epochs.len());
+        for (epoch, batch) in epochs {
+            limits::check_batch(BACKEND, batch)?;
+            records.push((*epoch, batch.to_vec(), record::encode(*epoch, batch)));
+        }
+        let held = self.held.get();
+        self.run("append_epoch", |conns| async move {
+            append_records(&conns, held, &records).await
+        })
+    }
+
+    fn read_epochs(
+        &self,
+        from: u64,
+        visit: &mut dyn FnMut(u64, &[u8]) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let mut records = self.stream(limits::POSTGRES_LOG_READ_AHEAD, |conns, out| async move {
+            stream_log(&conns, from, &out).await
+        });
+        let mut previous = None;
+        while let Some(item) = records.next() {
+            let (epoch, stored) = item?;
+            row::visit_record(BACKEND, &mut previous, epoch, &stored, visit)?;
+        }
+        Ok(())
+    }
+
+    fn last_epoch(&self) -> Result<Option<u64>, StorageError> {
+        self.run("last_epoch", |conns| async move {
+            let client = conns.reader.lock().await;
+            last_epoch_in(&*client, &conns.sql, "last_epoch").await
+        })
+    }
+
+    fn write_checkpoint_rows(
+        &self,
+        checkpoint_epoch: u64,
+        rows: &[CheckpointRow],
+    ) -> Result<(), StorageError> {
+        limits::check_rows(BACKEND, rows)?;
+        let arrays = pending_arrays(rows);
+        let held = self.held.get();
+        self.run("write_checkpoint_rows", |conns| async move {
+            write_rows(&conns, held, checkpoint_epoch, arrays).await
+        })
+    }
+
+    fn complete_checkpoint(&self, checkpoint_epoch: u64) -> Result<(), StorageError> {
+        let held = self.held.get();
+        self.run("complete_checkpoint", |conns| async move {
+            complete(&conns, held, checkpoint_epoch).await
+        })
+    }
+
+    fn read_latest_checkpoint(
+        &self,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
+    ) -> Result<Option<u64>, StorageError> {
+        let mut items = self.stream(
+            limits::POSTGRES_CHECKPOINT_READ_AHEAD,
+            |conns, out| async move { stream_checkpoint(&conns, &out).await },
+        );
+        let latest = match items.next() {
+            Some(Ok(CheckpointItem::Latest(latest))) => latest,
+            Some(Err(err)) => return Err(err),
+            Some(Ok(CheckpointItem::Row(..))) | None => {
+                return Err(StorageError::io(
+                    BACKEND,
+                    "read_latest_checkpoint",
+                    "the read ended before naming the checkpoint",
+                ));
+            }
+        };
+        while let Some(item) = items.next() {
+            let CheckpointItem::Row(key, envelope) = item? else {
+                continue;
+            };
+            row::visit_live_row(BACKEND, &key, &envelope, visit)?;
+        }
+        Ok(latest)
+    }
+
+    fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError> {
+        let held = self.held.get();
+        self.run("truncate_log_below", |conns| async move {
+            truncate(&conns, held, epoch).await
+        })
+    }
+
+    fn latest_checkpoint_epoch(&self) -> Result<Option<u64>, StorageError> {
+        self.run("latest_checkpoint_epoch", |conns| async move {
+            let operation = "latest_checkpoint_epoch";
+            let mut client = conns.reader.lock().await;
+            let txn = begin(&mut client, operation).await?;
+            read_meta(&txn, &conns.sql, META_LATEST, operation).await
+        })
+    }
+
+    fn read_store_info(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        self.run("read_store_info", |conns| async move {
+            let operation = "read_store_info";
+            let client = conns.reader.lock().await;
+            let found = client
+                .query_typed_opt(&conns.sql.meta_get, &[(&META_STORE_INFO, Type::TEXT)])
+                .await
+                .map_err(pg_error(operation))?;
+            match found {
+                Some(found) => row::decode_meta_bytes(BACKEND, META_STORE_INFO, found.get(0))
+                    .map(|info| Some(info.to_vec())),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn write_store_info(&self, info: &[u8]) -> Result<(), StorageError> {
+        limits::check_store_info(BACKEND, info)?;
+        let stored = row::encode_meta_bytes(META_STORE_INFO, info);
+        self.run("write_store_info", |conns| async move {
+            let operation = "write_store_info";
+            let mut client = conns.checkpoints.lock().await;
+            let txn = begin(&mut client, operation).await?;
+            write_meta(&txn, &conns.sql, META_STORE_INFO, &stored, operation).await?;
+            txn.commit().await.map_err(pg_error(operation))
+        })
+    }
+
+    fn checkpoints_have_own_writer(&self) -> bool {
+        // Checkpoint writes use their own connection and lock only the pending table.
+        true
+    }
+
+    fn acquire_lease(&self, holder: &str, ttl: Duration) -> Result<u64, StorageError> {
+        lease::check_holder(BACKEND, holder)?;
+        let holder = holder.to_string();
+        let term = self.run("acquire_lease", |conns| async move {
+            take_lease(&conns, holder, ttl).await
+        })?;
+        self.held.set(term);
+        Ok(term)
+    }
+}
