@@ -35,11 +35,17 @@ pub struct Cli {
 
 /// What the binary does.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // Parsed once at start-up: its size costs nothing.
 pub enum Command {
     /// Serve an application over HTTP/JSON until SIGTERM or SIGINT (then shut down gracefully:
     /// stop accepting, answer every accepted request, make everything durable, exit 0).
     #[command(after_long_help = PRECEDENCE_HELP)]
     Serve(ServeArgs),
+    /// Every committed change of a row and the transactions that read each version, replayed
+    /// from a data directory whose history was retained.
+    Why(crate::history_cmd::WhyArgs),
+    /// What one transaction read, wrote and emitted, step by step, and how it ended.
+    Replay(crate::history_cmd::ReplayArgs),
 }
 
 /// The options of `vmsdb serve`; unset ones come from the config file (the same options, by

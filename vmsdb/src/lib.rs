@@ -7,6 +7,7 @@ pub mod apps;
 pub mod commit_tracker;
 pub mod config;
 pub mod engine;
+pub mod history_cmd;
 pub mod limits;
 pub mod metrics;
 pub mod routes;
