@@ -121,6 +121,10 @@ pub struct ServeArgs {
     #[arg(long, env = "VMSDB_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
     #[serde(deserialize_with = "duration_text")]
     pub shutdown_grace: Option<Duration>,
+    /// Keep the whole epoch log (checkpoints never truncate it), so `vmsdb why` and `vmsdb
+    /// replay` can replay this directory's history [default: false].
+    #[arg(long, env = "VMSDB_RETAIN_HISTORY", num_args = 0..=1, default_missing_value = "true")]
+    pub retain_history: Option<bool>,
 }
 
 /// Why the settings could not be resolved.
@@ -206,6 +210,8 @@ pub struct Settings {
     /// Also listen on 127.0.0.1 at each of `limits::DRIVER_PORTS` (marketplace only).
     pub driver_ports: bool,
     pub limits: ServerLimits,
+    /// Keep the whole epoch log for `vmsdb why` / `vmsdb replay`.
+    pub retain_history: bool,
 }
 
 impl Settings {
@@ -223,6 +229,7 @@ impl Settings {
             ycsb_keys: 1_000_000,
             driver_ports: false,
             limits: ServerLimits::default(),
+            retain_history: false,
         }
     }
 
@@ -243,6 +250,7 @@ impl Settings {
         settings.epoch_duration = args.epoch_duration;
         settings.ycsb_keys = args.ycsb_keys.unwrap_or(settings.ycsb_keys);
         settings.driver_ports = args.driver_ports.unwrap_or(false);
+        settings.retain_history = args.retain_history.unwrap_or(false);
         let l = &mut settings.limits;
         l.body_bytes_max = args.body_bytes_max.unwrap_or(l.body_bytes_max);
         l.concurrent_requests_max = args
@@ -347,6 +355,7 @@ impl ServeArgs {
                 .or(file.status_table_settled_max),
             shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
             driver_ports: self.driver_ports.or(file.driver_ports),
+            retain_history: self.retain_history.or(file.retain_history),
         }
     }
 }

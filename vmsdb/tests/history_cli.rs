@@ -132,3 +132,20 @@ async fn why_refuses_a_store_whose_log_was_truncated() {
     assert!(!ok);
     assert!(err.contains("history is not retained"), "{err}");
 }
+
+#[test]
+fn serve_retain_history_reaches_the_settings() {
+    use clap::Parser;
+    let settings = |extra: &[&str]| {
+        let mut args = vec!["vmsdb", "serve", "--app", "ledger", "--data-dir", "/tmp/x"];
+        args.extend(extra);
+        let vmsdb::Command::Serve(serve) =
+            vmsdb::Cli::try_parse_from(args).expect("parses").command
+        else {
+            panic!("a serve command");
+        };
+        vmsdb::Settings::resolve(serve, None).expect("resolves")
+    };
+    assert!(settings(&["--retain-history"]).retain_history);
+    assert!(!settings(&[]).retain_history);
+}
