@@ -264,7 +264,11 @@ impl<'a, A: App> TxnCtx<'a, A> {
     pub fn get<K: Key, V: Row>(&mut self, table: Table<K, V>, key: &K) -> Result<Option<V>, Abort> {
         let seq = self.seq;
         self.meter.charge(LimitKind::Work, 1)?;
-        Ok(self.table(table, key)?.get(seq, key))
+        let value = self.table(table, key)?.get(seq, key);
+        if let Some(trace) = &self.part.trace {
+            trace.read((table.service, table.idx), key, value.as_ref());
+        }
+        Ok(value)
     }
 
     /// Writes (inserts or replaces) a row. Its checks run now; its foreign keys are probed in
@@ -280,6 +284,10 @@ impl<'a, A: App> TxnCtx<'a, A> {
         self.meter.charge(LimitKind::Work, 1)?;
         let size = encoded_len(&key) + encoded_len(&value);
         self.meter.charge(LimitKind::BytesWritten, size)?;
+        // Traced before the checks: a write they refuse aborts the transaction anyway.
+        if let Some(trace) = &self.part.trace {
+            trace.write((table.service, table.idx), &key, Some(&value));
+        }
         let emits = &mut *self.emits;
         let meter = &mut self.meter;
         let state =
@@ -400,7 +408,11 @@ impl<'a, A: App> TxnCtx<'a, A> {
         };
         let op = DeltaOp { min, ..op };
         let result = if !state.constraints.needs_whole_row() && state.indexes.is_empty() {
-            state.add(key, op, field.reader())
+            let added = state.add(key, op, field.reader());
+            if let (Some(trace), Ok(())) = (&self.part.trace, &added) {
+                trace.delta((table.service, table.idx), key, field.name(), delta);
+            }
+            added
         } else {
             // Constraints and indexes must see the whole new row: a plain read-modify-write.
             match state.get(seq, key) {
@@ -472,6 +484,9 @@ impl<'a, A: App> TxnCtx<'a, A> {
         self.meter.charge(LimitKind::Work, 1)?;
         self.meter
             .charge(LimitKind::BytesWritten, encoded_len(key))?;
+        if let Some(trace) = &self.part.trace {
+            trace.write::<K, V>((table.service, table.idx), key, None);
+        }
         let emits = &mut *self.emits;
         let meter = &mut self.meter;
         let state = Self::table_in(self.part, self.app, table, key).map_err(|r| meter.poison(r))?;
@@ -543,6 +558,9 @@ impl<'a, A: App> TxnCtx<'a, A> {
         );
         let rows = state.scan(seq, bounds, Some(capped));
         meter.charge(LimitKind::Work, rows.len() as u64)?;
+        if let Some(trace) = &self.part.trace {
+            trace.scan((table.service, table.idx), &rows);
+        }
         Ok(rows)
     }
 
@@ -561,6 +579,10 @@ impl<'a, A: App> TxnCtx<'a, A> {
             .map_err(|r| meter.poison(r))?;
         let rows = state.lookup(seq, index.idx as usize, value);
         meter.charge(LimitKind::Work, rows.len() as u64)?;
+        if let Some(trace) = &self.part.trace {
+            let table = index.table();
+            trace.scan((table.service, table.idx), &rows);
+        }
         Ok(rows)
     }
 
@@ -640,6 +662,9 @@ impl<'a, A: App> TxnCtx<'a, A> {
             });
         if charged.is_err() {
             return;
+        }
+        if let Some(trace) = &self.part.trace {
+            trace.emit(service.idx, partition, A::event_kind(&event), &event);
         }
         self.emits.push(Emitted {
             seq: self.seq,

@@ -25,6 +25,7 @@ pub mod epoch;
 pub mod error;
 pub mod eventual;
 pub mod fingerprint;
+pub mod history;
 pub mod ids;
 mod index;
 pub mod limits;
@@ -41,6 +42,7 @@ pub mod serial;
 pub mod sync;
 mod table;
 mod table_shape;
+mod trace;
 mod transport;
 
 pub use app::{
@@ -58,7 +60,8 @@ pub use limits::TxnLimits;
 pub use predict::SerialHints;
 pub use query::ReadView;
 pub use runtime::{
-    Client, OutboxSink, Outcome, RecoverFrom, RecoveryReport, Runtime, RuntimeConfig, RuntimeStats,
+    Client, OutboxSink, Outcome, RecoverFrom, RecoveryReport, Retention, Runtime, RuntimeConfig,
+    RuntimeStats,
 };
 pub use serial::SerialExecutor;
 /// The derive and attribute macros: `#[derive(Table)]`, `#[derive(EventKind)]`, `#[service]`,

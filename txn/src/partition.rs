@@ -107,6 +107,8 @@ pub(crate) struct PartitionState<A: App> {
     pub service_idx: u32,
     pub partition: u32,
     pub tables: Vec<Box<dyn AnyTable>>,
+    /// Set only by a history replay (`trace.rs`); `None` in the live runtime.
+    pub trace: Option<Box<crate::trace::PartitionTrace>>,
     _app: PhantomData<fn() -> A>,
 }
 
@@ -128,6 +130,7 @@ impl<A: App> PartitionState<A> {
             service_idx,
             partition,
             tables,
+            trace: None,
             _app: PhantomData,
         }
     }
@@ -163,6 +166,9 @@ impl<A: App> PartitionState<A> {
         let emits_before = out.emits.len();
         let outbox_before = out.outbox.len();
         let partition = self.partition;
+        let at = (clock.epoch, seq, pos);
+        let place = (self.service_idx, partition);
+        crate::trace::step_started::<A>(&mut self.trace, at, usage.steps, place, event);
         let mut ctx = TxnCtx {
             part: self,
             app,
@@ -192,6 +198,7 @@ impl<A: App> PartitionState<A> {
                 })
             }
         };
+        crate::trace::step_ended(&self.trace, reason.as_ref(), output.as_ref());
         match reason {
             None => {
                 if let Some(o) = output {

@@ -35,6 +35,7 @@ pub struct Cli {
 
 /// What the binary does.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // Parsed once at start-up: its size costs nothing.
 pub enum Command {
     /// Serve an application over HTTP/JSON until SIGTERM or SIGINT (then shut down gracefully:
     /// stop accepting, answer every accepted request, make everything durable, exit 0).
@@ -44,6 +45,11 @@ pub enum Command {
     /// changes and partition placement, leave on SIGTERM or SIGINT. Membership only: a node
     /// does not run transactions yet (see docs/cluster.md).
     Node(crate::node::NodeArgs),
+    /// Every committed change of a row and the transactions that read each version, replayed
+    /// from a data directory whose history was retained.
+    Why(crate::history_cmd::WhyArgs),
+    /// What one transaction read, wrote and emitted, step by step, and how it ended.
+    Replay(crate::history_cmd::ReplayArgs),
 }
 
 /// The options of `vmsdb serve`; unset ones come from the config file (the same options, by
@@ -119,6 +125,10 @@ pub struct ServeArgs {
     #[arg(long, env = "VMSDB_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
     #[serde(deserialize_with = "duration_text")]
     pub shutdown_grace: Option<Duration>,
+    /// Keep the whole epoch log (checkpoints never truncate it), so `vmsdb why` and `vmsdb
+    /// replay` can replay this directory's history [default: false].
+    #[arg(long, env = "VMSDB_RETAIN_HISTORY", num_args = 0..=1, default_missing_value = "true")]
+    pub retain_history: Option<bool>,
 }
 
 /// Why the settings could not be resolved.
@@ -204,6 +214,8 @@ pub struct Settings {
     /// Also listen on 127.0.0.1 at each of `limits::DRIVER_PORTS` (marketplace only).
     pub driver_ports: bool,
     pub limits: ServerLimits,
+    /// Keep the whole epoch log for `vmsdb why` / `vmsdb replay`.
+    pub retain_history: bool,
 }
 
 impl Settings {
@@ -221,6 +233,7 @@ impl Settings {
             ycsb_keys: 1_000_000,
             driver_ports: false,
             limits: ServerLimits::default(),
+            retain_history: false,
         }
     }
 
@@ -241,6 +254,7 @@ impl Settings {
         settings.epoch_duration = args.epoch_duration;
         settings.ycsb_keys = args.ycsb_keys.unwrap_or(settings.ycsb_keys);
         settings.driver_ports = args.driver_ports.unwrap_or(false);
+        settings.retain_history = args.retain_history.unwrap_or(false);
         let l = &mut settings.limits;
         l.body_bytes_max = args.body_bytes_max.unwrap_or(l.body_bytes_max);
         l.concurrent_requests_max = args
@@ -352,6 +366,7 @@ impl ServeArgs {
                 .or(file.status_table_settled_max),
             shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
             driver_ports: self.driver_ports.or(file.driver_ports),
+            retain_history: self.retain_history.or(file.retain_history),
         }
     }
 }

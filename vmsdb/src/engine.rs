@@ -75,6 +75,9 @@ impl<S: ServedApp> Served<S> {
         if let Some(epoch_duration) = settings.epoch_duration {
             config.epoch_duration = epoch_duration;
         }
+        if settings.retain_history {
+            config.history_retention = Some(txn::Retention::Everything);
+        }
         let runtime = Runtime::start(app.app_def().clone(), config).await?;
         Ok(Arc::new(Served {
             client: runtime.client(),

@@ -42,5 +42,7 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Why(args) => vmsdb::history_cmd::print(vmsdb::history_cmd::why(args).await),
+        Command::Replay(args) => vmsdb::history_cmd::print(vmsdb::history_cmd::replay(args).await),
     }
 }

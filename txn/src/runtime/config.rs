@@ -50,6 +50,19 @@ pub struct RuntimeConfig {
     /// Which transactions skip the parallel pass because they would likely lose a conflict
     /// (see [`SerialHints`]); with `Fallback::Serial` and `Fallback::Ordered`.
     pub serial_hints: SerialHints,
+    /// How much history `txn::history` can replay (`None`, the default: none is kept beyond
+    /// what recovery needs, and checkpoints truncate the log as usual).
+    pub history_retention: Option<Retention>,
+}
+
+/// How much of the log a runtime keeps for provenance and time travel (`txn::history`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Retention {
+    /// Keep every logged epoch: checkpoints never truncate the log, so every past state can be
+    /// rebuilt by replay from epoch 1. The log grows by every epoch's requests (about 26 bytes
+    /// per ledger transfer), and replaying to epoch *e* costs executing every epoch up to *e*.
+    Everything,
 }
 
 /// Where recovery starts at `Runtime::start`.
@@ -79,6 +92,7 @@ impl RuntimeConfig {
             request_bytes_max: limits::REQUEST_BYTES_MAX_DEFAULT,
             outbox: None,
             serial_hints: SerialHints::DEFAULT,
+            history_retention: None,
         }
     }
 

@@ -42,12 +42,26 @@ pub(crate) struct EpochRecordRef<'a, E> {
 
 /// The decoded form of [`EpochRecordRef`], read back by recovery.
 #[derive(Deserialize)]
-pub(super) struct EpochRecord<E> {
-    pub(super) epoch: u64,
-    pub(super) timestamp_ms: u64,
-    pub(super) requests: Vec<Sequenced<E>>,
-    pub(super) fallback: Fallback,
-    pub(super) serial: Vec<Seq>,
+pub(crate) struct EpochRecord<E> {
+    pub(crate) epoch: u64,
+    pub(crate) timestamp_ms: u64,
+    pub(crate) requests: Vec<Sequenced<E>>,
+    pub(crate) fallback: Fallback,
+    pub(crate) serial: Vec<Seq>,
+}
+
+impl<E> EpochRecord<E> {
+    /// The epoch as it ran: the record says how (its fallback, its serial hints), so replay
+    /// does the same whatever the replaying runtime's configuration is.
+    pub(crate) fn into_env(self) -> Arc<EpochEnv<E>> {
+        Arc::new(EpochEnv {
+            epoch: self.epoch,
+            timestamp_ms: self.timestamp_ms,
+            requests: self.requests,
+            serial: self.serial,
+            fallback: self.fallback,
+        })
+    }
 }
 
 /// When the next checkpoint falls due: `checkpoint_every_epochs` after the last *completed*

@@ -23,9 +23,10 @@ mod stats;
 
 pub use crate::outcome::Outcome;
 pub use client::Client;
-pub use config::{RecoverFrom, RuntimeConfig};
+pub use config::{RecoverFrom, Retention, RuntimeConfig};
 pub(crate) use durability::EpochRecordRef;
 pub use recovery::RecoveryReport;
+pub(crate) use recovery::stream_log;
 pub use reply::OutboxSink;
 pub use stats::{RuntimeStats, StatsSnapshot};
 
@@ -231,7 +232,9 @@ impl DurabilityThreads {
             .spawn({
                 let storage = config.storage.clone();
                 let watermark = watermark.clone();
-                let truncate_log = config.truncate_log_after_checkpoint;
+                // Retained history needs the log from its first epoch (see `Retention`).
+                let truncate_log =
+                    config.truncate_log_after_checkpoint && config.history_retention.is_none();
                 let stats = stats.clone();
                 let schedule = schedule.clone();
                 // A store whose checkpoints have their own writer needs no turns: appends

@@ -3,7 +3,6 @@
 
 use crate::app::{App, AppDef};
 use crate::dedup::{DEDUP_GP, Dedup, WindowBounds, request_digest};
-use crate::envelope::EpochEnv;
 use crate::epoch::run_epoch;
 use crate::error::TxnError;
 use crate::limits;
@@ -92,7 +91,7 @@ fn load_checkpoint<A: App>(
 /// bounded channel: replay holds at most `limits::RECOVERY_EPOCHS_READ_AHEAD_MAX` decoded epochs,
 /// not the whole log tail. A read or decode error arrives as the last item; dropping the
 /// receiver stops the reader.
-fn stream_log<A: App>(
+pub(crate) fn stream_log<A: App>(
     storage: Arc<dyn Storage>,
     from: u64,
 ) -> mpsc::Receiver<Result<EpochRecord<A::Event>, TxnError>> {
@@ -216,15 +215,7 @@ async fn replay_epoch<A: App>(
     record: EpochRecord<A::Event>,
     dedup: &mut Dedup<A::Output>,
 ) -> Result<(), TxnError> {
-    // The record says how the epoch ran (its fallback, its serial hints): replay does the
-    // same whatever this runtime's configuration is.
-    let env = Arc::new(EpochEnv {
-        epoch: record.epoch,
-        timestamp_ms: record.timestamp_ms,
-        requests: record.requests,
-        serial: record.serial,
-        fallback: record.fallback,
-    });
+    let env = record.into_env();
     let outcome = run_epoch(app, parts, actors, env.clone(), Vec::new()).await?;
     if let Some(sink) = &config.outbox {
         // At-least-once: these epochs are durable, their messages may have been delivered

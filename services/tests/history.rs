@@ -1,0 +1,80 @@
+//! Provenance on the Online Marketplace (`txn::history`): replaying a checkout that aborted for
+//! a stock shortage reproduces its abort reason and shows the stock row the aborting step read.
+
+use services::load::submit_all;
+use services::marketplace::{CartAddItem, MarketConfig, Marketplace, kinds};
+use std::sync::Arc;
+use txn::history::{Access, History, ReplayOutcome};
+use txn::storage::MemoryStorage;
+use txn::{AbortReason, Retention, Runtime, RuntimeConfig};
+
+fn item(seller_id: u32, product_id: u32, quantity: u32) -> CartAddItem {
+    CartAddItem {
+        seller_id,
+        product_id,
+        quantity,
+        voucher: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_an_aborted_checkout_reproduces_its_abort_reason() {
+    let m = Marketplace::new(MarketConfig {
+        n_customers: 20,
+        n_sellers: 4,
+        products_per_seller: 10,
+        initial_stock: 5,
+        n_partitions: 3,
+        payment_failure_pct: 0,
+        seed: 5,
+    })
+    .unwrap();
+    let storage = Arc::new(MemoryStorage::new());
+    let config = RuntimeConfig {
+        history_retention: Some(Retention::Everything),
+        checkpoint_every_epochs: 4,
+        ..RuntimeConfig::with_storage(storage.clone())
+    };
+    let rt = Runtime::start(m.app().clone(), config).await.unwrap();
+    let load = m.load_requests();
+    let n = load.len();
+    let report = submit_all(&rt.client(), n, 64, move |i| load[i].clone())
+        .await
+        .unwrap();
+    assert_eq!(report.n_committed, n as u64, "{:?}", report.first_abort);
+    // Seller 2 has 5 units of product 20: six cannot be reserved.
+    let checkout = m.checkout(2, vec![item(0, 1, 3), item(2, 20, 6)]);
+    let out = rt.client().submit_request(checkout).await.unwrap();
+    rt.shutdown().await;
+    let reason = out.result.clone().expect_err("the checkout aborts");
+    let AbortReason::User { kind, .. } = &reason else {
+        panic!("a business abort, got {reason:?}");
+    };
+    assert_eq!(kind, kinds::STOCK_SHORTAGE);
+
+    let history = History::open(m.app().clone(), storage).unwrap();
+    let replay = history.replay_tid(out.tid).await.unwrap();
+    let pass = out.serial_pos.expect("a handler abort has a position").pass;
+    assert_eq!(
+        replay.outcome,
+        ReplayOutcome::Aborted {
+            pass,
+            reason: reason.clone()
+        }
+    );
+    let aborting = replay
+        .steps
+        .iter()
+        .find(|s| s.aborted.is_some())
+        .expect("one step aborted");
+    assert_eq!(aborting.aborted.as_ref(), Some(&reason), "{replay:#?}");
+    assert_eq!(aborting.service, "stock", "{replay:#?}");
+    let read_stock = aborting.accesses.iter().any(|a| {
+        matches!(a, Access::Read { table, value: Some(v), .. }
+            if table == "stock.stock_items" && v["qty_available"] == 5)
+    });
+    assert!(
+        read_stock,
+        "the step read the stock row it refused: {replay:#?}"
+    );
+}
