@@ -27,7 +27,7 @@ pub use config::{RecoverFrom, RuntimeConfig};
 pub(crate) use durability::EpochRecordRef;
 pub use recovery::RecoveryReport;
 pub use reply::OutboxSink;
-pub use stats::{RuntimeStats, StatsSnapshot};
+pub use stats::{ConflictStats, RuntimeStats, StatsSnapshot, TableConflicts};
 
 use crate::app::{App, AppDef};
 use crate::error::TxnError;
@@ -60,6 +60,8 @@ pub struct Runtime<A: App> {
     checkpointer: Option<std::thread::JoinHandle<()>>,
     actors: PartitionActors<A>,
     recovery: RecoveryReport,
+    /// The partitions, read only by `conflict_stats`.
+    parts: Vec<crate::partition::SharedPartition<A>>,
 }
 
 impl<A: App> Runtime<A> {
@@ -124,6 +126,7 @@ impl<A: App> Runtime<A> {
             watermark.clone(),
             config.outbox.clone(),
         ));
+        let stats_parts = parts.clone();
         let sequencer = tokio::spawn(sequencer_loop(Sequencer {
             predictor: Predictor::new(config.serial_hints),
             app,
@@ -151,6 +154,7 @@ impl<A: App> Runtime<A> {
             checkpointer: Some(threads.checkpointer),
             actors,
             recovery,
+            parts: stats_parts,
         })
     }
 
@@ -167,6 +171,20 @@ impl<A: App> Runtime<A> {
     /// The runtime's counters.
     pub fn stats(&self) -> &RuntimeStats {
         &self.stats
+    }
+
+    /// The conflict losses by table so far, with each table's hottest keys. Locks each
+    /// partition briefly (waiting for a phase it is running), so call it for reports, not per
+    /// request.
+    pub fn conflict_stats(&self) -> ConflictStats {
+        let mut out = ConflictStats::default();
+        for part in &self.parts {
+            for table in &part.lock().tables {
+                let (name, tally) = table.conflict_tally();
+                out.add(name, tally.losers, &tally.hot_keys);
+            }
+        }
+        out
     }
 
     /// Stops accepting requests, finishes every sequenced epoch, waits for the log to be durable
