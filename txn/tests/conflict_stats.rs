@@ -31,7 +31,7 @@ async fn increments(rt: &Runtime<ChainApp>, fx: &Fixture, key: impl Fn(u64) -> u
 fn config() -> RuntimeConfig {
     RuntimeConfig {
         // Long epochs and no hints: concurrent increments of one key meet in the parallel pass.
-        epoch_duration: Duration::from_millis(20),
+        epoch_duration: Duration::from_millis(5),
         serial_hints: SerialHints::Off,
         ..RuntimeConfig::in_memory()
     }
