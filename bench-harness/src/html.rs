@@ -175,6 +175,7 @@ fn runtime_and_load(systems: &Systems<'_>) -> Markup {
                         ("aborted by the application", fmt_count(rs.user_aborted)),
                         ("conflict losers", fmt_count(rs.conflict_losers)),
                         ("conflict rate", format!("{:.2} %", rs.conflict_rate * 100.0)),
+                        ("serial-pass runs, % of sequenced", format!("{:.2} %", rs.serial_pass_pct)),
                         (
                             "sent straight to the serial pass (serial hints)",
                             fmt_count(rs.serial_hinted),
@@ -182,6 +183,23 @@ fn runtime_and_load(systems: &Systems<'_>) -> Markup {
                         ("serial-pass runs (losers + hinted)", fmt_count(rs.fallback_runs)),
                     ] {
                         tr { th { (k) } td.n { (v) } }
+                    }
+                }
+                @if !rs.conflicts_by_table.is_empty() {
+                    h3 { (swatch(color)) (name) " conflict losses by table" }
+                    table {
+                        (header_row(&["table", "losers", "hottest keys (losers caused)"]))
+                        @for (table, t) in &rs.conflicts_by_table {
+                            tr {
+                                td { (table) }
+                                td.n { (fmt_count(t.losers)) }
+                                td {
+                                    @for h in &t.hot_keys {
+                                        code { (h.key) } " × " (fmt_count(h.losers)) " "
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -200,10 +218,33 @@ fn runtime_and_load(systems: &Systems<'_>) -> Markup {
                 }
             }
         }
+        (resources(systems))
         @for (name, s, _) in systems {
             @if s.errors > 0 {
                 h3.bad { (name) ": " (fmt_count(s.errors)) " errors" }
                 div.err { "first: " (s.first_error.as_deref().unwrap_or("?")) }
+            }
+        }
+    }
+}
+
+/// What the harness process used during each system's drive (`usage.rs`).
+fn resources(systems: &Systems<'_>) -> Markup {
+    let mib = |bytes: u64| format!("{:.1}", bytes as f64 / (1024.0 * 1024.0));
+    html! {
+        h3 { "Resources of the harness process during each drive" }
+        table {
+            (header_row(&["system", "cpu s", "cpu µs/txn", "allocations/txn", "peak RSS so far, MiB"]))
+            @for (name, s, color) in systems {
+                @if let Some(u) = &s.usage {
+                    tr {
+                        td { (swatch(color)) (name) }
+                        td.n { (format!("{:.2}", u.cpu_s)) }
+                        td.n { (format!("{:.1}", u.cpu_us_per_txn)) }
+                        td.n { (u.allocations_per_txn.map_or("not counted".into(), |a| format!("{a:.1}"))) }
+                        td.n { (mib(u.peak_rss_bytes)) }
+                    }
+                }
             }
         }
     }
@@ -652,6 +693,7 @@ mod tests {
             }),
             storage: "memory".into(),
             anomalies_expected,
+            usage: None,
         }
     }
 

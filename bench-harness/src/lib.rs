@@ -19,6 +19,7 @@ pub mod postgres;
 pub mod progress;
 pub mod report;
 pub mod svg;
+pub mod usage;
 pub mod workload;
 pub mod workloads;
 
@@ -328,10 +329,15 @@ async fn run_vmsdb<W: Workload>(
     ));
 
     let before = rt.stats().snapshot();
+    let conflicts_before = rt.conflict_stats();
     let progress = ui.run_bar("vmsdb", common.duration);
+    let sample = usage::Sample::now();
     let driven = drive_runtime(w.clone(), client.clone(), drive_config(common), &progress).await;
+    let usage = sample.usage_since(driven.recorder.committed());
     warn_late(ui, "vmsdb", &driven);
-    let runtime_stats = runtime_stats_summary(rt.stats().snapshot().since(&before));
+    let conflicts = rt.conflict_stats().since(&conflicts_before);
+    let runtime_stats =
+        runtime_stats_summary(rt.stats().snapshot().since(&before), Some(&conflicts));
 
     ui.status("vmsdb: checking consistency");
     let violations = w.audit(&client, &effects_of(&driven.recorder)).await?;
@@ -345,11 +351,15 @@ async fn run_vmsdb<W: Workload>(
         runtime_stats: Some(runtime_stats),
         storage: storage_name,
         anomalies_expected: false,
+        usage: Some(usage),
     })
 }
 
 /// The runtime's counters over a run, summarised.
-pub(crate) fn runtime_stats_summary(d: txn::runtime::StatsSnapshot) -> RuntimeStatsSummary {
+pub(crate) fn runtime_stats_summary(
+    d: txn::runtime::StatsSnapshot,
+    conflicts: Option<&txn::runtime::ConflictStats>,
+) -> RuntimeStatsSummary {
     // Every sequenced transaction ends committed or aborted once (the serial pass settles
     // losers and hinted ones); all but the hinted ones ran in the parallel pass first.
     let sequenced = d.committed + d.user_aborted;
@@ -363,6 +373,16 @@ pub(crate) fn runtime_stats_summary(d: txn::runtime::StatsSnapshot) -> RuntimeSt
         serial_hinted: d.serial_hinted,
         txns_per_epoch: sequenced as f64 / d.epochs.max(1) as f64,
         conflict_rate: d.conflicts as f64 / executed.max(1) as f64,
+        conflict_losers_pct: 100.0 * d.conflicts as f64 / executed.max(1) as f64,
+        serial_pass_pct: 100.0 * d.fallback as f64 / sequenced.max(1) as f64,
+        conflicts_by_table: conflicts
+            .map(|c| {
+                c.by_table
+                    .iter()
+                    .map(|(name, t)| (name.clone(), t.into()))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -450,7 +470,9 @@ async fn run_eventual<W: Workload>(
         driving(common)
     ));
     let progress = ui.run_bar(name, common.duration);
+    let sample = usage::Sample::now();
     let driven = drive_runtime(w.clone(), rt.clone(), drive_config(common), &progress).await;
+    let usage = sample.usage_since(driven.recorder.committed());
     warn_late(ui, name, &driven);
     // Every client waited for its chain to complete, so no step is queued any more: the audit
     // reads a quiescent state.
@@ -481,6 +503,7 @@ async fn run_eventual<W: Workload>(
         runtime_stats: None,
         storage: storage_desc,
         anomalies_expected: Baseline::Eventual.anomalies_expected(),
+        usage: Some(usage),
     })
 }
 
@@ -504,7 +527,9 @@ fn run_serial<W: Workload>(w: &W, common: &CommonArgs, ui: Ui) -> Result<SystemR
         humantime::format_duration(common.duration)
     ));
     let progress = ui.run_bar("serial", common.duration);
+    let sample = usage::Sample::now();
     let driven = drive_serial(w, &mut exec, common.duration, &progress);
+    let usage = sample.usage_since(driven.recorder.committed());
     ui.status("serial: checking consistency");
     let violations = w.audit_local(&exec, &effects_of(&driven.recorder));
     Ok(SystemRun {
@@ -516,5 +541,6 @@ fn run_serial<W: Workload>(w: &W, common: &CommonArgs, ui: Ui) -> Result<SystemR
         runtime_stats: None,
         storage: "none (in memory, not durable)".into(),
         anomalies_expected: Baseline::Serial.anomalies_expected(),
+        usage: Some(usage),
     })
 }

@@ -373,7 +373,7 @@ pub async fn run<W: Workload>(
     let progress = ui.run_bar(SYSTEM_NAME, common.duration);
     let driven = drive_runtime(w.clone(), target.clone(), drive_config(common), &progress).await;
     warn_late(ui, SYSTEM_NAME, &driven);
-    let runtime_stats = runtime_stats_summary(server.stats().unwrap_or_default().since(&before));
+    let runtime_stats = runtime_stats_summary(server.stats().unwrap_or_default().since(&before), None);
     ui.status(format!(
         "{SYSTEM_NAME}: checking consistency (through the server's runtime)"
     ));

@@ -2,6 +2,7 @@
 
 use crate::driver::fmt_count;
 use crate::metrics::{AbortCategory, Recorder};
+use crate::usage::{DriveUsage, ProcessUsage};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -19,6 +20,9 @@ pub struct SystemRun {
     /// A baseline whose violations are expected and reported as anomalies (the eventual
     /// baseline): they do not fail the run.
     pub anomalies_expected: bool,
+    /// What the harness process used while this system was driven (`None`: not measured, as
+    /// for a baseline whose work runs in other processes).
+    pub usage: Option<DriveUsage>,
 }
 
 /// How the initial data was loaded.
@@ -59,6 +63,46 @@ pub struct RuntimeStatsSummary {
     pub txns_per_epoch: f64,
     /// Conflict losers / transactions executed in the parallel pass.
     pub conflict_rate: f64,
+    /// `conflict_rate` in percent.
+    pub conflict_losers_pct: f64,
+    /// Serial-pass runs (losers and hinted) in percent of the transactions sequenced.
+    pub serial_pass_pct: f64,
+    /// Conflict losses by `service.table` over the measured run, with the hottest keys.
+    pub conflicts_by_table: BTreeMap<String, TableConflictSummary>,
+}
+
+/// The conflict losses one table caused (see `txn::runtime::TableConflicts`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TableConflictSummary {
+    /// Transactions the table's rows made lose (once per partition they lost in).
+    pub losers: u64,
+    /// The hottest keys, most losses first (exact since each key was admitted to the bounded
+    /// list, so lower bounds).
+    pub hot_keys: Vec<HotKey>,
+}
+
+/// One hot key of a table.
+#[derive(Clone, Debug, Serialize)]
+pub struct HotKey {
+    /// The key's `Debug` text.
+    pub key: String,
+    pub losers: u64,
+}
+
+impl From<&txn::runtime::TableConflicts> for TableConflictSummary {
+    fn from(t: &txn::runtime::TableConflicts) -> Self {
+        TableConflictSummary {
+            losers: t.losers,
+            hot_keys: t
+                .hot_keys
+                .iter()
+                .map(|(key, losers)| HotKey {
+                    key: key.clone(),
+                    losers: *losers,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Latency and counts of one operation type.
@@ -130,6 +174,8 @@ pub struct SystemSummary {
     pub storage: String,
     pub runtime_stats: Option<RuntimeStatsSummary>,
     pub first_error: Option<String>,
+    /// CPU time, allocations and peak memory of the harness process during the drive.
+    pub usage: Option<DriveUsage>,
 }
 
 /// The run's report.
@@ -148,6 +194,8 @@ pub struct Summary {
     /// Every system had 0 violations and 0 errors (systems with `anomalies_expected` excluded:
     /// their anomalies are reported, not failed on).
     pub passed: bool,
+    /// Peak memory and CPU time of the whole invocation, read when the summary is made.
+    pub process: ProcessUsage,
 }
 
 fn ms(ns: u64) -> f64 {
@@ -209,6 +257,7 @@ impl SystemSummary {
             storage: run.storage.clone(),
             runtime_stats: run.runtime_stats.clone(),
             first_error,
+            usage: run.usage,
         }
     }
 
@@ -259,6 +308,7 @@ impl Summary {
             systems,
             op_types: op_types.iter().map(|t| (*t).to_string()).collect(),
             passed,
+            process: ProcessUsage::now(),
         }
     }
 
@@ -347,6 +397,31 @@ impl Summary {
                     fmt_count(rs.serial_hinted),
                     fmt_count(rs.fallback_runs)
                 );
+                for (table, t) in &rs.conflicts_by_table {
+                    let hot: Vec<String> = t
+                        .hot_keys
+                        .iter()
+                        .map(|h| format!("{}×{}", h.key, fmt_count(h.losers)))
+                        .collect();
+                    let _ = writeln!(
+                        out,
+                        "  conflicts on {table}: {} losers; hottest keys {}",
+                        fmt_count(t.losers),
+                        hot.join(" ")
+                    );
+                }
+            }
+            if let Some(u) = &s.usage {
+                let allocations = u
+                    .allocations_per_txn
+                    .map_or(String::new(), |a| format!("  {a:.1} allocations/txn"));
+                let _ = writeln!(
+                    out,
+                    "  cpu {:.2} s ({:.1} µs/txn){allocations}  peak RSS so far {:.1} MiB",
+                    u.cpu_s,
+                    u.cpu_us_per_txn,
+                    u.peak_rss_bytes as f64 / (1024.0 * 1024.0)
+                );
             }
             let checks: Vec<String> = s
                 .violations
@@ -378,6 +453,12 @@ impl Summary {
                 .collect();
             let _ = writeln!(out, "  committed per second: {}", series.join(" "));
         }
+        let _ = writeln!(
+            out,
+            "\nprocess: peak RSS {:.1} MiB, cpu {:.2} s",
+            self.process.peak_rss_bytes as f64 / (1024.0 * 1024.0),
+            self.process.cpu_s
+        );
         let _ = writeln!(
             out,
             "\n{}",

@@ -145,7 +145,7 @@ pub(crate) fn seq_order<V>(deltas: &[DeltaOp<V>], ascending: bool) -> SmallVec<[
 
 /// The decide phase for the deltas on one row: adds to `conflicts` every delta's transaction
 /// that must not commit in parallel, and returns the lowest seq whose delta may commit (later
-/// readers of the row read after it, so they lose).
+/// readers of the row read after it, so they lose) and how many transactions it added.
 ///
 /// A delta above the row's reserved plain writer loses (it relies on the row the write
 /// replaces), even one of a transaction that aborted on its own. The others are walked in seq
@@ -161,13 +161,14 @@ pub(crate) fn decide_deltas<V: Clone>(
     reserved: Option<Seq>,
     user_aborted: &SeqSet,
     conflicts: &mut SeqSet,
-) -> Option<Seq> {
+) -> (Option<Seq>, u64) {
+    let mut lost = 0u64;
     let Some(committed) = committed else {
         // Deltas are recorded only on rows that existed at the epoch's start; keep it safe.
         for d in deltas {
-            conflicts.insert(d.seq);
+            lost += u64::from(conflicts.insert(d.seq));
         }
-        return None;
+        return (None, lost);
     };
     let (mut low, mut high) = (committed.clone(), committed.clone());
     let mut first = None;
@@ -177,7 +178,7 @@ pub(crate) fn decide_deltas<V: Clone>(
         // A delta relies on the row existing, as a read does: above the reserved writer it
         // loses even if its transaction aborted on its own (that abort may rest on the row).
         if reserved.is_some_and(|w| seq > w) {
-            conflicts.insert(seq);
+            lost += u64::from(conflicts.insert(seq));
             continue;
         }
         // Every delta counts against the bounds, a loser's or an aborted transaction's too
@@ -189,10 +190,10 @@ pub(crate) fn decide_deltas<V: Clone>(
             first.get_or_insert(seq);
         }
         if !walk_transaction(deltas, group, &mut low, &mut high) {
-            conflicts.insert(seq);
+            lost += u64::from(conflicts.insert(seq));
         }
     }
-    first
+    (first, lost)
 }
 
 /// Walks one transaction's deltas on a row (`group`, in its order) through the bounds: every

@@ -51,6 +51,12 @@ pub const DEDUP_GROUP_CHUNK_BYTES_MAX: usize = 64 * 1024;
 /// before it reaches the log, so one oversized request cannot stall everyone's epoch.
 pub const REQUEST_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
 
+/// Hottest keys each table of each partition remembers for conflict attribution
+/// (`Runtime::conflict_stats`): the keys whose rows made the most transactions lose, the
+/// least-counted one giving way to a new key, so memory stays bounded however many keys
+/// conflict. In keys.
+pub const CONFLICT_HOT_KEYS_MAX: usize = 8;
+
 /// Checkpoint rows written to storage per call, so no single storage write grows without bound.
 pub const CHECKPOINT_CHUNK_ROWS_MAX: usize = 4_096;
 
@@ -169,4 +175,8 @@ const _: () = assert!(GENERATED_ID_WINDOW_EPOCHS_DEFAULT <= CHECKPOINT_EVERY_EPO
 const _: () = assert!(
     DEDUP_GROUP_CHUNK_BYTES_MAX + 4 * 1024 <= txn_storage::limits::CHECKPOINT_VALUE_BYTES_MAX,
     "a chunk may overshoot by one small entry and must still fit in a checkpoint row"
+);
+const _: () = assert!(
+    CONFLICT_HOT_KEYS_MAX >= 1,
+    "conflict attribution names at least the hottest key"
 );

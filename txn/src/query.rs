@@ -8,7 +8,7 @@
 
 use crate::app::{App, AppDef, Index, Key, Row, ServiceRef, Table};
 use crate::partition::PartitionState;
-use crate::table::{Rows, TableState};
+use crate::table::TableState;
 use std::any::Any;
 use std::ops::RangeBounds;
 use std::sync::Arc;
@@ -98,9 +98,9 @@ impl<'a> ReadView<'a> {
         table: Table<K, V>,
         range: R,
     ) -> Box<dyn Iterator<Item = (&'a K, &'a V)> + 'a> {
-        match self.table(table).map(|t| &t.rows) {
-            Some(Rows::Ordered(m)) => Box::new(m.range(range)),
-            _ => Box::new(std::iter::empty()),
+        match self.table(table) {
+            Some(t) => t.rows.range(range),
+            None => Box::new(std::iter::empty()),
         }
     }
 

@@ -16,7 +16,7 @@ use crate::delta::{DeltaError, DeltaOp, decide_deltas, seq_order};
 use crate::ids::{GlobalPartition, Seq};
 use crate::index::{IndexOps, IndexState};
 use crate::row_key::{CheckpointRow, DeferredRows};
-use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
+use rustc_hash::{FxHashMap, FxHasher};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use smallvec::SmallVec;
@@ -26,29 +26,123 @@ use std::hash::{Hash, Hasher};
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
-/// Committed rows: hashed for point access, or ordered when the table is scanned.
-pub(crate) enum Rows<K, V> {
-    Hash(FxHashMap<K, V>),
-    Ordered(BTreeMap<K, V>),
+/// Set in `Slot::meta` while the row is in `TableState::dirty` (changed since the last
+/// checkpoint), so a row changed many times is listed once.
+const DIRTY_BIT: u32 = 1 << 31;
+
+/// The bits of `Slot::meta` that locate the row's access of the current epoch: 0 for none,
+/// `i + 1` for `TableState::accesses[i]`.
+const ACCESS_BITS: u32 = DIRTY_BIT - 1;
+
+/// A committed row, and in the same map slot where its access of the current epoch is and
+/// whether it changed since the last checkpoint: every phase finds all three with one probe of
+/// the rows, instead of probing a map of accesses and a set of dirty keys as well.
+pub(crate) struct Slot<V> {
+    pub value: V,
+    meta: u32,
 }
 
-impl<K: Ord + Hash + Eq, V> Rows<K, V> {
+impl<V> Slot<V> {
+    /// The index of the row's access in `TableState::accesses`, if it has one this epoch.
+    fn access(&self) -> Option<usize> {
+        match self.meta & ACCESS_BITS {
+            0 => None,
+            i => Some(i as usize - 1),
+        }
+    }
+
+    fn set_access(&mut self, index: usize) {
+        assert!(
+            index < ACCESS_BITS as usize,
+            "more than 2^31 row accesses in one epoch"
+        );
+        self.meta = (self.meta & DIRTY_BIT) | (index as u32 + 1);
+    }
+
+    fn clear_access(&mut self) {
+        self.meta &= DIRTY_BIT;
+    }
+
+    /// Marks the row dirty; whether it was not already (then its key must be listed).
+    fn mark_dirty(&mut self) -> bool {
+        let newly = self.meta & DIRTY_BIT == 0;
+        self.meta |= DIRTY_BIT;
+        newly
+    }
+}
+
+/// Committed rows: hashed for point access, or ordered when the table is scanned.
+pub(crate) enum Rows<K, V> {
+    Hash(FxHashMap<K, Slot<V>>),
+    Ordered(BTreeMap<K, Slot<V>>),
+}
+
+/// Sets an entry of either map kind to `value` (`None` deletes) in the entry's one probe: clears
+/// the row's access, lists the key in `dirty` (when tracking) unless it is listed already, and
+/// returns the old value.
+macro_rules! set_entry {
+    ($entry:expr, $kind:ident, $value:expr, $dirty:expr) => {
+        match ($entry, $value) {
+            ($kind::Entry::Occupied(mut o), Some(v)) => {
+                let slot = o.get_mut();
+                slot.clear_access();
+                let newly_dirty = $dirty.is_some() && slot.mark_dirty();
+                let old = std::mem::replace(&mut slot.value, v);
+                if let Some(dirty) = $dirty.filter(|_| newly_dirty) {
+                    dirty.push(o.key().clone());
+                }
+                Some(old)
+            }
+            ($kind::Entry::Occupied(o), None) => {
+                if let Some(dirty) = $dirty
+                    && o.get().meta & DIRTY_BIT == 0
+                {
+                    dirty.push(o.key().clone());
+                }
+                Some(o.remove().value)
+            }
+            ($kind::Entry::Vacant(e), Some(v)) => {
+                let mut meta = 0;
+                if let Some(dirty) = $dirty {
+                    dirty.push(e.key().clone());
+                    meta = DIRTY_BIT;
+                }
+                e.insert(Slot { value: v, meta });
+                None
+            }
+            ($kind::Entry::Vacant(e), None) => {
+                // Deleting a missing row is recorded too: the checkpoint may hold it.
+                if let Some(dirty) = $dirty {
+                    dirty.push(e.key().clone());
+                }
+                None
+            }
+        }
+    };
+}
+
+impl<K: Ord + Hash + Eq + Clone, V> Rows<K, V> {
     pub fn get(&self, k: &K) -> Option<&V> {
+        self.slot(k).map(|s| &s.value)
+    }
+    fn slot(&self, k: &K) -> Option<&Slot<V>> {
         match self {
             Rows::Hash(m) => m.get(k),
             Rows::Ordered(m) => m.get(k),
         }
     }
-    fn insert(&mut self, k: K, v: V) -> Option<V> {
+    fn slot_mut(&mut self, k: &K) -> Option<&mut Slot<V>> {
         match self {
-            Rows::Hash(m) => m.insert(k, v),
-            Rows::Ordered(m) => m.insert(k, v),
+            Rows::Hash(m) => m.get_mut(k),
+            Rows::Ordered(m) => m.get_mut(k),
         }
     }
-    fn remove(&mut self, k: &K) -> Option<V> {
+    /// Sets row `k` to `v` (`None` deletes) in one probe; see `set_entry`.
+    fn set(&mut self, k: K, v: Option<V>, dirty: Option<&mut Vec<K>>) -> Option<V> {
+        use std::collections::{btree_map, hash_map};
         match self {
-            Rows::Hash(m) => m.remove(k),
-            Rows::Ordered(m) => m.remove(k),
+            Rows::Hash(m) => set_entry!(m.entry(k), hash_map, v, dirty),
+            Rows::Ordered(m) => set_entry!(m.entry(k), btree_map, v, dirty),
         }
     }
     pub fn len(&self) -> usize {
@@ -60,8 +154,23 @@ impl<K: Ord + Hash + Eq, V> Rows<K, V> {
     /// Every row, in arbitrary order for hash tables and key order for ordered ones.
     pub fn iter(&self) -> Box<dyn Iterator<Item = (&K, &V)> + '_> {
         match self {
-            Rows::Hash(m) => Box::new(m.iter()),
-            Rows::Ordered(m) => Box::new(m.iter()),
+            Rows::Hash(m) => Box::new(m.iter().map(|(k, s)| (k, &s.value))),
+            Rows::Ordered(m) => Box::new(m.iter().map(|(k, s)| (k, &s.value))),
+        }
+    }
+    /// The rows of an ordered table with keys in `range`, in key order (none for a hash table).
+    pub fn range<R: RangeBounds<K>>(&self, range: R) -> Box<dyn Iterator<Item = (&K, &V)> + '_> {
+        match self {
+            Rows::Hash(_) => Box::new(std::iter::empty()),
+            Rows::Ordered(m) => Box::new(m.range(range).map(|(k, s)| (k, &s.value))),
+        }
+    }
+    /// Forgets which rows are dirty (dirty tracking was turned off).
+    fn clear_dirty_bits(&mut self) {
+        let clear = |s: &mut Slot<V>| s.meta &= ACCESS_BITS;
+        match self {
+            Rows::Hash(m) => m.values_mut().for_each(clear),
+            Rows::Ordered(m) => m.values_mut().for_each(clear),
         }
     }
 }
@@ -140,6 +249,36 @@ impl<V> Access<V> {
     }
 }
 
+/// The conflict losses a table caused since it was made; touched only when a conflict
+/// happens, so attribution costs nothing on a conflict-free epoch.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ConflictTally {
+    /// Transactions this table's rows made lose. A transaction that loses on several rows of
+    /// a partition counts once there, for the first of them the decide phase walks; one that
+    /// loses in several partitions counts once in each.
+    pub losers: u64,
+    /// The rows that made the most transactions lose, as the key's `Debug` text and that count,
+    /// at most `limits::CONFLICT_HOT_KEYS_MAX`: a new key replaces the least-counted one, so a
+    /// key that keeps conflicting stays and counts are exact since the key was admitted (lower
+    /// bounds), while keys that conflict once each come and go.
+    pub hot_keys: Vec<(String, u64)>,
+}
+
+impl ConflictTally {
+    /// Records that row `key` made `lost` transactions lose.
+    fn record(&mut self, key: &dyn std::fmt::Debug, lost: u64) {
+        self.losers += lost;
+        let text = format!("{key:?}");
+        if let Some(hot) = self.hot_keys.iter_mut().find(|(k, _)| *k == text) {
+            hot.1 += lost;
+        } else if self.hot_keys.len() < crate::limits::CONFLICT_HOT_KEYS_MAX {
+            self.hot_keys.push((text, lost));
+        } else if let Some(coldest) = self.hot_keys.iter_mut().min_by_key(|(_, n)| *n) {
+            *coldest = (text, lost);
+        }
+    }
+}
+
 /// A table of one partition, typed.
 pub(crate) struct TableState<K, V> {
     pub service: String,
@@ -150,9 +289,14 @@ pub(crate) struct TableState<K, V> {
     /// Every partition holds a full copy: no ownership check.
     pub replicated: bool,
     pub rows: Rows<K, V>,
-    /// The epoch's accesses. Empty while a transaction runs alone (the parallel pass's were
-    /// settled by the commit before the serial pass starts).
-    access: FxHashMap<K, Access<V>>,
+    /// The epoch's accesses, in first-access order, each with its row's key; a committed row's
+    /// slot holds the index of its access. Empty while a transaction runs alone (the parallel
+    /// pass's were settled by the commit before the serial pass starts). Kept between epochs
+    /// with its capacity, so recording an access allocates nothing once the table is warm.
+    accesses: Vec<(K, Access<V>)>,
+    /// The access indexes of keys with no committed row (reads of missing rows, inserts), which
+    /// have no slot to hold them.
+    absent: FxHashMap<K, u32>,
     /// Whether one transaction runs alone (the serial pass): it reads and writes the rows in
     /// place, no access is recorded, and `undo` remembers what to restore if it aborts.
     solo: bool,
@@ -165,9 +309,13 @@ pub(crate) struct TableState<K, V> {
     pub indexes: Vec<Box<dyn IndexOps<K, V>>>,
     /// Index lookups of the current epoch: `(seq, index, looked-up value)`.
     index_reads: Vec<(Seq, usize, Box<dyn Any + Send + Sync>)>,
-    /// Rows changed since the last checkpoint (only tracked when checkpoints are taken).
-    dirty: FxHashSet<K>,
+    /// Keys of the rows changed since the last checkpoint (only tracked when checkpoints are
+    /// taken). A row still present is listed once (its slot's dirty bit says it is listed); a
+    /// row deleted and inserted again may be listed twice, which `take_dirty` folds.
+    dirty: Vec<K>,
     track_dirty: bool,
+    /// Conflict attribution; a cell because the decide phase only reads the table.
+    conflict_tally: std::cell::RefCell<ConflictTally>,
 }
 
 impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
@@ -191,35 +339,66 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             } else {
                 Rows::Hash(FxHashMap::default())
             },
-            access: FxHashMap::default(),
+            accesses: Vec::new(),
+            absent: FxHashMap::default(),
             solo: false,
             undo: Vec::new(),
             scans: Vec::new(),
             has_deltas: false,
-            dirty: FxHashSet::default(),
+            dirty: Vec::new(),
             track_dirty: true,
+            conflict_tally: Default::default(),
         }
     }
 
     /// Applies one committed change to the rows and every index; returns the old row.
+    /// One probe of the rows: the row's slot also loses its access of the epoch and becomes
+    /// dirty.
     fn apply(&mut self, key: K, value: Option<V>) -> Option<V> {
-        let old = if self.indexes.is_empty() {
-            match value {
-                Some(v) => self.rows.insert(key.clone(), v),
-                None => self.rows.remove(&key),
-            }
-        } else {
-            let old = match &value {
-                Some(v) => self.rows.insert(key.clone(), v.clone()),
-                None => self.rows.remove(&key),
-            };
-            for ix in &mut self.indexes {
-                ix.update(&key, old.as_ref(), value.as_ref());
-            }
-            old
-        };
-        Self::mark_dirty(&mut self.dirty, self.track_dirty, key);
+        let dirty = self.track_dirty.then_some(&mut self.dirty);
+        if self.indexes.is_empty() {
+            return self.rows.set(key, value, dirty);
+        }
+        let (index_key, new) = (key.clone(), value.clone());
+        let old = self.rows.set(key, value, dirty);
+        for ix in &mut self.indexes {
+            ix.update(&index_key, old.as_ref(), new.as_ref());
+        }
         old
+    }
+
+    /// The index of `key`'s access this epoch, made if it has none, and the committed row: one
+    /// probe of the rows for a row that exists (a missing row's access is kept in `absent`).
+    fn locate<'a>(
+        rows: &'a mut Rows<K, V>,
+        accesses: &mut Vec<(K, Access<V>)>,
+        absent: &mut FxHashMap<K, u32>,
+        key: &K,
+    ) -> (usize, Option<&'a V>) {
+        let next = accesses.len();
+        if let Some(slot) = rows.slot_mut(key) {
+            if let Some(index) = slot.access() {
+                return (index, Some(&slot.value));
+            }
+            slot.set_access(next);
+            accesses.push((key.clone(), Access::new()));
+            return (next, Some(&slot.value));
+        }
+        if let Some(index) = absent.get(key) {
+            return (*index as usize, None);
+        }
+        absent.insert(key.clone(), next as u32);
+        accesses.push((key.clone(), Access::new()));
+        (next, None)
+    }
+
+    /// `key`'s access this epoch, if it has one.
+    fn access_of(&self, key: &K) -> Option<&Access<V>> {
+        let index = match self.rows.slot(key) {
+            Some(slot) => slot.access()?,
+            None => *self.absent.get(key)? as usize,
+        };
+        Some(&self.accesses[index].1)
     }
 
     /// Looks up the rows with index value `value` for transaction `seq` (its own writes
@@ -240,7 +419,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             .filter_map(|k| self.rows.get(k).map(|v| (k.clone(), v.clone())))
             .collect();
         // Own buffered writes (the parallel pass; a solo transaction's are in the rows).
-        for (k, acc) in &self.access {
+        for (k, acc) in &self.accesses {
             if let Some((_, v)) = acc.writers.iter().find(|(s, _)| *s == seq) {
                 match v {
                     Some(v) if ix.values(Some(v)).binary_search(value).is_ok() => {
@@ -256,12 +435,6 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         found.into_iter().collect()
     }
 
-    fn mark_dirty(dirty: &mut FxHashSet<K>, track: bool, key: K) {
-        if track {
-            dirty.insert(key);
-        }
-    }
-
     pub fn is_ordered(&self) -> bool {
         matches!(self.rows, Rows::Ordered(_))
     }
@@ -273,22 +446,18 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             // The rows hold the solo transaction's own writes already.
             return self.rows.get(key).cloned();
         }
-        let accesses = &mut self.access;
-        if let Some(acc) = accesses.get_mut(key) {
-            if let Some((_, v)) = acc.own_write(seq) {
-                return v.clone();
-            }
-            if acc.readers.last() != Some(&seq) {
-                acc.readers.push(seq);
-            }
-            let mut value = self.rows.get(key).cloned();
-            acc.apply_own_deltas(seq, &mut value);
-            return value;
+        let (index, committed) =
+            Self::locate(&mut self.rows, &mut self.accesses, &mut self.absent, key);
+        let acc = &mut self.accesses[index].1;
+        if let Some((_, v)) = acc.own_write(seq) {
+            return v.clone();
         }
-        let mut acc = Access::new();
-        acc.readers.push(seq);
-        accesses.insert(key.clone(), acc);
-        self.rows.get(key).cloned()
+        if acc.readers.last() != Some(&seq) {
+            acc.readers.push(seq);
+        }
+        let mut value = committed.cloned();
+        acc.apply_own_deltas(seq, &mut value);
+        value
     }
 
     /// Adds `op.delta` to a field of row `key` for transaction `op.seq`. Alone, or on the
@@ -310,14 +479,13 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             return Ok(());
         }
         let seq = op.seq;
-        if !self.access.contains_key(key) {
-            self.access.insert(key.clone(), Access::new());
-        }
-        let acc = self.access.get_mut(key).expect("inserted above");
+        let (index, committed) =
+            Self::locate(&mut self.rows, &mut self.accesses, &mut self.absent, key);
+        let acc = &mut self.accesses[index].1;
         if let Some((_, own)) = acc.own_write(seq) {
             return op.apply_exact(own.as_mut().ok_or(DeltaError::MissingRow)?);
         }
-        let in_view = match self.rows.get(key) {
+        let in_view = match committed {
             None => Err(DeltaError::MissingRow),
             Some(row) if acc.may_have_deltas(seq) => {
                 let mut view = Some(row.clone());
@@ -344,7 +512,8 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             self.undo.push((key, old));
             return;
         }
-        let acc = self.access.entry(key).or_insert_with(Access::new);
+        let (index, _) = Self::locate(&mut self.rows, &mut self.accesses, &mut self.absent, &key);
+        let acc = &mut self.accesses[index].1;
         if acc.may_have_deltas(seq) && acc.deltas.iter().any(|d| d.seq == seq) {
             // The write replaces the row, and with it this transaction's deltas on it. Their
             // bounds were checked on its own view only: it becomes a reader of the row, so a
@@ -374,12 +543,12 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         let Rows::Ordered(rows) = &self.rows else {
             unreachable!("scan on a hash table is rejected by the context");
         };
-        let accesses = &self.access;
         // This transaction's own buffered writes in the range, which override the committed
         // rows (none when it runs alone: they are in the rows already).
-        let own: BTreeMap<&K, &Option<V>> = accesses
+        let own: BTreeMap<&K, &Option<V>> = self
+            .accesses
             .iter()
-            .filter(|(k, _)| range.contains(*k))
+            .filter(|(k, _)| range.contains(k))
             .filter_map(|(k, acc)| {
                 acc.writers
                     .iter()
@@ -391,6 +560,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         let mut out: Vec<(K, V)> = Vec::new();
         let mut committed = rows
             .range::<K, _>((range.0.as_ref(), range.1.as_ref()))
+            .map(|(k, slot)| (k, &slot.value))
             .peekable();
         let mut own_iter = own.into_iter().peekable();
         while out.len() < limit {
@@ -416,7 +586,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         }
         if self.has_deltas {
             for (k, v) in &mut out {
-                if let Some(acc) = accesses.get(k) {
+                if let Some(acc) = self.access_of(k) {
                     let mut value = Some(v.clone());
                     acc.apply_own_deltas(seq, &mut value);
                     *v = value.expect("deltas keep the row");
@@ -433,6 +603,59 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
 }
 
 impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
+    /// The decide phase for row `key`: the lowest writer not aborted by its handler reserves
+    /// it, and every later writer, reader, scan over it and index lookup it moves loses.
+    /// Returns how many transactions it added to `conflicts`.
+    fn decide_row(
+        &self,
+        key: &K,
+        acc: &Access<V>,
+        user_aborted: &SeqSet,
+        conflicts: &mut SeqSet,
+    ) -> u64 {
+        let reserved = acc
+            .writers
+            .iter()
+            .map(|(s, _)| *s)
+            .filter(|s| !user_aborted.contains(*s))
+            .min();
+        let mut lost = 0u64;
+        if !acc.deltas.is_empty() {
+            lost += self.decide_row_deltas(key, acc, reserved, user_aborted, conflicts);
+        }
+        let Some(w) = reserved else { return lost };
+        let mut lose = |s: Seq| lost += u64::from(conflicts.insert(s));
+        for (s, _) in &acc.writers {
+            if *s > w {
+                lose(*s);
+            }
+        }
+        for r in &acc.readers {
+            if *r > w {
+                lose(*r);
+            }
+        }
+        for (s, lo, hi) in &self.scans {
+            if *s > w && (lo.as_ref(), hi.as_ref()).contains(key) {
+                lose(*s);
+            }
+        }
+        if !self.index_reads.is_empty() {
+            let old = self.rows.get(key);
+            let new = acc
+                .writers
+                .iter()
+                .find(|(s, _)| *s == w)
+                .and_then(|(_, v)| v.as_ref());
+            for (s, ix, value) in &self.index_reads {
+                if *s > w && self.indexes[*ix].touches(old, new, value.as_ref()) {
+                    lose(*s);
+                }
+            }
+        }
+        lost
+    }
+
     /// The decide phase for the deltas on row `key` (see `delta::decide_deltas`): later
     /// readers and scans of the row read after the lowest delta that may commit, so they lose.
     fn decide_row_deltas(
@@ -442,10 +665,10 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         reserved: Option<Seq>,
         user_aborted: &SeqSet,
         conflicts: &mut SeqSet,
-    ) {
+    ) -> u64 {
         let committed = self.rows.get(key);
         let ascending = acc.deltas_ascending;
-        let first = decide_deltas(
+        let (first, mut lost) = decide_deltas(
             committed,
             &acc.deltas,
             ascending,
@@ -453,17 +676,18 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             user_aborted,
             conflicts,
         );
-        let Some(d) = first else { return };
+        let Some(d) = first else { return lost };
         for r in &acc.readers {
             if *r > d {
-                conflicts.insert(*r);
+                lost += u64::from(conflicts.insert(*r));
             }
         }
         for (s, lo, hi) in &self.scans {
             if *s > d && (lo.as_ref(), hi.as_ref()).contains(key) {
-                conflicts.insert(*s);
+                lost += u64::from(conflicts.insert(*s));
             }
         }
+        lost
     }
 
     /// Applies the committed deltas on row `key`, in seq order, to its committed value.
@@ -473,6 +697,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             .filter(|d| !aborted.contains(d.seq))
             .peekable();
         if committed.peek().is_none() {
+            self.clear_access(&key);
             return;
         }
         let mut row = self.rows.get(&key).cloned().unwrap_or_else(|| {
@@ -495,6 +720,13 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             });
         }
         self.apply(key, Some(row));
+    }
+
+    /// Forgets row `key`'s access of the epoch (a row the commit does not change).
+    fn clear_access(&mut self, key: &K) {
+        if let Some(slot) = self.rows.slot_mut(key) {
+            slot.clear_access();
+        }
     }
 }
 
@@ -548,6 +780,8 @@ pub(crate) trait AnyTable: Send {
     fn load_row(&mut self, key: &[u8], value: &[u8]) -> Result<(), String>;
     /// What the coordination analysis reads of this table's declarations.
     fn coordination(&self) -> TableSummary;
+    /// The table's `service.table` name and the conflict losses it caused so far.
+    fn conflict_tally(&self) -> (String, ConflictTally);
 }
 
 fn encode<T: Serialize>(t: &T) -> Vec<u8> {
@@ -566,52 +800,19 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
         self
     }
     fn decide(&self, user_aborted: &SeqSet, conflicts: &mut SeqSet) {
-        for (key, acc) in &self.access {
-            let reserved = acc
-                .writers
-                .iter()
-                .map(|(s, _)| *s)
-                .filter(|s| !user_aborted.contains(*s))
-                .min();
-            if !acc.deltas.is_empty() {
-                self.decide_row_deltas(key, acc, reserved, user_aborted, conflicts);
-            }
-            let Some(w) = reserved else { continue };
-            for (s, _) in &acc.writers {
-                if *s > w {
-                    conflicts.insert(*s);
-                }
-            }
-            for r in &acc.readers {
-                if *r > w {
-                    conflicts.insert(*r);
-                }
-            }
-            for (s, lo, hi) in &self.scans {
-                if *s > w && (lo.as_ref(), hi.as_ref()).contains(key) {
-                    conflicts.insert(*s);
-                }
-            }
-            if !self.index_reads.is_empty() {
-                let old = self.rows.get(key);
-                let new = acc
-                    .writers
-                    .iter()
-                    .find(|(s, _)| *s == w)
-                    .and_then(|(_, v)| v.as_ref());
-                for (s, ix, value) in &self.index_reads {
-                    if *s > w && self.indexes[*ix].touches(old, new, value.as_ref()) {
-                        conflicts.insert(*s);
-                    }
-                }
+        for (key, acc) in &self.accesses {
+            let lost = self.decide_row(key, acc, user_aborted, conflicts);
+            if lost > 0 {
+                self.conflict_tally.borrow_mut().record(key, lost);
             }
         }
     }
 
     fn commit(&mut self, aborted: &SeqSet) {
-        // Taken out and put back so `apply` can borrow the table; the map keeps its capacity.
-        let mut access = std::mem::take(&mut self.access);
-        for (key, acc) in access.drain() {
+        // Taken out and put back so `apply` can borrow the table; the list keeps its capacity.
+        // Every access ends in one probe of its row: `apply` and `clear_access` both forget it.
+        let mut accesses = std::mem::take(&mut self.accesses);
+        for (key, acc) in accesses.drain(..) {
             let mut survivors = acc
                 .writers
                 .into_iter()
@@ -627,9 +828,12 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
                 self.apply(key, value);
             } else if !acc.deltas.is_empty() {
                 self.commit_deltas(key, &acc.deltas, acc.deltas_ascending, aborted);
+            } else {
+                self.clear_access(&key);
             }
         }
-        self.access = access;
+        self.accesses = accesses;
+        self.absent.clear();
         self.has_deltas = false;
         self.scans.clear();
         self.index_reads.clear();
@@ -651,7 +855,7 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
     }
 
     fn has_access(&self) -> bool {
-        !self.access.is_empty()
+        !self.accesses.is_empty()
             || !self.undo.is_empty()
             || !self.scans.is_empty()
             || !self.index_reads.is_empty()
@@ -659,7 +863,7 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
 
     fn set_solo(&mut self, solo: bool) {
         debug_assert!(
-            !solo || self.access.is_empty(),
+            !solo || self.accesses.is_empty(),
             "a transaction runs alone while the epoch's accesses are unsettled"
         );
         self.solo = solo;
@@ -668,7 +872,8 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
     fn set_track_dirty(&mut self, track: bool) {
         self.track_dirty = track;
         if !track {
-            self.dirty = FxHashSet::default();
+            self.dirty = Vec::new();
+            self.rows.clear_dirty_bits();
         }
     }
 
@@ -693,17 +898,21 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
     }
 
     fn take_dirty(&mut self, key_prefix: Vec<u8>) -> DeferredRows {
-        let copies: Vec<(K, Option<V>)> = self
-            .dirty
-            .drain()
+        let copies: Vec<(K, Option<V>)> = std::mem::take(&mut self.dirty)
+            .into_iter()
             .map(|k| {
-                let v = self.rows.get(&k).cloned();
+                let v = self.rows.slot_mut(&k).map(|slot| {
+                    slot.meta &= ACCESS_BITS;
+                    slot.value.clone()
+                });
                 (k, v)
             })
             .collect();
         Box::new(move |out: &mut Vec<CheckpointRow>| {
             let mut copies = copies;
             copies.sort_by(|a, b| a.0.cmp(&b.0));
+            // A row deleted and inserted again is listed twice, with the same copy.
+            copies.dedup_by(|a, b| a.0 == b.0);
             out.reserve(copies.len());
             for (k, v) in copies {
                 let mut key = key_prefix.clone();
@@ -771,6 +980,11 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
         found
     }
 
+    fn conflict_tally(&self) -> (String, ConflictTally) {
+        let name = format!("{}.{}", self.service, self.name);
+        (name, self.conflict_tally.borrow().clone())
+    }
+
     fn coordination(&self) -> TableSummary {
         let c = &self.constraints;
         TableSummary {
@@ -788,7 +1002,7 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
     fn load_row(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
         let k: K = decode(key).map_err(|e| format!("{}.{} key: {e}", self.service, self.name))?;
         let v: V = decode(value).map_err(|e| format!("{}.{} row: {e}", self.service, self.name))?;
-        let old = self.rows.insert(k.clone(), v.clone());
+        let old = self.rows.set(k.clone(), Some(v.clone()), None);
         for ix in &mut self.indexes {
             ix.update(&k, old.as_ref(), Some(&v));
         }

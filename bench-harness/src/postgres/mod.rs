@@ -630,5 +630,7 @@ pub async fn run<W: PgWorkload>(
             fmt_count(gave_up)
         ),
         anomalies_expected: Baseline::Postgres.anomalies_expected(),
+        // The server's work is done by other processes, which the harness does not measure.
+        usage: None,
     })
 }

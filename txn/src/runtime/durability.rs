@@ -231,18 +231,14 @@ pub(super) fn checkpoint_loop(
         // first: this is the one checkpoint in flight.
         debug_assert!(schedule.in_flight.load(Ordering::Acquire));
         if durable.failure().is_none() {
-            let mut rows = Vec::new();
-            for d in deferred {
-                d(&mut rows);
-            }
             stats.checkpoints_started.fetch_add(1, Ordering::Relaxed);
             let started = std::time::Instant::now();
-            match write_checkpoint(storage, epoch, &rows, truncate_log, writer_turn) {
-                Ok(()) => {
+            match write_checkpoint(storage, epoch, deferred, truncate_log, writer_turn) {
+                Ok(n_rows) => {
                     let micros = started.elapsed().as_micros() as u64;
                     stats
                         .last_checkpoint_rows
-                        .store(rows.len() as u64, Ordering::Relaxed);
+                        .store(n_rows as u64, Ordering::Relaxed);
                     stats
                         .last_checkpoint_micros
                         .store(micros, Ordering::Relaxed);
@@ -260,14 +256,16 @@ pub(super) fn checkpoint_loop(
 }
 
 /// Writes an incremental checkpoint in bounded chunks, completes it, then drops the log records
-/// it covers.
+/// it covers; returns how many rows it wrote. Each table's rows are encoded and written before
+/// the next table's are encoded, so the encoded rows in memory are one table's at most, not the
+/// whole checkpoint's (after a large load that would be every row of the database again).
 fn write_checkpoint(
     storage: &dyn Storage,
     epoch: u64,
-    rows: &[CheckpointRow],
+    deferred: Vec<DeferredRows>,
     truncate_log: bool,
     writer_turn: &WriterTurn,
-) -> Result<(), String> {
+) -> Result<usize, String> {
     let started = std::time::Instant::now();
     // One chunk per turn, handed over fairly: a log append waiting for the store goes next, so
     // a large checkpoint delays epochs by at most one chunk write.
@@ -277,8 +275,15 @@ fn write_checkpoint(
         parking_lot::MutexGuard::unlock_fair(guard);
         result.map_err(|e| e.to_string())
     };
-    for chunk in rows.chunks(limits::CHECKPOINT_CHUNK_ROWS_MAX) {
-        turn(&mut || storage.write_checkpoint_rows(epoch, chunk))?;
+    let mut rows: Vec<CheckpointRow> = Vec::new();
+    let mut n_rows = 0;
+    for encode in deferred {
+        rows.clear();
+        encode(&mut rows);
+        n_rows += rows.len();
+        for chunk in rows.chunks(limits::CHECKPOINT_CHUNK_ROWS_MAX) {
+            turn(&mut || storage.write_checkpoint_rows(epoch, chunk))?;
+        }
     }
     turn(&mut || storage.complete_checkpoint(epoch))?;
     if truncate_log {
@@ -286,9 +291,9 @@ fn write_checkpoint(
     }
     tracing::debug!(
         epoch,
-        rows = rows.len(),
+        rows = n_rows,
         seconds = started.elapsed().as_secs_f64(),
         "checkpoint written"
     );
-    Ok(())
+    Ok(n_rows)
 }

@@ -28,7 +28,7 @@ pub(crate) use durability::EpochRecordRef;
 pub use recovery::RecoveryReport;
 pub(crate) use recovery::stream_log;
 pub use reply::OutboxSink;
-pub use stats::{RuntimeStats, StatsSnapshot};
+pub use stats::{ConflictStats, RuntimeStats, StatsSnapshot, TableConflicts};
 
 use crate::app::{App, AppDef};
 use crate::error::TxnError;
@@ -61,6 +61,8 @@ pub struct Runtime<A: App> {
     checkpointer: Option<std::thread::JoinHandle<()>>,
     actors: PartitionActors<A>,
     recovery: RecoveryReport,
+    /// The partitions, read only by `conflict_stats`.
+    parts: Vec<crate::partition::SharedPartition<A>>,
 }
 
 impl<A: App> Runtime<A> {
@@ -125,6 +127,7 @@ impl<A: App> Runtime<A> {
             watermark.clone(),
             config.outbox.clone(),
         ));
+        let stats_parts = parts.clone();
         let sequencer = tokio::spawn(sequencer_loop(Sequencer {
             predictor: Predictor::new(config.serial_hints),
             app,
@@ -152,6 +155,7 @@ impl<A: App> Runtime<A> {
             checkpointer: Some(threads.checkpointer),
             actors,
             recovery,
+            parts: stats_parts,
         })
     }
 
@@ -168,6 +172,20 @@ impl<A: App> Runtime<A> {
     /// The runtime's counters.
     pub fn stats(&self) -> &RuntimeStats {
         &self.stats
+    }
+
+    /// The conflict losses by table so far, with each table's hottest keys. Locks each
+    /// partition briefly (waiting for a phase it is running), so call it for reports, not per
+    /// request.
+    pub fn conflict_stats(&self) -> ConflictStats {
+        let mut out = ConflictStats::default();
+        for part in &self.parts {
+            for table in &part.lock().tables {
+                let (name, tally) = table.conflict_tally();
+                out.add(name, tally.losers, &tally.hot_keys);
+            }
+        }
+        out
     }
 
     /// Stops accepting requests, finishes every sequenced epoch, waits for the log to be durable

@@ -137,3 +137,66 @@ impl RuntimeStats {
         }
     }
 }
+
+/// The conflict losses of the parallel pass by table, since the runtime started
+/// ([`Runtime::conflict_stats`](super::Runtime::conflict_stats)). Gathered from the tables
+/// themselves, which count only when a conflict happens.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConflictStats {
+    /// By `service.table`; tables that never caused a loss are left out.
+    pub by_table: std::collections::BTreeMap<String, TableConflicts>,
+}
+
+/// The conflict losses one table caused, over all its partitions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TableConflicts {
+    /// Transactions its rows made lose. A transaction losing on several rows of one partition
+    /// counts once there (for the first row the decide phase walks); one losing in several
+    /// partitions counts in each, so the sum over tables can exceed `StatsSnapshot::conflicts`.
+    pub losers: u64,
+    /// The hottest keys (their `Debug` text) with the losses they caused, most first, at most
+    /// `limits::CONFLICT_HOT_KEYS_MAX`. Each partition keeps its hottest keys, a new key
+    /// replacing the least-counted one, so a count is exact since its key was last admitted (a
+    /// lower bound) and a key that was hot only for a while may stay listed.
+    pub hot_keys: Vec<(String, u64)>,
+}
+
+impl ConflictStats {
+    /// The losses counted since `earlier` (an older snapshot of the same runtime); the hot keys
+    /// are this snapshot's, since the runtime started.
+    pub fn since(&self, earlier: &ConflictStats) -> ConflictStats {
+        let by_table = self
+            .by_table
+            .iter()
+            .map(|(name, t)| {
+                let before = earlier.by_table.get(name).map_or(0, |e| e.losers);
+                let losers = t.losers - before;
+                (
+                    name.clone(),
+                    TableConflicts {
+                        losers,
+                        hot_keys: t.hot_keys.clone(),
+                    },
+                )
+            })
+            .filter(|(_, t)| t.losers > 0)
+            .collect();
+        ConflictStats { by_table }
+    }
+
+    /// Adds one partition's tally of table `name`, keeping the hottest keys over partitions.
+    pub(crate) fn add(&mut self, name: String, losers: u64, hot_keys: &[(String, u64)]) {
+        if losers == 0 {
+            return;
+        }
+        let table = self.by_table.entry(name).or_default();
+        table.losers += losers;
+        table.hot_keys.extend(hot_keys.iter().cloned());
+        table
+            .hot_keys
+            .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        table
+            .hot_keys
+            .truncate(crate::limits::CONFLICT_HOT_KEYS_MAX);
+    }
+}

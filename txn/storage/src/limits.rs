@@ -25,10 +25,19 @@ pub const STORE_INFO_BYTES_MAX: usize = 64 * 1024;
 /// Longest lease holder name ([`crate::Storage::acquire_lease`]), in bytes: a node name or
 /// address, kept in one small value in every backend.
 pub const LEASE_HOLDER_BYTES_MAX: usize = 256;
+/// redb's page cache per file (the log and the checkpoint file each have one), in bytes.
+/// redb's default is 1 GiB per file, which a large checkpoint fills with pages it will not read
+/// again, held in the process's resident memory; above this the kernel's page cache (not
+/// counted against the process) serves reads. Half of it may buffer one write transaction.
+pub const REDB_CACHE_BYTES: usize = 128 * 1024 * 1024;
 
 const _: () = assert!(STORE_INFO_BYTES_MAX <= CHECKPOINT_VALUE_BYTES_MAX);
 const _: () = assert!(LEASE_HOLDER_BYTES_MAX + 64 <= STORE_INFO_BYTES_MAX);
 const _: () = assert!(EPOCH_BATCH_BYTES_MAX <= u32::MAX as usize);
+const _: () = assert!(
+    EPOCH_BATCH_BYTES_MAX * 2 <= REDB_CACHE_BYTES,
+    "redb's write buffer (half its cache) holds the largest epoch batch"
+);
 const _: () = assert!(CHECKPOINT_KEY_BYTES_MAX * 2 + 64 <= 10_000);
 const _: () = assert!(CHECKPOINT_VALUE_BYTES_MAX + 64 <= 100_000);
 

@@ -365,6 +365,7 @@ fn open_file(
 fn open_and_verify(path: &Path, marker: &Path, existing: bool) -> Result<Database, StorageError> {
     let started = std::time::Instant::now();
     let mut builder = Database::builder();
+    builder.set_cache_size(limits::REDB_CACHE_BYTES);
     builder.set_repair_callback(|session| {
         tracing::warn!(
             progress = session.progress(),
