@@ -371,9 +371,13 @@ pub async fn run<W: Workload>(
     ));
     let before = server.stats().unwrap_or_default();
     let progress = ui.run_bar(SYSTEM_NAME, common.duration);
+    // The server runs in this process, so the usage covers it and the HTTP client together.
+    let sample = crate::usage::Sample::now();
     let driven = drive_runtime(w.clone(), target.clone(), drive_config(common), &progress).await;
+    let usage = sample.usage_since(driven.recorder.committed());
     warn_late(ui, SYSTEM_NAME, &driven);
-    let runtime_stats = runtime_stats_summary(server.stats().unwrap_or_default().since(&before), None);
+    let runtime_stats =
+        runtime_stats_summary(server.stats().unwrap_or_default().since(&before), None);
     ui.status(format!(
         "{SYSTEM_NAME}: checking consistency (through the server's runtime)"
     ));
@@ -393,6 +397,7 @@ pub async fn run<W: Workload>(
         violations,
         load,
         runtime_stats: Some(runtime_stats),
+        usage: Some(usage),
         storage: "embedded (vmsdb serve over HTTP/JSON, batched: POST /v1/batch)".to_string(),
         anomalies_expected: false,
     })
