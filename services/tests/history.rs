@@ -69,12 +69,25 @@ async fn replaying_an_aborted_checkout_reproduces_its_abort_reason() {
         .expect("one step aborted");
     assert_eq!(aborting.aborted.as_ref(), Some(&reason), "{replay:#?}");
     assert_eq!(aborting.service, "stock", "{replay:#?}");
-    let read_stock = aborting.accesses.iter().any(|a| {
-        matches!(a, Access::Read { table, value: Some(v), .. }
-            if table == "stock.stock_items" && v["qty_available"] == 5)
+    // The reservation read the product's stock version (its version check), then its bounded
+    // delta on `qty_free` was refused: the reason, equal to the live one, names the 5 free units.
+    let read_version = aborting.accesses.iter().any(|a| {
+        matches!(a, Access::Read { table, key, value: Some(_) }
+            if table == "stock.stock_versions" && key["product_id"] == 20)
     });
     assert!(
-        read_stock,
-        "the step read the stock row it refused: {replay:#?}"
+        read_version,
+        "the step read the stock version of product 20: {replay:#?}"
     );
+    assert!(
+        !aborting
+            .accesses
+            .iter()
+            .any(|a| matches!(a, Access::Delta { .. })),
+        "a refused delta changes nothing: {replay:#?}"
+    );
+    let AbortReason::User { message, .. } = &reason else {
+        unreachable!()
+    };
+    assert!(message.contains("5 units free"), "{message}");
 }
