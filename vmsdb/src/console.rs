@@ -86,6 +86,9 @@ const SCRIPT: &str = r#"
     set('status-entries', num(s.queues.status_table_entries));
     rows('aborts', s.aborts, a => [[a.service, false], [a.kind, false], [num(a.count), true]]);
     set('aborts-empty', s.aborts.length ? '' : 'no aborts yet');
+    rows('conflict-tables', s.conflicts_by_table, t => [[t.table, false], [num(t.losers), true],
+      [t.hot_keys.map(k => k.key + ' (' + num(k.losers) + ')').join(', '), false]]);
+    set('conflict-tables-empty', s.conflicts_by_table.length ? '' : 'no conflict losses yet');
     const rec = s.recovery;
     if (rec) {
       set('rec-checkpoint', rec.checkpoint_epoch === null ? 'none' : num(rec.checkpoint_epoch));
@@ -180,7 +183,8 @@ fn aborts_card() -> Markup {
                 (stat("conflict losses", "conflicts")) (stat("serial fallback runs", "fallback"))
                 (stat("serial hints", "hinted"))
             }
-            p { "Per-table conflict losses: not counted by the runtime yet (only the total)." }
+            table { thead { tr { th { "table" } th { "losses" } th { "hottest keys" } } } tbody #conflict-tables {} }
+            p #conflict-tables-empty {}
         }
     }
 }

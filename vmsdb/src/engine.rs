@@ -7,7 +7,7 @@ use crate::config::Settings;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use std::sync::Arc;
-use txn::runtime::StatsSnapshot;
+use txn::runtime::{ConflictStats, StatsSnapshot};
 use txn::{Client, RecoveryReport, RequestId, Runtime, RuntimeConfig, TxnError};
 
 /// An event to submit, as the API received it.
@@ -41,6 +41,9 @@ pub trait Engine: Send + Sync {
     fn query(&self, name: &str, body: &[u8]) -> Result<QueryFuture, ApiError>;
     /// The runtime's counters (`None` once it was shut down).
     fn stats(&self) -> Option<StatsSnapshot>;
+    /// The conflict losses of the parallel pass by table, with the hottest keys (`None` once
+    /// the runtime was shut down). Reads every partition's counters: for polling, not per request.
+    fn conflict_stats(&self) -> Option<ConflictStats>;
     /// What recovery did at start-up.
     fn recovery(&self) -> &RecoveryReport;
     /// Stops the runtime: finishes what was accepted and makes it durable. Later submissions
@@ -173,6 +176,10 @@ impl<S: ServedApp> Engine for Served<S> {
 
     fn stats(&self) -> Option<StatsSnapshot> {
         self.runtime.lock().as_ref().map(|rt| rt.stats().snapshot())
+    }
+
+    fn conflict_stats(&self) -> Option<ConflictStats> {
+        self.runtime.lock().as_ref().map(|rt| rt.conflict_stats())
     }
 
     fn recovery(&self) -> &RecoveryReport {

@@ -4,7 +4,7 @@
 use crate::live::LatencyBody;
 use std::fmt::Write;
 use txn::RecoveryReport;
-use txn::runtime::StatsSnapshot;
+use txn::runtime::{ConflictStats, StatsSnapshot};
 
 /// The server's own numbers at one moment.
 #[derive(Clone, Copy, Debug)]
@@ -31,6 +31,7 @@ pub fn render(
     recovery: Option<&RecoveryReport>,
     server: ServerGauges,
     aborts: &[((String, String), u64)],
+    conflicts: Option<&ConflictStats>,
 ) -> String {
     let mut out = String::with_capacity(4096);
     let samples = server_samples(server)
@@ -52,6 +53,14 @@ pub fn render(
         for ((service, kind), n) in aborts {
             let (service, kind) = (label(service), label(kind));
             let _ = writeln!(out, "{name}{{service=\"{service}\",kind=\"{kind}\"}} {n}");
+        }
+    }
+    if let Some(conflicts) = conflicts.filter(|c| !c.by_table.is_empty()) {
+        let name = "vmsdb_conflicts_by_table_total";
+        let help = "Conflict losses of the parallel pass caused by each table's rows (a transaction losing in several partitions counts in each).";
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {COUNTER}");
+        for (table, t) in &conflicts.by_table {
+            let _ = writeln!(out, "{name}{{table=\"{}\"}} {}", label(table), t.losers);
         }
     }
     out

@@ -285,6 +285,7 @@ async fn get_metrics(State(state): Shared) -> Response {
         engine.map(|e| e.recovery()),
         gauges,
         &state.aborts(),
+        engine.and_then(|e| e.conflict_stats()).as_ref(),
     );
     (
         [(

@@ -6,7 +6,7 @@ use crate::live::{LatencyBody, RateSample};
 use crate::state::ServerState;
 use serde::Serialize;
 use txn::RecoveryReport;
-use txn::runtime::StatsSnapshot;
+use txn::runtime::{ConflictStats, StatsSnapshot};
 use utoipa::ToSchema;
 
 /// The live statistics of the server.
@@ -28,12 +28,31 @@ pub struct StatsBody {
     pub queues: QueuesBody,
     /// Aborted outcomes the server answered, by service and kind (business kind or category).
     pub aborts: Vec<AbortCount>,
-    /// Conflict losses by table: the runtime does not count them per table yet, so this is
-    /// always `null`; `runtime.conflicts` is the total.
-    #[schema(value_type = Option<Object>)]
-    pub conflicts_by_table: Option<()>,
+    /// Conflict losses of the parallel pass by `service.table` since start, most first, each
+    /// with its hottest keys (empty while recovering). A transaction losing in several
+    /// partitions counts in each, so the sum can exceed `runtime.conflicts`.
+    pub conflicts_by_table: Vec<TableConflictBody>,
     /// What recovery did at start-up (`null` while recovering).
     pub recovery: Option<RecoveryBody>,
+}
+
+/// The conflict losses one table caused (`txn::runtime::TableConflicts`).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct TableConflictBody {
+    /// `service.table`.
+    pub table: String,
+    /// Transactions its rows made lose.
+    pub losers: u64,
+    /// The hottest keys (their `Debug` text) with the losses each caused, most first; a
+    /// count is a lower bound (see the runtime's `TableConflicts`).
+    pub hot_keys: Vec<HotKeyBody>,
+}
+
+/// One hot key of a table.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct HotKeyBody {
+    pub key: String,
+    pub losers: u64,
 }
 
 /// The runtime's counters (`RuntimeStats`).
@@ -125,9 +144,33 @@ impl StatsBody {
                     count,
                 })
                 .collect(),
-            conflicts_by_table: None,
+            conflicts_by_table: engine
+                .and_then(|e| e.conflict_stats())
+                .map(TableConflictBody::from_stats)
+                .unwrap_or_default(),
             recovery: engine.map(|e| RecoveryBody::new(e.recovery())),
         }
+    }
+}
+
+impl TableConflictBody {
+    /// Every table that caused a loss, most losses first.
+    fn from_stats(stats: ConflictStats) -> Vec<TableConflictBody> {
+        let mut tables: Vec<TableConflictBody> = stats
+            .by_table
+            .into_iter()
+            .map(|(table, t)| TableConflictBody {
+                table,
+                losers: t.losers,
+                hot_keys: t
+                    .hot_keys
+                    .into_iter()
+                    .map(|(key, losers)| HotKeyBody { key, losers })
+                    .collect(),
+            })
+            .collect();
+        tables.sort_by(|a, b| b.losers.cmp(&a.losers).then_with(|| a.table.cmp(&b.table)));
+        tables
     }
 }
 
