@@ -73,9 +73,24 @@ pub const CLUSTER_IDENTITY_BYTES_MAX: usize = 1 << 20;
 /// Longest node name, in bytes. Names appear in every membership log line and event.
 pub const CLUSTER_NODE_NAME_LEN_MAX_BYTES: usize = 255;
 
+/// Largest payload of one link request or reply (`Cluster::request`), in bytes. One epoch
+/// phase's work for one node travels as one request, so this bounds a phase batch; larger work
+/// must be split by the caller. Refused before sending, so a peer never sees an oversized frame.
+pub const CLUSTER_LINK_PAYLOAD_BYTES_MAX: usize = 16 << 20;
+
+/// Bytes a link frame may add to its payload on the wire, at most: the link's trailer (the
+/// node name and 11 bytes) and ractor_cluster's own message envelope.
+pub const CLUSTER_LINK_FRAME_OVERHEAD_BYTES_MAX: usize = 64 << 10;
+
 /// Largest frame a node accepts from a peer, in bytes; a peer sending a larger one is
-/// disconnected before the frame is buffered. Membership messages carry at most one identity.
-pub const CLUSTER_FRAME_BYTES_MAX: u64 = 4 << 20;
+/// disconnected before the frame is buffered. Sized for the largest link payload; membership
+/// messages carry at most one identity.
+pub const CLUSTER_FRAME_BYTES_MAX: u64 =
+    (CLUSTER_LINK_PAYLOAD_BYTES_MAX + CLUSTER_LINK_FRAME_OVERHEAD_BYTES_MAX) as u64;
+
+/// Default time `Cluster::request` waits for a reply, in milliseconds. Longer than the failure
+/// timeout, so a dead peer's requests fail as `PeerDown` (fast, named) rather than by timeout.
+pub const CLUSTER_REQUEST_TIMEOUT_DEFAULT_MS: u64 = 10_000;
 
 /// Membership events buffered for each subscriber; a subscriber that falls further behind
 /// loses the oldest ones (and is told how many it missed) instead of holding up the node.
@@ -90,4 +105,6 @@ const _: () = assert!(
 );
 const _: () = assert!(CLUSTER_JOIN_TIMEOUT_DEFAULT_MS >= CLUSTER_FAILURE_TIMEOUT_DEFAULT_MS);
 const _: () = assert!(CLUSTER_FRAME_BYTES_MAX as usize > CLUSTER_IDENTITY_BYTES_MAX);
+const _: () = assert!(CLUSTER_LINK_FRAME_OVERHEAD_BYTES_MAX > CLUSTER_NODE_NAME_LEN_MAX_BYTES + 11);
+const _: () = assert!(CLUSTER_REQUEST_TIMEOUT_DEFAULT_MS > CLUSTER_FAILURE_TIMEOUT_DEFAULT_MS);
 const _: () = assert!(CLUSTER_EVENTS_CAPACITY >= 1);

@@ -38,6 +38,9 @@ fn unusable_settings_are_refused_by_name() {
     let mut c = config("a");
     c.heartbeat_interval = Duration::from_millis(1);
     assert!(refused(&c).contains("heartbeat interval"));
+    let mut c = config("a");
+    c.request_timeout = Duration::ZERO;
+    assert!(refused(&c).contains("request timeout"));
 }
 
 #[tokio::test]

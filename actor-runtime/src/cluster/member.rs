@@ -11,6 +11,7 @@ use ractor::{
     Actor, ActorCell, ActorId as RactorActorId, ActorProcessingErr, ActorRef, SupervisionEvent,
 };
 
+use super::link::LinkFrame;
 use super::placement::node_id_of;
 use super::wire::{MemberMsg, PeerMessage, SessionEvent};
 use super::{ClusterEvent, DownReason, IdentityCompare, Member, Shared};
@@ -93,6 +94,7 @@ impl Actor for MemberActor {
             MemberMsg::Peer(peer) => self.on_peer_message(state, peer),
             MemberMsg::Session(event) => self.on_session_event(state, event),
             MemberMsg::Tick => self.on_tick(state),
+            MemberMsg::Link(frame) => self.on_link_frame(state, frame),
         }
         Ok(())
     }
@@ -248,6 +250,7 @@ impl MemberActor {
             listen: listen.to_string(),
         };
         st.peers.insert(node.to_string(), peer);
+        self.shared.link.peer_up(node, st.cells[&session].clone());
         let member = Member {
             name: node.to_string(),
             listen: listen.to_string(),
@@ -323,6 +326,9 @@ impl MemberActor {
             Status::Silent => {
                 peer.status = Status::Up;
                 peer.last_heard = Instant::now();
+                if let Some(cell) = state.cells.get(&peer.session) {
+                    self.shared.link.peer_up(node, cell.clone());
+                }
                 let member = Member {
                     name: node.to_string(),
                     listen: peer.listen.clone(),
@@ -361,11 +367,23 @@ impl MemberActor {
 
     fn declare_down(&self, node: &str, reason: DownReason) {
         self.shared.members.remove(node);
+        self.shared.link.peer_down(node, &reason);
         tracing::warn!(node = %node, %reason, "cluster node down");
         self.publish(ClusterEvent::NodeDown {
             node: node.to_string(),
             reason,
         });
+    }
+
+    /// A link frame from `frame.from`: a request is answered on its own task; a request from a
+    /// node not admitted (yet) is answered, with that reason, over its session.
+    fn on_link_frame(&self, state: &MemberState, frame: LinkFrame) {
+        let fallback = if self.shared.link.needs_fallback(&frame) {
+            Self::session_to(state, &frame.from).map(|s| state.cells[&s].clone())
+        } else {
+            None
+        };
+        self.shared.link.on_frame(frame, fallback);
     }
 
     fn publish(&self, event: ClusterEvent) {

@@ -2,20 +2,27 @@
 //! with a shared cookie, check that they run the same application, detect failed members by
 //! heartbeats, and place partitions over the live members with the rendezvous `Directory`.
 //!
+//! Members exchange requests over the link (`link.rs`: `Cluster::request`, `Cluster::serve`),
+//! one frame per request and one per reply, opaque bytes to this crate.
+//!
 //! What this does not do yet: run anything across nodes. The transaction layer still runs every
-//! partition in one process; this is the membership layer its multi-node epochs will use.
+//! partition in one process; this is the membership and transport layer its multi-node epochs
+//! will use.
 //!
 //! One node per process: ractor's process groups, through which peers find each other's member
 //! actors, are global to the process.
 
+mod link;
 mod member;
 mod placement;
 mod wire;
 
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use ractor::concurrency::JoinHandle;
@@ -25,16 +32,20 @@ use ractor_cluster::node::{
 };
 use ractor_cluster::{NodeServer, NodeServerMessage};
 use tokio::sync::broadcast;
+use tracing::Instrument;
 
 use crate::limits::{
     CLUSTER_EVENTS_CAPACITY, CLUSTER_FAILURE_TIMEOUT_DEFAULT_MS,
     CLUSTER_FAILURE_TIMEOUT_HEARTBEATS_MIN, CLUSTER_FRAME_BYTES_MAX,
     CLUSTER_HEARTBEAT_INTERVAL_DEFAULT_MS, CLUSTER_HEARTBEAT_INTERVAL_MIN_MS,
     CLUSTER_IDENTITY_BYTES_MAX, CLUSTER_JOIN_TIMEOUT_DEFAULT_MS, CLUSTER_NODE_NAME_LEN_MAX_BYTES,
+    CLUSTER_REQUEST_TIMEOUT_DEFAULT_MS,
 };
+use link::Link;
 use member::{MemberActor, MemberSettings};
 use wire::{MemberMsg, SessionEvent};
 
+pub use link::{LinkHandler, LinkReply, PeerLinkStats};
 pub use placement::{node_id_of, place_partitions};
 
 /// Compares this node's application identity (first) with a peer's (second) and names every
@@ -75,6 +86,9 @@ pub struct ClusterConfig {
     pub failure_timeout: Duration,
     /// How long `Cluster::start` waits to be admitted through a seed.
     pub join_timeout: Duration,
+    /// How long `Cluster::request` waits for a reply. A peer declared dead fails its requests
+    /// at once; this bounds a live peer that is slow to answer.
+    pub request_timeout: Duration,
     /// What this node runs, presented at join and compared by the peers' `IdentityCompare`.
     pub app_identity: Vec<u8>,
 }
@@ -95,6 +109,7 @@ impl ClusterConfig {
             heartbeat_interval: Duration::from_millis(CLUSTER_HEARTBEAT_INTERVAL_DEFAULT_MS),
             failure_timeout: Duration::from_millis(CLUSTER_FAILURE_TIMEOUT_DEFAULT_MS),
             join_timeout: Duration::from_millis(CLUSTER_JOIN_TIMEOUT_DEFAULT_MS),
+            request_timeout: Duration::from_millis(CLUSTER_REQUEST_TIMEOUT_DEFAULT_MS),
             app_identity,
         }
     }
@@ -127,6 +142,9 @@ impl ClusterConfig {
                  heartbeat intervals ({:?})",
                 self.failure_timeout, self.heartbeat_interval
             ));
+        }
+        if self.request_timeout.is_zero() {
+            return invalid("the request timeout is zero: no reply could ever arrive".into());
         }
         if self.app_identity.len() > CLUSTER_IDENTITY_BYTES_MAX {
             return invalid(format!(
@@ -197,6 +215,24 @@ pub enum ClusterError {
     Unauthenticated { seed: String },
     #[error("not admitted by any seed ({seeds}) within {waited:?}")]
     JoinTimeout { seeds: String, waited: Duration },
+    #[error("no link to node `{node}`: it is not a live member (never admitted, or declared dead)")]
+    PeerUnavailable { node: String },
+    #[error("node `{node}` was declared dead while a request to it waited: {reason}")]
+    PeerDown { node: String, reason: DownReason },
+    #[error("node `{node}` did not answer a request within {waited:?}")]
+    RequestTimeout { node: String, waited: Duration },
+    #[error("a request to node `{node}` of {bytes} bytes exceeds the link's limit of {max} bytes")]
+    PayloadTooLarge {
+        node: String,
+        bytes: usize,
+        max: usize,
+    },
+    #[error("node `{node}` could not answer the request: {reason}")]
+    RemoteFailed { node: String, reason: String },
+    #[error("`{node}` is this node: a request must go to another member")]
+    RequestToSelf { node: String },
+    #[error("this node stopped while a request to node `{node}` waited")]
+    Stopped { node: String },
 }
 
 /// What the member actor and the handle share.
@@ -204,6 +240,8 @@ pub(crate) struct Shared {
     /// The live members, this node included, by name.
     pub members: DashMap<String, Member>,
     pub events: broadcast::Sender<ClusterEvent>,
+    /// Requests and replies to and from the peers.
+    pub link: Arc<Link>,
 }
 
 /// Set while a cluster node runs in this process.
@@ -298,9 +336,11 @@ impl Cluster {
             })?,
         );
         let (events, _) = broadcast::channel(CLUSTER_EVENTS_CAPACITY);
+        let link = Link::new(config.node_name.clone(), config.request_timeout);
         let shared = Arc::new(Shared {
             members: DashMap::new(),
             events,
+            link: Arc::new(link),
         });
         let this_node = Member {
             name: config.node_name.clone(),
@@ -441,6 +481,56 @@ impl Cluster {
     pub fn placement(&self, n_partitions: u32) -> Vec<String> {
         let names: Vec<String> = self.members().into_iter().map(|m| m.name).collect();
         place_partitions(n_partitions, &names)
+    }
+
+    /// Sends `payload` to the live member `node` as one frame and returns its reply (what its
+    /// handler, installed with [`Cluster::serve`], returned), waiting at most the configured
+    /// `request_timeout`. Fails at once, naming the node, if `node` is not a live member or is
+    /// declared dead while the request waits.
+    pub async fn request(&self, node: &str, payload: Vec<u8>) -> Result<Vec<u8>, ClusterError> {
+        let timeout = self.shared.link.timeout;
+        self.request_with_timeout(node, payload, timeout).await
+    }
+
+    /// Like [`Cluster::request`], waiting at most `timeout` for this request.
+    pub async fn request_with_timeout(
+        &self,
+        node: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ClusterError> {
+        let span = tracing::debug_span!("link_request", node = %node, bytes = payload.len());
+        let started = Instant::now();
+        let result = self
+            .shared
+            .link
+            .request(node, payload, timeout)
+            .instrument(span.clone())
+            .await;
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        span.in_scope(|| match &result {
+            Ok(reply) => tracing::debug!(reply_bytes = reply.len(), elapsed_us, "link reply"),
+            Err(error) => tracing::debug!(%error, elapsed_us, "link request failed"),
+        });
+        result
+    }
+
+    /// Installs the handler that answers the requests of other nodes (replacing any previous
+    /// one): called with the requesting node's name and the payload, each request on a task of
+    /// its own, so requests may be answered in any order. Until one is installed, requests are
+    /// answered with `ClusterError::RemoteFailed`; so is a request whose handler panics.
+    pub fn serve<F, Fut>(&self, handler: F)
+    where
+        F: Fn(String, Vec<u8>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<u8>> + Send + 'static,
+    {
+        let handler: LinkHandler = Arc::new(move |from, payload| Box::pin(handler(from, payload)));
+        self.shared.link.set_handler(handler);
+    }
+
+    /// The link traffic with each peer this node exchanged frames with, by node name.
+    pub fn link_stats(&self) -> BTreeMap<String, PeerLinkStats> {
+        self.shared.link.stats()
     }
 
     /// Membership events from now on.

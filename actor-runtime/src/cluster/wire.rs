@@ -1,11 +1,17 @@
 //! The membership protocol's messages: what one node's member actor sends another's, and how
-//! they cross the wire (rmp-serde inside ractor_cluster's cast frames).
+//! they cross the wire (rmp-serde inside ractor_cluster's cast frames). Link frames
+//! (`link.rs`) travel the same way under their own variant name, in their own byte layout.
 
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use serde::{Deserialize, Serialize};
 
+use super::link::LinkFrame;
+
 /// The variant name ractor_cluster carries beside the encoded peer message.
 const PEER_VARIANT: &str = "vmsdb.peer";
+
+/// The variant name of a link frame (a request or a reply between two nodes' link users).
+const LINK_VARIANT: &str = "vmsdb.link";
 
 /// A message between the member actors of two nodes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -48,22 +54,28 @@ pub(crate) enum MemberMsg {
     Session(SessionEvent),
     /// Send heartbeats and look for silent members.
     Tick,
+    /// A link request or reply, to or from another node.
+    Link(LinkFrame),
 }
 
-// ractor's `cluster` feature drops the blanket `Message` impl: only `Peer` ever crosses the wire,
-// the other variants are sent to the local actor and never serialized.
+// ractor's `cluster` feature drops the blanket `Message` impl: only `Peer` and `Link` ever cross
+// the wire, the other variants are sent to the local actor and never serialized.
 impl ractor::Message for MemberMsg {
     fn serializable() -> bool {
         true
     }
 
     fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
-        let MemberMsg::Peer(message) = self else {
-            return Err(BoxedDowncastErr);
+        let (variant, args) = match self {
+            MemberMsg::Peer(message) => {
+                let args = rmp_serde::to_vec(&message).map_err(|_| BoxedDowncastErr)?;
+                (PEER_VARIANT, args)
+            }
+            MemberMsg::Link(frame) => (LINK_VARIANT, frame.encode()),
+            MemberMsg::Session(_) | MemberMsg::Tick => return Err(BoxedDowncastErr),
         };
-        let args = rmp_serde::to_vec(&message).map_err(|_| BoxedDowncastErr)?;
         Ok(SerializedMessage::Cast {
-            variant: PEER_VARIANT.to_string(),
+            variant: variant.to_string(),
             args,
             metadata: None,
         })
@@ -75,6 +87,11 @@ impl ractor::Message for MemberMsg {
                 rmp_serde::from_slice(&args)
                     .map(MemberMsg::Peer)
                     .map_err(|_| BoxedDowncastErr)
+            }
+            SerializedMessage::Cast { variant, args, .. } if variant == LINK_VARIANT => {
+                LinkFrame::decode(args)
+                    .map(MemberMsg::Link)
+                    .ok_or(BoxedDowncastErr)
             }
             _ => Err(BoxedDowncastErr),
         }
