@@ -1,7 +1,9 @@
 //! A dense bit set over the sequence numbers of one epoch (abort sets, conflict sets).
 
-/// A fixed-size set of `Seq` values `0..len`.
-#[derive(Clone, Default, Debug, PartialEq, Eq)]
+/// A fixed-size set of `Seq` values `0..len`. On the wire (rmp-serde): its words and length,
+/// checked when read back (`SeqSetWords`).
+#[derive(Clone, Default, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "SeqSetWords")]
 pub struct SeqSet {
     words: Vec<u64>,
     len: usize,
@@ -76,6 +78,38 @@ impl SeqSet {
     /// The capacity `len` given at construction.
     pub fn len(&self) -> usize {
         self.len
+    }
+}
+
+/// A `SeqSet` as read from the wire, before it is checked: the same fields, in the same order.
+#[derive(serde::Deserialize)]
+pub(crate) struct SeqSetWords {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl TryFrom<SeqSetWords> for SeqSet {
+    type Error = String;
+
+    /// Refuses words that do not fit the length: a wrong word count, or members at or past
+    /// `len` (which `iter` would yield and `insert` would never make).
+    fn try_from(wire: SeqSetWords) -> Result<Self, String> {
+        let SeqSetWords { words, len } = wire;
+        if words.len() != len.div_ceil(64) {
+            return Err(format!(
+                "a set of {len} sequence numbers needs {} words, got {}",
+                len.div_ceil(64),
+                words.len()
+            ));
+        }
+        let spare_bits = words.len() * 64 - len;
+        let last = words.last().copied().unwrap_or(0);
+        if spare_bits > 0 && last >> (64 - spare_bits) != 0 {
+            return Err(format!(
+                "a set of {len} sequence numbers has members past {len}"
+            ));
+        }
+        Ok(SeqSet { words, len })
     }
 }
 

@@ -10,7 +10,8 @@ use crate::app::{App, AppDef};
 use crate::fingerprint::{Fingerprint, FingerprintDecodeError, STORE_FORMAT_VERSION};
 
 pub use actor_runtime::cluster::{
-    Cluster, ClusterConfig, ClusterError, ClusterEvent, DownReason, Member, place_partitions,
+    Cluster, ClusterConfig, ClusterError, ClusterEvent, DownReason, LinkHandler, Member,
+    PeerLinkStats, place_partitions,
 };
 
 /// Starts a cluster node for `app`: `config.app_identity` is replaced by the app's encoded

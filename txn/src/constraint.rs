@@ -32,6 +32,7 @@ pub(crate) struct Check<V> {
 }
 
 /// Where a foreign key points: resolved when the application is built.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct FkTarget {
     /// The constraint's name, for messages.
     pub name: String,
@@ -41,7 +42,9 @@ pub(crate) struct FkTarget {
 }
 
 /// What deleting a parent row that still has children does (SQL's `ON DELETE`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum OnDelete {
     /// The delete is refused: the deleting transaction aborts with `AbortReason::Constraint`
     /// naming the foreign key and a child row.
@@ -52,10 +55,12 @@ pub enum OnDelete {
 }
 
 /// A foreign key seen from its parent table: where the children live and what a delete does.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ChildLink {
     pub target: Arc<FkTarget>,
     /// The child table's service and name, for messages.
     pub child: Arc<(String, String)>,
+    #[serde(with = "crate::ids::service_ref_by_value")]
     pub child_service: crate::ids::ServiceRef,
     pub child_table_idx: u32,
     /// The hidden index of the child table: encoded parent key → child keys.
@@ -64,9 +69,11 @@ pub(crate) struct ChildLink {
 }
 
 /// A parent row was deleted: look its children up in one child partition and act on them.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ParentDeleted {
     pub link: Arc<ChildLink>,
     /// The deleted parent's key, encoded (the value of the child table's hidden index).
+    #[serde(with = "serde_bytes")]
     pub parent_key: Vec<u8>,
 }
 
@@ -85,6 +92,7 @@ pub(crate) struct ForeignKey<V> {
 
 /// Where a unique constraint keeps its index: a hidden table of the same service, placed by the
 /// unique value, mapping value → owning row key.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct UniqueTarget {
     pub name: String,
     pub index_table_idx: u32,
@@ -226,10 +234,12 @@ impl<V> Constraints<V> {
 }
 
 /// A foreign-key probe: look up `key` in table `table_idx` of the target partition.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Probe {
     pub target: Arc<FkTarget>,
     /// The child row's service and table, for the abort message.
     pub child: Arc<(String, String)>,
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
 }
 
@@ -259,10 +269,13 @@ impl<K, V> Default for TableOptions<K, V> {
 }
 
 /// Claim (`claim: true`) or release a unique value for a row key, in the index's partition.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct IndexOp {
     pub target: Arc<UniqueTarget>,
     pub child: Arc<(String, String)>,
     pub claim: bool,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub row_key: Vec<u8>,
 }

@@ -46,7 +46,7 @@ pub struct TxnCtx<'a, A: App> {
 }
 
 /// What a transaction has used of its [`TxnLimits`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Usage {
     pub steps: u64,
     pub emitted_events: u64,

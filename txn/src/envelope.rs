@@ -23,6 +23,7 @@ pub struct Sequenced<E> {
 }
 
 /// Everything every partition needs to know about the epoch being executed.
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct EpochEnv<E> {
     pub epoch: u64,
     pub timestamp_ms: u64,

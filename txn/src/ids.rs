@@ -135,3 +135,23 @@ impl ServiceRef {
         self.first_gp + partition
     }
 }
+
+/// Serde for a `ServiceRef` inside the wire form of a step (a foreign key's link): by value.
+/// Not a derive, so the public type cannot be deserialized (forged) by users.
+pub(crate) mod service_ref_by_value {
+    use crate::ids::ServiceRef;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(service: &ServiceRef, to: S) -> Result<S::Ok, S::Error> {
+        (service.idx, service.n_partitions, service.first_gp).serialize(to)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<ServiceRef, D::Error> {
+        let (idx, n_partitions, first_gp) = <(u32, u32, u32)>::deserialize(from)?;
+        Ok(ServiceRef {
+            idx,
+            n_partitions,
+            first_gp,
+        })
+    }
+}

@@ -180,3 +180,14 @@ const _: () = assert!(
     CONFLICT_HOT_KEYS_MAX >= 1,
     "conflict attribution names at least the hottest key"
 );
+
+/// Largest encoded phase message between nodes (`wire.rs`: a `PhaseBatch` or a `PhaseReply`),
+/// in bytes. One link request or reply carries one, so this is the link's payload limit; a
+/// phase whose work for one node is larger must be split by the driver (e.g. checkpoint rows in
+/// chunks).
+pub const PHASE_MESSAGE_BYTES_MAX: usize = actor_runtime::limits::CLUSTER_LINK_PAYLOAD_BYTES_MAX;
+
+const _: () = assert!(
+    REQUEST_BYTES_MAX_DEFAULT * 8 <= PHASE_MESSAGE_BYTES_MAX,
+    "one node's wave batch must hold several maximal requests"
+);

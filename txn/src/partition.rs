@@ -24,6 +24,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 /// One step to run: the inbound event of transaction `seq`, or an event emitted by it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Step<E> {
     pub seq: Seq,
     /// Its position among its transaction's steps of this wave, in canonical step order (see
@@ -34,6 +35,7 @@ pub(crate) struct Step<E> {
     pub event: StepEvent<E>,
 }
 
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) enum StepEvent<E> {
     /// The request's own event, read from the shared epoch batch (no copy).
     Inbound,
@@ -56,6 +58,7 @@ impl<E> From<ConstraintStep> for StepEvent<E> {
 }
 
 /// An event (or probe) emitted by a step, to run in `target` in the next wave.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Emitted<E> {
     pub seq: Seq,
     /// The `pos` of the step that emitted it: the next wave's canonical order is by parent,
@@ -67,13 +70,17 @@ pub(crate) struct Emitted<E> {
 }
 
 /// A message for the outside world, queued by transaction `seq` with `TxnCtx::outbox`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct OutboxMsg {
     pub seq: Seq,
     pub topic: String,
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 
 /// The result of one wave in one partition.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(bound = "")]
 pub(crate) struct WaveOut<A: App> {
     pub emits: Vec<Emitted<A::Event>>,
     pub outbox: Vec<OutboxMsg>,
@@ -83,6 +90,8 @@ pub(crate) struct WaveOut<A: App> {
     pub outputs: Vec<(Seq, u32, A::Output)>,
     /// What each transaction's steps in this partition used of its limits during the wave.
     pub usage: Vec<(Seq, Usage)>,
+    /// Never sent to another node: queries are answered where they were asked.
+    #[serde(skip)]
     pub query_results: Vec<(usize, Result<QueryPart, String>)>,
 }
 

@@ -1,0 +1,435 @@
+//! The wire form of epoch phase work between nodes: what a phase sends the partitions another
+//! node owns, as one [`PhaseBatch`] per node per phase, and what comes back, one
+//! [`PhaseReply`]. Each is one link request or reply (`actor_runtime::cluster`): a version byte,
+//! then rmp-serde. No per-operation messages: a wave's steps for every partition of a node
+//! travel together, and decide and commit send one sequence-number set per node.
+//!
+//! The steps, results and sets are the partition's own types (`Step`, `WaveOut`, `SeqSet`, ...),
+//! made serde by derive; a step's constraint targets (`Arc<FkTarget>` and friends) travel by
+//! value. Snapshot queries never travel: they are answered on the node that asked.
+//!
+//! Not yet used by the epoch driver: that needs a `Dispatch` that buffers the jobs of remote
+//! partitions per node and flushes one batch per node per phase.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::app::App;
+use crate::bitset::SeqSet;
+use crate::envelope::EpochEnv;
+use crate::ids::GlobalPartition;
+use crate::limits::PHASE_MESSAGE_BYTES_MAX;
+use crate::partition::{Step, WaveOut};
+use crate::row_key::{CheckpointRow, DeferredRows, split_row_key};
+
+/// The first byte of every encoded phase message. Bumped whenever the encoding of anything in
+/// it changes, so nodes of two builds refuse each other's messages instead of misreading them.
+pub(crate) const WIRE_FORMAT_VERSION: u8 = 1;
+
+/// Which phase of an epoch a message belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Phase {
+    Wave { wave: u32 },
+    Decide,
+    Commit,
+    Checkpoint,
+    Fallback { round: u32 },
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Phase::Wave { wave } => write!(f, "wave {wave}"),
+            Phase::Decide => f.write_str("decide"),
+            Phase::Commit => f.write_str("commit"),
+            Phase::Checkpoint => f.write_str("checkpoint"),
+            Phase::Fallback { round } => write!(f, "fallback round {round}"),
+        }
+    }
+}
+
+/// One round of the ordered fallback for one partition (`Job::Fallback` without its reply).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub(crate) struct FallbackJob<A: App> {
+    pub finish: Option<bool>,
+    pub begin: bool,
+    pub steps: Vec<Step<A::Event>>,
+}
+
+/// What one phase asks of the partitions of one node. Partitions are listed in ascending
+/// order, each once.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub(crate) enum PhaseWork<A: App> {
+    /// One wave of the first pass. `env`, the epoch's logged batch, comes with wave 0 only: the
+    /// node keeps it for the epoch's later waves and fallback rounds (inbound steps read their
+    /// event from it).
+    Wave {
+        wave: u32,
+        env: Option<EpochEnv<A::Event>>,
+        steps: Vec<(GlobalPartition, Vec<Step<A::Event>>)>,
+    },
+    /// Report the conflict losers of these partitions; `user_aborted` lose nothing.
+    Decide {
+        user_aborted: SeqSet,
+        partitions: Vec<GlobalPartition>,
+    },
+    /// Apply the writes of every transaction not in `aborted`.
+    Commit {
+        aborted: SeqSet,
+        partitions: Vec<GlobalPartition>,
+    },
+    /// Encode the rows changed since the last checkpoint.
+    Checkpoint { partitions: Vec<GlobalPartition> },
+    Fallback {
+        round: u32,
+        jobs: Vec<(GlobalPartition, FallbackJob<A>)>,
+    },
+}
+
+/// One checkpoint row on the wire: the encoded row key and value (`None`: deleted), as bytes.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WireRow(
+    #[serde(with = "serde_bytes")] pub Vec<u8>,
+    #[serde(with = "serde_bytes")] pub Option<Vec<u8>>,
+);
+
+/// The rows of a partition's `Job::Checkpoint` answer, encoded for the wire.
+pub(crate) fn wire_rows(deferred: Vec<DeferredRows>) -> Vec<WireRow> {
+    let mut rows: Vec<CheckpointRow> = Vec::new();
+    for encode in deferred {
+        encode(&mut rows);
+    }
+    rows.into_iter()
+        .map(|(key, value)| WireRow(key, value))
+        .collect()
+}
+
+/// What the partitions of one node answer to one [`PhaseWork`].
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub(crate) enum PhaseResult<A: App> {
+    /// Each partition's wave result, in the batch's order (`query_results` never travel).
+    Wave {
+        outs: Vec<(GlobalPartition, WaveOut<A>)>,
+    },
+    /// The node's conflict losers: the union over its partitions.
+    Decide {
+        conflicts: SeqSet,
+    },
+    Commit,
+    Checkpoint {
+        rows: Vec<(GlobalPartition, Vec<WireRow>)>,
+    },
+    Fallback {
+        outs: Vec<(GlobalPartition, WaveOut<A>)>,
+    },
+}
+
+/// The work of one phase of one epoch for one node: one link request.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub(crate) struct PhaseBatch<A: App> {
+    pub epoch: u64,
+    pub work: PhaseWork<A>,
+}
+
+/// A node's answer to a [`PhaseBatch`]: one link reply.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub(crate) struct PhaseReply<A: App> {
+    pub epoch: u64,
+    pub phase: Phase,
+    pub result: PhaseResult<A>,
+}
+
+/// What the sender of a batch checks its reply against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SentBatch {
+    pub epoch: u64,
+    pub phase: Phase,
+    /// The partitions the reply must answer for, in order; empty for decide and commit, which
+    /// answer for the node as a whole.
+    pub answered_by: Vec<GlobalPartition>,
+    /// Partitions of the application, which every partition named in the reply must be below.
+    pub n_partitions: u32,
+}
+
+/// Why a phase message could not be sent or read. Every variant names the message.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum WireError {
+    #[error("{what} of {bytes} bytes exceeds the limit of {max} bytes: split the phase's work")]
+    Oversized {
+        what: &'static str,
+        bytes: usize,
+        max: usize,
+    },
+    #[error(
+        "{what} has wire format version {found:?}; this node reads version {WIRE_FORMAT_VERSION}"
+    )]
+    Version {
+        what: &'static str,
+        /// `None`: the message is empty.
+        found: Option<u8>,
+    },
+    #[error("malformed {what}: {reason}")]
+    Malformed { what: &'static str, reason: String },
+    #[error("{what} names partition {partition}, but the application has {n_partitions}")]
+    UnknownPartition {
+        what: &'static str,
+        partition: GlobalPartition,
+        n_partitions: u32,
+    },
+    #[error("{what} lists partition {partition} out of ascending order or twice")]
+    PartitionOrder {
+        what: &'static str,
+        partition: GlobalPartition,
+    },
+    #[error("reply to the {expected} batch of epoch {epoch} is for {got} of epoch {got_epoch}")]
+    WrongReply {
+        epoch: u64,
+        expected: Phase,
+        got_epoch: u64,
+        got: Phase,
+    },
+    #[error(
+        "reply to the {phase} batch of epoch {epoch} answers for partitions {got:?}, \
+         but was asked for {expected:?}"
+    )]
+    WrongPartitions {
+        epoch: u64,
+        phase: Phase,
+        expected: Vec<GlobalPartition>,
+        got: Vec<GlobalPartition>,
+    },
+    #[error(
+        "a wave result of partition {partition} carries snapshot query results, which stay on their node"
+    )]
+    QueryResults { partition: GlobalPartition },
+}
+
+const BATCH: &str = "phase batch";
+const REPLY: &str = "phase reply";
+
+/// `value` as a phase message: the version byte, then rmp-serde; refused if it is too large.
+fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, WireError> {
+    let mut bytes = vec![WIRE_FORMAT_VERSION];
+    rmp_serde::encode::write(&mut bytes, value).map_err(|e| WireError::Malformed {
+        what,
+        reason: e.to_string(),
+    })?;
+    if bytes.len() > PHASE_MESSAGE_BYTES_MAX {
+        return Err(WireError::Oversized {
+            what,
+            bytes: bytes.len(),
+            max: PHASE_MESSAGE_BYTES_MAX,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Reads a phase message back: size and version first, then the whole rest must be one value.
+fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, WireError> {
+    if bytes.len() > PHASE_MESSAGE_BYTES_MAX {
+        return Err(WireError::Oversized {
+            what,
+            bytes: bytes.len(),
+            max: PHASE_MESSAGE_BYTES_MAX,
+        });
+    }
+    match bytes.first() {
+        Some(&WIRE_FORMAT_VERSION) => {}
+        found => {
+            let found = found.copied();
+            return Err(WireError::Version { what, found });
+        }
+    }
+    let malformed = |reason: String| WireError::Malformed { what, reason };
+    let mut rest = &bytes[1..];
+    let value = T::deserialize(&mut rmp_serde::Deserializer::new(&mut rest))
+        .map_err(|e| malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(malformed(format!("{} bytes after the message", rest.len())));
+    }
+    Ok(value)
+}
+
+/// Checks that `partitions` are below `n_partitions` and strictly ascending.
+fn check_partitions(
+    what: &'static str,
+    partitions: impl Iterator<Item = GlobalPartition>,
+    n_partitions: u32,
+) -> Result<(), WireError> {
+    let mut previous: Option<GlobalPartition> = None;
+    for partition in partitions {
+        if partition >= n_partitions {
+            return Err(WireError::UnknownPartition {
+                what,
+                partition,
+                n_partitions,
+            });
+        }
+        if previous.is_some_and(|p| p >= partition) {
+            return Err(WireError::PartitionOrder { what, partition });
+        }
+        previous = Some(partition);
+    }
+    Ok(())
+}
+
+impl<A: App> PhaseBatch<A> {
+    pub fn phase(&self) -> Phase {
+        match &self.work {
+            PhaseWork::Wave { wave, .. } => Phase::Wave { wave: *wave },
+            PhaseWork::Decide { .. } => Phase::Decide,
+            PhaseWork::Commit { .. } => Phase::Commit,
+            PhaseWork::Checkpoint { .. } => Phase::Checkpoint,
+            PhaseWork::Fallback { round, .. } => Phase::Fallback { round: *round },
+        }
+    }
+
+    /// The partitions the batch gives work to, in its order.
+    pub fn partitions(&self) -> Vec<GlobalPartition> {
+        match &self.work {
+            PhaseWork::Wave { steps, .. } => steps.iter().map(|(gp, _)| *gp).collect(),
+            PhaseWork::Decide { partitions, .. }
+            | PhaseWork::Commit { partitions, .. }
+            | PhaseWork::Checkpoint { partitions } => partitions.clone(),
+            PhaseWork::Fallback { jobs, .. } => jobs.iter().map(|(gp, _)| *gp).collect(),
+        }
+    }
+
+    /// What its reply is checked against (`PhaseReply::decode`).
+    pub fn sent(&self, n_partitions: u32) -> SentBatch {
+        let answered_by = match self.phase() {
+            Phase::Decide | Phase::Commit => Vec::new(),
+            _ => self.partitions(),
+        };
+        SentBatch {
+            epoch: self.epoch,
+            phase: self.phase(),
+            answered_by,
+            n_partitions,
+        }
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        encode(BATCH, self)
+    }
+
+    /// Reads a batch sent to a node of an application with `n_partitions` partitions.
+    pub fn decode(bytes: &[u8], n_partitions: u32) -> Result<Self, WireError> {
+        let batch: PhaseBatch<A> = decode(BATCH, bytes)?;
+        check_partitions(BATCH, batch.partitions().into_iter(), n_partitions)?;
+        Ok(batch)
+    }
+}
+
+impl<A: App> PhaseResult<A> {
+    fn phase_matches(&self, phase: Phase) -> bool {
+        matches!(
+            (self, phase),
+            (PhaseResult::Wave { .. }, Phase::Wave { .. })
+                | (PhaseResult::Decide { .. }, Phase::Decide)
+                | (PhaseResult::Commit, Phase::Commit)
+                | (PhaseResult::Checkpoint { .. }, Phase::Checkpoint)
+                | (PhaseResult::Fallback { .. }, Phase::Fallback { .. })
+        )
+    }
+
+    /// The partitions it answers for, in order (none for decide and commit).
+    fn partitions(&self) -> Vec<GlobalPartition> {
+        match self {
+            PhaseResult::Wave { outs } | PhaseResult::Fallback { outs } => {
+                outs.iter().map(|(gp, _)| *gp).collect()
+            }
+            PhaseResult::Checkpoint { rows } => rows.iter().map(|(gp, _)| *gp).collect(),
+            PhaseResult::Decide { .. } | PhaseResult::Commit => Vec::new(),
+        }
+    }
+
+    fn wave_outs(&self) -> &[(GlobalPartition, WaveOut<A>)] {
+        match self {
+            PhaseResult::Wave { outs } | PhaseResult::Fallback { outs } => outs,
+            _ => &[],
+        }
+    }
+}
+
+impl<A: App> PhaseReply<A> {
+    /// Refuses a wave result that carries query results (they would be dropped silently).
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        let with_queries = self
+            .result
+            .wave_outs()
+            .iter()
+            .find(|(_, out)| !out.query_results.is_empty());
+        if let Some((partition, _)) = with_queries {
+            return Err(WireError::QueryResults {
+                partition: *partition,
+            });
+        }
+        encode(REPLY, self)
+    }
+
+    /// Reads the reply to `sent`: the same epoch and phase, the same partitions in the same
+    /// order, emitted events and checkpoint rows only for partitions that exist.
+    pub fn decode(bytes: &[u8], sent: &SentBatch) -> Result<Self, WireError> {
+        let reply: PhaseReply<A> = decode(REPLY, bytes)?;
+        if (reply.epoch, reply.phase) != (sent.epoch, sent.phase)
+            || !reply.result.phase_matches(sent.phase)
+        {
+            return Err(WireError::WrongReply {
+                epoch: sent.epoch,
+                expected: sent.phase,
+                got_epoch: reply.epoch,
+                got: reply.phase,
+            });
+        }
+        let answered = reply.result.partitions();
+        if answered != sent.answered_by {
+            return Err(WireError::WrongPartitions {
+                epoch: sent.epoch,
+                phase: sent.phase,
+                expected: sent.answered_by.clone(),
+                got: answered,
+            });
+        }
+        reply.check_targets(sent.n_partitions)?;
+        Ok(reply)
+    }
+
+    /// Every emitted event and checkpoint row names a partition that exists (and a row, the
+    /// partition it was reported for).
+    fn check_targets(&self, n_partitions: u32) -> Result<(), WireError> {
+        for (_, out) in self.result.wave_outs() {
+            for emitted in &out.emits {
+                check_partitions(REPLY, std::iter::once(emitted.target), n_partitions)?;
+            }
+        }
+        let PhaseResult::Checkpoint { rows } = &self.result else {
+            return Ok(());
+        };
+        for (partition, rows) in rows {
+            for WireRow(key, _) in rows {
+                let owner = split_row_key(key).map(|(gp, _, _)| gp);
+                if owner != Some(*partition) {
+                    return Err(WireError::Malformed {
+                        what: REPLY,
+                        reason: format!(
+                            "a checkpoint row of partition {partition} has a key of partition \
+                             {owner:?}"
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
