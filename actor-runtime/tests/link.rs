@@ -4,7 +4,7 @@
 //! both sides; a request a slow peer does not answer times out; a request pending on a frozen
 //! node (SIGSTOP) fails when the heartbeats declare it dead, one pending on a SIGKILLed node
 //! fails as soon as its session closes, and a new request to either fails at once; each error
-//! names the node.
+//! names the node. The killed node, restarted, answers again.
 //!
 //! The nodes are this test binary run again as child processes: `link_node_process` (ignored
 //! in normal runs) becomes a node when `LINK_TEST_NODE` is set, and takes commands on stdin.
@@ -370,6 +370,13 @@ fn three_nodes_exchange_requests_and_a_lost_node_fails_its_requests() {
         "the request pending on the killed n3 failed {failed_in:?} after the kill"
     );
     n2.signal("-KILL");
+
+    // A restarted node is reachable again once it is a member again.
+    nodes[2] = spawn_node(names[2], addrs[2], &[addrs[0]]);
+    nodes[0].wait_line(|l| l == "members n1,n3");
+    nodes[0].command("request n3");
+    let line = nodes[0].outcome_with("n3");
+    assert!(line.starts_with("answered n3"), "{line}");
 }
 
 /// Sends `lost` a request its handler never answers, then `signal`s it: the request fails

@@ -153,9 +153,15 @@ impl Link {
         *self.handler.write() = Some(handler);
     }
 
-    /// `node` was admitted (or heard from again): its frames go to `cell`.
+    /// `node` was admitted (or heard from again): its frames go to `cell`. If it was admitted
+    /// over another session (a restarted node whose old session has not closed yet), the
+    /// requests sent to the old one are never answered: they fail now.
     pub fn peer_up(&self, node: &str, cell: ActorCell) {
-        self.routes.insert(node.to_string(), cell);
+        let new_id = cell.get_id();
+        let old = self.routes.insert(node.to_string(), cell);
+        if old.is_some_and(|old| old.get_id() != new_id) {
+            self.fail_pending(node, &DownReason::Disconnected);
+        }
     }
 
     /// `node` was declared dead: no new request goes to it, and every request waiting for it
@@ -164,6 +170,10 @@ impl Link {
         // Removing the route first: a request that registers after the scan below finds no
         // route, one that registered before it is failed by the scan.
         self.routes.remove(node);
+        self.fail_pending(node, reason);
+    }
+
+    fn fail_pending(&self, node: &str, reason: &DownReason) {
         let waiting: Vec<u64> = self
             .pending
             .iter()
