@@ -25,6 +25,7 @@ pub mod epoch;
 pub mod error;
 pub mod eventual;
 pub mod fingerprint;
+pub mod governance;
 pub mod history;
 pub mod ids;
 mod index;
@@ -53,7 +54,9 @@ pub use contract::{Envelope, EventInfo, EventOf, IngressError, KeyOf, Request, S
 pub use coordination::{CoordinationEntry, DeltaUse, Verdict};
 pub use delta::Field;
 pub use epoch::{EpochStats, Fallback, SerialPos};
-pub use error::{Abort, AbortReason, BusinessError, HandlerResult, LimitKind, TxnError};
+pub use error::{
+    Abort, AbortReason, BusinessError, HandlerResult, LimitKind, PurposeRefusal, TxnError,
+};
 pub use eventual::{EventualOutcome, EventualRuntime};
 pub use ids::{RequestId, Tid};
 pub use limits::TxnLimits;

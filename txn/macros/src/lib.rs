@@ -117,7 +117,7 @@ mod text;
 /// b.check(stock_items, "reserved <= available", |r: &StockItem| r.reserved <= r.available);
 /// b.check(stock_items, "available in 0..", |r: &StockItem| r.available >= 0);
 /// ```
-#[proc_macro_derive(Table, attributes(table, key, check, unique))]
+#[proc_macro_derive(Table, attributes(table, key, check, unique, pii, category, subject))]
 pub fn derive_table(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     table::derive(input)
