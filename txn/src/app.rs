@@ -755,9 +755,16 @@ impl<A: App> AppBuilder<A> {
             .iter()
             .flat_map(|s| (0..s.service.n_partitions).map(move |p| (s.service.idx, p)))
             .collect();
-        let governance =
-            crate::governance::compile(&self.services, A::PURPOSES_ALLOWED, &self.allowed)
-                .map_err(TxnError::InvalidApp)?;
+        let rules: Vec<_> = self
+            .services
+            .iter()
+            .map(|s| crate::governance::ServiceRules {
+                handlers: s.purposes.clone(),
+                tables: s.tables.iter().map(|t| t.personal.clone()).collect(),
+            })
+            .collect();
+        let governance = crate::governance::compile(&rules, A::PURPOSES_ALLOWED, &self.allowed)
+            .map_err(TxnError::InvalidApp)?;
         Ok(Arc::new(AppDef {
             services: self.services,
             n_global: self.next_gp,
@@ -834,6 +841,13 @@ fn coordination_of<A: App>(
     out
 }
 
+impl<K, V> crate::governance::ReadsRows for Table<K, V> {
+    type Row = V;
+}
+impl<I, K, V> crate::governance::ReadsRows for Index<I, K, V> {
+    type Row = V;
+}
+
 // Data governance: personal fields, purposes (`governance.rs`, `docs/governance.md`).
 impl<A: App> AppBuilder<A> {
     /// Declares that personal data of `category` may be used for `purposes`. For apps written
@@ -857,7 +871,7 @@ impl<A: App> AppBuilder<A> {
     }
 
     /// Declares the personal fields of `table` (`(field, category)` pairs), whose data each row
-    /// is (`subject`), and how to erase them (`erase`, used by `governance::forget_dir`).
+    /// is (`subject`), and how to erase them (`erase`, used by `erasure::forget_dir`).
     /// `#[derive(Table)]` calls it for rows with `#[pii]` or `#[category(..)]` fields.
     pub fn personal_data<K: Key, V: Row>(
         &mut self,

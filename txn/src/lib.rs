@@ -22,6 +22,7 @@ mod dedup;
 mod delta;
 mod envelope;
 pub mod epoch;
+pub mod erasure;
 pub mod error;
 pub mod eventual;
 pub mod fingerprint;

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 use txn::{
-    AbortReason, AppBuilder, AppDef, HandlerResult, PurposeRefusal, Runtime, RuntimeConfig, Svc,
-    Table, TxnCtx, app, handler, service,
+    AbortReason, AppBuilder, AppDef, Client, EventOf, HandlerResult, KeyOf, PurposeRefusal,
+    Retention, Runtime, RuntimeConfig, Svc, Table, TxnCtx, app, handler, service,
 };
 
 /// A person: the name is `pii`, the card number category `card`; `visits` is not personal.
@@ -138,6 +138,14 @@ fn build() -> (Arc<AppDef<Clinic>>, Svc<People>) {
     (b.build().expect("valid app"), svc)
 }
 
+/// Submits `event` and returns its output; it must commit.
+async fn committed<E>(client: &Client<Clinic>, svc: Svc<People>, event: E) -> Option<String>
+where
+    E: EventOf<People> + KeyOf<u64>,
+{
+    client.submit(svc, event).await.unwrap().result.unwrap()
+}
+
 fn count(id: u64, people_too: bool) -> Count {
     Count { id, people_too }
 }
@@ -157,12 +165,7 @@ async fn reads_outside_allowed_purposes_abort_naming_everything() {
         .await
         .unwrap();
     let client = rt.client();
-    client
-        .submit(svc, register(1, "ada"))
-        .await
-        .unwrap()
-        .result
-        .unwrap();
+    committed(&client, svc, register(1, "ada")).await;
 
     let charged = client.submit(svc, Charge { id: 1 }).await.unwrap();
     assert_eq!(charged.result, Ok(Some("ada-card-4242".to_string())));
@@ -252,26 +255,16 @@ async fn forget_leaves_no_personal_bytes_in_any_file_and_recovery_works() {
         .unwrap();
     let client = rt.client();
     // Each submission is its own epoch: the subject's row is checkpointed, then rewritten.
-    client
-        .submit(svc, register(7, "ZQXJ-first"))
-        .await
-        .unwrap()
-        .result
-        .unwrap();
+    committed(&client, svc, register(7, "ZQXJ-first")).await;
     for id in [8, 9, 10] {
-        client
-            .submit(svc, register(id, "Grace"))
-            .await
-            .unwrap()
-            .result
-            .unwrap();
+        committed(&client, svc, register(id, "Grace")).await;
     }
-    client
-        .submit(svc, register(7, "ZQXJ-second"))
-        .await
-        .unwrap()
-        .result
-        .unwrap();
+    // Many other people, so the files have pages to free and reuse: without the rewrite of
+    // the files, freed checkpoint pages still hold the subject's first name.
+    for id in 100..1_100 {
+        committed(&client, svc, register(id, "Other")).await;
+    }
+    committed(&client, svc, register(7, "ZQXJ-second")).await;
     let tally = client.submit(svc, count(7, false)).await.unwrap();
     assert_eq!(tally.result, Ok(Some("1".to_string())));
     rt.shutdown().await;
@@ -285,7 +278,7 @@ async fn forget_leaves_no_personal_bytes_in_any_file_and_recovery_works() {
         files(dir.path())
     );
 
-    let report = txn::governance::forget_dir(app.clone(), dir.path(), "7")
+    let report = txn::erasure::forget_dir(app.clone(), dir.path(), "7")
         .await
         .unwrap();
     assert_eq!(report.rows_erased, 1);
@@ -320,4 +313,56 @@ async fn forget_leaves_no_personal_bytes_in_any_file_and_recovery_works() {
         );
         rt.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_lists_exactly_the_reads_of_a_subjects_personal_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, svc) = build();
+    let config = RuntimeConfig {
+        history_retention: Some(Retention::Everything),
+        ..durable(dir.path())
+    };
+    let rt = Runtime::start(app.clone(), config).await.unwrap();
+    let client = rt.client();
+    let mut expected = Vec::new();
+    // Writes are not reads; another subject's reads and non-personal reads are not listed;
+    // a read the purpose check refused never happened.
+    committed(&client, svc, register(1, "ada")).await;
+    committed(&client, svc, register(2, "bob")).await;
+    for id in [1, 2, 1] {
+        let charged = client.submit(svc, Charge { id }).await.unwrap();
+        assert!(charged.result.is_ok());
+        if id == 1 {
+            expected.push((charged.tid, "Charge", vec!["checkout", "billing"], true));
+        }
+    }
+    assert!(
+        client
+            .submit(svc, Greet { id: 1 })
+            .await
+            .unwrap()
+            .result
+            .is_err()
+    );
+    committed(&client, svc, count(1, false)).await;
+    rt.shutdown().await;
+
+    let history = txn::history::History::open_dir(app, dir.path()).unwrap();
+    let trail = history.audit("1").await.unwrap();
+    let got: Vec<_> = trail
+        .iter()
+        .map(|e| {
+            let purposes: Vec<&str> = e.purposes.iter().map(String::as_str).collect();
+            (e.tid, e.handler.as_str(), purposes, e.committed)
+        })
+        .collect();
+    assert_eq!(got, expected);
+    for entry in &trail {
+        assert_eq!(entry.service, "people");
+        assert_eq!(entry.table, "people.people");
+        assert_eq!(entry.key, serde_json::json!(1));
+        assert_eq!(entry.fields, ["name", "card"]);
+    }
+    assert!(history.audit("3").await.unwrap().is_empty());
 }

@@ -10,11 +10,7 @@
 //! with a personal field whose category allows none of its purposes aborts with
 //! [`AbortReason::PurposeNotAllowed`](crate::AbortReason::PurposeNotAllowed).
 
-mod forget;
-
-pub use forget::{ForgetReport, forget_dir};
-
-use crate::app::{Key, Row};
+use crate::row::{Key, Row};
 use std::any::Any;
 use std::sync::Arc;
 
@@ -70,7 +66,6 @@ impl<A, B, C> Governed for (A, B, C) {}
 pub(crate) struct TableGovernance {
     pub fields: PersonalFields,
     /// The subject of a row (its `&K` and `&V` behind `Any`), for audits.
-    #[allow(dead_code)] // Read by the audit trail.
     pub subject_of: SubjectOf,
     /// Given a checkpoint row's rmp key and value and a subject: the row re-encoded with its
     /// personal fields erased if it is the subject's, `None` if it is not.
@@ -257,12 +252,6 @@ impl Verdict {
 pub trait ReadsRows {
     type Row;
 }
-impl<K, V> ReadsRows for crate::app::Table<K, V> {
-    type Row = V;
-}
-impl<I, K, V> ReadsRows for crate::app::Index<I, K, V> {
-    type Row = V;
-}
 
 const fn same(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -341,10 +330,17 @@ where
     Verdict::allowed()
 }
 
+/// What `compile` needs of one service: its handlers' purposes by event kind, and each of
+/// its tables' personal-data rules.
+pub(crate) struct ServiceRules {
+    pub handlers: Vec<(&'static str, &'static [&'static str])>,
+    pub tables: Vec<Option<Arc<TableGovernance>>>,
+}
+
 /// Compiles the declared policy (`from_app`, or `from_builder` for hand-written apps) and the
 /// services' handler purposes into masks, or lists what is wrong with them.
-pub(crate) fn compile<A: crate::App>(
-    services: &[crate::app::ServiceDef<A>],
+pub(crate) fn compile(
+    services: &[ServiceRules],
     from_app: PurposePolicy,
     from_builder: &[(&'static str, Vec<&'static str>)],
 ) -> Result<Governance, Vec<String>> {
@@ -369,7 +365,7 @@ pub(crate) fn compile<A: crate::App>(
     }
     for s in services {
         let mut handlers = Vec::new();
-        for (kind, purposes) in &s.purposes {
+        for (kind, purposes) in &s.handlers {
             match g.mask(purposes) {
                 Ok(mask) => handlers.push((*kind, mask)),
                 Err(e) => problems.push(e),
@@ -377,7 +373,7 @@ pub(crate) fn compile<A: crate::App>(
         }
         g.handlers.push(handlers);
         let tables = s.tables.iter().map(|t| {
-            let governance = t.personal.clone()?;
+            let governance = t.clone()?;
             let fields = governance
                 .fields
                 .iter()

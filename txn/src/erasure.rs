@@ -1,4 +1,4 @@
-//! Erasure: `forget_dir` removes one subject's personal data from a closed store, so that no
+//! Erasure of personal data (see `governance`): `forget_dir` removes one subject's personal data from a closed store, so that no
 //! file of the data directory holds those bytes any more, and recovery starts from the result.
 //!
 //! The store is recovered (checkpoint plus log tail), the subject's rows get their personal
