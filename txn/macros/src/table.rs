@@ -28,8 +28,8 @@ struct TableArgs {
     key: Option<Type>,
     /// `placement = path`: places rows by `path(&key)` (with `key = Type`).
     placement: Option<syn::ExprPath>,
-    /// `subject = key`: the row's key names whose personal data it is.
-    subject_key: Option<Span>,
+    /// `subject = key` (or `key.field`): the row's key names whose personal data it is.
+    subject_key: Option<Expr>,
 }
 
 /// A personal field: its member and its data category (`#[pii]` is category `pii`).
@@ -313,9 +313,10 @@ pub fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
         quote!((#name, #category))
     });
     let personal_members = personal.iter().map(|p| &p.member);
-    let subject_expr = match &subject {
-        Some(member) => quote!(row.#member),
-        None => quote!(*key),
+    let subject_expr = match (&subject, &args.subject_key) {
+        (Some(member), _) => quote!(row.#member),
+        (None, Some(expr)) => quote!(#expr),
+        (None, None) => quote!(key),
     };
     let personal_call = (!personal.is_empty()).then(|| {
         quote! {
@@ -402,15 +403,20 @@ fn parse_table_args(attr: &syn::Attribute, args: &mut TableArgs) -> syn::Result<
             }
             args.key = Some(meta.value()?.parse()?);
         } else if meta.path.is_ident("subject") {
-            let value: syn::Ident = meta.value()?.parse()?;
-            if value != "key" {
-                return Err(syn::Error::new(
-                    value.span(),
-                    "`subject = key` says the row's key names whose data it is; otherwise \
-                     mark that field with #[subject]",
+            let value: Expr = meta.value()?.parse()?;
+            let on_key = match &value {
+                Expr::Path(p) => p.path.is_ident("key"),
+                Expr::Field(f) => matches!(&*f.base, Expr::Path(p) if p.path.is_ident("key")),
+                _ => false,
+            };
+            if !on_key {
+                return Err(syn::Error::new_spanned(
+                    &value,
+                    "`subject = key` (or `key.<field>`) says the row's key names whose data it \
+                     is; otherwise mark that field of the row with #[subject]",
                 ));
             }
-            args.subject_key = Some(value.span());
+            args.subject_key = Some(value);
         } else if meta.path.is_ident("placement") {
             if args.placement.is_some() {
                 return Err(meta.error("`placement` is given twice"));
