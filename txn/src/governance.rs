@@ -183,6 +183,16 @@ impl Governance {
             .map_or(0, |(_, m)| *m)
     }
 
+    /// The mask of the declared purposes among `names` (one no handler or category declares
+    /// allows nothing, so it adds no bit).
+    pub fn mask_of_names(&self, names: &[&str]) -> u64 {
+        self.purposes
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| names.contains(p))
+            .fold(0, |mask, (i, _)| mask | (1 << i))
+    }
+
     /// The names of the purposes in `mask`.
     pub fn purpose_names(&self, mask: u64) -> Vec<String> {
         self.purposes

@@ -130,12 +130,20 @@ impl People {
 struct Clinic;
 
 fn build() -> (Arc<AppDef<Clinic>>, Svc<People>) {
+    let (app, svc, _) = build_with_tables();
+    (app, svc)
+}
+
+/// The people and tallies tables.
+type Tables = (Table<u64, Person>, Table<u64, Tally>);
+
+fn build_with_tables() -> (Arc<AppDef<Clinic>>, Svc<People>, Tables) {
     let mut b = AppBuilder::<Clinic>::new();
     let svc = b.add_service::<People>("people", 2);
     let people = Person::table(&mut b, *svc);
     let tallies = Tally::table(&mut b, *svc);
     People { people, tallies }.register(&mut b, svc);
-    (b.build().expect("valid app"), svc)
+    (b.build().expect("valid app"), svc, (people, tallies))
 }
 
 /// Submits `event` and returns its output; it must commit.
@@ -365,4 +373,41 @@ async fn the_audit_trail_lists_exactly_the_reads_of_a_subjects_personal_data() {
         assert_eq!(entry.fields, ["name", "card"]);
     }
     assert!(history.audit("3").await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_serving_purposes_are_checked_like_handlers() {
+    let (app, svc, (people, tallies)) = build_with_tables();
+    let rt = Runtime::start(app, RuntimeConfig::in_memory())
+        .await
+        .unwrap();
+    let client = rt.client();
+    committed(&client, svc, register(1, "ada")).await;
+    committed(&client, svc, count(1, false)).await;
+    let card = move |view: &txn::ReadView<'_>| view.get(people, &1).map(|p| p.card.clone());
+    let cards = client
+        .query_for(&["checkout"], &[*svc], card)
+        .await
+        .unwrap();
+    assert!(cards.contains(&Some("ada-card-4242".to_string())));
+
+    let refused = client.query_for(&["support"], &[*svc], card).await;
+    let Err(txn::TxnError::QueryPanicked { message, .. }) = refused else {
+        panic!("expected the query to fail, got {refused:?}");
+    };
+    assert!(
+        message.contains("purposes [\"support\"]") && message.contains("field card"),
+        "{message}"
+    );
+    // Not personal: any purpose, or none, may read it; a plain query is not checked.
+    let tally = move |view: &txn::ReadView<'_>| view.get(tallies, &1).map(|t| t.count);
+    assert!(
+        client
+            .query_for(&[], &[*svc], tally)
+            .await
+            .unwrap()
+            .contains(&Some(1))
+    );
+    assert!(client.query(&[*svc], card).await.is_ok());
+    rt.shutdown().await;
 }
