@@ -411,3 +411,91 @@ async fn queries_serving_purposes_are_checked_like_handlers() {
     assert!(client.query(&[*svc], card).await.is_ok());
     rt.shutdown().await;
 }
+
+/// A hand-written `App`: its policy with `AppBuilder::allow`, its closure handler's purposes
+/// with `handler_purposes`, its personal table with `personal_data`.
+mod hand_written {
+    use super::*;
+    use txn::App;
+
+    pub struct Plain;
+    impl App for Plain {
+        type Event = (u64, bool);
+        type Output = ();
+    }
+
+    /// A service whose handler reads row `.0`; events `(_, true)` are of kind "" and serve
+    /// "billing" (declared for the service's only kind).
+    pub fn build(allow: bool, purposes: &'static [&'static str]) -> Arc<AppDef<Plain>> {
+        let mut b = AppBuilder::<Plain>::new();
+        let svc = b.service("accounts", 1);
+        let rows = b.table::<u64, String>(svc, "holders");
+        b.personal_data(
+            rows,
+            &[("self", "pii")],
+            |k, _| k.to_string(),
+            String::clear,
+        );
+        if allow {
+            b.allow("pii", &["billing"]);
+        }
+        b.handler_purposes(svc, "", purposes);
+        b.handler(svc, move |ctx, ev| {
+            if ev.1 {
+                ctx.get(rows, &ev.0)?;
+            } else {
+                ctx.put(rows, ev.0, "holder".to_string())?;
+            }
+            Ok(())
+        });
+        b.build().expect("valid app")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_written_apps_declare_the_same_with_the_builder() {
+    for (allow, purposes, allowed) in [
+        (true, &["billing"][..], true),
+        (true, &["marketing"][..], false),
+        (false, &["billing"][..], false),
+    ] {
+        let app = hand_written::build(allow, purposes);
+        let svc = app.service("accounts").unwrap();
+        let rt = Runtime::start(app, RuntimeConfig::in_memory())
+            .await
+            .unwrap();
+        let client = rt.client();
+        assert!(
+            client
+                .submit_raw(svc, &1u64, (1, false))
+                .await
+                .unwrap()
+                .committed()
+        );
+        let read = client.submit_raw(svc, &1u64, (1, true)).await.unwrap();
+        assert_eq!(
+            read.committed(),
+            allowed,
+            "{allow} {purposes:?}: {:?}",
+            read.result
+        );
+        rt.shutdown().await;
+    }
+}
+
+#[test]
+fn a_policy_declared_in_two_places_is_refused() {
+    let mut b = AppBuilder::<Clinic>::new();
+    let svc = b.add_service::<People>("people", 1);
+    let people = Person::table(&mut b, *svc);
+    let tallies = Tally::table(&mut b, *svc);
+    People { people, tallies }.register(&mut b, svc);
+    b.allow("pii", &["support"]);
+    let Err(txn::TxnError::InvalidApp(problems)) = b.build() else {
+        panic!("an app with #[app(allow(..))] and AppBuilder::allow must be refused");
+    };
+    assert!(
+        problems[0].contains("declare them in one place"),
+        "{problems:?}"
+    );
+}
