@@ -257,11 +257,25 @@ impl Verdict {
     }
 }
 
-/// A table or index handle: the row type it reads.
+/// A table or index handle: the row type it reads. The build-time check finds reads by their
+/// shape (`.get(self.field, ..)`), so a slice's `.get(self.index)` looks like one: integers
+/// read no rows.
 #[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is neither a table nor an index handle",
+    note = "#[service] checks the purposes of `.get(self.<field>, ..)`, `.scan*(..)` and \
+            `.lookup(..)` calls on table fields; read other fields through a local variable"
+)]
 pub trait ReadsRows {
     type Row;
 }
+
+macro_rules! reads_no_rows {
+    ($($t:ty),* $(,)?) => { $(impl ReadsRows for $t { type Row = (); })* };
+}
+reads_no_rows!(
+    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize
+);
 
 const fn same(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());

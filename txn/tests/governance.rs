@@ -69,6 +69,8 @@ struct Count {
 struct People {
     people: Table<u64, Person>,
     tallies: Table<u64, Tally>,
+    /// An integer field: `.get(self.slot)` on a slice has the shape of a read and must compile.
+    slot: usize,
 }
 
 #[service(key = u64)]
@@ -109,7 +111,8 @@ impl People {
                 count: tally + 1,
             },
         )?;
-        ctx.set_output((tally + 1).to_string());
+        let unit = ["1"].get(self.slot).copied().unwrap_or("?");
+        ctx.set_output(format!("{}", tally + unit.parse::<u64>().unwrap_or(0)));
         if ev.people_too {
             self.person(ctx, ev.id)?;
         }
@@ -142,7 +145,12 @@ fn build_with_tables() -> (Arc<AppDef<Clinic>>, Svc<People>, Tables) {
     let svc = b.add_service::<People>("people", 2);
     let people = Person::table(&mut b, *svc);
     let tallies = Tally::table(&mut b, *svc);
-    People { people, tallies }.register(&mut b, svc);
+    People {
+        people,
+        tallies,
+        slot: 0,
+    }
+    .register(&mut b, svc);
     (b.build().expect("valid app"), svc, (people, tallies))
 }
 
@@ -489,7 +497,12 @@ fn a_policy_declared_in_two_places_is_refused() {
     let svc = b.add_service::<People>("people", 1);
     let people = Person::table(&mut b, *svc);
     let tallies = Tally::table(&mut b, *svc);
-    People { people, tallies }.register(&mut b, svc);
+    People {
+        people,
+        tallies,
+        slot: 0,
+    }
+    .register(&mut b, svc);
     b.allow("pii", &["support"]);
     let Err(txn::TxnError::InvalidApp(problems)) = b.build() else {
         panic!("an app with #[app(allow(..))] and AppBuilder::allow must be refused");
