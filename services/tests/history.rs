@@ -2,7 +2,7 @@
 //! a stock shortage reproduces its abort reason and shows the stock row the aborting step read.
 
 use services::load::submit_all;
-use services::marketplace::{CartAddItem, MarketConfig, Marketplace, kinds};
+use services::marketplace::{CartAddItem, MarketApp, MarketConfig, Marketplace, kinds};
 use std::sync::Arc;
 use txn::history::{Access, History, ReplayOutcome};
 use txn::storage::MemoryStorage;
@@ -17,13 +17,14 @@ fn item(seller_id: u32, product_id: u32, quantity: u32) -> CartAddItem {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replaying_an_aborted_checkout_reproduces_its_abort_reason() {
+/// A small marketplace with `initial_stock` units of each product, loaded, on a runtime that
+/// retains its history in memory (checkpointing every 4 epochs).
+async fn loaded(initial_stock: i64) -> (Marketplace, Arc<MemoryStorage>, Runtime<MarketApp>) {
     let m = Marketplace::new(MarketConfig {
         n_customers: 20,
         n_sellers: 4,
         products_per_seller: 10,
-        initial_stock: 5,
+        initial_stock,
         n_partitions: 3,
         payment_failure_pct: 0,
         seed: 5,
@@ -42,6 +43,12 @@ async fn replaying_an_aborted_checkout_reproduces_its_abort_reason() {
         .await
         .unwrap();
     assert_eq!(report.n_committed, n as u64, "{:?}", report.first_abort);
+    (m, storage, rt)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_an_aborted_checkout_reproduces_its_abort_reason() {
+    let (m, storage, rt) = loaded(5).await;
     // Seller 2 has 5 units of product 20: six cannot be reserved.
     let checkout = m.checkout(2, vec![item(0, 1, 3), item(2, 20, 6)]);
     let out = rt.client().submit_request(checkout).await.unwrap();
@@ -90,4 +97,43 @@ async fn replaying_an_aborted_checkout_reproduces_its_abort_reason() {
         unreachable!()
     };
     assert!(message.contains("5 units free"), "{message}");
+}
+
+/// "Which handlers read this customer's card data?": a successful checkout of customer 3 reads
+/// the customer's row (card digits included) once, when the payment is counted (purpose
+/// `payment`); loading wrote it without reading, and another customer's checkout reads only
+/// that customer's row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_names_the_checkout_steps_that_read_a_customers_card() {
+    let (m, storage, rt) = loaded(50).await;
+    let mine = rt
+        .client()
+        .submit_request(m.checkout(3, vec![item(0, 1, 1)]))
+        .await
+        .unwrap();
+    assert!(mine.result.is_ok(), "{:?}", mine.result);
+    let other = rt
+        .client()
+        .submit_request(m.checkout(4, vec![item(1, 11, 1)]))
+        .await
+        .unwrap();
+    assert!(other.result.is_ok(), "{:?}", other.result);
+    rt.shutdown().await;
+
+    let history = History::open(m.app().clone(), storage).unwrap();
+    let trail = history.audit("3").await.unwrap();
+    let reads: Vec<_> = trail
+        .iter()
+        .map(|e| (e.tid, e.handler.as_str(), e.purposes.clone(), e.committed))
+        .collect();
+    assert_eq!(
+        reads,
+        [(mine.tid, "CountPayment", vec!["payment".to_string()], true)],
+        "{trail:#?}"
+    );
+    assert!(
+        trail
+            .iter()
+            .all(|e| e.table == "customer.customers" && e.fields == ["name", "card_last4"])
+    );
 }

@@ -113,6 +113,8 @@ pub(crate) struct TableDef {
     /// `Constraints<V>` collected while declaring.
     constraints: Option<Box<dyn Any + Send + Sync>>,
     finalize: Option<Finalize>,
+    /// Its personal fields, if it has any (`AppBuilder::personal_data`).
+    pub personal: Option<Arc<crate::governance::TableGovernance>>,
 }
 
 /// Builds a service's request from an event kind and its JSON payload (`Service::request_from_json`).
@@ -145,6 +147,8 @@ pub(crate) struct ServiceDef<A: App> {
     pub handler: Option<Handler<A>>,
     /// Declared event precedence rules of the service.
     pub precedence: Vec<Rule>,
+    /// The purposes its handlers serve, by event kind (`Service::HANDLER_PURPOSES`).
+    pub purposes: Vec<(&'static str, &'static [&'static str])>,
 }
 
 /// A validated application definition, shared by every partition.
@@ -155,6 +159,8 @@ pub struct AppDef<A: App> {
     pub(crate) gp_index: Vec<(u32, u32)>,
     /// What one transaction may use before it is aborted.
     pub(crate) txn_limits: crate::limits::TxnLimits,
+    /// Personal-data categories, purposes and the tables they apply to (`governance.rs`).
+    pub(crate) governance: crate::governance::Governance,
 }
 
 impl<A: App> AppDef<A> {
@@ -281,6 +287,8 @@ pub struct AppBuilder<A: App> {
     /// Tables some foreign key refers to: their placement is fixed from then on.
     fk_parents: Vec<(u32, u32)>,
     txn_limits: crate::limits::TxnLimits,
+    /// `(category, purposes)` declared with `allow`.
+    allowed: Vec<(&'static str, Vec<&'static str>)>,
 }
 
 impl<A: App> Default for AppBuilder<A> {
@@ -298,6 +306,7 @@ impl<A: App> AppBuilder<A> {
             problems: Vec::new(),
             fk_parents: Vec::new(),
             txn_limits: crate::limits::TxnLimits::default(),
+            allowed: Vec::new(),
         }
     }
 
@@ -324,6 +333,7 @@ impl<A: App> AppBuilder<A> {
             typed: None,
             handler: None,
             precedence: Vec::new(),
+            purposes: Vec::new(),
         });
         service
     }
@@ -337,6 +347,7 @@ impl<A: App> AppBuilder<A> {
             events: S::EVENTS,
             ingress: ingress_of::<S>,
         });
+        self.services[raw.idx as usize].purposes = S::HANDLER_PURPOSES.to_vec();
         Svc::new(raw)
     }
 
@@ -503,6 +514,7 @@ impl<A: App> AppBuilder<A> {
             make: None,
             constraints: Some(Box::new(TableOptions::<K, V>::default())),
             finalize: Some(finalize),
+            personal: None,
         });
         Table {
             service: service.idx,
@@ -743,11 +755,22 @@ impl<A: App> AppBuilder<A> {
             .iter()
             .flat_map(|s| (0..s.service.n_partitions).map(move |p| (s.service.idx, p)))
             .collect();
+        let rules: Vec<_> = self
+            .services
+            .iter()
+            .map(|s| crate::governance::ServiceRules {
+                handlers: s.purposes.clone(),
+                tables: s.tables.iter().map(|t| t.personal.clone()).collect(),
+            })
+            .collect();
+        let governance = crate::governance::compile(&rules, A::PURPOSES_ALLOWED, &self.allowed)
+            .map_err(TxnError::InvalidApp)?;
         Ok(Arc::new(AppDef {
             services: self.services,
             n_global: self.next_gp,
             gp_index,
             txn_limits: self.txn_limits,
+            governance,
         }))
     }
 }
@@ -816,4 +839,57 @@ fn coordination_of<A: App>(
         }
     }
     out
+}
+
+impl<K, V> crate::governance::ReadsRows for Table<K, V> {
+    type Row = V;
+}
+impl<I, K, V> crate::governance::ReadsRows for Index<I, K, V> {
+    type Row = V;
+}
+
+// Data governance: personal fields, purposes (`governance.rs`, `docs/governance.md`).
+impl<A: App> AppBuilder<A> {
+    /// Declares that personal data of `category` may be used for `purposes`. For apps written
+    /// by hand; `#[app(allow(..))]` applications declare it there (once: `build` refuses both).
+    pub fn allow(&mut self, category: &'static str, purposes: &[&'static str]) {
+        self.allowed.push((category, purposes.to_vec()));
+    }
+
+    /// Declares the purposes the handler of events of `kind` (`App::event_kind`) of `service`
+    /// serves. For services whose handler is a closure; `#[handler(purpose = "..")]` declares
+    /// them for `#[service]` handlers.
+    pub fn handler_purposes(
+        &mut self,
+        service: ServiceRef,
+        kind: &'static str,
+        purposes: &'static [&'static str],
+    ) {
+        self.services[service.idx as usize]
+            .purposes
+            .push((kind, purposes));
+    }
+
+    /// Declares the personal fields of `table` (`(field, category)` pairs), whose data each row
+    /// is (`subject`), and how to erase them (`erase`, used by `erasure::forget_dir`).
+    /// `#[derive(Table)]` calls it for rows with `#[pii]` or `#[category(..)]` fields.
+    pub fn personal_data<K: Key, V: Row>(
+        &mut self,
+        table: Table<K, V>,
+        fields: crate::governance::PersonalFields,
+        subject: fn(&K, &V) -> String,
+        erase: fn(&mut V),
+    ) {
+        let rules = crate::governance::TableGovernance::new(fields, subject, erase);
+        match self
+            .services
+            .get_mut(table.service as usize)
+            .and_then(|s| s.tables.get_mut(table.idx as usize))
+        {
+            Some(def) => def.personal = Some(Arc::new(rules)),
+            None => self
+                .problems
+                .push("personal_data names a table of another application".to_string()),
+        }
+    }
 }

@@ -43,6 +43,9 @@ pub struct TxnCtx<'a, A: App> {
     pub(crate) pos: u32,
     /// The transaction's use of its limits, and the error that poisoned it.
     pub(crate) meter: Meter,
+    /// The event this step handles: its kind names the handler whose purposes a read of
+    /// personal data is checked against (`governance.rs`).
+    pub(crate) event: &'a A::Event,
 }
 
 /// What a transaction has used of its [`TxnLimits`].
@@ -264,6 +267,9 @@ impl<'a, A: App> TxnCtx<'a, A> {
     pub fn get<K: Key, V: Row>(&mut self, table: Table<K, V>, key: &K) -> Result<Option<V>, Abort> {
         let seq = self.seq;
         self.meter.charge(LimitKind::Work, 1)?;
+        if self.app.governance.enabled {
+            self.check_purpose(table.service, table.idx)?;
+        }
         let value = self.table(table, key)?.get(seq, key);
         if let Some(trace) = &self.part.trace {
             trace.read((table.service, table.idx), key, value.as_ref());
@@ -537,6 +543,9 @@ impl<'a, A: App> TxnCtx<'a, A> {
     ) -> Result<Vec<(K, V)>, Abort> {
         let seq = self.seq;
         self.meter.charge(LimitKind::Work, 1)?;
+        if self.app.governance.enabled {
+            self.check_purpose(table.service, table.idx)?;
+        }
         // One row past the work left is enough to know the limit is exceeded: a scan over a
         // huge range never copies more rows than the transaction may still visit.
         let work_left = usize::try_from(self.meter.work_left()).unwrap_or(usize::MAX);
@@ -574,6 +583,9 @@ impl<'a, A: App> TxnCtx<'a, A> {
     ) -> Result<Vec<(K, V)>, Abort> {
         let seq = self.seq;
         self.meter.charge(LimitKind::Work, 1)?;
+        if self.app.governance.enabled {
+            self.check_purpose(index.service, index.table)?;
+        }
         let meter = &mut self.meter;
         let state = Self::table_unchecked_in(self.part, self.app, index.table())
             .map_err(|r| meter.poison(r))?;
@@ -676,6 +688,31 @@ impl<'a, A: App> TxnCtx<'a, A> {
 
     fn service_name(&self) -> &str {
         &self.app.services[self.part.service_idx as usize].name
+    }
+
+    /// Aborts the transaction if table `table` of service `service` has a personal field whose
+    /// category allows none of the purposes of this step's handler. Only called when the
+    /// application has personal fields; a table without any costs one lookup.
+    fn check_purpose(&mut self, service: u32, table: u32) -> Result<(), Abort> {
+        let governance = &self.app.governance;
+        let Some(rule) = governance.rule(service, table) else {
+            return Ok(());
+        };
+        let kind = A::event_kind(self.event);
+        let purposes = governance.handler_mask(self.part.service_idx, kind);
+        let Some(denied) = rule.denied(purposes) else {
+            return Ok(());
+        };
+        let owner = &self.app.services[service as usize];
+        let reason = AbortReason::PurposeNotAllowed(Box::new(crate::error::PurposeRefusal {
+            service: self.service_name().to_string(),
+            handler: kind.to_string(),
+            purposes: governance.purpose_names(purposes),
+            table: format!("{}.{}", owner.name, owner.tables[table as usize].name),
+            field: denied.field.to_string(),
+            category: denied.category.to_string(),
+        }));
+        Err(self.meter.poison(reason))
     }
 
     /// The typed table of the running partition, whatever key it is used with, or why not.

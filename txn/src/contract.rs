@@ -50,6 +50,12 @@ pub trait App: Send + Sync + 'static {
     /// any step of any service). Serializable because idempotent requests keep their outcome in
     /// the dedup window, which is checkpointed.
     type Output: Clone + Serialize + DeserializeOwned + Send + Sync + Debug + 'static;
+
+    /// Which purposes each personal-data category may serve, declared once for the whole
+    /// application: `(category, purposes)` pairs (`#[app(allow(pii = ["checkout"]))]`). The
+    /// build-time check of `#[service]` and the run-time check of `TxnCtx` both read it
+    /// (`docs/governance.md`). Hand-written apps may use `AppBuilder::allow` instead.
+    const PURPOSES_ALLOWED: &'static [(&'static str, &'static [&'static str])] = &[];
 }
 
 /// A service's contract: its application, the key type that routes events to its partitions,
@@ -72,6 +78,10 @@ pub trait Service: Sized + Send + Sync + 'static {
 
     /// The event types the service takes, by kind (type name), and whether each is internal.
     const EVENTS: &'static [EventInfo];
+
+    /// The purposes each handler serves, by event kind (`#[handler(purpose = "checkout")]`);
+    /// a handler not listed serves none and may read no personal data.
+    const HANDLER_PURPOSES: &'static [(&'static str, &'static [&'static str])] = &[];
 
     /// Decodes an event of kind `kind` from its JSON `payload` and routes it: by its key if
     /// the event type has one, else to `partition`. What a server does with a request body;

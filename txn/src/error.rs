@@ -67,6 +67,29 @@ pub enum AbortReason {
         table: String,
         key: String,
     },
+    /// A handler read a row with a personal field whose category the application allows for
+    /// none of the purposes the handler serves (`docs/governance.md`). Boxed: it names much.
+    #[error(transparent)]
+    PurposeNotAllowed(Box<PurposeRefusal>),
+}
+
+/// What [`AbortReason::PurposeNotAllowed`] names: who read which personal field, and why not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error(
+    "handler {handler} of {service} (purposes: {purposes:?}) may not read {table}: its field \
+     {field} is personal data of category {category}, allowed for none of them"
+)]
+pub struct PurposeRefusal {
+    /// The service whose handler read.
+    pub service: String,
+    /// The event kind the handler takes.
+    pub handler: String,
+    /// The purposes the handler serves (empty: none declared).
+    pub purposes: Vec<String>,
+    /// `service.table` of the row read.
+    pub table: String,
+    pub field: String,
+    pub category: String,
 }
 
 impl AbortReason {
@@ -87,6 +110,7 @@ impl AbortReason {
             AbortReason::RetriesExhausted { .. } => "retries_exhausted",
             AbortReason::LimitExceeded { limit, .. } => limit.category(),
             AbortReason::MissingRow { .. } => "missing_row",
+            AbortReason::PurposeNotAllowed(_) => "purpose_not_allowed",
         }
     }
 
@@ -100,6 +124,7 @@ impl AbortReason {
             | AbortReason::NotOrdered { service, .. }
             | AbortReason::HandlerPanicked { service, .. }
             | AbortReason::MissingRow { service, .. } => Some(service),
+            AbortReason::PurposeNotAllowed(refusal) => Some(&refusal.service),
             AbortReason::ChainTooLong { .. }
             | AbortReason::RetriesExhausted { .. }
             | AbortReason::LimitExceeded { .. } => None,

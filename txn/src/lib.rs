@@ -22,9 +22,11 @@ mod dedup;
 mod delta;
 mod envelope;
 pub mod epoch;
+pub mod erasure;
 pub mod error;
 pub mod eventual;
 pub mod fingerprint;
+pub mod governance;
 pub mod history;
 pub mod ids;
 mod index;
@@ -57,7 +59,9 @@ pub use contract::{Envelope, EventInfo, EventOf, IngressError, KeyOf, Request, S
 pub use coordination::{CoordinationEntry, DeltaUse, Verdict};
 pub use delta::Field;
 pub use epoch::{EpochStats, Fallback, SerialPos};
-pub use error::{Abort, AbortReason, BusinessError, HandlerResult, LimitKind, TxnError};
+pub use error::{
+    Abort, AbortReason, BusinessError, HandlerResult, LimitKind, PurposeRefusal, TxnError,
+};
 pub use eventual::{EventualOutcome, EventualRuntime};
 pub use ids::{RequestId, Tid};
 pub use limits::TxnLimits;

@@ -150,6 +150,14 @@ impl Default for TxnLimits {
 /// memory instead of the whole log tail.
 pub const RECOVERY_EPOCHS_READ_AHEAD_MAX: usize = 64;
 
+/// Most distinct purposes an application may declare (handlers and `allow` together): a
+/// handler's purposes are one bit mask, so a personal-data read checks them in one `AND`.
+pub const PURPOSES_MAX: usize = 64;
+
+/// Rows `governance::forget_dir` writes per `write_checkpoint_rows` call when it rewrites a
+/// store's state, so one storage transaction stays small.
+pub const FORGET_ROWS_PER_WRITE_MAX: usize = 4_096;
+
 const _: () = assert!(RECOVERY_EPOCHS_READ_AHEAD_MAX >= 1);
 const _: () = assert!(EPOCH_DURATION_US_DEFAULT <= EPOCH_DURATION_US_MAX);
 const _: () = assert!(EPOCH_TXNS_MAX_DEFAULT <= EPOCH_TXNS_MAX);
@@ -190,4 +198,9 @@ pub const PHASE_MESSAGE_BYTES_MAX: usize = actor_runtime::limits::CLUSTER_LINK_P
 const _: () = assert!(
     REQUEST_BYTES_MAX_DEFAULT * 8 <= PHASE_MESSAGE_BYTES_MAX,
     "one node's wave batch must hold several maximal requests"
+);
+
+const _: () = assert!(
+    PURPOSES_MAX <= u64::BITS as usize,
+    "a handler's purposes are one u64 bit mask"
 );

@@ -190,6 +190,7 @@ impl<A: App> PartitionState<A> {
             rng: None,
             pos,
             meter: Meter::new(*usage, app.txn_limits),
+            event,
         };
         let result = catch_unwind(AssertUnwindSafe(|| handler(&mut ctx, event)));
         let output = ctx.output.take();

@@ -28,6 +28,9 @@ pub struct ReadView<'a> {
     service_idx: u32,
     partition: u32,
     service_name: &'a str,
+    governance: &'a crate::governance::Governance,
+    /// The purposes a `Client::query_for` query serves (a mask); `None`: not checked.
+    purposes: Option<u64>,
 }
 
 impl<'a> ReadView<'a> {
@@ -37,6 +40,38 @@ impl<'a> ReadView<'a> {
             service_idx: part.service_idx,
             partition: part.partition,
             service_name: &app.services[part.service_idx as usize].name,
+            governance: &app.governance,
+            purposes: None,
+        }
+    }
+
+    /// This view, checked against `purposes` (a mask): reading a row with personal data none
+    /// of them may use fails the query.
+    pub(crate) fn serving(&self, purposes: u64) -> ReadView<'a> {
+        ReadView {
+            purposes: Some(purposes),
+            ..*self
+        }
+    }
+
+    /// Fails the query (a contained panic, reported as the query's error) if it serves
+    /// declared purposes and table `idx` of `service` has a personal field none may use.
+    fn check_purpose(&self, service: u32, idx: u32) {
+        let Some(purposes) = self.purposes else {
+            return;
+        };
+        let Some(rule) = self.governance.rule(service, idx) else {
+            return;
+        };
+        if let Some(denied) = rule.denied(purposes) {
+            panic!(
+                "a query serving purposes {:?} may not read table #{idx} of {}: its field {} is \
+                 personal data of category {}, allowed for none of them",
+                self.governance.purpose_names(purposes),
+                self.service_name,
+                denied.field,
+                denied.category
+            );
         }
     }
 
@@ -63,6 +98,9 @@ impl<'a> ReadView<'a> {
     fn table<K: Key, V: Row>(&self, table: Table<K, V>) -> Option<&'a TableState<K, V>> {
         if table.service != self.service_idx {
             return None;
+        }
+        if self.purposes.is_some() {
+            self.check_purpose(table.service, table.idx);
         }
         self.tables
             .get(table.idx as usize)

@@ -22,6 +22,26 @@ pub(crate) enum TraceFilter {
     Row { service: u32, table: u32, key: Json },
     /// Everything transaction `seq` of `epoch` does.
     Txn { epoch: u64, seq: Seq },
+    /// Reads of personal data of one subject (an audit): nothing else, and no values.
+    Subject(SubjectFilter),
+}
+
+/// Names the subject of a row of a table with personal fields: `(service, table)`, then the
+/// key and the row behind `Any`; `None` for a table without personal fields.
+pub(crate) type SubjectOfRow =
+    Arc<dyn Fn((u32, u32), &dyn std::any::Any, &dyn std::any::Any) -> Option<String> + Send + Sync>;
+
+/// The subject an audit wants, and how to tell a row's subject.
+#[derive(Clone)]
+pub(crate) struct SubjectFilter {
+    pub subject: String,
+    pub subject_of: SubjectOfRow,
+}
+
+impl std::fmt::Debug for SubjectFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SubjectFilter({:?})", self.subject)
+    }
 }
 
 /// One thing a step did, with tables named by (service, table) indexes.
@@ -184,10 +204,23 @@ impl PartitionTrace {
                 let key = json();
                 (key == *wanted).then_some(key)
             }
+            TraceFilter::Subject(_) => None,
         }
     }
 
     pub fn read<K: Key, V: Row>(&self, table: (u32, u32), key: &K, value: Option<&V>) {
+        if let TraceFilter::Subject(filter) = &self.sink.filter {
+            let subject = value.and_then(|v| (filter.subject_of)(table, key, v));
+            if subject.is_some_and(|s| s == filter.subject) {
+                let key = to_json(key);
+                self.push(TraceOp::Read {
+                    table,
+                    key,
+                    value: None,
+                });
+            }
+            return;
+        }
         if let Some(key) = self.wants(table, key) {
             let value = value.map(to_json);
             self.push(TraceOp::Read { table, key, value });

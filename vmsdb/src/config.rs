@@ -50,6 +50,12 @@ pub enum Command {
     Why(crate::history_cmd::WhyArgs),
     /// What one transaction read, wrote and emitted, step by step, and how it ended.
     Replay(crate::history_cmd::ReplayArgs),
+    /// Every read of one subject's personal data (handler, purposes, row, fields), replayed
+    /// from a data directory whose history was retained.
+    Audit(crate::governance_cmd::AuditArgs),
+    /// Erase one subject's personal data from a data directory no server runs on: no file
+    /// keeps the bytes; the log and history before the erasure are dropped.
+    Forget(crate::governance_cmd::ForgetArgs),
 }
 
 /// The options of `vmsdb serve`; unset ones come from the config file (the same options, by

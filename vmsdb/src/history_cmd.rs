@@ -73,6 +73,8 @@ pub enum HistoryCommandError {
     BadTid(String),
     #[error("--request-id {0:?} is not <client>:<seq>")]
     BadRequestId(String),
+    #[error("forgetting the subject: {0}")]
+    Forget(TxnError),
 }
 
 /// Runs `vmsdb why` and returns what to print.
@@ -88,11 +90,7 @@ pub async fn why(args: WhyArgs) -> Result<String, HistoryCommandError> {
         AppChoice::Ycsb => row_of::<YcsbServed>(&args, key).await?,
         AppChoice::Marketplace => row_of::<MarketServed>(&args, key).await?,
     };
-    Ok(if json {
-        txn_json(&row)
-    } else {
-        row_table(&row)
-    })
+    Ok(if json { to_json(&row) } else { row_table(&row) })
 }
 
 /// Runs `vmsdb replay` and returns what to print.
@@ -104,13 +102,16 @@ pub async fn replay(args: ReplayArgs) -> Result<String, HistoryCommandError> {
         AppChoice::Marketplace => replay_of::<MarketServed>(&args).await?,
     };
     Ok(if json {
-        txn_json(&replay)
+        to_json(&replay)
     } else {
         replay_table(&replay)
     })
 }
 
-fn open<S: ServedApp>(store: &StoreArgs) -> Result<History<S::App>, HistoryCommandError> {
+/// The retained history of `store`, as application `S` wrote it.
+pub(crate) fn open<S: ServedApp>(
+    store: &StoreArgs,
+) -> Result<History<S::App>, HistoryCommandError> {
     let options = AppOptions {
         partitions: store.partitions,
         ycsb_keys: 0,
@@ -160,7 +161,8 @@ fn parse_request_id(text: &str) -> Result<RequestId, HistoryCommandError> {
     })
 }
 
-fn txn_json<T: serde::Serialize>(value: &T) -> String {
+/// `value` as pretty JSON.
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).expect("history answers encode as JSON")
 }
 

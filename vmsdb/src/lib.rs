@@ -9,6 +9,7 @@ pub mod commit_tracker;
 pub mod config;
 pub mod console;
 pub mod engine;
+pub mod governance_cmd;
 pub mod history_cmd;
 pub mod limits;
 pub mod live;

@@ -44,5 +44,9 @@ async fn main() -> ExitCode {
         }
         Command::Why(args) => vmsdb::history_cmd::print(vmsdb::history_cmd::why(args).await),
         Command::Replay(args) => vmsdb::history_cmd::print(vmsdb::history_cmd::replay(args).await),
+        Command::Audit(args) => vmsdb::history_cmd::print(vmsdb::governance_cmd::audit(args).await),
+        Command::Forget(args) => {
+            vmsdb::history_cmd::print(vmsdb::governance_cmd::forget(args).await)
+        }
     }
 }

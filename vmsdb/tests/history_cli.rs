@@ -3,7 +3,9 @@
 //! abort reason, JSON output, and a clear error for a directory whose log was truncated.
 
 use services::ledger::{Ledger, LedgerConfig, Transfer};
-use std::process::Command;
+mod common;
+
+use common::vmsdb;
 use txn::{Outcome, Retention, Runtime, RuntimeConfig};
 
 /// Writes a ledger store: two deposits, a transfer that commits and one refused for lack of
@@ -48,18 +50,6 @@ async fn write_store(
     assert!(!refused.committed());
     rt.shutdown().await;
     refused
-}
-
-fn vmsdb(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vmsdb"))
-        .args(args)
-        .output()
-        .expect("vmsdb runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// `vmsdb why` on account 1 of the ledger in `data_dir`, with `extra` flags.

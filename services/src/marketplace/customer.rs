@@ -91,7 +91,7 @@ impl Customers {
         Ok(())
     }
 
-    #[handler(internal)]
+    #[handler(internal, purpose = "checkout")]
     fn ensure_customer(
         &self,
         ctx: &mut TxnCtx<'_, MarketApp>,
@@ -103,7 +103,7 @@ impl Customers {
         Ok(())
     }
 
-    #[handler(internal)]
+    #[handler(internal, purpose = "payment")]
     fn count_payment(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &CountPayment) -> HandlerResult {
         let mut c = self.customer(ctx, ev.customer_id)?;
         if ev.approved {
@@ -114,7 +114,7 @@ impl Customers {
         ctx.put(self.customers, ev.customer_id, c)
     }
 
-    #[handler(internal)]
+    #[handler(internal, purpose = "delivery")]
     fn count_deliveries(
         &self,
         ctx: &mut TxnCtx<'_, MarketApp>,

@@ -524,10 +524,17 @@ pub struct Payment {
     pub created_ms: u64,
 }
 
-/// The card of a card payment line (payment service's order_payment_cards).
+/// The card of a card payment line (payment service's order_payment_cards): card data of the
+/// order's customer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Table)]
-#[table(name = "order_payment_cards", key = OrderPartKey, placement = OrderPartKey::placement)]
+#[table(
+    name = "order_payment_cards",
+    key = OrderPartKey,
+    placement = OrderPartKey::placement,
+    subject = key.customer_id
+)]
 pub struct PaymentCard {
+    #[category(card)]
     pub card_last4: u16,
     pub installments: u8,
 }
@@ -646,11 +653,14 @@ impl SellerView {
     }
 }
 
-/// A customer (customer service).
+/// A customer (customer service): the name is personal data (`pii`), the card digits card
+/// data; the customer id (the key) names whose data the row is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Table)]
-#[table(name = "customers", key = CustomerId)]
+#[table(name = "customers", key = CustomerId, subject = key)]
 pub struct Customer {
+    #[pii]
     pub name: String,
+    #[category(card)]
     pub card_last4: u16,
     pub success_payment_count: u64,
     pub failed_payment_count: u64,

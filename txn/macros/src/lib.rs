@@ -47,6 +47,9 @@ mod text;
 /// | `#[check(<range>)]` | field | the field's value must lie in the range: `0..`, `1..=100` |
 /// | `#[check(.., name = "..")]` | either | the same, with another name |
 /// | `#[unique]`, `#[unique(name = "..")]` | field | no two rows hold the same value (`AppBuilder::unique`, named after the field); an `Option` field constrains only its `Some` values |
+/// | `#[pii]`, `#[category(card)]` | field | personal data of category `pii` / `card` (`docs/governance.md`): reads need a purpose the category allows |
+/// | `#[subject]` | field | whose personal data the row is (required with personal fields) |
+/// | `#[table(subject = key)]`, `subject = key.field` | struct | the key (or a field of it) names the subject |
 ///
 /// A row failing a check or a unique constraint aborts the transaction that writes it with
 /// `AbortReason::Constraint`, naming the constraint. Foreign keys need the parent table's
@@ -117,7 +120,7 @@ mod text;
 /// b.check(stock_items, "reserved <= available", |r: &StockItem| r.reserved <= r.available);
 /// b.check(stock_items, "available in 0..", |r: &StockItem| r.available >= 0);
 /// ```
-#[proc_macro_derive(Table, attributes(table, key, check, unique))]
+#[proc_macro_derive(Table, attributes(table, key, check, unique, pii, category, subject))]
 pub fn derive_table(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     table::derive(input)
@@ -349,7 +352,14 @@ pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// `#[handler(internal)]` marks an event only handlers may emit (e.g. the credit step of a
 /// transfer): `App::is_internal` says so, and `Client::submit` refuses it with
-/// `TxnError::InternalEvent` before it reaches the log. It is the only argument.
+/// `TxnError::InternalEvent` before it reaches the log.
+///
+/// `#[handler(purpose = "checkout")]` (or `purposes("a", "b")`, with or without `internal`)
+/// declares what the handler uses personal data for; a handler without one may read no
+/// personal data. A read written directly in the body (`ctx.get(self.table, ..)`, `scan*`,
+/// `lookup`) of a row type whose personal categories the `#[app(allow(..))]` policy allows for
+/// none of the purposes does not compile; other reads are checked at run time
+/// (`docs/governance.md`).
 ///
 /// ```
 /// use serde::{Deserialize, Serialize};
@@ -468,6 +478,7 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 /// | `services(A, B, ..)` | yes | the application's services; their type names are distinct |
 /// | `output = O` | no | what a transaction returns to its client (`ctx.set_output`); default `()` |
 /// | `event = Name` | no | the envelope enum's name; default `<App>Event` |
+/// | `allow(pii = ["checkout", ..], card = [..])` | no | the purposes each personal-data category may serve (`App::PURPOSES_ALLOWED`, `docs/governance.md`) |
 ///
 /// Generates `impl txn::App` (its `event_kind` and `is_internal` ask the service of the
 /// event) and the envelope the epoch log stores: `enum <App>Event { A(AEvent), B(BEvent), .. }`,

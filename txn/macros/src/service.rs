@@ -6,7 +6,7 @@
 use crate::errors::Errors;
 use crate::text;
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
 use syn::{FnArg, GenericArgument, ImplItem, ImplItemFn, Item, PathArguments, Type};
@@ -26,34 +26,47 @@ struct ServiceArgs {
     vis: Option<syn::Visibility>,
 }
 
-/// `#[handler]` or `#[handler(internal)]`.
+/// `#[handler]`, `#[handler(internal)]`, `#[handler(purpose = "..")]`, or both.
 #[derive(Default)]
 struct HandlerArgs {
     /// Only handlers may emit this event; clients are refused it.
     internal: bool,
+    /// The purposes the handler serves (`purpose = "checkout"` or `purposes("a", "b")`).
+    purposes: Vec<String>,
 }
 
 impl Parse for HandlerArgs {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         let mut args = HandlerArgs::default();
-        if input.is_empty() {
-            return Ok(args);
+        let arguments = "a handler's event type is its event parameter's type; the arguments \
+                         of #[handler] are `internal` (only handlers may emit the event) and \
+                         `purpose = \"..\"` / `purposes(\"..\", ..)` (what it uses personal \
+                         data for)";
+        while !input.is_empty() {
+            let word: syn::Ident = input
+                .parse()
+                .map_err(|e| syn::Error::new(e.span(), arguments))?;
+            if word == "internal" {
+                args.internal = true;
+            } else if word == "purpose" {
+                input.parse::<syn::Token![=]>()?;
+                args.purposes.push(input.parse::<syn::LitStr>()?.value());
+            } else if word == "purposes" {
+                let content;
+                syn::parenthesized!(content in input);
+                let list =
+                    syn::punctuated::Punctuated::<syn::LitStr, syn::Token![,]>::parse_terminated(
+                        &content,
+                    )?;
+                args.purposes.extend(list.iter().map(syn::LitStr::value));
+            } else {
+                return Err(syn::Error::new(word.span(), arguments));
+            }
+            if input.is_empty() {
+                break;
+            }
+            input.parse::<syn::Token![,]>()?;
         }
-        let only_internal = "a handler's event type is its event parameter's type; the only \
-                             argument of #[handler] is `internal` (only handlers may emit the \
-                             event)";
-        let word: syn::Ident = input
-            .parse()
-            .map_err(|e| syn::Error::new(e.span(), only_internal))?;
-        if word != "internal" {
-            return Err(syn::Error::new(word.span(), only_internal));
-        }
-        // A trailing comma is fine; anything after it is not.
-        let _ = input.parse::<Option<syn::Token![,]>>()?;
-        if !input.is_empty() {
-            return Err(input.error("`internal` is the only argument of #[handler]"));
-        }
-        args.internal = true;
         Ok(args)
     }
 }
@@ -61,6 +74,9 @@ impl Parse for HandlerArgs {
 /// One `#[handler]` method, checked.
 struct HandlerDef {
     method: syn::Ident,
+    /// `(table field, its token)` of each `ctx.get(self.<field>, ..)` (or `scan*`, `lookup`)
+    /// written directly in the handler's body: the reads the build-time purpose check sees.
+    direct_reads: Vec<syn::Ident>,
     args: HandlerArgs,
     /// The event parameter's type, behind its `&` if it has one.
     event: syn::TypePath,
@@ -323,6 +339,11 @@ fn contract(
     let names: Vec<String> = variants.iter().map(|v| v.to_string()).collect();
     let events: Vec<&syn::TypePath> = handlers.iter().map(|h| &h.event).collect();
     let internal: Vec<bool> = handlers.iter().map(|h| h.args.internal).collect();
+    let purposes: Vec<&Vec<String>> = handlers.iter().map(|h| &h.args.purposes).collect();
+    let purpose_checks = handlers
+        .iter()
+        .map(|h| purpose_checks(self_ty, app, h))
+        .collect::<Vec<_>>();
     // Each impl carries its handler's event type span: an error about sending an event to the
     // wrong service shows the handler that does take it.
     let event_of = handlers.iter().map(|h| {
@@ -380,6 +401,10 @@ fn contract(
                 #(::txn::EventInfo { kind: #names, internal: #internal },)*
             ];
 
+            const HANDLER_PURPOSES: &'static [(&'static str, &'static [&'static str])] = &[
+                #((#names, &[#(#purposes),*]),)*
+            ];
+
             fn request_from_json(
                 service: ::txn::Svc<Self>,
                 kind: &str,
@@ -396,6 +421,8 @@ fn contract(
         }
 
         #(#event_of)*
+
+        #(#purpose_checks)*
 
         impl #self_ty {
             #register
@@ -572,6 +599,7 @@ fn handler_def(f: &ImplItemFn, attr_idx: usize) -> syn::Result<HandlerDef> {
     let (event, by_value) = event.expect("no errors");
     Ok(HandlerDef {
         method: sig.ident.clone(),
+        direct_reads: direct_reads(f.block.to_token_stream()),
         args: args.expect("no errors"),
         event,
         by_value,
@@ -665,4 +693,76 @@ pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     )
     .to_compile_error();
     quote!(#err #item)
+}
+
+/// The methods of `TxnCtx` that read rows: the calls the build-time purpose check looks for.
+const READ_METHODS: &[&str] = &["get", "scan", "scan_limit", "scan_first", "lookup"];
+
+/// The table fields `f` in `<..>.get(self.f, ..)` (and the other `READ_METHODS`) anywhere in
+/// `body`, in order, without repeats. Only what is written there: a read inside a helper
+/// method the handler calls is checked at run time only.
+fn direct_reads(body: TokenStream) -> Vec<syn::Ident> {
+    use proc_macro2::TokenTree;
+    let mut found: Vec<syn::Ident> = Vec::new();
+    let tokens: Vec<TokenTree> = body.into_iter().collect();
+    for (i, token) in tokens.iter().enumerate() {
+        match token {
+            TokenTree::Group(g) => {
+                for field in direct_reads(g.stream()) {
+                    if !found.contains(&field) {
+                        found.push(field);
+                    }
+                }
+            }
+            TokenTree::Ident(method) if READ_METHODS.iter().any(|m| method == m) => {
+                let after_dot =
+                    i > 0 && matches!(&tokens[i - 1], TokenTree::Punct(p) if p.as_char() == '.');
+                let Some(TokenTree::Group(args)) = tokens.get(i + 1) else {
+                    continue;
+                };
+                if !after_dot || args.delimiter() != proc_macro2::Delimiter::Parenthesis {
+                    continue;
+                }
+                let inner: Vec<TokenTree> = args.stream().into_iter().take(3).collect();
+                if let [
+                    TokenTree::Ident(this),
+                    TokenTree::Punct(dot),
+                    TokenTree::Ident(field),
+                ] = &inner[..]
+                    && this == "self"
+                    && dot.as_char() == '.'
+                    && !found.contains(field)
+                {
+                    found.push(field.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+/// One constant per direct read of handler `h`: evaluating it fails the build, with the
+/// reason as message, if the row type read has a personal field whose category the
+/// application allows for none of the handler's purposes.
+fn purpose_checks(self_ty: &Type, app: &Type, h: &HandlerDef) -> TokenStream {
+    let purposes = &h.args.purposes;
+    let handler = h.method.to_string();
+    let checks = h.direct_reads.iter().map(|field| {
+        let table = field.to_string();
+        quote_spanned! {field.span()=>
+            const _: () = {
+                const VERDICT: ::txn::governance::Verdict = ::txn::governance::verdict::<#app, #self_ty, _, _>(
+                    |service: &#self_ty| &service.#field,
+                    &[#(#purposes),*],
+                    #handler,
+                    #table,
+                );
+                if let ::core::option::Option::Some(reason) = VERDICT.denied() {
+                    ::core::panic!("{}", reason);
+                }
+            };
+        }
+    });
+    quote!(#(#checks)*)
 }

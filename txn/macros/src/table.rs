@@ -28,6 +28,14 @@ struct TableArgs {
     key: Option<Type>,
     /// `placement = path`: places rows by `path(&key)` (with `key = Type`).
     placement: Option<syn::ExprPath>,
+    /// `subject = key` (or `key.field`): the row's key names whose personal data it is.
+    subject_key: Option<Expr>,
+}
+
+/// A personal field: its member and its data category (`#[pii]` is category `pii`).
+struct PersonalField {
+    member: Member,
+    category: String,
 }
 
 /// One `#[unique]` field: its name and the expression of its value over `row: &Self`.
@@ -82,6 +90,8 @@ pub fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
     let mut keys = Vec::new();
     let mut checks = Vec::new();
     let mut uniques = Vec::new();
+    let mut personal = Vec::new();
+    let mut subject: Option<Member> = None;
     for (i, field) in fields.iter().enumerate() {
         let member = match &field.ident {
             Some(ident) => Member::Named(ident.clone()),
@@ -121,6 +131,22 @@ pub fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
                     attr,
                     "#[table(..)] goes on the struct, not on a field",
                 ));
+            } else if attr.path().is_ident("pii") || attr.path().is_ident("category") {
+                match category(attr) {
+                    Ok(category) => personal.push(PersonalField {
+                        member: member.clone(),
+                        category,
+                    }),
+                    Err(e) => errors.add(e),
+                }
+            } else if attr.path().is_ident("subject") {
+                if subject.is_some() || args.subject_key.is_some() {
+                    errors.add(syn::Error::new_spanned(
+                        attr,
+                        "a row has one subject: one #[subject] field, or `subject = key`",
+                    ));
+                }
+                subject = Some(member.clone());
             }
         }
     }
@@ -179,6 +205,16 @@ pub fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
         ));
     }
 
+    if !personal.is_empty() && subject.is_none() && args.subject_key.is_none() {
+        errors.add(syn::Error::new(
+            input.ident.span(),
+            format!(
+                "{} has personal fields but no subject: mark the field naming whose data it is \
+                 with #[subject], or say #[table(subject = key)] if the key names it",
+                input.ident
+            ),
+        ));
+    }
     let place = match &args.place_by {
         Some(members) => match placement(members, &keys) {
             Ok(p) => p,
@@ -272,7 +308,36 @@ pub fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
         }
     });
 
+    let personal_fields = personal.iter().map(|p| {
+        let (name, category) = (text::member_name(&p.member), &p.category);
+        quote!((#name, #category))
+    });
+    let personal_members = personal.iter().map(|p| &p.member);
+    let subject_expr = match (&subject, &args.subject_key) {
+        (Some(member), _) => quote!(row.#member),
+        (None, Some(expr)) => quote!(#expr),
+        (None, None) => quote!(key),
+    };
+    let personal_call = (!personal.is_empty()).then(|| {
+        quote! {
+            builder.personal_data(
+                table,
+                <Self as ::txn::governance::Governed>::PERSONAL_FIELDS,
+                |key: &#key_ty, row: &Self| {
+                    let _ = (&key, &row);
+                    ::std::string::ToString::to_string(&#subject_expr)
+                },
+                |row: &mut Self| {
+                    #(row.#personal_members = ::core::default::Default::default();)*
+                },
+            );
+        }
+    });
     Ok(quote! {
+        impl #impl_generics ::txn::governance::Governed for #ident #ty_generics #where_clause {
+            const PERSONAL_FIELDS: &'static [(&'static str, &'static str)] = &[#(#personal_fields,)*];
+        }
+
         impl #impl_generics #ident #ty_generics #where_clause {
             #[doc = #table_doc]
             #vis fn table<__A: ::txn::App>(
@@ -283,6 +348,7 @@ pub fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
                 #place_call
                 #(builder.check(table, #check_names, |row: &Self| row.#check_fns());)*
                 #(builder.unique(table, #unique_names, |row: &Self| #unique_values);)*
+                #personal_call
                 table
             }
 
@@ -336,6 +402,21 @@ fn parse_table_args(attr: &syn::Attribute, args: &mut TableArgs) -> syn::Result<
                 return Err(meta.error("`key` is given twice"));
             }
             args.key = Some(meta.value()?.parse()?);
+        } else if meta.path.is_ident("subject") {
+            let value: Expr = meta.value()?.parse()?;
+            let on_key = match &value {
+                Expr::Path(p) => p.path.is_ident("key"),
+                Expr::Field(f) => matches!(&*f.base, Expr::Path(p) if p.path.is_ident("key")),
+                _ => false,
+            };
+            if !on_key {
+                return Err(syn::Error::new_spanned(
+                    &value,
+                    "`subject = key` (or `key.<field>`) says the row's key names whose data it \
+                     is; otherwise mark that field of the row with #[subject]",
+                ));
+            }
+            args.subject_key = Some(value);
         } else if meta.path.is_ident("placement") {
             if args.placement.is_some() {
                 return Err(meta.error("`placement` is given twice"));
@@ -519,4 +600,24 @@ fn unique(attr: &syn::Attribute, member: &Member, ty: &Type) -> syn::Result<Uniq
         name: name.unwrap_or_else(|| text::member_name(member)),
         value,
     })
+}
+
+/// The category of `#[pii]` (`pii`) or `#[category(name)]`.
+fn category(attr: &syn::Attribute) -> syn::Result<String> {
+    if attr.path().is_ident("pii") {
+        attr.meta.require_path_only().map_err(|_| {
+            syn::Error::new_spanned(
+                &attr.meta,
+                "#[pii] takes no arguments; for another category write #[category(card)]",
+            )
+        })?;
+        return Ok("pii".to_string());
+    }
+    let name: syn::Ident = attr.parse_args().map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "#[category(..)] names one data category, e.g. #[category(card)]",
+        )
+    })?;
+    Ok(name.to_string())
 }

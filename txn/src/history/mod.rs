@@ -9,6 +9,7 @@
 //! Open a store with no runtime running on it. See `docs/provenance.md`.
 
 mod assemble;
+mod audit;
 mod replica;
 
 use crate::app::{App, AppDef, Key, Row, ServiceRef, Table};
@@ -16,10 +17,12 @@ use crate::error::TxnError;
 use crate::ids::{RequestId, Tid};
 use crate::query::ReadView;
 use crate::storage::{EmbeddedStorage, Storage};
-use crate::trace::{TraceFilter, TraceSink};
+use crate::trace::{SubjectFilter, TraceFilter, TraceSink};
 use serde_json::Value as Json;
 use std::path::Path;
 use std::sync::Arc;
+
+pub use audit::AuditEntry;
 
 pub use assemble::{
     Access, Change, ReplayOutcome, RowHistory, StepReplay, TxnRef, TxnReplay, Version,
@@ -208,6 +211,33 @@ impl<A: App> History<A> {
         found
             .flatten()
             .ok_or(HistoryError::EpochOutside { epoch, last_epoch })
+    }
+
+    /// Every read of `subject`'s personal data over the retained log: each read by a handler
+    /// step of a row whose subject is `subject` in a table with personal fields, committed or
+    /// not, in execution order (`docs/governance.md`). A read the purpose check refused never
+    /// happened and is not listed (its transaction aborted before reading).
+    pub async fn audit(&self, subject: &str) -> Result<Vec<AuditEntry>, HistoryError> {
+        let app = self.app.clone();
+        let filter = SubjectFilter {
+            subject: subject.to_string(),
+            subject_of: Arc::new(move |(service, table), key, row| {
+                (app.governance.rule(service, table)?.governance.subject_of)(key, row)
+            }),
+        };
+        let sink = TraceSink::new(TraceFilter::Subject(filter));
+        let replica = replica::replica(&self.app, Some(&sink));
+        let mut entries = Vec::new();
+        replica::replay(
+            &self.app,
+            &self.storage,
+            &replica,
+            Some(&sink),
+            u64::MAX,
+            |r| audit::epoch(&self.app, r, &mut entries),
+        )
+        .await?;
+        Ok(entries)
     }
 
     /// The TID the request with id `id` last ran under (its final run, after any conflict

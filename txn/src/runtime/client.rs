@@ -241,6 +241,22 @@ impl<A: App> Client<A> {
         self.query_targets(targets, f).await
     }
 
+    /// Like [`Client::query`], for a query that serves `purposes`: reading a row with a
+    /// personal field whose category allows none of them fails the query
+    /// (`TxnError::QueryPanicked` naming the table, field and category). A plain `query`
+    /// declares no purposes and is not checked: it is the operator's access, as to the data
+    /// directory (`docs/governance.md`).
+    pub async fn query_for<R: Send + 'static>(
+        &self,
+        purposes: &[&str],
+        services: &[ServiceRef],
+        f: impl Fn(&ReadView<'_>) -> R + Send + Sync + 'static,
+    ) -> Result<Vec<R>, TxnError> {
+        let mask = self.app.governance.mask_of_names(purposes);
+        self.query(services, move |view| f(&view.serving(mask)))
+            .await
+    }
+
     /// Like [`Client::query`], but only on the listed `(service, partition)` pairs (e.g. the
     /// partitions owning the keys a lookup needs), still at one consistent snapshot. Results
     /// come in the order of `partitions`; an unknown partition is an error. A partition listed

@@ -26,7 +26,7 @@ pub use client::Client;
 pub use config::{RecoverFrom, Retention, RuntimeConfig};
 pub(crate) use durability::EpochRecordRef;
 pub use recovery::RecoveryReport;
-pub(crate) use recovery::stream_log;
+pub(crate) use recovery::{recover, stream_log};
 pub use reply::OutboxSink;
 pub use stats::{ConflictStats, RuntimeStats, StatsSnapshot, TableConflicts};
 
@@ -41,7 +41,6 @@ use crate::sync::DurableWatermark;
 use crate::transport::PartitionActors;
 use client::Submission;
 use durability::{CheckpointSchedule, LogItem, WriterTurn, checkpoint_loop, durability_loop};
-use recovery::recover;
 use reply::reply_loop;
 use rustc_hash::FxHashMap;
 use sequencer::{Sequencer, sequencer_loop};

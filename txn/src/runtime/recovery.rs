@@ -115,7 +115,7 @@ pub(crate) fn stream_log<A: App>(
 
 /// Rebuilds the state from storage: the latest complete checkpoint, then a deterministic replay
 /// of every logged epoch after it.
-pub(super) async fn recover<A: App>(
+pub(crate) async fn recover<A: App>(
     app: &Arc<AppDef<A>>,
     parts: &[SharedPartition<A>],
     actors: &PartitionActors<A>,

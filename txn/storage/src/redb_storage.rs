@@ -179,6 +179,77 @@ impl RedbStorage {
     pub fn checkpoint_path(&self) -> &Path {
         &self.files.ckpt_path
     }
+
+    /// Rewrites both files of the store in `dir` (which must not be open) from their live
+    /// entries only, each into a new file that then replaces the old one (written, synced,
+    /// renamed, directory synced). Pages redb freed — truncated log records, overwritten
+    /// checkpoint rows — keep the bytes they held until reused; after this no file holds them.
+    pub fn rewrite_files(dir: impl AsRef<Path>) -> Result<(), StorageError> {
+        let dir = dir.as_ref();
+        let store = Self::open(dir)?;
+        let files = &store.files;
+        let log = rewrite_into_temp(&files.db, &files.path, |from, to| {
+            copy_table!(from, to, LOG);
+            copy_table!(from, to, LOG_META);
+            Ok(())
+        })?;
+        let ckpt = rewrite_into_temp(&files.ckpt, &files.ckpt_path, |from, to| {
+            copy_table!(from, to, STATE);
+            copy_table!(from, to, PENDING);
+            copy_table!(from, to, META);
+            Ok(())
+        })?;
+        let paths = [(log, files.path.clone()), (ckpt, files.ckpt_path.clone())];
+        // Closes both files before they are replaced.
+        drop(store);
+        for (temp, path) in paths {
+            std::fs::rename(&temp, &path)
+                .map_err(|err| StorageError::io(BACKEND, "replace a rewritten file", err))?;
+        }
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|err| StorageError::io(BACKEND, "sync the data directory", err))
+    }
+}
+
+/// Copies every entry of table `$def` from read transaction `$from` to write transaction `$to`.
+macro_rules! copy_table {
+    ($from:expr, $to:expr, $def:expr) => {{
+        let source = $from.open_table($def)?;
+        let mut target = $to.open_table($def)?;
+        for entry in source.iter()? {
+            let (key, value) = entry?;
+            target.insert(key.value(), value.value())?;
+        }
+    }};
+}
+use copy_table;
+
+/// Writes the live entries of `db` (copied by `copy`) into a new file beside `path`, synced,
+/// and returns its path.
+fn rewrite_into_temp(
+    db: &Database,
+    path: &Path,
+    copy: impl FnOnce(&redb::ReadTransaction, &redb::WriteTransaction) -> Result<(), redb::Error>,
+) -> Result<PathBuf, StorageError> {
+    let temp = path.with_extension("redb.rewrite");
+    let _ = std::fs::remove_file(&temp);
+    let fresh = Database::create(&temp).map_err(|e| engine_error(&temp, "create", e))?;
+    let read = db
+        .begin_read()
+        .map_err(|e| engine_error(path, "rewrite", e))?;
+    let write = fresh
+        .begin_write()
+        .map_err(|e| engine_error(&temp, "rewrite", e))?;
+    copy(&read, &write).map_err(|e| engine_error(path, "rewrite", e))?;
+    write
+        .commit()
+        .map_err(|e| engine_error(&temp, "rewrite", e))?;
+    drop(fresh);
+    std::fs::File::open(&temp)
+        .and_then(|f| f.sync_all())
+        .map_err(|err| StorageError::io(BACKEND, "sync a rewritten file", err))?;
+    Ok(temp)
 }
 
 impl Files {

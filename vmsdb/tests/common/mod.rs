@@ -196,3 +196,16 @@ pub async fn wait_ready(http: &reqwest::Client, url: &str) {
     }
     panic!("{url} never became ready");
 }
+
+/// Runs the built `vmsdb` binary with `args`: whether it succeeded, its stdout and stderr.
+pub fn vmsdb(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vmsdb"))
+        .args(args)
+        .output()
+        .expect("vmsdb runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
