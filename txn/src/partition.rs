@@ -5,6 +5,9 @@
 //!   state, buffering writes; return the events they emitted, the aborts and outputs;
 //! - **decide**: report the transactions that lose a conflict in this partition;
 //! - **commit**: apply the writes of the transactions that every partition let commit.
+//!
+//! Its state has exactly one owner at any time (its actor, or the epoch driver during a lend
+//! for the serial pass), so there is no lock: every other access is a [`Job`] to the owner.
 
 use crate::app::{App, AppDef};
 use crate::bitset::SeqSet;
