@@ -376,6 +376,8 @@ pub(crate) fn runtime_stats_summary(
         conflict_rate: d.conflicts as f64 / executed.max(1) as f64,
         conflict_losers_pct: 100.0 * d.conflicts as f64 / executed.max(1) as f64,
         serial_pass_pct: 100.0 * d.fallback as f64 / sequenced.max(1) as f64,
+        serial_lends: d.serial_lends,
+        serial_lend_us_mean: d.serial_lend_nanos as f64 / 1e3 / d.serial_lends.max(1) as f64,
         conflicts_by_table: conflicts
             .map(|c| {
                 c.by_table

@@ -88,6 +88,9 @@ pub struct EpochStats {
     pub n_waves: usize,
     /// Wall time of the phases: execute (all waves), decide, commit, serial pass.
     pub phase_nanos: [u64; 4],
+    /// Wall time of lending the partitions to the serial pass and returning them (part of the
+    /// serial pass's time); `None` if the epoch did not lend them.
+    pub lend_nanos: Option<u64>,
 }
 
 pub(crate) struct EpochOutcome<A: App> {
@@ -202,7 +205,9 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
     match env.fallback {
         // Lending costs two messages per partition: only when the pass has work.
         Fallback::Serial if serial.iter().next().is_some() => {
+            let lend_started = Instant::now();
             let mut parts = lend_all(app, dispatch).await?;
+            let lent_after = lend_started.elapsed();
             let pass = SerialPass {
                 env: &env,
                 results: &mut results,
@@ -210,7 +215,9 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
                 stats: &mut stats,
             };
             serial_pass(app, &mut parts, &serial, pass);
+            let return_started = Instant::now();
             return_all(dispatch, parts).await?;
+            stats.lend_nanos = Some((lent_after + return_started.elapsed()).as_nanos() as u64);
         }
         Fallback::Serial => {}
         Fallback::Ordered => {
