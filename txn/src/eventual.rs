@@ -7,10 +7,9 @@
 //! other requests' steps; an abort discards only the aborting step (earlier steps of the chain
 //! stay committed); queries read the partitions one after another, not at one snapshot (each
 //! partition's state is owned by the task that runs its steps, so a query is a message to each
-//! task, answered between two of its steps). The
-//! client gets its outcome when the whole chain has run. It exists to be measured against — its
-//! anomalies are what the consistency checkers count — and is not a mode anyone should run in
-//! production.
+//! task, answered between two of its steps). The client gets its outcome when the whole chain
+//! has run. It exists to be measured against — its anomalies are what the consistency checkers
+//! count — and is not a mode anyone should run in production.
 //!
 //! # Durability
 //!
