@@ -27,6 +27,7 @@ pub use workload::{Effects, Op, Workload};
 
 use cli::{Baseline, Cli, CommonArgs, FallbackArg, StorageArg, WorkloadCmd};
 use driver::{DriveConfig, drive_runtime, drive_serial, fmt_count};
+use futures::FutureExt;
 use progress::Ui;
 use report::{LoadSummary, RuntimeStatsSummary, Summary, SystemRun};
 use std::path::PathBuf;
@@ -329,13 +330,13 @@ async fn run_vmsdb<W: Workload>(
     ));
 
     let before = rt.stats().snapshot();
-    let conflicts_before = rt.conflict_stats();
+    let conflicts_before = rt.conflict_stats().await?;
     let progress = ui.run_bar("vmsdb", common.duration);
     let sample = usage::Sample::now();
     let driven = drive_runtime(w.clone(), client.clone(), drive_config(common), &progress).await;
     let usage = sample.usage_since(driven.recorder.committed());
     warn_late(ui, "vmsdb", &driven);
-    let conflicts = rt.conflict_stats().since(&conflicts_before);
+    let conflicts = rt.conflict_stats().await?.since(&conflicts_before);
     let runtime_stats =
         runtime_stats_summary(rt.stats().snapshot().since(&before), Some(&conflicts));
 
@@ -375,6 +376,8 @@ pub(crate) fn runtime_stats_summary(
         conflict_rate: d.conflicts as f64 / executed.max(1) as f64,
         conflict_losers_pct: 100.0 * d.conflicts as f64 / executed.max(1) as f64,
         serial_pass_pct: 100.0 * d.fallback as f64 / sequenced.max(1) as f64,
+        serial_lends: d.serial_lends,
+        serial_lend_us_mean: d.serial_lend_nanos as f64 / 1e3 / d.serial_lends.max(1) as f64,
         conflicts_by_table: conflicts
             .map(|c| {
                 c.by_table
@@ -477,7 +480,7 @@ async fn run_eventual<W: Workload>(
     // Every client waited for its chain to complete, so no step is queued any more: the audit
     // reads a quiescent state.
     ui.status(format!("{name}: checking consistency (anomalies expected)"));
-    let violations = w.audit_local(&*rt, &effects_of(&driven.recorder));
+    let violations = w.audit_local(&*rt, &effects_of(&driven.recorder)).await;
     if let Some(s) = rt.durability_stats() {
         ui.status(format!(
             "{name}: {} steps (load included), {} waited for {} group commits ({:.1} steps, \
@@ -531,7 +534,10 @@ fn run_serial<W: Workload>(w: &W, common: &CommonArgs, ui: Ui) -> Result<SystemR
     let driven = drive_serial(w, &mut exec, common.duration, &progress);
     let usage = sample.usage_since(driven.recorder.committed());
     ui.status("serial: checking consistency");
-    let violations = w.audit_local(&exec, &effects_of(&driven.recorder));
+    let audit = w
+        .audit_local(&exec, &effects_of(&driven.recorder))
+        .now_or_never();
+    let violations = audit.expect("the serial executor answers queries at once");
     Ok(SystemRun {
         name: Baseline::Serial.name(),
         recorder: driven.recorder,

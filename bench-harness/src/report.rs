@@ -67,6 +67,10 @@ pub struct RuntimeStatsSummary {
     pub conflict_losers_pct: f64,
     /// Serial-pass runs (losers and hinted) in percent of the transactions sequenced.
     pub serial_pass_pct: f64,
+    /// Epochs whose serial pass borrowed every partition from its actor (a lend round: one
+    /// `Lend` and one `Return` message per partition), and the mean wall time of a round, µs.
+    pub serial_lends: u64,
+    pub serial_lend_us_mean: f64,
     /// Conflict losses by `service.table` over the measured run, with the hottest keys.
     pub conflicts_by_table: BTreeMap<String, TableConflictSummary>,
 }

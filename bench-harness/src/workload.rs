@@ -7,6 +7,7 @@
 //! The harness owns everything else (clients, timing, histograms, reports), so a new workload
 //! (the marketplace) only implements this trait.
 
+use futures::future::BoxFuture;
 use services::Violations;
 use std::future::Future;
 use std::sync::Arc;
@@ -28,16 +29,18 @@ impl System {
 }
 
 /// A system whose state the harness reads in place, partition after partition (the serial
-/// executor; the eventual baseline, whose reads are NOT one snapshot while it runs).
+/// executor; the eventual baseline, whose reads are NOT one snapshot while it runs, and whose
+/// partitions are owned by their tasks, so a read is a message answered later).
 pub trait LocalReader<A: App> {
     /// Which system this is (workloads keep per-system counters of what their queries saw).
     const SYSTEM: System;
-    /// Runs `f` on every partition of `services` and collects the results.
+    /// Runs `f` on every partition of `services`; the future collects the results and borrows
+    /// nothing (the serial executor's is ready at once).
     fn query<R: Send + 'static>(
         &self,
         services: &[ServiceRef],
-        f: impl Fn(&ReadView<'_>) -> R,
-    ) -> Vec<R>;
+        f: impl Fn(&ReadView<'_>) -> R + Send + Sync + 'static,
+    ) -> BoxFuture<'static, Vec<R>>;
 }
 
 impl<A: App> LocalReader<A> for SerialExecutor<A> {
@@ -45,9 +48,9 @@ impl<A: App> LocalReader<A> for SerialExecutor<A> {
     fn query<R: Send + 'static>(
         &self,
         services: &[ServiceRef],
-        f: impl Fn(&ReadView<'_>) -> R,
-    ) -> Vec<R> {
-        SerialExecutor::query(self, services, f)
+        f: impl Fn(&ReadView<'_>) -> R + Send + Sync + 'static,
+    ) -> BoxFuture<'static, Vec<R>> {
+        Box::pin(std::future::ready(SerialExecutor::query(self, services, f)))
     }
 }
 
@@ -56,9 +59,14 @@ impl<A: App> LocalReader<A> for EventualRuntime<A> {
     fn query<R: Send + 'static>(
         &self,
         services: &[ServiceRef],
-        f: impl Fn(&ReadView<'_>) -> R,
-    ) -> Vec<R> {
-        EventualRuntime::query(self, services, f)
+        f: impl Fn(&ReadView<'_>) -> R + Send + Sync + 'static,
+    ) -> BoxFuture<'static, Vec<R>> {
+        let answers = EventualRuntime::query(self, services, f);
+        Box::pin(async move {
+            answers
+                .await
+                .expect("the eventual baseline runs until the harness shuts it down")
+        })
     }
 }
 
@@ -129,7 +137,11 @@ pub trait Workload: Send + Sync + 'static {
         None
     }
     /// Runs a query on a system read in place (the serial executor, the eventual baseline).
-    fn run_query_local<L: LocalReader<Self::App>>(&self, reader: &L, query: Self::Query);
+    fn run_query_local<L: LocalReader<Self::App>>(
+        &self,
+        reader: &L,
+        query: Self::Query,
+    ) -> impl Future<Output = ()> + Send;
 
     /// Checks vmsdb's final state, given the effects of the committed operations of the run
     /// (the load is known to have committed completely).
@@ -140,5 +152,9 @@ pub trait Workload: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Violations, TxnError>> + Send;
     /// Checks the final state of a system read in place (the serial executor, the eventual
     /// baseline once it is quiescent).
-    fn audit_local<L: LocalReader<Self::App>>(&self, reader: &L, effects: &Effects) -> Violations;
+    fn audit_local<L: LocalReader<Self::App>>(
+        &self,
+        reader: &L,
+        effects: &Effects,
+    ) -> impl Future<Output = Violations> + Send;
 }

@@ -46,7 +46,7 @@ use crate::error::{AbortReason, TxnError};
 use crate::ids::{GlobalPartition, Seq};
 use crate::limits::{CHAIN_WAVES_MAX, TxnLimits};
 pub use crate::outcome::SerialPos;
-use crate::partition::{Emitted, Job, OutboxMsg, SharedPartition, Step, StepEvent, WaveOut};
+use crate::partition::{Emitted, Job, OutboxMsg, Partitions, Step, StepEvent, WaveOut};
 use crate::query::{QueryFn, QueryPart, QueryResult};
 use crate::sync::{AtomicSeqSet, Depositor, PhaseBarrier};
 use std::future::Future;
@@ -88,6 +88,9 @@ pub struct EpochStats {
     pub n_waves: usize,
     /// Wall time of the phases: execute (all waves), decide, commit, serial pass.
     pub phase_nanos: [u64; 4],
+    /// Wall time of lending the partitions to the serial pass and returning them (part of the
+    /// serial pass's time); `None` if the epoch did not lend them.
+    pub lend_nanos: Option<u64>,
 }
 
 pub(crate) struct EpochOutcome<A: App> {
@@ -129,7 +132,6 @@ pub(crate) async fn run_phase<A: App, D: Dispatch<A>, T: Send>(
 /// Runs one epoch to completion (not including durability, which the caller awaits).
 pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
     app: &Arc<AppDef<A>>,
-    parts: &[SharedPartition<A>],
     dispatch: &D,
     env: Arc<EpochEnv<A::Event>>,
     queries: Vec<QueryJob>,
@@ -201,15 +203,23 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
     let mut serial = conflicts;
     serial.union_with(&hinted);
     match env.fallback {
-        Fallback::Serial => serial_pass(
-            app,
-            parts,
-            &env,
-            &serial,
-            &mut results,
-            &mut outbox,
-            &mut stats,
-        ),
+        // Lending costs two messages per partition: only when the pass has work.
+        Fallback::Serial if serial.iter().next().is_some() => {
+            let lend_started = Instant::now();
+            let mut parts = lend_all(app, dispatch).await?;
+            let lent_after = lend_started.elapsed();
+            let pass = SerialPass {
+                env: &env,
+                results: &mut results,
+                outbox: &mut outbox,
+                stats: &mut stats,
+            };
+            serial_pass(app, &mut parts, &serial, pass);
+            let return_started = Instant::now();
+            return_all(dispatch, parts).await?;
+            stats.lend_nanos = Some((lent_after + return_started.elapsed()).as_nanos() as u64);
+        }
+        Fallback::Serial => {}
         Fallback::Ordered => {
             ordered::ordered_pass(
                 app,
@@ -273,18 +283,54 @@ fn first_pass_result<O>(
     }
 }
 
-/// Every partition is idle at the barrier: runs the conflict losers and the hinted
-/// transactions (`serial`) one at a time, in TID order, each seeing all writes committed before
-/// it. Their outbox messages follow the first pass's, in the same order.
+/// Borrows every partition's state from its owner for the serial pass (one `Job::Lend` each):
+/// ownership moves to the driver, nothing is shared. This works only for partitions in this
+/// process; across nodes the contended path is `Fallback::Ordered`, which sends jobs only.
+async fn lend_all<A: App, D: Dispatch<A>>(
+    app: &AppDef<A>,
+    dispatch: &D,
+) -> Result<Partitions<A>, TxnError> {
+    let all: Vec<GlobalPartition> = (0..app.n_global).collect();
+    let states = run_phase(dispatch, &all, |_, reply| Job::Lend { reply }).await?;
+    Ok(Partitions::from_lent(states))
+}
+
+/// Gives every lent state back to its owner (one `Job::Return` each, no reply: the owner's
+/// mailbox is in order, so the next epoch's jobs find the state home).
+async fn return_all<A: App, D: Dispatch<A>>(
+    dispatch: &D,
+    parts: Partitions<A>,
+) -> Result<(), TxnError> {
+    for state in parts.into_states() {
+        dispatch.dispatch(state.gp, Job::Return { state }).await?;
+    }
+    Ok(())
+}
+
+/// What the serial pass reads and fills in.
+struct SerialPass<'p, A: App> {
+    env: &'p EpochEnv<A::Event>,
+    results: &'p mut [TxnResult<A::Output>],
+    outbox: &'p mut Vec<OutboxMsg>,
+    stats: &'p mut EpochStats,
+}
+
+/// Every partition is idle and lent to the driver (`parts`, indexed by global partition): runs
+/// the conflict losers and the hinted transactions (`serial`) one at a time, in TID order, each
+/// seeing all writes committed before it. Their outbox messages follow the first pass's, in the
+/// same order.
 fn serial_pass<A: App>(
     app: &Arc<AppDef<A>>,
-    parts: &[SharedPartition<A>],
-    env: &EpochEnv<A::Event>,
+    parts: &mut Partitions<A>,
     serial: &SeqSet,
-    results: &mut [TxnResult<A::Output>],
-    outbox: &mut Vec<OutboxMsg>,
-    stats: &mut EpochStats,
+    pass: SerialPass<'_, A>,
 ) {
+    let SerialPass {
+        env,
+        results,
+        outbox,
+        stats,
+    } = pass;
     let mut scratch = WaveOut::default();
     for seq in serial.iter() {
         debug_assert!(matches!(results[seq as usize], TxnResult::Retry));

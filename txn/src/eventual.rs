@@ -5,10 +5,11 @@
 //! Every step runs in its partition as soon as its event arrives and commits right away on its
 //! own; the events it emits are delivered asynchronously to their partitions, interleaving with
 //! other requests' steps; an abort discards only the aborting step (earlier steps of the chain
-//! stay committed); queries read the partitions one after another, not at one snapshot. The
-//! client gets its outcome when the whole chain has run. It exists to be measured against — its
-//! anomalies are what the consistency checkers count — and is not a mode anyone should run in
-//! production.
+//! stay committed); queries read the partitions one after another, not at one snapshot (each
+//! partition's state is owned by the task that runs its steps, so a query is a message to each
+//! task, answered between two of its steps). The client gets its outcome when the whole chain
+//! has run. It exists to be measured against — its anomalies are what the consistency checkers
+//! count — and is not a mode anyone should run in production.
 //!
 //! # Durability
 //!
@@ -47,7 +48,7 @@ use crate::context::Usage;
 use crate::contract::{EventOf, KeyOf, Request, Service, Svc};
 use crate::error::{AbortReason, TxnError};
 use crate::ids::{GlobalPartition, Tid};
-use crate::partition::{Emitted, PartitionState, SharedPartition, StepEvent, WaveOut};
+use crate::partition::{Emitted, PartitionState, Partitions, StepEvent, WaveOut};
 use crate::query::ReadView;
 use crate::row_key::{CheckpointRow, DeferredRows};
 use crate::storage::Storage;
@@ -88,7 +89,16 @@ struct EventualStep<A: App> {
     chain: Arc<Chain<A>>,
 }
 
-type Queues<A> = Arc<Vec<mpsc::UnboundedSender<EventualStep<A>>>>;
+/// What a partition task receives: a step to run, or a query to run on the state it owns.
+enum PartitionMsg<A: App> {
+    Step(EventualStep<A>),
+    Query(StateQuery<A>),
+}
+
+/// A query run by the task that owns a partition, on its state.
+type StateQuery<A> = Box<dyn FnOnce(&PartitionState<A>) + Send>;
+
+type Queues<A> = Arc<Vec<mpsc::UnboundedSender<PartitionMsg<A>>>>;
 
 /// A step that ran and committed locally, with what it produced, not yet released.
 struct Done<A: App> {
@@ -162,11 +172,10 @@ impl<A: App> Clone for Durable<A> {
     }
 }
 
-/// A running eventual baseline: one task per partition, each applying its queue of steps, and
-/// in the durable mode one log writer thread.
+/// A running eventual baseline: one task per partition, each owning its partition's state and
+/// applying its queue of steps (and queries), and in the durable mode one log writer thread.
 pub struct EventualRuntime<A: App> {
     app: Arc<AppDef<A>>,
-    parts: Vec<SharedPartition<A>>,
     queues: Queues<A>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     next_seq: AtomicU32,
@@ -191,10 +200,11 @@ impl<A: App> EventualRuntime<A> {
     }
 
     fn launch(app: Arc<AppDef<A>>, storage: Option<Arc<dyn Storage>>) -> Result<Self, TxnError> {
-        let parts = PartitionState::all(&app);
-        let mut senders = Vec::with_capacity(parts.len());
-        let mut receivers = Vec::with_capacity(parts.len());
-        for _ in 0..parts.len() {
+        let mut parts = Partitions::new(&app);
+        let n_partitions = app.n_global as usize;
+        let mut senders = Vec::with_capacity(n_partitions);
+        let mut receivers = Vec::with_capacity(n_partitions);
+        for _ in 0..n_partitions {
             let (tx, rx) = mpsc::unbounded_channel();
             senders.push(tx);
             receivers.push(rx);
@@ -202,8 +212,8 @@ impl<A: App> EventualRuntime<A> {
         let queues: Queues<A> = Arc::new(senders);
         let (durable, writer) = match storage {
             None => {
-                for p in &parts {
-                    p.lock().set_track_dirty(false);
+                for p in parts.iter_mut() {
+                    p.set_track_dirty(false);
                 }
                 (None, None)
             }
@@ -217,7 +227,7 @@ impl<A: App> EventualRuntime<A> {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let durable = Durable {
                     tx,
-                    in_writer: Arc::new((0..parts.len()).map(|_| AtomicUsize::new(0)).collect()),
+                    in_writer: Arc::new((0..n_partitions).map(|_| AtomicUsize::new(0)).collect()),
                     failed: Arc::new(AtomicBool::new(false)),
                     counters: Arc::new(Counters::default()),
                 };
@@ -247,7 +257,7 @@ impl<A: App> EventualRuntime<A> {
         let counters = durable.as_ref().map(|d| d.counters.clone());
         let tasks = receivers
             .into_iter()
-            .zip(parts.iter().cloned())
+            .zip(parts.into_states())
             .enumerate()
             .map(|(gp, (rx, part))| {
                 tokio::spawn(partition_loop(
@@ -262,7 +272,6 @@ impl<A: App> EventualRuntime<A> {
             .collect();
         Ok(EventualRuntime {
             app,
-            parts,
             queues,
             tasks,
             next_seq: AtomicU32::new(0),
@@ -327,23 +336,45 @@ impl<A: App> EventualRuntime<A> {
             chain,
         };
         self.queues[service.gp(partition) as usize]
-            .send(step)
+            .send(PartitionMsg::Step(step))
             .map_err(|_| TxnError::Stopped)?;
         rx.await.map_err(|_| TxnError::Stopped)?
     }
 
-    /// Runs `f` on every partition of `services`, one partition after another (NOT one
-    /// snapshot: writes land in between, which is what this baseline is measured for). Reads the
-    /// live state, including writes not durable yet.
-    pub fn query<R>(&self, services: &[ServiceRef], f: impl Fn(&ReadView<'_>) -> R) -> Vec<R> {
-        let mut out = Vec::new();
+    /// Runs `f` on every partition of `services`, each in the task that owns the partition,
+    /// between two of its steps (NOT one snapshot: writes land in between, which is what this
+    /// baseline is measured for). Reads the live state, including writes not durable yet. The
+    /// queries are queued at once; the future only collects the answers (it borrows nothing).
+    pub fn query<R, F>(
+        &self,
+        services: &[ServiceRef],
+        f: F,
+    ) -> impl std::future::Future<Output = Result<Vec<R>, TxnError>> + Send + use<A, R, F>
+    where
+        R: Send + 'static,
+        F: Fn(&ReadView<'_>) -> R + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        let mut answers = Vec::new();
         for s in services {
             for p in 0..s.n_partitions {
-                let part = self.parts[s.gp(p) as usize].lock();
-                out.push(f(&ReadView::new(&part, &self.app)));
+                let (tx, rx) = oneshot::channel();
+                let (f, app) = (f.clone(), self.app.clone());
+                let query = move |state: &PartitionState<A>| {
+                    let _ = tx.send(f(&ReadView::new(state, &app)));
+                };
+                // A partition task that is gone drops the query, and its answer fails below.
+                let _ = self.queues[s.gp(p) as usize].send(PartitionMsg::Query(Box::new(query)));
+                answers.push(rx);
             }
         }
-        out
+        async move {
+            let mut out = Vec::with_capacity(answers.len());
+            for rx in answers {
+                out.push(rx.await.map_err(|_| TxnError::Stopped)?);
+            }
+            Ok(out)
+        }
     }
 
     /// What the durable mode has written so far; `None` in the in-memory mode.
@@ -397,11 +428,13 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The task that owns partition `gp`: runs its steps (in bursts, in the durable mode) and the
+/// queries sent to it.
 async fn partition_loop<A: App>(
     app: Arc<AppDef<A>>,
-    part: SharedPartition<A>,
+    mut part: Box<PartitionState<A>>,
     gp: usize,
-    mut rx: mpsc::UnboundedReceiver<EventualStep<A>>,
+    mut rx: mpsc::UnboundedReceiver<PartitionMsg<A>>,
     queues: Queues<A>,
     durable: Option<Durable<A>>,
 ) {
@@ -410,8 +443,15 @@ async fn partition_loop<A: App>(
     let mut steps: Vec<Done<A>> = Vec::new();
     let mut deferred: Vec<DeferredRows> = Vec::new();
     let mut changed: Vec<CheckpointRow> = Vec::new();
-    while let Some(step) = rx.recv().await {
-        run_step(&app, &part, step, &mut out, &mut steps);
+    while let Some(msg) = rx.recv().await {
+        let step = match msg {
+            PartitionMsg::Step(step) => step,
+            PartitionMsg::Query(query) => {
+                query(&part);
+                continue;
+            }
+        };
+        run_step(&app, &mut part, step, &mut out, &mut steps);
         let Some(durable) = &durable else {
             // In memory: released at once, step by step.
             release(&mut steps, &mut out.emits, &queues, None);
@@ -419,7 +459,10 @@ async fn partition_loop<A: App>(
         };
         while steps.len() < BURST_STEPS_MAX {
             match rx.try_recv() {
-                Ok(step) => run_step(&app, &part, step, &mut out, &mut steps),
+                Ok(PartitionMsg::Step(step)) => {
+                    run_step(&app, &mut part, step, &mut out, &mut steps)
+                }
+                Ok(PartitionMsg::Query(query)) => query(&part),
                 Err(_) => break,
             }
         }
@@ -427,7 +470,7 @@ async fn partition_loop<A: App>(
             .counters
             .steps
             .fetch_add(steps.len() as u64, Ordering::Relaxed);
-        part.lock().drain_changed_rows(&mut deferred);
+        part.drain_changed_rows(&mut deferred);
         // Encoded here, as a grain serializes its own state before the store writes it: the
         // log writer only frames and writes.
         for d in deferred.drain(..) {
@@ -471,7 +514,7 @@ async fn partition_loop<A: App>(
 /// `steps` (and its emits at the end of `out.emits`) for release.
 fn run_step<A: App>(
     app: &AppDef<A>,
-    part: &SharedPartition<A>,
+    state: &mut PartitionState<A>,
     step: EventualStep<A>,
     out: &mut WaveOut<A>,
     steps: &mut Vec<Done<A>>,
@@ -486,7 +529,6 @@ fn run_step<A: App>(
     };
     let seq = step.tid.seq();
     {
-        let mut state = part.lock();
         state.set_solo(true);
         match &step.event {
             // Each step is its own transaction here: it gets the whole of the limits.
@@ -526,7 +568,7 @@ fn run_step<A: App>(
 fn release<A: App>(
     steps: &mut Vec<Done<A>>,
     emits: &mut Vec<Emitted<A::Event>>,
-    queues: &[mpsc::UnboundedSender<EventualStep<A>>],
+    queues: &[mpsc::UnboundedSender<PartitionMsg<A>>],
     failure: Option<&str>,
 ) {
     let mut emits = emits.drain(..);
@@ -556,7 +598,10 @@ fn release<A: App>(
                         event: e.event,
                         chain: chain.clone(),
                     };
-                    if queues[target as usize].send(next).is_err() {
+                    if queues[target as usize]
+                        .send(PartitionMsg::Step(next))
+                        .is_err()
+                    {
                         chain.outstanding.fetch_sub(1, Ordering::AcqRel);
                     }
                 }

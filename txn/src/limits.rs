@@ -157,8 +157,17 @@ pub const PURPOSES_MAX: usize = 64;
 /// Rows `governance::forget_dir` writes per `write_checkpoint_rows` call when it rewrites a
 /// store's state, so one storage transaction stays small.
 pub const FORGET_ROWS_PER_WRITE_MAX: usize = 4_096;
+/// Checkpoint rows recovery sends a partition in one `Job::Load` message (the partitions are
+/// owned by their actors, so loading is a message too; a chunk amortizes it). In rows.
+pub const RECOVERY_LOAD_CHUNK_ROWS_MAX: usize = 4_096;
+
+/// Chunks of checkpoint rows read but not yet sent, and chunks sent but not yet loaded by
+/// their partition: each is bounded by this (the reader and the sender wait beyond it), so
+/// recovery holds at most twice this many chunks in memory. In chunks.
+pub const RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX: usize = 64;
 
 const _: () = assert!(RECOVERY_EPOCHS_READ_AHEAD_MAX >= 1);
+const _: () = assert!(RECOVERY_LOAD_CHUNK_ROWS_MAX >= 1 && RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX >= 1);
 const _: () = assert!(EPOCH_DURATION_US_DEFAULT <= EPOCH_DURATION_US_MAX);
 const _: () = assert!(EPOCH_TXNS_MAX_DEFAULT <= EPOCH_TXNS_MAX);
 const _: () = assert!(EPOCH_TXNS_MAX <= u32::MAX as usize);

@@ -5,6 +5,9 @@
 //!   state, buffering writes; return the events they emitted, the aborts and outputs;
 //! - **decide**: report the transactions that lose a conflict in this partition;
 //! - **commit**: apply the writes of the transactions that every partition let commit.
+//!
+//! Its state has exactly one owner at any time (its actor, or the epoch driver during a lend
+//! for the serial pass), so there is no lock: every other access is a [`Job`] to the owner.
 
 use crate::app::{App, AppDef};
 use crate::bitset::SeqSet;
@@ -18,7 +21,7 @@ use crate::precedence::PrecedenceState;
 use crate::query::{QueryFn, QueryPart, ReadView};
 use crate::row_key::{DeferredRows, row_key_prefix, split_row_key};
 use crate::sync::{AtomicSeqSet, Depositor};
-use crate::table::AnyTable;
+use crate::table::{AnyTable, ConflictTally};
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -121,9 +124,56 @@ pub(crate) struct PartitionState<A: App> {
     _app: PhantomData<fn() -> A>,
 }
 
-/// A partition shared between its actor (which runs the phases) and the epoch driver (which
-/// runs the serial fallback while every actor is idle at the phase barrier).
-pub(crate) type SharedPartition<A> = Arc<parking_lot::Mutex<PartitionState<A>>>;
+/// Every partition's state in one holder's hands (the epoch driver during a lend, a
+/// `SerialExecutor`, a direct dispatcher), indexed by global partition. Each state is boxed so
+/// that its ownership moves between its actor and the driver without copying its tables.
+// Boxed on purpose: a lend moves each box to the driver and back, never the tables.
+#[allow(clippy::vec_box)]
+pub(crate) struct Partitions<A: App>(Vec<Box<PartitionState<A>>>);
+
+impl<A: App> Partitions<A> {
+    /// Empty states for every partition of `app`.
+    pub fn new(app: &AppDef<A>) -> Self {
+        Partitions(
+            (0..app.n_global)
+                .map(|gp| Box::new(PartitionState::new(app, gp)))
+                .collect(),
+        )
+    }
+
+    /// The states handed over by their owners, which must be every partition in order.
+    #[allow(clippy::vec_box)]
+    pub fn from_lent(states: Vec<Box<PartitionState<A>>>) -> Self {
+        debug_assert!(states.iter().enumerate().all(|(i, s)| s.gp as usize == i));
+        Partitions(states)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &PartitionState<A>> {
+        self.0.iter().map(|s| &**s)
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut PartitionState<A>> {
+        self.0.iter_mut().map(|s| &mut **s)
+    }
+
+    /// The states, to hand back to their owners.
+    pub fn into_states(self) -> impl Iterator<Item = Box<PartitionState<A>>> {
+        self.0.into_iter()
+    }
+}
+
+impl<A: App> std::ops::Index<GlobalPartition> for Partitions<A> {
+    type Output = PartitionState<A>;
+    fn index(&self, gp: GlobalPartition) -> &PartitionState<A> {
+        &self.0[gp as usize]
+    }
+}
+
+impl<A: App> std::ops::IndexMut<GlobalPartition> for Partitions<A> {
+    fn index_mut(&mut self, gp: GlobalPartition) -> &mut PartitionState<A> {
+        &mut self.0[gp as usize]
+    }
+}
 
 impl<A: App> PartitionState<A> {
     pub fn new(app: &AppDef<A>, gp: GlobalPartition) -> Self {
@@ -142,13 +192,6 @@ impl<A: App> PartitionState<A> {
             trace: None,
             _app: PhantomData,
         }
-    }
-
-    /// Builds every partition of `app`.
-    pub fn all(app: &AppDef<A>) -> Vec<SharedPartition<A>> {
-        (0..app.n_global)
-            .map(|gp| Arc::new(parking_lot::Mutex::new(PartitionState::new(app, gp))))
-            .collect()
     }
 
     /// Runs the step at `pos` of transaction `seq`, appending its emits, abort or output to
@@ -490,6 +533,25 @@ pub(crate) enum Job<A: App> {
         steps: Vec<Step<A::Event>>,
         reply: Depositor<WaveOut<A>>,
     },
+    /// Hand the state to the epoch driver for the serial pass (`epoch.rs`, `serial_pass`); the
+    /// owner holds nothing and refuses every other job until the matching `Return`.
+    Lend {
+        reply: Depositor<Box<PartitionState<A>>>,
+    },
+    /// Take back the state lent to the driver.
+    Return { state: Box<PartitionState<A>> },
+    /// Load a chunk of checkpoint rows (full row keys, see `row_key.rs`) at recovery.
+    Load {
+        rows: Vec<(Vec<u8>, Vec<u8>)>,
+        reply: Depositor<Result<(), String>>,
+    },
+    /// Report each table's conflict losses so far (`Runtime::conflict_stats`).
+    ConflictTally {
+        reply: Depositor<Vec<(String, ConflictTally)>>,
+    },
+    /// A bug outside any handler, for the supervision tests: panics in the owner.
+    #[cfg(test)]
+    Crash,
 }
 
 impl<A: App> PartitionState<A> {
@@ -516,36 +578,87 @@ impl<A: App> PartitionState<A> {
     }
 }
 
-/// Loads one checkpoint row into the partition it belongs to.
-pub(crate) fn load_checkpoint_row<A: App>(
-    parts: &[SharedPartition<A>],
-    key: &[u8],
-    value: &[u8],
-) -> Result<(), String> {
-    let Some((gp, table, row_key)) = split_row_key(key) else {
-        return Err(format!(
-            "checkpoint row key of {} bytes is too short",
-            key.len()
-        ));
-    };
-    let table = table as usize;
-    let part = parts.get(gp as usize).ok_or_else(|| {
-        format!(
-            "checkpoint row of partition {gp}, but the application has {}",
-            parts.len()
-        )
-    })?;
-    let mut part = part.lock();
-    let n_tables = part.tables.len();
-    let t = part.tables.get_mut(table).ok_or_else(|| {
-        format!("checkpoint row of table #{table} in partition {gp}, which has {n_tables} tables")
-    })?;
-    t.load_row(row_key, value)
+impl<A: App> PartitionState<A> {
+    /// Loads checkpoint rows (full row keys) into this partition's tables.
+    pub fn load_rows(&mut self, rows: &[(Vec<u8>, Vec<u8>)]) -> Result<(), String> {
+        for (key, value) in rows {
+            let Some((gp, table, row_key)) = split_row_key(key) else {
+                return Err(format!(
+                    "checkpoint row key of {} bytes is too short",
+                    key.len()
+                ));
+            };
+            if gp != self.gp {
+                return Err(format!(
+                    "checkpoint row of partition {gp} was sent to partition {}",
+                    self.gp
+                ));
+            }
+            let n_tables = self.tables.len();
+            let t = self.tables.get_mut(table as usize).ok_or_else(|| {
+                format!("checkpoint row of table #{table} in partition {gp}, which has {n_tables} tables")
+            })?;
+            t.load_row(row_key, value)?;
+        }
+        Ok(())
+    }
 }
 
-/// Runs one job against a partition (what a partition actor does with each message).
-pub(crate) fn run_job<A: App>(app: &AppDef<A>, part: &SharedPartition<A>, job: Job<A>) {
-    let mut state = part.lock();
+/// What the one owner of a partition (its actor, or a direct dispatcher) holds.
+pub(crate) enum Slot<A: App> {
+    /// The state, owned outright.
+    Owned(Box<PartitionState<A>>),
+    /// Lent to the epoch driver for the serial pass; a `Job::Return` brings it back.
+    Lent,
+    /// Gone with a panic outside any handler: a phase may have half applied, and committed
+    /// state cannot be rebuilt from this partition alone (replay needs every partition), so
+    /// the owner refuses every job until the runtime restarts and recovers.
+    Lost,
+}
+
+/// Runs one job against the slot of partition `gp` (what a partition actor does with each
+/// message). A job that finds the state lent or lost is refused: logged, and its reply dropped,
+/// which fails the driver's phase barrier with an error instead of a hang.
+pub(crate) fn run_job<A: App>(
+    app: &AppDef<A>,
+    gp: GlobalPartition,
+    slot: &mut Slot<A>,
+    job: Job<A>,
+) {
+    match (job, &mut *slot) {
+        (Job::Lend { reply }, Slot::Owned(_)) => {
+            let Slot::Owned(state) = std::mem::replace(slot, Slot::Lent) else {
+                unreachable!("matched Owned above")
+            };
+            reply.deposit(state);
+        }
+        (Job::Return { state }, Slot::Lent) => *slot = Slot::Owned(state),
+        (Job::Return { .. }, _) => {
+            tracing::error!(
+                partition = gp,
+                "internal error: a partition state was returned to an owner that had not lent it; dropped"
+            );
+        }
+        (job, Slot::Owned(state)) => run_owned_job(app, state, job),
+        (job, Slot::Lent | Slot::Lost) => refuse(gp, slot, job),
+    }
+}
+
+/// Logs why a job cannot run on partition `gp` and drops it (and with it its reply).
+fn refuse<A: App>(gp: GlobalPartition, slot: &Slot<A>, job: Job<A>) {
+    let why = match slot {
+        Slot::Lent => "its state is lent to the epoch driver (a job sent during the serial pass)",
+        _ => "its state was lost to a panic outside any handler (restart the runtime to recover)",
+    };
+    tracing::error!(
+        partition = gp,
+        "internal error: partition job refused: {why}"
+    );
+    drop(job);
+}
+
+/// Runs one job on an owned partition state.
+fn run_owned_job<A: App>(app: &AppDef<A>, state: &mut PartitionState<A>, job: Job<A>) {
     match job {
         Job::Wave {
             env,
@@ -590,6 +703,13 @@ pub(crate) fn run_job<A: App>(app: &AppDef<A>, part: &SharedPartition<A>, job: J
             };
             reply.deposit(out);
         }
+        Job::Load { rows, reply } => reply.deposit(state.load_rows(&rows)),
+        Job::ConflictTally { reply } => {
+            reply.deposit(state.tables.iter().map(|t| t.conflict_tally()).collect());
+        }
+        Job::Lend { .. } | Job::Return { .. } => unreachable!("handled by run_job"),
+        #[cfg(test)]
+        Job::Crash => panic!("a bug outside any handler (test)"),
     }
 }
 

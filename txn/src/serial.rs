@@ -10,14 +10,13 @@ use crate::error::AbortReason;
 use crate::ids::{GlobalPartition, Seq};
 use crate::limits::{CHAIN_WAVES_MAX, SLOW_STEP_WARN_US};
 use crate::outcome::SerialPos;
-use crate::partition::{
-    Emitted, PartitionState, SharedPartition, StepEvent, WaveOut, warn_if_slow,
-};
+use crate::partition::{Emitted, Partitions, StepEvent, WaveOut, warn_if_slow};
 use std::hash::Hash;
 use std::sync::Arc;
 
-/// Runs transaction `seq` of `env` alone, wave by wave, directly on the partitions (which must
-/// be idle and hold no other buffered access), and commits or discards it.
+/// Runs transaction `seq` of `env` alone, wave by wave, directly on the partitions (owned by
+/// the caller: lent to the epoch driver, or a `SerialExecutor`'s; indexed by global partition,
+/// idle and holding no other buffered access), and commits or discards it.
 ///
 /// It follows the parallel pass's rules exactly (see `epoch.rs`): steps run in canonical order
 /// (each wave's steps in the order they were emitted), the first step to abort decides the
@@ -26,7 +25,7 @@ use std::sync::Arc;
 /// between waves.
 pub(crate) fn run_chain<A: App>(
     app: &AppDef<A>,
-    parts: &[SharedPartition<A>],
+    parts: &mut Partitions<A>,
     clock: Clock,
     seq: Seq,
     request: &Sequenced<A::Event>,
@@ -84,11 +83,12 @@ pub(crate) fn run_chain<A: App>(
         // The steps run in the order they were emitted, which is the canonical order.
         std::mem::swap(&mut wave_steps, &mut scratch.emits);
     };
-    for gp in chain.touched {
-        parts[gp as usize].lock().commit_all(result.is_ok());
+    let Chain { parts, touched, .. } = chain;
+    for gp in touched {
+        parts[gp].commit_all(result.is_ok());
     }
     if started.elapsed().as_micros() > u128::from(SLOW_STEP_WARN_US) {
-        let part = parts[request.target as usize].lock();
+        let part = &parts[request.target];
         let service = &app.services[part.service_idx as usize].name;
         warn_if_slow(service, part.partition, usage.steps as usize, started);
     }
@@ -98,7 +98,7 @@ pub(crate) fn run_chain<A: App>(
 /// One transaction running alone (see [`run_chain`]).
 struct Chain<'c, A: App> {
     app: &'c AppDef<A>,
-    parts: &'c [SharedPartition<A>],
+    parts: &'c mut Partitions<A>,
     clock: Clock,
     seq: Seq,
     inbound: &'c A::Event,
@@ -121,7 +121,7 @@ impl<A: App> Chain<'_, A> {
         self.in_wave.clear();
         for (pos, step) in wave_steps.drain(..).enumerate() {
             let at = (self.seq, pos as u32);
-            let mut part = self.parts[step.target as usize].lock();
+            let part = &mut self.parts[step.target];
             if !self.touched.contains(&step.target) {
                 self.touched.push(step.target);
                 part.set_solo(true);
@@ -165,7 +165,8 @@ impl<A: App> Chain<'_, A> {
 /// baseline.
 pub struct SerialExecutor<A: App> {
     app: Arc<AppDef<A>>,
-    parts: Vec<SharedPartition<A>>,
+    /// Every partition's state, owned here alone and indexed by global partition.
+    parts: Partitions<A>,
     epoch: u64,
     scratch: WaveOut<A>,
 }
@@ -173,9 +174,9 @@ pub struct SerialExecutor<A: App> {
 impl<A: App> SerialExecutor<A> {
     /// An executor with empty tables.
     pub fn new(app: Arc<AppDef<A>>) -> Self {
-        let parts = PartitionState::all(&app);
-        for p in &parts {
-            p.lock().set_track_dirty(false);
+        let mut parts = Partitions::new(&app);
+        for p in parts.iter_mut() {
+            p.set_track_dirty(false);
         }
         SerialExecutor {
             app,
@@ -266,7 +267,7 @@ impl<A: App> SerialExecutor<A> {
         };
         run_chain(
             &self.app,
-            &self.parts,
+            &mut self.parts,
             clock,
             pos.seq,
             &request,
@@ -288,7 +289,7 @@ impl<A: App> SerialExecutor<A> {
 
     /// Order-independent hash of all committed rows (comparable with `Runtime::state_hash`).
     pub fn state_hash(&self) -> u64 {
-        combine_hashes(self.parts.iter().map(|p| p.lock().state_hash()))
+        combine_hashes(self.parts.iter().map(|p| p.state_hash()))
     }
 
     /// Runs `f` over every partition of `services` and collects the results, like
@@ -301,8 +302,8 @@ impl<A: App> SerialExecutor<A> {
         let mut out = Vec::new();
         for s in services {
             for p in 0..s.n_partitions {
-                let part = self.parts[s.gp(p) as usize].lock();
-                out.push(f(&crate::query::ReadView::new(&part, &self.app)));
+                let part = &self.parts[s.gp(p)];
+                out.push(f(&crate::query::ReadView::new(part, &self.app)));
             }
         }
         out

@@ -56,7 +56,7 @@ async fn losers_are_attributed_to_the_table_and_hot_key() {
         losers > 0,
         "no conflict in 20 rounds of 64 concurrent increments"
     );
-    let stats = rt.conflict_stats();
+    let stats = rt.conflict_stats().await.unwrap();
     let names: Vec<&String> = stats.by_table.keys().collect();
     assert_eq!(names, ["s0.kv"], "{stats:?}");
     let table = &stats.by_table["s0.kv"];
@@ -74,6 +74,6 @@ async fn distinct_keys_attribute_nothing() {
     let rt = Runtime::start(fx.app.clone(), config()).await.unwrap();
     increments(&rt, &fx, |i| i, 256).await;
     assert_eq!(rt.stats().snapshot().conflicts, 0);
-    assert!(rt.conflict_stats().by_table.is_empty());
+    assert!(rt.conflict_stats().await.unwrap().by_table.is_empty());
     rt.shutdown().await;
 }

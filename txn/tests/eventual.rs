@@ -57,6 +57,8 @@ async fn eventual_abort_leaves_earlier_steps_applied() {
                 v.get(t1, &2).copied()
             }
         })
+        .await
+        .unwrap()
         .into_iter()
         .flatten()
         .collect();
@@ -206,7 +208,7 @@ impl Storage for ObservedStorage {
 }
 
 /// The final value of `key` in every service, read from a runtime.
-fn read_all(
+async fn read_all(
     rt: &EventualRuntime<ChainApp>,
     fx: &Fixture,
     keys: std::ops::Range<u64>,
@@ -215,12 +217,16 @@ fn read_all(
     for (svc, (s, t)) in fx.services.iter().zip(&fx.tables).enumerate() {
         let (s, t) = (*s, *t);
         let keys = keys.clone();
-        for part in rt.query(&[s], move |v| {
-            keys.clone()
-                .filter(|k| s.partition_of(k) == v.partition())
-                .map(|k| (k, v.get(t, &k).copied()))
-                .collect::<Vec<_>>()
-        }) {
+        for part in rt
+            .query(&[s], move |v| {
+                keys.clone()
+                    .filter(|k| s.partition_of(k) == v.partition())
+                    .map(|k| (k, v.get(t, &k).copied()))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap()
+        {
             for (k, value) in part {
                 out.insert((svc as u32, k), value);
             }
@@ -384,8 +390,8 @@ async fn durable_mode_computes_what_memory_mode_computes() {
         Arc::new(EventualRuntime::start_durable(fx.app.clone(), storage.clone()).unwrap());
     run_transfers(durable.clone(), &fx, seed, n).await;
 
-    let in_memory = read_all(&memory, &fx, 0..40);
-    let in_durable = read_all(&durable, &fx, 0..40);
+    let in_memory = read_all(&memory, &fx, 0..40).await;
+    let in_durable = read_all(&durable, &fx, 0..40).await;
     let total: i64 = in_durable.values().flatten().sum();
     assert_eq!(total, 40 * 100, "transfers conserve the total");
     assert_eq!(in_durable, in_memory, "both modes end in the same state");
@@ -419,6 +425,8 @@ async fn durable_append_failure_releases_nothing() {
     let (t1, s1) = (fx.tables[1], fx.services[1]);
     let seen: Vec<i64> = rt
         .query(&[s1], move |v| v.get(t1, &8).copied())
+        .await
+        .unwrap()
         .into_iter()
         .flatten()
         .collect();

@@ -42,8 +42,9 @@ pub trait Engine: Send + Sync {
     /// The runtime's counters (`None` once it was shut down).
     fn stats(&self) -> Option<StatsSnapshot>;
     /// The conflict losses of the parallel pass by table, with the hottest keys (`None` once
-    /// the runtime was shut down). Reads every partition's counters: for polling, not per request.
-    fn conflict_stats(&self) -> Option<ConflictStats>;
+    /// the runtime was shut down). Asks every partition between two epochs: for polling, not
+    /// per request.
+    fn conflict_stats(&self) -> BoxFuture<'static, Option<ConflictStats>>;
     /// What recovery did at start-up.
     fn recovery(&self) -> &RecoveryReport;
     /// Stops the runtime: finishes what was accepted and makes it durable. Later submissions
@@ -178,8 +179,15 @@ impl<S: ServedApp> Engine for Served<S> {
         self.runtime.lock().as_ref().map(|rt| rt.stats().snapshot())
     }
 
-    fn conflict_stats(&self) -> Option<ConflictStats> {
-        self.runtime.lock().as_ref().map(|rt| rt.conflict_stats())
+    fn conflict_stats(&self) -> BoxFuture<'static, Option<ConflictStats>> {
+        let running = self.runtime.lock().is_some();
+        let client = self.client.clone();
+        Box::pin(async move {
+            if !running {
+                return None;
+            }
+            client.conflict_stats().await.ok()
+        })
     }
 
     fn recovery(&self) -> &RecoveryReport {

@@ -174,7 +174,7 @@ async fn submit_batch(
 #[utoipa::path(get, path = "/v1/stats", tag = "operations",
     responses((status = 200, body = StatsBody), (status = 401, body = ErrorBody)))]
 async fn get_stats(State(state): Shared) -> Json<StatsBody> {
-    Json(StatsBody::collect(&state))
+    Json(StatsBody::collect(&state).await)
 }
 
 /// The live console: an HTML page polling `/v1/stats` (it holds no data, so it needs no
@@ -280,12 +280,16 @@ async fn get_metrics(State(state): Shared) -> Response {
         in_flight: state.live.in_flight(),
         latency: state.live.latency(),
     };
+    let conflicts = match engine {
+        Some(e) => e.conflict_stats().await,
+        None => None,
+    };
     let text = metrics::render(
         engine.and_then(|e| e.stats()),
         engine.map(|e| e.recovery()),
         gauges,
         &state.aborts(),
-        engine.and_then(|e| e.conflict_stats()).as_ref(),
+        conflicts.as_ref(),
     );
     (
         [(

@@ -121,8 +121,12 @@ pub struct RecoveryBody {
 
 impl StatsBody {
     /// The statistics now.
-    pub fn collect(state: &ServerState) -> StatsBody {
+    pub async fn collect(state: &ServerState) -> StatsBody {
         let engine = state.engine_if_started();
+        let conflicts = match engine {
+            Some(e) => e.conflict_stats().await,
+            None => None,
+        };
         StatsBody {
             app: engine.map(|e| e.app_name()),
             phase: state.phase().name(),
@@ -144,8 +148,7 @@ impl StatsBody {
                     count,
                 })
                 .collect(),
-            conflicts_by_table: engine
-                .and_then(|e| e.conflict_stats())
+            conflicts_by_table: conflicts
                 .map(TableConflictBody::from_stats)
                 .unwrap_or_default(),
             recovery: engine.map(|e| RecoveryBody::new(e.recovery())),

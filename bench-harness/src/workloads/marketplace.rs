@@ -302,13 +302,19 @@ impl Workload for MarketplaceWorkload {
         Some(("dashboard", serde_json::json!({ "seller_id": seller_id })))
     }
 
-    fn run_query_local<L: LocalReader<MarketApp>>(&self, reader: &L, seller_id: SellerId) {
+    fn run_query_local<L: LocalReader<MarketApp>>(
+        &self,
+        reader: &L,
+        seller_id: SellerId,
+    ) -> impl Future<Output = ()> + Send {
         let parts = reader.query(
             &[*self.market.services.seller],
             self.market.dashboard_fn(seller_id),
         );
-        if !Dashboard::from_parts(seller_id, parts).agrees() {
-            self.torn_dashboards[L::SYSTEM as usize].fetch_add(1, Ordering::Relaxed);
+        async move {
+            if !Dashboard::from_parts(seller_id, parts.await).agrees() {
+                self.torn_dashboards[L::SYSTEM as usize].fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -324,12 +330,20 @@ impl Workload for MarketplaceWorkload {
         ))
     }
 
-    fn audit_local<L: LocalReader<MarketApp>>(&self, reader: &L, effects: &Effects) -> Violations {
-        let snapshot = reader
-            .query(&self.market.services.all(), self.market.snapshot_fn())
-            .into_iter()
-            .fold(MarketSnapshot::default(), MarketSnapshot::merge);
-        market::check(&snapshot, &self.expected(effects, L::SYSTEM))
+    fn audit_local<L: LocalReader<MarketApp>>(
+        &self,
+        reader: &L,
+        effects: &Effects,
+    ) -> impl Future<Output = Violations> + Send {
+        let parts = reader.query(&self.market.services.all(), self.market.snapshot_fn());
+        let expected = self.expected(effects, L::SYSTEM);
+        async move {
+            let snapshot = parts
+                .await
+                .into_iter()
+                .fold(MarketSnapshot::default(), MarketSnapshot::merge);
+            market::check(&snapshot, &expected)
+        }
     }
 }
 

@@ -177,18 +177,25 @@ impl Workload for TransferWorkload {
         ))
     }
 
-    fn run_query_local<L: LocalReader<LedgerApp>>(&self, reader: &L, (account, entry): (u64, u64)) {
-        let b = reader
-            .query(
-                &[*self.ledger.accounts_service, *self.ledger.assets_service],
-                self.ledger.lookup_fn(account, entry),
-            )
-            .into_iter()
-            .fold(Balance::default(), Balance::merge);
-        debug_assert!(
-            b.account.is_some() && b.entry.is_some(),
-            "lookup missed {account}/{entry}"
+    fn run_query_local<L: LocalReader<LedgerApp>>(
+        &self,
+        reader: &L,
+        (account, entry): (u64, u64),
+    ) -> impl Future<Output = ()> + Send {
+        let parts = reader.query(
+            &[*self.ledger.accounts_service, *self.ledger.assets_service],
+            self.ledger.lookup_fn(account, entry),
         );
+        async move {
+            let b = parts
+                .await
+                .into_iter()
+                .fold(Balance::default(), Balance::merge);
+            debug_assert!(
+                b.account.is_some() && b.entry.is_some(),
+                "lookup missed {account}/{entry}"
+            );
+        }
     }
 
     async fn audit(
@@ -200,15 +207,23 @@ impl Workload for TransferWorkload {
         Ok(ledger::check(&audit, &self.expected(effects)))
     }
 
-    fn audit_local<L: LocalReader<LedgerApp>>(&self, reader: &L, effects: &Effects) -> Violations {
-        let audit = reader
-            .query(
-                &[*self.ledger.accounts_service, *self.ledger.assets_service],
-                self.ledger.audit_fn(),
-            )
-            .into_iter()
-            .fold(LedgerAudit::default(), LedgerAudit::merge);
-        ledger::check(&audit, &self.expected(effects))
+    fn audit_local<L: LocalReader<LedgerApp>>(
+        &self,
+        reader: &L,
+        effects: &Effects,
+    ) -> impl Future<Output = Violations> + Send {
+        let parts = reader.query(
+            &[*self.ledger.accounts_service, *self.ledger.assets_service],
+            self.ledger.audit_fn(),
+        );
+        let expected = self.expected(effects);
+        async move {
+            let audit = parts
+                .await
+                .into_iter()
+                .fold(LedgerAudit::default(), LedgerAudit::merge);
+            ledger::check(&audit, &expected)
+        }
     }
 }
 

@@ -128,7 +128,13 @@ impl Workload for YcsbWorkload {
         Ok(())
     }
 
-    fn run_query_local<L: LocalReader<YcsbApp>>(&self, _reader: &L, _query: ()) {}
+    fn run_query_local<L: LocalReader<YcsbApp>>(
+        &self,
+        _reader: &L,
+        _query: (),
+    ) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
 
     async fn audit(
         &self,
@@ -139,12 +145,20 @@ impl Workload for YcsbWorkload {
         Ok(ycsb::check(&audit, self.args.keys, increments(effects)))
     }
 
-    fn audit_local<L: LocalReader<YcsbApp>>(&self, reader: &L, effects: &Effects) -> Violations {
-        let audit = reader
-            .query(&[*self.ycsb.service], self.ycsb.audit_fn())
-            .into_iter()
-            .fold(YcsbAudit::default(), YcsbAudit::merge);
-        ycsb::check(&audit, self.args.keys, increments(effects))
+    fn audit_local<L: LocalReader<YcsbApp>>(
+        &self,
+        reader: &L,
+        effects: &Effects,
+    ) -> impl Future<Output = Violations> + Send {
+        let parts = reader.query(&[*self.ycsb.service], self.ycsb.audit_fn());
+        let (n_keys, increments) = (self.args.keys, increments(effects));
+        async move {
+            let audit = parts
+                .await
+                .into_iter()
+                .fold(YcsbAudit::default(), YcsbAudit::merge);
+            ycsb::check(&audit, n_keys, increments)
+        }
     }
 }
 

@@ -167,8 +167,11 @@ impl<A: App> History<A> {
         let mut out = Vec::new();
         for s in services {
             for p in 0..s.n_partitions {
-                let part = replica.parts[s.gp(p) as usize].lock();
-                out.push(f(&ReadView::new(&part, &self.app)));
+                let read = |part: &_| f(&ReadView::new(part, &self.app));
+                let result = replica.inspect(s.gp(p), read).ok_or_else(|| {
+                    TxnError::Actor(format!("replica partition {} is not home", s.gp(p)))
+                })?;
+                out.push(result);
             }
         }
         Ok(out)

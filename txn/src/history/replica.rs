@@ -4,30 +4,17 @@
 use super::HistoryError;
 use crate::app::{App, AppDef};
 use crate::envelope::EpochEnv;
-use crate::epoch::{Dispatch, TxnResult, run_epoch};
+use crate::epoch::{TxnResult, run_epoch};
 use crate::error::TxnError;
-use crate::ids::GlobalPartition;
-use crate::partition::{Job, PartitionState, SharedPartition, run_job};
+use crate::partition::Partitions;
 use crate::storage::Storage;
 use crate::trace::{PartitionTrace, TraceRecord, TraceSink};
+use crate::transport::DirectDispatch;
 use std::sync::Arc;
 
-/// Runs each phase job at once on the replica's partitions: no actors, no other work.
-pub(super) struct Direct<A: App> {
-    app: Arc<AppDef<A>>,
-    pub parts: Vec<SharedPartition<A>>,
-}
-
-impl<A: App> Dispatch<A> for Direct<A> {
-    fn dispatch(
-        &self,
-        gp: GlobalPartition,
-        job: Job<A>,
-    ) -> impl std::future::Future<Output = Result<(), TxnError>> + Send {
-        run_job(&self.app, &self.parts[gp as usize], job);
-        std::future::ready(Ok(()))
-    }
-}
+/// The replica's partitions, owned by a direct dispatcher that runs each phase job at once:
+/// no actors, no other work.
+pub(super) type Direct<A> = DirectDispatch<A>;
 
 /// One replayed epoch, handed to the caller of [`replay`].
 pub(super) struct Replayed<'r, A: App> {
@@ -39,16 +26,12 @@ pub(super) struct Replayed<'r, A: App> {
 
 /// Builds an empty replica of `app`, with `sink` installed on every partition if given.
 pub(super) fn replica<A: App>(app: &Arc<AppDef<A>>, sink: Option<&Arc<TraceSink>>) -> Direct<A> {
-    let parts = PartitionState::all(app);
-    for part in &parts {
-        let mut part = part.lock();
+    let mut parts = Partitions::new(app);
+    for part in parts.iter_mut() {
         part.set_track_dirty(false);
         part.trace = sink.map(|s| PartitionTrace::new(s.clone()));
     }
-    Direct {
-        app: app.clone(),
-        parts,
-    }
+    DirectDispatch::new(app.clone(), parts)
 }
 
 /// Replays the retained log from epoch 1 through epoch `until` (inclusive) on `replica`,
@@ -84,7 +67,7 @@ pub(super) async fn replay<A: App>(
             });
         }
         let env = record.into_env();
-        let outcome = run_epoch(app, &replica.parts, replica, env.clone(), Vec::new()).await?;
+        let outcome = run_epoch(app, replica, env.clone(), Vec::new()).await?;
         let records = sink.map(|s| s.take_epoch()).unwrap_or_default();
         each(Replayed {
             env: &env,

@@ -33,6 +33,10 @@ pub(super) enum Submission<A: App> {
         f: QueryFn,
         reply: QueryReply,
     },
+    /// Gather the conflict losses by table from every partition (between two epochs).
+    ConflictStats {
+        reply: oneshot::Sender<Result<super::ConflictStats, TxnError>>,
+    },
     /// Finish what is queued and stop; later submissions get `TxnError::Stopped`.
     Stop,
 }
@@ -310,6 +314,18 @@ impl<A: App> Client<A> {
         let services: Vec<ServiceRef> = self.app.services.iter().map(|s| s.service).collect();
         let hashes = self.query(&services, |view| view.state_hash()).await?;
         Ok(crate::serial::combine_hashes(hashes.into_iter()))
+    }
+
+    /// The conflict losses by table so far, with each table's hottest keys. Asks every
+    /// partition (one message each, between two epochs), so call it for reports, not per
+    /// request.
+    pub async fn conflict_stats(&self) -> Result<super::ConflictStats, TxnError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Submission::ConflictStats { reply })
+            .await
+            .map_err(|_| TxnError::Stopped)?;
+        rx.await.map_err(|_| TxnError::Stopped)?
     }
 
     /// The application definition.

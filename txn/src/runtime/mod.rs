@@ -34,7 +34,6 @@ use crate::app::{App, AppDef};
 use crate::error::TxnError;
 use crate::ids::IdGenerator;
 use crate::limits;
-use crate::partition::PartitionState;
 use crate::predict::Predictor;
 use crate::row_key::DeferredRows;
 use crate::sync::DurableWatermark;
@@ -60,8 +59,6 @@ pub struct Runtime<A: App> {
     checkpointer: Option<std::thread::JoinHandle<()>>,
     actors: PartitionActors<A>,
     recovery: RecoveryReport,
-    /// The partitions, read only by `conflict_stats`.
-    parts: Vec<crate::partition::SharedPartition<A>>,
 }
 
 impl<A: App> Runtime<A> {
@@ -89,14 +86,11 @@ impl<A: App> Runtime<A> {
         })
         .await
         .map_err(|e| TxnError::Storage(format!("the store check stopped: {e}")))??;
-        let parts = PartitionState::all(&app);
-        if config.checkpoint_every_epochs == 0 {
-            for p in &parts {
-                p.lock().set_track_dirty(false);
-            }
-        }
-        let actors = PartitionActors::start(app.clone(), parts.clone())?;
-        let (recovery, dedup) = recover(&app, &parts, &actors, &config).await?;
+        // Each partition actor builds and owns its state; without checkpoints, changed rows
+        // need not be remembered.
+        let track_dirty = config.checkpoint_every_epochs != 0;
+        let actors = PartitionActors::start(app.clone(), track_dirty)?;
+        let (recovery, dedup) = recover(&app, &actors, &config).await?;
         tracing::info!(
             checkpoint_epoch = ?recovery.checkpoint_epoch,
             rows_loaded = recovery.rows_loaded,
@@ -126,11 +120,9 @@ impl<A: App> Runtime<A> {
             watermark.clone(),
             config.outbox.clone(),
         ));
-        let stats_parts = parts.clone();
         let sequencer = tokio::spawn(sequencer_loop(Sequencer {
             predictor: Predictor::new(config.serial_hints),
             app,
-            parts,
             actors: actors.clone(),
             config,
             rx,
@@ -154,7 +146,6 @@ impl<A: App> Runtime<A> {
             checkpointer: Some(threads.checkpointer),
             actors,
             recovery,
-            parts: stats_parts,
         })
     }
 
@@ -173,18 +164,11 @@ impl<A: App> Runtime<A> {
         &self.stats
     }
 
-    /// The conflict losses by table so far, with each table's hottest keys. Locks each
-    /// partition briefly (waiting for a phase it is running), so call it for reports, not per
-    /// request.
-    pub fn conflict_stats(&self) -> ConflictStats {
-        let mut out = ConflictStats::default();
-        for part in &self.parts {
-            for table in &part.lock().tables {
-                let (name, tally) = table.conflict_tally();
-                out.add(name, tally.losers, &tally.hot_keys);
-            }
-        }
-        out
+    /// The conflict losses by table so far, with each table's hottest keys
+    /// ([`Client::conflict_stats`]): every partition is asked between two epochs, so call it
+    /// for reports, not per request.
+    pub async fn conflict_stats(&self) -> Result<ConflictStats, TxnError> {
+        self.client.conflict_stats().await
     }
 
     /// Stops accepting requests, finishes every sequenced epoch, waits for the log to be durable

@@ -1,21 +1,74 @@
 //! Recovery at start-up: load the latest complete checkpoint (partition rows and the dedup
 //! window), then replay every logged epoch after it deterministically.
+//!
+//! The partitions are owned by their actors, so the checkpoint reader (on the blocking pool)
+//! cuts each partition's rows into chunks and the recovery task sends each chunk to its
+//! partition as a `Job::Load`, several in flight at once.
 
 use crate::app::{App, AppDef};
 use crate::dedup::{DEDUP_GP, Dedup, WindowBounds, request_digest};
-use crate::epoch::run_epoch;
+use crate::epoch::{Dispatch, run_epoch};
 use crate::error::TxnError;
+use crate::ids::GlobalPartition;
 use crate::limits;
-use crate::partition::{SharedPartition, load_checkpoint_row};
+use crate::partition::Job;
+use crate::row_key::split_row_key;
 use crate::runtime::config::{RecoverFrom, RuntimeConfig};
 use crate::runtime::durability::EpochRecord;
 use crate::runtime::reply::deliver_outbox;
 use crate::runtime::sequencer::{Settled, settle};
 use crate::storage::Storage;
+use crate::sync::{BarrierWait, PhaseBarrier};
 use crate::transport::PartitionActors;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// A chunk of one partition's checkpoint rows (full row keys), on its way to the partition.
+type RowChunk = (GlobalPartition, Vec<(Vec<u8>, Vec<u8>)>);
+
+/// Cuts checkpoint rows into per-partition chunks of `RECOVERY_LOAD_CHUNK_ROWS_MAX` rows and
+/// hands each full chunk to the recovery task.
+struct Chunker {
+    chunks: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
+    tx: mpsc::Sender<RowChunk>,
+}
+
+impl Chunker {
+    fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
+        let Some((gp, _, _)) = split_row_key(key) else {
+            return Err(format!(
+                "checkpoint row key of {} bytes is too short",
+                key.len()
+            ));
+        };
+        let n_global = self.chunks.len();
+        let chunk = self.chunks.get_mut(gp as usize).ok_or_else(|| {
+            format!("checkpoint row of partition {gp}, but the application has {n_global}")
+        })?;
+        chunk.push((key.to_vec(), value.to_vec()));
+        if chunk.len() >= limits::RECOVERY_LOAD_CHUNK_ROWS_MAX {
+            let rows = std::mem::take(chunk);
+            self.tx
+                .blocking_send((gp, rows))
+                .map_err(|_| "recovery stopped loading".to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Hands over the last, partial chunks.
+    fn finish(mut self) -> Result<(), String> {
+        for (gp, rows) in self.chunks.iter_mut().enumerate() {
+            if !rows.is_empty() {
+                self.tx
+                    .blocking_send((gp as GlobalPartition, std::mem::take(rows)))
+                    .map_err(|_| "recovery stopped loading".to_string())?;
+            }
+        }
+        Ok(())
+    }
+}
 
 /// What recovery did at start-up.
 #[derive(Clone, Debug, Default)]
@@ -43,7 +96,7 @@ pub struct RecoveryReport {
 #[allow(clippy::type_complexity)]
 fn load_checkpoint<A: App>(
     storage: &dyn Storage,
-    parts: &[SharedPartition<A>],
+    mut chunker: Chunker,
     recover_from: RecoverFrom,
     mut dedup: Dedup<A::Output>,
 ) -> Result<(Option<u64>, usize, Dedup<A::Output>), TxnError> {
@@ -77,12 +130,15 @@ fn load_checkpoint<A: App>(
                 let loaded = if key.starts_with(&DEDUP_GP.to_be_bytes()) && key.len() >= 6 {
                     dedup.load_row(&key[4..], value)
                 } else {
-                    load_checkpoint_row(parts, key, value)
+                    chunker.push(key, value)
                 };
                 loaded.map_err(crate::storage::StorageError::Visitor)
             })
             .map_err(|e| TxnError::Recovery(format!("loading the checkpoint: {e}")))?,
     };
+    chunker
+        .finish()
+        .map_err(|e| TxnError::Recovery(format!("loading the checkpoint: {e}")))?;
     dedup.finish_load();
     Ok((checkpoint_epoch, rows_loaded, dedup))
 }
@@ -117,12 +173,12 @@ pub(crate) fn stream_log<A: App>(
 /// of every logged epoch after it.
 pub(crate) async fn recover<A: App>(
     app: &Arc<AppDef<A>>,
-    parts: &[SharedPartition<A>],
     actors: &PartitionActors<A>,
     config: &RuntimeConfig,
 ) -> Result<(RecoveryReport, Dedup<A::Output>), TxnError> {
     let started = std::time::Instant::now();
-    let (checkpoint_epoch, rows_loaded, mut dedup) = load_checkpoint_async(parts, config).await?;
+    let (checkpoint_epoch, rows_loaded, mut dedup) =
+        load_checkpoint_async(app, actors, config).await?;
     let from = checkpoint_epoch.map_or(0, |c| c + 1);
     let mut records = stream_log::<A>(config.storage.clone(), from);
     let mut position = LogPosition {
@@ -138,7 +194,7 @@ pub(crate) async fn recover<A: App>(
         position.check_next(record.epoch)?;
         last_epoch = record.epoch;
         last_timestamp_ms = record.timestamp_ms;
-        replay_epoch(app, parts, actors, config, record, &mut dedup).await?;
+        replay_epoch(app, actors, config, record, &mut dedup).await?;
         position.epochs_replayed += 1;
     }
     Ok((
@@ -155,24 +211,64 @@ pub(crate) async fn recover<A: App>(
     ))
 }
 
-/// Runs [`load_checkpoint`] on the blocking pool: storage reads block, and must never run on an
-/// async worker.
-async fn load_checkpoint_async<A: App>(
-    parts: &[SharedPartition<A>],
+/// Runs [`load_checkpoint`] on the blocking pool (storage reads block, and must never run on
+/// an async worker) and sends the partitions their rows as it reads them, in chunks: at most
+/// `RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX` chunks wait to be sent and as many to be loaded.
+async fn load_checkpoint_async<A: App, D: Dispatch<A>>(
+    app: &AppDef<A>,
+    dispatch: &D,
     config: &RuntimeConfig,
 ) -> Result<(Option<u64>, usize, Dedup<A::Output>), TxnError> {
     let storage = config.storage.clone();
-    let (parts, recover_from) = (parts.to_vec(), config.recover_from);
-    let dedup = Dedup::new(WindowBounds {
+    let recover_from = config.recover_from;
+    let dedup = Dedup::<A::Output>::new(WindowBounds {
         entries_max: config.dedup_window_max,
         bytes_max: config.dedup_window_bytes_max,
         generated_epochs: config.generated_id_window_epochs,
     });
-    tokio::task::spawn_blocking(move || {
-        load_checkpoint(storage.as_ref(), &parts, recover_from, dedup)
-    })
-    .await
-    .map_err(|e| TxnError::Recovery(format!("the checkpoint loader stopped: {e}")))?
+    let (tx, mut rx) = mpsc::channel::<RowChunk>(limits::RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX);
+    let chunker = Chunker {
+        chunks: (0..app.n_global).map(|_| Vec::new()).collect(),
+        tx,
+    };
+    let reader = tokio::task::spawn_blocking(move || {
+        load_checkpoint::<A>(storage.as_ref(), chunker, recover_from, dedup)
+    });
+    let mut loading: VecDeque<(GlobalPartition, BarrierWait<Result<(), String>>)> = VecDeque::new();
+    while let Some((gp, rows)) = rx.recv().await {
+        let (barrier, mut reply) = PhaseBarrier::new(1);
+        let reply = reply
+            .pop()
+            .expect("a barrier of one slot has one depositor");
+        dispatch.dispatch(gp, Job::Load { rows, reply }).await?;
+        loading.push_back((gp, barrier.wait()));
+        if loading.len() > limits::RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX {
+            let (gp, loaded) = loading.pop_front().expect("not empty");
+            chunk_loaded(gp, loaded).await?;
+        }
+    }
+    for (gp, loaded) in loading {
+        chunk_loaded(gp, loaded).await?;
+    }
+    reader
+        .await
+        .map_err(|e| TxnError::Recovery(format!("the checkpoint loader stopped: {e}")))?
+}
+
+/// Waits until partition `gp` has loaded one chunk of checkpoint rows.
+async fn chunk_loaded(
+    gp: GlobalPartition,
+    loaded: BarrierWait<Result<(), String>>,
+) -> Result<(), TxnError> {
+    let mut results = loaded.await.map_err(|_| {
+        TxnError::Recovery(format!(
+            "partition {gp} dropped its checkpoint rows (its actor stopped)"
+        ))
+    })?;
+    results
+        .pop()
+        .expect("one slot")
+        .map_err(|e| TxnError::Recovery(format!("loading the checkpoint: {e}")))
 }
 
 /// Where replay stands in the log: the epoch it needs next, so a gap or a log that does not
@@ -209,14 +305,13 @@ impl LogPosition {
 /// the final outcomes of requests with ids back into the dedup window.
 async fn replay_epoch<A: App>(
     app: &Arc<AppDef<A>>,
-    parts: &[SharedPartition<A>],
     actors: &PartitionActors<A>,
     config: &RuntimeConfig,
     record: EpochRecord<A::Event>,
     dedup: &mut Dedup<A::Output>,
 ) -> Result<(), TxnError> {
     let env = record.into_env();
-    let outcome = run_epoch(app, parts, actors, env.clone(), Vec::new()).await?;
+    let outcome = run_epoch(app, actors, env.clone(), Vec::new()).await?;
     if let Some(sink) = &config.outbox {
         // At-least-once: these epochs are durable, their messages may have been delivered
         // before the restart; the TID lets the sink tell.

@@ -11,25 +11,24 @@ use crate::error::{AbortReason, TxnError};
 use crate::ids::{GlobalPartition, RequestId, Tid};
 use crate::limits;
 use crate::outcome::{Outcome, SerialPos};
-use crate::partition::{Job, SharedPartition};
+use crate::partition::Job;
 use crate::predict::Predictor;
 use crate::row_key::{CheckpointRow, DeferredRows};
 use crate::runtime::client::{QueryReply, Submission, TxnReply};
 use crate::runtime::config::RuntimeConfig;
 use crate::runtime::durability::{CheckpointSchedule, LogItem};
 use crate::runtime::reply::ReplyBatch;
-use crate::runtime::stats::RuntimeStats;
+use crate::runtime::stats::{ConflictStats, RuntimeStats};
 use crate::sync::DurableWatermark;
 use crate::transport::PartitionActors;
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// The sequencer task's state.
 pub(super) struct Sequencer<A: App> {
     pub(super) app: Arc<AppDef<A>>,
-    pub(super) parts: Vec<SharedPartition<A>>,
     pub(super) actors: PartitionActors<A>,
     pub(super) config: RuntimeConfig,
     pub(super) rx: mpsc::Receiver<Submission<A>>,
@@ -107,6 +106,8 @@ struct Gathered<A: App> {
     queries: Vec<(QueryJob, QueryReply)>,
     /// Resubmissions answered from the dedup window.
     answered: Vec<(TxnReply<A>, Outcome<A::Output>)>,
+    /// Callers of `Client::conflict_stats`, answered before the epoch runs.
+    conflict_stats: Vec<oneshot::Sender<Result<ConflictStats, TxnError>>>,
     closed: bool,
 }
 
@@ -147,6 +148,7 @@ impl<A: App> Gathered<A> {
             Submission::Query { targets, f, reply } => {
                 self.queries.push((QueryJob { targets, f }, reply));
             }
+            Submission::ConflictStats { reply } => self.conflict_stats.push(reply),
             Submission::Stop => self.closed = true,
         }
     }
@@ -171,6 +173,7 @@ impl<A: App> Sequencer<A> {
             pending: Vec::new(),
             queries: Vec::new(),
             answered: Vec::new(),
+            conflict_stats: Vec::new(),
             closed,
         };
         for (req, p) in self.retry_queue.drain(..) {
@@ -183,6 +186,10 @@ impl<A: App> Sequencer<A> {
             }
             let sub = self.rx.recv().await?;
             g.take(sub, &self.dedup, &mut self.inflight);
+            if !g.conflict_stats.is_empty() && g.requests.is_empty() {
+                // Nothing to wait for: answer at once.
+                return Some(g);
+            }
         }
         let deadline = tokio::time::Instant::now() + self.config.epoch_duration;
         while !g.closed && g.requests.len() < self.config.epoch_txns_max {
@@ -209,8 +216,15 @@ impl<A: App> Sequencer<A> {
             pending,
             queries,
             answered,
+            conflict_stats,
             ..
         } = g;
+        if !conflict_stats.is_empty() {
+            let stats = gather_conflict_stats(self).await;
+            for reply in conflict_stats {
+                let _ = reply.send(stats.clone());
+            }
+        }
         let answered_replies =
             |answered: Vec<(TxnReply<A>, _)>| answered.into_iter().map(|(r, _)| r);
         let failure = self.durable.failure().map(|f| f.message().to_string());
@@ -238,8 +252,7 @@ impl<A: App> Sequencer<A> {
             let replies = answered_replies(answered);
             return fail_all(pending, replies, query_replies, &mut self.inflight, why);
         }
-        let outcome = match run_epoch(&self.app, &self.parts, &self.actors, env.clone(), jobs).await
-        {
+        let outcome = match run_epoch(&self.app, &self.actors, env.clone(), jobs).await {
             Ok(o) => o,
             Err(e) => {
                 // The epoch is (or will be) in the log and replay would apply it whole, while
@@ -349,6 +362,18 @@ impl<A: App> Sequencer<A> {
             }
         }
     }
+}
+
+/// Asks every partition for its tables' conflict losses (one message each; between epochs, so
+/// no state is lent) and adds them up.
+async fn gather_conflict_stats<A: App>(s: &Sequencer<A>) -> Result<ConflictStats, TxnError> {
+    let all: Vec<GlobalPartition> = (0..s.app.n_global).collect();
+    let tallies = run_phase(&s.actors, &all, |_, reply| Job::ConflictTally { reply }).await?;
+    let mut out = ConflictStats::default();
+    for (name, tally) in tallies.into_iter().flatten() {
+        out.add(name, tally.losers, &tally.hot_keys);
+    }
+    Ok(out)
 }
 
 /// Collects the rows changed since the last checkpoint from every partition (one message each,

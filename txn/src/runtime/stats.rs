@@ -32,6 +32,10 @@ pub struct RuntimeStats {
     pub decide_nanos: AtomicU64,
     pub commit_nanos: AtomicU64,
     pub serial_pass_nanos: AtomicU64,
+    /// Epochs whose serial pass borrowed the partitions (`Job::Lend`, `Job::Return`), and the
+    /// wall time of those lend rounds (included in `serial_pass_nanos`).
+    pub serial_lends: AtomicU64,
+    pub serial_lend_nanos: AtomicU64,
 }
 
 impl RuntimeStats {
@@ -53,6 +57,10 @@ impl RuntimeStats {
         self.commit_nanos.fetch_add(commit, Ordering::Relaxed);
         self.serial_pass_nanos
             .fetch_add(serial_pass, Ordering::Relaxed);
+        if let Some(lend) = s.lend_nanos {
+            self.serial_lends.fetch_add(1, Ordering::Relaxed);
+            self.serial_lend_nanos.fetch_add(lend, Ordering::Relaxed);
+        }
     }
 }
 
@@ -82,6 +90,9 @@ pub struct StatsSnapshot {
     pub decide_nanos: u64,
     pub commit_nanos: u64,
     pub serial_pass_nanos: u64,
+    /// Epochs whose serial pass borrowed the partitions, and the wall time of those lend rounds.
+    pub serial_lends: u64,
+    pub serial_lend_nanos: u64,
 }
 
 impl StatsSnapshot {
@@ -107,6 +118,8 @@ impl StatsSnapshot {
             decide_nanos: self.decide_nanos - earlier.decide_nanos,
             commit_nanos: self.commit_nanos - earlier.commit_nanos,
             serial_pass_nanos: self.serial_pass_nanos - earlier.serial_pass_nanos,
+            serial_lends: self.serial_lends - earlier.serial_lends,
+            serial_lend_nanos: self.serial_lend_nanos - earlier.serial_lend_nanos,
         }
     }
 }
@@ -134,6 +147,8 @@ impl RuntimeStats {
             decide_nanos: read(&self.decide_nanos),
             commit_nanos: read(&self.commit_nanos),
             serial_pass_nanos: read(&self.serial_pass_nanos),
+            serial_lends: read(&self.serial_lends),
+            serial_lend_nanos: read(&self.serial_lend_nanos),
         }
     }
 }
