@@ -7,8 +7,10 @@
 //! (`EmbeddedStorage::rewrite_files`), because pages redb freed can still hold old bytes.
 
 use crate::app::{App, AppDef};
+use crate::epoch::run_phase;
 use crate::error::TxnError;
-use crate::partition::PartitionState;
+use crate::ids::GlobalPartition;
+use crate::partition::Job;
 use crate::row_key::split_row_key;
 use crate::runtime::{EpochRecordRef, RuntimeConfig};
 use crate::storage::{CheckpointRow, EmbeddedStorage, Storage};
@@ -80,12 +82,17 @@ async fn recovered_rows<A: App>(
     app: &Arc<AppDef<A>>,
     storage: &Arc<dyn Storage>,
 ) -> Result<Recovered, TxnError> {
-    let parts = PartitionState::all(app);
-    let actors = PartitionActors::start(app.clone(), parts.clone())?;
+    let actors = PartitionActors::start(app.clone(), true)?;
     let config = RuntimeConfig::with_storage(storage.clone());
-    let recovered = crate::runtime::recover(app, &parts, &actors, &config).await;
+    let recovered = crate::runtime::recover(app, &actors, &config).await;
+    let all: Vec<GlobalPartition> = (0..app.n_global).collect();
+    let drained = match recovered {
+        Ok(_) => Some(run_phase(&actors, &all, |_, reply| Job::Checkpoint { reply }).await),
+        Err(_) => None,
+    };
     actors.stop().await;
     let (report, mut dedup) = recovered?;
+    let drained = drained.expect("drained after a successful recovery")?;
     let mut rows = BTreeMap::new();
     let read = storage.clone();
     let stored = tokio::task::spawn_blocking(move || {
@@ -103,10 +110,8 @@ async fn recovered_rows<A: App>(
         rows.insert(key, (Some(value), false));
     }
     let mut changed: Vec<CheckpointRow> = Vec::new();
-    for part in &parts {
-        for deferred in part.lock().drain_checkpoint_rows() {
-            deferred(&mut changed);
-        }
+    for deferred in drained.into_iter().flatten() {
+        deferred(&mut changed);
     }
     changed.extend(dedup.drain_checkpoint_rows());
     for (key, value) in changed {
