@@ -150,6 +150,18 @@ impl Default for TxnLimits {
 /// memory instead of the whole log tail.
 pub const RECOVERY_EPOCHS_READ_AHEAD_MAX: usize = 64;
 
+/// Default length of the store lease a runtime takes (`LeaseConfig::ttl`): after the holder
+/// dies, a standby waits at most this long before it can take over, so it bounds failover.
+pub const LEASE_TTL_MS_DEFAULT: u64 = 5_000;
+
+/// Renewals of the lease per lease length (`LeaseConfig::renew_every` = ttl / this), so one or
+/// two lost renewals in a row do not yet lose the lease.
+pub const LEASE_RENEWALS_PER_TTL: u32 = 3;
+
+/// Shortest wait between two attempts to take a lease someone else holds, while a runtime waits
+/// for it (`LeaseConfig::wait_for_lease`), so a lease about to end is not polled in a busy loop.
+pub const LEASE_RETRY_WAIT_MS_MIN: u64 = 20;
+
 const _: () = assert!(RECOVERY_EPOCHS_READ_AHEAD_MAX >= 1);
 const _: () = assert!(EPOCH_DURATION_US_DEFAULT <= EPOCH_DURATION_US_MAX);
 const _: () = assert!(EPOCH_TXNS_MAX_DEFAULT <= EPOCH_TXNS_MAX);
@@ -179,4 +191,12 @@ const _: () = assert!(
 const _: () = assert!(
     CONFLICT_HOT_KEYS_MAX >= 1,
     "conflict attribution names at least the hottest key"
+);
+const _: () = assert!(
+    LEASE_RENEWALS_PER_TTL >= 2,
+    "a single late renewal must not lose the lease"
+);
+const _: () = assert!(
+    LEASE_RETRY_WAIT_MS_MIN * 10 <= LEASE_TTL_MS_DEFAULT,
+    "waiting for a lease polls several times per lease length"
 );

@@ -32,6 +32,10 @@ pub struct RuntimeStats {
     pub decide_nanos: AtomicU64,
     pub commit_nanos: AtomicU64,
     pub serial_pass_nanos: AtomicU64,
+    /// The store lease's term this runtime holds (0: none; see `RuntimeStats::lease_status`).
+    pub lease_term: AtomicU64,
+    /// The term of the holder that took the store over (0: none; `u64::MAX`: the lease lapsed).
+    pub fenced_by_term: AtomicU64,
 }
 
 impl RuntimeStats {
@@ -82,6 +86,9 @@ pub struct StatsSnapshot {
     pub decide_nanos: u64,
     pub commit_nanos: u64,
     pub serial_pass_nanos: u64,
+    /// Levels: the lease's term held, and the term that fenced this runtime (0: none).
+    pub lease_term: u64,
+    pub fenced_by_term: u64,
 }
 
 impl StatsSnapshot {
@@ -107,6 +114,8 @@ impl StatsSnapshot {
             decide_nanos: self.decide_nanos - earlier.decide_nanos,
             commit_nanos: self.commit_nanos - earlier.commit_nanos,
             serial_pass_nanos: self.serial_pass_nanos - earlier.serial_pass_nanos,
+            lease_term: self.lease_term,
+            fenced_by_term: self.fenced_by_term,
         }
     }
 }
@@ -134,6 +143,8 @@ impl RuntimeStats {
             decide_nanos: read(&self.decide_nanos),
             commit_nanos: read(&self.commit_nanos),
             serial_pass_nanos: read(&self.serial_pass_nanos),
+            lease_term: read(&self.lease_term),
+            fenced_by_term: read(&self.fenced_by_term),
         }
     }
 }
