@@ -8,46 +8,16 @@
 
 #![cfg(feature = "postgres")]
 
-use std::io::Write as _;
 use std::time::Duration;
 
 use txn_storage::conformance::{self, Open};
 use txn_storage::postgres_instance::{self, PgInstance};
 use txn_storage::{PostgresStorage, Storage, StorageError};
 
-/// Whether this is a CI run: `CI` set to anything but empty, `0` or `false`.
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
-}
-
 /// A running private server, or `None` after a loud skip line when the binaries are missing
-/// outside CI. In CI a missing server fails the test: a test that did not run must not count
-/// as passed.
+/// outside CI (in CI a missing server fails the test).
 fn server(test: &str) -> Option<PgInstance> {
-    let bins = match postgres_instance::find_binaries() {
-        Ok(bins) => bins,
-        Err(e) if in_ci() => panic!(
-            "{test}: CI is set but the PostgreSQL server binaries are missing, so the \
-             PostgreSQL storage backend cannot be tested: install them (apt-get install -y \
-             postgresql, as .ci/run does): {e}"
-        ),
-        Err(e) => {
-            // Straight to the stderr handle, which the test harness does not capture.
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n*** SKIPPED (not run, not passed): PostgreSQL storage test {test} — \
-                 PostgreSQL server binaries not found; install with apt-get install -y \
-                 postgresql ({e}); with CI=true this fails ***\n"
-            );
-            return None;
-        }
-    };
-    let mut server = PgInstance::start(&bins, 40, |line| eprintln!("{line}"))
-        .unwrap_or_else(|e| panic!("{test}: starting a private PostgreSQL server: {e}"));
-    server
-        .wait_until_ready(Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("{test}: the private PostgreSQL server: {e}"));
-    Some(server)
+    postgres_instance::for_test(test, 40)
 }
 
 #[test]
