@@ -94,3 +94,42 @@ fn bad_schema_names_are_refused() {
         assert!(err.to_string().contains("schema name"), "{schema:?}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_of_the_earlier_checkpoint_layout_is_refused() {
+    // Goal: a schema holding the `state` and `pending` tables of the first checkpoint layout is
+    // refused by name, not opened with its checkpoints silently missing.
+    let Some(server) = tokio::task::spawn_blocking(|| server("earlier_layout"))
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let config = server.config_string();
+    let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "CREATE SCHEMA earlier; \
+             CREATE TABLE earlier.state (key bytea PRIMARY KEY, envelope bytea NOT NULL);",
+        )
+        .await
+        .unwrap();
+    let opened = tokio::task::spawn_blocking(move || {
+        PostgresStorage::open_in_schema(&config, "earlier").map(drop)
+    })
+    .await
+    .unwrap();
+    match opened {
+        Err(StorageError::CorruptStore { detail, .. }) => {
+            assert!(detail.contains("earlier checkpoint layout"), "{detail}");
+        }
+        other => panic!("a schema of the earlier layout was opened: {other:?}"),
+    }
+    drop(client);
+    tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+}
