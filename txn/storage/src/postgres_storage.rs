@@ -36,10 +36,12 @@
 //! so the order check and the insert are atomic; checkpoint writes do the same on
 //! `checkpoint_rows`, so a long completion never holds up an append. A handle that took the lease
 //! ([`Storage::acquire_lease`]; expiry by the **database's** clock, `clock_timestamp()`) first
-//! reads the lease row `FOR SHARE` in each write transaction and refuses the write if the term
-//! moved. Taking the lease reads the row `FOR UPDATE`: it waits for writes in flight, and writes
-//! after it wait for it and then see the new term. So a deposed handle's write either commits
-//! before the take-over or is refused with [`StorageError::Fenced`].
+//! reads the lease row `FOR KEY SHARE` in each write transaction and refuses the write if the
+//! term moved. Taking the lease with a new term locks the row `FOR UPDATE`: it waits for writes
+//! in flight, and writes after it wait for it and then see the new term. So a deposed handle's
+//! write either commits before the take-over or is refused with [`StorageError::Fenced`]. A
+//! renewal (the term kept) only takes `FOR NO KEY UPDATE`, which writers' `FOR KEY SHARE` does
+//! not conflict with, so a long checkpoint transaction never holds up the holder's renewal.
 //!
 //! # Threads
 //!
@@ -102,6 +104,7 @@ struct Connections {
 struct Sql {
     lease_share: String,
     lease_for_update: String,
+    lease_take_over: String,
     lease_write: String,
     lock_log: String,
     last_epoch: String,
@@ -126,11 +129,12 @@ impl Sql {
     fn new(schema: &str) -> Self {
         let s = schema;
         Self {
-            lease_share: format!("SELECT record FROM {s}.lease WHERE id = 1 FOR SHARE"),
+            lease_share: format!("SELECT record FROM {s}.lease WHERE id = 1 FOR KEY SHARE"),
             lease_for_update: format!(
                 "SELECT record, (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
-                 FROM {s}.lease WHERE id = 1 FOR UPDATE"
+                 FROM {s}.lease WHERE id = 1 FOR NO KEY UPDATE"
             ),
+            lease_take_over: format!("SELECT 1 FROM {s}.lease WHERE id = 1 FOR UPDATE"),
             lease_write: format!("UPDATE {s}.lease SET record = $1 WHERE id = 1"),
             lock_log: format!("LOCK TABLE {s}.log IN SHARE ROW EXCLUSIVE MODE"),
             last_epoch: format!("SELECT max(epoch) FROM {s}.log"),
@@ -647,6 +651,14 @@ async fn take_lease(
     // The database's clock, so every node agrees on when a lease ends.
     let now_ms = u64::try_from(found.get::<_, i64>(1)).unwrap_or(0);
     let granted = lease::grant(BACKEND, current.as_ref(), &holder, now_ms, ttl)?;
+    if current.as_ref().map(|record| record.term) != Some(granted.term) {
+        // A new term: wait for the writes in flight (they hold the row `FOR KEY SHARE`) and
+        // hold off later ones until this commits. A renewal keeps the term and waits for none,
+        // so a long checkpoint write never delays it.
+        txn.execute(&sql.lease_take_over, &[])
+            .await
+            .map_err(pg_error(operation))?;
+    }
     let encoded = granted.encode();
     txn.execute_typed(&sql.lease_write, &[(&encoded.as_slice(), Type::BYTEA)])
         .await

@@ -28,7 +28,8 @@
 //! in the checkpoint file's `meta` as `"lease_term"`, so a fenced handle's appends and
 //! truncations check the term in the log file's write transaction and its checkpoint writes in
 //! the checkpoint file's. Taking the lease writes the log file first, then raises the
-//! checkpoint file's term (never lowers it); it returns only after both, so every write of the
+//! checkpoint file's term (never lowers it; a renewal, finding it raised, writes only the log
+//! file, so it never waits for a long checkpoint write); it returns only after both, so every write of the
 //! deposed holder that is not refused happened before the new holder's first write. Opening a
 //! directory this process already has open is refused; [`RedbStorage::open_another`] gives a
 //! second handle on the same files (see `open_stores`), with its own lease term. redb locks its
@@ -853,6 +854,15 @@ impl Storage for RedbStorage {
             Ok(granted.term)
         })?;
         // Raised, never lowered: a concurrent taker with a newer term may have got here first.
+        // Read first, without the file's one writer: a renewal finds the copy up to date and
+        // so never waits for a long checkpoint write.
+        let copied = self.files.read_checkpoint_meta("acquire_lease", |meta| {
+            Ok(read_meta(meta, META_LEASE_TERM)?.unwrap_or(0))
+        })?;
+        if copied >= term {
+            self.held.set(term);
+            return Ok(term);
+        }
         self.files
             .write(File::Checkpoints, "acquire_lease", |txn| {
                 let mut meta = txn.open_table(META)?;
