@@ -44,8 +44,12 @@ async fn config(url: &str, holder: &str, ttl: Duration, wait: Option<Duration>) 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut args = std::env::args().skip(1);
-    let n_accounts: u64 = args.next().map_or(500_000, |a| a.parse().expect("n_accounts"));
-    let ttl_ms: u64 = args.next().map_or(2_000, |a| a.parse().expect("lease_ttl_ms"));
+    let n_accounts: u64 = args
+        .next()
+        .map_or(500_000, |a| a.parse().expect("n_accounts"));
+    let ttl_ms: u64 = args
+        .next()
+        .map_or(2_000, |a| a.parse().expect("lease_ttl_ms"));
     let ttl = Duration::from_millis(ttl_ms);
     let pg = tokio::task::spawn_blocking(|| postgres_instance::for_test("pg_takeover", 20))
         .await
@@ -54,9 +58,12 @@ async fn main() {
     let url = pg.url();
     let ledger = Ledger::new(LedgerConfig::default()).expect("the ledger builds");
 
-    let active = Runtime::start(ledger.app().clone(), config(&url, "active", ttl, None).await)
-        .await
-        .expect("the active runtime starts");
+    let active = Runtime::start(
+        ledger.app().clone(),
+        config(&url, "active", ttl, None).await,
+    )
+    .await
+    .expect("the active runtime starts");
     let client = active.client();
     let started = Instant::now();
     futures::stream::iter(0..n_accounts)
@@ -83,7 +90,10 @@ async fn main() {
             dst_entry: (i + 1) % n_accounts,
             amount: 1,
         };
-        client.submit_request(ledger.transfer(transfer)).await.unwrap();
+        client
+            .submit_request(ledger.transfer(transfer))
+            .await
+            .unwrap();
         i += 1;
     }
     println!(
@@ -104,7 +114,10 @@ async fn main() {
     let recovery = standby.recovery_report().clone();
     let audit = ledger.audit(&standby.client()).await.unwrap();
     assert_eq!(audit.n_accounts, n_accounts);
-    assert_eq!(audit.total_balance, i128::from(INITIAL_BALANCE) * i128::from(n_accounts as i64));
+    assert_eq!(
+        audit.total_balance,
+        i128::from(INITIAL_BALANCE) * i128::from(n_accounts as i64)
+    );
     println!(
         "take-over after the active runtime died: {:.2} s = waiting for the lease (ttl {ttl_ms} ms) \
          {:.2} s + recovery {:.2} s ({} rows loaded from the checkpoint, {} epochs replayed); \
