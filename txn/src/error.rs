@@ -324,6 +324,19 @@ pub enum TxnError {
     /// The event could not be encoded for the log; it was refused before it reached it.
     #[error("a request to {service} does not encode: {message}")]
     UnencodableEvent { service: String, message: String },
+    /// Another holder's lease on the store still runs, so this runtime did not start (it reads
+    /// nothing before it holds the lease). Stop that holder, wait `remaining_ms`, or start with
+    /// `LeaseConfig::wait_for_lease` to wait for the lease to end and take over.
+    #[error(
+        "the store's lease is held by {holder:?} (term {term}) for another {remaining_ms} ms, so \
+         this runtime did not start: stop that holder, or set wait_for_lease to take over when \
+         the lease ends"
+    )]
+    LeaseHeld {
+        holder: String,
+        term: u64,
+        remaining_ms: u64,
+    },
 }
 
 /// Turns a caught panic payload into a message.

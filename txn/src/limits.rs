@@ -157,6 +157,7 @@ pub const PURPOSES_MAX: usize = 64;
 /// Rows `governance::forget_dir` writes per `write_checkpoint_rows` call when it rewrites a
 /// store's state, so one storage transaction stays small.
 pub const FORGET_ROWS_PER_WRITE_MAX: usize = 4_096;
+
 /// Checkpoint rows recovery sends a partition in one `Job::Load` message (the partitions are
 /// owned by their actors, so loading is a message too; a chunk amortizes it). In rows.
 pub const RECOVERY_LOAD_CHUNK_ROWS_MAX: usize = 4_096;
@@ -165,6 +166,18 @@ pub const RECOVERY_LOAD_CHUNK_ROWS_MAX: usize = 4_096;
 /// their partition: each is bounded by this (the reader and the sender wait beyond it), so
 /// recovery holds at most twice this many chunks in memory. In chunks.
 pub const RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX: usize = 64;
+
+/// Default length of the store lease a runtime takes (`LeaseConfig::ttl`): after the holder
+/// dies, a standby waits at most this long before it can take over, so it bounds failover.
+pub const LEASE_TTL_MS_DEFAULT: u64 = 5_000;
+
+/// Renewals of the lease per lease length (`LeaseConfig::renew_every` = ttl / this), so one or
+/// two lost renewals in a row do not yet lose the lease.
+pub const LEASE_RENEWALS_PER_TTL: u32 = 3;
+
+/// Shortest wait between two attempts to take a lease someone else holds, while a runtime waits
+/// for it (`LeaseConfig::wait_for_lease`), so a lease about to end is not polled in a busy loop.
+pub const LEASE_RETRY_WAIT_MS_MIN: u64 = 20;
 
 const _: () = assert!(RECOVERY_EPOCHS_READ_AHEAD_MAX >= 1);
 const _: () = assert!(RECOVERY_LOAD_CHUNK_ROWS_MAX >= 1 && RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX >= 1);
@@ -212,4 +225,12 @@ const _: () = assert!(
 const _: () = assert!(
     PURPOSES_MAX <= u64::BITS as usize,
     "a handler's purposes are one u64 bit mask"
+);
+const _: () = assert!(
+    LEASE_RENEWALS_PER_TTL >= 2,
+    "a single late renewal must not lose the lease"
+);
+const _: () = assert!(
+    LEASE_RETRY_WAIT_MS_MIN * 10 <= LEASE_TTL_MS_DEFAULT,
+    "waiting for a lease polls several times per lease length"
 );

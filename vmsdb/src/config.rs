@@ -135,6 +135,24 @@ pub struct ServeArgs {
     /// replay` can replay this directory's history [default: false].
     #[arg(long, env = "VMSDB_RETAIN_HISTORY", num_args = 0..=1, default_missing_value = "true")]
     pub retain_history: Option<bool>,
+    /// A shared store instead of --data-dir: a PostgreSQL database, as a `postgres://` or
+    /// `postgresql://` URL (a unix socket directory as a percent-encoded host, or `?host=/dir`).
+    /// Every process serving it takes its lease first: one writes, the others wait or refuse.
+    #[arg(long, env = "VMSDB_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// Length of the store's lease: after this process dies, a standby takes over at most this
+    /// long later [default: 5s; renewed every third of it].
+    #[arg(long, env = "VMSDB_LEASE_TTL", value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "duration_text")]
+    pub lease_ttl: Option<Duration>,
+    /// Wait up to this long for another process's lease on the store to end, then take over (a
+    /// standby) [default: do not wait: refuse to start while it runs].
+    #[arg(long, env = "VMSDB_WAIT_FOR_LEASE", value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "duration_text")]
+    pub wait_for_lease: Option<Duration>,
+    /// The name this process holds the store's lease under [default: hostname:pid:random].
+    #[arg(long, env = "VMSDB_LEASE_HOLDER", value_name = "NAME")]
+    pub lease_holder: Option<String>,
 }
 
 /// Why the settings could not be resolved.
@@ -153,6 +171,10 @@ pub enum ConfigError {
     NoApp,
     #[error("no data directory: give --data-dir, VMSDB_DATA_DIR or data_dir in the config file")]
     NoDataDir,
+    #[error("both a data directory and --store are given: the store is one or the other")]
+    TwoStores,
+    #[error("--store {0:?} is not a store this build knows: give a postgres:// URL")]
+    UnknownStore(String),
     #[error("reading the token file {path}: {source}")]
     ReadTokenFile {
         path: PathBuf,
@@ -222,6 +244,12 @@ pub struct Settings {
     pub limits: ServerLimits,
     /// Keep the whole epoch log for `vmsdb why` / `vmsdb replay`.
     pub retain_history: bool,
+    /// The PostgreSQL store's URL, used instead of `data_dir` (`None`: the embedded store).
+    pub store_url: Option<String>,
+    /// The store's lease: `None` fields keep the runtime's defaults.
+    pub lease_ttl: Option<Duration>,
+    pub wait_for_lease: Option<Duration>,
+    pub lease_holder: Option<String>,
 }
 
 impl Settings {
@@ -240,6 +268,18 @@ impl Settings {
             driver_ports: false,
             limits: ServerLimits::default(),
             retain_history: false,
+            store_url: None,
+            lease_ttl: None,
+            wait_for_lease: None,
+            lease_holder: None,
+        }
+    }
+
+    /// Where the log and checkpoints go, for logs and `/v1/stats` (never a password).
+    pub fn store_description(&self) -> String {
+        match &self.store_url {
+            None => format!("redb in {}", self.data_dir.display()),
+            Some(url) => crate::store::describe_postgres(url),
         }
     }
 
@@ -252,8 +292,22 @@ impl Settings {
         };
         let args = args.over(file);
         let app = args.app.ok_or(ConfigError::NoApp)?;
-        let data_dir = args.data_dir.ok_or(ConfigError::NoDataDir)?;
+        let data_dir = match (args.data_dir, &args.store) {
+            (Some(_), Some(_)) => return Err(ConfigError::TwoStores),
+            (Some(dir), None) => dir,
+            (None, Some(_)) => PathBuf::new(),
+            (None, None) => return Err(ConfigError::NoDataDir),
+        };
+        if let Some(url) = &args.store
+            && !crate::store::is_postgres(url)
+        {
+            return Err(ConfigError::UnknownStore(url.clone()));
+        }
         let mut settings = Settings::new(app, data_dir);
+        settings.store_url = args.store;
+        settings.lease_ttl = args.lease_ttl;
+        settings.wait_for_lease = args.wait_for_lease;
+        settings.lease_holder = args.lease_holder;
         settings.listen = args.listen.unwrap_or(settings.listen);
         settings.token = resolve_token(token_env, args.token_file)?;
         settings.partitions = args.partitions;
@@ -373,6 +427,10 @@ impl ServeArgs {
             shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
             driver_ports: self.driver_ports.or(file.driver_ports),
             retain_history: self.retain_history.or(file.retain_history),
+            store: self.store.or(file.store),
+            lease_ttl: self.lease_ttl.or(file.lease_ttl),
+            wait_for_lease: self.wait_for_lease.or(file.wait_for_lease),
+            lease_holder: self.lease_holder.or(file.lease_holder),
         }
     }
 }

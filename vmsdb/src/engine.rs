@@ -47,6 +47,8 @@ pub trait Engine: Send + Sync {
     fn conflict_stats(&self) -> BoxFuture<'static, Option<ConflictStats>>;
     /// What recovery did at start-up.
     fn recovery(&self) -> &RecoveryReport;
+    /// Where the log and checkpoints go (`Settings::store_description`).
+    fn store(&self) -> &str;
     /// Stops the runtime: finishes what was accepted and makes it durable. Later submissions
     /// get `stopped`.
     fn shutdown(&self) -> BoxFuture<'static, ()>;
@@ -63,6 +65,8 @@ pub struct Served<S: ServedApp> {
     client: Client<S::App>,
     runtime: Mutex<Option<Runtime<S::App>>>,
     recovery: RecoveryReport,
+    /// `Settings::store_description` of the store it runs on.
+    store: String,
 }
 
 impl<S: ServedApp> Served<S> {
@@ -72,10 +76,16 @@ impl<S: ServedApp> Served<S> {
         settings: &Settings,
     ) -> Result<Arc<dyn Engine>, TxnError> {
         let app = S::build(options)?;
-        let dir = &settings.data_dir;
-        let mut config = RuntimeConfig::durable(dir).map_err(|e| {
-            TxnError::Storage(format!("opening the store in {}: {e}", dir.display()))
-        })?;
+        let store = settings.store_description();
+        tracing::info!(%store, "opening the store");
+        let opening = settings.clone();
+        let storage = tokio::task::spawn_blocking(move || crate::store::open_storage(&opening))
+            .await
+            .map_err(|e| {
+                TxnError::Storage(format!("opening the store ({store}) stopped: {e}"))
+            })??;
+        let mut config = RuntimeConfig::with_storage(storage);
+        config.lease = Some(crate::store::lease_config(settings));
         if let Some(epoch_duration) = settings.epoch_duration {
             config.epoch_duration = epoch_duration;
         }
@@ -83,7 +93,9 @@ impl<S: ServedApp> Served<S> {
             config.history_retention = Some(txn::Retention::Everything);
         }
         let runtime = Runtime::start(app.app_def().clone(), config).await?;
+        tracing::info!(lease = %runtime.stats().lease_status(), "store lease");
         Ok(Arc::new(Served {
+            store: settings.store_description(),
             client: runtime.client(),
             recovery: runtime.recovery_report().clone(),
             runtime: Mutex::new(Some(runtime)),
@@ -192,6 +204,10 @@ impl<S: ServedApp> Engine for Served<S> {
 
     fn recovery(&self) -> &RecoveryReport {
         &self.recovery
+    }
+
+    fn store(&self) -> &str {
+        &self.store
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -20,6 +20,7 @@ pub mod server;
 pub mod state;
 pub mod stats;
 pub mod status;
+pub mod store;
 
 pub use apps::{AppChoice, ServedApp};
 pub use config::{Cli, Command, ServeArgs, ServerLimits, Settings};

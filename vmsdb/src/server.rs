@@ -208,7 +208,7 @@ async fn open_runtime(settings: Settings, state: Arc<ServerState>) -> Result<(),
         Err(source) => {
             state.set_phase(Phase::StartFailed);
             Err(ServeError::Runtime {
-                dir: settings.data_dir.display().to_string(),
+                dir: settings.store_description(),
                 source,
             })
         }

@@ -34,6 +34,12 @@ pub struct StatsBody {
     pub conflicts_by_table: Vec<TableConflictBody>,
     /// What recovery did at start-up (`null` while recovering).
     pub recovery: Option<RecoveryBody>,
+    /// Where the log and checkpoints go: `redb in DIR` or `postgres database ... on ...`
+    /// (`null` while recovering).
+    pub store: Option<String>,
+    /// The store lease as the runtime sees it: `holding the lease, term N`, `fenced by term N`
+    /// once another process took the store over, or `no lease (writes unfenced)`.
+    pub lease: Option<String>,
 }
 
 /// The conflict losses one table caused (`txn::runtime::TableConflicts`).
@@ -75,6 +81,9 @@ pub struct RuntimeBody {
     pub log_bytes: u64,
     pub checkpoints_completed: u64,
     pub last_checkpoint_rows: u64,
+    /// The store lease's term held (0: none) and the term that fenced the runtime (0: none).
+    pub lease_term: u64,
+    pub fenced_by_term: u64,
 }
 
 /// Time per epoch phase, in microseconds.
@@ -152,6 +161,10 @@ impl StatsBody {
                 .map(TableConflictBody::from_stats)
                 .unwrap_or_default(),
             recovery: engine.map(|e| RecoveryBody::new(e.recovery())),
+            store: engine.map(|e| e.store().to_string()),
+            lease: engine
+                .and_then(|e| e.stats())
+                .map(|s| s.lease_status().to_string()),
         }
     }
 }
@@ -200,6 +213,8 @@ impl RuntimeBody {
             log_bytes: s.log_bytes,
             checkpoints_completed: s.checkpoints_completed,
             last_checkpoint_rows: s.last_checkpoint_rows,
+            lease_term: s.lease_term,
+            fenced_by_term: s.fenced_by_term,
         }
     }
 }

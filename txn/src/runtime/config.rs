@@ -5,6 +5,7 @@
 use crate::envelope::Fallback;
 use crate::limits;
 use crate::predict::SerialHints;
+use crate::runtime::lease::LeaseConfig;
 use crate::runtime::reply::OutboxSink;
 use crate::storage::{EmbeddedStorage, MemoryStorage, Storage, StorageError};
 use std::path::Path;
@@ -53,6 +54,11 @@ pub struct RuntimeConfig {
     /// How much history `txn::history` can replay (`None`, the default: none is kept beyond
     /// what recovery needs, and checkpoints truncate the log as usual).
     pub history_retention: Option<Retention>,
+    /// The store lease the runtime takes before recovery and renews while it runs, so that a
+    /// second process on the same store cannot write (`LeaseConfig`; the default holds it for
+    /// 5 s, renewed every 5/3 s). `None`: no lease, writes unfenced (one process per store is
+    /// then the operator's business).
+    pub lease: Option<LeaseConfig>,
 }
 
 /// How much of the log a runtime keeps for provenance and time travel (`txn::history`).
@@ -93,6 +99,7 @@ impl RuntimeConfig {
             outbox: None,
             serial_hints: SerialHints::DEFAULT,
             history_retention: None,
+            lease: Some(LeaseConfig::default()),
         }
     }
 

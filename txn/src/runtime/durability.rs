@@ -184,9 +184,10 @@ impl LogWriter<'_> {
                 .map(|(env, buf)| (env.epoch, buf.as_slice()))
                 .collect();
             let _turn = self.writer_turn.lock();
-            self.storage
-                .append_epochs(&batch)
-                .map_err(|e| e.to_string())
+            self.storage.append_epochs(&batch).map_err(|e| {
+                super::lease::note_fenced(self.stats, &e);
+                e.to_string()
+            })
         });
         let stats = self.stats;
         stats.log_appends.fetch_add(1, Ordering::Relaxed);
@@ -246,6 +247,7 @@ pub(super) fn checkpoint_loop(
                     schedule.last_completed.store(epoch, Ordering::Release);
                 }
                 Err(e) => {
+                    super::lease::note_fenced(stats, &e);
                     tracing::error!(epoch, error = %e, "checkpoint write failed; refusing further writes");
                     durable.fail(format!("checkpoint of epoch {epoch}: {e}"));
                 }
@@ -265,7 +267,7 @@ fn write_checkpoint(
     deferred: Vec<DeferredRows>,
     truncate_log: bool,
     writer_turn: &WriterTurn,
-) -> Result<usize, String> {
+) -> Result<usize, crate::storage::StorageError> {
     let started = std::time::Instant::now();
     // One chunk per turn, handed over fairly: a log append waiting for the store goes next, so
     // a large checkpoint delays epochs by at most one chunk write.
@@ -273,7 +275,7 @@ fn write_checkpoint(
         let guard = writer_turn.lock();
         let result = f();
         parking_lot::MutexGuard::unlock_fair(guard);
-        result.map_err(|e| e.to_string())
+        result
     };
     let mut rows: Vec<CheckpointRow> = Vec::new();
     let mut n_rows = 0;

@@ -16,6 +16,7 @@
 mod client;
 mod config;
 mod durability;
+mod lease;
 mod recovery;
 mod reply;
 mod sequencer;
@@ -25,6 +26,7 @@ pub use crate::outcome::Outcome;
 pub use client::Client;
 pub use config::{RecoverFrom, Retention, RuntimeConfig};
 pub(crate) use durability::EpochRecordRef;
+pub use lease::{LeaseConfig, LeaseStatus};
 pub use recovery::RecoveryReport;
 pub(crate) use recovery::{recover, stream_log};
 pub use reply::OutboxSink;
@@ -59,6 +61,8 @@ pub struct Runtime<A: App> {
     checkpointer: Option<std::thread::JoinHandle<()>>,
     actors: PartitionActors<A>,
     recovery: RecoveryReport,
+    /// Renews the store's lease (`None`: no lease, writes unfenced).
+    lease: Option<lease::LeaseKeeper>,
 }
 
 impl<A: App> Runtime<A> {
@@ -77,6 +81,8 @@ impl<A: App> Runtime<A> {
     /// Must be called inside a multi-threaded tokio runtime.
     pub async fn start(app: Arc<AppDef<A>>, config: RuntimeConfig) -> Result<Self, TxnError> {
         validate(&config)?;
+        // Nothing is read from the store before this runtime holds its lease.
+        let granted = lease::acquire(&config.storage, config.lease.as_ref()).await?;
         // Before anything reads the store: refuse one written by another application or format.
         // Storage calls block, so they run on the blocking pool.
         let fingerprint = crate::fingerprint::Fingerprint::of(&app);
@@ -100,6 +106,13 @@ impl<A: App> Runtime<A> {
         );
         let stats = Arc::new(RuntimeStats::default());
         let watermark = Arc::new(DurableWatermark::new(recovery.last_epoch));
+        let lease_keeper = lease::LeaseKeeper::spawn(
+            &config.storage,
+            config.lease.as_ref(),
+            granted,
+            &watermark,
+            &stats,
+        )?;
         let checkpoint_schedule = Arc::new(CheckpointSchedule {
             in_flight: AtomicBool::new(false),
             last_completed: AtomicU64::new(recovery.checkpoint_epoch.unwrap_or(0)),
@@ -146,6 +159,7 @@ impl<A: App> Runtime<A> {
             checkpointer: Some(threads.checkpointer),
             actors,
             recovery,
+            lease: lease_keeper,
         })
     }
 
@@ -185,6 +199,10 @@ impl<A: App> Runtime<A> {
         {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+        // Everything is durable: hand the lease back so a standby need not wait for it.
+        if let Some(keeper) = self.lease.take() {
+            let _ = tokio::task::spawn_blocking(move || keeper.step_down()).await;
+        }
         self.actors.stop().await;
     }
 }
@@ -197,6 +215,9 @@ fn validate(config: &RuntimeConfig) -> Result<(), TxnError> {
             config.epoch_duration,
             limits::EPOCH_DURATION_US_MAX
         )]));
+    }
+    if let Some(why) = config.lease.as_ref().and_then(LeaseConfig::invalid) {
+        return Err(TxnError::InvalidApp(vec![why]));
     }
     if let Some(why) = config.serial_hints.invalid() {
         return Err(TxnError::InvalidApp(vec![why]));

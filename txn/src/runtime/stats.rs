@@ -36,6 +36,10 @@ pub struct RuntimeStats {
     /// wall time of those lend rounds (included in `serial_pass_nanos`).
     pub serial_lends: AtomicU64,
     pub serial_lend_nanos: AtomicU64,
+    /// The store lease's term this runtime holds (0: none; see `RuntimeStats::lease_status`).
+    pub lease_term: AtomicU64,
+    /// The term of the holder that took the store over (0: none; `u64::MAX`: the lease lapsed).
+    pub fenced_by_term: AtomicU64,
 }
 
 impl RuntimeStats {
@@ -93,6 +97,9 @@ pub struct StatsSnapshot {
     /// Epochs whose serial pass borrowed the partitions, and the wall time of those lend rounds.
     pub serial_lends: u64,
     pub serial_lend_nanos: u64,
+    /// Levels: the lease's term held, and the term that fenced this runtime (0: none).
+    pub lease_term: u64,
+    pub fenced_by_term: u64,
 }
 
 impl StatsSnapshot {
@@ -120,6 +127,8 @@ impl StatsSnapshot {
             serial_pass_nanos: self.serial_pass_nanos - earlier.serial_pass_nanos,
             serial_lends: self.serial_lends - earlier.serial_lends,
             serial_lend_nanos: self.serial_lend_nanos - earlier.serial_lend_nanos,
+            lease_term: self.lease_term,
+            fenced_by_term: self.fenced_by_term,
         }
     }
 }
@@ -149,6 +158,8 @@ impl RuntimeStats {
             serial_pass_nanos: read(&self.serial_pass_nanos),
             serial_lends: read(&self.serial_lends),
             serial_lend_nanos: read(&self.serial_lend_nanos),
+            lease_term: read(&self.lease_term),
+            fenced_by_term: read(&self.fenced_by_term),
         }
     }
 }

@@ -374,6 +374,29 @@ impl PgInstance {
         )
     }
 
+    /// The same as a `postgresql://` URL (the socket directory as a percent-encoded host), for
+    /// tools that take a URL, e.g. `vmsdb serve --store`.
+    pub fn url(&self) -> String {
+        let host: String = self
+            .socket_dir
+            .display()
+            .to_string()
+            .chars()
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '.' | '_' | '~' => c.to_string(),
+                other => {
+                    let mut utf8 = [0; 4];
+                    other
+                        .encode_utf8(&mut utf8)
+                        .bytes()
+                        .map(|b| format!("%{b:02X}"))
+                        .collect()
+                }
+            })
+            .collect();
+        format!("postgresql://postgres@{host}:{PORT}/postgres?application_name=vmsdb")
+    }
+
     /// Blocks until the server accepts connections (at most `timeout`), for callers without
     /// a tokio runtime of their own; it runs a small one meanwhile, so it must not be called
     /// from inside one.
@@ -501,6 +524,42 @@ impl Drop for PgInstance {
         // Then the directory goes (TempDir's own drop), even if it belongs to `postgres`.
         drop(self.dir.take());
     }
+}
+
+/// Whether this is a CI run: `CI` set to anything but empty, `0` or `false`.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
+}
+
+/// A private server for test `test`, accepting connections, or `None` after a loud skip line
+/// on stderr when the server binaries are missing outside CI. In CI ([`in_ci`]) missing
+/// binaries fail the test: a test that did not run must not count as passed. Blocking, and
+/// not to be called inside a tokio runtime (see [`PgInstance::wait_until_ready`]).
+pub fn for_test(test: &str, max_connections: u32) -> Option<PgInstance> {
+    let bins = match find_binaries() {
+        Ok(bins) => bins,
+        Err(e) if in_ci() => panic!(
+            "{test}: CI is set but the PostgreSQL server binaries are missing, so this \
+             PostgreSQL test cannot run: install them (apt-get install -y postgresql, as \
+             .ci/run does): {e}"
+        ),
+        Err(e) => {
+            // Straight to the stderr handle, which the test harness does not capture.
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n*** SKIPPED (not run, not passed): PostgreSQL test {test} — PostgreSQL \
+                 server binaries not found; install with apt-get install -y postgresql ({e}); \
+                 with CI=true this fails ***\n"
+            );
+            return None;
+        }
+    };
+    let mut server = PgInstance::start(&bins, max_connections, |line| eprintln!("{line}"))
+        .unwrap_or_else(|e| panic!("{test}: starting a private PostgreSQL server: {e}"));
+    server
+        .wait_until_ready(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{test}: the private PostgreSQL server: {e}"));
+    Some(server)
 }
 
 #[cfg(test)]

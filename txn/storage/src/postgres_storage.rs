@@ -10,13 +10,21 @@
 //!
 //! ```text
 //! log      epoch bigint PK      record bytea   record envelope (crc32c, len, batch)  see `record`
-//! state    key bytea PK         envelope bytea row envelope: merged state as of the latest
-//!                                              complete checkpoint
-//! pending  key bytea PK, live   envelope bytea rows of the one incomplete checkpoint
+//! checkpoint_rows  (key bytea, epoch bigint) PK, live boolean, envelope bytea (row envelope):
+//!          every version of a row a checkpoint wrote that is still needed
 //! meta     name text PK         value bytea    "latest_complete", "pending_epoch" (u64 +
 //!                                              crc32c), "store_info" (crc32c + record)
 //! lease    id = 1               record bytea   holder, term, expiry (crc32c), NULL if never
 //! ```
+//!
+//! Each checkpoint row is written once, as a version tagged with its checkpoint's epoch: the
+//! state as of the latest complete checkpoint `c` is the live versions at or below `c`, and the
+//! rows of an incomplete checkpoint are those above it. Completing `c` deletes, in the same
+//! transaction, the versions its rows replace and then its deletions, so every key keeps at most
+//! one version at or below `c` (and it is live); starting a checkpoint after an abandoned one
+//! deletes the versions above `c`. (An earlier layout copied each checkpoint from a `pending`
+//! table into a `state` table at completion, writing every row twice; a schema holding those
+//! tables is refused.)
 //!
 //! Epochs are `u64`; a `bigint` column stores `epoch ^ 2^63`, which keeps their order. Log
 //! records are stored out of line and uncompressed (`STORAGE EXTERNAL`): they are rarely
@@ -25,13 +33,15 @@
 //! # Concurrency and fencing
 //!
 //! Appends lock the log table against each other (`SHARE ROW EXCLUSIVE`, which readers ignore),
-//! so the order check and the insert are atomic; checkpoint writes do the same on `pending`,
-//! so a long completion never holds up an append. A handle that took the lease
+//! so the order check and the insert are atomic; checkpoint writes do the same on
+//! `checkpoint_rows`, so a long completion never holds up an append. A handle that took the lease
 //! ([`Storage::acquire_lease`]; expiry by the **database's** clock, `clock_timestamp()`) first
-//! reads the lease row `FOR SHARE` in each write transaction and refuses the write if the term
-//! moved. Taking the lease reads the row `FOR UPDATE`: it waits for writes in flight, and writes
-//! after it wait for it and then see the new term. So a deposed handle's write either commits
-//! before the take-over or is refused with [`StorageError::Fenced`].
+//! reads the lease row `FOR KEY SHARE` in each write transaction and refuses the write if the
+//! term moved. Taking the lease with a new term locks the row `FOR UPDATE`: it waits for writes
+//! in flight, and writes after it wait for it and then see the new term. So a deposed handle's
+//! write either commits before the take-over or is refused with [`StorageError::Fenced`]. A
+//! renewal (the term kept) only takes `FOR NO KEY UPDATE`, which writers' `FOR KEY SHARE` does
+//! not conflict with, so a long checkpoint transaction never holds up the holder's renewal.
 //!
 //! # Threads
 //!
@@ -94,6 +104,7 @@ struct Connections {
 struct Sql {
     lease_share: String,
     lease_for_update: String,
+    lease_take_over: String,
     lease_write: String,
     lock_log: String,
     last_epoch: String,
@@ -101,26 +112,29 @@ struct Sql {
     log_insert: String,
     log_read: String,
     log_truncate: String,
-    lock_checkpoints: String,
+    lock_rows: String,
     meta_get: String,
     meta_put: String,
     meta_delete: String,
-    pending_clear: String,
-    pending_upsert: String,
-    apply_deletions: String,
-    apply_puts: String,
-    state_read: String,
+    rows_discard_all: String,
+    rows_discard_after: String,
+    rows_upsert: String,
+    prune_superseded: String,
+    prune_tombstones: String,
+    rows_read: String,
+    old_layout: String,
 }
 
 impl Sql {
     fn new(schema: &str) -> Self {
         let s = schema;
         Self {
-            lease_share: format!("SELECT record FROM {s}.lease WHERE id = 1 FOR SHARE"),
+            lease_share: format!("SELECT record FROM {s}.lease WHERE id = 1 FOR KEY SHARE"),
             lease_for_update: format!(
                 "SELECT record, (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
-                 FROM {s}.lease WHERE id = 1 FOR UPDATE"
+                 FROM {s}.lease WHERE id = 1 FOR NO KEY UPDATE"
             ),
+            lease_take_over: format!("SELECT 1 FROM {s}.lease WHERE id = 1 FOR UPDATE"),
             lease_write: format!("UPDATE {s}.lease SET record = $1 WHERE id = 1"),
             lock_log: format!("LOCK TABLE {s}.log IN SHARE ROW EXCLUSIVE MODE"),
             last_epoch: format!("SELECT max(epoch) FROM {s}.log"),
@@ -128,28 +142,35 @@ impl Sql {
             log_insert: format!("INSERT INTO {s}.log (epoch, record) VALUES ($1, $2)"),
             log_read: format!("SELECT epoch, record FROM {s}.log WHERE epoch >= $1 ORDER BY epoch"),
             log_truncate: format!("DELETE FROM {s}.log WHERE epoch < $1"),
-            lock_checkpoints: format!("LOCK TABLE {s}.pending IN SHARE ROW EXCLUSIVE MODE"),
+            lock_rows: format!("LOCK TABLE {s}.checkpoint_rows IN SHARE ROW EXCLUSIVE MODE"),
             meta_get: format!("SELECT value FROM {s}.meta WHERE name = $1"),
             meta_put: format!(
                 "INSERT INTO {s}.meta (name, value) VALUES ($1, $2) \
                  ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
             ),
             meta_delete: format!("DELETE FROM {s}.meta WHERE name = $1"),
-            pending_clear: format!("DELETE FROM {s}.pending"),
-            pending_upsert: format!(
-                "INSERT INTO {s}.pending (key, live, envelope) \
-                 SELECT * FROM unnest($1::bytea[], $2::bool[], $3::bytea[]) \
-                 ON CONFLICT (key) DO UPDATE SET live = EXCLUDED.live, envelope = EXCLUDED.envelope"
+            rows_discard_all: format!("DELETE FROM {s}.checkpoint_rows"),
+            rows_discard_after: format!("DELETE FROM {s}.checkpoint_rows WHERE epoch > $1"),
+            rows_upsert: format!(
+                "INSERT INTO {s}.checkpoint_rows (key, epoch, live, envelope) \
+                 SELECT k, $4, l, e FROM unnest($1::bytea[], $2::bool[], $3::bytea[]) AS u(k, l, e) \
+                 ON CONFLICT (key, epoch) DO UPDATE \
+                 SET live = EXCLUDED.live, envelope = EXCLUDED.envelope"
             ),
-            apply_deletions: format!(
-                "DELETE FROM {s}.state AS s USING {s}.pending AS p WHERE s.key = p.key AND NOT p.live"
+            prune_superseded: format!(
+                "DELETE FROM {s}.checkpoint_rows AS o USING {s}.checkpoint_rows AS n \
+                 WHERE n.epoch = $1 AND o.key = n.key AND o.epoch < $1"
             ),
-            apply_puts: format!(
-                "INSERT INTO {s}.state (key, envelope) \
-                 SELECT key, envelope FROM {s}.pending WHERE live ORDER BY key \
-                 ON CONFLICT (key) DO UPDATE SET envelope = EXCLUDED.envelope"
+            prune_tombstones: format!(
+                "DELETE FROM {s}.checkpoint_rows WHERE epoch = $1 AND NOT live"
             ),
-            state_read: format!("SELECT key, envelope FROM {s}.state ORDER BY key"),
+            rows_read: format!(
+                "SELECT key, envelope FROM {s}.checkpoint_rows WHERE epoch <= $1 AND live \
+                 ORDER BY key"
+            ),
+            old_layout: format!(
+                "SELECT to_regclass('{s}.pending') IS NOT NULL OR to_regclass('{s}.state') IS NOT NULL"
+            ),
         }
     }
 
@@ -162,9 +183,8 @@ impl Sql {
              CREATE SCHEMA IF NOT EXISTS {s};
              CREATE TABLE IF NOT EXISTS {s}.log (epoch bigint PRIMARY KEY, record bytea NOT NULL);
              ALTER TABLE {s}.log ALTER COLUMN record SET STORAGE EXTERNAL;
-             CREATE TABLE IF NOT EXISTS {s}.state (key bytea PRIMARY KEY, envelope bytea NOT NULL);
-             CREATE TABLE IF NOT EXISTS {s}.pending
-                 (key bytea PRIMARY KEY, live boolean NOT NULL, envelope bytea NOT NULL);
+             CREATE TABLE IF NOT EXISTS {s}.checkpoint_rows (key bytea NOT NULL, epoch bigint NOT NULL,
+                 live boolean NOT NULL, envelope bytea NOT NULL, PRIMARY KEY (key, epoch));
              CREATE TABLE IF NOT EXISTS {s}.meta (name text PRIMARY KEY, value bytea NOT NULL);
              CREATE TABLE IF NOT EXISTS {s}.lease
                  (id smallint PRIMARY KEY CHECK (id = 1), record bytea);
@@ -244,11 +264,13 @@ impl PostgresStorage {
             log.batch_execute(&Sql::create(&schema))
                 .await
                 .map_err(pg_error("create tables"))?;
+            let sql = Sql::new(&schema);
+            refuse_old_layout(&log, &sql, &schema).await?;
             Ok(Connections {
                 log: AsyncMutex::new(log),
                 checkpoints: AsyncMutex::new(connect(&config).await?),
                 reader: AsyncMutex::new(connect(&config).await?),
-                sql: Sql::new(&schema),
+                sql,
             })
         })?;
         Ok(Self {
@@ -296,6 +318,26 @@ fn run_on<T: Send + 'static>(
             "the client runtime stopped before the call finished",
         ))
     })
+}
+
+/// Refuses a schema holding the tables of the earlier checkpoint layout (`state` and
+/// `pending`), which this build would not read: its checkpoints would silently be missing.
+async fn refuse_old_layout(client: &Client, sql: &Sql, schema: &str) -> Result<(), StorageError> {
+    let found = client
+        .query_one(&sql.old_layout, &[])
+        .await
+        .map_err(pg_error("open"))?;
+    if found.get::<_, bool>(0) {
+        return Err(StorageError::CorruptStore {
+            backend: BACKEND,
+            location: format!("schema {schema}"),
+            detail: "it holds the tables `state` and `pending` of the earlier checkpoint \
+                     layout, which this build does not read: use another schema, or load the \
+                     data again"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 async fn connect(config: &tokio_postgres::Config) -> Result<Client, StorageError> {
@@ -487,40 +529,57 @@ async fn write_rows(
     let operation = "write_checkpoint_rows";
     let sql = &conns.sql;
     let mut client = conns.checkpoints.lock().await;
-    let txn = begin_write(
-        &mut client,
-        sql,
-        held,
-        Some(&sql.lock_checkpoints),
-        operation,
-    )
-    .await?;
-    check_newer(
-        checkpoint_epoch,
-        read_meta(&txn, sql, META_LATEST, operation).await?,
-    )?;
-    if read_meta(&txn, sql, META_PENDING, operation).await? != Some(checkpoint_epoch) {
-        // Starting a new checkpoint: drop the rows of the abandoned one.
-        txn.batch_execute(&sql.pending_clear)
-            .await
-            .map_err(pg_error(operation))?;
+    let txn = begin_write(&mut client, sql, held, Some(&sql.lock_rows), operation).await?;
+    let latest = read_meta(&txn, sql, META_LATEST, operation).await?;
+    check_newer(checkpoint_epoch, latest)?;
+    let pending = read_meta(&txn, sql, META_PENDING, operation).await?;
+    if pending != Some(checkpoint_epoch) {
+        // Starting a new checkpoint: drop the rows of an abandoned one.
+        if pending.is_some() {
+            discard_incomplete(&txn, sql, latest, operation).await?;
+        }
         let pending = row::encode_meta(META_PENDING, checkpoint_epoch);
         write_meta(&txn, sql, META_PENDING, &pending, operation).await?;
     }
     let (keys, live, envelopes) = arrays;
     if !keys.is_empty() {
         txn.execute_typed(
-            &sql.pending_upsert,
+            &sql.rows_upsert,
             &[
                 (&keys, Type::BYTEA_ARRAY),
                 (&live, Type::BOOL_ARRAY),
                 (&envelopes, Type::BYTEA_ARRAY),
+                (&epoch_to_sql(checkpoint_epoch), Type::INT8),
             ],
         )
         .await
         .map_err(pg_error(operation))?;
     }
     txn.commit().await.map_err(pg_error(operation))
+}
+
+/// Deletes the rows of an incomplete checkpoint: every version newer than `latest`, the latest
+/// complete checkpoint.
+async fn discard_incomplete(
+    txn: &Transaction<'_>,
+    sql: &Sql,
+    latest: Option<u64>,
+    operation: &'static str,
+) -> Result<(), StorageError> {
+    match latest {
+        Some(latest) => txn
+            .execute_typed(
+                &sql.rows_discard_after,
+                &[(&epoch_to_sql(latest), Type::INT8)],
+            )
+            .await
+            .map_err(pg_error(operation))?,
+        None => txn
+            .execute(&sql.rows_discard_all, &[])
+            .await
+            .map_err(pg_error(operation))?,
+    };
+    Ok(())
 }
 
 async fn complete(
@@ -531,29 +590,26 @@ async fn complete(
     let operation = "complete_checkpoint";
     let sql = &conns.sql;
     let mut client = conns.checkpoints.lock().await;
-    let txn = begin_write(
-        &mut client,
-        sql,
-        held,
-        Some(&sql.lock_checkpoints),
-        operation,
-    )
-    .await?;
+    let txn = begin_write(&mut client, sql, held, Some(&sql.lock_rows), operation).await?;
     let latest = read_meta(&txn, sql, META_LATEST, operation).await?;
     if latest == Some(checkpoint_epoch) {
         return Ok(());
     }
     check_newer(checkpoint_epoch, latest)?;
-    if read_meta(&txn, sql, META_PENDING, operation).await? == Some(checkpoint_epoch) {
-        for statement in [&sql.apply_deletions, &sql.apply_puts] {
-            txn.batch_execute(statement)
-                .await
-                .map_err(pg_error(operation))?;
+    match read_meta(&txn, sql, META_PENDING, operation).await? {
+        // The checkpoint's rows become the newest versions: drop what they replace, then the
+        // deletions themselves, so each key keeps one live version at or below it.
+        Some(pending) if pending == checkpoint_epoch => {
+            let epoch = epoch_to_sql(checkpoint_epoch);
+            for statement in [&sql.prune_superseded, &sql.prune_tombstones] {
+                txn.execute_typed(statement, &[(&epoch, Type::INT8)])
+                    .await
+                    .map_err(pg_error(operation))?;
+            }
         }
+        Some(_) => discard_incomplete(&txn, sql, latest, operation).await?,
+        None => {}
     }
-    txn.batch_execute(&sql.pending_clear)
-        .await
-        .map_err(pg_error(operation))?;
     let latest = row::encode_meta(META_LATEST, checkpoint_epoch);
     write_meta(&txn, sql, META_LATEST, &latest, operation).await?;
     txn.execute_typed(&sql.meta_delete, &[(&META_PENDING, Type::TEXT)])
@@ -595,6 +651,14 @@ async fn take_lease(
     // The database's clock, so every node agrees on when a lease ends.
     let now_ms = u64::try_from(found.get::<_, i64>(1)).unwrap_or(0);
     let granted = lease::grant(BACKEND, current.as_ref(), &holder, now_ms, ttl)?;
+    if current.as_ref().map(|record| record.term) != Some(granted.term) {
+        // A new term: wait for the writes in flight (they hold the row `FOR KEY SHARE`) and
+        // hold off later ones until this commits. A renewal keeps the term and waits for none,
+        // so a long checkpoint write never delays it.
+        txn.execute(&sql.lease_take_over, &[])
+            .await
+            .map_err(pg_error(operation))?;
+    }
     let encoded = granted.encode();
     txn.execute_typed(&sql.lease_write, &[(&encoded.as_slice(), Type::BYTEA)])
         .await
@@ -654,12 +718,14 @@ async fn stream_checkpoint(
         .await
         .map_err(pg_error(operation))?;
     let latest = read_meta(&txn, sql, META_LATEST, operation).await?;
-    if out.send(Ok(CheckpointItem::Latest(latest))).await.is_err() || latest.is_none() {
+    if out.send(Ok(CheckpointItem::Latest(latest))).await.is_err() {
         return Ok(());
     }
-    let no_params: [(i64, Type); 0] = [];
+    let Some(latest) = latest else {
+        return Ok(());
+    };
     let rows = txn
-        .query_typed_raw(&sql.state_read, no_params)
+        .query_typed_raw(&sql.rows_read, [(epoch_to_sql(latest), Type::INT8)])
         .await
         .map_err(pg_error(operation))?;
     let mut rows = std::pin::pin!(rows);
@@ -843,7 +909,7 @@ impl Storage for PostgresStorage {
     }
 
     fn checkpoints_have_own_writer(&self) -> bool {
-        // Checkpoint writes use their own connection and lock only the pending table.
+        // Checkpoint writes use their own connection and lock only the checkpoint rows.
         true
     }
 

@@ -28,10 +28,14 @@
 //! in the checkpoint file's `meta` as `"lease_term"`, so a fenced handle's appends and
 //! truncations check the term in the log file's write transaction and its checkpoint writes in
 //! the checkpoint file's. Taking the lease writes the log file first, then raises the
-//! checkpoint file's term (never lowers it); it returns only after both, so every write of the
+//! checkpoint file's term (never lowers it; a renewal, finding it raised, writes only the log
+//! file, so it never waits for a long checkpoint write); it returns only after both, so every write of the
 //! deposed holder that is not refused happened before the new holder's first write. Opening a
 //! directory this process already has open is refused; [`RedbStorage::open_another`] gives a
-//! second handle on the same files (see `open_stores`), with its own lease term.
+//! second handle on the same files (see `open_stores`), with its own lease term. redb locks its
+//! files for one process, so a lease recorded before this process opened them belongs to a
+//! process that no longer has the store: it counts as run out (a restart after a crash takes
+//! the store at once, with a newer term, which still fences nothing but the dead process).
 //!
 //! The (device, inode) of both files is remembered at open and checked after every committed
 //! write: a data directory deleted or replaced under the running process fails the next write
@@ -133,6 +137,11 @@ struct Files {
     /// What the two paths named at open: checked after every write, so a store deleted or
     /// replaced under the running process fails its next write instead of acknowledging it.
     identity: [PathIdentity; 2],
+    /// The lease term recorded when this process opened the files (0: none). redb locks its
+    /// files for one process, so that lease's holder, if it was another process, no longer
+    /// has the store: the lease is void and the next taker gets it at once (with a newer term)
+    /// instead of waiting for it to run out after a crash.
+    lease_term_at_open: u64,
 }
 
 /// Which of the two files a transaction is on.
@@ -292,17 +301,18 @@ impl Files {
             PathIdentity::capture(BACKEND, &path)?,
             PathIdentity::capture(BACKEND, &ckpt_path)?,
         ];
-        let store = Self {
+        let mut store = Self {
             db,
             path,
             ckpt,
             ckpt_path,
             identity,
+            lease_term_at_open: 0,
         };
-        store.write(File::Log, "create tables", |txn| {
+        store.lease_term_at_open = store.write(File::Log, "create tables", |txn| {
             txn.open_table(LOG)?;
-            txn.open_table(LOG_META)?;
-            Ok(())
+            let meta = txn.open_table(LOG_META)?;
+            Ok(read_lease(&meta)?.map_or(0, |record| record.term))
         })?;
         store.write(File::Checkpoints, "create tables", |txn| {
             txn.open_table(STATE)?;
@@ -903,12 +913,27 @@ impl Storage for RedbStorage {
         lease::check_holder(BACKEND, holder)?;
         let term = self.files.write(File::Log, "acquire_lease", |txn| {
             let mut meta = txn.open_table(LOG_META)?;
-            let current = read_lease(&meta)?;
+            let mut current = read_lease(&meta)?;
+            // A lease from before this process opened the files ran out with its process.
+            if let Some(record) = current.as_mut()
+                && record.term == self.files.lease_term_at_open
+            {
+                record.expires_at_ms = 0;
+            }
             let granted = lease::grant_by_local_clock(BACKEND, current.as_ref(), holder, ttl)?;
             meta.insert(lease::META_LEASE, granted.encode().as_slice())?;
             Ok(granted.term)
         })?;
         // Raised, never lowered: a concurrent taker with a newer term may have got here first.
+        // Read first, without the file's one writer: a renewal finds the copy up to date and
+        // so never waits for a long checkpoint write.
+        let copied = self.files.read_checkpoint_meta("acquire_lease", |meta| {
+            Ok(read_meta(meta, META_LEASE_TERM)?.unwrap_or(0))
+        })?;
+        if copied >= term {
+            self.held.set(term);
+            return Ok(term);
+        }
         self.files
             .write(File::Checkpoints, "acquire_lease", |txn| {
                 let mut meta = txn.open_table(META)?;

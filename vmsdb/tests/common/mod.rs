@@ -132,12 +132,20 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `vmsdb serve --listen 127.0.0.1:0 --data-dir DIR <args>` and waits until it has
-    /// printed the address it listens on (it does so right after binding).
+    /// printed the address it listens on (it does so right after binding, before it opens the
+    /// store).
     pub fn start(dir: &Path, args: &[&str]) -> ServerProcess {
+        let dir = dir.to_str().expect("a UTF-8 temporary directory");
+        Self::start_on(&["--data-dir", dir], args)
+    }
+
+    /// Starts `vmsdb serve --listen 127.0.0.1:0 <store> <args>`, `store` naming where the data
+    /// goes (`--data-dir DIR` or `--store URL`), and waits until it printed its address.
+    pub fn start_on(store: &[&str], args: &[&str]) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vmsdb"))
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(store)
             .args(args)
             .env("RUST_LOG", "info")
             .env_remove("VMSDB_TOKEN")

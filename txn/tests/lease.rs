@@ -1,0 +1,274 @@
+//! The store lease a runtime takes: a second runtime on the same store is refused (or waits and
+//! takes over), a runtime whose lease was taken over is fenced and stops accepting writes with
+//! nothing of it interleaved in the log, a clean shutdown hands the lease back, and a store
+//! without leases keeps working unfenced.
+
+mod common;
+
+use common::*;
+use std::sync::Arc;
+use std::time::Duration;
+use txn::storage::{MemoryStorage, Storage, StorageError};
+use txn::{LeaseConfig, LeaseStatus, Runtime, RuntimeConfig, TxnError};
+
+/// A lease held under `holder` that renews so rarely that no renewal happens during a test,
+/// unless `ttl` is short.
+fn lease(holder: &str, ttl: Duration) -> LeaseConfig {
+    LeaseConfig {
+        holder: holder.to_string(),
+        ttl,
+        renew_every: ttl / 2,
+        wait_for_lease: None,
+    }
+}
+
+/// Starts the fixture's application on a new handle on `store`, holding `lease`.
+async fn start(
+    fx: &Fixture,
+    store: &MemoryStorage,
+    lease: LeaseConfig,
+) -> Result<Runtime<ChainApp>, TxnError> {
+    let config = RuntimeConfig {
+        lease: Some(lease),
+        ..RuntimeConfig::with_storage(Arc::new(store.clone()))
+    };
+    Runtime::start(fx.app.clone(), config).await
+}
+
+fn bump(key: u64) -> Ev {
+    op0(key, OpKind::Add(1))
+}
+
+/// Adds one to each of `keys` in service 0, each in its own committed transaction.
+async fn bump_keys(fx: &Fixture, client: &txn::Client<ChainApp>, keys: std::ops::Range<u64>) {
+    for key in keys {
+        let outcome = client.submit_raw(fx.services[0], &key, bump(key)).await;
+        assert!(outcome.unwrap().committed(), "bump of key {key}");
+    }
+}
+
+const LONG: Duration = Duration::from_secs(600);
+
+// Goal: while one runtime holds the store's lease, a second runtime on the same store does not
+// start, and its error names the holder and how long the lease still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_runtime_is_refused_while_the_lease_runs() {
+    let fx = build(1, 2);
+    let store = MemoryStorage::new();
+    let first = start(&fx, &store, lease("first", LONG)).await.unwrap();
+    assert_eq!(first.stats().lease_status(), LeaseStatus::Held { term: 1 });
+    let second = start(&fx, &store, lease("second", LONG)).await;
+    match second {
+        Err(TxnError::LeaseHeld {
+            holder,
+            term,
+            remaining_ms,
+        }) => {
+            assert_eq!((holder.as_str(), term), ("first", 1));
+            assert!(remaining_ms > 0 && remaining_ms <= LONG.as_millis() as u64);
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a second runtime started while the first held the lease"),
+    }
+    first.shutdown().await;
+}
+
+// Goal: a standby configured to wait takes the lease once the dead holder's lease runs out,
+// and recovers everything the holder acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_standby_takes_over_after_the_lease_runs_out() {
+    let fx = build(1, 2);
+    let store = MemoryStorage::new();
+    let ttl = Duration::from_millis(300);
+    let first = start(&fx, &store, lease("first", ttl)).await.unwrap();
+    let client = first.client();
+    bump_keys(&fx, &client, 0..10u64).await;
+    // The holder dies: it stops renewing, and hands nothing back.
+    drop(client);
+    drop(first);
+    let mut standby = lease("standby", ttl);
+    standby.wait_for_lease = Some(Duration::from_secs(30));
+    let second = start(&fx, &store, standby)
+        .await
+        .expect("the standby takes over once the lease runs out");
+    assert_eq!(second.stats().lease_status(), LeaseStatus::Held { term: 2 });
+    let client = second.client();
+    for key in 0..10u64 {
+        let read = client
+            .submit_raw(fx.services[0], &key, read0(key))
+            .await
+            .unwrap();
+        assert_eq!(
+            read.result,
+            Ok(Some(vec![1])),
+            "key {key} after the take-over"
+        );
+    }
+    second.shutdown().await;
+}
+
+// Goal: once another handle takes the lease over, the deposed runtime's next append is
+// refused by the store, the request's outcome is unknown, the runtime accepts no more writes,
+// its stats say which term fenced it, and nothing it sequenced after the take-over is in the
+// log, while the new holder's appends are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_runtime_is_fenced_and_writes_nothing() {
+    let fx = build(1, 2);
+    let store = MemoryStorage::new();
+    let rt = start(&fx, &store, lease("old", LONG)).await.unwrap();
+    let client = rt.client();
+    bump_keys(&fx, &client, 0..5u64).await;
+    // Steal it: end the running lease under its holder's name, then take it with a new term.
+    let thief = store.clone();
+    thief.acquire_lease("old", Duration::ZERO).unwrap();
+    assert_eq!(thief.acquire_lease("thief", LONG).unwrap(), 2);
+    let last_before = store.last_epoch().unwrap().expect("epochs were logged");
+    thief
+        .append_epoch(last_before + 1, b"the new holder's epoch")
+        .unwrap();
+
+    for key in 0..5u64 {
+        let result = client.submit_raw(fx.services[0], &key, bump(key)).await;
+        let Err(TxnError::OutcomeUnknown { cause, .. }) = result else {
+            panic!("submission {key} after the take-over: {result:?}");
+        };
+        let TxnError::Storage(message) = *cause else {
+            panic!("submission {key}: cause {cause:?}");
+        };
+        assert!(
+            message.contains("term 2"),
+            "the error names the new term: {message}"
+        );
+    }
+    assert_eq!(
+        rt.stats().lease_status(),
+        LeaseStatus::Fenced { by_term: 2 }
+    );
+    assert_eq!(rt.stats().lease_status().to_string(), "fenced by term 2");
+    let mut logged = Vec::new();
+    store
+        .read_epochs(last_before + 1, &mut |epoch, batch| {
+            logged.push((epoch, batch.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(
+        logged,
+        vec![(last_before + 1, b"the new holder's epoch".to_vec())],
+        "only the new holder wrote after the take-over"
+    );
+    rt.shutdown().await;
+    // The deposed runtime did not hand back a lease it no longer held.
+    match store.clone().acquire_lease("someone", LONG) {
+        Err(StorageError::LeaseHeld { holder, term, .. }) => {
+            assert_eq!((holder.as_str(), term), ("thief", 2));
+        }
+        other => panic!("the thief's lease after the old runtime stopped: {other:?}"),
+    }
+}
+
+// Goal: a clean shutdown hands the lease back, so the next runtime starts at once instead of
+// waiting for the lease to run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_hands_the_lease_back() {
+    let fx = build(1, 2);
+    let store = MemoryStorage::new();
+    let first = start(&fx, &store, lease("first", LONG)).await.unwrap();
+    first.shutdown().await;
+    let second = start(&fx, &store, lease("second", LONG))
+        .await
+        .expect("the lease was handed back at shutdown");
+    assert_eq!(second.stats().lease_status(), LeaseStatus::Held { term: 2 });
+    second.shutdown().await;
+}
+
+/// A store that keeps everything in memory but implements no lease (the trait's default).
+struct NoLease(MemoryStorage);
+
+impl Storage for NoLease {
+    fn name(&self) -> &'static str {
+        "no-lease"
+    }
+    fn append_epoch(&self, epoch: u64, batch: &[u8]) -> Result<(), StorageError> {
+        self.0.append_epoch(epoch, batch)
+    }
+    fn read_epochs(
+        &self,
+        from: u64,
+        visit: &mut dyn FnMut(u64, &[u8]) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        self.0.read_epochs(from, visit)
+    }
+    fn last_epoch(&self) -> Result<Option<u64>, StorageError> {
+        self.0.last_epoch()
+    }
+    fn write_checkpoint_rows(
+        &self,
+        checkpoint_epoch: u64,
+        rows: &[(Vec<u8>, Option<Vec<u8>>)],
+    ) -> Result<(), StorageError> {
+        self.0.write_checkpoint_rows(checkpoint_epoch, rows)
+    }
+    fn complete_checkpoint(&self, checkpoint_epoch: u64) -> Result<(), StorageError> {
+        self.0.complete_checkpoint(checkpoint_epoch)
+    }
+    fn read_latest_checkpoint(
+        &self,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
+    ) -> Result<Option<u64>, StorageError> {
+        self.0.read_latest_checkpoint(visit)
+    }
+    fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError> {
+        self.0.truncate_log_below(epoch)
+    }
+    fn latest_checkpoint_epoch(&self) -> Result<Option<u64>, StorageError> {
+        self.0.latest_checkpoint_epoch()
+    }
+    fn read_store_info(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        self.0.read_store_info()
+    }
+    fn write_store_info(&self, info: &[u8]) -> Result<(), StorageError> {
+        self.0.write_store_info(info)
+    }
+}
+
+// Goal: a store without leases (`LeaseUnsupported`) still runs the runtime, unfenced, and the
+// stats say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_without_leases_runs_unfenced() {
+    let fx = build(1, 2);
+    let config = RuntimeConfig {
+        lease: Some(lease("only", LONG)),
+        ..RuntimeConfig::with_storage(Arc::new(NoLease(MemoryStorage::new())))
+    };
+    let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
+    assert_eq!(rt.stats().lease_status(), LeaseStatus::Unfenced);
+    let outcome = rt
+        .client()
+        .submit_raw(fx.services[0], &1u64, bump(1))
+        .await
+        .unwrap();
+    assert!(outcome.committed());
+    rt.shutdown().await;
+}
+
+// Goal: an embedded (redb) store reopened after its process went away is taken at once, with a
+// newer term, although the previous holder's lease had not run out: redb locks its files for
+// one process, so that holder cannot still be writing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_store_is_taken_at_once_after_its_process_went_away() {
+    let fx = build(1, 2);
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = txn::storage::EmbeddedStorage::open(dir.path()).unwrap();
+        // A holder from another process, whose lease would run for ten minutes.
+        assert_eq!(store.acquire_lease("another-process", LONG).unwrap(), 1);
+    }
+    let config = RuntimeConfig {
+        lease: Some(lease("restarted", LONG)),
+        ..RuntimeConfig::durable(dir.path()).unwrap()
+    };
+    let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
+    assert_eq!(rt.stats().lease_status(), LeaseStatus::Held { term: 2 });
+    rt.shutdown().await;
+}
