@@ -123,9 +123,9 @@ impl<K: Ord + Hash + Eq + Clone, V> Rows<K, V> {
             Rows::Ordered(m) => m.get_mut(k),
         }
     }
-    /// Sets row `k` to `v` (`None` deletes) in one probe (a delete of a hashed row re-points the
-    /// moved last entry with a second), clearing its access and marking it dirty; returns the
-    /// old value.
+    /// Sets row `k` to `v` (`None` deletes) in one probe (deleting a hashed row takes two more:
+    /// one drops its index bucket, one re-points the entry moved into its place), clearing its
+    /// access and marking it dirty; returns the old value.
     fn set(&mut self, k: K, v: Option<V>, dirty: Option<&mut Vec<K>>) -> Option<V> {
         use std::collections::btree_map::Entry;
         match self {
