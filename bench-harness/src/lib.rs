@@ -13,6 +13,7 @@ pub mod crash;
 pub mod driver;
 pub mod explain;
 pub mod html;
+pub mod limits;
 pub mod metrics;
 pub mod over_http;
 pub mod postgres;

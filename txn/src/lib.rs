@@ -20,6 +20,7 @@ pub mod contract;
 pub mod coordination;
 mod dedup;
 mod delta;
+mod dense_rows;
 mod envelope;
 pub mod epoch;
 pub mod erasure;

@@ -558,11 +558,11 @@ impl<A: App> PartitionState<A> {
     /// Moves the rows changed since the last checkpoint out as encoded checkpoint rows.
     pub fn drain_checkpoint_rows(&mut self) -> Vec<DeferredRows> {
         let gp = self.gp;
-        self.tables
-            .iter_mut()
-            .enumerate()
-            .map(|(idx, t)| t.take_dirty(row_key_prefix(gp, idx)))
-            .collect()
+        let mut out = Vec::new();
+        for (idx, t) in self.tables.iter_mut().enumerate() {
+            t.take_dirty_chunks(row_key_prefix(gp, idx), &mut out);
+        }
+        out
     }
 
     /// Like [`PartitionState::drain_checkpoint_rows`], but only for the tables that have

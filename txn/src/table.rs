@@ -13,8 +13,10 @@ use crate::bitset::SeqSet;
 use crate::constraint::{ConstraintStep, Constraints, OnDelete, ParentDeleted, Placement};
 use crate::coordination::TableSummary;
 use crate::delta::{DeltaError, DeltaOp, decide_deltas, seq_order};
+use crate::dense_rows::DenseRows;
 use crate::ids::{GlobalPartition, Seq};
 use crate::index::{IndexOps, IndexState};
+use crate::limits::CHECKPOINT_CHUNK_ROWS_MAX;
 use crate::row_key::{CheckpointRow, DeferredRows};
 use rustc_hash::{FxHashMap, FxHasher};
 use serde::Serialize;
@@ -71,54 +73,38 @@ impl<V> Slot<V> {
     }
 }
 
-/// Committed rows: hashed for point access, or ordered when the table is scanned.
+/// Committed rows: hashed for point access (stored densely, see `dense_rows`), or ordered when
+/// the table is scanned.
 pub(crate) enum Rows<K, V> {
-    Hash(FxHashMap<K, Slot<V>>),
+    Hash(DenseRows<K, Slot<V>>),
     Ordered(BTreeMap<K, Slot<V>>),
 }
 
-/// Sets an entry of either map kind to `value` (`None` deletes) in the entry's one probe: clears
-/// the row's access, lists the key in `dirty` (when tracking) unless it is listed already, and
-/// returns the old value.
-macro_rules! set_entry {
-    ($entry:expr, $kind:ident, $value:expr, $dirty:expr) => {
-        match ($entry, $value) {
-            ($kind::Entry::Occupied(mut o), Some(v)) => {
-                let slot = o.get_mut();
-                slot.clear_access();
-                let newly_dirty = $dirty.is_some() && slot.mark_dirty();
-                let old = std::mem::replace(&mut slot.value, v);
-                if let Some(dirty) = $dirty.filter(|_| newly_dirty) {
-                    dirty.push(o.key().clone());
-                }
-                Some(old)
-            }
-            ($kind::Entry::Occupied(o), None) => {
-                if let Some(dirty) = $dirty
-                    && o.get().meta & DIRTY_BIT == 0
-                {
-                    dirty.push(o.key().clone());
-                }
-                Some(o.remove().value)
-            }
-            ($kind::Entry::Vacant(e), Some(v)) => {
-                let mut meta = 0;
-                if let Some(dirty) = $dirty {
-                    dirty.push(e.key().clone());
-                    meta = DIRTY_BIT;
-                }
-                e.insert(Slot { value: v, meta });
-                None
-            }
-            ($kind::Entry::Vacant(e), None) => {
-                // Deleting a missing row is recorded too: the checkpoint may hold it.
-                if let Some(dirty) = $dirty {
-                    dirty.push(e.key().clone());
-                }
-                None
-            }
-        }
-    };
+/// Sets an occupied `slot` to `value` (`None` deletes, which the caller then does): clears the
+/// row's access and marks it dirty when `tracking`. Returns the old value when it is replaced,
+/// and whether the row's key must now be listed dirty.
+fn set_occupied<V>(slot: &mut Slot<V>, value: Option<V>, tracking: bool) -> (Option<V>, bool) {
+    slot.clear_access();
+    let newly_dirty = tracking && slot.mark_dirty();
+    (
+        value.map(|v| std::mem::replace(&mut slot.value, v)),
+        newly_dirty,
+    )
+}
+
+/// The slot a missing row `key` gets when set to `value` (none for a delete); the key is listed
+/// in `dirty` either way, since the checkpoint may hold a deleted row.
+fn vacant_slot<K: Clone, V>(
+    key: &K,
+    value: Option<V>,
+    dirty: Option<&mut Vec<K>>,
+) -> Option<Slot<V>> {
+    let tracked = dirty.is_some();
+    if let Some(dirty) = dirty {
+        dirty.push(key.clone());
+    }
+    let meta = if tracked { DIRTY_BIT } else { 0 };
+    value.map(|value| Slot { value, meta })
 }
 
 impl<K: Ord + Hash + Eq + Clone, V> Rows<K, V> {
@@ -137,12 +123,50 @@ impl<K: Ord + Hash + Eq + Clone, V> Rows<K, V> {
             Rows::Ordered(m) => m.get_mut(k),
         }
     }
-    /// Sets row `k` to `v` (`None` deletes) in one probe; see `set_entry`.
+    /// Sets row `k` to `v` (`None` deletes) in one probe (deleting a hashed row takes two more:
+    /// one drops its index bucket, one re-points the entry moved into its place), clearing its
+    /// access and marking it dirty; returns the old value.
     fn set(&mut self, k: K, v: Option<V>, dirty: Option<&mut Vec<K>>) -> Option<V> {
-        use std::collections::{btree_map, hash_map};
+        use std::collections::btree_map::Entry;
         match self {
-            Rows::Hash(m) => set_entry!(m.entry(k), hash_map, v, dirty),
-            Rows::Ordered(m) => set_entry!(m.entry(k), btree_map, v, dirty),
+            Rows::Hash(m) => {
+                let mut value = Some(v);
+                let mut dirty = Some(dirty);
+                let found = m.upsert(k, |key| {
+                    vacant_slot(key, value.take().flatten(), dirty.take().flatten())
+                });
+                let (Some(i), Some(v), Some(dirty)) = (found, value, dirty) else {
+                    return None;
+                };
+                let deleting = v.is_none();
+                let (key, slot) = m.entry_mut(i);
+                let (old, list) = set_occupied(slot, v, dirty.is_some());
+                if let Some(dirty) = dirty.filter(|_| list) {
+                    dirty.push(key.clone());
+                }
+                if deleting {
+                    return Some(m.remove_at(i).1.value);
+                }
+                old
+            }
+            Rows::Ordered(m) => match m.entry(k) {
+                Entry::Occupied(mut o) => {
+                    let (old, list) = set_occupied(o.get_mut(), v, dirty.is_some());
+                    if let Some(dirty) = dirty.filter(|_| list) {
+                        dirty.push(o.key().clone());
+                    }
+                    match old {
+                        Some(old) => Some(old),
+                        None => Some(o.remove().value),
+                    }
+                }
+                Entry::Vacant(e) => {
+                    if let Some(slot) = vacant_slot(e.key(), v, dirty) {
+                        e.insert(slot);
+                    }
+                    None
+                }
+            },
         }
     }
     pub fn len(&self) -> usize {
@@ -151,7 +175,7 @@ impl<K: Ord + Hash + Eq + Clone, V> Rows<K, V> {
             Rows::Ordered(m) => m.len(),
         }
     }
-    /// Every row, in arbitrary order for hash tables and key order for ordered ones.
+    /// Every row, in entry order for hash tables and key order for ordered ones.
     pub fn iter(&self) -> Box<dyn Iterator<Item = (&K, &V)> + '_> {
         match self {
             Rows::Hash(m) => Box::new(m.iter().map(|(k, s)| (k, &s.value))),
@@ -169,7 +193,7 @@ impl<K: Ord + Hash + Eq + Clone, V> Rows<K, V> {
     fn clear_dirty_bits(&mut self) {
         let clear = |s: &mut Slot<V>| s.meta &= ACCESS_BITS;
         match self {
-            Rows::Hash(m) => m.values_mut().for_each(clear),
+            Rows::Hash(m) => m.slots_mut().for_each(clear),
             Rows::Ordered(m) => m.values_mut().for_each(clear),
         }
     }
@@ -337,7 +361,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             rows: if ordered {
                 Rows::Ordered(BTreeMap::new())
             } else {
-                Rows::Hash(FxHashMap::default())
+                Rows::Hash(DenseRows::new())
             },
             accesses: Vec::new(),
             absent: FxHashMap::default(),
@@ -722,6 +746,32 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         self.apply(key, Some(row));
     }
 
+    /// Takes the rows changed since the last checkpoint as typed copies (at the epoch barrier:
+    /// one probe per changed row), leaving them clean, for encoding later off the epoch path.
+    fn take_rows(&mut self, key_prefix: Vec<u8>) -> TakenRows<K, V> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut present: Vec<(K, V)> = Vec::with_capacity(dirty.len());
+        let mut deleted: Vec<K> = Vec::new();
+        for k in dirty {
+            match self.rows.slot_mut(&k) {
+                Some(slot) => {
+                    slot.meta &= ACCESS_BITS;
+                    let value = slot.value.clone();
+                    present.push((k, value));
+                }
+                None => deleted.push(k),
+            }
+        }
+        TakenRows {
+            present,
+            deleted,
+            key_prefix,
+            sorted: false,
+            next_present: 0,
+            next_deleted: 0,
+        }
+    }
+
     /// Forgets row `key`'s access of the epoch (a row the commit does not change).
     fn clear_access(&mut self, key: &K) {
         if let Some(slot) = self.rows.slot_mut(key) {
@@ -755,6 +805,10 @@ pub(crate) trait AnyTable: Send {
     /// Takes the rows changed since the last checkpoint as typed copies, returning the work of
     /// encoding them (with `key_prefix` before each key) to be done later, off the epoch path.
     fn take_dirty(&mut self, key_prefix: Vec<u8>) -> DeferredRows;
+    /// Like `take_dirty`, but the encoding is split into deferred chunks of at most
+    /// `limits::CHECKPOINT_CHUNK_ROWS_MAX` rows, appended to `out`, which run in order: the
+    /// encoded rows in memory are then one chunk's, not the whole table's.
+    fn take_dirty_chunks(&mut self, key_prefix: Vec<u8>, out: &mut Vec<DeferredRows>);
     /// Whether any row changed since the last `take_dirty` (only tracked when enabled).
     fn has_dirty(&self) -> bool;
     /// A foreign-key probe by transaction `seq`: reads the row with encoded key `key` (recording
@@ -786,6 +840,65 @@ pub(crate) trait AnyTable: Send {
 
 fn encode<T: Serialize>(t: &T) -> Vec<u8> {
     rmp_serde::to_vec(t).expect("rows and keys of a table serialize")
+}
+
+/// The rows a checkpoint took from one table: copies of present rows and keys of deleted
+/// ones, kept apart because a copy then needs no `Option` beside it (for small rows a third of
+/// the copy). Encoded on the checkpoint thread, in key order and each key once (a row deleted
+/// and inserted again is listed twice, with the same copy), a chunk at a time, so the encoded
+/// rows in memory are one chunk's, not the table's.
+struct TakenRows<K, V> {
+    present: Vec<(K, V)>,
+    deleted: Vec<K>,
+    /// Written before each encoded key (see `row_key::row_key_prefix`).
+    key_prefix: Vec<u8>,
+    sorted: bool,
+    /// How many of `present` and of `deleted` are encoded already.
+    next_present: usize,
+    next_deleted: usize,
+}
+
+impl<K: Ord + Serialize, V: Serialize> TakenRows<K, V> {
+    /// The most rows the encoding yields (fewer when keys were listed twice).
+    fn n_rows_max(&self) -> usize {
+        self.present.len() + self.deleted.len()
+    }
+
+    /// Appends the next at most `max` rows to `out`, in key order.
+    fn encode_next(&mut self, max: usize, out: &mut Vec<CheckpointRow>) {
+        if !self.sorted {
+            self.present.sort_by(|a, b| a.0.cmp(&b.0));
+            self.present.dedup_by(|a, b| a.0 == b.0);
+            self.deleted.sort();
+            self.deleted.dedup();
+            self.sorted = true;
+        }
+        let left = self.n_rows_max() - self.next_present - self.next_deleted;
+        out.reserve(left.min(max));
+        for _ in 0..max {
+            let present = self.present.get(self.next_present);
+            let deleted = self.deleted.get(self.next_deleted);
+            // A key is present or deleted, never both: both lists were taken at one moment.
+            let row = match (present, deleted) {
+                (Some((k, v)), gone) if gone.is_none_or(|gone| k < gone) => {
+                    self.next_present += 1;
+                    (self.encode_key(k), Some(encode(v)))
+                }
+                (_, Some(gone)) => {
+                    self.next_deleted += 1;
+                    (self.encode_key(gone), None)
+                }
+                _ => break,
+            };
+            out.push(row);
+        }
+    }
+
+    fn encode_key(&self, k: &K) -> Vec<u8> {
+        let mut key = self.key_prefix.clone();
+        rmp_serde::encode::write(&mut key, k).expect("keys serialize");
+        key
+    }
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
@@ -898,28 +1011,20 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
     }
 
     fn take_dirty(&mut self, key_prefix: Vec<u8>) -> DeferredRows {
-        let copies: Vec<(K, Option<V>)> = std::mem::take(&mut self.dirty)
-            .into_iter()
-            .map(|k| {
-                let v = self.rows.slot_mut(&k).map(|slot| {
-                    slot.meta &= ACCESS_BITS;
-                    slot.value.clone()
-                });
-                (k, v)
-            })
-            .collect();
-        Box::new(move |out: &mut Vec<CheckpointRow>| {
-            let mut copies = copies;
-            copies.sort_by(|a, b| a.0.cmp(&b.0));
-            // A row deleted and inserted again is listed twice, with the same copy.
-            copies.dedup_by(|a, b| a.0 == b.0);
-            out.reserve(copies.len());
-            for (k, v) in copies {
-                let mut key = key_prefix.clone();
-                rmp_serde::encode::write(&mut key, &k).expect("keys serialize");
-                out.push((key, v.as_ref().map(encode)));
-            }
-        })
+        let mut taken = self.take_rows(key_prefix);
+        Box::new(move |out: &mut Vec<CheckpointRow>| taken.encode_next(usize::MAX, out))
+    }
+
+    fn take_dirty_chunks(&mut self, key_prefix: Vec<u8>, out: &mut Vec<DeferredRows>) {
+        let taken = self.take_rows(key_prefix);
+        let n_chunks = taken.n_rows_max().div_ceil(CHECKPOINT_CHUNK_ROWS_MAX);
+        let shared = Arc::new(parking_lot::Mutex::new(taken));
+        for _ in 0..n_chunks {
+            let taken = shared.clone();
+            out.push(Box::new(move |rows: &mut Vec<CheckpointRow>| {
+                taken.lock().encode_next(CHECKPOINT_CHUNK_ROWS_MAX, rows)
+            }));
+        }
     }
 
     fn probe(&mut self, seq: Seq, key: &[u8]) -> Result<Option<String>, String> {

@@ -143,10 +143,12 @@ impl MarketplaceWorkload {
             ScaleArg::Small => Scale::Small,
             ScaleArg::Default => Scale::Default,
         };
+        let at_scale = MarketConfig::at_scale(scale, common.partitions);
         let config = MarketConfig {
             payment_failure_pct: args.payment_failure_pct,
             seed: common.seed,
-            ..MarketConfig::at_scale(scale, common.partitions)
+            initial_stock: stock_for_run(common.duration, at_scale.initial_stock),
+            ..at_scale
         };
         let market = Marketplace::new(config)?;
         // Fail on a bad θ now rather than in every client.
@@ -182,6 +184,21 @@ impl MarketplaceWorkload {
         let torn = self.torn_dashboards[system as usize].load(Ordering::Relaxed);
         self.market.expected(Some(checkouts), torn)
     }
+}
+
+/// Units of stock every product starts with for a run of `duration`: at least the benchmark's
+/// `at_scale`, and enough that no product runs out within the run even if every checkout at the
+/// highest rate any system reaches took the most units of it. With the benchmark's 10,000
+/// units, a fast system exhausts the stock of a small-scale run within seconds, and from then
+/// on its checkouts abort almost for free: the systems of a `--compare` run would no longer do
+/// the same work. Every system of a run gets the same stock.
+pub fn stock_for_run(duration: std::time::Duration, at_scale: i64) -> i64 {
+    use crate::limits::{MARKET_CHECKOUTS_PER_S_MAX, MARKET_UNITS_PER_CHECKOUT_MAX};
+    let seconds = duration.as_secs() + 1;
+    let units = MARKET_CHECKOUTS_PER_S_MAX
+        .saturating_mul(MARKET_UNITS_PER_CHECKOUT_MAX)
+        .saturating_mul(seconds);
+    at_scale.max(i64::try_from(units).unwrap_or(i64::MAX))
 }
 
 /// A client's generator.
@@ -403,6 +420,22 @@ mod tests {
         }
         assert!(seen.iter().all(|n| *n > 0), "{seen:?}");
         assert_eq!(w.op_types().len(), 5);
+    }
+
+    #[test]
+    fn the_initial_stock_outlasts_the_run_at_the_highest_checkout_rate() {
+        // Goal: no product can run out within the run, whatever the system's speed: the stock
+        // every product starts with covers every checkout of the run at the rate bound taking
+        // the most units of it, and every system of the run loads the same stock.
+        use crate::limits::{MARKET_CHECKOUTS_PER_S_MAX, MARKET_UNITS_PER_CHECKOUT_MAX};
+        for seconds in [1u64, 30, 60] {
+            let a = args(&["--duration", &format!("{seconds}s")]);
+            let w = MarketplaceWorkload::new(&a.common, &a.marketplace).unwrap();
+            let stock = w.marketplace().config.initial_stock;
+            let needed = MARKET_CHECKOUTS_PER_S_MAX * MARKET_UNITS_PER_CHECKOUT_MAX * seconds;
+            assert!(stock >= needed as i64, "{seconds} s: {stock} < {needed}");
+            assert!(w.load_description().contains(&format!("{stock} units")));
+        }
     }
 
     #[test]

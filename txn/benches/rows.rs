@@ -1,0 +1,132 @@
+//! The per-row hot paths of a hash table's committed rows, at 10,000 and 1,000,000 rows of 16
+//! bytes (a `u64` key and a 16-byte row, as the ledger's accounts): `TableState::get` (a read
+//! recorded for conflict detection), `TableState::write` (a buffered write), `decide` and
+//! `commit` (applying the write in place and marking the row dirty), through `txn::bench_api`.
+//!
+//! Every measured batch is one epoch of `BATCH_ROWS` single-row transactions on distinct
+//! pseudo-random keys; the parts of the epoch not being measured run untimed, so each benchmark
+//! times one phase. Throughput is in rows: time / `BATCH_ROWS` is the cost per row.
+//!
+//! Run: `cargo bench -p txn --bench rows -- --warm-up-time 1 --measurement-time 3`
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use std::time::{Duration, Instant};
+use txn::bench_api::{BenchTable, SeqSet};
+
+/// Table sizes measured, in rows.
+const TABLE_ROWS: [u64; 2] = [10_000, 1_000_000];
+
+/// Rows (one per transaction) in each measured epoch.
+const BATCH_ROWS: usize = 4_096;
+
+/// A 16-byte row: the account id again (as the ledger's rows carry their key) and a balance.
+type Row = (u64, i64);
+
+/// A table holding rows `0..n`, loaded through the write and commit paths in epochs of
+/// `BATCH_ROWS` rows, with the load's dirty rows cleared (as after a checkpoint).
+fn loaded_table(n: u64) -> BenchTable<u64, Row> {
+    let mut table = BenchTable::new(false);
+    let none = SeqSet::with_len(BATCH_ROWS);
+    let mut next = 0;
+    while next < n {
+        for seq in 0..BATCH_ROWS as u32 {
+            if next < n {
+                table.write(seq, next, Some((next, 1_000)));
+                next += 1;
+            }
+        }
+        table.commit(&none);
+    }
+    table.clear_dirty();
+    table
+}
+
+/// Distinct pseudo-random keys below `n` for one epoch (a fixed xorshift stream, so every
+/// run and both sides of a comparison draw the same keys).
+struct Keys {
+    state: u64,
+    n: u64,
+}
+
+impl Keys {
+    fn batch(&mut self) -> Vec<u64> {
+        let mut keys = Vec::with_capacity(BATCH_ROWS);
+        let mut seen = std::collections::HashSet::new();
+        while keys.len() < BATCH_ROWS.min(self.n as usize) {
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            let key = self.state % self.n;
+            if seen.insert(key) {
+                keys.push(key);
+            }
+        }
+        keys
+    }
+}
+
+/// Which phase of the epoch is timed.
+#[derive(Clone, Copy)]
+enum Phase {
+    Get,
+    Write,
+    Decide,
+    Commit,
+}
+
+/// Runs one epoch of read-modify-write transactions on `keys`, timing `phase` only.
+fn epoch(table: &mut BenchTable<u64, Row>, keys: &[u64], phase: Phase) -> Duration {
+    let none = SeqSet::with_len(keys.len());
+    let start = Instant::now();
+    let mut reads = Vec::with_capacity(keys.len());
+    for (seq, key) in keys.iter().enumerate() {
+        reads.push(table.get(seq as u32, key));
+    }
+    let mut timed = matches!(phase, Phase::Get).then(|| start.elapsed());
+    let start = Instant::now();
+    for (seq, (key, row)) in keys.iter().zip(reads).enumerate() {
+        let (id, balance) = row.expect("loaded row");
+        table.write(seq as u32, *key, Some((id, balance + 1)));
+    }
+    timed = timed.or(matches!(phase, Phase::Write).then(|| start.elapsed()));
+    let start = Instant::now();
+    let mut conflicts = SeqSet::with_len(keys.len());
+    table.decide(&none, &mut conflicts);
+    timed = timed.or(matches!(phase, Phase::Decide).then(|| start.elapsed()));
+    let start = Instant::now();
+    table.commit(&conflicts);
+    let timed = timed.unwrap_or_else(|| start.elapsed());
+    table.clear_dirty();
+    timed
+}
+
+fn rows(c: &mut Criterion) {
+    let mut group = c.benchmark_group("rows");
+    group.throughput(Throughput::Elements(BATCH_ROWS as u64));
+    for n in TABLE_ROWS {
+        let mut table = loaded_table(n);
+        let mut keys = Keys {
+            state: 0x9e37_79b9_7f4a_7c15,
+            n,
+        };
+        let phases = [
+            ("get", Phase::Get),
+            ("write", Phase::Write),
+            ("decide", Phase::Decide),
+            ("commit", Phase::Commit),
+        ];
+        for (name, phase) in phases {
+            group.bench_function(BenchmarkId::new(name, n), |b| {
+                b.iter_custom(|iters| {
+                    (0..iters)
+                        .map(|_| epoch(&mut table, &keys.batch(), phase))
+                        .sum()
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, rows);
+criterion_main!(benches);
