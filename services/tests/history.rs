@@ -27,6 +27,7 @@ async fn replaying_an_aborted_checkout_reproduces_its_abort_reason() {
         n_partitions: 3,
         payment_failure_pct: 0,
         seed: 5,
+        delivery_lanes: 1,
     })
     .unwrap();
     let storage = Arc::new(MemoryStorage::new());
