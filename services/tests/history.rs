@@ -28,6 +28,7 @@ async fn loaded(initial_stock: i64) -> (Marketplace, Arc<MemoryStorage>, Runtime
         n_partitions: 3,
         payment_failure_pct: 0,
         seed: 5,
+        delivery_lanes: 1,
     })
     .unwrap();
     let storage = Arc::new(MemoryStorage::new());

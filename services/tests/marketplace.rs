@@ -31,6 +31,7 @@ fn tiny(payment_failure_pct: u8, initial_stock: i64) -> MarketConfig {
         n_partitions: 3,
         payment_failure_pct,
         seed: 5,
+        delivery_lanes: 1,
     }
 }
 
@@ -153,7 +154,7 @@ async fn checkout_commits_end_to_end_and_leaves_every_related_row() {
     assert_eq!(s.stock_items[&pk(1, 15)].qty_available, 98);
     assert_eq!(s.stock_items[&pk(3, 31)].qty_available, 99);
     assert_eq!(s.stock_items[&pk(3, 31)].qty_reserved, 0);
-    assert_eq!(s.customers[&7].success_payment_count, 1);
+    assert_eq!(s.customer_counters[&7].success_payment_count, 1);
     assert_consistent(&m, &s, 1);
 }
 
@@ -235,7 +236,7 @@ async fn a_declined_payment_is_recorded_and_releases_the_reservation() {
         (st.qty_available, st.qty_reserved, st.order_count),
         (50, 0, 0)
     );
-    assert_eq!(s.customers[&4].failed_payment_count, 1);
+    assert_eq!(s.customer_counters[&4].failed_payment_count, 1);
     assert_consistent(&m, &s, 1);
 }
 
@@ -349,8 +350,8 @@ async fn deliveries_reach_orders_sellers_and_customers_oldest_first() {
             .all(|p| p.status == PackageStatus::Delivered)
     );
     assert!(s.open_deliveries.is_empty());
-    assert_eq!(s.customers[&5].delivery_count, 2);
-    assert_eq!(s.customers[&6].delivery_count, 1);
+    assert_eq!(s.customer_counters[&5].delivery_count, 2);
+    assert_eq!(s.customer_counters[&6].delivery_count, 1);
     let d = m.dashboard(&client, 0).await.unwrap();
     assert!(d.entries.is_empty() && d.agrees(), "{d:?}");
     // Invalid requests are refused.

@@ -30,12 +30,13 @@ use rand::{Rng, SeedableRng};
 use services::Violations;
 use services::marketplace::{
     self as market, Cart, CartAdd, CartAddItem, CartIndexKey, CartItem, CartsEvent, Checkout,
-    CheckoutDraft, Customer, CustomerId, CustomersEvent, Dashboard, DeliveryStatus, EntryKey,
-    LoadCustomers, LoadSeller, MarketAppEvent, MarketSnapshot, OpenDeliveryKey, Order, OrderEntry,
-    OrderHistory, OrderItem, OrderKey, OrderPartKey, OrderStatus, Package, PackageStatus, Payment,
-    PaymentCard, PaymentStatus, PaymentType, PriceUpdate, Product, ProductKey, ProductStatus,
-    ProductsEvent, Replica, Seller, SellerId, SellerView, SellerViewKey, Shipment, ShipmentStatus,
-    ShipmentsEvent, StockItem, Totals, UpdateDelivery, UpdateProduct, kinds,
+    CheckoutDraft, Customer, CustomerCounters, CustomerId, CustomersEvent, Dashboard,
+    DeliveryStatus, EntryKey, LoadCustomers, LoadSeller, MarketAppEvent, MarketSnapshot,
+    OpenDeliveryKey, Order, OrderEntry, OrderHistory, OrderItem, OrderKey, OrderPartKey,
+    OrderStatus, Package, PackageStatus, Payment, PaymentCard, PaymentStatus, PaymentType,
+    PriceUpdate, Product, ProductKey, ProductStatus, ProductsEvent, Replica, Seller, SellerId,
+    SellerView, SellerViewKey, Shipment, ShipmentStatus, ShipmentsEvent, StockItem, Totals,
+    UpdateDelivery, UpdateProduct, kinds,
 };
 use services::marketplace::{CART_ITEMS_MAX, DELIVERY_SELLERS_MAX, ITEM_QUANTITY_MAX, MarketError};
 use std::collections::BTreeMap;
@@ -1804,8 +1805,10 @@ async fn read_snapshot(c: &Client) -> Result<MarketSnapshot, PgFailure> {
         c,
         "SELECT seller_id, created_ms, customer_id, order_id, package_id FROM open_deliveries",
         |row| {
+            // The baseline keeps one first-in first-out queue per seller: lane 0.
             let key = OpenDeliveryKey {
                 seller_id: conv(row.try_get(0)?, "seller id")?,
+                lane: 0,
                 created_ms: conv(row.try_get(1)?, "created_ms")?,
                 customer_id: conv(row.try_get(2)?, "customer id")?,
                 order_id: conv(row.try_get(3)?, "order id")?,
@@ -1865,12 +1868,15 @@ async fn read_snapshot(c: &Client) -> Result<MarketSnapshot, PgFailure> {
             let cust = Customer {
                 name: row.try_get(1)?,
                 card_last4: conv(row.try_get(2)?, "card_last4")?,
+            };
+            let counters = CustomerCounters {
                 success_payment_count: conv(row.try_get(3)?, "success_payment_count")?,
                 failed_payment_count: conv(row.try_get(4)?, "failed_payment_count")?,
                 delivery_count: conv(row.try_get(5)?, "delivery_count")?,
             };
-            s.customers
-                .insert(conv(row.try_get(0)?, "customer id")?, cust);
+            let id = conv(row.try_get(0)?, "customer id")?;
+            s.customers.insert(id, cust);
+            s.customer_counters.insert(id, counters);
             Ok(())
         },
     )

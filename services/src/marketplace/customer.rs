@@ -1,10 +1,17 @@
 //! The customer service: customers and their payment and delivery counters, the last step of
-//! a checkout and of a delivery.
+//! a checkout and of a delivery. The counters change by deltas only, so the counts of any
+//! number of checkouts and deliveries of one epoch commit together.
 
 use super::model::*;
 use super::{MarketApp, MarketError, Services};
 use serde::{Deserialize, Serialize};
-use txn::{Abort, AppBuilder, HandlerResult, Table, TxnCtx, handler, service};
+use txn::{Abort, AppBuilder, DeltaUse, Field, HandlerResult, Table, TxnCtx, handler, service};
+
+const SUCCESS_PAYMENTS: Field<CustomerCounters> =
+    txn::field!(CustomerCounters, success_payment_count);
+const FAILED_PAYMENTS: Field<CustomerCounters> =
+    txn::field!(CustomerCounters, failed_payment_count);
+const DELIVERIES: Field<CustomerCounters> = txn::field!(CustomerCounters, delivery_count);
 
 /// Load, to `customer[p]`: create these customers (all owned by partition p).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +54,7 @@ pub struct CountDeliveries {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CustomerRows {
     Customers(Vec<CustomerId>),
+    Counters(Vec<CustomerId>),
 }
 
 /// Reset, to one `customer` partition: delete these rows of it (the benchmark driver's
@@ -56,16 +64,23 @@ pub struct WipeCustomers {
     pub rows: CustomerRows,
 }
 
-/// The customer service: its one table.
+/// The customer service: its tables.
 pub struct Customers {
     pub(super) customers: Table<CustomerId, Customer>,
+    pub(super) customer_counters: Table<CustomerId, CustomerCounters>,
 }
 
 impl Customers {
-    /// Declares the service's table.
+    /// Declares the service's tables and how its handlers change the counters (increments
+    /// only, no invariant: confluent).
     pub(super) fn declare(b: &mut AppBuilder<MarketApp>, s: &Services) -> Self {
+        let customer_counters = CustomerCounters::table(b, *s.customer);
+        for counter in [SUCCESS_PAYMENTS, FAILED_PAYMENTS, DELIVERIES] {
+            b.delta_field(customer_counters, counter, DeltaUse::Increments);
+        }
         Customers {
             customers: Customer::table(b, *s.customer),
+            customer_counters,
         }
     }
 }
@@ -80,13 +95,18 @@ impl Customers {
                     ctx.delete(self.customers, key)?;
                 }
             }
+            CustomerRows::Counters(keys) => {
+                for key in keys {
+                    ctx.delete(self.customer_counters, key)?;
+                }
+            }
         }
         Ok(())
     }
     #[handler]
     fn load_customers(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &LoadCustomers) -> HandlerResult {
         for id in &ev.customer_ids {
-            ctx.put(self.customers, *id, new_customer(*id))?;
+            self.create(ctx, *id)?;
         }
         Ok(())
     }
@@ -97,21 +117,23 @@ impl Customers {
         ctx: &mut TxnCtx<'_, MarketApp>,
         ev: &EnsureCustomer,
     ) -> HandlerResult {
+        // Only this step and loading write a customer row, so in a running marketplace the
+        // read conflicts with nothing.
         if ctx.get(self.customers, &ev.customer_id)?.is_none() {
-            ctx.put(self.customers, ev.customer_id, new_customer(ev.customer_id))?;
+            self.create(ctx, ev.customer_id)?;
         }
         Ok(())
     }
 
     #[handler(internal, purpose = "payment")]
     fn count_payment(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &CountPayment) -> HandlerResult {
-        let mut c = self.customer(ctx, ev.customer_id)?;
-        if ev.approved {
-            c.success_payment_count += 1;
+        self.require_customer(ctx, ev.customer_id)?;
+        let counter = if ev.approved {
+            SUCCESS_PAYMENTS
         } else {
-            c.failed_payment_count += 1;
-        }
-        ctx.put(self.customers, ev.customer_id, c)
+            FAILED_PAYMENTS
+        };
+        ctx.add(self.customer_counters, &ev.customer_id, counter, 1)
     }
 
     #[handler(internal, purpose = "delivery")]
@@ -121,27 +143,34 @@ impl Customers {
         ev: &CountDeliveries,
     ) -> HandlerResult {
         for id in &ev.customers {
-            let mut c = self.customer(ctx, *id)?;
-            c.delivery_count += 1;
-            ctx.put(self.customers, *id, c)?;
+            self.require_customer(ctx, *id)?;
+            ctx.add(self.customer_counters, id, DELIVERIES, 1)?;
         }
         Ok(())
     }
 
-    /// The customer `id`, or an unknown-customer abort.
-    fn customer(&self, ctx: &mut TxnCtx<'_, MarketApp>, id: CustomerId) -> Result<Customer, Abort> {
-        ctx.get(self.customers, &id)?
-            .ok_or_else(|| MarketError::UnknownCustomer { customer_id: id }.into())
+    /// Creates customer `id` with zero counters.
+    fn create(&self, ctx: &mut TxnCtx<'_, MarketApp>, id: CustomerId) -> HandlerResult {
+        ctx.put(self.customers, id, new_customer(id))?;
+        ctx.put(self.customer_counters, id, CustomerCounters::default())
+    }
+
+    /// An unknown-customer abort if customer `id` does not exist. The read is of the customer
+    /// row, which counting never writes, so it does not conflict with other counts.
+    fn require_customer(&self, ctx: &mut TxnCtx<'_, MarketApp>, id: CustomerId) -> HandlerResult {
+        match ctx.get(self.customers, &id)? {
+            Some(_) => Ok(()),
+            None => Err(Abort::from(MarketError::UnknownCustomer {
+                customer_id: id,
+            })),
+        }
     }
 }
 
-/// A customer as loading creates it: no payments or deliveries yet.
+/// A customer as loading creates it (its counters start at zero).
 fn new_customer(id: CustomerId) -> Customer {
     Customer {
         name: format!("customer-{id}"),
         card_last4: (id % 10_000) as u16,
-        success_payment_count: 0,
-        failed_payment_count: 0,
-        delivery_count: 0,
     }
 }

@@ -25,7 +25,26 @@ impl Scale {
             Scale::Default => (100_000, 10_000),
         }
     }
+
+    /// Lanes of each seller's delivery queue at this scale (see `OpenDeliveryKey`). Deliveries
+    /// of one epoch that drew the same lane pop the same head and all but one lose; with about
+    /// a thousand transactions an epoch, 60 % of them deliveries each naming 10 of the 25
+    /// sellers of a partition, the small scale needs many lanes to keep that rare, the default
+    /// scale's 10,000 sellers few.
+    pub fn delivery_lanes(self) -> u16 {
+        match self {
+            Scale::Small => DELIVERY_LANES_SMALL,
+            Scale::Default => DELIVERY_LANES_DEFAULT,
+        }
+    }
 }
+
+/// Delivery queue lanes per seller at the small scale.
+pub const DELIVERY_LANES_SMALL: u16 = 1_024;
+/// Delivery queue lanes per seller at the default scale.
+pub const DELIVERY_LANES_DEFAULT: u16 = 16;
+const _: () =
+    assert!(DELIVERY_LANES_DEFAULT >= 1 && DELIVERY_LANES_SMALL >= DELIVERY_LANES_DEFAULT);
 
 /// Products per seller, as in the benchmark.
 pub const PRODUCTS_PER_SELLER: u32 = 10;

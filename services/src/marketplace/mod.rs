@@ -19,9 +19,9 @@
 //! | order    | orders, order_items, order_history (customer, order, …)  | (customer, order)  |
 //! | payment  | order_payments, order_payment_cards (customer, order, …) | (customer, order)  |
 //! | shipment | shipments, packages (customer, order, …)                 | (customer, order)  |
-//! |          | open_deliveries (seller, created, customer, order)       | seller             |
+//! |          | open_deliveries (seller, lane, created, customer, order) | seller             |
 //! | seller   | sellers (seller); order_entries, seller_views            | (seller, shard)    |
-//! | customer | customers (customer)                                     | customer           |
+//! | customer | customers, customer_counters (customer)                  | customer           |
 //!
 //! The service types and the keys their events are routed by: [`Products`], [`Stock`],
 //! [`Shipments`] (its inbound request names sellers) and [`Sellers`] by seller; [`Carts`] and
@@ -46,7 +46,8 @@
 //! - **Update product** (`UpdateProduct`): product makes a new version → stock adopts it ‖
 //!   every cart partition upserts its replica and drops cart items on the old version. 2 waves.
 //! - **Update delivery** (`UpdateDelivery`): for each of up to 10 sellers the shipment service
-//!   takes the seller's oldest open package → marks it delivered and updates the shipment →
+//!   takes the seller's oldest open package in the delivery's lane (see
+//!   [`MarketConfig::delivery_lanes`]) → marks it delivered and updates the shipment →
 //!   order status, seller entry and dashboard aggregates, customer delivery count. 3 waves
 //!   when the sellers share a shipment partition (the generator draws them so), else 4.
 //! - **Seller dashboard** ([`Marketplace::dashboard`]): one snapshot query over the seller
@@ -73,6 +74,9 @@
 //! - An update delivery names its sellers (the client draws them, from one shipment
 //!   partition) instead of scanning for the first ten sellers with open packages, which would
 //!   read, and conflict on, the whole delivery queue.
+//! - A seller's delivery queue is first-in first-out per lane, not per seller: each order's
+//!   packages go to the order's lane and a delivery pops the lane its TID draws, so concurrent
+//!   deliveries of a seller take different packages (one lane: strictly oldest first).
 //! - A package is deliverable once the epoch clock has passed the millisecond of its checkout,
 //!   so a delivery never reads what concurrent checkouts queue (see `Shipments` in
 //!   `shipment.rs`).
@@ -207,6 +211,8 @@ pub struct Tables {
     pub seller_views: Table<SellerViewKey, SellerView>,
     // customer
     pub customers: Table<CustomerId, Customer>,
+    /// A customer's payment and delivery counters (deltas only).
+    pub customer_counters: Table<CustomerId, CustomerCounters>,
 }
 
 impl Tables {
@@ -255,6 +261,10 @@ pub struct MarketConfig {
     pub payment_failure_pct: u8,
     /// Seed of the generated products.
     pub seed: u64,
+    /// Lanes of each seller's delivery queue: an update delivery takes the oldest open package
+    /// of a seller in its own lane (drawn from its TID), so concurrent deliveries rarely pop
+    /// the same package. 1 keeps each seller's queue strictly first-in first-out.
+    pub delivery_lanes: u16,
 }
 
 impl MarketConfig {
@@ -269,6 +279,7 @@ impl MarketConfig {
             n_partitions,
             payment_failure_pct: 10,
             seed: 42,
+            delivery_lanes: scale.delivery_lanes(),
         }
     }
 
@@ -289,6 +300,9 @@ impl MarketConfig {
                 "payment_failure_pct {} is above 100",
                 self.payment_failure_pct
             ));
+        }
+        if self.delivery_lanes == 0 {
+            problems.push("delivery_lanes must be at least 1".into());
         }
         if u64::from(self.n_sellers) * u64::from(self.products_per_seller)
             > u64::from(ProductId::MAX)
@@ -327,8 +341,13 @@ impl Marketplace {
         let stock = Stock::declare(&mut b, &services);
         let carts = Carts::declare(&mut b, &services);
         let orders = Orders::declare(&mut b, &services);
-        let payments = Payments::declare(&mut b, &services, config.payment_failure_pct);
-        let shipments = Shipments::declare(&mut b, &services);
+        let payments = Payments::declare(
+            &mut b,
+            &services,
+            config.payment_failure_pct,
+            config.delivery_lanes,
+        );
+        let shipments = Shipments::declare(&mut b, &services, config.delivery_lanes);
         let sellers = Sellers::declare(&mut b, &services);
         let customers = Customers::declare(&mut b, &services);
         let tables = Tables {
@@ -351,6 +370,7 @@ impl Marketplace {
             order_entries: sellers.order_entries,
             seller_views: sellers.seller_views,
             customers: customers.customers,
+            customer_counters: customers.customer_counters,
         };
         products.register(&mut b, services.product);
         stock.register(&mut b, services.stock);

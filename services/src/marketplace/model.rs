@@ -103,31 +103,40 @@ impl OrderPartKey {
 }
 
 /// An open (not yet delivered) package in the shipment service's delivery queue. **Placed by
-/// seller** and ordered by creation time, so "the oldest open shipment of a seller" is the
-/// first key of the seller's range in one partition.
+/// seller** and ordered by lane, then creation time, so "the oldest open package of a seller
+/// in a lane" is the first key of the seller's lane range in one partition.
+///
+/// A seller's queue is split into lanes ([`MarketConfig::delivery_lanes`](super::MarketConfig),
+/// [`delivery_lane`]): every package of an order goes to the order's lane, and a delivery takes
+/// from the lane of its own transaction. Two deliveries of one epoch then pop the same head only
+/// when they drew the same lane, instead of whenever they name the same seller; with one lane the
+/// queue is strictly first-in first-out per seller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct OpenDeliveryKey {
     pub seller_id: SellerId,
+    pub lane: u16,
     pub created_ms: u64,
     pub customer_id: CustomerId,
     pub order_id: OrderId,
 }
 
 impl OpenDeliveryKey {
-    /// The key of `order`'s package from `seller_id`, queued at `created_ms`.
-    pub fn new(seller_id: SellerId, created_ms: u64, order: OrderKey) -> Self {
+    /// The key of `order`'s package from `seller_id`, queued at `created_ms` in `lane`.
+    pub fn new(seller_id: SellerId, lane: u16, created_ms: u64, order: OrderKey) -> Self {
         OpenDeliveryKey {
             seller_id,
+            lane,
             created_ms,
             customer_id: order.customer_id,
             order_id: order.order_id,
         }
     }
 
-    /// The first possible key of `seller_id` at `created_ms`, for range reads.
-    pub fn first_at(seller_id: SellerId, created_ms: u64) -> Self {
+    /// The first possible key of `seller_id` in `lane` at `created_ms`, for range reads.
+    pub fn first_at(seller_id: SellerId, lane: u16, created_ms: u64) -> Self {
         OpenDeliveryKey {
             seller_id,
+            lane,
             created_ms,
             customer_id: 0,
             order_id: 0,
@@ -155,6 +164,13 @@ pub const SELLER_VIEW_SHARDS: u8 = 8;
 pub fn seller_shard(customer_id: CustomerId, order_id: OrderId) -> u8 {
     let x = (u64::from(customer_id) << 32 ^ order_id).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     ((x >> 32) % u64::from(SELLER_VIEW_SHARDS)) as u8
+}
+
+/// The delivery lane of `x` (an order id, or a delivery's TID) among `n_lanes` lanes: a fixed
+/// mix of its bits, so that consecutive ids spread over the lanes and replay agrees.
+pub fn delivery_lane(x: u64, n_lanes: u16) -> u16 {
+    let mixed = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    ((mixed >> 32) % u64::from(n_lanes.max(1))) as u16
 }
 
 /// One shard of a seller's dashboard aggregates, placed by the whole key.
@@ -654,7 +670,9 @@ impl SellerView {
 }
 
 /// A customer (customer service): the name is personal data (`pii`), the card digits card
-/// data; the customer id (the key) names whose data the row is.
+/// data; the customer id (the key) names whose data the row is. Its counters live in a row of
+/// their own, [`CustomerCounters`], so that counting a payment or a delivery never writes this
+/// row, which every checkout reads to check that the customer exists.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Table)]
 #[table(name = "customers", key = CustomerId, subject = key)]
 pub struct Customer {
@@ -662,9 +680,16 @@ pub struct Customer {
     pub name: String,
     #[category(card)]
     pub card_last4: u16,
-    pub success_payment_count: u64,
-    pub failed_payment_count: u64,
-    pub delivery_count: u64,
+}
+
+/// A customer's payment and delivery counters (customer service), created with the customer
+/// and changed only by deltas: counts from any number of transactions of an epoch merge.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, txn::Table)]
+#[table(name = "customer_counters", key = CustomerId)]
+pub struct CustomerCounters {
+    pub success_payment_count: i64,
+    pub failed_payment_count: i64,
+    pub delivery_count: i64,
 }
 
 /// A product as the loader creates it.
@@ -751,7 +776,7 @@ mod tests {
             };
             assert_eq!(e.placement(), delivered.placement());
             assert_eq!(e.placement(), SellerViewKey::of(s, order));
-            assert_eq!(OpenDeliveryKey::new(s, 9, order).placement(), s);
+            assert_eq!(OpenDeliveryKey::new(s, 3, 9, order).placement(), s);
             let pk = ProductKey {
                 seller_id: s,
                 product_id: i,

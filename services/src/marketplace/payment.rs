@@ -47,6 +47,8 @@ pub struct Payments {
     pub(super) order_payment_cards: Table<OrderPartKey, PaymentCard>,
     /// Percentage of payments the (simulated) provider declines.
     payment_failure_pct: u8,
+    /// Lanes of each seller's delivery queue (see [`OpenDeliveryKey`]).
+    delivery_lanes: u16,
     stock: Svc<Stock>,
     orders: Svc<Orders>,
     sellers: Svc<Sellers>,
@@ -60,11 +62,13 @@ impl Payments {
         b: &mut AppBuilder<MarketApp>,
         s: &Services,
         payment_failure_pct: u8,
+        delivery_lanes: u16,
     ) -> Self {
         Payments {
             order_payments: Payment::table(b, *s.payment),
             order_payment_cards: PaymentCard::table(b, *s.payment),
             payment_failure_pct,
+            delivery_lanes,
             stock: s.stock,
             orders: s.order,
             sellers: s.seller,
@@ -163,6 +167,9 @@ impl Payments {
         let mut packages = Vec::with_capacity(groups.len());
         let mut entries = Vec::with_capacity(groups.len());
         let mut queued = Vec::with_capacity(groups.len());
+        // Every package of the order in one lane: deliveries drawing other lanes never touch
+        // this order's shipment or status.
+        let lane = delivery_lane(order.order_id, self.delivery_lanes);
         for (package_idx, (seller_id, from, to)) in groups.into_iter().enumerate() {
             if !approved {
                 break;
@@ -182,7 +189,7 @@ impl Payments {
             };
             let seller_partition = self.sellers.partition_of(&entry_key.placement());
             entries.push((seller_partition, (entry_key, entry)));
-            let open = OpenDeliveryKey::new(seller_id, draft.created_ms, order);
+            let open = OpenDeliveryKey::new(seller_id, lane, draft.created_ms, order);
             let queue_partition = self.shipments.partition_of(&open.placement());
             queued.push((queue_partition, (open, package_id)));
             packages.push(Package {

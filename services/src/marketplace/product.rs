@@ -3,9 +3,10 @@
 //! product replicas in the same transaction.
 
 use super::model::*;
+use super::seller::seller_view_creations;
 use super::{
-    AdoptVersion, Carts, LoadSellerRow, LoadStock, MarketApp, MarketError, ReplicatePrice,
-    ReplicateProducts, Sellers, Services, Stock,
+    AdoptVersion, Carts, CreateSellerViews, LoadSellerRow, LoadStock, MarketApp, MarketError,
+    ReplicatePrice, ReplicateProducts, Sellers, Services, Stock, emit_grouped,
 };
 use serde::{Deserialize, Serialize};
 use txn::{Abort, AppBuilder, HandlerResult, Svc, Table, TxnCtx, handler, service};
@@ -149,6 +150,7 @@ impl Products {
             },
         );
         ctx.emit(self.sellers, LoadSellerRow { seller_id: s });
+        self.create_seller_views(ctx, s);
         ctx.broadcast(
             self.carts,
             ReplicateProducts {
@@ -210,8 +212,18 @@ impl Products {
                 replicas: vec![(ev.product_id, replica)],
             },
         );
+        // The driver ingests products but no seller rows: the seller's first checkout
+        // counts in dashboard shards that must exist by then.
+        self.create_seller_views(ctx, ev.seller_id);
         ctx.set_output(MarketOutput::Done);
         Ok(())
+    }
+
+    /// Creates the dashboard shards of `seller_id` that do not exist yet, one step per seller
+    /// partition.
+    fn create_seller_views(&self, ctx: &mut TxnCtx<'_, MarketApp>, seller_id: SellerId) {
+        let keys = seller_view_creations(self.sellers, seller_id);
+        emit_grouped(ctx, self.sellers, keys, |keys| CreateSellerViews { keys });
     }
 
     #[handler]

@@ -134,6 +134,12 @@ impl Marketplace {
                     }
                 })
                 .await?;
+                wipe(client, s.customer, t.customer_counters, &mut out, |k| {
+                    WipeCustomers {
+                        rows: CustomerRows::Counters(k),
+                    }
+                })
+                .await?;
             }
             other => return Err(ResetError::UnknownService(other.to_string())),
         }

@@ -1,10 +1,30 @@
 //! The seller service: sellers, each seller's entry per order, and the dashboard aggregates
-//! over the entries still in progress, kept in the same step as the entries they count.
+//! over the entries still in progress, kept in the same step as the entries they count. The
+//! aggregates change by deltas only, on shard rows created with the seller, so the entries of
+//! any number of checkouts and deliveries of one epoch are counted together.
 
 use super::model::*;
 use super::{MarketApp, MarketError, Services};
 use serde::{Deserialize, Serialize};
-use txn::{AppBuilder, HandlerResult, Table, TxnCtx, handler, service};
+use txn::{AppBuilder, DeltaUse, Field, HandlerResult, Table, TxnCtx, handler, service};
+
+/// An aggregate of a dashboard shard, with how much one entry of `Totals` adds to it.
+type ViewField = (Field<SellerView>, fn(&Totals) -> i64);
+
+/// Every aggregate of a dashboard shard.
+const VIEW_FIELDS: [ViewField; 7] = [
+    (txn::field!(SellerView, count_orders), |_| 1),
+    (txn::field!(SellerView, count_items), |t| {
+        i64::from(t.count_items)
+    }),
+    (txn::field!(SellerView, total_items), |t| t.total_items),
+    (txn::field!(SellerView, total_freight), |t| t.total_freight),
+    (txn::field!(SellerView, total_amount), |t| t.total_amount),
+    (txn::field!(SellerView, total_incentive), |t| {
+        t.total_incentive
+    }),
+    (txn::field!(SellerView, total_invoice), |t| t.total_invoice),
+];
 
 /// product → `seller[seller]` (from [`LoadSeller`](super::LoadSeller)): create the seller row.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, txn::Event)]
@@ -17,6 +37,14 @@ pub struct LoadSellerRow {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordEntries {
     pub entries: Vec<(EntryKey, OrderEntry)>,
+}
+
+/// product → `seller[p]` (when a seller is loaded or its products ingested): create these
+/// dashboard shards (all of partition p) if they do not exist yet, since a delta never creates
+/// a row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateSellerViews {
+    pub keys: Vec<SellerViewKey>,
 }
 
 /// shipment → `seller[p]`: these in-progress entries are delivered.
@@ -49,12 +77,17 @@ pub struct Sellers {
 
 impl Sellers {
     /// Declares the service's tables; an entry shares the partition of the aggregate shard it
-    /// counts in.
+    /// counts in. The aggregates have no invariant, so deltas of either sign on them are
+    /// confluent.
     pub(super) fn declare(b: &mut AppBuilder<MarketApp>, s: &Services) -> Self {
+        let seller_views = SellerView::table(b, *s.seller);
+        for (field, _) in VIEW_FIELDS {
+            b.delta_field(seller_views, field, DeltaUse::Any);
+        }
         Sellers {
             sellers: Seller::table(b, *s.seller),
             order_entries: OrderEntry::table(b, *s.seller),
-            seller_views: SellerView::table(b, *s.seller),
+            seller_views,
         }
     }
 }
@@ -97,6 +130,20 @@ impl Sellers {
     }
 
     #[handler(internal)]
+    fn create_seller_views(
+        &self,
+        ctx: &mut TxnCtx<'_, MarketApp>,
+        ev: &CreateSellerViews,
+    ) -> HandlerResult {
+        for key in &ev.keys {
+            if ctx.get(self.seller_views, key)?.is_none() {
+                ctx.put(self.seller_views, *key, SellerView::default())?;
+            }
+        }
+        Ok(())
+    }
+
+    #[handler(internal)]
     fn record_entries(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &RecordEntries) -> HandlerResult {
         for (key, entry) in &ev.entries {
             ctx.put(self.order_entries, *key, *entry)?;
@@ -133,7 +180,7 @@ impl Sellers {
     }
 
     /// Adds (`sign = 1`) or removes (`sign = -1`) an entry from its seller's dashboard
-    /// aggregate.
+    /// aggregate, by deltas on the shard row (created with the seller).
     fn update_view(
         &self,
         ctx: &mut TxnCtx<'_, MarketApp>,
@@ -142,8 +189,23 @@ impl Sellers {
         sign: i64,
     ) -> HandlerResult {
         let key = entry.placement();
-        let mut view = ctx.get(self.seller_views, &key)?.unwrap_or_default();
-        view.apply(totals, sign);
-        ctx.put(self.seller_views, key, view)
+        for (field, amount) in VIEW_FIELDS {
+            ctx.add(self.seller_views, &key, field, sign * amount(totals))?;
+        }
+        Ok(())
     }
+}
+
+/// The keys of `seller_id`'s dashboard shards, each with its seller partition, for
+/// [`CreateSellerViews`] steps (one per partition, with `emit_grouped`).
+pub(super) fn seller_view_creations(
+    sellers: txn::Svc<Sellers>,
+    seller_id: SellerId,
+) -> Vec<(u32, SellerViewKey)> {
+    (0..SELLER_VIEW_SHARDS)
+        .map(|shard| {
+            let key = SellerViewKey { seller_id, shard };
+            (sellers.partition_of(&key), key)
+        })
+        .collect()
 }

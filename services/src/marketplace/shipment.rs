@@ -1,6 +1,7 @@
 //! The shipment service: shipments and their packages (placed by order), and each seller's
-//! queue of open packages (placed by seller). An update delivery takes the oldest open package
-//! of each seller it names and passes the delivery on to orders, sellers and customers.
+//! queue of open packages (placed by seller, split into lanes). An update delivery takes the
+//! oldest open package in its lane of each seller it names and passes the delivery on to
+//! orders, sellers and customers.
 
 use super::model::*;
 use super::{
@@ -75,6 +76,8 @@ pub struct Shipments {
     pub(super) shipments: Table<OrderKey, Shipment>,
     pub(super) packages: Table<OrderPartKey, Package>,
     pub(super) open_deliveries: Table<OpenDeliveryKey, u16>,
+    /// Lanes of each seller's delivery queue (see [`OpenDeliveryKey`]).
+    delivery_lanes: u16,
     service: Svc<Shipments>,
     orders: Svc<Orders>,
     sellers: Svc<Sellers>,
@@ -84,7 +87,11 @@ pub struct Shipments {
 impl Shipments {
     /// Declares the service's tables: an order's packages share its partition, and the
     /// delivery queue is ordered and placed by seller.
-    pub(super) fn declare(b: &mut AppBuilder<MarketApp>, s: &Services) -> Self {
+    pub(super) fn declare(
+        b: &mut AppBuilder<MarketApp>,
+        s: &Services,
+        delivery_lanes: u16,
+    ) -> Self {
         let shipments = Shipment::table(b, *s.shipment);
         let packages = Package::table(b, *s.shipment);
         // The delivery queue holds a package id per key: no row type to derive a table from.
@@ -94,6 +101,7 @@ impl Shipments {
             shipments,
             packages,
             open_deliveries,
+            delivery_lanes,
             service: s.shipment,
             orders: s.order,
             sellers: s.seller,
@@ -259,8 +267,9 @@ impl Shipments {
         Ok(())
     }
 
-    /// Takes the oldest open package of each of `sellers` (all of this partition) off the
-    /// delivery queue, if there is one, and sends the packages on to their shipments.
+    /// Takes the oldest open package in this transaction's lane of each of `sellers` (all of
+    /// this partition) off the delivery queue, if there is one, and sends the packages on to
+    /// their shipments.
     fn take_oldest_of(
         &self,
         ctx: &mut TxnCtx<'_, MarketApp>,
@@ -274,8 +283,11 @@ impl Shipments {
         // package. The rule is deterministic (it depends only on the logged epoch time), so
         // replay agrees.
         let now = ctx.now_ms();
+        // Deliveries of one epoch pop the same head only if they drew the same lane; the lane
+        // comes from the TID, so replay draws it again.
+        let lane = delivery_lane(ctx.tid().0, self.delivery_lanes);
         for seller_id in sellers {
-            let at = |ms| OpenDeliveryKey::first_at(*seller_id, ms);
+            let at = |ms| OpenDeliveryKey::first_at(*seller_id, lane, ms);
             // Only the head of the queue: checkouts appending behind it do not conflict.
             let Some((key, package_id)) = ctx.scan_first(self.open_deliveries, at(0)..at(now))?
             else {
