@@ -21,6 +21,7 @@ fn marketplace() -> Marketplace {
         n_partitions: 2,
         payment_failure_pct: 0,
         seed: 3,
+        delivery_lanes: 1,
     })
     .expect("marketplace builds")
 }
