@@ -141,8 +141,14 @@ fn build() -> (Arc<AppDef<Clinic>>, Svc<People>) {
 type Tables = (Table<u64, Person>, Table<u64, Tally>);
 
 fn build_with_tables() -> (Arc<AppDef<Clinic>>, Svc<People>, Tables) {
+    let (b, svc, tables) = declare_people(2);
+    (b.build().expect("valid app"), svc, tables)
+}
+
+/// A builder with the people service (`n_partitions` partitions) and its tables registered.
+fn declare_people(n_partitions: u32) -> (AppBuilder<Clinic>, Svc<People>, Tables) {
     let mut b = AppBuilder::<Clinic>::new();
-    let svc = b.add_service::<People>("people", 2);
+    let svc = b.add_service::<People>("people", n_partitions);
     let people = Person::table(&mut b, *svc);
     let tallies = Tally::table(&mut b, *svc);
     People {
@@ -151,7 +157,7 @@ fn build_with_tables() -> (Arc<AppDef<Clinic>>, Svc<People>, Tables) {
         slot: 0,
     }
     .register(&mut b, svc);
-    (b.build().expect("valid app"), svc, (people, tallies))
+    (b, svc, (people, tallies))
 }
 
 /// Submits `event` and returns its output; it must commit.
@@ -493,16 +499,7 @@ async fn hand_written_apps_declare_the_same_with_the_builder() {
 
 #[test]
 fn a_policy_declared_in_two_places_is_refused() {
-    let mut b = AppBuilder::<Clinic>::new();
-    let svc = b.add_service::<People>("people", 1);
-    let people = Person::table(&mut b, *svc);
-    let tallies = Tally::table(&mut b, *svc);
-    People {
-        people,
-        tallies,
-        slot: 0,
-    }
-    .register(&mut b, svc);
+    let (mut b, _, _) = declare_people(1);
     b.allow("pii", &["support"]);
     let Err(txn::TxnError::InvalidApp(problems)) = b.build() else {
         panic!("an app with #[app(allow(..))] and AppBuilder::allow must be refused");
