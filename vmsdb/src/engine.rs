@@ -75,6 +75,14 @@ impl<S: ServedApp> Served<S> {
         options: AppOptions,
         settings: &Settings,
     ) -> Result<Arc<dyn Engine>, TxnError> {
+        Ok(Self::open_typed(options, settings).await? as Arc<dyn Engine>)
+    }
+
+    /// [`Served::open`], keeping the type (a cluster node's sequencer reaches its client).
+    pub async fn open_typed(
+        options: AppOptions,
+        settings: &Settings,
+    ) -> Result<Arc<Self>, TxnError> {
         let app = S::build(options)?;
         let store = settings.store_description();
         tracing::info!(%store, "opening the store");
@@ -112,26 +120,50 @@ impl<S: ServedApp> Served<S> {
     pub fn client(&self) -> &Client<S::App> {
         &self.client
     }
+}
 
-    /// Refuses an internal event before it is submitted, so even a fire-and-forget submission
-    /// of one is answered with the refusal.
-    fn refuse_internal(&self, service: &str, kind: &str) -> Result<(), ApiError> {
-        let def = self.app.app_def();
-        let Ok(service_ref) = def.service(service) else {
-            return Ok(()); // `request_from_json` names the unknown service.
-        };
-        if def
-            .events(service_ref)
-            .iter()
-            .any(|e| e.kind == kind && e.internal)
-        {
-            return Err(ApiError::from(TxnError::InternalEvent {
-                service: service.to_string(),
-                kind: kind.to_string(),
-            }));
-        }
-        Ok(())
+/// Refuses an internal event of `def` before it is submitted, so even a fire-and-forget
+/// submission of one is answered with the refusal.
+pub(crate) fn refuse_internal<A: txn::App>(
+    def: &txn::AppDef<A>,
+    service: &str,
+    kind: &str,
+) -> Result<(), ApiError> {
+    let Ok(service_ref) = def.service(service) else {
+        return Ok(()); // `request_from_json` names the unknown service.
+    };
+    if def
+        .events(service_ref)
+        .iter()
+        .any(|e| e.kind == kind && e.internal)
+    {
+        return Err(ApiError::from(TxnError::InternalEvent {
+            service: service.to_string(),
+            kind: kind.to_string(),
+        }));
     }
+    Ok(())
+}
+
+/// The services of `def`, their partitions and event kinds.
+pub(crate) fn services_of<A: txn::App>(def: &txn::AppDef<A>) -> Vec<ServiceBody> {
+    def.service_names()
+        .filter_map(|name| {
+            let service = def.service(name).ok()?;
+            Some(ServiceBody {
+                name: name.to_string(),
+                partitions: service.n_partitions(),
+                events: def
+                    .events(service)
+                    .iter()
+                    .map(|e| EventKindBody {
+                        kind: e.kind,
+                        internal: e.internal,
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
 }
 
 impl<S: ServedApp> Engine for Served<S> {
@@ -144,7 +176,7 @@ impl<S: ServedApp> Engine for Served<S> {
     }
 
     fn submit(&self, event: EventRef<'_>, id: RequestId) -> Result<OutcomeFuture, ApiError> {
-        self.refuse_internal(event.service, event.kind)?;
+        refuse_internal(self.app.app_def(), event.service, event.kind)?;
         let request = self.app.app_def().request_from_json(
             event.service,
             event.kind,
@@ -159,24 +191,7 @@ impl<S: ServedApp> Engine for Served<S> {
     }
 
     fn services(&self) -> Vec<ServiceBody> {
-        let def = self.app.app_def();
-        def.service_names()
-            .filter_map(|name| {
-                let service = def.service(name).ok()?;
-                Some(ServiceBody {
-                    name: name.to_string(),
-                    partitions: service.n_partitions(),
-                    events: def
-                        .events(service)
-                        .iter()
-                        .map(|e| EventKindBody {
-                            kind: e.kind,
-                            internal: e.internal,
-                        })
-                        .collect(),
-                })
-            })
-            .collect()
+        services_of(self.app.app_def())
     }
 
     fn queries(&self) -> &'static [QueryInfo] {

@@ -6,12 +6,14 @@
 use crate::api::ApiError;
 use crate::apps::{AppChoice, driver_routes};
 use crate::config::Settings;
+use crate::engine::Engine;
 use crate::routes;
 use crate::state::{Phase, ServerState};
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use futures::future::BoxFuture;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -45,6 +47,9 @@ pub enum ServeError {
     Task(String),
 }
 
+/// The engine a server will serve, on its way (recovery, or a cluster node's election).
+pub type EngineOpening = BoxFuture<'static, Result<Arc<dyn Engine>, txn::TxnError>>;
+
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
@@ -58,6 +63,18 @@ impl Server {
     /// Binds `settings.listen` and starts serving; the runtime opens (recovers) in the
     /// background, and `/ready` answers 200 once it has.
     pub async fn start(settings: Settings) -> Result<Server, ServeError> {
+        let opening_settings = settings.clone();
+        let opening = Box::pin(async move { opening_settings.app.open(&opening_settings).await });
+        Self::start_with(settings, opening).await
+    }
+
+    /// Like [`Server::start`], with the engine `opening` gives instead of one opened from
+    /// `settings` (a cluster node serves the sequencer's runtime through it); `/ready`
+    /// answers 200 once it resolves.
+    pub async fn start_with(
+        settings: Settings,
+        opening: EngineOpening,
+    ) -> Result<Server, ServeError> {
         settings
             .check()
             .map_err(|e| ServeError::Task(e.to_string()))?;
@@ -82,7 +99,11 @@ impl Server {
         let (stop, stopped) = watch::channel(false);
         let accept_loop =
             tokio::spawn(accept_loop(listeners, state.clone(), settings.app, stopped));
-        let opening = tokio::spawn(open_runtime(settings, state.clone()));
+        let opening = tokio::spawn(open_runtime(
+            opening,
+            settings.store_description(),
+            state.clone(),
+        ));
         tokio::spawn(sample_loop(state.clone(), stop.subscribe()));
         tracing::info!(%addr, "listening");
         Ok(Server {
@@ -199,18 +220,19 @@ async fn shutdown_signal() {
     let _ = interrupt.await;
 }
 
-async fn open_runtime(settings: Settings, state: Arc<ServerState>) -> Result<(), ServeError> {
-    match settings.app.open(&settings).await {
+async fn open_runtime(
+    opening: EngineOpening,
+    store: String,
+    state: Arc<ServerState>,
+) -> Result<(), ServeError> {
+    match opening.await {
         Ok(engine) => {
             state.install(engine);
             Ok(())
         }
         Err(source) => {
             state.set_phase(Phase::StartFailed);
-            Err(ServeError::Runtime {
-                dir: settings.store_description(),
-                source,
-            })
+            Err(ServeError::Runtime { dir: store, source })
         }
     }
 }
