@@ -42,8 +42,9 @@ pub enum Command {
     #[command(after_long_help = PRECEDENCE_HELP)]
     Serve(ServeArgs),
     /// Run a cluster node: join the seeds (shared cookie, same application), print membership
-    /// changes and partition placement, leave on SIGTERM or SIGINT. Membership only: a node
-    /// does not run transactions yet (see docs/cluster.md).
+    /// changes and partition placement, leave on SIGTERM or SIGINT. With --store and --http it
+    /// serves the HTTP API: the holder of the store's lease runs the application, the other
+    /// nodes forward to it (see docs/cluster.md).
     Node(crate::node::NodeArgs),
     /// Every committed change of a row and the transactions that read each version, replayed
     /// from a data directory whose history was retained.

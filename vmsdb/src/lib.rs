@@ -5,10 +5,12 @@
 pub mod api;
 pub mod apps;
 pub mod batch;
+pub mod cluster_node;
 pub mod commit_tracker;
 pub mod config;
 pub mod console;
 pub mod engine;
+pub mod forward;
 pub mod governance_cmd;
 pub mod history_cmd;
 pub mod limits;

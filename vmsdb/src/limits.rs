@@ -77,7 +77,46 @@ pub const STATS_HISTORY_SECONDS_MAX: usize = 120;
 /// Most events in one `POST /v1/batch`; more is 400 `batch_too_large`.
 pub const BATCH_EVENTS_MAX: usize = 4096;
 
+/// Most submissions a node that is not the sequencer forwards in one link request; a fuller
+/// batch is sent at once.
+pub const FORWARD_BATCH_REQUESTS_MAX: usize = 1024;
+
+/// Most event bytes (JSON payloads) in one forwarded batch: gathering stops once a batch holds
+/// this many, so a batch stays well within the link's payload limit.
+pub const FORWARD_BATCH_BYTES_MAX: usize = 4 << 20;
+
+/// How long a forwarding node gathers submissions into one batch when the node has no
+/// `--epoch-duration` (then it waits one epoch), in microseconds: the runtime's default epoch.
+pub const FORWARD_BATCH_WAIT_US_DEFAULT: u64 = txn::limits::EPOCH_DURATION_US_DEFAULT;
+
+/// Submissions waiting to be gathered into a batch; one more is answered 503 (`overloaded`).
+pub const FORWARD_QUEUE_MAX: usize = 16_384;
+
+/// Times a new sequencer tries to announce itself to a member that does not answer yet (a
+/// member in the first moments of its join), before leaving it to the member's next join.
+pub const ANNOUNCE_ATTEMPTS_MAX: u32 = 50;
+
+/// Time between two announcement attempts to one member, in milliseconds.
+pub const ANNOUNCE_RETRY_MS: u64 = 100;
+
+/// How long one round of a node's wait for the store's lease lasts before it starts another
+/// (it waits for as many rounds as it takes), in milliseconds.
+pub const LEASE_WAIT_ROUND_MS: u64 = 60_000;
+
+/// Time a node waits before contending for the lease again after the store could not be
+/// opened or the runtime failed to start, in milliseconds.
+pub const CONTEND_RETRY_MS: u64 = 1_000;
+
 const _: () = assert!(BODY_BYTES_MAX_DEFAULT >= BODY_BYTES_MIN);
+// A batch may pass its byte limit by one event before it is sent: the link must still carry
+// it, with room for the ids, names and framing.
+const _: () = assert!(
+    FORWARD_BATCH_BYTES_MAX + 2 * BODY_BYTES_MAX_DEFAULT <= txn::limits::PHASE_MESSAGE_BYTES_MAX
+);
+const _: () =
+    assert!(FORWARD_BATCH_REQUESTS_MAX > 0 && FORWARD_QUEUE_MAX >= FORWARD_BATCH_REQUESTS_MAX);
+const _: () = assert!(ANNOUNCE_ATTEMPTS_MAX > 0 && ANNOUNCE_RETRY_MS > 0);
+const _: () = assert!(CONTEND_RETRY_MS < LEASE_WAIT_ROUND_MS);
 // A body the server admits must also be an event the runtime admits: the JSON form of an event
 // is never smaller than its rmp encoding, so the runtime's limit is the tighter one only for
 // bodies the server would refuse anyway.

@@ -1,13 +1,17 @@
 //! `vmsdb node`: a cluster node for an application. It joins the seeds (cookie, application
 //! check), prints every membership change and the resulting partition placement on stdout, and
-//! leaves the cluster on SIGTERM or SIGINT. It runs no transactions yet (`docs/cluster.md`).
+//! leaves the cluster on SIGTERM or SIGINT. With `--store` and `--http` it also serves clients
+//! (`cluster_node.rs`): sequencer through the store's lease, or forwarder to it
+//! (`docs/cluster.md`).
 
 use crate::apps::{AppChoice, AppOptions, LedgerServed, MarketServed, ServedApp, YcsbServed};
+use crate::cluster_node::Serving;
 use crate::config::ConfigError;
 use clap::Args;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use txn::cluster::{Cluster, ClusterConfig, ClusterError, ClusterEvent};
@@ -64,6 +68,23 @@ pub struct NodeArgs {
     #[arg(long, env = "VMSDB_JOIN_TIMEOUT", value_parser = humantime::parse_duration)]
     #[serde(deserialize_with = "crate::config::duration_text")]
     pub join_timeout: Option<Duration>,
+    /// The shared PostgreSQL store (`postgres://...`): with `--http`, the node serves the
+    /// application; the holder of the store's lease runs it, the others forward to it.
+    #[arg(long, env = "VMSDB_STORE", value_name = "URL", hide_env_values = true)]
+    pub store: Option<String>,
+    /// Address and port of the node's HTTP API (the API of `vmsdb serve`); needs `--store`.
+    #[arg(long, env = "VMSDB_HTTP", value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// Length of the store's lease: a dead sequencer is replaced at most this long after it
+    /// stopped renewing [default: the runtime's, 5s].
+    #[arg(long, env = "VMSDB_LEASE_TTL", value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "crate::config::duration_text")]
+    pub lease_ttl: Option<Duration>,
+    /// Epoch length of the sequencer's runtime, and how long a forwarding node gathers
+    /// submissions into one batch [default: the runtime's, 1ms].
+    #[arg(long, env = "VMSDB_EPOCH_DURATION", value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "crate::config::duration_text")]
+    pub epoch_duration: Option<Duration>,
 }
 
 /// Why `vmsdb node` stopped with an error.
@@ -79,6 +100,12 @@ pub enum NodeError {
     Cluster(#[from] ClusterError),
     #[error("installing the signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("--http and --store go together: a node serves clients only from a shared store")]
+    ServingNeedsBoth,
+    #[error("--store {0:?} is not a PostgreSQL URL (postgres://...): nodes share one store")]
+    NotPostgres(String),
+    #[error(transparent)]
+    Serve(#[from] crate::server::ServeError),
 }
 
 /// What `vmsdb node` runs with, resolved.
@@ -87,6 +114,8 @@ pub struct NodeSettings {
     pub app: AppChoice,
     pub partitions: Option<u32>,
     pub cluster: ClusterConfig,
+    /// `Some`: the node serves clients.
+    pub serving: Option<Serving>,
 }
 
 impl NodeArgs {
@@ -133,10 +162,24 @@ impl NodeArgs {
             }
         }
         cluster.validate()?;
+        let serving = match (self.store.or(file.store), self.http.or(file.http)) {
+            (None, None) => None,
+            (Some(store_url), Some(http)) if crate::store::is_postgres(&store_url) => {
+                Some(Serving {
+                    store_url,
+                    http,
+                    lease_ttl: self.lease_ttl.or(file.lease_ttl),
+                    epoch_duration: self.epoch_duration.or(file.epoch_duration),
+                })
+            }
+            (Some(store_url), Some(_)) => return Err(NodeError::NotPostgres(store_url)),
+            _ => return Err(NodeError::ServingNeedsBoth),
+        };
         Ok(NodeSettings {
             app,
             partitions: self.partitions.or(file.partitions),
             cluster,
+            serving,
         })
     }
 }
@@ -148,19 +191,20 @@ pub async fn run_node(settings: NodeSettings) -> Result<(), NodeError> {
         ycsb_keys: 0,
     };
     match settings.app {
-        AppChoice::Ledger => run_app::<LedgerServed>(options, settings.cluster).await,
-        AppChoice::Ycsb => run_app::<YcsbServed>(options, settings.cluster).await,
-        AppChoice::Marketplace => run_app::<MarketServed>(options, settings.cluster).await,
+        AppChoice::Ledger => run_app::<LedgerServed>(options, settings).await,
+        AppChoice::Ycsb => run_app::<YcsbServed>(options, settings).await,
+        AppChoice::Marketplace => run_app::<MarketServed>(options, settings).await,
     }
 }
 
 async fn run_app<S: ServedApp>(
     options: AppOptions,
-    config: ClusterConfig,
+    settings: NodeSettings,
 ) -> Result<(), NodeError> {
+    let config = settings.cluster;
     let served = S::build(options)?;
-    let app = served.app_def();
-    let n_partitions = Fingerprint::of(app)
+    let app = served.app_def().clone();
+    let n_partitions = Fingerprint::of(&app)
         .services
         .iter()
         .map(|s| s.n_partitions)
@@ -168,7 +212,7 @@ async fn run_app<S: ServedApp>(
     let mut terminate = signal(SignalKind::terminate()).map_err(NodeError::Signal)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(NodeError::Signal)?;
     let listen = config.listen;
-    let cluster = txn::cluster::join(app, config).await?;
+    let cluster = txn::cluster::join(&app, config).await?;
     println!(
         "node {} listening on {listen} for {}",
         cluster.node_name(),
@@ -176,6 +220,15 @@ async fn run_app<S: ServedApp>(
     );
     let mut events = cluster.subscribe();
     print_membership(&cluster, n_partitions);
+    let cluster = Arc::new(cluster);
+    let serving = match settings.serving {
+        Some(serving) => {
+            let node =
+                crate::cluster_node::start(served, options, cluster.clone(), serving, settings.app);
+            Some(node.await?)
+        }
+        None => None,
+    };
     loop {
         tokio::select! {
             _ = terminate.recv() => break,
@@ -183,6 +236,9 @@ async fn run_app<S: ServedApp>(
             event = events.recv() => match event {
                 Ok(event) => {
                     println!("{}", event_line(&event));
+                    if let Some(node) = &serving {
+                        node.on_event(&event);
+                    }
                     print_membership(&cluster, n_partitions);
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
@@ -193,7 +249,13 @@ async fn run_app<S: ServedApp>(
         }
     }
     let name = cluster.node_name().to_string();
-    cluster.shutdown().await;
+    if let Some(node) = serving {
+        node.shutdown().await;
+    }
+    // The link handler holds the cluster too; without it to itself the node just drops it.
+    if let Ok(cluster) = Arc::try_unwrap(cluster) {
+        cluster.shutdown().await;
+    }
     println!("node {name} stopped");
     Ok(())
 }

@@ -1,0 +1,433 @@
+//! A cluster node that serves clients (`vmsdb node --store .. --http ..`): every node contends
+//! for the store's lease; the holder is the **sequencer**, which recovers the runtime from the
+//! store, runs the application and announces itself to the members over the link; every other
+//! node serves the same HTTP API and forwards submissions (in batches) and queries to it
+//! (`docs/cluster.md`).
+
+use crate::api::{ApiError, QueryInfo, ServiceBody};
+use crate::apps::{AppOptions, QueryFuture, ServedApp};
+use crate::config::Settings;
+use crate::engine::{Engine, EventRef, OutcomeFuture, Served, refuse_internal, services_of};
+use crate::forward::{
+    ForwardedEvent, Forwarder, LinkAnswer, LinkMessage, SequencerView, SequencerWatch, WireError,
+    WireOutcome, decode, encode,
+};
+use crate::limits;
+use crate::server::{ServeError, Server};
+use futures::future::BoxFuture;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use txn::cluster::{Cluster, ClusterEvent};
+use txn::runtime::{ConflictStats, LeaseStatus, StatsSnapshot};
+use txn::{RecoveryReport, RequestId, TxnError};
+
+/// The application on a cluster node: the runtime itself on the sequencer, a forwarder to the
+/// sequencer everywhere else.
+pub struct NodeEngine<S: ServedApp> {
+    app: S,
+    node_name: String,
+    /// Set once this node took the store's lease and recovered the runtime.
+    local: OnceLock<Arc<Served<S>>>,
+    sequencer: SequencerWatch,
+    forwarder: Forwarder,
+    /// The client number of the ids this node generates (random, with the generated bit).
+    id_client: u64,
+    next_id_seq: AtomicU64,
+    store: String,
+    /// What a node that did not recover anything reports.
+    no_recovery: RecoveryReport,
+}
+
+impl<S: ServedApp> NodeEngine<S> {
+    /// The sequencer this node forwards to, if it knows one.
+    pub fn sequencer(&self) -> Option<SequencerView> {
+        self.sequencer.borrow().clone()
+    }
+
+    /// Follows `view` unless it is older than the sequencer known now; prints the change.
+    fn follow(&self, view: SequencerView) {
+        let changed = self.sequencer.send_if_modified(|current| {
+            let newer = current.as_ref().is_none_or(|c| view.term >= c.term);
+            let change = newer && current.as_ref() != Some(&view);
+            if change {
+                *current = Some(view.clone());
+            }
+            change
+        });
+        if changed {
+            println!("sequencer {} term {}", view.name, view.term);
+        }
+    }
+
+    /// Forgets the sequencer if it was `node` (declared dead).
+    fn forget_node(&self, node: &str) {
+        let forgotten = self.sequencer.send_if_modified(|current| {
+            let gone = current.as_ref().is_some_and(|c| c.name == node);
+            if gone {
+                *current = None;
+            }
+            gone
+        });
+        if forgotten {
+            println!("no sequencer ({node} is down)");
+        }
+    }
+
+    /// The runtime, if this node is the sequencer.
+    fn local(&self) -> Option<&Arc<Served<S>>> {
+        self.local.get()
+    }
+
+    /// Answers another node's link request.
+    async fn answer_link(self: Arc<Self>, bytes: Vec<u8>) -> Vec<u8> {
+        let answer = match decode::<LinkMessage>(&bytes) {
+            Err(e) => LinkAnswer::Undecodable(e),
+            Ok(LinkMessage::Announce { sequencer, term }) => {
+                self.follow(SequencerView {
+                    name: sequencer,
+                    term,
+                });
+                LinkAnswer::Announced
+            }
+            Ok(LinkMessage::Submit(events)) => match self.local() {
+                Some(served) => LinkAnswer::Outcomes(submit_all(served, events).await),
+                None => LinkAnswer::NotSequencer,
+            },
+            Ok(LinkMessage::Query { name, body }) => match self.local() {
+                Some(served) => LinkAnswer::Query(run_query(served, &name, &body).await),
+                None => LinkAnswer::NotSequencer,
+            },
+        };
+        encode(&answer)
+    }
+}
+
+/// Submits a forwarded batch on the sequencer under the requests' own ids; one result per event,
+/// in order.
+async fn submit_all<S: ServedApp>(
+    served: &Served<S>,
+    events: Vec<ForwardedEvent>,
+) -> Vec<Result<WireOutcome, WireError>> {
+    let outcomes = events.iter().map(|event| {
+        let submitted = served.submit(
+            EventRef {
+                service: &event.service,
+                kind: &event.kind,
+                payload: &event.payload,
+                partition: event.partition,
+            },
+            event.id(),
+        );
+        async move {
+            let outcome = submitted?.await?;
+            Ok(WireOutcome::from_body(&outcome))
+        }
+    });
+    let outcomes: Vec<Result<WireOutcome, ApiError>> = futures::future::join_all(outcomes).await;
+    outcomes
+        .into_iter()
+        .map(|o| o.map_err(|e| WireError::from_api(&e)))
+        .collect()
+}
+
+/// Runs a forwarded query on the sequencer; its answer as JSON text.
+async fn run_query<S: ServedApp>(
+    served: &Served<S>,
+    name: &str,
+    body: &[u8],
+) -> Result<String, WireError> {
+    let answer = match served.query(name, body) {
+        Ok(running) => running.await,
+        Err(e) => Err(e),
+    };
+    answer
+        .map(|value| value.to_string())
+        .map_err(|e| WireError::from_api(&e))
+}
+
+impl<S: ServedApp> Engine for NodeEngine<S> {
+    fn app_name(&self) -> &'static str {
+        S::NAME
+    }
+
+    fn new_request_id(&self) -> RequestId {
+        match self.local() {
+            Some(served) => served.new_request_id(),
+            None => RequestId {
+                client: self.id_client,
+                seq: self.next_id_seq.fetch_add(1, Ordering::Relaxed),
+            },
+        }
+    }
+
+    fn submit(&self, event: EventRef<'_>, id: RequestId) -> Result<OutcomeFuture, ApiError> {
+        if let Some(served) = self.local() {
+            return served.submit(event, id);
+        }
+        // Refuse what the sequencer would refuse here, so a bad request costs no forwarding.
+        let def = self.app.app_def();
+        refuse_internal(def, event.service, event.kind)?;
+        def.request_from_json(event.service, event.kind, event.payload, event.partition)?;
+        let outcome = self.forwarder.submit(ForwardedEvent {
+            client: id.client,
+            seq: id.seq,
+            service: event.service.to_string(),
+            kind: event.kind.to_string(),
+            payload: event.payload.to_vec(),
+            partition: event.partition,
+        })?;
+        Ok(Box::pin(async move {
+            outcome.await.unwrap_or_else(|_| {
+                Err(crate::forward::outcome_unknown(
+                    id,
+                    "(unknown)",
+                    "the forwarding task stopped",
+                ))
+            })
+        }))
+    }
+
+    fn services(&self) -> Vec<ServiceBody> {
+        services_of(self.app.app_def())
+    }
+
+    fn queries(&self) -> &'static [QueryInfo] {
+        S::QUERIES
+    }
+
+    fn query(&self, name: &str, body: &[u8]) -> Result<QueryFuture, ApiError> {
+        match self.local() {
+            Some(served) => served.query(name, body),
+            None => Ok(self.forwarder.query(name, body)),
+        }
+    }
+
+    fn stats(&self) -> Option<StatsSnapshot> {
+        self.local().and_then(|served| served.stats())
+    }
+
+    fn conflict_stats(&self) -> BoxFuture<'static, Option<ConflictStats>> {
+        match self.local() {
+            Some(served) => served.conflict_stats(),
+            None => Box::pin(async { None }),
+        }
+    }
+
+    fn recovery(&self) -> &RecoveryReport {
+        self.local()
+            .map_or(&self.no_recovery, |served| served.recovery())
+    }
+
+    fn store(&self) -> &str {
+        &self.store
+    }
+
+    fn shutdown(&self) -> BoxFuture<'static, ()> {
+        match self.local() {
+            Some(served) => served.shutdown(),
+            None => Box::pin(async {}),
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        match self.local() {
+            Some(served) => served.as_any(),
+            None => self,
+        }
+    }
+
+    fn client_any(&self) -> Box<dyn std::any::Any + Send> {
+        match self.local() {
+            Some(served) => served.client_any(),
+            None => Box::new(()),
+        }
+    }
+}
+
+/// How a node serves clients: where the store is, where to listen for HTTP, the lease and
+/// epoch settings.
+#[derive(Clone, Debug)]
+pub struct Serving {
+    pub store_url: String,
+    pub http: std::net::SocketAddr,
+    pub lease_ttl: Option<Duration>,
+    pub epoch_duration: Option<Duration>,
+}
+
+/// A node serving clients: its HTTP server, its engine and its bid for the lease.
+pub struct ServingNode<S: ServedApp> {
+    engine: Arc<NodeEngine<S>>,
+    cluster: Arc<Cluster>,
+    server: Server,
+    contending: JoinHandle<()>,
+    stopping: watch::Sender<bool>,
+}
+
+/// Starts serving on `cluster`: installs the link handler, starts the HTTP server (ready once
+/// a sequencer is known) and starts contending for the store's lease.
+pub async fn start<S: ServedApp>(
+    app: S,
+    options: AppOptions,
+    cluster: Arc<Cluster>,
+    serving: Serving,
+    app_choice: crate::AppChoice,
+) -> Result<ServingNode<S>, ServeError> {
+    let settings = node_settings(app_choice, options, &serving, cluster.node_name());
+    let (sequencer, _) = watch::channel(None);
+    let sequencer: SequencerWatch = Arc::new(sequencer);
+    let wait = serving
+        .epoch_duration
+        .unwrap_or(Duration::from_micros(limits::FORWARD_BATCH_WAIT_US_DEFAULT));
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let engine = Arc::new(NodeEngine {
+        app,
+        node_name: cluster.node_name().to_string(),
+        local: OnceLock::new(),
+        sequencer: sequencer.clone(),
+        forwarder: Forwarder::start(cluster.clone(), sequencer, wait),
+        id_client: random | RequestId::GENERATED_CLIENT_BIT,
+        next_id_seq: AtomicU64::new(0),
+        store: settings.store_description(),
+        no_recovery: RecoveryReport::default(),
+    });
+    let answering = engine.clone();
+    cluster.serve(move |_from, bytes| answering.clone().answer_link(bytes));
+    let (stopping, _) = watch::channel(false);
+    let opening = wait_for_sequencer(engine.clone(), stopping.subscribe());
+    let server = Server::start_with(settings.clone(), opening).await?;
+    println!("http listening on {}", server.local_addr());
+    let contending = tokio::spawn(contend(engine.clone(), cluster.clone(), options, settings));
+    Ok(ServingNode {
+        engine,
+        cluster,
+        server,
+        contending,
+        stopping,
+    })
+}
+
+/// The server's settings for a node: its store, the lease under a holder name unique to this
+/// process, waiting for the lease in rounds.
+fn node_settings(
+    app: crate::AppChoice,
+    options: AppOptions,
+    serving: &Serving,
+    node_name: &str,
+) -> Settings {
+    let mut settings = Settings::new(app, std::path::PathBuf::new());
+    settings.listen = serving.http;
+    settings.token = std::env::var("VMSDB_TOKEN").ok();
+    settings.partitions = options.partitions;
+    settings.epoch_duration = serving.epoch_duration;
+    settings.store_url = Some(serving.store_url.clone());
+    settings.lease_ttl = serving.lease_ttl;
+    settings.wait_for_lease = Some(Duration::from_millis(limits::LEASE_WAIT_ROUND_MS));
+    // The node's name plus the process's own holder name: a restarted node never renews the
+    // lease of its previous, dead incarnation as if it were the same process.
+    let holder = txn::LeaseConfig::default_holder();
+    settings.lease_holder = Some(format!("{node_name}:{holder}"));
+    settings
+}
+
+/// The engine once this node knows a sequencer (itself or another), so `/ready` means "can
+/// serve"; fails with `Stopped` if the node stops first.
+fn wait_for_sequencer<S: ServedApp>(
+    engine: Arc<NodeEngine<S>>,
+    mut stopping: watch::Receiver<bool>,
+) -> crate::server::EngineOpening {
+    Box::pin(async move {
+        let mut known = engine.sequencer.subscribe();
+        tokio::select! {
+            found = known.wait_for(Option::is_some) => found.map_err(|_| TxnError::Stopped)?,
+            _ = stopping.wait_for(|stop| *stop) => return Err(TxnError::Stopped),
+        };
+        Ok(engine as Arc<dyn Engine>)
+    })
+}
+
+/// Waits for the store's lease (in rounds, for as long as it takes), then recovers the
+/// runtime, becomes the sequencer and announces itself to every member.
+async fn contend<S: ServedApp>(
+    engine: Arc<NodeEngine<S>>,
+    cluster: Arc<Cluster>,
+    options: AppOptions,
+    settings: Settings,
+) {
+    let served = loop {
+        match Served::<S>::open_typed(options, &settings).await {
+            Ok(served) => break served,
+            Err(TxnError::LeaseHeld { .. }) => {}
+            Err(error) => {
+                tracing::warn!(%error, "the runtime did not start; contending again");
+                tokio::time::sleep(Duration::from_millis(limits::CONTEND_RETRY_MS)).await;
+            }
+        }
+    };
+    let term = match served.stats().map(|s| s.lease_status()) {
+        Some(LeaseStatus::Held { term }) => term,
+        _ => 0,
+    };
+    let _ = engine.local.set(served);
+    let view = SequencerView {
+        name: engine.node_name.clone(),
+        term,
+    };
+    engine.follow(view.clone());
+    for member in cluster.members() {
+        if member.name != engine.node_name {
+            tokio::spawn(announce(cluster.clone(), member.name, view.clone()));
+        }
+    }
+}
+
+/// Tells `member` that `view` is the sequencer, retrying while it does not answer yet (a
+/// member in the first moments of its join).
+async fn announce(cluster: Arc<Cluster>, member: String, view: SequencerView) {
+    let message = encode(&LinkMessage::Announce {
+        sequencer: view.name,
+        term: view.term,
+    });
+    for _ in 0..limits::ANNOUNCE_ATTEMPTS_MAX {
+        if let Ok(reply) = cluster.request(&member, message.clone()).await
+            && let Ok(LinkAnswer::Announced) = decode::<LinkAnswer>(&reply)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(limits::ANNOUNCE_RETRY_MS)).await;
+    }
+    tracing::warn!(%member, "the member never took the sequencer's announcement");
+}
+
+impl<S: ServedApp> ServingNode<S> {
+    /// Follows a membership change: a dead sequencer is forgotten; a member that (re)joins
+    /// learns the sequencer from it.
+    pub fn on_event(&self, event: &ClusterEvent) {
+        match event {
+            ClusterEvent::NodeDown { node, .. } => self.engine.forget_node(node),
+            ClusterEvent::NodeUp { member } => {
+                if self.engine.local().is_some()
+                    && let Some(view) = self.engine.sequencer()
+                {
+                    tokio::spawn(announce(self.cluster.clone(), member.name.clone(), view));
+                }
+            }
+            ClusterEvent::Refused { .. } | ClusterEvent::Unauthenticated { .. } => {}
+        }
+    }
+
+    /// Stops: no more contending, the HTTP server's graceful shutdown, which shuts the runtime
+    /// down (and hands the lease back) on the sequencer.
+    pub async fn shutdown(self) {
+        let _ = self.stopping.send(true);
+        self.contending.abort();
+        if let Err(error) = self.server.shutdown().await {
+            tracing::info!(%error, "the node served no application");
+        }
+    }
+}
