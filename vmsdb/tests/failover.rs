@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{ServerProcess, wait_ready};
+use common::{ServerProcess, next_random, seed, wait_ready};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,29 +28,6 @@ const ACCOUNTS: u64 = 40;
 const INITIAL_BALANCE: i64 = 1_000;
 /// The active server is killed once this many transfers were answered.
 const ANSWERS_BEFORE_KILL: usize = 300;
-
-/// The test's seed: `TXN_TEST_SEED` to replay a run, else the clock; printed either way.
-fn seed(test: &str) -> u64 {
-    let seed = std::env::var("TXN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    eprintln!("{test}: seed {seed} (replay with TXN_TEST_SEED={seed})");
-    seed
-}
-
-/// splitmix64: the clients' small deterministic random numbers.
-fn next_random(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// A private PostgreSQL server, started off the test's tokio workers.
 async fn postgres(test: &'static str) -> Option<PgInstance> {
@@ -76,15 +53,7 @@ async fn submit(
     id: &str,
     body: &Value,
 ) -> Option<(u16, Value)> {
-    let response = http
-        .post(format!("{url}{path}"))
-        .header("Idempotency-Key", id)
-        .json(body)
-        .send()
-        .await
-        .ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.json().await.ok()?))
+    common::post_json(http, &format!("{url}{path}"), Some(id), body).await
 }
 
 async fn query(http: &reqwest::Client, url: &str, name: &str, body: Value) -> Value {

@@ -2,6 +2,8 @@
 //! 127.0.0.1 with an ephemeral port and a temporary data directory, always stopped.
 #![allow(dead_code)]
 
+pub mod node;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -216,4 +218,44 @@ pub fn vmsdb(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The test's seed: `TXN_TEST_SEED` to replay a run, else the clock; printed either way.
+pub fn seed(test: &str) -> u64 {
+    let seed = std::env::var("TXN_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("{test}: seed {seed} (replay with TXN_TEST_SEED={seed})");
+    seed
+}
+
+/// splitmix64: the clients' small deterministic random numbers.
+pub fn next_random(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// POSTs `body` as JSON to `url`, with `Idempotency-Key: key` if given; the status and JSON
+/// answer, or `None` when nothing answered (refused, reset, killed, timed out).
+pub async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    idempotency_key: Option<&str>,
+    body: &Value,
+) -> Option<(u16, Value)> {
+    let mut request = http.post(url).json(body);
+    if let Some(key) = idempotency_key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.json().await.ok()?))
 }

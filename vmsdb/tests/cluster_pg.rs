@@ -1,0 +1,444 @@
+//! Three `vmsdb node` processes on loopback serving the transfer ledger from one private
+//! PostgreSQL store (started by the test, always stopped): the lease holder is the sequencer,
+//! the two others forward to it. Clients send transfers over HTTP to every node in turn, with
+//! ids they choose, and retry anything not acknowledged with the same id on the next node.
+//! Run 1 SIGKILLs a node that is not the sequencer mid-run, run 2 the sequencer. Checked: every
+//! acknowledged transfer is in the final balances exactly once (recomputed from the acks),
+//! resubmitting any id on another node gives its original outcome, money is conserved in every
+//! audit taken during the run (no partial transaction visible), and the killed node restarts,
+//! rejoins (membership shows it again) and serves requests. The failover time (kill → first
+//! commit of a request sent after the kill) is printed.
+//!
+//! Without the PostgreSQL server binaries these tests FAIL in CI (`CI` set) and elsewhere
+//! print a loud skip line and return.
+
+mod common;
+
+use common::node::{Node, WAIT, free_addr, spawn_node};
+use common::{next_random, seed};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use txn_storage::postgres_instance;
+
+const NAMES: [&str; 3] = ["n1", "n2", "n3"];
+const LEASE_TTL: &str = "2s";
+const ACCOUNTS: u64 = 30;
+const INITIAL_BALANCE: i64 = 1_000;
+const CLIENTS: u64 = 3;
+/// The victim is killed once this many transfers were acknowledged.
+const ACKS_BEFORE_KILL: usize = 150;
+/// Acknowledgements of requests sent after the kill before the victim restarts.
+const ACKS_AFTER_KILL: usize = 100;
+/// Acknowledgements the restarted node must give itself.
+const ACKS_BY_RESTARTED: usize = 20;
+/// Longest wait for the cluster to reach a state the test waits for.
+const DEADLINE: Duration = Duration::from_secs(40);
+
+/// The three nodes: processes (a slot is empty while its node is dead) and their addresses.
+struct Cluster {
+    nodes: Vec<Option<Node>>,
+    links: [SocketAddr; 3],
+    urls: Vec<String>,
+    store: String,
+}
+
+impl Cluster {
+    fn spawn(&mut self, index: usize) {
+        let seeds: Vec<SocketAddr> = (0..3)
+            .filter(|&i| i != index)
+            .map(|i| self.links[i])
+            .collect();
+        let seeds = if index == 0 && self.nodes.iter().all(Option::is_none) {
+            Vec::new() // The very first node starts the cluster.
+        } else {
+            seeds
+        };
+        let http = self.urls[index].trim_start_matches("http://").to_string();
+        let node = spawn_node(
+            NAMES[index],
+            self.links[index],
+            &seeds,
+            &[
+                "--app",
+                "ledger",
+                "--partitions",
+                "8",
+                "--store",
+                &self.store,
+                "--http",
+                &http,
+                "--lease-ttl",
+                LEASE_TTL,
+                "--epoch-duration",
+                "2ms",
+            ],
+        );
+        self.nodes[index] = Some(node);
+    }
+
+    fn node(&mut self, index: usize) -> &mut Node {
+        self.nodes[index].as_mut().expect("a live node")
+    }
+
+    /// Waits (off the async workers) until node `index` prints a line starting with `prefix`.
+    fn wait_line(&mut self, index: usize, prefix: &str) -> String {
+        let node = self.node(index);
+        tokio::task::block_in_place(|| node.wait_line(WAIT, |l| l.starts_with(prefix)))
+    }
+
+    fn wait_members(&mut self, index: usize, members: &[&str]) {
+        let node = self.node(index);
+        tokio::task::block_in_place(|| node.wait_members(members));
+    }
+}
+
+/// Three nodes serving the ledger on `store`, n1 the sequencer, every account opened.
+async fn start_cluster(http: &reqwest::Client, store: String) -> Cluster {
+    let mut cluster = Cluster {
+        nodes: vec![None, None, None],
+        links: [free_addr(), free_addr(), free_addr()],
+        urls: (0..3).map(|_| format!("http://{}", free_addr())).collect(),
+        store,
+    };
+    cluster.spawn(0);
+    cluster.wait_line(0, "sequencer n1 term");
+    for index in 1..3 {
+        cluster.spawn(index);
+        cluster.wait_line(index, "sequencer n1 term");
+    }
+    for url in &cluster.urls {
+        common::wait_ready(http, url).await;
+    }
+    for account in 0..ACCOUNTS {
+        let body = json!({"account": account, "entry": account, "amount": INITIAL_BALANCE});
+        let url = &cluster.urls[account as usize % 3];
+        let id = format!("9999/{account}");
+        let answer = submit(http, url, "Deposit", &id, &body).await;
+        let (status, outcome) = answer.expect("a node answers");
+        assert!(
+            status == 200 && outcome["committed"] == true,
+            "deposit {account}: {outcome}"
+        );
+    }
+    cluster
+}
+
+/// POSTs an accounts event with `Idempotency-Key: id`; status and JSON answer, or `None` when
+/// the node did not answer (refused, reset, killed, timed out).
+async fn submit(
+    http: &reqwest::Client,
+    url: &str,
+    kind: &str,
+    id: &str,
+    body: &Value,
+) -> Option<(u16, Value)> {
+    let path = format!("{url}/v1/services/accounts/events/{kind}");
+    common::post_json(http, &path, Some(id), body).await
+}
+
+/// POSTs query `name`; status and JSON answer, or `None` without an answer.
+async fn query(http: &reqwest::Client, url: &str, name: &str, body: Value) -> Option<(u16, Value)> {
+    common::post_json(http, &format!("{url}/v1/queries/{name}"), None, &body).await
+}
+
+/// One acknowledged transfer: its id, body and outcome.
+struct Acked {
+    id: String,
+    body: Value,
+    outcome: Value,
+}
+
+/// What the clients and the test share.
+struct Shared {
+    urls: Vec<String>,
+    stop: AtomicBool,
+    /// Acknowledgements so far, and of requests first sent after the kill.
+    acks: AtomicUsize,
+    acks_after_kill: AtomicUsize,
+    /// Acknowledgements by the restarted node, once it restarted.
+    acks_by_restarted: AtomicUsize,
+    /// Set at the kill: (when, the victim's index); and when the restarted node is up.
+    killed: parking_lot::Mutex<Option<(Instant, usize)>>,
+    restarted: AtomicBool,
+    first_commit_after_kill: parking_lot::Mutex<Option<Duration>>,
+    progress: Notify,
+}
+
+/// Sends random transfers under ids `client/seq`, each to the next node in turn, retrying one
+/// without an acknowledgement with the same id on the next node, until told to stop.
+async fn transfer_client(shared: Arc<Shared>, client: u64, mut random: u64) -> Vec<Acked> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let mut acked = Vec::new();
+    let mut node = client as usize;
+    for seq in 0.. {
+        if shared.stop.load(Ordering::Acquire) {
+            return acked;
+        }
+        let src = next_random(&mut random) % ACCOUNTS;
+        let dst = (src + 1 + next_random(&mut random) % (ACCOUNTS - 1)) % ACCOUNTS;
+        let amount = 1 + next_random(&mut random) % 200;
+        let body = json!({"src_account": src, "src_entry": src, "dst_account": dst,
+                          "dst_entry": dst, "amount": amount});
+        let id = format!("{client}/{seq}");
+        let sent_at = Instant::now();
+        let (outcome, answered_by) =
+            submit_until_acked(&shared, &http, &mut node, &id, &body).await;
+        note_ack(&shared, sent_at, answered_by, &outcome);
+        acked.push(Acked { id, body, outcome });
+        node = (node + 1) % 3;
+    }
+    unreachable!("the loop ends when the test says stop")
+}
+
+/// Submits until a node acknowledges (200); every other answer is retried with the same id on
+/// the next node. The outcome and the node that answered.
+async fn submit_until_acked(
+    shared: &Shared,
+    http: &reqwest::Client,
+    node: &mut usize,
+    id: &str,
+    body: &Value,
+) -> (Value, usize) {
+    let started = Instant::now();
+    let mut failures = 0;
+    loop {
+        match submit(http, &shared.urls[*node], "Transfer", id, body).await {
+            Some((200, outcome)) => return (outcome, *node),
+            Some((status, error)) if status < 500 => panic!("transfer {id}: {status} {error}"),
+            _ => {}
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "transfer {id} was never acknowledged"
+        );
+        *node = (*node + 1) % 3;
+        failures += 1;
+        if failures % 3 == 0 {
+            // Every node refused (an election is under way): pace the retries.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Counts an acknowledgement for the phases the test waits for.
+fn note_ack(shared: &Shared, sent_at: Instant, answered_by: usize, outcome: &Value) {
+    shared.acks.fetch_add(1, Ordering::AcqRel);
+    let killed = *shared.killed.lock();
+    if let Some((killed_at, victim)) = killed
+        && sent_at > killed_at
+    {
+        shared.acks_after_kill.fetch_add(1, Ordering::AcqRel);
+        if outcome["committed"] == true {
+            let mut first = shared.first_commit_after_kill.lock();
+            first.get_or_insert_with(|| killed_at.elapsed());
+        }
+        if answered_by == victim && shared.restarted.load(Ordering::Acquire) {
+            shared.acks_by_restarted.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+    shared.progress.notify_waiters();
+}
+
+/// Waits until `count` reaches `at_least`.
+async fn wait_count(shared: &Shared, count: &AtomicUsize, at_least: usize, what: &str) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while count.load(Ordering::Acquire) < at_least {
+        let progress = shared.progress.notified();
+        if count.load(Ordering::Acquire) >= at_least {
+            break;
+        }
+        let waited = tokio::time::timeout_at(deadline, progress).await;
+        assert!(waited.is_ok(), "never reached {at_least} {what}");
+    }
+}
+
+/// Takes audits through every node in turn until told to stop: each answered one must show
+/// every unit of money (a partial transfer would not). Returns how many were checked.
+async fn auditor(shared: Arc<Shared>) -> usize {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let mut ticks = tokio::time::interval(Duration::from_millis(50));
+    let mut checked = 0;
+    for round in 0.. {
+        ticks.tick().await;
+        if shared.stop.load(Ordering::Acquire) {
+            break;
+        }
+        let url = &shared.urls[round % 3];
+        if let Some((200, audit)) = query(&http, url, "audit", json!({})).await {
+            assert_eq!(
+                audit["total_balance"],
+                json!(INITIAL_BALANCE * ACCOUNTS as i64),
+                "an audit through {url} saw a partial transfer: {audit}"
+            );
+            assert_eq!(audit["n_negative_balances"], 0, "{audit}");
+            checked += 1;
+        }
+    }
+    checked
+}
+
+/// One run: the cluster under load, node `victim` SIGKILLed and restarted, then every check.
+async fn run(test: &'static str, victim: usize) {
+    let Some(pg) = tokio::task::spawn_blocking(move || postgres_instance::for_test(test, 60))
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let seed = seed(test);
+    let http = reqwest::Client::new();
+    let mut cluster = start_cluster(&http, pg.url()).await;
+    let shared = Arc::new(Shared {
+        urls: cluster.urls.clone(),
+        stop: AtomicBool::new(false),
+        acks: AtomicUsize::new(0),
+        acks_after_kill: AtomicUsize::new(0),
+        acks_by_restarted: AtomicUsize::new(0),
+        killed: parking_lot::Mutex::new(None),
+        restarted: AtomicBool::new(false),
+        first_commit_after_kill: parking_lot::Mutex::new(None),
+        progress: Notify::new(),
+    });
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| tokio::spawn(transfer_client(shared.clone(), c, seed ^ c)))
+        .collect();
+    let auditing = tokio::spawn(auditor(shared.clone()));
+
+    wait_count(
+        &shared,
+        &shared.acks,
+        ACKS_BEFORE_KILL,
+        "acks before the kill",
+    )
+    .await;
+    cluster
+        .node(victim)
+        .child
+        .kill()
+        .expect("SIGKILL the victim");
+    *shared.killed.lock() = Some((Instant::now(), victim));
+    cluster.nodes[victim] = None;
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+    for &survivor in &survivors {
+        cluster.wait_line(survivor, &format!("down {}", NAMES[victim]));
+    }
+    if victim == 0 {
+        // Both survivors follow one new sequencer, under the lease's next term.
+        let elected: Vec<String> = survivors
+            .iter()
+            .map(|&survivor| cluster.wait_line(survivor, "sequencer n"))
+            .collect();
+        assert_eq!(
+            elected[0], elected[1],
+            "the survivors follow different sequencers"
+        );
+        assert!(elected[0].ends_with(" term 2"), "{}", elected[0]);
+        assert!(!elected[0].starts_with("sequencer n1 "), "{}", elected[0]);
+    }
+    wait_count(
+        &shared,
+        &shared.acks_after_kill,
+        ACKS_AFTER_KILL,
+        "acks after the kill",
+    )
+    .await;
+    let failover = shared
+        .first_commit_after_kill
+        .lock()
+        .expect("a commit after the kill");
+
+    cluster.spawn(victim);
+    let followed = cluster.wait_line(victim, "sequencer ");
+    let expected_term = if victim == 0 { " term 2" } else { " term 1" };
+    assert!(
+        followed.ends_with(expected_term)
+            && !followed.starts_with(&format!("sequencer {} ", NAMES[victim])),
+        "the restarted node follows the running sequencer: {followed}"
+    );
+    for &survivor in &survivors {
+        cluster.wait_members(survivor, &NAMES);
+    }
+    common::wait_ready(&http, &cluster.urls[victim]).await;
+    shared.restarted.store(true, Ordering::Release);
+    wait_count(
+        &shared,
+        &shared.acks_by_restarted,
+        ACKS_BY_RESTARTED,
+        "acks by the restarted node",
+    )
+    .await;
+
+    shared.stop.store(true, Ordering::Release);
+    let mut acked = Vec::new();
+    for client in clients {
+        acked.extend(client.await.unwrap());
+    }
+    let audits = auditing.await.unwrap();
+    eprintln!(
+        "{test}: {} killed; kill -> first commit of a request sent after it {:.2} s (lease ttl \
+         {LEASE_TTL}); {} transfers acknowledged, {} audits checked during the run",
+        NAMES[victim],
+        failover.as_secs_f64(),
+        acked.len(),
+        audits,
+    );
+    assert!(audits > 0, "no audit was answered during the run");
+    check_final_state(&http, &cluster.urls, &acked).await;
+    drop(cluster);
+    drop(pg);
+}
+
+/// Every acknowledged transfer resubmitted by id on another node gets its original outcome;
+/// the balances are exactly the initial ones plus the committed transfers.
+async fn check_final_state(http: &reqwest::Client, urls: &[String], acked: &[Acked]) {
+    let mut balance = vec![INITIAL_BALANCE; ACCOUNTS as usize];
+    for (i, a) in acked.iter().enumerate() {
+        let url = &urls[i % 3];
+        let (status, outcome) = submit(http, url, "Transfer", &a.id, &a.body)
+            .await
+            .expect("a node answers");
+        assert_eq!(status, 200, "resubmitting {}: {outcome}", a.id);
+        assert_eq!(
+            outcome, a.outcome,
+            "{} was acknowledged with another outcome",
+            a.id
+        );
+        if a.outcome["committed"] == true {
+            let amount = a.body["amount"].as_i64().unwrap();
+            balance[a.body["src_account"].as_u64().unwrap() as usize] -= amount;
+            balance[a.body["dst_account"].as_u64().unwrap() as usize] += amount;
+        }
+    }
+    for (account, expected) in balance.iter().enumerate() {
+        let body = json!({"account": account, "entry": account});
+        let (status, found) = query(http, &urls[account % 3], "balance", body)
+            .await
+            .expect("a node answers");
+        assert_eq!(status, 200, "{found}");
+        assert_eq!(
+            found,
+            json!({"account": expected, "entry": expected}),
+            "account {account}: every acknowledged transfer applied exactly once"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_survive_the_loss_of_a_forwarding_node() {
+    run("three_nodes_survive_the_loss_of_a_forwarding_node", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_survive_the_loss_of_the_sequencer() {
+    run("three_nodes_survive_the_loss_of_the_sequencer", 0).await;
+}
