@@ -265,6 +265,8 @@ pub struct ServingNode<S: ServedApp> {
     server: Server,
     contending: JoinHandle<()>,
     stopping: watch::Sender<bool>,
+    /// Why this node stopped being the sequencer, once it did.
+    deposed: watch::Receiver<Option<String>>,
 }
 
 /// Starts serving on `cluster`: installs the link handler, starts the HTTP server (ready once
@@ -302,13 +304,20 @@ pub async fn start<S: ServedApp>(
     let opening = wait_for_sequencer(engine.clone(), stopping.subscribe());
     let server = Server::start_with(settings.clone(), opening).await?;
     println!("http listening on {}", server.local_addr());
-    let contending = tokio::spawn(contend(engine.clone(), cluster.clone(), options, settings));
+    let (deposing, deposed) = watch::channel(None);
+    let contending = tokio::spawn(contend(
+        engine.clone(),
+        cluster.clone(),
+        (options, settings),
+        deposing,
+    ));
     Ok(ServingNode {
         engine,
         cluster,
         server,
         contending,
         stopping,
+        deposed,
     })
 }
 
@@ -352,12 +361,13 @@ fn wait_for_sequencer<S: ServedApp>(
 }
 
 /// Waits for the store's lease (in rounds, for as long as it takes), then recovers the
-/// runtime, becomes the sequencer and announces itself to every member.
+/// runtime, becomes the sequencer and announces itself to every member; then watches the
+/// lease and says on `deposing` why it lost it, if it does.
 async fn contend<S: ServedApp>(
     engine: Arc<NodeEngine<S>>,
     cluster: Arc<Cluster>,
-    options: AppOptions,
-    settings: Settings,
+    (options, settings): (AppOptions, Settings),
+    deposing: watch::Sender<Option<String>>,
 ) {
     let served = loop {
         match Served::<S>::open_typed(options, &settings).await {
@@ -373,7 +383,7 @@ async fn contend<S: ServedApp>(
         Some(LeaseStatus::Held { term }) => term,
         _ => 0,
     };
-    let _ = engine.local.set(served);
+    let _ = engine.local.set(served.clone());
     let view = SequencerView {
         name: engine.node_name.clone(),
         term,
@@ -383,6 +393,24 @@ async fn contend<S: ServedApp>(
         if member.name != engine.node_name {
             tokio::spawn(announce(cluster.clone(), member.name, view.clone()));
         }
+    }
+    let reason = lease_lost(&served).await;
+    deposing.send_replace(Some(reason));
+}
+
+/// Resolves once the runtime no longer holds the store's lease (another node took it over, or
+/// it could not renew it in time): its status then.
+async fn lease_lost<S: ServedApp>(served: &Served<S>) -> String {
+    let mut ticks = tokio::time::interval(Duration::from_millis(limits::LEASE_CHECK_INTERVAL_MS));
+    loop {
+        ticks.tick().await;
+        match served.stats().map(|s| s.lease_status()) {
+            Some(LeaseStatus::Fenced { .. } | LeaseStatus::Lapsed) => {}
+            Some(LeaseStatus::Held { .. } | LeaseStatus::Unfenced) => continue,
+            None => return "the runtime stopped".to_string(),
+        }
+        let status = served.stats().map(|s| s.lease_status().to_string());
+        return status.unwrap_or_default();
     }
 }
 
@@ -418,6 +446,16 @@ impl<S: ServedApp> ServingNode<S> {
                 }
             }
             ClusterEvent::Refused { .. } | ClusterEvent::Unauthenticated { .. } => {}
+        }
+    }
+
+    /// Resolves once this node, after being the sequencer, lost the store's lease: why. A
+    /// deposed node accepts no writes; it stops so that, restarted, it rejoins as a standby.
+    pub async fn deposed(&self) -> String {
+        let mut deposed = self.deposed.clone();
+        match deposed.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => std::future::pending().await,
         }
     }
 

@@ -89,6 +89,9 @@ pub struct WireError {
 /// Every error code the API answers with, so a forwarded error keeps its code.
 const API_ERROR_CODES: &[&str] = &[
     "bad_json",
+    "bad_body",
+    "body_too_large",
+    "unknown_request",
     "bad_payload",
     "bad_idempotency_key",
     "bad_query",

@@ -107,6 +107,10 @@ pub const LEASE_WAIT_ROUND_MS: u64 = 60_000;
 /// opened or the runtime failed to start, in milliseconds.
 pub const CONTEND_RETRY_MS: u64 = 1_000;
 
+/// How often a sequencer node looks whether its runtime still holds the store's lease (it
+/// stops, to rejoin as a standby, once another node took the lease over), in milliseconds.
+pub const LEASE_CHECK_INTERVAL_MS: u64 = 100;
+
 const _: () = assert!(BODY_BYTES_MAX_DEFAULT >= BODY_BYTES_MIN);
 // A batch may pass its byte limit by one event before it is sent: the link must still carry
 // it, with room for the ids, names and framing.
@@ -117,6 +121,10 @@ const _: () =
     assert!(FORWARD_BATCH_REQUESTS_MAX > 0 && FORWARD_QUEUE_MAX >= FORWARD_BATCH_REQUESTS_MAX);
 const _: () = assert!(ANNOUNCE_ATTEMPTS_MAX > 0 && ANNOUNCE_RETRY_MS > 0);
 const _: () = assert!(CONTEND_RETRY_MS < LEASE_WAIT_ROUND_MS);
+// A deposed sequencer must notice well within the lease's default length.
+const _: () = assert!(
+    LEASE_CHECK_INTERVAL_MS > 0 && LEASE_CHECK_INTERVAL_MS < txn::limits::LEASE_TTL_MS_DEFAULT
+);
 // A body the server admits must also be an event the runtime admits: the JSON form of an event
 // is never smaller than its rmp encoding, so the runtime's limit is the tighter one only for
 // bodies the server would refuse anyway.

@@ -5,7 +5,7 @@
 //! (`docs/cluster.md`).
 
 use crate::apps::{AppChoice, AppOptions, LedgerServed, MarketServed, ServedApp, YcsbServed};
-use crate::cluster_node::Serving;
+use crate::cluster_node::{Serving, ServingNode};
 use crate::config::ConfigError;
 use clap::Args;
 use serde::Deserialize;
@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use txn::cluster::{Cluster, ClusterConfig, ClusterError, ClusterEvent};
 use txn::fingerprint::Fingerprint;
 
@@ -106,6 +106,11 @@ pub enum NodeError {
     NotPostgres(String),
     #[error(transparent)]
     Serve(#[from] crate::server::ServeError),
+    #[error(
+        "this node stopped being the sequencer: its runtime lost the store's lease ({0}); \
+         restart it to rejoin as a standby"
+    )]
+    Deposed(String),
 }
 
 /// What `vmsdb node` runs with, resolved.
@@ -209,8 +214,10 @@ async fn run_app<S: ServedApp>(
         .iter()
         .map(|s| s.n_partitions)
         .sum();
-    let mut terminate = signal(SignalKind::terminate()).map_err(NodeError::Signal)?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(NodeError::Signal)?;
+    let signals = (
+        signal(SignalKind::terminate()).map_err(NodeError::Signal)?,
+        signal(SignalKind::interrupt()).map_err(NodeError::Signal)?,
+    );
     let listen = config.listen;
     let cluster = txn::cluster::join(&app, config).await?;
     println!(
@@ -218,7 +225,7 @@ async fn run_app<S: ServedApp>(
         cluster.node_name(),
         S::NAME
     );
-    let mut events = cluster.subscribe();
+    let events = cluster.subscribe();
     print_membership(&cluster, n_partitions);
     let cluster = Arc::new(cluster);
     let serving = match settings.serving {
@@ -229,25 +236,8 @@ async fn run_app<S: ServedApp>(
         }
         None => None,
     };
-    loop {
-        tokio::select! {
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
-            event = events.recv() => match event {
-                Ok(event) => {
-                    println!("{}", event_line(&event));
-                    if let Some(node) = &serving {
-                        node.on_event(&event);
-                    }
-                    print_membership(&cluster, n_partitions);
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    print_membership(&cluster, n_partitions);
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-            },
-        }
-    }
+    let outcome =
+        follow_membership(&cluster, serving.as_ref(), events, signals, n_partitions).await;
     let name = cluster.node_name().to_string();
     if let Some(node) = serving {
         node.shutdown().await;
@@ -257,7 +247,45 @@ async fn run_app<S: ServedApp>(
         cluster.shutdown().await;
     }
     println!("node {name} stopped");
-    Ok(())
+    outcome
+}
+
+/// Prints every membership change (and passes it to the serving node) until SIGTERM, SIGINT,
+/// or the serving node lost the sequencer's lease.
+async fn follow_membership<S: ServedApp>(
+    cluster: &Cluster,
+    serving: Option<&ServingNode<S>>,
+    mut events: tokio::sync::broadcast::Receiver<ClusterEvent>,
+    (mut terminate, mut interrupt): (Signal, Signal),
+    n_partitions: u32,
+) -> Result<(), NodeError> {
+    let deposed = async {
+        match serving {
+            Some(node) => node.deposed().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deposed);
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => return Ok(()),
+            _ = interrupt.recv() => return Ok(()),
+            reason = &mut deposed => return Err(NodeError::Deposed(reason)),
+            event = events.recv() => match event {
+                Ok(event) => {
+                    println!("{}", event_line(&event));
+                    if let Some(node) = serving {
+                        node.on_event(&event);
+                    }
+                    print_membership(cluster, n_partitions);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    print_membership(cluster, n_partitions);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+        }
+    }
 }
 
 /// One line per event, for operators and for tests reading stdout.

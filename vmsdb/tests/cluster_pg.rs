@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
-use txn_storage::postgres_instance;
+use txn::storage::{PostgresStorage, Storage, StorageError};
+use txn_storage::postgres_instance::{self, PgInstance};
 
 const NAMES: [&str; 3] = ["n1", "n2", "n3"];
 const LEASE_TTL: &str = "2s";
@@ -96,14 +97,21 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// No node started yet; each gets its link and HTTP addresses.
+    fn new(store: String) -> Cluster {
+        Cluster {
+            nodes: vec![None, None, None],
+            links: [free_addr(), free_addr(), free_addr()],
+            urls: (0..3).map(|_| format!("http://{}", free_addr())).collect(),
+            store,
+        }
+    }
+}
+
 /// Three nodes serving the ledger on `store`, n1 the sequencer, every account opened.
 async fn start_cluster(http: &reqwest::Client, store: String) -> Cluster {
-    let mut cluster = Cluster {
-        nodes: vec![None, None, None],
-        links: [free_addr(), free_addr(), free_addr()],
-        urls: (0..3).map(|_| format!("http://{}", free_addr())).collect(),
-        store,
-    };
+    let mut cluster = Cluster::new(store);
     cluster.spawn(0);
     cluster.wait_line(0, "sequencer n1 term");
     for index in 1..3 {
@@ -287,12 +295,16 @@ async fn auditor(shared: Arc<Shared>) -> usize {
     checked
 }
 
-/// One run: the cluster under load, node `victim` SIGKILLed and restarted, then every check.
-async fn run(test: &'static str, victim: usize) {
-    let Some(pg) = tokio::task::spawn_blocking(move || postgres_instance::for_test(test, 60))
+/// A private PostgreSQL server for `test` (`None`: skipped outside CI).
+async fn postgres(test: &'static str) -> Option<PgInstance> {
+    tokio::task::spawn_blocking(move || postgres_instance::for_test(test, 60))
         .await
         .unwrap()
-    else {
+}
+
+/// One run: the cluster under load, node `victim` SIGKILLed and restarted, then every check.
+async fn run(test: &'static str, victim: usize) {
+    let Some(pg) = postgres(test).await else {
         return;
     };
     let seed = seed(test);
@@ -441,4 +453,36 @@ async fn three_nodes_survive_the_loss_of_a_forwarding_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_survive_the_loss_of_the_sequencer() {
     run("three_nodes_survive_the_loss_of_the_sequencer", 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequencer_whose_lease_is_taken_over_stops() {
+    let test = "a_sequencer_whose_lease_is_taken_over_stops";
+    let Some(pg) = postgres(test).await else {
+        return;
+    };
+    let mut cluster = Cluster::new(pg.url());
+    cluster.spawn(0);
+    cluster.wait_line(0, "sequencer n1 term 1");
+    // Another holder ends the node's lease under the node's own holder name (which the store
+    // names), then takes it with a new term.
+    let url = pg.url();
+    tokio::task::spawn_blocking(move || {
+        let thief = PostgresStorage::open(&url).unwrap();
+        let holder = match thief.acquire_lease("thief", Duration::from_secs(600)) {
+            Err(StorageError::LeaseHeld { holder, .. }) => holder,
+            other => panic!("the node does not hold the lease: {other:?}"),
+        };
+        assert!(holder.starts_with("n1:"), "{holder}");
+        thief.acquire_lease(&holder, Duration::ZERO).unwrap();
+        thief
+            .acquire_lease("thief", Duration::from_secs(600))
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    let node = cluster.node(0);
+    let (status, stderr) = tokio::task::block_in_place(|| node.wait_exit());
+    assert!(!status.success(), "the deposed node kept running");
+    assert!(stderr.contains("lost the store's lease"), "{stderr}");
 }
