@@ -13,7 +13,7 @@ pub struct ErrorBody {
     /// Stable, snake_case: `bad_json`, `bad_payload`, `unknown_service`, `unknown_event`,
     /// `unknown_query`, `unknown_request`, `internal_event`, `request_id_reused`,
     /// `body_too_large`, `unauthorized`, `overloaded`, `timeout`, `not_ready`, `stopped`,
-    /// `storage_failed`, `outcome_unknown`, ...
+    /// `storage_failed`, `outcome_unknown`, `no_sequencer`, ...
     #[schema(example = "unknown_service")]
     pub code: &'static str,
     /// What was wrong, for people.
