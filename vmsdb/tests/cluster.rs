@@ -174,7 +174,7 @@ fn node_settings_come_from_flags_over_the_config_file_over_defaults() {
     };
     assert!(matches!(no_cookie.resolve(), Err(NodeError::NoCookie)));
     let too_impatient = NodeArgs {
-        config: Some(path),
+        config: Some(path.clone()),
         failure_timeout: Some(Duration::from_millis(60)),
         ..NodeArgs::default()
     };
@@ -182,4 +182,31 @@ fn node_settings_come_from_flags_over_the_config_file_over_defaults() {
         too_impatient.resolve(),
         Err(NodeError::Cluster(ClusterError::InvalidConfig(_)))
     ));
+
+    let serving = |store: Option<&str>, http: Option<&str>| NodeArgs {
+        config: Some(path.clone()),
+        store: store.map(str::to_string),
+        http: http.map(|a| a.parse().unwrap()),
+        ..NodeArgs::default()
+    };
+    let http = Some("127.0.0.1:8080");
+    let settings = serving(Some("postgres://db/vmsdb"), http).resolve();
+    let settings = settings.expect("a serving node");
+    let serving_settings = settings
+        .serving
+        .expect("--store and --http: the node serves");
+    assert_eq!(serving_settings.store_url, "postgres://db/vmsdb");
+    assert!(settings_of(serving(None, None)).serving.is_none());
+    assert!(matches!(
+        serving(None, http).resolve(),
+        Err(NodeError::ServingNeedsBoth)
+    ));
+    assert!(matches!(
+        serving(Some("/var/lib/vmsdb"), http).resolve(),
+        Err(NodeError::NotPostgres(_))
+    ));
+}
+
+fn settings_of(args: vmsdb::node::NodeArgs) -> vmsdb::node::NodeSettings {
+    args.resolve().expect("valid settings")
 }
