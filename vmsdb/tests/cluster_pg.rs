@@ -174,6 +174,9 @@ struct Shared {
     restarted: AtomicBool,
     first_commit_after_kill: parking_lot::Mutex<Option<Duration>>,
     progress: Notify,
+    /// Answers `outcome_unknown` (retried with the same id), and every other retry.
+    outcome_unknown: AtomicUsize,
+    retries: AtomicUsize,
 }
 
 /// Sends random transfers under ids `client/seq`, each to the next node in turn, retrying one
@@ -220,8 +223,12 @@ async fn submit_until_acked(
         match submit(http, &shared.urls[*node], "Transfer", id, body).await {
             Some((200, outcome)) => return (outcome, *node),
             Some((status, error)) if status < 500 => panic!("transfer {id}: {status} {error}"),
+            Some((_, error)) if error["code"] == "outcome_unknown" => {
+                shared.outcome_unknown.fetch_add(1, Ordering::Relaxed);
+            }
             _ => {}
         }
+        shared.retries.fetch_add(1, Ordering::Relaxed);
         assert!(
             started.elapsed() < DEADLINE,
             "transfer {id} was never acknowledged"
@@ -320,6 +327,8 @@ async fn run(test: &'static str, victim: usize) {
         restarted: AtomicBool::new(false),
         first_commit_after_kill: parking_lot::Mutex::new(None),
         progress: Notify::new(),
+        outcome_unknown: AtomicUsize::new(0),
+        retries: AtomicUsize::new(0),
     });
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| tokio::spawn(transfer_client(shared.clone(), c, seed ^ c)))
@@ -398,10 +407,13 @@ async fn run(test: &'static str, victim: usize) {
     let audits = auditing.await.unwrap();
     eprintln!(
         "{test}: {} killed; kill -> first commit of a request sent after it {:.2} s (lease ttl \
-         {LEASE_TTL}); {} transfers acknowledged, {} audits checked during the run",
+         {LEASE_TTL}); {} transfers acknowledged after {} retries ({} of them after \
+         outcome_unknown), {} audits checked during the run",
         NAMES[victim],
         failover.as_secs_f64(),
         acked.len(),
+        shared.retries.load(Ordering::Relaxed),
+        shared.outcome_unknown.load(Ordering::Relaxed),
         audits,
     );
     assert!(audits > 0, "no audit was answered during the run");
