@@ -132,6 +132,15 @@ async fn start_cluster(http: &reqwest::Client, store: String) -> Cluster {
             "deposit {account}: {outcome}"
         );
     }
+    // An id reused for another event is refused by the sequencer, through a forwarder too.
+    let other = json!({"account": 1, "entry": 1, "amount": 5});
+    let answer = submit(http, &cluster.urls[2], "Deposit", "9999/0", &other).await;
+    let (status, error) = answer.expect("a forwarder answers");
+    assert_eq!(
+        (status, &error["code"]),
+        (409, &json!("request_id_reused")),
+        "{error}"
+    );
     cluster
 }
 
