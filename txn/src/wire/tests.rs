@@ -232,7 +232,7 @@ fn work() -> impl Strategy<Value = PhaseWork<WireApp>> {
     prop_oneof![
         (
             any::<u32>(),
-            prop::option::of(env()),
+            prop::option::of(env().prop_map(Arc::new)),
             partitions().prop_flat_map(with_steps)
         )
             .prop_map(|(wave, env, steps)| PhaseWork::Wave { wave, env, steps }),
@@ -245,7 +245,12 @@ fn work() -> impl Strategy<Value = PhaseWork<WireApp>> {
             partitions
         }),
         partitions().prop_map(|partitions| PhaseWork::Checkpoint { partitions }),
-        (any::<u32>(), fallback_jobs).prop_map(|(round, jobs)| PhaseWork::Fallback { round, jobs }),
+        (any::<u32>(), fallback_jobs).prop_map(|(round, jobs)| PhaseWork::Fallback {
+            round,
+            env: None,
+            jobs
+        }),
+        partitions().prop_map(|partitions| PhaseWork::StateHash { partitions }),
     ]
 }
 
@@ -346,6 +351,9 @@ fn phase_of(result: &PhaseResult<WireApp>, number: u32) -> Phase {
         PhaseResult::Commit => Phase::Commit,
         PhaseResult::Checkpoint { .. } => Phase::Checkpoint,
         PhaseResult::Fallback { .. } => Phase::Fallback { round: number },
+        PhaseResult::Load { .. } => Phase::Load,
+        PhaseResult::ConflictTally { .. } => Phase::ConflictTally,
+        PhaseResult::StateHash { .. } | PhaseResult::Failed { .. } => Phase::StateHash,
     }
 }
 
@@ -453,7 +461,7 @@ fn an_oversized_message_is_refused_both_ways() {
         epoch: 1,
         work: PhaseWork::Wave {
             wave: 0,
-            env: Some(env),
+            env: Some(Arc::new(env)),
             steps: Vec::new(),
         },
     };
