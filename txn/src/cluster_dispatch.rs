@@ -198,13 +198,14 @@ impl<A: App> ClusterDispatch<A> {
             let number = buffer.batches_in_epoch[node];
             buffer.batches_in_epoch[node] += 1;
             let needs_env = buffer.env_sent[node] != epoch;
-            let fail = |reason: String| TxnError::NodeFailed {
-                node: self.nodes[node].clone(),
-                phase: "next".to_string(),
-                epoch,
-                reason,
-            };
-            let (work, deposits, env_sent) = split_jobs(jobs, number, needs_env).map_err(fail)?;
+            let phase = phase_name(&jobs[0].1);
+            let (work, deposits, env_sent) =
+                split_jobs(jobs, number, needs_env).map_err(|reason| TxnError::NodeFailed {
+                    node: self.nodes[node].clone(),
+                    phase: phase.to_string(),
+                    epoch,
+                    reason,
+                })?;
             if env_sent {
                 buffer.env_sent[node] = epoch;
             }
@@ -305,6 +306,23 @@ enum Deposits<A: App> {
     Load(Vec<Depositor<Result<(), String>>>),
     ConflictTally(Vec<Depositor<Vec<(String, ConflictTally)>>>),
     StateHash(Vec<Depositor<u64>>),
+}
+
+/// What a job is part of, for errors.
+fn phase_name<A: App>(job: &Job<A>) -> &'static str {
+    match job {
+        Job::Wave { .. } => "wave",
+        Job::Decide { .. } => "decide",
+        Job::Commit { .. } => "commit",
+        Job::Checkpoint { .. } => "checkpoint",
+        Job::Fallback { .. } => "fallback round",
+        Job::Lend { .. } | Job::Return { .. } => "serial fallback lend",
+        Job::Load { .. } => "checkpoint load",
+        Job::ConflictTally { .. } => "conflict tally",
+        Job::StateHash { .. } => "state hash",
+        #[cfg(test)]
+        Job::Crash => "crash",
+    }
 }
 
 /// Why a job cannot go to another node.

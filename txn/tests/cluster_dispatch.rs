@@ -111,6 +111,9 @@ async fn random_history_across_three_nodes_is_serializable() {
         matches!(&error, TxnError::QueryNotLocal { node, .. } if node == "b"),
         "{error}"
     );
+    // Conflict counts come from every node's tables.
+    let conflict_stats = nodes.rt.conflict_stats().await.unwrap();
+    assert!(!conflict_stats.by_table.is_empty());
     let stats = nodes.rt.stats().snapshot();
     let traffic = nodes.rt.stats().node_traffic();
     nodes.stop().await;
