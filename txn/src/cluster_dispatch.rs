@@ -189,9 +189,11 @@ impl<A: App> ClusterDispatch<A> {
         let mut buffer = self.buffer.lock();
         let epoch = buffer.epoch;
         let mut exchanges = Vec::new();
+        // Every node's buffer is emptied even after a refusal, so no job outlives its phase.
+        let mut refused = None;
         for node in 0..self.nodes.len() {
             let mut jobs = std::mem::take(&mut buffer.jobs[node]);
-            if jobs.is_empty() {
+            if jobs.is_empty() || refused.is_some() {
                 continue;
             }
             jobs.sort_by_key(|(gp, _)| *gp);
@@ -199,24 +201,29 @@ impl<A: App> ClusterDispatch<A> {
             buffer.batches_in_epoch[node] += 1;
             let needs_env = buffer.env_sent[node] != epoch;
             let phase = phase_name(&jobs[0].1);
-            let (work, deposits, env_sent) =
-                split_jobs(jobs, number, needs_env).map_err(|reason| TxnError::NodeFailed {
-                    node: self.nodes[node].clone(),
-                    phase: phase.to_string(),
-                    epoch,
-                    reason,
-                })?;
-            if env_sent {
-                buffer.env_sent[node] = epoch;
+            match split_jobs(jobs, number, needs_env) {
+                Ok((work, deposits, env_sent)) => {
+                    if env_sent {
+                        buffer.env_sent[node] = epoch;
+                    }
+                    let batch = PhaseBatch { epoch, work };
+                    exchanges.push(Exchange {
+                        node,
+                        batch,
+                        deposits,
+                    });
+                }
+                Err(reason) => {
+                    refused = Some(TxnError::NodeFailed {
+                        node: self.nodes[node].clone(),
+                        phase: phase.to_string(),
+                        epoch,
+                        reason,
+                    })
+                }
             }
-            let batch = PhaseBatch { epoch, work };
-            exchanges.push(Exchange {
-                node,
-                batch,
-                deposits,
-            });
         }
-        Ok(exchanges)
+        refused.map_or(Ok(exchanges), Err)
     }
 
     /// Sends one node its batch, waits for its reply (at most the phase timeout) and deposits

@@ -19,7 +19,7 @@ use std::time::Duration;
 use txn::storage::MemoryStorage;
 use txn::{
     ClusterPlacement, Fallback, LoopbackLink, PartitionHost, RecoverFrom, Runtime, RuntimeConfig,
-    TxnError,
+    SerialHints, TxnError,
 };
 
 const NODES: [&str; 3] = ["a", "b", "c"];
@@ -82,11 +82,25 @@ impl ThreeNodes {
 // fallback runs and phase batches to both other nodes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_history_across_three_nodes_is_serializable() {
-    let seed = seed("cluster-dispatch");
+    check_history_across_three_nodes(SerialHints::DEFAULT, "cluster-dispatch").await;
+}
+
+// Goal: the same with every third transaction hinted: a hinted transaction skips the first
+// pass, so a node's first batch of an epoch may be a fallback round, which must bring it the
+// epoch's logged batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_history_with_hints_across_three_nodes_is_serializable() {
+    let hints = SerialHints::Sample { every: 3 };
+    check_history_across_three_nodes(hints, "cluster-dispatch-hints").await;
+}
+
+async fn check_history_across_three_nodes(serial_hints: SerialHints, test: &str) {
+    let seed = seed(test);
     let fx = Arc::new(build(3, 4));
     let storage = Arc::new(MemoryStorage::new());
     let config = RuntimeConfig {
         checkpoint_every_epochs: 0,
+        serial_hints,
         ..RuntimeConfig::with_storage(storage.clone())
     };
     let nodes = start_three(&fx, config, Duration::from_secs(30))
@@ -119,7 +133,7 @@ async fn random_history_across_three_nodes_is_serializable() {
     nodes.stop().await;
 
     eprintln!(
-        "cluster-dispatch: {} transactions in {} epochs, {} conflict losers, {} fallback runs, \
+        "{test}: {} transactions in {} epochs, {} conflict losers, {} fallback runs, \
          {} phase batches ({} bytes sent, {} received): {traffic:?}",
         history.len(),
         stats.epochs,
@@ -262,4 +276,47 @@ async fn a_cluster_refuses_the_serial_fallback() {
         .err()
         .expect("refused");
     assert!(error.to_string().contains("Fallback::Serial"), "{error}");
+}
+
+// Goal: replay follows the log: an epoch a single-process runtime logged with the serial
+// fallback (which lends every partition to the driver) cannot replay in a cluster, and says so
+// instead of hanging or running it another way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_epoch_logged_with_the_serial_fallback_does_not_replay_in_a_cluster() {
+    let fx = build(3, 4);
+    let storage = Arc::new(MemoryStorage::new());
+    let config = || RuntimeConfig {
+        checkpoint_every_epochs: 0,
+        ..RuntimeConfig::with_storage(storage.clone())
+    };
+    let rt = Runtime::start(fx.app.clone(), config()).await.unwrap();
+    // Increments of one key submitted together conflict, so the serial pass lends (rounds
+    // until one epoch got two of them).
+    for _ in 0..20 {
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (client, svc) = (rt.client(), fx.services[0]);
+            tasks.push(tokio::spawn(async move {
+                client.submit_raw(svc, &0, op0(0, OpKind::Add(1))).await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        if rt.stats().snapshot().serial_lends > 0 {
+            break;
+        }
+    }
+    assert!(rt.stats().snapshot().serial_lends > 0, "no epoch lent");
+    rt.shutdown().await;
+
+    let error = start_three(&fx, config(), Duration::from_secs(30))
+        .await
+        .err()
+        .expect("refused");
+    let text = error.to_string();
+    assert!(
+        text.contains("serial fallback lend") && text.contains("Fallback::Serial"),
+        "{text}"
+    );
 }
