@@ -65,31 +65,35 @@ pub struct NodeTraffic {
     /// Phase batches exchanged with it (one per phase it had work in, and per chunk loaded or
     /// question asked between epochs).
     pub batches: u64,
+    /// Wall time from sending its batches to having their replies, summed, in nanoseconds.
+    pub reply_wait_nanos: u64,
 }
 
 /// The live counters behind [`NodeTraffic`], one entry per other node.
 #[derive(Default)]
 pub(crate) struct TrafficCounters {
-    nodes: Vec<(String, [AtomicU64; 3])>,
+    nodes: Vec<(String, [AtomicU64; 4])>,
 }
 
 impl TrafficCounters {
-    fn record(&self, node: usize, sent: usize, received: usize) {
-        let [bytes_sent, bytes_received, batches] = &self.nodes[node].1;
+    fn record(&self, node: usize, sent: usize, received: usize, waited: Duration) {
+        let [bytes_sent, bytes_received, batches, wait_nanos] = &self.nodes[node].1;
         bytes_sent.fetch_add(sent as u64, Ordering::Relaxed);
         bytes_received.fetch_add(received as u64, Ordering::Relaxed);
         batches.fetch_add(1, Ordering::Relaxed);
+        wait_nanos.fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
     }
 
     pub fn read(&self) -> Vec<NodeTraffic> {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         self.nodes
             .iter()
-            .map(|(node, [sent, received, batches])| NodeTraffic {
+            .map(|(node, [sent, received, batches, waited])| NodeTraffic {
                 node: node.clone(),
                 bytes_sent: read(sent),
                 bytes_received: read(received),
                 batches: read(batches),
+                reply_wait_nanos: read(waited),
             })
             .collect()
     }
@@ -250,14 +254,15 @@ impl<A: App> ClusterDispatch<A> {
             .await
             .map_err(|_| fail(format!("no answer within {:?}", self.phase_timeout)))?
             .map_err(|e| fail(e.to_string()))?;
-        self.traffic.record(node, bytes_sent, reply.len());
+        let waited = started.elapsed();
+        self.traffic.record(node, bytes_sent, reply.len(), waited);
         tracing::debug!(
             node = %name,
             epoch = sent.epoch,
             phase = %sent.phase,
             bytes_sent,
             bytes_received = reply.len(),
-            elapsed_us = started.elapsed().as_micros() as u64,
+            elapsed_us = waited.as_micros() as u64,
             "phase batch exchanged"
         );
         let reply = PhaseReply::<A>::decode(&reply, &sent).map_err(|e| fail(e.to_string()))?;

@@ -152,6 +152,7 @@ async fn check_history_across_three_nodes(serial_hints: SerialHints, test: &str)
     assert_eq!(traffic.len(), 2, "{traffic:?}");
     for node in &traffic {
         assert!(node.batches > 0 && node.bytes_sent > 0 && node.bytes_received > 0);
+        assert!(node.reply_wait_nanos > 0, "{node:?}");
     }
 
     let n_history = history.len();
