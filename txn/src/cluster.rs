@@ -2,7 +2,8 @@
 //! [`Fingerprint`] as identity, so a node running another application (other services, tables,
 //! partition counts, or store format version) is refused at join with each difference named.
 //!
-//! Membership only: epochs still run in one process; see `docs/cluster.md`.
+//! Membership here; epochs across nodes are `RuntimeConfig::cluster` with a `PartitionHost` on
+//! every other node (`Cluster` is their `NodeLink`); see `docs/cluster.md`.
 
 use std::sync::Arc;
 

@@ -108,6 +108,13 @@ pub(crate) trait Dispatch<A: App>: Send + Sync + 'static {
         gp: GlobalPartition,
         job: Job<A>,
     ) -> impl Future<Output = Result<(), TxnError>> + Send;
+
+    /// Sends what `dispatch` buffered for other nodes (one batch per node) and deposits their
+    /// replies; called once a phase's jobs are all dispatched. Local owners run each job as it
+    /// is dispatched, so for them this is a no-op.
+    fn flush(&self) -> impl Future<Output = Result<(), TxnError>> + Send {
+        std::future::ready(Ok(()))
+    }
 }
 
 /// Sends one job to each of `targets` and waits at the phase barrier for all replies, which come
@@ -121,6 +128,7 @@ pub(crate) async fn run_phase<A: App, D: Dispatch<A>, T: Send>(
     for (gp, depositor) in targets.iter().zip(depositors) {
         dispatch.dispatch(*gp, make(*gp, depositor)).await?;
     }
+    dispatch.flush().await?;
     barrier.wait().await.map_err(|a| {
         TxnError::Actor(format!(
             "partition {} dropped its phase reply (its actor stopped)",

@@ -337,6 +337,26 @@ pub enum TxnError {
         term: u64,
         remaining_ms: u64,
     },
+    /// A node holding partitions of a cluster runtime failed the batch of one phase (it did not
+    /// answer in time, the link failed, or its answer was refused); the epoch fails and the
+    /// runtime stops accepting writes, as for a storage failure.
+    #[error("node {node:?} failed the {phase} batch of epoch {epoch}: {reason}")]
+    NodeFailed {
+        node: String,
+        phase: String,
+        epoch: u64,
+        reason: String,
+    },
+    /// A snapshot query named a partition another node of the cluster holds: a query's closure
+    /// cannot travel, so queries run only on the partitions of the node that asks.
+    #[error(
+        "partition {partition} of {service} is on node {node:?}: snapshot queries in a cluster          run only on this node's partitions"
+    )]
+    QueryNotLocal {
+        service: String,
+        partition: u32,
+        node: String,
+    },
 }
 
 /// Turns a caught panic payload into a message.

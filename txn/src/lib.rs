@@ -14,6 +14,7 @@ mod bitset;
 mod clock;
 #[cfg(feature = "cluster")]
 pub mod cluster;
+mod cluster_dispatch;
 mod constraint;
 pub mod context;
 pub mod contract;
@@ -29,9 +30,11 @@ pub mod eventual;
 pub mod fingerprint;
 pub mod governance;
 pub mod history;
+pub mod host;
 pub mod ids;
 mod index;
 pub mod limits;
+pub mod node_link;
 mod outcome;
 mod partition;
 mod precedence;
@@ -47,14 +50,12 @@ mod table;
 mod table_shape;
 mod trace;
 mod transport;
-// The wire form of phase work between nodes; the multi-node epoch driver that will use it is
-// not written yet.
-#[cfg_attr(not(test), allow(dead_code))]
 mod wire;
 
 pub use app::{
     App, AppBuilder, AppDef, ForeignKeyDecl, Index, Key, OnDelete, Row, ServiceRef, Table,
 };
+pub use cluster_dispatch::{ClusterPlacement, NodeTraffic};
 pub use context::TxnCtx;
 pub use contract::{Envelope, EventInfo, EventOf, IngressError, KeyOf, Request, Service, Svc};
 pub use coordination::{CoordinationEntry, DeltaUse, Verdict};
@@ -64,8 +65,10 @@ pub use error::{
     Abort, AbortReason, BusinessError, HandlerResult, LimitKind, PurposeRefusal, TxnError,
 };
 pub use eventual::{EventualOutcome, EventualRuntime};
+pub use host::PartitionHost;
 pub use ids::{RequestId, Tid};
 pub use limits::TxnLimits;
+pub use node_link::{LinkError, LoopbackLink, NodeLink};
 pub use predict::SerialHints;
 pub use query::ReadView;
 pub use runtime::{

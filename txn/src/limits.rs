@@ -217,6 +217,16 @@ const _: () = assert!(
 /// chunks).
 pub const PHASE_MESSAGE_BYTES_MAX: usize = actor_runtime::limits::CLUSTER_LINK_PAYLOAD_BYTES_MAX;
 
+/// Default longest wait for another node's answer to one phase batch (`ClusterPlacement`); a
+/// node silent for longer fails the epoch with an error naming it, never a hang. In
+/// milliseconds.
+pub const CLUSTER_PHASE_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+
+const _: () = assert!(
+    CLUSTER_PHASE_TIMEOUT_MS_DEFAULT >= 10 * EPOCH_DURATION_US_MAX / 1_000,
+    "a phase batch may take as long as several epochs before its node counts as failed"
+);
+
 const _: () = assert!(
     REQUEST_BYTES_MAX_DEFAULT * 8 <= PHASE_MESSAGE_BYTES_MAX,
     "one node's wave batch must hold several maximal requests"

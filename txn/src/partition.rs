@@ -549,6 +549,9 @@ pub(crate) enum Job<A: App> {
     ConflictTally {
         reply: Depositor<Vec<(String, ConflictTally)>>,
     },
+    /// Report the hash of the committed rows (between epochs; `Client::state_hash` in a
+    /// cluster, where a query's closure cannot travel).
+    StateHash { reply: Depositor<u64> },
     /// A bug outside any handler, for the supervision tests: panics in the owner.
     #[cfg(test)]
     Crash,
@@ -706,6 +709,9 @@ fn run_owned_job<A: App>(app: &AppDef<A>, state: &mut PartitionState<A>, job: Jo
         Job::Load { rows, reply } => reply.deposit(state.load_rows(&rows)),
         Job::ConflictTally { reply } => {
             reply.deposit(state.tables.iter().map(|t| t.conflict_tally()).collect());
+        }
+        Job::StateHash { reply } => {
+            reply.deposit(tables_hash(&state.tables));
         }
         Job::Lend { .. } | Job::Return { .. } => unreachable!("handled by run_job"),
         #[cfg(test)]

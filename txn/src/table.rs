@@ -275,7 +275,7 @@ impl<V> Access<V> {
 
 /// The conflict losses a table caused since it was made; touched only when a conflict
 /// happens, so attribution costs nothing on a conflict-free epoch.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ConflictTally {
     /// Transactions this table's rows made lose. A transaction that loses on several rows of
     /// a partition counts once there, for the first of them the decide phase walks; one that

@@ -8,10 +8,13 @@
 //! made serde by derive; a step's constraint targets (`Arc<FkTarget>` and friends) travel by
 //! value. Snapshot queries never travel: they are answered on the node that asked.
 //!
-//! Not yet used by the epoch driver: that needs a `Dispatch` that buffers the jobs of remote
-//! partitions per node and flushes one batch per node per phase.
+//! Sent by `ClusterDispatch` (`cluster_dispatch.rs`), which buffers the jobs of remote
+//! partitions per node and flushes one batch per node per phase, and answered by
+//! `PartitionHost` (`host.rs`). Between epochs the same way: checkpoint rows, recovery loading
+//! (`Load`), conflict counts and the state hash.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -23,6 +26,7 @@ use crate::ids::GlobalPartition;
 use crate::limits::PHASE_MESSAGE_BYTES_MAX;
 use crate::partition::{Step, WaveOut};
 use crate::row_key::{CheckpointRow, DeferredRows, split_row_key};
+use crate::table::ConflictTally;
 
 /// The first byte of every encoded phase message. Bumped whenever the encoding of anything in
 /// it changes, so nodes of two builds refuse each other's messages instead of misreading them.
@@ -36,6 +40,9 @@ pub(crate) enum Phase {
     Commit,
     Checkpoint,
     Fallback { round: u32 },
+    Load,
+    ConflictTally,
+    StateHash,
 }
 
 impl fmt::Display for Phase {
@@ -46,6 +53,9 @@ impl fmt::Display for Phase {
             Phase::Commit => f.write_str("commit"),
             Phase::Checkpoint => f.write_str("checkpoint"),
             Phase::Fallback { round } => write!(f, "fallback round {round}"),
+            Phase::Load => f.write_str("checkpoint load"),
+            Phase::ConflictTally => f.write_str("conflict tally"),
+            Phase::StateHash => f.write_str("state hash"),
         }
     }
 }
@@ -64,12 +74,12 @@ pub(crate) struct FallbackJob<A: App> {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(bound = "")]
 pub(crate) enum PhaseWork<A: App> {
-    /// One wave of the first pass. `env`, the epoch's logged batch, comes with wave 0 only: the
-    /// node keeps it for the epoch's later waves and fallback rounds (inbound steps read their
-    /// event from it).
+    /// One wave of the first pass. `env`, the epoch's logged batch, comes with the first wave
+    /// or fallback batch of the epoch sent to the node: the node keeps it for the epoch's later
+    /// waves and fallback rounds (inbound steps read their event from it).
     Wave {
         wave: u32,
-        env: Option<EpochEnv<A::Event>>,
+        env: Option<Arc<EpochEnv<A::Event>>>,
         steps: Vec<(GlobalPartition, Vec<Step<A::Event>>)>,
     },
     /// Report the conflict losers of these partitions; `user_aborted` lose nothing.
@@ -86,9 +96,26 @@ pub(crate) enum PhaseWork<A: App> {
     Checkpoint { partitions: Vec<GlobalPartition> },
     Fallback {
         round: u32,
+        /// As for `Wave`: only if no earlier batch of the epoch brought it to the node.
+        env: Option<Arc<EpochEnv<A::Event>>>,
         jobs: Vec<(GlobalPartition, FallbackJob<A>)>,
     },
+    /// Load chunks of checkpoint rows (full row keys, see `row_key.rs`) at recovery.
+    Load {
+        chunks: Vec<(GlobalPartition, Vec<LoadRow>)>,
+    },
+    /// Report each table's conflict losses so far.
+    ConflictTally { partitions: Vec<GlobalPartition> },
+    /// Report each partition's hash of its committed rows.
+    StateHash { partitions: Vec<GlobalPartition> },
 }
+
+/// One checkpoint row to load: the encoded row key and value, as bytes.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LoadRow(
+    #[serde(with = "serde_bytes")] pub Vec<u8>,
+    #[serde(with = "serde_bytes")] pub Vec<u8>,
+);
 
 /// One checkpoint row on the wire: the encoded row key and value (`None`: deleted), as bytes.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +153,20 @@ pub(crate) enum PhaseResult<A: App> {
     },
     Fallback {
         outs: Vec<(GlobalPartition, WaveOut<A>)>,
+    },
+    /// Each partition's answer to its chunk (`Err`: why the rows did not load).
+    Load {
+        loaded: Vec<(GlobalPartition, Result<(), String>)>,
+    },
+    ConflictTally {
+        tallies: Vec<(GlobalPartition, Vec<(String, ConflictTally)>)>,
+    },
+    StateHash {
+        hashes: Vec<(GlobalPartition, u64)>,
+    },
+    /// The node could not do the work (a malformed batch, a stopped partition): why.
+    Failed {
+        message: String,
     },
 }
 
@@ -209,6 +250,8 @@ pub(crate) enum WireError {
         "a wave result of partition {partition} carries snapshot query results, which stay on their node"
     )]
     QueryResults { partition: GlobalPartition },
+    #[error("the node could not do the work: {message}")]
+    Failed { message: String },
 }
 
 const BATCH: &str = "phase batch";
@@ -288,6 +331,9 @@ impl<A: App> PhaseBatch<A> {
             PhaseWork::Commit { .. } => Phase::Commit,
             PhaseWork::Checkpoint { .. } => Phase::Checkpoint,
             PhaseWork::Fallback { round, .. } => Phase::Fallback { round: *round },
+            PhaseWork::Load { .. } => Phase::Load,
+            PhaseWork::ConflictTally { .. } => Phase::ConflictTally,
+            PhaseWork::StateHash { .. } => Phase::StateHash,
         }
     }
 
@@ -297,8 +343,11 @@ impl<A: App> PhaseBatch<A> {
             PhaseWork::Wave { steps, .. } => steps.iter().map(|(gp, _)| *gp).collect(),
             PhaseWork::Decide { partitions, .. }
             | PhaseWork::Commit { partitions, .. }
-            | PhaseWork::Checkpoint { partitions } => partitions.clone(),
+            | PhaseWork::Checkpoint { partitions }
+            | PhaseWork::ConflictTally { partitions }
+            | PhaseWork::StateHash { partitions } => partitions.clone(),
             PhaseWork::Fallback { jobs, .. } => jobs.iter().map(|(gp, _)| *gp).collect(),
+            PhaseWork::Load { chunks } => chunks.iter().map(|(gp, _)| *gp).collect(),
         }
     }
 
@@ -337,6 +386,9 @@ impl<A: App> PhaseResult<A> {
                 | (PhaseResult::Commit, Phase::Commit)
                 | (PhaseResult::Checkpoint { .. }, Phase::Checkpoint)
                 | (PhaseResult::Fallback { .. }, Phase::Fallback { .. })
+                | (PhaseResult::Load { .. }, Phase::Load)
+                | (PhaseResult::ConflictTally { .. }, Phase::ConflictTally)
+                | (PhaseResult::StateHash { .. }, Phase::StateHash)
         )
     }
 
@@ -347,7 +399,12 @@ impl<A: App> PhaseResult<A> {
                 outs.iter().map(|(gp, _)| *gp).collect()
             }
             PhaseResult::Checkpoint { rows } => rows.iter().map(|(gp, _)| *gp).collect(),
-            PhaseResult::Decide { .. } | PhaseResult::Commit => Vec::new(),
+            PhaseResult::Load { loaded } => loaded.iter().map(|(gp, _)| *gp).collect(),
+            PhaseResult::ConflictTally { tallies } => tallies.iter().map(|(gp, _)| *gp).collect(),
+            PhaseResult::StateHash { hashes } => hashes.iter().map(|(gp, _)| *gp).collect(),
+            PhaseResult::Decide { .. } | PhaseResult::Commit | PhaseResult::Failed { .. } => {
+                Vec::new()
+            }
         }
     }
 
@@ -379,6 +436,9 @@ impl<A: App> PhaseReply<A> {
     /// order, emitted events and checkpoint rows only for partitions that exist.
     pub fn decode(bytes: &[u8], sent: &SentBatch) -> Result<Self, WireError> {
         let reply: PhaseReply<A> = decode(REPLY, bytes)?;
+        if let PhaseResult::Failed { message } = reply.result {
+            return Err(WireError::Failed { message });
+        }
         if (reply.epoch, reply.phase) != (sent.epoch, sent.phase)
             || !reply.result.phase_matches(sent.phase)
         {

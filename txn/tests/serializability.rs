@@ -11,7 +11,7 @@ mod common;
 use common::model::{Rows, assert_matches_model};
 use common::*;
 use std::sync::Arc;
-use txn::{Client, Fallback, Runtime, RuntimeConfig, SerialHints};
+use txn::{Fallback, Runtime, RuntimeConfig, SerialHints};
 
 /// Clients, and requests each: enough for every run to have conflict losers on 24 keys.
 const N_CLIENTS: u64 = 8;
@@ -98,7 +98,9 @@ async fn run_history(
     let mut tasks = Vec::new();
     for c in 0..N_CLIENTS {
         let (client, fx) = (rt.client(), fx.clone());
-        tasks.push(tokio::spawn(run_client(client, fx, seed.wrapping_add(c))));
+        let seed = seed.wrapping_add(c);
+        let client = run_chain_client(client, fx, seed, N_REQUESTS_PER_CLIENT);
+        tasks.push(tokio::spawn(client));
     }
     let (mut history, mut n_retried) = (Vec::new(), 0);
     for t in tasks {
@@ -124,49 +126,6 @@ async fn run_history(
     };
     rt.shutdown().await;
     run
-}
-
-/// One client's requests, one at a time; returns them and how many were retried.
-async fn run_client(
-    client: Client<ChainApp>,
-    fx: Arc<Fixture>,
-    seed: u64,
-) -> (Vec<Recorded<ChainApp>>, usize) {
-    let mut rng = rng(seed);
-    let mut records = Vec::new();
-    let mut n_retried = 0;
-    for _ in 0..N_REQUESTS_PER_CLIENT {
-        let ev = random_chain(&mut rng, 3, 24, 5);
-        let (svc, key) = fx.first_target(&ev);
-        let outcome = client.submit_raw(svc, &key, ev.clone()).await.unwrap();
-        n_retried += usize::from(outcome.retries > 0);
-        records.push(Recorded::<ChainApp> {
-            pos: outcome
-                .serial_pos
-                .expect("no transaction exhausts its retries"),
-            service: svc,
-            partition: svc.partition_of(&key),
-            event: ev,
-            result: outcome.result,
-        });
-    }
-    (records, n_retried)
-}
-
-/// Every committed row of every service, read back with one snapshot query.
-async fn read_all_rows(client: &Client<ChainApp>, fx: &Fixture) -> Rows {
-    let tables = fx.tables.clone();
-    let parts = client
-        .query(&fx.services, move |view| {
-            let mut rows = Vec::new();
-            for (svc, table) in tables.iter().enumerate() {
-                rows.extend(view.iter(*table).map(|(k, v)| ((svc, *k), *v)));
-            }
-            rows
-        })
-        .await
-        .unwrap();
-    parts.into_iter().flatten().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

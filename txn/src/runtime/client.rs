@@ -37,6 +37,11 @@ pub(super) enum Submission<A: App> {
     ConflictStats {
         reply: oneshot::Sender<Result<super::ConflictStats, TxnError>>,
     },
+    /// Hash every partition's committed rows (between two epochs): the state hash of a cluster
+    /// runtime, whose other nodes a query's closure cannot reach.
+    StateHash {
+        reply: oneshot::Sender<Result<u64, TxnError>>,
+    },
     /// Finish what is queued and stop; later submissions get `TxnError::Stopped`.
     Stop,
 }
@@ -58,6 +63,8 @@ pub struct Client<A: App> {
     pub(super) app: Arc<AppDef<A>>,
     pub(super) ids: Arc<IdGenerator>,
     pub(super) request_bytes_max: usize,
+    /// Whether partitions live on other nodes (`RuntimeConfig::cluster`).
+    pub(super) in_cluster: bool,
 }
 
 impl<A: App> Clone for Client<A> {
@@ -66,6 +73,7 @@ impl<A: App> Clone for Client<A> {
             tx: self.tx.clone(),
             app: self.app.clone(),
             ids: self.ids.clone(),
+            in_cluster: self.in_cluster,
             request_bytes_max: self.request_bytes_max,
         }
     }
@@ -309,8 +317,17 @@ impl<A: App> Client<A> {
             .collect())
     }
 
-    /// An order-independent hash of every committed row of every service, at one snapshot.
+    /// An order-independent hash of every committed row of every service, at one snapshot. In a
+    /// cluster it is taken between two epochs, which may include epochs not yet durable.
     pub async fn state_hash(&self) -> Result<u64, TxnError> {
+        if self.in_cluster {
+            let (reply, rx) = oneshot::channel();
+            self.tx
+                .send(Submission::StateHash { reply })
+                .await
+                .map_err(|_| TxnError::Stopped)?;
+            return rx.await.map_err(|_| TxnError::Stopped)?;
+        }
         let services: Vec<ServiceRef> = self.app.services.iter().map(|s| s.service).collect();
         let hashes = self.query(&services, |view| view.state_hash()).await?;
         Ok(crate::serial::combine_hashes(hashes.into_iter()))

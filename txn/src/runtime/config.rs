@@ -2,6 +2,7 @@
 //! recovery starts. Storage is always named: durable (`RuntimeConfig::durable`) or in memory
 //! (`RuntimeConfig::in_memory`), never picked silently.
 
+use crate::cluster_dispatch::ClusterPlacement;
 use crate::envelope::Fallback;
 use crate::limits;
 use crate::predict::SerialHints;
@@ -59,6 +60,10 @@ pub struct RuntimeConfig {
     /// 5 s, renewed every 5/3 s). `None`: no lease, writes unfenced (one process per store is
     /// then the operator's business).
     pub lease: Option<LeaseConfig>,
+    /// Partitions spread over nodes (`RuntimeConfig::cluster`): this runtime drives the epochs
+    /// and holds its own node's partitions; `PartitionHost`s hold the others. `None`: every
+    /// partition in this process.
+    pub cluster: Option<ClusterPlacement>,
 }
 
 /// How much of the log a runtime keeps for provenance and time travel (`txn::history`).
@@ -100,7 +105,17 @@ impl RuntimeConfig {
             serial_hints: SerialHints::DEFAULT,
             history_retention: None,
             lease: Some(LeaseConfig::default()),
+            cluster: None,
         }
+    }
+
+    /// These settings with the partitions spread over nodes as `placement` says, and the
+    /// ordered fallback (`Fallback::Ordered`), the contended path that works across nodes: the
+    /// serial fallback lends every partition to the driver, which only works in one process.
+    pub fn cluster(mut self, placement: ClusterPlacement) -> Self {
+        self.cluster = Some(placement);
+        self.fallback = Fallback::Ordered;
+        self
     }
 
     /// The default settings on an embedded store (redb) in `dir` (created if missing): what

@@ -33,6 +33,8 @@ pub use reply::OutboxSink;
 pub use stats::{ConflictStats, RuntimeStats, StatsSnapshot, TableConflicts};
 
 use crate::app::{App, AppDef};
+use crate::cluster_dispatch::{ClusterDispatch, DriverDispatch};
+use crate::envelope::Fallback;
 use crate::error::TxnError;
 use crate::ids::IdGenerator;
 use crate::limits;
@@ -59,7 +61,7 @@ pub struct Runtime<A: App> {
     replier: tokio::task::JoinHandle<()>,
     durability: Option<std::thread::JoinHandle<()>>,
     checkpointer: Option<std::thread::JoinHandle<()>>,
-    actors: PartitionActors<A>,
+    actors: DriverDispatch<A>,
     recovery: RecoveryReport,
     /// Renews the store's lease (`None`: no lease, writes unfenced).
     lease: Option<lease::LeaseKeeper>,
@@ -95,7 +97,17 @@ impl<A: App> Runtime<A> {
         // Each partition actor builds and owns its state; without checkpoints, changed rows
         // need not be remembered.
         let track_dirty = config.checkpoint_every_epochs != 0;
-        let actors = PartitionActors::start(app.clone(), track_dirty)?;
+        let local = PartitionActors::start(app.clone(), track_dirty)?;
+        let stats = Arc::new(RuntimeStats::default());
+        let actors = match &config.cluster {
+            None => DriverDispatch::Local(local),
+            Some(placement) => {
+                let cluster = ClusterDispatch::new(app.clone(), local, placement)?;
+                stats.set_node_traffic(cluster.traffic());
+                DriverDispatch::Cluster(Arc::new(cluster))
+            }
+        };
+        // In a cluster, recovery loads the other nodes' partitions through their hosts.
         let (recovery, dedup) = recover(&app, &actors, &config).await?;
         tracing::info!(
             checkpoint_epoch = ?recovery.checkpoint_epoch,
@@ -104,7 +116,6 @@ impl<A: App> Runtime<A> {
             seconds = recovery.duration.as_secs_f64(),
             "recovered"
         );
-        let stats = Arc::new(RuntimeStats::default());
         let watermark = Arc::new(DurableWatermark::new(recovery.last_epoch));
         let lease_keeper = lease::LeaseKeeper::spawn(
             &config.storage,
@@ -127,6 +138,7 @@ impl<A: App> Runtime<A> {
             app: app.clone(),
             ids: Arc::new(IdGenerator::new()),
             request_bytes_max: config.request_bytes_max,
+            in_cluster: config.cluster.is_some(),
         };
         let replier = tokio::spawn(reply_loop::<A>(
             reply_rx,
@@ -218,6 +230,14 @@ fn validate(config: &RuntimeConfig) -> Result<(), TxnError> {
     }
     if let Some(why) = config.lease.as_ref().and_then(LeaseConfig::invalid) {
         return Err(TxnError::InvalidApp(vec![why]));
+    }
+    if config.cluster.is_some() && config.fallback == Fallback::Serial {
+        return Err(TxnError::InvalidApp(vec![
+            "a cluster runtime cannot use Fallback::Serial, which lends every partition to the \
+             epoch driver and works only in one process: use Fallback::Ordered (which \
+             RuntimeConfig::cluster sets) or Fallback::NextEpoch"
+                .to_string(),
+        ]));
     }
     if let Some(why) = config.serial_hints.invalid() {
         return Err(TxnError::InvalidApp(vec![why]));

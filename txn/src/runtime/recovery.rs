@@ -19,7 +19,6 @@ use crate::runtime::reply::deliver_outbox;
 use crate::runtime::sequencer::{Settled, settle};
 use crate::storage::Storage;
 use crate::sync::{BarrierWait, PhaseBarrier};
-use crate::transport::PartitionActors;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -171,9 +170,9 @@ pub(crate) fn stream_log<A: App>(
 
 /// Rebuilds the state from storage: the latest complete checkpoint, then a deterministic replay
 /// of every logged epoch after it.
-pub(crate) async fn recover<A: App>(
+pub(crate) async fn recover<A: App, D: Dispatch<A>>(
     app: &Arc<AppDef<A>>,
-    actors: &PartitionActors<A>,
+    actors: &D,
     config: &RuntimeConfig,
 ) -> Result<(RecoveryReport, Dedup<A::Output>), TxnError> {
     let started = std::time::Instant::now();
@@ -241,6 +240,8 @@ async fn load_checkpoint_async<A: App, D: Dispatch<A>>(
             .pop()
             .expect("a barrier of one slot has one depositor");
         dispatch.dispatch(gp, Job::Load { rows, reply }).await?;
+        // A chunk for another node is sent now, one batch per chunk.
+        dispatch.flush().await?;
         loading.push_back((gp, barrier.wait()));
         if loading.len() > limits::RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX {
             let (gp, loaded) = loading.pop_front().expect("not empty");
@@ -303,9 +304,9 @@ impl LogPosition {
 
 /// Replays one logged epoch: runs it as the record says, delivers its outbox again and puts
 /// the final outcomes of requests with ids back into the dedup window.
-async fn replay_epoch<A: App>(
+async fn replay_epoch<A: App, D: Dispatch<A>>(
     app: &Arc<AppDef<A>>,
-    actors: &PartitionActors<A>,
+    actors: &D,
     config: &RuntimeConfig,
     record: EpochRecord<A::Event>,
     dedup: &mut Dedup<A::Output>,

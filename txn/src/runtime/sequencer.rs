@@ -4,6 +4,7 @@
 
 use crate::app::{App, AppDef};
 use crate::clock::now_ms;
+use crate::cluster_dispatch::DriverDispatch;
 use crate::dedup::{Check, Dedup};
 use crate::envelope::{EpochEnv, Fallback, Sequenced};
 use crate::epoch::{EpochOutcome, QueryJob, TxnResult, run_epoch, run_phase};
@@ -20,7 +21,6 @@ use crate::runtime::durability::{CheckpointSchedule, LogItem};
 use crate::runtime::reply::ReplyBatch;
 use crate::runtime::stats::{ConflictStats, RuntimeStats};
 use crate::sync::DurableWatermark;
-use crate::transport::PartitionActors;
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 /// The sequencer task's state.
 pub(super) struct Sequencer<A: App> {
     pub(super) app: Arc<AppDef<A>>,
-    pub(super) actors: PartitionActors<A>,
+    pub(super) actors: DriverDispatch<A>,
     pub(super) config: RuntimeConfig,
     pub(super) rx: mpsc::Receiver<Submission<A>>,
     pub(super) log_tx: mpsc::Sender<LogItem<A>>,
@@ -108,6 +108,8 @@ struct Gathered<A: App> {
     answered: Vec<(TxnReply<A>, Outcome<A::Output>)>,
     /// Callers of `Client::conflict_stats`, answered before the epoch runs.
     conflict_stats: Vec<oneshot::Sender<Result<ConflictStats, TxnError>>>,
+    /// Callers of `Client::state_hash` in a cluster, answered before the epoch runs.
+    state_hashes: Vec<oneshot::Sender<Result<u64, TxnError>>>,
     closed: bool,
 }
 
@@ -149,6 +151,7 @@ impl<A: App> Gathered<A> {
                 self.queries.push((QueryJob { targets, f }, reply));
             }
             Submission::ConflictStats { reply } => self.conflict_stats.push(reply),
+            Submission::StateHash { reply } => self.state_hashes.push(reply),
             Submission::Stop => self.closed = true,
         }
     }
@@ -174,6 +177,7 @@ impl<A: App> Sequencer<A> {
             queries: Vec::new(),
             answered: Vec::new(),
             conflict_stats: Vec::new(),
+            state_hashes: Vec::new(),
             closed,
         };
         for (req, p) in self.retry_queue.drain(..) {
@@ -186,7 +190,8 @@ impl<A: App> Sequencer<A> {
             }
             let sub = self.rx.recv().await?;
             g.take(sub, &self.dedup, &mut self.inflight);
-            if !g.conflict_stats.is_empty() && g.requests.is_empty() {
+            let between_epochs = !g.conflict_stats.is_empty() || !g.state_hashes.is_empty();
+            if between_epochs && g.requests.is_empty() {
                 // Nothing to wait for: answer at once.
                 return Some(g);
             }
@@ -217,6 +222,7 @@ impl<A: App> Sequencer<A> {
             queries,
             answered,
             conflict_stats,
+            state_hashes,
             ..
         } = g;
         if !conflict_stats.is_empty() {
@@ -225,6 +231,13 @@ impl<A: App> Sequencer<A> {
                 let _ = reply.send(stats.clone());
             }
         }
+        if !state_hashes.is_empty() {
+            let hash = gather_state_hash(self).await;
+            for reply in state_hashes {
+                let _ = reply.send(hash.clone());
+            }
+        }
+        let queries = self.refuse_remote_queries(queries);
         let answered_replies =
             |answered: Vec<(TxnReply<A>, _)>| answered.into_iter().map(|(r, _)| r);
         let failure = self.durable.failure().map(|f| f.message().to_string());
@@ -374,6 +387,45 @@ async fn gather_conflict_stats<A: App>(s: &Sequencer<A>) -> Result<ConflictStats
         out.add(name, tally.losers, &tally.hot_keys);
     }
     Ok(out)
+}
+
+/// Hashes every partition's committed rows (one message each, between epochs) and combines
+/// them in partition order, as `Client::state_hash`'s query does.
+async fn gather_state_hash<A: App>(s: &Sequencer<A>) -> Result<u64, TxnError> {
+    let all: Vec<GlobalPartition> = (0..s.app.n_global).collect();
+    let hashes = run_phase(&s.actors, &all, |_, reply| Job::StateHash { reply }).await?;
+    Ok(crate::serial::combine_hashes(hashes.into_iter()))
+}
+
+impl<A: App> Sequencer<A> {
+    /// Answers the queries that name another node's partition with `TxnError::QueryNotLocal`
+    /// (a query's closure cannot travel) and keeps the others.
+    fn refuse_remote_queries(
+        &self,
+        queries: Vec<(QueryJob, QueryReply)>,
+    ) -> Vec<(QueryJob, QueryReply)> {
+        if !self.actors.is_cluster() {
+            return queries;
+        }
+        let mut kept = Vec::with_capacity(queries.len());
+        for (job, reply) in queries {
+            let remote = job
+                .targets
+                .iter()
+                .find_map(|gp| Some((*gp, self.actors.remote_node(*gp)?)));
+            let Some((gp, node)) = remote else {
+                kept.push((job, reply));
+                continue;
+            };
+            let (service_idx, partition) = self.app.locate(gp);
+            let _ = reply.send(Err(TxnError::QueryNotLocal {
+                service: self.app.services[service_idx as usize].name.clone(),
+                partition,
+                node: node.to_string(),
+            }));
+        }
+        kept
+    }
 }
 
 /// Collects the rows changed since the last checkpoint from every partition (one message each,

@@ -1,6 +1,8 @@
 //! The runtime's counters ([`RuntimeStats`]) and their by-name snapshots ([`StatsSnapshot`]).
 
+use crate::cluster_dispatch::{NodeTraffic, TrafficCounters};
 use crate::epoch::EpochStats;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Counters of a running runtime.
@@ -40,6 +42,8 @@ pub struct RuntimeStats {
     pub lease_term: AtomicU64,
     /// The term of the holder that took the store over (0: none; `u64::MAX`: the lease lapsed).
     pub fenced_by_term: AtomicU64,
+    /// Phase traffic with each other node of a cluster runtime (unset in one process).
+    node_traffic: std::sync::OnceLock<Arc<TrafficCounters>>,
 }
 
 impl RuntimeStats {
@@ -100,6 +104,12 @@ pub struct StatsSnapshot {
     /// Levels: the lease's term held, and the term that fenced this runtime (0: none).
     pub lease_term: u64,
     pub fenced_by_term: u64,
+    /// A cluster runtime's phase traffic with the other nodes, summed over them: encoded
+    /// batches sent and replies received, in bytes, and batches exchanged (per node:
+    /// [`RuntimeStats::node_traffic`]).
+    pub node_bytes_sent: u64,
+    pub node_bytes_received: u64,
+    pub node_batches: u64,
 }
 
 impl StatsSnapshot {
@@ -129,6 +139,9 @@ impl StatsSnapshot {
             serial_lend_nanos: self.serial_lend_nanos - earlier.serial_lend_nanos,
             lease_term: self.lease_term,
             fenced_by_term: self.fenced_by_term,
+            node_bytes_sent: self.node_bytes_sent - earlier.node_bytes_sent,
+            node_bytes_received: self.node_bytes_received - earlier.node_bytes_received,
+            node_batches: self.node_batches - earlier.node_batches,
         }
     }
 }
@@ -160,7 +173,33 @@ impl RuntimeStats {
             serial_lend_nanos: read(&self.serial_lend_nanos),
             lease_term: read(&self.lease_term),
             fenced_by_term: read(&self.fenced_by_term),
+            ..StatsSnapshot::default()
         }
+        .with_node_traffic(&self.node_traffic())
+    }
+
+    /// The phase traffic with each other node of a cluster runtime, by node (empty in one
+    /// process).
+    pub fn node_traffic(&self) -> Vec<NodeTraffic> {
+        self.node_traffic
+            .get()
+            .map(|t| t.read())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn set_node_traffic(&self, traffic: Arc<TrafficCounters>) {
+        let _ = self.node_traffic.set(traffic);
+    }
+}
+
+impl StatsSnapshot {
+    fn with_node_traffic(mut self, nodes: &[NodeTraffic]) -> Self {
+        for node in nodes {
+            self.node_bytes_sent += node.bytes_sent;
+            self.node_bytes_received += node.bytes_received;
+            self.node_batches += node.batches;
+        }
+        self
     }
 }
 

@@ -21,6 +21,7 @@ use crate::error::{AbortReason, LimitKind};
 use crate::ids::{RequestId, ServiceRef};
 use crate::partition::{Emitted, OutboxMsg, StepEvent};
 use crate::row_key::row_key_prefix;
+use crate::table::ConflictTally;
 
 /// A small application type for the wire: its events and outputs are what the log encodes.
 #[derive(Debug)]
@@ -164,6 +165,17 @@ fn partitions() -> impl Strategy<Value = Vec<GlobalPartition>> {
     prop::collection::btree_set(0..N_PARTITIONS, 0..4).prop_map(|set| set.into_iter().collect())
 }
 
+/// One value of `each` for each partition of a random set, in order.
+fn per_partition<T: std::fmt::Debug + 'static>(
+    each: impl Strategy<Value = T> + 'static,
+) -> impl Strategy<Value = Vec<(GlobalPartition, T)>> {
+    let each = each.boxed();
+    partitions().prop_flat_map(move |parts| {
+        prop::collection::vec(each.clone(), parts.len())
+            .prop_map(move |values| parts.iter().copied().zip(values).collect::<Vec<_>>())
+    })
+}
+
 fn seq_set() -> impl Strategy<Value = SeqSet> {
     (0usize..300).prop_flat_map(|len| {
         let members = prop::collection::vec(0..len.max(1) as u32, 0..8);
@@ -232,7 +244,7 @@ fn work() -> impl Strategy<Value = PhaseWork<WireApp>> {
     prop_oneof![
         (
             any::<u32>(),
-            prop::option::of(env()),
+            prop::option::of(env().prop_map(Arc::new)),
             partitions().prop_flat_map(with_steps)
         )
             .prop_map(|(wave, env, steps)| PhaseWork::Wave { wave, env, steps }),
@@ -245,7 +257,18 @@ fn work() -> impl Strategy<Value = PhaseWork<WireApp>> {
             partitions
         }),
         partitions().prop_map(|partitions| PhaseWork::Checkpoint { partitions }),
-        (any::<u32>(), fallback_jobs).prop_map(|(round, jobs)| PhaseWork::Fallback { round, jobs }),
+        (any::<u32>(), fallback_jobs).prop_map(|(round, jobs)| PhaseWork::Fallback {
+            round,
+            env: None,
+            jobs
+        }),
+        partitions().prop_map(|partitions| PhaseWork::StateHash { partitions }),
+        partitions().prop_map(|partitions| PhaseWork::ConflictTally { partitions }),
+        per_partition(prop::collection::vec(
+            (bytes(), bytes()).prop_map(|(key, value)| LoadRow(key, value)),
+            0..3
+        ))
+        .prop_map(|chunks| PhaseWork::Load { chunks }),
     ]
 }
 
@@ -335,6 +358,19 @@ fn result() -> impl Strategy<Value = PhaseResult<WireApp>> {
         Just(()).prop_map(|()| PhaseResult::Commit),
         rows.prop_map(|rows| PhaseResult::Checkpoint { rows }),
         outs().prop_map(|outs| PhaseResult::Fallback { outs }),
+        per_partition(prop::result::maybe_ok(Just(()), ".{0,12}"))
+            .prop_map(|loaded| PhaseResult::Load { loaded }),
+        per_partition(any::<u64>()).prop_map(|hashes| PhaseResult::StateHash { hashes }),
+        per_partition(prop::collection::vec(
+            (
+                name(),
+                any::<u64>(),
+                prop::collection::vec((name(), any::<u64>()), 0..2)
+            )
+                .prop_map(|(table, losers, hot_keys)| (table, ConflictTally { losers, hot_keys })),
+            0..2
+        ))
+        .prop_map(|tallies| PhaseResult::ConflictTally { tallies }),
     ]
 }
 
@@ -346,6 +382,9 @@ fn phase_of(result: &PhaseResult<WireApp>, number: u32) -> Phase {
         PhaseResult::Commit => Phase::Commit,
         PhaseResult::Checkpoint { .. } => Phase::Checkpoint,
         PhaseResult::Fallback { .. } => Phase::Fallback { round: number },
+        PhaseResult::Load { .. } => Phase::Load,
+        PhaseResult::ConflictTally { .. } => Phase::ConflictTally,
+        PhaseResult::StateHash { .. } | PhaseResult::Failed { .. } => Phase::StateHash,
     }
 }
 
@@ -386,6 +425,26 @@ fn every_reply_reads_back_as_written() {
             Ok(())
         })
         .unwrap();
+}
+
+// Goal: a node's failure answer reads back as the error it names, whatever batch it answers.
+#[test]
+fn a_failed_reply_reads_back_as_its_message() {
+    let reply = PhaseReply::<WireApp> {
+        epoch: 3,
+        phase: Phase::Decide,
+        result: PhaseResult::Failed {
+            message: "partition 5 stopped".to_string(),
+        },
+    };
+    let sent = commit_batch(vec![5]).sent(N_PARTITIONS);
+    let error = PhaseReply::<WireApp>::decode(&reply.encode().unwrap(), &sent).unwrap_err();
+    assert_eq!(
+        error,
+        WireError::Failed {
+            message: "partition 5 stopped".to_string()
+        }
+    );
 }
 
 fn commit_batch(partitions: Vec<GlobalPartition>) -> PhaseBatch<WireApp> {
@@ -453,7 +512,7 @@ fn an_oversized_message_is_refused_both_ways() {
         epoch: 1,
         work: PhaseWork::Wave {
             wave: 0,
-            env: Some(env),
+            env: Some(Arc::new(env)),
             steps: Vec::new(),
         },
     };

@@ -262,3 +262,48 @@ pub fn copy_of_log(storage: &txn::storage::MemoryStorage) -> txn::storage::Memor
     copy.write_store_info(&info).unwrap();
     copy
 }
+
+/// One client's `n_requests` random chains over 3 services and 24 keys, one at a time;
+/// returns them with their outcomes, and how many were retried in a later epoch.
+pub async fn run_chain_client(
+    client: txn::Client<ChainApp>,
+    fx: Arc<Fixture>,
+    seed: u64,
+    n_requests: usize,
+) -> (Vec<Recorded<ChainApp>>, usize) {
+    let mut rng = rng(seed);
+    let mut records = Vec::new();
+    let mut n_retried = 0;
+    for _ in 0..n_requests {
+        let ev = random_chain(&mut rng, 3, 24, 5);
+        let (svc, key) = fx.first_target(&ev);
+        let outcome = client.submit_raw(svc, &key, ev.clone()).await.unwrap();
+        n_retried += usize::from(outcome.retries > 0);
+        records.push(Recorded::<ChainApp> {
+            pos: outcome
+                .serial_pos
+                .expect("no transaction exhausts its retries"),
+            service: svc,
+            partition: svc.partition_of(&key),
+            event: ev,
+            result: outcome.result,
+        });
+    }
+    (records, n_retried)
+}
+
+/// Every committed row of every service, read back with one snapshot query.
+pub async fn read_all_rows(client: &txn::Client<ChainApp>, fx: &Fixture) -> model::Rows {
+    let tables = fx.tables.clone();
+    let parts = client
+        .query(&fx.services, move |view| {
+            let mut rows = Vec::new();
+            for (svc, table) in tables.iter().enumerate() {
+                rows.extend(view.iter(*table).map(|(k, v)| ((svc, *k), *v)));
+            }
+            rows
+        })
+        .await
+        .unwrap();
+    parts.into_iter().flatten().collect()
+}

@@ -1,0 +1,323 @@
+//! Epochs across nodes: a runtime on node "a" drives epochs over partitions spread round-robin
+//! over three nodes, the other two held by `PartitionHost`s behind a `LoopbackLink` (every
+//! phase batch and reply encoded and decoded, as between processes).
+//!
+//! Checked: the randomized chain histories of `serializability.rs` (contended, crossing
+//! services and so nodes, with the ordered fallback) give every outcome and the final state of
+//! a `SerialExecutor` replay in `SerialPos` order, and the same state as the same log replayed
+//! in one process (whose rows also match the `BTreeMap` model); a node that stops answering
+//! fails the epoch with an error naming it; a checkpoint and log tail recover into the remote
+//! partitions with the same state hash. The histories print their seed; `TXN_TEST_SEED=<n>`
+//! replays them.
+
+mod common;
+
+use common::model::assert_matches_model;
+use common::*;
+use std::sync::Arc;
+use std::time::Duration;
+use txn::storage::MemoryStorage;
+use txn::{
+    ClusterPlacement, Fallback, LoopbackLink, PartitionHost, RecoverFrom, Runtime, RuntimeConfig,
+    SerialHints, TxnError,
+};
+
+const NODES: [&str; 3] = ["a", "b", "c"];
+
+/// Clients, and requests each: enough for conflict losers and ordered-fallback runs.
+const N_CLIENTS: u64 = 6;
+const N_REQUESTS_PER_CLIENT: usize = 80;
+
+/// A runtime on node "a" and hosts for "b" and "c".
+struct ThreeNodes {
+    rt: Runtime<ChainApp>,
+    hosts: Vec<Arc<PartitionHost<ChainApp>>>,
+    link: LoopbackLink,
+}
+
+/// Global partition `gp` lives on node `gp % 3`.
+fn owners(fx: &Fixture) -> Vec<String> {
+    (0..fx.app.n_partitions_total())
+        .map(|gp| NODES[gp as usize % NODES.len()].to_string())
+        .collect()
+}
+
+/// Starts hosts "b" and "c" and the runtime on "a" over `config`'s storage.
+async fn start_three(
+    fx: &Fixture,
+    config: RuntimeConfig,
+    phase_timeout: Duration,
+) -> Result<ThreeNodes, TxnError> {
+    let owners = owners(fx);
+    let link = LoopbackLink::new();
+    let mut hosts = Vec::new();
+    for node in &NODES[1..] {
+        let host = Arc::new(PartitionHost::start(fx.app.clone(), node, &owners)?);
+        let serving = host.clone();
+        link.add_node(node, move |bytes| {
+            let host = serving.clone();
+            async move { host.handle(bytes).await }
+        });
+        hosts.push(host);
+    }
+    let placement = ClusterPlacement {
+        phase_timeout,
+        ..ClusterPlacement::new(NODES[0], owners, Arc::new(link.clone()))
+    };
+    let rt = Runtime::start(fx.app.clone(), config.cluster(placement)).await?;
+    Ok(ThreeNodes { rt, hosts, link })
+}
+
+impl ThreeNodes {
+    async fn stop(self) {
+        self.rt.shutdown().await;
+        for host in self.hosts {
+            host.stop().await;
+        }
+    }
+}
+
+// Goal: across three nodes, every outcome and the final state equal a serial replay in
+// `SerialPos` order and the same log replayed in one process; the run had conflicts, ordered
+// fallback runs and phase batches to both other nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_history_across_three_nodes_is_serializable() {
+    check_history_across_three_nodes(SerialHints::DEFAULT, "cluster-dispatch").await;
+}
+
+// Goal: the same with every third transaction hinted: a hinted transaction skips the first
+// pass, so a node's first batch of an epoch may be a fallback round, which must bring it the
+// epoch's logged batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_history_with_hints_across_three_nodes_is_serializable() {
+    let hints = SerialHints::Sample { every: 3 };
+    check_history_across_three_nodes(hints, "cluster-dispatch-hints").await;
+}
+
+async fn check_history_across_three_nodes(serial_hints: SerialHints, test: &str) {
+    let seed = seed(test);
+    let fx = Arc::new(build(3, 4));
+    let storage = Arc::new(MemoryStorage::new());
+    let config = RuntimeConfig {
+        checkpoint_every_epochs: 0,
+        serial_hints,
+        ..RuntimeConfig::with_storage(storage.clone())
+    };
+    let nodes = start_three(&fx, config, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for c in 0..N_CLIENTS {
+        let (client, fx) = (nodes.rt.client(), fx.clone());
+        let seed = seed.wrapping_add(c);
+        let client = run_chain_client(client, fx, seed, N_REQUESTS_PER_CLIENT);
+        tasks.push(tokio::spawn(client));
+    }
+    let mut history = Vec::new();
+    for t in tasks {
+        history.extend(t.await.unwrap().0);
+    }
+    let client = nodes.rt.client();
+    let final_hash = client.state_hash().await.unwrap();
+    // A query's closure cannot reach another node: refused, naming it.
+    let error = client.query(&fx.services, |_| ()).await.unwrap_err();
+    assert!(
+        matches!(&error, TxnError::QueryNotLocal { node, .. } if node == "b"),
+        "{error}"
+    );
+    // Conflict counts come from every node's tables.
+    let conflict_stats = nodes.rt.conflict_stats().await.unwrap();
+    assert!(!conflict_stats.by_table.is_empty());
+    let stats = nodes.rt.stats().snapshot();
+    let traffic = nodes.rt.stats().node_traffic();
+    nodes.stop().await;
+
+    eprintln!(
+        "{test}: {} transactions in {} epochs, {} conflict losers, {} fallback runs, \
+         {} phase batches ({} bytes sent, {} received): {traffic:?}",
+        history.len(),
+        stats.epochs,
+        stats.conflicts,
+        stats.fallback,
+        stats.node_batches,
+        stats.node_bytes_sent,
+        stats.node_bytes_received
+    );
+    assert!(stats.conflicts > 0, "seed {seed}: no conflict loser");
+    assert!(
+        stats.fallback > 0,
+        "seed {seed}: the ordered fallback never ran"
+    );
+    assert!(history.iter().any(|r| r.pos.pass >= 1), "seed {seed}");
+    assert_eq!(traffic.len(), 2, "{traffic:?}");
+    for node in &traffic {
+        assert!(node.batches > 0 && node.bytes_sent > 0 && node.bytes_received > 0);
+        assert!(node.reply_wait_nanos > 0, "{node:?}");
+    }
+
+    let n_history = history.len();
+    let one_process = replay_in_one_process(&fx, &storage).await;
+    assert_eq!(
+        final_hash, one_process.0,
+        "seed {seed}: the same log in one process gives another state"
+    );
+    let n_committed = assert_matches_model(fx.services.clone(), &mut history, &one_process.1, seed);
+    let replayed = assert_matches_serial_replay(fx.app.clone(), history, final_hash, seed);
+    assert_eq!(replayed, n_committed);
+    assert!(
+        n_committed > n_history / 4,
+        "the workload should mostly commit"
+    );
+}
+
+/// Replays the cluster's log in one process: its state hash and rows.
+async fn replay_in_one_process(
+    fx: &Fixture,
+    storage: &MemoryStorage,
+) -> (u64, common::model::Rows) {
+    let config = RuntimeConfig {
+        recover_from: RecoverFrom::LogStart,
+        ..RuntimeConfig::with_storage(Arc::new(copy_of_log(storage)))
+    };
+    let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
+    assert!(rt.recovery_report().epochs_replayed > 0);
+    let client = rt.client();
+    let hash = client.state_hash().await.unwrap();
+    let rows = read_all_rows(&client, fx).await;
+    rt.shutdown().await;
+    (hash, rows)
+}
+
+// Goal: a node that stops answering fails the epoch with an error naming it, within the phase
+// timeout: never a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_stops_answering_fails_the_epoch_naming_it() {
+    let fx = build(3, 4);
+    let config = RuntimeConfig::in_memory();
+    let nodes = start_three(&fx, config, Duration::from_millis(300))
+        .await
+        .unwrap();
+    let client = nodes.rt.client();
+    // A key of service 0 (whose partitions are the first global ones) placed on "c".
+    let svc = fx.services[0];
+    let on_c = |key: &u64| NODES[svc.partition_of(key) as usize % NODES.len()] == "c";
+    let key = (0..).find(on_c).expect("some key is on c");
+    client.submit_raw(svc, &key, read0(key)).await.unwrap();
+    nodes.link.silence("c");
+    let error = tokio::time::timeout(
+        Duration::from_secs(60),
+        client.submit_raw(svc, &key, read0(key)),
+    )
+    .await
+    .expect("the epoch must fail, not hang")
+    .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("node \"c\"") && text.contains("no answer within"),
+        "{text}"
+    );
+    nodes.stop().await;
+}
+
+// Goal: a recovery (checkpoint + log tail) loads into the remote partitions and gives the state
+// hash the cluster had before it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recovery_loads_a_checkpoint_into_remote_partitions() {
+    let seed = seed("cluster-recovery");
+    let fx = Arc::new(build(3, 4));
+    let storage = Arc::new(MemoryStorage::new());
+    let config = || RuntimeConfig {
+        checkpoint_every_epochs: 5,
+        ..RuntimeConfig::with_storage(storage.clone())
+    };
+    let nodes = start_three(&fx, config(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    // 62 epochs of one transaction each: the last checkpoint is of epoch 60, so recovery
+    // replays a log tail after loading it.
+    let (history, _) = run_chain_client(nodes.rt.client(), fx.clone(), seed, 62).await;
+    assert!(history.iter().any(|r| r.result.is_ok()));
+    let hash_before = nodes.rt.client().state_hash().await.unwrap();
+    nodes.stop().await;
+
+    let nodes = start_three(&fx, config(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let report = nodes.rt.recovery_report().clone();
+    let loaded_batches = nodes.rt.stats().snapshot().node_batches;
+    let hash_after = nodes.rt.client().state_hash().await.unwrap();
+    nodes.stop().await;
+    eprintln!("cluster-recovery: seed {seed}: {report:?}, {loaded_batches} phase batches");
+    assert!(report.checkpoint_epoch.is_some(), "seed {seed}: {report:?}");
+    assert!(report.rows_loaded > 0, "seed {seed}: {report:?}");
+    assert!(report.epochs_replayed > 0, "seed {seed}: {report:?}");
+    assert!(
+        loaded_batches > 0,
+        "nothing was loaded into the other nodes"
+    );
+    assert_eq!(
+        hash_before, hash_after,
+        "seed {seed}: recovered state differs"
+    );
+}
+
+// Goal: the serial fallback, which lends every partition to the driver, is refused in a
+// cluster with an error that says why and what to use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_refuses_the_serial_fallback() {
+    let fx = build(3, 4);
+    let owners = owners(&fx);
+    let placement = ClusterPlacement::new("a", owners, Arc::new(LoopbackLink::new()));
+    let config = RuntimeConfig {
+        fallback: Fallback::Serial,
+        ..RuntimeConfig::in_memory().cluster(placement)
+    };
+    let error = Runtime::start(fx.app.clone(), config)
+        .await
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("Fallback::Serial"), "{error}");
+}
+
+// Goal: replay follows the log: an epoch a single-process runtime logged with the serial
+// fallback (which lends every partition to the driver) cannot replay in a cluster, and says so
+// instead of hanging or running it another way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_epoch_logged_with_the_serial_fallback_does_not_replay_in_a_cluster() {
+    let fx = build(3, 4);
+    let storage = Arc::new(MemoryStorage::new());
+    let config = || RuntimeConfig {
+        checkpoint_every_epochs: 0,
+        ..RuntimeConfig::with_storage(storage.clone())
+    };
+    let rt = Runtime::start(fx.app.clone(), config()).await.unwrap();
+    // Increments of one key submitted together conflict, so the serial pass lends (rounds
+    // until one epoch got two of them).
+    for _ in 0..20 {
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (client, svc) = (rt.client(), fx.services[0]);
+            tasks.push(tokio::spawn(async move {
+                client.submit_raw(svc, &0, op0(0, OpKind::Add(1))).await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        if rt.stats().snapshot().serial_lends > 0 {
+            break;
+        }
+    }
+    assert!(rt.stats().snapshot().serial_lends > 0, "no epoch lent");
+    rt.shutdown().await;
+
+    let error = start_three(&fx, config(), Duration::from_secs(30))
+        .await
+        .err()
+        .expect("refused");
+    let text = error.to_string();
+    assert!(
+        text.contains("serial fallback lend") && text.contains("Fallback::Serial"),
+        "{text}"
+    );
+}
