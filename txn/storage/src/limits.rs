@@ -110,10 +110,6 @@ const _: () = assert!(
 /// (each up to one epoch batch).
 pub const POSTGRES_LOG_READ_AHEAD: usize = 16;
 
-/// Checkpoint rows the PostgreSQL backend reads ahead of the caller's visitor in
-/// `read_latest_checkpoint` (each at most a key and a value, see the limits above).
-pub const POSTGRES_CHECKPOINT_READ_AHEAD: usize = 4096;
-
 /// Largest value the FoundationDB backend writes, in bytes: a log record is cut into chunks of
 /// this size. FoundationDB refuses values over 100,000 bytes; we stay 10% under.
 pub const FDB_VALUE_BYTES_MAX: usize = 90_000;

@@ -50,10 +50,15 @@
 //! work on that runtime and waits on a plain channel, so it never nests a runtime and cannot
 //! panic when called from a tokio worker thread (it only blocks that thread for the duration of
 //! the call, as any blocking I/O would; call it from a blocking thread, as the runtime does).
-//! Dropping the store shuts its runtime down without waiting, which is safe anywhere. Reads
-//! stream rows from the runtime through a bounded channel, so the caller's visitor runs on the
-//! caller's thread. A connection that breaks fails its calls with [`StorageError::Io`]; the
-//! store is then reopened by its owner (no reconnection inside).
+//! Dropping the store shuts its runtime down without waiting, which is safe anywhere. Log reads
+//! stream records from the runtime through a bounded channel, so the caller's visitor runs on
+//! the caller's thread. A checkpoint read takes the rows as one binary `COPY` of a sequential
+//! scan (`postgres_copy`) and sorts them by key on the caller's thread: it holds the
+//! checkpoint's bytes in memory once (about 80 bytes a row for 16-byte keys and 40-byte values),
+//! which recovery, loading every row into memory anyway, can afford, and costs a fraction of a
+//! key-ordered index scan that fetches each row from a random heap page. A connection that
+//! breaks fails its calls with [`StorageError::Io`]; the store is then reopened by its owner
+//! (no reconnection inside).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -64,6 +69,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{Client, IsolationLevel, NoTls, Transaction};
 
 use crate::lease::{self, HeldTerm, LeaseRecord};
+use crate::postgres_copy::CopiedRows;
 use crate::{CheckpointRow, Storage, StorageError, limits, record, row};
 
 const BACKEND: &str = "postgres";
@@ -121,7 +127,7 @@ struct Sql {
     rows_upsert: String,
     prune_superseded: String,
     prune_tombstones: String,
-    rows_read: String,
+    rows_copy_out: String,
     old_layout: String,
 }
 
@@ -164,9 +170,9 @@ impl Sql {
             prune_tombstones: format!(
                 "DELETE FROM {s}.checkpoint_rows WHERE epoch = $1 AND NOT live"
             ),
-            rows_read: format!(
-                "SELECT key, envelope FROM {s}.checkpoint_rows WHERE epoch <= $1 AND live \
-                 ORDER BY key"
+            rows_copy_out: format!(
+                "COPY (SELECT key, envelope FROM {s}.checkpoint_rows WHERE epoch <= $1 AND live) \
+                 TO STDOUT (FORMAT binary)"
             ),
             old_layout: format!(
                 "SELECT to_regclass('{s}.pending') IS NOT NULL OR to_regclass('{s}.state') IS NOT NULL"
@@ -668,10 +674,10 @@ async fn take_lease(
 }
 
 /// What a checkpoint read streams to the caller's thread: the checkpoint's epoch first, then
-/// its rows.
+/// the whole binary COPY of its rows.
 enum CheckpointItem {
     Latest(Option<u64>),
-    Row(Vec<u8>, Vec<u8>),
+    Copied(Vec<u8>),
 }
 
 type Sender<T> = tokio::sync::mpsc::Sender<Result<T, StorageError>>;
@@ -701,7 +707,11 @@ async fn stream_log(
     Ok(())
 }
 
-/// Streams the latest complete checkpoint to `out`, from one snapshot.
+/// Sends the latest complete checkpoint's epoch and then its rows to `out`, from one snapshot.
+///
+/// The rows come as one binary `COPY` of a sequential scan, in the order they lie in the table:
+/// in key order, the scan of the `(key, epoch)` index fetched every row from a random heap page
+/// and took several times longer (see `docs/storage.md`); the caller sorts them instead.
 async fn stream_checkpoint(
     conns: &Connections,
     out: &Sender<CheckpointItem>,
@@ -724,20 +734,17 @@ async fn stream_checkpoint(
     let Some(latest) = latest else {
         return Ok(());
     };
-    let rows = txn
-        .query_typed_raw(&sql.rows_read, [(epoch_to_sql(latest), Type::INT8)])
-        .await
-        .map_err(pg_error(operation))?;
-    let mut rows = std::pin::pin!(rows);
-    while let Some(found) = rows.next().await {
-        let found = found.map_err(pg_error(operation))?;
-        let key: &[u8] = found.get(0);
-        let envelope: &[u8] = found.get(1);
-        let item = CheckpointItem::Row(key.to_vec(), envelope.to_vec());
-        if out.send(Ok(item)).await.is_err() {
-            break;
-        }
+    // COPY takes no parameters; the epoch is a number, spliced in as one.
+    let copy = sql
+        .rows_copy_out
+        .replace("$1", &epoch_to_sql(latest).to_string());
+    let stream = txn.copy_out(&copy).await.map_err(pg_error(operation))?;
+    let mut stream = std::pin::pin!(stream);
+    let mut copied = Vec::new();
+    while let Some(data) = stream.next().await {
+        copied.extend_from_slice(&data.map_err(pg_error(operation))?);
     }
+    let _ = out.send(Ok(CheckpointItem::Copied(copied))).await;
     Ok(())
 }
 
@@ -770,6 +777,32 @@ impl<T> Receiver<T> {
     fn next(&mut self) -> Option<Result<T, StorageError>> {
         futures::executor::block_on(self.0.recv())
     }
+}
+
+fn read_ended_early() -> StorageError {
+    StorageError::io(
+        BACKEND,
+        "read_latest_checkpoint",
+        "the read ended before sending the whole checkpoint",
+    )
+}
+
+/// Decodes the binary COPY of a checkpoint's rows, sorts them by key and visits each (checked
+/// against its envelope's checksum).
+fn visit_sorted(
+    copied: Vec<u8>,
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    let mut rows = CopiedRows::decode(copied)
+        .map_err(|detail| StorageError::io(BACKEND, "read_latest_checkpoint", detail))?;
+    if let Some(key) = rows.sort_by_key() {
+        return Err(StorageError::CorruptStore {
+            backend: BACKEND,
+            location: format!("checkpoint row {}", row::display_key(&key)),
+            detail: "two versions of the key in the latest complete checkpoint".into(),
+        });
+    }
+    rows.for_each(|key, envelope| row::visit_live_row(BACKEND, key, envelope, &mut visit))
 }
 
 impl Storage for PostgresStorage {
@@ -840,27 +873,23 @@ impl Storage for PostgresStorage {
         &self,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
     ) -> Result<Option<u64>, StorageError> {
-        let mut items = self.stream(
-            limits::POSTGRES_CHECKPOINT_READ_AHEAD,
-            |conns, out| async move { stream_checkpoint(&conns, &out).await },
-        );
+        let mut items = self.stream(2, |conns, out| async move {
+            stream_checkpoint(&conns, &out).await
+        });
         let latest = match items.next() {
             Some(Ok(CheckpointItem::Latest(latest))) => latest,
             Some(Err(err)) => return Err(err),
-            Some(Ok(CheckpointItem::Row(..))) | None => {
-                return Err(StorageError::io(
-                    BACKEND,
-                    "read_latest_checkpoint",
-                    "the read ended before naming the checkpoint",
-                ));
-            }
+            Some(Ok(CheckpointItem::Copied(..))) | None => return Err(read_ended_early()),
         };
-        while let Some(item) = items.next() {
-            let CheckpointItem::Row(key, envelope) = item? else {
-                continue;
-            };
-            row::visit_live_row(BACKEND, &key, &envelope, visit)?;
+        if latest.is_none() {
+            return Ok(None);
         }
+        let copied = match items.next() {
+            Some(Ok(CheckpointItem::Copied(copied))) => copied,
+            Some(Err(err)) => return Err(err),
+            Some(Ok(CheckpointItem::Latest(..))) | None => return Err(read_ended_early()),
+        };
+        visit_sorted(copied, visit)?;
         Ok(latest)
     }
 
