@@ -44,27 +44,46 @@ fn take<const N: usize>(data: &[u8], at: &mut usize) -> Result<[u8; N], String> 
 }
 
 impl CopiedRows {
-    /// Decodes `data`, the whole output of a binary COPY of two non-NULL columns.
-    pub(crate) fn decode(data: Vec<u8>) -> Result<Self, String> {
-        if !data.starts_with(SIGNATURE) {
+    /// No rows yet.
+    pub(crate) fn new() -> Self {
+        CopiedRows {
+            data: Vec::new(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Decodes and adds `data`, the whole output of one binary COPY of two non-NULL columns.
+    pub(crate) fn add(&mut self, data: Vec<u8>) -> Result<(), String> {
+        let base = self.data.len();
+        if base == 0 {
+            self.data = data;
+        } else {
+            self.data.extend_from_slice(&data);
+        }
+        self.decode_from(base)
+    }
+
+    /// Decodes the COPY output that starts at byte `base` of `self.data`.
+    fn decode_from(&mut self, base: usize) -> Result<(), String> {
+        let data = &self.data;
+        if !data[base..].starts_with(SIGNATURE) {
             return Err("COPY data does not start with the binary COPY signature".into());
         }
-        let mut at = SIGNATURE.len() + 4;
-        let extension = u32::from_be_bytes(take::<4>(&data, &mut at)?) as usize;
+        let mut at = base + SIGNATURE.len() + 4;
+        let extension = u32::from_be_bytes(take::<4>(data, &mut at)?) as usize;
         at += extension;
-        let mut rows = Vec::new();
         loop {
-            let n_fields = i16::from_be_bytes(take::<2>(&data, &mut at)?);
+            let n_fields = i16::from_be_bytes(take::<2>(data, &mut at)?);
             if n_fields == -1 {
                 break;
             }
             if n_fields != 2 {
                 return Err(format!("COPY row of {n_fields} fields, expected 2"));
             }
-            let key_len = Self::field_len(&data, &mut at)?;
+            let key_len = Self::field_len(data, &mut at)?;
             let key_start = at;
             at += key_len as usize;
-            let envelope_len = Self::field_len(&data, &mut at)?;
+            let envelope_len = Self::field_len(data, &mut at)?;
             at += envelope_len as usize;
             if at > data.len() {
                 return Err(format!(
@@ -72,13 +91,13 @@ impl CopiedRows {
                     data.len()
                 ));
             }
-            rows.push(RowSpan {
+            self.rows.push(RowSpan {
                 key_start,
                 key_len,
                 envelope_len,
             });
         }
-        Ok(CopiedRows { data, rows })
+        Ok(())
     }
 
     fn field_len(data: &[u8], at: &mut usize) -> Result<u32, String> {
@@ -138,9 +157,10 @@ mod tests {
     }
 
     #[test]
-    fn decodes_sorts_and_visits_rows() {
-        let data = copy_of(&[(b"b", b"2"), (b"a", b"1"), (b"ab", b"")]);
-        let mut rows = CopiedRows::decode(data).unwrap();
+    fn decodes_several_copies_sorts_and_visits_rows() {
+        let mut rows = CopiedRows::new();
+        rows.add(copy_of(&[(b"b", b"2"), (b"a", b"1")])).unwrap();
+        rows.add(copy_of(&[(b"ab", b"")])).unwrap();
         assert_eq!(rows.sort_by_key(), None);
         let mut seen = Vec::new();
         rows.for_each(|k, e| {
@@ -157,14 +177,14 @@ mod tests {
 
     #[test]
     fn finds_a_key_stored_twice_and_refuses_cut_data() {
-        let mut rows = CopiedRows::decode(copy_of(&[(b"k", b"1"), (b"k", b"2")])).unwrap();
+        let mut rows = CopiedRows::new();
+        rows.add(copy_of(&[(b"k", b"1"), (b"k", b"2")])).unwrap();
         assert_eq!(rows.sort_by_key(), Some(b"k".to_vec()));
         let data = copy_of(&[(b"key", b"value")]);
         for cut in [5, 20, data.len() - 4, data.len() - 1] {
-            assert!(
-                CopiedRows::decode(data[..cut].to_vec()).is_err(),
-                "cut at {cut}"
-            );
+            let mut rows = CopiedRows::new();
+            rows.add(copy_of(&[(b"first", b"whole")])).unwrap();
+            assert!(rows.add(data[..cut].to_vec()).is_err(), "cut at {cut}");
         }
     }
 }

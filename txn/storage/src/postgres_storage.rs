@@ -103,6 +103,8 @@ struct Connections {
     checkpoints: AsyncMutex<Client>,
     /// `read_epochs`, `read_latest_checkpoint` and the other reads.
     reader: AsyncMutex<Client>,
+    /// For the further connections a large checkpoint read opens for its share of the rows.
+    config: tokio_postgres::Config,
     sql: Sql,
 }
 
@@ -128,6 +130,7 @@ struct Sql {
     prune_superseded: String,
     prune_tombstones: String,
     rows_copy_out: String,
+    export_snapshot: String,
     old_layout: String,
 }
 
@@ -171,8 +174,12 @@ impl Sql {
                 "DELETE FROM {s}.checkpoint_rows WHERE epoch = $1 AND NOT live"
             ),
             rows_copy_out: format!(
-                "COPY (SELECT key, envelope FROM {s}.checkpoint_rows WHERE epoch <= $1 AND live) \
-                 TO STDOUT (FORMAT binary)"
+                "COPY (SELECT key, envelope FROM {s}.checkpoint_rows \
+                 WHERE epoch <= $1 AND live $2) TO STDOUT (FORMAT binary)"
+            ),
+            export_snapshot: format!(
+                "SELECT pg_export_snapshot(), \
+                 pg_relation_size('{s}.checkpoint_rows') / current_setting('block_size')::bigint"
             ),
             old_layout: format!(
                 "SELECT to_regclass('{s}.pending') IS NOT NULL OR to_regclass('{s}.state') IS NOT NULL"
@@ -276,6 +283,7 @@ impl PostgresStorage {
                 log: AsyncMutex::new(log),
                 checkpoints: AsyncMutex::new(connect(&config).await?),
                 reader: AsyncMutex::new(connect(&config).await?),
+                config,
                 sql,
             })
         })?;
@@ -359,9 +367,27 @@ async fn begin<'c>(
     client: &'c mut Client,
     operation: &'static str,
 ) -> Result<Transaction<'c>, StorageError> {
+    begin_as(client, IsolationLevel::ReadCommitted, false, operation).await
+}
+
+/// Begins a read-only transaction that sees one snapshot throughout.
+async fn begin_snapshot<'c>(
+    client: &'c mut Client,
+    operation: &'static str,
+) -> Result<Transaction<'c>, StorageError> {
+    begin_as(client, IsolationLevel::RepeatableRead, true, operation).await
+}
+
+async fn begin_as<'c>(
+    client: &'c mut Client,
+    isolation: IsolationLevel,
+    read_only: bool,
+    operation: &'static str,
+) -> Result<Transaction<'c>, StorageError> {
     client
         .build_transaction()
-        .isolation_level(IsolationLevel::ReadCommitted)
+        .isolation_level(isolation)
+        .read_only(read_only)
         .start()
         .await
         .map_err(pg_error(operation))
@@ -674,10 +700,10 @@ async fn take_lease(
 }
 
 /// What a checkpoint read streams to the caller's thread: the checkpoint's epoch first, then
-/// the whole binary COPY of its rows.
+/// the binary COPY outputs that hold its rows.
 enum CheckpointItem {
     Latest(Option<u64>),
-    Copied(Vec<u8>),
+    Copied(Vec<Vec<u8>>),
 }
 
 type Sender<T> = tokio::sync::mpsc::Sender<Result<T, StorageError>>;
@@ -716,17 +742,10 @@ async fn stream_checkpoint(
     conns: &Connections,
     out: &Sender<CheckpointItem>,
 ) -> Result<(), StorageError> {
-    use futures::StreamExt as _;
     let operation = "read_latest_checkpoint";
     let sql = &conns.sql;
     let mut client = conns.reader.lock().await;
-    let txn = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(pg_error(operation))?;
+    let txn = begin_snapshot(&mut client, operation).await?;
     let latest = read_meta(&txn, sql, META_LATEST, operation).await?;
     if out.send(Ok(CheckpointItem::Latest(latest))).await.is_err() {
         return Ok(());
@@ -734,18 +753,87 @@ async fn stream_checkpoint(
     let Some(latest) = latest else {
         return Ok(());
     };
-    // COPY takes no parameters; the epoch is a number, spliced in as one.
-    let copy = sql
-        .rows_copy_out
-        .replace("$1", &epoch_to_sql(latest).to_string());
-    let stream = txn.copy_out(&copy).await.map_err(pg_error(operation))?;
+    let copied = copy_checkpoint(conns, &txn, latest).await?;
+    let _ = out.send(Ok(CheckpointItem::Copied(copied))).await;
+    Ok(())
+}
+
+/// The rows of checkpoint `latest` as binary COPY outputs, read in the snapshot of `txn`. A
+/// large table is cut into ranges of heap blocks, each copied on its own connection at the
+/// same time (a second server process and a second client task) from the snapshot `txn`
+/// exports, so they all see the same rows.
+async fn copy_checkpoint(
+    conns: &Connections,
+    txn: &Transaction<'_>,
+    latest: u64,
+) -> Result<Vec<Vec<u8>>, StorageError> {
+    let operation = "read_latest_checkpoint";
+    let sql = &conns.sql;
+    let found = txn
+        .query_one(&sql.export_snapshot, &[])
+        .await
+        .map_err(pg_error(operation))?;
+    let (snapshot, n_blocks): (String, i64) = (found.get(0), found.get(1));
+    let n_readers = (n_blocks / limits::POSTGRES_CHECKPOINT_BLOCKS_PER_READER_MIN)
+        .clamp(1, limits::POSTGRES_CHECKPOINT_READERS_MAX as i64);
+    let per_reader = n_blocks / n_readers + 1;
+    // COPY takes no parameters; the epoch and the block numbers are numbers, spliced in as such.
+    let copy_of_range = |reader: i64| {
+        let (first, end) = (reader * per_reader, (reader + 1) * per_reader);
+        let range = match (n_readers, reader + 1 == n_readers) {
+            (1, _) => String::new(),
+            (_, true) => format!("AND ctid >= '({first},0)'::tid"),
+            (_, false) => format!("AND ctid >= '({first},0)'::tid AND ctid < '({end},0)'::tid"),
+        };
+        sql.rows_copy_out
+            .replace("$1", &epoch_to_sql(latest).to_string())
+            .replace("$2", &range)
+    };
+    let others =
+        (1..n_readers).map(|reader| copy_in_snapshot(conns, &snapshot, copy_of_range(reader)));
+    let own_range = copy_of_range(0);
+    let (own, others) = futures::join!(
+        copy_out_all(txn, &own_range),
+        futures::future::try_join_all(others)
+    );
+    let mut copied = vec![own?];
+    copied.extend(others?);
+    Ok(copied)
+}
+
+/// Runs `copy` on a new connection, in the snapshot `snapshot` exported by another transaction.
+async fn copy_in_snapshot(
+    conns: &Connections,
+    snapshot: &str,
+    copy: String,
+) -> Result<Vec<u8>, StorageError> {
+    let operation = "read_latest_checkpoint";
+    if !snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return Err(StorageError::io(
+            BACKEND,
+            operation,
+            format!("unexpected snapshot name {snapshot:?}"),
+        ));
+    }
+    let mut client = connect(&conns.config).await?;
+    let txn = begin_snapshot(&mut client, operation).await?;
+    txn.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{snapshot}'"))
+        .await
+        .map_err(pg_error(operation))?;
+    copy_out_all(&txn, &copy).await
+}
+
+/// The whole output of the `COPY ... TO STDOUT` statement `copy`.
+async fn copy_out_all(txn: &Transaction<'_>, copy: &str) -> Result<Vec<u8>, StorageError> {
+    use futures::StreamExt as _;
+    let operation = "read_latest_checkpoint";
+    let stream = txn.copy_out(copy).await.map_err(pg_error(operation))?;
     let mut stream = std::pin::pin!(stream);
     let mut copied = Vec::new();
     while let Some(data) = stream.next().await {
         copied.extend_from_slice(&data.map_err(pg_error(operation))?);
     }
-    let _ = out.send(Ok(CheckpointItem::Copied(copied))).await;
-    Ok(())
+    Ok(copied)
 }
 
 impl PostgresStorage {
@@ -790,11 +878,14 @@ fn read_ended_early() -> StorageError {
 /// Decodes the binary COPY of a checkpoint's rows, sorts them by key and visits each (checked
 /// against its envelope's checksum).
 fn visit_sorted(
-    copied: Vec<u8>,
+    copied: Vec<Vec<u8>>,
     mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
 ) -> Result<(), StorageError> {
-    let mut rows = CopiedRows::decode(copied)
-        .map_err(|detail| StorageError::io(BACKEND, "read_latest_checkpoint", detail))?;
+    let mut rows = CopiedRows::new();
+    for copy in copied {
+        rows.add(copy)
+            .map_err(|detail| StorageError::io(BACKEND, "read_latest_checkpoint", detail))?;
+    }
     if let Some(key) = rows.sort_by_key() {
         return Err(StorageError::CorruptStore {
             backend: BACKEND,
