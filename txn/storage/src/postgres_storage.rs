@@ -46,19 +46,21 @@
 //! # Threads
 //!
 //! The trait is synchronous; tokio-postgres is async. Each store owns a private tokio runtime
-//! with one worker thread and three connections (log, checkpoints, reads). A call spawns its
-//! work on that runtime and waits on a plain channel, so it never nests a runtime and cannot
-//! panic when called from a tokio worker thread (it only blocks that thread for the duration of
-//! the call, as any blocking I/O would; call it from a blocking thread, as the runtime does).
+//! with one worker thread and three connections (log, checkpoints, reads; more for a while to
+//! read a large checkpoint). A call spawns its work on that runtime and waits on a plain
+//! channel, so it never nests a runtime and cannot panic when called from a tokio worker thread
+//! (it only blocks that thread for the duration of the call, as any blocking I/O would; call it
+//! from a blocking thread, as the runtime does).
 //! Dropping the store shuts its runtime down without waiting, which is safe anywhere. Log reads
 //! stream records from the runtime through a bounded channel, so the caller's visitor runs on
-//! the caller's thread. A checkpoint read takes the rows as one binary `COPY` of a sequential
-//! scan (`postgres_copy`) and sorts them by key on the caller's thread: it holds the
-//! checkpoint's bytes in memory once (about 80 bytes a row for 16-byte keys and 40-byte values),
-//! which recovery, loading every row into memory anyway, can afford, and costs a fraction of a
-//! key-ordered index scan that fetches each row from a random heap page. A connection that
-//! breaks fails its calls with [`StorageError::Io`]; the store is then reopened by its owner
-//! (no reconnection inside).
+//! the caller's thread. A checkpoint read takes the rows as binary `COPY`s of a sequential
+//! scan (`postgres_copy`; a large table in up to [`limits::POSTGRES_CHECKPOINT_READERS_MAX`]
+//! ranges of heap blocks, each on its own connection, all in one exported snapshot) and sorts
+//! them by key on the caller's thread: it holds the checkpoint's bytes in memory once (about 80
+//! bytes a row for 16-byte keys and 40-byte values), which recovery, loading every row into
+//! memory anyway, can afford, and costs a fraction of a key-ordered index scan that fetches each
+//! row from a random heap page. A connection that breaks fails its calls with
+//! [`StorageError::Io`]; the store is then reopened by its owner (no reconnection inside).
 
 use std::future::Future;
 use std::sync::Arc;
