@@ -182,6 +182,27 @@ async fn a_clean_shutdown_hands_the_lease_back() {
     second.shutdown().await;
 }
 
+// Goal: a runtime that took the lease but failed to start (here its recovery meets a damaged
+// log record) hands the lease back, so another runtime need not wait for it to run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_that_fails_to_start_hands_the_lease_back() {
+    let fx = build(1, 2);
+    let store = MemoryStorage::new();
+    let first = start(&fx, &store, lease("first", LONG)).await.unwrap();
+    bump_keys(&fx, &first.client(), 0..3u64).await;
+    first.shutdown().await;
+    assert!(store.corrupt_log_record(1), "epoch 1 is logged");
+    match start(&fx, &store, lease("failing", LONG)).await {
+        Err(TxnError::Recovery(_)) => {}
+        Err(other) => panic!("refused for another reason than recovery: {other}"),
+        Ok(_) => panic!("a runtime started on a damaged log"),
+    }
+    let term = store
+        .acquire_lease("next", LONG)
+        .expect("the failed runtime handed its lease back");
+    assert_eq!(term, 3, "taken from `failing`, which held term 2");
+}
+
 /// A store that keeps everything in memory but implements no lease (the trait's default).
 struct NoLease(MemoryStorage);
 

@@ -207,6 +207,21 @@ pub(super) async fn acquire(
     }
 }
 
+/// Hands back the lease a runtime took but will not use (its start failed after taking it): a
+/// lease of length zero, which anyone may take at once. A failure is only logged, since the
+/// lease then runs out by itself.
+pub(super) async fn hand_back(storage: Arc<dyn Storage>, config: Option<LeaseConfig>) {
+    let Some(config) = config else {
+        return;
+    };
+    let handed =
+        tokio::task::spawn_blocking(move || storage.acquire_lease(&config.holder, Duration::ZERO))
+            .await;
+    if let Ok(Err(e)) = handed {
+        tracing::warn!(error = %e, "handing the store's lease back failed; it runs out by itself");
+    }
+}
+
 /// The renewal thread of a held lease; dropping it stops the thread (and waits for at most
 /// the renewal in progress).
 pub(super) struct LeaseKeeper {

@@ -85,6 +85,22 @@ impl<A: App> Runtime<A> {
         validate(&config)?;
         // Nothing is read from the store before this runtime holds its lease.
         let granted = lease::acquire(&config.storage, config.lease.as_ref()).await?;
+        let (storage, lease_config) = (config.storage.clone(), config.lease.clone());
+        let held = granted.is_some();
+        let started = Self::start_holding_lease(app, config, granted).await;
+        if started.is_err() && held {
+            // A runtime that will never write must not keep a standby waiting for its lease.
+            lease::hand_back(storage, lease_config).await;
+        }
+        started
+    }
+
+    /// The rest of [`Runtime::start`], once the lease (if any) is `granted`.
+    async fn start_holding_lease(
+        app: Arc<AppDef<A>>,
+        config: RuntimeConfig,
+        granted: Option<lease::Granted>,
+    ) -> Result<Self, TxnError> {
         // Before anything reads the store: refuse one written by another application or format.
         // Storage calls block, so they run on the blocking pool.
         let fingerprint = crate::fingerprint::Fingerprint::of(&app);

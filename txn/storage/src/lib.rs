@@ -46,6 +46,8 @@ pub mod limits;
 pub mod memory;
 mod open_stores;
 #[cfg(feature = "postgres")]
+mod postgres_copy;
+#[cfg(feature = "postgres")]
 pub mod postgres_instance;
 #[cfg(feature = "postgres")]
 pub mod postgres_storage;

@@ -110,9 +110,18 @@ const _: () = assert!(
 /// (each up to one epoch batch).
 pub const POSTGRES_LOG_READ_AHEAD: usize = 16;
 
-/// Checkpoint rows the PostgreSQL backend reads ahead of the caller's visitor in
-/// `read_latest_checkpoint` (each at most a key and a value, see the limits above).
-pub const POSTGRES_CHECKPOINT_READ_AHEAD: usize = 4096;
+/// Most connections the PostgreSQL backend reads one checkpoint with, each copying its own
+/// range of the table's heap blocks at the same time (the first is the store's reader, the
+/// others are opened for the read and closed after it).
+pub const POSTGRES_CHECKPOINT_READERS_MAX: usize = 3;
+
+/// Fewest heap blocks (8 KiB each by default) of the checkpoint table per connection of a
+/// checkpoint read: a smaller table is read by fewer connections, one below this, as opening a
+/// connection costs more than copying that much.
+pub const POSTGRES_CHECKPOINT_BLOCKS_PER_READER_MIN: i64 = 2_048;
+
+const _: () = assert!(POSTGRES_CHECKPOINT_READERS_MAX >= 1);
+const _: () = assert!(POSTGRES_CHECKPOINT_BLOCKS_PER_READER_MIN >= 1);
 
 /// Largest value the FoundationDB backend writes, in bytes: a log record is cut into chunks of
 /// this size. FoundationDB refuses values over 100,000 bytes; we stay 10% under.

@@ -46,14 +46,21 @@
 //! # Threads
 //!
 //! The trait is synchronous; tokio-postgres is async. Each store owns a private tokio runtime
-//! with one worker thread and three connections (log, checkpoints, reads). A call spawns its
-//! work on that runtime and waits on a plain channel, so it never nests a runtime and cannot
-//! panic when called from a tokio worker thread (it only blocks that thread for the duration of
-//! the call, as any blocking I/O would; call it from a blocking thread, as the runtime does).
-//! Dropping the store shuts its runtime down without waiting, which is safe anywhere. Reads
-//! stream rows from the runtime through a bounded channel, so the caller's visitor runs on the
-//! caller's thread. A connection that breaks fails its calls with [`StorageError::Io`]; the
-//! store is then reopened by its owner (no reconnection inside).
+//! with one worker thread and three connections (log, checkpoints, reads; more for a while to
+//! read a large checkpoint). A call spawns its work on that runtime and waits on a plain
+//! channel, so it never nests a runtime and cannot panic when called from a tokio worker thread
+//! (it only blocks that thread for the duration of the call, as any blocking I/O would; call it
+//! from a blocking thread, as the runtime does).
+//! Dropping the store shuts its runtime down without waiting, which is safe anywhere. Log reads
+//! stream records from the runtime through a bounded channel, so the caller's visitor runs on
+//! the caller's thread. A checkpoint read takes the rows as binary `COPY`s of a sequential
+//! scan (`postgres_copy`; a large table in up to [`limits::POSTGRES_CHECKPOINT_READERS_MAX`]
+//! ranges of heap blocks, each on its own connection, all in one exported snapshot) and sorts
+//! them by key on the caller's thread: it holds the checkpoint's bytes in memory once (about 80
+//! bytes a row for 16-byte keys and 40-byte values), which recovery, loading every row into
+//! memory anyway, can afford, and costs a fraction of a key-ordered index scan that fetches each
+//! row from a random heap page. A connection that breaks fails its calls with
+//! [`StorageError::Io`]; the store is then reopened by its owner (no reconnection inside).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -64,6 +71,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{Client, IsolationLevel, NoTls, Transaction};
 
 use crate::lease::{self, HeldTerm, LeaseRecord};
+use crate::postgres_copy::CopiedRows;
 use crate::{CheckpointRow, Storage, StorageError, limits, record, row};
 
 const BACKEND: &str = "postgres";
@@ -97,6 +105,8 @@ struct Connections {
     checkpoints: AsyncMutex<Client>,
     /// `read_epochs`, `read_latest_checkpoint` and the other reads.
     reader: AsyncMutex<Client>,
+    /// For the further connections a large checkpoint read opens for its share of the rows.
+    config: tokio_postgres::Config,
     sql: Sql,
 }
 
@@ -121,7 +131,8 @@ struct Sql {
     rows_upsert: String,
     prune_superseded: String,
     prune_tombstones: String,
-    rows_read: String,
+    rows_copy_out: String,
+    export_snapshot: String,
     old_layout: String,
 }
 
@@ -164,9 +175,13 @@ impl Sql {
             prune_tombstones: format!(
                 "DELETE FROM {s}.checkpoint_rows WHERE epoch = $1 AND NOT live"
             ),
-            rows_read: format!(
-                "SELECT key, envelope FROM {s}.checkpoint_rows WHERE epoch <= $1 AND live \
-                 ORDER BY key"
+            rows_copy_out: format!(
+                "COPY (SELECT key, envelope FROM {s}.checkpoint_rows \
+                 WHERE epoch <= $1 AND live $2) TO STDOUT (FORMAT binary)"
+            ),
+            export_snapshot: format!(
+                "SELECT pg_export_snapshot(), \
+                 pg_relation_size('{s}.checkpoint_rows') / current_setting('block_size')::bigint"
             ),
             old_layout: format!(
                 "SELECT to_regclass('{s}.pending') IS NOT NULL OR to_regclass('{s}.state') IS NOT NULL"
@@ -270,6 +285,7 @@ impl PostgresStorage {
                 log: AsyncMutex::new(log),
                 checkpoints: AsyncMutex::new(connect(&config).await?),
                 reader: AsyncMutex::new(connect(&config).await?),
+                config,
                 sql,
             })
         })?;
@@ -353,9 +369,27 @@ async fn begin<'c>(
     client: &'c mut Client,
     operation: &'static str,
 ) -> Result<Transaction<'c>, StorageError> {
+    begin_as(client, IsolationLevel::ReadCommitted, false, operation).await
+}
+
+/// Begins a read-only transaction that sees one snapshot throughout.
+async fn begin_snapshot<'c>(
+    client: &'c mut Client,
+    operation: &'static str,
+) -> Result<Transaction<'c>, StorageError> {
+    begin_as(client, IsolationLevel::RepeatableRead, true, operation).await
+}
+
+async fn begin_as<'c>(
+    client: &'c mut Client,
+    isolation: IsolationLevel,
+    read_only: bool,
+    operation: &'static str,
+) -> Result<Transaction<'c>, StorageError> {
     client
         .build_transaction()
-        .isolation_level(IsolationLevel::ReadCommitted)
+        .isolation_level(isolation)
+        .read_only(read_only)
         .start()
         .await
         .map_err(pg_error(operation))
@@ -668,10 +702,10 @@ async fn take_lease(
 }
 
 /// What a checkpoint read streams to the caller's thread: the checkpoint's epoch first, then
-/// its rows.
+/// the binary COPY outputs that hold its rows.
 enum CheckpointItem {
     Latest(Option<u64>),
-    Row(Vec<u8>, Vec<u8>),
+    Copied(Vec<Vec<u8>>),
 }
 
 type Sender<T> = tokio::sync::mpsc::Sender<Result<T, StorageError>>;
@@ -701,22 +735,19 @@ async fn stream_log(
     Ok(())
 }
 
-/// Streams the latest complete checkpoint to `out`, from one snapshot.
+/// Sends the latest complete checkpoint's epoch and then its rows to `out`, from one snapshot.
+///
+/// The rows come as one binary `COPY` of a sequential scan, in the order they lie in the table:
+/// in key order, the scan of the `(key, epoch)` index fetched every row from a random heap page
+/// and took several times longer (see `docs/storage.md`); the caller sorts them instead.
 async fn stream_checkpoint(
     conns: &Connections,
     out: &Sender<CheckpointItem>,
 ) -> Result<(), StorageError> {
-    use futures::StreamExt as _;
     let operation = "read_latest_checkpoint";
     let sql = &conns.sql;
     let mut client = conns.reader.lock().await;
-    let txn = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(pg_error(operation))?;
+    let txn = begin_snapshot(&mut client, operation).await?;
     let latest = read_meta(&txn, sql, META_LATEST, operation).await?;
     if out.send(Ok(CheckpointItem::Latest(latest))).await.is_err() {
         return Ok(());
@@ -724,21 +755,87 @@ async fn stream_checkpoint(
     let Some(latest) = latest else {
         return Ok(());
     };
-    let rows = txn
-        .query_typed_raw(&sql.rows_read, [(epoch_to_sql(latest), Type::INT8)])
+    let copied = copy_checkpoint(conns, &txn, latest).await?;
+    let _ = out.send(Ok(CheckpointItem::Copied(copied))).await;
+    Ok(())
+}
+
+/// The rows of checkpoint `latest` as binary COPY outputs, read in the snapshot of `txn`. A
+/// large table is cut into ranges of heap blocks, each copied on its own connection at the
+/// same time (a second server process and a second client task) from the snapshot `txn`
+/// exports, so they all see the same rows.
+async fn copy_checkpoint(
+    conns: &Connections,
+    txn: &Transaction<'_>,
+    latest: u64,
+) -> Result<Vec<Vec<u8>>, StorageError> {
+    let operation = "read_latest_checkpoint";
+    let sql = &conns.sql;
+    let found = txn
+        .query_one(&sql.export_snapshot, &[])
         .await
         .map_err(pg_error(operation))?;
-    let mut rows = std::pin::pin!(rows);
-    while let Some(found) = rows.next().await {
-        let found = found.map_err(pg_error(operation))?;
-        let key: &[u8] = found.get(0);
-        let envelope: &[u8] = found.get(1);
-        let item = CheckpointItem::Row(key.to_vec(), envelope.to_vec());
-        if out.send(Ok(item)).await.is_err() {
-            break;
-        }
+    let (snapshot, n_blocks): (String, i64) = (found.get(0), found.get(1));
+    let n_readers = (n_blocks / limits::POSTGRES_CHECKPOINT_BLOCKS_PER_READER_MIN)
+        .clamp(1, limits::POSTGRES_CHECKPOINT_READERS_MAX as i64);
+    let per_reader = n_blocks / n_readers + 1;
+    // COPY takes no parameters; the epoch and the block numbers are numbers, spliced in as such.
+    let copy_of_range = |reader: i64| {
+        let (first, end) = (reader * per_reader, (reader + 1) * per_reader);
+        let range = match (n_readers, reader + 1 == n_readers) {
+            (1, _) => String::new(),
+            (_, true) => format!("AND ctid >= '({first},0)'::tid"),
+            (_, false) => format!("AND ctid >= '({first},0)'::tid AND ctid < '({end},0)'::tid"),
+        };
+        sql.rows_copy_out
+            .replace("$1", &epoch_to_sql(latest).to_string())
+            .replace("$2", &range)
+    };
+    let others =
+        (1..n_readers).map(|reader| copy_in_snapshot(conns, &snapshot, copy_of_range(reader)));
+    let own_range = copy_of_range(0);
+    let (own, others) = futures::join!(
+        copy_out_all(txn, &own_range),
+        futures::future::try_join_all(others)
+    );
+    let mut copied = vec![own?];
+    copied.extend(others?);
+    Ok(copied)
+}
+
+/// Runs `copy` on a new connection, in the snapshot `snapshot` exported by another transaction.
+async fn copy_in_snapshot(
+    conns: &Connections,
+    snapshot: &str,
+    copy: String,
+) -> Result<Vec<u8>, StorageError> {
+    let operation = "read_latest_checkpoint";
+    if !snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return Err(StorageError::io(
+            BACKEND,
+            operation,
+            format!("unexpected snapshot name {snapshot:?}"),
+        ));
     }
-    Ok(())
+    let mut client = connect(&conns.config).await?;
+    let txn = begin_snapshot(&mut client, operation).await?;
+    txn.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{snapshot}'"))
+        .await
+        .map_err(pg_error(operation))?;
+    copy_out_all(&txn, &copy).await
+}
+
+/// The whole output of the `COPY ... TO STDOUT` statement `copy`.
+async fn copy_out_all(txn: &Transaction<'_>, copy: &str) -> Result<Vec<u8>, StorageError> {
+    use futures::StreamExt as _;
+    let operation = "read_latest_checkpoint";
+    let stream = txn.copy_out(copy).await.map_err(pg_error(operation))?;
+    let mut stream = std::pin::pin!(stream);
+    let mut copied = Vec::new();
+    while let Some(data) = stream.next().await {
+        copied.extend_from_slice(&data.map_err(pg_error(operation))?);
+    }
+    Ok(copied)
 }
 
 impl PostgresStorage {
@@ -770,6 +867,35 @@ impl<T> Receiver<T> {
     fn next(&mut self) -> Option<Result<T, StorageError>> {
         futures::executor::block_on(self.0.recv())
     }
+}
+
+fn read_ended_early() -> StorageError {
+    StorageError::io(
+        BACKEND,
+        "read_latest_checkpoint",
+        "the read ended before sending the whole checkpoint",
+    )
+}
+
+/// Decodes the binary COPY of a checkpoint's rows, sorts them by key and visits each (checked
+/// against its envelope's checksum).
+fn visit_sorted(
+    copied: Vec<Vec<u8>>,
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    let mut rows = CopiedRows::new();
+    for copy in copied {
+        rows.add(copy)
+            .map_err(|detail| StorageError::io(BACKEND, "read_latest_checkpoint", detail))?;
+    }
+    if let Some(key) = rows.sort_by_key() {
+        return Err(StorageError::CorruptStore {
+            backend: BACKEND,
+            location: format!("checkpoint row {}", row::display_key(&key)),
+            detail: "two versions of the key in the latest complete checkpoint".into(),
+        });
+    }
+    rows.for_each(|key, envelope| row::visit_live_row(BACKEND, key, envelope, &mut visit))
 }
 
 impl Storage for PostgresStorage {
@@ -840,27 +966,23 @@ impl Storage for PostgresStorage {
         &self,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
     ) -> Result<Option<u64>, StorageError> {
-        let mut items = self.stream(
-            limits::POSTGRES_CHECKPOINT_READ_AHEAD,
-            |conns, out| async move { stream_checkpoint(&conns, &out).await },
-        );
+        let mut items = self.stream(2, |conns, out| async move {
+            stream_checkpoint(&conns, &out).await
+        });
         let latest = match items.next() {
             Some(Ok(CheckpointItem::Latest(latest))) => latest,
             Some(Err(err)) => return Err(err),
-            Some(Ok(CheckpointItem::Row(..))) | None => {
-                return Err(StorageError::io(
-                    BACKEND,
-                    "read_latest_checkpoint",
-                    "the read ended before naming the checkpoint",
-                ));
-            }
+            Some(Ok(CheckpointItem::Copied(..))) | None => return Err(read_ended_early()),
         };
-        while let Some(item) = items.next() {
-            let CheckpointItem::Row(key, envelope) = item? else {
-                continue;
-            };
-            row::visit_live_row(BACKEND, &key, &envelope, visit)?;
+        if latest.is_none() {
+            return Ok(None);
         }
+        let copied = match items.next() {
+            Some(Ok(CheckpointItem::Copied(copied))) => copied,
+            Some(Err(err)) => return Err(err),
+            Some(Ok(CheckpointItem::Latest(..))) | None => return Err(read_ended_early()),
+        };
+        visit_sorted(copied, visit)?;
         Ok(latest)
     }
 

@@ -133,3 +133,78 @@ async fn a_schema_of_the_earlier_checkpoint_layout_is_refused() {
         .await
         .unwrap();
 }
+
+/// The heap blocks of the checkpoint table in `schema`, asked of the server directly.
+fn checkpoint_table_blocks(config: &str, schema: &str) -> i64 {
+    let config: tokio_postgres::Config = config.parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let sql = format!(
+            "SELECT pg_relation_size('{schema}.checkpoint_rows') / \
+             current_setting('block_size')::bigint"
+        );
+        client.query_one(&sql, &[]).await.unwrap().get(0)
+    })
+}
+
+#[test]
+fn a_large_checkpoint_read_by_several_connections_is_whole_and_in_key_order() {
+    // Goal: a checkpoint table large enough to be read by every connection a checkpoint read
+    // may open (each copying its own range of heap blocks) reads back every live row once, in
+    // key order, after a second checkpoint replaced and deleted rows scattered over the table.
+    let Some(server) = server("large_checkpoint_read") else {
+        return;
+    };
+    let config = server.config_string();
+    let store = PostgresStorage::open_in_schema(&config, "large").unwrap();
+    let n_rows = 36_000usize;
+    let key = |i: usize| format!("row-{:08}", (i * 7_919) % n_rows).into_bytes();
+    let value = |i: usize, version: u8| vec![version ^ (i as u8); 1_400];
+    let mut model = std::collections::BTreeMap::new();
+    for chunk in (0..n_rows).collect::<Vec<_>>().chunks(6_000) {
+        let rows: Vec<_> = chunk.iter().map(|&i| (key(i), Some(value(i, 1)))).collect();
+        store.write_checkpoint_rows(1, &rows).unwrap();
+        model.extend(rows.into_iter().map(|(k, v)| (k, v.unwrap())));
+    }
+    store.complete_checkpoint(1).unwrap();
+    let readers = txn_storage::limits::POSTGRES_CHECKPOINT_READERS_MAX as i64;
+    let blocks_min = txn_storage::limits::POSTGRES_CHECKPOINT_BLOCKS_PER_READER_MIN * readers;
+    let blocks = checkpoint_table_blocks(&config, "large");
+    assert!(
+        blocks >= blocks_min,
+        "{blocks} blocks: too few for {readers} readers"
+    );
+    let changed: Vec<_> = (0..n_rows)
+        .step_by(7)
+        .map(|i| (key(i), Some(value(i, 2))))
+        .chain((0..n_rows).step_by(11).map(|i| (key(i), None)))
+        .collect();
+    store.write_checkpoint_rows(2, &changed).unwrap();
+    store.complete_checkpoint(2).unwrap();
+    for (k, v) in changed {
+        match v {
+            Some(v) => model.insert(k, v),
+            None => model.remove(&k),
+        };
+    }
+    let mut read = Vec::new();
+    let latest = store
+        .read_latest_checkpoint(&mut |k, v| {
+            read.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(latest, Some(2));
+    assert_eq!(read.len(), model.len(), "rows lost or read twice");
+    assert!(
+        read.into_iter().eq(model),
+        "rows differ or out of key order"
+    );
+    drop(store);
+    server.stop();
+}
