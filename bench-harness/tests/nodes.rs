@@ -124,5 +124,4 @@ fn transfer_on_three_nodes_survives_killing_the_sequencer() {
         kill["rejoined_s"].as_f64().is_some(),
         "the killed node never rejoined: {table}"
     );
-    eprintln!("{table}");
 }
