@@ -102,12 +102,6 @@ pub fn run_workload<W: postgres::PgWorkload>(
     if common.over_http {
         runs.push(tokio.block_on(over_http::run(w.clone(), common, ui))?);
     }
-    let mut cluster = None;
-    if let Some(n) = common.nodes {
-        let (run, summary) = tokio.block_on(nodes::run(w.clone(), common, ui, n))?;
-        runs.push(run);
-        cluster = Some(summary);
-    }
     for baseline in dedup(&common.compare) {
         match baseline {
             Baseline::Serial => runs.push(run_serial(&*w, common, ui)?),
@@ -116,6 +110,14 @@ pub fn run_workload<W: postgres::PgWorkload>(
                 runs.push(tokio.block_on(postgres::run(w.clone(), common, ui))?)
             }
         }
+    }
+    // Last: it catches Ctrl-C (to stop its processes), and tokio keeps that handler installed
+    // for the rest of the process.
+    let mut cluster = None;
+    if let Some(n) = common.nodes {
+        let (run, summary) = tokio.block_on(nodes::run(w.clone(), common, ui, n))?;
+        runs.push(run);
+        cluster = Some(summary);
     }
     drop(tokio);
     let mut summary = Summary::new(
