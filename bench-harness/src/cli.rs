@@ -164,6 +164,27 @@ pub struct CommonArgs {
     #[arg(long)]
     pub over_http: bool,
 
+    /// Also run the workload on N `vmsdb node` processes on this machine (N ≥ 2), sharing one
+    /// private PostgreSQL store the harness starts; clients go to every node's HTTP API in
+    /// turn. Reported as the system `vmsdb-N-nodes`, with the link bytes per transaction.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=16))]
+    pub nodes: Option<u32>,
+
+    /// The `vmsdb` executable for `--nodes` [default: `vmsdb` next to this executable].
+    #[arg(long, value_name = "PATH")]
+    pub vmsdb_bin: Option<PathBuf>,
+
+    /// With `--nodes`: SIGKILL one node this long into the measured run, restart it a few
+    /// seconds later, and report the failover time (kill → first commit of a request sent
+    /// after it) and the requests answered `outcome_unknown` and resubmitted by id.
+    #[arg(long, value_parser = parse_duration, requires = "nodes")]
+    pub kill_node_at: Option<Duration>,
+
+    /// The node `--kill-node-at` kills: `sequencer` (the store's lease holder at the time) or
+    /// a node name (`n1`, `n2`, ...).
+    #[arg(long, default_value = "sequencer", requires = "kill_node_at")]
+    pub kill_node: String,
+
     /// Connections the postgres baseline opens; clients queue for a free connection.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub pg_connections: u32,

@@ -15,6 +15,7 @@ pub mod explain;
 pub mod html;
 pub mod limits;
 pub mod metrics;
+pub mod nodes;
 pub mod over_http;
 pub mod postgres;
 pub mod progress;
@@ -110,14 +111,23 @@ pub fn run_workload<W: postgres::PgWorkload>(
             }
         }
     }
+    // Last: it catches Ctrl-C (to stop its processes), and tokio keeps that handler installed
+    // for the rest of the process.
+    let mut cluster = None;
+    if let Some(n) = common.nodes {
+        let (run, summary) = tokio.block_on(nodes::run(w.clone(), common, ui, n))?;
+        runs.push(run);
+        cluster = Some(summary);
+    }
     drop(tokio);
-    let summary = Summary::new(
+    let mut summary = Summary::new(
         w.name(),
         w.parameters(),
         run_parameters(common),
         w.op_types(),
         &runs,
     );
+    summary.cluster = cluster;
     print!("{}", summary.table());
     std::fs::create_dir_all(&out_dir)?;
     let path = out_dir.join("summary.json");
@@ -196,6 +206,7 @@ fn run_parameters(c: &CommonArgs) -> serde_json::Value {
         "storage": format!("{:?}", c.storage),
         "worker_threads": c.worker_threads,
         "seed": c.seed,
+        "nodes": c.nodes,
     })
 }
 

@@ -13,3 +13,34 @@ const _: () = assert!(
     MARKET_CHECKOUTS_PER_S_MAX * MARKET_UNITS_PER_CHECKOUT_MAX * 86_400 * 365 < i64::MAX as u64,
     "a year-long run's stock must fit in a stock row's i64"
 );
+
+/// How long a `--nodes` run waits for a started node to answer `/ready` (its join, and for the
+/// first node its recovery from the store), in seconds.
+pub const NODE_READY_WAIT_S: u64 = 60;
+
+/// The lease of the nodes' shared store in a `--nodes` run: a killed sequencer is replaced at
+/// most this long after its last renewal, so it bounds the failover time measured, in
+/// milliseconds.
+pub const NODE_LEASE_TTL_MS: u64 = 2_000;
+
+/// How long after `--kill-node-at` the killed node is started again, in milliseconds: after the
+/// lease has moved, so that the restart measures a rejoin, not a race for the lease.
+pub const KILLED_NODE_RESTART_AFTER_MS: u64 = 3_000;
+
+const _: () = assert!(
+    KILLED_NODE_RESTART_AFTER_MS > NODE_LEASE_TTL_MS,
+    "the killed node restarts after its lease ran out"
+);
+
+/// How long a `--nodes` client keeps resubmitting one request (same id, node after node) while
+/// no node acknowledges it, in seconds; then it counts as an error.
+pub const NODE_RETRY_DEADLINE_S: u64 = 30;
+
+/// The pause after every node refused a request in turn (an election under way), before the
+/// next round of resubmissions, in milliseconds.
+pub const NODE_RETRY_PAUSE_MS: u64 = 20;
+
+const _: () = assert!(
+    NODE_RETRY_DEADLINE_S * 1000 > 2 * NODE_LEASE_TTL_MS,
+    "a client outlasts a failover"
+);

@@ -35,7 +35,7 @@ pub const HTTP_BATCH_MAX: usize = 1024;
 pub const HTTP_SENDERS: usize = 4;
 
 /// What the client gets back for one request.
-type Reply = Result<Result<(), AbortReason>, TxnError>;
+pub(crate) type Reply = Result<Result<(), AbortReason>, TxnError>;
 
 /// One queued request: its encoded batch item and where its answer goes.
 struct Queued {
@@ -87,7 +87,7 @@ struct ErrorAnswer {
 
 /// A failure of the HTTP leg itself (connection, status, unreadable answer).
 fn http_error(what: impl std::fmt::Display) -> TxnError {
-    TxnError::Actor(format!("over HTTP: {what}"))
+    TxnError::Actor(format!("{HTTP_ERROR_PREFIX}{what}"))
 }
 
 impl<W: Workload> HttpTarget<W> {
@@ -112,6 +112,16 @@ impl<W: Workload> HttpTarget<W> {
 
     /// The request as a batch item.
     fn encode(&self, request: &RequestOf<W>) -> Result<Vec<u8>, TxnError> {
+        self.encode_with_key(request, None)
+    }
+
+    /// The request as a batch item under `idempotency_key` (`<client>/<seq>`) when given, so
+    /// that it can be resubmitted on any node with the same id.
+    pub(crate) fn encode_with_key(
+        &self,
+        request: &RequestOf<W>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Vec<u8>, TxnError> {
         let event = request.event();
         let kind = W::App::event_kind(event);
         let envelope = serde_json::to_vec(event).map_err(http_error)?;
@@ -130,10 +140,62 @@ impl<W: Workload> HttpTarget<W> {
             format!(",\"partition\":{},\"event\":", request.partition()).as_bytes(),
         );
         item.extend_from_slice(payload);
+        if let Some(key) = idempotency_key {
+            item.extend_from_slice(b",\"idempotency_key\":");
+            serde_json::to_writer(&mut item, key).map_err(http_error)?;
+        }
         item.push(b'}');
         Ok(item)
     }
+
+    /// Queues an encoded batch item and waits for its answer.
+    pub(crate) async fn submit_item(&self, item: Vec<u8>) -> Reply {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .queue
+            .send(Queued { item, reply })
+            .map_err(|_| http_error("the sender tasks stopped"))?;
+        answer
+            .await
+            .map_err(|_| http_error("the sender task dropped the request"))?
+    }
 }
+
+/// What a client may do after an error answer of [`HttpTarget`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// A refusal of the request itself (4xx) or a harness failure: resubmitting cannot help.
+    No,
+    /// The request may or may not have committed (503 `outcome_unknown`): resubmit it with the
+    /// same id, which gets its original outcome.
+    OutcomeUnknown,
+    /// The node could not take it (no sequencer, overloaded, unreachable, stopped): resubmit,
+    /// on another node.
+    Yes,
+}
+
+/// How to go on after `error` (see `reply_of` and `send_batches` for the texts).
+pub(crate) fn retry_of(error: &TxnError) -> Retry {
+    let TxnError::Actor(text) = error else {
+        return Retry::No;
+    };
+    let Some(answer) = text.strip_prefix(HTTP_ERROR_PREFIX) else {
+        return Retry::No;
+    };
+    if answer.starts_with("503 outcome_unknown") {
+        Retry::OutcomeUnknown
+    } else if answer.starts_with('4') || answer.starts_with(NO_HTTP_FORM) {
+        Retry::No
+    } else {
+        Retry::Yes
+    }
+}
+
+/// How every error of the HTTP leg starts.
+const HTTP_ERROR_PREFIX: &str = "over HTTP: ";
+
+/// How the error of a query without an HTTP form starts (after the prefix).
+const NO_HTTP_FORM: &str = "workload ";
 
 /// The event's own JSON inside the envelope's `{"<Service>":{"<kind>":<event>}}`, checking that
 /// the inner tag is `kind`.
@@ -242,14 +304,7 @@ fn reply_of(answer: BatchAnswer) -> Reply {
 impl<W: Workload> AsyncTarget<W> for HttpTarget<W> {
     async fn submit(&self, request: RequestOf<W>) -> Reply {
         let item = self.encode(&request)?;
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .queue
-            .send(Queued { item, reply })
-            .map_err(|_| http_error("the sender tasks stopped"))?;
-        answer
-            .await
-            .map_err(|_| http_error("the sender task dropped the request"))?
+        self.submit_item(item).await
     }
 
     async fn query(&self, w: &W, query: W::Query) -> Result<(), TxnError> {
@@ -316,7 +371,7 @@ async fn start_server(
 }
 
 /// Submits the workload's load requests through `target`, `--load-clients` at a time.
-async fn load_through<W: Workload, T: AsyncTarget<W>>(
+pub(crate) async fn load_through<W: Workload, T: AsyncTarget<W>>(
     w: &W,
     target: &T,
     common: &CommonArgs,
@@ -417,5 +472,18 @@ mod tests {
         );
         assert_eq!(strip_tags(envelope, "AddCartItem"), None);
         assert_eq!(strip_tags(b"{}", "A"), None);
+    }
+
+    #[test]
+    fn only_answers_a_node_could_not_settle_are_retried() {
+        // Goal: a refusal is final, an unknown outcome and an unavailable node are retried.
+        let error = |text: &str| http_error(text);
+        let unknown = error("503 outcome_unknown: the sequencer n1 failed");
+        assert_eq!(retry_of(&unknown), Retry::OutcomeUnknown);
+        assert_eq!(retry_of(&error("503 no_sequencer: none")), Retry::Yes);
+        assert_eq!(retry_of(&error("error sending request")), Retry::Yes);
+        assert_eq!(retry_of(&error("409 request_id_reused: x")), Retry::No);
+        assert_eq!(retry_of(&error("workload x has no HTTP form")), Retry::No);
+        assert_eq!(retry_of(&TxnError::Stopped), Retry::No);
     }
 }

@@ -200,6 +200,86 @@ pub struct Summary {
     pub passed: bool,
     /// Peak memory and CPU time of the whole invocation, read when the summary is made.
     pub process: ProcessUsage,
+    /// The multi-node run (`--nodes`): how many nodes, the network bytes per transaction, the
+    /// failover; absent without `--nodes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterSummary>,
+}
+
+/// What a run on several `vmsdb node` processes measured beyond the other systems' figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterSummary {
+    /// Node processes started (`--nodes`).
+    pub nodes: u32,
+    /// The system's name in `systems` (`vmsdb-N-nodes`).
+    pub system: String,
+    /// Link bytes (every frame between nodes, counted once: forwarded batches and their
+    /// answers, forwarded queries, announcements, epoch phase batches) during the measured
+    /// run, and per committed transaction.
+    pub link_bytes: u64,
+    pub link_messages: u64,
+    pub network_bytes_per_txn: f64,
+    /// The nodes' store lease, seconds: the bound of a sequencer failover.
+    pub lease_ttl_s: f64,
+    /// Which consistency checks ran, and through what.
+    pub audit: String,
+    /// The node killed mid-run (`--kill-node-at`), if any.
+    pub kill: Option<KillSummary>,
+}
+
+/// A node SIGKILLed mid-run and what the clients saw.
+#[derive(Clone, Debug, Serialize)]
+pub struct KillSummary {
+    /// The node killed, and whether it was the sequencer then.
+    pub node: String,
+    pub was_sequencer: bool,
+    /// Seconds into the measured run.
+    pub at_s: f64,
+    /// Kill → first commit acknowledged for a request first sent after the kill (`null`: none
+    /// came).
+    pub failover_s: Option<f64>,
+    /// Answers `outcome_unknown` (each resubmitted with the same id), and every resubmission.
+    pub outcome_unknown: u64,
+    pub resubmitted: u64,
+    /// Kill → the restarted node answering `/ready` again (`null`: it did not).
+    pub rejoined_s: Option<f64>,
+}
+
+impl ClusterSummary {
+    /// The terminal lines about the multi-node run.
+    fn lines(&self) -> String {
+        let mut out = format!(
+            "\n[{}] {} node processes, one PostgreSQL store (lease {:.1} s): {} link bytes in \
+             {} messages, {:.0} bytes per committed transaction; audit: {}\n",
+            self.system,
+            self.nodes,
+            self.lease_ttl_s,
+            fmt_count(self.link_bytes),
+            fmt_count(self.link_messages),
+            self.network_bytes_per_txn,
+            self.audit
+        );
+        if let Some(k) = &self.kill {
+            let seconds = |s: Option<f64>| s.map_or("never".to_string(), |s| format!("{s:.2} s"));
+            let _ = writeln!(
+                out,
+                "  killed {}{} at {:.1} s: failover (kill → first commit sent after it) {}, \
+                 {} outcome_unknown, {} resubmissions by id, rejoined after {}",
+                k.node,
+                if k.was_sequencer {
+                    " (the sequencer)"
+                } else {
+                    ""
+                },
+                k.at_s,
+                seconds(k.failover_s),
+                fmt_count(k.outcome_unknown),
+                fmt_count(k.resubmitted),
+                seconds(k.rejoined_s)
+            );
+        }
+        out
+    }
 }
 
 fn ms(ns: u64) -> f64 {
@@ -313,6 +393,7 @@ impl Summary {
             op_types: op_types.iter().map(|t| (*t).to_string()).collect(),
             passed,
             process: ProcessUsage::now(),
+            cluster: None,
         }
     }
 
@@ -456,6 +537,9 @@ impl Summary {
                 .map(|n| fmt_count(*n))
                 .collect();
             let _ = writeln!(out, "  committed per second: {}", series.join(" "));
+        }
+        if let Some(cluster) = &self.cluster {
+            out.push_str(&cluster.lines());
         }
         let _ = writeln!(
             out,

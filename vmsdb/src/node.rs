@@ -228,6 +228,7 @@ async fn run_app<S: ServedApp>(
     let events = cluster.subscribe();
     print_membership(&cluster, n_partitions);
     let cluster = Arc::new(cluster);
+    crate::stats::report_link_of(&cluster);
     let serving = match settings.serving {
         Some(serving) => {
             let node =

@@ -5,7 +5,9 @@
 use crate::live::{LatencyBody, RateSample};
 use crate::state::ServerState;
 use serde::Serialize;
+use std::sync::{Arc, OnceLock, Weak};
 use txn::RecoveryReport;
+use txn::cluster::Cluster;
 use txn::runtime::{ConflictStats, StatsSnapshot};
 use utoipa::ToSchema;
 
@@ -40,6 +42,46 @@ pub struct StatsBody {
     /// The store lease as the runtime sees it: `holding the lease, term N`, `fenced by term N`
     /// once another process took the store over, or `no lease (writes unfenced)`.
     pub lease: Option<String>,
+    /// On a cluster node (`vmsdb node`): the traffic on the link to each other node since this
+    /// process started — forwarded batches and their answers, queries, announcements, and any
+    /// epoch phase batches (`null` outside a cluster node).
+    pub link: Option<Vec<PeerLinkBody>>,
+}
+
+/// The link traffic exchanged with one other node: whole link frames (payload and trailer),
+/// requests and replies alike (`txn::cluster::PeerLinkStats`).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct PeerLinkBody {
+    pub node: String,
+    pub messages_sent: u64,
+    pub bytes_sent: u64,
+    pub messages_received: u64,
+    pub bytes_received: u64,
+}
+
+/// The cluster whose link traffic `/v1/stats` reports. One cluster node per process (ractor's
+/// process groups are global), so one slot; weak, so reporting never keeps the node alive.
+static LINK_OF: OnceLock<Weak<Cluster>> = OnceLock::new();
+
+/// Makes `/v1/stats` report `cluster`'s link traffic (the first cluster given, per process).
+pub fn report_link_of(cluster: &Arc<Cluster>) {
+    let _ = LINK_OF.set(Arc::downgrade(cluster));
+}
+
+/// The link traffic per other node, if this process runs a cluster node.
+fn link_traffic() -> Option<Vec<PeerLinkBody>> {
+    let cluster = LINK_OF.get()?.upgrade()?;
+    let peers = cluster
+        .link_stats()
+        .into_iter()
+        .map(|(node, s)| PeerLinkBody {
+            node,
+            messages_sent: s.messages_sent,
+            bytes_sent: s.bytes_sent,
+            messages_received: s.messages_received,
+            bytes_received: s.bytes_received,
+        });
+    Some(peers.collect())
 }
 
 /// The conflict losses one table caused (`txn::runtime::TableConflicts`).
@@ -165,6 +207,7 @@ impl StatsBody {
             lease: engine
                 .and_then(|e| e.stats())
                 .map(|s| s.lease_status().to_string()),
+            link: link_traffic(),
         }
     }
 }
