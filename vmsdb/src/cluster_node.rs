@@ -407,9 +407,6 @@ async fn contend<S: ServedApp>(
             Some(LeaseStatus::Held { term }) => term,
             _ => 0,
         };
-        if let Some(owners) = &owners {
-            println!("spread term {term} {}", owners.join(","));
-        }
         let served: &'static Arc<Served<S>> = Box::leak(Box::new(served));
         *engine.local.write() = Some(served);
         let view = SequencerView {
@@ -417,6 +414,9 @@ async fn contend<S: ServedApp>(
             term,
         };
         engine.follow(view.clone());
+        if let Some(owners) = &owners {
+            println!("spread term {term} {}", owners.join(","));
+        }
         for member in cluster.members() {
             if member.name != engine.node_name {
                 tokio::spawn(announce(cluster.clone(), member.name, view.clone()));
@@ -431,7 +431,7 @@ async fn contend<S: ServedApp>(
         }
         let moved_at = std::time::Instant::now();
         *engine.local.write() = None;
-        served.shutdown().await;
+        served.shutdown_keeping_lease().await;
         println!(
             "re-placing the partitions (runtime of term {term} stopped in {} ms)",
             moved_at.elapsed().as_millis()
@@ -460,7 +460,11 @@ async fn take_lease<S: ServedApp>(
             Err(TxnError::LeaseHeld { .. }) => {}
             Err(error) => {
                 tracing::warn!(%error, "the runtime did not start; contending again");
-                tokio::time::sleep(Duration::from_millis(limits::CONTEND_RETRY_MS)).await;
+                let retry = match owners {
+                    Some(_) => limits::REPLACE_RETRY_MS,
+                    None => limits::CONTEND_RETRY_MS,
+                };
+                tokio::time::sleep(Duration::from_millis(retry)).await;
             }
         }
     }

@@ -133,6 +133,15 @@ impl<S: ServedApp> Served<S> {
     pub fn client(&self) -> &Client<S::App> {
         &self.client
     }
+
+    /// Shuts the runtime down without handing the store's lease back (a cluster node's
+    /// sequencer starting a new runtime with another placement at once).
+    pub async fn shutdown_keeping_lease(&self) {
+        let runtime = self.runtime.lock().take();
+        if let Some(runtime) = runtime {
+            runtime.shutdown_keeping_lease().await;
+        }
+    }
 }
 
 /// Refuses an internal event of `def` before it is submitted, so even a fire-and-forget
