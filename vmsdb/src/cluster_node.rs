@@ -10,14 +10,15 @@ use crate::config::Settings;
 use crate::engine::{Engine, EventRef, OutcomeFuture, Served, refuse_internal, services_of};
 use crate::forward::{
     ForwardedEvent, Forwarder, LinkAnswer, LinkMessage, SequencerView, SequencerWatch, WireError,
-    WireOutcome, decode, encode,
+    WireOutcome, decode, encode, encode_message,
 };
 use crate::limits;
 use crate::server::{ServeError, Server};
+use crate::spread::{HostLink, Hosts, Incoming};
 use futures::future::BoxFuture;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -30,8 +31,16 @@ use txn::{RecoveryReport, RequestId, TxnError};
 pub struct NodeEngine<S: ServedApp> {
     app: S,
     node_name: String,
-    /// Set once this node took the store's lease and recovered the runtime.
-    local: OnceLock<Arc<Served<S>>>,
+    /// Set while this node holds the store's lease and runs the runtime. Each runtime's
+    /// `Served` is leaked (one small struct per runtime started, its runtime shut down when it
+    /// is replaced), so the engine can lend references to it.
+    local: parking_lot::RwLock<Option<&'static Arc<Served<S>>>>,
+    /// This node's partitions of the sequencer's runtime, when they are spread.
+    hosts: Hosts<S::App>,
+    /// Whether the sequencer spreads the partitions over the live members.
+    spread: bool,
+    /// Counts membership changes, so the sequencer checks its placement after each.
+    membership_changed: watch::Sender<u64>,
     sequencer: SequencerWatch,
     forwarder: Forwarder,
     /// The client number of the ids this node generates (random, with the generated bit).
@@ -78,12 +87,22 @@ impl<S: ServedApp> NodeEngine<S> {
     }
 
     /// The runtime, if this node is the sequencer.
-    fn local(&self) -> Option<&Arc<Served<S>>> {
-        self.local.get()
+    fn local(&self) -> Option<&'static Arc<Served<S>>> {
+        *self.local.read()
     }
 
     /// Answers another node's link request.
     async fn answer_link(self: Arc<Self>, bytes: Vec<u8>) -> Vec<u8> {
+        let bytes = match crate::spread::split(bytes) {
+            Incoming::Forward(bytes) => bytes,
+            Incoming::Phase { generation, batch } => {
+                return self.hosts.handle(generation, batch).await;
+            }
+            Incoming::Unknown => {
+                let why = "a link request without a known tag".to_string();
+                return encode(&LinkAnswer::Undecodable(why));
+            }
+        };
         let answer = match decode::<LinkMessage>(&bytes) {
             Err(e) => LinkAnswer::Undecodable(e),
             Ok(LinkMessage::Announce { sequencer, term }) => {
@@ -101,6 +120,9 @@ impl<S: ServedApp> NodeEngine<S> {
                 Some(served) => LinkAnswer::Query(run_query(served, &name, &body).await),
                 None => LinkAnswer::NotSequencer,
             },
+            Ok(LinkMessage::Place { generation, owners }) => {
+                self.hosts.place(generation, &owners).await
+            }
         };
         encode(&answer)
     }
@@ -256,6 +278,8 @@ pub struct Serving {
     pub http: std::net::SocketAddr,
     pub lease_ttl: Option<Duration>,
     pub epoch_duration: Option<Duration>,
+    /// Spread the partitions over the live members (`--spread-partitions`).
+    pub spread: bool,
 }
 
 /// A node serving clients: its HTTP server, its engine and its bid for the lease.
@@ -287,10 +311,14 @@ pub async fn start<S: ServedApp>(
     let random = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();
+    let hosts = Hosts::new(app.app_def().clone(), cluster.node_name());
     let engine = Arc::new(NodeEngine {
         app,
         node_name: cluster.node_name().to_string(),
-        local: OnceLock::new(),
+        local: parking_lot::RwLock::new(None),
+        hosts,
+        spread: serving.spread,
+        membership_changed: watch::channel(0).0,
         sequencer: sequencer.clone(),
         forwarder: Forwarder::start(cluster.clone(), sequencer, wait),
         id_client: random | RequestId::GENERATED_CLIENT_BIT,
@@ -362,40 +390,103 @@ fn wait_for_sequencer<S: ServedApp>(
 
 /// Waits for the store's lease (in rounds, for as long as it takes), then recovers the
 /// runtime, becomes the sequencer and announces itself to every member; then watches the
-/// lease and says on `deposing` why it lost it, if it does.
+/// lease and says on `deposing` why it lost it, if it does. With the partitions spread, a
+/// membership change that moves partitions replaces the runtime: it is shut down (its pending
+/// requests get "outcome unknown") and a new one recovers from the store with the new placement.
 async fn contend<S: ServedApp>(
     engine: Arc<NodeEngine<S>>,
     cluster: Arc<Cluster>,
     (options, settings): (AppOptions, Settings),
     deposing: watch::Sender<Option<String>>,
 ) {
-    let served = loop {
-        match Served::<S>::open_typed(options, &settings).await {
-            Ok(served) => break served,
+    loop {
+        let (served, owners) = take_lease(&engine, &cluster, options, &settings).await;
+        // This node runs every partition it owns in its runtime now, none for another's.
+        engine.hosts.drop_all().await;
+        let term = match served.stats().map(|s| s.lease_status()) {
+            Some(LeaseStatus::Held { term }) => term,
+            _ => 0,
+        };
+        let served: &'static Arc<Served<S>> = Box::leak(Box::new(served));
+        *engine.local.write() = Some(served);
+        let view = SequencerView {
+            name: engine.node_name.clone(),
+            term,
+        };
+        engine.follow(view.clone());
+        if let Some(owners) = &owners {
+            println!("spread term {term} {}", owners.join(","));
+        }
+        for member in cluster.members() {
+            if member.name != engine.node_name {
+                tokio::spawn(announce(cluster.clone(), member.name, view.clone()));
+            }
+        }
+        tokio::select! {
+            reason = lease_lost(served) => {
+                deposing.send_replace(Some(reason));
+                return;
+            }
+            () = placement_moved(&engine, &cluster, owners.as_deref()) => {}
+        }
+        let moved_at = std::time::Instant::now();
+        *engine.local.write() = None;
+        served.shutdown_keeping_lease().await;
+        println!(
+            "re-placing the partitions (runtime of term {term} stopped in {} ms)",
+            moved_at.elapsed().as_millis()
+        );
+    }
+}
+
+/// Opens the runtime once this node takes the store's lease (retrying for as long as it
+/// takes); with the partitions spread, over the live members at that moment: the placement too.
+async fn take_lease<S: ServedApp>(
+    engine: &NodeEngine<S>,
+    cluster: &Arc<Cluster>,
+    options: AppOptions,
+    settings: &Settings,
+) -> (Arc<Served<S>>, Option<Vec<String>>) {
+    loop {
+        let n_partitions = engine.app.app_def().n_partitions_total();
+        let owners = engine.spread.then(|| cluster.placement(n_partitions));
+        let placement = owners.clone().map(|owners| {
+            let generation = crate::spread::new_generation();
+            let link = HostLink::new(cluster.clone(), generation, owners.clone());
+            txn::ClusterPlacement::new(&engine.node_name, owners, Arc::new(link))
+        });
+        match Served::<S>::open_placed(options, settings, |_| placement).await {
+            Ok(served) => return (served, owners),
             Err(TxnError::LeaseHeld { .. }) => {}
             Err(error) => {
                 tracing::warn!(%error, "the runtime did not start; contending again");
-                tokio::time::sleep(Duration::from_millis(limits::CONTEND_RETRY_MS)).await;
+                let retry = match owners {
+                    Some(_) => limits::REPLACE_RETRY_MS,
+                    None => limits::CONTEND_RETRY_MS,
+                };
+                tokio::time::sleep(Duration::from_millis(retry)).await;
             }
         }
+    }
+}
+
+/// Resolves once the placement over the live members differs from `owners` (never when the
+/// partitions are not spread).
+async fn placement_moved<S: ServedApp>(
+    engine: &NodeEngine<S>,
+    cluster: &Cluster,
+    owners: Option<&[String]>,
+) {
+    let Some(owners) = owners else {
+        return std::future::pending().await;
     };
-    let term = match served.stats().map(|s| s.lease_status()) {
-        Some(LeaseStatus::Held { term }) => term,
-        _ => 0,
-    };
-    let _ = engine.local.set(served.clone());
-    let view = SequencerView {
-        name: engine.node_name.clone(),
-        term,
-    };
-    engine.follow(view.clone());
-    for member in cluster.members() {
-        if member.name != engine.node_name {
-            tokio::spawn(announce(cluster.clone(), member.name, view.clone()));
+    let mut changes = engine.membership_changed.subscribe();
+    let n_partitions = engine.app.app_def().n_partitions_total();
+    while cluster.placement(n_partitions) == owners {
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
         }
     }
-    let reason = lease_lost(&served).await;
-    deposing.send_replace(Some(reason));
 }
 
 /// Resolves once the runtime no longer holds the store's lease (another node took it over, or
@@ -417,7 +508,7 @@ async fn lease_lost<S: ServedApp>(served: &Served<S>) -> String {
 /// Tells `member` that `view` is the sequencer, retrying while it does not answer yet (a
 /// member in the first moments of its join).
 async fn announce(cluster: Arc<Cluster>, member: String, view: SequencerView) {
-    let message = encode(&LinkMessage::Announce {
+    let message = encode_message(&LinkMessage::Announce {
         sequencer: view.name,
         term: view.term,
     });
@@ -436,6 +527,9 @@ impl<S: ServedApp> ServingNode<S> {
     /// Follows a membership change: a dead sequencer is forgotten; a member that (re)joins
     /// learns the sequencer from it.
     pub fn on_event(&self, event: &ClusterEvent) {
+        if let ClusterEvent::NodeDown { .. } | ClusterEvent::NodeUp { .. } = event {
+            self.engine.membership_changed.send_modify(|n| *n += 1);
+        }
         match event {
             ClusterEvent::NodeDown { node, .. } => self.engine.forget_node(node),
             ClusterEvent::NodeUp { member } => {

@@ -83,6 +83,16 @@ impl<S: ServedApp> Served<S> {
         options: AppOptions,
         settings: &Settings,
     ) -> Result<Arc<Self>, TxnError> {
+        Self::open_placed(options, settings, |_| None).await
+    }
+
+    /// [`Served::open_typed`] with its partitions spread over nodes when `placement` gives a
+    /// placement for the application (`RuntimeConfig::cluster`; a cluster node's sequencer).
+    pub async fn open_placed(
+        options: AppOptions,
+        settings: &Settings,
+        placement: impl FnOnce(&S) -> Option<txn::ClusterPlacement>,
+    ) -> Result<Arc<Self>, TxnError> {
         let app = S::build(options)?;
         let store = settings.store_description();
         tracing::info!(%store, "opening the store");
@@ -99,6 +109,9 @@ impl<S: ServedApp> Served<S> {
         }
         if settings.retain_history {
             config.history_retention = Some(txn::Retention::Everything);
+        }
+        if let Some(placement) = placement(&app) {
+            config = config.cluster(placement);
         }
         let runtime = Runtime::start(app.app_def().clone(), config).await?;
         tracing::info!(lease = %runtime.stats().lease_status(), "store lease");
@@ -119,6 +132,15 @@ impl<S: ServedApp> Served<S> {
     /// The runtime's client.
     pub fn client(&self) -> &Client<S::App> {
         &self.client
+    }
+
+    /// Shuts the runtime down without handing the store's lease back (a cluster node's
+    /// sequencer starting a new runtime with another placement at once).
+    pub async fn shutdown_keeping_lease(&self) {
+        let runtime = self.runtime.lock().take();
+        if let Some(runtime) = runtime {
+            runtime.shutdown_keeping_lease().await;
+        }
     }
 }
 

@@ -28,6 +28,13 @@ pub enum LinkMessage {
         #[serde(with = "serde_bytes")]
         body: Vec<u8>,
     },
+    /// From the sequencer, before the first phase batch of its runtime reaches this node: drop
+    /// the partitions of any older runtime and host the ones `owners` (one node name per
+    /// global partition) gives this node, for the runtime numbered `generation`.
+    Place {
+        generation: u64,
+        owners: Vec<String>,
+    },
 }
 
 /// One forwarded submission: its request id and the event as the API received it (checked by
@@ -57,6 +64,13 @@ impl ForwardedEvent {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum LinkAnswer {
     Announced,
+    /// The node now hosts its partitions of the placement's generation.
+    Placed,
+    /// The node already hosts the partitions of a newer runtime (`current`): the placement
+    /// came from a runtime that was replaced, and is refused.
+    StalePlacement {
+        current: u64,
+    },
     /// One result per forwarded event, in the batch's order.
     Outcomes(Vec<Result<WireOutcome, WireError>>),
     /// A query's answer as JSON text.
@@ -176,6 +190,14 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     rmp_serde::to_vec(value).expect("link messages always encode")
 }
 
+/// Encodes a request for another node's link handler: the message, then the trailing tag that
+/// tells it from the phase batches of the partitions spread over the nodes (`spread.rs`).
+pub fn encode_message(message: &LinkMessage) -> Vec<u8> {
+    let mut bytes = encode(message);
+    bytes.push(crate::spread::TAG_FORWARD);
+    bytes
+}
+
 /// Decodes a link message or answer; the error says what was wrong.
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     rmp_serde::from_slice(bytes).map_err(|e| format!("an undecodable link message: {e}"))
@@ -287,7 +309,7 @@ impl Forwarder {
     /// Runs query `name` on the sequencer (one link request; queries are not batched).
     pub fn query(&self, name: &str, body: &[u8]) -> QueryFuture {
         let route = self.route.clone();
-        let message = encode(&LinkMessage::Query {
+        let message = encode_message(&LinkMessage::Query {
             name: name.to_string(),
             body: body.to_vec(),
         });
@@ -357,7 +379,7 @@ async fn send_batch(route: Arc<Route>, batch: Vec<Waiting>) {
         }
         return;
     };
-    let message = encode(&LinkMessage::Submit(events));
+    let message = encode_message(&LinkMessage::Submit(events));
     let reply = route.cluster.request(&sequencer.name, message).await;
     let reply = reply
         .map_err(|e| e.to_string())

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod node;
 pub mod routes;
 pub mod server;
+pub mod spread;
 pub mod state;
 pub mod stats;
 pub mod status;

@@ -107,6 +107,11 @@ pub const LEASE_WAIT_ROUND_MS: u64 = 60_000;
 /// opened or the runtime failed to start, in milliseconds.
 pub const CONTEND_RETRY_MS: u64 = 1_000;
 
+/// Time a sequencer that spreads the partitions waits before starting its runtime again when
+/// a member was not ready for its placement (a node in the first moments of its join), in
+/// milliseconds: short, since every attempt renews the lease, which must not run out meanwhile.
+pub const REPLACE_RETRY_MS: u64 = 50;
+
 /// How often a sequencer node looks whether its runtime still holds the store's lease (it
 /// stops, to rejoin as a standby, once another node took the lease over), in milliseconds.
 pub const LEASE_CHECK_INTERVAL_MS: u64 = 100;
@@ -121,6 +126,7 @@ const _: () =
     assert!(FORWARD_BATCH_REQUESTS_MAX > 0 && FORWARD_QUEUE_MAX >= FORWARD_BATCH_REQUESTS_MAX);
 const _: () = assert!(ANNOUNCE_ATTEMPTS_MAX > 0 && ANNOUNCE_RETRY_MS > 0);
 const _: () = assert!(CONTEND_RETRY_MS < LEASE_WAIT_ROUND_MS);
+const _: () = assert!(REPLACE_RETRY_MS < CONTEND_RETRY_MS);
 // A deposed sequencer must notice well within the lease's default length.
 const _: () = assert!(
     LEASE_CHECK_INTERVAL_MS > 0 && LEASE_CHECK_INTERVAL_MS < txn::limits::LEASE_TTL_MS_DEFAULT

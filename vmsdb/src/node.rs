@@ -85,6 +85,11 @@ pub struct NodeArgs {
     #[arg(long, env = "VMSDB_EPOCH_DURATION", value_parser = humantime::parse_duration)]
     #[serde(deserialize_with = "crate::config::duration_text")]
     pub epoch_duration: Option<Duration>,
+    /// Spread the application's partitions over the live members (the sequencer drives the
+    /// epochs, every node hosts its partitions; re-placed when members die or join). Snapshot
+    /// queries then reach only the sequencer's own partitions (`docs/cluster.md`).
+    #[arg(long, env = "VMSDB_SPREAD_PARTITIONS")]
+    pub spread_partitions: bool,
 }
 
 /// Why `vmsdb node` stopped with an error.
@@ -175,6 +180,7 @@ impl NodeArgs {
                     http,
                     lease_ttl: self.lease_ttl.or(file.lease_ttl),
                     epoch_duration: self.epoch_duration.or(file.epoch_duration),
+                    spread: self.spread_partitions || file.spread_partitions,
                 })
             }
             (Some(store_url), Some(_)) => return Err(NodeError::NotPostgres(store_url)),

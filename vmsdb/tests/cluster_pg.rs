@@ -45,6 +45,8 @@ struct Cluster {
     links: [SocketAddr; 3],
     urls: Vec<String>,
     store: String,
+    /// Whether the nodes spread the partitions over themselves (`--spread-partitions`).
+    spread: bool,
 }
 
 impl Cluster {
@@ -59,24 +61,30 @@ impl Cluster {
             seeds
         };
         let http = self.urls[index].trim_start_matches("http://").to_string();
+        let spread: &[&str] = if self.spread {
+            &["--spread-partitions"]
+        } else {
+            &[]
+        };
+        let args: Vec<&str> = vec![
+            "--app",
+            "ledger",
+            "--partitions",
+            "8",
+            "--store",
+            &self.store,
+            "--http",
+            &http,
+            "--lease-ttl",
+            LEASE_TTL,
+            "--epoch-duration",
+            "2ms",
+        ];
         let node = spawn_node(
             NAMES[index],
             self.links[index],
             &seeds,
-            &[
-                "--app",
-                "ledger",
-                "--partitions",
-                "8",
-                "--store",
-                &self.store,
-                "--http",
-                &http,
-                "--lease-ttl",
-                LEASE_TTL,
-                "--epoch-duration",
-                "2ms",
-            ],
+            &[&args[..], spread].concat(),
         );
         self.nodes[index] = Some(node);
     }
@@ -95,6 +103,23 @@ impl Cluster {
         let node = self.node(index);
         tokio::task::block_in_place(|| node.wait_members(members));
     }
+
+    /// Waits until the sequencer, node `index`, started a runtime whose placement gives
+    /// partitions to every node of `members` and to no other; prints and returns the line.
+    fn wait_spread(&mut self, index: usize, members: &[&str]) -> String {
+        let node = self.node(index);
+        let placed_exactly = |line: &str| {
+            let owners = line.split(' ').nth(3).unwrap_or("");
+            NAMES
+                .iter()
+                .all(|name| owners.split(',').any(|o| o == *name) == members.contains(name))
+        };
+        let line = tokio::task::block_in_place(|| {
+            node.wait_line(WAIT, |l| l.starts_with("spread term ") && placed_exactly(l))
+        });
+        eprintln!("{}: {line}", NAMES[index]);
+        line
+    }
 }
 
 impl Cluster {
@@ -105,18 +130,24 @@ impl Cluster {
             links: [free_addr(), free_addr(), free_addr()],
             urls: (0..3).map(|_| format!("http://{}", free_addr())).collect(),
             store,
+            spread: false,
         }
     }
 }
 
 /// Three nodes serving the ledger on `store`, n1 the sequencer, every account opened.
-async fn start_cluster(http: &reqwest::Client, store: String) -> Cluster {
+async fn start_cluster(http: &reqwest::Client, store: String, spread: bool) -> Cluster {
     let mut cluster = Cluster::new(store);
+    cluster.spread = spread;
     cluster.spawn(0);
     cluster.wait_line(0, "sequencer n1 term");
     for index in 1..3 {
         cluster.spawn(index);
         cluster.wait_line(index, "sequencer n1 term");
+    }
+    if spread {
+        // The sequencer re-placed the partitions as the others joined: every node owns some.
+        cluster.wait_spread(0, &NAMES);
     }
     for url in &cluster.urls {
         common::wait_ready(http, url).await;
@@ -319,13 +350,13 @@ async fn postgres(test: &'static str) -> Option<PgInstance> {
 }
 
 /// One run: the cluster under load, node `victim` SIGKILLed and restarted, then every check.
-async fn run(test: &'static str, victim: usize) {
+async fn run(test: &'static str, victim: usize, spread: bool) {
     let Some(pg) = postgres(test).await else {
         return;
     };
     let seed = seed(test);
     let http = reqwest::Client::new();
-    let mut cluster = start_cluster(&http, pg.url()).await;
+    let mut cluster = start_cluster(&http, pg.url(), spread).await;
     let shared = Arc::new(Shared {
         urls: cluster.urls.clone(),
         stop: AtomicBool::new(false),
@@ -342,7 +373,9 @@ async fn run(test: &'static str, victim: usize) {
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| tokio::spawn(transfer_client(shared.clone(), c, seed ^ c)))
         .collect();
-    let auditing = tokio::spawn(auditor(shared.clone()));
+    // A snapshot query over every partition cannot run while they are spread (a query naming
+    // another node's partition is refused): the spread runs check the balances at the end.
+    let auditing = (!spread).then(|| tokio::spawn(auditor(shared.clone())));
 
     wait_count(
         &shared,
@@ -362,6 +395,7 @@ async fn run(test: &'static str, victim: usize) {
     for &survivor in &survivors {
         cluster.wait_line(survivor, &format!("down {}", NAMES[victim]));
     }
+    let mut sequencer = 0;
     if victim == 0 {
         // Both survivors follow one new sequencer, under the lease's next term.
         let elected: Vec<String> = survivors
@@ -374,6 +408,15 @@ async fn run(test: &'static str, victim: usize) {
         );
         assert!(elected[0].ends_with(" term 2"), "{}", elected[0]);
         assert!(!elected[0].starts_with("sequencer n1 "), "{}", elected[0]);
+        let name = elected[0].split(' ').nth(1).unwrap_or_default();
+        sequencer = NAMES
+            .iter()
+            .position(|n| *n == name)
+            .expect("a node's name");
+    }
+    let live: Vec<&str> = survivors.iter().map(|&i| NAMES[i]).collect();
+    if spread {
+        cluster.wait_spread(sequencer, &live);
     }
     wait_count(
         &shared,
@@ -390,13 +433,23 @@ async fn run(test: &'static str, victim: usize) {
     cluster.spawn(victim);
     let followed = cluster.wait_line(victim, "sequencer ");
     let expected_term = if victim == 0 { " term 2" } else { " term 1" };
+    // With the partitions spread, a re-placement may hand the lease on (a term more).
     assert!(
-        followed.ends_with(expected_term)
+        (spread || followed.ends_with(expected_term))
             && !followed.starts_with(&format!("sequencer {} ", NAMES[victim])),
         "the restarted node follows the running sequencer: {followed}"
     );
+    let name = followed.split(' ').nth(1).unwrap_or_default();
+    sequencer = NAMES
+        .iter()
+        .position(|n| *n == name)
+        .expect("a node's name");
     for &survivor in &survivors {
         cluster.wait_members(survivor, &NAMES);
+    }
+    if spread {
+        // The rejoined node gets partitions back.
+        cluster.wait_spread(sequencer, &NAMES);
     }
     common::wait_ready(&http, &cluster.urls[victim]).await;
     shared.restarted.store(true, Ordering::Release);
@@ -413,7 +466,10 @@ async fn run(test: &'static str, victim: usize) {
     for client in clients {
         acked.extend(client.await.unwrap());
     }
-    let audits = auditing.await.unwrap();
+    let audits = match auditing {
+        Some(auditing) => auditing.await.unwrap(),
+        None => 0,
+    };
     eprintln!(
         "{test}: {} killed; kill -> first commit of a request sent after it {:.2} s (lease ttl \
          {LEASE_TTL}); {} transfers acknowledged after {} retries ({} of them after \
@@ -425,15 +481,31 @@ async fn run(test: &'static str, victim: usize) {
         shared.outcome_unknown.load(Ordering::Relaxed),
         audits,
     );
-    assert!(audits > 0, "no audit was answered during the run");
-    check_final_state(&http, &cluster.urls, &acked).await;
-    drop(cluster);
+    assert!(spread || audits > 0, "no audit was answered during the run");
+    for node in cluster.nodes.iter_mut().flatten() {
+        if let Ok(Some(status)) = node.child.try_wait() {
+            let (_, stderr) = tokio::task::block_in_place(|| node.wait_exit());
+            panic!(
+                "node {} exited during the run ({status}): {stderr}",
+                node.name
+            );
+        }
+    }
+    let expected = resubmit_acked(&http, &cluster.urls, &acked).await;
+    if spread {
+        let store = cluster.store.clone();
+        drop(cluster);
+        check_balances_in_process(&store, &expected).await;
+    } else {
+        check_balances(&http, &cluster.urls, &expected).await;
+        drop(cluster);
+    }
     drop(pg);
 }
 
 /// Every acknowledged transfer resubmitted by id on another node gets its original outcome;
-/// the balances are exactly the initial ones plus the committed transfers.
-async fn check_final_state(http: &reqwest::Client, urls: &[String], acked: &[Acked]) {
+/// returns the balances the committed transfers give.
+async fn resubmit_acked(http: &reqwest::Client, urls: &[String], acked: &[Acked]) -> Vec<i64> {
     let mut balance = vec![INITIAL_BALANCE; ACCOUNTS as usize];
     for (i, a) in acked.iter().enumerate() {
         let url = &urls[i % 3];
@@ -452,6 +524,11 @@ async fn check_final_state(http: &reqwest::Client, urls: &[String], acked: &[Ack
             balance[a.body["dst_account"].as_u64().unwrap() as usize] += amount;
         }
     }
+    balance
+}
+
+/// The balances are exactly the initial ones plus the committed transfers.
+async fn check_balances(http: &reqwest::Client, urls: &[String], balance: &[i64]) {
     for (account, expected) in balance.iter().enumerate() {
         let body = json!({"account": account, "entry": account});
         let (status, found) = query(http, &urls[account % 3], "balance", body)
@@ -466,14 +543,71 @@ async fn check_final_state(http: &reqwest::Client, urls: &[String], acked: &[Ack
     }
 }
 
+/// The balances, read once every node stopped by a runtime this test recovers from the store
+/// (at one snapshot), are exactly the initial ones plus the committed transfers.
+async fn check_balances_in_process(store: &str, balance: &[i64]) {
+    use vmsdb::engine::{Engine, Served};
+    let mut settings = vmsdb::Settings::new(vmsdb::AppChoice::Ledger, std::path::PathBuf::new());
+    settings.store_url = Some(store.to_string());
+    settings.partitions = Some(8);
+    settings.wait_for_lease = Some(DEADLINE);
+    let options = vmsdb::apps::AppOptions {
+        partitions: Some(8),
+        ycsb_keys: 0,
+    };
+    let served = Served::<vmsdb::apps::LedgerServed>::open_typed(options, &settings)
+        .await
+        .expect("the store recovers in this process");
+    for (account, expected) in balance.iter().enumerate() {
+        let body = json!({"account": account, "entry": account}).to_string();
+        let running = served.query("balance", body.as_bytes()).expect("a query");
+        let found = running.await.expect("the balance");
+        assert_eq!(
+            found,
+            json!({"account": expected, "entry": expected}),
+            "account {account}: every acknowledged transfer applied exactly once"
+        );
+    }
+    served.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_survive_the_loss_of_a_forwarding_node() {
-    run("three_nodes_survive_the_loss_of_a_forwarding_node", 1).await;
+    run(
+        "three_nodes_survive_the_loss_of_a_forwarding_node",
+        1,
+        false,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_survive_the_loss_of_the_sequencer() {
-    run("three_nodes_survive_the_loss_of_the_sequencer", 0).await;
+    run("three_nodes_survive_the_loss_of_the_sequencer", 0, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "not reliable yet: a re-placement can let the lease run out and move the sequencer \
+            role (docs/cluster.md); run with --ignored"]
+async fn spread_partitions_survive_the_loss_of_a_forwarding_node() {
+    run(
+        "spread_partitions_survive_the_loss_of_a_forwarding_node",
+        1,
+        true,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "not reliable yet: a re-placement can let the lease run out and move the sequencer \
+            role (docs/cluster.md); run with --ignored"]
+async fn spread_partitions_survive_the_loss_of_the_sequencer() {
+    run(
+        "spread_partitions_survive_the_loss_of_the_sequencer",
+        0,
+        true,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -215,7 +215,18 @@ impl<A: App> Runtime<A> {
 
     /// Stops accepting requests, finishes every sequenced epoch, waits for the log to be durable
     /// and stops the partition actors.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
+        self.stop(true).await;
+    }
+
+    /// [`Runtime::shutdown`], but the store's lease is not handed back: it runs until its
+    /// length after the last renewal, so a new runtime this process starts at once on the same
+    /// store (a cluster's re-placement) renews it before any standby can take it.
+    pub async fn shutdown_keeping_lease(self) {
+        self.stop(false).await;
+    }
+
+    async fn stop(mut self, hand_lease_back: bool) {
         let _ = self.client.tx.send(Submission::Stop).await;
         let _ = self.sequencer.await;
         let _ = self.replier.await;
@@ -229,7 +240,12 @@ impl<A: App> Runtime<A> {
         }
         // Everything is durable: hand the lease back so a standby need not wait for it.
         if let Some(keeper) = self.lease.take() {
-            let _ = tokio::task::spawn_blocking(move || keeper.step_down()).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                if hand_lease_back {
+                    keeper.step_down();
+                }
+            })
+            .await;
         }
         self.actors.stop().await;
     }

@@ -94,9 +94,11 @@ impl Node {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => panic!(
-                    "node {} did not print the expected line within {wait:?}; it printed:\n{}",
+                    "node {} did not print the expected line within {wait:?}; it printed:\n{}\n\
+                     stderr (once it exited): {}",
                     self.name,
-                    self.seen.join("\n")
+                    self.seen.join("\n"),
+                    self.stderr.try_recv().unwrap_or_default()
                 ),
             }
         }
