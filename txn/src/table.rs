@@ -237,11 +237,23 @@ impl<V> Access<V> {
     /// Wrapping: a view that overflows belongs to a transaction the decide phase rejects.
     fn apply_own_deltas(&self, seq: Seq, value: &mut Option<V>) {
         if let Some(row) = value.as_mut().filter(|_| self.may_have_deltas(seq)) {
-            for d in self.deltas.iter().filter(|d| d.seq == seq) {
+            for d in self.own_deltas(seq) {
                 let field = (d.access)(row);
                 *field = field.wrapping_add(d.delta);
             }
         }
+    }
+
+    /// Transaction `seq`'s deltas on this row, in its order. In ascending seq order they are
+    /// found by binary search, so a hot row's many deltas of one epoch do not make each
+    /// further delta of a transaction cost time linear in them.
+    fn own_deltas(&self, seq: Seq) -> impl Iterator<Item = &DeltaOp<V>> {
+        let from = if self.deltas_ascending {
+            self.deltas.partition_point(|d| d.seq < seq)
+        } else {
+            0
+        };
+        self.deltas[from..].iter().filter(move |d| d.seq == seq)
     }
 
     /// Adds a delta of transaction `seq`, which has no buffered write of this row.
@@ -327,6 +339,9 @@ pub(crate) struct TableState<K, V> {
     /// The old values of the rows the solo transaction changed, in change order.
     undo: Vec<(K, Option<V>)>,
     scans: Vec<(Seq, Bound<K>, Bound<K>)>,
+    /// In an ordered table, the accesses each transaction wrote this epoch (indexes into
+    /// `accesses`), so a scan finds its own writes without visiting every access of the epoch.
+    writes_by_seq: FxHashMap<Seq, SmallVec<[u32; 2]>>,
     /// Whether any access of the epoch holds a delta (so scans apply their own deltas).
     has_deltas: bool,
     /// Secondary indexes of this partition's rows.
@@ -368,6 +383,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             solo: false,
             undo: Vec::new(),
             scans: Vec::new(),
+            writes_by_seq: FxHashMap::default(),
             has_deltas: false,
             dirty: Vec::new(),
             track_dirty: true,
@@ -538,7 +554,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         }
         let (index, _) = Self::locate(&mut self.rows, &mut self.accesses, &mut self.absent, &key);
         let acc = &mut self.accesses[index].1;
-        if acc.may_have_deltas(seq) && acc.deltas.iter().any(|d| d.seq == seq) {
+        if acc.may_have_deltas(seq) && acc.own_deltas(seq).next().is_some() {
             // The write replaces the row, and with it this transaction's deltas on it. Their
             // bounds were checked on its own view only: it becomes a reader of the row, so a
             // lower TID changing the row makes it run again.
@@ -551,6 +567,10 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             slot.1 = value;
         } else {
             acc.push_writer(seq, value);
+            if self.is_ordered() {
+                let writes = self.writes_by_seq.entry(seq).or_default();
+                writes.push(index as u32);
+            }
         }
     }
 
@@ -570,8 +590,11 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         // This transaction's own buffered writes in the range, which override the committed
         // rows (none when it runs alone: they are in the rows already).
         let own: BTreeMap<&K, &Option<V>> = self
-            .accesses
-            .iter()
+            .writes_by_seq
+            .get(&seq)
+            .into_iter()
+            .flatten()
+            .map(|i| &self.accesses[*i as usize])
             .filter(|(k, _)| range.contains(k))
             .filter_map(|(k, acc)| {
                 acc.writers
@@ -628,15 +651,17 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
 
 impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
     /// The decide phase for row `key`: the lowest writer not aborted by its handler reserves
-    /// it, and every later writer, reader, scan over it and index lookup it moves loses.
-    /// Returns how many transactions it added to `conflicts`.
+    /// it, and every later writer, reader and index lookup it moves loses. Returns how many
+    /// transactions it added to `conflicts`, and the seq after which a scan over the row
+    /// loses (the reserved writer or the lowest delta that may commit, whichever is lower;
+    /// `decide_scans` applies it).
     fn decide_row(
         &self,
         key: &K,
         acc: &Access<V>,
         user_aborted: &SeqSet,
         conflicts: &mut SeqSet,
-    ) -> u64 {
+    ) -> (u64, Option<Seq>) {
         let reserved = acc
             .writers
             .iter()
@@ -644,10 +669,20 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             .filter(|s| !user_aborted.contains(*s))
             .min();
         let mut lost = 0u64;
+        let mut first_delta = None;
         if !acc.deltas.is_empty() {
-            lost += self.decide_row_deltas(key, acc, reserved, user_aborted, conflicts);
+            let (delta_lost, first) =
+                self.decide_row_deltas(key, acc, reserved, user_aborted, conflicts);
+            lost += delta_lost;
+            first_delta = first;
         }
-        let Some(w) = reserved else { return lost };
+        let scans_after = match (reserved, first_delta) {
+            (Some(w), Some(d)) => Some(w.min(d)),
+            (w, d) => w.or(d),
+        };
+        let Some(w) = reserved else {
+            return (lost, scans_after);
+        };
         let mut lose = |s: Seq| lost += u64::from(conflicts.insert(s));
         for (s, _) in &acc.writers {
             if *s > w {
@@ -657,11 +692,6 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         for r in &acc.readers {
             if *r > w {
                 lose(*r);
-            }
-        }
-        for (s, lo, hi) in &self.scans {
-            if *s > w && (lo.as_ref(), hi.as_ref()).contains(key) {
-                lose(*s);
             }
         }
         if !self.index_reads.is_empty() {
@@ -677,11 +707,35 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
                 }
             }
         }
-        lost
+        (lost, scans_after)
+    }
+
+    /// The decide phase for the epoch's scans: a scan loses if its range holds a row whose
+    /// `scans_after[i]` (see `decide_row`) is a lower seq. Each scan finds the rows of its
+    /// range by binary search over the accessed keys in key order, so the cost grows with the
+    /// rows each range holds, not with rows × scans (a queue table has thousands of each per
+    /// epoch). Adds each row's losses to `lost[i]`.
+    fn decide_scans(&self, scans_after: &[Option<Seq>], lost: &mut [u64], conflicts: &mut SeqSet) {
+        let key_of = |i: &u32| &self.accesses[*i as usize].0;
+        let mut by_key: Vec<u32> = (0..self.accesses.len() as u32).collect();
+        by_key.sort_unstable_by(|a, b| key_of(a).cmp(key_of(b)));
+        for (s, lo, hi) in &self.scans {
+            let start = by_key.partition_point(|i| below_bound(key_of(i), lo));
+            for i in &by_key[start..] {
+                if above_bound(key_of(i), hi) {
+                    break;
+                }
+                let i = *i as usize;
+                if scans_after[i].is_some_and(|after| *s > after) {
+                    lost[i] += u64::from(conflicts.insert(*s));
+                }
+            }
+        }
     }
 
     /// The decide phase for the deltas on row `key` (see `delta::decide_deltas`): later
-    /// readers and scans of the row read after the lowest delta that may commit, so they lose.
+    /// readers of the row read after the lowest delta that may commit, so they lose; returns
+    /// it too, for the scans.
     fn decide_row_deltas(
         &self,
         key: &K,
@@ -689,7 +743,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         reserved: Option<Seq>,
         user_aborted: &SeqSet,
         conflicts: &mut SeqSet,
-    ) -> u64 {
+    ) -> (u64, Option<Seq>) {
         let committed = self.rows.get(key);
         let ascending = acc.deltas_ascending;
         let (first, mut lost) = decide_deltas(
@@ -700,18 +754,15 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             user_aborted,
             conflicts,
         );
-        let Some(d) = first else { return lost };
+        let Some(d) = first else {
+            return (lost, None);
+        };
         for r in &acc.readers {
             if *r > d {
                 lost += u64::from(conflicts.insert(*r));
             }
         }
-        for (s, lo, hi) in &self.scans {
-            if *s > d && (lo.as_ref(), hi.as_ref()).contains(key) {
-                lost += u64::from(conflicts.insert(*s));
-            }
-        }
-        lost
+        (lost, first)
     }
 
     /// Applies the committed deltas on row `key`, in seq order, to its committed value.
@@ -838,6 +889,24 @@ pub(crate) trait AnyTable: Send {
     fn conflict_tally(&self) -> (String, ConflictTally);
 }
 
+/// Whether `key` lies below the lower bound `lo` of a range.
+fn below_bound<K: Ord>(key: &K, lo: &Bound<K>) -> bool {
+    match lo {
+        Bound::Included(lo) => key < lo,
+        Bound::Excluded(lo) => key <= lo,
+        Bound::Unbounded => false,
+    }
+}
+
+/// Whether `key` lies above the upper bound `hi` of a range.
+fn above_bound<K: Ord>(key: &K, hi: &Bound<K>) -> bool {
+    match hi {
+        Bound::Included(hi) => key > hi,
+        Bound::Excluded(hi) => key >= hi,
+        Bound::Unbounded => false,
+    }
+}
+
 fn encode<T: Serialize>(t: &T) -> Vec<u8> {
     rmp_serde::to_vec(t).expect("rows and keys of a table serialize")
 }
@@ -913,10 +982,27 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
         self
     }
     fn decide(&self, user_aborted: &SeqSet, conflicts: &mut SeqSet) {
+        if self.scans.is_empty() {
+            for (key, acc) in &self.accesses {
+                let (lost, _) = self.decide_row(key, acc, user_aborted, conflicts);
+                if lost > 0 {
+                    self.conflict_tally.borrow_mut().record(key, lost);
+                }
+            }
+            return;
+        }
+        let n_accesses = self.accesses.len();
+        let (mut lost, mut scans_after) = (Vec::with_capacity(n_accesses), Vec::new());
+        scans_after.reserve_exact(n_accesses);
         for (key, acc) in &self.accesses {
-            let lost = self.decide_row(key, acc, user_aborted, conflicts);
-            if lost > 0 {
-                self.conflict_tally.borrow_mut().record(key, lost);
+            let (row_lost, after) = self.decide_row(key, acc, user_aborted, conflicts);
+            lost.push(row_lost);
+            scans_after.push(after);
+        }
+        self.decide_scans(&scans_after, &mut lost, conflicts);
+        for ((key, _), row_lost) in self.accesses.iter().zip(lost) {
+            if row_lost > 0 {
+                self.conflict_tally.borrow_mut().record(key, row_lost);
             }
         }
     }
@@ -946,6 +1032,7 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
             }
         }
         self.accesses = accesses;
+        self.writes_by_seq.clear();
         self.absent.clear();
         self.has_deltas = false;
         self.scans.clear();

@@ -1,11 +1,17 @@
 //! Limited scans (`scan_limit`, `scan_first`): they merge the transaction's own writes, and
-//! they conflict only with writes up to the last row they returned.
+//! they conflict only with writes up to the last row they returned. With many scans in one
+//! epoch, each conflicts with exactly the lower-TID writes inside its own range.
 
 use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use txn::storage::MemoryStorage;
-use txn::{App, AppBuilder, Runtime, RuntimeConfig, SerialHints, ServiceRef};
+use txn::{
+    App, AppBuilder, Client, Outcome, Runtime, RuntimeConfig, SerialHints, ServiceRef, TxnError,
+};
 
 struct Queue;
 
@@ -20,6 +26,12 @@ enum Ev {
     },
     /// Returns the first key of 0..1000.
     First,
+    /// Scans `lo..hi`, or `lo..=hi` when `inclusive`, and returns the keys it saw.
+    Scan {
+        lo: u64,
+        hi: u64,
+        inclusive: bool,
+    },
 }
 
 impl App for Queue {
@@ -47,6 +59,14 @@ fn app() -> (Arc<txn::AppDef<Queue>>, ServiceRef) {
             Ev::First => {
                 let first = ctx.scan_first(rows, 0..1000)?;
                 ctx.set_output(first.into_iter().map(|(k, _)| k).collect());
+            }
+            Ev::Scan { lo, hi, inclusive } => {
+                let rows = if *inclusive {
+                    ctx.scan(rows, *lo..=*hi)?
+                } else {
+                    ctx.scan(rows, *lo..*hi)?
+                };
+                ctx.set_output(rows.into_iter().map(|(k, _)| k).collect());
             }
         }
         Ok(())
@@ -128,4 +148,104 @@ async fn scan_first_conflicts_only_with_writes_up_to_the_head() {
     let (seen, rerun) = insert_then_first(5).await;
     assert_eq!(seen, vec![5], "the serial order puts the insert first");
     assert!(rerun, "an insert before the head makes scan_first stale");
+}
+
+/// Submits `events` together, each sequenced after the one before it (the first poll of a
+/// submission sequences it, and they are first polled in order), and waits for every outcome.
+async fn submit_in_order(
+    c: &Client<Queue>,
+    q: ServiceRef,
+    events: &[Ev],
+) -> Vec<Outcome<Vec<u64>>> {
+    type Submission<'a> =
+        Pin<Box<dyn Future<Output = Result<Outcome<Vec<u64>>, TxnError>> + Send + 'a>>;
+    let mut pending: Vec<Submission<'_>> = events
+        .iter()
+        .map(|ev| Box::pin(c.submit_raw(q, &0u64, ev.clone())) as Submission<'_>)
+        .collect();
+    let mut outcomes: Vec<Option<Outcome<Vec<u64>>>> = vec![None; events.len()];
+    std::future::poll_fn(|cx| {
+        for (future, outcome) in pending.iter_mut().zip(&mut outcomes) {
+            if outcome.is_none()
+                && let Poll::Ready(result) = future.as_mut().poll(cx)
+            {
+                *outcome = Some(result.unwrap());
+            }
+        }
+        if outcomes.iter().all(Option::is_some) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    outcomes.into_iter().map(Option::unwrap).collect()
+}
+
+/// Whether `key` lies in the range of scan `ev`.
+fn in_range(ev: &Ev, key: u64) -> bool {
+    match *ev {
+        Ev::Scan { lo, hi, inclusive } => key >= lo && (key < hi || inclusive && key == hi),
+        _ => false,
+    }
+}
+
+// Goal: with eight inserts and eight scans in one epoch (inserts first, so with lower TIDs),
+// exactly the scans whose range holds an inserted key run again, and every scan sees the keys
+// of its range in the serial order; bounds that just touch an inserted key count only when
+// inclusive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_scan_conflicts_with_the_lower_writes_in_its_own_range() {
+    let (rt, q) = start().await;
+    let c = rt.client();
+    let inserted: Vec<u64> = (0..8).map(|i| 100 * i + 50).collect();
+    let mut events: Vec<Ev> = inserted.iter().map(|k| Ev::Insert(*k)).collect();
+    // Ranges that hold an inserted key, miss it, or end exactly on it.
+    let scans = [
+        (0, 49, true),
+        (0, 50, false),
+        (0, 50, true),
+        (140, 160, false),
+        (160, 240, false),
+        (250, 250, true),
+        (251, 349, true),
+        (300, 800, false),
+    ];
+    events.extend(scans.iter().map(|(lo, hi, inclusive)| Ev::Scan {
+        lo: *lo,
+        hi: *hi,
+        inclusive: *inclusive,
+    }));
+    let outcomes = submit_in_order(&c, q, &events).await;
+    rt.shutdown().await;
+    let epoch = outcomes[0].tid.epoch();
+    assert!(outcomes.iter().all(|o| o.tid.epoch() == epoch), "one epoch");
+    let (mut reruns, mut stayed) = (0usize, 0usize);
+    for (ev, out) in events.iter().zip(&outcomes).skip(inserted.len()) {
+        let lower_inserts_inside = events
+            .iter()
+            .zip(&outcomes)
+            .filter(|(e, o)| matches!(e, Ev::Insert(k) if in_range(ev, *k)) && o.tid < out.tid)
+            .count();
+        let rerun = out.serial_pos.expect("committed").pass > 0;
+        assert_eq!(rerun, lower_inserts_inside > 0, "{ev:?}");
+        if rerun {
+            reruns += 1;
+        } else {
+            stayed += 1;
+        }
+        let expected: Vec<u64> = events
+            .iter()
+            .zip(&outcomes)
+            .filter_map(|(e, o)| match e {
+                Ev::Insert(k) if in_range(ev, *k) && o.serial_pos < out.serial_pos => Some(*k),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(out.result.clone().unwrap(), Some(expected), "{ev:?}");
+    }
+    assert!(
+        reruns >= 2 && stayed >= 2,
+        "{reruns} scans ran again, {stayed} did not"
+    );
 }
