@@ -18,12 +18,13 @@ use crate::runtime::client::{QueryReply, Submission, TxnReply};
 use crate::runtime::config::RuntimeConfig;
 use crate::runtime::durability::{CheckpointSchedule, LogItem};
 use crate::runtime::reply::ReplyBatch;
-use crate::runtime::stats::{ConflictStats, RuntimeStats};
+use crate::runtime::stats::{ConflictStats, EpochPeak, RuntimeStats};
 use crate::sync::DurableWatermark;
 use crate::transport::PartitionActors;
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 /// The sequencer task's state.
@@ -160,7 +161,14 @@ pub(super) async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
     let mut closed = false;
     while let Some(gathered) = s.gather(closed).await {
         closed = gathered.closed;
-        s.run_gathered(gathered).await;
+        let started = Instant::now();
+        let mut turn = EpochPeak {
+            checkpoint_writing: s.checkpoint_schedule.in_flight.load(Ordering::Acquire),
+            ..EpochPeak::default()
+        };
+        s.run_gathered(gathered, &mut turn).await;
+        turn.turn_nanos = started.elapsed().as_nanos() as u64;
+        s.stats.note_turn(&turn);
     }
 }
 
@@ -209,8 +217,8 @@ impl<A: App> Sequencer<A> {
     }
 
     /// Sequences, logs and runs what was gathered, then queues its replies (and a checkpoint
-    /// if one falls due).
-    async fn run_gathered(&mut self, g: Gathered<A>) {
+    /// if one falls due); `turn` gets where the time went.
+    async fn run_gathered(&mut self, g: Gathered<A>, turn: &mut EpochPeak) {
         let Gathered {
             requests,
             pending,
@@ -246,8 +254,16 @@ impl<A: App> Sequencer<A> {
             return;
         }
         let env = self.next_epoch(requests);
+        (turn.epoch, turn.timestamp_ms) = (env.epoch, env.timestamp_ms);
+        turn.txns = env.requests.len() as u64;
         let (jobs, query_replies): (Vec<QueryJob>, Vec<QueryReply>) = queries.into_iter().unzip();
-        if self.log_tx.send(LogItem::Epoch(env.clone())).await.is_err() {
+        let queueing = Instant::now();
+        let queued = self
+            .log_tx
+            .send(LogItem::Epoch(env.clone(), queueing))
+            .await;
+        turn.log_queue_nanos = queueing.elapsed().as_nanos() as u64;
+        if queued.is_err() {
             let why = "the durability thread stopped";
             let replies = answered_replies(answered);
             return fail_all(pending, replies, query_replies, &mut self.inflight, why);
@@ -265,13 +281,18 @@ impl<A: App> Sequencer<A> {
                 return fail_all(pending, replies, query_replies, &mut self.inflight, &why);
             }
         };
+        turn.phase_nanos = outcome.stats.phase_nanos;
         self.reply_after_epoch(&env, outcome, pending, answered, query_replies);
         if self
             .checkpoint_schedule
             .due(self.epoch, self.config.checkpoint_every_epochs)
-            && let Err(e) = checkpoint(self).await
         {
-            tracing::error!(epoch = self.epoch, error = %e, "checkpoint failed");
+            let taking = Instant::now();
+            match checkpoint(self).await {
+                Ok(n_chunks) => turn.checkpoint_take_chunks = n_chunks as u64,
+                Err(e) => tracing::error!(epoch = self.epoch, error = %e, "checkpoint failed"),
+            }
+            turn.checkpoint_take_nanos = taking.elapsed().as_nanos() as u64;
         }
     }
 
@@ -377,8 +398,9 @@ async fn gather_conflict_stats<A: App>(s: &Sequencer<A>) -> Result<ConflictStats
 }
 
 /// Collects the rows changed since the last checkpoint from every partition (one message each,
-/// encoded in parallel by the partition actors) and queues them behind the epoch's log record.
-async fn checkpoint<A: App>(s: &mut Sequencer<A>) -> Result<(), TxnError> {
+/// encoded in parallel by the partition actors) and queues them behind the epoch's log record;
+/// returns how many deferred chunks it queued.
+async fn checkpoint<A: App>(s: &mut Sequencer<A>) -> Result<usize, TxnError> {
     let all: Vec<GlobalPartition> = (0..s.app.n_global).collect();
     let parts = run_phase(&s.actors, &all, |_, reply| Job::Checkpoint { reply }).await?;
     let mut rows: Vec<DeferredRows> = parts.into_iter().flatten().collect();
@@ -392,13 +414,15 @@ async fn checkpoint<A: App>(s: &mut Sequencer<A>) -> Result<(), TxnError> {
         !was_in_flight,
         "a second checkpoint was queued while one is in flight"
     );
+    let n_chunks = rows.len();
     s.log_tx
         .send(LogItem::Checkpoint {
             epoch: s.epoch,
             rows,
         })
         .await
-        .map_err(|_| TxnError::Storage("the durability thread stopped".into()))
+        .map_err(|_| TxnError::Storage("the durability thread stopped".into()))?;
+    Ok(n_chunks)
 }
 
 /// Answers every waiter of a batch that will not run with the storage error `why`.

@@ -40,6 +40,90 @@ pub struct RuntimeStats {
     pub lease_term: AtomicU64,
     /// The term of the holder that took the store over (0: none; `u64::MAX`: the lease lapsed).
     pub fenced_by_term: AtomicU64,
+    /// The slowest sequencer turn, log append and checkpoint chunk since the peaks were last
+    /// taken (`RuntimeStats::take_peaks`): where a worst-case latency came from.
+    pub peaks: parking_lot::Mutex<LatencyPeaks>,
+}
+
+/// The worst moments of the pipeline since the peaks were last taken, each with what coincided
+/// with it, so a latency spike seen by clients can be traced to its cause.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LatencyPeaks {
+    pub slowest_turn: EpochPeak,
+    pub slowest_append: LogPeak,
+    /// The longest a checkpoint held the store's writer for one chunk of rows (encoding
+    /// excluded), and the longest whole checkpoint, from hand-over to completion.
+    pub slowest_checkpoint_chunk_nanos: u64,
+    pub slowest_checkpoint_nanos: u64,
+}
+
+/// One sequencer turn: everything it did for one epoch, from the end of gathering the epoch's
+/// requests to the start of gathering the next. Nothing new is sequenced during a turn, so a
+/// long one delays every request that arrives meanwhile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EpochPeak {
+    pub epoch: u64,
+    /// The epoch's logged timestamp (wall clock), ms since the Unix epoch.
+    pub timestamp_ms: u64,
+    pub txns: u64,
+    pub turn_nanos: u64,
+    /// Waiting to hand the epoch's record to the durability thread, which was
+    /// `limits::EPOCHS_IN_FLIGHT_MAX` epochs behind.
+    pub log_queue_nanos: u64,
+    /// The epoch's phases: execute, decide, commit, serial pass.
+    pub phase_nanos: [u64; 4],
+    /// Taking the changed rows from the partitions for a checkpoint after the epoch (0: none
+    /// fell due), and how many table chunks that gave.
+    pub checkpoint_take_nanos: u64,
+    pub checkpoint_take_chunks: u64,
+    /// Whether a checkpoint was queued or being written when the turn began.
+    pub checkpoint_writing: bool,
+}
+
+/// One durable log append (group commit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogPeak {
+    /// From the oldest epoch of the group being queued to the group being durable: the log's
+    /// share of that epoch's latency.
+    pub wait_nanos: u64,
+    /// Encoding, writing and syncing the group.
+    pub append_nanos: u64,
+    pub epochs: u64,
+    pub bytes: u64,
+    /// Whether a checkpoint was being written at the same time.
+    pub checkpoint_writing: bool,
+}
+
+impl RuntimeStats {
+    /// The peaks since the last call (or the start), resetting them: a caller takes them once
+    /// before a measured stretch and once after it.
+    pub fn take_peaks(&self) -> LatencyPeaks {
+        std::mem::take(&mut *self.peaks.lock())
+    }
+
+    /// Keeps `turn` if it is the slowest so far (one lock per epoch).
+    pub(super) fn note_turn(&self, turn: &EpochPeak) {
+        let mut peaks = self.peaks.lock();
+        if turn.turn_nanos > peaks.slowest_turn.turn_nanos {
+            peaks.slowest_turn = *turn;
+        }
+    }
+
+    /// Keeps `append` if its epoch waited the longest so far (one lock per log append).
+    pub(super) fn note_append(&self, append: &LogPeak) {
+        let mut peaks = self.peaks.lock();
+        if append.wait_nanos > peaks.slowest_append.wait_nanos {
+            peaks.slowest_append = *append;
+        }
+    }
+
+    /// Keeps the longest chunk write and the longest checkpoint.
+    pub(super) fn note_checkpoint(&self, chunk_nanos: u64, checkpoint_nanos: u64) {
+        let mut peaks = self.peaks.lock();
+        peaks.slowest_checkpoint_chunk_nanos =
+            peaks.slowest_checkpoint_chunk_nanos.max(chunk_nanos);
+        peaks.slowest_checkpoint_nanos = peaks.slowest_checkpoint_nanos.max(checkpoint_nanos);
+    }
 }
 
 impl RuntimeStats {
