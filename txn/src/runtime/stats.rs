@@ -26,6 +26,9 @@ pub struct RuntimeStats {
     /// Rows and wall time of the last completed checkpoint.
     pub last_checkpoint_rows: AtomicU64,
     pub last_checkpoint_micros: AtomicU64,
+    /// Between-epoch steps copying checkpoint rows (`Job::CheckpointStep` rounds): a checkpoint
+    /// larger than `limits::CHECKPOINT_COPY_ROWS_PER_EPOCH` per partition takes several.
+    pub checkpoint_copy_steps: AtomicU64,
     /// Wall time spent in each epoch phase, summed over epochs: execute (all waves), decide,
     /// commit, serial pass.
     pub execute_nanos: AtomicU64,
@@ -173,6 +176,7 @@ pub struct StatsSnapshot {
     /// Levels, not counts: the last completed checkpoint's rows and wall time.
     pub last_checkpoint_rows: u64,
     pub last_checkpoint_micros: u64,
+    pub checkpoint_copy_steps: u64,
     /// Wall time in each epoch phase, summed over epochs.
     pub execute_nanos: u64,
     pub decide_nanos: u64,
@@ -205,6 +209,7 @@ impl StatsSnapshot {
             log_append_nanos: self.log_append_nanos - earlier.log_append_nanos,
             last_checkpoint_rows: self.last_checkpoint_rows,
             last_checkpoint_micros: self.last_checkpoint_micros,
+            checkpoint_copy_steps: self.checkpoint_copy_steps - earlier.checkpoint_copy_steps,
             execute_nanos: self.execute_nanos - earlier.execute_nanos,
             decide_nanos: self.decide_nanos - earlier.decide_nanos,
             commit_nanos: self.commit_nanos - earlier.commit_nanos,
@@ -236,6 +241,7 @@ impl RuntimeStats {
             log_append_nanos: read(&self.log_append_nanos),
             last_checkpoint_rows: read(&self.last_checkpoint_rows),
             last_checkpoint_micros: read(&self.last_checkpoint_micros),
+            checkpoint_copy_steps: read(&self.checkpoint_copy_steps),
             execute_nanos: read(&self.execute_nanos),
             decide_nanos: read(&self.decide_nanos),
             commit_nanos: read(&self.commit_nanos),
