@@ -343,14 +343,19 @@ async fn run_vmsdb<W: Workload>(
 
     let before = rt.stats().snapshot();
     let conflicts_before = rt.conflict_stats().await?;
+    // The load's peaks are not the run's.
+    rt.stats().take_peaks();
+    let run_started_ms = unix_ms();
     let progress = ui.run_bar("vmsdb", common.duration);
     let sample = usage::Sample::now();
     let driven = drive_runtime(w.clone(), client.clone(), drive_config(common), &progress).await;
     let usage = sample.usage_since(driven.recorder.committed());
     warn_late(ui, "vmsdb", &driven);
     let conflicts = rt.conflict_stats().await?.since(&conflicts_before);
-    let runtime_stats =
+    let mut runtime_stats =
         runtime_stats_summary(rt.stats().snapshot().since(&before), Some(&conflicts));
+    let peaks = rt.stats().take_peaks();
+    runtime_stats.peaks = Some(report::PeaksSummary::new(&peaks, run_started_ms));
 
     ui.status("vmsdb: checking consistency");
     let violations = w.audit(&client, &effects_of(&driven.recorder)).await?;
@@ -366,6 +371,13 @@ async fn run_vmsdb<W: Workload>(
         anomalies_expected: false,
         usage: Some(usage),
     })
+}
+
+/// Wall-clock time in ms since the Unix epoch (the clock epoch timestamps are taken from).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The runtime's counters over a run, summarised.
@@ -398,6 +410,7 @@ pub(crate) fn runtime_stats_summary(
                     .collect()
             })
             .unwrap_or_default(),
+        peaks: None,
     }
 }
 

@@ -81,6 +81,9 @@ pub struct Recorder {
     /// Committed and aborted operations completed in second `i` of the run.
     pub committed_per_s: Vec<u64>,
     pub aborted_per_s: Vec<u64>,
+    /// The slowest committed operation completed in second `i` of the run, in nanoseconds:
+    /// when in the run the worst latencies happened.
+    pub max_latency_ns_per_s: Vec<u64>,
     /// Open loop: arrivals skipped because every client slot was busy.
     pub late: u64,
     live: Arc<AtomicU64>,
@@ -93,6 +96,7 @@ impl Recorder {
             types: (0..n_types).map(|_| TypeRecord::new()).collect(),
             committed_per_s: Vec::new(),
             aborted_per_s: Vec::new(),
+            max_latency_ns_per_s: Vec::new(),
             late: 0,
             live,
             unpublished: 0,
@@ -116,9 +120,10 @@ impl Recorder {
             Completion::Committed => {
                 t.committed += 1;
                 t.effect += i128::from(effect);
-                t.latency_ns
-                    .saturating_record((latency.as_nanos() as u64).clamp(1, LATENCY_NS_MAX));
+                let latency_ns = (latency.as_nanos() as u64).clamp(1, LATENCY_NS_MAX);
+                t.latency_ns.saturating_record(latency_ns);
                 bump(&mut self.committed_per_s, second);
+                raise(&mut self.max_latency_ns_per_s, second, latency_ns);
                 self.unpublished += 1;
                 if self.unpublished == LIVE_FLUSH_EVERY {
                     self.publish();
@@ -153,6 +158,9 @@ impl Recorder {
         }
         add_series(&mut self.committed_per_s, &o.committed_per_s);
         add_series(&mut self.aborted_per_s, &o.aborted_per_s);
+        for (second, max) in o.max_latency_ns_per_s.iter().enumerate() {
+            raise(&mut self.max_latency_ns_per_s, second, *max);
+        }
         self.late += o.late;
     }
 
@@ -185,6 +193,14 @@ fn bump(series: &mut Vec<u64>, second: usize) {
         series.resize(second + 1, 0);
     }
     series[second] += 1;
+}
+
+/// Raises `series[second]` to `value` if it is below.
+fn raise(series: &mut Vec<u64>, second: usize, value: u64) {
+    if series.len() <= second {
+        series.resize(second + 1, 0);
+    }
+    series[second] = series[second].max(value);
 }
 
 fn add_series(into: &mut Vec<u64>, from: &[u64]) {

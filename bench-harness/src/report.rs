@@ -73,6 +73,55 @@ pub struct RuntimeStatsSummary {
     pub serial_lend_us_mean: f64,
     /// Conflict losses by `service.table` over the measured run, with the hottest keys.
     pub conflicts_by_table: BTreeMap<String, TableConflictSummary>,
+    /// The pipeline's worst moments over the measured run (`txn::runtime::LatencyPeaks`).
+    pub peaks: Option<PeaksSummary>,
+}
+
+/// The pipeline's worst moments over a run, in ms: the slowest sequencer turn with where its
+/// time went, the log append whose epoch waited longest, and the checkpoint's longest writes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PeaksSummary {
+    pub slowest_turn_epoch: u64,
+    /// The slowest turn's epoch timestamp, ms after the measured run started (negative: before).
+    pub slowest_turn_at_ms: i64,
+    pub slowest_turn_ms: f64,
+    pub slowest_turn_txns: u64,
+    pub slowest_turn_log_queue_ms: f64,
+    /// Execute, decide, commit, serial pass.
+    pub slowest_turn_phases_ms: [f64; 4],
+    pub slowest_turn_checkpoint_take_ms: f64,
+    pub slowest_turn_checkpoint_writing: bool,
+    pub slowest_log_wait_ms: f64,
+    pub slowest_log_append_ms: f64,
+    pub slowest_log_group_epochs: u64,
+    pub slowest_log_group_bytes: u64,
+    pub slowest_log_checkpoint_writing: bool,
+    pub slowest_checkpoint_chunk_ms: f64,
+    pub slowest_checkpoint_ms: f64,
+}
+
+impl PeaksSummary {
+    /// `p` in ms, its turn's time given relative to `run_started_ms` (Unix ms).
+    pub fn new(p: &txn::runtime::LatencyPeaks, run_started_ms: u64) -> Self {
+        let (turn, log) = (&p.slowest_turn, &p.slowest_append);
+        PeaksSummary {
+            slowest_turn_epoch: turn.epoch,
+            slowest_turn_at_ms: turn.timestamp_ms as i64 - run_started_ms as i64,
+            slowest_turn_ms: ms(turn.turn_nanos),
+            slowest_turn_txns: turn.txns,
+            slowest_turn_log_queue_ms: ms(turn.log_queue_nanos),
+            slowest_turn_phases_ms: turn.phase_nanos.map(ms),
+            slowest_turn_checkpoint_take_ms: ms(turn.checkpoint_take_nanos),
+            slowest_turn_checkpoint_writing: turn.checkpoint_writing,
+            slowest_log_wait_ms: ms(log.wait_nanos),
+            slowest_log_append_ms: ms(log.append_nanos),
+            slowest_log_group_epochs: log.epochs,
+            slowest_log_group_bytes: log.bytes,
+            slowest_log_checkpoint_writing: log.checkpoint_writing,
+            slowest_checkpoint_chunk_ms: ms(p.slowest_checkpoint_chunk_nanos),
+            slowest_checkpoint_ms: ms(p.slowest_checkpoint_nanos),
+        }
+    }
 }
 
 /// The conflict losses one table caused (see `txn::runtime::TableConflicts`).
@@ -158,7 +207,10 @@ pub struct SystemSummary {
     pub p50_ms: f64,
     pub p90_ms: f64,
     pub p99_ms: f64,
+    pub p999_ms: f64,
     pub max_ms: f64,
+    /// The second of the run (from 0) in which the slowest committed operation completed.
+    pub max_at_second: usize,
     pub mean_ms: f64,
     /// Violations per consistency criterion (0 expected everywhere but where
     /// `anomalies_expected`).
@@ -174,6 +226,8 @@ pub struct SystemSummary {
     /// Committed operations completed in each second of the run (the last one is partial).
     pub committed_per_second: Vec<u64>,
     pub aborted_per_second: Vec<u64>,
+    /// The slowest committed operation completed in each second of the run, ms.
+    pub max_latency_ms_per_second: Vec<f64>,
     pub load: LoadSummary,
     pub storage: String,
     pub runtime_stats: Option<RuntimeStatsSummary>,
@@ -286,6 +340,12 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
+/// The second whose slowest operation was the slowest of the run (the first such; 0 if none).
+fn worst_second(max_per_second: &[u64]) -> usize {
+    let worst = max_per_second.iter().copied().max().unwrap_or(0);
+    max_per_second.iter().position(|m| *m == worst).unwrap_or(0)
+}
+
 impl SystemSummary {
     fn from_run(run: &SystemRun, op_types: &[&str]) -> Self {
         let secs = run.elapsed.as_secs_f64().max(1e-9);
@@ -324,7 +384,9 @@ impl SystemSummary {
             p50_ms: ms(all.value_at_quantile(0.50)),
             p90_ms: ms(all.value_at_quantile(0.90)),
             p99_ms: ms(all.value_at_quantile(0.99)),
+            p999_ms: ms(all.value_at_quantile(0.999)),
             max_ms: ms(all.max()),
+            max_at_second: worst_second(&rec.max_latency_ns_per_s),
             mean_ms: all.mean() / 1e6,
             violations: run
                 .violations
@@ -337,6 +399,7 @@ impl SystemSummary {
             per_type,
             committed_per_second: rec.committed_per_s.clone(),
             aborted_per_second: rec.aborted_per_s.clone(),
+            max_latency_ms_per_second: rec.max_latency_ns_per_s.iter().map(|n| ms(*n)).collect(),
             load: run.load.clone(),
             storage: run.storage.clone(),
             runtime_stats: run.runtime_stats.clone(),
@@ -482,6 +545,35 @@ impl Summary {
                     fmt_count(rs.serial_hinted),
                     fmt_count(rs.fallback_runs)
                 );
+                if let Some(p) = &rs.peaks {
+                    let [execute, decide, commit, serial] = p.slowest_turn_phases_ms;
+                    let _ = writeln!(
+                        out,
+                        "  slowest epoch turn {:.1} ms (epoch {} at {:.1} s, {} txns: log queue {:.1}, execute {:.1}, decide {:.1}, commit {:.1}, serial {:.1}, checkpoint take {:.1} ms; checkpoint in flight {})",
+                        p.slowest_turn_ms,
+                        p.slowest_turn_epoch,
+                        p.slowest_turn_at_ms as f64 / 1e3,
+                        p.slowest_turn_txns,
+                        p.slowest_turn_log_queue_ms,
+                        execute,
+                        decide,
+                        commit,
+                        serial,
+                        p.slowest_turn_checkpoint_take_ms,
+                        p.slowest_turn_checkpoint_writing
+                    );
+                    let _ = writeln!(
+                        out,
+                        "  slowest log wait {:.1} ms (append {:.1} ms, {} epochs, {} bytes; checkpoint writing {})  slowest checkpoint {:.0} ms (longest chunk write {:.1} ms)",
+                        p.slowest_log_wait_ms,
+                        p.slowest_log_append_ms,
+                        p.slowest_log_group_epochs,
+                        fmt_count(p.slowest_log_group_bytes),
+                        p.slowest_log_checkpoint_writing,
+                        p.slowest_checkpoint_ms,
+                        p.slowest_checkpoint_chunk_ms
+                    );
+                }
                 for (table, t) in &rs.conflicts_by_table {
                     let hot: Vec<String> = t
                         .hot_keys
@@ -537,6 +629,19 @@ impl Summary {
                 .map(|n| fmt_count(*n))
                 .collect();
             let _ = writeln!(out, "  committed per second: {}", series.join(" "));
+            let slowest: Vec<String> = s
+                .max_latency_ms_per_second
+                .iter()
+                .map(|m| format!("{m:.0}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  latency p99.9 {:.2} ms, max {:.2} ms in second {}; slowest per second (ms): {}",
+                s.p999_ms,
+                s.max_ms,
+                s.max_at_second,
+                slowest.join(" ")
+            );
         }
         if let Some(cluster) = &self.cluster {
             out.push_str(&cluster.lines());

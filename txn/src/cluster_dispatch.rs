@@ -314,6 +314,7 @@ enum Deposits<A: App> {
     },
     Commit(Vec<Depositor<()>>),
     Checkpoint(Vec<Depositor<Vec<DeferredRows>>>),
+    CheckpointStep(Vec<Depositor<Option<Vec<DeferredRows>>>>),
     Fallback(Vec<Depositor<WaveOut<A>>>),
     Load(Vec<Depositor<Result<(), String>>>),
     ConflictTally(Vec<Depositor<Vec<(String, ConflictTally)>>>),
@@ -327,6 +328,7 @@ fn phase_name<A: App>(job: &Job<A>) -> &'static str {
         Job::Decide { .. } => "decide",
         Job::Commit { .. } => "commit",
         Job::Checkpoint { .. } => "checkpoint",
+        Job::CheckpointStep { .. } => "checkpoint step",
         Job::Fallback { .. } => "fallback round",
         Job::Lend { .. } | Job::Return { .. } => "serial fallback lend",
         Job::Load { .. } => "checkpoint load",
@@ -413,6 +415,17 @@ fn split_between_epochs<A: App>(
             (
                 PhaseWork::Checkpoint { partitions },
                 Deposits::Checkpoint(replies),
+            )
+        }
+        Job::CheckpointStep { begin, .. } => {
+            let begin = *begin;
+            let (partitions, replies) = split_each(jobs, |gp, job| match job {
+                Job::CheckpointStep { reply, .. } => Ok(reply),
+                job => Err(cannot_travel(gp, &job)),
+            })?;
+            (
+                PhaseWork::CheckpointStep { begin, partitions },
+                Deposits::CheckpointStep(replies),
             )
         }
         Job::Load { .. } => {
@@ -561,6 +574,16 @@ impl<A: App> Deposits<A> {
                         out.extend(rows.into_iter().map(|WireRow(key, value)| (key, value)))
                     });
                     vec![encode]
+                })
+            }
+            (Deposits::CheckpointStep(replies), PhaseResult::CheckpointStep { rows }) => {
+                each(replies, rows, |rows: Option<Vec<WireRow>>| {
+                    rows.map(|rows| {
+                        let encode: DeferredRows = Box::new(move |out| {
+                            out.extend(rows.into_iter().map(|WireRow(key, value)| (key, value)))
+                        });
+                        vec![encode]
+                    })
                 })
             }
             (Deposits::Load(replies), PhaseResult::Load { loaded }) => each(replies, loaded, |r| r),

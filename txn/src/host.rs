@@ -201,6 +201,19 @@ impl<A: App> PartitionHost<A> {
                     rows: rows.collect(),
                 })
             }
+            PhaseWork::CheckpointStep { begin, .. } => {
+                let parts = run_phase(actors, &gps, |_, reply| Job::CheckpointStep {
+                    begin,
+                    reply,
+                })
+                .await?;
+                let rows = gps
+                    .into_iter()
+                    .zip(parts.into_iter().map(|p| p.map(wire_rows)));
+                Ok(PhaseResult::CheckpointStep {
+                    rows: rows.collect(),
+                })
+            }
             PhaseWork::Load { chunks } => {
                 let mut chunks = chunks.into_iter().map(|(_, rows)| rows);
                 let loaded = run_phase(actors, &gps, |_, reply| Job::Load {

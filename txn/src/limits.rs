@@ -60,6 +60,12 @@ pub const CONFLICT_HOT_KEYS_MAX: usize = 8;
 /// Checkpoint rows written to storage per call, so no single storage write grows without bound.
 pub const CHECKPOINT_CHUNK_ROWS_MAX: usize = 4_096;
 
+/// Rows of a checkpoint each partition copies between two epochs (one probe and one clone
+/// each, about a microsecond at most), so a large checkpoint (the first after a bulk load holds
+/// every row) holds up each epoch by a few milliseconds instead of stopping the pipeline until
+/// all its rows are copied; a row changed before its turn is copied by the change. In rows.
+pub const CHECKPOINT_COPY_ROWS_PER_EPOCH: usize = 4_096;
+
 /// A conflict-aborted transaction is retried at most this many times in a row before the
 /// client gets `AbortReason::RetriesExhausted`. With the serial fallback on, this is never
 /// reached, because the fallback commits or user-aborts every transaction it runs.
@@ -182,6 +188,7 @@ pub const LEASE_RETRY_WAIT_MS_MIN: u64 = 20;
 const _: () = assert!(RECOVERY_EPOCHS_READ_AHEAD_MAX >= 1);
 const _: () = assert!(RECOVERY_LOAD_CHUNK_ROWS_MAX >= 1 && RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX >= 1);
 const _: () = assert!(EPOCH_DURATION_US_DEFAULT <= EPOCH_DURATION_US_MAX);
+const _: () = assert!(CHECKPOINT_COPY_ROWS_PER_EPOCH >= 1);
 const _: () = assert!(EPOCH_TXNS_MAX_DEFAULT <= EPOCH_TXNS_MAX);
 const _: () = assert!(EPOCH_TXNS_MAX <= u32::MAX as usize);
 const _: () = assert!(

@@ -523,6 +523,12 @@ pub(crate) enum Job<A: App> {
     },
     /// Encode the rows changed since the last checkpoint (between epochs).
     Checkpoint { reply: Depositor<Vec<DeferredRows>> },
+    /// One step of an incremental checkpoint (between epochs): `begin` one as of now, then copy
+    /// up to `limits::CHECKPOINT_COPY_ROWS_PER_EPOCH` of its rows; the rows once all are copied.
+    CheckpointStep {
+        begin: bool,
+        reply: Depositor<Option<Vec<DeferredRows>>>,
+    },
     /// One round of the ordered fallback (`ordered.rs`): first commit (`Some(true)`) or discard
     /// the transaction that held this partition and has finished, then, if `begin`, enter solo
     /// mode for the transaction whose steps follow, and run them like a wave.
@@ -566,6 +572,32 @@ impl<A: App> PartitionState<A> {
             t.take_dirty_chunks(row_key_prefix(gp, idx), &mut out);
         }
         out
+    }
+
+    /// One step of an incremental checkpoint: begins one (`begin`: the rows changed since the
+    /// last checkpoint, as of now, without touching them), then copies up to `budget` of its
+    /// rows; once every table's are copied, their deferred encodings. A row changed before its
+    /// turn is copied by the change, so the epochs in between never wait for the whole copy.
+    pub fn checkpoint_step(&mut self, begin: bool, budget: usize) -> Option<Vec<DeferredRows>> {
+        if begin {
+            self.tables
+                .iter_mut()
+                .for_each(|t| t.begin_checkpoint_copy());
+        }
+        let mut budget = budget;
+        for t in &mut self.tables {
+            budget = t.copy_checkpoint_rows(budget);
+        }
+        if self.tables.iter().any(|t| t.checkpoint_rows_to_copy() > 0) {
+            return None;
+        }
+        let gp = self.gp;
+        let mut out = Vec::new();
+        for (idx, t) in self.tables.iter_mut().enumerate() {
+            let finished = t.finish_checkpoint_copy(row_key_prefix(gp, idx), &mut out);
+            debug_assert!(finished, "a table with no rows left to copy finishes");
+        }
+        Some(out)
     }
 
     /// Like [`PartitionState::drain_checkpoint_rows`], but only for the tables that have
@@ -685,6 +717,10 @@ fn run_owned_job<A: App>(app: &AppDef<A>, state: &mut PartitionState<A>, job: Jo
         }
         Job::Checkpoint { reply } => {
             reply.deposit(state.drain_checkpoint_rows());
+        }
+        Job::CheckpointStep { begin, reply } => {
+            let budget = crate::limits::CHECKPOINT_COPY_ROWS_PER_EPOCH;
+            reply.deposit(state.checkpoint_step(begin, budget));
         }
         Job::Fallback {
             env,

@@ -28,13 +28,18 @@ use std::hash::{Hash, Hasher};
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
-/// Set in `Slot::meta` while the row is in `TableState::dirty` (changed since the last
-/// checkpoint), so a row changed many times is listed once.
-const DIRTY_BIT: u32 = 1 << 31;
+/// The two dirty bits of `Slot::meta`. One of them (`TableState::dirty_bit`) is set while the
+/// row is in `TableState::dirty` (changed since the last checkpoint), so a row changed many times
+/// is listed once. When a checkpoint begins, the list is handed to the copy and the tables
+/// switch to the other bit: the old one then marks the rows the checkpoint has not copied yet.
+const DIRTY_BITS: u32 = 0b11 << 30;
+
+/// The dirty bit a table starts with.
+const FIRST_DIRTY_BIT: u32 = 1 << 31;
 
 /// The bits of `Slot::meta` that locate the row's access of the current epoch: 0 for none,
 /// `i + 1` for `TableState::accesses[i]`.
-const ACCESS_BITS: u32 = DIRTY_BIT - 1;
+const ACCESS_BITS: u32 = !DIRTY_BITS;
 
 /// A committed row, and in the same map slot where its access of the current epoch is and
 /// whether it changed since the last checkpoint: every phase finds all three with one probe of
@@ -56,20 +61,53 @@ impl<V> Slot<V> {
     fn set_access(&mut self, index: usize) {
         assert!(
             index < ACCESS_BITS as usize,
-            "more than 2^31 row accesses in one epoch"
+            "more than 2^30 row accesses in one epoch"
         );
-        self.meta = (self.meta & DIRTY_BIT) | (index as u32 + 1);
+        self.meta = (self.meta & DIRTY_BITS) | (index as u32 + 1);
     }
 
     fn clear_access(&mut self) {
-        self.meta &= DIRTY_BIT;
+        self.meta &= DIRTY_BITS;
     }
 
-    /// Marks the row dirty; whether it was not already (then its key must be listed).
-    fn mark_dirty(&mut self) -> bool {
-        let newly = self.meta & DIRTY_BIT == 0;
-        self.meta |= DIRTY_BIT;
+    /// Marks the row dirty with `bit`; whether it was not already (then its key must be listed).
+    fn mark_dirty(&mut self, bit: u32) -> bool {
+        let newly = self.meta & bit == 0;
+        self.meta |= bit;
         newly
+    }
+
+    /// Clears `bit` (a checkpoint's copy bit); whether it was set, i.e. whether the checkpoint
+    /// being copied still needs this row's value.
+    fn take_copy_bit(&mut self, bit: u32) -> bool {
+        let set = self.meta & bit != 0;
+        self.meta &= !bit;
+        set
+    }
+}
+
+/// What a change of a committed row owes the checkpoints: list the row as changed since the
+/// last one (`dirty`, marked with `bit`) and, while a checkpoint is being copied, first copy
+/// the row's old value into `copies` if that checkpoint has not copied it yet (its slot still
+/// has `copy_bit`). This copy-on-write is what lets a checkpoint be copied a bounded number of
+/// rows per epoch instead of all at once between two epochs.
+struct Tracking<'a, K, V> {
+    dirty: &'a mut Vec<K>,
+    bit: u32,
+    /// 0 while no checkpoint is being copied.
+    copy_bit: u32,
+    copies: Option<&'a mut Vec<(K, V)>>,
+}
+
+impl<K: Clone, V> Tracking<'_, K, V> {
+    /// Records what `set_occupied` found for the row `key`.
+    fn note(&mut self, key: &K, copy: Option<V>, newly_dirty: bool) {
+        if let (Some(old), Some(copies)) = (copy, self.copies.as_mut()) {
+            copies.push((key.clone(), old));
+        }
+        if newly_dirty {
+            self.dirty.push(key.clone());
+        }
     }
 }
 
@@ -80,34 +118,50 @@ pub(crate) enum Rows<K, V> {
     Ordered(BTreeMap<K, Slot<V>>),
 }
 
+/// What changing an occupied slot gave: the old value when it is replaced, a copy of the old
+/// value for the checkpoint being copied, and whether the row's key must now be listed dirty.
+type SetOccupied<V> = (Option<V>, Option<V>, bool);
+
 /// Sets an occupied `slot` to `value` (`None` deletes, which the caller then does): clears the
-/// row's access and marks it dirty when `tracking`. Returns the old value when it is replaced,
-/// and whether the row's key must now be listed dirty.
-fn set_occupied<V>(slot: &mut Slot<V>, value: Option<V>, tracking: bool) -> (Option<V>, bool) {
+/// row's access and, when `tracking` (its dirty bit and copy bit), marks it dirty and copies its
+/// old value if the checkpoint being copied still needs it.
+fn set_occupied<V: Clone>(
+    slot: &mut Slot<V>,
+    value: Option<V>,
+    tracking: Option<(u32, u32)>,
+) -> SetOccupied<V> {
     slot.clear_access();
-    let newly_dirty = tracking && slot.mark_dirty();
-    (
-        value.map(|v| std::mem::replace(&mut slot.value, v)),
-        newly_dirty,
-    )
+    let (mut copy, mut newly_dirty) = (None, false);
+    if let Some((bit, copy_bit)) = tracking {
+        if copy_bit != 0 && slot.take_copy_bit(copy_bit) {
+            copy = Some(slot.value.clone());
+        }
+        newly_dirty = slot.mark_dirty(bit);
+    }
+    let old = value.map(|v| std::mem::replace(&mut slot.value, v));
+    (old, copy, newly_dirty)
 }
 
 /// The slot a missing row `key` gets when set to `value` (none for a delete); the key is listed
-/// in `dirty` either way, since the checkpoint may hold a deleted row.
+/// in `dirty` either way, since the checkpoint may hold a deleted row. A missing row has
+/// nothing for a checkpoint being copied: it was missing when the copy began, or was copied
+/// before it was deleted.
 fn vacant_slot<K: Clone, V>(
     key: &K,
     value: Option<V>,
-    dirty: Option<&mut Vec<K>>,
+    tracking: Option<&mut Tracking<'_, K, V>>,
 ) -> Option<Slot<V>> {
-    let tracked = dirty.is_some();
-    if let Some(dirty) = dirty {
-        dirty.push(key.clone());
-    }
-    let meta = if tracked { DIRTY_BIT } else { 0 };
+    let meta = match tracking {
+        Some(t) => {
+            t.dirty.push(key.clone());
+            t.bit
+        }
+        None => 0,
+    };
     value.map(|value| Slot { value, meta })
 }
 
-impl<K: Ord + Hash + Eq + Clone, V> Rows<K, V> {
+impl<K: Ord + Hash + Eq + Clone, V: Clone> Rows<K, V> {
     pub fn get(&self, k: &K) -> Option<&V> {
         self.slot(k).map(|s| &s.value)
     }
@@ -125,24 +179,26 @@ impl<K: Ord + Hash + Eq + Clone, V> Rows<K, V> {
     }
     /// Sets row `k` to `v` (`None` deletes) in one probe (deleting a hashed row takes two more:
     /// one drops its index bucket, one re-points the entry moved into its place), clearing its
-    /// access and marking it dirty; returns the old value.
-    fn set(&mut self, k: K, v: Option<V>, dirty: Option<&mut Vec<K>>) -> Option<V> {
+    /// access and doing what `tracking` asks; returns the old value.
+    fn set(&mut self, k: K, v: Option<V>, tracking: Option<Tracking<'_, K, V>>) -> Option<V> {
         use std::collections::btree_map::Entry;
+        let bits = tracking.as_ref().map(|t| (t.bit, t.copy_bit));
         match self {
             Rows::Hash(m) => {
                 let mut value = Some(v);
-                let mut dirty = Some(dirty);
+                let mut tracking = Some(tracking);
                 let found = m.upsert(k, |key| {
-                    vacant_slot(key, value.take().flatten(), dirty.take().flatten())
+                    let mut t = tracking.take().flatten();
+                    vacant_slot(key, value.take().flatten(), t.as_mut())
                 });
-                let (Some(i), Some(v), Some(dirty)) = (found, value, dirty) else {
+                let (Some(i), Some(v), Some(tracking)) = (found, value, tracking) else {
                     return None;
                 };
                 let deleting = v.is_none();
                 let (key, slot) = m.entry_mut(i);
-                let (old, list) = set_occupied(slot, v, dirty.is_some());
-                if let Some(dirty) = dirty.filter(|_| list) {
-                    dirty.push(key.clone());
+                let (old, copy, newly_dirty) = set_occupied(slot, v, bits);
+                if let Some(mut t) = tracking {
+                    t.note(key, copy, newly_dirty);
                 }
                 if deleting {
                     return Some(m.remove_at(i).1.value);
@@ -151,9 +207,9 @@ impl<K: Ord + Hash + Eq + Clone, V> Rows<K, V> {
             }
             Rows::Ordered(m) => match m.entry(k) {
                 Entry::Occupied(mut o) => {
-                    let (old, list) = set_occupied(o.get_mut(), v, dirty.is_some());
-                    if let Some(dirty) = dirty.filter(|_| list) {
-                        dirty.push(o.key().clone());
+                    let (old, copy, newly_dirty) = set_occupied(o.get_mut(), v, bits);
+                    if let Some(mut t) = tracking {
+                        t.note(o.key(), copy, newly_dirty);
                     }
                     match old {
                         Some(old) => Some(old),
@@ -161,7 +217,8 @@ impl<K: Ord + Hash + Eq + Clone, V> Rows<K, V> {
                     }
                 }
                 Entry::Vacant(e) => {
-                    if let Some(slot) = vacant_slot(e.key(), v, dirty) {
+                    let mut tracking = tracking;
+                    if let Some(slot) = vacant_slot(e.key(), v, tracking.as_mut()) {
                         e.insert(slot);
                     }
                     None
@@ -189,7 +246,7 @@ impl<K: Ord + Hash + Eq + Clone, V> Rows<K, V> {
             Rows::Ordered(m) => Box::new(m.range(range).map(|(k, s)| (k, &s.value))),
         }
     }
-    /// Forgets which rows are dirty (dirty tracking was turned off).
+    /// Forgets which rows are dirty or still to copy (dirty tracking was turned off).
     fn clear_dirty_bits(&mut self) {
         let clear = |s: &mut Slot<V>| s.meta &= ACCESS_BITS;
         match self {
@@ -353,6 +410,10 @@ pub(crate) struct TableState<K, V> {
     /// row deleted and inserted again may be listed twice, which `take_dirty` folds.
     dirty: Vec<K>,
     track_dirty: bool,
+    /// Which of `DIRTY_BITS` marks the rows listed in `dirty`.
+    dirty_bit: u32,
+    /// The checkpoint being copied, if one is (see `CheckpointCopy`).
+    copying: Option<CheckpointCopy<K, V>>,
     /// Conflict attribution; a cell because the decide phase only reads the table.
     conflict_tally: std::cell::RefCell<ConflictTally>,
 }
@@ -387,6 +448,8 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             has_deltas: false,
             dirty: Vec::new(),
             track_dirty: true,
+            dirty_bit: FIRST_DIRTY_BIT,
+            copying: None,
             conflict_tally: Default::default(),
         }
     }
@@ -395,12 +458,18 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
     /// One probe of the rows: the row's slot also loses its access of the epoch and becomes
     /// dirty.
     fn apply(&mut self, key: K, value: Option<V>) -> Option<V> {
-        let dirty = self.track_dirty.then_some(&mut self.dirty);
+        let copy_bit = self.copying.as_ref().map_or(0, |c| c.bit);
+        let tracking = self.track_dirty.then(|| Tracking {
+            dirty: &mut self.dirty,
+            bit: self.dirty_bit,
+            copy_bit,
+            copies: self.copying.as_mut().map(|c| &mut c.present),
+        });
         if self.indexes.is_empty() {
-            return self.rows.set(key, value, dirty);
+            return self.rows.set(key, value, tracking);
         }
         let (index_key, new) = (key.clone(), value.clone());
-        let old = self.rows.set(key, value, dirty);
+        let old = self.rows.set(key, value, tracking);
         for ix in &mut self.indexes {
             ix.update(&index_key, old.as_ref(), new.as_ref());
         }
@@ -797,30 +866,76 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         self.apply(key, Some(row));
     }
 
-    /// Takes the rows changed since the last checkpoint as typed copies (at the epoch barrier:
-    /// one probe per changed row), leaving them clean, for encoding later off the epoch path.
+    /// Takes the rows changed since the last checkpoint as typed copies, all at once (one probe
+    /// per changed row), leaving them clean, for encoding later off the epoch path.
     fn take_rows(&mut self, key_prefix: Vec<u8>) -> TakenRows<K, V> {
-        let dirty = std::mem::take(&mut self.dirty);
-        let mut present: Vec<(K, V)> = Vec::with_capacity(dirty.len());
-        let mut deleted: Vec<K> = Vec::new();
-        for k in dirty {
-            match self.rows.slot_mut(&k) {
+        assert!(
+            self.copying.is_none(),
+            "{}.{}: a checkpoint was taken while another was being copied",
+            self.service,
+            self.name
+        );
+        self.begin_copy();
+        self.copy_rows(usize::MAX);
+        self.finish_copy(key_prefix)
+            .expect("a copy of every row is finished")
+    }
+
+    /// Begins copying a checkpoint of the rows changed since the last one: hands the list of
+    /// their keys to the copy (no row is touched) and switches new changes to the other dirty
+    /// bit, so the old one marks the rows still to copy.
+    fn begin_copy(&mut self) {
+        debug_assert!(self.copying.is_none());
+        let keys = std::mem::take(&mut self.dirty);
+        let bit = self.dirty_bit;
+        // No row has the other bit: the previous copy cleared it from every row it listed.
+        self.dirty_bit ^= DIRTY_BITS;
+        self.copying = Some(CheckpointCopy {
+            present: Vec::with_capacity(keys.len()),
+            keys,
+            bit,
+            deleted: Vec::new(),
+        });
+    }
+
+    /// Copies up to `budget` rows of the checkpoint being copied (one probe each); returns the
+    /// budget left.
+    fn copy_rows(&mut self, mut budget: usize) -> usize {
+        let Some(copy) = self.copying.as_mut() else {
+            return budget;
+        };
+        while budget > 0 {
+            let Some(key) = copy.keys.pop() else { break };
+            budget -= 1;
+            let row = self.rows.slot_mut(&key);
+            match row.filter(|slot| slot.meta & copy.bit != 0) {
                 Some(slot) => {
-                    slot.meta &= ACCESS_BITS;
+                    slot.meta &= !copy.bit;
                     let value = slot.value.clone();
-                    present.push((k, value));
+                    copy.present.push((key, value));
                 }
-                None => deleted.push(k),
+                // Missing when the copy began (inserted since, or not), or copied already,
+                // on its first change since: a copy in `present` outranks this.
+                None => copy.deleted.push(key),
             }
         }
-        TakenRows {
-            present,
-            deleted,
-            key_prefix,
-            sorted: false,
-            next_present: 0,
-            next_deleted: 0,
+        budget
+    }
+
+    /// The copied rows, once every listed row is copied.
+    fn finish_copy(&mut self, key_prefix: Vec<u8>) -> Option<TakenRows<K, V>> {
+        if self.copying.as_ref()?.keys.is_empty() {
+            let copy = self.copying.take()?;
+            return Some(TakenRows {
+                present: copy.present,
+                deleted: copy.deleted,
+                key_prefix,
+                sorted: false,
+                next_present: 0,
+                next_deleted: 0,
+            });
         }
+        None
     }
 
     /// Forgets row `key`'s access of the epoch (a row the commit does not change).
@@ -860,6 +975,16 @@ pub(crate) trait AnyTable: Send {
     /// `limits::CHECKPOINT_CHUNK_ROWS_MAX` rows, appended to `out`, which run in order: the
     /// encoded rows in memory are then one chunk's, not the whole table's.
     fn take_dirty_chunks(&mut self, key_prefix: Vec<u8>, out: &mut Vec<DeferredRows>);
+    /// Begins an incremental checkpoint: the rows changed since the last one are copied later,
+    /// by `copy_checkpoint_rows` and by the first change of each row, as of now.
+    fn begin_checkpoint_copy(&mut self);
+    /// Copies up to `budget` rows of the checkpoint begun; returns the budget left.
+    fn copy_checkpoint_rows(&mut self, budget: usize) -> usize;
+    /// Rows of the checkpoint begun still to visit (0 when none is being copied).
+    fn checkpoint_rows_to_copy(&self) -> usize;
+    /// Once every row of the checkpoint begun is copied, appends their deferred encodings like
+    /// `take_dirty_chunks` and returns true; false while rows are left to copy.
+    fn finish_checkpoint_copy(&mut self, key_prefix: Vec<u8>, out: &mut Vec<DeferredRows>) -> bool;
     /// Whether any row changed since the last `take_dirty` (only tracked when enabled).
     fn has_dirty(&self) -> bool;
     /// A foreign-key probe by transaction `seq`: reads the row with encoded key `key` (recording
@@ -911,6 +1036,20 @@ fn encode<T: Serialize>(t: &T) -> Vec<u8> {
     rmp_serde::to_vec(t).expect("rows and keys of a table serialize")
 }
 
+/// A checkpoint of one table being copied, a bounded number of rows per epoch: the keys listed
+/// dirty when it began and not yet visited, the copy bit (the dirty bit of those rows, cleared
+/// as each is copied), and the copies so far. A row changed before the copier reaches it is
+/// copied by the change itself (`Tracking`), so every copy is the row as of the checkpoint's
+/// epoch.
+struct CheckpointCopy<K, V> {
+    keys: Vec<K>,
+    bit: u32,
+    present: Vec<(K, V)>,
+    /// Keys the copier found missing or without the copy bit; a key that also has a copy in
+    /// `present` was present (and copied before it changed).
+    deleted: Vec<K>,
+}
+
 /// The rows a checkpoint took from one table: copies of present rows and keys of deleted
 /// ones, kept apart because a copy then needs no `Option` beside it (for small rows a third of
 /// the copy). Encoded on the checkpoint thread, in key order and each key once (a row deleted
@@ -940,6 +1079,10 @@ impl<K: Ord + Serialize, V: Serialize> TakenRows<K, V> {
             self.present.dedup_by(|a, b| a.0 == b.0);
             self.deleted.sort();
             self.deleted.dedup();
+            // A key with a copy was present when the checkpoint began: the copy is its row.
+            let present = &self.present;
+            self.deleted
+                .retain(|k| present.binary_search_by(|(p, _)| p.cmp(k)).is_err());
             self.sorted = true;
         }
         let left = self.n_rows_max() - self.next_present - self.next_deleted;
@@ -947,7 +1090,7 @@ impl<K: Ord + Serialize, V: Serialize> TakenRows<K, V> {
         for _ in 0..max {
             let present = self.present.get(self.next_present);
             let deleted = self.deleted.get(self.next_deleted);
-            // A key is present or deleted, never both: both lists were taken at one moment.
+            // A key is present or deleted, never both (folded above).
             let row = match (present, deleted) {
                 (Some((k, v)), gone) if gone.is_none_or(|gone| k < gone) => {
                     self.next_present += 1;
@@ -967,6 +1110,22 @@ impl<K: Ord + Serialize, V: Serialize> TakenRows<K, V> {
         let mut key = self.key_prefix.clone();
         rmp_serde::encode::write(&mut key, k).expect("keys serialize");
         key
+    }
+}
+
+/// Hands `taken`'s encoding over as deferred chunks of at most `CHECKPOINT_CHUNK_ROWS_MAX` rows.
+fn push_chunks<K, V>(taken: TakenRows<K, V>, out: &mut Vec<DeferredRows>)
+where
+    K: Ord + Serialize + Send + 'static,
+    V: Serialize + Send + 'static,
+{
+    let n_chunks = taken.n_rows_max().div_ceil(CHECKPOINT_CHUNK_ROWS_MAX);
+    let shared = Arc::new(parking_lot::Mutex::new(taken));
+    for _ in 0..n_chunks {
+        let taken = shared.clone();
+        out.push(Box::new(move |rows: &mut Vec<CheckpointRow>| {
+            taken.lock().encode_next(CHECKPOINT_CHUNK_ROWS_MAX, rows)
+        }));
     }
 }
 
@@ -1073,6 +1232,7 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
         self.track_dirty = track;
         if !track {
             self.dirty = Vec::new();
+            self.copying = None;
             self.rows.clear_dirty_bits();
         }
     }
@@ -1103,14 +1263,28 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
     }
 
     fn take_dirty_chunks(&mut self, key_prefix: Vec<u8>, out: &mut Vec<DeferredRows>) {
-        let taken = self.take_rows(key_prefix);
-        let n_chunks = taken.n_rows_max().div_ceil(CHECKPOINT_CHUNK_ROWS_MAX);
-        let shared = Arc::new(parking_lot::Mutex::new(taken));
-        for _ in 0..n_chunks {
-            let taken = shared.clone();
-            out.push(Box::new(move |rows: &mut Vec<CheckpointRow>| {
-                taken.lock().encode_next(CHECKPOINT_CHUNK_ROWS_MAX, rows)
-            }));
+        push_chunks(self.take_rows(key_prefix), out);
+    }
+
+    fn begin_checkpoint_copy(&mut self) {
+        self.begin_copy();
+    }
+
+    fn copy_checkpoint_rows(&mut self, budget: usize) -> usize {
+        self.copy_rows(budget)
+    }
+
+    fn checkpoint_rows_to_copy(&self) -> usize {
+        self.copying.as_ref().map_or(0, |c| c.keys.len())
+    }
+
+    fn finish_checkpoint_copy(&mut self, key_prefix: Vec<u8>, out: &mut Vec<DeferredRows>) -> bool {
+        match self.finish_copy(key_prefix) {
+            Some(taken) => {
+                push_chunks(taken, out);
+                true
+            }
+            None => false,
         }
     }
 

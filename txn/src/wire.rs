@@ -39,6 +39,7 @@ pub(crate) enum Phase {
     Decide,
     Commit,
     Checkpoint,
+    CheckpointStep,
     Fallback { round: u32 },
     Load,
     ConflictTally,
@@ -52,6 +53,7 @@ impl fmt::Display for Phase {
             Phase::Decide => f.write_str("decide"),
             Phase::Commit => f.write_str("commit"),
             Phase::Checkpoint => f.write_str("checkpoint"),
+            Phase::CheckpointStep => f.write_str("checkpoint step"),
             Phase::Fallback { round } => write!(f, "fallback round {round}"),
             Phase::Load => f.write_str("checkpoint load"),
             Phase::ConflictTally => f.write_str("conflict tally"),
@@ -94,6 +96,12 @@ pub(crate) enum PhaseWork<A: App> {
     },
     /// Encode the rows changed since the last checkpoint.
     Checkpoint { partitions: Vec<GlobalPartition> },
+    /// Copy the next bounded share of the rows of the checkpoint being taken (`begin`: start
+    /// one as of the epoch just run).
+    CheckpointStep {
+        begin: bool,
+        partitions: Vec<GlobalPartition>,
+    },
     Fallback {
         round: u32,
         /// As for `Wave`: only if no earlier batch of the epoch brought it to the node.
@@ -150,6 +158,10 @@ pub(crate) enum PhaseResult<A: App> {
     Commit,
     Checkpoint {
         rows: Vec<(GlobalPartition, Vec<WireRow>)>,
+    },
+    /// Each partition's copied rows once it has copied them all (`None`: still copying).
+    CheckpointStep {
+        rows: Vec<(GlobalPartition, Option<Vec<WireRow>>)>,
     },
     Fallback {
         outs: Vec<(GlobalPartition, WaveOut<A>)>,
@@ -330,6 +342,7 @@ impl<A: App> PhaseBatch<A> {
             PhaseWork::Decide { .. } => Phase::Decide,
             PhaseWork::Commit { .. } => Phase::Commit,
             PhaseWork::Checkpoint { .. } => Phase::Checkpoint,
+            PhaseWork::CheckpointStep { .. } => Phase::CheckpointStep,
             PhaseWork::Fallback { round, .. } => Phase::Fallback { round: *round },
             PhaseWork::Load { .. } => Phase::Load,
             PhaseWork::ConflictTally { .. } => Phase::ConflictTally,
@@ -344,6 +357,7 @@ impl<A: App> PhaseBatch<A> {
             PhaseWork::Decide { partitions, .. }
             | PhaseWork::Commit { partitions, .. }
             | PhaseWork::Checkpoint { partitions }
+            | PhaseWork::CheckpointStep { partitions, .. }
             | PhaseWork::ConflictTally { partitions }
             | PhaseWork::StateHash { partitions } => partitions.clone(),
             PhaseWork::Fallback { jobs, .. } => jobs.iter().map(|(gp, _)| *gp).collect(),
@@ -385,6 +399,7 @@ impl<A: App> PhaseResult<A> {
                 | (PhaseResult::Decide { .. }, Phase::Decide)
                 | (PhaseResult::Commit, Phase::Commit)
                 | (PhaseResult::Checkpoint { .. }, Phase::Checkpoint)
+                | (PhaseResult::CheckpointStep { .. }, Phase::CheckpointStep)
                 | (PhaseResult::Fallback { .. }, Phase::Fallback { .. })
                 | (PhaseResult::Load { .. }, Phase::Load)
                 | (PhaseResult::ConflictTally { .. }, Phase::ConflictTally)
@@ -399,6 +414,7 @@ impl<A: App> PhaseResult<A> {
                 outs.iter().map(|(gp, _)| *gp).collect()
             }
             PhaseResult::Checkpoint { rows } => rows.iter().map(|(gp, _)| *gp).collect(),
+            PhaseResult::CheckpointStep { rows } => rows.iter().map(|(gp, _)| *gp).collect(),
             PhaseResult::Load { loaded } => loaded.iter().map(|(gp, _)| *gp).collect(),
             PhaseResult::ConflictTally { tallies } => tallies.iter().map(|(gp, _)| *gp).collect(),
             PhaseResult::StateHash { hashes } => hashes.iter().map(|(gp, _)| *gp).collect(),
@@ -470,13 +486,18 @@ impl<A: App> PhaseReply<A> {
                 check_partitions(REPLY, std::iter::once(emitted.target), n_partitions)?;
             }
         }
-        let PhaseResult::Checkpoint { rows } = &self.result else {
-            return Ok(());
+        let rows: Vec<(GlobalPartition, &Vec<WireRow>)> = match &self.result {
+            PhaseResult::Checkpoint { rows } => rows.iter().map(|(gp, r)| (*gp, r)).collect(),
+            PhaseResult::CheckpointStep { rows } => rows
+                .iter()
+                .filter_map(|(gp, r)| Some((*gp, r.as_ref()?)))
+                .collect(),
+            _ => return Ok(()),
         };
         for (partition, rows) in rows {
             for WireRow(key, _) in rows {
                 let owner = split_row_key(key).map(|(gp, _, _)| gp);
-                if owner != Some(*partition) {
+                if owner != Some(partition) {
                     return Err(WireError::Malformed {
                         what: REPLY,
                         reason: format!(

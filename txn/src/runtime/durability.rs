@@ -7,12 +7,13 @@ use crate::envelope::{EpochEnv, Fallback, Sequenced};
 use crate::ids::Seq;
 use crate::limits;
 use crate::row_key::{CheckpointRow, DeferredRows};
-use crate::runtime::stats::RuntimeStats;
+use crate::runtime::stats::{LogPeak, RuntimeStats};
 use crate::storage::Storage;
 use crate::sync::DurableWatermark;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
 use tokio::sync::mpsc;
 
 /// Turns at writing the store, shared by the log appender and the checkpoint writer so that
@@ -22,12 +23,10 @@ pub(super) type WriterTurn = parking_lot::Mutex<()>;
 
 /// What the durability thread is asked to persist, in order.
 pub(super) enum LogItem<A: App> {
-    Epoch(Arc<EpochEnv<A::Event>>),
+    /// An epoch's record, and when it was queued (for `LogPeak::wait_nanos`).
+    Epoch(Arc<EpochEnv<A::Event>>, Instant),
     /// The rows changed since the previous checkpoint, as of the end of `epoch`.
-    Checkpoint {
-        epoch: u64,
-        rows: Vec<DeferredRows>,
-    },
+    Checkpoint { epoch: u64, rows: Vec<DeferredRows> },
 }
 
 /// The on-log form of an epoch: everything replay needs.
@@ -105,7 +104,8 @@ pub(super) fn durability_loop<A: App>(
     let mut bufs: Vec<Vec<u8>> = Vec::new();
     let mut next = rx.blocking_recv();
     while let Some(item) = next.take() {
-        let checkpoint = gather_group(item, &mut rx, &mut group);
+        let mut oldest_queued = None;
+        let checkpoint = gather_group(item, &mut rx, &mut group, &mut oldest_queued);
         if !group.is_empty() && durable.failure().is_none() {
             let writer = LogWriter {
                 storage: storage.as_ref(),
@@ -113,7 +113,18 @@ pub(super) fn durability_loop<A: App>(
                 writer_turn,
             };
             match writer.append(&group, &mut bufs) {
-                Ok(last) => durable.advance(last),
+                Ok((last, append_nanos)) => {
+                    durable.advance(last);
+                    if let Some(queued) = oldest_queued {
+                        stats.note_append(&LogPeak {
+                            wait_nanos: queued.elapsed().as_nanos() as u64,
+                            append_nanos,
+                            epochs: group.len() as u64,
+                            bytes: bufs[..group.len()].iter().map(|b| b.len() as u64).sum(),
+                            checkpoint_writing: checkpoint_writing(stats),
+                        });
+                    }
+                }
                 Err(e) => {
                     let last = group.last().map_or(0, |env| env.epoch);
                     tracing::error!(epoch = last, error = %e, "epoch log append failed; refusing further writes");
@@ -133,18 +144,20 @@ pub(super) fn durability_loop<A: App>(
 }
 
 /// Puts `item` and every epoch already queued behind it into `group`, up to the first
-/// checkpoint item, which it returns.
+/// checkpoint item, which it returns; `oldest_queued` gets when the first epoch was queued.
 fn gather_group<A: App>(
     item: LogItem<A>,
     rx: &mut mpsc::Receiver<LogItem<A>>,
     group: &mut Vec<Arc<EpochEnv<A::Event>>>,
+    oldest_queued: &mut Option<Instant>,
 ) -> Option<(u64, Vec<DeferredRows>)> {
     match item {
-        LogItem::Epoch(env) => {
+        LogItem::Epoch(env, queued) => {
             group.push(env);
+            *oldest_queued = Some(queued);
             loop {
                 match rx.try_recv() {
-                    Ok(LogItem::Epoch(env)) => group.push(env),
+                    Ok(LogItem::Epoch(env, _)) => group.push(env),
                     Ok(LogItem::Checkpoint { epoch, rows }) => break Some((epoch, rows)),
                     Err(_) => break None,
                 }
@@ -163,12 +176,12 @@ struct LogWriter<'a> {
 
 impl LogWriter<'_> {
     /// Encodes `group` into `bufs` (reused across groups) and appends it in one durable write;
-    /// returns the last epoch written.
+    /// returns the last epoch written and the append's wall time.
     fn append<E: Serialize>(
         &self,
         group: &[Arc<EpochEnv<E>>],
         bufs: &mut Vec<Vec<u8>>,
-    ) -> Result<u64, String> {
+    ) -> Result<(u64, u64), String> {
         // The sequencer numbers epochs one by one and the channel keeps their order.
         debug_assert!(group.windows(2).all(|w| w[1].epoch == w[0].epoch + 1));
         let started = std::time::Instant::now();
@@ -196,11 +209,16 @@ impl LogWriter<'_> {
             .fetch_add(group.len() as u64, Ordering::Relaxed);
         let n_bytes: usize = bufs[..group.len()].iter().map(Vec::len).sum();
         stats.log_bytes.fetch_add(n_bytes as u64, Ordering::Relaxed);
-        stats
-            .log_append_nanos
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        result.map(|()| group.last().map_or(0, |env| env.epoch))
+        let nanos = started.elapsed().as_nanos() as u64;
+        stats.log_append_nanos.fetch_add(nanos, Ordering::Relaxed);
+        result.map(|()| (group.last().map_or(0, |env| env.epoch), nanos))
     }
+}
+
+/// Whether a checkpoint is being written right now.
+pub(super) fn checkpoint_writing(stats: &RuntimeStats) -> bool {
+    stats.checkpoints_started.load(Ordering::Relaxed)
+        > stats.checkpoints_completed.load(Ordering::Relaxed)
 }
 
 /// Encodes one epoch's log record into `buf` (cleared first).
@@ -235,8 +253,9 @@ pub(super) fn checkpoint_loop(
             stats.checkpoints_started.fetch_add(1, Ordering::Relaxed);
             let started = std::time::Instant::now();
             match write_checkpoint(storage, epoch, deferred, truncate_log, writer_turn) {
-                Ok(n_rows) => {
+                Ok((n_rows, chunk_nanos_max)) => {
                     let micros = started.elapsed().as_micros() as u64;
+                    stats.note_checkpoint(chunk_nanos_max, micros * 1_000);
                     stats
                         .last_checkpoint_rows
                         .store(n_rows as u64, Ordering::Relaxed);
@@ -258,22 +277,26 @@ pub(super) fn checkpoint_loop(
 }
 
 /// Writes an incremental checkpoint in bounded chunks, completes it, then drops the log records
-/// it covers; returns how many rows it wrote. Each table's rows are encoded and written before
-/// the next table's are encoded, so the encoded rows in memory are one table's at most, not the
-/// whole checkpoint's (after a large load that would be every row of the database again).
+/// it covers; returns how many rows it wrote and the longest it held the writer for one chunk.
+/// Each table's rows are encoded and written before the next table's are encoded, so the
+/// encoded rows in memory are one table's at most, not the whole checkpoint's (after a large
+/// load that would be every row of the database again).
 fn write_checkpoint(
     storage: &dyn Storage,
     epoch: u64,
     deferred: Vec<DeferredRows>,
     truncate_log: bool,
     writer_turn: &WriterTurn,
-) -> Result<usize, crate::storage::StorageError> {
+) -> Result<(usize, u64), crate::storage::StorageError> {
     let started = std::time::Instant::now();
+    let mut chunk_nanos_max = 0u64;
     // One chunk per turn, handed over fairly: a log append waiting for the store goes next, so
     // a large checkpoint delays epochs by at most one chunk write.
-    let turn = |f: &mut dyn FnMut() -> Result<(), crate::storage::StorageError>| {
+    let mut turn = |f: &mut dyn FnMut() -> Result<(), crate::storage::StorageError>| {
         let guard = writer_turn.lock();
+        let held = Instant::now();
         let result = f();
+        chunk_nanos_max = chunk_nanos_max.max(held.elapsed().as_nanos() as u64);
         parking_lot::MutexGuard::unlock_fair(guard);
         result
     };
@@ -297,5 +320,5 @@ fn write_checkpoint(
         seconds = started.elapsed().as_secs_f64(),
         "checkpoint written"
     );
-    Ok(n_rows)
+    Ok((n_rows, chunk_nanos_max))
 }

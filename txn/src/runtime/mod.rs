@@ -31,6 +31,7 @@ pub use recovery::RecoveryReport;
 pub(crate) use recovery::{recover, stream_log};
 pub use reply::OutboxSink;
 pub use stats::{ConflictStats, RuntimeStats, StatsSnapshot, TableConflicts};
+pub use stats::{EpochPeak, LatencyPeaks, LogPeak};
 
 use crate::app::{App, AppDef};
 use crate::cluster_dispatch::{ClusterDispatch, DriverDispatch};

@@ -19,11 +19,12 @@ use crate::runtime::client::{QueryReply, Submission, TxnReply};
 use crate::runtime::config::RuntimeConfig;
 use crate::runtime::durability::{CheckpointSchedule, LogItem};
 use crate::runtime::reply::ReplyBatch;
-use crate::runtime::stats::{ConflictStats, RuntimeStats};
+use crate::runtime::stats::{ConflictStats, EpochPeak, RuntimeStats};
 use crate::sync::DurableWatermark;
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 /// The sequencer task's state.
@@ -161,9 +162,17 @@ impl<A: App> Gathered<A> {
 /// and nothing is left to retry.
 pub(super) async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
     let mut closed = false;
+    let mut copying = None;
     while let Some(gathered) = s.gather(closed).await {
         closed = gathered.closed;
-        s.run_gathered(gathered).await;
+        let started = Instant::now();
+        let mut turn = EpochPeak {
+            checkpoint_writing: s.checkpoint_schedule.in_flight.load(Ordering::Acquire),
+            ..EpochPeak::default()
+        };
+        s.run_gathered(gathered, &mut turn, &mut copying).await;
+        turn.turn_nanos = started.elapsed().as_nanos() as u64;
+        s.stats.note_turn(&turn);
     }
 }
 
@@ -214,8 +223,14 @@ impl<A: App> Sequencer<A> {
     }
 
     /// Sequences, logs and runs what was gathered, then queues its replies (and a checkpoint
-    /// if one falls due).
-    async fn run_gathered(&mut self, g: Gathered<A>) {
+    /// if one falls due, or the next step of the one being copied); `turn` gets where the time
+    /// went.
+    async fn run_gathered(
+        &mut self,
+        g: Gathered<A>,
+        turn: &mut EpochPeak,
+        copying: &mut Option<CheckpointCopying>,
+    ) {
         let Gathered {
             requests,
             pending,
@@ -259,8 +274,16 @@ impl<A: App> Sequencer<A> {
             return;
         }
         let env = self.next_epoch(requests);
+        (turn.epoch, turn.timestamp_ms) = (env.epoch, env.timestamp_ms);
+        turn.txns = env.requests.len() as u64;
         let (jobs, query_replies): (Vec<QueryJob>, Vec<QueryReply>) = queries.into_iter().unzip();
-        if self.log_tx.send(LogItem::Epoch(env.clone())).await.is_err() {
+        let queueing = Instant::now();
+        let queued = self
+            .log_tx
+            .send(LogItem::Epoch(env.clone(), queueing))
+            .await;
+        turn.log_queue_nanos = queueing.elapsed().as_nanos() as u64;
+        if queued.is_err() {
             let why = "the durability thread stopped";
             let replies = answered_replies(answered);
             return fail_all(pending, replies, query_replies, &mut self.inflight, why);
@@ -278,13 +301,19 @@ impl<A: App> Sequencer<A> {
                 return fail_all(pending, replies, query_replies, &mut self.inflight, &why);
             }
         };
+        turn.phase_nanos = outcome.stats.phase_nanos;
         self.reply_after_epoch(&env, outcome, pending, answered, query_replies);
-        if self
-            .checkpoint_schedule
-            .due(self.epoch, self.config.checkpoint_every_epochs)
-            && let Err(e) = checkpoint(self).await
-        {
-            tracing::error!(epoch = self.epoch, error = %e, "checkpoint failed");
+        let due = || {
+            self.checkpoint_schedule
+                .due(self.epoch, self.config.checkpoint_every_epochs)
+        };
+        if copying.is_some() || due() {
+            let taking = Instant::now();
+            match checkpoint_step(self, copying).await {
+                Ok(n_chunks) => turn.checkpoint_take_chunks = n_chunks as u64,
+                Err(e) => tracing::error!(epoch = self.epoch, error = %e, "checkpoint failed"),
+            }
+            turn.checkpoint_take_nanos = taking.elapsed().as_nanos() as u64;
         }
     }
 
@@ -428,29 +457,67 @@ impl<A: App> Sequencer<A> {
     }
 }
 
-/// Collects the rows changed since the last checkpoint from every partition (one message each,
-/// encoded in parallel by the partition actors) and queues them behind the epoch's log record.
-async fn checkpoint<A: App>(s: &mut Sequencer<A>) -> Result<(), TxnError> {
-    let all: Vec<GlobalPartition> = (0..s.app.n_global).collect();
-    let parts = run_phase(&s.actors, &all, |_, reply| Job::Checkpoint { reply }).await?;
-    let mut rows: Vec<DeferredRows> = parts.into_iter().flatten().collect();
-    let dedup_rows = s.dedup.drain_checkpoint_rows();
-    rows.push(Box::new(move |out: &mut Vec<CheckpointRow>| {
-        out.extend(dedup_rows)
-    }));
-    // One checkpoint in flight at a time: the schedule only falls due when none is.
-    let was_in_flight = s.checkpoint_schedule.in_flight.swap(true, Ordering::AcqRel);
-    debug_assert!(
-        !was_in_flight,
-        "a second checkpoint was queued while one is in flight"
-    );
-    s.log_tx
-        .send(LogItem::Checkpoint {
+/// A checkpoint whose rows the partitions are still copying, a bounded number per epoch each
+/// (`Job::CheckpointStep`): its epoch, the rows of the partitions done, and the others.
+pub(super) struct CheckpointCopying {
+    epoch: u64,
+    rows: Vec<DeferredRows>,
+    copying: Vec<GlobalPartition>,
+}
+
+/// Begins a checkpoint as of the epoch just run (no row is copied yet, the dedup window's
+/// changes are taken now) or continues the one being copied: each partition still copying
+/// copies its next rows (one message each, in parallel). Once all are done, queues the rows
+/// behind the latest epoch's log record; their epoch's record was queued before. Returns how
+/// many deferred chunks it queued.
+async fn checkpoint_step<A: App>(
+    s: &mut Sequencer<A>,
+    copying: &mut Option<CheckpointCopying>,
+) -> Result<usize, TxnError> {
+    let begin = copying.is_none();
+    let c = copying.get_or_insert_with(|| {
+        let dedup_rows = s.dedup.drain_checkpoint_rows();
+        let rows: Vec<DeferredRows> = vec![Box::new(move |out: &mut Vec<CheckpointRow>| {
+            out.extend(dedup_rows)
+        })];
+        // One checkpoint in flight at a time: the schedule only falls due when none is.
+        let was_in_flight = s.checkpoint_schedule.in_flight.swap(true, Ordering::AcqRel);
+        debug_assert!(
+            !was_in_flight,
+            "a second checkpoint began while one is in flight"
+        );
+        CheckpointCopying {
             epoch: s.epoch,
             rows,
-        })
+            copying: (0..s.app.n_global).collect(),
+        }
+    });
+    let parts = run_phase(&s.actors, &c.copying, |_, reply| Job::CheckpointStep {
+        begin,
+        reply,
+    })
+    .await?;
+    s.stats
+        .checkpoint_copy_steps
+        .fetch_add(1, Ordering::Relaxed);
+    let mut still_copying = Vec::new();
+    for (gp, part) in c.copying.iter().zip(parts) {
+        match part {
+            Some(rows) => c.rows.extend(rows),
+            None => still_copying.push(*gp),
+        }
+    }
+    c.copying = still_copying;
+    if !c.copying.is_empty() {
+        return Ok(0);
+    }
+    let CheckpointCopying { epoch, rows, .. } = copying.take().expect("a checkpoint is copied");
+    let n_chunks = rows.len();
+    s.log_tx
+        .send(LogItem::Checkpoint { epoch, rows })
         .await
-        .map_err(|_| TxnError::Storage("the durability thread stopped".into()))
+        .map_err(|_| TxnError::Storage("the durability thread stopped".into()))?;
+    Ok(n_chunks)
 }
 
 /// Answers every waiter of a batch that will not run with the storage error `why`.

@@ -28,6 +28,9 @@ pub struct RuntimeStats {
     /// Rows and wall time of the last completed checkpoint.
     pub last_checkpoint_rows: AtomicU64,
     pub last_checkpoint_micros: AtomicU64,
+    /// Between-epoch steps copying checkpoint rows (`Job::CheckpointStep` rounds): a checkpoint
+    /// larger than `limits::CHECKPOINT_COPY_ROWS_PER_EPOCH` per partition takes several.
+    pub checkpoint_copy_steps: AtomicU64,
     /// Wall time spent in each epoch phase, summed over epochs: execute (all waves), decide,
     /// commit, serial pass.
     pub execute_nanos: AtomicU64,
@@ -44,6 +47,90 @@ pub struct RuntimeStats {
     pub fenced_by_term: AtomicU64,
     /// Phase traffic with each other node of a cluster runtime (unset in one process).
     node_traffic: std::sync::OnceLock<Arc<TrafficCounters>>,
+    /// The slowest sequencer turn, log append and checkpoint chunk since the peaks were last
+    /// taken (`RuntimeStats::take_peaks`): where a worst-case latency came from.
+    pub peaks: parking_lot::Mutex<LatencyPeaks>,
+}
+
+/// The worst moments of the pipeline since the peaks were last taken, each with what coincided
+/// with it, so a latency spike seen by clients can be traced to its cause.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LatencyPeaks {
+    pub slowest_turn: EpochPeak,
+    pub slowest_append: LogPeak,
+    /// The longest a checkpoint held the store's writer for one chunk of rows (encoding
+    /// excluded), and the longest whole checkpoint, from hand-over to completion.
+    pub slowest_checkpoint_chunk_nanos: u64,
+    pub slowest_checkpoint_nanos: u64,
+}
+
+/// One sequencer turn: everything it did for one epoch, from the end of gathering the epoch's
+/// requests to the start of gathering the next. Nothing new is sequenced during a turn, so a
+/// long one delays every request that arrives meanwhile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EpochPeak {
+    pub epoch: u64,
+    /// The epoch's logged timestamp (wall clock), ms since the Unix epoch.
+    pub timestamp_ms: u64,
+    pub txns: u64,
+    pub turn_nanos: u64,
+    /// Waiting to hand the epoch's record to the durability thread, which was
+    /// `limits::EPOCHS_IN_FLIGHT_MAX` epochs behind.
+    pub log_queue_nanos: u64,
+    /// The epoch's phases: execute, decide, commit, serial pass.
+    pub phase_nanos: [u64; 4],
+    /// Taking the changed rows from the partitions for a checkpoint after the epoch (0: none
+    /// fell due), and how many table chunks that gave.
+    pub checkpoint_take_nanos: u64,
+    pub checkpoint_take_chunks: u64,
+    /// Whether a checkpoint was queued or being written when the turn began.
+    pub checkpoint_writing: bool,
+}
+
+/// One durable log append (group commit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogPeak {
+    /// From the oldest epoch of the group being queued to the group being durable: the log's
+    /// share of that epoch's latency.
+    pub wait_nanos: u64,
+    /// Encoding, writing and syncing the group.
+    pub append_nanos: u64,
+    pub epochs: u64,
+    pub bytes: u64,
+    /// Whether a checkpoint was being written at the same time.
+    pub checkpoint_writing: bool,
+}
+
+impl RuntimeStats {
+    /// The peaks since the last call (or the start), resetting them: a caller takes them once
+    /// before a measured stretch and once after it.
+    pub fn take_peaks(&self) -> LatencyPeaks {
+        std::mem::take(&mut *self.peaks.lock())
+    }
+
+    /// Keeps `turn` if it is the slowest so far (one lock per epoch).
+    pub(super) fn note_turn(&self, turn: &EpochPeak) {
+        let mut peaks = self.peaks.lock();
+        if turn.turn_nanos > peaks.slowest_turn.turn_nanos {
+            peaks.slowest_turn = *turn;
+        }
+    }
+
+    /// Keeps `append` if its epoch waited the longest so far (one lock per log append).
+    pub(super) fn note_append(&self, append: &LogPeak) {
+        let mut peaks = self.peaks.lock();
+        if append.wait_nanos > peaks.slowest_append.wait_nanos {
+            peaks.slowest_append = *append;
+        }
+    }
+
+    /// Keeps the longest chunk write and the longest checkpoint.
+    pub(super) fn note_checkpoint(&self, chunk_nanos: u64, checkpoint_nanos: u64) {
+        let mut peaks = self.peaks.lock();
+        peaks.slowest_checkpoint_chunk_nanos =
+            peaks.slowest_checkpoint_chunk_nanos.max(chunk_nanos);
+        peaks.slowest_checkpoint_nanos = peaks.slowest_checkpoint_nanos.max(checkpoint_nanos);
+    }
 }
 
 impl RuntimeStats {
@@ -93,6 +180,7 @@ pub struct StatsSnapshot {
     /// Levels, not counts: the last completed checkpoint's rows and wall time.
     pub last_checkpoint_rows: u64,
     pub last_checkpoint_micros: u64,
+    pub checkpoint_copy_steps: u64,
     /// Wall time in each epoch phase, summed over epochs.
     pub execute_nanos: u64,
     pub decide_nanos: u64,
@@ -131,6 +219,7 @@ impl StatsSnapshot {
             log_append_nanos: self.log_append_nanos - earlier.log_append_nanos,
             last_checkpoint_rows: self.last_checkpoint_rows,
             last_checkpoint_micros: self.last_checkpoint_micros,
+            checkpoint_copy_steps: self.checkpoint_copy_steps - earlier.checkpoint_copy_steps,
             execute_nanos: self.execute_nanos - earlier.execute_nanos,
             decide_nanos: self.decide_nanos - earlier.decide_nanos,
             commit_nanos: self.commit_nanos - earlier.commit_nanos,
@@ -165,6 +254,7 @@ impl RuntimeStats {
             log_append_nanos: read(&self.log_append_nanos),
             last_checkpoint_rows: read(&self.last_checkpoint_rows),
             last_checkpoint_micros: read(&self.last_checkpoint_micros),
+            checkpoint_copy_steps: read(&self.checkpoint_copy_steps),
             execute_nanos: read(&self.execute_nanos),
             decide_nanos: read(&self.decide_nanos),
             commit_nanos: read(&self.commit_nanos),

@@ -257,6 +257,8 @@ fn work() -> impl Strategy<Value = PhaseWork<WireApp>> {
             partitions
         }),
         partitions().prop_map(|partitions| PhaseWork::Checkpoint { partitions }),
+        (any::<bool>(), partitions())
+            .prop_map(|(begin, partitions)| PhaseWork::CheckpointStep { begin, partitions }),
         (any::<u32>(), fallback_jobs).prop_map(|(round, jobs)| PhaseWork::Fallback {
             round,
             env: None,
@@ -352,11 +354,19 @@ fn result() -> impl Strategy<Value = PhaseResult<WireApp>> {
             .collect();
         per_partition
     });
+    let step_rows = partitions().prop_flat_map(|parts| {
+        let per_partition: Vec<_> = parts
+            .iter()
+            .map(|&gp| prop::option::of(rows_of(gp)).prop_map(move |rows| (gp, rows)))
+            .collect();
+        per_partition
+    });
     prop_oneof![
         outs().prop_map(|outs| PhaseResult::Wave { outs }),
         seq_set().prop_map(|conflicts| PhaseResult::Decide { conflicts }),
         Just(()).prop_map(|()| PhaseResult::Commit),
         rows.prop_map(|rows| PhaseResult::Checkpoint { rows }),
+        step_rows.prop_map(|rows| PhaseResult::CheckpointStep { rows }),
         outs().prop_map(|outs| PhaseResult::Fallback { outs }),
         per_partition(prop::result::maybe_ok(Just(()), ".{0,12}"))
             .prop_map(|loaded| PhaseResult::Load { loaded }),
@@ -381,6 +391,7 @@ fn phase_of(result: &PhaseResult<WireApp>, number: u32) -> Phase {
         PhaseResult::Decide { .. } => Phase::Decide,
         PhaseResult::Commit => Phase::Commit,
         PhaseResult::Checkpoint { .. } => Phase::Checkpoint,
+        PhaseResult::CheckpointStep { .. } => Phase::CheckpointStep,
         PhaseResult::Fallback { .. } => Phase::Fallback { round: number },
         PhaseResult::Load { .. } => Phase::Load,
         PhaseResult::ConflictTally { .. } => Phase::ConflictTally,
