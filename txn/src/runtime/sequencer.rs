@@ -395,6 +395,7 @@ async fn checkpoint<A: App>(s: &mut Sequencer<A>) -> Result<(), TxnError> {
     s.log_tx
         .send(LogItem::Checkpoint {
             epoch: s.epoch,
+            timestamp_ms: s.last_timestamp_ms,
             rows,
         })
         .await
