@@ -162,9 +162,11 @@ impl HistoryBase {
             .zip(padding.iter())
             .map(|(key, bytes)| (key, bytes.as_slice()))
             .collect();
-        self.storage
-            .append_epochs(&batch)
-            .map_err(base_error("padding a delta"))?;
+        if !batch.is_empty() {
+            self.storage
+                .append_epochs(&batch)
+                .map_err(base_error("padding a delta"))?;
+        }
         self.next_key = epoch;
         self.flush(epoch, Some(timestamp_ms))?;
         if let Some(deltas) = &mut self.deltas {
