@@ -205,6 +205,11 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = txn::limits::CHECKPOINT_EVERY_EPOCHS_DEFAULT)]
     pub checkpoint_every: u64,
 
+    /// How much of vmsdb's epoch log is kept for provenance (`txn::history`): `none` lets
+    /// checkpoints truncate it, `everything` keeps it whole (`Retention::Everything`).
+    #[arg(long, value_enum, default_value_t = HistoryRetentionArg::None)]
+    pub history_retention: HistoryRetentionArg,
+
     /// Output directory for summary.json; default bench-out/<workload>.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -305,6 +310,15 @@ pub enum StorageArg {
     Memory,
     /// The embedded durable store in --data-dir, one fsync'd append per epoch.
     Embedded,
+}
+
+/// `RuntimeConfig::history_retention`, as a flag.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HistoryRetentionArg {
+    /// No history: checkpoints truncate the log below themselves.
+    None,
+    /// `Retention::Everything`: the whole log is kept.
+    Everything,
 }
 
 /// `txn::Fallback`, as a flag.

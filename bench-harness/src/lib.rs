@@ -27,7 +27,7 @@ pub mod workloads;
 
 pub use workload::{Effects, Op, Workload};
 
-use cli::{Baseline, Cli, CommonArgs, FallbackArg, StorageArg, WorkloadCmd};
+use cli::{Baseline, Cli, CommonArgs, FallbackArg, HistoryRetentionArg, StorageArg, WorkloadCmd};
 use driver::{DriveConfig, drive_runtime, drive_serial, fmt_count};
 use futures::FutureExt;
 use progress::Ui;
@@ -201,6 +201,7 @@ fn run_parameters(c: &CommonArgs) -> serde_json::Value {
         "epoch_us": c.epoch_us,
         "epoch_txns_max": c.epoch_txns_max,
         "checkpoint_every_epochs": c.checkpoint_every,
+        "history_retention": format!("{:?}", c.history_retention),
         "fallback": format!("{:?}", c.fallback),
         "serial_hint_threshold": c.serial_hint_threshold,
         "storage": format!("{:?}", c.storage),
@@ -277,6 +278,10 @@ async fn run_vmsdb<W: Workload>(
         },
         storage,
         checkpoint_every_epochs: common.checkpoint_every,
+        history_retention: match common.history_retention {
+            HistoryRetentionArg::None => None,
+            HistoryRetentionArg::Everything => Some(txn::Retention::Everything),
+        },
         serial_hints: if common.serial_hint_threshold > 0.0 {
             txn::SerialHints::Adaptive {
                 threshold: common.serial_hint_threshold,

@@ -289,6 +289,8 @@ pub struct AppBuilder<A: App> {
     txn_limits: crate::limits::TxnLimits,
     /// `(category, purposes)` declared with `allow`.
     allowed: Vec<(&'static str, Vec<&'static str>)>,
+    /// Whether reads are checked against purposes (`AppBuilder::purpose_checks`).
+    purpose_checks_off: bool,
 }
 
 impl<A: App> Default for AppBuilder<A> {
@@ -307,6 +309,7 @@ impl<A: App> AppBuilder<A> {
             fk_parents: Vec::new(),
             txn_limits: crate::limits::TxnLimits::default(),
             allowed: Vec::new(),
+            purpose_checks_off: false,
         }
     }
 
@@ -763,8 +766,9 @@ impl<A: App> AppBuilder<A> {
                 tables: s.tables.iter().map(|t| t.personal.clone()).collect(),
             })
             .collect();
-        let governance = crate::governance::compile(&rules, A::PURPOSES_ALLOWED, &self.allowed)
+        let mut governance = crate::governance::compile(&rules, A::PURPOSES_ALLOWED, &self.allowed)
             .map_err(TxnError::InvalidApp)?;
+        governance.enabled &= !self.purpose_checks_off;
         Ok(Arc::new(AppDef {
             services: self.services,
             n_global: self.next_gp,
@@ -854,6 +858,13 @@ impl<A: App> AppBuilder<A> {
     /// by hand; `#[app(allow(..))]` applications declare it there (once: `build` refuses both).
     pub fn allow(&mut self, category: &'static str, purposes: &[&'static str]) {
         self.allowed.push((category, purposes.to_vec()));
+    }
+
+    /// Turns the run-time purpose checks of reads on (the default) or off. **Only for measuring
+    /// their cost** (the bench harness's `--purpose-checks off`): with them off a handler may
+    /// read personal data for any purpose. The build-time checks of `#[service]` still apply.
+    pub fn purpose_checks(&mut self, on: bool) {
+        self.purpose_checks_off = !on;
     }
 
     /// Declares the purposes the handler of events of `kind` (`App::event_kind`) of `service`

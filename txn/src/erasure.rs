@@ -65,6 +65,7 @@ pub async fn forget_dir<A: App>(
     .map_err(|e| TxnError::Storage(format!("the erasure stopped: {e}")))??;
     drop(storage);
     EmbeddedStorage::rewrite_files(dir).map_err(storage_error("rewriting the store's files"))?;
+    forget_history_base(dir)?;
     Ok(ForgetReport {
         subject: subject.to_string(),
         rows_erased,
@@ -185,4 +186,20 @@ fn write_forgotten_state<A: App>(
         .truncate_log_below(epoch + 1)
         .map_err(storage_error("truncating the log"))?;
     Ok(())
+}
+
+/// Deletes the history base of a bounded retention (`RuntimeConfig::durable_with_history`): it
+/// holds past states, the subject's personal data among them. The log below the erasure is
+/// gone, so history starts at the erasure; a runtime started with bounded retention rebuilds
+/// the base from the erased checkpoint.
+fn forget_history_base(dir: &Path) -> Result<(), TxnError> {
+    let base = dir.join(crate::runtime::HISTORY_BASE_DIR);
+    match std::fs::remove_dir_all(&base) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(TxnError::Storage(format!(
+            "deleting the history base {}: {e}",
+            base.display()
+        ))),
+    }
 }

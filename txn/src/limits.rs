@@ -251,3 +251,19 @@ const _: () = assert!(
     LEASE_RETRY_WAIT_MS_MIN * 10 <= LEASE_TTL_MS_DEFAULT,
     "waiting for a lease polls several times per lease length"
 );
+
+/// Largest encoded delta record the history base of a bounded retention writes (one chunk of a
+/// checkpoint's changed rows, `runtime/retention.rs`): a checkpoint's rows are split into
+/// records of at most this size, one per epoch key of the checkpoint interval. In bytes.
+pub const HISTORY_BASE_RECORD_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+const _: () = assert!(
+    HISTORY_BASE_RECORD_BYTES_MAX <= txn_storage::limits::EPOCH_BATCH_BYTES_MAX,
+    "a delta record is appended like an epoch record"
+);
+const _: () = assert!(
+    HISTORY_BASE_RECORD_BYTES_MAX
+        >= 4 * (txn_storage::limits::CHECKPOINT_KEY_BYTES_MAX
+            + txn_storage::limits::CHECKPOINT_VALUE_BYTES_MAX),
+    "a delta record holds several maximal checkpoint rows"
+);

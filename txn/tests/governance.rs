@@ -509,3 +509,71 @@ fn a_policy_declared_in_two_places_is_refused() {
         "{problems:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purpose_checks_switched_off_for_measurement_let_every_read_through() {
+    let (mut b, svc, _) = declare_people(2);
+    b.purpose_checks(false);
+    let rt = Runtime::start(b.build().expect("valid app"), RuntimeConfig::in_memory())
+        .await
+        .unwrap();
+    let client = rt.client();
+    committed(&client, svc, register(1, "ada")).await;
+    // Refused with the checks on (`reads_outside_allowed_purposes_abort_naming_everything`).
+    let greeted = client.submit(svc, Greet { id: 1 }).await.unwrap();
+    assert!(greeted.result.is_ok(), "{:?}", greeted.result);
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_also_erases_the_history_base_of_a_bounded_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, svc) = build();
+    let config = || RuntimeConfig {
+        checkpoint_every_epochs: 2,
+        ..RuntimeConfig::durable_with_history(dir.path(), txn::Retention::Epochs(4)).unwrap()
+    };
+    let rt = Runtime::start(app.clone(), config()).await.unwrap();
+    let client = rt.client();
+    committed(&client, svc, register(7, "ZQXJ-first")).await;
+    // Enough epochs for the base to move past the subject's write.
+    for id in 100..120 {
+        committed(&client, svc, register(id, "Other")).await;
+    }
+    rt.shutdown().await;
+    let base_dir = dir.path().join(txn::runtime::HISTORY_BASE_DIR);
+    let secret = b"ZQXJ";
+    assert!(
+        !files_containing(&base_dir, secret).is_empty(),
+        "the history base holds the subject's bytes before"
+    );
+    let report = txn::erasure::forget_dir(app.clone(), dir.path(), "7")
+        .await
+        .unwrap();
+    let after = files_containing(dir.path(), secret);
+    assert!(
+        after.is_empty(),
+        "still holding the subject's bytes: {after:?}"
+    );
+    // A restart with the same retention rebuilds the base from the erased state.
+    let rt = Runtime::start(app.clone(), config()).await.unwrap();
+    let client = rt.client();
+    let card = client.submit(svc, Charge { id: 7 }).await.unwrap();
+    assert_eq!(card.result, Ok(Some(String::new())));
+    for id in 200..210 {
+        committed(&client, svc, register(id, "Later")).await;
+    }
+    rt.shutdown().await;
+    assert!(files_containing(dir.path(), secret).is_empty());
+    let history = txn::history::History::open_dir(app.clone(), dir.path()).unwrap();
+    let first = history.first_retained_epoch().unwrap();
+    assert!(
+        first > report.checkpoint_epoch,
+        "history starts after the erasure (epoch {}), not at {first}",
+        report.checkpoint_epoch
+    );
+    history
+        .audit("7")
+        .await
+        .expect("the retained window replays");
+}

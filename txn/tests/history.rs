@@ -433,3 +433,167 @@ async fn without_retention_the_log_is_truncated_and_history_refused() {
         }
     }
 }
+
+/// The value of key 7 in a state, from an as-of query's per-partition results.
+fn value_of_7(f: &Fixture) -> impl Fn(&txn::ReadView<'_>) -> Option<i64> + use<> {
+    let table = f.table;
+    move |view: &txn::ReadView<'_>| view.get(table, &7).map(|row| row.value)
+}
+
+/// Counts the records of a store's epoch log.
+fn log_records(storage: &dyn txn::storage::Storage) -> usize {
+    let mut n = 0;
+    storage
+        .read_epochs(0, &mut |_, _| {
+            n += 1;
+            Ok(())
+        })
+        .expect("log reads");
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_retention_keeps_its_window_across_truncation_and_restarts() {
+    const WINDOW: u64 = 10;
+    const CHECKPOINT_EVERY: u64 = 2;
+    let f = build();
+    let storage = Arc::new(MemoryStorage::new());
+    let base = Arc::new(MemoryStorage::new());
+    // (epoch, tid, value) of every committed write of key 7.
+    let mut puts = Vec::new();
+    // The first incarnation keeps no history: the next one builds its base from the checkpoint.
+    for (incarnation, retention) in [
+        None,
+        Some(Retention::Epochs(WINDOW)),
+        Some(Retention::Epochs(WINDOW)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let config = RuntimeConfig {
+            checkpoint_every_epochs: CHECKPOINT_EVERY,
+            history_retention: retention,
+            history_base: Some(base.clone()),
+            ..RuntimeConfig::with_storage(storage.clone())
+        };
+        let rt = Runtime::start(f.app.clone(), config)
+            .await
+            .expect("runtime starts");
+        let client = rt.client();
+        if let Some(&(_, _, value)) = puts.last() {
+            let recovered = client
+                .query(&[f.service], value_of_7(&f))
+                .await
+                .expect("query");
+            assert!(
+                recovered.contains(&Some(value)),
+                "restart {incarnation} recovers key 7"
+            );
+        }
+        for round in 0..25 {
+            let value = 100 * incarnation as i64 + round;
+            let outcome = submit(&f, &client, chain(vec![(7, Op::Put(value))])).await;
+            assert!(outcome.committed());
+            puts.push((outcome.tid.epoch(), outcome.tid, value));
+        }
+        rt.shutdown().await;
+        // Many checkpoints later, the log and the base hold about the window, not every epoch.
+        let bound = (WINDOW + 4 * CHECKPOINT_EVERY + 2) as usize;
+        if retention.is_some() {
+            assert!(log_records(storage.as_ref()) <= bound, "the log is bounded");
+            assert!(
+                log_records(base.as_ref()) <= bound,
+                "the base's deltas are bounded"
+            );
+        }
+    }
+    let history = History::open_with_base(f.app.clone(), storage.clone(), base.clone())
+        .expect("history opens");
+    let first = history
+        .first_retained_epoch()
+        .expect("first retained epoch");
+    let last = history.last_epoch().expect("last epoch");
+    assert!(first > 1, "the window moved past the start");
+    assert!(
+        last + 1 - first >= WINDOW && last + 1 - first <= WINDOW + 4 * CHECKPOINT_EVERY,
+        "epochs {first}..={last} retained for a window of {WINDOW}"
+    );
+    // The row's history is exactly its writes inside the window.
+    let row = history.row_history(f.table, &7).await.expect("row history");
+    let written: Vec<_> = row.versions.iter().map(|v| v.writer.tid).collect();
+    let expected: Vec<_> = puts.iter().filter(|p| p.0 >= first).map(|p| p.1).collect();
+    assert_eq!(written, expected, "the versions inside the window");
+    // As-of queries from the base's epoch on see what the clients wrote.
+    for epoch in first - 1..=last {
+        let want = puts.iter().rfind(|p| p.0 <= epoch).map(|p| p.2);
+        let past = history
+            .query_as_of(epoch, &[f.service], value_of_7(&f))
+            .await
+            .expect("as-of query inside the window");
+        assert!(
+            past.contains(&want),
+            "key 7 as of epoch {epoch}: {past:?}, want {want:?}"
+        );
+    }
+    // Older epochs are refused, naming the oldest retained one.
+    let old = history
+        .query_as_of(first - 2, &[f.service], value_of_7(&f))
+        .await;
+    assert!(
+        matches!(old, Err(HistoryError::NotRetained { first_logged_epoch }) if first_logged_epoch == first),
+        "an as-of query before the window is refused: {:?}",
+        old.map(|_| ())
+    );
+    let old_tid = puts.iter().find(|p| p.0 < first).expect("an old write").1;
+    let replay = history.replay_tid(old_tid).await;
+    assert!(
+        matches!(replay, Err(HistoryError::NotRetained { first_logged_epoch }) if first_logged_epoch == first),
+        "a transaction before the window is refused: {:?}",
+        replay.map(|_| ())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_retention_in_a_data_directory_is_found_by_open_dir() {
+    let f = build();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut puts = Vec::new();
+    for _restart in 0..2 {
+        // A checkpoint every epoch: each delta has exactly one record key, no padding.
+        let config = RuntimeConfig {
+            checkpoint_every_epochs: 1,
+            ..RuntimeConfig::durable_with_history(dir.path(), Retention::Epochs(4))
+                .expect("store opens")
+        };
+        let rt = Runtime::start(f.app.clone(), config)
+            .await
+            .expect("runtime starts");
+        let client = rt.client();
+        for value in 0..12 {
+            let outcome = submit(&f, &client, chain(vec![(7, Op::Put(value))])).await;
+            puts.push(outcome.tid);
+        }
+        rt.shutdown().await;
+    }
+    let history = History::open_dir(f.app.clone(), dir.path()).expect("history opens");
+    let first = history
+        .first_retained_epoch()
+        .expect("first retained epoch");
+    assert!(first > 1, "the window moved");
+    let row = history.row_history(f.table, &7).await.expect("row history");
+    let written: Vec<_> = row.versions.iter().map(|v| v.writer.tid).collect();
+    let expected: Vec<_> = puts.into_iter().filter(|t| t.epoch() >= first).collect();
+    assert_eq!(written, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_retention_without_a_base_store_is_refused() {
+    let f = build();
+    let config = RuntimeConfig {
+        history_retention: Some(Retention::Epochs(5)),
+        ..RuntimeConfig::in_memory()
+    };
+    let result = Runtime::start(f.app.clone(), config).await;
+    let error = result.err().expect("refused").to_string();
+    assert!(error.contains("history_base"), "{error}");
+}

@@ -50,6 +50,11 @@ pub struct MarketplaceArgs {
     /// committed order with status PaymentFailed and its stock released).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub payment_failure_pct: u8,
+
+    /// Whether the run-time purpose checks of personal-data reads run (`true`, as in every
+    /// application) or not (`false`: only to measure what they cost).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub purpose_checks: bool,
 }
 
 /// `services::marketplace::Scale`, as a flag.
@@ -150,7 +155,7 @@ impl MarketplaceWorkload {
             initial_stock: stock_for_run(common.duration, at_scale.initial_stock),
             ..at_scale
         };
-        let market = Marketplace::new(config)?;
+        let market = Marketplace::with_purpose_checks(config, args.purpose_checks)?;
         // Fail on a bad θ now rather than in every client.
         market
             .op_gen(0, args.mix.mix(), common.zipf)
@@ -241,6 +246,7 @@ impl Workload for MarketplaceWorkload {
                 "update_delivery": self.mix.update_delivery,
             },
             "payment_failure_pct": c.payment_failure_pct,
+            "purpose_checks": self.args.purpose_checks,
             "zipf_theta": self.zipf,
             "partitions_per_service": c.n_partitions,
             "services": ["product", "stock", "cart", "order", "payment", "shipment", "seller", "customer"],

@@ -331,11 +331,21 @@ pub struct Marketplace {
 impl Marketplace {
     /// Defines the eight services, their tables and handlers.
     pub fn new(config: MarketConfig) -> Result<Self, TxnError> {
+        Self::with_purpose_checks(config, true)
+    }
+
+    /// [`Marketplace::new`] with the run-time purpose checks of personal-data reads on or off
+    /// (`AppBuilder::purpose_checks`): off only to measure what they cost.
+    pub fn with_purpose_checks(
+        config: MarketConfig,
+        purpose_checks: bool,
+    ) -> Result<Self, TxnError> {
         let problems = config.problems();
         if !problems.is_empty() {
             return Err(TxnError::InvalidApp(problems));
         }
         let mut b = AppBuilder::<MarketApp>::new();
+        b.purpose_checks(purpose_checks);
         let services = Services::declare(&mut b, config.n_partitions);
         let products = Products::declare(&mut b, &services);
         let stock = Stock::declare(&mut b, &services);

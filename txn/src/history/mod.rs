@@ -3,8 +3,9 @@
 //! ([`History::query_as_of`]), and what one transaction did step by step
 //! ([`History::replay_tid`]).
 //!
-//! Everything here replays the retained log (`RuntimeConfig::history_retention`) from epoch 1
-//! on a private replica of the partitions, through the same `run_epoch` as recovery, with a
+//! Everything here replays the retained log (`RuntimeConfig::history_retention`) from epoch 1,
+//! or from the history base of a bounded retention (the state before the retained window), on
+//! a private replica of the partitions, through the same `run_epoch` as recovery, with a
 //! trace installed on the replica only (`trace.rs`): the live runtime is never slowed down.
 //! Open a store with no runtime running on it. See `docs/provenance.md`.
 
@@ -31,10 +32,14 @@ pub use assemble::{
 /// Why a history question could not be answered.
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
-    /// The log was truncated: the oldest logged epoch is not 1, so no past state can be rebuilt.
+    /// The epoch asked for is older than the retained history: `first_logged_epoch` is the
+    /// oldest retained epoch (the first whose transactions can be replayed; the state as of the
+    /// epoch before it is the oldest `query_as_of` rebuilds). The log below it was truncated by
+    /// a checkpoint (no retention), by a bounded retention's window, or by an erasure.
     #[error(
-        "history is not retained: the epoch log starts at epoch {first_logged_epoch}, not 1 (it \
-         was truncated by a checkpoint; run with RuntimeConfig::history_retention to keep it)"
+        "history is not retained before epoch {first_logged_epoch}: the oldest retained epoch is \
+         {first_logged_epoch} (the log below it was truncated; RuntimeConfig::history_retention \
+         says how much to keep)"
     )]
     NotRetained { first_logged_epoch: u64 },
     /// An epoch after the last logged one.
@@ -61,6 +66,8 @@ pub enum HistoryError {
 pub struct History<A: App> {
     app: Arc<AppDef<A>>,
     storage: Arc<dyn Storage>,
+    /// The history base of a bounded retention (`RuntimeConfig::history_base`), if any.
+    base: Option<Arc<dyn Storage>>,
 }
 
 impl<A: App> History<A> {
@@ -69,15 +76,53 @@ impl<A: App> History<A> {
     pub fn open(app: Arc<AppDef<A>>, storage: Arc<dyn Storage>) -> Result<Self, HistoryError> {
         let fingerprint = crate::fingerprint::Fingerprint::of(&app);
         crate::fingerprint::check_store(&fingerprint, storage.as_ref())?;
-        Ok(History { app, storage })
+        Ok(History {
+            app,
+            storage,
+            base: None,
+        })
+    }
+
+    /// [`History::open`] of a store kept with a bounded retention, whose history base is
+    /// `base` (the store given as `RuntimeConfig::history_base`).
+    pub fn open_with_base(
+        app: Arc<AppDef<A>>,
+        storage: Arc<dyn Storage>,
+        base: Arc<dyn Storage>,
+    ) -> Result<Self, HistoryError> {
+        let mut history = Self::open(app, storage)?;
+        history.base = Some(base);
+        Ok(history)
     }
 
     /// The history of the embedded store in `dir` (as written by `Runtime::open` or
-    /// `RuntimeConfig::durable`).
+    /// `RuntimeConfig::durable`), with its history base if it has one
+    /// (`RuntimeConfig::durable_with_history`).
     pub fn open_dir(app: Arc<AppDef<A>>, dir: impl AsRef<Path>) -> Result<Self, HistoryError> {
-        let storage = EmbeddedStorage::open(dir)
-            .map_err(|e| TxnError::Storage(format!("opening the store: {e}")))?;
-        Self::open(app, Arc::new(storage))
+        let open = |path: &Path| {
+            EmbeddedStorage::open(path)
+                .map_err(|e| TxnError::Storage(format!("opening {}: {e}", path.display())))
+        };
+        let storage = open(dir.as_ref())?;
+        let base_dir = dir.as_ref().join(crate::runtime::HISTORY_BASE_DIR);
+        match base_dir.is_dir() {
+            true => Self::open_with_base(app, Arc::new(storage), Arc::new(open(&base_dir)?)),
+            false => Self::open(app, Arc::new(storage)),
+        }
+    }
+
+    /// Where replay starts: the history base, if any.
+    fn start(&self) -> replica::Start<'_> {
+        replica::Start {
+            base: self.base.as_ref(),
+        }
+    }
+
+    /// The oldest retained epoch: the first whose transactions can be replayed (1 when the
+    /// whole log is kept; the state as of the epoch before it is the oldest `query_as_of`
+    /// rebuilds). Reads only the history base, not the log.
+    pub fn first_retained_epoch(&self) -> Result<u64, HistoryError> {
+        Ok(self.start().epoch()? + 1)
     }
 
     /// The application whose history this is.
@@ -133,6 +178,7 @@ impl<A: App> History<A> {
         let last = replica::replay(
             &self.app,
             &self.storage,
+            &self.start(),
             &replica,
             Some(&sink),
             u64::MAX,
@@ -157,9 +203,18 @@ impl<A: App> History<A> {
             return Err(HistoryError::EpochOutside { epoch, last_epoch });
         }
         let replica = replica::replica(&self.app, None);
-        let replayed =
-            replica::replay(&self.app, &self.storage, &replica, None, epoch, |_| {}).await?;
-        if epoch == 0 {
+        let start = self.start();
+        let replayed = replica::replay(
+            &self.app,
+            &self.storage,
+            &start,
+            &replica,
+            None,
+            epoch,
+            |_| {},
+        )
+        .await?;
+        if epoch == 0 && self.base.is_none() {
             // Nothing replayed: the log must still start at epoch 1 for epoch 0 to be history.
             self.check_log_start().await?;
         }
@@ -180,7 +235,16 @@ impl<A: App> History<A> {
     /// Fails with [`HistoryError::NotRetained`] if the log does not start at epoch 1.
     async fn check_log_start(&self) -> Result<(), HistoryError> {
         let replica = replica::replica(&self.app, None);
-        replica::replay(&self.app, &self.storage, &replica, None, 1, |_| {}).await?;
+        replica::replay(
+            &self.app,
+            &self.storage,
+            &self.start(),
+            &replica,
+            None,
+            1,
+            |_| {},
+        )
+        .await?;
         Ok(())
     }
 
@@ -192,6 +256,10 @@ impl<A: App> History<A> {
         if epoch == 0 || epoch > last_epoch {
             return Err(HistoryError::EpochOutside { epoch, last_epoch });
         }
+        let first_logged_epoch = self.first_retained_epoch()?;
+        if epoch < first_logged_epoch {
+            return Err(HistoryError::NotRetained { first_logged_epoch });
+        }
         let sink = TraceSink::new(TraceFilter::Txn {
             epoch,
             seq: tid.seq(),
@@ -201,6 +269,7 @@ impl<A: App> History<A> {
         replica::replay(
             &self.app,
             &self.storage,
+            &self.start(),
             &replica,
             Some(&sink),
             epoch,
@@ -234,6 +303,7 @@ impl<A: App> History<A> {
         replica::replay(
             &self.app,
             &self.storage,
+            &self.start(),
             &replica,
             Some(&sink),
             u64::MAX,

@@ -55,6 +55,11 @@ pub struct RuntimeConfig {
     /// How much history `txn::history` can replay (`None`, the default: none is kept beyond
     /// what recovery needs, and checkpoints truncate the log as usual).
     pub history_retention: Option<Retention>,
+    /// Where a bounded retention (`Retention::Epochs`, `Retention::Duration`) keeps its
+    /// *history base*: the state as of the epoch before the retained window, so the log can be
+    /// truncated below the window (`RuntimeConfig::durable_with_history` opens one in the data
+    /// directory). A second store, never the runtime's own; `None` refuses bounded retention.
+    pub history_base: Option<Arc<dyn Storage>>,
     /// The store lease the runtime takes before recovery and renews while it runs, so that a
     /// second process on the same store cannot write (`LeaseConfig`; the default holds it for
     /// 5 s, renewed every 5/3 s). `None`: no lease, writes unfenced (one process per store is
@@ -66,6 +71,10 @@ pub struct RuntimeConfig {
     pub cluster: Option<ClusterPlacement>,
 }
 
+/// The subdirectory of a data directory holding the history base of a bounded retention
+/// ([`RuntimeConfig::durable_with_history`]).
+pub const HISTORY_BASE_DIR: &str = "history-base";
+
 /// How much of the log a runtime keeps for provenance and time travel (`txn::history`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -74,6 +83,20 @@ pub enum Retention {
     /// rebuilt by replay from epoch 1. The log grows by every epoch's requests (about 26 bytes
     /// per ledger transfer), and replaying to epoch *e* costs executing every epoch up to *e*.
     Everything,
+    /// Keep at least the last `n` epochs up to the latest checkpoint (and at most about
+    /// `checkpoint_every_epochs` more): older epochs are folded into the history base and
+    /// truncated from the log, so the log and the base hold a bounded window.
+    Epochs(u64),
+    /// Keep at least the epochs whose logged timestamp is within this long of the latest
+    /// checkpoint's (by the epochs' logged time, never the wall clock at replay).
+    Duration(Duration),
+}
+
+impl Retention {
+    /// Whether this retention folds old epochs into a history base (`Epochs`, `Duration`).
+    pub fn is_bounded(&self) -> bool {
+        !matches!(self, Retention::Everything)
+    }
 }
 
 /// Where recovery starts at `Runtime::start`.
@@ -104,6 +127,7 @@ impl RuntimeConfig {
             outbox: None,
             serial_hints: SerialHints::DEFAULT,
             history_retention: None,
+            history_base: None,
             lease: Some(LeaseConfig::default()),
             cluster: None,
         }
@@ -122,6 +146,22 @@ impl RuntimeConfig {
     /// survives a restart is whatever was acknowledged before it.
     pub fn durable(dir: impl AsRef<Path>) -> Result<Self, StorageError> {
         Ok(Self::with_storage(Arc::new(EmbeddedStorage::open(dir)?)))
+    }
+
+    /// [`RuntimeConfig::durable`], keeping `retention` of history: a bounded retention's
+    /// history base goes in the subdirectory [`HISTORY_BASE_DIR`] of `dir`, where
+    /// `History::open_dir` finds it.
+    pub fn durable_with_history(
+        dir: impl AsRef<Path>,
+        retention: Retention,
+    ) -> Result<Self, StorageError> {
+        let mut config = Self::durable(dir.as_ref())?;
+        if retention.is_bounded() {
+            let base = EmbeddedStorage::open(dir.as_ref().join(HISTORY_BASE_DIR))?;
+            config.history_base = Some(Arc::new(base));
+        }
+        config.history_retention = Some(retention);
+        Ok(config)
     }
 
     /// The default settings on storage that keeps nothing across restarts (tests, benchmarks

@@ -7,6 +7,7 @@ use crate::envelope::{EpochEnv, Fallback, Sequenced};
 use crate::ids::Seq;
 use crate::limits;
 use crate::row_key::{CheckpointRow, DeferredRows};
+use crate::runtime::retention::Truncation;
 use crate::runtime::stats::{LogPeak, RuntimeStats};
 use crate::storage::Storage;
 use crate::sync::DurableWatermark;
@@ -26,7 +27,20 @@ pub(super) enum LogItem<A: App> {
     /// An epoch's record, and when it was queued (for `LogPeak::wait_nanos`).
     Epoch(Arc<EpochEnv<A::Event>>, Instant),
     /// The rows changed since the previous checkpoint, as of the end of `epoch`.
-    Checkpoint { epoch: u64, rows: Vec<DeferredRows> },
+    Checkpoint {
+        epoch: u64,
+        /// The epoch's logged time (bounded history retention by duration needs it).
+        timestamp_ms: u64,
+        rows: Vec<DeferredRows>,
+    },
+}
+
+/// A checkpoint handed to the checkpoint thread: the rows changed since the previous one, as
+/// of the end of `epoch`, logged at `timestamp_ms`.
+pub(super) struct CheckpointOrder {
+    pub(super) epoch: u64,
+    pub(super) timestamp_ms: u64,
+    pub(super) rows: Vec<DeferredRows>,
 }
 
 /// The on-log form of an epoch: everything replay needs.
@@ -96,7 +110,7 @@ pub(super) fn durability_loop<A: App>(
     storage: Arc<dyn Storage>,
     mut rx: mpsc::Receiver<LogItem<A>>,
     durable: &DurableWatermark,
-    checkpoints: std::sync::mpsc::Sender<(u64, Vec<DeferredRows>)>,
+    checkpoints: std::sync::mpsc::Sender<CheckpointOrder>,
     stats: &RuntimeStats,
     writer_turn: &WriterTurn,
 ) {
@@ -150,7 +164,12 @@ fn gather_group<A: App>(
     rx: &mut mpsc::Receiver<LogItem<A>>,
     group: &mut Vec<Arc<EpochEnv<A::Event>>>,
     oldest_queued: &mut Option<Instant>,
-) -> Option<(u64, Vec<DeferredRows>)> {
+) -> Option<CheckpointOrder> {
+    let order = |epoch, timestamp_ms, rows| CheckpointOrder {
+        epoch,
+        timestamp_ms,
+        rows,
+    };
     match item {
         LogItem::Epoch(env, queued) => {
             group.push(env);
@@ -158,12 +177,20 @@ fn gather_group<A: App>(
             loop {
                 match rx.try_recv() {
                     Ok(LogItem::Epoch(env, _)) => group.push(env),
-                    Ok(LogItem::Checkpoint { epoch, rows }) => break Some((epoch, rows)),
+                    Ok(LogItem::Checkpoint {
+                        epoch,
+                        timestamp_ms,
+                        rows,
+                    }) => break Some(order(epoch, timestamp_ms, rows)),
                     Err(_) => break None,
                 }
             }
         }
-        LogItem::Checkpoint { epoch, rows } => Some((epoch, rows)),
+        LogItem::Checkpoint {
+            epoch,
+            timestamp_ms,
+            rows,
+        } => Some(order(epoch, timestamp_ms, rows)),
     }
 }
 
@@ -238,21 +265,22 @@ fn encode_epoch<E: Serialize>(env: &EpochEnv<E>, buf: &mut Vec<u8>) -> Result<()
 /// Writes checkpoints handed over by the durability thread, one at a time.
 pub(super) fn checkpoint_loop(
     storage: &dyn Storage,
-    rx: std::sync::mpsc::Receiver<(u64, Vec<DeferredRows>)>,
+    rx: std::sync::mpsc::Receiver<CheckpointOrder>,
     durable: &DurableWatermark,
-    truncate_log: bool,
+    mut truncation: Truncation,
     stats: &RuntimeStats,
     schedule: &CheckpointSchedule,
     writer_turn: &WriterTurn,
 ) {
-    while let Ok((epoch, deferred)) = rx.recv() {
+    while let Ok(order) = rx.recv() {
+        let epoch = order.epoch;
         // The sequencer queues a checkpoint only when none is in flight and sets the flag
         // first: this is the one checkpoint in flight.
         debug_assert!(schedule.in_flight.load(Ordering::Acquire));
         if durable.failure().is_none() {
             stats.checkpoints_started.fetch_add(1, Ordering::Relaxed);
             let started = std::time::Instant::now();
-            match write_checkpoint(storage, epoch, deferred, truncate_log, writer_turn) {
+            match write_checkpoint(storage, order, &mut truncation, writer_turn) {
                 Ok((n_rows, chunk_nanos_max)) => {
                     let micros = started.elapsed().as_micros() as u64;
                     stats.note_checkpoint(chunk_nanos_max, micros * 1_000);
@@ -283,11 +311,22 @@ pub(super) fn checkpoint_loop(
 /// load that would be every row of the database again).
 fn write_checkpoint(
     storage: &dyn Storage,
-    epoch: u64,
-    deferred: Vec<DeferredRows>,
-    truncate_log: bool,
+    order: CheckpointOrder,
+    truncation: &mut Truncation,
     writer_turn: &WriterTurn,
 ) -> Result<(usize, u64), crate::storage::StorageError> {
+    let CheckpointOrder {
+        epoch,
+        timestamp_ms,
+        rows: deferred,
+    } = order;
+    let mut base = match truncation {
+        Truncation::Retain(base) => Some(base.as_mut()),
+        _ => None,
+    };
+    if let Some(base) = base.as_deref_mut() {
+        base.begin(storage, epoch)?;
+    }
     let started = std::time::Instant::now();
     let mut chunk_nanos_max = 0u64;
     // One chunk per turn, handed over fairly: a log append waiting for the store goes next, so
@@ -306,13 +345,23 @@ fn write_checkpoint(
         rows.clear();
         encode(&mut rows);
         n_rows += rows.len();
+        if let Some(base) = base.as_deref_mut() {
+            base.push_rows(epoch, &rows)?;
+        }
         for chunk in rows.chunks(limits::CHECKPOINT_CHUNK_ROWS_MAX) {
             turn(&mut || storage.write_checkpoint_rows(epoch, chunk))?;
         }
     }
+    if let Some(base) = base.as_deref_mut() {
+        base.finish(epoch, timestamp_ms)?;
+    }
     turn(&mut || storage.complete_checkpoint(epoch))?;
-    if truncate_log {
-        turn(&mut || storage.truncate_log_below(epoch + 1))?;
+    let truncate_below = match base {
+        Some(base) => Some(base.advance(epoch, timestamp_ms)? + 1),
+        None => matches!(truncation, Truncation::BelowCheckpoint).then_some(epoch + 1),
+    };
+    if let Some(below) = truncate_below.filter(|&below| below > 1) {
+        turn(&mut || storage.truncate_log_below(below))?;
     }
     tracing::debug!(
         epoch,

@@ -19,16 +19,17 @@ mod durability;
 mod lease;
 mod recovery;
 mod reply;
+mod retention;
 mod sequencer;
 mod stats;
 
 pub use crate::outcome::Outcome;
 pub use client::Client;
-pub use config::{RecoverFrom, Retention, RuntimeConfig};
+pub use config::{HISTORY_BASE_DIR, RecoverFrom, Retention, RuntimeConfig};
 pub(crate) use durability::EpochRecordRef;
 pub use lease::{LeaseConfig, LeaseStatus};
 pub use recovery::RecoveryReport;
-pub(crate) use recovery::{recover, stream_log};
+pub(crate) use recovery::{load_checkpoint_async, recover, stream_log};
 pub use reply::OutboxSink;
 pub use stats::{ConflictStats, RuntimeStats, StatsSnapshot, TableConflicts};
 pub use stats::{EpochPeak, LatencyPeaks, LogPeak};
@@ -40,11 +41,12 @@ use crate::error::TxnError;
 use crate::ids::IdGenerator;
 use crate::limits;
 use crate::predict::Predictor;
-use crate::row_key::DeferredRows;
 use crate::sync::DurableWatermark;
 use crate::transport::PartitionActors;
 use client::Submission;
-use durability::{CheckpointSchedule, LogItem, WriterTurn, checkpoint_loop, durability_loop};
+use durability::{
+    CheckpointOrder, CheckpointSchedule, LogItem, WriterTurn, checkpoint_loop, durability_loop,
+};
 use reply::reply_loop;
 use rustc_hash::FxHashMap;
 use sequencer::{Sequencer, sequencer_loop};
@@ -301,15 +303,13 @@ impl DurabilityThreads {
         schedule: &Arc<CheckpointSchedule>,
     ) -> Result<Self, TxnError> {
         let writer_turn: Arc<WriterTurn> = Arc::new(parking_lot::Mutex::new(()));
-        let (ckpt_tx, ckpt_rx) = std::sync::mpsc::channel::<(u64, Vec<DeferredRows>)>();
+        let (ckpt_tx, ckpt_rx) = std::sync::mpsc::channel::<CheckpointOrder>();
+        let truncation = retention::Truncation::of(config)?;
         let checkpointer = std::thread::Builder::new()
             .name("vmsdb-checkpoint".into())
             .spawn({
                 let storage = config.storage.clone();
                 let watermark = watermark.clone();
-                // Retained history needs the log from its first epoch (see `Retention`).
-                let truncate_log =
-                    config.truncate_log_after_checkpoint && config.history_retention.is_none();
                 let stats = stats.clone();
                 let schedule = schedule.clone();
                 // A store whose checkpoints have their own writer needs no turns: appends
@@ -324,7 +324,7 @@ impl DurabilityThreads {
                         storage.as_ref(),
                         ckpt_rx,
                         &watermark,
-                        truncate_log,
+                        truncation,
                         &stats,
                         &schedule,
                         &writer_turn,

@@ -213,7 +213,7 @@ pub(crate) async fn recover<A: App, D: Dispatch<A>>(
 /// Runs [`load_checkpoint`] on the blocking pool (storage reads block, and must never run on
 /// an async worker) and sends the partitions their rows as it reads them, in chunks: at most
 /// `RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX` chunks wait to be sent and as many to be loaded.
-async fn load_checkpoint_async<A: App, D: Dispatch<A>>(
+pub(crate) async fn load_checkpoint_async<A: App, D: Dispatch<A>>(
     app: &AppDef<A>,
     dispatch: &D,
     config: &RuntimeConfig,

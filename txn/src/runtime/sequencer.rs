@@ -461,6 +461,8 @@ impl<A: App> Sequencer<A> {
 /// (`Job::CheckpointStep`): its epoch, the rows of the partitions done, and the others.
 pub(super) struct CheckpointCopying {
     epoch: u64,
+    /// The epoch's logged time (bounded history retention by duration needs it).
+    timestamp_ms: u64,
     rows: Vec<DeferredRows>,
     copying: Vec<GlobalPartition>,
 }
@@ -488,6 +490,7 @@ async fn checkpoint_step<A: App>(
         );
         CheckpointCopying {
             epoch: s.epoch,
+            timestamp_ms: s.last_timestamp_ms,
             rows,
             copying: (0..s.app.n_global).collect(),
         }
@@ -511,10 +514,19 @@ async fn checkpoint_step<A: App>(
     if !c.copying.is_empty() {
         return Ok(0);
     }
-    let CheckpointCopying { epoch, rows, .. } = copying.take().expect("a checkpoint is copied");
+    let CheckpointCopying {
+        epoch,
+        timestamp_ms,
+        rows,
+        ..
+    } = copying.take().expect("a checkpoint is copied");
     let n_chunks = rows.len();
     s.log_tx
-        .send(LogItem::Checkpoint { epoch, rows })
+        .send(LogItem::Checkpoint {
+            epoch,
+            timestamp_ms,
+            rows,
+        })
         .await
         .map_err(|_| TxnError::Storage("the durability thread stopped".into()))?;
     Ok(n_chunks)
