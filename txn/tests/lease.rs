@@ -203,53 +203,92 @@ async fn a_runtime_that_fails_to_start_hands_the_lease_back() {
     assert_eq!(term, 3, "taken from `failing`, which held term 2");
 }
 
-/// A store that keeps everything in memory but implements no lease (the trait's default).
-struct NoLease(MemoryStorage);
+/// A memory store seen through a wrapper: without a lease (the trait's default), or with a
+/// first log read (recovery's) that takes `delay`, after which another holder tries to take
+/// the lease; what it got is kept in `intruder`.
+struct Wrapped {
+    inner: MemoryStorage,
+    leases: bool,
+    delay: Option<Duration>,
+    slowed: std::sync::atomic::AtomicBool,
+    intruder: std::sync::Mutex<Option<Result<u64, StorageError>>>,
+}
 
-impl Storage for NoLease {
+impl Wrapped {
+    fn without_lease(inner: MemoryStorage) -> Self {
+        Self::new(inner, false, None)
+    }
+
+    fn new(inner: MemoryStorage, leases: bool, delay: Option<Duration>) -> Self {
+        Wrapped {
+            inner,
+            leases,
+            delay,
+            slowed: std::sync::atomic::AtomicBool::new(false),
+            intruder: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl Storage for Wrapped {
     fn name(&self) -> &'static str {
-        "no-lease"
+        "wrapped"
     }
     fn append_epoch(&self, epoch: u64, batch: &[u8]) -> Result<(), StorageError> {
-        self.0.append_epoch(epoch, batch)
+        self.inner.append_epoch(epoch, batch)
     }
     fn read_epochs(
         &self,
         from: u64,
         visit: &mut dyn FnMut(u64, &[u8]) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
-        self.0.read_epochs(from, visit)
+        let first = !self.slowed.swap(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(delay) = self.delay.filter(|_| first) {
+            // Fault injection, not synchronization: recovery is made longer than the lease.
+            std::thread::sleep(delay);
+            let attempt = self
+                .inner
+                .acquire_lease("intruder", Duration::from_secs(60));
+            *self.intruder.lock().unwrap() = Some(attempt);
+        }
+        self.inner.read_epochs(from, visit)
     }
     fn last_epoch(&self) -> Result<Option<u64>, StorageError> {
-        self.0.last_epoch()
+        self.inner.last_epoch()
     }
     fn write_checkpoint_rows(
         &self,
         checkpoint_epoch: u64,
         rows: &[(Vec<u8>, Option<Vec<u8>>)],
     ) -> Result<(), StorageError> {
-        self.0.write_checkpoint_rows(checkpoint_epoch, rows)
+        self.inner.write_checkpoint_rows(checkpoint_epoch, rows)
     }
     fn complete_checkpoint(&self, checkpoint_epoch: u64) -> Result<(), StorageError> {
-        self.0.complete_checkpoint(checkpoint_epoch)
+        self.inner.complete_checkpoint(checkpoint_epoch)
     }
     fn read_latest_checkpoint(
         &self,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
     ) -> Result<Option<u64>, StorageError> {
-        self.0.read_latest_checkpoint(visit)
+        self.inner.read_latest_checkpoint(visit)
     }
     fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError> {
-        self.0.truncate_log_below(epoch)
+        self.inner.truncate_log_below(epoch)
     }
     fn latest_checkpoint_epoch(&self) -> Result<Option<u64>, StorageError> {
-        self.0.latest_checkpoint_epoch()
+        self.inner.latest_checkpoint_epoch()
     }
     fn read_store_info(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        self.0.read_store_info()
+        self.inner.read_store_info()
     }
     fn write_store_info(&self, info: &[u8]) -> Result<(), StorageError> {
-        self.0.write_store_info(info)
+        self.inner.write_store_info(info)
+    }
+    fn acquire_lease(&self, holder: &str, ttl: Duration) -> Result<u64, StorageError> {
+        if !self.leases {
+            return Err(StorageError::LeaseUnsupported { backend: "wrapped" });
+        }
+        self.inner.acquire_lease(holder, ttl)
     }
 }
 
@@ -260,7 +299,7 @@ async fn a_store_without_leases_runs_unfenced() {
     let fx = build(1, 2);
     let config = RuntimeConfig {
         lease: Some(lease("only", LONG)),
-        ..RuntimeConfig::with_storage(Arc::new(NoLease(MemoryStorage::new())))
+        ..RuntimeConfig::with_storage(Arc::new(Wrapped::without_lease(MemoryStorage::new())))
     };
     let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
     assert_eq!(rt.stats().lease_status(), LeaseStatus::Unfenced);
@@ -292,4 +331,42 @@ async fn an_embedded_store_is_taken_at_once_after_its_process_went_away() {
     let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
     assert_eq!(rt.stats().lease_status(), LeaseStatus::Held { term: 2 });
     rt.shutdown().await;
+}
+
+// Goal: a recovery that takes longer than the lease's length keeps the lease (it is renewed
+// while recovery runs), so no other holder can take the store meanwhile, and the runtime
+// accepts writes once it has started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_longer_than_the_lease_keeps_it() {
+    let fx = build(1, 2);
+    let store = MemoryStorage::new();
+    let first = start(&fx, &store, lease("first", LONG)).await.unwrap();
+    bump_keys(&fx, &first.client(), 0..3u64).await;
+    first.shutdown().await;
+
+    let ttl = Duration::from_secs(1);
+    let slow = Arc::new(Wrapped::new(store.clone(), true, Some(3 * ttl)));
+    let config = RuntimeConfig {
+        lease: Some(LeaseConfig {
+            holder: "slow".into(),
+            ttl,
+            renew_every: ttl / 10,
+            wait_for_lease: None,
+        }),
+        ..RuntimeConfig::with_storage(slow.clone())
+    };
+    let runtime = Runtime::start(fx.app.clone(), config)
+        .await
+        .expect("the runtime starts after its slow recovery");
+    match slow.intruder.lock().unwrap().take() {
+        Some(Err(StorageError::LeaseHeld { holder, .. })) => assert_eq!(holder, "slow"),
+        other => panic!("another holder got the store during recovery: {other:?}"),
+    }
+    // `first` held term 1 and handed it back; `slow` took term 2 and kept it.
+    assert_eq!(
+        runtime.stats().lease_status(),
+        LeaseStatus::Held { term: 2 }
+    );
+    bump_keys(&fx, &runtime.client(), 3..6u64).await;
+    runtime.shutdown().await;
 }

@@ -126,16 +126,11 @@ impl<A: App> Runtime<A> {
                 DriverDispatch::Cluster(Arc::new(cluster))
             }
         };
-        // In a cluster, recovery loads the other nodes' partitions through their hosts.
-        let (recovery, dedup) = recover(&app, &actors, &config).await?;
-        tracing::info!(
-            checkpoint_epoch = ?recovery.checkpoint_epoch,
-            rows_loaded = recovery.rows_loaded,
-            epochs_replayed = recovery.epochs_replayed,
-            seconds = recovery.duration.as_secs_f64(),
-            "recovered"
-        );
-        let watermark = Arc::new(DurableWatermark::new(recovery.last_epoch));
+        // The lease is renewed from before recovery: a recovery longer than the lease's length
+        // (a large store, a slow shared one) must not let a standby take the store meanwhile.
+        // The watermark starts at 0 and is moved to the recovered epoch below; a lease lost
+        // during recovery fails it, and the runtime then refuses to start.
+        let watermark = Arc::new(DurableWatermark::new(0));
         let lease_keeper = lease::LeaseKeeper::spawn(
             &config.storage,
             config.lease.as_ref(),
@@ -143,6 +138,22 @@ impl<A: App> Runtime<A> {
             &watermark,
             &stats,
         )?;
+        // In a cluster, recovery loads the other nodes' partitions through their hosts.
+        let (recovery, dedup) = recover(&app, &actors, &config).await?;
+        if let Some(failure) = watermark.failure() {
+            return Err(TxnError::Storage(format!(
+                "the store's lease was lost during recovery: {}",
+                failure.message()
+            )));
+        }
+        watermark.advance(recovery.last_epoch);
+        tracing::info!(
+            checkpoint_epoch = ?recovery.checkpoint_epoch,
+            rows_loaded = recovery.rows_loaded,
+            epochs_replayed = recovery.epochs_replayed,
+            seconds = recovery.duration.as_secs_f64(),
+            "recovered"
+        );
         let checkpoint_schedule = Arc::new(CheckpointSchedule {
             in_flight: AtomicBool::new(false),
             last_completed: AtomicU64::new(recovery.checkpoint_epoch.unwrap_or(0)),
