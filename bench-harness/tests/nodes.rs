@@ -9,33 +9,12 @@
 
 use bench_harness::cli::Cli;
 use clap::Parser;
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
-}
+mod common;
 
-/// Whether the PostgreSQL server binaries exist (in CI their absence fails the test).
-fn postgres_available(test: &str) -> bool {
-    match bench_harness::postgres::instance::find_binaries() {
-        Ok(_) => true,
-        Err(e) if in_ci() => panic!(
-            "{test}: CI is set but the PostgreSQL server binaries are missing, so the nodes' \
-             store cannot run: install them (apt-get install -y postgresql, as .ci/run does): {e}"
-        ),
-        Err(e) => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n*** SKIPPED (not run, not passed): {test} — PostgreSQL server binaries not \
-                 found; install with apt-get install -y postgresql ({e}); with CI=true this \
-                 fails ***\n"
-            );
-            false
-        }
-    }
-}
+use common::postgres_available;
 
 /// Builds `vmsdb` with this test's profile into this test's target directory and returns it.
 fn build_vmsdb() -> PathBuf {
@@ -66,7 +45,7 @@ fn build_vmsdb() -> PathBuf {
 #[test]
 fn transfer_on_three_nodes_survives_killing_the_sequencer() {
     let test = "transfer_on_three_nodes_survives_killing_the_sequencer";
-    if !postgres_available(test) {
+    if !postgres_available(test, "the nodes' store") {
         return;
     }
     let vmsdb = build_vmsdb();

@@ -7,38 +7,10 @@
 use bench_harness::cli::Cli;
 use bench_harness::metrics::AbortCategory;
 use clap::Parser;
-use std::io::Write as _;
 
-/// Whether this is a CI run: `CI` set to anything but empty, `0` or `false` (CI services set
-/// `CI=true`).
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
-}
+mod common;
 
-/// Whether the server binaries exist. In CI a missing server fails the test, since CI installs
-/// it and a test that did not run must not be counted as passed; elsewhere this prints a loud
-/// skip line and returns false.
-fn postgres_available(test: &str) -> bool {
-    match bench_harness::postgres::instance::find_binaries() {
-        Ok(_) => true,
-        Err(e) if in_ci() => panic!(
-            "{test}: CI is set but the PostgreSQL server binaries are missing, so the postgres \
-             baseline cannot be tested: install them (apt-get install -y postgresql, as .ci/run \
-             does): {e}"
-        ),
-        Err(e) => {
-            // Straight to the stderr handle, which the test harness does not capture (it
-            // captures `eprintln!`), so the skip shows in a normal `cargo test` run.
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n*** SKIPPED (not run, not passed): postgres baseline test {test} — PostgreSQL \
-                 server binaries not found; install with apt-get install -y postgresql ({e}); \
-                 with CI=true this fails ***\n"
-            );
-            false
-        }
-    }
-}
+use common::postgres_available;
 
 fn run(args: &[&str]) -> bench_harness::report::Summary {
     let out = tempfile::tempdir().unwrap();
@@ -99,7 +71,10 @@ fn assert_postgres_healthy(summary: &bench_harness::report::Summary) {
 fn transfer_on_postgres_commits_and_passes_its_checks() {
     // Goal: transfers (with deposits and lookups) run on PostgreSQL at SERIALIZABLE and leave
     // the totals, signs and row counts intact.
-    if !postgres_available("transfer_on_postgres_commits_and_passes_its_checks") {
+    if !postgres_available(
+        "transfer_on_postgres_commits_and_passes_its_checks",
+        "the postgres baseline",
+    ) {
         return;
     }
     let summary = run(&[
@@ -124,7 +99,10 @@ fn transfer_on_postgres_commits_and_passes_its_checks() {
 fn transfer_business_aborts_on_postgres_have_the_vmsdb_reasons() {
     // Goal: with balances too small for most transfers, postgres aborts them with the same
     // reason categories as vmsdb (insufficient balance / asset value), and stays consistent.
-    if !postgres_available("transfer_business_aborts_on_postgres_have_the_vmsdb_reasons") {
+    if !postgres_available(
+        "transfer_business_aborts_on_postgres_have_the_vmsdb_reasons",
+        "the postgres baseline",
+    ) {
         return;
     }
     let summary = run(&[
@@ -162,7 +140,10 @@ fn transfer_business_aborts_on_postgres_have_the_vmsdb_reasons() {
 #[test]
 fn ycsb_on_postgres_commits_and_passes_its_checks() {
     // Goal: YCSB-T read-modify-writes on PostgreSQL keep sum = k × committed.
-    if !postgres_available("ycsb_on_postgres_commits_and_passes_its_checks") {
+    if !postgres_available(
+        "ycsb_on_postgres_commits_and_passes_its_checks",
+        "the postgres baseline",
+    ) {
         return;
     }
     let summary = run(&["ycsb", "--keys", "10000", "--zipf", "0.9"]);
@@ -173,7 +154,10 @@ fn ycsb_on_postgres_commits_and_passes_its_checks() {
 fn marketplace_on_postgres_commits_and_passes_its_checks() {
     // Goal: every marketplace transaction type commits on PostgreSQL and the seven criteria
     // hold on the state read back.
-    if !postgres_available("marketplace_on_postgres_commits_and_passes_its_checks") {
+    if !postgres_available(
+        "marketplace_on_postgres_commits_and_passes_its_checks",
+        "the postgres baseline",
+    ) {
         return;
     }
     let summary = run(&[
