@@ -225,25 +225,90 @@ fn order_confirmed(status: OrderStatus) -> bool {
     )
 }
 
+/// Most violations of one criterion that [`check_detailed`] describes.
+pub const EXAMPLES_MAX: usize = 5;
+
+/// The violations of one criterion: how many, and the first few described (an order's or a
+/// row's key and what is wrong with it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Found {
+    pub count: u64,
+    pub examples: Vec<String>,
+}
+
+impl Found {
+    /// Counts one violation if `violated`, described while fewer than `EXAMPLES_MAX` are.
+    fn note(&mut self, violated: bool, what: impl FnOnce() -> String) {
+        if violated {
+            self.count += 1;
+            if self.examples.len() < EXAMPLES_MAX {
+                self.examples.push(what());
+            }
+        }
+    }
+
+    /// Counts `n` violations, described by the first of `what`.
+    fn add(&mut self, n: u64, what: impl Iterator<Item = String>) {
+        self.count += n;
+        let room = EXAMPLES_MAX.saturating_sub(self.examples.len());
+        self.examples
+            .extend(what.take(room.min(usize::try_from(n).unwrap_or(usize::MAX))));
+    }
+}
+
+/// Runs one criterion into a fresh [`Found`].
+fn found(criterion: impl FnOnce(&mut Found)) -> Found {
+    let mut f = Found::default();
+    criterion(&mut f);
+    f
+}
+
 /// Counts violations per criterion (every criterion present, 0 when it holds).
 pub fn check(s: &MarketSnapshot, expected: &Expected) -> Violations {
-    let mut v = Violations::new();
-    v.insert(criteria::CHECKOUT_ATOMIC, checkout_atomic(s));
-    v.insert(criteria::STOCK, stock(s, expected.initial_stock));
-    v.insert(criteria::UPDATES_REACH_STOCK_AND_CART, updates_reach(s));
-    v.insert(criteria::CAUSAL_REPLICATION, causal_replication(s));
+    check_detailed(s, expected)
+        .into_iter()
+        .map(|(criterion, f)| (criterion, f.count))
+        .collect()
+}
+
+/// [`check`], with the first few violations of each criterion described.
+pub fn check_detailed(s: &MarketSnapshot, expected: &Expected) -> BTreeMap<&'static str, Found> {
+    let mut v = BTreeMap::new();
+    v.insert(criteria::CHECKOUT_ATOMIC, found(|f| checkout_atomic(s, f)));
     v.insert(
-        criteria::DASHBOARD,
-        dashboards(s) + expected.dashboard_mismatches,
+        criteria::STOCK,
+        found(|f| stock(s, expected.initial_stock, f)),
     );
-    v.insert(criteria::TOTALS, totals(s));
-    v.insert(criteria::MONEY, money(s));
     v.insert(
-        criteria::ORDERS_MATCH_CHECKOUTS,
+        criteria::UPDATES_REACH_STOCK_AND_CART,
+        found(|f| updates_reach(s, f)),
+    );
+    v.insert(
+        criteria::CAUSAL_REPLICATION,
+        found(|f| causal_replication(s, f)),
+    );
+    let mut dashboard = found(|f| dashboards(s, f));
+    let torn = expected.dashboard_mismatches;
+    dashboard.add(
+        torn,
+        std::iter::once(format!("{torn} torn dashboards seen during the run")),
+    );
+    v.insert(criteria::DASHBOARD, dashboard);
+    v.insert(criteria::TOTALS, found(|f| totals(s, f)));
+    v.insert(criteria::MONEY, found(|f| money(s, f)));
+    let orders = s.orders.len() as u64;
+    let lost_or_phantom = expected
+        .committed_checkouts
+        .map_or(0, |n| orders.abs_diff(n));
+    let mut matching = Found::default();
+    matching.add(
+        lost_or_phantom,
         expected
             .committed_checkouts
-            .map_or(0, |n| (s.orders.len() as u64).abs_diff(n)),
+            .map(|n| format!("{orders} orders after {n} committed checkouts"))
+            .into_iter(),
     );
+    v.insert(criteria::ORDERS_MATCH_CHECKOUTS, matching);
     v
 }
 
@@ -277,10 +342,9 @@ fn open_by_order(s: &MarketSnapshot) -> BTreeMap<OrderKey, Vec<(SellerId, u16)>>
 }
 
 /// Criterion 1: one violation per order (or orphaned order key) whose pieces do not add up.
-fn checkout_atomic(s: &MarketSnapshot) -> u64 {
+fn checkout_atomic(s: &MarketSnapshot, f: &mut Found) {
     let entries = entries_by_order(s);
     let open = open_by_order(s);
-    let mut n = 0;
     for (key, order) in &s.orders {
         let items: Vec<&OrderItem> = MarketSnapshot::parts(&s.order_items, *key)
             .map(|(_, i)| i)
@@ -341,7 +405,12 @@ fn checkout_atomic(s: &MarketSnapshot) -> u64 {
             // Invoiced or PaymentProcessed at rest: the chain stopped halfway.
             ok = false;
         }
-        n += u64::from(!ok);
+        f.note(!ok, || {
+            format!(
+                "order {key:?} ({:?}): its pieces do not add up",
+                order.status
+            )
+        });
     }
     // Pieces of orders that do not exist.
     let mut orphans: BTreeSet<OrderKey> = BTreeSet::new();
@@ -358,27 +427,34 @@ fn checkout_atomic(s: &MarketSnapshot) -> u64 {
     s.packages.keys().for_each(|k| orphan(k.order()));
     entries.keys().for_each(|k| orphan(*k));
     open.keys().for_each(|k| orphan(*k));
-    n + orphans.len() as u64
+    for k in orphans {
+        f.note(true, || {
+            format!("pieces of order {k:?}, which does not exist")
+        });
+    }
 }
 
 /// Criterion 2: one violation per stock item whose reservation is negative or dangling, or
 /// whose available units differ from the initial stock minus the units of confirmed orders
 /// (an oversell or a lost sale); one per order item reserved at a version that never existed.
-fn stock(s: &MarketSnapshot, initial_stock: i64) -> u64 {
+fn stock(s: &MarketSnapshot, initial_stock: i64, f: &mut Found) {
     // product → (units sold, order items) over confirmed orders.
     let mut sold: BTreeMap<ProductKey, (i64, u64)> = BTreeMap::new();
-    let mut n = 0;
     for (k, item) in &s.order_items {
         let key = ProductKey {
             seller_id: item.seller_id,
             product_id: item.product_id,
         };
-        if s.products
+        let unknown_version = s
+            .products
             .get(&key)
-            .is_none_or(|p| item.version > p.version)
-        {
-            n += 1;
-        }
+            .is_none_or(|p| item.version > p.version);
+        f.note(unknown_version, || {
+            format!(
+                "order item {k:?} reserved version {} of {key:?}, which never existed",
+                item.version
+            )
+        });
         if s.orders
             .get(&k.order())
             .is_some_and(|o| order_confirmed(o.status))
@@ -397,31 +473,43 @@ fn stock(s: &MarketSnapshot, initial_stock: i64) -> u64 {
                 && st.order_count == count
                 && st.ytd == units
         });
-        n += u64::from(!ok);
+        f.note(!ok, || {
+            format!(
+                "stock of {key:?} is {:?}; {units} units sold in {count} confirmed order \
+                 items from {initial_stock}",
+                s.stock_items.get(key)
+            )
+        });
     }
-    n + s
-        .stock_items
-        .keys()
-        .filter(|k| !s.products.contains_key(k))
-        .count() as u64
+    for k in s.stock_items.keys() {
+        f.note(!s.products.contains_key(k), || {
+            format!("stock item {k:?} of no product")
+        });
+    }
 }
 
 /// Criterion 3: one violation per stock item, replica or cart item that does not show its
 /// product's committed version (and price), and per cart item missing from or phantom in the
 /// index that carries updates to carts.
-fn updates_reach(s: &MarketSnapshot) -> u64 {
-    let mut n = 0;
+fn updates_reach(s: &MarketSnapshot, f: &mut Found) {
     for (key, p) in &s.products {
-        n += u64::from(
-            s.stock_items
-                .get(key)
-                .is_none_or(|st| st.version != p.version),
-        );
+        let stale = s
+            .stock_items
+            .get(key)
+            .is_none_or(|st| st.version != p.version);
+        f.note(stale, || {
+            format!("the stock of {key:?} does not show version {}", p.version)
+        });
         for part in 0..s.n_cart_partitions {
             let ok = s.replicas.get(&(part, *key)).is_some_and(|r| {
                 r.version == p.version && r.price == p.price && r.freight_value == p.freight_value
             });
-            n += u64::from(!ok);
+            f.note(!ok, || {
+                format!(
+                    "the replica of {key:?} in cart partition {part} does not show version {}",
+                    p.version
+                )
+            });
         }
     }
     let mut indexed = 0usize;
@@ -443,18 +531,33 @@ fn updates_reach(s: &MarketSnapshot) -> u64 {
             };
             let in_index = s.cart_index.contains(&idx);
             indexed += usize::from(in_index);
-            n += u64::from(!ok) + u64::from(!in_index);
+            f.note(!ok, || {
+                format!("customer {customer_id}'s cart item of {key:?} is not the product's")
+            });
+            f.note(!in_index, || {
+                format!("customer {customer_id}'s cart item of {key:?} is not in the index")
+            });
         }
     }
     // Index entries pointing at no cart item.
-    n + (s.cart_index.len() - indexed) as u64
+    let phantom = s.cart_index.iter().filter(|i| {
+        s.carts.get(&i.customer_id).is_none_or(|cart| {
+            !cart
+                .items
+                .iter()
+                .any(|it| it.seller_id == i.seller_id && it.product_id == i.product_id)
+        })
+    });
+    f.add(
+        (s.cart_index.len() - indexed) as u64,
+        phantom.map(|i| format!("cart index entry {i:?} points at no cart item")),
+    );
 }
 
 /// Criterion 4: in each cart partition, for each seller, the replica's newest update of the
 /// seller (by the seller's update sequence) must not be newer than a committed update of
 /// another of the seller's products that the replica lacks. One violation per lacking replica.
-fn causal_replication(s: &MarketSnapshot) -> u64 {
-    let mut n = 0;
+fn causal_replication(s: &MarketSnapshot, f: &mut Found) {
     for part in 0..s.n_cart_partitions {
         let mut newest: BTreeMap<SellerId, u64> = BTreeMap::new();
         for ((p, key), r) in &s.replicas {
@@ -466,16 +569,22 @@ fn causal_replication(s: &MarketSnapshot) -> u64 {
         for (key, product) in &s.products {
             let seen = newest.get(&key.seller_id).copied().unwrap_or(0);
             let replica_seq = s.replicas.get(&(part, *key)).map_or(0, |r| r.update_seq);
-            if product.update_seq <= seen && replica_seq < product.update_seq {
-                n += 1;
-            }
+            f.note(
+                product.update_seq <= seen && replica_seq < product.update_seq,
+                || {
+                    format!(
+                        "cart partition {part} shows seller update {seen} but lacks update {} \
+                         of {key:?}",
+                        product.update_seq
+                    )
+                },
+            );
         }
     }
-    n
 }
 
 /// Criterion 5: one violation per seller whose in-progress entries and aggregates disagree.
-fn dashboards(s: &MarketSnapshot) -> u64 {
+fn dashboards(s: &MarketSnapshot, f: &mut Found) {
     let mut from_entries: BTreeMap<SellerId, SellerView> = BTreeMap::new();
     for (k, e) in &s.order_entries {
         if !k.delivered {
@@ -495,20 +604,19 @@ fn dashboards(s: &MarketSnapshot) -> u64 {
         .chain(from_views.keys())
         .copied()
         .collect();
-    sellers
-        .into_iter()
-        .filter(|seller| {
-            from_entries.get(seller).copied().unwrap_or_default()
-                != from_views.get(seller).copied().unwrap_or_default()
-        })
-        .count() as u64
+    for seller in sellers {
+        let entries = from_entries.get(&seller).copied().unwrap_or_default();
+        let views = from_views.get(&seller).copied().unwrap_or_default();
+        f.note(entries != views, || {
+            format!("seller {seller}: entries sum to {entries:?}, aggregates are {views:?}")
+        });
+    }
 }
 
 /// Criterion 6: one violation per order whose totals differ from its items or whose status
 /// does not follow its shipment, per shipment whose counts or status do not follow its
 /// packages, and per customer whose counters differ from its payments and deliveries.
-fn totals(s: &MarketSnapshot) -> u64 {
-    let mut n = 0;
+fn totals(s: &MarketSnapshot, f: &mut Found) {
     // customer → (approved, failed, delivered packages)
     let mut per_customer: BTreeMap<CustomerId, (i64, i64, i64)> = BTreeMap::new();
     for (key, order) in &s.orders {
@@ -516,7 +624,12 @@ fn totals(s: &MarketSnapshot) -> u64 {
         for (_, item) in MarketSnapshot::parts(&s.order_items, *key) {
             t.add(item);
         }
-        n += u64::from(t != order.totals);
+        f.note(t != order.totals, || {
+            format!(
+                "order {key:?}: totals {:?}, its items sum to {t:?}",
+                order.totals
+            )
+        });
         let c = per_customer.entry(key.customer_id).or_default();
         if order_confirmed(order.status) {
             c.0 += 1;
@@ -535,8 +648,16 @@ fn totals(s: &MarketSnapshot) -> u64 {
             } else {
                 (ShipmentStatus::Concluded, OrderStatus::Delivered)
             };
-            n += u64::from(sh.delivered_count != delivered || sh.status != want_shipment);
-            n += u64::from(order.status != want_order);
+            f.note(
+                sh.delivered_count != delivered || sh.status != want_shipment,
+                || format!("shipment {key:?} is {sh:?} with {delivered} packages delivered"),
+            );
+            f.note(order.status != want_order, || {
+                format!(
+                    "order {key:?} is {:?}, its shipment says {want_order:?}",
+                    order.status
+                )
+            });
         }
     }
     for (id, (approved, failed, delivered)) in &per_customer {
@@ -545,29 +666,32 @@ fn totals(s: &MarketSnapshot) -> u64 {
                 && c.failed_payment_count == *failed
                 && c.delivery_count == *delivered
         });
-        n += u64::from(!ok);
+        f.note(!ok, || {
+            format!(
+                "customer {id}'s counters are {:?}; its orders give {approved} approved, \
+                 {failed} failed, {delivered} delivered",
+                s.customer_counters.get(id)
+            )
+        });
     }
     // Customers with counters but no orders at all.
-    n + s
-        .customer_counters
-        .iter()
-        .filter(|(id, c)| {
-            !per_customer.contains_key(id)
-                && (c.success_payment_count | c.failed_payment_count | c.delivery_count) != 0
-        })
-        .count() as u64
+    for (id, c) in &s.customer_counters {
+        let counted = (c.success_payment_count | c.failed_payment_count | c.delivery_count) != 0;
+        f.note(!per_customer.contains_key(id) && counted, || {
+            format!("customer {id} has counters {c:?} but no order")
+        });
+    }
 }
 
 /// Criterion 7: one violation per order whose approved payments differ from its invoice (0 for
 /// an order whose payment failed), and per approved payment of an order that does not exist.
-fn money(s: &MarketSnapshot) -> u64 {
+fn money(s: &MarketSnapshot, f: &mut Found) {
     let mut paid: BTreeMap<OrderKey, Money> = BTreeMap::new();
     for (k, p) in &s.payments {
         if p.status == PaymentStatus::Approved {
             *paid.entry(k.order()).or_default() += p.value;
         }
     }
-    let mut n = 0;
     let (mut total_paid, mut total_invoiced) = (0i128, 0i128);
     for (key, order) in &s.orders {
         let due = if order_confirmed(order.status) {
@@ -578,12 +702,20 @@ fn money(s: &MarketSnapshot) -> u64 {
         let got = paid.get(key).copied().unwrap_or(0);
         total_paid += i128::from(got);
         total_invoiced += i128::from(due);
-        n += u64::from(got != due);
+        f.note(got != due, || {
+            format!("order {key:?}: {got} approved, {due} due")
+        });
     }
-    let orphans = paid.keys().filter(|k| !s.orders.contains_key(k)).count() as u64;
+    for (k, value) in &paid {
+        f.note(!s.orders.contains_key(k), || {
+            format!("{value} approved for order {k:?}, which does not exist")
+        });
+    }
     // The criterion as stated is about the sums; every way they can differ is already counted
     // per order above, but say so explicitly if the totals disagree anyway.
-    n + orphans + u64::from(n == 0 && orphans == 0 && total_paid != total_invoiced)
+    f.note(f.count == 0 && total_paid != total_invoiced, || {
+        format!("{total_paid} approved in all, {total_invoiced} invoiced")
+    });
 }
 
 #[cfg(test)]
@@ -1082,6 +1214,36 @@ mod tests {
         );
         let v = check(&s, &expected());
         assert_eq!(v[criteria::MONEY], 1, "{v:?}");
+    }
+
+    #[test]
+    fn the_detailed_check_counts_like_check_and_describes_a_few_violations() {
+        // Goal: `check_detailed` gives the same counts as `check`, names the order whose
+        // pieces do not add up, and describes at most `EXAMPLES_MAX` violations per criterion.
+        let mut s = consistent();
+        s.payments.clear();
+        for id in 0..20 {
+            let dangling = StockItem {
+                qty_available: 1,
+                qty_reserved: 0,
+                order_count: 0,
+                ytd: 0,
+                version: 0,
+            };
+            s.stock_items.insert(pk(9, id), dangling);
+        }
+        let detailed = check_detailed(&s, &expected());
+        let counts: Violations = detailed.iter().map(|(c, f)| (*c, f.count)).collect();
+        assert_eq!(counts, check(&s, &expected()));
+        let atomic = &detailed[criteria::CHECKOUT_ATOMIC];
+        assert!(atomic.count >= 1, "{atomic:?}");
+        assert!(
+            atomic.examples.iter().any(|e| e.contains("order_id: 99")),
+            "{atomic:?}"
+        );
+        let stock = &detailed[criteria::STOCK];
+        assert!(stock.count >= 20, "{stock:?}");
+        assert_eq!(stock.examples.len(), EXAMPLES_MAX, "{stock:?}");
     }
 
     #[test]

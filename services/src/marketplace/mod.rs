@@ -96,7 +96,7 @@ mod shipment;
 mod stock;
 
 pub use cart::*;
-pub use check::{Dashboard, Expected, MarketSnapshot, check};
+pub use check::{Dashboard, Expected, Found, MarketSnapshot, check, check_detailed};
 pub use customer::*;
 pub use data::{Mix, OpGen, Scale};
 pub use error::{MarketError, kinds};
