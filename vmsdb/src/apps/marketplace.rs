@@ -1,13 +1,15 @@
-//! Serving the Online Marketplace (`services::marketplace`): query `dashboard`, and the routes
-//! the benchmark's own driver sends (`marketplace_driver.rs`).
+//! Serving the Online Marketplace (`services::marketplace`): queries `dashboard`, `product` and
+//! `audit` (every consistency criterion at one snapshot), and the routes the benchmark's own
+//! driver sends (`marketplace_driver.rs`).
 
 use super::{AppOptions, QueryFuture, ServedApp, query_body, to_json, unknown_query};
 use crate::api::{ApiError, QueryInfo};
 use serde::{Deserialize, Serialize};
 use services::marketplace::{
-    Dashboard, EntryKey, MarketApp, MarketConfig, Marketplace, OrderEntry, Product, ProductId,
-    ProductKey, SellerId, SellerView, StockItem,
+    Dashboard, EntryKey, Found, MarketApp, MarketConfig, MarketSnapshot, Marketplace, OrderEntry,
+    Product, ProductId, ProductKey, SellerId, SellerView, StockItem,
 };
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use txn::{AppDef, Client, TxnError};
 
@@ -50,6 +52,65 @@ struct DashboardEntry {
     entry: OrderEntry,
 }
 
+/// What the caller of `audit` knows that the snapshot does not: the units every product's stock
+/// was loaded with (default: the served configuration's), and the checkouts committed since the
+/// load (criterion 8 is checked only when given).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    initial_stock: Option<i64>,
+    committed_checkouts: Option<u64>,
+}
+
+/// The marketplace's consistency criteria at one snapshot.
+#[derive(Serialize)]
+struct AuditAnswer {
+    n_products: usize,
+    n_carts: usize,
+    n_orders: usize,
+    n_shipments: usize,
+    /// Violations summed over every criterion.
+    violations: u64,
+    /// Criterion name → its violations.
+    criteria: BTreeMap<&'static str, CriterionAnswer>,
+}
+
+#[derive(Serialize)]
+struct CriterionAnswer {
+    violations: u64,
+    /// The first few violations, described.
+    examples: Vec<String>,
+}
+
+impl AuditAnswer {
+    fn new(market: &Marketplace, snapshot: &MarketSnapshot, query: &AuditQuery) -> Self {
+        let mut expected = market.expected(query.committed_checkouts, 0);
+        expected.initial_stock = query.initial_stock.unwrap_or(expected.initial_stock);
+        let criteria: BTreeMap<&'static str, CriterionAnswer> =
+            services::marketplace::check_detailed(snapshot, &expected)
+                .into_iter()
+                .map(|(name, Found { count, examples })| {
+                    let violations = count;
+                    (
+                        name,
+                        CriterionAnswer {
+                            violations,
+                            examples,
+                        },
+                    )
+                })
+                .collect();
+        AuditAnswer {
+            n_products: snapshot.products.len(),
+            n_carts: snapshot.carts.len(),
+            n_orders: snapshot.orders.len(),
+            n_shipments: snapshot.shipments.len(),
+            violations: criteria.values().map(|c| c.violations).sum(),
+            criteria,
+        }
+    }
+}
+
 impl DashboardAnswer {
     pub(crate) fn new(dashboard: Dashboard) -> Self {
         DashboardAnswer {
@@ -80,6 +141,16 @@ impl ServedApp for MarketServed {
             description: "A product (prices in cents) and its stock item, at one snapshot \
                           (null: it does not exist).",
             example: r#"{"seller_id": 1, "product_id": 1}"#,
+        },
+        QueryInfo {
+            name: "audit",
+            description: "Every consistency criterion of the marketplace evaluated at one \
+                          snapshot of all eight services: per criterion, its violation count \
+                          and a few examples; and the row counts. Optional: the units each \
+                          product's stock was loaded with (default: the served \
+                          configuration's) and the checkouts committed since the load \
+                          (criterion 8 compares them with the orders).",
+            example: r#"{"initial_stock": 10000, "committed_checkouts": 3}"#,
         },
     ];
 
@@ -131,6 +202,13 @@ impl ServedApp for MarketServed {
                         (acc.0.or(part.0), acc.1.or(part.1))
                     });
                     to_json(ProductAnswer { product, stock })
+                }))
+            }
+            "audit" => {
+                let q: AuditQuery = query_body(name, body)?;
+                Ok(Box::pin(async move {
+                    let snapshot = market.snapshot(&client).await?;
+                    to_json(AuditAnswer::new(&market, &snapshot, &q))
                 }))
             }
             _ => Err(unknown_query(name, Self::QUERIES)),
