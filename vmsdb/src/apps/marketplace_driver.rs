@@ -14,12 +14,22 @@
 //! are the driver's tracked transactions: they answer once accepted, with the acknowledgement
 //! held by the commit tracker's batch rule (`commit_tracker.rs`), and their outcome is reported
 //! through `GET /status/committed`.
+//!
+//! On a cluster node that is not the sequencer (`vmsdb node --http`) the same routes work: each
+//! event goes, as JSON under a request id of the node, into the node's forwarding batches
+//! (`forward.rs`), a dashboard is the `dashboard` query forwarded to the sequencer. There a
+//! tracked transaction is acknowledged only once its outcome is durable (batches of one node
+//! may reach the sequencer out of order, so an earlier acknowledgement could not promise the
+//! driver's order), and an error without an outcome (503 `outcome_unknown`, `no_sequencer`) is
+//! answered as such. A reset needs the snapshot of the rows to delete and runs only on the
+//! sequencer; a forwarding node answers 503 `not_sequencer` naming it.
 
 use super::MarketServed;
 use super::marketplace::DashboardAnswer;
 use crate::api::{AbortBody, ApiError, OutcomeBody};
+use crate::cluster_node::NodeEngine;
 use crate::commit_tracker::{self, CommitTracker};
-use crate::engine::Served;
+use crate::engine::{Engine, EventRef, Served};
 use crate::routes::{body_error, require_token};
 use crate::state::ServerState;
 use axum::Router;
@@ -30,8 +40,9 @@ use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
-use serde::Deserialize;
+use futures::future::BoxFuture;
 use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
 use services::marketplace::{
     AddCartItem, CartItem, CheckoutCart, CustomerId, IngestProduct, IngestStock, MarketApp,
     MarketOutput, Marketplace, Money, Product, ProductId, ProductStatus, ReplaceProduct,
@@ -39,7 +50,7 @@ use services::marketplace::{
 };
 use std::sync::Arc;
 use std::task::Poll;
-use txn::{Client, Request};
+use txn::{Client, EventOf, KeyOf, Request, RequestId, Service, Svc, TxnError};
 
 type Shared = State<Arc<ServerState>>;
 
@@ -155,17 +166,91 @@ pub fn driver_routes(state: Arc<ServerState>) -> Router {
         .layer(middleware::from_fn_with_state(state, require_token))
 }
 
+/// Where the driver's requests go: the typed marketplace in this process (`vmsdb serve`, or the
+/// cluster node that is the sequencer), or the sequencer, through this cluster node's
+/// forwarding batches.
+enum Target<'a> {
+    Local(&'a Marketplace, &'a Client<MarketApp>),
+    Forwarding(&'a Arc<dyn Engine>),
+}
+
 /// The marketplace behind the server, or 503 while it recovers.
-fn market(state: &ServerState) -> Result<(&Marketplace, Client<MarketApp>), ApiError> {
-    let served = state
-        .engine()?
-        .as_any()
-        .downcast_ref::<Served<MarketServed>>()
-        .ok_or_else(|| {
-            let message = "the marketplace driver routes need --app marketplace";
-            ApiError::new(StatusCode::NOT_FOUND, "unknown_route", message)
-        })?;
-    Ok((&served.app().0, served.client().clone()))
+fn target(state: &ServerState) -> Result<Target<'_>, ApiError> {
+    let engine = state.engine()?;
+    if let Some(served) = engine.as_any().downcast_ref::<Served<MarketServed>>() {
+        return Ok(Target::Local(&served.app().0, served.client()));
+    }
+    if engine.as_any().is::<NodeEngine<MarketServed>>() {
+        return Ok(Target::Forwarding(engine));
+    }
+    let message = "the marketplace driver routes need --app marketplace";
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_route",
+        message,
+    ))
+}
+
+/// What a submitted driver event got: the typed runtime's answer in this process, or the
+/// sequencer's, forwarded.
+enum Settled {
+    Local(Result<txn::Outcome<MarketOutput>, TxnError>),
+    Forwarded(Result<OutcomeBody, ApiError>),
+}
+
+/// A driver event submitted (lazily in this process: it is queued when first polled).
+struct Sent {
+    id: RequestId,
+    forwarded: bool,
+    settled: BoxFuture<'static, Settled>,
+}
+
+/// Submits `request` to the runtime in this process (when first polled), under a new id.
+fn send_local(client: &Client<MarketApp>, request: Request<MarketApp>) -> Sent {
+    let id = client.new_request_id();
+    let client = client.clone();
+    let settled = async move { Settled::Local(client.submit_request_with_id(id, request).await) };
+    Sent {
+        id,
+        forwarded: false,
+        settled: Box::pin(settled),
+    }
+}
+
+/// Submits `event` to the service `svc` picks (named `service`): as a typed request in this
+/// process, or as its JSON into this node's forwarding batches (queued at once).
+fn send<S, E>(
+    target: &Target<'_>,
+    service: &'static str,
+    svc: fn(&Marketplace) -> Svc<S>,
+    event: E,
+) -> Result<Sent, ApiError>
+where
+    S: Service<App = MarketApp>,
+    E: EventOf<S> + KeyOf<S::Key> + Serialize,
+{
+    match target {
+        Target::Local(market, client) => Ok(send_local(client, svc(market).request(event))),
+        Target::Forwarding(engine) => {
+            let id = engine.new_request_id();
+            let payload = serde_json::to_vec(&event).map_err(|e| {
+                let message = format!("the {} event does not encode as JSON: {e}", E::KIND);
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+            })?;
+            let event = EventRef {
+                service,
+                kind: E::KIND,
+                payload: &payload,
+                partition: None,
+            };
+            let outcome = engine.submit(event, id)?;
+            Ok(Sent {
+                id,
+                forwarded: true,
+                settled: Box::pin(async move { Settled::Forwarded(outcome.await) }),
+            })
+        }
+    }
 }
 
 /// Decodes a driver payload; a missing, miscased or mistyped field is 400 `bad_payload`.
@@ -217,13 +302,13 @@ async fn ingest_product(
 ) -> Result<Response, ApiError> {
     let (seller_id, product_id, product) =
         decode::<ProductRow>("product row", body)?.into_product()?;
-    let (market, client) = market(&state)?;
     let event = IngestProduct {
         seller_id,
         product_id,
         product,
     };
-    submit_and_wait(&state, client, market.services.product.request(event)).await
+    let sent = send(&target(&state)?, "product", |m| m.services.product, event)?;
+    submit_and_wait(&state, sent).await
 }
 
 async fn ingest_stock(
@@ -231,7 +316,6 @@ async fn ingest_stock(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let row: StockRow = decode("stock row", body)?;
-    let (market, client) = market(&state)?;
     let event = IngestStock {
         seller_id: row.seller_id,
         product_id: row.product_id,
@@ -243,7 +327,8 @@ async fn ingest_stock(
             version: version_of_text(&row.version),
         },
     };
-    submit_and_wait(&state, client, market.services.stock.request(event)).await
+    let sent = send(&target(&state)?, "stock", |m| m.services.stock, event)?;
+    submit_and_wait(&state, sent).await
 }
 
 async fn cart_add(
@@ -262,12 +347,9 @@ async fn cart_add(
         voucher: cents("Voucher", item.voucher)?,
         version: version_of_text(&item.version),
     };
-    let (market, client) = market(&state)?;
-    let request = market
-        .services
-        .cart
-        .request(AddCartItem { customer_id, item });
-    submit_and_wait(&state, client, request).await
+    let event = AddCartItem { customer_id, item };
+    let sent = send(&target(&state)?, "cart", |m| m.services.cart, event)?;
+    submit_and_wait(&state, sent).await
 }
 
 async fn seal_cart(
@@ -275,9 +357,9 @@ async fn seal_cart(
     path: Result<Path<CustomerId>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let customer_id = decode_path(path)?;
-    let (market, client) = market(&state)?;
-    let request = market.services.cart.request(SealCart { customer_id });
-    submit_and_wait(&state, client, request).await
+    let event = SealCart { customer_id };
+    let sent = send(&target(&state)?, "cart", |m| m.services.cart, event)?;
+    submit_and_wait(&state, sent).await
 }
 
 async fn checkout(
@@ -285,10 +367,11 @@ async fn checkout(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let checkout: CustomerCheckout = decode("customer checkout", body)?;
-    let (market, client) = market(&state)?;
-    let customer_id = checkout.customer_id;
-    let request = market.services.cart.request(CheckoutCart { customer_id });
-    submit_tracked(&state, client, request).await
+    let event = CheckoutCart {
+        customer_id: checkout.customer_id,
+    };
+    let target = target(&state)?;
+    submit_tracked(&state, || send(&target, "cart", |m| m.services.cart, event)).await
 }
 
 async fn update_price(
@@ -302,8 +385,11 @@ async fn update_price(
         price: cents("price", update.price)?,
         version: version_of_text(&update.version),
     };
-    let (market, client) = market(&state)?;
-    submit_tracked(&state, client, market.services.product.request(event)).await
+    let target = target(&state)?;
+    submit_tracked(&state, || {
+        send(&target, "product", |m| m.services.product, event)
+    })
+    .await
 }
 
 async fn replace_product(
@@ -311,13 +397,16 @@ async fn replace_product(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let (seller_id, product_id, product) = decode::<ProductRow>("product", body)?.into_product()?;
-    let (market, client) = market(&state)?;
     let event = ReplaceProduct {
         seller_id,
         product_id,
         product,
     };
-    submit_tracked(&state, client, market.services.product.request(event)).await
+    let target = target(&state)?;
+    submit_tracked(&state, || {
+        send(&target, "product", |m| m.services.product, event)
+    })
+    .await
 }
 
 async fn dashboard(
@@ -325,8 +414,16 @@ async fn dashboard(
     path: Result<Path<SellerId>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let seller_id = decode_path(path)?;
-    let (market, client) = market(&state)?;
-    let dashboard = market.dashboard(&client, seller_id).await;
+    let (market, client) = match target(&state)? {
+        Target::Local(market, client) => (market, client),
+        Target::Forwarding(engine) => {
+            // The served `dashboard` query, run on the sequencer: the same answer.
+            let body = serde_json::json!({ "seller_id": seller_id }).to_string();
+            let answer = engine.query("dashboard", body.as_bytes())?.await?;
+            return Ok(axum::Json(answer).into_response());
+        }
+    };
+    let dashboard = market.dashboard(client, seller_id).await;
     let dashboard = dashboard
         .map_err(ApiError::from)
         .inspect_err(|e| state.note_error(e))?;
@@ -337,7 +434,10 @@ async fn reset_service(
     state: Arc<ServerState>,
     service: &'static str,
 ) -> Result<Response, ApiError> {
-    let (market, client) = market(&state)?;
+    let (market, client) = match target(&state)? {
+        Target::Local(market, client) => (market, client.clone()),
+        Target::Forwarding(engine) => return Err(reset_elsewhere(engine.as_ref())),
+    };
     let requests = market
         .reset_requests(&client, service)
         .await
@@ -350,21 +450,30 @@ async fn reset_service(
             ),
         })?;
     for request in requests {
-        submit_and_wait(&state, client.clone(), request).await?;
+        submit_and_wait(&state, send_local(&client, request)).await?;
     }
     Ok(StatusCode::OK.into_response())
 }
 
-/// Submits `request` and answers 200 with an empty body once its outcome is durable and
-/// committed; an abort is 409 `aborted` naming its kind.
-async fn submit_and_wait(
-    state: &ServerState,
-    client: Client<MarketApp>,
-    request: Request<MarketApp>,
-) -> Result<Response, ApiError> {
-    let id = client.new_request_id();
-    let result = client.submit_request_with_id(id, request).await;
-    match note_settled(state, id, result)? {
+/// 503 `not_sequencer`: a reset reads the rows to delete at one snapshot, which only the
+/// sequencer can; names it.
+fn reset_elsewhere(engine: &dyn Engine) -> ApiError {
+    let sequencer = engine
+        .as_any()
+        .downcast_ref::<NodeEngine<MarketServed>>()
+        .and_then(NodeEngine::sequencer)
+        .map_or_else(|| "none is known right now".to_string(), |s| s.name);
+    let message = format!(
+        "a reset runs only on the sequencer (now: {sequencer}): send it there; nothing was \
+         reset"
+    );
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_sequencer", message)
+}
+
+/// Waits for a submitted event and answers 200 with an empty body once its outcome is durable
+/// and committed; an abort is 409 `aborted` naming its kind.
+async fn submit_and_wait(state: &ServerState, sent: Sent) -> Result<Response, ApiError> {
+    match note_settled(state, sent.id, sent.settled.await)? {
         None => Ok(StatusCode::OK.into_response()),
         Some(abort) => {
             let message = format!(
@@ -376,21 +485,40 @@ async fn submit_and_wait(
     }
 }
 
-/// Submits a tracked transaction and answers 200 with an empty body once it is queued in the
-/// runtime and the commit tracker releases its acknowledgement; its outcome is counted in
-/// `GET /status/committed` when durable.
+/// Submits a tracked transaction (`send` submits it) and answers 200 with an empty body once it
+/// is queued in the runtime and the commit tracker releases its acknowledgement; its outcome is
+/// counted in `GET /status/committed` when durable. Forwarded to the sequencer, it is
+/// acknowledged once its outcome is durable (see the module's documentation).
 async fn submit_tracked(
     state: &Arc<ServerState>,
-    client: Client<MarketApp>,
-    request: Request<MarketApp>,
+    send: impl FnOnce() -> Result<Sent, ApiError>,
 ) -> Result<Response, ApiError> {
-    let id = client.new_request_id();
     let (ticket, hold) = CommitTracker::accept(state);
-    let mut outcome = Box::pin(async move { client.submit_request_with_id(id, request).await });
+    let Sent {
+        id,
+        forwarded,
+        mut settled,
+    } = match send() {
+        Ok(sent) => sent,
+        Err(refused) => {
+            // Refused before it was queued: an error the driver counts as an abort.
+            ticket.settle();
+            let refused: Result<OutcomeBody, ApiError> = Err(refused);
+            state.note_outcome(&refused);
+            return refused.map(|_| StatusCode::OK.into_response());
+        }
+    };
+    if forwarded {
+        let result = settled.await;
+        ticket.settle();
+        note_settled(state, id, result)?;
+        hold.released().await;
+        return Ok(StatusCode::OK.into_response());
+    }
     // The first poll puts the request in the runtime's queue, which is first come, first
     // served: a request the client sends after this answer is sequenced after this one, so
     // the driver's updates of one product apply in the order they were acknowledged.
-    let first = futures::poll!(&mut outcome);
+    let first = futures::poll!(&mut settled);
     if let Poll::Ready(result) = first {
         ticket.settle();
         // Refused before it was queued: an error the driver counts as an abort.
@@ -398,7 +526,7 @@ async fn submit_tracked(
     } else {
         let task_state = state.clone();
         tokio::spawn(async move {
-            let _ = note_settled(&task_state, id, outcome.await);
+            let _ = note_settled(&task_state, id, settled.await);
             ticket.settle();
         });
     }
@@ -410,16 +538,18 @@ async fn submit_tracked(
 /// got no outcome.
 fn note_settled(
     state: &ServerState,
-    id: txn::RequestId,
-    result: Result<txn::Outcome<MarketOutput>, txn::TxnError>,
+    id: RequestId,
+    settled: Settled,
 ) -> Result<Option<AbortBody>, ApiError> {
-    if matches!(&result, Ok(outcome) if outcome.result.is_ok()) {
+    let body = match settled {
         // Committed: nothing to count, nothing to encode.
-        return Ok(None);
-    }
-    let body = result
-        .map_err(ApiError::from)
-        .and_then(|o| OutcomeBody::new(id, &o));
+        Settled::Local(Ok(outcome)) if outcome.result.is_ok() => return Ok(None),
+        Settled::Forwarded(Ok(body)) if body.committed => return Ok(None),
+        Settled::Local(result) => result
+            .map_err(ApiError::from)
+            .and_then(|o| OutcomeBody::new(id, &o)),
+        Settled::Forwarded(result) => result,
+    };
     state.note_outcome(&body);
     Ok(body?.abort)
 }
