@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod node;
+pub mod serving;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};

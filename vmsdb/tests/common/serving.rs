@@ -1,0 +1,135 @@
+//! Three `vmsdb node` processes serving one application over HTTP from one store, for the
+//! cluster tests: their addresses, starting the cluster (n1 first, so it becomes the
+//! sequencer), killing and restarting a node, and waiting for what the nodes print.
+
+use super::node::{Node, WAIT, free_addr, spawn_node};
+use std::net::SocketAddr;
+
+pub const NAMES: [&str; 3] = ["n1", "n2", "n3"];
+
+/// The three nodes: processes (a slot is empty while its node is dead) and their addresses.
+pub struct ServingCluster {
+    pub nodes: Vec<Option<Node>>,
+    links: [SocketAddr; 3],
+    pub urls: Vec<String>,
+    /// What every node is started with after its name and addresses (`--app`, `--store`, ...).
+    args: Vec<String>,
+}
+
+impl ServingCluster {
+    /// Starts n1 alone and waits until it is the sequencer, then the two others until they
+    /// follow it, then until every node answers `/ready`.
+    pub async fn start(http: &reqwest::Client, args: &[&str]) -> ServingCluster {
+        let mut cluster = ServingCluster {
+            nodes: vec![None, None, None],
+            links: [free_addr(), free_addr(), free_addr()],
+            urls: (0..3).map(|_| format!("http://{}", free_addr())).collect(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
+        for index in 0..3 {
+            cluster.spawn(index);
+            cluster.wait_line(index, "sequencer n1 term");
+        }
+        for url in &cluster.urls {
+            super::wait_ready(http, url).await;
+        }
+        cluster
+    }
+
+    /// Starts node `index`, seeded with the two others (none for the very first node).
+    pub fn spawn(&mut self, index: usize) {
+        let seeds: Vec<SocketAddr> = if index == 0 && self.nodes.iter().all(Option::is_none) {
+            Vec::new()
+        } else {
+            (0..3)
+                .filter(|&i| i != index)
+                .map(|i| self.links[i])
+                .collect()
+        };
+        let http = self.urls[index].trim_start_matches("http://").to_string();
+        let mut args: Vec<&str> = vec!["--http", &http];
+        args.extend(self.args.iter().map(String::as_str));
+        self.nodes[index] = Some(spawn_node(NAMES[index], self.links[index], &seeds, &args));
+    }
+
+    pub fn node(&mut self, index: usize) -> &mut Node {
+        self.nodes[index].as_mut().expect("a live node")
+    }
+
+    /// SIGKILLs node `index` (its slot is empty until it is spawned again).
+    pub fn kill(&mut self, index: usize) {
+        self.node(index).child.kill().expect("SIGKILL the node");
+        self.nodes[index] = None;
+    }
+
+    /// Waits (off the async workers) until node `index` prints a line starting with `prefix`.
+    pub fn wait_line(&mut self, index: usize, prefix: &str) -> String {
+        let node = self.node(index);
+        tokio::task::block_in_place(|| node.wait_line(WAIT, |l| l.starts_with(prefix)))
+    }
+
+    pub fn wait_members(&mut self, index: usize, members: &[&str]) {
+        let node = self.node(index);
+        tokio::task::block_in_place(|| node.wait_members(members));
+    }
+
+    /// After `victim` was killed: waits until both survivors saw it go down and, if it was the
+    /// sequencer, follow one new sequencer under the lease's next term. The sequencer's index.
+    pub fn follow_the_failover(&mut self, victim: usize, sequencer: usize) -> usize {
+        let survivors: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+        for &survivor in &survivors {
+            self.wait_line(survivor, &format!("down {}", NAMES[victim]));
+        }
+        if victim != sequencer {
+            return sequencer;
+        }
+        let elected: Vec<String> = survivors
+            .iter()
+            .map(|&survivor| self.wait_line(survivor, "sequencer n"))
+            .collect();
+        assert_eq!(
+            elected[0], elected[1],
+            "the survivors follow different sequencers"
+        );
+        assert!(!elected[0].starts_with(&format!("sequencer {} ", NAMES[victim])));
+        index_of(&elected[0])
+    }
+
+    /// Restarts `victim` and waits until it follows the running sequencer, both survivors list
+    /// the three members again, and it answers `/ready`. The sequencer's index.
+    pub async fn rejoin(&mut self, http: &reqwest::Client, victim: usize) -> usize {
+        self.spawn(victim);
+        let followed = self.wait_line(victim, "sequencer ");
+        assert!(
+            !followed.starts_with(&format!("sequencer {} ", NAMES[victim])),
+            "the restarted node follows the running sequencer: {followed}"
+        );
+        for survivor in (0..3).filter(|&i| i != victim) {
+            self.wait_members(survivor, &NAMES);
+        }
+        super::wait_ready(http, &self.urls[victim]).await;
+        index_of(&followed)
+    }
+
+    /// Fails if a node exited on its own, with what it printed on stderr.
+    pub fn assert_all_running(&mut self) {
+        for node in self.nodes.iter_mut().flatten() {
+            if let Ok(Some(status)) = node.child.try_wait() {
+                let (_, stderr) = tokio::task::block_in_place(|| node.wait_exit());
+                panic!(
+                    "node {} exited during the run ({status}): {stderr}",
+                    node.name
+                );
+            }
+        }
+    }
+}
+
+/// The node index of the name in a `sequencer NAME term T` line.
+fn index_of(line: &str) -> usize {
+    let name = line.split(' ').nth(1).unwrap_or_default();
+    NAMES
+        .iter()
+        .position(|n| *n == name)
+        .unwrap_or_else(|| panic!("no node named in {line:?}"))
+}
