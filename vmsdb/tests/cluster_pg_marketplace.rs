@@ -17,13 +17,12 @@
 mod common;
 
 use common::next_random;
-use common::serving::{NAMES, ServingCluster};
+use common::serving::{NAMES, Progress, ServingCluster};
 use serde_json::{Value, json};
 use services::marketplace::data::INITIAL_STOCK;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 use txn_storage::postgres_instance::{self, PgInstance};
 
 const LEASE_TTL: &str = "2s";
@@ -38,8 +37,6 @@ const ACKS_BEFORE_KILL: usize = 150;
 const ACKS_AFTER_KILL: usize = 100;
 /// Acknowledgements the restarted node must give itself.
 const ACKS_BY_RESTARTED: usize = 20;
-/// Longest wait for the cluster to reach a state the test waits for.
-const DEADLINE: Duration = Duration::from_secs(40);
 
 /// Sends `method url` with a JSON body (or none); the status and the raw body, or `None` when
 /// the node did not answer (refused, reset, killed, timed out).
@@ -218,24 +215,6 @@ struct Acked {
     outcome: Value,
 }
 
-/// What the clients and the test share.
-struct Shared {
-    urls: Vec<String>,
-    stop: AtomicBool,
-    acks: AtomicUsize,
-    acks_after_kill: AtomicUsize,
-    acks_by_restarted: AtomicUsize,
-    /// Set at the kill: (when, the victim's index); and when the restarted node is up.
-    killed: parking_lot::Mutex<Option<(Instant, usize)>>,
-    restarted: AtomicBool,
-    first_commit_after_kill: parking_lot::Mutex<Option<Duration>>,
-    progress: Notify,
-    outcome_unknown: AtomicUsize,
-    retries: AtomicUsize,
-    /// Driver price updates and dashboards answered 200.
-    driver_answers: AtomicUsize,
-}
-
 /// A random checkout of one or two items for one of the client's customers.
 fn random_checkout(client: u64, random: &mut u64) -> Value {
     let customer = client * 1_000 + next_random(random) % CUSTOMERS_PER_CLIENT;
@@ -252,7 +231,12 @@ fn random_checkout(client: u64, random: &mut u64) -> Value {
 
 /// Checks out under ids `client/seq` through the nodes in turn (every seventh step also a
 /// driver price update, then a driver dashboard), until told to stop.
-async fn market_client(shared: Arc<Shared>, client: u64, mut random: u64) -> Vec<Acked> {
+async fn market_client(
+    shared: Arc<Progress>,
+    driver_answers: Arc<AtomicUsize>,
+    client: u64,
+    mut random: u64,
+) -> Vec<Acked> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
         .build()
@@ -264,14 +248,17 @@ async fn market_client(shared: Arc<Shared>, client: u64, mut random: u64) -> Vec
             return acked;
         }
         if seq % 7 == 3 {
-            driver_step(&shared, &http, &shared.urls[node], &mut random).await;
+            driver_step(&driver_answers, &http, &shared.urls[node], &mut random).await;
         }
         let body = random_checkout(client, &mut random);
         let id = format!("{client}/{seq}");
         let sent_at = Instant::now();
-        let (outcome, answered_by) =
-            checkout_until_acked(&shared, &http, &mut node, &id, &body).await;
-        note_ack(&shared, sent_at, answered_by, &outcome);
+        let submitting = |url: String| {
+            let (http, id, body) = (&http, &id, &body);
+            async move { submit(http, &url, id, body).await }
+        };
+        let (outcome, answered_by) = shared.submit_until_acked(&mut node, &id, submitting).await;
+        shared.note_ack(sent_at, answered_by, &outcome);
         acked.push(Acked { id, body, outcome });
         node = (node + 1) % 3;
     }
@@ -280,7 +267,7 @@ async fn market_client(shared: Arc<Shared>, client: u64, mut random: u64) -> Vec
 
 /// A driver price update and a dashboard through `url`: answered 200, or 503 (or nothing)
 /// while a node is down or a new sequencer takes over; never anything else.
-async fn driver_step(shared: &Shared, http: &reqwest::Client, url: &str, random: &mut u64) {
+async fn driver_step(answers: &AtomicUsize, http: &reqwest::Client, url: &str, random: &mut u64) {
     let (seller_id, product_id) = (
         1 + next_random(random) % SELLERS,
         1 + next_random(random) % PRODUCTS_PER_SELLER,
@@ -297,7 +284,7 @@ async fn driver_step(shared: &Shared, http: &reqwest::Client, url: &str, random:
     for answer in [updated, dashboard].into_iter().flatten() {
         match answer {
             (200, _) => {
-                shared.driver_answers.fetch_add(1, Ordering::Relaxed);
+                answers.fetch_add(1, Ordering::Relaxed);
             }
             (503, _) => {}
             (status, text) => panic!("a driver route through {url}: {status} {text}"),
@@ -311,75 +298,9 @@ async fn submit(http: &reqwest::Client, url: &str, id: &str, body: &Value) -> Op
     common::post_json(http, &path, Some(id), body).await
 }
 
-/// Submits until a node acknowledges (200); every other answer is retried with the same id on
-/// the next node. The outcome and the node that answered.
-async fn checkout_until_acked(
-    shared: &Shared,
-    http: &reqwest::Client,
-    node: &mut usize,
-    id: &str,
-    body: &Value,
-) -> (Value, usize) {
-    let started = Instant::now();
-    let mut failures = 0;
-    loop {
-        match submit(http, &shared.urls[*node], id, body).await {
-            Some((200, outcome)) => return (outcome, *node),
-            Some((status, error)) if status < 500 => panic!("checkout {id}: {status} {error}"),
-            Some((_, error)) if error["code"] == "outcome_unknown" => {
-                shared.outcome_unknown.fetch_add(1, Ordering::Relaxed);
-            }
-            _ => {}
-        }
-        shared.retries.fetch_add(1, Ordering::Relaxed);
-        assert!(
-            started.elapsed() < DEADLINE,
-            "checkout {id} was never acknowledged"
-        );
-        *node = (*node + 1) % 3;
-        failures += 1;
-        if failures % 3 == 0 {
-            // Every node refused (an election is under way): pace the retries.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-/// Counts an acknowledgement for the phases the test waits for.
-fn note_ack(shared: &Shared, sent_at: Instant, answered_by: usize, outcome: &Value) {
-    shared.acks.fetch_add(1, Ordering::AcqRel);
-    let killed = *shared.killed.lock();
-    if let Some((killed_at, victim)) = killed
-        && sent_at > killed_at
-    {
-        shared.acks_after_kill.fetch_add(1, Ordering::AcqRel);
-        if outcome["committed"] == true {
-            let mut first = shared.first_commit_after_kill.lock();
-            first.get_or_insert_with(|| killed_at.elapsed());
-        }
-        if answered_by == victim && shared.restarted.load(Ordering::Acquire) {
-            shared.acks_by_restarted.fetch_add(1, Ordering::AcqRel);
-        }
-    }
-    shared.progress.notify_waiters();
-}
-
-/// Waits until `count` reaches `at_least`.
-async fn wait_count(shared: &Shared, count: &AtomicUsize, at_least: usize, what: &str) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while count.load(Ordering::Acquire) < at_least {
-        let progress = shared.progress.notified();
-        if count.load(Ordering::Acquire) >= at_least {
-            break;
-        }
-        let waited = tokio::time::timeout_at(deadline, progress).await;
-        assert!(waited.is_ok(), "never reached {at_least} {what}");
-    }
-}
-
 /// Audits through every node in turn until told to stop: each answered audit must report no
 /// violation (a partial checkout would break criteria 1, 2, 6 or 7). How many were checked.
-async fn auditor(shared: Arc<Shared>) -> usize {
+async fn auditor(shared: Arc<Progress>) -> usize {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
         .build()
@@ -431,42 +352,27 @@ async fn run(test: &'static str, victim: usize) {
     ];
     let mut cluster = ServingCluster::start(&http, &args).await;
     let orders_before = drive_every_route(&http, &cluster.urls).await;
-    let shared = Arc::new(Shared {
-        urls: cluster.urls.clone(),
-        stop: AtomicBool::new(false),
-        acks: AtomicUsize::new(0),
-        acks_after_kill: AtomicUsize::new(0),
-        acks_by_restarted: AtomicUsize::new(0),
-        killed: parking_lot::Mutex::new(None),
-        restarted: AtomicBool::new(false),
-        first_commit_after_kill: parking_lot::Mutex::new(None),
-        progress: Notify::new(),
-        outcome_unknown: AtomicUsize::new(0),
-        retries: AtomicUsize::new(0),
-        driver_answers: AtomicUsize::new(0),
-    });
+    let shared = Progress::new(cluster.urls.clone());
+    let driver_answers = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| tokio::spawn(market_client(shared.clone(), c, seed ^ c)))
+        .map(|c| {
+            let answers = driver_answers.clone();
+            tokio::spawn(market_client(shared.clone(), answers, c, seed ^ c))
+        })
         .collect();
     let auditing = tokio::spawn(auditor(shared.clone()));
 
-    wait_count(
-        &shared,
-        &shared.acks,
-        ACKS_BEFORE_KILL,
-        "acks before the kill",
-    )
-    .await;
+    let acks = &shared.acks;
+    shared
+        .wait_count(acks, ACKS_BEFORE_KILL, "acks before the kill")
+        .await;
     cluster.kill(victim);
     *shared.killed.lock() = Some((Instant::now(), victim));
     cluster.follow_the_failover(victim, 0);
-    wait_count(
-        &shared,
-        &shared.acks_after_kill,
-        ACKS_AFTER_KILL,
-        "acks after the kill",
-    )
-    .await;
+    let after = &shared.acks_after_kill;
+    shared
+        .wait_count(after, ACKS_AFTER_KILL, "acks after the kill")
+        .await;
     let failover = shared
         .first_commit_after_kill
         .lock()
@@ -474,13 +380,13 @@ async fn run(test: &'static str, victim: usize) {
     cluster.rejoin(&http, victim).await;
     shared.restarted.store(true, Ordering::Release);
     let by_restarted = &shared.acks_by_restarted;
-    wait_count(
-        &shared,
-        by_restarted,
-        ACKS_BY_RESTARTED,
-        "acks by the restarted node",
-    )
-    .await;
+    shared
+        .wait_count(
+            by_restarted,
+            ACKS_BY_RESTARTED,
+            "acks by the restarted node",
+        )
+        .await;
 
     shared.stop.store(true, Ordering::Release);
     let mut acked = Vec::new();
@@ -497,7 +403,7 @@ async fn run(test: &'static str, victim: usize) {
         acked.len(),
         shared.retries.load(Ordering::Relaxed),
         shared.outcome_unknown.load(Ordering::Relaxed),
-        shared.driver_answers.load(Ordering::Relaxed),
+        driver_answers.load(Ordering::Relaxed),
         audits,
     );
     assert!(audits > 0, "no audit was answered during the run");

@@ -1,9 +1,15 @@
 //! Three `vmsdb node` processes serving one application over HTTP from one store, for the
 //! cluster tests: their addresses, starting the cluster (n1 first, so it becomes the
-//! sequencer), killing and restarting a node, and waiting for what the nodes print.
+//! sequencer), killing and restarting a node, and waiting for what the nodes print; and the
+//! [`Progress`] a run's clients share with the test while a node is killed and restarted.
 
 use super::node::{Node, WAIT, free_addr, spawn_node};
+use serde_json::Value;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 pub const NAMES: [&str; 3] = ["n1", "n2", "n3"];
 
@@ -132,4 +138,111 @@ fn index_of(line: &str) -> usize {
         .iter()
         .position(|n| *n == name)
         .unwrap_or_else(|| panic!("no node named in {line:?}"))
+}
+
+/// Longest wait for the cluster to reach a state a test waits for.
+pub const DEADLINE: Duration = Duration::from_secs(40);
+
+/// What a run's clients and the test share: the nodes' URLs, the stop flag, and the
+/// acknowledgements counted for the phases the test waits for (before the kill, of requests
+/// sent after it, by the restarted node).
+pub struct Progress {
+    pub urls: Vec<String>,
+    pub stop: AtomicBool,
+    pub acks: AtomicUsize,
+    pub acks_after_kill: AtomicUsize,
+    pub acks_by_restarted: AtomicUsize,
+    /// Set at the kill: (when, the victim's index); and when the restarted node is up.
+    pub killed: parking_lot::Mutex<Option<(Instant, usize)>>,
+    pub restarted: AtomicBool,
+    pub first_commit_after_kill: parking_lot::Mutex<Option<Duration>>,
+    progress: Notify,
+    /// Answers `outcome_unknown` (retried with the same id), and every other retry.
+    pub outcome_unknown: AtomicUsize,
+    pub retries: AtomicUsize,
+}
+
+impl Progress {
+    pub fn new(urls: Vec<String>) -> Arc<Progress> {
+        Arc::new(Progress {
+            urls,
+            stop: AtomicBool::new(false),
+            acks: AtomicUsize::new(0),
+            acks_after_kill: AtomicUsize::new(0),
+            acks_by_restarted: AtomicUsize::new(0),
+            killed: parking_lot::Mutex::new(None),
+            restarted: AtomicBool::new(false),
+            first_commit_after_kill: parking_lot::Mutex::new(None),
+            progress: Notify::new(),
+            outcome_unknown: AtomicUsize::new(0),
+            retries: AtomicUsize::new(0),
+        })
+    }
+
+    /// Submits through node after node (`submit` sends the request to a URL) until one
+    /// acknowledges (200); every other answer is retried on the next node (the request keeps
+    /// its id). The outcome and the node that answered; a 4xx fails the test.
+    pub async fn submit_until_acked<F, A>(
+        &self,
+        node: &mut usize,
+        id: &str,
+        submit: F,
+    ) -> (Value, usize)
+    where
+        F: Fn(String) -> A,
+        A: Future<Output = Option<(u16, Value)>>,
+    {
+        let started = Instant::now();
+        let mut failures = 0;
+        loop {
+            match submit(self.urls[*node].clone()).await {
+                Some((200, outcome)) => return (outcome, *node),
+                Some((status, error)) if status < 500 => panic!("{id}: {status} {error}"),
+                Some((_, error)) if error["code"] == "outcome_unknown" => {
+                    self.outcome_unknown.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            assert!(started.elapsed() < DEADLINE, "{id} was never acknowledged");
+            *node = (*node + 1) % 3;
+            failures += 1;
+            if failures % 3 == 0 {
+                // Every node refused (an election is under way): pace the retries.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// Counts an acknowledgement of a request first sent at `sent_at`.
+    pub fn note_ack(&self, sent_at: Instant, answered_by: usize, outcome: &Value) {
+        self.acks.fetch_add(1, Ordering::AcqRel);
+        let killed = *self.killed.lock();
+        if let Some((killed_at, victim)) = killed
+            && sent_at > killed_at
+        {
+            self.acks_after_kill.fetch_add(1, Ordering::AcqRel);
+            if outcome["committed"] == true {
+                let mut first = self.first_commit_after_kill.lock();
+                first.get_or_insert_with(|| killed_at.elapsed());
+            }
+            if answered_by == victim && self.restarted.load(Ordering::Acquire) {
+                self.acks_by_restarted.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        self.progress.notify_waiters();
+    }
+
+    /// Waits until `count` (one of the counters) reaches `at_least`.
+    pub async fn wait_count(&self, count: &AtomicUsize, at_least: usize, what: &str) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while count.load(Ordering::Acquire) < at_least {
+            let progress = self.progress.notified();
+            if count.load(Ordering::Acquire) >= at_least {
+                break;
+            }
+            let waited = tokio::time::timeout_at(deadline, progress).await;
+            assert!(waited.is_ok(), "never reached {at_least} {what}");
+        }
+    }
 }
