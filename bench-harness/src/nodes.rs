@@ -343,9 +343,25 @@ impl<W: Workload> AsyncTarget<W> for NodesTarget<W> {
         self.settle(item).await
     }
 
+    /// A query changes nothing: one a node could not answer (it is down, or knows no
+    /// sequencer yet) is asked of the next node, until `NODE_RETRY_DEADLINE_S`.
     async fn query(&self, w: &W, query: W::Query) -> Result<(), TxnError> {
-        let node = self.next_node.fetch_add(1, Ordering::Relaxed) % self.nodes.len();
-        self.nodes[node].query(w, query).await
+        let deadline = Instant::now() + Duration::from_secs(NODE_RETRY_DEADLINE_S);
+        let mut node = self.next_node.fetch_add(1, Ordering::Relaxed);
+        let mut refusals = 0;
+        loop {
+            let answer = self.nodes[node % self.nodes.len()]
+                .query(w, query.clone())
+                .await;
+            if answer.is_ok() || Instant::now() > deadline {
+                return answer;
+            }
+            node += 1;
+            refusals += 1;
+            if refusals % self.nodes.len() == 0 {
+                tokio::time::sleep(Duration::from_millis(NODE_RETRY_PAUSE_MS)).await;
+            }
+        }
     }
 }
 
@@ -502,13 +518,17 @@ fn app_name(name: &str) -> Result<&'static str, HarnessError> {
 }
 
 /// The end state checked through the HTTP queries: the transfer ledger's `audit` query gives
-/// every figure the in-process audit checks; other workloads have no audit query over HTTP.
+/// every figure the in-process audit checks, the marketplace's evaluates every criterion on
+/// the sequencer; YCSB-T has no audit query over HTTP.
 async fn audit_over_http<W: Workload>(
     w: &W,
     url: &str,
     effects: &crate::Effects,
 ) -> Result<(services::Violations, String), HarnessError> {
     let any: &dyn std::any::Any = w;
+    if let Some(market) = any.downcast_ref::<crate::workloads::marketplace::MarketplaceWorkload>() {
+        return audit_market_over_http(url, &market.expected_over_http(effects)).await;
+    }
     let Some(transfer) = any.downcast_ref::<crate::workloads::transfer::TransferWorkload>() else {
         let none = format!(
             "none: vmsdb node serves no audit query for {} over HTTP",
@@ -547,6 +567,44 @@ async fn audit_over_http<W: Workload>(
     let ran = format!(
         "{} (the ledger's audit query, through {url})",
         checks.join(", ")
+    );
+    Ok((violations, ran))
+}
+
+/// The marketplace's `audit` query through `url`, told the run's initial stock and committed
+/// checkouts: the violations of every criterion, as the in-process check counts them.
+async fn audit_market_over_http(
+    url: &str,
+    expected: &services::marketplace::Expected,
+) -> Result<(services::Violations, String), HarnessError> {
+    use services::marketplace::check::criteria;
+    let failed = |e: String| HarnessError::Storage(format!("the audit query through {url}: {e}"));
+    let body = serde_json::json!({
+        "initial_stock": expected.initial_stock,
+        "committed_checkouts": expected.committed_checkouts,
+    });
+    let answer = reqwest::Client::new()
+        .post(format!("{url}/v1/queries/audit"))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let audit: serde_json::Value = answer.json().await.map_err(|e| failed(e.to_string()))?;
+    let mut violations = services::Violations::new();
+    let mut examples = String::new();
+    for name in criteria::ALL {
+        let found = &audit["criteria"][name];
+        let count = found["violations"]
+            .as_u64()
+            .ok_or_else(|| failed(format!("no criterion {name}: {audit}")))?;
+        if count > 0 {
+            examples.push_str(&format!("; {name}, e.g. {}", found["examples"]));
+        }
+        violations.insert(name, count);
+    }
+    let ran = format!(
+        "{} (the marketplace's audit query, through {url}){examples}",
+        criteria::ALL.join(", ")
     );
     Ok((violations, ran))
 }

@@ -98,7 +98,7 @@ pub struct Effects {
 pub trait Workload: Send + Sync + 'static {
     type App: App;
     /// A read-only query operation (`()` for workloads without queries).
-    type Query: Send + 'static;
+    type Query: Clone + Send + 'static;
     /// A client's request generator (its RNG and distributions).
     type Gen: Send + 'static;
 

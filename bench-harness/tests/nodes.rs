@@ -1,7 +1,8 @@
-//! `transfer --nodes 3` end to end: three `vmsdb node` processes and a private PostgreSQL
-//! server started by the harness, the sequencer SIGKILLed one second into the run and started
-//! again; `summary.json` must record the three nodes, non-zero throughput on them, the link
-//! bytes, the failover time, and a passed audit with every criterion at 0.
+//! `transfer --nodes 3` and `marketplace --nodes 3` end to end: three `vmsdb node` processes
+//! and a private PostgreSQL server started by the harness, the sequencer SIGKILLed one second
+//! into the run and started again; `summary.json` must record the three nodes, non-zero
+//! throughput on them, the link bytes, the failover time, and a passed audit with every
+//! criterion at 0.
 //!
 //! The test builds the `vmsdb` executable into the same target directory first (cargo cannot
 //! hand another package's binary to this test). Without the PostgreSQL server binaries it FAILS
@@ -42,38 +43,31 @@ fn build_vmsdb() -> PathBuf {
     vmsdb
 }
 
-#[test]
-fn transfer_on_three_nodes_survives_killing_the_sequencer() {
-    let test = "transfer_on_three_nodes_survives_killing_the_sequencer";
+/// Runs `workload` (its name and arguments) on three nodes with the in-process vmsdb beside
+/// them, the sequencer SIGKILLed one second in; checks what every such run must show and
+/// returns `summary.json` and the summary table (`None`: skipped without PostgreSQL).
+fn run_with_the_sequencer_killed(
+    test: &str,
+    workload: &[&str],
+) -> Option<(serde_json::Value, String)> {
     if !postgres_available(test, "the nodes' store") {
-        return;
+        return None;
     }
     let vmsdb = build_vmsdb();
     let out = tempfile::tempdir().unwrap();
     let out_path = out.path().to_str().unwrap().to_string();
-    let argv = [
-        "bench-harness",
-        "transfer",
-        "--duration",
-        "4s",
-        "--accounts",
-        "1000",
-        "--clients",
-        "32",
-        "--partitions",
-        "4",
+    let mut argv = vec!["bench-harness"];
+    argv.extend_from_slice(workload);
+    argv.extend_from_slice(&[
         "--storage",
         "memory",
         "--nodes",
         "3",
-        "--vmsdb-bin",
-        vmsdb.to_str().unwrap(),
         "--kill-node-at",
         "1s",
-        "--quiet",
-        "--out",
-        &out_path,
-    ];
+    ]);
+    argv.extend_from_slice(&["--vmsdb-bin", vmsdb.to_str().unwrap()]);
+    argv.extend_from_slice(&["--quiet", "--out", &out_path]);
     let summary = bench_harness::run(Cli::parse_from(argv)).expect("the run completes");
     let table = summary.table();
     let written = std::fs::read_to_string(out.path().join("summary.json")).unwrap();
@@ -103,4 +97,51 @@ fn transfer_on_three_nodes_survives_killing_the_sequencer() {
         kill["rejoined_s"].as_f64().is_some(),
         "the killed node never rejoined: {table}"
     );
+    Some((json, table))
+}
+
+#[test]
+fn transfer_on_three_nodes_survives_killing_the_sequencer() {
+    let workload = [
+        "transfer",
+        "--duration",
+        "4s",
+        "--accounts",
+        "1000",
+        "--clients",
+        "32",
+        "--partitions",
+        "4",
+    ];
+    run_with_the_sequencer_killed(
+        "transfer_on_three_nodes_survives_killing_the_sequencer",
+        &workload,
+    );
+}
+
+#[test]
+fn marketplace_on_three_nodes_survives_killing_the_sequencer() {
+    // Goal: `marketplace --nodes 3` drives the marketplace through every node, survives the
+    // sequencer's SIGKILL (its dashboards asked again of another node), reports its figures
+    // next to the in-process run's, and audits all eight criteria of the marketplace through
+    // the served `audit` query, at 0.
+    let workload = [
+        "marketplace",
+        "--duration",
+        "6s",
+        "--clients",
+        "16",
+        "--partitions",
+        "2",
+    ];
+    let test = "marketplace_on_three_nodes_survives_killing_the_sequencer";
+    let Some((json, table)) = run_with_the_sequencer_killed(test, &workload) else {
+        return;
+    };
+    for system in ["vmsdb", "vmsdb-3-nodes"] {
+        let checked = json["systems"][system]["violations"].as_object().unwrap();
+        assert_eq!(checked.len(), 8, "every criterion was checked: {table}");
+    }
+    let audit = json["cluster"]["audit"].as_str().unwrap_or_default();
+    assert!(audit.contains("the marketplace's audit query"), "{audit}");
 }

@@ -183,6 +183,13 @@ impl MarketplaceWorkload {
         &self.torn_dashboards[system as usize]
     }
 
+    /// What the checks expect after a run through the HTTP API with these effects (its
+    /// dashboards are answered by the server, which the harness does not check for tears).
+    pub(crate) fn expected_over_http(&self, effects: &Effects) -> market::Expected {
+        let checkouts = effects.committed.get(CHECKOUT).copied().unwrap_or(0);
+        self.market.expected(Some(checkouts), 0)
+    }
+
     /// What the checks expect after a run on `system` with these effects.
     pub(crate) fn expected(&self, effects: &Effects, system: System) -> market::Expected {
         let checkouts = effects.committed.get(CHECKOUT).copied().unwrap_or(0);
