@@ -503,9 +503,8 @@ async fn submit_tracked(
         Err(refused) => {
             // Refused before it was queued: an error the driver counts as an abort.
             ticket.settle();
-            let refused: Result<OutcomeBody, ApiError> = Err(refused);
-            state.note_outcome(&refused);
-            return refused.map(|_| StatusCode::OK.into_response());
+            state.note_outcome(&Err(refused.clone()));
+            return Err(refused);
         }
     };
     if forwarded {
