@@ -171,6 +171,10 @@ async fn drive_every_route(http: &reqwest::Client, urls: &[String]) -> u64 {
         let replaced = product_row(3, 1 + i as u64, "1");
         driver_ok(http, "PUT", &format!("{url}/product"), Some(&replaced)).await;
     }
+    // The sequencer answers its own tracked writes once queued; a write answered once durable,
+    // queued there after them, is sequenced after them: once it is answered, they have run.
+    // (A forwarding node answers its tracked writes once durable.)
+    driver_ok(http, "PATCH", &format!("{}/cart/1/seal", urls[0]), None).await;
     for (i, url) in urls.iter().enumerate() {
         // Every node sees every node's writes: the price updates and the checkouts.
         let body = json!({"seller_id": 2, "product_id": 1 + (i as u64 + 1) % 3});

@@ -446,3 +446,46 @@ async fn events_come_only_after_everything_acknowledged_settled() {
     assert_eq!(second.next().await, 28);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_query_names_the_criteria_a_state_breaks() {
+    // Goal: `audit` evaluates every criterion at one snapshot and says what is wrong: the
+    // driver's stock rows come with a year-to-date of 57 units no order sold (criterion 2, one
+    // violation per product, each described), a committed checkout count the orders do not
+    // match breaks criterion 8, and everything else holds after a checkout.
+    let server = TestServer::start(AppChoice::Marketplace, |_| {}).await;
+    ingest_seller(&server, 1, 2).await;
+    write_ok(
+        &server,
+        "PATCH",
+        "/cart/7/add",
+        Some(cart_item(1, 1, 2, "0")),
+    )
+    .await;
+    write_ok(&server, "POST", "/cart", Some(checkout(7, "1-1"))).await;
+    // The checkout was answered once queued; a write answered once durable, queued after it,
+    // is sequenced after it: once it is answered, the checkout has run.
+    write_ok(&server, "PATCH", "/cart/8/seal", None).await;
+    let audit = query(&server, "audit", json!({"committed_checkouts": 2})).await;
+    assert_eq!(audit["n_orders"], 1, "{audit}");
+    let criteria = audit["criteria"].as_object().expect("criteria");
+    assert_eq!(criteria.len(), 8, "{audit}");
+    let stock = &criteria["2_stock_no_oversell"];
+    assert_eq!(stock["violations"], 2, "{audit}");
+    let examples = stock["examples"].as_array().unwrap();
+    assert_eq!(examples.len(), 2, "{audit}");
+    let untouched = "product_id: 2 } is Some(StockItem { qty_available: 10000";
+    assert!(
+        examples
+            .iter()
+            .any(|e| e.as_str().unwrap().contains(untouched)),
+        "{audit}"
+    );
+    let orders = &criteria["8_orders_match_committed_checkouts"];
+    assert_eq!(orders["violations"], 1, "{audit}");
+    assert_eq!(audit["violations"], 3, "nothing else is broken: {audit}");
+    let answer = server
+        .post("/v1/queries/audit", r#"{"committed_checkout": 1}"#)
+        .await;
+    assert_eq!((answer.status, answer.code()), (400, "bad_payload"));
+}
