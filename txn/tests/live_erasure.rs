@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use txn::history::{History, HistoryError};
 use txn::storage::{FaultOp, FaultyStorage, MemoryStorage};
 use txn::{
     AppDef, Client, EventOf, HandlerResult, KeyOf, Runtime, RuntimeConfig, Svc, Table, TxnCtx,
@@ -291,6 +292,49 @@ async fn forget_is_refused_before_erasing_anything_where_it_cannot_finish() {
     assert!(why.contains("cannot rewrite its files"), "{why}");
     committed(&client, svc, Visit { id: 7 }).await;
     rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_history_retention_refuses_live_erasure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, svc, _) = build();
+    let config =
+        RuntimeConfig::durable_with_history(dir.path(), txn::Retention::Epochs(10)).unwrap();
+    let rt = Runtime::start(app, config).await.unwrap();
+    let client = rt.client();
+    committed(&client, svc, join(7, "ZQXJ")).await;
+    let err = client.forget("7").await.unwrap_err();
+    let TxnError::ForgetRefused { why } = &err else {
+        panic!("expected a refusal, got {err:?}");
+    };
+    assert!(why.contains("history base"), "{why}");
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_kept_whole_ends_at_the_erasure() {
+    let storage = Arc::new(MemoryStorage::new());
+    let (app, svc, _) = build();
+    let config = RuntimeConfig {
+        history_retention: Some(txn::Retention::Everything),
+        ..RuntimeConfig::with_storage(storage.clone())
+    };
+    let rt = Runtime::start(app.clone(), config).await.unwrap();
+    let client = rt.client();
+    committed(&client, svc, join(7, "ZQXJ")).await;
+    committed(&client, svc, Visit { id: 7 }).await;
+    let history = History::open(app.clone(), storage.clone()).unwrap();
+    assert!(!history.audit("7").await.unwrap().is_empty());
+
+    let report = client.forget("7").await.unwrap();
+    committed(&client, svc, Visit { id: 7 }).await;
+    rt.shutdown().await;
+    let history = History::open(app, storage).unwrap();
+    let err = history.audit("7").await.unwrap_err();
+    let HistoryError::NotRetained { first_logged_epoch } = err else {
+        panic!("expected history to end at the erasure, got {err:?}");
+    };
+    assert_eq!(first_logged_epoch, report.checkpoint_epoch + 1);
 }
 
 /// A store that does not implement `purge_freed_bytes` (as the database servers do not).
