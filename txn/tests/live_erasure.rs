@@ -186,7 +186,12 @@ async fn forget_on_a_running_runtime_leaves_no_personal_bytes_and_recovers_the_s
     let (progress_tx, mut progress) = tokio::sync::mpsc::unbounded_channel();
     let visitor = keep_visiting(client.clone(), svc, stop.clone(), progress_tx);
     let at_forget = wait_for_commits(&mut progress, 20).await;
+    let started = std::time::Instant::now();
     let report = client.forget("7").await.unwrap();
+    eprintln!(
+        "forget took {:?} (writes paused meanwhile)",
+        started.elapsed()
+    );
     assert_eq!(report.subject, "7");
     assert_eq!(report.rows_erased, 1, "{report:?}");
     let after = files_containing(dir.path(), secret);
