@@ -152,6 +152,7 @@ pub fn encode_epoch_record<E: Serialize>(
         requests,
         fallback: crate::envelope::Fallback::Serial,
         serial: &[],
+        erase: &[],
     };
     rmp_serde::encode::write(buf, &record)
 }

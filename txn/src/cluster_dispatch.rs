@@ -334,6 +334,7 @@ fn phase_name<A: App>(job: &Job<A>) -> &'static str {
         Job::Load { .. } => "checkpoint load",
         Job::ConflictTally { .. } => "conflict tally",
         Job::StateHash { .. } => "state hash",
+        Job::Erase { .. } => "erasure",
         #[cfg(test)]
         Job::Crash => "crash",
     }
@@ -346,6 +347,10 @@ fn cannot_travel<A: App>(gp: GlobalPartition, job: &Job<A>) -> String {
             "the serial fallback (Fallback::Serial) lends every partition to the driver, which \
              cannot reach partition {gp} on another node: a cluster runs Fallback::Ordered (an \
              epoch logged with Fallback::Serial replays only in one process)"
+        ),
+        Job::Erase { .. } => format!(
+            "live erasure (Client::forget) reaches only the driver's own partitions, and \
+             partition {gp} is on another node: erase a stopped store with forget_dir"
         ),
         Job::Wave { .. } => format!(
             "a snapshot query was sent to partition {gp} on another node: queries run only on \

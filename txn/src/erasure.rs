@@ -19,15 +19,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-/// What [`forget_dir`] did.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct ForgetReport {
-    pub subject: String,
-    /// Rows of the subject whose personal fields were erased.
-    pub rows_erased: usize,
-    /// The epoch of the checkpoint that now holds the whole state (the log is empty below it).
-    pub checkpoint_epoch: u64,
-}
+pub use crate::governance::ForgetReport;
 
 /// Why erasure failed: storage, recovery, or a row that does not decode as its table's type.
 fn storage_error(doing: &str) -> impl Fn(crate::storage::StorageError) -> TxnError + '_ {
@@ -168,6 +160,7 @@ fn write_forgotten_state<A: App>(
         requests: &[],
         fallback: crate::Fallback::Serial,
         serial: &[],
+        erase: &[],
     };
     let bytes = rmp_serde::to_vec(&record)
         .map_err(|e| TxnError::Storage(format!("encoding the empty epoch {epoch}: {e}")))?;

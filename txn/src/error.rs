@@ -357,6 +357,11 @@ pub enum TxnError {
         partition: u32,
         node: String,
     },
+    /// `Client::forget` cannot erase on this runtime (`why` says what is missing: a store that
+    /// can rewrite its files, checkpoints, a runtime without a history base, one process);
+    /// nothing was erased.
+    #[error("live erasure refused, nothing was erased: {why}")]
+    ForgetRefused { why: String },
 }
 
 /// Turns a caught panic payload into a message.

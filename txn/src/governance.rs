@@ -62,6 +62,17 @@ impl<K, V> Governed for std::collections::BTreeMap<K, V> {}
 impl<A, B> Governed for (A, B) {}
 impl<A, B, C> Governed for (A, B, C) {}
 
+/// What an erasure did ([`crate::erasure::forget_dir`] on a stopped store,
+/// [`Client::forget`](crate::Client::forget) on a running one).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ForgetReport {
+    pub subject: String,
+    /// Rows of the subject whose personal fields were erased.
+    pub rows_erased: usize,
+    /// The epoch of the checkpoint that now holds the erased state (the log is empty below it).
+    pub checkpoint_epoch: u64,
+}
+
 /// The type-erased personal-data rules of one table, kept in its `TableDef`.
 pub(crate) struct TableGovernance {
     pub fields: PersonalFields,
@@ -70,10 +81,17 @@ pub(crate) struct TableGovernance {
     /// Given a checkpoint row's rmp key and value and a subject: the row re-encoded with its
     /// personal fields erased if it is the subject's, `None` if it is not.
     pub erase_encoded: EraseEncoded,
+    /// Given a live row's `&K` and `&mut V` behind `Any` and a subject: erases the row's
+    /// personal fields in place if it is the subject's and says whether it did (live erasure,
+    /// `Client::forget`).
+    pub erase_row: EraseRow,
 }
 
 /// See [`TableGovernance::subject_of`].
 pub(crate) type SubjectOf = Box<dyn Fn(&dyn Any, &dyn Any) -> Option<String> + Send + Sync>;
+
+/// See [`TableGovernance::erase_row`].
+pub(crate) type EraseRow = Box<dyn Fn(&dyn Any, &mut dyn Any, &str) -> bool + Send + Sync>;
 
 /// See [`TableGovernance::erase_encoded`].
 pub(crate) type EraseEncoded =
@@ -100,6 +118,17 @@ impl TableGovernance {
                 }
                 erase(&mut row);
                 rmp_serde::to_vec(&row).map(Some).map_err(|e| e.to_string())
+            }),
+            erase_row: Box::new(move |key, row, wanted| {
+                let (Some(key), Some(row)) = (key.downcast_ref::<K>(), row.downcast_mut::<V>())
+                else {
+                    return false;
+                };
+                if subject(key, row) != wanted {
+                    return false;
+                }
+                erase(row);
+                true
             }),
         }
     }

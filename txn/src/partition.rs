@@ -501,6 +501,19 @@ impl<A: App> PartitionState<A> {
     pub fn state_hash(&self) -> u64 {
         tables_hash(&self.tables)
     }
+
+    /// Erases `subject`'s personal fields in every table of the partition that has personal
+    /// fields (live erasure, between epochs); returns how many rows changed.
+    pub fn erase_subject(&mut self, app: &AppDef<A>, subject: &str) -> usize {
+        let (service, _) = app.locate(self.gp);
+        let mut n_erased = 0;
+        for (idx, table) in self.tables.iter_mut().enumerate() {
+            if let Some(rule) = app.governance.rule(service, idx as u32) {
+                n_erased += table.erase_subject(&rule.governance, subject);
+            }
+        }
+        n_erased
+    }
 }
 
 /// The work one partition is sent for one phase of one epoch.
@@ -558,6 +571,12 @@ pub(crate) enum Job<A: App> {
     /// Report the hash of the committed rows (between epochs; `Client::state_hash` in a
     /// cluster, where a query's closure cannot travel).
     StateHash { reply: Depositor<u64> },
+    /// Erase a subject's personal fields (between epochs, at the end of the epoch whose log
+    /// record names the subject); replies with the number of rows changed.
+    Erase {
+        subject: Arc<str>,
+        reply: Depositor<usize>,
+    },
     /// A bug outside any handler, for the supervision tests: panics in the owner.
     #[cfg(test)]
     Crash,
@@ -749,6 +768,7 @@ fn run_owned_job<A: App>(app: &AppDef<A>, state: &mut PartitionState<A>, job: Jo
         Job::StateHash { reply } => {
             reply.deposit(tables_hash(&state.tables));
         }
+        Job::Erase { subject, reply } => reply.deposit(state.erase_subject(app, &subject)),
         Job::Lend { .. } | Job::Return { .. } => unreachable!("handled by run_job"),
         #[cfg(test)]
         Job::Crash => panic!("a bug outside any handler (test)"),

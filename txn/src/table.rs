@@ -1008,6 +1008,11 @@ pub(crate) trait AnyTable: Send {
     ) -> (usize, Option<String>);
     /// Loads one encoded committed row (recovery).
     fn load_row(&mut self, key: &[u8], value: &[u8]) -> Result<(), String>;
+    /// Erases the personal fields of every committed row of `subject` (between epochs, live
+    /// erasure): each changed row is applied like a commit, so it is dirty for the next
+    /// checkpoint and its indexes follow. Returns how many rows it changed.
+    fn erase_subject(&mut self, rules: &crate::governance::TableGovernance, subject: &str)
+    -> usize;
     /// What the coordination analysis reads of this table's declarations.
     fn coordination(&self) -> TableSummary;
     /// The table's `service.table` name and the conflict losses it caused so far.
@@ -1373,5 +1378,27 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
             ix.update(&k, old.as_ref(), Some(&v));
         }
         Ok(())
+    }
+
+    fn erase_subject(
+        &mut self,
+        rules: &crate::governance::TableGovernance,
+        subject: &str,
+    ) -> usize {
+        let mut erased: Vec<(K, V)> = Vec::new();
+        for (key, row) in self.rows.iter() {
+            if (rules.subject_of)(key, row).as_deref() != Some(subject) {
+                continue;
+            }
+            let mut row = row.clone();
+            if (rules.erase_row)(key, &mut row, subject) {
+                erased.push((key.clone(), row));
+            }
+        }
+        let n_erased = erased.len();
+        for (key, row) in erased {
+            self.apply(key, Some(row));
+        }
+        n_erased
     }
 }

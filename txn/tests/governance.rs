@@ -4,6 +4,9 @@
 //! exactly the reads of a subject's personal data; `forget` leaves none of the subject's
 //! personal bytes in any file of the data directory while recovery keeps working.
 
+mod common;
+
+use common::files::{files, files_containing};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
@@ -232,31 +235,6 @@ async fn reads_outside_allowed_purposes_abort_naming_everything() {
         "the refused transaction's tally write must not commit"
     );
     rt.shutdown().await;
-}
-
-/// Every file under `dir`, recursively.
-fn files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
-/// The files of `dir` that contain `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
-    files(dir)
-        .into_iter()
-        .filter(|f| {
-            let bytes = std::fs::read(f).unwrap();
-            bytes.windows(needle.len()).any(|w| w == needle)
-        })
-        .collect()
 }
 
 /// A durable config checkpointing every other epoch, so personal bytes reach the checkpoint

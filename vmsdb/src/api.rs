@@ -91,6 +91,7 @@ impl From<TxnError> for ApiError {
             TxnError::Stopped => (unavailable, "stopped"),
             TxnError::Storage(_) => (unavailable, "storage_failed"),
             TxnError::OutcomeUnknown { .. } => (unavailable, "outcome_unknown"),
+            TxnError::ForgetRefused { .. } => (StatusCode::CONFLICT, "forget_refused"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         let storage_failed = match &e {

@@ -55,7 +55,8 @@ pub enum Command {
     /// from a data directory whose history was retained.
     Audit(crate::governance_cmd::AuditArgs),
     /// Erase one subject's personal data from a data directory no server runs on: no file
-    /// keeps the bytes; the log and history before the erasure are dropped.
+    /// keeps the bytes; the log and history before the erasure are dropped. On a running
+    /// server: `POST /v1/subjects/{subject}/forget`.
     Forget(crate::governance_cmd::ForgetArgs),
 }
 

@@ -57,6 +57,19 @@ pub trait Engine: Send + Sync {
     /// A clone of the runtime's typed `Client<S::App>`, boxed, for in-process tools that know
     /// the application type (`Server::client`).
     fn client_any(&self) -> Box<dyn std::any::Any + Send>;
+    /// Erases `subject`'s personal data live (`Client::forget`). An engine that does not run
+    /// the application itself refuses (`forget_refused`).
+    fn forget(
+        &self,
+        subject: &str,
+    ) -> BoxFuture<'static, Result<txn::erasure::ForgetReport, ApiError>> {
+        let why = format!(
+            "this {} node does not run the application itself; erase on the node that does, or \
+             stop the server and run `vmsdb forget` on its data directory (subject {subject:?})",
+            self.app_name()
+        );
+        Box::pin(async move { Err(TxnError::ForgetRefused { why }.into()) })
+    }
 }
 
 /// A [`ServedApp`] running on a durable runtime.
@@ -253,6 +266,14 @@ impl<S: ServedApp> Engine for Served<S> {
 
     fn client_any(&self) -> Box<dyn std::any::Any + Send> {
         Box::new(self.client.clone())
+    }
+
+    fn forget(
+        &self,
+        subject: &str,
+    ) -> BoxFuture<'static, Result<txn::erasure::ForgetReport, ApiError>> {
+        let (client, subject) = (self.client.clone(), subject.to_string());
+        Box::pin(async move { Ok(client.forget(&subject).await?) })
     }
 
     fn shutdown(&self) -> BoxFuture<'static, ()> {

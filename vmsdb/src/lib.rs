@@ -10,6 +10,7 @@ pub mod commit_tracker;
 pub mod config;
 pub mod console;
 pub mod engine;
+pub mod forget_route;
 pub mod forward;
 pub mod governance_cmd;
 pub mod history_cmd;

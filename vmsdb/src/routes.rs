@@ -383,6 +383,7 @@ pub fn router(state: Arc<ServerState>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(request_status))
         .routes(routes!(list_services))
         .routes(routes!(run_query))
+        .routes(routes!(crate::forget_route::forget_subject))
         .routes(routes!(get_metrics))
         .routes(routes!(openapi_json))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));

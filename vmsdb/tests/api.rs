@@ -330,6 +330,7 @@ async fn the_openapi_document_lists_every_route_and_every_listed_route_is_served
         "GET /v1/requests/{client}/{seq}",
         "GET /v1/services",
         "POST /v1/queries/{name}",
+        "POST /v1/subjects/{subject}/forget",
         "GET /health",
         "GET /ready",
         "GET /metrics",
@@ -349,7 +350,8 @@ async fn the_openapi_document_lists_every_route_and_every_listed_route_is_served
             .replace("{kind}", "Deposit")
             .replace("{client}", "1")
             .replace("{seq}", "1")
-            .replace("{name}", "audit");
+            .replace("{name}", "audit")
+            .replace("{subject}", "nobody");
         let url = format!("{}{path}", server.url);
         let request = if method == "POST" {
             server.http.post(url).body("{}")

@@ -94,7 +94,7 @@ pub(super) async fn replay<A: App>(
         let Some(record) = records.recv().await else {
             break;
         };
-        let record = record?;
+        let mut record = record?;
         if record.epoch != last + 1 {
             return Err(if last == base_epoch {
                 HistoryError::NotRetained {
@@ -109,8 +109,10 @@ pub(super) async fn replay<A: App>(
                 .into()
             });
         }
+        let erase = std::mem::take(&mut record.erase);
         let env = record.into_env();
         let outcome = run_epoch(app, replica, env.clone(), Vec::new()).await?;
+        crate::runtime::erase_at_epoch_end(app, replica, &erase).await?;
         let records = sink.map(|s| s.take_epoch()).unwrap_or_default();
         each(Replayed {
             env: &env,

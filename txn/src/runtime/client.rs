@@ -42,6 +42,11 @@ pub(super) enum Submission<A: App> {
     StateHash {
         reply: oneshot::Sender<Result<u64, TxnError>>,
     },
+    /// Erase a subject's personal data, between two epochs (`Client::forget`).
+    Forget {
+        subject: String,
+        reply: oneshot::Sender<Result<crate::governance::ForgetReport, TxnError>>,
+    },
     /// Finish what is queued and stop; later submissions get `TxnError::Stopped`.
     Stop,
 }

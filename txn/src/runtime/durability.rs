@@ -33,6 +33,16 @@ pub(super) enum LogItem<A: App> {
         timestamp_ms: u64,
         rows: Vec<DeferredRows>,
     },
+    /// An epoch at whose end the named subjects' personal data is erased (`Client::forget`):
+    /// logged alone, in its own durable write.
+    Erasure(Arc<EpochEnv<A::Event>>, Vec<String>),
+    /// Truncate the log below `below`, then rewrite the store so that no file keeps the bytes
+    /// of data deleted or overwritten before (`Storage::purge_freed_bytes`); sent by a live
+    /// erasure once its checkpoint is complete and no checkpoint is being written.
+    Purge {
+        below: u64,
+        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// A checkpoint handed to the checkpoint thread: the rows changed since the previous one, as
@@ -51,6 +61,10 @@ pub(crate) struct EpochRecordRef<'a, E> {
     pub(crate) requests: &'a [Sequenced<E>],
     pub(crate) fallback: Fallback,
     pub(crate) serial: &'a [Seq],
+    /// Subjects whose personal data is erased at the end of the epoch (`Client::forget`);
+    /// left out when empty, so every other record encodes as before the field existed.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub(crate) erase: &'a [String],
 }
 
 /// The decoded form of [`EpochRecordRef`], read back by recovery.
@@ -61,6 +75,9 @@ pub(crate) struct EpochRecord<E> {
     pub(crate) requests: Vec<Sequenced<E>>,
     pub(crate) fallback: Fallback,
     pub(crate) serial: Vec<Seq>,
+    /// See [`EpochRecordRef::erase`]; empty in records written before it existed.
+    #[serde(default)]
+    pub(crate) erase: Vec<String>,
 }
 
 impl<E> EpochRecord<E> {
@@ -87,6 +104,18 @@ pub(super) struct CheckpointSchedule {
     /// The epoch of the latest complete checkpoint (0: none), stored before `in_flight` is
     /// cleared.
     pub(super) last_completed: AtomicU64,
+    /// Told each time the checkpoint thread clears `in_flight` (one stored permit), so a live
+    /// erasure can wait for the checkpoint being written.
+    pub(super) idle: tokio::sync::Notify,
+}
+
+impl CheckpointSchedule {
+    /// Waits until no checkpoint is queued or being written.
+    pub(super) async fn wait_idle(&self) {
+        while self.in_flight.load(Ordering::Acquire) {
+            self.idle.notified().await;
+        }
+    }
 }
 
 impl CheckpointSchedule {
@@ -119,14 +148,14 @@ pub(super) fn durability_loop<A: App>(
     let mut next = rx.blocking_recv();
     while let Some(item) = next.take() {
         let mut oldest_queued = None;
-        let checkpoint = gather_group(item, &mut rx, &mut group, &mut oldest_queued);
+        let after = gather_group(item, &mut rx, &mut group, &mut oldest_queued);
+        let writer = LogWriter {
+            storage: storage.as_ref(),
+            stats,
+            writer_turn,
+        };
         if !group.is_empty() && durable.failure().is_none() {
-            let writer = LogWriter {
-                storage: storage.as_ref(),
-                stats,
-                writer_turn,
-            };
-            match writer.append(&group, &mut bufs) {
+            match writer.append(&group, &[], &mut bufs) {
                 Ok((last, append_nanos)) => {
                     durable.advance(last);
                     if let Some(queued) = oldest_queued {
@@ -147,29 +176,87 @@ pub(super) fn durability_loop<A: App>(
             }
         }
         group.clear();
-        if let Some(c) = checkpoint {
-            // The epoch's own record is durable: it was queued, and so written, before this item.
-            if durable.failure().is_none() {
-                let _ = checkpoints.send(c);
+        match after {
+            Some(LogItem::Checkpoint {
+                epoch,
+                timestamp_ms,
+                rows,
+            }) => {
+                // The epoch's own record is durable: it was queued, and so written, before
+                // this item.
+                if durable.failure().is_none() {
+                    let _ = checkpoints.send(CheckpointOrder {
+                        epoch,
+                        timestamp_ms,
+                        rows,
+                    });
+                }
             }
+            Some(LogItem::Erasure(env, subjects)) => {
+                append_erasure(&writer, durable, env, &subjects, &mut bufs)
+            }
+            Some(LogItem::Purge { below, reply }) => {
+                let _ = reply.send(purge(&writer, durable, below));
+            }
+            Some(LogItem::Epoch(..)) | None => {}
         }
         next = rx.blocking_recv();
     }
 }
 
-/// Puts `item` and every epoch already queued behind it into `group`, up to the first
-/// checkpoint item, which it returns; `oldest_queued` gets when the first epoch was queued.
+/// Appends an erasure's epoch record alone and advances the watermark to it.
+fn append_erasure<E: Serialize>(
+    writer: &LogWriter<'_>,
+    durable: &DurableWatermark,
+    env: Arc<EpochEnv<E>>,
+    subjects: &[String],
+    bufs: &mut Vec<Vec<u8>>,
+) {
+    if durable.failure().is_some() {
+        return;
+    }
+    let epoch = env.epoch;
+    match writer.append(&[env], subjects, bufs) {
+        Ok((last, _)) => durable.advance(last),
+        Err(e) => {
+            tracing::error!(epoch, error = %e, "erasure epoch append failed; refusing further writes");
+            durable.fail(e);
+        }
+    }
+}
+
+/// Truncates the log below `below` and purges the store's freed bytes, holding the writer's
+/// turn; a failure fails the watermark (the erasure's checkpoint is durable, but the store may
+/// be half rewritten).
+fn purge(writer: &LogWriter<'_>, durable: &DurableWatermark, below: u64) -> Result<(), String> {
+    if let Some(failure) = durable.failure() {
+        return Err(failure.message().to_string());
+    }
+    let _turn = writer.writer_turn.lock();
+    let storage = writer.storage;
+    let result = storage
+        .truncate_log_below(below)
+        .and_then(|()| storage.purge_freed_bytes())
+        .map_err(|e| {
+            super::lease::note_fenced(writer.stats, &e);
+            format!("erasing the store's old bytes: {e}")
+        });
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "purging the store after an erasure failed; refusing further writes");
+        durable.fail(e.clone());
+    }
+    result
+}
+
+/// Puts `item` and every epoch already queued behind it into `group`, up to the first item
+/// that is not a plain epoch (a checkpoint, an erasure, a purge), which it returns;
+/// `oldest_queued` gets when the first epoch was queued.
 fn gather_group<A: App>(
     item: LogItem<A>,
     rx: &mut mpsc::Receiver<LogItem<A>>,
     group: &mut Vec<Arc<EpochEnv<A::Event>>>,
     oldest_queued: &mut Option<Instant>,
-) -> Option<CheckpointOrder> {
-    let order = |epoch, timestamp_ms, rows| CheckpointOrder {
-        epoch,
-        timestamp_ms,
-        rows,
-    };
+) -> Option<LogItem<A>> {
     match item {
         LogItem::Epoch(env, queued) => {
             group.push(env);
@@ -177,20 +264,12 @@ fn gather_group<A: App>(
             loop {
                 match rx.try_recv() {
                     Ok(LogItem::Epoch(env, _)) => group.push(env),
-                    Ok(LogItem::Checkpoint {
-                        epoch,
-                        timestamp_ms,
-                        rows,
-                    }) => break Some(order(epoch, timestamp_ms, rows)),
+                    Ok(other) => break Some(other),
                     Err(_) => break None,
                 }
             }
         }
-        LogItem::Checkpoint {
-            epoch,
-            timestamp_ms,
-            rows,
-        } => Some(order(epoch, timestamp_ms, rows)),
+        other => Some(other),
     }
 }
 
@@ -203,10 +282,12 @@ struct LogWriter<'a> {
 
 impl LogWriter<'_> {
     /// Encodes `group` into `bufs` (reused across groups) and appends it in one durable write;
-    /// returns the last epoch written and the append's wall time.
+    /// returns the last epoch written and the append's wall time. `erase` goes into every
+    /// record of the group (an erasure's group is its epoch alone).
     fn append<E: Serialize>(
         &self,
         group: &[Arc<EpochEnv<E>>],
+        erase: &[String],
         bufs: &mut Vec<Vec<u8>>,
     ) -> Result<(u64, u64), String> {
         // The sequencer numbers epochs one by one and the channel keeps their order.
@@ -216,7 +297,7 @@ impl LogWriter<'_> {
         let encoded = group
             .iter()
             .zip(bufs.iter_mut())
-            .try_for_each(|(env, buf)| encode_epoch(env, buf));
+            .try_for_each(|(env, buf)| encode_epoch(env, erase, buf));
         let result = encoded.and_then(|()| {
             let batch: Vec<(u64, &[u8])> = group
                 .iter()
@@ -249,7 +330,11 @@ pub(super) fn checkpoint_writing(stats: &RuntimeStats) -> bool {
 }
 
 /// Encodes one epoch's log record into `buf` (cleared first).
-fn encode_epoch<E: Serialize>(env: &EpochEnv<E>, buf: &mut Vec<u8>) -> Result<(), String> {
+fn encode_epoch<E: Serialize>(
+    env: &EpochEnv<E>,
+    erase: &[String],
+    buf: &mut Vec<u8>,
+) -> Result<(), String> {
     buf.clear();
     let record = EpochRecordRef {
         epoch: env.epoch,
@@ -257,6 +342,7 @@ fn encode_epoch<E: Serialize>(env: &EpochEnv<E>, buf: &mut Vec<u8>) -> Result<()
         requests: &env.requests,
         fallback: env.fallback,
         serial: &env.serial,
+        erase,
     };
     rmp_serde::encode::write(buf, &record)
         .map_err(|e| format!("epoch {} does not encode: {e}", env.epoch))
@@ -301,6 +387,7 @@ pub(super) fn checkpoint_loop(
             }
         }
         schedule.in_flight.store(false, Ordering::Release);
+        schedule.idle.notify_one();
     }
 }
 

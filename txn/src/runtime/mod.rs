@@ -16,6 +16,7 @@
 mod client;
 mod config;
 mod durability;
+mod forget;
 mod lease;
 mod recovery;
 mod reply;
@@ -27,6 +28,7 @@ pub use crate::outcome::Outcome;
 pub use client::Client;
 pub use config::{HISTORY_BASE_DIR, RecoverFrom, Retention, RuntimeConfig};
 pub(crate) use durability::EpochRecordRef;
+pub(crate) use forget::erase_at_epoch_end;
 pub use lease::{LeaseConfig, LeaseStatus};
 pub use recovery::RecoveryReport;
 pub(crate) use recovery::{load_checkpoint_async, recover, stream_log};
@@ -157,6 +159,7 @@ impl<A: App> Runtime<A> {
         let checkpoint_schedule = Arc::new(CheckpointSchedule {
             in_flight: AtomicBool::new(false),
             last_completed: AtomicU64::new(recovery.checkpoint_epoch.unwrap_or(0)),
+            idle: tokio::sync::Notify::new(),
         });
         let (log_tx, log_rx) = mpsc::channel::<LogItem<A>>(limits::EPOCHS_IN_FLIGHT_MAX);
         let threads =

@@ -308,11 +308,13 @@ async fn replay_epoch<A: App, D: Dispatch<A>>(
     app: &Arc<AppDef<A>>,
     actors: &D,
     config: &RuntimeConfig,
-    record: EpochRecord<A::Event>,
+    mut record: EpochRecord<A::Event>,
     dedup: &mut Dedup<A::Output>,
 ) -> Result<(), TxnError> {
+    let erase = std::mem::take(&mut record.erase);
     let env = record.into_env();
     let outcome = run_epoch(app, actors, env.clone(), Vec::new()).await?;
+    super::forget::erase_at_epoch_end(app, actors, &erase).await?;
     if let Some(sink) = &config.outbox {
         // At-least-once: these epochs are durable, their messages may have been delivered
         // before the restart; the TID lets the sink tell.

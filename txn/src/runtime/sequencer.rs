@@ -111,6 +111,8 @@ struct Gathered<A: App> {
     conflict_stats: Vec<oneshot::Sender<Result<ConflictStats, TxnError>>>,
     /// Callers of `Client::state_hash` in a cluster, answered before the epoch runs.
     state_hashes: Vec<oneshot::Sender<Result<u64, TxnError>>>,
+    /// Callers of `Client::forget`: each erasure runs as its own epoch before this batch's.
+    forgets: Vec<super::forget::ForgetCall>,
     closed: bool,
 }
 
@@ -153,6 +155,7 @@ impl<A: App> Gathered<A> {
             }
             Submission::ConflictStats { reply } => self.conflict_stats.push(reply),
             Submission::StateHash { reply } => self.state_hashes.push(reply),
+            Submission::Forget { subject, reply } => self.forgets.push((subject, reply)),
             Submission::Stop => self.closed = true,
         }
     }
@@ -187,6 +190,7 @@ impl<A: App> Sequencer<A> {
             answered: Vec::new(),
             conflict_stats: Vec::new(),
             state_hashes: Vec::new(),
+            forgets: Vec::new(),
             closed,
         };
         for (req, p) in self.retry_queue.drain(..) {
@@ -199,7 +203,8 @@ impl<A: App> Sequencer<A> {
             }
             let sub = self.rx.recv().await?;
             g.take(sub, &self.dedup, &mut self.inflight);
-            let between_epochs = !g.conflict_stats.is_empty() || !g.state_hashes.is_empty();
+            let between_epochs =
+                !g.conflict_stats.is_empty() || !g.state_hashes.is_empty() || !g.forgets.is_empty();
             if between_epochs && g.requests.is_empty() {
                 // Nothing to wait for: answer at once.
                 return Some(g);
@@ -238,8 +243,12 @@ impl<A: App> Sequencer<A> {
             answered,
             conflict_stats,
             state_hashes,
+            forgets,
             ..
         } = g;
+        for (subject, reply) in forgets {
+            let _ = reply.send(super::forget::forget(self, copying, &subject).await);
+        }
         if !conflict_stats.is_empty() {
             let stats = gather_conflict_stats(self).await;
             for reply in conflict_stats {
@@ -318,7 +327,10 @@ impl<A: App> Sequencer<A> {
     }
 
     /// Numbers the next epoch and stamps it with a timestamp that never goes backwards.
-    fn next_epoch(&mut self, requests: Vec<Sequenced<A::Event>>) -> Arc<EpochEnv<A::Event>> {
+    pub(super) fn next_epoch(
+        &mut self,
+        requests: Vec<Sequenced<A::Event>>,
+    ) -> Arc<EpochEnv<A::Event>> {
         let previous = (self.epoch, self.last_timestamp_ms);
         self.epoch += 1;
         self.last_timestamp_ms = self.last_timestamp_ms.max(now_ms());
@@ -472,7 +484,7 @@ pub(super) struct CheckpointCopying {
 /// copies its next rows (one message each, in parallel). Once all are done, queues the rows
 /// behind the latest epoch's log record; their epoch's record was queued before. Returns how
 /// many deferred chunks it queued.
-async fn checkpoint_step<A: App>(
+pub(super) async fn checkpoint_step<A: App>(
     s: &mut Sequencer<A>,
     copying: &mut Option<CheckpointCopying>,
 ) -> Result<usize, TxnError> {

@@ -295,4 +295,12 @@ impl<S: Storage> Storage for FaultyStorage<S> {
     fn acquire_lease(&self, holder: &str, ttl: Duration) -> Result<u64, StorageError> {
         self.inner.acquire_lease(holder, ttl)
     }
+
+    fn can_purge_freed_bytes(&self) -> bool {
+        self.inner.can_purge_freed_bytes()
+    }
+
+    fn purge_freed_bytes(&self) -> Result<(), StorageError> {
+        self.inner.purge_freed_bytes()
+    }
 }

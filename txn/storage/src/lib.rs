@@ -183,6 +183,26 @@ pub trait Storage: Send + Sync + 'static {
         false
     }
 
+    /// Whether [`Storage::purge_freed_bytes`] is implemented (checked before an erasure
+    /// changes anything).
+    fn can_purge_freed_bytes(&self) -> bool {
+        false
+    }
+
+    /// Makes sure no file of the store holds the bytes of data deleted or overwritten before
+    /// the call (truncated log records, replaced or deleted checkpoint rows), so an erasure
+    /// (`Client::forget`) leaves no copy behind; durable when it returns. The embedded store
+    /// rewrites both files from their live entries (other calls wait meanwhile); the in-memory
+    /// store has no files. The default refuses with [`StorageError::PurgeUnsupported`]: on a
+    /// database server (PostgreSQL, FoundationDB) deleted data lives on in the server's own
+    /// files, write-ahead log and backups until the server reclaims them, which this trait
+    /// cannot promise; a wrapper around another store must forward it.
+    fn purge_freed_bytes(&self) -> Result<(), StorageError> {
+        Err(StorageError::PurgeUnsupported {
+            backend: self.name(),
+        })
+    }
+
     /// Takes or renews the store's lease for `holder`, for `ttl` by the store's clock, and
     /// returns the lease's **term**. The lease is taken when it is free, expired, or already
     /// held by `holder` (a renewal: the term is kept, the expiry moves to now + `ttl`); taking
@@ -307,6 +327,13 @@ pub enum StorageError {
     /// [`Storage::acquire_lease`] on a store (or a wrapper) that does not implement leases.
     #[error("{backend} store does not implement leases, so it cannot fence a deposed writer")]
     LeaseUnsupported { backend: &'static str },
+    /// [`Storage::purge_freed_bytes`] on a store that cannot promise its files drop deleted
+    /// data.
+    #[error(
+        "{backend} store cannot rewrite its files so that deleted data is gone from them \
+         (erasure needs it)"
+    )]
+    PurgeUnsupported { backend: &'static str },
     /// An error raised by a caller's visitor, passed through unchanged.
     #[error("{0}")]
     Visitor(String),

@@ -260,6 +260,15 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
+    fn can_purge_freed_bytes(&self) -> bool {
+        // No files: deleted data is gone with the map entries that held it.
+        true
+    }
+
+    fn purge_freed_bytes(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
     fn acquire_lease(&self, holder: &str, ttl: Duration) -> Result<u64, StorageError> {
         lease::check_holder(BACKEND, holder)?;
         let mut state = self.state.lock();

@@ -128,20 +128,29 @@ pub struct RedbStorage {
 
 /// The two open files of a store, shared by its handles.
 struct Files {
-    /// The epoch log.
-    db: Database,
+    /// The open databases; replaced whole when the files are rewritten
+    /// ([`Storage::purge_freed_bytes`]), which holds the write lock while it rewrites.
+    live: parking_lot::RwLock<Live>,
+    /// The epoch log's path.
     path: PathBuf,
-    /// The checkpoints.
-    ckpt: Database,
+    /// The checkpoints' path.
     ckpt_path: PathBuf,
-    /// What the two paths named at open: checked after every write, so a store deleted or
-    /// replaced under the running process fails its next write instead of acknowledging it.
-    identity: [PathIdentity; 2],
     /// The lease term recorded when this process opened the files (0: none). redb locks its
     /// files for one process, so that lease's holder, if it was another process, no longer
     /// has the store: the lease is void and the next taker gets it at once (with a newer term)
     /// instead of waiting for it to run out after a crash.
     lease_term_at_open: u64,
+}
+
+/// The open databases of a store and what their paths named when they were opened.
+struct Live {
+    /// The epoch log.
+    db: Database,
+    /// The checkpoints.
+    ckpt: Database,
+    /// What the two paths named at open: checked after every write, so a store deleted or
+    /// replaced under the running process fails its next write instead of acknowledging it.
+    identity: [PathIdentity; 2],
 }
 
 /// Which of the two files a transaction is on.
@@ -170,7 +179,14 @@ impl RedbStorage {
     }
 
     fn open_shared(dir: &Path, share: Share) -> Result<Self, StorageError> {
-        let still_valid = |files: &Files| files.identity.iter().all(|id| id.check().is_ok());
+        let still_valid = |files: &Files| {
+            files
+                .live
+                .read()
+                .identity
+                .iter()
+                .all(|id| id.check().is_ok())
+        };
         let files =
             crate::open_stores::shared(BACKEND, dir, share, still_valid, || Files::open(dir))?;
         Ok(Self {
@@ -194,41 +210,73 @@ impl RedbStorage {
     /// renamed, directory synced). Pages redb freed — truncated log records, overwritten
     /// checkpoint rows — keep the bytes they held until reused; after this no file holds them.
     pub fn rewrite_files(dir: impl AsRef<Path>) -> Result<(), StorageError> {
-        let dir = dir.as_ref();
-        let store = Self::open(dir)?;
-        let files = &store.files;
-        let log = rewrite_into_temp(&files.db, &files.path, |from, to| {
+        Self::open(dir)?.files.rewrite_live()
+    }
+}
+
+impl Files {
+    /// Rewrites both files from their live entries while the store is open: holds the write
+    /// lock (every other call on the store waits), writes each file's live entries into a new
+    /// file, syncs it, renames it over the old one, syncs the directory, then opens the new
+    /// files and drops the old handles (their unlinked files go with them).
+    fn rewrite_live(&self) -> Result<(), StorageError> {
+        let mut live = self.live.write();
+        let log = rewrite_into_temp(&live.db, &self.path, |from, to| {
             copy_table!(from, to, LOG);
             copy_table!(from, to, LOG_META);
             Ok(())
         })?;
-        let ckpt = rewrite_into_temp(&files.ckpt, &files.ckpt_path, |from, to| {
+        let ckpt = rewrite_into_temp(&live.ckpt, &self.ckpt_path, |from, to| {
             copy_table!(from, to, STATE);
             copy_table!(from, to, PENDING);
             copy_table!(from, to, META);
             Ok(())
         })?;
-        let paths = [(log, files.path.clone()), (ckpt, files.ckpt_path.clone())];
-        // Closes both files before they are replaced.
-        drop(store);
-        for (temp, path) in paths {
-            std::fs::rename(&temp, &path)
+        for (temp, path) in [(log, &self.path), (ckpt, &self.ckpt_path)] {
+            std::fs::rename(&temp, path)
                 .map_err(|err| StorageError::io(BACKEND, "replace a rewritten file", err))?;
         }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(|err| StorageError::io(BACKEND, "sync the data directory", err))
+            .map_err(|err| StorageError::io(BACKEND, "sync the data directory", err))?;
+        let reopen = |path: &Path| {
+            let mut builder = Database::builder();
+            builder.set_cache_size(limits::REDB_CACHE_BYTES);
+            builder
+                .open(path)
+                .map_err(|e| engine_error(path, "reopen a rewritten file", e))
+        };
+        // The old handles close only after the new ones opened: a failure leaves them in place,
+        // and their next write reports the replaced files (`StorageError::Vanished`).
+        let fresh = Live {
+            db: reopen(&self.path)?,
+            ckpt: reopen(&self.ckpt_path)?,
+            identity: [
+                PathIdentity::capture(BACKEND, &self.path)?,
+                PathIdentity::capture(BACKEND, &self.ckpt_path)?,
+            ],
+        };
+        *live = fresh;
+        Ok(())
     }
 }
 
-/// Copies every entry of table `$def` from read transaction `$from` to write transaction `$to`.
+/// Copies every entry of table `$def` from read transaction `$from` to write transaction `$to`;
+/// the target table is created even when the source has none (a checkpoint's completion
+/// deletes the pending table, the next write makes it again).
 macro_rules! copy_table {
     ($from:expr, $to:expr, $def:expr) => {{
-        let source = $from.open_table($def)?;
         let mut target = $to.open_table($def)?;
-        for entry in source.iter()? {
-            let (key, value) = entry?;
-            target.insert(key.value(), value.value())?;
+        match $from.open_table($def) {
+            Ok(source) => {
+                for entry in source.iter()? {
+                    let (key, value) = entry?;
+                    target.insert(key.value(), value.value())?;
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e.into()),
         }
     }};
 }
@@ -302,11 +350,9 @@ impl Files {
             PathIdentity::capture(BACKEND, &ckpt_path)?,
         ];
         let mut store = Self {
-            db,
+            live: parking_lot::RwLock::new(Live { db, ckpt, identity }),
             path,
-            ckpt,
             ckpt_path,
-            identity,
             lease_term_at_open: 0,
         };
         store.lease_term_at_open = store.write(File::Log, "create tables", |txn| {
@@ -329,10 +375,10 @@ impl Files {
         Ok(store)
     }
 
-    fn file(&self, file: File) -> (&Database, &Path) {
+    fn file_path(&self, file: File) -> &Path {
         match file {
-            File::Log => (&self.db, &self.path),
-            File::Checkpoints => (&self.ckpt, &self.ckpt_path),
+            File::Log => &self.path,
+            File::Checkpoints => &self.ckpt_path,
         }
     }
 
@@ -343,7 +389,8 @@ impl Files {
         read: impl FnOnce(&redb::ReadOnlyTable<&'static str, &'static [u8]>) -> Result<T, TxnError>,
     ) -> Result<T, StorageError> {
         let err = self.err(File::Checkpoints, operation);
-        let txn = self.ckpt.begin_read().map_err(|e| err(e.into()))?;
+        let live = self.live.read();
+        let txn = live.ckpt.begin_read().map_err(|e| err(e.into()))?;
         let meta = txn.open_table(META).map_err(|e| err(e.into()))?;
         match read(&meta) {
             Ok(value) => Ok(value),
@@ -357,7 +404,7 @@ impl Files {
         file: File,
         operation: &'static str,
     ) -> impl Fn(redb::Error) -> StorageError + '_ {
-        let path = self.file(file).1;
+        let path = self.file_path(file);
         move |err| engine_error(path, operation, err)
     }
 
@@ -370,7 +417,12 @@ impl Files {
         body: impl FnOnce(&redb::WriteTransaction) -> Result<T, TxnError>,
     ) -> Result<T, StorageError> {
         let err = self.err(file, operation);
-        let mut txn = self.file(file).0.begin_write().map_err(|e| err(e.into()))?;
+        let live = self.live.read();
+        let db = match file {
+            File::Log => &live.db,
+            File::Checkpoints => &live.ckpt,
+        };
+        let mut txn = db.begin_write().map_err(|e| err(e.into()))?;
         txn.set_durability(Durability::Immediate)
             .map_err(|e| err(e.into()))?;
         match body(&txn) {
@@ -378,7 +430,7 @@ impl Files {
                 txn.commit().map_err(|e| err(e.into()))?;
                 // After the commit: a deletion before it (or during it) is caught, so no write
                 // that went to a deleted or replaced file is reported durable.
-                self.identity[file as usize].check()?;
+                live.identity[file as usize].check()?;
                 Ok(value)
             }
             Err(TxnError::Storage(e)) => {
@@ -716,7 +768,8 @@ impl Storage for RedbStorage {
         visit: &mut dyn FnMut(u64, &[u8]) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
         let err = self.files.err(File::Log, "read_epochs");
-        let txn = self.files.db.begin_read().map_err(|e| err(e.into()))?;
+        let live = self.files.live.read();
+        let txn = live.db.begin_read().map_err(|e| err(e.into()))?;
         let log = txn.open_table(LOG).map_err(|e| err(e.into()))?;
         let mut previous = None;
         for entry in log.range(from..).map_err(|e| err(e.into()))? {
@@ -729,7 +782,8 @@ impl Storage for RedbStorage {
 
     fn last_epoch(&self) -> Result<Option<u64>, StorageError> {
         let err = self.files.err(File::Log, "last_epoch");
-        let txn = self.files.db.begin_read().map_err(|e| err(e.into()))?;
+        let live = self.files.live.read();
+        let txn = live.db.begin_read().map_err(|e| err(e.into()))?;
         let log = txn.open_table(LOG).map_err(|e| err(e.into()))?;
         let last = log.last().map_err(|e| err(e.into()))?;
         Ok(last.map(|(key, _)| key.value()))
@@ -848,7 +902,8 @@ impl Storage for RedbStorage {
         visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
     ) -> Result<Option<u64>, StorageError> {
         let err = self.files.err(File::Checkpoints, "read_latest_checkpoint");
-        let txn = self.files.ckpt.begin_read().map_err(|e| err(e.into()))?;
+        let live = self.files.live.read();
+        let txn = live.ckpt.begin_read().map_err(|e| err(e.into()))?;
         let meta = txn.open_table(META).map_err(|e| err(e.into()))?;
         let latest = match read_meta(&meta, META_LATEST) {
             Ok(latest) => latest,
@@ -870,6 +925,14 @@ impl Storage for RedbStorage {
     fn checkpoints_have_own_writer(&self) -> bool {
         // The checkpoints live in their own file, with its own redb writer.
         true
+    }
+
+    fn can_purge_freed_bytes(&self) -> bool {
+        true
+    }
+
+    fn purge_freed_bytes(&self) -> Result<(), StorageError> {
+        self.files.rewrite_live()
     }
 
     fn latest_checkpoint_epoch(&self) -> Result<Option<u64>, StorageError> {

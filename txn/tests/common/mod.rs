@@ -2,6 +2,7 @@
 //! transactions that are chains of operations hopping between services.
 #![allow(dead_code)]
 
+pub mod files;
 pub mod model;
 
 use rand::{Rng, SeedableRng};
