@@ -357,6 +357,18 @@ pub enum TxnError {
         partition: u32,
         node: String,
     },
+    /// No query of that name is registered with the application (`AppBuilder::query`);
+    /// refused before anything ran.
+    #[error("no query named {name:?} is registered (there are: {})", .known.join(", "))]
+    UnknownQuery { name: String, known: Vec<String> },
+    /// A named query could not answer: its arguments or a partition's part did not encode or
+    /// decode (`at` says where: a service's partition, or the client).
+    #[error("query {query:?} failed on {at}: {message}")]
+    QueryFailed {
+        query: String,
+        at: String,
+        message: String,
+    },
 }
 
 /// Turns a caught panic payload into a message.

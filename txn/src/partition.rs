@@ -403,7 +403,7 @@ impl<A: App> PartitionState<A> {
         let mut out = WaveOut::default();
         for (idx, query) in queries {
             let view = ReadView::new(self, app);
-            let result = catch_unwind(AssertUnwindSafe(|| query(&view)))
+            let result = catch_unwind(AssertUnwindSafe(|| (query.run)(&view)))
                 .map_err(|p| panic_message(p.as_ref()));
             out.query_results.push((*idx, result));
         }

@@ -17,6 +17,7 @@ mod client;
 mod config;
 mod durability;
 mod lease;
+mod named_query;
 mod recovery;
 mod reply;
 mod retention;
