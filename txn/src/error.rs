@@ -347,10 +347,13 @@ pub enum TxnError {
         epoch: u64,
         reason: String,
     },
-    /// A snapshot query named a partition another node of the cluster holds: a query's closure
-    /// cannot travel, so queries run only on the partitions of the node that asks.
+    /// A closure query named a partition another node of the cluster holds: a closure cannot
+    /// travel, so closure queries run only on the partitions of the node that asks (named
+    /// queries, `AppBuilder::query`, travel by name).
     #[error(
-        "partition {partition} of {service} is on node {node:?}: snapshot queries in a cluster          run only on this node's partitions"
+        "partition {partition} of {service} is on node {node:?}: closure queries in a cluster \
+         run only on this node's partitions (a query registered with AppBuilder::query reaches \
+         every node's)"
     )]
     QueryNotLocal {
         service: String,

@@ -55,9 +55,14 @@ struct Bank {
     balance: NamedQuery<u64, Option<i64>>,
 }
 
-/// The ledger: transfers debit `from` in its partition and credit `to` in its own (another
-/// partition, often on the other node), so a snapshot that saw one half would miss money.
 fn bank() -> Bank {
+    bank_with_audit_named("audit")
+}
+
+/// The ledger: transfers debit `from` in its partition and credit `to` in its own (another
+/// partition, often on the other node), so a snapshot that saw one half would miss money. Only
+/// its audit query is registered as `audit_name` (a node of another build may call it otherwise).
+fn bank_with_audit_named(audit_name: &str) -> Bank {
     let mut b = AppBuilder::<BankApp>::new();
     let accounts = b.service("accounts", N_PARTITIONS);
     let balances: Table<u64, i64> = b.table(accounts, "balances");
@@ -86,7 +91,7 @@ fn bank() -> Bank {
         }
         Ok(())
     });
-    let audit = b.query("audit", move |view, _: &()| AuditPart {
+    let audit = b.query(audit_name, move |view, _: &()| AuditPart {
         total: view.iter(balances).map(|(_, v)| *v).sum(),
         n_accounts: view.len(balances) as u64,
     });
@@ -114,8 +119,18 @@ async fn start_two(
     storage: Arc<MemoryStorage>,
     phase_timeout: Duration,
 ) -> (Runtime<BankApp>, Arc<PartitionHost<BankApp>>, LoopbackLink) {
+    start_two_with_host_app(bank, bank.app.clone(), storage, phase_timeout).await
+}
+
+/// Like `start_two`, with node "b" running `host_app`.
+async fn start_two_with_host_app(
+    bank: &Bank,
+    host_app: Arc<AppDef<BankApp>>,
+    storage: Arc<MemoryStorage>,
+    phase_timeout: Duration,
+) -> (Runtime<BankApp>, Arc<PartitionHost<BankApp>>, LoopbackLink) {
     let link = LoopbackLink::new();
-    let host = Arc::new(PartitionHost::start(bank.app.clone(), "b", &owners()).unwrap());
+    let host = Arc::new(PartitionHost::start(host_app, "b", &owners()).unwrap());
     let serving = host.clone();
     link.add_node("b", move |bytes| {
         let host = serving.clone();
@@ -267,8 +282,9 @@ async fn final_answers(
 }
 
 // Goal: an unknown name is refused naming it (and the queries there are), arguments that do
-// not decode fail naming the query and the partition (on the other node too), and a name
-// registered twice fails the build.
+// not decode fail naming the query and the partition (on the other node too), a node whose
+// application lacks the name answers a failure naming it, and a name registered twice fails
+// the build.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_names_bad_arguments_and_duplicates_are_refused() {
     let bank = bank();
@@ -298,6 +314,24 @@ async fn unknown_names_bad_arguments_and_duplicates_are_refused() {
     assert!(
         matches!(&error, TxnError::QueryFailed { query, at, .. }
             if query == "balance" && at == "accounts partition 1"),
+        "{error}"
+    );
+    rt.shutdown().await;
+    host.stop().await;
+
+    let other_build = bank_with_audit_named("audit_v2").app;
+    let storage = Arc::new(MemoryStorage::new());
+    let timeout = Duration::from_secs(30);
+    let (rt, host, _link) = start_two_with_host_app(&bank, other_build, storage, timeout).await;
+    let error = rt
+        .client()
+        .query_named(&bank.audit, &[bank.accounts], &())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, TxnError::QueryFailed { query, at, message }
+            if query == "audit" && at == "accounts partition 1"
+                && message.contains("node \"b\" has no query named \"audit\"")),
         "{error}"
     );
     rt.shutdown().await;
