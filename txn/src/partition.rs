@@ -93,7 +93,8 @@ pub(crate) struct WaveOut<A: App> {
     pub outputs: Vec<(Seq, u32, A::Output)>,
     /// What each transaction's steps in this partition used of its limits during the wave.
     pub usage: Vec<(Seq, Usage)>,
-    /// Never sent to another node: queries are answered where they were asked.
+    /// Not serialized: a host moves its named queries' parts into the wave reply's answers
+    /// (`wire::QueryAnswer`); closure queries run only where they were asked.
     #[serde(skip)]
     pub query_results: Vec<(usize, Result<QueryPart, String>)>,
 }
