@@ -46,8 +46,8 @@ use crate::Violations;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use txn::{
-    AppBuilder, AppDef, BusinessError, Client, HandlerResult, KeyOf, ReadView, Request,
-    SerialExecutor, Svc, Table, TxnCtx, TxnError, handler, service,
+    AppBuilder, AppDef, BusinessError, Client, HandlerResult, KeyOf, NamedQuery, ReadView, Request,
+    SerialExecutor, ServiceRef, Svc, Table, TxnCtx, TxnError, handler, service,
 };
 
 /// The ledger application: two services; a committed transaction returns a [`LedgerOutput`].
@@ -243,6 +243,48 @@ pub struct Ledger {
     /// entry id → asset-ledger entry.
     pub asset_ledger: Table<u64, AssetEntry>,
     pub config: LedgerConfig,
+    /// The named queries, which answer on every node of a cluster.
+    pub queries: LedgerQueries,
+}
+
+/// The ledger's named queries (`AppBuilder::query`): called by name, so they also read
+/// partitions other nodes hold; each partition answers a part, the caller merges them.
+#[derive(Clone, Debug)]
+pub struct LedgerQueries {
+    /// `(account, entry)`: the account's balance and the entry's value, from the partitions
+    /// owning them (parts merged with [`Balance::merge`]).
+    pub balance: NamedQuery<(u64, u64), Balance>,
+    /// Each partition's totals and counts (merged with [`LedgerAudit::merge`]).
+    pub audit: NamedQuery<(), LedgerAudit>,
+}
+
+impl LedgerQueries {
+    fn register(
+        b: &mut AppBuilder<LedgerApp>,
+        (accounts_service, assets_service): (ServiceRef, ServiceRef),
+        (accounts, asset_ledger): (Table<u64, Account>, Table<u64, AssetEntry>),
+    ) -> Self {
+        let balance = b.query("balance", move |view, &(account, entry): &(u64, u64)| {
+            let owns = |service: ServiceRef, key: &u64| {
+                view.is(service) && view.partition() == service.partition_of(key)
+            };
+            Balance {
+                account: owns(accounts_service, &account)
+                    .then(|| view.get(accounts, &account).map(|a| a.balance))
+                    .flatten(),
+                entry: owns(assets_service, &entry)
+                    .then(|| view.get(asset_ledger, &entry).map(|e| e.value))
+                    .flatten(),
+            }
+        });
+        let audit = b.query("audit", move |view, _: &()| {
+            LedgerAudit::from_rows(
+                view.iter(accounts).map(|(id, a)| (*id, a.balance)),
+                view.iter(asset_ledger).map(|(id, e)| (*id, e.value)),
+            )
+        });
+        LedgerQueries { balance, audit }
+    }
 }
 
 impl Ledger {
@@ -266,6 +308,8 @@ impl Ledger {
             min_balance,
         }
         .register(&mut b, assets_service);
+        let services = (*accounts_service, *assets_service);
+        let queries = LedgerQueries::register(&mut b, services, (accounts, asset_ledger));
         Ok(Ledger {
             app: b.build()?,
             accounts_service,
@@ -273,6 +317,7 @@ impl Ledger {
             accounts,
             asset_ledger,
             config,
+            queries,
         })
     }
     /// The application definition, to start a `Runtime` or a `SerialExecutor` with.
@@ -354,13 +399,12 @@ impl Ledger {
         }
     }
 
-    /// Audits the committed state at one snapshot.
+    /// Audits the committed state at one snapshot (a named query: it reads every node's
+    /// partitions in a cluster).
     pub async fn audit(&self, client: &Client<LedgerApp>) -> Result<LedgerAudit, TxnError> {
+        let services = [*self.accounts_service, *self.assets_service];
         let parts = client
-            .query(
-                &[*self.accounts_service, *self.assets_service],
-                self.audit_fn(),
-            )
+            .query_named(&self.queries.audit, &services, &())
             .await?;
         Ok(parts
             .into_iter()
@@ -392,7 +436,7 @@ impl Ledger {
 }
 
 /// The result of a balance lookup (`None`: no such account or entry).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Balance {
     pub account: Option<i64>,
     pub entry: Option<i64>,
@@ -615,7 +659,7 @@ impl Assets {
 
 /// Totals and counts of one snapshot of the ledger (or of one partition of it; partial audits
 /// [`merge`](LedgerAudit::merge)).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerAudit {
     pub n_accounts: u64,
     pub n_entries: u64,

@@ -16,7 +16,7 @@ use crate::Violations;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use txn::{
-    AppBuilder, AppDef, BusinessError, Client, HandlerResult, KeyOf, ReadView, Request,
+    AppBuilder, AppDef, BusinessError, Client, HandlerResult, KeyOf, NamedQuery, ReadView, Request,
     SerialExecutor, Svc, Table, TxnCtx, TxnError, handler, service,
 };
 
@@ -122,6 +122,37 @@ pub struct Ycsb {
     /// key → row holding its counter.
     pub table: Table<u64, UserRow>,
     pub config: YcsbConfig,
+    /// The named queries, which answer on every node of a cluster.
+    pub queries: YcsbQueries,
+}
+
+/// YCSB-T's named queries (`AppBuilder::query`): called by name, so they also read partitions
+/// other nodes hold; each partition answers a part, the caller merges them.
+#[derive(Clone, Debug)]
+pub struct YcsbQueries {
+    /// A key's counter from the partition owning it (`None` elsewhere, or never loaded).
+    pub read: NamedQuery<u64, Option<i64>>,
+    /// Each partition's totals and counts (merged with [`YcsbAudit::merge`]).
+    pub audit: NamedQuery<(), YcsbAudit>,
+}
+
+impl YcsbQueries {
+    fn register(
+        b: &mut AppBuilder<YcsbApp>,
+        service: Svc<UserTable>,
+        table: Table<u64, UserRow>,
+        n_keys: u64,
+    ) -> Self {
+        let read = b.query("read", move |view, key: &u64| {
+            (view.partition() == service.partition_of(key))
+                .then(|| view.get(table, key).map(|row| row.value))
+                .flatten()
+        });
+        let audit = b.query("audit", move |view, _: &()| {
+            YcsbAudit::from_rows(view.iter(table).map(|(k, row)| (*k, row.value)), n_keys)
+        });
+        YcsbQueries { read, audit }
+    }
 }
 
 impl Ycsb {
@@ -131,11 +162,13 @@ impl Ycsb {
         let service = b.add_service::<UserTable>("ycsb", config.n_partitions);
         let table = UserRow::table(&mut b, *service);
         UserTable { table, me: service }.register(&mut b, service);
+        let queries = YcsbQueries::register(&mut b, service, table, config.n_keys);
         Ok(Ycsb {
             app: b.build()?,
             service,
             table,
             config,
+            queries,
         })
     }
 
@@ -187,9 +220,12 @@ impl Ycsb {
         })
     }
 
-    /// Audits the committed state at one snapshot.
+    /// Audits the committed state at one snapshot (a named query: it reads every node's
+    /// partitions in a cluster).
     pub async fn audit(&self, client: &Client<YcsbApp>) -> Result<YcsbAudit, TxnError> {
-        let parts = client.query(&[*self.service], self.audit_fn()).await?;
+        let parts = client
+            .query_named(&self.queries.audit, &[*self.service], &())
+            .await?;
         Ok(parts
             .into_iter()
             .fold(YcsbAudit::default(), YcsbAudit::merge))
@@ -209,16 +245,11 @@ impl Ycsb {
         move |view| YcsbAudit::from_rows(view.iter(table).map(|(k, row)| (*k, row.value)), n_keys)
     }
 
-    /// The value of one key at a consistent snapshot.
+    /// The value of one key at a consistent snapshot, from the partition owning it (a named
+    /// query: it reads another node's partition in a cluster).
     pub async fn read(&self, client: &Client<YcsbApp>, key: u64) -> Result<Option<i64>, TxnError> {
-        let (service, table) = (*self.service, self.table);
-        let parts = client
-            .query(&[service], move |view| {
-                (view.partition() == service.partition_of(&key))
-                    .then(|| view.get(table, &key).map(|row| row.value))
-                    .flatten()
-            })
-            .await?;
+        let at = [(*self.service, self.service.partition_of(&key))];
+        let parts = client.query_named_at(&self.queries.read, &at, &key).await?;
         Ok(parts.into_iter().flatten().next())
     }
 }
@@ -294,7 +325,7 @@ impl UserTable {
 }
 
 /// Totals and counts of one snapshot of the table (or part of it; parts merge).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct YcsbAudit {
     pub n_rows: u64,
     pub sum: i128,

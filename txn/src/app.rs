@@ -161,6 +161,8 @@ pub struct AppDef<A: App> {
     pub(crate) txn_limits: crate::limits::TxnLimits,
     /// Personal-data categories, purposes and the tables they apply to (`governance.rs`).
     pub(crate) governance: crate::governance::Governance,
+    /// The named queries (`AppBuilder::query`).
+    pub(crate) queries: crate::query::NamedQueries,
 }
 
 impl<A: App> AppDef<A> {
@@ -291,6 +293,8 @@ pub struct AppBuilder<A: App> {
     allowed: Vec<(&'static str, Vec<&'static str>)>,
     /// Whether reads are checked against purposes (`AppBuilder::purpose_checks`).
     purpose_checks_off: bool,
+    /// The named queries (`AppBuilder::query`).
+    queries: crate::query::NamedQueries,
 }
 
 impl<A: App> Default for AppBuilder<A> {
@@ -310,6 +314,7 @@ impl<A: App> AppBuilder<A> {
             txn_limits: crate::limits::TxnLimits::default(),
             allowed: Vec::new(),
             purpose_checks_off: false,
+            queries: Default::default(),
         }
     }
 
@@ -739,6 +744,10 @@ impl<A: App> AppBuilder<A> {
                     .push(format!("service {:?} has no handler", s.name));
             }
         }
+        for name in &self.queries.duplicates {
+            self.problems
+                .push(format!("query {name:?} is registered twice"));
+        }
         if !self.problems.is_empty() {
             return Err(TxnError::InvalidApp(self.problems));
         }
@@ -775,7 +784,28 @@ impl<A: App> AppBuilder<A> {
             gp_index,
             txn_limits: self.txn_limits,
             governance,
+            queries: self.queries,
         }))
+    }
+
+    /// Registers a named query: `per_partition` runs in each partition a call names, on the
+    /// committed state of one snapshot, and returns that partition's part; the caller merges
+    /// the parts (`Client::query_named`). Unlike a closure passed to `Client::query`, it is
+    /// called by name with serde arguments, so it also runs on partitions another node holds.
+    /// It must be a deterministic function of the view and its arguments, and every node must
+    /// register the same queries (they build the same application). A name registered twice
+    /// fails `build`.
+    pub fn query<Args, Part>(
+        &mut self,
+        name: &str,
+        per_partition: impl Fn(&crate::query::ReadView<'_>, &Args) -> Part + Send + Sync + 'static,
+    ) -> crate::query::NamedQuery<Args, Part>
+    where
+        Args: serde::Serialize + serde::de::DeserializeOwned + 'static,
+        Part: serde::Serialize + serde::de::DeserializeOwned + 'static,
+    {
+        self.queries.register(name, per_partition);
+        crate::query::NamedQuery::new(name)
     }
 }
 

@@ -7,9 +7,11 @@
 //! set. A node that fails, answers wrongly or stays silent past the phase timeout fails the
 //! phase with `TxnError::NodeFailed` naming it, never a hang.
 //!
-//! What cannot travel is refused with an error naming it: the serial fallback's lend (a cluster
-//! runs `Fallback::Ordered`), and snapshot queries (their closures stay on the asking node; the
-//! sequencer refuses a query naming another node's partition before it runs).
+//! Named queries travel in the wave-0 batch, by name and argument bytes, and their encoded
+//! parts come back with the wave's results. What cannot travel is refused with an error naming
+//! it: the serial fallback's lend (a cluster runs `Fallback::Ordered`), and closure queries
+//! (their closures stay on the asking node; the sequencer refuses one naming another node's
+//! partition before it runs).
 
 use crate::app::{App, AppDef};
 use crate::envelope::EpochEnv;
@@ -19,11 +21,15 @@ use crate::ids::GlobalPartition;
 use crate::limits::CLUSTER_PHASE_TIMEOUT_MS_DEFAULT;
 use crate::node_link::NodeLink;
 use crate::partition::{Job, WaveOut};
+use crate::query::{NamedPart, QueryFn, QueryPart};
 use crate::row_key::DeferredRows;
 use crate::sync::{AtomicSeqSet, Depositor};
 use crate::table::ConflictTally;
 use crate::transport::PartitionActors;
-use crate::wire::{FallbackJob, LoadRow, PhaseBatch, PhaseReply, PhaseResult, PhaseWork, WireRow};
+use crate::wire::{
+    FallbackJob, LoadRow, PhaseBatch, PhaseReply, PhaseResult, PhaseWork, QueryAnswer, WireAnswer,
+    WireQuery, WireRow,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -313,7 +319,6 @@ enum Deposits<A: App> {
         replies: Vec<Depositor<()>>,
     },
     Commit(Vec<Depositor<()>>),
-    Checkpoint(Vec<Depositor<Vec<DeferredRows>>>),
     CheckpointStep(Vec<Depositor<Option<Vec<DeferredRows>>>>),
     Fallback(Vec<Depositor<WaveOut<A>>>),
     Load(Vec<Depositor<Result<(), String>>>),
@@ -352,9 +357,15 @@ fn cannot_travel<A: App>(gp: GlobalPartition, job: &Job<A>) -> String {
             "live erasure (Client::forget) reaches only the driver's own partitions, and \
              partition {gp} is on another node: erase a stopped store with forget_dir"
         ),
+        Job::Checkpoint { .. } => format!(
+            "partition {gp} on another node was asked for an all-at-once checkpoint copy, which \
+             only runs locally (offline erasure): a runtime copies checkpoints over epochs \
+             (Job::CheckpointStep)"
+        ),
         Job::Wave { .. } => format!(
-            "a snapshot query was sent to partition {gp} on another node: queries run only on \
-             the driver's partitions"
+            "a closure query was sent to partition {gp} on another node: closure queries run \
+             only on the driver's partitions (register it with AppBuilder::query to call it by \
+             name)"
         ),
         _ => format!("partition {gp}'s batch mixes jobs of different phases"),
     }
@@ -412,16 +423,6 @@ fn split_between_epochs<A: App>(
     jobs: Vec<(GlobalPartition, Job<A>)>,
 ) -> Result<(PhaseWork<A>, Deposits<A>, bool), String> {
     let (work, deposits) = match &jobs[0].1 {
-        Job::Checkpoint { .. } => {
-            let (partitions, replies) = split_each(jobs, |gp, job| match job {
-                Job::Checkpoint { reply } => Ok(reply),
-                job => Err(cannot_travel(gp, &job)),
-            })?;
-            (
-                PhaseWork::Checkpoint { partitions },
-                Deposits::Checkpoint(replies),
-            )
-        }
         Job::CheckpointStep { begin, .. } => {
             let begin = *begin;
             let (partitions, replies) = split_each(jobs, |gp, job| match job {
@@ -477,25 +478,76 @@ fn split_waves<A: App>(
 ) -> Result<(PhaseWork<A>, Deposits<A>, bool), String> {
     let mut env: Option<Arc<EpochEnv<A::Event>>> = None;
     let mut steps = Vec::with_capacity(jobs.len());
+    let mut wire_queries: Vec<WireQuery> = Vec::new();
     let (_, replies) = split_each(jobs, |gp, job| match job {
         Job::Wave {
             env: e,
             steps: s,
             queries,
             reply,
-        } if queries.is_empty() => {
+        } if queries.iter().all(|(_, q)| q.named.is_some()) => {
             env.get_or_insert(e);
             steps.push((gp, s));
+            add_wire_queries(&mut wire_queries, gp, &queries);
             Ok(reply)
         }
         job => Err(cannot_travel(gp, &job)),
     })?;
+    wire_queries.sort_unstable_by_key(|q| q.idx);
     let work = PhaseWork::Wave {
         wave: number,
         env: env.filter(|_| needs_env),
         steps,
+        queries: wire_queries,
     };
     Ok((work, Deposits::Wave(replies), needs_env))
+}
+
+/// Adds partition `gp`'s named queries to the node's batch: each query once per node, with
+/// the partitions it reads there (the jobs come in partition order, so they stay ascending).
+fn add_wire_queries(
+    wire_queries: &mut Vec<WireQuery>,
+    gp: GlobalPartition,
+    queries: &[(usize, QueryFn)],
+) {
+    for (idx, query) in queries {
+        let Some(call) = &query.named else {
+            continue;
+        };
+        let idx = *idx as u32;
+        match wire_queries.iter_mut().find(|q| q.idx == idx) {
+            Some(q) => q.partitions.push(gp),
+            None => wire_queries.push(WireQuery {
+                idx,
+                name: call.name.clone(),
+                args: call.args.clone(),
+                partitions: vec![gp],
+            }),
+        }
+    }
+}
+
+/// Puts the named queries' answers (ordered by partition, like `outs`) back into each wave
+/// output as the parts the epoch collects, as if the queries had run on this node.
+fn attach_answers<A: App>(outs: &mut [(GlobalPartition, WaveOut<A>)], answers: Vec<QueryAnswer>) {
+    let mut outs = outs.iter_mut().peekable();
+    for QueryAnswer {
+        partition,
+        idx,
+        answer,
+    } in answers
+    {
+        while outs.next_if(|(gp, _)| *gp != partition).is_some() {}
+        let Some((_, out)) = outs.peek_mut() else {
+            return;
+        };
+        let part: Result<QueryPart, String> = match answer {
+            WireAnswer::Part(bytes) => Ok(Box::new(NamedPart::Ok(bytes))),
+            WireAnswer::Failed(message) => Ok(Box::new(NamedPart::Err(message))),
+            WireAnswer::Panicked(message) => Err(message),
+        };
+        out.query_results.push((idx as usize, part));
+    }
 }
 
 fn split_fallback<A: App>(
@@ -562,7 +614,10 @@ impl<A: App> Deposits<A> {
             }
         }
         match (self, result) {
-            (Deposits::Wave(replies), PhaseResult::Wave { outs }) => each(replies, outs, |o| o),
+            (Deposits::Wave(replies), PhaseResult::Wave { mut outs, answers }) => {
+                attach_answers(&mut outs, answers);
+                each(replies, outs, |o| o)
+            }
             (Deposits::Fallback(replies), PhaseResult::Fallback { outs }) => {
                 each(replies, outs, |o| o)
             }
@@ -572,14 +627,6 @@ impl<A: App> Deposits<A> {
             }
             (Deposits::Commit(replies), PhaseResult::Commit) => {
                 replies.into_iter().for_each(|reply| reply.deposit(()));
-            }
-            (Deposits::Checkpoint(replies), PhaseResult::Checkpoint { rows }) => {
-                each(replies, rows, |rows: Vec<WireRow>| {
-                    let encode: DeferredRows = Box::new(move |out| {
-                        out.extend(rows.into_iter().map(|WireRow(key, value)| (key, value)))
-                    });
-                    vec![encode]
-                })
             }
             (Deposits::CheckpointStep(replies), PhaseResult::CheckpointStep { rows }) => {
                 each(replies, rows, |rows: Option<Vec<WireRow>>| {

@@ -347,10 +347,13 @@ pub enum TxnError {
         epoch: u64,
         reason: String,
     },
-    /// A snapshot query named a partition another node of the cluster holds: a query's closure
-    /// cannot travel, so queries run only on the partitions of the node that asks.
+    /// A closure query named a partition another node of the cluster holds: a closure cannot
+    /// travel, so closure queries run only on the partitions of the node that asks (named
+    /// queries, `AppBuilder::query`, travel by name).
     #[error(
-        "partition {partition} of {service} is on node {node:?}: snapshot queries in a cluster          run only on this node's partitions"
+        "partition {partition} of {service} is on node {node:?}: closure queries in a cluster \
+         run only on this node's partitions (a query registered with AppBuilder::query reaches \
+         every node's)"
     )]
     QueryNotLocal {
         service: String,
@@ -362,6 +365,18 @@ pub enum TxnError {
     /// nothing was erased.
     #[error("live erasure refused, nothing was erased: {why}")]
     ForgetRefused { why: String },
+    /// No query of that name is registered with the application (`AppBuilder::query`);
+    /// refused before anything ran.
+    #[error("no query named {name:?} is registered (there are: {})", .known.join(", "))]
+    UnknownQuery { name: String, known: Vec<String> },
+    /// A named query could not answer: its arguments or a partition's part did not encode or
+    /// decode (`at` says where: a service's partition, or the client).
+    #[error("query {query:?} failed on {at}: {message}")]
+    QueryFailed {
+        query: String,
+        at: String,
+        message: String,
+    },
 }
 
 /// Turns a caught panic payload into a message.

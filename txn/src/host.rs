@@ -6,6 +6,10 @@
 //! The epoch's logged batch (`EpochEnv`) comes with the first wave or fallback batch of the
 //! epoch sent to this node; the host keeps it for the later waves and fallback rounds of that
 //! epoch, whose inbound steps read their event from it.
+//!
+//! Named queries come with the wave-0 batch by name and argument bytes: each partition runs
+//! them from the application's registered queries before the wave's steps, so they read the
+//! state committed by the previous epoch, and their encoded parts go back with the reply.
 
 use crate::app::{App, AppDef};
 use crate::bitset::SeqSet;
@@ -14,9 +18,14 @@ use crate::epoch::run_phase;
 use crate::error::TxnError;
 use crate::ids::GlobalPartition;
 use crate::partition::Job;
+use crate::partition::WaveOut;
+use crate::query::{NamedCall, NamedPart, QueryFn};
 use crate::sync::AtomicSeqSet;
 use crate::transport::PartitionActors;
-use crate::wire::{LoadRow, Phase, PhaseBatch, PhaseReply, PhaseResult, PhaseWork, wire_rows};
+use crate::wire::{
+    LoadRow, Phase, PhaseBatch, PhaseReply, PhaseResult, PhaseWork, QueryAnswer, WireAnswer,
+    WireQuery, wire_rows,
+};
 use std::sync::Arc;
 
 /// The partitions of one node, answering the epoch driver's phase batches.
@@ -130,18 +139,25 @@ impl<A: App> PartitionHost<A> {
         let gps = batch.partitions();
         let actors = &self.actors;
         match batch.work {
-            PhaseWork::Wave { env, steps, .. } => {
+            PhaseWork::Wave {
+                env,
+                steps,
+                queries,
+                ..
+            } => {
                 let env = self.epoch_env(batch.epoch, env)?;
+                let mut queries = self.queries_by_partition(&gps, queries).into_iter();
                 let mut steps = steps.into_iter().map(|(_, steps)| steps);
                 let outs = run_phase(actors, &gps, |_, reply| Job::Wave {
                     env: env.clone(),
                     steps: steps.next().unwrap_or_default(),
-                    queries: Vec::new(),
+                    queries: queries.next().unwrap_or_default(),
                     reply,
                 })
                 .await?;
-                let outs = gps.into_iter().zip(outs).collect();
-                Ok(PhaseResult::Wave { outs })
+                let mut outs: Vec<_> = gps.into_iter().zip(outs).collect();
+                let answers = take_answers(&mut outs);
+                Ok(PhaseResult::Wave { outs, answers })
             }
             PhaseWork::Fallback { env, jobs, .. } => {
                 let env = self.epoch_env(batch.epoch, env)?;
@@ -186,6 +202,36 @@ impl<A: App> PartitionHost<A> {
         }
     }
 
+    /// Each partition's named queries (`gps` ascending), in `idx` order, as the wave runs
+    /// them; a name this node does not know answers `Failed` in every partition it names.
+    fn queries_by_partition(
+        &self,
+        gps: &[GlobalPartition],
+        queries: Vec<WireQuery>,
+    ) -> Vec<Vec<(usize, QueryFn)>> {
+        let mut per_partition: Vec<Vec<(usize, QueryFn)>> =
+            gps.iter().map(|_| Vec::new()).collect();
+        for WireQuery {
+            idx,
+            name,
+            args,
+            partitions,
+        } in queries
+        {
+            let call = Arc::new(NamedCall { name, args });
+            let f = self.app.queries.query_fn(call.clone()).unwrap_or_else(|| {
+                let message = format!("node {:?} has no query named {:?}", self.node, call.name);
+                unknown_query(call, message)
+            });
+            for gp in partitions {
+                if let Ok(at) = gps.binary_search(&gp) {
+                    per_partition[at].push((idx as usize, f.clone()));
+                }
+            }
+        }
+        per_partition
+    }
+
     /// The jobs sent between epochs: checkpoint rows, recovery loading, counts and hashes.
     async fn run_between_epochs(
         &self,
@@ -194,13 +240,6 @@ impl<A: App> PartitionHost<A> {
     ) -> Result<PhaseResult<A>, TxnError> {
         let actors = &self.actors;
         match work {
-            PhaseWork::Checkpoint { .. } => {
-                let parts = run_phase(actors, &gps, |_, reply| Job::Checkpoint { reply }).await?;
-                let rows = gps.into_iter().zip(parts.into_iter().map(wire_rows));
-                Ok(PhaseResult::Checkpoint {
-                    rows: rows.collect(),
-                })
-            }
             PhaseWork::CheckpointStep { begin, .. } => {
                 let parts = run_phase(actors, &gps, |_, reply| Job::CheckpointStep {
                     begin,
@@ -246,4 +285,39 @@ impl<A: App> PartitionHost<A> {
             | PhaseWork::Commit { .. } => unreachable!("epoch phases are run by `run`"),
         }
     }
+}
+
+/// A query that answers `message` as its failure in every partition (a name this node's
+/// application did not register).
+fn unknown_query(call: Arc<NamedCall>, message: String) -> QueryFn {
+    QueryFn {
+        run: Arc::new(move |_| Box::new(NamedPart::Err(message.clone()))),
+        named: Some(call),
+    }
+}
+
+/// Moves the named queries' parts out of the wave outputs into the reply's answers, by
+/// partition, then `idx` (the order the driver checks).
+fn take_answers<A: App>(outs: &mut [(GlobalPartition, WaveOut<A>)]) -> Vec<QueryAnswer> {
+    let mut answers = Vec::new();
+    for (partition, out) in outs {
+        let start = answers.len();
+        for (idx, part) in out.query_results.drain(..) {
+            let answer = match part {
+                Err(message) => WireAnswer::Panicked(message),
+                Ok(part) => match part.downcast::<NamedPart>().map(|part| *part) {
+                    Ok(Ok(bytes)) => WireAnswer::Part(bytes),
+                    Ok(Err(message)) => WireAnswer::Failed(message),
+                    Err(_) => WireAnswer::Failed("not a named query's part".to_string()),
+                },
+            };
+            answers.push(QueryAnswer {
+                partition: *partition,
+                idx: idx as u32,
+                answer,
+            });
+        }
+        answers[start..].sort_by_key(|a| a.idx);
+    }
+    answers
 }

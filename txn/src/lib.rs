@@ -70,7 +70,7 @@ pub use ids::{RequestId, Tid};
 pub use limits::TxnLimits;
 pub use node_link::{LinkError, LoopbackLink, NodeLink};
 pub use predict::SerialHints;
-pub use query::ReadView;
+pub use query::{NamedQuery, ReadView};
 pub use runtime::{
     Client, OutboxSink, Outcome, RecoverFrom, RecoveryReport, Retention, Runtime, RuntimeConfig,
     RuntimeStats,

@@ -93,7 +93,8 @@ pub(crate) struct WaveOut<A: App> {
     pub outputs: Vec<(Seq, u32, A::Output)>,
     /// What each transaction's steps in this partition used of its limits during the wave.
     pub usage: Vec<(Seq, Usage)>,
-    /// Never sent to another node: queries are answered where they were asked.
+    /// Not serialized: a host moves its named queries' parts into the wave reply's answers
+    /// (`wire::QueryAnswer`); closure queries run only where they were asked.
     #[serde(skip)]
     pub query_results: Vec<(usize, Result<QueryPart, String>)>,
 }
@@ -403,7 +404,7 @@ impl<A: App> PartitionState<A> {
         let mut out = WaveOut::default();
         for (idx, query) in queries {
             let view = ReadView::new(self, app);
-            let result = catch_unwind(AssertUnwindSafe(|| query(&view)))
+            let result = catch_unwind(AssertUnwindSafe(|| (query.run)(&view)))
                 .map_err(|p| panic_message(p.as_ref()));
             out.query_results.push((*idx, result));
         }

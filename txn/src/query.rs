@@ -5,6 +5,13 @@
 //! exactly that state during the whole execute phase (writes are buffered until commit), so a
 //! query sees one consistent snapshot of all services, never a half-applied transaction, and
 //! neither blocks nor aborts any writer.
+//!
+//! A query is a closure (`Client::query`), which runs only on the node that asked, or a named
+//! query registered with the application (`AppBuilder::query`): a function of a partition's
+//! view and serde arguments, called by name with encoded arguments, whose encoded per-partition
+//! parts the asking client decodes and merges. A named query's name and arguments travel in the
+//! wave-0 phase batch to the nodes holding the partitions it names (`wire.rs`), so it reads
+//! the same snapshot there as a closure query does here.
 
 use crate::app::{App, AppDef, Index, Key, Row, ServiceRef, Table};
 use crate::partition::PartitionState;
@@ -16,8 +23,139 @@ use std::sync::Arc;
 /// What a query's closure returned in one partition, type-erased.
 pub(crate) type QueryPart = Box<dyn Any + Send>;
 
-/// The type-erased per-partition closure of a query.
-pub(crate) type QueryFn = Arc<dyn Fn(&ReadView<'_>) -> QueryPart + Send + Sync>;
+/// One query as a partition runs it: its type-erased per-partition closure and, for a named
+/// query, its name and argument bytes, which is what travels to another node's partitions
+/// (a closure cannot).
+#[derive(Clone)]
+pub(crate) struct QueryFn {
+    pub run: Arc<dyn Fn(&ReadView<'_>) -> QueryPart + Send + Sync>,
+    pub named: Option<Arc<NamedCall>>,
+}
+
+impl QueryFn {
+    /// A closure query: it runs only where it was asked.
+    pub fn closure(run: Arc<dyn Fn(&ReadView<'_>) -> QueryPart + Send + Sync>) -> Self {
+        QueryFn { run, named: None }
+    }
+}
+
+/// A call of a named query: the name it was registered under and its encoded arguments.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct NamedCall {
+    pub name: String,
+    pub args: Vec<u8>,
+}
+
+/// What a named query answers in one partition: its part, rmp-serde encoded, or why it could
+/// not (its arguments or its part did not decode or encode). It is the `QueryPart` of a named
+/// query, on this node and on every other.
+pub(crate) type NamedPart = Result<Vec<u8>, String>;
+
+/// A registered query's per-partition function over encoded arguments and parts.
+type NamedFn = Arc<dyn Fn(&ReadView<'_>, &[u8]) -> NamedPart + Send + Sync>;
+
+/// The named queries of an application (`AppBuilder::query`): registered at build time, in
+/// the `AppDef`, so the same set exists on every node that runs the application.
+#[derive(Default)]
+pub(crate) struct NamedQueries {
+    entries: Vec<(String, NamedFn)>,
+    /// Names registered twice, refused by `AppBuilder::build`.
+    pub duplicates: Vec<String>,
+}
+
+impl NamedQueries {
+    /// Registers `per_partition` under `name`, typed over its arguments and part.
+    pub fn register<Args, Part>(
+        &mut self,
+        name: &str,
+        per_partition: impl Fn(&ReadView<'_>, &Args) -> Part + Send + Sync + 'static,
+    ) where
+        Args: serde::de::DeserializeOwned + 'static,
+        Part: serde::Serialize + 'static,
+    {
+        if self.find(name).is_some() {
+            self.duplicates.push(name.to_string());
+            return;
+        }
+        let run: NamedFn = Arc::new(move |view, args| {
+            let args: Args = rmp_serde::from_slice(args).map_err(|e| {
+                format!(
+                    "its arguments do not decode as {}: {e}",
+                    type_name::<Args>()
+                )
+            })?;
+            rmp_serde::to_vec(&per_partition(view, &args))
+                .map_err(|e| format!("its part does not encode: {e}"))
+        });
+        self.entries.push((name.to_string(), run));
+    }
+
+    fn find(&self, name: &str) -> Option<&NamedFn> {
+        self.entries
+            .iter()
+            .find(|(entry, _)| entry == name)
+            .map(|(_, run)| run)
+    }
+
+    /// The registered names, in registration order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(name, _)| name.as_str())
+    }
+
+    /// The query to run for `call`, or `None` if no query has its name.
+    pub fn query_fn(&self, call: Arc<NamedCall>) -> Option<QueryFn> {
+        let run = self.find(&call.name)?.clone();
+        let args = call.clone();
+        let run: Arc<dyn Fn(&ReadView<'_>) -> QueryPart + Send + Sync> =
+            Arc::new(move |view| Box::new(run(view, &args.args)) as QueryPart);
+        Some(QueryFn {
+            run,
+            named: Some(call),
+        })
+    }
+}
+
+fn type_name<T>() -> &'static str {
+    std::any::type_name::<T>()
+}
+
+/// The handle of a named query (`AppBuilder::query`): its name, and the types of its
+/// arguments and of the part each partition answers, so `Client::query_named` takes and
+/// returns them typed. Merging the parts is the caller's (a fold over them, in partition
+/// order), on the node that asked.
+pub struct NamedQuery<Args, Part> {
+    name: Arc<str>,
+    types: std::marker::PhantomData<fn(&Args) -> Part>,
+}
+
+impl<Args, Part> NamedQuery<Args, Part> {
+    pub(crate) fn new(name: &str) -> Self {
+        NamedQuery {
+            name: name.into(),
+            types: std::marker::PhantomData,
+        }
+    }
+
+    /// The name it was registered under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl<Args, Part> Clone for NamedQuery<Args, Part> {
+    fn clone(&self) -> Self {
+        NamedQuery {
+            name: self.name.clone(),
+            types: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<Args, Part> std::fmt::Debug for NamedQuery<Args, Part> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NamedQuery({:?})", self.name)
+    }
+}
 
 /// The parts of one query from all its partitions, or why it failed.
 pub(crate) type QueryResult = Result<Vec<QueryPart>, crate::error::TxnError>;
@@ -189,5 +327,12 @@ impl<'a> ReadView<'a> {
     /// Number of committed rows of `table` in this partition.
     pub fn len<K: Key, V: Row>(&self, table: Table<K, V>) -> usize {
         self.table(table).map_or(0, |t| t.rows.len())
+    }
+}
+
+impl<A: App> AppDef<A> {
+    /// The names of the registered queries (`AppBuilder::query`), in registration order.
+    pub fn query_names(&self) -> impl Iterator<Item = &str> {
+        self.queries.names()
     }
 }

@@ -6,7 +6,10 @@
 //!
 //! The steps, results and sets are the partition's own types (`Step`, `WaveOut`, `SeqSet`, ...),
 //! made serde by derive; a step's constraint targets (`Arc<FkTarget>` and friends) travel by
-//! value. Snapshot queries never travel: they are answered on the node that asked.
+//! value. A closure query never travels; a named query (`AppBuilder::query`) goes by name
+//! and argument bytes in the wave-0 batch ([`WireQuery`]), is run there before the wave's
+//! steps (on the same snapshot as on the asking node), and comes back as bytes
+//! ([`QueryAnswer`]).
 //!
 //! Sent by `ClusterDispatch` (`cluster_dispatch.rs`), which buffers the jobs of remote
 //! partitions per node and flushes one batch per node per phase, and answered by
@@ -30,7 +33,7 @@ use crate::table::ConflictTally;
 
 /// The first byte of every encoded phase message. Bumped whenever the encoding of anything in
 /// it changes, so nodes of two builds refuse each other's messages instead of misreading them.
-pub(crate) const WIRE_FORMAT_VERSION: u8 = 1;
+pub(crate) const WIRE_FORMAT_VERSION: u8 = 2;
 
 /// Which phase of an epoch a message belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,7 +41,6 @@ pub(crate) enum Phase {
     Wave { wave: u32 },
     Decide,
     Commit,
-    Checkpoint,
     CheckpointStep,
     Fallback { round: u32 },
     Load,
@@ -52,7 +54,6 @@ impl fmt::Display for Phase {
             Phase::Wave { wave } => write!(f, "wave {wave}"),
             Phase::Decide => f.write_str("decide"),
             Phase::Commit => f.write_str("commit"),
-            Phase::Checkpoint => f.write_str("checkpoint"),
             Phase::CheckpointStep => f.write_str("checkpoint step"),
             Phase::Fallback { round } => write!(f, "fallback round {round}"),
             Phase::Load => f.write_str("checkpoint load"),
@@ -71,6 +72,36 @@ pub(crate) struct FallbackJob<A: App> {
     pub steps: Vec<Step<A::Event>>,
 }
 
+/// One named query of an epoch for the partitions of one node: `idx` is its place among the
+/// epoch's queries (the driver's, echoed in the answers), `partitions` those of the node it
+/// reads, ascending (a partition listed twice answers twice).
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WireQuery {
+    pub idx: u32,
+    pub name: String,
+    #[serde(with = "serde_bytes")]
+    pub args: Vec<u8>,
+    pub partitions: Vec<GlobalPartition>,
+}
+
+/// One partition's answer to a [`WireQuery`].
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct QueryAnswer {
+    pub partition: GlobalPartition,
+    pub idx: u32,
+    pub answer: WireAnswer,
+}
+
+/// A named query's part (encoded), or why there is none.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum WireAnswer {
+    Part(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Its arguments or part did not decode or encode, or the node has no query of its name.
+    Failed(String),
+    /// The query panicked: the message.
+    Panicked(String),
+}
+
 /// What one phase asks of the partitions of one node. Partitions are listed in ascending
 /// order, each once.
 #[derive(Debug, Serialize, Deserialize)]
@@ -83,6 +114,9 @@ pub(crate) enum PhaseWork<A: App> {
         wave: u32,
         env: Option<Arc<EpochEnv<A::Event>>>,
         steps: Vec<(GlobalPartition, Vec<Step<A::Event>>)>,
+        /// The epoch's named queries on these partitions (wave 0 only), by `idx`; each reads
+        /// its partitions before their steps run.
+        queries: Vec<WireQuery>,
     },
     /// Report the conflict losers of these partitions; `user_aborted` lose nothing.
     Decide {
@@ -94,8 +128,6 @@ pub(crate) enum PhaseWork<A: App> {
         aborted: SeqSet,
         partitions: Vec<GlobalPartition>,
     },
-    /// Encode the rows changed since the last checkpoint.
-    Checkpoint { partitions: Vec<GlobalPartition> },
     /// Copy the next bounded share of the rows of the checkpoint being taken (`begin`: start
     /// one as of the epoch just run).
     CheckpointStep {
@@ -132,7 +164,7 @@ pub(crate) struct WireRow(
     #[serde(with = "serde_bytes")] pub Option<Vec<u8>>,
 );
 
-/// The rows of a partition's `Job::Checkpoint` answer, encoded for the wire.
+/// The rows of a partition's `Job::CheckpointStep` answer, encoded for the wire.
 pub(crate) fn wire_rows(deferred: Vec<DeferredRows>) -> Vec<WireRow> {
     let mut rows: Vec<CheckpointRow> = Vec::new();
     for encode in deferred {
@@ -147,18 +179,18 @@ pub(crate) fn wire_rows(deferred: Vec<DeferredRows>) -> Vec<WireRow> {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(bound = "")]
 pub(crate) enum PhaseResult<A: App> {
-    /// Each partition's wave result, in the batch's order (`query_results` never travel).
+    /// Each partition's wave result, in the batch's order, and the answers to the batch's
+    /// named queries by partition, then `idx` (a `WaveOut`'s own `query_results` never
+    /// travel).
     Wave {
         outs: Vec<(GlobalPartition, WaveOut<A>)>,
+        answers: Vec<QueryAnswer>,
     },
     /// The node's conflict losers: the union over its partitions.
     Decide {
         conflicts: SeqSet,
     },
     Commit,
-    Checkpoint {
-        rows: Vec<(GlobalPartition, Vec<WireRow>)>,
-    },
     /// Each partition's copied rows once it has copied them all (`None`: still copying).
     CheckpointStep {
         rows: Vec<(GlobalPartition, Option<Vec<WireRow>>)>,
@@ -209,6 +241,8 @@ pub(crate) struct SentBatch {
     pub answered_by: Vec<GlobalPartition>,
     /// Partitions of the application, which every partition named in the reply must be below.
     pub n_partitions: u32,
+    /// The `(partition, idx)` of every named query answer the reply must carry, in order.
+    pub query_answers: Vec<(GlobalPartition, u32)>,
 }
 
 /// Why a phase message could not be sent or read. Every variant names the message.
@@ -264,6 +298,24 @@ pub(crate) enum WireError {
     QueryResults { partition: GlobalPartition },
     #[error("the node could not do the work: {message}")]
     Failed { message: String },
+    #[error(
+        "reply to the {phase} batch of epoch {epoch} answers named queries {got:?} \
+         (partition, query), but was asked {expected:?}"
+    )]
+    WrongAnswers {
+        epoch: u64,
+        phase: Phase,
+        expected: Vec<(GlobalPartition, u32)>,
+        got: Vec<(GlobalPartition, u32)>,
+    },
+    #[error(
+        "{what}: named query #{idx} names partition {partition}, which the batch gives no work"
+    )]
+    QueryPartition {
+        what: &'static str,
+        idx: u32,
+        partition: GlobalPartition,
+    },
 }
 
 const BATCH: &str = "phase batch";
@@ -341,7 +393,6 @@ impl<A: App> PhaseBatch<A> {
             PhaseWork::Wave { wave, .. } => Phase::Wave { wave: *wave },
             PhaseWork::Decide { .. } => Phase::Decide,
             PhaseWork::Commit { .. } => Phase::Commit,
-            PhaseWork::Checkpoint { .. } => Phase::Checkpoint,
             PhaseWork::CheckpointStep { .. } => Phase::CheckpointStep,
             PhaseWork::Fallback { round, .. } => Phase::Fallback { round: *round },
             PhaseWork::Load { .. } => Phase::Load,
@@ -356,7 +407,6 @@ impl<A: App> PhaseBatch<A> {
             PhaseWork::Wave { steps, .. } => steps.iter().map(|(gp, _)| *gp).collect(),
             PhaseWork::Decide { partitions, .. }
             | PhaseWork::Commit { partitions, .. }
-            | PhaseWork::Checkpoint { partitions }
             | PhaseWork::CheckpointStep { partitions, .. }
             | PhaseWork::ConflictTally { partitions }
             | PhaseWork::StateHash { partitions } => partitions.clone(),
@@ -371,11 +421,20 @@ impl<A: App> PhaseBatch<A> {
             Phase::Decide | Phase::Commit => Vec::new(),
             _ => self.partitions(),
         };
+        let mut query_answers: Vec<(GlobalPartition, u32)> = match &self.work {
+            PhaseWork::Wave { queries, .. } => queries
+                .iter()
+                .flat_map(|q| q.partitions.iter().map(|gp| (*gp, q.idx)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        query_answers.sort_unstable();
         SentBatch {
             epoch: self.epoch,
             phase: self.phase(),
             answered_by,
             n_partitions,
+            query_answers,
         }
     }
 
@@ -386,9 +445,40 @@ impl<A: App> PhaseBatch<A> {
     /// Reads a batch sent to a node of an application with `n_partitions` partitions.
     pub fn decode(bytes: &[u8], n_partitions: u32) -> Result<Self, WireError> {
         let batch: PhaseBatch<A> = decode(BATCH, bytes)?;
-        check_partitions(BATCH, batch.partitions().into_iter(), n_partitions)?;
+        let partitions = batch.partitions();
+        check_partitions(BATCH, partitions.iter().copied(), n_partitions)?;
+        if let PhaseWork::Wave { queries, .. } = &batch.work {
+            check_query_partitions(queries, &partitions)?;
+        }
         Ok(batch)
     }
+}
+
+/// Every named query names only partitions the wave batch gives work to, in ascending order.
+fn check_query_partitions(
+    queries: &[WireQuery],
+    partitions: &[GlobalPartition],
+) -> Result<(), WireError> {
+    for q in queries {
+        let mut previous = None;
+        for &partition in &q.partitions {
+            if partitions.binary_search(&partition).is_err() {
+                return Err(WireError::QueryPartition {
+                    what: BATCH,
+                    idx: q.idx,
+                    partition,
+                });
+            }
+            if previous.is_some_and(|p| p > partition) {
+                return Err(WireError::PartitionOrder {
+                    what: BATCH,
+                    partition,
+                });
+            }
+            previous = Some(partition);
+        }
+    }
+    Ok(())
 }
 
 impl<A: App> PhaseResult<A> {
@@ -398,7 +488,6 @@ impl<A: App> PhaseResult<A> {
             (PhaseResult::Wave { .. }, Phase::Wave { .. })
                 | (PhaseResult::Decide { .. }, Phase::Decide)
                 | (PhaseResult::Commit, Phase::Commit)
-                | (PhaseResult::Checkpoint { .. }, Phase::Checkpoint)
                 | (PhaseResult::CheckpointStep { .. }, Phase::CheckpointStep)
                 | (PhaseResult::Fallback { .. }, Phase::Fallback { .. })
                 | (PhaseResult::Load { .. }, Phase::Load)
@@ -410,10 +499,9 @@ impl<A: App> PhaseResult<A> {
     /// The partitions it answers for, in order (none for decide and commit).
     fn partitions(&self) -> Vec<GlobalPartition> {
         match self {
-            PhaseResult::Wave { outs } | PhaseResult::Fallback { outs } => {
+            PhaseResult::Wave { outs, .. } | PhaseResult::Fallback { outs } => {
                 outs.iter().map(|(gp, _)| *gp).collect()
             }
-            PhaseResult::Checkpoint { rows } => rows.iter().map(|(gp, _)| *gp).collect(),
             PhaseResult::CheckpointStep { rows } => rows.iter().map(|(gp, _)| *gp).collect(),
             PhaseResult::Load { loaded } => loaded.iter().map(|(gp, _)| *gp).collect(),
             PhaseResult::ConflictTally { tallies } => tallies.iter().map(|(gp, _)| *gp).collect(),
@@ -424,9 +512,19 @@ impl<A: App> PhaseResult<A> {
         }
     }
 
+    /// The `(partition, idx)` of its named query answers, in order (none but for a wave).
+    fn query_answers(&self) -> Vec<(GlobalPartition, u32)> {
+        match self {
+            PhaseResult::Wave { answers, .. } => {
+                answers.iter().map(|a| (a.partition, a.idx)).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
     fn wave_outs(&self) -> &[(GlobalPartition, WaveOut<A>)] {
         match self {
-            PhaseResult::Wave { outs } | PhaseResult::Fallback { outs } => outs,
+            PhaseResult::Wave { outs, .. } | PhaseResult::Fallback { outs } => outs,
             _ => &[],
         }
     }
@@ -474,6 +572,15 @@ impl<A: App> PhaseReply<A> {
                 got: answered,
             });
         }
+        let answers = reply.result.query_answers();
+        if answers != sent.query_answers {
+            return Err(WireError::WrongAnswers {
+                epoch: sent.epoch,
+                phase: sent.phase,
+                expected: sent.query_answers.clone(),
+                got: answers,
+            });
+        }
         reply.check_targets(sent.n_partitions)?;
         Ok(reply)
     }
@@ -487,7 +594,6 @@ impl<A: App> PhaseReply<A> {
             }
         }
         let rows: Vec<(GlobalPartition, &Vec<WireRow>)> = match &self.result {
-            PhaseResult::Checkpoint { rows } => rows.iter().map(|(gp, r)| (*gp, r)).collect(),
             PhaseResult::CheckpointStep { rows } => rows
                 .iter()
                 .filter_map(|(gp, r)| Some((*gp, r.as_ref()?)))

@@ -9,7 +9,7 @@ use crate::envelope::Sequenced;
 use crate::error::TxnError;
 use crate::ids::{GlobalPartition, IdGenerator, RequestId};
 use crate::outcome::Outcome;
-use crate::query::{QueryFn, QueryResult, ReadView};
+use crate::query::{QueryFn, QueryPart, QueryResult, ReadView};
 use std::any::Any;
 use std::hash::Hash;
 use std::sync::Arc;
@@ -284,6 +284,23 @@ impl<A: App> Client<A> {
         partitions: &[(ServiceRef, u32)],
         f: impl Fn(&ReadView<'_>) -> R + Send + Sync + 'static,
     ) -> Result<Vec<R>, TxnError> {
+        let f = QueryFn::closure(Arc::new(move |view| {
+            Box::new(f(view)) as Box<dyn Any + Send>
+        }));
+        let parts = self.query_parts_at(partitions, f).await?;
+        Ok(parts
+            .into_iter()
+            .map(|(_, b)| *b.downcast::<R>().expect("query result type"))
+            .collect())
+    }
+
+    /// Runs `f` on the listed partitions at one snapshot; each listing's part, with its global
+    /// partition, in the order of `partitions`.
+    pub(super) async fn query_parts_at(
+        &self,
+        partitions: &[(ServiceRef, u32)],
+        f: QueryFn,
+    ) -> Result<Vec<(GlobalPartition, QueryPart)>, TxnError> {
         let mut targets = Vec::with_capacity(partitions.len());
         for (service, p) in partitions {
             targets.push(self.app.check_partition(*service, *p)?);
@@ -292,10 +309,11 @@ impl<A: App> Client<A> {
         let mut order: Vec<usize> = (0..targets.len()).collect();
         order.sort_by_key(|i| targets[*i]);
         let sorted: Vec<GlobalPartition> = order.iter().map(|i| targets[*i]).collect();
-        let parts = self.query_targets(sorted, f).await?;
-        let mut out: Vec<Option<R>> = (0..targets.len()).map(|_| None).collect();
-        for (i, part) in order.into_iter().zip(parts) {
-            out[i] = Some(part);
+        let parts = self.submit_query(sorted.clone(), f).await?;
+        let mut out: Vec<Option<(GlobalPartition, QueryPart)>> =
+            (0..targets.len()).map(|_| None).collect();
+        for ((i, part), gp) in order.into_iter().zip(parts).zip(sorted) {
+            out[i] = Some((gp, part));
         }
         out.into_iter()
             .map(|r| {
@@ -309,17 +327,28 @@ impl<A: App> Client<A> {
         targets: Vec<GlobalPartition>,
         f: impl Fn(&ReadView<'_>) -> R + Send + Sync + 'static,
     ) -> Result<Vec<R>, TxnError> {
-        let f: QueryFn = Arc::new(move |view| Box::new(f(view)) as Box<dyn Any + Send>);
+        let f = QueryFn::closure(Arc::new(move |view| {
+            Box::new(f(view)) as Box<dyn Any + Send>
+        }));
+        let parts = self.submit_query(targets, f).await?;
+        Ok(parts
+            .into_iter()
+            .map(|b| *b.downcast::<R>().expect("query result type"))
+            .collect())
+    }
+
+    /// Sequences query `f` on `targets` (ascending) and waits for its parts, in that order.
+    async fn submit_query(
+        &self,
+        targets: Vec<GlobalPartition>,
+        f: QueryFn,
+    ) -> Result<Vec<QueryPart>, TxnError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Submission::Query { targets, f, reply })
             .await
             .map_err(|_| TxnError::Stopped)?;
-        let parts = rx.await.map_err(|_| TxnError::Stopped)??;
-        Ok(parts
-            .into_iter()
-            .map(|b| *b.downcast::<R>().expect("query result type"))
-            .collect())
+        rx.await.map_err(|_| TxnError::Stopped)?
     }
 
     /// An order-independent hash of every committed row of every service, at one snapshot. In a

@@ -18,6 +18,7 @@ mod config;
 mod durability;
 mod forget;
 mod lease;
+mod named_query;
 mod recovery;
 mod reply;
 mod retention;

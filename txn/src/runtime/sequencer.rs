@@ -307,7 +307,11 @@ impl<A: App> Sequencer<A> {
                     .fail(format!("epoch {} failed: {e}", self.epoch));
                 let replies = answered_replies(answered);
                 let why = e.to_string();
-                return fail_all(pending, replies, query_replies, &mut self.inflight, &why);
+                // A query learns what failed (a node that did not answer: `NodeFailed`).
+                for reply in query_replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                return fail_all(pending, replies, [], &mut self.inflight, &why);
             }
         };
         turn.phase_nanos = outcome.stats.phase_nanos;
@@ -439,8 +443,9 @@ async fn gather_state_hash<A: App>(s: &Sequencer<A>) -> Result<u64, TxnError> {
 }
 
 impl<A: App> Sequencer<A> {
-    /// Answers the queries that name another node's partition with `TxnError::QueryNotLocal`
-    /// (a query's closure cannot travel) and keeps the others.
+    /// Answers the closure queries that name another node's partition with
+    /// `TxnError::QueryNotLocal` (a closure cannot travel) and keeps the others; named queries
+    /// travel by name in the wave-0 batches (`ClusterDispatch`).
     fn refuse_remote_queries(
         &self,
         queries: Vec<(QueryJob, QueryReply)>,
@@ -450,6 +455,10 @@ impl<A: App> Sequencer<A> {
         }
         let mut kept = Vec::with_capacity(queries.len());
         for (job, reply) in queries {
+            if job.f.named.is_some() {
+                kept.push((job, reply));
+                continue;
+            }
             let remote = job
                 .targets
                 .iter()

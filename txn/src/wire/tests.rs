@@ -241,13 +241,41 @@ fn work() -> impl Strategy<Value = PhaseWork<WireApp>> {
         prop::collection::vec(fallback_job(), parts.len())
             .prop_map(move |jobs| parts.iter().copied().zip(jobs).collect::<Vec<_>>())
     });
+    // Named queries on some of the wave's partitions, each ascending, some listed twice.
+    let with_queries = move |parts: Vec<GlobalPartition>| {
+        let n = parts.len();
+        let query = (
+            any::<u32>(),
+            name(),
+            bytes(),
+            prop::sample::subsequence(parts.clone(), 0..=n),
+            any::<bool>(),
+        )
+            .prop_map(|(idx, name, args, mut partitions, twice)| {
+                if twice && let Some(&first) = partitions.first() {
+                    partitions.insert(0, first);
+                }
+                WireQuery {
+                    idx,
+                    name,
+                    args,
+                    partitions,
+                }
+            });
+        (with_steps(parts), prop::collection::vec(query, 0..3))
+    };
     prop_oneof![
         (
             any::<u32>(),
             prop::option::of(env().prop_map(Arc::new)),
-            partitions().prop_flat_map(with_steps)
+            partitions().prop_flat_map(with_queries)
         )
-            .prop_map(|(wave, env, steps)| PhaseWork::Wave { wave, env, steps }),
+            .prop_map(|(wave, env, (steps, queries))| PhaseWork::Wave {
+                wave,
+                env,
+                steps,
+                queries
+            }),
         (seq_set(), partitions()).prop_map(|(user_aborted, partitions)| PhaseWork::Decide {
             user_aborted,
             partitions
@@ -256,7 +284,6 @@ fn work() -> impl Strategy<Value = PhaseWork<WireApp>> {
             aborted,
             partitions
         }),
-        partitions().prop_map(|partitions| PhaseWork::Checkpoint { partitions }),
         (any::<bool>(), partitions())
             .prop_map(|(begin, partitions)| PhaseWork::CheckpointStep { begin, partitions }),
         (any::<u32>(), fallback_jobs).prop_map(|(round, jobs)| PhaseWork::Fallback {
@@ -340,6 +367,40 @@ fn rows_of(partition: GlobalPartition) -> impl Strategy<Value = Vec<WireRow>> {
     prop::collection::vec(row, 0..3)
 }
 
+fn wire_answer() -> impl Strategy<Value = WireAnswer> {
+    prop_oneof![
+        bytes().prop_map(WireAnswer::Part),
+        ".{0,12}".prop_map(WireAnswer::Failed),
+        ".{0,12}".prop_map(WireAnswer::Panicked),
+    ]
+}
+
+/// Wave outputs with answers to named queries for some of their partitions, ordered by
+/// partition, then query.
+fn outs_with_answers()
+-> impl Strategy<Value = (Vec<(GlobalPartition, WaveOut<WireApp>)>, Vec<QueryAnswer>)> {
+    partitions().prop_flat_map(|parts| {
+        let n = parts.len();
+        let answer = (0..n.max(1), any::<u32>(), wire_answer());
+        (
+            prop::collection::vec(wave_out(), n),
+            prop::collection::vec(answer, if n == 0 { 0..1 } else { 0..4 }),
+        )
+            .prop_map(move |(outs, answers)| {
+                let mut answers: Vec<QueryAnswer> = answers
+                    .into_iter()
+                    .map(|(at, idx, answer)| QueryAnswer {
+                        partition: parts[at],
+                        idx,
+                        answer,
+                    })
+                    .collect();
+                answers.sort_by_key(|a| (a.partition, a.idx));
+                (parts.iter().copied().zip(outs).collect(), answers)
+            })
+    })
+}
+
 fn result() -> impl Strategy<Value = PhaseResult<WireApp>> {
     let outs = || {
         partitions().prop_flat_map(|parts| {
@@ -347,13 +408,6 @@ fn result() -> impl Strategy<Value = PhaseResult<WireApp>> {
                 .prop_map(move |outs| parts.iter().copied().zip(outs).collect::<Vec<_>>())
         })
     };
-    let rows = partitions().prop_flat_map(|parts| {
-        let per_partition: Vec<_> = parts
-            .iter()
-            .map(|&gp| rows_of(gp).prop_map(move |rows| (gp, rows)))
-            .collect();
-        per_partition
-    });
     let step_rows = partitions().prop_flat_map(|parts| {
         let per_partition: Vec<_> = parts
             .iter()
@@ -362,10 +416,9 @@ fn result() -> impl Strategy<Value = PhaseResult<WireApp>> {
         per_partition
     });
     prop_oneof![
-        outs().prop_map(|outs| PhaseResult::Wave { outs }),
+        outs_with_answers().prop_map(|(outs, answers)| PhaseResult::Wave { outs, answers }),
         seq_set().prop_map(|conflicts| PhaseResult::Decide { conflicts }),
         Just(()).prop_map(|()| PhaseResult::Commit),
-        rows.prop_map(|rows| PhaseResult::Checkpoint { rows }),
         step_rows.prop_map(|rows| PhaseResult::CheckpointStep { rows }),
         outs().prop_map(|outs| PhaseResult::Fallback { outs }),
         per_partition(prop::result::maybe_ok(Just(()), ".{0,12}"))
@@ -390,7 +443,6 @@ fn phase_of(result: &PhaseResult<WireApp>, number: u32) -> Phase {
         PhaseResult::Wave { .. } => Phase::Wave { wave: number },
         PhaseResult::Decide { .. } => Phase::Decide,
         PhaseResult::Commit => Phase::Commit,
-        PhaseResult::Checkpoint { .. } => Phase::Checkpoint,
         PhaseResult::CheckpointStep { .. } => Phase::CheckpointStep,
         PhaseResult::Fallback { .. } => Phase::Fallback { round: number },
         PhaseResult::Load { .. } => Phase::Load,
@@ -430,6 +482,7 @@ fn every_reply_reads_back_as_written() {
                 phase: reply.phase,
                 answered_by: reply.result.partitions(),
                 n_partitions: N_PARTITIONS,
+                query_answers: reply.result.query_answers(),
             };
             let back = PhaseReply::<WireApp>::decode(&bytes, &sent).expect("it decodes");
             prop_assert_eq!(format!("{back:?}"), format!("{reply:?}"));
@@ -525,6 +578,7 @@ fn an_oversized_message_is_refused_both_ways() {
             wave: 0,
             env: Some(Arc::new(env)),
             steps: Vec::new(),
+            queries: Vec::new(),
         },
     };
     let error = batch.encode().unwrap_err();
@@ -595,6 +649,7 @@ fn wave_reply(partitions: &[GlobalPartition], target: GlobalPartition) -> PhaseR
         phase: Phase::Wave { wave: 1 },
         result: PhaseResult::Wave {
             outs: partitions.iter().map(|&gp| (gp, out(gp))).collect(),
+            answers: Vec::new(),
         },
     }
 }
@@ -605,6 +660,7 @@ fn wave_sent(answered_by: Vec<GlobalPartition>) -> SentBatch {
         phase: Phase::Wave { wave: 1 },
         answered_by,
         n_partitions: N_PARTITIONS,
+        query_answers: Vec::new(),
     }
 }
 
@@ -640,16 +696,17 @@ fn a_checkpoint_row_of_another_partition_is_refused() {
     key.push(1);
     let reply = PhaseReply::<WireApp> {
         epoch: 4,
-        phase: Phase::Checkpoint,
-        result: PhaseResult::Checkpoint {
-            rows: vec![(3, vec![WireRow(key, None)])],
+        phase: Phase::CheckpointStep,
+        result: PhaseResult::CheckpointStep {
+            rows: vec![(3, Some(vec![WireRow(key, None)]))],
         },
     };
     let sent = SentBatch {
         epoch: 4,
-        phase: Phase::Checkpoint,
+        phase: Phase::CheckpointStep,
         answered_by: vec![3],
         n_partitions: N_PARTITIONS,
+        query_answers: Vec::new(),
     };
     let bytes = reply.encode().unwrap();
     let error = PhaseReply::<WireApp>::decode(&bytes, &sent).unwrap_err();
@@ -664,7 +721,7 @@ fn a_checkpoint_row_of_another_partition_is_refused() {
 #[test]
 fn a_wave_result_with_query_results_is_not_sent() {
     let mut reply = wave_reply(&[2], 0);
-    if let PhaseResult::Wave { outs } = &mut reply.result {
+    if let PhaseResult::Wave { outs, .. } = &mut reply.result {
         outs[0].1.query_results.push((0, Err("a query".into())));
     }
     assert_eq!(
@@ -677,14 +734,15 @@ fn a_wave_result_with_query_results_is_not_sent() {
 fn a_partitions_checkpoint_rows_travel_as_bytes_and_the_reply_matches_its_batch() {
     let batch = PhaseBatch::<WireApp> {
         epoch: 12,
-        work: PhaseWork::Checkpoint {
+        work: PhaseWork::CheckpointStep {
+            begin: false,
             partitions: vec![3],
         },
     };
     let sent = batch.sent(N_PARTITIONS);
     assert_eq!(
         (sent.phase, sent.answered_by.as_slice()),
-        (Phase::Checkpoint, &[3][..])
+        (Phase::CheckpointStep, &[3][..])
     );
     let mut key = row_key_prefix(3, 1);
     key.extend_from_slice(b"k");
@@ -694,21 +752,96 @@ fn a_partitions_checkpoint_rows_travel_as_bytes_and_the_reply_matches_its_batch(
     let rows = wire_rows(vec![deferred]);
     let reply = PhaseReply::<WireApp> {
         epoch: 12,
-        phase: Phase::Checkpoint,
-        result: PhaseResult::Checkpoint {
-            rows: vec![(3, rows)],
+        phase: Phase::CheckpointStep,
+        result: PhaseResult::CheckpointStep {
+            rows: vec![(3, Some(rows))],
         },
     };
     let back = PhaseReply::<WireApp>::decode(&reply.encode().unwrap(), &sent).unwrap();
-    let PhaseResult::Checkpoint { rows } = back.result else {
-        panic!("a checkpoint result");
+    let PhaseResult::CheckpointStep { rows } = back.result else {
+        panic!("a checkpoint step result");
     };
     let mut expected_key = row_key_prefix(3, 1);
     expected_key.extend_from_slice(b"k");
     assert_eq!(
         rows,
-        vec![(3, vec![WireRow(expected_key, Some(b"v".to_vec()))])]
+        vec![(3, Some(vec![WireRow(expected_key, Some(b"v".to_vec()))]))]
     );
     let commit = commit_batch(vec![1, 2]).sent(N_PARTITIONS);
     assert!(commit.answered_by.is_empty(), "commit answers for the node");
+}
+
+/// A wave batch for partitions 2 and 5 with named query #1 on `query_partitions`.
+fn wave_batch_with_query(query_partitions: Vec<GlobalPartition>) -> PhaseBatch<WireApp> {
+    PhaseBatch {
+        epoch: 4,
+        work: PhaseWork::Wave {
+            wave: 0,
+            env: None,
+            steps: vec![(2, Vec::new()), (5, Vec::new())],
+            queries: vec![WireQuery {
+                idx: 1,
+                name: "audit".to_string(),
+                args: vec![0x90],
+                partitions: query_partitions,
+            }],
+        },
+    }
+}
+
+// Goal: a named query travels by name and argument bytes, the reply must answer it in every
+// partition it was sent to (no more, no fewer), and a query naming a partition the batch gives
+// no work, or its partitions out of order, is refused.
+#[test]
+fn named_queries_are_answered_exactly_where_they_were_sent() {
+    let batch = wave_batch_with_query(vec![2, 5]);
+    let bytes = batch.encode().unwrap();
+    let back = PhaseBatch::<WireApp>::decode(&bytes, N_PARTITIONS).unwrap();
+    assert_eq!(format!("{back:?}"), format!("{batch:?}"));
+    let sent = batch.sent(N_PARTITIONS);
+    assert_eq!(sent.query_answers, vec![(2, 1), (5, 1)]);
+    let answer = |partition| QueryAnswer {
+        partition,
+        idx: 1,
+        answer: WireAnswer::Part(vec![partition as u8]),
+    };
+    let reply = |answers| PhaseReply::<WireApp> {
+        epoch: 4,
+        phase: Phase::Wave { wave: 0 },
+        result: PhaseResult::Wave {
+            outs: vec![(2, WaveOut::default()), (5, WaveOut::default())],
+            answers,
+        },
+    };
+    let decode =
+        |r: PhaseReply<WireApp>| PhaseReply::<WireApp>::decode(&r.encode().unwrap(), &sent);
+    let back = decode(reply(vec![answer(2), answer(5)])).unwrap();
+    let PhaseResult::Wave { answers, .. } = back.result else {
+        panic!("a wave result");
+    };
+    assert_eq!(answers, vec![answer(2), answer(5)]);
+    let error = decode(reply(vec![answer(2)])).unwrap_err();
+    assert!(matches!(error, WireError::WrongAnswers { .. }), "{error}");
+    let error = decode(reply(vec![answer(5), answer(2)])).unwrap_err();
+    assert!(matches!(error, WireError::WrongAnswers { .. }), "{error}");
+
+    let refused = |partitions| {
+        let bytes = wave_batch_with_query(partitions).encode().unwrap();
+        PhaseBatch::<WireApp>::decode(&bytes, N_PARTITIONS).unwrap_err()
+    };
+    assert_eq!(
+        refused(vec![2, 3]),
+        WireError::QueryPartition {
+            what: BATCH,
+            idx: 1,
+            partition: 3
+        }
+    );
+    assert_eq!(
+        refused(vec![5, 2]),
+        WireError::PartitionOrder {
+            what: BATCH,
+            partition: 2
+        }
+    );
 }

@@ -1,9 +1,11 @@
-//! Serving the transfer ledger (`services::ledger`): queries `balance` and `audit`.
+//! Serving the transfer ledger (`services::ledger`): queries `balance` and `audit`, both the
+//! ledger's registered queries (`LedgerQueries`), so they answer with the partitions spread
+//! over nodes.
 
 use super::{AppOptions, EmptyQuery, QueryFuture, ServedApp, query_body, to_json, unknown_query};
 use crate::api::{ApiError, QueryInfo};
 use serde::{Deserialize, Serialize};
-use services::ledger::{Ledger, LedgerApp, LedgerConfig};
+use services::ledger::{Balance, Ledger, LedgerApp, LedgerConfig};
 use std::sync::Arc;
 use txn::{AppDef, Client, TxnError};
 
@@ -80,7 +82,18 @@ impl ServedApp for LedgerServed {
             "balance" => {
                 let q: BalanceQuery = query_body(name, body)?;
                 Ok(Box::pin(async move {
-                    let b = ledger.lookup(&client, q.account, q.entry).await?;
+                    // The registered query, from the two partitions owning the keys: it reads
+                    // them on whichever node holds them.
+                    let (accounts, assets) = (*ledger.accounts_service, *ledger.assets_service);
+                    let at = [
+                        (accounts, accounts.partition_of(&q.account)),
+                        (assets, assets.partition_of(&q.entry)),
+                    ];
+                    let args = (q.account, q.entry);
+                    let parts = client
+                        .query_named_at(&ledger.queries.balance, &at, &args)
+                        .await?;
+                    let b = parts.into_iter().fold(Balance::default(), Balance::merge);
                     to_json(BalanceAnswer {
                         account: b.account,
                         entry: b.entry,

@@ -1,4 +1,6 @@
-//! Serving YCSB-T (`services::ycsb`): queries `read` and `audit`.
+//! Serving YCSB-T (`services::ycsb`): queries `read` and `audit`, through YCSB-T's registered
+//! queries (`YcsbQueries`, called by `Ycsb::read` and `Ycsb::audit`), so they answer with the
+//! partitions spread over nodes.
 
 use super::ledger::wide_number;
 use super::{AppOptions, EmptyQuery, QueryFuture, ServedApp, query_body, to_json, unknown_query};
