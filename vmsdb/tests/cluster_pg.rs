@@ -123,6 +123,22 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// What every live node printed on stdout and stderr so far, for a failed run.
+    fn report(&mut self) -> String {
+        let mut text = String::new();
+        for node in self.nodes.iter_mut().flatten() {
+            node.drain();
+            text += &format!(
+                "--- {} stdout:\n{}\n--- {} stderr:\n{}\n",
+                node.name,
+                node.seen.join("\n"),
+                node.name,
+                node.stderr()
+            );
+        }
+        text
+    }
+
     /// No node started yet; each gets its link and HTTP addresses.
     fn new(store: String) -> Cluster {
         Cluster {
@@ -301,16 +317,28 @@ fn note_ack(shared: &Shared, sent_at: Instant, answered_by: usize, outcome: &Val
     shared.progress.notify_waiters();
 }
 
-/// Waits until `count` reaches `at_least`.
-async fn wait_count(shared: &Shared, count: &AtomicUsize, at_least: usize, what: &str) {
+/// Waits until `count` reaches `at_least`; if it does not within the deadline, fails with
+/// what every node printed.
+async fn wait_count(
+    cluster: &mut Cluster,
+    shared: &Shared,
+    count: &AtomicUsize,
+    at_least: usize,
+    what: &str,
+) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while count.load(Ordering::Acquire) < at_least {
         let progress = shared.progress.notified();
         if count.load(Ordering::Acquire) >= at_least {
             break;
         }
-        let waited = tokio::time::timeout_at(deadline, progress).await;
-        assert!(waited.is_ok(), "never reached {at_least} {what}");
+        if tokio::time::timeout_at(deadline, progress).await.is_err() {
+            let reached = count.load(Ordering::Acquire);
+            panic!(
+                "never reached {at_least} {what} (reached {reached}); the nodes:\n{}",
+                cluster.report()
+            );
+        }
     }
 }
 
@@ -378,6 +406,7 @@ async fn run(test: &'static str, victim: usize, spread: bool) {
     let auditing = (!spread).then(|| tokio::spawn(auditor(shared.clone())));
 
     wait_count(
+        &mut cluster,
         &shared,
         &shared.acks,
         ACKS_BEFORE_KILL,
@@ -419,6 +448,7 @@ async fn run(test: &'static str, victim: usize, spread: bool) {
         cluster.wait_spread(sequencer, &live);
     }
     wait_count(
+        &mut cluster,
         &shared,
         &shared.acks_after_kill,
         ACKS_AFTER_KILL,
@@ -454,6 +484,7 @@ async fn run(test: &'static str, victim: usize, spread: bool) {
     common::wait_ready(&http, &cluster.urls[victim]).await;
     shared.restarted.store(true, Ordering::Release);
     wait_count(
+        &mut cluster,
         &shared,
         &shared.acks_by_restarted,
         ACKS_BY_RESTARTED,
