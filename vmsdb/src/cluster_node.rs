@@ -461,6 +461,15 @@ async fn take_lease<S: ServedApp>(
     options: AppOptions,
     settings: &Settings,
 ) -> (Arc<Served<S>>, Option<Vec<String>>) {
+    // With the partitions spread, this node waits for the lease itself rather than inside the
+    // runtime's start: the placement is then taken over the members live when the lease comes
+    // free, not over those of when the wait began (a sequencer that died meanwhile would be
+    // given partitions, and the start would fail and burn a term).
+    let mut settings = settings.clone();
+    if engine.spread {
+        settings.wait_for_lease = Some(Duration::ZERO);
+    }
+    let settings = &settings;
     loop {
         let n_partitions = engine.app.app_def().n_partitions_total();
         let owners = engine.spread.then(|| cluster.placement(n_partitions));
@@ -471,7 +480,12 @@ async fn take_lease<S: ServedApp>(
         });
         match Served::<S>::open_placed(options, settings, |_| placement).await {
             Ok(served) => return (served, owners),
-            Err(TxnError::LeaseHeld { .. }) => {}
+            Err(TxnError::LeaseHeld { remaining_ms, .. }) => {
+                if engine.spread {
+                    let wait = remaining_ms.max(limits::REPLACE_RETRY_MS);
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                }
+            }
             Err(error) => {
                 tracing::warn!(%error, "the runtime did not start; contending again");
                 let retry = match owners {

@@ -7,7 +7,10 @@
 //! resubmitting any id on another node gives its original outcome, money is conserved in every
 //! audit taken during the run (no partial transaction visible), and the killed node restarts,
 //! rejoins (membership shows it again) and serves requests. The failover time (kill → first
-//! commit of a request sent after the kill) is printed.
+//! commit of a request sent after the kill) is printed. The `spread_partitions_*` runs do the
+//! same with the partitions spread over the nodes (`--spread-partitions`): the sequencer
+//! re-places them after the kill and again when the killed node rejoins, and the balances are
+//! checked at the end from the store.
 //!
 //! Without the PostgreSQL server binaries these tests FAIL in CI (`CI` set) and elsewhere
 //! print a loud skip line and return.
@@ -618,8 +621,6 @@ async fn three_nodes_survive_the_loss_of_the_sequencer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not reliable yet: a re-placement can let the lease run out and move the sequencer \
-            role (docs/cluster.md); run with --ignored"]
 async fn spread_partitions_survive_the_loss_of_a_forwarding_node() {
     run(
         "spread_partitions_survive_the_loss_of_a_forwarding_node",
@@ -630,8 +631,6 @@ async fn spread_partitions_survive_the_loss_of_a_forwarding_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not reliable yet: a re-placement can let the lease run out and move the sequencer \
-            role (docs/cluster.md); run with --ignored"]
 async fn spread_partitions_survive_the_loss_of_the_sequencer() {
     run(
         "spread_partitions_survive_the_loss_of_the_sequencer",
