@@ -1,7 +1,8 @@
 //! `transfer --nodes 3` end to end: three `vmsdb node` processes and a private PostgreSQL
 //! server started by the harness, the sequencer SIGKILLed one second into the run and started
 //! again; `summary.json` must record the three nodes, non-zero throughput on them, the link
-//! bytes, the failover time, and a passed audit with every criterion at 0.
+//! bytes, the failover time, and a passed audit with every criterion at 0; and the same with
+//! `--spread-partitions`: the summary records the placement and every node hosts partitions.
 //!
 //! The test builds the `vmsdb` executable into the same target directory first (cargo cannot
 //! hand another package's binary to this test). Without the PostgreSQL server binaries it FAILS
@@ -42,44 +43,53 @@ fn build_vmsdb() -> PathBuf {
     vmsdb
 }
 
-#[test]
-fn transfer_on_three_nodes_survives_killing_the_sequencer() {
-    let test = "transfer_on_three_nodes_survives_killing_the_sequencer";
-    if !postgres_available(test, "the nodes' store") {
-        return;
-    }
+/// Runs `transfer` on three nodes with `extra` arguments; the summary table and the written
+/// `summary.json`, as text and parsed.
+fn transfer_on_three_nodes(extra: &[&str]) -> (String, String, serde_json::Value) {
     let vmsdb = build_vmsdb();
     let out = tempfile::tempdir().unwrap();
     let out_path = out.path().to_str().unwrap().to_string();
-    let argv = [
+    let mut argv = vec![
         "bench-harness",
         "transfer",
-        "--duration",
-        "4s",
         "--accounts",
         "1000",
-        "--clients",
-        "32",
-        "--partitions",
-        "4",
         "--storage",
         "memory",
         "--nodes",
         "3",
         "--vmsdb-bin",
         vmsdb.to_str().unwrap(),
-        "--kill-node-at",
-        "1s",
         "--quiet",
         "--out",
         &out_path,
     ];
+    argv.extend_from_slice(extra);
     let summary = bench_harness::run(Cli::parse_from(argv)).expect("the run completes");
-    let table = summary.table();
     let written = std::fs::read_to_string(out.path().join("summary.json")).unwrap();
-    let json: serde_json::Value = serde_json::from_str(&written).unwrap();
+    let json = serde_json::from_str(&written).unwrap();
+    (summary.table(), written, json)
+}
+
+#[test]
+fn transfer_on_three_nodes_survives_killing_the_sequencer() {
+    let test = "transfer_on_three_nodes_survives_killing_the_sequencer";
+    if !postgres_available(test, "the nodes' store") {
+        return;
+    }
+    let (table, written, json) = transfer_on_three_nodes(&[
+        "--duration",
+        "4s",
+        "--clients",
+        "32",
+        "--partitions",
+        "4",
+        "--kill-node-at",
+        "1s",
+    ]);
     assert_eq!(json["cluster"]["nodes"], 3, "{written}");
     assert_eq!(json["run"]["nodes"], 3, "{written}");
+    assert_eq!(json["cluster"]["placement"], "active-standby", "{written}");
     let nodes = &json["systems"]["vmsdb-3-nodes"];
     assert!(nodes["throughput_tps"].as_f64().unwrap() > 0.0, "{table}");
     assert!(json["systems"]["vmsdb"]["throughput_tps"].as_f64().unwrap() > 0.0);
@@ -103,4 +113,41 @@ fn transfer_on_three_nodes_survives_killing_the_sequencer() {
         kill["rejoined_s"].as_f64().is_some(),
         "the killed node never rejoined: {table}"
     );
+}
+
+#[test]
+fn transfer_on_three_nodes_with_the_partitions_spread() {
+    let test = "transfer_on_three_nodes_with_the_partitions_spread";
+    if !postgres_available(test, "the nodes' store") {
+        return;
+    }
+    let (table, written, json) = transfer_on_three_nodes(&[
+        "--duration",
+        "3s",
+        "--clients",
+        "16",
+        "--partitions",
+        "8",
+        "--spread-partitions",
+    ]);
+    let cluster = &json["cluster"];
+    assert_eq!(cluster["placement"], "spread", "{written}");
+    // The ledger with 8 partitions per service: 16 partitions, some on every node.
+    let per_node = cluster["partitions_per_node"].as_object().expect("counts");
+    assert_eq!(per_node.len(), 3, "{written}");
+    assert!(per_node.values().all(|c| c.as_u64() > Some(0)), "{written}");
+    let total: u64 = per_node.values().filter_map(|c| c.as_u64()).sum();
+    assert_eq!(total, 16, "{written}");
+    let nodes = &json["systems"]["vmsdb-3-nodes"];
+    assert!(nodes["throughput_tps"].as_f64().unwrap() > 0.0, "{table}");
+    assert_eq!(nodes["errors"], 0, "{table}");
+    // Every epoch's phases travel to the nodes hosting partitions, as link bytes.
+    assert!(
+        cluster["network_bytes_per_txn"].as_f64().unwrap() > 0.0,
+        "{table}"
+    );
+    // Where snapshot queries can reach every node's partitions, the audit runs and passes.
+    if let Some(violations) = nodes["violations"].as_object() {
+        assert!(violations.values().all(|v| v == 0), "{table}");
+    }
 }
