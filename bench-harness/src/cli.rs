@@ -185,6 +185,13 @@ pub struct CommonArgs {
     #[arg(long, default_value = "sequencer", requires = "kill_node_at")]
     pub kill_node: String,
 
+    /// With `--nodes`: start the nodes with `--spread-partitions`, so every node hosts some of
+    /// the partitions and the sequencer sends it each epoch phase as one batch (the link bytes
+    /// then include the phase batches). Without it the sequencer runs every partition and the
+    /// other nodes forward to it.
+    #[arg(long, requires = "nodes")]
+    pub spread_partitions: bool,
+
     /// Connections the postgres baseline opens; clients queue for a free connection.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub pg_connections: u32,

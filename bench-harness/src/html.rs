@@ -59,6 +59,8 @@ fn cluster_table(c: &crate::report::ClusterSummary) -> Markup {
             tr { th { "system" } td { (c.system) } }
             tr { th { "node processes" } td { (c.nodes) " (one PostgreSQL store, lease "
                 (format!("{:.1}", c.lease_ttl_s)) " s)" } }
+            tr { th { "placement" } td { (c.placement)
+                (crate::report::placement_counts(&c.partitions_per_node)) } }
             tr { th { "network bytes per transaction" } td { (format!("{:.0}", c.network_bytes_per_txn))
                 " (" (fmt_count(c.link_bytes)) " link bytes in " (fmt_count(c.link_messages))
                 " messages)" } }

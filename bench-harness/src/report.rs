@@ -279,6 +279,11 @@ pub struct ClusterSummary {
     pub audit: String,
     /// The node killed mid-run (`--kill-node-at`), if any.
     pub kill: Option<KillSummary>,
+    /// `spread` (`--spread-partitions`: every node hosts partitions) or `active-standby` (the
+    /// sequencer runs every partition).
+    pub placement: &'static str,
+    /// With the partitions spread: how many each node hosted in the sequencer's last placement.
+    pub partitions_per_node: BTreeMap<String, u32>,
 }
 
 /// A node SIGKILLed mid-run and what the clients saw.
@@ -303,10 +308,12 @@ impl ClusterSummary {
     /// The terminal lines about the multi-node run.
     fn lines(&self) -> String {
         let mut out = format!(
-            "\n[{}] {} node processes, one PostgreSQL store (lease {:.1} s): {} link bytes in \
-             {} messages, {:.0} bytes per committed transaction; audit: {}\n",
+            "\n[{}] {} node processes ({} placement{}), one PostgreSQL store (lease {:.1} s): \
+             {} link bytes in {} messages, {:.0} bytes per committed transaction; audit: {}\n",
             self.system,
             self.nodes,
+            self.placement,
+            placement_counts(&self.partitions_per_node),
             self.lease_ttl_s,
             fmt_count(self.link_bytes),
             fmt_count(self.link_messages),
@@ -333,6 +340,16 @@ impl ClusterSummary {
             );
         }
         out
+    }
+}
+
+/// `: n1 3, n2 5, ...` (partitions per node), or nothing.
+pub(crate) fn placement_counts(per_node: &BTreeMap<String, u32>) -> String {
+    let counts: Vec<String> = per_node.iter().map(|(n, c)| format!("{n} {c}")).collect();
+    if counts.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", counts.join(", "))
     }
 }
 

@@ -422,21 +422,35 @@ async fn contend<S: ServedApp>(
                 tokio::spawn(announce(cluster.clone(), member.name, view.clone()));
             }
         }
-        tokio::select! {
-            reason = lease_lost(served) => {
-                deposing.send_replace(Some(reason));
-                return;
+        let why = tokio::select! {
+            end = runtime_ended(served) => match end {
+                RuntimeEnd::LeaseLost(reason) => {
+                    deposing.send_replace(Some(reason));
+                    return;
+                }
+                RuntimeEnd::Failed(reason) => format!("it failed: {reason}"),
+            },
+            () = placement_moved(&engine, &cluster, owners.as_deref()) => {
+                "the placement over the live members changed".to_string()
             }
-            () = placement_moved(&engine, &cluster, owners.as_deref()) => {}
-        }
-        let moved_at = std::time::Instant::now();
+        };
+        let stopping_at = std::time::Instant::now();
         *engine.local.write() = None;
         served.shutdown_keeping_lease().await;
         println!(
-            "re-placing the partitions (runtime of term {term} stopped in {} ms)",
-            moved_at.elapsed().as_millis()
+            "replacing the runtime of term {term} ({why}; stopped in {} ms)",
+            stopping_at.elapsed().as_millis()
         );
     }
+}
+
+/// Why the sequencer's runtime is over.
+enum RuntimeEnd {
+    /// It no longer holds the store's lease: this node is deposed.
+    LeaseLost(String),
+    /// It refuses writes (an epoch, the log or a checkpoint failed, e.g. a node hosting
+    /// partitions did not answer) while it holds the lease: a new runtime recovers and goes on.
+    Failed(String),
 }
 
 /// Opens the runtime once this node takes the store's lease (retrying for as long as it
@@ -447,6 +461,15 @@ async fn take_lease<S: ServedApp>(
     options: AppOptions,
     settings: &Settings,
 ) -> (Arc<Served<S>>, Option<Vec<String>>) {
+    // With the partitions spread, this node waits for the lease itself rather than inside the
+    // runtime's start: the placement is then taken over the members live when the lease comes
+    // free, not over those of when the wait began (a sequencer that died meanwhile would be
+    // given partitions, and the start would fail and burn a term).
+    let mut settings = settings.clone();
+    if engine.spread {
+        settings.wait_for_lease = Some(Duration::ZERO);
+    }
+    let settings = &settings;
     loop {
         let n_partitions = engine.app.app_def().n_partitions_total();
         let owners = engine.spread.then(|| cluster.placement(n_partitions));
@@ -457,7 +480,12 @@ async fn take_lease<S: ServedApp>(
         });
         match Served::<S>::open_placed(options, settings, |_| placement).await {
             Ok(served) => return (served, owners),
-            Err(TxnError::LeaseHeld { .. }) => {}
+            Err(TxnError::LeaseHeld { remaining_ms, .. }) => {
+                if engine.spread {
+                    let wait = remaining_ms.max(limits::REPLACE_RETRY_MS);
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                }
+            }
             Err(error) => {
                 tracing::warn!(%error, "the runtime did not start; contending again");
                 let retry = match owners {
@@ -490,18 +518,22 @@ async fn placement_moved<S: ServedApp>(
 }
 
 /// Resolves once the runtime no longer holds the store's lease (another node took it over, or
-/// it could not renew it in time): its status then.
-async fn lease_lost<S: ServedApp>(served: &Served<S>) -> String {
+/// it could not renew it in time: its status then), or refuses writes while it holds it (why).
+async fn runtime_ended<S: ServedApp>(served: &Served<S>) -> RuntimeEnd {
     let mut ticks = tokio::time::interval(Duration::from_millis(limits::LEASE_CHECK_INTERVAL_MS));
     loop {
         ticks.tick().await;
+        // The lease first: a runtime fenced by another holder fails too, but must not restart.
         match served.stats().map(|s| s.lease_status()) {
             Some(LeaseStatus::Fenced { .. } | LeaseStatus::Lapsed) => {}
-            Some(LeaseStatus::Held { .. } | LeaseStatus::Unfenced) => continue,
-            None => return "the runtime stopped".to_string(),
+            Some(LeaseStatus::Held { .. } | LeaseStatus::Unfenced) => match served.failure() {
+                Some(reason) => return RuntimeEnd::Failed(reason),
+                None => continue,
+            },
+            None => return RuntimeEnd::LeaseLost("the runtime stopped".to_string()),
         }
         let status = served.stats().map(|s| s.lease_status().to_string());
-        return status.unwrap_or_default();
+        return RuntimeEnd::LeaseLost(status.unwrap_or_default());
     }
 }
 

@@ -147,6 +147,12 @@ impl<S: ServedApp> Served<S> {
         &self.client
     }
 
+    /// Why the runtime refuses writes, once it does (`Runtime::failure`; `None` once it was
+    /// shut down).
+    pub fn failure(&self) -> Option<String> {
+        self.runtime.lock().as_ref().and_then(|rt| rt.failure())
+    }
+
     /// Shuts the runtime down without handing the store's lease back (a cluster node's
     /// sequencer starting a new runtime with another placement at once).
     pub async fn shutdown_keeping_lease(&self) {

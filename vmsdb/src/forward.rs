@@ -258,8 +258,11 @@ struct Route {
 }
 
 impl Route {
+    /// The sequencer to forward to: never this node itself, which is the sequencer without a
+    /// runtime only while it replaces it (nothing can be submitted then: `no_sequencer`).
     fn sequencer(&self) -> Option<SequencerView> {
-        self.sequencer.borrow().clone()
+        let known = self.sequencer.borrow().clone();
+        known.filter(|view| view.name != self.cluster.node_name())
     }
 
     /// Forgets `gone` as the sequencer (unless another one was learnt meanwhile).

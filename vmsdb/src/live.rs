@@ -137,17 +137,19 @@ impl LiveStats {
         let mut history = self.history.lock();
         if let Some((then, before)) = history.last {
             let seconds = (now - then).as_secs_f64().max(1e-6);
-            let d = stats.since(&before);
+            // A cluster node's sequencer replaces its runtime when the placement changes, and
+            // the new one counts from zero: a counter that went back adds nothing.
+            let grew = |now: u64, before: u64| now.saturating_sub(before);
             let per_s = |n: u64| n as f64 / seconds;
             if history.rates.len() == STATS_HISTORY_SECONDS_MAX {
                 history.rates.pop_front();
             }
             history.rates.push_back(RateSample {
                 at_s: (now - self.started).as_secs_f64(),
-                committed_per_s: per_s(d.committed),
-                aborted_per_s: per_s(d.user_aborted),
-                conflicts_per_s: per_s(d.conflicts),
-                epochs_per_s: per_s(d.epochs),
+                committed_per_s: per_s(grew(stats.committed, before.committed)),
+                aborted_per_s: per_s(grew(stats.user_aborted, before.user_aborted)),
+                conflicts_per_s: per_s(grew(stats.conflicts, before.conflicts)),
+                epochs_per_s: per_s(grew(stats.epochs, before.epochs)),
             });
         }
         history.last = Some((now, stats));

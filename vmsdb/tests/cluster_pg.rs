@@ -7,7 +7,10 @@
 //! resubmitting any id on another node gives its original outcome, money is conserved in every
 //! audit taken during the run (no partial transaction visible), and the killed node restarts,
 //! rejoins (membership shows it again) and serves requests. The failover time (kill → first
-//! commit of a request sent after the kill) is printed.
+//! commit of a request sent after the kill) is printed. The `spread_partitions_*` runs do the
+//! same with the partitions spread over the nodes (`--spread-partitions`): the sequencer
+//! re-places them after the kill and again when the killed node rejoins, and the balances are
+//! checked at the end from the store.
 //!
 //! Without the PostgreSQL server binaries these tests FAIL in CI (`CI` set) and elsewhere
 //! print a loud skip line and return.
@@ -123,6 +126,22 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// What every live node printed on stdout and stderr so far, for a failed run.
+    fn report(&mut self) -> String {
+        let mut text = String::new();
+        for node in self.nodes.iter_mut().flatten() {
+            node.drain();
+            text += &format!(
+                "--- {} stdout:\n{}\n--- {} stderr:\n{}\n",
+                node.name,
+                node.seen.join("\n"),
+                node.name,
+                node.stderr()
+            );
+        }
+        text
+    }
+
     /// No node started yet; each gets its link and HTTP addresses.
     fn new(store: String) -> Cluster {
         Cluster {
@@ -301,16 +320,28 @@ fn note_ack(shared: &Shared, sent_at: Instant, answered_by: usize, outcome: &Val
     shared.progress.notify_waiters();
 }
 
-/// Waits until `count` reaches `at_least`.
-async fn wait_count(shared: &Shared, count: &AtomicUsize, at_least: usize, what: &str) {
+/// Waits until `count` reaches `at_least`; if it does not within the deadline, fails with
+/// what every node printed.
+async fn wait_count(
+    cluster: &mut Cluster,
+    shared: &Shared,
+    count: &AtomicUsize,
+    at_least: usize,
+    what: &str,
+) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while count.load(Ordering::Acquire) < at_least {
         let progress = shared.progress.notified();
         if count.load(Ordering::Acquire) >= at_least {
             break;
         }
-        let waited = tokio::time::timeout_at(deadline, progress).await;
-        assert!(waited.is_ok(), "never reached {at_least} {what}");
+        if tokio::time::timeout_at(deadline, progress).await.is_err() {
+            let reached = count.load(Ordering::Acquire);
+            panic!(
+                "never reached {at_least} {what} (reached {reached}); the nodes:\n{}",
+                cluster.report()
+            );
+        }
     }
 }
 
@@ -378,6 +409,7 @@ async fn run(test: &'static str, victim: usize, spread: bool) {
     let auditing = (!spread).then(|| tokio::spawn(auditor(shared.clone())));
 
     wait_count(
+        &mut cluster,
         &shared,
         &shared.acks,
         ACKS_BEFORE_KILL,
@@ -419,6 +451,7 @@ async fn run(test: &'static str, victim: usize, spread: bool) {
         cluster.wait_spread(sequencer, &live);
     }
     wait_count(
+        &mut cluster,
         &shared,
         &shared.acks_after_kill,
         ACKS_AFTER_KILL,
@@ -454,6 +487,7 @@ async fn run(test: &'static str, victim: usize, spread: bool) {
     common::wait_ready(&http, &cluster.urls[victim]).await;
     shared.restarted.store(true, Ordering::Release);
     wait_count(
+        &mut cluster,
         &shared,
         &shared.acks_by_restarted,
         ACKS_BY_RESTARTED,
@@ -587,8 +621,6 @@ async fn three_nodes_survive_the_loss_of_the_sequencer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not reliable yet: a re-placement can let the lease run out and move the sequencer \
-            role (docs/cluster.md); run with --ignored"]
 async fn spread_partitions_survive_the_loss_of_a_forwarding_node() {
     run(
         "spread_partitions_survive_the_loss_of_a_forwarding_node",
@@ -599,8 +631,6 @@ async fn spread_partitions_survive_the_loss_of_a_forwarding_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not reliable yet: a re-placement can let the lease run out and move the sequencer \
-            role (docs/cluster.md); run with --ignored"]
 async fn spread_partitions_survive_the_loss_of_the_sequencer() {
     run(
         "spread_partitions_survive_the_loss_of_the_sequencer",

@@ -56,6 +56,8 @@ struct Peer {
 pub(crate) struct MemberState {
     /// Authenticated sessions: session id → the peer's node name.
     session_names: HashMap<u64, String>,
+    /// Authenticated sessions: session id → the address the peer accepts peers on.
+    session_listens: HashMap<u64, String>,
     /// The peer's member actor on each session.
     cells: HashMap<u64, ActorCell>,
     /// Hellos that arrived before their session's name or member actor was known.
@@ -150,45 +152,105 @@ impl MemberActor {
             identity: self.settings.identity.clone(),
         };
         send(&cell, hello);
+        // A member that moved to this session (its other one closed) is reached through it.
+        let moved_here = state
+            .peers
+            .iter()
+            .find(|(_, p)| p.session == session && p.status == Status::Up);
+        if let Some((name, _)) = moved_here {
+            self.shared.link.peer_up(name, cell.clone());
+        }
         state.cells.insert(session, cell);
         self.retry_pending(state);
     }
 
     fn on_session_event(&self, state: &mut MemberState, event: SessionEvent) {
         match event {
-            SessionEvent::Authenticated { session, peer } => {
+            SessionEvent::Authenticated {
+                session,
+                peer,
+                listen,
+            } => {
                 state.session_names.insert(session, peer);
+                state.session_listens.insert(session, listen);
                 self.retry_pending(state);
             }
             SessionEvent::Closed {
                 session,
                 peer_addr,
                 outgoing,
-            } => match state.session_names.remove(&session) {
-                Some(name) => self.on_member_session_closed(state, session, name),
-                None => {
-                    state.cells.remove(&session);
-                    tracing::warn!(
-                        %peer_addr,
-                        "a cluster session closed before authenticating (wrong cookie?)"
-                    );
-                    self.publish(ClusterEvent::Unauthenticated {
-                        peer_addr,
-                        outgoing,
-                    });
+                peer,
+            } => {
+                state.session_listens.remove(&session);
+                match state.session_names.remove(&session) {
+                    Some(name) => self.on_member_session_closed(state, session, name),
+                    None => {
+                        self.on_unauthenticated_closed(state, session, peer_addr, outgoing, peer)
+                    }
                 }
-            },
+            }
         }
     }
 
+    /// A session closed before it authenticated: a peer with another cookie, unless another
+    /// session to the same node did authenticate. Two nodes that connect to each other at once
+    /// (a join, where the seed's members connect back) keep one session and close the other,
+    /// which is no sign of a wrong cookie.
+    fn on_unauthenticated_closed(
+        &self,
+        state: &mut MemberState,
+        session: u64,
+        peer_addr: String,
+        outgoing: bool,
+        peer: Option<String>,
+    ) {
+        state.cells.remove(&session);
+        let duplicate = state.session_names.iter().any(|(other, name)| {
+            peer.as_ref() == Some(name) || state.session_listens.get(other) == Some(&peer_addr)
+        });
+        if duplicate {
+            tracing::debug!(%peer_addr, ?peer, "a duplicate cluster session closed");
+            return;
+        }
+        tracing::warn!(
+            %peer_addr,
+            "a cluster session closed before authenticating (wrong cookie?)"
+        );
+        self.publish(ClusterEvent::Unauthenticated {
+            peer_addr,
+            outgoing,
+        });
+    }
+
     /// The authenticated session `session` to `name` closed: if it was the member's current
-    /// session, the member is gone (a newer session of a restarted node is left alone).
+    /// session, the member is gone (a newer session of a restarted node is left alone), unless
+    /// another authenticated session to it remains: two nodes that connected to each other at
+    /// once keep one session, and the member moves to it.
     fn on_member_session_closed(&self, state: &mut MemberState, session: u64, name: String) {
         state.cells.remove(&session);
         let Some(peer) = state.peers.get(&name).filter(|p| p.session == session) else {
             return;
         };
         let was_up = peer.status == Status::Up;
+        let remaining = state
+            .session_names
+            .iter()
+            .filter(|(_, other)| **other == name)
+            .map(|(other, _)| *other)
+            .max();
+        if let Some(remaining) = remaining.filter(|_| was_up) {
+            tracing::info!(node = %name, session, remaining, "cluster node moved to its other session");
+            if let Some(peer) = state.peers.get_mut(&name) {
+                peer.session = remaining;
+            }
+            // Until the remaining session's member actor is known, requests fail at once
+            // rather than wait on the closed one (`on_cell_joined` routes them again).
+            match state.cells.get(&remaining) {
+                Some(cell) => self.shared.link.peer_up(&name, cell.clone()),
+                None => self.shared.link.peer_down(&name, &DownReason::Disconnected),
+            }
+            return;
+        }
         state.peers.remove(&name);
         if was_up {
             self.declare_down(&name, DownReason::Disconnected);
@@ -227,12 +289,22 @@ impl MemberActor {
                 };
                 self.on_hello(state, session, node, listen, identity);
             }
-            PeerMessage::Refuse { node, differences } => self.on_refused(state, node, differences),
+            PeerMessage::Refuse { node, differences } => {
+                self.shared.refused_by.send_modify(|names| {
+                    names.insert(node.clone());
+                });
+                self.on_refused(state, node, differences)
+            }
             PeerMessage::Heartbeat { node } => self.on_heartbeat(state, &node),
         }
     }
 
     fn on_hello(&self, st: &mut MemberState, session: u64, node: &str, listen: &str, id: &[u8]) {
+        let current = st.peers.get(node);
+        if current.is_some_and(|p| p.status == Status::Up && p.session == session) {
+            // A member that moved to this session greets again over it: nothing changed.
+            return;
+        }
         let differences = self.admission_differences(st, node, id);
         if !differences.is_empty() {
             let refuse = PeerMessage::Refuse {

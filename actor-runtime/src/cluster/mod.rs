@@ -17,7 +17,7 @@ mod member;
 mod placement;
 mod wire;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -242,6 +242,10 @@ pub(crate) struct Shared {
     pub events: broadcast::Sender<ClusterEvent>,
     /// Requests and replies to and from the peers.
     pub link: Arc<Link>,
+    /// The peers that told this node they refuse it (`PeerMessage::Refuse`), by name: a node
+    /// whose join was refused waits for its seed's own refusal before it leaves, so the seed
+    /// has seen (and reported) it, rather than leaving with its messages still unsent.
+    pub refused_by: tokio::sync::watch::Sender<BTreeSet<String>>,
 }
 
 /// Set while a cluster node runs in this process.
@@ -266,15 +270,14 @@ impl NodeEventSubscription for SessionForwarder {
     fn node_session_opened(&self, _session: NodeServerSessionInformation) {}
 
     fn node_session_authenticated(&self, session: NodeServerSessionInformation) {
-        // ractor_cluster names a node `name@hostname`; members know each other by `name`.
-        let full_name = session.peer_name.map(|n| n.name).unwrap_or_default();
-        let peer = match full_name.rsplit_once('@') {
-            Some((name, _host)) => name.to_string(),
-            None => full_name,
+        let (peer, listen) = match session.peer_name {
+            Some(name) => (member_name(name.name), name.connection_string),
+            None => Default::default(),
         };
         let event = SessionEvent::Authenticated {
             session: session.node_id,
             peer,
+            listen,
         };
         let _ = self.member.cast(MemberMsg::Session(event));
     }
@@ -284,8 +287,17 @@ impl NodeEventSubscription for SessionForwarder {
             session: session.node_id,
             peer_addr: session.peer_addr,
             outgoing: !session.is_server,
+            peer: session.peer_name.map(|n| member_name(n.name)),
         };
         let _ = self.member.cast(MemberMsg::Session(event));
+    }
+}
+
+/// ractor_cluster names a node `name@hostname`; members know each other by `name`.
+fn member_name(full_name: String) -> String {
+    match full_name.rsplit_once('@') {
+        Some((name, _host)) => name.to_string(),
+        None => full_name,
     }
 }
 
@@ -341,6 +353,7 @@ impl Cluster {
             members: DashMap::new(),
             events,
             link: Arc::new(link),
+            refused_by: tokio::sync::watch::Sender::new(Default::default()),
         });
         let this_node = Member {
             name: config.node_name.clone(),
@@ -414,42 +427,68 @@ impl Cluster {
             seeds: seeds_text(&config.seeds),
             waited: config.join_timeout,
         };
-        self.connect_seeds(config, deadline)
+        let n_connected = self
+            .connect_seeds(config, deadline)
             .await
             .ok_or_else(timed_out)?;
+        // Seeds whose session closed before authenticating. One such close is no proof of a
+        // wrong cookie (a seed's member connecting back at the same moment makes one of the two
+        // sessions close), so the join fails for it only once every seed connected did so.
+        let mut unauthenticated = std::collections::BTreeSet::new();
         loop {
             let event = tokio::time::timeout_at(deadline, events.recv()).await;
             match event {
                 Err(_) => return Err(timed_out()),
                 Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
                 Ok(Err(broadcast::error::RecvError::Closed)) => return Err(timed_out()),
-                Ok(Ok(event)) => {
-                    if let Some(result) = join_outcome(event, &config.seeds) {
-                        return result;
+                Ok(Ok(event)) => match join_outcome(event, &config.seeds) {
+                    Some(Err(ClusterError::IdentityMismatch { node, differences })) => {
+                        self.wait_refused_by(&node, deadline).await;
+                        return Err(ClusterError::IdentityMismatch { node, differences });
                     }
-                }
+                    Some(Err(ClusterError::Unauthenticated { seed })) => {
+                        unauthenticated.insert(seed.clone());
+                        if unauthenticated.len() >= n_connected {
+                            return Err(ClusterError::Unauthenticated { seed });
+                        }
+                    }
+                    Some(result) => return result,
+                    None => {}
+                },
             }
         }
     }
 
+    /// Waits until `node` told this node it refuses it too, or `deadline`. A node that refused
+    /// its seed first would otherwise leave at once, and shutting its sessions down drops the
+    /// messages still queued on them, its greeting included: the seed would never learn (nor
+    /// report) whom it refused.
+    async fn wait_refused_by(&self, node: &str, deadline: tokio::time::Instant) {
+        let mut refused_by = self.shared.refused_by.subscribe();
+        let refused = refused_by.wait_for(|names| names.contains(node));
+        if tokio::time::timeout_at(deadline, refused).await.is_err() {
+            tracing::warn!(%node, "the refused node never answered with its own refusal");
+        }
+    }
+
     /// Opens a session to every seed that accepts a connection, retrying every heartbeat
-    /// interval while none does; `None` if none did before `deadline`.
+    /// interval while none does: how many did; `None` if none did before `deadline`.
     async fn connect_seeds(
         &self,
         config: &ClusterConfig,
         deadline: tokio::time::Instant,
-    ) -> Option<()> {
+    ) -> Option<usize> {
         loop {
-            let mut connected = false;
+            let mut connected = 0;
             for seed in &config.seeds {
                 let result = ractor_cluster::client_connect(&self.server, seed.to_string()).await;
                 match result {
-                    Ok(()) => connected = true,
+                    Ok(()) => connected += 1,
                     Err(e) => tracing::info!(%seed, error = %e, "cluster seed not reachable yet"),
                 }
             }
-            if connected {
-                return Some(());
+            if connected > 0 {
+                return Some(connected);
             }
             if tokio::time::Instant::now() + config.heartbeat_interval > deadline {
                 return None;

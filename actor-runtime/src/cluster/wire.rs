@@ -35,13 +35,19 @@ pub(crate) enum PeerMessage {
 /// What a session of the node server reported (forwarded by the event subscription).
 #[derive(Clone, Debug)]
 pub(crate) enum SessionEvent {
-    /// The session to `peer` passed the cookie challenge.
-    Authenticated { session: u64, peer: String },
-    /// The session ended (whether it had authenticated, the member actor knows).
+    /// The session to `peer` (which accepts peers on `listen`) passed the cookie challenge.
+    Authenticated {
+        session: u64,
+        peer: String,
+        listen: String,
+    },
+    /// The session ended (whether it had authenticated, the member actor knows); `peer` is the
+    /// name the peer gave, if it got that far.
     Closed {
         session: u64,
         peer_addr: String,
         outgoing: bool,
+        peer: Option<String>,
     },
 }
 

@@ -71,6 +71,8 @@ pub struct Runtime<A: App> {
     recovery: RecoveryReport,
     /// Renews the store's lease (`None`: no lease, writes unfenced).
     lease: Option<lease::LeaseKeeper>,
+    /// The durable epoch, which also records why the runtime refuses writes (`failure`).
+    durable: Arc<DurableWatermark>,
 }
 
 impl<A: App> Runtime<A> {
@@ -187,7 +189,7 @@ impl<A: App> Runtime<A> {
             rx,
             log_tx,
             reply_tx,
-            durable: watermark,
+            durable: watermark.clone(),
             stats: stats.clone(),
             epoch: recovery.last_epoch,
             last_timestamp_ms: recovery.last_timestamp_ms,
@@ -206,7 +208,15 @@ impl<A: App> Runtime<A> {
             actors,
             recovery,
             lease: lease_keeper,
+            durable: watermark,
         })
+    }
+
+    /// Why this runtime refuses writes, once it does (its log or a checkpoint could not be
+    /// written, an epoch failed, or its lease was lost); `None` while it accepts them. A
+    /// runtime that refuses writes stays so: start a new one, which recovers from the store.
+    pub fn failure(&self) -> Option<String> {
+        self.durable.failure().map(|f| f.message().to_string())
     }
 
     /// What recovery did when this runtime started.
