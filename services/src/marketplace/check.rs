@@ -11,6 +11,7 @@
 use super::Tables;
 use super::model::*;
 use crate::Violations;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use txn::ReadView;
 
@@ -49,8 +50,9 @@ pub mod criteria {
     ];
 }
 
-/// Every row of the marketplace at one snapshot.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Every row of the marketplace at one snapshot (serde: it is the part of the named `audit`
+/// query, `MarketQueries::audit`, which travels between nodes).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct MarketSnapshot {
     /// Cart partitions, each of which holds a full set of product replicas.
     pub n_cart_partitions: u32,
@@ -172,8 +174,9 @@ pub struct Expected {
     pub dashboard_mismatches: u64,
 }
 
-/// A seller's dashboard: its in-progress entries and its aggregates, from one snapshot.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A seller's dashboard: its in-progress entries and its aggregates, from one snapshot (serde:
+/// it is the part of the named `dashboard` query).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dashboard {
     pub seller_id: SellerId,
     pub entries: Vec<(EntryKey, OrderEntry)>,

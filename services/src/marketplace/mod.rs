@@ -90,6 +90,7 @@ pub mod model;
 mod order;
 mod payment;
 mod product;
+mod queries;
 mod reset;
 mod seller;
 mod shipment;
@@ -104,6 +105,7 @@ pub use model::*;
 pub use order::*;
 pub use payment::*;
 pub use product::*;
+pub use queries::{MarketQueries, ProductLookup};
 pub use reset::{RESET_ROWS_PER_REQUEST, ResetError};
 pub use seller::*;
 pub use shipment::*;
@@ -326,6 +328,8 @@ pub struct Marketplace {
     pub services: Services,
     pub tables: Tables,
     pub config: MarketConfig,
+    /// The named queries, which answer on every node of a cluster.
+    pub queries: MarketQueries,
 }
 
 impl Marketplace {
@@ -390,11 +394,13 @@ impl Marketplace {
         shipments.register(&mut b, services.shipment);
         sellers.register(&mut b, services.seller);
         customers.register(&mut b, services.customer);
+        let queries = MarketQueries::register(&mut b, &services, tables);
         Ok(Marketplace {
             app: b.build()?,
             services,
             tables,
             config,
+            queries,
         })
     }
 
@@ -516,16 +522,34 @@ impl Marketplace {
         .with_local_deliveries(*self.services.shipment))
     }
 
-    /// The seller dashboard: in-progress entries and aggregates at one snapshot.
+    /// The seller dashboard: in-progress entries and aggregates at one snapshot (the named
+    /// query: it reads every node's seller partitions in a cluster).
     pub async fn dashboard(
         &self,
         client: &Client<MarketApp>,
         seller_id: SellerId,
     ) -> Result<Dashboard, TxnError> {
+        let sellers = [*self.services.seller];
         let parts = client
-            .query(&[*self.services.seller], self.dashboard_fn(seller_id))
+            .query_named(&self.queries.dashboard, &sellers, &seller_id)
             .await?;
         Ok(Dashboard::from_parts(seller_id, parts))
+    }
+
+    /// A product and its stock item at one snapshot (the named query, on the two partitions
+    /// holding them).
+    pub async fn product(
+        &self,
+        client: &Client<MarketApp>,
+        key: ProductKey,
+    ) -> Result<ProductLookup, TxnError> {
+        let at = MarketQueries::product_partitions(&self.services, &key);
+        let parts = client
+            .query_named_at(&self.queries.product, &at, &key)
+            .await?;
+        Ok(parts
+            .into_iter()
+            .fold(ProductLookup::default(), ProductLookup::merge))
     }
 
     /// The seller dashboard on the serial executor.
@@ -546,30 +570,28 @@ impl Marketplace {
         seller_id: SellerId,
     ) -> impl Fn(&ReadView<'_>) -> Dashboard + Send + Sync + 'static {
         let t = self.tables;
-        move |view| {
-            let entries = view
-                .range(
-                    t.order_entries,
-                    EntryKey::bound(seller_id, false, false)
-                        ..=EntryKey::bound(seller_id, false, true),
-                )
-                .map(|(k, e)| (*k, *e))
-                .collect();
-            let view_total = (0..SELLER_VIEW_SHARDS)
-                .filter_map(|shard| view.get(t.seller_views, &SellerViewKey { seller_id, shard }))
-                .fold(SellerView::default(), |acc, v| acc.merge(v));
-            Dashboard {
-                seller_id,
-                entries,
-                view: view_total,
-            }
-        }
+        move |view| queries::dashboard_part(view, &t, seller_id)
     }
 
     /// Every row of every service at one snapshot (for the consistency checks).
     pub async fn snapshot(&self, client: &Client<MarketApp>) -> Result<MarketSnapshot, TxnError> {
         let parts = client
             .query(&self.services.all(), self.snapshot_fn())
+            .await?;
+        Ok(parts
+            .into_iter()
+            .fold(MarketSnapshot::default(), MarketSnapshot::merge))
+    }
+
+    /// The rows the consistency criteria read, at one snapshot (the named `audit` query: it
+    /// reads every node's partitions in a cluster). Every row of [`Marketplace::snapshot`] but
+    /// the customers'.
+    pub async fn audit_snapshot(
+        &self,
+        client: &Client<MarketApp>,
+    ) -> Result<MarketSnapshot, TxnError> {
+        let parts = client
+            .query_named(&self.queries.audit, &self.services.all(), &())
             .await?;
         Ok(parts
             .into_iter()

@@ -1,13 +1,14 @@
 //! Serving the Online Marketplace (`services::marketplace`): queries `dashboard`, `product` and
-//! `audit` (every consistency criterion at one snapshot), and the routes the benchmark's own
-//! driver sends (`marketplace_driver.rs`).
+//! `audit` (every consistency criterion at one snapshot), all three the marketplace's registered
+//! queries (`MarketQueries`), so they answer with the partitions spread over nodes; and the
+//! routes the benchmark's own driver sends (`marketplace_driver.rs`).
 
 use super::{AppOptions, QueryFuture, ServedApp, query_body, to_json, unknown_query};
 use crate::api::{ApiError, QueryInfo};
 use serde::{Deserialize, Serialize};
 use services::marketplace::{
     Dashboard, EntryKey, Found, MarketApp, MarketConfig, MarketSnapshot, Marketplace, OrderEntry,
-    Product, ProductId, ProductKey, SellerId, SellerView, StockItem,
+    Product, ProductId, ProductKey, ProductLookup, SellerId, SellerView, StockItem,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -189,25 +190,15 @@ impl ServedApp for MarketServed {
                         seller_id: q.seller_id,
                         product_id: q.product_id,
                     };
-                    let (s, t) = (market.services, market.tables);
-                    let parts = client
-                        .query(&[*s.product, *s.stock], move |view| {
-                            (
-                                view.get(t.products, &key).cloned(),
-                                t.stock_item(view, &key),
-                            )
-                        })
-                        .await?;
-                    let (product, stock) = parts.into_iter().fold((None, None), |acc, part| {
-                        (acc.0.or(part.0), acc.1.or(part.1))
-                    });
+                    let ProductLookup { product, stock } = market.product(&client, key).await?;
                     to_json(ProductAnswer { product, stock })
                 }))
             }
             "audit" => {
                 let q: AuditQuery = query_body(name, body)?;
                 Ok(Box::pin(async move {
-                    let snapshot = market.snapshot(&client).await?;
+                    // The registered query's rows: every criterion's input, from every node.
+                    let snapshot = market.audit_snapshot(&client).await?;
                     to_json(AuditAnswer::new(&market, &snapshot, &q))
                 }))
             }
