@@ -138,3 +138,59 @@ async fn the_audit_trail_names_the_checkout_steps_that_read_a_customers_card() {
             .all(|e| e.table == "customer.customers" && e.fields == ["name", "card_last4"])
     );
 }
+
+/// A checkout reserves and settles each stock partition's items in one step: an approved
+/// checkout over three sellers runs exactly one stock step per stock partition it touches,
+/// which sells the units (`qty_free` down, `order_count` and `ytd` up) and never touches
+/// `qty_reserved`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_settles_the_stock_in_the_step_that_reserves_it() {
+    let (m, storage, rt) = loaded(50).await;
+    let items = vec![item(0, 1, 2), item(1, 11, 1), item(2, 20, 3)];
+    let partitions: std::collections::BTreeSet<u32> = items
+        .iter()
+        .map(|i| m.services.stock.partition_of(&i.seller_id))
+        .collect();
+    let out = rt
+        .client()
+        .submit_request(m.checkout(5, items))
+        .await
+        .unwrap();
+    assert!(out.result.is_ok(), "{:?}", out.result);
+    rt.shutdown().await;
+
+    let history = History::open(m.app().clone(), storage).unwrap();
+    let replay = history.replay_tid(out.tid).await.unwrap();
+    let stock_steps: Vec<_> = replay
+        .steps
+        .iter()
+        .filter(|s| s.service == "stock")
+        .collect();
+    let visited: std::collections::BTreeSet<u32> =
+        stock_steps.iter().map(|s| s.partition).collect();
+    assert_eq!(stock_steps.len(), partitions.len(), "{replay:#?}");
+    assert_eq!(visited, partitions, "{replay:#?}");
+    let deltas: Vec<(&str, i64)> = stock_steps
+        .iter()
+        .flat_map(|s| &s.accesses)
+        .filter_map(|a| match a {
+            Access::Delta { field, delta, .. } => Some((field.as_str(), *delta)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        deltas.iter().all(|(field, _)| *field != "qty_reserved"),
+        "{deltas:?}"
+    );
+    let sum = |name: &str| -> i64 {
+        deltas
+            .iter()
+            .filter(|(f, _)| *f == name)
+            .map(|(_, d)| d)
+            .sum()
+    };
+    assert_eq!(
+        (sum("qty_free"), sum("order_count"), sum("ytd")),
+        (-6, 3, 6)
+    );
+}

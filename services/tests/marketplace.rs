@@ -14,8 +14,9 @@ use services::marketplace::{
     CreateOrder, CreateShipment, CustomersEvent, DeliverPackages, EntriesDelivered, LoadSellerRow,
     LoadStock, MarketApp, MarketAppEvent, MarketConfig, MarketError, MarketOutput, MarketSnapshot,
     Marketplace, Mix, OrderKey, OrderStatus, OrdersDelivered, PackageStatus, Pay, PaymentStatus,
-    ProductKey, ProductsEvent, QueueDeliveries, RecordEntries, Replica, ReplicatePrice,
-    ReplicateProducts, Reserve, Scale, Settle, ShipmentsEvent, TakeOldest, Totals, check, kinds,
+    PaymentType, ProductKey, ProductsEvent, ProviderDecision, QueueDeliveries, RecordEntries,
+    Replica, ReplicatePrice, ReplicateProducts, Reserve, Scale, ShipmentsEvent, TakeOldest, Totals,
+    check, kinds,
 };
 use std::time::{Duration, Instant};
 use txn::{
@@ -399,13 +400,9 @@ async fn clients_cannot_submit_the_steps_of_a_chain() {
         ),
         (
             "Reserve",
-            s.stock.request_to_partition(0, Reserve { lines: vec![] }),
-        ),
-        (
-            "Settle",
             s.stock.request_to_partition(
                 0,
-                Settle {
+                Reserve {
                     lines: vec![],
                     approved: true,
                 },
@@ -452,7 +449,18 @@ async fn clients_cannot_submit_the_steps_of_a_chain() {
             s.order
                 .request_to_partition(0, OrdersDelivered { orders: vec![] }),
         ),
-        ("Pay", s.payment.request(Pay { draft })),
+        (
+            "Pay",
+            s.payment.request(Pay {
+                draft,
+                decision: ProviderDecision {
+                    approved: true,
+                    payment_type: PaymentType::Boleto,
+                    installments: 1,
+                    card_last4: 0,
+                },
+            }),
+        ),
         (
             "CreateShipment",
             s.shipment.request_to_partition(

@@ -1,12 +1,12 @@
 //! The cart service: customers' carts, priced from a replica of every product that each cart
-//! partition keeps, and the first step of a checkout, which reads and clears the cart and
-//! starts the reservations and the payment.
+//! partition keeps, and the first step of a checkout, which reads and clears the cart, draws
+//! the payment provider's decision and starts the reservations and the payment.
 
 use super::model::*;
 use super::stock::stock_lines;
 use super::{
-    Customers, EnsureCustomer, MarketApp, MarketError, Pay, Payments, Reserve, Services, Stock,
-    emit_grouped,
+    Customers, EnsureCustomer, MarketApp, MarketError, Pay, Payments, ProviderDecision, Reserve,
+    Services, Stock, emit_grouped,
 };
 use serde::{Deserialize, Serialize};
 use txn::{AppBuilder, HandlerResult, Index, Svc, Table, TxnCtx, handler, service};
@@ -96,6 +96,8 @@ pub struct Carts {
     pub(super) carts_by_product: Index<ProductKey, CustomerId, Cart>,
     /// Replicated: every cart partition holds a full copy.
     pub(super) product_replicas: Table<ProductKey, Replica>,
+    /// Percentage of payments the (simulated) provider declines.
+    payment_failure_pct: u8,
     stock: Svc<Stock>,
     payments: Svc<Payments>,
     customers: Svc<Customers>,
@@ -103,13 +105,19 @@ pub struct Carts {
 
 impl Carts {
     /// Declares the service's tables: carts by customer, indexed by the products they hold,
-    /// and the replicated product table.
-    pub(super) fn declare(b: &mut AppBuilder<MarketApp>, s: &Services) -> Self {
+    /// and the replicated product table; checkouts are declined `payment_failure_pct` percent
+    /// of the time.
+    pub(super) fn declare(
+        b: &mut AppBuilder<MarketApp>,
+        s: &Services,
+        payment_failure_pct: u8,
+    ) -> Self {
         let carts = Cart::table(b, *s.cart);
         Carts {
             carts,
             carts_by_product: b.index_many(carts, "carts_by_product", Cart::products),
             product_replicas: Replica::table(b, *s.cart),
+            payment_failure_pct,
             stock: s.stock,
             payments: s.payment,
             customers: s.customer,
@@ -143,13 +151,13 @@ impl Carts {
         ctx.put(self.carts, ev.customer_id, cart)
     }
 
-    /// Wave 0 of a checkout: fill the cart, read and clear it, price the order, and start the
-    /// reservations and the payment in parallel.
+    /// Wave 0 of a checkout: fill the cart, read and clear it, price the order, draw the
+    /// payment provider's decision, and start the reservations and the payment in parallel.
     ///
     /// ```text
-    /// cart[c] ─┬─ Reserve ──▶ stock[p]   (per stock partition: version and availability, or abort)
-    ///          └─ Pay ──────▶ payment[o] ─┬─ Settle ──────────▶ stock[p]     confirm or release
-    ///                                     ├─ CreateOrder ─────▶ order[o]     order, items, history
+    /// cart[c] ─┬─ Reserve ──▶ stock[p]   (per stock partition: version and availability, or
+    ///          │                          abort; then confirm or release)
+    ///          └─ Pay ──────▶ payment[o] ─┬─ CreateOrder ─────▶ order[o]     order, items, history
     ///                                     ├─ RecordEntries ───▶ seller[p]    (approved only)
     ///                                     ├─ CreateShipment ──▶ shipment[o]  (approved only)
     ///                                     ├─ QueueDeliveries ─▶ shipment[p]  (approved only)
@@ -158,7 +166,10 @@ impl Carts {
     ///
     /// The reservation and the payment run side by side because nothing the payment does is
     /// visible unless every reservation succeeds: a shortage aborts the whole transaction,
-    /// which is the same outcome as reserving first and never paying.
+    /// which is the same outcome as reserving first and never paying. The decision is drawn
+    /// here rather than by the payment step so that stock settles in its reservation step
+    /// (one step per stock partition instead of two); it comes from the TID-seeded generator,
+    /// so a replay draws the same.
     #[handler]
     fn checkout(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &Checkout) -> HandlerResult {
         let customer_id = ev.customer_id;
@@ -262,12 +273,15 @@ impl Carts {
             totals,
             created_ms: ctx.now_ms(),
         };
+        let decision = ProviderDecision::draw(ctx.rng(), self.payment_failure_pct);
+        let approved = decision.approved;
         let lines = stock_lines(self.stock, &draft.items);
-        emit_grouped(ctx, self.stock, lines, |lines| Reserve { lines });
+        emit_grouped(ctx, self.stock, lines, |lines| Reserve { lines, approved });
         ctx.emit(
             self.payments,
             Pay {
                 draft: Box::new(draft),
+                decision,
             },
         );
     }

@@ -35,21 +35,23 @@
 //!
 //! # Business transactions (each one transaction; waves are steps that run in parallel)
 //!
-//! - **Checkout** (`Checkout`): cart fills and reads/clears the cart and prices the order from
-//!   its local replica → stock reserves each seller's items (version must match,
-//!   reserved + qty ≤ available, else the whole checkout aborts) ‖ payment approves or declines
-//!   (TID-seeded RNG) → stock confirms or releases, order writes the order/items/history, and
-//!   on approval seller records its entries, shipment creates the shipment with one package
-//!   per seller and queues them for delivery; customer counts the payment. 3 waves.
+//! - **Checkout** (`Checkout`): cart fills and reads/clears the cart, prices the order from
+//!   its local replica and draws the payment provider's decision (TID-seeded RNG) → stock
+//!   reserves each seller's items (version must match, reserved + qty ≤ available, else the
+//!   whole checkout aborts) and confirms or releases them at once ‖ payment records the
+//!   payment → order writes the order/items/history, and on approval seller records its
+//!   entries, shipment creates the shipment with one package per seller and queues them for
+//!   delivery; customer counts the payment. 3 waves.
 //! - **Price update** (`PriceUpdate`): product changes the price → every cart partition updates
 //!   its replica and each cart item holding the product at that version. 2 waves.
 //! - **Update product** (`UpdateProduct`): product makes a new version → stock adopts it ‖
 //!   every cart partition upserts its replica and drops cart items on the old version. 2 waves.
 //! - **Update delivery** (`UpdateDelivery`): for each of up to 10 sellers the shipment service
 //!   takes the seller's oldest open package in the delivery's lane (see
-//!   [`MarketConfig::delivery_lanes`]) → marks it delivered and updates the shipment →
-//!   order status, seller entry and dashboard aggregates, customer delivery count. 3 waves
-//!   when the sellers share a shipment partition (the generator draws them so), else 4.
+//!   [`MarketConfig::delivery_lanes`]) → shipment marks it delivered and updates the
+//!   shipment ‖ seller entry and dashboard aggregates ‖ customer delivery count (one step per
+//!   partition for all the packages taken) → order status. 3 waves when the sellers share a
+//!   shipment partition (the generator draws them so), else 4.
 //! - **Seller dashboard** ([`Marketplace::dashboard`]): one snapshot query over the seller
 //!   service: the seller's in-progress entries and its aggregates, which must agree.
 //!
@@ -69,6 +71,10 @@
 //!   that are filled ahead of time.
 //! - A checkout with any item that cannot be reserved aborts as a whole (the benchmark drops
 //!   the item): a step cannot learn which of the other sellers' reservations succeeded.
+//! - The payment provider's decision is drawn by the checkout's first step, and stock confirms
+//!   or releases each item in the step that reserves it, instead of in a later step once the
+//!   payment is known: inside one transaction the outcome is the same, with one step fewer per
+//!   stock partition the checkout touches.
 //! - A declined payment is a committed outcome, as in the benchmark: the order is kept with
 //!   status `PaymentFailed`, the reservation released and the customer's failed count raised.
 //! - An update delivery names its sellers (the client draws them, from one shipment
@@ -353,14 +359,9 @@ impl Marketplace {
         let services = Services::declare(&mut b, config.n_partitions);
         let products = Products::declare(&mut b, &services);
         let stock = Stock::declare(&mut b, &services);
-        let carts = Carts::declare(&mut b, &services);
+        let carts = Carts::declare(&mut b, &services, config.payment_failure_pct);
         let orders = Orders::declare(&mut b, &services);
-        let payments = Payments::declare(
-            &mut b,
-            &services,
-            config.payment_failure_pct,
-            config.delivery_lanes,
-        );
+        let payments = Payments::declare(&mut b, &services, config.delivery_lanes);
         let shipments = Shipments::declare(&mut b, &services, config.delivery_lanes);
         let sellers = Sellers::declare(&mut b, &services);
         let customers = Customers::declare(&mut b, &services);

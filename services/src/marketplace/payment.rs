@@ -1,23 +1,54 @@
-//! The payment service: charges a checkout through a simulated provider whose decision comes
-//! from the transaction's seeded generator, records the payment, and fans the checkout out to
-//! every other service.
+//! The payment service: records a checkout's payment as a simulated provider decided it (the
+//! decision is drawn from the transaction's seeded generator when the checkout starts), and fans
+//! the checkout out to every other service.
 
 use super::model::*;
-use super::stock::stock_lines;
 use super::{
     CountPayment, CreateOrder, CreateShipment, Customers, MarketApp, Orders, QueueDeliveries,
-    RecordEntries, Sellers, Services, Settle, Shipments, Stock, emit_grouped,
+    RecordEntries, Sellers, Services, Shipments, emit_grouped,
 };
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use txn::{AppBuilder, HandlerResult, Svc, Table, TxnCtx, handler, service};
 
-/// cart → `payment[order]`: charge the order, then fan out to every service.
+/// What the simulated payment provider answers for one checkout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderDecision {
+    pub approved: bool,
+    pub payment_type: PaymentType,
+    pub installments: u8,
+    pub card_last4: u16,
+}
+
+impl ProviderDecision {
+    /// The provider's answer, drawn from `rng` (the transaction's TID-seeded generator, so a
+    /// replay draws the same): declined `failure_pct` percent of the time. The checkout's
+    /// first step draws it, so that stock can confirm or release in the same step as it
+    /// reserves, one wave before the payment is recorded.
+    pub fn draw(rng: &mut impl Rng, failure_pct: u8) -> Self {
+        let approved = rng.random_range(0..100u8) >= failure_pct;
+        let (payment_type, installments) = match rng.random_range(0..100u8) {
+            0..60 => (PaymentType::CreditCard, rng.random_range(1..=10u8)),
+            60..80 => (PaymentType::DebitCard, 1),
+            _ => (PaymentType::Boleto, 1),
+        };
+        ProviderDecision {
+            approved,
+            payment_type,
+            installments,
+            card_last4: rng.random_range(0..10_000u16),
+        }
+    }
+}
+
+/// cart → `payment[order]`: record the payment as the provider decided, then fan out to every
+/// service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pay {
     /// Boxed: the draft is the largest event of the marketplace, and every event is moved
     /// around in the application's envelope.
     pub draft: Box<CheckoutDraft>,
+    pub decision: ProviderDecision,
 }
 
 impl txn::KeyOf<OrderKey> for Pay {
@@ -40,16 +71,12 @@ pub struct WipePayments {
     pub rows: PaymentRows,
 }
 
-/// The payment service: its tables, the provider's failure rate, and the services a payment
-/// fans out to.
+/// The payment service: its tables, and the services a payment fans out to.
 pub struct Payments {
     pub(super) order_payments: Table<OrderPartKey, Payment>,
     pub(super) order_payment_cards: Table<OrderPartKey, PaymentCard>,
-    /// Percentage of payments the (simulated) provider declines.
-    payment_failure_pct: u8,
     /// Lanes of each seller's delivery queue (see [`OpenDeliveryKey`]).
     delivery_lanes: u16,
-    stock: Svc<Stock>,
     orders: Svc<Orders>,
     sellers: Svc<Sellers>,
     shipments: Svc<Shipments>,
@@ -61,15 +88,12 @@ impl Payments {
     pub(super) fn declare(
         b: &mut AppBuilder<MarketApp>,
         s: &Services,
-        payment_failure_pct: u8,
         delivery_lanes: u16,
     ) -> Self {
         Payments {
             order_payments: Payment::table(b, *s.payment),
             order_payment_cards: PaymentCard::table(b, *s.payment),
-            payment_failure_pct,
             delivery_lanes,
-            stock: s.stock,
             orders: s.order,
             sellers: s.seller,
             shipments: s.shipment,
@@ -99,9 +123,8 @@ impl Payments {
     #[handler(internal)]
     fn pay(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &Pay) -> HandlerResult {
         let draft = &ev.draft;
-        let approved = self.charge(ctx, draft)?;
-        let lines = stock_lines(self.stock, &draft.items);
-        emit_grouped(ctx, self.stock, lines, |lines| Settle { lines, approved });
+        let approved = ev.decision.approved;
+        self.record(ctx, draft, &ev.decision)?;
         self.fan_out(ctx, draft, approved);
         ctx.set_output(MarketOutput::CheckedOut {
             order: draft.order,
@@ -118,45 +141,35 @@ impl Payments {
         Ok(())
     }
 
-    /// Asks the provider and records the payment line (and its card); whether it was
-    /// approved.
-    fn charge(
+    /// Records the payment line (and its card) as the provider decided.
+    fn record(
         &self,
         ctx: &mut TxnCtx<'_, MarketApp>,
         draft: &CheckoutDraft,
-    ) -> Result<bool, txn::Abort> {
-        // The provider's decision comes from the TID-seeded generator: the same on every
-        // replay.
-        let rng = ctx.rng();
-        let approved = rng.random_range(0..100u8) >= self.payment_failure_pct;
-        let (payment_type, installments) = match rng.random_range(0..100u8) {
-            0..60 => (PaymentType::CreditCard, rng.random_range(1..=10u8)),
-            60..80 => (PaymentType::DebitCard, 1),
-            _ => (PaymentType::Boleto, 1),
-        };
-        let card_last4 = rng.random_range(0..10_000u16);
-        let status = if approved {
+        decision: &ProviderDecision,
+    ) -> HandlerResult {
+        let status = if decision.approved {
             PaymentStatus::Approved
         } else {
             PaymentStatus::Failed
         };
         let line = OrderPartKey::new(draft.order, 1);
         let payment = Payment {
-            payment_type,
-            installments,
+            payment_type: decision.payment_type,
+            installments: decision.installments,
             value: draft.totals.total_invoice,
             status,
             created_ms: ctx.now_ms(),
         };
         ctx.put(self.order_payments, line, payment)?;
-        if payment_type != PaymentType::Boleto {
+        if decision.payment_type != PaymentType::Boleto {
             let card = PaymentCard {
-                card_last4,
-                installments,
+                card_last4: decision.card_last4,
+                installments: decision.installments,
             };
             ctx.put(self.order_payment_cards, line, card)?;
         }
-        Ok(approved)
+        Ok(())
     }
 
     /// On approval: each seller's entry, the shipment with one package per seller, and the

@@ -222,12 +222,7 @@ impl Shipments {
         ev: &DeliverPackages,
     ) -> HandlerResult {
         let now = ctx.now_ms();
-        let n = ev.packages.len();
-        let (mut orders, mut entries, mut customers) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
+        let mut orders = Vec::with_capacity(ev.packages.len());
         for (order, package_id) in &ev.packages {
             let (order, package_id) = (*order, *package_id);
             let key = OrderPartKey::new(order, package_id);
@@ -247,35 +242,32 @@ impl Shipments {
             } else {
                 ShipmentStatus::DeliveryInProgress
             };
-            let entry = EntryKey::open(package.seller_id, order);
             ctx.put(self.packages, key, package)?;
             ctx.put(self.shipments, order, shipment)?;
             orders.push((self.orders.partition_of(&order), (order, concluded)));
-            entries.push((self.sellers.partition_of(&entry.placement()), entry));
-            let c = order.customer_id;
-            customers.push((self.customers.partition_of(&c), c));
         }
         emit_grouped(ctx, self.orders, orders, |orders| OrdersDelivered {
             orders,
-        });
-        emit_grouped(ctx, self.sellers, entries, |entries| EntriesDelivered {
-            entries,
-        });
-        emit_grouped(ctx, self.customers, customers, |customers| {
-            CountDeliveries { customers }
         });
         Ok(())
     }
 
     /// Takes the oldest open package in this transaction's lane of each of `sellers` (all of
     /// this partition) off the delivery queue, if there is one, and sends the packages on to
-    /// their shipments.
+    /// their shipments. The queue's key names the seller and the order, so the seller entries
+    /// and the customers' delivery counts are sent from here too, one step per partition for
+    /// all the packages taken, rather than from each shipment's step one wave later.
     fn take_oldest_of(
         &self,
         ctx: &mut TxnCtx<'_, MarketApp>,
         sellers: &[SellerId],
     ) -> HandlerResult {
-        let mut taken = Vec::with_capacity(sellers.len());
+        let n = sellers.len();
+        let (mut taken, mut entries, mut customers) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         // A package becomes deliverable once the clock has moved past the millisecond it was
         // queued in. Packages queued by this epoch's checkouts carry this epoch's timestamp,
         // so the range read below never covers them: a delivery never conflicts with a
@@ -296,9 +288,19 @@ impl Shipments {
             ctx.delete(self.open_deliveries, &key)?;
             let order = key.order();
             taken.push((self.service.partition_of(&order), (order, package_id)));
+            let entry = EntryKey::open(*seller_id, order);
+            entries.push((self.sellers.partition_of(&entry.placement()), entry));
+            let c = order.customer_id;
+            customers.push((self.customers.partition_of(&c), c));
         }
         emit_grouped(ctx, self.service, taken, |packages| DeliverPackages {
             packages,
+        });
+        emit_grouped(ctx, self.sellers, entries, |entries| EntriesDelivered {
+            entries,
+        });
+        emit_grouped(ctx, self.customers, customers, |customers| {
+            CountDeliveries { customers }
         });
         Ok(())
     }

@@ -1,11 +1,12 @@
 //! The stock service: units available and reserved per product. A checkout reserves every
-//! item of a partition's sellers in one step (or aborts the whole checkout), and the payment's
-//! outcome confirms or releases the reservations; a new product version is adopted here too.
+//! item of a partition's sellers in one step (or aborts the whole checkout) and, in the same
+//! step, confirms the reservation (payment approved) or releases it (declined): the provider's
+//! decision is drawn when the checkout starts; a new product version is adopted here too.
 //!
-//! Reservations and settlements change a product's [`StockLevel`] only by merge-able deltas,
-//! so the checkouts of one product in an epoch commit together; a reservation keeps
-//! `qty_free >= 0` by escrow. The version a reservation compares lives in its own row
-//! ([`StockVersion`]), because a read of a row with deltas by a later transaction conflicts.
+//! Reservations change a product's [`StockLevel`] only by merge-able deltas, so the checkouts
+//! of one product in an epoch commit together; a reservation keeps `qty_free >= 0` by escrow.
+//! The version a reservation compares lives in its own row ([`StockVersion`]), because a read
+//! of a row with deltas by a later transaction conflicts.
 
 use super::model::*;
 use super::{MarketApp, MarketError, Services};
@@ -14,7 +15,6 @@ use txn::{AppBuilder, DeltaUse, Field, HandlerResult, Svc, Table, TxnCtx, handle
 
 /// Units available beyond the reservations; never below 0.
 const QTY_FREE: Field<StockLevel> = txn::field!(StockLevel, qty_free);
-const QTY_RESERVED: Field<StockLevel> = txn::field!(StockLevel, qty_reserved);
 const ORDER_COUNT: Field<StockLevel> = txn::field!(StockLevel, order_count);
 const YTD: Field<StockLevel> = txn::field!(StockLevel, ytd);
 
@@ -38,15 +38,10 @@ pub struct IngestStock {
     pub item: StockItem,
 }
 
-/// cart → `stock[p]`: reserve these items (of sellers in partition p).
+/// cart → `stock[p]`: reserve these items (of sellers in partition p), then confirm the
+/// reservation if the payment is `approved`, else release it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reserve {
-    pub lines: Vec<StockLine>,
-}
-
-/// payment → `stock[p]`: confirm (approved) or release these reservations.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Settle {
     pub lines: Vec<StockLine>,
     pub approved: bool,
 }
@@ -87,10 +82,6 @@ impl Stock {
         b.field_min(stock_levels, QTY_FREE, 0);
         b.delta_field(stock_levels, QTY_FREE, DeltaUse::BoundedDecrements);
         b.delta_field(stock_levels, QTY_FREE, DeltaUse::Increments);
-        // Reserved units are taken and given back in the same checkout, so the field is 0
-        // between transactions; bounding it would send every checkout but the first of a
-        // product per epoch to the serial pass (escrow cannot see that pairing).
-        b.delta_field(stock_levels, QTY_RESERVED, DeltaUse::Any);
         b.delta_field(stock_levels, ORDER_COUNT, DeltaUse::Increments);
         b.delta_field(stock_levels, YTD, DeltaUse::Increments);
         Stock {
@@ -155,7 +146,10 @@ impl Stock {
     }
 
     /// Reads each item's version (a plain read: it must see the committed version, and only
-    /// a new product version writes that row) and reserves by deltas.
+    /// a new product version writes that row), reserves by a bounded delta, and settles at
+    /// once: an approved payment sells the units, a declined one frees them again. A
+    /// reservation and its settlement in one step never show as reserved units, so
+    /// `qty_reserved` is left alone (it stays what ingestion set).
     #[handler(internal)]
     fn reserve(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &Reserve) -> HandlerResult {
         for line in &ev.lines {
@@ -189,28 +183,11 @@ impl Stock {
                     wanted,
                 }
             })?;
-            ctx.add(self.stock_levels, &key, QTY_RESERVED, wanted)?;
-        }
-        Ok(())
-    }
-
-    /// Confirming takes the reserved units for good; releasing makes them free again. Only
-    /// deltas: the reservation of the same transaction made these units reserved, so there is
-    /// nothing to read.
-    #[handler(internal)]
-    fn settle(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &Settle) -> HandlerResult {
-        for line in &ev.lines {
-            let key = ProductKey {
-                seller_id: line.seller_id,
-                product_id: line.product_id,
-            };
-            let qty = i64::from(line.quantity);
-            ctx.add(self.stock_levels, &key, QTY_RESERVED, -qty)?;
             if ev.approved {
                 ctx.add(self.stock_levels, &key, ORDER_COUNT, 1)?;
-                ctx.add(self.stock_levels, &key, YTD, qty)?;
+                ctx.add(self.stock_levels, &key, YTD, wanted)?;
             } else {
-                ctx.add(self.stock_levels, &key, QTY_FREE, qty)?;
+                ctx.add(self.stock_levels, &key, QTY_FREE, wanted)?;
             }
         }
         Ok(())
@@ -237,7 +214,7 @@ impl Stock {
 }
 
 /// The stock lines of `items`, each with the stock partition of its seller (for
-/// [`emit_grouped`](super::emit_grouped): one reservation or settlement step per partition).
+/// [`emit_grouped`](super::emit_grouped): one reservation step per partition).
 pub(super) fn stock_lines(stock: Svc<Stock>, items: &[OrderItem]) -> Vec<(u32, StockLine)> {
     items
         .iter()
