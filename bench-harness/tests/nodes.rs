@@ -159,7 +159,13 @@ fn transfer_on_three_nodes_with_the_partitions_spread() {
     let workload = ["transfer", "--accounts", "1000", "--duration", "3s"];
     let (table, written, json) = on_three_nodes(
         &workload,
-        &["--clients", "16", "--partitions", "8", "--spread-partitions"],
+        &[
+            "--clients",
+            "16",
+            "--partitions",
+            "8",
+            "--spread-partitions",
+        ],
     );
     let cluster = &json["cluster"];
     assert_eq!(cluster["placement"], "spread", "{written}");
