@@ -104,6 +104,12 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub clients: u32,
 
+    /// Closed loop: clients that submit together, as one batch (vmsdb: one
+    /// `Client::submit_many`), each submitting its next request when its group's outcomes are
+    /// all in. 1 submits every request alone.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub submit_batch: u32,
+
     /// Open loop instead of closed loop: submit this many operations per second at fixed
     /// intervals, whether or not earlier ones have completed (latency is measured from each
     /// operation's scheduled time, so a system that falls behind shows it). At most --clients

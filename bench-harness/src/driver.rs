@@ -8,6 +8,13 @@
 //! task records into its own `Recorder`, so the client side adds no shared hot spot next to
 //! the system under test.
 //!
+//! **Client groups (`--submit-batch N`).** With N > 1 each driver task's clients go in groups
+//! of N that submit their operations together (`AsyncTarget::submit_many`: for vmsdb one
+//! `Client::submit_many`, one channel send and one wake-up for the group) and each client
+//! submits its next operation when its group's outcomes are all in. It is still a closed loop
+//! of `--clients` clients with one operation each in flight; a client's latency runs until its
+//! group completed, which is when it learns its outcome.
+//!
 //! **Open loop (`--rate`).** Each driver task schedules its share of the arrivals at fixed
 //! intervals from the run's start and submits every arrival that is due, whether or not
 //! earlier ones completed. The client generators form the slot pool: an arrival takes a free
@@ -43,6 +50,14 @@ pub trait AsyncTarget<W: Workload>: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Result<(), AbortReason>, TxnError>> + Send;
     /// Runs a read-only query.
     fn query(&self, w: &W, query: W::Query) -> impl Future<Output = Result<(), TxnError>> + Send;
+    /// Submits several transactions together and waits for all their outcomes, in order; by
+    /// default one `submit` each, concurrently.
+    fn submit_many(
+        &self,
+        requests: Vec<RequestOf<W>>,
+    ) -> impl Future<Output = Vec<Result<Result<(), AbortReason>, TxnError>>> + Send {
+        futures::future::join_all(requests.into_iter().map(|r| self.submit(r)))
+    }
 }
 
 impl<W: Workload> AsyncTarget<W> for Client<W::App> {
@@ -54,6 +69,17 @@ impl<W: Workload> AsyncTarget<W> for Client<W::App> {
 
     async fn query(&self, w: &W, query: W::Query) -> Result<(), TxnError> {
         w.run_query(self, query).await
+    }
+
+    async fn submit_many(
+        &self,
+        requests: Vec<RequestOf<W>>,
+    ) -> Vec<Result<Result<(), AbortReason>, TxnError>> {
+        let outcomes = Client::submit_many(self, requests).await;
+        outcomes
+            .into_iter()
+            .map(|r| r.map(|outcome| outcome.result.map(|_| ())))
+            .collect()
     }
 }
 
@@ -77,6 +103,8 @@ pub struct DriveConfig {
     pub clients: u32,
     /// Tasks the client slots are spread over.
     pub driver_tasks: usize,
+    /// Clients of a driver task that submit together (closed loop; 1: each alone).
+    pub submit_batch: usize,
     /// Open loop: operations per second in total; `None` is closed loop.
     pub rate: Option<u64>,
 }
@@ -164,6 +192,14 @@ pub async fn drive_runtime<W: Workload, T: AsyncTarget<W>>(
         tasks.push(tokio::spawn(async move {
             let mut rec = Recorder::new(n_types, live);
             match cfg.rate {
+                None if cfg.submit_batch > 1 => {
+                    let groups = Groups {
+                        size: cfg.submit_batch,
+                        start,
+                        deadline,
+                    };
+                    closed_loop_groups(&*w, &client, &clients, groups, &mut rec).await
+                }
                 None => closed_loop(&*w, &client, &clients, start, deadline, &mut rec).await,
                 Some(rate) => {
                     // This task's share of the arrivals, staggered against the other tasks.
@@ -238,6 +274,104 @@ async fn closed_loop<W: Workload, T: AsyncTarget<W>>(
             in_flight.push(one_op(w, client, done.generator, None));
         }
     }
+}
+
+/// How a driver task's clients are grouped, and the run's start and deadline.
+struct Groups {
+    size: usize,
+    start: Instant,
+    deadline: Instant,
+}
+
+/// Closed loop in client groups: each group submits its clients' operations together and each
+/// client submits its next one when the whole group's outcomes are in, until the deadline.
+async fn closed_loop_groups<W: Workload, T: AsyncTarget<W>>(
+    w: &W,
+    client: &T,
+    clients: &[u64],
+    groups: Groups,
+    rec: &mut Recorder,
+) {
+    let mut in_flight = FuturesUnordered::new();
+    for group in clients.chunks(groups.size) {
+        let generators = group.iter().map(|&c| w.generator(c)).collect();
+        in_flight.push(group_ops(w, client, generators));
+    }
+    while let Some(done) = in_flight.next().await {
+        let mut generators = Vec::with_capacity(done.len());
+        for d in done {
+            record(rec, groups.start, &d);
+            if d.finished < groups.deadline {
+                generators.push(d.generator);
+            }
+        }
+        if !generators.is_empty() {
+            in_flight.push(group_ops(w, client, generators));
+        }
+    }
+}
+
+/// Runs the next operation of every client of a group: its transactions in one
+/// `submit_many`, its queries alongside.
+async fn group_ops<W: Workload, T: AsyncTarget<W>>(
+    w: &W,
+    client: &T,
+    mut generators: Vec<W::Gen>,
+) -> Vec<Done<W::Gen>> {
+    let started = Instant::now();
+    // (client in the group, op type, effect) of each transaction and query, in group order.
+    let mut txns = Vec::with_capacity(generators.len());
+    let mut requests = Vec::with_capacity(generators.len());
+    let mut queries = Vec::new();
+    for (i, generator) in generators.iter_mut().enumerate() {
+        match w.next_op(generator) {
+            Op::Txn {
+                ty,
+                request,
+                effect,
+            } => {
+                txns.push((i, ty, effect));
+                requests.push(request);
+            }
+            Op::Query { ty, query } => queries.push((i, ty, query)),
+        }
+    }
+    let queried = futures::future::join_all(queries.into_iter().map(|(i, ty, query)| async move {
+        let result = client.query(w, query).await.map(Ok);
+        (i, ty, result, Instant::now())
+    }));
+    let submitted = async {
+        let results = if requests.is_empty() {
+            Vec::new()
+        } else {
+            client.submit_many(requests).await
+        };
+        (results, Instant::now())
+    };
+    let ((results, finished), queried) = futures::join!(submitted, queried);
+    let mut outcomes: Vec<Option<(usize, i64, Instant, _)>> =
+        (0..generators.len()).map(|_| None).collect();
+    for ((i, ty, effect), result) in txns.into_iter().zip(results) {
+        outcomes[i] = Some((ty, effect, finished, result));
+    }
+    for (i, ty, result, at) in queried {
+        outcomes[i] = Some((ty, 0, at, result));
+    }
+    generators
+        .into_iter()
+        .zip(outcomes)
+        .map(|(generator, outcome)| {
+            let (ty, effect, finished, result) = outcome.expect("every client ran an operation");
+            Done {
+                generator,
+                ty,
+                effect,
+                started,
+                finished,
+                result,
+            }
+        })
+        .collect()
 }
 
 /// The arrival schedule of one driver task in open loop.

@@ -158,6 +158,7 @@ pub fn drive_config(common: &CommonArgs) -> DriveConfig {
         duration: common.duration,
         clients: common.clients,
         driver_tasks: usize::from(common.worker_threads) * 2,
+        submit_batch: common.submit_batch as usize,
         rate: common.rate,
     }
 }
@@ -194,6 +195,7 @@ fn run_parameters(c: &CommonArgs) -> serde_json::Value {
     serde_json::json!({
         "duration_s": c.duration.as_secs_f64(),
         "clients": c.clients,
+        "submit_batch": c.submit_batch,
         "rate_ops_per_s": c.rate,
         "loop": if c.rate.is_some() { "open" } else { "closed" },
         "partitions": c.partitions,

@@ -1,6 +1,6 @@
 //! [`Client`]: the handle that admits requests (refusing internal, oversized and unencodable
-//! events), submits them to the sequencer and waits for their durable outcome; and snapshot
-//! queries.
+//! events), submits them to the sequencer, alone or in batches (`submit_many`), and waits for
+//! their durable outcome; and snapshot queries.
 
 use crate::app::{App, AppDef, ServiceRef};
 use crate::contract::{EventOf, KeyOf, Request, Service, Svc};
@@ -15,19 +15,25 @@ use std::hash::Hash;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
-pub(super) type TxnReply<A> = oneshot::Sender<Result<Outcome<<A as App>::Output>, TxnError>>;
+pub(super) use super::batch::TxnReply;
+use super::batch::{TxnOutcome, batch_replies};
 pub(super) type QueryReply = oneshot::Sender<QueryResult>;
 
+/// A request the client admitted, on its way to the sequencer.
+pub(super) struct Admitted<A: App> {
+    pub(super) request: Sequenced<A::Event>,
+    /// The request's digest (see `dedup::request_digest`), computed by the client.
+    pub(super) digest: u32,
+    /// Whether the id was generated for this submission just now: no one else can know it, so
+    /// it needs no dedup lookup.
+    pub(super) fresh: bool,
+    pub(super) reply: TxnReply<A>,
+}
+
 pub(super) enum Submission<A: App> {
-    Txn {
-        request: Sequenced<A::Event>,
-        /// The request's digest (see `dedup::request_digest`), computed by the client.
-        digest: u32,
-        /// Whether the id was generated for this submission just now: no one else can know
-        /// it, so it needs no dedup lookup.
-        fresh: bool,
-        reply: TxnReply<A>,
-    },
+    Txn(Admitted<A>),
+    /// The requests of one `Client::submit_many`, in order: one hand-off for all of them.
+    TxnBatch(Vec<Admitted<A>>),
     Query {
         targets: Vec<GlobalPartition>,
         f: QueryFn,
@@ -194,26 +200,121 @@ impl<A: App> Client<A> {
             retries: 0,
         };
         let (reply, rx) = oneshot::channel();
+        let admitted = Admitted {
+            request,
+            digest,
+            fresh,
+            reply: TxnReply::One(reply),
+        };
         self.tx
-            .send(Submission::Txn {
+            .send(Submission::Txn(admitted))
+            .await
+            .map_err(|_| TxnError::Stopped)?;
+        // From here the request may be in the log: any failure leaves its outcome unknown.
+        outcome_for(id, rx.await.unwrap_or(Err(TxnError::Stopped)))
+    }
+
+    /// Submits `requests` in one hand-off to the sequencer, each with a generated id, and waits
+    /// until every one of them has its durable outcome: one channel send and one wake-up for
+    /// the whole batch instead of one per request. The outcomes come in the order of
+    /// `requests`, each exactly what [`submit_request`](Self::submit_request) would have
+    /// returned for it (a request refused on admission gets its error and is not sent). The
+    /// requests are sequenced in order and may share an epoch with other callers' requests or
+    /// span several epochs; the batch is not a transaction.
+    pub async fn submit_many(
+        &self,
+        requests: impl IntoIterator<Item = Request<A>>,
+    ) -> Vec<Result<Outcome<A::Output>, TxnError>> {
+        let requests = requests
+            .into_iter()
+            .map(|request| (self.ids.next(), true, request));
+        self.submit_batch(requests).await
+    }
+
+    /// [`submit_many`](Self::submit_many) with the caller's request ids: each request is
+    /// idempotent as with [`submit_with_id`](Self::submit_with_id), also against the other
+    /// requests of the same batch (a repeated id gets the first one's outcome, or
+    /// `TxnError::RequestIdReused` if its request differs).
+    pub async fn submit_many_with_ids(
+        &self,
+        requests: impl IntoIterator<Item = (RequestId, Request<A>)>,
+    ) -> Vec<Result<Outcome<A::Output>, TxnError>> {
+        let requests = requests
+            .into_iter()
+            .map(|(id, request)| (id, false, request));
+        self.submit_batch(requests).await
+    }
+
+    /// Admits each `(id, fresh, request)`, sends the admitted ones as one batch and hands back
+    /// every outcome in order.
+    async fn submit_batch(
+        &self,
+        requests: impl Iterator<Item = (RequestId, bool, Request<A>)>,
+    ) -> Vec<Result<Outcome<A::Output>, TxnError>> {
+        let mut results: Vec<Option<Result<Outcome<A::Output>, TxnError>>> = Vec::new();
+        // (place in `results`, the id and admitted request) of every request to send.
+        let mut sent: Vec<(usize, RequestId)> = Vec::new();
+        let mut admitted: Vec<(Sequenced<A::Event>, u32, bool)> = Vec::new();
+        for (place, (id, fresh, request)) in requests.enumerate() {
+            let (service, partition, event) = request.into_parts();
+            let checked = self
+                .app
+                .check_partition(service, partition)
+                .and_then(|target| Ok((target, self.admit(target, &event)?)));
+            match checked {
+                Ok((target, digest)) => {
+                    let request = Sequenced {
+                        target,
+                        event,
+                        id: Some(id),
+                        retries: 0,
+                    };
+                    admitted.push((request, digest, fresh));
+                    sent.push((place, id));
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        if !admitted.is_empty() {
+            let outcomes = self.send_batch(admitted).await;
+            for ((place, id), outcome) in sent.into_iter().zip(outcomes) {
+                results[place] = Some(match outcome {
+                    Some(outcome) => outcome_for(id, outcome),
+                    None => Err(TxnError::Stopped),
+                });
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every place of a batch is filled"))
+            .collect()
+    }
+
+    /// Sends admitted requests as one batch; their outcomes in order, `None` for every one if
+    /// the runtime had stopped before it accepted the batch.
+    async fn send_batch(
+        &self,
+        admitted: Vec<(Sequenced<A::Event>, u32, bool)>,
+    ) -> Vec<Option<TxnOutcome<A>>> {
+        let n = admitted.len();
+        let (slots, rx) = batch_replies::<A>(n);
+        let batch = admitted
+            .into_iter()
+            .zip(slots)
+            .map(|((request, digest, fresh), reply)| Admitted {
                 request,
                 digest,
                 fresh,
                 reply,
             })
-            .await
-            .map_err(|_| TxnError::Stopped)?;
-        // From here the request may be in the log: any failure leaves its outcome unknown.
-        let unknown = |cause| TxnError::OutcomeUnknown {
-            id,
-            cause: Box::new(cause),
-        };
-        match rx.await {
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(e @ TxnError::RequestIdReused { .. })) => Err(e),
-            Ok(Err(cause)) => Err(unknown(cause)),
-            Err(_) => Err(unknown(TxnError::Stopped)),
+            .collect();
+        if self.tx.send(Submission::TxnBatch(batch)).await.is_err() {
+            return (0..n).map(|_| None).collect();
         }
+        // Every place is filled, with `TxnError::Stopped` at worst, before the batch completes.
+        rx.await
+            .unwrap_or_else(|_| (0..n).map(|_| Some(Err(TxnError::Stopped))).collect())
     }
 
     /// Refuses internal and oversized events before they reach the sequencer; returns the
@@ -382,5 +483,21 @@ impl<A: App> Client<A> {
     /// The application definition.
     pub fn app(&self) -> &Arc<AppDef<A>> {
         &self.app
+    }
+}
+
+/// What the caller of a request with id `id` accepted by the sequencer gets for `outcome`: any
+/// error but a refused id leaves the outcome unknown.
+fn outcome_for<O>(
+    id: RequestId,
+    outcome: Result<Outcome<O>, TxnError>,
+) -> Result<Outcome<O>, TxnError> {
+    match outcome {
+        Ok(outcome) => Ok(outcome),
+        Err(e @ TxnError::RequestIdReused { .. }) => Err(e),
+        Err(cause) => Err(TxnError::OutcomeUnknown {
+            id,
+            cause: Box::new(cause),
+        }),
     }
 }

@@ -13,6 +13,7 @@
 //! only once epoch `e` is durable; if storage fails, they get [`TxnError::Storage`] instead and
 //! the runtime stops accepting requests.
 
+mod batch;
 mod client;
 mod config;
 mod durability;
@@ -197,6 +198,7 @@ impl<A: App> Runtime<A> {
             checkpoint_schedule,
             retry_queue: Vec::new(),
             inflight: FxHashMap::default(),
+            carry: Default::default(),
         }));
         Ok(Runtime {
             client,

@@ -59,7 +59,7 @@ pub(super) async fn reply_loop<A: App>(
                     deliver_outbox(sink.as_ref(), batch.epoch, &batch.outbox);
                 }
                 for (reply, outcome) in batch.txns {
-                    let _ = reply.send(Ok(outcome));
+                    reply.send(Ok(outcome));
                 }
                 for (reply, result) in batch.queries {
                     let _ = reply.send(result);
@@ -68,7 +68,7 @@ pub(super) async fn reply_loop<A: App>(
             Err(failed) => {
                 let why = failed.message().to_string();
                 for (reply, _) in batch.txns {
-                    let _ = reply.send(Err(TxnError::Storage(why.clone())));
+                    reply.send(Err(TxnError::Storage(why.clone())));
                 }
                 for (reply, _) in batch.queries {
                     let _ = reply.send(Err(TxnError::Storage(why.clone())));

@@ -15,13 +15,14 @@ use crate::outcome::{Outcome, SerialPos};
 use crate::partition::Job;
 use crate::predict::Predictor;
 use crate::row_key::{CheckpointRow, DeferredRows};
-use crate::runtime::client::{QueryReply, Submission, TxnReply};
+use crate::runtime::client::{Admitted, QueryReply, Submission, TxnReply};
 use crate::runtime::config::RuntimeConfig;
 use crate::runtime::durability::{CheckpointSchedule, LogItem};
 use crate::runtime::reply::ReplyBatch;
 use crate::runtime::stats::{ConflictStats, EpochPeak, RuntimeStats};
 use crate::sync::DurableWatermark;
 use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -50,6 +51,9 @@ pub(super) struct Sequencer<A: App> {
     pub(super) retry_queue: Vec<(Sequenced<A::Event>, PendingTxn<A>)>,
     /// Requests with client-chosen ids between sequencing and their final outcome.
     pub(super) inflight: InFlight<A>,
+    /// The rest of a batch that did not fit into the epoch it arrived in (`epoch_txns_max`):
+    /// sequenced first in the next epochs, after the retries.
+    pub(super) carry: VecDeque<Admitted<A>>,
 }
 
 /// A sequenced request's reply channel and what the dedup window needs of it.
@@ -117,38 +121,24 @@ struct Gathered<A: App> {
 }
 
 impl<A: App> Gathered<A> {
-    fn take(&mut self, sub: Submission<A>, dedup: &Dedup<A::Output>, inflight: &mut InFlight<A>) {
+    /// Takes in one submission; the requests of a batch beyond `room` (what is left of
+    /// `epoch_txns_max`) go to `carry`, for the next epoch.
+    fn take(
+        &mut self,
+        sub: Submission<A>,
+        room: usize,
+        dedup: &Dedup<A::Output>,
+        inflight: &mut InFlight<A>,
+        carry: &mut VecDeque<Admitted<A>>,
+    ) {
         match sub {
-            Submission::Txn {
-                request,
-                digest,
-                fresh,
-                reply,
-            } => {
-                if let Some(id) = request.id
-                    && !fresh
-                {
-                    let reused = || Err(TxnError::RequestIdReused { id });
-                    match dedup.check(&id, digest) {
-                        Check::Settled(outcome) => return self.answered.push((reply, outcome)),
-                        Check::Reused => return drop(reply.send(reused())),
-                        Check::New => {}
-                    }
-                    if let Some((first_digest, waiters)) = inflight.get_mut(&id) {
-                        if *first_digest != digest {
-                            return drop(reply.send(reused()));
-                        }
-                        return waiters.push(reply);
-                    }
-                    inflight.insert(id, (digest, Vec::new()));
+            Submission::Txn(admitted) => self.take_txn(admitted, dedup, inflight),
+            Submission::TxnBatch(batch) => {
+                let mut batch = batch.into_iter();
+                for admitted in batch.by_ref().take(room) {
+                    self.take_txn(admitted, dedup, inflight);
                 }
-                self.pending.push(PendingTxn {
-                    reply,
-                    id: request.id,
-                    digest,
-                    fresh,
-                });
-                self.requests.push(request);
+                carry.extend(batch);
             }
             Submission::Query { targets, f, reply } => {
                 self.queries.push((QueryJob { targets, f }, reply));
@@ -158,6 +148,46 @@ impl<A: App> Gathered<A> {
             Submission::Forget { subject, reply } => self.forgets.push((subject, reply)),
             Submission::Stop => self.closed = true,
         }
+    }
+
+    /// Sequences one admitted request, unless the dedup window or a request in flight with the
+    /// same id answers it.
+    fn take_txn(
+        &mut self,
+        admitted: Admitted<A>,
+        dedup: &Dedup<A::Output>,
+        inflight: &mut InFlight<A>,
+    ) {
+        let Admitted {
+            request,
+            digest,
+            fresh,
+            reply,
+        } = admitted;
+        if let Some(id) = request.id
+            && !fresh
+        {
+            let reused = || Err(TxnError::RequestIdReused { id });
+            match dedup.check(&id, digest) {
+                Check::Settled(outcome) => return self.answered.push((reply, outcome)),
+                Check::Reused => return reply.send(reused()),
+                Check::New => {}
+            }
+            if let Some((first_digest, waiters)) = inflight.get_mut(&id) {
+                if *first_digest != digest {
+                    return reply.send(reused());
+                }
+                return waiters.push(reply);
+            }
+            inflight.insert(id, (digest, Vec::new()));
+        }
+        self.pending.push(PendingTxn {
+            reply,
+            id: request.id,
+            digest,
+            fresh,
+        });
+        self.requests.push(request);
     }
 }
 
@@ -197,12 +227,18 @@ impl<A: App> Sequencer<A> {
             g.requests.push(req);
             g.pending.push(p);
         }
-        if g.requests.is_empty() {
+        let max = self.config.epoch_txns_max;
+        while g.requests.len() < max
+            && let Some(admitted) = self.carry.pop_front()
+        {
+            g.take_txn(admitted, &self.dedup, &mut self.inflight);
+        }
+        if g.requests.is_empty() && g.answered.is_empty() {
             if g.closed {
                 return None;
             }
             let sub = self.rx.recv().await?;
-            g.take(sub, &self.dedup, &mut self.inflight);
+            g.take(sub, max, &self.dedup, &mut self.inflight, &mut self.carry);
             let between_epochs =
                 !g.conflict_stats.is_empty() || !g.state_hashes.is_empty() || !g.forgets.is_empty();
             if between_epochs && g.requests.is_empty() {
@@ -211,13 +247,16 @@ impl<A: App> Sequencer<A> {
             }
         }
         let deadline = tokio::time::Instant::now() + self.config.epoch_duration;
-        while !g.closed && g.requests.len() < self.config.epoch_txns_max {
+        while !g.closed && g.requests.len() < max {
+            let room = max - g.requests.len();
             match self.rx.try_recv() {
-                Ok(sub) => g.take(sub, &self.dedup, &mut self.inflight),
+                Ok(sub) => g.take(sub, room, &self.dedup, &mut self.inflight, &mut self.carry),
                 Err(mpsc::error::TryRecvError::Disconnected) => g.closed = true,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                        Ok(Some(sub)) => g.take(sub, &self.dedup, &mut self.inflight),
+                        Ok(Some(sub)) => {
+                            g.take(sub, room, &self.dedup, &mut self.inflight, &mut self.carry)
+                        }
                         Ok(None) => g.closed = true,
                         Err(_) => break,
                     }
@@ -565,12 +604,12 @@ fn fail_all<A: App>(
     for p in pending {
         let (_, waiters) = p.id.and_then(|id| inflight.remove(&id)).unwrap_or_default();
         for waiter in waiters {
-            let _ = waiter.send(Err(error()));
+            waiter.send(Err(error()));
         }
-        let _ = p.reply.send(Err(error()));
+        p.reply.send(Err(error()));
     }
     for reply in answered {
-        let _ = reply.send(Err(error()));
+        reply.send(Err(error()));
     }
     for reply in queries {
         let _ = reply.send(Err(error()));
