@@ -309,6 +309,7 @@ fn clone_error(err: &StorageError) -> StorageError {
             remaining_ms: *remaining_ms,
         },
         StorageError::LeaseUnsupported { backend } => StorageError::LeaseUnsupported { backend },
+        StorageError::PurgeUnsupported { backend } => StorageError::PurgeUnsupported { backend },
         StorageError::Visitor(detail) => StorageError::Visitor(detail.clone()),
     }
 }
