@@ -18,17 +18,16 @@
 mod common;
 
 use common::node::{Node, WAIT, free_addr, spawn_node};
+use common::serving::{NAMES, Progress};
 use common::{next_random, seed};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 use txn::storage::{PostgresStorage, Storage, StorageError};
 use txn_storage::postgres_instance::{self, PgInstance};
 
-const NAMES: [&str; 3] = ["n1", "n2", "n3"];
 const LEASE_TTL: &str = "2s";
 const ACCOUNTS: u64 = 30;
 const INITIAL_BALANCE: i64 = 1_000;
@@ -219,28 +218,9 @@ struct Acked {
     outcome: Value,
 }
 
-/// What the clients and the test share.
-struct Shared {
-    urls: Vec<String>,
-    stop: AtomicBool,
-    /// Acknowledgements so far, and of requests first sent after the kill.
-    acks: AtomicUsize,
-    acks_after_kill: AtomicUsize,
-    /// Acknowledgements by the restarted node, once it restarted.
-    acks_by_restarted: AtomicUsize,
-    /// Set at the kill: (when, the victim's index); and when the restarted node is up.
-    killed: parking_lot::Mutex<Option<(Instant, usize)>>,
-    restarted: AtomicBool,
-    first_commit_after_kill: parking_lot::Mutex<Option<Duration>>,
-    progress: Notify,
-    /// Answers `outcome_unknown` (retried with the same id), and every other retry.
-    outcome_unknown: AtomicUsize,
-    retries: AtomicUsize,
-}
-
 /// Sends random transfers under ids `client/seq`, each to the next node in turn, retrying one
 /// without an acknowledgement with the same id on the next node, until told to stop.
-async fn transfer_client(shared: Arc<Shared>, client: u64, mut random: u64) -> Vec<Acked> {
+async fn transfer_client(shared: Arc<Progress>, client: u64, mut random: u64) -> Vec<Acked> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
         .build()
@@ -258,96 +238,39 @@ async fn transfer_client(shared: Arc<Shared>, client: u64, mut random: u64) -> V
                           "dst_entry": dst, "amount": amount});
         let id = format!("{client}/{seq}");
         let sent_at = Instant::now();
-        let (outcome, answered_by) =
-            submit_until_acked(&shared, &http, &mut node, &id, &body).await;
-        note_ack(&shared, sent_at, answered_by, &outcome);
+        let (outcome, answered_by) = shared
+            .submit_until_acked(&mut node, &format!("transfer {id}"), |url| {
+                let (http, id, body) = (&http, &id, &body);
+                async move { submit(http, &url, "Transfer", id, body).await }
+            })
+            .await;
+        shared.note_ack(sent_at, answered_by, &outcome);
         acked.push(Acked { id, body, outcome });
         node = (node + 1) % 3;
     }
     unreachable!("the loop ends when the test says stop")
 }
 
-/// Submits until a node acknowledges (200); every other answer is retried with the same id on
-/// the next node. The outcome and the node that answered.
-async fn submit_until_acked(
-    shared: &Shared,
-    http: &reqwest::Client,
-    node: &mut usize,
-    id: &str,
-    body: &Value,
-) -> (Value, usize) {
-    let started = Instant::now();
-    let mut failures = 0;
-    loop {
-        match submit(http, &shared.urls[*node], "Transfer", id, body).await {
-            Some((200, outcome)) => return (outcome, *node),
-            Some((status, error)) if status < 500 => panic!("transfer {id}: {status} {error}"),
-            Some((_, error)) if error["code"] == "outcome_unknown" => {
-                shared.outcome_unknown.fetch_add(1, Ordering::Relaxed);
-            }
-            _ => {}
-        }
-        shared.retries.fetch_add(1, Ordering::Relaxed);
-        assert!(
-            started.elapsed() < DEADLINE,
-            "transfer {id} was never acknowledged"
-        );
-        *node = (*node + 1) % 3;
-        failures += 1;
-        if failures % 3 == 0 {
-            // Every node refused (an election is under way): pace the retries.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-/// Counts an acknowledgement for the phases the test waits for.
-fn note_ack(shared: &Shared, sent_at: Instant, answered_by: usize, outcome: &Value) {
-    shared.acks.fetch_add(1, Ordering::AcqRel);
-    let killed = *shared.killed.lock();
-    if let Some((killed_at, victim)) = killed
-        && sent_at > killed_at
-    {
-        shared.acks_after_kill.fetch_add(1, Ordering::AcqRel);
-        if outcome["committed"] == true {
-            let mut first = shared.first_commit_after_kill.lock();
-            first.get_or_insert_with(|| killed_at.elapsed());
-        }
-        if answered_by == victim && shared.restarted.load(Ordering::Acquire) {
-            shared.acks_by_restarted.fetch_add(1, Ordering::AcqRel);
-        }
-    }
-    shared.progress.notify_waiters();
-}
-
 /// Waits until `count` reaches `at_least`; if it does not within the deadline, fails with
 /// what every node printed.
 async fn wait_count(
     cluster: &mut Cluster,
-    shared: &Shared,
+    shared: &Progress,
     count: &AtomicUsize,
     at_least: usize,
     what: &str,
 ) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while count.load(Ordering::Acquire) < at_least {
-        let progress = shared.progress.notified();
-        if count.load(Ordering::Acquire) >= at_least {
-            break;
-        }
-        if tokio::time::timeout_at(deadline, progress).await.is_err() {
-            let reached = count.load(Ordering::Acquire);
-            panic!(
-                "never reached {at_least} {what} (reached {reached}); the nodes:\n{}",
-                cluster.report()
-            );
-        }
+    if let Err(reached) = shared.reach(count, at_least).await {
+        panic!(
+            "never reached {at_least} {what} (reached {reached}); the nodes:\n{}",
+            cluster.report()
+        );
     }
 }
 
 /// Takes audits through every node in turn until told to stop: each answered one must show
 /// every unit of money (a partial transfer would not). Returns how many were checked.
-async fn auditor(shared: Arc<Shared>) -> usize {
+async fn auditor(shared: Arc<Progress>) -> usize {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
         .build()
@@ -388,19 +311,7 @@ async fn run(test: &'static str, victim: usize, spread: bool) {
     let seed = seed(test);
     let http = reqwest::Client::new();
     let mut cluster = start_cluster(&http, pg.url(), spread).await;
-    let shared = Arc::new(Shared {
-        urls: cluster.urls.clone(),
-        stop: AtomicBool::new(false),
-        acks: AtomicUsize::new(0),
-        acks_after_kill: AtomicUsize::new(0),
-        acks_by_restarted: AtomicUsize::new(0),
-        killed: parking_lot::Mutex::new(None),
-        restarted: AtomicBool::new(false),
-        first_commit_after_kill: parking_lot::Mutex::new(None),
-        progress: Notify::new(),
-        outcome_unknown: AtomicUsize::new(0),
-        retries: AtomicUsize::new(0),
-    });
+    let shared = Progress::new(cluster.urls.clone());
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| tokio::spawn(transfer_client(shared.clone(), c, seed ^ c)))
         .collect();

@@ -235,14 +235,23 @@ impl Progress {
 
     /// Waits until `count` (one of the counters) reaches `at_least`.
     pub async fn wait_count(&self, count: &AtomicUsize, at_least: usize, what: &str) {
+        if let Err(reached) = self.reach(count, at_least).await {
+            panic!("never reached {at_least} {what} (reached {reached})");
+        }
+    }
+
+    /// Waits until `count` reaches `at_least`, or the deadline passes: then how far it got.
+    pub async fn reach(&self, count: &AtomicUsize, at_least: usize) -> Result<(), usize> {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         while count.load(Ordering::Acquire) < at_least {
             let progress = self.progress.notified();
             if count.load(Ordering::Acquire) >= at_least {
                 break;
             }
-            let waited = tokio::time::timeout_at(deadline, progress).await;
-            assert!(waited.is_ok(), "never reached {at_least} {what}");
+            if tokio::time::timeout_at(deadline, progress).await.is_err() {
+                return Err(count.load(Ordering::Acquire));
+            }
         }
+        Ok(())
     }
 }
