@@ -18,7 +18,7 @@
 mod common;
 
 use common::node::{Node, WAIT, free_addr, spawn_node};
-use common::serving::{NAMES, Progress};
+use common::serving::{NAMES, Progress, ServingCluster};
 use common::{next_random, seed};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -153,6 +153,22 @@ impl Cluster {
     }
 }
 
+/// What every ledger node is started with after its name and addresses.
+fn ledger_args(store: &str) -> [&str; 10] {
+    [
+        "--app",
+        "ledger",
+        "--partitions",
+        "8",
+        "--store",
+        store,
+        "--lease-ttl",
+        LEASE_TTL,
+        "--epoch-duration",
+        "2ms",
+    ]
+}
+
 /// Three nodes serving the ledger on `store`, n1 the sequencer, every account opened.
 async fn start_cluster(http: &reqwest::Client, store: String, spread: bool) -> Cluster {
     let mut cluster = Cluster::new(store);
@@ -170,9 +186,16 @@ async fn start_cluster(http: &reqwest::Client, store: String, spread: bool) -> C
     for url in &cluster.urls {
         common::wait_ready(http, url).await;
     }
+    open_accounts(http, &cluster.urls).await;
+    cluster
+}
+
+/// Deposits every account's initial balance through the nodes in turn, and checks that an id
+/// reused for another event is refused.
+async fn open_accounts(http: &reqwest::Client, urls: &[String]) {
     for account in 0..ACCOUNTS {
         let body = json!({"account": account, "entry": account, "amount": INITIAL_BALANCE});
-        let url = &cluster.urls[account as usize % 3];
+        let url = &urls[account as usize % 3];
         let id = format!("9999/{account}");
         let answer = submit(http, url, "Deposit", &id, &body).await;
         let (status, outcome) = answer.expect("a node answers");
@@ -183,14 +206,13 @@ async fn start_cluster(http: &reqwest::Client, store: String, spread: bool) -> C
     }
     // An id reused for another event is refused by the sequencer, through a forwarder too.
     let other = json!({"account": 1, "entry": 1, "amount": 5});
-    let answer = submit(http, &cluster.urls[2], "Deposit", "9999/0", &other).await;
+    let answer = submit(http, &urls[2], "Deposit", "9999/0", &other).await;
     let (status, error) = answer.expect("a forwarder answers");
     assert_eq!(
         (status, &error["code"]),
         (409, &json!("request_id_reused")),
         "{error}"
     );
-    cluster
 }
 
 /// POSTs an accounts event with `Idempotency-Key: id`; status and JSON answer, or `None` when
@@ -581,4 +603,84 @@ async fn a_sequencer_whose_lease_is_taken_over_stops() {
     let (status, stderr) = tokio::task::block_in_place(|| node.wait_exit());
     assert!(!status.success(), "the deposed node kept running");
     assert!(stderr.contains("lost the store's lease"), "{stderr}");
+}
+
+/// Whether an error answer says the store failed under the request (`storage_failed`, or an
+/// `outcome_unknown` whose cause is the store): what makes a node's `/ready` say
+/// `storage_failed`.
+fn store_failed(error: &Value) -> bool {
+    let message = error["message"].as_str().unwrap_or_default();
+    error["code"] == "storage_failed"
+        || (error["code"] == "outcome_unknown" && message.contains("(storage failed"))
+}
+
+/// Sends transfers to the first node only, under ids `client/seq`, until told to stop, noting
+/// each commit in `shared`: how many answers said the store failed under the request (the
+/// node's runtime failed under it).
+async fn pinned_client(shared: Arc<Progress>, client: u64) -> usize {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let mut storage_failed = 0;
+    let mut random = client;
+    for seq in 0.. {
+        if shared.stop.load(Ordering::Acquire) {
+            break;
+        }
+        let src = next_random(&mut random) % ACCOUNTS;
+        let dst = (src + 1 + next_random(&mut random) % (ACCOUNTS - 1)) % ACCOUNTS;
+        let body = json!({"src_account": src, "src_entry": src, "dst_account": dst,
+                          "dst_entry": dst, "amount": 1});
+        let id = format!("{client}/{seq}");
+        let sent_at = Instant::now();
+        match submit(&http, &shared.urls[0], "Transfer", &id, &body).await {
+            Some((200, outcome)) => shared.note_ack(sent_at, 0, &outcome),
+            Some((_, error)) if store_failed(&error) => storage_failed += 1,
+            // Between runtimes the node has no sequencer (`no_sequencer`): pace the retries.
+            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+    storage_failed
+}
+
+/// With the partitions spread, SIGKILLing a node that hosts some fails the sequencer's runtime
+/// (a phase batch gets no answer): requests sent to the sequencer get `storage_failed`, and
+/// the sequencer replaces its runtime by one placed over the survivors. Its `/ready` must then
+/// answer 200 again: the store failure belonged to the replaced runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequencer_whose_runtime_was_replaced_is_ready_again() {
+    let test = "a_sequencer_whose_runtime_was_replaced_is_ready_again";
+    let Some(pg) = postgres(test).await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let store = pg.url();
+    let mut args = ledger_args(&store).to_vec();
+    args.push("--spread-partitions");
+    let mut cluster = ServingCluster::start(&http, &args).await;
+    open_accounts(&http, &cluster.urls).await;
+    let shared = Progress::new(cluster.urls.clone());
+    let pinned = tokio::spawn(pinned_client(shared.clone(), 7));
+    let acks = &shared.acks;
+    cluster.wait_count(&shared, acks, 20, "acks by n1").await;
+    cluster.kill(1);
+    cluster.wait_line(0, "replacing the runtime of term");
+    cluster.wait_spread(0, &["n1", "n3"]);
+    common::wait_ready(&http, &cluster.urls[0]).await;
+    let acks_before = acks.load(Ordering::Acquire);
+    cluster
+        .wait_count(&shared, acks, acks_before + 20, "acks by n1 after")
+        .await;
+    shared.stop.store(true, Ordering::Release);
+    let storage_failed = pinned.await.unwrap();
+    eprintln!("{test}: n1 answered storage_failed {storage_failed} times");
+    assert!(
+        storage_failed > 0,
+        "n1's runtime never failed under a request, so its /ready was never 503 \
+         storage_failed; the nodes:\n{}",
+        cluster.report()
+    );
+    drop(cluster);
+    drop(pg);
 }

@@ -24,7 +24,8 @@ pub struct ServingCluster {
 
 impl ServingCluster {
     /// Starts n1 alone and waits until it is the sequencer, then the two others until they
-    /// follow it, then until every node answers `/ready`.
+    /// follow it (with `--spread-partitions`, until n1 placed partitions on all three), then
+    /// until every node answers `/ready`.
     pub async fn start(http: &reqwest::Client, args: &[&str]) -> ServingCluster {
         let mut cluster = ServingCluster {
             nodes: vec![None, None, None],
@@ -35,6 +36,10 @@ impl ServingCluster {
         for index in 0..3 {
             cluster.spawn(index);
             cluster.wait_line(index, "sequencer n1 term");
+        }
+        if cluster.spread() {
+            // The sequencer re-placed the partitions as the others joined: every node owns some.
+            cluster.wait_spread(0, &NAMES);
         }
         for url in &cluster.urls {
             super::wait_ready(http, url).await;
@@ -72,6 +77,61 @@ impl ServingCluster {
     pub fn wait_line(&mut self, index: usize, prefix: &str) -> String {
         let node = self.node(index);
         tokio::task::block_in_place(|| node.wait_line(WAIT, |l| l.starts_with(prefix)))
+    }
+
+    /// Whether the nodes spread the partitions over themselves (`--spread-partitions`).
+    pub fn spread(&self) -> bool {
+        self.args.iter().any(|a| a == "--spread-partitions")
+    }
+
+    /// Waits until the sequencer, node `index`, started a runtime whose placement gives
+    /// partitions to every node of `members` and to no other; prints and returns the line.
+    pub fn wait_spread(&mut self, index: usize, members: &[&str]) -> String {
+        let node = self.node(index);
+        let placed_exactly = |line: &str| {
+            let owners = line.split(' ').nth(3).unwrap_or("");
+            NAMES
+                .iter()
+                .all(|name| owners.split(',').any(|o| o == *name) == members.contains(name))
+        };
+        let line = tokio::task::block_in_place(|| {
+            node.wait_line(WAIT, |l| l.starts_with("spread term ") && placed_exactly(l))
+        });
+        eprintln!("{}: {line}", NAMES[index]);
+        line
+    }
+
+    /// What every live node printed on stdout and stderr so far, for a failed run.
+    pub fn report(&mut self) -> String {
+        let mut text = String::new();
+        for node in self.nodes.iter_mut().flatten() {
+            node.drain();
+            text += &format!(
+                "--- {} stdout:\n{}\n--- {} stderr:\n{}\n",
+                node.name,
+                node.seen.join("\n"),
+                node.name,
+                node.stderr()
+            );
+        }
+        text
+    }
+
+    /// Waits until `count` (one of `shared`'s counters) reaches `at_least`; if it does not
+    /// within the deadline, fails with what every node printed.
+    pub async fn wait_count(
+        &mut self,
+        shared: &Progress,
+        count: &AtomicUsize,
+        at_least: usize,
+        what: &str,
+    ) {
+        if let Err(reached) = shared.reach(count, at_least).await {
+            panic!(
+                "never reached {at_least} {what} (reached {reached}); the nodes:\n{}",
+                self.report()
+            );
+        }
     }
 
     pub fn wait_members(&mut self, index: usize, members: &[&str]) {
