@@ -19,13 +19,11 @@
 
 mod common;
 
-use common::node::{Node, WAIT, free_addr, spawn_node};
-use common::serving::{NAMES, Progress, ServingCluster};
+use common::serving::{DEADLINE, NAMES, Progress, ServingCluster};
 use common::{next_random, seed};
 use serde_json::{Value, json};
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use txn::storage::{PostgresStorage, Storage, StorageError};
 use txn_storage::postgres_instance::{self, PgInstance};
@@ -34,126 +32,6 @@ const LEASE_TTL: &str = "2s";
 const ACCOUNTS: u64 = 30;
 const INITIAL_BALANCE: i64 = 1_000;
 const CLIENTS: u64 = 3;
-/// The victim is killed once this many transfers were acknowledged.
-const ACKS_BEFORE_KILL: usize = 150;
-/// Acknowledgements of requests sent after the kill before the victim restarts.
-const ACKS_AFTER_KILL: usize = 100;
-/// Acknowledgements the restarted node must give itself.
-const ACKS_BY_RESTARTED: usize = 20;
-/// Longest wait for the cluster to reach a state the test waits for.
-const DEADLINE: Duration = Duration::from_secs(40);
-
-/// The three nodes: processes (a slot is empty while its node is dead) and their addresses.
-struct Cluster {
-    nodes: Vec<Option<Node>>,
-    links: [SocketAddr; 3],
-    urls: Vec<String>,
-    store: String,
-    /// Whether the nodes spread the partitions over themselves (`--spread-partitions`).
-    spread: bool,
-}
-
-impl Cluster {
-    fn spawn(&mut self, index: usize) {
-        let seeds: Vec<SocketAddr> = (0..3)
-            .filter(|&i| i != index)
-            .map(|i| self.links[i])
-            .collect();
-        let seeds = if index == 0 && self.nodes.iter().all(Option::is_none) {
-            Vec::new() // The very first node starts the cluster.
-        } else {
-            seeds
-        };
-        let http = self.urls[index].trim_start_matches("http://").to_string();
-        let spread: &[&str] = if self.spread {
-            &["--spread-partitions"]
-        } else {
-            &[]
-        };
-        let args: Vec<&str> = vec![
-            "--app",
-            "ledger",
-            "--partitions",
-            "8",
-            "--store",
-            &self.store,
-            "--http",
-            &http,
-            "--lease-ttl",
-            LEASE_TTL,
-            "--epoch-duration",
-            "2ms",
-        ];
-        let node = spawn_node(
-            NAMES[index],
-            self.links[index],
-            &seeds,
-            &[&args[..], spread].concat(),
-        );
-        self.nodes[index] = Some(node);
-    }
-
-    fn node(&mut self, index: usize) -> &mut Node {
-        self.nodes[index].as_mut().expect("a live node")
-    }
-
-    /// Waits (off the async workers) until node `index` prints a line starting with `prefix`.
-    fn wait_line(&mut self, index: usize, prefix: &str) -> String {
-        let node = self.node(index);
-        tokio::task::block_in_place(|| node.wait_line(WAIT, |l| l.starts_with(prefix)))
-    }
-
-    fn wait_members(&mut self, index: usize, members: &[&str]) {
-        let node = self.node(index);
-        tokio::task::block_in_place(|| node.wait_members(members));
-    }
-
-    /// Waits until the sequencer, node `index`, started a runtime whose placement gives
-    /// partitions to every node of `members` and to no other; prints and returns the line.
-    fn wait_spread(&mut self, index: usize, members: &[&str]) -> String {
-        let node = self.node(index);
-        let placed_exactly = |line: &str| {
-            let owners = line.split(' ').nth(3).unwrap_or("");
-            NAMES
-                .iter()
-                .all(|name| owners.split(',').any(|o| o == *name) == members.contains(name))
-        };
-        let line = tokio::task::block_in_place(|| {
-            node.wait_line(WAIT, |l| l.starts_with("spread term ") && placed_exactly(l))
-        });
-        eprintln!("{}: {line}", NAMES[index]);
-        line
-    }
-}
-
-impl Cluster {
-    /// What every live node printed on stdout and stderr so far, for a failed run.
-    fn report(&mut self) -> String {
-        let mut text = String::new();
-        for node in self.nodes.iter_mut().flatten() {
-            node.drain();
-            text += &format!(
-                "--- {} stdout:\n{}\n--- {} stderr:\n{}\n",
-                node.name,
-                node.seen.join("\n"),
-                node.name,
-                node.stderr()
-            );
-        }
-        text
-    }
-
-    /// No node started yet; each gets its link and HTTP addresses.
-    fn new(store: String) -> Cluster {
-        Cluster {
-            nodes: vec![None, None, None],
-            links: [free_addr(), free_addr(), free_addr()],
-            urls: (0..3).map(|_| format!("http://{}", free_addr())).collect(),
-            store,
-            spread: false,
-        }
-    }
-}
 
 /// What every ledger node is started with after its name and addresses.
 fn ledger_args(store: &str) -> [&str; 10] {
@@ -169,27 +47,6 @@ fn ledger_args(store: &str) -> [&str; 10] {
         "--epoch-duration",
         "2ms",
     ]
-}
-
-/// Three nodes serving the ledger on `store`, n1 the sequencer, every account opened.
-async fn start_cluster(http: &reqwest::Client, store: String, spread: bool) -> Cluster {
-    let mut cluster = Cluster::new(store);
-    cluster.spread = spread;
-    cluster.spawn(0);
-    cluster.wait_line(0, "sequencer n1 term");
-    for index in 1..3 {
-        cluster.spawn(index);
-        cluster.wait_line(index, "sequencer n1 term");
-    }
-    if spread {
-        // The sequencer re-placed the partitions as the others joined: every node owns some.
-        cluster.wait_spread(0, &NAMES);
-    }
-    for url in &cluster.urls {
-        common::wait_ready(http, url).await;
-    }
-    open_accounts(http, &cluster.urls).await;
-    cluster
 }
 
 /// Deposits every account's initial balance through the nodes in turn, and checks that an id
@@ -275,23 +132,6 @@ async fn transfer_client(shared: Arc<Progress>, client: u64, mut random: u64) ->
     unreachable!("the loop ends when the test says stop")
 }
 
-/// Waits until `count` reaches `at_least`; if it does not within the deadline, fails with
-/// what every node printed.
-async fn wait_count(
-    cluster: &mut Cluster,
-    shared: &Progress,
-    count: &AtomicUsize,
-    at_least: usize,
-    what: &str,
-) {
-    if let Err(reached) = shared.reach(count, at_least).await {
-        panic!(
-            "never reached {at_least} {what} (reached {reached}); the nodes:\n{}",
-            cluster.report()
-        );
-    }
-}
-
 /// Takes audits through every node in turn until told to stop: each answered one must show
 /// every unit of money (a partial transfer would not). Returns how many were checked.
 async fn auditor(shared: Arc<Progress>) -> usize {
@@ -342,7 +182,13 @@ async fn run(test: &'static str, victim: usize, spread: bool) {
     };
     let seed = seed(test);
     let http = reqwest::Client::new();
-    let mut cluster = start_cluster(&http, pg.url(), spread).await;
+    let store = pg.url();
+    let mut args = ledger_args(&store).to_vec();
+    if spread {
+        args.push("--spread-partitions");
+    }
+    let mut cluster = ServingCluster::start(&http, &args).await;
+    open_accounts(&http, &cluster.urls).await;
     let shared = Progress::new(cluster.urls.clone());
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| tokio::spawn(transfer_client(shared.clone(), c, seed ^ c)))
@@ -350,98 +196,8 @@ async fn run(test: &'static str, victim: usize, spread: bool) {
     // The audit is a named query: with the partitions spread it reaches every node's too.
     let auditing = tokio::spawn(auditor(shared.clone()));
 
-    wait_count(
-        &mut cluster,
-        &shared,
-        &shared.acks,
-        ACKS_BEFORE_KILL,
-        "acks before the kill",
-    )
-    .await;
-    cluster
-        .node(victim)
-        .child
-        .kill()
-        .expect("SIGKILL the victim");
-    *shared.killed.lock() = Some((Instant::now(), victim));
-    cluster.nodes[victim] = None;
-    let survivors: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
-    for &survivor in &survivors {
-        cluster.wait_line(survivor, &format!("down {}", NAMES[victim]));
-    }
-    let mut sequencer = 0;
-    if victim == 0 {
-        // Both survivors follow one new sequencer, under the lease's next term.
-        let elected: Vec<String> = survivors
-            .iter()
-            .map(|&survivor| cluster.wait_line(survivor, "sequencer n"))
-            .collect();
-        assert_eq!(
-            elected[0], elected[1],
-            "the survivors follow different sequencers"
-        );
-        assert!(elected[0].ends_with(" term 2"), "{}", elected[0]);
-        assert!(!elected[0].starts_with("sequencer n1 "), "{}", elected[0]);
-        let name = elected[0].split(' ').nth(1).unwrap_or_default();
-        sequencer = NAMES
-            .iter()
-            .position(|n| *n == name)
-            .expect("a node's name");
-    }
-    let live: Vec<&str> = survivors.iter().map(|&i| NAMES[i]).collect();
-    if spread {
-        cluster.wait_spread(sequencer, &live);
-    }
-    wait_count(
-        &mut cluster,
-        &shared,
-        &shared.acks_after_kill,
-        ACKS_AFTER_KILL,
-        "acks after the kill",
-    )
-    .await;
-    let failover = shared
-        .first_commit_after_kill
-        .lock()
-        .expect("a commit after the kill");
-
-    cluster.spawn(victim);
-    let followed = cluster.wait_line(victim, "sequencer ");
-    let expected_term = if victim == 0 { " term 2" } else { " term 1" };
-    // With the partitions spread, a re-placement may hand the lease on (a term more).
-    assert!(
-        (spread || followed.ends_with(expected_term))
-            && !followed.starts_with(&format!("sequencer {} ", NAMES[victim])),
-        "the restarted node follows the running sequencer: {followed}"
-    );
-    let name = followed.split(' ').nth(1).unwrap_or_default();
-    sequencer = NAMES
-        .iter()
-        .position(|n| *n == name)
-        .expect("a node's name");
-    for &survivor in &survivors {
-        cluster.wait_members(survivor, &NAMES);
-    }
-    if spread {
-        // The rejoined node gets partitions back.
-        cluster.wait_spread(sequencer, &NAMES);
-    }
-    common::wait_ready(&http, &cluster.urls[victim]).await;
-    shared.restarted.store(true, Ordering::Release);
-    wait_count(
-        &mut cluster,
-        &shared,
-        &shared.acks_by_restarted,
-        ACKS_BY_RESTARTED,
-        "acks by the restarted node",
-    )
-    .await;
-
-    shared.stop.store(true, Ordering::Release);
-    let mut acked = Vec::new();
-    for client in clients {
-        acked.extend(client.await.unwrap());
-    }
+    let failover = cluster.kill_and_rejoin(&http, &shared, victim).await;
+    let acked = shared.stop_clients(clients).await;
     let audits = auditing.await.unwrap();
     eprintln!(
         "{test}: {} killed; kill -> first commit of a request sent after it {:.2} s (lease ttl \
@@ -455,22 +211,13 @@ async fn run(test: &'static str, victim: usize, spread: bool) {
         audits,
     );
     assert!(audits > 0, "no audit was answered during the run");
-    for node in cluster.nodes.iter_mut().flatten() {
-        if let Ok(Some(status)) = node.child.try_wait() {
-            let (_, stderr) = tokio::task::block_in_place(|| node.wait_exit());
-            panic!(
-                "node {} exited during the run ({status}): {stderr}",
-                node.name
-            );
-        }
-    }
+    cluster.assert_all_running();
     let expected = resubmit_acked(&http, &cluster.urls, &acked).await;
     for url in &cluster.urls {
         let audited = audit_conserves(&http, url).await;
         assert!(audited, "no final audit through {url}");
     }
     if spread {
-        let store = cluster.store.clone();
         drop(cluster);
         check_balances_in_process(&store, &expected).await;
     } else {
@@ -589,7 +336,8 @@ async fn a_sequencer_whose_lease_is_taken_over_stops() {
     let Some(pg) = postgres(test).await else {
         return;
     };
-    let mut cluster = Cluster::new(pg.url());
+    let store = pg.url();
+    let mut cluster = ServingCluster::new(&ledger_args(&store));
     cluster.spawn(0);
     cluster.wait_line(0, "sequencer n1 term 1");
     // Another holder ends the node's lease under the node's own holder name (which the store
@@ -680,7 +428,12 @@ async fn a_sequencer_whose_runtime_was_replaced_is_ready_again() {
     common::wait_ready(&http, &cluster.urls[0]).await;
     let acks_before = acks.load(Ordering::Acquire);
     cluster
-        .wait_count(&shared, acks, acks_before + 20, "acks by n1 after")
+        .wait_count(
+            &shared,
+            acks,
+            acks_before + 20,
+            "acks by n1 after its runtime was replaced",
+        )
         .await;
     shared.stop.store(true, Ordering::Release);
     let storage_failed = pinned.await.unwrap();
