@@ -57,6 +57,14 @@ pub trait Engine: Send + Sync {
     /// A clone of the runtime's typed `Client<S::App>`, boxed, for in-process tools that know
     /// the application type (`Server::client`).
     fn client_any(&self) -> Box<dyn std::any::Any + Send>;
+    /// Which runtime serves requests now: a number that differs for every runtime put in
+    /// service during the process's life, so `/ready` reports a store failure only while the
+    /// runtime it happened on serves. By default the address of what [`Engine::as_any`] lends:
+    /// [`Served`] lends itself, and a cluster node's engine lends its current runtime's
+    /// `Served` (leaked, so no later runtime reuses its address) or, between runtimes, itself.
+    fn runtime_id(&self) -> usize {
+        std::ptr::from_ref(self.as_any()).cast::<()>() as usize
+    }
     /// Erases `subject`'s personal data live (`Client::forget`). An engine that does not run
     /// the application itself refuses (`forget_refused`).
     fn forget(

@@ -1,5 +1,9 @@
 //! What every route shares: the engine once recovered, the server's phase (what `/ready`
 //! answers), the request status table, the fire-and-forget permits and the token.
+//!
+//! A store failure belongs to the runtime it happened on, not to the server: a cluster node
+//! whose runtime failed and was replaced by a working one is ready again, so a load balancer
+//! keeps sending it requests.
 
 use crate::api::{ApiError, OutcomeBody};
 use crate::commit_tracker::CommitTracker;
@@ -8,11 +12,13 @@ use crate::engine::Engine;
 use crate::live::LiveStats;
 use crate::status::StatusTable;
 use dashmap::DashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::Semaphore;
 
-/// Where the server stands; `/ready` is `ok` only in `Ready`.
+/// Where the server stands; `/ready` is `ok` only in `Ready`. `StorageFailed` is never stored:
+/// [`ServerState::phase`] reports it while the runtime in service is one a store failure was
+/// noted on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Phase {
@@ -50,6 +56,9 @@ impl Phase {
 pub struct ServerState {
     engine: OnceLock<Arc<dyn Engine>>,
     phase: AtomicU8,
+    /// The runtime a store failure was last noted on (`Engine::runtime_id`; 0: none). Only
+    /// failures note it, so requests that succeed never touch it.
+    failed_runtime: AtomicUsize,
     pub status: StatusTable,
     /// One permit per fire-and-forget submission still pending.
     pub pending: Arc<Semaphore>,
@@ -70,6 +79,7 @@ impl ServerState {
         ServerState {
             engine: OnceLock::new(),
             phase: AtomicU8::new(Phase::Recovering as u8),
+            failed_runtime: AtomicUsize::new(0),
             status: StatusTable::new(limits.status_table_settled_max),
             pending: Arc::new(Semaphore::new(limits.pending_submissions_max)),
             token,
@@ -81,13 +91,31 @@ impl ServerState {
         }
     }
 
+    /// Where the server stands: `StorageFailed` while ready but the runtime in service is the
+    /// one a store failure was noted on (a runtime that failed stays failed; a new one, put in
+    /// service by a cluster node, is not).
     pub fn phase(&self) -> Phase {
-        Phase::from_u8(self.phase.load(Ordering::Acquire))
+        let phase = Phase::from_u8(self.phase.load(Ordering::Acquire));
+        if phase == Phase::Ready && self.runtime_in_service_failed() {
+            return Phase::StorageFailed;
+        }
+        phase
     }
 
-    /// Moves to `phase`, unless the server already failed or is shutting down (those are
-    /// final).
+    /// Whether a store failure was noted on the runtime serving requests now.
+    fn runtime_in_service_failed(&self) -> bool {
+        let failed = self.failed_runtime.load(Ordering::Acquire);
+        failed != 0 && self.engine.get().is_some_and(|e| e.runtime_id() == failed)
+    }
+
+    /// Moves to `phase`, unless the server failed to start or is shutting down (those are
+    /// final). `StorageFailed` marks the runtime in service failed instead (see
+    /// [`ServerState::note_error`]).
     pub fn set_phase(&self, phase: Phase) {
+        if phase == Phase::StorageFailed {
+            self.note_storage_failed();
+            return;
+        }
         let _ = self
             .phase
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
@@ -130,10 +158,19 @@ impl ServerState {
         }
     }
 
-    /// Notes an error a request got: a failed store makes the server stop reporting ready.
+    /// Notes an error a request got: a failed store makes the server stop reporting ready
+    /// until another runtime is put in service.
     pub fn note_error(&self, error: &ApiError) {
         if error.storage_failed {
-            self.set_phase(Phase::StorageFailed);
+            self.note_storage_failed();
+        }
+    }
+
+    /// Marks the runtime in service failed: `/ready` answers `storage_failed` while it serves.
+    fn note_storage_failed(&self) {
+        if let Some(engine) = self.engine.get() {
+            self.failed_runtime
+                .store(engine.runtime_id(), Ordering::Release);
         }
     }
 

@@ -5,25 +5,25 @@
 //! Run 1 SIGKILLs a node that is not the sequencer mid-run, run 2 the sequencer. Checked: every
 //! acknowledged transfer is in the final balances exactly once (recomputed from the acks),
 //! resubmitting any id on another node gives its original outcome, money is conserved in every
-//! audit taken during the run (no partial transaction visible), and the killed node restarts,
-//! rejoins (membership shows it again) and serves requests. The failover time (kill → first
-//! commit of a request sent after the kill) is printed. The `spread_partitions_*` runs do the
-//! same with the partitions spread over the nodes (`--spread-partitions`): the sequencer
-//! re-places them after the kill and again when the killed node rejoins, and the balances are
-//! checked at the end from the store.
+//! audit taken during the run and through every node after it (no partial transaction
+//! visible), and the killed node restarts, rejoins (membership shows it again) and serves
+//! requests. The failover time (kill → first commit of a request sent after the kill) is
+//! printed. The `spread_partitions_*` runs do the same with the partitions spread over the
+//! nodes (`--spread-partitions`): the sequencer re-places them after the kill and again when
+//! the killed node rejoins; the audits (a named query, which reaches every node's partitions)
+//! run there too, and the balances are checked at the end from the store. A sequencer whose
+//! runtime failed and was replaced answers `/ready` 200 again.
 //!
 //! Without the PostgreSQL server binaries these tests FAIL in CI (`CI` set) and elsewhere
 //! print a loud skip line and return.
 
 mod common;
 
-use common::node::{Node, WAIT, free_addr, spawn_node};
-use common::serving::{NAMES, Progress};
+use common::serving::{DEADLINE, NAMES, Progress, ServingCluster};
 use common::{next_random, seed};
 use serde_json::{Value, json};
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use txn::storage::{PostgresStorage, Storage, StorageError};
 use txn_storage::postgres_instance::{self, PgInstance};
@@ -32,147 +32,29 @@ const LEASE_TTL: &str = "2s";
 const ACCOUNTS: u64 = 30;
 const INITIAL_BALANCE: i64 = 1_000;
 const CLIENTS: u64 = 3;
-/// The victim is killed once this many transfers were acknowledged.
-const ACKS_BEFORE_KILL: usize = 150;
-/// Acknowledgements of requests sent after the kill before the victim restarts.
-const ACKS_AFTER_KILL: usize = 100;
-/// Acknowledgements the restarted node must give itself.
-const ACKS_BY_RESTARTED: usize = 20;
-/// Longest wait for the cluster to reach a state the test waits for.
-const DEADLINE: Duration = Duration::from_secs(40);
 
-/// The three nodes: processes (a slot is empty while its node is dead) and their addresses.
-struct Cluster {
-    nodes: Vec<Option<Node>>,
-    links: [SocketAddr; 3],
-    urls: Vec<String>,
-    store: String,
-    /// Whether the nodes spread the partitions over themselves (`--spread-partitions`).
-    spread: bool,
+/// What every ledger node is started with after its name and addresses.
+fn ledger_args(store: &str) -> [&str; 10] {
+    [
+        "--app",
+        "ledger",
+        "--partitions",
+        "8",
+        "--store",
+        store,
+        "--lease-ttl",
+        LEASE_TTL,
+        "--epoch-duration",
+        "2ms",
+    ]
 }
 
-impl Cluster {
-    fn spawn(&mut self, index: usize) {
-        let seeds: Vec<SocketAddr> = (0..3)
-            .filter(|&i| i != index)
-            .map(|i| self.links[i])
-            .collect();
-        let seeds = if index == 0 && self.nodes.iter().all(Option::is_none) {
-            Vec::new() // The very first node starts the cluster.
-        } else {
-            seeds
-        };
-        let http = self.urls[index].trim_start_matches("http://").to_string();
-        let spread: &[&str] = if self.spread {
-            &["--spread-partitions"]
-        } else {
-            &[]
-        };
-        let args: Vec<&str> = vec![
-            "--app",
-            "ledger",
-            "--partitions",
-            "8",
-            "--store",
-            &self.store,
-            "--http",
-            &http,
-            "--lease-ttl",
-            LEASE_TTL,
-            "--epoch-duration",
-            "2ms",
-        ];
-        let node = spawn_node(
-            NAMES[index],
-            self.links[index],
-            &seeds,
-            &[&args[..], spread].concat(),
-        );
-        self.nodes[index] = Some(node);
-    }
-
-    fn node(&mut self, index: usize) -> &mut Node {
-        self.nodes[index].as_mut().expect("a live node")
-    }
-
-    /// Waits (off the async workers) until node `index` prints a line starting with `prefix`.
-    fn wait_line(&mut self, index: usize, prefix: &str) -> String {
-        let node = self.node(index);
-        tokio::task::block_in_place(|| node.wait_line(WAIT, |l| l.starts_with(prefix)))
-    }
-
-    fn wait_members(&mut self, index: usize, members: &[&str]) {
-        let node = self.node(index);
-        tokio::task::block_in_place(|| node.wait_members(members));
-    }
-
-    /// Waits until the sequencer, node `index`, started a runtime whose placement gives
-    /// partitions to every node of `members` and to no other; prints and returns the line.
-    fn wait_spread(&mut self, index: usize, members: &[&str]) -> String {
-        let node = self.node(index);
-        let placed_exactly = |line: &str| {
-            let owners = line.split(' ').nth(3).unwrap_or("");
-            NAMES
-                .iter()
-                .all(|name| owners.split(',').any(|o| o == *name) == members.contains(name))
-        };
-        let line = tokio::task::block_in_place(|| {
-            node.wait_line(WAIT, |l| l.starts_with("spread term ") && placed_exactly(l))
-        });
-        eprintln!("{}: {line}", NAMES[index]);
-        line
-    }
-}
-
-impl Cluster {
-    /// What every live node printed on stdout and stderr so far, for a failed run.
-    fn report(&mut self) -> String {
-        let mut text = String::new();
-        for node in self.nodes.iter_mut().flatten() {
-            node.drain();
-            text += &format!(
-                "--- {} stdout:\n{}\n--- {} stderr:\n{}\n",
-                node.name,
-                node.seen.join("\n"),
-                node.name,
-                node.stderr()
-            );
-        }
-        text
-    }
-
-    /// No node started yet; each gets its link and HTTP addresses.
-    fn new(store: String) -> Cluster {
-        Cluster {
-            nodes: vec![None, None, None],
-            links: [free_addr(), free_addr(), free_addr()],
-            urls: (0..3).map(|_| format!("http://{}", free_addr())).collect(),
-            store,
-            spread: false,
-        }
-    }
-}
-
-/// Three nodes serving the ledger on `store`, n1 the sequencer, every account opened.
-async fn start_cluster(http: &reqwest::Client, store: String, spread: bool) -> Cluster {
-    let mut cluster = Cluster::new(store);
-    cluster.spread = spread;
-    cluster.spawn(0);
-    cluster.wait_line(0, "sequencer n1 term");
-    for index in 1..3 {
-        cluster.spawn(index);
-        cluster.wait_line(index, "sequencer n1 term");
-    }
-    if spread {
-        // The sequencer re-placed the partitions as the others joined: every node owns some.
-        cluster.wait_spread(0, &NAMES);
-    }
-    for url in &cluster.urls {
-        common::wait_ready(http, url).await;
-    }
+/// Deposits every account's initial balance through the nodes in turn, and checks that an id
+/// reused for another event is refused.
+async fn open_accounts(http: &reqwest::Client, urls: &[String]) {
     for account in 0..ACCOUNTS {
         let body = json!({"account": account, "entry": account, "amount": INITIAL_BALANCE});
-        let url = &cluster.urls[account as usize % 3];
+        let url = &urls[account as usize % 3];
         let id = format!("9999/{account}");
         let answer = submit(http, url, "Deposit", &id, &body).await;
         let (status, outcome) = answer.expect("a node answers");
@@ -183,14 +65,13 @@ async fn start_cluster(http: &reqwest::Client, store: String, spread: bool) -> C
     }
     // An id reused for another event is refused by the sequencer, through a forwarder too.
     let other = json!({"account": 1, "entry": 1, "amount": 5});
-    let answer = submit(http, &cluster.urls[2], "Deposit", "9999/0", &other).await;
+    let answer = submit(http, &urls[2], "Deposit", "9999/0", &other).await;
     let (status, error) = answer.expect("a forwarder answers");
     assert_eq!(
         (status, &error["code"]),
         (409, &json!("request_id_reused")),
         "{error}"
     );
-    cluster
 }
 
 /// POSTs an accounts event with `Idempotency-Key: id`; status and JSON answer, or `None` when
@@ -251,23 +132,6 @@ async fn transfer_client(shared: Arc<Progress>, client: u64, mut random: u64) ->
     unreachable!("the loop ends when the test says stop")
 }
 
-/// Waits until `count` reaches `at_least`; if it does not within the deadline, fails with
-/// what every node printed.
-async fn wait_count(
-    cluster: &mut Cluster,
-    shared: &Progress,
-    count: &AtomicUsize,
-    at_least: usize,
-    what: &str,
-) {
-    if let Err(reached) = shared.reach(count, at_least).await {
-        panic!(
-            "never reached {at_least} {what} (reached {reached}); the nodes:\n{}",
-            cluster.report()
-        );
-    }
-}
-
 /// Takes audits through every node in turn until told to stop: each answered one must show
 /// every unit of money (a partial transfer would not). Returns how many were checked.
 async fn auditor(shared: Arc<Progress>) -> usize {
@@ -282,18 +146,26 @@ async fn auditor(shared: Arc<Progress>) -> usize {
         if shared.stop.load(Ordering::Acquire) {
             break;
         }
-        let url = &shared.urls[round % 3];
-        if let Some((200, audit)) = query(&http, url, "audit", json!({})).await {
-            assert_eq!(
-                audit["total_balance"],
-                json!(INITIAL_BALANCE * ACCOUNTS as i64),
-                "an audit through {url} saw a partial transfer: {audit}"
-            );
-            assert_eq!(audit["n_negative_balances"], 0, "{audit}");
+        if audit_conserves(&http, &shared.urls[round % 3]).await {
             checked += 1;
         }
     }
     checked
+}
+
+/// An audit through `url`, if it answers, must show every unit of money and no negative
+/// balance; whether it answered.
+async fn audit_conserves(http: &reqwest::Client, url: &str) -> bool {
+    let Some((200, audit)) = query(http, url, "audit", json!({})).await else {
+        return false;
+    };
+    assert_eq!(
+        audit["total_balance"],
+        json!(INITIAL_BALANCE * ACCOUNTS as i64),
+        "an audit through {url} saw a partial transfer: {audit}"
+    );
+    assert_eq!(audit["n_negative_balances"], 0, "{audit}");
+    true
 }
 
 /// A private PostgreSQL server for `test` (`None`: skipped outside CI).
@@ -310,111 +182,23 @@ async fn run(test: &'static str, victim: usize, spread: bool) {
     };
     let seed = seed(test);
     let http = reqwest::Client::new();
-    let mut cluster = start_cluster(&http, pg.url(), spread).await;
+    let store = pg.url();
+    let mut args = ledger_args(&store).to_vec();
+    if spread {
+        args.push("--spread-partitions");
+    }
+    let mut cluster = ServingCluster::start(&http, &args).await;
+    open_accounts(&http, &cluster.urls).await;
     let shared = Progress::new(cluster.urls.clone());
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| tokio::spawn(transfer_client(shared.clone(), c, seed ^ c)))
         .collect();
-    // A snapshot query over every partition cannot run while they are spread (a query naming
-    // another node's partition is refused): the spread runs check the balances at the end.
-    let auditing = (!spread).then(|| tokio::spawn(auditor(shared.clone())));
+    // The audit is a named query: with the partitions spread it reaches every node's too.
+    let auditing = tokio::spawn(auditor(shared.clone()));
 
-    wait_count(
-        &mut cluster,
-        &shared,
-        &shared.acks,
-        ACKS_BEFORE_KILL,
-        "acks before the kill",
-    )
-    .await;
-    cluster
-        .node(victim)
-        .child
-        .kill()
-        .expect("SIGKILL the victim");
-    *shared.killed.lock() = Some((Instant::now(), victim));
-    cluster.nodes[victim] = None;
-    let survivors: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
-    for &survivor in &survivors {
-        cluster.wait_line(survivor, &format!("down {}", NAMES[victim]));
-    }
-    let mut sequencer = 0;
-    if victim == 0 {
-        // Both survivors follow one new sequencer, under the lease's next term.
-        let elected: Vec<String> = survivors
-            .iter()
-            .map(|&survivor| cluster.wait_line(survivor, "sequencer n"))
-            .collect();
-        assert_eq!(
-            elected[0], elected[1],
-            "the survivors follow different sequencers"
-        );
-        assert!(elected[0].ends_with(" term 2"), "{}", elected[0]);
-        assert!(!elected[0].starts_with("sequencer n1 "), "{}", elected[0]);
-        let name = elected[0].split(' ').nth(1).unwrap_or_default();
-        sequencer = NAMES
-            .iter()
-            .position(|n| *n == name)
-            .expect("a node's name");
-    }
-    let live: Vec<&str> = survivors.iter().map(|&i| NAMES[i]).collect();
-    if spread {
-        cluster.wait_spread(sequencer, &live);
-    }
-    wait_count(
-        &mut cluster,
-        &shared,
-        &shared.acks_after_kill,
-        ACKS_AFTER_KILL,
-        "acks after the kill",
-    )
-    .await;
-    let failover = shared
-        .first_commit_after_kill
-        .lock()
-        .expect("a commit after the kill");
-
-    cluster.spawn(victim);
-    let followed = cluster.wait_line(victim, "sequencer ");
-    let expected_term = if victim == 0 { " term 2" } else { " term 1" };
-    // With the partitions spread, a re-placement may hand the lease on (a term more).
-    assert!(
-        (spread || followed.ends_with(expected_term))
-            && !followed.starts_with(&format!("sequencer {} ", NAMES[victim])),
-        "the restarted node follows the running sequencer: {followed}"
-    );
-    let name = followed.split(' ').nth(1).unwrap_or_default();
-    sequencer = NAMES
-        .iter()
-        .position(|n| *n == name)
-        .expect("a node's name");
-    for &survivor in &survivors {
-        cluster.wait_members(survivor, &NAMES);
-    }
-    if spread {
-        // The rejoined node gets partitions back.
-        cluster.wait_spread(sequencer, &NAMES);
-    }
-    common::wait_ready(&http, &cluster.urls[victim]).await;
-    shared.restarted.store(true, Ordering::Release);
-    wait_count(
-        &mut cluster,
-        &shared,
-        &shared.acks_by_restarted,
-        ACKS_BY_RESTARTED,
-        "acks by the restarted node",
-    )
-    .await;
-
-    shared.stop.store(true, Ordering::Release);
-    let mut acked = Vec::new();
-    for client in clients {
-        acked.extend(client.await.unwrap());
-    }
-    let audits = match auditing {
-        Some(auditing) => auditing.await.unwrap(),
-        None => 0,
-    };
+    let failover = cluster.kill_and_rejoin(&http, &shared, victim).await;
+    let acked = shared.stop_clients(clients).await;
+    let audits = auditing.await.unwrap();
     eprintln!(
         "{test}: {} killed; kill -> first commit of a request sent after it {:.2} s (lease ttl \
          {LEASE_TTL}); {} transfers acknowledged after {} retries ({} of them after \
@@ -426,19 +210,14 @@ async fn run(test: &'static str, victim: usize, spread: bool) {
         shared.outcome_unknown.load(Ordering::Relaxed),
         audits,
     );
-    assert!(spread || audits > 0, "no audit was answered during the run");
-    for node in cluster.nodes.iter_mut().flatten() {
-        if let Ok(Some(status)) = node.child.try_wait() {
-            let (_, stderr) = tokio::task::block_in_place(|| node.wait_exit());
-            panic!(
-                "node {} exited during the run ({status}): {stderr}",
-                node.name
-            );
-        }
-    }
+    assert!(audits > 0, "no audit was answered during the run");
+    cluster.assert_all_running();
     let expected = resubmit_acked(&http, &cluster.urls, &acked).await;
+    for url in &cluster.urls {
+        let audited = audit_conserves(&http, url).await;
+        assert!(audited, "no final audit through {url}");
+    }
     if spread {
-        let store = cluster.store.clone();
         drop(cluster);
         check_balances_in_process(&store, &expected).await;
     } else {
@@ -557,7 +336,8 @@ async fn a_sequencer_whose_lease_is_taken_over_stops() {
     let Some(pg) = postgres(test).await else {
         return;
     };
-    let mut cluster = Cluster::new(pg.url());
+    let store = pg.url();
+    let mut cluster = ServingCluster::new(&ledger_args(&store));
     cluster.spawn(0);
     cluster.wait_line(0, "sequencer n1 term 1");
     // Another holder ends the node's lease under the node's own holder name (which the store
@@ -581,4 +361,89 @@ async fn a_sequencer_whose_lease_is_taken_over_stops() {
     let (status, stderr) = tokio::task::block_in_place(|| node.wait_exit());
     assert!(!status.success(), "the deposed node kept running");
     assert!(stderr.contains("lost the store's lease"), "{stderr}");
+}
+
+/// Whether an error answer says the store failed under the request (`storage_failed`, or an
+/// `outcome_unknown` whose cause is the store): what makes a node's `/ready` say
+/// `storage_failed`.
+fn store_failed(error: &Value) -> bool {
+    let message = error["message"].as_str().unwrap_or_default();
+    error["code"] == "storage_failed"
+        || (error["code"] == "outcome_unknown" && message.contains("(storage failed"))
+}
+
+/// Sends transfers to the first node only, under ids `client/seq`, until told to stop, noting
+/// each commit in `shared`: how many answers said the store failed under the request (the
+/// node's runtime failed under it).
+async fn pinned_client(shared: Arc<Progress>, client: u64) -> usize {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let mut storage_failed = 0;
+    let mut random = client;
+    for seq in 0.. {
+        if shared.stop.load(Ordering::Acquire) {
+            break;
+        }
+        let src = next_random(&mut random) % ACCOUNTS;
+        let dst = (src + 1 + next_random(&mut random) % (ACCOUNTS - 1)) % ACCOUNTS;
+        let body = json!({"src_account": src, "src_entry": src, "dst_account": dst,
+                          "dst_entry": dst, "amount": 1});
+        let id = format!("{client}/{seq}");
+        let sent_at = Instant::now();
+        match submit(&http, &shared.urls[0], "Transfer", &id, &body).await {
+            Some((200, outcome)) => shared.note_ack(sent_at, 0, &outcome),
+            Some((_, error)) if store_failed(&error) => storage_failed += 1,
+            // Between runtimes the node has no sequencer (`no_sequencer`): pace the retries.
+            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+    storage_failed
+}
+
+/// With the partitions spread, SIGKILLing a node that hosts some fails the sequencer's runtime
+/// (a phase batch gets no answer): requests sent to the sequencer get `storage_failed`, and
+/// the sequencer replaces its runtime by one placed over the survivors. Its `/ready` must then
+/// answer 200 again: the store failure belonged to the replaced runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequencer_whose_runtime_was_replaced_is_ready_again() {
+    let test = "a_sequencer_whose_runtime_was_replaced_is_ready_again";
+    let Some(pg) = postgres(test).await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let store = pg.url();
+    let mut args = ledger_args(&store).to_vec();
+    args.push("--spread-partitions");
+    let mut cluster = ServingCluster::start(&http, &args).await;
+    open_accounts(&http, &cluster.urls).await;
+    let shared = Progress::new(cluster.urls.clone());
+    let pinned = tokio::spawn(pinned_client(shared.clone(), 7));
+    let acks = &shared.acks;
+    cluster.wait_count(&shared, acks, 20, "acks by n1").await;
+    cluster.kill(1);
+    cluster.wait_line(0, "replacing the runtime of term");
+    cluster.wait_spread(0, &["n1", "n3"]);
+    common::wait_ready(&http, &cluster.urls[0]).await;
+    let acks_before = acks.load(Ordering::Acquire);
+    cluster
+        .wait_count(
+            &shared,
+            acks,
+            acks_before + 20,
+            "acks by n1 after its runtime was replaced",
+        )
+        .await;
+    shared.stop.store(true, Ordering::Release);
+    let storage_failed = pinned.await.unwrap();
+    eprintln!("{test}: n1 answered storage_failed {storage_failed} times");
+    assert!(
+        storage_failed > 0,
+        "n1's runtime never failed under a request, so its /ready was never 503 \
+         storage_failed; the nodes:\n{}",
+        cluster.report()
+    );
+    drop(cluster);
+    drop(pg);
 }

@@ -31,12 +31,6 @@ const PRODUCTS_PER_SELLER: u64 = 4;
 const CLIENTS: u64 = 3;
 /// Each client checks out for its own customers, so clients never share a cart.
 const CUSTOMERS_PER_CLIENT: u64 = 40;
-/// The victim is killed once this many checkouts were acknowledged.
-const ACKS_BEFORE_KILL: usize = 150;
-/// Acknowledgements of checkouts sent after the kill before the victim restarts.
-const ACKS_AFTER_KILL: usize = 100;
-/// Acknowledgements the restarted node must give itself.
-const ACKS_BY_RESTARTED: usize = 20;
 
 /// Sends `method url` with a JSON body (or none); the status and the raw body, or `None` when
 /// the node did not answer (refused, reset, killed, timed out).
@@ -366,37 +360,8 @@ async fn run(test: &'static str, victim: usize) {
         .collect();
     let auditing = tokio::spawn(auditor(shared.clone()));
 
-    let acks = &shared.acks;
-    shared
-        .wait_count(acks, ACKS_BEFORE_KILL, "acks before the kill")
-        .await;
-    cluster.kill(victim);
-    *shared.killed.lock() = Some((Instant::now(), victim));
-    cluster.follow_the_failover(victim, 0);
-    let after = &shared.acks_after_kill;
-    shared
-        .wait_count(after, ACKS_AFTER_KILL, "acks after the kill")
-        .await;
-    let failover = shared
-        .first_commit_after_kill
-        .lock()
-        .expect("a commit after the kill");
-    cluster.rejoin(&http, victim).await;
-    shared.restarted.store(true, Ordering::Release);
-    let by_restarted = &shared.acks_by_restarted;
-    shared
-        .wait_count(
-            by_restarted,
-            ACKS_BY_RESTARTED,
-            "acks by the restarted node",
-        )
-        .await;
-
-    shared.stop.store(true, Ordering::Release);
-    let mut acked = Vec::new();
-    for client in clients {
-        acked.extend(client.await.unwrap());
-    }
+    let failover = cluster.kill_and_rejoin(&http, &shared, victim).await;
+    let acked = shared.stop_clients(clients).await;
     let audits = auditing.await.unwrap();
     eprintln!(
         "{test}: {} killed; kill -> first commit of a checkout sent after it {:.2} s (lease ttl \

@@ -196,16 +196,20 @@ impl Drop for ServerProcess {
 }
 
 /// Polls `GET /ready` until it answers 200: a bounded retry loop (at most 30 s), every 10 ms.
+/// Fails with the last answer.
 pub async fn wait_ready(http: &reqwest::Client, url: &str) {
+    let mut last = "no answer".to_string();
     for _ in 0..3000 {
-        if let Ok(r) = http.get(format!("{url}/ready")).send().await
-            && r.status().as_u16() == 200
-        {
-            return;
+        if let Ok(r) = http.get(format!("{url}/ready")).send().await {
+            let status = r.status().as_u16();
+            if status == 200 {
+                return;
+            }
+            last = format!("{status} {}", r.text().await.unwrap_or_default());
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    panic!("{url} never became ready");
+    panic!("{url} never became ready; /ready last answered {last}");
 }
 
 /// Runs the built `vmsdb` binary with `args`: whether it succeeded, its stdout and stderr.
