@@ -431,6 +431,7 @@ async fn contend<S: ServedApp>(
                 RuntimeEnd::Failed(reason) => format!("it failed: {reason}"),
             },
             () = placement_moved(&engine, &cluster, owners.as_deref()) => {
+                tracing::info!(term, "the placement over the live members changed: replacing the runtime");
                 "the placement over the live members changed".to_string()
             }
         };
@@ -470,6 +471,7 @@ async fn take_lease<S: ServedApp>(
         settings.wait_for_lease = Some(Duration::ZERO);
     }
     let settings = &settings;
+    let (waiting_since, mut lease_tries) = (std::time::Instant::now(), 0u32);
     loop {
         let n_partitions = engine.app.app_def().n_partitions_total();
         let owners = engine.spread.then(|| cluster.placement(n_partitions));
@@ -478,9 +480,24 @@ async fn take_lease<S: ServedApp>(
             let link = HostLink::new(cluster.clone(), generation, owners.clone());
             txn::ClusterPlacement::new(&engine.node_name, owners, Arc::new(link))
         });
+        let opening_at = std::time::Instant::now();
         match Served::<S>::open_placed(options, settings, |_| placement).await {
-            Ok(served) => return (served, owners),
+            Ok(served) => {
+                // The take-over's breakdown, for reading a failover from the node's log.
+                tracing::info!(
+                    waited_ms = opening_at.duration_since(waiting_since).as_millis() as u64,
+                    lease_tries,
+                    start_ms = opening_at.elapsed().as_millis() as u64,
+                    recovery_ms = served.recovery().duration.as_millis() as u64,
+                    epochs_replayed = served.recovery().epochs_replayed,
+                    rows_loaded = served.recovery().rows_loaded,
+                    spread = owners.is_some(),
+                    "took the store's lease and started the runtime"
+                );
+                return (served, owners);
+            }
             Err(TxnError::LeaseHeld { remaining_ms, .. }) => {
+                lease_tries += 1;
                 if engine.spread {
                     let wait = remaining_ms.max(limits::REPLACE_RETRY_MS);
                     tokio::time::sleep(Duration::from_millis(wait)).await;
