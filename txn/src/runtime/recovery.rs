@@ -241,7 +241,12 @@ pub(crate) async fn load_checkpoint_async<A: App, D: Dispatch<A>>(
     let reader = tokio::task::spawn_blocking(move || {
         load_checkpoint::<A>(storage.as_ref(), chunker, recover_from, dedup)
     });
-    send_chunks(dispatch, &mut rx, |rows, reply| Job::Load { rows, reply }).await?;
+    let bytes_of = |(key, value): &(Vec<u8>, Vec<u8>)| key.len() + value.len();
+    send_chunks(dispatch, &mut rx, bytes_of, |rows, reply| Job::Load {
+        rows,
+        reply,
+    })
+    .await?;
     reader
         .await
         .map_err(|e| TxnError::Recovery(format!("the checkpoint loader stopped: {e}")))?
@@ -249,30 +254,63 @@ pub(crate) async fn load_checkpoint_async<A: App, D: Dispatch<A>>(
 
 /// Sends each chunk `rx` hands over to its partition as the job `make` builds, at most
 /// `RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX` waiting to be done, and waits until all are done.
+/// Chunks of distinct partitions go out together, one batch per node per [`Round`], so loading
+/// another node's partitions costs a round trip per round, not per chunk.
 async fn send_chunks<A: App, D: Dispatch<A>, R>(
     dispatch: &D,
     rx: &mut mpsc::Receiver<(GlobalPartition, Vec<R>)>,
+    bytes_of: impl Fn(&R) -> usize,
     make: impl Fn(Vec<R>, Depositor<Result<(), String>>) -> Job<A>,
 ) -> Result<(), TxnError> {
     let mut loading: VecDeque<(GlobalPartition, BarrierWait<Result<(), String>>)> = VecDeque::new();
+    let mut round = Round::default();
     while let Some((gp, rows)) = rx.recv().await {
+        if round.partitions.contains(&gp) {
+            round.flush(dispatch).await?;
+        }
+        round.bytes += rows.iter().map(&bytes_of).sum::<usize>();
+        round.partitions.push(gp);
         let (barrier, mut reply) = PhaseBarrier::new(1);
         let reply = reply
             .pop()
             .expect("a barrier of one slot has one depositor");
         dispatch.dispatch(gp, make(rows, reply)).await?;
-        // A chunk for another node is sent now, one batch per chunk.
-        dispatch.flush().await?;
         loading.push_back((gp, barrier.wait()));
+        if round.bytes >= limits::RECOVERY_LOAD_ROUND_BYTES_MAX || rx.is_empty() {
+            round.flush(dispatch).await?;
+        }
         if loading.len() > limits::RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX {
+            // The oldest chunk may still be buffered: it must be sent before it is waited for.
+            round.flush(dispatch).await?;
             let (gp, loaded) = loading.pop_front().expect("not empty");
             chunk_loaded(gp, loaded).await?;
         }
     }
+    round.flush(dispatch).await?;
     for (gp, loaded) in loading {
         chunk_loaded(gp, loaded).await?;
     }
     Ok(())
+}
+
+/// The chunks dispatched since the last flush: of distinct partitions (a batch names each
+/// partition once), and their bytes.
+#[derive(Default)]
+struct Round {
+    partitions: Vec<GlobalPartition>,
+    bytes: usize,
+}
+
+impl Round {
+    /// Sends the round's chunks for other nodes (one batch per node) and starts a new round.
+    async fn flush<A: App, D: Dispatch<A>>(&mut self, dispatch: &D) -> Result<(), TxnError> {
+        if self.partitions.is_empty() {
+            return Ok(());
+        }
+        self.partitions.clear();
+        self.bytes = 0;
+        dispatch.flush().await
+    }
 }
 
 /// Waits until partition `gp` has loaded one chunk of checkpoint rows.
@@ -420,7 +458,12 @@ async fn hand_over<A: App>(
     let changed = run_phase(private, &all, |_, reply| Job::Checkpoint { reply }).await?;
     let (tx, mut rx) = mpsc::channel(limits::RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX);
     let encoder = tokio::task::spawn_blocking(move || encode_changed_rows(changed, tx));
-    send_chunks(actors, &mut rx, |rows, reply| Job::Apply { rows, reply }).await?;
+    let bytes_of = |(key, value): &CheckpointRow| key.len() + value.as_ref().map_or(0, Vec::len);
+    send_chunks(actors, &mut rx, bytes_of, |rows, reply| Job::Apply {
+        rows,
+        reply,
+    })
+    .await?;
     let rows_applied = encoder
         .await
         .map_err(|e| TxnError::Recovery(format!("the replayed rows' encoder stopped: {e}")))?;
