@@ -40,6 +40,20 @@ pub const NODE_RETRY_DEADLINE_S: u64 = 30;
 /// next round of resubmissions, in milliseconds.
 pub const NODE_RETRY_PAUSE_MS: u64 = 20;
 
+/// The longest pause between two rounds of resubmissions of one request: the pause doubles
+/// after each round in which every node refused it, up to this, so a failover's waiting
+/// clients do not take the CPU its recovery needs. In milliseconds.
+pub const NODE_RETRY_PAUSE_MAX_MS: u64 = 640;
+
+const _: () = assert!(
+    NODE_RETRY_PAUSE_MS >= 1 && NODE_RETRY_PAUSE_MAX_MS >= NODE_RETRY_PAUSE_MS,
+    "the resubmission pause grows from its first length to its longest"
+);
+const _: () = assert!(
+    NODE_RETRY_PAUSE_MAX_MS * 4 <= NODE_RETRY_DEADLINE_S * 1000,
+    "a client keeps resubmitting several times at the longest pause before it gives up"
+);
+
 const _: () = assert!(
     NODE_RETRY_DEADLINE_S * 1000 > 2 * NODE_LEASE_TTL_MS,
     "a client outlasts a failover"

@@ -15,7 +15,7 @@ use crate::cli::CommonArgs;
 use crate::driver::{AsyncTarget, drive_runtime, fmt_count};
 use crate::limits::{
     KILLED_NODE_RESTART_AFTER_MS, NODE_LEASE_TTL_MS, NODE_READY_WAIT_S, NODE_RETRY_DEADLINE_S,
-    NODE_RETRY_PAUSE_MS,
+    NODE_RETRY_PAUSE_MAX_MS, NODE_RETRY_PAUSE_MS,
 };
 use crate::over_http::{HttpTarget, Reply, Retry, load_through, retry_of};
 use crate::postgres::instance::{PgInstance, find_binaries};
@@ -101,6 +101,28 @@ pub fn vmsdb_binary(given: Option<&Path>) -> Result<PathBuf, HarnessError> {
         })
 }
 
+/// The nodes' log filter: warnings, and the lines that break a take-over down (the lease, the
+/// recovery on the sequencer, the hand-over of the replayed rows; one of each per take-over).
+const NODE_LOG_FILTER: &str =
+    "warn,txn::runtime=info,txn::runtime::recovery=info,vmsdb::cluster_node=info";
+
+/// The directory of the nodes' logs: removed after the run, unless `BENCH_KEEP_NODE_LOGS` is
+/// set (its path is then printed, to read a failover's breakdown from).
+fn node_logs(ui: Ui) -> Result<tempfile::TempDir, HarnessError> {
+    let keep = std::env::var_os("BENCH_KEEP_NODE_LOGS").is_some();
+    let logs = tempfile::Builder::new()
+        .prefix("vmsdb-nodes-")
+        .disable_cleanup(keep)
+        .tempdir()?;
+    if keep {
+        ui.status(format!(
+            "the nodes' logs are kept in {}",
+            logs.path().display()
+        ));
+    }
+    Ok(logs)
+}
+
 impl Processes {
     /// Starts the store and `n` nodes, the first alone (it becomes the sequencer), and waits
     /// until every node answers `/ready`.
@@ -130,7 +152,7 @@ impl Processes {
             common: common.clone(),
             store: postgres.url(),
             nodes,
-            logs: tempfile::Builder::new().prefix("vmsdb-nodes-").tempdir()?,
+            logs: node_logs(ui)?,
             _postgres: postgres,
         };
         let http = reqwest::Client::new();
@@ -174,7 +196,7 @@ impl Processes {
             .env("VMSDB_COOKIE", cookie())
             .env_remove("VMSDB_SEEDS")
             .env_remove("VMSDB_TOKEN")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", NODE_LOG_FILTER)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -282,6 +304,8 @@ pub struct NodesTarget<W: Workload> {
     id_client: u64,
     next_seq: Arc<AtomicU64>,
     failover: Arc<Failover>,
+    /// Seeds the jitter of the resubmission pauses (`--seed`).
+    seed: u64,
 }
 
 impl<W: Workload> Clone for NodesTarget<W> {
@@ -292,12 +316,13 @@ impl<W: Workload> Clone for NodesTarget<W> {
             id_client: self.id_client,
             next_seq: self.next_seq.clone(),
             failover: self.failover.clone(),
+            seed: self.seed,
         }
     }
 }
 
 impl<W: Workload> NodesTarget<W> {
-    fn new(urls: Vec<String>, w: &W) -> Self {
+    fn new(urls: Vec<String>, w: &W, seed: u64) -> Self {
         let nodes = urls
             .into_iter()
             .map(|url| HttpTarget::new(url, w.app().clone()))
@@ -309,11 +334,14 @@ impl<W: Workload> NodesTarget<W> {
             id_client: rand::random::<u64>() >> 1,
             next_seq: Arc::new(AtomicU64::new(0)),
             failover: Arc::new(Failover::default()),
+            seed,
         }
     }
 
-    /// Submits `item` to node after node until one answers with an outcome or a final error.
-    async fn settle(&self, item: Vec<u8>) -> Reply {
+    /// Submits `item` (the request numbered `seq`) to node after node until one answers with an
+    /// outcome or a final error; after each round that every node refused, it pauses (see
+    /// [`retry_pause`]) before resubmitting it under the same id.
+    async fn settle(&self, seq: u64, item: Vec<u8>) -> Reply {
         let sent_at = Instant::now();
         let deadline = sent_at + Duration::from_secs(NODE_RETRY_DEADLINE_S);
         let mut node = self.next_node.fetch_add(1, Ordering::Relaxed);
@@ -344,7 +372,8 @@ impl<W: Workload> NodesTarget<W> {
             node += 1;
             refusals += 1;
             if refusals.is_multiple_of(self.nodes.len()) {
-                tokio::time::sleep(Duration::from_millis(NODE_RETRY_PAUSE_MS)).await;
+                let round = (refusals / self.nodes.len()) as u32;
+                tokio::time::sleep(retry_pause(self.seed ^ seq, round)).await;
             }
         }
     }
@@ -370,7 +399,7 @@ impl<W: Workload> AsyncTarget<W> for NodesTarget<W> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let key = format!("{}/{seq}", self.id_client);
         let item = self.nodes[0].encode_with_key(&request, Some(&key))?;
-        self.settle(item).await
+        self.settle(seq, item).await
     }
 
     /// A query changes nothing: one a node could not answer (it is down, or knows no
@@ -393,6 +422,22 @@ impl<W: Workload> AsyncTarget<W> for NodesTarget<W> {
             }
         }
     }
+}
+
+/// The pause after the `round`-th round of refusals of one request: `NODE_RETRY_PAUSE_MS`
+/// doubled each round up to `NODE_RETRY_PAUSE_MAX_MS`, times a jitter in [1/2, 1] drawn from
+/// `seed` and the round (splitmix64), so the clients waiting out a failover neither resubmit
+/// in step nor keep the CPU busy while the new sequencer recovers. A resubmission keeps its id,
+/// so a pause never changes an outcome (exactly once).
+fn retry_pause(seed: u64, round: u32) -> Duration {
+    let doubled = NODE_RETRY_PAUSE_MS.saturating_mul(1 << round.saturating_sub(1).min(16));
+    let longest = doubled.min(NODE_RETRY_PAUSE_MAX_MS);
+    let mut z = seed.wrapping_add(u64::from(round).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let jitter_per_mille = 500 + z % 501;
+    Duration::from_millis(longest * jitter_per_mille / 1000)
 }
 
 /// The link bytes and messages each node sent to each other node, by (from, to).
@@ -682,7 +727,7 @@ async fn run_nodes<W: Workload>(
     let processes = Processes::start(app_name(w.name())?, n, common, ui).await?;
     let urls = processes.urls();
     let processes = Arc::new(Mutex::new(processes));
-    let target = NodesTarget::new(urls.clone(), &*w);
+    let target = NodesTarget::new(urls.clone(), &*w, common.seed);
     let load = load_through(&*w, &target, common, ui).await?;
     ui.status(format!(
         "{name}: loaded in {:.2} s ({} req/s)",
@@ -766,4 +811,29 @@ fn finish_kill<W: Workload>(mut kill: KillSummary, target: &NodesTarget<W>) -> K
     kill.outcome_unknown = failover.outcome_unknown.load(Ordering::Relaxed);
     kill.resubmitted = failover.resubmitted.load(Ordering::Relaxed);
     kill
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: a request's resubmission pauses grow from the first pause to the longest and stay
+    // there, each jittered within [1/2, 1] of its length, the same for the same seed and round.
+    #[test]
+    fn resubmission_pauses_back_off_bounded_and_seeded() {
+        let first = Duration::from_millis(NODE_RETRY_PAUSE_MS);
+        let longest = Duration::from_millis(NODE_RETRY_PAUSE_MAX_MS);
+        for seed in [0, 1, 42, u64::MAX] {
+            assert!(retry_pause(seed, 1) <= first && retry_pause(seed, 1) >= first / 2);
+            for round in 1..40 {
+                let pause = retry_pause(seed, round);
+                assert!(pause <= longest, "round {round}: {pause:?}");
+                assert_eq!(pause, retry_pause(seed, round), "not seeded");
+            }
+            assert!(retry_pause(seed, 30) >= longest / 2);
+        }
+        let distinct: std::collections::BTreeSet<Duration> =
+            (0..64).map(|seed| retry_pause(seed, 10)).collect();
+        assert!(distinct.len() > 8, "no jitter: {distinct:?}");
+    }
 }

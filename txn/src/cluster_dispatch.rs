@@ -27,8 +27,8 @@ use crate::sync::{AtomicSeqSet, Depositor};
 use crate::table::ConflictTally;
 use crate::transport::PartitionActors;
 use crate::wire::{
-    FallbackJob, LoadRow, PhaseBatch, PhaseReply, PhaseResult, PhaseWork, QueryAnswer, WireAnswer,
-    WireQuery, WireRow,
+    FallbackJob, LoadRow, Phase, PhaseBatch, PhaseReply, PhaseResult, PhaseWork, QueryAnswer,
+    WireAnswer, WireQuery, WireRow,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,6 +71,9 @@ pub struct NodeTraffic {
     /// Phase batches exchanged with it (one per phase it had work in, and per chunk loaded or
     /// question asked between epochs).
     pub batches: u64,
+    /// Of those, the batches of an epoch's phases (waves, decide, commit, fallback rounds):
+    /// recovery sends none, it replays the log on the driver.
+    pub epoch_batches: u64,
     /// Wall time from sending its batches to having their replies, summed, in nanoseconds.
     pub reply_wait_nanos: u64,
 }
@@ -78,12 +81,21 @@ pub struct NodeTraffic {
 /// The live counters behind [`NodeTraffic`], one entry per other node.
 #[derive(Default)]
 pub(crate) struct TrafficCounters {
-    nodes: Vec<(String, [AtomicU64; 4])>,
+    nodes: Vec<(String, [AtomicU64; 5])>,
 }
 
 impl TrafficCounters {
-    fn record(&self, node: usize, sent: usize, received: usize, waited: Duration) {
-        let [bytes_sent, bytes_received, batches, wait_nanos] = &self.nodes[node].1;
+    fn record(&self, node: usize, phase: Phase, sent: usize, received: usize, waited: Duration) {
+        let [
+            bytes_sent,
+            bytes_received,
+            batches,
+            wait_nanos,
+            epoch_batches,
+        ] = &self.nodes[node].1;
+        if phase.is_epoch_phase() {
+            epoch_batches.fetch_add(1, Ordering::Relaxed);
+        }
         bytes_sent.fetch_add(sent as u64, Ordering::Relaxed);
         bytes_received.fetch_add(received as u64, Ordering::Relaxed);
         batches.fetch_add(1, Ordering::Relaxed);
@@ -94,13 +106,16 @@ impl TrafficCounters {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         self.nodes
             .iter()
-            .map(|(node, [sent, received, batches, waited])| NodeTraffic {
-                node: node.clone(),
-                bytes_sent: read(sent),
-                bytes_received: read(received),
-                batches: read(batches),
-                reply_wait_nanos: read(waited),
-            })
+            .map(
+                |(node, [sent, received, batches, waited, epoch_batches])| NodeTraffic {
+                    node: node.clone(),
+                    bytes_sent: read(sent),
+                    bytes_received: read(received),
+                    batches: read(batches),
+                    epoch_batches: read(epoch_batches),
+                    reply_wait_nanos: read(waited),
+                },
+            )
             .collect()
     }
 }
@@ -261,7 +276,8 @@ impl<A: App> ClusterDispatch<A> {
             .map_err(|_| fail(format!("no answer within {:?}", self.phase_timeout)))?
             .map_err(|e| fail(e.to_string()))?;
         let waited = started.elapsed();
-        self.traffic.record(node, bytes_sent, reply.len(), waited);
+        self.traffic
+            .record(node, sent.phase, bytes_sent, reply.len(), waited);
         tracing::debug!(
             node = %name,
             epoch = sent.epoch,
@@ -324,6 +340,7 @@ enum Deposits<A: App> {
     Load(Vec<Depositor<Result<(), String>>>),
     ConflictTally(Vec<Depositor<Vec<(String, ConflictTally)>>>),
     StateHash(Vec<Depositor<u64>>),
+    Apply(Vec<Depositor<Result<(), String>>>),
 }
 
 /// What a job is part of, for errors.
@@ -339,6 +356,7 @@ fn phase_name<A: App>(job: &Job<A>) -> &'static str {
         Job::Load { .. } => "checkpoint load",
         Job::ConflictTally { .. } => "conflict tally",
         Job::StateHash { .. } => "state hash",
+        Job::Apply { .. } => "replayed rows",
         Job::Erase { .. } => "erasure",
         #[cfg(test)]
         Job::Crash => "crash",
@@ -435,16 +453,30 @@ fn split_between_epochs<A: App>(
             )
         }
         Job::Load { .. } => {
-            let mut chunks = Vec::with_capacity(jobs.len());
-            let (_, replies) = split_each(jobs, |gp, job| match job {
-                Job::Load { rows, reply } => {
-                    let rows = rows.into_iter().map(|(k, v)| LoadRow(k, v)).collect();
-                    chunks.push((gp, rows));
-                    Ok(reply)
-                }
-                job => Err(cannot_travel(gp, &job)),
+            let (chunks, replies) = split_chunks(jobs, |job| match job {
+                Job::Load { rows, reply } => Ok((rows, reply)),
+                job => Err(job),
             })?;
-            (PhaseWork::Load { chunks }, Deposits::Load(replies))
+            let chunks = chunks
+                .into_iter()
+                .map(|(gp, rows)| (gp, rows.into_iter().map(|(k, v)| LoadRow(k, v)).collect()));
+            let work = PhaseWork::Load {
+                chunks: chunks.collect(),
+            };
+            (work, Deposits::Load(replies))
+        }
+        Job::Apply { .. } => {
+            let (chunks, replies) = split_chunks(jobs, |job| match job {
+                Job::Apply { rows, reply } => Ok((rows, reply)),
+                job => Err(job),
+            })?;
+            let chunks = chunks
+                .into_iter()
+                .map(|(gp, rows)| (gp, rows.into_iter().map(|(k, v)| WireRow(k, v)).collect()));
+            let work = PhaseWork::Apply {
+                chunks: chunks.collect(),
+            };
+            (work, Deposits::Apply(replies))
         }
         Job::ConflictTally { .. } => {
             let (partitions, replies) = split_each(jobs, |gp, job| match job {
@@ -584,6 +616,28 @@ fn split_fallback<A: App>(
     Ok((work, Deposits::Fallback(replies), needs_env))
 }
 
+/// Takes each job of rows apart with `take` (its rows and depositor, or the job back if it is
+/// of another kind), returning each partition's rows in order and their depositors.
+#[allow(clippy::type_complexity)]
+fn split_chunks<A: App, R>(
+    jobs: Vec<(GlobalPartition, Job<A>)>,
+    take: impl Fn(Job<A>) -> Result<(Vec<R>, Depositor<Result<(), String>>), Job<A>>,
+) -> Result<
+    (
+        Vec<(GlobalPartition, Vec<R>)>,
+        Vec<Depositor<Result<(), String>>>,
+    ),
+    String,
+> {
+    let mut chunks = Vec::with_capacity(jobs.len());
+    let (_, replies) = split_each(jobs, |gp, job| {
+        let (rows, reply) = take(job).map_err(|job| cannot_travel(gp, &job))?;
+        chunks.push((gp, rows));
+        Ok(reply)
+    })?;
+    Ok((chunks, replies))
+}
+
 /// Takes each job apart with `take` (which keeps what it needs and hands back the depositor),
 /// returning the partitions in order and their depositors.
 fn split_each<A: App, T>(
@@ -639,6 +693,9 @@ impl<A: App> Deposits<A> {
                 })
             }
             (Deposits::Load(replies), PhaseResult::Load { loaded }) => each(replies, loaded, |r| r),
+            (Deposits::Apply(replies), PhaseResult::Apply { applied }) => {
+                each(replies, applied, |r| r)
+            }
             (Deposits::ConflictTally(replies), PhaseResult::ConflictTally { tallies }) => {
                 each(replies, tallies, |t| t)
             }

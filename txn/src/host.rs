@@ -20,11 +20,11 @@ use crate::ids::GlobalPartition;
 use crate::partition::Job;
 use crate::partition::WaveOut;
 use crate::query::{NamedCall, NamedPart, QueryFn};
-use crate::sync::AtomicSeqSet;
+use crate::sync::{AtomicSeqSet, Depositor};
 use crate::transport::PartitionActors;
 use crate::wire::{
     LoadRow, Phase, PhaseBatch, PhaseReply, PhaseResult, PhaseWork, QueryAnswer, WireAnswer,
-    WireQuery, wire_rows,
+    WireQuery, WireRow, wire_rows,
 };
 use std::sync::Arc;
 
@@ -254,19 +254,24 @@ impl<A: App> PartitionHost<A> {
                 })
             }
             PhaseWork::Load { chunks } => {
-                let mut chunks = chunks.into_iter().map(|(_, rows)| rows);
-                let loaded = run_phase(actors, &gps, |_, reply| Job::Load {
-                    rows: chunks
-                        .next()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|LoadRow(key, value)| (key, value))
-                        .collect(),
+                let rows = |LoadRow(key, value)| (key, value);
+                let loaded = run_chunks(actors, chunks, rows, |rows, reply| Job::Load {
+                    rows,
                     reply,
+                });
+                Ok(PhaseResult::Load {
+                    loaded: loaded.await?,
                 })
-                .await?;
-                let loaded = gps.into_iter().zip(loaded).collect();
-                Ok(PhaseResult::Load { loaded })
+            }
+            PhaseWork::Apply { chunks } => {
+                let rows = |WireRow(key, value)| (key, value);
+                let applied = run_chunks(actors, chunks, rows, |rows, reply| Job::Apply {
+                    rows,
+                    reply,
+                });
+                Ok(PhaseResult::Apply {
+                    applied: applied.await?,
+                })
             }
             PhaseWork::ConflictTally { .. } => {
                 let tallies =
@@ -285,6 +290,24 @@ impl<A: App> PartitionHost<A> {
             | PhaseWork::Commit { .. } => unreachable!("epoch phases are run by `run`"),
         }
     }
+}
+
+/// Hands each partition its chunk of rows, each row converted by `row`, in the job `make`
+/// builds; each partition's answer, in the chunks' order.
+async fn run_chunks<A: App, W, R>(
+    actors: &PartitionActors<A>,
+    chunks: Vec<(GlobalPartition, Vec<W>)>,
+    row: impl Fn(W) -> R,
+    make: impl Fn(Vec<R>, Depositor<Result<(), String>>) -> Job<A>,
+) -> Result<Vec<(GlobalPartition, Result<(), String>)>, TxnError> {
+    let gps: Vec<GlobalPartition> = chunks.iter().map(|(gp, _)| *gp).collect();
+    let mut chunks = chunks.into_iter().map(|(_, rows)| rows);
+    let answers = run_phase(actors, &gps, |_, reply| {
+        let rows = chunks.next().unwrap_or_default();
+        make(rows.into_iter().map(&row).collect(), reply)
+    })
+    .await?;
+    Ok(gps.into_iter().zip(answers).collect())
 }
 
 /// A query that answers `message` as its failure in every partition (a name this node's

@@ -173,6 +173,11 @@ pub const RECOVERY_LOAD_CHUNK_ROWS_MAX: usize = 4_096;
 /// recovery holds at most twice this many chunks in memory. In chunks.
 pub const RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX: usize = 64;
 
+/// Row bytes (keys and values) recovery gathers from chunks of distinct partitions before it
+/// sends them to their nodes, one batch per node: a round trip per round instead of per chunk.
+/// Below the link's payload limit, with room for the encoding. In bytes.
+pub const RECOVERY_LOAD_ROUND_BYTES_MAX: usize = 4 << 20;
+
 /// Default length of the store lease a runtime takes (`LeaseConfig::ttl`): after the holder
 /// dies, a standby waits at most this long before it can take over, so it bounds failover.
 pub const LEASE_TTL_MS_DEFAULT: u64 = 5_000;
@@ -187,6 +192,7 @@ pub const LEASE_RETRY_WAIT_MS_MIN: u64 = 20;
 
 const _: () = assert!(RECOVERY_EPOCHS_READ_AHEAD_MAX >= 1);
 const _: () = assert!(RECOVERY_LOAD_CHUNK_ROWS_MAX >= 1 && RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX >= 1);
+const _: () = assert!(RECOVERY_LOAD_ROUND_BYTES_MAX * 2 <= PHASE_MESSAGE_BYTES_MAX);
 const _: () = assert!(EPOCH_DURATION_US_DEFAULT <= EPOCH_DURATION_US_MAX);
 const _: () = assert!(CHECKPOINT_COPY_ROWS_PER_EPOCH >= 1);
 const _: () = assert!(EPOCH_TXNS_MAX_DEFAULT <= EPOCH_TXNS_MAX);

@@ -19,7 +19,7 @@ use crate::error::{AbortReason, panic_message};
 use crate::ids::{GlobalPartition, Seq, Tid};
 use crate::precedence::PrecedenceState;
 use crate::query::{QueryFn, QueryPart, ReadView};
-use crate::row_key::{DeferredRows, row_key_prefix, split_row_key};
+use crate::row_key::{CheckpointRow, DeferredRows, row_key_prefix, split_row_key};
 use crate::sync::{AtomicSeqSet, Depositor};
 use crate::table::{AnyTable, ConflictTally};
 use std::marker::PhantomData;
@@ -565,6 +565,12 @@ pub(crate) enum Job<A: App> {
         rows: Vec<(Vec<u8>, Vec<u8>)>,
         reply: Depositor<Result<(), String>>,
     },
+    /// Apply row changes (full row keys; `None`: deleted) that recovery replayed on the
+    /// driver's private copy of the partitions, marked for the next checkpoint.
+    Apply {
+        rows: Vec<CheckpointRow>,
+        reply: Depositor<Result<(), String>>,
+    },
     /// Report each table's conflict losses so far (`Runtime::conflict_stats`).
     ConflictTally {
         reply: Depositor<Vec<(String, ConflictTally)>>,
@@ -637,25 +643,44 @@ impl<A: App> PartitionState<A> {
     /// Loads checkpoint rows (full row keys) into this partition's tables.
     pub fn load_rows(&mut self, rows: &[(Vec<u8>, Vec<u8>)]) -> Result<(), String> {
         for (key, value) in rows {
-            let Some((gp, table, row_key)) = split_row_key(key) else {
-                return Err(format!(
-                    "checkpoint row key of {} bytes is too short",
-                    key.len()
-                ));
-            };
-            if gp != self.gp {
-                return Err(format!(
-                    "checkpoint row of partition {gp} was sent to partition {}",
-                    self.gp
-                ));
-            }
-            let n_tables = self.tables.len();
-            let t = self.tables.get_mut(table as usize).ok_or_else(|| {
-                format!("checkpoint row of table #{table} in partition {gp}, which has {n_tables} tables")
-            })?;
-            t.load_row(row_key, value)?;
+            let (table, row_key) = self.table_of_row(key)?;
+            table.load_row(row_key, value)?;
         }
         Ok(())
+    }
+
+    /// Applies row changes (full row keys; `None`: deleted) that a replay on the driver
+    /// computed (`Job::Apply`), remembered for the next checkpoint like a commit's.
+    pub fn apply_rows(&mut self, rows: &[CheckpointRow]) -> Result<(), String> {
+        for (key, value) in rows {
+            let (table, row_key) = self.table_of_row(key)?;
+            table.apply_row(row_key, value.as_deref())?;
+        }
+        Ok(())
+    }
+
+    /// The table a full row key names, and the row's own key; an error if the key is too
+    /// short or names another partition or a table that does not exist.
+    fn table_of_row<'k>(&mut self, key: &'k [u8]) -> Result<(&mut dyn AnyTable, &'k [u8]), String> {
+        let Some((gp, table, row_key)) = split_row_key(key) else {
+            return Err(format!(
+                "checkpoint row key of {} bytes is too short",
+                key.len()
+            ));
+        };
+        if gp != self.gp {
+            return Err(format!(
+                "checkpoint row of partition {gp} was sent to partition {}",
+                self.gp
+            ));
+        }
+        let n_tables = self.tables.len();
+        let t = self.tables.get_mut(table as usize).ok_or_else(|| {
+            format!(
+                "checkpoint row of table #{table} in partition {gp}, which has {n_tables} tables"
+            )
+        })?;
+        Ok((t.as_mut(), row_key))
     }
 }
 
@@ -763,6 +788,7 @@ fn run_owned_job<A: App>(app: &AppDef<A>, state: &mut PartitionState<A>, job: Jo
             reply.deposit(out);
         }
         Job::Load { rows, reply } => reply.deposit(state.load_rows(&rows)),
+        Job::Apply { rows, reply } => reply.deposit(state.apply_rows(&rows)),
         Job::ConflictTally { reply } => {
             reply.deposit(state.tables.iter().map(|t| t.conflict_tally()).collect());
         }

@@ -1008,6 +1008,9 @@ pub(crate) trait AnyTable: Send {
     ) -> (usize, Option<String>);
     /// Loads one encoded committed row (recovery).
     fn load_row(&mut self, key: &[u8], value: &[u8]) -> Result<(), String>;
+    /// Applies one encoded row change that a replay elsewhere computed (`None`: deleted), as
+    /// a commit would: remembered for the next checkpoint, indexes kept.
+    fn apply_row(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String>;
     /// Erases the personal fields of every committed row of `subject` (between epochs, live
     /// erasure): each changed row is applied like a commit, so it is dirty for the next
     /// checkpoint and its indexes follow. Returns how many rows it changed.
@@ -1377,6 +1380,16 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
         for ix in &mut self.indexes {
             ix.update(&k, old.as_ref(), Some(&v));
         }
+        Ok(())
+    }
+
+    fn apply_row(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
+        let k: K = decode(key).map_err(|e| format!("{}.{} key: {e}", self.service, self.name))?;
+        let v: Option<V> = value
+            .map(decode)
+            .transpose()
+            .map_err(|e| format!("{}.{} row: {e}", self.service, self.name))?;
+        self.apply(k, v);
         Ok(())
     }
 

@@ -14,7 +14,8 @@
 //! Sent by `ClusterDispatch` (`cluster_dispatch.rs`), which buffers the jobs of remote
 //! partitions per node and flushes one batch per node per phase, and answered by
 //! `PartitionHost` (`host.rs`). Between epochs the same way: checkpoint rows, recovery loading
-//! (`Load`), conflict counts and the state hash.
+//! (`Load`) and the row changes recovery replayed on the driver (`Apply`), conflict counts and
+//! the state hash.
 
 use std::fmt;
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use crate::table::ConflictTally;
 
 /// The first byte of every encoded phase message. Bumped whenever the encoding of anything in
 /// it changes, so nodes of two builds refuse each other's messages instead of misreading them.
-pub(crate) const WIRE_FORMAT_VERSION: u8 = 2;
+pub(crate) const WIRE_FORMAT_VERSION: u8 = 3;
 
 /// Which phase of an epoch a message belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +47,18 @@ pub(crate) enum Phase {
     Load,
     ConflictTally,
     StateHash,
+    Apply,
+}
+
+impl Phase {
+    /// Whether it is part of an epoch (a wave, decide, commit or fallback round), not work
+    /// between epochs.
+    pub fn is_epoch_phase(self) -> bool {
+        matches!(
+            self,
+            Phase::Wave { .. } | Phase::Decide | Phase::Commit | Phase::Fallback { .. }
+        )
+    }
 }
 
 impl fmt::Display for Phase {
@@ -59,6 +72,7 @@ impl fmt::Display for Phase {
             Phase::Load => f.write_str("checkpoint load"),
             Phase::ConflictTally => f.write_str("conflict tally"),
             Phase::StateHash => f.write_str("state hash"),
+            Phase::Apply => f.write_str("replayed rows"),
         }
     }
 }
@@ -148,6 +162,10 @@ pub(crate) enum PhaseWork<A: App> {
     ConflictTally { partitions: Vec<GlobalPartition> },
     /// Report each partition's hash of its committed rows.
     StateHash { partitions: Vec<GlobalPartition> },
+    /// Apply chunks of the row changes recovery replayed on the driver (`Job::Apply`).
+    Apply {
+        chunks: Vec<(GlobalPartition, Vec<WireRow>)>,
+    },
 }
 
 /// One checkpoint row to load: the encoded row key and value, as bytes.
@@ -207,6 +225,10 @@ pub(crate) enum PhaseResult<A: App> {
     },
     StateHash {
         hashes: Vec<(GlobalPartition, u64)>,
+    },
+    /// Each partition's answer to its chunk of replayed rows (`Err`: why they did not apply).
+    Apply {
+        applied: Vec<(GlobalPartition, Result<(), String>)>,
     },
     /// The node could not do the work (a malformed batch, a stopped partition): why.
     Failed {
@@ -398,6 +420,7 @@ impl<A: App> PhaseBatch<A> {
             PhaseWork::Load { .. } => Phase::Load,
             PhaseWork::ConflictTally { .. } => Phase::ConflictTally,
             PhaseWork::StateHash { .. } => Phase::StateHash,
+            PhaseWork::Apply { .. } => Phase::Apply,
         }
     }
 
@@ -412,6 +435,7 @@ impl<A: App> PhaseBatch<A> {
             | PhaseWork::StateHash { partitions } => partitions.clone(),
             PhaseWork::Fallback { jobs, .. } => jobs.iter().map(|(gp, _)| *gp).collect(),
             PhaseWork::Load { chunks } => chunks.iter().map(|(gp, _)| *gp).collect(),
+            PhaseWork::Apply { chunks } => chunks.iter().map(|(gp, _)| *gp).collect(),
         }
     }
 
@@ -493,6 +517,7 @@ impl<A: App> PhaseResult<A> {
                 | (PhaseResult::Load { .. }, Phase::Load)
                 | (PhaseResult::ConflictTally { .. }, Phase::ConflictTally)
                 | (PhaseResult::StateHash { .. }, Phase::StateHash)
+                | (PhaseResult::Apply { .. }, Phase::Apply)
         )
     }
 
@@ -503,7 +528,9 @@ impl<A: App> PhaseResult<A> {
                 outs.iter().map(|(gp, _)| *gp).collect()
             }
             PhaseResult::CheckpointStep { rows } => rows.iter().map(|(gp, _)| *gp).collect(),
-            PhaseResult::Load { loaded } => loaded.iter().map(|(gp, _)| *gp).collect(),
+            PhaseResult::Load { loaded } | PhaseResult::Apply { applied: loaded } => {
+                loaded.iter().map(|(gp, _)| *gp).collect()
+            }
             PhaseResult::ConflictTally { tallies } => tallies.iter().map(|(gp, _)| *gp).collect(),
             PhaseResult::StateHash { hashes } => hashes.iter().map(|(gp, _)| *gp).collect(),
             PhaseResult::Decide { .. } | PhaseResult::Commit | PhaseResult::Failed { .. } => {

@@ -16,6 +16,7 @@ use crate::limits;
 use crate::server::{ServeError, Server};
 use crate::spread::{HostLink, Hosts, Incoming};
 use futures::future::BoxFuture;
+use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -430,7 +431,8 @@ async fn contend<S: ServedApp>(
                 }
                 RuntimeEnd::Failed(reason) => format!("it failed: {reason}"),
             },
-            () = placement_moved(&engine, &cluster, owners.as_deref()) => {
+            () = placement_moved(&engine, &cluster, owners.as_deref(), served) => {
+                tracing::info!(term, "the placement over the live members changed: replacing the runtime");
                 "the placement over the live members changed".to_string()
             }
         };
@@ -470,6 +472,7 @@ async fn take_lease<S: ServedApp>(
         settings.wait_for_lease = Some(Duration::ZERO);
     }
     let settings = &settings;
+    let (waiting_since, mut lease_tries) = (std::time::Instant::now(), 0u32);
     loop {
         let n_partitions = engine.app.app_def().n_partitions_total();
         let owners = engine.spread.then(|| cluster.placement(n_partitions));
@@ -478,9 +481,24 @@ async fn take_lease<S: ServedApp>(
             let link = HostLink::new(cluster.clone(), generation, owners.clone());
             txn::ClusterPlacement::new(&engine.node_name, owners, Arc::new(link))
         });
+        let opening_at = std::time::Instant::now();
         match Served::<S>::open_placed(options, settings, |_| placement).await {
-            Ok(served) => return (served, owners),
+            Ok(served) => {
+                // The take-over's breakdown, for reading a failover from the node's log.
+                tracing::info!(
+                    waited_ms = opening_at.duration_since(waiting_since).as_millis() as u64,
+                    lease_tries,
+                    start_ms = opening_at.elapsed().as_millis() as u64,
+                    recovery_ms = served.recovery().duration.as_millis() as u64,
+                    epochs_replayed = served.recovery().epochs_replayed,
+                    rows_loaded = served.recovery().rows_loaded,
+                    spread = owners.is_some(),
+                    "took the store's lease and started the runtime"
+                );
+                return (served, owners);
+            }
             Err(TxnError::LeaseHeld { remaining_ms, .. }) => {
+                lease_tries += 1;
                 if engine.spread {
                     let wait = remaining_ms.max(limits::REPLACE_RETRY_MS);
                     tokio::time::sleep(Duration::from_millis(wait)).await;
@@ -499,11 +517,12 @@ async fn take_lease<S: ServedApp>(
 }
 
 /// Resolves once the placement over the live members differs from `owners` (never when the
-/// partitions are not spread).
+/// partitions are not spread); for a member that joined, see [`join_can_wait`].
 async fn placement_moved<S: ServedApp>(
     engine: &NodeEngine<S>,
     cluster: &Cluster,
     owners: Option<&[String]>,
+    served: &Served<S>,
 ) {
     let Some(owners) = owners else {
         return std::future::pending().await;
@@ -514,6 +533,38 @@ async fn placement_moved<S: ServedApp>(
         if changes.changed().await.is_err() {
             return std::future::pending().await;
         }
+    }
+    join_can_wait(cluster, owners, served).await;
+}
+
+/// When the placement moved only because a member joined (every owner is still live) and the
+/// runtime's own recovery was long, waits until the runtime completed its next checkpoint, or
+/// `JOIN_REPLACE_WAIT_MS_MAX` passed: the runtime goes on meanwhile without the new member, and
+/// the re-placement then replays a short log. A node restarted during a take-over would
+/// otherwise make the new sequencer replace its runtime the moment it started, and replay the
+/// same log a second time.
+async fn join_can_wait<S: ServedApp>(cluster: &Cluster, owners: &[String], served: &Served<S>) {
+    let recovered_in = served.recovery().duration;
+    if recovered_in < Duration::from_millis(limits::JOIN_REPLACE_AT_ONCE_RECOVERY_MS_MAX) {
+        return;
+    }
+    let checkpoints = || served.stats().map_or(0, |s| s.checkpoints_completed);
+    let (waiting_since, checkpoints_before) = (std::time::Instant::now(), checkpoints());
+    let wait_max = Duration::from_millis(limits::JOIN_REPLACE_WAIT_MS_MAX);
+    let mut ticks = tokio::time::interval(Duration::from_millis(limits::LEASE_CHECK_INTERVAL_MS));
+    loop {
+        let live: BTreeSet<String> = cluster.members().into_iter().map(|m| m.name).collect();
+        let owner_lost = owners.iter().any(|owner| !live.contains(owner));
+        if owner_lost || checkpoints() > checkpoints_before || waiting_since.elapsed() >= wait_max {
+            tracing::info!(
+                owner_lost,
+                waited_ms = waiting_since.elapsed().as_millis() as u64,
+                recovered_ms = recovered_in.as_millis() as u64,
+                "a member joined: re-placing the partitions"
+            );
+            return;
+        }
+        ticks.tick().await;
     }
 }
 

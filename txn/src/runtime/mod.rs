@@ -33,7 +33,7 @@ pub(crate) use durability::EpochRecordRef;
 pub(crate) use forget::erase_at_epoch_end;
 pub use lease::{LeaseConfig, LeaseStatus};
 pub use recovery::RecoveryReport;
-pub(crate) use recovery::{load_checkpoint_async, recover, stream_log};
+pub(crate) use recovery::{load_checkpoint_async, recover, recover_driver, stream_log};
 pub use reply::OutboxSink;
 pub use stats::{ConflictStats, RuntimeStats, StatsSnapshot, TableConflicts};
 pub use stats::{EpochPeak, LatencyPeaks, LogPeak};
@@ -145,7 +145,7 @@ impl<A: App> Runtime<A> {
             &stats,
         )?;
         // In a cluster, recovery loads the other nodes' partitions through their hosts.
-        let (recovery, dedup) = recover(&app, &actors, &config).await?;
+        let (recovery, dedup) = recover_driver(&app, &actors, &config).await?;
         if let Some(failure) = watermark.failure() {
             return Err(TxnError::Storage(format!(
                 "the store's lease was lost during recovery: {}",

@@ -4,24 +4,32 @@
 //! The partitions are owned by their actors, so the checkpoint reader (on the blocking pool)
 //! cuts each partition's rows into chunks and the recovery task sends each chunk to its
 //! partition as a `Job::Load`, several in flight at once.
+//!
+//! A cluster runtime (partitions spread over nodes) replays nothing through the network: it
+//! recovers every partition on a private copy in its own process, the same code as in one
+//! process, while the partitions' owners load the checkpoint; then it hands each owner the rows
+//! the replay changed (`Job::Apply`, chunked) and checks that every owner's state hash equals
+//! the private copy's.
 
 use crate::app::{App, AppDef};
+use crate::cluster_dispatch::DriverDispatch;
 use crate::dedup::{DEDUP_GP, Dedup, WindowBounds, request_digest};
-use crate::epoch::{Dispatch, run_epoch};
+use crate::epoch::{Dispatch, run_epoch, run_phase};
 use crate::error::TxnError;
 use crate::ids::GlobalPartition;
 use crate::limits;
 use crate::partition::Job;
-use crate::row_key::split_row_key;
+use crate::row_key::{CheckpointRow, DeferredRows, split_row_key};
 use crate::runtime::config::{RecoverFrom, RuntimeConfig};
 use crate::runtime::durability::EpochRecord;
 use crate::runtime::reply::deliver_outbox;
 use crate::runtime::sequencer::{Settled, settle};
 use crate::storage::Storage;
-use crate::sync::{BarrierWait, PhaseBarrier};
+use crate::sync::{BarrierWait, Depositor, PhaseBarrier};
+use crate::transport::PartitionActors;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// A chunk of one partition's checkpoint rows (full row keys), on its way to the partition.
@@ -233,27 +241,76 @@ pub(crate) async fn load_checkpoint_async<A: App, D: Dispatch<A>>(
     let reader = tokio::task::spawn_blocking(move || {
         load_checkpoint::<A>(storage.as_ref(), chunker, recover_from, dedup)
     });
+    let bytes_of = |(key, value): &(Vec<u8>, Vec<u8>)| key.len() + value.len();
+    send_chunks(dispatch, &mut rx, bytes_of, |rows, reply| Job::Load {
+        rows,
+        reply,
+    })
+    .await?;
+    reader
+        .await
+        .map_err(|e| TxnError::Recovery(format!("the checkpoint loader stopped: {e}")))?
+}
+
+/// Sends each chunk `rx` hands over to its partition as the job `make` builds, at most
+/// `RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX` waiting to be done, and waits until all are done.
+/// Chunks of distinct partitions go out together, one batch per node per [`Round`], so loading
+/// another node's partitions costs a round trip per round, not per chunk.
+async fn send_chunks<A: App, D: Dispatch<A>, R>(
+    dispatch: &D,
+    rx: &mut mpsc::Receiver<(GlobalPartition, Vec<R>)>,
+    bytes_of: impl Fn(&R) -> usize,
+    make: impl Fn(Vec<R>, Depositor<Result<(), String>>) -> Job<A>,
+) -> Result<(), TxnError> {
     let mut loading: VecDeque<(GlobalPartition, BarrierWait<Result<(), String>>)> = VecDeque::new();
+    let mut round = Round::default();
     while let Some((gp, rows)) = rx.recv().await {
+        if round.partitions.contains(&gp) {
+            round.flush(dispatch).await?;
+        }
+        round.bytes += rows.iter().map(&bytes_of).sum::<usize>();
+        round.partitions.push(gp);
         let (barrier, mut reply) = PhaseBarrier::new(1);
         let reply = reply
             .pop()
             .expect("a barrier of one slot has one depositor");
-        dispatch.dispatch(gp, Job::Load { rows, reply }).await?;
-        // A chunk for another node is sent now, one batch per chunk.
-        dispatch.flush().await?;
+        dispatch.dispatch(gp, make(rows, reply)).await?;
         loading.push_back((gp, barrier.wait()));
+        if round.bytes >= limits::RECOVERY_LOAD_ROUND_BYTES_MAX || rx.is_empty() {
+            round.flush(dispatch).await?;
+        }
         if loading.len() > limits::RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX {
+            // The oldest chunk may still be buffered: it must be sent before it is waited for.
+            round.flush(dispatch).await?;
             let (gp, loaded) = loading.pop_front().expect("not empty");
             chunk_loaded(gp, loaded).await?;
         }
     }
+    round.flush(dispatch).await?;
     for (gp, loaded) in loading {
         chunk_loaded(gp, loaded).await?;
     }
-    reader
-        .await
-        .map_err(|e| TxnError::Recovery(format!("the checkpoint loader stopped: {e}")))?
+    Ok(())
+}
+
+/// The chunks dispatched since the last flush: of distinct partitions (a batch names each
+/// partition once), and their bytes.
+#[derive(Default)]
+struct Round {
+    partitions: Vec<GlobalPartition>,
+    bytes: usize,
+}
+
+impl Round {
+    /// Sends the round's chunks for other nodes (one batch per node) and starts a new round.
+    async fn flush<A: App, D: Dispatch<A>>(&mut self, dispatch: &D) -> Result<(), TxnError> {
+        if self.partitions.is_empty() {
+            return Ok(());
+        }
+        self.partitions.clear();
+        self.bytes = 0;
+        dispatch.flush().await
+    }
 }
 
 /// Waits until partition `gp` has loaded one chunk of checkpoint rows.
@@ -269,7 +326,7 @@ async fn chunk_loaded(
     results
         .pop()
         .expect("one slot")
-        .map_err(|e| TxnError::Recovery(format!("loading the checkpoint: {e}")))
+        .map_err(|e| TxnError::Recovery(format!("loading rows into partition {gp}: {e}")))
 }
 
 /// Where replay stands in the log: the epoch it needs next, so a gap or a log that does not
@@ -336,4 +393,119 @@ async fn replay_epoch<A: App, D: Dispatch<A>>(
         }
     }
     Ok(())
+}
+
+/// Recovers the runtime's partitions: in one process through its actors ([`recover`]); in a
+/// cluster without replaying any epoch through the network ([`recover_then_hand_over`]).
+pub(crate) async fn recover_driver<A: App>(
+    app: &Arc<AppDef<A>>,
+    actors: &DriverDispatch<A>,
+    config: &RuntimeConfig,
+) -> Result<(RecoveryReport, Dedup<A::Output>), TxnError> {
+    match actors {
+        DriverDispatch::Local(_) => recover(app, actors, config).await,
+        DriverDispatch::Cluster(_) => recover_then_hand_over(app, actors, config).await,
+    }
+}
+
+/// A cluster's recovery: every partition is recovered on a private copy in this process (the
+/// checkpoint, then the log replayed there, as in one process) while the partitions' owners
+/// load the same checkpoint; then each owner gets the rows the replay changed, marked for the
+/// next checkpoint as the replay marked them, and must end with the private copy's state hash.
+async fn recover_then_hand_over<A: App>(
+    app: &Arc<AppDef<A>>,
+    actors: &DriverDispatch<A>,
+    config: &RuntimeConfig,
+) -> Result<(RecoveryReport, Dedup<A::Output>), TxnError> {
+    let started = Instant::now();
+    // The private copy always remembers changed rows: they are what the owners are handed.
+    let private = PartitionActors::start(app.clone(), true)?;
+    let (recovered, owners_loaded) = tokio::join!(
+        recover(app, &private, config),
+        load_checkpoint_async(app, actors, config)
+    );
+    let handed = match (recovered, owners_loaded) {
+        (Ok((mut report, dedup)), Ok(_)) => {
+            tracing::info!(
+                checkpoint_epoch = ?report.checkpoint_epoch,
+                rows_loaded = report.rows_loaded,
+                epochs_replayed = report.epochs_replayed,
+                replay_ms_per_epoch = report.duration.as_secs_f64() * 1e3
+                    / report.epochs_replayed.max(1) as f64,
+                seconds = report.duration.as_secs_f64(),
+                "recovered on this node's private copy of the partitions; the owners loaded the checkpoint"
+            );
+            let handed = hand_over(app, &private, actors).await;
+            report.duration = started.elapsed();
+            handed.map(|()| (report, dedup))
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    private.stop().await;
+    handed
+}
+
+/// Hands every partition's owner the rows the private copy's replay changed, then checks each
+/// owner's state hash against the private copy's.
+async fn hand_over<A: App>(
+    app: &Arc<AppDef<A>>,
+    private: &PartitionActors<A>,
+    actors: &DriverDispatch<A>,
+) -> Result<(), TxnError> {
+    let started = Instant::now();
+    let all: Vec<GlobalPartition> = (0..app.n_global).collect();
+    let expected = run_phase(private, &all, |_, reply| Job::StateHash { reply }).await?;
+    let changed = run_phase(private, &all, |_, reply| Job::Checkpoint { reply }).await?;
+    let (tx, mut rx) = mpsc::channel(limits::RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX);
+    let encoder = tokio::task::spawn_blocking(move || encode_changed_rows(changed, tx));
+    let bytes_of = |(key, value): &CheckpointRow| key.len() + value.as_ref().map_or(0, Vec::len);
+    send_chunks(actors, &mut rx, bytes_of, |rows, reply| Job::Apply {
+        rows,
+        reply,
+    })
+    .await?;
+    let rows_applied = encoder
+        .await
+        .map_err(|e| TxnError::Recovery(format!("the replayed rows' encoder stopped: {e}")))?;
+    let applied_in = started.elapsed();
+    let installed = run_phase(actors, &all, |_, reply| Job::StateHash { reply }).await?;
+    for (gp, (installed, expected)) in installed.into_iter().zip(expected).enumerate() {
+        if installed != expected {
+            let owner = actors
+                .remote_node(gp as GlobalPartition)
+                .unwrap_or("this node");
+            return Err(TxnError::Recovery(format!(
+                "partition {gp}: the state installed on its owner ({owner}) hashes to \
+                 {installed:#x}, but the state recovered here to {expected:#x}"
+            )));
+        }
+    }
+    tracing::info!(
+        rows_applied,
+        apply_seconds = applied_in.as_secs_f64(),
+        seconds = started.elapsed().as_secs_f64(),
+        "handed the replayed rows to the partitions' owners; every state hash matches"
+    );
+    Ok(())
+}
+
+/// Encodes each partition's changed rows (blocking work) and hands them over in chunks;
+/// returns how many rows it encoded.
+fn encode_changed_rows(
+    changed: Vec<Vec<DeferredRows>>,
+    tx: mpsc::Sender<(GlobalPartition, Vec<CheckpointRow>)>,
+) -> usize {
+    let mut n_rows = 0;
+    for (gp, chunks) in changed.into_iter().enumerate() {
+        for encode in chunks {
+            let mut rows = Vec::new();
+            encode(&mut rows);
+            n_rows += rows.len();
+            if !rows.is_empty() && tx.blocking_send((gp as GlobalPartition, rows)).is_err() {
+                // The sender stopped on an error, which it reports.
+                return n_rows;
+            }
+        }
+    }
+    n_rows
 }

@@ -298,6 +298,15 @@ fn work() -> impl Strategy<Value = PhaseWork<WireApp>> {
             0..3
         ))
         .prop_map(|chunks| PhaseWork::Load { chunks }),
+        partitions()
+            .prop_flat_map(|parts| {
+                let per_partition: Vec<_> = parts
+                    .iter()
+                    .map(|&gp| rows_of(gp).prop_map(move |rows| (gp, rows)))
+                    .collect();
+                per_partition
+            })
+            .prop_map(|chunks| PhaseWork::Apply { chunks }),
     ]
 }
 
@@ -423,6 +432,8 @@ fn result() -> impl Strategy<Value = PhaseResult<WireApp>> {
         outs().prop_map(|outs| PhaseResult::Fallback { outs }),
         per_partition(prop::result::maybe_ok(Just(()), ".{0,12}"))
             .prop_map(|loaded| PhaseResult::Load { loaded }),
+        per_partition(prop::result::maybe_ok(Just(()), ".{0,12}"))
+            .prop_map(|applied| PhaseResult::Apply { applied }),
         per_partition(any::<u64>()).prop_map(|hashes| PhaseResult::StateHash { hashes }),
         per_partition(prop::collection::vec(
             (
@@ -446,6 +457,7 @@ fn phase_of(result: &PhaseResult<WireApp>, number: u32) -> Phase {
         PhaseResult::CheckpointStep { .. } => Phase::CheckpointStep,
         PhaseResult::Fallback { .. } => Phase::Fallback { round: number },
         PhaseResult::Load { .. } => Phase::Load,
+        PhaseResult::Apply { .. } => Phase::Apply,
         PhaseResult::ConflictTally { .. } => Phase::ConflictTally,
         PhaseResult::StateHash { .. } | PhaseResult::Failed { .. } => Phase::StateHash,
     }
