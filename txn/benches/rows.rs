@@ -1,7 +1,9 @@
 //! The per-row hot paths of a hash table's committed rows, at 10,000 and 1,000,000 rows of 16
 //! bytes (a `u64` key and a 16-byte row, as the ledger's accounts): `TableState::get` (a read
-//! recorded for conflict detection), `TableState::write` (a buffered write), `decide` and
-//! `commit` (applying the write in place and marking the row dirty), through `txn::bench_api`.
+//! recorded for conflict detection), `TableState::write` (a buffered write), both as a
+//! transaction step does them (`execute`: each transaction reads its row, then writes it back),
+//! `decide` and `commit` (applying the write in place and marking the row dirty), through
+//! `txn::bench_api`.
 //!
 //! Every measured batch is one epoch of `BATCH_ROWS` single-row transactions on distinct
 //! pseudo-random keys; the parts of the epoch not being measured run untimed, so each benchmark
@@ -70,25 +72,50 @@ impl Keys {
 enum Phase {
     Get,
     Write,
+    /// Each transaction's `get` then its `write` of the same row, as a ledger or YCSB-T step.
+    Execute,
     Decide,
     Commit,
 }
 
-/// Runs one epoch of read-modify-write transactions on `keys`, timing `phase` only.
-fn epoch(table: &mut BenchTable<u64, Row>, keys: &[u64], phase: Phase) -> Duration {
-    let none = SeqSet::with_len(keys.len());
+/// Each transaction reads its row and writes it back at once; the time taken.
+fn execute(table: &mut BenchTable<u64, Row>, keys: &[u64]) -> Duration {
+    let start = Instant::now();
+    for (seq, key) in keys.iter().enumerate() {
+        let (id, balance) = table.get(seq as u32, key).expect("loaded row");
+        table.write(seq as u32, *key, Some((id, balance + 1)));
+    }
+    start.elapsed()
+}
+
+/// Every transaction reads its row, then every transaction writes it back; the time `phase`
+/// took, if it is one of the two.
+fn get_then_write(
+    table: &mut BenchTable<u64, Row>,
+    keys: &[u64],
+    phase: Phase,
+) -> Option<Duration> {
     let start = Instant::now();
     let mut reads = Vec::with_capacity(keys.len());
     for (seq, key) in keys.iter().enumerate() {
         reads.push(table.get(seq as u32, key));
     }
-    let mut timed = matches!(phase, Phase::Get).then(|| start.elapsed());
+    let timed = matches!(phase, Phase::Get).then(|| start.elapsed());
     let start = Instant::now();
     for (seq, (key, row)) in keys.iter().zip(reads).enumerate() {
         let (id, balance) = row.expect("loaded row");
         table.write(seq as u32, *key, Some((id, balance + 1)));
     }
-    timed = timed.or(matches!(phase, Phase::Write).then(|| start.elapsed()));
+    timed.or(matches!(phase, Phase::Write).then(|| start.elapsed()))
+}
+
+/// Runs one epoch of read-modify-write transactions on `keys`, timing `phase` only.
+fn epoch(table: &mut BenchTable<u64, Row>, keys: &[u64], phase: Phase) -> Duration {
+    let none = SeqSet::with_len(keys.len());
+    let mut timed = match phase {
+        Phase::Execute => Some(execute(table, keys)),
+        _ => get_then_write(table, keys, phase),
+    };
     let start = Instant::now();
     let mut conflicts = SeqSet::with_len(keys.len());
     table.decide(&none, &mut conflicts);
@@ -112,6 +139,7 @@ fn rows(c: &mut Criterion) {
         let phases = [
             ("get", Phase::Get),
             ("write", Phase::Write),
+            ("execute", Phase::Execute),
             ("decide", Phase::Decide),
             ("commit", Phase::Commit),
         ];

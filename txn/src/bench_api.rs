@@ -114,6 +114,12 @@ impl<K: Key, V: Row> BenchTable<K, V> {
         drop(AnyTable::take_dirty(&mut self.0, Vec::new()));
     }
 
+    /// How many times the committed rows' hash index was probed so far: counted in debug
+    /// builds only (`None` in release builds, and for an ordered table).
+    pub fn row_probes(&self) -> Option<u64> {
+        self.0.rows.probes()
+    }
+
     /// Number of committed rows.
     pub fn len(&self) -> usize {
         self.0.rows.len()

@@ -21,6 +21,30 @@ pub(crate) struct DenseRows<K, S> {
     entries: Vec<(K, S)>,
     /// The position in `entries` of each key, hashed by key.
     index: HashTable<u32>,
+    probes: ProbeCount,
+}
+
+/// How many times the index was probed (hashed and searched), counted in debug builds only so
+/// that tests can hold the per-row phases to their probe budget; release builds count nothing.
+#[derive(Default)]
+pub(crate) struct ProbeCount {
+    #[cfg(debug_assertions)]
+    n_probes: std::cell::Cell<u64>,
+}
+
+impl ProbeCount {
+    fn add(&self) {
+        #[cfg(debug_assertions)]
+        self.n_probes.set(self.n_probes.get() + 1);
+    }
+
+    /// The probes so far, or `None` in a release build.
+    pub fn get(&self) -> Option<u64> {
+        #[cfg(debug_assertions)]
+        return Some(self.n_probes.get());
+        #[cfg(not(debug_assertions))]
+        None
+    }
 }
 
 /// The hash of a key for the index. Only positions in memory depend on it: nothing persisted
@@ -41,32 +65,43 @@ impl<K: Hash + Eq, S> DenseRows<K, S> {
         DenseRows {
             entries: Vec::new(),
             index: HashTable::new(),
+            probes: ProbeCount::default(),
         }
+    }
+
+    /// How many times the index was probed so far (debug builds only).
+    pub fn probes(&self) -> Option<u64> {
+        self.probes.get()
     }
 
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
-    pub fn get(&self, key: &K) -> Option<&S> {
+    /// The position of `key`'s entry, found in one probe.
+    pub fn position_of(&self, key: &K) -> Option<usize> {
+        self.probes.add();
         let entries = &self.entries;
         let &i = self
             .index
             .find(hash_of(key), |&i| entries[i as usize].0 == *key)?;
-        Some(&entries[i as usize].1)
+        Some(i as usize)
+    }
+
+    pub fn get(&self, key: &K) -> Option<&S> {
+        let i = self.position_of(key)?;
+        Some(&self.entries[i].1)
     }
 
     pub fn get_mut(&mut self, key: &K) -> Option<&mut S> {
-        let entries = &self.entries;
-        let &i = self
-            .index
-            .find(hash_of(key), |&i| entries[i as usize].0 == *key)?;
-        Some(&mut self.entries[i as usize].1)
+        let i = self.position_of(key)?;
+        Some(&mut self.entries[i].1)
     }
 
     /// Finds `key`'s entry in one probe and returns its position, or, when `make` returns a
     /// slot for the missing key, inserts it (in the same probe) and returns `None`.
     pub fn upsert(&mut self, key: K, make: impl FnOnce(&K) -> Option<S>) -> Option<usize> {
+        self.probes.add();
         let hash = hash_of(&key);
         let entries = &self.entries;
         let entry = self.index.entry(
@@ -86,7 +121,12 @@ impl<K: Hash + Eq, S> DenseRows<K, S> {
         }
     }
 
-    /// The entry at position `i` (as `upsert` returned it).
+    /// The entry at position `i` (as `upsert` or `position_of` returned it).
+    pub fn entry(&self, i: usize) -> &(K, S) {
+        &self.entries[i]
+    }
+
+    /// The entry at position `i`, mutably.
     pub fn entry_mut(&mut self, i: usize) -> &mut (K, S) {
         &mut self.entries[i]
     }
@@ -96,6 +136,7 @@ impl<K: Hash + Eq, S> DenseRows<K, S> {
         self.unindex(i);
         let removed = self.entries.swap_remove(i);
         if let Some((moved_key, _)) = self.entries.get(i) {
+            self.probes.add();
             let last = position(self.entries.len());
             *self
                 .index
@@ -107,6 +148,7 @@ impl<K: Hash + Eq, S> DenseRows<K, S> {
 
     /// Drops the index bucket of the entry at position `i`.
     fn unindex(&mut self, i: usize) {
+        self.probes.add();
         let at = position(i);
         let found = self
             .index

@@ -41,6 +41,10 @@ const FIRST_DIRTY_BIT: u32 = 1 << 31;
 /// `i + 1` for `TableState::accesses[i]`.
 const ACCESS_BITS: u32 = !DIRTY_BITS;
 
+/// The position an access remembers for a row with no dense entry to reach: a hashed row
+/// missing when the epoch first accessed it, or a row of an ordered table.
+const NO_POSITION: u32 = u32::MAX;
+
 /// A committed row, and in the same map slot where its access of the current epoch is and
 /// whether it changed since the last checkpoint: every phase finds all three with one probe of
 /// the rows, instead of probing a map of accesses and a set of dirty keys as well.
@@ -111,6 +115,23 @@ impl<K: Clone, V> Tracking<'_, K, V> {
     }
 }
 
+/// The `Tracking` a committed change owes the checkpoints, from a table's fields (none while
+/// dirty tracking is off).
+fn tracking_of<'a, K, V>(
+    track_dirty: bool,
+    dirty: &'a mut Vec<K>,
+    bit: u32,
+    copying: &'a mut Option<CheckpointCopy<K, V>>,
+) -> Option<Tracking<'a, K, V>> {
+    let copy_bit = copying.as_ref().map_or(0, |c| c.bit);
+    track_dirty.then(|| Tracking {
+        dirty,
+        bit,
+        copy_bit,
+        copies: copying.as_mut().map(|c| &mut c.present),
+    })
+}
+
 /// Committed rows: hashed for point access (stored densely, see `dense_rows`), or ordered when
 /// the table is scanned.
 pub(crate) enum Rows<K, V> {
@@ -161,6 +182,37 @@ fn vacant_slot<K: Clone, V>(
     value.map(|value| Slot { value, meta })
 }
 
+/// The position `i` of a dense entry as an access remembers it.
+fn position_u32(i: usize) -> u32 {
+    let position = u32::try_from(i).expect("dense positions fit in u32");
+    debug_assert_ne!(position, NO_POSITION);
+    position
+}
+
+/// Sets the hashed row at position `i` to `v` (`None` deletes) like `Rows::set`, without a
+/// probe unless it deletes. Returns the old value and, when a delete moved another row into
+/// position `i`, that row's access index: its access must now remember position `i`.
+fn set_hashed_at<K: Hash + Eq + Clone, V: Clone>(
+    m: &mut DenseRows<K, Slot<V>>,
+    i: usize,
+    v: Option<V>,
+    tracking: Option<Tracking<'_, K, V>>,
+) -> (Option<V>, Option<usize>) {
+    let bits = tracking.as_ref().map(|t| (t.bit, t.copy_bit));
+    let deleting = v.is_none();
+    let (key, slot) = m.entry_mut(i);
+    let (old, copy, newly_dirty) = set_occupied(slot, v, bits);
+    if let Some(mut t) = tracking {
+        t.note(key, copy, newly_dirty);
+    }
+    if !deleting {
+        return (old, None);
+    }
+    let removed = m.remove_at(i).1.value;
+    let moved = (i < m.len()).then(|| m.entry(i).1.access()).flatten();
+    (Some(removed), moved)
+}
+
 impl<K: Ord + Hash + Eq + Clone, V: Clone> Rows<K, V> {
     pub fn get(&self, k: &K) -> Option<&V> {
         self.slot(k).map(|s| &s.value)
@@ -174,6 +226,33 @@ impl<K: Ord + Hash + Eq + Clone, V: Clone> Rows<K, V> {
     fn slot_mut(&mut self, k: &K) -> Option<&mut Slot<V>> {
         match self {
             Rows::Hash(m) => m.get_mut(k),
+            Rows::Ordered(m) => m.get_mut(k),
+        }
+    }
+    /// Row `k`'s slot and its position for `slot_at` (one probe; `NO_POSITION` when ordered).
+    fn locate_slot(&mut self, k: &K) -> Option<(u32, &mut Slot<V>)> {
+        match self {
+            Rows::Hash(m) => {
+                let i = m.position_of(k)?;
+                Some((position_u32(i), &mut m.entry_mut(i).1))
+            }
+            Rows::Ordered(m) => m.get_mut(k).map(|slot| (NO_POSITION, slot)),
+        }
+    }
+    /// Row `k`'s slot, reached through the `position` that `locate_slot` gave for it this epoch
+    /// (no probe of a hashed row; an ordered row is searched for).
+    fn slot_at(&self, k: &K, position: u32) -> Option<&Slot<V>> {
+        match self {
+            Rows::Hash(m) => (position != NO_POSITION).then(|| &m.entry(position as usize).1),
+            Rows::Ordered(m) => m.get(k),
+        }
+    }
+    /// `slot_at`, mutably.
+    fn slot_at_mut(&mut self, k: &K, position: u32) -> Option<&mut Slot<V>> {
+        match self {
+            Rows::Hash(m) => {
+                (position != NO_POSITION).then(|| &mut m.entry_mut(position as usize).1)
+            }
             Rows::Ordered(m) => m.get_mut(k),
         }
     }
@@ -194,15 +273,11 @@ impl<K: Ord + Hash + Eq + Clone, V: Clone> Rows<K, V> {
                 let (Some(i), Some(v), Some(tracking)) = (found, value, tracking) else {
                     return None;
                 };
-                let deleting = v.is_none();
-                let (key, slot) = m.entry_mut(i);
-                let (old, copy, newly_dirty) = set_occupied(slot, v, bits);
-                if let Some(mut t) = tracking {
-                    t.note(key, copy, newly_dirty);
-                }
-                if deleting {
-                    return Some(m.remove_at(i).1.value);
-                }
+                let (old, moved) = set_hashed_at(m, i, v, tracking);
+                debug_assert!(
+                    moved.is_none(),
+                    "a delete outside the commit moved a row whose access remembers its position"
+                );
                 old
             }
             Rows::Ordered(m) => match m.entry(k) {
@@ -224,6 +299,14 @@ impl<K: Ord + Hash + Eq + Clone, V: Clone> Rows<K, V> {
                     None
                 }
             },
+        }
+    }
+    /// How many times a hashed table's index was probed so far (debug builds only; `None` for
+    /// an ordered table).
+    pub fn probes(&self) -> Option<u64> {
+        match self {
+            Rows::Hash(m) => m.probes(),
+            Rows::Ordered(_) => None,
         }
     }
     pub fn len(&self) -> usize {
@@ -387,6 +470,15 @@ pub(crate) struct TableState<K, V> {
     /// pass's were settled by the commit before the serial pass starts). Kept between epochs
     /// with its capacity, so recording an access allocates nothing once the table is warm.
     accesses: Vec<(K, Access<V>)>,
+    /// For each access (same index), its row's position in a hashed table's dense entries, or
+    /// `NO_POSITION`: decide and commit reach the row through it without probing. Positions
+    /// hold for the epoch, since the rows change only at its commit, where a delete moving
+    /// another row into its hole re-points that row's access here.
+    positions: Vec<u32>,
+    /// The access `locate` returned last. A transaction writing the row it has just read (a
+    /// read-modify-write step) finds the access by comparing one key instead of probing again.
+    /// Any index is safe to try: an epoch has at most one access per key.
+    last_located: usize,
     /// The access indexes of keys with no committed row (reads of missing rows, inserts), which
     /// have no slot to hold them.
     absent: FxHashMap<K, u32>,
@@ -440,6 +532,8 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
                 Rows::Hash(DenseRows::new())
             },
             accesses: Vec::new(),
+            positions: Vec::new(),
+            last_located: 0,
             absent: FxHashMap::default(),
             solo: false,
             undo: Vec::new(),
@@ -458,13 +552,12 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
     /// One probe of the rows: the row's slot also loses its access of the epoch and becomes
     /// dirty.
     fn apply(&mut self, key: K, value: Option<V>) -> Option<V> {
-        let copy_bit = self.copying.as_ref().map_or(0, |c| c.bit);
-        let tracking = self.track_dirty.then(|| Tracking {
-            dirty: &mut self.dirty,
-            bit: self.dirty_bit,
-            copy_bit,
-            copies: self.copying.as_mut().map(|c| &mut c.present),
-        });
+        let tracking = tracking_of(
+            self.track_dirty,
+            &mut self.dirty,
+            self.dirty_bit,
+            &mut self.copying,
+        );
         if self.indexes.is_empty() {
             return self.rows.set(key, value, tracking);
         }
@@ -476,29 +569,87 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         old
     }
 
+    /// Applies the committed change of the access at `index` (of row `key`): through the
+    /// position the access remembers, so a hashed row that exists is set without a probe.
+    fn apply_access(&mut self, index: usize, key: K, value: Option<V>) {
+        let position = self.positions[index];
+        if position == NO_POSITION {
+            self.apply(key, value);
+            return;
+        }
+        let Rows::Hash(rows) = &mut self.rows else {
+            unreachable!("only hashed rows have positions");
+        };
+        let tracking = tracking_of(
+            self.track_dirty,
+            &mut self.dirty,
+            self.dirty_bit,
+            &mut self.copying,
+        );
+        let new = if self.indexes.is_empty() {
+            None
+        } else {
+            value.clone()
+        };
+        let (old, moved) = set_hashed_at(rows, position as usize, value, tracking);
+        if let Some(moved) = moved {
+            self.positions[moved] = position;
+        }
+        for ix in &mut self.indexes {
+            ix.update(&key, old.as_ref(), new.as_ref());
+        }
+    }
+
     /// The index of `key`'s access this epoch, made if it has none, and the committed row: one
-    /// probe of the rows for a row that exists (a missing row's access is kept in `absent`).
+    /// probe of the rows for a row that exists (a missing row's access is kept in `absent`),
+    /// none for the row located last.
     fn locate<'a>(
         rows: &'a mut Rows<K, V>,
         accesses: &mut Vec<(K, Access<V>)>,
+        positions: &mut Vec<u32>,
         absent: &mut FxHashMap<K, u32>,
+        last_located: &mut usize,
         key: &K,
     ) -> (usize, Option<&'a V>) {
+        if accesses.get(*last_located).is_some_and(|(k, _)| k == key) {
+            let slot = rows.slot_at(key, positions[*last_located]);
+            return (*last_located, slot.map(|s| &s.value));
+        }
         let next = accesses.len();
-        if let Some(slot) = rows.slot_mut(key) {
+        if let Some((position, slot)) = rows.locate_slot(key) {
             if let Some(index) = slot.access() {
+                *last_located = index;
                 return (index, Some(&slot.value));
             }
             slot.set_access(next);
             accesses.push((key.clone(), Access::new()));
+            positions.push(position);
+            *last_located = next;
             return (next, Some(&slot.value));
         }
-        if let Some(index) = absent.get(key) {
-            return (*index as usize, None);
-        }
-        absent.insert(key.clone(), next as u32);
-        accesses.push((key.clone(), Access::new()));
-        (next, None)
+        *last_located = match absent.get(key) {
+            Some(index) => *index as usize,
+            None => {
+                absent.insert(key.clone(), next as u32);
+                accesses.push((key.clone(), Access::new()));
+                positions.push(NO_POSITION);
+                next
+            }
+        };
+        (*last_located, None)
+    }
+
+    /// `key`'s access this epoch (made if it has none) with its index, and the committed row.
+    fn access_mut(&mut self, key: &K) -> (usize, &mut Access<V>, Option<&V>) {
+        let (index, committed) = Self::locate(
+            &mut self.rows,
+            &mut self.accesses,
+            &mut self.positions,
+            &mut self.absent,
+            &mut self.last_located,
+            key,
+        );
+        (index, &mut self.accesses[index].1, committed)
     }
 
     /// `key`'s access this epoch, if it has one.
@@ -555,9 +706,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             // The rows hold the solo transaction's own writes already.
             return self.rows.get(key).cloned();
         }
-        let (index, committed) =
-            Self::locate(&mut self.rows, &mut self.accesses, &mut self.absent, key);
-        let acc = &mut self.accesses[index].1;
+        let (_, acc, committed) = self.access_mut(key);
         if let Some((_, v)) = acc.own_write(seq) {
             return v.clone();
         }
@@ -588,9 +737,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             return Ok(());
         }
         let seq = op.seq;
-        let (index, committed) =
-            Self::locate(&mut self.rows, &mut self.accesses, &mut self.absent, key);
-        let acc = &mut self.accesses[index].1;
+        let (_, acc, committed) = self.access_mut(key);
         if let Some((_, own)) = acc.own_write(seq) {
             return op.apply_exact(own.as_mut().ok_or(DeltaError::MissingRow)?);
         }
@@ -609,8 +756,8 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             }
             return Err(error);
         }
-        self.has_deltas = true;
         acc.push_delta(op);
+        self.has_deltas = true;
         Ok(())
     }
 
@@ -621,8 +768,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             self.undo.push((key, old));
             return;
         }
-        let (index, _) = Self::locate(&mut self.rows, &mut self.accesses, &mut self.absent, &key);
-        let acc = &mut self.accesses[index].1;
+        let (index, acc, _) = self.access_mut(&key);
         if acc.may_have_deltas(seq) && acc.own_deltas(seq).next().is_some() {
             // The write replaces the row, and with it this transaction's deltas on it. Their
             // bounds were checked on its own view only: it becomes a reader of the row, so a
@@ -726,7 +872,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
     /// `decide_scans` applies it).
     fn decide_row(
         &self,
-        key: &K,
+        (key, position): (&K, u32),
         acc: &Access<V>,
         user_aborted: &SeqSet,
         conflicts: &mut SeqSet,
@@ -740,8 +886,9 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         let mut lost = 0u64;
         let mut first_delta = None;
         if !acc.deltas.is_empty() {
+            let committed = self.rows.slot_at(key, position).map(|s| &s.value);
             let (delta_lost, first) =
-                self.decide_row_deltas(key, acc, reserved, user_aborted, conflicts);
+                Self::decide_row_deltas(committed, acc, reserved, user_aborted, conflicts);
             lost += delta_lost;
             first_delta = first;
         }
@@ -764,7 +911,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             }
         }
         if !self.index_reads.is_empty() {
-            let old = self.rows.get(key);
+            let old = self.rows.slot_at(key, position).map(|s| &s.value);
             let new = acc
                 .writers
                 .iter()
@@ -802,18 +949,16 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         }
     }
 
-    /// The decide phase for the deltas on row `key` (see `delta::decide_deltas`): later
-    /// readers of the row read after the lowest delta that may commit, so they lose; returns
-    /// it too, for the scans.
+    /// The decide phase for the deltas on a row whose committed value is `committed` (see
+    /// `delta::decide_deltas`): later readers of the row read after the lowest delta that may
+    /// commit, so they lose; returns it too, for the scans.
     fn decide_row_deltas(
-        &self,
-        key: &K,
+        committed: Option<&V>,
         acc: &Access<V>,
         reserved: Option<Seq>,
         user_aborted: &SeqSet,
         conflicts: &mut SeqSet,
     ) -> (u64, Option<Seq>) {
-        let committed = self.rows.get(key);
         let ascending = acc.deltas_ascending;
         let (first, mut lost) = decide_deltas(
             committed,
@@ -834,17 +979,24 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         (lost, first)
     }
 
-    /// Applies the committed deltas on row `key`, in seq order, to its committed value.
-    fn commit_deltas(&mut self, key: K, deltas: &[DeltaOp<V>], ascending: bool, aborted: &SeqSet) {
+    /// Applies the committed deltas on row `key` (of the access at `index`), in seq order, to
+    /// its committed value.
+    fn commit_deltas(
+        &mut self,
+        (index, key): (usize, K),
+        (deltas, ascending): (&[DeltaOp<V>], bool),
+        aborted: &SeqSet,
+    ) {
         let mut committed = deltas
             .iter()
             .filter(|d| !aborted.contains(d.seq))
             .peekable();
         if committed.peek().is_none() {
-            self.clear_access(&key);
+            self.clear_access(&key, self.positions[index]);
             return;
         }
-        let mut row = self.rows.get(&key).cloned().unwrap_or_else(|| {
+        let slot = self.rows.slot_at(&key, self.positions[index]);
+        let mut row = slot.map(|s| s.value.clone()).unwrap_or_else(|| {
             panic!(
                 "committed delta on missing row {}.{} {key:?}: decide is broken",
                 self.service, self.name
@@ -863,7 +1015,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
                 )
             });
         }
-        self.apply(key, Some(row));
+        self.apply_access(index, key, Some(row));
     }
 
     /// Takes the rows changed since the last checkpoint as typed copies, all at once (one probe
@@ -938,9 +1090,10 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         None
     }
 
-    /// Forgets row `key`'s access of the epoch (a row the commit does not change).
-    fn clear_access(&mut self, key: &K) {
-        if let Some(slot) = self.rows.slot_mut(key) {
+    /// Forgets row `key`'s access of the epoch (a row the commit does not change), reaching the
+    /// row through the access's `position`.
+    fn clear_access(&mut self, key: &K, position: u32) {
+        if let Some(slot) = self.rows.slot_at_mut(key, position) {
             slot.clear_access();
         }
     }
@@ -1149,9 +1302,10 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
         self
     }
     fn decide(&self, user_aborted: &SeqSet, conflicts: &mut SeqSet) {
+        let rows_of = || self.accesses.iter().zip(self.positions.iter().copied());
         if self.scans.is_empty() {
-            for (key, acc) in &self.accesses {
-                let (lost, _) = self.decide_row(key, acc, user_aborted, conflicts);
+            for ((key, acc), position) in rows_of() {
+                let (lost, _) = self.decide_row((key, position), acc, user_aborted, conflicts);
                 if lost > 0 {
                     self.conflict_tally.borrow_mut().record(key, lost);
                 }
@@ -1161,8 +1315,8 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
         let n_accesses = self.accesses.len();
         let (mut lost, mut scans_after) = (Vec::with_capacity(n_accesses), Vec::new());
         scans_after.reserve_exact(n_accesses);
-        for (key, acc) in &self.accesses {
-            let (row_lost, after) = self.decide_row(key, acc, user_aborted, conflicts);
+        for ((key, acc), position) in rows_of() {
+            let (row_lost, after) = self.decide_row((key, position), acc, user_aborted, conflicts);
             lost.push(row_lost);
             scans_after.push(after);
         }
@@ -1175,10 +1329,11 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
     }
 
     fn commit(&mut self, aborted: &SeqSet) {
-        // Taken out and put back so `apply` can borrow the table; the list keeps its capacity.
-        // Every access ends in one probe of its row: `apply` and `clear_access` both forget it.
+        // Taken out and put back so `apply_access` can borrow the table; the list keeps its
+        // capacity. Every access reaches its row through its position, without a probe unless
+        // the row was missing or is ordered: `apply_access` and `clear_access` both forget it.
         let mut accesses = std::mem::take(&mut self.accesses);
-        for (key, acc) in accesses.drain(..) {
+        for (index, (key, acc)) in accesses.drain(..).enumerate() {
             let mut survivors = acc
                 .writers
                 .into_iter()
@@ -1191,14 +1346,16 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
                     self.name
                 );
                 // Deltas below the writer are overwritten by it; those above it lost.
-                self.apply(key, value);
+                self.apply_access(index, key, value);
             } else if !acc.deltas.is_empty() {
-                self.commit_deltas(key, &acc.deltas, acc.deltas_ascending, aborted);
+                let deltas = (&acc.deltas[..], acc.deltas_ascending);
+                self.commit_deltas((index, key), deltas, aborted);
             } else {
-                self.clear_access(&key);
+                self.clear_access(&key, self.positions[index]);
             }
         }
         self.accesses = accesses;
+        self.positions.clear();
         self.writes_by_seq.clear();
         self.absent.clear();
         self.has_deltas = false;
