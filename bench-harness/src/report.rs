@@ -358,6 +358,29 @@ fn ms(ns: u64) -> f64 {
 }
 
 /// The second whose slowest operation was the slowest of the run (the first such; 0 if none).
+/// The per-second cost lines: CPU per committed transaction and resident memory in each
+/// second, so a cost that grows over a run shows apart from the machine's load.
+fn per_second_usage_lines(u: &DriveUsage, committed_per_second: &[u64]) -> String {
+    let cpu: Vec<String> = u
+        .per_second
+        .cpu_ms
+        .iter()
+        .zip(committed_per_second)
+        .map(|(ms, n)| format!("{:.0}", ms * 1e3 / (*n).max(1) as f64))
+        .collect();
+    let rss: Vec<String> = u
+        .per_second
+        .rss_mib
+        .iter()
+        .map(|m| format!("{m:.0}"))
+        .collect();
+    format!(
+        "  cpu µs/txn per second: {}\n  resident MiB per second: {}\n",
+        cpu.join(" "),
+        rss.join(" ")
+    )
+}
+
 fn worst_second(max_per_second: &[u64]) -> usize {
     let worst = max_per_second.iter().copied().max().unwrap_or(0);
     max_per_second.iter().position(|m| *m == worst).unwrap_or(0)
@@ -421,7 +444,7 @@ impl SystemSummary {
             storage: run.storage.clone(),
             runtime_stats: run.runtime_stats.clone(),
             first_error,
-            usage: run.usage,
+            usage: run.usage.clone(),
         }
     }
 
@@ -646,6 +669,9 @@ impl Summary {
                 .map(|n| fmt_count(*n))
                 .collect();
             let _ = writeln!(out, "  committed per second: {}", series.join(" "));
+            if let Some(u) = s.usage.as_ref().filter(|u| !u.per_second.cpu_ms.is_empty()) {
+                out.push_str(&per_second_usage_lines(u, &s.committed_per_second));
+            }
             let slowest: Vec<String> = s
                 .max_latency_ms_per_second
                 .iter()

@@ -7,27 +7,90 @@
 //! resident memory of that system is what is wanted, since the peak only grows.
 
 use serde::Serialize;
+use std::sync::mpsc;
 use std::time::Duration;
 
-/// The process's counters at one moment.
-#[derive(Clone, Copy, Debug)]
+/// The process's counters at one moment, and from then on a thread sampling the CPU time and
+/// resident memory once a second, so a run whose cost per transaction changes shows when.
+#[derive(Debug)]
 pub struct Sample {
     cpu: Duration,
     allocations: Option<u64>,
+    per_second: std::sync::Mutex<Option<PerSecondSampler>>,
+}
+
+/// The thread behind `Sample`'s per-second series: it stops when `stop` is dropped.
+#[derive(Debug)]
+struct PerSecondSampler {
+    stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<PerSecond>,
+}
+
+/// What the process used in each second since a `Sample` was taken.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PerSecond {
+    /// CPU time (user plus system, every thread) used in second `i`, milliseconds.
+    pub cpu_ms: Vec<f64>,
+    /// Resident memory (`VmRSS`) at the end of second `i`, MiB.
+    pub rss_mib: Vec<f64>,
+}
+
+impl PerSecondSampler {
+    fn start() -> Option<Self> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("harness-usage".into())
+            .spawn(move || {
+                let mut series = PerSecond::default();
+                let mut last = cpu_time();
+                // A timeout is a second gone by; anything else (the sender dropped) ends it.
+                while let Err(mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(Duration::from_secs(1))
+                {
+                    let now = cpu_time();
+                    series
+                        .cpu_ms
+                        .push(now.saturating_sub(last).as_secs_f64() * 1e3);
+                    series.rss_mib.push(rss_bytes() as f64 / (1024.0 * 1024.0));
+                    last = now;
+                }
+                series
+            })
+            .ok()?;
+        Some(PerSecondSampler { stop, thread })
+    }
+
+    fn finish(self) -> PerSecond {
+        drop(self.stop);
+        self.thread.join().unwrap_or_default()
+    }
 }
 
 impl Sample {
-    /// The counters now.
+    /// The counters now; starts the per-second series.
     pub fn now() -> Self {
         Sample {
             cpu: cpu_time(),
             allocations: counting::allocations(),
+            per_second: std::sync::Mutex::new(PerSecondSampler::start()),
         }
     }
 
-    /// What was used since this sample, for `committed` transactions.
+    /// What was used since this sample, for `committed` transactions (this ends the
+    /// per-second series).
     pub fn usage_since(&self, committed: u64) -> DriveUsage {
-        let now = Sample::now();
+        let per_second = self
+            .per_second
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take())
+            .map(PerSecondSampler::finish)
+            .unwrap_or_default();
+        let now = Sample {
+            cpu: cpu_time(),
+            allocations: counting::allocations(),
+            per_second: std::sync::Mutex::new(None),
+        };
         let per_txn = |total: f64| total / committed.max(1) as f64;
         let cpu_s = now.cpu.saturating_sub(self.cpu).as_secs_f64();
         DriveUsage {
@@ -38,12 +101,13 @@ impl Sample {
                 .zip(self.allocations)
                 .map(|(now, then)| per_txn(now.saturating_sub(then) as f64)),
             peak_rss_bytes: peak_rss_bytes(),
+            per_second,
         }
     }
 }
 
 /// The cost of one system's measured drive (its load excluded).
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct DriveUsage {
     /// CPU time (user plus system, every thread) the process used during the drive, seconds.
     pub cpu_s: f64,
@@ -55,6 +119,8 @@ pub struct DriveUsage {
     /// The process's peak resident memory (`VmHWM`) when the drive ended, bytes. It never
     /// shrinks, so a later system's figure includes every earlier one's peak.
     pub peak_rss_bytes: u64,
+    /// CPU time and resident memory in each second of the drive.
+    pub per_second: PerSecond,
 }
 
 /// User plus system CPU time of the whole process so far (`getrusage(RUSAGE_SELF)`).
@@ -77,12 +143,22 @@ pub fn cpu_time() -> Duration {
 /// The process's peak resident memory so far (`VmHWM` of `/proc/self/status`), bytes; 0 where
 /// the file does not exist (not Linux).
 pub fn peak_rss_bytes() -> u64 {
+    status_kib("VmHWM:")
+}
+
+/// The process's resident memory now (`VmRSS`), bytes; 0 where unknown.
+pub fn rss_bytes() -> u64 {
+    status_kib("VmRSS:")
+}
+
+/// A `kB` field of `/proc/self/status`, in bytes; 0 where the file does not exist (not Linux).
+fn status_kib(field: &str) -> u64 {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
         return 0;
     };
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| {
             rest.trim()
                 .trim_end_matches("kB")

@@ -60,11 +60,35 @@ pub const CONFLICT_HOT_KEYS_MAX: usize = 8;
 /// Checkpoint rows written to storage per call, so no single storage write grows without bound.
 pub const CHECKPOINT_CHUNK_ROWS_MAX: usize = 4_096;
 
-/// Rows of a checkpoint each partition copies between two epochs (one probe and one clone
+/// Most rows of a checkpoint each partition copies between two epochs (one probe and one clone
 /// each, about a microsecond at most), so a large checkpoint (the first after a bulk load holds
 /// every row) holds up each epoch by a few milliseconds instead of stopping the pipeline until
-/// all its rows are copied; a row changed before its turn is copied by the change. In rows.
+/// all its rows are copied; a row changed before its turn is copied by the change. A partition
+/// copies less when its checkpoint is smaller (`CHECKPOINT_COPY_SPREAD_EPOCHS`). In rows.
 pub const CHECKPOINT_COPY_ROWS_PER_EPOCH: usize = 4_096;
+
+/// Fewest rows of a checkpoint a partition copies between two epochs while it has any left, so
+/// a small checkpoint is done in one step or a few. In rows.
+pub const CHECKPOINT_COPY_ROWS_PER_EPOCH_MIN: usize = 256;
+
+/// Epochs a partition spreads the copy of a checkpoint over: each step copies this fraction of
+/// the rows the checkpoint listed (within the two bounds above), not the most it may. The cost
+/// of a copy step is paid by the epoch it follows on the same two cores, so copying a few
+/// million changed rows at the most every partition may (each of 32 partitions 4,096 rows a
+/// step) doubled the cost of every epoch until the copy was done. A quarter of the default
+/// checkpoint interval at most, so a checkpoint is copied long before the next falls due. In
+/// epochs.
+pub const CHECKPOINT_COPY_SPREAD_EPOCHS: usize = 200;
+const _: () = assert!(
+    CHECKPOINT_COPY_ROWS_PER_EPOCH_MIN >= 1
+        && CHECKPOINT_COPY_ROWS_PER_EPOCH_MIN <= CHECKPOINT_COPY_ROWS_PER_EPOCH,
+    "a copy step copies at least one row, and its floor is below its ceiling"
+);
+const _: () = assert!(
+    CHECKPOINT_COPY_SPREAD_EPOCHS >= 1
+        && 4 * CHECKPOINT_COPY_SPREAD_EPOCHS as u64 <= CHECKPOINT_EVERY_EPOCHS_DEFAULT,
+    "a checkpoint is copied within a quarter of the default interval"
+);
 
 /// A conflict-aborted transaction is retried at most this many times in a row before the
 /// client gets `AbortReason::RetriesExhausted`. With the serial fallback on, this is never

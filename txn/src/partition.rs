@@ -538,7 +538,8 @@ pub(crate) enum Job<A: App> {
     /// Encode the rows changed since the last checkpoint (between epochs).
     Checkpoint { reply: Depositor<Vec<DeferredRows>> },
     /// One step of an incremental checkpoint (between epochs): `begin` one as of now, then copy
-    /// up to `limits::CHECKPOINT_COPY_ROWS_PER_EPOCH` of its rows; the rows once all are copied.
+    /// its pace of its rows, at most `limits::CHECKPOINT_COPY_ROWS_PER_EPOCH`; the rows once
+    /// all are copied.
     CheckpointStep {
         begin: bool,
         reply: Depositor<Option<Vec<DeferredRows>>>,
@@ -601,16 +602,21 @@ impl<A: App> PartitionState<A> {
     }
 
     /// One step of an incremental checkpoint: begins one (`begin`: the rows changed since the
-    /// last checkpoint, as of now, without touching them), then copies up to `budget` of its
-    /// rows; once every table's are copied, their deferred encodings. A row changed before its
-    /// turn is copied by the change, so the epochs in between never wait for the whole copy.
+    /// last checkpoint, as of now, without touching them), then copies its tables' pace of its
+    /// rows (`limits::CHECKPOINT_COPY_SPREAD_EPOCHS`), at least
+    /// `limits::CHECKPOINT_COPY_ROWS_PER_EPOCH_MIN` and at most `budget`; once every table's
+    /// are copied, their deferred encodings. A row changed before its turn is copied by the
+    /// change, so the epochs in between never wait for the whole copy.
     pub fn checkpoint_step(&mut self, begin: bool, budget: usize) -> Option<Vec<DeferredRows>> {
         if begin {
             self.tables
                 .iter_mut()
                 .for_each(|t| t.begin_checkpoint_copy());
         }
-        let mut budget = budget;
+        let pace: usize = self.tables.iter().map(|t| t.checkpoint_copy_pace()).sum();
+        let mut budget = pace
+            .max(crate::limits::CHECKPOINT_COPY_ROWS_PER_EPOCH_MIN)
+            .min(budget);
         for t in &mut self.tables {
             budget = t.copy_checkpoint_rows(budget);
         }

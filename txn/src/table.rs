@@ -16,7 +16,7 @@ use crate::delta::{DeltaError, DeltaOp, decide_deltas, seq_order};
 use crate::dense_rows::DenseRows;
 use crate::ids::{GlobalPartition, Seq};
 use crate::index::{IndexOps, IndexState};
-use crate::limits::CHECKPOINT_CHUNK_ROWS_MAX;
+use crate::limits::{CHECKPOINT_CHUNK_ROWS_MAX, CHECKPOINT_COPY_SPREAD_EPOCHS};
 use crate::row_key::{CheckpointRow, DeferredRows};
 use rustc_hash::{FxHashMap, FxHasher};
 use serde::Serialize;
@@ -1044,6 +1044,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         self.dirty_bit ^= DIRTY_BITS;
         self.copying = Some(CheckpointCopy {
             present: Vec::with_capacity(keys.len()),
+            pace: keys.len().div_ceil(CHECKPOINT_COPY_SPREAD_EPOCHS),
             keys,
             bit,
             deleted: Vec::new(),
@@ -1135,6 +1136,9 @@ pub(crate) trait AnyTable: Send {
     fn copy_checkpoint_rows(&mut self, budget: usize) -> usize;
     /// Rows of the checkpoint begun still to visit (0 when none is being copied).
     fn checkpoint_rows_to_copy(&self) -> usize;
+    /// Rows per step that copy the checkpoint begun in `CHECKPOINT_COPY_SPREAD_EPOCHS` steps
+    /// (0 when none is being copied).
+    fn checkpoint_copy_pace(&self) -> usize;
     /// Once every row of the checkpoint begun is copied, appends their deferred encodings like
     /// `take_dirty_chunks` and returns true; false while rows are left to copy.
     fn finish_checkpoint_copy(&mut self, key_prefix: Vec<u8>, out: &mut Vec<DeferredRows>) -> bool;
@@ -1204,6 +1208,9 @@ fn encode<T: Serialize>(t: &T) -> Vec<u8> {
 /// epoch.
 struct CheckpointCopy<K, V> {
     keys: Vec<K>,
+    /// Rows a step copies so that the listed keys are done in `CHECKPOINT_COPY_SPREAD_EPOCHS`
+    /// steps (the partition adds its tables' paces and bounds the sum).
+    pace: usize,
     bit: u32,
     present: Vec<(K, V)>,
     /// Keys the copier found missing or without the copy bit; a key that also has a copy in
@@ -1441,6 +1448,10 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
 
     fn checkpoint_rows_to_copy(&self) -> usize {
         self.copying.as_ref().map_or(0, |c| c.keys.len())
+    }
+
+    fn checkpoint_copy_pace(&self) -> usize {
+        self.copying.as_ref().map_or(0, |c| c.pace)
     }
 
     fn finish_checkpoint_copy(&mut self, key_prefix: Vec<u8>, out: &mut Vec<DeferredRows>) -> bool {

@@ -1,11 +1,15 @@
 //! A checkpoint larger than what a partition copies between two epochs is copied over several
-//! epochs, and rows changed meanwhile still go into it as they were at its epoch: recovering
-//! from it and replaying the log after it gives exactly the acknowledged state.
+//! epochs, at a bounded pace, and rows changed meanwhile still go into it as they were at its
+//! epoch: recovering from it and replaying the log after it gives exactly the acknowledged
+//! state.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use txn::limits::CHECKPOINT_COPY_ROWS_PER_EPOCH;
+use txn::limits::{
+    CHECKPOINT_COPY_ROWS_PER_EPOCH, CHECKPOINT_COPY_ROWS_PER_EPOCH_MIN,
+    CHECKPOINT_COPY_SPREAD_EPOCHS,
+};
 use txn::storage::MemoryStorage;
 use txn::{App, AppBuilder, AppDef, RecoverFrom, Runtime, RuntimeConfig, ServiceRef, Table};
 
@@ -13,9 +17,17 @@ use txn::{App, AppBuilder, AppDef, RecoverFrom, Runtime, RuntimeConfig, ServiceR
 /// than three copy steps' worth.
 const ROWS: u64 = 3 * CHECKPOINT_COPY_ROWS_PER_EPOCH as u64 + 500;
 
-/// Epochs between checkpoints: the test ends before a second one falls due, so recovery loads
-/// the one copied while the rows changed.
-const EVERY: u64 = 20;
+/// Most rows the partition may copy in one step: its pace over the two tables' rows, within
+/// the floor and the ceiling of a step.
+const PACE_MAX: u64 = {
+    let pace = (2 * ROWS).div_ceil(CHECKPOINT_COPY_SPREAD_EPOCHS as u64);
+    let floor = CHECKPOINT_COPY_ROWS_PER_EPOCH_MIN as u64;
+    if pace > floor { pace } else { floor }
+};
+
+/// Epochs between checkpoints: the test ends before a second one falls due (the copy takes
+/// fewer epochs than the interval), so recovery loads the one copied while the rows changed.
+const EVERY: u64 = 2 * (2 * ROWS).div_ceil(PACE_MAX) + 20;
 
 struct KvApp;
 
@@ -130,12 +142,29 @@ async fn a_checkpoint_copied_over_several_epochs_holds_its_epochs_rows() {
     for ev in changes_while_copying() {
         submit(ev).await;
     }
+    // Each epoch is one copy step: run epochs until the checkpoint is written (bounded, so a
+    // copy that never ends fails instead of hanging).
+    for _ in 0..EVERY {
+        if rt.stats().snapshot().checkpoints_completed > 0 {
+            break;
+        }
+        submit(Ev::Add { key: 0, delta: 0 }).await;
+    }
     let stats = rt.stats().snapshot();
     rt.shutdown().await;
-    let steps_needed = (2 * ROWS).div_ceil(CHECKPOINT_COPY_ROWS_PER_EPOCH as u64);
+    assert_eq!(stats.checkpoints_completed, 1, "{stats:?}");
+    // Copying at the most a step may (CHECKPOINT_COPY_ROWS_PER_EPOCH rows) would take only
+    // a few steps; at its pace the copy is spread over many more, so no epoch pays for much of
+    // it.
+    let steps_needed = (2 * ROWS).div_ceil(PACE_MAX);
+    assert!(
+        steps_needed > 2 * (2 * ROWS).div_ceil(CHECKPOINT_COPY_ROWS_PER_EPOCH as u64),
+        "the test's checkpoint is too small to tell the pace from the ceiling"
+    );
     assert!(
         stats.checkpoint_copy_steps >= steps_needed,
-        "the checkpoint was copied in {} steps, expected at least {steps_needed}",
+        "the checkpoint was copied in {} steps, expected at least {steps_needed}: more than \
+         {PACE_MAX} rows in one step",
         stats.checkpoint_copy_steps
     );
 
