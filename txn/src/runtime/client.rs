@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub(super) use super::batch::TxnReply;
 use super::batch::{TxnOutcome, batch_replies};
+use super::reply_slot::ReplySlots;
 pub(super) type QueryReply = oneshot::Sender<QueryResult>;
 
 /// A request the client admitted, on its way to the sequencer.
@@ -76,6 +77,9 @@ pub struct Client<A: App> {
     pub(super) request_bytes_max: usize,
     /// Whether partitions live on other nodes (`RuntimeConfig::cluster`).
     pub(super) in_cluster: bool,
+    /// Reply slots of this handle's finished requests, for its next ones (each clone starts
+    /// with none, so clones never contend for them).
+    pub(super) reply_slots: ReplySlots<TxnOutcome<A>>,
 }
 
 impl<A: App> Clone for Client<A> {
@@ -86,6 +90,7 @@ impl<A: App> Clone for Client<A> {
             ids: self.ids.clone(),
             in_cluster: self.in_cluster,
             request_bytes_max: self.request_bytes_max,
+            reply_slots: ReplySlots::default(),
         }
     }
 }
@@ -199,7 +204,7 @@ impl<A: App> Client<A> {
             id: Some(id),
             retries: 0,
         };
-        let (reply, rx) = oneshot::channel();
+        let (reply, slot) = self.reply_slots.take();
         let admitted = Admitted {
             request,
             digest,
@@ -211,7 +216,9 @@ impl<A: App> Client<A> {
             .await
             .map_err(|_| TxnError::Stopped)?;
         // From here the request may be in the log: any failure leaves its outcome unknown.
-        outcome_for(id, rx.await.unwrap_or(Err(TxnError::Stopped)))
+        let outcome = slot.recv().await.unwrap_or(Err(TxnError::Stopped));
+        self.reply_slots.give_back(slot);
+        outcome_for(id, outcome)
     }
 
     /// Submits `requests` in one hand-off to the sequencer, each with a generated id, and waits
