@@ -339,7 +339,7 @@ fn serial_pass<A: App>(
         outbox,
         stats,
     } = pass;
-    let mut scratch = WaveOut::default();
+    let mut scratch = crate::serial::ChainBuffers::default();
     for seq in serial.iter() {
         debug_assert!(matches!(results[seq as usize], TxnResult::Retry));
         stats.n_fallback += 1;
@@ -349,7 +349,7 @@ fn serial_pass<A: App>(
             match crate::serial::run_chain(app, parts, clock, seq, request, &mut scratch) {
                 Ok(output) => {
                     stats.n_committed += 1;
-                    outbox.append(&mut scratch.outbox);
+                    outbox.append(&mut scratch.out.outbox);
                     TxnResult::Committed { pass: 1, output }
                 }
                 Err(reason) => {
