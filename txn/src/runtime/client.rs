@@ -258,10 +258,12 @@ impl<A: App> Client<A> {
         &self,
         requests: impl Iterator<Item = (RequestId, bool, Request<A>)>,
     ) -> Vec<Result<Outcome<A::Output>, TxnError>> {
-        let mut results: Vec<Option<Result<Outcome<A::Output>, TxnError>>> = Vec::new();
+        // Sized once from the requests' count rather than regrown push by push.
+        let n = requests.size_hint().0;
+        let mut results: Vec<Option<Result<Outcome<A::Output>, TxnError>>> = Vec::with_capacity(n);
         // (place in `results`, the id and admitted request) of every request to send.
-        let mut sent: Vec<(usize, RequestId)> = Vec::new();
-        let mut admitted: Vec<(Sequenced<A::Event>, u32, bool)> = Vec::new();
+        let mut sent: Vec<(usize, RequestId)> = Vec::with_capacity(n);
+        let mut admitted: Vec<(Sequenced<A::Event>, u32, bool)> = Vec::with_capacity(n);
         for (place, (id, fresh, request)) in requests.enumerate() {
             let (service, partition, event) = request.into_parts();
             let checked = self
