@@ -253,8 +253,8 @@ const _: () = assert!(
     "waiting for a lease polls several times per lease length"
 );
 
-/// Reply slots a client handle keeps for reuse once their callers have their outcomes
-/// (`runtime/reply_slot.rs`): enough for every request one handle usually has in flight, so
+/// Reply slots a runtime's client handles keep for reuse once their callers have their
+/// outcomes (`runtime/reply_slot.rs`): enough for every request usually in flight alone, so
 /// submitting allocates no reply channel; each slot has room for one outcome. Count.
 pub const REPLY_SLOTS_POOLED_MAX: usize = 4_096;
 

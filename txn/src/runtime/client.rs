@@ -77,9 +77,9 @@ pub struct Client<A: App> {
     pub(super) request_bytes_max: usize,
     /// Whether partitions live on other nodes (`RuntimeConfig::cluster`).
     pub(super) in_cluster: bool,
-    /// Reply slots of this handle's finished requests, for its next ones (each clone starts
-    /// with none, so clones never contend for them).
-    pub(super) reply_slots: ReplySlots<TxnOutcome<A>>,
+    /// Reply slots of finished requests, for the next ones; shared by every clone, so a
+    /// handle cloned per request (as the server does) reuses them too.
+    pub(super) reply_slots: Arc<ReplySlots<TxnOutcome<A>>>,
 }
 
 impl<A: App> Clone for Client<A> {
@@ -90,7 +90,7 @@ impl<A: App> Clone for Client<A> {
             ids: self.ids.clone(),
             in_cluster: self.in_cluster,
             request_bytes_max: self.request_bytes_max,
-            reply_slots: ReplySlots::default(),
+            reply_slots: self.reply_slots.clone(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Reusable one-shot reply slots: where the outcome of a request submitted alone is handed to
-//! its waiting caller. A client handle keeps the slots its callers finished with and hands them
-//! out again, so a steady stream of submissions allocates no channel per request.
+//! its waiting caller. The client handles of a runtime keep the slots their callers finished
+//! with and hand them out again, so a steady stream of submissions allocates no channel per
+//! request.
 
 use crate::limits::REPLY_SLOTS_POOLED_MAX;
 use std::future::poll_fn;
@@ -88,7 +89,7 @@ impl<T> Drop for SlotSender<T> {
     }
 }
 
-/// A client handle's free slots, at most `REPLY_SLOTS_POOLED_MAX`.
+/// The free slots of a runtime's client handles, at most `REPLY_SLOTS_POOLED_MAX`.
 pub(super) struct ReplySlots<T> {
     free: parking_lot::Mutex<Vec<Arc<ReplySlot<T>>>>,
 }
