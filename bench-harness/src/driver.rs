@@ -200,7 +200,7 @@ pub async fn drive_runtime<W: Workload, T: AsyncTarget<W>>(
                     };
                     closed_loop_groups(&*w, &client, &clients, groups, &mut rec).await
                 }
-                None => closed_loop(&*w, &client, &clients, start, deadline, &mut rec).await,
+                None => rec = closed_loop(&*w, &client, &clients, start, deadline, rec).await,
                 Some(rate) => {
                     // This task's share of the arrivals, staggered against the other tasks.
                     let interval = Duration::from_secs_f64(n_tasks as f64 / rate as f64);
@@ -255,24 +255,48 @@ pub async fn drive_runtime<W: Workload, T: AsyncTarget<W>>(
 }
 
 /// Closed loop: every client has one operation in flight and submits its next one when the
-/// outcome arrives, until the deadline.
+/// outcome arrives, until the deadline. Each client is one long-lived loop, so the driver task
+/// polls the same futures the whole run: no future (and no allocation) per operation.
 async fn closed_loop<W: Workload, T: AsyncTarget<W>>(
     w: &W,
     client: &T,
     clients: &[u64],
     start: Instant,
     deadline: Instant,
-    rec: &mut Recorder,
+    rec: Recorder,
+) -> Recorder {
+    // Shared by the loops of this one task only: the lock is never contended.
+    let shared = std::sync::Mutex::new(rec);
+    let mut loops: FuturesUnordered<_> = clients
+        .iter()
+        .map(|&c| client_loop(w, client, w.generator(c), start, deadline, &shared))
+        .collect();
+    while loops.next().await.is_some() {}
+    drop(loops);
+    shared.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One closed-loop client: runs an operation, records it, and runs the next until one
+/// finishes after the deadline.
+async fn client_loop<W: Workload, T: AsyncTarget<W>>(
+    w: &W,
+    client: &T,
+    mut generator: W::Gen,
+    start: Instant,
+    deadline: Instant,
+    rec: &std::sync::Mutex<Recorder>,
 ) {
-    let mut in_flight = FuturesUnordered::new();
-    for &c in clients {
-        in_flight.push(one_op(w, client, w.generator(c), None));
-    }
-    while let Some(done) = in_flight.next().await {
-        record(rec, start, &done);
-        if done.finished < deadline {
-            in_flight.push(one_op(w, client, done.generator, None));
+    loop {
+        let done = one_op(w, client, generator, None).await;
+        record(
+            &mut rec.lock().unwrap_or_else(|e| e.into_inner()),
+            start,
+            &done,
+        );
+        if done.finished >= deadline {
+            return;
         }
+        generator = done.generator;
     }
 }
 

@@ -339,7 +339,7 @@ fn serial_pass<A: App>(
         outbox,
         stats,
     } = pass;
-    let mut scratch = WaveOut::default();
+    let mut scratch = crate::serial::ChainBuffers::default();
     for seq in serial.iter() {
         debug_assert!(matches!(results[seq as usize], TxnResult::Retry));
         stats.n_fallback += 1;
@@ -349,7 +349,7 @@ fn serial_pass<A: App>(
             match crate::serial::run_chain(app, parts, clock, seq, request, &mut scratch) {
                 Ok(output) => {
                     stats.n_committed += 1;
-                    outbox.append(&mut scratch.outbox);
+                    outbox.append(&mut scratch.out.outbox);
                     TxnResult::Committed { pass: 1, output }
                 }
                 Err(reason) => {
@@ -560,6 +560,8 @@ struct Chains<A: App> {
     emits: Vec<Emitted<A::Event>>,
     /// The transactions whose steps reported use in the wave (kept to reuse its memory).
     charged: Vec<Seq>,
+    /// How many of the wave's emits go to each partition (kept to reuse its memory).
+    emits_per_target: Vec<usize>,
 }
 
 impl<A: App> Chains<A> {
@@ -572,6 +574,7 @@ impl<A: App> Chains<A> {
             outputs: (0..n_txns).map(|_| None).collect(),
             emits: Vec::new(),
             charged: Vec::new(),
+            emits_per_target: Vec::new(),
         }
     }
 
@@ -631,6 +634,15 @@ impl<A: App> Chains<A> {
     /// `(seq, pos)`.
     fn route(&mut self, steps: &mut [Vec<Step<A::Event>>]) {
         self.emits.sort_by_key(|e| (e.seq, e.parent));
+        // Size each partition's next-wave list once instead of regrowing it push by push.
+        self.emits_per_target.clear();
+        self.emits_per_target.resize(steps.len(), 0);
+        for e in &self.emits {
+            self.emits_per_target[e.target as usize] += 1;
+        }
+        for (list, n) in steps.iter_mut().zip(&self.emits_per_target) {
+            list.reserve(*n);
+        }
         let mut numbering: Option<(Seq, u32)> = None;
         for e in self.emits.drain(..) {
             if self.aborted.contains(e.seq) {

@@ -220,6 +220,7 @@ const _: () = assert!(RECOVERY_LOAD_ROUND_BYTES_MAX * 2 <= PHASE_MESSAGE_BYTES_M
 const _: () = assert!(EPOCH_DURATION_US_DEFAULT <= EPOCH_DURATION_US_MAX);
 const _: () = assert!(CHECKPOINT_COPY_ROWS_PER_EPOCH >= 1);
 const _: () = assert!(EPOCH_TXNS_MAX_DEFAULT <= EPOCH_TXNS_MAX);
+const _: () = assert!(REPLY_SLOTS_POOLED_MAX >= 1);
 const _: () = assert!(EPOCH_TXNS_MAX <= u32::MAX as usize);
 const _: () = assert!(
     EPOCHS_IN_FLIGHT_MAX >= 2,
@@ -281,6 +282,11 @@ const _: () = assert!(
     LEASE_RETRY_WAIT_MS_MIN * 10 <= LEASE_TTL_MS_DEFAULT,
     "waiting for a lease polls several times per lease length"
 );
+
+/// Reply slots a runtime's client handles keep for reuse once their callers have their
+/// outcomes (`runtime/reply_slot.rs`): enough for every request usually in flight alone, so
+/// submitting allocates no reply channel; each slot has room for one outcome. Count.
+pub const REPLY_SLOTS_POOLED_MAX: usize = 4_096;
 
 /// Largest encoded delta record the history base of a bounded retention writes (one chunk of a
 /// checkpoint's changed rows, `runtime/retention.rs`): a checkpoint's rows are split into

@@ -29,16 +29,23 @@ pub(crate) fn run_chain<A: App>(
     clock: Clock,
     seq: Seq,
     request: &Sequenced<A::Event>,
-    scratch: &mut WaveOut<A>,
+    buffers: &mut ChainBuffers<A>,
 ) -> Result<Option<A::Output>, AbortReason> {
+    let ChainBuffers {
+        out: scratch,
+        wave_steps,
+        touched,
+        in_wave,
+    } = buffers;
+    touched.clear();
     let mut chain = Chain {
         app,
         parts,
         clock,
         seq,
         inbound: &request.event,
-        touched: Vec::new(),
-        in_wave: Vec::new(),
+        touched: std::mem::take(touched),
+        in_wave: std::mem::take(in_wave),
     };
     scratch.emits.clear();
     scratch.aborts.clear();
@@ -48,18 +55,19 @@ pub(crate) fn run_chain<A: App>(
         steps: 1,
         ..Usage::default()
     };
-    let mut wave_steps = vec![Emitted {
+    wave_steps.clear();
+    wave_steps.push(Emitted {
         seq,
         parent: 0,
         target: request.target,
         event: StepEvent::Inbound,
-    }];
+    });
     let mut output = None;
     let mut wave = 0;
     // Timed per transaction, not per step (see `partition::warn_if_slow`).
     let started = std::time::Instant::now();
     let result = loop {
-        if let Err(reason) = chain.run_wave(&mut wave_steps, &mut usage, scratch) {
+        if let Err(reason) = chain.run_wave(wave_steps, &mut usage, scratch) {
             break Err(reason);
         }
         // Outputs were set in canonical order: the wave's last one is its latest.
@@ -81,18 +89,49 @@ pub(crate) fn run_chain<A: App>(
             });
         }
         // The steps run in the order they were emitted, which is the canonical order.
-        std::mem::swap(&mut wave_steps, &mut scratch.emits);
+        std::mem::swap(wave_steps, &mut scratch.emits);
     };
-    let Chain { parts, touched, .. } = chain;
-    for gp in touched {
+    let Chain {
+        parts,
+        touched: chain_touched,
+        in_wave: chain_in_wave,
+        ..
+    } = chain;
+    for &gp in &chain_touched {
         parts[gp].commit_all(result.is_ok());
     }
+    // Back into the buffers, with their capacity, for the next transaction.
+    (*touched, *in_wave) = (chain_touched, chain_in_wave);
     if started.elapsed().as_micros() > u128::from(SLOW_STEP_WARN_US) {
         let part = &parts[request.target];
         let service = &app.services[part.service_idx as usize].name;
         warn_if_slow(service, part.partition, usage.steps as usize, started);
     }
     result.map(|()| output)
+}
+
+/// What [`run_chain`] fills and empties for every transaction, kept by its caller so that a
+/// run of transactions reuses the memory instead of allocating it per transaction.
+pub(crate) struct ChainBuffers<A: App> {
+    /// The steps' emits, aborts, outputs and outbox messages of the running wave.
+    pub out: WaveOut<A>,
+    /// The steps of the running wave.
+    wave_steps: Vec<Emitted<A::Event>>,
+    /// The partitions the transaction ran in.
+    touched: Vec<GlobalPartition>,
+    /// The running wave's use of the limits per partition.
+    in_wave: Vec<(GlobalPartition, Usage)>,
+}
+
+impl<A: App> Default for ChainBuffers<A> {
+    fn default() -> Self {
+        ChainBuffers {
+            out: WaveOut::default(),
+            wave_steps: Vec::new(),
+            touched: Vec::new(),
+            in_wave: Vec::new(),
+        }
+    }
 }
 
 /// One transaction running alone (see [`run_chain`]).
@@ -168,7 +207,7 @@ pub struct SerialExecutor<A: App> {
     /// Every partition's state, owned here alone and indexed by global partition.
     parts: Partitions<A>,
     epoch: u64,
-    scratch: WaveOut<A>,
+    scratch: ChainBuffers<A>,
 }
 
 impl<A: App> SerialExecutor<A> {
@@ -182,7 +221,7 @@ impl<A: App> SerialExecutor<A> {
             app,
             parts,
             epoch: 0,
-            scratch: WaveOut::default(),
+            scratch: ChainBuffers::default(),
         }
     }
 

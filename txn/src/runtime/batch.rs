@@ -2,6 +2,7 @@
 //! a batch submitted with `Client::submit_many` ([`TxnReply::InBatch`]), whose caller is woken
 //! once, when the last outcome of the batch is in.
 
+use super::reply_slot::SlotSender;
 use crate::app::App;
 use crate::error::TxnError;
 use crate::outcome::Outcome;
@@ -13,8 +14,8 @@ pub(super) type TxnOutcome<A> = Result<Outcome<<A as App>::Output>, TxnError>;
 
 /// Where the outcome of one sequenced request goes.
 pub(super) enum TxnReply<A: App> {
-    /// A request submitted alone: its caller waits on this channel.
-    One(oneshot::Sender<TxnOutcome<A>>),
+    /// A request submitted alone: its caller waits on this slot.
+    One(SlotSender<TxnOutcome<A>>),
     /// A request of a batch: its outcome fills its place in the batch.
     InBatch(BatchSlot<A>),
 }
@@ -23,9 +24,7 @@ impl<A: App> TxnReply<A> {
     /// Hands `outcome` to the caller (a caller that stopped waiting is not an error).
     pub(super) fn send(self, outcome: TxnOutcome<A>) {
         match self {
-            TxnReply::One(reply) => {
-                let _ = reply.send(outcome);
-            }
+            TxnReply::One(reply) => reply.send(outcome),
             TxnReply::InBatch(slot) => slot.fill(outcome),
         }
     }

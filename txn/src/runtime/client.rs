@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub(super) use super::batch::TxnReply;
 use super::batch::{TxnOutcome, batch_replies};
+use super::reply_slot::ReplySlots;
 pub(super) type QueryReply = oneshot::Sender<QueryResult>;
 
 /// A request the client admitted, on its way to the sequencer.
@@ -76,6 +77,9 @@ pub struct Client<A: App> {
     pub(super) request_bytes_max: usize,
     /// Whether partitions live on other nodes (`RuntimeConfig::cluster`).
     pub(super) in_cluster: bool,
+    /// Reply slots of finished requests, for the next ones; shared by every clone, so a
+    /// handle cloned per request (as the server does) reuses them too.
+    pub(super) reply_slots: Arc<ReplySlots<TxnOutcome<A>>>,
 }
 
 impl<A: App> Clone for Client<A> {
@@ -86,6 +90,7 @@ impl<A: App> Clone for Client<A> {
             ids: self.ids.clone(),
             in_cluster: self.in_cluster,
             request_bytes_max: self.request_bytes_max,
+            reply_slots: self.reply_slots.clone(),
         }
     }
 }
@@ -199,7 +204,7 @@ impl<A: App> Client<A> {
             id: Some(id),
             retries: 0,
         };
-        let (reply, rx) = oneshot::channel();
+        let (reply, slot) = self.reply_slots.take();
         let admitted = Admitted {
             request,
             digest,
@@ -211,7 +216,9 @@ impl<A: App> Client<A> {
             .await
             .map_err(|_| TxnError::Stopped)?;
         // From here the request may be in the log: any failure leaves its outcome unknown.
-        outcome_for(id, rx.await.unwrap_or(Err(TxnError::Stopped)))
+        let outcome = slot.recv().await.unwrap_or(Err(TxnError::Stopped));
+        self.reply_slots.give_back(slot);
+        outcome_for(id, outcome)
     }
 
     /// Submits `requests` in one hand-off to the sequencer, each with a generated id, and waits
@@ -251,10 +258,12 @@ impl<A: App> Client<A> {
         &self,
         requests: impl Iterator<Item = (RequestId, bool, Request<A>)>,
     ) -> Vec<Result<Outcome<A::Output>, TxnError>> {
-        let mut results: Vec<Option<Result<Outcome<A::Output>, TxnError>>> = Vec::new();
+        // Sized once from the requests' count rather than regrown push by push.
+        let n = requests.size_hint().0;
+        let mut results: Vec<Option<Result<Outcome<A::Output>, TxnError>>> = Vec::with_capacity(n);
         // (place in `results`, the id and admitted request) of every request to send.
-        let mut sent: Vec<(usize, RequestId)> = Vec::new();
-        let mut admitted: Vec<(Sequenced<A::Event>, u32, bool)> = Vec::new();
+        let mut sent: Vec<(usize, RequestId)> = Vec::with_capacity(n);
+        let mut admitted: Vec<(Sequenced<A::Event>, u32, bool)> = Vec::with_capacity(n);
         for (place, (id, fresh, request)) in requests.enumerate() {
             let (service, partition, event) = request.into_parts();
             let checked = self

@@ -22,6 +22,7 @@ mod lease;
 mod named_query;
 mod recovery;
 mod reply;
+mod reply_slot;
 mod retention;
 mod sequencer;
 mod stats;
@@ -176,6 +177,7 @@ impl<A: App> Runtime<A> {
             ids: Arc::new(IdGenerator::new()),
             request_bytes_max: config.request_bytes_max,
             in_cluster: config.cluster.is_some(),
+            reply_slots: Default::default(),
         };
         let replier = tokio::spawn(reply_loop::<A>(
             reply_rx,

@@ -1,0 +1,180 @@
+//! Heap allocations per transaction where memory is meant to be reused, counted per thread: a
+//! steady stream of `Client::submit_request` calls allocates nothing per request on the
+//! caller's thread, and running transactions one at a time (the serial pass's and
+//! `SerialExecutor`'s `run_chain`) allocates nothing per transaction.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use txn::{
+    App, AppBuilder, AppDef, Client, Request, Runtime, RuntimeConfig, SerialExecutor, ServiceRef,
+};
+
+thread_local! {
+    // Const-initialized and without destructor: reading it never allocates.
+    static THREAD_ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The system allocator, counting each thread's allocations in that thread.
+struct CountingPerThread;
+
+// SAFETY: every call is passed unchanged to the system allocator; only a counter is added.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for CountingPerThread {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        THREAD_ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        THREAD_ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        THREAD_ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingPerThread = CountingPerThread;
+
+fn thread_allocations() -> u64 {
+    THREAD_ALLOCATIONS.with(Cell::get)
+}
+
+struct Counters;
+
+impl App for Counters {
+    type Event = u64;
+    type Output = ();
+}
+
+fn app() -> (std::sync::Arc<AppDef<Counters>>, ServiceRef) {
+    let mut b = AppBuilder::<Counters>::new();
+    let service = b.service("counters", 2);
+    let table = b.table::<u64, i64>(service, "kv");
+    b.handler(service, move |ctx, key| {
+        ctx.put(table, *key, 1)?;
+        Ok(())
+    });
+    (b.build().expect("a valid app"), service)
+}
+
+/// How the caller holds its client handle.
+#[derive(Clone, Copy)]
+enum Handle {
+    /// One handle for every request.
+    Kept,
+    /// A fresh clone per request, as a server handing each request to its own task does.
+    ClonedPerRequest,
+}
+
+/// Submits `n` requests one after the other from the calling thread (each awaited before the
+/// next), on keys from `first`; returns the allocations this thread made meanwhile.
+fn submit_in_turn(
+    client: &Client<Counters>,
+    service: ServiceRef,
+    (first, n): (u64, u64),
+    handle: Handle,
+) -> u64 {
+    let caller = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    caller.block_on(async {
+        let before = thread_allocations();
+        for key in first..first + n {
+            let request = Request::raw(service, service.partition_of(&key), key);
+            let outcome = match handle {
+                Handle::Kept => client.submit_request(request).await,
+                Handle::ClonedPerRequest => client.clone().submit_request(request).await,
+            };
+            let outcome = outcome.expect("an outcome");
+            outcome.result.expect("commits");
+        }
+        thread_allocations() - before
+    })
+}
+
+/// The allocations on the caller's thread for 1,000 requests submitted alone in turn through
+/// `handle`, after a warm-up, against a runtime on its own threads.
+fn allocations_submitting_alone(handle: Handle) -> (u64, u64) {
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let (app, service) = app();
+    let rt = server
+        .block_on(Runtime::start(app, RuntimeConfig::in_memory()))
+        .expect("the runtime starts");
+    let client = rt.client();
+    let n_requests = 1_000;
+    let measured = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // Warm up: the admission buffer, the channel's blocks and the first reply slot.
+                submit_in_turn(&client, service, (0, 100), handle);
+                submit_in_turn(&client, service, (100, n_requests), handle)
+            })
+            .join()
+            .expect("the caller thread")
+    });
+    drop(client);
+    server.block_on(rt.shutdown());
+    (measured, n_requests)
+}
+
+#[test]
+fn submitting_alone_allocates_nothing_per_request_on_the_callers_thread() {
+    // Goal: the caller's side of a request submitted alone (admission, the hand-off to the
+    // sequencer, the reply) reuses its memory: a reply channel per request would show as at
+    // least one allocation per request here.
+    let (measured, n_requests) = allocations_submitting_alone(Handle::Kept);
+    // The channel may now and then add a block of slots; per request nothing.
+    assert!(
+        measured < n_requests / 10,
+        "{measured} allocations on the caller's thread for {n_requests} requests"
+    );
+}
+
+#[test]
+fn a_handle_cloned_per_request_reuses_the_reply_slots_too() {
+    // Goal: the reply slots are shared by every clone of a client handle; slots kept per
+    // handle would cost a clone used once a new slot and a new free list per request.
+    let (measured, n_requests) = allocations_submitting_alone(Handle::ClonedPerRequest);
+    assert!(
+        measured < n_requests / 10,
+        "{measured} allocations on the caller's thread for {n_requests} requests"
+    );
+}
+
+#[test]
+fn running_transactions_one_at_a_time_allocates_nothing_per_transaction() {
+    // Goal: a transaction run alone (the serial pass of an epoch, `SerialExecutor`) reuses the
+    // buffers of the one before: its first wave's step list, the partitions it touched and its
+    // per-partition limits would otherwise cost three allocations per transaction.
+    let (app, service) = app();
+    let mut executor = SerialExecutor::new(app);
+    let n_keys = 16u64;
+    let mut run = |n: u64| {
+        let before = thread_allocations();
+        for i in 0..n {
+            let key = i % n_keys;
+            executor
+                .run_keyed_raw(service, &key, key, 1)
+                .expect("commits");
+        }
+        thread_allocations() - before
+    };
+    // Warm up: every key's row exists and every buffer has its capacity.
+    run(n_keys * 4);
+    let n_transactions = 1_000;
+    let measured = run(n_transactions);
+    assert!(
+        measured < n_transactions / 10,
+        "{measured} allocations for {n_transactions} transactions run one at a time"
+    );
+}
