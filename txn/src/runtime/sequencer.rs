@@ -363,10 +363,28 @@ impl<A: App> Sequencer<A> {
             let taking = Instant::now();
             match checkpoint_step(self, copying).await {
                 Ok(n_chunks) => turn.checkpoint_take_chunks = n_chunks as u64,
-                Err(e) => tracing::error!(epoch = self.epoch, error = %e, "checkpoint failed"),
+                Err(e) => self.abandon_checkpoint(copying, &e),
             }
             turn.checkpoint_take_nanos = taking.elapsed().as_nanos() as u64;
         }
+    }
+
+    /// A checkpoint step failed (a node did not answer, or its rows did not fit one reply).
+    /// The partitions that did answer have handed their rows over and no longer track them, so
+    /// finishing this checkpoint, or retrying the step, would write a checkpoint without them and
+    /// truncate the log that still holds them. Stop accepting writes instead, as for a failed
+    /// epoch: the log is intact, and the runtime that replaces this one recovers from it.
+    fn abandon_checkpoint(&mut self, copying: &mut Option<CheckpointCopying>, e: &TxnError) {
+        tracing::error!(epoch = self.epoch, error = %e, "checkpoint failed; refusing further writes");
+        self.durable.fail(format!(
+            "the checkpoint step of epoch {} failed: {e}",
+            self.epoch
+        ));
+        *copying = None;
+        self.checkpoint_schedule
+            .in_flight
+            .store(false, Ordering::Release);
+        self.checkpoint_schedule.idle.notify_one();
     }
 
     /// Numbers the next epoch and stamps it with a timestamp that never goes backwards.
