@@ -5,7 +5,9 @@
 //! `PhaseBatch` per node, concurrently, and deposits each partition's result when its node's
 //! reply comes. A decide reply carries the node's conflict losers, ORed into the phase's shared
 //! set. A node that fails, answers wrongly or stays silent past the phase timeout fails the
-//! phase with `TxnError::NodeFailed` naming it, never a hang.
+//! phase with `TxnError::NodeFailed` naming it, never a hang. A checkpoint step asks each node
+//! for at most `ClusterPlacement::checkpoint_answer_bytes_max` of rows per answer, and deposits
+//! each partition's share as it comes.
 //!
 //! Named queries travel in the wave-0 batch, by name and argument bytes, and their encoded
 //! parts come back with the wave's results. What cannot travel is refused with an error naming
@@ -18,9 +20,11 @@ use crate::envelope::EpochEnv;
 use crate::epoch::Dispatch;
 use crate::error::TxnError;
 use crate::ids::GlobalPartition;
-use crate::limits::CLUSTER_PHASE_TIMEOUT_MS_DEFAULT;
+use crate::limits::{
+    CHECKPOINT_ANSWER_BYTES_MAX_DEFAULT, CLUSTER_PHASE_TIMEOUT_MS_DEFAULT, PHASE_MESSAGE_BYTES_MAX,
+};
 use crate::node_link::NodeLink;
-use crate::partition::{Job, WaveOut};
+use crate::partition::{CheckpointShare, Job, WaveOut};
 use crate::query::{NamedPart, QueryFn, QueryPart};
 use crate::row_key::DeferredRows;
 use crate::sync::{AtomicSeqSet, Depositor};
@@ -28,7 +32,7 @@ use crate::table::ConflictTally;
 use crate::transport::PartitionActors;
 use crate::wire::{
     FallbackJob, LoadRow, Phase, PhaseBatch, PhaseReply, PhaseResult, PhaseWork, QueryAnswer,
-    WireAnswer, WireQuery, WireRow,
+    WireAnswer, WireQuery, WireRow, WireShare,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +51,9 @@ pub struct ClusterPlacement {
     pub link: Arc<dyn NodeLink>,
     /// Longest wait for one node's answer to one phase batch.
     pub phase_timeout: Duration,
+    /// Most row bytes of a checkpoint one node's answer to one copy step carries (at most half
+    /// the link's payload limit); a node sends the rest of its rows in the next steps.
+    pub checkpoint_answer_bytes_max: usize,
 }
 
 impl ClusterPlacement {
@@ -57,6 +64,7 @@ impl ClusterPlacement {
             owners,
             link,
             phase_timeout: Duration::from_millis(CLUSTER_PHASE_TIMEOUT_MS_DEFAULT),
+            checkpoint_answer_bytes_max: CHECKPOINT_ANSWER_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -130,6 +138,8 @@ pub(crate) struct ClusterDispatch<A: App> {
     nodes: Vec<String>,
     link: Arc<dyn NodeLink>,
     phase_timeout: Duration,
+    /// `ClusterPlacement::checkpoint_answer_bytes_max`.
+    checkpoint_answer_bytes_max: u64,
     buffer: parking_lot::Mutex<Buffer<A>>,
     traffic: Arc<TrafficCounters>,
 }
@@ -157,6 +167,14 @@ impl<A: App> ClusterDispatch<A> {
                 "the cluster placement names {} partitions, but the application has {}",
                 placement.owners.len(),
                 app.n_global
+            )]));
+        }
+        let answer_bytes_max = placement.checkpoint_answer_bytes_max;
+        if answer_bytes_max == 0 || answer_bytes_max > PHASE_MESSAGE_BYTES_MAX / 2 {
+            return Err(TxnError::InvalidApp(vec![format!(
+                "the cluster placement's checkpoint_answer_bytes_max is {answer_bytes_max}; it \
+                 must be from 1 to half the phase message limit, {}",
+                PHASE_MESSAGE_BYTES_MAX / 2
             )]));
         }
         let mut nodes: Vec<String> = Vec::new();
@@ -194,6 +212,7 @@ impl<A: App> ClusterDispatch<A> {
             nodes,
             link: placement.link.clone(),
             phase_timeout: placement.phase_timeout,
+            checkpoint_answer_bytes_max: answer_bytes_max as u64,
             buffer: parking_lot::Mutex::new(buffer),
             traffic: Arc::new(traffic),
         })
@@ -226,7 +245,7 @@ impl<A: App> ClusterDispatch<A> {
             buffer.batches_in_epoch[node] += 1;
             let needs_env = buffer.env_sent[node] != epoch;
             let phase = phase_name(&jobs[0].1);
-            match split_jobs(jobs, number, needs_env) {
+            match split_jobs(jobs, number, needs_env, self.checkpoint_answer_bytes_max) {
                 Ok((work, deposits, env_sent)) => {
                     if env_sent {
                         buffer.env_sent[node] = epoch;
@@ -335,7 +354,7 @@ enum Deposits<A: App> {
         replies: Vec<Depositor<()>>,
     },
     Commit(Vec<Depositor<()>>),
-    CheckpointStep(Vec<Depositor<Option<Vec<DeferredRows>>>>),
+    CheckpointStep(Vec<Depositor<CheckpointShare>>),
     Fallback(Vec<Depositor<WaveOut<A>>>),
     Load(Vec<Depositor<Result<(), String>>>),
     ConflictTally(Vec<Depositor<Vec<(String, ConflictTally)>>>),
@@ -391,10 +410,12 @@ fn cannot_travel<A: App>(gp: GlobalPartition, job: &Job<A>) -> String {
 
 /// Splits one node's jobs (sorted by partition) into the batch's work and its depositors;
 /// also says whether the epoch's logged batch went with it (`needs_env`: the node lacks it).
+/// A checkpoint step asks for at most `answer_bytes_max` row bytes.
 fn split_jobs<A: App>(
     jobs: Vec<(GlobalPartition, Job<A>)>,
     number: u32,
     needs_env: bool,
+    answer_bytes_max: u64,
 ) -> Result<(PhaseWork<A>, Deposits<A>, bool), String> {
     match &jobs[0].1 {
         Job::Wave { .. } => split_waves(jobs, number, needs_env),
@@ -432,13 +453,14 @@ fn split_jobs<A: App>(
             };
             Ok((work, Deposits::Commit(replies), false))
         }
-        _ => split_between_epochs(jobs),
+        _ => split_between_epochs(jobs, answer_bytes_max),
     }
 }
 
 /// The jobs sent between epochs.
 fn split_between_epochs<A: App>(
     jobs: Vec<(GlobalPartition, Job<A>)>,
+    answer_bytes_max: u64,
 ) -> Result<(PhaseWork<A>, Deposits<A>, bool), String> {
     let (work, deposits) = match &jobs[0].1 {
         Job::CheckpointStep { begin, .. } => {
@@ -447,10 +469,12 @@ fn split_between_epochs<A: App>(
                 Job::CheckpointStep { reply, .. } => Ok(reply),
                 job => Err(cannot_travel(gp, &job)),
             })?;
-            (
-                PhaseWork::CheckpointStep { begin, partitions },
-                Deposits::CheckpointStep(replies),
-            )
+            let work = PhaseWork::CheckpointStep {
+                begin,
+                partitions,
+                answer_bytes_max,
+            };
+            (work, Deposits::CheckpointStep(replies))
         }
         Job::Load { .. } => {
             let (chunks, replies) = split_chunks(jobs, |job| match job {
@@ -683,13 +707,16 @@ impl<A: App> Deposits<A> {
                 replies.into_iter().for_each(|reply| reply.deposit(()));
             }
             (Deposits::CheckpointStep(replies), PhaseResult::CheckpointStep { rows }) => {
-                each(replies, rows, |rows: Option<Vec<WireRow>>| {
-                    rows.map(|rows| {
+                each(replies, rows, |WireShare { rows, done }| {
+                    let rows = if rows.is_empty() {
+                        Vec::new()
+                    } else {
                         let encode: DeferredRows = Box::new(move |out| {
                             out.extend(rows.into_iter().map(|WireRow(key, value)| (key, value)))
                         });
                         vec![encode]
-                    })
+                    };
+                    CheckpointShare { rows, done }
                 })
             }
             (Deposits::Load(replies), PhaseResult::Load { loaded }) => each(replies, loaded, |r| r),

@@ -7,6 +7,10 @@
 //! epoch sent to this node; the host keeps it for the later waves and fallback rounds of that
 //! epoch, whose inbound steps read their event from it.
 //!
+//! A checkpoint copy step's answer is bounded: the rows of the partitions that have copied all
+//! theirs wait here and go out in shares of at most the batch's `answer_bytes_max`, over as
+//! many steps as they need, so no answer exceeds the link's payload limit.
+//!
 //! Named queries come with the wave-0 batch by name and argument bytes: each partition runs
 //! them from the application's registered queries before the wave's steps, so they read the
 //! state committed by the previous epoch, and their encoded parts go back with the reply.
@@ -24,8 +28,9 @@ use crate::sync::{AtomicSeqSet, Depositor};
 use crate::transport::PartitionActors;
 use crate::wire::{
     LoadRow, Phase, PhaseBatch, PhaseReply, PhaseResult, PhaseWork, QueryAnswer, WireAnswer,
-    WireQuery, WireRow, wire_rows,
+    WireQuery, WireRow, WireShare, take_share, wire_rows,
 };
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 /// The partitions of one node, answering the epoch driver's phase batches.
@@ -37,6 +42,9 @@ pub struct PartitionHost<A: App> {
     held: Vec<bool>,
     /// The logged batch of the epoch being run, for its later waves and fallback rounds.
     env: parking_lot::Mutex<Option<Arc<EpochEnv<A::Event>>>>,
+    /// The rows of the checkpoint being taken of the partitions done copying them, not sent
+    /// yet (checkpoint steps answer in bounded shares).
+    checkpoint_rows: parking_lot::Mutex<BTreeMap<GlobalPartition, VecDeque<WireRow>>>,
 }
 
 impl<A: App> PartitionHost<A> {
@@ -59,6 +67,7 @@ impl<A: App> PartitionHost<A> {
             actors,
             held,
             env: parking_lot::Mutex::new(None),
+            checkpoint_rows: parking_lot::Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -240,19 +249,11 @@ impl<A: App> PartitionHost<A> {
     ) -> Result<PhaseResult<A>, TxnError> {
         let actors = &self.actors;
         match work {
-            PhaseWork::CheckpointStep { begin, .. } => {
-                let parts = run_phase(actors, &gps, |_, reply| Job::CheckpointStep {
-                    begin,
-                    reply,
-                })
-                .await?;
-                let rows = gps
-                    .into_iter()
-                    .zip(parts.into_iter().map(|p| p.map(wire_rows)));
-                Ok(PhaseResult::CheckpointStep {
-                    rows: rows.collect(),
-                })
-            }
+            PhaseWork::CheckpointStep {
+                begin,
+                answer_bytes_max,
+                ..
+            } => self.checkpoint_step(gps, begin, answer_bytes_max).await,
             PhaseWork::Load { chunks } => {
                 let rows = |LoadRow(key, value)| (key, value);
                 let loaded = run_chunks(actors, chunks, rows, |rows, reply| Job::Load {
@@ -289,6 +290,60 @@ impl<A: App> PartitionHost<A> {
             | PhaseWork::Decide { .. }
             | PhaseWork::Commit { .. } => unreachable!("epoch phases are run by `run`"),
         }
+    }
+}
+
+impl<A: App> PartitionHost<A> {
+    /// One checkpoint copy step of partitions `gps`: those still copying copy their next rows
+    /// (`begin`: of a new checkpoint, which drops what is left of an abandoned one); the rows of
+    /// those done go out in one share of at most `answer_bytes_max` row bytes, in partition
+    /// order, and the rest waits for the next steps. A partition is done with its last row.
+    async fn checkpoint_step(
+        &self,
+        gps: Vec<GlobalPartition>,
+        begin: bool,
+        answer_bytes_max: u64,
+    ) -> Result<PhaseResult<A>, TxnError> {
+        let copying: Vec<GlobalPartition> = {
+            let mut waiting = self.checkpoint_rows.lock();
+            if begin {
+                waiting.clear();
+            }
+            gps.iter()
+                .copied()
+                .filter(|gp| !waiting.contains_key(gp))
+                .collect()
+        };
+        let shares = run_phase(&self.actors, &copying, |_, reply| Job::CheckpointStep {
+            begin,
+            reply,
+        })
+        .await?;
+        let mut waiting = self.checkpoint_rows.lock();
+        for (gp, share) in copying.into_iter().zip(shares) {
+            if share.done {
+                waiting.insert(gp, wire_rows(share.rows).into());
+            }
+        }
+        let (mut budget, mut first) = (answer_bytes_max, true);
+        let mut answer = Vec::with_capacity(gps.len());
+        for gp in gps {
+            let Some(rows) = waiting.get_mut(&gp) else {
+                let copying = WireShare {
+                    rows: Vec::new(),
+                    done: false,
+                };
+                answer.push((gp, copying));
+                continue;
+            };
+            let rows = take_share(rows, &mut budget, &mut first);
+            let done = waiting.get(&gp).is_some_and(VecDeque::is_empty);
+            if done {
+                waiting.remove(&gp);
+            }
+            answer.push((gp, WireShare { rows, done }));
+        }
+        Ok(PhaseResult::CheckpointStep { rows: answer })
     }
 }
 

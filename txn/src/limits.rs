@@ -255,6 +255,27 @@ const _: () = assert!(
 /// chunks).
 pub const PHASE_MESSAGE_BYTES_MAX: usize = actor_runtime::limits::CLUSTER_LINK_PAYLOAD_BYTES_MAX;
 
+/// Default most row bytes (keys and values, plus `wire::WIRE_ROW_OVERHEAD_BYTES` each) one
+/// node's answer to a checkpoint copy step carries (`ClusterPlacement::checkpoint_answer_bytes_max`).
+/// A partition that has copied all its rows of a checkpoint hands them to its node, which sends
+/// them in shares of at most this size over the next steps, so no answer exceeds the link's
+/// payload limit however many rows the checkpoint holds (the first one after a take-over holds
+/// every row). Half the message limit: the other half is room for the encoding of the answer
+/// itself (a dozen bytes per partition). In bytes.
+pub const CHECKPOINT_ANSWER_BYTES_MAX_DEFAULT: usize = PHASE_MESSAGE_BYTES_MAX / 2;
+
+const _: () = assert!(
+    2 * CHECKPOINT_ANSWER_BYTES_MAX_DEFAULT <= PHASE_MESSAGE_BYTES_MAX,
+    "a node's share of checkpoint rows leaves half a phase message for the rest of the answer"
+);
+const _: () = assert!(
+    CHECKPOINT_ANSWER_BYTES_MAX_DEFAULT
+        >= 16
+            * (txn_storage::limits::CHECKPOINT_KEY_BYTES_MAX
+                + txn_storage::limits::CHECKPOINT_VALUE_BYTES_MAX),
+    "a share holds many maximal checkpoint rows, so a checkpoint takes few steps"
+);
+
 /// Default longest wait for another node's answer to one phase batch (`ClusterPlacement`); a
 /// node silent for longer fails the epoch with an error naming it, never a hang. In
 /// milliseconds.

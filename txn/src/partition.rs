@@ -544,7 +544,7 @@ pub(crate) enum Job<A: App> {
     /// all are copied.
     CheckpointStep {
         begin: bool,
-        reply: Depositor<Option<Vec<DeferredRows>>>,
+        reply: Depositor<CheckpointShare>,
     },
     /// One round of the ordered fallback (`ordered.rs`): first commit (`Some(true)`) or discard
     /// the transaction that held this partition and has finished, then, if `begin`, enter solo
@@ -590,6 +590,26 @@ pub(crate) enum Job<A: App> {
     /// A bug outside any handler, for the supervision tests: panics in the owner.
     #[cfg(test)]
     Crash,
+}
+
+/// A partition's answer to one `Job::CheckpointStep`: rows of the checkpoint being copied, and
+/// whether they are its last. A partition of the driver's process answers nothing until it has
+/// copied every row, then all of them at once; a partition on another node answers through its
+/// node (`PartitionHost`), which sends the rows of those done in bounded shares over several
+/// steps, so the link carries each node's answer within its payload limit.
+pub(crate) struct CheckpointShare {
+    pub rows: Vec<DeferredRows>,
+    pub done: bool,
+}
+
+impl CheckpointShare {
+    /// The answer of a partition still copying its rows.
+    pub fn copying() -> Self {
+        CheckpointShare {
+            rows: Vec::new(),
+            done: false,
+        }
+    }
 }
 
 impl<A: App> PartitionState<A> {
@@ -773,7 +793,11 @@ fn run_owned_job<A: App>(app: &AppDef<A>, state: &mut PartitionState<A>, job: Jo
         }
         Job::CheckpointStep { begin, reply } => {
             let budget = crate::limits::CHECKPOINT_COPY_ROWS_PER_EPOCH;
-            reply.deposit(state.checkpoint_step(begin, budget));
+            let share = match state.checkpoint_step(begin, budget) {
+                Some(rows) => CheckpointShare { rows, done: true },
+                None => CheckpointShare::copying(),
+            };
+            reply.deposit(share);
         }
         Job::Fallback {
             env,

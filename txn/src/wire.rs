@@ -34,7 +34,7 @@ use crate::table::ConflictTally;
 
 /// The first byte of every encoded phase message. Bumped whenever the encoding of anything in
 /// it changes, so nodes of two builds refuse each other's messages instead of misreading them.
-pub(crate) const WIRE_FORMAT_VERSION: u8 = 3;
+pub(crate) const WIRE_FORMAT_VERSION: u8 = 4;
 
 /// Which phase of an epoch a message belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,10 +143,12 @@ pub(crate) enum PhaseWork<A: App> {
         partitions: Vec<GlobalPartition>,
     },
     /// Copy the next bounded share of the rows of the checkpoint being taken (`begin`: start
-    /// one as of the epoch just run).
+    /// one as of the epoch just run), and answer with at most `answer_bytes_max` row bytes
+    /// (`wire_row_bytes`) of the rows of the partitions done copying.
     CheckpointStep {
         begin: bool,
         partitions: Vec<GlobalPartition>,
+        answer_bytes_max: u64,
     },
     Fallback {
         round: u32,
@@ -193,6 +195,44 @@ pub(crate) fn wire_rows(deferred: Vec<DeferredRows>) -> Vec<WireRow> {
         .collect()
 }
 
+/// Most bytes rmp-serde spends on one [`WireRow`] besides its key and value: an array header
+/// (1), two byte-string headers (at most 5 each, for lengths up to 4 GiB) or a nil.
+pub(crate) const WIRE_ROW_OVERHEAD_BYTES: usize = 11;
+
+/// What a row costs in a checkpoint step answer's byte budget: at least its encoded size.
+pub(crate) fn wire_row_bytes(row: &WireRow) -> usize {
+    row.0.len() + row.1.as_ref().map_or(0, Vec::len) + WIRE_ROW_OVERHEAD_BYTES
+}
+
+/// Takes rows from the front of `rows` while their cost (`wire_row_bytes`) stays within
+/// `*budget`, and spends it; the first row of an answer (`*budget` still whole, `first`) is
+/// taken whatever its size, so every step makes progress.
+pub(crate) fn take_share(
+    rows: &mut std::collections::VecDeque<WireRow>,
+    budget: &mut u64,
+    first: &mut bool,
+) -> Vec<WireRow> {
+    let mut n = 0;
+    for row in rows.iter() {
+        let cost = wire_row_bytes(row) as u64;
+        if cost > *budget && !*first {
+            break;
+        }
+        *budget = budget.saturating_sub(cost);
+        *first = false;
+        n += 1;
+    }
+    rows.drain(..n).collect()
+}
+
+/// One partition's share of a checkpoint step answer: rows of the checkpoint, and whether they
+/// are its last (`false` with no rows: still copying).
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WireShare {
+    pub rows: Vec<WireRow>,
+    pub done: bool,
+}
+
 /// What the partitions of one node answer to one [`PhaseWork`].
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(bound = "")]
@@ -209,9 +249,10 @@ pub(crate) enum PhaseResult<A: App> {
         conflicts: SeqSet,
     },
     Commit,
-    /// Each partition's copied rows once it has copied them all (`None`: still copying).
+    /// Each partition's share of its copied rows (none while it is still copying); within the
+    /// batch's `answer_bytes_max` together.
     CheckpointStep {
-        rows: Vec<(GlobalPartition, Option<Vec<WireRow>>)>,
+        rows: Vec<(GlobalPartition, WireShare)>,
     },
     Fallback {
         outs: Vec<(GlobalPartition, WaveOut<A>)>,
@@ -621,10 +662,9 @@ impl<A: App> PhaseReply<A> {
             }
         }
         let rows: Vec<(GlobalPartition, &Vec<WireRow>)> = match &self.result {
-            PhaseResult::CheckpointStep { rows } => rows
-                .iter()
-                .filter_map(|(gp, r)| Some((*gp, r.as_ref()?)))
-                .collect(),
+            PhaseResult::CheckpointStep { rows } => {
+                rows.iter().map(|(gp, share)| (*gp, &share.rows)).collect()
+            }
             _ => return Ok(()),
         };
         for (partition, rows) in rows {

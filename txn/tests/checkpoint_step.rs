@@ -5,7 +5,9 @@
 //! Checked: a checkpoint step whose reply is lost after the node's partitions handed their rows
 //! over completes no checkpoint and truncates no log: the runtime refuses further writes with an
 //! error naming the step, and a recovery on the same store has every row of a single-process
-//! run of the same requests.
+//! run of the same requests. A checkpoint whose rows on each node exceed the link's reply
+//! limit (lowered for the test, with the placement's answer budget) is sent in shares over
+//! several steps and completes, and a recovery from it has every row.
 
 mod common;
 
@@ -135,6 +137,23 @@ impl ThreeNodes {
     }
 }
 
+/// The tests' settings: `storage`, a checkpoint every `CHECKPOINT_EVERY_EPOCHS` epochs.
+fn checkpointing(storage: &Arc<MemoryStorage>) -> RuntimeConfig {
+    RuntimeConfig {
+        checkpoint_every_epochs: CHECKPOINT_EVERY_EPOCHS,
+        ..RuntimeConfig::with_storage(storage.clone())
+    }
+}
+
+/// A key of service 0 whose partition is on node "a", the driver's own.
+fn key_on_a(fx: &Fixture) -> (txn::ServiceRef, u64) {
+    let svc = fx.services[0];
+    let key = (0..)
+        .find(|key| NODES[svc.partition_of(key) as usize % NODES.len()] == "a")
+        .expect("some key is on a");
+    (svc, key)
+}
+
 /// Transaction `i` of the load: adds `i + 1` to key `i` of every service, so every node's
 /// partitions get rows.
 fn load_txn(i: u64) -> Ev {
@@ -154,12 +173,8 @@ fn load_txn(i: u64) -> Ev {
 // the same store has every row of a single-process run of the same requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_checkpoint_step_reply_stops_writes_and_loses_no_row() {
-    let fx = build(3, 4);
-    let storage = Arc::new(MemoryStorage::new());
-    let config = || RuntimeConfig {
-        checkpoint_every_epochs: CHECKPOINT_EVERY_EPOCHS,
-        ..RuntimeConfig::with_storage(storage.clone())
-    };
+    let (fx, storage) = (build(3, 4), Arc::new(MemoryStorage::new()));
+    let config = || checkpointing(&storage);
     let nodes = ThreeNodes::start(&fx, config(), LossyLink::new(usize::MAX), |p| p).await;
     let reference = Runtime::start(fx.app.clone(), RuntimeConfig::in_memory())
         .await
@@ -182,10 +197,7 @@ async fn a_lost_checkpoint_step_reply_stops_writes_and_loses_no_row() {
 
     // The epoch at which the checkpoint falls due reads a key on node "a" only, so the only
     // request to "c" after it is the checkpoint's first step, which copies its few rows at once.
-    let svc = fx.services[0];
-    let key = (0..)
-        .find(|key| NODES[svc.partition_of(key) as usize % NODES.len()] == "a")
-        .expect("some key is on a");
+    let (svc, key) = key_on_a(&fx);
     nodes.link.lose_next_reply_of("c");
     // Its own outcome may or may not be released before the step fails; it wrote nothing.
     let _ = client.submit_raw(svc, &key, read0(key)).await;
@@ -241,5 +253,85 @@ async fn a_lost_checkpoint_step_reply_stops_writes_and_loses_no_row() {
     // And so does one process, whose rows can all be read.
     let rt = Runtime::start(fx.app.clone(), config()).await.unwrap();
     assert_eq!(read_all_rows(&rt.client(), &fx).await, expected_rows);
+    rt.shutdown().await;
+}
+
+/// The link's reply limit in the split-answer test, the real one (16 MiB) at test scale.
+const TEST_LINK_REPLY_BYTES_MAX: usize = 128 * 1024;
+
+/// Rows the split-answer test loads into each service: each node's share of the checkpoint is
+/// well over `TEST_LINK_REPLY_BYTES_MAX` (a row costs at least its 8-byte key, 8-byte value
+/// and the partition and table prefix of its key).
+const ROWS_PER_SERVICE: u64 = 12_000;
+
+// Goal: a checkpoint whose rows on one node exceed the link's reply limit completes: each node
+// sends its rows in shares of at most the placement's `checkpoint_answer_bytes_max` over several
+// steps, no request fails, the runtime keeps writing, and a recovery from the checkpoint alone
+// has every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_checkpoint_larger_than_the_link_limit_is_sent_in_shares() {
+    let (fx, storage) = (build(3, 4), Arc::new(MemoryStorage::new()));
+    let config = || checkpointing(&storage);
+    let link = LossyLink::new(TEST_LINK_REPLY_BYTES_MAX);
+    let placed = |placement| ClusterPlacement {
+        checkpoint_answer_bytes_max: TEST_LINK_REPLY_BYTES_MAX / 4,
+        ..placement
+    };
+    let nodes = ThreeNodes::start(&fx, config(), link, placed).await;
+    let client = nodes.rt.client();
+    // The load, in batches of a few epochs each, before the checkpoint falls due.
+    let mut expected = common::model::Rows::new();
+    for first in (0..ROWS_PER_SERVICE).step_by(2_000) {
+        let mut requests = Vec::new();
+        for key in first..first + 2_000 {
+            for (svc, service) in fx.services.iter().enumerate() {
+                let value = (key % 1_000) as i64 + 1;
+                let ev = Ev::chain(vec![Op {
+                    svc,
+                    key,
+                    kind: OpKind::Add(value),
+                }]);
+                requests.push(txn::Request::raw(*service, service.partition_of(&key), ev));
+                expected.insert((svc, key), value);
+            }
+        }
+        for outcome in client.submit_many(requests).await {
+            outcome.unwrap().result.unwrap();
+        }
+    }
+    let loaded_by = nodes.rt.stats().snapshot().epochs;
+    assert!(loaded_by < CHECKPOINT_EVERY_EPOCHS, "{loaded_by} epochs");
+    // Single reads on node "a" drive the epochs after which the checkpoint's steps run.
+    let (svc, key) = key_on_a(&fx);
+    let mut n_reads = 0;
+    while storage.latest_checkpoint_epoch().unwrap().is_none() {
+        client.submit_raw(svc, &key, read0(key)).await.unwrap();
+        n_reads += 1;
+        assert!(n_reads < 2_000, "the checkpoint never completed");
+    }
+    let stats = nodes.rt.stats().snapshot();
+    let largest_reply = nodes.link.largest_reply_bytes.load(Ordering::Relaxed);
+    let traffic = nodes.rt.stats().node_traffic();
+    nodes.stop().await;
+    eprintln!(
+        "{} copy steps, {n_reads} reads, largest reply {largest_reply} bytes: {traffic:?}",
+        stats.checkpoint_copy_steps
+    );
+    assert!(largest_reply <= TEST_LINK_REPLY_BYTES_MAX);
+    for node in &traffic {
+        assert!(
+            node.bytes_received > TEST_LINK_REPLY_BYTES_MAX as u64,
+            "node {} sent too few rows for the test to mean anything: {node:?}",
+            node.node
+        );
+    }
+
+    // A recovery in one process loads the checkpoint, which holds every row (the log after it
+    // holds only reads).
+    let rt = Runtime::start(fx.app.clone(), config()).await.unwrap();
+    let report = rt.recovery_report().clone();
+    assert!(report.checkpoint_epoch >= Some(loaded_by), "{report:?}");
+    assert!(report.rows_loaded >= expected.len(), "{report:?}");
+    assert_eq!(read_all_rows(&rt.client(), &fx).await, expected);
     rt.shutdown().await;
 }

@@ -369,7 +369,7 @@ impl<A: App> Sequencer<A> {
         }
     }
 
-    /// A checkpoint step failed (a node did not answer, or its rows did not fit one reply).
+    /// A checkpoint step failed (a node did not answer, or its answer was refused).
     /// The partitions that did answer have handed their rows over and no longer track them, so
     /// finishing this checkpoint, or retrying the step, would write a checkpoint without them and
     /// truncate the log that still holds them. Stop accepting writes instead, as for a failed
@@ -536,7 +536,8 @@ impl<A: App> Sequencer<A> {
 }
 
 /// A checkpoint whose rows the partitions are still copying, a bounded number per epoch each
-/// (`Job::CheckpointStep`): its epoch, the rows of the partitions done, and the others.
+/// (`Job::CheckpointStep`): its epoch, the rows received so far, and the partitions not done
+/// (still copying, or, on another node, still sending their rows in shares).
 pub(super) struct CheckpointCopying {
     epoch: u64,
     /// The epoch's logged time (bounded history retention by duration needs it).
@@ -581,11 +582,13 @@ pub(super) async fn checkpoint_step<A: App>(
     s.stats
         .checkpoint_copy_steps
         .fetch_add(1, Ordering::Relaxed);
+    // A partition on another node may send its rows over several steps: it is done with its
+    // last share, and every share is kept, each row once.
     let mut still_copying = Vec::new();
-    for (gp, part) in c.copying.iter().zip(parts) {
-        match part {
-            Some(rows) => c.rows.extend(rows),
-            None => still_copying.push(*gp),
+    for (gp, share) in c.copying.iter().zip(parts) {
+        c.rows.extend(share.rows);
+        if !share.done {
+            still_copying.push(*gp);
         }
     }
     c.copying = still_copying;

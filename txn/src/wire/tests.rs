@@ -284,8 +284,13 @@ fn work() -> impl Strategy<Value = PhaseWork<WireApp>> {
             aborted,
             partitions
         }),
-        (any::<bool>(), partitions())
-            .prop_map(|(begin, partitions)| PhaseWork::CheckpointStep { begin, partitions }),
+        (any::<bool>(), partitions(), any::<u64>()).prop_map(
+            |(begin, partitions, answer_bytes_max)| PhaseWork::CheckpointStep {
+                begin,
+                partitions,
+                answer_bytes_max
+            }
+        ),
         (any::<u32>(), fallback_jobs).prop_map(|(round, jobs)| PhaseWork::Fallback {
             round,
             env: None,
@@ -420,7 +425,10 @@ fn result() -> impl Strategy<Value = PhaseResult<WireApp>> {
     let step_rows = partitions().prop_flat_map(|parts| {
         let per_partition: Vec<_> = parts
             .iter()
-            .map(|&gp| prop::option::of(rows_of(gp)).prop_map(move |rows| (gp, rows)))
+            .map(|&gp| {
+                (rows_of(gp), any::<bool>())
+                    .prop_map(move |(rows, done)| (gp, WireShare { rows, done }))
+            })
             .collect();
         per_partition
     });
@@ -710,7 +718,13 @@ fn a_checkpoint_row_of_another_partition_is_refused() {
         epoch: 4,
         phase: Phase::CheckpointStep,
         result: PhaseResult::CheckpointStep {
-            rows: vec![(3, Some(vec![WireRow(key, None)]))],
+            rows: vec![(
+                3,
+                WireShare {
+                    rows: vec![WireRow(key, None)],
+                    done: true,
+                },
+            )],
         },
     };
     let sent = SentBatch {
@@ -749,6 +763,7 @@ fn a_partitions_checkpoint_rows_travel_as_bytes_and_the_reply_matches_its_batch(
         work: PhaseWork::CheckpointStep {
             begin: false,
             partitions: vec![3],
+            answer_bytes_max: 1 << 20,
         },
     };
     let sent = batch.sent(N_PARTITIONS);
@@ -766,7 +781,7 @@ fn a_partitions_checkpoint_rows_travel_as_bytes_and_the_reply_matches_its_batch(
         epoch: 12,
         phase: Phase::CheckpointStep,
         result: PhaseResult::CheckpointStep {
-            rows: vec![(3, Some(rows))],
+            rows: vec![(3, WireShare { rows, done: true })],
         },
     };
     let back = PhaseReply::<WireApp>::decode(&reply.encode().unwrap(), &sent).unwrap();
@@ -777,7 +792,13 @@ fn a_partitions_checkpoint_rows_travel_as_bytes_and_the_reply_matches_its_batch(
     expected_key.extend_from_slice(b"k");
     assert_eq!(
         rows,
-        vec![(3, Some(vec![WireRow(expected_key, Some(b"v".to_vec()))]))]
+        vec![(
+            3,
+            WireShare {
+                rows: vec![WireRow(expected_key, Some(b"v".to_vec()))],
+                done: true
+            }
+        )]
     );
     let commit = commit_batch(vec![1, 2]).sent(N_PARTITIONS);
     assert!(commit.answered_by.is_empty(), "commit answers for the node");
@@ -856,4 +877,38 @@ fn named_queries_are_answered_exactly_where_they_were_sent() {
             partition: 2
         }
     );
+}
+
+/// Row `i` of the share tests: keys and values of varied sizes, some rows deleted.
+fn share_test_row(i: usize) -> WireRow {
+    let value = (!i.is_multiple_of(3)).then(|| vec![1; i * 3]);
+    WireRow(vec![i as u8; 1 + (i % 7) * 40], value)
+}
+
+#[test]
+fn checkpoint_shares_stay_within_their_budget_and_send_each_row_once_in_order() {
+    const BUDGET: u64 = 600;
+    let mut waiting: std::collections::VecDeque<WireRow> = (0..100).map(share_test_row).collect();
+    // One row larger than the budget: sent alone, as the first row of an answer.
+    waiting.insert(50, WireRow(vec![7; 900], None));
+    let mut sent = Vec::new();
+    while !waiting.is_empty() {
+        let (mut budget, mut first) = (BUDGET, true);
+        let share = take_share(&mut waiting, &mut budget, &mut first);
+        assert!(!share.is_empty(), "every answer makes progress");
+        let encoded = rmp_serde::to_vec(&share).unwrap().len();
+        let costs: usize = share.iter().map(wire_row_bytes).sum();
+        assert!(
+            encoded <= costs + 5,
+            "{encoded} bytes encoded, {costs} counted"
+        );
+        assert!(
+            share.len() == 1 || costs as u64 <= BUDGET,
+            "{costs} over the budget"
+        );
+        sent.extend(share);
+    }
+    let mut expected: Vec<WireRow> = (0..100).map(share_test_row).collect();
+    expected.insert(50, WireRow(vec![7; 900], None));
+    assert_eq!(sent, expected);
 }
