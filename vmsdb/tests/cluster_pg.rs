@@ -132,27 +132,6 @@ async fn transfer_client(shared: Arc<Progress>, client: u64, mut random: u64) ->
     unreachable!("the loop ends when the test says stop")
 }
 
-/// Takes audits through every node in turn until told to stop: each answered one must show
-/// every unit of money (a partial transfer would not). Returns how many were checked.
-async fn auditor(shared: Arc<Progress>) -> usize {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .unwrap();
-    let mut ticks = tokio::time::interval(Duration::from_millis(50));
-    let mut checked = 0;
-    for round in 0.. {
-        ticks.tick().await;
-        if shared.stop.load(Ordering::Acquire) {
-            break;
-        }
-        if audit_conserves(&http, &shared.urls[round % 3]).await {
-            checked += 1;
-        }
-    }
-    checked
-}
-
 /// An audit through `url`, if it answers, must show every unit of money and no negative
 /// balance; whether it answered.
 async fn audit_conserves(http: &reqwest::Client, url: &str) -> bool {
@@ -194,7 +173,10 @@ async fn run(test: &'static str, victim: usize, spread: bool) {
         .map(|c| tokio::spawn(transfer_client(shared.clone(), c, seed ^ c)))
         .collect();
     // The audit is a named query: with the partitions spread it reaches every node's too.
-    let auditing = tokio::spawn(auditor(shared.clone()));
+    let every = Duration::from_millis(50);
+    let auditing = tokio::spawn(shared.clone().audit_rounds(every, |http, url| async move {
+        audit_conserves(&http, &url).await
+    }));
 
     let failover = cluster.kill_and_rejoin(&http, &shared, victim).await;
     let acked = shared.stop_clients(clients).await;

@@ -296,30 +296,6 @@ async fn submit(http: &reqwest::Client, url: &str, id: &str, body: &Value) -> Op
     common::post_json(http, &path, Some(id), body).await
 }
 
-/// Audits through every node in turn until told to stop: each answered audit must report no
-/// violation (a partial checkout would break criteria 1, 2, 6 or 7). How many were checked.
-async fn auditor(shared: Arc<Progress>) -> usize {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .unwrap();
-    let mut ticks = tokio::time::interval(Duration::from_millis(100));
-    let mut checked = 0;
-    for round in 0.. {
-        ticks.tick().await;
-        if shared.stop.load(Ordering::Acquire) {
-            break;
-        }
-        if audit_clean(&http, &shared.urls[round % 3], json!({}))
-            .await
-            .is_some()
-        {
-            checked += 1;
-        }
-    }
-    checked
-}
-
 /// A private PostgreSQL server for `test` (`None`: skipped outside CI).
 async fn postgres(test: &'static str) -> Option<PgInstance> {
     tokio::task::spawn_blocking(move || postgres_instance::for_test(test, 60))
@@ -358,7 +334,12 @@ async fn run(test: &'static str, victim: usize) {
             tokio::spawn(market_client(shared.clone(), answers, c, seed ^ c))
         })
         .collect();
-    let auditing = tokio::spawn(auditor(shared.clone()));
+    // Each answered audit must report no violation (a partial checkout would break criteria
+    // 1, 2, 6 or 7).
+    let every = Duration::from_millis(100);
+    let auditing = tokio::spawn(shared.clone().audit_rounds(every, |http, url| async move {
+        audit_clean(&http, &url, json!({})).await.is_some()
+    }));
 
     let failover = cluster.kill_and_rejoin(&http, &shared, victim).await;
     let acked = shared.stop_clients(clients).await;

@@ -364,6 +364,33 @@ impl Progress {
         }
     }
 
+    /// Takes audits through every node in turn, one per `every`, until told to stop: `audit`
+    /// checks one through a node's URL (asserting what must hold) and says whether the node
+    /// answered. How many audits were checked.
+    pub async fn audit_rounds<F, A>(self: Arc<Self>, every: Duration, audit: F) -> usize
+    where
+        F: Fn(reqwest::Client, String) -> A,
+        A: Future<Output = bool>,
+    {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .unwrap();
+        let mut ticks = tokio::time::interval(every);
+        let mut checked = 0;
+        for round in 0.. {
+            ticks.tick().await;
+            if self.stop.load(Ordering::Acquire) {
+                break;
+            }
+            let url = self.urls[round % self.urls.len()].clone();
+            if audit(http.clone(), url).await {
+                checked += 1;
+            }
+        }
+        checked
+    }
+
     /// Tells the clients to stop and collects what each returns (their acknowledgements).
     pub async fn stop_clients<T>(&self, clients: Vec<tokio::task::JoinHandle<Vec<T>>>) -> Vec<T> {
         self.stop.store(true, Ordering::Release);
