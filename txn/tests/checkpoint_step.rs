@@ -7,7 +7,8 @@
 //! error naming the step, and a recovery on the same store has every row of a single-process
 //! run of the same requests. A checkpoint whose rows on each node exceed the link's reply
 //! limit (lowered for the test, with the placement's answer budget) is sent in shares over
-//! several steps and completes, and a recovery from it has every row.
+//! several steps and completes, and a recovery from it has every row. An answer budget the
+//! link cannot carry is refused at start.
 
 mod common;
 
@@ -97,17 +98,15 @@ struct ThreeNodes {
 }
 
 impl ThreeNodes {
-    /// Starts hosts "b" and "c" (global partition `gp` lives on node `gp % 3`) and the runtime
-    /// on "a" over `config`'s storage; `placed` adjusts the placement.
+    /// Starts hosts "b" and "c" (placed by `owners`) and the runtime on "a" over `config`'s
+    /// storage; `placed` adjusts the placement.
     async fn start(
         fx: &Fixture,
         config: RuntimeConfig,
         link: LossyLink,
         placed: impl FnOnce(ClusterPlacement) -> ClusterPlacement,
     ) -> Self {
-        let owners: Vec<String> = (0..fx.app.n_partitions_total())
-            .map(|gp| NODES[gp as usize % NODES.len()].to_string())
-            .collect();
+        let owners = owners(fx);
         let link = Arc::new(link);
         let mut hosts = Vec::new();
         for node in &NODES[1..] {
@@ -135,6 +134,13 @@ impl ThreeNodes {
             host.stop().await;
         }
     }
+}
+
+/// Global partition `gp` lives on node `gp % 3`.
+fn owners(fx: &Fixture) -> Vec<String> {
+    (0..fx.app.n_partitions_total())
+        .map(|gp| NODES[gp as usize % NODES.len()].to_string())
+        .collect()
 }
 
 /// The tests' settings: `storage`, a checkpoint every `CHECKPOINT_EVERY_EPOCHS` epochs.
@@ -334,4 +340,27 @@ async fn a_checkpoint_larger_than_the_link_limit_is_sent_in_shares() {
     assert!(report.rows_loaded >= expected.len(), "{report:?}");
     assert_eq!(read_all_rows(&rt.client(), &fx).await, expected);
     rt.shutdown().await;
+}
+
+// Goal: an answer budget the link could not carry (over half its payload limit), or none at
+// all, is refused at start with an error naming the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_answer_budget_the_link_cannot_carry_is_refused() {
+    let fx = build(3, 4);
+    for answer_bytes_max in [0, 16 << 20] {
+        let owners = owners(&fx);
+        let placement = ClusterPlacement {
+            checkpoint_answer_bytes_max: answer_bytes_max,
+            ..ClusterPlacement::new("a", owners, Arc::new(LoopbackLink::new()))
+        };
+        let config = RuntimeConfig::in_memory().cluster(placement);
+        let error = Runtime::start(fx.app.clone(), config)
+            .await
+            .err()
+            .expect("refused");
+        assert!(
+            error.to_string().contains("checkpoint_answer_bytes_max"),
+            "{error}"
+        );
+    }
 }
