@@ -323,7 +323,7 @@ impl Workload for MarketplaceWorkload {
     ) -> Result<(), TxnError> {
         // Every partition is in this process: the dashboard is read by a closure at one
         // snapshot, as the baselines read it, without encoding each partition's part for
-        // another node as the named query does (that costs vmsdb alone about 80 allocations
+        // another node as the named query does (that cost vmsdb alone about 40 allocations
         // per dashboard; `vmsdb serve` and `--nodes` still answer it by name).
         let sellers = [*self.market.services.seller];
         let parts = client
