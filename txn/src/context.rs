@@ -277,6 +277,22 @@ impl<'a, A: App> TxnCtx<'a, A> {
         Ok(value)
     }
 
+    /// Whether a row exists: a read like [`TxnCtx::get`] (it conflicts, and is checked
+    /// against the handler's purposes, the same way), without copying the row, so checking
+    /// for a row with strings or lists allocates nothing.
+    pub fn contains<K: Key, V: Row>(&mut self, table: Table<K, V>, key: &K) -> Result<bool, Abort> {
+        if self.part.trace.is_some() {
+            // A traced read records the row it saw: read it whole.
+            return Ok(self.get(table, key)?.is_some());
+        }
+        let seq = self.seq;
+        self.meter.charge(LimitKind::Work, 1)?;
+        if self.app.governance.enabled {
+            self.check_purpose(table.service, table.idx)?;
+        }
+        Ok(self.table(table, key)?.contains(seq, key))
+    }
+
     /// Writes (inserts or replaces) a row. Its checks run now; its foreign keys are probed in
     /// the parents' partitions as part of this transaction.
     pub fn put<K: Key, V: Row>(

@@ -718,6 +718,23 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         value
     }
 
+    /// Whether `key` exists for transaction `seq`: recorded as a read exactly like
+    /// [`TableState::get`], without copying the row (a delta never creates or removes a row,
+    /// so the transaction's own deltas do not change the answer).
+    pub fn contains(&mut self, seq: Seq, key: &K) -> bool {
+        if self.solo {
+            return self.rows.get(key).is_some();
+        }
+        let (_, acc, committed) = self.access_mut(key);
+        if let Some((_, v)) = acc.own_write(seq) {
+            return v.is_some();
+        }
+        if acc.readers.last() != Some(&seq) {
+            acc.readers.push(seq);
+        }
+        committed.is_some()
+    }
+
     /// Adds `op.delta` to a field of row `key` for transaction `op.seq`. Alone, or on the
     /// transaction's own buffered write, the row's value is known and the delta applies at
     /// once (checked); otherwise it is buffered as a delta, which conflicts with no other

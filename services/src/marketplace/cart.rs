@@ -3,7 +3,7 @@
 //! the payment provider's decision and starts the reservations and the payment.
 
 use super::model::*;
-use super::stock::stock_lines;
+use super::stock::{stock_lines, stock_partition};
 use super::{
     Customers, EnsureCustomer, MarketApp, MarketError, Pay, Payments, ProviderDecision, Reserve,
     Services, Stock, emit_grouped,
@@ -174,12 +174,13 @@ impl Carts {
     fn checkout(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &Checkout) -> HandlerResult {
         let customer_id = ev.customer_id;
         let existing = ctx.get(self.carts, &customer_id)?;
-        let mut cart = existing.clone().unwrap_or_default();
+        let had_cart = existing.is_some();
+        let mut cart = existing.unwrap_or_default();
         self.add_to_cart(ctx, &mut cart, &ev.add)?;
         if cart.items.is_empty() {
             return Err(MarketError::EmptyCart { customer_id }.into());
         }
-        if existing.is_some() {
+        if had_cart {
             ctx.delete(self.carts, &customer_id)?;
         }
         self.start_checkout(ctx, customer_id, &cart);
@@ -247,7 +248,7 @@ impl Carts {
 
     #[handler]
     fn seal_cart(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &SealCart) -> HandlerResult {
-        if ctx.get(self.carts, &ev.customer_id)?.is_some() {
+        if ctx.contains(self.carts, &ev.customer_id)? {
             ctx.delete(self.carts, &ev.customer_id)?;
         }
         ctx.set_output(MarketOutput::CartItems(0));
@@ -275,8 +276,12 @@ impl Carts {
         };
         let decision = ProviderDecision::draw(ctx.rng(), self.payment_failure_pct);
         let approved = decision.approved;
-        let lines = stock_lines(self.stock, &draft.items);
-        emit_grouped(ctx, self.stock, lines, |lines| Reserve { lines, approved });
+        let lines = stock_lines(&draft.items);
+        let partition = stock_partition(self.stock);
+        emit_grouped(ctx, self.stock, lines, partition, |lines| Reserve {
+            lines,
+            approved,
+        });
         ctx.emit(
             self.payments,
             Pay {
@@ -362,6 +367,8 @@ impl Carts {
             }
             .into());
         }
+        // At most one new item per add: room for all of them at once, not push by push.
+        cart.items.reserve(items.len());
         for add in items {
             if add.quantity == 0 || add.quantity > ITEM_QUANTITY_MAX {
                 return Err(MarketError::ItemQuantity {

@@ -119,7 +119,7 @@ impl Customers {
     ) -> HandlerResult {
         // Only this step and loading write a customer row, so in a running marketplace the
         // read conflicts with nothing.
-        if ctx.get(self.customers, &ev.customer_id)?.is_none() {
+        if !ctx.contains(self.customers, &ev.customer_id)? {
             self.create(ctx, ev.customer_id)?;
         }
         Ok(())
@@ -156,13 +156,15 @@ impl Customers {
     }
 
     /// An unknown-customer abort if customer `id` does not exist. The read is of the customer
-    /// row, which counting never writes, so it does not conflict with other counts.
+    /// row, which counting never writes, so it does not conflict with other counts; it only
+    /// asks whether the row exists, so the customer's name is not copied.
     fn require_customer(&self, ctx: &mut TxnCtx<'_, MarketApp>, id: CustomerId) -> HandlerResult {
-        match ctx.get(self.customers, &id)? {
-            Some(_) => Ok(()),
-            None => Err(Abort::from(MarketError::UnknownCustomer {
+        if ctx.contains(self.customers, &id)? {
+            Ok(())
+        } else {
+            Err(Abort::from(MarketError::UnknownCustomer {
                 customer_id: id,
-            })),
+            }))
         }
     }
 }

@@ -233,25 +233,27 @@ impl Tables {
 }
 
 /// Emits one event per partition of service `to`, carrying the items bound for it: a step per
-/// partition rather than per item. `items` pairs each item with its partition.
+/// partition rather than per item, in partition order. `partition_of` names each item's
+/// partition; items keep their order within a partition.
 fn emit_grouped<S, E, T>(
     ctx: &mut TxnCtx<'_, MarketApp>,
     to: Svc<S>,
-    mut items: Vec<(u32, T)>,
+    mut items: Vec<T>,
+    partition_of: impl Fn(&T) -> u32,
     make: impl Fn(Vec<T>) -> E,
 ) where
     S: Service<App = MarketApp>,
     E: EventOf<S>,
 {
     // Stable, so items keep their order within a partition.
-    items.sort_by_key(|(p, _)| *p);
-    let mut items = items.into_iter().peekable();
-    while let Some((p, first)) = items.next() {
-        let mut group = vec![first];
-        while let Some((_, item)) = items.next_if(|(q, _)| *q == p) {
-            group.push(item);
-        }
-        ctx.emit_to_partition(to, p, make(group));
+    items.sort_by_key(&partition_of);
+    // Each group is split off the front of the list and the first keeps the list's own
+    // allocation: items bound for one partition cost no allocation here, n partitions n - 1.
+    while let Some(first) = items.first() {
+        let p = partition_of(first);
+        let len = items.iter().take_while(|t| partition_of(t) == p).count();
+        let rest = items.split_off(len);
+        ctx.emit_to_partition(to, p, make(std::mem::replace(&mut items, rest)));
     }
 }
 

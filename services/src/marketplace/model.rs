@@ -722,14 +722,22 @@ pub struct CheckoutDraft {
 impl CheckoutDraft {
     /// The items of each seller, in seller order: `(seller, first item index, end index)`.
     pub fn seller_groups(&self) -> Vec<(SellerId, usize, usize)> {
-        let mut groups: Vec<(SellerId, usize, usize)> = Vec::new();
-        for (i, item) in self.items.iter().enumerate() {
-            match groups.last_mut() {
-                Some(g) if g.0 == item.seller_id => g.2 = i + 1,
-                _ => groups.push((item.seller_id, i, i + 1)),
-            }
-        }
-        groups
+        self.seller_runs().collect()
+    }
+
+    /// [`CheckoutDraft::seller_groups`] one by one, without collecting them.
+    pub fn seller_runs(&self) -> impl Iterator<Item = (SellerId, usize, usize)> + '_ {
+        let items = &self.items;
+        let mut start = 0;
+        std::iter::from_fn(move || {
+            let seller_id = items.get(start)?.seller_id;
+            let len = items[start..]
+                .iter()
+                .take_while(|i| i.seller_id == seller_id)
+                .count();
+            start += len;
+            Some((seller_id, start - len, start))
+        })
     }
 }
 

@@ -85,7 +85,7 @@ impl Orders {
     fn create_order(&self, ctx: &mut TxnCtx<'_, MarketApp>, ev: &CreateOrder) -> HandlerResult {
         let draft = &ev.draft;
         let order = draft.order;
-        if ctx.get(self.orders, &order)?.is_some() {
+        if ctx.contains(self.orders, &order)? {
             return Err(MarketError::OrderExists { order }.into());
         }
         for (i, item) in draft.items.iter().enumerate() {
@@ -95,12 +95,15 @@ impl Orders {
                 *item,
             )?;
         }
-        let mut history = vec![OrderStatus::Invoiced];
-        if ev.approved {
-            history.extend([OrderStatus::PaymentProcessed, OrderStatus::ReadyForShipment]);
+        let history: &[OrderStatus] = if ev.approved {
+            &[
+                OrderStatus::Invoiced,
+                OrderStatus::PaymentProcessed,
+                OrderStatus::ReadyForShipment,
+            ]
         } else {
-            history.push(OrderStatus::PaymentFailed);
-        }
+            &[OrderStatus::Invoiced, OrderStatus::PaymentFailed]
+        };
         let now = ctx.now_ms();
         for (i, status) in history.iter().enumerate() {
             let entry = OrderHistory {

@@ -176,14 +176,19 @@ impl Payments {
     /// packages queued for delivery; either way the customer counts the payment.
     fn fan_out(&self, ctx: &mut TxnCtx<'_, MarketApp>, draft: &CheckoutDraft, approved: bool) {
         let order = draft.order;
-        let groups = draft.seller_groups();
-        let mut packages = Vec::with_capacity(groups.len());
-        let mut entries = Vec::with_capacity(groups.len());
-        let mut queued = Vec::with_capacity(groups.len());
+        // A declined payment creates no package, entry or queued delivery: no lists to fill.
+        let n_sellers = if approved {
+            draft.seller_runs().count()
+        } else {
+            0
+        };
+        let mut packages = Vec::with_capacity(n_sellers);
+        let mut entries = Vec::with_capacity(n_sellers);
+        let mut queued = Vec::with_capacity(n_sellers);
         // Every package of the order in one lane: deliveries drawing other lanes never touch
         // this order's shipment or status.
         let lane = delivery_lane(order.order_id, self.delivery_lanes);
-        for (package_idx, (seller_id, from, to)) in groups.into_iter().enumerate() {
+        for (package_idx, (seller_id, from, to)) in draft.seller_runs().enumerate() {
             if !approved {
                 break;
             }
@@ -200,11 +205,9 @@ impl Payments {
                 order_status: OrderStatus::ReadyForShipment,
                 delivery_status: DeliveryStatus::Shipped,
             };
-            let seller_partition = self.sellers.partition_of(&entry_key.placement());
-            entries.push((seller_partition, (entry_key, entry)));
+            entries.push((entry_key, entry));
             let open = OpenDeliveryKey::new(seller_id, lane, draft.created_ms, order);
-            let queue_partition = self.shipments.partition_of(&open.placement());
-            queued.push((queue_partition, (open, package_id)));
+            queued.push((open, package_id));
             packages.push(Package {
                 seller_id,
                 n_items: items.len() as u16,
@@ -215,12 +218,21 @@ impl Payments {
                 status: PackageStatus::Shipped,
             });
         }
-        emit_grouped(ctx, self.sellers, entries, |entries| RecordEntries {
+        let (sellers, shipments) = (self.sellers, self.shipments);
+        emit_grouped(
+            ctx,
+            sellers,
             entries,
-        });
-        emit_grouped(ctx, self.shipments, queued, |packages| QueueDeliveries {
-            packages,
-        });
+            |(key, _)| sellers.partition_of(&key.placement()),
+            |entries| RecordEntries { entries },
+        );
+        emit_grouped(
+            ctx,
+            shipments,
+            queued,
+            |(key, _)| shipments.partition_of(&key.placement()),
+            |packages| QueueDeliveries { packages },
+        );
         if approved {
             // Shipments route by seller (their inbound requests name sellers); a shipment
             // row lives in the partition of its order.

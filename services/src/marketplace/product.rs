@@ -222,8 +222,15 @@ impl Products {
     /// Creates the dashboard shards of `seller_id` that do not exist yet, one step per seller
     /// partition.
     fn create_seller_views(&self, ctx: &mut TxnCtx<'_, MarketApp>, seller_id: SellerId) {
-        let keys = seller_view_creations(self.sellers, seller_id);
-        emit_grouped(ctx, self.sellers, keys, |keys| CreateSellerViews { keys });
+        let keys = seller_view_creations(seller_id);
+        let sellers = self.sellers;
+        emit_grouped(
+            ctx,
+            sellers,
+            keys,
+            |key| sellers.partition_of(key),
+            |keys| CreateSellerViews { keys },
+        );
     }
 
     #[handler]

@@ -196,16 +196,10 @@ impl Sellers {
     }
 }
 
-/// The keys of `seller_id`'s dashboard shards, each with its seller partition, for
-/// [`CreateSellerViews`] steps (one per partition, with `emit_grouped`).
-pub(super) fn seller_view_creations(
-    sellers: txn::Svc<Sellers>,
-    seller_id: SellerId,
-) -> Vec<(u32, SellerViewKey)> {
+/// The keys of `seller_id`'s dashboard shards, for [`CreateSellerViews`] steps (one per
+/// partition, with `emit_grouped`).
+pub(super) fn seller_view_creations(seller_id: SellerId) -> Vec<SellerViewKey> {
     (0..SELLER_VIEW_SHARDS)
-        .map(|shard| {
-            let key = SellerViewKey { seller_id, shard };
-            (sellers.partition_of(&key), key)
-        })
+        .map(|shard| SellerViewKey { seller_id, shard })
         .collect()
 }

@@ -191,19 +191,23 @@ impl Shipments {
         }
         // Sellers of this partition are served here; the others one wave later, one step per
         // partition.
-        let here = ctx.partition();
-        let mut local = Vec::new();
-        let mut remote = Vec::new();
-        for seller_id in sellers {
-            let p = self.service.partition_of(seller_id);
-            if p == here {
-                local.push(*seller_id);
-            } else {
-                remote.push((p, *seller_id));
-            }
+        let (here, service) = (ctx.partition(), self.service);
+        let is_here = |s: &SellerId| service.partition_of(s) == here;
+        if sellers.iter().all(is_here) {
+            // The generator draws every seller from one partition: nothing to split or send.
+            self.take_oldest_of(ctx, sellers)?;
+        } else {
+            let (local, remote): (Vec<SellerId>, Vec<SellerId>) =
+                sellers.iter().partition(|s| is_here(s));
+            self.take_oldest_of(ctx, &local)?;
+            emit_grouped(
+                ctx,
+                service,
+                remote,
+                |s| service.partition_of(s),
+                |sellers| TakeOldest { sellers },
+            );
         }
-        self.take_oldest_of(ctx, &local)?;
-        emit_grouped(ctx, self.service, remote, |sellers| TakeOldest { sellers });
         ctx.set_output(MarketOutput::DeliveryRequested {
             sellers: sellers.len() as u32,
         });
@@ -244,11 +248,16 @@ impl Shipments {
             };
             ctx.put(self.packages, key, package)?;
             ctx.put(self.shipments, order, shipment)?;
-            orders.push((self.orders.partition_of(&order), (order, concluded)));
+            orders.push((order, concluded));
         }
-        emit_grouped(ctx, self.orders, orders, |orders| OrdersDelivered {
+        let order_service = self.orders;
+        emit_grouped(
+            ctx,
+            order_service,
             orders,
-        });
+            |(order, _)| order_service.partition_of(order),
+            |orders| OrdersDelivered { orders },
+        );
         Ok(())
     }
 
@@ -262,12 +271,8 @@ impl Shipments {
         ctx: &mut TxnCtx<'_, MarketApp>,
         sellers: &[SellerId],
     ) -> HandlerResult {
-        let n = sellers.len();
-        let (mut taken, mut entries, mut customers) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
+        // Filled only once a package is taken, then sized for every seller at once.
+        let (mut taken, mut entries, mut customers) = (Vec::new(), Vec::new(), Vec::new());
         // A package becomes deliverable once the clock has moved past the millisecond it was
         // queued in. Packages queued by this epoch's checkouts carry this epoch's timestamp,
         // so the range read below never covers them: a delivery never conflicts with a
@@ -287,21 +292,38 @@ impl Shipments {
             };
             ctx.delete(self.open_deliveries, &key)?;
             let order = key.order();
-            taken.push((self.service.partition_of(&order), (order, package_id)));
-            let entry = EntryKey::open(*seller_id, order);
-            entries.push((self.sellers.partition_of(&entry.placement()), entry));
-            let c = order.customer_id;
-            customers.push((self.customers.partition_of(&c), c));
+            if taken.is_empty() {
+                taken.reserve_exact(sellers.len());
+                entries.reserve_exact(sellers.len());
+                customers.reserve_exact(sellers.len());
+            }
+            taken.push((order, package_id));
+            entries.push(EntryKey::open(*seller_id, order));
+            customers.push(order.customer_id);
         }
-        emit_grouped(ctx, self.service, taken, |packages| DeliverPackages {
-            packages,
-        });
-        emit_grouped(ctx, self.sellers, entries, |entries| EntriesDelivered {
+        let (service, seller_service, customer_service) =
+            (self.service, self.sellers, self.customers);
+        emit_grouped(
+            ctx,
+            service,
+            taken,
+            |(order, _)| service.partition_of(order),
+            |packages| DeliverPackages { packages },
+        );
+        emit_grouped(
+            ctx,
+            seller_service,
             entries,
-        });
-        emit_grouped(ctx, self.customers, customers, |customers| {
-            CountDeliveries { customers }
-        });
+            |entry| seller_service.partition_of(&entry.placement()),
+            |entries| EntriesDelivered { entries },
+        );
+        emit_grouped(
+            ctx,
+            customer_service,
+            customers,
+            |customer| customer_service.partition_of(customer),
+            |customers| CountDeliveries { customers },
+        );
         Ok(())
     }
 }

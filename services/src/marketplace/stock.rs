@@ -213,19 +213,21 @@ impl Stock {
     }
 }
 
-/// The stock lines of `items`, each with the stock partition of its seller (for
-/// [`emit_grouped`](super::emit_grouped): one reservation step per partition).
-pub(super) fn stock_lines(stock: Svc<Stock>, items: &[OrderItem]) -> Vec<(u32, StockLine)> {
+/// The stock lines of `items` (for [`emit_grouped`](super::emit_grouped) with
+/// [`stock_partition`]: one reservation step per partition).
+pub(super) fn stock_lines(items: &[OrderItem]) -> Vec<StockLine> {
     items
         .iter()
-        .map(|i| {
-            let line = StockLine {
-                seller_id: i.seller_id,
-                product_id: i.product_id,
-                quantity: i.quantity,
-                version: i.version,
-            };
-            (stock.partition_of(&i.seller_id), line)
+        .map(|i| StockLine {
+            seller_id: i.seller_id,
+            product_id: i.product_id,
+            quantity: i.quantity,
+            version: i.version,
         })
         .collect()
+}
+
+/// The stock partition of a line: its seller's.
+pub(super) fn stock_partition(stock: Svc<Stock>) -> impl Fn(&StockLine) -> u32 {
+    move |line| stock.partition_of(&line.seller_id)
 }
