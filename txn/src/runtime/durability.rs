@@ -362,7 +362,6 @@ pub(super) fn checkpoint_loop(
     writer_turn: &WriterTurn,
     log_turn: &WriterTurn,
 ) {
-    let mut log_start = first_logged_epoch(storage);
     while let Ok(order) = rx.recv() {
         let epoch = order.epoch;
         // The sequencer queues a checkpoint only when none is in flight and sets the flag
@@ -375,7 +374,7 @@ pub(super) fn checkpoint_loop(
                 checkpoint: writer_turn,
                 log: log_turn,
             };
-            match write_checkpoint(storage, order, &mut truncation, turns, &mut log_start) {
+            match write_checkpoint(storage, order, &mut truncation, turns) {
                 Ok((n_rows, chunk_nanos_max)) => {
                     let micros = started.elapsed().as_micros() as u64;
                     stats.note_checkpoint(chunk_nanos_max, micros * 1_000);
@@ -410,7 +409,6 @@ fn write_checkpoint(
     order: CheckpointOrder,
     truncation: &mut Truncation,
     turns: Turns<'_>,
-    log_start: &mut u64,
 ) -> Result<(usize, u64), crate::storage::StorageError> {
     let writer_turn = turns.checkpoint;
     let CheckpointOrder {
@@ -460,7 +458,7 @@ fn write_checkpoint(
         None => matches!(truncation, Truncation::BelowCheckpoint).then_some(epoch + 1),
     };
     if let Some(below) = truncate_below.filter(|&below| below > 1) {
-        truncate_in_steps(storage, log_start, below, turns.log)?;
+        truncate_in_steps(storage, below, turns.log)?;
     }
     tracing::debug!(
         epoch,
@@ -479,8 +477,9 @@ struct Turns<'a> {
     log: &'a WriterTurn,
 }
 
-/// The lowest epoch still logged, where truncation goes on from: the first logged record's,
-/// else the one after the latest complete checkpoint (the next appended), else 1.
+/// The lowest epoch still logged: the first logged record's, else the one after the latest
+/// complete checkpoint (the next appended), else 1. Read afresh for each truncation (one
+/// record), as a live erasure's purge truncates the log too.
 fn first_logged_epoch(storage: &dyn Storage) -> u64 {
     let mut first = None;
     // Stops at the first record: the visitor's error ends the read.
@@ -498,18 +497,18 @@ fn first_logged_epoch(storage: &dyn Storage) -> u64 {
         .unwrap_or(1)
 }
 
-/// Removes the log records below `below`, from `*log_start` up, in steps of at most
+/// Removes the log records below `below`, from the lowest logged epoch up, in steps of at most
 /// `limits::CHECKPOINT_TRUNCATE_EPOCHS_PER_STEP` epochs, each under the log appender's turn
 /// handed over fairly, so an epoch waiting to be logged waits for one step at most instead of
 /// the whole removal (the log may hold thousands of epochs of records by the time a large
-/// checkpoint completes); `*log_start` follows each step.
+/// checkpoint completes).
 fn truncate_in_steps(
     storage: &dyn Storage,
-    log_start: &mut u64,
     below: u64,
     log_turn: &WriterTurn,
 ) -> Result<(), crate::storage::StorageError> {
-    while *log_start < below {
+    let mut log_start = first_logged_epoch(storage);
+    while log_start < below {
         let step_below = log_start
             .saturating_add(limits::CHECKPOINT_TRUNCATE_EPOCHS_PER_STEP)
             .min(below);
@@ -517,7 +516,7 @@ fn truncate_in_steps(
         let result = storage.truncate_log_below(step_below);
         parking_lot::MutexGuard::unlock_fair(guard);
         result?;
-        *log_start = step_below;
+        log_start = step_below;
     }
     Ok(())
 }
