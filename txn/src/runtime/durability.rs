@@ -348,7 +348,10 @@ fn encode_epoch<E: Serialize>(
         .map_err(|e| format!("epoch {} does not encode: {e}", env.epoch))
 }
 
-/// Writes checkpoints handed over by the durability thread, one at a time.
+/// Writes checkpoints handed over by the durability thread, one at a time. `writer_turn` is
+/// the turn its checkpoint writes take, `log_turn` the log appender's, which its truncations of
+/// the log take.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn checkpoint_loop(
     storage: &dyn Storage,
     rx: std::sync::mpsc::Receiver<CheckpointOrder>,
@@ -357,6 +360,7 @@ pub(super) fn checkpoint_loop(
     stats: &RuntimeStats,
     schedule: &CheckpointSchedule,
     writer_turn: &WriterTurn,
+    log_turn: &WriterTurn,
 ) {
     while let Ok(order) = rx.recv() {
         let epoch = order.epoch;
@@ -366,7 +370,11 @@ pub(super) fn checkpoint_loop(
         if durable.failure().is_none() {
             stats.checkpoints_started.fetch_add(1, Ordering::Relaxed);
             let started = std::time::Instant::now();
-            match write_checkpoint(storage, order, &mut truncation, writer_turn) {
+            let turns = Turns {
+                checkpoint: writer_turn,
+                log: log_turn,
+            };
+            match write_checkpoint(storage, order, &mut truncation, turns) {
                 Ok((n_rows, chunk_nanos_max)) => {
                     let micros = started.elapsed().as_micros() as u64;
                     stats.note_checkpoint(chunk_nanos_max, micros * 1_000);
@@ -400,8 +408,9 @@ fn write_checkpoint(
     storage: &dyn Storage,
     order: CheckpointOrder,
     truncation: &mut Truncation,
-    writer_turn: &WriterTurn,
+    turns: Turns<'_>,
 ) -> Result<(usize, u64), crate::storage::StorageError> {
+    let writer_turn = turns.checkpoint;
     let CheckpointOrder {
         epoch,
         timestamp_ms,
@@ -443,18 +452,71 @@ fn write_checkpoint(
         base.finish(epoch, timestamp_ms)?;
     }
     turn(&mut || storage.complete_checkpoint(epoch))?;
+    let completed = started.elapsed();
     let truncate_below = match base {
         Some(base) => Some(base.advance(epoch, timestamp_ms)? + 1),
         None => matches!(truncation, Truncation::BelowCheckpoint).then_some(epoch + 1),
     };
     if let Some(below) = truncate_below.filter(|&below| below > 1) {
-        turn(&mut || storage.truncate_log_below(below))?;
+        truncate_in_steps(storage, below, turns.log)?;
     }
     tracing::debug!(
         epoch,
         rows = n_rows,
         seconds = started.elapsed().as_secs_f64(),
+        truncation_seconds = (started.elapsed() - completed).as_secs_f64(),
         "checkpoint written"
     );
     Ok((n_rows, chunk_nanos_max))
+}
+
+/// The writer turns the checkpoint thread takes: its checkpoint writes' and the log's.
+#[derive(Clone, Copy)]
+struct Turns<'a> {
+    checkpoint: &'a WriterTurn,
+    log: &'a WriterTurn,
+}
+
+/// The lowest epoch still logged: the first logged record's, else the one after the latest
+/// complete checkpoint (the next appended), else 1. Read afresh for each truncation (one
+/// record), as a live erasure's purge truncates the log too.
+fn first_logged_epoch(storage: &dyn Storage) -> u64 {
+    let mut first = None;
+    // Stops at the first record: the visitor's error ends the read.
+    let _ = storage.read_epochs(0, &mut |epoch, _| {
+        first = Some(epoch);
+        Err(crate::storage::StorageError::Visitor(
+            "first epoch found".into(),
+        ))
+    });
+    first
+        .or_else(|| {
+            let latest = storage.latest_checkpoint_epoch().ok().flatten();
+            latest.map(|epoch| epoch + 1)
+        })
+        .unwrap_or(1)
+}
+
+/// Removes the log records below `below`, from the lowest logged epoch up, in steps of at most
+/// `limits::CHECKPOINT_TRUNCATE_EPOCHS_PER_STEP` epochs, each under the log appender's turn
+/// handed over fairly, so an epoch waiting to be logged waits for one step at most instead of
+/// the whole removal (the log may hold thousands of epochs of records by the time a large
+/// checkpoint completes).
+fn truncate_in_steps(
+    storage: &dyn Storage,
+    below: u64,
+    log_turn: &WriterTurn,
+) -> Result<(), crate::storage::StorageError> {
+    let mut log_start = first_logged_epoch(storage);
+    while log_start < below {
+        let step_below = log_start
+            .saturating_add(limits::CHECKPOINT_TRUNCATE_EPOCHS_PER_STEP)
+            .min(below);
+        let guard = log_turn.lock();
+        let result = storage.truncate_log_below(step_below);
+        parking_lot::MutexGuard::unlock_fair(guard);
+        result?;
+        log_start = step_below;
+    }
+    Ok(())
 }

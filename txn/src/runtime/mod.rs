@@ -342,7 +342,9 @@ impl DurabilityThreads {
                 let stats = stats.clone();
                 let schedule = schedule.clone();
                 // A store whose checkpoints have their own writer needs no turns: appends
-                // never wait for a checkpoint there.
+                // never wait for a checkpoint there. Truncating the log after a checkpoint is
+                // a write of the log all the same: it takes the appender's turn.
+                let log_turn = writer_turn.clone();
                 let writer_turn = if storage.checkpoints_have_own_writer() {
                     Arc::new(parking_lot::Mutex::new(()))
                 } else {
@@ -357,6 +359,7 @@ impl DurabilityThreads {
                         &stats,
                         &schedule,
                         &writer_turn,
+                        &log_turn,
                     )
                 }
             })

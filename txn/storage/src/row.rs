@@ -27,16 +27,22 @@ fn row_checksum(key: &[u8], tag: u8, value: &[u8]) -> u32 {
 }
 
 /// Wraps the new value of `key` (`None`: deleted) in its envelope.
+#[cfg(any(feature = "fjall", feature = "fdb", feature = "postgres", test))]
 pub(crate) fn encode_row(key: &[u8], value: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ROW_HEADER_LEN + value.map_or(0, <[u8]>::len));
+    push_row(&mut out, key, value);
+    out
+}
+
+/// Appends the envelope of `key`'s new value (`None`: deleted) to `out`.
+fn push_row(out: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
     let (tag, value) = match value {
         Some(value) => (TAG_PUT, value),
         None => (TAG_DELETE, &[][..]),
     };
-    let mut out = Vec::with_capacity(ROW_HEADER_LEN + value.len());
     out.extend_from_slice(&row_checksum(key, tag, value).to_le_bytes());
     out.push(tag);
     out.extend_from_slice(value);
-    out
 }
 
 /// Checks the envelope of `key`'s stored row and returns its value, `None` for a deletion.
@@ -144,11 +150,12 @@ pub(crate) fn decode_meta_bytes<'a>(
 /// Appends one row to a blob of pending rows: `[key len: u32 LE][key][envelope len: u32
 /// LE][row envelope]`. Lengths are bounded by the row size limits.
 pub(crate) fn push_blob_row(blob: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
-    let envelope = encode_row(key, value);
     blob.extend_from_slice(&(key.len() as u32).to_le_bytes());
     blob.extend_from_slice(key);
-    blob.extend_from_slice(&(envelope.len() as u32).to_le_bytes());
-    blob.extend_from_slice(&envelope);
+    // The envelope is written in place: no buffer of its own per row.
+    let envelope_len = ROW_HEADER_LEN + value.map_or(0, <[u8]>::len);
+    blob.extend_from_slice(&(envelope_len as u32).to_le_bytes());
+    push_row(blob, key, value);
 }
 
 /// Calls `apply(key, row envelope, value)` for every row of a blob made by [`push_blob_row`],

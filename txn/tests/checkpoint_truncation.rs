@@ -1,0 +1,150 @@
+//! The log truncation after a checkpoint removes the covered log in bounded steps, so an epoch
+//! waiting to be logged never waits behind the removal of thousands of epochs of records.
+
+mod common;
+
+use common::*;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use txn::limits::CHECKPOINT_TRUNCATE_EPOCHS_PER_STEP;
+use txn::storage::{MemoryStorage, Storage, StorageError};
+use txn::{Runtime, RuntimeConfig};
+
+/// Epochs between checkpoints: several truncation steps' worth.
+const EVERY: u64 = 3 * CHECKPOINT_TRUNCATE_EPOCHS_PER_STEP + 10;
+/// Requests of the run, one epoch each: two checkpoints and their truncations.
+const RUN_EPOCHS: u64 = 2 * EVERY + 40;
+
+/// A `MemoryStorage` that records the epoch below which each truncation removed the log.
+struct RecordedTruncations {
+    inner: MemoryStorage,
+    belows: Mutex<Vec<u64>>,
+}
+
+impl Storage for RecordedTruncations {
+    fn name(&self) -> &'static str {
+        "recorded-truncations"
+    }
+    fn append_epoch(&self, epoch: u64, batch: &[u8]) -> Result<(), StorageError> {
+        self.inner.append_epoch(epoch, batch)
+    }
+    fn append_epochs(&self, epochs: &[(u64, &[u8])]) -> Result<(), StorageError> {
+        self.inner.append_epochs(epochs)
+    }
+    fn read_epochs(
+        &self,
+        from: u64,
+        visit: &mut dyn FnMut(u64, &[u8]) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        self.inner.read_epochs(from, visit)
+    }
+    fn last_epoch(&self) -> Result<Option<u64>, StorageError> {
+        self.inner.last_epoch()
+    }
+    fn write_checkpoint_rows(
+        &self,
+        checkpoint_epoch: u64,
+        rows: &[(Vec<u8>, Option<Vec<u8>>)],
+    ) -> Result<(), StorageError> {
+        self.inner.write_checkpoint_rows(checkpoint_epoch, rows)
+    }
+    fn complete_checkpoint(&self, checkpoint_epoch: u64) -> Result<(), StorageError> {
+        self.inner.complete_checkpoint(checkpoint_epoch)
+    }
+    fn read_latest_checkpoint(
+        &self,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
+    ) -> Result<Option<u64>, StorageError> {
+        self.inner.read_latest_checkpoint(visit)
+    }
+    fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError> {
+        self.belows.lock().push(epoch);
+        self.inner.truncate_log_below(epoch)
+    }
+    fn latest_checkpoint_epoch(&self) -> Result<Option<u64>, StorageError> {
+        self.inner.latest_checkpoint_epoch()
+    }
+    fn read_store_info(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.read_store_info()
+    }
+    fn write_store_info(&self, info: &[u8]) -> Result<(), StorageError> {
+        self.inner.write_store_info(info)
+    }
+    fn checkpoints_have_own_writer(&self) -> bool {
+        // As the embedded store: the checkpoint's writes do not take the log's turn, its
+        // truncations must.
+        true
+    }
+}
+
+// Goal: with checkpoints every 202 epochs (memory storage, so both complete at once), each truncation of the log removes at most
+// CHECKPOINT_TRUNCATE_EPOCHS_PER_STEP epochs' records, the steps follow one another without a
+// gap, and together they remove everything the checkpoints cover (one call per checkpoint,
+// removing 202 epochs at once, fails).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_truncation_after_a_checkpoint_goes_in_bounded_steps() {
+    let fx = build(1, 2);
+    let (counters, table) = (fx.services[0], fx.tables[0]);
+    let storage = Arc::new(RecordedTruncations {
+        inner: MemoryStorage::new(),
+        belows: Mutex::new(Vec::new()),
+    });
+    let config = RuntimeConfig {
+        storage: storage.clone(),
+        checkpoint_every_epochs: EVERY,
+        ..RuntimeConfig::in_memory()
+    };
+    let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
+    for _ in 0..RUN_EPOCHS {
+        // One request at a time: one epoch each.
+        let bump = Ev::chain(vec![Op {
+            svc: 0,
+            key: 0,
+            kind: OpKind::Add(1),
+        }]);
+        let outcome = rt.client().submit_raw(counters, &0u64, bump).await.unwrap();
+        assert!(outcome.committed());
+    }
+    // Shutting down joins the checkpoint thread, after its last checkpoint and truncation.
+    let counts = rt
+        .client()
+        .query(&[counters], move |view| view.get(table, &0).copied())
+        .await
+        .unwrap();
+    assert_eq!(counts.into_iter().flatten().sum::<i64>() as u64, RUN_EPOCHS);
+    rt.shutdown().await;
+    let belows = storage.belows.lock().clone();
+    let covered = storage.inner.latest_checkpoint_epoch().unwrap().unwrap();
+    assert!(
+        covered >= 2 * EVERY,
+        "two checkpoints were taken: {covered}"
+    );
+    assert_eq!(
+        belows.last().copied(),
+        Some(covered + 1),
+        "the log below the latest checkpoint was removed: {belows:?}"
+    );
+    let mut previous = 1;
+    for &below in &belows {
+        assert!(
+            below > previous && below - previous <= CHECKPOINT_TRUNCATE_EPOCHS_PER_STEP,
+            "a truncation step removed epochs {previous}..{below}, more than \
+             {CHECKPOINT_TRUNCATE_EPOCHS_PER_STEP}: {belows:?}"
+        );
+        previous = below;
+    }
+    let mut first_logged = None;
+    storage
+        .inner
+        .read_epochs(0, &mut |epoch, _| {
+            first_logged.get_or_insert(epoch);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(
+        first_logged,
+        Some(covered + 1),
+        "the log starts after the checkpoint"
+    );
+}
