@@ -10,6 +10,12 @@
 //! process, while the partitions' owners load the checkpoint; then it hands each owner the rows
 //! the replay changed (`Job::Apply`, chunked) and checks that every owner's state hash equals
 //! the private copy's.
+//!
+//! A take-over keeps the partitions whose owner is alive and unchanged on their node
+//! (`PartitionHost::re_place`): recovery finds them by their state hash (not that of an empty
+//! partition), loads no checkpoint into them, hands them only the rows a replay from a
+//! checkpoint changed (none without one), and refuses to start if one of them differs from the
+//! replay; the caller then places the partitions again without keeping any.
 
 use crate::app::{App, AppDef};
 use crate::cluster_dispatch::DriverDispatch;
@@ -39,6 +45,8 @@ type RowChunk = (GlobalPartition, Vec<(Vec<u8>, Vec<u8>)>);
 /// hands each full chunk to the recovery task.
 struct Chunker {
     chunks: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
+    /// Per global partition: its owner kept its state, so its rows are not sent.
+    kept: Vec<bool>,
     tx: mpsc::Sender<RowChunk>,
 }
 
@@ -54,6 +62,9 @@ impl Chunker {
         let chunk = self.chunks.get_mut(gp as usize).ok_or_else(|| {
             format!("checkpoint row of partition {gp}, but the application has {n_global}")
         })?;
+        if self.kept[gp as usize] {
+            return Ok(());
+        }
         chunk.push((key.to_vec(), value.to_vec()));
         if chunk.len() >= limits::RECOVERY_LOAD_CHUNK_ROWS_MAX {
             let rows = std::mem::take(chunk);
@@ -95,6 +106,9 @@ pub struct RecoveryReport {
     pub dedup_window_entries: usize,
     /// Wall time of the whole recovery.
     pub duration: Duration,
+    /// Partitions whose owner kept its state from the runtime before (a cluster's take-over):
+    /// nothing was loaded into them.
+    pub partitions_kept: usize,
 }
 
 /// Loads the latest complete checkpoint into the partitions and the dedup window (nothing with
@@ -183,6 +197,24 @@ pub(crate) async fn recover<A: App, D: Dispatch<A>>(
     actors: &D,
     config: &RuntimeConfig,
 ) -> Result<(RecoveryReport, Dedup<A::Output>), TxnError> {
+    let (report, dedup, _) = recover_splitting(app, actors, config, None).await?;
+    Ok((report, dedup))
+}
+
+/// The rows a replay changed before its log tail, per global partition (`Job::Checkpoint`).
+type ChangedRows = Vec<Vec<DeferredRows>>;
+
+/// [`recover`], taking out the rows changed before epoch `tail_from` (`Job::Checkpoint`, just
+/// before replaying it, or after the last epoch if the log ends before it): those the
+/// partitions then still mark are the ones the log's tail changed.
+async fn recover_splitting<A: App, D: Dispatch<A>>(
+    app: &Arc<AppDef<A>>,
+    actors: &D,
+    config: &RuntimeConfig,
+    tail_from: Option<u64>,
+) -> Result<(RecoveryReport, Dedup<A::Output>, Option<ChangedRows>), TxnError> {
+    let all: Vec<GlobalPartition> = (0..app.n_global).collect();
+    let mut before_tail = None;
     let started = std::time::Instant::now();
     let (checkpoint_epoch, rows_loaded, mut dedup) =
         load_checkpoint_async(app, actors, config).await?;
@@ -199,6 +231,10 @@ pub(crate) async fn recover<A: App, D: Dispatch<A>>(
     while let Some(record) = records.recv().await {
         let record = record?;
         position.check_next(record.epoch)?;
+        if tail_from.is_some_and(|tail| record.epoch >= tail) && before_tail.is_none() {
+            let changed = run_phase(actors, &all, |_, reply| Job::Checkpoint { reply }).await?;
+            before_tail = Some(changed);
+        }
         last_epoch = record.epoch;
         last_timestamp_ms = record.timestamp_ms;
         replay_epoch(app, actors, config, record, &mut dedup).await?;
@@ -213,8 +249,10 @@ pub(crate) async fn recover<A: App, D: Dispatch<A>>(
             last_timestamp_ms,
             dedup_window_entries: dedup.len(),
             duration: started.elapsed(),
+            partitions_kept: 0,
         },
         dedup,
+        before_tail,
     ))
 }
 
@@ -226,6 +264,17 @@ pub(crate) async fn load_checkpoint_async<A: App, D: Dispatch<A>>(
     dispatch: &D,
     config: &RuntimeConfig,
 ) -> Result<(Option<u64>, usize, Dedup<A::Output>), TxnError> {
+    let kept = vec![false; app.n_global as usize];
+    load_checkpoint_except(app, dispatch, config, kept).await
+}
+
+/// [`load_checkpoint_async`] into every partition but those `kept` names.
+async fn load_checkpoint_except<A: App, D: Dispatch<A>>(
+    app: &AppDef<A>,
+    dispatch: &D,
+    config: &RuntimeConfig,
+    kept: Vec<bool>,
+) -> Result<(Option<u64>, usize, Dedup<A::Output>), TxnError> {
     let storage = config.storage.clone();
     let recover_from = config.recover_from;
     let dedup = Dedup::<A::Output>::new(WindowBounds {
@@ -236,6 +285,7 @@ pub(crate) async fn load_checkpoint_async<A: App, D: Dispatch<A>>(
     let (tx, mut rx) = mpsc::channel::<RowChunk>(limits::RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX);
     let chunker = Chunker {
         chunks: (0..app.n_global).map(|_| Vec::new()).collect(),
+        kept,
         tx,
     };
     let reader = tokio::task::spawn_blocking(move || {
@@ -409,33 +459,47 @@ pub(crate) async fn recover_driver<A: App>(
 }
 
 /// A cluster's recovery: every partition is recovered on a private copy in this process (the
-/// checkpoint, then the log replayed there, as in one process) while the partitions' owners
-/// load the same checkpoint; then each owner gets the rows the replay changed, marked for the
-/// next checkpoint as the replay marked them, and must end with the private copy's state hash.
+/// checkpoint, then the log replayed there, as in one process) while the owners of the
+/// partitions not kept from the runtime before load the same checkpoint; then the owners get
+/// the rows the replay changed, marked for the next checkpoint as the replay marked them, and
+/// must end with the private copy's state hash.
 async fn recover_then_hand_over<A: App>(
     app: &Arc<AppDef<A>>,
     actors: &DriverDispatch<A>,
     config: &RuntimeConfig,
 ) -> Result<(RecoveryReport, Dedup<A::Output>), TxnError> {
     let started = Instant::now();
+    let kept = kept_partitions(app, actors).await?;
+    let tail_from = match kept.contains(&true) {
+        true => Some(log_tail_from(config).await?),
+        false => None,
+    };
     // The private copy always remembers changed rows: they are what the owners are handed.
     let private = PartitionActors::start(app.clone(), true)?;
     let (recovered, owners_loaded) = tokio::join!(
-        recover(app, &private, config),
-        load_checkpoint_async(app, actors, config)
+        recover_splitting(app, &private, config, tail_from),
+        load_checkpoint_except(app, actors, config, kept.clone())
     );
     let handed = match (recovered, owners_loaded) {
-        (Ok((mut report, dedup)), Ok(_)) => {
+        (Ok((mut report, dedup, before_tail)), Ok(_)) => {
+            report.partitions_kept = kept.iter().filter(|k| **k).count();
             tracing::info!(
                 checkpoint_epoch = ?report.checkpoint_epoch,
                 rows_loaded = report.rows_loaded,
                 epochs_replayed = report.epochs_replayed,
+                partitions_kept = report.partitions_kept,
                 replay_ms_per_epoch = report.duration.as_secs_f64() * 1e3
                     / report.epochs_replayed.max(1) as f64,
                 seconds = report.duration.as_secs_f64(),
-                "recovered on this node's private copy of the partitions; the owners loaded the checkpoint"
+                "recovered on this node's private copy of the partitions; the owners loaded the \
+                 checkpoint into the partitions they did not keep"
             );
-            let handed = hand_over(app, &private, actors).await;
+            let changed = Changed {
+                before_tail,
+                kept: &kept,
+                from_checkpoint: report.checkpoint_epoch.is_some(),
+            };
+            let handed = hand_over(app, &private, actors, changed).await;
             report.duration = started.elapsed();
             handed.map(|()| (report, dedup))
         }
@@ -445,17 +509,79 @@ async fn recover_then_hand_over<A: App>(
     handed
 }
 
-/// Hands every partition's owner the rows the private copy's replay changed, then checks each
-/// owner's state hash against the private copy's.
+/// The first epoch of the log's tail that a kept partition may not have applied: its owner may
+/// have been an epoch or two behind the log when the runtime before stopped (it ends mid-epoch,
+/// and the epoch is logged before it runs).
+async fn log_tail_from(config: &RuntimeConfig) -> Result<u64, TxnError> {
+    let storage = config.storage.clone();
+    let last = tokio::task::spawn_blocking(move || storage.last_epoch())
+        .await
+        .map_err(|e| TxnError::Recovery(format!("reading the log's end stopped: {e}")))?
+        .map_err(|e| TxnError::Recovery(format!("reading the log's end: {e}")))?;
+    let tail = limits::TAKE_OVER_LOG_TAIL_EPOCHS - 1;
+    Ok(last.unwrap_or(0).saturating_sub(tail).max(1))
+}
+
+/// What the replay changed, and for which owners.
+struct Changed<'k> {
+    /// The rows changed before the log's tail (`None`: the whole replay is the tail).
+    before_tail: Option<ChangedRows>,
+    /// Per global partition: its owner kept it from the runtime before.
+    kept: &'k [bool],
+    /// Whether the replay started from a checkpoint.
+    from_checkpoint: bool,
+}
+
+impl Changed<'_> {
+    /// The rows to hand each owner, in the order to apply them: every changed row to an owner
+    /// that loaded the checkpoint; to one that kept its partition the tail's (which bring it
+    /// to the log's end) and, after a checkpoint, the rows changed before the tail too (so the
+    /// rows deleted since the checkpoint are marked for the next one). Without a checkpoint the
+    /// rows before the tail are every row, which it holds already.
+    fn into_rows_to_hand(self, tail: ChangedRows) -> Vec<(GlobalPartition, Vec<DeferredRows>)> {
+        let mut rows = Vec::new();
+        if let Some(before) = self.before_tail {
+            for (gp, before) in before.into_iter().enumerate() {
+                if self.from_checkpoint || !self.kept[gp] {
+                    rows.push((gp as GlobalPartition, before));
+                }
+            }
+        }
+        rows.extend((0..).zip(tail));
+        rows
+    }
+}
+
+/// Per global partition: whether its owner kept its state from the runtime before (a
+/// `PartitionHost::re_place`), told by a state hash other than an empty partition's. A kept
+/// partition that is empty counts as new, which it equals.
+async fn kept_partitions<A: App>(
+    app: &AppDef<A>,
+    actors: &DriverDispatch<A>,
+) -> Result<Vec<bool>, TxnError> {
+    let all: Vec<GlobalPartition> = (0..app.n_global).collect();
+    let hashes = run_phase(actors, &all, |_, reply| Job::StateHash { reply }).await?;
+    let kept = hashes.into_iter().zip(&all).map(|(hash, gp)| {
+        let empty = crate::partition::PartitionState::new(app, *gp).state_hash();
+        hash != empty
+    });
+    Ok(kept.collect())
+}
+
+/// Hands the partitions' owners the rows the private copy's replay changed
+/// ([`Changed::into_rows_to_hand`]), then checks each owner's state hash against the private copy's.
 async fn hand_over<A: App>(
     app: &Arc<AppDef<A>>,
     private: &PartitionActors<A>,
     actors: &DriverDispatch<A>,
+    changed: Changed<'_>,
 ) -> Result<(), TxnError> {
     let started = Instant::now();
     let all: Vec<GlobalPartition> = (0..app.n_global).collect();
+    let kept = changed.kept;
     let expected = run_phase(private, &all, |_, reply| Job::StateHash { reply }).await?;
-    let changed = run_phase(private, &all, |_, reply| Job::Checkpoint { reply }).await?;
+    let tail = run_phase(private, &all, |_, reply| Job::Checkpoint { reply }).await?;
+    let changed = changed.into_rows_to_hand(tail);
     let (tx, mut rx) = mpsc::channel(limits::RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX);
     let encoder = tokio::task::spawn_blocking(move || encode_changed_rows(changed, tx));
     let bytes_of = |(key, value): &CheckpointRow| key.len() + value.as_ref().map_or(0, Vec::len);
@@ -474,8 +600,16 @@ async fn hand_over<A: App>(
             let owner = actors
                 .remote_node(gp as GlobalPartition)
                 .unwrap_or("this node");
+            let why = match kept[gp] {
+                true => {
+                    "kept from the runtime before (it ran an epoch the log does not hold, or \
+                         missed more than the log's tail gives back): place the partitions again \
+                         without keeping any"
+                }
+                false => "loaded from the checkpoint",
+            };
             return Err(TxnError::Recovery(format!(
-                "partition {gp}: the state installed on its owner ({owner}) hashes to \
+                "partition {gp}: the state on its owner ({owner}), {why}, hashes to \
                  {installed:#x}, but the state recovered here to {expected:#x}"
             )));
         }
@@ -489,19 +623,19 @@ async fn hand_over<A: App>(
     Ok(())
 }
 
-/// Encodes each partition's changed rows (blocking work) and hands them over in chunks;
-/// returns how many rows it encoded.
+/// Encodes each partition's changed rows (blocking work) and hands them over in chunks, in
+/// order; returns how many rows it encoded.
 fn encode_changed_rows(
-    changed: Vec<Vec<DeferredRows>>,
+    changed: Vec<(GlobalPartition, Vec<DeferredRows>)>,
     tx: mpsc::Sender<(GlobalPartition, Vec<CheckpointRow>)>,
 ) -> usize {
     let mut n_rows = 0;
-    for (gp, chunks) in changed.into_iter().enumerate() {
+    for (gp, chunks) in changed {
         for encode in chunks {
             let mut rows = Vec::new();
             encode(&mut rows);
             n_rows += rows.len();
-            if !rows.is_empty() && tx.blocking_send((gp as GlobalPartition, rows)).is_err() {
+            if !rows.is_empty() && tx.blocking_send((gp, rows)).is_err() {
                 // The sender stopped on an error, which it reports.
                 return n_rows;
             }
