@@ -11,11 +11,12 @@
 //! the replay changed (`Job::Apply`, chunked) and checks that every owner's state hash equals
 //! the private copy's.
 //!
-//! A take-over keeps the partitions whose owner is alive and unchanged on their node
+//! The driver's own partitions take the private copy's states (moved, not copied). A take-over
+//! keeps the partitions whose owner is alive and unchanged on their node
 //! (`PartitionHost::re_place`): recovery finds them by their state hash (not that of an empty
-//! partition), loads no checkpoint into them, hands them only the rows a replay from a
-//! checkpoint changed (none without one), and refuses to start if one of them differs from the
-//! replay; the caller then places the partitions again without keeping any.
+//! partition), loads no checkpoint into them, hands them only the rows of the log's last
+//! epochs (and, after a checkpoint, those changed since it), and refuses to start if one of
+//! them differs from the replay; the caller then places the partitions again keeping none.
 
 use crate::app::{App, AppDef};
 use crate::cluster_dispatch::DriverDispatch;
@@ -45,8 +46,8 @@ type RowChunk = (GlobalPartition, Vec<(Vec<u8>, Vec<u8>)>);
 /// hands each full chunk to the recovery task.
 struct Chunker {
     chunks: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
-    /// Per global partition: its owner kept its state, so its rows are not sent.
-    kept: Vec<bool>,
+    /// Per global partition: its rows are not sent (its owner has its state otherwise).
+    skipped: Vec<bool>,
     tx: mpsc::Sender<RowChunk>,
 }
 
@@ -62,7 +63,7 @@ impl Chunker {
         let chunk = self.chunks.get_mut(gp as usize).ok_or_else(|| {
             format!("checkpoint row of partition {gp}, but the application has {n_global}")
         })?;
-        if self.kept[gp as usize] {
+        if self.skipped[gp as usize] {
             return Ok(());
         }
         chunk.push((key.to_vec(), value.to_vec()));
@@ -201,19 +202,22 @@ pub(crate) async fn recover<A: App, D: Dispatch<A>>(
     Ok((report, dedup))
 }
 
-/// The rows a replay changed before its log tail, per global partition (`Job::Checkpoint`).
+/// The rows a replay changed, per partition listed (`Job::Checkpoint`).
 type ChangedRows = Vec<Vec<DeferredRows>>;
 
-/// [`recover`], taking out the rows changed before epoch `tail_from` (`Job::Checkpoint`, just
-/// before replaying it, or after the last epoch if the log ends before it): those the
-/// partitions then still mark are the ones the log's tail changed.
+/// Where the log's tail starts, and the partitions whose rows changed before it are taken out
+/// apart from the tail's.
+type TailSplit = (u64, Vec<GlobalPartition>);
+
+/// [`recover`], taking out of the partitions `split` lists the rows changed before its epoch
+/// (`Job::Checkpoint`, just before replaying it; none if the log ends before it): those they
+/// then still mark are the ones the log's tail changed.
 async fn recover_splitting<A: App, D: Dispatch<A>>(
     app: &Arc<AppDef<A>>,
     actors: &D,
     config: &RuntimeConfig,
-    tail_from: Option<u64>,
+    split: Option<TailSplit>,
 ) -> Result<(RecoveryReport, Dedup<A::Output>, Option<ChangedRows>), TxnError> {
-    let all: Vec<GlobalPartition> = (0..app.n_global).collect();
     let mut before_tail = None;
     let started = std::time::Instant::now();
     let (checkpoint_epoch, rows_loaded, mut dedup) =
@@ -231,8 +235,11 @@ async fn recover_splitting<A: App, D: Dispatch<A>>(
     while let Some(record) = records.recv().await {
         let record = record?;
         position.check_next(record.epoch)?;
-        if tail_from.is_some_and(|tail| record.epoch >= tail) && before_tail.is_none() {
-            let changed = run_phase(actors, &all, |_, reply| Job::Checkpoint { reply }).await?;
+        if let Some((tail_from, gps)) = &split
+            && record.epoch >= *tail_from
+            && before_tail.is_none()
+        {
+            let changed = run_phase(actors, gps, |_, reply| Job::Checkpoint { reply }).await?;
             before_tail = Some(changed);
         }
         last_epoch = record.epoch;
@@ -264,16 +271,16 @@ pub(crate) async fn load_checkpoint_async<A: App, D: Dispatch<A>>(
     dispatch: &D,
     config: &RuntimeConfig,
 ) -> Result<(Option<u64>, usize, Dedup<A::Output>), TxnError> {
-    let kept = vec![false; app.n_global as usize];
-    load_checkpoint_except(app, dispatch, config, kept).await
+    let skipped = vec![false; app.n_global as usize];
+    load_checkpoint_except(app, dispatch, config, skipped).await
 }
 
-/// [`load_checkpoint_async`] into every partition but those `kept` names.
+/// [`load_checkpoint_async`] into every partition but those `skipped` names.
 async fn load_checkpoint_except<A: App, D: Dispatch<A>>(
     app: &AppDef<A>,
     dispatch: &D,
     config: &RuntimeConfig,
-    kept: Vec<bool>,
+    skipped: Vec<bool>,
 ) -> Result<(Option<u64>, usize, Dedup<A::Output>), TxnError> {
     let storage = config.storage.clone();
     let recover_from = config.recover_from;
@@ -285,7 +292,7 @@ async fn load_checkpoint_except<A: App, D: Dispatch<A>>(
     let (tx, mut rx) = mpsc::channel::<RowChunk>(limits::RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX);
     let chunker = Chunker {
         chunks: (0..app.n_global).map(|_| Vec::new()).collect(),
-        kept,
+        skipped,
         tx,
     };
     let reader = tokio::task::spawn_blocking(move || {
@@ -459,9 +466,10 @@ pub(crate) async fn recover_driver<A: App>(
 }
 
 /// A cluster's recovery: every partition is recovered on a private copy in this process (the
-/// checkpoint, then the log replayed there, as in one process) while the owners of the
-/// partitions not kept from the runtime before load the same checkpoint; then the owners get
-/// the rows the replay changed, marked for the next checkpoint as the replay marked them, and
+/// checkpoint, then the log replayed there, as in one process) while the owners of the other
+/// nodes' partitions that were not kept from the runtime before load the same checkpoint; then
+/// this node's partitions take the private copy's states, the other owners get the rows the
+/// replay changed, marked for the next checkpoint as the replay marked them, and every owner
 /// must end with the private copy's state hash.
 async fn recover_then_hand_over<A: App>(
     app: &Arc<AppDef<A>>,
@@ -469,20 +477,22 @@ async fn recover_then_hand_over<A: App>(
     config: &RuntimeConfig,
 ) -> Result<(RecoveryReport, Dedup<A::Output>), TxnError> {
     let started = Instant::now();
-    let kept = kept_partitions(app, actors).await?;
-    let tail_from = match kept.contains(&true) {
-        true => Some(log_tail_from(config).await?),
-        false => None,
+    let sources = sources_of(app, actors).await?;
+    let kept: Vec<GlobalPartition> = of_source(&sources, Source::Kept);
+    let split = match kept.is_empty() {
+        false => Some((log_tail_from(config).await?, kept.clone())),
+        true => None,
     };
     // The private copy always remembers changed rows: they are what the owners are handed.
     let private = PartitionActors::start(app.clone(), true)?;
+    let skipped: Vec<bool> = sources.iter().map(|s| *s != Source::Loaded).collect();
     let (recovered, owners_loaded) = tokio::join!(
-        recover_splitting(app, &private, config, tail_from),
-        load_checkpoint_except(app, actors, config, kept.clone())
+        recover_splitting(app, &private, config, split),
+        load_checkpoint_except(app, actors, config, skipped)
     );
     let handed = match (recovered, owners_loaded) {
         (Ok((mut report, dedup, before_tail)), Ok(_)) => {
-            report.partitions_kept = kept.iter().filter(|k| **k).count();
+            report.partitions_kept = kept.len();
             tracing::info!(
                 checkpoint_epoch = ?report.checkpoint_epoch,
                 rows_loaded = report.rows_loaded,
@@ -491,13 +501,14 @@ async fn recover_then_hand_over<A: App>(
                 replay_ms_per_epoch = report.duration.as_secs_f64() * 1e3
                     / report.epochs_replayed.max(1) as f64,
                 seconds = report.duration.as_secs_f64(),
-                "recovered on this node's private copy of the partitions; the owners loaded the \
-                 checkpoint into the partitions they did not keep"
+                "recovered on this node's private copy of the partitions; the other nodes loaded \
+                 the checkpoint into the partitions they did not keep"
             );
             let changed = Changed {
-                before_tail,
-                kept: &kept,
+                before_tail: before_tail.map(|rows| kept.iter().copied().zip(rows).collect()),
+                sources: &sources,
                 from_checkpoint: report.checkpoint_epoch.is_some(),
+                track_dirty: config.checkpoint_every_epochs != 0,
             };
             let handed = hand_over(app, &private, actors, changed).await;
             report.duration = started.elapsed();
@@ -507,6 +518,26 @@ async fn recover_then_hand_over<A: App>(
     };
     private.stop().await;
     handed
+}
+
+/// Where a partition's state comes from in a cluster's recovery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// On this node: the private copy's state, moved over.
+    Here,
+    /// On another node that kept it from the runtime before: the log tail's rows.
+    Kept,
+    /// On another node, new there: the checkpoint, then every replayed row.
+    Loaded,
+}
+
+/// The partitions of `sources` from `source`, ascending.
+fn of_source(sources: &[Source], source: Source) -> Vec<GlobalPartition> {
+    (0..)
+        .zip(sources)
+        .filter(|(_, s)| **s == source)
+        .map(|(gp, _)| gp)
+        .collect()
 }
 
 /// The first epoch of the log's tail that a kept partition may not have applied: its owner may
@@ -524,52 +555,82 @@ async fn log_tail_from(config: &RuntimeConfig) -> Result<u64, TxnError> {
 
 /// What the replay changed, and for which owners.
 struct Changed<'k> {
-    /// The rows changed before the log's tail (`None`: the whole replay is the tail).
-    before_tail: Option<ChangedRows>,
-    /// Per global partition: its owner kept it from the runtime before.
-    kept: &'k [bool],
+    /// The kept partitions' rows changed before the log's tail (`None`: the whole replay is the
+    /// tail).
+    before_tail: Option<Vec<(GlobalPartition, Vec<DeferredRows>)>>,
+    sources: &'k [Source],
     /// Whether the replay started from a checkpoint.
     from_checkpoint: bool,
+    /// Whether this node's partitions remember changed rows for checkpoints.
+    track_dirty: bool,
 }
 
 impl Changed<'_> {
-    /// The rows to hand each owner, in the order to apply them: every changed row to an owner
-    /// that loaded the checkpoint; to one that kept its partition the tail's (which bring it
+    /// The rows to hand each other node's partition, in the order to apply them: every
+    /// changed row to one that loaded the checkpoint; to a kept one the tail's (which bring it
     /// to the log's end) and, after a checkpoint, the rows changed before the tail too (so the
     /// rows deleted since the checkpoint are marked for the next one). Without a checkpoint the
     /// rows before the tail are every row, which it holds already.
-    fn into_rows_to_hand(self, tail: ChangedRows) -> Vec<(GlobalPartition, Vec<DeferredRows>)> {
+    fn into_rows_to_hand(
+        self,
+        remote: &[GlobalPartition],
+        tail: ChangedRows,
+    ) -> Vec<(GlobalPartition, Vec<DeferredRows>)> {
         let mut rows = Vec::new();
-        if let Some(before) = self.before_tail {
-            for (gp, before) in before.into_iter().enumerate() {
-                if self.from_checkpoint || !self.kept[gp] {
-                    rows.push((gp as GlobalPartition, before));
-                }
-            }
+        if let Some(before) = self.before_tail
+            && self.from_checkpoint
+        {
+            rows.extend(before);
         }
-        rows.extend((0..).zip(tail));
+        rows.extend(remote.iter().copied().zip(tail));
         rows
     }
 }
 
-/// Per global partition: whether its owner kept its state from the runtime before (a
-/// `PartitionHost::re_place`), told by a state hash other than an empty partition's. A kept
-/// partition that is empty counts as new, which it equals.
-async fn kept_partitions<A: App>(
+/// Per global partition: where its state comes from. Another node kept its state from the
+/// runtime before (a `PartitionHost::re_place`) when its state hash is not an empty
+/// partition's; a kept partition that is empty counts as new, which it equals.
+async fn sources_of<A: App>(
     app: &AppDef<A>,
     actors: &DriverDispatch<A>,
-) -> Result<Vec<bool>, TxnError> {
+) -> Result<Vec<Source>, TxnError> {
     let all: Vec<GlobalPartition> = (0..app.n_global).collect();
     let hashes = run_phase(actors, &all, |_, reply| Job::StateHash { reply }).await?;
-    let kept = hashes.into_iter().zip(&all).map(|(hash, gp)| {
+    let sources = hashes.into_iter().zip(&all).map(|(hash, gp)| {
         let empty = crate::partition::PartitionState::new(app, *gp).state_hash();
-        hash != empty
+        match actors.remote_node(*gp) {
+            None => Source::Here,
+            Some(_) if hash != empty => Source::Kept,
+            Some(_) => Source::Loaded,
+        }
     });
-    Ok(kept.collect())
+    Ok(sources.collect())
 }
 
-/// Hands the partitions' owners the rows the private copy's replay changed
-/// ([`Changed::into_rows_to_hand`]), then checks each owner's state hash against the private copy's.
+/// Moves the private copy's states of this node's partitions into its partition actors (a
+/// lend from the private copy, then a return in place of the actors' empty states): nothing is
+/// copied, and each keeps the replay's marks for the next checkpoint.
+async fn move_in<A: App>(
+    private: &PartitionActors<A>,
+    actors: &DriverDispatch<A>,
+    here: &[GlobalPartition],
+    track_dirty: bool,
+) -> Result<(), TxnError> {
+    let states = run_phase(private, here, |_, reply| Job::Lend { reply }).await?;
+    run_phase(actors, here, |_, reply| Job::Lend { reply }).await?;
+    for mut state in states {
+        if !track_dirty {
+            state.set_track_dirty(false);
+        }
+        let gp = state.gp;
+        actors.dispatch(gp, Job::Return { state }).await?;
+    }
+    Ok(())
+}
+
+/// Moves this node's partitions over from the private copy and hands the other nodes' owners
+/// the rows the replay changed ([`Changed::into_rows_to_hand`]), then checks each owner's
+/// state hash against the private copy's.
 async fn hand_over<A: App>(
     app: &Arc<AppDef<A>>,
     private: &PartitionActors<A>,
@@ -578,10 +639,17 @@ async fn hand_over<A: App>(
 ) -> Result<(), TxnError> {
     let started = Instant::now();
     let all: Vec<GlobalPartition> = (0..app.n_global).collect();
-    let kept = changed.kept;
+    let sources = changed.sources;
     let expected = run_phase(private, &all, |_, reply| Job::StateHash { reply }).await?;
-    let tail = run_phase(private, &all, |_, reply| Job::Checkpoint { reply }).await?;
-    let changed = changed.into_rows_to_hand(tail);
+    let here = of_source(sources, Source::Here);
+    move_in(private, actors, &here, changed.track_dirty).await?;
+    let remote: Vec<GlobalPartition> = all
+        .iter()
+        .copied()
+        .filter(|gp| !here.contains(gp))
+        .collect();
+    let tail = run_phase(private, &remote, |_, reply| Job::Checkpoint { reply }).await?;
+    let changed = changed.into_rows_to_hand(&remote, tail);
     let (tx, mut rx) = mpsc::channel(limits::RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX);
     let encoder = tokio::task::spawn_blocking(move || encode_changed_rows(changed, tx));
     let bytes_of = |(key, value): &CheckpointRow| key.len() + value.as_ref().map_or(0, Vec::len);
@@ -600,13 +668,14 @@ async fn hand_over<A: App>(
             let owner = actors
                 .remote_node(gp as GlobalPartition)
                 .unwrap_or("this node");
-            let why = match kept[gp] {
-                true => {
+            let why = match sources[gp] {
+                Source::Kept => {
                     "kept from the runtime before (it ran an epoch the log does not hold, or \
-                         missed more than the log's tail gives back): place the partitions again \
-                         without keeping any"
+                     missed more than the log's tail gives back): place the partitions again \
+                     without keeping any"
                 }
-                false => "loaded from the checkpoint",
+                Source::Loaded => "loaded from the checkpoint",
+                Source::Here => "moved from the private copy",
             };
             return Err(TxnError::Recovery(format!(
                 "partition {gp}: the state on its owner ({owner}), {why}, hashes to \
@@ -618,7 +687,9 @@ async fn hand_over<A: App>(
         rows_applied,
         apply_seconds = applied_in.as_secs_f64(),
         seconds = started.elapsed().as_secs_f64(),
-        "handed the replayed rows to the partitions' owners; every state hash matches"
+        partitions_here = here.len(),
+        "moved this node's partitions from the private copy, handed the replayed rows to the \
+         other nodes' partitions; every state hash matches"
     );
     Ok(())
 }
