@@ -475,9 +475,10 @@ async fn take_lease<S: ServedApp>(
     }
     let settings = &settings;
     let (waiting_since, mut lease_tries) = (std::time::Instant::now(), 0u32);
-    // The members keep the partitions they go on holding, unless a start failed: a kept
-    // partition that differs from the replay of the log fails it, and so may any other cause,
-    // after which the next start reloads every partition from the store.
+    // The members keep the partitions they go on holding, unless recovery failed (a kept
+    // partition that differs from the replay of the log fails it): the next start then reloads
+    // every partition from the store. Any other failure keeps keeping: whatever it left on the
+    // members, recovery checks every kept partition against the replay again.
     let mut keep = true;
     loop {
         let n_partitions = engine.app.app_def().n_partitions_total();
@@ -513,7 +514,7 @@ async fn take_lease<S: ServedApp>(
             }
             Err(error) => {
                 tracing::warn!(%error, keep, "the runtime did not start; contending again");
-                keep = false;
+                keep &= !matches!(error, TxnError::Recovery(_));
                 let retry = match owners {
                     Some(_) => limits::REPLACE_RETRY_MS,
                     None => limits::CONTEND_RETRY_MS,
