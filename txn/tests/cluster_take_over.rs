@@ -6,14 +6,16 @@
 //! Checked: the survivor's kept partitions are sent no checkpoint row and, without a
 //! checkpoint, no replayed row either, while the partitions that moved are loaded; the state
 //! after the take-over equals a single-process recovery of the same store, also after more
-//! epochs with checkpoints and a second take-over from a checkpoint; and a kept partition the
-//! log does not explain fails the start naming it, after which a placement that keeps nothing
-//! recovers. The histories print their seed; `TXN_TEST_SEED=<n>` replays them.
+//! epochs with checkpoints and a second take-over from a checkpoint; a survivor stopped in the
+//! middle of an epoch is kept, forgets the epoch in progress and is brought to the log's end;
+//! and a kept partition the log does not explain fails the start naming it, after which a
+//! placement that keeps nothing recovers. The histories print their seed; `TXN_TEST_SEED=<n>` replays them.
 
 mod common;
 
 use common::*;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use txn::storage::MemoryStorage;
 use txn::{ClusterPlacement, LoopbackLink, PartitionHost, Runtime, RuntimeConfig};
 
@@ -278,4 +280,96 @@ async fn a_kept_partition_the_log_does_not_explain_fails_the_start() {
     for host in [host_b, host_c, host_b2, host_c2, host_b3, host_c3] {
         host.stop().await;
     }
+}
+
+// Goal: a survivor stopped in the middle of an epoch (its driver died after the survivor ran
+// the epoch's first wave, and the epoch is logged before it runs) is kept, and the log's tail
+// brings it to the log's end: the transaction it had half run commits in the replay, and the
+// state equals a single-process recovery, also after more epochs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_survivor_stopped_mid_epoch_is_kept_and_brought_to_the_logs_end() {
+    survivor_stopped_mid_epoch(false, "cluster-take-over-mid-epoch").await;
+}
+
+// Goal: the same with a transaction that aborts in its second step (on "b"): the survivor's
+// buffered write of its first step is forgotten by the take-over, else the next epoch in that
+// partition would read it as its own and commit it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_survivor_stopped_mid_epoch_forgets_the_epoch_in_progress() {
+    survivor_stopped_mid_epoch(true, "cluster-take-over-mid-epoch-abort").await;
+}
+
+/// A survivor stopped after the first wave of an epoch whose transaction writes a row on "c",
+/// then (`aborts`) aborts on "b", is kept by a take-over; the state must equal a
+/// single-process recovery, also after more epochs.
+async fn survivor_stopped_mid_epoch(aborts: bool, test: &str) {
+    let seed = seed(test);
+    let fx = Arc::new(build(3, 4));
+    let storage = Arc::new(MemoryStorage::new());
+    let config = || RuntimeConfig {
+        checkpoint_every_epochs: NO_CHECKPOINT_EPOCHS,
+        ..RuntimeConfig::with_storage(storage.clone())
+    };
+    let owners = placement(&fx, |gp| ["a", "b", "c"][gp as usize % 3]);
+    let host_b = Arc::new(PartitionHost::start(fx.app.clone(), "b", &owners).unwrap());
+    let host_c = Arc::new(PartitionHost::start(fx.app.clone(), "c", &owners).unwrap());
+    let driver_died = Arc::new(AtomicBool::new(false));
+    let link = LoopbackLink::new();
+    for host in [&host_b, &host_c] {
+        let (serving, died) = (host.clone(), driver_died.clone());
+        link.add_node(host.node(), move |bytes| {
+            let (host, died) = (serving.clone(), died.clone());
+            async move {
+                let reply = host.handle(bytes).await;
+                // The batch ran on the host, but its driver is gone: an empty, refused reply.
+                match died.load(Ordering::Acquire) {
+                    true => Vec::new(),
+                    false => reply,
+                }
+            }
+        });
+    }
+    let placement_1 = ClusterPlacement::new("a", owners, Arc::new(link));
+    let rt = Runtime::start(fx.app.clone(), config().cluster(placement_1))
+        .await
+        .unwrap();
+    run_chain_client(rt.client(), fx.clone(), seed, 45).await;
+    settle_workload(&rt.client(), &fx).await;
+    // A write to a partition on "c": its first wave runs there, then the epoch fails.
+    let svc = fx.services[0];
+    let key = (0..).find(|key| svc.partition_of(key) % 3 == 2).unwrap();
+    driver_died.store(true, Ordering::Release);
+    let kind = OpKind::Add(5);
+    let mut ops = vec![Op { svc: 0, key, kind }];
+    if aborts {
+        // Service 1's first global partition: the three services have as many partitions.
+        let first_gp = fx.app.n_partitions_total() / 3;
+        let key = (0..).find(|key| (first_gp + fx.services[1].partition_of(key)) % 3 == 1);
+        let (svc, key, kind) = (1, key.unwrap(), OpKind::Abort);
+        ops.push(Op { svc, key, kind });
+    }
+    let write = Ev::chain(ops);
+    let failed = rt.client().submit_raw(svc, &key, write).await;
+    assert!(failed.is_err(), "seed {seed}: the epoch did not fail");
+    rt.shutdown().await;
+    let hash_single = hash_of_one_process(&fx, &storage).await;
+
+    host_b.stop().await;
+    let owners_2 = placement(&fx, |gp| ["c", "b", "c"][gp as usize % 3]);
+    let (rt, host_c2) = take_over(&fx, config(), "b", owners_2, host_c).await;
+    let report = rt.recovery_report().clone();
+    eprintln!("{test}: seed {seed}: {report:?}");
+    let n_on_c = (0..fx.app.n_partitions_total()).filter(|gp| gp % 3 == 2);
+    assert_eq!(report.partitions_kept, n_on_c.count(), "seed {seed}");
+    let hash_taken_over = rt.client().state_hash().await.unwrap();
+    assert_eq!(hash_taken_over, hash_single, "seed {seed}: another state");
+    // The next transaction on the row runs first in its epoch, as the half-run one did.
+    let again = Ev::chain(vec![Op {
+        svc: 0,
+        key,
+        kind: OpKind::Add(1),
+    }]);
+    rt.client().submit_raw(svc, &key, again).await.unwrap();
+    run_until_the_driver_dies(rt, &fx, &storage, seed ^ 1).await;
+    host_c2.stop().await;
 }
