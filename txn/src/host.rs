@@ -18,7 +18,7 @@
 use crate::app::{App, AppDef};
 use crate::bitset::SeqSet;
 use crate::envelope::EpochEnv;
-use crate::epoch::run_phase;
+use crate::epoch::{Dispatch, run_phase};
 use crate::error::TxnError;
 use crate::ids::GlobalPartition;
 use crate::partition::Job;
@@ -32,6 +32,7 @@ use crate::wire::{
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The partitions of one node, answering the epoch driver's phase batches.
 pub struct PartitionHost<A: App> {
@@ -45,7 +46,15 @@ pub struct PartitionHost<A: App> {
     /// The rows of the checkpoint being taken of the partitions done copying them, not sent
     /// yet (checkpoint steps answer in bounded shares).
     checkpoint_rows: parking_lot::Mutex<BTreeMap<GlobalPartition, VecDeque<WireRow>>>,
+    /// Per global partition: the rows recovery sent it, loaded from a checkpoint and applied
+    /// from a replay (`RECEIVED_LOADED`, `RECEIVED_APPLIED`).
+    received: Vec<[AtomicU64; 2]>,
 }
+
+/// Index of the rows loaded from a checkpoint in `PartitionHost::received`.
+const RECEIVED_LOADED: usize = 0;
+/// Index of the replayed rows applied in `PartitionHost::received`.
+const RECEIVED_APPLIED: usize = 1;
 
 impl<A: App> PartitionHost<A> {
     /// Starts the partition actors of node `node`: the partitions `owners` (one node name per
@@ -68,7 +77,53 @@ impl<A: App> PartitionHost<A> {
             held,
             env: parking_lot::Mutex::new(None),
             checkpoint_rows: parking_lot::Mutex::new(BTreeMap::new()),
+            received: owners.iter().map(|_| Default::default()).collect(),
         })
+    }
+
+    /// The host of a new placement, `owners`, on the same node, for a new runtime (a take-over
+    /// or a re-placement): every partition this host holds and `owners` leaves on this node
+    /// keeps its state, moved over without copying (a lend, then a return) and readied for the
+    /// new runtime (`PartitionState::settle_for_take_over`: the epoch in progress and any
+    /// checkpoint copy forgotten, every row listed for the next checkpoint); every other
+    /// partition starts empty. The new runtime's recovery finds the kept partitions by their
+    /// state hash, loads nothing into them and checks that they equal its replay of the log.
+    /// Stop this host afterwards.
+    pub async fn re_place(&self, owners: &[String]) -> Result<Self, TxnError> {
+        let next = PartitionHost::start(self.app.clone(), &self.node, owners)?;
+        let kept: Vec<GlobalPartition> = (0..self.app.n_global)
+            .filter(|gp| self.held[*gp as usize] && next.held[*gp as usize])
+            .collect();
+        if kept.is_empty() {
+            return Ok(next);
+        }
+        let states = run_phase(&self.actors, &kept, |_, reply| Job::Lend { reply }).await?;
+        // The new actors' empty states are lent away and dropped, so that they take the kept
+        // ones back in their place.
+        run_phase(&next.actors, &kept, |_, reply| Job::Lend { reply }).await?;
+        for mut state in states {
+            state.settle_for_take_over();
+            let gp = state.gp;
+            next.actors.dispatch(gp, Job::Return { state }).await?;
+        }
+        Ok(next)
+    }
+
+    /// The rows recovery sent partition `gp` on this node: loaded from a checkpoint, and
+    /// applied from the driver's replay of the log.
+    pub fn rows_received(&self, gp: GlobalPartition) -> (u64, u64) {
+        let received = &self.received[gp as usize];
+        (
+            received[RECEIVED_LOADED].load(Ordering::Relaxed),
+            received[RECEIVED_APPLIED].load(Ordering::Relaxed),
+        )
+    }
+
+    /// Counts the rows of `chunks` as received (`which`: loaded or applied).
+    fn count_received<R>(&self, chunks: &[(GlobalPartition, Vec<R>)], which: usize) {
+        for (gp, rows) in chunks {
+            self.received[*gp as usize][which].fetch_add(rows.len() as u64, Ordering::Relaxed);
+        }
     }
 
     /// The node's name.
@@ -255,6 +310,7 @@ impl<A: App> PartitionHost<A> {
                 ..
             } => self.checkpoint_step(gps, begin, answer_bytes_max).await,
             PhaseWork::Load { chunks } => {
+                self.count_received(&chunks, RECEIVED_LOADED);
                 let rows = |LoadRow(key, value)| (key, value);
                 let loaded = run_chunks(actors, chunks, rows, |rows, reply| Job::Load {
                     rows,
@@ -265,6 +321,7 @@ impl<A: App> PartitionHost<A> {
                 })
             }
             PhaseWork::Apply { chunks } => {
+                self.count_received(&chunks, RECEIVED_APPLIED);
                 let rows = |WireRow(key, value)| (key, value);
                 let applied = run_chunks(actors, chunks, rows, |rows, reply| Job::Apply {
                     rows,

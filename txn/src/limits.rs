@@ -222,6 +222,15 @@ pub const LEASE_RENEWALS_PER_TTL: u32 = 3;
 /// for it (`LeaseConfig::wait_for_lease`), so a lease about to end is not polled in a busy loop.
 pub const LEASE_RETRY_WAIT_MS_MIN: u64 = 20;
 
+/// Epochs at the end of the log whose changed rows a cluster's recovery hands to the
+/// partitions a take-over kept (`PartitionHost::re_place`), besides those it hands every
+/// other partition. A kept partition may be behind the log: the runtime before logs an epoch
+/// before running it and may stop in the middle of it, so its owner can miss the last logged
+/// epoch; these bring it to the log's end. At least 2 (the epoch stopped in, and one in reserve
+/// for an owner that missed the commit of the one before). In epochs.
+pub const TAKE_OVER_LOG_TAIL_EPOCHS: u64 = 4;
+
+const _: () = assert!(TAKE_OVER_LOG_TAIL_EPOCHS >= 2);
 const _: () = assert!(RECOVERY_EPOCHS_READ_AHEAD_MAX >= 1);
 const _: () = assert!(RECOVERY_LOAD_CHUNK_ROWS_MAX >= 1 && RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX >= 1);
 const _: () = assert!(RECOVERY_LOAD_ROUND_BYTES_MAX * 2 <= PHASE_MESSAGE_BYTES_MAX);

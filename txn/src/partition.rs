@@ -500,6 +500,16 @@ impl<A: App> PartitionState<A> {
         }
     }
 
+    /// Readies a partition a take-over keeps on its node for the new runtime: the epoch in
+    /// progress and any checkpoint being copied are forgotten, every row is listed as changed
+    /// since the last checkpoint (`AnyTable::settle_for_take_over`).
+    pub fn settle_for_take_over(&mut self) {
+        self.precedence.clear();
+        for t in &mut self.tables {
+            t.settle_for_take_over();
+        }
+    }
+
     /// Order-independent hash of every committed row of the partition.
     pub fn state_hash(&self) -> u64 {
         tables_hash(&self.tables)

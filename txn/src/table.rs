@@ -329,6 +329,14 @@ impl<K: Ord + Hash + Eq + Clone, V: Clone> Rows<K, V> {
             Rows::Ordered(m) => Box::new(m.range(range).map(|(k, s)| (k, &s.value))),
         }
     }
+    /// Sets every row's meta bits to `meta`: no access of an epoch, and `meta`'s dirty bits.
+    fn reset_meta(&mut self, meta: u32) {
+        let set = |s: &mut Slot<V>| s.meta = meta;
+        match self {
+            Rows::Hash(m) => m.slots_mut().for_each(set),
+            Rows::Ordered(m) => m.values_mut().for_each(set),
+        }
+    }
     /// Forgets which rows are dirty or still to copy (dirty tracking was turned off).
     fn clear_dirty_bits(&mut self) {
         let clear = |s: &mut Slot<V>| s.meta &= ACCESS_BITS;
@@ -1161,6 +1169,10 @@ pub(crate) trait AnyTable: Send {
     fn finish_checkpoint_copy(&mut self, key_prefix: Vec<u8>, out: &mut Vec<DeferredRows>) -> bool;
     /// Whether any row changed since the last `take_dirty` (only tracked when enabled).
     fn has_dirty(&self) -> bool;
+    /// Readies the table of a partition a take-over keeps for the new runtime: forgets the
+    /// epoch in progress (restoring the rows a transaction running alone changed), and any
+    /// checkpoint being copied, and lists every row as changed since the last checkpoint.
+    fn settle_for_take_over(&mut self);
     /// A foreign-key probe by transaction `seq`: reads the row with encoded key `key` (recording
     /// the read). `Ok(None)` if it exists, `Ok(Some(key as text))` if not.
     fn probe(&mut self, seq: Seq, key: &[u8]) -> Result<Option<String>, String>;
@@ -1444,6 +1456,35 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
 
     fn has_dirty(&self) -> bool {
         !self.dirty.is_empty()
+    }
+
+    fn settle_for_take_over(&mut self) {
+        // Newest first, as when a transaction running alone aborts: its writes were never
+        // committed, since the runtime that ran it is gone.
+        let mut undo = std::mem::take(&mut self.undo);
+        for (key, old) in undo.drain(..).rev() {
+            self.apply(key, old);
+        }
+        self.solo = false;
+        self.accesses.clear();
+        self.positions.clear();
+        self.last_located = 0;
+        self.absent.clear();
+        self.scans.clear();
+        self.writes_by_seq.clear();
+        self.has_deltas = false;
+        self.index_reads.clear();
+        // The store's latest complete checkpoint may be older than what this partition last
+        // copied (a checkpoint the old runtime never completed), so every row is listed: the
+        // next checkpoint then holds all of them, a superset of the rows changed since.
+        self.copying = None;
+        self.dirty_bit = FIRST_DIRTY_BIT;
+        self.dirty = match self.track_dirty {
+            true => self.rows.iter().map(|(k, _)| k.clone()).collect(),
+            false => Vec::new(),
+        };
+        let meta = if self.track_dirty { FIRST_DIRTY_BIT } else { 0 };
+        self.rows.reset_meta(meta);
     }
 
     fn take_dirty(&mut self, key_prefix: Vec<u8>) -> DeferredRows {

@@ -121,9 +121,11 @@ impl<S: ServedApp> NodeEngine<S> {
                 Some(served) => LinkAnswer::Query(run_query(served, &name, &body).await),
                 None => LinkAnswer::NotSequencer,
             },
-            Ok(LinkMessage::Place { generation, owners }) => {
-                self.hosts.place(generation, &owners).await
-            }
+            Ok(LinkMessage::Place {
+                generation,
+                owners,
+                keep,
+            }) => self.hosts.place(generation, &owners, keep).await,
         };
         encode(&answer)
     }
@@ -473,12 +475,17 @@ async fn take_lease<S: ServedApp>(
     }
     let settings = &settings;
     let (waiting_since, mut lease_tries) = (std::time::Instant::now(), 0u32);
+    // The members keep the partitions they go on holding, unless recovery failed (a kept
+    // partition that differs from the replay of the log fails it): the next start then reloads
+    // every partition from the store. Any other failure keeps keeping: whatever it left on the
+    // members, recovery checks every kept partition against the replay again.
+    let mut keep = true;
     loop {
         let n_partitions = engine.app.app_def().n_partitions_total();
         let owners = engine.spread.then(|| cluster.placement(n_partitions));
         let placement = owners.clone().map(|owners| {
             let generation = crate::spread::new_generation();
-            let link = HostLink::new(cluster.clone(), generation, owners.clone());
+            let link = HostLink::new(cluster.clone(), generation, owners.clone(), keep);
             txn::ClusterPlacement::new(&engine.node_name, owners, Arc::new(link))
         });
         let opening_at = std::time::Instant::now();
@@ -492,6 +499,7 @@ async fn take_lease<S: ServedApp>(
                     recovery_ms = served.recovery().duration.as_millis() as u64,
                     epochs_replayed = served.recovery().epochs_replayed,
                     rows_loaded = served.recovery().rows_loaded,
+                    partitions_kept = served.recovery().partitions_kept,
                     spread = owners.is_some(),
                     "took the store's lease and started the runtime"
                 );
@@ -505,7 +513,8 @@ async fn take_lease<S: ServedApp>(
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, "the runtime did not start; contending again");
+                tracing::warn!(%error, keep, "the runtime did not start; contending again");
+                keep &= !matches!(error, TxnError::Recovery(_));
                 let retry = match owners {
                     Some(_) => limits::REPLACE_RETRY_MS,
                     None => limits::CONTEND_RETRY_MS,

@@ -30,10 +30,14 @@ pub enum LinkMessage {
     },
     /// From the sequencer, before the first phase batch of its runtime reaches this node: drop
     /// the partitions of any older runtime and host the ones `owners` (one node name per
-    /// global partition) gives this node, for the runtime numbered `generation`.
+    /// global partition) gives this node, for the runtime numbered `generation`. With `keep`,
+    /// the partitions the older runtime placed here too keep their state (a take-over that
+    /// moves only what it must); the new runtime's recovery checks them against its replay.
     Place {
         generation: u64,
         owners: Vec<String>,
+        #[serde(default)]
+        keep: bool,
     },
 }
 

@@ -10,6 +10,12 @@
 //! with the generation. A node drops the partitions of an older generation when a newer one is
 //! placed, and refuses a batch of any other generation than the one it hosts, so a replaced
 //! runtime's late batches are never applied to the new runtime's partitions.
+//!
+//! A placement may **keep** state: the partitions the older generation placed on a node and
+//! the new one leaves there keep theirs (`PartitionHost::re_place`), so a take-over reloads
+//! only the partitions that move; the new runtime's recovery checks each kept partition
+//! against its replay of the log and refuses to start if one differs, and the sequencer then
+//! places the partitions again keeping none.
 
 use crate::forward::{LinkAnswer, LinkMessage, decode, encode_message};
 use std::collections::BTreeSet;
@@ -66,16 +72,19 @@ pub struct HostLink {
     cluster: Arc<Cluster>,
     generation: u64,
     owners: Vec<String>,
+    /// Whether the nodes keep the state of the partitions they go on holding.
+    keep: bool,
     /// The nodes that took this generation's placement.
     placed: parking_lot::Mutex<BTreeSet<String>>,
 }
 
 impl HostLink {
-    pub fn new(cluster: Arc<Cluster>, generation: u64, owners: Vec<String>) -> Self {
+    pub fn new(cluster: Arc<Cluster>, generation: u64, owners: Vec<String>, keep: bool) -> Self {
         HostLink {
             cluster,
             generation,
             owners,
+            keep,
             placed: parking_lot::Mutex::new(BTreeSet::new()),
         }
     }
@@ -92,6 +101,7 @@ impl HostLink {
         let message = encode_message(&LinkMessage::Place {
             generation: self.generation,
             owners: self.owners.clone(),
+            keep: self.keep,
         });
         let reply = self.cluster.request(node, message).await;
         let reply = reply.map_err(|e| failed(e.to_string()))?;
@@ -133,8 +143,9 @@ impl<A: App> Hosts<A> {
     }
 
     /// Hosts the partitions `owners` gives this node for `generation`, dropping an older
-    /// generation's; refuses a generation older than the one hosted.
-    pub async fn place(&self, generation: u64, owners: &[String]) -> LinkAnswer {
+    /// generation's (with `keep`, the partitions both give this node keep their state);
+    /// refuses a generation older than the one hosted.
+    pub async fn place(&self, generation: u64, owners: &[String], keep: bool) -> LinkAnswer {
         let mut current = self.current.lock().await;
         match &*current {
             Some((hosted, _)) if *hosted > generation => {
@@ -143,10 +154,18 @@ impl<A: App> Hosts<A> {
             Some((hosted, _)) if *hosted == generation => return LinkAnswer::Placed,
             _ => {}
         }
-        if let Some((_, old)) = current.take() {
-            old.stop().await;
-        }
-        match PartitionHost::start(self.app.clone(), &self.node, owners) {
+        let started = match current.take() {
+            Some((_, old)) => {
+                let host = match keep {
+                    true => old.re_place(owners).await,
+                    false => PartitionHost::start(self.app.clone(), &self.node, owners),
+                };
+                old.stop().await;
+                host
+            }
+            None => PartitionHost::start(self.app.clone(), &self.node, owners),
+        };
+        match started {
             Ok(host) => {
                 *current = Some((generation, Arc::new(host)));
                 LinkAnswer::Placed

@@ -10,6 +10,13 @@
 //! process, while the partitions' owners load the checkpoint; then it hands each owner the rows
 //! the replay changed (`Job::Apply`, chunked) and checks that every owner's state hash equals
 //! the private copy's.
+//!
+//! The driver's own partitions take the private copy's states (moved, not copied). A take-over
+//! keeps the partitions whose owner is alive and unchanged on their node
+//! (`PartitionHost::re_place`): recovery finds them by their state hash (not that of an empty
+//! partition), loads no checkpoint into them, hands them only the rows of the log's last
+//! epochs (and, after a checkpoint, those changed since it), and refuses to start if one of
+//! them differs from the replay; the caller then places the partitions again keeping none.
 
 use crate::app::{App, AppDef};
 use crate::cluster_dispatch::DriverDispatch;
@@ -39,6 +46,8 @@ type RowChunk = (GlobalPartition, Vec<(Vec<u8>, Vec<u8>)>);
 /// hands each full chunk to the recovery task.
 struct Chunker {
     chunks: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
+    /// Per global partition: its rows are not sent (its owner has its state otherwise).
+    skipped: Vec<bool>,
     tx: mpsc::Sender<RowChunk>,
 }
 
@@ -54,6 +63,9 @@ impl Chunker {
         let chunk = self.chunks.get_mut(gp as usize).ok_or_else(|| {
             format!("checkpoint row of partition {gp}, but the application has {n_global}")
         })?;
+        if self.skipped[gp as usize] {
+            return Ok(());
+        }
         chunk.push((key.to_vec(), value.to_vec()));
         if chunk.len() >= limits::RECOVERY_LOAD_CHUNK_ROWS_MAX {
             let rows = std::mem::take(chunk);
@@ -95,6 +107,9 @@ pub struct RecoveryReport {
     pub dedup_window_entries: usize,
     /// Wall time of the whole recovery.
     pub duration: Duration,
+    /// Partitions whose owner kept its state from the runtime before (a cluster's take-over):
+    /// nothing was loaded into them.
+    pub partitions_kept: usize,
 }
 
 /// Loads the latest complete checkpoint into the partitions and the dedup window (nothing with
@@ -183,6 +198,27 @@ pub(crate) async fn recover<A: App, D: Dispatch<A>>(
     actors: &D,
     config: &RuntimeConfig,
 ) -> Result<(RecoveryReport, Dedup<A::Output>), TxnError> {
+    let (report, dedup, _) = recover_splitting(app, actors, config, None).await?;
+    Ok((report, dedup))
+}
+
+/// The rows a replay changed, per partition listed (`Job::Checkpoint`).
+type ChangedRows = Vec<Vec<DeferredRows>>;
+
+/// Where the log's tail starts, and the partitions whose rows changed before it are taken out
+/// apart from the tail's.
+type TailSplit = (u64, Vec<GlobalPartition>);
+
+/// [`recover`], taking out of the partitions `split` lists the rows changed before its epoch
+/// (`Job::Checkpoint`, just before replaying it; none if the log ends before it): those they
+/// then still mark are the ones the log's tail changed.
+async fn recover_splitting<A: App, D: Dispatch<A>>(
+    app: &Arc<AppDef<A>>,
+    actors: &D,
+    config: &RuntimeConfig,
+    split: Option<TailSplit>,
+) -> Result<(RecoveryReport, Dedup<A::Output>, Option<ChangedRows>), TxnError> {
+    let mut before_tail = None;
     let started = std::time::Instant::now();
     let (checkpoint_epoch, rows_loaded, mut dedup) =
         load_checkpoint_async(app, actors, config).await?;
@@ -199,6 +235,13 @@ pub(crate) async fn recover<A: App, D: Dispatch<A>>(
     while let Some(record) = records.recv().await {
         let record = record?;
         position.check_next(record.epoch)?;
+        if let Some((tail_from, gps)) = &split
+            && record.epoch >= *tail_from
+            && before_tail.is_none()
+        {
+            let changed = run_phase(actors, gps, |_, reply| Job::Checkpoint { reply }).await?;
+            before_tail = Some(changed);
+        }
         last_epoch = record.epoch;
         last_timestamp_ms = record.timestamp_ms;
         replay_epoch(app, actors, config, record, &mut dedup).await?;
@@ -213,8 +256,10 @@ pub(crate) async fn recover<A: App, D: Dispatch<A>>(
             last_timestamp_ms,
             dedup_window_entries: dedup.len(),
             duration: started.elapsed(),
+            partitions_kept: 0,
         },
         dedup,
+        before_tail,
     ))
 }
 
@@ -226,6 +271,17 @@ pub(crate) async fn load_checkpoint_async<A: App, D: Dispatch<A>>(
     dispatch: &D,
     config: &RuntimeConfig,
 ) -> Result<(Option<u64>, usize, Dedup<A::Output>), TxnError> {
+    let skipped = vec![false; app.n_global as usize];
+    load_checkpoint_except(app, dispatch, config, skipped).await
+}
+
+/// [`load_checkpoint_async`] into every partition but those `skipped` names.
+async fn load_checkpoint_except<A: App, D: Dispatch<A>>(
+    app: &AppDef<A>,
+    dispatch: &D,
+    config: &RuntimeConfig,
+    skipped: Vec<bool>,
+) -> Result<(Option<u64>, usize, Dedup<A::Output>), TxnError> {
     let storage = config.storage.clone();
     let recover_from = config.recover_from;
     let dedup = Dedup::<A::Output>::new(WindowBounds {
@@ -236,6 +292,7 @@ pub(crate) async fn load_checkpoint_async<A: App, D: Dispatch<A>>(
     let (tx, mut rx) = mpsc::channel::<RowChunk>(limits::RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX);
     let chunker = Chunker {
         chunks: (0..app.n_global).map(|_| Vec::new()).collect(),
+        skipped,
         tx,
     };
     let reader = tokio::task::spawn_blocking(move || {
@@ -409,33 +466,51 @@ pub(crate) async fn recover_driver<A: App>(
 }
 
 /// A cluster's recovery: every partition is recovered on a private copy in this process (the
-/// checkpoint, then the log replayed there, as in one process) while the partitions' owners
-/// load the same checkpoint; then each owner gets the rows the replay changed, marked for the
-/// next checkpoint as the replay marked them, and must end with the private copy's state hash.
+/// checkpoint, then the log replayed there, as in one process) while the owners of the other
+/// nodes' partitions that were not kept from the runtime before load the same checkpoint; then
+/// this node's partitions take the private copy's states, the other owners get the rows the
+/// replay changed, marked for the next checkpoint as the replay marked them, and every owner
+/// must end with the private copy's state hash.
 async fn recover_then_hand_over<A: App>(
     app: &Arc<AppDef<A>>,
     actors: &DriverDispatch<A>,
     config: &RuntimeConfig,
 ) -> Result<(RecoveryReport, Dedup<A::Output>), TxnError> {
     let started = Instant::now();
+    let sources = sources_of(app, actors).await?;
+    let kept: Vec<GlobalPartition> = of_source(&sources, Source::Kept);
+    let split = match kept.is_empty() {
+        false => Some((log_tail_from(config).await?, kept.clone())),
+        true => None,
+    };
     // The private copy always remembers changed rows: they are what the owners are handed.
     let private = PartitionActors::start(app.clone(), true)?;
+    let skipped: Vec<bool> = sources.iter().map(|s| *s != Source::Loaded).collect();
     let (recovered, owners_loaded) = tokio::join!(
-        recover(app, &private, config),
-        load_checkpoint_async(app, actors, config)
+        recover_splitting(app, &private, config, split),
+        load_checkpoint_except(app, actors, config, skipped)
     );
     let handed = match (recovered, owners_loaded) {
-        (Ok((mut report, dedup)), Ok(_)) => {
+        (Ok((mut report, dedup, before_tail)), Ok(_)) => {
+            report.partitions_kept = kept.len();
             tracing::info!(
                 checkpoint_epoch = ?report.checkpoint_epoch,
                 rows_loaded = report.rows_loaded,
                 epochs_replayed = report.epochs_replayed,
+                partitions_kept = report.partitions_kept,
                 replay_ms_per_epoch = report.duration.as_secs_f64() * 1e3
                     / report.epochs_replayed.max(1) as f64,
                 seconds = report.duration.as_secs_f64(),
-                "recovered on this node's private copy of the partitions; the owners loaded the checkpoint"
+                "recovered on this node's private copy of the partitions; the other nodes loaded \
+                 the checkpoint into the partitions they did not keep"
             );
-            let handed = hand_over(app, &private, actors).await;
+            let changed = Changed {
+                before_tail: before_tail.map(|rows| kept.iter().copied().zip(rows).collect()),
+                sources: &sources,
+                from_checkpoint: report.checkpoint_epoch.is_some(),
+                track_dirty: config.checkpoint_every_epochs != 0,
+            };
+            let handed = hand_over(app, &private, actors, changed).await;
             report.duration = started.elapsed();
             handed.map(|()| (report, dedup))
         }
@@ -445,17 +520,136 @@ async fn recover_then_hand_over<A: App>(
     handed
 }
 
-/// Hands every partition's owner the rows the private copy's replay changed, then checks each
-/// owner's state hash against the private copy's.
+/// Where a partition's state comes from in a cluster's recovery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// On this node: the private copy's state, moved over.
+    Here,
+    /// On another node that kept it from the runtime before: the log tail's rows.
+    Kept,
+    /// On another node, new there: the checkpoint, then every replayed row.
+    Loaded,
+}
+
+/// The partitions of `sources` from `source`, ascending.
+fn of_source(sources: &[Source], source: Source) -> Vec<GlobalPartition> {
+    (0..)
+        .zip(sources)
+        .filter(|(_, s)| **s == source)
+        .map(|(gp, _)| gp)
+        .collect()
+}
+
+/// The first epoch of the log's tail that a kept partition may not have applied: its owner may
+/// have been an epoch or two behind the log when the runtime before stopped (it ends mid-epoch,
+/// and the epoch is logged before it runs).
+async fn log_tail_from(config: &RuntimeConfig) -> Result<u64, TxnError> {
+    let storage = config.storage.clone();
+    let last = tokio::task::spawn_blocking(move || storage.last_epoch())
+        .await
+        .map_err(|e| TxnError::Recovery(format!("reading the log's end stopped: {e}")))?
+        .map_err(|e| TxnError::Recovery(format!("reading the log's end: {e}")))?;
+    let tail = limits::TAKE_OVER_LOG_TAIL_EPOCHS - 1;
+    Ok(last.unwrap_or(0).saturating_sub(tail).max(1))
+}
+
+/// What the replay changed, and for which owners.
+struct Changed<'k> {
+    /// The kept partitions' rows changed before the log's tail (`None`: the whole replay is the
+    /// tail).
+    before_tail: Option<Vec<(GlobalPartition, Vec<DeferredRows>)>>,
+    sources: &'k [Source],
+    /// Whether the replay started from a checkpoint.
+    from_checkpoint: bool,
+    /// Whether this node's partitions remember changed rows for checkpoints.
+    track_dirty: bool,
+}
+
+impl Changed<'_> {
+    /// The rows to hand each other node's partition, in the order to apply them: every
+    /// changed row to one that loaded the checkpoint; to a kept one the tail's (which bring it
+    /// to the log's end) and, after a checkpoint, the rows changed before the tail too (so the
+    /// rows deleted since the checkpoint are marked for the next one). Without a checkpoint the
+    /// rows before the tail are every row, which it holds already.
+    fn into_rows_to_hand(
+        self,
+        remote: &[GlobalPartition],
+        tail: ChangedRows,
+    ) -> Vec<(GlobalPartition, Vec<DeferredRows>)> {
+        let mut rows = Vec::new();
+        if let Some(before) = self.before_tail
+            && self.from_checkpoint
+        {
+            rows.extend(before);
+        }
+        rows.extend(remote.iter().copied().zip(tail));
+        rows
+    }
+}
+
+/// Per global partition: where its state comes from. Another node kept its state from the
+/// runtime before (a `PartitionHost::re_place`) when its state hash is not an empty
+/// partition's; a kept partition that is empty counts as new, which it equals.
+async fn sources_of<A: App>(
+    app: &AppDef<A>,
+    actors: &DriverDispatch<A>,
+) -> Result<Vec<Source>, TxnError> {
+    let all: Vec<GlobalPartition> = (0..app.n_global).collect();
+    let hashes = run_phase(actors, &all, |_, reply| Job::StateHash { reply }).await?;
+    let sources = hashes.into_iter().zip(&all).map(|(hash, gp)| {
+        let empty = crate::partition::PartitionState::new(app, *gp).state_hash();
+        match actors.remote_node(*gp) {
+            None => Source::Here,
+            Some(_) if hash != empty => Source::Kept,
+            Some(_) => Source::Loaded,
+        }
+    });
+    Ok(sources.collect())
+}
+
+/// Moves the private copy's states of this node's partitions into its partition actors (a
+/// lend from the private copy, then a return in place of the actors' empty states): nothing is
+/// copied, and each keeps the replay's marks for the next checkpoint.
+async fn move_in<A: App>(
+    private: &PartitionActors<A>,
+    actors: &DriverDispatch<A>,
+    here: &[GlobalPartition],
+    track_dirty: bool,
+) -> Result<(), TxnError> {
+    let states = run_phase(private, here, |_, reply| Job::Lend { reply }).await?;
+    run_phase(actors, here, |_, reply| Job::Lend { reply }).await?;
+    for mut state in states {
+        if !track_dirty {
+            state.set_track_dirty(false);
+        }
+        let gp = state.gp;
+        actors.dispatch(gp, Job::Return { state }).await?;
+    }
+    Ok(())
+}
+
+/// Moves this node's partitions over from the private copy and hands the other nodes' owners
+/// the rows the replay changed ([`Changed::into_rows_to_hand`]), then checks each owner's
+/// state hash against the private copy's.
 async fn hand_over<A: App>(
     app: &Arc<AppDef<A>>,
     private: &PartitionActors<A>,
     actors: &DriverDispatch<A>,
+    changed: Changed<'_>,
 ) -> Result<(), TxnError> {
     let started = Instant::now();
     let all: Vec<GlobalPartition> = (0..app.n_global).collect();
+    let sources = changed.sources;
     let expected = run_phase(private, &all, |_, reply| Job::StateHash { reply }).await?;
-    let changed = run_phase(private, &all, |_, reply| Job::Checkpoint { reply }).await?;
+    let here = of_source(sources, Source::Here);
+    move_in(private, actors, &here, changed.track_dirty).await?;
+    let remote: Vec<GlobalPartition> = all
+        .iter()
+        .copied()
+        .filter(|gp| !here.contains(gp))
+        .collect();
+    let tail = run_phase(private, &remote, |_, reply| Job::Checkpoint { reply }).await?;
+    let changed = changed.into_rows_to_hand(&remote, tail);
     let (tx, mut rx) = mpsc::channel(limits::RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX);
     let encoder = tokio::task::spawn_blocking(move || encode_changed_rows(changed, tx));
     let bytes_of = |(key, value): &CheckpointRow| key.len() + value.as_ref().map_or(0, Vec::len);
@@ -474,8 +668,17 @@ async fn hand_over<A: App>(
             let owner = actors
                 .remote_node(gp as GlobalPartition)
                 .unwrap_or("this node");
+            let why = match sources[gp] {
+                Source::Kept => {
+                    "kept from the runtime before (it ran an epoch the log does not hold, or \
+                     missed more than the log's tail gives back): place the partitions again \
+                     without keeping any"
+                }
+                Source::Loaded => "loaded from the checkpoint",
+                Source::Here => "moved from the private copy",
+            };
             return Err(TxnError::Recovery(format!(
-                "partition {gp}: the state installed on its owner ({owner}) hashes to \
+                "partition {gp}: the state on its owner ({owner}), {why}, hashes to \
                  {installed:#x}, but the state recovered here to {expected:#x}"
             )));
         }
@@ -484,24 +687,26 @@ async fn hand_over<A: App>(
         rows_applied,
         apply_seconds = applied_in.as_secs_f64(),
         seconds = started.elapsed().as_secs_f64(),
-        "handed the replayed rows to the partitions' owners; every state hash matches"
+        partitions_here = here.len(),
+        "moved this node's partitions from the private copy, handed the replayed rows to the \
+         other nodes' partitions; every state hash matches"
     );
     Ok(())
 }
 
-/// Encodes each partition's changed rows (blocking work) and hands them over in chunks;
-/// returns how many rows it encoded.
+/// Encodes each partition's changed rows (blocking work) and hands them over in chunks, in
+/// order; returns how many rows it encoded.
 fn encode_changed_rows(
-    changed: Vec<Vec<DeferredRows>>,
+    changed: Vec<(GlobalPartition, Vec<DeferredRows>)>,
     tx: mpsc::Sender<(GlobalPartition, Vec<CheckpointRow>)>,
 ) -> usize {
     let mut n_rows = 0;
-    for (gp, chunks) in changed.into_iter().enumerate() {
+    for (gp, chunks) in changed {
         for encode in chunks {
             let mut rows = Vec::new();
             encode(&mut rows);
             n_rows += rows.len();
-            if !rows.is_empty() && tx.blocking_send((gp as GlobalPartition, rows)).is_err() {
+            if !rows.is_empty() && tx.blocking_send((gp, rows)).is_err() {
                 // The sender stopped on an error, which it reports.
                 return n_rows;
             }

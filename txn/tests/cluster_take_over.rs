@@ -1,0 +1,375 @@
+//! A take-over in a cluster moves only what it must: after the driver's node dies, a new driver
+//! starts over a placement where the survivor keeps its partitions (`PartitionHost::re_place`)
+//! and only the dead node's partitions move. Every phase batch and reply goes through a
+//! `LoopbackLink`, encoded and decoded as between processes.
+//!
+//! Checked: the survivor's kept partitions are sent no checkpoint row and, without a
+//! checkpoint, no replayed row either, while the partitions that moved are loaded; the state
+//! after the take-over equals a single-process recovery of the same store, also after more
+//! epochs with checkpoints and a second take-over from a checkpoint; a survivor stopped in the
+//! middle of an epoch is kept, forgets the epoch in progress and is brought to the log's end;
+//! and a kept partition the log does not explain fails the start naming it, after which a
+//! placement that keeps nothing recovers. The histories print their seed; `TXN_TEST_SEED=<n>` replays them.
+
+mod common;
+
+use common::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use txn::storage::MemoryStorage;
+use txn::{ClusterPlacement, LoopbackLink, PartitionHost, Runtime, RuntimeConfig};
+
+/// Epochs between checkpoints when a generation takes them; large enough never to be due
+/// when it does not.
+const CHECKPOINT_EVERY_EPOCHS: u64 = 10;
+const NO_CHECKPOINT_EPOCHS: u64 = 1_000_000;
+/// Keys per service of the random chains (`common::random_chain` in `run_chain_client`).
+const KEYS_PER_SERVICE: u64 = 24;
+/// Read-only epochs that end a workload: more than the log tail a take-over hands the
+/// partitions it kept (`limits::TAKE_OVER_LOG_TAIL_EPOCHS`).
+const READ_ONLY_EPOCHS: u64 = 8;
+
+/// The owner `owner` gives each global partition.
+fn placement(fx: &Fixture, owner: impl Fn(u32) -> &'static str) -> Vec<String> {
+    (0..fx.app.n_partitions_total())
+        .map(|gp| owner(gp).to_string())
+        .collect()
+}
+
+/// A runtime driving epochs on `driver` over `owners`, the other nodes' partitions on `hosts`.
+async fn start_driver(
+    fx: &Fixture,
+    config: RuntimeConfig,
+    driver: &str,
+    owners: Vec<String>,
+    hosts: &[&Arc<PartitionHost<ChainApp>>],
+) -> Runtime<ChainApp> {
+    let link = LoopbackLink::new();
+    for host in hosts {
+        let serving = (*host).clone();
+        link.add_node(host.node(), move |bytes| {
+            let host = serving.clone();
+            async move { host.handle(bytes).await }
+        });
+    }
+    let placement = ClusterPlacement::new(driver, owners, Arc::new(link));
+    Runtime::start(fx.app.clone(), config.cluster(placement))
+        .await
+        .unwrap()
+}
+
+/// A take-over: `driver` starts a runtime over `owners`, the survivor `host` re-placed there
+/// keeping the partitions it goes on holding (and then stopped).
+async fn take_over(
+    fx: &Fixture,
+    config: RuntimeConfig,
+    driver: &str,
+    owners: Vec<String>,
+    host: Arc<PartitionHost<ChainApp>>,
+) -> (Runtime<ChainApp>, Arc<PartitionHost<ChainApp>>) {
+    let kept = Arc::new(host.re_place(&owners).await.unwrap());
+    host.stop().await;
+    let rt = start_driver(fx, config, driver, owners, &[&kept]).await;
+    (rt, kept)
+}
+
+/// The state hash of the store recovered in one process.
+async fn hash_of_one_process(fx: &Fixture, storage: &Arc<MemoryStorage>) -> u64 {
+    let rt = Runtime::start(fx.app.clone(), RuntimeConfig::with_storage(storage.clone()))
+        .await
+        .unwrap();
+    let hash = rt.client().state_hash().await.unwrap();
+    rt.shutdown().await;
+    hash
+}
+
+/// Runs a workload on the cluster (ended by [`settle_workload`]), then stops its driver: the
+/// state hash the cluster reached, which a single-process recovery of the store must equal.
+async fn run_until_the_driver_dies(
+    rt: Runtime<ChainApp>,
+    fx: &Arc<Fixture>,
+    storage: &Arc<MemoryStorage>,
+    seed: u64,
+) -> u64 {
+    run_chain_client(rt.client(), fx.clone(), seed, 45).await;
+    settle_workload(&rt.client(), fx).await;
+    let hash_cluster = rt.client().state_hash().await.unwrap();
+    rt.shutdown().await;
+    let hash_single = hash_of_one_process(fx, storage).await;
+    assert_eq!(
+        hash_single, hash_cluster,
+        "seed {seed}: one process recovered another state"
+    );
+    hash_cluster
+}
+
+/// Ends a workload so that every partition holds rows (a write of every key of every service)
+/// and the log's last epochs change none (read-only transactions, more than the log tail a
+/// take-over hands the partitions it kept).
+async fn settle_workload(client: &txn::Client<ChainApp>, fx: &Fixture) {
+    for (idx, svc) in fx.services.iter().enumerate() {
+        for key in 0..KEYS_PER_SERVICE {
+            let kind = OpKind::Add(1);
+            let write = Ev::chain(vec![Op {
+                svc: idx,
+                key,
+                kind,
+            }]);
+            client.submit_raw(*svc, &key, write).await.unwrap();
+        }
+    }
+    for key in 0..READ_ONLY_EPOCHS {
+        client
+            .submit_raw(fx.services[0], &key, read0(key))
+            .await
+            .unwrap();
+    }
+}
+
+/// The rows the partitions `gps` of `host` received from recoveries: (loaded, applied).
+fn received(host: &PartitionHost<ChainApp>, gps: &[u32]) -> (u64, u64) {
+    gps.iter()
+        .map(|gp| host.rows_received(*gp))
+        .fold((0, 0), |(l, a), (dl, da)| (l + dl, a + da))
+}
+
+// Goal: a take-over reloads only the dead node's partitions: the survivor's kept partitions
+// are sent no row without a checkpoint, and only the replayed rows after one, never the
+// checkpoint; the state always equals a single-process recovery of the same store, also after
+// more epochs with checkpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_take_over_reloads_only_the_partitions_that_move() {
+    let seed = seed("cluster-take-over");
+    let fx = Arc::new(build(3, 4));
+    let storage = Arc::new(MemoryStorage::new());
+    let config = |every| RuntimeConfig {
+        checkpoint_every_epochs: every,
+        ..RuntimeConfig::with_storage(storage.clone())
+    };
+    let all: Vec<u32> = (0..fx.app.n_partitions_total()).collect();
+    let of_node = |n: u32| -> Vec<u32> { all.iter().copied().filter(|gp| gp % 3 == n).collect() };
+
+    // Generation 1: "a" drives, "b" and "c" host; no checkpoint yet.
+    let owners_1 = placement(&fx, |gp| ["a", "b", "c"][gp as usize % 3]);
+    let host_b = Arc::new(PartitionHost::start(fx.app.clone(), "b", &owners_1).unwrap());
+    let host_c = Arc::new(PartitionHost::start(fx.app.clone(), "c", &owners_1).unwrap());
+    let rt = start_driver(
+        &fx,
+        config(NO_CHECKPOINT_EPOCHS),
+        "a",
+        owners_1,
+        &[&host_b, &host_c],
+    )
+    .await;
+    let hash_cluster = run_until_the_driver_dies(rt, &fx, &storage, seed).await;
+    // "a" died; "b" takes over and drives, so it hosts nothing; "a"'s partitions go to "c".
+    host_b.stop().await;
+    let owners_2 = placement(&fx, |gp| ["c", "b", "c"][gp as usize % 3]);
+    let (rt, host_c2) =
+        take_over(&fx, config(CHECKPOINT_EVERY_EPOCHS), "b", owners_2, host_c).await;
+    let report = rt.recovery_report().clone();
+    let hash_taken_over = rt.client().state_hash().await.unwrap();
+    eprintln!("cluster-take-over: seed {seed}: first take-over {report:?}");
+    assert_eq!(hash_taken_over, hash_cluster, "seed {seed}: another state");
+    assert_eq!(report.checkpoint_epoch, None, "seed {seed}");
+    assert_eq!(report.partitions_kept, of_node(2).len(), "seed {seed}");
+    assert_eq!(
+        received(&host_c2, &of_node(2)),
+        (0, 0),
+        "seed {seed}: the kept partitions were reloaded"
+    );
+    let (_, moved_applied) = received(&host_c2, &of_node(0));
+    assert!(
+        moved_applied > 0,
+        "seed {seed}: the moved partitions got nothing"
+    );
+
+    // More epochs with checkpoints, then "b" dies; "a", back, drives; "c" keeps everything.
+    let hash_cluster = run_until_the_driver_dies(rt, &fx, &storage, seed ^ 1).await;
+    let owners_3 = placement(&fx, |gp| ["c", "a", "c"][gp as usize % 3]);
+    let (rt, host_c3) =
+        take_over(&fx, config(CHECKPOINT_EVERY_EPOCHS), "a", owners_3, host_c2).await;
+    let report = rt.recovery_report().clone();
+    eprintln!("cluster-take-over: seed {seed}: second take-over {report:?}");
+    assert!(report.checkpoint_epoch.is_some(), "seed {seed}: {report:?}");
+    assert_eq!(report.partitions_kept, of_node(0).len() + of_node(2).len());
+    let kept: Vec<u32> = all.iter().copied().filter(|gp| gp % 3 != 1).collect();
+    let (kept_loaded, _) = received(&host_c3, &kept);
+    assert_eq!(
+        kept_loaded, 0,
+        "seed {seed}: a kept partition loaded the checkpoint"
+    );
+    assert_eq!(
+        rt.client().state_hash().await.unwrap(),
+        hash_cluster,
+        "seed {seed}"
+    );
+
+    // The kept partitions' rows reach the next checkpoints: a recovery after more epochs and
+    // checkpoints equals the state the cluster reached.
+    run_chain_client(rt.client(), fx.clone(), seed ^ 2, 45).await;
+    let hash_cluster = rt.client().state_hash().await.unwrap();
+    rt.shutdown().await;
+    host_c3.stop().await;
+    let single = Runtime::start(fx.app.clone(), config(CHECKPOINT_EVERY_EPOCHS))
+        .await
+        .unwrap();
+    let report = single.recovery_report().clone();
+    let hash_single = single.client().state_hash().await.unwrap();
+    single.shutdown().await;
+    eprintln!("cluster-take-over: seed {seed}: recovered in one process {report:?}");
+    assert!(
+        report.checkpoint_epoch > Some(250),
+        "seed {seed}: {report:?}"
+    );
+    assert_eq!(
+        hash_single, hash_cluster,
+        "seed {seed}: a later recovery lost rows"
+    );
+}
+
+// Goal: a kept partition that the log does not explain (here: its node ran epochs on another
+// store) fails the start with an error naming it; a placement that keeps nothing then
+// recovers the store's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kept_partition_the_log_does_not_explain_fails_the_start() {
+    let seed = seed("cluster-take-over-refused");
+    let fx = Arc::new(build(3, 4));
+    let owners = placement(&fx, |gp| ["a", "b", "c"][gp as usize % 3]);
+    let host_b = Arc::new(PartitionHost::start(fx.app.clone(), "b", &owners).unwrap());
+    let host_c = Arc::new(PartitionHost::start(fx.app.clone(), "c", &owners).unwrap());
+    let elsewhere = RuntimeConfig::with_storage(Arc::new(MemoryStorage::new()));
+    let rt = start_driver(&fx, elsewhere, "a", owners.clone(), &[&host_b, &host_c]).await;
+    run_chain_client(rt.client(), fx.clone(), seed, 30).await;
+    rt.shutdown().await;
+
+    let storage = Arc::new(MemoryStorage::new());
+    let host_b2 = Arc::new(host_b.re_place(&owners).await.unwrap());
+    let host_c2 = Arc::new(host_c.re_place(&owners).await.unwrap());
+    let link = LoopbackLink::new();
+    for host in [&host_b2, &host_c2] {
+        let serving = host.clone();
+        link.add_node(host.node(), move |bytes| {
+            let host = serving.clone();
+            async move { host.handle(bytes).await }
+        });
+    }
+    let placement = ClusterPlacement::new("a", owners.clone(), Arc::new(link));
+    let config = RuntimeConfig::with_storage(storage.clone()).cluster(placement);
+    let error = match Runtime::start(fx.app.clone(), config).await {
+        Ok(_) => panic!("seed {seed}: kept partitions unlike the log were accepted"),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        error.contains("kept from the runtime before") && error.contains("partition "),
+        "seed {seed}: {error}"
+    );
+
+    let host_b3 = Arc::new(PartitionHost::start(fx.app.clone(), "b", &owners).unwrap());
+    let host_c3 = Arc::new(PartitionHost::start(fx.app.clone(), "c", &owners).unwrap());
+    let config = RuntimeConfig::with_storage(storage.clone());
+    let rt = start_driver(&fx, config, "a", owners, &[&host_b3, &host_c3]).await;
+    assert_eq!(rt.recovery_report().partitions_kept, 0);
+    let hash = rt.client().state_hash().await.unwrap();
+    rt.shutdown().await;
+    assert_eq!(
+        hash,
+        hash_of_one_process(&fx, &storage).await,
+        "seed {seed}"
+    );
+    for host in [host_b, host_c, host_b2, host_c2, host_b3, host_c3] {
+        host.stop().await;
+    }
+}
+
+// Goal: a survivor stopped in the middle of an epoch (its driver died after the survivor ran
+// the epoch's first wave, and the epoch is logged before it runs) is kept, and the log's tail
+// brings it to the log's end: the transaction it had half run commits in the replay, and the
+// state equals a single-process recovery, also after more epochs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_survivor_stopped_mid_epoch_is_kept_and_brought_to_the_logs_end() {
+    survivor_stopped_mid_epoch(false, "cluster-take-over-mid-epoch").await;
+}
+
+// Goal: the same with a transaction that aborts in its second step (on "b"): the survivor's
+// buffered write of its first step is forgotten by the take-over, else the next epoch in that
+// partition would read it as its own and commit it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_survivor_stopped_mid_epoch_forgets_the_epoch_in_progress() {
+    survivor_stopped_mid_epoch(true, "cluster-take-over-mid-epoch-abort").await;
+}
+
+/// A survivor stopped after the first wave of an epoch whose transaction writes a row on "c",
+/// then (`aborts`) aborts on "b", is kept by a take-over; the state must equal a
+/// single-process recovery, also after more epochs.
+async fn survivor_stopped_mid_epoch(aborts: bool, test: &str) {
+    let seed = seed(test);
+    let fx = Arc::new(build(3, 4));
+    let storage = Arc::new(MemoryStorage::new());
+    let config = || RuntimeConfig {
+        checkpoint_every_epochs: NO_CHECKPOINT_EPOCHS,
+        ..RuntimeConfig::with_storage(storage.clone())
+    };
+    let owners = placement(&fx, |gp| ["a", "b", "c"][gp as usize % 3]);
+    let host_b = Arc::new(PartitionHost::start(fx.app.clone(), "b", &owners).unwrap());
+    let host_c = Arc::new(PartitionHost::start(fx.app.clone(), "c", &owners).unwrap());
+    let driver_died = Arc::new(AtomicBool::new(false));
+    let link = LoopbackLink::new();
+    for host in [&host_b, &host_c] {
+        let (serving, died) = (host.clone(), driver_died.clone());
+        link.add_node(host.node(), move |bytes| {
+            let (host, died) = (serving.clone(), died.clone());
+            async move {
+                let reply = host.handle(bytes).await;
+                // The batch ran on the host, but its driver is gone: an empty, refused reply.
+                match died.load(Ordering::Acquire) {
+                    true => Vec::new(),
+                    false => reply,
+                }
+            }
+        });
+    }
+    let placement_1 = ClusterPlacement::new("a", owners, Arc::new(link));
+    let rt = Runtime::start(fx.app.clone(), config().cluster(placement_1))
+        .await
+        .unwrap();
+    run_chain_client(rt.client(), fx.clone(), seed, 45).await;
+    settle_workload(&rt.client(), &fx).await;
+    // A write to a partition on "c": its first wave runs there, then the epoch fails.
+    let svc = fx.services[0];
+    let key = (0..).find(|key| svc.partition_of(key) % 3 == 2).unwrap();
+    driver_died.store(true, Ordering::Release);
+    let kind = OpKind::Add(5);
+    let mut ops = vec![Op { svc: 0, key, kind }];
+    if aborts {
+        // Service 1's first global partition: the three services have as many partitions.
+        let first_gp = fx.app.n_partitions_total() / 3;
+        let key = (0..).find(|key| (first_gp + fx.services[1].partition_of(key)) % 3 == 1);
+        let (svc, key, kind) = (1, key.unwrap(), OpKind::Abort);
+        ops.push(Op { svc, key, kind });
+    }
+    let write = Ev::chain(ops);
+    let failed = rt.client().submit_raw(svc, &key, write).await;
+    assert!(failed.is_err(), "seed {seed}: the epoch did not fail");
+    rt.shutdown().await;
+    let hash_single = hash_of_one_process(&fx, &storage).await;
+
+    host_b.stop().await;
+    let owners_2 = placement(&fx, |gp| ["c", "b", "c"][gp as usize % 3]);
+    let (rt, host_c2) = take_over(&fx, config(), "b", owners_2, host_c).await;
+    let report = rt.recovery_report().clone();
+    eprintln!("{test}: seed {seed}: {report:?}");
+    let n_on_c = (0..fx.app.n_partitions_total()).filter(|gp| gp % 3 == 2);
+    assert_eq!(report.partitions_kept, n_on_c.count(), "seed {seed}");
+    let hash_taken_over = rt.client().state_hash().await.unwrap();
+    assert_eq!(hash_taken_over, hash_single, "seed {seed}: another state");
+    // The next transaction on the row runs first in its epoch, as the half-run one did.
+    let again = Ev::chain(vec![Op {
+        svc: 0,
+        key,
+        kind: OpKind::Add(1),
+    }]);
+    rt.client().submit_raw(svc, &key, again).await.unwrap();
+    run_until_the_driver_dies(rt, &fx, &storage, seed ^ 1).await;
+    host_c2.stop().await;
+}
