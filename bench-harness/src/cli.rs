@@ -139,6 +139,13 @@ pub struct CommonArgs {
           value_parser = clap::value_parser!(u64).range(1..=txn::limits::EPOCH_TXNS_MAX as u64))]
     pub epoch_txns_max: u64,
 
+    /// An epoch holding at least this many requests closes before its time is up once the
+    /// submission queue goes quiet (`RuntimeConfig::epoch_quiet_close_txns`); 0 closes epochs
+    /// only by time or size.
+    #[arg(long, default_value_t = txn::limits::EPOCH_QUIET_CLOSE_TXNS_DEFAULT as u64,
+          value_parser = clap::value_parser!(u64).range(0..=txn::limits::EPOCH_TXNS_MAX as u64))]
+    pub epoch_quiet_close: u64,
+
     /// What happens to transactions that lose a conflict: re-run serially at the end of the
     /// epoch, re-run at the end of the epoch ordered per partition (in parallel where their
     /// partitions are disjoint), or retried first in the next epoch.

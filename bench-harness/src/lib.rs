@@ -202,6 +202,7 @@ fn run_parameters(c: &CommonArgs) -> serde_json::Value {
         "zipf_theta": c.zipf,
         "epoch_us": c.epoch_us,
         "epoch_txns_max": c.epoch_txns_max,
+        "epoch_quiet_close": c.epoch_quiet_close,
         "checkpoint_every_epochs": c.checkpoint_every,
         "history_retention": format!("{:?}", c.history_retention),
         "fallback": format!("{:?}", c.fallback),
@@ -273,6 +274,7 @@ async fn run_vmsdb<W: Workload>(
     let config = RuntimeConfig {
         epoch_duration: Duration::from_micros(common.epoch_us),
         epoch_txns_max: common.epoch_txns_max as usize,
+        epoch_quiet_close_txns: common.epoch_quiet_close as usize,
         fallback: match common.fallback {
             FallbackArg::Serial => Fallback::Serial,
             FallbackArg::NextEpoch => Fallback::NextEpoch,
@@ -363,6 +365,11 @@ async fn run_vmsdb<W: Workload>(
         runtime_stats_summary(rt.stats().snapshot().since(&before), Some(&conflicts));
     let peaks = rt.stats().take_peaks();
     runtime_stats.peaks = Some(report::PeaksSummary::new(&peaks, run_started_ms));
+    let stages = &runtime_stats.stages;
+    ui.status(format!(
+        "vmsdb: {}",
+        stages.line(runtime_stats.txns_per_epoch)
+    ));
 
     ui.status("vmsdb: checking consistency");
     let violations = w.audit(&client, &effects_of(&driven.recorder)).await?;
@@ -409,6 +416,7 @@ pub(crate) fn runtime_stats_summary(
         serial_pass_pct: 100.0 * d.fallback as f64 / sequenced.max(1) as f64,
         serial_lends: d.serial_lends,
         serial_lend_us_mean: d.serial_lend_nanos as f64 / 1e3 / d.serial_lends.max(1) as f64,
+        stages: report::StagesSummary::new(&d),
         conflicts_by_table: conflicts
             .map(|c| {
                 c.by_table

@@ -75,6 +75,78 @@ pub struct RuntimeStatsSummary {
     pub conflicts_by_table: BTreeMap<String, TableConflictSummary>,
     /// The pipeline's worst moments over the measured run (`txn::runtime::LatencyPeaks`).
     pub peaks: Option<PeaksSummary>,
+    /// Where an epoch's time goes, stage by stage, as means per epoch.
+    pub stages: StagesSummary,
+}
+
+/// The epoch pipeline's stages as means per epoch, in µs (a log append and a reply wait per
+/// append and per reply batch). The sequencer runs gather, execute, decide, commit and serial
+/// pass one after another; the log append runs on its own thread meanwhile, and the replies of
+/// an epoch wait for it after the epoch has run (`reply_durable_wait_us`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StagesSummary {
+    /// Waiting for an epoch's first request with nothing queued (every client waits for a
+    /// reply).
+    pub gather_idle_us: f64,
+    /// Collecting the rest of the epoch until it closes (`epoch_duration` or `epoch_txns_max`).
+    pub gather_fill_us: f64,
+    /// The part of the fill after the epoch's last request arrived (waiting for the timer).
+    pub gather_tail_us: f64,
+    pub execute_us: f64,
+    pub decide_us: f64,
+    pub commit_us: f64,
+    /// The serial pass, lending the partitions included.
+    pub serial_pass_us: f64,
+    /// The sequencer's whole turn: from an epoch closing to the next gather.
+    pub turn_us: f64,
+    /// One durable log append (encode, write, fsync), and how many epochs one holds.
+    pub log_append_us: f64,
+    pub epochs_per_append: f64,
+    /// Epochs closed early on a quiet submission queue, in percent of all.
+    pub quiet_closes_pct: f64,
+    /// How long an epoch's replies, once it has run, waited for it to be durable.
+    pub reply_durable_wait_us: f64,
+}
+
+impl StagesSummary {
+    pub fn new(d: &txn::runtime::StatsSnapshot) -> Self {
+        let per = |nanos: u64, n: u64| nanos as f64 / 1e3 / n.max(1) as f64;
+        StagesSummary {
+            gather_idle_us: per(d.gather_idle_nanos, d.epochs),
+            gather_fill_us: per(d.gather_fill_nanos, d.epochs),
+            gather_tail_us: per(d.gather_tail_nanos, d.epochs),
+            execute_us: per(d.execute_nanos, d.epochs),
+            decide_us: per(d.decide_nanos, d.epochs),
+            commit_us: per(d.commit_nanos, d.epochs),
+            serial_pass_us: per(d.serial_pass_nanos, d.epochs),
+            turn_us: per(d.turn_nanos, d.epochs),
+            log_append_us: per(d.log_append_nanos, d.log_appends),
+            epochs_per_append: d.log_epochs as f64 / d.log_appends.max(1) as f64,
+            quiet_closes_pct: 100.0 * d.quiet_closes as f64 / d.epochs.max(1) as f64,
+            reply_durable_wait_us: per(d.reply_durable_wait_nanos, d.reply_batches),
+        }
+    }
+
+    /// One line for the run's status output.
+    pub fn line(&self, txns_per_epoch: f64) -> String {
+        format!(
+            "per epoch ({txns_per_epoch:.0} txns, {:.0} % closed on quiet): gather idle {:.0} + fill {:.0} µs (tail {:.0}), execute \
+             {:.0}, decide {:.0}, commit {:.0}, serial pass {:.0} µs (turn {:.0} µs); log append \
+             {:.0} µs for {:.2} epochs; replies wait {:.0} µs for durability",
+            self.quiet_closes_pct,
+            self.gather_idle_us,
+            self.gather_fill_us,
+            self.gather_tail_us,
+            self.execute_us,
+            self.decide_us,
+            self.commit_us,
+            self.serial_pass_us,
+            self.turn_us,
+            self.log_append_us,
+            self.epochs_per_append,
+            self.reply_durable_wait_us,
+        )
+    }
 }
 
 /// The pipeline's worst moments over a run, in ms: the slowest sequencer turn with where its

@@ -8,35 +8,18 @@
 //!
 //! Run: `cargo bench -p txn --bench submit -- --warm-up-time 1 --measurement-time 3`
 
+mod common;
+
+use common::{Counters, app};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use txn::{App, AppBuilder, AppDef, Client, Request, Runtime, RuntimeConfig, ServiceRef};
+use txn::{Client, Request, Runtime, RuntimeConfig, ServiceRef};
 
 /// Requests submitted at once in each measured iteration.
 const BURST: usize = 4_096;
 
 /// Requests per `submit_many` call.
 const GROUP_SIZES: [usize; 2] = [64, 1_024];
-
-/// One service whose handler writes the key it is sent.
-struct Counters;
-
-impl App for Counters {
-    type Event = u64;
-    type Output = ();
-}
-
-fn app() -> (Arc<AppDef<Counters>>, ServiceRef) {
-    let mut b = AppBuilder::<Counters>::new();
-    let service = b.service("counters", 2);
-    let table = b.table::<u64, i64>(service, "kv");
-    b.handler(service, move |ctx, key| {
-        ctx.put(table, *key, 1)?;
-        Ok(())
-    });
-    (b.build().expect("a valid app"), service)
-}
 
 fn requests(service: ServiceRef, round: u64) -> Vec<Request<Counters>> {
     (0..BURST as u64)
@@ -77,7 +60,7 @@ fn submit(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let (app, service) = app();
+    let (app, service) = app(2);
     let rt = tokio
         .block_on(Runtime::start(app, RuntimeConfig::in_memory()))
         .expect("the runtime starts");

@@ -16,6 +16,18 @@ pub const EPOCH_TXNS_MAX_DEFAULT: usize = 20_000;
 /// epoch log record must stay a sane size.
 pub const EPOCH_TXNS_MAX: usize = 1 << 20;
 
+/// Default fewest requests an epoch must hold before it may close early, on a quiet queue,
+/// instead of at `epoch_duration` (`RuntimeConfig::epoch_quiet_close_txns`). Enough that the
+/// per-epoch fixed costs (one message per partition per phase, one log record, one reply batch)
+/// stay a small share of the epoch's work; below it an epoch waits for its timer as before.
+pub const EPOCH_QUIET_CLOSE_TXNS_DEFAULT: usize = 256;
+
+/// How many times the sequencer yields to the tasks of its worker, finding the submission
+/// queue empty each time, before it takes the queue for quiet and closes the epoch early. A
+/// yield costs a scheduler round trip (about a microsecond), so this bounds the spinning per
+/// epoch; the timer is no alternative, its resolution is a millisecond. In yields.
+pub const EPOCH_QUIET_YIELDS: usize = 8;
+
 /// Longest event chain (number of waves) one transaction may take within an epoch. A chain
 /// that is still emitting after this many steps is aborted, so a cycle of events cannot spin.
 pub const CHAIN_WAVES_MAX: usize = 64;
@@ -235,6 +247,8 @@ const _: () = assert!(RECOVERY_EPOCHS_READ_AHEAD_MAX >= 1);
 const _: () = assert!(RECOVERY_LOAD_CHUNK_ROWS_MAX >= 1 && RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX >= 1);
 const _: () = assert!(RECOVERY_LOAD_ROUND_BYTES_MAX * 2 <= PHASE_MESSAGE_BYTES_MAX);
 const _: () = assert!(EPOCH_DURATION_US_DEFAULT <= EPOCH_DURATION_US_MAX);
+const _: () = assert!(EPOCH_QUIET_CLOSE_TXNS_DEFAULT <= EPOCH_TXNS_MAX_DEFAULT);
+const _: () = assert!(EPOCH_QUIET_YIELDS >= 1);
 const _: () = assert!(CHECKPOINT_COPY_ROWS_PER_EPOCH >= 1);
 const _: () = assert!(EPOCH_TXNS_MAX_DEFAULT <= EPOCH_TXNS_MAX);
 const _: () = assert!(REPLY_SLOTS_POOLED_MAX >= 1);

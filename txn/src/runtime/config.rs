@@ -21,6 +21,15 @@ pub struct RuntimeConfig {
     pub epoch_duration: Duration,
     /// Most transactions in one epoch.
     pub epoch_txns_max: usize,
+    /// An epoch holding at least this many requests, and at least as many as the epoch before
+    /// it, closes before `epoch_duration` is up as soon as the submission queue stays empty
+    /// while the sequencer yields a few times ([`limits::EPOCH_QUIET_YIELDS`]): under load the
+    /// clients of the last epoch are back by then (a closed-loop client waits for its reply),
+    /// and waiting out the timer only leaves every partition idle; asking for as many as last
+    /// time keeps a burst of returning clients from being split over two log writes. 0 turns it
+    /// off (an epoch closes only by time or size). Gathering only decides where epochs are
+    /// cut; the log records the cut, so replay is unaffected.
+    pub epoch_quiet_close_txns: usize,
     /// What happens to conflict losers.
     pub fallback: Fallback,
     /// Where the epoch log and checkpoints go.
@@ -115,6 +124,7 @@ impl RuntimeConfig {
         RuntimeConfig {
             epoch_duration: Duration::from_micros(limits::EPOCH_DURATION_US_DEFAULT),
             epoch_txns_max: limits::EPOCH_TXNS_MAX_DEFAULT,
+            epoch_quiet_close_txns: limits::EPOCH_QUIET_CLOSE_TXNS_DEFAULT,
             fallback: Fallback::Serial,
             storage,
             checkpoint_every_epochs: limits::CHECKPOINT_EVERY_EPOCHS_DEFAULT,

@@ -7,8 +7,9 @@
 //!                     [partition actors]                    [reply stage] waits for "durable ≥ e", then replies
 //! ```
 //!
-//! The sequencer closes an epoch when `epoch_duration` has passed since its first request or
-//! `epoch_txns_max` requests are in, hands the batch to the durability thread (one durable write
+//! The sequencer closes an epoch when `epoch_duration` has passed since its first request,
+//! `epoch_txns_max` requests are in, or it holds `epoch_quiet_close_txns` and no more arrive
+//! while it yields a few times; it hands the batch to the durability thread (one durable write
 //! per epoch) and executes it while the write is in flight. Replies of epoch `e` are released
 //! only once epoch `e` is durable; if storage fails, they get [`TxnError::Storage`] instead and
 //! the runtime stops accepting requests.
@@ -183,6 +184,7 @@ impl<A: App> Runtime<A> {
             reply_rx,
             watermark.clone(),
             config.outbox.clone(),
+            stats.clone(),
         ));
         let sequencer = tokio::spawn(sequencer_loop(Sequencer {
             predictor: Predictor::new(config.serial_hints),
@@ -201,6 +203,7 @@ impl<A: App> Runtime<A> {
             retry_queue: Vec::new(),
             inflight: FxHashMap::default(),
             carry: Default::default(),
+            last_epoch_txns: 0,
         }));
         Ok(Runtime {
             client,

@@ -54,6 +54,10 @@ pub(super) struct Sequencer<A: App> {
     /// The rest of a batch that did not fit into the epoch it arrived in (`epoch_txns_max`):
     /// sequenced first in the next epochs, after the retries.
     pub(super) carry: VecDeque<Admitted<A>>,
+    /// Requests of the last epoch run: an epoch closes early on a quiet queue only once it holds
+    /// as many (`RuntimeConfig::epoch_quiet_close_txns`), so the burst of a closed loop's
+    /// clients coming back is never split across two log writes.
+    pub(super) last_epoch_txns: usize,
 }
 
 /// A sequenced request's reply channel and what the dedup window needs of it.
@@ -205,6 +209,9 @@ pub(super) async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
         };
         s.run_gathered(gathered, &mut turn, &mut copying).await;
         turn.turn_nanos = started.elapsed().as_nanos() as u64;
+        s.stats
+            .turn_nanos
+            .fetch_add(turn.turn_nanos, Ordering::Relaxed);
         s.stats.note_turn(&turn);
     }
 }
@@ -233,11 +240,14 @@ impl<A: App> Sequencer<A> {
         {
             g.take_txn(admitted, &self.dedup, &mut self.inflight);
         }
+        let gathering = Instant::now();
+        let mut idle_nanos = 0;
         if g.requests.is_empty() && g.answered.is_empty() {
             if g.closed {
                 return None;
             }
             let sub = self.rx.recv().await?;
+            idle_nanos = gathering.elapsed().as_nanos() as u64;
             g.take(sub, max, &self.dedup, &mut self.inflight, &mut self.carry);
             let between_epochs =
                 !g.conflict_stats.is_empty() || !g.state_hashes.is_empty() || !g.forgets.is_empty();
@@ -246,24 +256,76 @@ impl<A: App> Sequencer<A> {
                 return Some(g);
             }
         }
+        self.fill(&mut g).await;
+        let gathered_nanos = gathering.elapsed().as_nanos() as u64;
+        let stats = &self.stats;
+        stats
+            .gather_idle_nanos
+            .fetch_add(idle_nanos, Ordering::Relaxed);
+        stats
+            .gather_fill_nanos
+            .fetch_add(gathered_nanos - idle_nanos, Ordering::Relaxed);
+        Some(g)
+    }
+
+    /// Takes in submissions until the epoch closes: `epoch_duration` after it began, at
+    /// `epoch_txns_max` requests, or on a quiet queue once it holds enough
+    /// (`RuntimeConfig::epoch_quiet_close_txns`).
+    async fn fill(&mut self, g: &mut Gathered<A>) {
+        let max = self.config.epoch_txns_max;
         let deadline = tokio::time::Instant::now() + self.config.epoch_duration;
+        let quiet_min = match self.config.epoch_quiet_close_txns {
+            0 => usize::MAX,
+            min => min.max(self.last_epoch_txns),
+        };
         while !g.closed && g.requests.len() < max {
             let room = max - g.requests.len();
             match self.rx.try_recv() {
                 Ok(sub) => g.take(sub, room, &self.dedup, &mut self.inflight, &mut self.carry),
                 Err(mpsc::error::TryRecvError::Disconnected) => g.closed = true,
+                Err(mpsc::error::TryRecvError::Empty) if g.requests.len() >= quiet_min => {
+                    match self.wait_briefly().await {
+                        Some(sub) => {
+                            g.take(sub, room, &self.dedup, &mut self.inflight, &mut self.carry)
+                        }
+                        None => {
+                            self.stats.quiet_closes.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                }
                 Err(mpsc::error::TryRecvError::Empty) => {
+                    let waiting = Instant::now();
                     match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                         Ok(Some(sub)) => {
                             g.take(sub, room, &self.dedup, &mut self.inflight, &mut self.carry)
                         }
                         Ok(None) => g.closed = true,
-                        Err(_) => break,
+                        Err(_) => {
+                            // Nothing came since `waiting`: the epoch's idle tail.
+                            let tail = waiting.elapsed().as_nanos() as u64;
+                            self.stats
+                                .gather_tail_nanos
+                                .fetch_add(tail, Ordering::Relaxed);
+                            break;
+                        }
                     }
                 }
             }
         }
-        Some(g)
+    }
+
+    /// The next submission if one arrives while the sequencer yields to its worker's other
+    /// tasks `limits::EPOCH_QUIET_YIELDS` times; `None` when the queue stayed quiet (or every
+    /// client is gone, which the next `try_recv` sees).
+    async fn wait_briefly(&mut self) -> Option<Submission<A>> {
+        for _ in 0..limits::EPOCH_QUIET_YIELDS {
+            tokio::task::yield_now().await;
+            if let Ok(sub) = self.rx.try_recv() {
+                return Some(sub);
+            }
+        }
+        None
     }
 
     /// Sequences, logs and runs what was gathered, then queues its replies (and a checkpoint
@@ -321,6 +383,7 @@ impl<A: App> Sequencer<A> {
             }
             return;
         }
+        self.last_epoch_txns = requests.len();
         let env = self.next_epoch(requests);
         (turn.epoch, turn.timestamp_ms) = (env.epoch, env.timestamp_ms);
         turn.txns = env.requests.len() as u64;

@@ -41,6 +41,24 @@ pub struct RuntimeStats {
     /// wall time of those lend rounds (included in `serial_pass_nanos`).
     pub serial_lends: AtomicU64,
     pub serial_lend_nanos: AtomicU64,
+    /// The sequencer's time between two epochs, summed: waiting for an epoch's first request
+    /// with nothing queued (`gather_idle_nanos`), then collecting the rest of the epoch until
+    /// it closes (`gather_fill_nanos`); every partition is idle meanwhile. And its whole turns
+    /// (`turn_nanos`: from an epoch closing to the next gather, execution and its checkpoint
+    /// step included).
+    pub gather_idle_nanos: AtomicU64,
+    pub gather_fill_nanos: AtomicU64,
+    /// The part of `gather_fill_nanos` after the last submission of the epoch arrived: waiting
+    /// for `epoch_duration` to run out with nothing coming.
+    pub gather_tail_nanos: AtomicU64,
+    pub turn_nanos: AtomicU64,
+    /// Epochs closed early because the submission queue went quiet
+    /// (`RuntimeConfig::epoch_quiet_close_txns`) rather than by time or size.
+    pub quiet_closes: AtomicU64,
+    /// Reply batches (one per epoch) and how long they waited, after the epoch had run, for the
+    /// epoch to be durable: the replies' wait for the fsync.
+    pub reply_batches: AtomicU64,
+    pub reply_durable_wait_nanos: AtomicU64,
     /// The store lease's term this runtime holds (0: none; see `RuntimeStats::lease_status`).
     pub lease_term: AtomicU64,
     /// The term of the holder that took the store over (0: none; `u64::MAX`: the lease lapsed).
@@ -189,6 +207,15 @@ pub struct StatsSnapshot {
     /// Epochs whose serial pass borrowed the partitions, and the wall time of those lend rounds.
     pub serial_lends: u64,
     pub serial_lend_nanos: u64,
+    /// The sequencer's gathering and turn time, and the replies' wait for durability (see
+    /// [`RuntimeStats::gather_idle_nanos`] and [`RuntimeStats::reply_durable_wait_nanos`]).
+    pub gather_idle_nanos: u64,
+    pub gather_fill_nanos: u64,
+    pub gather_tail_nanos: u64,
+    pub turn_nanos: u64,
+    pub quiet_closes: u64,
+    pub reply_batches: u64,
+    pub reply_durable_wait_nanos: u64,
     /// Levels: the lease's term held, and the term that fenced this runtime (0: none).
     pub lease_term: u64,
     pub fenced_by_term: u64,
@@ -226,6 +253,14 @@ impl StatsSnapshot {
             serial_pass_nanos: self.serial_pass_nanos - earlier.serial_pass_nanos,
             serial_lends: self.serial_lends - earlier.serial_lends,
             serial_lend_nanos: self.serial_lend_nanos - earlier.serial_lend_nanos,
+            gather_idle_nanos: self.gather_idle_nanos - earlier.gather_idle_nanos,
+            gather_fill_nanos: self.gather_fill_nanos - earlier.gather_fill_nanos,
+            gather_tail_nanos: self.gather_tail_nanos - earlier.gather_tail_nanos,
+            turn_nanos: self.turn_nanos - earlier.turn_nanos,
+            quiet_closes: self.quiet_closes - earlier.quiet_closes,
+            reply_batches: self.reply_batches - earlier.reply_batches,
+            reply_durable_wait_nanos: self.reply_durable_wait_nanos
+                - earlier.reply_durable_wait_nanos,
             lease_term: self.lease_term,
             fenced_by_term: self.fenced_by_term,
             node_bytes_sent: self.node_bytes_sent - earlier.node_bytes_sent,
@@ -261,6 +296,13 @@ impl RuntimeStats {
             serial_pass_nanos: read(&self.serial_pass_nanos),
             serial_lends: read(&self.serial_lends),
             serial_lend_nanos: read(&self.serial_lend_nanos),
+            gather_idle_nanos: read(&self.gather_idle_nanos),
+            gather_fill_nanos: read(&self.gather_fill_nanos),
+            gather_tail_nanos: read(&self.gather_tail_nanos),
+            turn_nanos: read(&self.turn_nanos),
+            quiet_closes: read(&self.quiet_closes),
+            reply_batches: read(&self.reply_batches),
+            reply_durable_wait_nanos: read(&self.reply_durable_wait_nanos),
             lease_term: read(&self.lease_term),
             fenced_by_term: read(&self.fenced_by_term),
             ..StatsSnapshot::default()

@@ -1,0 +1,99 @@
+//! When the sequencer closes an epoch: by time (`epoch_duration`), by size (`epoch_txns_max`),
+//! or, once it holds `epoch_quiet_close_txns` requests and as many as the epoch before it, as
+//! soon as the submission queue goes quiet — so that under load the partitions do not sit idle
+//! waiting for the timer.
+//!
+//! The tokio clock is paused: it moves only when every task waits for a timer, so an epoch that
+//! waited for its timer shows as at least `epoch_duration` of tokio time, and one that closed on
+//! a quiet queue as less.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+use txn::{Request, Runtime, RuntimeConfig};
+
+const EPOCH_DURATION: Duration = Duration::from_millis(10);
+
+/// A runtime closing early at `quiet_close` requests (0: never).
+async fn runtime(fx: &Fixture, quiet_close: usize) -> Runtime<ChainApp> {
+    let config = RuntimeConfig {
+        epoch_duration: EPOCH_DURATION,
+        epoch_quiet_close_txns: quiet_close,
+        // The lease renews on a timer, which the paused clock would jump to.
+        lease: None,
+        ..RuntimeConfig::in_memory()
+    };
+    Runtime::start(fx.app.clone(), config).await.unwrap()
+}
+
+/// Submits `n` single-key writes as one batch and returns how much tokio time passed until
+/// every outcome was in; the batch must be one epoch.
+async fn tokio_time_to_outcomes(rt: &Runtime<ChainApp>, fx: &Fixture, n: u64) -> Duration {
+    let batch: Vec<Request<ChainApp>> = (0..n)
+        .map(|key| {
+            let ev = op0(key, OpKind::Add(1));
+            let (service, key) = fx.first_target(&ev);
+            Request::raw(service, service.partition_of(&key), ev)
+        })
+        .collect();
+    let started = tokio::time::Instant::now();
+    let outcomes = rt.client().submit_many(batch).await;
+    let waited = started.elapsed();
+    let epochs: Vec<u64> = outcomes
+        .iter()
+        .map(|o| o.as_ref().expect("sequenced").tid.epoch())
+        .collect();
+    assert!(epochs.windows(2).all(|w| w[0] == w[1]), "{epochs:?}");
+    for outcome in outcomes {
+        let outcome = outcome.expect("sequenced");
+        assert!(outcome.result.is_ok(), "{outcome:?}");
+    }
+    waited
+}
+
+// Goal: an epoch holding at least `epoch_quiet_close_txns` requests closes as soon as nothing
+// more arrives, without waiting out `epoch_duration`.
+#[tokio::test(start_paused = true)]
+async fn a_full_enough_epoch_closes_when_the_queue_goes_quiet() {
+    let fx = build(1, 4);
+    let rt = runtime(&fx, 8).await;
+    let waited = tokio_time_to_outcomes(&rt, &fx, 8).await;
+    assert!(
+        waited < EPOCH_DURATION,
+        "the epoch waited {waited:?} for its timer"
+    );
+    rt.shutdown().await;
+}
+
+// Goal: below `epoch_quiet_close_txns` requests, or with it off, an epoch still collects
+// requests for its whole `epoch_duration` (the quiet close only cuts waits under load).
+#[tokio::test(start_paused = true)]
+async fn a_small_epoch_or_one_without_quiet_close_waits_for_its_timer() {
+    let fx = build(1, 4);
+    for (n, quiet_close) in [(8, 9), (8, 0)] {
+        let rt = runtime(&fx, quiet_close).await;
+        let waited = tokio_time_to_outcomes(&rt, &fx, n).await;
+        assert!(
+            waited >= EPOCH_DURATION,
+            "{n} requests, quiet close at {quiet_close}: the epoch closed after {waited:?}"
+        );
+        rt.shutdown().await;
+    }
+}
+
+// Goal: an epoch closes early only once it holds as many requests as the epoch before it, so
+// the clients of a closed loop coming back are not split over two epochs (and two log writes).
+#[tokio::test(start_paused = true)]
+async fn an_epoch_smaller_than_the_last_waits_for_its_timer() {
+    let fx = build(1, 4);
+    let rt = runtime(&fx, 2).await;
+    let first = tokio_time_to_outcomes(&rt, &fx, 8).await;
+    assert!(first < EPOCH_DURATION, "8 ≥ 2 closes early: {first:?}");
+    let second = tokio_time_to_outcomes(&rt, &fx, 4).await;
+    assert!(
+        second >= EPOCH_DURATION,
+        "4 after an epoch of 8 waits for the timer: {second:?}"
+    );
+    rt.shutdown().await;
+}
