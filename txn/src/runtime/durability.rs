@@ -107,6 +107,9 @@ pub(super) struct CheckpointSchedule {
     /// Told each time the checkpoint thread clears `in_flight` (one stored permit), so a live
     /// erasure can wait for the checkpoint being written.
     pub(super) idle: tokio::sync::Notify,
+    /// Set when the runtime stops to be replaced (`Runtime::shutdown_keeping_lease`): the
+    /// checkpoint being written stops before its next chunk and is never completed.
+    pub(super) abandon: AtomicBool,
 }
 
 impl CheckpointSchedule {
@@ -374,8 +377,14 @@ pub(super) fn checkpoint_loop(
                 checkpoint: writer_turn,
                 log: log_turn,
             };
-            match write_checkpoint(storage, order, &mut truncation, turns) {
-                Ok((n_rows, chunk_nanos_max)) => {
+            match write_checkpoint(storage, order, &mut truncation, turns, &schedule.abandon) {
+                Ok(None) => {
+                    tracing::info!(
+                        epoch,
+                        "checkpoint abandoned unfinished: the runtime stops to be replaced"
+                    );
+                }
+                Ok(Some((n_rows, chunk_nanos_max))) => {
                     let micros = started.elapsed().as_micros() as u64;
                     stats.note_checkpoint(chunk_nanos_max, micros * 1_000);
                     stats
@@ -400,7 +409,8 @@ pub(super) fn checkpoint_loop(
 }
 
 /// Writes an incremental checkpoint in bounded chunks, completes it, then drops the log records
-/// it covers; returns how many rows it wrote and the longest it held the writer for one chunk.
+/// it covers; returns how many rows it wrote and the longest it held the writer for one chunk,
+/// or `None` if `abandon` was set before it completed (nothing completed, nothing truncated).
 /// Each table's rows are encoded and written before the next table's are encoded, so the
 /// encoded rows in memory are one table's at most, not the whole checkpoint's (after a large
 /// load that would be every row of the database again).
@@ -409,7 +419,8 @@ fn write_checkpoint(
     order: CheckpointOrder,
     truncation: &mut Truncation,
     turns: Turns<'_>,
-) -> Result<(usize, u64), crate::storage::StorageError> {
+    abandon: &AtomicBool,
+) -> Result<Option<(usize, u64)>, crate::storage::StorageError> {
     let writer_turn = turns.checkpoint;
     let CheckpointOrder {
         epoch,
@@ -445,8 +456,14 @@ fn write_checkpoint(
             base.push_rows(epoch, &rows)?;
         }
         for chunk in rows.chunks(limits::CHECKPOINT_CHUNK_ROWS_MAX) {
+            if abandon.load(Ordering::Acquire) {
+                return Ok(None);
+            }
             turn(&mut || storage.write_checkpoint_rows(epoch, chunk))?;
         }
+    }
+    if abandon.load(Ordering::Acquire) {
+        return Ok(None);
     }
     if let Some(base) = base.as_deref_mut() {
         base.finish(epoch, timestamp_ms)?;
@@ -467,7 +484,7 @@ fn write_checkpoint(
         truncation_seconds = (started.elapsed() - completed).as_secs_f64(),
         "checkpoint written"
     );
-    Ok((n_rows, chunk_nanos_max))
+    Ok(Some((n_rows, chunk_nanos_max)))
 }
 
 /// The writer turns the checkpoint thread takes: its checkpoint writes' and the log's.

@@ -76,6 +76,8 @@ pub struct Runtime<A: App> {
     lease: Option<lease::LeaseKeeper>,
     /// The durable epoch, which also records why the runtime refuses writes (`failure`).
     durable: Arc<DurableWatermark>,
+    /// The checkpoint in flight, which a stop keeping the lease abandons.
+    checkpoint_schedule: Arc<CheckpointSchedule>,
 }
 
 impl<A: App> Runtime<A> {
@@ -166,6 +168,7 @@ impl<A: App> Runtime<A> {
             in_flight: AtomicBool::new(false),
             last_completed: AtomicU64::new(recovery.checkpoint_epoch.unwrap_or(0)),
             idle: tokio::sync::Notify::new(),
+            abandon: AtomicBool::new(false),
         });
         let (log_tx, log_rx) = mpsc::channel::<LogItem<A>>(limits::EPOCHS_IN_FLIGHT_MAX);
         let threads =
@@ -199,7 +202,7 @@ impl<A: App> Runtime<A> {
             epoch: recovery.last_epoch,
             last_timestamp_ms: recovery.last_timestamp_ms,
             dedup,
-            checkpoint_schedule,
+            checkpoint_schedule: checkpoint_schedule.clone(),
             retry_queue: Vec::new(),
             inflight: FxHashMap::default(),
             carry: Default::default(),
@@ -212,6 +215,7 @@ impl<A: App> Runtime<A> {
             replier,
             durability: Some(threads.durability),
             checkpointer: Some(threads.checkpointer),
+            checkpoint_schedule,
             actors,
             recovery,
             lease: lease_keeper,
@@ -262,6 +266,16 @@ impl<A: App> Runtime<A> {
     }
 
     async fn stop(mut self, hand_lease_back: bool) {
+        // A runtime replaced by a new one on the same store (keeping the lease) does not wait
+        // for the rest of a checkpoint being written: the checkpoint is left incomplete, as a
+        // crash would leave it, and the new runtime recovers from the previous one and the
+        // log. Writing a large first checkpoint can take tens of seconds, during which no
+        // runtime would serve.
+        if !hand_lease_back {
+            self.checkpoint_schedule
+                .abandon
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         let _ = self.client.tx.send(Submission::Stop).await;
         let _ = self.sequencer.await;
         let _ = self.replier.await;
