@@ -1,5 +1,6 @@
 //! The log truncation after a checkpoint removes the covered log in bounded steps, so an epoch
-//! waiting to be logged never waits behind the removal of thousands of epochs of records.
+//! waiting to be logged never waits behind the removal of thousands of epochs of records; and a
+//! runtime stopped to be replaced abandons the checkpoint it is writing.
 
 mod common;
 
@@ -16,10 +17,24 @@ const EVERY: u64 = 3 * CHECKPOINT_TRUNCATE_EPOCHS_PER_STEP + 10;
 /// Requests of the run, one epoch each: two checkpoints and their truncations.
 const RUN_EPOCHS: u64 = 2 * EVERY + 40;
 
-/// A `MemoryStorage` that records the epoch below which each truncation removed the log.
+/// A `MemoryStorage` that records the epoch below which each truncation removed the log, the
+/// checkpoint chunks written and completions; with `gate`, its first checkpoint chunk write
+/// waits until the test opens the gate.
+#[derive(Default)]
 struct RecordedTruncations {
     inner: MemoryStorage,
     belows: Mutex<Vec<u64>>,
+    chunks: Mutex<Vec<u64>>,
+    completed: Mutex<Vec<u64>>,
+    gate: Option<Gate>,
+}
+
+/// Holds the first checkpoint chunk write: `entered` once it waits, until `open`.
+#[derive(Default)]
+struct Gate {
+    entered: std::sync::atomic::AtomicBool,
+    open: Mutex<bool>,
+    opened: parking_lot::Condvar,
 }
 
 impl Storage for RecordedTruncations {
@@ -47,9 +62,23 @@ impl Storage for RecordedTruncations {
         checkpoint_epoch: u64,
         rows: &[(Vec<u8>, Option<Vec<u8>>)],
     ) -> Result<(), StorageError> {
+        let first = {
+            let mut chunks = self.chunks.lock();
+            chunks.push(checkpoint_epoch);
+            chunks.len() == 1
+        };
+        if let (true, Some(gate)) = (first, &self.gate) {
+            let mut open = gate.open.lock();
+            gate.entered
+                .store(true, std::sync::atomic::Ordering::Release);
+            while !*open {
+                gate.opened.wait(&mut open);
+            }
+        }
         self.inner.write_checkpoint_rows(checkpoint_epoch, rows)
     }
     fn complete_checkpoint(&self, checkpoint_epoch: u64) -> Result<(), StorageError> {
+        self.completed.lock().push(checkpoint_epoch);
         self.inner.complete_checkpoint(checkpoint_epoch)
     }
     fn read_latest_checkpoint(
@@ -86,10 +115,7 @@ impl Storage for RecordedTruncations {
 async fn log_truncation_after_a_checkpoint_goes_in_bounded_steps() {
     let fx = build(1, 2);
     let (counters, table) = (fx.services[0], fx.tables[0]);
-    let storage = Arc::new(RecordedTruncations {
-        inner: MemoryStorage::new(),
-        belows: Mutex::new(Vec::new()),
-    });
+    let storage = Arc::new(RecordedTruncations::default());
     let config = RuntimeConfig {
         storage: storage.clone(),
         checkpoint_every_epochs: EVERY,
@@ -147,4 +173,80 @@ async fn log_truncation_after_a_checkpoint_goes_in_bounded_steps() {
         Some(covered + 1),
         "the log starts after the checkpoint"
     );
+}
+
+/// Rows the abandon test writes: more than one checkpoint chunk's worth.
+const ABANDON_KEYS: u64 = 2 * txn::limits::CHECKPOINT_CHUNK_ROWS_MAX as u64 + 100;
+
+/// Adds 1 to key `key` of the one counters service.
+fn bump(key: u64) -> Ev {
+    Ev::chain(vec![Op {
+        svc: 0,
+        key,
+        kind: OpKind::Add(1),
+    }])
+}
+
+// Goal: a runtime stopped to be replaced (`shutdown_keeping_lease`, a cluster's re-placement)
+// while its checkpoint thread is inside the first chunk of a three-chunk checkpoint writes no
+// further chunk and completes nothing, and a new runtime on the same store recovers every
+// write from the log. Without the abandon, the stop writes the other chunks and completes the
+// checkpoint first (with a large first checkpoint after a take-over, for tens of seconds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_replaced_keeping_the_lease_abandons_the_checkpoint_it_is_writing() {
+    let fx = build(1, 2);
+    let (counters, table) = (fx.services[0], fx.tables[0]);
+    let storage = Arc::new(RecordedTruncations {
+        gate: Some(Gate::default()),
+        ..Default::default()
+    });
+    let gate = storage.gate.as_ref().unwrap();
+    let config = RuntimeConfig {
+        storage: storage.clone(),
+        checkpoint_every_epochs: 8,
+        ..RuntimeConfig::in_memory()
+    };
+    let rt = Runtime::start(fx.app.clone(), config.clone())
+        .await
+        .unwrap();
+    let client = rt.client();
+    let writes = (0..ABANDON_KEYS).map(|key| {
+        let client = client.clone();
+        async move { client.submit_raw(counters, &key, bump(key)).await }
+    });
+    for outcome in futures::future::join_all(writes).await {
+        assert!(outcome.unwrap().committed());
+    }
+    // Epochs drive the checkpoint's copy until its write reaches the gate.
+    let mut extra = 0;
+    while !gate.entered.load(std::sync::atomic::Ordering::Acquire) {
+        assert!(extra < 10_000, "the checkpoint's write never began");
+        let outcome = client.submit_raw(counters, &0u64, bump(0)).await.unwrap();
+        assert!(outcome.committed());
+        extra += 1;
+    }
+    // The stop's first poll marks the checkpoint abandoned; then the held chunk may finish.
+    let mut stop = Box::pin(rt.shutdown_keeping_lease());
+    assert!(futures::poll!(&mut stop).is_pending());
+    *gate.open.lock() = true;
+    gate.opened.notify_all();
+    stop.await;
+    let chunks = storage.chunks.lock().clone();
+    assert_eq!(chunks.len(), 1, "chunks written after the stop: {chunks:?}");
+    assert_eq!(
+        *storage.completed.lock(),
+        Vec::<u64>::new(),
+        "a completed checkpoint"
+    );
+    let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
+    assert_eq!(rt.recovery_report().checkpoint_epoch, None);
+    let counts = rt
+        .client()
+        .query(&[counters], move |view| {
+            view.iter(table).map(|(_, v)| *v).sum::<i64>()
+        })
+        .await
+        .unwrap();
+    assert_eq!(counts.into_iter().sum::<i64>() as u64, ABANDON_KEYS + extra);
+    rt.shutdown().await;
 }
