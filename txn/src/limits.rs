@@ -200,6 +200,10 @@ impl Default for TxnLimits {
 /// memory instead of the whole log tail.
 pub const RECOVERY_EPOCHS_READ_AHEAD_MAX: usize = 64;
 
+/// Replayed epochs whose outcomes wait to be settled into the dedup window beside the replay
+/// (each holds its requests and results), so settling overlaps the next epochs' runs. In epochs.
+pub const RECOVERY_EPOCHS_SETTLE_AHEAD_MAX: usize = 16;
+
 /// Most distinct purposes an application may declare (handlers and `allow` together): a
 /// handler's purposes are one bit mask, so a personal-data read checks them in one `AND`.
 pub const PURPOSES_MAX: usize = 64;
@@ -244,6 +248,7 @@ pub const TAKE_OVER_LOG_TAIL_EPOCHS: u64 = 4;
 
 const _: () = assert!(TAKE_OVER_LOG_TAIL_EPOCHS >= 2);
 const _: () = assert!(RECOVERY_EPOCHS_READ_AHEAD_MAX >= 1);
+const _: () = assert!(RECOVERY_EPOCHS_SETTLE_AHEAD_MAX >= 1);
 const _: () = assert!(RECOVERY_LOAD_CHUNK_ROWS_MAX >= 1 && RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX >= 1);
 const _: () = assert!(RECOVERY_LOAD_ROUND_BYTES_MAX * 2 <= PHASE_MESSAGE_BYTES_MAX);
 const _: () = assert!(EPOCH_DURATION_US_DEFAULT <= EPOCH_DURATION_US_MAX);

@@ -21,7 +21,8 @@
 use crate::app::{App, AppDef};
 use crate::cluster_dispatch::DriverDispatch;
 use crate::dedup::{DEDUP_GP, Dedup, WindowBounds, request_digest};
-use crate::epoch::{Dispatch, run_epoch, run_phase};
+use crate::envelope::EpochEnv;
+use crate::epoch::{Dispatch, TxnResult, run_epoch, run_phase};
 use crate::error::TxnError;
 use crate::ids::GlobalPartition;
 use crate::limits;
@@ -220,8 +221,8 @@ async fn recover_splitting<A: App, D: Dispatch<A>>(
 ) -> Result<(RecoveryReport, Dedup<A::Output>, Option<ChangedRows>), TxnError> {
     let mut before_tail = None;
     let started = std::time::Instant::now();
-    let (checkpoint_epoch, rows_loaded, mut dedup) =
-        load_checkpoint_async(app, actors, config).await?;
+    let (checkpoint_epoch, rows_loaded, dedup) = load_checkpoint_async(app, actors, config).await?;
+    let mut settler = Settler::<A>::start(dedup);
     let from = checkpoint_epoch.map_or(0, |c| c + 1);
     let mut records = stream_log::<A>(config.storage.clone(), from);
     let mut position = LogPosition {
@@ -232,7 +233,10 @@ async fn recover_splitting<A: App, D: Dispatch<A>>(
     };
     let mut last_epoch = checkpoint_epoch.unwrap_or(0);
     let mut last_timestamp_ms = 0;
+    let mut spent = ReplaySpent::default();
+    let mut waited_from = Instant::now();
     while let Some(record) = records.recv().await {
+        spent.log_wait += waited_from.elapsed();
         let record = record?;
         position.check_next(record.epoch)?;
         if let Some((tail_from, gps)) = &split
@@ -244,9 +248,14 @@ async fn recover_splitting<A: App, D: Dispatch<A>>(
         }
         last_epoch = record.epoch;
         last_timestamp_ms = record.timestamp_ms;
-        replay_epoch(app, actors, config, record, &mut dedup).await?;
+        replay_epoch(app, actors, config, record, &mut settler, &mut spent).await?;
         position.epochs_replayed += 1;
+        waited_from = Instant::now();
     }
+    let finishing = Instant::now();
+    let (dedup, settling) = settler.finish().await?;
+    (spent.settle_wait, spent.settle) = (finishing.elapsed(), settling);
+    spent.log(position.epochs_replayed);
     Ok((
         RecoveryReport {
             checkpoint_epoch,
@@ -416,30 +425,107 @@ impl LogPosition {
     }
 }
 
-/// Replays one logged epoch: runs it as the record says, delivers its outbox again and puts
-/// the final outcomes of requests with ids back into the dedup window.
+/// Replays one logged epoch: runs it as the record says, delivers its outbox again and hands
+/// its results to the [`Settler`], which puts the final outcomes of requests with ids back into
+/// the dedup window while the next epoch runs.
 async fn replay_epoch<A: App, D: Dispatch<A>>(
     app: &Arc<AppDef<A>>,
     actors: &D,
     config: &RuntimeConfig,
     mut record: EpochRecord<A::Event>,
-    dedup: &mut Dedup<A::Output>,
+    settler: &mut Settler<A>,
+    spent: &mut ReplaySpent,
 ) -> Result<(), TxnError> {
     let erase = std::mem::take(&mut record.erase);
     let env = record.into_env();
+    let running = Instant::now();
     let outcome = run_epoch(app, actors, env.clone(), Vec::new()).await?;
     super::forget::erase_at_epoch_end(app, actors, &erase).await?;
+    spent.run += running.elapsed();
+    spent.txns += env.requests.len() as u64;
     if let Some(sink) = &config.outbox {
         // At-least-once: these epochs are durable, their messages may have been delivered
         // before the restart; the TID lets the sink tell.
         deliver_outbox(sink.as_ref(), env.epoch, &outcome.outbox);
     }
-    for (seq, result) in outcome.results.into_iter().enumerate() {
+    settler.settle(env, outcome.results).await
+}
+
+/// One replayed epoch's requests and their results, on their way to the [`Settler`].
+type Replayed<A> = (
+    Arc<EpochEnv<<A as App>::Event>>,
+    Vec<TxnResult<<A as App>::Output>>,
+);
+
+/// Settles replayed epochs into the dedup window on the blocking pool, in epoch order, so that
+/// re-encoding each request for its digest and encoding its outcome overlap the next epochs'
+/// runs instead of adding to them. At most `RECOVERY_EPOCHS_SETTLE_AHEAD_MAX` epochs wait.
+struct Settler<A: App> {
+    epochs: mpsc::Sender<Replayed<A>>,
+    settled: tokio::task::JoinHandle<Result<SettledWindow<A>, TxnError>>,
+}
+
+/// The dedup window after the replay, and the time spent settling into it.
+type SettledWindow<A> = (Dedup<<A as App>::Output>, Duration);
+
+impl<A: App> Settler<A> {
+    /// Starts settling into `dedup` (the window loaded with the checkpoint).
+    fn start(mut dedup: Dedup<A::Output>) -> Self {
+        let (epochs, mut rx) =
+            mpsc::channel::<Replayed<A>>(limits::RECOVERY_EPOCHS_SETTLE_AHEAD_MAX);
+        let settled = tokio::task::spawn_blocking(move || {
+            let mut busy = Duration::ZERO;
+            while let Some((env, results)) = rx.blocking_recv() {
+                let started = Instant::now();
+                settle_epoch::<A>(&env, results, &mut dedup)?;
+                busy += started.elapsed();
+            }
+            Ok((dedup, busy))
+        });
+        Settler { epochs, settled }
+    }
+
+    /// Queues one replayed epoch; fails with the settling thread's error if it stopped on one.
+    async fn settle(
+        &mut self,
+        env: Arc<EpochEnv<A::Event>>,
+        results: Vec<TxnResult<A::Output>>,
+    ) -> Result<(), TxnError> {
+        if self.epochs.send((env, results)).await.is_ok() {
+            return Ok(());
+        }
+        match (&mut self.settled).await {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(_)) | Err(_) => Err(TxnError::Recovery(
+                "the thread settling replayed outcomes stopped".into(),
+            )),
+        }
+    }
+
+    /// Waits until every queued epoch is settled; returns the dedup window and the time spent
+    /// settling.
+    async fn finish(self) -> Result<SettledWindow<A>, TxnError> {
+        drop(self.epochs);
+        self.settled.await.map_err(|e| {
+            TxnError::Recovery(format!(
+                "the thread settling replayed outcomes stopped: {e}"
+            ))
+        })?
+    }
+}
+
+/// Puts the final outcomes of one replayed epoch's requests with ids into the dedup window,
+/// in seq order, with the digests the live runtime computed from the same targets and events.
+fn settle_epoch<A: App>(
+    env: &EpochEnv<A::Event>,
+    results: Vec<TxnResult<A::Output>>,
+    dedup: &mut Dedup<A::Output>,
+) -> Result<(), TxnError> {
+    for (seq, result) in results.into_iter().enumerate() {
         let req = &env.requests[seq];
         if let Some(id) = req.id
             && let Settled::Final(o) = settle(env.epoch, env.timestamp_ms, seq, result, req.retries)
         {
-            // The digest the live runtime computed from the same target and event.
             let (digest, _) = request_digest(req.target, &req.event).map_err(|e| {
                 TxnError::Recovery(format!(
                     "epoch {}: a logged event does not re-encode: {e}",
@@ -450,6 +536,39 @@ async fn replay_epoch<A: App, D: Dispatch<A>>(
         }
     }
     Ok(())
+}
+
+/// Where a replay's time went, logged once it ends: waiting for the log (read and decoded on
+/// the blocking pool), running the epochs, and settling their outcomes into the dedup window.
+/// Settling runs beside the epochs; `settle_wait` is how long the replay waited for it at the
+/// end.
+#[derive(Default)]
+struct ReplaySpent {
+    log_wait: Duration,
+    run: Duration,
+    settle: Duration,
+    settle_wait: Duration,
+    txns: u64,
+}
+
+impl ReplaySpent {
+    /// Logs the breakdown of a replay of `epochs` epochs (nothing for an empty log tail).
+    fn log(&self, epochs: u64) {
+        if epochs == 0 {
+            return;
+        }
+        let per_epoch_ms = |d: Duration| d.as_secs_f64() * 1e3 / epochs as f64;
+        tracing::info!(
+            epochs,
+            txns = self.txns,
+            log_wait_ms_per_epoch = per_epoch_ms(self.log_wait),
+            run_ms_per_epoch = per_epoch_ms(self.run),
+            settle_ms_per_epoch = per_epoch_ms(self.settle),
+            settle_wait_ms = self.settle_wait.as_secs_f64() * 1e3,
+            run_us_per_txn = self.run.as_secs_f64() * 1e6 / self.txns.max(1) as f64,
+            "replay breakdown: waiting for the log, running the epochs, settling outcomes (beside them)"
+        );
+    }
 }
 
 /// Recovers the runtime's partitions: in one process through its actors ([`recover`]); in a
