@@ -220,6 +220,9 @@ async fn a_lost_checkpoint_step_reply_stops_writes_and_loses_no_row() {
             && text.contains("node \"c\""),
         "{text}"
     );
+    // The node's failure names the checkpoint's epoch, not that of its last wave.
+    let named = format!("failed the checkpoint step batch of epoch {CHECKPOINT_EVERY_EPOCHS}");
+    assert!(text.contains(&named), "{text}");
     assert_eq!(
         storage.latest_checkpoint_epoch().unwrap(),
         None,

@@ -609,6 +609,25 @@ pub(super) struct CheckpointCopying {
     copying: Vec<GlobalPartition>,
 }
 
+/// A node's failure of a checkpoint step, naming the checkpoint's epoch instead of the epoch of
+/// the last wave the dispatch sent that node (which may be many epochs older).
+fn naming_checkpoint(e: TxnError, checkpoint_epoch: u64) -> TxnError {
+    match e {
+        TxnError::NodeFailed {
+            node,
+            phase,
+            reason,
+            ..
+        } => TxnError::NodeFailed {
+            node,
+            phase,
+            epoch: checkpoint_epoch,
+            reason,
+        },
+        e => e,
+    }
+}
+
 /// Begins a checkpoint as of the epoch just run (no row is copied yet, the dedup window's
 /// changes are taken now) or continues the one being copied: each partition still copying
 /// copies its next rows (one message each, in parallel). Once all are done, queues the rows
@@ -641,7 +660,8 @@ pub(super) async fn checkpoint_step<A: App>(
         begin,
         reply,
     })
-    .await?;
+    .await
+    .map_err(|e| naming_checkpoint(e, c.epoch))?;
     s.stats
         .checkpoint_copy_steps
         .fetch_add(1, Ordering::Relaxed);
