@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::{Condvar, Mutex};
+use txn::storage::delegating::{Delegate, Delegating};
 use txn::storage::{MemoryStorage, Storage, StorageError};
 use txn::{Runtime, RuntimeConfig};
 
@@ -53,12 +54,15 @@ impl SlowCheckpoints {
     }
 }
 
-impl Storage for SlowCheckpoints {
+impl Delegate for SlowCheckpoints {
+    fn inner(&self) -> &dyn Storage {
+        &self.inner
+    }
     fn name(&self) -> &'static str {
         "slow-checkpoints"
     }
     fn append_epoch(&self, epoch: u64, batch: &[u8]) -> Result<(), StorageError> {
-        self.append_epochs(&[(epoch, batch)])
+        Delegate::append_epochs(self, &[(epoch, batch)])
     }
     fn append_epochs(&self, epochs: &[(u64, &[u8])]) -> Result<(), StorageError> {
         let _guard = self.changed.0.lock();
@@ -72,23 +76,6 @@ impl Storage for SlowCheckpoints {
         self.changed.1.notify_all();
         Ok(())
     }
-    fn read_epochs(
-        &self,
-        from: u64,
-        visit: &mut dyn FnMut(u64, &[u8]) -> Result<(), StorageError>,
-    ) -> Result<(), StorageError> {
-        self.inner.read_epochs(from, visit)
-    }
-    fn last_epoch(&self) -> Result<Option<u64>, StorageError> {
-        self.inner.last_epoch()
-    }
-    fn write_checkpoint_rows(
-        &self,
-        checkpoint_epoch: u64,
-        rows: &[(Vec<u8>, Option<Vec<u8>>)],
-    ) -> Result<(), StorageError> {
-        self.inner.write_checkpoint_rows(checkpoint_epoch, rows)
-    }
     fn complete_checkpoint(&self, checkpoint_epoch: u64) -> Result<(), StorageError> {
         let mut guard = self.changed.0.lock();
         let done = |s: &Self| s.last_appended.load(Ordering::SeqCst) >= checkpoint_epoch + DURATION;
@@ -100,24 +87,6 @@ impl Storage for SlowCheckpoints {
         } else {
             Err(Self::killed_error("complete_checkpoint"))
         }
-    }
-    fn read_latest_checkpoint(
-        &self,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
-    ) -> Result<Option<u64>, StorageError> {
-        self.inner.read_latest_checkpoint(visit)
-    }
-    fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError> {
-        self.inner.truncate_log_below(epoch)
-    }
-    fn latest_checkpoint_epoch(&self) -> Result<Option<u64>, StorageError> {
-        self.inner.latest_checkpoint_epoch()
-    }
-    fn read_store_info(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        self.inner.read_store_info()
-    }
-    fn write_store_info(&self, info: &[u8]) -> Result<(), StorageError> {
-        self.inner.write_store_info(info)
     }
     fn checkpoints_have_own_writer(&self) -> bool {
         // A completion waits for later appends, so it must not hold the appender's turn.
@@ -145,7 +114,7 @@ async fn recovery_stays_bounded_across_many_short_runs() {
     let mut acknowledged = 0u64;
     let mut max_replayed = 0;
     for run in 0..30 {
-        let storage = Arc::new(SlowCheckpoints::new(memory.clone()));
+        let storage = Arc::new(Delegating(SlowCheckpoints::new(memory.clone())));
         let config = RuntimeConfig {
             storage: storage.clone(),
             checkpoint_every_epochs: EVERY,

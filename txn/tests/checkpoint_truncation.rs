@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use txn::limits::CHECKPOINT_TRUNCATE_EPOCHS_PER_STEP;
+use txn::storage::delegating::{Delegate, Delegating};
 use txn::storage::{MemoryStorage, Storage, StorageError};
 use txn::{Runtime, RuntimeConfig};
 
@@ -37,25 +38,12 @@ struct Gate {
     opened: parking_lot::Condvar,
 }
 
-impl Storage for RecordedTruncations {
+impl Delegate for RecordedTruncations {
+    fn inner(&self) -> &dyn Storage {
+        &self.inner
+    }
     fn name(&self) -> &'static str {
         "recorded-truncations"
-    }
-    fn append_epoch(&self, epoch: u64, batch: &[u8]) -> Result<(), StorageError> {
-        self.inner.append_epoch(epoch, batch)
-    }
-    fn append_epochs(&self, epochs: &[(u64, &[u8])]) -> Result<(), StorageError> {
-        self.inner.append_epochs(epochs)
-    }
-    fn read_epochs(
-        &self,
-        from: u64,
-        visit: &mut dyn FnMut(u64, &[u8]) -> Result<(), StorageError>,
-    ) -> Result<(), StorageError> {
-        self.inner.read_epochs(from, visit)
-    }
-    fn last_epoch(&self) -> Result<Option<u64>, StorageError> {
-        self.inner.last_epoch()
     }
     fn write_checkpoint_rows(
         &self,
@@ -81,24 +69,9 @@ impl Storage for RecordedTruncations {
         self.completed.lock().push(checkpoint_epoch);
         self.inner.complete_checkpoint(checkpoint_epoch)
     }
-    fn read_latest_checkpoint(
-        &self,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
-    ) -> Result<Option<u64>, StorageError> {
-        self.inner.read_latest_checkpoint(visit)
-    }
     fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError> {
         self.belows.lock().push(epoch);
         self.inner.truncate_log_below(epoch)
-    }
-    fn latest_checkpoint_epoch(&self) -> Result<Option<u64>, StorageError> {
-        self.inner.latest_checkpoint_epoch()
-    }
-    fn read_store_info(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        self.inner.read_store_info()
-    }
-    fn write_store_info(&self, info: &[u8]) -> Result<(), StorageError> {
-        self.inner.write_store_info(info)
     }
     fn checkpoints_have_own_writer(&self) -> bool {
         // As the embedded store: the checkpoint's writes do not take the log's turn, its
@@ -115,7 +88,7 @@ impl Storage for RecordedTruncations {
 async fn log_truncation_after_a_checkpoint_goes_in_bounded_steps() {
     let fx = build(1, 2);
     let (counters, table) = (fx.services[0], fx.tables[0]);
-    let storage = Arc::new(RecordedTruncations::default());
+    let storage = Arc::new(Delegating(RecordedTruncations::default()));
     let config = RuntimeConfig {
         storage: storage.clone(),
         checkpoint_every_epochs: EVERY,
@@ -196,10 +169,10 @@ fn bump(key: u64) -> Ev {
 async fn a_runtime_replaced_keeping_the_lease_abandons_the_checkpoint_it_is_writing() {
     let fx = build(1, 2);
     let (counters, table) = (fx.services[0], fx.tables[0]);
-    let storage = Arc::new(RecordedTruncations {
+    let storage = Arc::new(Delegating(RecordedTruncations {
         gate: Some(Gate::default()),
         ..Default::default()
-    });
+    }));
     let gate = storage.gate.as_ref().unwrap();
     let config = RuntimeConfig {
         storage: storage.clone(),

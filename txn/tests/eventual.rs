@@ -77,6 +77,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use txn::TxnError;
 use txn::eventual::EventualLogRecord;
+use txn::storage::delegating::{Delegate, Delegating};
 use txn::storage::{FaultyStorage, MemoryStorage, Storage, StorageError};
 
 const N_PARTS: u32 = 4;
@@ -98,13 +99,13 @@ struct ObservedStorage {
 }
 
 impl ObservedStorage {
-    fn new(delay: Duration) -> Arc<Self> {
-        Arc::new(ObservedStorage {
+    fn new(delay: Duration) -> Arc<Delegating<Self>> {
+        Arc::new(Delegating(ObservedStorage {
             inner: MemoryStorage::new(),
             delay,
             appends: AtomicU64::new(0),
             durable: Mutex::new(HashMap::new()),
-        })
+        }))
     }
 
     fn logged(&self, svc: u32, key: u64) -> Option<Logged> {
@@ -147,12 +148,15 @@ fn record_rows(
     Ok(())
 }
 
-impl Storage for ObservedStorage {
+impl Delegate for ObservedStorage {
+    fn inner(&self) -> &dyn Storage {
+        &self.inner
+    }
     fn name(&self) -> &'static str {
         "observed"
     }
     fn append_epoch(&self, epoch: u64, batch: &[u8]) -> Result<(), StorageError> {
-        self.append_epochs(&[(epoch, batch)])
+        Delegate::append_epochs(self, &[(epoch, batch)])
     }
     fn append_epochs(&self, epochs: &[(u64, &[u8])]) -> Result<(), StorageError> {
         // A model of fsync latency, not a wait for anything: the write is "in flight" for
@@ -166,44 +170,6 @@ impl Storage for ObservedStorage {
             record_rows(&mut durable, bytes, *epoch).expect("a decodable eventual record");
         }
         Ok(())
-    }
-    fn read_epochs(
-        &self,
-        from: u64,
-        visit: &mut dyn FnMut(u64, &[u8]) -> Result<(), StorageError>,
-    ) -> Result<(), StorageError> {
-        self.inner.read_epochs(from, visit)
-    }
-    fn last_epoch(&self) -> Result<Option<u64>, StorageError> {
-        self.inner.last_epoch()
-    }
-    fn write_checkpoint_rows(
-        &self,
-        checkpoint_epoch: u64,
-        rows: &[(Vec<u8>, Option<Vec<u8>>)],
-    ) -> Result<(), StorageError> {
-        self.inner.write_checkpoint_rows(checkpoint_epoch, rows)
-    }
-    fn complete_checkpoint(&self, checkpoint_epoch: u64) -> Result<(), StorageError> {
-        self.inner.complete_checkpoint(checkpoint_epoch)
-    }
-    fn read_latest_checkpoint(
-        &self,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
-    ) -> Result<Option<u64>, StorageError> {
-        self.inner.read_latest_checkpoint(visit)
-    }
-    fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError> {
-        self.inner.truncate_log_below(epoch)
-    }
-    fn latest_checkpoint_epoch(&self) -> Result<Option<u64>, StorageError> {
-        self.inner.latest_checkpoint_epoch()
-    }
-    fn read_store_info(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        self.inner.read_store_info()
-    }
-    fn write_store_info(&self, info: &[u8]) -> Result<(), StorageError> {
-        self.inner.write_store_info(info)
     }
 }
 

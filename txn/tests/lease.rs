@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use std::sync::Arc;
 use std::time::Duration;
+use txn::storage::delegating::{Delegate, Delegating};
 use txn::storage::{MemoryStorage, Storage, StorageError};
 use txn::{LeaseConfig, LeaseStatus, Runtime, RuntimeConfig, TxnError};
 
@@ -230,12 +231,12 @@ impl Wrapped {
     }
 }
 
-impl Storage for Wrapped {
+impl Delegate for Wrapped {
+    fn inner(&self) -> &dyn Storage {
+        &self.inner
+    }
     fn name(&self) -> &'static str {
         "wrapped"
-    }
-    fn append_epoch(&self, epoch: u64, batch: &[u8]) -> Result<(), StorageError> {
-        self.inner.append_epoch(epoch, batch)
     }
     fn read_epochs(
         &self,
@@ -253,37 +254,6 @@ impl Storage for Wrapped {
         }
         self.inner.read_epochs(from, visit)
     }
-    fn last_epoch(&self) -> Result<Option<u64>, StorageError> {
-        self.inner.last_epoch()
-    }
-    fn write_checkpoint_rows(
-        &self,
-        checkpoint_epoch: u64,
-        rows: &[(Vec<u8>, Option<Vec<u8>>)],
-    ) -> Result<(), StorageError> {
-        self.inner.write_checkpoint_rows(checkpoint_epoch, rows)
-    }
-    fn complete_checkpoint(&self, checkpoint_epoch: u64) -> Result<(), StorageError> {
-        self.inner.complete_checkpoint(checkpoint_epoch)
-    }
-    fn read_latest_checkpoint(
-        &self,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
-    ) -> Result<Option<u64>, StorageError> {
-        self.inner.read_latest_checkpoint(visit)
-    }
-    fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError> {
-        self.inner.truncate_log_below(epoch)
-    }
-    fn latest_checkpoint_epoch(&self) -> Result<Option<u64>, StorageError> {
-        self.inner.latest_checkpoint_epoch()
-    }
-    fn read_store_info(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        self.inner.read_store_info()
-    }
-    fn write_store_info(&self, info: &[u8]) -> Result<(), StorageError> {
-        self.inner.write_store_info(info)
-    }
     fn acquire_lease(&self, holder: &str, ttl: Duration) -> Result<u64, StorageError> {
         if !self.leases {
             return Err(StorageError::LeaseUnsupported { backend: "wrapped" });
@@ -299,7 +269,9 @@ async fn a_store_without_leases_runs_unfenced() {
     let fx = build(1, 2);
     let config = RuntimeConfig {
         lease: Some(lease("only", LONG)),
-        ..RuntimeConfig::with_storage(Arc::new(Wrapped::without_lease(MemoryStorage::new())))
+        ..RuntimeConfig::with_storage(Arc::new(Delegating(Wrapped::without_lease(
+            MemoryStorage::new(),
+        ))))
     };
     let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
     assert_eq!(rt.stats().lease_status(), LeaseStatus::Unfenced);
@@ -345,7 +317,7 @@ async fn a_recovery_longer_than_the_lease_keeps_it() {
     first.shutdown().await;
 
     let ttl = Duration::from_secs(1);
-    let slow = Arc::new(Wrapped::new(store.clone(), true, Some(3 * ttl)));
+    let slow = Arc::new(Delegating(Wrapped::new(store.clone(), true, Some(3 * ttl))));
     let config = RuntimeConfig {
         lease: Some(LeaseConfig {
             holder: "slow".into(),

@@ -10,6 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
+use txn::storage::delegating::{Delegate, Delegating};
 use txn::storage::{CheckpointRow, Storage, StorageError};
 
 /// Checkpoint counters, shared with whoever prints status lines.
@@ -28,7 +29,8 @@ struct Current {
 }
 
 /// Wraps a store; calls `announce` with `ckpt_begin epoch=E` before a checkpoint's first write
-/// and `ckpt_done epoch=E rows=N ms=T` after it completed.
+/// and `ckpt_done epoch=E rows=N ms=T` after it completed. Every other call reaches the store
+/// as it is ([`Delegate`]), so the run writes its log and checkpoints as it would unobserved.
 pub struct ObservedStorage<S> {
     inner: S,
     counters: Arc<CheckpointCounters>,
@@ -41,13 +43,13 @@ impl<S: Storage> ObservedStorage<S> {
         inner: S,
         counters: Arc<CheckpointCounters>,
         announce: impl Fn(&str) + Send + Sync + 'static,
-    ) -> Self {
-        ObservedStorage {
+    ) -> Delegating<Self> {
+        Delegating(ObservedStorage {
             inner,
             counters,
             current: Mutex::new(None),
             announce: Box::new(announce),
-        }
+        })
     }
 
     fn current(&self) -> MutexGuard<'_, Option<Current>> {
@@ -72,25 +74,9 @@ impl<S: Storage> ObservedStorage<S> {
     }
 }
 
-impl<S: Storage> Storage for ObservedStorage<S> {
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-
-    fn append_epoch(&self, epoch: u64, batch: &[u8]) -> Result<(), StorageError> {
-        self.inner.append_epoch(epoch, batch)
-    }
-
-    fn read_epochs(
-        &self,
-        from: u64,
-        visit: &mut dyn FnMut(u64, &[u8]) -> Result<(), StorageError>,
-    ) -> Result<(), StorageError> {
-        self.inner.read_epochs(from, visit)
-    }
-
-    fn last_epoch(&self) -> Result<Option<u64>, StorageError> {
-        self.inner.last_epoch()
+impl<S: Storage> Delegate for ObservedStorage<S> {
+    fn inner(&self) -> &dyn Storage {
+        &self.inner
     }
 
     fn write_checkpoint_rows(
@@ -116,28 +102,5 @@ impl<S: Storage> Storage for ObservedStorage<S> {
             }
         }
         result
-    }
-
-    fn read_latest_checkpoint(
-        &self,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
-    ) -> Result<Option<u64>, StorageError> {
-        self.inner.read_latest_checkpoint(visit)
-    }
-
-    fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError> {
-        self.inner.truncate_log_below(epoch)
-    }
-
-    fn latest_checkpoint_epoch(&self) -> Result<Option<u64>, StorageError> {
-        self.inner.latest_checkpoint_epoch()
-    }
-
-    fn read_store_info(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        self.inner.read_store_info()
-    }
-
-    fn write_store_info(&self, info: &[u8]) -> Result<(), StorageError> {
-        self.inner.write_store_info(info)
     }
 }

@@ -35,6 +35,7 @@
 //! the default are in `docs/storage.md`.
 
 pub mod conformance;
+pub mod delegating;
 pub mod faulty;
 #[cfg(feature = "fdb")]
 pub mod fdb_storage;

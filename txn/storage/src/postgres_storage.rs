@@ -4,9 +4,14 @@
 //!
 //! # Tables
 //!
-//! Created on first use (`CREATE ... IF NOT EXISTS` under an advisory lock, so concurrent first
-//! opens do not collide), in the schema given to [`PostgresStorage::open_in_schema`]
-//! ([`DEFAULT_SCHEMA`] otherwise):
+//! Created on first use, in the schema given to [`PostgresStorage::open_in_schema`]
+//! ([`DEFAULT_SCHEMA`] otherwise). An open first asks the catalog whether the schema is complete
+//! and changes nothing if it is, so the opens of a standby contending for the lease never wait
+//! for (or hold up) the holder's writes; otherwise it creates what is missing
+//! (`CREATE ... IF NOT EXISTS`) in one `READ COMMITTED` transaction under an advisory lock, so
+//! that opens racing on a fresh database queue on the lock and each then sees what the one
+//! before it created: none fails to serialize (40001), whatever the server's default
+//! isolation (a `SERIALIZABLE` transaction would keep the snapshot it took before the wait).
 //!
 //! ```text
 //! log      epoch bigint PK      record bytea   record envelope (crc32c, len, batch)  see `record`
@@ -189,11 +194,25 @@ impl Sql {
         }
     }
 
+    /// Whether the schema holds every table, the log's records stored as [`Sql::create`] sets
+    /// them (an earlier build did not): a read of the catalog only, which locks nothing.
+    fn complete(schema: &str) -> String {
+        let s = schema;
+        format!(
+            "SELECT to_regclass('{s}.checkpoint_rows') IS NOT NULL \
+                 AND to_regclass('{s}.meta') IS NOT NULL \
+                 AND to_regclass('{s}.lease') IS NOT NULL \
+                 AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute \
+                     WHERE attrelid = to_regclass('{s}.log') AND attname = 'record' \
+                     AND attstorage = 'e')"
+        )
+    }
+
     /// Creates the schema and its tables if missing (see the module doc).
     fn create(schema: &str) -> String {
         let s = schema;
         format!(
-            "BEGIN;
+            "BEGIN ISOLATION LEVEL READ COMMITTED;
              SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY});
              CREATE SCHEMA IF NOT EXISTS {s};
              CREATE TABLE IF NOT EXISTS {s}.log (epoch bigint PRIMARY KEY, record bytea NOT NULL);
@@ -276,9 +295,7 @@ impl PostgresStorage {
         let schema = schema.to_string();
         let conns = run_on(&handle, "open", async move {
             let log = connect(&config).await?;
-            log.batch_execute(&Sql::create(&schema))
-                .await
-                .map_err(pg_error("create tables"))?;
+            create_if_missing(&log, &schema).await?;
             let sql = Sql::new(&schema);
             refuse_old_layout(&log, &sql, &schema).await?;
             Ok(Connections {
@@ -334,6 +351,21 @@ fn run_on<T: Send + 'static>(
             "the client runtime stopped before the call finished",
         ))
     })
+}
+
+/// Creates the tables of `schema` unless the catalog shows them complete (see the module doc).
+async fn create_if_missing(client: &Client, schema: &str) -> Result<(), StorageError> {
+    let complete = client
+        .query_one(&Sql::complete(schema), &[])
+        .await
+        .map_err(pg_error("look for the tables"))?;
+    if complete.get::<_, bool>(0) {
+        return Ok(());
+    }
+    client
+        .batch_execute(&Sql::create(schema))
+        .await
+        .map_err(pg_error("create tables"))
 }
 
 /// Refuses a schema holding the tables of the earlier checkpoint layout (`state` and

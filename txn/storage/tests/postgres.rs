@@ -134,6 +134,116 @@ async fn a_schema_of_the_earlier_checkpoint_layout_is_refused() {
         .unwrap();
 }
 
+/// How many handles open one fresh schema at the same moment in
+/// `concurrent_opens_of_a_fresh_schema_all_succeed_at_once`, as the nodes of a cluster do.
+const CONCURRENT_OPENERS: usize = 4;
+/// Fresh schemas that test opens, each by all the openers at once.
+const CONCURRENT_OPEN_ROUNDS: usize = 5;
+/// Attempts an opener makes before it gives up (the old schema creation needed several).
+const OPEN_ATTEMPTS_MAX: u32 = 20;
+
+/// Opens `schema` as a cluster node does (again after a serialization failure, SQLSTATE
+/// 40001); returns the store and how many attempts failed with 40001.
+fn open_retrying_serialization_failures(config: &str, schema: &str) -> (PostgresStorage, u32) {
+    let mut failures = 0;
+    loop {
+        match PostgresStorage::open_in_schema(config, schema) {
+            Ok(store) => return (store, failures),
+            Err(e) if e.to_string().contains("40001") && failures < OPEN_ATTEMPTS_MAX => {
+                eprintln!("open of {schema} failed to serialize: {e}");
+                failures += 1;
+            }
+            Err(e) => {
+                panic!("open of {schema} failed after {failures} serialization failures: {e}")
+            }
+        }
+    }
+}
+
+#[test]
+fn concurrent_opens_of_a_fresh_schema_all_succeed_at_once() {
+    // Goal: several handles opening the same fresh schema at once (the nodes of a cluster
+    // starting together, on a server whose default isolation is SERIALIZABLE as the private
+    // one's is) all succeed at the first attempt, with no serialization failure (40001), and
+    // share one store.
+    let Some(server) = server("concurrent_opens") else {
+        return;
+    };
+    let config = server.config_string();
+    let mut serialization_failures = 0;
+    for round in 0..CONCURRENT_OPEN_ROUNDS {
+        let schema = format!("opened_at_once_{round}");
+        let barrier = std::sync::Barrier::new(CONCURRENT_OPENERS);
+        let opened: Vec<(PostgresStorage, u32)> = std::thread::scope(|scope| {
+            let openers: Vec<_> = (0..CONCURRENT_OPENERS)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        open_retrying_serialization_failures(&config, &schema)
+                    })
+                })
+                .collect();
+            openers.into_iter().map(|o| o.join().unwrap()).collect()
+        });
+        serialization_failures += opened.iter().map(|(_, failures)| failures).sum::<u32>();
+        opened[0].0.append_epoch(7, b"seven").unwrap();
+        for (store, _) in &opened {
+            assert_eq!(store.last_epoch().unwrap(), Some(7), "schema {schema}");
+        }
+    }
+    assert_eq!(
+        serialization_failures, 0,
+        "{CONCURRENT_OPEN_ROUNDS} rounds of {CONCURRENT_OPENERS} concurrent opens of a fresh \
+         schema failed to serialize {serialization_failures} times"
+    );
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_an_existing_store_waits_for_no_write() {
+    // Goal: opening a store whose tables exist (a standby contending for the lease opens it
+    // again and again) changes no table, so it neither waits for a write in flight (here an
+    // append's table lock, held open) nor holds up the writes after it.
+    let Some(server) = server_off_the_workers("open_waits_for_no_write").await else {
+        return;
+    };
+    let config = server.config_string();
+    let opening = config.clone();
+    tokio::task::spawn_blocking(move || PostgresStorage::open_in_schema(&opening, "busy"))
+        .await
+        .unwrap()
+        .expect("the first open creates the tables");
+    let (mut client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let appending = client.transaction().await.unwrap();
+    appending
+        .batch_execute("LOCK TABLE busy.log IN SHARE ROW EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let opening = config.clone();
+    let reopened =
+        tokio::task::spawn_blocking(move || PostgresStorage::open_in_schema(&opening, "busy"));
+    // A bound on a failure, not a synchronisation: an open that needs the table waits for
+    // the append's transaction, which ends only after this.
+    let reopened = tokio::time::timeout(Duration::from_secs(60), reopened).await;
+    appending.rollback().await.unwrap();
+    let reopened = reopened.expect("the open waited for the append's lock on the log table");
+    reopened.unwrap().expect("reopen the existing store");
+    drop(client);
+    tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+}
+
+/// [`server`] from a tokio worker thread, which it must not block.
+async fn server_off_the_workers(test: &'static str) -> Option<PgInstance> {
+    tokio::task::spawn_blocking(move || server(test))
+        .await
+        .unwrap()
+}
+
 /// The heap blocks of the checkpoint table in `schema`, asked of the server directly.
 fn checkpoint_table_blocks(config: &str, schema: &str) -> i64 {
     let config: tokio_postgres::Config = config.parse().unwrap();
