@@ -308,7 +308,9 @@ struct Groups {
 }
 
 /// Closed loop in client groups: each group submits its clients' operations together and each
-/// client submits its next one when the whole group's outcomes are in, until the deadline.
+/// client submits its next one when the whole group's outcomes are in, until the deadline. Each
+/// group is one long-lived loop with buffers it reuses, as `closed_loop`'s clients are: per
+/// group and round only the request list handed to `submit_many` is allocated.
 async fn closed_loop_groups<W: Workload, T: AsyncTarget<W>>(
     w: &W,
     client: &T,
@@ -316,35 +318,64 @@ async fn closed_loop_groups<W: Workload, T: AsyncTarget<W>>(
     groups: Groups,
     rec: &mut Recorder,
 ) {
-    let mut in_flight = FuturesUnordered::new();
-    for group in clients.chunks(groups.size) {
-        let generators = group.iter().map(|&c| w.generator(c)).collect();
-        in_flight.push(group_ops(w, client, generators));
-    }
-    while let Some(done) = in_flight.next().await {
-        let mut generators = Vec::with_capacity(done.len());
-        for d in done {
-            record(rec, groups.start, &d);
-            if d.finished < groups.deadline {
-                generators.push(d.generator);
-            }
-        }
-        if !generators.is_empty() {
-            in_flight.push(group_ops(w, client, generators));
-        }
-    }
+    // Shared by the loops of this one task only: the lock is never contended.
+    let shared = std::sync::Mutex::new(rec);
+    let mut loops: FuturesUnordered<_> = clients
+        .chunks(groups.size)
+        .map(|group| {
+            let generators = group.iter().map(|&c| w.generator(c)).collect();
+            group_loop(w, client, generators, &groups, &shared)
+        })
+        .collect();
+    while loops.next().await.is_some() {}
 }
 
-/// Runs the next operation of every client of a group: its transactions in one
-/// `submit_many`, its queries alongside.
-async fn group_ops<W: Workload, T: AsyncTarget<W>>(
+/// One group of closed-loop clients: runs every client's next operation together, records
+/// them, and goes on with the clients whose operation finished before the deadline.
+async fn group_loop<W: Workload, T: AsyncTarget<W>>(
     w: &W,
     client: &T,
     mut generators: Vec<W::Gen>,
-) -> Vec<Done<W::Gen>> {
+    groups: &Groups,
+    rec: &std::sync::Mutex<&mut Recorder>,
+) {
+    let mut ops = GroupOps::default();
+    while !generators.is_empty() {
+        group_ops(w, client, &mut generators, &mut ops).await;
+        let mut rec = rec.lock().unwrap_or_else(|e| e.into_inner());
+        let mut place = 0;
+        generators.retain(|_| {
+            let done = ops.done[place]
+                .as_ref()
+                .expect("every client ran an operation");
+            place += 1;
+            record(&mut rec, groups.start, done);
+            done.finished < groups.deadline
+        });
+    }
+}
+
+/// A group's buffers, reused from round to round.
+#[derive(Default)]
+struct GroupOps {
+    /// (client in the group, op type, effect) of each transaction, in group order.
+    txns: Vec<(usize, usize, i64)>,
+    /// Each client's completed operation of the round, by place in the group.
+    done: Vec<Option<Done<()>>>,
+}
+
+/// Runs the next operation of every client of a group: its transactions in one
+/// `submit_many`, its queries alongside; `ops.done` gets each client's outcome.
+async fn group_ops<W: Workload, T: AsyncTarget<W>>(
+    w: &W,
+    client: &T,
+    generators: &mut [W::Gen],
+    ops: &mut GroupOps,
+) {
     let started = Instant::now();
-    // (client in the group, op type, effect) of each transaction and query, in group order.
-    let mut txns = Vec::with_capacity(generators.len());
+    ops.txns.clear();
+    ops.done.clear();
+    ops.done.resize_with(generators.len(), || None);
     let mut requests = Vec::with_capacity(generators.len());
     let mut queries = Vec::new();
     for (i, generator) in generators.iter_mut().enumerate() {
@@ -354,7 +385,7 @@ async fn group_ops<W: Workload, T: AsyncTarget<W>>(
                 request,
                 effect,
             } => {
-                txns.push((i, ty, effect));
+                ops.txns.push((i, ty, effect));
                 requests.push(request);
             }
             Op::Query { ty, query } => queries.push((i, ty, query)),
@@ -373,29 +404,20 @@ async fn group_ops<W: Workload, T: AsyncTarget<W>>(
         (results, Instant::now())
     };
     let ((results, finished), queried) = futures::join!(submitted, queried);
-    let mut outcomes: Vec<Option<(usize, i64, Instant, _)>> =
-        (0..generators.len()).map(|_| None).collect();
-    for ((i, ty, effect), result) in txns.into_iter().zip(results) {
-        outcomes[i] = Some((ty, effect, finished, result));
+    let done = |ty, effect, finished, result| Done {
+        generator: (),
+        ty,
+        effect,
+        started,
+        finished,
+        result,
+    };
+    for (&(i, ty, effect), result) in ops.txns.iter().zip(results) {
+        ops.done[i] = Some(done(ty, effect, finished, result));
     }
     for (i, ty, result, at) in queried {
-        outcomes[i] = Some((ty, 0, at, result));
+        ops.done[i] = Some(done(ty, 0, at, result));
     }
-    generators
-        .into_iter()
-        .zip(outcomes)
-        .map(|(generator, outcome)| {
-            let (ty, effect, finished, result) = outcome.expect("every client ran an operation");
-            Done {
-                generator,
-                ty,
-                effect,
-                started,
-                finished,
-                result,
-            }
-        })
-        .collect()
 }
 
 /// The arrival schedule of one driver task in open loop.

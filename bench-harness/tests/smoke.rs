@@ -27,6 +27,26 @@ fn run(args: &[&str]) -> (bench_harness::report::Summary, serde_json::Value) {
     (summary, json)
 }
 
+/// A 1 s transfer run on 500 accounts in 3 partitions with 10 % deposits, against the serial
+/// baseline, with `extra` flags.
+fn run_small_transfer(extra: &[&str]) -> (bench_harness::report::Summary, serde_json::Value) {
+    let mut args = vec![
+        "transfer",
+        "--duration",
+        "1s",
+        "--accounts",
+        "500",
+        "--partitions",
+        "3",
+        "--deposit-pct",
+        "10",
+        "--compare",
+        "serial",
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 fn assert_healthy(summary: &bench_harness::report::Summary, json: &serde_json::Value) {
     assert!(summary.passed, "{}", summary.table());
     for name in ["vmsdb", "serial"] {
@@ -66,12 +86,7 @@ fn assert_healthy(summary: &bench_harness::report::Summary, json: &serde_json::V
 fn transfer_smoke_run_commits_and_passes_its_checks() {
     // Goal: a 1 s transfer run with deposits and lookups in the mix, on small contended data,
     // ends with commits, 0 violations and a complete summary for vmsdb and serial.
-    let (summary, json) = run(&[
-        "transfer",
-        "--duration",
-        "1s",
-        "--accounts",
-        "500",
+    let (summary, json) = run_small_transfer(&[
         "--clients",
         "64",
         "--zipf",
@@ -80,16 +95,10 @@ fn transfer_smoke_run_commits_and_passes_its_checks() {
         "50",
         "--max-amount",
         "20",
-        "--deposit-pct",
-        "10",
         "--lookup-pct",
         "5",
-        "--partitions",
-        "3",
         "--load-clients",
         "64",
-        "--compare",
-        "serial",
     ]);
     assert_healthy(&summary, &json);
     let vmsdb = &summary.systems["vmsdb"];
@@ -99,6 +108,30 @@ fn transfer_smoke_run_commits_and_passes_its_checks() {
         vmsdb.per_type.keys()
     );
     assert!(vmsdb.runtime_stats.as_ref().unwrap().epochs > 0);
+}
+
+#[test]
+fn grouped_clients_with_lookups_commit_and_pass_the_checks() {
+    // Goal: the grouped closed loop (`--submit-batch`), each group one long-lived loop with
+    // reused buffers, records every client's transaction and lookup and keeps the checks
+    // passing; 60 clients in groups of 8 leave one smaller group.
+    let (summary, json) = run_small_transfer(&[
+        "--clients",
+        "60",
+        "--submit-batch",
+        "8",
+        "--lookup-pct",
+        "20",
+    ]);
+    assert_healthy(&summary, &json);
+    let vmsdb = &summary.systems["vmsdb"];
+    for kind in ["transfer", "deposit", "lookup"] {
+        assert!(
+            vmsdb.per_type.get(kind).is_some_and(|t| t.committed > 0),
+            "{kind}: {:?}",
+            vmsdb.per_type.keys()
+        );
+    }
 }
 
 #[test]

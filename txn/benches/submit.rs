@@ -6,6 +6,10 @@
 //! and waits for all their outcomes; time / `BURST` is the cost per request, the epochs'
 //! execution included (the same in both), so the difference is what the submit path saves.
 //!
+//! Wall time on a shared machine varies with its load; the bench also prints the process's CPU
+//! time per request of each case (user plus system, read from `/proc/self/stat`, all threads:
+//! caller, sequencer, partitions, reply stage), which depends much less on what else runs.
+//!
 //! Run: `cargo bench -p txn --bench submit -- --warm-up-time 1 --measurement-time 3`
 
 mod common;
@@ -54,6 +58,40 @@ async fn in_groups(client: &Client<Counters>, requests: Vec<Request<Counters>>, 
     }
 }
 
+/// The process's user plus system CPU time so far, in clock ticks (Linux; 0 elsewhere).
+fn cpu_ticks() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    // The command name may hold spaces: fields are counted after its closing parenthesis,
+    // where utime and stime are the 12th and 13th.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let mut fields = after_name.split_whitespace().skip(11);
+    let mut tick = || {
+        fields
+            .next()
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    tick() + tick()
+}
+
+/// Clock ticks per second of `/proc/self/stat` (`USER_HZ`, 100 on Linux).
+const TICKS_PER_S: f64 = 100.0;
+
+/// CPU time and requests of one case over all its timed iterations (warm-up included).
+#[derive(Default)]
+struct CpuPerRequest {
+    ticks: u64,
+    requests: u64,
+}
+
+impl CpuPerRequest {
+    fn micros(&self) -> f64 {
+        self.ticks as f64 / TICKS_PER_S * 1e6 / self.requests.max(1) as f64
+    }
+}
+
 fn submit(c: &mut Criterion) {
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -68,8 +106,13 @@ fn submit(c: &mut Criterion) {
     let mut group = c.benchmark_group("submit");
     group.throughput(Throughput::Elements(BURST as u64));
     let mut round = 0u64;
+    let mut cpu: [CpuPerRequest; 1 + GROUP_SIZES.len()] = Default::default();
     let mut timed = |size: Option<usize>, iters: u64| {
         let mut total = Duration::ZERO;
+        let case = size.map_or(0, |s| {
+            1 + GROUP_SIZES.iter().position(|g| *g == s).unwrap_or(0)
+        });
+        let ticks_before = cpu_ticks();
         for _ in 0..iters {
             round += 1;
             let batch = requests(service, round);
@@ -82,6 +125,8 @@ fn submit(c: &mut Criterion) {
             });
             total += started.elapsed();
         }
+        cpu[case].ticks += cpu_ticks() - ticks_before;
+        cpu[case].requests += iters * BURST as u64;
         total
     };
     group.bench_function("submit_request", |b| b.iter_custom(|n| timed(None, n)));
@@ -92,6 +137,15 @@ fn submit(c: &mut Criterion) {
     }
     group.finish();
     tokio.block_on(rt.shutdown());
+    let names = std::iter::once("submit_request".to_string())
+        .chain(GROUP_SIZES.iter().map(|s| format!("submit_many/{s}")));
+    for (name, case) in names.zip(&cpu) {
+        println!(
+            "submit/{name}: process CPU {:.2} µs per request ({} requests)",
+            case.micros(),
+            case.requests
+        );
+    }
 }
 
 criterion_group!(benches, submit);

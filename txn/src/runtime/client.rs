@@ -16,7 +16,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 pub(super) use super::batch::TxnReply;
-use super::batch::{TxnOutcome, batch_replies};
+use super::batch::{BatchReplies, TxnOutcome};
 use super::reply_slot::ReplySlots;
 pub(super) type QueryReply = oneshot::Sender<QueryResult>;
 
@@ -253,77 +253,48 @@ impl<A: App> Client<A> {
     }
 
     /// Admits each `(id, fresh, request)`, sends the admitted ones as one batch and hands back
-    /// every outcome in order.
+    /// every outcome in order. Three allocations per batch, whatever its size (`batch.rs`).
     async fn submit_batch(
         &self,
         requests: impl Iterator<Item = (RequestId, bool, Request<A>)>,
     ) -> Vec<Result<Outcome<A::Output>, TxnError>> {
         // Sized once from the requests' count rather than regrown push by push.
         let n = requests.size_hint().0;
-        let mut results: Vec<Option<Result<Outcome<A::Output>, TxnError>>> = Vec::with_capacity(n);
-        // (place in `results`, the id and admitted request) of every request to send.
-        let mut sent: Vec<(usize, RequestId)> = Vec::with_capacity(n);
-        let mut admitted: Vec<(Sequenced<A::Event>, u32, bool)> = Vec::with_capacity(n);
-        for (place, (id, fresh, request)) in requests.enumerate() {
+        let batch = BatchReplies::<A>::with_capacity(n);
+        let mut admitted = Vec::with_capacity(n);
+        for (id, fresh, request) in requests {
             let (service, partition, event) = request.into_parts();
             let checked = self
                 .app
                 .check_partition(service, partition)
                 .and_then(|target| Ok((target, self.admit(target, &event)?)));
             match checked {
-                Ok((target, digest)) => {
-                    let request = Sequenced {
+                Ok((target, digest)) => admitted.push(Admitted {
+                    request: Sequenced {
                         target,
                         event,
                         id: Some(id),
                         retries: 0,
-                    };
-                    admitted.push((request, digest, fresh));
-                    sent.push((place, id));
-                    results.push(None);
+                    },
+                    digest,
+                    fresh,
+                    reply: batch.place(id),
+                }),
+                Err(e) => batch.refused(e),
+            }
+        }
+        if !admitted.is_empty()
+            && let Err(mpsc::error::SendError(Submission::TxnBatch(unsent))) =
+                self.tx.send(Submission::TxnBatch(admitted)).await
+        {
+            // The runtime had stopped before it accepted the batch: none of it is in the log.
+            for admitted in unsent {
+                if let TxnReply::InBatch(slot) = admitted.reply {
+                    slot.unsent();
                 }
-                Err(e) => results.push(Some(Err(e))),
             }
         }
-        if !admitted.is_empty() {
-            let outcomes = self.send_batch(admitted).await;
-            for ((place, id), outcome) in sent.into_iter().zip(outcomes) {
-                results[place] = Some(match outcome {
-                    Some(outcome) => outcome_for(id, outcome),
-                    None => Err(TxnError::Stopped),
-                });
-            }
-        }
-        results
-            .into_iter()
-            .map(|r| r.expect("every place of a batch is filled"))
-            .collect()
-    }
-
-    /// Sends admitted requests as one batch; their outcomes in order, `None` for every one if
-    /// the runtime had stopped before it accepted the batch.
-    async fn send_batch(
-        &self,
-        admitted: Vec<(Sequenced<A::Event>, u32, bool)>,
-    ) -> Vec<Option<TxnOutcome<A>>> {
-        let n = admitted.len();
-        let (slots, rx) = batch_replies::<A>(n);
-        let batch = admitted
-            .into_iter()
-            .zip(slots)
-            .map(|((request, digest, fresh), reply)| Admitted {
-                request,
-                digest,
-                fresh,
-                reply,
-            })
-            .collect();
-        if self.tx.send(Submission::TxnBatch(batch)).await.is_err() {
-            return (0..n).map(|_| None).collect();
-        }
-        // Every place is filled, with `TxnError::Stopped` at worst, before the batch completes.
-        rx.await
-            .unwrap_or_else(|_| (0..n).map(|_| Some(Err(TxnError::Stopped))).collect())
+        batch.outcomes().await
     }
 
     /// Refuses internal and oversized events before they reach the sequencer; returns the
@@ -497,7 +468,7 @@ impl<A: App> Client<A> {
 
 /// What the caller of a request with id `id` accepted by the sequencer gets for `outcome`: any
 /// error but a refused id leaves the outcome unknown.
-fn outcome_for<O>(
+pub(super) fn outcome_for<O>(
     id: RequestId,
     outcome: Result<Outcome<O>, TxnError>,
 ) -> Result<Outcome<O>, TxnError> {
