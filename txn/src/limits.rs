@@ -357,17 +357,17 @@ const _: () = assert!(
 );
 
 /// Emptied row accesses a table of a partition keeps from one epoch for the rows the next
-/// epochs touch (`table.rs`, `Access::recycle`): only accesses whose lists hold heap memory
+/// epochs touch (`table.rs`, `SpareAccesses`): only accesses whose lists hold heap memory
 /// (a delta list, or writers or readers past their inline room) are kept, so a row's delta
 /// list is not allocated anew and regrown every epoch. In accesses.
 pub const SPARE_ACCESSES_MAX: usize = 4_096;
 
-/// The longest delta list (by capacity) an emptied row access may keep for reuse; a longer
-/// one, grown on a hot row, is freed. With `SPARE_ACCESSES_MAX`, it bounds what a table keeps
-/// at 4,096 × 64 deltas of 32 bytes (8 MiB) in the worst case, usually far less. In deltas.
-pub const SPARE_ACCESS_DELTAS_MAX: usize = 64;
+/// The deltas (by capacity) the emptied row accesses a table of a partition keeps may hold
+/// together (`table.rs`, `SpareAccesses`): 2 MiB at 32 bytes a delta. A hot row's long list is
+/// kept while it fits, so it is not regrown every epoch either. In deltas.
+pub const SPARE_DELTAS_MAX: usize = 64 * 1024;
 
 const _: () = assert!(
-    SPARE_ACCESS_DELTAS_MAX >= 8,
-    "a kept list holds a dashboard entry's 7 deltas on one row without regrowing"
+    SPARE_DELTAS_MAX >= 8 * SPARE_ACCESSES_MAX,
+    "every spare access can keep a list of 8 deltas (a dashboard entry takes 7 on one row)"
 );

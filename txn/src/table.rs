@@ -17,8 +17,7 @@ use crate::dense_rows::DenseRows;
 use crate::ids::{GlobalPartition, Seq};
 use crate::index::{IndexOps, IndexState};
 use crate::limits::{
-    CHECKPOINT_CHUNK_ROWS_MAX, CHECKPOINT_COPY_SPREAD_EPOCHS, SPARE_ACCESS_DELTAS_MAX,
-    SPARE_ACCESSES_MAX,
+    CHECKPOINT_CHUNK_ROWS_MAX, CHECKPOINT_COPY_SPREAD_EPOCHS, SPARE_ACCESSES_MAX, SPARE_DELTAS_MAX,
 };
 use crate::row_key::{CheckpointRow, DeferredRows};
 use rustc_hash::{FxHashMap, FxHasher};
@@ -376,31 +375,6 @@ impl<V> Access<V> {
         }
     }
 
-    /// An access for a row first touched this epoch: one of `spare` (an access of a past
-    /// epoch, emptied, whose lists kept their capacity) when there is one.
-    fn take(spare: &mut Vec<Access<V>>) -> Self {
-        spare.pop().unwrap_or_else(Access::new)
-    }
-
-    /// Empties this settled access into `spare` for a row of a later epoch, if its lists hold
-    /// heap memory worth keeping (a delta list, or writers or readers past their inline room)
-    /// and `spare` has room: so a row's delta list is not allocated anew and regrown by
-    /// doubling every epoch. A list longer than `SPARE_ACCESS_DELTAS_MAX` is let go, which
-    /// bounds what `spare` holds.
-    fn recycle(mut self, spare: &mut Vec<Access<V>>) {
-        let deltas = self.deltas.capacity();
-        let holds_heap = deltas > 0 || self.writers.spilled() || self.readers.spilled();
-        if !holds_heap || deltas > SPARE_ACCESS_DELTAS_MAX || spare.len() >= SPARE_ACCESSES_MAX {
-            return;
-        }
-        self.writers.clear();
-        self.readers.clear();
-        self.deltas.clear();
-        self.writers_ascending = true;
-        self.deltas_ascending = true;
-        spare.push(self);
-    }
-
     /// Whether transaction `seq` may have deltas here (a cheap test, exact in the common case).
     fn may_have_deltas(&self, seq: Seq) -> bool {
         match self.deltas.last() {
@@ -458,6 +432,55 @@ impl<V> Access<V> {
             self.writers_ascending = false;
         }
         self.writers.push((seq, value));
+    }
+}
+
+/// Accesses of past epochs, emptied, whose lists kept their heap memory, for the rows later
+/// epochs touch: so a row's delta list is not allocated anew and regrown by doubling every
+/// epoch. Bounded in accesses (`SPARE_ACCESSES_MAX`) and in the delta capacity they hold
+/// together (`SPARE_DELTAS_MAX`).
+struct SpareAccesses<V> {
+    accesses: Vec<Access<V>>,
+    /// The capacity of the delta lists of `accesses`, summed.
+    n_deltas: usize,
+}
+
+impl<V> SpareAccesses<V> {
+    fn new() -> Self {
+        SpareAccesses {
+            accesses: Vec::new(),
+            n_deltas: 0,
+        }
+    }
+
+    /// An access for a row first touched this epoch: a spare one when there is one.
+    fn take(&mut self) -> Access<V> {
+        match self.accesses.pop() {
+            Some(access) => {
+                self.n_deltas -= access.deltas.capacity();
+                access
+            }
+            None => Access::new(),
+        }
+    }
+
+    /// Keeps the settled `access`, emptied, if its lists hold heap memory (a delta list, or
+    /// writers or readers past their inline room) and it fits in the bounds.
+    fn recycle(&mut self, mut access: Access<V>) {
+        let deltas = access.deltas.capacity();
+        let holds_heap = deltas > 0 || access.writers.spilled() || access.readers.spilled();
+        let fits =
+            self.accesses.len() < SPARE_ACCESSES_MAX && self.n_deltas + deltas <= SPARE_DELTAS_MAX;
+        if !holds_heap || !fits {
+            return;
+        }
+        access.writers.clear();
+        access.readers.clear();
+        access.deltas.clear();
+        access.writers_ascending = true;
+        access.deltas_ascending = true;
+        self.n_deltas += deltas;
+        self.accesses.push(access);
     }
 }
 
@@ -545,8 +568,8 @@ pub(crate) struct TableState<K, V> {
     /// Conflict attribution; a cell because the decide phase only reads the table.
     conflict_tally: std::cell::RefCell<ConflictTally>,
     /// Accesses of past epochs, emptied with their lists' capacity kept, for the rows the
-    /// next epochs touch (`Access::take`, `Access::recycle`).
-    spare_accesses: Vec<Access<V>>,
+    /// next epochs touch.
+    spare_accesses: SpareAccesses<V>,
     /// The positions of a row's deltas sorted by seq, when they were not recorded in seq
     /// order (`delta::in_seq_order`): one buffer for every row, kept between epochs. A cell
     /// because the decide phase only reads the table.
@@ -588,7 +611,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             dirty_bit: FIRST_DIRTY_BIT,
             copying: None,
             conflict_tally: Default::default(),
-            spare_accesses: Vec::new(),
+            spare_accesses: SpareAccesses::new(),
             delta_order: Default::default(),
         }
     }
@@ -654,7 +677,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         positions: &mut Vec<u32>,
         absent: &mut FxHashMap<K, u32>,
         last_located: &mut usize,
-        (key, spare): (&K, &mut Vec<Access<V>>),
+        (key, spare): (&K, &mut SpareAccesses<V>),
     ) -> (usize, Option<&'a V>) {
         if accesses.get(*last_located).is_some_and(|(k, _)| k == key) {
             let slot = rows.slot_at(key, positions[*last_located]);
@@ -667,7 +690,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
                 return (index, Some(&slot.value));
             }
             slot.set_access(next);
-            accesses.push((key.clone(), Access::take(spare)));
+            accesses.push((key.clone(), spare.take()));
             positions.push(position);
             *last_located = next;
             return (next, Some(&slot.value));
@@ -676,7 +699,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             Some(index) => *index as usize,
             None => {
                 absent.insert(key.clone(), next as u32);
-                accesses.push((key.clone(), Access::take(spare)));
+                accesses.push((key.clone(), spare.take()));
                 positions.push(NO_POSITION);
                 next
             }
@@ -1425,7 +1448,7 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
             } else {
                 self.clear_access(&key, self.positions[index]);
             }
-            acc.recycle(&mut self.spare_accesses);
+            self.spare_accesses.recycle(acc);
         }
         self.accesses = accesses;
         self.positions.clear();
