@@ -313,7 +313,7 @@ fn epochs_of_deltas_reuse_each_rows_delta_list() {
 }
 
 /// Allocations per transaction of the delta workload the runtime's worker threads may make:
-/// 0.34 measured (the epoch's own buffers, shared by its 256 transactions); 9.35 when every
+/// 0.30 measured (the epoch's own buffers, shared by its 256 transactions); 9.35 when every
 /// row's delta list was allocated anew each epoch (8 per transaction) and the escrow walk of
 /// the hot row kept each transaction's 8 increments in a list with room for 4 (1 more).
 const DELTA_EPOCHS_BUDGET: f64 = 1.0;
