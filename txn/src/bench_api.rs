@@ -7,6 +7,7 @@
 
 use crate::app::{Key, Row, ServiceRef};
 use crate::constraint::Constraints;
+use crate::delta::{DeltaOp, Field};
 use crate::ids::Seq;
 use crate::runtime::EpochRecordRef;
 use crate::table::{AnyTable, TableState};
@@ -77,6 +78,20 @@ impl<K: Key, V: Row> BenchTable<K, V> {
     #[inline]
     pub fn get(&mut self, seq: Seq, key: &K) -> Option<V> {
         self.0.get(seq, key)
+    }
+
+    /// `TableState::add` as `TxnCtx::add_bounded` calls it on a table without constraints:
+    /// transaction `seq` adds `delta` to `field` of row `key`, which must stay at least `min`.
+    /// Whether the delta was recorded (false: it failed on the transaction's own view).
+    #[inline]
+    pub fn add(&mut self, seq: Seq, key: &K, field: Field<V>, delta: i64, min: i64) -> bool {
+        let op = DeltaOp {
+            seq,
+            access: field.accessor(),
+            delta,
+            min,
+        };
+        self.0.add(key, op, field.reader()).is_ok()
     }
 
     /// `TableState::write`: a buffered write (`Some`) or delete (`None`) by transaction `seq`.

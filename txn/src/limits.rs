@@ -360,3 +360,19 @@ const _: () = assert!(
             + txn_storage::limits::CHECKPOINT_VALUE_BYTES_MAX),
     "a delta record holds several maximal checkpoint rows"
 );
+
+/// Emptied row accesses a table of a partition keeps from one epoch for the rows the next
+/// epochs touch (`table.rs`, `SpareAccesses`): only accesses whose lists hold heap memory
+/// (a delta list, or writers or readers past their inline room) are kept, so a row's delta
+/// list is not allocated anew and regrown every epoch. In accesses.
+pub const SPARE_ACCESSES_MAX: usize = 4_096;
+
+/// The deltas (by capacity) the emptied row accesses a table of a partition keeps may hold
+/// together (`table.rs`, `SpareAccesses`): 2 MiB at 32 bytes a delta. A hot row's long list is
+/// kept while it fits, so it is not regrown every epoch either. In deltas.
+pub const SPARE_DELTAS_MAX: usize = 64 * 1024;
+
+const _: () = assert!(
+    SPARE_DELTAS_MAX >= 8 * SPARE_ACCESSES_MAX,
+    "every spare access can keep a list of 8 deltas (a dashboard entry takes 7 on one row)"
+);

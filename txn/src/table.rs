@@ -12,11 +12,13 @@
 use crate::bitset::SeqSet;
 use crate::constraint::{ConstraintStep, Constraints, OnDelete, ParentDeleted, Placement};
 use crate::coordination::TableSummary;
-use crate::delta::{DeltaError, DeltaOp, decide_deltas, seq_order};
+use crate::delta::{DeltaError, DeltaOp, decide_deltas, in_seq_order};
 use crate::dense_rows::DenseRows;
 use crate::ids::{GlobalPartition, Seq};
 use crate::index::{IndexOps, IndexState};
-use crate::limits::{CHECKPOINT_CHUNK_ROWS_MAX, CHECKPOINT_COPY_SPREAD_EPOCHS};
+use crate::limits::{
+    CHECKPOINT_CHUNK_ROWS_MAX, CHECKPOINT_COPY_SPREAD_EPOCHS, SPARE_ACCESSES_MAX, SPARE_DELTAS_MAX,
+};
 use crate::row_key::{CheckpointRow, DeferredRows};
 use rustc_hash::{FxHashMap, FxHasher};
 use serde::Serialize;
@@ -433,6 +435,55 @@ impl<V> Access<V> {
     }
 }
 
+/// Accesses of past epochs, emptied, whose lists kept their heap memory, for the rows later
+/// epochs touch: so a row's delta list is not allocated anew and regrown by doubling every
+/// epoch. Bounded in accesses (`SPARE_ACCESSES_MAX`) and in the delta capacity they hold
+/// together (`SPARE_DELTAS_MAX`).
+struct SpareAccesses<V> {
+    accesses: Vec<Access<V>>,
+    /// The capacity of the delta lists of `accesses`, summed.
+    n_deltas: usize,
+}
+
+impl<V> SpareAccesses<V> {
+    fn new() -> Self {
+        SpareAccesses {
+            accesses: Vec::new(),
+            n_deltas: 0,
+        }
+    }
+
+    /// An access for a row first touched this epoch: a spare one when there is one.
+    fn take(&mut self) -> Access<V> {
+        match self.accesses.pop() {
+            Some(access) => {
+                self.n_deltas -= access.deltas.capacity();
+                access
+            }
+            None => Access::new(),
+        }
+    }
+
+    /// Keeps the settled `access`, emptied, if its lists hold heap memory (a delta list, or
+    /// writers or readers past their inline room) and it fits in the bounds.
+    fn recycle(&mut self, mut access: Access<V>) {
+        let deltas = access.deltas.capacity();
+        let holds_heap = deltas > 0 || access.writers.spilled() || access.readers.spilled();
+        let fits =
+            self.accesses.len() < SPARE_ACCESSES_MAX && self.n_deltas + deltas <= SPARE_DELTAS_MAX;
+        if !holds_heap || !fits {
+            return;
+        }
+        access.writers.clear();
+        access.readers.clear();
+        access.deltas.clear();
+        access.writers_ascending = true;
+        access.deltas_ascending = true;
+        self.n_deltas += deltas;
+        self.accesses.push(access);
+    }
+}
+
 /// The conflict losses a table caused since it was made; touched only when a conflict
 /// happens, so attribution costs nothing on a conflict-free epoch.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -516,6 +567,13 @@ pub(crate) struct TableState<K, V> {
     copying: Option<CheckpointCopy<K, V>>,
     /// Conflict attribution; a cell because the decide phase only reads the table.
     conflict_tally: std::cell::RefCell<ConflictTally>,
+    /// Accesses of past epochs, emptied with their lists' capacity kept, for the rows the
+    /// next epochs touch.
+    spare_accesses: SpareAccesses<V>,
+    /// The positions of a row's deltas sorted by seq, when they were not recorded in seq
+    /// order (`delta::in_seq_order`): one buffer for every row, kept between epochs. A cell
+    /// because the decide phase only reads the table.
+    delta_order: std::cell::RefCell<Vec<u32>>,
 }
 
 impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
@@ -553,6 +611,8 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             dirty_bit: FIRST_DIRTY_BIT,
             copying: None,
             conflict_tally: Default::default(),
+            spare_accesses: SpareAccesses::new(),
+            delta_order: Default::default(),
         }
     }
 
@@ -617,7 +677,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         positions: &mut Vec<u32>,
         absent: &mut FxHashMap<K, u32>,
         last_located: &mut usize,
-        key: &K,
+        (key, spare): (&K, &mut SpareAccesses<V>),
     ) -> (usize, Option<&'a V>) {
         if accesses.get(*last_located).is_some_and(|(k, _)| k == key) {
             let slot = rows.slot_at(key, positions[*last_located]);
@@ -630,7 +690,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
                 return (index, Some(&slot.value));
             }
             slot.set_access(next);
-            accesses.push((key.clone(), Access::new()));
+            accesses.push((key.clone(), spare.take()));
             positions.push(position);
             *last_located = next;
             return (next, Some(&slot.value));
@@ -639,7 +699,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             Some(index) => *index as usize,
             None => {
                 absent.insert(key.clone(), next as u32);
-                accesses.push((key.clone(), Access::new()));
+                accesses.push((key.clone(), spare.take()));
                 positions.push(NO_POSITION);
                 next
             }
@@ -655,7 +715,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             &mut self.positions,
             &mut self.absent,
             &mut self.last_located,
-            key,
+            (key, &mut self.spare_accesses),
         );
         (index, &mut self.accesses[index].1, committed)
     }
@@ -912,8 +972,9 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         let mut first_delta = None;
         if !acc.deltas.is_empty() {
             let committed = self.rows.slot_at(key, position).map(|s| &s.value);
+            let order = &mut *self.delta_order.borrow_mut();
             let (delta_lost, first) =
-                Self::decide_row_deltas(committed, acc, reserved, user_aborted, conflicts);
+                Self::decide_row_deltas((committed, order), acc, reserved, user_aborted, conflicts);
             lost += delta_lost;
             first_delta = first;
         }
@@ -978,17 +1039,15 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
     /// `delta::decide_deltas`): later readers of the row read after the lowest delta that may
     /// commit, so they lose; returns it too, for the scans.
     fn decide_row_deltas(
-        committed: Option<&V>,
+        (committed, order): (Option<&V>, &mut Vec<u32>),
         acc: &Access<V>,
         reserved: Option<Seq>,
         user_aborted: &SeqSet,
         conflicts: &mut SeqSet,
     ) -> (u64, Option<Seq>) {
-        let ascending = acc.deltas_ascending;
         let (first, mut lost) = decide_deltas(
             committed,
-            &acc.deltas,
-            ascending,
+            (&acc.deltas, acc.deltas_ascending, order),
             reserved,
             user_aborted,
             conflicts,
@@ -1027,8 +1086,8 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
                 self.service, self.name
             )
         });
-        for i in seq_order(deltas, ascending) {
-            let d = &deltas[i as usize];
+        let mut order = std::mem::take(self.delta_order.get_mut());
+        for d in in_seq_order(deltas, ascending, &mut order) {
             if aborted.contains(d.seq) {
                 continue;
             }
@@ -1040,6 +1099,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
                 )
             });
         }
+        *self.delta_order.get_mut() = order;
         self.apply_access(index, key, Some(row));
     }
 
@@ -1369,18 +1429,17 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
         // capacity. Every access reaches its row through its position, without a probe unless
         // the row was missing or is ordered: `apply_access` and `clear_access` both forget it.
         let mut accesses = std::mem::take(&mut self.accesses);
-        for (index, (key, acc)) in accesses.drain(..).enumerate() {
-            let mut survivors = acc
-                .writers
-                .into_iter()
-                .filter(|(s, _)| !aborted.contains(*s));
-            if let Some((_, value)) = survivors.next() {
-                assert!(
-                    survivors.next().is_none(),
-                    "two committed writers of {}.{} {key:?}: conflict check is broken",
-                    self.service,
-                    self.name
-                );
+        for (index, (key, mut acc)) in accesses.drain(..).enumerate() {
+            let mut survivors = acc.writers.drain(..).filter(|(s, _)| !aborted.contains(*s));
+            let survivor = survivors.next();
+            assert!(
+                survivor.is_none() || survivors.next().is_none(),
+                "two committed writers of {}.{} {key:?}: conflict check is broken",
+                self.service,
+                self.name
+            );
+            drop(survivors);
+            if let Some((_, value)) = survivor {
                 // Deltas below the writer are overwritten by it; those above it lost.
                 self.apply_access(index, key, value);
             } else if !acc.deltas.is_empty() {
@@ -1389,6 +1448,7 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
             } else {
                 self.clear_access(&key, self.positions[index]);
             }
+            self.spare_accesses.recycle(acc);
         }
         self.accesses = accesses;
         self.positions.clear();
