@@ -71,8 +71,15 @@ struct KindStat {
 /// The per-kind loss statistics and the policy.
 pub(crate) struct Predictor {
     policy: SerialHints,
-    kinds: FxHashMap<(u32, &'static str), KindStat>,
+    kinds: FxHashMap<KindKey, KindStat>,
 }
+
+/// A kind of request: its target and its event kind's name, by the name's address and length.
+/// `event_kind` returns string literals, so the same kind has the same address on every call,
+/// and hashing two words is much cheaper than hashing and comparing the name's bytes for every
+/// request of every epoch. Two literals with equal text at different addresses only split one
+/// kind's statistics in two; the hints are recorded in the log, so replay never recomputes them.
+type KindKey = (u32, usize, usize);
 
 impl Predictor {
     pub fn new(policy: SerialHints) -> Self {
@@ -82,8 +89,9 @@ impl Predictor {
         }
     }
 
-    fn kind<A: App>(request: &Sequenced<A::Event>) -> (u32, &'static str) {
-        (request.target, A::event_kind(&request.event))
+    fn kind<A: App>(request: &Sequenced<A::Event>) -> KindKey {
+        let name = A::event_kind(&request.event);
+        (request.target, name.as_ptr() as usize, name.len())
     }
 
     /// The positions of `requests` to send straight to the serial pass, ascending.
