@@ -601,7 +601,11 @@ impl<A: App> EarlySettle<A::Output> for EarlyReplies<'_, A> {
         let _ = self.reply_tx.send(ReplyBatch {
             epoch: self.env.epoch,
             outbox: std::mem::take(outbox),
-            txns: std::mem::take(&mut self.txns),
+            // Sized for the serial pass's groups, so filling the next one allocates once.
+            txns: std::mem::replace(
+                &mut self.txns,
+                Vec::with_capacity(limits::SERIAL_PASS_SETTLE_TXNS),
+            ),
             queries: Vec::new(),
         });
     }
