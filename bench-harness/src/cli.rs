@@ -146,6 +146,11 @@ pub struct CommonArgs {
           value_parser = clap::value_parser!(u64).range(0..=txn::limits::EPOCH_TXNS_MAX as u64))]
     pub epoch_quiet_close: u64,
 
+    /// Whether outcomes leave as soon as they are decided, the serial pass's while it runs
+    /// (`RuntimeConfig::early_replies`); `false` holds every reply to its epoch's end.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub early_replies: bool,
+
     /// What happens to transactions that lose a conflict: re-run serially at the end of the
     /// epoch, re-run at the end of the epoch ordered per partition (in parallel where their
     /// partitions are disjoint), or retried first in the next epoch.

@@ -203,6 +203,7 @@ fn run_parameters(c: &CommonArgs) -> serde_json::Value {
         "epoch_us": c.epoch_us,
         "epoch_txns_max": c.epoch_txns_max,
         "epoch_quiet_close": c.epoch_quiet_close,
+        "early_replies": c.early_replies,
         "checkpoint_every_epochs": c.checkpoint_every,
         "history_retention": format!("{:?}", c.history_retention),
         "fallback": format!("{:?}", c.fallback),
@@ -275,6 +276,7 @@ async fn run_vmsdb<W: Workload>(
         epoch_duration: Duration::from_micros(common.epoch_us),
         epoch_txns_max: common.epoch_txns_max as usize,
         epoch_quiet_close_txns: common.epoch_quiet_close as usize,
+        early_replies: common.early_replies,
         fallback: match common.fallback {
             FallbackArg::Serial => Fallback::Serial,
             FallbackArg::NextEpoch => Fallback::NextEpoch,

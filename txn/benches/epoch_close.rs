@@ -11,9 +11,8 @@
 
 mod common;
 
-use common::{Counters, app};
+use common::{Counters, app, time_rounds, two_worker_tokio};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use std::time::{Duration, Instant};
 use txn::{Client, Request, Runtime, RuntimeConfig, ServiceRef};
 
 /// Closed-loop clients.
@@ -36,11 +35,7 @@ async fn client_loop(client: &Client<Counters>, service: ServiceRef, idx: u64, r
 }
 
 fn epoch_close(c: &mut Criterion) {
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let tokio = two_worker_tokio();
     let (app, service) = app(4);
     let mut group = c.benchmark_group("epoch_close");
     group.throughput(Throughput::Elements(CLIENTS * ROUNDS));
@@ -55,16 +50,12 @@ fn epoch_close(c: &mut Criterion) {
         let client = rt.client();
         let mut round = 0u64;
         let mut timed = |iters: u64| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
+            time_rounds(&tokio, iters, || {
                 round += 1;
-                let started = Instant::now();
-                tokio.block_on(futures::future::join_all(
+                futures::future::join_all(
                     (0..CLIENTS).map(|idx| client_loop(&client, service, idx, round)),
-                ));
-                total += started.elapsed();
-            }
-            total
+                )
+            })
         };
         group.bench_with_input(
             BenchmarkId::new("quiet_close_txns", quiet_close),

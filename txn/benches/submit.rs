@@ -93,11 +93,7 @@ impl CpuPerRequest {
 }
 
 fn submit(c: &mut Criterion) {
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let tokio = common::two_worker_tokio();
     let (app, service) = app(2);
     let rt = tokio
         .block_on(Runtime::start(app, RuntimeConfig::in_memory()))

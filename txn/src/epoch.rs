@@ -44,7 +44,7 @@ use crate::envelope::EpochEnv;
 pub use crate::envelope::Fallback;
 use crate::error::{AbortReason, TxnError};
 use crate::ids::{GlobalPartition, Seq};
-use crate::limits::{CHAIN_WAVES_MAX, TxnLimits};
+use crate::limits::{CHAIN_WAVES_MAX, SERIAL_PASS_SETTLE_TXNS, TxnLimits};
 pub use crate::outcome::SerialPos;
 use crate::partition::{Emitted, Job, OutboxMsg, Partitions, Step, StepEvent, WaveOut};
 use crate::query::{QueryFn, QueryPart, QueryResult};
@@ -137,12 +137,41 @@ pub(crate) async fn run_phase<A: App, D: Dispatch<A>, T: Send>(
     })
 }
 
+/// Hears each transaction's final result as soon as the driver knows it, so that its reply
+/// need not wait for the rest of the epoch: the live sequencer's reply hand-off. Recovery and
+/// history replay pass none.
+pub(crate) trait EarlySettle<O>: Send {
+    /// Transaction `seq` ended with `result` (committed or aborted, never `Retry`). Called in
+    /// serial order: the first pass's by seq once it is committed, then the serial pass's one
+    /// by one as they run.
+    fn settled(&mut self, seq: Seq, result: &TxnResult<O>);
+    /// Hands on what `settled` gathered, with the outbox messages of the epoch's committed
+    /// transactions so far (taken from `outbox`, in serial order, so they still go out before
+    /// the replies of their transactions).
+    fn flush(&mut self, outbox: &mut Vec<OutboxMsg>);
+}
+
 /// Runs one epoch to completion (not including durability, which the caller awaits).
 pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
     app: &Arc<AppDef<A>>,
     dispatch: &D,
     env: Arc<EpochEnv<A::Event>>,
     queries: Vec<QueryJob>,
+) -> Result<EpochOutcome<A>, TxnError> {
+    run_epoch_settling(app, dispatch, env, queries, None).await
+}
+
+/// [`run_epoch`], telling `early` of every final result as soon as it is known: the first
+/// pass's after its commit, the serial pass's every `SERIAL_PASS_SETTLE_TXNS` transactions.
+/// The serial pass then runs off the runtime's worker (`off_worker`), so that the replies it
+/// releases reach their clients, and their next requests the sequencer's queue, while it runs.
+/// `EpochOutcome::outbox` keeps only the messages not flushed to `early`.
+pub(crate) async fn run_epoch_settling<A: App, D: Dispatch<A>>(
+    app: &Arc<AppDef<A>>,
+    dispatch: &D,
+    env: Arc<EpochEnv<A::Event>>,
+    queries: Vec<QueryJob>,
+    mut early: Option<&mut dyn EarlySettle<A::Output>>,
 ) -> Result<EpochOutcome<A>, TxnError> {
     let n_txns = env.requests.len();
     let hinted = hinted_set(&env);
@@ -207,6 +236,9 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
     // a transaction's own messages stay in the order its steps queued them.
     outbox.retain(|m| !aborted.contains(m.seq));
     outbox.sort_by_key(|m| m.seq);
+    if let Some(early) = early.as_deref_mut() {
+        settle_first_pass(&results, &mut outbox, early);
+    }
 
     let mut serial = conflicts;
     serial.union_with(&hinted);
@@ -222,7 +254,12 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
                 outbox: &mut outbox,
                 stats: &mut stats,
             };
-            serial_pass(app, &mut parts, &serial, pass);
+            match early {
+                Some(early) => {
+                    off_worker(|| serial_pass(app, &mut parts, &serial, pass, Some(early)))
+                }
+                None => serial_pass(app, &mut parts, &serial, pass, None),
+            }
             let return_started = Instant::now();
             return_all(dispatch, parts).await?;
             stats.lend_nanos = Some((lent_after + return_started.elapsed()).as_nanos() as u64);
@@ -268,6 +305,35 @@ fn hinted_set<E>(env: &EpochEnv<E>) -> SeqSet {
         }
     }
     hinted
+}
+
+/// Tells `early` of every transaction the first pass decided (all but the serial pass's and
+/// the retries), in seq order, and hands it the first pass's outbox messages.
+fn settle_first_pass<O>(
+    results: &[TxnResult<O>],
+    outbox: &mut Vec<OutboxMsg>,
+    early: &mut dyn EarlySettle<O>,
+) {
+    for (seq, result) in results.iter().enumerate() {
+        if !matches!(result, TxnResult::Retry) {
+            early.settled(seq as Seq, result);
+        }
+    }
+    early.flush(outbox);
+}
+
+/// Runs `f`, the serial pass (one thread, milliseconds per epoch under contention), so that the
+/// runtime's other tasks keep running meanwhile: on a multi-thread runtime the worker first
+/// hands its queued tasks to another thread (`block_in_place`), so a reply task woken by the
+/// pass is not stuck behind it. Costs a thread hand-off per epoch; elsewhere `f` runs in place.
+fn off_worker<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }
 
 /// How a transaction that ran in the first pass ended there, counted in `stats`.
@@ -326,12 +392,13 @@ struct SerialPass<'p, A: App> {
 /// Every partition is idle and lent to the driver (`parts`, indexed by global partition): runs
 /// the conflict losers and the hinted transactions (`serial`) one at a time, in TID order, each
 /// seeing all writes committed before it. Their outbox messages follow the first pass's, in the
-/// same order.
+/// same order. `early` hears each result, `SERIAL_PASS_SETTLE_TXNS` at a time.
 fn serial_pass<A: App>(
     app: &Arc<AppDef<A>>,
     parts: &mut Partitions<A>,
     serial: &SeqSet,
     pass: SerialPass<'_, A>,
+    mut early: Option<&mut dyn EarlySettle<A::Output>>,
 ) {
     let SerialPass {
         env,
@@ -340,7 +407,13 @@ fn serial_pass<A: App>(
         stats,
     } = pass;
     let mut scratch = crate::serial::ChainBuffers::default();
-    for seq in serial.iter() {
+    for (n_run, seq) in serial.iter().enumerate() {
+        if let Some(early) = early.as_deref_mut()
+            && n_run > 0
+            && n_run.is_multiple_of(SERIAL_PASS_SETTLE_TXNS)
+        {
+            early.flush(outbox);
+        }
         debug_assert!(matches!(results[seq as usize], TxnResult::Retry));
         stats.n_fallback += 1;
         let request = &env.requests[seq as usize];
@@ -357,6 +430,12 @@ fn serial_pass<A: App>(
                     TxnResult::Aborted { pass: 1, reason }
                 }
             };
+        if let Some(early) = early.as_deref_mut() {
+            early.settled(seq, &results[seq as usize]);
+        }
+    }
+    if let Some(early) = early {
+        early.flush(outbox);
     }
 }
 

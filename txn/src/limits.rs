@@ -32,6 +32,12 @@ pub const EPOCH_QUIET_YIELDS: usize = 8;
 /// that is still emitting after this many steps is aborted, so a cycle of events cannot spin.
 pub const CHAIN_WAVES_MAX: usize = 64;
 
+/// Transactions of the serial pass whose outcomes are handed to the reply stage together: their
+/// replies leave while the pass runs the rest (one reply batch per this many; smaller lets
+/// clients come back sooner, at one channel send and wake-up per batch), in transactions.
+pub const SERIAL_PASS_SETTLE_TXNS: usize = 64;
+const _: () = assert!(SERIAL_PASS_SETTLE_TXNS >= 1 && SERIAL_PASS_SETTLE_TXNS <= EPOCH_TXNS_MAX);
+
 /// Requests that may wait in the submission queue before `submit` applies backpressure.
 pub const SUBMIT_QUEUE_MAX: usize = 1 << 16;
 

@@ -1,6 +1,8 @@
 //! The app the runtime benches share: one service whose handler writes the key it is sent.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use txn::{App, AppBuilder, AppDef, ServiceRef};
 
 /// One service whose handler writes the key it is sent.
@@ -21,4 +23,30 @@ pub fn app(n_partitions: u32) -> (Arc<AppDef<Counters>>, ServiceRef) {
         Ok(())
     });
     (b.build().expect("a valid app"), service)
+}
+
+/// The tokio runtime the closed-loop benches run on: two workers, one per core of the machine
+/// the numbers are taken on.
+pub fn two_worker_tokio() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// The wall time of `iters` rounds, each `round()` run to completion on `tokio`.
+#[allow(dead_code)]
+pub fn time_rounds<F: Future>(
+    tokio: &tokio::runtime::Runtime,
+    iters: u64,
+    mut round: impl FnMut() -> F,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let started = Instant::now();
+        tokio.block_on(round());
+        total += started.elapsed();
+    }
+    total
 }

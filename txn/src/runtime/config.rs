@@ -61,6 +61,11 @@ pub struct RuntimeConfig {
     /// Which transactions skip the parallel pass because they would likely lose a conflict
     /// (see [`SerialHints`]); with `Fallback::Serial` and `Fallback::Ordered`.
     pub serial_hints: SerialHints,
+    /// Whether outcomes leave as soon as they are decided rather than at the epoch's end: the
+    /// first pass's after its commit, the serial pass's in groups of
+    /// `limits::SERIAL_PASS_SETTLE_TXNS` while it runs (still each only once its epoch is
+    /// durable). On (`true`) by default; off only to measure against.
+    pub early_replies: bool,
     /// How much history `txn::history` can replay (`None`, the default: none is kept beyond
     /// what recovery needs, and checkpoints truncate the log as usual).
     pub history_retention: Option<Retention>,
@@ -136,6 +141,7 @@ impl RuntimeConfig {
             request_bytes_max: limits::REQUEST_BYTES_MAX_DEFAULT,
             outbox: None,
             serial_hints: SerialHints::DEFAULT,
+            early_replies: true,
             history_retention: None,
             history_base: None,
             lease: Some(LeaseConfig::default()),

@@ -7,12 +7,12 @@ use crate::clock::now_ms;
 use crate::cluster_dispatch::DriverDispatch;
 use crate::dedup::{Check, Dedup};
 use crate::envelope::{EpochEnv, Fallback, Sequenced};
-use crate::epoch::{EpochOutcome, QueryJob, TxnResult, run_epoch, run_phase};
+use crate::epoch::{EarlySettle, EpochOutcome, QueryJob, TxnResult, run_epoch_settling, run_phase};
 use crate::error::{AbortReason, TxnError};
 use crate::ids::{GlobalPartition, RequestId, Tid};
 use crate::limits;
 use crate::outcome::{Outcome, SerialPos};
-use crate::partition::Job;
+use crate::partition::{Job, OutboxMsg};
 use crate::predict::Predictor;
 use crate::row_key::{CheckpointRow, DeferredRows};
 use crate::runtime::client::{Admitted, QueryReply, Submission, TxnReply};
@@ -62,7 +62,8 @@ pub(super) struct Sequencer<A: App> {
 
 /// A sequenced request's reply channel and what the dedup window needs of it.
 pub(super) struct PendingTxn<A: App> {
-    reply: TxnReply<A>,
+    /// `None` once the reply has been sent ahead of the epoch's end (`EarlyReplies`).
+    reply: Option<TxnReply<A>>,
     id: Option<RequestId>,
     /// The request's digest, remembered with its id in the dedup window.
     digest: u32,
@@ -186,7 +187,7 @@ impl<A: App> Gathered<A> {
             inflight.insert(id, (digest, Vec::new()));
         }
         self.pending.push(PendingTxn {
-            reply,
+            reply: Some(reply),
             id: request.id,
             digest,
             fresh,
@@ -399,7 +400,19 @@ impl<A: App> Sequencer<A> {
             let replies = answered_replies(answered);
             return fail_all(pending, replies, query_replies, &mut self.inflight, why);
         }
-        let outcome = match run_epoch(&self.app, &self.actors, env.clone(), jobs).await {
+        let mut pending = pending;
+        let mut early = EarlyReplies {
+            env: &env,
+            pending: &mut pending,
+            reply_tx: &self.reply_tx,
+            txns: Vec::new(),
+        };
+        let early = self
+            .config
+            .early_replies
+            .then_some(&mut early as &mut dyn EarlySettle<_>);
+        let running = run_epoch_settling(&self.app, &self.actors, env.clone(), jobs, early);
+        let outcome = match running.await {
             Ok(o) => o,
             Err(e) => {
                 // The epoch is (or will be) in the log and replay would apply it whole, while
@@ -536,9 +549,65 @@ impl<A: App> Sequencer<A> {
                         }
                     }
                 }
-                txns.push((p.reply, outcome));
+                if let Some(reply) = p.reply {
+                    txns.push((reply, outcome));
+                }
             }
         }
+    }
+}
+
+/// Hands each outcome the epoch driver settles to the reply stage ahead of the epoch's end
+/// (`EarlySettle`), so the clients of the serial pass's first transactions come back while it
+/// runs the rest. The dedup window still records every outcome after the epoch, in seq order
+/// (`Sequencer::settle_one`), as replay does.
+struct EarlyReplies<'e, A: App> {
+    env: &'e EpochEnv<A::Event>,
+    pending: &'e mut [PendingTxn<A>],
+    reply_tx: &'e mpsc::UnboundedSender<ReplyBatch<A>>,
+    /// Outcomes settled since the last flush.
+    txns: Vec<(TxnReply<A>, Outcome<A::Output>)>,
+}
+
+impl<A: App> EarlySettle<A::Output> for EarlyReplies<'_, A> {
+    fn settled(&mut self, seq: crate::ids::Seq, result: &TxnResult<A::Output>) {
+        let result = match result {
+            TxnResult::Committed { pass, output } => TxnResult::Committed {
+                pass: *pass,
+                output: output.clone(),
+            },
+            TxnResult::Aborted { pass, reason } => TxnResult::Aborted {
+                pass: *pass,
+                reason: reason.clone(),
+            },
+            TxnResult::Retry => return,
+        };
+        let Some(reply) = self.pending[seq as usize].reply.take() else {
+            return;
+        };
+        let (epoch, timestamp_ms) = (self.env.epoch, self.env.timestamp_ms);
+        let retries = self.env.requests[seq as usize].retries;
+        // A committed or aborted result is always final.
+        if let Settled::Final(outcome) = settle(epoch, timestamp_ms, seq as usize, result, retries)
+        {
+            self.txns.push((reply, outcome));
+        }
+    }
+
+    fn flush(&mut self, outbox: &mut Vec<OutboxMsg>) {
+        if self.txns.is_empty() && outbox.is_empty() {
+            return;
+        }
+        let _ = self.reply_tx.send(ReplyBatch {
+            epoch: self.env.epoch,
+            outbox: std::mem::take(outbox),
+            // Sized for the serial pass's groups, so filling the next one allocates once.
+            txns: std::mem::replace(
+                &mut self.txns,
+                Vec::with_capacity(limits::SERIAL_PASS_SETTLE_TXNS),
+            ),
+            queries: Vec::new(),
+        });
     }
 }
 
@@ -710,7 +779,9 @@ fn fail_all<A: App>(
         for waiter in waiters {
             waiter.send(Err(error()));
         }
-        p.reply.send(Err(error()));
+        if let Some(reply) = p.reply {
+            reply.send(Err(error()));
+        }
     }
     for reply in answered {
         reply.send(Err(error()));
