@@ -10,14 +10,29 @@
 //! middle of an epoch is kept, forgets the epoch in progress and is brought to the log's end;
 //! and a kept partition the log does not explain fails the start naming it, after which a
 //! placement that keeps nothing recovers. The histories print their seed; `TXN_TEST_SEED=<n>` replays them.
+//!
+//! Also checked: while a take-over visits every row of the partitions (state hashes, the
+//! hand-over, freeing the replay's private copy), the async runtime's other tasks keep running.
+//! A cluster node's heartbeats are such tasks, and a node silent for the failure timeout is
+//! declared dead by its peers, so the take-over never completes. That runtime has one worker
+//! thread, so a job that keeps it busy stops every other task; each row's value is a [`Probe`]
+//! whose serialization (as hashing a partition does) waits until a task of the runtime answers,
+//! which it can only do if the worker is not held by the job (a handler's own `put` encodes its
+//! row too, a short step of an epoch that does not ask).
 
 mod common;
 
 use common::*;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 use txn::storage::MemoryStorage;
-use txn::{ClusterPlacement, LoopbackLink, PartitionHost, Runtime, RuntimeConfig};
+use txn::{
+    App, AppBuilder, AppDef, ClusterPlacement, LoopbackLink, PartitionHost, Runtime, RuntimeConfig,
+    ServiceRef,
+};
 
 /// Epochs between checkpoints when a generation takes them; large enough never to be due
 /// when it does not.
@@ -37,13 +52,13 @@ fn placement(fx: &Fixture, owner: impl Fn(u32) -> &'static str) -> Vec<String> {
 }
 
 /// A runtime driving epochs on `driver` over `owners`, the other nodes' partitions on `hosts`.
-async fn start_driver(
-    fx: &Fixture,
+async fn start_driver<A: App>(
+    app: &Arc<AppDef<A>>,
     config: RuntimeConfig,
     driver: &str,
     owners: Vec<String>,
-    hosts: &[&Arc<PartitionHost<ChainApp>>],
-) -> Runtime<ChainApp> {
+    hosts: &[&Arc<PartitionHost<A>>],
+) -> Runtime<A> {
     let link = LoopbackLink::new();
     for host in hosts {
         let serving = (*host).clone();
@@ -53,7 +68,7 @@ async fn start_driver(
         });
     }
     let placement = ClusterPlacement::new(driver, owners, Arc::new(link));
-    Runtime::start(fx.app.clone(), config.cluster(placement))
+    Runtime::start(app.clone(), config.cluster(placement))
         .await
         .unwrap()
 }
@@ -69,7 +84,7 @@ async fn take_over(
 ) -> (Runtime<ChainApp>, Arc<PartitionHost<ChainApp>>) {
     let kept = Arc::new(host.re_place(&owners).await.unwrap());
     host.stop().await;
-    let rt = start_driver(fx, config, driver, owners, &[&kept]).await;
+    let rt = start_driver(&fx.app, config, driver, owners, &[&kept]).await;
     (rt, kept)
 }
 
@@ -154,7 +169,7 @@ async fn a_take_over_reloads_only_the_partitions_that_move() {
     let host_b = Arc::new(PartitionHost::start(fx.app.clone(), "b", &owners_1).unwrap());
     let host_c = Arc::new(PartitionHost::start(fx.app.clone(), "c", &owners_1).unwrap());
     let rt = start_driver(
-        &fx,
+        &fx.app,
         config(NO_CHECKPOINT_EPOCHS),
         "a",
         owners_1,
@@ -239,7 +254,7 @@ async fn a_kept_partition_the_log_does_not_explain_fails_the_start() {
     let host_b = Arc::new(PartitionHost::start(fx.app.clone(), "b", &owners).unwrap());
     let host_c = Arc::new(PartitionHost::start(fx.app.clone(), "c", &owners).unwrap());
     let elsewhere = RuntimeConfig::with_storage(Arc::new(MemoryStorage::new()));
-    let rt = start_driver(&fx, elsewhere, "a", owners.clone(), &[&host_b, &host_c]).await;
+    let rt = start_driver(&fx.app, elsewhere, "a", owners.clone(), &[&host_b, &host_c]).await;
     run_chain_client(rt.client(), fx.clone(), seed, 30).await;
     rt.shutdown().await;
 
@@ -268,7 +283,7 @@ async fn a_kept_partition_the_log_does_not_explain_fails_the_start() {
     let host_b3 = Arc::new(PartitionHost::start(fx.app.clone(), "b", &owners).unwrap());
     let host_c3 = Arc::new(PartitionHost::start(fx.app.clone(), "c", &owners).unwrap());
     let config = RuntimeConfig::with_storage(storage.clone());
-    let rt = start_driver(&fx, config, "a", owners, &[&host_b3, &host_c3]).await;
+    let rt = start_driver(&fx.app, config, "a", owners, &[&host_b3, &host_c3]).await;
     assert_eq!(rt.recovery_report().partitions_kept, 0);
     let hash = rt.client().state_hash().await.unwrap();
     rt.shutdown().await;
@@ -372,4 +387,146 @@ async fn survivor_stopped_mid_epoch(aborts: bool, test: &str) {
     rt.client().submit_raw(svc, &key, again).await.unwrap();
     run_until_the_driver_dies(rt, &fx, &storage, seed ^ 1).await;
     host_c2.stop().await;
+}
+
+/// Rows written before the driver dies (a few per partition).
+const N_PROBE_KEYS: u64 = 48;
+/// Partitions of the one service.
+const N_PROBE_PARTITIONS: u32 = 6;
+/// How long a row's serialization waits for a task of the runtime to answer before it counts
+/// the runtime as stalled: far longer than a loaded machine delays a runnable task.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Whether serializing a [`Probe`] asks the runtime's probe task for an answer.
+static ARMED: AtomicBool = AtomicBool::new(false);
+/// The probe task's inbox: each question carries where to answer.
+type Question = std::sync::mpsc::Sender<()>;
+static PROBE: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Question>>> = Mutex::new(None);
+/// Questions answered, and questions that waited `ANSWER_TIMEOUT` in vain.
+static ANSWERED: AtomicUsize = AtomicUsize::new(0);
+static STALLED: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Whether this thread runs a handler: its `put` encodes the row too, a short step of an
+    /// epoch's phase that may stay on the worker (the replay runs them).
+    static IN_HANDLER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A row value whose serialization, while [`ARMED`], waits for the runtime's probe task.
+#[derive(Clone, Debug)]
+struct Probe(i64);
+
+impl Serialize for Probe {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if ARMED.load(Ordering::Acquire) && !IN_HANDLER.get() {
+            ask_the_runtime();
+        }
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Probe {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        i64::deserialize(deserializer).map(Probe)
+    }
+}
+
+/// Waits until the probe task answers; one stall is enough to fail, so it disarms the probe
+/// instead of waiting again for every row.
+fn ask_the_runtime() {
+    let Some(probe) = PROBE.lock().unwrap().clone() else {
+        return;
+    };
+    let (answer, answered) = std::sync::mpsc::channel();
+    if probe.send(answer).is_err() {
+        return;
+    }
+    match answered.recv_timeout(ANSWER_TIMEOUT) {
+        Ok(()) => ANSWERED.fetch_add(1, Ordering::Relaxed),
+        Err(_) => {
+            ARMED.store(false, Ordering::Release);
+            STALLED.fetch_add(1, Ordering::Relaxed)
+        }
+    };
+}
+
+struct ProbeApp;
+
+impl App for ProbeApp {
+    type Event = u64;
+    type Output = ();
+}
+
+fn probe_app() -> (Arc<AppDef<ProbeApp>>, ServiceRef) {
+    let mut b = AppBuilder::<ProbeApp>::new();
+    let service = b.service("probes", N_PROBE_PARTITIONS);
+    let table = b.table::<u64, Probe>(service, "rows");
+    b.handler(service, move |ctx, key| {
+        IN_HANDLER.set(true);
+        let put = ctx.put(table, *key, Probe(*key as i64));
+        IN_HANDLER.set(false);
+        put?;
+        Ok(())
+    });
+    (b.build().expect("valid app"), service)
+}
+
+fn probe_owners(names: [&str; 3]) -> Vec<String> {
+    (0..N_PROBE_PARTITIONS)
+        .map(|gp| names[gp as usize % 3].to_string())
+        .collect()
+}
+
+// Goal: while a take-over hashes, hands over and frees every partition's rows, the runtime's
+// other tasks keep running (on a runtime of one worker, where a partition job that holds the
+// worker stops them all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn the_runtime_runs_other_tasks_while_a_take_over_visits_every_row() {
+    let (app, service) = probe_app();
+    let storage = Arc::new(MemoryStorage::new());
+    let config = || RuntimeConfig::with_storage(storage.clone());
+    let owners_1 = probe_owners(["a", "b", "c"]);
+    let host_b = Arc::new(PartitionHost::start(app.clone(), "b", &owners_1).unwrap());
+    let host_c = Arc::new(PartitionHost::start(app.clone(), "c", &owners_1).unwrap());
+    let rt = start_driver(&app, config(), "a", owners_1, &[&host_b, &host_c]).await;
+    for key in 0..N_PROBE_KEYS {
+        rt.client().submit_raw(service, &key, key).await.unwrap();
+    }
+    rt.shutdown().await;
+
+    let (questions, mut inbox) = tokio::sync::mpsc::unbounded_channel::<Question>();
+    *PROBE.lock().unwrap() = Some(questions);
+    let answering = tokio::spawn(async move {
+        while let Some(answer) = inbox.recv().await {
+            let _ = answer.send(());
+        }
+    });
+    ARMED.store(true, Ordering::Release);
+    // "a" died; "b" takes over and drives, "a"'s partitions go to "c", which keeps its own.
+    host_b.stop().await;
+    let owners_2 = probe_owners(["c", "b", "c"]);
+    let kept = Arc::new(host_c.re_place(&owners_2).await.unwrap());
+    host_c.stop().await;
+    let rt = start_driver(&app, config(), "b", owners_2, &[&kept]).await;
+    let hash = rt.client().state_hash().await.unwrap();
+    rt.shutdown().await;
+    ARMED.store(false, Ordering::Release);
+    *PROBE.lock().unwrap() = None;
+    answering.await.unwrap();
+
+    assert_eq!(
+        STALLED.load(Ordering::Relaxed),
+        0,
+        "a partition job held the runtime's only worker while it visited the rows: no other \
+         task ran for {ANSWER_TIMEOUT:?}"
+    );
+    assert!(
+        ANSWERED.load(Ordering::Relaxed) > 0,
+        "no row was serialized on the take-over's path: the check is vacuous"
+    );
+    let one_process = Runtime::start(app.clone(), RuntimeConfig::with_storage(storage.clone()))
+        .await
+        .unwrap();
+    assert_eq!(one_process.client().state_hash().await.unwrap(), hash);
+    one_process.shutdown().await;
 }

@@ -736,7 +736,9 @@ async fn move_in<A: App>(
     track_dirty: bool,
 ) -> Result<(), TxnError> {
     let states = run_phase(private, here, |_, reply| Job::Lend { reply }).await?;
-    run_phase(actors, here, |_, reply| Job::Lend { reply }).await?;
+    let replaced = run_phase(actors, here, |_, reply| Job::Lend { reply }).await?;
+    // Freed beside the async workers: they may hold the rows of a runtime before.
+    tokio::task::spawn_blocking(move || drop(replaced));
     for mut state in states {
         if !track_dirty {
             state.set_track_dirty(false);
