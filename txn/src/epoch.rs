@@ -322,11 +322,14 @@ fn settle_first_pass<O>(
     early.flush(outbox);
 }
 
-/// Runs `f`, the serial pass (one thread, milliseconds per epoch under contention), so that the
-/// runtime's other tasks keep running meanwhile: on a multi-thread runtime the worker first
-/// hands its queued tasks to another thread (`block_in_place`), so a reply task woken by the
-/// pass is not stuck behind it. Costs a thread hand-off per epoch; elsewhere `f` runs in place.
-fn off_worker<R>(f: impl FnOnce() -> R) -> R {
+/// Runs `f`, work that may keep a thread busy for milliseconds or more (the one-thread serial
+/// pass; a partition job that visits every row), so that the runtime's other tasks keep running
+/// meanwhile: on a multi-thread runtime the worker first hands its queued tasks to another
+/// thread (`block_in_place`), so a reply task woken by the serial pass is not stuck behind it,
+/// and a take-over's hashes and hand-over on every worker at once no longer silence a node's
+/// heartbeats (they did, for over a second, and its peers declared it dead). Costs a thread
+/// hand-off per call; a current-thread runtime cannot hand its queue over and runs `f` in place.
+pub(crate) fn off_worker<R>(f: impl FnOnce() -> R) -> R {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current() {
         Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {

@@ -16,7 +16,7 @@
 //! writes, and a restart recovers from the log (see `docs/runtime-semantics.md`).
 
 use crate::app::{App, AppDef};
-use crate::epoch::Dispatch;
+use crate::epoch::{Dispatch, off_worker};
 use crate::error::TxnError;
 use crate::ids::GlobalPartition;
 use crate::partition::{Job, PartitionState, Partitions, Slot, run_job};
@@ -67,7 +67,7 @@ impl<A: App> VirtualActor for PartitionActor<A> {
     async fn handle(&self, id: ActorId, slot: &mut Self::State, msg: Self::Msg) {
         let gp = self.first_gp + id.partition;
         if visits_every_row(&msg) {
-            beside_the_workers(|| run_job(&self.app, gp, slot, msg));
+            off_worker(|| run_job(&self.app, gp, slot, msg));
         } else {
             run_job(&self.app, gp, slot, msg);
         }
@@ -75,7 +75,7 @@ impl<A: App> VirtualActor for PartitionActor<A> {
 
     async fn passivate(&self, _id: ActorId, slot: Self::State) -> Result<(), ActorError> {
         // Freeing a partition of millions of rows (a replay's private copy) takes long too.
-        beside_the_workers(|| drop(slot));
+        off_worker(|| drop(slot));
         Ok(())
     }
 }
@@ -91,22 +91,6 @@ fn visits_every_row<A: App>(job: &Job<A>) -> bool {
             | Job::Apply { .. }
             | Job::Erase { .. }
     )
-}
-
-/// Runs `work`, which may keep a thread busy for long, so that the runtime's other tasks
-/// (the cluster's heartbeats among them) keep running meanwhile: on a multi-threaded runtime
-/// the worker first hands its queue of tasks to another thread (`block_in_place`). A
-/// take-over's hashes and hand-over on every worker at once silenced a node's heartbeats for
-/// over a second, and its peers declared it dead. A current-thread runtime cannot hand its
-/// queue over, and runs `work` in place.
-fn beside_the_workers<R>(work: impl FnOnce() -> R) -> R {
-    let multi_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if multi_thread {
-        tokio::task::block_in_place(work)
-    } else {
-        work()
-    }
 }
 
 /// The partition actors of one runtime, one actor-runtime service per application service.
