@@ -147,8 +147,8 @@ pub struct CommonArgs {
     pub epoch_quiet_close: u64,
 
     /// Whether outcomes leave as soon as they are decided, the serial pass's while it runs
-    /// (`RuntimeConfig::early_replies`); `false` holds every reply to its epoch's end.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    /// (`RuntimeConfig::early_replies`); `false` (the default) holds every reply to its epoch's end.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     pub early_replies: bool,
 
     /// What happens to transactions that lose a conflict: re-run serially at the end of the
