@@ -9,59 +9,13 @@
 use services::marketplace::{
     CartAddItem, MarketApp, MarketConfig, Marketplace, Mix, OpGen, Scale, SellerId,
 };
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use txn::bench_api::alloc_count::{
+    CountingPerThread, count_this_thread, server_allocations, thread_allocations,
+};
 use txn::{Client, Request, Runtime, RuntimeConfig, SerialExecutor};
-
-thread_local! {
-    // Const-initialized and without destructor: reading it never allocates.
-    static THREAD_ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-    /// Whether this thread is a worker of a runtime whose allocations `SERVER_ALLOCATIONS`
-    /// counts (tests run side by side in this binary, so a global count needs the threads).
-    static COUNTED_SERVER_THREAD: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Allocations made on the threads marked `COUNTED_SERVER_THREAD`, all together.
-static SERVER_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-/// Counts one allocation of the calling thread.
-fn count_allocation() {
-    THREAD_ALLOCATIONS.with(|n| n.set(n.get() + 1));
-    if COUNTED_SERVER_THREAD.with(Cell::get) {
-        SERVER_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// The system allocator, counting each thread's allocations in that thread.
-struct CountingPerThread;
-
-// SAFETY: every call is passed unchanged to the system allocator; only a counter is added.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for CountingPerThread {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count_allocation();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count_allocation();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count_allocation();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: CountingPerThread = CountingPerThread;
-
-fn thread_allocations() -> u64 {
-    THREAD_ALLOCATIONS.with(Cell::get)
-}
 
 /// Transactions measured per kind.
 const N_MEASURED: u64 = 200;
@@ -182,7 +136,7 @@ async fn run_mix(
     ops: &mut OpGen,
     n_batches: usize,
 ) -> (u64, u64) {
-    let before = SERVER_ALLOCATIONS.load(Ordering::Relaxed);
+    let before = server_allocations();
     let mut n_txns = 0;
     for _ in 0..n_batches {
         // The dashboard is a query, not a transaction: it is left out.
@@ -195,7 +149,7 @@ async fn run_mix(
             n_txns += 1;
         }
     }
-    (SERVER_ALLOCATIONS.load(Ordering::Relaxed) - before, n_txns)
+    (server_allocations() - before, n_txns)
 }
 
 #[test]
@@ -205,7 +159,7 @@ fn the_default_mix_on_a_runtime_allocates_within_a_budget() {
     // transaction allocates on the runtime's threads is mostly its handlers' own.
     let server = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .on_thread_start(|| COUNTED_SERVER_THREAD.with(|c| c.set(true)))
+        .on_thread_start(count_this_thread)
         .enable_all()
         .build()
         .expect("a tokio runtime");

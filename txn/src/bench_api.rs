@@ -1,9 +1,10 @@
 //! Internals opened up for the criterion micro-benchmarks in `bench-harness/benches/`.
 //!
-//! **Not a stable API; for bench-harness/benches only.** Everything here is a thin, inlined
-//! delegation to the production code (`TableState` in `table.rs`, the epoch record of the
-//! durability thread in `runtime.rs`), so the benchmarks time the real hot paths rather than
-//! copies of them. Nothing in `txn` itself uses this module.
+//! **Not a stable API; for the benches and the allocation-budget tests only.** Everything here
+//! but `alloc_count` (the tests' counting allocator) is a thin, inlined delegation to the
+//! production code (`TableState` in `table.rs`, the epoch record of the durability thread in
+//! `runtime.rs`), so the benchmarks time the real hot paths rather than copies of them.
+//! Nothing in `txn` itself uses this module.
 
 use crate::app::{Key, Row, ServiceRef};
 use crate::constraint::Constraints;
@@ -176,4 +177,71 @@ pub fn encode_epoch_record<E: Serialize>(
         erase: &[],
     };
     rmp_serde::encode::write(buf, &record)
+}
+
+/// Heap allocations counted per thread, for the allocation-budget tests of `txn` and
+/// `services` (a test binary installs [`CountingPerThread`](alloc_count::CountingPerThread) as
+/// its `#[global_allocator]`; one copy here instead of one per test file).
+pub mod alloc_count {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    thread_local! {
+        // Const-initialized and without destructor: reading it never allocates.
+        static THREAD_ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+        /// Whether this thread is a worker of a runtime whose allocations `SERVER_ALLOCATIONS`
+        /// counts (tests run side by side in one binary, so a global count needs the threads).
+        static COUNTED_SERVER_THREAD: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Allocations made on the threads marked by [`count_this_thread`], all together.
+    static SERVER_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+    /// Counts one allocation of the calling thread.
+    fn count_allocation() {
+        THREAD_ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        if COUNTED_SERVER_THREAD.with(Cell::get) {
+            SERVER_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The system allocator, counting each thread's allocations in that thread.
+    pub struct CountingPerThread;
+
+    // SAFETY: every call is passed unchanged to the system allocator; only a counter is added.
+    #[allow(unsafe_code)]
+    unsafe impl GlobalAlloc for CountingPerThread {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            count_allocation();
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            count_allocation();
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            count_allocation();
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    /// Allocations the calling thread has made so far.
+    pub fn thread_allocations() -> u64 {
+        THREAD_ALLOCATIONS.with(Cell::get)
+    }
+
+    /// Counts the calling thread's allocations into [`server_allocations`] from now on (for a
+    /// runtime's `on_thread_start`).
+    pub fn count_this_thread() {
+        COUNTED_SERVER_THREAD.with(|c| c.set(true));
+    }
+
+    /// Allocations made so far on every thread marked by [`count_this_thread`].
+    pub fn server_allocations() -> u64 {
+        SERVER_ALLOCATIONS.load(Ordering::Relaxed)
+    }
 }

@@ -7,7 +7,7 @@
 //! only after its epoch is in the log. See `ARCHITECTURE.md` for the protocol.
 
 pub mod app;
-// Not a stable API; for bench-harness/benches (criterion micro-benchmarks of the hot paths).
+// Not a stable API; for the criterion micro-benchmarks of the hot paths and the allocation tests.
 #[doc(hidden)]
 pub mod bench_api;
 mod bitset;

@@ -5,62 +5,16 @@
 //! runtime recording merge-able deltas on many rows reuse each row's delta list.
 
 use serde::{Deserialize, Serialize};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use txn::bench_api::alloc_count::{
+    CountingPerThread, count_this_thread, server_allocations, thread_allocations,
+};
 use txn::{
     App, AppBuilder, AppDef, Client, Field, Request, Runtime, RuntimeConfig, SerialExecutor,
     ServiceRef, Table,
 };
 
-thread_local! {
-    // Const-initialized and without destructor: reading it never allocates.
-    static THREAD_ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-    /// Whether this thread is a worker of a runtime whose allocations `SERVER_ALLOCATIONS`
-    /// counts (tests run side by side in this binary, so a global count needs the threads).
-    static COUNTED_SERVER_THREAD: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Allocations made on the threads marked `COUNTED_SERVER_THREAD`, all together.
-static SERVER_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-/// Counts one allocation of the calling thread.
-fn count_allocation() {
-    THREAD_ALLOCATIONS.with(|n| n.set(n.get() + 1));
-    if COUNTED_SERVER_THREAD.with(Cell::get) {
-        SERVER_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// The system allocator, counting each thread's allocations in that thread.
-struct CountingPerThread;
-
-// SAFETY: every call is passed unchanged to the system allocator; only a counter is added.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for CountingPerThread {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count_allocation();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count_allocation();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count_allocation();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
 static GLOBAL: CountingPerThread = CountingPerThread;
-
-fn thread_allocations() -> u64 {
-    THREAD_ALLOCATIONS.with(Cell::get)
-}
 
 struct Counters;
 
@@ -317,7 +271,7 @@ fn delta_app() -> (std::sync::Arc<AppDef<Deltas>>, ServiceRef) {
 /// Runs `n_batches` batches of the delta workload, each transaction of a batch on its own
 /// rows; returns the allocations the runtime's worker threads made meanwhile.
 async fn run_delta_batches(client: &Client<Deltas>, service: ServiceRef, n_batches: u64) -> u64 {
-    let before = SERVER_ALLOCATIONS.load(Ordering::Relaxed);
+    let before = server_allocations();
     for _ in 0..n_batches {
         let requests = (0..DELTA_BATCH_TXNS).map(|t| {
             let first = t * DELTA_ROWS_PER_TXN;
@@ -327,7 +281,7 @@ async fn run_delta_batches(client: &Client<Deltas>, service: ServiceRef, n_batch
             outcome.expect("an outcome").result.expect("commits");
         }
     }
-    SERVER_ALLOCATIONS.load(Ordering::Relaxed) - before
+    server_allocations() - before
 }
 
 #[test]
@@ -337,7 +291,7 @@ fn epochs_of_deltas_reuse_each_rows_delta_list() {
     // here as at least one allocation per row a transaction adds to (8 per transaction).
     let server = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .on_thread_start(|| COUNTED_SERVER_THREAD.with(|c| c.set(true)))
+        .on_thread_start(count_this_thread)
         .enable_all()
         .build()
         .expect("a tokio runtime");
