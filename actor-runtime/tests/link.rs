@@ -4,7 +4,8 @@
 //! both sides; a request a slow peer does not answer times out; a request pending on a frozen
 //! node (SIGSTOP) fails when the heartbeats declare it dead, one pending on a SIGKILLed node
 //! fails as soon as its session closes, and a new request to either fails at once; each error
-//! names the node. The killed node, restarted, answers again.
+//! names the node. The frozen node, resumed, declares nobody dead for its own pause and is taken
+//! back. The killed node, restarted, answers again.
 //!
 //! The nodes are this test binary run again as child processes: `link_node_process` (ignored
 //! in normal runs) becomes a node when `LINK_TEST_NODE` is set, and takes commands on stdin.
@@ -125,6 +126,10 @@ fn print_members(cluster: &Cluster) {
 async fn run_command(cluster: &Arc<Cluster>, command: &str, peer: String) {
     match command {
         "exchange" => exchange(cluster, peer.split(',').map(str::to_string).collect()).await,
+        "members" => {
+            let names: Vec<String> = cluster.members().into_iter().map(|m| m.name).collect();
+            println!("now members {}", names.join(","));
+        }
         "stats" => {
             for (peer, s) in cluster.link_stats() {
                 let (ms, bs, mr, br) = (
@@ -369,7 +374,9 @@ fn three_nodes_exchange_requests_and_a_lost_node_fails_its_requests() {
         failed_in <= FAILURE_TIMEOUT + Duration::from_millis(500),
         "the request pending on the killed n3 failed {failed_in:?} after the kill"
     );
+    resume_counting_no_peer_dead(n1, n2);
     n2.signal("-KILL");
+    n1.wait_line(|l| l == "members n1");
 
     // A restarted node is reachable again once it is a member again.
     nodes[2] = spawn_node(names[2], addrs[2], &[addrs[0]]);
@@ -377,6 +384,30 @@ fn three_nodes_exchange_requests_and_a_lost_node_fails_its_requests() {
     nodes[0].command("request n3");
     let line = nodes[0].outcome_with("n3");
     assert!(line.starts_with("answered n3"), "{line}");
+}
+
+/// `frozen`, stopped (SIGSTOP) long enough for `peer` to declare it dead, resumes: its first
+/// tick comes before the heartbeats `peer` sent meanwhile, but it does not count its own pause
+/// as `peer`'s silence, so it never declares `peer` dead, and its heartbeats bring it back at
+/// `peer`.
+fn resume_counting_no_peer_dead(peer: &mut Node, frozen: &mut Node) {
+    let before = frozen.seen.len();
+    frozen.signal("-CONT");
+    let back = format!("members {},{}", peer.name, frozen.name);
+    peer.wait_line(|l| l == back);
+    frozen.command("members");
+    frozen.wait_line(|l| l.starts_with("now members "));
+    let lists_peer = |l: &str| l.split([' ', ',']).any(|n| n == peer.name);
+    let listed_without_peer: Vec<&String> = frozen.seen[before..]
+        .iter()
+        .filter(|l| l.contains("members ") && !lists_peer(l))
+        .collect();
+    assert!(
+        listed_without_peer.is_empty(),
+        "{} declared {} dead after it resumed: {listed_without_peer:?}",
+        frozen.name,
+        peer.name
+    );
 }
 
 /// Sends `lost` a request its handler never answers, then `signal`s it: the request fails

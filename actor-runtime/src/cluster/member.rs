@@ -25,6 +25,7 @@ pub(crate) struct MemberSettings {
     pub node_name: String,
     pub listen: String,
     pub identity: Vec<u8>,
+    pub heartbeat_interval: Duration,
     pub failure_timeout: Duration,
     pub compare: IdentityCompare,
 }
@@ -64,6 +65,9 @@ pub(crate) struct MemberState {
     pending: BTreeMap<String, PeerMessage>,
     /// Greeted peers by name (ordered, so heartbeats and timeouts go out in one order).
     peers: BTreeMap<String, Peer>,
+    /// When the last heartbeat tick ran: a tick much later than the interval means this node
+    /// itself was not running (frozen, swapped out, starved), see [`discount_own_pause`].
+    last_tick: Option<Instant>,
 }
 
 impl Actor for MemberActor {
@@ -415,20 +419,39 @@ impl MemberActor {
 
     fn on_tick(&self, state: &mut MemberState) {
         let now = Instant::now();
+        let paused = discount_own_pause(
+            state.last_tick.replace(now),
+            now,
+            self.settings.heartbeat_interval,
+            state.peers.values_mut().map(|p| &mut p.last_heard),
+        );
+        if paused > self.settings.heartbeat_interval {
+            tracing::warn!(
+                paused_ms = paused.as_millis() as u64,
+                "this node did not run for a while: its peers' silence during the pause is not counted"
+            );
+        }
         let heartbeat = PeerMessage::Heartbeat {
             node: self.settings.node_name.clone(),
         };
         let mut silent = Vec::new();
-        for (name, peer) in state
-            .peers
-            .iter_mut()
-            .filter(|(_, p)| p.status == Status::Up)
-        {
-            let quiet = now.saturating_duration_since(peer.last_heard);
-            if quiet > self.settings.failure_timeout {
-                peer.status = Status::Silent;
-                silent.push((name.clone(), quiet));
-            } else if let Some(cell) = state.cells.get(&peer.session) {
+        for (name, peer) in state.peers.iter_mut() {
+            match peer.status {
+                Status::Up => {
+                    let quiet = now.saturating_duration_since(peer.last_heard);
+                    if quiet > self.settings.failure_timeout {
+                        peer.status = Status::Silent;
+                        silent.push((name.clone(), quiet));
+                        continue;
+                    }
+                }
+                // A silent peer is still sent heartbeats over its open session: when the two
+                // can hear each other again (a pause or a network fault ended), each brings the
+                // other back, instead of both waiting for a heartbeat neither sends.
+                Status::Silent => {}
+                Status::Refused => continue,
+            }
+            if let Some(cell) = state.cells.get(&peer.session) {
                 send(cell, heartbeat.clone());
             }
         }
@@ -464,8 +487,81 @@ impl MemberActor {
     }
 }
 
+/// Moves each `last_heard` forward by how much later than `interval` this tick came after the
+/// previous one (`previous`, `None` at the first tick), and returns the gap between the ticks.
+///
+/// A node that was not running (SIGSTOP, a VM paused, a starved runtime) processes its tick
+/// before the heartbeats its peers sent meanwhile, which wait in its sockets and mailbox: judged
+/// on the times it last heard them before the pause, every peer would look silent. Only the time
+/// this node was itself running counts as a peer's silence; a tick on time moves nothing, so a
+/// peer that really stopped is still declared dead after the failure timeout.
+fn discount_own_pause<'a>(
+    previous: Option<Instant>,
+    now: Instant,
+    interval: Duration,
+    last_heard: impl Iterator<Item = &'a mut Instant>,
+) -> Duration {
+    let Some(previous) = previous else {
+        return Duration::ZERO;
+    };
+    let gap = now.saturating_duration_since(previous);
+    let late = gap.saturating_sub(interval);
+    if !late.is_zero() {
+        for heard in last_heard {
+            *heard = (*heard + late).min(now);
+        }
+    }
+    gap
+}
+
 /// Casts `message` to a peer's member actor; a peer that just went away is found by the
 /// failure detector or its session's close, so a failed send needs no handling here.
 fn send(cell: &ActorCell, message: PeerMessage) {
     let _ = cell.send_message::<MemberMsg>(MemberMsg::Peer(message));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::discount_own_pause;
+    use std::time::{Duration, Instant};
+
+    const INTERVAL: Duration = Duration::from_millis(100);
+
+    #[test]
+    fn a_tick_on_time_moves_no_last_heard() {
+        let start = Instant::now();
+        let mut heard = [start, start + Duration::from_millis(50)];
+        let now = start + INTERVAL;
+        let gap = discount_own_pause(Some(start), now, INTERVAL, heard.iter_mut());
+        assert_eq!(gap, INTERVAL);
+        assert_eq!(heard, [start, start + Duration::from_millis(50)]);
+    }
+
+    #[test]
+    fn a_late_tick_does_not_count_the_pause_as_the_peers_silence() {
+        let start = Instant::now();
+        // Last heard 80 ms before the previous tick, then this node stopped for 3 s.
+        let mut heard = [start - Duration::from_millis(80), start];
+        let now = start + Duration::from_secs(3);
+        let gap = discount_own_pause(Some(start), now, INTERVAL, heard.iter_mut());
+        assert_eq!(gap, Duration::from_secs(3));
+        // Each peer is as quiet as it was when the pause began, plus one interval.
+        assert_eq!(now - heard[0], Duration::from_millis(180));
+        assert_eq!(now - heard[1], INTERVAL);
+    }
+
+    #[test]
+    fn no_last_heard_moves_past_now_or_at_the_first_tick() {
+        let start = Instant::now();
+        let now = start + Duration::from_secs(1);
+        let mut heard = [now];
+        discount_own_pause(Some(start), now, INTERVAL, heard.iter_mut());
+        assert_eq!(heard, [now]);
+        let mut heard = [start];
+        assert_eq!(
+            discount_own_pause(None, now, INTERVAL, heard.iter_mut()),
+            Duration::ZERO
+        );
+        assert_eq!(heard, [start]);
+    }
 }

@@ -364,6 +364,7 @@ impl Cluster {
             node_name: config.node_name.clone(),
             listen: config.listen.to_string(),
             identity: config.app_identity.clone(),
+            heartbeat_interval: config.heartbeat_interval,
             failure_timeout: config.failure_timeout,
             compare,
         });
