@@ -12,8 +12,10 @@ use crate::outcome::Outcome;
 use crate::query::{QueryFn, QueryPart, QueryResult, ReadView};
 use std::any::Any;
 use std::hash::Hash;
+use std::pin::pin;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 pub(super) use super::batch::TxnReply;
 use super::batch::{BatchReplies, TxnOutcome};
@@ -58,6 +60,151 @@ pub(super) enum Submission<A: App> {
     Stop,
 }
 
+/// The submission queue from the clients to the sequencer, bounded to `bound` submissions (a
+/// batch is one): an unbounded channel plus a count of the places taken. A send takes a place
+/// with one atomic add, the sequencer frees it with one atomic subtract per submission it
+/// takes; only a sender that finds the queue full waits (for `Room::freed`). A bounded tokio
+/// channel cost a semaphore permit per send and a lock per receive (issue 16, the plain path).
+pub(super) fn submission_queue<A: App>(bound: usize) -> (SubmitTx<A>, SubmitRx<A>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let room = Arc::new(Room {
+        queued: AtomicUsize::new(0),
+        bound: bound.max(1),
+        waiting: AtomicUsize::new(0),
+        closed: AtomicBool::new(false),
+        freed: Notify::new(),
+    });
+    (
+        SubmitTx {
+            tx,
+            room: room.clone(),
+        },
+        SubmitRx { rx, room },
+    )
+}
+
+/// The places of the submission queue.
+struct Room {
+    /// Submissions sent and not yet taken by the sequencer (may pass `bound` for an instant
+    /// while a sender that found the queue full gives its place back).
+    queued: AtomicUsize,
+    bound: usize,
+    /// Senders waiting for a place: only then does taking a submission notify.
+    waiting: AtomicUsize,
+    /// The sequencer's end was dropped: waiting senders give up.
+    closed: AtomicBool,
+    freed: Notify,
+}
+
+impl Room {
+    /// Takes a place, waiting while the queue is full; `false` if the receiver is gone.
+    async fn enter(&self) -> bool {
+        if self.queued.fetch_add(1, Ordering::SeqCst) < self.bound {
+            return true;
+        }
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        loop {
+            let freed = self.freed.notified();
+            let mut freed = pin!(freed);
+            // Registered before the check, so a place freed after it wakes this sender.
+            freed.as_mut().enable();
+            let _waiting = Waiting::new(&self.waiting);
+            if self.closed.load(Ordering::SeqCst) {
+                return false;
+            }
+            if self.queued.fetch_add(1, Ordering::SeqCst) < self.bound {
+                return true;
+            }
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            freed.await;
+        }
+    }
+
+    /// Frees a place (a submission taken, or a send that failed).
+    fn leave(&self) {
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        // Either this sees a waiting sender, or that sender's check sees the freed place.
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.freed.notify_waiters();
+        }
+    }
+}
+
+/// A sender counted in `Room::waiting` while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::SeqCst);
+        Waiting(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The clients' end of the submission queue.
+pub(super) struct SubmitTx<A: App> {
+    tx: mpsc::UnboundedSender<Submission<A>>,
+    room: Arc<Room>,
+}
+
+impl<A: App> Clone for SubmitTx<A> {
+    fn clone(&self) -> Self {
+        SubmitTx {
+            tx: self.tx.clone(),
+            room: self.room.clone(),
+        }
+    }
+}
+
+impl<A: App> SubmitTx<A> {
+    /// Queues `sub` for the sequencer, waiting while the queue is full; hands it back if the
+    /// sequencer is gone.
+    pub(super) async fn send(
+        &self,
+        sub: Submission<A>,
+    ) -> Result<(), mpsc::error::SendError<Submission<A>>> {
+        if !self.room.enter().await {
+            return Err(mpsc::error::SendError(sub));
+        }
+        self.tx.send(sub).inspect_err(|_| self.room.leave())
+    }
+}
+
+/// The sequencer's end of the submission queue.
+pub(super) struct SubmitRx<A: App> {
+    rx: mpsc::UnboundedReceiver<Submission<A>>,
+    room: Arc<Room>,
+}
+
+impl<A: App> SubmitRx<A> {
+    /// The next submission; `None` once every client is gone and the queue is empty.
+    /// Cancel-safe: a submission is taken only when this returns it.
+    pub(super) async fn recv(&mut self) -> Option<Submission<A>> {
+        let sub = self.rx.recv().await?;
+        self.room.leave();
+        Some(sub)
+    }
+
+    /// The next submission if one is queued.
+    pub(super) fn try_recv(&mut self) -> Result<Submission<A>, mpsc::error::TryRecvError> {
+        let sub = self.rx.try_recv()?;
+        self.room.leave();
+        Ok(sub)
+    }
+}
+
+impl<A: App> Drop for SubmitRx<A> {
+    fn drop(&mut self) {
+        self.room.closed.store(true, Ordering::SeqCst);
+        self.room.freed.notify_waiters();
+    }
+}
+
 /// A client handle: cheap to clone, usable from any task.
 ///
 /// Every request carries a request id: the caller's (`submit_with_id`) or one generated for it
@@ -71,7 +218,7 @@ pub(super) enum Submission<A: App> {
 /// settled; chosen ids: the newest `dedup_window_max`, within `dedup_window_bytes_max`). To bound
 /// the wait yourself, take an id with [`Client::new_request_id`] first and submit with it.
 pub struct Client<A: App> {
-    pub(super) tx: mpsc::Sender<Submission<A>>,
+    pub(super) tx: SubmitTx<A>,
     pub(super) app: Arc<AppDef<A>>,
     pub(super) ids: Arc<IdGenerator>,
     pub(super) request_bytes_max: usize,
@@ -479,5 +626,88 @@ pub(super) fn outcome_for<O>(
             id,
             cause: Box::new(cause),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::task::{Context, Poll};
+
+    struct Plain;
+
+    impl App for Plain {
+        type Event = u64;
+        type Output = ();
+    }
+
+    /// A submission that needs no reply.
+    fn stop() -> Submission<Plain> {
+        Submission::Stop
+    }
+
+    fn poll_once<F: Future>(f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        f.poll(&mut Context::from_waker(futures::task::noop_waker_ref()))
+    }
+
+    #[test]
+    fn a_full_queue_holds_a_sender_until_the_sequencer_takes_a_submission() {
+        let (tx, mut rx) = submission_queue::<Plain>(2);
+        for _ in 0..2 {
+            let sent = std::pin::pin!(tx.send(stop()));
+            assert!(matches!(poll_once(sent), Poll::Ready(Ok(()))));
+        }
+        let mut third = std::pin::pin!(tx.send(stop()));
+        assert!(
+            poll_once(third.as_mut()).is_pending(),
+            "no place for a third send in a queue of 2"
+        );
+        assert!(poll_once(third.as_mut()).is_pending(), "still full");
+        assert!(rx.try_recv().is_ok());
+        assert!(matches!(poll_once(third.as_mut()), Poll::Ready(Ok(()))));
+        assert!(rx.try_recv().is_ok());
+        assert!(rx.try_recv().is_ok());
+        assert!(matches!(
+            rx.try_recv(),
+            Err(mpsc::error::TryRecvError::Empty)
+        ));
+        assert_eq!(tx.room.queued.load(Ordering::SeqCst), 0);
+        assert_eq!(tx.room.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_waiting_sender_gets_its_submission_back_when_the_sequencer_is_gone() {
+        let (tx, rx) = submission_queue::<Plain>(1);
+        let first = std::pin::pin!(tx.send(stop()));
+        assert!(matches!(poll_once(first), Poll::Ready(Ok(()))));
+        let mut second = std::pin::pin!(tx.send(stop()));
+        assert!(poll_once(second.as_mut()).is_pending());
+        drop(rx);
+        assert!(matches!(
+            poll_once(second.as_mut()),
+            Poll::Ready(Err(mpsc::error::SendError(Submission::Stop)))
+        ));
+        // A send after the sequencer is gone fails at once, and gives its place back.
+        let (tx, rx) = submission_queue::<Plain>(4);
+        drop(rx);
+        let sent = std::pin::pin!(tx.send(stop()));
+        assert!(matches!(poll_once(sent), Poll::Ready(Err(_))));
+        assert_eq!(tx.room.queued.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn the_sequencer_sees_every_client_gone() {
+        let (tx, mut rx) = submission_queue::<Plain>(4);
+        {
+            let sent = std::pin::pin!(tx.send(stop()));
+            assert!(matches!(poll_once(sent), Poll::Ready(Ok(()))));
+        }
+        drop(tx);
+        assert!(rx.try_recv().is_ok());
+        assert!(matches!(
+            rx.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
     }
 }

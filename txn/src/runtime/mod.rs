@@ -173,7 +173,7 @@ impl<A: App> Runtime<A> {
         let (log_tx, log_rx) = mpsc::channel::<LogItem<A>>(limits::EPOCHS_IN_FLIGHT_MAX);
         let threads =
             DurabilityThreads::spawn(&config, log_rx, &watermark, &stats, &checkpoint_schedule)?;
-        let (tx, rx) = mpsc::channel(limits::SUBMIT_QUEUE_MAX);
+        let (tx, rx) = client::submission_queue(limits::SUBMIT_QUEUE_MAX);
         let (reply_tx, reply_rx) = mpsc::unbounded_channel();
         let client = Client {
             tx,

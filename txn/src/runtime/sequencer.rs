@@ -15,7 +15,7 @@ use crate::outcome::{Outcome, SerialPos};
 use crate::partition::{Job, OutboxMsg};
 use crate::predict::Predictor;
 use crate::row_key::{CheckpointRow, DeferredRows};
-use crate::runtime::client::{Admitted, QueryReply, Submission, TxnReply};
+use crate::runtime::client::{Admitted, QueryReply, Submission, SubmitRx, TxnReply};
 use crate::runtime::config::RuntimeConfig;
 use crate::runtime::durability::{CheckpointSchedule, LogItem};
 use crate::runtime::reply::ReplyBatch;
@@ -33,7 +33,7 @@ pub(super) struct Sequencer<A: App> {
     pub(super) app: Arc<AppDef<A>>,
     pub(super) actors: DriverDispatch<A>,
     pub(super) config: RuntimeConfig,
-    pub(super) rx: mpsc::Receiver<Submission<A>>,
+    pub(super) rx: SubmitRx<A>,
     pub(super) log_tx: mpsc::Sender<LogItem<A>>,
     pub(super) reply_tx: mpsc::UnboundedSender<ReplyBatch<A>>,
     pub(super) durable: Arc<DurableWatermark>,
