@@ -2,7 +2,9 @@
 //! records back to back (each durable before the next, as the durability thread does) while
 //! another writes a checkpoint in chunks and completes it, as the checkpoint thread does. Prints
 //! the checkpoint's timings (chunk writes, completion) and the appends' latency percentiles
-//! while the rows were written, while the checkpoint completed, and with no checkpoint.
+//! while the rows were written, while the checkpoint completed, and with no checkpoint, then
+//! the slowest appends (50 ms or more) with how far into their phase each began and how long
+//! before the phase ended (a completion's commit is its last moments).
 //!
 //! Two checkpoints: the first after a bulk load (every row, like the run's first checkpoint
 //! after the harness's load), then one of a tenth of the rows changed. After each, the log it
