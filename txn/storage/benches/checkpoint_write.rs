@@ -2,7 +2,9 @@
 //! records back to back (each durable before the next, as the durability thread does) while
 //! another writes a checkpoint in chunks and completes it, as the checkpoint thread does. Prints
 //! the checkpoint's timings (chunk writes, completion) and the appends' latency percentiles
-//! while the rows were written, while the checkpoint completed, and with no checkpoint.
+//! while the rows were written, while the checkpoint completed, and with no checkpoint, then
+//! the slowest appends (50 ms or more) with how far into their phase each began and how long
+//! before the phase ended (a completion's commit is its last moments).
 //!
 //! Two checkpoints: the first after a bulk load (every row, like the run's first checkpoint
 //! after the harness's load), then one of a tenth of the rows changed. After each, the log it
@@ -68,11 +70,19 @@ struct Log {
     truncate_step: u64,
 }
 
-/// Latencies of the appends, by what the checkpoint thread was doing, in microseconds.
+/// Latencies of the appends, by what the checkpoint thread was doing, in microseconds, and
+/// when each of the slowest began within its phase.
 #[derive(Default)]
 struct AppendLatencies {
     by_phase: [Vec<u64>; 4],
+    /// (latency µs, phase, when it began) of every append slower than `SLOW_MICROS`.
+    slow: Vec<(u64, usize, Instant)>,
+    /// When the appender first saw each phase begin: (phase, at).
+    phase_changes: Vec<(usize, Instant)>,
 }
+
+/// Appends at least this slow are listed with when they began within their phase.
+const SLOW_MICROS: u64 = 50_000;
 
 impl AppendLatencies {
     fn print(&mut self) {
@@ -88,6 +98,29 @@ impl AppendLatencies {
                 at(0.5),
                 at(0.99),
                 at(1.0)
+            );
+        }
+        self.slow
+            .sort_unstable_by_key(|slow| std::cmp::Reverse(slow.0));
+        for &(micros, phase, began) in self.slow.iter().take(8) {
+            // The phase's stretch this append fell in: the last change into it before it began,
+            // and the next change after.
+            let since = self
+                .phase_changes
+                .iter()
+                .rev()
+                .find(|(_, at)| *at <= began)
+                .map_or(0.0, |(_, at)| (began - *at).as_secs_f64());
+            let until = self
+                .phase_changes
+                .iter()
+                .find(|(_, at)| *at > began)
+                .map_or(f64::NAN, |(_, at)| (*at - began).as_secs_f64());
+            println!(
+                "  slow append {:>7.1} ms during {:<22} began {since:.2} s into it, {until:.2} s \
+                 before it ended",
+                micros as f64 / 1e3,
+                PHASES[phase],
             );
         }
     }
@@ -108,10 +141,17 @@ fn append_until(
     while !stop.load(Ordering::Acquire) {
         let in_phase = phase.load(Ordering::Acquire) as usize;
         let started = Instant::now();
+        if latencies.phase_changes.last().map(|(p, _)| *p) != Some(in_phase) {
+            latencies.phase_changes.push((in_phase, started));
+        }
         let turn = log_turn.lock();
         store.append_epoch(epoch, &batch).expect("append");
         drop(turn);
-        latencies.by_phase[in_phase].push(started.elapsed().as_micros() as u64);
+        let micros = started.elapsed().as_micros() as u64;
+        latencies.by_phase[in_phase].push(micros);
+        if micros >= SLOW_MICROS {
+            latencies.slow.push((micros, in_phase, started));
+        }
         appended.store(epoch, Ordering::Release);
         epoch += 1;
     }

@@ -158,37 +158,49 @@ pub(crate) fn push_blob_row(blob: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>
     push_row(blob, key, value);
 }
 
-/// Calls `apply(key, row envelope, value)` for every row of a blob made by [`push_blob_row`],
-/// in order, checking every row envelope.
-pub(crate) fn for_each_blob_row<E>(
-    backend: &'static str,
-    location: &dyn Fn() -> String,
-    mut blob: &[u8],
-    mut apply: impl FnMut(&[u8], &[u8], Option<&[u8]>) -> Result<(), E>,
-) -> Result<(), E>
-where
-    E: From<StorageError>,
-{
-    let cut = || StorageError::CorruptStore {
-        backend,
-        location: location(),
-        detail: "row blob cut short".into(),
-    };
-    /// Splits one length-prefixed field off the front of `blob`, `None` when it is cut short.
-    fn take<'a>(blob: &mut &'a [u8]) -> Option<&'a [u8]> {
-        let (len, rest) = blob.split_first_chunk::<4>()?;
-        let len = u32::from_le_bytes(*len) as usize;
-        let field = rest.get(..len)?;
-        *blob = &rest[len..];
-        Some(field)
+/// One row of a blob: its key, its row envelope and its value (`None` for a deletion).
+pub(crate) type BlobRow<'a> = (&'a [u8], &'a [u8], Option<&'a [u8]>);
+
+/// The rows of a blob made by [`push_blob_row`], in order: [`BlobRows::next_row`] gives each
+/// row's key, envelope and value, checking the envelope.
+pub(crate) struct BlobRows<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> BlobRows<'a> {
+    pub(crate) fn new(blob: &'a [u8]) -> Self {
+        Self { rest: blob }
     }
-    while !blob.is_empty() {
-        let key = take(&mut blob).ok_or_else(cut)?;
-        let envelope = take(&mut blob).ok_or_else(cut)?;
+
+    /// The next row as (key, row envelope, value; `None` for a deletion), `Ok(None)` after the
+    /// last; a row cut short or failing its checksum is [`StorageError::CorruptStore`] at
+    /// `location`.
+    pub(crate) fn next_row(
+        &mut self,
+        backend: &'static str,
+        location: &dyn Fn() -> String,
+    ) -> Result<Option<BlobRow<'a>>, StorageError> {
+        /// Splits one length-prefixed field off the front of `blob`, `None` when it is cut short.
+        fn take<'a>(blob: &mut &'a [u8]) -> Option<&'a [u8]> {
+            let (len, rest) = blob.split_first_chunk::<4>()?;
+            let len = u32::from_le_bytes(*len) as usize;
+            let field = rest.get(..len)?;
+            *blob = &rest[len..];
+            Some(field)
+        }
+        if self.rest.is_empty() {
+            return Ok(None);
+        }
+        let cut = || StorageError::CorruptStore {
+            backend,
+            location: location(),
+            detail: "row blob cut short".into(),
+        };
+        let key = take(&mut self.rest).ok_or_else(cut)?;
+        let envelope = take(&mut self.rest).ok_or_else(cut)?;
         let value = decode_row(backend, key, envelope)?;
-        apply(key, envelope, value)?;
+        Ok(Some((key, envelope, value)))
     }
-    Ok(())
 }
 
 /// A key for error messages: text when printable, hex otherwise, cut after 64 bytes.
