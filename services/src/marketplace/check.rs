@@ -215,7 +215,11 @@ impl Dashboard {
             },
             Dashboard::merge,
         );
-        d.entries.sort_unstable_by_key(|(k, _)| *k);
+        // Each part is one partition's key range, already in key order: the stable sort
+        // finds those runs and merges them (about n·log(parts) comparisons), where the
+        // unstable one re-sorted every entry — three quarters of a dashboard's instructions
+        // with a seller's ~350 open entries. The keys are distinct, so the order is the same.
+        d.entries.sort_by_key(|(k, _)| *k);
         d
     }
 }
