@@ -27,7 +27,13 @@
 //! rows of an incomplete checkpoint are those above it. Completing `c` deletes, in the same
 //! transaction, the versions its rows replace and then its deletions, so every key keeps at most
 //! one version at or below `c` (and it is live); starting a checkpoint after an abandoned one
-//! deletes the versions above `c`. (An earlier layout copied each checkpoint from a `pending`
+//! deletes the versions above `c`. A chunk goes in as one binary `COPY ... FROM STDIN` straight
+//! into the table (`postgres_copy::CopyIn`), no upsert: only if the primary key refuses it (a key
+//! the checkpoint already holds: a chunk written again after a failed call, or deltas merged into
+//! one checkpoint) is the chunk copied into a per-connection temporary table and upserted from
+//! there, under a savepoint, so the later write wins. Completing the first checkpoint (none
+//! complete before it) prunes only its deletions: every row in the table is its own. (An
+//! earlier layout copied each checkpoint from a `pending`
 //! table into a `state` table at completion, writing every row twice; a schema holding those
 //! tables is refused.)
 //!
@@ -72,11 +78,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Mutex as AsyncMutex;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, IsolationLevel, NoTls, Transaction};
 
 use crate::lease::{self, HeldTerm, LeaseRecord};
-use crate::postgres_copy::CopiedRows;
+use crate::postgres_copy::{CopiedRows, CopyIn};
 use crate::{CheckpointRow, Storage, StorageError, limits, record, row};
 
 const BACKEND: &str = "postgres";
@@ -133,7 +140,10 @@ struct Sql {
     meta_delete: String,
     rows_discard_all: String,
     rows_discard_after: String,
-    rows_upsert: String,
+    rows_copy_in: String,
+    staging_create: String,
+    staging_copy_in: String,
+    staging_upsert: String,
     prune_superseded: String,
     prune_tombstones: String,
     rows_copy_out: String,
@@ -167,15 +177,27 @@ impl Sql {
             meta_delete: format!("DELETE FROM {s}.meta WHERE name = $1"),
             rows_discard_all: format!("DELETE FROM {s}.checkpoint_rows"),
             rows_discard_after: format!("DELETE FROM {s}.checkpoint_rows WHERE epoch > $1"),
-            rows_upsert: format!(
+            rows_copy_in: format!(
+                "COPY {s}.checkpoint_rows (key, epoch, live, envelope) FROM STDIN (FORMAT binary)"
+            ),
+            // One per connection, emptied by every commit; not logged (its rows reach the
+            // logged table in the same transaction).
+            staging_create: "CREATE TEMP TABLE IF NOT EXISTS checkpoint_staging \
+                 (key bytea NOT NULL, epoch bigint NOT NULL, live boolean NOT NULL, \
+                 envelope bytea NOT NULL) ON COMMIT DELETE ROWS"
+                .into(),
+            staging_copy_in: "COPY pg_temp.checkpoint_staging (key, epoch, live, envelope) \
+                 FROM STDIN (FORMAT binary)"
+                .into(),
+            staging_upsert: format!(
                 "INSERT INTO {s}.checkpoint_rows (key, epoch, live, envelope) \
-                 SELECT k, $4, l, e FROM unnest($1::bytea[], $2::bool[], $3::bytea[]) AS u(k, l, e) \
+                 SELECT key, epoch, live, envelope FROM pg_temp.checkpoint_staging \
                  ON CONFLICT (key, epoch) DO UPDATE \
                  SET live = EXCLUDED.live, envelope = EXCLUDED.envelope"
             ),
             prune_superseded: format!(
                 "DELETE FROM {s}.checkpoint_rows AS o USING {s}.checkpoint_rows AS n \
-                 WHERE n.epoch = $1 AND o.key = n.key AND o.epoch < $1"
+                 WHERE n.epoch = $1 AND o.key = n.key AND o.epoch <= $2"
             ),
             prune_tombstones: format!(
                 "DELETE FROM {s}.checkpoint_rows WHERE epoch = $1 AND NOT live"
@@ -567,35 +589,86 @@ async fn append_records(
     txn.commit().await.map_err(pg_error(operation))
 }
 
-/// One chunk of checkpoint rows, deduplicated (the last write of a key wins), as the three
-/// arrays the upsert takes.
-fn pending_arrays(rows: &[CheckpointRow]) -> (Vec<Vec<u8>>, Vec<bool>, Vec<Vec<u8>>) {
-    let mut last_of_key: std::collections::BTreeMap<&[u8], &Option<Vec<u8>>> =
-        std::collections::BTreeMap::new();
-    for (key, value) in rows {
-        last_of_key.insert(key, value);
+/// One chunk of checkpoint rows of checkpoint `checkpoint_epoch` as the input of a binary
+/// `COPY` into `checkpoint_rows`, deduplicated (the last write of a key wins) and in key order;
+/// `None` for no rows.
+fn pending_copy(checkpoint_epoch: u64, rows: &[CheckpointRow]) -> Option<bytes::Bytes> {
+    if rows.is_empty() {
+        return None;
     }
-    let mut keys = Vec::with_capacity(last_of_key.len());
-    let mut live = Vec::with_capacity(last_of_key.len());
-    let mut envelopes = Vec::with_capacity(last_of_key.len());
-    for (key, value) in last_of_key {
-        keys.push(key.to_vec());
-        live.push(value.is_some());
-        envelopes.push(row::encode_row(key, value.as_deref()));
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    // By key, and a key's last write first, which `dedup_by` keeps.
+    order.sort_unstable_by(|&a, &b| rows[a].0.cmp(&rows[b].0).then(b.cmp(&a)));
+    order.dedup_by(|later, kept| rows[*later].0 == rows[*kept].0);
+    let payload = order
+        .iter()
+        .map(|&i| rows[i].0.len() + rows[i].1.as_ref().map_or(0, Vec::len))
+        .sum();
+    let mut copy = CopyIn::with_capacity(order.len(), payload);
+    let epoch = epoch_to_sql(checkpoint_epoch);
+    for i in order {
+        let (key, value) = &rows[i];
+        copy.push_row(key, epoch, value.as_deref());
     }
-    (keys, live, envelopes)
+    Some(bytes::Bytes::from(copy.finish()))
+}
+
+/// Sends the binary COPY input `data` with the `COPY ... FROM STDIN` statement `copy`.
+async fn copy_in(
+    txn: &Transaction<'_>,
+    copy: &str,
+    data: bytes::Bytes,
+) -> Result<(), tokio_postgres::Error> {
+    use futures::SinkExt as _;
+    let sink = txn.copy_in(copy).await?;
+    let mut sink = std::pin::pin!(sink);
+    sink.send(data).await?;
+    sink.finish().await.map(drop)
+}
+
+/// Adds one chunk's rows to the checkpoint being written: a binary COPY straight into the
+/// table, which its primary key refuses if the checkpoint already holds one of the keys (a
+/// chunk written again after a failed call, or deltas merged into one checkpoint); then, and
+/// only then, the same rows go through a staging table into an upsert, the later write winning.
+async fn insert_rows(
+    txn: &mut Transaction<'_>,
+    sql: &Sql,
+    copy: bytes::Bytes,
+    operation: &'static str,
+) -> Result<(), StorageError> {
+    let direct = txn
+        .savepoint("direct_copy")
+        .await
+        .map_err(pg_error(operation))?;
+    match copy_in(&direct, &sql.rows_copy_in, copy.clone()).await {
+        Ok(()) => return direct.commit().await.map_err(pg_error(operation)),
+        Err(err) if err.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            direct.rollback().await.map_err(pg_error(operation))?;
+        }
+        Err(err) => return Err(pg_error(operation)(err)),
+    }
+    txn.batch_execute(&sql.staging_create)
+        .await
+        .map_err(pg_error(operation))?;
+    copy_in(txn, &sql.staging_copy_in, copy)
+        .await
+        .map_err(pg_error(operation))?;
+    txn.execute(&sql.staging_upsert, &[])
+        .await
+        .map_err(pg_error(operation))?;
+    Ok(())
 }
 
 async fn write_rows(
     conns: &Connections,
     held: Option<u64>,
     checkpoint_epoch: u64,
-    arrays: (Vec<Vec<u8>>, Vec<bool>, Vec<Vec<u8>>),
+    copy: Option<bytes::Bytes>,
 ) -> Result<(), StorageError> {
     let operation = "write_checkpoint_rows";
     let sql = &conns.sql;
     let mut client = conns.checkpoints.lock().await;
-    let txn = begin_write(&mut client, sql, held, Some(&sql.lock_rows), operation).await?;
+    let mut txn = begin_write(&mut client, sql, held, Some(&sql.lock_rows), operation).await?;
     let latest = read_meta(&txn, sql, META_LATEST, operation).await?;
     check_newer(checkpoint_epoch, latest)?;
     let pending = read_meta(&txn, sql, META_PENDING, operation).await?;
@@ -607,19 +680,8 @@ async fn write_rows(
         let pending = row::encode_meta(META_PENDING, checkpoint_epoch);
         write_meta(&txn, sql, META_PENDING, &pending, operation).await?;
     }
-    let (keys, live, envelopes) = arrays;
-    if !keys.is_empty() {
-        txn.execute_typed(
-            &sql.rows_upsert,
-            &[
-                (&keys, Type::BYTEA_ARRAY),
-                (&live, Type::BOOL_ARRAY),
-                (&envelopes, Type::BYTEA_ARRAY),
-                (&epoch_to_sql(checkpoint_epoch), Type::INT8),
-            ],
-        )
-        .await
-        .map_err(pg_error(operation))?;
+    if let Some(copy) = copy {
+        insert_rows(&mut txn, sql, copy, operation).await?;
     }
     txn.commit().await.map_err(pg_error(operation))
 }
@@ -667,11 +729,19 @@ async fn complete(
         // deletions themselves, so each key keeps one live version at or below it.
         Some(pending) if pending == checkpoint_epoch => {
             let epoch = epoch_to_sql(checkpoint_epoch);
-            for statement in [&sql.prune_superseded, &sql.prune_tombstones] {
-                txn.execute_typed(statement, &[(&epoch, Type::INT8)])
-                    .await
-                    .map_err(pg_error(operation))?;
+            // With no complete checkpoint every row is this one's (see `write_rows`): none to
+            // replace, and no join of the whole table to find that out.
+            if let Some(latest) = latest {
+                txn.execute_typed(
+                    &sql.prune_superseded,
+                    &[(&epoch, Type::INT8), (&epoch_to_sql(latest), Type::INT8)],
+                )
+                .await
+                .map_err(pg_error(operation))?;
             }
+            txn.execute_typed(&sql.prune_tombstones, &[(&epoch, Type::INT8)])
+                .await
+                .map_err(pg_error(operation))?;
         }
         Some(_) => discard_incomplete(&txn, sql, latest, operation).await?,
         None => {}
@@ -980,10 +1050,10 @@ impl Storage for PostgresStorage {
         rows: &[CheckpointRow],
     ) -> Result<(), StorageError> {
         limits::check_rows(BACKEND, rows)?;
-        let arrays = pending_arrays(rows);
+        let copy = pending_copy(checkpoint_epoch, rows);
         let held = self.held.get();
         self.run("write_checkpoint_rows", |conns| async move {
-            write_rows(&conns, held, checkpoint_epoch, arrays).await
+            write_rows(&conns, held, checkpoint_epoch, copy).await
         })
     }
 

@@ -318,3 +318,77 @@ fn a_large_checkpoint_read_by_several_connections_is_whole_and_in_key_order() {
     drop(store);
     server.stop();
 }
+
+#[test]
+fn chunks_written_again_and_keys_repeated_across_chunks_merge() {
+    // Goal: a whole chunk of the runtime's size written twice (a retry after a failed call
+    // whose commit did go through) and keys written again in later chunks of the same
+    // checkpoint (merged deltas) are accepted, the last write of a key winning, over an
+    // earlier complete checkpoint and on the first one alike; and a checkpoint abandoned
+    // between chunks (its writer gone) leaves the complete one readable, then is discarded.
+    let Some(server) = server("chunks_written_again") else {
+        return;
+    };
+    let config = server.config_string();
+    let store = PostgresStorage::open_in_schema(&config, "again").unwrap();
+    let key = |i: usize| format!("key-{i:06}").into_bytes();
+    let chunk_rows = 4_096;
+    let mut model = std::collections::BTreeMap::new();
+    for epoch in [1u64, 2] {
+        let chunk: Vec<_> = (0..chunk_rows)
+            .map(|i| (key(i), Some(format!("{epoch}-{i}").into_bytes())))
+            .collect();
+        store.write_checkpoint_rows(epoch, &chunk).unwrap();
+        store.write_checkpoint_rows(epoch, &chunk).unwrap();
+        // Later chunks change and delete some of the keys again, and add new ones.
+        let later: Vec<_> = (0..chunk_rows)
+            .step_by(3)
+            .map(|i| {
+                (
+                    key(i),
+                    (i % 2 == 0).then(|| format!("again-{epoch}-{i}").into_bytes()),
+                )
+            })
+            .chain((chunk_rows..chunk_rows + 10).map(|i| (key(i), Some(b"new".to_vec()))))
+            .collect();
+        store.write_checkpoint_rows(epoch, &later).unwrap();
+        store.write_checkpoint_rows(epoch, &later[..5]).unwrap();
+        store.complete_checkpoint(epoch).unwrap();
+        for (k, v) in chunk.into_iter().chain(later) {
+            match v {
+                Some(v) => model.insert(k, v),
+                None => model.remove(&k),
+            };
+        }
+        let (latest, read) = conformance::collect_checkpoint(&store);
+        assert_eq!(latest, Some(epoch));
+        assert!(
+            read.iter().cloned().eq(model.clone()),
+            "checkpoint {epoch}: {} rows read, {} expected",
+            read.len(),
+            model.len()
+        );
+    }
+    // Checkpoint 3 abandoned after two chunks: its writer dropped (its connections closed).
+    let abandoned: Vec<_> = (0..100).map(|i| (key(i), None)).collect();
+    store.write_checkpoint_rows(3, &abandoned).unwrap();
+    store.write_checkpoint_rows(3, &abandoned[..10]).unwrap();
+    drop(store);
+    let store = PostgresStorage::open_in_schema(&config, "again").unwrap();
+    let (latest, read) = conformance::collect_checkpoint(&store);
+    assert_eq!(latest, Some(2), "the abandoned checkpoint is not read");
+    assert!(read.iter().cloned().eq(model.clone()));
+    store
+        .write_checkpoint_rows(4, &[(key(1), Some(b"four".to_vec()))])
+        .unwrap();
+    store.complete_checkpoint(4).unwrap();
+    model.insert(key(1), b"four".to_vec());
+    let (latest, read) = conformance::collect_checkpoint(&store);
+    assert_eq!(latest, Some(4));
+    assert!(
+        read.iter().cloned().eq(model),
+        "the abandoned checkpoint's deletions leaked into the next one"
+    );
+    drop(store);
+    server.stop();
+}
