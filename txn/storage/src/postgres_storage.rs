@@ -15,27 +15,38 @@
 //!
 //! ```text
 //! log      epoch bigint PK      record bytea   record envelope (crc32c, len, batch)  see `record`
-//! checkpoint_rows  (key bytea, epoch bigint) PK, live boolean, envelope bytea (row envelope):
-//!          every version of a row a checkpoint wrote that is still needed
-//! meta     name text PK         value bytea    "latest_complete", "pending_epoch" (u64 +
-//!                                              crc32c), "store_info" (crc32c + record)
+//! checkpoint_versions  key bytea, epoch bigint, seq bigint, live boolean, envelope bytea (row
+//!          envelope): every version of a row a checkpoint wrote that is still needed; no key
+//!          index, a BRIN index on epoch, a B-tree on epoch of the deletions only
+//! checkpoint_chunk  a sequence: the `seq` of each chunk's rows (the column's default)
+//! meta     name text PK         value bytea    "latest_complete", "pending_epoch",
+//!                                              "pending_repeats" (u64 + crc32c), "store_info"
+//!                                              (crc32c + record)
 //! lease    id = 1               record bytea   holder, term, expiry (crc32c), NULL if never
 //! ```
 //!
 //! Each checkpoint row is written once, as a version tagged with its checkpoint's epoch: the
 //! state as of the latest complete checkpoint `c` is the live versions at or below `c`, and the
-//! rows of an incomplete checkpoint are those above it. Completing `c` deletes, in the same
-//! transaction, the versions its rows replace and then its deletions, so every key keeps at most
-//! one version at or below `c` (and it is live); starting a checkpoint after an abandoned one
-//! deletes the versions above `c`. A chunk goes in as one binary `COPY ... FROM STDIN` straight
-//! into the table (`postgres_copy::CopyIn`), no upsert: only if the primary key refuses it (a key
-//! the checkpoint already holds: a chunk written again after a failed call, or deltas merged into
-//! one checkpoint) is the chunk copied into a per-connection temporary table and upserted from
-//! there, under a savepoint, so the later write wins. Completing the first checkpoint (none
-//! complete before it) prunes only its deletions: every row in the table is its own. (An
-//! earlier layout copied each checkpoint from a `pending`
-//! table into a `state` table at completion, writing every row twice; a schema holding those
-//! tables is refused.)
+//! rows of an incomplete checkpoint are those above it. A chunk goes in as one binary
+//! `COPY ... FROM STDIN` (`postgres_copy::CopyIn`) into a table with no index on the key, so a
+//! row costs a heap tuple and its WAL, and no B-tree insertion at a random place (two thirds of
+//! a chunk's time with the `(key, epoch)` primary key of the previous layout); the BRIN index
+//! costs next to nothing (rows of one epoch lie together) and the index of deletions takes only
+//! those. Completing `c` deletes, in the same transaction, the versions its rows replace (a hash
+//! join: the new rows found through the BRIN index, the older ones by a sequential scan) and then
+//! its deletions (through their index), so every key keeps at most one version at or below `c`
+//! (and it is live); completing the first checkpoint (none complete before it) skips the join:
+//! every row in the table is its own. A key written again within one checkpoint (a chunk written again
+//! after a failed call, deltas merged into one checkpoint) leaves two versions of the same
+//! epoch: the rows of each chunk carry an increasing `seq`, and a handle that sees a chunk of
+//! it may repeat a key — a 64-bit hash of a key it wrote into the checkpoint before, or a
+//! checkpoint it did not start itself, whose earlier keys it does not know — marks the
+//! checkpoint (`pending_repeats`), and its completion first deletes every version of the
+//! checkpoint that a later `seq` replaces. Starting a checkpoint after an abandoned one
+//! deletes the versions above `c`. (The first layout copied each checkpoint from a `pending`
+//! table into a `state` table at completion, writing every row twice; the second, a table
+//! `checkpoint_rows` keyed by `(key, epoch)`, upserted every row into its index; a schema
+//! holding the tables of either is refused.)
 //!
 //! Epochs are `u64`; a `bigint` column stores `epoch ^ 2^63`, which keeps their order. Log
 //! records are stored out of line and uncompressed (`STORAGE EXTERNAL`): they are rarely
@@ -45,7 +56,7 @@
 //!
 //! Appends lock the log table against each other (`SHARE ROW EXCLUSIVE`, which readers ignore),
 //! so the order check and the insert are atomic; checkpoint writes do the same on
-//! `checkpoint_rows`, so a long completion never holds up an append. A handle that took the lease
+//! `checkpoint_versions`, so a long completion never holds up an append. A handle that took the lease
 //! ([`Storage::acquire_lease`]; expiry by the **database's** clock, `clock_timestamp()`) first
 //! reads the lease row `FOR KEY SHARE` in each write transaction and refuses the write if the
 //! term moved. Taking the lease with a new term locks the row `FOR UPDATE`: it waits for writes
@@ -78,7 +89,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Mutex as AsyncMutex;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, IsolationLevel, NoTls, Transaction};
 
@@ -93,6 +103,11 @@ pub const DEFAULT_SCHEMA: &str = "vmsdb";
 
 const META_LATEST: &str = "latest_complete";
 const META_PENDING: &str = "pending_epoch";
+/// Set (to the pending checkpoint's epoch) when a chunk of it may have written a key again.
+const META_REPEATS: &str = "pending_repeats";
+
+/// For the completion's transaction: hash joins only, with room for them in memory.
+const COMPLETION_SETTINGS: &str = "SET LOCAL enable_nestloop = off; SET LOCAL work_mem = '256MB'";
 const META_STORE_INFO: &str = "store_info";
 
 /// The key of the advisory lock that serialises schema creation (any constant: it only has to
@@ -107,6 +122,8 @@ pub struct PostgresStorage {
     conns: Arc<Connections>,
     /// The lease term this handle took, if any.
     held: HeldTerm,
+    /// The keys this handle wrote into the checkpoint being written.
+    pending_keys: parking_lot::Mutex<PendingKeys>,
 }
 
 /// The store's connections and its statements, shared with the tasks on the runtime.
@@ -140,10 +157,9 @@ struct Sql {
     meta_delete: String,
     rows_discard_all: String,
     rows_discard_after: String,
+    next_chunk: String,
     rows_copy_in: String,
-    staging_create: String,
-    staging_copy_in: String,
-    staging_upsert: String,
+    prune_repeated: String,
     prune_superseded: String,
     prune_tombstones: String,
     rows_copy_out: String,
@@ -168,50 +184,44 @@ impl Sql {
             log_insert: format!("INSERT INTO {s}.log (epoch, record) VALUES ($1, $2)"),
             log_read: format!("SELECT epoch, record FROM {s}.log WHERE epoch >= $1 ORDER BY epoch"),
             log_truncate: format!("DELETE FROM {s}.log WHERE epoch < $1"),
-            lock_rows: format!("LOCK TABLE {s}.checkpoint_rows IN SHARE ROW EXCLUSIVE MODE"),
+            lock_rows: format!("LOCK TABLE {s}.checkpoint_versions IN SHARE ROW EXCLUSIVE MODE"),
             meta_get: format!("SELECT value FROM {s}.meta WHERE name = $1"),
             meta_put: format!(
                 "INSERT INTO {s}.meta (name, value) VALUES ($1, $2) \
                  ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
             ),
             meta_delete: format!("DELETE FROM {s}.meta WHERE name = $1"),
-            rows_discard_all: format!("DELETE FROM {s}.checkpoint_rows"),
-            rows_discard_after: format!("DELETE FROM {s}.checkpoint_rows WHERE epoch > $1"),
+            rows_discard_all: format!("DELETE FROM {s}.checkpoint_versions"),
+            rows_discard_after: format!("DELETE FROM {s}.checkpoint_versions WHERE epoch > $1"),
+            // The `seq` of the rows a COPY then adds (the column's default: `currval`).
+            next_chunk: format!("SELECT nextval('{s}.checkpoint_chunk')"),
             rows_copy_in: format!(
-                "COPY {s}.checkpoint_rows (key, epoch, live, envelope) FROM STDIN (FORMAT binary)"
-            ),
-            // One per connection, emptied by every commit; not logged (its rows reach the
-            // logged table in the same transaction).
-            staging_create: "CREATE TEMP TABLE IF NOT EXISTS checkpoint_staging \
-                 (key bytea NOT NULL, epoch bigint NOT NULL, live boolean NOT NULL, \
-                 envelope bytea NOT NULL) ON COMMIT DELETE ROWS"
-                .into(),
-            staging_copy_in: "COPY pg_temp.checkpoint_staging (key, epoch, live, envelope) \
+                "COPY {s}.checkpoint_versions (key, epoch, live, envelope) \
                  FROM STDIN (FORMAT binary)"
-                .into(),
-            staging_upsert: format!(
-                "INSERT INTO {s}.checkpoint_rows (key, epoch, live, envelope) \
-                 SELECT key, epoch, live, envelope FROM pg_temp.checkpoint_staging \
-                 ON CONFLICT (key, epoch) DO UPDATE \
-                 SET live = EXCLUDED.live, envelope = EXCLUDED.envelope"
+            ),
+            prune_repeated: format!(
+                "DELETE FROM {s}.checkpoint_versions AS o USING {s}.checkpoint_versions AS n \
+                 WHERE o.epoch = $1 AND n.epoch = $1 AND o.key = n.key AND o.seq < n.seq"
             ),
             prune_superseded: format!(
-                "DELETE FROM {s}.checkpoint_rows AS o USING {s}.checkpoint_rows AS n \
+                "DELETE FROM {s}.checkpoint_versions AS o USING {s}.checkpoint_versions AS n \
                  WHERE n.epoch = $1 AND o.key = n.key AND o.epoch <= $2"
             ),
             prune_tombstones: format!(
-                "DELETE FROM {s}.checkpoint_rows WHERE epoch = $1 AND NOT live"
+                "DELETE FROM {s}.checkpoint_versions WHERE epoch = $1 AND NOT live"
             ),
             rows_copy_out: format!(
-                "COPY (SELECT key, envelope FROM {s}.checkpoint_rows \
+                "COPY (SELECT key, envelope FROM {s}.checkpoint_versions \
                  WHERE epoch <= $1 AND live $2) TO STDOUT (FORMAT binary)"
             ),
             export_snapshot: format!(
                 "SELECT pg_export_snapshot(), \
-                 pg_relation_size('{s}.checkpoint_rows') / current_setting('block_size')::bigint"
+                 pg_relation_size('{s}.checkpoint_versions') / \
+                 current_setting('block_size')::bigint"
             ),
             old_layout: format!(
-                "SELECT to_regclass('{s}.pending') IS NOT NULL OR to_regclass('{s}.state') IS NOT NULL"
+                "SELECT to_regclass('{s}.pending') IS NOT NULL OR to_regclass('{s}.state') IS NOT NULL \
+                 OR to_regclass('{s}.checkpoint_rows') IS NOT NULL"
             ),
         }
     }
@@ -221,7 +231,7 @@ impl Sql {
     fn complete(schema: &str) -> String {
         let s = schema;
         format!(
-            "SELECT to_regclass('{s}.checkpoint_rows') IS NOT NULL \
+            "SELECT to_regclass('{s}.checkpoint_versions_deletions') IS NOT NULL \
                  AND to_regclass('{s}.meta') IS NOT NULL \
                  AND to_regclass('{s}.lease') IS NOT NULL \
                  AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute \
@@ -239,8 +249,15 @@ impl Sql {
              CREATE SCHEMA IF NOT EXISTS {s};
              CREATE TABLE IF NOT EXISTS {s}.log (epoch bigint PRIMARY KEY, record bytea NOT NULL);
              ALTER TABLE {s}.log ALTER COLUMN record SET STORAGE EXTERNAL;
-             CREATE TABLE IF NOT EXISTS {s}.checkpoint_rows (key bytea NOT NULL, epoch bigint NOT NULL,
-                 live boolean NOT NULL, envelope bytea NOT NULL, PRIMARY KEY (key, epoch));
+             CREATE SEQUENCE IF NOT EXISTS {s}.checkpoint_chunk;
+             CREATE TABLE IF NOT EXISTS {s}.checkpoint_versions (key bytea NOT NULL,
+                 epoch bigint NOT NULL,
+                 seq bigint NOT NULL DEFAULT currval('{s}.checkpoint_chunk'),
+                 live boolean NOT NULL, envelope bytea NOT NULL);
+             CREATE INDEX IF NOT EXISTS checkpoint_versions_epoch ON {s}.checkpoint_versions
+                 USING brin (epoch) WITH (autosummarize = on);
+             CREATE INDEX IF NOT EXISTS checkpoint_versions_deletions
+                 ON {s}.checkpoint_versions (epoch) WHERE NOT live;
              CREATE TABLE IF NOT EXISTS {s}.meta (name text PRIMARY KEY, value bytea NOT NULL);
              CREATE TABLE IF NOT EXISTS {s}.lease
                  (id smallint PRIMARY KEY CHECK (id = 1), record bytea);
@@ -333,6 +350,7 @@ impl PostgresStorage {
             handle,
             conns: Arc::new(conns),
             held: HeldTerm::default(),
+            pending_keys: parking_lot::Mutex::default(),
         })
     }
 
@@ -390,8 +408,9 @@ async fn create_if_missing(client: &Client, schema: &str) -> Result<(), StorageE
         .map_err(pg_error("create tables"))
 }
 
-/// Refuses a schema holding the tables of the earlier checkpoint layout (`state` and
-/// `pending`), which this build would not read: its checkpoints would silently be missing.
+/// Refuses a schema holding the tables of an earlier checkpoint layout (`state` and `pending`,
+/// or `checkpoint_rows`), which this build would not read: its checkpoints would silently be
+/// missing.
 async fn refuse_old_layout(client: &Client, sql: &Sql, schema: &str) -> Result<(), StorageError> {
     let found = client
         .query_one(&sql.old_layout, &[])
@@ -401,9 +420,9 @@ async fn refuse_old_layout(client: &Client, sql: &Sql, schema: &str) -> Result<(
         return Err(StorageError::CorruptStore {
             backend: BACKEND,
             location: format!("schema {schema}"),
-            detail: "it holds the tables `state` and `pending` of the earlier checkpoint \
-                     layout, which this build does not read: use another schema, or load the \
-                     data again"
+            detail: "it holds the tables of an earlier checkpoint layout (`state` and \
+                     `pending`, or `checkpoint_rows`), which this build does not read: use \
+                     another schema, or load the data again"
                 .into(),
         });
     }
@@ -590,7 +609,7 @@ async fn append_records(
 }
 
 /// One chunk of checkpoint rows of checkpoint `checkpoint_epoch` as the input of a binary
-/// `COPY` into `checkpoint_rows`, deduplicated (the last write of a key wins) and in key order;
+/// `COPY` into `checkpoint_versions`, deduplicated (the last write of a key wins) and in key order;
 /// `None` for no rows.
 fn pending_copy(checkpoint_epoch: u64, rows: &[CheckpointRow]) -> Option<bytes::Bytes> {
     if rows.is_empty() {
@@ -626,64 +645,86 @@ async fn copy_in(
     sink.finish().await.map(drop)
 }
 
-/// Adds one chunk's rows to the checkpoint being written: a binary COPY straight into the
-/// table, which its primary key refuses if the checkpoint already holds one of the keys (a
-/// chunk written again after a failed call, or deltas merged into one checkpoint); then, and
-/// only then, the same rows go through a staging table into an upsert, the later write winning.
-async fn insert_rows(
-    txn: &mut Transaction<'_>,
-    sql: &Sql,
-    copy: bytes::Bytes,
-    operation: &'static str,
-) -> Result<(), StorageError> {
-    let direct = txn
-        .savepoint("direct_copy")
-        .await
-        .map_err(pg_error(operation))?;
-    match copy_in(&direct, &sql.rows_copy_in, copy.clone()).await {
-        Ok(()) => return direct.commit().await.map_err(pg_error(operation)),
-        Err(err) if err.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-            direct.rollback().await.map_err(pg_error(operation))?;
-        }
-        Err(err) => return Err(pg_error(operation)(err)),
-    }
-    txn.batch_execute(&sql.staging_create)
-        .await
-        .map_err(pg_error(operation))?;
-    copy_in(txn, &sql.staging_copy_in, copy)
-        .await
-        .map_err(pg_error(operation))?;
-    txn.execute(&sql.staging_upsert, &[])
-        .await
-        .map_err(pg_error(operation))?;
-    Ok(())
+/// What a handle knows of the checkpoint it is writing, to tell whether a chunk may hold a key
+/// the checkpoint already has (see [`write_rows`]).
+#[derive(Default)]
+struct PendingKeys {
+    /// The checkpoint the keys below belong to.
+    epoch: Option<u64>,
+    /// Whether this handle's own write started that checkpoint (so every row of it in the
+    /// table came through this handle, and `hashes` knows every key).
+    started_here: bool,
+    /// A 64-bit hash of every key this handle wrote into the checkpoint.
+    hashes: std::collections::HashSet<u64>,
+    hasher: std::hash::RandomState,
 }
 
+impl PendingKeys {
+    /// Notes the keys of a chunk of checkpoint `epoch`; returns whether the checkpoint may
+    /// already hold one of them (a hash seen before, or rows this handle did not write).
+    fn note(&mut self, epoch: u64, rows: &[CheckpointRow]) -> bool {
+        use std::hash::BuildHasher as _;
+        if self.epoch != Some(epoch) {
+            self.forget();
+            self.epoch = Some(epoch);
+        }
+        let mut seen = false;
+        for (key, _) in rows {
+            seen |= !self.hashes.insert(self.hasher.hash_one(key));
+        }
+        seen || !self.started_here
+    }
+
+    /// Forgets the keys (the checkpoint completed or was left), returning their memory.
+    fn forget(&mut self) {
+        self.epoch = None;
+        self.started_here = false;
+        self.hashes = std::collections::HashSet::new();
+    }
+}
+
+/// Writes one chunk (`copy`, `None` when it is empty) of checkpoint `checkpoint_epoch`; returns
+/// whether this started the checkpoint. The rows go by binary COPY into `checkpoint_versions`,
+/// which has no index to update: a key may be written again within a checkpoint (a chunk written
+/// again after a failed call, deltas merged into one checkpoint), so every chunk's rows carry an
+/// increasing `seq`, and a chunk that `may_repeat` a key of the checkpoint marks it
+/// (`pending_repeats`) for the completion to keep only each key's last write.
 async fn write_rows(
     conns: &Connections,
     held: Option<u64>,
     checkpoint_epoch: u64,
     copy: Option<bytes::Bytes>,
-) -> Result<(), StorageError> {
+    may_repeat: bool,
+) -> Result<bool, StorageError> {
     let operation = "write_checkpoint_rows";
     let sql = &conns.sql;
     let mut client = conns.checkpoints.lock().await;
-    let mut txn = begin_write(&mut client, sql, held, Some(&sql.lock_rows), operation).await?;
+    let txn = begin_write(&mut client, sql, held, Some(&sql.lock_rows), operation).await?;
     let latest = read_meta(&txn, sql, META_LATEST, operation).await?;
     check_newer(checkpoint_epoch, latest)?;
     let pending = read_meta(&txn, sql, META_PENDING, operation).await?;
-    if pending != Some(checkpoint_epoch) {
+    let starts = pending != Some(checkpoint_epoch);
+    if starts {
         // Starting a new checkpoint: drop the rows of an abandoned one.
         if pending.is_some() {
             discard_incomplete(&txn, sql, latest, operation).await?;
         }
         let pending = row::encode_meta(META_PENDING, checkpoint_epoch);
         write_meta(&txn, sql, META_PENDING, &pending, operation).await?;
+    } else if may_repeat && copy.is_some() {
+        let repeats = row::encode_meta(META_REPEATS, checkpoint_epoch);
+        write_meta(&txn, sql, META_REPEATS, &repeats, operation).await?;
     }
     if let Some(copy) = copy {
-        insert_rows(&mut txn, sql, copy, operation).await?;
+        txn.batch_execute(&sql.next_chunk)
+            .await
+            .map_err(pg_error(operation))?;
+        copy_in(&txn, &sql.rows_copy_in, copy)
+            .await
+            .map_err(pg_error(operation))?;
     }
-    txn.commit().await.map_err(pg_error(operation))
+    txn.commit().await.map_err(pg_error(operation))?;
+    Ok(starts)
 }
 
 /// Deletes the rows of an incomplete checkpoint: every version newer than `latest`, the latest
@@ -707,6 +748,9 @@ async fn discard_incomplete(
             .await
             .map_err(pg_error(operation))?,
     };
+    txn.execute_typed(&sql.meta_delete, &[(&META_REPEATS, Type::TEXT)])
+        .await
+        .map_err(pg_error(operation))?;
     Ok(())
 }
 
@@ -729,6 +773,20 @@ async fn complete(
         // deletions themselves, so each key keeps one live version at or below it.
         Some(pending) if pending == checkpoint_epoch => {
             let epoch = epoch_to_sql(checkpoint_epoch);
+            // The joins below are hash joins of sequential scans (the table has no index): a
+            // nested loop, which the planner may pick on a table it has no statistics of yet,
+            // would scan the table once per row.
+            txn.batch_execute(COMPLETION_SETTINGS)
+                .await
+                .map_err(pg_error(operation))?;
+            if read_meta(&txn, sql, META_REPEATS, operation).await? == Some(checkpoint_epoch) {
+                txn.execute_typed(&sql.prune_repeated, &[(&epoch, Type::INT8)])
+                    .await
+                    .map_err(pg_error(operation))?;
+                txn.execute_typed(&sql.meta_delete, &[(&META_REPEATS, Type::TEXT)])
+                    .await
+                    .map_err(pg_error(operation))?;
+            }
             // With no complete checkpoint every row is this one's (see `write_rows`): none to
             // replace, and no join of the whole table to find that out.
             if let Some(latest) = latest {
@@ -1052,16 +1110,22 @@ impl Storage for PostgresStorage {
         limits::check_rows(BACKEND, rows)?;
         let copy = pending_copy(checkpoint_epoch, rows);
         let held = self.held.get();
-        self.run("write_checkpoint_rows", |conns| async move {
-            write_rows(&conns, held, checkpoint_epoch, copy).await
-        })
+        let mut pending_keys = self.pending_keys.lock();
+        let may_repeat = pending_keys.note(checkpoint_epoch, rows);
+        let started = self.run("write_checkpoint_rows", |conns| async move {
+            write_rows(&conns, held, checkpoint_epoch, copy, may_repeat).await
+        })?;
+        pending_keys.started_here |= started;
+        Ok(())
     }
 
     fn complete_checkpoint(&self, checkpoint_epoch: u64) -> Result<(), StorageError> {
         let held = self.held.get();
         self.run("complete_checkpoint", |conns| async move {
             complete(&conns, held, checkpoint_epoch).await
-        })
+        })?;
+        self.pending_keys.lock().forget();
+        Ok(())
     }
 
     fn read_latest_checkpoint(

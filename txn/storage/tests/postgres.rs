@@ -255,7 +255,7 @@ fn checkpoint_table_blocks(config: &str, schema: &str) -> i64 {
         let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
         let sql = format!(
-            "SELECT pg_relation_size('{schema}.checkpoint_rows') / \
+            "SELECT pg_relation_size('{schema}.checkpoint_versions') / \
              current_setting('block_size')::bigint"
         );
         client.query_one(&sql, &[]).await.unwrap().get(0)
@@ -324,8 +324,9 @@ fn chunks_written_again_and_keys_repeated_across_chunks_merge() {
     // Goal: a whole chunk of the runtime's size written twice (a retry after a failed call
     // whose commit did go through) and keys written again in later chunks of the same
     // checkpoint (merged deltas) are accepted, the last write of a key winning, over an
-    // earlier complete checkpoint and on the first one alike; and a checkpoint abandoned
-    // between chunks (its writer gone) leaves the complete one readable, then is discarded.
+    // earlier complete checkpoint and on the first one alike, and also when another handle
+    // continues the checkpoint; and a checkpoint abandoned between chunks (its writer gone)
+    // leaves the complete one readable, then is discarded.
     let Some(server) = server("chunks_written_again") else {
         return;
     };
@@ -381,8 +382,15 @@ fn chunks_written_again_and_keys_repeated_across_chunks_merge() {
     store
         .write_checkpoint_rows(4, &[(key(1), Some(b"four".to_vec()))])
         .unwrap();
+    // Checkpoint 4 continued by another handle (a writer restarted at the same checkpoint),
+    // which writes the key again without having seen the first write.
+    drop(store);
+    let store = PostgresStorage::open_in_schema(&config, "again").unwrap();
+    store
+        .write_checkpoint_rows(4, &[(key(1), Some(b"four again".to_vec()))])
+        .unwrap();
     store.complete_checkpoint(4).unwrap();
-    model.insert(key(1), b"four".to_vec());
+    model.insert(key(1), b"four again".to_vec());
     let (latest, read) = conformance::collect_checkpoint(&store);
     assert_eq!(latest, Some(4));
     assert!(
