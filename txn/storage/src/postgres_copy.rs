@@ -15,7 +15,7 @@ const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 /// lengths, the epoch, the live flag and the row envelope's header.
 const COPY_IN_ROW_OVERHEAD: usize = 2 + 4 * 4 + 8 + 1 + crate::row::ROW_HEADER_LEN;
 
-/// The input of one binary `COPY checkpoint_rows (key, epoch, live, envelope) FROM STDIN`:
+/// The input of one binary `COPY checkpoint_versions (key, epoch, live, envelope) FROM STDIN`:
 /// every row encoded into one buffer (no allocation per row), the row envelope in place.
 pub(crate) struct CopyIn {
     data: Vec<u8>,

@@ -40,7 +40,8 @@
 //! after a failed call, deltas merged into one checkpoint) leaves two versions of the same
 //! epoch: the rows of each chunk carry an increasing `seq`, and a handle that sees a chunk of
 //! it may repeat a key — a 64-bit hash of a key it wrote into the checkpoint before, or a
-//! checkpoint it did not start itself, whose earlier keys it does not know — marks the
+//! checkpoint that may hold rows it did not write (it did not start the checkpoint, or another
+//! handle took a `seq` since its last chunk), whose keys it does not all know — marks the
 //! checkpoint (`pending_repeats`), and its completion first deletes every version of the
 //! checkpoint that a later `seq` replaces. Starting a checkpoint after an abandoned one
 //! deletes the versions above `c`. (The first layout copied each checkpoint from a `pending`
@@ -334,9 +335,10 @@ impl PostgresStorage {
         let schema = schema.to_string();
         let conns = run_on(&handle, "open", async move {
             let log = connect(&config).await?;
-            create_if_missing(&log, &schema).await?;
             let sql = Sql::new(&schema);
+            // Before creating anything, so a refused schema is left as it was.
             refuse_old_layout(&log, &sql, &schema).await?;
+            create_if_missing(&log, &schema).await?;
             Ok(Connections {
                 log: AsyncMutex::new(log),
                 checkpoints: AsyncMutex::new(connect(&config).await?),
@@ -651,18 +653,21 @@ async fn copy_in(
 struct PendingKeys {
     /// The checkpoint the keys below belong to.
     epoch: Option<u64>,
-    /// Whether this handle's own write started that checkpoint (so every row of it in the
-    /// table came through this handle, and `hashes` knows every key).
-    started_here: bool,
-    /// A 64-bit hash of every key this handle wrote into the checkpoint.
+    /// The `seq` this handle's last write of that checkpoint took, as long as every row of the
+    /// checkpoint in the table is known to have come through this handle (so `hashes` knows
+    /// every key): its own write started the checkpoint, and each of its writes since took the
+    /// next value of the sequence, so no other handle wrote a chunk in between. `None`
+    /// otherwise, or after a failed write.
+    own_seq: Option<i64>,
+    /// A 64-bit hash of every key this handle wrote (or tried to) into the checkpoint.
     hashes: std::collections::HashSet<u64>,
     hasher: std::hash::RandomState,
 }
 
 impl PendingKeys {
-    /// Notes the keys of a chunk of checkpoint `epoch`; returns whether the checkpoint may
-    /// already hold one of them (a hash seen before, or rows this handle did not write).
-    fn note(&mut self, epoch: u64, rows: &[CheckpointRow]) -> bool {
+    /// Notes the keys of a chunk of checkpoint `epoch`; returns whether this handle wrote (or
+    /// tried to write) one of them into the checkpoint before, and [`PendingKeys::own_seq`].
+    fn note(&mut self, epoch: u64, rows: &[CheckpointRow]) -> (bool, Option<i64>) {
         use std::hash::BuildHasher as _;
         if self.epoch != Some(epoch) {
             self.forget();
@@ -672,30 +677,34 @@ impl PendingKeys {
         for (key, _) in rows {
             seen |= !self.hashes.insert(self.hasher.hash_one(key));
         }
-        seen || !self.started_here
+        (seen, self.own_seq)
     }
 
     /// Forgets the keys (the checkpoint completed or was left), returning their memory.
     fn forget(&mut self) {
         self.epoch = None;
-        self.started_here = false;
+        self.own_seq = None;
         self.hashes = std::collections::HashSet::new();
     }
 }
 
 /// Writes one chunk (`copy`, `None` when it is empty) of checkpoint `checkpoint_epoch`; returns
-/// whether this started the checkpoint. The rows go by binary COPY into `checkpoint_versions`,
-/// which has no index to update: a key may be written again within a checkpoint (a chunk written
-/// again after a failed call, deltas merged into one checkpoint), so every chunk's rows carry an
-/// increasing `seq`, and a chunk that `may_repeat` a key of the checkpoint marks it
+/// the handle's new [`PendingKeys::own_seq`], given the one before (`own_seq`) and whether the
+/// handle wrote a key of the chunk into the checkpoint before (`seen`). The rows go by binary
+/// COPY into `checkpoint_versions`, which has no index to update: a key may be written again
+/// within a checkpoint (a chunk written again after a failed call, deltas merged into one
+/// checkpoint, a checkpoint continued by another handle), so every chunk's rows carry an
+/// increasing `seq`, and a chunk that may repeat a key of the checkpoint — one `seen`, or any
+/// when rows of the checkpoint may have come through another handle — marks it
 /// (`pending_repeats`) for the completion to keep only each key's last write.
 async fn write_rows(
     conns: &Connections,
     held: Option<u64>,
     checkpoint_epoch: u64,
     copy: Option<bytes::Bytes>,
-    may_repeat: bool,
-) -> Result<bool, StorageError> {
+    seen: bool,
+    own_seq: Option<i64>,
+) -> Result<Option<i64>, StorageError> {
     let operation = "write_checkpoint_rows";
     let sql = &conns.sql;
     let mut client = conns.checkpoints.lock().await;
@@ -711,20 +720,31 @@ async fn write_rows(
         }
         let pending = row::encode_meta(META_PENDING, checkpoint_epoch);
         write_meta(&txn, sql, META_PENDING, &pending, operation).await?;
-    } else if may_repeat && copy.is_some() {
-        let repeats = row::encode_meta(META_REPEATS, checkpoint_epoch);
-        write_meta(&txn, sql, META_REPEATS, &repeats, operation).await?;
     }
+    if !starts && copy.is_none() {
+        txn.commit().await.map_err(pg_error(operation))?;
+        return Ok(own_seq);
+    }
+    // The chunk's `seq` (the rows' default is `currval`). Taken under the table's lock, so the
+    // values follow the order of the writes: when it is the one after this handle's last, no
+    // other handle wrote a chunk since.
+    let seq: i64 = txn
+        .query_typed_one(&sql.next_chunk, &[])
+        .await
+        .map_err(pg_error(operation))?
+        .get(0);
+    let only_ours = starts || own_seq.is_some_and(|last| last.checked_add(1) == Some(seq));
     if let Some(copy) = copy {
-        txn.batch_execute(&sql.next_chunk)
-            .await
-            .map_err(pg_error(operation))?;
+        if !starts && (seen || !only_ours) {
+            let repeats = row::encode_meta(META_REPEATS, checkpoint_epoch);
+            write_meta(&txn, sql, META_REPEATS, &repeats, operation).await?;
+        }
         copy_in(&txn, &sql.rows_copy_in, copy)
             .await
             .map_err(pg_error(operation))?;
     }
     txn.commit().await.map_err(pg_error(operation))?;
-    Ok(starts)
+    Ok(only_ours.then_some(seq))
 }
 
 /// Deletes the rows of an incomplete checkpoint: every version newer than `latest`, the latest
@@ -898,8 +918,8 @@ async fn stream_log(
 /// Sends the latest complete checkpoint's epoch and then its rows to `out`, from one snapshot.
 ///
 /// The rows come as one binary `COPY` of a sequential scan, in the order they lie in the table:
-/// in key order, the scan of the `(key, epoch)` index fetched every row from a random heap page
-/// and took several times longer (see `docs/storage.md`); the caller sorts them instead.
+/// in key order, the server would have to sort them (the table has no key index), which took
+/// several times longer (see `docs/storage.md`); the caller sorts them instead.
 async fn stream_checkpoint(
     conns: &Connections,
     out: &Sender<CheckpointItem>,
@@ -1111,12 +1131,13 @@ impl Storage for PostgresStorage {
         let copy = pending_copy(checkpoint_epoch, rows);
         let held = self.held.get();
         let mut pending_keys = self.pending_keys.lock();
-        let may_repeat = pending_keys.note(checkpoint_epoch, rows);
-        let started = self.run("write_checkpoint_rows", |conns| async move {
-            write_rows(&conns, held, checkpoint_epoch, copy, may_repeat).await
-        })?;
-        pending_keys.started_here |= started;
-        Ok(())
+        let (seen, own_seq) = pending_keys.note(checkpoint_epoch, rows);
+        let written = self.run("write_checkpoint_rows", |conns| async move {
+            write_rows(&conns, held, checkpoint_epoch, copy, seen, own_seq).await
+        });
+        // After a failure the rows may or may not be in: the next chunk marks the checkpoint.
+        pending_keys.own_seq = written.as_ref().ok().copied().flatten();
+        written.map(drop)
     }
 
     fn complete_checkpoint(&self, checkpoint_epoch: u64) -> Result<(), StorageError> {
