@@ -13,6 +13,8 @@
 //!
 //! Run: `cargo bench -p txn-storage --features postgres --bench postgres_checkpoint`.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use txn_storage::conformance::batch_for;
@@ -75,13 +77,9 @@ fn checkpoint(store: &PostgresStorage, label: &str, epoch: u64, rows: &[Checkpoi
 }
 
 fn main() {
-    if std::env::args().any(|arg| arg == "--list") {
+    let Some(n_rows) = common::bench_rows(2_000_000) else {
         return;
-    }
-    let n_rows: u64 = std::env::var("VMSDB_BENCH_ROWS")
-        .ok()
-        .and_then(|rows| rows.parse().ok())
-        .unwrap_or(2_000_000);
+    };
     let Some(server) = postgres_instance::for_test("postgres_checkpoint bench", 20) else {
         return;
     };
