@@ -25,29 +25,29 @@
 //! lease    id = 1               record bytea   holder, term, expiry (crc32c), NULL if never
 //! ```
 //!
-//! Each checkpoint row is written once, as a version tagged with its checkpoint's epoch: the
-//! state as of the latest complete checkpoint `c` is the live versions at or below `c`, and the
-//! rows of an incomplete checkpoint are those above it. A chunk goes in as one binary
-//! `COPY ... FROM STDIN` (`postgres_copy::CopyIn`) into a table with no index on the key, so a
-//! row costs a heap tuple and its WAL, and no B-tree insertion at a random place (two thirds of
-//! a chunk's time with the `(key, epoch)` primary key of the previous layout); the BRIN index
-//! costs next to nothing (rows of one epoch lie together) and the index of deletions takes only
-//! those. Completing `c` deletes, in the same transaction, the versions its rows replace (a hash
-//! join: the new rows found through the BRIN index, the older ones by a sequential scan) and then
-//! its deletions (through their index), so every key keeps at most one version at or below `c`
-//! (and it is live); completing the first checkpoint (none complete before it) skips the join:
-//! every row in the table is its own. A key written again within one checkpoint (a chunk written again
-//! after a failed call, deltas merged into one checkpoint) leaves two versions of the same
-//! epoch: the rows of each chunk carry an increasing `seq`, and a handle that sees a chunk of
-//! it may repeat a key — a 64-bit hash of a key it wrote into the checkpoint before, or a
-//! checkpoint that may hold rows it did not write (it did not start the checkpoint, or another
-//! handle took a `seq` since its last chunk), whose keys it does not all know — marks the
-//! checkpoint (`pending_repeats`), and its completion first deletes every version of the
-//! checkpoint that a later `seq` replaces. Starting a checkpoint after an abandoned one
-//! deletes the versions above `c`. (The first layout copied each checkpoint from a `pending`
-//! table into a `state` table at completion, writing every row twice; the second, a table
-//! `checkpoint_rows` keyed by `(key, epoch)`, upserted every row into its index; a schema
-//! holding the tables of either is refused.)
+//! Each checkpoint row is written once, as a version tagged with its checkpoint's epoch: the state
+//! as of the latest complete checkpoint `c` is the live versions at or below `c`, and the rows of
+//! an incomplete checkpoint are those above it. A chunk goes in as one binary `COPY ... FROM STDIN`
+//! (`postgres_copy::CopyIn`) into a table with no index on the key, so a row costs a heap tuple and
+//! its WAL, and no B-tree insertion at a random place (two thirds of a chunk's time with the `(key,
+//! epoch)` primary key of the previous layout); the BRIN index costs next to nothing (rows of one
+//! epoch lie together) and the index of deletions takes only those. Completing `c` deletes, in the
+//! same transaction, the versions its rows replace (a hash join of the new rows, found through the
+//! BRIN index, against the older ones, nearly the whole table; a merge join of two sorts while the
+//! server has no statistics of the table yet) and then its deletions (through their index), so
+//! every key keeps at most one version at or below `c` (and it is live); completing the first
+//! checkpoint (none complete before it) skips the join: every row in the table is its own. A key
+//! written again within one checkpoint (a chunk written again after a failed call, deltas merged
+//! into one checkpoint, a checkpoint continued by another handle) leaves two versions of the same
+//! epoch: the rows of each chunk carry an increasing `seq`, and a handle that sees a chunk of it
+//! may repeat a key — a 64-bit hash of a key it wrote into the checkpoint before, or a checkpoint
+//! that may hold rows it did not write (it did not start the checkpoint, or another handle took a
+//! `seq` since its last chunk), whose keys it does not all know — marks the checkpoint
+//! (`pending_repeats`), and its completion first deletes every version of the checkpoint that a
+//! later `seq` replaces. Starting a checkpoint after an abandoned one deletes the versions above
+//! `c`. (The first layout copied each checkpoint from a `pending` table into a `state` table at
+//! completion, writing every row twice; the second, a table `checkpoint_rows` keyed by `(key,
+//! epoch)`, upserted every row into its index; a schema holding the tables of either is refused.)
 //!
 //! Epochs are `u64`; a `bigint` column stores `epoch ^ 2^63`, which keeps their order. Log
 //! records are stored out of line and uncompressed (`STORAGE EXTERNAL`): they are rarely
@@ -55,16 +55,16 @@
 //!
 //! # Concurrency and fencing
 //!
-//! Appends lock the log table against each other (`SHARE ROW EXCLUSIVE`, which readers ignore),
-//! so the order check and the insert are atomic; checkpoint writes do the same on
-//! `checkpoint_versions`, so a long completion never holds up an append. A handle that took the lease
-//! ([`Storage::acquire_lease`]; expiry by the **database's** clock, `clock_timestamp()`) first
-//! reads the lease row `FOR KEY SHARE` in each write transaction and refuses the write if the
-//! term moved. Taking the lease with a new term locks the row `FOR UPDATE`: it waits for writes
-//! in flight, and writes after it wait for it and then see the new term. So a deposed handle's
-//! write either commits before the take-over or is refused with [`StorageError::Fenced`]. A
-//! renewal (the term kept) only takes `FOR NO KEY UPDATE`, which writers' `FOR KEY SHARE` does
-//! not conflict with, so a long checkpoint transaction never holds up the holder's renewal.
+//! Appends lock the log table against each other (`SHARE ROW EXCLUSIVE`, which readers ignore), so
+//! the order check and the insert are atomic; checkpoint writes do the same on
+//! `checkpoint_versions`, so a long completion never holds up an append. A handle that took the
+//! lease ([`Storage::acquire_lease`]; expiry by the **database's** clock, `clock_timestamp()`)
+//! first reads the lease row `FOR KEY SHARE` in each write transaction and refuses the write if the
+//! term moved. Taking the lease with a new term locks the row `FOR UPDATE`: it waits for writes in
+//! flight, and writes after it wait for it and then see the new term. So a deposed handle's write
+//! either commits before the take-over or is refused with [`StorageError::Fenced`]. A renewal (the
+//! term kept) only takes `FOR NO KEY UPDATE`, which writers' `FOR KEY SHARE` does not conflict
+//! with, so a long checkpoint transaction never holds up the holder's renewal.
 //!
 //! # Threads
 //!
@@ -107,7 +107,8 @@ const META_PENDING: &str = "pending_epoch";
 /// Set (to the pending checkpoint's epoch) when a chunk of it may have written a key again.
 const META_REPEATS: &str = "pending_repeats";
 
-/// For the completion's transaction: hash joins only, with room for them in memory.
+/// For the completion's transaction: no nested loop (see [`complete`]), and memory for the hash
+/// tables or sorts of its joins.
 const COMPLETION_SETTINGS: &str = "SET LOCAL enable_nestloop = off; SET LOCAL work_mem = '256MB'";
 const META_STORE_INFO: &str = "store_info";
 
@@ -793,9 +794,9 @@ async fn complete(
         // deletions themselves, so each key keeps one live version at or below it.
         Some(pending) if pending == checkpoint_epoch => {
             let epoch = epoch_to_sql(checkpoint_epoch);
-            // The joins below are hash joins of sequential scans (the table has no index): a
-            // nested loop, which the planner may pick on a table it has no statistics of yet,
-            // would scan the table once per row.
+            // The joins below match the keys by hashing (or sorting) both sides: the table has
+            // no index on the key, and a nested loop, which the planner may pick on a table it
+            // has no statistics of yet, would scan the table once per row.
             txn.batch_execute(COMPLETION_SETTINGS)
                 .await
                 .map_err(pg_error(operation))?;
