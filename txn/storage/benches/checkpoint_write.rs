@@ -16,6 +16,8 @@
 //! rows (default 1,000,000); `VMSDB_BENCH_DIR` puts the store on the disk under test (default:
 //! the system temp directory; a tmpfs makes fsync free and the numbers meaningless).
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -214,13 +216,9 @@ fn write_checkpoint(store: &RedbStorage, log: &Log, n_rows: u64, stride: u64, ph
 }
 
 fn main() {
-    if std::env::args().any(|arg| arg == "--list") {
+    let Some(n_rows) = common::bench_rows(1_000_000) else {
         return;
-    }
-    let n_rows: u64 = std::env::var("VMSDB_BENCH_ROWS")
-        .ok()
-        .and_then(|rows| rows.parse().ok())
-        .unwrap_or(1_000_000);
+    };
     let dir = tempfile::tempdir_in(bench_dir()).expect("bench dir");
     let store = Arc::new(RedbStorage::open(dir.path()).expect("open redb"));
     let phase = Arc::new(AtomicU8::new(IDLE));

@@ -1,5 +1,7 @@
-//! PostgreSQL's binary `COPY` format, as the PostgreSQL backend reads a checkpoint: decoding
-//! the `(key, envelope)` rows a `COPY ... TO STDOUT (FORMAT binary)` sends.
+//! PostgreSQL's binary `COPY` format, as the PostgreSQL backend writes and reads a checkpoint:
+//! encoding the `(key, epoch, live, envelope)` rows of a `COPY ... FROM STDIN (FORMAT binary)`
+//! ([`CopyIn`]) and decoding the `(key, envelope)` rows a `COPY ... TO STDOUT (FORMAT binary)`
+//! sends ([`CopiedRows`]).
 //!
 //! The format (PostgreSQL documentation, "COPY", "Binary Format"): an 11-byte signature, a
 //! 32-bit flags field, a 32-bit header extension length and that many bytes; then per row a
@@ -8,6 +10,50 @@
 //! count of -1 ends the data. All integers are big-endian.
 
 const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
+
+/// Bytes a row of [`CopyIn`] takes besides its key and value: the field count, four field
+/// lengths, the epoch, the live flag and the row envelope's header.
+const COPY_IN_ROW_OVERHEAD: usize = 2 + 4 * 4 + 8 + 1 + crate::row::ROW_HEADER_LEN;
+
+/// The input of one binary `COPY checkpoint_versions (key, epoch, live, envelope) FROM STDIN`:
+/// every row encoded into one buffer (no allocation per row), the row envelope in place.
+pub(crate) struct CopyIn {
+    data: Vec<u8>,
+}
+
+impl CopyIn {
+    /// The header only, with room for `rows` rows of `payload` key and value bytes in all.
+    pub(crate) fn with_capacity(rows: usize, payload: usize) -> Self {
+        let mut data =
+            Vec::with_capacity(SIGNATURE.len() + 8 + rows * COPY_IN_ROW_OVERHEAD + payload + 2);
+        data.extend_from_slice(SIGNATURE);
+        // Flags (no OIDs), then a header extension of zero bytes.
+        data.extend_from_slice(&[0; 8]);
+        CopyIn { data }
+    }
+
+    /// Adds the row of `key` (`value` `None`: a deletion), with the stored `epoch`.
+    pub(crate) fn push_row(&mut self, key: &[u8], epoch: i64, value: Option<&[u8]>) {
+        let data = &mut self.data;
+        data.extend_from_slice(&4i16.to_be_bytes());
+        // Keys and values are bounded by the row size limits, far below i32::MAX.
+        data.extend_from_slice(&(key.len() as i32).to_be_bytes());
+        data.extend_from_slice(key);
+        data.extend_from_slice(&8i32.to_be_bytes());
+        data.extend_from_slice(&epoch.to_be_bytes());
+        data.extend_from_slice(&1i32.to_be_bytes());
+        data.push(u8::from(value.is_some()));
+        let envelope_len = crate::row::ROW_HEADER_LEN + value.map_or(0, <[u8]>::len);
+        data.extend_from_slice(&(envelope_len as i32).to_be_bytes());
+        crate::row::push_row(data, key, value);
+    }
+
+    /// The whole COPY input: the rows and the end marker.
+    pub(crate) fn finish(mut self) -> Vec<u8> {
+        self.data.extend_from_slice(&(-1i16).to_be_bytes());
+        self.data
+    }
+}
 
 /// Where one row's key and envelope lie in the decoded COPY data.
 #[derive(Clone, Copy)]
@@ -173,6 +219,37 @@ mod tests {
             .map(|(k, e)| (k.as_bytes().to_vec(), e.as_bytes().to_vec()))
             .collect();
         assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn copy_in_encodes_four_fields_per_row_and_the_end_marker() {
+        // Goal: the COPY input holds the header, then per row the key, the stored epoch, the
+        // live flag and the row envelope (checked by the row decoder), then the end marker.
+        let mut copy = CopyIn::with_capacity(2, 8);
+        copy.push_row(b"k1", -5, Some(b"v1"));
+        copy.push_row(b"k2", 7, None);
+        let data = copy.finish();
+        assert!(data.starts_with(SIGNATURE));
+        let mut at = SIGNATURE.len();
+        assert_eq!(take::<8>(&data, &mut at).unwrap(), [0; 8]);
+        let field = |at: &mut usize| {
+            let len = CopiedRows::field_len(&data, at).unwrap() as usize;
+            *at += len;
+            data[*at - len..*at].to_vec()
+        };
+        for (key, epoch, value) in [(&b"k1"[..], -5i64, Some(&b"v1"[..])), (b"k2", 7, None)] {
+            assert_eq!(i16::from_be_bytes(take::<2>(&data, &mut at).unwrap()), 4);
+            assert_eq!(field(&mut at), key);
+            assert_eq!(field(&mut at), epoch.to_be_bytes());
+            assert_eq!(field(&mut at), [u8::from(value.is_some())]);
+            let envelope = field(&mut at);
+            assert_eq!(
+                crate::row::decode_row("test", key, &envelope).unwrap(),
+                value
+            );
+        }
+        assert_eq!(i16::from_be_bytes(take::<2>(&data, &mut at).unwrap()), -1);
+        assert_eq!(at, data.len());
     }
 
     #[test]

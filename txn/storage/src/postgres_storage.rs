@@ -15,21 +15,39 @@
 //!
 //! ```text
 //! log      epoch bigint PK      record bytea   record envelope (crc32c, len, batch)  see `record`
-//! checkpoint_rows  (key bytea, epoch bigint) PK, live boolean, envelope bytea (row envelope):
-//!          every version of a row a checkpoint wrote that is still needed
-//! meta     name text PK         value bytea    "latest_complete", "pending_epoch" (u64 +
-//!                                              crc32c), "store_info" (crc32c + record)
+//! checkpoint_versions  key bytea, epoch bigint, seq bigint, live boolean, envelope bytea (row
+//!          envelope): every version of a row a checkpoint wrote that is still needed; no key
+//!          index, a BRIN index on epoch, a B-tree on epoch of the deletions only
+//! checkpoint_chunk  a sequence: the `seq` of each chunk's rows (the column's default)
+//! meta     name text PK         value bytea    "latest_complete", "pending_epoch",
+//!                                              "pending_repeats" (u64 + crc32c), "store_info"
+//!                                              (crc32c + record)
 //! lease    id = 1               record bytea   holder, term, expiry (crc32c), NULL if never
 //! ```
 //!
-//! Each checkpoint row is written once, as a version tagged with its checkpoint's epoch: the
-//! state as of the latest complete checkpoint `c` is the live versions at or below `c`, and the
-//! rows of an incomplete checkpoint are those above it. Completing `c` deletes, in the same
-//! transaction, the versions its rows replace and then its deletions, so every key keeps at most
-//! one version at or below `c` (and it is live); starting a checkpoint after an abandoned one
-//! deletes the versions above `c`. (An earlier layout copied each checkpoint from a `pending`
-//! table into a `state` table at completion, writing every row twice; a schema holding those
-//! tables is refused.)
+//! Each checkpoint row is written once, as a version tagged with its checkpoint's epoch: the state
+//! as of the latest complete checkpoint `c` is the live versions at or below `c`, and the rows of
+//! an incomplete checkpoint are those above it. A chunk goes in as one binary `COPY ... FROM STDIN`
+//! (`postgres_copy::CopyIn`) into a table with no index on the key, so a row costs a heap tuple and
+//! its WAL, and no B-tree insertion at a random place (two thirds of a chunk's time with the `(key,
+//! epoch)` primary key of the previous layout); the BRIN index costs next to nothing (rows of one
+//! epoch lie together) and the index of deletions takes only those. Completing `c` deletes, in the
+//! same transaction, the versions its rows replace (a hash join of the new rows, found through the
+//! BRIN index, against the older ones, nearly the whole table; a merge join of two sorts while the
+//! server has no statistics of the table yet) and then its deletions (through their index), so
+//! every key keeps at most one version at or below `c` (and it is live); completing the first
+//! checkpoint (none complete before it) skips the join: every row in the table is its own. A key
+//! written again within one checkpoint (a chunk written again after a failed call, deltas merged
+//! into one checkpoint, a checkpoint continued by another handle) leaves two versions of the same
+//! epoch: the rows of each chunk carry an increasing `seq`, and a handle that sees a chunk of it
+//! may repeat a key — a 64-bit hash of a key it wrote into the checkpoint before, or a checkpoint
+//! that may hold rows it did not write (it did not start the checkpoint, or another handle took a
+//! `seq` since its last chunk), whose keys it does not all know — marks the checkpoint
+//! (`pending_repeats`), and its completion first deletes every version of the checkpoint that a
+//! later `seq` replaces. Starting a checkpoint after an abandoned one deletes the versions above
+//! `c`. (The first layout copied each checkpoint from a `pending` table into a `state` table at
+//! completion, writing every row twice; the second, a table `checkpoint_rows` keyed by `(key,
+//! epoch)`, upserted every row into its index; a schema holding the tables of either is refused.)
 //!
 //! Epochs are `u64`; a `bigint` column stores `epoch ^ 2^63`, which keeps their order. Log
 //! records are stored out of line and uncompressed (`STORAGE EXTERNAL`): they are rarely
@@ -37,16 +55,16 @@
 //!
 //! # Concurrency and fencing
 //!
-//! Appends lock the log table against each other (`SHARE ROW EXCLUSIVE`, which readers ignore),
-//! so the order check and the insert are atomic; checkpoint writes do the same on
-//! `checkpoint_rows`, so a long completion never holds up an append. A handle that took the lease
-//! ([`Storage::acquire_lease`]; expiry by the **database's** clock, `clock_timestamp()`) first
-//! reads the lease row `FOR KEY SHARE` in each write transaction and refuses the write if the
-//! term moved. Taking the lease with a new term locks the row `FOR UPDATE`: it waits for writes
-//! in flight, and writes after it wait for it and then see the new term. So a deposed handle's
-//! write either commits before the take-over or is refused with [`StorageError::Fenced`]. A
-//! renewal (the term kept) only takes `FOR NO KEY UPDATE`, which writers' `FOR KEY SHARE` does
-//! not conflict with, so a long checkpoint transaction never holds up the holder's renewal.
+//! Appends lock the log table against each other (`SHARE ROW EXCLUSIVE`, which readers ignore), so
+//! the order check and the insert are atomic; checkpoint writes do the same on
+//! `checkpoint_versions`, so a long completion never holds up an append. A handle that took the
+//! lease ([`Storage::acquire_lease`]; expiry by the **database's** clock, `clock_timestamp()`)
+//! first reads the lease row `FOR KEY SHARE` in each write transaction and refuses the write if the
+//! term moved. Taking the lease with a new term locks the row `FOR UPDATE`: it waits for writes in
+//! flight, and writes after it wait for it and then see the new term. So a deposed handle's write
+//! either commits before the take-over or is refused with [`StorageError::Fenced`]. A renewal (the
+//! term kept) only takes `FOR NO KEY UPDATE`, which writers' `FOR KEY SHARE` does not conflict
+//! with, so a long checkpoint transaction never holds up the holder's renewal.
 //!
 //! # Threads
 //!
@@ -76,7 +94,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{Client, IsolationLevel, NoTls, Transaction};
 
 use crate::lease::{self, HeldTerm, LeaseRecord};
-use crate::postgres_copy::CopiedRows;
+use crate::postgres_copy::{CopiedRows, CopyIn};
 use crate::{CheckpointRow, Storage, StorageError, limits, record, row};
 
 const BACKEND: &str = "postgres";
@@ -86,6 +104,12 @@ pub const DEFAULT_SCHEMA: &str = "vmsdb";
 
 const META_LATEST: &str = "latest_complete";
 const META_PENDING: &str = "pending_epoch";
+/// Set (to the pending checkpoint's epoch) when a chunk of it may have written a key again.
+const META_REPEATS: &str = "pending_repeats";
+
+/// For the completion's transaction: no nested loop (see [`complete`]), and memory for the hash
+/// tables or sorts of its joins.
+const COMPLETION_SETTINGS: &str = "SET LOCAL enable_nestloop = off; SET LOCAL work_mem = '256MB'";
 const META_STORE_INFO: &str = "store_info";
 
 /// The key of the advisory lock that serialises schema creation (any constant: it only has to
@@ -100,6 +124,8 @@ pub struct PostgresStorage {
     conns: Arc<Connections>,
     /// The lease term this handle took, if any.
     held: HeldTerm,
+    /// The keys this handle wrote into the checkpoint being written.
+    pending_keys: parking_lot::Mutex<PendingKeys>,
 }
 
 /// The store's connections and its statements, shared with the tasks on the runtime.
@@ -133,7 +159,9 @@ struct Sql {
     meta_delete: String,
     rows_discard_all: String,
     rows_discard_after: String,
-    rows_upsert: String,
+    next_chunk: String,
+    rows_copy_in: String,
+    prune_repeated: String,
     prune_superseded: String,
     prune_tombstones: String,
     rows_copy_out: String,
@@ -158,38 +186,44 @@ impl Sql {
             log_insert: format!("INSERT INTO {s}.log (epoch, record) VALUES ($1, $2)"),
             log_read: format!("SELECT epoch, record FROM {s}.log WHERE epoch >= $1 ORDER BY epoch"),
             log_truncate: format!("DELETE FROM {s}.log WHERE epoch < $1"),
-            lock_rows: format!("LOCK TABLE {s}.checkpoint_rows IN SHARE ROW EXCLUSIVE MODE"),
+            lock_rows: format!("LOCK TABLE {s}.checkpoint_versions IN SHARE ROW EXCLUSIVE MODE"),
             meta_get: format!("SELECT value FROM {s}.meta WHERE name = $1"),
             meta_put: format!(
                 "INSERT INTO {s}.meta (name, value) VALUES ($1, $2) \
                  ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
             ),
             meta_delete: format!("DELETE FROM {s}.meta WHERE name = $1"),
-            rows_discard_all: format!("DELETE FROM {s}.checkpoint_rows"),
-            rows_discard_after: format!("DELETE FROM {s}.checkpoint_rows WHERE epoch > $1"),
-            rows_upsert: format!(
-                "INSERT INTO {s}.checkpoint_rows (key, epoch, live, envelope) \
-                 SELECT k, $4, l, e FROM unnest($1::bytea[], $2::bool[], $3::bytea[]) AS u(k, l, e) \
-                 ON CONFLICT (key, epoch) DO UPDATE \
-                 SET live = EXCLUDED.live, envelope = EXCLUDED.envelope"
+            rows_discard_all: format!("DELETE FROM {s}.checkpoint_versions"),
+            rows_discard_after: format!("DELETE FROM {s}.checkpoint_versions WHERE epoch > $1"),
+            // The `seq` of the rows a COPY then adds (the column's default: `currval`).
+            next_chunk: format!("SELECT nextval('{s}.checkpoint_chunk')"),
+            rows_copy_in: format!(
+                "COPY {s}.checkpoint_versions (key, epoch, live, envelope) \
+                 FROM STDIN (FORMAT binary)"
+            ),
+            prune_repeated: format!(
+                "DELETE FROM {s}.checkpoint_versions AS o USING {s}.checkpoint_versions AS n \
+                 WHERE o.epoch = $1 AND n.epoch = $1 AND o.key = n.key AND o.seq < n.seq"
             ),
             prune_superseded: format!(
-                "DELETE FROM {s}.checkpoint_rows AS o USING {s}.checkpoint_rows AS n \
-                 WHERE n.epoch = $1 AND o.key = n.key AND o.epoch < $1"
+                "DELETE FROM {s}.checkpoint_versions AS o USING {s}.checkpoint_versions AS n \
+                 WHERE n.epoch = $1 AND o.key = n.key AND o.epoch <= $2"
             ),
             prune_tombstones: format!(
-                "DELETE FROM {s}.checkpoint_rows WHERE epoch = $1 AND NOT live"
+                "DELETE FROM {s}.checkpoint_versions WHERE epoch = $1 AND NOT live"
             ),
             rows_copy_out: format!(
-                "COPY (SELECT key, envelope FROM {s}.checkpoint_rows \
+                "COPY (SELECT key, envelope FROM {s}.checkpoint_versions \
                  WHERE epoch <= $1 AND live $2) TO STDOUT (FORMAT binary)"
             ),
             export_snapshot: format!(
                 "SELECT pg_export_snapshot(), \
-                 pg_relation_size('{s}.checkpoint_rows') / current_setting('block_size')::bigint"
+                 pg_relation_size('{s}.checkpoint_versions') / \
+                 current_setting('block_size')::bigint"
             ),
             old_layout: format!(
-                "SELECT to_regclass('{s}.pending') IS NOT NULL OR to_regclass('{s}.state') IS NOT NULL"
+                "SELECT to_regclass('{s}.pending') IS NOT NULL OR to_regclass('{s}.state') IS NOT NULL \
+                 OR to_regclass('{s}.checkpoint_rows') IS NOT NULL"
             ),
         }
     }
@@ -199,7 +233,7 @@ impl Sql {
     fn complete(schema: &str) -> String {
         let s = schema;
         format!(
-            "SELECT to_regclass('{s}.checkpoint_rows') IS NOT NULL \
+            "SELECT to_regclass('{s}.checkpoint_versions_deletions') IS NOT NULL \
                  AND to_regclass('{s}.meta') IS NOT NULL \
                  AND to_regclass('{s}.lease') IS NOT NULL \
                  AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute \
@@ -217,8 +251,15 @@ impl Sql {
              CREATE SCHEMA IF NOT EXISTS {s};
              CREATE TABLE IF NOT EXISTS {s}.log (epoch bigint PRIMARY KEY, record bytea NOT NULL);
              ALTER TABLE {s}.log ALTER COLUMN record SET STORAGE EXTERNAL;
-             CREATE TABLE IF NOT EXISTS {s}.checkpoint_rows (key bytea NOT NULL, epoch bigint NOT NULL,
-                 live boolean NOT NULL, envelope bytea NOT NULL, PRIMARY KEY (key, epoch));
+             CREATE SEQUENCE IF NOT EXISTS {s}.checkpoint_chunk;
+             CREATE TABLE IF NOT EXISTS {s}.checkpoint_versions (key bytea NOT NULL,
+                 epoch bigint NOT NULL,
+                 seq bigint NOT NULL DEFAULT currval('{s}.checkpoint_chunk'),
+                 live boolean NOT NULL, envelope bytea NOT NULL);
+             CREATE INDEX IF NOT EXISTS checkpoint_versions_epoch ON {s}.checkpoint_versions
+                 USING brin (epoch) WITH (autosummarize = on);
+             CREATE INDEX IF NOT EXISTS checkpoint_versions_deletions
+                 ON {s}.checkpoint_versions (epoch) WHERE NOT live;
              CREATE TABLE IF NOT EXISTS {s}.meta (name text PRIMARY KEY, value bytea NOT NULL);
              CREATE TABLE IF NOT EXISTS {s}.lease
                  (id smallint PRIMARY KEY CHECK (id = 1), record bytea);
@@ -295,9 +336,10 @@ impl PostgresStorage {
         let schema = schema.to_string();
         let conns = run_on(&handle, "open", async move {
             let log = connect(&config).await?;
-            create_if_missing(&log, &schema).await?;
             let sql = Sql::new(&schema);
+            // Before creating anything, so a refused schema is left as it was.
             refuse_old_layout(&log, &sql, &schema).await?;
+            create_if_missing(&log, &schema).await?;
             Ok(Connections {
                 log: AsyncMutex::new(log),
                 checkpoints: AsyncMutex::new(connect(&config).await?),
@@ -311,6 +353,7 @@ impl PostgresStorage {
             handle,
             conns: Arc::new(conns),
             held: HeldTerm::default(),
+            pending_keys: parking_lot::Mutex::default(),
         })
     }
 
@@ -368,8 +411,9 @@ async fn create_if_missing(client: &Client, schema: &str) -> Result<(), StorageE
         .map_err(pg_error("create tables"))
 }
 
-/// Refuses a schema holding the tables of the earlier checkpoint layout (`state` and
-/// `pending`), which this build would not read: its checkpoints would silently be missing.
+/// Refuses a schema holding the tables of an earlier checkpoint layout (`state` and `pending`,
+/// or `checkpoint_rows`), which this build would not read: its checkpoints would silently be
+/// missing.
 async fn refuse_old_layout(client: &Client, sql: &Sql, schema: &str) -> Result<(), StorageError> {
     let found = client
         .query_one(&sql.old_layout, &[])
@@ -379,9 +423,9 @@ async fn refuse_old_layout(client: &Client, sql: &Sql, schema: &str) -> Result<(
         return Err(StorageError::CorruptStore {
             backend: BACKEND,
             location: format!("schema {schema}"),
-            detail: "it holds the tables `state` and `pending` of the earlier checkpoint \
-                     layout, which this build does not read: use another schema, or load the \
-                     data again"
+            detail: "it holds the tables of an earlier checkpoint layout (`state` and \
+                     `pending`, or `checkpoint_rows`), which this build does not read: use \
+                     another schema, or load the data again"
                 .into(),
         });
     }
@@ -567,31 +611,101 @@ async fn append_records(
     txn.commit().await.map_err(pg_error(operation))
 }
 
-/// One chunk of checkpoint rows, deduplicated (the last write of a key wins), as the three
-/// arrays the upsert takes.
-fn pending_arrays(rows: &[CheckpointRow]) -> (Vec<Vec<u8>>, Vec<bool>, Vec<Vec<u8>>) {
-    let mut last_of_key: std::collections::BTreeMap<&[u8], &Option<Vec<u8>>> =
-        std::collections::BTreeMap::new();
-    for (key, value) in rows {
-        last_of_key.insert(key, value);
+/// One chunk of checkpoint rows of checkpoint `checkpoint_epoch` as the input of a binary
+/// `COPY` into `checkpoint_versions`, deduplicated (the last write of a key wins) and in key order;
+/// `None` for no rows.
+fn pending_copy(checkpoint_epoch: u64, rows: &[CheckpointRow]) -> Option<bytes::Bytes> {
+    if rows.is_empty() {
+        return None;
     }
-    let mut keys = Vec::with_capacity(last_of_key.len());
-    let mut live = Vec::with_capacity(last_of_key.len());
-    let mut envelopes = Vec::with_capacity(last_of_key.len());
-    for (key, value) in last_of_key {
-        keys.push(key.to_vec());
-        live.push(value.is_some());
-        envelopes.push(row::encode_row(key, value.as_deref()));
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    // By key, and a key's last write first, which `dedup_by` keeps.
+    order.sort_unstable_by(|&a, &b| rows[a].0.cmp(&rows[b].0).then(b.cmp(&a)));
+    order.dedup_by(|later, kept| rows[*later].0 == rows[*kept].0);
+    let payload = order
+        .iter()
+        .map(|&i| rows[i].0.len() + rows[i].1.as_ref().map_or(0, Vec::len))
+        .sum();
+    let mut copy = CopyIn::with_capacity(order.len(), payload);
+    let epoch = epoch_to_sql(checkpoint_epoch);
+    for i in order {
+        let (key, value) = &rows[i];
+        copy.push_row(key, epoch, value.as_deref());
     }
-    (keys, live, envelopes)
+    Some(bytes::Bytes::from(copy.finish()))
 }
 
+/// Sends the binary COPY input `data` with the `COPY ... FROM STDIN` statement `copy`.
+async fn copy_in(
+    txn: &Transaction<'_>,
+    copy: &str,
+    data: bytes::Bytes,
+) -> Result<(), tokio_postgres::Error> {
+    use futures::SinkExt as _;
+    let sink = txn.copy_in(copy).await?;
+    let mut sink = std::pin::pin!(sink);
+    sink.send(data).await?;
+    sink.finish().await.map(drop)
+}
+
+/// What a handle knows of the checkpoint it is writing, to tell whether a chunk may hold a key
+/// the checkpoint already has (see [`write_rows`]).
+#[derive(Default)]
+struct PendingKeys {
+    /// The checkpoint the keys below belong to.
+    epoch: Option<u64>,
+    /// The `seq` this handle's last write of that checkpoint took, as long as every row of the
+    /// checkpoint in the table is known to have come through this handle (so `hashes` knows
+    /// every key): its own write started the checkpoint, and each of its writes since took the
+    /// next value of the sequence, so no other handle wrote a chunk in between. `None`
+    /// otherwise, or after a failed write.
+    own_seq: Option<i64>,
+    /// A 64-bit hash of every key this handle wrote (or tried to) into the checkpoint.
+    hashes: std::collections::HashSet<u64>,
+    hasher: std::hash::RandomState,
+}
+
+impl PendingKeys {
+    /// Notes the keys of a chunk of checkpoint `epoch`; returns whether this handle wrote (or
+    /// tried to write) one of them into the checkpoint before, and [`PendingKeys::own_seq`].
+    fn note(&mut self, epoch: u64, rows: &[CheckpointRow]) -> (bool, Option<i64>) {
+        use std::hash::BuildHasher as _;
+        if self.epoch != Some(epoch) {
+            self.forget();
+            self.epoch = Some(epoch);
+        }
+        let mut seen = false;
+        for (key, _) in rows {
+            seen |= !self.hashes.insert(self.hasher.hash_one(key));
+        }
+        (seen, self.own_seq)
+    }
+
+    /// Forgets the keys (the checkpoint completed or was left), returning their memory.
+    fn forget(&mut self) {
+        self.epoch = None;
+        self.own_seq = None;
+        self.hashes = std::collections::HashSet::new();
+    }
+}
+
+/// Writes one chunk (`copy`, `None` when it is empty) of checkpoint `checkpoint_epoch`; returns
+/// the handle's new [`PendingKeys::own_seq`], given the one before (`own_seq`) and whether the
+/// handle wrote a key of the chunk into the checkpoint before (`seen`). The rows go by binary
+/// COPY into `checkpoint_versions`, which has no index to update: a key may be written again
+/// within a checkpoint (a chunk written again after a failed call, deltas merged into one
+/// checkpoint, a checkpoint continued by another handle), so every chunk's rows carry an
+/// increasing `seq`, and a chunk that may repeat a key of the checkpoint — one `seen`, or any
+/// when rows of the checkpoint may have come through another handle — marks it
+/// (`pending_repeats`) for the completion to keep only each key's last write.
 async fn write_rows(
     conns: &Connections,
     held: Option<u64>,
     checkpoint_epoch: u64,
-    arrays: (Vec<Vec<u8>>, Vec<bool>, Vec<Vec<u8>>),
-) -> Result<(), StorageError> {
+    copy: Option<bytes::Bytes>,
+    seen: bool,
+    own_seq: Option<i64>,
+) -> Result<Option<i64>, StorageError> {
     let operation = "write_checkpoint_rows";
     let sql = &conns.sql;
     let mut client = conns.checkpoints.lock().await;
@@ -599,7 +713,8 @@ async fn write_rows(
     let latest = read_meta(&txn, sql, META_LATEST, operation).await?;
     check_newer(checkpoint_epoch, latest)?;
     let pending = read_meta(&txn, sql, META_PENDING, operation).await?;
-    if pending != Some(checkpoint_epoch) {
+    let starts = pending != Some(checkpoint_epoch);
+    if starts {
         // Starting a new checkpoint: drop the rows of an abandoned one.
         if pending.is_some() {
             discard_incomplete(&txn, sql, latest, operation).await?;
@@ -607,21 +722,30 @@ async fn write_rows(
         let pending = row::encode_meta(META_PENDING, checkpoint_epoch);
         write_meta(&txn, sql, META_PENDING, &pending, operation).await?;
     }
-    let (keys, live, envelopes) = arrays;
-    if !keys.is_empty() {
-        txn.execute_typed(
-            &sql.rows_upsert,
-            &[
-                (&keys, Type::BYTEA_ARRAY),
-                (&live, Type::BOOL_ARRAY),
-                (&envelopes, Type::BYTEA_ARRAY),
-                (&epoch_to_sql(checkpoint_epoch), Type::INT8),
-            ],
-        )
-        .await
-        .map_err(pg_error(operation))?;
+    if !starts && copy.is_none() {
+        txn.commit().await.map_err(pg_error(operation))?;
+        return Ok(own_seq);
     }
-    txn.commit().await.map_err(pg_error(operation))
+    // The chunk's `seq` (the rows' default is `currval`). Taken under the table's lock, so the
+    // values follow the order of the writes: when it is the one after this handle's last, no
+    // other handle wrote a chunk since.
+    let seq: i64 = txn
+        .query_typed_one(&sql.next_chunk, &[])
+        .await
+        .map_err(pg_error(operation))?
+        .get(0);
+    let only_ours = starts || own_seq.is_some_and(|last| last.checked_add(1) == Some(seq));
+    if let Some(copy) = copy {
+        if !starts && (seen || !only_ours) {
+            let repeats = row::encode_meta(META_REPEATS, checkpoint_epoch);
+            write_meta(&txn, sql, META_REPEATS, &repeats, operation).await?;
+        }
+        copy_in(&txn, &sql.rows_copy_in, copy)
+            .await
+            .map_err(pg_error(operation))?;
+    }
+    txn.commit().await.map_err(pg_error(operation))?;
+    Ok(only_ours.then_some(seq))
 }
 
 /// Deletes the rows of an incomplete checkpoint: every version newer than `latest`, the latest
@@ -645,6 +769,9 @@ async fn discard_incomplete(
             .await
             .map_err(pg_error(operation))?,
     };
+    txn.execute_typed(&sql.meta_delete, &[(&META_REPEATS, Type::TEXT)])
+        .await
+        .map_err(pg_error(operation))?;
     Ok(())
 }
 
@@ -667,11 +794,33 @@ async fn complete(
         // deletions themselves, so each key keeps one live version at or below it.
         Some(pending) if pending == checkpoint_epoch => {
             let epoch = epoch_to_sql(checkpoint_epoch);
-            for statement in [&sql.prune_superseded, &sql.prune_tombstones] {
-                txn.execute_typed(statement, &[(&epoch, Type::INT8)])
+            // The joins below match the keys by hashing (or sorting) both sides: the table has
+            // no index on the key, and a nested loop, which the planner may pick on a table it
+            // has no statistics of yet, would scan the table once per row.
+            txn.batch_execute(COMPLETION_SETTINGS)
+                .await
+                .map_err(pg_error(operation))?;
+            if read_meta(&txn, sql, META_REPEATS, operation).await? == Some(checkpoint_epoch) {
+                txn.execute_typed(&sql.prune_repeated, &[(&epoch, Type::INT8)])
+                    .await
+                    .map_err(pg_error(operation))?;
+                txn.execute_typed(&sql.meta_delete, &[(&META_REPEATS, Type::TEXT)])
                     .await
                     .map_err(pg_error(operation))?;
             }
+            // With no complete checkpoint every row is this one's (see `write_rows`): none to
+            // replace, and no join of the whole table to find that out.
+            if let Some(latest) = latest {
+                txn.execute_typed(
+                    &sql.prune_superseded,
+                    &[(&epoch, Type::INT8), (&epoch_to_sql(latest), Type::INT8)],
+                )
+                .await
+                .map_err(pg_error(operation))?;
+            }
+            txn.execute_typed(&sql.prune_tombstones, &[(&epoch, Type::INT8)])
+                .await
+                .map_err(pg_error(operation))?;
         }
         Some(_) => discard_incomplete(&txn, sql, latest, operation).await?,
         None => {}
@@ -770,8 +919,8 @@ async fn stream_log(
 /// Sends the latest complete checkpoint's epoch and then its rows to `out`, from one snapshot.
 ///
 /// The rows come as one binary `COPY` of a sequential scan, in the order they lie in the table:
-/// in key order, the scan of the `(key, epoch)` index fetched every row from a random heap page
-/// and took several times longer (see `docs/storage.md`); the caller sorts them instead.
+/// in key order, the server would have to sort them (the table has no key index), which took
+/// several times longer (see `docs/storage.md`); the caller sorts them instead.
 async fn stream_checkpoint(
     conns: &Connections,
     out: &Sender<CheckpointItem>,
@@ -980,18 +1129,25 @@ impl Storage for PostgresStorage {
         rows: &[CheckpointRow],
     ) -> Result<(), StorageError> {
         limits::check_rows(BACKEND, rows)?;
-        let arrays = pending_arrays(rows);
+        let copy = pending_copy(checkpoint_epoch, rows);
         let held = self.held.get();
-        self.run("write_checkpoint_rows", |conns| async move {
-            write_rows(&conns, held, checkpoint_epoch, arrays).await
-        })
+        let mut pending_keys = self.pending_keys.lock();
+        let (seen, own_seq) = pending_keys.note(checkpoint_epoch, rows);
+        let written = self.run("write_checkpoint_rows", |conns| async move {
+            write_rows(&conns, held, checkpoint_epoch, copy, seen, own_seq).await
+        });
+        // After a failure the rows may or may not be in: the next chunk marks the checkpoint.
+        pending_keys.own_seq = written.as_ref().ok().copied().flatten();
+        written.map(drop)
     }
 
     fn complete_checkpoint(&self, checkpoint_epoch: u64) -> Result<(), StorageError> {
         let held = self.held.get();
         self.run("complete_checkpoint", |conns| async move {
             complete(&conns, held, checkpoint_epoch).await
-        })
+        })?;
+        self.pending_keys.lock().forget();
+        Ok(())
     }
 
     fn read_latest_checkpoint(

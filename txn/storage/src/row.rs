@@ -27,7 +27,7 @@ fn row_checksum(key: &[u8], tag: u8, value: &[u8]) -> u32 {
 }
 
 /// Wraps the new value of `key` (`None`: deleted) in its envelope.
-#[cfg(any(feature = "fjall", feature = "fdb", feature = "postgres", test))]
+#[cfg(any(feature = "fjall", feature = "fdb", test))]
 pub(crate) fn encode_row(key: &[u8], value: Option<&[u8]>) -> Vec<u8> {
     let mut out = Vec::with_capacity(ROW_HEADER_LEN + value.map_or(0, <[u8]>::len));
     push_row(&mut out, key, value);
@@ -35,7 +35,7 @@ pub(crate) fn encode_row(key: &[u8], value: Option<&[u8]>) -> Vec<u8> {
 }
 
 /// Appends the envelope of `key`'s new value (`None`: deleted) to `out`.
-fn push_row(out: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
+pub(crate) fn push_row(out: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
     let (tag, value) = match value {
         Some(value) => (TAG_PUT, value),
         None => (TAG_DELETE, &[][..]),

@@ -96,9 +96,11 @@ fn bad_schema_names_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_schema_of_the_earlier_checkpoint_layout_is_refused() {
-    // Goal: a schema holding the `state` and `pending` tables of the first checkpoint layout is
-    // refused by name, not opened with its checkpoints silently missing.
+async fn a_schema_of_an_earlier_checkpoint_layout_is_refused_untouched() {
+    // Goal: a schema holding the tables of either earlier checkpoint layout (the first's
+    // `state` and `pending`; the second's `checkpoint_rows`, keyed by `(key, epoch)`, next to
+    // the log, meta and lease tables) is refused by name, not opened with its checkpoints
+    // silently missing, and before anything is created in it.
     let Some(server) = tokio::task::spawn_blocking(|| server("earlier_layout"))
         .await
         .unwrap()
@@ -110,23 +112,51 @@ async fn a_schema_of_the_earlier_checkpoint_layout_is_refused() {
         .await
         .unwrap();
     tokio::spawn(connection);
-    client
-        .batch_execute(
-            "CREATE SCHEMA earlier; \
-             CREATE TABLE earlier.state (key bytea PRIMARY KEY, envelope bytea NOT NULL);",
-        )
+    let layouts = [
+        (
+            "first",
+            "CREATE TABLE first.state (key bytea PRIMARY KEY, envelope bytea NOT NULL);",
+        ),
+        (
+            "second",
+            "CREATE TABLE second.log (epoch bigint PRIMARY KEY, record bytea NOT NULL); \
+             ALTER TABLE second.log ALTER COLUMN record SET STORAGE EXTERNAL; \
+             CREATE TABLE second.checkpoint_rows (key bytea NOT NULL, epoch bigint NOT NULL, \
+                 live boolean NOT NULL, envelope bytea NOT NULL, PRIMARY KEY (key, epoch)); \
+             CREATE TABLE second.meta (name text PRIMARY KEY, value bytea NOT NULL); \
+             CREATE TABLE second.lease (id smallint PRIMARY KEY CHECK (id = 1), record bytea);",
+        ),
+    ];
+    for (schema, tables) in layouts {
+        client
+            .batch_execute(&format!("CREATE SCHEMA {schema}; {tables}"))
+            .await
+            .unwrap();
+        let opening = config.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            PostgresStorage::open_in_schema(&opening, schema).map(drop)
+        })
         .await
         .unwrap();
-    let opened = tokio::task::spawn_blocking(move || {
-        PostgresStorage::open_in_schema(&config, "earlier").map(drop)
-    })
-    .await
-    .unwrap();
-    match opened {
-        Err(StorageError::CorruptStore { detail, .. }) => {
-            assert!(detail.contains("earlier checkpoint layout"), "{detail}");
+        match opened {
+            Err(StorageError::CorruptStore { detail, .. }) => {
+                assert!(detail.contains("earlier checkpoint layout"), "{detail}");
+                assert!(detail.contains("`checkpoint_rows`"), "{detail}");
+            }
+            other => panic!("a schema of the {schema} layout was opened: {other:?}"),
         }
-        other => panic!("a schema of the earlier layout was opened: {other:?}"),
+        let created: bool = client
+            .query_one(
+                &format!(
+                    "SELECT to_regclass('{schema}.checkpoint_versions') IS NOT NULL \
+                     OR to_regclass('{schema}.checkpoint_chunk') IS NOT NULL"
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(!created, "the refused {schema} schema was changed");
     }
     drop(client);
     tokio::task::spawn_blocking(move || server.stop())
@@ -255,7 +285,7 @@ fn checkpoint_table_blocks(config: &str, schema: &str) -> i64 {
         let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
         let sql = format!(
-            "SELECT pg_relation_size('{schema}.checkpoint_rows') / \
+            "SELECT pg_relation_size('{schema}.checkpoint_versions') / \
              current_setting('block_size')::bigint"
         );
         client.query_one(&sql, &[]).await.unwrap().get(0)
@@ -316,5 +346,149 @@ fn a_large_checkpoint_read_by_several_connections_is_whole_and_in_key_order() {
         "rows differ or out of key order"
     );
     drop(store);
+    server.stop();
+}
+
+#[test]
+fn chunks_written_again_and_keys_repeated_across_chunks_merge() {
+    // Goal: a whole chunk of the runtime's size written twice (a retry after a failed call
+    // whose commit did go through) and keys written again in later chunks of the same
+    // checkpoint (merged deltas) are accepted, the last write of a key winning, over an
+    // earlier complete checkpoint and on the first one alike, and also when another handle
+    // continues the checkpoint; and a checkpoint abandoned between chunks (its writer gone)
+    // leaves the complete one readable, then is discarded.
+    let Some(server) = server("chunks_written_again") else {
+        return;
+    };
+    let config = server.config_string();
+    let store = PostgresStorage::open_in_schema(&config, "again").unwrap();
+    let key = |i: usize| format!("key-{i:06}").into_bytes();
+    let chunk_rows = 4_096;
+    let mut model = std::collections::BTreeMap::new();
+    for epoch in [1u64, 2] {
+        let chunk: Vec<_> = (0..chunk_rows)
+            .map(|i| (key(i), Some(format!("{epoch}-{i}").into_bytes())))
+            .collect();
+        store.write_checkpoint_rows(epoch, &chunk).unwrap();
+        store.write_checkpoint_rows(epoch, &chunk).unwrap();
+        // Later chunks change and delete some of the keys again, and add new ones.
+        let later: Vec<_> = (0..chunk_rows)
+            .step_by(3)
+            .map(|i| {
+                (
+                    key(i),
+                    (i % 2 == 0).then(|| format!("again-{epoch}-{i}").into_bytes()),
+                )
+            })
+            .chain((chunk_rows..chunk_rows + 10).map(|i| (key(i), Some(b"new".to_vec()))))
+            .collect();
+        store.write_checkpoint_rows(epoch, &later).unwrap();
+        store.write_checkpoint_rows(epoch, &later[..5]).unwrap();
+        store.complete_checkpoint(epoch).unwrap();
+        for (k, v) in chunk.into_iter().chain(later) {
+            match v {
+                Some(v) => model.insert(k, v),
+                None => model.remove(&k),
+            };
+        }
+        let (latest, read) = conformance::collect_checkpoint(&store);
+        assert_eq!(latest, Some(epoch));
+        assert!(
+            read.iter().cloned().eq(model.clone()),
+            "checkpoint {epoch}: {} rows read, {} expected",
+            read.len(),
+            model.len()
+        );
+    }
+    // Checkpoint 3 abandoned after two chunks: its writer dropped (its connections closed).
+    let abandoned: Vec<_> = (0..100).map(|i| (key(i), None)).collect();
+    store.write_checkpoint_rows(3, &abandoned).unwrap();
+    store.write_checkpoint_rows(3, &abandoned[..10]).unwrap();
+    drop(store);
+    let store = PostgresStorage::open_in_schema(&config, "again").unwrap();
+    let (latest, read) = conformance::collect_checkpoint(&store);
+    assert_eq!(latest, Some(2), "the abandoned checkpoint is not read");
+    assert!(read.iter().cloned().eq(model.clone()));
+    store
+        .write_checkpoint_rows(4, &[(key(1), Some(b"four".to_vec()))])
+        .unwrap();
+    // Checkpoint 4 continued by another handle (a writer restarted at the same checkpoint),
+    // which writes the key again without having seen the first write.
+    drop(store);
+    let store = PostgresStorage::open_in_schema(&config, "again").unwrap();
+    store
+        .write_checkpoint_rows(4, &[(key(1), Some(b"four again".to_vec()))])
+        .unwrap();
+    store.complete_checkpoint(4).unwrap();
+    model.insert(key(1), b"four again".to_vec());
+    let (latest, read) = conformance::collect_checkpoint(&store);
+    assert_eq!(latest, Some(4));
+    assert!(
+        read.iter().cloned().eq(model),
+        "the abandoned checkpoint's deletions leaked into the next one"
+    );
+    drop(store);
+    server.stop();
+}
+
+#[test]
+fn a_checkpoint_continued_or_restarted_by_another_holder_keeps_each_keys_last_write() {
+    // Goal: when the lease changes hands in the middle of a checkpoint, the state completed is
+    // each key's last write: the new holder continuing the deposed one's checkpoint (its
+    // first chunk repeats a key of the deposed one's), the deposed holder's writes refused
+    // meanwhile, and a holder that takes the lease back and goes on with a checkpoint of the
+    // same epoch that the other holder had started anew in between (so the keys it remembers
+    // writing are not all the checkpoint holds).
+    let Some(server) = server("another_holder") else {
+        return;
+    };
+    let config = server.config_string();
+    let a = PostgresStorage::open_in_schema(&config, "holders").unwrap();
+    let b = PostgresStorage::open_in_schema(&config, "holders").unwrap();
+    let put = |key: &str, value: &str| (key.as_bytes().to_vec(), Some(value.as_bytes().to_vec()));
+    // Leases of length zero: the other handle may take each over at once.
+    let take = |store: &PostgresStorage, holder: &str| {
+        store.acquire_lease(holder, Duration::ZERO).unwrap()
+    };
+    let expect_checkpoint = |store: &PostgresStorage, epoch: u64, rows: &[(&str, &str)]| {
+        let (latest, read) = conformance::collect_checkpoint(store);
+        let expected: Vec<_> = rows
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect();
+        assert_eq!(latest, Some(epoch));
+        assert_eq!(read, expected, "checkpoint {epoch}");
+    };
+    let fenced = |result: Result<(), StorageError>| {
+        assert!(
+            matches!(result, Err(StorageError::Fenced { .. })),
+            "a deposed holder's checkpoint write: {result:?}"
+        );
+    };
+
+    // B continues A's checkpoint 20 after taking the lease.
+    take(&a, "a");
+    a.write_checkpoint_rows(20, &[put("x", "a"), put("y", "a")])
+        .unwrap();
+    take(&b, "b");
+    fenced(a.write_checkpoint_rows(20, &[put("y", "deposed")]));
+    fenced(a.complete_checkpoint(20));
+    b.write_checkpoint_rows(20, &[put("y", "b")]).unwrap();
+    b.complete_checkpoint(20).unwrap();
+    expect_checkpoint(&b, 20, &[("x", "a"), ("y", "b")]);
+
+    // A starts checkpoint 30; B takes over, abandons it (completing 25) and starts 30 anew;
+    // A takes the lease back and goes on with 30, writing a key of B's it never wrote itself.
+    take(&a, "a");
+    a.write_checkpoint_rows(30, &[put("p", "a")]).unwrap();
+    take(&b, "b");
+    b.complete_checkpoint(25).unwrap();
+    b.write_checkpoint_rows(30, &[put("q", "b"), put("r", "b")])
+        .unwrap();
+    take(&a, "a");
+    a.write_checkpoint_rows(30, &[put("q", "a")]).unwrap();
+    a.complete_checkpoint(30).unwrap();
+    expect_checkpoint(&a, 30, &[("q", "a"), ("r", "b"), ("x", "a"), ("y", "b")]);
+    drop((a, b));
     server.stop();
 }
