@@ -150,19 +150,156 @@ struct Part {
     bytes: usize,
 }
 
-/// One generated id in a checkpoint row of its epoch: the id and its encoded entry.
-#[derive(Serialize)]
-struct GroupItemRef<'a> {
-    id: RequestId,
-    #[serde(with = "serde_bytes")]
-    entry: &'a [u8],
-}
-
+/// One generated id in a checkpoint row of its epoch: the id and its encoded entry (written
+/// by [`pack::group_item`] as rmp-serde would write `GroupItemRef { id, entry }` with the
+/// entry as `serde_bytes`).
 #[derive(Deserialize)]
 struct GroupItem {
     id: RequestId,
     #[serde(with = "serde_bytes")]
     entry: Vec<u8>,
+}
+
+/// The window's per-request encodings written by hand: byte for byte what rmp-serde writes for
+/// [`StoredRef`], a [`GroupItem`] and a [`RequestId`] (the bytes are checkpoint rows, and replay
+/// must rebuild them exactly), at a fraction of the cost — rmp-serde goes through serde's
+/// generic visitor and a fallible `Write` for every field. rmp-serde's default encoding, as
+/// written here: a struct is an array of its fields, a newtype struct its inner value, `None`
+/// nil, `Some(v)` just `v`, a newtype variant a one-entry map from the variant's name to its
+/// value, an unsigned integer its shortest form, bytes (`serde_bytes`) a `bin`.
+mod pack {
+    use super::StoredRef;
+    use crate::ids::RequestId;
+    use crate::outcome::Outcome;
+    use serde::Serialize;
+
+    /// Up to 80 bytes of MessagePack put together on the stack, then appended to a buffer in
+    /// one copy: writing field by field into the `Vec` checks its capacity at every byte.
+    struct Head {
+        bytes: [u8; 80],
+        len: usize,
+    }
+
+    impl Head {
+        #[inline(always)]
+        fn new() -> Self {
+            Head {
+                bytes: [0; 80],
+                len: 0,
+            }
+        }
+
+        #[inline(always)]
+        fn put<const K: usize>(&mut self, bytes: [u8; K]) {
+            self.bytes[self.len..self.len + K].copy_from_slice(&bytes);
+            self.len += K;
+        }
+
+        /// An unsigned integer in its shortest form (positive fixint, uint 8/16/32/64).
+        #[inline(always)]
+        fn uint(&mut self, v: u64) {
+            if v < 0x80 {
+                self.put([v as u8]);
+            } else if v < 1 << 8 {
+                self.put([0xcc, v as u8]);
+            } else if v < 1 << 16 {
+                let [a, b] = (v as u16).to_be_bytes();
+                self.put([0xcd, a, b]);
+            } else if v < 1 << 32 {
+                let [a, b, c, d] = (v as u32).to_be_bytes();
+                self.put([0xce, a, b, c, d]);
+            } else {
+                let [a, b, c, d, e, f, g, h] = v.to_be_bytes();
+                self.put([0xcf, a, b, c, d, e, f, g, h]);
+            }
+        }
+
+        /// A [`RequestId`]: a 2-array of its client and seq.
+        #[inline(always)]
+        fn request_id(&mut self, id: RequestId) {
+            self.put([0x92]);
+            self.uint(id.client);
+            self.uint(id.seq);
+        }
+
+        #[inline(always)]
+        fn append_to(&self, buf: &mut Vec<u8>) {
+            buf.extend_from_slice(&self.bytes[..self.len]);
+        }
+    }
+
+    /// A [`RequestId`].
+    pub(super) fn request_id(buf: &mut Vec<u8>, id: RequestId) {
+        let mut head = Head::new();
+        head.request_id(id);
+        head.append_to(buf);
+    }
+
+    /// A [`super::GroupItem`]: a 2-array of the id and the entry as `bin`.
+    pub(super) fn group_item(buf: &mut Vec<u8>, id: RequestId, entry: &[u8]) {
+        let mut head = Head::new();
+        head.put([0x92]);
+        head.request_id(id);
+        let len = entry.len();
+        if len < 1 << 8 {
+            head.put([0xc4, len as u8]);
+        } else if len < 1 << 16 {
+            let [a, b] = (len as u16).to_be_bytes();
+            head.put([0xc5, a, b]);
+        } else {
+            let len = u32::try_from(len).expect("a window entry is under 4 GiB");
+            let [a, b, c, d] = len.to_be_bytes();
+            head.put([0xc6, a, b, c, d]);
+        }
+        buf.reserve(head.len + len);
+        head.append_to(buf);
+        buf.extend_from_slice(entry);
+    }
+
+    /// A [`StoredRef`]. A committed (or output-less) outcome is written here, its output, the
+    /// application's type, through rmp-serde; an aborted one, rare, wholly by rmp-serde.
+    pub(super) fn stored<O: Serialize>(buf: &mut Vec<u8>, stored: &StoredRef<'_, O>) {
+        let Outcome {
+            tid,
+            result: Ok(output),
+            serial_pos,
+            retries,
+            timestamp_ms,
+        } = stored.outcome
+        else {
+            rmp_serde::encode::write(buf, stored).expect("outcomes encode");
+            return;
+        };
+        // [n, epoch, [tid, {"Ok": output}, serial_pos, retries, timestamp_ms], digest]: at
+        // most 34 bytes before the output (nil included) and 36 after it.
+        let mut head = Head::new();
+        head.put([0x94]);
+        head.uint(stored.n);
+        head.uint(stored.epoch);
+        head.put([0x95]);
+        head.uint(tid.0);
+        head.put([0x81, 0xa2, b'O', b'k']);
+        if let Some(output) = output {
+            head.append_to(buf);
+            rmp_serde::encode::write(buf, output).expect("outputs encode");
+            head.len = 0;
+        } else {
+            head.put([0xc0]);
+        }
+        match serial_pos {
+            None => head.put([0xc0]),
+            Some(pos) => {
+                head.put([0x93]);
+                head.uint(pos.epoch);
+                head.uint(u64::from(pos.pass));
+                head.uint(u64::from(pos.seq));
+            }
+        }
+        head.uint(u64::from(*retries));
+        head.uint(*timestamp_ms);
+        head.uint(u64::from(stored.digest));
+        head.append_to(buf);
+    }
 }
 
 pub(crate) struct Dedup<O> {
@@ -186,7 +323,7 @@ pub(crate) struct Dedup<O> {
 }
 
 /// The generated ids settled in one epoch, as the checkpoint rows that will hold them: each
-/// segment is a concatenation of encoded [`GroupItemRef`]s of at most about
+/// segment is a concatenation of encoded [`GroupItem`]s of at most about
 /// `DEDUP_GROUP_CHUNK_BYTES_MAX` bytes.
 struct EpochItems {
     epoch: u64,
@@ -249,7 +386,7 @@ impl<O: Clone + Serialize + DeserializeOwned> Dedup<O> {
             outcome,
             digest,
         };
-        rmp_serde::encode::write(&mut self.scratch, &stored).expect("outcomes encode");
+        pack::stored(&mut self.scratch, &stored);
         if id.is_generated() {
             self.write_generated(id, epoch);
         }
@@ -291,11 +428,7 @@ impl<O: Clone + Serialize + DeserializeOwned> Dedup<O> {
         }
         let segment = items.segments.last_mut().expect("one segment at least");
         let before = segment.len();
-        let item = GroupItemRef {
-            id,
-            entry: &self.scratch,
-        };
-        rmp_serde::encode::write(segment, &item).expect("ids encode");
+        pack::group_item(segment, id, &self.scratch);
         let added = segment.len() - before;
         items.bytes += added;
         self.generated_unwritten_bytes += added;
@@ -389,7 +522,7 @@ impl<O: Clone + Serialize + DeserializeOwned> Dedup<O> {
             .into_iter()
             .map(|(id, present)| {
                 let mut key = row_key(CHOSEN_ROWS, 20);
-                key.extend_from_slice(&rmp_serde::to_vec(&id).expect("request ids encode"));
+                pack::request_id(&mut key, id);
                 let value = if present {
                     self.done.get_mut(&id).map(|e| {
                         e.in_checkpoint = true;
@@ -485,7 +618,9 @@ impl<O: Clone + Serialize + DeserializeOwned> Dedup<O> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::AbortReason;
     use crate::ids::Tid;
+    use crate::outcome::SerialPos;
 
     fn outcome(v: u32) -> Outcome<u32> {
         Outcome {
@@ -548,12 +683,16 @@ mod tests {
         assert!(settled(&reloaded, 3).is_some() && settled(&reloaded, 5).is_some());
     }
 
-    #[test]
-    fn generated_ids_are_kept_for_their_epochs_and_written_one_row_per_epoch() {
-        let generated = |seq| RequestId {
+    /// An id a `Client` generated.
+    fn generated(seq: u64) -> RequestId {
+        RequestId {
             client: RequestId::GENERATED_CLIENT_BIT | 9,
             seq,
-        };
+        }
+    }
+
+    #[test]
+    fn generated_ids_are_kept_for_their_epochs_and_written_one_row_per_epoch() {
         let mut d = Dedup::<u32>::new(bounds(1));
         for seq in 0..30u64 {
             d.record(generated(seq), 0, 1 + seq / 10, &outcome(seq as u32), false);
@@ -572,6 +711,238 @@ mod tests {
         let rows = reloaded.drain_checkpoint_rows();
         assert_eq!(rows.iter().filter(|(_, v)| v.is_none()).count(), 3);
         assert_eq!(rows.iter().filter(|(_, v)| v.is_some()).count(), 1);
+    }
+
+    /// What rmp-serde writes for a generated id's item: the format `pack::group_item` follows.
+    #[derive(Serialize)]
+    struct GroupItemRef<'a> {
+        id: RequestId,
+        #[serde(with = "serde_bytes")]
+        entry: &'a [u8],
+    }
+
+    /// An entry, its generated-id item and the id, encoded by hand and by rmp-serde.
+    fn both_ways<O: Serialize>(
+        id: RequestId,
+        n: u64,
+        epoch: u64,
+        outcome: &Outcome<O>,
+        digest: u32,
+    ) -> ([Vec<u8>; 3], [Vec<u8>; 3]) {
+        let stored = StoredRef {
+            n,
+            epoch,
+            outcome,
+            digest,
+        };
+        let mut entry = Vec::new();
+        pack::stored(&mut entry, &stored);
+        let mut item = Vec::new();
+        pack::group_item(&mut item, id, &entry);
+        let mut id_bytes = Vec::new();
+        pack::request_id(&mut id_bytes, id);
+
+        let entry_rmp = rmp_serde::to_vec(&stored).unwrap();
+        let item_rmp = rmp_serde::to_vec(&GroupItemRef {
+            id,
+            entry: &entry_rmp,
+        })
+        .unwrap();
+        let id_rmp = rmp_serde::to_vec(&id).unwrap();
+        ([entry, item, id_bytes], [entry_rmp, item_rmp, id_rmp])
+    }
+
+    /// Each of MessagePack's integer widths, at both of its ends.
+    const EDGES: [u64; 10] = [
+        0,
+        0x7f,
+        0x80,
+        0xff,
+        0x100,
+        0xffff,
+        0x1_0000,
+        0xffff_ffff,
+        0x1_0000_0000,
+        u64::MAX,
+    ];
+
+    #[test]
+    fn hand_encoding_is_byte_for_byte_rmp_serde() {
+        let mut checked = 0;
+        for (i, &v) in EDGES.iter().enumerate() {
+            let w = EDGES[(i + 3) % EDGES.len()];
+            let results: [Result<Option<String>, AbortReason>; 6] = [
+                Ok(None),
+                Ok(Some(String::new())),
+                // Entries across the `bin 8`, `bin 16` and `bin 32` lengths of the item.
+                Ok(Some("x".repeat(200 + (v % 7) as usize))),
+                Ok(Some("y".repeat(300))),
+                Ok(Some("z".repeat(70_000))),
+                Err(AbortReason::User {
+                    service: "bank".into(),
+                    kind: "insufficient_funds".into(),
+                    message: format!("{v}"),
+                }),
+            ];
+            for result in results {
+                for serial_pos in [
+                    None,
+                    Some(SerialPos {
+                        epoch: w,
+                        pass: v as u8,
+                        seq: v as u32,
+                    }),
+                ] {
+                    let outcome = Outcome {
+                        tid: Tid(v),
+                        result: result.clone(),
+                        serial_pos,
+                        retries: w as u32,
+                        timestamp_ms: w,
+                    };
+                    let id = RequestId { client: v, seq: w };
+                    let (hand, rmp) = both_ways(id, w, v, &outcome, v as u32);
+                    assert_eq!(hand, rmp, "{outcome:?} of {id:?}");
+                    checked += 1;
+                }
+            }
+        }
+        // The benches' output type: `()`.
+        let unit = Outcome {
+            tid: Tid::new(3, 9),
+            result: Ok(Some(())),
+            serial_pos: None,
+            retries: 0,
+            timestamp_ms: 1_700_000_000_000,
+        };
+        let (hand, rmp) = both_ways(id(1), 2, 3, &unit, 4);
+        assert_eq!(hand, rmp);
+        // Every field at its widest: the longest head there is.
+        let widest = Outcome::<()> {
+            tid: Tid(u64::MAX),
+            result: Ok(None),
+            serial_pos: Some(SerialPos {
+                epoch: u64::MAX,
+                pass: u8::MAX,
+                seq: u32::MAX,
+            }),
+            retries: u32::MAX,
+            timestamp_ms: u64::MAX,
+        };
+        let all_ones = RequestId {
+            client: u64::MAX,
+            seq: u64::MAX,
+        };
+        let (hand, rmp) = both_ways(all_ones, u64::MAX, u64::MAX, &widest, u32::MAX);
+        assert_eq!(hand, rmp);
+        assert_eq!(checked, EDGES.len() * 6 * 2);
+    }
+
+    #[test]
+    fn recorded_rows_are_what_rmp_serde_writes() {
+        let mut d = Dedup::<u32>::new(bounds(8));
+        let mut expected_items = Vec::new();
+        let mut expected_chosen = Vec::new();
+        for (n, &v) in EDGES.iter().enumerate() {
+            let outcome = Outcome {
+                tid: Tid(v),
+                result: Ok(Some(v as u32)),
+                serial_pos: Some(SerialPos {
+                    epoch: 5,
+                    pass: 1,
+                    seq: n as u32,
+                }),
+                retries: n as u32,
+                timestamp_ms: v,
+            };
+            let (req, lookup) = if n % 3 == 0 {
+                (id(v), true)
+            } else {
+                (generated(v), n % 2 == 0)
+            };
+            d.record(req, v as u32, 5, &outcome, lookup);
+            let entry = rmp_serde::to_vec(&StoredRef {
+                n: n as u64,
+                epoch: 5,
+                outcome: &outcome,
+                digest: v as u32,
+            })
+            .unwrap();
+            if req.is_generated() {
+                expected_items.extend(
+                    rmp_serde::to_vec(&GroupItemRef {
+                        id: req,
+                        entry: &entry,
+                    })
+                    .unwrap(),
+                );
+            } else {
+                let mut key = row_key(CHOSEN_ROWS, 20);
+                key.extend(rmp_serde::to_vec(&req).unwrap());
+                expected_chosen.push((req, (key, Some(entry))));
+            }
+        }
+        expected_chosen.sort_by_key(|(req, _)| *req);
+        let mut expected: Vec<CheckpointRow> =
+            expected_chosen.into_iter().map(|(_, r)| r).collect();
+        expected.push((group_key(5, 0), Some(expected_items)));
+        assert_eq!(d.drain_checkpoint_rows(), expected);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn hand_encoding_matches_rmp_serde_on_random_outcomes(
+            id in (uint(), uint()).prop_map(|(client, seq)| RequestId { client, seq }),
+            n in uint(),
+            epoch in uint(),
+            digest in uint(),
+            outcome in any_outcome(),
+        ) {
+            let (hand, rmp) = both_ways(id, n, epoch, &outcome, digest as u32);
+            proptest::prop_assert_eq!(hand, rmp);
+        }
+    }
+
+    use proptest::prelude::*;
+
+    /// Any u64, each MessagePack integer width about equally likely.
+    fn uint() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            0..0x80u64,
+            0x80..0x100u64,
+            0x100..0x1_0000u64,
+            0x1_0000..0x1_0000_0000u64,
+            any::<u64>(),
+        ]
+    }
+
+    fn any_outcome() -> impl Strategy<Value = Outcome<(u64, String)>> {
+        let result = prop_oneof![
+            Just(Ok(None)),
+            (uint(), ".{0,300}").prop_map(|(v, s)| Ok(Some((v, s)))),
+            (".{0,20}", ".{0,40}").prop_map(|(kind, message)| Err(AbortReason::User {
+                service: "svc".into(),
+                kind,
+                message,
+            })),
+            uint().prop_map(|r| Err(AbortReason::RetriesExhausted { retries: r as u32 })),
+        ];
+        let serial_pos = proptest::option::of((uint(), any::<u8>(), uint()).prop_map(
+            |(epoch, pass, seq)| SerialPos {
+                epoch,
+                pass,
+                seq: seq as u32,
+            },
+        ));
+        (uint(), result, serial_pos, uint(), uint()).prop_map(
+            |(tid, result, serial_pos, retries, timestamp_ms)| Outcome {
+                tid: Tid(tid),
+                result,
+                serial_pos,
+                retries: retries as u32,
+                timestamp_ms,
+            },
+        )
     }
 
     #[test]
