@@ -111,6 +111,13 @@ pub struct RecoveryReport {
     /// Partitions whose owner kept its state from the runtime before (a cluster's take-over):
     /// nothing was loaded into them.
     pub partitions_kept: usize,
+    /// Whether the runtime before handed its state over (`Runtime::start_handed_over`):
+    /// nothing was loaded or replayed.
+    pub handed_over: bool,
+    /// Partitions a hand-over moved to another owner, as rows.
+    pub partitions_moved: usize,
+    /// The rows it moved.
+    pub rows_moved: usize,
 }
 
 /// Loads the latest complete checkpoint into the partitions and the dedup window (nothing with
@@ -265,7 +272,7 @@ async fn recover_splitting<A: App, D: Dispatch<A>>(
             last_timestamp_ms,
             dedup_window_entries: dedup.len(),
             duration: started.elapsed(),
-            partitions_kept: 0,
+            ..RecoveryReport::default()
         },
         dedup,
         before_tail,
@@ -322,7 +329,7 @@ async fn load_checkpoint_except<A: App, D: Dispatch<A>>(
 /// `RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX` waiting to be done, and waits until all are done.
 /// Chunks of distinct partitions go out together, one batch per node per [`Round`], so loading
 /// another node's partitions costs a round trip per round, not per chunk.
-async fn send_chunks<A: App, D: Dispatch<A>, R>(
+pub(super) async fn send_chunks<A: App, D: Dispatch<A>, R>(
     dispatch: &D,
     rx: &mut mpsc::Receiver<(GlobalPartition, Vec<R>)>,
     bytes_of: impl Fn(&R) -> usize,
@@ -817,7 +824,7 @@ async fn hand_over<A: App>(
 
 /// Encodes each partition's changed rows (blocking work) and hands them over in chunks, in
 /// order; returns how many rows it encoded.
-fn encode_changed_rows(
+pub(super) fn encode_changed_rows(
     changed: Vec<(GlobalPartition, Vec<DeferredRows>)>,
     tx: mpsc::Sender<(GlobalPartition, Vec<CheckpointRow>)>,
 ) -> usize {
