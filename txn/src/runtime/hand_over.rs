@@ -36,18 +36,16 @@ use crate::epoch::{Dispatch, run_phase};
 use crate::error::TxnError;
 use crate::host::settle_keeping_deletions;
 use crate::ids::GlobalPartition;
-use crate::limits;
 use crate::partition::{Job, PartitionState};
-use crate::row_key::{CheckpointRow, DeferredRows};
+use crate::row_key::DeferredRows;
 use crate::runtime::config::RuntimeConfig;
 use crate::runtime::durability::CheckpointSchedule;
-use crate::runtime::recovery::{RecoveryReport, encode_changed_rows, send_chunks};
+use crate::runtime::recovery::{RecoveryReport, apply_rows};
 use crate::runtime::sequencer::{CheckpointCopying, Sequencer, checkpoint_step};
 use crate::sync::DurableWatermark;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
-use tokio::sync::mpsc;
 
 /// What a runtime stopped cleanly hands the next one on the same store
 /// (`Runtime::shutdown_handing_over`), so that it starts without recovering
@@ -381,22 +379,4 @@ async fn read_rows<A: App>(
         gps = still;
     }
     Ok(read)
-}
-
-/// Applies `rows` on each partition's owner (`Job::Apply`, chunked); returns how many.
-async fn apply_rows<A: App>(
-    actors: &DriverDispatch<A>,
-    rows: Vec<(GlobalPartition, Vec<DeferredRows>)>,
-) -> Result<usize, TxnError> {
-    let (tx, mut rx) = mpsc::channel(limits::RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX);
-    let encoder = tokio::task::spawn_blocking(move || encode_changed_rows(rows, tx));
-    let bytes_of = |(key, value): &CheckpointRow| key.len() + value.as_ref().map_or(0, Vec::len);
-    send_chunks(actors, &mut rx, bytes_of, |rows, reply| Job::Apply {
-        rows,
-        reply,
-    })
-    .await?;
-    encoder
-        .await
-        .map_err(|e| TxnError::Recovery(format!("the handed rows' encoder stopped: {e}")))
 }

@@ -329,7 +329,7 @@ async fn load_checkpoint_except<A: App, D: Dispatch<A>>(
 /// `RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX` waiting to be done, and waits until all are done.
 /// Chunks of distinct partitions go out together, one batch per node per [`Round`], so loading
 /// another node's partitions costs a round trip per round, not per chunk.
-pub(super) async fn send_chunks<A: App, D: Dispatch<A>, R>(
+async fn send_chunks<A: App, D: Dispatch<A>, R>(
     dispatch: &D,
     rx: &mut mpsc::Receiver<(GlobalPartition, Vec<R>)>,
     bytes_of: impl Fn(&R) -> usize,
@@ -778,17 +778,7 @@ async fn hand_over<A: App>(
         .collect();
     let tail = run_phase(private, &remote, |_, reply| Job::Checkpoint { reply }).await?;
     let changed = changed.into_rows_to_hand(&remote, tail);
-    let (tx, mut rx) = mpsc::channel(limits::RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX);
-    let encoder = tokio::task::spawn_blocking(move || encode_changed_rows(changed, tx));
-    let bytes_of = |(key, value): &CheckpointRow| key.len() + value.as_ref().map_or(0, Vec::len);
-    send_chunks(actors, &mut rx, bytes_of, |rows, reply| Job::Apply {
-        rows,
-        reply,
-    })
-    .await?;
-    let rows_applied = encoder
-        .await
-        .map_err(|e| TxnError::Recovery(format!("the replayed rows' encoder stopped: {e}")))?;
+    let rows_applied = apply_rows(actors, changed).await?;
     let applied_in = started.elapsed();
     let installed = run_phase(actors, &all, |_, reply| Job::StateHash { reply }).await?;
     for (gp, (installed, expected)) in installed.into_iter().zip(expected).enumerate() {
@@ -822,9 +812,28 @@ async fn hand_over<A: App>(
     Ok(())
 }
 
+/// Applies `rows` on each partition's owner, in order (`Job::Apply`, chunked, encoded on the
+/// blocking pool); returns how many.
+pub(super) async fn apply_rows<A: App>(
+    actors: &DriverDispatch<A>,
+    rows: Vec<(GlobalPartition, Vec<DeferredRows>)>,
+) -> Result<usize, TxnError> {
+    let (tx, mut rx) = mpsc::channel(limits::RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX);
+    let encoder = tokio::task::spawn_blocking(move || encode_changed_rows(rows, tx));
+    let bytes_of = |(key, value): &CheckpointRow| key.len() + value.as_ref().map_or(0, Vec::len);
+    send_chunks(actors, &mut rx, bytes_of, |rows, reply| Job::Apply {
+        rows,
+        reply,
+    })
+    .await?;
+    encoder
+        .await
+        .map_err(|e| TxnError::Recovery(format!("the rows' encoder stopped: {e}")))
+}
+
 /// Encodes each partition's changed rows (blocking work) and hands them over in chunks, in
 /// order; returns how many rows it encoded.
-pub(super) fn encode_changed_rows(
+fn encode_changed_rows(
     changed: Vec<(GlobalPartition, Vec<DeferredRows>)>,
     tx: mpsc::Sender<(GlobalPartition, Vec<CheckpointRow>)>,
 ) -> usize {
