@@ -4,10 +4,12 @@
 //!
 //! The invariant that allows it: the runtime before stopped cleanly (every sequenced epoch ran
 //! on every partition and is durable, no epoch is in flight, no write failed), every partition's
-//! owner before is alive, and nothing else wrote the store since (the lease's term is unchanged
-//! and the log still ends at the epoch handed over). Then every partition is at the log's end
-//! and a replay would only rebuild what the partitions already hold. What the next runtime
-//! takes:
+//! owner before is alive and still a member of the new placement (a re-placement that also
+//! removes a member recovers), and nothing else wrote the store since (the lease's term is
+//! unchanged and the store still ends at the epoch handed over: the log's last epoch, or the
+//! checkpoint of that epoch when it truncated the whole log). Then every partition is at the
+//! log's end and a replay would only rebuild what the partitions already hold. What the next
+//! runtime takes:
 //!
 //! - **its position**: the last epoch and its timestamp (the next epoch is one more, timestamps
 //!   never go backwards), the durable watermark itself (at that epoch), the lease's term;
@@ -42,7 +44,9 @@ use crate::runtime::config::RuntimeConfig;
 use crate::runtime::durability::CheckpointSchedule;
 use crate::runtime::recovery::{RecoveryReport, apply_rows};
 use crate::runtime::sequencer::{CheckpointCopying, Sequencer, checkpoint_step};
+use crate::storage::{Storage, StorageError};
 use crate::sync::DurableWatermark;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -166,8 +170,9 @@ pub(super) struct Taken<A: App> {
 }
 
 /// `h` if the runtime starting with lease term `term` may take it: nothing failed since, the
-/// term is the same, the store's log still ends at its epoch, and the placement's node is the
-/// same. Otherwise abandons its checkpoint writer and says why (the runtime recovers instead).
+/// term is the same, the store still ends at its epoch, the placement's node is the same and
+/// the new placement only adds nodes (every node that owned a partition before owns one now).
+/// Otherwise abandons its checkpoint writer and says why (the runtime recovers instead).
 pub(super) async fn usable<A: App>(
     h: HandOver<A>,
     term: u64,
@@ -175,30 +180,48 @@ pub(super) async fn usable<A: App>(
     config: &RuntimeConfig,
 ) -> Option<HandOver<A>> {
     let storage = config.storage.clone();
-    let log_end = tokio::task::spawn_blocking(move || storage.last_epoch()).await;
-    let log_end = match log_end {
-        Ok(Ok(end)) => end.unwrap_or(0),
-        Ok(Err(e)) => return refuse(h, format!("reading the log's end: {e}")).await,
-        Err(e) => return refuse(h, format!("reading the log's end stopped: {e}")).await,
+    let store_end = tokio::task::spawn_blocking(move || store_end(storage.as_ref())).await;
+    let store_end = match store_end {
+        Ok(Ok(end)) => end,
+        Ok(Err(e)) => return refuse(h, format!("reading the store's end: {e}")).await,
+        Err(e) => return refuse(h, format!("reading the store's end stopped: {e}")).await,
     };
     let this_node = config.cluster.as_ref().map(|p| p.this_node.as_str());
+    let removed = match (&h.position.placement, &config.cluster) {
+        (Some((_, before)), Some(now)) => {
+            let now: BTreeSet<&String> = now.owners.iter().collect();
+            before.iter().find(|node| !now.contains(node))
+        }
+        _ => None,
+    };
     let why = if let Some(failure) = h.durable.failure() {
         format!("the runtime before failed: {}", failure.message())
     } else if h.term != term {
         format!("the lease's term changed from {} to {term}", h.term)
-    } else if log_end != h.position.epoch {
+    } else if store_end != h.position.epoch {
         format!(
-            "the log ends at epoch {log_end}, the runtime before at {}",
+            "the store ends at epoch {store_end}, the runtime before at {}",
             h.position.epoch
         )
     } else if h.hashes.len() != app.n_global as usize {
         "the application's partitions changed".to_string()
     } else if h.position.placement.as_ref().map(|(node, _)| node.as_str()) != this_node {
         "the runtime before ran on another node or another kind of placement".to_string()
+    } else if let Some(node) = removed {
+        format!("node {node:?} owned partitions before and owns none now: a member was removed")
     } else {
         return Some(h);
     };
     refuse(h, why).await
+}
+
+/// The last epoch the store holds: the log's, or, once a checkpoint of the log's last epoch
+/// truncated the whole log, that checkpoint's. The log is read first: a truncation between the
+/// two reads then leaves the checkpoint to read.
+fn store_end(storage: &dyn Storage) -> Result<u64, StorageError> {
+    let log_end = storage.last_epoch()?;
+    let checkpoint = storage.latest_checkpoint_epoch()?;
+    Ok(log_end.unwrap_or(0).max(checkpoint.unwrap_or(0)))
 }
 
 /// Logs why `h` is not taken and abandons its checkpoint writer.
