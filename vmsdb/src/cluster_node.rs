@@ -404,9 +404,18 @@ async fn contend<S: ServedApp>(
 ) {
     // What the runtime before handed over (a re-placement that only added a member).
     let mut handed = None;
+    // When the runtime before began to stop (a replacement): no request is served since.
+    let mut stopping_since: Option<std::time::Instant> = None;
     loop {
         let (served, owners) =
             take_lease(&engine, &cluster, options, &settings, handed.take()).await;
+        let replaced = match stopping_since.take() {
+            Some(at) => format!(
+                "; serving again {} ms after the stop began",
+                at.elapsed().as_millis()
+            ),
+            None => String::new(),
+        };
         // This node runs every partition it owns in its runtime now, none for another's.
         engine.hosts.drop_all().await;
         let term = match served.stats().map(|s| s.lease_status()) {
@@ -420,18 +429,28 @@ async fn contend<S: ServedApp>(
             term,
         };
         engine.follow(view.clone());
-        if let Some(owners) = &owners {
-            println!("spread term {term} {}", owners.join(","));
-        }
         let recovery = served.recovery();
-        if recovery.handed_over {
-            println!(
-                "handed over: {} partitions kept, {} moved as {} rows, in {} ms; replayed 0 epochs",
+        match recovery.handed_over {
+            true => println!(
+                "handed over: {} partitions kept, {} moved as {} rows, in {} ms; replayed 0 \
+                 epochs{replaced}",
                 recovery.partitions_kept,
                 recovery.partitions_moved,
                 recovery.rows_moved,
                 recovery.duration.as_millis()
-            );
+            ),
+            false => println!(
+                "recovered: {} checkpoint rows loaded, {} partitions kept, replayed {} epochs, in \
+                 {} ms{replaced}",
+                recovery.rows_loaded,
+                recovery.partitions_kept,
+                recovery.epochs_replayed,
+                recovery.duration.as_millis()
+            ),
+        }
+        // After how the runtime started: a reader of the placement line has both.
+        if let Some(owners) = &owners {
+            println!("spread term {term} {}", owners.join(","));
         }
         for member in cluster.members() {
             if member.name != engine.node_name {
@@ -452,6 +471,7 @@ async fn contend<S: ServedApp>(
             }
         };
         let stopping_at = std::time::Instant::now();
+        stopping_since = Some(stopping_at);
         *engine.local.write() = None;
         // A placement that only adds a member keeps every owner: the runtime hands its state
         // over to the next one, which then starts without replaying the log.
