@@ -764,6 +764,36 @@ impl<A: App> DriverDispatch<A> {
         matches!(self, DriverDispatch::Cluster(_))
     }
 
+    /// This node's partition actors.
+    pub fn local(&self) -> &PartitionActors<A> {
+        match self {
+            DriverDispatch::Local(actors) => actors,
+            DriverDispatch::Cluster(cluster) => &cluster.local,
+        }
+    }
+
+    /// The same actors and link, routing each partition to its node in `owners` instead (a
+    /// hand-over reads the partitions that move from their owners before, `this_node` being
+    /// this one); `None` for a single process.
+    pub fn routed_by(
+        &self,
+        this_node: &str,
+        owners: Vec<String>,
+    ) -> Option<Result<Self, TxnError>> {
+        let DriverDispatch::Cluster(cluster) = self else {
+            return None;
+        };
+        let placement = ClusterPlacement {
+            this_node: this_node.to_string(),
+            owners,
+            link: cluster.link.clone(),
+            phase_timeout: cluster.phase_timeout,
+            checkpoint_answer_bytes_max: cluster.checkpoint_answer_bytes_max as usize,
+        };
+        let routed = ClusterDispatch::new(cluster.app.clone(), cluster.local.clone(), &placement);
+        Some(routed.map(|routed| DriverDispatch::Cluster(Arc::new(routed))))
+    }
+
     /// Stops this node's partition actors (the other nodes' hosts are their own business).
     pub async fn stop(&self) {
         match self {

@@ -21,8 +21,8 @@ use crate::envelope::EpochEnv;
 use crate::epoch::{Dispatch, run_phase};
 use crate::error::TxnError;
 use crate::ids::GlobalPartition;
-use crate::partition::Job;
 use crate::partition::WaveOut;
+use crate::partition::{Job, PartitionState};
 use crate::query::{NamedCall, NamedPart, QueryFn};
 use crate::sync::{AtomicSeqSet, Depositor};
 use crate::transport::PartitionActors;
@@ -30,7 +30,7 @@ use crate::wire::{
     LoadRow, Phase, PhaseBatch, PhaseReply, PhaseResult, PhaseWork, QueryAnswer, WireAnswer,
     WireQuery, WireRow, WireShare, take_share, wire_rows,
 };
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -49,6 +49,13 @@ pub struct PartitionHost<A: App> {
     /// Per global partition: the rows recovery sent it, loaded from a checkpoint and applied
     /// from a replay (`RECEIVED_LOADED`, `RECEIVED_APPLIED`).
     received: Vec<[AtomicU64; 2]>,
+    /// Per global partition: the placement before gave it to this node and this one gives it
+    /// to another; its rows wait in `checkpoint_rows` until the new runtime takes them (a
+    /// hand-over reads them with checkpoint steps that do not begin a checkpoint).
+    leaving: Vec<bool>,
+    /// The partitions copying a checkpoint (begun, their last rows not copied yet): a
+    /// re-placement cannot take their changed rows apart from the copy.
+    copying: parking_lot::Mutex<BTreeSet<GlobalPartition>>,
 }
 
 /// Index of the rows loaded from a checkpoint in `PartitionHost::received`.
@@ -78,34 +85,67 @@ impl<A: App> PartitionHost<A> {
             env: parking_lot::Mutex::new(None),
             checkpoint_rows: parking_lot::Mutex::new(BTreeMap::new()),
             received: owners.iter().map(|_| Default::default()).collect(),
+            leaving: vec![false; owners.len()],
+            copying: parking_lot::Mutex::new(BTreeSet::new()),
         })
     }
 
     /// The host of a new placement, `owners`, on the same node, for a new runtime (a take-over
     /// or a re-placement): every partition this host holds and `owners` leaves on this node
     /// keeps its state, moved over without copying (a lend, then a return) and readied for the
-    /// new runtime (`PartitionState::settle_for_take_over`: the epoch in progress and any
-    /// checkpoint copy forgotten, every row listed for the next checkpoint); every other
-    /// partition starts empty. The new runtime's recovery finds the kept partitions by their
-    /// state hash, loads nothing into them and checks that they equal its replay of the log.
-    /// Stop this host afterwards.
+    /// new runtime ([`settle_keeping_deletions`]: the epoch in progress and any checkpoint copy
+    /// forgotten, every row listed for the next checkpoint, and the rows deleted since the last
+    /// checkpoint copy began still listed); every other partition starts empty. The new
+    /// runtime's recovery finds the kept partitions by their state hash, loads nothing into them
+    /// and checks that they equal its replay of the log.
+    ///
+    /// Each partition this host holds and `owners` gives to another node is readied the same
+    /// way, then its listed rows (every live row, and the deletions) are encoded and wait for
+    /// the new runtime: a hand-over without replay (`Runtime::start_handed_over`) reads them
+    /// with checkpoint steps that do not begin a checkpoint and applies them on the new owner;
+    /// the first checkpoint that begins drops what is left. Stop this host afterwards.
     pub async fn re_place(&self, owners: &[String]) -> Result<Self, TxnError> {
-        let next = PartitionHost::start(self.app.clone(), &self.node, owners)?;
-        let kept: Vec<GlobalPartition> = (0..self.app.n_global)
-            .filter(|gp| self.held[*gp as usize] && next.held[*gp as usize])
+        let mut next = PartitionHost::start(self.app.clone(), &self.node, owners)?;
+        let held: Vec<GlobalPartition> = (0..self.app.n_global)
+            .filter(|gp| self.held[*gp as usize])
             .collect();
-        if kept.is_empty() {
+        if held.is_empty() {
             return Ok(next);
         }
-        let states = run_phase(&self.actors, &kept, |_, reply| Job::Lend { reply }).await?;
+        let kept: Vec<GlobalPartition> = held
+            .iter()
+            .copied()
+            .filter(|gp| next.held[*gp as usize])
+            .collect();
+        let states = run_phase(&self.actors, &held, |_, reply| Job::Lend { reply }).await?;
         // The new actors' empty states are lent away and dropped, so that they take the kept
         // ones back in their place.
         run_phase(&next.actors, &kept, |_, reply| Job::Lend { reply }).await?;
+        let copying = std::mem::take(&mut *self.copying.lock());
+        let mut leaving_rows = BTreeMap::new();
         for mut state in states {
-            state.settle_for_take_over();
             let gp = state.gp;
-            next.actors.dispatch(gp, Job::Return { state }).await?;
+            let stays = next.held[gp as usize];
+            let mid_copy = copying.contains(&gp);
+            // Every row is visited: beside the async workers.
+            let readied = tokio::task::spawn_blocking(move || {
+                settle_keeping_deletions(&mut state, mid_copy);
+                match stays {
+                    true => (Some(state), Vec::new()),
+                    false => (None, wire_rows(state.drain_checkpoint_rows())),
+                }
+            })
+            .await
+            .map_err(|e| TxnError::Actor(format!("readying partition {gp} stopped: {e}")))?;
+            match readied {
+                (Some(state), _) => next.actors.dispatch(gp, Job::Return { state }).await?,
+                (None, rows) => {
+                    next.leaving[gp as usize] = true;
+                    leaving_rows.insert(gp, VecDeque::from(rows));
+                }
+            }
         }
+        *next.checkpoint_rows.get_mut() = leaving_rows;
         Ok(next)
     }
 
@@ -143,7 +183,7 @@ impl<A: App> PartitionHost<A> {
         if let Some(gp) = batch
             .partitions()
             .into_iter()
-            .find(|gp| !self.held[*gp as usize])
+            .find(|gp| !self.held[*gp as usize] && !self.leaving[*gp as usize])
         {
             let why = format!("partition {gp} is not placed on node {:?}", self.node);
             return self.failed(epoch, phase, why);
@@ -371,6 +411,7 @@ impl<A: App> PartitionHost<A> {
                 .filter(|gp| !waiting.contains_key(gp))
                 .collect()
         };
+        self.copying.lock().extend(copying.iter().copied());
         let shares = run_phase(&self.actors, &copying, |_, reply| Job::CheckpointStep {
             begin,
             reply,
@@ -379,6 +420,7 @@ impl<A: App> PartitionHost<A> {
         let mut waiting = self.checkpoint_rows.lock();
         for (gp, share) in copying.into_iter().zip(shares) {
             if share.done {
+                self.copying.lock().remove(&gp);
                 waiting.insert(gp, wire_rows(share.rows).into());
             }
         }
@@ -455,4 +497,34 @@ fn take_answers<A: App>(outs: &mut [(GlobalPartition, WaveOut<A>)]) -> Vec<Query
         answers[start..].sort_by_key(|a| a.idx);
     }
     answers
+}
+
+/// Readies a partition kept from the runtime before for the next one
+/// (`PartitionState::settle_for_take_over`: the epoch in progress and any checkpoint copy
+/// forgotten, every live row listed for the next checkpoint) without losing the rows deleted
+/// since the last checkpoint copy began: settling lists only live rows, and a deletion not
+/// listed would never reach the store's checkpoints (they merge), so a recovery from them would
+/// bring the row back. The deletions are listed again (a delete of an absent row), unless a
+/// checkpoint copy was in progress (`mid_copy`: its rows cannot be taken apart from it) or
+/// settling changed the state (a transaction running alone was undone, so a listed deletion
+/// may be its own): both happen only when the runtime before did not stop cleanly, and then
+/// recovery's replay lists every row changed since the last checkpoint anyway.
+pub(crate) fn settle_keeping_deletions<A: App>(state: &mut PartitionState<A>, mid_copy: bool) {
+    if mid_copy {
+        state.settle_for_take_over();
+        return;
+    }
+    let before = state.state_hash();
+    let mut deleted = Vec::new();
+    for encode in state.drain_checkpoint_rows() {
+        let mut rows = Vec::new();
+        encode(&mut rows);
+        deleted.extend(rows.into_iter().filter(|(_, value)| value.is_none()));
+    }
+    state.settle_for_take_over();
+    if !deleted.is_empty() && state.state_hash() == before {
+        state
+            .apply_rows(&deleted)
+            .expect("a row key the partition listed itself names its table");
+    }
 }

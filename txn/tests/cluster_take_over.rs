@@ -59,15 +59,7 @@ async fn start_driver<A: App>(
     owners: Vec<String>,
     hosts: &[&Arc<PartitionHost<A>>],
 ) -> Runtime<A> {
-    let link = LoopbackLink::new();
-    for host in hosts {
-        let serving = (*host).clone();
-        link.add_node(host.node(), move |bytes| {
-            let host = serving.clone();
-            async move { host.handle(bytes).await }
-        });
-    }
-    let placement = ClusterPlacement::new(driver, owners, Arc::new(link));
+    let placement = ClusterPlacement::new(driver, owners, Arc::new(link_to(hosts)));
     Runtime::start(app.clone(), config.cluster(placement))
         .await
         .unwrap()

@@ -402,8 +402,20 @@ async fn contend<S: ServedApp>(
     (options, settings): (AppOptions, Settings),
     deposing: watch::Sender<Option<String>>,
 ) {
+    // What the runtime before handed over (a re-placement that only added a member).
+    let mut handed = None;
+    // When the runtime before began to stop (a replacement): no request is served since.
+    let mut stopping_since: Option<std::time::Instant> = None;
     loop {
-        let (served, owners) = take_lease(&engine, &cluster, options, &settings).await;
+        let (served, owners) =
+            take_lease(&engine, &cluster, options, &settings, handed.take()).await;
+        let replaced = match stopping_since.take() {
+            Some(at) => format!(
+                "; serving again {} ms after the stop began",
+                at.elapsed().as_millis()
+            ),
+            None => String::new(),
+        };
         // This node runs every partition it owns in its runtime now, none for another's.
         engine.hosts.drop_all().await;
         let term = match served.stats().map(|s| s.lease_status()) {
@@ -417,6 +429,26 @@ async fn contend<S: ServedApp>(
             term,
         };
         engine.follow(view.clone());
+        let recovery = served.recovery();
+        match recovery.handed_over {
+            true => println!(
+                "handed over: {} partitions kept, {} moved as {} rows, in {} ms; replayed 0 \
+                 epochs{replaced}",
+                recovery.partitions_kept,
+                recovery.partitions_moved,
+                recovery.rows_moved,
+                recovery.duration.as_millis()
+            ),
+            false => println!(
+                "recovered: {} checkpoint rows loaded, {} partitions kept, replayed {} epochs, in \
+                 {} ms{replaced}",
+                recovery.rows_loaded,
+                recovery.partitions_kept,
+                recovery.epochs_replayed,
+                recovery.duration.as_millis()
+            ),
+        }
+        // After how the runtime started: a reader of the placement line has both.
         if let Some(owners) = &owners {
             println!("spread term {term} {}", owners.join(","));
         }
@@ -425,25 +457,36 @@ async fn contend<S: ServedApp>(
                 tokio::spawn(announce(cluster.clone(), member.name, view.clone()));
             }
         }
-        let why = tokio::select! {
+        let (why, only_added) = tokio::select! {
             end = runtime_ended(served) => match end {
                 RuntimeEnd::LeaseLost(reason) => {
                     deposing.send_replace(Some(reason));
                     return;
                 }
-                RuntimeEnd::Failed(reason) => format!("it failed: {reason}"),
+                RuntimeEnd::Failed(reason) => (format!("it failed: {reason}"), false),
             },
-            () = placement_moved(&engine, &cluster, owners.as_deref(), served) => {
-                tracing::info!(term, "the placement over the live members changed: replacing the runtime");
-                "the placement over the live members changed".to_string()
+            only_added = placement_moved(&engine, &cluster, owners.as_deref()) => {
+                tracing::info!(term, only_added, "the placement over the live members changed: replacing the runtime");
+                ("the placement over the live members changed".to_string(), only_added)
             }
         };
         let stopping_at = std::time::Instant::now();
+        stopping_since = Some(stopping_at);
         *engine.local.write() = None;
-        served.shutdown_keeping_lease().await;
+        // A placement that only adds a member keeps every owner: the runtime hands its state
+        // over to the next one, which then starts without replaying the log.
+        match only_added {
+            true => handed = served.shutdown_handing_over().await,
+            false => served.shutdown_keeping_lease().await,
+        }
         println!(
-            "replacing the runtime of term {term} ({why}; stopped in {} ms)",
-            stopping_at.elapsed().as_millis()
+            "replacing the runtime of term {term} ({why}; stopped in {} ms{})",
+            stopping_at.elapsed().as_millis(),
+            match (only_added, &handed) {
+                (true, Some(_)) => ", handing over",
+                (true, None) => ", it cannot hand over: recovering",
+                (false, _) => "",
+            }
         );
     }
 }
@@ -464,6 +507,7 @@ async fn take_lease<S: ServedApp>(
     cluster: &Arc<Cluster>,
     options: AppOptions,
     settings: &Settings,
+    mut hand_over: Option<txn::HandOver<S::App>>,
 ) -> (Arc<Served<S>>, Option<Vec<String>>) {
     // With the partitions spread, this node waits for the lease itself rather than inside the
     // runtime's start: the placement is then taken over the members live when the lease comes
@@ -489,7 +533,10 @@ async fn take_lease<S: ServedApp>(
             txn::ClusterPlacement::new(&engine.node_name, owners, Arc::new(link))
         });
         let opening_at = std::time::Instant::now();
-        match Served::<S>::open_placed(options, settings, |_| placement).await {
+        // Only the first try takes the hand-over: a start that fails gives it up (recovering).
+        let opening =
+            Served::<S>::open_handed_over(options, settings, |_| placement, hand_over.take());
+        match opening.await {
             Ok(served) => {
                 // The take-over's breakdown, for reading a failover from the node's log.
                 tracing::info!(
@@ -500,6 +547,9 @@ async fn take_lease<S: ServedApp>(
                     epochs_replayed = served.recovery().epochs_replayed,
                     rows_loaded = served.recovery().rows_loaded,
                     partitions_kept = served.recovery().partitions_kept,
+                    handed_over = served.recovery().handed_over,
+                    partitions_moved = served.recovery().partitions_moved,
+                    rows_moved = served.recovery().rows_moved,
                     spread = owners.is_some(),
                     "took the store's lease and started the runtime"
                 );
@@ -526,13 +576,13 @@ async fn take_lease<S: ServedApp>(
 }
 
 /// Resolves once the placement over the live members differs from `owners` (never when the
-/// partitions are not spread); for a member that joined, see [`join_can_wait`].
+/// partitions are not spread): whether it only added a member (every owner is still live), so
+/// that the runtime can hand its state over instead of the next one replaying the log.
 async fn placement_moved<S: ServedApp>(
     engine: &NodeEngine<S>,
     cluster: &Cluster,
     owners: Option<&[String]>,
-    served: &Served<S>,
-) {
+) -> bool {
     let Some(owners) = owners else {
         return std::future::pending().await;
     };
@@ -543,38 +593,8 @@ async fn placement_moved<S: ServedApp>(
             return std::future::pending().await;
         }
     }
-    join_can_wait(cluster, owners, served).await;
-}
-
-/// When the placement moved only because a member joined (every owner is still live) and the
-/// runtime's own recovery was long, waits until the runtime completed its next checkpoint, or
-/// `JOIN_REPLACE_WAIT_MS_MAX` passed: the runtime goes on meanwhile without the new member, and
-/// the re-placement then replays a short log. A node restarted during a take-over would
-/// otherwise make the new sequencer replace its runtime the moment it started, and replay the
-/// same log a second time.
-async fn join_can_wait<S: ServedApp>(cluster: &Cluster, owners: &[String], served: &Served<S>) {
-    let recovered_in = served.recovery().duration;
-    if recovered_in < Duration::from_millis(limits::JOIN_REPLACE_AT_ONCE_RECOVERY_MS_MAX) {
-        return;
-    }
-    let checkpoints = || served.stats().map_or(0, |s| s.checkpoints_completed);
-    let (waiting_since, checkpoints_before) = (std::time::Instant::now(), checkpoints());
-    let wait_max = Duration::from_millis(limits::JOIN_REPLACE_WAIT_MS_MAX);
-    let mut ticks = tokio::time::interval(Duration::from_millis(limits::LEASE_CHECK_INTERVAL_MS));
-    loop {
-        let live: BTreeSet<String> = cluster.members().into_iter().map(|m| m.name).collect();
-        let owner_lost = owners.iter().any(|owner| !live.contains(owner));
-        if owner_lost || checkpoints() > checkpoints_before || waiting_since.elapsed() >= wait_max {
-            tracing::info!(
-                owner_lost,
-                waited_ms = waiting_since.elapsed().as_millis() as u64,
-                recovered_ms = recovered_in.as_millis() as u64,
-                "a member joined: re-placing the partitions"
-            );
-            return;
-        }
-        ticks.tick().await;
-    }
+    let live: BTreeSet<String> = cluster.members().into_iter().map(|m| m.name).collect();
+    owners.iter().all(|owner| live.contains(owner))
 }
 
 /// Resolves once the runtime no longer holds the store's lease (another node took it over, or

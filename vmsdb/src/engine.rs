@@ -114,6 +114,17 @@ impl<S: ServedApp> Served<S> {
         settings: &Settings,
         placement: impl FnOnce(&S) -> Option<txn::ClusterPlacement>,
     ) -> Result<Arc<Self>, TxnError> {
+        Self::open_handed_over(options, settings, placement, None).await
+    }
+
+    /// [`Served::open_placed`] taking what the runtime before handed over, if anything
+    /// (`Runtime::start_handed_over`: no recovery when it holds).
+    pub async fn open_handed_over(
+        options: AppOptions,
+        settings: &Settings,
+        placement: impl FnOnce(&S) -> Option<txn::ClusterPlacement>,
+        hand_over: Option<txn::HandOver<S::App>>,
+    ) -> Result<Arc<Self>, TxnError> {
         let app = S::build(options)?;
         let store = settings.store_description();
         tracing::info!(%store, "opening the store");
@@ -134,7 +145,10 @@ impl<S: ServedApp> Served<S> {
         if let Some(placement) = placement(&app) {
             config = config.cluster(placement);
         }
-        let runtime = Runtime::start(app.app_def().clone(), config).await?;
+        let runtime = match hand_over {
+            Some(h) => Runtime::start_handed_over(app.app_def().clone(), config, h).await?,
+            None => Runtime::start(app.app_def().clone(), config).await?,
+        };
         tracing::info!(lease = %runtime.stats().lease_status(), "store lease");
         Ok(Arc::new(Served {
             store: settings.store_description(),
@@ -168,6 +182,14 @@ impl<S: ServedApp> Served<S> {
         if let Some(runtime) = runtime {
             runtime.shutdown_keeping_lease().await;
         }
+    }
+
+    /// [`Served::shutdown_keeping_lease`], handing the next runtime of this process what it
+    /// needs to start without recovering, when the runtime stopped cleanly
+    /// (`Runtime::shutdown_handing_over`).
+    pub async fn shutdown_handing_over(&self) -> Option<txn::HandOver<S::App>> {
+        let runtime = self.runtime.lock().take();
+        runtime?.shutdown_handing_over().await
     }
 }
 

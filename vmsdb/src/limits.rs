@@ -112,16 +112,6 @@ pub const CONTEND_RETRY_MS: u64 = 1_000;
 /// milliseconds: short, since every attempt renews the lease, which must not run out meanwhile.
 pub const REPLACE_RETRY_MS: u64 = 50;
 
-/// Longest a sequencer that spreads the partitions keeps its runtime after a member joined
-/// (no owner lost), waiting for its next checkpoint so that the re-placement replays a short
-/// log; in milliseconds. The joined node serves (forwards) meanwhile, without partitions.
-pub const JOIN_REPLACE_WAIT_MS_MAX: u64 = 5_000;
-
-/// A runtime that recovered faster than this re-places the partitions at once when a member
-/// joins (a cluster starting, a short log): only a long recovery is worth the wait above. In
-/// milliseconds.
-pub const JOIN_REPLACE_AT_ONCE_RECOVERY_MS_MAX: u64 = 1_000;
-
 /// How often a sequencer node looks whether its runtime still holds the store's lease (it
 /// stops, to rejoin as a standby, once another node took the lease over), in milliseconds.
 pub const LEASE_CHECK_INTERVAL_MS: u64 = 100;
@@ -137,8 +127,6 @@ const _: () =
 const _: () = assert!(ANNOUNCE_ATTEMPTS_MAX > 0 && ANNOUNCE_RETRY_MS > 0);
 const _: () = assert!(CONTEND_RETRY_MS < LEASE_WAIT_ROUND_MS);
 const _: () = assert!(REPLACE_RETRY_MS < CONTEND_RETRY_MS);
-const _: () = assert!(JOIN_REPLACE_WAIT_MS_MAX >= LEASE_CHECK_INTERVAL_MS);
-const _: () = assert!(JOIN_REPLACE_AT_ONCE_RECOVERY_MS_MAX <= JOIN_REPLACE_WAIT_MS_MAX);
 // A deposed sequencer must notice well within the lease's default length.
 const _: () = assert!(
     LEASE_CHECK_INTERVAL_MS > 0 && LEASE_CHECK_INTERVAL_MS < txn::limits::LEASE_TTL_MS_DEFAULT

@@ -153,6 +153,13 @@ pub(super) struct Granted {
     asked_at: Instant,
 }
 
+impl Granted {
+    /// The lease's term.
+    pub(super) fn term(&self) -> u64 {
+        self.term
+    }
+}
+
 /// Takes the store's lease (waiting for another holder's to end if configured), before
 /// recovery reads anything. `None` when no lease is configured or the store has none.
 pub(super) async fn acquire(

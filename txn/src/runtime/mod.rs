@@ -19,6 +19,7 @@ mod client;
 mod config;
 mod durability;
 mod forget;
+mod hand_over;
 mod lease;
 mod named_query;
 mod recovery;
@@ -33,6 +34,7 @@ pub use client::Client;
 pub use config::{HISTORY_BASE_DIR, RecoverFrom, Retention, RuntimeConfig};
 pub(crate) use durability::EpochRecordRef;
 pub(crate) use forget::erase_at_epoch_end;
+pub use hand_over::HandOver;
 pub use lease::{LeaseConfig, LeaseStatus};
 pub use recovery::RecoveryReport;
 pub(crate) use recovery::{load_checkpoint_async, recover, recover_driver, stream_log};
@@ -55,7 +57,7 @@ use durability::{
 };
 use reply::reply_loop;
 use rustc_hash::FxHashMap;
-use sequencer::{Sequencer, sequencer_loop};
+use sequencer::{Sequencer, Stopped, sequencer_loop};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -66,10 +68,13 @@ use tokio::sync::mpsc;
 pub struct Runtime<A: App> {
     client: Client<A>,
     stats: Arc<RuntimeStats>,
-    sequencer: tokio::task::JoinHandle<()>,
+    sequencer: tokio::task::JoinHandle<Stopped<A>>,
     replier: tokio::task::JoinHandle<()>,
     durability: Option<std::thread::JoinHandle<()>>,
     checkpointer: Option<std::thread::JoinHandle<()>>,
+    /// The checkpoint writers of the runtimes that handed over to this one (a checkpoint they
+    /// were writing finishes under this runtime).
+    inherited_checkpointers: Vec<std::thread::JoinHandle<()>>,
     actors: DriverDispatch<A>,
     recovery: RecoveryReport,
     /// Renews the store's lease (`None`: no lease, writes unfenced).
@@ -95,12 +100,34 @@ impl<A: App> Runtime<A> {
     /// Starts a runtime for `app`: replays whatever the storage holds, then accepts requests.
     /// Must be called inside a multi-threaded tokio runtime.
     pub async fn start(app: Arc<AppDef<A>>, config: RuntimeConfig) -> Result<Self, TxnError> {
+        Self::start_taking(app, config, None).await
+    }
+
+    /// [`Runtime::start`] on the store and node of a runtime this process stopped with
+    /// [`Runtime::shutdown_handing_over`]: without recovering, when the hand-over holds (nothing
+    /// wrote the store since, the lease's term is the same, and every partition's owner before
+    /// still answers with the state it had); the partitions whose owner changed move as rows
+    /// from their owner before (`PartitionHost::re_place` readied them) to the new one. Otherwise
+    /// it recovers as [`Runtime::start`] does (`RecoveryReport::handed_over` tells).
+    pub async fn start_handed_over(
+        app: Arc<AppDef<A>>,
+        config: RuntimeConfig,
+        hand_over: HandOver<A>,
+    ) -> Result<Self, TxnError> {
+        Self::start_taking(app, config, Some(hand_over)).await
+    }
+
+    async fn start_taking(
+        app: Arc<AppDef<A>>,
+        config: RuntimeConfig,
+        hand_over: Option<HandOver<A>>,
+    ) -> Result<Self, TxnError> {
         validate(&config)?;
         // Nothing is read from the store before this runtime holds its lease.
         let granted = lease::acquire(&config.storage, config.lease.as_ref()).await?;
         let (storage, lease_config) = (config.storage.clone(), config.lease.clone());
         let held = granted.is_some();
-        let started = Self::start_holding_lease(app, config, granted).await;
+        let started = Self::start_holding_lease(app, config, granted, hand_over).await;
         if started.is_err() && held {
             // A runtime that will never write must not keep a standby waiting for its lease.
             lease::hand_back(storage, lease_config).await;
@@ -113,6 +140,7 @@ impl<A: App> Runtime<A> {
         app: Arc<AppDef<A>>,
         config: RuntimeConfig,
         granted: Option<lease::Granted>,
+        hand_over: Option<HandOver<A>>,
     ) -> Result<Self, TxnError> {
         // Before anything reads the store: refuse one written by another application or format.
         // Storage calls block, so they run on the blocking pool.
@@ -136,11 +164,21 @@ impl<A: App> Runtime<A> {
                 DriverDispatch::Cluster(Arc::new(cluster))
             }
         };
+        // A hand-over from the runtime before is taken only if it still holds (`hand_over.rs`).
+        let term = granted.as_ref().map_or(0, lease::Granted::term);
+        let handed = match hand_over {
+            Some(h) => hand_over::usable(h, term, &app, &config).await,
+            None => None,
+        };
         // The lease is renewed from before recovery: a recovery longer than the lease's length
         // (a large store, a slow shared one) must not let a standby take the store meanwhile.
         // The watermark starts at 0 and is moved to the recovered epoch below; a lease lost
-        // during recovery fails it, and the runtime then refuses to start.
-        let watermark = Arc::new(DurableWatermark::new(0));
+        // during recovery fails it, and the runtime then refuses to start. A hand-over's
+        // watermark goes on (a checkpoint of the runtime before that fails to complete fails it).
+        let watermark = match &handed {
+            Some(h) => h.durable.clone(),
+            None => Arc::new(DurableWatermark::new(0)),
+        };
         let lease_keeper = lease::LeaseKeeper::spawn(
             &config.storage,
             config.lease.as_ref(),
@@ -149,7 +187,20 @@ impl<A: App> Runtime<A> {
             &stats,
         )?;
         // In a cluster, recovery loads the other nodes' partitions through their hosts.
-        let (recovery, dedup) = recover_driver(&app, &actors, &config).await?;
+        let (recovery, dedup, handed_schedule, inherited_checkpointers) = match handed {
+            None => {
+                let (recovery, dedup) = recover_driver(&app, &actors, &config).await?;
+                (recovery, dedup, None, Vec::new())
+            }
+            Some(h) => match hand_over::take(&app, &actors, h).await {
+                Ok(t) => (t.report, t.dedup, Some(t.schedule), t.checkpointers),
+                Err(error) => {
+                    tracing::warn!(%error, "the hand-over failed; recovering from the store");
+                    let (recovery, dedup) = recover_driver(&app, &actors, &config).await?;
+                    (recovery, dedup, None, Vec::new())
+                }
+            },
+        };
         if let Some(failure) = watermark.failure() {
             return Err(TxnError::Storage(format!(
                 "the store's lease was lost during recovery: {}",
@@ -161,14 +212,17 @@ impl<A: App> Runtime<A> {
             checkpoint_epoch = ?recovery.checkpoint_epoch,
             rows_loaded = recovery.rows_loaded,
             epochs_replayed = recovery.epochs_replayed,
+            handed_over = recovery.handed_over,
             seconds = recovery.duration.as_secs_f64(),
             "recovered"
         );
-        let checkpoint_schedule = Arc::new(CheckpointSchedule {
-            in_flight: AtomicBool::new(false),
-            last_completed: AtomicU64::new(recovery.checkpoint_epoch.unwrap_or(0)),
-            idle: tokio::sync::Notify::new(),
-            abandon: AtomicBool::new(false),
+        let checkpoint_schedule = handed_schedule.unwrap_or_else(|| {
+            Arc::new(CheckpointSchedule {
+                in_flight: AtomicBool::new(false),
+                last_completed: AtomicU64::new(recovery.checkpoint_epoch.unwrap_or(0)),
+                idle: tokio::sync::Notify::new(),
+                abandon: AtomicBool::new(false),
+            })
         });
         let (log_tx, log_rx) = mpsc::channel::<LogItem<A>>(limits::EPOCHS_IN_FLIGHT_MAX);
         let threads =
@@ -215,6 +269,7 @@ impl<A: App> Runtime<A> {
             replier,
             durability: Some(threads.durability),
             checkpointer: Some(threads.checkpointer),
+            inherited_checkpointers,
             checkpoint_schedule,
             actors,
             recovery,
@@ -255,49 +310,164 @@ impl<A: App> Runtime<A> {
     /// Stops accepting requests, finishes every sequenced epoch, waits for the log to be durable
     /// and stops the partition actors.
     pub async fn shutdown(self) {
-        self.stop(true).await;
+        self.stop(Stop::HandLeaseBack).await;
     }
 
     /// [`Runtime::shutdown`], but the store's lease is not handed back: it runs until its
     /// length after the last renewal, so a new runtime this process starts at once on the same
     /// store (a cluster's re-placement) renews it before any standby can take it.
     pub async fn shutdown_keeping_lease(self) {
-        self.stop(false).await;
+        self.stop(Stop::KeepLease).await;
     }
 
-    async fn stop(mut self, hand_lease_back: bool) {
+    /// [`Runtime::shutdown_keeping_lease`] for a new runtime of this process on the same store
+    /// (a cluster's re-placement, [`Runtime::start_handed_over`]): when it stopped cleanly
+    /// (every sequenced epoch durable and run on every partition, nothing failed), what a
+    /// recovery would compute: its position, its dedup window, its checkpoint writer (a
+    /// checkpoint being copied is finished, one being written goes on), this node's partitions'
+    /// states and every partition's state hash. `None` otherwise (the new runtime recovers).
+    /// The other nodes' hosts must still hold the partitions as this runtime left them.
+    pub async fn shutdown_handing_over(self) -> Option<HandOver<A>> {
+        self.stop(Stop::HandOver).await
+    }
+
+    async fn stop(mut self, how: Stop) -> Option<HandOver<A>> {
         // A runtime replaced by a new one on the same store (keeping the lease) does not wait
         // for the rest of a checkpoint being written: the checkpoint is left incomplete, as a
         // crash would leave it, and the new runtime recovers from the previous one and the
         // log. Writing a large first checkpoint can take tens of seconds, during which no
-        // runtime would serve.
-        if !hand_lease_back {
-            self.checkpoint_schedule
+        // runtime would serve. A hand-over lets it go on under the next runtime instead.
+        let schedule = self.checkpoint_schedule.clone();
+        let abandon = || {
+            schedule
                 .abandon
-                .store(true, std::sync::atomic::Ordering::Release);
+                .store(true, std::sync::atomic::Ordering::Release)
+        };
+        if how == Stop::KeepLease {
+            abandon();
         }
         let _ = self.client.tx.send(Submission::Stop).await;
-        let _ = self.sequencer.await;
-        let _ = self.replier.await;
+        let stopped = (&mut self.sequencer).await.ok();
+        // The sequencer's state is dropped here (with its log sender) unless it hands over.
+        let position = match (how, stopped) {
+            (Stop::HandOver, Some((s, copying))) => hand_over::Position::of(s, copying).await,
+            _ => None,
+        };
+        let _ = (&mut self.replier).await;
         // The durability thread ends when the sequencer's log sender is gone, and drops the
         // checkpoint sender, which ends the checkpoint thread after its last checkpoint.
-        for thread in [self.durability.take(), self.checkpointer.take()]
-            .into_iter()
-            .flatten()
-        {
+        if let Some(thread) = self.durability.take() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        let handing = match position {
+            Some(position) => self.collect_hand_over(position).await,
+            None => None,
+        };
+        if handing.is_none() {
+            if how == Stop::HandOver {
+                // The next runtime recovers: nothing may complete under it while it reads.
+                abandon();
+            }
+            let threads = self.checkpointer.take().into_iter();
+            let threads: Vec<_> = threads
+                .chain(self.inherited_checkpointers.drain(..))
+                .collect();
+            let _ = tokio::task::spawn_blocking(move || {
+                for thread in threads {
+                    let _ = thread.join();
+                }
+            })
+            .await;
         }
         // Everything is durable: hand the lease back so a standby need not wait for it.
         if let Some(keeper) = self.lease.take() {
             let _ = tokio::task::spawn_blocking(move || {
-                if hand_lease_back {
+                if how == Stop::HandLeaseBack {
                     keeper.step_down();
                 }
             })
             .await;
         }
         self.actors.stop().await;
+        handing
     }
+
+    /// The hand-over of a runtime whose sequencer stopped at `position`: checks that it stopped
+    /// cleanly (nothing failed, its last epoch durable), then takes every partition's state
+    /// hash and this node's states, and the checkpoint writers.
+    async fn collect_hand_over(&mut self, position: hand_over::Position<A>) -> Option<HandOver<A>> {
+        if let Some(failure) = self.durable.failure() {
+            tracing::warn!(
+                failure = failure.message(),
+                "no hand-over: the runtime failed"
+            );
+            return None;
+        }
+        let durable = self.durable.durable_epoch();
+        if durable != position.epoch {
+            tracing::warn!(
+                durable,
+                last_epoch = position.epoch,
+                "no hand-over: the log is behind"
+            );
+            return None;
+        }
+        let n_global = self.client.app.n_global;
+        let all: Vec<crate::ids::GlobalPartition> = (0..n_global).collect();
+        let hashes = crate::epoch::run_phase(&self.actors, &all, |_, reply| {
+            crate::partition::Job::StateHash { reply }
+        });
+        let hashes = match hashes.await {
+            Ok(hashes) => hashes,
+            Err(error) => {
+                tracing::warn!(%error, "no hand-over: a partition's owner did not answer");
+                return None;
+            }
+        };
+        let here: Vec<crate::ids::GlobalPartition> = all
+            .into_iter()
+            .filter(|gp| self.actors.remote_node(*gp).is_none())
+            .collect();
+        let states = crate::epoch::run_phase(&self.actors, &here, |_, reply| {
+            crate::partition::Job::Lend { reply }
+        });
+        let states = match states.await {
+            Ok(states) => states,
+            Err(error) => {
+                tracing::warn!(%error, "no hand-over: this node's partitions did not answer");
+                return None;
+            }
+        };
+        let threads = self.checkpointer.take().into_iter();
+        let threads = threads
+            .chain(self.inherited_checkpointers.drain(..))
+            .collect();
+        Some(HandOver {
+            position,
+            durable: self.durable.clone(),
+            writers: hand_over::Writers {
+                schedule: self.checkpoint_schedule.clone(),
+                threads,
+            },
+            term: self
+                .stats
+                .lease_term
+                .load(std::sync::atomic::Ordering::Acquire),
+            states,
+            hashes,
+        })
+    }
+}
+
+/// How a runtime stops.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Waits for the checkpoint being written and hands the store's lease back.
+    HandLeaseBack,
+    /// Abandons the checkpoint being written and keeps the lease (a new runtime follows).
+    KeepLease,
+    /// Keeps the lease and hands the new runtime what it needs to start without recovering.
+    HandOver,
 }
 
 /// Refuses a configuration the pipeline cannot run with.

@@ -111,6 +111,13 @@ pub struct RecoveryReport {
     /// Partitions whose owner kept its state from the runtime before (a cluster's take-over):
     /// nothing was loaded into them.
     pub partitions_kept: usize,
+    /// Whether the runtime before handed its state over (`Runtime::start_handed_over`):
+    /// nothing was loaded or replayed.
+    pub handed_over: bool,
+    /// Partitions a hand-over moved to another owner, as rows.
+    pub partitions_moved: usize,
+    /// The rows it moved.
+    pub rows_moved: usize,
 }
 
 /// Loads the latest complete checkpoint into the partitions and the dedup window (nothing with
@@ -265,7 +272,7 @@ async fn recover_splitting<A: App, D: Dispatch<A>>(
             last_timestamp_ms,
             dedup_window_entries: dedup.len(),
             duration: started.elapsed(),
-            partitions_kept: 0,
+            ..RecoveryReport::default()
         },
         dedup,
         before_tail,
@@ -771,17 +778,7 @@ async fn hand_over<A: App>(
         .collect();
     let tail = run_phase(private, &remote, |_, reply| Job::Checkpoint { reply }).await?;
     let changed = changed.into_rows_to_hand(&remote, tail);
-    let (tx, mut rx) = mpsc::channel(limits::RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX);
-    let encoder = tokio::task::spawn_blocking(move || encode_changed_rows(changed, tx));
-    let bytes_of = |(key, value): &CheckpointRow| key.len() + value.as_ref().map_or(0, Vec::len);
-    send_chunks(actors, &mut rx, bytes_of, |rows, reply| Job::Apply {
-        rows,
-        reply,
-    })
-    .await?;
-    let rows_applied = encoder
-        .await
-        .map_err(|e| TxnError::Recovery(format!("the replayed rows' encoder stopped: {e}")))?;
+    let rows_applied = apply_rows(actors, changed).await?;
     let applied_in = started.elapsed();
     let installed = run_phase(actors, &all, |_, reply| Job::StateHash { reply }).await?;
     for (gp, (installed, expected)) in installed.into_iter().zip(expected).enumerate() {
@@ -813,6 +810,25 @@ async fn hand_over<A: App>(
          other nodes' partitions; every state hash matches"
     );
     Ok(())
+}
+
+/// Applies `rows` on each partition's owner, in order (`Job::Apply`, chunked, encoded on the
+/// blocking pool); returns how many.
+pub(super) async fn apply_rows<A: App>(
+    actors: &DriverDispatch<A>,
+    rows: Vec<(GlobalPartition, Vec<DeferredRows>)>,
+) -> Result<usize, TxnError> {
+    let (tx, mut rx) = mpsc::channel(limits::RECOVERY_LOAD_CHUNKS_IN_FLIGHT_MAX);
+    let encoder = tokio::task::spawn_blocking(move || encode_changed_rows(rows, tx));
+    let bytes_of = |(key, value): &CheckpointRow| key.len() + value.as_ref().map_or(0, Vec::len);
+    send_chunks(actors, &mut rx, bytes_of, |rows, reply| Job::Apply {
+        rows,
+        reply,
+    })
+    .await?;
+    encoder
+        .await
+        .map_err(|e| TxnError::Recovery(format!("the rows' encoder stopped: {e}")))
 }
 
 /// Encodes each partition's changed rows (blocking work) and hands them over in chunks, in

@@ -197,8 +197,9 @@ impl<A: App> Gathered<A> {
 }
 
 /// Gathers and runs epochs until the runtime stops (a `Stop` submission or every client gone)
-/// and nothing is left to retry.
-pub(super) async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
+/// and nothing is left to retry; returns its state and the checkpoint it was copying, if any
+/// (a runtime that hands over to the next one finishes it, `hand_over.rs`).
+pub(super) async fn sequencer_loop<A: App>(mut s: Sequencer<A>) -> Stopped<A> {
     let mut closed = false;
     let mut copying = None;
     while let Some(gathered) = s.gather(closed).await {
@@ -215,7 +216,11 @@ pub(super) async fn sequencer_loop<A: App>(mut s: Sequencer<A>) {
             .fetch_add(turn.turn_nanos, Ordering::Relaxed);
         s.stats.note_turn(&turn);
     }
+    (s, copying)
 }
+
+/// A stopped sequencer's state, and the checkpoint it was copying.
+pub(super) type Stopped<A> = (Sequencer<A>, Option<CheckpointCopying>);
 
 impl<A: App> Sequencer<A> {
     /// The next epoch's requests: the retries first, then submissions until `epoch_duration`

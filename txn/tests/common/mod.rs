@@ -308,3 +308,17 @@ pub async fn read_all_rows(client: &txn::Client<ChainApp>, fx: &Fixture) -> mode
         .unwrap();
     parts.into_iter().flatten().collect()
 }
+
+/// A loopback link to `hosts`: every phase batch and reply encoded and decoded as between
+/// processes.
+pub fn link_to<A: txn::App>(hosts: &[&Arc<txn::PartitionHost<A>>]) -> txn::LoopbackLink {
+    let link = txn::LoopbackLink::new();
+    for host in hosts {
+        let serving = (*host).clone();
+        link.add_node(host.node(), move |bytes| {
+            let host = serving.clone();
+            async move { host.handle(bytes).await }
+        });
+    }
+    link
+}

@@ -120,6 +120,21 @@ impl ServingCluster {
         line
     }
 
+    /// Prints how the sequencer, node `index`, last replaced its runtime: how long the runtime
+    /// before took to stop, and how the next one started (handed over, or recovered).
+    fn print_re_placement(&mut self, index: usize) {
+        let node = self.node(index);
+        let replacing = ["replacing the runtime", "handed over:", "recovered:"];
+        let mut lines: Vec<&String> = (node.seen.iter().rev())
+            .filter(|line| replacing.iter().any(|p| line.starts_with(p)))
+            .take(2)
+            .collect();
+        lines.reverse();
+        for line in lines {
+            eprintln!("{}: {line}", NAMES[index]);
+        }
+    }
+
     /// What every live node printed on stdout and stderr so far, for a failed run.
     pub fn report(&mut self) -> String {
         let mut text = String::new();
@@ -207,6 +222,7 @@ impl ServingCluster {
     /// sequencer placed them on all three (the rejoined node gets partitions back), and it
     /// answers `/ready`. The sequencer's index.
     pub async fn rejoin(&mut self, http: &reqwest::Client, victim: usize) -> usize {
+        let restarted_at = Instant::now();
         self.spawn(victim);
         let followed = self.wait_line(victim, "sequencer ");
         let term = format!(" term {}", self.term);
@@ -222,6 +238,12 @@ impl ServingCluster {
         }
         if self.spread() {
             self.wait_spread(sequencer, &NAMES);
+            eprintln!(
+                "{}: restarted -> placed on all three nodes in {:.2} s",
+                NAMES[victim],
+                restarted_at.elapsed().as_secs_f64()
+            );
+            self.print_re_placement(sequencer);
         }
         super::wait_ready(http, &self.urls[victim]).await;
         sequencer
