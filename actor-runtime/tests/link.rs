@@ -280,6 +280,16 @@ impl Node {
         }
     }
 
+    /// Waits until the membership this node printed last is `members` (a node may print it
+    /// before it says it is listening, while `spawn_node` still waits for that line).
+    fn wait_members(&mut self, members: &str) {
+        let last = self.seen.iter().rev().find(|l| l.starts_with("members "));
+        if last.is_some_and(|l| l == members) {
+            return;
+        }
+        self.wait_line(|l| l == members);
+    }
+
     /// The next line saying how a request of this node to `peer` ended.
     fn outcome_with(&mut self, peer: &str) -> String {
         let (failed, answered) = (format!("failed {peer} "), format!("answered {peer} "));
@@ -337,7 +347,7 @@ fn three_nodes_exchange_requests_and_a_lost_node_fails_its_requests() {
     nodes.push(spawn_node(names[1], addrs[1], &[addrs[0]]));
     nodes.push(spawn_node(names[2], addrs[2], &[addrs[0]]));
     for node in &mut nodes {
-        node.wait_line(|l| l == "members n1,n2,n3");
+        node.wait_members("members n1,n2,n3");
     }
 
     for (i, node) in nodes.iter_mut().enumerate() {

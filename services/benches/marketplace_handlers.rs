@@ -26,10 +26,7 @@ fn loaded() -> (Marketplace, SerialExecutor<MarketApp>) {
         delivery_lanes: 1,
     };
     let m = Marketplace::new(config).expect("a valid marketplace");
-    let mut exec = SerialExecutor::new(m.app().clone());
-    for r in m.load_requests() {
-        exec.run_request(r, 1).expect("the load commits");
-    }
+    let exec = m.loaded_serial(1);
     (m, exec)
 }
 

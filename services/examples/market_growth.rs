@@ -97,11 +97,8 @@ fn main() {
         ..MarketConfig::at_scale(Scale::Small, 4)
     };
     let m = Marketplace::new(config).expect("a valid marketplace");
-    let mut exec = SerialExecutor::new(m.app().clone());
     let start_ms = 1_000_000u64;
-    for r in m.load_requests() {
-        exec.run_request(r, start_ms).expect("the load commits");
-    }
+    let mut exec = m.loaded_serial(start_ms);
     let mut gen_ = m.op_gen(7, Mix::DEFAULT, 0.0).expect("uniform keys");
     let t = m.tables;
     println!(

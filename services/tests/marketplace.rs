@@ -753,10 +753,7 @@ async fn a_concurrent_mix_at_small_scale_ends_with_no_violation_and_replays_seri
     // so the same order ids and payment decisions) to the same outcomes, and its state passes
     // the same checks.
     history.sort_by_key(|(pos, _, _)| *pos);
-    let mut serial = SerialExecutor::new(m.app().clone());
-    for r in m.load_requests() {
-        serial.run_request(r, 0).unwrap();
-    }
+    let mut serial = m.loaded_serial(0);
     for (pos, r, result) in history {
         let (service, partition, event) = r.clone().into_parts();
         let got = serial.run_at(pos, service, partition, event, pos.epoch);

@@ -30,10 +30,7 @@ fn loaded() -> (Marketplace, SerialExecutor<MarketApp>) {
         delivery_lanes: 1,
     };
     let m = Marketplace::new(config).unwrap();
-    let mut exec = SerialExecutor::new(m.app().clone());
-    for r in m.load_requests() {
-        exec.run_request(r, 1).unwrap();
-    }
+    let exec = m.loaded_serial(1);
     (m, exec)
 }
 

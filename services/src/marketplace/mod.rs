@@ -601,6 +601,18 @@ impl Marketplace {
             .fold(MarketSnapshot::default(), MarketSnapshot::merge))
     }
 
+    /// A serial executor of this marketplace with its initial data loaded at `timestamp_ms`
+    /// (what the harness's `serial` system starts from); panics if the load does not commit,
+    /// which a valid configuration's load always does.
+    pub fn loaded_serial(&self, timestamp_ms: u64) -> SerialExecutor<MarketApp> {
+        let mut exec = SerialExecutor::new(self.app().clone());
+        for r in self.load_requests() {
+            exec.run_request(r, timestamp_ms)
+                .expect("the marketplace's load commits");
+        }
+        exec
+    }
+
     /// Every row of the serial executor's state.
     pub fn snapshot_serial(&self, exec: &SerialExecutor<MarketApp>) -> MarketSnapshot {
         exec.query(&self.services.all(), self.snapshot_fn())
