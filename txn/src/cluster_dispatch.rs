@@ -24,7 +24,7 @@ use crate::limits::{
     CHECKPOINT_ANSWER_BYTES_MAX_DEFAULT, CLUSTER_PHASE_TIMEOUT_MS_DEFAULT, PHASE_MESSAGE_BYTES_MAX,
 };
 use crate::node_link::NodeLink;
-use crate::partition::{CheckpointShare, Job, WaveOut};
+use crate::partition::{CheckpointShare, Job, StateMark, WaveOut};
 use crate::query::{NamedPart, QueryFn, QueryPart};
 use crate::row_key::DeferredRows;
 use crate::sync::{AtomicSeqSet, Depositor};
@@ -358,7 +358,7 @@ enum Deposits<A: App> {
     Fallback(Vec<Depositor<WaveOut<A>>>),
     Load(Vec<Depositor<Result<(), String>>>),
     ConflictTally(Vec<Depositor<Vec<(String, ConflictTally)>>>),
-    StateHash(Vec<Depositor<u64>>),
+    StateHash(Vec<Depositor<StateMark>>),
     Apply(Vec<Depositor<Result<(), String>>>),
 }
 

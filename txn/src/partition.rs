@@ -122,7 +122,30 @@ pub(crate) struct PartitionState<A: App> {
     pub tables: Vec<Box<dyn AnyTable>>,
     /// Set only by a history replay (`trace.rs`); `None` in the live runtime.
     pub trace: Option<Box<crate::trace::PartitionTrace>>,
+    /// This instance among every partition state ever made, in any process
+    /// ([`next_incarnation`]): a hand-over keeps a partition only if the instance its owner
+    /// holds is the one the runtime before stopped. Not part of the state.
+    pub incarnation: u64,
     _app: PhantomData<fn() -> A>,
+}
+
+/// A partition's state hash and the instance that holds it (`Job::StateHash`): an owner
+/// restarted under the same name holds new instances, even where their rows hash the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct StateMark {
+    pub hash: u64,
+    pub incarnation: u64,
+}
+
+/// A new partition instance's incarnation: a random base drawn once per process plus a count
+/// of the instances it made before, so no two instances of a process share one and two
+/// processes share one only by a chance of about 2^-64 per pair. Never seen by a handler: it
+/// is no part of a partition's state or of a replay.
+fn next_incarnation() -> u64 {
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let base = *BASE.get_or_init(rand::random::<u64>);
+    base.wrapping_add(MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 /// Every partition's state in one holder's hands (the epoch driver during a lend, a
@@ -191,6 +214,7 @@ impl<A: App> PartitionState<A> {
             partition,
             tables,
             trace: None,
+            incarnation: next_incarnation(),
             _app: PhantomData,
         }
     }
@@ -589,8 +613,8 @@ pub(crate) enum Job<A: App> {
         reply: Depositor<Vec<(String, ConflictTally)>>,
     },
     /// Report the hash of the committed rows (between epochs; `Client::state_hash` in a
-    /// cluster, where a query's closure cannot travel).
-    StateHash { reply: Depositor<u64> },
+    /// cluster, where a query's closure cannot travel) and the instance's incarnation.
+    StateHash { reply: Depositor<StateMark> },
     /// Erase a subject's personal fields (between epochs, at the end of the epoch whose log
     /// record names the subject); replies with the number of rows changed.
     Erase {
@@ -834,9 +858,10 @@ fn run_owned_job<A: App>(app: &AppDef<A>, state: &mut PartitionState<A>, job: Jo
         Job::ConflictTally { reply } => {
             reply.deposit(state.tables.iter().map(|t| t.conflict_tally()).collect());
         }
-        Job::StateHash { reply } => {
-            reply.deposit(tables_hash(&state.tables));
-        }
+        Job::StateHash { reply } => reply.deposit(StateMark {
+            hash: tables_hash(&state.tables),
+            incarnation: state.incarnation,
+        }),
         Job::Erase { subject, reply } => reply.deposit(state.erase_subject(app, &subject)),
         Job::Lend { .. } | Job::Return { .. } => unreachable!("handled by run_job"),
         #[cfg(test)]

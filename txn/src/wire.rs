@@ -28,13 +28,13 @@ use crate::bitset::SeqSet;
 use crate::envelope::EpochEnv;
 use crate::ids::GlobalPartition;
 use crate::limits::PHASE_MESSAGE_BYTES_MAX;
-use crate::partition::{Step, WaveOut};
+use crate::partition::{StateMark, Step, WaveOut};
 use crate::row_key::{CheckpointRow, DeferredRows, split_row_key};
 use crate::table::ConflictTally;
 
 /// The first byte of every encoded phase message. Bumped whenever the encoding of anything in
 /// it changes, so nodes of two builds refuse each other's messages instead of misreading them.
-pub(crate) const WIRE_FORMAT_VERSION: u8 = 4;
+pub(crate) const WIRE_FORMAT_VERSION: u8 = 5;
 
 /// Which phase of an epoch a message belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,8 +264,9 @@ pub(crate) enum PhaseResult<A: App> {
     ConflictTally {
         tallies: Vec<(GlobalPartition, Vec<(String, ConflictTally)>)>,
     },
+    /// Each partition's state hash and the incarnation of the instance that holds it.
     StateHash {
-        hashes: Vec<(GlobalPartition, u64)>,
+        hashes: Vec<(GlobalPartition, StateMark)>,
     },
     /// Each partition's answer to its chunk of replayed rows (`Err`: why they did not apply).
     Apply {

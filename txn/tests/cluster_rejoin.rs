@@ -13,7 +13,10 @@
 //! truncated the whole log. And the fallback: a runtime whose epoch failed hands nothing over, a
 //! hand-over the store no longer matches is refused, a re-placement that also removes a member
 //! recovers, and a hand-over whose owner's answer is lost half-way recovers in the same start,
-//! every acknowledged request still in the state with its outcome, the next runtime recovering.
+//! every acknowledged request still in the state with its outcome, the next runtime recovering;
+//! and an owner restarted under the same name after the stop, whose new empty partitions hash
+//! like its emptied ones, is not taken for the instances that stopped (the next runtime
+//! recovers, and the deletions reach the next checkpoint).
 //! The histories print their seed; `TXN_TEST_SEED=<n>` replays them.
 
 mod common;
@@ -153,6 +156,22 @@ async fn everywhere(
     outcome.tid.epoch()
 }
 
+/// Writes `keys` of every service, waits for a checkpoint holding them to complete (one in
+/// flight at the write may have begun before it: the one after it holds the rows), then deletes
+/// them. The epochs of the write and of the deletion.
+async fn checkpointed_then_deleted(
+    rt: &Runtime<ChainApp>,
+    fx: &Fixture,
+    keys: &[u64],
+) -> (u64, u64) {
+    let client = rt.client();
+    let written_at = everywhere(&client, fx, keys, OpKind::Add(7)).await;
+    let completed = rt.stats().checkpoints_completed.load(Ordering::Acquire);
+    until_checkpoints(rt, fx, completed + 2).await;
+    let deleted_at = everywhere(&client, fx, keys, OpKind::Delete).await;
+    (written_at, deleted_at)
+}
+
 /// Request `seq` with an id: an add of 1 to key `seq` of service `seq % 3`.
 fn with_id(fx: &Fixture, seq: u64) -> Request<ChainApp> {
     let svc = (seq % 3) as usize;
@@ -234,14 +253,8 @@ async fn a_re_placement_adding_a_member_hands_over_without_replay() {
     run_chain_client(rt.client(), fx.clone(), seed, 60).await;
     let client = rt.client();
     let outcomes = submit_with_ids(&client, &fx).await;
-    // Rows are written, a checkpoint holding them completes, then they are deleted: only
-    // the hand-over's first checkpoint can tell the store they are gone. (A checkpoint in
-    // flight at the write may have begun before it: the one after it holds the rows.)
-    let keys = [1, 2, 3];
-    let written_at = everywhere(&client, &fx, &keys, OpKind::Add(7)).await;
-    let completed = rt.stats().checkpoints_completed.load(Ordering::Acquire);
-    until_checkpoints(&rt, &fx, completed + 2).await;
-    let deleted_at = everywhere(&client, &fx, &keys, OpKind::Delete).await;
+    // Only the hand-over's first checkpoint can tell the store these rows are gone.
+    let (written_at, deleted_at) = checkpointed_then_deleted(&rt, &fx, &[1, 2, 3]).await;
     let (handed, hash_before) = stop_handing_over(rt).await;
     let last_epoch = handed.last_epoch();
 
@@ -504,4 +517,72 @@ async fn a_hand_over_that_fails_half_way_recovers_in_the_same_start() {
     run_chain_client(rt.client(), fx.clone(), seed ^ 1, 30).await;
     until_checkpoints(&rt, &fx, 1).await;
     one_process_agrees(rt, [host_b, host_c2], &fx, &storage, seed).await;
+}
+
+// Goal: an owner restarted under the same name between the stop and the next runtime's start
+// hosts new, empty partitions. Every row of its partitions was deleted since the last
+// checkpoint, so they hash as the emptied ones did, but they do not list the deletions: the
+// hand-over must not take them for the partitions the runtime before stopped (it recovers in
+// the same start, after it moved rows to the joining member), and after a checkpoint of the
+// next runtime's own a single-process recovery of the store equals the cluster (the deleted
+// rows do not come back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_owner_restarted_after_the_stop_is_not_taken_for_the_one_that_stopped() {
+    let seed = seed("cluster-rejoin-restarted");
+    let fx = Arc::new(build(3, 4));
+    let storage = Arc::new(MemoryStorage::new());
+    let config = || on_memory(&storage, CHECKPOINT_EVERY_EPOCHS);
+    let (rt, host_c, owners_1) = first_generation(&fx, config()).await;
+    // The only rows written before the deletion.
+    let keys: Vec<u64> = (0..12).collect();
+    let (written_at, deleted_at) = checkpointed_then_deleted(&rt, &fx, &keys).await;
+    // Rows only in the partitions that move from a to b (local partition 2 of each service).
+    let to_b: Vec<u64> = (100..)
+        .filter(|key| fx.services[0].partition_of(key) == 2)
+        .take(3)
+        .collect();
+    everywhere(&rt.client(), &fx, &to_b, OpKind::Add(5)).await;
+    let (handed, hash_before) = stop_handing_over(rt).await;
+    let checkpoint = storage.latest_checkpoint_epoch().unwrap().unwrap_or(0);
+    assert!(
+        (written_at..deleted_at).contains(&checkpoint),
+        "seed {seed}: the last checkpoint, of epoch {checkpoint}, must hold the rows written at \
+         {written_at} and not their deletion at {deleted_at}"
+    );
+
+    // "b" joins and takes some of a's partitions; c keeps all of its own, but c restarted:
+    // its new host starts empty (no `re_place` of the one that stopped).
+    let owners_2: Vec<String> = owners_1
+        .iter()
+        .enumerate()
+        .map(|(gp, owner)| match gp % 4 {
+            2 => "b".to_string(),
+            _ => owner.clone(),
+        })
+        .collect();
+    assert!(
+        owners_1
+            .iter()
+            .zip(&owners_2)
+            .all(|(a, b)| a != "c" || b == "c")
+    );
+    host_c.stop().await;
+    drop(host_c);
+    let host_c2 = Arc::new(PartitionHost::start(fx.app.clone(), "c", &owners_2).unwrap());
+    let host_b = Arc::new(PartitionHost::start(fx.app.clone(), "b", &owners_2).unwrap());
+    let config_2 = placed(config(), owners_2, link_to(&[&host_b, &host_c2]));
+    let (rt, report) = start_after(&fx, config_2, handed, "cluster-rejoin-restarted", seed).await;
+    assert!(
+        !report.handed_over,
+        "seed {seed}: a restarted owner's new partitions were taken for the ones stopped: \
+         {report:?}"
+    );
+    assert_eq!(rt.client().state_hash().await.unwrap(), hash_before);
+    until_checkpoints(&rt, &fx, 1).await;
+    let checkpoint = one_process_agrees(rt, [host_b, host_c2], &fx, &storage, seed).await;
+    assert!(
+        checkpoint > Some(deleted_at),
+        "seed {seed}: recovered from {checkpoint:?}, not from a checkpoint after the deletion \
+         (epoch {deleted_at})"
+    );
 }

@@ -19,11 +19,15 @@
 //!   completes); one being copied is finished first. A write of it that fails fails the shared
 //!   watermark, so the next runtime refuses writes and its replacement recovers from the log,
 //!   which no checkpoint that did not complete truncated;
-//! - **the partitions**: this node's states (moved, not copied) and every partition's state hash.
+//! - **the partitions**: this node's states (moved, not copied) and every partition's state hash
+//!   with the incarnation of the instance its owner held (`StateMark`).
 //!   A partition whose owner does not change stays where it is; one that moves is read on its
 //!   owner before (every live row, and the rows deleted since the last checkpoint copy began)
 //!   and applied on its new owner (`Job::Apply`, in chunks), which lists them all for the next
-//!   checkpoint. Then every owner's state hash must equal the hash before.
+//!   checkpoint. Then every owner's state hash must equal the hash before, and every partition
+//!   whose owner did not change must be the very instance that stopped (the same incarnation):
+//!   an owner restarted since under the same name holds new, empty instances, which hash like
+//!   emptied ones but do not list the deletions the stopped ones had not checkpointed.
 //!
 //! Every partition kept or moved is readied as after a take-over
 //! (`host::settle_keeping_deletions`): every live row is listed for the next checkpoint, and
@@ -38,7 +42,7 @@ use crate::epoch::{Dispatch, run_phase};
 use crate::error::TxnError;
 use crate::host::settle_keeping_deletions;
 use crate::ids::GlobalPartition;
-use crate::partition::{Job, PartitionState};
+use crate::partition::{Job, PartitionState, StateMark};
 use crate::row_key::DeferredRows;
 use crate::runtime::config::RuntimeConfig;
 use crate::runtime::durability::CheckpointSchedule;
@@ -63,8 +67,8 @@ pub struct HandOver<A: App> {
     pub(super) term: u64,
     /// This node's partitions before, in ascending order.
     pub(super) states: States<A>,
-    /// Every partition's state hash before, on its owner.
-    pub(super) hashes: Vec<u64>,
+    /// Every partition's state hash before and the incarnation of the instance its owner held.
+    pub(super) hashes: Vec<StateMark>,
 }
 
 impl<A: App> HandOver<A> {
@@ -232,8 +236,8 @@ async fn refuse<A: App>(h: HandOver<A>, why: String) -> Option<HandOver<A>> {
 }
 
 /// Takes `h`: this node's partitions move into `actors` (or to their new owners), the
-/// partitions that change owner move as rows, and every owner's state hash must equal the hash
-/// before. On an error, the checkpoint writer is abandoned (the caller recovers).
+/// partitions that change owner move as rows, every owner's state hash must equal the hash
+/// before and every partition kept must be the instance that stopped. On an error, the checkpoint writer is abandoned (the caller recovers).
 pub(super) async fn take<A: App>(
     app: &Arc<AppDef<A>>,
     actors: &DriverDispatch<A>,
@@ -300,7 +304,7 @@ async fn move_partitions<A: App>(
     actors: &DriverDispatch<A>,
     placement: Option<(String, Vec<String>)>,
     states: States<A>,
-    expected: &[u64],
+    expected: &[StateMark],
 ) -> Result<Moved, TxnError> {
     let n_global = app.n_global;
     let owner_before = |gp: GlobalPartition| -> Option<&str> {
@@ -353,15 +357,24 @@ async fn move_partitions<A: App>(
     }
     let rows = apply_rows(actors, to_hand).await?;
     let all: Vec<GlobalPartition> = (0..n_global).collect();
+    // A partition kept must be the very instance its owner held: an owner restarted since
+    // holds a new one, which may hash the same (an emptied partition) but does not list the
+    // deletions the one before had not yet written to a checkpoint.
     let installed = run_phase(actors, &all, |_, reply| Job::StateHash { reply }).await?;
-    for (gp, (installed, expected)) in installed.into_iter().zip(expected).enumerate() {
-        if installed != *expected {
-            let owner = actors
-                .remote_node(gp as GlobalPartition)
-                .unwrap_or("this node");
+    for (gp, (installed, expected)) in (0..n_global).zip(installed.into_iter().zip(expected)) {
+        let owner = actors.remote_node(gp).unwrap_or("this node");
+        if installed.hash != expected.hash {
             return Err(TxnError::Recovery(format!(
-                "partition {gp}: handed over to its owner ({owner}), it hashes to {installed:#x}, \
-                 but to {expected:#x} on its owner before"
+                "partition {gp}: handed over to its owner ({owner}), it hashes to {:#x}, but to \
+                 {:#x} on its owner before",
+                installed.hash, expected.hash
+            )));
+        }
+        let kept = owner_before(gp) == actors.remote_node(gp);
+        if kept && installed.incarnation != expected.incarnation {
+            return Err(TxnError::Recovery(format!(
+                "partition {gp}: its owner ({owner}) holds another instance of it than the one \
+                 the runtime before stopped (the owner restarted since)"
             )));
         }
     }

@@ -325,8 +325,9 @@ impl<A: App> Runtime<A> {
     /// (every sequenced epoch durable and run on every partition, nothing failed), what a
     /// recovery would compute: its position, its dedup window, its checkpoint writer (a
     /// checkpoint being copied is finished, one being written goes on), this node's partitions'
-    /// states and every partition's state hash. `None` otherwise (the new runtime recovers).
-    /// The other nodes' hosts must still hold the partitions as this runtime left them.
+    /// states and every partition's state hash and instance incarnation. `None` otherwise (the
+    /// new runtime recovers). The other nodes' hosts must still hold the partitions as this
+    /// runtime left them: the very instances (an owner restarted since fails the hand-over).
     pub async fn shutdown_handing_over(self) -> Option<HandOver<A>> {
         self.stop(Stop::HandOver).await
     }
@@ -394,7 +395,7 @@ impl<A: App> Runtime<A> {
 
     /// The hand-over of a runtime whose sequencer stopped at `position`: checks that it stopped
     /// cleanly (nothing failed, its last epoch durable), then takes every partition's state
-    /// hash and this node's states, and the checkpoint writers.
+    /// hash and instance incarnation, this node's states, and the checkpoint writers.
     async fn collect_hand_over(&mut self, position: hand_over::Position<A>) -> Option<HandOver<A>> {
         if let Some(failure) = self.durable.failure() {
             tracing::warn!(

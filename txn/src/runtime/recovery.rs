@@ -721,8 +721,9 @@ async fn sources_of<A: App>(
     actors: &DriverDispatch<A>,
 ) -> Result<Vec<Source>, TxnError> {
     let all: Vec<GlobalPartition> = (0..app.n_global).collect();
-    let hashes = run_phase(actors, &all, |_, reply| Job::StateHash { reply }).await?;
-    let sources = hashes.into_iter().zip(&all).map(|(hash, gp)| {
+    let marks = run_phase(actors, &all, |_, reply| Job::StateHash { reply }).await?;
+    let sources = marks.into_iter().zip(&all).map(|(mark, gp)| {
+        let hash = mark.hash;
         let empty = crate::partition::PartitionState::new(app, *gp).state_hash();
         match actors.remote_node(*gp) {
             None => Source::Here,
@@ -769,6 +770,7 @@ async fn hand_over<A: App>(
     let all: Vec<GlobalPartition> = (0..app.n_global).collect();
     let sources = changed.sources;
     let expected = run_phase(private, &all, |_, reply| Job::StateHash { reply }).await?;
+    let expected: Vec<u64> = expected.into_iter().map(|m| m.hash).collect();
     let here = of_source(sources, Source::Here);
     move_in(private, actors, &here, changed.track_dirty).await?;
     let remote: Vec<GlobalPartition> = all
@@ -782,6 +784,7 @@ async fn hand_over<A: App>(
     let applied_in = started.elapsed();
     let installed = run_phase(actors, &all, |_, reply| Job::StateHash { reply }).await?;
     for (gp, (installed, expected)) in installed.into_iter().zip(expected).enumerate() {
+        let installed = installed.hash;
         if installed != expected {
             let owner = actors
                 .remote_node(gp as GlobalPartition)

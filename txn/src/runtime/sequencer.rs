@@ -632,8 +632,10 @@ async fn gather_conflict_stats<A: App>(s: &Sequencer<A>) -> Result<ConflictStats
 /// them in partition order, as `Client::state_hash`'s query does.
 async fn gather_state_hash<A: App>(s: &Sequencer<A>) -> Result<u64, TxnError> {
     let all: Vec<GlobalPartition> = (0..s.app.n_global).collect();
-    let hashes = run_phase(&s.actors, &all, |_, reply| Job::StateHash { reply }).await?;
-    Ok(crate::serial::combine_hashes(hashes.into_iter()))
+    let marks = run_phase(&s.actors, &all, |_, reply| Job::StateHash { reply }).await?;
+    Ok(crate::serial::combine_hashes(
+        marks.into_iter().map(|m| m.hash),
+    ))
 }
 
 impl<A: App> Sequencer<A> {

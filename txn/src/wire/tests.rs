@@ -442,7 +442,12 @@ fn result() -> impl Strategy<Value = PhaseResult<WireApp>> {
             .prop_map(|loaded| PhaseResult::Load { loaded }),
         per_partition(prop::result::maybe_ok(Just(()), ".{0,12}"))
             .prop_map(|applied| PhaseResult::Apply { applied }),
-        per_partition(any::<u64>()).prop_map(|hashes| PhaseResult::StateHash { hashes }),
+        per_partition((any::<u64>(), any::<u64>()))
+            .prop_map(|marks| marks
+                .into_iter()
+                .map(|(gp, (hash, incarnation))| { (gp, StateMark { hash, incarnation }) })
+                .collect())
+            .prop_map(|hashes| PhaseResult::StateHash { hashes }),
         per_partition(prop::collection::vec(
             (
                 name(),
