@@ -18,7 +18,8 @@
 //! reported as [`StorageError::Corrupt`] naming the epoch, never returned as data.
 //!
 //! Backends, all passing the one suite in [`conformance`]:
-//! - [`EmbeddedStorage`] = [`RedbStorage`]: the default, one redb file in a data directory.
+//! - [`EmbeddedStorage`] = [`RedbStorage`]: the default, two redb files (the log and the
+//!   checkpoints) in a data directory.
 //! - `FjallStorage` (cargo feature `fjall`): the measured alternative, kept for comparison.
 //! - `FdbStorage` (cargo feature `fdb`): FoundationDB 7.3, for durability across nodes.
 //! - `PostgresStorage` (cargo feature `postgres`): a PostgreSQL schema, the shared store the

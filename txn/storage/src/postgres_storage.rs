@@ -489,7 +489,7 @@ async fn begin_write<'c>(
 }
 
 /// Refuses, inside the write transaction `txn`, the write of a handle whose lease was taken
-/// over. The `FOR SHARE` read holds off a take-over until `txn` ends.
+/// over. The `FOR KEY SHARE` read holds off a take-over until `txn` ends.
 async fn check_fence(
     txn: &Transaction<'_>,
     sql: &Sql,
