@@ -8,8 +8,8 @@
 //!
 //! Each window prints, per kind, the thread's CPU µs per request (`CLOCK_THREAD_CPUTIME_ID`,
 //! read around every request: about a microsecond of it is the clock itself) and the rows the
-//! marketplace holds. Each kind runs in a function of its own (`run_checkout`, ...)
-//! and every window starts with a call to `window_mark`, so under callgrind
+//! marketplace holds. Each kind runs in a function of its own (`run_checkout`, ...,
+//! `run_dashboard`) and every window starts with a call to `window_mark`, so under callgrind
 //! (`valgrind --tool=callgrind --dump-before='*window_mark*'`) each dump holds one window and a
 //! kind's instructions are its function's inclusive cost in it.
 
@@ -26,35 +26,24 @@ const KINDS: [&str; 5] = [
     "update_delivery",
 ];
 
-#[inline(never)]
-fn run_checkout(exec: &mut SerialExecutor<MarketApp>, r: Request<MarketApp>, ts: u64) -> bool {
-    exec.run_request(r, ts).is_ok()
+/// Defines `$name`, which runs one transaction of kind `$kind` (an index into `KINDS`). Each
+/// marks its kind, so the compiler cannot fold the four into one function (it merges
+/// identical bodies) and each kind's instructions stay its own function's inclusive cost.
+macro_rules! kind_runner {
+    ($name:ident, $kind:expr) => {
+        #[inline(never)]
+        fn $name(exec: &mut SerialExecutor<MarketApp>, r: Request<MarketApp>, ts: u64) -> bool {
+            black_box($kind);
+            exec.run_request(r, ts).is_ok()
+        }
+    };
 }
 
-#[inline(never)]
-fn run_price_update(exec: &mut SerialExecutor<MarketApp>, r: Request<MarketApp>, ts: u64) -> bool {
-    exec.run_request(r, ts).is_ok()
-}
+kind_runner!(run_checkout, 0);
+kind_runner!(run_price_update, 2);
+kind_runner!(run_update_product, 3);
+kind_runner!(run_update_delivery, 4);
 
-#[inline(never)]
-fn run_update_product(
-    exec: &mut SerialExecutor<MarketApp>,
-    r: Request<MarketApp>,
-    ts: u64,
-) -> bool {
-    exec.run_request(r, ts).is_ok()
-}
-
-#[inline(never)]
-fn run_update_delivery(
-    exec: &mut SerialExecutor<MarketApp>,
-    r: Request<MarketApp>,
-    ts: u64,
-) -> bool {
-    exec.run_request(r, ts).is_ok()
-}
-
-/// The dashboard as the harness reads it on the serial baseline; returns its entries.
 #[inline(never)]
 fn run_dashboard(m: &Marketplace, exec: &SerialExecutor<MarketApp>, seller_id: SellerId) -> usize {
     let d = m.dashboard_serial(exec, seller_id);
