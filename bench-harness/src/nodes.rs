@@ -187,6 +187,10 @@ impl Processes {
             .args(["--partitions", &self.common.partitions.to_string()])
             .args(["--lease-ttl", &format!("{NODE_LEASE_TTL_MS}ms")])
             .args(["--epoch-duration", &format!("{}us", self.common.epoch_us)])
+            .args([
+                "--checkpoint-every",
+                &self.common.checkpoint_every.to_string(),
+            ])
             .args(["--heartbeat-interval", "100ms", "--failure-timeout", "1s"])
             .args(
                 self.common

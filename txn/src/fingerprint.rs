@@ -304,6 +304,24 @@ pub(crate) fn check_store(ours: &Fingerprint, storage: &dyn Storage) -> Result<(
     }
 }
 
+/// [`check_store`] without adopting an empty store (nothing is written): a store with no
+/// fingerprint yet is refused too.
+pub(crate) fn check_written_store(
+    ours: &Fingerprint,
+    storage: &dyn Storage,
+) -> Result<(), TxnError> {
+    let Some(stored) = read_stored(storage)? else {
+        return Err(TxnError::Recovery(
+            "the store holds no application yet".into(),
+        ));
+    };
+    let differences = stored.differences(ours);
+    match differences.is_empty() {
+        true => Ok(()),
+        false => Err(TxnError::StoreMismatch(differences)),
+    }
+}
+
 /// The fingerprint in the store, `None` when it has no record; refuses another format version.
 fn read_stored(storage: &dyn Storage) -> Result<Option<Fingerprint>, TxnError> {
     let read = storage.read_store_info();

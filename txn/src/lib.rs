@@ -75,7 +75,7 @@ pub use runtime::{
     Client, OutboxSink, Outcome, RecoverFrom, RecoveryReport, Retention, Runtime, RuntimeConfig,
     RuntimeStats,
 };
-pub use runtime::{HandOver, LeaseConfig, LeaseStatus};
+pub use runtime::{HandOver, LeaseConfig, LeaseStatus, PreparedTakeOver};
 pub use serial::SerialExecutor;
 /// The derive and attribute macros: `#[derive(Table)]`, `#[derive(EventKind)]`, `#[service]`,
 /// `#[handler]` (see the `txn-macros` crate).

@@ -29,9 +29,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use txn::storage::MemoryStorage;
+use txn::storage::Storage;
 use txn::{
-    App, AppBuilder, AppDef, ClusterPlacement, LoopbackLink, PartitionHost, Runtime, RuntimeConfig,
-    ServiceRef,
+    App, AppBuilder, AppDef, ClusterPlacement, LoopbackLink, PartitionHost, PreparedTakeOver,
+    Runtime, RuntimeConfig, ServiceRef,
 };
 
 /// Epochs between checkpoints when a generation takes them; large enough never to be due
@@ -233,6 +234,77 @@ async fn a_take_over_reloads_only_the_partitions_that_move() {
         hash_single, hash_cluster,
         "seed {seed}: a later recovery lost rows"
     );
+}
+
+// Goal: a take-over's recovery begun before the lease is free (`PreparedTakeOver`, started
+// while the old driver still runs epochs) goes on from where it stopped once the runtime
+// starts, and ends in the state the cluster reached; if a checkpoint completed after it began,
+// it is dropped and the take-over recovers from the store, to the same state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_take_over_prepared_before_the_lease_goes_on_from_its_replay() {
+    prepared_take_over(false, "cluster-prepared-take-over").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_take_over_prepared_before_a_checkpoint_is_dropped() {
+    prepared_take_over(true, "cluster-prepared-stale").await;
+}
+
+async fn prepared_take_over(checkpoint_after: bool, test: &str) {
+    let seed = seed(test);
+    let fx = Arc::new(build(3, 4));
+    let storage = Arc::new(MemoryStorage::new());
+    let every = match checkpoint_after {
+        true => CHECKPOINT_EVERY_EPOCHS,
+        false => NO_CHECKPOINT_EPOCHS,
+    };
+    let config = || RuntimeConfig {
+        checkpoint_every_epochs: every,
+        ..RuntimeConfig::with_storage(storage.clone())
+    };
+    let owners_1 = placement(&fx, |gp| ["a", "b", "c"][gp as usize % 3]);
+    let host_b = Arc::new(PartitionHost::start(fx.app.clone(), "b", &owners_1).unwrap());
+    let host_c = Arc::new(PartitionHost::start(fx.app.clone(), "c", &owners_1).unwrap());
+    let rt = start_driver(&fx.app, config(), "a", owners_1, &[&host_b, &host_c]).await;
+    run_chain_client(rt.client(), fx.clone(), seed, 45).await;
+    // "b" begins the take-over while "a" still runs epochs (and maybe checkpoints).
+    let checkpoint_then = storage.latest_checkpoint_epoch().unwrap();
+    let prepared = PreparedTakeOver::start(fx.app.clone(), config());
+    let mut round = 1;
+    while checkpoint_after && storage.latest_checkpoint_epoch().unwrap() == checkpoint_then {
+        assert!(round < 20, "seed {seed}: no checkpoint completed");
+        run_chain_client(rt.client(), fx.clone(), seed ^ round, 45).await;
+        round += 1;
+    }
+    let hash_cluster = run_until_the_driver_dies(rt, &fx, &storage, seed ^ 0xff).await;
+    host_b.stop().await;
+    let owners_2 = placement(&fx, |gp| ["c", "b", "c"][gp as usize % 3]);
+    let kept = Arc::new(host_c.re_place(&owners_2).await.unwrap());
+    host_c.stop().await;
+    let link = Arc::new(link_to(&[&kept]));
+    let config_2 = config().cluster(ClusterPlacement::new("b", owners_2, link));
+    let rt = Runtime::start_prepared(fx.app.clone(), config_2, None, prepared)
+        .await
+        .unwrap();
+    let report = rt.recovery_report().clone();
+    eprintln!("{test}: seed {seed}: {report:?}");
+    assert_eq!(
+        rt.client().state_hash().await.unwrap(),
+        hash_cluster,
+        "seed {seed}: another state"
+    );
+    match checkpoint_after {
+        false => {
+            assert!(report.epochs_replayed_before_lease > 0, "seed {seed}");
+            assert!(
+                report.epochs_replayed > report.epochs_replayed_before_lease,
+                "seed {seed}: nothing replayed after the lease: {report:?}"
+            );
+        }
+        true => assert_eq!(report.epochs_replayed_before_lease, 0, "seed {seed}"),
+    }
+    rt.shutdown().await;
+    kept.stop().await;
 }
 
 // Goal: a kept partition that the log does not explain (here: its node ran epochs on another

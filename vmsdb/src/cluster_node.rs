@@ -281,6 +281,8 @@ pub struct Serving {
     pub http: std::net::SocketAddr,
     pub lease_ttl: Option<Duration>,
     pub epoch_duration: Option<Duration>,
+    /// Epochs between checkpoints (`None`: the runtime's default).
+    pub checkpoint_every: Option<u64>,
     /// Spread the partitions over the live members (`--spread-partitions`).
     pub spread: bool,
 }
@@ -365,6 +367,7 @@ fn node_settings(
     settings.token = std::env::var("VMSDB_TOKEN").ok();
     settings.partitions = options.partitions;
     settings.epoch_duration = serving.epoch_duration;
+    settings.checkpoint_every = serving.checkpoint_every;
     settings.store_url = Some(serving.store_url.clone());
     settings.lease_ttl = serving.lease_ttl;
     settings.wait_for_lease = Some(Duration::from_millis(limits::LEASE_WAIT_ROUND_MS));
@@ -524,6 +527,8 @@ async fn take_lease<S: ServedApp>(
     // every partition from the store. Any other failure keeps keeping: whatever it left on the
     // members, recovery checks every kept partition against the replay again.
     let mut keep = true;
+    // A take-over's recovery begun while the dead sequencer's lease runs out.
+    let mut prepared: Option<txn::PreparedTakeOver<S::App>> = None;
     loop {
         let n_partitions = engine.app.app_def().n_partitions_total();
         let owners = engine.spread.then(|| cluster.placement(n_partitions));
@@ -534,8 +539,13 @@ async fn take_lease<S: ServedApp>(
         });
         let opening_at = std::time::Instant::now();
         // Only the first try takes the hand-over: a start that fails gives it up (recovering).
-        let opening =
-            Served::<S>::open_handed_over(options, settings, |_| placement, hand_over.take());
+        let opening = Served::<S>::open_handed_over(
+            options,
+            settings,
+            |_| placement,
+            hand_over.take(),
+            prepared.clone(),
+        );
         match opening.await {
             Ok(served) => {
                 // The take-over's breakdown, for reading a failover from the node's log.
@@ -559,7 +569,7 @@ async fn take_lease<S: ServedApp>(
                 lease_tries += 1;
                 if engine.spread {
                     let wait = remaining_ms.max(limits::REPLACE_RETRY_MS);
-                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    wait_to_try_again(engine, cluster, settings, wait, &mut prepared).await;
                 }
             }
             Err(error) => {
@@ -571,6 +581,71 @@ async fn take_lease<S: ServedApp>(
                 };
                 tokio::time::sleep(Duration::from_millis(retry)).await;
             }
+        }
+    }
+}
+
+/// Waits `wait` before the next try for the lease. If the sequencer is (or, meanwhile,
+/// becomes) unknown — declared dead — the first standby in line begins the take-over's
+/// recovery at once instead of when the lease is free, and the others wait longer, so that the
+/// one that began it takes the lease.
+async fn wait_to_try_again<S: ServedApp>(
+    engine: &NodeEngine<S>,
+    cluster: &Cluster,
+    settings: &Settings,
+    wait: u64,
+    prepared: &mut Option<txn::PreparedTakeOver<S::App>>,
+) {
+    let mut until = tokio::time::Instant::now() + Duration::from_millis(wait);
+    let mut sequencer = engine.sequencer.subscribe();
+    let mut extended = false;
+    loop {
+        match (
+            engine.sequencer(),
+            first_in_line(cluster, &engine.node_name),
+        ) {
+            // A sequencer is known (again): nothing to take over.
+            (Some(_), _) => *prepared = None,
+            (None, true) if prepared.is_none() => *prepared = prepare(engine, settings).await,
+            (None, true) => {}
+            (None, false) if !extended => {
+                extended = true;
+                until += Duration::from_millis(limits::LEASE_NOT_FIRST_IN_LINE_WAIT_MS);
+            }
+            (None, false) => {}
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => return,
+            changed = sequencer.changed() => {
+                if changed.is_err() {
+                    tokio::time::sleep_until(until).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Whether `node` comes first by name among the live members: the standby that begins a
+/// dead sequencer's take-over before its lease is free, and tries for the lease first.
+fn first_in_line(cluster: &Cluster, node: &str) -> bool {
+    cluster.members().first().is_some_and(|m| m.name == node)
+}
+
+/// Begins the take-over's recovery while the dead sequencer's lease runs out (`None` if the
+/// store cannot be opened: the take-over then recovers after the lease, as without).
+async fn prepare<S: ServedApp>(
+    engine: &NodeEngine<S>,
+    settings: &Settings,
+) -> Option<txn::PreparedTakeOver<S::App>> {
+    match crate::engine::prepare_take_over(&engine.app, settings).await {
+        Ok(prepared) => {
+            tracing::info!("no sequencer: replaying the log while its lease runs out");
+            Some(prepared)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not begin the take-over before the lease");
+            None
         }
     }
 }

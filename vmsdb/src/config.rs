@@ -92,6 +92,11 @@ pub struct ServeArgs {
     #[arg(long, env = "VMSDB_EPOCH_DURATION", value_parser = humantime::parse_duration)]
     #[serde(deserialize_with = "duration_text")]
     pub epoch_duration: Option<Duration>,
+    /// Epochs between two incremental checkpoints; 0 never checkpoints (a restart then replays
+    /// the whole log) [default: the runtime's, 1000]. Fewer epochs: a shorter replay after a
+    /// crash or a take-over, more checkpoint writes.
+    #[arg(long, env = "VMSDB_CHECKPOINT_EVERY", value_name = "EPOCHS")]
+    pub checkpoint_every: Option<u64>,
     /// ycsb only: the keys the table should hold (`0..N`), for the `audit` query [default:
     /// 1000000].
     #[arg(long, env = "VMSDB_YCSB_KEYS")]
@@ -240,6 +245,8 @@ pub struct Settings {
     pub partitions: Option<u32>,
     /// `None`: the runtime's default.
     pub epoch_duration: Option<Duration>,
+    /// Epochs between checkpoints; `None`: the runtime's default.
+    pub checkpoint_every: Option<u64>,
     pub ycsb_keys: u64,
     /// Also listen on 127.0.0.1 at each of `limits::DRIVER_PORTS` (marketplace only).
     pub driver_ports: bool,
@@ -266,6 +273,7 @@ impl Settings {
             token: None,
             partitions: None,
             epoch_duration: None,
+            checkpoint_every: None,
             ycsb_keys: 1_000_000,
             driver_ports: false,
             limits: ServerLimits::default(),
@@ -314,6 +322,7 @@ impl Settings {
         settings.token = resolve_token(token_env, args.token_file)?;
         settings.partitions = args.partitions;
         settings.epoch_duration = args.epoch_duration;
+        settings.checkpoint_every = args.checkpoint_every;
         settings.ycsb_keys = args.ycsb_keys.unwrap_or(settings.ycsb_keys);
         settings.driver_ports = args.driver_ports.unwrap_or(false);
         settings.retain_history = args.retain_history.unwrap_or(false);
@@ -411,6 +420,7 @@ impl ServeArgs {
             token_file: self.token_file.or(file.token_file),
             partitions: self.partitions.or(file.partitions),
             epoch_duration: self.epoch_duration.or(file.epoch_duration),
+            checkpoint_every: self.checkpoint_every.or(file.checkpoint_every),
             ycsb_keys: self.ycsb_keys.or(file.ycsb_keys),
             body_bytes_max: self.body_bytes_max.or(file.body_bytes_max),
             concurrent_requests_max: self

@@ -114,40 +114,29 @@ impl<S: ServedApp> Served<S> {
         settings: &Settings,
         placement: impl FnOnce(&S) -> Option<txn::ClusterPlacement>,
     ) -> Result<Arc<Self>, TxnError> {
-        Self::open_handed_over(options, settings, placement, None).await
+        Self::open_handed_over(options, settings, placement, None, None).await
     }
 
     /// [`Served::open_placed`] taking what the runtime before handed over, if anything
-    /// (`Runtime::start_handed_over`: no recovery when it holds).
+    /// (`Runtime::start_handed_over`: no recovery when it holds), and going on with a
+    /// take-over's recovery begun before the lease, if any (`Runtime::start_prepared`).
     pub async fn open_handed_over(
         options: AppOptions,
         settings: &Settings,
         placement: impl FnOnce(&S) -> Option<txn::ClusterPlacement>,
         hand_over: Option<txn::HandOver<S::App>>,
+        prepared: Option<txn::PreparedTakeOver<S::App>>,
     ) -> Result<Arc<Self>, TxnError> {
         let app = S::build(options)?;
-        let store = settings.store_description();
-        tracing::info!(%store, "opening the store");
-        let opening = settings.clone();
-        let storage = tokio::task::spawn_blocking(move || crate::store::open_storage(&opening))
-            .await
-            .map_err(|e| {
-                TxnError::Storage(format!("opening the store ({store}) stopped: {e}"))
-            })??;
-        let mut config = RuntimeConfig::with_storage(storage);
-        config.lease = Some(crate::store::lease_config(settings));
-        if let Some(epoch_duration) = settings.epoch_duration {
-            config.epoch_duration = epoch_duration;
-        }
-        if settings.retain_history {
-            config.history_retention = Some(txn::Retention::Everything);
-        }
+        let mut config = runtime_config(settings).await?;
         if let Some(placement) = placement(&app) {
             config = config.cluster(placement);
         }
-        let runtime = match hand_over {
-            Some(h) => Runtime::start_handed_over(app.app_def().clone(), config, h).await?,
-            None => Runtime::start(app.app_def().clone(), config).await?,
+        let def = app.app_def().clone();
+        let runtime = match (hand_over, prepared) {
+            (h, Some(p)) => Runtime::start_prepared(def, config, h, p).await?,
+            (Some(h), None) => Runtime::start_handed_over(def, config, h).await?,
+            (None, None) => Runtime::start(def, config).await?,
         };
         tracing::info!(lease = %runtime.stats().lease_status(), "store lease");
         Ok(Arc::new(Served {
@@ -320,4 +309,36 @@ impl<S: ServedApp> Engine for Served<S> {
             }
         })
     }
+}
+
+/// The runtime's configuration for `settings`, with its store opened.
+async fn runtime_config(settings: &Settings) -> Result<RuntimeConfig, TxnError> {
+    let store = settings.store_description();
+    tracing::info!(%store, "opening the store");
+    let opening = settings.clone();
+    let storage = tokio::task::spawn_blocking(move || crate::store::open_storage(&opening))
+        .await
+        .map_err(|e| TxnError::Storage(format!("opening the store ({store}) stopped: {e}")))??;
+    let mut config = RuntimeConfig::with_storage(storage);
+    config.lease = Some(crate::store::lease_config(settings));
+    if let Some(epoch_duration) = settings.epoch_duration {
+        config.epoch_duration = epoch_duration;
+    }
+    if let Some(every) = settings.checkpoint_every {
+        config.checkpoint_every_epochs = every;
+    }
+    if settings.retain_history {
+        config.history_retention = Some(txn::Retention::Everything);
+    }
+    Ok(config)
+}
+
+/// Begins a take-over's recovery for `app` on the store of `settings` before this process
+/// holds its lease (`txn::PreparedTakeOver`); hand it to [`Served::open_handed_over`].
+pub async fn prepare_take_over<S: ServedApp>(
+    app: &S,
+    settings: &Settings,
+) -> Result<txn::PreparedTakeOver<S::App>, TxnError> {
+    let config = runtime_config(settings).await?;
+    Ok(txn::PreparedTakeOver::start(app.app_def().clone(), config))
 }

@@ -112,6 +112,13 @@ pub const CONTEND_RETRY_MS: u64 = 1_000;
 /// milliseconds: short, since every attempt renews the lease, which must not run out meanwhile.
 pub const REPLACE_RETRY_MS: u64 = 50;
 
+/// How much longer than the lease's remaining time a standby that is not first in line (by
+/// name, among the live members) waits before it tries to take a dead sequencer's lease, in
+/// milliseconds: the first in line has begun the take-over's replay before the lease was free
+/// (`txn::PreparedTakeOver`) and should win it; if it does not come, the next one takes over
+/// this much later.
+pub const LEASE_NOT_FIRST_IN_LINE_WAIT_MS: u64 = 1_000;
+
 /// How often a sequencer node looks whether its runtime still holds the store's lease (it
 /// stops, to rejoin as a standby, once another node took the lease over), in milliseconds.
 pub const LEASE_CHECK_INTERVAL_MS: u64 = 100;

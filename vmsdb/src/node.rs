@@ -85,6 +85,11 @@ pub struct NodeArgs {
     #[arg(long, env = "VMSDB_EPOCH_DURATION", value_parser = humantime::parse_duration)]
     #[serde(deserialize_with = "crate::config::duration_text")]
     pub epoch_duration: Option<Duration>,
+    /// Epochs between two incremental checkpoints of the sequencer's runtime; 0 never
+    /// checkpoints [default: the runtime's, 1000]. Fewer epochs: a shorter replay when a node
+    /// takes over, more checkpoint writes.
+    #[arg(long, env = "VMSDB_CHECKPOINT_EVERY", value_name = "EPOCHS")]
+    pub checkpoint_every: Option<u64>,
     /// Spread the application's partitions over the live members (the sequencer drives the
     /// epochs, every node hosts its partitions; re-placed when members die or join). Snapshot
     /// queries then reach only the sequencer's own partitions (`docs/cluster.md`).
@@ -180,6 +185,7 @@ impl NodeArgs {
                     http,
                     lease_ttl: self.lease_ttl.or(file.lease_ttl),
                     epoch_duration: self.epoch_duration.or(file.epoch_duration),
+                    checkpoint_every: self.checkpoint_every.or(file.checkpoint_every),
                     spread: self.spread_partitions || file.spread_partitions,
                 })
             }

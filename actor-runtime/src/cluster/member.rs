@@ -425,7 +425,7 @@ impl MemberActor {
             self.settings.heartbeat_interval,
             state.peers.values_mut().map(|p| &mut p.last_heard),
         );
-        if paused > self.settings.heartbeat_interval {
+        if !paused.is_zero() {
             tracing::warn!(
                 paused_ms = paused.as_millis() as u64,
                 "this node did not run for a while: its peers' silence during the pause is not counted"
@@ -488,7 +488,8 @@ impl MemberActor {
 }
 
 /// Moves each `last_heard` forward by how much later than `interval` this tick came after the
-/// previous one (`previous`, `None` at the first tick), and returns the gap between the ticks.
+/// previous one (`previous`, `None` at the first tick), when that is more than another whole
+/// interval (a pause), and returns what it discounted (zero for a tick on time).
 ///
 /// A node that was not running (SIGSTOP, a VM paused, a starved runtime) processes its tick
 /// before the heartbeats its peers sent meanwhile, which wait in its sockets and mailbox: judged
@@ -504,14 +505,19 @@ fn discount_own_pause<'a>(
     let Some(previous) = previous else {
         return Duration::ZERO;
     };
-    let gap = now.saturating_duration_since(previous);
-    let late = gap.saturating_sub(interval);
-    if !late.is_zero() {
-        for heard in last_heard {
-            *heard = (*heard + late).min(now);
-        }
+    let late = now
+        .saturating_duration_since(previous)
+        .saturating_sub(interval);
+    // A tick a little late is a busy scheduler, not a pause: discounting that jitter at every
+    // tick would add up and keep a dead peer looking alive for longer than the failure timeout
+    // (and warn ten times a second on a loaded machine).
+    if late <= interval {
+        return Duration::ZERO;
     }
-    gap
+    for heard in last_heard {
+        *heard = (*heard + late).min(now);
+    }
+    late
 }
 
 /// Casts `message` to a peer's member actor; a peer that just went away is found by the
@@ -532,9 +538,19 @@ mod tests {
         let start = Instant::now();
         let mut heard = [start, start + Duration::from_millis(50)];
         let now = start + INTERVAL;
-        let gap = discount_own_pause(Some(start), now, INTERVAL, heard.iter_mut());
-        assert_eq!(gap, INTERVAL);
+        let paused = discount_own_pause(Some(start), now, INTERVAL, heard.iter_mut());
+        assert_eq!(paused, Duration::ZERO);
         assert_eq!(heard, [start, start + Duration::from_millis(50)]);
+    }
+
+    #[test]
+    fn a_tick_late_by_less_than_an_interval_moves_no_last_heard() {
+        let start = Instant::now();
+        let mut heard = [start - Duration::from_millis(30), start];
+        let now = start + INTERVAL + Duration::from_millis(90);
+        let paused = discount_own_pause(Some(start), now, INTERVAL, heard.iter_mut());
+        assert_eq!(paused, Duration::ZERO);
+        assert_eq!(heard, [start - Duration::from_millis(30), start]);
     }
 
     #[test]
@@ -543,8 +559,8 @@ mod tests {
         // Last heard 80 ms before the previous tick, then this node stopped for 3 s.
         let mut heard = [start - Duration::from_millis(80), start];
         let now = start + Duration::from_secs(3);
-        let gap = discount_own_pause(Some(start), now, INTERVAL, heard.iter_mut());
-        assert_eq!(gap, Duration::from_secs(3));
+        let paused = discount_own_pause(Some(start), now, INTERVAL, heard.iter_mut());
+        assert_eq!(paused, Duration::from_secs(3) - INTERVAL);
         // Each peer is as quiet as it was when the pause began, plus one interval.
         assert_eq!(now - heard[0], Duration::from_millis(180));
         assert_eq!(now - heard[1], INTERVAL);

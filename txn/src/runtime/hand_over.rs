@@ -273,6 +273,7 @@ pub(super) async fn take<A: App>(
         handed_over: true,
         partitions_moved: moved.partitions,
         rows_moved: moved.rows,
+        epochs_replayed_before_lease: 0,
     };
     tracing::info!(
         last_epoch = report.last_epoch,

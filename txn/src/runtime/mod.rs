@@ -28,6 +28,7 @@ mod reply_slot;
 mod retention;
 mod sequencer;
 mod stats;
+mod take_over;
 
 pub use crate::outcome::Outcome;
 pub use client::Client;
@@ -41,6 +42,7 @@ pub(crate) use recovery::{load_checkpoint_async, recover, recover_driver, stream
 pub use reply::OutboxSink;
 pub use stats::{ConflictStats, RuntimeStats, StatsSnapshot, TableConflicts};
 pub use stats::{EpochPeak, LatencyPeaks, LogPeak};
+pub use take_over::PreparedTakeOver;
 
 use crate::app::{App, AppDef};
 use crate::cluster_dispatch::{ClusterDispatch, DriverDispatch};
@@ -100,7 +102,7 @@ impl<A: App> Runtime<A> {
     /// Starts a runtime for `app`: replays whatever the storage holds, then accepts requests.
     /// Must be called inside a multi-threaded tokio runtime.
     pub async fn start(app: Arc<AppDef<A>>, config: RuntimeConfig) -> Result<Self, TxnError> {
-        Self::start_taking(app, config, None).await
+        Self::start_taking(app, config, None, None).await
     }
 
     /// [`Runtime::start`] on the store and node of a runtime this process stopped with
@@ -114,20 +116,36 @@ impl<A: App> Runtime<A> {
         config: RuntimeConfig,
         hand_over: HandOver<A>,
     ) -> Result<Self, TxnError> {
-        Self::start_taking(app, config, Some(hand_over)).await
+        Self::start_taking(app, config, Some(hand_over), None).await
+    }
+
+    /// [`Runtime::start`] going on with a take-over's recovery begun before the store's lease
+    /// was free ([`PreparedTakeOver`]): once this runtime holds the lease, if the store's latest
+    /// checkpoint is still the one `prepared` loaded, only the rest of the log is replayed on
+    /// its private copy; otherwise it recovers as [`Runtime::start`] does. Used by a cluster's
+    /// runtime only (one in a single process recovers as `start` does); a start refused for the
+    /// lease leaves `prepared` for the next.
+    pub async fn start_prepared(
+        app: Arc<AppDef<A>>,
+        config: RuntimeConfig,
+        hand_over: Option<HandOver<A>>,
+        prepared: PreparedTakeOver<A>,
+    ) -> Result<Self, TxnError> {
+        Self::start_taking(app, config, hand_over, Some(prepared)).await
     }
 
     async fn start_taking(
         app: Arc<AppDef<A>>,
         config: RuntimeConfig,
         hand_over: Option<HandOver<A>>,
+        prepared: Option<PreparedTakeOver<A>>,
     ) -> Result<Self, TxnError> {
         validate(&config)?;
         // Nothing is read from the store before this runtime holds its lease.
         let granted = lease::acquire(&config.storage, config.lease.as_ref()).await?;
         let (storage, lease_config) = (config.storage.clone(), config.lease.clone());
         let held = granted.is_some();
-        let started = Self::start_holding_lease(app, config, granted, hand_over).await;
+        let started = Self::start_holding_lease(app, config, granted, hand_over, prepared).await;
         if started.is_err() && held {
             // A runtime that will never write must not keep a standby waiting for its lease.
             lease::hand_back(storage, lease_config).await;
@@ -141,6 +159,7 @@ impl<A: App> Runtime<A> {
         config: RuntimeConfig,
         granted: Option<lease::Granted>,
         hand_over: Option<HandOver<A>>,
+        prepared: Option<PreparedTakeOver<A>>,
     ) -> Result<Self, TxnError> {
         // Before anything reads the store: refuse one written by another application or format.
         // Storage calls block, so they run on the blocking pool.
@@ -189,14 +208,15 @@ impl<A: App> Runtime<A> {
         // In a cluster, recovery loads the other nodes' partitions through their hosts.
         let (recovery, dedup, handed_schedule, inherited_checkpointers) = match handed {
             None => {
-                let (recovery, dedup) = recover_driver(&app, &actors, &config).await?;
+                let (recovery, dedup) = recover_driver(&app, &actors, &config, prepared).await?;
                 (recovery, dedup, None, Vec::new())
             }
             Some(h) => match hand_over::take(&app, &actors, h).await {
                 Ok(t) => (t.report, t.dedup, Some(t.schedule), t.checkpointers),
                 Err(error) => {
                     tracing::warn!(%error, "the hand-over failed; recovering from the store");
-                    let (recovery, dedup) = recover_driver(&app, &actors, &config).await?;
+                    let (recovery, dedup) =
+                        recover_driver(&app, &actors, &config, prepared).await?;
                     (recovery, dedup, None, Vec::new())
                 }
             },

@@ -18,6 +18,7 @@
 //! epochs (and, after a checkpoint, those changed since it), and refuses to start if one of
 //! them differs from the replay; the caller then places the partitions again keeping none.
 
+use super::take_over::{Prepared, PreparedTakeOver};
 use crate::app::{App, AppDef};
 use crate::cluster_dispatch::DriverDispatch;
 use crate::dedup::{DEDUP_GP, Dedup, WindowBounds, request_digest};
@@ -118,6 +119,9 @@ pub struct RecoveryReport {
     pub partitions_moved: usize,
     /// The rows it moved.
     pub rows_moved: usize,
+    /// Of `epochs_replayed`, those a take-over replayed before it held the store's lease
+    /// (`PreparedTakeOver`); `duration` counts from the lease, so without them.
+    pub epochs_replayed_before_lease: u64,
 }
 
 /// Loads the latest complete checkpoint into the partitions and the dedup window (nothing with
@@ -226,57 +230,120 @@ async fn recover_splitting<A: App, D: Dispatch<A>>(
     config: &RuntimeConfig,
     split: Option<TailSplit>,
 ) -> Result<(RecoveryReport, Dedup<A::Output>, Option<ChangedRows>), TxnError> {
-    let mut before_tail = None;
-    let started = std::time::Instant::now();
-    let (checkpoint_epoch, rows_loaded, dedup) = load_checkpoint_async(app, actors, config).await?;
-    let mut settler = Settler::<A>::start(dedup);
-    let from = checkpoint_epoch.map_or(0, |c| c + 1);
-    let mut records = stream_log::<A>(config.storage.clone(), from);
-    let mut position = LogPosition {
-        // Epochs are numbered from 1; after a checkpoint of epoch c the log must go on at c + 1.
-        expected: from.max(1),
-        checkpoint_epoch,
-        epochs_replayed: 0,
-    };
-    let mut last_epoch = checkpoint_epoch.unwrap_or(0);
-    let mut last_timestamp_ms = 0;
-    let mut spent = ReplaySpent::default();
-    let mut waited_from = Instant::now();
-    while let Some(record) = records.recv().await {
-        spent.log_wait += waited_from.elapsed();
-        let record = record?;
-        position.check_next(record.epoch)?;
-        if let Some((tail_from, gps)) = &split
-            && record.epoch >= *tail_from
-            && before_tail.is_none()
-        {
-            let changed = run_phase(actors, gps, |_, reply| Job::Checkpoint { reply }).await?;
-            before_tail = Some(changed);
-        }
-        last_epoch = record.epoch;
-        last_timestamp_ms = record.timestamp_ms;
-        replay_epoch(app, actors, config, record, &mut settler, &mut spent).await?;
-        position.epochs_replayed += 1;
-        waited_from = Instant::now();
-    }
-    let finishing = Instant::now();
-    let (dedup, settling) = settler.finish().await?;
-    (spent.settle_wait, spent.settle) = (finishing.elapsed(), settling);
-    spent.log(position.epochs_replayed);
-    Ok((
-        RecoveryReport {
+    let started = Instant::now();
+    let mut replay = Replay::begin(app, actors, config).await?;
+    let before_tail = replay.run(app, actors, config, None, split).await?;
+    let (mut report, dedup) = replay.finish().await?;
+    report.duration = started.elapsed();
+    Ok((report, dedup, before_tail))
+}
+
+/// A replay under way: the checkpoint loaded, the log replayed up to some epoch. It can stop
+/// and go on (a take-over replays most of the log before it holds the store's lease,
+/// [`prepare_take_over`], and the rest after).
+pub(crate) struct Replay<A: App> {
+    checkpoint_epoch: Option<u64>,
+    rows_loaded: usize,
+    settler: Settler<A>,
+    position: LogPosition,
+    last_epoch: u64,
+    last_timestamp_ms: u64,
+    spent: ReplaySpent,
+}
+
+impl<A: App> Replay<A> {
+    /// Loads the latest complete checkpoint into `actors` and the dedup window.
+    pub(super) async fn begin<D: Dispatch<A>>(
+        app: &Arc<AppDef<A>>,
+        actors: &D,
+        config: &RuntimeConfig,
+    ) -> Result<Self, TxnError> {
+        let (checkpoint_epoch, rows_loaded, dedup) =
+            load_checkpoint_async(app, actors, config).await?;
+        let from = checkpoint_epoch.map_or(0, |c| c + 1);
+        Ok(Replay {
             checkpoint_epoch,
             rows_loaded,
-            epochs_replayed: position.epochs_replayed,
-            last_epoch,
-            last_timestamp_ms,
+            settler: Settler::<A>::start(dedup),
+            position: LogPosition {
+                // Epochs are numbered from 1; after a checkpoint of epoch c the log must go on
+                // at c + 1.
+                expected: from.max(1),
+                checkpoint_epoch,
+                epochs_replayed: 0,
+            },
+            last_epoch: checkpoint_epoch.unwrap_or(0),
+            last_timestamp_ms: 0,
+            spent: ReplaySpent::default(),
+        })
+    }
+
+    /// Replays the logged epochs from the next one on, up to `until` (`None`: the log's end);
+    /// with `split`, the rows its partitions changed before its epoch are taken out just
+    /// before replaying it, and returned.
+    pub(super) async fn run<D: Dispatch<A>>(
+        &mut self,
+        app: &Arc<AppDef<A>>,
+        actors: &D,
+        config: &RuntimeConfig,
+        until: Option<u64>,
+        split: Option<TailSplit>,
+    ) -> Result<Option<ChangedRows>, TxnError> {
+        let mut before_tail = None;
+        let mut records = stream_log::<A>(config.storage.clone(), self.position.expected);
+        let mut waited_from = Instant::now();
+        while let Some(record) = records.recv().await {
+            self.spent.log_wait += waited_from.elapsed();
+            let record = record?;
+            if until.is_some_and(|until| record.epoch > until) {
+                break;
+            }
+            self.position.check_next(record.epoch)?;
+            if let Some((tail_from, gps)) = &split
+                && record.epoch >= *tail_from
+                && before_tail.is_none()
+            {
+                let changed = run_phase(actors, gps, |_, reply| Job::Checkpoint { reply }).await?;
+                before_tail = Some(changed);
+            }
+            self.last_epoch = record.epoch;
+            self.last_timestamp_ms = record.timestamp_ms;
+            let (settler, spent) = (&mut self.settler, &mut self.spent);
+            replay_epoch(app, actors, config, record, settler, spent).await?;
+            self.position.epochs_replayed += 1;
+            waited_from = Instant::now();
+        }
+        Ok(before_tail)
+    }
+
+    /// The checkpoint it loaded.
+    pub(super) fn checkpoint_epoch(&self) -> Option<u64> {
+        self.checkpoint_epoch
+    }
+
+    /// The epochs it replayed so far.
+    pub(super) fn epochs_replayed(&self) -> u64 {
+        self.position.epochs_replayed
+    }
+
+    /// Waits for the settling of the last epochs: the report (its `duration` is the caller's
+    /// to set) and the dedup window.
+    pub(super) async fn finish(mut self) -> Result<(RecoveryReport, Dedup<A::Output>), TxnError> {
+        let finishing = Instant::now();
+        let (dedup, settling) = self.settler.finish().await?;
+        (self.spent.settle_wait, self.spent.settle) = (finishing.elapsed(), settling);
+        self.spent.log(self.position.epochs_replayed);
+        let report = RecoveryReport {
+            checkpoint_epoch: self.checkpoint_epoch,
+            rows_loaded: self.rows_loaded,
+            epochs_replayed: self.position.epochs_replayed,
+            last_epoch: self.last_epoch,
+            last_timestamp_ms: self.last_timestamp_ms,
             dedup_window_entries: dedup.len(),
-            duration: started.elapsed(),
             ..RecoveryReport::default()
-        },
-        dedup,
-        before_tail,
-    ))
+        };
+        Ok((report, dedup))
+    }
 }
 
 /// Runs [`load_checkpoint`] on the blocking pool (storage reads block, and must never run on
@@ -584,10 +651,52 @@ pub(crate) async fn recover_driver<A: App>(
     app: &Arc<AppDef<A>>,
     actors: &DriverDispatch<A>,
     config: &RuntimeConfig,
+    prepared: Option<PreparedTakeOver<A>>,
 ) -> Result<(RecoveryReport, Dedup<A::Output>), TxnError> {
     match actors {
         DriverDispatch::Local(_) => recover(app, actors, config).await,
-        DriverDispatch::Cluster(_) => recover_then_hand_over(app, actors, config).await,
+        DriverDispatch::Cluster(_) => {
+            let prepared = match prepared.and_then(|p| p.take()) {
+                Some(preparing) => still_current(preparing, config).await,
+                None => None,
+            };
+            recover_then_hand_over(app, actors, config, prepared).await
+        }
+    }
+}
+
+/// The prepared take-over's private copy, once its replay is done, if the store's latest
+/// checkpoint is still the one it loaded (`take_over.rs`); otherwise it is stopped.
+async fn still_current<A: App>(
+    preparing: tokio::task::JoinHandle<Result<Prepared<A>, TxnError>>,
+    config: &RuntimeConfig,
+) -> Option<Prepared<A>> {
+    let prepared = match preparing.await {
+        Ok(Ok(prepared)) => prepared,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "the take-over prepared before the lease failed; recovering from the store");
+            return None;
+        }
+        Err(error) => {
+            tracing::warn!(%error, "the take-over prepared before the lease stopped; recovering from the store");
+            return None;
+        }
+    };
+    let storage = config.storage.clone();
+    let latest = tokio::task::spawn_blocking(move || storage.latest_checkpoint_epoch()).await;
+    let loaded = prepared.replay.checkpoint_epoch();
+    match latest {
+        Ok(Ok(latest)) if latest == loaded => Some(prepared),
+        other => {
+            tracing::info!(
+                loaded = ?loaded,
+                latest = ?other.map(|r| r.map_err(|e| e.to_string())),
+                "the take-over prepared before the lease loaded another checkpoint than the \
+                 store's latest; recovering from the store"
+            );
+            prepared.private.stop().await;
+            None
+        }
     }
 }
 
@@ -601,6 +710,30 @@ async fn recover_then_hand_over<A: App>(
     app: &Arc<AppDef<A>>,
     actors: &DriverDispatch<A>,
     config: &RuntimeConfig,
+    prepared: Option<Prepared<A>>,
+) -> Result<(RecoveryReport, Dedup<A::Output>), TxnError> {
+    let started = Instant::now();
+    let (private, replay, prepared_epochs) = match prepared {
+        Some(p) => (p.private, Some(p.replay), p.epochs),
+        // The private copy always remembers changed rows: they are what the owners are handed.
+        None => (PartitionActors::start(app.clone(), true)?, None, 0),
+    };
+    let recovered = recover_on_private(app, actors, config, &private, replay).await;
+    private.stop().await;
+    let mut recovered = recovered?;
+    recovered.0.duration = started.elapsed();
+    recovered.0.epochs_replayed_before_lease = prepared_epochs;
+    Ok(recovered)
+}
+
+/// [`recover_then_hand_over`] on the private copy `private`, going on with `replay` if one was
+/// begun before the lease.
+async fn recover_on_private<A: App>(
+    app: &Arc<AppDef<A>>,
+    actors: &DriverDispatch<A>,
+    config: &RuntimeConfig,
+    private: &PartitionActors<A>,
+    replay: Option<Replay<A>>,
 ) -> Result<(RecoveryReport, Dedup<A::Output>), TxnError> {
     let started = Instant::now();
     let sources = sources_of(app, actors).await?;
@@ -609,14 +742,21 @@ async fn recover_then_hand_over<A: App>(
         false => Some((log_tail_from(config).await?, kept.clone())),
         true => None,
     };
-    // The private copy always remembers changed rows: they are what the owners are handed.
-    let private = PartitionActors::start(app.clone(), true)?;
     let skipped: Vec<bool> = sources.iter().map(|s| *s != Source::Loaded).collect();
+    let replaying = async {
+        let mut replay = match replay {
+            Some(replay) => replay,
+            None => Replay::begin(app, private, config).await?,
+        };
+        let before_tail = replay.run(app, private, config, None, split).await?;
+        let (report, dedup) = replay.finish().await?;
+        Ok::<_, TxnError>((report, dedup, before_tail))
+    };
     let (recovered, owners_loaded) = tokio::join!(
-        recover_splitting(app, &private, config, split),
+        replaying,
         load_checkpoint_except(app, actors, config, skipped)
     );
-    let handed = match (recovered, owners_loaded) {
+    match (recovered, owners_loaded) {
         (Ok((mut report, dedup, before_tail)), Ok(_)) => {
             report.partitions_kept = kept.len();
             tracing::info!(
@@ -624,9 +764,7 @@ async fn recover_then_hand_over<A: App>(
                 rows_loaded = report.rows_loaded,
                 epochs_replayed = report.epochs_replayed,
                 partitions_kept = report.partitions_kept,
-                replay_ms_per_epoch = report.duration.as_secs_f64() * 1e3
-                    / report.epochs_replayed.max(1) as f64,
-                seconds = report.duration.as_secs_f64(),
+                seconds = started.elapsed().as_secs_f64(),
                 "recovered on this node's private copy of the partitions; the other nodes loaded \
                  the checkpoint into the partitions they did not keep"
             );
@@ -636,14 +774,11 @@ async fn recover_then_hand_over<A: App>(
                 from_checkpoint: report.checkpoint_epoch.is_some(),
                 track_dirty: config.checkpoint_every_epochs != 0,
             };
-            let handed = hand_over(app, &private, actors, changed).await;
-            report.duration = started.elapsed();
-            handed.map(|()| (report, dedup))
+            hand_over(app, private, actors, changed).await?;
+            Ok((report, dedup))
         }
         (Err(e), _) | (_, Err(e)) => Err(e),
-    };
-    private.stop().await;
-    handed
+    }
 }
 
 /// Where a partition's state comes from in a cluster's recovery.
