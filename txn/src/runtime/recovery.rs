@@ -742,7 +742,14 @@ async fn recover_on_private<A: App>(
         false => Some((log_tail_from(config).await?, kept.clone())),
         true => None,
     };
-    let skipped: Vec<bool> = sources.iter().map(|s| *s != Source::Loaded).collect();
+    // A take-over prepared before the lease has little left to replay: the owners reading the
+    // whole checkpoint again would be most of what remains, so the partitions new on their
+    // owners are handed every row of the private copy instead (`Changed::every_row_to_loaded`).
+    let every_row_to_loaded = replay.is_some();
+    let skipped: Vec<bool> = sources
+        .iter()
+        .map(|s| every_row_to_loaded || *s != Source::Loaded)
+        .collect();
     let replaying = async {
         let mut replay = match replay {
             Some(replay) => replay,
@@ -752,10 +759,15 @@ async fn recover_on_private<A: App>(
         let (report, dedup) = replay.finish().await?;
         Ok::<_, TxnError>((report, dedup, before_tail))
     };
-    let (recovered, owners_loaded) = tokio::join!(
-        replaying,
-        load_checkpoint_except(app, actors, config, skipped)
-    );
+    let owners_loading = async {
+        match every_row_to_loaded {
+            true => Ok(()),
+            false => load_checkpoint_except(app, actors, config, skipped)
+                .await
+                .map(drop),
+        }
+    };
+    let (recovered, owners_loaded) = tokio::join!(replaying, owners_loading);
     match (recovered, owners_loaded) {
         (Ok((mut report, dedup, before_tail)), Ok(_)) => {
             report.partitions_kept = kept.len();
@@ -773,6 +785,7 @@ async fn recover_on_private<A: App>(
                 sources: &sources,
                 from_checkpoint: report.checkpoint_epoch.is_some(),
                 track_dirty: config.checkpoint_every_epochs != 0,
+                every_row_to_loaded,
             };
             hand_over(app, private, actors, changed).await?;
             Ok((report, dedup))
@@ -824,6 +837,10 @@ struct Changed<'k> {
     from_checkpoint: bool,
     /// Whether this node's partitions remember changed rows for checkpoints.
     track_dirty: bool,
+    /// Whether a partition new on its owner (`Source::Loaded`) loaded no checkpoint and gets
+    /// every row of the private copy (and the rows deleted since the checkpoint, so that the
+    /// next one deletes them too) instead of the rows the replay changed.
+    every_row_to_loaded: bool,
 }
 
 impl Changed<'_> {
@@ -913,9 +930,13 @@ async fn hand_over<A: App>(
         .copied()
         .filter(|gp| !here.contains(gp))
         .collect();
-    let tail = run_phase(private, &remote, |_, reply| Job::Checkpoint { reply }).await?;
-    let changed = changed.into_rows_to_hand(&remote, tail);
-    let rows_applied = apply_rows(actors, changed).await?;
+    let (whole, by_change): (Vec<GlobalPartition>, Vec<GlobalPartition>) = remote
+        .iter()
+        .partition(|gp| changed.every_row_to_loaded && sources[**gp as usize] == Source::Loaded);
+    let tail = run_phase(private, &by_change, |_, reply| Job::Checkpoint { reply }).await?;
+    let mut rows = changed.into_rows_to_hand(&by_change, tail);
+    rows.extend(every_row(private, &whole).await?);
+    let rows_applied = apply_rows(actors, rows).await?;
     let applied_in = started.elapsed();
     let installed = run_phase(actors, &all, |_, reply| Job::StateHash { reply }).await?;
     for (gp, (installed, expected)) in installed.into_iter().zip(expected).enumerate() {
@@ -948,6 +969,30 @@ async fn hand_over<A: App>(
          other nodes' partitions; every state hash matches"
     );
     Ok(())
+}
+
+/// Every row of the private copy's partitions `gps`, with the rows deleted since the
+/// checkpoint as deletions (`settle_keeping_deletions`): what an owner that loaded nothing needs
+/// to hold the same state and to list for the next checkpoint what the store must change. The
+/// states are lent out of the private copy for good (it is stopped after the hand-over).
+async fn every_row<A: App>(
+    private: &PartitionActors<A>,
+    gps: &[GlobalPartition],
+) -> Result<Vec<(GlobalPartition, Vec<DeferredRows>)>, TxnError> {
+    if gps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let states = run_phase(private, gps, |_, reply| Job::Lend { reply }).await?;
+    // Every row is visited: beside the async workers.
+    tokio::task::spawn_blocking(move || {
+        let rows = states.into_iter().map(|mut state| {
+            crate::host::settle_keeping_deletions(&mut state, false);
+            (state.gp, state.drain_checkpoint_rows())
+        });
+        rows.collect()
+    })
+    .await
+    .map_err(|e| TxnError::Recovery(format!("listing the private copy's rows stopped: {e}")))
 }
 
 /// Applies `rows` on each partition's owner, in order (`Job::Apply`, chunked, encoded on the
