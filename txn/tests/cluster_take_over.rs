@@ -236,53 +236,112 @@ async fn a_take_over_reloads_only_the_partitions_that_move() {
     );
 }
 
-// Goal: a take-over's recovery begun before the lease is free (`PreparedTakeOver`, started
-// while the old driver still runs epochs) goes on from where it stopped once the runtime
-// starts, and ends in the state the cluster reached; if a checkpoint completed after it began,
-// it is dropped and the take-over recovers from the store, to the same state.
+// Goal: a take-over's recovery begun before the lease is free (`PreparedTakeOver`) goes on from
+// where it stopped once the runtime starts — begun while the old driver still runs epochs, or
+// after its death from a checkpoint — and ends in the state the cluster reached, the partitions
+// new on their owner handed every row of the private copy (no checkpoint read) and the rows
+// deleted since the checkpoint, so later checkpoints still delete them; if a checkpoint
+// completed after it began, it is dropped and the take-over recovers from the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_take_over_prepared_before_the_lease_goes_on_from_its_replay() {
-    prepared_take_over(false, "cluster-prepared-take-over").await;
+    prepared_take_over(Prepare::WhileRunning, "cluster-prepared-running").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_take_over_prepared_from_a_checkpoint_keeps_the_deletions() {
+    prepared_take_over(Prepare::AfterDeath, "cluster-prepared-checkpoint").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_take_over_prepared_before_a_checkpoint_is_dropped() {
-    prepared_take_over(true, "cluster-prepared-stale").await;
+    prepared_take_over(Prepare::BeforeACheckpoint, "cluster-prepared-stale").await;
 }
 
-async fn prepared_take_over(checkpoint_after: bool, test: &str) {
+/// When the take-over begins its recovery, against the old driver's epochs and checkpoints.
+#[derive(Clone, Copy, PartialEq)]
+enum Prepare {
+    /// While the driver still runs epochs, with no checkpoint.
+    WhileRunning,
+    /// After the driver died, from its last checkpoint.
+    AfterDeath,
+    /// While the driver runs, and then completes a checkpoint.
+    BeforeACheckpoint,
+}
+
+async fn prepared_take_over(when: Prepare, test: &str) {
     let seed = seed(test);
     let fx = Arc::new(build(3, 4));
     let storage = Arc::new(MemoryStorage::new());
-    let every = match checkpoint_after {
-        true => CHECKPOINT_EVERY_EPOCHS,
-        false => NO_CHECKPOINT_EPOCHS,
-    };
-    let config = || RuntimeConfig {
+    let config = |every| RuntimeConfig {
         checkpoint_every_epochs: every,
         ..RuntimeConfig::with_storage(storage.clone())
+    };
+    let every = match when {
+        Prepare::WhileRunning => NO_CHECKPOINT_EPOCHS,
+        // No second checkpoint before the death (below).
+        Prepare::AfterDeath => 10 * CHECKPOINT_EVERY_EPOCHS,
+        Prepare::BeforeACheckpoint => CHECKPOINT_EVERY_EPOCHS,
     };
     let owners_1 = placement(&fx, |gp| ["a", "b", "c"][gp as usize % 3]);
     let host_b = Arc::new(PartitionHost::start(fx.app.clone(), "b", &owners_1).unwrap());
     let host_c = Arc::new(PartitionHost::start(fx.app.clone(), "c", &owners_1).unwrap());
-    let rt = start_driver(&fx.app, config(), "a", owners_1, &[&host_b, &host_c]).await;
+    let rt = start_driver(&fx.app, config(every), "a", owners_1, &[&host_b, &host_c]).await;
     run_chain_client(rt.client(), fx.clone(), seed, 45).await;
-    // "b" begins the take-over while "a" still runs epochs (and maybe checkpoints).
-    let checkpoint_then = storage.latest_checkpoint_epoch().unwrap();
-    let prepared = PreparedTakeOver::start(fx.app.clone(), config());
-    let mut round = 1;
-    while checkpoint_after && storage.latest_checkpoint_epoch().unwrap() == checkpoint_then {
-        assert!(round < 20, "seed {seed}: no checkpoint completed");
-        run_chain_client(rt.client(), fx.clone(), seed ^ round, 45).await;
-        round += 1;
-    }
-    let hash_cluster = run_until_the_driver_dies(rt, &fx, &storage, seed ^ 0xff).await;
+    let (prepared, hash_cluster) = match when {
+        Prepare::AfterDeath => {
+            let mut round = 1;
+            while storage.latest_checkpoint_epoch().unwrap().is_none() {
+                assert!(round < 20, "seed {seed}: no checkpoint completed");
+                run_chain_client(rt.client(), fx.clone(), seed ^ round, 45).await;
+                round += 1;
+            }
+            // Every key of the first service deleted after the checkpoint, then the read-only
+            // tail: the take-over must hand the new owners these deletions too.
+            let checkpoint = storage.latest_checkpoint_epoch().unwrap();
+            for key in 0..KEYS_PER_SERVICE {
+                let kind = OpKind::Delete;
+                let delete = Ev::chain(vec![Op { svc: 0, key, kind }]);
+                let client = rt.client();
+                client
+                    .submit_raw(fx.services[0], &key, delete)
+                    .await
+                    .unwrap();
+            }
+            for key in 0..READ_ONLY_EPOCHS {
+                let read = read0(key);
+                let client = rt.client();
+                client.submit_raw(fx.services[0], &key, read).await.unwrap();
+            }
+            assert_eq!(storage.latest_checkpoint_epoch().unwrap(), checkpoint);
+            let hash_cluster = rt.client().state_hash().await.unwrap();
+            rt.shutdown().await;
+            assert_eq!(hash_of_one_process(&fx, &storage).await, hash_cluster);
+            let prepared = PreparedTakeOver::start(fx.app.clone(), config(NO_CHECKPOINT_EPOCHS));
+            (prepared, hash_cluster)
+        }
+        Prepare::WhileRunning | Prepare::BeforeACheckpoint => {
+            // "b" begins the take-over while "a" still runs epochs (and maybe checkpoints).
+            let checkpoint_then = storage.latest_checkpoint_epoch().unwrap();
+            let prepared = PreparedTakeOver::start(fx.app.clone(), config(every));
+            let mut round = 1;
+            while when == Prepare::BeforeACheckpoint
+                && storage.latest_checkpoint_epoch().unwrap() == checkpoint_then
+            {
+                assert!(round < 20, "seed {seed}: no checkpoint completed");
+                run_chain_client(rt.client(), fx.clone(), seed ^ round, 45).await;
+                round += 1;
+            }
+            let hash_cluster = run_until_the_driver_dies(rt, &fx, &storage, seed ^ 0xff).await;
+            (prepared, hash_cluster)
+        }
+    };
     host_b.stop().await;
     let owners_2 = placement(&fx, |gp| ["c", "b", "c"][gp as usize % 3]);
     let kept = Arc::new(host_c.re_place(&owners_2).await.unwrap());
     host_c.stop().await;
     let link = Arc::new(link_to(&[&kept]));
-    let config_2 = config().cluster(ClusterPlacement::new("b", owners_2, link));
+    let config_2 =
+        config(CHECKPOINT_EVERY_EPOCHS).cluster(ClusterPlacement::new("b", owners_2, link));
     let rt = Runtime::start_prepared(fx.app.clone(), config_2, None, prepared)
         .await
         .unwrap();
@@ -293,18 +352,63 @@ async fn prepared_take_over(checkpoint_after: bool, test: &str) {
         hash_cluster,
         "seed {seed}: another state"
     );
-    match checkpoint_after {
-        false => {
+    let moved: Vec<u32> = (0..fx.app.n_partitions_total())
+        .filter(|gp| gp % 3 == 0)
+        .collect();
+    let (moved_loaded, _) = received(&kept, &moved);
+    match when {
+        Prepare::WhileRunning => {
             assert!(report.epochs_replayed_before_lease > 0, "seed {seed}");
             assert!(
                 report.epochs_replayed > report.epochs_replayed_before_lease,
                 "seed {seed}: nothing replayed after the lease: {report:?}"
             );
         }
-        true => assert_eq!(report.epochs_replayed_before_lease, 0, "seed {seed}"),
+        Prepare::AfterDeath => {
+            assert!(report.checkpoint_epoch.is_some(), "seed {seed}: {report:?}");
+            assert_eq!(
+                moved_loaded, 0,
+                "seed {seed}: a moved partition loaded the checkpoint"
+            );
+        }
+        Prepare::BeforeACheckpoint => {
+            assert_eq!(report.epochs_replayed_before_lease, 0, "seed {seed}");
+            assert!(
+                moved_loaded > 0,
+                "seed {seed}: the moved partitions did not load the checkpoint"
+            );
+        }
     }
+    // What the take-over handed its owners reaches the next checkpoints (deletions included):
+    // a recovery after more epochs and checkpoints equals the state the cluster reached.
+    match when {
+        // Reads only: a deleted row written again would hide a deletion the owners missed.
+        Prepare::AfterDeath => {
+            for key in 0..2 * CHECKPOINT_EVERY_EPOCHS {
+                let read = read0(key);
+                let client = rt.client();
+                client.submit_raw(fx.services[0], &key, read).await.unwrap();
+            }
+        }
+        _ => drop(run_chain_client(rt.client(), fx.clone(), seed ^ 0xfe, 45).await),
+    }
+    let hash_cluster = rt.client().state_hash().await.unwrap();
     rt.shutdown().await;
     kept.stop().await;
+    let single = Runtime::start(fx.app.clone(), config(CHECKPOINT_EVERY_EPOCHS))
+        .await
+        .unwrap();
+    let later = single.recovery_report().clone();
+    let hash_single = single.client().state_hash().await.unwrap();
+    single.shutdown().await;
+    assert!(
+        later.checkpoint_epoch > Some(report.last_epoch),
+        "seed {seed}: no checkpoint after the take-over: {later:?}"
+    );
+    assert_eq!(
+        hash_single, hash_cluster,
+        "seed {seed}: a later recovery lost or brought back rows"
+    );
 }
 
 // Goal: a kept partition that the log does not explain (here: its node ran epochs on another
