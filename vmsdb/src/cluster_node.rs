@@ -468,7 +468,7 @@ async fn contend<S: ServedApp>(
                 }
                 RuntimeEnd::Failed(reason) => (format!("it failed: {reason}"), false),
             },
-            only_added = placement_moved(&engine, &cluster, owners.as_deref()) => {
+            only_added = placement_moved_settled(&engine, &cluster, owners.as_deref(), recovery) => {
                 tracing::info!(term, only_added, "the placement over the live members changed: replacing the runtime");
                 ("the placement over the live members changed".to_string(), only_added)
             }
@@ -491,6 +491,46 @@ async fn contend<S: ServedApp>(
                 (false, _) => "",
             }
         );
+    }
+}
+
+/// [`placement_moved`], except that a change that only adds a member (a node that joined or
+/// came back) is acted on no sooner than `JOIN_AFTER_RECOVERY_MS` after a runtime that
+/// recovered (a take-over) started: it serves first, and the member's partitions move to it
+/// (a stop of the world for the rows they hold) a moment later. A change that loses an owner
+/// is acted on at once.
+async fn placement_moved_settled<S: ServedApp>(
+    engine: &NodeEngine<S>,
+    cluster: &Cluster,
+    owners: Option<&[String]>,
+    recovery: &RecoveryReport,
+) -> bool {
+    let started = std::time::Instant::now();
+    let settle = match recovery.handed_over {
+        true => Duration::ZERO,
+        false => Duration::from_millis(limits::JOIN_AFTER_RECOVERY_MS),
+    };
+    let mut changes = engine.membership_changed.subscribe();
+    loop {
+        let only_added = placement_moved(engine, cluster, owners).await;
+        let wait = settle.saturating_sub(started.elapsed());
+        if !only_added || wait.is_zero() {
+            return only_added;
+        }
+        tracing::info!(
+            wait_ms = wait.as_millis() as u64,
+            "a member joined just after this runtime recovered: serving before moving partitions to it"
+        );
+        // Another change (a member lost meanwhile) is looked at again at once.
+        changes.mark_unchanged();
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
     }
 }
 

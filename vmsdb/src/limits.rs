@@ -119,6 +119,11 @@ pub const REPLACE_RETRY_MS: u64 = 50;
 /// this much later.
 pub const LEASE_NOT_FIRST_IN_LINE_WAIT_MS: u64 = 1_000;
 
+/// How long a sequencer whose runtime recovered (a take-over) serves before it re-places the
+/// partitions for a member that joined meanwhile (a killed node that came back), in
+/// milliseconds: the first requests after a failure are not held up by a second stop.
+pub const JOIN_AFTER_RECOVERY_MS: u64 = 2_000;
+
 /// How often a sequencer node looks whether its runtime still holds the store's lease (it
 /// stops, to rejoin as a standby, once another node took the lease over), in milliseconds.
 pub const LEASE_CHECK_INTERVAL_MS: u64 = 100;
