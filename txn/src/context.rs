@@ -772,6 +772,7 @@ impl<'a, A: App> TxnCtx<'a, A> {
     }
 
     /// The typed table of the running partition, whatever key it is used with, or why not.
+    #[inline(always)]
     fn table_unchecked_in<'p, K: Key, V: Row>(
         part: &'p mut PartitionState<A>,
         app: &AppDef<A>,
@@ -811,6 +812,7 @@ impl<'a, A: App> TxnCtx<'a, A> {
     }
 
     /// The typed table of the running partition that owns `key`, or why not.
+    #[inline(always)]
     fn table_in<'p, K: Key, V: Row>(
         part: &'p mut PartitionState<A>,
         app: &AppDef<A>,
