@@ -59,6 +59,7 @@ pub(crate) struct Usage {
 
 impl Usage {
     /// Adds `other` field by field.
+    #[inline]
     pub fn add(&mut self, other: &Usage) {
         self.steps = self.steps.saturating_add(other.steps);
         self.emitted_events = self.emitted_events.saturating_add(other.emitted_events);
@@ -67,6 +68,7 @@ impl Usage {
     }
 
     /// What was used since `before` (a snapshot of the same counters).
+    #[inline]
     pub fn since(&self, before: &Usage) -> Usage {
         Usage {
             steps: self.steps - before.steps,
@@ -93,6 +95,7 @@ impl Usage {
         })
     }
 
+    #[inline]
     fn counter(&mut self, limit: LimitKind) -> &mut u64 {
         match limit {
             LimitKind::Steps => &mut self.steps,
@@ -112,7 +115,11 @@ pub(crate) struct Meter {
     pub poisoned: Option<AbortReason>,
 }
 
+// Every row access, write and emit charges the meter two or three times: the checks are
+// inlined into the caller (where `limit` is a constant, so the counter and its maximum are
+// fixed fields), and only the rare error paths stay out of line (`#[cold]`).
 impl Meter {
+    #[inline]
     pub fn new(usage: Usage, limits: TxnLimits) -> Self {
         Meter {
             usage,
@@ -123,20 +130,29 @@ impl Meter {
 
     /// Records `reason` as the transaction's fate (the first one stays) and returns it as the
     /// error to hand the handler.
+    #[cold]
     fn poison(&mut self, reason: AbortReason) -> Abort {
         self.poisoned.get_or_insert_with(|| reason.clone());
         Abort(reason)
     }
 
     /// Fails with the poisoning error, if any: a doomed transaction does no more work.
+    #[inline]
     fn live(&self) -> Result<(), Abort> {
         match &self.poisoned {
-            Some(reason) => Err(Abort(reason.clone())),
+            Some(reason) => Err(Self::again(reason)),
             None => Ok(()),
         }
     }
 
+    /// The poisoning error, handed out again.
+    #[cold]
+    fn again(reason: &AbortReason) -> Abort {
+        Abort(reason.clone())
+    }
+
     /// Counts `amount` against `limit`; past it, poisons the transaction.
+    #[inline]
     fn charge(&mut self, limit: LimitKind, amount: u64) -> Result<(), Abort> {
         self.live()?;
         let max = self.limits.max(limit);
@@ -159,9 +175,16 @@ impl Meter {
 struct CountingWriter(u64);
 
 impl std::io::Write for CountingWriter {
+    #[inline]
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0 += buf.len() as u64;
         Ok(buf.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.0 += buf.len() as u64;
+        Ok(())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -315,26 +338,43 @@ impl<'a, A: App> TxnCtx<'a, A> {
         let state =
             Self::table_in(self.part, self.app, table, &key).map_err(|r| meter.poison(r))?;
         if !state.constraints.is_empty() {
-            if let Some(check) = state.constraints.failed_check(&value) {
-                return Err(meter.poison(AbortReason::Constraint {
-                    service: state.service.clone(),
-                    table: state.name.clone(),
-                    message: format!("check {check:?} fails for key {key:?}"),
-                }));
-            }
-            for fk in &state.constraints.foreign_keys {
-                if let Some((parent_key, target)) = (fk.locate)(&value) {
-                    emits.push(Emitted {
-                        seq,
-                        parent: pos,
-                        target,
-                        event: StepEvent::Probe(Probe {
-                            target: fk.target.clone(),
-                            child: Arc::new((state.service.clone(), state.name.clone())),
-                            key: parent_key,
-                        }),
-                    });
-                }
+            return Self::put_constrained(state, emits, meter, (seq, pos), key, value);
+        }
+        state.write(seq, key, Some(value));
+        Ok(())
+    }
+
+    /// The rest of [`put`](Self::put) on a table with declared constraints: its checks, its
+    /// foreign keys' probes, its unique values' index steps, then the write. Out of line, so
+    /// that a write to a table without any stays a short call.
+    #[inline(never)]
+    fn put_constrained<K: Key, V: Row>(
+        state: &mut TableState<K, V>,
+        emits: &mut Vec<Emitted<A::Event>>,
+        meter: &mut Meter,
+        (seq, pos): (Seq, u32),
+        key: K,
+        value: V,
+    ) -> Result<(), Abort> {
+        if let Some(check) = state.constraints.failed_check(&value) {
+            return Err(meter.poison(AbortReason::Constraint {
+                service: state.service.clone(),
+                table: state.name.clone(),
+                message: format!("check {check:?} fails for key {key:?}"),
+            }));
+        }
+        for fk in &state.constraints.foreign_keys {
+            if let Some((parent_key, target)) = (fk.locate)(&value) {
+                emits.push(Emitted {
+                    seq,
+                    parent: pos,
+                    target,
+                    event: StepEvent::Probe(Probe {
+                        target: fk.target.clone(),
+                        child: Arc::new((state.service.clone(), state.name.clone())),
+                        key: parent_key,
+                    }),
+                });
             }
         }
         if !state.constraints.uniques.is_empty() {
@@ -732,6 +772,7 @@ impl<'a, A: App> TxnCtx<'a, A> {
     }
 
     /// The typed table of the running partition, whatever key it is used with, or why not.
+    #[inline(always)]
     fn table_unchecked_in<'p, K: Key, V: Row>(
         part: &'p mut PartitionState<A>,
         app: &AppDef<A>,
@@ -771,6 +812,7 @@ impl<'a, A: App> TxnCtx<'a, A> {
     }
 
     /// The typed table of the running partition that owns `key`, or why not.
+    #[inline(always)]
     fn table_in<'p, K: Key, V: Row>(
         part: &'p mut PartitionState<A>,
         app: &AppDef<A>,

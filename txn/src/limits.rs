@@ -180,6 +180,7 @@ pub struct TxnLimits {
 
 impl TxnLimits {
     /// The most a transaction may use of `limit`.
+    #[inline]
     pub fn max(&self, limit: crate::error::LimitKind) -> u64 {
         use crate::error::LimitKind;
         match limit {

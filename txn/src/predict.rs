@@ -120,7 +120,8 @@ impl Predictor {
                 }
                 let probing = self.epochs.is_multiple_of(PROBE_EPOCHS);
                 self.epochs += 1;
-                let mut out = Vec::new();
+                // One allocation per epoch: under contention nearly every request is hinted.
+                let mut out = Vec::with_capacity(requests.len());
                 for (seq, r) in requests.iter().enumerate() {
                     let stat = self.kinds.entry(Self::kind::<A>(r)).or_default();
                     stat.seen += 1;
