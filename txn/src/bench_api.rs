@@ -114,6 +114,17 @@ impl<K: Key, V: Row> BenchTable<K, V> {
         self.0.add_all(key, &ops).is_ok()
     }
 
+    /// `TableState::scan` (an ordered table): transaction `seq` reads the rows of `range`, at
+    /// most `limit` of them, its own writes merged.
+    pub fn scan(
+        &mut self,
+        seq: Seq,
+        range: (std::ops::Bound<K>, std::ops::Bound<K>),
+        limit: Option<usize>,
+    ) -> Vec<(K, V)> {
+        self.0.scan(seq, range, limit)
+    }
+
     /// `TableState::write`: a buffered write (`Some`) or delete (`None`) by transaction `seq`.
     #[inline]
     pub fn write(&mut self, seq: Seq, key: K, value: Option<V>) {

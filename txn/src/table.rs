@@ -969,9 +969,12 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         };
         // This transaction's own buffered writes in the range, which override the committed
         // rows (none when it runs alone: they are in the rows already).
-        let own: BTreeMap<&K, &Option<V>> = self
-            .writes_by_seq
-            .get(&seq)
+        let own_writes = if self.solo {
+            None
+        } else {
+            self.writes_by_seq.get(&seq)
+        };
+        let own: BTreeMap<&K, &Option<V>> = own_writes
             .into_iter()
             .flatten()
             .map(|i| &self.accesses[*i as usize])
@@ -985,8 +988,13 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             .collect();
         let limit = limit.unwrap_or(usize::MAX);
         let mut out: Vec<(K, V)> = Vec::new();
+        // Found from the range's start alone, up to its end: one search down the tree, where a
+        // range with both bounds searches for its end too (a queue's head is a scan of one row).
+        assert_range_order(&range);
+        let end = &range.1;
         let mut committed = rows
-            .range::<K, _>((range.0.as_ref(), range.1.as_ref()))
+            .range::<K, _>((range.0.as_ref(), Bound::Unbounded))
+            .take_while(|(k, _)| !above_bound(*k, end))
             .map(|(k, slot)| (k, &slot.value))
             .peekable();
         let mut own_iter = own.into_iter().peekable();
@@ -1024,7 +1032,10 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             Some((k, _)) if out.len() == limit => Bound::Included(k.clone()),
             _ => range.1,
         };
-        self.scans.push((seq, range.0, hi));
+        if !self.solo {
+            // A transaction running alone conflicts with nothing: its scans need no record.
+            self.scans.push((seq, range.0, hi));
+        }
         out
     }
 }
@@ -1354,6 +1365,20 @@ fn below_bound<K: Ord>(key: &K, lo: &Bound<K>) -> bool {
         Bound::Included(lo) => key < lo,
         Bound::Excluded(lo) => key <= lo,
         Bound::Unbounded => false,
+    }
+}
+
+/// Panics on an inverted range, as `BTreeMap::range` does (a scan searches from the start
+/// bound alone, so the map no longer sees the end bound).
+fn assert_range_order<K: Ord>((lo, hi): &(Bound<K>, Bound<K>)) {
+    use Bound::{Excluded, Included};
+    if let (Included(l) | Excluded(l), Included(h) | Excluded(h)) = (lo, hi) {
+        assert!(l <= h, "range start is greater than range end in BTreeMap");
+        let both_excluded = matches!((lo, hi), (Excluded(_), Excluded(_)));
+        assert!(
+            !(l == h && both_excluded),
+            "range start and end are equal and excluded in BTreeMap"
+        );
     }
 }
 
