@@ -621,6 +621,15 @@ async fn an_abort_after_a_failing_bounded_delta_reports_the_bound() {
     rt.shutdown().await;
 }
 
+/// A row as a `CheckedApp` handler creates it: stock full, nothing else counted.
+fn full_row() -> Counter {
+    Counter {
+        plain: 0,
+        hits: 0,
+        stock: STOCK_START,
+    }
+}
+
 /// An application declaring its deltas: `rows` bounds `stock` and `hits` below by 0 and takes
 /// `hits` increments, `stock` deltas as `stock_usage` says and `plain` deltas of either sign;
 /// `audited` has an opaque check. The handler adds `delta` to `stock` of row 0, unbounded.
@@ -638,12 +647,7 @@ fn declared_app(stock_usage: txn::DeltaUse) -> Result<Arc<AppDef<CheckedApp>>, t
     b.delta_field(audited, HITS, txn::DeltaUse::Any);
     b.handler(service, move |ctx, delta| {
         if *delta == 0 {
-            let row = Counter {
-                plain: 0,
-                hits: 0,
-                stock: STOCK_START,
-            };
-            return ctx.put(rows, 0, row);
+            return ctx.put(rows, 0, full_row());
         }
         if *delta == i64::MIN {
             let row = Counter {
@@ -829,12 +833,7 @@ async fn the_deltas_of_one_add_all_see_each_other() {
     b.delta_field(rows, HITS, txn::DeltaUse::Increments);
     b.handler(service, move |ctx, take| {
         if *take == 0 {
-            let row = Counter {
-                plain: 0,
-                hits: 0,
-                stock: STOCK_START,
-            };
-            return ctx.put(rows, 0, row);
+            return ctx.put(rows, 0, full_row());
         }
         ctx.add_all(rows, &0, &[(STOCK, -take), (HITS, 1), (STOCK, -take)])?;
         let row = ctx.get(rows, &0)?.expect("created first");
