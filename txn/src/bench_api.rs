@@ -8,7 +8,7 @@
 
 use crate::app::{Key, Row, ServiceRef};
 use crate::constraint::Constraints;
-use crate::delta::{DeltaOp, Field};
+use crate::delta::{DeltaOp, DeltaWithReader, Field};
 use crate::ids::Seq;
 use crate::runtime::EpochRecordRef;
 use crate::table::{AnyTable, TableState};
@@ -95,6 +95,36 @@ impl<K: Key, V: Row> BenchTable<K, V> {
         self.0.add(key, op, field.reader()).is_ok()
     }
 
+    /// `TableState::add_all` as `TxnCtx::add_all` calls it on a table without constraints:
+    /// transaction `seq` adds each `(field, delta)` to row `key`, unbounded. Whether the deltas
+    /// were recorded or applied (false: one failed).
+    pub fn add_all(&mut self, seq: Seq, key: &K, deltas: &[(Field<V>, i64)]) -> bool {
+        let ops: Vec<DeltaWithReader<V>> = deltas
+            .iter()
+            .map(|(field, delta)| {
+                let op = DeltaOp {
+                    seq,
+                    access: field.accessor(),
+                    delta: *delta,
+                    min: i64::MIN,
+                };
+                (op, field.reader())
+            })
+            .collect();
+        self.0.add_all(key, &ops).is_ok()
+    }
+
+    /// `TableState::scan` (an ordered table): transaction `seq` reads the rows of `range`, at
+    /// most `limit` of them, its own writes merged.
+    pub fn scan(
+        &mut self,
+        seq: Seq,
+        range: (std::ops::Bound<K>, std::ops::Bound<K>),
+        limit: Option<usize>,
+    ) -> Vec<(K, V)> {
+        self.0.scan(seq, range, limit)
+    }
+
     /// `TableState::write`: a buffered write (`Some`) or delete (`None`) by transaction `seq`.
     #[inline]
     pub fn write(&mut self, seq: Seq, key: K, value: Option<V>) {
@@ -112,6 +142,18 @@ impl<K: Key, V: Row> BenchTable<K, V> {
     #[inline]
     pub fn commit(&mut self, aborted: &SeqSet) {
         AnyTable::commit(&mut self.0, &aborted.0)
+    }
+
+    /// `AnyTable::set_solo`: one transaction runs alone (the serial pass), changing the rows
+    /// in place.
+    pub fn set_solo(&mut self, solo: bool) {
+        AnyTable::set_solo(&mut self.0, solo)
+    }
+
+    /// `AnyTable::commit_all`: keeps (`keep`) or undoes the changes of the transaction that
+    /// ran alone.
+    pub fn commit_all(&mut self, keep: bool) {
+        AnyTable::commit_all(&mut self.0, keep)
     }
 
     /// `AnyTable::has_access`.

@@ -3,7 +3,7 @@
 use crate::app::{App, AppDef, Index, Key, Row, ServiceRef, Table};
 use crate::constraint::Probe;
 use crate::contract::{EventOf, KeyOf, Service, Svc, wrap};
-use crate::delta::{DeltaError, DeltaOp, Field};
+use crate::delta::{DeltaError, DeltaOp, DeltaWithReader, Field};
 use crate::error::{Abort, AbortReason, LimitKind};
 use crate::ids::{GlobalPartition, Seq, Tid};
 use crate::limits::TxnLimits;
@@ -12,6 +12,7 @@ use crate::table::TableState;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use smallvec::SmallVec;
 use std::hash::Hash;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
@@ -486,10 +487,91 @@ impl<'a, A: App> TxnCtx<'a, A> {
             }
         };
         let Err(error) = result else { return Ok(()) };
+        let reason = self.delta_abort(table, key, (field, delta, min), error, below_min)?;
+        Err(self.meter.poison(reason))
+    }
+
+    /// Adds several deltas to row `key` of `table` at once, in order: `(field, delta)` pairs,
+    /// each exactly as [`TxnCtx::add`] would add it (conflicts, declared minimums, aborts and
+    /// limits alike), with the row found once. Cheaper than one `add` per field for a row of
+    /// aggregates changed together. Its limits are charged for every delta before the first
+    /// is applied; on a table with constraints or secondary indexes the row is read once and
+    /// written once, so its checks see the row with all the deltas applied.
+    pub fn add_all<K: Key, V: Row>(
+        &mut self,
+        table: Table<K, V>,
+        key: &K,
+        deltas: &[(Field<V>, i64)],
+    ) -> Result<(), Abort> {
+        let seq = self.seq;
+        let key_len = encoded_len(key);
+        for (_, delta) in deltas {
+            self.meter.charge(LimitKind::Work, 1)?;
+            let size = key_len + encoded_len(delta);
+            self.meter.charge(LimitKind::BytesWritten, size)?;
+        }
+        let state = self.table(table, key)?;
+        let ops: SmallVec<[DeltaWithReader<V>; 8]> = deltas
+            .iter()
+            .map(|(field, delta)| {
+                let min = state.constraints.min_of(field, i64::MIN);
+                let access = field.accessor();
+                let op = DeltaOp {
+                    seq,
+                    access,
+                    delta: *delta,
+                    min,
+                };
+                (op, field.reader())
+            })
+            .collect();
+        let result = if !state.constraints.needs_whole_row() && state.indexes.is_empty() {
+            let added = state.add_all(key, &ops);
+            if let Some(trace) = &self.part.trace {
+                let traced = added.as_ref().err().map_or(deltas.len(), |(i, _)| *i);
+                for (field, delta) in &deltas[..traced] {
+                    trace.delta((table.service, table.idx), key, field.name(), *delta);
+                }
+            }
+            added
+        } else {
+            // Constraints and indexes must see the whole new row: a plain read-modify-write.
+            match state.get(seq, key) {
+                None => Err((0, DeltaError::MissingRow)),
+                Some(mut row) => {
+                    let applied = ops
+                        .iter()
+                        .enumerate()
+                        .try_for_each(|(i, (op, _))| op.apply_exact(&mut row).map_err(|e| (i, e)));
+                    match applied {
+                        Ok(()) => return self.put(table, key.clone(), row),
+                        Err(e) => Err(e),
+                    }
+                }
+            }
+        };
+        let Err((i, error)) = result else {
+            return Ok(());
+        };
+        let (field, delta) = deltas[i];
+        let reason = self.delta_abort(table, key, (field, delta, ops[i].0.min), error, |_| None)?;
+        Err(self.meter.poison(reason))
+    }
+
+    /// Why a delta `(field, delta, min)` on row `key` aborts the transaction, given its
+    /// `error`; `below_min` may replace the bound's reason.
+    fn delta_abort<K: Key, V: Row>(
+        &mut self,
+        table: Table<K, V>,
+        key: &K,
+        (field, delta, min): (Field<V>, i64, i64),
+        error: DeltaError,
+        below_min: impl FnOnce(i64) -> Option<Abort>,
+    ) -> Result<AbortReason, Abort> {
         let state = self.table(table, key)?;
         let (service, table_name) = (state.service.clone(), state.name.clone());
         let name = field.name();
-        let reason = match error {
+        Ok(match error {
             DeltaError::MissingRow => AbortReason::MissingRow {
                 service,
                 table: table_name,
@@ -511,8 +593,7 @@ impl<'a, A: App> TxnCtx<'a, A> {
                     ),
                 },
             },
-        };
-        Err(self.meter.poison(reason))
+        })
     }
 
     /// Emits the steps that keep the table's constraints (unique indexes, foreign keys that

@@ -102,6 +102,18 @@ pub(crate) struct DeltaOp<V> {
     pub min: i64,
 }
 
+/// A delta with the reader of the field it changes (`Field::read`), as `TableState::add_all`
+/// takes them: the reader checks a delta against a row without copying it.
+pub(crate) type DeltaWithReader<V> = (DeltaOp<V>, fn(&V) -> i64);
+
+impl<V> Clone for DeltaOp<V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<V> Copy for DeltaOp<V> {}
+
 /// Why a delta could not be applied to a row it saw exactly (its own write, or alone).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum DeltaError {

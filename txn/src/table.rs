@@ -12,7 +12,7 @@
 use crate::bitset::SeqSet;
 use crate::constraint::{ConstraintStep, Constraints, OnDelete, ParentDeleted, Placement};
 use crate::coordination::TableSummary;
-use crate::delta::{DeltaError, DeltaOp, decide_deltas, in_seq_order};
+use crate::delta::{DeltaError, DeltaOp, DeltaWithReader, decide_deltas, in_seq_order};
 use crate::dense_rows::DenseRows;
 use crate::ids::{GlobalPartition, Seq};
 use crate::index::{IndexOps, IndexState};
@@ -302,6 +302,27 @@ impl<K: Ord + Hash + Eq + Clone, V: Clone> Rows<K, V> {
                 }
             },
         }
+    }
+    /// Changes the existing row `k` by `change` in one probe (its slot is changed in place),
+    /// clearing its access and doing what `tracking` asks, like `set`; returns the old value,
+    /// or `change`'s error with the row left as it was, or `None` if there is no row `k`.
+    fn modify<E>(
+        &mut self,
+        k: &K,
+        change: impl FnOnce(&mut V) -> Result<(), E>,
+        tracking: Option<Tracking<'_, K, V>>,
+    ) -> Option<Result<V, E>> {
+        let slot = self.slot_mut(k)?;
+        let mut new = slot.value.clone();
+        if let Err(error) = change(&mut new) {
+            return Some(Err(error));
+        }
+        let bits = tracking.as_ref().map(|t| (t.bit, t.copy_bit));
+        let (old, copy, newly_dirty) = set_occupied(slot, Some(new), bits);
+        if let Some(mut t) = tracking {
+            t.note(k, copy, newly_dirty);
+        }
+        Some(Ok(old.expect("a replaced row gives its old value")))
     }
     /// How many times a hashed table's index was probed so far (debug builds only; `None` for
     /// an ordered table).
@@ -803,47 +824,106 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         committed.is_some()
     }
 
-    /// Adds `op.delta` to a field of row `key` for transaction `op.seq`. Alone, or on the
-    /// transaction's own buffered write, the row's value is known and the delta applies at
-    /// once (checked); otherwise it is buffered as a delta, which conflicts with no other
-    /// delta. A row missing from the committed state is an error recorded as a read, so a
-    /// lower-TID transaction creating it makes this one run again.
-    ///
-    /// Otherwise the delta is first checked against the transaction's own view (the committed
-    /// row plus its own deltas, read through `read`): a delta that fails there aborts the
-    /// transaction now, recorded as a read of the row, so it runs again if a lower TID changed
-    /// the row, and its failure stands if none did. The lowest TID thus never loses by escrow.
+    /// Adds `op.delta` to a field of row `key` for transaction `op.seq`: `add_all` with one
+    /// delta.
     pub fn add(&mut self, key: &K, op: DeltaOp<V>, read: fn(&V) -> i64) -> Result<(), DeltaError> {
+        self.add_all(key, &[(op, read)]).map_err(|(_, error)| error)
+    }
+
+    /// Adds each `op.delta` of `ops` (all of one transaction, `read` reading the op's field) to
+    /// row `key`, in order, with one access to the row: exactly as one `add` per op would,
+    /// but found once. Alone, or on the transaction's own buffered write, the row's value is
+    /// known and the deltas apply at once (checked); otherwise each is buffered as a delta,
+    /// which conflicts with no other delta. A row missing from the committed state is an error
+    /// recorded as a read, so a lower-TID transaction creating it makes this one run again.
+    ///
+    /// Otherwise each delta is first checked against the transaction's own view (the committed
+    /// row plus its own deltas, the ones before it in `ops` included): a delta that fails there
+    /// aborts the transaction now, recorded as a read of the row, so it runs again if a lower
+    /// TID changed the row, and its failure stands if none did. The lowest TID thus never loses
+    /// by escrow. On failure, returns the failing op's index in `ops` with the error; the
+    /// transaction aborts, so the ops before it do not matter.
+    ///
+    /// Only for a table without indexes (the context turns deltas on an indexed table into a
+    /// read-modify-write).
+    pub fn add_all(
+        &mut self,
+        key: &K,
+        ops: &[DeltaWithReader<V>],
+    ) -> Result<(), (usize, DeltaError)> {
+        debug_assert!(self.indexes.is_empty(), "a delta on an indexed table");
+        let Some((first, _)) = ops.first() else {
+            return Ok(());
+        };
         if self.solo {
-            let mut row = self.rows.get(key).cloned().ok_or(DeltaError::MissingRow)?;
-            op.apply_exact(&mut row)?;
-            let old = self.apply(key.clone(), Some(row));
-            self.undo.push((key.clone(), old));
+            // One probe: the row is changed in place, and its old value kept for the undo.
+            let tracking = tracking_of(
+                self.track_dirty,
+                &mut self.dirty,
+                self.dirty_bit,
+                &mut self.copying,
+            );
+            let apply = |row: &mut V| {
+                ops.iter()
+                    .enumerate()
+                    .try_for_each(|(i, (op, _))| op.apply_exact(row).map_err(|e| (i, e)))
+            };
+            let old = match self.rows.modify(key, apply, tracking) {
+                None => return Err((0, DeltaError::MissingRow)),
+                Some(result) => result?,
+            };
+            self.undo.push((key.clone(), Some(old)));
             return Ok(());
         }
-        let seq = op.seq;
+        let seq = first.seq;
         let (_, acc, committed) = self.access_mut(key);
-        if let Some((_, own)) = acc.own_write(seq) {
-            return op.apply_exact(own.as_mut().ok_or(DeltaError::MissingRow)?);
-        }
-        let in_view = match committed {
-            None => Err(DeltaError::MissingRow),
-            Some(row) if acc.may_have_deltas(seq) => {
-                let mut view = Some(row.clone());
-                acc.apply_own_deltas(seq, &mut view);
-                op.apply_exact(view.as_mut().expect("the row exists"))
+        // The transaction's own view of the row, once a delta needed it, with the deltas of
+        // `ops` so far applied.
+        let mut view: Option<V> = None;
+        let mut pushed = false;
+        let mut result = Ok(());
+        for (i, (op, read)) in ops.iter().enumerate() {
+            debug_assert_eq!(
+                op.seq, seq,
+                "the deltas of one add_all are one transaction's"
+            );
+            if let Some((_, own)) = acc.own_write(seq) {
+                result = match own.as_mut() {
+                    None => Err((i, DeltaError::MissingRow)),
+                    Some(own) => op.apply_exact(own).map_err(|e| (i, e)),
+                };
+                if result.is_err() {
+                    break;
+                }
+                continue;
             }
-            Some(row) => op.checked(read(row)).map(drop),
-        };
-        if let Err(error) = in_view {
-            if acc.readers.last() != Some(&seq) {
-                acc.readers.push(seq);
+            let in_view = match committed {
+                None => Err(DeltaError::MissingRow),
+                Some(row) => {
+                    if view.is_none() && acc.may_have_deltas(seq) {
+                        view = Some(row.clone());
+                        acc.apply_own_deltas(seq, &mut view);
+                    }
+                    match view.as_mut() {
+                        Some(view) => op.apply_exact(view),
+                        None => op.checked(read(row)).map(drop),
+                    }
+                }
+            };
+            if let Err(error) = in_view {
+                if acc.readers.last() != Some(&seq) {
+                    acc.readers.push(seq);
+                }
+                result = Err((i, error));
+                break;
             }
-            return Err(error);
+            acc.push_delta(*op);
+            pushed = true;
         }
-        acc.push_delta(op);
-        self.has_deltas = true;
-        Ok(())
+        if pushed {
+            self.has_deltas = true;
+        }
+        result
     }
 
     /// Buffers a write (`Some`) or delete (`None`) of `key` by transaction `seq`.
@@ -889,9 +969,12 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         };
         // This transaction's own buffered writes in the range, which override the committed
         // rows (none when it runs alone: they are in the rows already).
-        let own: BTreeMap<&K, &Option<V>> = self
-            .writes_by_seq
-            .get(&seq)
+        let own_writes = if self.solo {
+            None
+        } else {
+            self.writes_by_seq.get(&seq)
+        };
+        let own: BTreeMap<&K, &Option<V>> = own_writes
             .into_iter()
             .flatten()
             .map(|i| &self.accesses[*i as usize])
@@ -905,8 +988,13 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             .collect();
         let limit = limit.unwrap_or(usize::MAX);
         let mut out: Vec<(K, V)> = Vec::new();
+        // Found from the range's start alone, up to its end: one search down the tree, where a
+        // range with both bounds searches for its end too (a queue's head is a scan of one row).
+        assert_range_order(&range);
+        let end = &range.1;
         let mut committed = rows
-            .range::<K, _>((range.0.as_ref(), range.1.as_ref()))
+            .range::<K, _>((range.0.as_ref(), Bound::Unbounded))
+            .take_while(|(k, _)| !above_bound(*k, end))
             .map(|(k, slot)| (k, &slot.value))
             .peekable();
         let mut own_iter = own.into_iter().peekable();
@@ -944,7 +1032,10 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             Some((k, _)) if out.len() == limit => Bound::Included(k.clone()),
             _ => range.1,
         };
-        self.scans.push((seq, range.0, hi));
+        if !self.solo {
+            // A transaction running alone conflicts with nothing: its scans need no record.
+            self.scans.push((seq, range.0, hi));
+        }
         out
     }
 }
@@ -1274,6 +1365,20 @@ fn below_bound<K: Ord>(key: &K, lo: &Bound<K>) -> bool {
         Bound::Included(lo) => key < lo,
         Bound::Excluded(lo) => key <= lo,
         Bound::Unbounded => false,
+    }
+}
+
+/// Panics on an inverted range, as `BTreeMap::range` does (a scan searches from the start
+/// bound alone, so the map no longer sees the end bound).
+fn assert_range_order<K: Ord>((lo, hi): &(Bound<K>, Bound<K>)) {
+    use Bound::{Excluded, Included};
+    if let (Included(l) | Excluded(l), Included(h) | Excluded(h)) = (lo, hi) {
+        assert!(l <= h, "range start is greater than range end in BTreeMap");
+        let both_excluded = matches!((lo, hi), (Excluded(_), Excluded(_)));
+        assert!(
+            !(l == h && both_excluded),
+            "range start and end are equal and excluded in BTreeMap"
+        );
     }
 }
 

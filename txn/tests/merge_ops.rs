@@ -53,6 +53,8 @@ enum Mode {
 enum OpKind {
     /// `hits += delta`.
     Add(i64),
+    /// `hits += delta` and `plain += delta`, in one `add_all`.
+    AddPair(i64),
     /// `stock -= amount`, refused if stock would go below zero.
     Take(i64),
     /// Pushes `plain`, `hits`, `stock` (or one `-1` if the row is missing).
@@ -85,6 +87,7 @@ struct Fixture {
 
 const HITS: Field<Counter> = txn::field!(Counter, hits);
 const STOCK: Field<Counter> = txn::field!(Counter, stock);
+const PLAIN: Field<Counter> = txn::field!(Counter, plain);
 
 fn build() -> Fixture {
     let mut b = AppBuilder::<MergeApp>::new();
@@ -95,6 +98,9 @@ fn build() -> Fixture {
         let mut reads = ev.reads.clone();
         match (&op.kind, ev.mode) {
             (OpKind::Add(delta), Mode::Merge) => ctx.add(table, &op.key, HITS, *delta)?,
+            (OpKind::AddPair(delta), Mode::Merge) => {
+                ctx.add_all(table, &op.key, &[(HITS, *delta), (PLAIN, *delta)])?
+            }
             (OpKind::Take(amount), Mode::Merge) => {
                 ctx.add_bounded(table, &op.key, STOCK, -amount, 0)?
             }
@@ -103,6 +109,14 @@ fn build() -> Fixture {
                     return Err(ctx.abort("missing"));
                 };
                 row.hits += delta;
+                ctx.put(table, op.key, row)?;
+            }
+            (OpKind::AddPair(delta), Mode::ReadModifyWrite) => {
+                let Some(mut row) = ctx.get(table, &op.key)? else {
+                    return Err(ctx.abort("missing"));
+                };
+                row.hits += delta;
+                row.plain += delta;
                 ctx.put(table, op.key, row)?;
             }
             (OpKind::Take(amount), Mode::ReadModifyWrite) => {
@@ -153,7 +167,8 @@ fn random_ops(rng: &mut impl Rng) -> Vec<Op> {
     (0..n_ops)
         .map(|_| {
             let kind = match rng.random_range(0..100) {
-                0..45 => OpKind::Add(rng.random_range(-5..=10)),
+                0..33 => OpKind::Add(rng.random_range(-5..=10)),
+                33..45 => OpKind::AddPair(rng.random_range(-5..=10)),
                 45..75 => OpKind::Take(rng.random_range(1..=4)),
                 75..88 => OpKind::Read,
                 88..97 => OpKind::Write(rng.random_range(0..1000)),
@@ -185,6 +200,11 @@ impl Model {
             };
             match &op.kind {
                 OpKind::Add(delta) => rows.get_mut(&op.key).ok_or_else(missing)?.hits += delta,
+                OpKind::AddPair(delta) => {
+                    let row = rows.get_mut(&op.key).ok_or_else(missing)?;
+                    row.hits += delta;
+                    row.plain += delta;
+                }
                 OpKind::Take(amount) => {
                     let row = rows.get_mut(&op.key).ok_or_else(missing)?;
                     if row.stock - amount < 0 {
@@ -601,6 +621,15 @@ async fn an_abort_after_a_failing_bounded_delta_reports_the_bound() {
     rt.shutdown().await;
 }
 
+/// A row as a `CheckedApp` handler creates it: stock full, nothing else counted.
+fn full_row() -> Counter {
+    Counter {
+        plain: 0,
+        hits: 0,
+        stock: STOCK_START,
+    }
+}
+
 /// An application declaring its deltas: `rows` bounds `stock` and `hits` below by 0 and takes
 /// `hits` increments, `stock` deltas as `stock_usage` says and `plain` deltas of either sign;
 /// `audited` has an opaque check. The handler adds `delta` to `stock` of row 0, unbounded.
@@ -618,12 +647,7 @@ fn declared_app(stock_usage: txn::DeltaUse) -> Result<Arc<AppDef<CheckedApp>>, t
     b.delta_field(audited, HITS, txn::DeltaUse::Any);
     b.handler(service, move |ctx, delta| {
         if *delta == 0 {
-            let row = Counter {
-                plain: 0,
-                hits: 0,
-                stock: STOCK_START,
-            };
-            return ctx.put(rows, 0, row);
+            return ctx.put(rows, 0, full_row());
         }
         if *delta == i64::MIN {
             let row = Counter {
@@ -791,6 +815,57 @@ async fn a_bounded_delta_failing_on_its_own_view_aborts_without_a_serial_pass() 
             outcome.retries, 0,
             "it failed on its own view, no retry needed"
         );
+    }
+    rt.shutdown().await;
+}
+
+// Goal: the deltas of one `add_all` see each other, in the parallel pass (the transaction's
+// own view) and alone alike: a later delta of the call is checked against the row with the
+// earlier ones applied, so two decrements that together break a declared minimum abort at
+// once naming the second (no retry), and ones that keep it commit together.
+#[tokio::test]
+async fn the_deltas_of_one_add_all_see_each_other() {
+    let mut b = AppBuilder::<CheckedApp>::new();
+    let service = b.service("counters", 1);
+    let rows = b.table::<u64, Counter>(service, "rows");
+    b.field_min(rows, STOCK, 0);
+    b.delta_field(rows, STOCK, txn::DeltaUse::BoundedDecrements);
+    b.delta_field(rows, HITS, txn::DeltaUse::Increments);
+    b.handler(service, move |ctx, take| {
+        if *take == 0 {
+            return ctx.put(rows, 0, full_row());
+        }
+        ctx.add_all(rows, &0, &[(STOCK, -take), (HITS, 1), (STOCK, -take)])?;
+        let row = ctx.get(rows, &0)?.expect("created first");
+        ctx.set_output(row.stock * 1000 + row.hits);
+        Ok(())
+    });
+    let app = b.build().expect("valid app");
+    let short = |stock: i64| {
+        Err(AbortReason::Constraint {
+            service: "counters".into(),
+            table: "rows".into(),
+            message: format!("stock = {stock} + -6 would go below its minimum 0 for key 0"),
+        })
+    };
+    // Stock 40 − 2·15 = 10; 10 − 6 = 4 cannot give 6 more; 10 − 2·5 = 0.
+    let expected = [Ok(None), Ok(Some(10_001)), short(4), Ok(Some(2))];
+    let takes = [0, 15, 6, 5];
+    let mut serial = txn::SerialExecutor::new(app.clone());
+    for (take, expected) in takes.iter().zip(&expected) {
+        assert_eq!(
+            &serial.run_raw(service, 0, *take, 0),
+            expected,
+            "alone, take {take}"
+        );
+    }
+    let next_epoch = config(&MemoryStorage::new(), Fallback::NextEpoch);
+    let rt = Runtime::start(app, next_epoch).await.unwrap();
+    let client = rt.client();
+    for (take, expected) in takes.iter().zip(&expected) {
+        let outcome = client.submit_raw(service, &0u64, *take).await.unwrap();
+        assert_eq!(&outcome.result, expected, "in the runtime, take {take}");
+        assert_eq!(outcome.retries, 0, "take {take} decided on its own view");
     }
     rt.shutdown().await;
 }

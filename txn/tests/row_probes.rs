@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use txn::Field;
 use txn::bench_api::{BenchTable, SeqSet};
 
 /// A 16-byte row, as the ledger's accounts: the key again and a balance.
@@ -51,6 +52,47 @@ fn a_read_modify_write_probes_the_rows_once_per_epoch() {
         let expected = i64::from(key % 5 == 0 && key / 5 < n_txns);
         assert_eq!(table.get(0, &key), Some((key, expected)), "row {key}");
     }
+    table.commit(&SeqSet::with_len(1));
+}
+
+/// The balance of a row, for deltas.
+const BALANCE: Field<Row> = Field::new("balance", |row: &Row| row.1, |row: &mut Row| &mut row.1);
+
+// Goal: a transaction running alone (the serial pass, `SerialExecutor`) changes an existing
+// row by deltas in place: one probe of the rows for all the deltas of an `add_all`, not a read
+// and a write per delta; the change is undone if the transaction aborts, and a delta that
+// fails leaves the row as it was.
+#[test]
+fn deltas_of_a_transaction_running_alone_probe_the_row_once() {
+    let mut table = loaded_table(10);
+    table.set_solo(true);
+    let before = table.row_probes().expect("a debug build counts probes");
+    assert!(table.add_all(0, &3, &[(BALANCE, 5), (BALANCE, 2), (BALANCE, -1)]));
+    let probes = table.row_probes().expect("a debug build counts probes") - before;
+    assert_eq!(
+        probes, 1,
+        "three deltas on one row alone probed the rows {probes} times"
+    );
+    assert!(table.add_all(0, &3, &[(BALANCE, 10)]));
+    table.commit_all(true);
+    table.set_solo(false);
+    assert_eq!(table.get(0, &3), Some((3, 16)));
+    table.commit(&SeqSet::with_len(1));
+    // Undone when the transaction aborts.
+    table.set_solo(true);
+    assert!(table.add_all(0, &3, &[(BALANCE, 100)]));
+    assert!(table.add_all(0, &4, &[(BALANCE, 1)]));
+    table.commit_all(false);
+    table.set_solo(false);
+    // A failing delta (overflow) changes nothing, the deltas before it in the call included.
+    table.set_solo(true);
+    assert!(!table.add_all(0, &3, &[(BALANCE, 1), (BALANCE, i64::MAX)]));
+    assert!(!table.add_all(0, &99, &[(BALANCE, 1)]), "no row 99");
+    table.commit_all(true);
+    table.set_solo(false);
+    assert_eq!(table.get(0, &3), Some((3, 16)));
+    assert_eq!(table.get(0, &4), Some((4, 0)));
+    assert_eq!(table.get(0, &99), None);
     table.commit(&SeqSet::with_len(1));
 }
 

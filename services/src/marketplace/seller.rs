@@ -180,7 +180,8 @@ impl Sellers {
     }
 
     /// Adds (`sign = 1`) or removes (`sign = -1`) an entry from its seller's dashboard
-    /// aggregate, by deltas on the shard row (created with the seller).
+    /// aggregate, by deltas on the shard row (created with the seller): every aggregate in one
+    /// `add_all`, which finds the row once.
     fn update_view(
         &self,
         ctx: &mut TxnCtx<'_, MarketApp>,
@@ -189,10 +190,8 @@ impl Sellers {
         sign: i64,
     ) -> HandlerResult {
         let key = entry.placement();
-        for (field, amount) in VIEW_FIELDS {
-            ctx.add(self.seller_views, &key, field, sign * amount(totals))?;
-        }
-        Ok(())
+        let deltas = VIEW_FIELDS.map(|(field, amount)| (field, sign * amount(totals)));
+        ctx.add_all(self.seller_views, &key, &deltas)
     }
 }
 

@@ -184,8 +184,7 @@ impl Stock {
                 }
             })?;
             if ev.approved {
-                ctx.add(self.stock_levels, &key, ORDER_COUNT, 1)?;
-                ctx.add(self.stock_levels, &key, YTD, wanted)?;
+                ctx.add_all(self.stock_levels, &key, &[(ORDER_COUNT, 1), (YTD, wanted)])?;
             } else {
                 ctx.add(self.stock_levels, &key, QTY_FREE, wanted)?;
             }
