@@ -9,7 +9,10 @@
 //! 3. a small one over the large table: 1 % of the keys changed (a steady-state checkpoint).
 //!
 //! Then the latest checkpoint is read back (as recovery does) and its rows counted against the
-//! model. Prints the chunk write times (mean, p50, p99, max), their total and the completion's.
+//! model. Then a series of `SMALL_SERIES` more small checkpoints, as a cluster under load
+//! writes them (each 1 % of the keys changed and 0.01 % deleted), and the read again. Prints
+//! the chunk write times (mean, p50, p99, max), their total and the completion's, and for the
+//! series the completions' mean and max.
 //!
 //! Run: `cargo bench -p txn-storage --features postgres --bench postgres_checkpoint`.
 
@@ -44,8 +47,17 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }
 
-/// Writes `rows` as checkpoint `epoch` in chunks and completes it; prints the timings.
-fn checkpoint(store: &PostgresStorage, label: &str, epoch: u64, rows: &[CheckpointRow]) {
+/// Small checkpoints written after the third.
+const SMALL_SERIES: u64 = 12;
+
+/// Writes `rows` as checkpoint `epoch` in chunks and completes it; prints the timings and
+/// returns the completion's.
+fn checkpoint(
+    store: &PostgresStorage,
+    label: &str,
+    epoch: u64,
+    rows: &[CheckpointRow],
+) -> Duration {
     let mut chunks = Vec::with_capacity(rows.len() / CHUNK_ROWS + 1);
     let started = Instant::now();
     for chunk in rows.chunks(CHUNK_ROWS) {
@@ -74,6 +86,25 @@ fn checkpoint(store: &PostgresStorage, label: &str, epoch: u64, rows: &[Checkpoi
         completed.as_secs_f64(),
         (written + completed).as_secs_f64(),
     );
+    completed
+}
+
+/// Reads the latest checkpoint back as recovery does; checks its epoch and row count.
+fn read_back(store: &PostgresStorage, epoch: u64, expected: u64) {
+    let t = Instant::now();
+    let mut n_read = 0u64;
+    let latest = store
+        .read_latest_checkpoint(&mut |_, _| {
+            n_read += 1;
+            Ok(())
+        })
+        .expect("read");
+    println!(
+        "read back checkpoint {latest:?}: {n_read} rows in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(latest, Some(epoch));
+    assert_eq!(n_read, expected, "rows read back");
 }
 
 fn main() {
@@ -104,21 +135,38 @@ fn main() {
     checkpoint(&store, "3 1 % changed", 3, &third);
     drop(third);
 
-    let t = Instant::now();
-    let mut n_read = 0u64;
-    let latest = store
-        .read_latest_checkpoint(&mut |_, _| {
-            n_read += 1;
-            Ok(())
-        })
-        .expect("read");
-    let expected = n_rows - (0..n_rows).filter(|i| i % 20 == 1).count() as u64;
+    let mut expected = n_rows - (0..n_rows).filter(|i| i % 20 == 1).count() as u64;
+    read_back(&store, 3, expected);
+
+    // Checkpoint 4 + j: the keys i % 100 == 2j + 5 written (odd: changed, or written again
+    // if the second checkpoint deleted them), the keys i % 10,000 == 2j + 2 deleted (even:
+    // live until then, and not among the written).
+    let mut completions = Vec::new();
+    for j in 0..SMALL_SERIES {
+        let rows: Vec<CheckpointRow> = (0..n_rows)
+            .filter_map(|i| {
+                if i % 100 == 2 * j + 5 {
+                    expected += u64::from(i % 20 == 1);
+                    Some((key(i), Some(value(i, 4 + j))))
+                } else if i % 10_000 == 2 * j + 2 {
+                    expected -= 1;
+                    Some((key(i), None))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let label = format!("{} small {}/{SMALL_SERIES}", 4 + j, j + 1);
+        completions.push(checkpoint(&store, &label, 4 + j, &rows));
+    }
+    let max = completions.iter().max().copied().unwrap_or_default();
+    let mean = completions.iter().sum::<Duration>() / SMALL_SERIES as u32;
     println!(
-        "read back checkpoint {latest:?}: {n_read} rows in {:.2} s",
-        t.elapsed().as_secs_f64()
+        "{SMALL_SERIES} small checkpoints: completion mean {:.3} s, max {:.3} s",
+        mean.as_secs_f64(),
+        max.as_secs_f64()
     );
-    assert_eq!(latest, Some(3));
-    assert_eq!(n_read, expected, "rows read back");
+    read_back(&store, 3 + SMALL_SERIES, expected);
     drop(store);
     server.stop();
 }

@@ -120,7 +120,14 @@ pub const POSTGRES_CHECKPOINT_READERS_MAX: usize = 3;
 /// connection costs more than copying that much.
 pub const POSTGRES_CHECKPOINT_BLOCKS_PER_READER_MIN: i64 = 2_048;
 
+/// A PostgreSQL checkpoint's completion prunes the versions its rows and those of the
+/// checkpoints before it replace once the versions not yet pruned are more than one in this
+/// many of the checkpoint's rows; below that, it leaves them to a later completion and reads
+/// merge the unpruned versions over the pruned rows (so they read up to that share more rows).
+pub const POSTGRES_UNPRUNED_ROWS_DIVISOR: u64 = 10;
+
 const _: () = assert!(POSTGRES_CHECKPOINT_READERS_MAX >= 1);
+const _: () = assert!(POSTGRES_UNPRUNED_ROWS_DIVISOR >= 1);
 const _: () = assert!(POSTGRES_CHECKPOINT_BLOCKS_PER_READER_MIN >= 1);
 
 /// Largest value the FoundationDB backend writes, in bytes: a log record is cut into chunks of

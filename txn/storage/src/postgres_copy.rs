@@ -1,7 +1,7 @@
 //! PostgreSQL's binary `COPY` format, as the PostgreSQL backend writes and reads a checkpoint:
 //! encoding the `(key, epoch, live, envelope)` rows of a `COPY ... FROM STDIN (FORMAT binary)`
-//! ([`CopyIn`]) and decoding the `(key, envelope)` rows a `COPY ... TO STDOUT (FORMAT binary)`
-//! sends ([`CopiedRows`]).
+//! ([`CopyIn`]) and decoding the `(key, envelope)` (or `(key, epoch, envelope)`) rows a
+//! `COPY ... TO STDOUT (FORMAT binary)` sends ([`CopiedRows`]).
 //!
 //! The format (PostgreSQL documentation, "COPY", "Binary Format"): an 11-byte signature, a
 //! 32-bit flags field, a 32-bit header extension length and that many bytes; then per row a
@@ -63,18 +63,23 @@ struct RowSpan {
     envelope_len: u32,
 }
 
-impl RowSpan {
-    /// The envelope follows the key and its own 32-bit length.
-    fn envelope_start(&self) -> usize {
-        self.key_start + self.key_len as usize + 4
-    }
-}
+/// Bytes of the epoch field of a version, between the key and the envelope: its 32-bit length
+/// and the `bigint`; of a pruned row's, only the length (-1: NULL).
+const VERSION_EPOCH_FIELD: usize = 4 + 8;
+const NULL_EPOCH_FIELD: usize = 4;
 
-/// The `(key, envelope)` rows of one binary COPY, kept in the COPY's own bytes (no allocation
-/// per row), to be sorted by key and visited.
+/// The rows of binary COPYs, kept in the COPYs' own bytes (no allocation per row), to be sorted
+/// by key and visited: `(key, envelope)` rows, or, [`CopiedRows::with_epochs`], `(key, epoch,
+/// envelope)` rows where a NULL epoch marks a pruned row and an epoch a version of which each
+/// key's newest replaces its pruned row.
 pub(crate) struct CopiedRows {
     data: Vec<u8>,
+    /// The pruned rows (all rows without the epoch column).
     rows: Vec<RowSpan>,
+    /// The versions (rows with an epoch).
+    versions: Vec<RowSpan>,
+    /// Whether each row has the epoch field between its key and its envelope.
+    epochs: bool,
 }
 
 /// Reads a big-endian integer of `N` bytes at `*at`, moving past it.
@@ -90,15 +95,27 @@ fn take<const N: usize>(data: &[u8], at: &mut usize) -> Result<[u8; N], String> 
 }
 
 impl CopiedRows {
-    /// No rows yet.
+    /// No rows yet; [`CopiedRows::add`] takes COPYs of two columns, key and envelope.
     pub(crate) fn new() -> Self {
         CopiedRows {
             data: Vec::new(),
             rows: Vec::new(),
+            versions: Vec::new(),
+            epochs: false,
         }
     }
 
-    /// Decodes and adds `data`, the whole output of one binary COPY of two non-NULL columns.
+    /// No rows yet; [`CopiedRows::add`] takes COPYs of three columns: key, epoch (`bigint`,
+    /// NULL for a pruned row) and envelope.
+    pub(crate) fn with_epochs() -> Self {
+        CopiedRows {
+            epochs: true,
+            ..Self::new()
+        }
+    }
+
+    /// Decodes and adds `data`, the whole output of one binary COPY of two (three, with epochs)
+    /// columns.
     pub(crate) fn add(&mut self, data: Vec<u8>) -> Result<(), String> {
         let base = self.data.len();
         if base == 0 {
@@ -118,17 +135,31 @@ impl CopiedRows {
         let mut at = base + SIGNATURE.len() + 4;
         let extension = u32::from_be_bytes(take::<4>(data, &mut at)?) as usize;
         at += extension;
+        let expected = if self.epochs { 3 } else { 2 };
         loop {
             let n_fields = i16::from_be_bytes(take::<2>(data, &mut at)?);
             if n_fields == -1 {
                 break;
             }
-            if n_fields != 2 {
-                return Err(format!("COPY row of {n_fields} fields, expected 2"));
+            if n_fields != expected {
+                return Err(format!(
+                    "COPY row of {n_fields} fields, expected {expected}"
+                ));
             }
             let key_len = Self::field_len(data, &mut at)?;
             let key_start = at;
             at += key_len as usize;
+            let mut version = false;
+            if self.epochs {
+                match i32::from_be_bytes(take::<4>(data, &mut at)?) {
+                    -1 => {}
+                    8 => {
+                        version = true;
+                        at += 8;
+                    }
+                    len => return Err(format!("COPY epoch field of length {len}")),
+                }
+            }
             let envelope_len = Self::field_len(data, &mut at)?;
             at += envelope_len as usize;
             if at > data.len() {
@@ -137,11 +168,15 @@ impl CopiedRows {
                     data.len()
                 ));
             }
-            self.rows.push(RowSpan {
+            let span = RowSpan {
                 key_start,
                 key_len,
                 envelope_len,
-            });
+            };
+            match version {
+                true => self.versions.push(span),
+                false => self.rows.push(span),
+            }
         }
         Ok(())
     }
@@ -155,28 +190,85 @@ impl CopiedRows {
         &self.data[span.key_start..span.key_start + span.key_len as usize]
     }
 
-    /// Puts the rows in key order; returns a key found twice, if any.
+    /// The stored epoch of a version.
+    fn epoch(&self, span: &RowSpan) -> i64 {
+        let at = span.key_start + span.key_len as usize + 4;
+        i64::from_be_bytes(self.data[at..at + 8].try_into().expect("8 bytes"))
+    }
+
+    /// The envelope of a row (`version`: of a version), after the key, the epoch field if any,
+    /// and the envelope's own 32-bit length.
+    fn envelope(&self, span: &RowSpan, version: bool) -> &[u8] {
+        let epoch = match (version, self.epochs) {
+            (true, _) => VERSION_EPOCH_FIELD,
+            (false, true) => NULL_EPOCH_FIELD,
+            (false, false) => 0,
+        };
+        let start = span.key_start + span.key_len as usize + epoch + 4;
+        &self.data[start..start + span.envelope_len as usize]
+    }
+
+    /// Puts the rows in key order, and the versions in key order, each key's newest first, of
+    /// which only that one is kept. Returns a key found twice among the rows, or twice in one
+    /// epoch among the versions, if any.
     pub(crate) fn sort_by_key(&mut self) -> Option<Vec<u8>> {
         let mut rows = std::mem::take(&mut self.rows);
         rows.sort_unstable_by(|a, b| self.key(a).cmp(self.key(b)));
-        self.rows = rows;
-        self.rows
+        let mut twice = rows
             .windows(2)
             .find(|pair| self.key(&pair[0]) == self.key(&pair[1]))
-            .map(|pair| self.key(&pair[0]).to_vec())
+            .map(|pair| self.key(&pair[0]).to_vec());
+        self.rows = rows;
+        let mut versions = std::mem::take(&mut self.versions);
+        versions.sort_unstable_by(|a, b| {
+            (self.key(a).cmp(self.key(b))).then(self.epoch(b).cmp(&self.epoch(a)))
+        });
+        twice = twice.or_else(|| {
+            versions
+                .windows(2)
+                .find(|pair| {
+                    self.key(&pair[0]) == self.key(&pair[1])
+                        && self.epoch(&pair[0]) == self.epoch(&pair[1])
+                })
+                .map(|pair| self.key(&pair[0]).to_vec())
+        });
+        versions.dedup_by(|later, kept| self.key(later) == self.key(kept));
+        self.versions = versions;
+        twice
     }
 
-    /// Visits every `(key, envelope)` in the current order.
+    /// Visits, in key order (after [`CopiedRows::sort_by_key`]), every key with its envelope:
+    /// its newest version's where it has one (the flag then `true`), else its row's.
     pub(crate) fn for_each<E>(
         &self,
-        mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), E>,
+        mut visit: impl FnMut(&[u8], &[u8], bool) -> Result<(), E>,
     ) -> Result<(), E> {
-        for span in &self.rows {
-            let envelope_start = span.envelope_start();
-            let envelope = &self.data[envelope_start..envelope_start + span.envelope_len as usize];
-            visit(self.key(span), envelope)?;
+        if self.versions.is_empty() {
+            for span in &self.rows {
+                visit(self.key(span), self.envelope(span, false), false)?;
+            }
+            return Ok(());
         }
-        Ok(())
+        let (mut rows, mut versions) =
+            (self.rows.iter().peekable(), self.versions.iter().peekable());
+        loop {
+            let order = match (rows.peek(), versions.peek()) {
+                (None, None) => return Ok(()),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(row), Some(version)) => self.key(row).cmp(self.key(version)),
+            };
+            if order.is_lt() {
+                let row = rows.next().expect("peeked");
+                visit(self.key(row), self.envelope(row, false), false)?;
+            } else {
+                if order.is_eq() {
+                    rows.next();
+                }
+                let version = versions.next().expect("peeked");
+                visit(self.key(version), self.envelope(version, true), true)?;
+            }
+        }
     }
 }
 
@@ -209,7 +301,7 @@ mod tests {
         rows.add(copy_of(&[(b"ab", b"")])).unwrap();
         assert_eq!(rows.sort_by_key(), None);
         let mut seen = Vec::new();
-        rows.for_each(|k, e| {
+        rows.for_each(|k, e, _| {
             seen.push((k.to_vec(), e.to_vec()));
             Ok::<_, ()>(())
         })
@@ -250,6 +342,72 @@ mod tests {
         }
         assert_eq!(i16::from_be_bytes(take::<2>(&data, &mut at).unwrap()), -1);
         assert_eq!(at, data.len());
+    }
+
+    /// The COPY output of `(key, epoch, envelope)` rows (a pruned row's epoch NULL), as the
+    /// server would send it.
+    fn with_epochs(rows: &[(&[u8], Option<i64>, &[u8])]) -> Vec<u8> {
+        let mut out = SIGNATURE.to_vec();
+        out.extend_from_slice(&[0; 8]);
+        for (key, epoch, envelope) in rows {
+            out.extend_from_slice(&3i16.to_be_bytes());
+            push_field(&mut out, key);
+            match epoch {
+                Some(epoch) => push_field(&mut out, &epoch.to_be_bytes()),
+                None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+            push_field(&mut out, envelope);
+        }
+        out.extend_from_slice(&(-1i16).to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn a_keys_newest_version_replaces_its_pruned_row() {
+        // Goal: of a key's versions the newest epoch's is kept (negative stored epochs too:
+        // the `bigint` order) and replaces the key's pruned row, over several COPYs.
+        let mut rows = CopiedRows::with_epochs();
+        rows.add(with_epochs(&[
+            (b"b", Some(3), b"b3"),
+            (b"c", None, b"c0"),
+            (b"d", Some(-9), b"d-9"),
+            (b"b", Some(5), b"b5"),
+        ]))
+        .unwrap();
+        rows.add(with_epochs(&[
+            (b"b", None, b"b0"),
+            (b"d", Some(-10), b"d-10"),
+            (b"a", None, b"a0"),
+            (b"b", Some(4), b"b4"),
+        ]))
+        .unwrap();
+        assert_eq!(rows.sort_by_key(), None);
+        let mut seen = Vec::new();
+        rows.for_each(|k, e, version| {
+            seen.push((k.to_vec(), e.to_vec(), version));
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        let expected: Vec<(Vec<u8>, Vec<u8>, bool)> = [
+            ("a", "a0", false),
+            ("b", "b5", true),
+            ("c", "c0", false),
+            ("d", "d-9", true),
+        ]
+        .iter()
+        .map(|(k, e, v)| (k.as_bytes().to_vec(), e.as_bytes().to_vec(), *v))
+        .collect();
+        assert_eq!(seen, expected);
+        let mut twice = CopiedRows::with_epochs();
+        twice
+            .add(with_epochs(&[(b"k", Some(1), b"x"), (b"k", Some(1), b"y")]))
+            .unwrap();
+        assert_eq!(twice.sort_by_key(), Some(b"k".to_vec()));
+        assert!(
+            CopiedRows::with_epochs()
+                .add(copy_of(&[(b"k", b"v")]))
+                .is_err()
+        );
     }
 
     #[test]

@@ -20,23 +20,35 @@
 //!          index, a BRIN index on epoch, a B-tree on epoch of the deletions only
 //! checkpoint_chunk  a sequence: the `seq` of each chunk's rows (the column's default)
 //! meta     name text PK         value bytea    "latest_complete", "pending_epoch",
-//!                                              "pending_repeats" (u64 + crc32c), "store_info"
+//!                                              "pending_repeats", "pending_rows",
+//!                                              "pruned_through", "complete_rows",
+//!                                              "unpruned_rows" (u64 + crc32c), "store_info"
 //!                                              (crc32c + record)
 //! lease    id = 1               record bytea   holder, term, expiry (crc32c), NULL if never
 //! ```
 //!
 //! Each checkpoint row is written once, as a version tagged with its checkpoint's epoch: the state
-//! as of the latest complete checkpoint `c` is the live versions at or below `c`, and the rows of
-//! an incomplete checkpoint are those above it. A chunk goes in as one binary `COPY ... FROM STDIN`
-//! (`postgres_copy::CopyIn`) into a table with no index on the key, so a row costs a heap tuple and
+//! as of the latest complete checkpoint `c` is, per key, its newest version at or below `c` if
+//! that is live, and the rows of an incomplete checkpoint are those above it. The versions at or
+//! below `pruned_through` (`p`, `c` when absent) are pruned: at most one per key, live; those in
+//! `(p, c]` are not yet, and a read merges each key's newest of them over the pruned rows. A
+//! chunk goes in as one binary `COPY ... FROM STDIN` (`postgres_copy::CopyIn`) into a table with no index on the key, so a row costs a heap tuple and
 //! its WAL, and no B-tree insertion at a random place (two thirds of a chunk's time with the `(key,
 //! epoch)` primary key of the previous layout); the BRIN index costs next to nothing (rows of one
-//! epoch lie together) and the index of deletions takes only those. Completing `c` deletes, in the
-//! same transaction, the versions its rows replace (a hash join of the new rows, found through the
-//! BRIN index, against the older ones, nearly the whole table; a merge join of two sorts while the
-//! server has no statistics of the table yet) and then its deletions (through their index), so
-//! every key keeps at most one version at or below `c` (and it is live); completing the first
-//! checkpoint (none complete before it) skips the join: every row in the table is its own. A key
+//! epoch lie together) and the index of deletions takes only those. Each chunk adds its row count
+//! to `pending_rows`. Completing `c` weighs the versions not yet pruned, its own rows included,
+//! against all the rows at or below `c` (`unpruned_rows`, `complete_rows`: counted from the
+//! chunks' counts and the deletions' results, never by a scan): up to a tenth
+//! ([`limits::POSTGRES_UNPRUNED_ROWS_DIVISOR`]), it only moves `latest_complete` (and sets
+//! `pruned_through` if unset), so a small checkpoint over a large table completes in time of its
+//! own rows; above that, or when the rows were not counted (an earlier build's store), it
+//! deletes, in the same transaction, every version those in `(p, c]` replace (a hash join of
+//! them, found through the BRIN index, against the older ones, nearly the whole table; a merge
+//! join of two sorts while the server has no statistics of the table yet) and then their
+//! deletions (through their index), so every key keeps at most one version at or below `c` (and
+//! it is live), and unsets `pruned_through`; completing the first checkpoint (none complete
+//! before it) skips the join: every row in the table is its own. A store of the layout before
+//! (no `pruned_through`) is read as pruned through `c`, which it is. A key
 //! written again within one checkpoint (a chunk written again after a failed call, deltas merged
 //! into one checkpoint, a checkpoint continued by another handle) leaves two versions of the same
 //! epoch: the rows of each chunk carry an increasing `seq`, and a handle that sees a chunk of it
@@ -76,11 +88,13 @@
 //! from a blocking thread, as the runtime does).
 //! Dropping the store shuts its runtime down without waiting, which is safe anywhere. Log reads
 //! stream records from the runtime through a bounded channel, so the caller's visitor runs on
-//! the caller's thread. A checkpoint read takes the rows as binary `COPY`s of a sequential
-//! scan (`postgres_copy`; a large table in up to [`limits::POSTGRES_CHECKPOINT_READERS_MAX`]
-//! ranges of heap blocks, each on its own connection, all in one exported snapshot) and sorts
-//! them by key on the caller's thread: it holds the checkpoint's bytes in memory once (about 80
-//! bytes a row for 16-byte keys and 40-byte values), which recovery, loading every row into
+//! the caller's thread. A checkpoint read takes the pruned rows as binary `COPY`s of a
+//! sequential scan (`postgres_copy`; a large table in up to
+//! [`limits::POSTGRES_CHECKPOINT_READERS_MAX`] ranges of heap blocks, each on its own
+//! connection, all in one exported snapshot) and the unpruned versions, with their epochs, by
+//! one more `COPY`, and sorts them by key on the caller's thread, a key's newest unpruned
+//! version replacing its pruned row (a deletion hiding it): it holds the checkpoint's bytes in
+//! memory once (about 80 bytes a row for 16-byte keys and 40-byte values), which recovery, loading every row into
 //! memory anyway, can afford, and costs a fraction of a key-ordered index scan that fetches each
 //! row from a random heap page. A connection that breaks fails its calls with
 //! [`StorageError::Io`]; the store is then reopened by its owner (no reconnection inside).
@@ -106,6 +120,15 @@ const META_LATEST: &str = "latest_complete";
 const META_PENDING: &str = "pending_epoch";
 /// Set (to the pending checkpoint's epoch) when a chunk of it may have written a key again.
 const META_REPEATS: &str = "pending_repeats";
+/// Rows the chunks of the pending checkpoint wrote (absent: not counted, by an earlier build).
+const META_PENDING_ROWS: &str = "pending_rows";
+/// The epoch `p` up to which the versions are pruned (each key at most one version at or
+/// below it, live); absent: the latest complete checkpoint.
+const META_PRUNED: &str = "pruned_through";
+/// Rows (versions) at or below the latest complete checkpoint (absent: not counted).
+const META_ROWS: &str = "complete_rows";
+/// Of those, the rows above `pruned_through` (absent: none).
+const META_UNPRUNED: &str = "unpruned_rows";
 
 /// For the completion's transaction: no nested loop (see [`complete`]), and memory for the hash
 /// tables or sorts of its joins.
@@ -164,7 +187,9 @@ struct Sql {
     prune_repeated: String,
     prune_superseded: String,
     prune_tombstones: String,
+    count_rows: String,
     rows_copy_out: String,
+    mixed_copy_out: String,
     export_snapshot: String,
     old_layout: String,
 }
@@ -205,16 +230,28 @@ impl Sql {
                 "DELETE FROM {s}.checkpoint_versions AS o USING {s}.checkpoint_versions AS n \
                  WHERE o.epoch = $1 AND n.epoch = $1 AND o.key = n.key AND o.seq < n.seq"
             ),
+            // Every version an unpruned one (epochs `$1..=$2`) replaces.
             prune_superseded: format!(
                 "DELETE FROM {s}.checkpoint_versions AS o USING {s}.checkpoint_versions AS n \
-                 WHERE n.epoch = $1 AND o.key = n.key AND o.epoch <= $2"
+                 WHERE n.epoch >= $1 AND n.epoch <= $2 AND o.key = n.key AND o.epoch < n.epoch \
+                 AND o.epoch < $2"
             ),
             prune_tombstones: format!(
-                "DELETE FROM {s}.checkpoint_versions WHERE epoch = $1 AND NOT live"
+                "DELETE FROM {s}.checkpoint_versions WHERE epoch >= $1 AND epoch <= $2 AND NOT live"
             ),
+            count_rows: format!("SELECT count(*) FROM {s}.checkpoint_versions WHERE epoch <= $1"),
+            // The rows of checkpoint $1, all pruned ($2: a range of heap blocks, or nothing).
             rows_copy_out: format!(
                 "COPY (SELECT key, envelope FROM {s}.checkpoint_versions \
                  WHERE epoch <= $1 AND live $2) TO STDOUT (FORMAT binary)"
+            ),
+            // The same in one scan, some of them unpruned (above `pruned_through`, $1, up to
+            // the checkpoint, $2): those with their epoch, deletions too, the pruned rows with
+            // a NULL epoch.
+            mixed_copy_out: format!(
+                "COPY (SELECT key, CASE WHEN epoch > $1 THEN epoch END, envelope \
+                 FROM {s}.checkpoint_versions \
+                 WHERE epoch <= $2 AND (live OR epoch > $1) $3) TO STDOUT (FORMAT binary)"
             ),
             export_snapshot: format!(
                 "SELECT pg_export_snapshot(), \
@@ -636,16 +673,17 @@ fn pending_copy(checkpoint_epoch: u64, rows: &[CheckpointRow]) -> Option<bytes::
 }
 
 /// Sends the binary COPY input `data` with the `COPY ... FROM STDIN` statement `copy`.
+/// Returns the number of rows copied.
 async fn copy_in(
     txn: &Transaction<'_>,
     copy: &str,
     data: bytes::Bytes,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<u64, tokio_postgres::Error> {
     use futures::SinkExt as _;
     let sink = txn.copy_in(copy).await?;
     let mut sink = std::pin::pin!(sink);
     sink.send(data).await?;
-    sink.finish().await.map(drop)
+    sink.finish().await
 }
 
 /// What a handle knows of the checkpoint it is writing, to tell whether a chunk may hold a key
@@ -740,9 +778,19 @@ async fn write_rows(
             let repeats = row::encode_meta(META_REPEATS, checkpoint_epoch);
             write_meta(&txn, sql, META_REPEATS, &repeats, operation).await?;
         }
-        copy_in(&txn, &sql.rows_copy_in, copy)
+        let copied = copy_in(&txn, &sql.rows_copy_in, copy)
             .await
             .map_err(pg_error(operation))?;
+        // The checkpoint's row count, for its completion to weigh its rows without counting
+        // them (see `complete`).
+        let before = match starts {
+            true => Some(0),
+            false => read_meta(&txn, sql, META_PENDING_ROWS, operation).await?,
+        };
+        if let Some(before) = before {
+            let rows = row::encode_meta(META_PENDING_ROWS, before + copied);
+            write_meta(&txn, sql, META_PENDING_ROWS, &rows, operation).await?;
+        }
     }
     txn.commit().await.map_err(pg_error(operation))?;
     Ok(only_ours.then_some(seq))
@@ -769,9 +817,20 @@ async fn discard_incomplete(
             .await
             .map_err(pg_error(operation))?,
     };
-    txn.execute_typed(&sql.meta_delete, &[(&META_REPEATS, Type::TEXT)])
-        .await
-        .map_err(pg_error(operation))?;
+    delete_meta(txn, sql, &[META_REPEATS, META_PENDING_ROWS], operation).await
+}
+
+async fn delete_meta(
+    txn: &Transaction<'_>,
+    sql: &Sql,
+    names: &[&'static str],
+    operation: &'static str,
+) -> Result<(), StorageError> {
+    for name in names {
+        txn.execute_typed(&sql.meta_delete, &[(name, Type::TEXT)])
+            .await
+            .map_err(pg_error(operation))?;
+    }
     Ok(())
 }
 
@@ -790,47 +849,118 @@ async fn complete(
     }
     check_newer(checkpoint_epoch, latest)?;
     match read_meta(&txn, sql, META_PENDING, operation).await? {
-        // The checkpoint's rows become the newest versions: drop what they replace, then the
-        // deletions themselves, so each key keeps one live version at or below it.
         Some(pending) if pending == checkpoint_epoch => {
-            let epoch = epoch_to_sql(checkpoint_epoch);
-            // The joins below match the keys by hashing (or sorting) both sides: the table has
-            // no index on the key, and a nested loop, which the planner may pick on a table it
-            // has no statistics of yet, would scan the table once per row.
-            txn.batch_execute(COMPLETION_SETTINGS)
-                .await
-                .map_err(pg_error(operation))?;
-            if read_meta(&txn, sql, META_REPEATS, operation).await? == Some(checkpoint_epoch) {
-                txn.execute_typed(&sql.prune_repeated, &[(&epoch, Type::INT8)])
-                    .await
-                    .map_err(pg_error(operation))?;
-                txn.execute_typed(&sql.meta_delete, &[(&META_REPEATS, Type::TEXT)])
-                    .await
-                    .map_err(pg_error(operation))?;
-            }
-            // With no complete checkpoint every row is this one's (see `write_rows`): none to
-            // replace, and no join of the whole table to find that out.
-            if let Some(latest) = latest {
-                txn.execute_typed(
-                    &sql.prune_superseded,
-                    &[(&epoch, Type::INT8), (&epoch_to_sql(latest), Type::INT8)],
-                )
-                .await
-                .map_err(pg_error(operation))?;
-            }
-            txn.execute_typed(&sql.prune_tombstones, &[(&epoch, Type::INT8)])
-                .await
-                .map_err(pg_error(operation))?;
+            prune(&txn, sql, latest, checkpoint_epoch).await?;
         }
         Some(_) => discard_incomplete(&txn, sql, latest, operation).await?,
         None => {}
     }
     let latest = row::encode_meta(META_LATEST, checkpoint_epoch);
     write_meta(&txn, sql, META_LATEST, &latest, operation).await?;
-    txn.execute_typed(&sql.meta_delete, &[(&META_PENDING, Type::TEXT)])
+    delete_meta(&txn, sql, &[META_PENDING, META_PENDING_ROWS], operation).await?;
+    txn.commit().await.map_err(pg_error(operation))
+}
+
+/// The completion's pruning, in its transaction, of checkpoint `checkpoint_epoch`, the pending
+/// one, over `latest`: first the versions of a key written again within the checkpoint. Then,
+/// if the versions not yet pruned (above `pruned_through`, the new rows included) are more
+/// than [`limits::POSTGRES_UNPRUNED_ROWS_DIVISOR`]th of the rows, or not counted, every
+/// version they replace and their deletions, so each key keeps at most one version at or
+/// below the checkpoint (and it is live); otherwise the pruning waits, and a read merges the
+/// unpruned versions over the pruned rows. So a small checkpoint over a large table completes
+/// without a join against the whole table, at the cost of a larger join now and then.
+async fn prune(
+    txn: &Transaction<'_>,
+    sql: &Sql,
+    latest: Option<u64>,
+    checkpoint_epoch: u64,
+) -> Result<(), StorageError> {
+    let operation = "complete_checkpoint";
+    let epoch = epoch_to_sql(checkpoint_epoch);
+    // The joins below match the keys by hashing (or sorting) both sides: the table has no index
+    // on the key, and a nested loop, which the planner may pick on a table it has no
+    // statistics of yet, would scan the table once per row.
+    txn.batch_execute(COMPLETION_SETTINGS)
         .await
         .map_err(pg_error(operation))?;
-    txn.commit().await.map_err(pg_error(operation))
+    let mut new_rows = read_meta(txn, sql, META_PENDING_ROWS, operation).await?;
+    if read_meta(txn, sql, META_REPEATS, operation).await? == Some(checkpoint_epoch) {
+        let repeated = txn
+            .execute_typed(&sql.prune_repeated, &[(&epoch, Type::INT8)])
+            .await
+            .map_err(pg_error(operation))?;
+        new_rows = new_rows.map(|rows| rows.saturating_sub(repeated));
+        delete_meta(txn, sql, &[META_REPEATS], operation).await?;
+    }
+    // With no complete checkpoint every row is this one's (see `write_rows`).
+    let (pruned, rows, unpruned) = match latest {
+        None => (None, Some(0), 0),
+        Some(latest) => match read_meta(txn, sql, META_PRUNED, operation).await? {
+            Some(pruned) => (
+                Some(pruned),
+                read_meta(txn, sql, META_ROWS, operation).await?,
+                read_meta(txn, sql, META_UNPRUNED, operation)
+                    .await?
+                    .unwrap_or(0),
+            ),
+            None => (
+                Some(latest),
+                read_meta(txn, sql, META_ROWS, operation).await?,
+                0,
+            ),
+        },
+    };
+    let rows = rows.zip(new_rows).map(|(rows, new)| rows + new);
+    let unpruned = unpruned + new_rows.unwrap_or(0);
+    let wait = latest.is_some()
+        && rows.is_some_and(|rows| {
+            unpruned.saturating_mul(limits::POSTGRES_UNPRUNED_ROWS_DIVISOR) <= rows
+        });
+    if wait {
+        for (name, value) in [
+            (META_PRUNED, pruned.unwrap_or_default()),
+            (META_UNPRUNED, unpruned),
+            (META_ROWS, rows.unwrap_or_default()),
+        ] {
+            write_meta(txn, sql, name, &row::encode_meta(name, value), operation).await?;
+        }
+        return Ok(());
+    }
+    let from = epoch_to_sql(pruned.map_or(0, |pruned| pruned + 1));
+    let range: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 2] =
+        [(&from, Type::INT8), (&epoch, Type::INT8)];
+    let mut deleted = 0;
+    if latest.is_some() {
+        deleted += txn
+            .execute_typed(&sql.prune_superseded, &range)
+            .await
+            .map_err(pg_error(operation))?;
+    }
+    deleted += txn
+        .execute_typed(&sql.prune_tombstones, &range)
+        .await
+        .map_err(pg_error(operation))?;
+    let rows = match rows {
+        Some(rows) => rows.saturating_sub(deleted),
+        // Not counted (a store or a checkpoint of an earlier build): count once.
+        None => {
+            let counted: i64 = txn
+                .query_typed_one(&sql.count_rows, &[(&epoch, Type::INT8)])
+                .await
+                .map_err(pg_error(operation))?
+                .get(0);
+            u64::try_from(counted).unwrap_or(0)
+        }
+    };
+    write_meta(
+        txn,
+        sql,
+        META_ROWS,
+        &row::encode_meta(META_ROWS, rows),
+        operation,
+    )
+    .await?;
+    delete_meta(txn, sql, &[META_PRUNED, META_UNPRUNED], operation).await
 }
 
 async fn truncate(conns: &Connections, held: Option<u64>, epoch: u64) -> Result<(), StorageError> {
@@ -886,7 +1016,14 @@ async fn take_lease(
 /// the binary COPY outputs that hold its rows.
 enum CheckpointItem {
     Latest(Option<u64>),
-    Copied(Vec<Vec<u8>>),
+    Copied(Copied),
+}
+
+/// The binary COPY outputs of a checkpoint's rows, with their epochs (NULL for a pruned row)
+/// when some are unpruned (`epochs`).
+struct Copied {
+    copies: Vec<Vec<u8>>,
+    epochs: bool,
 }
 
 type Sender<T> = tokio::sync::mpsc::Sender<Result<T, StorageError>>;
@@ -936,20 +1073,25 @@ async fn stream_checkpoint(
     let Some(latest) = latest else {
         return Ok(());
     };
-    let copied = copy_checkpoint(conns, &txn, latest).await?;
+    let pruned = read_meta(&txn, sql, META_PRUNED, operation)
+        .await?
+        .unwrap_or(latest);
+    let copied = copy_checkpoint(conns, &txn, latest, pruned).await?;
     let _ = out.send(Ok(CheckpointItem::Copied(copied))).await;
     Ok(())
 }
 
-/// The rows of checkpoint `latest` as binary COPY outputs, read in the snapshot of `txn`. A
-/// large table is cut into ranges of heap blocks, each copied on its own connection at the
-/// same time (a second server process and a second client task) from the snapshot `txn`
-/// exports, so they all see the same rows.
+/// The rows of checkpoint `latest`, pruned through `pruned`, as binary COPY outputs, read in
+/// the snapshot of `txn`. A large table is cut into ranges of heap blocks, each copied on its
+/// own connection at the same time (a second server process and a second client task) from
+/// the snapshot `txn` exports, so they all see the same rows. With versions above `pruned`,
+/// each copy has the epoch column too (NULL at or below `pruned`): still one scan.
 async fn copy_checkpoint(
     conns: &Connections,
     txn: &Transaction<'_>,
     latest: u64,
-) -> Result<Vec<Vec<u8>>, StorageError> {
+    pruned: u64,
+) -> Result<Copied, StorageError> {
     let operation = "read_latest_checkpoint";
     let sql = &conns.sql;
     let found = txn
@@ -960,6 +1102,7 @@ async fn copy_checkpoint(
     let n_readers = (n_blocks / limits::POSTGRES_CHECKPOINT_BLOCKS_PER_READER_MIN)
         .clamp(1, limits::POSTGRES_CHECKPOINT_READERS_MAX as i64);
     let per_reader = n_blocks / n_readers + 1;
+    let epochs = pruned < latest;
     // COPY takes no parameters; the epoch and the block numbers are numbers, spliced in as such.
     let copy_of_range = |reader: i64| {
         let (first, end) = (reader * per_reader, (reader + 1) * per_reader);
@@ -968,9 +1111,17 @@ async fn copy_checkpoint(
             (_, true) => format!("AND ctid >= '({first},0)'::tid"),
             (_, false) => format!("AND ctid >= '({first},0)'::tid AND ctid < '({end},0)'::tid"),
         };
-        sql.rows_copy_out
-            .replace("$1", &epoch_to_sql(latest).to_string())
-            .replace("$2", &range)
+        match epochs {
+            false => sql
+                .rows_copy_out
+                .replace("$1", &epoch_to_sql(latest).to_string())
+                .replace("$2", &range),
+            true => sql
+                .mixed_copy_out
+                .replace("$1", &epoch_to_sql(pruned).to_string())
+                .replace("$2", &epoch_to_sql(latest).to_string())
+                .replace("$3", &range),
+        }
     };
     let others =
         (1..n_readers).map(|reader| copy_in_snapshot(conns, &snapshot, copy_of_range(reader)));
@@ -979,9 +1130,9 @@ async fn copy_checkpoint(
         copy_out_all(txn, &own_range),
         futures::future::try_join_all(others)
     );
-    let mut copied = vec![own?];
-    copied.extend(others?);
-    Ok(copied)
+    let mut copies = vec![own?];
+    copies.extend(others?);
+    Ok(Copied { copies, epochs })
 }
 
 /// Runs `copy` on a new connection, in the snapshot `snapshot` exported by another transaction.
@@ -1059,13 +1210,17 @@ fn read_ended_early() -> StorageError {
 }
 
 /// Decodes the binary COPY of a checkpoint's rows, sorts them by key and visits each (checked
-/// against its envelope's checksum).
+/// against its envelope's checksum): the newest unpruned version of a key in place of its
+/// pruned row, none if that version is a deletion.
 fn visit_sorted(
-    copied: Vec<Vec<u8>>,
+    copied: Copied,
     mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
 ) -> Result<(), StorageError> {
-    let mut rows = CopiedRows::new();
-    for copy in copied {
+    let mut rows = match copied.epochs {
+        true => CopiedRows::with_epochs(),
+        false => CopiedRows::new(),
+    };
+    for copy in copied.copies {
         rows.add(copy)
             .map_err(|detail| StorageError::io(BACKEND, "read_latest_checkpoint", detail))?;
     }
@@ -1076,7 +1231,15 @@ fn visit_sorted(
             detail: "two versions of the key in the latest complete checkpoint".into(),
         });
     }
-    rows.for_each(|key, envelope| row::visit_live_row(BACKEND, key, envelope, &mut visit))
+    rows.for_each(|key, envelope, unpruned| {
+        if !unpruned {
+            return row::visit_live_row(BACKEND, key, envelope, &mut visit);
+        }
+        match row::decode_row(BACKEND, key, envelope)? {
+            Some(value) => visit(key, value),
+            None => Ok(()),
+        }
+    })
 }
 
 impl Storage for PostgresStorage {

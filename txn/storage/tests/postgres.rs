@@ -276,6 +276,15 @@ async fn server_off_the_workers(test: &'static str) -> Option<PgInstance> {
 
 /// The heap blocks of the checkpoint table in `schema`, asked of the server directly.
 fn checkpoint_table_blocks(config: &str, schema: &str) -> i64 {
+    let sql = format!(
+        "SELECT pg_relation_size('{schema}.checkpoint_versions') / \
+         current_setting('block_size')::bigint"
+    );
+    ask(config, &sql)
+}
+
+/// The `bigint` the statement `sql` returns, asked of the server directly.
+fn ask(config: &str, sql: &str) -> i64 {
     let config: tokio_postgres::Config = config.parse().unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -284,11 +293,7 @@ fn checkpoint_table_blocks(config: &str, schema: &str) -> i64 {
     runtime.block_on(async {
         let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
-        let sql = format!(
-            "SELECT pg_relation_size('{schema}.checkpoint_versions') / \
-             current_setting('block_size')::bigint"
-        );
-        client.query_one(&sql, &[]).await.unwrap().get(0)
+        client.query_one(sql, &[]).await.unwrap().get(0)
     })
 }
 
@@ -296,7 +301,8 @@ fn checkpoint_table_blocks(config: &str, schema: &str) -> i64 {
 fn a_large_checkpoint_read_by_several_connections_is_whole_and_in_key_order() {
     // Goal: a checkpoint table large enough to be read by every connection a checkpoint read
     // may open (each copying its own range of heap blocks) reads back every live row once, in
-    // key order, after a second checkpoint replaced and deleted rows scattered over the table.
+    // key order, after a second checkpoint replaced and deleted rows scattered over the table,
+    // and after a third, small one that left the versions it replaced to a later pruning.
     let Some(server) = server("large_checkpoint_read") else {
         return;
     };
@@ -342,11 +348,50 @@ fn a_large_checkpoint_read_by_several_connections_is_whole_and_in_key_order() {
     assert_eq!(latest, Some(2));
     assert_eq!(read.len(), model.len(), "rows lost or read twice");
     assert!(
-        read.into_iter().eq(model),
+        read.into_iter().eq(model.clone()),
         "rows differ or out of key order"
+    );
+    let small: Vec<_> = (3..n_rows)
+        .step_by(23)
+        .map(|i| (key(i), Some(value(i, 3))))
+        .chain((5..n_rows).step_by(29).map(|i| (key(i), None)))
+        .collect();
+    store.write_checkpoint_rows(3, &small).unwrap();
+    store.complete_checkpoint(3).unwrap();
+    apply(&mut model, small);
+    expect_read(&store, 3, &model);
+    let stored = ask(&config, "SELECT count(*) FROM large.checkpoint_versions");
+    assert!(
+        stored > model.len() as i64,
+        "checkpoint 3 was pruned at once"
     );
     drop(store);
     server.stop();
+}
+
+/// Live rows by key, as a checkpoint read should return them.
+type Model = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Applies checkpoint rows to `model` (`None`: the key deleted).
+fn apply(model: &mut Model, rows: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>) {
+    for (k, v) in rows {
+        match v {
+            Some(v) => model.insert(k, v),
+            None => model.remove(&k),
+        };
+    }
+}
+
+/// Reads the latest checkpoint of `store`: it must be `epoch` and hold `model`'s rows.
+fn expect_read(store: &PostgresStorage, epoch: u64, model: &Model) {
+    let (latest, read) = conformance::collect_checkpoint(store);
+    assert_eq!(latest, Some(epoch));
+    assert!(
+        read.iter().cloned().eq(model.clone()),
+        "checkpoint {epoch}: {} rows read, {} expected",
+        read.len(),
+        model.len()
+    );
 }
 
 #[test]
@@ -364,7 +409,7 @@ fn chunks_written_again_and_keys_repeated_across_chunks_merge() {
     let store = PostgresStorage::open_in_schema(&config, "again").unwrap();
     let key = |i: usize| format!("key-{i:06}").into_bytes();
     let chunk_rows = 4_096;
-    let mut model = std::collections::BTreeMap::new();
+    let mut model = Model::new();
     for epoch in [1u64, 2] {
         let chunk: Vec<_> = (0..chunk_rows)
             .map(|i| (key(i), Some(format!("{epoch}-{i}").into_bytes())))
@@ -385,20 +430,8 @@ fn chunks_written_again_and_keys_repeated_across_chunks_merge() {
         store.write_checkpoint_rows(epoch, &later).unwrap();
         store.write_checkpoint_rows(epoch, &later[..5]).unwrap();
         store.complete_checkpoint(epoch).unwrap();
-        for (k, v) in chunk.into_iter().chain(later) {
-            match v {
-                Some(v) => model.insert(k, v),
-                None => model.remove(&k),
-            };
-        }
-        let (latest, read) = conformance::collect_checkpoint(&store);
-        assert_eq!(latest, Some(epoch));
-        assert!(
-            read.iter().cloned().eq(model.clone()),
-            "checkpoint {epoch}: {} rows read, {} expected",
-            read.len(),
-            model.len()
-        );
+        apply(&mut model, chunk.into_iter().chain(later));
+        expect_read(&store, epoch, &model);
     }
     // Checkpoint 3 abandoned after two chunks: its writer dropped (its connections closed).
     let abandoned: Vec<_> = (0..100).map(|i| (key(i), None)).collect();
@@ -490,5 +523,71 @@ fn a_checkpoint_continued_or_restarted_by_another_holder_keeps_each_keys_last_wr
     a.complete_checkpoint(30).unwrap();
     expect_checkpoint(&a, 30, &[("q", "a"), ("r", "b"), ("x", "a"), ("y", "b")]);
     drop((a, b));
+    server.stop();
+}
+
+#[test]
+fn small_checkpoints_over_a_large_one_wait_to_be_pruned_and_read_each_keys_newest_version() {
+    // Goal: a small checkpoint over a large one completes without pruning the versions it
+    // replaces (the table keeps them) until the versions not yet pruned are more than a tenth
+    // of the rows; meanwhile a read sees each key's newest version (a key changed in several
+    // such checkpoints, deleted, deleted and written again); once pruned the table holds one
+    // row per live key; and a store whose rows were not counted (an earlier build's) prunes
+    // at its next completion.
+    let Some(server) = server("small_checkpoints") else {
+        return;
+    };
+    let config = server.config_string();
+    let store = PostgresStorage::open_in_schema(&config, "small").unwrap();
+    let key = |i: u64| format!("key-{i:05}").into_bytes();
+    let mut model = Model::new();
+    // Writes and completes checkpoint `epoch`, checks the read against the model; returns
+    // whether the table still holds versions it replaced (the pruning waits).
+    let mut checkpoint = |epoch: u64, rows: Vec<(Vec<u8>, Option<Vec<u8>>)>| {
+        store.write_checkpoint_rows(epoch, &rows).unwrap();
+        store.complete_checkpoint(epoch).unwrap();
+        apply(&mut model, rows);
+        expect_read(&store, epoch, &model);
+        let stored = ask(&config, "SELECT count(*) FROM small.checkpoint_versions");
+        let live = i64::try_from(model.len()).unwrap();
+        assert!(stored >= live, "checkpoint {epoch}: {stored} rows stored");
+        stored > live
+    };
+    let first = (0..2_000).map(|i| (key(i), Some(format!("1-{i}").into_bytes())));
+    assert!(!checkpoint(1, first.collect()));
+    // Keys 0..10 changed every time; ten of the others deleted or written again.
+    let small = |epoch: u64| {
+        let changed = (0..10).map(move |i| (key(i), Some(format!("{epoch}-{i}").into_bytes())));
+        let others = (0..10).map(move |i| {
+            let value = (epoch + i).is_multiple_of(2);
+            let value = value.then(|| format!("{epoch}-x").into_bytes());
+            (key(10 + (epoch * 7 + i) % 1_990), value)
+        });
+        changed.chain(others).collect::<Vec<_>>()
+    };
+    let (mut waited, mut pruned) = (0, 0);
+    for epoch in 2..=40 {
+        if checkpoint(epoch, small(epoch)) {
+            waited += 1;
+        } else {
+            pruned += 1;
+        }
+    }
+    assert!(
+        waited >= 30,
+        "{waited} of 39 small checkpoints left the pruning for later"
+    );
+    assert!(pruned >= 2, "{pruned} of 39 small checkpoints pruned");
+    // A store of an earlier build, which did not count its rows, prunes at the next completion.
+    let mut epoch = 41;
+    while !checkpoint(epoch, small(epoch)) {
+        epoch += 1;
+    }
+    let forgotten = "WITH gone AS (DELETE FROM small.meta WHERE name = 'complete_rows' \
+                     RETURNING 1) SELECT count(*) FROM gone";
+    assert_eq!(ask(&config, forgotten), 1);
+    assert!(!checkpoint(epoch + 1, small(epoch + 1)));
+    assert!(checkpoint(epoch + 2, small(epoch + 2)));
+    drop(store);
     server.stop();
 }
