@@ -232,17 +232,23 @@ fn once(which: &str) {
                 closed_loop(&client, &warm_up).await;
                 let counts = |rt: &Runtime<Ycsb>| {
                     let s = rt.stats();
-                    [&s.epochs, &s.serial_hinted, &s.fallback]
-                        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+                    [
+                        &s.epochs,
+                        &s.serial_hinted,
+                        &s.fallback,
+                        &s.serial_hint_flips,
+                    ]
+                    .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
                 };
                 let before = counts(&rt);
                 closed_loop(&client, &requests).await;
                 let after = counts(&rt);
                 eprintln!(
-                    "epochs {}, serial-hinted {}, serial pass {}",
+                    "epochs {}, serial-hinted {}, serial pass {}, hint flips {}",
                     after[0] - before[0],
                     after[1] - before[1],
                     after[2] - before[2],
+                    after[3] - before[3],
                 );
                 rt.shutdown().await;
             });

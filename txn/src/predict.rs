@@ -4,14 +4,24 @@
 //! Under heavy contention most of an epoch's parallel pass is wasted: a transaction that loses
 //! a conflict is executed once in parallel, thrown away, and executed again serially. The
 //! [`Predictor`] keeps, per kind of request (its target service and [`App::event_kind`]), a
-//! decaying count of how many ran in the parallel pass and how many of those lost. A kind whose
-//! loss rate is at or above the threshold is sent straight to the serial pass, except, in one
-//! epoch of every `PROBE_EPOCHS` (a *probe epoch*), for the first and every `PROBE_EVERY`-th
-//! request after it of that kind, which still run in parallel so the rate keeps being measured
-//! and the kind is let back in when contention drops. Between probe epochs a hot kind runs
-//! entirely in the serial pass and its counts stand still (they decay only in epochs that
-//! measured it, or in which it did not occur): when every kind of an epoch is hot, that epoch
-//! has no parallel pass at all — no waves, no decide, no commit — only the serial pass.
+//! count of how many ran in the parallel pass and how many of those lost. A kind enters the
+//! hint (is sent straight to the serial pass) once at least `MIN_SAMPLES` were measured and its
+//! loss rate is at or above the threshold, except, in one epoch of every `PROBE_EPOCHS` (a
+//! *probe epoch*), for the first and every `PROBE_EVERY`-th request after it of that kind,
+//! which still run in parallel so the rate keeps being measured. Between probe epochs a hinted
+//! kind runs entirely in the serial pass: when every kind of an epoch is hinted, that epoch has
+//! no parallel pass at all — no waves, no decide, no commit — only the serial pass.
+//!
+//! A kind not hinted has its counts halved every epoch (it is measured whole). A hinted kind's
+//! counts are its probes' alone, over its last `WINDOW` probes whatever the number of epochs
+//! they took (not decayed by epoch, which starved kinds with few requests of samples and flipped
+//! them in and out of the hint), and it leaves the hint only when that rate falls below the
+//! threshold minus `HYSTERESIS`. Every probe that wins pulls the rate down by
+//! `WINDOW / (WINDOW + 1)`, and a hinted kind has at least one probe per probe epoch, so a kind
+//! that cools down from losing always leaves within 12 probe epochs (48 epochs; fewer the more
+//! requests it has). A kind not seen in an epoch decays, and is forgotten once its counts are
+//! nothing. The decision is taken once per kind and epoch, at its first request, from counts
+//! only: no clock, no randomness.
 //!
 //! The hints are a scheduling choice, not a correctness one: a hinted transaction takes the
 //! same place in the serial order as a conflict loser, and the hints are logged with the
@@ -61,8 +71,19 @@ const PROBE_EVERY: u32 = 8;
 /// 0.99 the probes were 15 % of an epoch's transactions, three in four of them lost and ran
 /// again, and they alone made the epoch run its parallel phases.
 pub(crate) const PROBE_EPOCHS: u64 = 4;
-/// Parallel executions of a kind needed before its rate is trusted.
+/// Parallel executions of a kind needed before its rate is trusted enough to hint it.
 const MIN_SAMPLES: f64 = 16.0;
+/// A hinted kind leaves the hint only when its rate falls this far below the threshold (at
+/// most half the threshold below it), so a rate near the threshold does not flip the kind in
+/// and out every few epochs.
+const HYSTERESIS: f64 = 0.1;
+/// A hinted kind's rate is measured over (about) its last this many parallel executions — its
+/// probes — however many epochs they took, and not decayed by epoch: a kind with few
+/// requests per epoch has few probes, and decaying them by epoch would drop it below
+/// `MIN_SAMPLES` and out of the hint while it is still hot. Each probe that wins pulls the rate
+/// down by a factor of `WINDOW / (WINDOW + 1)`, which bounds how long a kind that cooled down
+/// stays hinted (see the module documentation).
+const WINDOW: f64 = 16.0;
 /// Weight of the past at each epoch that measures the kind or does not see it (the counts
 /// halve every such epoch without new samples).
 const DECAY: f64 = 0.5;
@@ -76,6 +97,8 @@ struct KindStat {
     epoch_lost: u32,
     /// Requests of this kind seen by [`Predictor::hints`] in the current epoch.
     seen: u32,
+    /// Whether the kind is hinted: decided at its first request of each epoch.
+    hinted: bool,
 }
 
 /// The per-kind loss statistics and the policy.
@@ -84,6 +107,8 @@ pub(crate) struct Predictor {
     kinds: FxHashMap<KindKey, KindStat>,
     /// Epochs hinted so far: epoch `n` probes if `n % PROBE_EPOCHS == 0`.
     epochs: u64,
+    /// Kinds that entered or left the hint since the last [`Predictor::take_flips`].
+    flips: u64,
 }
 
 /// A kind of request: its target and its event kind's name, by the name's address and length.
@@ -99,6 +124,7 @@ impl Predictor {
             policy,
             kinds: FxHashMap::default(),
             epochs: 0,
+            flips: 0,
         }
     }
 
@@ -125,15 +151,31 @@ impl Predictor {
                 for (seq, r) in requests.iter().enumerate() {
                     let stat = self.kinds.entry(Self::kind::<A>(r)).or_default();
                     stat.seen += 1;
-                    let hot = stat.tried >= MIN_SAMPLES && stat.lost >= threshold * stat.tried;
+                    if stat.seen == 1 {
+                        let hot = if stat.hinted {
+                            let leave = threshold - HYSTERESIS.min(threshold / 2.0);
+                            stat.lost >= leave * stat.tried
+                        } else {
+                            stat.tried >= MIN_SAMPLES && stat.lost >= threshold * stat.tried
+                        };
+                        if hot != stat.hinted {
+                            stat.hinted = hot;
+                            self.flips += 1;
+                        }
+                    }
                     let probe = probing && stat.seen % PROBE_EVERY == 1;
-                    if hot && !probe {
+                    if stat.hinted && !probe {
                         out.push(seq as Seq);
                     }
                 }
                 out
             }
         }
+    }
+
+    /// How many times a kind entered or left the hint since the last call.
+    pub fn take_flips(&mut self) -> u64 {
+        std::mem::take(&mut self.flips)
     }
 
     /// Learns from an epoch's results: which requests ran in the parallel pass (those not in
@@ -161,12 +203,19 @@ impl Predictor {
             stat.epoch_lost += u32::from(lost);
         }
         for stat in self.kinds.values_mut() {
-            if stat.seen > 0 && stat.epoch_tried == 0 {
-                // Hinted whole between probe epochs: nothing was measured, keep the rate.
-                continue;
+            if stat.seen > 0 && stat.hinted {
+                // Measured by its probes only (none between probe epochs): add them to the
+                // window of its last `WINDOW` samples, whatever the number of epochs.
+                stat.tried += f64::from(stat.epoch_tried);
+                stat.lost += f64::from(stat.epoch_lost);
+                if stat.tried > WINDOW {
+                    stat.lost *= WINDOW / stat.tried;
+                    stat.tried = WINDOW;
+                }
+            } else {
+                stat.tried = stat.tried * DECAY + f64::from(stat.epoch_tried);
+                stat.lost = stat.lost * DECAY + f64::from(stat.epoch_lost);
             }
-            stat.tried = stat.tried * DECAY + f64::from(stat.epoch_tried);
-            stat.lost = stat.lost * DECAY + f64::from(stat.epoch_lost);
             stat.epoch_tried = 0;
             stat.epoch_lost = 0;
         }
@@ -280,6 +329,99 @@ mod tests {
             );
         }
         assert_eq!(p.kinds.len(), 1, "only the cold kind is left");
+    }
+
+    /// Runs one epoch of `n` requests of the hot kind, every parallel one losing if
+    /// `losing`; returns how many were hinted.
+    fn epoch(p: &mut Predictor, n: usize, losing: bool) -> usize {
+        let requests: Vec<_> = (0..n).map(|_| req(1)).collect();
+        let hinted = p.hints::<T>(&requests);
+        let results: Vec<_> = (0..n).map(|_| lost(losing)).collect();
+        p.observe::<T>(&requests, &hinted, &results);
+        hinted.len()
+    }
+
+    #[test]
+    fn a_hot_kind_with_few_requests_stays_hinted_while_it_is_hot() {
+        // Goal: a kind with just enough requests per epoch to be hinted (9: two probes a probe
+        // epoch) that keeps losing stays hinted in every epoch, but for its probes, instead of
+        // dropping below `MIN_SAMPLES` through its few probes and running whole in the
+        // parallel pass every few epochs; it enters the hint once and never leaves.
+        let mut p = Predictor::new(SerialHints::DEFAULT);
+        let mut epochs = 0;
+        while epoch(&mut p, 9, true) == 0 {
+            epochs += 1;
+            assert!(epochs < 16, "never hinted");
+        }
+        for _ in 0..32 * PROBE_EPOCHS {
+            let hinted = epoch(&mut p, 9, true);
+            assert!(hinted == 9 || hinted == 7, "hinted {hinted} of 9");
+        }
+        assert_eq!(p.take_flips(), 1, "entered the hint once");
+    }
+
+    #[test]
+    fn a_hot_kind_whose_traffic_drops_stays_hinted_then_leaves_when_it_cools() {
+        // Goal: a hot kind whose requests drop to one per epoch (one probe in a probe epoch)
+        // stays hinted while that probe keeps losing, and once it wins the kind leaves the
+        // hint within 16 probe epochs: the measurement is never starved.
+        let mut p = Predictor::new(SerialHints::DEFAULT);
+        for _ in 0..=PROBE_EPOCHS {
+            epoch(&mut p, 64, true);
+        }
+        assert_eq!(epoch(&mut p, 64, true), 64, "hinted");
+        for e in 0..32 * PROBE_EPOCHS {
+            let hinted = epoch(&mut p, 1, true);
+            assert!(
+                hinted == 1 || p.epochs % PROBE_EPOCHS == 1,
+                "epoch {e}: not hinted"
+            );
+        }
+        let mut epochs = 0;
+        while epoch(&mut p, 1, false) == 1 || p.epochs % PROBE_EPOCHS == 1 {
+            epochs += 1;
+            assert!(
+                epochs <= 16 * PROBE_EPOCHS,
+                "still hinted after {epochs} epochs"
+            );
+        }
+        // It stays out while it wins.
+        for _ in 0..8 * PROBE_EPOCHS {
+            assert_eq!(epoch(&mut p, 64, false), 0);
+        }
+        assert_eq!(p.take_flips(), 2, "in once, out once");
+    }
+
+    #[test]
+    fn a_rate_near_the_threshold_does_not_flip_the_hint() {
+        // Goal: a hinted kind whose probes lose a little less often than the threshold (9 of
+        // its 16 probes a probe epoch, 56 % against 60 %) stays hinted: it leaves only below
+        // the threshold minus `HYSTERESIS`.
+        let mut p = Predictor::new(SerialHints::DEFAULT);
+        for _ in 0..PROBE_EPOCHS {
+            epoch(&mut p, 128, true);
+        }
+        let requests: Vec<_> = (0..128).map(|_| req(1)).collect();
+        for e in 0..64 * PROBE_EPOCHS {
+            let hinted = p.hints::<T>(&requests);
+            assert!(
+                hinted.len() >= 112,
+                "epoch {e}: hinted {} of 128",
+                hinted.len()
+            );
+            let mut probe = 0;
+            let results: Vec<_> = (0..128)
+                .map(|seq| {
+                    if hinted.contains(&seq) {
+                        return lost(false);
+                    }
+                    probe += 1;
+                    lost(probe <= 9)
+                })
+                .collect();
+            p.observe::<T>(&requests, &hinted, &results);
+        }
+        assert_eq!(p.take_flips(), 1, "entered the hint once");
     }
 
     #[test]

@@ -479,7 +479,14 @@ impl<A: App> Sequencer<A> {
         // Replay relies on both: epochs strictly increase, and so do (weakly) their clocks.
         debug_assert!(self.epoch > previous.0 && self.last_timestamp_ms >= previous.1);
         let serial = if self.config.fallback != Fallback::NextEpoch {
-            self.predictor.hints::<A>(&requests)
+            let hints = self.predictor.hints::<A>(&requests);
+            let flips = self.predictor.take_flips();
+            if flips > 0 {
+                self.stats
+                    .serial_hint_flips
+                    .fetch_add(flips, std::sync::atomic::Ordering::Relaxed);
+            }
+            hints
         } else {
             Vec::new()
         };

@@ -15,6 +15,9 @@ pub struct RuntimeStats {
     pub fallback: AtomicU64,
     /// Transactions a serial hint sent straight to the serial pass (counted in `fallback` too).
     pub serial_hinted: AtomicU64,
+    /// Times a kind of request went from not hinted to hinted or back (`predict.rs`): a kind
+    /// that keeps flipping runs whole in the parallel pass every other time.
+    pub serial_hint_flips: AtomicU64,
     /// Checkpoints handed to storage / completed; `started > completed` means one is being
     /// written right now.
     pub checkpoints_started: AtomicU64,
@@ -189,6 +192,7 @@ pub struct StatsSnapshot {
     /// Runs in the serial pass (conflict losers and hinted transactions).
     pub fallback: u64,
     pub serial_hinted: u64,
+    pub serial_hint_flips: u64,
     pub checkpoints_started: u64,
     pub checkpoints_completed: u64,
     pub log_appends: u64,
@@ -238,6 +242,7 @@ impl StatsSnapshot {
             conflicts: self.conflicts - earlier.conflicts,
             fallback: self.fallback - earlier.fallback,
             serial_hinted: self.serial_hinted - earlier.serial_hinted,
+            serial_hint_flips: self.serial_hint_flips - earlier.serial_hint_flips,
             checkpoints_started: self.checkpoints_started - earlier.checkpoints_started,
             checkpoints_completed: self.checkpoints_completed - earlier.checkpoints_completed,
             log_appends: self.log_appends - earlier.log_appends,
@@ -281,6 +286,7 @@ impl RuntimeStats {
             conflicts: read(&self.conflicts),
             fallback: read(&self.fallback),
             serial_hinted: read(&self.serial_hinted),
+            serial_hint_flips: read(&self.serial_hint_flips),
             checkpoints_started: read(&self.checkpoints_started),
             checkpoints_completed: read(&self.checkpoints_completed),
             log_appends: read(&self.log_appends),
