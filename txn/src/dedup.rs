@@ -57,10 +57,13 @@ pub(crate) fn request_digest<E: Serialize>(
         static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }
     BUF.with_borrow_mut(|buf| {
+        // The target's bytes, then the event's: one CRC over both, which equals the CRC of the
+        // target continued over the event.
         buf.clear();
+        buf.extend_from_slice(&target.to_be_bytes());
         rmp_serde::encode::write(buf, event)?;
-        let digest = crc32c::crc32c_append(crc32c::crc32c(&target.to_be_bytes()), buf);
-        let size = buf.len();
+        let digest = crc32c::crc32c(buf);
+        let size = buf.len() - size_of::<GlobalPartition>();
         if buf.capacity() > 1 << 20 {
             // Do not keep a huge buffer alive after one large event.
             *buf = Vec::new();
@@ -943,6 +946,66 @@ mod tests {
                 timestamp_ms,
             },
         )
+    }
+
+    /// The digest as defined: CRC-32C of the target (big-endian) continued over the event's
+    /// rmp-serde bytes, and the size of those bytes, computed here the long way.
+    fn digest_by_definition<E: Serialize>(target: GlobalPartition, event: &E) -> (u32, usize) {
+        let event = rmp_serde::to_vec(event).unwrap();
+        let digest = crc32c::crc32c_append(crc32c::crc32c(&target.to_be_bytes()), &event);
+        (digest, event.len())
+    }
+
+    #[test]
+    fn request_digest_is_the_crc_of_target_then_event() {
+        let event = (7u64, "seven".to_string(), vec![1u8; 300]);
+        for target in [0, 1, 0x80, 0x1234_5678, GlobalPartition::MAX] {
+            assert_eq!(
+                request_digest(target, &event).unwrap(),
+                digest_by_definition(target, &event)
+            );
+        }
+        // The event's size alone: the target's bytes are not counted against the limit.
+        assert_eq!(
+            request_digest(3, &5u64).unwrap(),
+            digest_by_definition(3, &5u64)
+        );
+        assert_eq!(request_digest(3, &5u64).unwrap().1, 1);
+        // A later, smaller event is not mixed with the bytes of an earlier, larger one.
+        assert_eq!(
+            request_digest(9, &()).unwrap(),
+            digest_by_definition(9, &())
+        );
+    }
+
+    #[test]
+    fn an_unencodable_event_is_an_error() {
+        struct Unencodable;
+        impl Serialize for Unencodable {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no bytes for this one"))
+            }
+        }
+        let err = request_digest(1, &Unencodable).unwrap_err();
+        assert!(err.to_string().contains("no bytes for this one"), "{err}");
+        // The thread's buffer is fine for the next request.
+        assert_eq!(
+            request_digest(1, &2u64).unwrap(),
+            digest_by_definition(1, &2u64)
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn request_digest_matches_its_definition_on_random_events(
+            target in any::<u32>(),
+            event in (uint(), ".{0,200}", proptest::collection::vec(any::<u8>(), 0..300)),
+        ) {
+            proptest::prop_assert_eq!(
+                request_digest(target, &event).unwrap(),
+                digest_by_definition(target, &event)
+            );
+        }
     }
 
     #[test]
