@@ -174,62 +174,8 @@ mod pack {
     use super::StoredRef;
     use crate::ids::RequestId;
     use crate::outcome::Outcome;
+    use crate::wire::pack::Head;
     use serde::Serialize;
-
-    /// Up to 80 bytes of MessagePack put together on the stack, then appended to a buffer in
-    /// one copy: writing field by field into the `Vec` checks its capacity at every byte.
-    struct Head {
-        bytes: [u8; 80],
-        len: usize,
-    }
-
-    impl Head {
-        #[inline(always)]
-        fn new() -> Self {
-            Head {
-                bytes: [0; 80],
-                len: 0,
-            }
-        }
-
-        #[inline(always)]
-        fn put<const K: usize>(&mut self, bytes: [u8; K]) {
-            self.bytes[self.len..self.len + K].copy_from_slice(&bytes);
-            self.len += K;
-        }
-
-        /// An unsigned integer in its shortest form (positive fixint, uint 8/16/32/64).
-        #[inline(always)]
-        fn uint(&mut self, v: u64) {
-            if v < 0x80 {
-                self.put([v as u8]);
-            } else if v < 1 << 8 {
-                self.put([0xcc, v as u8]);
-            } else if v < 1 << 16 {
-                let [a, b] = (v as u16).to_be_bytes();
-                self.put([0xcd, a, b]);
-            } else if v < 1 << 32 {
-                let [a, b, c, d] = (v as u32).to_be_bytes();
-                self.put([0xce, a, b, c, d]);
-            } else {
-                let [a, b, c, d, e, f, g, h] = v.to_be_bytes();
-                self.put([0xcf, a, b, c, d, e, f, g, h]);
-            }
-        }
-
-        /// A [`RequestId`]: a 2-array of its client and seq.
-        #[inline(always)]
-        fn request_id(&mut self, id: RequestId) {
-            self.put([0x92]);
-            self.uint(id.client);
-            self.uint(id.seq);
-        }
-
-        #[inline(always)]
-        fn append_to(&self, buf: &mut Vec<u8>) {
-            buf.extend_from_slice(&self.bytes[..self.len]);
-        }
-    }
 
     /// A [`RequestId`].
     pub(super) fn request_id(buf: &mut Vec<u8>, id: RequestId) {
@@ -254,7 +200,7 @@ mod pack {
             let [a, b, c, d] = len.to_be_bytes();
             head.put([0xc6, a, b, c, d]);
         }
-        buf.reserve(head.len + len);
+        buf.reserve(head.len() + len);
         head.append_to(buf);
         buf.extend_from_slice(entry);
     }
@@ -283,9 +229,8 @@ mod pack {
         head.uint(tid.0);
         head.put([0x81, 0xa2, b'O', b'k']);
         if let Some(output) = output {
-            head.append_to(buf);
+            head.flush_to(buf);
             rmp_serde::encode::write(buf, output).expect("outputs encode");
-            head.len = 0;
         } else {
             head.put([0xc0]);
         }
@@ -906,18 +851,8 @@ mod tests {
         }
     }
 
+    use crate::wire::pack::any_width_uint as uint;
     use proptest::prelude::*;
-
-    /// Any u64, each MessagePack integer width about equally likely.
-    fn uint() -> impl Strategy<Value = u64> {
-        prop_oneof![
-            0..0x80u64,
-            0x80..0x100u64,
-            0x100..0x1_0000u64,
-            0x1_0000..0x1_0000_0000u64,
-            any::<u64>(),
-        ]
-    }
 
     fn any_outcome() -> impl Strategy<Value = Outcome<(u64, String)>> {
         let result = prop_oneof![
