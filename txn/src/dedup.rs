@@ -190,16 +190,7 @@ mod pack {
         head.put([0x92]);
         head.request_id(id);
         let len = entry.len();
-        if len < 1 << 8 {
-            head.put([0xc4, len as u8]);
-        } else if len < 1 << 16 {
-            let [a, b] = (len as u16).to_be_bytes();
-            head.put([0xc5, a, b]);
-        } else {
-            let len = u32::try_from(len).expect("a window entry is under 4 GiB");
-            let [a, b, c, d] = len.to_be_bytes();
-            head.put([0xc6, a, b, c, d]);
-        }
+        head.bin(len);
         buf.reserve(head.len() + len);
         head.append_to(buf);
         buf.extend_from_slice(entry);
@@ -700,19 +691,7 @@ mod tests {
         ([entry, item, id_bytes], [entry_rmp, item_rmp, id_rmp])
     }
 
-    /// Each of MessagePack's integer widths, at both of its ends.
-    const EDGES: [u64; 10] = [
-        0,
-        0x7f,
-        0x80,
-        0xff,
-        0x100,
-        0xffff,
-        0x1_0000,
-        0xffff_ffff,
-        0x1_0000_0000,
-        u64::MAX,
-    ];
+    use crate::wire::pack::INT_EDGES as EDGES;
 
     #[test]
     fn hand_encoding_is_byte_for_byte_rmp_serde() {
@@ -915,14 +894,9 @@ mod tests {
 
     #[test]
     fn an_unencodable_event_is_an_error() {
-        struct Unencodable;
-        impl Serialize for Unencodable {
-            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-                Err(serde::ser::Error::custom("no bytes for this one"))
-            }
-        }
+        use crate::wire::pack::{UNENCODABLE, Unencodable};
         let err = request_digest(1, &Unencodable).unwrap_err();
-        assert!(err.to_string().contains("no bytes for this one"), "{err}");
+        assert!(err.to_string().contains(UNENCODABLE), "{err}");
         // The thread's buffer is fine for the next request.
         assert_eq!(
             request_digest(1, &2u64).unwrap(),

@@ -209,6 +209,16 @@ fn running_transactions_one_at_a_time_allocates_nothing_per_transaction() {
     );
 }
 
+/// A runtime's tokio pool of two workers whose allocations count in `server_allocations`.
+fn counted_server() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .on_thread_start(count_this_thread)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 /// Rows each transaction of the delta workload adds to besides the hot row, each its own.
 const DELTA_ROWS_PER_TXN: u64 = 8;
 /// Transactions per `submit_many` batch of the delta workload (about one epoch).
@@ -289,12 +299,7 @@ fn epochs_of_deltas_reuse_each_rows_delta_list() {
     // Goal: the rows' delta lists of an epoch are reused by the next epochs, and deciding a
     // hot row's many deltas allocates nothing: a list allocated anew per row and epoch shows
     // here as at least one allocation per row a transaction adds to (8 per transaction).
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .on_thread_start(count_this_thread)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let server = counted_server();
     let (app, service) = delta_app();
     let n_rows = DELTA_BATCH_TXNS * DELTA_ROWS_PER_TXN;
     let per_txn = server.block_on(async {
@@ -334,12 +339,7 @@ const DELTA_EPOCHS_BUDGET: f64 = 1.0;
 /// (one `submit_many` batch each, on keys written before, so no row is allocated), after a
 /// warm-up at that size.
 fn allocations_per_epoch(batch_txns: u64) -> f64 {
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .on_thread_start(count_this_thread)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let server = counted_server();
     let (app, service) = app();
     server.block_on(async {
         let rt = Runtime::start(app, RuntimeConfig::in_memory())

@@ -577,22 +577,8 @@ fn truncate_in_steps(
 mod tests {
     use super::*;
     use crate::ids::RequestId;
-    use crate::wire::pack::any_width_uint as uint;
+    use crate::wire::pack::{INT_EDGES as EDGES, any_width_uint as uint};
     use proptest::prelude::*;
-
-    /// The edges of every MessagePack integer width.
-    const EDGES: [u64; 10] = [
-        0,
-        0x7f,
-        0x80,
-        0xff,
-        0x100,
-        0xffff,
-        0x1_0000,
-        0xffff_ffff,
-        0x1_0000_0000,
-        u64::MAX,
-    ];
 
     /// The record by hand and by rmp-serde, which must be the same bytes.
     fn both_ways<E: Serialize>(record: &EpochRecordRef<'_, E>) -> (Vec<u8>, Vec<u8>) {
@@ -693,18 +679,13 @@ mod tests {
 
     #[test]
     fn an_unencodable_event_fails_as_with_rmp_serde() {
-        struct Unencodable;
-        impl Serialize for Unencodable {
-            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-                Err(serde::ser::Error::custom("no bytes for this one"))
-            }
-        }
+        use crate::wire::pack::{UNENCODABLE, Unencodable};
         let requests = [request(1, Unencodable, None, 0)];
         let r = record(2, &requests, Fallback::Serial, &[], &[]);
         let hand = r.encode(&mut Vec::new()).unwrap_err().to_string();
         let rmp = rmp_serde::to_vec(&r).unwrap_err().to_string();
         assert_eq!(hand, rmp);
-        assert!(hand.contains("no bytes for this one"), "{hand}");
+        assert!(hand.contains(UNENCODABLE), "{hand}");
         let env = EpochEnv {
             epoch: 2,
             timestamp_ms: 0,
@@ -713,7 +694,7 @@ mod tests {
             fallback: Fallback::Serial,
         };
         let err = encode_epoch(&env, &[], &mut Vec::new()).unwrap_err();
-        assert_eq!(err, "epoch 2 does not encode: no bytes for this one");
+        assert_eq!(err, format!("epoch 2 does not encode: {UNENCODABLE}"));
     }
 
     #[test]

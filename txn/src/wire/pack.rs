@@ -52,13 +52,38 @@ impl Head {
     pub(crate) fn array(&mut self, n: usize) {
         if n < 16 {
             self.put([0x90 | n as u8]);
-        } else if n < 1 << 16 {
-            let [a, b] = (n as u16).to_be_bytes();
-            self.put([0xdc, a, b]);
         } else {
-            let n = u32::try_from(n).expect("a MessagePack array holds under 2^32 elements");
-            let [a, b, c, d] = n.to_be_bytes();
-            self.put([0xdd, a, b, c, d]);
+            self.length(
+                [0xdc, 0xdd],
+                n,
+                "a MessagePack array holds under 2^32 elements",
+            );
+        }
+    }
+
+    /// A byte string's header for `len` bytes (bin 8/16/32).
+    #[inline(always)]
+    pub(crate) fn bin(&mut self, len: usize) {
+        if len < 1 << 8 {
+            self.put([0xc4, len as u8]);
+        } else {
+            self.length(
+                [0xc5, 0xc6],
+                len,
+                "a MessagePack byte string is under 4 GiB",
+            );
+        }
+    }
+
+    /// A 16-bit length after `markers[0]`, or a 32-bit one after `markers[1]`.
+    #[inline(always)]
+    fn length(&mut self, markers: [u8; 2], n: usize, too_long: &str) {
+        if n < 1 << 16 {
+            let [a, b] = (n as u16).to_be_bytes();
+            self.put([markers[0], a, b]);
+        } else {
+            let [a, b, c, d] = u32::try_from(n).expect(too_long).to_be_bytes();
+            self.put([markers[1], a, b, c, d]);
         }
     }
 
@@ -90,6 +115,21 @@ impl Head {
     }
 }
 
+/// Each of MessagePack's integer widths, at both of its ends.
+#[cfg(test)]
+pub(crate) const INT_EDGES: [u64; 10] = [
+    0,
+    0x7f,
+    0x80,
+    0xff,
+    0x100,
+    0xffff,
+    0x1_0000,
+    0xffff_ffff,
+    0x1_0000_0000,
+    u64::MAX,
+];
+
 /// Any u64, each MessagePack integer width about equally likely.
 #[cfg(test)]
 pub(crate) fn any_width_uint() -> impl proptest::strategy::Strategy<Value = u64> {
@@ -101,4 +141,19 @@ pub(crate) fn any_width_uint() -> impl proptest::strategy::Strategy<Value = u64>
         0x1_0000..0x1_0000_0000u64,
         any::<u64>(),
     ]
+}
+
+/// An event (or any value) whose encoding fails, with [`UNENCODABLE`] as the error.
+#[cfg(test)]
+pub(crate) struct Unencodable;
+
+/// The error message of [`Unencodable`]'s encoding.
+#[cfg(test)]
+pub(crate) const UNENCODABLE: &str = "no bytes for this one";
+
+#[cfg(test)]
+impl serde::Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(UNENCODABLE))
+    }
 }
