@@ -25,6 +25,7 @@
 use crate::ids::{GlobalPartition, RequestId};
 use crate::outcome::Outcome;
 use crate::row_key::CheckpointRow;
+use crate::wire::pack::Head;
 use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,9 @@ use std::collections::VecDeque;
 
 /// The global-partition number that checkpoint rows of the dedup window are stored under.
 pub(crate) const DEDUP_GP: u32 = u32::MAX;
+
+/// The most bytes of one checkpoint row of generated ids (before its last item).
+const CHUNK_MAX: usize = crate::limits::DEDUP_GROUP_CHUNK_BYTES_MAX;
 
 /// The "table" of checkpoint rows holding one chosen id each: `[DEDUP_GP][0][rmp id]`.
 const CHOSEN_ROWS: u16 = 0;
@@ -240,8 +244,7 @@ struct GroupItem {
 mod pack {
     use super::StoredRef;
     use crate::ids::RequestId;
-    use crate::outcome::Outcome;
-    use crate::wire::pack::Head;
+    use crate::wire::pack::{Head, small_value};
     use serde::Serialize;
 
     /// A [`RequestId`].
@@ -263,36 +266,77 @@ mod pack {
         buf.extend_from_slice(entry);
     }
 
+    /// Bytes of a committed [`StoredRef`] after its output: at most 36.
+    const TAIL_MAX: usize = 36;
+
     /// A [`StoredRef`]. A committed (or output-less) outcome is written here, its output, the
     /// application's type, through rmp-serde; an aborted one, rare, wholly by rmp-serde.
     pub(super) fn stored<O: Serialize>(buf: &mut Vec<u8>, stored: &StoredRef<'_, O>) {
-        let Outcome {
-            tid,
-            result: Ok(output),
-            serial_pos,
-            retries,
-            timestamp_ms,
-        } = stored.outcome
-        else {
+        let Ok(output) = &stored.outcome.result else {
             rmp_serde::encode::write(buf, stored).expect("outcomes encode");
             return;
         };
-        // [n, epoch, [tid, {"Ok": output}, serial_pos, retries, timestamp_ms], digest]: at
-        // most 34 bytes before the output (nil included) and 36 after it.
+        // At most 34 bytes before the output (nil included) and 36 after it.
         let mut head = Head::new();
-        head.put([0x94]);
-        head.uint(stored.n);
-        head.uint(stored.epoch);
-        head.put([0x95]);
-        head.uint(tid.0);
-        head.put([0x81, 0xa2, b'O', b'k']);
+        before_output(&mut head, stored);
         if let Some(output) = output {
             head.flush_to(buf);
             rmp_serde::encode::write(buf, output).expect("outputs encode");
         } else {
             head.put([0xc0]);
         }
-        match serial_pos {
+        after_output(&mut head, stored);
+        head.append_to(buf);
+    }
+
+    /// A [`super::GroupItem`] holding a committed [`StoredRef`] whose output is none or
+    /// [`small_value`], wholly in `head` (at most 22 + 34 + 36 bytes, the output's room kept
+    /// to what is left); the entry starts at the offset returned. `None` for any other outcome
+    /// (with `head` partly written): [`stored`] and [`group_item`] write it.
+    pub(super) fn item<O: Serialize>(
+        head: &mut Head,
+        id: RequestId,
+        stored: &StoredRef<'_, O>,
+    ) -> Option<usize> {
+        let Ok(output) = &stored.outcome.result else {
+            return None;
+        };
+        head.put([0x92]);
+        head.request_id(id);
+        // A `bin 8`: the entry is under 128 bytes; its length is set once it is written.
+        let len_at = head.len() + 1;
+        head.put([0xc4, 0]);
+        let start = head.len();
+        before_output(head, stored);
+        match output {
+            None => head.put([0xc0]),
+            Some(output) => {
+                if !small_value(head, output, TAIL_MAX) {
+                    return None;
+                }
+            }
+        }
+        after_output(head, stored);
+        head.set(len_at, (head.len() - start) as u8);
+        Some(start)
+    }
+
+    /// `[n, epoch, [tid, {"Ok": ` (at most 33 bytes).
+    #[inline(always)]
+    fn before_output<O>(head: &mut Head, stored: &StoredRef<'_, O>) {
+        head.put([0x94]);
+        head.uint(stored.n);
+        head.uint(stored.epoch);
+        head.put([0x95]);
+        head.uint(stored.outcome.tid.0);
+        head.put([0x81, 0xa2, b'O', b'k']);
+    }
+
+    /// `}, serial_pos, retries, timestamp_ms], digest]` (at most [`TAIL_MAX`] bytes).
+    #[inline(always)]
+    fn after_output<O>(head: &mut Head, stored: &StoredRef<'_, O>) {
+        let outcome = stored.outcome;
+        match outcome.serial_pos {
             None => head.put([0xc0]),
             Some(pos) => {
                 head.put([0x93]);
@@ -301,10 +345,9 @@ mod pack {
                 head.uint(u64::from(pos.seq));
             }
         }
-        head.uint(u64::from(*retries));
-        head.uint(*timestamp_ms);
+        head.uint(u64::from(outcome.retries));
+        head.uint(outcome.timestamp_ms);
         head.uint(u64::from(stored.digest));
-        head.append_to(buf);
     }
 }
 
@@ -385,36 +428,55 @@ impl<O: Clone + Serialize + DeserializeOwned> Dedup<O> {
     ) {
         let n = self.n_inserted;
         self.n_inserted += 1;
-        self.scratch.clear();
         let stored = StoredRef {
             n,
             epoch,
             outcome,
             digest,
         };
-        pack::stored(&mut self.scratch, &stored);
-        if id.is_generated() {
-            self.write_generated(id, epoch);
-        }
-        if lookup || !id.is_generated() {
+        let generated = id.is_generated();
+        let keep = lookup || !generated;
+        let mut head = Head::new();
+        let value = if let Some(start) = pack::item(&mut head, id, &stored) {
+            // The common outcome: its whole item on the stack, copied once into its segment.
+            let entry = &head.bytes()[start..];
+            if generated {
+                self.write_generated(epoch, entry.len(), |segment| head.append_to(segment));
+            }
+            keep.then(|| entry.to_vec())
+        } else {
+            let mut scratch = std::mem::take(&mut self.scratch);
+            scratch.clear();
+            pack::stored(&mut scratch, &stored);
+            if generated {
+                self.write_generated(epoch, scratch.len(), |segment| {
+                    pack::group_item(segment, id, &scratch)
+                });
+            }
+            let value = keep.then(|| scratch.clone());
+            self.scratch = scratch;
+            value
+        };
+        if let Some(value) = value {
             // A pending deletion means a checkpoint still holds the id's old row.
             let in_checkpoint = self.changes.get(&id) == Some(&false);
             let entry = Entry {
                 n,
                 digest: Some(digest),
-                value: self.scratch.clone(),
+                value,
                 in_checkpoint,
             };
             self.insert(id, epoch, entry);
-            if !id.is_generated() {
+            if !generated {
                 self.changes.insert(id, true);
             }
         }
         self.evict(epoch);
     }
 
-    /// Appends the encoded entry in `scratch` to its epoch's future checkpoint rows.
-    fn write_generated(&mut self, id: RequestId, epoch: u64) {
+    /// Appends a generated id's item, written by `write`, for an entry of `entry_len` bytes to
+    /// its epoch's future checkpoint rows.
+    fn write_generated(&mut self, epoch: u64, entry_len: usize, write: impl FnOnce(&mut Vec<u8>)) {
         if self
             .generated_unwritten
             .back()
@@ -427,14 +489,16 @@ impl<O: Clone + Serialize + DeserializeOwned> Dedup<O> {
             });
         }
         let items = self.generated_unwritten.back_mut().expect("pushed");
-        if items.segments.last().is_some_and(|s| {
-            s.len() + self.scratch.len() > crate::limits::DEDUP_GROUP_CHUNK_BYTES_MAX
-        }) {
+        if items
+            .segments
+            .last()
+            .is_some_and(|s| s.len() + entry_len > CHUNK_MAX)
+        {
             items.segments.push(Vec::new());
         }
         let segment = items.segments.last_mut().expect("one segment at least");
         let before = segment.len();
-        pack::group_item(segment, id, &self.scratch);
+        write(segment);
         let added = segment.len() - before;
         items.bytes += added;
         self.generated_unwritten_bytes += added;
@@ -755,7 +819,49 @@ mod tests {
         })
         .unwrap();
         let id_rmp = rmp_serde::to_vec(&id).unwrap();
+        // The whole item on the stack, when the outcome has that shape.
+        let mut head = Head::new();
+        if let Some(start) = pack::item(&mut head, id, &stored) {
+            assert_eq!(head.bytes(), item_rmp, "the item on the stack");
+            assert_eq!(&head.bytes()[start..], entry_rmp, "its entry");
+        }
         ([entry, item, id_bytes], [entry_rmp, item_rmp, id_rmp])
+    }
+
+    /// Whether `outcome`'s item is written wholly on the stack.
+    fn on_the_stack<O: Serialize>(outcome: &Outcome<O>) -> bool {
+        let stored = StoredRef {
+            n: 1,
+            epoch: 2,
+            outcome,
+            digest: 3,
+        };
+        pack::item(&mut Head::new(), id(4), &stored).is_some()
+    }
+
+    #[test]
+    fn common_outcomes_are_written_on_the_stack() {
+        fn widest<O>(result: Result<Option<O>, AbortReason>) -> Outcome<O> {
+            Outcome {
+                tid: Tid(u64::MAX),
+                result,
+                serial_pos: Some(SerialPos {
+                    epoch: u64::MAX,
+                    pass: u8::MAX,
+                    seq: u32::MAX,
+                }),
+                retries: u32::MAX,
+                timestamp_ms: u64::MAX,
+            }
+        }
+        assert!(on_the_stack(&widest(Ok(None::<()>))));
+        assert!(on_the_stack(&widest(Ok(Some(())))));
+        assert!(on_the_stack(&widest(Ok(Some(u64::MAX)))));
+        assert!(on_the_stack(&widest(Ok(Some(Some(i64::MIN))))));
+        assert!(!on_the_stack(&widest(Ok(Some("text")))));
+        assert!(!on_the_stack(&widest(Err::<Option<()>, _>(
+            AbortReason::RetriesExhausted { retries: 1 }
+        ))));
     }
 
     use crate::wire::pack::INT_EDGES as EDGES;
@@ -800,6 +906,33 @@ mod tests {
                     checked += 1;
                 }
             }
+        }
+        // Small outputs, written on the stack with their item: every integer width.
+        for (i, &v) in EDGES.iter().enumerate() {
+            let w = EDGES[(i + 5) % EDGES.len()];
+            fn outcome<O>(output: O, v: u64, w: u64) -> Outcome<O> {
+                Outcome {
+                    tid: Tid(w),
+                    result: Ok(Some(output)),
+                    serial_pos: Some(SerialPos {
+                        epoch: v,
+                        pass: w as u8,
+                        seq: v as u32,
+                    }),
+                    retries: v as u32,
+                    timestamp_ms: w,
+                }
+            }
+            let id = RequestId { client: w, seq: v };
+            for output in [v as i64, -(v as i64), (v as i64).wrapping_neg() >> 3] {
+                let (hand, rmp) = both_ways(id, v, w, &outcome(output, v, w), w as u32);
+                assert_eq!(hand, rmp, "{output}");
+                let (hand, rmp) =
+                    both_ways(id, v, w, &outcome(Some(output as i32), v, w), w as u32);
+                assert_eq!(hand, rmp, "{output}");
+            }
+            let (hand, rmp) = both_ways(id, v, w, &outcome(v, v, w), w as u32);
+            assert_eq!(hand, rmp, "{v}");
         }
         // The benches' output type: `()`.
         let unit = Outcome {
@@ -884,6 +1017,63 @@ mod tests {
     }
 
     #[test]
+    fn generated_items_are_cut_into_chunks_as_rmp_serde_rows() {
+        use crate::limits::DEDUP_GROUP_CHUNK_BYTES_MAX as MAX;
+        let mut d = Dedup::<Option<String>>::new(bounds(1));
+        // Outputs written on the stack (none, `Some(None)`) and by rmp-serde (text, one of
+        // them longer than a chunk), across several chunks of two epochs.
+        let output = |seq: u64| match seq % 4 {
+            0 => None,
+            1 => Some(None),
+            2 => Some(Some("t".repeat(300 + seq as usize % 50))),
+            _ if seq == 403 => Some(Some("L".repeat(MAX + 10))),
+            _ => Some(Some(String::new())),
+        };
+        let mut expected: Vec<CheckpointRow> = Vec::new();
+        for epoch in [3u64, 4] {
+            let mut segments: Vec<Vec<u8>> = vec![Vec::new()];
+            for seq in 0..1_000u64 {
+                let req = generated(epoch * 10_000 + seq);
+                let outcome = Outcome {
+                    tid: Tid::new(epoch, seq as u32),
+                    result: Ok(output(seq)),
+                    serial_pos: Some(SerialPos {
+                        epoch,
+                        pass: 0,
+                        seq: seq as u32,
+                    }),
+                    retries: 0,
+                    timestamp_ms: 1_700_000_000_000 + seq,
+                };
+                let n = d.n_inserted;
+                d.record(req, seq as u32, epoch, &outcome, seq % 7 == 0);
+                let entry = rmp_serde::to_vec(&StoredRef {
+                    n,
+                    epoch,
+                    outcome: &outcome,
+                    digest: seq as u32,
+                })
+                .unwrap();
+                // A new chunk when the entry would take the last one over the bound.
+                if segments.last().unwrap().len() + entry.len() > MAX {
+                    segments.push(Vec::new());
+                }
+                let item = rmp_serde::to_vec(&GroupItemRef {
+                    id: req,
+                    entry: &entry,
+                })
+                .unwrap();
+                segments.last_mut().unwrap().extend(item);
+            }
+            assert!(segments.len() > 3, "several chunks");
+            for (chunk, segment) in segments.into_iter().enumerate() {
+                expected.push((group_key(epoch, chunk as u32), Some(segment)));
+            }
+        }
+        assert_eq!(d.drain_checkpoint_rows(), expected);
+    }
+
+    #[test]
     fn the_short_crc_is_the_crates_crc32c() {
         // Every length up to past the table loop's bound, with bytes that set every bit.
         let data: Vec<u8> = (0..CRC_SHORT_BYTES_MAX as u32 + 20)
@@ -918,6 +1108,28 @@ mod tests {
             digest in uint(),
             outcome in any_outcome(),
         ) {
+            let (hand, rmp) = both_ways(id, n, epoch, &outcome, digest as u32);
+            proptest::prop_assert_eq!(hand, rmp);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn items_on_the_stack_match_rmp_serde_on_random_outcomes(
+            id in (uint(), uint()).prop_map(|(client, seq)| RequestId { client, seq }),
+            n in uint(),
+            epoch in uint(),
+            digest in uint(),
+            outcome in any_outcome(),
+            output in proptest::option::of(proptest::option::of(any::<i64>())),
+        ) {
+            let outcome = Outcome {
+                tid: outcome.tid,
+                result: outcome.result.map(|_| output),
+                serial_pos: outcome.serial_pos,
+                retries: outcome.retries,
+                timestamp_ms: outcome.timestamp_ms,
+            };
             let (hand, rmp) = both_ways(id, n, epoch, &outcome, digest as u32);
             proptest::prop_assert_eq!(hand, rmp);
         }

@@ -6,10 +6,13 @@
 
 use crate::ids::RequestId;
 
-/// Up to 80 bytes of MessagePack put together on the stack, then appended to a buffer in
+/// Bytes a [`Head`] holds.
+const HEAD_BYTES: usize = 128;
+
+/// Up to 128 bytes of MessagePack put together on the stack, then appended to a buffer in
 /// one copy: writing field by field into the `Vec` checks its capacity at every byte.
 pub(crate) struct Head {
-    bytes: [u8; 80],
+    bytes: [u8; HEAD_BYTES],
     len: usize,
 }
 
@@ -17,7 +20,7 @@ impl Head {
     #[inline(always)]
     pub(crate) fn new() -> Self {
         Head {
-            bytes: [0; 80],
+            bytes: [0; HEAD_BYTES],
             len: 0,
         }
     }
@@ -44,6 +47,28 @@ impl Head {
         } else {
             let [a, b, c, d, e, f, g, h] = v.to_be_bytes();
             self.put([0xcf, a, b, c, d, e, f, g, h]);
+        }
+    }
+
+    /// A signed integer as rmp writes it (`write_sint`): a negative one in its shortest form
+    /// (negative fixint, int 8/16/32/64), a non-negative one as [`Self::uint`] does.
+    #[inline(always)]
+    pub(crate) fn sint(&mut self, v: i64) {
+        if v >= 0 {
+            self.uint(v as u64);
+        } else if v >= -32 {
+            self.put([v as u8]);
+        } else if v >= -(1 << 7) {
+            self.put([0xd0, v as u8]);
+        } else if v >= -(1 << 15) {
+            let [a, b] = (v as i16).to_be_bytes();
+            self.put([0xd1, a, b]);
+        } else if v >= -(1 << 31) {
+            let [a, b, c, d] = (v as i32).to_be_bytes();
+            self.put([0xd2, a, b, c, d]);
+        } else {
+            let [a, b, c, d, e, f, g, h] = v.to_be_bytes();
+            self.put([0xd3, a, b, c, d, e, f, g, h]);
         }
     }
 
@@ -101,6 +126,24 @@ impl Head {
         self.len
     }
 
+    /// Bytes that can still be put.
+    #[inline(always)]
+    pub(crate) fn room(&self) -> usize {
+        HEAD_BYTES - self.len
+    }
+
+    /// The bytes put so far.
+    #[inline(always)]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// Overwrites the byte put at `at`.
+    #[inline(always)]
+    pub(crate) fn set(&mut self, at: usize, byte: u8) {
+        self.bytes[at] = byte;
+    }
+
     /// Appends the bytes put so far to `buf`.
     #[inline(always)]
     pub(crate) fn append_to(&self, buf: &mut Vec<u8>) {
@@ -112,6 +155,209 @@ impl Head {
     pub(crate) fn flush_to(&mut self, buf: &mut Vec<u8>) {
         self.append_to(buf);
         self.len = 0;
+    }
+}
+
+/// Writes `value` into `head` as rmp-serde would, if it is a value of one of the common small
+/// shapes — a bool, an integer up to 64 bits, unit, a unit struct, an option or a newtype
+/// struct of those — and leaves at least `keep` bytes of room; returns `false` (with `head`
+/// partly written) for any other value, which the caller then encodes with rmp-serde.
+pub(crate) fn small_value<T: serde::Serialize + ?Sized>(
+    head: &mut Head,
+    value: &T,
+    keep: usize,
+) -> bool {
+    value.serialize(Small { head, keep }).is_ok()
+}
+
+/// The serializer of [`small_value`].
+struct Small<'a> {
+    head: &'a mut Head,
+    keep: usize,
+}
+
+/// A value [`small_value`] does not write.
+#[derive(Debug)]
+struct NotSmall;
+
+impl std::fmt::Display for NotSmall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not a small value")
+    }
+}
+
+impl std::error::Error for NotSmall {}
+
+impl serde::ser::Error for NotSmall {
+    fn custom<T: std::fmt::Display>(_: T) -> Self {
+        NotSmall
+    }
+}
+
+impl Small<'_> {
+    /// Room for the widest scalar (9 bytes) besides what must be kept.
+    fn room(&self) -> Result<(), NotSmall> {
+        if self.head.room() >= 9 + self.keep {
+            Ok(())
+        } else {
+            Err(NotSmall)
+        }
+    }
+
+    fn put<const K: usize>(self, bytes: [u8; K]) -> Result<(), NotSmall> {
+        self.room()?;
+        self.head.put(bytes);
+        Ok(())
+    }
+
+    fn uint(self, v: u64) -> Result<(), NotSmall> {
+        self.room()?;
+        self.head.uint(v);
+        Ok(())
+    }
+
+    fn sint(self, v: i64) -> Result<(), NotSmall> {
+        self.room()?;
+        self.head.sint(v);
+        Ok(())
+    }
+}
+
+/// The compound shapes [`small_value`] does not write.
+type NoCompound = serde::ser::Impossible<(), NotSmall>;
+
+impl serde::Serializer for Small<'_> {
+    type Ok = ();
+    type Error = NotSmall;
+    type SerializeSeq = NoCompound;
+    type SerializeTuple = NoCompound;
+    type SerializeTupleStruct = NoCompound;
+    type SerializeTupleVariant = NoCompound;
+    type SerializeMap = NoCompound;
+    type SerializeStruct = NoCompound;
+    type SerializeStructVariant = NoCompound;
+
+    // rmp-serde is not human-readable: types that encode differently for humans must take
+    // the same branch here.
+    fn is_human_readable(&self) -> bool {
+        false
+    }
+
+    fn serialize_bool(self, v: bool) -> Result<(), NotSmall> {
+        self.put([if v { 0xc3 } else { 0xc2 }])
+    }
+    fn serialize_i8(self, v: i8) -> Result<(), NotSmall> {
+        self.sint(v.into())
+    }
+    fn serialize_i16(self, v: i16) -> Result<(), NotSmall> {
+        self.sint(v.into())
+    }
+    fn serialize_i32(self, v: i32) -> Result<(), NotSmall> {
+        self.sint(v.into())
+    }
+    fn serialize_i64(self, v: i64) -> Result<(), NotSmall> {
+        self.sint(v)
+    }
+    fn serialize_u8(self, v: u8) -> Result<(), NotSmall> {
+        self.uint(v.into())
+    }
+    fn serialize_u16(self, v: u16) -> Result<(), NotSmall> {
+        self.uint(v.into())
+    }
+    fn serialize_u32(self, v: u32) -> Result<(), NotSmall> {
+        self.uint(v.into())
+    }
+    fn serialize_u64(self, v: u64) -> Result<(), NotSmall> {
+        self.uint(v)
+    }
+    fn serialize_f32(self, _: f32) -> Result<(), NotSmall> {
+        Err(NotSmall)
+    }
+    fn serialize_f64(self, _: f64) -> Result<(), NotSmall> {
+        Err(NotSmall)
+    }
+    fn serialize_char(self, _: char) -> Result<(), NotSmall> {
+        Err(NotSmall)
+    }
+    fn serialize_str(self, _: &str) -> Result<(), NotSmall> {
+        Err(NotSmall)
+    }
+    fn serialize_bytes(self, _: &[u8]) -> Result<(), NotSmall> {
+        Err(NotSmall)
+    }
+    fn serialize_none(self) -> Result<(), NotSmall> {
+        self.put([0xc0])
+    }
+    fn serialize_some<T: serde::Serialize + ?Sized>(self, value: &T) -> Result<(), NotSmall> {
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<(), NotSmall> {
+        self.put([0xc0])
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<(), NotSmall> {
+        // rmp-serde writes a unit struct as an empty array.
+        self.put([0x90])
+    }
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+    ) -> Result<(), NotSmall> {
+        Err(NotSmall)
+    }
+    fn serialize_newtype_struct<T: serde::Serialize + ?Sized>(
+        self,
+        name: &'static str,
+        value: &T,
+    ) -> Result<(), NotSmall> {
+        if name == rmp_serde::MSGPACK_EXT_STRUCT_NAME {
+            // A MessagePack extension: rmp-serde's own encoding.
+            return Err(NotSmall);
+        }
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: serde::Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), NotSmall> {
+        Err(NotSmall)
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<NoCompound, NotSmall> {
+        Err(NotSmall)
+    }
+    fn serialize_tuple(self, _: usize) -> Result<NoCompound, NotSmall> {
+        Err(NotSmall)
+    }
+    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<NoCompound, NotSmall> {
+        Err(NotSmall)
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<NoCompound, NotSmall> {
+        Err(NotSmall)
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<NoCompound, NotSmall> {
+        Err(NotSmall)
+    }
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<NoCompound, NotSmall> {
+        Err(NotSmall)
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<NoCompound, NotSmall> {
+        Err(NotSmall)
     }
 }
 
@@ -155,5 +401,137 @@ pub(crate) const UNENCODABLE: &str = "no bytes for this one";
 impl serde::Serialize for Unencodable {
     fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
         Err(serde::ser::Error::custom(UNENCODABLE))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde::Serialize;
+
+    /// `value` through [`small_value`] (`None` if refused) and through rmp-serde.
+    fn both_ways<T: Serialize + ?Sized>(value: &T) -> (Option<Vec<u8>>, Vec<u8>) {
+        let mut head = Head::new();
+        head.put([0xaa]);
+        let small = small_value(&mut head, value, 0).then(|| head.bytes()[1..].to_vec());
+        (small, rmp_serde::to_vec(value).expect("encodes"))
+    }
+
+    fn same<T: Serialize + ?Sized + std::fmt::Debug>(value: &T) {
+        let (small, rmp) = both_ways(value);
+        assert_eq!(small.as_ref(), Some(&rmp), "{value:?}");
+    }
+
+    fn refused<T: Serialize + ?Sized + std::fmt::Debug>(value: &T) {
+        assert_eq!(both_ways(value).0, None, "{value:?}");
+    }
+
+    #[derive(Serialize, Debug)]
+    struct Unit;
+
+    #[derive(Serialize, Debug)]
+    struct Newtype(i32);
+
+    #[derive(Serialize, Debug)]
+    enum Kind {
+        Plain,
+        Wrapped(u8),
+    }
+
+    #[derive(Serialize, Debug)]
+    struct Pair {
+        a: u8,
+        b: u8,
+    }
+
+    #[test]
+    fn small_values_are_byte_for_byte_rmp_serde() {
+        let signed_edges = [
+            0,
+            -1,
+            -32,
+            -33,
+            -128,
+            -129,
+            -32_768,
+            -32_769,
+            i64::from(i32::MIN),
+            i64::from(i32::MIN) - 1,
+            i64::MIN,
+            i64::MAX,
+        ];
+        for v in INT_EDGES {
+            same(&v);
+            same(&(v as u8));
+            same(&(v as u16));
+            same(&(v as u32));
+            same(&Some(v));
+            same(&(v as i64));
+        }
+        for v in signed_edges.into_iter().chain(INT_EDGES.map(|v| v as i64)) {
+            same(&v);
+            same(&(v as i8));
+            same(&(v as i16));
+            same(&(v as i32));
+            same(&Newtype(v as i32));
+        }
+        same(&true);
+        same(&false);
+        same(&());
+        same(&Unit);
+        same(&None::<u64>);
+        same(&Some(Some(3u8)));
+        same(&Some(None::<u8>));
+        same(&Some(Unit));
+    }
+
+    #[test]
+    fn other_values_are_left_to_rmp_serde() {
+        refused("text");
+        refused(&'c');
+        refused(&1.5f64);
+        refused(&1.5f32);
+        refused(&1u128);
+        refused(&-1i128);
+        refused(&vec![1u8]);
+        refused(&(1u8, 2u8));
+        refused(&Pair { a: 1, b: 2 });
+        refused(&Kind::Plain);
+        refused(&Kind::Wrapped(1));
+        refused(&Some("text"));
+        refused(&serde_bytes::Bytes::new(b"ab"));
+        // A MessagePack extension: rmp-serde's `_ExtStruct` newtype.
+        #[derive(Serialize, Debug)]
+        #[serde(rename = "_ExtStruct")]
+        struct Ext((i8, serde_bytes::ByteBuf));
+        refused(&Ext((1, serde_bytes::ByteBuf::from(vec![1]))));
+    }
+
+    #[test]
+    fn small_values_keep_the_room_asked_for() {
+        let mut head = Head::new();
+        while head.room() > 9 + 20 {
+            head.put([0]);
+        }
+        let len = head.len();
+        assert!(small_value(&mut head, &u64::MAX, 20));
+        assert!(!small_value(&mut head, &0u8, 20), "under 9 + 20 bytes left");
+        assert_eq!(head.len(), len + 9);
+    }
+
+    proptest! {
+        #[test]
+        fn small_values_match_rmp_serde_on_random_integers(
+            u in any_width_uint(),
+            i in any::<i64>(),
+            shift in 0u32..64,
+        ) {
+            prop_assert_eq!(both_ways(&(u, i)).0, None::<Vec<u8>>);
+            prop_assert_eq!(rmp_serde::to_vec(&u).unwrap(), both_ways(&u).0.unwrap());
+            let narrow = i >> shift;
+            prop_assert_eq!(rmp_serde::to_vec(&narrow).unwrap(), both_ways(&narrow).0.unwrap());
+            prop_assert_eq!(rmp_serde::to_vec(&Some(narrow)).unwrap(), both_ways(&Some(narrow)).0.unwrap());
+        }
     }
 }
