@@ -362,6 +362,9 @@ pub(crate) struct Dedup<O> {
     /// Generated ids settled since the last checkpoint, encoded, by epoch.
     generated_unwritten: VecDeque<EpochItems>,
     generated_unwritten_bytes: usize,
+    /// Bytes of generated ids the last finished epoch settled: a new epoch's first segment is
+    /// allocated that large (at most a chunk) instead of grown item by item.
+    generated_epoch_bytes_last: usize,
     /// Epochs whose generated ids a checkpoint holds, with their number of chunk rows.
     generated_written: VecDeque<(u64, u32)>,
     /// Generated ids of epochs before this one are forgotten.
@@ -394,6 +397,7 @@ impl<O: Clone + Serialize + DeserializeOwned> Dedup<O> {
             changes: FxHashMap::default(),
             generated_unwritten: VecDeque::new(),
             generated_unwritten_bytes: 0,
+            generated_epoch_bytes_last: 0,
             generated_written: VecDeque::new(),
             generated_floor: 0,
             scratch: Vec::new(),
@@ -482,9 +486,13 @@ impl<O: Clone + Serialize + DeserializeOwned> Dedup<O> {
             .back()
             .is_none_or(|e| e.epoch != epoch)
         {
+            if let Some(last) = self.generated_unwritten.back() {
+                self.generated_epoch_bytes_last = last.bytes;
+            }
+            let first = Vec::with_capacity(self.generated_epoch_bytes_last.min(CHUNK_MAX));
             self.generated_unwritten.push_back(EpochItems {
                 epoch,
-                segments: vec![Vec::new()],
+                segments: vec![first],
                 bytes: 0,
             });
         }
@@ -494,7 +502,8 @@ impl<O: Clone + Serialize + DeserializeOwned> Dedup<O> {
             .last()
             .is_some_and(|s| s.len() + entry_len > CHUNK_MAX)
         {
-            items.segments.push(Vec::new());
+            // The epoch has filled a chunk: the next is likely filled too.
+            items.segments.push(Vec::with_capacity(CHUNK_MAX));
         }
         let segment = items.segments.last_mut().expect("one segment at least");
         let before = segment.len();
@@ -617,6 +626,9 @@ impl<O: Clone + Serialize + DeserializeOwned> Dedup<O> {
             rows.extend((0..n_chunks).map(|chunk| (group_key(epoch, chunk), None)));
         }
         self.generated_unwritten_bytes = 0;
+        if let Some(last) = self.generated_unwritten.back() {
+            self.generated_epoch_bytes_last = last.bytes;
+        }
         for items in self.generated_unwritten.drain(..) {
             let n_chunks = items.segments.len() as u32;
             for (chunk, segment) in items.segments.into_iter().enumerate() {
