@@ -851,21 +851,23 @@ mod tests {
         pack::item(&mut Head::new(), id(4), &stored).is_some()
     }
 
+    /// An outcome with every field at its widest.
+    fn widest<O>(result: Result<Option<O>, AbortReason>) -> Outcome<O> {
+        Outcome {
+            tid: Tid(u64::MAX),
+            result,
+            serial_pos: Some(SerialPos {
+                epoch: u64::MAX,
+                pass: u8::MAX,
+                seq: u32::MAX,
+            }),
+            retries: u32::MAX,
+            timestamp_ms: u64::MAX,
+        }
+    }
+
     #[test]
     fn common_outcomes_are_written_on_the_stack() {
-        fn widest<O>(result: Result<Option<O>, AbortReason>) -> Outcome<O> {
-            Outcome {
-                tid: Tid(u64::MAX),
-                result,
-                serial_pos: Some(SerialPos {
-                    epoch: u64::MAX,
-                    pass: u8::MAX,
-                    seq: u32::MAX,
-                }),
-                retries: u32::MAX,
-                timestamp_ms: u64::MAX,
-            }
-        }
         assert!(on_the_stack(&widest(Ok(None::<()>))));
         assert!(on_the_stack(&widest(Ok(Some(())))));
         assert!(on_the_stack(&widest(Ok(Some(u64::MAX)))));
@@ -957,17 +959,7 @@ mod tests {
         let (hand, rmp) = both_ways(id(1), 2, 3, &unit, 4);
         assert_eq!(hand, rmp);
         // Every field at its widest: the longest head there is.
-        let widest = Outcome::<()> {
-            tid: Tid(u64::MAX),
-            result: Ok(None),
-            serial_pos: Some(SerialPos {
-                epoch: u64::MAX,
-                pass: u8::MAX,
-                seq: u32::MAX,
-            }),
-            retries: u32::MAX,
-            timestamp_ms: u64::MAX,
-        };
+        let widest = widest::<()>(Ok(None));
         let all_ones = RequestId {
             client: u64::MAX,
             seq: u64::MAX,

@@ -36,18 +36,18 @@ impl Head {
     pub(crate) fn uint(&mut self, v: u64) {
         if v < 0x80 {
             self.put([v as u8]);
-        } else if v < 1 << 8 {
-            self.put([0xcc, v as u8]);
-        } else if v < 1 << 16 {
-            let [a, b] = (v as u16).to_be_bytes();
-            self.put([0xcd, a, b]);
-        } else if v < 1 << 32 {
-            let [a, b, c, d] = (v as u32).to_be_bytes();
-            self.put([0xce, a, b, c, d]);
-        } else {
-            let [a, b, c, d, e, f, g, h] = v.to_be_bytes();
-            self.put([0xcf, a, b, c, d, e, f, g, h]);
+            return;
         }
+        let width = if v < 1 << 8 {
+            1
+        } else if v < 1 << 16 {
+            2
+        } else if v < 1 << 32 {
+            4
+        } else {
+            8
+        };
+        self.sized([0xcc, 0xcd, 0xce, 0xcf], width, v);
     }
 
     /// A signed integer as rmp writes it (`write_sint`): a negative one in its shortest form
@@ -56,19 +56,34 @@ impl Head {
     pub(crate) fn sint(&mut self, v: i64) {
         if v >= 0 {
             self.uint(v as u64);
-        } else if v >= -32 {
+            return;
+        }
+        if v >= -32 {
             self.put([v as u8]);
-        } else if v >= -(1 << 7) {
-            self.put([0xd0, v as u8]);
+            return;
+        }
+        let width = if v >= -(1 << 7) {
+            1
         } else if v >= -(1 << 15) {
-            let [a, b] = (v as i16).to_be_bytes();
-            self.put([0xd1, a, b]);
+            2
         } else if v >= -(1 << 31) {
-            let [a, b, c, d] = (v as i32).to_be_bytes();
-            self.put([0xd2, a, b, c, d]);
+            4
         } else {
-            let [a, b, c, d, e, f, g, h] = v.to_be_bytes();
-            self.put([0xd3, a, b, c, d, e, f, g, h]);
+            8
+        };
+        // Two's complement: the low bytes of the widened value are the narrow one's.
+        self.sized([0xd0, 0xd1, 0xd2, 0xd3], width, v as u64);
+    }
+
+    /// The low `width` (1, 2, 4 or 8) bytes of `v`, big-endian, after that width's marker.
+    #[inline(always)]
+    fn sized(&mut self, markers: [u8; 4], width: u8, v: u64) {
+        let [a, b, c, d, e, f, g, h] = v.to_be_bytes();
+        match width {
+            1 => self.put([markers[0], h]),
+            2 => self.put([markers[1], g, h]),
+            4 => self.put([markers[2], e, f, g, h]),
+            _ => self.put([markers[3], a, b, c, d, e, f, g, h]),
         }
     }
 
@@ -226,6 +241,28 @@ impl Small<'_> {
 /// The compound shapes [`small_value`] does not write.
 type NoCompound = serde::ser::Impossible<(), NotSmall>;
 
+/// `Serializer` methods that write their integer widened to `$wide` by `Small::$write`.
+macro_rules! widening {
+    ($($write:ident($wide:ty): $($name:ident($t:ty)),+);+) => {
+        $($(
+            fn $name(self, v: $t) -> Result<(), NotSmall> {
+                self.$write(<$wide>::from(v))
+            }
+        )+)+
+    };
+}
+
+/// `Serializer` methods for the shapes [`small_value`] leaves to rmp-serde.
+macro_rules! refusing {
+    ($($name:ident($($arg:ty),*) -> $ok:ty),+ $(,)?) => {
+        $(
+            fn $name(self, $(_: $arg),*) -> Result<$ok, NotSmall> {
+                Err(NotSmall)
+            }
+        )+
+    };
+}
+
 impl serde::Serializer for Small<'_> {
     type Ok = ();
     type Error = NotSmall;
@@ -246,44 +283,24 @@ impl serde::Serializer for Small<'_> {
     fn serialize_bool(self, v: bool) -> Result<(), NotSmall> {
         self.put([if v { 0xc3 } else { 0xc2 }])
     }
-    fn serialize_i8(self, v: i8) -> Result<(), NotSmall> {
-        self.sint(v.into())
+    widening! {
+        sint(i64): serialize_i8(i8), serialize_i16(i16), serialize_i32(i32), serialize_i64(i64);
+        uint(u64): serialize_u8(u8), serialize_u16(u16), serialize_u32(u32), serialize_u64(u64)
     }
-    fn serialize_i16(self, v: i16) -> Result<(), NotSmall> {
-        self.sint(v.into())
-    }
-    fn serialize_i32(self, v: i32) -> Result<(), NotSmall> {
-        self.sint(v.into())
-    }
-    fn serialize_i64(self, v: i64) -> Result<(), NotSmall> {
-        self.sint(v)
-    }
-    fn serialize_u8(self, v: u8) -> Result<(), NotSmall> {
-        self.uint(v.into())
-    }
-    fn serialize_u16(self, v: u16) -> Result<(), NotSmall> {
-        self.uint(v.into())
-    }
-    fn serialize_u32(self, v: u32) -> Result<(), NotSmall> {
-        self.uint(v.into())
-    }
-    fn serialize_u64(self, v: u64) -> Result<(), NotSmall> {
-        self.uint(v)
-    }
-    fn serialize_f32(self, _: f32) -> Result<(), NotSmall> {
-        Err(NotSmall)
-    }
-    fn serialize_f64(self, _: f64) -> Result<(), NotSmall> {
-        Err(NotSmall)
-    }
-    fn serialize_char(self, _: char) -> Result<(), NotSmall> {
-        Err(NotSmall)
-    }
-    fn serialize_str(self, _: &str) -> Result<(), NotSmall> {
-        Err(NotSmall)
-    }
-    fn serialize_bytes(self, _: &[u8]) -> Result<(), NotSmall> {
-        Err(NotSmall)
+    refusing! {
+        serialize_f32(f32) -> (),
+        serialize_f64(f64) -> (),
+        serialize_char(char) -> (),
+        serialize_str(&str) -> (),
+        serialize_bytes(&[u8]) -> (),
+        serialize_unit_variant(&'static str, u32, &'static str) -> (),
+        serialize_seq(Option<usize>) -> NoCompound,
+        serialize_tuple(usize) -> NoCompound,
+        serialize_tuple_struct(&'static str, usize) -> NoCompound,
+        serialize_tuple_variant(&'static str, u32, &'static str, usize) -> NoCompound,
+        serialize_map(Option<usize>) -> NoCompound,
+        serialize_struct(&'static str, usize) -> NoCompound,
+        serialize_struct_variant(&'static str, u32, &'static str, usize) -> NoCompound,
     }
     fn serialize_none(self) -> Result<(), NotSmall> {
         self.put([0xc0])
@@ -297,14 +314,6 @@ impl serde::Serializer for Small<'_> {
     fn serialize_unit_struct(self, _: &'static str) -> Result<(), NotSmall> {
         // rmp-serde writes a unit struct as an empty array.
         self.put([0x90])
-    }
-    fn serialize_unit_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-    ) -> Result<(), NotSmall> {
-        Err(NotSmall)
     }
     fn serialize_newtype_struct<T: serde::Serialize + ?Sized>(
         self,
@@ -324,39 +333,6 @@ impl serde::Serializer for Small<'_> {
         _: &'static str,
         _: &T,
     ) -> Result<(), NotSmall> {
-        Err(NotSmall)
-    }
-    fn serialize_seq(self, _: Option<usize>) -> Result<NoCompound, NotSmall> {
-        Err(NotSmall)
-    }
-    fn serialize_tuple(self, _: usize) -> Result<NoCompound, NotSmall> {
-        Err(NotSmall)
-    }
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<NoCompound, NotSmall> {
-        Err(NotSmall)
-    }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<NoCompound, NotSmall> {
-        Err(NotSmall)
-    }
-    fn serialize_map(self, _: Option<usize>) -> Result<NoCompound, NotSmall> {
-        Err(NotSmall)
-    }
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<NoCompound, NotSmall> {
-        Err(NotSmall)
-    }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<NoCompound, NotSmall> {
         Err(NotSmall)
     }
 }
