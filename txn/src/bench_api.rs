@@ -200,8 +200,8 @@ pub fn request<E>(service: ServiceRef, partition: u32, event: E) -> Sequenced<E>
     }
 }
 
-/// Encodes an epoch's log record exactly as the durability thread does (rmp-serde of the
-/// runtime's `EpochRecordRef`), appending to `buf`, for an epoch run with the default
+/// Encodes an epoch's log record exactly as the durability thread does (the runtime's
+/// `EpochRecordRef`, in rmp-serde's bytes), appending to `buf`, for an epoch run with the default
 /// `Fallback::Serial` and no serial hints. The storage backend then wraps it in the
 /// checksummed envelope (`txn::storage::record::encode`).
 pub fn encode_epoch_record<E: Serialize>(
@@ -218,7 +218,7 @@ pub fn encode_epoch_record<E: Serialize>(
         serial: &[],
         erase: &[],
     };
-    rmp_serde::encode::write(buf, &record)
+    record.encode(buf)
 }
 
 /// Heap allocations counted per thread, for the allocation-budget tests of `txn` and

@@ -25,6 +25,7 @@
 use crate::ids::{GlobalPartition, RequestId};
 use crate::outcome::Outcome;
 use crate::row_key::CheckpointRow;
+use crate::wire::pack::Head;
 use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,9 @@ use std::collections::VecDeque;
 
 /// The global-partition number that checkpoint rows of the dedup window are stored under.
 pub(crate) const DEDUP_GP: u32 = u32::MAX;
+
+/// The most bytes of one checkpoint row of generated ids (before its last item).
+const CHUNK_MAX: usize = crate::limits::DEDUP_GROUP_CHUNK_BYTES_MAX;
 
 /// The "table" of checkpoint rows holding one chosen id each: `[DEDUP_GP][0][rmp id]`.
 const CHOSEN_ROWS: u16 = 0;
@@ -57,16 +61,86 @@ pub(crate) fn request_digest<E: Serialize>(
         static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }
     BUF.with_borrow_mut(|buf| {
+        // The target's bytes, then the event's: one CRC over both, which equals the CRC of the
+        // target continued over the event.
         buf.clear();
+        buf.extend_from_slice(&target.to_be_bytes());
         rmp_serde::encode::write(buf, event)?;
-        let digest = crc32c::crc32c_append(crc32c::crc32c(&target.to_be_bytes()), buf);
-        let size = buf.len();
+        let digest = crc32c_short(buf);
+        let size = buf.len() - size_of::<GlobalPartition>();
         if buf.capacity() > 1 << 20 {
             // Do not keep a huge buffer alive after one large event.
             *buf = Vec::new();
         }
         Ok((digest, size))
     })
+}
+
+/// Inputs up to this many bytes take [`crc32c_short`]'s table loop; longer ones the crc32c
+/// crate, whose hardware loop has a set-up of about 110 instructions whatever the length.
+const CRC_SHORT_BYTES_MAX: usize = 64;
+
+/// CRC-32C (Castagnoli, reflected, as the crc32c crate computes it) eight bytes at a time
+/// through eight 256-entry tables: no set-up, so on a request's few bytes a fraction of the
+/// crate's cost. The tables are computed at compile time.
+fn crc32c_short(data: &[u8]) -> u32 {
+    if data.len() > CRC_SHORT_BYTES_MAX {
+        return crc32c::crc32c(data);
+    }
+    let t = &CRC32C_TABLES;
+    let mut crc = !0u32;
+    let mut words = data.chunks_exact(8);
+    for w in &mut words {
+        let lo = u32::from_le_bytes([w[0], w[1], w[2], w[3]]) ^ crc;
+        let hi = u32::from_le_bytes([w[4], w[5], w[6], w[7]]);
+        crc = t[7][(lo & 0xff) as usize]
+            ^ t[6][((lo >> 8) & 0xff) as usize]
+            ^ t[5][((lo >> 16) & 0xff) as usize]
+            ^ t[4][(lo >> 24) as usize]
+            ^ t[3][(hi & 0xff) as usize]
+            ^ t[2][((hi >> 8) & 0xff) as usize]
+            ^ t[1][((hi >> 16) & 0xff) as usize]
+            ^ t[0][(hi >> 24) as usize];
+    }
+    for &b in words.remainder() {
+        crc = t[0][((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
+    }
+    !crc
+}
+
+/// `[k][b]`: the CRC-32C register after byte `b` followed by `k` zero bytes.
+static CRC32C_TABLES: [[u32; 256]; 8] = crc32c_tables();
+
+const fn crc32c_tables() -> [[u32; 256]; 8] {
+    // The Castagnoli polynomial, bit-reversed.
+    const POLY: u32 = 0x82f6_3b78;
+    let mut t = [[0u32; 256]; 8];
+    let mut b = 0;
+    while b < 256 {
+        let mut crc = b as u32;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ POLY
+            } else {
+                crc >> 1
+            };
+            bit += 1;
+        }
+        t[0][b] = crc;
+        b += 1;
+    }
+    let mut b = 0;
+    while b < 256 {
+        let mut k = 1;
+        while k < 8 {
+            let prev = t[k - 1][b];
+            t[k][b] = (prev >> 8) ^ t[0][(prev & 0xff) as usize];
+            k += 1;
+        }
+        b += 1;
+    }
+    t
 }
 
 /// A dedup checkpoint key's prefix: the reserved partition and the row kind.
@@ -170,63 +244,8 @@ struct GroupItem {
 mod pack {
     use super::StoredRef;
     use crate::ids::RequestId;
-    use crate::outcome::Outcome;
+    use crate::wire::pack::{Head, small_value};
     use serde::Serialize;
-
-    /// Up to 80 bytes of MessagePack put together on the stack, then appended to a buffer in
-    /// one copy: writing field by field into the `Vec` checks its capacity at every byte.
-    struct Head {
-        bytes: [u8; 80],
-        len: usize,
-    }
-
-    impl Head {
-        #[inline(always)]
-        fn new() -> Self {
-            Head {
-                bytes: [0; 80],
-                len: 0,
-            }
-        }
-
-        #[inline(always)]
-        fn put<const K: usize>(&mut self, bytes: [u8; K]) {
-            self.bytes[self.len..self.len + K].copy_from_slice(&bytes);
-            self.len += K;
-        }
-
-        /// An unsigned integer in its shortest form (positive fixint, uint 8/16/32/64).
-        #[inline(always)]
-        fn uint(&mut self, v: u64) {
-            if v < 0x80 {
-                self.put([v as u8]);
-            } else if v < 1 << 8 {
-                self.put([0xcc, v as u8]);
-            } else if v < 1 << 16 {
-                let [a, b] = (v as u16).to_be_bytes();
-                self.put([0xcd, a, b]);
-            } else if v < 1 << 32 {
-                let [a, b, c, d] = (v as u32).to_be_bytes();
-                self.put([0xce, a, b, c, d]);
-            } else {
-                let [a, b, c, d, e, f, g, h] = v.to_be_bytes();
-                self.put([0xcf, a, b, c, d, e, f, g, h]);
-            }
-        }
-
-        /// A [`RequestId`]: a 2-array of its client and seq.
-        #[inline(always)]
-        fn request_id(&mut self, id: RequestId) {
-            self.put([0x92]);
-            self.uint(id.client);
-            self.uint(id.seq);
-        }
-
-        #[inline(always)]
-        fn append_to(&self, buf: &mut Vec<u8>) {
-            buf.extend_from_slice(&self.bytes[..self.len]);
-        }
-    }
 
     /// A [`RequestId`].
     pub(super) fn request_id(buf: &mut Vec<u8>, id: RequestId) {
@@ -241,52 +260,83 @@ mod pack {
         head.put([0x92]);
         head.request_id(id);
         let len = entry.len();
-        if len < 1 << 8 {
-            head.put([0xc4, len as u8]);
-        } else if len < 1 << 16 {
-            let [a, b] = (len as u16).to_be_bytes();
-            head.put([0xc5, a, b]);
-        } else {
-            let len = u32::try_from(len).expect("a window entry is under 4 GiB");
-            let [a, b, c, d] = len.to_be_bytes();
-            head.put([0xc6, a, b, c, d]);
-        }
-        buf.reserve(head.len + len);
+        head.bin(len);
+        buf.reserve(head.len() + len);
         head.append_to(buf);
         buf.extend_from_slice(entry);
     }
 
+    /// Bytes of a committed [`StoredRef`] after its output: at most 36.
+    const TAIL_MAX: usize = 36;
+
     /// A [`StoredRef`]. A committed (or output-less) outcome is written here, its output, the
     /// application's type, through rmp-serde; an aborted one, rare, wholly by rmp-serde.
     pub(super) fn stored<O: Serialize>(buf: &mut Vec<u8>, stored: &StoredRef<'_, O>) {
-        let Outcome {
-            tid,
-            result: Ok(output),
-            serial_pos,
-            retries,
-            timestamp_ms,
-        } = stored.outcome
-        else {
+        let Ok(output) = &stored.outcome.result else {
             rmp_serde::encode::write(buf, stored).expect("outcomes encode");
             return;
         };
-        // [n, epoch, [tid, {"Ok": output}, serial_pos, retries, timestamp_ms], digest]: at
-        // most 34 bytes before the output (nil included) and 36 after it.
+        // At most 34 bytes before the output (nil included) and 36 after it.
         let mut head = Head::new();
+        before_output(&mut head, stored);
+        if let Some(output) = output {
+            head.flush_to(buf);
+            rmp_serde::encode::write(buf, output).expect("outputs encode");
+        } else {
+            head.put([0xc0]);
+        }
+        after_output(&mut head, stored);
+        head.append_to(buf);
+    }
+
+    /// A [`super::GroupItem`] holding a committed [`StoredRef`] whose output is none or
+    /// [`small_value`], wholly in `head` (at most 22 + 34 + 36 bytes, the output's room kept
+    /// to what is left); the entry starts at the offset returned. `None` for any other outcome
+    /// (with `head` partly written): [`stored`] and [`group_item`] write it.
+    pub(super) fn item<O: Serialize>(
+        head: &mut Head,
+        id: RequestId,
+        stored: &StoredRef<'_, O>,
+    ) -> Option<usize> {
+        let Ok(output) = &stored.outcome.result else {
+            return None;
+        };
+        head.put([0x92]);
+        head.request_id(id);
+        // A `bin 8`: the entry is under 128 bytes; its length is set once it is written.
+        let len_at = head.len() + 1;
+        head.put([0xc4, 0]);
+        let start = head.len();
+        before_output(head, stored);
+        match output {
+            None => head.put([0xc0]),
+            Some(output) => {
+                if !small_value(head, output, TAIL_MAX) {
+                    return None;
+                }
+            }
+        }
+        after_output(head, stored);
+        head.set(len_at, (head.len() - start) as u8);
+        Some(start)
+    }
+
+    /// `[n, epoch, [tid, {"Ok": ` (at most 33 bytes).
+    #[inline(always)]
+    fn before_output<O>(head: &mut Head, stored: &StoredRef<'_, O>) {
         head.put([0x94]);
         head.uint(stored.n);
         head.uint(stored.epoch);
         head.put([0x95]);
-        head.uint(tid.0);
+        head.uint(stored.outcome.tid.0);
         head.put([0x81, 0xa2, b'O', b'k']);
-        if let Some(output) = output {
-            head.append_to(buf);
-            rmp_serde::encode::write(buf, output).expect("outputs encode");
-            head.len = 0;
-        } else {
-            head.put([0xc0]);
-        }
-        match serial_pos {
+    }
+
+    /// `}, serial_pos, retries, timestamp_ms], digest]` (at most [`TAIL_MAX`] bytes).
+    #[inline(always)]
+    fn after_output<O>(head: &mut Head, stored: &StoredRef<'_, O>) {
+        let outcome = stored.outcome;
+        match outcome.serial_pos {
             None => head.put([0xc0]),
             Some(pos) => {
                 head.put([0x93]);
@@ -295,10 +345,9 @@ mod pack {
                 head.uint(u64::from(pos.seq));
             }
         }
-        head.uint(u64::from(*retries));
-        head.uint(*timestamp_ms);
+        head.uint(u64::from(outcome.retries));
+        head.uint(outcome.timestamp_ms);
         head.uint(u64::from(stored.digest));
-        head.append_to(buf);
     }
 }
 
@@ -313,6 +362,9 @@ pub(crate) struct Dedup<O> {
     /// Generated ids settled since the last checkpoint, encoded, by epoch.
     generated_unwritten: VecDeque<EpochItems>,
     generated_unwritten_bytes: usize,
+    /// Bytes of generated ids the last finished epoch settled: a new epoch's first segment is
+    /// allocated that large (at most a chunk) instead of grown item by item.
+    generated_epoch_bytes_last: usize,
     /// Epochs whose generated ids a checkpoint holds, with their number of chunk rows.
     generated_written: VecDeque<(u64, u32)>,
     /// Generated ids of epochs before this one are forgotten.
@@ -345,6 +397,7 @@ impl<O: Clone + Serialize + DeserializeOwned> Dedup<O> {
             changes: FxHashMap::default(),
             generated_unwritten: VecDeque::new(),
             generated_unwritten_bytes: 0,
+            generated_epoch_bytes_last: 0,
             generated_written: VecDeque::new(),
             generated_floor: 0,
             scratch: Vec::new(),
@@ -379,56 +432,82 @@ impl<O: Clone + Serialize + DeserializeOwned> Dedup<O> {
     ) {
         let n = self.n_inserted;
         self.n_inserted += 1;
-        self.scratch.clear();
         let stored = StoredRef {
             n,
             epoch,
             outcome,
             digest,
         };
-        pack::stored(&mut self.scratch, &stored);
-        if id.is_generated() {
-            self.write_generated(id, epoch);
-        }
-        if lookup || !id.is_generated() {
+        let generated = id.is_generated();
+        let keep = lookup || !generated;
+        let mut head = Head::new();
+        let value = if let Some(start) = pack::item(&mut head, id, &stored) {
+            // The common outcome: its whole item on the stack, copied once into its segment.
+            let entry = &head.bytes()[start..];
+            if generated {
+                self.write_generated(epoch, entry.len(), |segment| head.append_to(segment));
+            }
+            keep.then(|| entry.to_vec())
+        } else {
+            let mut scratch = std::mem::take(&mut self.scratch);
+            scratch.clear();
+            pack::stored(&mut scratch, &stored);
+            if generated {
+                self.write_generated(epoch, scratch.len(), |segment| {
+                    pack::group_item(segment, id, &scratch)
+                });
+            }
+            let value = keep.then(|| scratch.clone());
+            self.scratch = scratch;
+            value
+        };
+        if let Some(value) = value {
             // A pending deletion means a checkpoint still holds the id's old row.
             let in_checkpoint = self.changes.get(&id) == Some(&false);
             let entry = Entry {
                 n,
                 digest: Some(digest),
-                value: self.scratch.clone(),
+                value,
                 in_checkpoint,
             };
             self.insert(id, epoch, entry);
-            if !id.is_generated() {
+            if !generated {
                 self.changes.insert(id, true);
             }
         }
         self.evict(epoch);
     }
 
-    /// Appends the encoded entry in `scratch` to its epoch's future checkpoint rows.
-    fn write_generated(&mut self, id: RequestId, epoch: u64) {
+    /// Appends a generated id's item, written by `write`, for an entry of `entry_len` bytes to
+    /// its epoch's future checkpoint rows.
+    fn write_generated(&mut self, epoch: u64, entry_len: usize, write: impl FnOnce(&mut Vec<u8>)) {
         if self
             .generated_unwritten
             .back()
             .is_none_or(|e| e.epoch != epoch)
         {
+            if let Some(last) = self.generated_unwritten.back() {
+                self.generated_epoch_bytes_last = last.bytes;
+            }
+            let first = Vec::with_capacity(self.generated_epoch_bytes_last.min(CHUNK_MAX));
             self.generated_unwritten.push_back(EpochItems {
                 epoch,
-                segments: vec![Vec::new()],
+                segments: vec![first],
                 bytes: 0,
             });
         }
         let items = self.generated_unwritten.back_mut().expect("pushed");
-        if items.segments.last().is_some_and(|s| {
-            s.len() + self.scratch.len() > crate::limits::DEDUP_GROUP_CHUNK_BYTES_MAX
-        }) {
-            items.segments.push(Vec::new());
+        if items
+            .segments
+            .last()
+            .is_some_and(|s| s.len() + entry_len > CHUNK_MAX)
+        {
+            // The epoch has filled a chunk: the next is likely filled too.
+            items.segments.push(Vec::with_capacity(CHUNK_MAX));
         }
         let segment = items.segments.last_mut().expect("one segment at least");
         let before = segment.len();
-        pack::group_item(segment, id, &self.scratch);
+        write(segment);
         let added = segment.len() - before;
         items.bytes += added;
         self.generated_unwritten_bytes += added;
@@ -547,6 +626,9 @@ impl<O: Clone + Serialize + DeserializeOwned> Dedup<O> {
             rows.extend((0..n_chunks).map(|chunk| (group_key(epoch, chunk), None)));
         }
         self.generated_unwritten_bytes = 0;
+        if let Some(last) = self.generated_unwritten.back() {
+            self.generated_epoch_bytes_last = last.bytes;
+        }
         for items in self.generated_unwritten.drain(..) {
             let n_chunks = items.segments.len() as u32;
             for (chunk, segment) in items.segments.into_iter().enumerate() {
@@ -749,22 +831,54 @@ mod tests {
         })
         .unwrap();
         let id_rmp = rmp_serde::to_vec(&id).unwrap();
+        // The whole item on the stack, when the outcome has that shape.
+        let mut head = Head::new();
+        if let Some(start) = pack::item(&mut head, id, &stored) {
+            assert_eq!(head.bytes(), item_rmp, "the item on the stack");
+            assert_eq!(&head.bytes()[start..], entry_rmp, "its entry");
+        }
         ([entry, item, id_bytes], [entry_rmp, item_rmp, id_rmp])
     }
 
-    /// Each of MessagePack's integer widths, at both of its ends.
-    const EDGES: [u64; 10] = [
-        0,
-        0x7f,
-        0x80,
-        0xff,
-        0x100,
-        0xffff,
-        0x1_0000,
-        0xffff_ffff,
-        0x1_0000_0000,
-        u64::MAX,
-    ];
+    /// Whether `outcome`'s item is written wholly on the stack.
+    fn on_the_stack<O: Serialize>(outcome: &Outcome<O>) -> bool {
+        let stored = StoredRef {
+            n: 1,
+            epoch: 2,
+            outcome,
+            digest: 3,
+        };
+        pack::item(&mut Head::new(), id(4), &stored).is_some()
+    }
+
+    /// An outcome with every field at its widest.
+    fn widest<O>(result: Result<Option<O>, AbortReason>) -> Outcome<O> {
+        Outcome {
+            tid: Tid(u64::MAX),
+            result,
+            serial_pos: Some(SerialPos {
+                epoch: u64::MAX,
+                pass: u8::MAX,
+                seq: u32::MAX,
+            }),
+            retries: u32::MAX,
+            timestamp_ms: u64::MAX,
+        }
+    }
+
+    #[test]
+    fn common_outcomes_are_written_on_the_stack() {
+        assert!(on_the_stack(&widest(Ok(None::<()>))));
+        assert!(on_the_stack(&widest(Ok(Some(())))));
+        assert!(on_the_stack(&widest(Ok(Some(u64::MAX)))));
+        assert!(on_the_stack(&widest(Ok(Some(Some(i64::MIN))))));
+        assert!(!on_the_stack(&widest(Ok(Some("text")))));
+        assert!(!on_the_stack(&widest(Err::<Option<()>, _>(
+            AbortReason::RetriesExhausted { retries: 1 }
+        ))));
+    }
+
+    use crate::wire::pack::INT_EDGES as EDGES;
 
     #[test]
     fn hand_encoding_is_byte_for_byte_rmp_serde() {
@@ -807,6 +921,33 @@ mod tests {
                 }
             }
         }
+        // Small outputs, written on the stack with their item: every integer width.
+        for (i, &v) in EDGES.iter().enumerate() {
+            let w = EDGES[(i + 5) % EDGES.len()];
+            fn outcome<O>(output: O, v: u64, w: u64) -> Outcome<O> {
+                Outcome {
+                    tid: Tid(w),
+                    result: Ok(Some(output)),
+                    serial_pos: Some(SerialPos {
+                        epoch: v,
+                        pass: w as u8,
+                        seq: v as u32,
+                    }),
+                    retries: v as u32,
+                    timestamp_ms: w,
+                }
+            }
+            let id = RequestId { client: w, seq: v };
+            for output in [v as i64, -(v as i64), (v as i64).wrapping_neg() >> 3] {
+                let (hand, rmp) = both_ways(id, v, w, &outcome(output, v, w), w as u32);
+                assert_eq!(hand, rmp, "{output}");
+                let (hand, rmp) =
+                    both_ways(id, v, w, &outcome(Some(output as i32), v, w), w as u32);
+                assert_eq!(hand, rmp, "{output}");
+            }
+            let (hand, rmp) = both_ways(id, v, w, &outcome(v, v, w), w as u32);
+            assert_eq!(hand, rmp, "{v}");
+        }
         // The benches' output type: `()`.
         let unit = Outcome {
             tid: Tid::new(3, 9),
@@ -818,17 +959,7 @@ mod tests {
         let (hand, rmp) = both_ways(id(1), 2, 3, &unit, 4);
         assert_eq!(hand, rmp);
         // Every field at its widest: the longest head there is.
-        let widest = Outcome::<()> {
-            tid: Tid(u64::MAX),
-            result: Ok(None),
-            serial_pos: Some(SerialPos {
-                epoch: u64::MAX,
-                pass: u8::MAX,
-                seq: u32::MAX,
-            }),
-            retries: u32::MAX,
-            timestamp_ms: u64::MAX,
-        };
+        let widest = widest::<()>(Ok(None));
         let all_ones = RequestId {
             client: u64::MAX,
             seq: u64::MAX,
@@ -889,6 +1020,89 @@ mod tests {
         assert_eq!(d.drain_checkpoint_rows(), expected);
     }
 
+    #[test]
+    fn generated_items_are_cut_into_chunks_as_rmp_serde_rows() {
+        use crate::limits::DEDUP_GROUP_CHUNK_BYTES_MAX as MAX;
+        let mut d = Dedup::<Option<String>>::new(bounds(1));
+        // Outputs written on the stack (none, `Some(None)`) and by rmp-serde (text, one of
+        // them longer than a chunk), across several chunks of two epochs.
+        let output = |seq: u64| match seq % 4 {
+            0 => None,
+            1 => Some(None),
+            2 => Some(Some("t".repeat(300 + seq as usize % 50))),
+            _ if seq == 403 => Some(Some("L".repeat(MAX + 10))),
+            _ => Some(Some(String::new())),
+        };
+        let mut expected: Vec<CheckpointRow> = Vec::new();
+        for epoch in [3u64, 4] {
+            let mut segments: Vec<Vec<u8>> = vec![Vec::new()];
+            for seq in 0..1_000u64 {
+                let req = generated(epoch * 10_000 + seq);
+                let outcome = Outcome {
+                    tid: Tid::new(epoch, seq as u32),
+                    result: Ok(output(seq)),
+                    serial_pos: Some(SerialPos {
+                        epoch,
+                        pass: 0,
+                        seq: seq as u32,
+                    }),
+                    retries: 0,
+                    timestamp_ms: 1_700_000_000_000 + seq,
+                };
+                let n = d.n_inserted;
+                d.record(req, seq as u32, epoch, &outcome, seq % 7 == 0);
+                let entry = rmp_serde::to_vec(&StoredRef {
+                    n,
+                    epoch,
+                    outcome: &outcome,
+                    digest: seq as u32,
+                })
+                .unwrap();
+                // A new chunk when the entry would take the last one over the bound.
+                if segments.last().unwrap().len() + entry.len() > MAX {
+                    segments.push(Vec::new());
+                }
+                let item = rmp_serde::to_vec(&GroupItemRef {
+                    id: req,
+                    entry: &entry,
+                })
+                .unwrap();
+                segments.last_mut().unwrap().extend(item);
+            }
+            assert!(segments.len() > 3, "several chunks");
+            for (chunk, segment) in segments.into_iter().enumerate() {
+                expected.push((group_key(epoch, chunk as u32), Some(segment)));
+            }
+        }
+        assert_eq!(d.drain_checkpoint_rows(), expected);
+    }
+
+    #[test]
+    fn the_short_crc_is_the_crates_crc32c() {
+        // Every length up to past the table loop's bound, with bytes that set every bit.
+        let data: Vec<u8> = (0..CRC_SHORT_BYTES_MAX as u32 + 20)
+            .map(|i| (i.wrapping_mul(0x9e37_79b9) >> 13) as u8 ^ 0xa5)
+            .collect();
+        for len in 0..=data.len() {
+            for start in 0..3.min(data.len() - len + 1) {
+                let bytes = &data[start..start + len];
+                assert_eq!(crc32c_short(bytes), crc32c::crc32c(bytes), "{len} bytes");
+            }
+        }
+        assert_eq!(crc32c_short(&[0xff; 9]), crc32c::crc32c(&[0xff; 9]));
+        // The standard check value of CRC-32C.
+        assert_eq!(crc32c_short(b"123456789"), 0xe306_9283);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_short_crc_matches_the_crate_on_random_bytes(
+            bytes in proptest::collection::vec(any::<u8>(), 0..80),
+        ) {
+            proptest::prop_assert_eq!(crc32c_short(&bytes), crc32c::crc32c(&bytes));
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn hand_encoding_matches_rmp_serde_on_random_outcomes(
@@ -903,18 +1117,30 @@ mod tests {
         }
     }
 
-    use proptest::prelude::*;
-
-    /// Any u64, each MessagePack integer width about equally likely.
-    fn uint() -> impl Strategy<Value = u64> {
-        prop_oneof![
-            0..0x80u64,
-            0x80..0x100u64,
-            0x100..0x1_0000u64,
-            0x1_0000..0x1_0000_0000u64,
-            any::<u64>(),
-        ]
+    proptest::proptest! {
+        #[test]
+        fn items_on_the_stack_match_rmp_serde_on_random_outcomes(
+            id in (uint(), uint()).prop_map(|(client, seq)| RequestId { client, seq }),
+            n in uint(),
+            epoch in uint(),
+            digest in uint(),
+            outcome in any_outcome(),
+            output in proptest::option::of(proptest::option::of(any::<i64>())),
+        ) {
+            let outcome = Outcome {
+                tid: outcome.tid,
+                result: outcome.result.map(|_| output),
+                serial_pos: outcome.serial_pos,
+                retries: outcome.retries,
+                timestamp_ms: outcome.timestamp_ms,
+            };
+            let (hand, rmp) = both_ways(id, n, epoch, &outcome, digest as u32);
+            proptest::prop_assert_eq!(hand, rmp);
+        }
     }
+
+    use crate::wire::pack::any_width_uint as uint;
+    use proptest::prelude::*;
 
     fn any_outcome() -> impl Strategy<Value = Outcome<(u64, String)>> {
         let result = prop_oneof![
@@ -943,6 +1169,61 @@ mod tests {
                 timestamp_ms,
             },
         )
+    }
+
+    /// The digest as defined: CRC-32C of the target (big-endian) continued over the event's
+    /// rmp-serde bytes, and the size of those bytes, computed here the long way.
+    fn digest_by_definition<E: Serialize>(target: GlobalPartition, event: &E) -> (u32, usize) {
+        let event = rmp_serde::to_vec(event).unwrap();
+        let digest = crc32c::crc32c_append(crc32c::crc32c(&target.to_be_bytes()), &event);
+        (digest, event.len())
+    }
+
+    #[test]
+    fn request_digest_is_the_crc_of_target_then_event() {
+        let event = (7u64, "seven".to_string(), vec![1u8; 300]);
+        for target in [0, 1, 0x80, 0x1234_5678, GlobalPartition::MAX] {
+            assert_eq!(
+                request_digest(target, &event).unwrap(),
+                digest_by_definition(target, &event)
+            );
+        }
+        // The event's size alone: the target's bytes are not counted against the limit.
+        assert_eq!(
+            request_digest(3, &5u64).unwrap(),
+            digest_by_definition(3, &5u64)
+        );
+        assert_eq!(request_digest(3, &5u64).unwrap().1, 1);
+        // A later, smaller event is not mixed with the bytes of an earlier, larger one.
+        assert_eq!(
+            request_digest(9, &()).unwrap(),
+            digest_by_definition(9, &())
+        );
+    }
+
+    #[test]
+    fn an_unencodable_event_is_an_error() {
+        use crate::wire::pack::{UNENCODABLE, Unencodable};
+        let err = request_digest(1, &Unencodable).unwrap_err();
+        assert!(err.to_string().contains(UNENCODABLE), "{err}");
+        // The thread's buffer is fine for the next request.
+        assert_eq!(
+            request_digest(1, &2u64).unwrap(),
+            digest_by_definition(1, &2u64)
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn request_digest_matches_its_definition_on_random_events(
+            target in any::<u32>(),
+            event in (uint(), ".{0,200}", proptest::collection::vec(any::<u8>(), 0..300)),
+        ) {
+            proptest::prop_assert_eq!(
+                request_digest(target, &event).unwrap(),
+                digest_by_definition(target, &event)
+            );
+        }
     }
 
     #[test]

@@ -686,5 +686,7 @@ impl<A: App> PhaseReply<A> {
     }
 }
 
+pub(crate) mod pack;
+
 #[cfg(test)]
 mod tests;

@@ -209,6 +209,16 @@ fn running_transactions_one_at_a_time_allocates_nothing_per_transaction() {
     );
 }
 
+/// A runtime's tokio pool of two workers whose allocations count in `server_allocations`.
+fn counted_server() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .on_thread_start(count_this_thread)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 /// Rows each transaction of the delta workload adds to besides the hot row, each its own.
 const DELTA_ROWS_PER_TXN: u64 = 8;
 /// Transactions per `submit_many` batch of the delta workload (about one epoch).
@@ -289,12 +299,7 @@ fn epochs_of_deltas_reuse_each_rows_delta_list() {
     // Goal: the rows' delta lists of an epoch are reused by the next epochs, and deciding a
     // hot row's many deltas allocates nothing: a list allocated anew per row and epoch shows
     // here as at least one allocation per row a transaction adds to (8 per transaction).
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .on_thread_start(count_this_thread)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let server = counted_server();
     let (app, service) = delta_app();
     let n_rows = DELTA_BATCH_TXNS * DELTA_ROWS_PER_TXN;
     let per_txn = server.block_on(async {
@@ -329,3 +334,60 @@ fn epochs_of_deltas_reuse_each_rows_delta_list() {
 /// row's delta list was allocated anew each epoch (8 per transaction) and the escrow walk of
 /// the hot row kept each transaction's 8 increments in a list with room for 4 (1 more).
 const DELTA_EPOCHS_BUDGET: f64 = 1.0;
+
+/// Allocations per epoch on the runtime's threads for epochs of `batch_txns` single-row puts
+/// (one `submit_many` batch each, on keys written before, so no row is allocated), after a
+/// warm-up at that size.
+fn allocations_per_epoch(batch_txns: u64) -> f64 {
+    let server = counted_server();
+    let (app, service) = app();
+    server.block_on(async {
+        let rt = Runtime::start(app, RuntimeConfig::in_memory())
+            .await
+            .expect("the runtime starts");
+        let client = rt.client();
+        let epochs = || rt.stats().epochs.load(std::sync::atomic::Ordering::Relaxed);
+        let run = |n_batches: u64| {
+            let client = &client;
+            async move {
+                let before = server_allocations();
+                for _ in 0..n_batches {
+                    let requests = (0..batch_txns)
+                        .map(|key| Request::raw(service, service.partition_of(&key), key));
+                    for outcome in client.submit_many(requests).await {
+                        outcome.expect("an outcome").result.expect("commits");
+                    }
+                }
+                server_allocations() - before
+            }
+        };
+        run(10).await;
+        let epochs_before = epochs();
+        let measured = run(20).await;
+        let n_epochs = epochs() - epochs_before;
+        drop(client);
+        rt.shutdown().await;
+        measured as f64 / n_epochs as f64
+    })
+}
+
+#[test]
+fn an_epoch_gathers_its_requests_without_growing_lists() {
+    // Goal: the sequencer gathers an epoch's requests into lists sized for an epoch like the
+    // last one, not grown push by push: growing its two lists (requests, pending replies)
+    // costs each epoch of 512 three doublings more per list than one of 64. The same for the
+    // dedup window's segment of the epoch's generated ids, sized like the last epoch's.
+    let small = allocations_per_epoch(64);
+    let large = allocations_per_epoch(512);
+    eprintln!("allocations per epoch on the runtime's threads: {small:.2} (64), {large:.2} (512)");
+    assert!(
+        large - small <= GATHER_GROWTH_BUDGET,
+        "{large:.2} allocations per epoch of 512 against {small:.2} per epoch of 64"
+    );
+}
+
+/// How many more allocations an epoch of 512 requests may cost the runtime's threads than one
+/// of 64: 9 measured (lists of the epoch driver and the reply stage that still grow with the
+/// epoch); 13 while the dedup window grew each epoch's checkpoint segment item by item, 19
+/// while the sequencer also grew its two gathered lists push by push.
+const GATHER_GROWTH_BUDGET: f64 = 11.0;

@@ -97,12 +97,20 @@ struct Room {
 }
 
 impl Room {
-    /// Takes a place, waiting while the queue is full; `false` if the receiver is gone.
-    async fn enter(&self) -> bool {
+    /// Takes a place if there is one, without waiting.
+    fn enter_now(&self) -> bool {
         if self.queued.fetch_add(1, Ordering::SeqCst) < self.bound {
             return true;
         }
         self.queued.fetch_sub(1, Ordering::SeqCst);
+        false
+    }
+
+    /// Takes a place, waiting while the queue is full; `false` if the receiver is gone.
+    async fn enter(&self) -> bool {
+        if self.enter_now() {
+            return true;
+        }
         loop {
             let freed = self.freed.notified();
             let mut freed = pin!(freed);
@@ -172,6 +180,18 @@ impl<A: App> SubmitTx<A> {
             return Err(mpsc::error::SendError(sub));
         }
         self.tx.send(sub).inspect_err(|_| self.room.leave())
+    }
+
+    /// [`send`](Self::send) without waiting: queues `sub` if the queue has room (the common
+    /// case, with no future holding the submission), hands it back as `Err` if it is full.
+    pub(super) fn send_now(
+        &self,
+        sub: Submission<A>,
+    ) -> Result<Result<(), mpsc::error::SendError<Submission<A>>>, Submission<A>> {
+        if !self.room.enter_now() {
+            return Err(sub);
+        }
+        Ok(self.tx.send(sub).inspect_err(|_| self.room.leave()))
     }
 }
 
@@ -358,10 +378,12 @@ impl<A: App> Client<A> {
             fresh,
             reply: TxnReply::One(reply),
         };
-        self.tx
-            .send(Submission::Txn(admitted))
-            .await
-            .map_err(|_| TxnError::Stopped)?;
+        let sent = match self.tx.send_now(Submission::Txn(admitted)) {
+            Ok(sent) => sent,
+            // The queue is full: wait for room.
+            Err(sub) => self.tx.send(sub).await,
+        };
+        sent.map_err(|_| TxnError::Stopped)?;
         // From here the request may be in the log: any failure leaves its outcome unknown.
         let outcome = slot.recv().await.unwrap_or(Err(TxnError::Stopped));
         self.reply_slots.give_back(slot);
@@ -694,6 +716,38 @@ mod tests {
         let sent = std::pin::pin!(tx.send(stop()));
         assert!(matches!(poll_once(sent), Poll::Ready(Err(_))));
         assert_eq!(tx.room.queued.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_send_without_waiting_hands_its_submission_back_when_the_queue_is_full() {
+        let (tx, mut rx) = submission_queue::<Plain>(2);
+        for _ in 0..2 {
+            assert!(matches!(tx.send_now(stop()), Ok(Ok(()))));
+        }
+        assert!(
+            matches!(tx.send_now(stop()), Err(Submission::Stop)),
+            "no place for a third in a queue of 2"
+        );
+        assert_eq!(
+            tx.room.queued.load(Ordering::SeqCst),
+            2,
+            "the refused one took none"
+        );
+        // The submission handed back waits for room as a plain send does.
+        let mut third = std::pin::pin!(tx.send(stop()));
+        assert!(poll_once(third.as_mut()).is_pending());
+        assert!(rx.try_recv().is_ok());
+        assert!(matches!(poll_once(third.as_mut()), Poll::Ready(Ok(()))));
+        assert!(rx.try_recv().is_ok() && rx.try_recv().is_ok());
+        assert!(matches!(tx.send_now(stop()), Ok(Ok(()))), "room again");
+        // The sequencer gone: a send with room fails at once and gives its place back.
+        drop(rx);
+        assert!(matches!(tx.send_now(stop()), Ok(Err(_))));
+        assert_eq!(
+            tx.room.queued.load(Ordering::SeqCst),
+            1,
+            "only the unreceived one"
+        );
     }
 
     #[test]

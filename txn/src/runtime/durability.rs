@@ -11,6 +11,7 @@ use crate::runtime::retention::Truncation;
 use crate::runtime::stats::{LogPeak, RuntimeStats};
 use crate::storage::Storage;
 use crate::sync::DurableWatermark;
+use crate::wire::pack::Head;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -65,6 +66,39 @@ pub(crate) struct EpochRecordRef<'a, E> {
     /// left out when empty, so every other record encodes as before the field existed.
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     pub(crate) erase: &'a [String],
+}
+
+impl<E: Serialize> EpochRecordRef<'_, E> {
+    /// Appends the record to `buf`: exactly the bytes rmp-serde writes for it (a stored format:
+    /// replay and the checkpoints after it depend on them), with every request's envelope
+    /// (`[target, event, id, retries]`) written by hand and only its event, the application's
+    /// type, and the per-epoch fields after the requests through rmp-serde.
+    pub(crate) fn encode(&self, buf: &mut Vec<u8>) -> Result<(), rmp_serde::encode::Error> {
+        let mut head = Head::new();
+        head.array(if self.erase.is_empty() { 5 } else { 6 });
+        head.uint(self.epoch);
+        head.uint(self.timestamp_ms);
+        head.array(self.requests.len());
+        head.flush_to(buf);
+        for request in self.requests {
+            head.put([0x94]);
+            head.uint(u64::from(request.target));
+            head.flush_to(buf);
+            rmp_serde::encode::write(buf, &request.event)?;
+            match request.id {
+                None => head.put([0xc0]),
+                Some(id) => head.request_id(id),
+            }
+            head.uint(u64::from(request.retries));
+            head.flush_to(buf);
+        }
+        rmp_serde::encode::write(buf, &self.fallback)?;
+        rmp_serde::encode::write(buf, self.serial)?;
+        if !self.erase.is_empty() {
+            rmp_serde::encode::write(buf, self.erase)?;
+        }
+        Ok(())
+    }
 }
 
 /// The decoded form of [`EpochRecordRef`], read back by recovery.
@@ -347,7 +381,8 @@ fn encode_epoch<E: Serialize>(
         serial: &env.serial,
         erase,
     };
-    rmp_serde::encode::write(buf, &record)
+    record
+        .encode(buf)
         .map_err(|e| format!("epoch {} does not encode: {e}", env.epoch))
 }
 
@@ -536,4 +571,202 @@ fn truncate_in_steps(
         log_start = step_below;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::RequestId;
+    use crate::wire::pack::{INT_EDGES as EDGES, any_width_uint as uint};
+    use proptest::prelude::*;
+
+    /// The record by hand and by rmp-serde, which must be the same bytes.
+    fn both_ways<E: Serialize>(record: &EpochRecordRef<'_, E>) -> (Vec<u8>, Vec<u8>) {
+        let mut hand = vec![0xee]; // `encode` appends: what is already there stays.
+        record.encode(&mut hand).expect("the record encodes");
+        let mut rmp = vec![0xee];
+        rmp_serde::encode::write(&mut rmp, record).expect("the record encodes");
+        (hand, rmp)
+    }
+
+    fn record<'a, E>(
+        epoch: u64,
+        requests: &'a [Sequenced<E>],
+        fallback: Fallback,
+        serial: &'a [Seq],
+        erase: &'a [String],
+    ) -> EpochRecordRef<'a, E> {
+        EpochRecordRef {
+            epoch,
+            timestamp_ms: epoch.rotate_left(17),
+            requests,
+            fallback,
+            serial,
+            erase,
+        }
+    }
+
+    fn request<E>(target: u64, event: E, id: Option<RequestId>, retries: u64) -> Sequenced<E> {
+        Sequenced {
+            target: target as u32,
+            event,
+            id,
+            retries: retries as u32,
+        }
+    }
+
+    #[derive(Clone, Debug, Serialize)]
+    enum Event {
+        Unit,
+        Put { key: u64, value: String },
+        Many(Vec<Option<i64>>),
+    }
+
+    #[test]
+    fn hand_encoding_is_byte_for_byte_rmp_serde() {
+        // Every width of every integer of a request's envelope.
+        let mut requests = Vec::new();
+        for (i, &v) in EDGES.iter().enumerate() {
+            let w = EDGES[(i + 3) % EDGES.len()];
+            let id = RequestId { client: v, seq: w };
+            requests.push(request(
+                v.min(u64::from(u32::MAX)),
+                v,
+                Some(id),
+                w.min(u64::from(u32::MAX)),
+            ));
+            requests.push(request(w, v, None, v));
+        }
+        let fallbacks = [Fallback::Serial, Fallback::NextEpoch, Fallback::Ordered];
+        let erase = ["subject-1".to_string(), String::new()];
+        for (i, &epoch) in EDGES.iter().enumerate() {
+            let serial: Vec<Seq> = (0..i as u32).map(|s| s * 1_000).collect();
+            let erase = &erase[..i % 3];
+            let r = record(epoch, &requests, fallbacks[i % 3], &serial, erase);
+            let (hand, rmp) = both_ways(&r);
+            assert_eq!(hand, rmp, "epoch {epoch}");
+        }
+        // Events of the application's own shapes, and no requests at all.
+        let events = [
+            Event::Unit,
+            Event::Put {
+                key: 7,
+                value: "seven".into(),
+            },
+            Event::Many(vec![None, Some(-1), Some(i64::MIN)]),
+        ];
+        let requests: Vec<_> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| request(i as u64, e.clone(), None, 0))
+            .collect();
+        for n in 0..=requests.len() {
+            let r = record(3, &requests[..n], Fallback::Ordered, &[1], &[]);
+            let (hand, rmp) = both_ways(&r);
+            assert_eq!(hand, rmp, "{n} requests");
+        }
+    }
+
+    #[test]
+    fn every_width_of_the_request_count_is_rmp_serde() {
+        let requests: Vec<_> = (0..0x1_0001u64).map(|k| request(1, k, None, 0)).collect();
+        for n in [15, 16, 0xffff, 0x1_0000, 0x1_0001] {
+            let r = record(9, &requests[..n], Fallback::Serial, &[], &[]);
+            let (hand, rmp) = both_ways(&r);
+            assert!(hand == rmp, "{n} requests: the bytes differ");
+        }
+    }
+
+    #[test]
+    fn an_unencodable_event_fails_as_with_rmp_serde() {
+        use crate::wire::pack::{UNENCODABLE, Unencodable};
+        let requests = [request(1, Unencodable, None, 0)];
+        let r = record(2, &requests, Fallback::Serial, &[], &[]);
+        let hand = r.encode(&mut Vec::new()).unwrap_err().to_string();
+        let rmp = rmp_serde::to_vec(&r).unwrap_err().to_string();
+        assert_eq!(hand, rmp);
+        assert!(hand.contains(UNENCODABLE), "{hand}");
+        let env = EpochEnv {
+            epoch: 2,
+            timestamp_ms: 0,
+            requests: vec![request(1, Unencodable, None, 0)],
+            serial: Vec::new(),
+            fallback: Fallback::Serial,
+        };
+        let err = encode_epoch(&env, &[], &mut Vec::new()).unwrap_err();
+        assert_eq!(err, format!("epoch 2 does not encode: {UNENCODABLE}"));
+    }
+
+    #[test]
+    fn recovery_reads_the_record_back() {
+        let id = RequestId {
+            client: RequestId::GENERATED_CLIENT_BIT | 5,
+            seq: 1 << 40,
+        };
+        let env = EpochEnv {
+            epoch: 12,
+            timestamp_ms: 1_700_000_000_000,
+            requests: vec![
+                request(3, (9u64, "nine".to_string()), Some(id), 2),
+                request(0, (0u64, String::new()), None, 0),
+            ],
+            serial: vec![1],
+            fallback: Fallback::Ordered,
+        };
+        let mut buf = vec![1, 2, 3]; // cleared first
+        encode_epoch(&env, &["s".to_string()], &mut buf).unwrap();
+        let back: EpochRecord<(u64, String)> = rmp_serde::from_slice(&buf).unwrap();
+        assert_eq!((back.epoch, back.timestamp_ms), (12, 1_700_000_000_000));
+        assert_eq!(
+            (back.serial, back.fallback, back.erase),
+            (vec![1], Fallback::Ordered, vec!["s".to_string()])
+        );
+        let got: Vec<_> = back
+            .requests
+            .into_iter()
+            .map(|r| (r.target, r.event, r.id, r.retries))
+            .collect();
+        let want: Vec<_> = env
+            .requests
+            .into_iter()
+            .map(|r| (r.target, r.event, r.id, r.retries))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    fn any_request() -> impl Strategy<Value = Sequenced<(u64, String, Option<Vec<u8>>)>> {
+        let id = proptest::option::of(
+            (uint(), uint()).prop_map(|(client, seq)| RequestId { client, seq }),
+        );
+        let event = (
+            uint(),
+            ".{0,40}",
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+        );
+        (uint(), event, id, uint())
+            .prop_map(|(target, event, id, retries)| request(target, event, id, retries))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn hand_encoding_matches_rmp_serde_on_random_records(
+            epoch in uint(),
+            timestamp_ms in uint(),
+            requests in proptest::collection::vec(any_request(), 0..40),
+            fallback in prop_oneof![Just(Fallback::Serial), Just(Fallback::NextEpoch), Just(Fallback::Ordered)],
+            serial in proptest::collection::vec(uint().prop_map(|s| s as u32), 0..20),
+            erase in proptest::collection::vec(".{0,10}", 0..3),
+        ) {
+            let r = EpochRecordRef {
+                epoch,
+                timestamp_ms,
+                requests: &requests,
+                fallback,
+                serial: &serial,
+                erase: &erase,
+            };
+            let (hand, rmp) = both_ways(&r);
+            proptest::prop_assert_eq!(hand, rmp);
+        }
+    }
 }

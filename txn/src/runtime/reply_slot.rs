@@ -105,21 +105,9 @@ impl<T> Default for ReplySlots<T> {
 impl<T> ReplySlots<T> {
     /// An empty slot (a kept one if any) and its sender.
     pub(super) fn take(&self) -> (SlotSender<T>, Arc<ReplySlot<T>>) {
+        // A kept slot was reset when it was given back, and nobody else can refer to it.
         let kept = self.free.lock().pop();
-        let slot = match kept {
-            Some(mut slot) => {
-                // Only slots nobody else refers to are kept, so this never allocates.
-                let state = Arc::get_mut(&mut slot)
-                    .expect("a kept reply slot is unshared")
-                    .state
-                    .get_mut();
-                state.sender_done = false;
-                state.waker = None;
-                debug_assert!(state.value.is_none(), "a kept reply slot is empty");
-                slot
-            }
-            None => Arc::new(ReplySlot::new()),
-        };
+        let slot = kept.unwrap_or_else(|| Arc::new(ReplySlot::new()));
         let sender = SlotSender {
             slot: Some(slot.clone()),
         };
@@ -127,11 +115,16 @@ impl<T> ReplySlots<T> {
     }
 
     /// Keeps `slot`, emptied by its caller, for a later request, unless its sender still holds
-    /// it or enough are kept.
+    /// it or enough are kept. It is reset here, while it is known to be unshared, so that
+    /// `take` only has to pop it.
     pub(super) fn give_back(&self, mut slot: Arc<ReplySlot<T>>) {
-        if Arc::get_mut(&mut slot).is_none() {
+        let Some(unshared) = Arc::get_mut(&mut slot) else {
             return;
-        }
+        };
+        let state = unshared.state.get_mut();
+        state.sender_done = false;
+        state.waker = None;
+        debug_assert!(state.value.is_none(), "a kept reply slot is empty");
         let mut free = self.free.lock();
         if free.len() < REPLY_SLOTS_POOLED_MAX {
             free.push(slot);

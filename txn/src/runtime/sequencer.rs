@@ -226,9 +226,14 @@ impl<A: App> Sequencer<A> {
     /// The next epoch's requests: the retries first, then submissions until `epoch_duration`
     /// has passed since the first one or `epoch_txns_max` are in. `None` when stopped.
     async fn gather(&mut self, closed: bool) -> Option<Gathered<A>> {
+        // Sized for an epoch like the last one, so taking requests in does not grow (and copy)
+        // them push by push; both move on with the epoch, so they cannot be kept.
+        let expected = (self.retry_queue.len() + self.carry.len())
+            .max(self.last_epoch_txns)
+            .min(self.config.epoch_txns_max);
         let mut g = Gathered {
-            requests: Vec::new(),
-            pending: Vec::new(),
+            requests: Vec::with_capacity(expected),
+            pending: Vec::with_capacity(expected),
             queries: Vec::new(),
             answered: Vec::new(),
             conflict_stats: Vec::new(),
