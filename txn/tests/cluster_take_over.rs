@@ -91,6 +91,18 @@ async fn hash_of_one_process(fx: &Fixture, storage: &Arc<MemoryStorage>) -> u64 
     hash
 }
 
+/// Recovers the store of `config` in one process: what recovery did, and the state's hash.
+async fn recovered_in_one_process(
+    fx: &Fixture,
+    config: RuntimeConfig,
+) -> (txn::RecoveryReport, u64) {
+    let single = Runtime::start(fx.app.clone(), config).await.unwrap();
+    let report = single.recovery_report().clone();
+    let hash = single.client().state_hash().await.unwrap();
+    single.shutdown().await;
+    (report, hash)
+}
+
 /// Runs a workload on the cluster (ended by [`settle_workload`]), then stops its driver: the
 /// state hash the cluster reached, which a single-process recovery of the store must equal.
 async fn run_until_the_driver_dies(
@@ -219,12 +231,8 @@ async fn a_take_over_reloads_only_the_partitions_that_move() {
     let hash_cluster = rt.client().state_hash().await.unwrap();
     rt.shutdown().await;
     host_c3.stop().await;
-    let single = Runtime::start(fx.app.clone(), config(CHECKPOINT_EVERY_EPOCHS))
-        .await
-        .unwrap();
-    let report = single.recovery_report().clone();
-    let hash_single = single.client().state_hash().await.unwrap();
-    single.shutdown().await;
+    let (report, hash_single) =
+        recovered_in_one_process(&fx, config(CHECKPOINT_EVERY_EPOCHS)).await;
     eprintln!("cluster-take-over: seed {seed}: recovered in one process {report:?}");
     assert!(
         report.checkpoint_epoch > Some(250),
@@ -395,12 +403,7 @@ async fn prepared_take_over(when: Prepare, test: &str) {
     let hash_cluster = rt.client().state_hash().await.unwrap();
     rt.shutdown().await;
     kept.stop().await;
-    let single = Runtime::start(fx.app.clone(), config(CHECKPOINT_EVERY_EPOCHS))
-        .await
-        .unwrap();
-    let later = single.recovery_report().clone();
-    let hash_single = single.client().state_hash().await.unwrap();
-    single.shutdown().await;
+    let (later, hash_single) = recovered_in_one_process(&fx, config(CHECKPOINT_EVERY_EPOCHS)).await;
     assert!(
         later.checkpoint_epoch > Some(report.last_epoch),
         "seed {seed}: no checkpoint after the take-over: {later:?}"
