@@ -19,7 +19,7 @@ use futures::future::BoxFuture;
 use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -43,6 +43,10 @@ pub struct NodeEngine<S: ServedApp> {
     /// Counts membership changes, so the sequencer checks its placement after each.
     membership_changed: watch::Sender<u64>,
     sequencer: SequencerWatch,
+    /// Set when the sequencer this node followed was declared dead (not when a forward to it
+    /// failed, nor before one was known); cleared when it follows one again. Only then does the
+    /// first standby in line begin a take-over before the lease (`wait_to_try_again`).
+    sequencer_died: AtomicBool,
     forwarder: Forwarder,
     /// The client number of the ids this node generates (random, with the generated bit).
     id_client: u64,
@@ -69,6 +73,7 @@ impl<S: ServedApp> NodeEngine<S> {
             change
         });
         if changed {
+            self.sequencer_died.store(false, Ordering::Release);
             println!("sequencer {} term {}", view.name, view.term);
         }
     }
@@ -83,6 +88,7 @@ impl<S: ServedApp> NodeEngine<S> {
             gone
         });
         if forgotten {
+            self.sequencer_died.store(true, Ordering::Release);
             println!("no sequencer ({node} is down)");
         }
     }
@@ -330,6 +336,7 @@ pub async fn start<S: ServedApp>(
         next_id_seq: AtomicU64::new(0),
         store: settings.store_description(),
         no_recovery: RecoveryReport::default(),
+        sequencer_died: AtomicBool::new(false),
     });
     let answering = engine.clone();
     cluster.serve(move |_from, bytes| answering.clone().answer_link(bytes));
@@ -626,7 +633,7 @@ async fn take_lease<S: ServedApp>(
 }
 
 /// Waits `wait` before the next try for the lease. If the sequencer is (or, meanwhile,
-/// becomes) unknown — declared dead — the first standby in line begins the take-over's
+/// becomes) declared dead, the first standby in line begins the take-over's
 /// recovery at once instead of when the lease is free, and the others wait longer, so that the
 /// one that began it takes the lease.
 async fn wait_to_try_again<S: ServedApp>(
@@ -640,12 +647,16 @@ async fn wait_to_try_again<S: ServedApp>(
     let mut sequencer = engine.sequencer.subscribe();
     let mut extended = false;
     loop {
+        let died = engine.sequencer_died.load(Ordering::Acquire);
         match (
             engine.sequencer(),
             first_in_line(cluster, &engine.node_name),
         ) {
             // A sequencer is known (again): nothing to take over.
             (Some(_), _) => *prepared = None,
+            // Not known yet (this node just started) or a forward to it failed (it is replacing
+            // its runtime): nothing says it is gone, so nothing is replayed ahead.
+            (None, _) if !died => {}
             (None, true) if prepared.is_none() => *prepared = prepare(engine, settings).await,
             (None, true) => {}
             (None, false) if !extended => {
