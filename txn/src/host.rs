@@ -515,6 +515,22 @@ pub(crate) fn settle_keeping_deletions<A: App>(state: &mut PartitionState<A>, mi
         return;
     }
     let before = state.state_hash();
+    settle_relisting_deletions(state, |state| state.state_hash() == before);
+}
+
+/// [`settle_keeping_deletions`] for a state known to be between two epochs (a recovery's
+/// private copy after its replay): no transaction can be undone by settling, so the deletions
+/// are listed again without hashing the partition before and after (two passes over every row).
+pub(crate) fn settle_between_epochs_keeping_deletions<A: App>(state: &mut PartitionState<A>) {
+    settle_relisting_deletions(state, |_| true);
+}
+
+/// Settles `state` for a take-over and lists the deletions it had listed again, if `unchanged`
+/// says settling undid nothing.
+fn settle_relisting_deletions<A: App>(
+    state: &mut PartitionState<A>,
+    unchanged: impl FnOnce(&PartitionState<A>) -> bool,
+) {
     let mut deleted = Vec::new();
     for encode in state.drain_checkpoint_rows() {
         let mut rows = Vec::new();
@@ -522,7 +538,7 @@ pub(crate) fn settle_keeping_deletions<A: App>(state: &mut PartitionState<A>, mi
         deleted.extend(rows.into_iter().filter(|(_, value)| value.is_none()));
     }
     state.settle_for_take_over();
-    if !deleted.is_empty() && state.state_hash() == before {
+    if !deleted.is_empty() && unchanged(state) {
         state
             .apply_rows(&deleted)
             .expect("a row key the partition listed itself names its table");

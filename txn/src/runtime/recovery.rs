@@ -972,7 +972,8 @@ async fn hand_over<A: App>(
 }
 
 /// Every row of the private copy's partitions `gps`, with the rows deleted since the
-/// checkpoint as deletions (`settle_keeping_deletions`): what an owner that loaded nothing needs
+/// checkpoint as deletions (`settle_between_epochs_keeping_deletions`: the replay is over, so
+/// nothing is mid-epoch): what an owner that loaded nothing needs
 /// to hold the same state and to list for the next checkpoint what the store must change. The
 /// states are lent out of the private copy for good (it is stopped after the hand-over).
 async fn every_row<A: App>(
@@ -986,7 +987,7 @@ async fn every_row<A: App>(
     // Every row is visited: beside the async workers.
     tokio::task::spawn_blocking(move || {
         let rows = states.into_iter().map(|mut state| {
-            crate::host::settle_keeping_deletions(&mut state, false);
+            crate::host::settle_between_epochs_keeping_deletions(&mut state);
             (state.gp, state.drain_checkpoint_rows())
         });
         rows.collect()
