@@ -24,8 +24,16 @@ use txn_storage::conformance::batch_for;
 use txn_storage::postgres_instance;
 use txn_storage::{CheckpointRow, PostgresStorage, Storage};
 
-/// Rows per `write_checkpoint_rows` call, as the runtime's `CHECKPOINT_CHUNK_ROWS_MAX`.
+/// Rows per `write_checkpoint_rows` call, as the runtime's `CHECKPOINT_CHUNK_ROWS_MAX`
+/// (`VMSDB_BENCH_CHUNK_ROWS` sets another).
 const CHUNK_ROWS: usize = 4_096;
+
+fn chunk_rows() -> usize {
+    std::env::var("VMSDB_BENCH_CHUNK_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CHUNK_ROWS)
+}
 
 /// The 16-byte key of row `idx`: a partition and table prefix and an encoded account id, as the
 /// transfer workload's, scattered over the key space.
@@ -58,9 +66,10 @@ fn checkpoint(
     epoch: u64,
     rows: &[CheckpointRow],
 ) -> Duration {
-    let mut chunks = Vec::with_capacity(rows.len() / CHUNK_ROWS + 1);
+    let chunk_rows = chunk_rows();
+    let mut chunks = Vec::with_capacity(rows.len() / chunk_rows + 1);
     let started = Instant::now();
-    for chunk in rows.chunks(CHUNK_ROWS) {
+    for chunk in rows.chunks(chunk_rows) {
         let t = Instant::now();
         store
             .write_checkpoint_rows(epoch, chunk)

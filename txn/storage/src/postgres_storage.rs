@@ -177,6 +177,9 @@ struct Sql {
     log_read: String,
     log_truncate: String,
     lock_rows: String,
+    /// `lock_rows` for a chunk of checkpoint rows, whose commit does not wait for the WAL
+    /// flush (see [`write_rows`]).
+    lock_rows_for_chunk: String,
     meta_get: String,
     meta_put: String,
     meta_delete: String,
@@ -212,6 +215,10 @@ impl Sql {
             log_read: format!("SELECT epoch, record FROM {s}.log WHERE epoch >= $1 ORDER BY epoch"),
             log_truncate: format!("DELETE FROM {s}.log WHERE epoch < $1"),
             lock_rows: format!("LOCK TABLE {s}.checkpoint_versions IN SHARE ROW EXCLUSIVE MODE"),
+            lock_rows_for_chunk: format!(
+                "SET LOCAL synchronous_commit TO OFF; \
+                 LOCK TABLE {s}.checkpoint_versions IN SHARE ROW EXCLUSIVE MODE"
+            ),
             meta_get: format!("SELECT value FROM {s}.meta WHERE name = $1"),
             meta_put: format!(
                 "INSERT INTO {s}.meta (name, value) VALUES ($1, $2) \
@@ -747,7 +754,15 @@ async fn write_rows(
     let operation = "write_checkpoint_rows";
     let sql = &conns.sql;
     let mut client = conns.checkpoints.lock().await;
-    let txn = begin_write(&mut client, sql, held, Some(&sql.lock_rows), operation).await?;
+    // The chunk's commit does not wait for its WAL to reach the disk (`synchronous_commit`
+    // off for this transaction only): nothing depends on a chunk until the checkpoint's
+    // completion, whose commit waits for the WAL up to its own record and so for every chunk
+    // before it (one WAL, flushed in order). A server crash may lose the last chunks of a
+    // checkpoint not yet complete, which is then as if they were never written: the writer's
+    // calls fail, its runtime stops, and the next writer lists every row changed since the
+    // latest complete checkpoint. Half of a chunk's time was that flush (docs/storage.md).
+    let lock = Some(sql.lock_rows_for_chunk.as_str());
+    let txn = begin_write(&mut client, sql, held, lock, operation).await?;
     let latest = read_meta(&txn, sql, META_LATEST, operation).await?;
     check_newer(checkpoint_epoch, latest)?;
     let pending = read_meta(&txn, sql, META_PENDING, operation).await?;
