@@ -103,8 +103,15 @@ pub fn vmsdb_binary(given: Option<&Path>) -> Result<PathBuf, HarnessError> {
 
 /// The nodes' log filter: warnings, and the lines that break a take-over down (the lease, the
 /// recovery on the sequencer, the hand-over of the replayed rows; one of each per take-over).
+/// `BENCH_NODE_LOG` replaces it (a `RUST_LOG` filter: e.g. add
+/// `txn::runtime::durability=debug,txn::runtime::sequencer=debug` for each checkpoint's copy and
+/// write).
 const NODE_LOG_FILTER: &str =
     "warn,txn::runtime=info,txn::runtime::recovery=info,vmsdb::cluster_node=info";
+
+fn node_log_filter() -> String {
+    std::env::var("BENCH_NODE_LOG").unwrap_or_else(|_| NODE_LOG_FILTER.to_string())
+}
 
 /// The directory of the nodes' logs: removed after the run, unless `BENCH_KEEP_NODE_LOGS` is
 /// set (its path is then printed, to read a failover's breakdown from).
@@ -200,7 +207,7 @@ impl Processes {
             .env("VMSDB_COOKIE", cookie())
             .env_remove("VMSDB_SEEDS")
             .env_remove("VMSDB_TOKEN")
-            .env("RUST_LOG", NODE_LOG_FILTER)
+            .env("RUST_LOG", node_log_filter())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

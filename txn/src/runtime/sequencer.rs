@@ -695,6 +695,9 @@ pub(super) struct CheckpointCopying {
     timestamp_ms: u64,
     rows: Vec<DeferredRows>,
     copying: Vec<GlobalPartition>,
+    /// When the copy began, and in how many steps it went (reported when it is queued).
+    began: Instant,
+    steps: u32,
 }
 
 /// A node's failure of a checkpoint step, naming the checkpoint's epoch instead of the epoch of
@@ -742,8 +745,11 @@ pub(super) async fn checkpoint_step<A: App>(
             timestamp_ms: s.last_timestamp_ms,
             rows,
             copying: (0..s.app.n_global).collect(),
+            began: Instant::now(),
+            steps: 0,
         }
     });
+    c.steps += 1;
     let parts = run_phase(&s.actors, &c.copying, |_, reply| Job::CheckpointStep {
         begin,
         reply,
@@ -770,9 +776,19 @@ pub(super) async fn checkpoint_step<A: App>(
         epoch,
         timestamp_ms,
         rows,
+        began,
+        steps,
         ..
     } = copying.take().expect("a checkpoint is copied");
     let n_chunks = rows.len();
+    tracing::debug!(
+        epoch,
+        steps,
+        chunks = n_chunks,
+        epochs_since = s.epoch - epoch,
+        seconds = began.elapsed().as_secs_f64(),
+        "checkpoint copied; queued for writing"
+    );
     s.log_tx
         .send(LogItem::Checkpoint {
             epoch,
