@@ -116,6 +116,13 @@ const _: () = assert!(
     "a checkpoint is copied within a quarter of the default interval"
 );
 
+/// Checkpoint copy steps a cluster's sequencer takes after each epoch while a checkpoint is
+/// being copied (one process takes one): a cluster's epochs last several times longer, so a
+/// copy of `CHECKPOINT_COPY_SPREAD_EPOCHS` steps at one an epoch took seconds (2.6-2.8 s at
+/// ~10 ms an epoch), and each second of it is a second more of log a take-over replays.
+pub const CLUSTER_CHECKPOINT_STEPS_PER_EPOCH: usize = 4;
+const _: () = assert!(CLUSTER_CHECKPOINT_STEPS_PER_EPOCH >= 1);
+
 /// A conflict-aborted transaction is retried at most this many times in a row before the
 /// client gets `AbortReason::RetriesExhausted`. With the serial fallback on, this is never
 /// reached, because the fallback commits or user-aborts every transaction it runs.

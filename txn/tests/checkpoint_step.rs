@@ -313,11 +313,20 @@ async fn a_checkpoint_larger_than_the_link_limit_is_sent_in_shares() {
     // Single reads on node "a" drive the epochs after which the checkpoint's steps run.
     let (svc, key) = key_on_a(&fx);
     let mut n_reads = 0;
+    // The epoch counts at which the copy steps were first and last seen to grow.
+    let (mut steps_seen, mut first, mut last) = (0, None, 0);
     while storage.latest_checkpoint_epoch().unwrap().is_none() {
         client.submit_raw(svc, &key, read0(key)).await.unwrap();
         n_reads += 1;
         assert!(n_reads < 2_000, "the checkpoint never completed");
+        let now = nodes.rt.stats().snapshot();
+        if now.checkpoint_copy_steps > steps_seen {
+            steps_seen = now.checkpoint_copy_steps;
+            first.get_or_insert(now.epochs);
+            last = now.epochs;
+        }
     }
+    let copy_epochs = last - first.expect("copy steps were taken") + 1;
     let stats = nodes.rt.stats().snapshot();
     let largest_reply = nodes.link.largest_reply_bytes.load(Ordering::Relaxed);
     let traffic = nodes.rt.stats().node_traffic();
@@ -327,6 +336,14 @@ async fn a_checkpoint_larger_than_the_link_limit_is_sent_in_shares() {
         stats.checkpoint_copy_steps
     );
     assert!(largest_reply <= TEST_LINK_REPLY_BYTES_MAX);
+    // A cluster's sequencer takes several copy steps after an epoch
+    // (`limits::CLUSTER_CHECKPOINT_STEPS_PER_EPOCH`): at least twice as many steps as epochs
+    // went by while it copied (one a step would be as many).
+    assert!(
+        copy_epochs > 1 && stats.checkpoint_copy_steps >= 2 * copy_epochs,
+        "{} copy steps after {copy_epochs} epochs",
+        stats.checkpoint_copy_steps
+    );
     for node in &traffic {
         assert!(
             node.bytes_received > TEST_LINK_REPLY_BYTES_MAX as u64,

@@ -447,9 +447,25 @@ impl<A: App> Sequencer<A> {
         };
         if copying.is_some() || due() {
             let taking = Instant::now();
-            match checkpoint_step(self, copying).await {
-                Ok(n_chunks) => turn.checkpoint_take_chunks = n_chunks as u64,
-                Err(e) => self.abandon_checkpoint(copying, &e),
+            // A cluster's epochs are several times longer than one process's (each waits for
+            // the store's append and the nodes' answers), so a copy spread over as many epochs
+            // would take seconds, and the latest complete checkpoint trail the log by as much:
+            // there it takes a few steps an epoch (each its share of the rows, as one).
+            let steps = match self.actors.is_cluster() {
+                true => limits::CLUSTER_CHECKPOINT_STEPS_PER_EPOCH,
+                false => 1,
+            };
+            for _ in 0..steps {
+                match checkpoint_step(self, copying).await {
+                    Ok(n_chunks) => turn.checkpoint_take_chunks += n_chunks as u64,
+                    Err(e) => {
+                        self.abandon_checkpoint(copying, &e);
+                        break;
+                    }
+                }
+                if copying.is_none() {
+                    break;
+                }
             }
             turn.checkpoint_take_nanos = taking.elapsed().as_nanos() as u64;
         }
