@@ -11,11 +11,14 @@ use crate::partition::{Emitted, OutboxMsg, PartitionState, StepEvent};
 use crate::table::TableState;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
 use smallvec::SmallVec;
 use std::hash::Hash;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
+
+mod encoded_len;
+
+use encoded_len::encoded_len;
 
 /// What one step of a transaction may do, inside the partition it runs in.
 ///
@@ -169,38 +172,6 @@ impl Meter {
     fn work_left(&self) -> u64 {
         self.limits.work_max.saturating_sub(self.usage.work)
     }
-}
-
-/// An `io::Write` that only counts the bytes written to it: measures an rmp-serde encoding
-/// without allocating.
-struct CountingWriter(u64);
-
-impl std::io::Write for CountingWriter {
-    #[inline]
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len() as u64;
-        Ok(buf.len())
-    }
-
-    #[inline]
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.0 += buf.len() as u64;
-        Ok(())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The size of `value` encoded with rmp-serde (as the log and checkpoints encode it), computed
-/// by one serialization pass into a [`CountingWriter`]: no allocation.
-fn encoded_len<T: Serialize + ?Sized>(value: &T) -> u64 {
-    let mut writer = CountingWriter(0);
-    // A value that fails to serialize part-way still counts what it wrote; it could not be
-    // persisted anyway and fails where it is encoded for real.
-    let _ = rmp_serde::encode::write(&mut writer, value);
-    writer.0
 }
 
 impl<'a, A: App> TxnCtx<'a, A> {
