@@ -119,9 +119,10 @@ pub(crate) struct Meter {
     pub poisoned: Option<AbortReason>,
 }
 
-// Every row access, write and emit charges the meter two or three times: the checks are
-// inlined into the caller (where `limit` is a constant, so the counter and its maximum are
-// fixed fields), and only the rare error paths stay out of line (`#[cold]`).
+// Every row access, write and emit charges the meter once (a write's two limits and an emit's
+// three in one call, with one liveness check): the checks are inlined into the caller (where
+// `limit` is a constant, so the counter and its maximum are fixed fields), and only the rare
+// error paths stay out of line (`#[cold]`).
 impl Meter {
     #[inline]
     pub fn new(usage: Usage, limits: TxnLimits) -> Self {
@@ -159,6 +160,32 @@ impl Meter {
     #[inline]
     fn charge(&mut self, limit: LimitKind, amount: u64) -> Result<(), Abort> {
         self.live()?;
+        self.count(limit, amount)
+    }
+
+    /// A write's charges: one work unit, then the `bytes` it writes (measured only once the
+    /// unit is charged), exactly as `charge(Work, 1)` then `charge(BytesWritten, bytes())`,
+    /// with the liveness check once.
+    #[inline]
+    fn charge_write(&mut self, bytes: impl FnOnce() -> u64) -> Result<(), Abort> {
+        self.live()?;
+        self.count(LimitKind::Work, 1)?;
+        self.count(LimitKind::BytesWritten, bytes())
+    }
+
+    /// An emit's charges: one work unit, one event, then its `bytes`, in that order, with the
+    /// liveness check once.
+    #[inline]
+    fn charge_emit(&mut self, bytes: impl FnOnce() -> u64) -> Result<(), Abort> {
+        self.live()?;
+        self.count(LimitKind::Work, 1)?;
+        self.count(LimitKind::EmittedEvents, 1)?;
+        self.count(LimitKind::BytesWritten, bytes())
+    }
+
+    /// Counts `amount` against `limit` of a live transaction; past it, poisons it.
+    #[inline]
+    fn count(&mut self, limit: LimitKind, amount: u64) -> Result<(), Abort> {
         let max = self.limits.max(limit);
         let used = self.usage.counter(limit);
         *used = used.saturating_add(amount);
@@ -298,9 +325,8 @@ impl<'a, A: App> TxnCtx<'a, A> {
     ) -> Result<(), Abort> {
         let seq = self.seq;
         let pos = self.pos;
-        self.meter.charge(LimitKind::Work, 1)?;
-        let size = encoded_len(&key) + encoded_len(&value);
-        self.meter.charge(LimitKind::BytesWritten, size)?;
+        self.meter
+            .charge_write(|| encoded_len(&key) + encoded_len(&value))?;
         // Traced before the checks: a write they refuse aborts the transaction anyway.
         if let Some(trace) = &self.part.trace {
             trace.write((table.service, table.idx), &key, Some(&value));
@@ -425,9 +451,8 @@ impl<'a, A: App> TxnCtx<'a, A> {
         below_min: impl FnOnce(i64) -> Option<Abort>,
     ) -> Result<(), Abort> {
         let seq = self.seq;
-        self.meter.charge(LimitKind::Work, 1)?;
-        let size = encoded_len(key) + encoded_len(&delta);
-        self.meter.charge(LimitKind::BytesWritten, size)?;
+        self.meter
+            .charge_write(|| encoded_len(key) + encoded_len(&delta))?;
         let op = DeltaOp {
             seq,
             access: field.accessor(),
@@ -477,9 +502,7 @@ impl<'a, A: App> TxnCtx<'a, A> {
         let seq = self.seq;
         let key_len = encoded_len(key);
         for (_, delta) in deltas {
-            self.meter.charge(LimitKind::Work, 1)?;
-            let size = key_len + encoded_len(delta);
-            self.meter.charge(LimitKind::BytesWritten, size)?;
+            self.meter.charge_write(|| key_len + encoded_len(delta))?;
         }
         let state = self.table(table, key)?;
         let ops: SmallVec<[DeltaWithReader<V>; 8]> = deltas
@@ -595,9 +618,7 @@ impl<'a, A: App> TxnCtx<'a, A> {
     pub fn delete<K: Key, V: Row>(&mut self, table: Table<K, V>, key: &K) -> Result<(), Abort> {
         let seq = self.seq;
         let pos = self.pos;
-        self.meter.charge(LimitKind::Work, 1)?;
-        self.meter
-            .charge(LimitKind::BytesWritten, encoded_len(key))?;
+        self.meter.charge_write(|| encoded_len(key))?;
         if let Some(trace) = &self.part.trace {
             trace.write::<K, V>((table.service, table.idx), key, None);
         }
@@ -772,15 +793,7 @@ impl<'a, A: App> TxnCtx<'a, A> {
             service.n_partitions
         );
         let target: GlobalPartition = service.gp(partition);
-        let charged = self
-            .meter
-            .charge(LimitKind::Work, 1)
-            .and_then(|()| self.meter.charge(LimitKind::EmittedEvents, 1))
-            .and_then(|()| {
-                self.meter
-                    .charge(LimitKind::BytesWritten, encoded_len(&event))
-            });
-        if charged.is_err() {
+        if self.meter.charge_emit(|| encoded_len(&event)).is_err() {
             return;
         }
         if let Some(trace) = &self.part.trace {

@@ -58,13 +58,17 @@ impl App for LimitApp {
 }
 
 fn build(bytes_written_max: u64) -> (Arc<AppDef<LimitApp>>, ServiceRef) {
+    build_with(TxnLimits {
+        bytes_written_max,
+        ..TxnLimits::default()
+    })
+}
+
+fn build_with(limits: TxnLimits) -> (Arc<AppDef<LimitApp>>, ServiceRef) {
     let mut b = AppBuilder::<LimitApp>::new();
     let svc = b.service("s", 1);
     let recs: Table<u64, Rec> = b.table(svc, "recs");
-    b.txn_limits(TxnLimits {
-        bytes_written_max,
-        ..TxnLimits::default()
-    });
+    b.txn_limits(limits);
     b.handler(svc, move |ctx, ev| {
         let Ev::Run(ops) = ev else { return Ok(()) };
         for (i, op) in ops.iter().enumerate() {
@@ -152,10 +156,12 @@ fn charge(op: &Op) -> u64 {
 /// same error (and the handler stops there), or, with none left, the transaction aborts with
 /// the limit itself.
 fn stopped_at(ops: &[Op], i: usize, max: u64) -> AbortReason {
-    let exceeded = AbortReason::LimitExceeded {
-        limit: LimitKind::BytesWritten,
-        max,
-    };
+    stopped_by(ops, i, LimitKind::BytesWritten, max)
+}
+
+/// Like [`stopped_at`], for any limit.
+fn stopped_by(ops: &[Op], i: usize, limit: LimitKind, max: u64) -> AbortReason {
+    let exceeded = AbortReason::LimitExceeded { limit, max };
     match (i..ops.len()).find(|&j| !matches!(ops[j], Op::Emit(_))) {
         None => exceeded,
         Some(j) => AbortReason::User {
@@ -235,5 +241,58 @@ async fn the_runtime_crosses_the_limit_where_the_serial_executor_does() {
             .unwrap();
         assert_eq!(outcome.result, expected, "limit {max}");
         rt.shutdown().await;
+    }
+}
+
+// Goal: each write and emit charges its limits in one order — a work unit first, then (an
+// emit) the event, then its bytes — so a call that crosses several at once names the first,
+// and one that crosses only the work limit stops exactly there.
+#[test]
+fn a_write_or_emit_charges_work_then_events_then_bytes() {
+    let ops = ops();
+    let (_, svc) = build(1);
+    let run = |limits: TxnLimits| {
+        let (app, _) = build_with(limits);
+        SerialExecutor::new(app).run_keyed_raw(svc, &0u64, Ev::Run(ops.clone()), 0)
+    };
+    let mut bytes = 0;
+    let mut emitted = 0;
+    for (i, op) in ops.iter().enumerate() {
+        bytes += charge(op);
+        let is_emit = matches!(op, Op::Emit(_));
+        emitted += u64::from(is_emit);
+        // Every operation is one work unit: `i + 1` units reach op `i`, `i` stop there.
+        let work_max = i as u64;
+        assert_eq!(
+            run(TxnLimits {
+                work_max,
+                ..TxnLimits::default()
+            }),
+            Err(stopped_by(&ops, i, LimitKind::Work, work_max)),
+            "op {i} past the work limit"
+        );
+        // Past the work and bytes limits at once: the work limit is named.
+        assert_eq!(
+            run(TxnLimits {
+                work_max,
+                bytes_written_max: bytes - 1,
+                ..TxnLimits::default()
+            }),
+            Err(stopped_by(&ops, i, LimitKind::Work, work_max)),
+            "op {i} past the work and bytes limits"
+        );
+        if is_emit {
+            // Past the events and bytes limits at once: the events limit is named.
+            let events_max = emitted - 1;
+            assert_eq!(
+                run(TxnLimits {
+                    emitted_events_max: events_max,
+                    bytes_written_max: bytes - 1,
+                    ..TxnLimits::default()
+                }),
+                Err(stopped_by(&ops, i, LimitKind::EmittedEvents, events_max)),
+                "op {i} past the events and bytes limits"
+            );
+        }
     }
 }
