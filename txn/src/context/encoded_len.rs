@@ -4,12 +4,13 @@
 //! transaction puts, every key it deletes and every event it emits by its rmp-serde size (the
 //! encoding the log and checkpoints use). Measuring that size by running rmp-serde into a
 //! counting writer cost one `write_all` call per marker and per datum, through rmp's error
-//! plumbing: about a sixth of the marketplace's handler instructions. [`encoded_len`] walks the
-//! value once with a serializer that only adds up the lengths rmp-serde 1.3 would write (its
-//! default configuration: structs as arrays, enums as `{variant: data}` maps or the variant's
-//! name, integers in their shortest form), so the count is the same byte for byte, including
-//! for values whose `Serialize` fails part-way (it counts what rmp-serde would have written
-//! before the error). The tests hold it to rmp-serde's own count.
+//! plumbing: 13.6 % of the marketplace's instructions (docs/benchmarks.md, "The bytes-written
+//! limit without encoding"). [`encoded_len`] walks the value once with a serializer that only
+//! adds up the lengths rmp-serde 1.3 would write (its default configuration: structs as arrays,
+//! enums as `{variant: data}` maps or the variant's name, integers in their shortest form), so
+//! the count is the same byte for byte, including for values whose `Serialize` fails part-way
+//! (it counts what rmp-serde would have written before the error). The tests hold it to the
+//! linked rmp-serde's own count, so an upgrade that changes the encoding fails them.
 
 use serde::Serialize;
 use serde::ser;
@@ -130,6 +131,21 @@ impl Size {
     fn str(&mut self, v: &str) {
         self.add(str_head(v.len()) + v.len() as u64);
     }
+
+    /// An array header of `len` (tuples and structs, whose fields follow).
+    #[inline]
+    fn array(&mut self, len: usize) -> Result<&mut Self, SizeError> {
+        self.add(container_head(len as u32));
+        Ok(self)
+    }
+
+    /// An enum variant with data: `{variant: data}`, a one-entry map's header and the name.
+    #[inline]
+    fn variant(&mut self, variant: &str) -> &mut Self {
+        self.add(1);
+        self.str(variant);
+        self
+    }
 }
 
 /// A sequence or map whose length serde did not give: rmp-serde encodes its elements into a
@@ -209,50 +225,44 @@ impl<'a> Compound<'a> {
             (None, None) => unreachable!("a compound counts into one of the two"),
         }
     }
-}
 
-impl ser::SerializeSeq for Compound<'_> {
-    type Ok = ();
-    type Error = SizeError;
-
+    /// Ends a sequence (`per_entry` 1) or a map (2, a key and a value): a length not known
+    /// up front is the elements counted, written before them.
     #[inline]
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), SizeError> {
-        self.element(value)
-    }
-
-    #[inline]
-    fn end(self) -> Result<(), SizeError> {
+    fn finish(self, per_entry: u32) -> Result<(), SizeError> {
         if let Some(unknown) = self.unknown {
-            let n = unknown.elements;
+            let n = unknown.elements / per_entry;
             unknown.end(n);
         }
         Ok(())
     }
 }
 
-impl ser::SerializeMap for Compound<'_> {
-    type Ok = ();
-    type Error = SizeError;
+/// Sequences (each element one entry) and maps (a key and a value one entry) of known or
+/// unknown length.
+macro_rules! counted_compound {
+    ($trait:ident, $per_entry:expr, $($method:ident),+) => {
+        impl ser::$trait for Compound<'_> {
+            type Ok = ();
+            type Error = SizeError;
 
-    #[inline]
-    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), SizeError> {
-        self.element(key)
-    }
+            $(
+                #[inline]
+                fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), SizeError> {
+                    self.element(value)
+                }
+            )+
 
-    #[inline]
-    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), SizeError> {
-        self.element(value)
-    }
-
-    #[inline]
-    fn end(self) -> Result<(), SizeError> {
-        if let Some(unknown) = self.unknown {
-            let n = unknown.elements / 2;
-            unknown.end(n);
+            #[inline]
+            fn end(self) -> Result<(), SizeError> {
+                self.finish($per_entry)
+            }
         }
-        Ok(())
-    }
+    };
 }
+
+counted_compound!(SerializeSeq, 1, serialize_element);
+counted_compound!(SerializeMap, 2, serialize_key, serialize_value);
 
 /// Tuples, structs and variants: their lengths are always known and written first.
 macro_rules! fixed_compound {
@@ -308,6 +318,19 @@ impl std::io::Write for CountingWriter {
     }
 }
 
+/// The serializer's methods for scalars: each adds the length its encoding takes.
+macro_rules! scalars {
+    ($($method:ident($v:ident: $ty:ty) => $len:expr;)*) => {
+        $(
+            #[inline]
+            fn $method(self, $v: $ty) -> Result<(), SizeError> {
+                self.add($len);
+                Ok(())
+            }
+        )*
+    };
+}
+
 impl<'a> ser::Serializer for &'a mut Size {
     type Ok = ();
     type Error = SizeError;
@@ -324,96 +347,25 @@ impl<'a> ser::Serializer for &'a mut Size {
         false
     }
 
-    #[inline]
-    fn serialize_bool(self, _v: bool) -> Result<(), SizeError> {
-        self.add(1);
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_i8(self, v: i8) -> Result<(), SizeError> {
-        self.serialize_i64(i64::from(v))
-    }
-
-    #[inline]
-    fn serialize_i16(self, v: i16) -> Result<(), SizeError> {
-        self.serialize_i64(i64::from(v))
-    }
-
-    #[inline]
-    fn serialize_i32(self, v: i32) -> Result<(), SizeError> {
-        self.serialize_i64(i64::from(v))
-    }
-
-    #[inline]
-    fn serialize_i64(self, v: i64) -> Result<(), SizeError> {
-        self.add(sint_len(v));
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_i128(self, _v: i128) -> Result<(), SizeError> {
+    scalars! {
+        serialize_bool(_v: bool) => 1;
+        serialize_i8(v: i8) => sint_len(i64::from(v));
+        serialize_i16(v: i16) => sint_len(i64::from(v));
+        serialize_i32(v: i32) => sint_len(i64::from(v));
+        serialize_i64(v: i64) => sint_len(v);
         // Its 16 big-endian bytes as `bin 8`.
-        self.add(bin_head(16) + 16);
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_u8(self, v: u8) -> Result<(), SizeError> {
-        self.serialize_u64(u64::from(v))
-    }
-
-    #[inline]
-    fn serialize_u16(self, v: u16) -> Result<(), SizeError> {
-        self.serialize_u64(u64::from(v))
-    }
-
-    #[inline]
-    fn serialize_u32(self, v: u32) -> Result<(), SizeError> {
-        self.serialize_u64(u64::from(v))
-    }
-
-    #[inline]
-    fn serialize_u64(self, v: u64) -> Result<(), SizeError> {
-        self.add(uint_len(v));
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_u128(self, _v: u128) -> Result<(), SizeError> {
-        self.add(bin_head(16) + 16);
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_f32(self, _v: f32) -> Result<(), SizeError> {
-        self.add(5);
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_f64(self, _v: f64) -> Result<(), SizeError> {
-        self.add(9);
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_char(self, v: char) -> Result<(), SizeError> {
-        let n = v.len_utf8();
-        self.add(str_head(n) + n as u64);
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_str(self, v: &str) -> Result<(), SizeError> {
-        self.str(v);
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_bytes(self, v: &[u8]) -> Result<(), SizeError> {
-        self.add(bin_head(v.len()) + v.len() as u64);
-        Ok(())
+        serialize_i128(_v: i128) => bin_head(16) + 16;
+        serialize_u8(v: u8) => uint_len(u64::from(v));
+        serialize_u16(v: u16) => uint_len(u64::from(v));
+        serialize_u32(v: u32) => uint_len(u64::from(v));
+        serialize_u64(v: u64) => uint_len(v);
+        serialize_u128(_v: u128) => bin_head(16) + 16;
+        // Floats at full width.
+        serialize_f32(_v: f32) => 5;
+        serialize_f64(_v: f64) => 9;
+        serialize_char(v: char) => str_head(v.len_utf8()) + v.len_utf8() as u64;
+        serialize_str(v: &str) => str_head(v.len()) + v.len() as u64;
+        serialize_bytes(v: &[u8]) => bin_head(v.len()) + v.len() as u64;
     }
 
     #[inline]
@@ -475,9 +427,7 @@ impl<'a> ser::Serializer for &'a mut Size {
         value: &T,
     ) -> Result<(), SizeError> {
         // `{variant: value}`.
-        self.add(1);
-        self.str(variant);
-        value.serialize(self)
+        value.serialize(self.variant(variant))
     }
 
     #[inline]
@@ -487,14 +437,12 @@ impl<'a> ser::Serializer for &'a mut Size {
 
     #[inline]
     fn serialize_tuple(self, len: usize) -> Result<Self, SizeError> {
-        self.add(container_head(len as u32));
-        Ok(self)
+        self.array(len)
     }
 
     #[inline]
     fn serialize_tuple_struct(self, _name: &'static str, len: usize) -> Result<Self, SizeError> {
-        self.add(container_head(len as u32));
-        Ok(self)
+        self.array(len)
     }
 
     #[inline]
@@ -506,10 +454,7 @@ impl<'a> ser::Serializer for &'a mut Size {
         len: usize,
     ) -> Result<Self, SizeError> {
         // `{variant: [fields]}`.
-        self.add(1);
-        self.str(variant);
-        self.add(container_head(len as u32));
-        Ok(self)
+        self.variant(variant).array(len)
     }
 
     #[inline]
@@ -519,8 +464,7 @@ impl<'a> ser::Serializer for &'a mut Size {
 
     #[inline]
     fn serialize_struct(self, _name: &'static str, len: usize) -> Result<Self, SizeError> {
-        self.add(container_head(len as u32));
-        Ok(self)
+        self.array(len)
     }
 
     #[inline]
@@ -531,10 +475,7 @@ impl<'a> ser::Serializer for &'a mut Size {
         variant: &'static str,
         len: usize,
     ) -> Result<Self, SizeError> {
-        self.add(1);
-        self.str(variant);
-        self.add(container_head(len as u32));
-        Ok(self)
+        self.variant(variant).array(len)
     }
 
     /// rmp-serde's: the length is known when the iterator's bounds agree and fit in a `u32`.
