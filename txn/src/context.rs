@@ -11,11 +11,14 @@ use crate::partition::{Emitted, OutboxMsg, PartitionState, StepEvent};
 use crate::table::TableState;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
 use smallvec::SmallVec;
 use std::hash::Hash;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
+
+mod encoded_len;
+
+use encoded_len::encoded_len;
 
 /// What one step of a transaction may do, inside the partition it runs in.
 ///
@@ -116,9 +119,10 @@ pub(crate) struct Meter {
     pub poisoned: Option<AbortReason>,
 }
 
-// Every row access, write and emit charges the meter two or three times: the checks are
-// inlined into the caller (where `limit` is a constant, so the counter and its maximum are
-// fixed fields), and only the rare error paths stay out of line (`#[cold]`).
+// Every row access, write and emit charges the meter once (a write's two limits and an emit's
+// three in one call, with one liveness check): the checks are inlined into the caller (where
+// `limit` is a constant, so the counter and its maximum are fixed fields), and only the rare
+// error paths stay out of line (`#[cold]`).
 impl Meter {
     #[inline]
     pub fn new(usage: Usage, limits: TxnLimits) -> Self {
@@ -156,6 +160,32 @@ impl Meter {
     #[inline]
     fn charge(&mut self, limit: LimitKind, amount: u64) -> Result<(), Abort> {
         self.live()?;
+        self.count(limit, amount)
+    }
+
+    /// A write's charges: one work unit, then the `bytes` it writes (measured only once the
+    /// unit is charged), exactly as `charge(Work, 1)` then `charge(BytesWritten, bytes())`,
+    /// with the liveness check once.
+    #[inline]
+    fn charge_write(&mut self, bytes: impl FnOnce() -> u64) -> Result<(), Abort> {
+        self.live()?;
+        self.count(LimitKind::Work, 1)?;
+        self.count(LimitKind::BytesWritten, bytes())
+    }
+
+    /// An emit's charges: one work unit, one event, then its `bytes`, in that order, with the
+    /// liveness check once.
+    #[inline]
+    fn charge_emit(&mut self, bytes: impl FnOnce() -> u64) -> Result<(), Abort> {
+        self.live()?;
+        self.count(LimitKind::Work, 1)?;
+        self.count(LimitKind::EmittedEvents, 1)?;
+        self.count(LimitKind::BytesWritten, bytes())
+    }
+
+    /// Counts `amount` against `limit` of a live transaction; past it, poisons it.
+    #[inline]
+    fn count(&mut self, limit: LimitKind, amount: u64) -> Result<(), Abort> {
         let max = self.limits.max(limit);
         let used = self.usage.counter(limit);
         *used = used.saturating_add(amount);
@@ -169,38 +199,6 @@ impl Meter {
     fn work_left(&self) -> u64 {
         self.limits.work_max.saturating_sub(self.usage.work)
     }
-}
-
-/// An `io::Write` that only counts the bytes written to it: measures an rmp-serde encoding
-/// without allocating.
-struct CountingWriter(u64);
-
-impl std::io::Write for CountingWriter {
-    #[inline]
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len() as u64;
-        Ok(buf.len())
-    }
-
-    #[inline]
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.0 += buf.len() as u64;
-        Ok(())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The size of `value` encoded with rmp-serde (as the log and checkpoints encode it), computed
-/// by one serialization pass into a [`CountingWriter`]: no allocation.
-fn encoded_len<T: Serialize + ?Sized>(value: &T) -> u64 {
-    let mut writer = CountingWriter(0);
-    // A value that fails to serialize part-way still counts what it wrote; it could not be
-    // persisted anyway and fails where it is encoded for real.
-    let _ = rmp_serde::encode::write(&mut writer, value);
-    writer.0
 }
 
 impl<'a, A: App> TxnCtx<'a, A> {
@@ -327,9 +325,8 @@ impl<'a, A: App> TxnCtx<'a, A> {
     ) -> Result<(), Abort> {
         let seq = self.seq;
         let pos = self.pos;
-        self.meter.charge(LimitKind::Work, 1)?;
-        let size = encoded_len(&key) + encoded_len(&value);
-        self.meter.charge(LimitKind::BytesWritten, size)?;
+        self.meter
+            .charge_write(|| encoded_len(&key) + encoded_len(&value))?;
         // Traced before the checks: a write they refuse aborts the transaction anyway.
         if let Some(trace) = &self.part.trace {
             trace.write((table.service, table.idx), &key, Some(&value));
@@ -454,9 +451,8 @@ impl<'a, A: App> TxnCtx<'a, A> {
         below_min: impl FnOnce(i64) -> Option<Abort>,
     ) -> Result<(), Abort> {
         let seq = self.seq;
-        self.meter.charge(LimitKind::Work, 1)?;
-        let size = encoded_len(key) + encoded_len(&delta);
-        self.meter.charge(LimitKind::BytesWritten, size)?;
+        self.meter
+            .charge_write(|| encoded_len(key) + encoded_len(&delta))?;
         let op = DeltaOp {
             seq,
             access: field.accessor(),
@@ -506,9 +502,7 @@ impl<'a, A: App> TxnCtx<'a, A> {
         let seq = self.seq;
         let key_len = encoded_len(key);
         for (_, delta) in deltas {
-            self.meter.charge(LimitKind::Work, 1)?;
-            let size = key_len + encoded_len(delta);
-            self.meter.charge(LimitKind::BytesWritten, size)?;
+            self.meter.charge_write(|| key_len + encoded_len(delta))?;
         }
         let state = self.table(table, key)?;
         let ops: SmallVec<[DeltaWithReader<V>; 8]> = deltas
@@ -624,9 +618,7 @@ impl<'a, A: App> TxnCtx<'a, A> {
     pub fn delete<K: Key, V: Row>(&mut self, table: Table<K, V>, key: &K) -> Result<(), Abort> {
         let seq = self.seq;
         let pos = self.pos;
-        self.meter.charge(LimitKind::Work, 1)?;
-        self.meter
-            .charge(LimitKind::BytesWritten, encoded_len(key))?;
+        self.meter.charge_write(|| encoded_len(key))?;
         if let Some(trace) = &self.part.trace {
             trace.write::<K, V>((table.service, table.idx), key, None);
         }
@@ -801,15 +793,7 @@ impl<'a, A: App> TxnCtx<'a, A> {
             service.n_partitions
         );
         let target: GlobalPartition = service.gp(partition);
-        let charged = self
-            .meter
-            .charge(LimitKind::Work, 1)
-            .and_then(|()| self.meter.charge(LimitKind::EmittedEvents, 1))
-            .and_then(|()| {
-                self.meter
-                    .charge(LimitKind::BytesWritten, encoded_len(&event))
-            });
-        if charged.is_err() {
+        if self.meter.charge_emit(|| encoded_len(&event)).is_err() {
             return;
         }
         if let Some(trace) = &self.part.trace {

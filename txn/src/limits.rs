@@ -148,7 +148,8 @@ pub const TXN_EMITTED_EVENTS_MAX_DEFAULT: u64 = 4_096;
 /// Default most bytes one transaction may write: the rmp-serde size of every key and row it
 /// puts (and key it deletes), event it emits and outbox message it queues. Sixteen MiB is
 /// thousands of times a business transaction's writes, yet it keeps one careless handler's
-/// buffered writes well inside memory. Measured with a counting writer that allocates nothing.
+/// buffered writes well inside memory. Measured without encoding or allocating
+/// (`context/encoded_len.rs`).
 pub const TXN_BYTES_WRITTEN_MAX_DEFAULT: u64 = 16 << 20;
 
 /// Default most work units one transaction may use. A unit is one deterministic operation of
