@@ -295,6 +295,12 @@ impl<A: App> SubmitRx<A> {
         .await
     }
 
+    /// Submissions queued and not yet taken, each of one request or more (a hint: senders may
+    /// add more at any time).
+    pub(super) fn queued(&self) -> usize {
+        self.shared.room.queued.load(Ordering::Relaxed)
+    }
+
     /// The next submission if one is queued.
     pub(super) fn try_recv(&mut self) -> Result<Submission<A>, mpsc::error::TryRecvError> {
         if self.taken.is_empty() {
