@@ -75,10 +75,10 @@ pub(super) fn submission_queue<A: App>(bound: usize) -> (SubmitTx<A>, SubmitRx<A
     let shared = Arc::new(Shared {
         queue: parking_lot::Mutex::new(Queue {
             items: VecDeque::new(),
-            senders: 1,
             closed: false,
             receiver: None,
         }),
+        senders: AtomicUsize::new(1),
         room: Room {
             queued: AtomicUsize::new(0),
             bound: bound.max(1),
@@ -101,14 +101,17 @@ pub(super) fn submission_queue<A: App>(bound: usize) -> (SubmitTx<A>, SubmitRx<A
 /// What both ends of the submission queue share.
 struct Shared<A: App> {
     queue: parking_lot::Mutex<Queue<A>>,
+    /// Live `SubmitTx` handles (one atomic add or subtract per clone or drop, as the server
+    /// clones a handle per request): at 0 the sequencer sees the queue disconnected once it is
+    /// empty. The last one gone takes the lock to wake a waiting sequencer, which reads this
+    /// under the lock: either it sees 0, or its waker is there to be woken.
+    senders: AtomicUsize,
     room: Room,
 }
 
 /// The submissions sent and not yet swapped out by the sequencer, and who is there.
 struct Queue<A: App> {
     items: VecDeque<Submission<A>>,
-    /// Live `SubmitTx` handles: at 0 the sequencer sees the queue disconnected once it is empty.
-    senders: usize,
     /// The sequencer's end was dropped: sends fail.
     closed: bool,
     /// The sequencer waiting in `SubmitRx::recv`, woken by the next send (or the last sender's
@@ -194,7 +197,7 @@ pub(super) struct SubmitTx<A: App> {
 
 impl<A: App> Clone for SubmitTx<A> {
     fn clone(&self) -> Self {
-        self.shared.queue.lock().senders += 1;
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
         SubmitTx {
             shared: self.shared.clone(),
         }
@@ -203,14 +206,10 @@ impl<A: App> Clone for SubmitTx<A> {
 
 impl<A: App> Drop for SubmitTx<A> {
     fn drop(&mut self) {
-        let receiver = {
-            let mut queue = self.shared.queue.lock();
-            queue.senders -= 1;
-            if queue.senders > 0 {
-                return;
-            }
-            queue.receiver.take()
-        };
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) > 1 {
+            return;
+        }
+        let receiver = self.shared.queue.lock().receiver.take();
         // The last sender: a waiting sequencer must see the queue disconnected.
         if let Some(receiver) = receiver {
             receiver.wake();
@@ -279,7 +278,7 @@ impl<A: App> SubmitRx<A> {
             if self.taken.is_empty() {
                 let mut queue = self.shared.queue.lock();
                 if queue.items.is_empty() {
-                    if queue.senders == 0 {
+                    if self.shared.senders.load(Ordering::Acquire) == 0 {
                         return Poll::Ready(None);
                     }
                     match &mut queue.receiver {
@@ -306,7 +305,7 @@ impl<A: App> SubmitRx<A> {
         if self.taken.is_empty() {
             let mut queue = self.shared.queue.lock();
             if queue.items.is_empty() {
-                return Err(if queue.senders == 0 {
+                return Err(if self.shared.senders.load(Ordering::Acquire) == 0 {
                     mpsc::error::TryRecvError::Disconnected
                 } else {
                     mpsc::error::TryRecvError::Empty
@@ -884,13 +883,31 @@ mod tests {
         ));
     }
 
+    /// A waker that records being woken.
+    struct Flag(AtomicBool);
+
+    impl futures::task::ArcWake for Flag {
+        fn wake_by_ref(flag: &Arc<Self>) {
+            flag.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Polls `f` once with a fresh [`Flag`], returned to tell whether it was woken since.
+    fn poll_flagged<F: Future>(f: std::pin::Pin<&mut F>) -> (Poll<F::Output>, Arc<Flag>) {
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = futures::task::waker(flag.clone());
+        (f.poll(&mut Context::from_waker(&waker)), flag)
+    }
+
     #[test]
     fn a_waiting_sequencer_is_woken_by_a_send_and_by_the_last_client_gone() {
         let (tx, mut rx) = submission_queue::<Plain>(8);
         {
             let mut recv = std::pin::pin!(rx.recv());
-            assert!(poll_once(recv.as_mut()).is_pending(), "nothing queued");
+            let (polled, woken) = poll_flagged(recv.as_mut());
+            assert!(polled.is_pending(), "nothing queued");
             assert!(matches!(tx.send_now(stop()), Ok(Ok(()))));
+            assert!(woken.0.load(Ordering::SeqCst), "the send woke it");
             assert!(matches!(
                 poll_once(recv.as_mut()),
                 Poll::Ready(Some(Submission::Stop))
@@ -918,8 +935,14 @@ mod tests {
         }
         drop((first, second));
         let mut recv = std::pin::pin!(rx.recv());
-        assert!(poll_once(recv.as_mut()).is_pending(), "a client is left");
+        let (polled, woken) = poll_flagged(recv.as_mut());
+        assert!(polled.is_pending(), "a client is left");
+        assert!(!woken.0.load(Ordering::SeqCst));
         drop(tx);
+        assert!(
+            woken.0.load(Ordering::SeqCst),
+            "the last client gone woke it"
+        );
         assert!(matches!(poll_once(recv.as_mut()), Poll::Ready(None)));
     }
 
