@@ -11,10 +11,13 @@ use crate::ids::{GlobalPartition, IdGenerator, RequestId};
 use crate::outcome::Outcome;
 use crate::query::{QueryFn, QueryPart, QueryResult, ReadView};
 use std::any::Any;
+use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::hash::Hash;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Poll, Waker};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 pub(super) use super::batch::TxnReply;
@@ -61,26 +64,59 @@ pub(super) enum Submission<A: App> {
 }
 
 /// The submission queue from the clients to the sequencer, bounded to `bound` submissions (a
-/// batch is one): an unbounded channel plus a count of the places taken. A send takes a place
-/// with one atomic add, the sequencer frees it with one atomic subtract per submission it
-/// takes; only a sender that finds the queue full waits (for `Room::freed`). A bounded tokio
-/// channel cost a semaphore permit per send and a lock per receive (issue 16, the plain path).
+/// batch is one): a list under a lock plus a count of the places taken. A send takes a place
+/// with one atomic add and pushes its submission under the lock; the sequencer swaps the whole
+/// list for its own empty one under that lock once per run of submissions, then takes them one
+/// by one without locking, freeing each one's place with one atomic subtract. Only a sender that
+/// finds the queue full waits (for `Room::freed`). A bounded tokio channel cost a semaphore
+/// permit per send and a lock per receive (issue 16, the plain path); an unbounded one, its
+/// lock-free block list's atomics on both sides of every submission (issue 16, round 4).
 pub(super) fn submission_queue<A: App>(bound: usize) -> (SubmitTx<A>, SubmitRx<A>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let room = Arc::new(Room {
-        queued: AtomicUsize::new(0),
-        bound: bound.max(1),
-        waiting: AtomicUsize::new(0),
-        closed: AtomicBool::new(false),
-        freed: Notify::new(),
+    let shared = Arc::new(Shared {
+        queue: parking_lot::Mutex::new(Queue {
+            items: VecDeque::new(),
+            closed: false,
+            receiver: None,
+        }),
+        senders: AtomicUsize::new(1),
+        room: Room {
+            queued: AtomicUsize::new(0),
+            bound: bound.max(1),
+            waiting: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            freed: Notify::new(),
+        },
     });
     (
         SubmitTx {
-            tx,
-            room: room.clone(),
+            shared: shared.clone(),
         },
-        SubmitRx { rx, room },
+        SubmitRx {
+            shared,
+            taken: VecDeque::new(),
+        },
     )
+}
+
+/// What both ends of the submission queue share.
+struct Shared<A: App> {
+    queue: parking_lot::Mutex<Queue<A>>,
+    /// Live `SubmitTx` handles (one atomic add or subtract per clone or drop, as the server
+    /// clones a handle per request): at 0 the sequencer sees the queue disconnected once it is
+    /// empty. The last one gone takes the lock to wake a waiting sequencer, which reads this
+    /// under the lock: either it sees 0, or its waker is there to be woken.
+    senders: AtomicUsize,
+    room: Room,
+}
+
+/// The submissions sent and not yet swapped out by the sequencer, and who is there.
+struct Queue<A: App> {
+    items: VecDeque<Submission<A>>,
+    /// The sequencer's end was dropped: sends fail.
+    closed: bool,
+    /// The sequencer waiting in `SubmitRx::recv`, woken by the next send (or the last sender's
+    /// drop).
+    receiver: Option<Waker>,
 }
 
 /// The places of the submission queue.
@@ -156,15 +192,27 @@ impl Drop for Waiting<'_> {
 
 /// The clients' end of the submission queue.
 pub(super) struct SubmitTx<A: App> {
-    tx: mpsc::UnboundedSender<Submission<A>>,
-    room: Arc<Room>,
+    shared: Arc<Shared<A>>,
 }
 
 impl<A: App> Clone for SubmitTx<A> {
     fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
         SubmitTx {
-            tx: self.tx.clone(),
-            room: self.room.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<A: App> Drop for SubmitTx<A> {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) > 1 {
+            return;
+        }
+        let receiver = self.shared.queue.lock().receiver.take();
+        // The last sender: a waiting sequencer must see the queue disconnected.
+        if let Some(receiver) = receiver {
+            receiver.wake();
         }
     }
 }
@@ -176,10 +224,10 @@ impl<A: App> SubmitTx<A> {
         &self,
         sub: Submission<A>,
     ) -> Result<(), mpsc::error::SendError<Submission<A>>> {
-        if !self.room.enter().await {
+        if !self.shared.room.enter().await {
             return Err(mpsc::error::SendError(sub));
         }
-        self.tx.send(sub).inspect_err(|_| self.room.leave())
+        self.push(sub)
     }
 
     /// [`send`](Self::send) without waiting: queues `sub` if the queue has room (the common
@@ -188,40 +236,110 @@ impl<A: App> SubmitTx<A> {
         &self,
         sub: Submission<A>,
     ) -> Result<Result<(), mpsc::error::SendError<Submission<A>>>, Submission<A>> {
-        if !self.room.enter_now() {
+        if !self.shared.room.enter_now() {
             return Err(sub);
         }
-        Ok(self.tx.send(sub).inspect_err(|_| self.room.leave()))
+        Ok(self.push(sub))
+    }
+
+    /// Pushes `sub`, which holds a place, and wakes the sequencer if it waits; gives the place
+    /// back and hands `sub` back if the sequencer is gone.
+    fn push(&self, sub: Submission<A>) -> Result<(), mpsc::error::SendError<Submission<A>>> {
+        let receiver = {
+            let mut queue = self.shared.queue.lock();
+            if queue.closed {
+                drop(queue);
+                self.shared.room.leave();
+                return Err(mpsc::error::SendError(sub));
+            }
+            queue.items.push_back(sub);
+            queue.receiver.take()
+        };
+        if let Some(receiver) = receiver {
+            receiver.wake();
+        }
+        Ok(())
     }
 }
 
 /// The sequencer's end of the submission queue.
 pub(super) struct SubmitRx<A: App> {
-    rx: mpsc::UnboundedReceiver<Submission<A>>,
-    room: Arc<Room>,
+    shared: Arc<Shared<A>>,
+    /// Submissions swapped out of the queue, taken from here first (in order, without locking).
+    /// They still hold their places.
+    taken: VecDeque<Submission<A>>,
 }
 
 impl<A: App> SubmitRx<A> {
     /// The next submission; `None` once every client is gone and the queue is empty.
     /// Cancel-safe: a submission is taken only when this returns it.
     pub(super) async fn recv(&mut self) -> Option<Submission<A>> {
-        let sub = self.rx.recv().await?;
-        self.room.leave();
-        Some(sub)
+        poll_fn(|cx| {
+            if self.taken.is_empty() {
+                let mut queue = self.shared.queue.lock();
+                if queue.items.is_empty() {
+                    if self.shared.senders.load(Ordering::Acquire) == 0 {
+                        return Poll::Ready(None);
+                    }
+                    match &mut queue.receiver {
+                        Some(waker) if waker.will_wake(cx.waker()) => {}
+                        receiver => *receiver = Some(cx.waker().clone()),
+                    }
+                    return Poll::Pending;
+                }
+                std::mem::swap(&mut queue.items, &mut self.taken);
+            }
+            Poll::Ready(Some(self.take_one()))
+        })
+        .await
+    }
+
+    /// Submissions queued and not yet taken, each of one request or more (a hint: senders may
+    /// add more at any time).
+    pub(super) fn queued(&self) -> usize {
+        self.shared.room.queued.load(Ordering::Relaxed)
     }
 
     /// The next submission if one is queued.
     pub(super) fn try_recv(&mut self) -> Result<Submission<A>, mpsc::error::TryRecvError> {
-        let sub = self.rx.try_recv()?;
-        self.room.leave();
-        Ok(sub)
+        if self.taken.is_empty() {
+            let mut queue = self.shared.queue.lock();
+            if queue.items.is_empty() {
+                return Err(if self.shared.senders.load(Ordering::Acquire) == 0 {
+                    mpsc::error::TryRecvError::Disconnected
+                } else {
+                    mpsc::error::TryRecvError::Empty
+                });
+            }
+            // Both lists keep their capacity: a steady stream allocates nothing here.
+            std::mem::swap(&mut queue.items, &mut self.taken);
+        }
+        Ok(self.take_one())
+    }
+
+    /// The first of `taken` (not empty), its place freed.
+    fn take_one(&mut self) -> Submission<A> {
+        let sub = self
+            .taken
+            .pop_front()
+            .expect("a submission was swapped out");
+        self.shared.room.leave();
+        sub
     }
 }
 
 impl<A: App> Drop for SubmitRx<A> {
     fn drop(&mut self) {
-        self.room.closed.store(true, Ordering::SeqCst);
-        self.room.freed.notify_waiters();
+        // Later sends fail; the submissions still queued are dropped (outside the lock), which
+        // tells their callers the runtime stopped, as `taken`'s are when it is dropped.
+        let queued = {
+            let mut queue = self.shared.queue.lock();
+            queue.closed = true;
+            std::mem::take(&mut queue.items)
+        };
+        drop(queued);
+        self.shared.room.closed.store(true, Ordering::SeqCst);
+        self.shared.room.freed.notify_waiters();
     }
 }
 
@@ -694,8 +812,8 @@ mod tests {
             rx.try_recv(),
             Err(mpsc::error::TryRecvError::Empty)
         ));
-        assert_eq!(tx.room.queued.load(Ordering::SeqCst), 0);
-        assert_eq!(tx.room.waiting.load(Ordering::SeqCst), 0);
+        assert_eq!(tx.shared.room.queued.load(Ordering::SeqCst), 0);
+        assert_eq!(tx.shared.room.waiting.load(Ordering::SeqCst), 0);
     }
 
     #[test]
@@ -715,7 +833,7 @@ mod tests {
         drop(rx);
         let sent = std::pin::pin!(tx.send(stop()));
         assert!(matches!(poll_once(sent), Poll::Ready(Err(_))));
-        assert_eq!(tx.room.queued.load(Ordering::SeqCst), 0);
+        assert_eq!(tx.shared.room.queued.load(Ordering::SeqCst), 0);
     }
 
     #[test]
@@ -729,7 +847,7 @@ mod tests {
             "no place for a third in a queue of 2"
         );
         assert_eq!(
-            tx.room.queued.load(Ordering::SeqCst),
+            tx.shared.room.queued.load(Ordering::SeqCst),
             2,
             "the refused one took none"
         );
@@ -744,7 +862,7 @@ mod tests {
         drop(rx);
         assert!(matches!(tx.send_now(stop()), Ok(Err(_))));
         assert_eq!(
-            tx.room.queued.load(Ordering::SeqCst),
+            tx.shared.room.queued.load(Ordering::SeqCst),
             1,
             "only the unreceived one"
         );
@@ -763,5 +881,86 @@ mod tests {
             rx.try_recv(),
             Err(mpsc::error::TryRecvError::Disconnected)
         ));
+    }
+
+    /// A waker that records being woken.
+    struct Flag(AtomicBool);
+
+    impl futures::task::ArcWake for Flag {
+        fn wake_by_ref(flag: &Arc<Self>) {
+            flag.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Polls `f` once with a fresh [`Flag`], returned to tell whether it was woken since.
+    fn poll_flagged<F: Future>(f: std::pin::Pin<&mut F>) -> (Poll<F::Output>, Arc<Flag>) {
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = futures::task::waker(flag.clone());
+        (f.poll(&mut Context::from_waker(&waker)), flag)
+    }
+
+    #[test]
+    fn a_waiting_sequencer_is_woken_by_a_send_and_by_the_last_client_gone() {
+        let (tx, mut rx) = submission_queue::<Plain>(8);
+        {
+            let mut recv = std::pin::pin!(rx.recv());
+            let (polled, woken) = poll_flagged(recv.as_mut());
+            assert!(polled.is_pending(), "nothing queued");
+            assert!(matches!(tx.send_now(stop()), Ok(Ok(()))));
+            assert!(woken.0.load(Ordering::SeqCst), "the send woke it");
+            assert!(matches!(
+                poll_once(recv.as_mut()),
+                Poll::Ready(Some(Submission::Stop))
+            ));
+        }
+        // Several sent at once are taken in order, each freeing its place as it is taken.
+        let (first, second) = (tx.clone(), tx.clone());
+        let ids = |n: usize| Submission::<Plain>::Query {
+            targets: vec![n as GlobalPartition],
+            f: QueryFn::closure(Arc::new(|_| Box::new(()) as Box<dyn Any + Send>)),
+            reply: oneshot::channel().0,
+        };
+        for n in 0..3 {
+            assert!(matches!(first.send_now(ids(n)), Ok(Ok(()))));
+        }
+        assert_eq!(tx.shared.room.queued.load(Ordering::SeqCst), 3);
+        for n in 0..3 {
+            match rx.try_recv() {
+                Ok(Submission::Query { targets, .. }) => {
+                    assert_eq!(targets, [n as GlobalPartition])
+                }
+                _ => panic!("submission {n} in order"),
+            }
+            assert_eq!(tx.shared.room.queued.load(Ordering::SeqCst), 2 - n);
+        }
+        drop((first, second));
+        let mut recv = std::pin::pin!(rx.recv());
+        let (polled, woken) = poll_flagged(recv.as_mut());
+        assert!(polled.is_pending(), "a client is left");
+        assert!(!woken.0.load(Ordering::SeqCst));
+        drop(tx);
+        assert!(
+            woken.0.load(Ordering::SeqCst),
+            "the last client gone woke it"
+        );
+        assert!(matches!(poll_once(recv.as_mut()), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn submissions_queued_when_the_sequencer_goes_are_dropped_and_later_sends_fail() {
+        let (tx, rx) = submission_queue::<Plain>(8);
+        let (reply, mut answer) = oneshot::channel();
+        let query = Submission::<Plain>::Query {
+            targets: Vec::new(),
+            f: QueryFn::closure(Arc::new(|_| Box::new(()) as Box<dyn Any + Send>)),
+            reply,
+        };
+        assert!(matches!(tx.send_now(query), Ok(Ok(()))));
+        drop(rx);
+        assert!(
+            matches!(answer.try_recv(), Err(oneshot::error::TryRecvError::Closed)),
+            "its caller sees the runtime gone"
+        );
+        assert!(matches!(tx.send_now(stop()), Ok(Err(_))));
     }
 }

@@ -226,10 +226,12 @@ impl<A: App> Sequencer<A> {
     /// The next epoch's requests: the retries first, then submissions until `epoch_duration`
     /// has passed since the first one or `epoch_txns_max` are in. `None` when stopped.
     async fn gather(&mut self, closed: bool) -> Option<Gathered<A>> {
-        // Sized for an epoch like the last one, so taking requests in does not grow (and copy)
-        // them push by push; both move on with the epoch, so they cannot be kept.
+        // Sized for an epoch like the last one, or what is queued already if more, so taking
+        // requests in does not grow (and copy) them push by push; both move on with the epoch,
+        // so they cannot be kept.
         let expected = (self.retry_queue.len() + self.carry.len())
             .max(self.last_epoch_txns)
+            .max(self.rx.queued())
             .min(self.config.epoch_txns_max);
         let mut g = Gathered {
             requests: Vec::with_capacity(expected),
@@ -259,6 +261,13 @@ impl<A: App> Sequencer<A> {
             }
             let sub = self.rx.recv().await?;
             idle_nanos = gathering.elapsed().as_nanos() as u64;
+            // A burst that came while the sequencer waited: lists of its size at once rather
+            // than doubled under it (both are still empty).
+            let burst = (self.rx.queued() + 1).min(max);
+            if burst > g.requests.capacity() {
+                g.requests = Vec::with_capacity(burst);
+                g.pending = Vec::with_capacity(burst);
+            }
             g.take(sub, max, &self.dedup, &mut self.inflight, &mut self.carry);
             let between_epochs =
                 !g.conflict_stats.is_empty() || !g.state_hashes.is_empty() || !g.forgets.is_empty();
