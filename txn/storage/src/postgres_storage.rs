@@ -1,6 +1,7 @@
 //! The [`Storage`] backend on PostgreSQL (cargo feature `postgres`): the log and the checkpoints
 //! of one store in the tables of one schema, every write one `READ COMMITTED` transaction
-//! (durable when its commit returns, with the server's `synchronous_commit = on`).
+//! (durable when its commit returns, with the server's `synchronous_commit = on`; a chunk of
+//! checkpoint rows only once its checkpoint's completion returns, see [`write_rows`]).
 //!
 //! # Tables
 //!
@@ -707,6 +708,9 @@ struct PendingKeys {
     own_seq: Option<i64>,
     /// A 64-bit hash of every key this handle wrote (or tried to) into the checkpoint.
     hashes: std::collections::HashSet<u64>,
+    /// Rows this handle's chunks copied into the checkpoint (their commits returned). The
+    /// store's count must never be below it ([`lost_chunks`]).
+    rows: u64,
     hasher: std::hash::RandomState,
 }
 
@@ -730,6 +734,7 @@ impl PendingKeys {
     fn forget(&mut self) {
         self.epoch = None;
         self.own_seq = None;
+        self.rows = 0;
         self.hashes = std::collections::HashSet::new();
     }
 }
@@ -750,7 +755,8 @@ async fn write_rows(
     copy: Option<bytes::Bytes>,
     seen: bool,
     own_seq: Option<i64>,
-) -> Result<Option<i64>, StorageError> {
+    written_before: u64,
+) -> Result<(Option<i64>, u64), StorageError> {
     let operation = "write_checkpoint_rows";
     let sql = &conns.sql;
     let mut client = conns.checkpoints.lock().await;
@@ -767,6 +773,14 @@ async fn write_rows(
     check_newer(checkpoint_epoch, latest)?;
     let pending = read_meta(&txn, sql, META_PENDING, operation).await?;
     let starts = pending != Some(checkpoint_epoch);
+    if starts && written_before > 0 {
+        return Err(lost_chunks(
+            operation,
+            checkpoint_epoch,
+            written_before,
+            None,
+        ));
+    }
     if starts {
         // Starting a new checkpoint: drop the rows of an abandoned one.
         if pending.is_some() {
@@ -777,7 +791,7 @@ async fn write_rows(
     }
     if !starts && copy.is_none() {
         txn.commit().await.map_err(pg_error(operation))?;
-        return Ok(own_seq);
+        return Ok((own_seq, 0));
     }
     // The chunk's `seq` (the rows' default is `currval`). Taken under the table's lock, so the
     // values follow the order of the writes: when it is the one after this handle's last, no
@@ -788,12 +802,13 @@ async fn write_rows(
         .map_err(pg_error(operation))?
         .get(0);
     let only_ours = starts || own_seq.is_some_and(|last| last.checked_add(1) == Some(seq));
+    let mut copied = 0;
     if let Some(copy) = copy {
         if !starts && (seen || !only_ours) {
             let repeats = row::encode_meta(META_REPEATS, checkpoint_epoch);
             write_meta(&txn, sql, META_REPEATS, &repeats, operation).await?;
         }
-        let copied = copy_in(&txn, &sql.rows_copy_in, copy)
+        copied = copy_in(&txn, &sql.rows_copy_in, copy)
             .await
             .map_err(pg_error(operation))?;
         // The checkpoint's row count, for its completion to weigh its rows without counting
@@ -802,13 +817,45 @@ async fn write_rows(
             true => Some(0),
             false => read_meta(&txn, sql, META_PENDING_ROWS, operation).await?,
         };
+        if let Some(before) = before.filter(|&before| before < written_before) {
+            return Err(lost_chunks(
+                operation,
+                checkpoint_epoch,
+                written_before,
+                Some(before),
+            ));
+        }
         if let Some(before) = before {
             let rows = row::encode_meta(META_PENDING_ROWS, before + copied);
             write_meta(&txn, sql, META_PENDING_ROWS, &rows, operation).await?;
         }
     }
     txn.commit().await.map_err(pg_error(operation))?;
-    Ok(only_ours.then_some(seq))
+    Ok((only_ours.then_some(seq), copied))
+}
+
+/// A handle found fewer rows of checkpoint `checkpoint_epoch` in the store (`found`; `None`: the
+/// checkpoint is not pending at all) than its own chunks copied there (`written`). Chunks
+/// commit without waiting for the WAL flush ([`write_rows`]), so a server that crashed and
+/// restarted behind a connection that survived it (a pooling proxy) can have lost the last
+/// ones: completing the checkpoint then would drop their rows from it and the log alike.
+fn lost_chunks(
+    operation: &'static str,
+    checkpoint_epoch: u64,
+    written: u64,
+    found: Option<u64>,
+) -> StorageError {
+    let found = found.map_or_else(
+        || "it is not pending".to_string(),
+        |n| format!("it holds {n}"),
+    );
+    StorageError::Io {
+        backend: BACKEND,
+        operation,
+        detail: format!(
+            "checkpoint {checkpoint_epoch}: this handle wrote {written} rows into it but {found}:              the server lost committed chunks (restarted behind a connection that survived it?);              the checkpoint is not completed"
+        ),
+    }
 }
 
 /// Deletes the rows of an incomplete checkpoint: every version newer than `latest`, the latest
@@ -853,6 +900,7 @@ async fn complete(
     conns: &Connections,
     held: Option<u64>,
     checkpoint_epoch: u64,
+    written: u64,
 ) -> Result<(), StorageError> {
     let operation = "complete_checkpoint";
     let sql = &conns.sql;
@@ -863,7 +911,23 @@ async fn complete(
         return Ok(());
     }
     check_newer(checkpoint_epoch, latest)?;
-    match read_meta(&txn, sql, META_PENDING, operation).await? {
+    let pending = read_meta(&txn, sql, META_PENDING, operation).await?;
+    if written > 0 {
+        if pending != Some(checkpoint_epoch) {
+            return Err(lost_chunks(operation, checkpoint_epoch, written, None));
+        }
+        // No count: the checkpoint was begun by a build that did not count its rows.
+        let found = read_meta(&txn, sql, META_PENDING_ROWS, operation).await?;
+        if let Some(found) = found.filter(|&found| found < written) {
+            return Err(lost_chunks(
+                operation,
+                checkpoint_epoch,
+                written,
+                Some(found),
+            ));
+        }
+    }
+    match pending {
         Some(pending) if pending == checkpoint_epoch => {
             prune(&txn, sql, latest, checkpoint_epoch).await?;
         }
@@ -1311,18 +1375,38 @@ impl Storage for PostgresStorage {
         let held = self.held.get();
         let mut pending_keys = self.pending_keys.lock();
         let (seen, own_seq) = pending_keys.note(checkpoint_epoch, rows);
+        let written_before = pending_keys.rows;
         let written = self.run("write_checkpoint_rows", |conns| async move {
-            write_rows(&conns, held, checkpoint_epoch, copy, seen, own_seq).await
+            write_rows(
+                &conns,
+                held,
+                checkpoint_epoch,
+                copy,
+                seen,
+                own_seq,
+                written_before,
+            )
+            .await
         });
         // After a failure the rows may or may not be in: the next chunk marks the checkpoint.
-        pending_keys.own_seq = written.as_ref().ok().copied().flatten();
+        pending_keys.own_seq = written.as_ref().ok().and_then(|(seq, _)| *seq);
+        if let Ok((_, copied)) = written {
+            pending_keys.rows += copied;
+        }
         written.map(drop)
     }
 
     fn complete_checkpoint(&self, checkpoint_epoch: u64) -> Result<(), StorageError> {
         let held = self.held.get();
+        let written = {
+            let pending_keys = self.pending_keys.lock();
+            match pending_keys.epoch == Some(checkpoint_epoch) {
+                true => pending_keys.rows,
+                false => 0,
+            }
+        };
         self.run("complete_checkpoint", |conns| async move {
-            complete(&conns, held, checkpoint_epoch).await
+            complete(&conns, held, checkpoint_epoch, written).await
         })?;
         self.pending_keys.lock().forget();
         Ok(())

@@ -591,3 +591,87 @@ fn small_checkpoints_over_a_large_one_wait_to_be_pruned_and_read_each_keys_newes
     drop(store);
     server.stop();
 }
+
+/// Runs the statements `sql` on the server directly.
+fn exec(config: &str, sql: &str) {
+    let config: tokio_postgres::Config = config.parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client.batch_execute(sql).await.unwrap();
+    })
+}
+
+#[test]
+fn a_checkpoint_whose_committed_chunks_the_server_lost_is_never_completed() {
+    // Goal: checkpoint chunks commit without waiting for the WAL flush, so a server that
+    // crashed and restarted behind a connection that survived it (a pooling proxy) can lose a
+    // writer's last chunks, or all of them. The writer notices — its next chunk and its
+    // completion fail, naming the rows it wrote — instead of completing a checkpoint without
+    // them (the log below it would then be truncated and the rows gone). Simulated by undoing
+    // the lost chunks' effects in the tables, as a crash before the flush would.
+    let Some(server) = server("lost_chunks") else {
+        return;
+    };
+    let config = server.config_string();
+    let key = |i: usize| format!("key-{i:06}").into_bytes();
+    let chunk = |from: usize| -> Vec<_> {
+        (from..from + 100)
+            .map(|i| (key(i), Some(b"v".to_vec())))
+            .collect()
+    };
+
+    // Every chunk lost: the checkpoint is no longer pending.
+    let store = PostgresStorage::open_in_schema(&config, "lost_all").unwrap();
+    store.write_checkpoint_rows(1, &chunk(0)).unwrap();
+    store.write_checkpoint_rows(1, &chunk(100)).unwrap();
+    exec(
+        &config,
+        "DELETE FROM lost_all.checkpoint_versions; \
+         DELETE FROM lost_all.meta WHERE name IN ('pending_epoch', 'pending_rows')",
+    );
+    let err = store.write_checkpoint_rows(1, &chunk(200)).unwrap_err();
+    assert!(err.to_string().contains("wrote 200 rows"), "{err}");
+    let err = store.complete_checkpoint(1).unwrap_err();
+    assert!(err.to_string().contains("it is not pending"), "{err}");
+    assert_eq!(store.latest_checkpoint_epoch().unwrap(), None);
+    drop(store);
+
+    // The last chunk lost: the checkpoint's row count is the one before it.
+    let store = PostgresStorage::open_in_schema(&config, "lost_last").unwrap();
+    store.write_checkpoint_rows(1, &chunk(0)).unwrap();
+    exec(
+        &config,
+        "CREATE TABLE lost_last.saved AS SELECT * FROM lost_last.meta WHERE name = 'pending_rows'",
+    );
+    store.write_checkpoint_rows(1, &chunk(100)).unwrap();
+    exec(
+        &config,
+        "UPDATE lost_last.meta SET value = (SELECT value FROM lost_last.saved) \
+         WHERE name = 'pending_rows'",
+    );
+    let err = store.complete_checkpoint(1).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("wrote 200 rows into it but it holds 100"),
+        "{err}"
+    );
+    assert_eq!(store.latest_checkpoint_epoch().unwrap(), None);
+    drop(store);
+
+    // Nothing lost: a checkpoint continued by another handle completes (the count covers
+    // every handle's rows, and a handle checks only its own).
+    let store = PostgresStorage::open_in_schema(&config, "kept").unwrap();
+    store.write_checkpoint_rows(1, &chunk(0)).unwrap();
+    drop(store);
+    let store = PostgresStorage::open_in_schema(&config, "kept").unwrap();
+    store.write_checkpoint_rows(1, &chunk(100)).unwrap();
+    store.complete_checkpoint(1).unwrap();
+    assert_eq!(store.latest_checkpoint_epoch().unwrap(), Some(1));
+    drop(store);
+    server.stop();
+}
