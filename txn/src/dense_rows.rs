@@ -5,8 +5,8 @@
 //! costs a whole entry, and growing it holds the old and the new bucket arrays at once. Here
 //! the entries vector only ever holds live entries (growing it is a `realloc`, which the
 //! allocator serves by remapping pages for large vectors, and untouched capacity is not
-//! resident), and the index is one array of 8-byte buckets, each a position and 32 bits of its
-//! key's hash, filled at most to `MAX_LOAD` with linear probing (`Index`). A probe of a row
+//! resident), and the index is one array of 4-byte buckets, each a position and some bits of
+//! its key's hash, filled at most to `MAX_LOAD` with linear probing (`Index`). A probe of a row
 //! that is far out of the caches is then two dependent cache misses, the bucket and the entry:
 //! a hash table with separate control bytes (hashbrown's) reads its control group, then the
 //! bucket elsewhere, then the entry, three misses (and three pages for the TLB). The hash bits
@@ -34,32 +34,30 @@ const MAX_LOAD: (usize, usize) = (4, 5);
 /// Buckets of the first bucket array.
 const MIN_BUCKETS: usize = 16;
 
-/// An empty bucket. An occupied one is `bucket(tag, position)`, never 0.
-const EMPTY: u64 = 0;
+/// The most buckets an index holds (so a bucket keeps at least one hash bit): at most
+/// `MAX_BUCKETS * 4 / 5` rows in one table of one partition.
+const MAX_BUCKETS: usize = 1 << 31;
 
-/// The bucket of the entry at `position` whose key hashes to `tag` in its low 32 bits.
-fn bucket(tag: u32, position: usize) -> u64 {
-    (u64::from(tag) << 32) | (position as u64 + 1)
-}
+/// An empty bucket.
+const EMPTY: u32 = 0;
 
-/// The hash bits an occupied bucket keeps; they also say where its probe starts.
-fn tag_of_bucket(b: u64) -> u32 {
-    (b >> 32) as u32
-}
-
-/// The entry position an occupied bucket holds.
-fn position_of_bucket(b: u64) -> usize {
-    (b as u32 - 1) as usize
-}
-
-/// The hash index of `DenseRows`: a power-of-two array of buckets, each 0 (empty) or an entry's
-/// position with the low 32 bits of its key's hash (its tag), with linear probing from bucket
-/// `tag & mask` and backward-shift deletion (no tombstones: a delete moves the buckets after it
-/// back along their probe paths, so a probe stops at the first empty bucket).
+/// The hash index of `DenseRows`: a power-of-two array of 4-byte buckets, with linear probing
+/// from bucket `hash & mask` and backward-shift deletion (no tombstones: a delete moves the
+/// buckets after it back along their probe paths, so a probe stops at the first empty bucket).
+///
+/// With `2^bits` buckets, an occupied bucket holds the entry's position + 1 in its low `bits`
+/// bits (positions are below the row count, which is below the bucket count) and, above them,
+/// the top `32 - bits` bits of the hash's high half (its tag): a probe passing another key's
+/// bucket almost always tells it apart by the tag, without reading that key's entry. Neither
+/// the home bucket nor the whole hash is kept, so doubling the array and shifting buckets back
+/// on a delete hash the keys again (`rebuild` from every entry in order; `remove` for the few
+/// buckets after the hole).
 struct Index {
-    buckets: Vec<u64>,
+    buckets: Vec<u32>,
     /// Occupied buckets.
     len: usize,
+    /// log2 of the bucket count: the width of the position field.
+    bits: u32,
 }
 
 impl Index {
@@ -67,27 +65,49 @@ impl Index {
         Index {
             buckets: Vec::new(),
             len: 0,
+            bits: 0,
         }
     }
 
+    #[inline]
     fn mask(&self) -> usize {
         self.buckets.len() - 1
     }
 
-    /// The bucket holding tag `tag` and a position `eq` accepts, or else the empty bucket its
-    /// probe stopped at (any value when there are no buckets yet).
-    fn find(&self, tag: u32, mut eq: impl FnMut(usize) -> bool) -> Result<usize, usize> {
+    /// The tag of `hash` for the current bucket count.
+    #[inline]
+    fn tag(&self, hash: u64) -> u32 {
+        ((hash >> 32) as u32) >> self.bits
+    }
+
+    /// The occupied bucket for the entry at `position` with hash `hash`.
+    fn bucket(&self, hash: u64, position: usize) -> u32 {
+        let tag = u64::from(self.tag(hash)) << self.bits;
+        (tag | (position as u64 + 1)) as u32
+    }
+
+    /// The entry position an occupied bucket holds (its low `bits` bits, the same as the
+    /// bucket mask, minus one).
+    #[inline]
+    fn position_of(&self, b: u32) -> usize {
+        (b as usize & self.mask()) - 1
+    }
+
+    /// The bucket holding `hash`'s tag and a position `eq` accepts, or else the empty bucket
+    /// its probe stopped at (any value when there are no buckets yet).
+    #[inline]
+    fn find(&self, hash: u64, mut eq: impl FnMut(usize) -> bool) -> Result<usize, usize> {
         if self.buckets.is_empty() {
             return Err(0);
         }
-        let mask = self.mask();
-        let mut at = tag as usize & mask;
+        let (mask, tag) = (self.mask(), self.tag(hash));
+        let mut at = hash as usize & mask;
         loop {
             let b = self.buckets[at];
             if b == EMPTY {
                 return Err(at);
             }
-            if tag_of_bucket(b) == tag && eq(position_of_bucket(b)) {
+            if b >> self.bits == tag && eq(self.position_of(b)) {
                 return Ok(at);
             }
             at = (at + 1) & mask;
@@ -96,50 +116,64 @@ impl Index {
 
     /// The position the occupied bucket `at` holds.
     fn position_at(&self, at: usize) -> usize {
-        position_of_bucket(self.buckets[at])
+        self.position_of(self.buckets[at])
     }
 
     /// Re-points the occupied bucket `at` to `position`.
     fn set_position(&mut self, at: usize, position: usize) {
-        self.buckets[at] = bucket(tag_of_bucket(self.buckets[at]), position);
+        let b = self.buckets[at];
+        let tag = u64::from(b >> self.bits) << self.bits;
+        self.buckets[at] = (tag | (position as u64 + 1)) as u32;
     }
 
-    /// Indexes `position` under `tag` in the empty bucket `vacant` that `find` gave, or, when
-    /// the array must grow first, wherever its probe now ends.
-    fn insert(&mut self, tag: u32, position: usize, vacant: usize) {
-        let vacant = if (self.len + 1) * MAX_LOAD.1 > self.buckets.len() * MAX_LOAD.0 {
-            self.grow();
-            self.vacant_for(tag)
-        } else {
-            vacant
-        };
-        self.buckets[vacant] = bucket(tag, position);
+    /// Whether indexing one more entry needs a larger array first (`rebuild`).
+    fn full(&self) -> bool {
+        (self.len + 1) * MAX_LOAD.1 > self.buckets.len() * MAX_LOAD.0
+    }
+
+    /// Indexes the entry at `position` with hash `hash` in the empty bucket `vacant` that
+    /// `find` gave (after a `rebuild` if `full`: `vacant_for`).
+    fn insert(&mut self, hash: u64, position: usize, vacant: usize) {
+        debug_assert!(!self.full() && self.buckets[vacant] == EMPTY);
+        self.buckets[vacant] = self.bucket(hash, position);
         self.len += 1;
     }
 
-    /// The first empty bucket of `tag`'s probe.
-    fn vacant_for(&self, tag: u32) -> usize {
+    /// The first empty bucket of `hash`'s probe.
+    fn vacant_for(&self, hash: u64) -> usize {
         let mask = self.mask();
-        let mut at = tag as usize & mask;
+        let mut at = hash as usize & mask;
         while self.buckets[at] != EMPTY {
             at = (at + 1) & mask;
         }
         at
     }
 
-    /// Doubles the bucket array, re-placing every bucket by its tag (no entry is read).
-    fn grow(&mut self) {
+    /// Doubles the bucket array and indexes again every entry, given by its hash in position
+    /// order.
+    fn rebuild(&mut self, hashes: impl Iterator<Item = u64>) {
         let n = (self.buckets.len() * 2).max(MIN_BUCKETS);
-        let old = std::mem::replace(&mut self.buckets, vec![EMPTY; n]);
-        for b in old.into_iter().filter(|&b| b != EMPTY) {
-            let at = self.vacant_for(tag_of_bucket(b));
-            self.buckets[at] = b;
+        assert!(
+            n <= MAX_BUCKETS,
+            "more than {} rows in one table of one partition",
+            MAX_BUCKETS / MAX_LOAD.1 * MAX_LOAD.0
+        );
+        // The old array is dropped first: the entries, not it, are what is indexed again.
+        self.buckets = Vec::new();
+        self.buckets = vec![EMPTY; n];
+        self.bits = n.trailing_zeros();
+        self.len = 0;
+        for (position, hash) in hashes.enumerate() {
+            let at = self.vacant_for(hash);
+            self.buckets[at] = self.bucket(hash, position);
+            self.len += 1;
         }
     }
 
     /// Empties the occupied bucket `at`, moving each later bucket of the same run back into
-    /// the hole when the hole lies on its probe path (from its home bucket to where it is).
-    fn remove(&mut self, at: usize) {
+    /// the hole when the hole lies on its probe path (from its home bucket to where it is);
+    /// `hash_of` gives the hash of the entry at a position.
+    fn remove(&mut self, at: usize, hash_of: impl Fn(usize) -> u64) {
         let mask = self.mask();
         let mut hole = at;
         let mut next = (at + 1) & mask;
@@ -148,7 +182,7 @@ impl Index {
             if b == EMPTY {
                 break;
             }
-            let home = tag_of_bucket(b) as usize & mask;
+            let home = hash_of(self.position_of(b)) as usize & mask;
             if next.wrapping_sub(home) & mask >= next.wrapping_sub(hole) & mask {
                 self.buckets[hole] = b;
                 hole = next;
@@ -191,19 +225,6 @@ fn hash_of<K: Hash>(key: &K) -> u64 {
     hasher.finish()
 }
 
-/// The tag of a key in the index: the low 32 bits of its hash.
-fn tag_of<K: Hash>(key: &K) -> u32 {
-    hash_of(key) as u32
-}
-
-/// Refuses positions a bucket cannot hold (it stores `position + 1` in 32 bits).
-fn check_position(i: usize) {
-    assert!(
-        i < u32::MAX as usize,
-        "more than 2^32 - 1 rows in one table of one partition"
-    );
-}
-
 impl<K: Hash + Eq, S> DenseRows<K, S> {
     pub fn new() -> Self {
         DenseRows {
@@ -223,12 +244,13 @@ impl<K: Hash + Eq, S> DenseRows<K, S> {
     }
 
     /// The position of `key`'s entry, found in one probe.
+    #[inline]
     pub fn position_of(&self, key: &K) -> Option<usize> {
         self.probes.add();
         let entries = &self.entries;
         let at = self
             .index
-            .find(tag_of(key), |i| entries[i].0 == *key)
+            .find(hash_of(key), |i| entries[i].0 == *key)
             .ok()?;
         Some(self.index.position_at(at))
     }
@@ -247,15 +269,18 @@ impl<K: Hash + Eq, S> DenseRows<K, S> {
     /// slot for the missing key, inserts it (in the same probe) and returns `None`.
     pub fn upsert(&mut self, key: K, make: impl FnOnce(&K) -> Option<S>) -> Option<usize> {
         self.probes.add();
-        let tag = tag_of(&key);
+        let hash = hash_of(&key);
         let entries = &self.entries;
-        match self.index.find(tag, |i| entries[i].0 == key) {
+        match self.index.find(hash, |i| entries[i].0 == key) {
             Ok(at) => Some(self.index.position_at(at)),
-            Err(vacant) => {
+            Err(mut vacant) => {
                 if let Some(slot) = make(&key) {
-                    let i = self.entries.len();
-                    check_position(i);
-                    self.index.insert(tag, i, vacant);
+                    if self.index.full() {
+                        self.index
+                            .rebuild(self.entries.iter().map(|(k, _)| hash_of(k)));
+                        vacant = self.index.vacant_for(hash);
+                    }
+                    self.index.insert(hash, self.entries.len(), vacant);
                     self.entries.push((key, slot));
                 }
                 None
@@ -282,7 +307,7 @@ impl<K: Hash + Eq, S> DenseRows<K, S> {
             let last = self.entries.len();
             let at = self
                 .index
-                .find(tag_of(moved_key), |j| j == last)
+                .find(hash_of(moved_key), |j| j == last)
                 .expect("every entry is indexed");
             self.index.set_position(at, i);
         }
@@ -294,9 +319,10 @@ impl<K: Hash + Eq, S> DenseRows<K, S> {
         self.probes.add();
         let at = self
             .index
-            .find(tag_of(&self.entries[i].0), |j| j == i)
+            .find(hash_of(&self.entries[i].0), |j| j == i)
             .expect("every entry is indexed");
-        self.index.remove(at);
+        let entries = &self.entries;
+        self.index.remove(at, |j| hash_of(&entries[j].0));
     }
 
     /// Every entry, in entry order.
@@ -316,7 +342,7 @@ mod tests {
 
     fn check_index(rows: &DenseRows<u64, u64>) {
         for (i, (k, _)) in rows.iter().enumerate() {
-            let found = rows.index.find(tag_of(k), |j| j == i).is_ok();
+            let found = rows.index.find(hash_of(k), |j| j == i).is_ok();
             assert!(found, "entry {i} (key {k}) is not indexed at its position");
         }
         assert_eq!(rows.index.len, rows.len());
@@ -360,33 +386,59 @@ mod tests {
     }
 
     /// Long probe runs that wrap around the end of the bucket array, with removals from their
-    /// middle: every position stays findable under its tag and the array never holds a hole
+    /// middle: every position stays findable under its hash and the array never holds a hole
     /// inside a run (which would hide the buckets after it).
     #[test]
     fn removing_from_runs_that_wrap_keeps_every_bucket_reachable() {
         let mut index = Index::new();
-        let mut model: Vec<(u32, usize)> = Vec::new();
-        // Tags whose home buckets crowd the last buckets of a 16-bucket array (and, after it
-        // doubles, of 32), so runs wrap to the front.
-        let tags = [15u32, 14, 15, 13, 15, 31, 14, 47, 15, 30, 63, 12];
-        for (position, &tag) in tags.iter().enumerate() {
-            let vacant = index.find(tag, |_| false).unwrap_err();
-            index.insert(tag, position, vacant);
-            model.push((tag, position));
+        // Hashes whose home buckets (low bits) crowd the last buckets of the 16-bucket array,
+        // so runs wrap to the front, and whose high halves differ (the tags).
+        let homes = [15u64, 14, 15, 13, 15, 31, 14, 47, 15, 30, 63, 12];
+        let hashes: Vec<u64> = homes
+            .iter()
+            .enumerate()
+            .map(|(i, home)| ((i as u64 + 1) << 60) | home)
+            .collect();
+        for (position, &hash) in hashes.iter().enumerate() {
+            let mut vacant = index.find(hash, |_| false).unwrap_err();
+            if index.full() {
+                index.rebuild(hashes[..position].iter().copied());
+                vacant = index.vacant_for(hash);
+            }
+            index.insert(hash, position, vacant);
         }
+        assert_eq!(index.buckets.len(), 16);
+        let mut live: Vec<usize> = (0..hashes.len()).collect();
         for remove in [2usize, 0, 7, 5, 11, 3] {
-            let (tag, position) =
-                model.remove(model.iter().position(|&(_, p)| p == remove).unwrap());
-            let at = index.find(tag, |p| p == position).expect("indexed");
-            index.remove(at);
-            assert!(index.find(tag, |p| p == position).is_err());
-            for &(tag, position) in &model {
+            live.retain(|&p| p != remove);
+            let at = index
+                .find(hashes[remove], |p| p == remove)
+                .expect("indexed");
+            index.remove(at, |p| hashes[p]);
+            assert!(index.find(hashes[remove], |p| p == remove).is_err());
+            for &position in &live {
                 assert!(
-                    index.find(tag, |p| p == position).is_ok(),
-                    "position {position} (tag {tag}) lost after removing {remove}"
+                    index.find(hashes[position], |p| p == position).is_ok(),
+                    "position {position} lost after removing {remove}"
                 );
             }
-            assert_eq!(index.len, model.len());
+            assert_eq!(index.len, live.len());
         }
+    }
+
+    /// A bucket keeps the position in its low bits and hash bits above them, at every size the
+    /// array doubles through.
+    #[test]
+    fn buckets_keep_positions_and_tags_as_the_array_doubles() {
+        let mut rows = DenseRows::<u64, u64>::new();
+        for key in 0..100_000u64 {
+            rows.upsert(key, |_| Some(key));
+        }
+        check_index(&rows);
+        assert_eq!(rows.index.buckets.len(), 1 << 17);
+        for key in (0..100_000u64).step_by(7) {
+            assert_eq!(rows.get(&key), Some(&key));
+        }
+        assert_eq!(rows.get(&100_000), None);
     }
 }
