@@ -1,17 +1,20 @@
 //! The committed rows of a hash table, stored densely: the entries sit side by side in one
-//! vector, and a hash index of `u32` positions finds them.
+//! vector, and a hash index of positions finds them.
 //!
 //! A hash map of `(key, slot)` entries keeps its entries in its buckets, so every empty bucket
-//! (a power-of-two table is 44–87 % full) costs a whole entry, and growing it holds the old and
-//! the new bucket arrays at once. Here an empty bucket costs 5 bytes (a `u32` and a control
-//! byte), the entries vector only ever holds live entries (growing it is a `realloc`, which the
+//! costs a whole entry, and growing it holds the old and the new bucket arrays at once. Here
+//! the entries vector only ever holds live entries (growing it is a `realloc`, which the
 //! allocator serves by remapping pages for large vectors, and untouched capacity is not
-//! resident), and a probe still reads one index bucket and one entry. Deleting moves the last
-//! entry into the hole, which re-points its index bucket (a second probe, on deletes only).
-//! Iteration is in entry order, which depends on the order of inserts and deletes only, never
-//! on hashes.
+//! resident), and the index is one array of 4-byte buckets, each a position and some bits of
+//! its key's hash, filled at most to `MAX_LOAD` with linear probing (`Index`). A probe of a row
+//! that is far out of the caches is then two dependent cache misses, the bucket and the entry:
+//! a hash table with separate control bytes (hashbrown's) reads its control group, then the
+//! bucket elsewhere, then the entry, three misses (and three pages for the TLB). The hash bits
+//! in the bucket make a probe that passes another key's bucket skip it without reading that
+//! key's entry. Deleting moves the last entry into the hole, which re-points its index bucket
+//! (a second probe, on deletes only). Iteration is in entry order, which depends on the order
+//! of inserts and deletes only, never on hashes.
 
-use hashbrown::hash_table::{Entry, HashTable};
 use rustc_hash::FxHasher;
 use std::hash::{Hash, Hasher};
 
@@ -20,8 +23,175 @@ pub(crate) struct DenseRows<K, S> {
     /// Every live entry, in insert order except where a delete moved the last one.
     entries: Vec<(K, S)>,
     /// The position in `entries` of each key, hashed by key.
-    index: HashTable<u32>,
+    index: Index,
     probes: ProbeCount,
+}
+
+/// How full the index's bucket array may be before it doubles, as a fraction: linear probing
+/// stays short (about 3 buckets, within one cache line, for a row that exists) below it.
+const MAX_LOAD: (usize, usize) = (4, 5);
+
+/// Buckets of the first bucket array.
+const MIN_BUCKETS: usize = 16;
+
+/// The most buckets an index holds (so a bucket keeps at least one hash bit): at most
+/// `MAX_BUCKETS * 4 / 5` rows in one table of one partition.
+const MAX_BUCKETS: usize = 1 << 31;
+
+/// An empty bucket.
+const EMPTY: u32 = 0;
+
+/// The hash index of `DenseRows`: a power-of-two array of 4-byte buckets, with linear probing
+/// from bucket `hash & mask` and backward-shift deletion (no tombstones: a delete moves the
+/// buckets after it back along their probe paths, so a probe stops at the first empty bucket).
+///
+/// With `2^bits` buckets, an occupied bucket holds the entry's position + 1 in its low `bits`
+/// bits (positions are below the row count, which is below the bucket count) and, above them,
+/// the top `32 - bits` bits of the hash's high half (its tag): a probe passing another key's
+/// bucket almost always tells it apart by the tag, without reading that key's entry. Neither
+/// the home bucket nor the whole hash is kept, so doubling the array and shifting buckets back
+/// on a delete hash the keys again (`rebuild` from every entry in order; `remove` for the few
+/// buckets after the hole).
+struct Index {
+    buckets: Vec<u32>,
+    /// Occupied buckets.
+    len: usize,
+    /// log2 of the bucket count: the width of the position field.
+    bits: u32,
+}
+
+impl Index {
+    fn new() -> Self {
+        Index {
+            buckets: Vec::new(),
+            len: 0,
+            bits: 0,
+        }
+    }
+
+    #[inline]
+    fn mask(&self) -> usize {
+        self.buckets.len() - 1
+    }
+
+    /// The tag of `hash` for the current bucket count.
+    #[inline]
+    fn tag(&self, hash: u64) -> u32 {
+        ((hash >> 32) as u32) >> self.bits
+    }
+
+    /// The occupied bucket for the entry at `position` with hash `hash`.
+    fn bucket(&self, hash: u64, position: usize) -> u32 {
+        let tag = u64::from(self.tag(hash)) << self.bits;
+        (tag | (position as u64 + 1)) as u32
+    }
+
+    /// The entry position an occupied bucket holds (its low `bits` bits, the same as the
+    /// bucket mask, minus one).
+    #[inline]
+    fn position_of(&self, b: u32) -> usize {
+        (b as usize & self.mask()) - 1
+    }
+
+    /// The bucket holding `hash`'s tag and a position `eq` accepts, or else the empty bucket
+    /// its probe stopped at (any value when there are no buckets yet).
+    #[inline]
+    fn find(&self, hash: u64, mut eq: impl FnMut(usize) -> bool) -> Result<usize, usize> {
+        if self.buckets.is_empty() {
+            return Err(0);
+        }
+        let (mask, tag) = (self.mask(), self.tag(hash));
+        let mut at = hash as usize & mask;
+        loop {
+            let b = self.buckets[at];
+            if b == EMPTY {
+                return Err(at);
+            }
+            if b >> self.bits == tag && eq(self.position_of(b)) {
+                return Ok(at);
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// The position the occupied bucket `at` holds.
+    fn position_at(&self, at: usize) -> usize {
+        self.position_of(self.buckets[at])
+    }
+
+    /// Re-points the occupied bucket `at` to `position`.
+    fn set_position(&mut self, at: usize, position: usize) {
+        let b = self.buckets[at];
+        let tag = u64::from(b >> self.bits) << self.bits;
+        self.buckets[at] = (tag | (position as u64 + 1)) as u32;
+    }
+
+    /// Whether indexing one more entry needs a larger array first (`rebuild`).
+    fn full(&self) -> bool {
+        (self.len + 1) * MAX_LOAD.1 > self.buckets.len() * MAX_LOAD.0
+    }
+
+    /// Indexes the entry at `position` with hash `hash` in the empty bucket `vacant` that
+    /// `find` gave (after a `rebuild` if `full`: `vacant_for`).
+    fn insert(&mut self, hash: u64, position: usize, vacant: usize) {
+        debug_assert!(!self.full() && self.buckets[vacant] == EMPTY);
+        self.buckets[vacant] = self.bucket(hash, position);
+        self.len += 1;
+    }
+
+    /// The first empty bucket of `hash`'s probe.
+    fn vacant_for(&self, hash: u64) -> usize {
+        let mask = self.mask();
+        let mut at = hash as usize & mask;
+        while self.buckets[at] != EMPTY {
+            at = (at + 1) & mask;
+        }
+        at
+    }
+
+    /// Doubles the bucket array and indexes again every entry, given by its hash in position
+    /// order.
+    fn rebuild(&mut self, hashes: impl Iterator<Item = u64>) {
+        let n = (self.buckets.len() * 2).max(MIN_BUCKETS);
+        assert!(
+            n <= MAX_BUCKETS,
+            "more than {} rows in one table of one partition",
+            MAX_BUCKETS / MAX_LOAD.1 * MAX_LOAD.0
+        );
+        // The old array is dropped first: the entries, not it, are what is indexed again.
+        self.buckets = Vec::new();
+        self.buckets = vec![EMPTY; n];
+        self.bits = n.trailing_zeros();
+        self.len = 0;
+        for (position, hash) in hashes.enumerate() {
+            let at = self.vacant_for(hash);
+            self.buckets[at] = self.bucket(hash, position);
+            self.len += 1;
+        }
+    }
+
+    /// Empties the occupied bucket `at`, moving each later bucket of the same run back into
+    /// the hole when the hole lies on its probe path (from its home bucket to where it is);
+    /// `hash_of` gives the hash of the entry at a position.
+    fn remove(&mut self, at: usize, hash_of: impl Fn(usize) -> u64) {
+        let mask = self.mask();
+        let mut hole = at;
+        let mut next = (at + 1) & mask;
+        loop {
+            let b = self.buckets[next];
+            if b == EMPTY {
+                break;
+            }
+            let home = hash_of(self.position_of(b)) as usize & mask;
+            if next.wrapping_sub(home) & mask >= next.wrapping_sub(hole) & mask {
+                self.buckets[hole] = b;
+                hole = next;
+            }
+            next = (next + 1) & mask;
+        }
+        self.buckets[hole] = EMPTY;
+        self.len -= 1;
+    }
 }
 
 /// How many times the index was probed (hashed and searched), counted in debug builds only so
@@ -55,16 +225,11 @@ fn hash_of<K: Hash>(key: &K) -> u64 {
     hasher.finish()
 }
 
-/// The position `i` as stored in the index, refusing positions `u32` cannot hold.
-fn position(i: usize) -> u32 {
-    u32::try_from(i).expect("more than 2^32 rows in one table of one partition")
-}
-
 impl<K: Hash + Eq, S> DenseRows<K, S> {
     pub fn new() -> Self {
         DenseRows {
             entries: Vec::new(),
-            index: HashTable::new(),
+            index: Index::new(),
             probes: ProbeCount::default(),
         }
     }
@@ -79,13 +244,15 @@ impl<K: Hash + Eq, S> DenseRows<K, S> {
     }
 
     /// The position of `key`'s entry, found in one probe.
+    #[inline]
     pub fn position_of(&self, key: &K) -> Option<usize> {
         self.probes.add();
         let entries = &self.entries;
-        let &i = self
+        let at = self
             .index
-            .find(hash_of(key), |&i| entries[i as usize].0 == *key)?;
-        Some(i as usize)
+            .find(hash_of(key), |i| entries[i].0 == *key)
+            .ok()?;
+        Some(self.index.position_at(at))
     }
 
     pub fn get(&self, key: &K) -> Option<&S> {
@@ -104,16 +271,16 @@ impl<K: Hash + Eq, S> DenseRows<K, S> {
         self.probes.add();
         let hash = hash_of(&key);
         let entries = &self.entries;
-        let entry = self.index.entry(
-            hash,
-            |&i| entries[i as usize].0 == key,
-            |&i| hash_of(&entries[i as usize].0),
-        );
-        match entry {
-            Entry::Occupied(o) => Some(*o.get() as usize),
-            Entry::Vacant(v) => {
+        match self.index.find(hash, |i| entries[i].0 == key) {
+            Ok(at) => Some(self.index.position_at(at)),
+            Err(mut vacant) => {
                 if let Some(slot) = make(&key) {
-                    v.insert(position(self.entries.len()));
+                    if self.index.full() {
+                        self.index
+                            .rebuild(self.entries.iter().map(|(k, _)| hash_of(k)));
+                        vacant = self.index.vacant_for(hash);
+                    }
+                    self.index.insert(hash, self.entries.len(), vacant);
                     self.entries.push((key, slot));
                 }
                 None
@@ -137,11 +304,12 @@ impl<K: Hash + Eq, S> DenseRows<K, S> {
         let removed = self.entries.swap_remove(i);
         if let Some((moved_key, _)) = self.entries.get(i) {
             self.probes.add();
-            let last = position(self.entries.len());
-            *self
+            let last = self.entries.len();
+            let at = self
                 .index
-                .find_mut(hash_of(moved_key), |&j| j == last)
-                .expect("every entry is indexed") = position(i);
+                .find(hash_of(moved_key), |j| j == last)
+                .expect("every entry is indexed");
+            self.index.set_position(at, i);
         }
         removed
     }
@@ -149,11 +317,12 @@ impl<K: Hash + Eq, S> DenseRows<K, S> {
     /// Drops the index bucket of the entry at position `i`.
     fn unindex(&mut self, i: usize) {
         self.probes.add();
-        let at = position(i);
-        let found = self
+        let at = self
             .index
-            .find_entry(hash_of(&self.entries[i].0), |&j| j == at);
-        found.expect("every entry is indexed").remove();
+            .find(hash_of(&self.entries[i].0), |j| j == i)
+            .expect("every entry is indexed");
+        let entries = &self.entries;
+        self.index.remove(at, |j| hash_of(&entries[j].0));
     }
 
     /// Every entry, in entry order.
@@ -173,10 +342,10 @@ mod tests {
 
     fn check_index(rows: &DenseRows<u64, u64>) {
         for (i, (k, _)) in rows.iter().enumerate() {
-            let found = rows.index.find(hash_of(k), |&j| j as usize == i).is_some();
+            let found = rows.index.find(hash_of(k), |j| j == i).is_ok();
             assert!(found, "entry {i} (key {k}) is not indexed at its position");
         }
-        assert_eq!(rows.index.len(), rows.len());
+        assert_eq!(rows.index.len, rows.len());
     }
 
     #[test]
@@ -214,5 +383,62 @@ mod tests {
         assert_eq!(rows.upsert(7, |_| None), None);
         assert_eq!(rows.len(), 0);
         assert_eq!(rows.get(&7), None);
+    }
+
+    /// Long probe runs that wrap around the end of the bucket array, with removals from their
+    /// middle: every position stays findable under its hash and the array never holds a hole
+    /// inside a run (which would hide the buckets after it).
+    #[test]
+    fn removing_from_runs_that_wrap_keeps_every_bucket_reachable() {
+        let mut index = Index::new();
+        // Hashes whose home buckets (low bits) crowd the last buckets of the 16-bucket array,
+        // so runs wrap to the front, and whose high halves differ (the tags).
+        let homes = [15u64, 14, 15, 13, 15, 31, 14, 47, 15, 30, 63, 12];
+        let hashes: Vec<u64> = homes
+            .iter()
+            .enumerate()
+            .map(|(i, home)| ((i as u64 + 1) << 60) | home)
+            .collect();
+        for (position, &hash) in hashes.iter().enumerate() {
+            let mut vacant = index.find(hash, |_| false).unwrap_err();
+            if index.full() {
+                index.rebuild(hashes[..position].iter().copied());
+                vacant = index.vacant_for(hash);
+            }
+            index.insert(hash, position, vacant);
+        }
+        assert_eq!(index.buckets.len(), 16);
+        let mut live: Vec<usize> = (0..hashes.len()).collect();
+        for remove in [2usize, 0, 7, 5, 11, 3] {
+            live.retain(|&p| p != remove);
+            let at = index
+                .find(hashes[remove], |p| p == remove)
+                .expect("indexed");
+            index.remove(at, |p| hashes[p]);
+            assert!(index.find(hashes[remove], |p| p == remove).is_err());
+            for &position in &live {
+                assert!(
+                    index.find(hashes[position], |p| p == position).is_ok(),
+                    "position {position} lost after removing {remove}"
+                );
+            }
+            assert_eq!(index.len, live.len());
+        }
+    }
+
+    /// A bucket keeps the position in its low bits and hash bits above them, at every size the
+    /// array doubles through.
+    #[test]
+    fn buckets_keep_positions_and_tags_as_the_array_doubles() {
+        let mut rows = DenseRows::<u64, u64>::new();
+        for key in 0..100_000u64 {
+            rows.upsert(key, |_| Some(key));
+        }
+        check_index(&rows);
+        assert_eq!(rows.index.buckets.len(), 1 << 17);
+        for key in (0..100_000u64).step_by(7) {
+            assert_eq!(rows.get(&key), Some(&key));
+        }
+        assert_eq!(rows.get(&100_000), None);
     }
 }
