@@ -41,6 +41,11 @@ const _: () = assert!(SERIAL_PASS_SETTLE_TXNS >= 1 && SERIAL_PASS_SETTLE_TXNS <=
 /// Requests that may wait in the submission queue before `submit` applies backpressure.
 pub const SUBMIT_QUEUE_MAX: usize = 1 << 16;
 
+/// Places the submission queue's two lists keep once emptied: a burst that filled them to
+/// `SUBMIT_QUEUE_MAX` gives the rest of its memory back, a steady stream reallocates nothing.
+pub const SUBMIT_QUEUE_KEPT_CAPACITY: usize = 4_096;
+const _: () = assert!(SUBMIT_QUEUE_KEPT_CAPACITY <= SUBMIT_QUEUE_MAX);
+
 /// Epochs executed but not yet durable; the sequencer waits when the log falls this far behind.
 pub const EPOCHS_IN_FLIGHT_MAX: usize = 8;
 

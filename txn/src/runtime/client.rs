@@ -324,6 +324,12 @@ impl<A: App> SubmitRx<A> {
             .pop_front()
             .expect("a submission was swapped out");
         self.shared.room.leave();
+        if self.taken.is_empty()
+            && self.taken.capacity() > crate::limits::SUBMIT_QUEUE_KEPT_CAPACITY
+        {
+            self.taken
+                .shrink_to(crate::limits::SUBMIT_QUEUE_KEPT_CAPACITY);
+        }
         sub
     }
 }
@@ -789,6 +795,23 @@ mod tests {
 
     fn poll_once<F: Future>(f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
         f.poll(&mut Context::from_waker(futures::task::noop_waker_ref()))
+    }
+
+    #[test]
+    fn a_burst_gives_its_lists_memory_back_once_taken() {
+        let burst = 4 * crate::limits::SUBMIT_QUEUE_KEPT_CAPACITY;
+        let (tx, mut rx) = submission_queue::<Plain>(burst);
+        for _ in 0..burst {
+            assert!(matches!(tx.send_now(stop()), Ok(Ok(()))));
+        }
+        for _ in 0..burst {
+            assert!(rx.try_recv().is_ok());
+        }
+        assert!(
+            rx.taken.capacity() <= crate::limits::SUBMIT_QUEUE_KEPT_CAPACITY,
+            "{} places kept after a burst of {burst}",
+            rx.taken.capacity()
+        );
     }
 
     #[test]
