@@ -158,7 +158,7 @@ pub(crate) async fn run_epoch<A: App, D: Dispatch<A>>(
     env: Arc<EpochEnv<A::Event>>,
     queries: Vec<QueryJob>,
 ) -> Result<EpochOutcome<A>, TxnError> {
-    run_epoch_settling(app, dispatch, env, queries, None).await
+    run_epoch_settling(app, dispatch, env, queries, None, None).await
 }
 
 /// [`run_epoch`], telling `early` of every final result as soon as it is known: the first
@@ -172,6 +172,7 @@ pub(crate) async fn run_epoch_settling<A: App, D: Dispatch<A>>(
     env: Arc<EpochEnv<A::Event>>,
     queries: Vec<QueryJob>,
     mut early: Option<&mut dyn EarlySettle<A::Output>>,
+    commit_after: Option<&crate::sync::DurableWatermark>,
 ) -> Result<EpochOutcome<A>, TxnError> {
     let n_txns = env.requests.len();
     let hinted = hinted_set(&env);
@@ -210,6 +211,18 @@ pub(crate) async fn run_epoch_settling<A: App, D: Dispatch<A>>(
     let mut aborted = (*user_aborted).clone();
     aborted.union_with(&conflicts);
     let decided_at = Instant::now();
+
+    // With `commit_after` (a cluster's sequencer), no partition commits the epoch before its
+    // log record is durable: a partition on another node outlives this process, and one that
+    // committed an epoch the log lost could not be kept by the runtime that takes over (it
+    // cannot be rolled back, so every partition would be recovered again from the store). The
+    // record was queued before the epoch ran, so the wait is what is left of its append.
+    if let Some(watermark) = commit_after {
+        watermark
+            .wait(env.epoch)
+            .await
+            .map_err(|e| TxnError::Storage(e.to_string()))?;
+    }
 
     // Commit: apply surviving writes everywhere.
     let aborted = Arc::new(aborted);

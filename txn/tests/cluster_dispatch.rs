@@ -18,7 +18,8 @@ use common::model::assert_matches_model;
 use common::*;
 use std::sync::Arc;
 use std::time::Duration;
-use txn::storage::MemoryStorage;
+use txn::storage::delegating::{Delegate, Delegating};
+use txn::storage::{MemoryStorage, Storage, StorageError};
 use txn::{
     ClusterPlacement, Fallback, LoopbackLink, PartitionHost, RecoverFrom, Runtime, RuntimeConfig,
     SerialHints, TxnError,
@@ -409,4 +410,88 @@ async fn a_re_placement_recovers_without_replaying_epochs_through_the_network() 
         hash_single, hash_later,
         "seed {seed}: a later recovery lost rows"
     );
+}
+
+/// A memory store whose log appends wait while its gate is closed (a stalled log disk).
+#[derive(Default)]
+struct HeldAppends {
+    inner: MemoryStorage,
+    held: std::sync::Mutex<bool>,
+    released: std::sync::Condvar,
+}
+
+impl HeldAppends {
+    fn hold(&self, held: bool) {
+        *self.held.lock().unwrap() = held;
+        self.released.notify_all();
+    }
+}
+
+impl Delegate for HeldAppends {
+    fn inner(&self) -> &dyn Storage {
+        &self.inner
+    }
+    fn append_epochs(&self, epochs: &[(u64, &[u8])]) -> Result<(), StorageError> {
+        let held = self.held.lock().unwrap();
+        drop(self.released.wait_while(held, |held| *held).unwrap());
+        self.inner.append_epochs(epochs)
+    }
+}
+
+// Goal: with partitions on other nodes, no node commits an epoch before the epoch's log record
+// is durable (a node outlives the sequencer, and a partition that committed an epoch the log
+// lost could not be kept by the runtime that takes over): while the store's appends are held,
+// node "b" is sent the epoch's execution and decision but not its commit; once released, the
+// write commits. With the commit sent at once, "b" would get every batch while they are held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_commits_an_epoch_only_once_its_log_record_is_durable() {
+    let fx = build(3, 4);
+    let storage = Arc::new(Delegating(HeldAppends::default()));
+    let config = RuntimeConfig::with_storage(storage.clone());
+    let nodes = start_three(&fx, config, Duration::from_secs(30))
+        .await
+        .unwrap();
+    // Count the batches node "b" is sent.
+    let host = nodes.hosts[0].clone();
+    assert_eq!(host.node(), "b");
+    let batches = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = batches.clone();
+    nodes.link.add_node("b", move |bytes| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let host = host.clone();
+        async move { host.handle(bytes).await }
+    });
+    let svc = fx.services[0];
+    let on_b = |key: &u64| NODES[svc.partition_of(key) as usize % NODES.len()] == "b";
+    let key = (0..).find(on_b).expect("some key is on b");
+    let client = nodes.rt.client();
+    client
+        .submit_raw(svc, &key, op0(key, OpKind::Add(1)))
+        .await
+        .unwrap();
+    let per_epoch = batches.swap(0, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        per_epoch >= 3,
+        "{per_epoch} batches: execution, decision, commit"
+    );
+
+    storage.hold(true);
+    let writing = tokio::spawn({
+        let client = client.clone();
+        async move { client.submit_raw(svc, &key, op0(key, OpKind::Add(1))).await }
+    });
+    // The epoch's batches before its commit reach "b"; the commit must not follow.
+    while batches.load(std::sync::atomic::Ordering::SeqCst) < per_epoch - 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let while_held = batches.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        while_held < per_epoch,
+        "{while_held} of the epoch's {per_epoch} batches reached \"b\" before its record was durable"
+    );
+    storage.hold(false);
+    writing.await.unwrap().unwrap();
+    assert_eq!(batches.load(std::sync::atomic::Ordering::SeqCst), per_epoch);
+    nodes.stop().await;
 }

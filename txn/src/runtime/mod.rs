@@ -263,7 +263,9 @@ impl<A: App> Runtime<A> {
             config.outbox.clone(),
             stats.clone(),
         ));
+        let partitions_elsewhere = (0..app.n_global).any(|gp| actors.remote_node(gp).is_some());
         let sequencer = tokio::spawn(sequencer_loop(Sequencer {
+            partitions_elsewhere,
             predictor: Predictor::new(config.serial_hints),
             app,
             actors: actors.clone(),

@@ -58,6 +58,9 @@ pub(super) struct Sequencer<A: App> {
     /// as many (`RuntimeConfig::epoch_quiet_close_txns`), so the burst of a closed loop's
     /// clients coming back is never split across two log writes.
     pub(super) last_epoch_txns: usize,
+    /// Whether a partition lives on another node: each epoch's commit then waits for its log
+    /// record to be durable (`run_epoch_settling`'s `commit_after`).
+    pub(super) partitions_elsewhere: bool,
 }
 
 /// A sequenced request's reply channel and what the dedup window needs of it.
@@ -430,7 +433,15 @@ impl<A: App> Sequencer<A> {
             .config
             .early_replies
             .then_some(&mut early as &mut dyn EarlySettle<_>);
-        let running = run_epoch_settling(&self.app, &self.actors, env.clone(), jobs, early);
+        let commit_after = self.partitions_elsewhere.then_some(&*self.durable);
+        let running = run_epoch_settling(
+            &self.app,
+            &self.actors,
+            env.clone(),
+            jobs,
+            early,
+            commit_after,
+        );
         let outcome = match running.await {
             Ok(o) => o,
             Err(e) => {
