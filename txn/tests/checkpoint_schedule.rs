@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use txn::storage::delegating::{Delegate, Delegating};
 use txn::storage::{MemoryStorage, Storage, StorageError};
-use txn::{Runtime, RuntimeConfig};
+use txn::{ClusterPlacement, LoopbackLink, Runtime, RuntimeConfig};
 
 /// Epochs between checkpoints in these tests.
 const EVERY: u64 = 10;
@@ -184,18 +184,27 @@ impl Delegate for SlowWrites {
 
 /// Runs single-request epochs, a checkpoint falling due every 2 epochs, until 4 checkpoints
 /// are complete; returns the pauses between one checkpoint's end and the next one's start.
-async fn pauses_between_checkpoints(rest_factor: u32) -> Vec<Duration> {
+/// With `cluster`, the runtime is a cluster's (every partition on its own node).
+async fn pauses_between_checkpoints(rest_factor: u32, cluster: bool) -> Vec<Duration> {
     let fx = build(1, 2);
     let storage = Arc::new(Delegating(SlowWrites {
         inner: MemoryStorage::new(),
         writes: Mutex::new(Vec::new()),
     }));
-    let config = RuntimeConfig {
+    let mut config = RuntimeConfig {
         storage: storage.clone(),
         checkpoint_every_epochs: 2,
         checkpoint_rest_factor: rest_factor,
         ..RuntimeConfig::in_memory()
     };
+    if cluster {
+        let owners = vec!["a".to_string(); fx.app.n_partitions_total() as usize];
+        config = config.cluster(ClusterPlacement::new(
+            "a",
+            owners,
+            Arc::new(LoopbackLink::new()),
+        ));
+    }
     let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
     let give_up = Instant::now() + Duration::from_secs(120);
     while storage.writes.lock().len() < 4 {
@@ -217,7 +226,7 @@ async fn pauses_between_checkpoints(rest_factor: u32) -> Vec<Duration> {
 // begins about one epoch after).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_checkpoints_rest_between_writes() {
-    let pauses = pauses_between_checkpoints(2).await;
+    let pauses = pauses_between_checkpoints(2, false).await;
     for pause in &pauses {
         assert!(
             *pause >= 2 * WRITE,
@@ -229,10 +238,22 @@ async fn slow_checkpoints_rest_between_writes() {
 // Goal: the bound off (0) keeps the old schedule: by epochs alone, checkpoints back to back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_factor_zero_checkpoints_by_epochs_alone() {
-    let pauses = pauses_between_checkpoints(0).await;
+    let pauses = pauses_between_checkpoints(0, false).await;
     let shortest = pauses.iter().min().copied().unwrap();
     assert!(
         shortest < 2 * WRITE,
         "without the bound a checkpoint waited {shortest:?} after the one before: {pauses:?}"
+    );
+}
+
+// Goal: a cluster runtime ignores the bound (its failover replays the log since the latest
+// checkpoint): checkpoints by epochs alone even with the factor set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_checkpoints_by_epochs_alone() {
+    let pauses = pauses_between_checkpoints(2, true).await;
+    let shortest = pauses.iter().min().copied().unwrap();
+    assert!(
+        shortest < 2 * WRITE,
+        "a cluster's checkpoint waited {shortest:?} after the one before: {pauses:?}"
     );
 }
