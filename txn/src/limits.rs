@@ -52,6 +52,12 @@ pub const EPOCHS_IN_FLIGHT_MAX: usize = 8;
 /// Default number of epochs between two incremental checkpoints.
 pub const CHECKPOINT_EVERY_EPOCHS_DEFAULT: u64 = 1_000;
 
+/// Default `RuntimeConfig::checkpoint_rest_factor`: after a checkpoint that took T to write,
+/// the next waits at least this many times T after it completed. Under transfer (2 M rows,
+/// nearly all dirty) a write takes 6-7 s and fell due every ~8 s, so the checkpoint thread was
+/// busy all the time (~35 % of the process's CPU); 2 holds it to about a third of the time.
+pub const CHECKPOINT_REST_FACTOR_DEFAULT: u32 = 2;
+
 /// Default number of idempotent requests whose outcome is remembered (oldest forgotten first).
 pub const DEDUP_WINDOW_MAX_DEFAULT: usize = 1_000_000;
 

@@ -6,11 +6,12 @@ mod common;
 use common::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use txn::storage::delegating::{Delegate, Delegating};
 use txn::storage::{MemoryStorage, Storage, StorageError};
-use txn::{Runtime, RuntimeConfig};
+use txn::{ClusterPlacement, LoopbackLink, Runtime, RuntimeConfig};
 
 /// Epochs between checkpoints in these tests.
 const EVERY: u64 = 10;
@@ -149,4 +150,110 @@ async fn recovery_stays_bounded_across_many_short_runs() {
         rt.shutdown().await;
     }
     eprintln!("acknowledged {acknowledged}, at most {max_replayed} epochs replayed");
+}
+
+/// How long completing a checkpoint takes in [`SlowWrites`].
+const WRITE: Duration = Duration::from_millis(200);
+
+/// A `MemoryStorage` in which completing a checkpoint takes `WRITE`; it notes when each
+/// completion began and ended.
+struct SlowWrites {
+    inner: MemoryStorage,
+    writes: Mutex<Vec<(Instant, Instant)>>,
+}
+
+impl Delegate for SlowWrites {
+    fn inner(&self) -> &dyn Storage {
+        &self.inner
+    }
+    fn name(&self) -> &'static str {
+        "slow-writes"
+    }
+    fn complete_checkpoint(&self, checkpoint_epoch: u64) -> Result<(), StorageError> {
+        let began = Instant::now();
+        std::thread::sleep(WRITE);
+        self.inner.complete_checkpoint(checkpoint_epoch)?;
+        self.writes.lock().push((began, Instant::now()));
+        Ok(())
+    }
+    fn checkpoints_have_own_writer(&self) -> bool {
+        // Appends go on while a checkpoint completes.
+        true
+    }
+}
+
+/// Runs single-request epochs, a checkpoint falling due every 2 epochs, until 4 checkpoints
+/// are complete; returns the pauses between one checkpoint's end and the next one's start.
+/// With `cluster`, the runtime is a cluster's (every partition on its own node).
+async fn pauses_between_checkpoints(rest_factor: u32, cluster: bool) -> Vec<Duration> {
+    let fx = build(1, 2);
+    let storage = Arc::new(Delegating(SlowWrites {
+        inner: MemoryStorage::new(),
+        writes: Mutex::new(Vec::new()),
+    }));
+    let mut config = RuntimeConfig {
+        storage: storage.clone(),
+        checkpoint_every_epochs: 2,
+        checkpoint_rest_factor: rest_factor,
+        ..RuntimeConfig::in_memory()
+    };
+    if cluster {
+        let owners = vec!["a".to_string(); fx.app.n_partitions_total() as usize];
+        config = config.cluster(ClusterPlacement::new(
+            "a",
+            owners,
+            Arc::new(LoopbackLink::new()),
+        ));
+    }
+    let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
+    let give_up = Instant::now() + Duration::from_secs(120);
+    while storage.writes.lock().len() < 4 {
+        assert!(Instant::now() < give_up, "4 checkpoints did not complete");
+        let outcome = rt
+            .client()
+            .submit_raw(fx.services[0], &0u64, bump())
+            .await
+            .unwrap();
+        assert!(outcome.committed());
+    }
+    rt.shutdown().await;
+    let writes = storage.writes.lock();
+    writes.windows(2).map(|w| w[1].0 - w[0].1).collect()
+}
+
+// Goal: with the duty-cycle bound, a checkpoint whose write takes WRITE is followed by at
+// least 2 × WRITE without one, however many epochs fall due meanwhile (without it the next
+// begins about one epoch after).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_checkpoints_rest_between_writes() {
+    let pauses = pauses_between_checkpoints(2, false).await;
+    for pause in &pauses {
+        assert!(
+            *pause >= 2 * WRITE,
+            "a checkpoint began {pause:?} after the one before completed (< 2 × {WRITE:?}): {pauses:?}"
+        );
+    }
+}
+
+// Goal: the bound off (0) keeps the old schedule: by epochs alone, checkpoints back to back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_factor_zero_checkpoints_by_epochs_alone() {
+    let pauses = pauses_between_checkpoints(0, false).await;
+    let shortest = pauses.iter().min().copied().unwrap();
+    assert!(
+        shortest < 2 * WRITE,
+        "without the bound a checkpoint waited {shortest:?} after the one before: {pauses:?}"
+    );
+}
+
+// Goal: a cluster runtime ignores the bound (its failover replays the log since the latest
+// checkpoint): checkpoints by epochs alone even with the factor set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_checkpoints_by_epochs_alone() {
+    let pauses = pauses_between_checkpoints(2, true).await;
+    let shortest = pauses.iter().min().copied().unwrap();
+    assert!(
+        shortest < 2 * WRITE,
+        "a cluster's checkpoint waited {shortest:?} after the one before: {pauses:?}"
+    );
 }

@@ -327,6 +327,12 @@ async fn runtime_config(settings: &Settings) -> Result<RuntimeConfig, TxnError> 
     if let Some(every) = settings.checkpoint_every {
         config.checkpoint_every_epochs = every;
     }
+    if settings.store_url.is_some() {
+        // A shared store's runtime (a cluster node, or a standalone server a standby may take
+        // over from) fails over by replaying the log since the latest checkpoint: it keeps
+        // checkpoints as frequent as `checkpoint_every` says.
+        config.checkpoint_rest_factor = 0;
+    }
     if settings.retain_history {
         config.history_retention = Some(txn::Retention::Everything);
     }

@@ -38,6 +38,15 @@ pub struct RuntimeConfig {
     /// recovery replays about this many epochs at most however often the process restarts
     /// (0: never checkpoint; recovery replays the log).
     pub checkpoint_every_epochs: u64,
+    /// Bounds the checkpoint thread's duty cycle: a checkpoint falls due only once
+    /// `checkpoint_every_epochs` have passed AND this many times the latest checkpoint's write
+    /// time has passed since it completed (2: the thread writes at most about a third of the
+    /// time), so a workload that dirties most rows stretches the interval instead of keeping
+    /// the thread busy back to back. The cost: a crash replays up to that much longer a log
+    /// tail. 0: off (checkpoints by epochs alone). Never applied to a cluster runtime
+    /// (`RuntimeConfig::cluster`), whose failover wants frequent checkpoints; an erasure's
+    /// checkpoint is never held up by it.
+    pub checkpoint_rest_factor: u32,
     /// Whether a completed checkpoint truncates the log below it. Off keeps the whole log, so a
     /// crash-free replay from epoch 1 can be compared with checkpoint-based recovery.
     pub truncate_log_after_checkpoint: bool,
@@ -136,6 +145,7 @@ impl RuntimeConfig {
             fallback: Fallback::Serial,
             storage,
             checkpoint_every_epochs: limits::CHECKPOINT_EVERY_EPOCHS_DEFAULT,
+            checkpoint_rest_factor: limits::CHECKPOINT_REST_FACTOR_DEFAULT,
             truncate_log_after_checkpoint: true,
             recover_from: RecoverFrom::LatestCheckpoint,
             dedup_window_max: limits::DEDUP_WINDOW_MAX_DEFAULT,

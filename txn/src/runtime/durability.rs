@@ -144,6 +144,9 @@ pub(super) struct CheckpointSchedule {
     /// Set when the runtime stops to be replaced (`Runtime::shutdown_keeping_lease`): the
     /// checkpoint being written stops before its next chunk and is never completed.
     pub(super) abandon: AtomicBool,
+    /// When the latest complete checkpoint was done and how long its write took (`None`: none
+    /// completed in this process), for the duty-cycle bound (`RuntimeConfig::checkpoint_rest_factor`).
+    pub(super) last_write: parking_lot::Mutex<Option<(Instant, std::time::Duration)>>,
 }
 
 impl CheckpointSchedule {
@@ -156,15 +159,41 @@ impl CheckpointSchedule {
 }
 
 impl CheckpointSchedule {
-    /// Whether a checkpoint falls due at `epoch`.
-    pub(super) fn due(&self, epoch: u64, every: u64) -> bool {
-        every > 0
+    /// A schedule whose latest complete checkpoint is `last_completed`'s (0: none).
+    pub(super) fn new(last_completed: u64) -> Self {
+        CheckpointSchedule {
+            in_flight: AtomicBool::new(false),
+            last_completed: AtomicU64::new(last_completed),
+            idle: tokio::sync::Notify::new(),
+            abandon: AtomicBool::new(false),
+            last_write: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// Whether a checkpoint falls due at `epoch`: `every` epochs after the latest complete one
+    /// and, when `rest_factor` is not 0, no sooner than `rest_factor` times its write time after
+    /// it completed, so the checkpoint thread is busy at most about `1 / (1 + rest_factor)` of
+    /// the time however long a write takes (a workload dirtying every row stretches the
+    /// interval instead of checkpointing back to back). Only the regular schedule asks this:
+    /// an erasure's checkpoint is taken at once.
+    pub(super) fn due(&self, epoch: u64, every: u64, rest_factor: u32) -> bool {
+        let by_epochs = every > 0
             && !self.in_flight.load(Ordering::Acquire)
             && epoch
                 >= self
                     .last_completed
                     .load(Ordering::Acquire)
-                    .saturating_add(every)
+                    .saturating_add(every);
+        by_epochs && (rest_factor == 0 || self.rested(rest_factor))
+    }
+
+    /// Whether `rest_factor` times the latest complete checkpoint's write time has passed
+    /// since it completed.
+    fn rested(&self, rest_factor: u32) -> bool {
+        match *self.last_write.lock() {
+            Some((done, took)) => done.elapsed() >= took.saturating_mul(rest_factor),
+            None => true,
+        }
     }
 }
 
@@ -429,6 +458,7 @@ pub(super) fn checkpoint_loop(
                         .last_checkpoint_micros
                         .store(micros, Ordering::Relaxed);
                     stats.checkpoints_completed.fetch_add(1, Ordering::Relaxed);
+                    *schedule.last_write.lock() = Some((Instant::now(), started.elapsed()));
                     schedule.last_completed.store(epoch, Ordering::Release);
                 }
                 Err(e) => {

@@ -62,7 +62,6 @@ use rustc_hash::FxHashMap;
 use sequencer::{Sequencer, Stopped, sequencer_loop};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -237,12 +236,9 @@ impl<A: App> Runtime<A> {
             "recovered"
         );
         let checkpoint_schedule = handed_schedule.unwrap_or_else(|| {
-            Arc::new(CheckpointSchedule {
-                in_flight: AtomicBool::new(false),
-                last_completed: AtomicU64::new(recovery.checkpoint_epoch.unwrap_or(0)),
-                idle: tokio::sync::Notify::new(),
-                abandon: AtomicBool::new(false),
-            })
+            Arc::new(CheckpointSchedule::new(
+                recovery.checkpoint_epoch.unwrap_or(0),
+            ))
         });
         let (log_tx, log_rx) = mpsc::channel::<LogItem<A>>(limits::EPOCHS_IN_FLIGHT_MAX);
         let threads =

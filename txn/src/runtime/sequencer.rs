@@ -462,8 +462,17 @@ impl<A: App> Sequencer<A> {
         turn.phase_nanos = outcome.stats.phase_nanos;
         self.reply_after_epoch(&env, outcome, pending, answered, query_replies);
         let due = || {
-            self.checkpoint_schedule
-                .due(self.epoch, self.config.checkpoint_every_epochs)
+            // A cluster's failover replays the log since the latest checkpoint: it keeps
+            // them as frequent as its epochs say.
+            let rest_factor = match self.config.cluster {
+                Some(_) => 0,
+                None => self.config.checkpoint_rest_factor,
+            };
+            self.checkpoint_schedule.due(
+                self.epoch,
+                self.config.checkpoint_every_epochs,
+                rest_factor,
+            )
         };
         if copying.is_some() || due() {
             let taking = Instant::now();
