@@ -283,18 +283,25 @@ fn checkpoint_table_blocks(config: &str, schema: &str) -> i64 {
     ask(config, &sql)
 }
 
-/// The `bigint` the statement `sql` returns, asked of the server directly.
-fn ask(config: &str, sql: &str) -> i64 {
+/// A connection to the server, outside the store, and the runtime that drives it.
+fn direct(config: &str) -> (tokio::runtime::Runtime, tokio_postgres::Client) {
     let config: tokio_postgres::Config = config.parse().unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
+    let client = runtime.block_on(async {
         let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
-        client.query_one(sql, &[]).await.unwrap().get(0)
-    })
+        client
+    });
+    (runtime, client)
+}
+
+/// The `bigint` the statement `sql` returns, asked of the server directly.
+fn ask(config: &str, sql: &str) -> i64 {
+    let (runtime, client) = direct(config);
+    runtime.block_on(async { client.query_one(sql, &[]).await.unwrap().get(0) })
 }
 
 #[test]
@@ -594,16 +601,8 @@ fn small_checkpoints_over_a_large_one_wait_to_be_pruned_and_read_each_keys_newes
 
 /// Runs the statements `sql` on the server directly.
 fn exec(config: &str, sql: &str) {
-    let config: tokio_postgres::Config = config.parse().unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(connection);
-        client.batch_execute(sql).await.unwrap();
-    })
+    let (runtime, client) = direct(config);
+    runtime.block_on(client.batch_execute(sql)).unwrap();
 }
 
 #[test]
