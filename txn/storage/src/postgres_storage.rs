@@ -817,14 +817,7 @@ async fn write_rows(
             true => Some(0),
             false => read_meta(&txn, sql, META_PENDING_ROWS, operation).await?,
         };
-        if let Some(before) = before.filter(|&before| before < written_before) {
-            return Err(lost_chunks(
-                operation,
-                checkpoint_epoch,
-                written_before,
-                Some(before),
-            ));
-        }
+        check_count(operation, checkpoint_epoch, written_before, before)?;
         if let Some(before) = before {
             let rows = row::encode_meta(META_PENDING_ROWS, before + copied);
             write_meta(&txn, sql, META_PENDING_ROWS, &rows, operation).await?;
@@ -832,6 +825,25 @@ async fn write_rows(
     }
     txn.commit().await.map_err(pg_error(operation))?;
     Ok((only_ours.then_some(seq), copied))
+}
+
+/// Fails with [`lost_chunks`] when the checkpoint's row count in the store (`found`; `None`: not
+/// counted, by a build before the count) is below the rows this handle wrote into it.
+fn check_count(
+    operation: &'static str,
+    checkpoint_epoch: u64,
+    written: u64,
+    found: Option<u64>,
+) -> Result<(), StorageError> {
+    match found.filter(|&found| found < written) {
+        Some(found) => Err(lost_chunks(
+            operation,
+            checkpoint_epoch,
+            written,
+            Some(found),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A handle found fewer rows of checkpoint `checkpoint_epoch` in the store (`found`; `None`: the
@@ -918,14 +930,7 @@ async fn complete(
         }
         // No count: the checkpoint was begun by a build that did not count its rows.
         let found = read_meta(&txn, sql, META_PENDING_ROWS, operation).await?;
-        if let Some(found) = found.filter(|&found| found < written) {
-            return Err(lost_chunks(
-                operation,
-                checkpoint_epoch,
-                written,
-                Some(found),
-            ));
-        }
+        check_count(operation, checkpoint_epoch, written, found)?;
     }
     match pending {
         Some(pending) if pending == checkpoint_epoch => {
