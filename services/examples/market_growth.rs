@@ -137,7 +137,7 @@ fn main() {
             exec.query(&m.services.all(), f).into_iter().sum()
         };
         let orders = rows(&|v| v.len(t.orders));
-        let order_entries = rows(&|v| v.len(t.order_entries));
+        let order_entries = rows(&|v| v.len(t.order_entries) + v.len(t.delivered_entries));
         let open = rows(&|v| v.len(t.open_deliveries));
         let us: Vec<String> = (0..5)
             .map(|k| format!("{:>9.2}", ns[k] as f64 / 1_000.0 / n[k].max(1) as f64))

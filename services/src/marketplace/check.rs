@@ -72,6 +72,7 @@ pub struct MarketSnapshot {
     pub packages: BTreeMap<OrderPartKey, Package>,
     pub open_deliveries: BTreeMap<OpenDeliveryKey, u16>,
     pub sellers: BTreeMap<SellerId, Seller>,
+    /// Every entry, in progress (`order_entries`) or delivered (`delivered_entries`).
     pub order_entries: BTreeMap<EntryKey, OrderEntry>,
     pub seller_views: BTreeMap<SellerViewKey, SellerView>,
     pub customers: BTreeMap<CustomerId, Customer>,
@@ -123,6 +124,7 @@ impl MarketSnapshot {
         copy(&mut s.open_deliveries, rows(view, t.open_deliveries));
         copy(&mut s.sellers, rows(view, t.sellers));
         copy(&mut s.order_entries, rows(view, t.order_entries));
+        copy(&mut s.order_entries, rows(view, t.delivered_entries));
         copy(&mut s.seller_views, rows(view, t.seller_views));
         copy(&mut s.customers, rows(view, t.customers));
         copy(&mut s.customer_counters, rows(view, t.customer_counters));

@@ -20,7 +20,8 @@
 //! | payment  | order_payments, order_payment_cards (customer, order, …) | (customer, order)  |
 //! | shipment | shipments, packages (customer, order, …)                 | (customer, order)  |
 //! |          | open_deliveries (seller, lane, created, customer, order) | seller             |
-//! | seller   | sellers (seller); order_entries, seller_views            | (seller, shard)    |
+//! | seller   | sellers (seller); order_entries (in progress, ordered),  | (seller, shard)    |
+//! |          | delivered_entries, seller_views                          |                    |
 //! | customer | customers, customer_counters (customer)                  | customer           |
 //!
 //! The service types and the keys their events are routed by: [`Products`], [`Stock`],
@@ -215,7 +216,10 @@ pub struct Tables {
     pub open_deliveries: Table<OpenDeliveryKey, u16>,
     // seller
     pub sellers: Table<SellerId, Seller>,
+    /// A seller's entries in progress (`delivered == false`), in key order.
     pub order_entries: Table<EntryKey, OrderEntry>,
+    /// Delivered entries (`delivered == true`), moved here from `order_entries` on delivery.
+    pub delivered_entries: Table<EntryKey, OrderEntry>,
     pub seller_views: Table<SellerViewKey, SellerView>,
     // customer
     pub customers: Table<CustomerId, Customer>,
@@ -385,6 +389,7 @@ impl Marketplace {
             open_deliveries: shipments.open_deliveries,
             sellers: sellers.sellers,
             order_entries: sellers.order_entries,
+            delivered_entries: sellers.delivered_entries,
             seller_views: sellers.seller_views,
             customers: customers.customers,
             customer_counters: customers.customer_counters,

@@ -126,6 +126,12 @@ impl Marketplace {
                     }
                 })
                 .await?;
+                wipe(client, s.seller, t.delivered_entries, &mut out, |k| {
+                    WipeSellers {
+                        rows: SellerRows::DeliveredEntries(k),
+                    }
+                })
+                .await?;
             }
             "customer" => {
                 wipe(client, s.customer, t.customers, &mut out, |k| {

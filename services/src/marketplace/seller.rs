@@ -2,6 +2,13 @@
 //! over the entries still in progress, kept in the same step as the entries they count. The
 //! aggregates change by deltas only, on shard rows created with the seller, so the entries of
 //! any number of checkouts and deliveries of one epoch are counted together.
+//!
+//! An entry in progress lives in the ordered `order_entries`, where a seller's open entries
+//! are one key range for the dashboard; delivering it moves it, under the same key with
+//! `delivered` set, to the hash table `delivered_entries`, which nothing reads by range. So
+//! the ordered table holds the backlog only (a few hundred entries per seller) instead of
+//! every entry of the run, and a delivered entry costs a hash insert instead of a search and
+//! insert in an ever larger tree, in the first pass and again at commit.
 
 use super::model::*;
 use super::{MarketApp, MarketError, Services};
@@ -59,6 +66,7 @@ pub enum SellerRows {
     Sellers(Vec<SellerId>),
     Entries(Vec<EntryKey>),
     Views(Vec<SellerViewKey>),
+    DeliveredEntries(Vec<EntryKey>),
 }
 
 /// Reset, to one `seller` partition: delete these rows of it (the benchmark driver's
@@ -71,22 +79,30 @@ pub struct WipeSellers {
 /// The seller service: its tables.
 pub struct Sellers {
     pub(super) sellers: Table<SellerId, Seller>,
+    /// Entries in progress (`delivered == false`), in key order.
     pub(super) order_entries: Table<EntryKey, OrderEntry>,
+    /// Delivered entries (`delivered == true`), hashed.
+    pub(super) delivered_entries: Table<EntryKey, OrderEntry>,
     pub(super) seller_views: Table<SellerViewKey, SellerView>,
 }
 
 impl Sellers {
-    /// Declares the service's tables; an entry shares the partition of the aggregate shard it
-    /// counts in. The aggregates have no invariant, so deltas of either sign on them are
-    /// confluent.
+    /// Declares the service's tables; an entry, delivered or not, shares the partition of the
+    /// aggregate shard it counts in. The aggregates have no invariant, so deltas of either sign
+    /// on them are confluent.
     pub(super) fn declare(b: &mut AppBuilder<MarketApp>, s: &Services) -> Self {
         let seller_views = SellerView::table(b, *s.seller);
         for (field, _) in VIEW_FIELDS {
             b.delta_field(seller_views, field, DeltaUse::Any);
         }
+        let sellers = Seller::table(b, *s.seller);
+        let order_entries = OrderEntry::table(b, *s.seller);
+        let delivered_entries = b.table(*s.seller, "delivered_entries");
+        b.place_by(delivered_entries, EntryKey::placement);
         Sellers {
-            sellers: Seller::table(b, *s.seller),
-            order_entries: OrderEntry::table(b, *s.seller),
+            sellers,
+            order_entries,
+            delivered_entries,
             seller_views,
         }
     }
@@ -110,6 +126,11 @@ impl Sellers {
             SellerRows::Views(keys) => {
                 for key in keys {
                     ctx.delete(self.seller_views, key)?;
+                }
+            }
+            SellerRows::DeliveredEntries(keys) => {
+                for key in keys {
+                    ctx.delete(self.delivered_entries, key)?;
                 }
             }
         }
@@ -173,7 +194,7 @@ impl Sellers {
                 delivered: true,
                 ..*open
             };
-            ctx.put(self.order_entries, delivered, entry)?;
+            ctx.put(self.delivered_entries, delivered, entry)?;
             self.update_view(ctx, open, &entry.totals, -1)?;
         }
         Ok(())
