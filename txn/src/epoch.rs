@@ -657,6 +657,9 @@ struct Chains<A: App> {
     charged: Vec<Seq>,
     /// How many of the wave's emits go to each partition (kept to reuse its memory).
     emits_per_target: Vec<usize>,
+    /// The wave's emits in canonical order, as `(seq, parent, index in emits)` (kept to reuse
+    /// its memory): sorting these keys instead of the emits moves each event once.
+    emit_order: Vec<(Seq, u32, u32)>,
 }
 
 impl<A: App> Chains<A> {
@@ -670,6 +673,7 @@ impl<A: App> Chains<A> {
             emits: Vec::new(),
             charged: Vec::new(),
             emits_per_target: Vec::new(),
+            emit_order: Vec::new(),
         }
     }
 
@@ -724,11 +728,21 @@ impl<A: App> Chains<A> {
     }
 
     /// Moves the gathered emits of transactions still alive into the next wave's `steps`:
-    /// sorted by transaction, then emitting step (a stable sort keeps each step's emit order),
-    /// which numbers each transaction's next steps and leaves every partition's list sorted by
-    /// `(seq, pos)`.
+    /// sorted by transaction, then emitting step, then gathering order (which keeps each step's
+    /// emit order), which numbers each transaction's next steps and leaves every partition's
+    /// list sorted by `(seq, pos)`. Only the keys are sorted; each event moves once, from the
+    /// gathered list to its step (sorting the emits themselves moved every event several times
+    /// and was ~5 % of the marketplace's instructions).
     fn route(&mut self, steps: &mut [Vec<Step<A::Event>>]) {
-        self.emits.sort_by_key(|e| (e.seq, e.parent));
+        self.emit_order.clear();
+        self.emit_order.extend(
+            self.emits
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.seq, e.parent, i as u32)),
+        );
+        // The index makes every key distinct, so the unstable sort gives the stable order.
+        self.emit_order.sort_unstable();
         // Size each partition's next-wave list once instead of regrowing it push by push.
         self.emits_per_target.clear();
         self.emits_per_target.resize(steps.len(), 0);
@@ -739,7 +753,8 @@ impl<A: App> Chains<A> {
             list.reserve(*n);
         }
         let mut numbering: Option<(Seq, u32)> = None;
-        for e in self.emits.drain(..) {
+        for &(_, _, i) in &self.emit_order {
+            let e = &mut self.emits[i as usize];
             if self.aborted.contains(e.seq) {
                 continue;
             }
@@ -754,8 +769,10 @@ impl<A: App> Chains<A> {
                 seq: e.seq,
                 pos,
                 used: self.usage[e.seq as usize],
-                event: e.event,
+                // `Inbound` is a placeholder that owns nothing, dropped with the list below.
+                event: std::mem::replace(&mut e.event, StepEvent::Inbound),
             });
         }
+        self.emits.clear();
     }
 }
