@@ -50,8 +50,9 @@ const GENERATED_ROWS: u16 = 1;
 const ENTRY_OVERHEAD_BYTES: usize = 64;
 
 /// The stable digest of a request: CRC-32C over the target partition (big-endian) and the
-/// rmp encoding of the event, plus the encoded size of the event. A fixed algorithm over a
-/// fixed encoding, so digests persisted in the window mean the same after an upgrade.
+/// rmp encoding of the event (rmp-serde's bytes, written by `wire::value`), plus the encoded
+/// size of the event. A fixed algorithm over a fixed encoding, so digests persisted in the
+/// window mean the same after an upgrade.
 pub(crate) fn request_digest<E: Serialize>(
     target: GlobalPartition,
     event: &E,
@@ -65,7 +66,8 @@ pub(crate) fn request_digest<E: Serialize>(
         // target continued over the event.
         buf.clear();
         buf.extend_from_slice(&target.to_be_bytes());
-        rmp_serde::encode::write(buf, event)?;
+        // rmp-serde's bytes, without its `io::Write` layers.
+        crate::wire::value::write(buf, event)?;
         let digest = crc32c_short(buf);
         let size = buf.len() - size_of::<GlobalPartition>();
         if buf.capacity() > 1 << 20 {
@@ -270,7 +272,7 @@ mod pack {
     const TAIL_MAX: usize = 36;
 
     /// A [`StoredRef`]. A committed (or output-less) outcome is written here, its output, the
-    /// application's type, through rmp-serde; an aborted one, rare, wholly by rmp-serde.
+    /// application's type, through `wire::value`; an aborted one, rare, wholly by rmp-serde.
     pub(super) fn stored<O: Serialize>(buf: &mut Vec<u8>, stored: &StoredRef<'_, O>) {
         let Ok(output) = &stored.outcome.result else {
             rmp_serde::encode::write(buf, stored).expect("outcomes encode");
@@ -281,7 +283,7 @@ mod pack {
         before_output(&mut head, stored);
         if let Some(output) = output {
             head.flush_to(buf);
-            rmp_serde::encode::write(buf, output).expect("outputs encode");
+            crate::wire::value::write(buf, output).expect("outputs encode");
         } else {
             head.put([0xc0]);
         }

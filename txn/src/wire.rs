@@ -687,6 +687,7 @@ impl<A: App> PhaseReply<A> {
 }
 
 pub(crate) mod pack;
+pub(crate) mod value;
 
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,7 @@ use crate::runtime::stats::{LogPeak, RuntimeStats};
 use crate::storage::Storage;
 use crate::sync::DurableWatermark;
 use crate::wire::pack::Head;
+use crate::wire::value::write;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -72,7 +73,8 @@ impl<E: Serialize> EpochRecordRef<'_, E> {
     /// Appends the record to `buf`: exactly the bytes rmp-serde writes for it (a stored format:
     /// replay and the checkpoints after it depend on them), with every request's envelope
     /// (`[target, event, id, retries]`) written by hand and only its event, the application's
-    /// type, and the per-epoch fields after the requests through rmp-serde.
+    /// type, and the per-epoch fields after the requests through `wire::value` (rmp-serde's
+    /// bytes, written straight into `buf`).
     pub(crate) fn encode(&self, buf: &mut Vec<u8>) -> Result<(), rmp_serde::encode::Error> {
         let mut head = Head::new();
         head.array(if self.erase.is_empty() { 5 } else { 6 });
@@ -84,7 +86,7 @@ impl<E: Serialize> EpochRecordRef<'_, E> {
             head.put([0x94]);
             head.uint(u64::from(request.target));
             head.flush_to(buf);
-            rmp_serde::encode::write(buf, &request.event)?;
+            write(buf, &request.event)?;
             match request.id {
                 None => head.put([0xc0]),
                 Some(id) => head.request_id(id),
@@ -92,10 +94,10 @@ impl<E: Serialize> EpochRecordRef<'_, E> {
             head.uint(u64::from(request.retries));
             head.flush_to(buf);
         }
-        rmp_serde::encode::write(buf, &self.fallback)?;
-        rmp_serde::encode::write(buf, self.serial)?;
+        write(buf, &self.fallback)?;
+        write(buf, self.serial)?;
         if !self.erase.is_empty() {
-            rmp_serde::encode::write(buf, self.erase)?;
+            write(buf, self.erase)?;
         }
         Ok(())
     }

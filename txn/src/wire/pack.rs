@@ -352,6 +352,23 @@ pub(crate) const INT_EDGES: [u64; 10] = [
     u64::MAX,
 ];
 
+/// Each of MessagePack's signed integer widths at its negative end, and the extremes.
+#[cfg(test)]
+pub(crate) const SIGNED_EDGES: [i64; 12] = [
+    0,
+    -1,
+    -32,
+    -33,
+    -128,
+    -129,
+    -32_768,
+    -32_769,
+    i32::MIN as i64,
+    i32::MIN as i64 - 1,
+    i64::MIN,
+    i64::MAX,
+];
+
 /// Any u64, each MessagePack integer width about equally likely.
 #[cfg(test)]
 pub(crate) fn any_width_uint() -> impl proptest::strategy::Strategy<Value = u64> {
@@ -423,20 +440,6 @@ mod tests {
 
     #[test]
     fn small_values_are_byte_for_byte_rmp_serde() {
-        let signed_edges = [
-            0,
-            -1,
-            -32,
-            -33,
-            -128,
-            -129,
-            -32_768,
-            -32_769,
-            i64::from(i32::MIN),
-            i64::from(i32::MIN) - 1,
-            i64::MIN,
-            i64::MAX,
-        ];
         for v in INT_EDGES {
             same(&v);
             same(&(v as u8));
@@ -445,7 +448,7 @@ mod tests {
             same(&Some(v));
             same(&(v as i64));
         }
-        for v in signed_edges.into_iter().chain(INT_EDGES.map(|v| v as i64)) {
+        for v in SIGNED_EDGES.into_iter().chain(INT_EDGES.map(|v| v as i64)) {
             same(&v);
             same(&(v as i8));
             same(&(v as i16));
