@@ -784,6 +784,21 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         found.into_iter().collect()
     }
 
+    /// A prefetch hint for the committed row whose key hashes to `hash` (`dense_rows::hash_of`):
+    /// starts loading its index bucket, or (`entry`) the entry that bucket points to, which is
+    /// best done some rows after the bucket's. Reads no entry and changes nothing, so a wrong
+    /// hash costs only the loads; nothing for an ordered table.
+    #[inline]
+    pub fn prefetch_row(&self, hash: u64, entry: bool) {
+        if let Rows::Hash(rows) = &self.rows {
+            if entry {
+                rows.prefetch_entry(hash);
+            } else {
+                rows.prefetch_bucket(hash);
+            }
+        }
+    }
+
     pub fn is_ordered(&self) -> bool {
         matches!(self.rows, Rows::Ordered(_))
     }
@@ -1291,6 +1306,9 @@ pub(crate) trait AnyTable: Send {
     fn commit_all(&mut self, keep: bool);
     /// Whether any access is buffered.
     fn has_access(&self) -> bool;
+    fn has_access(&self) -> bool;
+    /// `TableState::prefetch_row` for a hint whose key type is this table's (else nothing).
+    fn prefetch_hinted(&self, hint: RowHint, entry: bool);
     /// Routes accesses to the solo map (serial fallback) or back to the epoch map.
     fn set_solo(&mut self, solo: bool);
     /// Whether changed rows are remembered for the next checkpoint.
