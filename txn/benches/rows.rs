@@ -166,8 +166,9 @@ fn epoch(table: &mut BenchTable<u64, Row>, keys: &[u64], phase: Phase) -> Durati
     timed
 }
 
-fn rows(c: &mut Criterion) {
-    let mut group = c.benchmark_group("rows");
+/// Times each of `phases` on each table size, in criterion group `group`.
+fn bench_phases(c: &mut Criterion, group: &str, phases: &[(String, Phase)]) {
+    let mut group = c.benchmark_group(group);
     group.throughput(Throughput::Elements(BATCH_ROWS as u64));
     for n in TABLE_ROWS {
         let mut table = loaded_table(n);
@@ -175,18 +176,11 @@ fn rows(c: &mut Criterion) {
             state: 0x9e37_79b9_7f4a_7c15,
             n,
         };
-        let phases = [
-            ("get", Phase::Get),
-            ("write", Phase::Write),
-            ("execute", Phase::Execute),
-            ("decide", Phase::Decide),
-            ("commit", Phase::Commit),
-        ];
         for (name, phase) in phases {
-            group.bench_function(BenchmarkId::new(name, n), |b| {
+            group.bench_function(BenchmarkId::new(name.as_str(), n), |b| {
                 b.iter_custom(|iters| {
                     (0..iters)
-                        .map(|_| epoch(&mut table, &keys.batch(), phase))
+                        .map(|_| epoch(&mut table, &keys.batch(), *phase))
                         .sum()
                 })
             });
@@ -195,31 +189,27 @@ fn rows(c: &mut Criterion) {
     group.finish();
 }
 
+fn rows(c: &mut Criterion) {
+    let phases = [
+        ("get", Phase::Get),
+        ("write", Phase::Write),
+        ("execute", Phase::Execute),
+        ("decide", Phase::Decide),
+        ("commit", Phase::Commit),
+    ];
+    let phases: Vec<(String, Phase)> = phases.map(|(n, p)| (n.to_string(), p)).into();
+    bench_phases(c, "rows", &phases);
+}
+
 /// Prefetch distances compared by `rows_prefetch` (0: none).
 const DISTANCES: [usize; 4] = [0, 4, 8, 16];
 
 fn rows_prefetch(c: &mut Criterion) {
-    let mut group = c.benchmark_group("rows_prefetch");
-    group.throughput(Throughput::Elements(BATCH_ROWS as u64));
-    for n in TABLE_ROWS {
-        let mut table = loaded_table(n);
-        let mut keys = Keys {
-            state: 0x9e37_79b9_7f4a_7c15,
-            n,
-        };
-        for distance in DISTANCES {
-            let phase = Phase::ExecutePrefetched(distance);
-            let id = BenchmarkId::new(format!("execute_ahead_{distance}"), n);
-            group.bench_function(id, |b| {
-                b.iter_custom(|iters| {
-                    (0..iters)
-                        .map(|_| epoch(&mut table, &keys.batch(), phase))
-                        .sum()
-                })
-            });
-        }
-    }
-    group.finish();
+    let phases: Vec<(String, Phase)> = DISTANCES
+        .iter()
+        .map(|d| (format!("execute_ahead_{d}"), Phase::ExecutePrefetched(*d)))
+        .collect();
+    bench_phases(c, "rows_prefetch", &phases);
 }
 
 /// `--fixed-epochs <epochs> <distance>`: a fixed amount of work for `perf stat` (see the module
