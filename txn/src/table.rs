@@ -11,6 +11,7 @@
 
 use crate::bitset::SeqSet;
 use crate::constraint::{ConstraintStep, Constraints, OnDelete, ParentDeleted, Placement};
+use crate::contract::RowHint;
 use crate::coordination::TableSummary;
 use crate::delta::{DeltaError, DeltaOp, DeltaWithReader, decide_deltas, in_seq_order};
 use crate::dense_rows::DenseRows;
@@ -1306,7 +1307,6 @@ pub(crate) trait AnyTable: Send {
     fn commit_all(&mut self, keep: bool);
     /// Whether any access is buffered.
     fn has_access(&self) -> bool;
-    fn has_access(&self) -> bool;
     /// `TableState::prefetch_row` for a hint whose key type is this table's (else nothing).
     fn prefetch_hinted(&self, hint: RowHint, entry: bool);
     /// Routes accesses to the solo map (serial fallback) or back to the epoch map.
@@ -1595,6 +1595,13 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
         self.undo = undo;
         self.scans.clear();
         self.index_reads.clear();
+    }
+
+    #[inline]
+    fn prefetch_hinted(&self, hint: RowHint, entry: bool) {
+        if hint.key_type == std::any::TypeId::of::<K>() {
+            self.prefetch_row(hint.hash, entry);
+        }
     }
 
     fn has_access(&self) -> bool {

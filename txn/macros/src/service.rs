@@ -397,6 +397,17 @@ fn contract(
                 match *event { #(#enum_ident::#variants(_) => #internal,)* }
             }
 
+            #[inline]
+            fn row_hint(event: &#enum_ident) -> ::core::option::Option<::txn::RowHint> {
+                #[allow(unused_imports)]
+                use ::txn::__private::ingress::{NoKey as _, ViaKey as _};
+                match event {
+                    #(#enum_ident::#variants(e) => (&::txn::__private::ingress::KeyProbe::<#events, #key>::new(e))
+                        .probe_key()
+                        .map(::txn::RowHint::of::<#key>),)*
+                }
+            }
+
             const EVENTS: &'static [::txn::EventInfo] = &[
                 #(::txn::EventInfo { kind: #names, internal: #internal },)*
             ];
