@@ -401,8 +401,10 @@ fn contract(
             fn row_hint(event: &#enum_ident) -> ::core::option::Option<::txn::RowHint> {
                 #[allow(unused_imports)]
                 use ::txn::__private::ingress::{NoKey as _, ViaKey as _};
-                match event {
-                    #(#enum_ident::#variants(e) => (&::txn::__private::ingress::KeyProbe::<#events, #key>::new(e))
+                // Through `*event`, as in `event_kind`: a service without handlers has an empty
+                // enum, whose reference an empty match does not cover.
+                match *event {
+                    #(#enum_ident::#variants(ref e) => (&::txn::__private::ingress::KeyProbe::<#events, #key>::new(e))
                         .probe_key()
                         .map(::txn::RowHint::of::<#key>),)*
                 }
