@@ -9,9 +9,21 @@
 //! pseudo-random keys; the parts of the epoch not being measured run untimed, so each benchmark
 //! times one phase. Throughput is in rows: time / `BATCH_ROWS` is the cost per row.
 //!
+//! `rows_prefetch` times the `execute` phase with the committed rows prefetched ahead of the
+//! transactions (`BenchTable::prefetch_row`): before transaction `i` runs, the index bucket of
+//! transaction `i + 2d`'s row and the entry of transaction `i + d`'s row start loading, so the
+//! two cache misses of a row far out of the caches overlap with other rows' work instead of
+//! stalling one after another (`d = 0`: no prefetch, the same as `execute`).
+//!
 //! Run: `cargo bench -p txn --bench rows -- --warm-up-time 1 --measurement-time 3`
+//!
+//! For counting cycles with `perf stat` over a fixed amount of work, the bench binary also takes
+//! `--fixed-epochs <epochs> <distance>`: it loads the 1,000,000-row table, then runs `epochs`
+//! epochs (`execute`, `decide`, `commit`) with prefetch distance `distance`, and nothing else.
+//! Its cost per row is `(cycles(epochs) - cycles(0)) / (epochs * 4,096)`:
+//! `perf stat -e cycles:u,instructions:u target/release/deps/rows-* --fixed-epochs 2000 8`.
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use std::time::{Duration, Instant};
 use txn::bench_api::{BenchTable, SeqSet};
 
@@ -74,6 +86,8 @@ enum Phase {
     Write,
     /// Each transaction's `get` then its `write` of the same row, as a ledger or YCSB-T step.
     Execute,
+    /// `Execute` with the rows prefetched this many transactions ahead.
+    ExecutePrefetched(usize),
     Decide,
     Commit,
 }
@@ -82,6 +96,30 @@ enum Phase {
 fn execute(table: &mut BenchTable<u64, Row>, keys: &[u64]) -> Duration {
     let start = Instant::now();
     for (seq, key) in keys.iter().enumerate() {
+        let (id, balance) = table.get(seq as u32, key).expect("loaded row");
+        table.write(seq as u32, *key, Some((id, balance + 1)));
+    }
+    start.elapsed()
+}
+
+/// `execute` with the rows prefetched `distance` transactions ahead (see the module comment);
+/// the keys' hashes are computed in the timed part, as a partition would from its steps' hints.
+fn execute_prefetched(table: &mut BenchTable<u64, Row>, keys: &[u64], distance: usize) -> Duration {
+    let start = Instant::now();
+    let hashes: Vec<u64> = keys.iter().map(BenchTable::<u64, Row>::row_hash).collect();
+    for hash in hashes.iter().take(2 * distance) {
+        table.prefetch_row(*hash, false);
+    }
+    for hash in hashes.iter().take(distance) {
+        table.prefetch_row(*hash, true);
+    }
+    for (seq, key) in keys.iter().enumerate() {
+        if let Some(hash) = hashes.get(seq + 2 * distance) {
+            table.prefetch_row(*hash, false);
+        }
+        if let Some(hash) = hashes.get(seq + distance) {
+            table.prefetch_row(*hash, true);
+        }
         let (id, balance) = table.get(seq as u32, key).expect("loaded row");
         table.write(seq as u32, *key, Some((id, balance + 1)));
     }
@@ -114,6 +152,7 @@ fn epoch(table: &mut BenchTable<u64, Row>, keys: &[u64], phase: Phase) -> Durati
     let none = SeqSet::with_len(keys.len());
     let mut timed = match phase {
         Phase::Execute => Some(execute(table, keys)),
+        Phase::ExecutePrefetched(distance) => Some(execute_prefetched(table, keys, distance)),
         _ => get_then_write(table, keys, phase),
     };
     let start = Instant::now();
@@ -127,8 +166,9 @@ fn epoch(table: &mut BenchTable<u64, Row>, keys: &[u64], phase: Phase) -> Durati
     timed
 }
 
-fn rows(c: &mut Criterion) {
-    let mut group = c.benchmark_group("rows");
+/// Times each of `phases` on each table size, in criterion group `group`.
+fn bench_phases(c: &mut Criterion, group: &str, phases: &[(String, Phase)]) {
+    let mut group = c.benchmark_group(group);
     group.throughput(Throughput::Elements(BATCH_ROWS as u64));
     for n in TABLE_ROWS {
         let mut table = loaded_table(n);
@@ -136,18 +176,11 @@ fn rows(c: &mut Criterion) {
             state: 0x9e37_79b9_7f4a_7c15,
             n,
         };
-        let phases = [
-            ("get", Phase::Get),
-            ("write", Phase::Write),
-            ("execute", Phase::Execute),
-            ("decide", Phase::Decide),
-            ("commit", Phase::Commit),
-        ];
         for (name, phase) in phases {
-            group.bench_function(BenchmarkId::new(name, n), |b| {
+            group.bench_function(BenchmarkId::new(name.as_str(), n), |b| {
                 b.iter_custom(|iters| {
                     (0..iters)
-                        .map(|_| epoch(&mut table, &keys.batch(), phase))
+                        .map(|_| epoch(&mut table, &keys.batch(), *phase))
                         .sum()
                 })
             });
@@ -156,5 +189,69 @@ fn rows(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, rows);
-criterion_main!(benches);
+fn rows(c: &mut Criterion) {
+    let phases = [
+        ("get", Phase::Get),
+        ("write", Phase::Write),
+        ("execute", Phase::Execute),
+        ("decide", Phase::Decide),
+        ("commit", Phase::Commit),
+    ];
+    let phases: Vec<(String, Phase)> = phases.map(|(n, p)| (n.to_string(), p)).into();
+    bench_phases(c, "rows", &phases);
+}
+
+/// Prefetch distances compared by `rows_prefetch` (0: none).
+const DISTANCES: [usize; 4] = [0, 4, 8, 16];
+
+fn rows_prefetch(c: &mut Criterion) {
+    let phases: Vec<(String, Phase)> = DISTANCES
+        .iter()
+        .map(|d| (format!("execute_ahead_{d}"), Phase::ExecutePrefetched(*d)))
+        .collect();
+    bench_phases(c, "rows_prefetch", &phases);
+}
+
+/// `--fixed-epochs <epochs> <distance>`: a fixed amount of work for `perf stat` (see the module
+/// comment). The keys of every epoch are drawn before the first, so that drawing them is part
+/// of the fixed setup cost rather than of each epoch.
+fn fixed_epochs(epochs: usize, distance: usize) {
+    let n = 1_000_000;
+    let mut table = loaded_table(n);
+    let mut keys = Keys {
+        state: 0x9e37_79b9_7f4a_7c15,
+        n,
+    };
+    // 256 distinct batches cover the whole table; longer runs reuse them in turn.
+    let batches: Vec<Vec<u64>> = (0..epochs.min(256)).map(|_| keys.batch()).collect();
+    let mut total = Duration::ZERO;
+    for e in 0..epochs {
+        total += epoch(
+            &mut table,
+            &batches[e % batches.len()],
+            Phase::ExecutePrefetched(distance),
+        );
+    }
+    let rows = (epochs * BATCH_ROWS).max(1) as f64;
+    println!(
+        "{epochs} epochs, distance {distance}: execute {:.1} ns/row (wall clock)",
+        total.as_nanos() as f64 / rows
+    );
+}
+
+criterion_group!(benches, rows, rows_prefetch);
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--fixed-epochs") {
+        let number = |i: usize| -> usize {
+            args.get(at + i)
+                .and_then(|a| a.parse().ok())
+                .expect("--fixed-epochs <epochs> <distance>")
+        };
+        fixed_epochs(number(1), number(2));
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -125,6 +125,20 @@ impl<K: Key, V: Row> BenchTable<K, V> {
         self.0.scan(seq, range, limit)
     }
 
+    /// The hash of `key` that the committed rows' index uses (`dense_rows::hash_of`), for
+    /// [`BenchTable::prefetch_row`].
+    #[inline]
+    pub fn row_hash(key: &K) -> u64 {
+        crate::dense_rows::hash_of(key)
+    }
+
+    /// `TableState::prefetch_row`: starts loading the index bucket (or, `entry`, the entry) of
+    /// the row whose key hashes to `hash`.
+    #[inline]
+    pub fn prefetch_row(&self, hash: u64, entry: bool) {
+        self.0.prefetch_row(hash, entry)
+    }
+
     /// `TableState::write`: a buffered write (`Some`) or delete (`None`) by transaction `seq`.
     #[inline]
     pub fn write(&mut self, seq: Seq, key: K, value: Option<V>) {

@@ -56,6 +56,39 @@ pub trait App: Send + Sync + 'static {
     /// build-time check of `#[service]` and the run-time check of `TxnCtx` both read it
     /// (`docs/governance.md`). Hand-written apps may use `AppBuilder::allow` instead.
     const PURPOSES_ALLOWED: &'static [(&'static str, &'static [&'static str])] = &[];
+
+    /// A performance hint: the row `event`'s handler will most likely read first, so that the
+    /// partition can start loading it from memory while it runs the steps before (see
+    /// [`RowHint`]). Only ever a hint: a wrong or missing one changes no result. For `#[app]`
+    /// applications, the routing key of events that have one ([`Service::row_hint`]); the
+    /// default gives none.
+    fn row_hint(event: &Self::Event) -> Option<RowHint> {
+        let _ = event;
+        None
+    }
+}
+
+/// The key of a row a step will most likely touch, as its type and its hash: before a
+/// partition runs a wave's steps, it prefetches the rows their hints name in its hashed tables
+/// keyed by that type, some steps ahead, so that the cache misses of many steps' row lookups
+/// overlap instead of stalling one after another. The handler still looks its rows up itself:
+/// a hint only moves memory into the caches, so a wrong or missing hint changes nothing but
+/// the time taken, and nothing of it is logged or sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowHint {
+    pub(crate) key_type: std::any::TypeId,
+    pub(crate) hash: u64,
+}
+
+impl RowHint {
+    /// The hint for the row keyed `key` (in a table keyed by `K`).
+    #[inline]
+    pub fn of<K: Hash + ?Sized + 'static>(key: &K) -> Self {
+        RowHint {
+            key_type: std::any::TypeId::of::<K>(),
+            hash: crate::dense_rows::hash_of(key),
+        }
+    }
 }
 
 /// A service's contract: its application, the key type that routes events to its partitions,
@@ -82,6 +115,14 @@ pub trait Service: Sized + Send + Sync + 'static {
     /// The purposes each handler serves, by event kind (`#[handler(purpose = "checkout")]`);
     /// a handler not listed serves none and may read no personal data.
     const HANDLER_PURPOSES: &'static [(&'static str, &'static [&'static str])] = &[];
+
+    /// The [`RowHint`] of `event` ([`App::row_hint`]): `#[service]` generates the hint of its
+    /// routing key for event types that have one ([`KeyOf`]), since a keyed service's handler
+    /// usually reads the row of the key that routed its event. None by default.
+    fn row_hint(event: &Self::Event) -> Option<RowHint> {
+        let _ = event;
+        None
+    }
 
     /// Decodes an event of kind `kind` from its JSON `payload` and routes it: by its key if
     /// the event type has one, else to `partition`. What a server does with a request body;

@@ -41,6 +41,29 @@ const MAX_BUCKETS: usize = 1 << 31;
 /// An empty bucket.
 const EMPTY: u32 = 0;
 
+/// The most buckets `prefetch_entry` reads of a probe: a run longer than this (rare below
+/// `MAX_LOAD`) is left to the probe itself.
+const PREFETCH_PROBE: usize = 4;
+
+/// Asks the CPU to start loading the cache line holding `at`, without waiting for it: a
+/// prefetch changes no value and cannot fault, so it is only ever a performance hint. A no-op
+/// where there is no prefetch instruction to use.
+#[inline(always)]
+#[allow(unsafe_code)]
+fn prefetch<T>(at: &T) {
+    // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 CPU has (it is in the target's
+    // baseline); it reads nothing into the program and never faults, and `at` is a live
+    // reference anyway.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            (at as *const T).cast::<i8>(),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
+}
+
 /// The hash index of `DenseRows`: a power-of-two array of 4-byte buckets, with linear probing
 /// from bucket `hash & mask` and backward-shift deletion (no tombstones: a delete moves the
 /// buckets after it back along their probe paths, so a probe stops at the first empty bucket).
@@ -112,6 +135,29 @@ impl Index {
             }
             at = (at + 1) & mask;
         }
+    }
+
+    /// The position of the first bucket of `hash`'s probe that holds `hash`'s tag, without
+    /// reading any entry (so possibly another key's entry, on a tag collision), or `None` when
+    /// the probe reaches an empty bucket first or runs longer than `PREFETCH_PROBE` buckets.
+    #[inline]
+    fn tagged_position(&self, hash: u64) -> Option<usize> {
+        if self.buckets.is_empty() {
+            return None;
+        }
+        let (mask, tag) = (self.mask(), self.tag(hash));
+        let mut at = hash as usize & mask;
+        for _ in 0..PREFETCH_PROBE {
+            let b = self.buckets[at];
+            if b == EMPTY {
+                return None;
+            }
+            if b >> self.bits == tag {
+                return Some(self.position_of(b));
+            }
+            at = (at + 1) & mask;
+        }
+        None
     }
 
     /// The position the occupied bucket `at` holds.
@@ -219,7 +265,7 @@ impl ProbeCount {
 
 /// The hash of a key for the index. Only positions in memory depend on it: nothing persisted
 /// and no iteration order does.
-fn hash_of<K: Hash>(key: &K) -> u64 {
+pub(crate) fn hash_of<K: Hash + ?Sized>(key: &K) -> u64 {
     let mut hasher = FxHasher::default();
     key.hash(&mut hasher);
     hasher.finish()
@@ -241,6 +287,31 @@ impl<K: Hash + Eq, S> DenseRows<K, S> {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Starts loading the index bucket where the probe of a key with hash `hash` (`hash_of`)
+    /// begins. Only a hint: nothing is read or changed.
+    #[inline]
+    pub fn prefetch_bucket(&self, hash: u64) {
+        let buckets = &self.index.buckets;
+        if !buckets.is_empty() {
+            prefetch(&buckets[hash as usize & self.index.mask()]);
+        }
+    }
+
+    /// Starts loading the entry that the probe of a key with hash `hash` would most likely
+    /// find: it reads the index buckets (best after `prefetch_bucket` of the same hash, some
+    /// rows earlier) but no entry, and changes nothing. A wrong hash prefetches another
+    /// entry or none.
+    #[inline]
+    pub fn prefetch_entry(&self, hash: u64) {
+        if let Some(entry) = self
+            .index
+            .tagged_position(hash)
+            .and_then(|i| self.entries.get(i))
+        {
+            prefetch(entry);
+        }
     }
 
     /// The position of `key`'s entry, found in one probe.

@@ -57,7 +57,9 @@ pub use app::{
 };
 pub use cluster_dispatch::{ClusterPlacement, NodeTraffic};
 pub use context::TxnCtx;
-pub use contract::{Envelope, EventInfo, EventOf, IngressError, KeyOf, Request, Service, Svc};
+pub use contract::{
+    Envelope, EventInfo, EventOf, IngressError, KeyOf, Request, RowHint, Service, Svc,
+};
 pub use coordination::{CoordinationEntry, DeltaUse, Verdict};
 pub use delta::Field;
 pub use epoch::{EpochStats, Fallback, SerialPos};

@@ -14,6 +14,7 @@ use crate::bitset::SeqSet;
 use crate::clock::Clock;
 use crate::constraint::{ConstraintStep, IndexOp, OnDelete, ParentDeleted, Probe};
 use crate::context::{Meter, TxnCtx, Usage};
+use crate::contract::RowHint;
 use crate::envelope::EpochEnv;
 use crate::error::{AbortReason, panic_message};
 use crate::ids::{GlobalPartition, Seq, Tid};
@@ -111,6 +112,13 @@ impl<A: App> Default for WaveOut<A> {
         }
     }
 }
+
+/// How many steps ahead of the step it runs a wave prefetches the rows of its steps' hints
+/// (`RowHint`): the entry of step `i + PREFETCH_AHEAD`, whose index bucket was prefetched
+/// `PREFETCH_AHEAD` steps before, and the index bucket of step `i + 2 * PREFETCH_AHEAD`. Far
+/// enough ahead for a load from memory to arrive during the steps between, near enough for the
+/// lines to still be cached when their step runs (`txn/benches/rows.rs`, `rows_prefetch`).
+const PREFETCH_AHEAD: usize = 8;
 
 /// The tables of one partition.
 pub(crate) struct PartitionState<A: App> {
@@ -439,7 +447,10 @@ impl<A: App> PartitionState<A> {
         let n_steps = steps.len();
         // At most one entry per step: sized once instead of regrown push by push.
         out.usage.reserve(n_steps);
-        for step in steps {
+        let hints = self.prime_hints(env, &steps);
+        for (i, step) in steps.into_iter().enumerate() {
+            self.prefetch(hints.get(i + 2 * PREFETCH_AHEAD), false);
+            self.prefetch(hints.get(i + PREFETCH_AHEAD), true);
             let (_, _, usage) = match &mut running {
                 Some(r) if r.0 == step.seq => r,
                 slot => {
@@ -471,6 +482,45 @@ impl<A: App> PartitionState<A> {
         let service = &app.services[self.service_idx as usize].name;
         warn_if_slow(service, self.partition, n_steps, started);
         out
+    }
+
+    /// The row hint of each step (`App::row_hint`; none for constraint steps), with the rows of
+    /// the first steps prefetched: the index buckets of the first `2 * PREFETCH_AHEAD`, then
+    /// the entries of the first `PREFETCH_AHEAD`. Empty when no step has a hint.
+    fn prime_hints(
+        &self,
+        env: &EpochEnv<A::Event>,
+        steps: &[Step<A::Event>],
+    ) -> Vec<Option<RowHint>> {
+        let hints: Vec<Option<RowHint>> = steps
+            .iter()
+            .map(|step| match &step.event {
+                StepEvent::Inbound => A::row_hint(&env.requests[step.seq as usize].event),
+                StepEvent::Emitted(event) => A::row_hint(event),
+                _ => None,
+            })
+            .collect();
+        if hints.iter().all(Option::is_none) {
+            return Vec::new();
+        }
+        for hint in hints.iter().take(2 * PREFETCH_AHEAD) {
+            self.prefetch(Some(hint), false);
+        }
+        for hint in hints.iter().take(PREFETCH_AHEAD) {
+            self.prefetch(Some(hint), true);
+        }
+        hints
+    }
+
+    /// Prefetches the row `hint` names (if any) in every table keyed by its key type: its index
+    /// bucket, or (`entry`) its entry. Changes nothing but what the caches hold.
+    #[inline]
+    fn prefetch(&self, hint: Option<&Option<RowHint>>, entry: bool) {
+        if let Some(Some(hint)) = hint {
+            for table in &self.tables {
+                table.prefetch_hinted(*hint, entry);
+            }
+        }
     }
 
     /// The decide phase: transactions losing a conflict in this partition.

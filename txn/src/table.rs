@@ -11,6 +11,7 @@
 
 use crate::bitset::SeqSet;
 use crate::constraint::{ConstraintStep, Constraints, OnDelete, ParentDeleted, Placement};
+use crate::contract::RowHint;
 use crate::coordination::TableSummary;
 use crate::delta::{DeltaError, DeltaOp, DeltaWithReader, decide_deltas, in_seq_order};
 use crate::dense_rows::DenseRows;
@@ -784,6 +785,21 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         found.into_iter().collect()
     }
 
+    /// A prefetch hint for the committed row whose key hashes to `hash` (`dense_rows::hash_of`):
+    /// starts loading its index bucket, or (`entry`) the entry that bucket points to, which is
+    /// best done some rows after the bucket's. Reads no entry and changes nothing, so a wrong
+    /// hash costs only the loads; nothing for an ordered table.
+    #[inline]
+    pub fn prefetch_row(&self, hash: u64, entry: bool) {
+        if let Rows::Hash(rows) = &self.rows {
+            if entry {
+                rows.prefetch_entry(hash);
+            } else {
+                rows.prefetch_bucket(hash);
+            }
+        }
+    }
+
     pub fn is_ordered(&self) -> bool {
         matches!(self.rows, Rows::Ordered(_))
     }
@@ -1291,6 +1307,8 @@ pub(crate) trait AnyTable: Send {
     fn commit_all(&mut self, keep: bool);
     /// Whether any access is buffered.
     fn has_access(&self) -> bool;
+    /// `TableState::prefetch_row` for a hint whose key type is this table's (else nothing).
+    fn prefetch_hinted(&self, hint: RowHint, entry: bool);
     /// Routes accesses to the solo map (serial fallback) or back to the epoch map.
     fn set_solo(&mut self, solo: bool);
     /// Whether changed rows are remembered for the next checkpoint.
@@ -1577,6 +1595,13 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
         self.undo = undo;
         self.scans.clear();
         self.index_reads.clear();
+    }
+
+    #[inline]
+    fn prefetch_hinted(&self, hint: RowHint, entry: bool) {
+        if hint.key_type == std::any::TypeId::of::<K>() {
+            self.prefetch_row(hint.hash, entry);
+        }
     }
 
     fn has_access(&self) -> bool {

@@ -209,6 +209,13 @@ pub fn app(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
                     #(#envelope::#variants(e) => <#services as ::txn::Service>::is_internal(e),)*
                 }
             }
+
+            #[inline]
+            fn row_hint(event: &#envelope) -> ::core::option::Option<::txn::RowHint> {
+                match event {
+                    #(#envelope::#variants(e) => <#services as ::txn::Service>::row_hint(e),)*
+                }
+            }
         }
 
         #(

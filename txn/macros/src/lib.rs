@@ -199,8 +199,9 @@ pub fn derive_event_kind(input: TokenStream) -> TokenStream {
 ///   service takes, one variant per handler, named after its event type (derives `Clone`,
 ///   `Debug`, `Serialize`, `Deserialize`); the application's envelope wraps it;
 /// - `impl txn::Service for Accounts`: `App = A`, `Key = K`, `Event = AccountsEvent`, `NAME`
-///   (`"Accounts"`), `event_kind` (the event type's name) and `is_internal`
-///   (`#[handler(internal)]`);
+///   (`"Accounts"`), `event_kind` (the event type's name), `is_internal`
+///   (`#[handler(internal)]`) and `row_hint` (the routing key of an event type that has one:
+///   the row its handler most likely reads first, for the partition to prefetch);
 /// - `impl txn::EventOf<Accounts> for Withdraw` (and each other event type), with `KIND`
 ///   `"Withdraw"`: only the service's own event types can be sent to it, so sending another
 ///   service's event does not compile; `Svc::precedence::<Before, After>(&mut builder)` names
@@ -480,8 +481,8 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 /// | `event = Name` | no | the envelope enum's name; default `<App>Event` |
 /// | `allow(pii = ["checkout", ..], card = [..])` | no | the purposes each personal-data category may serve (`App::PURPOSES_ALLOWED`, `docs/governance.md`) |
 ///
-/// Generates `impl txn::App` (its `event_kind` and `is_internal` ask the service of the
-/// event) and the envelope the epoch log stores: `enum <App>Event { A(AEvent), B(BEvent), .. }`,
+/// Generates `impl txn::App` (its `event_kind`, `is_internal` and `row_hint` ask the service
+/// of the event) and the envelope the epoch log stores: `enum <App>Event { A(AEvent), B(BEvent), .. }`,
 /// one variant per service, with the struct's visibility, and `impl txn::Envelope<A>` for
 /// each service. Users never build the envelope by hand: events are the services' own types,
 /// and `ctx.emit`, `client.submit` and `exec.run` wrap them.

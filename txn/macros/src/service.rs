@@ -397,6 +397,19 @@ fn contract(
                 match *event { #(#enum_ident::#variants(_) => #internal,)* }
             }
 
+            #[inline]
+            fn row_hint(event: &#enum_ident) -> ::core::option::Option<::txn::RowHint> {
+                #[allow(unused_imports)]
+                use ::txn::__private::ingress::{NoKey as _, ViaKey as _};
+                // Through `*event`, as in `event_kind`: a service without handlers has an empty
+                // enum, whose reference an empty match does not cover.
+                match *event {
+                    #(#enum_ident::#variants(ref e) => (&::txn::__private::ingress::KeyProbe::<#events, #key>::new(e))
+                        .probe_key()
+                        .map(::txn::RowHint::of::<#key>),)*
+                }
+            }
+
             const EVENTS: &'static [::txn::EventInfo] = &[
                 #(::txn::EventInfo { kind: #names, internal: #internal },)*
             ];

@@ -322,3 +322,16 @@ pub fn link_to<A: txn::App>(hosts: &[&Arc<txn::PartitionHost<A>>]) -> txn::Loopb
     }
     link
 }
+
+/// A runtime of `app` over `storage` (recovering whatever log it holds), otherwise configured
+/// as `RuntimeConfig::in_memory`.
+pub async fn start_on<A: txn::App>(
+    app: Arc<AppDef<A>>,
+    storage: txn::storage::MemoryStorage,
+) -> txn::Runtime<A> {
+    let config = txn::RuntimeConfig {
+        storage: Arc::new(storage),
+        ..txn::RuntimeConfig::in_memory()
+    };
+    txn::Runtime::start(app, config).await.unwrap()
+}
