@@ -230,6 +230,12 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = txn::limits::CHECKPOINT_EVERY_EPOCHS_DEFAULT)]
     pub checkpoint_every: u64,
 
+    /// Bounds the embedded vmsdb's checkpoint duty cycle (`RuntimeConfig::checkpoint_rest_factor`):
+    /// a checkpoint falls due only once K times the previous one's write time has passed since
+    /// it completed, as well as --checkpoint-every epochs. 0 checkpoints by epochs alone.
+    #[arg(long, value_name = "K", default_value_t = txn::limits::CHECKPOINT_REST_FACTOR_DEFAULT)]
+    pub checkpoint_rest_factor: u32,
+
     /// How much of vmsdb's epoch log is kept for provenance (`txn::history`): `none` lets
     /// checkpoints truncate it, `everything` keeps it whole (`Retention::Everything`).
     #[arg(long, value_enum, default_value_t = HistoryRetentionArg::None)]

@@ -205,6 +205,7 @@ fn run_parameters(c: &CommonArgs) -> serde_json::Value {
         "epoch_quiet_close": c.epoch_quiet_close,
         "early_replies": c.early_replies,
         "checkpoint_every_epochs": c.checkpoint_every,
+        "checkpoint_rest_factor": c.checkpoint_rest_factor,
         "history_retention": format!("{:?}", c.history_retention),
         "fallback": format!("{:?}", c.fallback),
         "serial_hint_threshold": c.serial_hint_threshold,
@@ -262,17 +263,12 @@ pub(crate) fn effects_of(rec: &metrics::Recorder) -> Effects {
     }
 }
 
-async fn run_vmsdb<W: Workload>(
-    w: Arc<W>,
-    common: &CommonArgs,
-    ui: Ui,
-) -> Result<SystemRun, HarnessError> {
-    let (storage, _tmp) = open_storage(common)?;
-    let storage_name = storage.name().to_string();
+/// The embedded vmsdb run's runtime configuration, from the common flags, on `storage`.
+fn runtime_config(common: &CommonArgs, storage: Arc<dyn Storage>) -> RuntimeConfig {
     // `..RuntimeConfig::in_memory()` keeps this compiling while txn's config grows new fields;
     // they take their defaults.
     #[allow(clippy::needless_update)]
-    let config = RuntimeConfig {
+    RuntimeConfig {
         epoch_duration: Duration::from_micros(common.epoch_us),
         epoch_txns_max: common.epoch_txns_max as usize,
         epoch_quiet_close_txns: common.epoch_quiet_close as usize,
@@ -284,6 +280,7 @@ async fn run_vmsdb<W: Workload>(
         },
         storage,
         checkpoint_every_epochs: common.checkpoint_every,
+        checkpoint_rest_factor: common.checkpoint_rest_factor,
         history_retention: match common.history_retention {
             HistoryRetentionArg::None => None,
             HistoryRetentionArg::Everything => Some(txn::Retention::Everything),
@@ -296,7 +293,17 @@ async fn run_vmsdb<W: Workload>(
             txn::SerialHints::Off
         },
         ..RuntimeConfig::in_memory()
-    };
+    }
+}
+
+async fn run_vmsdb<W: Workload>(
+    w: Arc<W>,
+    common: &CommonArgs,
+    ui: Ui,
+) -> Result<SystemRun, HarnessError> {
+    let (storage, _tmp) = open_storage(common)?;
+    let storage_name = storage.name().to_string();
+    let config = runtime_config(common, storage);
     let rt = Runtime::start(w.app().clone(), config).await?;
     let client = rt.client();
 
@@ -591,4 +598,43 @@ fn run_serial<W: Workload>(w: &W, common: &CommonArgs, ui: Ui) -> Result<SystemR
         anomalies_expected: Baseline::Serial.anomalies_expected(),
         usage: Some(usage),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The common flags of `bench-harness transfer` with `extra` appended.
+    fn common(extra: &[&str]) -> CommonArgs {
+        let mut argv = vec!["bench-harness", "transfer"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv)
+            .expect("the flags parse")
+            .workload
+            .common()
+            .clone()
+    }
+
+    #[test]
+    fn checkpoint_rest_factor_reaches_the_runtime_and_the_summary() {
+        // Goal: `--checkpoint-rest-factor K` sets the embedded run's
+        // `RuntimeConfig::checkpoint_rest_factor` and is listed with the run's parameters;
+        // without it the runtime's default applies.
+        let storage = || -> Arc<dyn Storage> { Arc::new(MemoryStorage::new()) };
+        let default = common(&[]);
+        assert_eq!(
+            runtime_config(&default, storage()).checkpoint_rest_factor,
+            txn::limits::CHECKPOINT_REST_FACTOR_DEFAULT
+        );
+        assert_eq!(
+            run_parameters(&default)["checkpoint_rest_factor"],
+            txn::limits::CHECKPOINT_REST_FACTOR_DEFAULT
+        );
+        for k in [0u32, 5] {
+            let args = common(&["--checkpoint-rest-factor", &k.to_string()]);
+            assert_eq!(runtime_config(&args, storage()).checkpoint_rest_factor, k);
+            assert_eq!(run_parameters(&args)["checkpoint_rest_factor"], k);
+        }
+    }
 }

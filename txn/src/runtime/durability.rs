@@ -199,6 +199,9 @@ impl CheckpointSchedule {
     }
 }
 
+/// A log append whose epochs waited this long from queued to durable is logged (debug).
+const SLOW_APPEND_NANOS: u64 = 100_000_000;
+
 /// Appends epoch records and advances the watermark: every record queued when the thread comes
 /// round is written in ONE durable write (group commit across epochs), so a slow fsync makes the
 /// writes bigger, not the queue longer. Checkpoints are queued behind their epoch's record and
@@ -227,13 +230,25 @@ pub(super) fn durability_loop<A: App>(
                 Ok((last, append_nanos)) => {
                     durable.advance(last);
                     if let Some(queued) = oldest_queued {
-                        stats.note_append(&LogPeak {
+                        let peak = LogPeak {
                             wait_nanos: queued.elapsed().as_nanos() as u64,
                             append_nanos,
                             epochs: group.len() as u64,
                             bytes: bufs[..group.len()].iter().map(|b| b.len() as u64).sum(),
                             checkpoint_writing: checkpoint_writing(stats),
-                        });
+                        };
+                        if peak.wait_nanos >= SLOW_APPEND_NANOS {
+                            tracing::debug!(
+                                epoch = last,
+                                wait_ms = peak.wait_nanos as f64 / 1e6,
+                                append_ms = peak.append_nanos as f64 / 1e6,
+                                epochs = peak.epochs,
+                                bytes = peak.bytes,
+                                checkpoint_writing = peak.checkpoint_writing,
+                                "slow log append"
+                            );
+                        }
+                        stats.note_append(&peak);
                     }
                 }
                 Err(e) => {
@@ -535,6 +550,7 @@ fn write_checkpoint(
     if let Some(base) = base.as_deref_mut() {
         base.finish(epoch, timestamp_ms)?;
     }
+    let chunks_written = started.elapsed();
     turn(&mut || storage.complete_checkpoint(epoch))?;
     let completed = started.elapsed();
     let truncate_below = match base {
@@ -548,6 +564,8 @@ fn write_checkpoint(
         epoch,
         rows = n_rows,
         seconds = started.elapsed().as_secs_f64(),
+        chunks_seconds = chunks_written.as_secs_f64(),
+        completion_seconds = (completed - chunks_written).as_secs_f64(),
         truncation_seconds = (started.elapsed() - completed).as_secs_f64(),
         "checkpoint written"
     );
