@@ -134,6 +134,9 @@ pub(crate) struct PartitionState<A: App> {
     /// ([`next_incarnation`]): a hand-over keeps a partition only if the instance its owner
     /// holds is the one the runtime before stopped. Not part of the state.
     pub incarnation: u64,
+    /// The current wave's row hints, one per step (`run_wave`): kept between waves so a wave
+    /// does not allocate them. Not part of the state.
+    hints: Vec<Option<RowHint>>,
     _app: PhantomData<fn() -> A>,
 }
 
@@ -223,6 +226,7 @@ impl<A: App> PartitionState<A> {
             tables,
             trace: None,
             incarnation: next_incarnation(),
+            hints: Vec::new(),
             _app: PhantomData,
         }
     }
@@ -447,7 +451,8 @@ impl<A: App> PartitionState<A> {
         let n_steps = steps.len();
         // At most one entry per step: sized once instead of regrown push by push.
         out.usage.reserve(n_steps);
-        let hints = self.prime_hints(env, &steps);
+        let mut hints = std::mem::take(&mut self.hints);
+        self.prime_hints(env, &steps, &mut hints);
         for (i, step) in steps.into_iter().enumerate() {
             self.prefetch(hints.get(i + 2 * PREFETCH_AHEAD), false);
             self.prefetch(hints.get(i + PREFETCH_AHEAD), true);
@@ -479,29 +484,35 @@ impl<A: App> PartitionState<A> {
         if let Some((seq, before, now)) = running {
             out.usage.push((seq, now.since(&before)));
         }
+        hints.clear();
+        self.hints = hints;
         let service = &app.services[self.service_idx as usize].name;
         warn_if_slow(service, self.partition, n_steps, started);
         out
     }
 
-    /// The row hint of each step (`App::row_hint`; none for constraint steps), with the rows of
-    /// the first steps prefetched: the index buckets of the first `2 * PREFETCH_AHEAD`, then
-    /// the entries of the first `PREFETCH_AHEAD`. Empty when no step has a hint.
+    /// Fills `hints` (empty on entry) with the row hint of each step (`App::row_hint`; none for
+    /// constraint steps) and prefetches the rows of the first steps: the index buckets of the
+    /// first `2 * PREFETCH_AHEAD`, then the entries of the first `PREFETCH_AHEAD`. Leaves
+    /// `hints` empty when no step has a hint, or when `row_hint` panics (application code: a
+    /// hint is only a prefetch, so its panic costs the wave its prefetches, nothing else; the
+    /// step's handler still runs, under its own guard).
     fn prime_hints(
         &self,
         env: &EpochEnv<A::Event>,
         steps: &[Step<A::Event>],
-    ) -> Vec<Option<RowHint>> {
-        let hints: Vec<Option<RowHint>> = steps
-            .iter()
-            .map(|step| match &step.event {
+        hints: &mut Vec<Option<RowHint>>,
+    ) {
+        let collected = catch_unwind(AssertUnwindSafe(|| {
+            hints.extend(steps.iter().map(|step| match &step.event {
                 StepEvent::Inbound => A::row_hint(&env.requests[step.seq as usize].event),
                 StepEvent::Emitted(event) => A::row_hint(event),
                 _ => None,
-            })
-            .collect();
-        if hints.iter().all(Option::is_none) {
-            return Vec::new();
+            }))
+        }));
+        if collected.is_err() || hints.iter().all(Option::is_none) {
+            hints.clear();
+            return;
         }
         for hint in hints.iter().take(2 * PREFETCH_AHEAD) {
             self.prefetch(Some(hint), false);
@@ -509,7 +520,6 @@ impl<A: App> PartitionState<A> {
         for hint in hints.iter().take(PREFETCH_AHEAD) {
             self.prefetch(Some(hint), true);
         }
-        hints
     }
 
     /// Prefetches the row `hint` names (if any) in every table keyed by its key type: its index

@@ -1,7 +1,7 @@
 //! Row hints (`App::row_hint`) are a performance hint only: a partition prefetches the rows they
 //! name before running a wave's steps, and the handlers still look their rows up themselves. A
-//! correct, a wrong (another key, or a key of another type) and a missing hint must give the
-//! same outcomes and the same state, live and when the same log is replayed.
+//! correct, a wrong (another key, or a key of another type), a missing and a panicking hint must
+//! give the same outcomes and the same state, live and when the same log is replayed.
 
 mod common;
 
@@ -34,6 +34,7 @@ const CORRECT: u8 = 0;
 const OTHER_KEY: u8 = 1;
 const OTHER_TYPE: u8 = 2;
 const MISSING: u8 = 3;
+const PANICS: u8 = 4;
 
 /// The application, with hints given as `MODE` says.
 struct HintApp<const MODE: u8>;
@@ -50,6 +51,9 @@ impl<const MODE: u8> App for HintApp<MODE> {
             OTHER_KEY => Some(RowHint::of(&(key.wrapping_mul(7) + 1))),
             // The same number as another key type: no table is keyed by it.
             OTHER_TYPE => Some(RowHint::of(&(key as u32))),
+            // Application code that fails for some events (one key in five).
+            PANICS if key.is_multiple_of(5) => panic!("no hint for key {key}"),
+            PANICS => Some(RowHint::of(&key)),
             _ => None,
         }
     }
@@ -158,9 +162,10 @@ async fn check_live<const MODE: u8>(seed: u64) -> (MemoryStorage, u64) {
     (storage, hash)
 }
 
-// Goal: a wrong or missing row hint changes no outcome and no state: live runs with correct,
-// wrong-key, wrong-type and missing hints each match the serial replay of their requests, and
-// the log of the correct-hint run replays to the same state hash under every kind of hint.
+// Goal: a wrong, missing or panicking row hint changes no outcome and no state: live runs with
+// correct, wrong-key, wrong-type, missing and panicking hints each match the serial replay of
+// their requests, and the log of the correct-hint run replays to the same state hash under every
+// kind of hint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_and_missing_hints_change_nothing() {
     let seed = seed("row-hints");
@@ -168,6 +173,7 @@ async fn wrong_and_missing_hints_change_nothing() {
     check_live::<OTHER_KEY>(seed).await;
     check_live::<OTHER_TYPE>(seed).await;
     check_live::<MISSING>(seed).await;
+    check_live::<PANICS>(seed).await;
     let n_epochs = storage.last_epoch().unwrap().unwrap_or(0);
     assert!(n_epochs > 3, "the run should span epochs, got {n_epochs}");
     let replays = [
@@ -175,11 +181,12 @@ async fn wrong_and_missing_hints_change_nothing() {
         replayed_hash::<OTHER_KEY>(&storage).await,
         replayed_hash::<OTHER_TYPE>(&storage).await,
         replayed_hash::<MISSING>(&storage).await,
+        replayed_hash::<PANICS>(&storage).await,
     ];
     assert_eq!(
-        replays, [original; 4],
-        "seed {seed}: replaying {n_epochs} epochs with correct, other-key, other-type and \
-         missing hints"
+        replays, [original; 5],
+        "seed {seed}: replaying {n_epochs} epochs with correct, other-key, other-type, \
+         missing and panicking hints"
     );
 }
 
