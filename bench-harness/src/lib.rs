@@ -205,7 +205,7 @@ fn run_parameters(c: &CommonArgs) -> serde_json::Value {
         "epoch_quiet_close": c.epoch_quiet_close,
         "early_replies": c.early_replies,
         "checkpoint_every_epochs": c.checkpoint_every,
-        "checkpoint_rest_factor": c.checkpoint_rest_factor,
+        "embedded_checkpoint_rest_factor": c.checkpoint_rest_factor,
         "history_retention": format!("{:?}", c.history_retention),
         "fallback": format!("{:?}", c.fallback),
         "serial_hint_threshold": c.serial_hint_threshold,
@@ -628,13 +628,13 @@ mod tests {
             txn::limits::CHECKPOINT_REST_FACTOR_DEFAULT
         );
         assert_eq!(
-            run_parameters(&default)["checkpoint_rest_factor"],
+            run_parameters(&default)["embedded_checkpoint_rest_factor"],
             txn::limits::CHECKPOINT_REST_FACTOR_DEFAULT
         );
         for k in [0u32, 5] {
             let args = common(&["--checkpoint-rest-factor", &k.to_string()]);
             assert_eq!(runtime_config(&args, storage()).checkpoint_rest_factor, k);
-            assert_eq!(run_parameters(&args)["checkpoint_rest_factor"], k);
+            assert_eq!(run_parameters(&args)["embedded_checkpoint_rest_factor"], k);
         }
     }
 }
