@@ -19,11 +19,12 @@
 
 mod common;
 
+use common::node::WAIT;
 use common::serving::{DEADLINE, NAMES, Progress, ServingCluster};
 use common::{next_random, seed};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use txn::storage::{PostgresStorage, Storage, StorageError};
 use txn_storage::postgres_instance::{self, PgInstance};
@@ -355,14 +356,13 @@ fn store_failed(error: &Value) -> bool {
 }
 
 /// Sends transfers to the first node only, under ids `client/seq`, until told to stop, noting
-/// each commit in `shared`: how many answers said the store failed under the request (the
-/// node's runtime failed under it).
-async fn pinned_client(shared: Arc<Progress>, client: u64) -> usize {
+/// each commit in `shared` and counting in `storage_failed` the answers that said the store
+/// failed under the request (the node's runtime failed under it).
+async fn pinned_client(shared: Arc<Progress>, client: u64, storage_failed: Arc<AtomicUsize>) {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
         .build()
         .unwrap();
-    let mut storage_failed = 0;
     let mut random = client;
     for seq in 0.. {
         if shared.stop.load(Ordering::Acquire) {
@@ -376,18 +376,24 @@ async fn pinned_client(shared: Arc<Progress>, client: u64) -> usize {
         let sent_at = Instant::now();
         match submit(&http, &shared.urls[0], "Transfer", &id, &body).await {
             Some((200, outcome)) => shared.note_ack(sent_at, 0, &outcome),
-            Some((_, error)) if store_failed(&error) => storage_failed += 1,
+            Some((_, error)) if store_failed(&error) => {
+                storage_failed.fetch_add(1, Ordering::AcqRel);
+            }
             // Between runtimes the node has no sequencer (`no_sequencer`): pace the retries.
             _ => tokio::time::sleep(Duration::from_millis(5)).await,
         }
     }
-    storage_failed
 }
 
-/// With the partitions spread, SIGKILLing a node that hosts some fails the sequencer's runtime
-/// (a phase batch gets no answer): requests sent to the sequencer get `storage_failed`, and
-/// the sequencer replaces its runtime by one placed over the survivors. Its `/ready` must then
-/// answer 200 again: the store failure belonged to the replaced runtime.
+/// With the partitions spread, a node hosting some that stops answering fails the sequencer's
+/// runtime: a phase batch gets no answer within the phase timeout, and requests sent to the
+/// sequencer get `storage_failed`. The node is frozen (SIGSTOP) under a failure timeout longer
+/// than the phase timeout, so its sessions stay open and it is not declared dead first: the
+/// runtime fails before the membership changes (a SIGKILL would race the runtime's failure
+/// against the session's close, and a runtime replaced for the placement alone never fails).
+/// Once the frozen node is killed, the sequencer replaces its runtime by one placed over the
+/// survivors. Its `/ready` must then answer 200 again: the store failure belonged to the
+/// replaced runtime.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sequencer_whose_runtime_was_replaced_is_ready_again() {
     let test = "a_sequencer_whose_runtime_was_replaced_is_ready_again";
@@ -397,15 +403,31 @@ async fn a_sequencer_whose_runtime_was_replaced_is_ready_again() {
     let http = reqwest::Client::new();
     let store = pg.url();
     let mut args = ledger_args(&store).to_vec();
-    args.push("--spread-partitions");
+    args.extend(["--spread-partitions", "--failure-timeout", "60s"]);
     let mut cluster = ServingCluster::start(&http, &args).await;
     open_accounts(&http, &cluster.urls).await;
     let shared = Progress::new(cluster.urls.clone());
-    let pinned = tokio::spawn(pinned_client(shared.clone(), 7));
+    let storage_failed = Arc::new(AtomicUsize::new(0));
+    let pinned = tokio::spawn(pinned_client(shared.clone(), 7, storage_failed.clone()));
     let acks = &shared.acks;
     cluster.wait_count(&shared, acks, 20, "acks by n1").await;
+    cluster.node(1).signal("-STOP");
+    // The phase timeout is 5 s; the wait covers it three times over.
+    let frozen_at = Instant::now();
+    while storage_failed.load(Ordering::Acquire) == 0 {
+        assert!(
+            frozen_at.elapsed() < 3 * WAIT,
+            "n2 was frozen {:?} ago and n1 never answered storage_failed; the nodes:\n{}",
+            frozen_at.elapsed(),
+            cluster.report()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "{test}: n1 answered storage_failed {:?} after n2 froze",
+        frozen_at.elapsed()
+    );
     cluster.kill(1);
-    cluster.wait_line(0, "replacing the runtime of term");
     cluster.wait_spread(0, &["n1", "n3"]);
     common::wait_ready(&http, &cluster.urls[0]).await;
     let acks_before = acks.load(Ordering::Acquire);
@@ -418,13 +440,10 @@ async fn a_sequencer_whose_runtime_was_replaced_is_ready_again() {
         )
         .await;
     shared.stop.store(true, Ordering::Release);
-    let storage_failed = pinned.await.unwrap();
-    eprintln!("{test}: n1 answered storage_failed {storage_failed} times");
-    assert!(
-        storage_failed > 0,
-        "n1's runtime never failed under a request, so its /ready was never 503 \
-         storage_failed; the nodes:\n{}",
-        cluster.report()
+    pinned.await.unwrap();
+    eprintln!(
+        "{test}: n1 answered storage_failed {} times",
+        storage_failed.load(Ordering::Acquire)
     );
     drop(cluster);
     drop(pg);

@@ -50,7 +50,12 @@ pub fn spawn_node(name: &str, listen: SocketAddr, seeds: &[SocketAddr], extra: &
     let mut command = Command::new(env!("CARGO_BIN_EXE_vmsdb"));
     command
         .args(["node", "--name", name, "--listen", &listen.to_string()])
-        .args(["--heartbeat-interval", HEARTBEAT, "--failure-timeout", "1s"])
+        .args(["--heartbeat-interval", HEARTBEAT]);
+    // A test that needs a frozen node not to be declared dead sets a longer one itself.
+    if !extra.contains(&"--failure-timeout") {
+        command.args(["--failure-timeout", "1s"]);
+    }
+    command
         .args(["--join-timeout", "10s"])
         .env("VMSDB_COOKIE", COOKIE)
         .env(
