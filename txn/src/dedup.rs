@@ -246,7 +246,7 @@ struct GroupItem {
 mod pack {
     use super::StoredRef;
     use crate::ids::RequestId;
-    use crate::wire::pack::{Head, small_value};
+    use crate::wire::pack::{Head, value_in_head};
     use serde::Serialize;
 
     /// A [`RequestId`].
@@ -291,9 +291,9 @@ mod pack {
         head.append_to(buf);
     }
 
-    /// A [`super::GroupItem`] holding a committed [`StoredRef`] whose output is none or
-    /// [`small_value`], wholly in `head` (at most 22 + 34 + 36 bytes, the output's room kept
-    /// to what is left); the entry starts at the offset returned. `None` for any other outcome
+    /// A [`super::GroupItem`] holding a committed [`StoredRef`] whose output is none or fits
+    /// ([`value_in_head`]), wholly in `head` (at most 22 + 34 bytes before the output and 36
+    /// after it: the output gets what is left); the entry starts at the offset returned. `None` for any other outcome
     /// (with `head` partly written): [`stored`] and [`group_item`] write it.
     pub(super) fn item<O: Serialize>(
         head: &mut Head,
@@ -313,7 +313,7 @@ mod pack {
         match output {
             None => head.put([0xc0]),
             Some(output) => {
-                if !small_value(head, output, TAIL_MAX) {
+                if !value_in_head(head, output, TAIL_MAX) {
                     return None;
                 }
             }
@@ -874,7 +874,14 @@ mod tests {
         assert!(on_the_stack(&widest(Ok(Some(())))));
         assert!(on_the_stack(&widest(Ok(Some(u64::MAX)))));
         assert!(on_the_stack(&widest(Ok(Some(Some(i64::MIN))))));
-        assert!(!on_the_stack(&widest(Ok(Some("text")))));
+        assert!(
+            on_the_stack(&widest(Ok(Some("text")))),
+            "an output that fits"
+        );
+        assert!(
+            !on_the_stack(&widest(Ok(Some("x".repeat(100))))),
+            "an output that does not fit"
+        );
         assert!(!on_the_stack(&widest(Err::<Option<()>, _>(
             AbortReason::RetriesExhausted { retries: 1 }
         ))));

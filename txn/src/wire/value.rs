@@ -29,19 +29,145 @@ pub(crate) fn write<T: Serialize + ?Sized>(
 #[inline]
 pub(crate) fn value<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> bool {
     let start = buf.len();
-    if value.serialize(Writer(buf)).is_ok() {
+    if into(buf, value) {
         return true;
     }
     buf.truncate(start);
     false
 }
 
-/// The serializer of [`value`].
-struct Writer<'a>(&'a mut Vec<u8>);
+/// Writes `value`'s rmp-serde encoding into `sink` and returns `true`; or returns `false`, with
+/// `sink` partly written, for a value of a shape refused above or that does not fit.
+#[inline]
+pub(crate) fn into<S: Sink, T: Serialize + ?Sized>(sink: &mut S, value: &T) -> bool
+where
+    Refused: From<S::Full>,
+{
+    value.serialize(Writer(sink)).is_ok()
+}
+
+/// Where MessagePack bytes go: a growing `Vec`, or a fixed buffer on the stack
+/// (`wire::pack`'s `Head`, and a head that keeps some room free).
+pub(crate) trait Sink {
+    /// What a sink without room for more answers (`Infallible` for one that never fills).
+    type Full;
+    fn push_array<const K: usize>(&mut self, bytes: [u8; K]) -> Result<(), Self::Full>;
+    fn push_slice(&mut self, bytes: &[u8]) -> Result<(), Self::Full>;
+}
+
+impl Sink for Vec<u8> {
+    type Full = std::convert::Infallible;
+    #[inline(always)]
+    fn push_array<const K: usize>(&mut self, bytes: [u8; K]) -> Result<(), Self::Full> {
+        self.extend_from_slice(&bytes);
+        Ok(())
+    }
+    #[inline(always)]
+    fn push_slice(&mut self, bytes: &[u8]) -> Result<(), Self::Full> {
+        self.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// An unsigned integer in its shortest form (`rmp::encode::write_uint`: positive fixint,
+/// uint 8/16/32/64).
+#[inline(always)]
+pub(crate) fn uint<S: Sink>(s: &mut S, v: u64) -> Result<(), S::Full> {
+    if v < 0x80 {
+        s.push_array([v as u8])
+    } else if v < 1 << 8 {
+        s.push_array([0xcc, v as u8])
+    } else if v < 1 << 16 {
+        let [a, b] = (v as u16).to_be_bytes();
+        s.push_array([0xcd, a, b])
+    } else if v < 1 << 32 {
+        let [a, b, c, d] = (v as u32).to_be_bytes();
+        s.push_array([0xce, a, b, c, d])
+    } else {
+        let [a, b, c, d, e, f, g, h] = v.to_be_bytes();
+        s.push_array([0xcf, a, b, c, d, e, f, g, h])
+    }
+}
+
+/// A signed integer as `rmp::encode::write_sint` writes it: non-negative ones as [`uint`],
+/// negative ones in their shortest form (negative fixint, int 8/16/32/64).
+#[inline(always)]
+pub(crate) fn sint<S: Sink>(s: &mut S, v: i64) -> Result<(), S::Full> {
+    if v >= 0 {
+        uint(s, v as u64)
+    } else if v >= -32 {
+        s.push_array([v as u8])
+    } else if v >= -(1 << 7) {
+        s.push_array([0xd0, v as u8])
+    } else if v >= -(1 << 15) {
+        let [a, b] = (v as i16).to_be_bytes();
+        s.push_array([0xd1, a, b])
+    } else if v >= -(1 << 31) {
+        let [a, b, c, d] = (v as i32).to_be_bytes();
+        s.push_array([0xd2, a, b, c, d])
+    } else {
+        let [a, b, c, d, e, f, g, h] = v.to_be_bytes();
+        s.push_array([0xd3, a, b, c, d, e, f, g, h])
+    }
+}
+
+/// A length after its fix marker (`fix | n` under `fix_max`) or its 8-bit (if any), 16-bit or
+/// 32-bit marker; refused at 2^32 and over.
+#[inline(always)]
+fn len<S: Sink>(
+    s: &mut S,
+    n: usize,
+    fix: u8,
+    fix_max: usize,
+    markers: [u8; 3],
+) -> Result<(), Refused>
+where
+    Refused: From<S::Full>,
+{
+    if n < fix_max {
+        s.push_array([fix | n as u8])?;
+    } else if n < 1 << 8 && markers[0] != 0 {
+        s.push_array([markers[0], n as u8])?;
+    } else if n < 1 << 16 {
+        let [a, b] = (n as u16).to_be_bytes();
+        s.push_array([markers[1], a, b])?;
+    } else {
+        let [a, b, c, d] = u32::try_from(n).map_err(|_| Refused)?.to_be_bytes();
+        s.push_array([markers[2], a, b, c, d])?;
+    }
+    Ok(())
+}
+
+/// An array header for `n` elements (fixarray, array 16/32).
+#[inline(always)]
+pub(crate) fn array<S: Sink>(s: &mut S, n: usize) -> Result<(), Refused>
+where
+    Refused: From<S::Full>,
+{
+    len(s, n, 0x90, 16, [0, 0xdc, 0xdd])
+}
+
+/// A byte string's header for `n` bytes (bin 8/16/32: no fix form).
+#[inline(always)]
+pub(crate) fn bin_header<S: Sink>(s: &mut S, n: usize) -> Result<(), Refused>
+where
+    Refused: From<S::Full>,
+{
+    len(s, n, 0, 0, [0xc4, 0xc5, 0xc6])
+}
+
+/// The serializer of [`into`].
+struct Writer<'a, S>(&'a mut S);
 
 /// A value [`value`] leaves to rmp-serde.
 #[derive(Debug)]
 pub(crate) struct Refused;
+
+impl From<std::convert::Infallible> for Refused {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
 
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,101 +183,58 @@ impl ser::Error for Refused {
     }
 }
 
-impl Writer<'_> {
+impl<S: Sink> Writer<'_, S>
+where
+    Refused: From<S::Full>,
+{
     #[inline(always)]
-    fn put<const K: usize>(&mut self, bytes: [u8; K]) {
-        self.0.extend_from_slice(&bytes);
+    fn put<const K: usize>(&mut self, bytes: [u8; K]) -> Result<(), Refused> {
+        Ok(self.0.push_array(bytes)?)
     }
 
-    /// An unsigned integer in its shortest form (`rmp::encode::write_uint`).
     #[inline(always)]
-    fn uint(&mut self, v: u64) {
-        if v < 0x80 {
-            self.0.push(v as u8);
-        } else if v < 1 << 8 {
-            self.put([0xcc, v as u8]);
-        } else if v < 1 << 16 {
-            let [a, b] = (v as u16).to_be_bytes();
-            self.put([0xcd, a, b]);
-        } else if v < 1 << 32 {
-            let [a, b, c, d] = (v as u32).to_be_bytes();
-            self.put([0xce, a, b, c, d]);
-        } else {
-            let [a, b, c, d, e, f, g, h] = v.to_be_bytes();
-            self.put([0xcf, a, b, c, d, e, f, g, h]);
-        }
+    fn uint(&mut self, v: u64) -> Result<(), Refused> {
+        Ok(uint(self.0, v)?)
     }
 
-    /// A signed integer as `rmp::encode::write_sint` writes it: non-negative ones as
-    /// [`Self::uint`], negative ones in their shortest form.
     #[inline(always)]
-    fn sint(&mut self, v: i64) {
-        if v >= 0 {
-            self.uint(v as u64);
-        } else if v >= -32 {
-            self.0.push(v as u8);
-        } else if v >= -(1 << 7) {
-            self.put([0xd0, v as u8]);
-        } else if v >= -(1 << 15) {
-            let [a, b] = (v as i16).to_be_bytes();
-            self.put([0xd1, a, b]);
-        } else if v >= -(1 << 31) {
-            let [a, b, c, d] = (v as i32).to_be_bytes();
-            self.put([0xd2, a, b, c, d]);
-        } else {
-            let [a, b, c, d, e, f, g, h] = v.to_be_bytes();
-            self.put([0xd3, a, b, c, d, e, f, g, h]);
-        }
-    }
-
-    /// A length after its fix marker (`fix | n` under `fix_max`) or its 8-bit (if any), 16-bit
-    /// or 32-bit marker; refused at 2^32 and over.
-    #[inline(always)]
-    fn len(&mut self, n: usize, fix: u8, fix_max: usize, markers: [u8; 3]) -> Result<(), Refused> {
-        if n < fix_max {
-            self.0.push(fix | n as u8);
-        } else if n < 1 << 8 && markers[0] != 0 {
-            self.put([markers[0], n as u8]);
-        } else if n < 1 << 16 {
-            let [a, b] = (n as u16).to_be_bytes();
-            self.put([markers[1], a, b]);
-        } else {
-            let [a, b, c, d] = u32::try_from(n).map_err(|_| Refused)?.to_be_bytes();
-            self.put([markers[2], a, b, c, d]);
-        }
-        Ok(())
+    fn sint(&mut self, v: i64) -> Result<(), Refused> {
+        Ok(sint(self.0, v)?)
     }
 
     #[inline(always)]
     fn array(&mut self, n: usize) -> Result<(), Refused> {
-        self.len(n, 0x90, 16, [0, 0xdc, 0xdd])
+        array(self.0, n)
     }
 
     #[inline(always)]
     fn map(&mut self, n: usize) -> Result<(), Refused> {
-        self.len(n, 0x80, 16, [0, 0xde, 0xdf])
+        len(self.0, n, 0x80, 16, [0, 0xde, 0xdf])
     }
 
     #[inline]
     fn str(&mut self, s: &str) -> Result<(), Refused> {
-        self.len(s.len(), 0xa0, 32, [0xd9, 0xda, 0xdb])?;
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
+        len(self.0, s.len(), 0xa0, 32, [0xd9, 0xda, 0xdb])?;
+        Ok(self.0.push_slice(s.as_bytes())?)
     }
 
     #[inline]
     fn bin(&mut self, b: &[u8]) -> Result<(), Refused> {
-        // No fix form: `bin 8` from length 0.
-        self.len(b.len(), 0, 0, [0xc4, 0xc5, 0xc6])?;
-        self.0.extend_from_slice(b);
-        Ok(())
+        bin_header(self.0, b.len())?;
+        Ok(self.0.push_slice(b)?)
     }
 
     /// The head of an enum variant with data: a one-entry map from its name.
     #[inline]
     fn variant(&mut self, name: &str) -> Result<(), Refused> {
-        self.0.push(0x81);
+        self.put([0x81])?;
         self.str(name)
+    }
+
+    /// The serializer for the next element of a compound, writing into the same sink.
+    #[inline(always)]
+    fn next(&mut self) -> Writer<'_, S> {
+        Writer(self.0)
     }
 }
 
@@ -161,23 +244,25 @@ macro_rules! widening {
         $($(
             #[inline]
             fn $name(mut self, v: $t) -> Result<(), Refused> {
-                self.$write(<$wide>::from(v));
-                Ok(())
+                self.$write(<$wide>::from(v))
             }
         )+)+
     };
 }
 
-impl<'a> ser::Serializer for Writer<'a> {
+impl<'a, S: Sink> ser::Serializer for Writer<'a, S>
+where
+    Refused: From<S::Full>,
+{
     type Ok = ();
     type Error = Refused;
-    type SerializeSeq = Writer<'a>;
-    type SerializeTuple = Writer<'a>;
-    type SerializeTupleStruct = Writer<'a>;
-    type SerializeTupleVariant = Writer<'a>;
-    type SerializeMap = Writer<'a>;
-    type SerializeStruct = Writer<'a>;
-    type SerializeStructVariant = Writer<'a>;
+    type SerializeSeq = Self;
+    type SerializeTuple = Self;
+    type SerializeTupleStruct = Self;
+    type SerializeTupleVariant = Self;
+    type SerializeMap = Self;
+    type SerializeStruct = Self;
+    type SerializeStructVariant = Self;
 
     // rmp-serde's default is not human-readable: types that encode differently for humans
     // take the same branch here.
@@ -186,9 +271,8 @@ impl<'a> ser::Serializer for Writer<'a> {
     }
 
     #[inline]
-    fn serialize_bool(self, v: bool) -> Result<(), Refused> {
-        self.0.push(if v { 0xc3 } else { 0xc2 });
-        Ok(())
+    fn serialize_bool(mut self, v: bool) -> Result<(), Refused> {
+        self.put([if v { 0xc3 } else { 0xc2 }])
     }
     widening! {
         sint(i64): serialize_i8(i8), serialize_i16(i16), serialize_i32(i32), serialize_i64(i64);
@@ -206,14 +290,12 @@ impl<'a> ser::Serializer for Writer<'a> {
     #[inline]
     fn serialize_f32(mut self, v: f32) -> Result<(), Refused> {
         let [a, b, c, d] = v.to_be_bytes();
-        self.put([0xca, a, b, c, d]);
-        Ok(())
+        self.put([0xca, a, b, c, d])
     }
     #[inline]
     fn serialize_f64(mut self, v: f64) -> Result<(), Refused> {
         let [a, b, c, d, e, f, g, h] = v.to_be_bytes();
-        self.put([0xcb, a, b, c, d, e, f, g, h]);
-        Ok(())
+        self.put([0xcb, a, b, c, d, e, f, g, h])
     }
     #[inline]
     fn serialize_char(mut self, v: char) -> Result<(), Refused> {
@@ -236,15 +318,13 @@ impl<'a> ser::Serializer for Writer<'a> {
         value.serialize(self)
     }
     #[inline]
-    fn serialize_unit(self) -> Result<(), Refused> {
-        self.0.push(0xc0);
-        Ok(())
+    fn serialize_unit(mut self) -> Result<(), Refused> {
+        self.put([0xc0])
     }
     #[inline]
-    fn serialize_unit_struct(self, _: &'static str) -> Result<(), Refused> {
+    fn serialize_unit_struct(mut self, _: &'static str) -> Result<(), Refused> {
         // rmp-serde writes a unit struct as an empty array.
-        self.0.push(0x90);
-        Ok(())
+        self.put([0x90])
     }
     #[inline]
     fn serialize_unit_variant(
@@ -326,19 +406,14 @@ impl<'a> ser::Serializer for Writer<'a> {
     }
 }
 
-impl Writer<'_> {
-    /// The serializer for the next element of a compound, writing into the same buffer.
-    #[inline(always)]
-    fn next(&mut self) -> Writer<'_> {
-        Writer(self.0)
-    }
-}
-
 /// Elements, fields and entries follow their header with nothing between or after them.
 macro_rules! compound {
     ($($trait:ident :: $method:ident $(($key:ty))?),+ $(,)?) => {
         $(
-            impl ser::$trait for Writer<'_> {
+            impl<S: Sink> ser::$trait for Writer<'_, S>
+            where
+                Refused: From<S::Full>,
+            {
                 type Ok = ();
                 type Error = Refused;
                 #[inline]
@@ -367,7 +442,10 @@ compound! {
     SerializeStructVariant::serialize_field(&'static str),
 }
 
-impl ser::SerializeMap for Writer<'_> {
+impl<S: Sink> ser::SerializeMap for Writer<'_, S>
+where
+    Refused: From<S::Full>,
+{
     type Ok = ();
     type Error = Refused;
     #[inline]
