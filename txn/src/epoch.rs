@@ -651,15 +651,17 @@ struct Chains<A: App> {
     reasons: Vec<Option<(StepAt, AbortReason)>>,
     /// The output of the last step (in canonical order) that set one.
     outputs: Vec<Option<(StepAt, A::Output)>>,
-    /// The wave's emits, gathered to be put in canonical order (kept to reuse its memory).
-    emits: Vec<Emitted<A::Event>>,
+    /// The wave's emits, gathered to be put in canonical order: each wave result's list as it
+    /// came (moved in whole, not event by event).
+    emits: Vec<Vec<Emitted<A::Event>>>,
     /// The transactions whose steps reported use in the wave (kept to reuse its memory).
     charged: Vec<Seq>,
     /// How many of the wave's emits go to each partition (kept to reuse its memory).
     emits_per_target: Vec<usize>,
-    /// The wave's emits in canonical order, as `(seq, parent, index in emits)` (kept to reuse
-    /// its memory): sorting these keys instead of the emits moves each event once.
-    emit_order: Vec<(Seq, u32, u32)>,
+    /// The wave's emits in canonical order, as `(seq, parent, list in emits, index in it)`
+    /// (kept to reuse its memory): sorting these keys instead of the emits moves each event
+    /// once.
+    emit_order: Vec<(Seq, u32, u32, u32)>,
 }
 
 impl<A: App> Chains<A> {
@@ -709,9 +711,11 @@ impl<A: App> Chains<A> {
                 self.usage[seq as usize].add(&used);
                 self.charged.push(seq);
             }
-            self.emits.append(&mut out.emits);
+            if !out.emits.is_empty() {
+                self.emits.push(std::mem::take(&mut out.emits));
+            }
         }
-        for e in &self.emits {
+        for e in self.emits.iter().flatten() {
             self.usage[e.seq as usize].steps += 1;
         }
         let mut charged = std::mem::take(&mut self.charged);
@@ -735,26 +739,28 @@ impl<A: App> Chains<A> {
     /// and was ~5 % of the marketplace's instructions).
     fn route(&mut self, steps: &mut [Vec<Step<A::Event>>]) {
         self.emit_order.clear();
-        self.emit_order.extend(
-            self.emits
-                .iter()
-                .enumerate()
-                .map(|(i, e)| (e.seq, e.parent, i as u32)),
-        );
-        // The index makes every key distinct, so the unstable sort gives the stable order.
+        for (l, list) in self.emits.iter().enumerate() {
+            self.emit_order.extend(
+                list.iter()
+                    .enumerate()
+                    .map(|(i, e)| (e.seq, e.parent, l as u32, i as u32)),
+            );
+        }
+        // The list and index make every key distinct and follow the gathering order, so the
+        // unstable sort gives the stable order.
         self.emit_order.sort_unstable();
         // Size each partition's next-wave list once instead of regrowing it push by push.
         self.emits_per_target.clear();
         self.emits_per_target.resize(steps.len(), 0);
-        for e in &self.emits {
+        for e in self.emits.iter().flatten() {
             self.emits_per_target[e.target as usize] += 1;
         }
         for (list, n) in steps.iter_mut().zip(&self.emits_per_target) {
             list.reserve(*n);
         }
         let mut numbering: Option<(Seq, u32)> = None;
-        for &(_, _, i) in &self.emit_order {
-            let e = &mut self.emits[i as usize];
+        for &(_, _, l, i) in &self.emit_order {
+            let e = &mut self.emits[l as usize][i as usize];
             if self.aborted.contains(e.seq) {
                 continue;
             }
