@@ -137,6 +137,10 @@ pub(crate) struct PartitionState<A: App> {
     /// The current wave's row hints, one per step (`run_wave`): kept between waves so a wave
     /// does not allocate them. Not part of the state.
     hints: Vec<Option<RowHint>>,
+    /// (steps, emits) of the last wave this partition ran: the next wave's emit list is sized
+    /// from that ratio instead of regrown event by event (the list leaves with the wave's
+    /// result, so its memory cannot be kept). Not part of the state.
+    last_wave: (usize, usize),
     _app: PhantomData<fn() -> A>,
 }
 
@@ -227,6 +231,7 @@ impl<A: App> PartitionState<A> {
             trace: None,
             incarnation: next_incarnation(),
             hints: Vec::new(),
+            last_wave: (0, 0),
             _app: PhantomData,
         }
     }
@@ -451,6 +456,11 @@ impl<A: App> PartitionState<A> {
         let n_steps = steps.len();
         // At most one entry per step: sized once instead of regrown push by push.
         out.usage.reserve(n_steps);
+        let (last_steps, last_emits) = self.last_wave;
+        if last_emits > 0 {
+            out.emits
+                .reserve(n_steps.saturating_mul(last_emits) / last_steps.max(1));
+        }
         let mut hints = std::mem::take(&mut self.hints);
         self.prime_hints(env, &steps, &mut hints);
         for (i, step) in steps.into_iter().enumerate() {
@@ -486,6 +496,7 @@ impl<A: App> PartitionState<A> {
         }
         hints.clear();
         self.hints = hints;
+        self.last_wave = (n_steps, out.emits.len());
         let service = &app.services[self.service_idx as usize].name;
         warn_if_slow(service, self.partition, n_steps, started);
         out
