@@ -249,7 +249,7 @@ pub(crate) struct ProbeCount {
 }
 
 impl ProbeCount {
-    fn add(&self) {
+    pub(crate) fn add(&self) {
         #[cfg(debug_assertions)]
         self.n_probes.set(self.n_probes.get() + 1);
     }

@@ -14,7 +14,7 @@ use crate::constraint::{ConstraintStep, Constraints, OnDelete, ParentDeleted, Pl
 use crate::contract::RowHint;
 use crate::coordination::TableSummary;
 use crate::delta::{DeltaError, DeltaOp, DeltaWithReader, decide_deltas, in_seq_order};
-use crate::dense_rows::DenseRows;
+use crate::dense_rows::{DenseRows, ProbeCount};
 use crate::ids::{GlobalPartition, Seq};
 use crate::index::{IndexOps, IndexState};
 use crate::limits::{
@@ -45,7 +45,8 @@ const FIRST_DIRTY_BIT: u32 = 1 << 31;
 const ACCESS_BITS: u32 = !DIRTY_BITS;
 
 /// The position an access remembers for a row with no dense entry to reach: a hashed row
-/// missing when the epoch first accessed it, or a row of an ordered table.
+/// missing when the epoch first accessed it, or a row of an ordered table (whose access is
+/// found by key in `TableState::unslotted`, never in its slot).
 const NO_POSITION: u32 = u32::MAX;
 
 /// A committed row, and in the same map slot where its access of the current epoch is and
@@ -136,10 +137,10 @@ fn tracking_of<'a, K, V>(
 }
 
 /// Committed rows: hashed for point access (stored densely, see `dense_rows`), or ordered when
-/// the table is scanned.
+/// the table is scanned (with the count of its tree's searches, in debug builds).
 pub(crate) enum Rows<K, V> {
     Hash(DenseRows<K, Slot<V>>),
-    Ordered(BTreeMap<K, Slot<V>>),
+    Ordered(BTreeMap<K, Slot<V>>, ProbeCount),
 }
 
 /// What changing an occupied slot gave: the old value when it is replaced, a copy of the old
@@ -223,23 +224,30 @@ impl<K: Ord + Hash + Eq + Clone, V: Clone> Rows<K, V> {
     fn slot(&self, k: &K) -> Option<&Slot<V>> {
         match self {
             Rows::Hash(m) => m.get(k),
-            Rows::Ordered(m) => m.get(k),
+            Rows::Ordered(m, searches) => {
+                searches.add();
+                m.get(k)
+            }
         }
     }
     fn slot_mut(&mut self, k: &K) -> Option<&mut Slot<V>> {
         match self {
             Rows::Hash(m) => m.get_mut(k),
-            Rows::Ordered(m) => m.get_mut(k),
+            Rows::Ordered(m, searches) => {
+                searches.add();
+                m.get_mut(k)
+            }
         }
     }
-    /// Row `k`'s slot and its position for `slot_at` (one probe; `NO_POSITION` when ordered).
+    /// Hashed row `k`'s slot and its position for `slot_at` (one probe). An ordered row's
+    /// access is found by key instead (`TableState::locate`).
     fn locate_slot(&mut self, k: &K) -> Option<(u32, &mut Slot<V>)> {
         match self {
             Rows::Hash(m) => {
                 let i = m.position_of(k)?;
                 Some((position_u32(i), &mut m.entry_mut(i).1))
             }
-            Rows::Ordered(m) => m.get_mut(k).map(|slot| (NO_POSITION, slot)),
+            Rows::Ordered(..) => unreachable!("an ordered row's access is found by key"),
         }
     }
     /// Row `k`'s slot, reached through the `position` that `locate_slot` gave for it this epoch
@@ -247,24 +255,13 @@ impl<K: Ord + Hash + Eq + Clone, V: Clone> Rows<K, V> {
     fn slot_at(&self, k: &K, position: u32) -> Option<&Slot<V>> {
         match self {
             Rows::Hash(m) => (position != NO_POSITION).then(|| &m.entry(position as usize).1),
-            Rows::Ordered(m) => m.get(k),
-        }
-    }
-    /// `slot_at`, mutably.
-    fn slot_at_mut(&mut self, k: &K, position: u32) -> Option<&mut Slot<V>> {
-        match self {
-            Rows::Hash(m) => {
-                (position != NO_POSITION).then(|| &mut m.entry_mut(position as usize).1)
-            }
-            Rows::Ordered(m) => m.get_mut(k),
+            Rows::Ordered(..) => self.slot(k),
         }
     }
     /// Sets row `k` to `v` (`None` deletes) in one probe (deleting a hashed row takes two more:
     /// one drops its index bucket, one re-points the entry moved into its place), clearing its
     /// access and doing what `tracking` asks; returns the old value.
     fn set(&mut self, k: K, v: Option<V>, tracking: Option<Tracking<'_, K, V>>) -> Option<V> {
-        use std::collections::btree_map::Entry;
-        let bits = tracking.as_ref().map(|t| (t.bit, t.copy_bit));
         match self {
             Rows::Hash(m) => {
                 let mut value = Some(v);
@@ -283,25 +280,38 @@ impl<K: Ord + Hash + Eq + Clone, V: Clone> Rows<K, V> {
                 );
                 old
             }
-            Rows::Ordered(m) => match m.entry(k) {
-                Entry::Occupied(mut o) => {
-                    let (old, copy, newly_dirty) = set_occupied(o.get_mut(), v, bits);
-                    if let Some(mut t) = tracking {
-                        t.note(o.key(), copy, newly_dirty);
-                    }
-                    match old {
-                        Some(old) => Some(old),
-                        None => Some(o.remove().value),
-                    }
+            Rows::Ordered(m, searches) => {
+                searches.add();
+                Self::set_ordered(m.entry(k), v, tracking)
+            }
+        }
+    }
+    /// `set` on an ordered table's entry for the row, found by one search.
+    fn set_ordered(
+        entry: std::collections::btree_map::Entry<'_, K, Slot<V>>,
+        v: Option<V>,
+        tracking: Option<Tracking<'_, K, V>>,
+    ) -> Option<V> {
+        use std::collections::btree_map::Entry;
+        let bits = tracking.as_ref().map(|t| (t.bit, t.copy_bit));
+        match entry {
+            Entry::Occupied(mut o) => {
+                let (old, copy, newly_dirty) = set_occupied(o.get_mut(), v, bits);
+                if let Some(mut t) = tracking {
+                    t.note(o.key(), copy, newly_dirty);
                 }
-                Entry::Vacant(e) => {
-                    let mut tracking = tracking;
-                    if let Some(slot) = vacant_slot(e.key(), v, tracking.as_mut()) {
-                        e.insert(slot);
-                    }
-                    None
+                match old {
+                    Some(old) => Some(old),
+                    None => Some(o.remove().value),
                 }
-            },
+            }
+            Entry::Vacant(e) => {
+                let mut tracking = tracking;
+                if let Some(slot) = vacant_slot(e.key(), v, tracking.as_mut()) {
+                    e.insert(slot);
+                }
+                None
+            }
         }
     }
     /// Changes the existing row `k` by `change` in one probe (its slot is changed in place),
@@ -325,32 +335,35 @@ impl<K: Ord + Hash + Eq + Clone, V: Clone> Rows<K, V> {
         }
         Some(Ok(old.expect("a replaced row gives its old value")))
     }
-    /// How many times a hashed table's index was probed so far (debug builds only; `None` for
-    /// an ordered table).
+    /// How many times a hashed table's index was probed, or an ordered table's tree searched
+    /// (a range counts once), so far (debug builds only).
     pub fn probes(&self) -> Option<u64> {
         match self {
             Rows::Hash(m) => m.probes(),
-            Rows::Ordered(_) => None,
+            Rows::Ordered(_, searches) => searches.get(),
         }
     }
     pub fn len(&self) -> usize {
         match self {
             Rows::Hash(m) => m.len(),
-            Rows::Ordered(m) => m.len(),
+            Rows::Ordered(m, _) => m.len(),
         }
     }
     /// Every row, in entry order for hash tables and key order for ordered ones.
     pub fn iter(&self) -> Box<dyn Iterator<Item = (&K, &V)> + '_> {
         match self {
             Rows::Hash(m) => Box::new(m.iter().map(|(k, s)| (k, &s.value))),
-            Rows::Ordered(m) => Box::new(m.iter().map(|(k, s)| (k, &s.value))),
+            Rows::Ordered(m, _) => Box::new(m.iter().map(|(k, s)| (k, &s.value))),
         }
     }
     /// The rows of an ordered table with keys in `range`, in key order (none for a hash table).
     pub fn range<R: RangeBounds<K>>(&self, range: R) -> Box<dyn Iterator<Item = (&K, &V)> + '_> {
         match self {
             Rows::Hash(_) => Box::new(std::iter::empty()),
-            Rows::Ordered(m) => Box::new(m.range(range).map(|(k, s)| (k, &s.value))),
+            Rows::Ordered(m, searches) => {
+                searches.add();
+                Box::new(m.range(range).map(|(k, s)| (k, &s.value)))
+            }
         }
     }
     /// Sets every row's meta bits to `meta`: no access of an epoch, and `meta`'s dirty bits.
@@ -358,7 +371,7 @@ impl<K: Ord + Hash + Eq + Clone, V: Clone> Rows<K, V> {
         let set = |s: &mut Slot<V>| s.meta = meta;
         match self {
             Rows::Hash(m) => m.slots_mut().for_each(set),
-            Rows::Ordered(m) => m.values_mut().for_each(set),
+            Rows::Ordered(m, _) => m.values_mut().for_each(set),
         }
     }
     /// Forgets which rows are dirty or still to copy (dirty tracking was turned off).
@@ -366,7 +379,7 @@ impl<K: Ord + Hash + Eq + Clone, V: Clone> Rows<K, V> {
         let clear = |s: &mut Slot<V>| s.meta &= ACCESS_BITS;
         match self {
             Rows::Hash(m) => m.slots_mut().for_each(clear),
-            Rows::Ordered(m) => m.values_mut().for_each(clear),
+            Rows::Ordered(m, _) => m.values_mut().for_each(clear),
         }
     }
 }
@@ -560,9 +573,11 @@ pub(crate) struct TableState<K, V> {
     /// read-modify-write step) finds the access by comparing one key instead of probing again.
     /// Any index is safe to try: an epoch has at most one access per key.
     last_located: usize,
-    /// The access indexes of keys with no committed row (reads of missing rows, inserts), which
-    /// have no slot to hold them.
-    absent: FxHashMap<K, u32>,
+    /// The access indexes of the rows whose slot does not hold it: in a hashed table the keys
+    /// with no committed row (reads of missing rows, inserts); in an ordered table every key
+    /// accessed, so a write finds its access without searching the tree, and the commit has
+    /// no access to clear in the tree (it searches it only to apply a write).
+    unslotted: FxHashMap<K, u32>,
     /// Whether one transaction runs alone (the serial pass): it reads and writes the rows in
     /// place, no access is recorded, and `undo` remembers what to restore if it aborts.
     solo: bool,
@@ -615,14 +630,14 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             service,
             name,
             rows: if ordered {
-                Rows::Ordered(BTreeMap::new())
+                Rows::Ordered(BTreeMap::new(), ProbeCount::default())
             } else {
                 Rows::Hash(DenseRows::new())
             },
             accesses: Vec::new(),
             positions: Vec::new(),
             last_located: 0,
-            absent: FxHashMap::default(),
+            unslotted: FxHashMap::default(),
             solo: false,
             undo: Vec::new(),
             scans: Vec::new(),
@@ -690,17 +705,27 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         }
     }
 
-    /// The index of `key`'s access this epoch, made if it has none, and the committed row: one
-    /// probe of the rows for a row that exists (a missing row's access is kept in `absent`),
-    /// none for the row located last.
+    /// The index of `key`'s access this epoch, made if it has none, and the committed row. In
+    /// a hashed table: one probe of the rows for a row that exists (a missing row's access is
+    /// kept in `unslotted`), none for the row located last. In an ordered table the access is
+    /// found by key in `unslotted`, and the tree is searched only when the row is wanted
+    /// (`want_row`; a write is not): a blind write, or the delete of a row a scan found, costs
+    /// no search before the commit's.
     fn locate<'a>(
         rows: &'a mut Rows<K, V>,
         accesses: &mut Vec<(K, Access<V>)>,
         positions: &mut Vec<u32>,
-        absent: &mut FxHashMap<K, u32>,
+        unslotted: &mut FxHashMap<K, u32>,
         last_located: &mut usize,
-        (key, spare): (&K, &mut SpareAccesses<V>),
+        (key, spare, want_row): (&K, &mut SpareAccesses<V>, bool),
     ) -> (usize, Option<&'a V>) {
+        if matches!(rows, Rows::Ordered(..)) {
+            if accesses.get(*last_located).is_none_or(|(k, _)| k != key) {
+                *last_located = Self::unslotted_access(accesses, positions, unslotted, key, spare);
+            }
+            let committed = if want_row { rows.slot(key) } else { None };
+            return (*last_located, committed.map(|s| &s.value));
+        }
         if accesses.get(*last_located).is_some_and(|(k, _)| k == key) {
             let slot = rows.slot_at(key, positions[*last_located]);
             return (*last_located, slot.map(|s| &s.value));
@@ -717,36 +742,50 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             *last_located = next;
             return (next, Some(&slot.value));
         }
-        *last_located = match absent.get(key) {
-            Some(index) => *index as usize,
-            None => {
-                absent.insert(key.clone(), next as u32);
-                accesses.push((key.clone(), spare.take()));
-                positions.push(NO_POSITION);
-                next
-            }
-        };
+        *last_located = Self::unslotted_access(accesses, positions, unslotted, key, spare);
         (*last_located, None)
     }
 
-    /// `key`'s access this epoch (made if it has none) with its index, and the committed row.
-    fn access_mut(&mut self, key: &K) -> (usize, &mut Access<V>, Option<&V>) {
+    /// The index of `key`'s access kept in `unslotted`, made if it has none.
+    fn unslotted_access(
+        accesses: &mut Vec<(K, Access<V>)>,
+        positions: &mut Vec<u32>,
+        unslotted: &mut FxHashMap<K, u32>,
+        key: &K,
+        spare: &mut SpareAccesses<V>,
+    ) -> usize {
+        if let Some(index) = unslotted.get(key) {
+            return *index as usize;
+        }
+        let next = accesses.len();
+        unslotted.insert(key.clone(), next as u32);
+        accesses.push((key.clone(), spare.take()));
+        positions.push(NO_POSITION);
+        next
+    }
+
+    /// `key`'s access this epoch (made if it has none) with its index, and the committed row
+    /// (`None` for an ordered table unless `want_row`).
+    fn access_mut(&mut self, key: &K, want_row: bool) -> (usize, &mut Access<V>, Option<&V>) {
         let (index, committed) = Self::locate(
             &mut self.rows,
             &mut self.accesses,
             &mut self.positions,
-            &mut self.absent,
+            &mut self.unslotted,
             &mut self.last_located,
-            (key, &mut self.spare_accesses),
+            (key, &mut self.spare_accesses, want_row),
         );
         (index, &mut self.accesses[index].1, committed)
     }
 
     /// `key`'s access this epoch, if it has one.
     fn access_of(&self, key: &K) -> Option<&Access<V>> {
-        let index = match self.rows.slot(key) {
-            Some(slot) => slot.access()?,
-            None => *self.absent.get(key)? as usize,
+        let index = match &self.rows {
+            Rows::Ordered(..) => *self.unslotted.get(key)? as usize,
+            Rows::Hash(_) => match self.rows.slot(key) {
+                Some(slot) => slot.access()?,
+                None => *self.unslotted.get(key)? as usize,
+            },
         };
         Some(&self.accesses[index].1)
     }
@@ -801,7 +840,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
     }
 
     pub fn is_ordered(&self) -> bool {
-        matches!(self.rows, Rows::Ordered(_))
+        matches!(self.rows, Rows::Ordered(..))
     }
 
     /// Reads `key` for transaction `seq`: its own buffered write if it has one, else the
@@ -811,7 +850,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             // The rows hold the solo transaction's own writes already.
             return self.rows.get(key).cloned();
         }
-        let (_, acc, committed) = self.access_mut(key);
+        let (_, acc, committed) = self.access_mut(key, true);
         if let Some((_, v)) = acc.own_write(seq) {
             return v.clone();
         }
@@ -830,7 +869,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         if self.solo {
             return self.rows.get(key).is_some();
         }
-        let (_, acc, committed) = self.access_mut(key);
+        let (_, acc, committed) = self.access_mut(key, true);
         if let Some((_, v)) = acc.own_write(seq) {
             return v.is_some();
         }
@@ -892,7 +931,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             return Ok(());
         }
         let seq = first.seq;
-        let (_, acc, committed) = self.access_mut(key);
+        let (_, acc, committed) = self.access_mut(key, true);
         // The transaction's own view of the row, once a delta needed it, with the deltas of
         // `ops` so far applied.
         let mut view: Option<V> = None;
@@ -949,7 +988,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             self.undo.push((key, old));
             return;
         }
-        let (index, acc, _) = self.access_mut(&key);
+        let (index, acc, _) = self.access_mut(&key, false);
         if acc.may_have_deltas(seq) && acc.own_deltas(seq).next().is_some() {
             // The write replaces the row, and with it this transaction's deltas on it. Their
             // bounds were checked on its own view only: it becomes a reader of the row, so a
@@ -980,7 +1019,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         range: (Bound<K>, Bound<K>),
         limit: Option<usize>,
     ) -> Vec<(K, V)> {
-        let Rows::Ordered(rows) = &self.rows else {
+        let Rows::Ordered(rows, searches) = &self.rows else {
             unreachable!("scan on a hash table is rejected by the context");
         };
         // This transaction's own buffered writes in the range, which override the committed
@@ -1008,6 +1047,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         // range with both bounds searches for its end too (a queue's head is a scan of one row).
         assert_range_order(&range);
         let end = &range.1;
+        searches.add();
         let mut committed = rows
             .range::<K, _>((range.0.as_ref(), Bound::Unbounded))
             .take_while(|(k, _)| !above_bound(*k, end))
@@ -1183,7 +1223,7 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
             .filter(|d| !aborted.contains(d.seq))
             .peekable();
         if committed.peek().is_none() {
-            self.clear_access(&key, self.positions[index]);
+            self.clear_access(self.positions[index]);
             return;
         }
         let slot = self.rows.slot_at(&key, self.positions[index]);
@@ -1283,11 +1323,14 @@ impl<K: crate::row::Key, V: crate::row::Row> TableState<K, V> {
         None
     }
 
-    /// Forgets row `key`'s access of the epoch (a row the commit does not change), reaching the
-    /// row through the access's `position`.
-    fn clear_access(&mut self, key: &K, position: u32) {
-        if let Some(slot) = self.rows.slot_at_mut(key, position) {
-            slot.clear_access();
+    /// Forgets a row's access of the epoch (a row the commit does not change), reaching the
+    /// row through the access's `position`. Only a hashed row that exists holds its access; an
+    /// ordered table's are all in `unslotted`, cleared with it.
+    fn clear_access(&mut self, position: u32) {
+        if let Rows::Hash(m) = &mut self.rows
+            && position != NO_POSITION
+        {
+            m.entry_mut(position as usize).1.clear_access();
         }
     }
 }
@@ -1551,6 +1594,8 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
         // Taken out and put back so `apply_access` can borrow the table; the list keeps its
         // capacity. Every access reaches its row through its position, without a probe unless
         // the row was missing or is ordered: `apply_access` and `clear_access` both forget it.
+        // An ordered row is searched for only when a write is applied (its access is in
+        // `unslotted`, not in its slot, so a read leaves nothing to clear).
         let mut accesses = std::mem::take(&mut self.accesses);
         for (index, (key, mut acc)) in accesses.drain(..).enumerate() {
             let mut survivors = acc.writers.drain(..).filter(|(s, _)| !aborted.contains(*s));
@@ -1569,14 +1614,14 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
                 let deltas = (&acc.deltas[..], acc.deltas_ascending);
                 self.commit_deltas((index, key), deltas, aborted);
             } else {
-                self.clear_access(&key, self.positions[index]);
+                self.clear_access(self.positions[index]);
             }
             self.spare_accesses.recycle(acc);
         }
         self.accesses = accesses;
         self.positions.clear();
         self.writes_by_seq.clear();
-        self.absent.clear();
+        self.unslotted.clear();
         self.has_deltas = false;
         self.scans.clear();
         self.index_reads.clear();
@@ -1659,7 +1704,7 @@ impl<K: crate::row::Key, V: crate::row::Row> AnyTable for TableState<K, V> {
         self.accesses.clear();
         self.positions.clear();
         self.last_located = 0;
-        self.absent.clear();
+        self.unslotted.clear();
         self.scans.clear();
         self.writes_by_seq.clear();
         self.has_deltas = false;

@@ -1,21 +1,30 @@
-//! The per-row cost of an epoch on a hashed table, counted rather than timed: a
+//! The per-row cost of an epoch, counted rather than timed: on a hashed table a
 //! read-modify-write of a row that exists probes the rows' hash index once in the whole epoch
-//! (the read; the write, decide and commit reach the row through the access), and epochs that
-//! mix updates, deletes (which move rows inside the table), inserts and aborts still leave
-//! exactly the rows a plain model says. Probes are counted in debug builds only.
+//! (the read; the write, decide and commit reach the row through the access); on an ordered
+//! table the tree is searched once per read and once per committed write, as a single thread
+//! writing in place searches it (a blind write, a write after a read, a read alone: no search
+//! more). Epochs that mix updates, deletes (which move rows inside a hashed table), inserts
+//! and aborts still leave exactly the rows a plain model says, in both kinds of table.
+//! Probes and searches are counted in debug builds only.
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use txn::Field;
 use txn::bench_api::{BenchTable, SeqSet};
 
 /// A 16-byte row, as the ledger's accounts: the key again and a balance.
 type Row = (u64, i64);
 
-/// A table holding rows `0..n` with balance 0, loaded in one epoch, its dirty rows cleared.
+/// A hash table holding rows `0..n` with balance 0, loaded in one epoch, its dirty rows cleared.
 fn loaded_table(n: u64) -> BenchTable<u64, Row> {
-    let mut table = BenchTable::new(false);
+    loaded_table_of_kind(n, false)
+}
+
+/// `loaded_table`, hashed or (`ordered`) ordered.
+fn loaded_table_of_kind(n: u64, ordered: bool) -> BenchTable<u64, Row> {
+    let mut table = BenchTable::new(ordered);
     for key in 0..n {
         table.write(key as u32, key, Some((key, 0)));
     }
@@ -175,11 +184,28 @@ fn random_op(rng: &mut impl rand::Rng, n_keys: u64) -> Op {
 
 #[test]
 fn epochs_of_updates_deletes_and_inserts_leave_the_rows_the_model_has() {
+    epochs_leave_the_rows_the_model_has(
+        "epochs_of_updates_deletes_and_inserts_leave_the_rows_the_model_has",
+        false,
+    );
+}
+
+#[test]
+fn epochs_on_an_ordered_table_leave_the_rows_the_model_has() {
+    epochs_leave_the_rows_the_model_has(
+        "epochs_on_an_ordered_table_leave_the_rows_the_model_has",
+        true,
+    );
+}
+
+/// 60 random epochs of reads, puts, deletes and read-modify-writes (some transactions abort)
+/// on a hashed or an `ordered` table, checked against a model after each.
+fn epochs_leave_the_rows_the_model_has(name: &str, ordered: bool) {
     use rand::Rng;
-    let seed = common::seed("epochs_of_updates_deletes_and_inserts_leave_the_rows_the_model_has");
+    let seed = common::seed(name);
     let mut rng = common::rng(seed);
     let n_keys = 300u64;
-    let mut table = loaded_table(n_keys / 2);
+    let mut table = loaded_table_of_kind(n_keys / 2, ordered);
     let mut model: BTreeMap<u64, Row> = (0..n_keys / 2).map(|k| (k, (k, 0))).collect();
     for epoch in 0..60 {
         let n_txns = rng.random_range(1..80usize);
@@ -197,7 +223,58 @@ fn epochs_of_updates_deletes_and_inserts_leave_the_rows_the_model_has() {
         }
         run_epoch(&mut table, &mut model, &txns, &user_aborted);
         assert_eq!(table.len(), model.len(), "row count after epoch {epoch}");
+        if ordered {
+            let all = table.scan(0, (Bound::Unbounded, Bound::Unbounded), None);
+            let expected: Vec<(u64, Row)> = model.iter().map(|(k, v)| (*k, *v)).collect();
+            assert_eq!(all, expected, "the rows in key order after epoch {epoch}");
+            table.commit(&SeqSet::with_len(1));
+        }
     }
     let everything: Vec<Vec<Op>> = vec![(0..n_keys).map(Op::Read).collect()];
     run_epoch(&mut table, &mut model, &everything, &SeqSet::with_len(1));
+}
+
+// Goal: on an ordered table an epoch searches the tree no more often than a single thread
+// writing in place would: once per read (the row's value) and once per committed write (the
+// commit's insert or remove). A write finds its access by key, without the tree, and a read
+// leaves nothing in the tree for the commit to clear.
+#[test]
+fn an_ordered_table_is_searched_once_per_read_and_once_per_committed_write() {
+    let n_rows = 1_000u64;
+    let mut table = loaded_table_of_kind(n_rows, true);
+    let n = 100u64;
+    let before = table.row_probes().expect("a debug build counts searches");
+    // Per transaction: an insert of a new row (a blind write), a read then delete of an
+    // existing row (the delivery of a seller's entry), a read alone, a blind delete (a queue's
+    // head after its scan).
+    for seq in 0..n {
+        let s = seq as u32;
+        table.write(s, n_rows + seq, Some((n_rows + seq, 1)));
+        let key = 4 * seq;
+        assert_eq!(table.get(s, &key), Some((key, 0)));
+        table.write(s, key, None);
+        assert_eq!(table.get(s, &(4 * seq + 1)), Some((4 * seq + 1, 0)));
+        table.write(s, 4 * seq + 2, None);
+    }
+    let none = SeqSet::with_len(n as usize);
+    let mut conflicts = SeqSet::with_len(n as usize);
+    table.decide(&none, &mut conflicts);
+    assert_eq!(conflicts.count(), 0, "distinct rows conflict with nothing");
+    table.commit(&conflicts);
+    let searches = table.row_probes().expect("a debug build counts searches") - before;
+    // Reads: 2 per transaction; committed writes: 3 per transaction.
+    assert_eq!(
+        searches,
+        5 * n,
+        "{n} transactions of two reads and three writes searched the tree {searches} times: \
+         one per read and one per committed write is the budget"
+    );
+    // The writes landed, in key order.
+    let rows = table.scan(0, (Bound::Unbounded, Bound::Unbounded), None);
+    let expected: Vec<(u64, Row)> = (0..n_rows + n)
+        .filter(|k| *k >= n_rows || !(k % 4 == 0 || k % 4 == 2) || *k >= 4 * n)
+        .map(|k| (k, (k, i64::from(k >= n_rows))))
+        .collect();
+    assert_eq!(rows, expected);
+    table.commit(&SeqSet::with_len(1));
 }
