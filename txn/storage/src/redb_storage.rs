@@ -53,14 +53,15 @@
 //! key order (a later write of a key wins; a deletion removes the row) in steps of at most
 //! [`limits::REDB_MERGE_STEP_ROWS`] rows or [`limits::REDB_MERGE_STEP_BYTES`] bytes, each one
 //! durable transaction that applies the next key range and moves `merge_from` past it; the
-//! last deletes the blobs and `merge_from`. So the checkpoint flips atomically, and no commit
-//! writes out more than one step's pages: merged in one transaction, a checkpoint of millions
-//! of rows wrote and synced hundreds of megabytes in its commit while log appends on the same
-//! disk waited behind it (the two files have separate writers, but share the disk). The merge
-//! is a k-way merge of the blobs (`PendingRows`), so the state table's pages are visited once,
-//! in order, as in one transaction: applied blob after blob, each of the hundreds of blobs of
-//! a large checkpoint walked the whole table again, and the completion of 2,000,000 rows took
-//! 39–56 s instead of 8–18 s (`benches/checkpoint_write.rs`). The merge holds every pending
+//! last removes `merge_from`, and the merged blobs are then removed a few megabytes per
+//! transaction. So the checkpoint flips atomically, and no commit writes out more than one
+//! step's pages: merged in one transaction, a checkpoint of millions of rows wrote and synced
+//! hundreds of megabytes in its commit while log appends on the same disk waited behind it
+//! (the two files have separate writers, but share the disk). The merge is a k-way merge of
+//! the blobs (`PendingRows`), so the state table's pages are visited once, in order, as in one
+//! transaction: applied blob after blob, each of the hundreds of blobs of a large checkpoint
+//! walked the whole table again, and the completion of 2,000,000 rows took 39–56 s instead of
+//! 8–18 s (`benches/checkpoint_write.rs`). The merge holds every pending
 //! blob of the checkpoint at once (about 70 bytes a row); merging them in passes of 32 or
 //! 64 MB to bound that made the completion about 1.6x as long (`docs/storage.md`).
 //! While `merge_from` is set (during the merge, or after one cut short by an error or a
@@ -523,7 +524,8 @@ impl Files {
     /// `META_MERGE_FROM` on, when `unmerged` (the guarded flag of [`Files::merge`]) says they
     /// may not all be merged: in steps of at most `merge_step` rows and bytes, each one durable
     /// transaction that applies the next range of keys in key order and moves
-    /// `META_MERGE_FROM` past it; the last deletes the blobs and the marker. Every leaf page of
+    /// `META_MERGE_FROM` past it; the last removes the marker, then the blobs go in pieces
+    /// (`drop_merged_blobs`). Every leaf page of
     /// the state table is written once, as in one transaction, but no commit writes out more
     /// than one step's pages. A crash between steps loses nothing: the marker and the rows
     /// before it were committed together, the blobs are still there, and the next merge goes
@@ -608,7 +610,6 @@ impl Files {
                     }
                     None => {
                         meta.remove(META_MERGE_FROM)?;
-                        txn.delete_table(PENDING)?;
                         Ok(true)
                     }
                 }
@@ -625,9 +626,56 @@ impl Files {
             );
             if done {
                 *unmerged = false;
+                self.drop_merged_blobs(&blobs, step_bytes)?;
                 return Ok(counts);
             }
         }
+    }
+}
+
+impl Files {
+    /// Removes the blobs of a finished merge (leftovers now: `META_PENDING` and
+    /// `META_MERGE_FROM` are gone, so nothing reads them) in transactions of about
+    /// `piece_bytes` of blobs each: deleting the table of a large checkpoint's blobs in one
+    /// transaction took 0.4–0.6 s, the longest step of the completion. After a crash in between,
+    /// the next checkpoint's first chunk drops what is left, as any abandoned checkpoint's.
+    fn drop_merged_blobs(
+        &self,
+        blobs: &[(u64, Vec<u8>)],
+        piece_bytes: usize,
+    ) -> Result<(), StorageError> {
+        let mut rest = blobs;
+        while !rest.is_empty() {
+            let mut bytes = 0;
+            let len = rest
+                .iter()
+                .take_while(|(_, stored)| {
+                    let take = bytes < piece_bytes;
+                    bytes += stored.len();
+                    take
+                })
+                .count();
+            let (piece, after) = rest.split_at(len);
+            let started = std::time::Instant::now();
+            self.write(
+                File::Checkpoints,
+                "drop a merged checkpoint's blobs",
+                |txn| {
+                    let mut pending = txn.open_table(PENDING)?;
+                    for (seq, _) in piece {
+                        pending.remove(*seq)?;
+                    }
+                    Ok(())
+                },
+            )?;
+            tracing::trace!(
+                blobs = piece.len(),
+                step_seconds = started.elapsed().as_secs_f64(),
+                "redb: merged checkpoint blobs dropped"
+            );
+            rest = after;
+        }
+        Ok(())
     }
 }
 
@@ -1559,6 +1607,11 @@ mod tests {
                  {completion_commits} transactions"
             );
             assert_eq!(read_all(&store), (Some(5), expected(&model)));
+            let live = store.files.live.read();
+            let txn = live.ckpt.begin_read().expect("read");
+            let pending = txn.open_table(PENDING).expect("pending");
+            let left = pending.iter().expect("iter").count();
+            assert_eq!(left, 0, "the merged blobs are removed");
         }
     }
 
