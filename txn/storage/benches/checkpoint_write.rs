@@ -15,6 +15,10 @@
 //! Run: `cargo bench -p txn-storage --bench checkpoint_write`. `VMSDB_BENCH_ROWS` sets the
 //! rows (default 1,000,000); `VMSDB_BENCH_DIR` puts the store on the disk under test (default:
 //! the system temp directory; a tmpfs makes fsync free and the numbers meaningless).
+//! `VMSDB_BENCH_MERGE_STEP_ROWS` sets the rows of one step of the completion's merge (default
+//! `limits::REDB_MERGE_STEP_ROWS`; 0: the whole merge in one step, as one transaction).
+//! `RUST_LOG=txn_storage::redb_storage=debug` prints each completion's steps and its longest
+//! step (`=trace`: every step).
 
 mod common;
 
@@ -219,8 +223,24 @@ fn main() {
     let Some(n_rows) = common::bench_rows(1_000_000) else {
         return;
     };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let dir = tempfile::tempdir_in(bench_dir()).expect("bench dir");
     let store = Arc::new(RedbStorage::open(dir.path()).expect("open redb"));
+    let merge_step_rows = std::env::var("VMSDB_BENCH_MERGE_STEP_ROWS")
+        .ok()
+        .and_then(|rows| rows.parse().ok())
+        .map(|rows: usize| if rows == 0 { usize::MAX } else { rows })
+        .unwrap_or(txn_storage::limits::REDB_MERGE_STEP_ROWS);
+    let merge_step_bytes = match merge_step_rows {
+        usize::MAX => usize::MAX,
+        _ => txn_storage::limits::REDB_MERGE_STEP_BYTES,
+    };
+    store.set_merge_step(merge_step_rows, merge_step_bytes);
     let phase = Arc::new(AtomicU8::new(IDLE));
     let stop = Arc::new(AtomicBool::new(false));
     let log = Log {
@@ -233,8 +253,12 @@ fn main() {
             .unwrap_or(64),
     };
     println!(
-        "{n_rows} rows, log truncated in steps of {} epochs (0: at once)",
-        log.truncate_step
+        "{n_rows} rows, log truncated in steps of {} epochs (0: at once), merge steps of {} rows",
+        log.truncate_step,
+        match merge_step_rows {
+            usize::MAX => "all".to_string(),
+            rows => rows.to_string(),
+        }
     );
     let appender = std::thread::spawn({
         let (store, phase, stop) = (store.clone(), phase.clone(), stop.clone());

@@ -106,6 +106,21 @@ const _: () = assert!(
     REDB_PENDING_BLOB_BYTES_MAX >= CHECKPOINT_KEY_BYTES_MAX + CHECKPOINT_VALUE_BYTES_MAX + 64
 );
 
+/// Most rows, and most bytes of keys and row envelopes, one transaction of the embedded redb
+/// backend's merge of a completed checkpoint into its state applies. A completion is a small
+/// transaction that marks the checkpoint complete and then a merge in steps of this size, each
+/// one transaction (and one fsync) over the next range of keys, so no commit writes out more
+/// than a step's pages at once (one transaction for the whole merge wrote and synced hundreds
+/// of megabytes in its commit, and log appends on the same disk waited behind it). 16,384
+/// rows of 16-byte keys and 40-byte values are about 1 MB and 45–85 ms a step; a quarter of
+/// that made the completion of 2,000,000 rows about 15 % longer (one fsync a step) with no
+/// better append latency (`docs/storage.md`, "The completion in steps").
+pub const REDB_MERGE_STEP_ROWS: usize = 16_384;
+
+/// See [`REDB_MERGE_STEP_ROWS`]; also about the blob bytes one transaction removes after the
+/// merge.
+pub const REDB_MERGE_STEP_BYTES: usize = 8 * 1024 * 1024;
+
 /// Log records the PostgreSQL backend reads ahead of the caller's visitor in `read_epochs`
 /// (each up to one epoch batch).
 pub const POSTGRES_LOG_READ_AHEAD: usize = 16;

@@ -20,6 +20,9 @@
 //!                                       one incomplete checkpoint, in write order
 //! meta                       "latest_complete"  u64 + crc32c
 //!                            "pending_epoch"    u64 + crc32c: whose rows the blobs hold
+//!                            "merge_from"       crc32c + key: set while the blobs hold rows
+//!                                               of the latest complete checkpoint not yet
+//!                                               merged, from this key on
 //!                            "store_info"       crc32c + the store info record
 //! ```
 //!
@@ -45,18 +48,33 @@
 //! [`limits::REDB_PENDING_BLOB_BYTES_MAX`]): appending at the end of a small table costs one
 //! fsync and a few pages, where inserting the rows one by one into a keyed table rewrote pages
 //! all over it in every chunk's transaction (about 3x slower for 1,000,000 rows).
-//! Completing checkpoint `c` is one transaction that applies the blobs to `checkpoint_state`
-//! (a later write of a key wins; a deletion removes the row), deletes the blobs and sets
-//! `latest_complete = c`; until it commits, readers see the previous state. The blobs are
-//! applied in one k-way merge in key order (`merge_pending_in_key_order`), so the state
-//! table's pages are visited once, in order: applied blob after blob, each of the hundreds of
-//! blobs of a large checkpoint walked the whole table again, and the completion of 2,000,000
-//! rows took 39–56 s instead of 8–18 s (`benches/checkpoint_write.rs`). The merge holds every
-//! pending blob of the checkpoint at once (about 70 bytes a row); merging them in passes of
-//! 32 or 64 MB to bound that made the completion about 1.6x as long (`docs/storage.md`).
-//! Blobs are only trusted while `pending_epoch` names the checkpoint being written or completed;
-//! otherwise they are leftovers of an abandoned checkpoint and are dropped. Every write, the
-//! order checks included, is one redb write transaction, so no extra lock is needed.
+//! Completing checkpoint `c` is one small transaction that sets `latest_complete = c` and
+//! `merge_from` (the empty key), followed by a merge of the blobs into `checkpoint_state` in
+//! key order (a later write of a key wins; a deletion removes the row) in steps of at most
+//! [`limits::REDB_MERGE_STEP_ROWS`] rows or [`limits::REDB_MERGE_STEP_BYTES`] bytes, each one
+//! durable transaction that applies the next key range and moves `merge_from` past it; the
+//! last removes `merge_from`, and the merged blobs are then removed a few megabytes per
+//! transaction. So the checkpoint flips atomically, and no commit writes out more than one
+//! step's pages: merged in one transaction, a checkpoint of millions of rows wrote and synced
+//! hundreds of megabytes in its commit while log appends on the same disk waited behind it
+//! (the two files have separate writers, but share the disk). The merge is a k-way merge of
+//! the blobs (`PendingRows`), so the state table's pages are visited once, in order, as in one
+//! transaction: applied blob after blob, each of the hundreds of blobs of a large checkpoint
+//! walked the whole table again, and the completion of 2,000,000 rows took 39–56 s instead of
+//! 8–18 s (`benches/checkpoint_write.rs`). The merge holds every pending
+//! blob of the checkpoint at once (about 70 bytes a row); merging them in passes of 32 or
+//! 64 MB to bound that made the completion about 1.6x as long (`docs/storage.md`).
+//! While `merge_from` is set (during the merge, or after one cut short by an error or a
+//! crash), a read of the checkpoint (`read_latest_checkpoint`) takes from one snapshot the
+//! state below `merge_from` and, from it on, each key's last write in the blobs over the
+//! state's row: it sees the complete checkpoint whole and never waits for the merge. The next
+//! chunk write or completion finishes an unfinished merge first, from `merge_from` on, under
+//! one lock (`Files::merge`), each step fenced by the handle's lease term like every
+//! checkpoint write; so rows of the next checkpoint never join the blobs, and the blobs are
+//! never dropped as an abandoned checkpoint's while they still hold rows to merge.
+//! Otherwise, blobs are only trusted while `pending_epoch` names the checkpoint being written
+//! or completed; else they are leftovers of an abandoned checkpoint and are dropped. Every
+//! write, the order checks included, is one redb write transaction.
 //!
 //! # Corruption: refuse, never return
 //!
@@ -125,6 +143,10 @@ const META_PENDING: &str = "pending_epoch";
 const META_STORE_INFO: &str = "store_info";
 /// The checkpoint file's copy of the lease term, checked by fenced checkpoint writes.
 const META_LEASE_TERM: &str = "lease_term";
+/// Present while the pending blobs hold the rows of the latest complete checkpoint that are not
+/// yet merged into the state table: the first key not yet merged (checksummed like the store
+/// info record).
+const META_MERGE_FROM: &str = "merge_from";
 
 /// A [`Storage`] in two redb files inside a data directory: the log and the checkpoints.
 /// [`RedbStorage::open_another`] gives another handle on a store this process has open.
@@ -148,6 +170,21 @@ struct Files {
     /// has the store: the lease is void and the next taker gets it at once (with a newer term)
     /// instead of waiting for it to run out after a crash.
     lease_term_at_open: u64,
+    /// Held by a completion while it flips and merges, and by every chunk write while it
+    /// checks this (reads do not take it); `true` while a complete checkpoint's rows may not
+    /// all be merged into the state table yet (`META_MERGE_FROM` may be set): after a
+    /// completion that failed or a crash mid-merge, the next chunk write or completion
+    /// finishes the merge first.
+    merge: parking_lot::Mutex<bool>,
+    /// Rows and bytes of one merge step (`limits::REDB_MERGE_STEP_ROWS`, `_BYTES`; smaller in
+    /// tests).
+    merge_step: parking_lot::Mutex<(usize, usize)>,
+    /// Test hook: the merge fails (as an I/O error would) after this many steps.
+    #[cfg(test)]
+    merge_fail_after_steps: std::sync::atomic::AtomicU64,
+    /// Test counter: commits of checkpoint-file write transactions.
+    #[cfg(test)]
+    checkpoint_commits: std::sync::atomic::AtomicU64,
 }
 
 /// The open databases of a store and what their paths named when they were opened.
@@ -200,6 +237,23 @@ impl RedbStorage {
         Ok(Self {
             files,
             held: HeldTerm::default(),
+        })
+    }
+
+    /// Sets the most rows and bytes one step of a completion's merge applies (by default
+    /// [`limits::REDB_MERGE_STEP_ROWS`] and [`limits::REDB_MERGE_STEP_BYTES`]), for every
+    /// handle on this store: for tests that stop a process between steps, and for benches.
+    #[doc(hidden)]
+    pub fn set_merge_step(&self, rows: usize, bytes: usize) {
+        *self.files.merge_step.lock() = (rows.max(1), bytes.max(1));
+    }
+
+    /// Whether the latest complete checkpoint's merge into the state is unfinished (cut short
+    /// by an error or a crash; reads see the checkpoint whole either way): for tests.
+    #[doc(hidden)]
+    pub fn merge_unfinished(&self) -> Result<bool, StorageError> {
+        self.files.read_checkpoint_meta("merge_unfinished", |meta| {
+            Ok(read_merge_from(meta)?.is_some())
         })
     }
 
@@ -362,18 +416,28 @@ impl Files {
             path,
             ckpt_path,
             lease_term_at_open: 0,
+            merge: parking_lot::Mutex::new(false),
+            merge_step: parking_lot::Mutex::new((
+                limits::REDB_MERGE_STEP_ROWS,
+                limits::REDB_MERGE_STEP_BYTES,
+            )),
+            #[cfg(test)]
+            merge_fail_after_steps: std::sync::atomic::AtomicU64::new(u64::MAX),
+            #[cfg(test)]
+            checkpoint_commits: std::sync::atomic::AtomicU64::new(0),
         };
         store.lease_term_at_open = store.write(File::Log, "create tables", |txn| {
             txn.open_table(LOG)?;
             let meta = txn.open_table(LOG_META)?;
             Ok(read_lease(&meta)?.map_or(0, |record| record.term))
         })?;
-        store.write(File::Checkpoints, "create tables", |txn| {
+        let unmerged = store.write(File::Checkpoints, "create tables", |txn| {
             txn.open_table(STATE)?;
             txn.open_table(PENDING)?;
-            txn.open_table(META)?;
-            Ok(())
+            let meta = txn.open_table(META)?;
+            Ok(read_merge_from(&meta)?.is_some())
         })?;
+        *store.merge.get_mut() = unmerged;
         for created in [CREATED_MARKER, CHECKPOINT_CREATED_MARKER] {
             let created = dir.join(created);
             if !created.exists() {
@@ -436,6 +500,11 @@ impl Files {
         match body(&txn) {
             Ok(value) => {
                 txn.commit().map_err(|e| err(e.into()))?;
+                #[cfg(test)]
+                if matches!(file, File::Checkpoints) {
+                    self.checkpoint_commits
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 // After the commit: a deletion before it (or during it) is caught, so no write
                 // that went to a deleted or replaced file is reported durable.
                 live.identity[file as usize].check()?;
@@ -447,6 +516,166 @@ impl Files {
             }
             Err(TxnError::Engine(e)) => Err(err(e)),
         }
+    }
+}
+
+impl Files {
+    /// Merges the pending blobs of the latest complete checkpoint into the state table from
+    /// `META_MERGE_FROM` on, when `unmerged` (the guarded flag of [`Files::merge`]) says they
+    /// may not all be merged: in steps of at most `merge_step` rows and bytes, each one durable
+    /// transaction that applies the next range of keys in key order and moves
+    /// `META_MERGE_FROM` past it; the last removes the marker, then the blobs go in pieces
+    /// (`drop_merged_blobs`). Every leaf page of
+    /// the state table is written once, as in one transaction, but no commit writes out more
+    /// than one step's pages. A crash between steps loses nothing: the marker and the rows
+    /// before it were committed together, the blobs are still there, and the next merge goes
+    /// on from the marker. Each step is fenced by `held`, the lease term of the handle doing
+    /// the merge: a deposed holder's merge stops at its next step.
+    fn finish_merge(
+        &self,
+        unmerged: &mut bool,
+        held: &HeldTerm,
+    ) -> Result<MergeCounts, StorageError> {
+        let mut counts = MergeCounts::default();
+        if !*unmerged {
+            return Ok(counts);
+        }
+        const OPERATION: &str = "merge a complete checkpoint";
+        let err = self.err(File::Checkpoints, OPERATION);
+        // The blobs are copied out of one read transaction: each step is a write transaction
+        // of its own, and the merge's place in every blob carries over from step to step.
+        let (from, blobs) = {
+            let live = self.live.read();
+            let txn = live.ckpt.begin_read().map_err(|e| err(e.into()))?;
+            let meta = txn.open_table(META).map_err(|e| err(e.into()))?;
+            let from = match read_merge_from(&meta) {
+                Ok(Some(from)) => from,
+                Ok(None) => {
+                    *unmerged = false;
+                    return Ok(counts);
+                }
+                Err(TxnError::Storage(e)) => return Err(e),
+                Err(TxnError::Engine(e)) => return Err(err(e)),
+            };
+            let pending = txn.open_table(PENDING).map_err(|e| err(e.into()))?;
+            let mut blobs = Vec::new();
+            for entry in pending.iter().map_err(|e| err(e.into()))? {
+                let (seq, stored) = entry.map_err(|e| err(e.into()))?;
+                counts.bytes += stored.value().len() as u64;
+                blobs.push((seq.value(), stored.value().to_vec()));
+            }
+            (from, blobs)
+        };
+        counts.blobs = blobs.len() as u64;
+        let mut rows = PendingRows::new(
+            blobs.iter().map(|(seq, stored)| (*seq, stored.as_slice())),
+            &from,
+        )?;
+        let (step_rows, step_bytes) = *self.merge_step.lock();
+        loop {
+            #[cfg(test)]
+            if counts.steps
+                >= self
+                    .merge_fail_after_steps
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                return Err(StorageError::io(
+                    BACKEND,
+                    OPERATION,
+                    std::io::Error::other("test hook: the merge stops here"),
+                ));
+            }
+            let step_started = std::time::Instant::now();
+            let (mut applied, mut bytes) = (0, 0);
+            let done = self.write(File::Checkpoints, OPERATION, |txn| {
+                check_checkpoint_fence(txn, held)?;
+                let mut state = txn.open_table(STATE)?;
+                while applied < step_rows && bytes < step_bytes {
+                    let Some(head) = rows.next()? else { break };
+                    // The envelope of a live row is the same in both tables.
+                    match head.live {
+                        true => state.insert(head.key, head.envelope).map(drop)?,
+                        false => state.remove(head.key).map(drop)?,
+                    }
+                    applied += 1;
+                    bytes += head.key.len() + head.envelope.len();
+                }
+                counts.rows += applied as u64;
+                let mut meta = txn.open_table(META)?;
+                match rows.peek_key() {
+                    Some(next) => {
+                        let stored = row::encode_meta_bytes(META_MERGE_FROM, next);
+                        meta.insert(META_MERGE_FROM, stored.as_slice())?;
+                        Ok(false)
+                    }
+                    None => {
+                        meta.remove(META_MERGE_FROM)?;
+                        Ok(true)
+                    }
+                }
+            })?;
+            counts.steps += 1;
+            let step_seconds = step_started.elapsed().as_secs_f64();
+            counts.longest_step_seconds = counts.longest_step_seconds.max(step_seconds);
+            tracing::trace!(
+                step = counts.steps,
+                rows = applied,
+                bytes,
+                step_seconds,
+                "redb: checkpoint merge step committed"
+            );
+            if done {
+                *unmerged = false;
+                self.drop_merged_blobs(&blobs, step_bytes)?;
+                return Ok(counts);
+            }
+        }
+    }
+}
+
+impl Files {
+    /// Removes the blobs of a finished merge (leftovers now: `META_PENDING` and
+    /// `META_MERGE_FROM` are gone, so nothing reads them) in transactions of about
+    /// `piece_bytes` of blobs each: deleting the table of a large checkpoint's blobs in one
+    /// transaction took 0.4–0.6 s, the longest step of the completion. After a crash in between,
+    /// the next checkpoint's first chunk drops what is left, as any abandoned checkpoint's.
+    fn drop_merged_blobs(
+        &self,
+        blobs: &[(u64, Vec<u8>)],
+        piece_bytes: usize,
+    ) -> Result<(), StorageError> {
+        let mut rest = blobs;
+        while !rest.is_empty() {
+            let mut bytes = 0;
+            let len = rest
+                .iter()
+                .take_while(|(_, stored)| {
+                    let take = bytes < piece_bytes;
+                    bytes += stored.len();
+                    take
+                })
+                .count();
+            let (piece, after) = rest.split_at(len);
+            let started = std::time::Instant::now();
+            self.write(
+                File::Checkpoints,
+                "drop a merged checkpoint's blobs",
+                |txn| {
+                    let mut pending = txn.open_table(PENDING)?;
+                    for (seq, _) in piece {
+                        pending.remove(*seq)?;
+                    }
+                    Ok(())
+                },
+            )?;
+            tracing::trace!(
+                blobs = piece.len(),
+                step_seconds = started.elapsed().as_secs_f64(),
+                "redb: merged checkpoint blobs dropped"
+            );
+            rest = after;
+        }
+        Ok(())
     }
 }
 
@@ -596,6 +825,9 @@ fn diagnose(db: &Database) -> Option<StorageError> {
             if let Err(TxnError::Storage(err)) = read_store_info(&meta) {
                 return Some(err);
             }
+            if let Err(TxnError::Storage(err)) = read_merge_from(&meta) {
+                return Some(err);
+            }
         }
         if let Ok(state) = txn.open_table(STATE) {
             for entry in state.iter().ok()? {
@@ -638,82 +870,88 @@ impl Ord for Head<'_> {
     }
 }
 
-/// Applies the pending blobs (each sorted by key) to `state` in one pass in key order, a k-way
-/// merge of the blobs: every leaf page of the state table is rewritten once, in file order,
-/// where applying blob after blob walked the whole table once per blob.
-fn merge_pending_in_key_order(
-    pending: &redb::Table<'_, u64, &'static [u8]>,
-    state: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
-) -> Result<MergeCounts, TxnError> {
-    let mut counts = MergeCounts::default();
-    let mut guards = Vec::new();
-    for entry in pending.iter()? {
-        let (seq, stored) = entry?;
-        counts.bytes += stored.value().len() as u64;
-        guards.push((seq.value(), stored));
-    }
-    counts.blobs = guards.len() as u64;
-    let seqs: Vec<u64> = guards.iter().map(|(seq, _)| *seq).collect();
-    let mut cursors = Vec::with_capacity(guards.len());
-    for (seq, stored) in &guards {
-        match record::decode(BACKEND, *seq, stored.value()) {
-            Ok((blob, _)) => cursors.push(row::BlobRows::new(blob)),
-            Err(err) => {
-                return fail(StorageError::CorruptStore {
-                    backend: BACKEND,
-                    location: format!("pending checkpoint blob {seq}"),
-                    detail: err.to_string(),
-                });
-            }
-        }
-    }
-    /// Pushes the next row of blob `blob`, if any, onto the heap.
-    fn advance<'a>(
-        heap: &mut BinaryHeap<Reverse<Head<'a>>>,
-        cursors: &mut [row::BlobRows<'a>],
-        blob: usize,
-        seqs: &[u64],
-    ) -> Result<(), TxnError> {
-        let location = || format!("pending checkpoint blob {}", seqs[blob]);
-        if let Some((key, envelope, value)) = cursors[blob].next_row(BACKEND, &location)? {
-            heap.push(Reverse(Head {
-                key,
-                blob,
-                envelope,
-                live: value.is_some(),
-            }));
-        }
-        Ok(())
-    }
-    let mut heap = BinaryHeap::with_capacity(cursors.len());
-    for blob in 0..cursors.len() {
-        advance(&mut heap, &mut cursors, blob, &seqs)?;
-    }
-    let mut apply = |head: Head<'_>| -> Result<(), TxnError> {
-        counts.rows += 1;
-        // The envelope of a live row is the same in both tables.
-        match head.live {
-            true => state.insert(head.key, head.envelope).map(drop)?,
-            false => state.remove(head.key).map(drop)?,
-        }
-        Ok(())
-    };
-    let mut current: Option<Head<'_>> = None;
-    while let Some(Reverse(head)) = heap.pop() {
-        advance(&mut heap, &mut cursors, head.blob, &seqs)?;
-        match current.take() {
-            Some(earlier) if earlier.key != head.key => apply(earlier)?,
-            _ => {}
-        }
-        current = Some(head);
-    }
-    if let Some(last) = current {
-        apply(last)?;
-    }
-    Ok(counts)
+/// The rows of a complete checkpoint's pending blobs (each sorted by key) in key order, the
+/// last write of a key winning: a k-way merge of the blobs, a heap of one cursor per blob.
+struct PendingRows<'a> {
+    heap: BinaryHeap<Reverse<Head<'a>>>,
+    cursors: Vec<row::BlobRows<'a>>,
+    seqs: Vec<u64>,
 }
 
-/// What a completion merged, for its debug log line.
+impl<'a> PendingRows<'a> {
+    /// The rows of `blobs` (seq, stored record envelope; in seq order, which is write order)
+    /// whose keys are at least `from`.
+    fn new(
+        blobs: impl IntoIterator<Item = (u64, &'a [u8])>,
+        from: &[u8],
+    ) -> Result<Self, StorageError> {
+        let (mut cursors, mut seqs) = (Vec::new(), Vec::new());
+        for (seq, stored) in blobs {
+            seqs.push(seq);
+            match record::decode(BACKEND, seq, stored) {
+                Ok((blob, _)) => cursors.push(row::BlobRows::new(blob)),
+                Err(err) => {
+                    return Err(StorageError::CorruptStore {
+                        backend: BACKEND,
+                        location: format!("pending checkpoint blob {seq}"),
+                        detail: err.to_string(),
+                    });
+                }
+            }
+        }
+        let mut rows = Self {
+            heap: BinaryHeap::with_capacity(cursors.len()),
+            cursors,
+            seqs,
+        };
+        for blob in 0..rows.cursors.len() {
+            rows.advance(blob, from)?;
+        }
+        Ok(rows)
+    }
+
+    /// Pushes the next row of blob `blob` whose key is at least `from`, if any, onto the heap.
+    fn advance(&mut self, blob: usize, from: &[u8]) -> Result<(), StorageError> {
+        let seq = self.seqs[blob];
+        let location = || format!("pending checkpoint blob {seq}");
+        while let Some((key, envelope, value)) = self.cursors[blob].next_row(BACKEND, &location)? {
+            if key >= from {
+                self.heap.push(Reverse(Head {
+                    key,
+                    blob,
+                    envelope,
+                    live: value.is_some(),
+                }));
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The last write of the next key. Equal keys pop in write order (by blob, and within a
+    /// blob one after the other), so the last one popped wins.
+    fn next(&mut self) -> Result<Option<Head<'a>>, StorageError> {
+        let Some(Reverse(mut head)) = self.heap.pop() else {
+            return Ok(None);
+        };
+        self.advance(head.blob, &[])?;
+        while self.peek_key() == Some(head.key) {
+            let Some(Reverse(later)) = self.heap.pop() else {
+                break;
+            };
+            self.advance(later.blob, &[])?;
+            head = later;
+        }
+        Ok(Some(head))
+    }
+
+    /// The key [`PendingRows::next`] gives next.
+    fn peek_key(&self) -> Option<&'a [u8]> {
+        self.heap.peek().map(|Reverse(head)| head.key)
+    }
+}
+
+/// What a merge did, for the completion's debug log line.
 #[derive(Default)]
 struct MergeCounts {
     /// Pending blobs.
@@ -722,8 +960,10 @@ struct MergeCounts {
     rows: u64,
     /// Bytes of the stored blobs.
     bytes: u64,
-    /// From the completion's start to the end of the merge, inside the transaction.
-    merge_seconds: f64,
+    /// Write transactions.
+    steps: u64,
+    /// The longest step, from its start to its commit's return.
+    longest_step_seconds: f64,
 }
 
 /// An error inside a transaction body: ours, or the engine's.
@@ -786,9 +1026,24 @@ fn read_meta(
 fn read_store_info(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
 ) -> Result<Option<Vec<u8>>, TxnError> {
-    match table.get(META_STORE_INFO)? {
-        Some(stored) => match row::decode_meta_bytes(BACKEND, META_STORE_INFO, stored.value()) {
-            Ok(info) => Ok(Some(info.to_vec())),
+    read_meta_bytes(table, META_STORE_INFO)
+}
+
+/// The first key not yet merged of the latest complete checkpoint's pending blobs, if any.
+fn read_merge_from(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Option<Vec<u8>>, TxnError> {
+    read_meta_bytes(table, META_MERGE_FROM)
+}
+
+/// The checked bytes of metadata entry `name` (see `row::encode_meta_bytes`), if present.
+fn read_meta_bytes(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &'static str,
+) -> Result<Option<Vec<u8>>, TxnError> {
+    match table.get(name)? {
+        Some(stored) => match row::decode_meta_bytes(BACKEND, name, stored.value()) {
+            Ok(bytes) => Ok(Some(bytes.to_vec())),
             Err(err) => fail(err),
         },
         None => Ok(None),
@@ -917,6 +1172,10 @@ impl Storage for RedbStorage {
         rows: &[CheckpointRow],
     ) -> Result<(), StorageError> {
         limits::check_rows(BACKEND, rows)?;
+        // The blobs of a complete checkpoint whose merge was cut short go into the state
+        // before rows of the next one join the pending table.
+        let mut unmerged = self.files.merge.lock();
+        self.files.finish_merge(&mut unmerged, &self.held)?;
         self.files
             .write(File::Checkpoints, "write_checkpoint_rows", |txn| {
                 check_checkpoint_fence(txn, &self.held)?;
@@ -963,8 +1222,18 @@ impl Storage for RedbStorage {
 
     fn complete_checkpoint(&self, checkpoint_epoch: u64) -> Result<(), StorageError> {
         let started = std::time::Instant::now();
-        let mut merged = MergeCounts::default();
-        self.files
+        let mut unmerged = self.files.merge.lock();
+        // An earlier completion's merge, cut short, goes first.
+        self.files.finish_merge(&mut unmerged, &self.held)?;
+        // From here on the blobs may be the rows of a complete checkpoint, whatever this
+        // transaction reports (its commit may succeed and a check after it fail): the next
+        // checkpoint write looks at `META_MERGE_FROM` before it drops any blob.
+        *unmerged = true;
+        // One small transaction makes the checkpoint complete: its rows are the pending blobs
+        // from here on, merged into the state in steps below (and by whoever finds the merge
+        // unfinished after a failure or a crash).
+        let merge = self
+            .files
             .write(File::Checkpoints, "complete_checkpoint", |txn| {
                 check_checkpoint_fence(txn, &self.held)?;
                 let (latest, pending_epoch) = {
@@ -975,33 +1244,37 @@ impl Storage for RedbStorage {
                     )
                 };
                 if latest == Some(checkpoint_epoch) {
-                    return Ok(());
+                    return Ok(false);
                 }
                 check_newer(checkpoint_epoch, latest)?;
-                if pending_epoch == Some(checkpoint_epoch) {
-                    let pending = txn.open_table(PENDING)?;
-                    let mut state = txn.open_table(STATE)?;
-                    merged = merge_pending_in_key_order(&pending, &mut state)?;
-                }
-                merged.merge_seconds = started.elapsed().as_secs_f64();
-                txn.delete_table(PENDING)?;
                 let mut meta = txn.open_table(META)?;
                 meta.insert(
                     META_LATEST,
                     &row::encode_meta(META_LATEST, checkpoint_epoch)[..],
                 )?;
                 meta.remove(META_PENDING)?;
-                Ok(())
+                if pending_epoch == Some(checkpoint_epoch) {
+                    let from = row::encode_meta_bytes(META_MERGE_FROM, &[]);
+                    meta.insert(META_MERGE_FROM, from.as_slice())?;
+                    Ok(true)
+                } else {
+                    // Leftovers of an abandoned checkpoint, if any.
+                    txn.delete_table(PENDING)?;
+                    Ok(false)
+                }
             })?;
-        // Where a long completion goes: the merge (inside the transaction) or the commit
-        // (writing out and syncing the merged pages).
+        let completed = started.elapsed();
+        *unmerged = merge;
+        let merged = self.files.finish_merge(&mut unmerged, &self.held)?;
         tracing::debug!(
             checkpoint_epoch,
             blobs = merged.blobs,
             rows = merged.rows,
             blob_bytes = merged.bytes,
-            merge_seconds = merged.merge_seconds,
-            commit_seconds = started.elapsed().as_secs_f64() - merged.merge_seconds,
+            steps = merged.steps,
+            longest_step_seconds = merged.longest_step_seconds,
+            complete_seconds = completed.as_secs_f64(),
+            merge_seconds = (started.elapsed() - completed).as_secs_f64(),
             "redb: checkpoint completed"
         );
         Ok(())
@@ -1012,6 +1285,9 @@ impl Storage for RedbStorage {
         visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
     ) -> Result<Option<u64>, StorageError> {
         let err = self.files.err(File::Checkpoints, "read_latest_checkpoint");
+        // One snapshot: while a completion's merge is unfinished (running now, or cut short by
+        // an error or a crash), the rows from `META_MERGE_FROM` on are the pending blobs'
+        // over the state's. No lock: a read neither waits for a merge nor writes.
         let live = self.files.live.read();
         let txn = live.ckpt.begin_read().map_err(|e| err(e.into()))?;
         let meta = txn.open_table(META).map_err(|e| err(e.into()))?;
@@ -1023,11 +1299,66 @@ impl Storage for RedbStorage {
         if latest.is_none() {
             return Ok(None);
         }
+        let merge_from = match read_merge_from(&meta) {
+            Ok(from) => from,
+            Err(TxnError::Storage(e)) => return Err(e),
+            Err(TxnError::Engine(e)) => return Err(err(e)),
+        };
         let state = txn.open_table(STATE).map_err(|e| err(e.into()))?;
-        for entry in state.iter().map_err(|e| err(e.into()))? {
+        let Some(from) = merge_from else {
+            for entry in state.iter().map_err(|e| err(e.into()))? {
+                let (key, stored) = entry.map_err(|e| err(e.into()))?;
+                row::visit_live_row(BACKEND, key.value(), stored.value(), visit)?;
+            }
+            return Ok(latest);
+        };
+        // Below `from` the state is merged; from it on, a key's row is its last write in the
+        // blobs if it has one (a deletion: no row), else the state's.
+        let pending = txn.open_table(PENDING).map_err(|e| err(e.into()))?;
+        let mut guards = Vec::new();
+        for entry in pending.iter().map_err(|e| err(e.into()))? {
+            let (seq, stored) = entry.map_err(|e| err(e.into()))?;
+            guards.push((seq.value(), stored));
+        }
+        let mut unmerged = PendingRows::new(
+            guards.iter().map(|(seq, stored)| (*seq, stored.value())),
+            &from,
+        )?;
+        for entry in state
+            .range::<&[u8]>(..from.as_slice())
+            .map_err(|e| err(e.into()))?
+        {
             let (key, stored) = entry.map_err(|e| err(e.into()))?;
-            let key = key.value();
-            row::visit_live_row(BACKEND, key, stored.value(), visit)?;
+            row::visit_live_row(BACKEND, key.value(), stored.value(), visit)?;
+        }
+        let mut merged = state
+            .range::<&[u8]>(from.as_slice()..)
+            .map_err(|e| err(e.into()))?
+            .peekable();
+        loop {
+            let state_key = match merged.peek() {
+                Some(Ok((key, _))) => Some(key.value()),
+                Some(Err(_)) => None,
+                None => None,
+            };
+            let blob_first = match (state_key, unmerged.peek_key()) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(state_key), Some(blob_key)) => blob_key <= state_key,
+            };
+            if blob_first {
+                let Some(head) = unmerged.next()? else { break };
+                if state_key == Some(head.key) {
+                    merged.next();
+                }
+                if head.live {
+                    row::visit_live_row(BACKEND, head.key, head.envelope, visit)?;
+                }
+            } else {
+                let Some(entry) = merged.next() else { break };
+                let (key, stored) = entry.map_err(|e| err(e.into()))?;
+                row::visit_live_row(BACKEND, key.value(), stored.value(), visit)?;
+            }
         }
         Ok(latest)
     }
@@ -1198,6 +1529,247 @@ mod tests {
                 "checkpoint {checkpoint}"
             );
         }
+    }
+
+    /// `n` rows `k<i>` (every `stride`-th key of 0.., zero-padded, so key order is number order)
+    /// with value `v<tag>`, every seventh one a deletion.
+    fn numbered_rows(n: usize, stride: usize, tag: u64) -> Vec<CheckpointRow> {
+        (0..n)
+            .map(|i| {
+                let key = format!("k{:06}", i * stride).into_bytes();
+                let value = (i % 7 != 3).then(|| format!("v{tag}/{i}").into_bytes());
+                (key, value)
+            })
+            .collect()
+    }
+
+    /// Applies `rows` to `model` as a checkpoint would.
+    fn apply(model: &mut BTreeMap<Vec<u8>, Vec<u8>>, rows: &[CheckpointRow]) {
+        for (key, value) in rows {
+            match value {
+                Some(value) => model.insert(key.clone(), value.clone()),
+                None => model.remove(key),
+            };
+        }
+    }
+
+    fn expected(model: &BTreeMap<Vec<u8>, Vec<u8>>) -> Vec<crate::LiveRow> {
+        model.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    fn with_merge_step(store: RedbStorage, rows: usize, bytes: usize) -> RedbStorage {
+        store.set_merge_step(rows, bytes);
+        store
+    }
+
+    #[test]
+    fn completion_merges_in_bounded_transactions() {
+        // Goal: completing a checkpoint never writes its rows into the state table in one
+        // transaction: the merge commits in steps of at most the step's rows (and bytes), so
+        // no commit writes out the pages of the whole checkpoint at once. 10,000 rows in 10
+        // chunks with steps of 1,000 rows: the completion is its marking transaction and at
+        // least 10 merge steps (one transaction for everything before the change); with a
+        // bound on bytes instead, the same. The state is exactly the rows written.
+        for (step_rows, step_bytes, at_least) in [(1_000, usize::MAX, 10), (usize::MAX, 16_000, 10)]
+        {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = with_merge_step(
+                RedbStorage::open(dir.path()).expect("open"),
+                step_rows,
+                step_bytes,
+            );
+            let mut model = BTreeMap::new();
+            for chunk in 0..10u64 {
+                // Interleaved keys: every chunk's rows spread over the whole key range.
+                let rows: Vec<CheckpointRow> = numbered_rows(1_000, 10, chunk)
+                    .into_iter()
+                    .map(|(key, value)| {
+                        let mut key = key;
+                        key.extend_from_slice(format!("/{chunk}").as_bytes());
+                        (key, value)
+                    })
+                    .collect();
+                apply(&mut model, &rows);
+                store.write_checkpoint_rows(5, &rows).expect("write rows");
+            }
+            let commits = || {
+                store
+                    .files
+                    .checkpoint_commits
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            };
+            let before = commits();
+            store.complete_checkpoint(5).expect("complete");
+            let completion_commits = commits() - before;
+            assert!(
+                completion_commits > at_least,
+                "steps ({step_rows} rows, {step_bytes} bytes): the completion committed \
+                 {completion_commits} transactions"
+            );
+            assert_eq!(read_all(&store), (Some(5), expected(&model)));
+            let live = store.files.live.read();
+            let txn = live.ckpt.begin_read().expect("read");
+            let pending = txn.open_table(PENDING).expect("pending");
+            let left = pending.iter().expect("iter").count();
+            assert_eq!(left, 0, "the merged blobs are removed");
+        }
+    }
+
+    /// Sets the test hook: the next merges stop (as an I/O error would) after `steps` steps.
+    fn stop_merges_after(store: &RedbStorage, steps: u64) {
+        store
+            .files
+            .merge_fail_after_steps
+            .store(steps, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The stored `merge_from` marker.
+    fn merge_from(store: &RedbStorage) -> Option<Vec<u8>> {
+        store
+            .files
+            .read_checkpoint_meta("test", read_merge_from)
+            .expect("read merge_from")
+    }
+
+    /// Writes checkpoint 10 (merged to the end) and checkpoint 20 (its keys over 10's, with
+    /// deletions and rewrites), then completes 20 with a merge that stops after `cut` steps of
+    /// 100 rows: the store as a crash between two steps leaves it. Returns the model of
+    /// checkpoint 20.
+    fn complete_with_a_merge_cut_short(
+        dir: &Path,
+        cut: u64,
+    ) -> (RedbStorage, BTreeMap<Vec<u8>, Vec<u8>>) {
+        let store = with_merge_step(RedbStorage::open(dir).expect("open"), 100, usize::MAX);
+        let mut model = BTreeMap::new();
+        for chunk in 0..4 {
+            let rows = numbered_rows(300, 4 + chunk, 10 + chunk as u64);
+            apply(&mut model, &rows);
+            store.write_checkpoint_rows(10, &rows).expect("write rows");
+        }
+        store.complete_checkpoint(10).expect("complete");
+        for chunk in 0..3 {
+            let rows = numbered_rows(400, 2 + chunk, 20 + chunk as u64);
+            apply(&mut model, &rows);
+            store.write_checkpoint_rows(20, &rows).expect("write rows");
+        }
+        stop_merges_after(&store, cut);
+        assert!(store.complete_checkpoint(20).is_err(), "the hook stops it");
+        assert_eq!(store.latest_checkpoint_epoch().expect("latest"), Some(20));
+        assert!(merge_from(&store).is_some(), "the merge is unfinished");
+        stop_merges_after(&store, u64::MAX);
+        (store, model)
+    }
+
+    #[test]
+    fn a_merge_cut_short_reads_exactly_and_resumes_after_a_reopen() {
+        // Goal: a crash between any two merge steps (every step is durable, so the files are
+        // exactly as the last step committed them; here the hook stops the merge and the
+        // handle is dropped) reopens to exactly the complete checkpoint's rows — the merged
+        // part of the state plus the blobs' rows from `merge_from` on, a later write winning,
+        // a deletion removing — and the next completion call finishes the merge from there.
+        // Cut after 0 steps (only the flip committed), after some, and one step from the end
+        // (checkpoint 20 has 833 distinct keys: 9 steps of 100).
+        for cut in [0, 1, 4, 8] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let (store, model) = complete_with_a_merge_cut_short(dir.path(), cut);
+            drop(store);
+            let store = RedbStorage::open(dir.path()).expect("reopen");
+            assert!(
+                *store.files.merge.lock(),
+                "cut {cut}: the open finds it unfinished"
+            );
+            let unfinished_at = merge_from(&store).expect("merge_from");
+            assert_eq!(
+                read_all(&store),
+                (Some(20), expected(&model)),
+                "cut {cut}: read over the unfinished merge (from {unfinished_at:?})"
+            );
+            assert_eq!(store.latest_checkpoint_epoch().expect("latest"), Some(20));
+            // A retry of the completion finishes the merge (the flip is already done).
+            store.complete_checkpoint(20).expect("complete again");
+            assert_eq!(merge_from(&store), None, "cut {cut}: the merge is finished");
+            assert!(!*store.files.merge.lock());
+            assert_eq!(read_all(&store), (Some(20), expected(&model)), "cut {cut}");
+            drop(store);
+            let store = RedbStorage::open(dir.path()).expect("reopen");
+            assert_eq!(read_all(&store), (Some(20), expected(&model)), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_started_on_an_unfinished_merge_finishes_it_first() {
+        // Goal: the first chunk of the next checkpoint, on a store whose last completion's
+        // merge was cut short (with and without a reopen in between), does not mix its rows
+        // with the unfinished merge's blobs nor drop them as an abandoned checkpoint's: it
+        // finishes the merge first, and the next completion gives exactly every write in order.
+        for reopen in [false, true] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let (mut store, mut model) = complete_with_a_merge_cut_short(dir.path(), 3);
+            if reopen {
+                drop(store);
+                store = RedbStorage::open(dir.path()).expect("reopen");
+            }
+            let model_20 = model.clone();
+            let rows = numbered_rows(200, 5, 40);
+            apply(&mut model, &rows);
+            store.write_checkpoint_rows(40, &rows).expect("write rows");
+            assert_eq!(merge_from(&store), None, "reopen {reopen}: finished first");
+            // Until 40 completes, reads give 20.
+            assert_eq!(read_all(&store), (Some(20), expected(&model_20)));
+            store.complete_checkpoint(40).expect("complete");
+            assert_eq!(
+                read_all(&store),
+                (Some(40), expected(&model)),
+                "reopen {reopen}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_deposed_holder_does_not_merge() {
+        // Goal: the merge's steps are fenced like every other checkpoint write: a holder
+        // deposed while its completion's merge was unfinished has its next checkpoint write
+        // refused before any step commits (`merge_from` does not move), and the new holder
+        // reads the complete checkpoint and finishes the merge.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let old = with_merge_step(
+            RedbStorage::open(dir.path()).expect("open"),
+            100,
+            usize::MAX,
+        );
+        old.acquire_lease("old", Duration::ZERO).expect("lease");
+        let mut model = BTreeMap::new();
+        for chunk in 0..3 {
+            let rows = numbered_rows(400, 2 + chunk, 20 + chunk as u64);
+            apply(&mut model, &rows);
+            old.write_checkpoint_rows(20, &rows).expect("write rows");
+        }
+        stop_merges_after(&old, 2);
+        assert!(old.complete_checkpoint(20).is_err(), "the hook stops it");
+        stop_merges_after(&old, u64::MAX);
+        let cut_at = merge_from(&old).expect("unfinished");
+        let new = RedbStorage::open_another(dir.path()).expect("another handle");
+        new.acquire_lease("new", Duration::from_secs(3_600))
+            .expect("lease");
+        let rows = numbered_rows(10, 1, 30);
+        match old.write_checkpoint_rows(30, &rows) {
+            Err(StorageError::Fenced { .. }) => {}
+            other => panic!("the deposed holder's write: {other:?}"),
+        }
+        match old.complete_checkpoint(20) {
+            Err(StorageError::Fenced { .. }) => {}
+            other => panic!("the deposed holder's completion: {other:?}"),
+        }
+        assert_eq!(
+            merge_from(&old),
+            Some(cut_at),
+            "no step of the deposed holder"
+        );
+        assert_eq!(read_all(&new), (Some(20), expected(&model)));
+        apply(&mut model, &rows);
+        new.write_checkpoint_rows(30, &rows).expect("write rows");
+        new.complete_checkpoint(30).expect("complete");
+        assert_eq!(read_all(&new), (Some(30), expected(&model)));
     }
 
     /// A chunk of checkpoint rows from `"key=value"` (a write) and `"-key"` (a deletion) words.

@@ -1,6 +1,8 @@
 //! Kills a process writing to a redb store with SIGKILL at random moments — mid-append and
 //! mid-checkpoint — and checks after each restart that every acknowledged epoch and checkpoint
-//! is there byte for byte, and that nothing half-written is visible.
+//! is there byte for byte, and that nothing half-written is visible. The child merges a
+//! completed checkpoint into the state in steps of `MERGE_STEP_ROWS` rows, so kills also land
+//! between the steps of a merge.
 //!
 //! Runs without the libtest harness: the same binary is the parent (no arguments) and the
 //! writing child (`child <dir> <first epoch>`). Seed: `VMSDB_CRASH_SEED`; rounds:
@@ -18,6 +20,8 @@ use txn_storage::{CheckpointRow, LiveRow, RedbStorage, Storage};
 const N_ROWS: usize = 1_000;
 const CHECKPOINT_EVERY_EPOCHS: u64 = 15;
 const ROW_CHUNK: usize = 500;
+/// Rows of one step of the completion's merge in the child: a checkpoint's merge is 10 steps.
+const MERGE_STEP_ROWS: usize = 100;
 
 /// The batch of `epoch`: alternately small and large, so kills land in writes of both sizes.
 fn batch(epoch: u64) -> Vec<u8> {
@@ -55,6 +59,7 @@ fn expected_rows(checkpoint_epoch: u64) -> Vec<LiveRow> {
 /// prints each acknowledgement after the call returned.
 fn child(dir: &Path, first_epoch: u64) {
     let store = RedbStorage::open(dir).expect("child: open");
+    store.set_merge_step(MERGE_STEP_ROWS, usize::MAX);
     println!("ready 0");
     for epoch in first_epoch.. {
         store
@@ -76,9 +81,15 @@ fn child(dir: &Path, first_epoch: u64) {
     }
 }
 
-/// Checks the store after a kill; returns its last epoch.
-fn verify(dir: &Path, acked_epoch: Option<u64>, acked_checkpoint: Option<u64>) -> Option<u64> {
+/// Checks the store after a kill; returns its last epoch and whether the kill cut a
+/// completion's merge short.
+fn verify(
+    dir: &Path,
+    acked_epoch: Option<u64>,
+    acked_checkpoint: Option<u64>,
+) -> (Option<u64>, bool) {
     let store = RedbStorage::open(dir).expect("reopen after the kill");
+    let mid_merge = store.merge_unfinished().expect("merge_unfinished");
     let mut epochs = Vec::new();
     store
         .read_epochs(0, &mut |epoch, bytes| {
@@ -133,7 +144,7 @@ fn verify(dir: &Path, acked_epoch: Option<u64>, acked_checkpoint: Option<u64>) -
             "log truncated without a checkpoint"
         );
     }
-    last
+    (last, mid_merge)
 }
 
 fn main() {
@@ -156,6 +167,7 @@ fn main() {
     let mut rng = seed;
     let mut last = None;
     let (mut max_epoch, mut max_checkpoint) = (None::<u64>, None::<u64>);
+    let mut mid_merges = 0u32;
     for round in 0..n_rounds {
         rng = rng
             .wrapping_mul(6_364_136_223_846_793_005)
@@ -219,15 +231,21 @@ fn main() {
             !status.success(),
             "round {round}: the child exited by itself: {status}"
         );
-        last = verify(dir.path(), max_epoch, max_checkpoint);
+        let mid_merge;
+        (last, mid_merge) = verify(dir.path(), max_epoch, max_checkpoint);
+        mid_merges += u32::from(mid_merge);
         eprintln!(
             "round {round}: killed {kill_after:?} after opening; acknowledged epoch {max_epoch:?}, \
-             checkpoint {max_checkpoint:?}; store ends at {last:?}: ok"
+             checkpoint {max_checkpoint:?}; store ends at {last:?}{}: ok",
+            if mid_merge { ", a merge cut short" } else { "" }
         );
     }
     assert!(
         max_checkpoint.is_some(),
         "no checkpoint completed: kills came too early to test them"
     );
-    eprintln!("redb_crash: all {n_rounds} rounds kept every acknowledged write");
+    eprintln!(
+        "redb_crash: all {n_rounds} rounds kept every acknowledged write ({mid_merges} killed a \
+         completion's merge between steps)"
+    );
 }
