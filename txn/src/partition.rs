@@ -120,6 +120,11 @@ impl<A: App> Default for WaveOut<A> {
 /// lines to still be cached when their step runs (`txn/benches/rows.rs`, `rows_prefetch`).
 const PREFETCH_AHEAD: usize = 8;
 
+/// Most emits per step a wave's emit list is sized for from the last wave's ratio, and most
+/// emits in all: beyond them the list grows as events come.
+const EMITS_RESERVED_PER_STEP_MAX: usize = 4;
+const EMITS_RESERVED_MAX: usize = 1 << 16;
+
 /// The tables of one partition.
 pub(crate) struct PartitionState<A: App> {
     pub gp: GlobalPartition,
@@ -458,8 +463,13 @@ impl<A: App> PartitionState<A> {
         out.usage.reserve(n_steps);
         let (last_steps, last_emits) = self.last_wave;
         if last_emits > 0 {
-            out.emits
-                .reserve(n_steps.saturating_mul(last_emits) / last_steps.max(1));
+            // Bounded: the last wave may have been one step fanning out thousands of events.
+            let estimate = n_steps.saturating_mul(last_emits) / last_steps.max(1);
+            out.emits.reserve(
+                estimate
+                    .min(n_steps.saturating_mul(EMITS_RESERVED_PER_STEP_MAX))
+                    .min(EMITS_RESERVED_MAX),
+            );
         }
         let mut hints = std::mem::take(&mut self.hints);
         self.prime_hints(env, &steps, &mut hints);
