@@ -24,7 +24,29 @@ pub(crate) struct DenseRows<K, S> {
     entries: Vec<(K, S)>,
     /// The position in `entries` of each key, hashed by key.
     index: Index,
+    /// The next, twice as large, index while it is being filled a few entries per insert
+    /// (`grow_step`); `index` stays the one every lookup uses until it is complete.
+    growth: Option<Growth>,
     probes: ProbeCount,
+}
+
+/// An index of twice the buckets, filled in entry order alongside the current one.
+struct Growth {
+    next: Index,
+    /// Entries `[0, built)` are indexed in `next`, at their current positions.
+    built: usize,
+}
+
+impl Growth {
+    /// Indexes up to `most` more entries in `next`; whether every entry now is.
+    fn fill<K: Hash, S>(&mut self, entries: &[(K, S)], most: usize) -> bool {
+        let end = entries.len().min(self.built.saturating_add(most));
+        for (position, (key, _)) in (self.built..end).zip(&entries[self.built..end]) {
+            self.next.index_entry(hash_of(key), position);
+        }
+        self.built = end;
+        end == entries.len()
+    }
 }
 
 /// How full the index's bucket array may be before it doubles, as a fraction: linear probing
@@ -33,6 +55,26 @@ const MAX_LOAD: (usize, usize) = (4, 5);
 
 /// Buckets of the first bucket array.
 const MIN_BUCKETS: usize = 16;
+
+/// How full the bucket array is when its successor starts to be filled, a few entries per
+/// insert (`DenseRows::grow_step`), instead of all at once when it is `MAX_LOAD` full: indexing
+/// 1.7 M entries again in one insert took ~90 ms, a commit phase that long, and so the
+/// marketplace's slowest transaction of a long run.
+const GROW_START: (usize, usize) = (3, 4);
+
+/// Entries indexed into the next array per insert while it is filled. From `GROW_START` to
+/// `MAX_LOAD` there are `(4/5 - 3/4) n` inserts for at most `(4/5) n` entries, so this must be
+/// at least 16; at 32 the next array is complete at about 77 % (so an array still doubles at
+/// nearly the same load), and no insert indexes more than 32 entries besides its own.
+const GROW_STEP_ENTRIES: usize = 32;
+const _: () = assert!(
+    GROW_STEP_ENTRIES * (MAX_LOAD.0 * GROW_START.1 - GROW_START.0 * MAX_LOAD.1)
+        >= MAX_LOAD.0 * GROW_START.1
+);
+
+/// Smaller bucket arrays double at once (indexing at most ~13,000 entries again, well under a
+/// millisecond): the next array's allocation and bookkeeping are not worth it below this.
+const GROW_IN_STEPS_MIN_BUCKETS: usize = 1 << 14;
 
 /// The most buckets an index holds (so a bucket keeps at least one hash bit): at most
 /// `MAX_BUCKETS * 4 / 5` rows in one table of one partition.
@@ -195,24 +237,48 @@ impl Index {
         at
     }
 
-    /// Doubles the bucket array and indexes again every entry, given by its hash in position
-    /// order.
-    fn rebuild(&mut self, hashes: impl Iterator<Item = u64>) {
-        let n = (self.buckets.len() * 2).max(MIN_BUCKETS);
+    /// An empty index of `n` buckets (a power of two).
+    fn with_buckets(n: usize) -> Self {
         assert!(
             n <= MAX_BUCKETS,
             "more than {} rows in one table of one partition",
             MAX_BUCKETS / MAX_LOAD.1 * MAX_LOAD.0
         );
+        debug_assert!(n.is_power_of_two());
+        Index {
+            buckets: vec![EMPTY; n],
+            len: 0,
+            bits: n.trailing_zeros(),
+        }
+    }
+
+    /// The bucket count the next, larger, array has.
+    fn doubled(&self) -> usize {
+        (self.buckets.len() * 2).max(MIN_BUCKETS)
+    }
+
+    /// Whether at least the fraction `num / den` of the buckets is occupied.
+    fn at_least(&self, (num, den): (usize, usize)) -> bool {
+        self.len * den >= self.buckets.len() * num
+    }
+
+    /// Indexes the entry at `position` with hash `hash` in the first empty bucket of its probe
+    /// (there must be room: the array is never more than `MAX_LOAD` full).
+    fn index_entry(&mut self, hash: u64, position: usize) {
+        let at = self.vacant_for(hash);
+        self.buckets[at] = self.bucket(hash, position);
+        self.len += 1;
+    }
+
+    /// Doubles the bucket array and indexes again every entry, given by its hash in position
+    /// order.
+    fn rebuild(&mut self, hashes: impl Iterator<Item = u64>) {
+        let n = self.doubled();
         // The old array is dropped first: the entries, not it, are what is indexed again.
-        self.buckets = Vec::new();
-        self.buckets = vec![EMPTY; n];
-        self.bits = n.trailing_zeros();
-        self.len = 0;
+        *self = Index::new();
+        *self = Index::with_buckets(n);
         for (position, hash) in hashes.enumerate() {
-            let at = self.vacant_for(hash);
-            self.buckets[at] = self.bucket(hash, position);
-            self.len += 1;
+            self.index_entry(hash, position);
         }
     }
 
@@ -276,6 +342,7 @@ impl<K: Hash + Eq, S> DenseRows<K, S> {
         DenseRows {
             entries: Vec::new(),
             index: Index::new(),
+            growth: None,
             probes: ProbeCount::default(),
         }
     }
@@ -347,15 +414,53 @@ impl<K: Hash + Eq, S> DenseRows<K, S> {
             Err(mut vacant) => {
                 if let Some(slot) = make(&key) {
                     if self.index.full() {
-                        self.index
-                            .rebuild(self.entries.iter().map(|(k, _)| hash_of(k)));
+                        self.grow_now();
                         vacant = self.index.vacant_for(hash);
                     }
                     self.index.insert(hash, self.entries.len(), vacant);
                     self.entries.push((key, slot));
+                    self.grow_step();
                 }
                 None
             }
+        }
+    }
+
+    /// Replaces the index by one of twice the buckets at once: the next one being filled,
+    /// completed, or else a new one indexing every entry.
+    fn grow_now(&mut self) {
+        match self.growth.take() {
+            Some(mut growth) => {
+                growth.fill(&self.entries, usize::MAX);
+                self.index = growth.next;
+            }
+            None => self
+                .index
+                .rebuild(self.entries.iter().map(|(k, _)| hash_of(k))),
+        }
+    }
+
+    /// After an insert: once a large index is `GROW_START` full, fills its successor
+    /// `GROW_STEP_ENTRIES` entries at a time, and switches to it when it indexes every entry,
+    /// before the current one is `MAX_LOAD` full. So no insert indexes more than that many
+    /// entries besides its own, where doubling at once indexed every entry of the table.
+    fn grow_step(&mut self) {
+        let growth = match &mut self.growth {
+            Some(growth) => growth,
+            None => {
+                let large = self.index.buckets.len() >= GROW_IN_STEPS_MIN_BUCKETS;
+                if !large || !self.index.at_least(GROW_START) {
+                    return;
+                }
+                self.growth.insert(Growth {
+                    next: Index::with_buckets(self.index.doubled()),
+                    built: 0,
+                })
+            }
+        };
+        if growth.fill(&self.entries, GROW_STEP_ENTRIES) {
+            let growth = self.growth.take().expect("a growth was filled");
+            self.index = growth.next;
         }
     }
 
@@ -372,15 +477,40 @@ impl<K: Hash + Eq, S> DenseRows<K, S> {
     /// Removes the entry at position `i` and returns it; the last entry moves into its place.
     pub fn remove_at(&mut self, i: usize) -> (K, S) {
         self.unindex(i);
+        let entries = &self.entries;
+        if let Some(growth) = self.growth.as_mut().filter(|g| i < g.built) {
+            let at = growth
+                .next
+                .find(hash_of(&entries[i].0), |j| j == i)
+                .expect("every built entry is indexed in the next array");
+            growth.next.remove(at, |j| hash_of(&entries[j].0));
+        }
         let removed = self.entries.swap_remove(i);
         if let Some((moved_key, _)) = self.entries.get(i) {
             self.probes.add();
             let last = self.entries.len();
+            let hash = hash_of(moved_key);
             let at = self
                 .index
-                .find(hash_of(moved_key), |j| j == last)
+                .find(hash, |j| j == last)
                 .expect("every entry is indexed");
             self.index.set_position(at, i);
+            // The next array follows: the moved entry is re-pointed there if it was indexed
+            // there, and indexed there if it moved into the part already built.
+            if let Some(growth) = &mut self.growth {
+                if last < growth.built {
+                    let at = growth
+                        .next
+                        .find(hash, |j| j == last)
+                        .expect("every built entry is indexed in the next array");
+                    growth.next.set_position(at, i);
+                } else if i < growth.built {
+                    growth.next.index_entry(hash, i);
+                }
+            }
+        }
+        if let Some(growth) = &mut self.growth {
+            growth.built = growth.built.min(self.entries.len());
         }
         removed
     }
@@ -411,12 +541,22 @@ impl<K: Hash + Eq, S> DenseRows<K, S> {
 mod tests {
     use super::*;
 
+    /// Every entry is indexed at its position, and, while the next array is filled, every
+    /// entry below `built` is indexed there too and nothing else is.
     fn check_index(rows: &DenseRows<u64, u64>) {
         for (i, (k, _)) in rows.iter().enumerate() {
             let found = rows.index.find(hash_of(k), |j| j == i).is_ok();
             assert!(found, "entry {i} (key {k}) is not indexed at its position");
         }
         assert_eq!(rows.index.len, rows.len());
+        if let Some(growth) = &rows.growth {
+            assert!(growth.built <= rows.len());
+            for (i, (k, _)) in rows.iter().enumerate().take(growth.built) {
+                let found = growth.next.find(hash_of(k), |j| j == i).is_ok();
+                assert!(found, "built entry {i} (key {k}) is not in the next array");
+            }
+            assert_eq!(growth.next.len, growth.built);
+        }
     }
 
     #[test]
@@ -511,5 +651,94 @@ mod tests {
             assert_eq!(rows.get(&key), Some(&key));
         }
         assert_eq!(rows.get(&100_000), None);
+    }
+
+    /// A large index doubles in steps: no insert indexes more than `GROW_STEP_ENTRIES` entries
+    /// besides its own, and the larger array replaces the old one only once it indexes every
+    /// entry; lookups find every key throughout.
+    #[test]
+    fn large_tables_double_in_steps_of_a_few_entries() {
+        let mut rows = DenseRows::<u64, u64>::new();
+        let mut doublings_in_steps = 0;
+        for key in 0..400_000u64 {
+            let buckets = rows.index.buckets.len();
+            let built = rows.growth.as_ref().map(|g| g.built);
+            rows.upsert(key, |_| Some(key));
+            let doubled = rows.index.buckets.len() > buckets;
+            if buckets >= GROW_IN_STEPS_MIN_BUCKETS {
+                match (&rows.growth, built, doubled) {
+                    // Filling: a few more entries each insert.
+                    (Some(g), Some(before), false) => {
+                        assert!(
+                            g.built - before <= GROW_STEP_ENTRIES,
+                            "{before} -> {}",
+                            g.built
+                        )
+                    }
+                    // Switched: the last few entries went in, none was indexed at once.
+                    (None, Some(before), true) => {
+                        assert!(rows.len() - before <= GROW_STEP_ENTRIES + 1);
+                        doublings_in_steps += 1;
+                    }
+                    (_, None, true) => panic!("{buckets} buckets doubled at once at key {key}"),
+                    _ => {}
+                }
+            }
+            if rows.growth.is_some() && key % 97 == 0 {
+                check_index(&rows);
+            }
+        }
+        check_index(&rows);
+        assert_eq!(
+            doublings_in_steps, 5,
+            "16 K -> 32 K -> 64 K -> 128 K -> 256 K -> 512 K buckets"
+        );
+        for key in (0..400_000u64).step_by(13) {
+            assert_eq!(rows.get(&key), Some(&key));
+        }
+    }
+
+    /// Deletes while the next array is being filled keep both arrays right: a deleted entry
+    /// leaves the next array too, and the last entry moved into its hole is re-pointed there,
+    /// or indexed there when it moves into the part already built.
+    #[test]
+    fn removals_while_growing_keep_both_arrays_right() {
+        let mut rows = DenseRows::<u64, u64>::new();
+        let mut model = std::collections::BTreeMap::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut ops_while_growing = 0;
+        for n in 0..300_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let key = x % 60_000;
+            // Mostly inserts, so the table grows through several doublings (bits of `x` other
+            // than the key's decide, so that deletes hit inserted keys).
+            let deleting = (x >> 40) % 8 < 3;
+            let found = rows.upsert(key, |_| (!deleting).then_some(x));
+            if deleting {
+                let removed = found.map(|i| rows.remove_at(i).1);
+                assert_eq!(removed, model.remove(&key));
+            } else {
+                if let Some(i) = found {
+                    rows.entry_mut(i).1 = x;
+                }
+                model.insert(key, x);
+            }
+            if rows.growth.is_some() {
+                ops_while_growing += 1;
+                if ops_while_growing % 7 == 0 {
+                    check_index(&rows);
+                }
+            } else if n % 10_000 == 0 {
+                check_index(&rows);
+            }
+        }
+        assert!(ops_while_growing > 1_000, "{ops_while_growing}");
+        check_index(&rows);
+        assert_eq!(rows.len(), model.len());
+        for (key, value) in &model {
+            assert_eq!(rows.get(key), Some(value));
+        }
     }
 }
