@@ -61,9 +61,21 @@ impl fmt::Display for NodeId {
 ///
 /// `n_partitions == 0` has no valid answer; it returns 0 (service configs reject 0 partitions).
 pub fn partition_of<K: Hash + ?Sized>(key: &K, n_partitions: u32) -> u32 {
+    partition_of_hash(stable_hash(key), n_partitions)
+}
+
+/// The 64-bit hash [`partition_of`] reduces: kept by whoever routes the same key among
+/// partition counts known only later ([`partition_of_hash`]).
+pub fn stable_hash<K: Hash + ?Sized>(key: &K) -> u64 {
     let mut hasher = StableHasher::new();
     key.hash(&mut hasher);
-    reduce(hasher.finish(), n_partitions)
+    hasher.finish()
+}
+
+/// The partition among `n_partitions` of a key whose [`stable_hash`] is `hash`: the same as
+/// [`partition_of`] of the key.
+pub fn partition_of_hash(hash: u64, n_partitions: u32) -> u32 {
+    reduce(hash, n_partitions)
 }
 
 /// Maps a uniformly distributed 64-bit hash onto `0..n` without a division.

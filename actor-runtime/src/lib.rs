@@ -63,7 +63,9 @@ mod virtual_actor;
 
 pub use directory::Directory;
 pub use error::ActorError;
-pub use id::{ActorId, NodeId, ServiceId, StableHasher, partition_of};
+pub use id::{
+    ActorId, NodeId, ServiceId, StableHasher, partition_of, partition_of_hash, stable_hash,
+};
 pub use service::{ServiceConfig, ServiceHandle};
 pub use system::{ActorSystem, SystemConfig};
 pub use virtual_actor::VirtualActor;

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use txn::{
     AppBuilder, AppDef, BusinessError, Client, HandlerResult, KeyOf, NamedQuery, ReadView, Request,
-    SerialExecutor, Svc, Table, TxnCtx, TxnError, handler, service,
+    RowKeys, SerialExecutor, Svc, Table, TxnCtx, TxnError, handler, service,
 };
 
 /// The YCSB-T application: one service; transactions return nothing (the client only needs to
@@ -56,6 +56,20 @@ impl KeyOf<u64> for Rmw {
 impl KeyOf<u64> for RmwStep {
     fn key(&self) -> &u64 {
         self.keys.get(self.next as usize).unwrap_or(&0)
+    }
+}
+
+/// Every key the transaction increments, so the serial pass can prefetch all of its rows (not
+/// only the first, which routes it) a few transactions ahead.
+impl RowKeys<u64> for Rmw {
+    fn row_keys(&self, each: &mut dyn FnMut(&u64)) {
+        self.keys.iter().for_each(each);
+    }
+}
+
+impl RowKeys<u64> for RmwStep {
+    fn row_keys(&self, each: &mut dyn FnMut(&u64)) {
+        self.keys.iter().skip(self.next as usize).for_each(each);
     }
 }
 

@@ -66,6 +66,23 @@ pub trait App: Send + Sync + 'static {
         let _ = event;
         None
     }
+
+    /// Every row `event`'s transaction will most likely touch, in the order it touches them,
+    /// appended to `hints`: what the serial pass prefetches some transactions ahead (see
+    /// [`RowHint`]). Only ever a hint. For `#[app]` applications, each service's
+    /// [`Service::row_hints`]; the default gives `row_hint`'s.
+    fn row_hints(event: &Self::Event, hints: &mut Vec<RowHint>) {
+        hints.extend(Self::row_hint(event));
+    }
+}
+
+/// The keys of the rows the transaction an event starts will most likely touch, in the order
+/// it touches them: a performance hint (see [`RowHint`]). An event type of a `#[service]` that
+/// implements it gives these as its [`Service::row_hints`] instead of its routing key alone;
+/// YCSB-T's request, which lists the keys it increments, is one.
+pub trait RowKeys<K: ?Sized> {
+    /// Calls `each` with every key, first touched first.
+    fn row_keys(&self, each: &mut dyn FnMut(&K));
 }
 
 /// The key of a row a step will most likely touch, as its type and its hash: before a
@@ -78,6 +95,9 @@ pub trait App: Send + Sync + 'static {
 pub struct RowHint {
     pub(crate) key_type: std::any::TypeId,
     pub(crate) hash: u64,
+    /// The key's routing hash (`actor_runtime::stable_hash`): which partition of a service
+    /// holds the row, for a hint that is not about the partition the event goes to.
+    pub(crate) route: u64,
 }
 
 impl RowHint {
@@ -87,6 +107,7 @@ impl RowHint {
         RowHint {
             key_type: std::any::TypeId::of::<K>(),
             hash: crate::dense_rows::hash_of(key),
+            route: actor_runtime::stable_hash(key),
         }
     }
 }
@@ -122,6 +143,13 @@ pub trait Service: Sized + Send + Sync + 'static {
     fn row_hint(event: &Self::Event) -> Option<RowHint> {
         let _ = event;
         None
+    }
+
+    /// Every row the transaction `event` starts will most likely touch ([`App::row_hints`]),
+    /// appended to `hints`: `#[service]` generates the keys of an event type that implements
+    /// [`RowKeys`], else its `row_hint`. The default gives `row_hint`'s.
+    fn row_hints(event: &Self::Event, hints: &mut Vec<RowHint>) {
+        hints.extend(Self::row_hint(event));
     }
 
     /// Decodes an event of kind `kind` from its JSON `payload` and routes it: by its key if
@@ -335,6 +363,38 @@ pub mod ingress {
     }
 
     impl<E, K: ?Sized> NoKey<K> for &KeyProbe<'_, E, K> {}
+
+    /// Gives an event's row keys if its type lists them (`RowKeys<K>`), the same way:
+    /// `(&RowKeysProbe::<E, K>::new(&event)).probe_row_keys(hints)` picks [`ViaRowKeys`] when
+    /// `E: RowKeys<K>` (and returns true) and falls back to [`NoRowKeys`] (false: the caller
+    /// gives the routing key's hint instead).
+    pub struct RowKeysProbe<'a, E, K: ?Sized>(&'a E, PhantomData<fn() -> &'a K>);
+
+    impl<'a, E, K: ?Sized> RowKeysProbe<'a, E, K> {
+        pub fn new(event: &'a E) -> Self {
+            RowKeysProbe(event, PhantomData)
+        }
+    }
+
+    pub trait ViaRowKeys<K: ?Sized> {
+        fn probe_row_keys(&self, hints: &mut Vec<RowHint>) -> bool;
+    }
+
+    impl<E: RowKeys<K>, K: Hash + ?Sized + 'static> ViaRowKeys<K> for RowKeysProbe<'_, E, K> {
+        fn probe_row_keys(&self, hints: &mut Vec<RowHint>) -> bool {
+            self.0.row_keys(&mut |key| hints.push(RowHint::of(key)));
+            true
+        }
+    }
+
+    pub trait NoRowKeys<K: ?Sized> {
+        fn probe_row_keys(&self, hints: &mut Vec<RowHint>) -> bool {
+            let _ = hints;
+            false
+        }
+    }
+
+    impl<E, K: ?Sized> NoRowKeys<K> for &RowKeysProbe<'_, E, K> {}
 
     /// Routes a decoded event of `S`: to `key_partition` (its key's) if it has a key, else to
     /// `partition`.

@@ -48,6 +48,7 @@ use crate::limits::{CHAIN_WAVES_MAX, SERIAL_PASS_SETTLE_TXNS, TxnLimits};
 pub use crate::outcome::SerialPos;
 use crate::partition::{Emitted, Job, OutboxMsg, Partitions, Step, StepEvent, WaveOut};
 use crate::query::{QueryFn, QueryPart, QueryResult};
+use crate::serial::SerialPrefetch;
 use crate::sync::{AtomicSeqSet, Depositor, PhaseBarrier};
 use std::future::Future;
 use std::sync::Arc;
@@ -423,7 +424,9 @@ fn serial_pass<A: App>(
         stats,
     } = pass;
     let mut scratch = crate::serial::ChainBuffers::default();
+    let mut prefetch = SerialPrefetch::new(serial.iter(), app, env, parts);
     for (n_run, seq) in serial.iter().enumerate() {
+        prefetch.advance(app, env, parts, n_run);
         if let Some(early) = early.as_deref_mut()
             && n_run > 0
             && n_run.is_multiple_of(SERIAL_PASS_SETTLE_TXNS)

@@ -58,7 +58,7 @@ pub use app::{
 pub use cluster_dispatch::{ClusterPlacement, NodeTraffic};
 pub use context::TxnCtx;
 pub use contract::{
-    Envelope, EventInfo, EventOf, IngressError, KeyOf, Request, RowHint, Service, Svc,
+    Envelope, EventInfo, EventOf, IngressError, KeyOf, Request, RowHint, RowKeys, Service, Svc,
 };
 pub use coordination::{CoordinationEntry, DeltaUse, Verdict};
 pub use delta::Field;

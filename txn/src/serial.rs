@@ -4,15 +4,111 @@
 use crate::app::{App, AppDef, ServiceRef};
 use crate::clock::Clock;
 use crate::context::Usage;
-use crate::contract::{EventOf, KeyOf, Request, Service, Svc};
-use crate::envelope::Sequenced;
+use crate::contract::{EventOf, KeyOf, Request, RowHint, Service, Svc};
+use crate::envelope::{EpochEnv, Sequenced};
 use crate::error::AbortReason;
 use crate::ids::{GlobalPartition, Seq};
 use crate::limits::{CHAIN_WAVES_MAX, SLOW_STEP_WARN_US};
 use crate::outcome::SerialPos;
 use crate::partition::{Emitted, Partitions, StepEvent, WaveOut, warn_if_slow};
 use std::hash::Hash;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+
+/// How many transactions ahead of the one it runs the serial pass prefetches rows
+/// (`App::row_hints`): the entries of transaction `i + SERIAL_PREFETCH_AHEAD`, whose index
+/// buckets it prefetched `SERIAL_PREFETCH_AHEAD` transactions before, and the index buckets of
+/// transaction `i + 2 * SERIAL_PREFETCH_AHEAD`. One transaction of the pass takes a few
+/// microseconds, far longer than a load from memory, so two is enough to hide both misses of a
+/// lookup (the bucket, then the entry it points to) and few enough that the lines are still
+/// cached when their transaction runs.
+const SERIAL_PREFETCH_AHEAD: usize = 2;
+
+/// Slots of `SerialPrefetch`'s ring: the hints of the transactions from the one running to the
+/// one whose buckets were prefetched last.
+const SERIAL_PREFETCH_RING: usize = 2 * SERIAL_PREFETCH_AHEAD + 1;
+
+/// The serial pass's prefetches: walks the pass's transactions `2 * SERIAL_PREFETCH_AHEAD`
+/// ahead of the one it runs, gets each one's row hints (`App::row_hints`) and prefetches them
+/// where they may be (`Partitions::prefetch_anywhere`): the buckets on arrival, the entries
+/// `SERIAL_PREFETCH_AHEAD` transactions later. Only a hint: a wrong or missing one changes
+/// nothing but the time taken, and a panicking `row_hints` (application code) turns the
+/// prefetches off for the rest of the pass, nothing else.
+pub(crate) struct SerialPrefetch<I> {
+    seqs: I,
+    ring: [Vec<RowHint>; SERIAL_PREFETCH_RING],
+    /// The position in the pass of the next transaction `seqs` gives.
+    next: usize,
+    on: bool,
+}
+
+impl<I: Iterator<Item = Seq>> SerialPrefetch<I> {
+    /// Starts on the pass's transactions `seqs`: prefetches the buckets of the first
+    /// `2 * SERIAL_PREFETCH_AHEAD` and the entries of the first `SERIAL_PREFETCH_AHEAD`.
+    pub fn new<A: App>(
+        seqs: I,
+        app: &AppDef<A>,
+        env: &EpochEnv<A::Event>,
+        parts: &Partitions<A>,
+    ) -> Self {
+        let mut prefetch = SerialPrefetch {
+            seqs,
+            ring: Default::default(),
+            next: 0,
+            on: true,
+        };
+        for _ in 0..2 * SERIAL_PREFETCH_AHEAD {
+            prefetch.pull(app, env, parts);
+        }
+        for i in 0..SERIAL_PREFETCH_AHEAD {
+            prefetch.entries(app, parts, i);
+        }
+        prefetch
+    }
+
+    /// Before the pass runs its transaction at position `i`: the buckets of the one at
+    /// `i + 2 * SERIAL_PREFETCH_AHEAD`, the entries of the one at `i + SERIAL_PREFETCH_AHEAD`.
+    #[inline]
+    pub fn advance<A: App>(
+        &mut self,
+        app: &AppDef<A>,
+        env: &EpochEnv<A::Event>,
+        parts: &Partitions<A>,
+        i: usize,
+    ) {
+        if self.on {
+            debug_assert_eq!(self.next, i + 2 * SERIAL_PREFETCH_AHEAD);
+            self.pull(app, env, parts);
+            self.entries(app, parts, i + SERIAL_PREFETCH_AHEAD);
+        }
+    }
+
+    /// Takes the next transaction's hints into its ring slot and prefetches their buckets.
+    fn pull<A: App>(&mut self, app: &AppDef<A>, env: &EpochEnv<A::Event>, parts: &Partitions<A>) {
+        let slot = &mut self.ring[self.next % SERIAL_PREFETCH_RING];
+        slot.clear();
+        self.next += 1;
+        let Some(seq) = self.seqs.next() else {
+            return;
+        };
+        let event = &env.requests[seq as usize].event;
+        if catch_unwind(AssertUnwindSafe(|| A::row_hints(event, slot))).is_err() {
+            slot.clear();
+            self.on = false;
+            return;
+        }
+        for &hint in slot.iter() {
+            parts.prefetch_anywhere(app, hint, false);
+        }
+    }
+
+    /// Prefetches the entries of the transaction at position `i` (already pulled).
+    fn entries<A: App>(&self, app: &AppDef<A>, parts: &Partitions<A>, i: usize) {
+        for &hint in &self.ring[i % SERIAL_PREFETCH_RING] {
+            parts.prefetch_anywhere(app, hint, true);
+        }
+    }
+}
 
 /// Runs transaction `seq` of `env` alone, wave by wave, directly on the partitions (owned by
 /// the caller: lent to the epoch driver, or a `SerialExecutor`'s; indexed by global partition,

@@ -1,5 +1,7 @@
-//! Row hints (`App::row_hint`) are a performance hint only: a partition prefetches the rows they
-//! name before running a wave's steps, and the handlers still look their rows up themselves. A
+//! Row hints (`App::row_hint`, `App::row_hints`) are a performance hint only: a partition
+//! prefetches the rows they name before running a wave's steps, the serial pass those of the
+//! transactions a few ahead of the one it runs, and the handlers still look their rows up
+//! themselves. A
 //! correct, a wrong (another key, or a key of another type), a missing and a panicking hint must
 //! give the same outcomes and the same state, live and when the same log is replayed.
 
@@ -55,6 +57,18 @@ impl<const MODE: u8> App for HintApp<MODE> {
             PANICS if key.is_multiple_of(5) => panic!("no hint for key {key}"),
             PANICS => Some(RowHint::of(&key)),
             _ => None,
+        }
+    }
+
+    /// Both rows of the move, for the serial pass's prefetches: the first as `row_hint` gives
+    /// it (so a panic there panics here too), the second right or wrong as `MODE` says.
+    fn row_hints(event: &Move, hints: &mut Vec<RowHint>) {
+        hints.extend(Self::row_hint(event));
+        match MODE {
+            CORRECT | PANICS => hints.push(RowHint::of(&event.to)),
+            OTHER_KEY => hints.push(RowHint::of(&(event.to.wrapping_mul(7) + 1))),
+            OTHER_TYPE => hints.push(RowHint::of(&(event.to as u32))),
+            _ => {}
         }
     }
 }
@@ -213,6 +227,21 @@ mod typed {
         pub partition: u32,
     }
 
+    /// Routed by `from`, and lists both rows it touches (`RowKeys`).
+    #[derive(Clone, Debug, Serialize, Deserialize, txn::Event)]
+    pub struct Swap {
+        #[key]
+        pub from: u64,
+        pub to: u64,
+    }
+
+    impl txn::RowKeys<u64> for Swap {
+        fn row_keys(&self, each: &mut dyn FnMut(&u64)) {
+            each(&self.from);
+            each(&self.to);
+        }
+    }
+
     pub struct Stock;
 
     #[txn::service(key = u64)]
@@ -225,6 +254,11 @@ mod typed {
 
         #[txn::handler]
         fn recount(&self, _ctx: &mut TxnCtx<'_, Shop>, _ev: &Recount) -> HandlerResult {
+            Ok(())
+        }
+
+        #[txn::handler]
+        fn swap(&self, _ctx: &mut TxnCtx<'_, Shop>, _ev: &Swap) -> HandlerResult {
             Ok(())
         }
     }
@@ -241,4 +275,24 @@ fn service_events_hint_their_routing_key() {
     assert_ne!(Shop::row_hint(&restock), Some(RowHint::of(&7u32)));
     let recount = ShopLog::Stock(StockEvent::Recount(Recount { partition: 0 }));
     assert_eq!(Shop::row_hint(&recount), None);
+}
+
+// Goal: `#[service]` and `#[app]` give every key an event type lists (`RowKeys`) as its row
+// hints, in order, and otherwise the routing key's hint, or none.
+#[test]
+fn service_events_hint_every_listed_row() {
+    use typed::{Recount, Restock, Shop, ShopLog, StockEvent, Swap};
+    let hints = |event: &ShopLog| {
+        let mut hints = Vec::new();
+        Shop::row_hints(event, &mut hints);
+        hints
+    };
+    let swap = ShopLog::Stock(StockEvent::Swap(Swap { from: 3, to: 9 }));
+    assert_eq!(hints(&swap), [RowHint::of(&3u64), RowHint::of(&9u64)]);
+    // The routing key alone is still `row_hint`'s.
+    assert_eq!(Shop::row_hint(&swap), Some(RowHint::of(&3u64)));
+    let restock = ShopLog::Stock(StockEvent::Restock(Restock { product: 7, qty: 1 }));
+    assert_eq!(hints(&restock), [RowHint::of(&7u64)]);
+    let recount = ShopLog::Stock(StockEvent::Recount(Recount { partition: 0 }));
+    assert_eq!(hints(&recount), []);
 }

@@ -216,6 +216,12 @@ pub fn app(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
                     #(#envelope::#variants(e) => <#services as ::txn::Service>::row_hint(e),)*
                 }
             }
+
+            fn row_hints(event: &#envelope, hints: &mut ::std::vec::Vec<::txn::RowHint>) {
+                match event {
+                    #(#envelope::#variants(e) => <#services as ::txn::Service>::row_hints(e, hints),)*
+                }
+            }
         }
 
         #(
