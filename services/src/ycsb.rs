@@ -67,12 +67,6 @@ impl RowKeys<u64> for Rmw {
     }
 }
 
-impl RowKeys<u64> for RmwStep {
-    fn row_keys(&self, each: &mut dyn FnMut(&u64)) {
-        self.keys.iter().skip(self.next as usize).for_each(each);
-    }
-}
-
 /// Why a YCSB-T transaction aborts.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum YcsbError {

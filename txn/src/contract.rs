@@ -95,19 +95,32 @@ pub trait RowKeys<K: ?Sized> {
 pub struct RowHint {
     pub(crate) key_type: std::any::TypeId,
     pub(crate) hash: u64,
-    /// The key's routing hash (`actor_runtime::stable_hash`): which partition of a service
-    /// holds the row, for a hint that is not about the partition the event goes to.
+    /// The key's routing hash (`actor_runtime::stable_hash`), which says the partition of each
+    /// service the row would be in, or 0 when not given: the row is then looked for in the
+    /// partition the event goes to.
     pub(crate) route: u64,
 }
 
 impl RowHint {
-    /// The hint for the row keyed `key` (in a table keyed by `K`).
+    /// The hint for the row keyed `key` (in a table keyed by `K`), in the partition the event
+    /// goes to: what a step's hint names (`App::row_hint`).
     #[inline]
     pub fn of<K: Hash + ?Sized + 'static>(key: &K) -> Self {
         RowHint {
             key_type: std::any::TypeId::of::<K>(),
             hash: crate::dense_rows::hash_of(key),
+            route: 0,
+        }
+    }
+
+    /// The hint for the row keyed `key` wherever it is: in each service, the partition `key`
+    /// routes to. What a transaction's hints name (`App::row_hints`) for rows in other
+    /// partitions than the event's; it costs a second hash of the key.
+    #[inline]
+    pub fn routed<K: Hash + ?Sized + 'static>(key: &K) -> Self {
+        RowHint {
             route: actor_runtime::stable_hash(key),
+            ..RowHint::of(key)
         }
     }
 }
@@ -382,7 +395,7 @@ pub mod ingress {
 
     impl<E: RowKeys<K>, K: Hash + ?Sized + 'static> ViaRowKeys<K> for RowKeysProbe<'_, E, K> {
         fn probe_row_keys(&self, hints: &mut Vec<RowHint>) -> bool {
-            self.0.row_keys(&mut |key| hints.push(RowHint::of(key)));
+            self.0.row_keys(&mut |key| hints.push(RowHint::routed(key)));
             true
         }
     }

@@ -449,7 +449,9 @@ impl<K: Hash + Eq, S> DenseRows<K, S> {
             Some(growth) => growth,
             None => {
                 let large = self.index.buckets.len() >= GROW_IN_STEPS_MIN_BUCKETS;
-                if !large || !self.index.at_least(GROW_START) {
+                // At the largest array, `grow_now` reports the table full at `MAX_LOAD`.
+                let can_double = self.index.doubled() <= MAX_BUCKETS;
+                if !large || !can_double || !self.index.at_least(GROW_START) {
                     return;
                 }
                 self.growth.insert(Growth {

@@ -205,11 +205,21 @@ impl<A: App> Partitions<A> {
         self.0.into_iter()
     }
 
-    /// Prefetches the row `hint` names wherever it may be: in each service, in the partition
-    /// its routing hash picks, in every table keyed by its key type (the index bucket, or
-    /// `entry`: the entry). Changes nothing but what the caches hold.
+    /// Prefetches the row `hint` names where it may be, in every table keyed by its key type
+    /// (the index bucket, or `entry`: the entry): with a routing hash (`RowHint::routed`), in
+    /// each service the partition it picks, else in `target`, the partition of the event that
+    /// gave the hint. Changes nothing but what the caches hold.
     #[inline]
-    pub fn prefetch_anywhere(&self, app: &AppDef<A>, hint: RowHint, entry: bool) {
+    pub fn prefetch_hint(
+        &self,
+        app: &AppDef<A>,
+        target: GlobalPartition,
+        hint: RowHint,
+        entry: bool,
+    ) {
+        if hint.route == 0 {
+            return self[target].prefetch(Some(&Some(hint)), entry);
+        }
         for service in &app.services {
             let service = service.service;
             let p = actor_runtime::partition_of_hash(hint.route, service.n_partitions());

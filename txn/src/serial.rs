@@ -30,13 +30,14 @@ const SERIAL_PREFETCH_RING: usize = 2 * SERIAL_PREFETCH_AHEAD + 1;
 
 /// The serial pass's prefetches: walks the pass's transactions `2 * SERIAL_PREFETCH_AHEAD`
 /// ahead of the one it runs, gets each one's row hints (`App::row_hints`) and prefetches them
-/// where they may be (`Partitions::prefetch_anywhere`): the buckets on arrival, the entries
+/// where they may be (`Partitions::prefetch_hint`): the buckets on arrival, the entries
 /// `SERIAL_PREFETCH_AHEAD` transactions later. Only a hint: a wrong or missing one changes
 /// nothing but the time taken, and a panicking `row_hints` (application code) turns the
 /// prefetches off for the rest of the pass, nothing else.
 pub(crate) struct SerialPrefetch<I> {
     seqs: I,
-    ring: [Vec<RowHint>; SERIAL_PREFETCH_RING],
+    /// Each transaction's target partition and hints.
+    ring: [(GlobalPartition, Vec<RowHint>); SERIAL_PREFETCH_RING],
     /// The position in the pass of the next transaction `seqs` gives.
     next: usize,
     on: bool,
@@ -85,27 +86,29 @@ impl<I: Iterator<Item = Seq>> SerialPrefetch<I> {
 
     /// Takes the next transaction's hints into its ring slot and prefetches their buckets.
     fn pull<A: App>(&mut self, app: &AppDef<A>, env: &EpochEnv<A::Event>, parts: &Partitions<A>) {
-        let slot = &mut self.ring[self.next % SERIAL_PREFETCH_RING];
-        slot.clear();
+        let (target, hints) = &mut self.ring[self.next % SERIAL_PREFETCH_RING];
+        hints.clear();
         self.next += 1;
         let Some(seq) = self.seqs.next() else {
             return;
         };
-        let event = &env.requests[seq as usize].event;
-        if catch_unwind(AssertUnwindSafe(|| A::row_hints(event, slot))).is_err() {
-            slot.clear();
+        let request = &env.requests[seq as usize];
+        *target = request.target;
+        if catch_unwind(AssertUnwindSafe(|| A::row_hints(&request.event, hints))).is_err() {
+            hints.clear();
             self.on = false;
             return;
         }
-        for &hint in slot.iter() {
-            parts.prefetch_anywhere(app, hint, false);
+        for &hint in hints.iter() {
+            parts.prefetch_hint(app, *target, hint, false);
         }
     }
 
     /// Prefetches the entries of the transaction at position `i` (already pulled).
     fn entries<A: App>(&self, app: &AppDef<A>, parts: &Partitions<A>, i: usize) {
-        for &hint in &self.ring[i % SERIAL_PREFETCH_RING] {
-            parts.prefetch_anywhere(app, hint, true);
+        let (target, hints) = &self.ring[i % SERIAL_PREFETCH_RING];
+        for &hint in hints {
+            parts.prefetch_hint(app, *target, hint, true);
         }
     }
 }

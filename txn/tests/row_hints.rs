@@ -61,13 +61,14 @@ impl<const MODE: u8> App for HintApp<MODE> {
     }
 
     /// Both rows of the move, for the serial pass's prefetches: the first as `row_hint` gives
-    /// it (so a panic there panics here too), the second right or wrong as `MODE` says.
+    /// it (so a panic there panics here too), the second, routed to its own partition, right
+    /// or wrong as `MODE` says.
     fn row_hints(event: &Move, hints: &mut Vec<RowHint>) {
         hints.extend(Self::row_hint(event));
         match MODE {
-            CORRECT | PANICS => hints.push(RowHint::of(&event.to)),
-            OTHER_KEY => hints.push(RowHint::of(&(event.to.wrapping_mul(7) + 1))),
-            OTHER_TYPE => hints.push(RowHint::of(&(event.to as u32))),
+            CORRECT | PANICS => hints.push(RowHint::routed(&event.to)),
+            OTHER_KEY => hints.push(RowHint::routed(&(event.to.wrapping_mul(7) + 1))),
+            OTHER_TYPE => hints.push(RowHint::routed(&(event.to as u32))),
             _ => {}
         }
     }
@@ -288,7 +289,12 @@ fn service_events_hint_every_listed_row() {
         hints
     };
     let swap = ShopLog::Stock(StockEvent::Swap(Swap { from: 3, to: 9 }));
-    assert_eq!(hints(&swap), [RowHint::of(&3u64), RowHint::of(&9u64)]);
+    // Routed: the second row may be in another partition than the event's.
+    assert_eq!(
+        hints(&swap),
+        [RowHint::routed(&3u64), RowHint::routed(&9u64)]
+    );
+    assert_ne!(RowHint::routed(&3u64), RowHint::of(&3u64));
     // The routing key alone is still `row_hint`'s.
     assert_eq!(Shop::row_hint(&swap), Some(RowHint::of(&3u64)));
     let restock = ShopLog::Stock(StockEvent::Restock(Restock { product: 7, qty: 1 }));

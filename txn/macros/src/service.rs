@@ -413,12 +413,14 @@ fn contract(
             fn row_hints(event: &#enum_ident, hints: &mut ::std::vec::Vec<::txn::RowHint>) {
                 #[allow(unused_imports)]
                 use ::txn::__private::ingress::{NoRowKeys as _, ViaRowKeys as _};
-                let listed = match *event {
-                    #(#enum_ident::#variants(ref e) => (&::txn::__private::ingress::RowKeysProbe::<#events, #key>::new(e))
-                        .probe_row_keys(hints),)*
-                };
-                if !listed {
-                    hints.extend(<Self as ::txn::Service>::row_hint(event));
+                // Used by every arm; a service without handlers has none (an empty match).
+                let _ = &hints;
+                match *event {
+                    #(#enum_ident::#variants(ref e) => {
+                        if !(&::txn::__private::ingress::RowKeysProbe::<#events, #key>::new(e)).probe_row_keys(hints) {
+                            hints.extend(<Self as ::txn::Service>::row_hint(event));
+                        }
+                    })*
                 }
             }
 
