@@ -238,7 +238,7 @@ pub struct CommonArgs {
 
     /// How many nice steps the embedded vmsdb's checkpoint thread lowers its CPU priority by
     /// (`RuntimeConfig::checkpoint_nice`, Linux; on a store whose checkpoints have their own
-    /// writer, the embedded one): the checkpoint then uses the CPU the epoch workers leave
+    /// writer, as the embedded one): the checkpoint then uses the CPU the epoch workers leave
     /// instead of taking a core from them. 0 keeps the process's priority (the old behaviour).
     #[arg(long, value_name = "N", default_value_t = txn::limits::CHECKPOINT_NICE_DEFAULT,
           value_parser = clap::value_parser!(u8).range(0..=i64::from(txn::limits::CHECKPOINT_NICE_MAX)))]

@@ -22,7 +22,7 @@ const RUN_EPOCHS: u64 = 2 * EVERY + 40;
 /// checkpoint chunks written and completions, and the thread (name, nice value) each truncation
 /// and chunk write ran on; with `gate`, its first checkpoint chunk write waits until the test
 /// opens the gate; with `shared_writer`, its checkpoints do not have their own writer (as on
-/// PostgreSQL).
+/// FoundationDB and the in-memory store).
 #[derive(Default)]
 struct RecordedTruncations {
     inner: MemoryStorage,
@@ -200,6 +200,17 @@ async fn run_epochs(
     rt.shutdown().await;
 }
 
+/// Checks that a checkpoint was written and every chunk of it on the checkpoint thread at nice
+/// `want`.
+fn assert_chunks_written_at(storage: &RecordedTruncations, want: i32) {
+    let chunks = storage.chunk_threads.lock().clone();
+    assert!(!chunks.is_empty(), "a checkpoint was written");
+    for (name, got) in &chunks {
+        assert_eq!(name, "vmsdb-checkpoint");
+        assert_eq!(*got, want, "a chunk written at nice {got}, not {want}");
+    }
+}
+
 /// The nice value the runtime's threads start with: the process's (the test thread's).
 fn base_nice() -> i32 {
     this_thread().1
@@ -229,15 +240,7 @@ async fn the_checkpoint_thread_runs_niced_and_leaves_the_log_to_a_normal_thread(
         let steps = i32::from(config.checkpoint_nice);
         run_epochs(storage.clone(), config, EVERY + 10).await;
         let want = (base + steps).min(19);
-        let chunks = storage.chunk_threads.lock().clone();
-        assert!(!chunks.is_empty(), "a checkpoint was written");
-        for (name, got) in &chunks {
-            assert_eq!(name, "vmsdb-checkpoint");
-            assert_eq!(
-                *got, want,
-                "{nice:?}: chunk written at nice {got}, not {want}"
-            );
-        }
+        assert_chunks_written_at(&storage, want);
         let truncations = storage.truncating_threads.lock().clone();
         assert!(!truncations.is_empty(), "the log was truncated");
         for (name, got) in &truncations {
@@ -250,7 +253,7 @@ async fn the_checkpoint_thread_runs_niced_and_leaves_the_log_to_a_normal_thread(
     }
 }
 
-// Goal: on a store whose checkpoints share the log's writer (PostgreSQL, FoundationDB: every
+// Goal: on a store whose checkpoints share the log's writer (FoundationDB, memory: every
 // chunk write takes the log appender's turn), the checkpoint thread keeps the process's
 // priority whatever `checkpoint_nice` says, so it never holds the log's turn at a low priority.
 // Fails if the priority is lowered regardless of the store.
@@ -267,15 +270,7 @@ async fn the_checkpoint_thread_keeps_its_priority_where_checkpoints_share_the_lo
         ..RuntimeConfig::in_memory()
     };
     run_epochs(storage.clone(), config, EVERY + 10).await;
-    let chunks = storage.chunk_threads.lock().clone();
-    assert!(!chunks.is_empty(), "a checkpoint was written");
-    for (name, got) in &chunks {
-        assert_eq!(name, "vmsdb-checkpoint");
-        assert_eq!(
-            *got, base,
-            "a chunk written at nice {got} under the log's turn"
-        );
-    }
+    assert_chunks_written_at(&storage, base);
     assert!(!storage.truncating_threads.lock().is_empty());
 }
 

@@ -97,9 +97,9 @@ pub struct ServeArgs {
     /// crash or a take-over, more checkpoint writes.
     #[arg(long, env = "VMSDB_CHECKPOINT_EVERY", value_name = "EPOCHS")]
     pub checkpoint_every: Option<u64>,
-    /// How many nice steps the checkpoint thread lowers its CPU priority by (Linux, embedded
-    /// store only; up to 19): a checkpoint then uses the CPU the epoch workers leave instead
-    /// of taking a core from them. 0 keeps the process's priority [default: the runtime's, 10].
+    /// How many nice steps the checkpoint thread lowers its CPU priority by (Linux, on a store
+    /// whose checkpoints have their own writer: embedded, PostgreSQL; up to 19): a checkpoint
+    /// then uses the CPU the epoch workers leave instead of taking a core from them. 0 keeps the process's priority [default: the runtime's, 10].
     #[arg(long, env = "VMSDB_CHECKPOINT_NICE", value_name = "N",
           value_parser = clap::value_parser!(u8).range(0..=i64::from(txn::limits::CHECKPOINT_NICE_MAX)))]
     pub checkpoint_nice: Option<u8>,

@@ -52,7 +52,8 @@ pub struct RuntimeConfig {
     /// systems: nothing), so that on a machine whose cores the epoch workers keep busy a
     /// checkpoint uses the CPU they leave instead of taking a core from them. Only on a store
     /// whose checkpoints have their own writer (`Storage::checkpoints_have_own_writer`, the
-    /// embedded store): elsewhere the checkpoint's writes take the log appender's turn, and a
+    /// embedded store, PostgreSQL): elsewhere (FoundationDB, the in-memory store) the
+    /// checkpoint's writes take the log appender's turn, and a
     /// low-priority thread must never hold what a normal one waits for. The thread never
     /// touches the log itself: the log's truncation after a checkpoint runs on a thread of
     /// normal priority. 0: the thread keeps the process's priority; at most
