@@ -236,6 +236,14 @@ pub struct CommonArgs {
     #[arg(long, value_name = "K", default_value_t = txn::limits::CHECKPOINT_REST_FACTOR_DEFAULT)]
     pub checkpoint_rest_factor: u32,
 
+    /// How many nice steps the embedded vmsdb's checkpoint thread lowers its CPU priority by
+    /// (`RuntimeConfig::checkpoint_nice`, Linux; on a store whose checkpoints have their own
+    /// writer, as the embedded one): the checkpoint then uses the CPU the epoch workers leave
+    /// instead of taking a core from them. 0 keeps the process's priority (the old behaviour).
+    #[arg(long, value_name = "N", default_value_t = txn::limits::CHECKPOINT_NICE_DEFAULT,
+          value_parser = clap::value_parser!(u8).range(0..=i64::from(txn::limits::CHECKPOINT_NICE_MAX)))]
+    pub checkpoint_nice: u8,
+
     /// How much of vmsdb's epoch log is kept for provenance (`txn::history`): `none` lets
     /// checkpoints truncate it, `everything` keeps it whole (`Retention::Everything`).
     #[arg(long, value_enum, default_value_t = HistoryRetentionArg::None)]

@@ -206,6 +206,7 @@ fn run_parameters(c: &CommonArgs) -> serde_json::Value {
         "early_replies": c.early_replies,
         "checkpoint_every_epochs": c.checkpoint_every,
         "embedded_checkpoint_rest_factor": c.checkpoint_rest_factor,
+        "embedded_checkpoint_nice": c.checkpoint_nice,
         "history_retention": format!("{:?}", c.history_retention),
         "fallback": format!("{:?}", c.fallback),
         "serial_hint_threshold": c.serial_hint_threshold,
@@ -281,6 +282,7 @@ fn runtime_config(common: &CommonArgs, storage: Arc<dyn Storage>) -> RuntimeConf
         storage,
         checkpoint_every_epochs: common.checkpoint_every,
         checkpoint_rest_factor: common.checkpoint_rest_factor,
+        checkpoint_nice: common.checkpoint_nice,
         history_retention: match common.history_retention {
             HistoryRetentionArg::None => None,
             HistoryRetentionArg::Everything => Some(txn::Retention::Everything),
@@ -636,5 +638,29 @@ mod tests {
             assert_eq!(runtime_config(&args, storage()).checkpoint_rest_factor, k);
             assert_eq!(run_parameters(&args)["embedded_checkpoint_rest_factor"], k);
         }
+    }
+
+    #[test]
+    fn checkpoint_nice_reaches_the_runtime_and_the_summary() {
+        // Goal: `--checkpoint-nice N` sets the embedded run's `RuntimeConfig::checkpoint_nice`
+        // and is listed with the run's parameters; without it the runtime's default applies;
+        // a value past Linux's range is refused when parsed.
+        let storage = || -> Arc<dyn Storage> { Arc::new(MemoryStorage::new()) };
+        let default = common(&[]);
+        assert_eq!(
+            runtime_config(&default, storage()).checkpoint_nice,
+            txn::limits::CHECKPOINT_NICE_DEFAULT
+        );
+        assert_eq!(
+            run_parameters(&default)["embedded_checkpoint_nice"],
+            txn::limits::CHECKPOINT_NICE_DEFAULT
+        );
+        for n in [0u8, 19] {
+            let args = common(&["--checkpoint-nice", &n.to_string()]);
+            assert_eq!(runtime_config(&args, storage()).checkpoint_nice, n);
+            assert_eq!(run_parameters(&args)["embedded_checkpoint_nice"], n);
+        }
+        let too_far = ["bench-harness", "transfer", "--checkpoint-nice", "20"];
+        assert!(Cli::try_parse_from(too_far).is_err());
     }
 }

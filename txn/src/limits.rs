@@ -58,6 +58,18 @@ pub const CHECKPOINT_EVERY_EPOCHS_DEFAULT: u64 = 1_000;
 /// busy all the time (~35 % of the process's CPU); 2 holds it to about a third of the time.
 pub const CHECKPOINT_REST_FACTOR_DEFAULT: u32 = 2;
 
+/// Default `RuntimeConfig::checkpoint_nice`: how far the checkpoint thread lowers its own CPU
+/// priority (Linux nice steps above the process's, at most [`CHECKPOINT_NICE_MAX`]) on a store
+/// whose checkpoints have their own writer. At 10 its weight is about a tenth of a normal
+/// thread's when the cores are contended, so a checkpoint (mostly redb's merge, ~25 s under the
+/// marketplace benchmark on two cores) gives the epoch workers the CPU they want and uses what
+/// they leave, slowed but never starved.
+pub const CHECKPOINT_NICE_DEFAULT: u8 = 10;
+
+/// The largest `RuntimeConfig::checkpoint_nice`: Linux's nice values go up to 19.
+pub const CHECKPOINT_NICE_MAX: u8 = 19;
+const _: () = assert!(CHECKPOINT_NICE_DEFAULT <= CHECKPOINT_NICE_MAX);
+
 /// Default number of idempotent requests whose outcome is remembered (oldest forgotten first).
 pub const DEDUP_WINDOW_MAX_DEFAULT: usize = 1_000_000;
 

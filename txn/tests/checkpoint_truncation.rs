@@ -19,8 +19,10 @@ const EVERY: u64 = 3 * CHECKPOINT_TRUNCATE_EPOCHS_PER_STEP + 10;
 const RUN_EPOCHS: u64 = 2 * EVERY + 40;
 
 /// A `MemoryStorage` that records the epoch below which each truncation removed the log, the
-/// checkpoint chunks written and completions; with `gate`, its first checkpoint chunk write
-/// waits until the test opens the gate.
+/// checkpoint chunks written and completions, and the thread (name, nice value) each truncation
+/// and chunk write ran on; with `gate`, its first checkpoint chunk write waits until the test
+/// opens the gate; with `shared_writer`, its checkpoints do not have their own writer (as on
+/// FoundationDB and the in-memory store).
 #[derive(Default)]
 struct RecordedTruncations {
     inner: MemoryStorage,
@@ -28,6 +30,27 @@ struct RecordedTruncations {
     chunks: Mutex<Vec<u64>>,
     completed: Mutex<Vec<u64>>,
     gate: Option<Gate>,
+    shared_writer: bool,
+    truncating_threads: Mutex<Vec<(String, i32)>>,
+    chunk_threads: Mutex<Vec<(String, i32)>>,
+}
+
+/// The calling thread's name and nice value (Linux: each thread has its own).
+fn this_thread() -> (String, i32) {
+    let name = std::thread::current().name().unwrap_or("").to_string();
+    (name, own_nice())
+}
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn own_nice() -> i32 {
+    // SAFETY: reads the calling thread's nice value; no memory is handed over.
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn own_nice() -> i32 {
+    0
 }
 
 /// Holds the first checkpoint chunk write: `entered` once it waits, until `open`.
@@ -50,6 +73,7 @@ impl Delegate for RecordedTruncations {
         checkpoint_epoch: u64,
         rows: &[(Vec<u8>, Option<Vec<u8>>)],
     ) -> Result<(), StorageError> {
+        self.chunk_threads.lock().push(this_thread());
         let first = {
             let mut chunks = self.chunks.lock();
             chunks.push(checkpoint_epoch);
@@ -70,13 +94,14 @@ impl Delegate for RecordedTruncations {
         self.inner.complete_checkpoint(checkpoint_epoch)
     }
     fn truncate_log_below(&self, epoch: u64) -> Result<(), StorageError> {
+        self.truncating_threads.lock().push(this_thread());
         self.belows.lock().push(epoch);
         self.inner.truncate_log_below(epoch)
     }
     fn checkpoints_have_own_writer(&self) -> bool {
-        // As the embedded store: the checkpoint's writes do not take the log's turn, its
-        // truncations must.
-        true
+        // By default as the embedded store: the checkpoint's writes do not take the log's
+        // turn, its truncations must.
+        !self.shared_writer
     }
 }
 
@@ -146,6 +171,122 @@ async fn log_truncation_after_a_checkpoint_goes_in_bounded_steps() {
         Some(covered + 1),
         "the log starts after the checkpoint"
     );
+}
+
+/// Runs `epochs` one-request epochs on `storage` with `config`'s other settings, checkpointing
+/// every `EVERY` epochs, and shuts down (which joins the checkpoint thread after its last
+/// checkpoint and truncation).
+async fn run_epochs(
+    storage: Arc<Delegating<RecordedTruncations>>,
+    config: RuntimeConfig,
+    epochs: u64,
+) {
+    let fx = build(1, 2);
+    let counters = fx.services[0];
+    let config = RuntimeConfig {
+        storage,
+        checkpoint_every_epochs: EVERY,
+        ..config
+    };
+    let rt = Runtime::start(fx.app.clone(), config).await.unwrap();
+    for _ in 0..epochs {
+        let outcome = rt
+            .client()
+            .submit_raw(counters, &0u64, bump(0))
+            .await
+            .unwrap();
+        assert!(outcome.committed());
+    }
+    rt.shutdown().await;
+}
+
+/// Checks that a checkpoint was written and every chunk of it on the checkpoint thread at nice
+/// `want`.
+fn assert_chunks_written_at(storage: &RecordedTruncations, want: i32) {
+    let chunks = storage.chunk_threads.lock().clone();
+    assert!(!chunks.is_empty(), "a checkpoint was written");
+    for (name, got) in &chunks {
+        assert_eq!(name, "vmsdb-checkpoint");
+        assert_eq!(*got, want, "a chunk written at nice {got}, not {want}");
+    }
+}
+
+/// The nice value the runtime's threads start with: the process's (the test thread's).
+fn base_nice() -> i32 {
+    this_thread().1
+}
+
+// Goal: on a store whose checkpoints have their own writer, the checkpoint thread writes its
+// chunks at the configured priority (the default, `CHECKPOINT_NICE_DEFAULT` steps lower than
+// the process, and an explicit 3), and the log's truncation after the checkpoint never runs on
+// it: it runs on a thread of the process's priority, so the niced thread never holds the log
+// appender's turn. Fails if the thread keeps its priority, or if it truncates the log itself.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpoint_thread_runs_niced_and_leaves_the_log_to_a_normal_thread() {
+    let base = base_nice();
+    assert!(base < 19, "the tests run at nice {base}: nothing to lower");
+    let default = RuntimeConfig::in_memory();
+    assert_eq!(
+        default.checkpoint_nice,
+        txn::limits::CHECKPOINT_NICE_DEFAULT
+    );
+    for nice in [None, Some(3u8)] {
+        let storage = Arc::new(Delegating(RecordedTruncations::default()));
+        let mut config = RuntimeConfig::in_memory();
+        if let Some(nice) = nice {
+            config.checkpoint_nice = nice;
+        }
+        let steps = i32::from(config.checkpoint_nice);
+        run_epochs(storage.clone(), config, EVERY + 10).await;
+        let want = (base + steps).min(19);
+        assert_chunks_written_at(&storage, want);
+        let truncations = storage.truncating_threads.lock().clone();
+        assert!(!truncations.is_empty(), "the log was truncated");
+        for (name, got) in &truncations {
+            assert_ne!(
+                name, "vmsdb-checkpoint",
+                "the niced thread truncated the log"
+            );
+            assert_eq!(*got, base, "{nice:?}: the log truncated at nice {got}");
+        }
+    }
+}
+
+// Goal: on a store whose checkpoints share the log's writer (FoundationDB, memory: every
+// chunk write takes the log appender's turn), the checkpoint thread keeps the process's
+// priority whatever `checkpoint_nice` says, so it never holds the log's turn at a low priority.
+// Fails if the priority is lowered regardless of the store.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpoint_thread_keeps_its_priority_where_checkpoints_share_the_log_writer() {
+    let base = base_nice();
+    let storage = Arc::new(Delegating(RecordedTruncations {
+        shared_writer: true,
+        ..Default::default()
+    }));
+    let config = RuntimeConfig {
+        checkpoint_nice: 19,
+        ..RuntimeConfig::in_memory()
+    };
+    run_epochs(storage.clone(), config, EVERY + 10).await;
+    assert_chunks_written_at(&storage, base);
+    assert!(!storage.truncating_threads.lock().is_empty());
+}
+
+// Goal: a nice value past Linux's range is refused at start.
+#[tokio::test]
+async fn a_checkpoint_nice_past_19_is_refused() {
+    let fx = build(1, 2);
+    let config = RuntimeConfig {
+        checkpoint_nice: txn::limits::CHECKPOINT_NICE_MAX + 1,
+        ..RuntimeConfig::in_memory()
+    };
+    let err = Runtime::start(fx.app.clone(), config)
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("checkpoint_nice 20"), "{err}");
 }
 
 /// Rows the abandon test writes: more than one checkpoint chunk's worth.

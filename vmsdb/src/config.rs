@@ -97,6 +97,12 @@ pub struct ServeArgs {
     /// crash or a take-over, more checkpoint writes.
     #[arg(long, env = "VMSDB_CHECKPOINT_EVERY", value_name = "EPOCHS")]
     pub checkpoint_every: Option<u64>,
+    /// How many nice steps the checkpoint thread lowers its CPU priority by (Linux, on a store
+    /// whose checkpoints have their own writer: embedded, PostgreSQL; up to 19): a checkpoint
+    /// then uses the CPU the epoch workers leave instead of taking a core from them. 0 keeps the process's priority [default: the runtime's, 10].
+    #[arg(long, env = "VMSDB_CHECKPOINT_NICE", value_name = "N",
+          value_parser = clap::value_parser!(u8).range(0..=i64::from(txn::limits::CHECKPOINT_NICE_MAX)))]
+    pub checkpoint_nice: Option<u8>,
     /// ycsb only: the keys the table should hold (`0..N`), for the `audit` query [default:
     /// 1000000].
     #[arg(long, env = "VMSDB_YCSB_KEYS")]
@@ -247,6 +253,9 @@ pub struct Settings {
     pub epoch_duration: Option<Duration>,
     /// Epochs between checkpoints; `None`: the runtime's default.
     pub checkpoint_every: Option<u64>,
+    /// The checkpoint thread's nice steps (`RuntimeConfig::checkpoint_nice`); `None`: the
+    /// runtime's default.
+    pub checkpoint_nice: Option<u8>,
     pub ycsb_keys: u64,
     /// Also listen on 127.0.0.1 at each of `limits::DRIVER_PORTS` (marketplace only).
     pub driver_ports: bool,
@@ -274,6 +283,7 @@ impl Settings {
             partitions: None,
             epoch_duration: None,
             checkpoint_every: None,
+            checkpoint_nice: None,
             ycsb_keys: 1_000_000,
             driver_ports: false,
             limits: ServerLimits::default(),
@@ -323,6 +333,7 @@ impl Settings {
         settings.partitions = args.partitions;
         settings.epoch_duration = args.epoch_duration;
         settings.checkpoint_every = args.checkpoint_every;
+        settings.checkpoint_nice = args.checkpoint_nice;
         settings.ycsb_keys = args.ycsb_keys.unwrap_or(settings.ycsb_keys);
         settings.driver_ports = args.driver_ports.unwrap_or(false);
         settings.retain_history = args.retain_history.unwrap_or(false);
@@ -421,6 +432,7 @@ impl ServeArgs {
             partitions: self.partitions.or(file.partitions),
             epoch_duration: self.epoch_duration.or(file.epoch_duration),
             checkpoint_every: self.checkpoint_every.or(file.checkpoint_every),
+            checkpoint_nice: self.checkpoint_nice.or(file.checkpoint_nice),
             ycsb_keys: self.ycsb_keys.or(file.ycsb_keys),
             body_bytes_max: self.body_bytes_max.or(file.body_bytes_max),
             concurrent_requests_max: self

@@ -327,6 +327,9 @@ async fn runtime_config(settings: &Settings) -> Result<RuntimeConfig, TxnError> 
     if let Some(every) = settings.checkpoint_every {
         config.checkpoint_every_epochs = every;
     }
+    if let Some(nice) = settings.checkpoint_nice {
+        config.checkpoint_nice = nice;
+    }
     if settings.store_url.is_some() {
         // A shared store's runtime (a cluster node, or a standalone server a standby may take
         // over from) fails over by replaying the log since the latest checkpoint: it keeps

@@ -154,3 +154,40 @@ fn driver_ports_listen_on_the_benchmarks_ports_for_the_marketplace_only() {
     let error = Settings::resolve(args, None).unwrap_err().to_string();
     assert!(error.contains("--app marketplace"), "{error}");
 }
+
+#[test]
+fn checkpoint_nice_comes_from_the_flag_over_the_file() {
+    // Goal: `checkpoint_nice` (the checkpoint thread's lowered priority) is read from the file
+    // and the flag wins over it; unset, the runtime's default applies (`None`).
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "app = \"ycsb\"\ndata_dir = \"/from/file\"\ncheckpoint_nice = 19\n",
+    );
+    let from_file = ServeArgs {
+        config: Some(config.clone()),
+        ..ServeArgs::default()
+    };
+    assert_eq!(
+        Settings::resolve(from_file, None).unwrap().checkpoint_nice,
+        Some(19)
+    );
+    let flag = ServeArgs {
+        config: Some(config),
+        checkpoint_nice: Some(0),
+        ..ServeArgs::default()
+    };
+    assert_eq!(
+        Settings::resolve(flag, None).unwrap().checkpoint_nice,
+        Some(0)
+    );
+    let unset = ServeArgs {
+        app: Some(AppChoice::Ycsb),
+        data_dir: Some(dir.path().into()),
+        ..ServeArgs::default()
+    };
+    assert_eq!(
+        Settings::resolve(unset, None).unwrap().checkpoint_nice,
+        None
+    );
+}

@@ -47,6 +47,18 @@ pub struct RuntimeConfig {
     /// (`RuntimeConfig::cluster`), whose failover wants frequent checkpoints; an erasure's
     /// checkpoint is never held up by it.
     pub checkpoint_rest_factor: u32,
+    /// How many nice steps the checkpoint thread lowers its own CPU priority by when it starts
+    /// (Linux: `setpriority` on the thread, from the nice value it starts with up to 19; other
+    /// systems: nothing), so that on a machine whose cores the epoch workers keep busy a
+    /// checkpoint uses the CPU they leave instead of taking a core from them. Only on a store
+    /// whose checkpoints have their own writer (`Storage::checkpoints_have_own_writer`, the
+    /// embedded store, PostgreSQL): elsewhere (FoundationDB, the in-memory store) the
+    /// checkpoint's writes take the log appender's turn, and a
+    /// low-priority thread must never hold what a normal one waits for. The thread never
+    /// touches the log itself: the log's truncation after a checkpoint runs on a thread of
+    /// normal priority. 0: the thread keeps the process's priority; at most
+    /// [`limits::CHECKPOINT_NICE_MAX`]; a failure to lower it is logged, never fatal.
+    pub checkpoint_nice: u8,
     /// Whether a completed checkpoint truncates the log below it. Off keeps the whole log, so a
     /// crash-free replay from epoch 1 can be compared with checkpoint-based recovery.
     pub truncate_log_after_checkpoint: bool,
@@ -146,6 +158,7 @@ impl RuntimeConfig {
             storage,
             checkpoint_every_epochs: limits::CHECKPOINT_EVERY_EPOCHS_DEFAULT,
             checkpoint_rest_factor: limits::CHECKPOINT_REST_FACTOR_DEFAULT,
+            checkpoint_nice: limits::CHECKPOINT_NICE_DEFAULT,
             truncate_log_after_checkpoint: true,
             recover_from: RecoverFrom::LatestCheckpoint,
             dedup_window_max: limits::DEDUP_WINDOW_MAX_DEFAULT,

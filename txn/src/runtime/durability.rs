@@ -433,8 +433,10 @@ fn encode_epoch<E: Serialize>(
 }
 
 /// Writes checkpoints handed over by the durability thread, one at a time. `writer_turn` is
-/// the turn its checkpoint writes take, `log_turn` the log appender's, which its truncations of
-/// the log take.
+/// the turn its checkpoint writes take; the log's truncation after a checkpoint goes to
+/// `truncator` (a thread of normal priority, which takes the log appender's turn), so this
+/// thread, which may run at a lower priority (`RuntimeConfig::checkpoint_nice`), never holds
+/// the log's turn. Dropping `truncator` on return ends the truncation thread.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn checkpoint_loop(
     storage: &dyn Storage,
@@ -444,7 +446,7 @@ pub(super) fn checkpoint_loop(
     stats: &RuntimeStats,
     schedule: &CheckpointSchedule,
     writer_turn: &WriterTurn,
-    log_turn: &WriterTurn,
+    truncator: LogTruncator,
 ) {
     while let Ok(order) = rx.recv() {
         let epoch = order.epoch;
@@ -454,11 +456,11 @@ pub(super) fn checkpoint_loop(
         if durable.failure().is_none() {
             stats.checkpoints_started.fetch_add(1, Ordering::Relaxed);
             let started = std::time::Instant::now();
-            let turns = Turns {
+            let writers = Writers {
                 checkpoint: writer_turn,
-                log: log_turn,
+                truncator: &truncator,
             };
-            match write_checkpoint(storage, order, &mut truncation, turns, &schedule.abandon) {
+            match write_checkpoint(storage, order, &mut truncation, writers, &schedule.abandon) {
                 Ok(None) => {
                     tracing::info!(
                         epoch,
@@ -500,10 +502,10 @@ fn write_checkpoint(
     storage: &dyn Storage,
     order: CheckpointOrder,
     truncation: &mut Truncation,
-    turns: Turns<'_>,
+    writers: Writers<'_>,
     abandon: &AtomicBool,
 ) -> Result<Option<(usize, u64)>, crate::storage::StorageError> {
-    let writer_turn = turns.checkpoint;
+    let writer_turn = writers.checkpoint;
     let CheckpointOrder {
         epoch,
         timestamp_ms,
@@ -558,7 +560,7 @@ fn write_checkpoint(
         None => matches!(truncation, Truncation::BelowCheckpoint).then_some(epoch + 1),
     };
     if let Some(below) = truncate_below.filter(|&below| below > 1) {
-        truncate_in_steps(storage, below, turns.log)?;
+        writers.truncator.truncate_below(below)?;
     }
     tracing::debug!(
         epoch,
@@ -572,11 +574,113 @@ fn write_checkpoint(
     Ok(Some((n_rows, chunk_nanos_max)))
 }
 
-/// The writer turns the checkpoint thread takes: its checkpoint writes' and the log's.
+/// What writes the store for the checkpoint thread: the turn its checkpoint writes take, and
+/// the thread that truncates the log after a checkpoint.
 #[derive(Clone, Copy)]
-struct Turns<'a> {
+struct Writers<'a> {
     checkpoint: &'a WriterTurn,
-    log: &'a WriterTurn,
+    truncator: &'a LogTruncator,
+}
+
+/// The checkpoint thread's end of the truncation thread: a truncation order goes out and the
+/// checkpoint thread waits for its result, so a checkpoint still counts as written only once
+/// the log below it is removed (and a failure is reported as before), while the log's turn is
+/// only ever taken by threads of normal priority.
+pub(super) struct LogTruncator {
+    orders: std::sync::mpsc::Sender<u64>,
+    done: std::sync::mpsc::Receiver<Result<(), crate::storage::StorageError>>,
+}
+
+/// The truncation thread's end: the orders it takes and where their results go.
+pub(super) struct TruncationOrders {
+    orders: std::sync::mpsc::Receiver<u64>,
+    done: std::sync::mpsc::Sender<Result<(), crate::storage::StorageError>>,
+}
+
+/// A connected pair of ends.
+pub(super) fn log_truncation_channel() -> (LogTruncator, TruncationOrders) {
+    let (orders_tx, orders_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    (
+        LogTruncator {
+            orders: orders_tx,
+            done: done_rx,
+        },
+        TruncationOrders {
+            orders: orders_rx,
+            done: done_tx,
+        },
+    )
+}
+
+impl LogTruncator {
+    /// Has the truncation thread remove the log records below `below` and waits until it has.
+    fn truncate_below(&self, below: u64) -> Result<(), crate::storage::StorageError> {
+        let gone = || {
+            crate::storage::StorageError::io(
+                "runtime",
+                "truncate the log after a checkpoint",
+                std::io::Error::other("the log truncation thread has stopped"),
+            )
+        };
+        self.orders.send(below).map_err(|_| gone())?;
+        self.done.recv().map_err(|_| gone())?
+    }
+}
+
+/// The truncation thread: removes the log below each ordered epoch in bounded steps under the
+/// log appender's turn (`truncate_in_steps`) and sends back the result; ends when the checkpoint
+/// thread drops its end.
+pub(super) fn truncation_loop(
+    storage: &dyn Storage,
+    ends: TruncationOrders,
+    log_turn: &WriterTurn,
+) {
+    while let Ok(below) = ends.orders.recv() {
+        if ends
+            .done
+            .send(truncate_in_steps(storage, below, log_turn))
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Lowers the calling thread's CPU priority by `steps` nice steps (up to 19) on Linux, where a
+/// thread has its own nice value; elsewhere does nothing. A failure is logged, never fatal.
+pub(super) fn lower_own_priority(steps: u8) {
+    if steps == 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        #[allow(unsafe_code)]
+        // SAFETY: `gettid` has no preconditions; `getpriority` and `setpriority` on the calling
+        // thread's id only read and set its nice value, and `errno` is the calling thread's.
+        let result = unsafe {
+            let tid = libc::gettid() as libc::id_t;
+            *libc::__errno_location() = 0;
+            let current = libc::getpriority(libc::PRIO_PROCESS, tid);
+            if current == -1 && *libc::__errno_location() != 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                let target = current.saturating_add(i32::from(steps)).min(19);
+                match libc::setpriority(libc::PRIO_PROCESS, tid, target) {
+                    0 => Ok(target),
+                    _ => Err(std::io::Error::last_os_error()),
+                }
+            }
+        };
+        match result {
+            Ok(nice) => tracing::debug!(nice, "checkpoint thread priority lowered"),
+            Err(error) => tracing::warn!(
+                steps,
+                %error,
+                "cannot lower the checkpoint thread's priority; it runs at the process's"
+            ),
+        }
+    }
 }
 
 /// The lowest epoch still logged: the first logged record's, else the one after the latest

@@ -56,6 +56,7 @@ use crate::transport::PartitionActors;
 use client::Submission;
 use durability::{
     CheckpointOrder, CheckpointSchedule, LogItem, WriterTurn, checkpoint_loop, durability_loop,
+    log_truncation_channel, truncation_loop,
 };
 use reply::reply_loop;
 use rustc_hash::FxHashMap;
@@ -512,6 +513,13 @@ fn validate(config: &RuntimeConfig) -> Result<(), TxnError> {
     if let Some(why) = config.serial_hints.invalid() {
         return Err(TxnError::InvalidApp(vec![why]));
     }
+    if config.checkpoint_nice > limits::CHECKPOINT_NICE_MAX {
+        return Err(TxnError::InvalidApp(vec![format!(
+            "checkpoint_nice {} exceeds the maximum of {}",
+            config.checkpoint_nice,
+            limits::CHECKPOINT_NICE_MAX
+        )]));
+    }
     if config.epoch_txns_max == 0 || config.epoch_txns_max > limits::EPOCH_TXNS_MAX {
         return Err(TxnError::InvalidApp(vec![format!(
             "epoch_txns_max {} must be in 1..={}",
@@ -540,6 +548,19 @@ impl DurabilityThreads {
         let writer_turn: Arc<WriterTurn> = Arc::new(parking_lot::Mutex::new(()));
         let (ckpt_tx, ckpt_rx) = std::sync::mpsc::channel::<CheckpointOrder>();
         let truncation = retention::Truncation::of(config)?;
+        // Truncating the log after a checkpoint is a write of the log: it takes the appender's
+        // turn, on a thread of its own at the process's priority (started here, so it never
+        // inherits the checkpoint thread's lowered one). It ends when the checkpoint thread
+        // drops its end of the channel, and the checkpoint thread joins it then.
+        let (truncator, truncation_orders) = log_truncation_channel();
+        let truncation_thread = std::thread::Builder::new()
+            .name("vmsdb-truncate".into())
+            .spawn({
+                let storage = config.storage.clone();
+                let log_turn = writer_turn.clone();
+                move || truncation_loop(storage.as_ref(), truncation_orders, &log_turn)
+            })
+            .map_err(|e| TxnError::Storage(format!("cannot start the truncation thread: {e}")))?;
         let checkpointer = std::thread::Builder::new()
             .name("vmsdb-checkpoint".into())
             .spawn({
@@ -548,15 +569,22 @@ impl DurabilityThreads {
                 let stats = stats.clone();
                 let schedule = schedule.clone();
                 // A store whose checkpoints have their own writer needs no turns: appends
-                // never wait for a checkpoint there. Truncating the log after a checkpoint is
-                // a write of the log all the same: it takes the appender's turn.
-                let log_turn = writer_turn.clone();
-                let writer_turn = if storage.checkpoints_have_own_writer() {
+                // never wait for a checkpoint there, so the thread may run at a lower priority.
+                // Elsewhere every chunk write takes the appender's turn, and a low-priority
+                // thread holding it would hold up the log: the priority stays.
+                let own_writer = storage.checkpoints_have_own_writer();
+                let writer_turn = if own_writer {
                     Arc::new(parking_lot::Mutex::new(()))
                 } else {
                     writer_turn.clone()
                 };
+                let nice = if own_writer {
+                    config.checkpoint_nice
+                } else {
+                    0
+                };
                 move || {
+                    durability::lower_own_priority(nice);
                     checkpoint_loop(
                         storage.as_ref(),
                         ckpt_rx,
@@ -565,8 +593,11 @@ impl DurabilityThreads {
                         &stats,
                         &schedule,
                         &writer_turn,
-                        &log_turn,
-                    )
+                        truncator,
+                    );
+                    if truncation_thread.join().is_err() {
+                        tracing::error!("the log truncation thread panicked");
+                    }
                 }
             })
             .map_err(|e| TxnError::Storage(format!("cannot start the checkpoint thread: {e}")))?;

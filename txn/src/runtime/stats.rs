@@ -71,6 +71,12 @@ pub struct RuntimeStats {
     /// The slowest sequencer turn, log append and checkpoint chunk since the peaks were last
     /// taken (`RuntimeStats::take_peaks`): where a worst-case latency came from.
     pub peaks: parking_lot::Mutex<LatencyPeaks>,
+    /// The checkpoint thread's part of the peaks (`LatencyPeaks::slowest_checkpoint_chunk_nanos`,
+    /// `slowest_checkpoint_nanos`), kept apart in atomics: that thread may run at a lower
+    /// priority (`RuntimeConfig::checkpoint_nice`) and must never hold the lock the log
+    /// appender takes for its own peak.
+    checkpoint_chunk_peak_nanos: AtomicU64,
+    checkpoint_peak_nanos: AtomicU64,
 }
 
 /// The worst moments of the pipeline since the peaks were last taken, each with what coincided
@@ -126,7 +132,11 @@ impl RuntimeStats {
     /// The peaks since the last call (or the start), resetting them: a caller takes them once
     /// before a measured stretch and once after it.
     pub fn take_peaks(&self) -> LatencyPeaks {
-        std::mem::take(&mut *self.peaks.lock())
+        let mut peaks = std::mem::take(&mut *self.peaks.lock());
+        peaks.slowest_checkpoint_chunk_nanos =
+            self.checkpoint_chunk_peak_nanos.swap(0, Ordering::Relaxed);
+        peaks.slowest_checkpoint_nanos = self.checkpoint_peak_nanos.swap(0, Ordering::Relaxed);
+        peaks
     }
 
     /// Keeps `turn` if it is the slowest so far (one lock per epoch).
@@ -145,12 +155,13 @@ impl RuntimeStats {
         }
     }
 
-    /// Keeps the longest chunk write and the longest checkpoint.
+    /// Keeps the longest chunk write and the longest checkpoint (no lock: see
+    /// `checkpoint_chunk_peak_nanos`).
     pub(super) fn note_checkpoint(&self, chunk_nanos: u64, checkpoint_nanos: u64) {
-        let mut peaks = self.peaks.lock();
-        peaks.slowest_checkpoint_chunk_nanos =
-            peaks.slowest_checkpoint_chunk_nanos.max(chunk_nanos);
-        peaks.slowest_checkpoint_nanos = peaks.slowest_checkpoint_nanos.max(checkpoint_nanos);
+        self.checkpoint_chunk_peak_nanos
+            .fetch_max(chunk_nanos, Ordering::Relaxed);
+        self.checkpoint_peak_nanos
+            .fetch_max(checkpoint_nanos, Ordering::Relaxed);
     }
 }
 
