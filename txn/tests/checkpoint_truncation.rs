@@ -44,8 +44,9 @@ fn this_thread() -> (String, i32) {
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 fn own_nice() -> i32 {
-    // SAFETY: reads the calling thread's nice value; no memory is handed over.
-    unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    // SAFETY: reads the calling thread's nice value (`who` 0: the caller); no memory is
+    // handed over.
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -261,6 +262,11 @@ async fn the_checkpoint_thread_runs_niced_and_leaves_the_log_to_a_normal_thread(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checkpoint_thread_keeps_its_priority_where_checkpoints_share_the_log_writer() {
     let base = base_nice();
+    // At 19 a lowered thread could not be told from one that kept its priority.
+    assert!(
+        base < 19,
+        "the tests run at nice {base}: nothing could be lowered"
+    );
     let storage = Arc::new(Delegating(RecordedTruncations {
         shared_writer: true,
         ..Default::default()

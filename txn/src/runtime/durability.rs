@@ -656,10 +656,11 @@ pub(super) fn lower_own_priority(steps: u8) {
     #[cfg(target_os = "linux")]
     {
         #[allow(unsafe_code)]
-        // SAFETY: `gettid` has no preconditions; `getpriority` and `setpriority` on the calling
-        // thread's id only read and set its nice value, and `errno` is the calling thread's.
+        // SAFETY: `getpriority` and `setpriority` with `who` 0 only read and set the calling
+        // thread's nice value (Linux keeps one per thread; 0 names the caller, so no thread id
+        // and no `gettid`, which older C libraries lack), and `errno` is the calling thread's.
         let result = unsafe {
-            let tid = libc::gettid() as libc::id_t;
+            let tid: libc::id_t = 0;
             *libc::__errno_location() = 0;
             let current = libc::getpriority(libc::PRIO_PROCESS, tid);
             if current == -1 && *libc::__errno_location() != 0 {

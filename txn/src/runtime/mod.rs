@@ -530,6 +530,20 @@ fn validate(config: &RuntimeConfig) -> Result<(), TxnError> {
     Ok(())
 }
 
+/// Joins the log truncation thread when dropped, on the checkpoint thread's way out, whether
+/// its loop returned or panicked.
+struct JoinOnDrop(Option<std::thread::JoinHandle<()>>);
+
+impl Drop for JoinOnDrop {
+    fn drop(&mut self) {
+        if let Some(thread) = self.0.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the log truncation thread panicked");
+        }
+    }
+}
+
 /// The two storage threads: the log appender and the checkpoint writer.
 struct DurabilityThreads {
     durability: std::thread::JoinHandle<()>,
@@ -584,6 +598,9 @@ impl DurabilityThreads {
                     0
                 };
                 move || {
+                    // Joined however the loop ends, a panic included: the loop drops the
+                    // truncator first (which ends the truncation thread), then this joins.
+                    let _truncation = JoinOnDrop(Some(truncation_thread));
                     durability::lower_own_priority(nice);
                     checkpoint_loop(
                         storage.as_ref(),
@@ -595,9 +612,6 @@ impl DurabilityThreads {
                         &writer_turn,
                         truncator,
                     );
-                    if truncation_thread.join().is_err() {
-                        tracing::error!("the log truncation thread panicked");
-                    }
                 }
             })
             .map_err(|e| TxnError::Storage(format!("cannot start the checkpoint thread: {e}")))?;
