@@ -561,6 +561,29 @@ mod tests {
         }
     }
 
+    /// Sets `key` to `value`, or removes it when `None`, in both `rows` and the `model`,
+    /// checking that a removal returns what the model held.
+    fn upsert_or_remove(
+        rows: &mut DenseRows<u64, u64>,
+        model: &mut std::collections::BTreeMap<u64, u64>,
+        key: u64,
+        value: Option<u64>,
+    ) {
+        let found = rows.upsert(key, |_| value);
+        match value {
+            None => {
+                let removed = found.map(|i| rows.remove_at(i).1);
+                assert_eq!(removed, model.remove(&key));
+            }
+            Some(value) => {
+                if let Some(i) = found {
+                    rows.entry_mut(i).1 = value;
+                }
+                model.insert(key, value);
+            }
+        }
+    }
+
     #[test]
     fn inserts_finds_and_removes_like_a_map() {
         let mut rows = DenseRows::<u64, u64>::new();
@@ -573,16 +596,7 @@ mod tests {
             x ^= x << 17;
             let key = x % 500;
             let deleting = x.is_multiple_of(3);
-            let found = rows.upsert(key, |_| (!deleting).then_some(x));
-            if deleting {
-                let removed = found.map(|i| rows.remove_at(i).1);
-                assert_eq!(removed, model.remove(&key));
-            } else {
-                if let Some(i) = found {
-                    rows.entry_mut(i).1 = x;
-                }
-                model.insert(key, x);
-            }
+            upsert_or_remove(&mut rows, &mut model, key, (!deleting).then_some(x));
         }
         check_index(&rows);
         for key in 0..500 {
@@ -717,16 +731,7 @@ mod tests {
             // Mostly inserts, so the table grows through several doublings (bits of `x` other
             // than the key's decide, so that deletes hit inserted keys).
             let deleting = (x >> 40) % 8 < 3;
-            let found = rows.upsert(key, |_| (!deleting).then_some(x));
-            if deleting {
-                let removed = found.map(|i| rows.remove_at(i).1);
-                assert_eq!(removed, model.remove(&key));
-            } else {
-                if let Some(i) = found {
-                    rows.entry_mut(i).1 = x;
-                }
-                model.insert(key, x);
-            }
+            upsert_or_remove(&mut rows, &mut model, key, (!deleting).then_some(x));
             if rows.growth.is_some() {
                 ops_while_growing += 1;
                 if ops_while_growing % 7 == 0 {
