@@ -660,14 +660,14 @@ pub(super) fn lower_own_priority(steps: u8) {
         // thread's nice value (Linux keeps one per thread; 0 names the caller, so no thread id
         // and no `gettid`, which older C libraries lack), and `errno` is the calling thread's.
         let result = unsafe {
-            let tid: libc::id_t = 0;
+            const CALLER: libc::id_t = 0;
             *libc::__errno_location() = 0;
-            let current = libc::getpriority(libc::PRIO_PROCESS, tid);
+            let current = libc::getpriority(libc::PRIO_PROCESS, CALLER);
             if current == -1 && *libc::__errno_location() != 0 {
                 Err(std::io::Error::last_os_error())
             } else {
                 let target = current.saturating_add(i32::from(steps)).min(19);
-                match libc::setpriority(libc::PRIO_PROCESS, tid, target) {
+                match libc::setpriority(libc::PRIO_PROCESS, CALLER, target) {
                     0 => Ok(target),
                     _ => Err(std::io::Error::last_os_error()),
                 }

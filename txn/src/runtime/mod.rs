@@ -544,7 +544,8 @@ impl Drop for JoinOnDrop {
     }
 }
 
-/// The two storage threads: the log appender and the checkpoint writer.
+/// The storage threads: the log appender and the checkpoint writer (which starts, and joins,
+/// the log truncation thread).
 struct DurabilityThreads {
     durability: std::thread::JoinHandle<()>,
     checkpointer: std::thread::JoinHandle<()>,
