@@ -146,6 +146,13 @@ pub struct CommonArgs {
           value_parser = clap::value_parser!(u64).range(0..=txn::limits::EPOCH_TXNS_MAX as u64))]
     pub epoch_quiet_close: u64,
 
+    /// An epoch holding at least this many requests closes once it holds half of the requests
+    /// outstanding, so a closed loop's clients split over two overlapping epochs
+    /// (`RuntimeConfig::epoch_split_txns`); 0 turns it off.
+    #[arg(long, default_value_t = txn::limits::EPOCH_SPLIT_TXNS_DEFAULT as u64,
+          value_parser = clap::value_parser!(u64).range(0..=txn::limits::EPOCH_TXNS_MAX as u64))]
+    pub epoch_split: u64,
+
     /// Whether outcomes leave as soon as they are decided, the serial pass's while it runs
     /// (`RuntimeConfig::early_replies`); `false` (the default) holds every reply to its epoch's end.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]

@@ -203,6 +203,7 @@ fn run_parameters(c: &CommonArgs) -> serde_json::Value {
         "epoch_us": c.epoch_us,
         "epoch_txns_max": c.epoch_txns_max,
         "epoch_quiet_close": c.epoch_quiet_close,
+        "epoch_split": c.epoch_split,
         "early_replies": c.early_replies,
         "checkpoint_every_epochs": c.checkpoint_every,
         "embedded_checkpoint_rest_factor": c.checkpoint_rest_factor,
@@ -273,6 +274,7 @@ fn runtime_config(common: &CommonArgs, storage: Arc<dyn Storage>) -> RuntimeConf
         epoch_duration: Duration::from_micros(common.epoch_us),
         epoch_txns_max: common.epoch_txns_max as usize,
         epoch_quiet_close_txns: common.epoch_quiet_close as usize,
+        epoch_split_txns: common.epoch_split as usize,
         early_replies: common.early_replies,
         fallback: match common.fallback {
             FallbackArg::Serial => Fallback::Serial,

@@ -104,6 +104,8 @@ pub struct StagesSummary {
     pub epochs_per_append: f64,
     /// Epochs closed early on a quiet submission queue, in percent of all.
     pub quiet_closes_pct: f64,
+    /// Epochs closed because they held half of the requests outstanding, in percent of all.
+    pub split_closes_pct: f64,
     /// How long an epoch's replies, once it has run, waited for it to be durable.
     pub reply_durable_wait_us: f64,
 }
@@ -123,6 +125,7 @@ impl StagesSummary {
             log_append_us: per(d.log_append_nanos, d.log_appends),
             epochs_per_append: d.log_epochs as f64 / d.log_appends.max(1) as f64,
             quiet_closes_pct: 100.0 * d.quiet_closes as f64 / d.epochs.max(1) as f64,
+            split_closes_pct: 100.0 * d.split_closes as f64 / d.epochs.max(1) as f64,
             reply_durable_wait_us: per(d.reply_durable_wait_nanos, d.reply_batches),
         }
     }
@@ -130,10 +133,11 @@ impl StagesSummary {
     /// One line for the run's status output.
     pub fn line(&self, txns_per_epoch: f64) -> String {
         format!(
-            "per epoch ({txns_per_epoch:.0} txns, {:.0} % closed on quiet): gather idle {:.0} + fill {:.0} µs (tail {:.0}), execute \
+            "per epoch ({txns_per_epoch:.0} txns, {:.0} % closed on quiet, {:.0} % split): gather idle {:.0} + fill {:.0} µs (tail {:.0}), execute \
              {:.0}, decide {:.0}, commit {:.0}, serial pass {:.0} µs (turn {:.0} µs); log append \
              {:.0} µs for {:.2} epochs; replies wait {:.0} µs for durability",
             self.quiet_closes_pct,
+            self.split_closes_pct,
             self.gather_idle_us,
             self.gather_fill_us,
             self.gather_tail_us,

@@ -22,6 +22,18 @@ pub const EPOCH_TXNS_MAX: usize = 1 << 20;
 /// stay a small share of the epoch's work; below it an epoch waits for its timer as before.
 pub const EPOCH_QUIET_CLOSE_TXNS_DEFAULT: usize = 256;
 
+/// Default fewest requests an epoch must hold before it may close because it holds half of
+/// the requests outstanding (`RuntimeConfig::epoch_split_txns`): the same floor as the quiet
+/// close, for the same per-epoch fixed costs.
+pub const EPOCH_SPLIT_TXNS_DEFAULT: usize = EPOCH_QUIET_CLOSE_TXNS_DEFAULT;
+
+/// An epoch splits (`RuntimeConfig::epoch_split_txns`) only while the sequencer's last turn
+/// took at most this many `epoch_duration`s. Past that the clients' round trip is a small share
+/// of the cycle, so a split gains little and costs a per-epoch overhead and queueing latency:
+/// the marketplace's 17 ms turns gained nothing from it and its p99 rose by a fifth, while
+/// YCSB-T Zipf's and transfer's 1–2 ms turns gained 7 % and 4 %. In epoch durations.
+pub const EPOCH_SPLIT_TURNS_MAX: u32 = 4;
+
 /// How many times the sequencer yields to the tasks of its worker, finding the submission
 /// queue empty each time, before it takes the queue for quiet and closes the epoch early. A
 /// yield costs a scheduler round trip (about a microsecond), so this bounds the spinning per

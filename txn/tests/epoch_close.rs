@@ -1,7 +1,8 @@
 //! When the sequencer closes an epoch: by time (`epoch_duration`), by size (`epoch_txns_max`),
-//! or, once it holds `epoch_quiet_close_txns` requests and as many as the epoch before it, as
-//! soon as the submission queue goes quiet — so that under load the partitions do not sit idle
-//! waiting for the timer.
+//! once it holds `epoch_split_txns` requests and half of all outstanding, or, once it holds
+//! `epoch_quiet_close_txns` requests and as many as the epoch before it, as soon as the
+//! submission queue goes quiet — so that under load the partitions do not sit idle waiting for
+//! the timer.
 //!
 //! The tokio clock is paused: it moves only when every task waits for a timer, so an epoch that
 //! waited for its timer shows as at least `epoch_duration` of tokio time, and one that closed on
@@ -15,11 +16,23 @@ use txn::{Request, Runtime, RuntimeConfig};
 
 const EPOCH_DURATION: Duration = Duration::from_millis(10);
 
-/// A runtime closing early at `quiet_close` requests (0: never).
+/// A runtime closing early at `quiet_close` requests (0: never), never by a split.
 async fn runtime(fx: &Fixture, quiet_close: usize) -> Runtime<ChainApp> {
+    split_runtime(fx, quiet_close, 0, EPOCH_DURATION).await
+}
+
+/// A runtime closing early on a quiet queue at `quiet_close` requests and by a split at
+/// `split` (0: never), with epochs of `epoch_duration`.
+async fn split_runtime(
+    fx: &Fixture,
+    quiet_close: usize,
+    split: usize,
+    epoch_duration: Duration,
+) -> Runtime<ChainApp> {
     let config = RuntimeConfig {
-        epoch_duration: EPOCH_DURATION,
+        epoch_duration,
         epoch_quiet_close_txns: quiet_close,
+        epoch_split_txns: split,
         // The lease renews on a timer, which the paused clock would jump to.
         lease: None,
         ..RuntimeConfig::in_memory()
@@ -95,5 +108,73 @@ async fn an_epoch_smaller_than_the_last_waits_for_its_timer() {
         second >= EPOCH_DURATION,
         "4 after an epoch of 8 waits for the timer: {second:?}"
     );
+    rt.shutdown().await;
+}
+
+/// Submits `n` single-key writes, each on its own (as `n` closed-loop clients would), all queued
+/// before the sequencer looks, and returns how many went into each epoch, in epoch order.
+async fn epoch_sizes_of_separate_submissions(
+    rt: &Runtime<ChainApp>,
+    fx: &Fixture,
+    n: u64,
+) -> Vec<usize> {
+    let submissions: Vec<_> = (0..n)
+        .map(|key| {
+            let ev = op0(key, OpKind::Add(1));
+            let (service, key) = fx.first_target(&ev);
+            let client = rt.client();
+            tokio::spawn(async move {
+                client
+                    .submit_request(Request::raw(service, service.partition_of(&key), ev))
+                    .await
+            })
+        })
+        .collect();
+    let mut per_epoch = std::collections::BTreeMap::<u64, usize>::new();
+    for submission in submissions {
+        let outcome = submission.await.unwrap().expect("sequenced");
+        assert!(outcome.result.is_ok(), "{outcome:?}");
+        *per_epoch.entry(outcome.tid.epoch()).or_default() += 1;
+    }
+    per_epoch.into_values().collect()
+}
+
+// Goal: an epoch holding `epoch_split_txns` requests closes once it holds as many as are still
+// outstanding elsewhere (here: queued), so 16 waiting clients split into two epochs of 8;
+// without the split (or below its floor) they all go into one.
+#[tokio::test(start_paused = true)]
+async fn an_epoch_holding_half_the_outstanding_requests_closes() {
+    let fx = build(1, 4);
+    for (split, expected) in [
+        (4, vec![8, 8]),
+        (12, vec![12, 4]),
+        (0, vec![16]),
+        (17, vec![16]),
+    ] {
+        let rt = split_runtime(&fx, 4, split, EPOCH_DURATION).await;
+        let sizes = epoch_sizes_of_separate_submissions(&rt, &fx, 16).await;
+        assert_eq!(sizes, expected, "split at {split}");
+        rt.shutdown().await;
+    }
+}
+
+// Goal: after a turn longer than `EPOCH_SPLIT_TURNS_MAX` epoch durations the next epoch does
+// not split (its clients' round trip is a small share of such a cycle). With epochs of 1 µs any
+// real turn is that long, so only the first epoch, after no turn at all, splits.
+#[tokio::test(start_paused = true)]
+async fn after_a_long_turn_an_epoch_does_not_split() {
+    let fx = build(1, 4);
+    let rt = split_runtime(&fx, 4, 4, Duration::from_micros(1)).await;
+    let first = epoch_sizes_of_separate_submissions(&rt, &fx, 16).await;
+    assert_eq!(first, vec![8, 8], "the first epoch follows no turn");
+    let second = epoch_sizes_of_separate_submissions(&rt, &fx, 16).await;
+    assert_eq!(second, vec![16], "after a long turn");
+    rt.shutdown().await;
+    // The same two rounds with 10 ms epochs split both times.
+    let rt = split_runtime(&fx, 4, 4, EPOCH_DURATION).await;
+    for round in 0..2 {
+        let sizes = epoch_sizes_of_separate_submissions(&rt, &fx, 16).await;
+        assert_eq!(sizes, vec![8, 8], "round {round}");
+    }
     rt.shutdown().await;
 }

@@ -30,6 +30,13 @@ pub struct RuntimeConfig {
     /// off (an epoch closes only by time or size). Gathering only decides where epochs are
     /// cut; the log records the cut, so replay is unaffected.
     pub epoch_quiet_close_txns: usize,
+    /// An epoch holding at least this many requests closes as soon as it holds as many as are
+    /// outstanding elsewhere (replies of earlier epochs not yet released, submissions still
+    /// queued): half of all. Under a closed loop the clients then split over two epochs that
+    /// overlap, one running while the other's clients get their replies and come back, instead
+    /// of all of them waiting on one epoch while the sequencer waits for them. 0 turns it off.
+    /// Like every cut, it only decides where epochs end; replay reads the cut from the log.
+    pub epoch_split_txns: usize,
     /// What happens to conflict losers.
     pub fallback: Fallback,
     /// Where the epoch log and checkpoints go.
@@ -154,6 +161,7 @@ impl RuntimeConfig {
             epoch_duration: Duration::from_micros(limits::EPOCH_DURATION_US_DEFAULT),
             epoch_txns_max: limits::EPOCH_TXNS_MAX_DEFAULT,
             epoch_quiet_close_txns: limits::EPOCH_QUIET_CLOSE_TXNS_DEFAULT,
+            epoch_split_txns: limits::EPOCH_SPLIT_TXNS_DEFAULT,
             fallback: Fallback::Serial,
             storage,
             checkpoint_every_epochs: limits::CHECKPOINT_EVERY_EPOCHS_DEFAULT,

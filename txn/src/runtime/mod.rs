@@ -58,7 +58,7 @@ use durability::{
     CheckpointOrder, CheckpointSchedule, LogItem, WriterTurn, checkpoint_loop, durability_loop,
     log_truncation_channel, truncation_loop,
 };
-use reply::reply_loop;
+use reply::{ReplySender, reply_loop};
 use rustc_hash::FxHashMap;
 use sequencer::{Sequencer, Stopped, sequencer_loop};
 use std::path::Path;
@@ -269,7 +269,7 @@ impl<A: App> Runtime<A> {
             config,
             rx,
             log_tx,
-            reply_tx,
+            reply_tx: ReplySender::new(reply_tx, stats.clone()),
             durable: watermark.clone(),
             stats: stats.clone(),
             epoch: recovery.last_epoch,
@@ -280,6 +280,7 @@ impl<A: App> Runtime<A> {
             inflight: FxHashMap::default(),
             carry: Default::default(),
             last_epoch_txns: 0,
+            last_turn: Duration::ZERO,
         }));
         Ok(Runtime {
             client,

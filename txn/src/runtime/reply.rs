@@ -34,6 +34,33 @@ pub(super) struct ReplyBatch<A: App> {
     pub(super) queries: Vec<(QueryReply, QueryResult)>,
 }
 
+/// The sequencer's end of the reply stage. It counts the replies it hands over as waiting
+/// (`RuntimeStats::replies_waiting`) until the reply stage releases them, so the sequencer
+/// knows how many requests of earlier epochs are still outstanding (the epoch split).
+pub(super) struct ReplySender<A: App> {
+    tx: mpsc::UnboundedSender<ReplyBatch<A>>,
+    stats: Arc<RuntimeStats>,
+}
+
+impl<A: App> ReplySender<A> {
+    pub(super) fn new(tx: mpsc::UnboundedSender<ReplyBatch<A>>, stats: Arc<RuntimeStats>) -> Self {
+        ReplySender { tx, stats }
+    }
+
+    /// Hands `batch` to the reply stage (dropped, with its replies, once the stage is gone).
+    pub(super) fn send(&self, batch: ReplyBatch<A>) {
+        let replies = batch.txns.len();
+        self.stats
+            .replies_waiting
+            .fetch_add(replies, Ordering::Relaxed);
+        if self.tx.send(batch).is_err() {
+            self.stats
+                .replies_waiting
+                .fetch_sub(replies, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Hands an epoch's outbox messages (of committed transactions, in serial order) to the sink.
 pub(super) fn deliver_outbox(sink: &dyn OutboxSink, epoch: u64, messages: &[OutboxMsg]) {
     let mut index = 0u32;
@@ -56,6 +83,7 @@ pub(super) async fn reply_loop<A: App>(
     stats: Arc<RuntimeStats>,
 ) {
     while let Some(batch) = rx.recv().await {
+        let replies = batch.txns.len();
         let waiting = Instant::now();
         let durable_or_failed = durable.wait(batch.epoch).await;
         let waited = waiting.elapsed().as_nanos() as u64;
@@ -87,5 +115,6 @@ pub(super) async fn reply_loop<A: App>(
                 }
             }
         }
+        stats.replies_waiting.fetch_sub(replies, Ordering::Relaxed);
     }
 }

@@ -18,7 +18,7 @@ use crate::row_key::{CheckpointRow, DeferredRows};
 use crate::runtime::client::{Admitted, QueryReply, Submission, SubmitRx, TxnReply};
 use crate::runtime::config::RuntimeConfig;
 use crate::runtime::durability::{CheckpointSchedule, LogItem};
-use crate::runtime::reply::ReplyBatch;
+use crate::runtime::reply::{ReplyBatch, ReplySender};
 use crate::runtime::stats::{ConflictStats, EpochPeak, RuntimeStats};
 use crate::sync::DurableWatermark;
 use rustc_hash::FxHashMap;
@@ -35,7 +35,7 @@ pub(super) struct Sequencer<A: App> {
     pub(super) config: RuntimeConfig,
     pub(super) rx: SubmitRx<A>,
     pub(super) log_tx: mpsc::Sender<LogItem<A>>,
-    pub(super) reply_tx: mpsc::UnboundedSender<ReplyBatch<A>>,
+    pub(super) reply_tx: ReplySender<A>,
     pub(super) durable: Arc<DurableWatermark>,
     pub(super) stats: Arc<RuntimeStats>,
     /// The last epoch sequenced (recovered or run).
@@ -58,6 +58,9 @@ pub(super) struct Sequencer<A: App> {
     /// as many (`RuntimeConfig::epoch_quiet_close_txns`), so the burst of a closed loop's
     /// clients coming back is never split across two log writes.
     pub(super) last_epoch_txns: usize,
+    /// How long the last epoch's turn took: an epoch splits only after a short one
+    /// (`RuntimeConfig::epoch_split_txns`).
+    pub(super) last_turn: std::time::Duration,
     /// Whether a partition lives on another node: each epoch's commit then waits for its log
     /// record to be durable (`run_epoch_settling`'s `commit_after`).
     pub(super) partitions_elsewhere: bool,
@@ -213,7 +216,8 @@ pub(super) async fn sequencer_loop<A: App>(mut s: Sequencer<A>) -> Stopped<A> {
             ..EpochPeak::default()
         };
         s.run_gathered(gathered, &mut turn, &mut copying).await;
-        turn.turn_nanos = started.elapsed().as_nanos() as u64;
+        s.last_turn = started.elapsed();
+        turn.turn_nanos = s.last_turn.as_nanos() as u64;
         s.stats
             .turn_nanos
             .fetch_add(turn.turn_nanos, Ordering::Relaxed);
@@ -292,7 +296,8 @@ impl<A: App> Sequencer<A> {
     }
 
     /// Takes in submissions until the epoch closes: `epoch_duration` after it began, at
-    /// `epoch_txns_max` requests, or on a quiet queue once it holds enough
+    /// `epoch_txns_max` requests, once it holds half of the requests outstanding
+    /// (`RuntimeConfig::epoch_split_txns`), or on a quiet queue once it holds enough
     /// (`RuntimeConfig::epoch_quiet_close_txns`).
     async fn fill(&mut self, g: &mut Gathered<A>) {
         let max = self.config.epoch_txns_max;
@@ -301,7 +306,20 @@ impl<A: App> Sequencer<A> {
             0 => usize::MAX,
             min => min.max(self.last_epoch_txns),
         };
+        // A turn of several epoch durations leaves the clients' round trip a small share of
+        // the cycle: splitting would only add per-epoch costs, and make each request wait for
+        // the turn running when it comes (the marketplace: a 17 ms turn, p99 up a fifth).
+        let long_turn = self.last_turn > self.config.epoch_duration * limits::EPOCH_SPLIT_TURNS_MAX;
+        let split_min = match self.config.epoch_split_txns {
+            0 => usize::MAX,
+            _ if long_turn => usize::MAX,
+            min => min,
+        };
         while !g.closed && g.requests.len() < max {
+            if g.requests.len() >= split_min && self.holds_half_outstanding(g) {
+                self.stats.split_closes.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
             let room = max - g.requests.len();
             match self.rx.try_recv() {
                 Ok(sub) => g.take(sub, room, &self.dedup, &mut self.inflight, &mut self.carry),
@@ -336,6 +354,19 @@ impl<A: App> Sequencer<A> {
                 }
             }
         }
+    }
+
+    /// Whether `g` holds at least as many requests as are outstanding elsewhere: replies of
+    /// earlier epochs not yet released, the carried-over rest of a batch, and the submissions
+    /// queued (each at least one request; a hint, clients add more at any time). Closing the
+    /// epoch then splits a closed loop's clients over two epochs that overlap: while the
+    /// sequencer runs one, the other's clients get their replies and come back, instead of
+    /// every client waiting on the same epoch and the sequencer waiting on every client.
+    fn holds_half_outstanding(&self, g: &Gathered<A>) -> bool {
+        let elsewhere = self.stats.replies_waiting.load(Ordering::Relaxed)
+            + self.carry.len()
+            + self.rx.queued();
+        g.requests.len() >= elsewhere
     }
 
     /// The next submission if one arrives while the sequencer yields to its worker's other
@@ -397,7 +428,7 @@ impl<A: App> Sequencer<A> {
         if requests.is_empty() && queries.is_empty() {
             if !answered.is_empty() {
                 // Duplicates only: answer once the last executed epoch is durable.
-                let _ = self.reply_tx.send(ReplyBatch {
+                self.reply_tx.send(ReplyBatch {
                     epoch: self.epoch,
                     outbox: Vec::new(),
                     txns: answered,
@@ -571,7 +602,7 @@ impl<A: App> Sequencer<A> {
             .into_iter()
             .zip(outcome.query_results)
             .collect();
-        let _ = self.reply_tx.send(ReplyBatch {
+        self.reply_tx.send(ReplyBatch {
             epoch: env.epoch,
             outbox: outcome.outbox,
             txns,
@@ -626,7 +657,7 @@ impl<A: App> Sequencer<A> {
 struct EarlyReplies<'e, A: App> {
     env: &'e EpochEnv<A::Event>,
     pending: &'e mut [PendingTxn<A>],
-    reply_tx: &'e mpsc::UnboundedSender<ReplyBatch<A>>,
+    reply_tx: &'e ReplySender<A>,
     /// Outcomes settled since the last flush.
     txns: Vec<(TxnReply<A>, Outcome<A::Output>)>,
 }
@@ -660,7 +691,7 @@ impl<A: App> EarlySettle<A::Output> for EarlyReplies<'_, A> {
         if self.txns.is_empty() && outbox.is_empty() {
             return;
         }
-        let _ = self.reply_tx.send(ReplyBatch {
+        self.reply_tx.send(ReplyBatch {
             epoch: self.env.epoch,
             outbox: std::mem::take(outbox),
             // Sized for the serial pass's groups, so filling the next one allocates once.

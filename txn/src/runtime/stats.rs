@@ -58,6 +58,12 @@ pub struct RuntimeStats {
     /// Epochs closed early because the submission queue went quiet
     /// (`RuntimeConfig::epoch_quiet_close_txns`) rather than by time or size.
     pub quiet_closes: AtomicU64,
+    /// Epochs closed because they held half of the requests outstanding
+    /// (`RuntimeConfig::epoch_split_txns`).
+    pub split_closes: AtomicU64,
+    /// Transaction replies the sequencer has handed to the reply stage that it has not yet
+    /// released (they wait for their epoch to be durable): a gauge, read by the epoch split.
+    pub replies_waiting: std::sync::atomic::AtomicUsize,
     /// Reply batches (one per epoch) and how long they waited, after the epoch had run, for the
     /// epoch to be durable: the replies' wait for the fsync.
     pub reply_batches: AtomicU64,
@@ -229,6 +235,7 @@ pub struct StatsSnapshot {
     pub gather_tail_nanos: u64,
     pub turn_nanos: u64,
     pub quiet_closes: u64,
+    pub split_closes: u64,
     pub reply_batches: u64,
     pub reply_durable_wait_nanos: u64,
     /// Levels: the lease's term held, and the term that fenced this runtime (0: none).
@@ -274,6 +281,7 @@ impl StatsSnapshot {
             gather_tail_nanos: self.gather_tail_nanos - earlier.gather_tail_nanos,
             turn_nanos: self.turn_nanos - earlier.turn_nanos,
             quiet_closes: self.quiet_closes - earlier.quiet_closes,
+            split_closes: self.split_closes - earlier.split_closes,
             reply_batches: self.reply_batches - earlier.reply_batches,
             reply_durable_wait_nanos: self.reply_durable_wait_nanos
                 - earlier.reply_durable_wait_nanos,
@@ -318,6 +326,7 @@ impl RuntimeStats {
             gather_tail_nanos: read(&self.gather_tail_nanos),
             turn_nanos: read(&self.turn_nanos),
             quiet_closes: read(&self.quiet_closes),
+            split_closes: read(&self.split_closes),
             reply_batches: read(&self.reply_batches),
             reply_durable_wait_nanos: read(&self.reply_durable_wait_nanos),
             lease_term: read(&self.lease_term),
