@@ -140,16 +140,17 @@ async fn epoch_sizes_of_separate_submissions(
 }
 
 // Goal: an epoch holding `epoch_split_txns` requests closes once it holds as many as are still
-// outstanding elsewhere (here: queued), so 16 waiting clients split into two epochs of 8;
-// without the split (or below its floor) they all go into one.
+// outstanding elsewhere (here: queued) and those are as many as the floor too, so 16 waiting
+// clients split into two epochs of 8; without the split, or with a floor above 8 (neither half
+// would reach it), they all go into one.
 #[tokio::test(start_paused = true)]
 async fn an_epoch_holding_half_the_outstanding_requests_closes() {
     let fx = build(1, 4);
     for (split, expected) in [
         (4, vec![8, 8]),
-        (12, vec![12, 4]),
+        (8, vec![8, 8]),
+        (9, vec![16]),
         (0, vec![16]),
-        (17, vec![16]),
     ] {
         let rt = split_runtime(&fx, 4, split, EPOCH_DURATION).await;
         let sizes = epoch_sizes_of_separate_submissions(&rt, &fx, 16).await;
@@ -160,7 +161,8 @@ async fn an_epoch_holding_half_the_outstanding_requests_closes() {
 
 // Goal: after a turn longer than `EPOCH_SPLIT_TURNS_MAX` epoch durations the next epoch does
 // not split (its clients' round trip is a small share of such a cycle). With epochs of 1 µs any
-// real turn is that long, so only the first epoch, after no turn at all, splits.
+// real turn is that long, so only the first epoch, after no turn at all, splits. (No bound on
+// a real turn is asserted the other way: on a slow machine it would be flaky.)
 #[tokio::test(start_paused = true)]
 async fn after_a_long_turn_an_epoch_does_not_split() {
     let fx = build(1, 4);
@@ -169,12 +171,5 @@ async fn after_a_long_turn_an_epoch_does_not_split() {
     assert_eq!(first, vec![8, 8], "the first epoch follows no turn");
     let second = epoch_sizes_of_separate_submissions(&rt, &fx, 16).await;
     assert_eq!(second, vec![16], "after a long turn");
-    rt.shutdown().await;
-    // The same two rounds with 10 ms epochs split both times.
-    let rt = split_runtime(&fx, 4, 4, EPOCH_DURATION).await;
-    for round in 0..2 {
-        let sizes = epoch_sizes_of_separate_submissions(&rt, &fx, 16).await;
-        assert_eq!(sizes, vec![8, 8], "round {round}");
-    }
     rt.shutdown().await;
 }

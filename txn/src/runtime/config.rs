@@ -26,16 +26,20 @@ pub struct RuntimeConfig {
     /// while the sequencer yields a few times ([`limits::EPOCH_QUIET_YIELDS`]): under load the
     /// clients of the last epoch are back by then (a closed-loop client waits for its reply),
     /// and waiting out the timer only leaves every partition idle; asking for as many as last
-    /// time keeps a burst of returning clients from being split over two log writes. 0 turns it
+    /// time keeps a quiet close from splitting a burst of returning clients over two log
+    /// writes (the epoch split below does split it, into halves, on purpose). 0 turns it
     /// off (an epoch closes only by time or size). Gathering only decides where epochs are
     /// cut; the log records the cut, so replay is unaffected.
     pub epoch_quiet_close_txns: usize,
     /// An epoch holding at least this many requests closes as soon as it holds as many as are
     /// outstanding elsewhere (replies of earlier epochs not yet released, submissions still
-    /// queued): half of all. Under a closed loop the clients then split over two epochs that
-    /// overlap, one running while the other's clients get their replies and come back, instead
-    /// of all of them waiting on one epoch while the sequencer waits for them. 0 turns it off.
-    /// Like every cut, it only decides where epochs end; replay reads the cut from the log.
+    /// queued), provided those are at least this many too: half of all. Under a closed loop the
+    /// clients then split over two epochs that overlap, one running while the other's clients
+    /// get their replies and come back, instead of all of them waiting on one epoch while the
+    /// sequencer waits for them. Not after a turn longer than
+    /// [`limits::EPOCH_SPLIT_TURNS_MAX`] epoch durations, where the clients' round trip is a
+    /// small share of the cycle. 0 turns it off. Like every cut, it only decides where epochs
+    /// end; replay reads the cut from the log.
     pub epoch_split_txns: usize,
     /// What happens to conflict losers.
     pub fallback: Fallback,

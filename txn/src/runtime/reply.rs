@@ -86,6 +86,9 @@ pub(super) async fn reply_loop<A: App>(
         let replies = batch.txns.len();
         let waiting = Instant::now();
         let durable_or_failed = durable.wait(batch.epoch).await;
+        // No longer waiting: counted off before they go, so a client that already has its
+        // reply and comes back is never counted twice by the epoch split.
+        stats.replies_waiting.fetch_sub(replies, Ordering::Relaxed);
         let waited = waiting.elapsed().as_nanos() as u64;
         stats.reply_batches.fetch_add(1, Ordering::Relaxed);
         stats
@@ -115,6 +118,5 @@ pub(super) async fn reply_loop<A: App>(
                 }
             }
         }
-        stats.replies_waiting.fetch_sub(replies, Ordering::Relaxed);
     }
 }

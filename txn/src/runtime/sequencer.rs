@@ -55,11 +55,12 @@ pub(super) struct Sequencer<A: App> {
     /// sequenced first in the next epochs, after the retries.
     pub(super) carry: VecDeque<Admitted<A>>,
     /// Requests of the last epoch run: an epoch closes early on a quiet queue only once it holds
-    /// as many (`RuntimeConfig::epoch_quiet_close_txns`), so the burst of a closed loop's
-    /// clients coming back is never split across two log writes.
+    /// as many (`RuntimeConfig::epoch_quiet_close_txns`), so a quiet close never splits the
+    /// burst of a closed loop's clients coming back across two log writes (only the epoch
+    /// split does, on purpose, into halves: `RuntimeConfig::epoch_split_txns`).
     pub(super) last_epoch_txns: usize,
-    /// How long the last epoch's turn took: an epoch splits only after a short one
-    /// (`RuntimeConfig::epoch_split_txns`).
+    /// How long the turn of the last epoch that ran requests took: an epoch splits only after
+    /// a short one (`RuntimeConfig::epoch_split_txns`).
     pub(super) last_turn: std::time::Duration,
     /// Whether a partition lives on another node: each epoch's commit then waits for its log
     /// record to be durable (`run_epoch_settling`'s `commit_after`).
@@ -216,8 +217,12 @@ pub(super) async fn sequencer_loop<A: App>(mut s: Sequencer<A>) -> Stopped<A> {
             ..EpochPeak::default()
         };
         s.run_gathered(gathered, &mut turn, &mut copying).await;
-        s.last_turn = started.elapsed();
-        turn.turn_nanos = s.last_turn.as_nanos() as u64;
+        let took = started.elapsed();
+        if turn.txns > 0 {
+            // Only an epoch's turn: a stats call or a forget says nothing about the next one.
+            s.last_turn = took;
+        }
+        turn.turn_nanos = took.as_nanos() as u64;
         s.stats
             .turn_nanos
             .fetch_add(turn.turn_nanos, Ordering::Relaxed);
@@ -230,8 +235,8 @@ pub(super) async fn sequencer_loop<A: App>(mut s: Sequencer<A>) -> Stopped<A> {
 pub(super) type Stopped<A> = (Sequencer<A>, Option<CheckpointCopying>);
 
 impl<A: App> Sequencer<A> {
-    /// The next epoch's requests: the retries first, then submissions until `epoch_duration`
-    /// has passed since the first one or `epoch_txns_max` are in. `None` when stopped.
+    /// The next epoch's requests: the retries first, then submissions until the epoch closes
+    /// (`fill`). `None` when stopped.
     async fn gather(&mut self, closed: bool) -> Option<Gathered<A>> {
         // Sized for an epoch like the last one, or what is queued already if more, so taking
         // requests in does not grow (and copy) them push by push; both move on with the epoch,
@@ -316,7 +321,7 @@ impl<A: App> Sequencer<A> {
             min => min,
         };
         while !g.closed && g.requests.len() < max {
-            if g.requests.len() >= split_min && self.holds_half_outstanding(g) {
+            if g.requests.len() >= split_min && self.holds_half_outstanding(g, split_min) {
                 self.stats.split_closes.fetch_add(1, Ordering::Relaxed);
                 break;
             }
@@ -356,17 +361,20 @@ impl<A: App> Sequencer<A> {
         }
     }
 
-    /// Whether `g` holds at least as many requests as are outstanding elsewhere: replies of
-    /// earlier epochs not yet released, the carried-over rest of a batch, and the submissions
-    /// queued (each at least one request; a hint, clients add more at any time). Closing the
-    /// epoch then splits a closed loop's clients over two epochs that overlap: while the
-    /// sequencer runs one, the other's clients get their replies and come back, instead of
-    /// every client waiting on the same epoch and the sequencer waiting on every client.
-    fn holds_half_outstanding(&self, g: &Gathered<A>) -> bool {
+    /// Whether `g` holds at least as many requests as are outstanding elsewhere, and those are
+    /// at least `split_min` too: replies of earlier epochs not yet released, the carried-over
+    /// rest of a batch, and the submissions queued (a lower bound: a batch or a query counts
+    /// once, and clients add more at any time). Closing the epoch then splits a closed loop's
+    /// clients over two epochs that overlap: while the sequencer runs one, the other's
+    /// clients get their replies and come back, instead of every client waiting on the same
+    /// epoch and the sequencer waiting on every client. With fewer than `split_min` elsewhere
+    /// (the clients come back slower than the sequencer takes them in, or are few) the epoch
+    /// stays open, so it is never cut into pieces below the floor, and the quiet close decides.
+    fn holds_half_outstanding(&self, g: &Gathered<A>, split_min: usize) -> bool {
         let elsewhere = self.stats.replies_waiting.load(Ordering::Relaxed)
             + self.carry.len()
             + self.rx.queued();
-        g.requests.len() >= elsewhere
+        elsewhere >= split_min && g.requests.len() >= elsewhere
     }
 
     /// The next submission if one arrives while the sequencer yields to its worker's other
