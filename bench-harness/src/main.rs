@@ -3,6 +3,11 @@
 use clap::Parser;
 use std::process::ExitCode;
 
+/// The `vmsdb` binary's allocator (the `count-allocs` feature installs a counting one over it).
+#[cfg(not(feature = "count-allocs"))]
+#[global_allocator]
+static GLOBAL: vmsdb::alloc::Allocator = vmsdb::alloc::Allocator;
+
 fn main() -> ExitCode {
     let cli = bench_harness::cli::Cli::parse();
     if let bench_harness::cli::WorkloadCmd::Durability(cmd) = &cli.workload {

@@ -188,35 +188,37 @@ impl ProcessUsage {
     }
 }
 
-/// The counting global allocator of the `count-allocs` feature: the system allocator plus one
-/// relaxed atomic increment per allocation, so allocation counts cost little enough to leave
-/// throughput figures meaningful (they are still not the figures of a default build).
+/// The counting global allocator of the `count-allocs` feature: the binaries' allocator
+/// (`vmsdb::alloc::Allocator`) plus one relaxed atomic increment per allocation, so allocation
+/// counts cost little enough to leave throughput figures meaningful (they are still not the
+/// figures of a default build).
 #[cfg(feature = "count-allocs")]
 mod counting {
-    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::alloc::{GlobalAlloc, Layout};
     use std::sync::atomic::{AtomicU64, Ordering};
+    use vmsdb::alloc::Allocator;
 
     static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
     struct Counting;
 
-    // SAFETY: every call is passed unchanged to the system allocator; only a counter is added.
+    // SAFETY: every call is passed unchanged to the binaries' allocator; only a counter is added.
     #[allow(unsafe_code)]
     unsafe impl GlobalAlloc for Counting {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-            unsafe { System.alloc(layout) }
+            unsafe { Allocator.alloc(layout) }
         }
         unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-            unsafe { System.alloc_zeroed(layout) }
+            unsafe { Allocator.alloc_zeroed(layout) }
         }
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-            unsafe { System.realloc(ptr, layout, new_size) }
+            unsafe { Allocator.realloc(ptr, layout, new_size) }
         }
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            unsafe { System.dealloc(ptr, layout) }
+            unsafe { Allocator.dealloc(ptr, layout) }
         }
     }
 

@@ -2,6 +2,7 @@
 //! over HTTP/JSON (`vmsdb serve`). The library is what the binary runs, so tests and tools can
 //! start a server in-process ([`Server::start`]).
 
+pub mod alloc;
 pub mod api;
 pub mod apps;
 pub mod batch;

@@ -4,6 +4,9 @@ use clap::Parser;
 use std::process::ExitCode;
 use vmsdb::{Cli, Command, Settings};
 
+#[global_allocator]
+static GLOBAL: vmsdb::alloc::Allocator = vmsdb::alloc::Allocator;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
