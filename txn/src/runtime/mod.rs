@@ -9,7 +9,8 @@
 //!
 //! The sequencer closes an epoch when `epoch_duration` has passed since its first request,
 //! `epoch_txns_max` requests are in, it holds `epoch_split_txns` and half of all requests
-//! outstanding (after a short turn), or it holds `epoch_quiet_close_txns` and no more arrive
+//! outstanding, with at least `epoch_split_txns` outstanding elsewhere too (after a short
+//! turn), or it holds `epoch_quiet_close_txns` and no more arrive
 //! while it yields a few times; it hands the batch to the durability thread (one durable write
 //! per epoch) and executes it while the write is in flight. Replies of epoch `e` are released
 //! only once epoch `e` is durable; if storage fails, they get [`TxnError::Storage`] instead and

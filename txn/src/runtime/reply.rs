@@ -35,8 +35,9 @@ pub(super) struct ReplyBatch<A: App> {
 }
 
 /// The sequencer's end of the reply stage. It counts the replies it hands over as waiting
-/// (`RuntimeStats::replies_waiting`) until the reply stage releases them, so the sequencer
-/// knows how many requests of earlier epochs are still outstanding (the epoch split).
+/// (`RuntimeStats::replies_waiting`) until their epoch is durable and the reply stage is about
+/// to release them, so the sequencer knows how many requests of earlier epochs are still
+/// outstanding (the epoch split).
 pub(super) struct ReplySender<A: App> {
     tx: mpsc::UnboundedSender<ReplyBatch<A>>,
     stats: Arc<RuntimeStats>,
@@ -87,7 +88,9 @@ pub(super) async fn reply_loop<A: App>(
         let waiting = Instant::now();
         let durable_or_failed = durable.wait(batch.epoch).await;
         // No longer waiting: counted off before they go, so a client that already has its
-        // reply and comes back is never counted twice by the epoch split.
+        // reply and comes back is never counted twice by the epoch split. (Until it comes back
+        // it is counted nowhere, which can only make a split come a little earlier; the floor
+        // on the requests elsewhere bounds that.)
         stats.replies_waiting.fetch_sub(replies, Ordering::Relaxed);
         let waited = waiting.elapsed().as_nanos() as u64;
         stats.reply_batches.fetch_add(1, Ordering::Relaxed);

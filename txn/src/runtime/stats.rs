@@ -61,8 +61,8 @@ pub struct RuntimeStats {
     /// Epochs closed because they held half of the requests outstanding
     /// (`RuntimeConfig::epoch_split_txns`).
     pub split_closes: AtomicU64,
-    /// Transaction replies the sequencer has handed to the reply stage that it has not yet
-    /// released (they wait for their epoch to be durable): a gauge, read by the epoch split.
+    /// Transaction replies the sequencer has handed to the reply stage whose epoch the reply
+    /// stage has not yet seen durable: a gauge, read by the epoch split.
     pub replies_waiting: std::sync::atomic::AtomicUsize,
     /// Reply batches (one per epoch) and how long they waited, after the epoch had run, for the
     /// epoch to be durable: the replies' wait for the fsync.
