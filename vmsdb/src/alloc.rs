@@ -12,8 +12,9 @@
 //! mimalloc alone the marketplace's slowest turns became 90–150 ms commits and its p99 doubled
 //! (26 → 50–65 ms); with only blocks of 64 MiB and more left to glibc it was still so. Leaving
 //! every block from 1 MiB up to glibc keeps the p99, at the price of what mimalloc alone gained
-//! on transfer and YCSB-T (15–24 % and 13 %, from reusing large per-epoch blocks where glibc
-//! maps and unmaps them). Peak memory rose: 2,046 → 2,271 MB for 10 M accounts.
+//! on transfer and YCSB-T (15–24 % and 13 %, from blocks of 1 MiB and more; not from `mmap`
+//! churn, which is rare: 105 `mmap` and 76 `munmap` calls in a 10 s transfer run; the cause is
+//! not known yet). Peak memory rose: 2,046 → 2,271 MB for 10 M accounts.
 //!
 //! Which allocator owns a block follows from its size alone, which `dealloc` and `realloc` are
 //! given with the block (`Layout`), so no block is ever freed by the allocator that did not
