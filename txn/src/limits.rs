@@ -31,7 +31,8 @@ pub const EPOCH_SPLIT_TXNS_DEFAULT: usize = EPOCH_QUIET_CLOSE_TXNS_DEFAULT;
 /// took at most this many `epoch_duration`s. Past that the clients' round trip is a small share
 /// of the cycle, so a split gains little and costs a per-epoch overhead and queueing latency:
 /// the marketplace's 17 ms turns gained nothing from it and its p99 rose by a fifth, while
-/// YCSB-T Zipf's and transfer's 1–2 ms turns gained 7 % and 4 %. In epoch durations.
+/// YCSB-T's 1–2 ms turns gained 9–12 % (Zipf 0.99) and 2–5 % (uniform), and transfer's
+/// neither gained nor lost beyond noise. In epoch durations.
 pub const EPOCH_SPLIT_TURNS_MAX: u32 = 4;
 
 /// How many times the sequencer yields to the tasks of its worker, finding the submission

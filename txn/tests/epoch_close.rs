@@ -40,16 +40,17 @@ async fn split_runtime(
     Runtime::start(fx.app.clone(), config).await.unwrap()
 }
 
+/// A write of 1 to `key`, routed to its partition.
+fn write_of(fx: &Fixture, key: u64) -> Request<ChainApp> {
+    let ev = op0(key, OpKind::Add(1));
+    let (service, key) = fx.first_target(&ev);
+    Request::raw(service, service.partition_of(&key), ev)
+}
+
 /// Submits `n` single-key writes as one batch and returns how much tokio time passed until
 /// every outcome was in; the batch must be one epoch.
 async fn tokio_time_to_outcomes(rt: &Runtime<ChainApp>, fx: &Fixture, n: u64) -> Duration {
-    let batch: Vec<Request<ChainApp>> = (0..n)
-        .map(|key| {
-            let ev = op0(key, OpKind::Add(1));
-            let (service, key) = fx.first_target(&ev);
-            Request::raw(service, service.partition_of(&key), ev)
-        })
-        .collect();
+    let batch: Vec<Request<ChainApp>> = (0..n).map(|key| write_of(fx, key)).collect();
     let started = tokio::time::Instant::now();
     let outcomes = rt.client().submit_many(batch).await;
     let waited = started.elapsed();
@@ -120,14 +121,8 @@ async fn epoch_sizes_of_separate_submissions(
 ) -> Vec<usize> {
     let submissions: Vec<_> = (0..n)
         .map(|key| {
-            let ev = op0(key, OpKind::Add(1));
-            let (service, key) = fx.first_target(&ev);
-            let client = rt.client();
-            tokio::spawn(async move {
-                client
-                    .submit_request(Request::raw(service, service.partition_of(&key), ev))
-                    .await
-            })
+            let (client, request) = (rt.client(), write_of(fx, key));
+            tokio::spawn(async move { client.submit_request(request).await })
         })
         .collect();
     let mut per_epoch = std::collections::BTreeMap::<u64, usize>::new();
