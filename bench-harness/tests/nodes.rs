@@ -15,9 +15,7 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::process::Command;
 
-mod common;
-
-use common::postgres_available;
+use crate::common::postgres_available;
 
 /// Builds `vmsdb` with this test's profile into this test's target directory and returns it.
 fn build_vmsdb() -> PathBuf {

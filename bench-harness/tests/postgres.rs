@@ -8,9 +8,7 @@ use bench_harness::cli::Cli;
 use bench_harness::metrics::AbortCategory;
 use clap::Parser;
 
-mod common;
-
-use common::postgres_available;
+use crate::common::postgres_available;
 
 fn run(args: &[&str]) -> bench_harness::report::Summary {
     let out = tempfile::tempdir().unwrap();

@@ -1,8 +1,6 @@
 //! Start-up validation: an invalid application is refused with every problem listed at once.
 
-mod common;
-
-use common::ChainApp;
+use crate::common::ChainApp;
 use txn::{AppBuilder, TxnError};
 
 // Goal: build() reports every problem of the definition in one error, each naming what is wrong.

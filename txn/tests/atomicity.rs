@@ -1,9 +1,7 @@
 //! Atomicity across services: an abort anywhere in an event chain discards the transaction's
 //! writes in every service it already ran in.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use txn::{AbortReason, Runtime, RuntimeConfig};
 
 fn op(svc: usize, key: u64, kind: OpKind) -> Op {

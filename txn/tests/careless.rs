@@ -8,7 +8,7 @@
 //!
 //! `TXN_TEST_SEED=<n>` replays a workload; `VMSDB_SLOW_TESTS=1` runs many more rounds.
 
-mod common;
+use crate::common;
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;

@@ -1,9 +1,7 @@
 //! Checkpoints fall due by epochs since the last *completed* checkpoint, so recovery stays
 //! bounded however often the process restarts, even when restarts keep killing checkpoints.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -10,9 +10,9 @@
 //! several steps and completes, and a recovery from it has every row. An answer budget the
 //! link cannot carry is refused at start.
 
-mod common;
+use crate::common;
 
-use common::*;
+use crate::common::*;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};

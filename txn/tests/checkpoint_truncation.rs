@@ -2,9 +2,7 @@
 //! waiting to be logged never waits behind the removal of thousands of epochs of records; and a
 //! runtime stopped to be replaced abandons the checkpoint it is writing.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::sync::Arc;
 
 use parking_lot::Mutex;

@@ -2,7 +2,7 @@
 //! admitted, another partition count, another service or another store format version is named as
 //! a difference, worded peer against this node; `join` starts a node that presents it.
 
-mod common;
+use crate::common;
 
 use txn::cluster::{ClusterConfig, compare_identities, identity_of, join};
 

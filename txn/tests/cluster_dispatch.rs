@@ -12,10 +12,10 @@
 //! whose changed rows the next checkpoints still hold. The histories print their seed; `TXN_TEST_SEED=<n>`
 //! replays them.
 
-mod common;
+use crate::common;
 
-use common::model::assert_matches_model;
-use common::*;
+use crate::common::model::assert_matches_model;
+use crate::common::*;
 use std::sync::Arc;
 use std::time::Duration;
 use txn::storage::delegating::{Delegate, Delegating};

@@ -19,9 +19,7 @@
 //! recovers, and the deletions reach the next checkpoint).
 //! The histories print their seed; `TXN_TEST_SEED=<n>` replays them.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use txn::storage::{MemoryStorage, Storage};

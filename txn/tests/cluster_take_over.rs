@@ -20,9 +20,7 @@
 //! which it can only do if the worker is not held by the job (a handler's own `put` encodes its
 //! row too, a short step of an epoch that does not ask).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::sync::Arc;
 use std::sync::Mutex;

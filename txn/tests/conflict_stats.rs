@@ -1,9 +1,7 @@
 //! Conflict attribution: `Runtime::conflict_stats` names the table whose rows made
 //! transactions lose in the parallel pass, and its hottest keys.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 use txn::{Runtime, RuntimeConfig, SerialHints};
 

@@ -1,7 +1,7 @@
 //! Declared constraints: row checks, foreign keys within a service and across services, and
 //! their behaviour under concurrency (checked against the serial replay).
 
-mod common;
+use crate::common;
 
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;

@@ -2,9 +2,7 @@
 //! counts (so different thread interleavings of the partition actors), produce the identical
 //! state hash as the original run.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::sync::Arc;
 use txn::storage::{MemoryStorage, Storage};
 use txn::{Fallback, Runtime, RuntimeConfig};

@@ -8,9 +8,7 @@
 //! waited for its timer shows as at least `epoch_duration` of tokio time, and one that closed on
 //! a quiet queue as less.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 use txn::{Request, Runtime, RuntimeConfig};
 

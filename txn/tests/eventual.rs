@@ -2,9 +2,7 @@
 //! complete and report their outcome, but an abort late in a chain leaves the earlier steps'
 //! writes behind — the anomaly the consistency checkers are meant to count.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use txn::{AbortReason, EventualRuntime};
 
 fn op(svc: usize, key: u64, kind: OpKind) -> Op {

@@ -1,9 +1,7 @@
 //! Exactly-once: a resubmitted request id gets the original outcome and is never executed
 //! again — concurrently, after the acknowledgement, and across restarts.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::sync::Arc;
 use txn::storage::MemoryStorage;
 use txn::{Runtime, RuntimeConfig};

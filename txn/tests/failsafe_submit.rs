@@ -2,9 +2,7 @@
 //! outcome, an oversized or internal event, a partition listed twice) never lose or
 //! double-apply data, and the dedup window stays bounded in bytes.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use txn::storage::{FaultOp, FaultyStorage, MemoryStorage};

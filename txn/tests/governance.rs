@@ -4,9 +4,7 @@
 //! exactly the reads of a subject's personal data; `forget` leaves none of the subject's
 //! personal bytes in any file of the data directory while recovery keeps working.
 
-mod common;
-
-use common::files::{files, files_containing};
+use crate::common::files::{files, files_containing};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;

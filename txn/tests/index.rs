@@ -2,7 +2,7 @@
 //! transactional in handlers (no phantoms: a racing insert makes a lookup run again); a row
 //! can be indexed under several values (`index_many`).
 
-mod common;
+use crate::common;
 
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;

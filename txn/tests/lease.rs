@@ -3,9 +3,7 @@
 //! nothing of it interleaved in the log, a clean shutdown hands the lease back, and a store
 //! without leases keeps working unfenced.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::sync::Arc;
 use std::time::Duration;
 use txn::storage::delegating::{Delegate, Delegating};

@@ -4,9 +4,7 @@
 //! other subjects are untouched, and a crash before the erasure's checkpoint recovers the
 //! erasure by replaying its logged epoch.
 
-mod common;
-
-use common::files::files_containing;
+use crate::common::files::files_containing;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;

@@ -4,9 +4,7 @@
 //! serial order), replayed on `SerialExecutor` (same outcomes, same state hash), and compared
 //! with the same workload written as plain read-modify-writes, which must lose more conflicts.
 
-mod common;
-
-use common::{Recorded, assert_matches_serial_replay, copy_of_log, rng, seed};
+use crate::common::{Recorded, assert_matches_serial_replay, copy_of_log, rng, seed};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -5,6 +5,9 @@
 //! `cargo modules dependencies --acyclic` would be the usual tool, but it builds rust-analyzer
 //! (many minutes on CI); this reads the sources instead, which is what `use` lines say anyway.
 //! `TXN_MODULE_GRAPH_SRC` points it at another `src` directory (to check an older tree).
+//!
+//! It also checks the workspace's test layout: where a member compiles its integration tests as
+//! one binary (`autotests = false`, `tests/suite.rs`), every file under `tests/` is compiled.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -197,4 +200,74 @@ fn leaf_modules_depend_on_no_pipeline_module() {
             .collect();
         assert!(extra.is_empty(), "leaf module {leaf} depends on {extra:?}");
     }
+}
+
+/// The workspace members' directories, read from the workspace's `Cargo.toml`.
+fn workspace_members() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest =
+        std::fs::read_to_string(root.join("Cargo.toml")).expect("the workspace manifest");
+    let list = manifest
+        .split_once("members = [")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .expect("a members list")
+        .0;
+    list.split(',')
+        .map(|m| m.trim().trim_matches('"'))
+        .filter(|m| !m.is_empty())
+        .map(|m| root.join(m))
+        .collect()
+}
+
+/// The files under `tests/` that no test target of `member` compiles. A member with
+/// `autotests = false` compiles a test file only as a module of `tests/suite.rs` or as a
+/// `[[test]]` target naming its path; any other file would be silently left out.
+fn uncompiled_test_files(member: &Path) -> Vec<PathBuf> {
+    let manifest = std::fs::read_to_string(member.join("Cargo.toml")).expect("a member manifest");
+    if !manifest.contains("autotests = false") {
+        return Vec::new();
+    }
+    let suite = std::fs::read_to_string(member.join("tests/suite.rs")).unwrap_or_default();
+    let Ok(entries) = std::fs::read_dir(member.join("tests")) else {
+        return Vec::new();
+    };
+    let mut missing: Vec<PathBuf> = entries
+        .map(|e| e.expect("a readable tests directory").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .filter(|p| {
+            let stem = p
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .expect("a UTF-8 name");
+            stem != "suite"
+                && !suite.lines().any(|l| l.trim() == format!("mod {stem};"))
+                && !manifest.contains(&format!("path = \"tests/{stem}.rs\""))
+        })
+        .collect();
+    missing.sort();
+    missing
+}
+
+// Goal: a test file added to a member that compiles its tests as one binary is not silently
+// ignored: it must be named in `tests/suite.rs` or given a target of its own.
+#[test]
+fn every_test_file_is_compiled() {
+    let members = workspace_members();
+    assert!(
+        members.len() >= 5,
+        "members read from the workspace: {members:?}"
+    );
+    let suites = members
+        .iter()
+        .filter(|m| m.join("tests/suite.rs").exists())
+        .count();
+    assert!(suites >= 4, "members with a test suite: {suites}");
+    let missing: Vec<PathBuf> = members
+        .iter()
+        .flat_map(|m| uncompiled_test_files(m))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "test files no target compiles (add `mod <name>;` to tests/suite.rs): {missing:?}"
+    );
 }

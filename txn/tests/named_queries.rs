@@ -9,9 +9,7 @@
 //! a query that needs a node that stopped answering fails with `NodeFailed` naming it. The
 //! transfers print their seed; `TXN_TEST_SEED=<n>` replays them.
 
-mod common;
-
-use common::{copy_of_log, rng, seed};
+use crate::common::{copy_of_log, rng, seed};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

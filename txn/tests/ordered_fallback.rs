@@ -2,9 +2,7 @@
 //! first-pass partitions goes to the tail pass (`SerialPos::pass` 2) and the history still
 //! equals its serial replay; fallback transactions on disjoint partitions run at the same time.
 
-mod common;
-
-use common::{Recorded, assert_matches_serial_replay};
+use crate::common::{Recorded, assert_matches_serial_replay};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;

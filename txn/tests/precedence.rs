@@ -2,7 +2,7 @@
 //! before a lower-TID price update of its partition, even when they share no row and the price
 //! update lost a conflict elsewhere (the case the serial fallback would otherwise reorder).
 
-mod common;
+use crate::common;
 
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;

@@ -1,9 +1,7 @@
 //! Durability at the runtime level: restart from checkpoint + log replay rebuilds the exact
 //! state, and a storage failure stops acknowledgements without losing acknowledged work.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use txn::storage::{FaultyStorage, MemoryStorage, Storage};

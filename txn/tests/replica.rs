@@ -2,7 +2,7 @@
 //! prices in every partition, maintained by events of the same transaction as the update, so
 //! at every snapshot each replica equals its source exactly.
 
-mod common;
+use crate::common;
 
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;

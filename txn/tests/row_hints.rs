@@ -5,9 +5,7 @@
 //! correct, a wrong (another key, or a key of another type), a missing and a panicking hint must
 //! give the same outcomes and the same state, live and when the same log is replayed.
 
-mod common;
-
-use common::{Recorded, assert_matches_serial_replay, copy_of_log, rng, seed, start_on};
+use crate::common::{Recorded, assert_matches_serial_replay, copy_of_log, rng, seed, start_on};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;

@@ -7,7 +7,7 @@
 //! and aborts still leave exactly the rows a plain model says, in both kinds of table.
 //! Probes and searches are counted in debug builds only.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;

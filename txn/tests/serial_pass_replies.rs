@@ -2,9 +2,9 @@
 //! pass has run is answered while the pass still runs later ones, and answering early changes
 //! no outcome, no serial position and no state, live or replayed from the log.
 
-mod common;
+use crate::common;
 
-use common::*;
+use crate::common::*;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;

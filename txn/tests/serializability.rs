@@ -6,10 +6,8 @@
 //! (every outcome and the final state hash). Each run also asserts that the contention it is
 //! meant to exercise happened: conflict losers, and fallback runs or retries.
 
-mod common;
-
-use common::model::{Rows, assert_matches_model};
-use common::*;
+use crate::common::model::{Rows, assert_matches_model};
+use crate::common::*;
 use std::sync::Arc;
 use txn::{Fallback, Runtime, RuntimeConfig, SerialHints};
 

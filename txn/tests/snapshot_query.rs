@@ -1,9 +1,7 @@
 //! Cross-service snapshot queries: while writers move amounts between two services, every
 //! query summing both services sees the invariant total — never a half-applied transfer.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use txn::{Runtime, RuntimeConfig};

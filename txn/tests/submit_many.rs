@@ -3,9 +3,7 @@
 //! refusals, duplicates and refused ids within the batch — and a batch larger than an epoch is
 //! spread over several without losing or reordering any request.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use txn::{AbortReason, Request, Runtime, RuntimeConfig, TxnError};
 
 fn add(key: u64, delta: i64) -> Ev {

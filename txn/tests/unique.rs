@@ -1,7 +1,7 @@
 //! Unique constraints hold across partitions: a value is held by at most one row, changing or
 //! deleting the row releases it, and concurrent claims behave exactly like the serial replay.
 
-mod common;
+use crate::common;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

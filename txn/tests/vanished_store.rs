@@ -1,9 +1,7 @@
 //! A data directory deleted under a running runtime: the next submissions fail with a storage
 //! error naming the problem, and nothing is acknowledged after the deletion.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::sync::Arc;
 use txn::storage::EmbeddedStorage;
 use txn::{Runtime, RuntimeConfig, TxnError};

@@ -2,9 +2,7 @@
 //! idempotent resubmission, fire-and-forget with a status lookup, services, queries, metrics in
 //! the Prometheus text format and the OpenAPI document listing every route.
 
-mod common;
-
-use common::TestServer;
+use crate::common::TestServer;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use vmsdb::AppChoice;

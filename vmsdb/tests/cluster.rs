@@ -4,9 +4,7 @@
 //! heartbeats, and a restarted node rejoins. Every wait polls the nodes' stdout with a deadline;
 //! every child is killed when its guard drops.
 
-mod common;
-
-use common::node::{FAILURE_TIMEOUT, Node, WAIT, free_addr, spawn_node};
+use crate::common::node::{FAILURE_TIMEOUT, Node, WAIT, free_addr, spawn_node};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

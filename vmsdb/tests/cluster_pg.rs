@@ -17,11 +17,11 @@
 //! Without the PostgreSQL server binaries these tests FAIL in CI (`CI` set) and elsewhere
 //! print a loud skip line and return.
 
-mod common;
+use crate::common;
 
-use common::node::WAIT;
-use common::serving::{DEADLINE, NAMES, Progress, ServingCluster};
-use common::{next_random, seed};
+use crate::common::node::WAIT;
+use crate::common::serving::{DEADLINE, NAMES, Progress, ServingCluster};
+use crate::common::{next_random, seed};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

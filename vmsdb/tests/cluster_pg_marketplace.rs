@@ -14,10 +14,10 @@
 //! Without the PostgreSQL server binaries these tests FAIL in CI (`CI` set) and elsewhere
 //! print a loud skip line and return.
 
-mod common;
+use crate::common;
 
-use common::next_random;
-use common::serving::{NAMES, Progress, ServingCluster};
+use crate::common::next_random;
+use crate::common::serving::{NAMES, Progress, ServingCluster};
 use serde_json::{Value, json};
 use services::marketplace::data::INITIAL_STOCK;
 use std::sync::Arc;

@@ -8,9 +8,7 @@
 //! Bounded for CI (`VMSDB_FUZZ_CASES`, default 256 cases per test); the seed is printed and
 //! `TXN_TEST_SEED=<n>` replays it.
 
-mod common;
-
-use common::TestServer;
+use crate::common::TestServer;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 use serde_json::{Value, json};

@@ -10,9 +10,9 @@
 //! Without the PostgreSQL server binaries these tests FAIL in CI (`CI` set) and elsewhere
 //! print a loud skip line and return.
 
-mod common;
+use crate::common;
 
-use common::{ServerProcess, next_random, seed, wait_ready};
+use crate::common::{ServerProcess, next_random, seed, wait_ready};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

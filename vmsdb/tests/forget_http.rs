@@ -2,9 +2,7 @@
 //! leaves every file of the data directory while the server keeps serving, everyone else's
 //! stays, and the server restarts on the erased store.
 
-mod common;
-
-use common::TestServer;
+use crate::common::TestServer;
 use vmsdb::AppChoice;
 
 /// The files of `dir` (the store keeps no subdirectories here) that contain `needle`.

@@ -4,9 +4,8 @@
 
 use services::load::submit_all;
 use services::marketplace::{CartAddItem, MarketConfig, Marketplace};
-mod common;
 
-use common::vmsdb;
+use crate::common::vmsdb;
 use txn::{Retention, Runtime, RuntimeConfig};
 
 /// Customer 7 of 9, whose generated name `customer-7` is no prefix of another's.

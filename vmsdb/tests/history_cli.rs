@@ -3,9 +3,8 @@
 //! abort reason, JSON output, and a clear error for a directory whose log was truncated.
 
 use services::ledger::{Ledger, LedgerConfig, Transfer};
-mod common;
 
-use common::vmsdb;
+use crate::common::vmsdb;
 use txn::{Outcome, Retention, Runtime, RuntimeConfig};
 
 /// Writes a ledger store: two deposits, a transfer that commits and one refused for lack of

@@ -3,9 +3,7 @@
 //! oversized bodies, bad keys and partitions, missing or wrong tokens, floods, slow clients, and
 //! a non-loopback address without a token.
 
-mod common;
-
-use common::TestServer;
+use crate::common::TestServer;
 use serde_json::json;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

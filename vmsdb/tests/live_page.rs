@@ -6,9 +6,7 @@
 //! The test installs nothing: without `chromium` it FAILS in CI (`CI` set, as `.ci/run` does
 //! after installing it) and elsewhere prints a loud skip line and returns.
 
-mod common;
-
-use common::TestServer;
+use crate::common::TestServer;
 use std::io::Write as _;
 use std::process::Command;
 use std::sync::Arc;

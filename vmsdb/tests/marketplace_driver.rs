@@ -2,9 +2,7 @@
 //! exact payloads: ingestion, cart adds, checkouts, price and product updates, dashboards,
 //! resets, the commit counters and the committed-count event stream.
 
-mod common;
-
-use common::{Answer, TestServer};
+use crate::common::{Answer, TestServer};
 use serde_json::{Value, json};
 use services::marketplace::version_of_text;
 use std::time::Duration;

@@ -9,9 +9,7 @@
 //! (`QueryNotLocal`), which is what the served queries were before they were registered. The
 //! operations print their seed; `TXN_TEST_SEED=<n>` replays them.
 
-mod common;
-
-use common::seed;
+use crate::common::seed;
 use serde_json::Value;
 use services::load::submit_all;
 use services::marketplace::data::MarketOp;

@@ -2,9 +2,7 @@
 //! exits 0, and a restart on the same data directory finds every request that was answered
 //! committed. Also: a non-loopback address without a token makes it exit non-zero.
 
-mod common;
-
-use common::{ServerProcess, wait_ready};
+use crate::common::{ServerProcess, wait_ready};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -1,9 +1,7 @@
 //! `POST /v1/batch` (many events per request, answered in order, refused items not submitted)
 //! and `GET /v1/stats` / `GET /` (the live numbers and the console page, with a token).
 
-mod common;
-
-use common::TestServer;
+use crate::common::TestServer;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use vmsdb::AppChoice;
