@@ -231,9 +231,11 @@ async fn type_renames_are_refused_then_accepted_explicitly() {
         .await
         .err()
         .expect("a store written with u64 keys was opened with Sku keys");
-    let renamed = "table `stock.items`: key type `u64` in the store, `fingerprint::Sku` in the \
-                   application";
-    assert!(err.to_string().contains(renamed), "{err}");
+    let renamed = format!(
+        "table `stock.items`: key type `u64` in the store, `{}` in the application",
+        std::any::type_name::<Sku>()
+    );
+    assert!(err.to_string().contains(&renamed), "{err}");
 
     let (wider, _, _) = sku_shop(8);
     let refused = accept_renamed_types(&wider, &storage)
