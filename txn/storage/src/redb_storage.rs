@@ -61,9 +61,11 @@
 //! the blobs (`PendingRows`), so the state table's pages are visited once, in order, as in one
 //! transaction: applied blob after blob, each of the hundreds of blobs of a large checkpoint
 //! walked the whole table again, and the completion of 2,000,000 rows took 39–56 s instead of
-//! 8–18 s (`benches/checkpoint_write.rs`). The merge holds every pending
-//! blob of the checkpoint at once (about 70 bytes a row); merging them in passes of 32 or
-//! 64 MB to bound that made the completion about 1.6x as long (`docs/storage.md`).
+//! 8–18 s (`benches/checkpoint_write.rs`). The merge lists the blobs with their first keys,
+//! then reads each blob (in a read transaction of its own) only when the merge reaches its
+//! first key and drops it after its last row: a checkpoint's blobs are its tables' rows in
+//! chunks of consecutive keys, so it holds a few blobs at a time, where holding every blob
+//! took about 35 bytes a row (0.7 GB at 20 M rows).
 //! While `merge_from` is set (during the merge, or after one cut short by an error or a
 //! crash), a read of the checkpoint (`read_latest_checkpoint`) takes from one snapshot the
 //! state below `merge_from` and, from it on, each key's last write in the blobs over the
@@ -542,8 +544,10 @@ impl Files {
         }
         const OPERATION: &str = "merge a complete checkpoint";
         let err = self.err(File::Checkpoints, OPERATION);
-        // The blobs are copied out of one read transaction: each step is a write transaction
-        // of its own, and the merge's place in every blob carries over from step to step.
+        // The blobs are listed (with their first keys) in one read transaction and read again
+        // one at a time as the merge reaches them (`PendingRows`); each step is a write
+        // transaction of its own, and the merge's place in every blob carries over from step
+        // to step. Steps write the state and meta tables only, so every read sees the same blobs.
         let (from, blobs) = {
             let live = self.live.read();
             let txn = live.ckpt.begin_read().map_err(|e| err(e.into()))?;
@@ -558,19 +562,18 @@ impl Files {
                 Err(TxnError::Engine(e)) => return Err(err(e)),
             };
             let pending = txn.open_table(PENDING).map_err(|e| err(e.into()))?;
-            let mut blobs = Vec::new();
-            for entry in pending.iter().map_err(|e| err(e.into()))? {
-                let (seq, stored) = entry.map_err(|e| err(e.into()))?;
-                counts.bytes += stored.value().len() as u64;
-                blobs.push((seq.value(), stored.value().to_vec()));
-            }
+            let blobs = pending_blobs(&pending).map_err(|e| e.into_storage(&err))?;
             (from, blobs)
         };
         counts.blobs = blobs.len() as u64;
-        let mut rows = PendingRows::new(
-            blobs.iter().map(|(seq, stored)| (*seq, stored.as_slice())),
-            &from,
-        )?;
+        counts.bytes = blobs.iter().map(|b| b.len as u64).sum();
+        let load = |seq: u64| {
+            let live = self.live.read();
+            let txn = live.ckpt.begin_read().map_err(|e| err(e.into()))?;
+            let pending = txn.open_table(PENDING).map_err(|e| err(e.into()))?;
+            read_blob(&pending, seq).map_err(|e| e.into_storage(&err))
+        };
+        let mut rows = PendingRows::new(&blobs, &from, load)?;
         let (step_rows, step_bytes) = *self.merge_step.lock();
         loop {
             #[cfg(test)]
@@ -626,7 +629,8 @@ impl Files {
             );
             if done {
                 *unmerged = false;
-                self.drop_merged_blobs(&blobs, step_bytes)?;
+                let sizes: Vec<(u64, usize)> = blobs.iter().map(|b| (b.seq, b.len)).collect();
+                self.drop_merged_blobs(&sizes, step_bytes)?;
                 return Ok(counts);
             }
         }
@@ -641,7 +645,7 @@ impl Files {
     /// the next checkpoint's first chunk drops what is left, as any abandoned checkpoint's.
     fn drop_merged_blobs(
         &self,
-        blobs: &[(u64, Vec<u8>)],
+        blobs: &[(u64, usize)],
         piece_bytes: usize,
     ) -> Result<(), StorageError> {
         let mut rest = blobs;
@@ -649,9 +653,9 @@ impl Files {
             let mut bytes = 0;
             let len = rest
                 .iter()
-                .take_while(|(_, stored)| {
+                .take_while(|(_, len)| {
                     let take = bytes < piece_bytes;
-                    bytes += stored.len();
+                    bytes += len;
                     take
                 })
                 .count();
@@ -844,110 +848,244 @@ fn diagnose(db: &Database) -> Option<StorageError> {
         .flatten()
 }
 
-/// One row of a pending blob at the head of the merge: ordered by key, then by the blob's place
-/// in write order, so equal keys pop in the order they were written and the last one wins.
-struct Head<'a> {
-    key: &'a [u8],
+/// One row at the head of the merge, popped from blob `blob`: ordered by key, then by the
+/// blob's place in write order, so equal keys pop in the order they were written and the last
+/// one wins. Its envelope is a range of the blob's stored bytes.
+struct Head {
+    key: Vec<u8>,
     blob: usize,
-    envelope: &'a [u8],
+    envelope: std::ops::Range<usize>,
     live: bool,
 }
 
-impl PartialEq for Head<'_> {
+impl PartialEq for Head {
     fn eq(&self, other: &Self) -> bool {
-        (self.key, self.blob) == (other.key, other.blob)
+        (&self.key, self.blob) == (&other.key, other.blob)
     }
 }
-impl Eq for Head<'_> {}
-impl PartialOrd for Head<'_> {
+impl Eq for Head {}
+impl PartialOrd for Head {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Head<'_> {
+impl Ord for Head {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.key, self.blob).cmp(&(other.key, other.blob))
+        (&self.key, self.blob).cmp(&(&other.key, other.blob))
     }
+}
+
+/// A row [`PendingRows::next`] gives: the last write of its key.
+struct MergedRow<'r> {
+    key: &'r [u8],
+    envelope: &'r [u8],
+    live: bool,
+}
+
+/// A pending blob: its seq, its stored size and its first key, read once before the merge.
+struct PendingBlob {
+    seq: u64,
+    len: usize,
+    first: Vec<u8>,
+}
+
+/// Lists `pending`'s blobs in seq order (write order) with their first keys. Each blob is read
+/// once here and dropped again, so the list costs a key per blob, not the blobs.
+fn pending_blobs(
+    pending: &impl ReadableTable<u64, &'static [u8]>,
+) -> Result<Vec<PendingBlob>, TxnError> {
+    let mut blobs = Vec::new();
+    for entry in pending.iter()? {
+        let (seq, stored) = entry?;
+        let (seq, stored) = (seq.value(), stored.value());
+        let payload = decode_blob(seq, stored)?;
+        let location = || format!("pending checkpoint blob {seq}");
+        let first = row::BlobRows::new(payload)
+            .next_row(BACKEND, &location)?
+            .map_or_else(Vec::new, |(key, _, _)| key.to_vec());
+        blobs.push(PendingBlob {
+            seq,
+            len: stored.len(),
+            first,
+        });
+    }
+    Ok(blobs)
+}
+
+/// The stored bytes of pending blob `seq`, listed by [`pending_blobs`] in the same state.
+fn read_blob(
+    pending: &impl ReadableTable<u64, &'static [u8]>,
+    seq: u64,
+) -> Result<Vec<u8>, TxnError> {
+    match pending.get(seq)? {
+        Some(stored) => Ok(stored.value().to_vec()),
+        None => Err(TxnError::Storage(StorageError::CorruptStore {
+            backend: BACKEND,
+            location: format!("pending checkpoint blob {seq}"),
+            detail: "the blob is no longer stored".into(),
+        })),
+    }
+}
+
+/// The rows of a stored pending blob.
+fn decode_blob(seq: u64, stored: &[u8]) -> Result<&[u8], StorageError> {
+    record::decode(BACKEND, seq, stored)
+        .map(|(blob, _)| blob)
+        .map_err(|err| StorageError::CorruptStore {
+            backend: BACKEND,
+            location: format!("pending checkpoint blob {seq}"),
+            detail: err.to_string(),
+        })
+}
+
+/// A blob in the merge: its stored bytes while it is loaded (empty before and after), and
+/// where its next row starts in them.
+struct BlobCursor {
+    seq: u64,
+    stored: Vec<u8>,
+    next: usize,
+    end: usize,
 }
 
 /// The rows of a complete checkpoint's pending blobs (each sorted by key) in key order, the
-/// last write of a key winning: a k-way merge of the blobs, a heap of one cursor per blob.
-struct PendingRows<'a> {
-    heap: BinaryHeap<Reverse<Head<'a>>>,
-    cursors: Vec<row::BlobRows<'a>>,
-    seqs: Vec<u64>,
+/// last write of a key winning: a k-way merge of the blobs, a heap of one head per blob.
+///
+/// A blob is read (through `load`) only when the merge reaches its first key, and dropped when
+/// its last row has been given: a checkpoint's blobs are its tables' rows in chunks of
+/// consecutive keys, so few are loaded at once, where reading them all first held the whole
+/// checkpoint in memory (about 35 bytes a row: 0.7 GB for 20 M rows).
+struct PendingRows<'l> {
+    heap: BinaryHeap<Reverse<Head>>,
+    cursors: Vec<BlobCursor>,
+    /// Blobs not loaded yet, by first key, the smallest last (then by write order).
+    unloaded: Vec<(Vec<u8>, usize)>,
+    load: Box<dyn FnMut(u64) -> Result<Vec<u8>, StorageError> + 'l>,
+    from: Vec<u8>,
+    /// The head [`PendingRows::next`] gave last; its blob stays loaded until the next call.
+    given: Option<Head>,
+    /// Blobs whose last row has been popped, dropped at the next call.
+    spent: Vec<usize>,
 }
 
-impl<'a> PendingRows<'a> {
-    /// The rows of `blobs` (seq, stored record envelope; in seq order, which is write order)
-    /// whose keys are at least `from`.
+impl<'l> PendingRows<'l> {
+    /// The rows of `blobs` (in seq order, which is write order) whose keys are at least `from`;
+    /// `load` reads a blob's stored bytes by seq.
     fn new(
-        blobs: impl IntoIterator<Item = (u64, &'a [u8])>,
+        blobs: &[PendingBlob],
         from: &[u8],
+        load: impl FnMut(u64) -> Result<Vec<u8>, StorageError> + 'l,
     ) -> Result<Self, StorageError> {
-        let (mut cursors, mut seqs) = (Vec::new(), Vec::new());
-        for (seq, stored) in blobs {
-            seqs.push(seq);
-            match record::decode(BACKEND, seq, stored) {
-                Ok((blob, _)) => cursors.push(row::BlobRows::new(blob)),
-                Err(err) => {
-                    return Err(StorageError::CorruptStore {
-                        backend: BACKEND,
-                        location: format!("pending checkpoint blob {seq}"),
-                        detail: err.to_string(),
-                    });
-                }
-            }
-        }
+        let cursors = blobs
+            .iter()
+            .map(|b| BlobCursor {
+                seq: b.seq,
+                stored: Vec::new(),
+                next: 0,
+                end: 0,
+            })
+            .collect();
+        let mut unloaded: Vec<(Vec<u8>, usize)> = blobs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.first.clone(), i))
+            .collect();
+        unloaded.sort_by(|a, b| b.cmp(a));
         let mut rows = Self {
-            heap: BinaryHeap::with_capacity(cursors.len()),
+            heap: BinaryHeap::new(),
             cursors,
-            seqs,
+            unloaded,
+            load: Box::new(load),
+            from: from.to_vec(),
+            given: None,
+            spent: Vec::new(),
         };
-        for blob in 0..rows.cursors.len() {
-            rows.advance(blob, from)?;
-        }
+        rows.fill()?;
         Ok(rows)
     }
 
-    /// Pushes the next row of blob `blob` whose key is at least `from`, if any, onto the heap.
-    fn advance(&mut self, blob: usize, from: &[u8]) -> Result<(), StorageError> {
-        let seq = self.seqs[blob];
-        let location = || format!("pending checkpoint blob {seq}");
-        while let Some((key, envelope, value)) = self.cursors[blob].next_row(BACKEND, &location)? {
-            if key >= from {
-                self.heap.push(Reverse(Head {
-                    key,
-                    blob,
-                    envelope,
-                    live: value.is_some(),
-                }));
+    /// Loads every blob whose first key is not above the heap's smallest key (any blob, when
+    /// the heap is empty), so the heap's top is the smallest key of every blob left.
+    fn fill(&mut self) -> Result<(), StorageError> {
+        while let Some((first, blob)) = self.unloaded.last() {
+            let due = match self.heap.peek() {
+                Some(Reverse(top)) => first.as_slice() <= top.key.as_slice(),
+                None => true,
+            };
+            if !due {
                 break;
             }
+            let blob = *blob;
+            self.unloaded.pop();
+            let cursor = &mut self.cursors[blob];
+            let stored = (self.load)(cursor.seq)?;
+            let payload = decode_blob(cursor.seq, &stored)?;
+            let start = payload.as_ptr() as usize - stored.as_ptr() as usize;
+            (cursor.next, cursor.end) = (start, start + payload.len());
+            cursor.stored = stored;
+            let from = std::mem::take(&mut self.from);
+            let pushed = self.advance(blob, &from);
+            self.from = from;
+            pushed?;
         }
+        Ok(())
+    }
+
+    /// Pushes the next row of blob `blob` whose key is at least `from`, if any, onto the heap;
+    /// a blob with none left is spent.
+    fn advance(&mut self, blob: usize, from: &[u8]) -> Result<(), StorageError> {
+        let cursor = &mut self.cursors[blob];
+        let seq = cursor.seq;
+        let location = || format!("pending checkpoint blob {seq}");
+        let base = cursor.stored.as_ptr() as usize;
+        let mut rows = row::BlobRows::new(&cursor.stored[cursor.next..cursor.end]);
+        while let Some((key, envelope, value)) = rows.next_row(BACKEND, &location)? {
+            let at = envelope.as_ptr() as usize - base;
+            cursor.next = at + envelope.len();
+            if key >= from {
+                self.heap.push(Reverse(Head {
+                    key: key.to_vec(),
+                    blob,
+                    envelope: at..at + envelope.len(),
+                    live: value.is_some(),
+                }));
+                return Ok(());
+            }
+        }
+        self.spent.push(blob);
         Ok(())
     }
 
     /// The last write of the next key. Equal keys pop in write order (by blob, and within a
     /// blob one after the other), so the last one popped wins.
-    fn next(&mut self) -> Result<Option<Head<'a>>, StorageError> {
+    fn next(&mut self) -> Result<Option<MergedRow<'_>>, StorageError> {
+        self.given = None;
+        for blob in self.spent.drain(..) {
+            self.cursors[blob].stored = Vec::new();
+        }
         let Some(Reverse(mut head)) = self.heap.pop() else {
             return Ok(None);
         };
         self.advance(head.blob, &[])?;
-        while self.peek_key() == Some(head.key) {
+        self.fill()?;
+        while self.peek_key() == Some(head.key.as_slice()) {
             let Some(Reverse(later)) = self.heap.pop() else {
                 break;
             };
             self.advance(later.blob, &[])?;
+            self.fill()?;
             head = later;
         }
-        Ok(Some(head))
+        let head = self.given.insert(head);
+        Ok(Some(MergedRow {
+            key: &head.key,
+            envelope: &self.cursors[head.blob].stored[head.envelope.clone()],
+            live: head.live,
+        }))
     }
 
     /// The key [`PendingRows::next`] gives next.
-    fn peek_key(&self) -> Option<&'a [u8]> {
-        self.heap.peek().map(|Reverse(head)| head.key)
+    fn peek_key(&self) -> Option<&[u8]> {
+        self.heap.peek().map(|Reverse(head)| head.key.as_slice())
     }
 }
 
@@ -970,6 +1108,16 @@ struct MergeCounts {
 enum TxnError {
     Storage(StorageError),
     Engine(redb::Error),
+}
+
+impl TxnError {
+    /// Ours as it is; the engine's as `err` words it.
+    fn into_storage(self, err: &impl Fn(redb::Error) -> StorageError) -> StorageError {
+        match self {
+            TxnError::Storage(e) => e,
+            TxnError::Engine(e) => err(e),
+        }
+    }
 }
 
 impl<E: Into<redb::Error>> From<E> for TxnError {
@@ -1315,15 +1463,9 @@ impl Storage for RedbStorage {
         // Below `from` the state is merged; from it on, a key's row is its last write in the
         // blobs if it has one (a deletion: no row), else the state's.
         let pending = txn.open_table(PENDING).map_err(|e| err(e.into()))?;
-        let mut guards = Vec::new();
-        for entry in pending.iter().map_err(|e| err(e.into()))? {
-            let (seq, stored) = entry.map_err(|e| err(e.into()))?;
-            guards.push((seq.value(), stored));
-        }
-        let mut unmerged = PendingRows::new(
-            guards.iter().map(|(seq, stored)| (*seq, stored.value())),
-            &from,
-        )?;
+        let blobs = pending_blobs(&pending).map_err(|e| e.into_storage(&err))?;
+        let load = |seq: u64| read_blob(&pending, seq).map_err(|e| e.into_storage(&err));
+        let mut unmerged = PendingRows::new(&blobs, &from, load)?;
         for entry in state
             .range::<&[u8]>(..from.as_slice())
             .map_err(|e| err(e.into()))?
@@ -1845,5 +1987,80 @@ mod tests {
                 "checkpoint {checkpoint}"
             );
         }
+    }
+
+    #[test]
+    fn the_merge_reads_each_blob_once_and_holds_few_at_a_time() {
+        // Goal: the k-way merge loads a blob only when it reaches the blob's first key and drops
+        // it after its last row, so a checkpoint's blobs of consecutive key ranges (written in
+        // any order) are held a couple at a time, not all at once; a later blob spanning every
+        // range still wins for its keys, and the rows below `from` are skipped.
+        let key = |k: u32| format!("k{k:06}").into_bytes();
+        let mut stored: Vec<Vec<u8>> = Vec::new();
+        let mut listed = Vec::new();
+        let mut model: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        let mut push = |rows: &[(u32, Option<Vec<u8>>)]| {
+            let mut blob = Vec::new();
+            for (k, value) in rows {
+                row::push_blob_row(&mut blob, &key(*k), value.as_deref());
+                model.insert(key(*k), value.clone());
+            }
+            let seq = stored.len() as u64;
+            stored.push(record::encode(seq, &blob));
+            listed.push(PendingBlob {
+                seq,
+                len: stored[seq as usize].len(),
+                first: key(rows[0].0),
+            });
+        };
+        // 40 ranges of 50 keys, written out of key order.
+        let mut rng = Lcg(11);
+        let mut ranges: Vec<u32> = (0..40).collect();
+        for i in (1..ranges.len()).rev() {
+            ranges.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        for r in &ranges {
+            let rows: Vec<_> = (r * 50..r * 50 + 50)
+                .map(|k| (k, Some(vec![(k % 251) as u8; 3])))
+                .collect();
+            push(&rows);
+        }
+        // A later blob over every range: every 97th key rewritten, every 89th deleted.
+        let late: Vec<_> = (0..2000)
+            .filter(|k| k % 97 == 0 || k % 89 == 0)
+            .map(|k| (k, (k % 97 == 0).then(|| b"late".to_vec())))
+            .collect();
+        push(&late);
+
+        let loads = std::cell::RefCell::new(vec![0; stored.len()]);
+        let load = |seq: u64| {
+            loads.borrow_mut()[seq as usize] += 1;
+            Ok(stored[seq as usize].clone())
+        };
+        let from = key(130);
+        let mut rows = PendingRows::new(&listed, &from, load).expect("blobs decode");
+        let (mut merged, mut most_loaded) = (BTreeMap::new(), 0);
+        while let Some(row) = rows.next().expect("rows decode") {
+            let value = row::decode_row(BACKEND, row.key, row.envelope)
+                .expect("an envelope")
+                .map(<[u8]>::to_vec);
+            assert_eq!(value.is_some(), row.live);
+            assert!(
+                merged.insert(row.key.to_vec(), value).is_none(),
+                "a key twice"
+            );
+            let loaded = rows.cursors.iter().filter(|c| !c.stored.is_empty()).count();
+            most_loaded = most_loaded.max(loaded);
+        }
+        let expected: BTreeMap<_, _> = model.into_iter().filter(|(k, _)| *k >= from).collect();
+        assert_eq!(merged, expected);
+        // The spanning blob, the range being merged and the next one it reaches.
+        assert!(most_loaded <= 3, "{most_loaded} blobs held at once");
+        // Ranges wholly below `from` (0 and 1) are read once to skip them; none twice.
+        assert!(
+            loads.borrow().iter().all(|n| *n == 1),
+            "{:?}",
+            loads.borrow()
+        );
     }
 }
