@@ -568,7 +568,9 @@ impl Files {
         counts.blobs = blobs.len() as u64;
         counts.bytes = blobs.iter().map(|b| b.len as u64).sum();
         let load = |seq: u64| {
-            let live = self.live.read();
+            // `read_recursive`: a step's write transaction holds a read lock already, and a
+            // plain `read` would wait behind a queued writer (`rewrite_live`) that waits for it.
+            let live = self.live.read_recursive();
             let txn = live.ckpt.begin_read().map_err(|e| err(e.into()))?;
             let pending = txn.open_table(PENDING).map_err(|e| err(e.into()))?;
             read_blob(&pending, seq).map_err(|e| e.into_storage(&err))
@@ -890,7 +892,8 @@ struct PendingBlob {
 }
 
 /// Lists `pending`'s blobs in seq order (write order) with their first keys. Each blob is read
-/// once here and dropped again, so the list costs a key per blob, not the blobs.
+/// here and dropped again (the merge reads it a second time when it reaches it), so the list
+/// costs a key per blob, not the blobs.
 fn pending_blobs(
     pending: &impl ReadableTable<u64, &'static [u8]>,
 ) -> Result<Vec<PendingBlob>, TxnError> {
@@ -965,6 +968,8 @@ struct PendingRows<'l> {
     given: Option<Head>,
     /// Blobs whose last row has been popped, dropped at the next call.
     spent: Vec<usize>,
+    /// Key buffers of heads no longer needed, reused for the next heads.
+    spare_keys: Vec<Vec<u8>>,
 }
 
 impl<'l> PendingRows<'l> {
@@ -998,6 +1003,7 @@ impl<'l> PendingRows<'l> {
             from: from.to_vec(),
             given: None,
             spent: Vec::new(),
+            spare_keys: Vec::new(),
         };
         rows.fill()?;
         Ok(rows)
@@ -1006,7 +1012,7 @@ impl<'l> PendingRows<'l> {
     /// Loads every blob whose first key is not above the heap's smallest key (any blob, when
     /// the heap is empty), so the heap's top is the smallest key of every blob left.
     fn fill(&mut self) -> Result<(), StorageError> {
-        while let Some((first, blob)) = self.unloaded.last() {
+        while let Some((first, _)) = self.unloaded.last() {
             let due = match self.heap.peek() {
                 Some(Reverse(top)) => first.as_slice() <= top.key.as_slice(),
                 None => true,
@@ -1014,11 +1020,23 @@ impl<'l> PendingRows<'l> {
             if !due {
                 break;
             }
-            let blob = *blob;
-            self.unloaded.pop();
+            let (first, blob) = self.unloaded.pop().expect("an unloaded blob");
             let cursor = &mut self.cursors[blob];
-            let stored = (self.load)(cursor.seq)?;
-            let payload = decode_blob(cursor.seq, &stored)?;
+            let seq = cursor.seq;
+            let stored = (self.load)(seq)?;
+            let payload = decode_blob(seq, &stored)?;
+            // The listing read the same blob: another first key means it changed since.
+            let location = || format!("pending checkpoint blob {seq}");
+            let listed_first = row::BlobRows::new(payload)
+                .next_row(BACKEND, &location)?
+                .map_or(&[][..], |(key, _, _)| key);
+            if listed_first != first.as_slice() {
+                return Err(StorageError::CorruptStore {
+                    backend: BACKEND,
+                    location: location(),
+                    detail: "the blob changed while the checkpoint was being merged".into(),
+                });
+            }
             let start = payload.as_ptr() as usize - stored.as_ptr() as usize;
             (cursor.next, cursor.end) = (start, start + payload.len());
             cursor.stored = stored;
@@ -1026,6 +1044,14 @@ impl<'l> PendingRows<'l> {
             let pushed = self.advance(blob, &from);
             self.from = from;
             pushed?;
+            // A blob wholly below `from` (a resumed merge) gave no row: drop it now, not at the
+            // next call, or a resumed merge would hold every blob below its place at once. No
+            // given row is in it: it was not loaded before.
+            if self.spent.last() == Some(&blob) {
+                self.spent.pop();
+                self.cursors[blob].stored = Vec::new();
+            }
+            self.spare_keys.push(first);
         }
         Ok(())
     }
@@ -1042,8 +1068,11 @@ impl<'l> PendingRows<'l> {
             let at = envelope.as_ptr() as usize - base;
             cursor.next = at + envelope.len();
             if key >= from {
+                let mut owned = self.spare_keys.pop().unwrap_or_default();
+                owned.clear();
+                owned.extend_from_slice(key);
                 self.heap.push(Reverse(Head {
-                    key: key.to_vec(),
+                    key: owned,
                     blob,
                     envelope: at..at + envelope.len(),
                     live: value.is_some(),
@@ -1058,7 +1087,9 @@ impl<'l> PendingRows<'l> {
     /// The last write of the next key. Equal keys pop in write order (by blob, and within a
     /// blob one after the other), so the last one popped wins.
     fn next(&mut self) -> Result<Option<MergedRow<'_>>, StorageError> {
-        self.given = None;
+        if let Some(given) = self.given.take() {
+            self.spare_keys.push(given.key);
+        }
         for blob in self.spent.drain(..) {
             self.cursors[blob].stored = Vec::new();
         }
@@ -1073,7 +1104,8 @@ impl<'l> PendingRows<'l> {
             };
             self.advance(later.blob, &[])?;
             self.fill()?;
-            head = later;
+            self.spare_keys
+                .push(std::mem::replace(&mut head, later).key);
         }
         let head = self.given.insert(head);
         Ok(Some(MergedRow {
@@ -1990,11 +2022,14 @@ mod tests {
     }
 
     #[test]
-    fn the_merge_reads_each_blob_once_and_holds_few_at_a_time() {
+    fn the_merge_loads_each_blob_once_and_holds_few_at_a_time() {
         // Goal: the k-way merge loads a blob only when it reaches the blob's first key and drops
         // it after its last row, so a checkpoint's blobs of consecutive key ranges (written in
-        // any order) are held a couple at a time, not all at once; a later blob spanning every
-        // range still wins for its keys, and the rows below `from` are skipped.
+        // any order) are held a few at a time, not all at once, also when a merge resumes far
+        // in (the blobs below `from` are dropped as soon as they are skipped). The rows come in
+        // key order, each once; a later blob spanning every range wins for its keys, and an
+        // older blob that starts exactly on a key the heap holds is loaded before that key is
+        // given, and loses to the newer writes of it.
         let key = |k: u32| format!("k{k:06}").into_bytes();
         let mut stored: Vec<Vec<u8>> = Vec::new();
         let mut listed = Vec::new();
@@ -2010,9 +2045,12 @@ mod tests {
             listed.push(PendingBlob {
                 seq,
                 len: stored[seq as usize].len(),
-                first: key(rows[0].0),
+                first: rows.first().map_or_else(Vec::new, |(k, _)| key(*k)),
             });
         };
+        // Oldest: a blob starting on 1358, which the ranges and the late blob rewrite.
+        push(&[(1358, Some(b"old".to_vec())), (1359, Some(b"old".to_vec()))]);
+        push(&[]);
         // 40 ranges of 50 keys, written out of key order.
         let mut rng = Lcg(11);
         let mut ranges: Vec<u32> = (0..40).collect();
@@ -2025,7 +2063,8 @@ mod tests {
                 .collect();
             push(&rows);
         }
-        // A later blob over every range: every 97th key rewritten, every 89th deleted.
+        // A later blob over every range: every 97th key rewritten (1358 among them), every
+        // 89th deleted.
         let late: Vec<_> = (0..2000)
             .filter(|k| k % 97 == 0 || k % 89 == 0)
             .map(|k| (k, (k % 97 == 0).then(|| b"late".to_vec())))
@@ -2037,26 +2076,32 @@ mod tests {
             loads.borrow_mut()[seq as usize] += 1;
             Ok(stored[seq as usize].clone())
         };
-        let from = key(130);
+        let loaded =
+            |rows: &PendingRows<'_>| rows.cursors.iter().filter(|c| !c.stored.is_empty()).count();
+        // A merge resumed far in: 22 of the 40 ranges lie below `from`.
+        let from = key(1130);
         let mut rows = PendingRows::new(&listed, &from, load).expect("blobs decode");
-        let (mut merged, mut most_loaded) = (BTreeMap::new(), 0);
+        let mut most_loaded = loaded(&rows);
+        let mut merged: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         while let Some(row) = rows.next().expect("rows decode") {
             let value = row::decode_row(BACKEND, row.key, row.envelope)
                 .expect("an envelope")
                 .map(<[u8]>::to_vec);
             assert_eq!(value.is_some(), row.live);
-            assert!(
-                merged.insert(row.key.to_vec(), value).is_none(),
-                "a key twice"
-            );
-            let loaded = rows.cursors.iter().filter(|c| !c.stored.is_empty()).count();
-            most_loaded = most_loaded.max(loaded);
+            if let Some((previous, _)) = merged.last() {
+                assert!(previous.as_slice() < row.key, "rows out of order or twice");
+            }
+            merged.push((row.key.to_vec(), value));
+            most_loaded = most_loaded.max(loaded(&rows));
         }
-        let expected: BTreeMap<_, _> = model.into_iter().filter(|(k, _)| *k >= from).collect();
+        let expected: Vec<_> = model.into_iter().filter(|(k, _)| *k >= from).collect();
         assert_eq!(merged, expected);
-        // The spanning blob, the range being merged and the next one it reaches.
-        assert!(most_loaded <= 3, "{most_loaded} blobs held at once");
-        // Ranges wholly below `from` (0 and 1) are read once to skip them; none twice.
+        assert!(
+            merged.contains(&(key(1358), Some(b"late".to_vec()))),
+            "the late write of 1358 wins"
+        );
+        // The spanning blob, the range being merged, the next one it reaches and the old blob.
+        assert!(most_loaded <= 4, "{most_loaded} blobs held at once");
         assert!(
             loads.borrow().iter().all(|n| *n == 1),
             "{:?}",
