@@ -631,8 +631,7 @@ impl Files {
             );
             if done {
                 *unmerged = false;
-                let sizes: Vec<(u64, usize)> = blobs.iter().map(|b| (b.seq, b.len)).collect();
-                self.drop_merged_blobs(&sizes, step_bytes)?;
+                self.drop_merged_blobs(&blobs, step_bytes)?;
                 return Ok(counts);
             }
         }
@@ -647,7 +646,7 @@ impl Files {
     /// the next checkpoint's first chunk drops what is left, as any abandoned checkpoint's.
     fn drop_merged_blobs(
         &self,
-        blobs: &[(u64, usize)],
+        blobs: &[PendingBlob],
         piece_bytes: usize,
     ) -> Result<(), StorageError> {
         let mut rest = blobs;
@@ -655,9 +654,9 @@ impl Files {
             let mut bytes = 0;
             let len = rest
                 .iter()
-                .take_while(|(_, len)| {
+                .take_while(|blob| {
                     let take = bytes < piece_bytes;
-                    bytes += len;
+                    bytes += blob.len;
                     take
                 })
                 .count();
@@ -668,8 +667,8 @@ impl Files {
                 "drop a merged checkpoint's blobs",
                 |txn| {
                     let mut pending = txn.open_table(PENDING)?;
-                    for (seq, _) in piece {
-                        pending.remove(*seq)?;
+                    for blob in piece {
+                        pending.remove(blob.seq)?;
                     }
                     Ok(())
                 },
@@ -884,7 +883,7 @@ struct MergedRow<'r> {
     live: bool,
 }
 
-/// A pending blob: its seq, its stored size and its first key, read once before the merge.
+/// A pending blob: its seq, its stored size and its first key, listed before the merge.
 struct PendingBlob {
     seq: u64,
     len: usize,
@@ -901,11 +900,7 @@ fn pending_blobs(
     for entry in pending.iter()? {
         let (seq, stored) = entry?;
         let (seq, stored) = (seq.value(), stored.value());
-        let payload = decode_blob(seq, stored)?;
-        let location = || format!("pending checkpoint blob {seq}");
-        let first = row::BlobRows::new(payload)
-            .next_row(BACKEND, &location)?
-            .map_or_else(Vec::new, |(key, _, _)| key.to_vec());
+        let first = first_key(seq, decode_blob(seq, stored)?)?.to_vec();
         blobs.push(PendingBlob {
             seq,
             len: stored.len(),
@@ -928,6 +923,13 @@ fn read_blob(
             detail: "the blob is no longer stored".into(),
         })),
     }
+}
+
+/// The key of a blob's first row (empty for a blob without rows).
+fn first_key(seq: u64, payload: &[u8]) -> Result<&[u8], StorageError> {
+    let location = || format!("pending checkpoint blob {seq}");
+    let first = row::BlobRows::new(payload).next_row(BACKEND, &location)?;
+    Ok(first.map_or(&[][..], |(key, _, _)| key))
 }
 
 /// The rows of a stored pending blob.
@@ -1026,14 +1028,10 @@ impl<'l> PendingRows<'l> {
             let stored = (self.load)(seq)?;
             let payload = decode_blob(seq, &stored)?;
             // The listing read the same blob: another first key means it changed since.
-            let location = || format!("pending checkpoint blob {seq}");
-            let listed_first = row::BlobRows::new(payload)
-                .next_row(BACKEND, &location)?
-                .map_or(&[][..], |(key, _, _)| key);
-            if listed_first != first.as_slice() {
+            if first_key(seq, payload)? != first.as_slice() {
                 return Err(StorageError::CorruptStore {
                     backend: BACKEND,
-                    location: location(),
+                    location: format!("pending checkpoint blob {seq}"),
                     detail: "the blob changed while the checkpoint was being merged".into(),
                 });
             }
